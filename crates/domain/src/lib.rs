@@ -1,0 +1,13 @@
+//! The pure domain model of Whistle: identifiers, the org tree, the Ordos dataset, the dispatch
+//! policy and the validation of reports.
+//!
+//! No I/O and no clock: callers pass `now` in. Everything here is deterministic and unit-tested;
+//! the store, dispatch and CLI crates build on it.
+
+mod codes;
+pub mod ordos;
+mod org;
+pub mod policy;
+
+pub use codes::{AreaCode, CategoryCode, DepartmentCode, InvalidCode, PersonId, ReportId};
+pub use org::{Department, DepartmentKind, Level, OrgDataset, OrgError, OrgIndex, OrgUnit, Person, Role};

@@ -1,0 +1,1180 @@
+//! The dispatch policy: the category catalogue and every figure that drives dispatch, as data.
+//!
+//! A policy file (TOML, `policy/*.toml`) says, per category, which SLA class bounds its resolution,
+//! at which level of grid → community → street → district → city it is first handled, how long each
+//! level may work on it before it goes one level up, and which kinds of functional department the
+//! street summons when it blows the whistle (吹哨). It also holds the report-in (报到) and follow-up
+//! (回访) deadlines, the duplicate and cluster rules, and the weights of the composite score of the
+//! three rates. Each incident stores the `version` of the policy it was dispatched under.
+//!
+//! A file may name a `base` file: its top-level keys replace the base's, and `time_divisor`
+//! divides every duration, which is how the demo policy reuses the Ordos catalogue on a faster
+//! clock. Parsing is pure; the caller reads files and resolves the base by name.
+//!
+//! **Invariant:** a [`Policy`] is fully validated: all four SLA classes are defined, durations are
+//! positive, and every category has a window for each level from its first level up to the
+//! district, adding up to no more than its SLA resolve deadline.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::TimeDelta;
+use serde::{Deserialize, Serialize};
+
+use crate::{CategoryCode, DepartmentKind, Level};
+
+/// The names of the policies compiled in, for [`builtin`].
+pub const BUILTIN: [&str; 2] = ["ordos", "ordos-demo"];
+
+const ORDOS: &str = include_str!("../../../policy/ordos.toml");
+const ORDOS_DEMO: &str = include_str!("../../../policy/ordos-demo.toml");
+
+/// The largest `time_divisor`: a day becomes a second.
+const MAX_TIME_DIVISOR: i64 = 86_400;
+
+/// A policy shipped with the repository, by name: `"ordos"` or `"ordos-demo"`.
+pub fn builtin(name: &str) -> Option<Policy> {
+    let text = match name {
+        "ordos" => ORDOS,
+        "ordos-demo" => ORDOS_DEMO,
+        _ => return None,
+    };
+    let resolve_base = |base: &str| (base == "ordos.toml").then(|| ORDOS.to_owned());
+    Some(
+        Policy::parse(text, resolve_base)
+            .unwrap_or_else(|e| panic!("builtin policy {name} is invalid: {e}")),
+    )
+}
+
+/// An SLA class: how soon an incident must be resolved, counted from the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaClass {
+    /// 紧急: risk to life or property.
+    Emergency,
+    /// 水电气热: water, power, gas and heating.
+    Utilities,
+    /// 一般.
+    General,
+    /// 疑难: enforcement and disputes that take weeks.
+    Complex,
+}
+
+impl SlaClass {
+    pub const ALL: [SlaClass; 4] = [
+        SlaClass::Emergency,
+        SlaClass::Utilities,
+        SlaClass::General,
+        SlaClass::Complex,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlaClass::Emergency => "emergency",
+            SlaClass::Utilities => "utilities",
+            SlaClass::General => "general",
+            SlaClass::Complex => "complex",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<SlaClass> {
+        SlaClass::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
+
+/// The resolve deadline of an SLA class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sla {
+    pub name_zh: String,
+    pub resolve: TimeDelta,
+}
+
+/// Weights of the composite score of the three rates (三率); they sum to 1.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Weights {
+    pub response: f64,
+    pub resolution: f64,
+    pub satisfaction: f64,
+}
+
+impl Weights {
+    /// The composite score of three rates, each between 0 and 1.
+    pub fn composite(
+        &self,
+        response_rate: f64,
+        resolution_rate: f64,
+        satisfaction_rate: f64,
+    ) -> f64 {
+        self.response * response_rate
+            + self.resolution * resolution_rate
+            + self.satisfaction * satisfaction_rate
+    }
+}
+
+/// A report of the same category within `radius_m` metres (the same grid where there are no
+/// coordinates) and `window` of an open incident joins that incident.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Duplicates {
+    pub radius_m: u32,
+    pub window: TimeDelta,
+}
+
+/// `threshold` or more reports of one category in one community within `window` raise one
+/// cluster alert.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clusters {
+    pub threshold: u32,
+    pub window: TimeDelta,
+}
+
+/// A group of categories, the first part of a category code.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    pub code: String,
+    pub name_zh: String,
+    pub name_en: String,
+}
+
+/// A dispatch category (`{group}.{item}`) and how it is routed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Category {
+    pub code: CategoryCode,
+    pub group: String,
+    pub name_zh: String,
+    pub name_en: String,
+    pub sla: SlaClass,
+    /// The level that first handles it.
+    pub first_level: Level,
+    /// How long each level from `first_level` up to the district may work on it alone.
+    pub windows: BTreeMap<Level, TimeDelta>,
+    /// The department kinds whistled at street level, never empty.
+    pub summon: Vec<DepartmentKind>,
+}
+
+/// A validated dispatch policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    version: String,
+    name: String,
+    time_divisor: u32,
+    weights: Weights,
+    accept: TimeDelta,
+    follow_up: TimeDelta,
+    reopen_resolve: Option<TimeDelta>,
+    duplicates: Duplicates,
+    clusters: Clusters,
+    sla: BTreeMap<SlaClass, Sla>,
+    groups: Vec<Group>,
+    categories: Vec<Category>,
+    by_code: HashMap<String, usize>,
+}
+
+impl Policy {
+    /// Parses a policy; `resolve_base` returns the text of a `base = "…"` file by name.
+    pub fn parse(
+        text: &str,
+        resolve_base: impl Fn(&str) -> Option<String>,
+    ) -> Result<Policy, Error> {
+        let mut raw = RawPolicy::from_toml(text, "policy")?;
+        if let Some(base_name) = raw.base.take() {
+            let base_text =
+                resolve_base(&base_name).ok_or_else(|| Error::MissingBase(base_name.clone()))?;
+            let base = RawPolicy::from_toml(&base_text, &base_name)?;
+            if let Some(nested) = base.base {
+                return Err(Error::NestedBase {
+                    base: base_name,
+                    nested,
+                });
+            }
+            raw = raw.over(base);
+        }
+        raw.build()
+    }
+
+    /// The version stored on each incident dispatched under this policy.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What every duration of the file was divided by (1 unless a demo).
+    pub fn time_divisor(&self) -> u32 {
+        self.time_divisor
+    }
+
+    pub fn weights(&self) -> Weights {
+        self.weights
+    }
+
+    /// How long a department has to report in (报到) after a whistle.
+    pub fn accept_deadline(&self) -> TimeDelta {
+        self.accept
+    }
+
+    /// How long the follow-up (回访) may take after resolution before the incident closes unverified.
+    pub fn follow_up_window(&self) -> TimeDelta {
+        self.follow_up
+    }
+
+    pub fn duplicates(&self) -> Duplicates {
+        self.duplicates
+    }
+
+    pub fn clusters(&self) -> Clusters {
+        self.clusters
+    }
+
+    pub fn sla(&self, class: SlaClass) -> &Sla {
+        &self.sla[&class]
+    }
+
+    /// The groups, in file order.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    pub fn group(&self, code: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.code == code)
+    }
+
+    pub fn category(&self, code: &str) -> Option<&Category> {
+        self.by_code.get(code).map(|&i| &self.categories[i])
+    }
+
+    /// The categories, in file order.
+    pub fn categories(&self) -> impl Iterator<Item = &Category> {
+        self.categories.iter()
+    }
+
+    /// The resolve deadline of a category, counted from the report: its SLA class's.
+    pub fn resolve_deadline(&self, category: &Category) -> TimeDelta {
+        self.sla(category.sla).resolve
+    }
+
+    /// The new resolve deadline after an unsatisfied follow-up reopens (重办) an incident.
+    pub fn reopen_deadline(&self, category: &Category) -> TimeDelta {
+        self.reopen_resolve
+            .unwrap_or_else(|| self.resolve_deadline(category))
+    }
+
+    /// How long `level` may work on an incident of `category` before it goes one level up; `None`
+    /// below the first level and at the city.
+    pub fn window(&self, category: &Category, level: Level) -> Option<TimeDelta> {
+        category.windows.get(&level).copied()
+    }
+}
+
+/// Why a policy was refused; each message names the part of the file at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// TOML syntax, an unknown key, a missing required key or a value of the wrong type, with the
+    /// line and column.
+    #[error("{file}: {message}")]
+    Toml { file: String, message: String },
+    #[error("base {0:?} not found")]
+    MissingBase(String),
+    #[error("base {base:?} itself has a base {nested:?}; a base must be a complete policy")]
+    NestedBase { base: String, nested: String },
+    #[error("missing {0}")]
+    Missing(String),
+    #[error("time_divisor {0}: must be between 1 and {MAX_TIME_DIVISOR}")]
+    TimeDivisor(i64),
+    #[error("{at}: invalid duration {value:?}: {why}")]
+    Duration {
+        at: String,
+        value: String,
+        why: &'static str,
+    },
+    #[error(
+        "weights: response {} + resolution {} + satisfaction {} must each lie between 0 and 1 and sum to 1",
+        .0.response, .0.resolution, .0.satisfaction
+    )]
+    Weights(Weights),
+    #[error("{at}: must be at least {min}")]
+    TooSmall { at: &'static str, min: u32 },
+    #[error(
+        "{at}: unknown SLA class {class:?}; expected emergency, utilities, general or complex"
+    )]
+    UnknownSla { at: String, class: String },
+    #[error("group {0:?}: code must be lowercase letters, digits and _")]
+    GroupCode(String),
+    #[error("group {0}: code appears twice")]
+    DuplicateGroup(String),
+    #[error("category {code}: {why}")]
+    CategoryCode { code: String, why: String },
+    #[error("category {0}: code appears twice")]
+    DuplicateCategory(String),
+    #[error("category {category}: unknown level {level:?}; expected grid, community, street, district or city")]
+    UnknownLevel { category: String, level: String },
+    #[error("category {category}: no window for level {}; every level from first_level up to district needs one", .level.as_str())]
+    MissingWindow { category: String, level: Level },
+    #[error("category {category}: window for level {}, which is not between first_level and district", .level.as_str())]
+    StrayWindow { category: String, level: Level },
+    #[error(
+        "category {category}: windows add up to {}, more than the {} resolve deadline {}",
+        format_duration(*.total), .class.as_str(), format_duration(*.resolve)
+    )]
+    WindowsExceedSla {
+        category: String,
+        total: TimeDelta,
+        class: SlaClass,
+        resolve: TimeDelta,
+    },
+    #[error("category {category}: unknown department kind {kind:?}")]
+    UnknownDepartment { category: String, kind: String },
+    #[error("category {category}: department kind {:?} summoned twice", .kind.slug())]
+    RepeatedSummon {
+        category: String,
+        kind: DepartmentKind,
+    },
+    #[error(
+        "category {0}: summon is empty; a category needs at least one department kind to summon"
+    )]
+    EmptySummon(String),
+}
+
+/// One file as written; every key but `version` may come from the base instead.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    base: Option<String>,
+    version: String,
+    name: Option<String>,
+    time_divisor: Option<i64>,
+    weights: Option<Weights>,
+    deadlines: Option<RawDeadlines>,
+    duplicates: Option<RawDuplicates>,
+    clusters: Option<RawClusters>,
+    sla: Option<BTreeMap<String, RawSla>>,
+    group: Option<Vec<Group>>,
+    category: Option<Vec<RawCategory>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeadlines {
+    accept: String,
+    follow_up: String,
+    reopen_resolve: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDuplicates {
+    radius_m: u32,
+    window: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClusters {
+    threshold: u32,
+    window: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSla {
+    name_zh: String,
+    resolve: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCategory {
+    code: String,
+    name_zh: String,
+    name_en: String,
+    sla: String,
+    first_level: String,
+    #[serde(default)]
+    windows: BTreeMap<String, String>,
+    summon: Vec<String>,
+}
+
+impl RawPolicy {
+    fn from_toml(text: &str, file: &str) -> Result<RawPolicy, Error> {
+        toml::from_str(text).map_err(|e| Error::Toml {
+            file: file.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// This file's keys over those of `base`.
+    fn over(self, base: RawPolicy) -> RawPolicy {
+        RawPolicy {
+            base: None,
+            version: self.version,
+            name: self.name.or(base.name),
+            time_divisor: self.time_divisor.or(base.time_divisor),
+            weights: self.weights.or(base.weights),
+            deadlines: self.deadlines.or(base.deadlines),
+            duplicates: self.duplicates.or(base.duplicates),
+            clusters: self.clusters.or(base.clusters),
+            sla: self.sla.or(base.sla),
+            group: self.group.or(base.group),
+            category: self.category.or(base.category),
+        }
+    }
+
+    fn build(self) -> Result<Policy, Error> {
+        let missing = |what: &str| Error::Missing(what.to_owned());
+        if self.version.trim().is_empty() {
+            return Err(missing("version"));
+        }
+        let name = self.name.ok_or_else(|| missing("name"))?;
+        let divisor = match self.time_divisor.unwrap_or(1) {
+            d @ 1..=MAX_TIME_DIVISOR => d as i32,
+            d => return Err(Error::TimeDivisor(d)),
+        };
+        let duration = |at: &str, text: &str| {
+            parse_duration(text)
+                .map(|d| d / divisor)
+                .map_err(|why| Error::Duration {
+                    at: at.to_owned(),
+                    value: text.to_owned(),
+                    why,
+                })
+        };
+
+        let weights = self.weights.ok_or_else(|| missing("[weights]"))?;
+        let parts = [weights.response, weights.resolution, weights.satisfaction];
+        if parts.iter().any(|w| !(0.0..=1.0).contains(w))
+            || (parts.iter().sum::<f64>() - 1.0).abs() > 1e-9
+        {
+            return Err(Error::Weights(weights));
+        }
+
+        let deadlines = self.deadlines.ok_or_else(|| missing("[deadlines]"))?;
+        let accept = duration("deadlines.accept", &deadlines.accept)?;
+        let follow_up = duration("deadlines.follow_up", &deadlines.follow_up)?;
+        let reopen_resolve = deadlines
+            .reopen_resolve
+            .map(|text| duration("deadlines.reopen_resolve", &text))
+            .transpose()?;
+
+        let duplicates = self.duplicates.ok_or_else(|| missing("[duplicates]"))?;
+        if duplicates.radius_m < 1 {
+            return Err(Error::TooSmall {
+                at: "duplicates.radius_m",
+                min: 1,
+            });
+        }
+        let duplicates = Duplicates {
+            radius_m: duplicates.radius_m,
+            window: duration("duplicates.window", &duplicates.window)?,
+        };
+
+        let clusters = self.clusters.ok_or_else(|| missing("[clusters]"))?;
+        if clusters.threshold < 2 {
+            return Err(Error::TooSmall {
+                at: "clusters.threshold",
+                min: 2,
+            });
+        }
+        let clusters = Clusters {
+            threshold: clusters.threshold,
+            window: duration("clusters.window", &clusters.window)?,
+        };
+
+        let mut sla = BTreeMap::new();
+        for (name, raw) in self.sla.unwrap_or_default() {
+            let class = SlaClass::from_name(&name).ok_or_else(|| Error::UnknownSla {
+                at: format!("[sla.{name}]"),
+                class: name.clone(),
+            })?;
+            let resolve = duration(&format!("sla.{name}.resolve"), &raw.resolve)?;
+            sla.insert(
+                class,
+                Sla {
+                    name_zh: raw.name_zh,
+                    resolve,
+                },
+            );
+        }
+        if let Some(class) = SlaClass::ALL.into_iter().find(|c| !sla.contains_key(c)) {
+            return Err(Error::Missing(format!("[sla.{}]", class.as_str())));
+        }
+
+        let groups = self.group.unwrap_or_default();
+        let mut group_codes = HashSet::new();
+        for group in &groups {
+            if !is_slug(&group.code) {
+                return Err(Error::GroupCode(group.code.clone()));
+            }
+            if !group_codes.insert(group.code.as_str()) {
+                return Err(Error::DuplicateGroup(group.code.clone()));
+            }
+        }
+
+        let raw_categories = self.category.unwrap_or_default();
+        if raw_categories.is_empty() {
+            return Err(missing("[[category]]"));
+        }
+        let mut categories = Vec::with_capacity(raw_categories.len());
+        let mut by_code = HashMap::with_capacity(raw_categories.len());
+        for raw in raw_categories {
+            let category = raw.build(&group_codes, &sla, duration)?;
+            if by_code
+                .insert(category.code.to_string(), categories.len())
+                .is_some()
+            {
+                return Err(Error::DuplicateCategory(category.code.to_string()));
+            }
+            categories.push(category);
+        }
+
+        Ok(Policy {
+            version: self.version,
+            name,
+            time_divisor: divisor.unsigned_abs(),
+            weights,
+            accept,
+            follow_up,
+            reopen_resolve,
+            duplicates,
+            clusters,
+            sla,
+            groups,
+            categories,
+            by_code,
+        })
+    }
+}
+
+impl RawCategory {
+    fn build(
+        self,
+        groups: &HashSet<&str>,
+        sla: &BTreeMap<SlaClass, Sla>,
+        duration: impl Fn(&str, &str) -> Result<TimeDelta, Error>,
+    ) -> Result<Category, Error> {
+        let name = self.code;
+        let group = match name.split_once('.') {
+            Some((group, item)) if is_slug(group) && is_slug(item) => group,
+            _ => {
+                let why =
+                    "code must be {group}.{item} in lowercase letters, digits and _".to_owned();
+                return Err(Error::CategoryCode { code: name, why });
+            }
+        };
+        if !groups.contains(group) {
+            let why = format!("group {group:?} is not declared");
+            return Err(Error::CategoryCode { code: name, why });
+        }
+        let code: CategoryCode = match name.parse() {
+            Ok(code) => code,
+            Err(e) => {
+                return Err(Error::CategoryCode {
+                    why: e.to_string(),
+                    code: name,
+                })
+            }
+        };
+
+        let class = SlaClass::from_name(&self.sla).ok_or_else(|| Error::UnknownSla {
+            at: format!("category {name}"),
+            class: self.sla.clone(),
+        })?;
+        let parse_level = |level: &str| {
+            level.parse::<Level>().map_err(|_| Error::UnknownLevel {
+                category: name.clone(),
+                level: level.to_owned(),
+            })
+        };
+        let first_level = parse_level(&self.first_level)?;
+
+        let required = first_level..=Level::District;
+        let mut windows = BTreeMap::new();
+        for (key, text) in &self.windows {
+            let level = parse_level(key)?;
+            if !required.contains(&level) {
+                return Err(Error::StrayWindow {
+                    category: name,
+                    level,
+                });
+            }
+            windows.insert(
+                level,
+                duration(&format!("category {name}: windows.{key}"), text)?,
+            );
+        }
+        if let Some(level) = Level::ALL
+            .into_iter()
+            .find(|l| required.contains(l) && !windows.contains_key(l))
+        {
+            return Err(Error::MissingWindow {
+                category: name,
+                level,
+            });
+        }
+        let total: TimeDelta = windows.values().sum();
+        let resolve = sla[&class].resolve;
+        if total > resolve {
+            return Err(Error::WindowsExceedSla {
+                category: name,
+                total,
+                class,
+                resolve,
+            });
+        }
+
+        if self.summon.is_empty() {
+            return Err(Error::EmptySummon(name));
+        }
+        let mut summon = Vec::with_capacity(self.summon.len());
+        for slug in &self.summon {
+            let kind = DepartmentKind::from_slug(slug).ok_or_else(|| Error::UnknownDepartment {
+                category: name.clone(),
+                kind: slug.clone(),
+            })?;
+            if summon.contains(&kind) {
+                return Err(Error::RepeatedSummon {
+                    category: name,
+                    kind,
+                });
+            }
+            summon.push(kind);
+        }
+
+        Ok(Category {
+            group: group.to_owned(),
+            code,
+            name_zh: self.name_zh,
+            name_en: self.name_en,
+            sla: class,
+            first_level,
+            windows,
+            summon,
+        })
+    }
+}
+
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Parses an integer and a unit: `s`, `m`, `h` or `d` (`"90s"`, `"30m"`, `"2h"`, `"7d"`).
+fn parse_duration(text: &str) -> Result<TimeDelta, &'static str> {
+    const FORMAT: &str = "expected an integer and a unit s, m, h or d, e.g. \"30m\"";
+    let unit_seconds = match text.chars().last() {
+        Some('s') => 1,
+        Some('m') => 60,
+        Some('h') => 3_600,
+        Some('d') => 86_400,
+        _ => return Err(FORMAT),
+    };
+    let number: i64 = text[..text.len() - 1].parse().map_err(|_| FORMAT)?;
+    if number <= 0 {
+        return Err("must be positive");
+    }
+    number
+        .checked_mul(unit_seconds)
+        .and_then(TimeDelta::try_seconds)
+        .ok_or("too long")
+}
+
+/// The inverse of [`parse_duration`] for messages, in the largest unit that fits exactly.
+fn format_duration(d: TimeDelta) -> String {
+    let ms = d.num_milliseconds();
+    [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ]
+    .into_iter()
+    .find(|&(_, size)| ms % size == 0)
+    .map_or_else(
+        || format!("{ms}ms"),
+        |(unit, size)| format!("{}{unit}", ms / size),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A complete policy with one group and one category, for the error cases to break.
+    const MINIMAL: &str = r#"
+version = "test-1"
+name = "test"
+
+[weights]
+response = 0.30
+resolution = 0.35
+satisfaction = 0.35
+
+[deadlines]
+accept = "30m"
+follow_up = "72h"
+
+[duplicates]
+radius_m = 100
+window = "24h"
+
+[clusters]
+threshold = 5
+window = "30m"
+
+[sla.emergency]
+name_zh = "紧急"
+resolve = "2h"
+[sla.utilities]
+name_zh = "水电气热"
+resolve = "24h"
+[sla.general]
+name_zh = "一般"
+resolve = "7d"
+[sla.complex]
+name_zh = "疑难"
+resolve = "15d"
+
+[[group]]
+code = "heating"
+name_zh = "供热"
+name_en = "Heating"
+
+[[category]]
+code = "heating.no_heat"
+name_zh = "室内温度不达标/停暖"
+name_en = "No heating"
+sla = "utilities"
+first_level = "community"
+windows = { community = "4h", street = "8h", district = "12h" }
+summon = ["heating", "housing_construction"]
+"#;
+
+    fn parse(text: &str) -> Result<Policy, Error> {
+        Policy::parse(text, |_| None)
+    }
+
+    /// Parses MINIMAL with `from` replaced by `to`, expecting an error.
+    fn error_with(from: &str, to: &str) -> Error {
+        assert!(MINIMAL.contains(from), "{from:?} is not in MINIMAL");
+        parse(&MINIMAL.replacen(from, to, 1)).expect_err("policy should be refused")
+    }
+
+    fn ordos() -> Policy {
+        builtin("ordos").expect("ordos is builtin")
+    }
+
+    /// Every duration of a policy, in a fixed order.
+    fn durations(policy: &Policy) -> Vec<TimeDelta> {
+        let mut all = vec![policy.accept_deadline(), policy.follow_up_window()];
+        all.extend(policy.reopen_resolve);
+        all.extend([policy.duplicates().window, policy.clusters().window]);
+        all.extend(SlaClass::ALL.map(|c| policy.sla(c).resolve));
+        all.extend(
+            policy
+                .categories()
+                .flat_map(|c| c.windows.values().copied()),
+        );
+        all
+    }
+
+    #[test]
+    fn minimal_policy_parses() {
+        let policy = parse(MINIMAL).unwrap();
+        let category = policy.category("heating.no_heat").unwrap();
+        assert_eq!(category.group, "heating");
+        assert_eq!(
+            category.summon,
+            [DepartmentKind::Heating, DepartmentKind::HousingConstruction]
+        );
+        assert_eq!(policy.resolve_deadline(category), TimeDelta::hours(24));
+        assert_eq!(
+            policy.reopen_deadline(category),
+            TimeDelta::hours(24),
+            "defaults to the SLA"
+        );
+        assert_eq!(
+            policy.window(category, Level::Street),
+            Some(TimeDelta::hours(8))
+        );
+        assert_eq!(policy.window(category, Level::Grid), None);
+        assert_eq!(policy.time_divisor(), 1);
+    }
+
+    #[test]
+    fn builtin_policies_load() {
+        for name in BUILTIN {
+            assert!(builtin(name).is_some(), "{name}");
+        }
+        assert!(builtin("beijing").is_none());
+        let ordos = ordos();
+        assert_eq!(ordos.version(), "ordos-2026.1");
+        assert_eq!(ordos.accept_deadline(), TimeDelta::minutes(30));
+        assert_eq!(ordos.follow_up_window(), TimeDelta::hours(72));
+        assert_eq!(
+            ordos.duplicates(),
+            Duplicates {
+                radius_m: 100,
+                window: TimeDelta::hours(24)
+            }
+        );
+        assert_eq!(
+            ordos.clusters(),
+            Clusters {
+                threshold: 5,
+                window: TimeDelta::minutes(30)
+            }
+        );
+        assert!((ordos.weights().composite(1.0, 1.0, 1.0) - 1.0).abs() < 1e-9);
+        let no_heat = ordos.category("heating.no_heat").unwrap();
+        assert_eq!(
+            (no_heat.sla, no_heat.first_level),
+            (SlaClass::Utilities, Level::Community)
+        );
+        let gas_leak = ordos.category("gas.leak").unwrap();
+        assert_eq!(ordos.resolve_deadline(gas_leak), TimeDelta::hours(2));
+        assert_eq!(ordos.reopen_deadline(gas_leak), TimeDelta::days(3));
+    }
+
+    #[test]
+    fn ordos_catalogue_is_large_and_grouped() {
+        let ordos = ordos();
+        assert!(ordos.categories().count() >= 25);
+        assert!(ordos.groups().len() >= 12);
+        for group in ordos.groups() {
+            assert!(
+                ordos.categories().any(|c| c.group == group.code),
+                "group {} is empty",
+                group.code
+            );
+        }
+        let levels: HashSet<Level> = ordos.categories().map(|c| c.first_level).collect();
+        let classes: HashSet<SlaClass> = ordos.categories().map(|c| c.sla).collect();
+        assert!(levels.len() >= 4, "{levels:?}");
+        assert_eq!(classes.len(), 4);
+        for category in ordos.categories() {
+            assert!(
+                (1..=3).contains(&category.summon.len()),
+                "{}",
+                category.code
+            );
+        }
+    }
+
+    #[test]
+    fn every_category_has_a_window_for_each_level_up_to_the_district() {
+        for policy in BUILTIN.map(|name| builtin(name).unwrap()) {
+            for category in policy.categories() {
+                for level in Level::ALL {
+                    let expected = (category.first_level..=Level::District).contains(&level);
+                    assert_eq!(
+                        policy.window(category, level).is_some(),
+                        expected,
+                        "{} at {level:?}",
+                        category.code
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn demo_divides_every_ordos_duration_by_60() {
+        let (ordos, demo) = (ordos(), builtin("ordos-demo").unwrap());
+        assert_eq!(demo.version(), "ordos-2026.1-demo");
+        assert_eq!(demo.time_divisor(), 60);
+        assert_eq!(demo.accept_deadline(), TimeDelta::seconds(30));
+        assert_eq!(
+            demo.resolve_deadline(demo.category("heating.no_heat").unwrap()),
+            TimeDelta::minutes(24)
+        );
+        let expected: Vec<TimeDelta> = durations(&ordos).into_iter().map(|d| d / 60).collect();
+        assert_eq!(durations(&demo), expected);
+        let codes = |p: &Policy| p.categories().map(|c| c.code.clone()).collect::<Vec<_>>();
+        assert_eq!(codes(&demo), codes(&ordos));
+        assert_eq!(demo.weights(), ordos.weights());
+    }
+
+    #[test]
+    fn durations_take_an_integer_and_a_unit() {
+        assert_eq!(parse_duration("90s"), Ok(TimeDelta::seconds(90)));
+        assert_eq!(parse_duration("30m"), Ok(TimeDelta::minutes(30)));
+        assert_eq!(parse_duration("2h"), Ok(TimeDelta::hours(2)));
+        assert_eq!(parse_duration("7d"), Ok(TimeDelta::days(7)));
+        for bad in [
+            "",
+            "30",
+            "m",
+            "1.5h",
+            "2 h",
+            "2w",
+            "二h",
+            "99999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(format_duration(TimeDelta::hours(36)), "36h");
+        assert_eq!(format_duration(TimeDelta::milliseconds(1500)), "1500ms");
+    }
+
+    #[test]
+    fn toml_syntax_errors_give_the_line() {
+        let error = error_with("name = \"test\"", "name = ");
+        assert!(matches!(error, Error::Toml { .. }), "{error}");
+        assert!(error.to_string().contains("line 3"), "{error}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let error = error_with(
+            "sla = \"utilities\"",
+            "sla = \"utilities\"\ncolour = \"red\"",
+        );
+        assert!(matches!(error, Error::Toml { .. }), "{error}");
+        assert!(
+            error.to_string().contains("unknown field `colour`"),
+            "{error}"
+        );
+        let error = error_with("[weights]", "[weight]");
+        assert!(
+            error.to_string().contains("unknown field `weight`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn duplicate_codes_are_refused() {
+        let group = "[[group]]\ncode = \"heating\"\nname_zh = \"供热\"\nname_en = \"Heating\"\n";
+        assert_eq!(
+            error_with("[[category]]", &format!("{group}\n[[category]]")),
+            Error::DuplicateGroup("heating".into())
+        );
+        let category = &MINIMAL[MINIMAL.find("[[category]]").unwrap()..];
+        let error = parse(&format!("{MINIMAL}\n{category}")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "category heating.no_heat: code appears twice"
+        );
+    }
+
+    #[test]
+    fn category_codes_must_be_group_dot_item_of_a_declared_group() {
+        let error = error_with("\"heating.no_heat\"", "\"water.outage\"");
+        assert_eq!(
+            error.to_string(),
+            "category water.outage: group \"water\" is not declared"
+        );
+        for bad in ["heating", "heating.", "heating.no.heat", "heating.No_Heat"] {
+            let error = error_with("\"heating.no_heat\"", &format!("\"{bad}\""));
+            assert!(
+                matches!(&error, Error::CategoryCode { code, .. } if code == bad),
+                "{error}"
+            );
+        }
+        let error = error_with("code = \"heating\"", "code = \"Heating\"");
+        assert_eq!(error, Error::GroupCode("Heating".into()));
+    }
+
+    #[test]
+    fn summon_must_name_known_department_kinds_once() {
+        let error = error_with("\"heating\", \"housing", "\"heatin\", \"housing");
+        assert_eq!(
+            error.to_string(),
+            "category heating.no_heat: unknown department kind \"heatin\""
+        );
+        let error = error_with(
+            "summon = [\"heating\", \"housing_construction\"]",
+            "summon = []",
+        );
+        assert_eq!(error, Error::EmptySummon("heating.no_heat".into()));
+        let error = error_with("\"housing_construction\"]", "\"heating\"]");
+        assert!(
+            error.to_string().contains("\"heating\" summoned twice"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn sla_classes_must_be_known_and_defined() {
+        let error = error_with("sla = \"utilities\"", "sla = \"utility\"");
+        assert_eq!(
+            error.to_string(),
+            "category heating.no_heat: unknown SLA class \"utility\"; expected emergency, utilities, general or complex"
+        );
+        let error = error_with("[sla.complex]", "[sla.hard]");
+        assert!(
+            matches!(&error, Error::UnknownSla { at, class } if at == "[sla.hard]" && class == "hard"),
+            "{error}"
+        );
+        let error =
+            parse(&MINIMAL.replace("[sla.complex]\nname_zh = \"疑难\"\nresolve = \"15d\"", ""))
+                .unwrap_err();
+        assert_eq!(error, Error::Missing("[sla.complex]".into()));
+    }
+
+    #[test]
+    fn windows_must_cover_first_level_to_district() {
+        let error = error_with(", district = \"12h\"", "");
+        assert_eq!(
+            error.to_string(),
+            "category heating.no_heat: no window for level district; every level from first_level up to district needs one"
+        );
+        let error = error_with("{ community", "{ grid = \"1h\", community");
+        assert!(
+            matches!(
+                error,
+                Error::StrayWindow {
+                    level: Level::Grid,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let error = error_with("{ community", "{ city = \"1h\", community");
+        assert!(
+            matches!(
+                error,
+                Error::StrayWindow {
+                    level: Level::City,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let error = error_with("first_level = \"community\"", "first_level = \"village\"");
+        assert!(
+            matches!(&error, Error::UnknownLevel { level, .. } if level == "village"),
+            "{error}"
+        );
+        let error = error_with("district = \"12h\"", "district = \"13h\"");
+        assert_eq!(
+            error.to_string(),
+            "category heating.no_heat: windows add up to 25h, more than the utilities resolve deadline 1d"
+        );
+    }
+
+    #[test]
+    fn city_first_level_needs_no_windows() {
+        let text = MINIMAL
+            .replace("first_level = \"community\"", "first_level = \"city\"")
+            .replace(
+                "windows = { community = \"4h\", street = \"8h\", district = \"12h\" }\n",
+                "",
+            );
+        let policy = parse(&text).unwrap();
+        assert!(policy
+            .category("heating.no_heat")
+            .unwrap()
+            .windows
+            .is_empty());
+    }
+
+    #[test]
+    fn durations_must_be_positive_and_well_formed() {
+        let error = error_with("street = \"8h\"", "street = \"0h\"");
+        assert_eq!(
+            error.to_string(),
+            "category heating.no_heat: windows.street: invalid duration \"0h\": must be positive"
+        );
+        let error = error_with("accept = \"30m\"", "accept = \"-30m\"");
+        assert!(
+            matches!(&error, Error::Duration { at, why: "must be positive", .. } if at == "deadlines.accept")
+        );
+        let error = error_with("resolve = \"7d\"", "resolve = \"1w\"");
+        assert!(
+            matches!(&error, Error::Duration { at, .. } if at == "sla.general.resolve"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn weights_must_sum_to_one() {
+        let error = error_with("satisfaction = 0.35", "satisfaction = 0.30");
+        assert!(matches!(error, Error::Weights(_)), "{error}");
+        assert!(
+            error.to_string().contains("satisfaction 0.3 must"),
+            "{error}"
+        );
+        let error = error_with(
+            "response = 0.30\nresolution = 0.35",
+            "response = -0.30\nresolution = 0.95",
+        );
+        assert!(matches!(error, Error::Weights(_)), "{error}");
+    }
+
+    #[test]
+    fn counts_have_a_minimum() {
+        assert_eq!(
+            error_with("threshold = 5", "threshold = 1"),
+            Error::TooSmall {
+                at: "clusters.threshold",
+                min: 2
+            }
+        );
+        assert_eq!(
+            error_with("radius_m = 100", "radius_m = 0"),
+            Error::TooSmall {
+                at: "duplicates.radius_m",
+                min: 1
+            }
+        );
+    }
+
+    #[test]
+    fn time_divisor_divides_every_duration_and_must_be_at_least_one() {
+        let policy =
+            parse(&MINIMAL.replace("name = \"test\"", "name = \"test\"\ntime_divisor = 60"))
+                .unwrap();
+        assert_eq!(policy.accept_deadline(), TimeDelta::seconds(30));
+        let error = error_with("name = \"test\"", "name = \"test\"\ntime_divisor = 0");
+        assert_eq!(
+            error.to_string(),
+            "time_divisor 0: must be between 1 and 86400"
+        );
+    }
+
+    #[test]
+    fn a_base_supplies_what_the_file_does_not_say() {
+        let overlay = "base = \"minimal.toml\"\nversion = \"test-1-fast\"\ntime_divisor = 60\n";
+        let policy = Policy::parse(overlay, |name| {
+            (name == "minimal.toml").then(|| MINIMAL.to_owned())
+        })
+        .unwrap();
+        assert_eq!((policy.version(), policy.name()), ("test-1-fast", "test"));
+        assert_eq!(
+            policy.window(policy.category("heating.no_heat").unwrap(), Level::Street),
+            Some(TimeDelta::minutes(8))
+        );
+
+        let error = Policy::parse(overlay, |_| None).unwrap_err();
+        assert_eq!(error.to_string(), "base \"minimal.toml\" not found");
+
+        let nested = format!("base = \"other.toml\"\n{MINIMAL}");
+        let error = Policy::parse(overlay, |_| Some(nested.clone())).unwrap_err();
+        assert_eq!(
+            error,
+            Error::NestedBase {
+                base: "minimal.toml".into(),
+                nested: "other.toml".into()
+            }
+        );
+
+        let error = Policy::parse(overlay, |_| Some("version = ".into())).unwrap_err();
+        assert!(
+            matches!(&error, Error::Toml { file, .. } if file == "minimal.toml"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn missing_sections_are_named() {
+        let error = parse("version = \"v\"\nname = \"n\"\n").unwrap_err();
+        assert_eq!(error, Error::Missing("[weights]".into()));
+        let error = error_with("version = \"test-1\"", "");
+        assert!(
+            error.to_string().contains("missing field `version`"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! The PostgreSQL side of Whistle: the schema (embedded sqlx migrations) and every query.
+//!
+//! Dispatch is the only writer of incident state; it writes through [`intake`] and the
+//! [`outbox`]. Queries are runtime-checked (`sqlx::query`), so building needs no database.
+//! Hot-path writes are multi-row `INSERT … SELECT * FROM UNNEST(…)`, one round trip per table
+//! per batch.
+
+pub mod intake;
+pub mod org;
+pub mod outbox;
+
+use std::time::Duration;
+
+use sqlx::{postgres::PgPoolOptions, PgPool};
+
+pub use sqlx::PgPool as Pool;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The schema migrations, embedded in every binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Opens a pool. Connections are checked out lazily; the first query fails clearly if the server
+/// is not there.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await?;
+    Ok(pool)
+}
+
+/// Applies pending migrations. Safe to run from several processes at once (sqlx takes an
+/// advisory lock).
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}

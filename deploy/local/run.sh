@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# deploy/local/run.sh — run the platform on this machine.
+#
+# Starts (or reuses) NATS and PostgreSQL through env.sh, builds the binaries, migrates and seeds the
+# database, starts whistle-dispatch and a demo feed of reports in the background, and shows incidents
+# as they happen (`whistle watch`) in the foreground. Ctrl-C stops dispatch and the feed; NATS and
+# PostgreSQL keep running with their data (deploy/local/down.sh stops them).
+#
+# Settings (environment): WHISTLE_DEMO_RATE (reports per second, default 20), WHISTLE_NO_FEED=1 (no demo
+# feed), WHISTLE_SKIP_BUILD=1 (use the binaries as they are), the binaries' paths below, and env.sh's.
+set -euo pipefail
+
+HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+REPO=$(cd -- "$HERE/../.." && pwd -P)
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+case $TARGET_DIR in /*) ;; *) TARGET_DIR=$REPO/$TARGET_DIR ;; esac
+
+# The binaries, and how to build them.
+WHISTLE_BIN=${WHISTLE_BIN:-$TARGET_DIR/release/whistle}
+WHISTLE_DISPATCH_BIN=${WHISTLE_DISPATCH_BIN:-$TARGET_DIR/release/whistle-dispatch}
+BUILD_CMD=(cargo build --release --bin whistle --bin whistle-dispatch)
+
+DEMO_RATE=${WHISTLE_DEMO_RATE:-20}
+NO_FEED=${WHISTLE_NO_FEED:-0}
+SKIP_BUILD=${WHISTLE_SKIP_BUILD:-0}
+
+# shellcheck source=SCRIPTDIR/env.sh
+source "$HERE/env.sh"
+cd "$REPO"
+
+LOGS=$WHISTLE_HOME/logs
+DISPATCH_LOG=$LOGS/dispatch.log
+FEED_LOG=$LOGS/load.log
+DISPATCH_PID=""
+FEED_PID=""
+
+log() { printf 'whistle: %s\n' "$*" >&2; }
+die() {
+    printf 'whistle: error: %s\n' "$*" >&2
+    exit 1
+}
+
+# Stop what this script started (dispatch and the feed), politely first: they finish their batch.
+# shellcheck disable=SC2317  # called from the traps
+cleanup() {
+    trap - INT TERM EXIT
+    local pid name i stopped=""
+    for pid in $FEED_PID $DISPATCH_PID; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in $FEED_PID $DISPATCH_PID; do
+        name=dispatch
+        [[ $pid == "$FEED_PID" ]] && name="demo feed"
+        for ((i = 0; i < 200; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$name (pid $pid) did not stop within 20 s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+        stopped+="${stopped:+, }$name"
+    done
+    if [[ -n $stopped ]]; then
+        log "stopped $stopped; NATS and PostgreSQL keep running (deploy/local/down.sh stops them)"
+    fi
+}
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+trap cleanup EXIT
+
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "building: ${BUILD_CMD[*]}"
+    "${BUILD_CMD[@]}"
+fi
+for bin in "$WHISTLE_BIN" "$WHISTLE_DISPATCH_BIN"; do
+    [[ -x $bin ]] || die "$bin is missing or not executable (set WHISTLE_BIN / WHISTLE_DISPATCH_BIN?)"
+done
+
+log "migrating the database: whistle migrate"
+"$WHISTLE_BIN" migrate
+log "seeding the demo organisation: whistle seed"
+"$WHISTLE_BIN" seed
+
+mkdir -p -- "$LOGS"
+printf '\n=== %s: starting %s\n' "$(date -Is)" "$WHISTLE_DISPATCH_BIN" >>"$DISPATCH_LOG"
+"$WHISTLE_DISPATCH_BIN" </dev/null >>"$DISPATCH_LOG" 2>&1 &
+DISPATCH_PID=$!
+sleep 1
+if ! kill -0 "$DISPATCH_PID" 2>/dev/null; then
+    wait "$DISPATCH_PID" && status=0 || status=$?
+    DISPATCH_PID=""
+    printf 'whistle: error: whistle-dispatch exited at start (status %s); last lines of %s:\n' \
+        "$status" "$DISPATCH_LOG" >&2
+    tail -n 25 -- "$DISPATCH_LOG" | sed 's/^/whistle:   | /' >&2
+    exit 1
+fi
+
+if [[ $NO_FEED == 1 ]]; then
+    feed_line="off (WHISTLE_NO_FEED=1)"
+else
+    printf '\n=== %s: starting %s load --rate %s --duration 0 --quiet\n' "$(date -Is)" "$WHISTLE_BIN" \
+        "$DEMO_RATE" >>"$FEED_LOG"
+    "$WHISTLE_BIN" load --rate "$DEMO_RATE" --duration 0 --quiet </dev/null >>"$FEED_LOG" 2>&1 &
+    FEED_PID=$!
+    feed_line="$DEMO_RATE reports/s, pid $FEED_PID, log $FEED_LOG"
+fi
+
+watch_cmd=$(printf '%q ' "WHISTLE_NATS_URL=$WHISTLE_NATS_URL" "DATABASE_URL=$DATABASE_URL" "$WHISTLE_BIN" watch)
+{
+    printf 'whistle: the platform runs\n'
+    printf '  NATS          %s\n' "$WHISTLE_NATS_URL"
+    printf '  PostgreSQL    %s\n' "$DATABASE_URL"
+    printf '  dispatch      pid %s, log %s\n' "$DISPATCH_PID" "$DISPATCH_LOG"
+    printf '  demo feed     %s\n' "$feed_line"
+    printf '  server logs   %s/nats-server.log, %s/postgres.log\n' "$LOGS" "$LOGS"
+    printf '  watch         %s\n' "${watch_cmd% }"
+    printf '  stop          Ctrl-C (stops dispatch and the feed; deploy/local/down.sh stops NATS and PostgreSQL)\n'
+    printf 'whistle: incidents as they happen (whistle watch):\n'
+} >&2
+
+status=0
+"$WHISTLE_BIN" watch || status=$?
+exit "$status"

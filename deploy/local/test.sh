@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# deploy/local/test.sh — run the tests: `deploy/local/test.sh [cargo test arguments]`.
+#
+# Sources env.sh first, so the tests find DATABASE_URL (the PostgreSQL server in which each test creates
+# its own fresh database) and WHISTLE_NATS_SERVER_BIN (to spawn their own nats-servers). Runs
+# `cargo test --workspace --locked "$@"` (unit, integration and doc tests); with WHISTLE_USE_NEXTEST=1
+# and cargo-nextest installed, `cargo nextest run` instead, plus the doc tests when no arguments are given.
+# Exits with the tests' status. On CI (CI=true), or with WHISTLE_STOP_AFTER_TESTS=1, the private servers
+# are stopped afterwards.
+set -euo pipefail
+
+HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+REPO=$(cd -- "$HERE/../.." && pwd -P)
+
+# shellcheck source=SCRIPTDIR/env.sh
+source "$HERE/env.sh"
+cd "$REPO"
+
+stop_after=${WHISTLE_STOP_AFTER_TESTS:-}
+if [[ -z $stop_after ]]; then
+    if [[ ${CI:-} == true ]]; then stop_after=1; else stop_after=0; fi
+fi
+if [[ $stop_after == 1 ]]; then
+    trap 'whistle_stop_private || true' EXIT
+fi
+
+status=0
+if [[ ${WHISTLE_USE_NEXTEST:-0} == 1 ]] && cargo nextest --version >/dev/null 2>&1; then
+    printf 'whistle: cargo nextest run --workspace --locked %s\n' "$*" >&2
+    cargo nextest run --workspace --locked "$@" || status=$?
+    if [[ $status -eq 0 && $# -eq 0 ]]; then
+        printf 'whistle: cargo test --workspace --locked --doc (nextest does not run doc tests)\n' >&2
+        cargo test --workspace --locked --doc || status=$?
+    fi
+else
+    printf 'whistle: cargo test --workspace --locked %s\n' "$*" >&2
+    cargo test --workspace --locked "$@" || status=$?
+fi
+exit "$status"

@@ -1,0 +1,151 @@
+//! `whistle`: the command line for grid workers, operators and developers.
+
+mod load;
+mod report;
+mod watch;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "whistle", version, about = "Whistle — grid governance dispatch: report, watch, seed, migrate, load")]
+struct Cli {
+    #[command(flatten)]
+    conn: Connection,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Connection {
+    /// NATS server.
+    #[arg(long, global = true, env = "WHISTLE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// PostgreSQL database (migrate, seed).
+    #[arg(long, global = true, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/whistle")]
+    pub database_url: String,
+    /// Builtin policy (ordos, ordos-demo) or a policy TOML file, for category names.
+    #[arg(long, global = true, env = "WHISTLE_POLICY", default_value = "ordos")]
+    pub policy: String,
+}
+
+// Parsed once per process; boxing the large variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply the database migrations.
+    Migrate,
+    /// Load the Ordos org tree, departments and people (idempotent).
+    Seed,
+    /// File a report as a grid worker.
+    Report(report::Args),
+    /// Follow events live, human-readable.
+    Watch(watch::Args),
+    /// Send realistic reports at a fixed rate and measure what comes back.
+    Load(load::Args),
+    /// List the dispatch categories of the policy.
+    Categories,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    match cli.command {
+        Command::Migrate => {
+            let pool = connect_db(&cli.conn).await?;
+            whistle_store::migrate(&pool).await.context("applying migrations")?;
+            println!("migrations applied ({} in total)", whistle_store::MIGRATOR.iter().count());
+        }
+        Command::Seed => {
+            let pool = connect_db(&cli.conn).await?;
+            whistle_store::migrate(&pool).await.context("applying migrations")?;
+            let dataset = whistle_domain::ordos::dataset();
+            let written = whistle_store::org::seed(&pool, &dataset).await.context("seeding the org tree")?;
+            println!(
+                "Ordos org tree: {} units, {} departments, {} people ({} units, {} departments, {} people changed)",
+                dataset.units.len(),
+                dataset.departments.len(),
+                dataset.people.len(),
+                written.units,
+                written.departments,
+                written.people,
+            );
+        }
+        Command::Report(args) => report::run(&cli.conn, args).await?,
+        Command::Watch(args) => watch::run(&cli.conn, args).await?,
+        Command::Load(args) => load::run(&cli.conn, args).await?,
+        Command::Categories => {
+            let policy = whistle_dispatch::load_policy(&cli.conn.policy)?;
+            println!("policy {}", policy.version());
+            for category in policy.categories() {
+                println!("{:<32} {:<8} {:<10} {}", category.code, format!("{:?}", category.sla).to_lowercase(), category.first_level.as_str(), category.name_zh);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn connect_db(conn: &Connection) -> anyhow::Result<sqlx::PgPool> {
+    whistle_store::connect(&conn.database_url, 2)
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", conn.database_url))
+}
+
+pub async fn connect_nats(conn: &Connection) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name("whistle-cli")
+        .connection_timeout(Duration::from_secs(5))
+        .connect(&conn.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", conn.nats_url))
+}
+
+/// Parses `90s`, `10m`, `2h`, `500ms` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 60s, 10m or 1h"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// The subject a report for `grid` is published on.
+pub fn report_subject(grid: &whistle_domain::AreaCode) -> String {
+    use whistle_domain::Level;
+    let at = |level| grid.at_level(level).expect("a grid has every ancestor").to_string();
+    format!("whistle.report.{}.{}.{}.{}", at(Level::District), at(Level::Street), at(Level::Community), grid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("60").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+
+    #[test]
+    fn report_subject_names_every_level() {
+        let grid = "150602001002003".parse().unwrap();
+        assert_eq!(report_subject(&grid), "whistle.report.150602.150602001.150602001002.150602001002003");
+    }
+}

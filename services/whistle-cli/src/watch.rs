@@ -1,0 +1,170 @@
+//! `whistle watch`: follows `WHISTLE_EVENTS` and prints one line per event, with Chinese place and
+//! category names.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer};
+use chrono::{DateTime, Local};
+use futures::StreamExt;
+use prost::Message as _;
+use whistle_domain::{AreaCode, Level};
+use whistle_proto::v1;
+
+use crate::{connect_nats, Connection};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only events inside this area (any org code; default the whole city).
+    #[arg(long)]
+    area: Option<AreaCode>,
+    /// Only this event kind, e.g. incident.reported.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Replay the stream from its first event instead of following new ones.
+    #[arg(long, conflicts_with = "since_sequence")]
+    all: bool,
+    /// Resume after this stream sequence.
+    #[arg(long)]
+    since_sequence: Option<u64>,
+}
+
+/// Names of places and categories, to print events the way a command centre reads them.
+pub struct Names {
+    places: HashMap<String, String>,
+    categories: HashMap<String, String>,
+}
+
+impl Names {
+    pub fn new(policy: &whistle_domain::policy::Policy) -> Names {
+        let places = whistle_domain::ordos::dataset().units.into_iter().map(|u| (u.code.to_string(), u.name)).collect();
+        let categories = policy.categories().map(|c| (c.code.to_string(), c.name_zh.clone())).collect();
+        Names { places, categories }
+    }
+
+    fn place<'a>(&'a self, code: &'a str) -> &'a str {
+        self.places.get(code).map(String::as_str).unwrap_or(code)
+    }
+
+    /// One line for an event.
+    pub fn line(&self, sequence: u64, event: &v1::Event) -> String {
+        let at = event
+            .occurred_at
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+            .map(|t| t.with_timezone(&Local).format("%H:%M:%S").to_string())
+            .unwrap_or_default();
+        let place = [&event.district_code, &event.street_code, &event.community_code]
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| self.place(c))
+            .collect::<Vec<_>>()
+            .join("/");
+        let detail = match &event.body {
+            Some(v1::event::Body::IncidentReported(body)) => {
+                let report = body.report.clone().unwrap_or_default();
+                let urgency = match v1::Urgency::try_from(report.urgency) {
+                    Ok(v1::Urgency::Emergency) => "【紧急】",
+                    Ok(v1::Urgency::Urgent) => "【较急】",
+                    _ => "",
+                };
+                let category = self.categories.get(&report.category).map(String::as_str).unwrap_or(&body.category_name);
+                let level = v1::Level::try_from(body.level).map(level_zh).unwrap_or("");
+                format!("新事件 {urgency}[{category}] {} → {level}办理  事件 {}", report.title, short(&event.incident_id))
+            }
+            Some(v1::event::Body::ReportRejected(body)) => {
+                format!("上报被拒 {}: {} (report {})", body.reason, body.message, body.report_id)
+            }
+            None => event.kind.clone(),
+        };
+        format!("{at} #{sequence:<8} {place:<24} {detail}")
+    }
+}
+
+fn level_zh(level: v1::Level) -> &'static str {
+    match level {
+        v1::Level::Grid => Level::Grid.name_zh(),
+        v1::Level::Community => Level::Community.name_zh(),
+        v1::Level::Street => Level::Street.name_zh(),
+        v1::Level::District => Level::District.name_zh(),
+        v1::Level::City => Level::City.name_zh(),
+        v1::Level::Unspecified => "",
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(id.len().saturating_sub(8)..).unwrap_or(id)
+}
+
+/// The stream filter for an area: district and street are subject tokens; finer areas are
+/// filtered here.
+fn filter_subject(area: Option<&AreaCode>, kind: Option<&str>) -> String {
+    let kind = kind.unwrap_or(">");
+    match area.map(|a| (a.level(), a)) {
+        None | Some((Level::City, _)) => format!("whistle.event.*.*.{kind}"),
+        Some((Level::District, a)) => format!("whistle.event.{a}.*.{kind}"),
+        Some((_, a)) => {
+            let district = a.at_level(Level::District).expect("below district");
+            let street = a.at_level(Level::Street).expect("at or below street");
+            format!("whistle.event.{district}.{street}.{kind}")
+        }
+    }
+}
+
+pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
+    let policy = whistle_dispatch::load_policy(&conn.policy)?;
+    let names = Names::new(&policy);
+    let client = connect_nats(conn).await?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_stream(whistle_dispatch::streams::EVENTS)
+        .await
+        .context("opening WHISTLE_EVENTS (has whistle-dispatch run once?)")?;
+    let deliver_policy = match (args.all, args.since_sequence) {
+        (true, _) => consumer::DeliverPolicy::All,
+        (_, Some(seq)) => consumer::DeliverPolicy::ByStartSequence { start_sequence: seq + 1 },
+        _ => consumer::DeliverPolicy::New,
+    };
+    let filter = filter_subject(args.area.as_ref(), args.kind.as_deref());
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig { filter_subject: filter.clone(), deliver_policy, ..Default::default() })
+        .await
+        .context("creating an ordered consumer")?;
+    let mut messages = consumer.messages().await?;
+    eprintln!("watching {filter} (Ctrl-C to stop)");
+    loop {
+        let message = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            next = messages.next() => match next {
+                Some(message) => message.context("reading events")?,
+                None => return Ok(()),
+            },
+        };
+        let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let Ok(event) = v1::Event::decode(message.payload.clone()) else {
+            eprintln!("#{sequence}: not a whistle.v1.Event, skipped");
+            continue;
+        };
+        if let Some(area) = &args.area {
+            let place = if event.grid_code.is_empty() { &event.street_code } else { &event.grid_code };
+            if area.level() < Level::Street && !place.starts_with(area.as_str()) {
+                continue;
+            }
+        }
+        println!("{}", names.line(sequence, &event));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_follow_the_area_level() {
+        let area = |s: &str| s.parse::<AreaCode>().unwrap();
+        assert_eq!(filter_subject(None, None), "whistle.event.*.*.>");
+        assert_eq!(filter_subject(Some(&area("150600")), Some("incident.reported")), "whistle.event.*.*.incident.reported");
+        assert_eq!(filter_subject(Some(&area("150602")), None), "whistle.event.150602.*.>");
+        assert_eq!(filter_subject(Some(&area("150602001002")), None), "whistle.event.150602.150602001.>");
+    }
+}

@@ -1,0 +1,282 @@
+//! The intake loop: pull a batch of reports, validate, record in one transaction, publish
+//! rejections, then ack.
+//!
+//! **Invariant:** a message is acked only after everything it caused is committed to PostgreSQL
+//! (and, for a rejection, stored in `WHISTLE_REJECTED`). A crash anywhere before the ack means a
+//! redelivery, which the report id and the rejection's source key turn into a no-op.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use async_nats::{
+    header::{HeaderMap, NATS_MESSAGE_ID},
+    jetstream::{self, consumer::PullConsumer, AckKind},
+};
+use futures::StreamExt;
+use prost::Message as _;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+use whistle_domain::Level;
+use whistle_proto::v1;
+use whistle_store::intake::{NewIncident, NewRejection};
+
+use crate::{
+    events,
+    streams::REJECTED_PREFIX,
+    validate::{self, Inbound, Rejection, ValidReport},
+    Catalog, Error, Shared,
+};
+
+/// Headers on messages in `WHISTLE_REJECTED`.
+pub const REJECT_REASON_HEADER: &str = "Whistle-Reject-Reason";
+pub const REJECT_MESSAGE_HEADER: &str = "Whistle-Reject-Message";
+pub const ORIGINAL_SUBJECT_HEADER: &str = "Whistle-Original-Subject";
+pub const ORIGINAL_SEQUENCE_HEADER: &str = "Whistle-Original-Sequence";
+
+pub(crate) struct Intake {
+    pub shared: Arc<Shared>,
+    pub consumer: PullConsumer,
+    pub relay_wakeup: Arc<Notify>,
+}
+
+/// One message's fate within a batch.
+enum Outcome {
+    Valid(Box<NewIncident>),
+    Rejected(Box<NewRejection>, Rejection),
+    /// The same report id appeared earlier in this batch.
+    Repeat,
+}
+
+impl Intake {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let batch_size = self.shared.options.batch_size;
+        while !shutdown.is_cancelled() {
+            let messages = self
+                .consumer
+                .stream()
+                .max_messages_per_batch(batch_size)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+                .map_err(|e| Error::Nats(format!("starting the intake pull: {e}")))?;
+            // Without `unconstrained`, tokio's cooperative budget cuts every ready chunk at 128.
+            let mut chunks = messages.ready_chunks(batch_size);
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    next = tokio::task::unconstrained(chunks.next()) => next,
+                };
+                let Some(chunk) = next else {
+                    warn!("intake pull ended; restarting it");
+                    break;
+                };
+                let mut batch = Vec::with_capacity(chunk.len());
+                for item in chunk {
+                    match item {
+                        Ok(message) => batch.push(message),
+                        Err(e) => warn!(error = %e, "intake pull reported an error"),
+                    }
+                }
+                if !batch.is_empty() {
+                    self.process(batch).await;
+                }
+            }
+        }
+        info!("intake stopped");
+        Ok(())
+    }
+
+    /// Handles one batch. Never returns an error: a failure leaves the messages unacked (nak with
+    /// a delay) so they come back.
+    async fn process(&self, batch: Vec<jetstream::Message>) {
+        let now = self.shared.clock.now();
+        let catalog = self.shared.catalog.load();
+        let mut seen = HashSet::with_capacity(batch.len());
+        let outcomes: Vec<Outcome> = batch.iter().map(|m| classify(m, &catalog, now, &mut seen)).collect();
+
+        let mut incidents = Vec::new();
+        let mut rejections = Vec::new();
+        for outcome in &outcomes {
+            match outcome {
+                Outcome::Valid(incident) => incidents.push((**incident).clone()),
+                Outcome::Rejected(rejection, _) => rejections.push((**rejection).clone()),
+                Outcome::Repeat => {}
+            }
+        }
+
+        let recorded = match whistle_store::intake::record(&self.shared.pool, &incidents, &rejections).await {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                warn!(error = %e, batch = batch.len(), "recording the batch failed; it will be redelivered");
+                self.nak_all(&batch).await;
+                return;
+            }
+        };
+        if !recorded.incidents.is_empty() || !recorded.rejections.is_empty() {
+            self.relay_wakeup.notify_one();
+        }
+
+        // Rejections are stored in WHISTLE_REJECTED before their reports are acked. Republishing
+        // one that a crashed attempt already stored is dropped by its Nats-Msg-Id.
+        let mut failed_rejections = HashSet::new();
+        let publishes = outcomes.iter().enumerate().filter_map(|(i, o)| match o {
+            Outcome::Rejected(row, rejection) => Some((i, row, rejection)),
+            _ => None,
+        });
+        let mut acks = Vec::new();
+        for (i, row, rejection) in publishes {
+            let headers = rejected_headers(&batch[i], row, rejection);
+            let subject = format!("{REJECTED_PREFIX}.{}", rejection.reason);
+            match self.shared.jetstream.publish_with_headers(subject, headers, row.payload.clone().into()).await {
+                Ok(ack) => acks.push((i, ack)),
+                Err(e) => {
+                    warn!(error = %e, reason = %rejection.reason, "publishing a rejection failed");
+                    failed_rejections.insert(i);
+                }
+            }
+        }
+        for (i, ack) in acks {
+            if let Err(e) = ack.await {
+                warn!(error = %e, "storing a rejection was not confirmed");
+                failed_rejections.insert(i);
+            }
+        }
+
+        let mut acked = 0usize;
+        for (i, message) in batch.iter().enumerate() {
+            let result = if failed_rejections.contains(&i) {
+                message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
+            } else {
+                acked += 1;
+                message.ack().await
+            };
+            if let Err(e) = result {
+                debug!(error = %e, "ack not sent; the message will be redelivered and deduplicated");
+            }
+        }
+        self.shared.metrics.record_batch(acked, recorded.incidents.len(), recorded.rejections.len());
+        debug!(
+            batch = batch.len(),
+            incidents = recorded.incidents.len(),
+            rejections = recorded.rejections.len(),
+            "batch committed"
+        );
+    }
+
+    async fn nak_all(&self, batch: &[jetstream::Message]) {
+        let delay = self.shared.options.retry_delay;
+        for message in batch {
+            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+        }
+    }
+}
+
+fn classify(message: &jetstream::Message, catalog: &Catalog, now: chrono::DateTime<chrono::Utc>, seen: &mut HashSet<String>) -> Outcome {
+    let headers = message.headers.as_ref();
+    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+    let json = header("Content-Type").is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/json"));
+    let inbound = Inbound {
+        subject: message.subject.as_str(),
+        payload: &message.payload,
+        json,
+        msg_id: header(NATS_MESSAGE_ID.as_ref()),
+    };
+    let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    match validate::validate(inbound, &catalog.org, &catalog.policy, now) {
+        Ok(valid) => {
+            if !seen.insert(valid.report_id.to_string()) {
+                return Outcome::Repeat;
+            }
+            Outcome::Valid(Box::new(new_incident(valid, catalog, stream_sequence, now)))
+        }
+        Err(rejection) => {
+            let source_key = source_key(message);
+            let row = NewRejection {
+                source_key,
+                reason: rejection.reason.as_str().to_owned(),
+                message: rejection.message.clone(),
+                subject: message.subject.to_string(),
+                report_id: rejection.report_id.clone(),
+                reporter_id: rejection.reporter_id.clone(),
+                stream_sequence: i64::try_from(stream_sequence).ok(),
+                payload: message.payload.to_vec(),
+                received_at: now,
+                event: events::report_rejected(&rejection, message.subject.as_str(), stream_sequence, now),
+            };
+            Outcome::Rejected(Box::new(row), rejection)
+        }
+    }
+}
+
+/// Identifies a JetStream message across redeliveries: its stream sequence and the time the
+/// server stored it (the pair stays unique if the stream is ever recreated).
+fn source_key(message: &jetstream::Message) -> String {
+    match message.info() {
+        Ok(info) => format!("{}:{}:{}", info.stream, info.stream_sequence, info.published.timestamp_nanos_opt().unwrap_or_default()),
+        Err(_) => format!("unacked:{}", Uuid::now_v7()),
+    }
+}
+
+fn new_incident(valid: ValidReport, catalog: &Catalog, stream_sequence: u64, now: chrono::DateTime<chrono::Utc>) -> NewIncident {
+    let category = catalog.policy.category(valid.category.as_str()).expect("validation checked the category");
+    let level = category.first_level;
+    let status = v1::IncidentStatus::Handling;
+    let due_at = catalog.policy.window(category, level).map(|window| now + window);
+    let incident_id = Uuid::now_v7();
+    let event = events::incident_reported(&valid, incident_id, level, status, &category.name_zh, now);
+    let location = valid.report.location.clone().unwrap_or_default();
+    let has_location = valid.report.location.is_some();
+    NewIncident {
+        incident_id,
+        report_id: valid.report_id.to_string(),
+        reporter_id: valid.reporter_id.to_string(),
+        status: "handling",
+        level: level.as_str(),
+        category: valid.category.to_string(),
+        urgency: urgency_str(valid.urgency),
+        title: valid.report.title.clone(),
+        description: valid.report.description.clone(),
+        district_code: valid.area(Level::District).to_string(),
+        street_code: valid.area(Level::Street).to_string(),
+        community_code: valid.area(Level::Community).to_string(),
+        grid_code: valid.grid.to_string(),
+        lat: has_location.then_some(location.lat),
+        lon: has_location.then_some(location.lon),
+        address: location.address,
+        policy_version: catalog.policy.version().to_owned(),
+        occurred_at: valid.occurred_at,
+        reported_at: valid.reported_at,
+        received_at: now,
+        due_at,
+        report_payload: valid.report.encode_to_vec(),
+        stream_sequence: i64::try_from(stream_sequence).ok(),
+        event,
+    }
+}
+
+pub fn urgency_str(urgency: v1::Urgency) -> &'static str {
+    match urgency {
+        v1::Urgency::Unspecified | v1::Urgency::Normal => "normal",
+        v1::Urgency::Urgent => "urgent",
+        v1::Urgency::Emergency => "emergency",
+    }
+}
+
+fn rejected_headers(message: &jetstream::Message, row: &NewRejection, rejection: &Rejection) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(NATS_MESSAGE_ID, row.source_key.as_str());
+    headers.insert(REJECT_REASON_HEADER, rejection.reason.as_str());
+    // Header values cannot hold newlines.
+    headers.insert(REJECT_MESSAGE_HEADER, rejection.message.replace(['\r', '\n'], " ").as_str());
+    headers.insert(ORIGINAL_SUBJECT_HEADER, message.subject.as_str());
+    if let Some(sequence) = row.stream_sequence {
+        headers.insert(ORIGINAL_SEQUENCE_HEADER, sequence.to_string().as_str());
+    }
+    if let Some(content_type) = message.headers.as_ref().and_then(|h| h.get("Content-Type")) {
+        headers.insert("Content-Type", content_type.as_str());
+    }
+    headers
+}

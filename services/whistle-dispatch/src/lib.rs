@@ -1,0 +1,270 @@
+//! whistle-dispatch, the routing service: the only writer of incident state.
+//!
+//! It consumes reports from `WHISTLE_REPORTS`, validates them against the org tree and the
+//! policy held in memory, records each batch in one PostgreSQL transaction, and publishes the
+//! resulting events through a transactional outbox. Several replicas may run at once: they share
+//! one durable consumer, and one of them at a time relays the outbox.
+//!
+//! Shape: [`Options`] → [`Options::build`] → [`Service::run`] with a shutdown token.
+
+pub mod clock;
+mod events;
+mod intake;
+mod relay;
+pub mod streams;
+pub mod validate;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
+    time::Duration,
+};
+
+use async_nats::jetstream;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use whistle_domain::{policy::Policy, OrgIndex};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use events::{INCIDENT_REPORTED, REPORT_REJECTED};
+pub use intake::{ORIGINAL_SEQUENCE_HEADER, ORIGINAL_SUBJECT_HEADER, REJECT_MESSAGE_HEADER, REJECT_REASON_HEADER};
+pub use streams::StreamOptions;
+
+/// Errors of the dispatch service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error(transparent)]
+    Store(#[from] whistle_store::Error),
+    #[error("policy: {0}")]
+    Policy(String),
+    #[error("org tree: {0}")]
+    Org(#[from] whistle_domain::OrgError),
+}
+
+/// Settings of the service; every field has a default suitable for one machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Options {
+    pub nats_url: String,
+    pub database_url: String,
+    /// Apply pending migrations at start.
+    pub migrate: bool,
+    /// A builtin policy name (`ordos`, `ordos-demo`) or the path of a policy TOML file.
+    pub policy: String,
+    /// Durable consumer shared by all replicas.
+    pub consumer: String,
+    /// Most reports recorded in one transaction.
+    pub batch_size: usize,
+    /// How long JetStream waits for an ack before redelivering to another replica.
+    #[serde(with = "duration_millis")]
+    pub ack_wait: Duration,
+    /// Delay before a batch that failed to commit is redelivered.
+    #[serde(with = "duration_millis")]
+    pub retry_delay: Duration,
+    /// The relay also polls, to pick up events of other replicas and after a crash.
+    #[serde(with = "duration_millis")]
+    pub relay_poll_interval: Duration,
+    pub max_db_connections: u32,
+    #[serde(skip)]
+    pub streams: StreamOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            database_url: "postgres://postgres@127.0.0.1:5432/whistle".into(),
+            migrate: true,
+            policy: "ordos".into(),
+            consumer: "whistle-dispatch".into(),
+            batch_size: 500,
+            ack_wait: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(1),
+            relay_poll_interval: Duration::from_millis(250),
+            max_db_connections: 8,
+            streams: StreamOptions::default(),
+        }
+    }
+}
+
+/// Durations as whole milliseconds in config files, e.g. `ack_wait = 30000`.
+mod duration_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// Loads a policy by builtin name or file path; a file's `base` is resolved next to it.
+pub fn load_policy(name_or_path: &str) -> Result<Policy, Error> {
+    if let Some(policy) = whistle_domain::policy::builtin(name_or_path) {
+        return Ok(policy);
+    }
+    let path = PathBuf::from(name_or_path);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Policy(format!("{name_or_path:?} is neither a builtin policy (ordos, ordos-demo) nor a readable file: {e}"))
+    })?;
+    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+    Policy::parse(&text, |base| std::fs::read_to_string(dir.join(base)).ok())
+        .map_err(|e| Error::Policy(format!("{}: {e}", path.display())))
+}
+
+/// The org tree and policy, read on every batch and swapped whole on reload.
+#[derive(Debug)]
+pub struct Catalog {
+    pub org: OrgIndex,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct CatalogCell(RwLock<Arc<Catalog>>);
+
+impl CatalogCell {
+    pub fn load(&self) -> Arc<Catalog> {
+        self.0.read().expect("catalog lock is never poisoned").clone()
+    }
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Catalog { org: OrgIndex::default(), policy: whistle_domain::policy::builtin("ordos").expect("the builtin policy loads") }
+    }
+}
+
+/// Counters since start, for logs and `whistle` summaries.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub acked: AtomicU64,
+    pub incidents: AtomicU64,
+    pub rejected: AtomicU64,
+    pub batches: AtomicU64,
+    pub events_published: AtomicU64,
+}
+
+impl Metrics {
+    fn record_batch(&self, acked: usize, incidents: usize, rejected: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.acked.fetch_add(acked as u64, Ordering::Relaxed);
+        self.incidents.fetch_add(incidents as u64, Ordering::Relaxed);
+        self.rejected.fetch_add(rejected as u64, Ordering::Relaxed);
+    }
+
+    fn record_published(&self, events: usize) {
+        self.events_published.fetch_add(events as u64, Ordering::Relaxed);
+    }
+}
+
+/// State shared by the service's tasks.
+pub(crate) struct Shared {
+    pub options: Options,
+    pub pool: PgPool,
+    pub jetstream: jetstream::Context,
+    pub catalog: CatalogCell,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A built service, connected and ready to run.
+pub struct Service {
+    shared: Arc<Shared>,
+    events_jetstream: jetstream::Context,
+    consumer: jetstream::consumer::PullConsumer,
+}
+
+impl Options {
+    /// Connects to NATS and PostgreSQL, applies migrations (unless disabled), ensures the
+    /// streams and consumer, and loads the org tree and policy into memory.
+    pub async fn build(self) -> Result<Service, Error> {
+        self.build_with_clock(Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(self, clock: Arc<dyn Clock>) -> Result<Service, Error> {
+        let policy = load_policy(&self.policy)?;
+        let pool = whistle_store::connect(&self.database_url, self.max_db_connections).await?;
+        if self.migrate {
+            whistle_store::migrate(&pool).await?;
+        }
+        let org = OrgIndex::build(whistle_store::org::load(&pool).await?)?;
+        if org.units().next().is_none() {
+            tracing::warn!("the org tree is empty: every report will be rejected until `whistle seed` runs");
+        }
+
+        let connect = |name: &'static str| {
+            let url = self.nats_url.clone();
+            async move {
+                async_nats::ConnectOptions::new()
+                    .name(name)
+                    .retry_on_initial_connect()
+                    .connect(&url)
+                    .await
+                    .map_err(|e| Error::Nats(format!("connecting to {url}: {e}")))
+            }
+        };
+        let client = connect("whistle-dispatch").await?;
+        let events_client = connect("whistle-dispatch-relay").await?;
+        let context = |client| {
+            jetstream::ContextBuilder::new()
+                .timeout(Duration::from_secs(10))
+                .max_ack_inflight(4096)
+                .backpressure_on_inflight(true)
+                .build(client)
+        };
+        let js = context(client);
+        streams::ensure(&js, &self.streams).await?;
+        let consumer = streams::intake_consumer(&js, &self.consumer, self.ack_wait).await?;
+        info!(
+            policy = %policy.version(),
+            units = org.units().count(),
+            people = org.people().count(),
+            "dispatch ready"
+        );
+        let shared = Arc::new(Shared {
+            options: self,
+            pool,
+            jetstream: js,
+            catalog: CatalogCell(RwLock::new(Arc::new(Catalog { org, policy }))),
+            clock,
+            metrics: Arc::new(Metrics::default()),
+        });
+        Ok(Service { shared, events_jetstream: context(events_client), consumer })
+    }
+}
+
+impl Service {
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Runs intake and the relay until `shutdown` is cancelled, then finishes the batch in hand,
+    /// relays what it committed, and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let wakeup = Arc::new(Notify::new());
+        let relay = relay::Relay { shared: self.shared.clone(), jetstream: self.events_jetstream, wakeup: wakeup.clone() };
+        let intake = intake::Intake { shared: self.shared.clone(), consumer: self.consumer, relay_wakeup: wakeup };
+
+        // The relay stops only after intake has finished, so the last batch's events go out.
+        let relay_stop = CancellationToken::new();
+        let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+        let result = intake.run(shutdown).await;
+        relay_stop.cancel();
+        relay_task.await.map_err(|e| Error::Nats(format!("relay task failed: {e}")))?;
+        self.shared.pool.close().await;
+        info!("dispatch stopped");
+        result
+    }
+}

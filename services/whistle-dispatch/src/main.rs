@@ -1,0 +1,66 @@
+use anyhow::Context as _;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use whistle_dispatch::Options;
+
+/// whistle-dispatch: consumes reports, records incidents, publishes events.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    #[arg(long, env = "WHISTLE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/whistle")]
+    database_url: String,
+    /// Builtin policy (ordos, ordos-demo) or a policy TOML file.
+    #[arg(long, env = "WHISTLE_POLICY", default_value = "ordos")]
+    policy: String,
+    /// Do not apply database migrations at start.
+    #[arg(long, env = "WHISTLE_NO_MIGRATE")]
+    no_migrate: bool,
+    /// Most reports recorded in one transaction.
+    #[arg(long, env = "WHISTLE_BATCH_SIZE", default_value_t = 500)]
+    batch_size: usize,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "WHISTLE_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(args.log_json);
+    let options = Options {
+        nats_url: args.nats_url,
+        database_url: args.database_url,
+        policy: args.policy,
+        migrate: !args.no_migrate,
+        batch_size: args.batch_size,
+        ..Options::default()
+    };
+    let service = options.build().await.context("starting whistle-dispatch")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    service.run(shutdown).await.context("whistle-dispatch failed")
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,async_nats=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested: finishing the batch in hand");
+    shutdown.cancel();
+}

@@ -1,0 +1,80 @@
+//! The outbox relay: publishes committed events to `WHISTLE_EVENTS` with `Nats-Msg-Id` = event
+//! id, then deletes them from the outbox.
+//!
+//! A crash between publish and delete republishes the same ids, which JetStream drops inside the
+//! stream's duplicate window; so every event is in the stream once.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::{header::NATS_MESSAGE_ID, jetstream, HeaderMap};
+use futures::future::try_join_all;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use whistle_store::outbox;
+
+use crate::Shared;
+
+const BATCH: i64 = 1000;
+
+pub(crate) struct Relay {
+    pub shared: Arc<Shared>,
+    /// Its own connection: publishing on the connection that fetches reports slows intake.
+    pub jetstream: jetstream::Context,
+    pub wakeup: Arc<Notify>,
+}
+
+impl Relay {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let poll = self.shared.options.relay_poll_interval;
+        loop {
+            let stopping = tokio::select! {
+                _ = shutdown.cancelled() => true,
+                _ = self.wakeup.notified() => false,
+                _ = tokio::time::sleep(poll) => false,
+            };
+            // On shutdown, drain once more so events committed by the last batch go out now.
+            if let Err(e) = self.drain().await {
+                warn!(error = %e, "outbox relay round failed; retrying");
+                if !stopping {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            if stopping {
+                break;
+            }
+        }
+        info!("outbox relay stopped");
+    }
+
+    /// Publishes until the outbox is empty (or another replica holds the relay lock).
+    async fn drain(&self) -> Result<(), crate::Error> {
+        loop {
+            let Some(claim) = outbox::claim(&self.shared.pool, BATCH).await? else {
+                debug!("another replica is relaying");
+                return Ok(());
+            };
+            if claim.events.is_empty() {
+                return Ok(());
+            }
+            let mut acks = Vec::with_capacity(claim.events.len());
+            for event in &claim.events {
+                let mut headers = HeaderMap::new();
+                headers.insert(NATS_MESSAGE_ID, event.event_id.to_string().as_str());
+                let ack = self
+                    .jetstream
+                    .publish_with_headers(event.subject.clone(), headers, event.payload.clone().into())
+                    .await
+                    .map_err(|e| crate::Error::Nats(format!("publishing event {}: {e}", event.event_id)))?;
+                acks.push(ack);
+            }
+            try_join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
+                .await
+                .map_err(|e| crate::Error::Nats(format!("event publish not confirmed: {e}")))?;
+            let published = claim.events.len();
+            claim.complete().await?;
+            self.shared.metrics.record_published(published);
+            debug!(published, "events relayed");
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! Validation of inbound reports: pure, no I/O, `now` passed in.
+//!
+//! A report is accepted only if every check passes; otherwise it is rejected with exactly one
+//! machine-readable [`Reason`] (the first failed check) and a message a person can act on.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use prost::Message as _;
+use whistle_domain::{policy::Policy, AreaCode, CategoryCode, Level, OrgIndex, PersonId, ReportId, Role};
+use whistle_proto::v1;
+
+/// Reports larger than this are refused before decoding.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+pub const MAX_TITLE_CHARS: usize = 200;
+pub const MAX_DESCRIPTION_CHARS: usize = 4000;
+pub const MAX_ADDRESS_CHARS: usize = 200;
+pub const MAX_ATTACHMENTS: usize = 20;
+pub const MAX_URI_CHARS: usize = 2048;
+pub const MAX_CAPTION_CHARS: usize = 200;
+pub const MAX_CONTACT_CHARS: usize = 64;
+/// Device clocks run ahead; more than this in the future is refused.
+pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
+/// A phone that was offline may send late, but not later than this.
+pub const MAX_REPORT_AGE: TimeDelta = TimeDelta::days(7);
+pub const MAX_OCCURRENCE_AGE: TimeDelta = TimeDelta::days(30);
+
+/// Why a report was refused; the string form is the last token of `whistle.rejected.{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    TooLarge,
+    InvalidSubject,
+    DecodeError,
+    MsgIdMismatch,
+    InvalidReportId,
+    MissingField,
+    FieldTooLong,
+    InvalidLocation,
+    TooManyAttachments,
+    InvalidTimestamp,
+    InvalidUrgency,
+    UnknownGrid,
+    GridMismatch,
+    UnknownReporter,
+    ReporterNotInGrid,
+    UnknownCategory,
+    /// Processing kept failing past the last delivery (not a validation outcome).
+    MaxDeliveries,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 17] = [
+        Reason::TooLarge,
+        Reason::InvalidSubject,
+        Reason::DecodeError,
+        Reason::MsgIdMismatch,
+        Reason::InvalidReportId,
+        Reason::MissingField,
+        Reason::FieldTooLong,
+        Reason::InvalidLocation,
+        Reason::TooManyAttachments,
+        Reason::InvalidTimestamp,
+        Reason::InvalidUrgency,
+        Reason::UnknownGrid,
+        Reason::GridMismatch,
+        Reason::UnknownReporter,
+        Reason::ReporterNotInGrid,
+        Reason::UnknownCategory,
+        Reason::MaxDeliveries,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::TooLarge => "too_large",
+            Reason::InvalidSubject => "invalid_subject",
+            Reason::DecodeError => "decode_error",
+            Reason::MsgIdMismatch => "msg_id_mismatch",
+            Reason::InvalidReportId => "invalid_report_id",
+            Reason::MissingField => "missing_field",
+            Reason::FieldTooLong => "field_too_long",
+            Reason::InvalidLocation => "invalid_location",
+            Reason::TooManyAttachments => "too_many_attachments",
+            Reason::InvalidTimestamp => "invalid_timestamp",
+            Reason::InvalidUrgency => "invalid_urgency",
+            Reason::UnknownGrid => "unknown_grid",
+            Reason::GridMismatch => "grid_mismatch",
+            Reason::UnknownReporter => "unknown_reporter",
+            Reason::ReporterNotInGrid => "reporter_not_in_grid",
+            Reason::UnknownCategory => "unknown_category",
+            Reason::MaxDeliveries => "max_deliveries",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused report, with whatever could be read of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub message: String,
+    pub report_id: Option<String>,
+    pub reporter_id: Option<String>,
+    /// The area the subject names, when its codes parse.
+    pub subject_grid: Option<AreaCode>,
+}
+
+/// A message as it arrived on `whistle.report.>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    pub subject: &'a str,
+    pub payload: &'a [u8],
+    /// `Content-Type: application/json` was set.
+    pub json: bool,
+    /// The `Nats-Msg-Id` header, if any.
+    pub msg_id: Option<&'a str>,
+}
+
+/// A report that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidReport {
+    pub report: v1::Report,
+    pub report_id: ReportId,
+    pub reporter_id: PersonId,
+    pub grid: AreaCode,
+    pub category: CategoryCode,
+    pub urgency: v1::Urgency,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub reported_at: DateTime<Utc>,
+}
+
+impl ValidReport {
+    pub fn area(&self, level: Level) -> AreaCode {
+        self.grid.at_level(level).expect("a grid code has every ancestor level")
+    }
+}
+
+/// Parses the grid code out of `whistle.report.{district}.{street}.{community}.{grid}` and checks
+/// that each token is the parent of the next.
+pub fn parse_subject(subject: &str) -> Result<AreaCode, String> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let [whistle, report, district, street, community, grid] = tokens.as_slice() else {
+        return Err(format!(
+            "subject {subject:?} must be whistle.report.{{district}}.{{street}}.{{community}}.{{grid}}"
+        ));
+    };
+    if (*whistle, *report) != ("whistle", "report") {
+        return Err(format!("subject {subject:?} must start with whistle.report."));
+    }
+    let grid: AreaCode = grid.parse().map_err(|e| format!("subject grid token: {e}"))?;
+    if grid.level() != Level::Grid {
+        return Err(format!("subject grid token {grid} is not a 15-digit grid code"));
+    }
+    for (level, token) in [(Level::District, district), (Level::Street, street), (Level::Community, community)] {
+        let expected = grid.at_level(level).expect("grid has every ancestor");
+        if expected.as_str() != *token {
+            return Err(format!(
+                "subject {} token {token:?} does not contain grid {grid} (expected {expected})",
+                level.as_str()
+            ));
+        }
+    }
+    Ok(grid)
+}
+
+fn reject(reason: Reason, message: impl Into<String>) -> Rejection {
+    Rejection { reason, message: message.into(), report_id: None, reporter_id: None, subject_grid: None }
+}
+
+fn timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
+}
+
+fn check_len(field: &str, value: &str, max: usize) -> Result<(), Rejection> {
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(reject(Reason::FieldTooLong, format!("{field} has {chars} characters; at most {max} are allowed")));
+    }
+    Ok(())
+}
+
+fn check_time(field: &str, at: DateTime<Utc>, now: DateTime<Utc>, max_age: TimeDelta) -> Result<(), Rejection> {
+    if at > now + MAX_CLOCK_SKEW {
+        return Err(reject(
+            Reason::InvalidTimestamp,
+            format!("{field} {at} is more than {} minutes in the future (now {now})", MAX_CLOCK_SKEW.num_minutes()),
+        ));
+    }
+    if at < now - max_age {
+        return Err(reject(
+            Reason::InvalidTimestamp,
+            format!("{field} {at} is more than {} days in the past (now {now})", max_age.num_days()),
+        ));
+    }
+    Ok(())
+}
+
+/// Decides whether an inbound message is a valid report.
+pub fn validate(inbound: Inbound<'_>, org: &OrgIndex, policy: &Policy, now: DateTime<Utc>) -> Result<ValidReport, Rejection> {
+    let subject_grid = parse_subject(inbound.subject).ok();
+    let mut outcome = check(inbound, org, policy, now);
+    if let Err(rejection) = &mut outcome {
+        rejection.subject_grid = subject_grid;
+    }
+    outcome
+}
+
+fn check(inbound: Inbound<'_>, org: &OrgIndex, policy: &Policy, now: DateTime<Utc>) -> Result<ValidReport, Rejection> {
+    if inbound.payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(reject(
+            Reason::TooLarge,
+            format!("payload is {} bytes; at most {MAX_PAYLOAD_BYTES} are allowed", inbound.payload.len()),
+        ));
+    }
+    let subject_grid = parse_subject(inbound.subject).map_err(|m| reject(Reason::InvalidSubject, m))?;
+    let report = if inbound.json {
+        whistle_proto::from_json::<v1::Report>(inbound.payload)
+            .map_err(|e| reject(Reason::DecodeError, format!("not a whistle.v1.Report in proto3 JSON: {e}")))?
+    } else {
+        v1::Report::decode(inbound.payload).map_err(|e| {
+            reject(
+                Reason::DecodeError,
+                format!("not a whistle.v1.Report in protobuf ({e}); set Content-Type: application/json for JSON"),
+            )
+        })?
+    };
+    let known = |mut r: Rejection| {
+        r.report_id = (!report.report_id.is_empty()).then(|| report.report_id.clone());
+        r.reporter_id = (!report.reporter_id.is_empty()).then(|| report.reporter_id.clone());
+        r
+    };
+    check_fields(&report, &subject_grid, inbound.msg_id, org, policy, now).map_err(known)
+}
+
+fn check_fields(
+    report: &v1::Report,
+    subject_grid: &AreaCode,
+    msg_id: Option<&str>,
+    org: &OrgIndex,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<ValidReport, Rejection> {
+    let report_id: ReportId =
+        report.report_id.parse().map_err(|e| reject(Reason::InvalidReportId, format!("report_id: {e}")))?;
+    if let Some(msg_id) = msg_id {
+        if msg_id != report_id.as_str() {
+            return Err(reject(
+                Reason::MsgIdMismatch,
+                format!("header Nats-Msg-Id {msg_id:?} must equal report_id {report_id:?}"),
+            ));
+        }
+    }
+    for (field, value) in [("reporter_id", &report.reporter_id), ("grid_code", &report.grid_code), ("category", &report.category), ("title", &report.title)] {
+        if value.trim().is_empty() {
+            return Err(reject(Reason::MissingField, format!("{field} is required")));
+        }
+    }
+    check_len("title", &report.title, MAX_TITLE_CHARS)?;
+    check_len("description", &report.description, MAX_DESCRIPTION_CHARS)?;
+    check_len("contact_phone", &report.contact_phone, MAX_CONTACT_CHARS)?;
+    if let Some(location) = &report.location {
+        check_len("location.address", &location.address, MAX_ADDRESS_CHARS)?;
+        let finite = location.lat.is_finite() && location.lon.is_finite();
+        if !finite || !(-90.0..=90.0).contains(&location.lat) || !(-180.0..=180.0).contains(&location.lon) {
+            return Err(reject(
+                Reason::InvalidLocation,
+                format!("location ({}, {}) is not a WGS-84 latitude/longitude", location.lat, location.lon),
+            ));
+        }
+    }
+    if report.attachments.len() > MAX_ATTACHMENTS {
+        return Err(reject(
+            Reason::TooManyAttachments,
+            format!("{} attachments; at most {MAX_ATTACHMENTS} are allowed", report.attachments.len()),
+        ));
+    }
+    for (i, attachment) in report.attachments.iter().enumerate() {
+        if attachment.uri.trim().is_empty() {
+            return Err(reject(Reason::MissingField, format!("attachments[{i}].uri is required")));
+        }
+        check_len(&format!("attachments[{i}].uri"), &attachment.uri, MAX_URI_CHARS)?;
+        check_len(&format!("attachments[{i}].caption"), &attachment.caption, MAX_CAPTION_CHARS)?;
+    }
+
+    let reported_at = report
+        .reported_at
+        .as_ref()
+        .ok_or_else(|| reject(Reason::InvalidTimestamp, "reported_at is required"))?;
+    let reported_at = timestamp(reported_at)
+        .ok_or_else(|| reject(Reason::InvalidTimestamp, "reported_at is not a valid timestamp"))?;
+    check_time("reported_at", reported_at, now, MAX_REPORT_AGE)?;
+    let occurred_at = match &report.occurred_at {
+        None => None,
+        Some(ts) => {
+            let at = timestamp(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, "occurred_at is not a valid timestamp"))?;
+            check_time("occurred_at", at, now, MAX_OCCURRENCE_AGE)?;
+            Some(at)
+        }
+    };
+    let urgency = v1::Urgency::try_from(report.urgency)
+        .map_err(|_| reject(Reason::InvalidUrgency, format!("urgency {} is not a known value", report.urgency)))?;
+    let urgency = if urgency == v1::Urgency::Unspecified { v1::Urgency::Normal } else { urgency };
+
+    let grid: AreaCode = report
+        .grid_code
+        .parse()
+        .map_err(|e| reject(Reason::UnknownGrid, format!("grid_code: {e}")))?;
+    if &grid != subject_grid {
+        return Err(reject(
+            Reason::GridMismatch,
+            format!("grid_code {grid} does not match the subject's grid {subject_grid}"),
+        ));
+    }
+    if org.unit(&grid).is_none_or(|u| u.level() != Level::Grid) {
+        return Err(reject(Reason::UnknownGrid, format!("grid {grid} is not in the org tree")));
+    }
+    let reporter_id: PersonId = report
+        .reporter_id
+        .parse()
+        .map_err(|e| reject(Reason::UnknownReporter, format!("reporter_id: {e}")))?;
+    let reporter = org
+        .person(&reporter_id)
+        .ok_or_else(|| reject(Reason::UnknownReporter, format!("reporter {reporter_id} is not a known person")))?;
+    match &reporter.role {
+        Role::GridWorker { grid: own } if own == &grid => {}
+        Role::GridWorker { grid: own } => {
+            return Err(reject(
+                Reason::ReporterNotInGrid,
+                format!("reporter {reporter_id} is the grid worker of {own}, not of {grid}"),
+            ))
+        }
+        other => {
+            return Err(reject(
+                Reason::ReporterNotInGrid,
+                format!("reporter {reporter_id} is a {}, not a grid worker", other.kind()),
+            ))
+        }
+    }
+    let category = policy.category(&report.category).ok_or_else(|| {
+        reject(
+            Reason::UnknownCategory,
+            format!("category {:?} is not in the dispatch catalogue {}", report.category, policy.version()),
+        )
+    })?;
+
+    Ok(ValidReport {
+        report: report.clone(),
+        report_id,
+        reporter_id,
+        grid,
+        category: category.code.clone(),
+        urgency,
+        occurred_at,
+        reported_at,
+    })
+}
