@@ -33,6 +33,7 @@ DISPATCH_LOG=$LOGS/dispatch.log
 FEED_LOG=$LOGS/load.log
 DISPATCH_PID=""
 FEED_PID=""
+WATCH_PID=""
 
 log() { printf 'whistle: %s\n' "$*" >&2; }
 die() {
@@ -40,17 +41,18 @@ die() {
     exit 1
 }
 
-# Stop what this script started (dispatch and the feed), politely first: they finish their batch.
+# Stop what this script started (watch, the feed, dispatch), politely first: dispatch finishes its batch.
 # shellcheck disable=SC2317  # called from the traps
 cleanup() {
     trap - INT TERM EXIT
     local pid name i stopped=""
-    for pid in $FEED_PID $DISPATCH_PID; do
+    for pid in $WATCH_PID $FEED_PID $DISPATCH_PID; do
         kill -TERM "$pid" 2>/dev/null || true
     done
-    for pid in $FEED_PID $DISPATCH_PID; do
+    for pid in $WATCH_PID $FEED_PID $DISPATCH_PID; do
         name=dispatch
         [[ $pid == "$FEED_PID" ]] && name="demo feed"
+        [[ $pid == "$WATCH_PID" ]] && name=watch
         for ((i = 0; i < 200; i++)); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
@@ -60,7 +62,7 @@ cleanup() {
             kill -KILL "$pid" 2>/dev/null || true
         fi
         wait "$pid" 2>/dev/null || true
-        stopped+="${stopped:+, }$name"
+        [[ $name == watch ]] || stopped+="${stopped:+, }$name"
     done
     if [[ -n $stopped ]]; then
         log "stopped $stopped; NATS and PostgreSQL keep running (deploy/local/down.sh stops them)"
@@ -120,6 +122,11 @@ watch_cmd=$(printf '%q ' "WHISTLE_NATS_URL=$WHISTLE_NATS_URL" "DATABASE_URL=$DAT
     printf 'whistle: incidents as they happen (whistle watch):\n'
 } >&2
 
+# watch runs as a child that the script waits for, so that a signal to the script (Ctrl-C, kill) is
+# handled at once rather than when watch exits; stdin stays the terminal's.
+"$WHISTLE_BIN" watch <&0 &
+WATCH_PID=$!
 status=0
-"$WHISTLE_BIN" watch || status=$?
+wait "$WATCH_PID" || status=$?
+WATCH_PID=""
 exit "$status"

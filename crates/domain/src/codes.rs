@@ -18,7 +18,10 @@ pub struct InvalidCode {
 fn invalid(kind: &'static str, value: &str, why: &'static str) -> InvalidCode {
     let mut value = value.to_owned();
     if value.len() > 80 {
-        let cut = (0..=80).rev().find(|&i| value.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=80)
+            .rev()
+            .find(|&i| value.is_char_boundary(i))
+            .unwrap_or(0);
         value.truncate(cut);
         value.push('…');
     }
@@ -92,7 +95,11 @@ impl FromStr for AreaCode {
             return Err(invalid(KIND, s, "expected digits only"));
         }
         if s.len() > 6 && s[s.len() - 3..] == *"000" {
-            return Err(invalid(KIND, s, "the last three digits of a sub-unit cannot be 000"));
+            return Err(invalid(
+                KIND,
+                s,
+                "the last three digits of a sub-unit cannot be 000",
+            ));
         }
         Ok(AreaCode(s.to_owned()))
     }
@@ -227,7 +234,14 @@ mod tests {
 
     #[test]
     fn malformed_area_codes_are_refused_with_a_reason() {
-        for bad in ["", "15060", "1506020", "15060200100a", "150602000", "１５０６００"] {
+        for bad in [
+            "",
+            "15060",
+            "1506020",
+            "15060200100a",
+            "150602000",
+            "１５０６００",
+        ] {
             let err = bad.parse::<AreaCode>().unwrap_err();
             assert_eq!(err.kind, "area code", "{bad}");
         }

@@ -10,4 +10,6 @@ mod org;
 pub mod policy;
 
 pub use codes::{AreaCode, CategoryCode, DepartmentCode, InvalidCode, PersonId, ReportId};
-pub use org::{Department, DepartmentKind, Level, OrgDataset, OrgError, OrgIndex, OrgUnit, Person, Role};
+pub use org::{
+    Department, DepartmentKind, Level, OrgDataset, OrgError, OrgIndex, OrgUnit, Person, Role,
+};

@@ -18,7 +18,13 @@ pub enum Level {
 }
 
 impl Level {
-    pub const ALL: [Level; 5] = [Level::Grid, Level::Community, Level::Street, Level::District, Level::City];
+    pub const ALL: [Level; 5] = [
+        Level::Grid,
+        Level::Community,
+        Level::Street,
+        Level::District,
+        Level::City,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,7 +56,6 @@ impl Level {
             Level::City => None,
         }
     }
-
 }
 
 impl std::str::FromStr for Level {
@@ -59,7 +64,11 @@ impl std::str::FromStr for Level {
         Level::ALL
             .into_iter()
             .find(|l| l.as_str() == s)
-            .ok_or_else(|| format!("unknown level {s:?}; expected one of grid, community, street, district, city"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown level {s:?}; expected one of grid, community, street, district, city"
+                )
+            })
     }
 }
 
@@ -273,24 +282,37 @@ impl OrgIndex {
                 if !index.units.contains_key(&parent) {
                     return Err(OrgError::MissingParent(unit.code));
                 }
-                index.children.entry(parent).or_default().push(unit.code.clone());
+                index
+                    .children
+                    .entry(parent)
+                    .or_default()
+                    .push(unit.code.clone());
             }
             if let Some(previous) = index.units.insert(unit.code.clone(), unit) {
                 return Err(OrgError::DuplicateUnit(previous.code));
             }
         }
         for department in dataset.departments {
-            let area_ok = index.units.get(&department.area).is_some_and(|u| u.level() >= Level::District);
+            let area_ok = index
+                .units
+                .get(&department.area)
+                .is_some_and(|u| u.level() >= Level::District);
             if !area_ok {
                 return Err(OrgError::DepartmentArea(department.code, department.area));
             }
-            if let Some(previous) = index.departments.insert(department.code.clone(), department) {
+            if let Some(previous) = index
+                .departments
+                .insert(department.code.clone(), department)
+            {
                 return Err(OrgError::DuplicateDepartment(previous.code));
             }
         }
         for person in dataset.people {
             let target_ok = match &person.role {
-                Role::GridWorker { grid } => index.units.get(grid).is_some_and(|u| u.level() == Level::Grid),
+                Role::GridWorker { grid } => index
+                    .units
+                    .get(grid)
+                    .is_some_and(|u| u.level() == Level::Grid),
                 Role::Liaison { department } => index.departments.contains_key(department),
                 Role::Operator { area } => index.units.contains_key(area),
             };
@@ -314,7 +336,10 @@ impl OrgIndex {
     }
 
     pub fn children(&self, code: &AreaCode) -> &[AreaCode] {
-        self.children.get(code).map(Vec::as_slice).unwrap_or_default()
+        self.children
+            .get(code)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     pub fn person(&self, id: &PersonId) -> Option<&Person> {
@@ -342,7 +367,8 @@ impl OrgIndex {
         let own = DepartmentCode::from_parts(district, kind);
         self.departments.get(&own).or_else(|| {
             let city = district.at_level(Level::City)?;
-            self.departments.get(&DepartmentCode::from_parts(&city, kind))
+            self.departments
+                .get(&DepartmentCode::from_parts(&city, kind))
         })
     }
 

@@ -15,10 +15,12 @@ use prost_reflect::{DescriptorPool, DynamicMessage};
 
 /// The encoded `FileDescriptorSet` of every `whistle.v1` file and its imports, for gRPC
 /// reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/whistle_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/whistle_descriptor.bin"));
 
 static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
-    DescriptorPool::decode(FILE_DESCRIPTOR_SET).expect("the descriptor set generated at build time decodes")
+    DescriptorPool::decode(FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set generated at build time decodes")
 });
 
 /// Failure to read or write proto3 JSON.
@@ -94,7 +96,11 @@ mod tests {
             urgency: v1::Urgency::Urgent as i32,
             title: "楼内无暖气".into(),
             reported_at: Some(timestamp_from_unix_millis(1_764_500_000_123)),
-            location: Some(v1::Location { lat: 39.6, lon: 109.8, address: "东胜区".into() }),
+            location: Some(v1::Location {
+                lat: 39.6,
+                lon: 109.8,
+                address: "东胜区".into(),
+            }),
             ..Default::default()
         };
         let json = to_json(&report).unwrap();
@@ -107,7 +113,8 @@ mod tests {
     #[test]
     fn json_accepts_original_field_names_and_rejects_unknown_fields() {
         let parsed: v1::Report =
-            from_json(br#"{"report_id":"x","grid_code":"1","urgency":"URGENCY_EMERGENCY"}"#).unwrap();
+            from_json(br#"{"report_id":"x","grid_code":"1","urgency":"URGENCY_EMERGENCY"}"#)
+                .unwrap();
         assert_eq!(parsed.report_id, "x");
         assert_eq!(parsed.urgency, v1::Urgency::Emergency as i32);
         assert!(from_json::<v1::Report>(br#"{"nope":1}"#).is_err());
@@ -116,9 +123,16 @@ mod tests {
 
     #[test]
     fn descriptor_set_holds_both_services_and_every_named_message() {
-        assert!(POOL.get_service_by_name("whistle.v1.CommandCenter").is_some());
+        assert!(POOL
+            .get_service_by_name("whistle.v1.CommandCenter")
+            .is_some());
         assert!(POOL.get_service_by_name("whistle.v1.Dispatch").is_some());
-        for name in [v1::Report::FULL_NAME, v1::Event::FULL_NAME, v1::Command::FULL_NAME, v1::CommandReply::FULL_NAME] {
+        for name in [
+            v1::Report::FULL_NAME,
+            v1::Event::FULL_NAME,
+            v1::Command::FULL_NAME,
+            v1::CommandReply::FULL_NAME,
+        ] {
             assert!(POOL.get_message_by_name(name).is_some(), "{name}");
         }
     }

@@ -74,7 +74,11 @@ pub struct Recorded {
 
 /// Records a batch atomically. Idempotent: a report id or rejection already stored is skipped,
 /// together with its event, so redelivering a batch never duplicates an incident or an event.
-pub async fn record(pool: &PgPool, incidents: &[NewIncident], rejections: &[NewRejection]) -> Result<Recorded> {
+pub async fn record(
+    pool: &PgPool,
+    incidents: &[NewIncident],
+    rejections: &[NewRejection],
+) -> Result<Recorded> {
     let mut tx = pool.begin().await?;
     let mut recorded = Recorded::default();
 
@@ -100,7 +104,10 @@ pub async fn record(pool: &PgPool, incidents: &[NewIncident], rejections: &[NewR
         .into_iter()
         .collect();
 
-        let fresh: Vec<&NewIncident> = incidents.iter().filter(|i| new_report_ids.contains(&i.report_id)).collect();
+        let fresh: Vec<&NewIncident> = incidents
+            .iter()
+            .filter(|i| new_report_ids.contains(&i.report_id))
+            .collect();
         if !fresh.is_empty() {
             sqlx::query(
                 "INSERT INTO incidents (id, status, level, category, urgency, title, description,
@@ -176,7 +183,9 @@ pub async fn record(pool: &PgPool, incidents: &[NewIncident], rejections: &[NewR
         .await?
         .into_iter()
         .collect();
-        let fresh = rejections.iter().filter(|r| new_keys.contains(&r.source_key));
+        let fresh = rejections
+            .iter()
+            .filter(|r| new_keys.contains(&r.source_key));
         insert_outbox(&mut tx, fresh.map(|r| &r.event)).await?;
         recorded.rejections = new_keys;
     }

@@ -83,7 +83,11 @@ pub async fn seed(pool: &PgPool, dataset: &OrgDataset) -> Result<SeedCounts> {
     .rows_affected();
 
     tx.commit().await?;
-    Ok(SeedCounts { units: units_written, departments: departments_written, people: people_written })
+    Ok(SeedCounts {
+        units: units_written,
+        departments: departments_written,
+        people: people_written,
+    })
 }
 
 /// Reads the whole org dataset, parents before children.
@@ -118,8 +122,11 @@ pub async fn load(pool: &PgPool) -> Result<OrgDataset> {
         departments.push(Department {
             code: code.parse().map_err(|e| corrupt("departments.code", &e))?,
             name: row.get("name"),
-            kind: DepartmentKind::from_slug(&kind).ok_or_else(|| corrupt("departments.kind", &kind))?,
-            area: area.parse().map_err(|e| corrupt("departments.area_code", &e))?,
+            kind: DepartmentKind::from_slug(&kind)
+                .ok_or_else(|| corrupt("departments.kind", &kind))?,
+            area: area
+                .parse()
+                .map_err(|e| corrupt("departments.area_code", &e))?,
         });
     }
 
@@ -151,5 +158,9 @@ pub async fn load(pool: &PgPool) -> Result<OrgDataset> {
             role,
         });
     }
-    Ok(OrgDataset { units, departments, people })
+    Ok(OrgDataset {
+        units,
+        departments,
+        people,
+    })
 }

@@ -44,7 +44,12 @@ pub async fn claim(pool: &PgPool, limit: i64) -> Result<Option<Claim>> {
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
-    .map(|(id, event_id, subject, payload)| PendingEvent { id, event_id, subject, payload })
+    .map(|(id, event_id, subject, payload)| PendingEvent {
+        id,
+        event_id,
+        subject,
+        payload,
+    })
     .collect();
     Ok(Some(Claim { tx, events }))
 }
@@ -64,5 +69,7 @@ impl Claim {
 
 /// Number of events not yet published.
 pub async fn pending(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(pool)
+        .await?)
 }

@@ -73,7 +73,11 @@ pub struct Outgoing {
 
 impl Feed {
     pub fn new(policy: &Policy, seed: u64) -> Feed {
-        let grids = whistle_domain::ordos::dataset().units.into_iter().filter(|u| u.level() == Level::Grid).collect();
+        let grids = whistle_domain::ordos::dataset()
+            .units
+            .into_iter()
+            .filter(|u| u.level() == Level::Grid)
+            .collect();
         // Winter in Ordos: heating dominates; emergencies are rare.
         let categories = policy
             .categories()
@@ -87,7 +91,13 @@ impl Feed {
                 (c.code.to_string(), c.name_zh.clone(), weight)
             })
             .collect();
-        Feed { grids, categories, rng: StdRng::seed_from_u64(seed), run: format!("{:x}", seed & 0xff_ffff), sent: 0 }
+        Feed {
+            grids,
+            categories,
+            rng: StdRng::seed_from_u64(seed),
+            run: format!("{:x}", seed & 0xff_ffff),
+            sent: 0,
+        }
     }
 
     pub fn next(&mut self, invalid_share: f64) -> Outgoing {
@@ -128,11 +138,18 @@ impl Feed {
                 lon: grid.lon + self.rng.random_range(-0.001..0.001),
                 address: grid.name.clone(),
             }),
-            occurred_at: Some(whistle_proto::timestamp_from_unix_millis(now.timestamp_millis() - self.rng.random_range(0..3_600_000))),
-            reported_at: Some(whistle_proto::timestamp_from_unix_millis(now.timestamp_millis())),
+            occurred_at: Some(whistle_proto::timestamp_from_unix_millis(
+                now.timestamp_millis() - self.rng.random_range(0..3_600_000),
+            )),
+            reported_at: Some(whistle_proto::timestamp_from_unix_millis(
+                now.timestamp_millis(),
+            )),
             attachments: (0..self.rng.random_range(0..3))
                 .map(|i| v1::Attachment {
-                    uri: format!("https://oss.ordos.example/grid/{}/{report_id}-{i}.jpg", grid.code),
+                    uri: format!(
+                        "https://oss.ordos.example/grid/{}/{report_id}-{i}.jpg",
+                        grid.code
+                    ),
                     media_type: "image/jpeg".into(),
                     size_bytes: self.rng.random_range(50_000..2_000_000),
                     caption: String::new(),
@@ -148,10 +165,15 @@ impl Feed {
                 0 => report.category = "weather.too_cold".into(),
                 1 => report.reporter_id = "gw-150602999999999".into(),
                 2 => {
-                    report.reported_at = Some(whistle_proto::timestamp_from_unix_millis(now.timestamp_millis() + 86_400_000))
+                    report.reported_at = Some(whistle_proto::timestamp_from_unix_millis(
+                        now.timestamp_millis() + 86_400_000,
+                    ))
                 }
                 3 => {
-                    let unknown: AreaCode = format!("{}999", grid.code.parent().expect("grid has a community")).parse().expect("valid");
+                    let unknown: AreaCode =
+                        format!("{}999", grid.code.parent().expect("grid has a community"))
+                            .parse()
+                            .expect("valid");
                     report.grid_code = unknown.to_string();
                     subject = report_subject(&unknown);
                 }
@@ -162,10 +184,19 @@ impl Feed {
         let traceable = garbage.is_none();
         let payload = match garbage {
             Some(bytes) => bytes,
-            None if json => whistle_proto::to_json(&report).expect("reports serialize").into_bytes(),
+            None if json => whistle_proto::to_json(&report)
+                .expect("reports serialize")
+                .into_bytes(),
             None => report.encode_to_vec(),
         };
-        Outgoing { report_id, subject, payload, json, invalid, traceable }
+        Outgoing {
+            report_id,
+            subject,
+            payload,
+            json,
+            invalid,
+            traceable,
+        }
     }
 }
 
@@ -210,32 +241,49 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
     let mut feed = Feed::new(&policy, seed);
     let client = connect_nats(conn).await?;
-    let js = jetstream::ContextBuilder::new().max_ack_inflight(8192).backpressure_on_inflight(true).build(client.clone());
+    let js = jetstream::ContextBuilder::new()
+        .max_ack_inflight(8192)
+        .backpressure_on_inflight(true)
+        .build(client.clone());
 
     let in_flight: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("valid bounds")));
+    let histogram = Arc::new(Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
+    ));
     let counters = Arc::new(Counters::default());
 
     // Outcomes: read every event and match it to a report of this run.
     let mut events = client.subscribe("whistle.event.>").await?;
     client.flush().await?;
     let outcome_task = {
-        let (in_flight, histogram, counters) = (in_flight.clone(), histogram.clone(), counters.clone());
+        let (in_flight, histogram, counters) =
+            (in_flight.clone(), histogram.clone(), counters.clone());
         tokio::spawn(async move {
             while let Some(message) = events.next().await {
-                let Ok(event) = v1::Event::decode(message.payload) else { continue };
+                let Ok(event) = v1::Event::decode(message.payload) else {
+                    continue;
+                };
                 let (report_id, counter) = match &event.body {
-                    Some(v1::event::Body::IncidentReported(b)) => {
-                        (b.report.as_ref().map(|r| r.report_id.clone()).unwrap_or_default(), &counters.incidents)
+                    Some(v1::event::Body::IncidentReported(b)) => (
+                        b.report
+                            .as_ref()
+                            .map(|r| r.report_id.clone())
+                            .unwrap_or_default(),
+                        &counters.incidents,
+                    ),
+                    Some(v1::event::Body::ReportRejected(b)) => {
+                        (b.report_id.clone(), &counters.rejected)
                     }
-                    Some(v1::event::Body::ReportRejected(b)) => (b.report_id.clone(), &counters.rejected),
                     None => continue,
                 };
                 let sent_at = in_flight.lock().expect("not poisoned").remove(&report_id);
                 if let Some(sent_at) = sent_at {
                     counter.fetch_add(1, Ordering::Relaxed);
                     let micros = sent_at.elapsed().as_micros() as u64;
-                    let _ = histogram.lock().expect("not poisoned").record(micros.max(1));
+                    let _ = histogram
+                        .lock()
+                        .expect("not poisoned")
+                        .record(micros.max(1));
                 } else if event.kind == whistle_dispatch::REPORT_REJECTED && report_id.is_empty() {
                     // Garbage bytes carry no report id; count them by subject.
                     counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -286,9 +334,15 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                 headers.insert("Content-Type", "application/json");
             }
             if out.traceable {
-                in_flight.lock().expect("not poisoned").insert(out.report_id.clone(), Instant::now());
+                in_flight
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(out.report_id.clone(), Instant::now());
             }
-            match js.publish_with_headers(out.subject, headers, out.payload.into()).await {
+            match js
+                .publish_with_headers(out.subject, headers, out.payload.into())
+                .await
+            {
                 Ok(ack) => {
                     let counters = counters.clone();
                     tokio::spawn(async move {
@@ -321,7 +375,8 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     // Wait for the outcomes still owed.
     let drain_until = Instant::now() + args.drain;
     while Instant::now() < drain_until && !in_flight.lock().expect("not poisoned").is_empty() {
-        let outcomes = counters.incidents.load(Ordering::Relaxed) + counters.rejected.load(Ordering::Relaxed);
+        let outcomes =
+            counters.incidents.load(Ordering::Relaxed) + counters.rejected.load(Ordering::Relaxed);
         bar.set_message(format!("draining: {outcomes}/{sent} outcomes"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -345,7 +400,14 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         rejected: counters.rejected.load(Ordering::Relaxed),
         expected_invalid,
         missing: in_flight.lock().expect("not poisoned").len() as u64,
-        latency_ms: Latency { p50: ms(0.5), p90: ms(0.9), p99: ms(0.99), p999: ms(0.999), max: h.max() as f64 / 1000.0, count: h.len() },
+        latency_ms: Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: h.max() as f64 / 1000.0,
+            count: h.len(),
+        },
         consumer_pending: pending,
         consumer_ack_pending: ack_pending,
     };
@@ -367,7 +429,10 @@ async fn consumer_backlog(js: &jetstream::Context) -> Option<(u64, u64)> {
 }
 
 fn print_summary(s: &Summary) {
-    println!("offered {:.0}/s, achieved {:.0}/s over {:.1}s", s.offered_rate, s.achieved_rate, s.seconds);
+    println!(
+        "offered {:.0}/s, achieved {:.0}/s over {:.1}s",
+        s.offered_rate, s.achieved_rate, s.seconds
+    );
     println!(
         "sent {}  acked {}  publish errors {}  incidents {}  rejected {} (expected ≈{})  no outcome {}",
         s.sent, s.acked, s.publish_errors, s.incidents, s.rejected, s.expected_invalid, s.missing

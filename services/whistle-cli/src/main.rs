@@ -10,7 +10,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "whistle", version, about = "Whistle — grid governance dispatch: report, watch, seed, migrate, load")]
+#[command(
+    name = "whistle",
+    version,
+    about = "Whistle — grid governance dispatch: report, watch, seed, migrate, load"
+)]
 struct Cli {
     #[command(flatten)]
     conn: Connection,
@@ -21,10 +25,20 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 pub struct Connection {
     /// NATS server.
-    #[arg(long, global = true, env = "WHISTLE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        global = true,
+        env = "WHISTLE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
     /// PostgreSQL database (migrate, seed).
-    #[arg(long, global = true, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/whistle")]
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/whistle"
+    )]
     pub database_url: String,
     /// Builtin policy (ordos, ordos-demo) or a policy TOML file, for category names.
     #[arg(long, global = true, env = "WHISTLE_POLICY", default_value = "ordos")]
@@ -54,19 +68,31 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     match cli.command {
         Command::Migrate => {
             let pool = connect_db(&cli.conn).await?;
-            whistle_store::migrate(&pool).await.context("applying migrations")?;
-            println!("migrations applied ({} in total)", whistle_store::MIGRATOR.iter().count());
+            whistle_store::migrate(&pool)
+                .await
+                .context("applying migrations")?;
+            println!(
+                "migrations applied ({} in total)",
+                whistle_store::MIGRATOR.iter().count()
+            );
         }
         Command::Seed => {
             let pool = connect_db(&cli.conn).await?;
-            whistle_store::migrate(&pool).await.context("applying migrations")?;
+            whistle_store::migrate(&pool)
+                .await
+                .context("applying migrations")?;
             let dataset = whistle_domain::ordos::dataset();
-            let written = whistle_store::org::seed(&pool, &dataset).await.context("seeding the org tree")?;
+            let written = whistle_store::org::seed(&pool, &dataset)
+                .await
+                .context("seeding the org tree")?;
             println!(
                 "Ordos org tree: {} units, {} departments, {} people ({} units, {} departments, {} people changed)",
                 dataset.units.len(),
@@ -84,7 +110,13 @@ async fn main() -> anyhow::Result<()> {
             let policy = whistle_dispatch::load_policy(&cli.conn.policy)?;
             println!("policy {}", policy.version());
             for category in policy.categories() {
-                println!("{:<32} {:<8} {:<10} {}", category.code, format!("{:?}", category.sla).to_lowercase(), category.first_level.as_str(), category.name_zh);
+                println!(
+                    "{:<32} {:<8} {:<10} {}",
+                    category.code,
+                    format!("{:?}", category.sla).to_lowercase(),
+                    category.first_level.as_str(),
+                    category.name_zh
+                );
             }
         }
     }
@@ -109,9 +141,13 @@ pub async fn connect_nats(conn: &Connection) -> anyhow::Result<async_nats::Clien
 /// Parses `90s`, `10m`, `2h`, `500ms` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{s:?} is not a duration like 60s, 10m or 1h"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 60s, 10m or 1h"))?;
     let seconds = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
@@ -125,8 +161,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// The subject a report for `grid` is published on.
 pub fn report_subject(grid: &whistle_domain::AreaCode) -> String {
     use whistle_domain::Level;
-    let at = |level| grid.at_level(level).expect("a grid has every ancestor").to_string();
-    format!("whistle.report.{}.{}.{}.{}", at(Level::District), at(Level::Street), at(Level::Community), grid)
+    let at = |level| {
+        grid.at_level(level)
+            .expect("a grid has every ancestor")
+            .to_string()
+    };
+    format!(
+        "whistle.report.{}.{}.{}.{}",
+        at(Level::District),
+        at(Level::Street),
+        at(Level::Community),
+        grid
+    )
 }
 
 #[cfg(test)]
@@ -146,6 +192,9 @@ mod tests {
     #[test]
     fn report_subject_names_every_level() {
         let grid = "150602001002003".parse().unwrap();
-        assert_eq!(report_subject(&grid), "whistle.report.150602.150602001.150602001002.150602001002003");
+        assert_eq!(
+            report_subject(&grid),
+            "whistle.report.150602.150602001.150602001002.150602001002003"
+        );
     }
 }

@@ -58,8 +58,10 @@ pub struct Args {
 fn build(args: &Args) -> anyhow::Result<v1::Report> {
     let mut report = match &args.file {
         Some(path) => {
-            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            whistle_proto::from_json::<v1::Report>(&bytes).with_context(|| format!("{} is not a report", path.display()))?
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            whistle_proto::from_json::<v1::Report>(&bytes)
+                .with_context(|| format!("{} is not a report", path.display()))?
         }
         None => v1::Report::default(),
     };
@@ -92,13 +94,28 @@ fn build(args: &Args) -> anyhow::Result<v1::Report> {
         } as i32;
     }
     if let (Some(lat), Some(lon)) = (args.lat, args.lon) {
-        report.location = Some(v1::Location { lat, lon, address: args.address.clone().unwrap_or_default() });
+        report.location = Some(v1::Location {
+            lat,
+            lon,
+            address: args.address.clone().unwrap_or_default(),
+        });
     } else if let Some(address) = &args.address {
-        report.location.get_or_insert_with(Default::default).address.clone_from(address);
+        report
+            .location
+            .get_or_insert_with(Default::default)
+            .address
+            .clone_from(address);
     }
-    report.attachments.extend(args.attachments.iter().map(|uri| v1::Attachment { uri: uri.clone(), ..Default::default() }));
+    report
+        .attachments
+        .extend(args.attachments.iter().map(|uri| v1::Attachment {
+            uri: uri.clone(),
+            ..Default::default()
+        }));
     if report.reported_at.is_none() {
-        report.reported_at = Some(whistle_proto::timestamp_from_unix_millis(chrono::Utc::now().timestamp_millis()));
+        report.reported_at = Some(whistle_proto::timestamp_from_unix_millis(
+            chrono::Utc::now().timestamp_millis(),
+        ));
     }
     Ok(report)
 }
@@ -111,7 +128,10 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     let mut events = client.subscribe("whistle.event.>").await?;
 
     let (payload, content_type) = if args.json {
-        (whistle_proto::to_json(&report)?.into_bytes(), "application/json")
+        (
+            whistle_proto::to_json(&report)?.into_bytes(),
+            "application/json",
+        )
     } else {
         (report.encode_to_vec(), "application/protobuf")
     };
@@ -130,7 +150,11 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         report.report_id,
         ack.stream,
         ack.sequence,
-        if ack.duplicate { ", a duplicate of one already received" } else { "" }
+        if ack.duplicate {
+            ", a duplicate of one already received"
+        } else {
+            ""
+        }
     );
     if args.no_wait {
         return Ok(());
@@ -138,20 +162,33 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
 
     let outcome = tokio::time::timeout(args.wait, async {
         while let Some(message) = events.next().await {
-            let Ok(event) = v1::Event::decode(message.payload) else { continue };
+            let Ok(event) = v1::Event::decode(message.payload) else {
+                continue;
+            };
             match &event.body {
                 Some(v1::event::Body::IncidentReported(body))
-                    if body.report.as_ref().is_some_and(|r| r.report_id == report.report_id) =>
+                    if body
+                        .report
+                        .as_ref()
+                        .is_some_and(|r| r.report_id == report.report_id) =>
                 {
                     return Ok(format!(
                         "incident {} opened: {} at {} level",
                         event.incident_id,
                         body.category_name,
-                        v1::Level::try_from(body.level).map(|l| l.as_str_name()).unwrap_or("?")
+                        v1::Level::try_from(body.level)
+                            .map(|l| l.as_str_name())
+                            .unwrap_or("?")
                     ));
                 }
-                Some(v1::event::Body::ReportRejected(body)) if body.report_id == report.report_id => {
-                    return Err(anyhow::anyhow!("rejected ({}): {}", body.reason, body.message));
+                Some(v1::event::Body::ReportRejected(body))
+                    if body.report_id == report.report_id =>
+                {
+                    return Err(anyhow::anyhow!(
+                        "rejected ({}): {}",
+                        body.reason,
+                        body.message
+                    ));
                 }
                 _ => {}
             }

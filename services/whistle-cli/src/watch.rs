@@ -37,8 +37,15 @@ pub struct Names {
 
 impl Names {
     pub fn new(policy: &whistle_domain::policy::Policy) -> Names {
-        let places = whistle_domain::ordos::dataset().units.into_iter().map(|u| (u.code.to_string(), u.name)).collect();
-        let categories = policy.categories().map(|c| (c.code.to_string(), c.name_zh.clone())).collect();
+        let places = whistle_domain::ordos::dataset()
+            .units
+            .into_iter()
+            .map(|u| (u.code.to_string(), u.name))
+            .collect();
+        let categories = policy
+            .categories()
+            .map(|c| (c.code.to_string(), c.name_zh.clone()))
+            .collect();
         Names { places, categories }
     }
 
@@ -54,12 +61,16 @@ impl Names {
             .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
             .map(|t| t.with_timezone(&Local).format("%H:%M:%S").to_string())
             .unwrap_or_default();
-        let place = [&event.district_code, &event.street_code, &event.community_code]
-            .iter()
-            .filter(|c| !c.is_empty())
-            .map(|c| self.place(c))
-            .collect::<Vec<_>>()
-            .join("/");
+        let place = [
+            &event.district_code,
+            &event.street_code,
+            &event.community_code,
+        ]
+        .iter()
+        .filter(|c| !c.is_empty())
+        .map(|c| self.place(c))
+        .collect::<Vec<_>>()
+        .join("/");
         let detail = match &event.body {
             Some(v1::event::Body::IncidentReported(body)) => {
                 let report = body.report.clone().unwrap_or_default();
@@ -68,12 +79,23 @@ impl Names {
                     Ok(v1::Urgency::Urgent) => "【较急】",
                     _ => "",
                 };
-                let category = self.categories.get(&report.category).map(String::as_str).unwrap_or(&body.category_name);
+                let category = self
+                    .categories
+                    .get(&report.category)
+                    .map(String::as_str)
+                    .unwrap_or(&body.category_name);
                 let level = v1::Level::try_from(body.level).map(level_zh).unwrap_or("");
-                format!("新事件 {urgency}[{category}] {} → {level}办理  事件 {}", report.title, short(&event.incident_id))
+                format!(
+                    "新事件 {urgency}[{category}] {} → {level}办理  事件 {}",
+                    report.title,
+                    short(&event.incident_id)
+                )
             }
             Some(v1::event::Body::ReportRejected(body)) => {
-                format!("上报被拒 {}: {} (report {})", body.reason, body.message, body.report_id)
+                format!(
+                    "上报被拒 {}: {} (report {})",
+                    body.reason, body.message, body.report_id
+                )
             }
             None => event.kind.clone(),
         };
@@ -122,12 +144,18 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         .context("opening WHISTLE_EVENTS (has whistle-dispatch run once?)")?;
     let deliver_policy = match (args.all, args.since_sequence) {
         (true, _) => consumer::DeliverPolicy::All,
-        (_, Some(seq)) => consumer::DeliverPolicy::ByStartSequence { start_sequence: seq + 1 },
+        (_, Some(seq)) => consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: seq + 1,
+        },
         _ => consumer::DeliverPolicy::New,
     };
     let filter = filter_subject(args.area.as_ref(), args.kind.as_deref());
     let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig { filter_subject: filter.clone(), deliver_policy, ..Default::default() })
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter.clone(),
+            deliver_policy,
+            ..Default::default()
+        })
         .await
         .context("creating an ordered consumer")?;
     let mut messages = consumer.messages().await?;
@@ -146,7 +174,11 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             continue;
         };
         if let Some(area) = &args.area {
-            let place = if event.grid_code.is_empty() { &event.street_code } else { &event.grid_code };
+            let place = if event.grid_code.is_empty() {
+                &event.street_code
+            } else {
+                &event.grid_code
+            };
             if area.level() < Level::Street && !place.starts_with(area.as_str()) {
                 continue;
             }
@@ -163,8 +195,17 @@ mod tests {
     fn filters_follow_the_area_level() {
         let area = |s: &str| s.parse::<AreaCode>().unwrap();
         assert_eq!(filter_subject(None, None), "whistle.event.*.*.>");
-        assert_eq!(filter_subject(Some(&area("150600")), Some("incident.reported")), "whistle.event.*.*.incident.reported");
-        assert_eq!(filter_subject(Some(&area("150602")), None), "whistle.event.150602.*.>");
-        assert_eq!(filter_subject(Some(&area("150602001002")), None), "whistle.event.150602.150602001.>");
+        assert_eq!(
+            filter_subject(Some(&area("150600")), Some("incident.reported")),
+            "whistle.event.*.*.incident.reported"
+        );
+        assert_eq!(
+            filter_subject(Some(&area("150602")), None),
+            "whistle.event.150602.*.>"
+        );
+        assert_eq!(
+            filter_subject(Some(&area("150602001002")), None),
+            "whistle.event.150602.150602001.>"
+        );
     }
 }

@@ -21,7 +21,10 @@ pub fn incident_subject(district: &str, street: &str, kind: &str) -> String {
 }
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
 }
 
 pub fn level_to_proto(level: Level) -> v1::Level {
@@ -35,13 +38,24 @@ pub fn level_to_proto(level: Level) -> v1::Level {
 }
 
 fn area(grid: Option<&AreaCode>, level: Level) -> String {
-    grid.and_then(|g| g.at_level(level)).map(|c| c.to_string()).unwrap_or_default()
+    grid.and_then(|g| g.at_level(level))
+        .map(|c| c.to_string())
+        .unwrap_or_default()
 }
 
 fn finish(event: v1::Event, district: &str, street: &str) -> OutboxEvent {
-    let or_unknown = |s: &str| if s.is_empty() { UNKNOWN_AREA.to_owned() } else { s.to_owned() };
+    let or_unknown = |s: &str| {
+        if s.is_empty() {
+            UNKNOWN_AREA.to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
     OutboxEvent {
-        event_id: event.event_id.parse().expect("event ids are generated as UUIDs"),
+        event_id: event
+            .event_id
+            .parse()
+            .expect("event ids are generated as UUIDs"),
         subject: incident_subject(&or_unknown(district), &or_unknown(street), &event.kind),
         payload: event.encode_to_vec(),
     }
@@ -79,7 +93,12 @@ pub fn incident_reported(
 }
 
 /// `report.rejected` for the screens; the original bytes go to `WHISTLE_REJECTED` separately.
-pub fn report_rejected(rejection: &Rejection, subject: &str, stream_sequence: u64, at: DateTime<Utc>) -> OutboxEvent {
+pub fn report_rejected(
+    rejection: &Rejection,
+    subject: &str,
+    stream_sequence: u64,
+    at: DateTime<Utc>,
+) -> OutboxEvent {
     let grid = rejection.subject_grid.as_ref();
     let event = v1::Event {
         event_id: Uuid::now_v7().to_string(),
@@ -90,7 +109,10 @@ pub fn report_rejected(rejection: &Rejection, subject: &str, stream_sequence: u6
         street_code: area(grid, Level::Street),
         community_code: area(grid, Level::Community),
         grid_code: grid.map(|g| g.to_string()).unwrap_or_default(),
-        actor_id: rejection.reporter_id.clone().unwrap_or_else(|| "system".to_owned()),
+        actor_id: rejection
+            .reporter_id
+            .clone()
+            .unwrap_or_else(|| "system".to_owned()),
         body: Some(v1::event::Body::ReportRejected(v1::ReportRejected {
             reason: rejection.reason.as_str().to_owned(),
             message: rejection.message.clone(),

@@ -25,7 +25,7 @@ use crate::{
     events,
     streams::REJECTED_PREFIX,
     validate::{self, Inbound, Rejection, ValidReport},
-    Catalog, Error, Shared,
+    Catalog, Shared,
 };
 
 /// Headers on messages in `WHISTLE_REJECTED`.
@@ -49,18 +49,28 @@ enum Outcome {
 }
 
 impl Intake {
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+    pub async fn run(self, shutdown: CancellationToken) {
         let batch_size = self.shared.options.batch_size;
         while !shutdown.is_cancelled() {
-            let messages = self
+            let pull = self
                 .consumer
                 .stream()
                 .max_messages_per_batch(batch_size)
                 .heartbeat(Duration::from_secs(5))
                 .expires(Duration::from_secs(30))
                 .messages()
-                .await
-                .map_err(|e| Error::Nats(format!("starting the intake pull: {e}")))?;
+                .await;
+            let messages = match pull {
+                Ok(messages) => messages,
+                Err(e) => {
+                    // NATS is away (restart, network): keep trying until it is back or we stop.
+                    warn!(error = %e, "cannot start the intake pull; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(self.shared.options.retry_delay) => continue,
+                    }
+                }
+            };
             // Without `unconstrained`, tokio's cooperative budget cuts every ready chunk at 128.
             let mut chunks = messages.ready_chunks(batch_size);
             loop {
@@ -86,7 +96,6 @@ impl Intake {
             }
         }
         info!("intake stopped");
-        Ok(())
     }
 
     /// Handles one batch. Never returns an error: a failure leaves the messages unacked (nak with
@@ -95,7 +104,10 @@ impl Intake {
         let now = self.shared.clock.now();
         let catalog = self.shared.catalog.load();
         let mut seen = HashSet::with_capacity(batch.len());
-        let outcomes: Vec<Outcome> = batch.iter().map(|m| classify(m, &catalog, now, &mut seen)).collect();
+        let outcomes: Vec<Outcome> = batch
+            .iter()
+            .map(|m| classify(m, &catalog, now, &mut seen))
+            .collect();
 
         let mut incidents = Vec::new();
         let mut rejections = Vec::new();
@@ -107,7 +119,13 @@ impl Intake {
             }
         }
 
-        let recorded = match whistle_store::intake::record(&self.shared.pool, &incidents, &rejections).await {
+        let recorded = match whistle_store::intake::record(
+            &self.shared.pool,
+            &incidents,
+            &rejections,
+        )
+        .await
+        {
             Ok(recorded) => recorded,
             Err(e) => {
                 warn!(error = %e, batch = batch.len(), "recording the batch failed; it will be redelivered");
@@ -130,7 +148,12 @@ impl Intake {
         for (i, row, rejection) in publishes {
             let headers = rejected_headers(&batch[i], row, rejection);
             let subject = format!("{REJECTED_PREFIX}.{}", rejection.reason);
-            match self.shared.jetstream.publish_with_headers(subject, headers, row.payload.clone().into()).await {
+            match self
+                .shared
+                .jetstream
+                .publish_with_headers(subject, headers, row.payload.clone().into())
+                .await
+            {
                 Ok(ack) => acks.push((i, ack)),
                 Err(e) => {
                     warn!(error = %e, reason = %rejection.reason, "publishing a rejection failed");
@@ -148,7 +171,9 @@ impl Intake {
         let mut acked = 0usize;
         for (i, message) in batch.iter().enumerate() {
             let result = if failed_rejections.contains(&i) {
-                message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await
+                message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await
             } else {
                 acked += 1;
                 message.ack().await
@@ -157,7 +182,11 @@ impl Intake {
                 debug!(error = %e, "ack not sent; the message will be redelivered and deduplicated");
             }
         }
-        self.shared.metrics.record_batch(acked, recorded.incidents.len(), recorded.rejections.len());
+        self.shared.metrics.record_batch(
+            acked,
+            recorded.incidents.len(),
+            recorded.rejections.len(),
+        );
         debug!(
             batch = batch.len(),
             incidents = recorded.incidents.len(),
@@ -174,10 +203,19 @@ impl Intake {
     }
 }
 
-fn classify(message: &jetstream::Message, catalog: &Catalog, now: chrono::DateTime<chrono::Utc>, seen: &mut HashSet<String>) -> Outcome {
+fn classify(
+    message: &jetstream::Message,
+    catalog: &Catalog,
+    now: chrono::DateTime<chrono::Utc>,
+    seen: &mut HashSet<String>,
+) -> Outcome {
     let headers = message.headers.as_ref();
     let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-    let json = header("Content-Type").is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/json"));
+    let json = header("Content-Type").is_some_and(|v| {
+        v.trim()
+            .to_ascii_lowercase()
+            .starts_with("application/json")
+    });
     let inbound = Inbound {
         subject: message.subject.as_str(),
         payload: &message.payload,
@@ -204,7 +242,12 @@ fn classify(message: &jetstream::Message, catalog: &Catalog, now: chrono::DateTi
                 stream_sequence: i64::try_from(stream_sequence).ok(),
                 payload: message.payload.to_vec(),
                 received_at: now,
-                event: events::report_rejected(&rejection, message.subject.as_str(), stream_sequence, now),
+                event: events::report_rejected(
+                    &rejection,
+                    message.subject.as_str(),
+                    stream_sequence,
+                    now,
+                ),
             };
             Outcome::Rejected(Box::new(row), rejection)
         }
@@ -215,18 +258,35 @@ fn classify(message: &jetstream::Message, catalog: &Catalog, now: chrono::DateTi
 /// server stored it (the pair stays unique if the stream is ever recreated).
 fn source_key(message: &jetstream::Message) -> String {
     match message.info() {
-        Ok(info) => format!("{}:{}:{}", info.stream, info.stream_sequence, info.published.timestamp_nanos_opt().unwrap_or_default()),
+        Ok(info) => format!(
+            "{}:{}:{}",
+            info.stream,
+            info.stream_sequence,
+            info.published.timestamp_nanos_opt().unwrap_or_default()
+        ),
         Err(_) => format!("unacked:{}", Uuid::now_v7()),
     }
 }
 
-fn new_incident(valid: ValidReport, catalog: &Catalog, stream_sequence: u64, now: chrono::DateTime<chrono::Utc>) -> NewIncident {
-    let category = catalog.policy.category(valid.category.as_str()).expect("validation checked the category");
+fn new_incident(
+    valid: ValidReport,
+    catalog: &Catalog,
+    stream_sequence: u64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> NewIncident {
+    let category = catalog
+        .policy
+        .category(valid.category.as_str())
+        .expect("validation checked the category");
     let level = category.first_level;
     let status = v1::IncidentStatus::Handling;
-    let due_at = catalog.policy.window(category, level).map(|window| now + window);
+    let due_at = catalog
+        .policy
+        .window(category, level)
+        .map(|window| now + window);
     let incident_id = Uuid::now_v7();
-    let event = events::incident_reported(&valid, incident_id, level, status, &category.name_zh, now);
+    let event =
+        events::incident_reported(&valid, incident_id, level, status, &category.name_zh, now);
     let location = valid.report.location.clone().unwrap_or_default();
     let has_location = valid.report.location.is_some();
     NewIncident {
@@ -265,12 +325,19 @@ pub fn urgency_str(urgency: v1::Urgency) -> &'static str {
     }
 }
 
-fn rejected_headers(message: &jetstream::Message, row: &NewRejection, rejection: &Rejection) -> HeaderMap {
+fn rejected_headers(
+    message: &jetstream::Message,
+    row: &NewRejection,
+    rejection: &Rejection,
+) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(NATS_MESSAGE_ID, row.source_key.as_str());
     headers.insert(REJECT_REASON_HEADER, rejection.reason.as_str());
     // Header values cannot hold newlines.
-    headers.insert(REJECT_MESSAGE_HEADER, rejection.message.replace(['\r', '\n'], " ").as_str());
+    headers.insert(
+        REJECT_MESSAGE_HEADER,
+        rejection.message.replace(['\r', '\n'], " ").as_str(),
+    );
     headers.insert(ORIGINAL_SUBJECT_HEADER, message.subject.as_str());
     if let Some(sequence) = row.stream_sequence {
         headers.insert(ORIGINAL_SEQUENCE_HEADER, sequence.to_string().as_str());

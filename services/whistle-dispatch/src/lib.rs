@@ -33,7 +33,9 @@ use whistle_domain::{policy::Policy, OrgIndex};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{INCIDENT_REPORTED, REPORT_REJECTED};
-pub use intake::{ORIGINAL_SEQUENCE_HEADER, ORIGINAL_SUBJECT_HEADER, REJECT_MESSAGE_HEADER, REJECT_REASON_HEADER};
+pub use intake::{
+    ORIGINAL_SEQUENCE_HEADER, ORIGINAL_SUBJECT_HEADER, REJECT_MESSAGE_HEADER, REJECT_REASON_HEADER,
+};
 pub use streams::StreamOptions;
 
 /// Errors of the dispatch service.
@@ -136,13 +138,19 @@ pub(crate) struct CatalogCell(RwLock<Arc<Catalog>>);
 
 impl CatalogCell {
     pub fn load(&self) -> Arc<Catalog> {
-        self.0.read().expect("catalog lock is never poisoned").clone()
+        self.0
+            .read()
+            .expect("catalog lock is never poisoned")
+            .clone()
     }
 }
 
 impl Default for Catalog {
     fn default() -> Self {
-        Catalog { org: OrgIndex::default(), policy: whistle_domain::policy::builtin("ordos").expect("the builtin policy loads") }
+        Catalog {
+            org: OrgIndex::default(),
+            policy: whistle_domain::policy::builtin("ordos").expect("the builtin policy loads"),
+        }
     }
 }
 
@@ -160,12 +168,14 @@ impl Metrics {
     fn record_batch(&self, acked: usize, incidents: usize, rejected: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.acked.fetch_add(acked as u64, Ordering::Relaxed);
-        self.incidents.fetch_add(incidents as u64, Ordering::Relaxed);
+        self.incidents
+            .fetch_add(incidents as u64, Ordering::Relaxed);
         self.rejected.fetch_add(rejected as u64, Ordering::Relaxed);
     }
 
     fn record_published(&self, events: usize) {
-        self.events_published.fetch_add(events as u64, Ordering::Relaxed);
+        self.events_published
+            .fetch_add(events as u64, Ordering::Relaxed);
     }
 }
 
@@ -201,7 +211,9 @@ impl Options {
         }
         let org = OrgIndex::build(whistle_store::org::load(&pool).await?)?;
         if org.units().next().is_none() {
-            tracing::warn!("the org tree is empty: every report will be rejected until `whistle seed` runs");
+            tracing::warn!(
+                "the org tree is empty: every report will be rejected until `whistle seed` runs"
+            );
         }
 
         let connect = |name: &'static str| {
@@ -241,7 +253,11 @@ impl Options {
             clock,
             metrics: Arc::new(Metrics::default()),
         });
-        Ok(Service { shared, events_jetstream: context(events_client), consumer })
+        Ok(Service {
+            shared,
+            events_jetstream: context(events_client),
+            consumer,
+        })
     }
 }
 
@@ -254,17 +270,27 @@ impl Service {
     /// relays what it committed, and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let wakeup = Arc::new(Notify::new());
-        let relay = relay::Relay { shared: self.shared.clone(), jetstream: self.events_jetstream, wakeup: wakeup.clone() };
-        let intake = intake::Intake { shared: self.shared.clone(), consumer: self.consumer, relay_wakeup: wakeup };
+        let relay = relay::Relay {
+            shared: self.shared.clone(),
+            jetstream: self.events_jetstream,
+            wakeup: wakeup.clone(),
+        };
+        let intake = intake::Intake {
+            shared: self.shared.clone(),
+            consumer: self.consumer,
+            relay_wakeup: wakeup,
+        };
 
         // The relay stops only after intake has finished, so the last batch's events go out.
         let relay_stop = CancellationToken::new();
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
-        let result = intake.run(shutdown).await;
+        intake.run(shutdown).await;
         relay_stop.cancel();
-        relay_task.await.map_err(|e| Error::Nats(format!("relay task failed: {e}")))?;
+        relay_task
+            .await
+            .map_err(|e| Error::Nats(format!("relay task failed: {e}")))?;
         self.shared.pool.close().await;
         info!("dispatch stopped");
-        result
+        Ok(())
     }
 }

@@ -7,9 +7,17 @@ use whistle_dispatch::Options;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    #[arg(long, env = "WHISTLE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "WHISTLE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     nats_url: String,
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/whistle")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/whistle"
+    )]
     database_url: String,
     /// Builtin policy (ordos, ordos-demo) or a policy TOML file.
     #[arg(long, env = "WHISTLE_POLICY", default_value = "ordos")]
@@ -40,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
     let service = options.build().await.context("starting whistle-dispatch")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    service.run(shutdown).await.context("whistle-dispatch failed")
+    service
+        .run(shutdown)
+        .await
+        .context("whistle-dispatch failed")
 }
 
 fn init_tracing(json: bool) {

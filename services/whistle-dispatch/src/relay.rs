@@ -63,9 +63,15 @@ impl Relay {
                 headers.insert(NATS_MESSAGE_ID, event.event_id.to_string().as_str());
                 let ack = self
                     .jetstream
-                    .publish_with_headers(event.subject.clone(), headers, event.payload.clone().into())
+                    .publish_with_headers(
+                        event.subject.clone(),
+                        headers,
+                        event.payload.clone().into(),
+                    )
                     .await
-                    .map_err(|e| crate::Error::Nats(format!("publishing event {}: {e}", event.event_id)))?;
+                    .map_err(|e| {
+                        crate::Error::Nats(format!("publishing event {}: {e}", event.event_id))
+                    })?;
                 acks.push(ack);
             }
             try_join_all(acks.into_iter().map(std::future::IntoFuture::into_future))

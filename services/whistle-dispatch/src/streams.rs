@@ -61,7 +61,9 @@ pub async fn ensure(js: &jetstream::Context, options: &StreamOptions) -> Result<
         },
         stream::Config {
             name: REJECTED.into(),
-            description: Some("reports that failed validation or delivery, with reason and original bytes".into()),
+            description: Some(
+                "reports that failed validation or delivery, with reason and original bytes".into(),
+            ),
             subjects: vec![format!("{REJECTED_PREFIX}.>")],
             duplicate_window: Duration::from_secs(10 * 60),
             max_age: options.rejected_max_age,

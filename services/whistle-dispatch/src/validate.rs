@@ -5,7 +5,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use prost::Message as _;
-use whistle_domain::{policy::Policy, AreaCode, CategoryCode, Level, OrgIndex, PersonId, ReportId, Role};
+use whistle_domain::{
+    policy::Policy, AreaCode, CategoryCode, Level, OrgIndex, PersonId, ReportId, Role,
+};
 use whistle_proto::v1;
 
 /// Reports larger than this are refused before decoding.
@@ -133,7 +135,9 @@ pub struct ValidReport {
 
 impl ValidReport {
     pub fn area(&self, level: Level) -> AreaCode {
-        self.grid.at_level(level).expect("a grid code has every ancestor level")
+        self.grid
+            .at_level(level)
+            .expect("a grid code has every ancestor level")
     }
 }
 
@@ -147,13 +151,23 @@ pub fn parse_subject(subject: &str) -> Result<AreaCode, String> {
         ));
     };
     if (*whistle, *report) != ("whistle", "report") {
-        return Err(format!("subject {subject:?} must start with whistle.report."));
+        return Err(format!(
+            "subject {subject:?} must start with whistle.report."
+        ));
     }
-    let grid: AreaCode = grid.parse().map_err(|e| format!("subject grid token: {e}"))?;
+    let grid: AreaCode = grid
+        .parse()
+        .map_err(|e| format!("subject grid token: {e}"))?;
     if grid.level() != Level::Grid {
-        return Err(format!("subject grid token {grid} is not a 15-digit grid code"));
+        return Err(format!(
+            "subject grid token {grid} is not a 15-digit grid code"
+        ));
     }
-    for (level, token) in [(Level::District, district), (Level::Street, street), (Level::Community, community)] {
+    for (level, token) in [
+        (Level::District, district),
+        (Level::Street, street),
+        (Level::Community, community),
+    ] {
         let expected = grid.at_level(level).expect("grid has every ancestor");
         if expected.as_str() != *token {
             return Err(format!(
@@ -166,7 +180,13 @@ pub fn parse_subject(subject: &str) -> Result<AreaCode, String> {
 }
 
 fn reject(reason: Reason, message: impl Into<String>) -> Rejection {
-    Rejection { reason, message: message.into(), report_id: None, reporter_id: None, subject_grid: None }
+    Rejection {
+        reason,
+        message: message.into(),
+        report_id: None,
+        reporter_id: None,
+        subject_grid: None,
+    }
 }
 
 fn timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
@@ -176,29 +196,48 @@ fn timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
 fn check_len(field: &str, value: &str, max: usize) -> Result<(), Rejection> {
     let chars = value.chars().count();
     if chars > max {
-        return Err(reject(Reason::FieldTooLong, format!("{field} has {chars} characters; at most {max} are allowed")));
+        return Err(reject(
+            Reason::FieldTooLong,
+            format!("{field} has {chars} characters; at most {max} are allowed"),
+        ));
     }
     Ok(())
 }
 
-fn check_time(field: &str, at: DateTime<Utc>, now: DateTime<Utc>, max_age: TimeDelta) -> Result<(), Rejection> {
+fn check_time(
+    field: &str,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    max_age: TimeDelta,
+) -> Result<(), Rejection> {
     if at > now + MAX_CLOCK_SKEW {
         return Err(reject(
             Reason::InvalidTimestamp,
-            format!("{field} {at} is more than {} minutes in the future (now {now})", MAX_CLOCK_SKEW.num_minutes()),
+            format!(
+                "{field} {at} is more than {} minutes in the future (now {now})",
+                MAX_CLOCK_SKEW.num_minutes()
+            ),
         ));
     }
     if at < now - max_age {
         return Err(reject(
             Reason::InvalidTimestamp,
-            format!("{field} {at} is more than {} days in the past (now {now})", max_age.num_days()),
+            format!(
+                "{field} {at} is more than {} days in the past (now {now})",
+                max_age.num_days()
+            ),
         ));
     }
     Ok(())
 }
 
 /// Decides whether an inbound message is a valid report.
-pub fn validate(inbound: Inbound<'_>, org: &OrgIndex, policy: &Policy, now: DateTime<Utc>) -> Result<ValidReport, Rejection> {
+pub fn validate(
+    inbound: Inbound<'_>,
+    org: &OrgIndex,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<ValidReport, Rejection> {
     let subject_grid = parse_subject(inbound.subject).ok();
     let mut outcome = check(inbound, org, policy, now);
     if let Err(rejection) = &mut outcome {
@@ -207,17 +246,30 @@ pub fn validate(inbound: Inbound<'_>, org: &OrgIndex, policy: &Policy, now: Date
     outcome
 }
 
-fn check(inbound: Inbound<'_>, org: &OrgIndex, policy: &Policy, now: DateTime<Utc>) -> Result<ValidReport, Rejection> {
+fn check(
+    inbound: Inbound<'_>,
+    org: &OrgIndex,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<ValidReport, Rejection> {
     if inbound.payload.len() > MAX_PAYLOAD_BYTES {
         return Err(reject(
             Reason::TooLarge,
-            format!("payload is {} bytes; at most {MAX_PAYLOAD_BYTES} are allowed", inbound.payload.len()),
+            format!(
+                "payload is {} bytes; at most {MAX_PAYLOAD_BYTES} are allowed",
+                inbound.payload.len()
+            ),
         ));
     }
-    let subject_grid = parse_subject(inbound.subject).map_err(|m| reject(Reason::InvalidSubject, m))?;
+    let subject_grid =
+        parse_subject(inbound.subject).map_err(|m| reject(Reason::InvalidSubject, m))?;
     let report = if inbound.json {
-        whistle_proto::from_json::<v1::Report>(inbound.payload)
-            .map_err(|e| reject(Reason::DecodeError, format!("not a whistle.v1.Report in proto3 JSON: {e}")))?
+        whistle_proto::from_json::<v1::Report>(inbound.payload).map_err(|e| {
+            reject(
+                Reason::DecodeError,
+                format!("not a whistle.v1.Report in proto3 JSON: {e}"),
+            )
+        })?
     } else {
         v1::Report::decode(inbound.payload).map_err(|e| {
             reject(
@@ -242,8 +294,10 @@ fn check_fields(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Result<ValidReport, Rejection> {
-    let report_id: ReportId =
-        report.report_id.parse().map_err(|e| reject(Reason::InvalidReportId, format!("report_id: {e}")))?;
+    let report_id: ReportId = report
+        .report_id
+        .parse()
+        .map_err(|e| reject(Reason::InvalidReportId, format!("report_id: {e}")))?;
     if let Some(msg_id) = msg_id {
         if msg_id != report_id.as_str() {
             return Err(reject(
@@ -252,7 +306,12 @@ fn check_fields(
             ));
         }
     }
-    for (field, value) in [("reporter_id", &report.reporter_id), ("grid_code", &report.grid_code), ("category", &report.category), ("title", &report.title)] {
+    for (field, value) in [
+        ("reporter_id", &report.reporter_id),
+        ("grid_code", &report.grid_code),
+        ("category", &report.category),
+        ("title", &report.title),
+    ] {
         if value.trim().is_empty() {
             return Err(reject(Reason::MissingField, format!("{field} is required")));
         }
@@ -263,45 +322,82 @@ fn check_fields(
     if let Some(location) = &report.location {
         check_len("location.address", &location.address, MAX_ADDRESS_CHARS)?;
         let finite = location.lat.is_finite() && location.lon.is_finite();
-        if !finite || !(-90.0..=90.0).contains(&location.lat) || !(-180.0..=180.0).contains(&location.lon) {
+        if !finite
+            || !(-90.0..=90.0).contains(&location.lat)
+            || !(-180.0..=180.0).contains(&location.lon)
+        {
             return Err(reject(
                 Reason::InvalidLocation,
-                format!("location ({}, {}) is not a WGS-84 latitude/longitude", location.lat, location.lon),
+                format!(
+                    "location ({}, {}) is not a WGS-84 latitude/longitude",
+                    location.lat, location.lon
+                ),
             ));
         }
     }
     if report.attachments.len() > MAX_ATTACHMENTS {
         return Err(reject(
             Reason::TooManyAttachments,
-            format!("{} attachments; at most {MAX_ATTACHMENTS} are allowed", report.attachments.len()),
+            format!(
+                "{} attachments; at most {MAX_ATTACHMENTS} are allowed",
+                report.attachments.len()
+            ),
         ));
     }
     for (i, attachment) in report.attachments.iter().enumerate() {
         if attachment.uri.trim().is_empty() {
-            return Err(reject(Reason::MissingField, format!("attachments[{i}].uri is required")));
+            return Err(reject(
+                Reason::MissingField,
+                format!("attachments[{i}].uri is required"),
+            ));
         }
-        check_len(&format!("attachments[{i}].uri"), &attachment.uri, MAX_URI_CHARS)?;
-        check_len(&format!("attachments[{i}].caption"), &attachment.caption, MAX_CAPTION_CHARS)?;
+        check_len(
+            &format!("attachments[{i}].uri"),
+            &attachment.uri,
+            MAX_URI_CHARS,
+        )?;
+        check_len(
+            &format!("attachments[{i}].caption"),
+            &attachment.caption,
+            MAX_CAPTION_CHARS,
+        )?;
     }
 
     let reported_at = report
         .reported_at
         .as_ref()
         .ok_or_else(|| reject(Reason::InvalidTimestamp, "reported_at is required"))?;
-    let reported_at = timestamp(reported_at)
-        .ok_or_else(|| reject(Reason::InvalidTimestamp, "reported_at is not a valid timestamp"))?;
+    let reported_at = timestamp(reported_at).ok_or_else(|| {
+        reject(
+            Reason::InvalidTimestamp,
+            "reported_at is not a valid timestamp",
+        )
+    })?;
     check_time("reported_at", reported_at, now, MAX_REPORT_AGE)?;
     let occurred_at = match &report.occurred_at {
         None => None,
         Some(ts) => {
-            let at = timestamp(ts).ok_or_else(|| reject(Reason::InvalidTimestamp, "occurred_at is not a valid timestamp"))?;
+            let at = timestamp(ts).ok_or_else(|| {
+                reject(
+                    Reason::InvalidTimestamp,
+                    "occurred_at is not a valid timestamp",
+                )
+            })?;
             check_time("occurred_at", at, now, MAX_OCCURRENCE_AGE)?;
             Some(at)
         }
     };
-    let urgency = v1::Urgency::try_from(report.urgency)
-        .map_err(|_| reject(Reason::InvalidUrgency, format!("urgency {} is not a known value", report.urgency)))?;
-    let urgency = if urgency == v1::Urgency::Unspecified { v1::Urgency::Normal } else { urgency };
+    let urgency = v1::Urgency::try_from(report.urgency).map_err(|_| {
+        reject(
+            Reason::InvalidUrgency,
+            format!("urgency {} is not a known value", report.urgency),
+        )
+    })?;
+    let urgency = if urgency == v1::Urgency::Unspecified {
+        v1::Urgency::Normal
+    } else {
+        urgency
+    };
 
     let grid: AreaCode = report
         .grid_code
@@ -314,15 +410,21 @@ fn check_fields(
         ));
     }
     if org.unit(&grid).is_none_or(|u| u.level() != Level::Grid) {
-        return Err(reject(Reason::UnknownGrid, format!("grid {grid} is not in the org tree")));
+        return Err(reject(
+            Reason::UnknownGrid,
+            format!("grid {grid} is not in the org tree"),
+        ));
     }
     let reporter_id: PersonId = report
         .reporter_id
         .parse()
         .map_err(|e| reject(Reason::UnknownReporter, format!("reporter_id: {e}")))?;
-    let reporter = org
-        .person(&reporter_id)
-        .ok_or_else(|| reject(Reason::UnknownReporter, format!("reporter {reporter_id} is not a known person")))?;
+    let reporter = org.person(&reporter_id).ok_or_else(|| {
+        reject(
+            Reason::UnknownReporter,
+            format!("reporter {reporter_id} is not a known person"),
+        )
+    })?;
     match &reporter.role {
         Role::GridWorker { grid: own } if own == &grid => {}
         Role::GridWorker { grid: own } => {
@@ -334,14 +436,21 @@ fn check_fields(
         other => {
             return Err(reject(
                 Reason::ReporterNotInGrid,
-                format!("reporter {reporter_id} is a {}, not a grid worker", other.kind()),
+                format!(
+                    "reporter {reporter_id} is a {}, not a grid worker",
+                    other.kind()
+                ),
             ))
         }
     }
     let category = policy.category(&report.category).ok_or_else(|| {
         reject(
             Reason::UnknownCategory,
-            format!("category {:?} is not in the dispatch catalogue {}", report.category, policy.version()),
+            format!(
+                "category {:?} is not in the dispatch catalogue {}",
+                report.category,
+                policy.version()
+            ),
         )
     })?;
 
@@ -355,4 +464,217 @@ fn check_fields(
         occurred_at,
         reported_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::LazyLock;
+
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    static ORG: LazyLock<OrgIndex> =
+        LazyLock::new(|| OrgIndex::build(whistle_domain::ordos::dataset()).unwrap());
+    static POLICY: LazyLock<Policy> =
+        LazyLock::new(|| whistle_domain::policy::builtin("ordos").unwrap());
+    const GRID: &str = "150602001001001";
+    const SUBJECT: &str = "whistle.report.150602.150602001.150602001001.150602001001001";
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 8, 0, 0).unwrap()
+    }
+
+    fn valid() -> v1::Report {
+        v1::Report {
+            report_id: "r-1".into(),
+            reporter_id: format!("gw-{GRID}"),
+            grid_code: GRID.into(),
+            category: "heating.no_heat".into(),
+            title: "停暖".into(),
+            reported_at: Some(events_timestamp(now())),
+            ..Default::default()
+        }
+    }
+
+    fn events_timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+        prost_types::Timestamp {
+            seconds: at.timestamp(),
+            nanos: 0,
+        }
+    }
+
+    fn run(subject: &str, report: &v1::Report) -> Result<ValidReport, Rejection> {
+        let payload = report.encode_to_vec();
+        validate(
+            Inbound {
+                subject,
+                payload: &payload,
+                json: false,
+                msg_id: None,
+            },
+            &ORG,
+            &POLICY,
+            now(),
+        )
+    }
+
+    fn reason_of(change: impl FnOnce(&mut v1::Report)) -> Reason {
+        let mut report = valid();
+        change(&mut report);
+        run(SUBJECT, &report).unwrap_err().reason
+    }
+
+    #[test]
+    fn a_valid_report_passes_and_unspecified_urgency_is_normal() {
+        let ok = run(SUBJECT, &valid()).unwrap();
+        assert_eq!(ok.grid.as_str(), GRID);
+        assert_eq!(ok.urgency, v1::Urgency::Normal);
+        assert_eq!(ok.area(Level::Street).as_str(), "150602001");
+    }
+
+    #[test]
+    fn each_check_has_its_own_reason() {
+        assert_eq!(
+            reason_of(|r| r.report_id = "a b".into()),
+            Reason::InvalidReportId
+        );
+        assert_eq!(reason_of(|r| r.title.clear()), Reason::MissingField);
+        assert_eq!(
+            reason_of(|r| r.description = "x".repeat(4001)),
+            Reason::FieldTooLong
+        );
+        assert_eq!(
+            reason_of(|r| r.location = Some(v1::Location {
+                lat: f64::NAN,
+                lon: 0.0,
+                address: String::new()
+            })),
+            Reason::InvalidLocation
+        );
+        assert_eq!(
+            reason_of(|r| r.attachments = vec![
+                v1::Attachment {
+                    uri: "u".into(),
+                    ..Default::default()
+                };
+                21
+            ]),
+            Reason::TooManyAttachments
+        );
+        assert_eq!(
+            reason_of(|r| r.reported_at = None),
+            Reason::InvalidTimestamp
+        );
+        assert_eq!(
+            reason_of(|r| r.reported_at = Some(events_timestamp(now() + TimeDelta::minutes(6)))),
+            Reason::InvalidTimestamp
+        );
+        assert_eq!(
+            reason_of(|r| r.reported_at = Some(events_timestamp(now() - TimeDelta::days(8)))),
+            Reason::InvalidTimestamp
+        );
+        assert_eq!(reason_of(|r| r.urgency = 9), Reason::InvalidUrgency);
+        assert_eq!(
+            reason_of(|r| r.grid_code = "150602001001002".into()),
+            Reason::GridMismatch
+        );
+        assert_eq!(
+            reason_of(|r| r.reporter_id = "gw-150602001001002".into()),
+            Reason::ReporterNotInGrid
+        );
+        assert_eq!(
+            reason_of(|r| r.reporter_id = "op-150602".into()),
+            Reason::ReporterNotInGrid
+        );
+        assert_eq!(
+            reason_of(|r| r.reporter_id = "nobody".into()),
+            Reason::UnknownReporter
+        );
+        assert_eq!(
+            reason_of(|r| r.category = "heating".into()),
+            Reason::UnknownCategory
+        );
+    }
+
+    #[test]
+    fn a_slightly_fast_device_clock_is_tolerated() {
+        let mut report = valid();
+        report.reported_at = Some(events_timestamp(now() + TimeDelta::minutes(4)));
+        assert!(run(SUBJECT, &report).is_ok());
+    }
+
+    #[test]
+    fn subjects_must_name_the_grid_and_its_ancestors() {
+        assert!(parse_subject(SUBJECT).is_ok());
+        for bad in [
+            "whistle.report.150602.150602001.150602001001",
+            "whistle.report.150602.150602002.150602001001.150602001001001",
+            "whistle.event.150602.150602001.150602001001.150602001001001",
+            "whistle.report.150602.150602001.150602001001.150602001001001.extra",
+            "whistle.report.150602.150602001.150602001.150602001",
+        ] {
+            assert!(parse_subject(bad).is_err(), "{bad}");
+        }
+        let unknown = "whistle.report.150602.150602001.150602001999.150602001999001";
+        let mut report = valid();
+        report.grid_code = "150602001999001".into();
+        report.reporter_id = "gw-150602001999001".into();
+        assert_eq!(
+            run(unknown, &report).unwrap_err().reason,
+            Reason::UnknownGrid
+        );
+    }
+
+    #[test]
+    fn rejections_keep_what_could_be_read() {
+        let mut report = valid();
+        report.category = "nope".into();
+        let rejection = run(SUBJECT, &report).unwrap_err();
+        assert_eq!(rejection.report_id.as_deref(), Some("r-1"));
+        assert_eq!(
+            rejection.reporter_id.as_deref(),
+            Some(format!("gw-{GRID}").as_str())
+        );
+        assert_eq!(
+            rejection.subject_grid.as_ref().map(AreaCode::as_str),
+            Some(GRID)
+        );
+    }
+
+    #[test]
+    fn reason_names_are_unique_subject_tokens() {
+        let names: std::collections::HashSet<&str> =
+            Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), Reason::ALL.len());
+        assert!(names
+            .iter()
+            .all(|n| n.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..2048), json in any::<bool>()) {
+            let _ = validate(Inbound { subject: SUBJECT, payload: &payload, json, msg_id: None }, &ORG, &POLICY, now());
+        }
+
+        #[test]
+        fn arbitrary_subjects_never_panic(subject in "\\PC{0,80}") {
+            let payload = valid().encode_to_vec();
+            let outcome = validate(Inbound { subject: &subject, payload: &payload, json: false, msg_id: None }, &ORG, &POLICY, now());
+            prop_assert!(subject == SUBJECT || outcome.is_err());
+        }
+
+        #[test]
+        fn mutated_reports_are_either_valid_or_rejected_with_a_message(title in "\\PC{0,250}", lat in -200.0f64..200.0, attachments in 0usize..30) {
+            let mut report = valid();
+            report.title = title;
+            report.location = Some(v1::Location { lat, lon: 109.0, address: String::new() });
+            report.attachments = vec![v1::Attachment { uri: "https://x/y".into(), ..Default::default() }; attachments];
+            if let Err(rejection) = run(SUBJECT, &report) {
+                prop_assert!(!rejection.message.is_empty());
+            }
+        }
+    }
 }

@@ -1,0 +1,444 @@
+//! Report intake: valid reports become incidents and events, duplicates do not, invalid ones land
+//! in WHISTLE_REJECTED with their reason.
+
+use std::time::Duration;
+
+use async_nats::{header::NATS_MESSAGE_ID, HeaderMap};
+use prost::Message as _;
+use whistle_proto::v1;
+
+use crate::harness::*;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_report_becomes_an_incident_and_an_event() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
+    let reporter = Reporter::connect(&nats).await;
+    let grid = &grids()[42];
+
+    let sent = report("r-first", grid);
+    reporter.publish(&sent).await;
+    eventually("the incident event", WAIT, || async {
+        stream_len(&reporter.js, "WHISTLE_EVENTS").await == 1
+    })
+    .await
+    .unwrap();
+
+    let (subject, event) = events(&reporter.js).await.remove(0);
+    assert_eq!(
+        subject,
+        format!(
+            "whistle.event.{}.{}.incident.reported",
+            &grid[..6],
+            &grid[..9]
+        )
+    );
+    assert_eq!(event.kind, "incident.reported");
+    assert_eq!(event.grid_code, *grid);
+    assert_eq!(event.community_code, grid[..12]);
+    assert_eq!(event.actor_id, format!("gw-{grid}"));
+    let Some(v1::event::Body::IncidentReported(body)) = &event.body else {
+        panic!("wrong body: {event:?}")
+    };
+    assert_eq!(
+        body.report.as_ref(),
+        Some(&sent),
+        "the event carries the report as filed"
+    );
+    assert_eq!(body.category_name, "室内温度不达标/停暖");
+    assert_eq!(body.status, v1::IncidentStatus::Handling as i32);
+
+    let (status, level, category, urgency, reporter_id, policy): (String, String, String, String, String, String) =
+        sqlx::query_as("SELECT status, level, category, urgency, reporter_id, policy_version FROM incidents WHERE id = $1::uuid")
+            .bind(&event.incident_id)
+            .fetch_one(&db.pool)
+            .await
+            .expect("the incident row");
+    assert_eq!(
+        (
+            status.as_str(),
+            level.as_str(),
+            category.as_str(),
+            urgency.as_str()
+        ),
+        ("handling", "community", "heating.no_heat", "urgent")
+    );
+    assert_eq!(reporter_id, format!("gw-{grid}"));
+    assert_eq!(policy, "ordos-2026.1");
+    assert_eq!(
+        db.count("SELECT count(*) FROM timeline WHERE kind = 'incident.reported'")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM outbox").await,
+        0,
+        "the relay emptied the outbox"
+    );
+    dispatch.stop().await;
+}
+
+#[tokio::test]
+async fn proto3_json_reports_are_accepted_with_the_content_type_header() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
+    let reporter = Reporter::connect(&nats).await;
+    let grid = &grids()[7];
+    // Written by hand, as a client that is not this project's code would.
+    let json = format!(
+        r#"{{"reportId":"json-1","reporterId":"gw-{grid}","gridCode":"{grid}","category":"sanitation.garbage",
+            "urgency":"URGENCY_NORMAL","title":"垃圾桶满溢","reportedAt":"{}",
+            "location":{{"lat":39.8,"lon":109.9,"address":"西门"}}}}"#,
+        chrono::Utc::now().to_rfc3339()
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert(NATS_MESSAGE_ID, "json-1");
+    headers.insert("Content-Type", "application/json");
+    reporter
+        .publish_raw(&subject_for(grid), headers, json.into_bytes())
+        .await;
+    eventually("the incident", WAIT, || async {
+        db.count("SELECT count(*) FROM incidents").await == 1
+    })
+    .await
+    .unwrap();
+    let title: String = sqlx::query_scalar("SELECT title FROM incidents")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(title, "垃圾桶满溢");
+    dispatch.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_report_twice_is_one_incident() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
+    let reporter = Reporter::connect(&nats).await;
+    let grid = &grids()[3];
+    let sent = report("r-twice", grid);
+
+    // Inside JetStream's duplicate window the server drops the second copy ...
+    let first = reporter.publish(&sent).await;
+    let second = reporter.publish(&sent).await;
+    assert!(!first.duplicate && second.duplicate);
+    // ... and without a Nats-Msg-Id (or after the window) the report id makes it a no-op.
+    for _ in 0..2 {
+        reporter
+            .publish_raw(&subject_for(grid), HeaderMap::new(), sent.encode_to_vec())
+            .await;
+    }
+    reporter.publish(&report("r-after", grid)).await;
+
+    eventually("both incidents", WAIT, || async {
+        db.count("SELECT count(*) FROM incidents").await == 2
+    })
+    .await
+    .unwrap();
+    eventually("the consumer drained", WAIT, || async {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = reporter
+            .js
+            .get_consumer_from_stream("whistle-dispatch", "WHISTLE_REPORTS")
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        info.num_pending == 0 && info.num_ack_pending == 0
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        stream_len(&reporter.js, "WHISTLE_REPORTS").await,
+        4,
+        "three copies of r-twice stored, plus r-after"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM reports WHERE report_id = 'r-twice'")
+            .await,
+        1
+    );
+    let reported: Vec<String> = events(&reporter.js)
+        .await
+        .into_iter()
+        .filter_map(|(_, e)| match e.body {
+            Some(v1::event::Body::IncidentReported(b)) => Some(b.report.unwrap().report_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported, ["r-twice", "r-after"]);
+    dispatch.stop().await;
+}
+
+/// One malformed report for each reason, built from a valid one.
+fn invalid_reports() -> Vec<(&'static str, String, HeaderMap, Vec<u8>)> {
+    let grids = grids();
+    let grid = grids[10].clone();
+    let other_grid = grids[11].clone();
+    let subject = subject_for(&grid);
+    let now = chrono::Utc::now().timestamp_millis();
+    let with = |id: &str, change: &dyn Fn(&mut v1::Report)| {
+        let mut r = report(id, &grid);
+        change(&mut r);
+        r.encode_to_vec()
+    };
+    let none = HeaderMap::new;
+    let msg_id = |id: &str| {
+        let mut h = HeaderMap::new();
+        h.insert(NATS_MESSAGE_ID, id);
+        h
+    };
+    let json = || {
+        let mut h = HeaderMap::new();
+        h.insert("Content-Type", "application/json");
+        h
+    };
+    vec![
+        (
+            "too_large",
+            subject.clone(),
+            none(),
+            with("big", &|r| r.description = "大".repeat(30_000)),
+        ),
+        (
+            "invalid_subject",
+            format!("whistle.report.150602.150603001.{}.{}", &grid[..12], grid),
+            none(),
+            with("subj", &|_| {}),
+        ),
+        (
+            "decode_error",
+            subject.clone(),
+            none(),
+            b"\xff\xff\xff garbage".to_vec(),
+        ),
+        (
+            "decode_error",
+            subject.clone(),
+            json(),
+            br#"{"reportId": "half"#.to_vec(),
+        ),
+        (
+            "decode_error",
+            subject.clone(),
+            json(),
+            b"{\"title\": \"\xc3\x28\"}".to_vec(),
+        ),
+        (
+            "msg_id_mismatch",
+            subject.clone(),
+            msg_id("something-else"),
+            with("mid", &|_| {}),
+        ),
+        (
+            "invalid_report_id",
+            subject.clone(),
+            none(),
+            with("has space", &|_| {}),
+        ),
+        (
+            "missing_field",
+            subject.clone(),
+            none(),
+            with("notitle", &|r| r.title = "  ".into()),
+        ),
+        (
+            "field_too_long",
+            subject.clone(),
+            none(),
+            with("longtitle", &|r| r.title = "长".repeat(201)),
+        ),
+        (
+            "invalid_location",
+            subject.clone(),
+            none(),
+            with("loc", &|r| r.location.as_mut().unwrap().lat = 123.0),
+        ),
+        (
+            "too_many_attachments",
+            subject.clone(),
+            none(),
+            with("att", &|r| {
+                r.attachments = vec![r.attachments[0].clone(); 100]
+            }),
+        ),
+        (
+            "invalid_timestamp",
+            subject.clone(),
+            none(),
+            with("future", &|r| {
+                r.reported_at = Some(whistle_proto::timestamp_from_unix_millis(now + 86_400_000))
+            }),
+        ),
+        (
+            "invalid_timestamp",
+            subject.clone(),
+            none(),
+            with("ancient", &|r| {
+                r.occurred_at = Some(whistle_proto::timestamp_from_unix_millis(0))
+            }),
+        ),
+        (
+            "invalid_urgency",
+            subject.clone(),
+            none(),
+            with("urg", &|r| r.urgency = 42),
+        ),
+        (
+            "unknown_grid",
+            subject_for(&format!("{}999", &grid[..12])),
+            none(),
+            with("nogrid", &|r| {
+                r.grid_code = format!("{}999", &grid[..12]);
+            }),
+        ),
+        (
+            "grid_mismatch",
+            subject.clone(),
+            none(),
+            with("mismatch", &|r| r.grid_code = other_grid.clone()),
+        ),
+        (
+            "unknown_reporter",
+            subject.clone(),
+            none(),
+            with("who", &|r| r.reporter_id = "gw-nobody".into()),
+        ),
+        (
+            "reporter_not_in_grid",
+            subject.clone(),
+            none(),
+            with("notmine", &|r| r.reporter_id = format!("gw-{other_grid}")),
+        ),
+        (
+            "reporter_not_in_grid",
+            subject.clone(),
+            none(),
+            with("liaison", &|r| r.reporter_id = "li-150602-heating".into()),
+        ),
+        (
+            "unknown_category",
+            subject.clone(),
+            none(),
+            with("cat", &|r| r.category = "weather.too_cold".into()),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_kind_of_invalid_report_is_rejected_with_its_reason_and_original_bytes() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
+    let reporter = Reporter::connect(&nats).await;
+    let cases = invalid_reports();
+    for (_, subject, headers, payload) in &cases {
+        reporter
+            .publish_raw(subject, headers.clone(), payload.clone())
+            .await;
+    }
+    // A valid report behind them is not held up.
+    let grid = &grids()[12];
+    reporter.publish(&report("valid-after-garbage", grid)).await;
+
+    let expected = cases.len() as u64;
+    eventually("every rejection stored", WAIT, || async {
+        stream_len(&reporter.js, "WHISTLE_REJECTED").await == expected
+    })
+    .await
+    .unwrap();
+    eventually("every event relayed", WAIT, || async {
+        stream_len(&reporter.js, "WHISTLE_EVENTS").await == expected + 1
+    })
+    .await
+    .unwrap();
+
+    let rejected = read_stream(&reporter.js, "WHISTLE_REJECTED").await;
+    for ((reason, subject, _, payload), stored) in cases.iter().zip(&rejected) {
+        let header = |name: &str| {
+            stored
+                .headers
+                .get(name)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            header("Whistle-Reject-Reason"),
+            *reason,
+            "case {reason}: {}",
+            header("Whistle-Reject-Message")
+        );
+        assert_eq!(stored.subject, format!("whistle.rejected.{reason}"));
+        assert_eq!(header("Whistle-Original-Subject"), *subject);
+        assert!(!header("Whistle-Reject-Message").is_empty());
+        assert_eq!(
+            &stored.payload[..],
+            &payload[..],
+            "case {reason}: the original bytes are kept"
+        );
+    }
+
+    let events = events(&reporter.js).await;
+    let rejected_reasons: Vec<String> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.body {
+            Some(v1::event::Body::ReportRejected(b)) => Some(b.reason.clone()),
+            _ => None,
+        })
+        .collect();
+    let expected_reasons: Vec<&str> = cases.iter().map(|c| c.0).collect();
+    assert_eq!(rejected_reasons, expected_reasons);
+    assert_eq!(
+        db.count("SELECT count(*) FROM incidents").await,
+        1,
+        "only the valid report opened an incident"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM rejected_reports").await,
+        expected as i64
+    );
+    dispatch.stop().await;
+}
+
+#[tokio::test]
+async fn intake_resumes_after_nats_server_restarts() {
+    let mut nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
+    let grids = grids();
+    let reporter = Reporter::connect(&nats).await;
+    for i in 0..50 {
+        reporter
+            .publish(&report(&format!("before-{i}"), &grids[i]))
+            .await;
+    }
+    eventually("the first reports", WAIT, || async {
+        db.count("SELECT count(*) FROM incidents").await == 50
+    })
+    .await
+    .unwrap();
+
+    nats.restart().await;
+    let reporter = Reporter::connect(&nats).await;
+    for i in 0..50 {
+        reporter
+            .publish(&report(&format!("after-{i}"), &grids[i]))
+            .await;
+    }
+    eventually(
+        "the reports after the restart",
+        Duration::from_secs(60),
+        || async { db.count("SELECT count(*) FROM incidents").await == 100 },
+    )
+    .await
+    .unwrap();
+    eventually("their events", Duration::from_secs(30), || async {
+        stream_len(&reporter.js, "WHISTLE_EVENTS").await == 100
+    })
+    .await
+    .unwrap();
+    dispatch.stop().await;
+}

@@ -1,0 +1,6 @@
+//! Integration tests: real nats-server, real PostgreSQL, isolated per test.
+
+mod crash;
+mod harness;
+mod intake;
+mod store;
