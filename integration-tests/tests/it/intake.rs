@@ -410,9 +410,9 @@ async fn intake_resumes_after_nats_server_restarts() {
     let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
     let grids = grids();
     let reporter = Reporter::connect(&nats).await;
-    for i in 0..50 {
+    for (i, grid) in grids.iter().take(50).enumerate() {
         reporter
-            .publish(&report(&format!("before-{i}"), &grids[i]))
+            .publish(&report(&format!("before-{i}"), grid))
             .await;
     }
     eventually("the first reports", WAIT, || async {
@@ -423,10 +423,8 @@ async fn intake_resumes_after_nats_server_restarts() {
 
     nats.restart().await;
     let reporter = Reporter::connect(&nats).await;
-    for i in 0..50 {
-        reporter
-            .publish(&report(&format!("after-{i}"), &grids[i]))
-            .await;
+    for (i, grid) in grids.iter().take(50).enumerate() {
+        reporter.publish(&report(&format!("after-{i}"), grid)).await;
     }
     eventually(
         "the reports after the restart",
