@@ -20,7 +20,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message as _;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
-use whistle_domain::{policy::Policy, AreaCode, Level, OrgUnit};
+use whistle_domain::{
+    policy::{Policy, SlaClass},
+    AreaCode, Level, OrgUnit,
+};
 use whistle_proto::v1;
 
 use crate::{connect_nats, report_subject, Connection};
@@ -53,7 +56,8 @@ pub struct Args {
 /// The mix of reports a city sends.
 pub struct Feed {
     grids: Vec<OrgUnit>,
-    categories: Vec<(String, String, u32)>,
+    /// (code, Chinese name, weight, an emergency class)
+    categories: Vec<(String, String, u32, bool)>,
     rng: StdRng,
     run: String,
     sent: u64,
@@ -88,7 +92,7 @@ impl Feed {
                     "disputes" | "water" | "power" | "public_order" => 3,
                     _ => 2,
                 };
-                (c.code.to_string(), c.name_zh.clone(), weight)
+                (c.code.to_string(), c.name_zh.clone(), weight, c.sla == SlaClass::Emergency)
             })
             .collect();
         Feed {
@@ -106,7 +110,7 @@ impl Feed {
         let grid = &self.grids[self.rng.random_range(0..self.grids.len())];
         let total: u32 = self.categories.iter().map(|c| c.2).sum();
         let mut pick = self.rng.random_range(0..total);
-        let (category, name) = self
+        let category = self
             .categories
             .iter()
             .find(|c| {
@@ -117,13 +121,16 @@ impl Feed {
                     false
                 }
             })
-            .map(|c| (c.0.clone(), c.1.clone()))
+            .map(|c| (c.0.clone(), c.1.clone(), c.3))
             .expect("weights cover the range");
+        let (category, name, emergency_class) = category;
         let urgency = match self.rng.random_range(0..100) {
-            0..5 => v1::Urgency::Emergency,
-            5..20 => v1::Urgency::Urgent,
+            _ if emergency_class => v1::Urgency::Emergency,
+            0..2 => v1::Urgency::Emergency,
+            2..17 => v1::Urgency::Urgent,
             _ => v1::Urgency::Normal,
         };
+        let compound = grid.name.strip_suffix("小区").unwrap_or(&grid.name);
         let now = chrono::Utc::now();
         let mut report = v1::Report {
             report_id: report_id.clone(),
@@ -131,7 +138,7 @@ impl Feed {
             grid_code: grid.code.to_string(),
             category,
             urgency: urgency as i32,
-            title: format!("{}小区居民反映{}", grid.name, name),
+            title: format!("{compound}小区居民反映{name}"),
             description: format!("网格员巡查发现：{}，涉及{}，请尽快处理。", name, grid.name),
             location: Some(v1::Location {
                 lat: grid.lat + self.rng.random_range(-0.001..0.001),
@@ -213,6 +220,7 @@ struct Summary {
     expected_invalid: u64,
     missing: u64,
     latency_ms: Latency,
+    backlog_at_end_of_send: Option<u64>,
     consumer_pending: Option<u64>,
     consumer_ack_pending: Option<u64>,
 }
@@ -371,6 +379,8 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     }
     let send_seconds = start.elapsed().as_secs_f64();
     bar.set_position(sent);
+    // The backlog when sending stops tells whether dispatch kept up; after the drain it should be 0.
+    let backlog_at_end_of_send = consumer_backlog(&js).await.map(|(pending, ack_pending)| pending + ack_pending);
 
     // Wait for the outcomes still owed.
     let drain_until = Instant::now() + args.drain;
@@ -408,6 +418,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             max: h.max() as f64 / 1000.0,
             count: h.len(),
         },
+        backlog_at_end_of_send,
         consumer_pending: pending,
         consumer_ack_pending: ack_pending,
     };
@@ -442,8 +453,10 @@ fn print_summary(s: &Summary) {
         "report → event latency (ms): p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",
         l.p50, l.p90, l.p99, l.p999, l.max, l.count
     );
-    match (s.consumer_pending, s.consumer_ack_pending) {
-        (Some(p), Some(a)) => println!("dispatch consumer backlog: {p} pending, {a} awaiting ack"),
+    match (s.backlog_at_end_of_send, s.consumer_pending, s.consumer_ack_pending) {
+        (Some(at_end), Some(p), Some(a)) => {
+            println!("dispatch consumer backlog: {at_end} when sending stopped; after the drain {p} pending, {a} awaiting ack")
+        }
         _ => println!("dispatch consumer backlog: unknown (consumer not found)"),
     }
 }

@@ -28,6 +28,9 @@ struct Args {
     /// Most reports recorded in one transaction.
     #[arg(long, env = "WHISTLE_BATCH_SIZE", default_value_t = 500)]
     batch_size: usize,
+    /// How long JetStream drops a republished report id (applies when the stream is created).
+    #[arg(long, env = "WHISTLE_REPORT_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
+    report_duplicate_window_secs: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
@@ -43,6 +46,10 @@ async fn main() -> anyhow::Result<()> {
         policy: args.policy,
         migrate: !args.no_migrate,
         batch_size: args.batch_size,
+        streams: whistle_dispatch::StreamOptions {
+            report_duplicate_window: std::time::Duration::from_secs(args.report_duplicate_window_secs),
+            ..Default::default()
+        },
         ..Options::default()
     };
     let service = options.build().await.context("starting whistle-dispatch")?;
