@@ -92,7 +92,12 @@ impl Feed {
                     "disputes" | "water" | "power" | "public_order" => 3,
                     _ => 2,
                 };
-                (c.code.to_string(), c.name_zh.clone(), weight, c.sla == SlaClass::Emergency)
+                (
+                    c.code.to_string(),
+                    c.name_zh.clone(),
+                    weight,
+                    c.sla == SlaClass::Emergency,
+                )
             })
             .collect();
         Feed {
@@ -380,7 +385,9 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     let send_seconds = start.elapsed().as_secs_f64();
     bar.set_position(sent);
     // The backlog when sending stops tells whether dispatch kept up; after the drain it should be 0.
-    let backlog_at_end_of_send = consumer_backlog(&js).await.map(|(pending, ack_pending)| pending + ack_pending);
+    let backlog_at_end_of_send = consumer_backlog(&js)
+        .await
+        .map(|(pending, ack_pending)| pending + ack_pending);
 
     // Wait for the outcomes still owed.
     let drain_until = Instant::now() + args.drain;
@@ -453,7 +460,11 @@ fn print_summary(s: &Summary) {
         "report → event latency (ms): p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",
         l.p50, l.p90, l.p99, l.p999, l.max, l.count
     );
-    match (s.backlog_at_end_of_send, s.consumer_pending, s.consumer_ack_pending) {
+    match (
+        s.backlog_at_end_of_send,
+        s.consumer_pending,
+        s.consumer_ack_pending,
+    ) {
         (Some(at_end), Some(p), Some(a)) => {
             println!("dispatch consumer backlog: {at_end} when sending stopped; after the drain {p} pending, {a} awaiting ack")
         }

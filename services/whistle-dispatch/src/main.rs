@@ -29,7 +29,11 @@ struct Args {
     #[arg(long, env = "WHISTLE_BATCH_SIZE", default_value_t = 500)]
     batch_size: usize,
     /// How long JetStream drops a republished report id (applies when the stream is created).
-    #[arg(long, env = "WHISTLE_REPORT_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
+    #[arg(
+        long,
+        env = "WHISTLE_REPORT_DUPLICATE_WINDOW_SECS",
+        default_value_t = 600
+    )]
     report_duplicate_window_secs: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
@@ -47,7 +51,9 @@ async fn main() -> anyhow::Result<()> {
         migrate: !args.no_migrate,
         batch_size: args.batch_size,
         streams: whistle_dispatch::StreamOptions {
-            report_duplicate_window: std::time::Duration::from_secs(args.report_duplicate_window_secs),
+            report_duplicate_window: std::time::Duration::from_secs(
+                args.report_duplicate_window_secs,
+            ),
             ..Default::default()
         },
         ..Options::default()
