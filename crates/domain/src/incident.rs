@@ -423,6 +423,10 @@ impl From<&Person> for Actor {
                 id,
                 area: area.clone(),
             },
+            Role::Handler { unit } => Actor::Handler {
+                id,
+                unit: unit.clone(),
+            },
         }
     }
 }

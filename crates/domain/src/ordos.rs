@@ -132,6 +132,14 @@ pub fn dataset() -> OrgDataset {
             },
         );
     }
+    for unit in streets.iter().chain(communities.iter().map(|c| &c.unit)) {
+        people.add(
+            format!("hd-{}", unit.code),
+            Role::Handler {
+                unit: unit.code.clone(),
+            },
+        );
+    }
     for unit in std::iter::once(&city).chain(&districts) {
         people.add(
             format!("op-{}", unit.code),
@@ -1287,6 +1295,7 @@ mod tests {
         let mut workers: BTreeMap<&AreaCode, usize> = BTreeMap::new();
         let mut liaisons: BTreeMap<&DepartmentCode, usize> = BTreeMap::new();
         let mut operators: BTreeSet<&AreaCode> = BTreeSet::new();
+        let mut handlers = 0;
         for person in &data.people {
             match &person.role {
                 Role::GridWorker { grid } => {
@@ -1301,6 +1310,10 @@ mod tests {
                     assert_eq!(person.id.as_str(), format!("op-{area}"));
                     assert!(operators.insert(area));
                 }
+                Role::Handler { unit } => {
+                    assert_eq!(person.id.as_str(), format!("hd-{unit}"));
+                    handlers += 1;
+                }
             }
         }
         assert_eq!(workers.len(), 1_564);
@@ -1312,7 +1325,8 @@ mod tests {
         for district in units_at(&data, Level::District) {
             assert!(operators.contains(&district.code));
         }
-        assert_eq!(data.people.len(), 1_564 + 190 + 10);
+        assert_eq!(handlers, 59 + 236, "one handler per street and community");
+        assert_eq!(data.people.len(), 1_564 + 190 + 10 + 59 + 236);
     }
 
     #[test]

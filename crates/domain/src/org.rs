@@ -216,6 +216,9 @@ pub enum Role {
     Liaison { department: DepartmentCode },
     /// 指挥中心 operator for an area (the city or a district).
     Operator { area: AreaCode },
+    /// Staff of a community or street office (社区工作者 / 街道干部): handles incidents at that
+    /// unit's level, and at the street blows the whistle.
+    Handler { unit: AreaCode },
 }
 
 impl Role {
@@ -224,6 +227,7 @@ impl Role {
             Role::GridWorker { .. } => "grid_worker",
             Role::Liaison { .. } => "liaison",
             Role::Operator { .. } => "operator",
+            Role::Handler { .. } => "handler",
         }
     }
 }
@@ -315,12 +319,16 @@ impl OrgIndex {
                     .is_some_and(|u| u.level() == Level::Grid),
                 Role::Liaison { department } => index.departments.contains_key(department),
                 Role::Operator { area } => index.units.contains_key(area),
+                Role::Handler { unit } => index
+                    .units
+                    .get(unit)
+                    .is_some_and(|u| matches!(u.level(), Level::Community | Level::Street)),
             };
             if !target_ok {
                 let target = match &person.role {
                     Role::GridWorker { grid } => grid.to_string(),
                     Role::Liaison { department } => department.to_string(),
-                    Role::Operator { area } => area.to_string(),
+                    Role::Operator { area } | Role::Handler { unit: area } => area.to_string(),
                 };
                 return Err(OrgError::DanglingPerson(person.id, target));
             }

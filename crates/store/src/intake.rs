@@ -1,11 +1,13 @@
-//! Recording a batch of reports: new incidents, their first timeline entry, rejections, and the
-//! events that announce them — one transaction, a handful of multi-row statements.
+//! Recording a batch of reports: new incidents (with their engine state and timers), reports
+//! attached to an open incident as duplicates, cluster alerts, rejections, and the events that
+//! announce them — one transaction, a fixed handful of multi-row statements whatever the batch size.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
+use whistle_domain::incident::Timer;
 
 use crate::Result;
 
@@ -40,12 +42,64 @@ pub struct NewIncident {
     pub occurred_at: Option<DateTime<Utc>>,
     pub reported_at: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
+    /// The SLA resolve deadline.
     pub due_at: Option<DateTime<Utc>>,
+    /// The first level's window.
+    pub level_due_at: Option<DateTime<Utc>>,
     /// The report as protobuf, kept for the incident's detail view.
     pub report_payload: Vec<u8>,
     pub stream_sequence: Option<i64>,
+    /// The engine's state (`whistle_domain::incident::Incident`) as JSON.
+    pub state: serde_json::Value,
+    /// Deadlines the engine set when opening it.
+    pub timers: Vec<(Timer, DateTime<Utc>)>,
     /// `incident.reported`, published only if the incident is new.
     pub event: OutboxEvent,
+}
+
+/// The rules that make a report a duplicate of an open incident.
+#[derive(Debug, Clone, Copy)]
+pub struct DuplicateRule {
+    /// Same category within this distance (same grid when either has no coordinates) …
+    pub radius_m: f64,
+    /// … reported within this window, while the incident is open.
+    pub window: TimeDelta,
+}
+
+/// The rule for cluster alerts (群体性事件苗头).
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterRule {
+    /// This many reports of one category in one community …
+    pub threshold: i64,
+    /// … within this window raise one alert.
+    pub window: TimeDelta,
+}
+
+/// The open incident a duplicate report was attached to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    pub incident_id: Uuid,
+    pub district_code: String,
+    pub street_code: String,
+    /// Reports on the incident including this one.
+    pub report_count: i32,
+}
+
+/// A cluster alert raised by this batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterAlert {
+    pub community_code: String,
+    pub category: String,
+    pub reports: i64,
+    pub window_start: DateTime<Utc>,
+}
+
+/// Builds the events that depend on what the batch finds in the database.
+pub trait IntakeEvents {
+    /// `report.attached`: `report` became one more report of an open incident.
+    fn attached(&self, report: &NewIncident, to: &Attachment) -> OutboxEvent;
+    /// `cluster.alert`.
+    fn cluster(&self, alert: &ClusterAlert) -> OutboxEvent;
 }
 
 /// A report that failed validation.
@@ -66,101 +120,160 @@ pub struct NewRejection {
 }
 
 /// What a batch changed. Anything not listed was already recorded by an earlier delivery.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Recorded {
     pub incidents: HashSet<Uuid>,
+    /// Report id → the incident it was attached to.
+    pub attached: HashMap<String, Uuid>,
+    pub clusters: Vec<ClusterAlert>,
     pub rejections: HashSet<String>,
 }
 
 /// Records a batch atomically. Idempotent: a report id or rejection already stored is skipped,
 /// together with its event, so redelivering a batch never duplicates an incident or an event.
+///
+/// A new report of the same category near an open incident (see [`DuplicateRule`]) is attached to
+/// it instead of opening one; so is a report that matches an earlier report of the same batch.
 pub async fn record(
     pool: &PgPool,
     incidents: &[NewIncident],
     rejections: &[NewRejection],
+    duplicates: DuplicateRule,
+    clusters: ClusterRule,
+    events: &impl IntakeEvents,
 ) -> Result<Recorded> {
     let mut tx = pool.begin().await?;
     let mut recorded = Recorded::default();
 
     if !incidents.is_empty() {
-        // The reports' primary key decides which incidents are new; the FK to incidents is
-        // deferred so the incident rows can follow.
-        let new_report_ids: HashSet<String> = sqlx::query_scalar(
-            "INSERT INTO reports (report_id, incident_id, reporter_id, grid_code, category, payload, stream_sequence, received_at)
-             SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int8[], $8::timestamptz[])
-             ON CONFLICT (report_id) DO NOTHING
-             RETURNING report_id",
-        )
-        .bind(incidents.iter().map(|i| i.report_id.as_str()).collect::<Vec<_>>())
-        .bind(incidents.iter().map(|i| i.incident_id).collect::<Vec<_>>())
-        .bind(incidents.iter().map(|i| i.reporter_id.as_str()).collect::<Vec<_>>())
-        .bind(incidents.iter().map(|i| i.grid_code.as_str()).collect::<Vec<_>>())
-        .bind(incidents.iter().map(|i| i.category.as_str()).collect::<Vec<_>>())
-        .bind(incidents.iter().map(|i| i.report_payload.as_slice()).collect::<Vec<_>>())
-        .bind(incidents.iter().map(|i| i.stream_sequence).collect::<Vec<_>>())
-        .bind(incidents.iter().map(|i| i.received_at).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-
-        let fresh: Vec<&NewIncident> = incidents
+        // Reports already recorded (a redelivery) are skipped before anything refers to them. A
+        // concurrent insert by another replica makes the commit fail, and the retry skips them.
+        let known: HashSet<String> =
+            sqlx::query_scalar("SELECT report_id FROM reports WHERE report_id = ANY($1)")
+                .bind(
+                    incidents
+                        .iter()
+                        .map(|i| i.report_id.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let candidates: Vec<&NewIncident> = incidents
             .iter()
-            .filter(|i| new_report_ids.contains(&i.report_id))
+            .filter(|i| !known.contains(&i.report_id))
             .collect();
-        if !fresh.is_empty() {
-            sqlx::query(
-                "INSERT INTO incidents (id, status, level, category, urgency, title, description,
-                     district_code, street_code, community_code, grid_code, lat, lon, address, reporter_id,
-                     policy_version, occurred_at, reported_at, created_at, updated_at, due_at)
-                 SELECT id, status, level, category, urgency, title, description, district_code, street_code,
-                     community_code, grid_code, lat, lon, address, reporter_id, policy_version, occurred_at,
-                     reported_at, created_at, created_at, due_at
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[], $14::text[],
-                     $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[])
-                     AS t(id, status, level, category, urgency, title, description, district_code, street_code,
-                          community_code, grid_code, lat, lon, address, reporter_id, policy_version, occurred_at,
-                          reported_at, created_at, due_at)",
-            )
-            .bind(fresh.iter().map(|i| i.incident_id).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.status).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.level).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.category.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.urgency).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.title.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.description.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.district_code.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.street_code.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.community_code.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.grid_code.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.lat).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.lon).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.address.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.reporter_id.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.policy_version.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.occurred_at).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.reported_at).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.received_at).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.due_at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
+        let placements = place(&mut tx, &candidates, duplicates).await?;
 
-            sqlx::query(
-                "INSERT INTO timeline (incident_id, seq, kind, actor_id, at, note)
-                 SELECT id, 1, 'incident.reported', actor, at, note
-                 FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::text[]) AS t(id, actor, at, note)",
-            )
-            .bind(fresh.iter().map(|i| i.incident_id).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.reporter_id.as_str()).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| i.received_at).collect::<Vec<_>>())
-            .bind(fresh.iter().map(|i| format!("report {}", i.report_id)).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
+        // Every report row points at its incident (FK deferred to commit: new incidents follow).
+        sqlx::query(
+            "INSERT INTO reports (report_id, incident_id, reporter_id, grid_code, category, payload, stream_sequence, received_at)
+             SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int8[], $8::timestamptz[])",
+        )
+        .bind(candidates.iter().map(|i| i.report_id.as_str()).collect::<Vec<_>>())
+        .bind(candidates.iter().zip(&placements).map(|(c, p)| p.incident_id().unwrap_or(c.incident_id)).collect::<Vec<_>>())
+        .bind(candidates.iter().map(|i| i.reporter_id.as_str()).collect::<Vec<_>>())
+        .bind(candidates.iter().map(|i| i.grid_code.as_str()).collect::<Vec<_>>())
+        .bind(candidates.iter().map(|i| i.category.as_str()).collect::<Vec<_>>())
+        .bind(candidates.iter().map(|i| i.report_payload.as_slice()).collect::<Vec<_>>())
+        .bind(candidates.iter().map(|i| i.stream_sequence).collect::<Vec<_>>())
+        .bind(candidates.iter().map(|i| i.received_at).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
 
-            insert_outbox(&mut tx, fresh.iter().map(|i| &i.event)).await?;
-            recorded.incidents = fresh.iter().map(|i| i.incident_id).collect();
+        let fresh: Vec<&NewIncident> = candidates
+            .iter()
+            .zip(&placements)
+            .filter(|(_, p)| matches!(p, Placement::New))
+            .map(|(i, _)| *i)
+            .collect();
+        let mut attached_counts: HashMap<Uuid, i32> = HashMap::new();
+        for placement in &placements {
+            if let Placement::Attach(target) = placement {
+                *attached_counts.entry(target.incident_id).or_default() += 1;
+            }
         }
+        insert_incidents(&mut tx, &fresh, &attached_counts).await?;
+        let existing: Vec<(Uuid, i32)> = attached_counts
+            .iter()
+            .filter(|(id, _)| !fresh.iter().any(|f| f.incident_id == **id))
+            .map(|(id, n)| (*id, *n))
+            .collect();
+        if !existing.is_empty() {
+            sqlx::query(
+                "UPDATE incidents i SET report_count = i.report_count + t.n, updated_at = $3
+                 FROM UNNEST($1::uuid[], $2::int4[]) AS t(id, n) WHERE i.id = t.id",
+            )
+            .bind(existing.iter().map(|e| e.0).collect::<Vec<_>>())
+            .bind(existing.iter().map(|e| e.1).collect::<Vec<_>>())
+            .bind(candidates.first().map(|c| c.received_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        // Timeline: the opening entry of each new incident, then one entry per attached report.
+        let mut timeline = Vec::new();
+        let mut outbox = Vec::new();
+        for incident in &fresh {
+            timeline.push((
+                incident.incident_id,
+                "incident.reported",
+                incident,
+                format!("report {}", incident.report_id),
+            ));
+            outbox.push(incident.event.clone());
+        }
+        for (candidate, placement) in candidates.iter().zip(&placements) {
+            if let Placement::Attach(target) = placement {
+                timeline.push((
+                    target.incident_id,
+                    "report.attached",
+                    candidate,
+                    format!("duplicate report {}", candidate.report_id),
+                ));
+                outbox.push(events.attached(candidate, target));
+                recorded
+                    .attached
+                    .insert(candidate.report_id.clone(), target.incident_id);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO timeline (incident_id, seq, kind, actor_id, at, note)
+             SELECT t.id,
+                    coalesce((SELECT max(seq) FROM timeline WHERE incident_id = t.id), 0)
+                        + row_number() OVER (PARTITION BY t.id ORDER BY t.n),
+                    t.kind, t.actor, t.at, t.note
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) WITH ORDINALITY
+                 AS t(id, kind, actor, at, note, n)",
+        )
+        .bind(timeline.iter().map(|t| t.0).collect::<Vec<_>>())
+        .bind(timeline.iter().map(|t| t.1).collect::<Vec<_>>())
+        .bind(timeline.iter().map(|t| t.2.reporter_id.as_str()).collect::<Vec<_>>())
+        .bind(timeline.iter().map(|t| t.2.received_at).collect::<Vec<_>>())
+        .bind(timeline.iter().map(|t| t.3.as_str()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+
+        let timers: Vec<(Uuid, Timer, DateTime<Utc>)> = fresh
+            .iter()
+            .flat_map(|i| i.timers.iter().map(move |(t, at)| (i.incident_id, *t, *at)))
+            .collect();
+        if !timers.is_empty() {
+            crate::incidents::schedule(
+                &mut tx,
+                &timers.iter().map(|t| t.0).collect::<Vec<_>>(),
+                &timers.iter().map(|t| (t.1, t.2)).collect::<Vec<_>>(),
+            )
+            .await?;
+        }
+
+        if let Some(now) = candidates.iter().map(|c| c.received_at).max() {
+            recorded.clusters = raise_clusters(&mut tx, &candidates, clusters, now).await?;
+            outbox.extend(recorded.clusters.iter().map(|c| events.cluster(c)));
+        }
+        insert_outbox(&mut tx, outbox.iter()).await?;
+        recorded.incidents = fresh.iter().map(|i| i.incident_id).collect();
     }
 
     if !rejections.is_empty() {
@@ -194,8 +307,243 @@ pub async fn record(
     Ok(recorded)
 }
 
-async fn insert_outbox<'a>(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+/// Where a candidate report goes.
+enum Placement {
+    New,
+    Attach(Attachment),
+}
+
+impl Placement {
+    fn incident_id(&self) -> Option<Uuid> {
+        match self {
+            Placement::New => None,
+            Placement::Attach(a) => Some(a.incident_id),
+        }
+    }
+}
+
+/// Great-circle distance in metres.
+fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (lat1, lat2) = (a.0.to_radians(), b.0.to_radians());
+    let (dlat, dlon) = ((b.0 - a.0).to_radians(), (b.1 - a.1).to_radians());
+    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * 6_371_000.0 * h.sqrt().asin()
+}
+
+fn is_duplicate(
+    a: &NewIncident,
+    b_grid: &str,
+    b_location: Option<(f64, f64)>,
+    rule: DuplicateRule,
+) -> bool {
+    match (a.lat.zip(a.lon), b_location) {
+        (Some(p), Some(q)) => distance_m(p, q) <= rule.radius_m,
+        _ => a.grid_code == b_grid,
+    }
+}
+
+/// Decides, for each candidate, whether it opens an incident or is attached to an open one (in
+/// the database, or opened earlier in this batch). Existing targets are locked, in id order.
+async fn place(
+    conn: &mut PgConnection,
+    candidates: &[&NewIncident],
+    rule: DuplicateRule,
+) -> Result<Vec<Placement>> {
+    // 0.001° of latitude is about 111 m: a cheap box before the exact distance.
+    let degrees = rule.radius_m / 111_000.0 + 0.0005;
+    let matches: Vec<(i64, Uuid, String, String, i32)> = sqlx::query_as(
+        "SELECT DISTINCT ON (r.n) r.n, i.id, i.district_code, i.street_code, i.report_count
+         FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::float8[], $5::timestamptz[]) WITH ORDINALITY
+             AS r(category, grid, lat, lon, at, n)
+         JOIN incidents i ON i.category = r.category
+              AND i.status IN ('handling', 'whistled', 'accepted')
+              AND i.created_at >= r.at - make_interval(secs => $6)
+              AND CASE WHEN r.lat IS NULL OR i.lat IS NULL THEN i.grid_code = r.grid
+                       ELSE i.lat BETWEEN r.lat - $8 AND r.lat + $8
+                            AND 2 * 6371000 * asin(sqrt(power(sin(radians(i.lat - r.lat) / 2), 2)
+                                + cos(radians(r.lat)) * cos(radians(i.lat)) * power(sin(radians(i.lon - r.lon) / 2), 2))) <= $7
+                  END
+         ORDER BY r.n, i.created_at",
+    )
+    .bind(candidates.iter().map(|c| c.category.as_str()).collect::<Vec<_>>())
+    .bind(candidates.iter().map(|c| c.grid_code.as_str()).collect::<Vec<_>>())
+    .bind(candidates.iter().map(|c| c.lat).collect::<Vec<_>>())
+    .bind(candidates.iter().map(|c| c.lon).collect::<Vec<_>>())
+    .bind(candidates.iter().map(|c| c.received_at).collect::<Vec<_>>())
+    .bind(rule.window.num_milliseconds() as f64 / 1000.0)
+    .bind(rule.radius_m)
+    .bind(degrees)
+    .fetch_all(&mut *conn)
+    .await?;
+
+    let mut targets: Vec<Uuid> = matches.iter().map(|m| m.1).collect();
+    targets.sort();
+    targets.dedup();
+    if !targets.is_empty() {
+        sqlx::query("SELECT id FROM incidents WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&targets)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let by_candidate: HashMap<usize, &(i64, Uuid, String, String, i32)> =
+        matches.iter().map(|m| (m.0 as usize - 1, m)).collect();
+
+    let mut counts: HashMap<Uuid, i32> = HashMap::new();
+    let mut placements: Vec<Placement> = Vec::with_capacity(candidates.len());
+    for (n, candidate) in candidates.iter().enumerate() {
+        let target = match by_candidate.get(&n) {
+            Some((_, id, district, street, count)) => {
+                Some((*id, district.clone(), street.clone(), *count))
+            }
+            // An earlier report of this batch that opened an incident.
+            None => candidates[..n]
+                .iter()
+                .zip(&placements)
+                .find_map(|(earlier, placement)| {
+                    let opened = matches!(placement, Placement::New)
+                        && earlier.category == candidate.category;
+                    (opened
+                        && is_duplicate(
+                            candidate,
+                            &earlier.grid_code,
+                            earlier.lat.zip(earlier.lon),
+                            rule,
+                        ))
+                    .then(|| {
+                        (
+                            earlier.incident_id,
+                            earlier.district_code.clone(),
+                            earlier.street_code.clone(),
+                            1,
+                        )
+                    })
+                }),
+        };
+        placements.push(match target {
+            None => Placement::New,
+            Some((incident_id, district_code, street_code, stored)) => {
+                let added = counts.entry(incident_id).or_default();
+                *added += 1;
+                Placement::Attach(Attachment {
+                    incident_id,
+                    district_code,
+                    street_code,
+                    report_count: stored + *added,
+                })
+            }
+        });
+    }
+    Ok(placements)
+}
+
+async fn insert_incidents(
+    conn: &mut PgConnection,
+    fresh: &[&NewIncident],
+    attached: &HashMap<Uuid, i32>,
+) -> Result<()> {
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO incidents (id, status, level, category, urgency, title, description,
+             district_code, street_code, community_code, grid_code, lat, lon, address, reporter_id,
+             policy_version, occurred_at, reported_at, created_at, updated_at, due_at, level_due_at, state, report_count)
+         SELECT id, status, level, category, urgency, title, description, district_code, street_code,
+             community_code, grid_code, lat, lon, address, reporter_id, policy_version, occurred_at,
+             reported_at, created_at, created_at, due_at, level_due_at, state, report_count
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+             $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[], $14::text[],
+             $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[],
+             $21::timestamptz[], $22::jsonb[], $23::int4[])
+             AS t(id, status, level, category, urgency, title, description, district_code, street_code,
+                  community_code, grid_code, lat, lon, address, reporter_id, policy_version, occurred_at,
+                  reported_at, created_at, due_at, level_due_at, state, report_count)",
+    )
+    .bind(fresh.iter().map(|i| i.incident_id).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.status).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.level).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.category.as_str()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.urgency).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.title.as_str()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.description.as_str()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.district_code.as_str()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.street_code.as_str()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.community_code.as_str()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.grid_code.as_str()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.lat).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.lon).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.address.as_str()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.reporter_id.as_str()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.policy_version.as_str()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.occurred_at).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.reported_at).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.received_at).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.due_at).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.level_due_at).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| i.state.clone()).collect::<Vec<_>>())
+    .bind(fresh.iter().map(|i| 1 + attached.get(&i.incident_id).copied().unwrap_or(0)).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Raises one alert per community and category that reached the threshold within the window and
+/// has had no alert within it.
+async fn raise_clusters(
+    conn: &mut PgConnection,
+    candidates: &[&NewIncident],
+    rule: ClusterRule,
+    now: DateTime<Utc>,
+) -> Result<Vec<ClusterAlert>> {
+    let mut touched: Vec<(String, String)> = candidates
+        .iter()
+        .map(|c| (c.community_code.clone(), c.category.clone()))
+        .collect();
+    touched.sort();
+    touched.dedup();
+    // Replicas racing on the same pair take turns, so only one raises it.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(h)
+         FROM (SELECT DISTINCT hashtext(c || '/' || k) AS h FROM UNNEST($1::text[], $2::text[]) AS t(c, k) ORDER BY h) AS keys",
+    )
+        .bind(touched.iter().map(|t| t.0.as_str()).collect::<Vec<_>>())
+        .bind(touched.iter().map(|t| t.1.as_str()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    let window_start = now - rule.window;
+    let rows: Vec<(String, String, i32)> = sqlx::query_as(
+        "WITH counts AS (
+             SELECT t.community, t.category, count(*) AS n
+             FROM UNNEST($1::text[], $2::text[]) AS t(community, category)
+             JOIN reports r ON r.category = t.category AND r.received_at > $3 AND left(r.grid_code, 12) = t.community
+             GROUP BY t.community, t.category
+             HAVING count(*) >= $4)
+         INSERT INTO cluster_alerts (community_code, category, window_start, reports, raised_at)
+         SELECT c.community, c.category, $3, c.n, $5 FROM counts c
+         WHERE NOT EXISTS (SELECT 1 FROM cluster_alerts a
+                           WHERE a.community_code = c.community AND a.category = c.category AND a.raised_at > $3)
+         RETURNING community_code, category, reports",
+    )
+    .bind(touched.iter().map(|t| t.0.as_str()).collect::<Vec<_>>())
+    .bind(touched.iter().map(|t| t.1.as_str()).collect::<Vec<_>>())
+    .bind(window_start)
+    .bind(rule.threshold)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(community_code, category, reports)| ClusterAlert {
+            community_code,
+            category,
+            reports: reports.into(),
+            window_start,
+        })
+        .collect())
+}
+
+pub(crate) async fn insert_outbox<'a>(
+    conn: &mut PgConnection,
     events: impl Iterator<Item = &'a OutboxEvent>,
 ) -> Result<()> {
     let (mut ids, mut subjects, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
@@ -214,7 +562,7 @@ async fn insert_outbox<'a>(
     .bind(ids)
     .bind(subjects)
     .bind(payloads)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! Hot-path writes are multi-row `INSERT … SELECT * FROM UNNEST(…)`, one round trip per table
 //! per batch.
 
+pub mod incidents;
 pub mod intake;
 pub mod org;
 pub mod outbox;

@@ -59,7 +59,9 @@ pub async fn seed(pool: &PgPool, dataset: &OrgDataset) -> Result<SeedCounts> {
         match (&p.role, want) {
             (Role::GridWorker { grid }, "grid") => Some(grid.to_string()),
             (Role::Liaison { department }, "department") => Some(department.to_string()),
-            (Role::Operator { area }, "area") => Some(area.to_string()),
+            (Role::Operator { area } | Role::Handler { unit: area }, "area") => {
+                Some(area.to_string())
+            }
             _ => None,
         }
     };
@@ -149,6 +151,7 @@ pub async fn load(pool: &PgPool) -> Result<OrgDataset> {
                 department: target("department_code")?.parse().map_err(|e| corrupt("people.department_code", &e))?,
             },
             "operator" => Role::Operator { area: target("area_code")?.parse().map_err(|e| corrupt("people.area_code", &e))? },
+            "handler" => Role::Handler { unit: target("area_code")?.parse().map_err(|e| corrupt("people.area_code", &e))? },
             other => return Err(corrupt("people.role", &other)),
         };
         people.push(Person {

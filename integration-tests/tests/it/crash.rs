@@ -131,11 +131,13 @@ async fn drained(reporter: &Reporter, db: &TestDb) -> bool {
         && db.count("SELECT count(*) FROM outbox").await == 0
 }
 
-/// Checks the exactly-once outcome for a ledger.
+/// Checks the exactly-once outcome for a ledger: every valid report either opened one incident or
+/// was attached to one (a later report from the same grid), announced once; every invalid message
+/// rejected once.
 async fn assert_exactly_once(reporter: &Reporter, db: &TestDb, ledger: &Ledger) {
     let events = events(&reporter.js).await;
-    let mut reported: HashMap<String, u32> = HashMap::new();
-    let mut rejected = 0u64;
+    let mut outcomes: HashMap<String, u32> = HashMap::new();
+    let (mut opened, mut attached, mut rejected) = (0i64, 0i64, 0u64);
     let mut event_ids = std::collections::HashSet::new();
     for (_, event) in &events {
         assert!(
@@ -143,22 +145,31 @@ async fn assert_exactly_once(reporter: &Reporter, db: &TestDb, ledger: &Ledger) 
             "event {} published twice",
             event.event_id
         );
-        match &event.body {
+        let report = match &event.body {
             Some(v1::event::Body::IncidentReported(b)) => {
-                *reported
-                    .entry(b.report.clone().unwrap().report_id)
-                    .or_default() += 1
+                opened += 1;
+                b.report.clone()
             }
-            Some(v1::event::Body::ReportRejected(_)) => rejected += 1,
-            None => panic!("event without body"),
-        }
+            Some(v1::event::Body::ReportAttached(b)) => {
+                attached += 1;
+                b.report.clone()
+            }
+            Some(v1::event::Body::ReportRejected(_)) => {
+                rejected += 1;
+                continue;
+            }
+            _ => continue,
+        };
+        *outcomes
+            .entry(report.expect("the event carries the report").report_id)
+            .or_default() += 1;
     }
     let lost: Vec<&String> = ledger
         .valid
         .iter()
-        .filter(|id| !reported.contains_key(*id))
+        .filter(|id| !outcomes.contains_key(*id))
         .collect();
-    let duplicated: Vec<(&String, &u32)> = reported.iter().filter(|(_, n)| **n > 1).collect();
+    let duplicated: Vec<(&String, &u32)> = outcomes.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
         lost.is_empty(),
         "{} reports lost, e.g. {:?}",
@@ -171,7 +182,7 @@ async fn assert_exactly_once(reporter: &Reporter, db: &TestDb, ledger: &Ledger) 
         duplicated.len(),
         &duplicated[..duplicated.len().min(5)]
     );
-    assert_eq!(reported.len(), ledger.valid.len());
+    assert_eq!(outcomes.len(), ledger.valid.len());
     assert_eq!(
         rejected, ledger.invalid,
         "one report.rejected per invalid message"
@@ -180,16 +191,20 @@ async fn assert_exactly_once(reporter: &Reporter, db: &TestDb, ledger: &Ledger) 
         stream_len(&reporter.js, "WHISTLE_REJECTED").await,
         ledger.invalid
     );
+    assert_eq!(db.count("SELECT count(*) FROM incidents").await, opened);
     assert_eq!(
-        db.count("SELECT count(*) FROM incidents").await,
-        ledger.valid.len() as i64
+        db.count("SELECT sum(report_count) FROM incidents").await,
+        opened + attached
     );
     assert_eq!(
         db.count("SELECT count(*) FROM reports").await,
         ledger.valid.len() as i64
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM timeline").await,
+        db.count(
+            "SELECT count(*) FROM timeline WHERE kind IN ('incident.reported', 'report.attached')"
+        )
+        .await,
         ledger.valid.len() as i64
     );
 }
@@ -241,12 +256,11 @@ async fn a_graceful_stop_mid_load_relays_what_it_committed_and_a_restart_finishe
 
     // At a graceful stop every committed incident has its event in the stream.
     assert_eq!(db.count("SELECT count(*) FROM outbox").await, 0);
-    let incidents = db.count("SELECT count(*) FROM incidents").await as u64;
-    let rejections = db.count("SELECT count(*) FROM rejected_reports").await as u64;
-    assert_eq!(
-        stream_len(&reporter.js, "WHISTLE_EVENTS").await,
-        incidents + rejections
-    );
+    // (One event per recorded report — opened or attached —, per rejection and per cluster alert.)
+    let recorded = db
+        .count("SELECT (SELECT count(*) FROM reports) + (SELECT count(*) FROM rejected_reports) + (SELECT count(*) FROM cluster_alerts)")
+        .await as u64;
+    assert_eq!(stream_len(&reporter.js, "WHISTLE_EVENTS").await, recorded);
 
     let ledger = publisher.await.expect("publisher");
     let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;

@@ -223,8 +223,19 @@ pub struct Dispatch {
     task: tokio::task::JoinHandle<Result<(), whistle_dispatch::Error>>,
 }
 
+/// Logs of the code under test, shown for failing tests (`RUST_LOG` to change the level).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,whistle_dispatch=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 impl Dispatch {
     pub async fn start(options: whistle_dispatch::Options) -> Dispatch {
+        init_logs();
         let service = options.build().await.expect("building dispatch");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(service.run(shutdown.clone()));
@@ -313,11 +324,9 @@ pub fn report(report_id: &str, grid: &str) -> v1::Report {
         urgency: v1::Urgency::Urgent as i32,
         title: "3号楼室内温度只有12度".into(),
         description: "居民反映连续两天室内温度不达标".into(),
-        location: Some(v1::Location {
-            lat: 39.81,
-            lon: 109.96,
-            address: "3号楼2单元".into(),
-        }),
+        // No coordinates: duplicate detection then compares grids, so reports from different
+        // grids are different incidents.
+        location: None,
         occurred_at: Some(whistle_proto::timestamp_from_unix_millis(
             chrono::Utc::now().timestamp_millis() - 3_600_000,
         )),

@@ -221,6 +221,8 @@ struct Summary {
     acked: u64,
     publish_errors: u64,
     incidents: u64,
+    /// Reports attached to an open incident as duplicates.
+    attached: u64,
     rejected: u64,
     expected_invalid: u64,
     missing: u64,
@@ -245,6 +247,7 @@ struct Counters {
     acked: AtomicU64,
     publish_errors: AtomicU64,
     incidents: AtomicU64,
+    attached: AtomicU64,
     rejected: AtomicU64,
 }
 
@@ -284,10 +287,17 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                             .unwrap_or_default(),
                         &counters.incidents,
                     ),
+                    Some(v1::event::Body::ReportAttached(b)) => (
+                        b.report
+                            .as_ref()
+                            .map(|r| r.report_id.clone())
+                            .unwrap_or_default(),
+                        &counters.attached,
+                    ),
                     Some(v1::event::Body::ReportRejected(b)) => {
                         (b.report_id.clone(), &counters.rejected)
                     }
-                    None => continue,
+                    _ => continue,
                 };
                 let sent_at = in_flight.lock().expect("not poisoned").remove(&report_id);
                 if let Some(sent_at) = sent_at {
@@ -392,8 +402,9 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     // Wait for the outcomes still owed.
     let drain_until = Instant::now() + args.drain;
     while Instant::now() < drain_until && !in_flight.lock().expect("not poisoned").is_empty() {
-        let outcomes =
-            counters.incidents.load(Ordering::Relaxed) + counters.rejected.load(Ordering::Relaxed);
+        let outcomes = counters.incidents.load(Ordering::Relaxed)
+            + counters.attached.load(Ordering::Relaxed)
+            + counters.rejected.load(Ordering::Relaxed);
         bar.set_message(format!("draining: {outcomes}/{sent} outcomes"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -414,6 +425,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         acked: counters.acked.load(Ordering::Relaxed),
         publish_errors: counters.publish_errors.load(Ordering::Relaxed),
         incidents: counters.incidents.load(Ordering::Relaxed),
+        attached: counters.attached.load(Ordering::Relaxed),
         rejected: counters.rejected.load(Ordering::Relaxed),
         expected_invalid,
         missing: in_flight.lock().expect("not poisoned").len() as u64,
@@ -452,8 +464,8 @@ fn print_summary(s: &Summary) {
         s.offered_rate, s.achieved_rate, s.seconds
     );
     println!(
-        "sent {}  acked {}  publish errors {}  incidents {}  rejected {} (expected ≈{})  no outcome {}",
-        s.sent, s.acked, s.publish_errors, s.incidents, s.rejected, s.expected_invalid, s.missing
+        "sent {}  acked {}  publish errors {}  incidents {}  attached as duplicates {}  rejected {} (expected ≈{})  no outcome {}",
+        s.sent, s.acked, s.publish_errors, s.incidents, s.attached, s.rejected, s.expected_invalid, s.missing
     );
     let l = &s.latency_ms;
     println!(

@@ -32,12 +32,19 @@ pub struct Args {
 /// Names of places and categories, to print events the way a command centre reads them.
 pub struct Names {
     places: HashMap<String, String>,
+    departments: HashMap<String, String>,
     categories: HashMap<String, String>,
 }
 
 impl Names {
     pub fn new(policy: &whistle_domain::policy::Policy) -> Names {
-        let places = whistle_domain::ordos::dataset()
+        let dataset = whistle_domain::ordos::dataset();
+        let departments = dataset
+            .departments
+            .into_iter()
+            .map(|d| (d.code.to_string(), d.name))
+            .collect();
+        let places = dataset
             .units
             .into_iter()
             .map(|u| (u.code.to_string(), u.name))
@@ -46,7 +53,18 @@ impl Names {
             .categories()
             .map(|c| (c.code.to_string(), c.name_zh.clone()))
             .collect();
-        Names { places, categories }
+        Names {
+            places,
+            departments,
+            categories,
+        }
+    }
+
+    fn department<'a>(&'a self, code: &'a str) -> &'a str {
+        self.departments
+            .get(code)
+            .map(String::as_str)
+            .unwrap_or(code)
     }
 
     fn place<'a>(&'a self, code: &'a str) -> &'a str {
@@ -97,6 +115,37 @@ impl Names {
                     body.reason, body.message, body.report_id
                 )
             }
+            Some(v1::event::Body::IncidentChanged(body)) => {
+                let what = kind_zh(&event.kind);
+                let task = body
+                    .task
+                    .as_ref()
+                    .map(|t| format!(" 任务{} {}", t.task_id, self.department(&t.department_code)))
+                    .unwrap_or_default();
+                let note = if body.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", body.note)
+                };
+                format!(
+                    "{what}{task} 「{}」{note}  事件 {}",
+                    body.title,
+                    short(&event.incident_id)
+                )
+            }
+            Some(v1::event::Body::ReportAttached(body)) => {
+                format!(
+                    "重复上报并入 (共{}条)  事件 {}",
+                    body.report_count,
+                    short(&event.incident_id)
+                )
+            }
+            Some(v1::event::Body::ClusterAlert(body)) => {
+                format!(
+                    "⚠ 聚集预警 [{}] 30分钟内{}条上报",
+                    body.category_name, body.reports
+                )
+            }
             None => event.kind.clone(),
         };
         format!("{at} #{sequence:<8} {place:<24} {detail}")
@@ -111,6 +160,30 @@ fn level_zh(level: v1::Level) -> &'static str {
         v1::Level::District => Level::District.name_zh(),
         v1::Level::City => Level::City.name_zh(),
         v1::Level::Unspecified => "",
+    }
+}
+
+/// The command centre's words for an event kind.
+fn kind_zh(kind: &str) -> &str {
+    match kind {
+        "incident.escalated" => "上报上级",
+        "incident.whistled" => "吹哨",
+        "task.dispatched" => "派单",
+        "task.accepted" => "报到签收",
+        "task.returned" => "退单",
+        "task.reassigned" => "改派",
+        "task.supervised" => "督办",
+        "task.reminded" => "催办",
+        "task.resolved" => "部门办结",
+        "incident.resolved" => "办结",
+        "incident.verified" => "回访",
+        "incident.reopened" => "重办",
+        "incident.closed" => "结案",
+        "incident.closed_unverified" => "未回访结案",
+        "incident.overdue" => "超期",
+        "incident.supervised" => "督办事件",
+        "incident.commented" => "备注",
+        other => other,
     }
 }
 

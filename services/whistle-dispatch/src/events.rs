@@ -3,9 +3,12 @@
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 use uuid::Uuid;
-use whistle_domain::{AreaCode, Level};
+use whistle_domain::{
+    incident::{Incident, ReturnReason, Satisfaction, Status, Task, TaskStatus},
+    AreaCode, Level,
+};
 use whistle_proto::v1;
-use whistle_store::intake::OutboxEvent;
+use whistle_store::intake::{Attachment, ClusterAlert, NewIncident, OutboxEvent};
 
 use crate::validate::{Rejection, ValidReport};
 
@@ -120,6 +123,179 @@ pub fn report_rejected(
             report_id: rejection.report_id.clone().unwrap_or_default(),
             reporter_id: rejection.reporter_id.clone().unwrap_or_default(),
             stream_sequence,
+        })),
+    };
+    let (district, street) = (event.district_code.clone(), event.street_code.clone());
+    finish(event, &district, &street)
+}
+
+pub const REPORT_ATTACHED: &str = "report.attached";
+pub const CLUSTER_ALERT: &str = "cluster.alert";
+
+pub fn status_to_proto(status: Status) -> v1::IncidentStatus {
+    match status {
+        Status::Handling => v1::IncidentStatus::Handling,
+        Status::Whistled => v1::IncidentStatus::Whistled,
+        Status::Accepted => v1::IncidentStatus::Accepted,
+        Status::Resolved => v1::IncidentStatus::Resolved,
+        Status::Closed => v1::IncidentStatus::Closed,
+        Status::ClosedUnverified => v1::IncidentStatus::ClosedUnverified,
+        Status::Duplicate => v1::IncidentStatus::Duplicate,
+    }
+}
+
+pub fn task_status_to_proto(status: TaskStatus) -> v1::TaskStatus {
+    match status {
+        TaskStatus::Dispatched => v1::TaskStatus::Dispatched,
+        TaskStatus::Accepted => v1::TaskStatus::Accepted,
+        TaskStatus::Returned => v1::TaskStatus::Returned,
+        TaskStatus::Resolved => v1::TaskStatus::Resolved,
+        TaskStatus::Supervised => v1::TaskStatus::Supervised,
+        TaskStatus::Cancelled => v1::TaskStatus::Cancelled,
+    }
+}
+
+pub fn return_reason_to_proto(reason: ReturnReason) -> v1::ReturnReason {
+    match reason {
+        ReturnReason::NotOurDuty => v1::ReturnReason::NotOurDuty,
+        ReturnReason::WrongArea => v1::ReturnReason::WrongArea,
+        ReturnReason::UnclearOwnership => v1::ReturnReason::UnclearOwnership,
+        ReturnReason::OverlappingDuties => v1::ReturnReason::OverlappingDuties,
+        ReturnReason::InsufficientInformation => v1::ReturnReason::InsufficientInformation,
+    }
+}
+
+pub fn satisfaction_to_proto(satisfaction: Satisfaction) -> v1::Satisfaction {
+    match satisfaction {
+        Satisfaction::Satisfied => v1::Satisfaction::Satisfied,
+        Satisfaction::BasicallySatisfied => v1::Satisfaction::BasicallySatisfied,
+        Satisfaction::Unsatisfied => v1::Satisfaction::Unsatisfied,
+    }
+}
+
+pub fn task_state(task: &Task) -> v1::TaskState {
+    v1::TaskState {
+        task_id: task.id,
+        department_code: task.department.to_string(),
+        status: task_status_to_proto(task.status) as i32,
+        round: task.round,
+        dispatched_at: Some(timestamp(task.dispatched_at)),
+        accept_due_at: Some(timestamp(task.accept_due)),
+        resolve_due_at: Some(timestamp(task.resolve_due)),
+        accepted_at: task.accepted_at.map(timestamp),
+        resolved_at: task.resolved_at.map(timestamp),
+        holder_id: task
+            .holder
+            .as_ref()
+            .map(|h| h.to_string())
+            .unwrap_or_default(),
+        return_reason: task
+            .return_reason
+            .map_or(0, |r| return_reason_to_proto(r) as i32),
+        supervised: task.supervised,
+    }
+}
+
+/// Where an event happened and who caused it.
+pub struct Origin<'a> {
+    pub incident_id: Uuid,
+    pub district_code: &'a str,
+    pub street_code: &'a str,
+    pub community_code: &'a str,
+    pub title: &'a str,
+    pub actor_id: &'a str,
+}
+
+/// An engine transition; `task.*` kinds go to `whistle.task.{department}.{kind}`.
+pub fn incident_changed(
+    origin: &Origin<'_>,
+    state: &Incident,
+    kind: &str,
+    task: Option<u32>,
+    note: &str,
+    at: DateTime<Utc>,
+) -> OutboxEvent {
+    let task = task.and_then(|id| state.tasks.iter().find(|t| t.id == id));
+    let event = v1::Event {
+        event_id: Uuid::now_v7().to_string(),
+        kind: kind.to_owned(),
+        occurred_at: Some(timestamp(at)),
+        incident_id: origin.incident_id.to_string(),
+        district_code: origin.district_code.to_owned(),
+        street_code: origin.street_code.to_owned(),
+        community_code: origin.community_code.to_owned(),
+        grid_code: state.area.to_string(),
+        actor_id: origin.actor_id.to_owned(),
+        body: Some(v1::event::Body::IncidentChanged(v1::IncidentChanged {
+            status: status_to_proto(state.status) as i32,
+            level: level_to_proto(state.level) as i32,
+            version: state.version,
+            note: note.to_owned(),
+            category: state.category.to_string(),
+            title: origin.title.to_owned(),
+            overdue: state.overdue,
+            due_at: Some(timestamp(state.resolve_due)),
+            level_due_at: state.level_due.map(timestamp),
+            task: task.map(task_state),
+            satisfaction: state
+                .satisfaction
+                .map_or(0, |s| satisfaction_to_proto(s) as i32),
+            reopen_count: state.reopen_count,
+            tasks: state.tasks.iter().map(task_state).collect(),
+        })),
+    };
+    let subject = match task {
+        Some(task) if kind.starts_with("task.") => {
+            format!("whistle.task.{}.{kind}", task.department)
+        }
+        _ => incident_subject(origin.district_code, origin.street_code, kind),
+    };
+    OutboxEvent {
+        event_id: event.event_id.parse().expect("generated as a UUID"),
+        subject,
+        payload: event.encode_to_vec(),
+    }
+}
+
+/// `report.attached`.
+pub fn report_attached(report: &NewIncident, to: &Attachment) -> OutboxEvent {
+    let event = v1::Event {
+        event_id: Uuid::now_v7().to_string(),
+        kind: REPORT_ATTACHED.to_owned(),
+        occurred_at: Some(timestamp(report.received_at)),
+        incident_id: to.incident_id.to_string(),
+        district_code: to.district_code.clone(),
+        street_code: to.street_code.clone(),
+        community_code: report.community_code.clone(),
+        grid_code: report.grid_code.clone(),
+        actor_id: report.reporter_id.clone(),
+        body: Some(v1::event::Body::ReportAttached(v1::ReportAttached {
+            report: v1::Report::decode(report.report_payload.as_slice()).ok(),
+            report_count: u32::try_from(to.report_count).unwrap_or_default(),
+        })),
+    };
+    finish(event, &to.district_code, &to.street_code)
+}
+
+/// `cluster.alert`.
+pub fn cluster_alert(alert: &ClusterAlert, category_name: &str, at: DateTime<Utc>) -> OutboxEvent {
+    let community: Option<AreaCode> = alert.community_code.parse().ok();
+    let event = v1::Event {
+        event_id: Uuid::now_v7().to_string(),
+        kind: CLUSTER_ALERT.to_owned(),
+        occurred_at: Some(timestamp(at)),
+        incident_id: String::new(),
+        district_code: area(community.as_ref(), Level::District),
+        street_code: area(community.as_ref(), Level::Street),
+        community_code: alert.community_code.clone(),
+        grid_code: String::new(),
+        actor_id: "system".into(),
+        body: Some(v1::event::Body::ClusterAlert(v1::ClusterAlert {
+            community_code: alert.community_code.clone(),
+            category: alert.category.clone(),
+            category_name: category_name.to_owned(),
+            reports: u32::try_from(alert.reports).unwrap_or(u32::MAX),
+            window_start: Some(timestamp(alert.window_start)),
         })),
     };
     let (district, street) = (event.district_code.clone(), event.street_code.clone());

@@ -17,9 +17,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
-use whistle_domain::Level;
+use whistle_domain::{
+    incident::{self, Effect},
+    Level,
+};
 use whistle_proto::v1;
-use whistle_store::intake::{NewIncident, NewRejection};
+use whistle_store::intake::{
+    Attachment, ClusterAlert, ClusterRule, DuplicateRule, IntakeEvents, NewIncident, NewRejection,
+    OutboxEvent,
+};
 
 use crate::{
     events,
@@ -38,6 +44,29 @@ pub(crate) struct Intake {
     pub shared: Arc<Shared>,
     pub consumer: PullConsumer,
     pub relay_wakeup: Arc<Notify>,
+    /// New incidents bring deadlines the timer loop may not know yet.
+    pub timer_wakeup: Arc<Notify>,
+}
+
+/// Builds the events that depend on what the batch finds in the database.
+struct EventBuilder<'a> {
+    catalog: &'a Catalog,
+    now: chrono::DateTime<chrono::Utc>,
+}
+
+impl IntakeEvents for EventBuilder<'_> {
+    fn attached(&self, report: &NewIncident, to: &Attachment) -> OutboxEvent {
+        events::report_attached(report, to)
+    }
+
+    fn cluster(&self, alert: &ClusterAlert) -> OutboxEvent {
+        let name = self
+            .catalog
+            .policy
+            .category(&alert.category)
+            .map_or(alert.category.as_str(), |c| c.name_zh.as_str());
+        events::cluster_alert(alert, name, self.now)
+    }
 }
 
 /// One message's fate within a batch.
@@ -119,13 +148,28 @@ impl Intake {
             }
         }
 
-        let recorded = match whistle_store::intake::record(
+        let policy = &catalog.policy;
+        let duplicates = DuplicateRule {
+            radius_m: f64::from(policy.duplicates().radius_m),
+            window: policy.duplicates().window,
+        };
+        let clusters = ClusterRule {
+            threshold: i64::from(policy.clusters().threshold),
+            window: policy.clusters().window,
+        };
+        let builder = EventBuilder {
+            catalog: &catalog,
+            now,
+        };
+        let recorded = whistle_store::intake::record(
             &self.shared.pool,
             &incidents,
             &rejections,
-        )
-        .await
-        {
+            duplicates,
+            clusters,
+            &builder,
+        );
+        let recorded = match recorded.await {
             Ok(recorded) => recorded,
             Err(e) => {
                 warn!(error = %e, batch = batch.len(), "recording the batch failed; it will be redelivered");
@@ -133,8 +177,14 @@ impl Intake {
                 return;
             }
         };
-        if !recorded.incidents.is_empty() || !recorded.rejections.is_empty() {
+        if !recorded.incidents.is_empty()
+            || !recorded.attached.is_empty()
+            || !recorded.rejections.is_empty()
+        {
             self.relay_wakeup.notify_one();
+        }
+        if !recorded.incidents.is_empty() {
+            self.timer_wakeup.notify_one();
         }
 
         // Rejections are stored in WHISTLE_REJECTED before their reports are acked. Republishing
@@ -190,6 +240,8 @@ impl Intake {
         debug!(
             batch = batch.len(),
             incidents = recorded.incidents.len(),
+            attached = recorded.attached.len(),
+            clusters = recorded.clusters.len(),
             rejections = recorded.rejections.len(),
             "batch committed"
         );
@@ -278,23 +330,31 @@ fn new_incident(
         .policy
         .category(valid.category.as_str())
         .expect("validation checked the category");
-    let level = category.first_level;
-    let status = v1::IncidentStatus::Handling;
-    let due_at = catalog
-        .policy
-        .window(category, level)
-        .map(|window| now + window);
+    let (state, effects) = incident::open(valid.grid.clone(), category, &catalog.policy, now);
+    let timers = effects
+        .into_iter()
+        .filter_map(|effect| match effect {
+            Effect::Schedule { timer, at } => Some((timer, at)),
+            _ => None,
+        })
+        .collect();
     let incident_id = Uuid::now_v7();
-    let event =
-        events::incident_reported(&valid, incident_id, level, status, &category.name_zh, now);
+    let event = events::incident_reported(
+        &valid,
+        incident_id,
+        state.level,
+        events::status_to_proto(state.status),
+        &category.name_zh,
+        now,
+    );
     let location = valid.report.location.clone().unwrap_or_default();
     let has_location = valid.report.location.is_some();
     NewIncident {
         incident_id,
         report_id: valid.report_id.to_string(),
         reporter_id: valid.reporter_id.to_string(),
-        status: "handling",
-        level: level.as_str(),
+        status: state.status.as_str(),
+        level: state.level.as_str(),
         category: valid.category.to_string(),
         urgency: urgency_str(valid.urgency),
         title: valid.report.title.clone(),
@@ -310,9 +370,12 @@ fn new_incident(
         occurred_at: valid.occurred_at,
         reported_at: valid.reported_at,
         received_at: now,
-        due_at,
+        due_at: Some(state.resolve_due),
+        level_due_at: state.level_due,
         report_payload: valid.report.encode_to_vec(),
         stream_sequence: i64::try_from(stream_sequence).ok(),
+        state: serde_json::to_value(&state).expect("incident state serializes"),
+        timers,
         event,
     }
 }

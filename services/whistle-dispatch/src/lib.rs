@@ -8,10 +8,13 @@
 //! Shape: [`Options`] → [`Options::build`] → [`Service::run`] with a shutdown token.
 
 pub mod clock;
+pub mod commands;
+mod engine;
 mod events;
 mod intake;
 mod relay;
 pub mod streams;
+mod timers;
 pub mod validate;
 
 use std::{
@@ -74,6 +77,10 @@ pub struct Options {
     /// The relay also polls, to pick up events of other replicas and after a crash.
     #[serde(with = "duration_millis")]
     pub relay_poll_interval: Duration,
+    /// The timer loop sleeps until the next deadline, but never longer than this (other
+    /// replicas' deadlines, a clock moved by tests).
+    #[serde(with = "duration_millis")]
+    pub timer_poll_interval: Duration,
     pub max_db_connections: u32,
     #[serde(skip)]
     pub streams: StreamOptions,
@@ -91,6 +98,7 @@ impl Default for Options {
             ack_wait: Duration::from_secs(30),
             retry_delay: Duration::from_secs(1),
             relay_poll_interval: Duration::from_millis(250),
+            timer_poll_interval: Duration::from_secs(1),
             max_db_connections: 8,
             streams: StreamOptions::default(),
         }
@@ -192,6 +200,7 @@ pub(crate) struct Shared {
 /// A built service, connected and ready to run.
 pub struct Service {
     shared: Arc<Shared>,
+    client: async_nats::Client,
     events_jetstream: jetstream::Context,
     consumer: jetstream::consumer::PullConsumer,
 }
@@ -236,7 +245,7 @@ impl Options {
                 .backpressure_on_inflight(true)
                 .build(client)
         };
-        let js = context(client);
+        let js = context(client.clone());
         streams::ensure(&js, &self.streams).await?;
         let consumer = streams::intake_consumer(&js, &self.consumer, self.ack_wait).await?;
         info!(
@@ -255,6 +264,7 @@ impl Options {
         });
         Ok(Service {
             shared,
+            client,
             events_jetstream: context(events_client),
             consumer,
         })
@@ -266,25 +276,41 @@ impl Service {
         self.shared.metrics.clone()
     }
 
-    /// Runs intake and the relay until `shutdown` is cancelled, then finishes the batch in hand,
-    /// relays what it committed, and returns.
+    /// Runs intake, commands, timers and the relay until `shutdown` is cancelled, then finishes
+    /// the work in hand, relays what it committed, and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
-        let wakeup = Arc::new(Notify::new());
+        let relay_wakeup = Arc::new(Notify::new());
+        let timer_wakeup = Arc::new(Notify::new());
         let relay = relay::Relay {
             shared: self.shared.clone(),
             jetstream: self.events_jetstream,
-            wakeup: wakeup.clone(),
+            wakeup: relay_wakeup.clone(),
         };
         let intake = intake::Intake {
             shared: self.shared.clone(),
             consumer: self.consumer,
-            relay_wakeup: wakeup,
+            relay_wakeup: relay_wakeup.clone(),
+            timer_wakeup: timer_wakeup.clone(),
+        };
+        let timers = timers::Timers {
+            shared: self.shared.clone(),
+            wakeup: timer_wakeup.clone(),
+            relay_wakeup: relay_wakeup.clone(),
+        };
+        let commands = commands::Commands {
+            shared: self.shared.clone(),
+            client: self.client,
+            relay_wakeup,
+            timer_wakeup,
         };
 
-        // The relay stops only after intake has finished, so the last batch's events go out.
+        // The relay stops only after everything else, so the last events go out.
         let relay_stop = CancellationToken::new();
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+        let timers_task = tokio::spawn(timers.run(shutdown.clone()));
+        let commands_task = commands.start(shutdown.clone()).await?;
         intake.run(shutdown).await;
+        let _ = tokio::join!(timers_task, commands_task);
         relay_stop.cancel();
         relay_task
             .await
