@@ -212,6 +212,7 @@ pub fn dispatch_options(nats: &NatsServer, db: &TestDb) -> whistle_dispatch::Opt
         ack_wait: Duration::from_secs(2),
         retry_delay: Duration::from_millis(200),
         relay_poll_interval: Duration::from_millis(100),
+        timer_poll_interval: Duration::from_millis(50),
         max_db_connections: 4,
         ..Default::default()
     }
@@ -235,8 +236,20 @@ pub fn init_logs() {
 
 impl Dispatch {
     pub async fn start(options: whistle_dispatch::Options) -> Dispatch {
+        Dispatch::start_with_clock(options, std::sync::Arc::new(whistle_dispatch::SystemClock))
+            .await
+    }
+
+    /// With a clock the test moves: deadlines fire when the test says so, without sleeping.
+    pub async fn start_with_clock(
+        options: whistle_dispatch::Options,
+        clock: std::sync::Arc<dyn whistle_dispatch::Clock>,
+    ) -> Dispatch {
         init_logs();
-        let service = options.build().await.expect("building dispatch");
+        let service = options
+            .build_with_clock(clock)
+            .await
+            .expect("building dispatch");
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(service.run(shutdown.clone()));
         Dispatch { shutdown, task }
