@@ -81,6 +81,9 @@ pub struct Options {
     /// replicas' deadlines, a clock moved by tests).
     #[serde(with = "duration_millis")]
     pub timer_poll_interval: Duration,
+    /// How often a policy file (not a builtin) is checked for changes.
+    #[serde(with = "duration_millis")]
+    pub policy_poll_interval: Duration,
     pub max_db_connections: u32,
     #[serde(skip)]
     pub streams: StreamOptions,
@@ -99,6 +102,7 @@ impl Default for Options {
             retry_delay: Duration::from_secs(1),
             relay_poll_interval: Duration::from_millis(250),
             timer_poll_interval: Duration::from_secs(1),
+            policy_poll_interval: Duration::from_secs(2),
             max_db_connections: 8,
             streams: StreamOptions::default(),
         }
@@ -150,6 +154,39 @@ impl CatalogCell {
             .read()
             .expect("catalog lock is never poisoned")
             .clone()
+    }
+
+    fn replace_policy(&self, policy: Policy) {
+        let mut cell = self.0.write().expect("catalog lock is never poisoned");
+        let org = cell.org.clone();
+        *cell = Arc::new(Catalog { org, policy });
+    }
+}
+
+/// Reloads a policy file when it changes: a valid new policy applies to incidents opened from
+/// then on; an invalid one is refused with a log line and the running policy stays.
+async fn watch_policy(shared: Arc<Shared>, path: PathBuf, shutdown: CancellationToken) {
+    let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(shared.options.policy_poll_interval) => {}
+        }
+        let now = modified(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match load_policy(&path.to_string_lossy()) {
+            Ok(policy) => {
+                info!(version = %policy.version(), path = %path.display(), "policy reloaded");
+                shared.catalog.replace_policy(policy);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "policy file changed but is invalid; keeping the running policy")
+            }
+        }
     }
 }
 
@@ -309,6 +346,10 @@ impl Service {
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
         let timers_task = tokio::spawn(timers.run(shutdown.clone()));
         let commands_task = commands.start(shutdown.clone()).await?;
+        if whistle_domain::policy::builtin(&self.shared.options.policy).is_none() {
+            let path = PathBuf::from(&self.shared.options.policy);
+            tokio::spawn(watch_policy(self.shared.clone(), path, shutdown.clone()));
+        }
         intake.run(shutdown).await;
         let _ = tokio::join!(timers_task, commands_task);
         relay_stop.cancel();
