@@ -352,18 +352,21 @@ async fn place(
     // 0.001° of latitude is about 111 m: a cheap box before the exact distance.
     let degrees = rule.radius_m / 111_000.0 + 0.0005;
     let matches: Vec<(i64, Uuid, String, String, i32)> = sqlx::query_as(
-        "SELECT DISTINCT ON (r.n) r.n, i.id, i.district_code, i.street_code, i.report_count
+        "SELECT r.n, m.id, m.district_code, m.street_code, m.report_count
          FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::float8[], $5::timestamptz[]) WITH ORDINALITY
              AS r(category, grid, lat, lon, at, n)
-         JOIN incidents i ON i.category = r.category
-              AND i.status IN ('handling', 'whistled', 'accepted')
-              AND i.created_at >= r.at - make_interval(secs => $6)
-              AND CASE WHEN r.lat IS NULL OR i.lat IS NULL THEN i.grid_code = r.grid
-                       ELSE i.lat BETWEEN r.lat - $8 AND r.lat + $8
-                            AND 2 * 6371000 * asin(sqrt(power(sin(radians(i.lat - r.lat) / 2), 2)
-                                + cos(radians(r.lat)) * cos(radians(i.lat)) * power(sin(radians(i.lon - r.lon) / 2), 2))) <= $7
-                  END
-         ORDER BY r.n, i.created_at",
+         CROSS JOIN LATERAL (
+             SELECT i.id, i.district_code, i.street_code, i.report_count
+             FROM incidents i
+             WHERE i.category = r.category
+               AND i.status IN ('handling', 'whistled', 'accepted')
+               AND i.created_at >= r.at - make_interval(secs => $6)
+               AND ((r.lat IS NOT NULL AND i.lat BETWEEN r.lat - $8 AND r.lat + $8
+                     AND 2 * 6371000 * asin(sqrt(power(sin(radians(i.lat - r.lat) / 2), 2)
+                         + cos(radians(r.lat)) * cos(radians(i.lat)) * power(sin(radians(i.lon - r.lon) / 2), 2))) <= $7)
+                    OR (i.grid_code = r.grid AND (r.lat IS NULL OR i.lat IS NULL)))
+             ORDER BY i.created_at
+             LIMIT 1) m",
     )
     .bind(candidates.iter().map(|c| c.category.as_str()).collect::<Vec<_>>())
     .bind(candidates.iter().map(|c| c.grid_code.as_str()).collect::<Vec<_>>())
@@ -515,7 +518,7 @@ async fn raise_clusters(
         "WITH counts AS (
              SELECT t.community, t.category, count(*) AS n
              FROM UNNEST($1::text[], $2::text[]) AS t(community, category)
-             JOIN reports r ON r.category = t.category AND r.received_at > $3 AND left(r.grid_code, 12) = t.community
+             JOIN reports r ON left(r.grid_code, 12) = t.community AND r.category = t.category AND r.received_at > $3
              GROUP BY t.community, t.category
              HAVING count(*) >= $4)
          INSERT INTO cluster_alerts (community_code, category, window_start, reports, raised_at)
