@@ -762,7 +762,11 @@ async fn dispatch_is_a_nats_micro_service() {
         .request("$SRV.STATS.whistle-dispatch", "".into())
         .await
         .expect("stats answered");
-    assert!(serde_json::from_slice::<serde_json::Value>(&stats.payload).is_ok());
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
+    assert!(
+        stats["endpoints"][0]["data"]["reports_acked"].is_u64(),
+        "intake counters in the stats: {stats}"
+    );
 
     // Typed errors: unknown incident, malformed command, stale version.
     let grid = grid_of_street(7);

@@ -56,6 +56,10 @@ impl Commands {
             .client
             .service_builder()
             .description("Whistle dispatch: commands on incidents and department tasks")
+            .stats_handler({
+                let metrics = self.shared.metrics.clone();
+                move |_endpoint, _stats| metrics.snapshot()
+            })
             .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
             .await
             .map_err(|e| Error::Nats(format!("starting the {SERVICE_NAME} service: {e}")))?;

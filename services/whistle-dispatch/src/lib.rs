@@ -199,7 +199,7 @@ impl Default for Catalog {
     }
 }
 
-/// Counters since start, for logs and `whistle` summaries.
+/// Counters since start, reported in `$SRV.STATS` (e.g. `nats micro stats whistle-dispatch`).
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub acked: AtomicU64,
@@ -221,6 +221,18 @@ impl Metrics {
     fn record_published(&self, events: usize) {
         self.events_published
             .fetch_add(events as u64, Ordering::Relaxed);
+    }
+
+    /// This replica's intake and relay counters.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        serde_json::json!({
+            "reports_acked": get(&self.acked),
+            "incidents_opened": get(&self.incidents),
+            "reports_rejected": get(&self.rejected),
+            "batches": get(&self.batches),
+            "events_published": get(&self.events_published),
+        })
     }
 }
 
@@ -309,10 +321,6 @@ impl Options {
 }
 
 impl Service {
-    pub fn metrics(&self) -> Arc<Metrics> {
-        self.shared.metrics.clone()
-    }
-
     /// Runs intake, commands, timers and the relay until `shutdown` is cancelled, then finishes
     /// the work in hand, relays what it committed, and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
