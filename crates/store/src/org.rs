@@ -141,17 +141,20 @@ pub async fn load(pool: &PgPool) -> Result<OrgDataset> {
     {
         let id: String = row.get("id");
         let role: String = row.get("role");
-        let target = |column: &str| -> Result<String> {
-            row.get::<Option<String>, _>(column)
-                .ok_or_else(|| Error::Corrupt(format!("people.{column} missing for {id}")))
-        };
+        // The column that names what the role is about, parsed as `T`.
+        fn target<T: std::str::FromStr>(row: &sqlx::postgres::PgRow, id: &str, column: &str) -> Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            let raw: Option<String> = row.get(column);
+            let raw = raw.ok_or_else(|| Error::Corrupt(format!("people.{column} missing for {id}")))?;
+            raw.parse().map_err(|e| Error::Corrupt(format!("people.{column} of {id}: {e}")))
+        }
         let role = match role.as_str() {
-            "grid_worker" => Role::GridWorker { grid: target("grid_code")?.parse().map_err(|e| corrupt("people.grid_code", &e))? },
-            "liaison" => Role::Liaison {
-                department: target("department_code")?.parse().map_err(|e| corrupt("people.department_code", &e))?,
-            },
-            "operator" => Role::Operator { area: target("area_code")?.parse().map_err(|e| corrupt("people.area_code", &e))? },
-            "handler" => Role::Handler { unit: target("area_code")?.parse().map_err(|e| corrupt("people.area_code", &e))? },
+            "grid_worker" => Role::GridWorker { grid: target(&row, &id, "grid_code")? },
+            "liaison" => Role::Liaison { department: target(&row, &id, "department_code")? },
+            "operator" => Role::Operator { area: target(&row, &id, "area_code")? },
+            "handler" => Role::Handler { unit: target(&row, &id, "area_code")? },
             other => return Err(corrupt("people.role", &other)),
         };
         people.push(Person {
