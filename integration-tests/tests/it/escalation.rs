@@ -56,16 +56,7 @@ impl Stack {
     }
 
     async fn command(&self, actor: &str, incident: Uuid, body: Body) -> v1::CommandReply {
-        let verb = match &body {
-            Body::Accept(_) => "accept",
-            Body::Return(_) => "return",
-            Body::Resolve(_) => "resolve",
-            Body::Escalate(_) => "escalate",
-            Body::Verify(_) => "verify",
-            Body::Supervise(_) => "supervise",
-            Body::Reassign(_) => "reassign",
-            Body::Comment(_) => "comment",
-        };
+        let verb = whistle_dispatch::commands::verb(&body);
         let command = v1::Command {
             command_id: Uuid::now_v7().to_string(),
             actor_id: actor.into(),

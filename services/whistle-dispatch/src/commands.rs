@@ -39,6 +39,20 @@ pub const VERBS: [&str; 8] = [
     "comment",
 ];
 
+/// The verb of a command body: the last token of the subject it is sent on.
+pub fn verb(body: &Body) -> &'static str {
+    match body {
+        Body::Accept(_) => "accept",
+        Body::Return(_) => "return",
+        Body::Resolve(_) => "resolve",
+        Body::Escalate(_) => "escalate",
+        Body::Verify(_) => "verify",
+        Body::Supervise(_) => "supervise",
+        Body::Reassign(_) => "reassign",
+        Body::Comment(_) => "comment",
+    }
+}
+
 pub(crate) struct Commands {
     pub shared: Arc<Shared>,
     pub client: async_nats::Client,
@@ -143,12 +157,7 @@ impl Commands {
             Err(reply) => return Ok(reply),
         };
         let now = self.shared.clock.now();
-        let mut tx = self
-            .shared
-            .pool
-            .begin()
-            .await
-            .map_err(whistle_store::Error::from)?;
+        let mut tx = self.shared.pool.begin().await?;
         if let Some(reply) = incidents::command_reply(&mut tx, &command.command_id).await? {
             return Ok(
                 v1::CommandReply::decode(reply.as_slice()).unwrap_or_else(|_| {
@@ -204,7 +213,7 @@ impl Commands {
             now,
         )
         .await?;
-        tx.commit().await.map_err(whistle_store::Error::from)?;
+        tx.commit().await?;
         self.relay_wakeup.notify_one();
         self.timer_wakeup.notify_one();
         Ok(reply)
@@ -268,16 +277,7 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
         .body
         .as_ref()
         .ok_or_else(|| invalid("the command has no body".into()))?;
-    let body_verb = match body {
-        Body::Accept(_) => "accept",
-        Body::Return(_) => "return",
-        Body::Resolve(_) => "resolve",
-        Body::Escalate(_) => "escalate",
-        Body::Verify(_) => "verify",
-        Body::Supervise(_) => "supervise",
-        Body::Reassign(_) => "reassign",
-        Body::Comment(_) => "comment",
-    };
+    let body_verb = self::verb(body);
     if body_verb != verb {
         return Err(invalid(format!(
             "a {body_verb} command was sent to whistle.cmd.{verb}"

@@ -54,6 +54,12 @@ pub enum Error {
     Org(#[from] whistle_domain::OrgError),
 }
 
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Error {
+        Error::Store(e.into())
+    }
+}
+
 /// Settings of the service; every field has a default suitable for one machine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]

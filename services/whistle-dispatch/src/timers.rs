@@ -58,12 +58,7 @@ impl Timers {
     /// Fires what is due now; returns how many fired and the next deadline.
     async fn round(&self) -> Result<(usize, Option<chrono::DateTime<chrono::Utc>>), Error> {
         let now = self.shared.clock.now();
-        let mut conn = self
-            .shared
-            .pool
-            .acquire()
-            .await
-            .map_err(whistle_store::Error::from)?;
+        let mut conn = self.shared.pool.acquire().await?;
         let due = incidents::due_timers(&mut conn, now, ROUND).await?;
         drop(conn);
         let mut fired = 0;
@@ -72,12 +67,7 @@ impl Timers {
                 fired += 1;
             }
         }
-        let mut conn = self
-            .shared
-            .pool
-            .acquire()
-            .await
-            .map_err(whistle_store::Error::from)?;
+        let mut conn = self.shared.pool.acquire().await?;
         Ok((fired, incidents::next_timer(&mut conn).await?))
     }
 
@@ -87,12 +77,7 @@ impl Timers {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, Error> {
         let catalog = self.shared.catalog.load();
-        let mut tx = self
-            .shared
-            .pool
-            .begin()
-            .await
-            .map_err(whistle_store::Error::from)?;
+        let mut tx = self.shared.pool.begin().await?;
         // Incident first, then the timer row: the same order as commands, so no deadlock.
         let Some(locked) = incidents::lock(&mut tx, due.incident_id).await? else {
             return Ok(false);
@@ -123,7 +108,7 @@ impl Timers {
                 incidents::save(&mut tx, due.incident_id, &locked.state, &changes, now).await?;
             }
         }
-        tx.commit().await.map_err(whistle_store::Error::from)?;
+        tx.commit().await?;
         Ok(true)
     }
 }
