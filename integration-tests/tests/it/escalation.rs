@@ -907,3 +907,58 @@ async fn a_changed_policy_file_is_reloaded_without_restart_and_an_invalid_one_is
     );
     dispatch.stop().await;
 }
+
+#[tokio::test]
+async fn a_json_client_is_refused_for_another_departments_task_and_accepted_for_its_own() {
+    let stack = Stack::start().await;
+    let grid = grid_of_street(8);
+    let incident = stack
+        .report("json-cmd-1", &grid, "property.unlicensed")
+        .await;
+    stack
+        .ok(
+            &format!("hd-{}", unit(&grid, Level::Street)),
+            incident,
+            escalate(&[]),
+        )
+        .await;
+    let housing = dept(&grid, "housing_construction");
+    let market = dept(&grid, "market_regulation");
+
+    // As a client that is not this project's code would send it: proto3 JSON, by hand.
+    let send = |actor: String, task: &'static str| {
+        let client = stack.client.clone();
+        let body = format!(
+            r#"{{"commandId":"{}","actorId":"{actor}","incidentId":"{incident}","accept":{{"taskId":"{task}"}}}}"#,
+            Uuid::now_v7()
+        );
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Content-Type", "application/json");
+            let reply = client
+                .request_with_headers("whistle.cmd.accept", headers, body.into())
+                .await
+                .expect("answered");
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).expect("a JSON reply")
+        }
+    };
+    let refused = send(format!("li-{market}"), "1").await;
+    assert_eq!(
+        refused["error"]["code"], "COMMAND_ERROR_CODE_FORBIDDEN",
+        "{refused}"
+    );
+    let accepted = send(format!("li-{housing}"), "1").await;
+    assert_eq!(
+        accepted["ok"]["taskStatus"], "TASK_STATUS_ACCEPTED",
+        "{accepted}"
+    );
+    eventually("the accept event", WAIT, || async {
+        stack
+            .events_of(incident)
+            .await
+            .iter()
+            .any(|(subject, _)| subject == &format!("whistle.task.{housing}.task.accepted"))
+    })
+    .await
+    .unwrap();
+}

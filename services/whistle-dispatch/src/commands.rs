@@ -39,6 +39,15 @@ pub const VERBS: [&str; 8] = [
     "comment",
 ];
 
+/// `Content-Type: application/json` on a request.
+fn wants_json(message: &async_nats::Message) -> bool {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Content-Type"))
+        .is_some_and(|v| v.as_str().starts_with("application/json"))
+}
+
 /// The verb of a command body: the last token of the subject it is sent on.
 pub fn verb(body: &Body) -> &'static str {
     match body {
@@ -99,11 +108,17 @@ impl Commands {
                 };
                 let this = this.clone();
                 tokio::spawn(async move {
-                    let reply = this.handle(&request.message).await;
-                    if let Err(e) = request
-                        .respond(Ok(Bytes::from(reply.encode_to_vec())))
-                        .await
-                    {
+                    let json = wants_json(&request.message);
+                    let reply = this.handle(&request.message, json).await;
+                    // A client that speaks JSON gets its answer in JSON.
+                    let bytes = if json {
+                        whistle_proto::to_json(&reply)
+                            .map(String::into_bytes)
+                            .unwrap_or_default()
+                    } else {
+                        reply.encode_to_vec()
+                    };
+                    if let Err(e) = request.respond(Ok(Bytes::from(bytes))).await {
                         debug!(error = %e, "command reply not sent");
                     }
                 });
@@ -115,18 +130,13 @@ impl Commands {
         }))
     }
 
-    async fn handle(&self, message: &async_nats::Message) -> v1::CommandReply {
+    async fn handle(&self, message: &async_nats::Message, json: bool) -> v1::CommandReply {
         let verb = message
             .subject
             .as_str()
             .rsplit('.')
             .next()
             .unwrap_or_default();
-        let json = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get("Content-Type"))
-            .is_some_and(|v| v.as_str().starts_with("application/json"));
         let command = if json {
             whistle_proto::from_json::<v1::Command>(&message.payload).map_err(|e| e.to_string())
         } else {
