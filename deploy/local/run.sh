@@ -2,12 +2,13 @@
 # deploy/local/run.sh — run the platform on this machine.
 #
 # Starts (or reuses) NATS and PostgreSQL through env.sh, builds the binaries, migrates and seeds the
-# database, starts whistle-dispatch and a demo feed of reports in the background, and shows incidents
-# as they happen (`whistle watch`) in the foreground. Ctrl-C stops dispatch and the feed; NATS and
+# database, starts whistle-dispatch (on the compressed demo policy) and `whistle simulate` (grid
+# workers, street staff, department liaisons and follow-ups acting together) in the background, and
+# shows what happens (`whistle watch`) in the foreground. Ctrl-C stops dispatch and the feed; NATS and
 # PostgreSQL keep running with their data (deploy/local/down.sh stops them).
 #
-# Settings (environment): WHISTLE_DEMO_RATE (reports per second, default 20), WHISTLE_NO_FEED=1 (no demo
-# feed), WHISTLE_SKIP_BUILD=1 (use the binaries as they are), the binaries' paths below, and env.sh's.
+# Settings (environment): WHISTLE_DEMO_RATE (reports per second, default 3), WHISTLE_POLICY (default
+# ordos-demo), WHISTLE_NO_FEED=1 (no simulation), WHISTLE_SKIP_BUILD=1 (use the binaries as they are), the binaries' paths below, and env.sh's.
 set -euo pipefail
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -20,7 +21,10 @@ WHISTLE_BIN=${WHISTLE_BIN:-$TARGET_DIR/release/whistle}
 WHISTLE_DISPATCH_BIN=${WHISTLE_DISPATCH_BIN:-$TARGET_DIR/release/whistle-dispatch}
 BUILD_CMD=(cargo build --release --bin whistle --bin whistle-dispatch)
 
-DEMO_RATE=${WHISTLE_DEMO_RATE:-20}
+DEMO_RATE=${WHISTLE_DEMO_RATE:-3}
+# The demo runs on the compressed policy (minutes instead of hours) so every state shows within
+# minutes; WHISTLE_POLICY=ordos runs the real deadlines.
+export WHISTLE_POLICY=${WHISTLE_POLICY:-ordos-demo}
 NO_FEED=${WHISTLE_NO_FEED:-0}
 SKIP_BUILD=${WHISTLE_SKIP_BUILD:-0}
 
@@ -102,11 +106,10 @@ fi
 if [[ $NO_FEED == 1 ]]; then
     feed_line="off (WHISTLE_NO_FEED=1)"
 else
-    printf '\n=== %s: starting %s load --rate %s --duration 0 --quiet\n' "$(date -Is)" "$WHISTLE_BIN" \
-        "$DEMO_RATE" >>"$FEED_LOG"
-    "$WHISTLE_BIN" load --rate "$DEMO_RATE" --duration 0 --quiet </dev/null >>"$FEED_LOG" 2>&1 &
+    printf '\n=== %s: starting %s simulate --rate %s\n' "$(date -Is)" "$WHISTLE_BIN" "$DEMO_RATE" >>"$FEED_LOG"
+    "$WHISTLE_BIN" simulate --rate "$DEMO_RATE" </dev/null >>"$FEED_LOG" 2>&1 &
     FEED_PID=$!
-    feed_line="$DEMO_RATE reports/s, pid $FEED_PID, log $FEED_LOG"
+    feed_line="whistle simulate: $DEMO_RATE reports/s with liaisons, street staff and follow-ups, pid $FEED_PID, log $FEED_LOG"
 fi
 
 watch_cmd=$(printf '%q ' "WHISTLE_NATS_URL=$WHISTLE_NATS_URL" "DATABASE_URL=$DATABASE_URL" "$WHISTLE_BIN" watch)
@@ -114,6 +117,7 @@ watch_cmd=$(printf '%q ' "WHISTLE_NATS_URL=$WHISTLE_NATS_URL" "DATABASE_URL=$DAT
     printf 'whistle: the platform runs\n'
     printf '  NATS          %s\n' "$WHISTLE_NATS_URL"
     printf '  PostgreSQL    %s\n' "$DATABASE_URL"
+    printf '  policy        %s\n' "$WHISTLE_POLICY"
     printf '  dispatch      pid %s, log %s\n' "$DISPATCH_PID" "$DISPATCH_LOG"
     printf '  demo feed     %s\n' "$feed_line"
     printf '  server logs   %s/nats-server.log, %s/postgres.log\n' "$LOGS" "$LOGS"
