@@ -9,6 +9,7 @@ pub mod incidents;
 pub mod intake;
 pub mod org;
 pub mod outbox;
+pub mod tasks;
 
 use std::time::Duration;
 

@@ -21,7 +21,7 @@ use prost::Message as _;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 use whistle_domain::{
-    policy::{Policy, SlaClass},
+    policy::{Category, Policy, SlaClass},
     AreaCode, Level, OrgUnit,
 };
 use whistle_proto::v1;
@@ -56,10 +56,11 @@ pub struct Args {
 /// The mix of reports a city sends.
 pub struct Feed {
     grids: Vec<OrgUnit>,
-    /// (code, Chinese name, weight, an emergency class)
+    /// (code, Chinese name, weight, an emergency class); every weight is positive.
     categories: Vec<(String, String, u32, bool)>,
     rng: StdRng,
-    run: String,
+    /// Report ids are `{prefix}-{n}`.
+    prefix: String,
     sent: u64,
 }
 
@@ -73,45 +74,79 @@ pub struct Outgoing {
     pub invalid: bool,
     /// Its outcome event names its report id (garbage bytes have none).
     pub traceable: bool,
+    /// The grid and the grid worker filing it, the category code and the title, for printing.
+    pub grid: AreaCode,
+    pub reporter_id: String,
+    pub category: String,
+    pub title: String,
+}
+
+/// How often `whistle load` files each category: winter in Ordos, heating dominates.
+fn load_weight(category: &Category) -> u32 {
+    match category.code.as_str().split('.').next().unwrap_or_default() {
+        "heating" => 8,
+        "sanitation" | "municipal" | "noise" | "property" => 5,
+        "disputes" | "water" | "power" | "public_order" => 3,
+        _ => 2,
+    }
 }
 
 impl Feed {
     pub fn new(policy: &Policy, seed: u64) -> Feed {
+        Feed::weighted(
+            policy,
+            seed,
+            format!("load-{:x}", seed & 0xff_ffff),
+            load_weight,
+        )
+    }
+
+    /// A feed whose categories are drawn by `weight` (0 leaves a category out; when every weight
+    /// is 0, `whistle load`'s mix is used), with report ids `{prefix}-{n}`.
+    pub(crate) fn weighted(
+        policy: &Policy,
+        seed: u64,
+        prefix: String,
+        weight: impl Fn(&Category) -> u32,
+    ) -> Feed {
         let grids = whistle_domain::ordos::dataset()
             .units
             .into_iter()
             .filter(|u| u.level() == Level::Grid)
             .collect();
-        // Winter in Ordos: heating dominates; emergencies are rare.
-        let categories = policy
+        let entry = |c: &Category, weight: u32| {
+            (
+                c.code.to_string(),
+                c.name_zh.clone(),
+                weight,
+                c.sla == SlaClass::Emergency,
+            )
+        };
+        let mut categories: Vec<_> = policy
             .categories()
-            .map(|c| {
-                let weight = match c.code.as_str().split('.').next().unwrap_or_default() {
-                    "heating" => 8,
-                    "sanitation" | "municipal" | "noise" | "property" => 5,
-                    "disputes" | "water" | "power" | "public_order" => 3,
-                    _ => 2,
-                };
-                (
-                    c.code.to_string(),
-                    c.name_zh.clone(),
-                    weight,
-                    c.sla == SlaClass::Emergency,
-                )
+            .filter_map(|c| match weight(c) {
+                0 => None,
+                w => Some(entry(c, w)),
             })
             .collect();
+        if categories.is_empty() {
+            categories = policy
+                .categories()
+                .map(|c| entry(c, load_weight(c)))
+                .collect();
+        }
         Feed {
             grids,
             categories,
             rng: StdRng::seed_from_u64(seed),
-            run: format!("{:x}", seed & 0xff_ffff),
+            prefix,
             sent: 0,
         }
     }
 
     pub fn next(&mut self, invalid_share: f64) -> Outgoing {
         self.sent += 1;
-        let report_id = format!("load-{}-{}", self.run, self.sent);
+        let report_id = format!("{}-{}", self.prefix, self.sent);
         let grid = &self.grids[self.rng.random_range(0..self.grids.len())];
         let total: u32 = self.categories.iter().map(|c| c.2).sum();
         let mut pick = self.rng.random_range(0..total);
@@ -129,6 +164,8 @@ impl Feed {
             .map(|c| (c.0.clone(), c.1.clone(), c.3))
             .expect("weights cover the range");
         let (category, name, emergency_class) = category;
+        let grid_code = grid.code.clone();
+        let reporter_id = format!("gw-{}", grid.code);
         let urgency = match self.rng.random_range(0..100) {
             _ if emergency_class => v1::Urgency::Emergency,
             0..2 => v1::Urgency::Emergency,
@@ -139,7 +176,7 @@ impl Feed {
         let now = chrono::Utc::now();
         let mut report = v1::Report {
             report_id: report_id.clone(),
-            reporter_id: format!("gw-{}", grid.code),
+            reporter_id: reporter_id.clone(),
             grid_code: grid.code.to_string(),
             category,
             urgency: urgency as i32,
@@ -194,6 +231,7 @@ impl Feed {
         }
         let json = !invalid && self.rng.random_bool(0.1);
         let traceable = garbage.is_none();
+        let (category, title) = (report.category.clone(), report.title.clone());
         let payload = match garbage {
             Some(bytes) => bytes,
             None if json => whistle_proto::to_json(&report)
@@ -208,6 +246,10 @@ impl Feed {
             json,
             invalid,
             traceable,
+            grid: grid_code,
+            reporter_id,
+            category,
+            title,
         }
     }
 }

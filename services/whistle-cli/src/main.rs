@@ -1,7 +1,11 @@
 //! `whistle`: the command line for grid workers, operators and developers.
 
+mod commands;
+mod incident;
 mod load;
 mod report;
+mod simulate;
+mod tasks;
 mod watch;
 
 use std::time::Duration;
@@ -13,7 +17,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "whistle",
     version,
-    about = "Whistle — grid governance dispatch: report, watch, seed, migrate, load"
+    about = "Whistle — grid governance dispatch: report, watch, tasks, field commands, simulate, seed, migrate, load"
 )]
 struct Cli {
     #[command(flatten)]
@@ -32,7 +36,7 @@ pub struct Connection {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
-    /// PostgreSQL database (migrate, seed).
+    /// PostgreSQL database (migrate, seed, tasks, incident).
     #[arg(
         long,
         global = true,
@@ -61,7 +65,18 @@ enum Command {
     Load(load::Args),
     /// List the dispatch categories of the policy.
     Categories,
+    /// A department's tasks with the time left to report in or resolve (read-only).
+    Tasks(tasks::Args),
+    /// One incident with its tasks, reports and whole timeline (read-only).
+    Incident(incident::Args),
+    #[command(flatten)]
+    Field(commands::Field),
+    /// Play grid workers, handlers, liaisons and follow-ups at once against a running platform.
+    Simulate(simulate::Args),
 }
+
+/// Exit status of a command that dispatch refused (anything else that fails exits with 1).
+const EXIT_REFUSED: i32 = 2;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -106,6 +121,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Report(args) => report::run(&cli.conn, args).await?,
         Command::Watch(args) => watch::run(&cli.conn, args).await?,
         Command::Load(args) => load::run(&cli.conn, args).await?,
+        Command::Tasks(args) => tasks::run(&cli.conn, args).await?,
+        Command::Incident(args) => incident::run(&cli.conn, args).await?,
+        Command::Field(field) => {
+            if let Err(e) = commands::run(&cli.conn, field).await {
+                match e.downcast_ref::<commands::Refused>() {
+                    Some(refused) => {
+                        eprintln!("{refused}");
+                        std::process::exit(EXIT_REFUSED);
+                    }
+                    None => return Err(e),
+                }
+            }
+        }
+        Command::Simulate(args) => simulate::run(&cli.conn, args).await?,
         Command::Categories => {
             let policy = whistle_dispatch::load_policy(&cli.conn.policy)?;
             println!("policy {}", policy.version());

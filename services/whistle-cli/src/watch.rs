@@ -60,15 +60,40 @@ impl Names {
         }
     }
 
-    fn department<'a>(&'a self, code: &'a str) -> &'a str {
+    /// A department's Chinese name, or its code when unknown.
+    pub(crate) fn department<'a>(&'a self, code: &'a str) -> &'a str {
         self.departments
             .get(code)
             .map(String::as_str)
             .unwrap_or(code)
     }
 
-    fn place<'a>(&'a self, code: &'a str) -> &'a str {
+    /// A unit's Chinese name, or its code when unknown.
+    pub(crate) fn place<'a>(&'a self, code: &'a str) -> &'a str {
         self.places.get(code).map(String::as_str).unwrap_or(code)
+    }
+
+    /// Whether the dataset has this department.
+    pub(crate) fn knows_department(&self, code: &str) -> bool {
+        self.departments.contains_key(code)
+    }
+
+    /// A category's Chinese name, or its code when the policy does not have it.
+    pub(crate) fn category<'a>(&'a self, code: &'a str) -> &'a str {
+        self.categories
+            .get(code)
+            .map(String::as_str)
+            .unwrap_or(code)
+    }
+
+    /// The Chinese names of a place from the district down, e.g. `东胜区/交通街道/…社区/…小区`.
+    pub(crate) fn place_path(&self, codes: &[&str]) -> String {
+        codes
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| self.place(c))
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     /// One line for an event.
@@ -164,8 +189,10 @@ fn level_zh(level: v1::Level) -> &'static str {
 }
 
 /// The command centre's words for an event kind.
-fn kind_zh(kind: &str) -> &str {
+pub(crate) fn kind_zh(kind: &str) -> &str {
     match kind {
+        "incident.reported" => "上报",
+        "report.attached" => "重复上报并入",
         "incident.escalated" => "上报上级",
         "incident.whistled" => "吹哨",
         "task.dispatched" => "派单",
@@ -187,7 +214,8 @@ fn kind_zh(kind: &str) -> &str {
     }
 }
 
-fn short(id: &str) -> &str {
+/// The last 8 characters of an id, as screens print it.
+pub(crate) fn short(id: &str) -> &str {
     id.get(id.len().saturating_sub(8)..).unwrap_or(id)
 }
 

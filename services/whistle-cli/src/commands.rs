@@ -1,0 +1,929 @@
+//! The field commands (`whistle accept`, `return`, `resolve`, `escalate`, `verify`, `supervise`,
+//! `reassign`, `comment`): each is one NATS request on `whistle.cmd.{verb}` with a
+//! `whistle.v1.Command`, answered by whistle-dispatch with a `whistle.v1.CommandReply`.
+//!
+//! Building the command is pure ([`Field::build`]); sending it ([`send`]) is shared with
+//! `whistle simulate`. A refusal is a [`Refused`] error, which `main` turns into exit status 2.
+
+use std::{fmt, time::Duration};
+
+use async_nats::RequestErrorKind;
+use clap::{ArgGroup, Subcommand};
+use prost::Message as _;
+use whistle_domain::PersonId;
+use whistle_proto::v1::{self, command::Body, command_reply::Outcome};
+
+use crate::{connect_nats, Connection};
+
+/// How long a command waits for dispatch's reply.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every field command takes besides its own arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// Who acts: a grid worker gw-{grid}, a liaison li-{department}, a community or street handler
+    /// hd-{unit}, an operator op-{area}.
+    #[arg(long = "as", env = "WHISTLE_ACTOR", value_name = "PERSON")]
+    pub actor: String,
+    /// Your own command id (1–64 of A-Z a-z 0-9 . _ : -); default a fresh UUIDv7. Sending the same
+    /// id again is answered with the first outcome and changes nothing.
+    #[arg(long)]
+    pub command_id: Option<String>,
+    /// Refuse (stale) unless the incident is still at this version.
+    #[arg(long)]
+    pub expected_version: Option<u64>,
+    /// Print dispatch's reply as proto3 JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The field commands, one subcommand each.
+#[derive(Debug, Subcommand)]
+pub enum Field {
+    /// 报到/签收: a liaison accepts their department's task.
+    Accept(AcceptArgs),
+    /// 退单: a liaison returns a task before reporting in, with a reason.
+    Return(ReturnArgs),
+    /// 办结: a liaison resolves their task, or the handling level resolves the incident (no TASK).
+    Resolve(ResolveArgs),
+    /// Escalate one level up; at the street this is the whistle (吹哨).
+    Escalate(EscalateArgs),
+    /// 回访: the reporting grid worker records the resident's verdict.
+    Verify(VerifyArgs),
+    /// 督办: an operator supervises a task, or the whole incident (no TASK).
+    Supervise(SuperviseArgs),
+    /// 改派: the street or an operator reassigns a task to another department.
+    Reassign(ReassignArgs),
+    /// A remark on the incident's timeline.
+    Comment(CommentArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AcceptArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// Task number within the incident (1, 2, …).
+    pub task: u32,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReturnArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// Task number within the incident (1, 2, …).
+    pub task: u32,
+    /// not-our-duty, wrong-area, unclear-ownership, overlapping-duties or insufficient-information
+    /// (or 非本部门职责, 不属于本辖区, 权属不清, 职责交叉, 信息不全).
+    #[arg(long, value_parser = parse_reason)]
+    pub reason: v1::ReturnReason,
+    /// Why, for the street (required).
+    #[arg(long)]
+    pub note: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResolveArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// The task resolved; leave out when the handling level resolves the incident itself.
+    pub task: Option<u32>,
+    /// What was done.
+    #[arg(long)]
+    pub note: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EscalateArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// A department to summon when whistling (repeat for several); default the category's.
+    #[arg(long = "department", value_name = "DEPARTMENT")]
+    pub departments: Vec<String>,
+    /// Why.
+    #[arg(long)]
+    pub note: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(
+    ArgGroup::new("verdict")
+        .required(true)
+        .args(["satisfied", "basically_satisfied", "unsatisfied", "satisfaction"])
+))]
+pub struct VerifyArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// 满意: closes the incident.
+    #[arg(long)]
+    pub satisfied: bool,
+    /// 基本满意: closes the incident.
+    #[arg(long)]
+    pub basically_satisfied: bool,
+    /// 不满意: reopens the incident (重办).
+    #[arg(long)]
+    pub unsatisfied: bool,
+    /// The verdict by name: satisfied, basically-satisfied, unsatisfied (or 满意, 基本满意, 不满意).
+    #[arg(long, value_parser = parse_satisfaction)]
+    pub satisfaction: Option<v1::Satisfaction>,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SuperviseArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// The task supervised; leave out to supervise the whole incident.
+    pub task: Option<u32>,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReassignArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// Task number within the incident (1, 2, …).
+    pub task: u32,
+    /// The department that takes the task over, e.g. 150602-urban_management.
+    #[arg(long, value_name = "DEPARTMENT")]
+    pub to: String,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CommentArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// The remark.
+    pub text: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Parses a return reason: the proto name in kebab or snake case, or its Chinese label.
+pub fn parse_reason(s: &str) -> Result<v1::ReturnReason, String> {
+    use v1::ReturnReason as R;
+    let normal = s.trim().to_ascii_lowercase().replace('_', "-");
+    let normal = normal.strip_prefix("return-reason-").unwrap_or(&normal);
+    Ok(match normal {
+        "not-our-duty" | "非本部门职责" => R::NotOurDuty,
+        "wrong-area" | "不属于本辖区" => R::WrongArea,
+        "unclear-ownership" | "权属不清" => R::UnclearOwnership,
+        "overlapping-duties" | "职责交叉" => R::OverlappingDuties,
+        "insufficient-information" | "信息不全" => R::InsufficientInformation,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a return reason; use not-our-duty, wrong-area, unclear-ownership, \
+                 overlapping-duties or insufficient-information"
+            ))
+        }
+    })
+}
+
+/// Parses a follow-up verdict: the proto name in kebab or snake case, or its Chinese label.
+pub fn parse_satisfaction(s: &str) -> Result<v1::Satisfaction, String> {
+    use v1::Satisfaction as S;
+    let normal = s.trim().to_ascii_lowercase().replace('_', "-");
+    let normal = normal.strip_prefix("satisfaction-").unwrap_or(&normal);
+    Ok(match normal {
+        "satisfied" | "满意" => S::Satisfied,
+        "basically-satisfied" | "基本满意" => S::BasicallySatisfied,
+        "unsatisfied" | "不满意" => S::Unsatisfied,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a verdict; use satisfied, basically-satisfied or unsatisfied"
+            ))
+        }
+    })
+}
+
+/// The Chinese label of a return reason.
+pub fn reason_zh(reason: v1::ReturnReason) -> &'static str {
+    use v1::ReturnReason as R;
+    match reason {
+        R::NotOurDuty => "非本部门职责",
+        R::WrongArea => "不属于本辖区",
+        R::UnclearOwnership => "权属不清",
+        R::OverlappingDuties => "职责交叉",
+        R::InsufficientInformation => "信息不全",
+        R::Unspecified => "未说明",
+    }
+}
+
+/// The Chinese label of a follow-up verdict.
+pub fn satisfaction_zh(satisfaction: v1::Satisfaction) -> &'static str {
+    match satisfaction {
+        v1::Satisfaction::Satisfied => "满意",
+        v1::Satisfaction::BasicallySatisfied => "基本满意",
+        v1::Satisfaction::Unsatisfied => "不满意",
+        v1::Satisfaction::Unspecified => "未说明",
+    }
+}
+
+impl VerifyArgs {
+    fn verdict(&self) -> Result<v1::Satisfaction, String> {
+        match (
+            self.satisfied,
+            self.basically_satisfied,
+            self.unsatisfied,
+            self.satisfaction,
+        ) {
+            (true, false, false, None) => Ok(v1::Satisfaction::Satisfied),
+            (false, true, false, None) => Ok(v1::Satisfaction::BasicallySatisfied),
+            (false, false, true, None) => Ok(v1::Satisfaction::Unsatisfied),
+            (false, false, false, Some(s)) => Ok(s),
+            _ => {
+                Err("give exactly one of --satisfied, --basically-satisfied, --unsatisfied".into())
+            }
+        }
+    }
+}
+
+impl Field {
+    fn parts(&self) -> Result<(&str, &Common, Body), String> {
+        let note = |n: &Option<String>| n.clone().unwrap_or_default();
+        Ok(match self {
+            Field::Accept(a) => (
+                &a.incident,
+                &a.common,
+                Body::Accept(v1::Accept {
+                    task_id: a.task.to_string(),
+                    note: note(&a.note),
+                }),
+            ),
+            Field::Return(a) => (
+                &a.incident,
+                &a.common,
+                Body::Return(v1::Return {
+                    task_id: a.task.to_string(),
+                    reason: a.reason as i32,
+                    note: a.note.clone(),
+                }),
+            ),
+            Field::Resolve(a) => (
+                &a.incident,
+                &a.common,
+                Body::Resolve(v1::Resolve {
+                    task_id: a.task.map(|t| t.to_string()).unwrap_or_default(),
+                    note: a.note.clone(),
+                }),
+            ),
+            Field::Escalate(a) => (
+                &a.incident,
+                &a.common,
+                Body::Escalate(v1::Escalate {
+                    note: a.note.clone(),
+                    department_codes: a.departments.clone(),
+                }),
+            ),
+            Field::Verify(a) => (
+                &a.incident,
+                &a.common,
+                Body::Verify(v1::Verify {
+                    satisfaction: a.verdict()? as i32,
+                    note: note(&a.note),
+                }),
+            ),
+            Field::Supervise(a) => (
+                &a.incident,
+                &a.common,
+                Body::Supervise(v1::Supervise {
+                    task_id: a.task.map(|t| t.to_string()).unwrap_or_default(),
+                    note: note(&a.note),
+                }),
+            ),
+            Field::Reassign(a) => (
+                &a.incident,
+                &a.common,
+                Body::Reassign(v1::Reassign {
+                    task_id: a.task.to_string(),
+                    to_department_code: a.to.clone(),
+                    note: note(&a.note),
+                }),
+            ),
+            Field::Comment(a) => (
+                &a.incident,
+                &a.common,
+                Body::Comment(v1::Comment {
+                    text: a.text.clone(),
+                }),
+            ),
+        })
+    }
+
+    /// The verb (subject token) and the command; `fresh_id` makes the command id when none is
+    /// given.
+    pub fn build(
+        &self,
+        fresh_id: impl FnOnce() -> String,
+    ) -> Result<(&'static str, v1::Command), String> {
+        let (incident, common, body) = self.parts()?;
+        let command = command(
+            incident,
+            &common.actor,
+            common.command_id.clone().unwrap_or_else(fresh_id),
+            common.expected_version.unwrap_or(0),
+            body,
+        )?;
+        Ok((verb(&command), command))
+    }
+
+    fn json(&self) -> bool {
+        self.parts().map(|(_, c, _)| c.json).unwrap_or(false)
+    }
+}
+
+/// A command with its checks done here rather than by a round trip: the incident id is a UUID,
+/// the actor a person id, the command id well formed.
+pub fn command(
+    incident: &str,
+    actor: &str,
+    command_id: String,
+    expected_version: u64,
+    body: Body,
+) -> Result<v1::Command, String> {
+    let incident_id = incident.trim().parse::<uuid::Uuid>().map_err(|_| {
+        format!(
+            "{incident:?} is not an incident id (a UUID); `whistle incident` finds one by its last digits"
+        )
+    })?;
+    actor
+        .parse::<PersonId>()
+        .map_err(|e| format!("--as {actor:?}: {e}"))?;
+    command_id
+        .parse::<whistle_domain::ReportId>()
+        .map_err(|e| format!("--command-id {command_id:?}: {e}"))?;
+    Ok(v1::Command {
+        command_id,
+        actor_id: actor.to_owned(),
+        incident_id: incident_id.to_string(),
+        expected_version,
+        body: Some(body),
+    })
+}
+
+/// The subject token of a command: the name of its body.
+pub fn verb(command: &v1::Command) -> &'static str {
+    match command.body {
+        Some(Body::Accept(_)) => "accept",
+        Some(Body::Return(_)) => "return",
+        Some(Body::Resolve(_)) => "resolve",
+        Some(Body::Escalate(_)) => "escalate",
+        Some(Body::Verify(_)) => "verify",
+        Some(Body::Supervise(_)) => "supervise",
+        Some(Body::Reassign(_)) => "reassign",
+        Some(Body::Comment(_)) => "comment",
+        None => "none",
+    }
+}
+
+/// Dispatch refused the command; nothing changed.
+#[derive(Debug)]
+pub struct Refused {
+    /// snake_case `CommandErrorCode`: not_found, forbidden, invalid_transition, stale,
+    /// invalid_argument, unavailable.
+    pub code: String,
+    pub message: String,
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Dispatch's messages often repeat the code ("forbidden: …"); say it once.
+        let repeated = format!("{}: ", self.code.replace('_', " "));
+        let message = self
+            .message
+            .strip_prefix(&repeated)
+            .unwrap_or(&self.message);
+        write!(f, "refused ({}): {message}", self.code)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Why a command got no reply; each names the subject.
+#[derive(Debug)]
+pub enum SendError {
+    NoResponders(String),
+    Timeout(String),
+    Request(String, String),
+    Decode(String, String),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::NoResponders(subject) => write!(
+                f,
+                "no responders on {subject}: whistle-dispatch is not running (or not connected to this NATS server)"
+            ),
+            SendError::Timeout(subject) => write!(
+                f,
+                "no reply on {subject} within {} s: whistle-dispatch is busy or stuck; retry with the same --command-id",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+            SendError::Request(subject, e) => write!(f, "request on {subject} failed: {e}"),
+            SendError::Decode(subject, e) => {
+                write!(f, "the reply on {subject} is not a whistle.v1.CommandReply: {e}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Sends a command and waits (at most [`REQUEST_TIMEOUT`]) for dispatch's reply.
+pub async fn send(
+    client: &async_nats::Client,
+    command: &v1::Command,
+) -> Result<v1::CommandReply, SendError> {
+    let subject = format!("whistle.cmd.{}", verb(command));
+    let request = async_nats::Request::new()
+        .payload(command.encode_to_vec().into())
+        .timeout(Some(REQUEST_TIMEOUT));
+    let message = client
+        .send_request(subject.clone(), request)
+        .await
+        .map_err(|e| match e.kind() {
+            RequestErrorKind::NoResponders => SendError::NoResponders(subject.clone()),
+            RequestErrorKind::TimedOut => SendError::Timeout(subject.clone()),
+            _ => SendError::Request(subject.clone(), e.to_string()),
+        })?;
+    v1::CommandReply::decode(message.payload).map_err(|e| SendError::Decode(subject, e.to_string()))
+}
+
+/// The snake_case name of a proto enum value, without its type prefix.
+fn enum_name(full: &str, prefix: &str) -> String {
+    full.strip_prefix(prefix)
+        .unwrap_or(full)
+        .to_ascii_lowercase()
+}
+
+pub fn status_name(status: i32) -> String {
+    v1::IncidentStatus::try_from(status)
+        .map(|s| enum_name(s.as_str_name(), "INCIDENT_STATUS_"))
+        .unwrap_or_else(|_| status.to_string())
+}
+
+pub fn task_status_name(status: i32) -> String {
+    v1::TaskStatus::try_from(status)
+        .map(|s| enum_name(s.as_str_name(), "TASK_STATUS_"))
+        .unwrap_or_else(|_| status.to_string())
+}
+
+pub fn level_name(level: i32) -> String {
+    v1::Level::try_from(level)
+        .map(|l| enum_name(l.as_str_name(), "LEVEL_"))
+        .unwrap_or_else(|_| level.to_string())
+}
+
+pub fn error_code_name(code: i32) -> String {
+    v1::CommandErrorCode::try_from(code)
+        .map(|c| enum_name(c.as_str_name(), "COMMAND_ERROR_CODE_"))
+        .unwrap_or_else(|_| code.to_string())
+}
+
+/// The Chinese word for what a command did, e.g. 已报到; an escalation that whistled is 已吹哨.
+pub fn done_zh(command: &v1::Command, ok: &v1::CommandOk) -> String {
+    match &command.body {
+        Some(Body::Accept(_)) => "已报到".into(),
+        Some(Body::Return(_)) => "已退单".into(),
+        Some(Body::Resolve(_)) => "已办结".into(),
+        Some(Body::Escalate(_)) if ok.status == v1::IncidentStatus::Whistled as i32 => {
+            "已吹哨".into()
+        }
+        Some(Body::Escalate(_)) => "已上报上级".into(),
+        Some(Body::Verify(v)) => format!(
+            "已回访({})",
+            v1::Satisfaction::try_from(v.satisfaction)
+                .map(satisfaction_zh)
+                .unwrap_or("?")
+        ),
+        Some(Body::Supervise(_)) => "已督办".into(),
+        Some(Body::Reassign(_)) => "已改派".into(),
+        Some(Body::Comment(_)) => "已备注".into(),
+        None => "完成".into(),
+    }
+}
+
+/// One line for an applied command, e.g.
+/// `已报到: 任务 2 accepted, incident … now accepted at street (version 5)`.
+pub fn describe_ok(command: &v1::Command, ok: &v1::CommandOk) -> String {
+    let task = if ok.task_id.is_empty() {
+        String::new()
+    } else {
+        format!("任务 {} {}, ", ok.task_id, task_status_name(ok.task_status))
+    };
+    format!(
+        "{}: {task}incident {} now {} at {} (version {})",
+        done_zh(command, ok),
+        ok.incident_id,
+        status_name(ok.status),
+        level_name(ok.level),
+        ok.version
+    )
+}
+
+/// The applied outcome, or the refusal as an error.
+pub fn outcome(reply: v1::CommandReply) -> Result<v1::CommandOk, Refused> {
+    match reply.outcome {
+        Some(Outcome::Ok(ok)) => Ok(ok),
+        Some(Outcome::Error(e)) => Err(Refused {
+            code: error_code_name(e.code),
+            message: e.message,
+        }),
+        None => Err(Refused {
+            code: "unspecified".into(),
+            message: "dispatch replied with neither an outcome nor an error".into(),
+        }),
+    }
+}
+
+pub async fn run(conn: &Connection, field: Field) -> anyhow::Result<()> {
+    let (_, command) = field
+        .build(|| uuid::Uuid::now_v7().to_string())
+        .map_err(anyhow::Error::msg)?;
+    let client = connect_nats(conn).await?;
+    let reply = send(&client, &command)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (command id {})", command.command_id))?;
+    if field.json() {
+        println!("{}", whistle_proto::to_json(&reply)?);
+    }
+    match outcome(reply) {
+        Ok(ok) => {
+            if !field.json() {
+                println!("{}", describe_ok(&command, &ok));
+            }
+            Ok(())
+        }
+        Err(refused) => {
+            eprintln!("command id {}", command.command_id);
+            Err(refused.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    const INCIDENT: &str = "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        field: Field,
+    }
+
+    fn build(args: &[&str]) -> Result<(&'static str, v1::Command), String> {
+        let cli = Cli::try_parse_from(std::iter::once("whistle").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.field.build(|| "fresh-id".to_owned())
+    }
+
+    #[test]
+    fn accept_names_the_task_and_a_fresh_id() {
+        let (verb, command) = build(&[
+            "accept",
+            INCIDENT,
+            "2",
+            "--as",
+            "li-150602-heating",
+            "--note",
+            "on our way",
+        ])
+        .unwrap();
+        assert_eq!(verb, "accept");
+        assert_eq!(command.command_id, "fresh-id");
+        assert_eq!(command.actor_id, "li-150602-heating");
+        assert_eq!(command.incident_id, INCIDENT);
+        assert_eq!(command.expected_version, 0);
+        assert_eq!(
+            command.body,
+            Some(Body::Accept(v1::Accept {
+                task_id: "2".into(),
+                note: "on our way".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn given_command_id_and_version_are_kept() {
+        let (_, command) = build(&[
+            "comment",
+            INCIDENT,
+            "residents called again",
+            "--as",
+            "op-150602",
+            "--command-id",
+            "retry-1",
+            "--expected-version",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(command.command_id, "retry-1");
+        assert_eq!(command.expected_version, 7);
+        assert_eq!(
+            command.body,
+            Some(Body::Comment(v1::Comment {
+                text: "residents called again".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn return_needs_a_reason_and_a_note() {
+        let (verb, command) = build(&[
+            "return",
+            INCIDENT,
+            "1",
+            "--reason",
+            "wrong-area",
+            "--note",
+            "the pipe belongs to the next banner",
+            "--as",
+            "li-150602-water",
+        ])
+        .unwrap();
+        assert_eq!(verb, "return");
+        assert_eq!(
+            command.body,
+            Some(Body::Return(v1::Return {
+                task_id: "1".into(),
+                reason: v1::ReturnReason::WrongArea as i32,
+                note: "the pipe belongs to the next banner".into()
+            }))
+        );
+        assert!(build(&[
+            "return",
+            INCIDENT,
+            "1",
+            "--note",
+            "x",
+            "--as",
+            "li-150602-water"
+        ])
+        .is_err());
+        assert!(build(&[
+            "return",
+            INCIDENT,
+            "1",
+            "--reason",
+            "lazy",
+            "--note",
+            "x",
+            "--as",
+            "li-150602-water"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn resolve_and_supervise_take_an_optional_task() {
+        let (_, level) = build(&[
+            "resolve",
+            INCIDENT,
+            "--note",
+            "fixed",
+            "--as",
+            "hd-150602001",
+        ])
+        .unwrap();
+        assert_eq!(
+            level.body,
+            Some(Body::Resolve(v1::Resolve {
+                task_id: String::new(),
+                note: "fixed".into()
+            }))
+        );
+        let (_, task) = build(&[
+            "resolve",
+            INCIDENT,
+            "3",
+            "--note",
+            "fixed",
+            "--as",
+            "li-150602-heating",
+        ])
+        .unwrap();
+        assert_eq!(
+            task.body,
+            Some(Body::Resolve(v1::Resolve {
+                task_id: "3".into(),
+                note: "fixed".into()
+            }))
+        );
+        let (verb, whole) = build(&["supervise", INCIDENT, "--as", "op-150602"]).unwrap();
+        assert_eq!(verb, "supervise");
+        assert_eq!(whole.body, Some(Body::Supervise(v1::Supervise::default())));
+    }
+
+    #[test]
+    fn escalate_names_departments_and_reassign_the_new_one() {
+        let (_, command) = build(&[
+            "escalate",
+            INCIDENT,
+            "--department",
+            "150602-heating",
+            "--department",
+            "150602-housing_construction",
+            "--note",
+            "no heat in three buildings",
+            "--as",
+            "hd-150602001",
+        ])
+        .unwrap();
+        assert_eq!(
+            command.body,
+            Some(Body::Escalate(v1::Escalate {
+                note: "no heat in three buildings".into(),
+                department_codes: vec![
+                    "150602-heating".into(),
+                    "150602-housing_construction".into()
+                ],
+            }))
+        );
+        let (verb, command) = build(&[
+            "reassign",
+            INCIDENT,
+            "2",
+            "--to",
+            "150602-urban_management",
+            "--as",
+            "hd-150602001",
+        ])
+        .unwrap();
+        assert_eq!(verb, "reassign");
+        assert_eq!(
+            command.body,
+            Some(Body::Reassign(v1::Reassign {
+                task_id: "2".into(),
+                to_department_code: "150602-urban_management".into(),
+                note: String::new(),
+            }))
+        );
+    }
+
+    #[test]
+    fn verify_takes_exactly_one_verdict() {
+        let verdict = |flags: &[&str]| {
+            let mut args = vec!["verify", INCIDENT, "--as", "gw-150602001001001"];
+            args.extend_from_slice(flags);
+            build(&args).map(|(_, c)| match c.body {
+                Some(Body::Verify(v)) => v.satisfaction,
+                other => panic!("{other:?}"),
+            })
+        };
+        assert_eq!(
+            verdict(&["--satisfied"]),
+            Ok(v1::Satisfaction::Satisfied as i32)
+        );
+        assert_eq!(
+            verdict(&["--basically-satisfied"]),
+            Ok(v1::Satisfaction::BasicallySatisfied as i32)
+        );
+        assert_eq!(
+            verdict(&["--unsatisfied"]),
+            Ok(v1::Satisfaction::Unsatisfied as i32)
+        );
+        assert_eq!(
+            verdict(&["--satisfaction", "基本满意"]),
+            Ok(v1::Satisfaction::BasicallySatisfied as i32)
+        );
+        assert!(verdict(&[]).is_err());
+        assert!(verdict(&["--satisfied", "--unsatisfied"]).is_err());
+    }
+
+    #[test]
+    fn bad_ids_are_caught_before_sending() {
+        assert!(
+            build(&["accept", "not-a-uuid", "1", "--as", "li-150602-heating"])
+                .unwrap_err()
+                .contains("not an incident id")
+        );
+        assert!(build(&["accept", INCIDENT, "1", "--as", "li 150602"])
+            .unwrap_err()
+            .contains("--as"));
+        assert!(build(&[
+            "accept",
+            INCIDENT,
+            "1",
+            "--as",
+            "li-150602-heating",
+            "--command-id",
+            "has spaces"
+        ])
+        .unwrap_err()
+        .contains("--command-id"));
+        assert!(build(&["accept", INCIDENT, "one", "--as", "li-150602-heating"]).is_err());
+    }
+
+    #[test]
+    fn reasons_parse_in_every_spelling() {
+        use v1::ReturnReason as R;
+        for (text, reason) in [
+            ("not-our-duty", R::NotOurDuty),
+            ("not_our_duty", R::NotOurDuty),
+            ("RETURN_REASON_NOT_OUR_DUTY", R::NotOurDuty),
+            ("wrong-area", R::WrongArea),
+            ("unclear-ownership", R::UnclearOwnership),
+            ("overlapping-duties", R::OverlappingDuties),
+            ("insufficient-information", R::InsufficientInformation),
+            ("信息不全", R::InsufficientInformation),
+        ] {
+            assert_eq!(parse_reason(text), Ok(reason), "{text}");
+        }
+        assert!(parse_reason("").is_err());
+        assert!(parse_reason("unspecified").is_err());
+    }
+
+    #[test]
+    fn verdicts_parse_in_every_spelling() {
+        use v1::Satisfaction as S;
+        assert_eq!(parse_satisfaction("satisfied"), Ok(S::Satisfied));
+        assert_eq!(
+            parse_satisfaction("basically_satisfied"),
+            Ok(S::BasicallySatisfied)
+        );
+        assert_eq!(parse_satisfaction("不满意"), Ok(S::Unsatisfied));
+        assert!(parse_satisfaction("meh").is_err());
+    }
+
+    #[test]
+    fn outcomes_read_as_one_line() {
+        let (_, command) = build(&["accept", INCIDENT, "2", "--as", "li-150602-heating"]).unwrap();
+        let ok = v1::CommandOk {
+            incident_id: INCIDENT.into(),
+            version: 5,
+            status: v1::IncidentStatus::Accepted as i32,
+            level: v1::Level::Street as i32,
+            task_id: "2".into(),
+            task_status: v1::TaskStatus::Accepted as i32,
+            applied_at: None,
+        };
+        assert_eq!(
+            describe_ok(&command, &ok),
+            format!(
+                "已报到: 任务 2 accepted, incident {INCIDENT} now accepted at street (version 5)"
+            )
+        );
+        let (_, escalate) = build(&[
+            "escalate",
+            INCIDENT,
+            "--note",
+            "beyond us",
+            "--as",
+            "hd-150602001",
+        ])
+        .unwrap();
+        let whistled = v1::CommandOk {
+            status: v1::IncidentStatus::Whistled as i32,
+            task_id: String::new(),
+            ..ok.clone()
+        };
+        assert_eq!(
+            describe_ok(&escalate, &whistled),
+            format!("已吹哨: incident {INCIDENT} now whistled at street (version 5)")
+        );
+        let refused = outcome(v1::CommandReply {
+            outcome: Some(Outcome::Error(v1::CommandError {
+                code: v1::CommandErrorCode::Stale as i32,
+                message: "incident is at version 6, not 5".into(),
+            })),
+        })
+        .unwrap_err();
+        assert_eq!(refused.code, "stale");
+        assert_eq!(
+            refused.to_string(),
+            "refused (stale): incident is at version 6, not 5"
+        );
+        let forbidden = Refused {
+            code: "invalid_transition".into(),
+            message: "invalid transition: task 1 is resolved".into(),
+        };
+        assert_eq!(
+            forbidden.to_string(),
+            "refused (invalid_transition): task 1 is resolved"
+        );
+    }
+}
