@@ -324,6 +324,15 @@ pub enum Error {
         class: SlaClass,
         resolve: TimeDelta,
     },
+    #[error(
+        "category {category}: the street window {} must be longer than the report-in deadline {}",
+        format_duration(*.window), format_duration(*.accept)
+    )]
+    StreetWindowTooShort {
+        category: String,
+        window: TimeDelta,
+        accept: TimeDelta,
+    },
     #[error("category {category}: unknown department kind {kind:?}")]
     UnknownDepartment { category: String, kind: String },
     #[error("category {category}: department kind {:?} summoned twice", .kind.slug())]
@@ -519,6 +528,17 @@ impl RawPolicy {
         let mut by_code = HashMap::with_capacity(raw_categories.len());
         for raw in raw_categories {
             let category = raw.build(&group_codes, &sla, duration)?;
+            // A whistle starts a fresh street window; if it is not longer than the report-in
+            // deadline, the incident leaves the street just as the departments are due.
+            if let Some(&street) = category.windows.get(&Level::Street) {
+                if street <= accept {
+                    return Err(Error::StreetWindowTooShort {
+                        category: category.code.to_string(),
+                        window: street,
+                        accept,
+                    });
+                }
+            }
             if by_code
                 .insert(category.code.to_string(), categories.len())
                 .is_some()
@@ -756,6 +776,21 @@ summon = ["heating", "housing_construction"]
     }
 
     /// Parses MINIMAL with `from` replaced by `to`, expecting an error.
+    #[test]
+    fn a_street_window_must_outlast_the_report_in_deadline() {
+        let error = error_with("street = \"8h\"", "street = \"30m\"");
+        assert!(
+            matches!(&error, Error::StreetWindowTooShort { category, .. } if category == "heating.no_heat"),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("longer than the report-in deadline"),
+            "{error}"
+        );
+    }
+
     fn error_with(from: &str, to: &str) -> Error {
         assert!(MINIMAL.contains(from), "{from:?} is not in MINIMAL");
         parse(&MINIMAL.replacen(from, to, 1)).expect_err("policy should be refused")
