@@ -67,8 +67,14 @@ impl NatsServer {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(client) = async_nats::connect(self.url()).await {
-                // JetStream answers only once the server has recovered its streams.
-                if jetstream::new(client).query_account().await.is_ok() {
+                // JetStream answers its API only once the server has recovered its streams. (A raw
+                // request: async-nats cannot parse the account info of nats-server 2.9.)
+                let info = client.request("$JS.API.INFO", "".into()).await;
+                if info.is_ok_and(|reply| {
+                    reply.payload.starts_with(
+                        b"{\"type\":\"io.nats.jetstream.api.v1.account_info_response\"",
+                    )
+                }) {
                     return;
                 }
             }
