@@ -4,4 +4,5 @@ mod crash;
 mod escalation;
 mod harness;
 mod intake;
+mod query;
 mod store;

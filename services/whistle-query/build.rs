@@ -1,0 +1,26 @@
+//! Generates the server side of `whistle.v1.CommandCenter` for this crate.
+//!
+//! The messages are not generated again: `.whistle.v1` maps to `whistle_proto::v1`, so the types
+//! are the ones every other crate uses. Only the server trait is generated here, with default
+//! method bodies (`generate_default_stubs`), so that the RPCs this service does not serve yet
+//! (`GetScoreboard`, `WatchEvents`) are left out of the implementation entirely and answer
+//! UNIMPLEMENTED like any unknown method, instead of being hand-written placeholders.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let file = proto_root.join("whistle/v1/command_center.proto");
+    println!(
+        "cargo:rerun-if-changed={}",
+        proto_root.join("whistle/v1").display()
+    );
+    let descriptors = protox::compile([&file], [&proto_root])?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .generate_default_stubs(true)
+        .extern_path(".whistle.v1", "::whistle_proto::v1")
+        .compile_fds(descriptors)?;
+    Ok(())
+}

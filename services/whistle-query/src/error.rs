@@ -1,0 +1,110 @@
+//! The crate's one error type and its one mapping to `tonic::Status`.
+
+use std::net::SocketAddr;
+
+use tonic::Status;
+
+/// Errors of the query service: a request's own fault, something missing, or the database.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed: a bad area code, page token, page size, id or enum value.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// What the request names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value this service cannot read (dispatch wrote something unexpected).
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("policy: {0}")]
+    Policy(String),
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("reflection: {0}")]
+    Reflection(String),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn invalid(message: impl Into<String>) -> Error {
+        Error::InvalidArgument(message.into())
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Error {
+        Error::NotFound(message.into())
+    }
+}
+
+/// The connection to PostgreSQL is gone or the pool is exhausted: worth a retry, not a bug.
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        // Class 08: connection exception; 57P01–57P03: the server is shutting down or starting.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
+}
+
+impl From<Error> for Status {
+    /// Client mistakes keep their message; server-side failures are logged here, once, and the
+    /// client gets a short message without SQL or stored values.
+    fn from(error: Error) -> Status {
+        match error {
+            Error::InvalidArgument(message) => Status::invalid_argument(message),
+            Error::NotFound(message) => Status::not_found(message),
+            Error::Database(ref source) if is_unavailable(source) => {
+                tracing::warn!(error = %error, "database unavailable");
+                Status::unavailable("the database is unavailable; retry later")
+            }
+            Error::Database(_) => {
+                tracing::error!(error = %error, "query failed");
+                Status::internal("database query failed")
+            }
+            Error::Corrupt(_) => {
+                tracing::error!(error = %error, "stored data is inconsistent");
+                Status::internal("stored data is inconsistent")
+            }
+            Error::Policy(_) | Error::Bind { .. } | Error::Reflection(_) | Error::Serve(_) => {
+                tracing::error!(error = %error, "server error");
+                Status::internal(error.to_string())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn client_mistakes_keep_their_message_and_server_faults_do_not_leak() {
+        let status = Status::from(Error::invalid("page_size 501 is above 500"));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "page_size 501 is above 500");
+        assert_eq!(
+            Status::from(Error::not_found("no incident x")).code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            Status::from(Error::Database(sqlx::Error::PoolTimedOut)).code(),
+            Code::Unavailable
+        );
+        let internal = Status::from(Error::Corrupt("status \"weird\" of incident 1".into()));
+        assert_eq!(internal.code(), Code::Internal);
+        assert!(!internal.message().contains("weird"));
+        let internal = Status::from(Error::Database(sqlx::Error::RowNotFound));
+        assert_eq!(internal.code(), Code::Internal);
+    }
+}

@@ -1,0 +1,464 @@
+//! `ListIncidents` (filters, newest first, keyset pagination) and `GetIncident` (one incident with
+//! its tasks, reports and timeline).
+//!
+//! "Overdue" for an incident means it missed its SLA deadline: dispatch's `overdue` flag, or open
+//! and past `due_at` (the deadline timer may not have fired yet). The summary's `overdue` field
+//! and the `overdue_only` filter use that one definition.
+
+use chrono::{DateTime, Utc};
+use prost::Message as _;
+use sqlx::{postgres::PgRow, PgPool, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+use whistle_domain::{policy::Policy, CategoryCode};
+use whistle_proto::v1;
+
+use crate::{
+    area::{self, GridRange},
+    convert,
+    page_token::Cursor,
+    Error, Result,
+};
+
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
+pub const MAX_PAGE_SIZE: u32 = 500;
+/// Longest free-text search, in characters.
+pub const MAX_TEXT_CHARS: usize = 200;
+
+/// The columns of an [`v1::IncidentSummary`], read by [`summary`].
+const SUMMARY_COLUMNS: &str = "i.id, i.title, i.category, i.urgency, i.status, i.level, i.district_code, \
+     i.street_code, i.community_code, i.grid_code, i.reported_at, i.created_at, i.due_at, i.overdue, \
+     i.report_count, i.version, i.lat, i.lon, i.address";
+
+/// A checked `ListIncidentsRequest`.
+#[derive(Debug, Clone)]
+pub(crate) struct Filter {
+    area: Option<GridRange>,
+    statuses: Vec<&'static str>,
+    categories: Vec<String>,
+    levels: Vec<&'static str>,
+    urgencies: Vec<&'static str>,
+    overdue_only: bool,
+    /// An `ILIKE` pattern with the request's text escaped.
+    text: Option<String>,
+    page_size: u32,
+    after: Option<Cursor>,
+}
+
+impl Filter {
+    pub fn parse(request: &v1::ListIncidentsRequest) -> Result<Filter> {
+        let page_size = match request.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n > MAX_PAGE_SIZE => {
+                return Err(Error::invalid(format!(
+                    "page_size {n} is above the maximum of {MAX_PAGE_SIZE}"
+                )))
+            }
+            n => n,
+        };
+        let categories = request
+            .categories
+            .iter()
+            .map(|c| {
+                c.parse::<CategoryCode>()
+                    .map(|c| c.to_string())
+                    .map_err(|e| Error::invalid(format!("categories: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        let text = request.text.trim();
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return Err(Error::invalid(format!(
+                "text is longer than {MAX_TEXT_CHARS} characters"
+            )));
+        }
+        Ok(Filter {
+            area: area::parse_optional("area_code", &request.area_code)?.map(|a| GridRange::of(&a)),
+            statuses: request
+                .statuses
+                .iter()
+                .map(|&s| convert::status_to_db(s))
+                .collect::<Result<_>>()?,
+            categories,
+            levels: request
+                .levels
+                .iter()
+                .map(|&l| convert::level_to_db(l))
+                .collect::<Result<_>>()?,
+            urgencies: request
+                .urgencies
+                .iter()
+                .map(|&u| convert::urgency_to_db(u))
+                .collect::<Result<_>>()?,
+            overdue_only: request.overdue_only,
+            text: (!text.is_empty()).then(|| format!("%{}%", escape_like(text))),
+            page_size,
+            after: if request.page_token.is_empty() {
+                None
+            } else {
+                Some(Cursor::decode(&request.page_token)?)
+            },
+        })
+    }
+}
+
+/// Escapes `LIKE` wildcards so the text matches literally (backslash is the default escape).
+fn escape_like(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+/// One page of incidents, newest first, and the token of the next page (empty on the last).
+pub(crate) async fn list(
+    pool: &PgPool,
+    policy: &Policy,
+    filter: &Filter,
+    now: DateTime<Utc>,
+) -> Result<v1::ListIncidentsResponse> {
+    let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT {SUMMARY_COLUMNS} FROM incidents i WHERE true"
+    ));
+    if let Some(range) = &filter.area {
+        query
+            .push(" AND i.grid_code ~>=~ ")
+            .push_bind(range.low.clone())
+            .push(" AND i.grid_code ~<~ ")
+            .push_bind(range.high.clone());
+    }
+    if !filter.statuses.is_empty() {
+        query
+            .push(" AND i.status = ANY(")
+            .push_bind(filter.statuses.clone())
+            .push(")");
+    }
+    if !filter.categories.is_empty() {
+        query
+            .push(" AND i.category = ANY(")
+            .push_bind(filter.categories.clone())
+            .push(")");
+    }
+    if !filter.levels.is_empty() {
+        query
+            .push(" AND i.level = ANY(")
+            .push_bind(filter.levels.clone())
+            .push(")");
+    }
+    if !filter.urgencies.is_empty() {
+        query
+            .push(" AND i.urgency = ANY(")
+            .push_bind(filter.urgencies.clone())
+            .push(")");
+    }
+    if filter.overdue_only {
+        query
+            .push(" AND (i.overdue OR (i.status = ANY(")
+            .push_bind(convert::open_statuses())
+            .push(") AND i.due_at < ")
+            .push_bind(now)
+            .push("))");
+    }
+    if let Some(pattern) = &filter.text {
+        query
+            .push(" AND (i.title ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" OR i.description ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" OR i.address ILIKE ")
+            .push_bind(pattern.clone())
+            .push(")");
+    }
+    if let Some(after) = &filter.after {
+        query
+            .push(" AND (i.created_at, i.id) < (")
+            .push_bind(after.created_at)
+            .push(", ")
+            .push_bind(after.id)
+            .push(")");
+    }
+    // One row more than the page tells whether there is a next page.
+    query
+        .push(" ORDER BY i.created_at DESC, i.id DESC LIMIT ")
+        .push_bind(i64::from(filter.page_size) + 1);
+
+    let rows = query.build().fetch_all(pool).await?;
+    let more = rows.len() > filter.page_size as usize;
+    let page = &rows[..rows.len().min(filter.page_size as usize)];
+    let next_page_token = match page.last() {
+        Some(last) if more => Cursor {
+            created_at: last.try_get("created_at")?,
+            id: last.try_get("id")?,
+        }
+        .encode(),
+        _ => String::new(),
+    };
+    Ok(v1::ListIncidentsResponse {
+        incidents: page
+            .iter()
+            .map(|row| summary(row, policy, now))
+            .collect::<Result<_>>()?,
+        next_page_token,
+    })
+}
+
+/// Reads an [`v1::IncidentSummary`] from a row holding [`SUMMARY_COLUMNS`].
+fn summary(row: &PgRow, policy: &Policy, now: DateTime<Utc>) -> Result<v1::IncidentSummary> {
+    let id: Uuid = row.try_get("id")?;
+    let category: String = row.try_get("category")?;
+    let status: String = row.try_get("status")?;
+    let due_at: Option<DateTime<Utc>> = row.try_get("due_at")?;
+    let flagged: bool = row.try_get("overdue")?;
+    let open = convert::open_statuses().contains(&status.as_str());
+    let lat: Option<f64> = row.try_get("lat")?;
+    let lon: Option<f64> = row.try_get("lon")?;
+    let location = match (lat, lon) {
+        (Some(lat), Some(lon)) => Some(v1::Location {
+            lat,
+            lon,
+            address: row.try_get("address")?,
+        }),
+        _ => None,
+    };
+    Ok(v1::IncidentSummary {
+        incident_id: id.to_string(),
+        title: row.try_get("title")?,
+        category_name: policy
+            .category(&category)
+            .map(|c| c.name_zh.clone())
+            .unwrap_or_default(),
+        category,
+        urgency: convert::urgency_from_db(row.try_get("urgency")?)? as i32,
+        status: convert::status_from_db(&status)? as i32,
+        level: convert::level_from_db(row.try_get("level")?)? as i32,
+        district_code: row.try_get("district_code")?,
+        street_code: row.try_get("street_code")?,
+        community_code: row.try_get("community_code")?,
+        grid_code: row.try_get("grid_code")?,
+        reported_at: Some(convert::timestamp(row.try_get("reported_at")?)),
+        due_at: due_at.map(convert::timestamp),
+        overdue: flagged || (open && due_at.is_some_and(|due| due < now)),
+        report_count: u32::try_from(row.try_get::<i32, _>("report_count")?)
+            .map_err(|_| Error::Corrupt(format!("incident {id} has a negative report count")))?,
+        version: u64::try_from(row.try_get::<i64, _>("version")?)
+            .map_err(|_| Error::Corrupt(format!("incident {id} has a negative version")))?,
+        location,
+    })
+}
+
+/// Parses an incident id from a request.
+fn parse_incident_id(value: &str) -> Result<Uuid> {
+    if value.is_empty() {
+        return Err(Error::invalid("incident_id is required"));
+    }
+    value
+        .parse()
+        .map_err(|_| Error::invalid(format!("incident_id {value:?} is not a UUID")))
+}
+
+/// One incident with its tasks (and their departments' names), every report filed for it
+/// (duplicates attached included) and the whole timeline, read in one snapshot so they agree.
+pub(crate) async fn get(
+    pool: &PgPool,
+    policy: &Policy,
+    incident_id: &str,
+    now: DateTime<Utc>,
+) -> Result<v1::IncidentDetail> {
+    let id = parse_incident_id(incident_id)?;
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {SUMMARY_COLUMNS}, i.description, i.policy_version FROM incidents i WHERE i.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Error::not_found(format!("no incident {id}")))?;
+
+    let tasks = sqlx::query(
+        "SELECT t.task_id, t.department_code, coalesce(d.name, '') AS department_name, t.status,
+                t.dispatched_at, t.accept_due_at, t.resolve_due_at, t.accepted_at, t.resolved_at,
+                t.holder_id, t.return_reason, t.round, t.supervised
+         FROM tasks t LEFT JOIN departments d ON d.code = t.department_code
+         WHERE t.incident_id = $1 ORDER BY t.task_id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(task)
+    .collect::<Result<_>>()?;
+
+    let reports = sqlx::query(
+        "SELECT report_id, payload FROM reports WHERE incident_id = $1 ORDER BY received_at, report_id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|row| {
+        let report_id: String = row.try_get("report_id")?;
+        let payload: Vec<u8> = row.try_get("payload")?;
+        v1::Report::decode(payload.as_slice())
+            .map_err(|e| Error::Corrupt(format!("report {report_id:?} payload: {e}")))
+    })
+    .collect::<Result<_>>()?;
+
+    let timeline = sqlx::query(
+        "SELECT seq, kind, actor_id, at, note FROM timeline WHERE incident_id = $1 ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(v1::TimelineEntry {
+            seq: u64::try_from(row.try_get::<i32, _>("seq")?).map_err(|_| {
+                Error::Corrupt(format!("incident {id} has a negative timeline seq"))
+            })?,
+            kind: row.try_get("kind")?,
+            actor_id: row.try_get("actor_id")?,
+            at: Some(convert::timestamp(row.try_get("at")?)),
+            note: row.try_get("note")?,
+        })
+    })
+    .collect::<Result<_>>()?;
+    tx.commit().await?;
+
+    Ok(v1::IncidentDetail {
+        incident: Some(summary(&row, policy, now)?),
+        description: row.try_get("description")?,
+        tasks,
+        reports,
+        timeline,
+        policy_version: row.try_get("policy_version")?,
+    })
+}
+
+fn task(row: &PgRow) -> Result<v1::Task> {
+    let optional_time = |column: &str| -> Result<Option<prost_types::Timestamp>> {
+        Ok(row
+            .try_get::<Option<DateTime<Utc>>, _>(column)?
+            .map(convert::timestamp))
+    };
+    let non_negative = |column: &str| -> Result<u32> {
+        u32::try_from(row.try_get::<i32, _>(column)?)
+            .map_err(|_| Error::Corrupt(format!("task {column} is negative")))
+    };
+    let state = v1::TaskState {
+        task_id: non_negative("task_id")?,
+        department_code: row.try_get("department_code")?,
+        status: convert::task_status_from_db(row.try_get("status")?)? as i32,
+        round: non_negative("round")?,
+        dispatched_at: Some(convert::timestamp(row.try_get("dispatched_at")?)),
+        accept_due_at: Some(convert::timestamp(row.try_get("accept_due_at")?)),
+        resolve_due_at: Some(convert::timestamp(row.try_get("resolve_due_at")?)),
+        accepted_at: optional_time("accepted_at")?,
+        resolved_at: optional_time("resolved_at")?,
+        holder_id: row
+            .try_get::<Option<String>, _>("holder_id")?
+            .unwrap_or_default(),
+        return_reason: convert::return_reason_from_db(
+            row.try_get::<Option<&str>, _>("return_reason")?,
+        )? as i32,
+        supervised: row.try_get("supervised")?,
+    };
+    Ok(v1::Task {
+        state: Some(state),
+        department_name: row.try_get("department_name")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> v1::ListIncidentsRequest {
+        v1::ListIncidentsRequest::default()
+    }
+
+    #[test]
+    fn page_size_defaults_to_50_and_is_capped_at_500() {
+        assert_eq!(Filter::parse(&request()).unwrap().page_size, 50);
+        let max = v1::ListIncidentsRequest {
+            page_size: 500,
+            ..request()
+        };
+        assert_eq!(Filter::parse(&max).unwrap().page_size, 500);
+        let above = v1::ListIncidentsRequest {
+            page_size: 501,
+            ..request()
+        };
+        let Err(Error::InvalidArgument(message)) = Filter::parse(&above) else {
+            panic!("501 accepted")
+        };
+        assert_eq!(message, "page_size 501 is above the maximum of 500");
+    }
+
+    #[test]
+    fn filters_are_checked() {
+        for bad in [
+            v1::ListIncidentsRequest {
+                area_code: "1506".into(),
+                ..request()
+            },
+            v1::ListIncidentsRequest {
+                statuses: vec![0],
+                ..request()
+            },
+            v1::ListIncidentsRequest {
+                levels: vec![42],
+                ..request()
+            },
+            v1::ListIncidentsRequest {
+                urgencies: vec![0],
+                ..request()
+            },
+            v1::ListIncidentsRequest {
+                categories: vec!["heating no heat".into()],
+                ..request()
+            },
+            v1::ListIncidentsRequest {
+                text: "长".repeat(201),
+                ..request()
+            },
+            v1::ListIncidentsRequest {
+                page_token: "x".into(),
+                ..request()
+            },
+        ] {
+            assert!(
+                matches!(Filter::parse(&bad), Err(Error::InvalidArgument(_))),
+                "{bad:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn free_text_matches_literally() {
+        let filter = Filter::parse(&v1::ListIncidentsRequest {
+            text: "  100%_a\\b ".into(),
+            ..request()
+        })
+        .unwrap();
+        assert_eq!(filter.text.as_deref(), Some("%100\\%\\_a\\\\b%"));
+    }
+
+    #[test]
+    fn incident_ids_must_be_uuids() {
+        assert!(matches!(
+            parse_incident_id(""),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            parse_incident_id("42"),
+            Err(Error::InvalidArgument(_))
+        ));
+        let id = Uuid::now_v7();
+        assert_eq!(parse_incident_id(&id.to_string()).unwrap(), id);
+    }
+}

@@ -1,0 +1,68 @@
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use whistle_query::Options;
+
+/// whistle-query: the read side for the command screens, over gRPC and gRPC-web.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address for gRPC, gRPC-web, health and reflection.
+    #[arg(long, env = "WHISTLE_QUERY_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/whistle"
+    )]
+    database_url: String,
+    /// Builtin policy (ordos, ordos-demo) or a policy TOML file, for category names.
+    #[arg(long, env = "WHISTLE_POLICY", default_value = "ordos")]
+    policy: String,
+    /// Most PostgreSQL connections.
+    #[arg(long, env = "WHISTLE_QUERY_MAX_DB_CONNECTIONS", default_value_t = 8)]
+    max_db_connections: u32,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "WHISTLE_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(args.log_json);
+    let options = Options {
+        listen: args.listen,
+        database_url: args.database_url,
+        policy: args.policy,
+        max_db_connections: args.max_db_connections,
+        ..Options::default()
+    };
+    let service = options.build().await.context("starting whistle-query")?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    service.run(shutdown).await.context("whistle-query failed")
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,h2=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    shutdown.cancel();
+}
