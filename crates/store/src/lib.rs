@@ -13,7 +13,10 @@ pub mod tasks;
 
 use std::time::Duration;
 
-use sqlx::{postgres::PgPoolOptions, PgPool};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool,
+};
 
 pub use sqlx::PgPool as Pool;
 
@@ -36,10 +39,16 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Opens a pool. Connections are checked out lazily; the first query fails clearly if the server
 /// is not there.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
+    // Plan every execution with the table sizes of the moment: a generic plan cached while a table
+    // was small (a new installation, or a server without autovacuum) would keep scanning it whole
+    // once it is large.
+    let options = url
+        .parse::<PgConnectOptions>()?
+        .options([("plan_cache_mode", "force_custom_plan")]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options)
         .await?;
     Ok(pool)
 }
