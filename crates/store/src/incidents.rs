@@ -21,16 +21,27 @@ pub struct Locked {
     pub community_code: String,
 }
 
-/// Locks the incident's row (`FOR UPDATE`) and reads its state; `None` if there is no such
-/// incident.
+/// Locks the incident's row (`FOR UPDATE`), waiting for another transaction that holds it, and
+/// reads its state; `None` if there is no such incident.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Locked>> {
-    let Some(row) = sqlx::query(
+    lock_with(conn, id, "FOR UPDATE").await
+}
+
+/// Like [`lock`], but `None` at once when another transaction holds the row (`SKIP LOCKED`): the
+/// timer loop claims incidents this way, so replicas never wait on each other or on a command.
+pub async fn try_lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Locked>> {
+    lock_with(conn, id, "FOR UPDATE SKIP LOCKED").await
+}
+
+async fn lock_with(conn: &mut PgConnection, id: Uuid, locking: &str) -> Result<Option<Locked>> {
+    let sql = format!(
         "SELECT state, title, reporter_id, district_code, street_code, community_code
-         FROM incidents WHERE id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
+         FROM incidents WHERE id = $1 {locking}"
+    );
+    let Some(row) = sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
     else {
         return Ok(None);
     };

@@ -16,6 +16,8 @@ use crate::{engine, Error, Shared};
 
 /// Most timers fired per round before the loop looks at the clock again.
 const ROUND: i64 = 500;
+/// How soon to look again at a due timer whose incident was locked by someone else.
+const RETRY_SKIPPED: Duration = Duration::from_millis(20);
 
 pub(crate) struct Timers {
     pub shared: Arc<Shared>,
@@ -37,6 +39,9 @@ impl Timers {
                     match next {
                         // More were due than one round takes: go again at once.
                         _ if fired as i64 >= ROUND => Duration::ZERO,
+                        // Due but skipped (its incident was locked elsewhere): look again soon,
+                        // without spinning.
+                        Some(next) if next <= now => RETRY_SKIPPED.min(poll),
                         Some(next) => (next - now).to_std().unwrap_or(Duration::ZERO).min(poll),
                         None => poll,
                     }
@@ -78,8 +83,9 @@ impl Timers {
     ) -> Result<bool, Error> {
         let catalog = self.shared.catalog.load();
         let mut tx = self.shared.pool.begin().await?;
-        // Incident first, then the timer row: the same order as commands, so no deadlock.
-        let Some(locked) = incidents::lock(&mut tx, due.incident_id).await? else {
+        // Incident first, then the timer row: the same order as commands, so no deadlock. An
+        // incident locked elsewhere (a command, another replica) is skipped until the next round.
+        let Some(locked) = incidents::try_lock(&mut tx, due.incident_id).await? else {
             return Ok(false);
         };
         if !incidents::timer_still_due(&mut tx, due, now).await? {
