@@ -219,10 +219,16 @@ pub(crate) fn short(id: &str) -> &str {
     id.get(id.len().saturating_sub(8)..).unwrap_or(id)
 }
 
-/// The stream filter for an area: district and street are subject tokens; finer areas are
-/// filtered here.
+/// The stream filter. Incident events carry district and street in their subject; task events
+/// (`whistle.task.{department}.{kind}`) do not, so without a kind everything is read and the area
+/// is checked on each event ([`in_area`]).
 fn filter_subject(area: Option<&AreaCode>, kind: Option<&str>) -> String {
-    let kind = kind.unwrap_or(">");
+    let Some(kind) = kind else {
+        return String::new();
+    };
+    if kind.starts_with("task.") {
+        return format!("whistle.task.*.{kind}");
+    }
     match area.map(|a| (a.level(), a)) {
         None | Some((Level::City, _)) => format!("whistle.event.*.*.{kind}"),
         Some((Level::District, a)) => format!("whistle.event.{a}.*.{kind}"),
@@ -232,6 +238,22 @@ fn filter_subject(area: Option<&AreaCode>, kind: Option<&str>) -> String {
             format!("whistle.event.{district}.{street}.{kind}")
         }
     }
+}
+
+/// Whether an event happened inside `area` (the city holds everything).
+fn in_area(area: &AreaCode, event: &v1::Event) -> bool {
+    if area.level() == Level::City {
+        return true;
+    }
+    [
+        &event.grid_code,
+        &event.community_code,
+        &event.street_code,
+        &event.district_code,
+    ]
+    .into_iter()
+    .find(|code| !code.is_empty())
+    .is_some_and(|code| code.starts_with(area.as_str()))
 }
 
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
@@ -260,7 +282,14 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         .await
         .context("creating an ordered consumer")?;
     let mut messages = consumer.messages().await?;
-    eprintln!("watching {filter} (Ctrl-C to stop)");
+    eprintln!(
+        "watching {} (Ctrl-C to stop)",
+        if filter.is_empty() {
+            "all events"
+        } else {
+            &filter
+        }
+    );
     loop {
         let message = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -274,15 +303,12 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             eprintln!("#{sequence}: not a whistle.v1.Event, skipped");
             continue;
         };
-        if let Some(area) = &args.area {
-            let place = if event.grid_code.is_empty() {
-                &event.street_code
-            } else {
-                &event.grid_code
-            };
-            if area.level() < Level::Street && !place.starts_with(area.as_str()) {
-                continue;
-            }
+        if args
+            .area
+            .as_ref()
+            .is_some_and(|area| !in_area(area, &event))
+        {
+            continue;
         }
         println!("{}", names.line(sequence, &event));
     }
@@ -293,20 +319,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn filters_follow_the_area_level() {
+    fn filters_follow_the_kind_and_area() {
         let area = |s: &str| s.parse::<AreaCode>().unwrap();
-        assert_eq!(filter_subject(None, None), "whistle.event.*.*.>");
+        assert_eq!(
+            filter_subject(None, None),
+            "",
+            "everything, task events included"
+        );
+        assert_eq!(filter_subject(Some(&area("150602")), None), "");
         assert_eq!(
             filter_subject(Some(&area("150600")), Some("incident.reported")),
             "whistle.event.*.*.incident.reported"
         );
         assert_eq!(
-            filter_subject(Some(&area("150602")), None),
-            "whistle.event.150602.*.>"
+            filter_subject(Some(&area("150602001002")), Some("incident.whistled")),
+            "whistle.event.150602.150602001.incident.whistled"
         );
         assert_eq!(
-            filter_subject(Some(&area("150602001002")), None),
-            "whistle.event.150602.150602001.>"
+            filter_subject(Some(&area("150602")), Some("task.accepted")),
+            "whistle.task.*.task.accepted"
         );
+    }
+
+    #[test]
+    fn areas_are_checked_on_the_event() {
+        let area = |s: &str| s.parse::<AreaCode>().unwrap();
+        let event = v1::Event {
+            district_code: "150602".into(),
+            street_code: "150602001".into(),
+            community_code: "150602001002".into(),
+            grid_code: "150602001002003".into(),
+            ..Default::default()
+        };
+        assert!(in_area(&area("150600"), &event));
+        assert!(in_area(&area("150602"), &event));
+        assert!(in_area(&area("150602001002"), &event));
+        assert!(!in_area(&area("150602001003"), &event));
+        assert!(!in_area(&area("150603"), &event));
+        let unknown = v1::Event {
+            district_code: String::new(),
+            ..Default::default()
+        };
+        assert!(!in_area(&area("150602"), &unknown));
     }
 }
