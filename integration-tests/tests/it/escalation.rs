@@ -733,16 +733,7 @@ async fn dispatch_is_a_nats_micro_service() {
         .iter()
         .map(|e| e["subject"].as_str().unwrap())
         .collect();
-    for verb in [
-        "accept",
-        "return",
-        "resolve",
-        "escalate",
-        "verify",
-        "supervise",
-        "reassign",
-        "comment",
-    ] {
+    for verb in whistle_dispatch::commands::VERBS {
         assert!(
             subjects.contains(&format!("whistle.cmd.{verb}").as_str()),
             "{subjects:?}"

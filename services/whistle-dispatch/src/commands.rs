@@ -24,7 +24,7 @@ use whistle_domain::{
 use whistle_proto::v1::{self, command::Body, command_reply::Outcome, CommandErrorCode};
 use whistle_store::incidents;
 
-use crate::{engine, events, Catalog, Error, Shared};
+use crate::{engine, Catalog, Error, Shared};
 
 pub const SERVICE_NAME: &str = "whistle-dispatch";
 pub const SUBJECT_PREFIX: &str = "whistle.cmd";
@@ -267,11 +267,11 @@ fn ok_reply(
         outcome: Some(Outcome::Ok(v1::CommandOk {
             incident_id: incident_id.to_string(),
             version: state.version,
-            status: events::status_to_proto(state.status) as i32,
-            level: events::level_to_proto(state.level) as i32,
+            status: crate::convert::status_to_proto(state.status) as i32,
+            level: crate::convert::level_to_proto(state.level) as i32,
             task_id: task.map(|t| t.id.to_string()).unwrap_or_default(),
-            task_status: task.map_or(0, |t| events::task_status_to_proto(t.status) as i32),
-            applied_at: Some(events::timestamp(now)),
+            task_status: task.map_or(0, |t| crate::convert::task_status_to_proto(t.status) as i32),
+            applied_at: Some(crate::convert::timestamp(now)),
         })),
     }
 }

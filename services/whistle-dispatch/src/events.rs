@@ -4,13 +4,19 @@ use chrono::{DateTime, Utc};
 use prost::Message as _;
 use uuid::Uuid;
 use whistle_domain::{
-    incident::{Incident, ReturnReason, Satisfaction, Status, Task, TaskStatus},
+    incident::{Incident, Task},
     AreaCode, Level,
 };
 use whistle_proto::v1;
 use whistle_store::intake::{Attachment, ClusterAlert, NewIncident, OutboxEvent};
 
-use crate::validate::{Rejection, ValidReport};
+use crate::{
+    convert::{
+        level_to_proto, return_reason_to_proto, satisfaction_to_proto, status_to_proto,
+        task_status_to_proto, timestamp,
+    },
+    validate::{Rejection, ValidReport},
+};
 
 pub const INCIDENT_REPORTED: &str = "incident.reported";
 pub const REPORT_REJECTED: &str = "report.rejected";
@@ -21,23 +27,6 @@ pub const UNKNOWN_AREA: &str = "unknown";
 /// `whistle.event.{district}.{street}.{kind}`.
 pub fn incident_subject(district: &str, street: &str, kind: &str) -> String {
     format!("whistle.event.{district}.{street}.{kind}")
-}
-
-pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
-
-pub fn level_to_proto(level: Level) -> v1::Level {
-    match level {
-        Level::Grid => v1::Level::Grid,
-        Level::Community => v1::Level::Community,
-        Level::Street => v1::Level::Street,
-        Level::District => v1::Level::District,
-        Level::City => v1::Level::City,
-    }
 }
 
 fn area(grid: Option<&AreaCode>, level: Level) -> String {
@@ -131,47 +120,6 @@ pub fn report_rejected(
 
 pub const REPORT_ATTACHED: &str = "report.attached";
 pub const CLUSTER_ALERT: &str = "cluster.alert";
-
-pub fn status_to_proto(status: Status) -> v1::IncidentStatus {
-    match status {
-        Status::Handling => v1::IncidentStatus::Handling,
-        Status::Whistled => v1::IncidentStatus::Whistled,
-        Status::Accepted => v1::IncidentStatus::Accepted,
-        Status::Resolved => v1::IncidentStatus::Resolved,
-        Status::Closed => v1::IncidentStatus::Closed,
-        Status::ClosedUnverified => v1::IncidentStatus::ClosedUnverified,
-        Status::Duplicate => v1::IncidentStatus::Duplicate,
-    }
-}
-
-pub fn task_status_to_proto(status: TaskStatus) -> v1::TaskStatus {
-    match status {
-        TaskStatus::Dispatched => v1::TaskStatus::Dispatched,
-        TaskStatus::Accepted => v1::TaskStatus::Accepted,
-        TaskStatus::Returned => v1::TaskStatus::Returned,
-        TaskStatus::Resolved => v1::TaskStatus::Resolved,
-        TaskStatus::Supervised => v1::TaskStatus::Supervised,
-        TaskStatus::Cancelled => v1::TaskStatus::Cancelled,
-    }
-}
-
-pub fn return_reason_to_proto(reason: ReturnReason) -> v1::ReturnReason {
-    match reason {
-        ReturnReason::NotOurDuty => v1::ReturnReason::NotOurDuty,
-        ReturnReason::WrongArea => v1::ReturnReason::WrongArea,
-        ReturnReason::UnclearOwnership => v1::ReturnReason::UnclearOwnership,
-        ReturnReason::OverlappingDuties => v1::ReturnReason::OverlappingDuties,
-        ReturnReason::InsufficientInformation => v1::ReturnReason::InsufficientInformation,
-    }
-}
-
-pub fn satisfaction_to_proto(satisfaction: Satisfaction) -> v1::Satisfaction {
-    match satisfaction {
-        Satisfaction::Satisfied => v1::Satisfaction::Satisfied,
-        Satisfaction::BasicallySatisfied => v1::Satisfaction::BasicallySatisfied,
-        Satisfaction::Unsatisfied => v1::Satisfaction::Unsatisfied,
-    }
-}
 
 pub fn task_state(task: &Task) -> v1::TaskState {
     v1::TaskState {

@@ -343,7 +343,7 @@ fn new_incident(
         &valid,
         incident_id,
         state.level,
-        events::status_to_proto(state.status),
+        crate::convert::status_to_proto(state.status),
         &category.name_zh,
         now,
     );

@@ -9,6 +9,7 @@
 
 pub mod clock;
 pub mod commands;
+pub mod convert;
 mod engine;
 mod events;
 mod intake;

@@ -5,7 +5,8 @@
 //! dispatch writes these columns from the same domain enums. Request enums are checked too: an
 //! unspecified or unknown value in a filter is INVALID_ARGUMENT.
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
+use whistle_dispatch::convert;
 use whistle_domain::{
     incident::{ReturnReason, Status, TaskStatus},
     Level,
@@ -20,15 +21,7 @@ fn corrupt(what: &str, value: &str) -> Error {
 
 pub(crate) fn status_from_db(value: &str) -> Result<v1::IncidentStatus> {
     let status: Status = value.parse().map_err(|_| corrupt("status", value))?;
-    Ok(match status {
-        Status::Handling => v1::IncidentStatus::Handling,
-        Status::Whistled => v1::IncidentStatus::Whistled,
-        Status::Accepted => v1::IncidentStatus::Accepted,
-        Status::Resolved => v1::IncidentStatus::Resolved,
-        Status::Closed => v1::IncidentStatus::Closed,
-        Status::ClosedUnverified => v1::IncidentStatus::ClosedUnverified,
-        Status::Duplicate => v1::IncidentStatus::Duplicate,
-    })
+    Ok(convert::status_to_proto(status))
 }
 
 /// The stored name of a requested status. `REPORTED` is a wire status the engine never stores
@@ -71,17 +64,7 @@ pub(crate) fn resolved_statuses() -> Vec<&'static str> {
 
 pub(crate) fn level_from_db(value: &str) -> Result<v1::Level> {
     let level: Level = value.parse().map_err(|_| corrupt("level", value))?;
-    Ok(level_to_proto(level))
-}
-
-pub(crate) fn level_to_proto(level: Level) -> v1::Level {
-    match level {
-        Level::Grid => v1::Level::Grid,
-        Level::Community => v1::Level::Community,
-        Level::Street => v1::Level::Street,
-        Level::District => v1::Level::District,
-        Level::City => v1::Level::City,
-    }
+    Ok(convert::level_to_proto(level))
 }
 
 pub(crate) fn level_to_db(value: i32) -> Result<&'static str> {
@@ -121,14 +104,7 @@ pub(crate) fn urgency_to_db(value: i32) -> Result<&'static str> {
 
 pub(crate) fn task_status_from_db(value: &str) -> Result<v1::TaskStatus> {
     let status: TaskStatus = value.parse().map_err(|_| corrupt("task status", value))?;
-    Ok(match status {
-        TaskStatus::Dispatched => v1::TaskStatus::Dispatched,
-        TaskStatus::Accepted => v1::TaskStatus::Accepted,
-        TaskStatus::Returned => v1::TaskStatus::Returned,
-        TaskStatus::Resolved => v1::TaskStatus::Resolved,
-        TaskStatus::Supervised => v1::TaskStatus::Supervised,
-        TaskStatus::Cancelled => v1::TaskStatus::Cancelled,
-    })
+    Ok(convert::task_status_to_proto(status))
 }
 
 pub(crate) fn return_reason_from_db(value: Option<&str>) -> Result<v1::ReturnReason> {
@@ -136,21 +112,10 @@ pub(crate) fn return_reason_from_db(value: Option<&str>) -> Result<v1::ReturnRea
         return Ok(v1::ReturnReason::Unspecified);
     };
     let reason: ReturnReason = value.parse().map_err(|_| corrupt("return reason", value))?;
-    Ok(match reason {
-        ReturnReason::NotOurDuty => v1::ReturnReason::NotOurDuty,
-        ReturnReason::WrongArea => v1::ReturnReason::WrongArea,
-        ReturnReason::UnclearOwnership => v1::ReturnReason::UnclearOwnership,
-        ReturnReason::OverlappingDuties => v1::ReturnReason::OverlappingDuties,
-        ReturnReason::InsufficientInformation => v1::ReturnReason::InsufficientInformation,
-    })
+    Ok(convert::return_reason_to_proto(reason))
 }
 
-pub(crate) fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
+pub(crate) use convert::timestamp;
 
 /// A non-negative duration (how late something is); a negative one is clamped to zero.
 pub(crate) fn duration(delta: TimeDelta) -> prost_types::Duration {

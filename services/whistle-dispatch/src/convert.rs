@@ -1,0 +1,67 @@
+//! Conversions from the domain's types to the `whistle.v1` wire types, shared by dispatch's
+//! events and replies and by the query service.
+
+use chrono::{DateTime, Utc};
+use whistle_domain::{
+    incident::{ReturnReason, Satisfaction, Status, TaskStatus},
+    Level,
+};
+use whistle_proto::v1;
+
+pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn level_to_proto(level: Level) -> v1::Level {
+    match level {
+        Level::Grid => v1::Level::Grid,
+        Level::Community => v1::Level::Community,
+        Level::Street => v1::Level::Street,
+        Level::District => v1::Level::District,
+        Level::City => v1::Level::City,
+    }
+}
+
+pub fn status_to_proto(status: Status) -> v1::IncidentStatus {
+    match status {
+        Status::Handling => v1::IncidentStatus::Handling,
+        Status::Whistled => v1::IncidentStatus::Whistled,
+        Status::Accepted => v1::IncidentStatus::Accepted,
+        Status::Resolved => v1::IncidentStatus::Resolved,
+        Status::Closed => v1::IncidentStatus::Closed,
+        Status::ClosedUnverified => v1::IncidentStatus::ClosedUnverified,
+        Status::Duplicate => v1::IncidentStatus::Duplicate,
+    }
+}
+
+pub fn task_status_to_proto(status: TaskStatus) -> v1::TaskStatus {
+    match status {
+        TaskStatus::Dispatched => v1::TaskStatus::Dispatched,
+        TaskStatus::Accepted => v1::TaskStatus::Accepted,
+        TaskStatus::Returned => v1::TaskStatus::Returned,
+        TaskStatus::Resolved => v1::TaskStatus::Resolved,
+        TaskStatus::Supervised => v1::TaskStatus::Supervised,
+        TaskStatus::Cancelled => v1::TaskStatus::Cancelled,
+    }
+}
+
+pub fn return_reason_to_proto(reason: ReturnReason) -> v1::ReturnReason {
+    match reason {
+        ReturnReason::NotOurDuty => v1::ReturnReason::NotOurDuty,
+        ReturnReason::WrongArea => v1::ReturnReason::WrongArea,
+        ReturnReason::UnclearOwnership => v1::ReturnReason::UnclearOwnership,
+        ReturnReason::OverlappingDuties => v1::ReturnReason::OverlappingDuties,
+        ReturnReason::InsufficientInformation => v1::ReturnReason::InsufficientInformation,
+    }
+}
+
+pub fn satisfaction_to_proto(satisfaction: Satisfaction) -> v1::Satisfaction {
+    match satisfaction {
+        Satisfaction::Satisfied => v1::Satisfaction::Satisfied,
+        Satisfaction::BasicallySatisfied => v1::Satisfaction::BasicallySatisfied,
+        Satisfaction::Unsatisfied => v1::Satisfaction::Unsatisfied,
+    }
+}
