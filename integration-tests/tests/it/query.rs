@@ -33,10 +33,15 @@ struct Query {
 }
 
 impl Query {
-    async fn start(db: &TestDb, clock: Arc<dyn whistle_dispatch::Clock>) -> Query {
+    async fn start(
+        nats: &NatsServer,
+        db: &TestDb,
+        clock: Arc<dyn whistle_dispatch::Clock>,
+    ) -> Query {
         let options = whistle_query::Options {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),
+            nats_url: nats.url(),
             max_db_connections: 4,
             ..Default::default()
         };
@@ -91,7 +96,7 @@ impl Stack {
         let clock = ManualClock::new(ten_o_clock_in_ordos());
         let dispatch =
             Dispatch::start_with_clock(dispatch_options(&nats, &db), Arc::new(clock.clone())).await;
-        let query = Query::start(&db, Arc::new(clock.clone())).await;
+        let query = Query::start(&nats, &db, Arc::new(clock.clone())).await;
         let client = CommandCenterClient::connect(query.url())
             .await
             .expect("connecting to the query service");
@@ -1433,8 +1438,9 @@ async fn health_reflection_and_grpc_web_share_the_listener() {
 
 #[tokio::test]
 async fn shutdown_stops_the_listener_and_returns_cleanly() {
+    let nats = NatsServer::start().await;
     let db = TestDb::create().await;
-    let query = Query::start(&db, Arc::new(whistle_dispatch::SystemClock)).await;
+    let query = Query::start(&nats, &db, Arc::new(whistle_dispatch::SystemClock)).await;
     let mut client = CommandCenterClient::connect(query.url()).await.unwrap();
     let tree = client
         .get_org_tree(v1::GetOrgTreeRequest {

@@ -23,6 +23,7 @@ use crate::{
 #[derive(Debug, Clone)]
 pub(crate) struct CommandCenter {
     pub pool: PgPool,
+    pub nats: async_nats::Client,
     /// For category names; incidents keep their own policy version.
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,

@@ -18,6 +18,8 @@ pub enum Error {
     /// A stored value this service cannot read (dispatch wrote something unexpected).
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error("NATS: {0}")]
+    Nats(String),
     #[error("policy: {0}")]
     Policy(String),
     #[error("listening on {addr}: {source}")]
@@ -74,7 +76,7 @@ impl From<Error> for Status {
                 tracing::error!(error = %error, "stored data is inconsistent");
                 Status::internal("stored data is inconsistent")
             }
-            Error::Policy(_) | Error::Bind { .. } | Error::Reflection(_) | Error::Serve(_) => {
+            Error::Nats(_) | Error::Policy(_) | Error::Bind { .. } | Error::Reflection(_) | Error::Serve(_) => {
                 tracing::error!(error = %error, "server error");
                 Status::internal(error.to_string())
             }

@@ -60,6 +60,8 @@ pub struct Options {
     /// Address of the one listener (gRPC, gRPC-web, health, reflection); port 0 picks a free one.
     pub listen: SocketAddr,
     pub database_url: String,
+    /// NATS, for `WatchEvents`, the live aggregates and forwarding `whistle.v1.Dispatch` commands.
+    pub nats_url: String,
     pub max_db_connections: u32,
     /// A builtin policy name (`ordos`, `ordos-demo`) or the path of a policy TOML file; used for
     /// category names.
@@ -73,6 +75,7 @@ impl Default for Options {
         Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: "postgres://postgres@127.0.0.1:5432/whistle".into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
             max_db_connections: 8,
             policy: "ordos".into(),
             statement_timeout_ms: 30_000,
@@ -98,6 +101,11 @@ impl Options {
         let policy = whistle_dispatch::load_policy(&self.policy)
             .map_err(|e| Error::Policy(e.to_string()))?;
         let pool = connect_read_only(&self).await?;
+        let nats = async_nats::ConnectOptions::new()
+            .name("whistle-query")
+            .connect(&self.nats_url)
+            .await
+            .map_err(|e| Error::Nats(format!("connecting to {}: {e}", self.nats_url)))?;
         let incoming = TcpIncoming::bind(self.listen)
             .map_err(|source| Error::Bind {
                 addr: self.listen,
@@ -114,6 +122,7 @@ impl Options {
             local_addr,
             handlers: CommandCenter {
                 pool,
+                nats,
                 policy: Arc::new(policy),
                 clock,
             },

@@ -18,6 +18,8 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/whistle"
     )]
     database_url: String,
+    #[arg(long, env = "WHISTLE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
     /// Builtin policy (ordos, ordos-demo) or a policy TOML file, for category names.
     #[arg(long, env = "WHISTLE_POLICY", default_value = "ordos")]
     policy: String,
@@ -36,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let options = Options {
         listen: args.listen,
         database_url: args.database_url,
+        nats_url: args.nats_url,
         policy: args.policy,
         max_db_connections: args.max_db_connections,
         ..Options::default()
