@@ -1,4 +1,4 @@
-//! Generates the server side of `whistle.v1.CommandCenter` for this crate.
+//! Generates the server side of `whistle.v1.CommandCenter` and `whistle.v1.Dispatch` for this crate.
 //!
 //! The messages are not generated again: `.whistle.v1` maps to `whistle_proto::v1`, so the types
 //! are the ones every other crate uses. Only the server trait is generated here, with default
@@ -10,12 +10,13 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let file = proto_root.join("whistle/v1/command_center.proto");
+    let files =
+        ["command_center.proto", "dispatch.proto"].map(|f| proto_root.join("whistle/v1").join(f));
     println!(
         "cargo:rerun-if-changed={}",
         proto_root.join("whistle/v1").display()
     );
-    let descriptors = protox::compile([&file], [&proto_root])?;
+    let descriptors = protox::compile(&files, [&proto_root])?;
     tonic_prost_build::configure()
         .build_client(false)
         .build_server(true)

@@ -10,6 +10,7 @@ pub mod intake;
 pub mod org;
 pub mod outbox;
 pub mod tasks;
+pub mod tokens;
 
 use std::time::Duration;
 

@@ -164,6 +164,23 @@ impl TestDb {
         }
     }
 
+    /// A bearer token for the query service, made as `whistle token create` makes it. `scope`
+    /// is an area code, or a department code for liaisons.
+    pub async fn token(&self, role: whistle_store::tokens::Role, scope: &str) -> String {
+        use whistle_store::tokens::{NewToken, Role};
+        let department = scope.contains('-') || role == Role::Liaison;
+        let new = NewToken {
+            role: Some(role),
+            area_code: (!department).then(|| scope.to_owned()),
+            department_code: department.then(|| scope.to_owned()),
+            ..Default::default()
+        };
+        whistle_store::tokens::create(&self.pool, &new, chrono::Utc::now())
+            .await
+            .unwrap_or_else(|e| panic!("creating a {role:?} token for {scope}: {e}"))
+            .1
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql)
             .fetch_one(&self.pool)
@@ -446,4 +463,45 @@ pub async fn stream_len(js: &jetstream::Context, name: &str) -> u64 {
         Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
         Err(_) => 0,
     }
+}
+
+/// Adds `authorization: Bearer <token>` to every call of a tonic client.
+#[derive(Clone)]
+pub struct Bearer(pub tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    pub fn new(token: &str) -> Bearer {
+        Bearer(format!("Bearer {token}").parse().expect("a token is ASCII"))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type Authed =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// A `CommandCenter` client of the query service at `url` sending `token`.
+pub async fn command_center(
+    url: &str,
+    token: &str,
+) -> whistle_proto::v1::command_center_client::CommandCenterClient<Authed> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .expect("a query URL")
+        .connect()
+        .await
+        .expect("connecting to the query service");
+    whistle_proto::v1::command_center_client::CommandCenterClient::with_interceptor(
+        channel,
+        Bearer::new(token),
+    )
 }

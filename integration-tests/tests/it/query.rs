@@ -20,6 +20,7 @@ use whistle_domain::{AreaCode, Level};
 use whistle_proto::v1::{
     self, command::Body, command_center_client::CommandCenterClient, command_reply::Outcome,
 };
+use whistle_store::tokens::Role;
 
 use crate::harness::*;
 
@@ -74,7 +75,9 @@ struct Stack {
     reporter: Reporter,
     nats: async_nats::Client,
     query: Query,
-    client: CommandCenterClient<Channel>,
+    /// A city operator's token, and a client sending it.
+    token: String,
+    client: CommandCenterClient<Authed>,
 }
 
 /// 10:00 today in Ordos (UTC+8), so that the test's hours stay inside one calendar day.
@@ -97,10 +100,10 @@ impl Stack {
         let dispatch =
             Dispatch::start_with_clock(dispatch_options(&nats, &db), Arc::new(clock.clone())).await;
         let query = Query::start(&nats, &db, Arc::new(clock.clone())).await;
-        let client = CommandCenterClient::connect(query.url())
-            .await
-            .expect("connecting to the query service");
+        let token = db.token(Role::Operator, "150600").await;
+        let client = command_center(&query.url(), &token).await;
         Stack {
+            token,
             reporter: Reporter::connect(&nats).await,
             nats: async_nats::connect(nats.url()).await.expect("connect"),
             _nats: nats,
@@ -1235,15 +1238,20 @@ async fn overview_counts_today_and_the_three_rates() {
 
 /// One gRPC-web call over plain HTTP/1.1, as a browser makes it: the body and the trailers come
 /// back as length-prefixed frames in one HTTP response.
-async fn grpc_web_call(addr: SocketAddr, path: &str, message: &[u8]) -> (String, Vec<u8>, String) {
+async fn grpc_web_call(
+    addr: SocketAddr,
+    token: &str,
+    path: &str,
+    message: &[u8],
+) -> (String, Vec<u8>, String) {
     let mut body = vec![0u8];
     body.extend_from_slice(&(message.len() as u32).to_be_bytes());
     body.extend_from_slice(message);
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/grpc-web+proto\r\n\
-         Accept: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
+         Accept: application/grpc-web+proto\r\nX-Grpc-Web: 1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -1311,7 +1319,7 @@ async fn health_reflection_and_grpc_web_share_the_listener() {
 
     let channel = Channel::from_shared(url).unwrap().connect().await.unwrap();
     let mut health = HealthClient::new(channel.clone());
-    for service in ["", "whistle.v1.CommandCenter"] {
+    for service in ["", "whistle.v1.CommandCenter", "whistle.v1.Dispatch"] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -1410,6 +1418,7 @@ async fn health_reflection_and_grpc_web_share_the_listener() {
     };
     let (headers, data, trailers) = grpc_web_call(
         stack.query.addr,
+        &stack.token,
         "/whistle.v1.CommandCenter/GetOrgTree",
         &request.encode_to_vec(),
     )
@@ -1426,14 +1435,32 @@ async fn health_reflection_and_grpc_web_share_the_listener() {
     assert_eq!(tree.code, "150602");
     assert!(!tree.children.is_empty());
 
-    // What this slice does not serve yet answers UNIMPLEMENTED, like any unknown method.
-    let scoreboard = stack
-        .client
-        .clone()
-        .get_scoreboard(v1::GetScoreboardRequest::default())
+    // Prometheus metrics, counting the calls above by path and status.
+    let metrics = http_get(stack.query.addr, "/metrics").await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"whistle_query_requests_total{path="/whistle.v1.CommandCenter/GetOrgTree",code="0"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("whistle_query_watch_streams 0"),
+        "{metrics}"
+    );
+}
+
+/// A plain HTTP/1.1 GET; the whole response, headers and body.
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
         .await
-        .unwrap_err();
-    assert_eq!(scoreboard.code(), Code::Unimplemented);
+        .expect("the HTTP response")
+        .unwrap();
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 #[tokio::test]
@@ -1441,7 +1468,13 @@ async fn shutdown_stops_the_listener_and_returns_cleanly() {
     let nats = NatsServer::start().await;
     let db = TestDb::create().await;
     let query = Query::start(&nats, &db, Arc::new(whistle_dispatch::SystemClock)).await;
-    let mut client = CommandCenterClient::connect(query.url()).await.unwrap();
+    let mut client = command_center(&query.url(), &db.token(Role::Viewer, "150600").await).await;
+    // An open event stream does not hold the server open: it is ended with UNAVAILABLE.
+    let mut events = client
+        .watch_events(v1::WatchEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     let tree = client
         .get_org_tree(v1::GetOrgTreeRequest {
             root_code: String::new(),
@@ -1454,6 +1487,10 @@ async fn shutdown_stops_the_listener_and_returns_cleanly() {
     drop(client);
 
     query.shutdown.cancel();
+    let ended = tokio::time::timeout(WAIT, events.message())
+        .await
+        .expect("the stream ends at shutdown");
+    assert_eq!(ended.unwrap_err().code(), Code::Unavailable);
     tokio::time::timeout(WAIT, query.task)
         .await
         .expect("stops in time")

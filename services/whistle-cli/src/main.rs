@@ -6,6 +6,7 @@ mod load;
 mod report;
 mod simulate;
 mod tasks;
+mod token;
 mod watch;
 
 use std::time::Duration;
@@ -71,6 +72,9 @@ enum Command {
     Incident(incident::Args),
     #[command(flatten)]
     Field(commands::Field),
+    /// Bearer tokens for the query service (create, list, revoke).
+    #[command(subcommand)]
+    Token(token::Args),
     /// Play grid workers, handlers, liaisons and follow-ups at once against a running platform.
     Simulate(simulate::Args),
 }
@@ -135,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Simulate(args) => simulate::run(&cli.conn, args).await?,
+        Command::Token(args) => token::run(&cli.conn, args).await?,
         Command::Categories => {
             let policy = whistle_dispatch::load_policy(&cli.conn.policy)?;
             println!("policy {}", policy.version());
@@ -167,7 +172,7 @@ pub async fn connect_nats(conn: &Connection) -> anyhow::Result<async_nats::Clien
         .with_context(|| format!("connecting to NATS at {}", conn.nats_url))
 }
 
-/// Parses `90s`, `10m`, `2h`, `500ms` or a bare number of seconds.
+/// Parses `90s`, `10m`, `2h`, `30d`, `500ms` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -182,7 +187,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m or h")),
+        "d" => value * 86_400.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?}; use ms, s, m, h or d"
+            ))
+        }
     };
     Ok(Duration::from_secs_f64(seconds))
 }

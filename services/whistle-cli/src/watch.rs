@@ -221,7 +221,7 @@ pub(crate) fn short(id: &str) -> &str {
 
 /// The stream filter. Incident events carry district and street in their subject; task events
 /// (`whistle.task.{department}.{kind}`) do not, so without a kind everything is read and the area
-/// is checked on each event ([`in_area`]).
+/// is checked on each event ([`whistle_dispatch::streams::event_in_area`]).
 fn filter_subject(area: Option<&AreaCode>, kind: Option<&str>) -> String {
     let Some(kind) = kind else {
         return String::new();
@@ -241,21 +241,6 @@ fn filter_subject(area: Option<&AreaCode>, kind: Option<&str>) -> String {
 }
 
 /// Whether an event happened inside `area` (the city holds everything).
-fn in_area(area: &AreaCode, event: &v1::Event) -> bool {
-    if area.level() == Level::City {
-        return true;
-    }
-    [
-        &event.grid_code,
-        &event.community_code,
-        &event.street_code,
-        &event.district_code,
-    ]
-    .into_iter()
-    .find(|code| !code.is_empty())
-    .is_some_and(|code| code.starts_with(area.as_str()))
-}
-
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     let policy = whistle_dispatch::load_policy(&conn.policy)?;
     let names = Names::new(&policy);
@@ -306,7 +291,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         if args
             .area
             .as_ref()
-            .is_some_and(|area| !in_area(area, &event))
+            .is_some_and(|area| !whistle_dispatch::streams::event_in_area(area, &event))
         {
             continue;
         }
@@ -351,15 +336,33 @@ mod tests {
             grid_code: "150602001002003".into(),
             ..Default::default()
         };
-        assert!(in_area(&area("150600"), &event));
-        assert!(in_area(&area("150602"), &event));
-        assert!(in_area(&area("150602001002"), &event));
-        assert!(!in_area(&area("150602001003"), &event));
-        assert!(!in_area(&area("150603"), &event));
+        assert!(whistle_dispatch::streams::event_in_area(
+            &area("150600"),
+            &event
+        ));
+        assert!(whistle_dispatch::streams::event_in_area(
+            &area("150602"),
+            &event
+        ));
+        assert!(whistle_dispatch::streams::event_in_area(
+            &area("150602001002"),
+            &event
+        ));
+        assert!(!whistle_dispatch::streams::event_in_area(
+            &area("150602001003"),
+            &event
+        ));
+        assert!(!whistle_dispatch::streams::event_in_area(
+            &area("150603"),
+            &event
+        ));
         let unknown = v1::Event {
             district_code: String::new(),
             ..Default::default()
         };
-        assert!(!in_area(&area("150602"), &unknown));
+        assert!(!whistle_dispatch::streams::event_in_area(
+            &area("150602"),
+            &unknown
+        ));
     }
 }

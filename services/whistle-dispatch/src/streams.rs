@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 
+use whistle_domain::{AreaCode, Level};
+use whistle_proto::v1;
+
 use crate::Error;
 
 pub const REPORTS: &str = "WHISTLE_REPORTS";
@@ -12,6 +15,24 @@ pub const REJECTED: &str = "WHISTLE_REJECTED";
 
 pub const REPORT_SUBJECTS: &str = "whistle.report.>";
 pub const REJECTED_PREFIX: &str = "whistle.rejected";
+
+/// Whether an event of `WHISTLE_EVENTS` happened inside `area`, judged by the most precise org
+/// code it carries. Events with no place (a rejected report with a bad subject) belong to the
+/// city alone.
+pub fn event_in_area(area: &AreaCode, event: &v1::Event) -> bool {
+    if area.level() == Level::City {
+        return true;
+    }
+    [
+        &event.grid_code,
+        &event.community_code,
+        &event.street_code,
+        &event.district_code,
+    ]
+    .into_iter()
+    .find(|code| !code.is_empty())
+    .is_some_and(|code| code.starts_with(area.as_str()))
+}
 
 /// Stream settings that operators may tune.
 #[derive(Debug, Clone)]

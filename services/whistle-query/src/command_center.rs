@@ -1,29 +1,35 @@
 //! The `whistle.v1.CommandCenter` handlers: parse the request, read, answer. Errors become
 //! `tonic::Status` through `From<Error>` (error.rs), nowhere else.
 //!
-//! `GetScoreboard` and `WatchEvents` are not implemented here: the generated trait's default
-//! answers UNIMPLEMENTED for them (see build.rs).
+//! `GetScoreboard` is not implemented here: the generated trait's default answers UNIMPLEMENTED
+//! for it (see build.rs).
 
 use std::sync::Arc;
 
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use whistle_dispatch::Clock;
 use whistle_domain::policy::Policy;
 use whistle_proto::v1;
 
 use crate::{
-    area,
+    auth::Auth,
     generated::command_center_server,
     incidents::{self, Filter},
-    org_tree, overdue, overview,
+    metrics::Metrics,
+    org_tree, overdue, overview, watch, Error,
 };
 
 /// The handlers' shared state; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct CommandCenter {
     pub pool: PgPool,
-    pub nats: async_nats::Client,
+    pub auth: Auth,
+    pub feed: watch::Feed,
+    pub metrics: Metrics,
+    /// Cancelled at shutdown, ending the watch streams.
+    pub streams: CancellationToken,
     /// For category names; incidents keep their own policy version.
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,
@@ -31,17 +37,35 @@ pub(crate) struct CommandCenter {
 
 #[tonic::async_trait]
 impl command_center_server::CommandCenter for CommandCenter {
+    async fn watch_events(
+        &self,
+        request: Request<v1::WatchEventsRequest>,
+    ) -> Result<Response<watch::Responses>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let request = request.into_inner();
+        let area = principal.read_area("area_code", &request.area_code)?;
+        let filter = watch::Filter::new(area, &request.kinds)?;
+        Ok(Response::new(watch::watch(
+            &self.feed,
+            filter,
+            request.since_sequence,
+            self.metrics.clone(),
+            self.streams.clone(),
+        )))
+    }
+
     async fn get_overview(
         &self,
         request: Request<v1::GetOverviewRequest>,
     ) -> Result<Response<v1::Overview>, Status> {
+        let principal = self.auth.principal(&request).await?;
         let request = request.into_inner();
-        let area = area::parse_optional("area_code", &request.area_code)?;
+        let area = principal.read_area("area_code", &request.area_code)?;
         let window = overview::parse_window(request.window.as_ref())?;
         let overview = overview::read(
             &self.pool,
-            &request.area_code,
-            area.as_ref(),
+            area.as_str(),
+            Some(&area),
             window,
             self.clock.now(),
         )
@@ -53,7 +77,9 @@ impl command_center_server::CommandCenter for CommandCenter {
         &self,
         request: Request<v1::ListIncidentsRequest>,
     ) -> Result<Response<v1::ListIncidentsResponse>, Status> {
-        let filter = Filter::parse(request.get_ref())?;
+        let principal = self.auth.principal(&request).await?;
+        let area = principal.read_area("area_code", &request.get_ref().area_code)?;
+        let filter = Filter::parse(request.get_ref(), &area)?;
         let page = incidents::list(&self.pool, &self.policy, &filter, self.clock.now()).await?;
         Ok(Response::new(page))
     }
@@ -62,6 +88,7 @@ impl command_center_server::CommandCenter for CommandCenter {
         &self,
         request: Request<v1::GetIncidentRequest>,
     ) -> Result<Response<v1::IncidentDetail>, Status> {
+        let principal = self.auth.principal(&request).await?;
         let detail = incidents::get(
             &self.pool,
             &self.policy,
@@ -69,6 +96,15 @@ impl command_center_server::CommandCenter for CommandCenter {
             self.clock.now(),
         )
         .await?;
+        let grid = detail
+            .incident
+            .as_ref()
+            .map(|i| i.grid_code.parse())
+            .transpose()
+            .map_err(|e| Error::Corrupt(format!("incident grid code: {e}")))?;
+        if let Some(grid) = grid.filter(|grid| !principal.may_see(grid)) {
+            return Err(principal.outside(&grid).into());
+        }
         Ok(Response::new(detail))
     }
 
@@ -76,8 +112,9 @@ impl command_center_server::CommandCenter for CommandCenter {
         &self,
         request: Request<v1::ListOverdueRequest>,
     ) -> Result<Response<v1::ListOverdueResponse>, Status> {
-        let area = area::parse_optional("area_code", &request.get_ref().area_code)?;
-        let items = overdue::list(&self.pool, area.as_ref(), self.clock.now()).await?;
+        let principal = self.auth.principal(&request).await?;
+        let area = principal.read_area("area_code", &request.get_ref().area_code)?;
+        let items = overdue::list(&self.pool, Some(&area), self.clock.now()).await?;
         Ok(Response::new(items))
     }
 
@@ -85,6 +122,8 @@ impl command_center_server::CommandCenter for CommandCenter {
         &self,
         request: Request<v1::GetOrgTreeRequest>,
     ) -> Result<Response<v1::OrgNode>, Status> {
+        // The org tree is the city's public structure: any valid token may read all of it.
+        self.auth.principal(&request).await?;
         let request = request.into_inner();
         let tree = org_tree::read(&self.pool, &request.root_code, request.depth).await?;
         Ok(Response::new(tree))

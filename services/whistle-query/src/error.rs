@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use tonic::Status;
+use whistle_proto::v1::CommandErrorCode;
 
 /// Errors of the query service: a request's own fault, something missing, or the database.
 #[derive(Debug, thiserror::Error)]
@@ -13,11 +14,25 @@ pub enum Error {
     /// What the request names does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// No token, or one that is unknown, revoked or expired.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The token does not reach what the request names.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Dispatch refused a command; nothing changed.
+    #[error("{1}")]
+    Refused(whistle_proto::v1::CommandErrorCode, String),
+    /// Something this service needs is not answering now; worth a retry.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// A stored value this service cannot read (dispatch wrote something unexpected).
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("NATS: {0}")]
     Nats(String),
     #[error("policy: {0}")]
@@ -57,6 +72,22 @@ fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// A command error of dispatch as the gRPC code the `whistle.v1.Dispatch` contract names.
+fn refused(code: CommandErrorCode, message: String) -> Status {
+    match code {
+        CommandErrorCode::NotFound => Status::not_found(message),
+        CommandErrorCode::Forbidden => Status::permission_denied(message),
+        CommandErrorCode::InvalidTransition => Status::failed_precondition(message),
+        CommandErrorCode::Stale => Status::aborted(message),
+        CommandErrorCode::InvalidArgument => Status::invalid_argument(message),
+        CommandErrorCode::Unavailable => Status::unavailable(message),
+        CommandErrorCode::Unspecified => {
+            tracing::error!(%message, "dispatch answered an error without a code");
+            Status::internal(message)
+        }
+    }
+}
+
 impl From<Error> for Status {
     /// Client mistakes keep their message; server-side failures are logged here, once, and the
     /// client gets a short message without SQL or stored values.
@@ -64,6 +95,10 @@ impl From<Error> for Status {
         match error {
             Error::InvalidArgument(message) => Status::invalid_argument(message),
             Error::NotFound(message) => Status::not_found(message),
+            Error::Unauthenticated(message) => Status::unauthenticated(message),
+            Error::PermissionDenied(message) => Status::permission_denied(message),
+            Error::Refused(code, message) => refused(code, message),
+            Error::Unavailable(message) => Status::unavailable(message),
             Error::Database(ref source) if is_unavailable(source) => {
                 tracing::warn!(error = %error, "database unavailable");
                 Status::unavailable("the database is unavailable; retry later")
@@ -76,7 +111,12 @@ impl From<Error> for Status {
                 tracing::error!(error = %error, "stored data is inconsistent");
                 Status::internal("stored data is inconsistent")
             }
-            Error::Nats(_) | Error::Policy(_) | Error::Bind { .. } | Error::Reflection(_) | Error::Serve(_) => {
+            Error::Tls(_)
+            | Error::Nats(_)
+            | Error::Policy(_)
+            | Error::Bind { .. }
+            | Error::Reflection(_)
+            | Error::Serve(_) => {
                 tracing::error!(error = %error, "server error");
                 Status::internal(error.to_string())
             }
@@ -108,5 +148,23 @@ mod tests {
         assert!(!internal.message().contains("weird"));
         let internal = Status::from(Error::Database(sqlx::Error::RowNotFound));
         assert_eq!(internal.code(), Code::Internal);
+    }
+
+    #[test]
+    fn command_errors_map_to_the_codes_of_the_dispatch_contract() {
+        for (code, expected) in [
+            (CommandErrorCode::NotFound, Code::NotFound),
+            (CommandErrorCode::Forbidden, Code::PermissionDenied),
+            (
+                CommandErrorCode::InvalidTransition,
+                Code::FailedPrecondition,
+            ),
+            (CommandErrorCode::Stale, Code::Aborted),
+            (CommandErrorCode::InvalidArgument, Code::InvalidArgument),
+            (CommandErrorCode::Unavailable, Code::Unavailable),
+        ] {
+            let status = Status::from(Error::Refused(code, "why".into()));
+            assert_eq!((status.code(), status.message()), (expected, "why"));
+        }
     }
 }

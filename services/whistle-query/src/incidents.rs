@@ -9,15 +9,10 @@ use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sqlx::{postgres::PgRow, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
-use whistle_domain::{policy::Policy, CategoryCode};
+use whistle_domain::{policy::Policy, AreaCode, CategoryCode};
 use whistle_proto::v1;
 
-use crate::{
-    area::{self, GridRange},
-    convert,
-    page_token::Cursor,
-    Error, Result,
-};
+use crate::{area::GridRange, convert, page_token::Cursor, Error, Result};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 500;
@@ -45,7 +40,8 @@ pub(crate) struct Filter {
 }
 
 impl Filter {
-    pub fn parse(request: &v1::ListIncidentsRequest) -> Result<Filter> {
+    /// `area` is the request's area as checked against the caller's token.
+    pub fn parse(request: &v1::ListIncidentsRequest, area: &AreaCode) -> Result<Filter> {
         let page_size = match request.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n if n > MAX_PAGE_SIZE => {
@@ -71,7 +67,7 @@ impl Filter {
             )));
         }
         Ok(Filter {
-            area: area::parse_optional("area_code", &request.area_code)?.map(|a| GridRange::of(&a)),
+            area: Some(GridRange::of(area)),
             statuses: request
                 .statuses
                 .iter()
@@ -377,23 +373,27 @@ fn task(row: &PgRow) -> Result<v1::Task> {
 mod tests {
     use super::*;
 
+    fn city() -> AreaCode {
+        "150600".parse().unwrap()
+    }
+
     fn request() -> v1::ListIncidentsRequest {
         v1::ListIncidentsRequest::default()
     }
 
     #[test]
     fn page_size_defaults_to_50_and_is_capped_at_500() {
-        assert_eq!(Filter::parse(&request()).unwrap().page_size, 50);
+        assert_eq!(Filter::parse(&request(), &city()).unwrap().page_size, 50);
         let max = v1::ListIncidentsRequest {
             page_size: 500,
             ..request()
         };
-        assert_eq!(Filter::parse(&max).unwrap().page_size, 500);
+        assert_eq!(Filter::parse(&max, &city()).unwrap().page_size, 500);
         let above = v1::ListIncidentsRequest {
             page_size: 501,
             ..request()
         };
-        let Err(Error::InvalidArgument(message)) = Filter::parse(&above) else {
+        let Err(Error::InvalidArgument(message)) = Filter::parse(&above, &city()) else {
             panic!("501 accepted")
         };
         assert_eq!(message, "page_size 501 is above the maximum of 500");
@@ -402,10 +402,6 @@ mod tests {
     #[test]
     fn filters_are_checked() {
         for bad in [
-            v1::ListIncidentsRequest {
-                area_code: "1506".into(),
-                ..request()
-            },
             v1::ListIncidentsRequest {
                 statuses: vec![0],
                 ..request()
@@ -432,7 +428,7 @@ mod tests {
             },
         ] {
             assert!(
-                matches!(Filter::parse(&bad), Err(Error::InvalidArgument(_))),
+                matches!(Filter::parse(&bad, &city()), Err(Error::InvalidArgument(_))),
                 "{bad:?} accepted"
             );
         }
@@ -440,10 +436,13 @@ mod tests {
 
     #[test]
     fn free_text_matches_literally() {
-        let filter = Filter::parse(&v1::ListIncidentsRequest {
-            text: "  100%_a\\b ".into(),
-            ..request()
-        })
+        let filter = Filter::parse(
+            &v1::ListIncidentsRequest {
+                text: "  100%_a\\b ".into(),
+                ..request()
+            },
+            &city(),
+        )
         .unwrap();
         assert_eq!(filter.text.as_deref(), Some("%100\\%\\_a\\\\b%"));
     }

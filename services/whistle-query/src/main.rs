@@ -1,11 +1,12 @@
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use whistle_query::Options;
 
-/// whistle-query: the read side for the command screens, over gRPC and gRPC-web.
+/// whistle-query: the read side for the command screens and the gRPC door for commands, over
+/// gRPC and gRPC-web, with Prometheus metrics at /metrics.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -18,7 +19,11 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/whistle"
     )]
     database_url: String,
-    #[arg(long, env = "WHISTLE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "WHISTLE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     nats_url: String,
     /// Builtin policy (ordos, ordos-demo) or a policy TOML file, for category names.
     #[arg(long, env = "WHISTLE_POLICY", default_value = "ordos")]
@@ -26,6 +31,12 @@ struct Args {
     /// Most PostgreSQL connections.
     #[arg(long, env = "WHISTLE_QUERY_MAX_DB_CONNECTIONS", default_value_t = 8)]
     max_db_connections: u32,
+    /// PEM certificate chain for TLS (with --tls-key); without both the listener is plaintext.
+    #[arg(long, env = "WHISTLE_QUERY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    #[arg(long, env = "WHISTLE_QUERY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
@@ -41,6 +52,8 @@ async fn main() -> anyhow::Result<()> {
         nats_url: args.nats_url,
         policy: args.policy,
         max_db_connections: args.max_db_connections,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
         ..Options::default()
     };
     let service = options.build().await.context("starting whistle-query")?;

@@ -1,0 +1,321 @@
+//! Bearer tokens of the query service: created and revoked by the CLI, looked up by the query
+//! service (read-only). The secret is printed once; only its SHA-256 is stored.
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+use sqlx::{PgPool, Row as _};
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+/// Every token starts with this, so a leaked one is recognisable in logs and secret scanners.
+pub const PREFIX: &str = "wst_";
+
+/// What a token may do; see the migration for the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Operator,
+    Liaison,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Liaison => "liaison",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "operator" => Ok(Role::Operator),
+            "liaison" => Ok(Role::Liaison),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(format!(
+                "unknown role {other:?}: expected operator, liaison or viewer"
+            )),
+        }
+    }
+}
+
+/// A stored token, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub id: Uuid,
+    pub role: Role,
+    /// Where the token may read: its own area, or its department's.
+    pub area_code: String,
+    pub department_code: Option<String>,
+    /// Who acts when the token sends a command; `None` for viewers.
+    pub person_id: Option<String>,
+    pub label: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// What `whistle token create` asks for. Exactly one of `area_code` and `department_code` names
+/// the scope (operators need an area, liaisons a department, viewers either).
+#[derive(Debug, Clone, Default)]
+pub struct NewToken {
+    pub role: Option<Role>,
+    pub area_code: Option<String>,
+    pub department_code: Option<String>,
+    /// Defaults to the area's operator (`op-{area}`) or the department's liaison (`li-{dept}`).
+    pub person_id: Option<String>,
+    pub label: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Why a token could not be created: the request's fault, said in terms of the CLI's flags.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl From<sqlx::Error> for Refused {
+    fn from(error: sqlx::Error) -> Self {
+        Refused::Store(Error::Database(error))
+    }
+}
+
+/// The SHA-256 of a token's secret, as stored.
+pub fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "{PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// Creates a token and returns it with its secret, which is not stored and cannot be shown again.
+pub async fn create(
+    pool: &PgPool,
+    new: &NewToken,
+    now: DateTime<Utc>,
+) -> Result<(Token, String), Refused> {
+    let invalid = |message: String| Err(Refused::Invalid(message));
+    let Some(role) = new.role else {
+        return invalid("a role is required: operator, liaison or viewer".into());
+    };
+    if new.expires_at.is_some_and(|at| at <= now) {
+        return invalid("the expiry must be in the future".into());
+    }
+    let (area_code, department_code) = match (&new.area_code, &new.department_code) {
+        (Some(_), Some(_)) => {
+            return invalid("give either an area or a department as the scope, not both".into())
+        }
+        (None, None) => {
+            return invalid(match role {
+                Role::Liaison => "a liaison token needs --department".into(),
+                _ => format!("a {} token needs --area (or --department)", role.as_str()),
+            })
+        }
+        (Some(_), None) if role == Role::Liaison => {
+            return invalid("a liaison token is scoped by --department, not --area".into())
+        }
+        (None, Some(_)) if role == Role::Operator => {
+            return invalid("an operator token is scoped by --area, not --department".into())
+        }
+        (Some(area), None) => {
+            let known: Option<String> =
+                sqlx::query_scalar("SELECT code FROM org_units WHERE code = $1")
+                    .bind(area)
+                    .fetch_optional(pool)
+                    .await?;
+            if known.is_none() {
+                return invalid(format!("no area {area} (is the org tree seeded?)"));
+            }
+            (area.clone(), None)
+        }
+        (None, Some(department)) => {
+            let area: Option<String> =
+                sqlx::query_scalar("SELECT area_code FROM departments WHERE code = $1")
+                    .bind(department)
+                    .fetch_optional(pool)
+                    .await?;
+            let Some(area) = area else {
+                return invalid(format!("no department {department}"));
+            };
+            (area, Some(department.clone()))
+        }
+    };
+    let person_id =
+        match role {
+            Role::Viewer if new.person_id.is_some() => {
+                return invalid("a viewer token does not act, so it takes no person".into())
+            }
+            Role::Viewer => None,
+            Role::Operator => Some(
+                new.person_id
+                    .clone()
+                    .unwrap_or_else(|| format!("op-{area_code}")),
+            ),
+            Role::Liaison => Some(new.person_id.clone().unwrap_or_else(|| {
+                format!("li-{}", department_code.as_deref().unwrap_or_default())
+            })),
+        };
+    if let Some(person) = &person_id {
+        check_person(pool, role, person, &area_code, department_code.as_deref()).await?;
+    }
+
+    let secret = new_secret();
+    let token = Token {
+        id: Uuid::now_v7(),
+        role,
+        area_code,
+        department_code,
+        person_id,
+        label: new.label.clone(),
+        created_at: now,
+        expires_at: new.expires_at,
+        revoked_at: None,
+    };
+    sqlx::query(
+        "INSERT INTO api_tokens (id, token_sha256, role, area_code, department_code, person_id,
+                                 label, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(token.id)
+    .bind(&digest(&secret)[..])
+    .bind(role.as_str())
+    .bind(&token.area_code)
+    .bind(&token.department_code)
+    .bind(&token.person_id)
+    .bind(&token.label)
+    .bind(now)
+    .bind(token.expires_at)
+    .execute(pool)
+    .await?;
+    Ok((token, secret))
+}
+
+/// The acting person must hold the token's role in the token's scope, so a token never grants
+/// more than its person already has in dispatch.
+async fn check_person(
+    pool: &PgPool,
+    role: Role,
+    person: &str,
+    area: &str,
+    department: Option<&str>,
+) -> Result<(), Refused> {
+    let row = sqlx::query("SELECT role, area_code, department_code FROM people WHERE id = $1")
+        .bind(person)
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else {
+        return Err(Refused::Invalid(format!(
+            "no person {person} (give one with --person)"
+        )));
+    };
+    let (person_role, person_area, person_department): (String, Option<String>, Option<String>) =
+        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    let fits = match role {
+        Role::Operator => person_role == "operator" && person_area.as_deref() == Some(area),
+        Role::Liaison => person_role == "liaison" && person_department.as_deref() == department,
+        Role::Viewer => false,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(Refused::Invalid(format!(
+            "{person} is not the {} of this scope",
+            role.as_str()
+        )))
+    }
+}
+
+fn from_row(row: &sqlx::postgres::PgRow) -> Result<Token> {
+    let role: String = row.try_get("role")?;
+    Ok(Token {
+        id: row.try_get("id")?,
+        role: role.parse().map_err(Error::Corrupt)?,
+        area_code: row.try_get("area_code")?,
+        department_code: row.try_get("department_code")?,
+        person_id: row.try_get("person_id")?,
+        label: row.try_get("label")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+const COLUMNS: &str =
+    "id, role, area_code, department_code, person_id, label, created_at, expires_at, revoked_at";
+
+/// The token with this secret if it is neither revoked nor expired at `now`.
+pub async fn authenticate(
+    pool: &PgPool,
+    secret: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Token>> {
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM api_tokens
+         WHERE token_sha256 = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)"
+    ))
+    .bind(&digest(secret)[..])
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(from_row).transpose()
+}
+
+/// Every token, newest first.
+pub async fn list(pool: &PgPool) -> Result<Vec<Token>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM api_tokens ORDER BY created_at DESC, id DESC"
+    ))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
+/// Revokes a token; `false` if there is no such token or it was already revoked.
+pub async fn revoke(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
+    let done =
+        sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_prefixed_random_and_their_digest_is_stable() {
+        let (a, b) = (new_secret(), new_secret());
+        assert!(a.starts_with(PREFIX));
+        assert_eq!(a.len(), PREFIX.len() + 43);
+        assert_ne!(a, b);
+        assert_eq!(digest(&a), digest(&a));
+        assert_ne!(digest(&a), digest(&b));
+    }
+
+    #[test]
+    fn roles_round_trip_and_unknown_ones_are_named() {
+        for role in [Role::Operator, Role::Liaison, Role::Viewer] {
+            assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
+        }
+        assert!("admin".parse::<Role>().unwrap_err().contains("admin"));
+    }
+}

@@ -1,0 +1,222 @@
+//! Bearer tokens (`authorization: Bearer wst_…`) and what each may see and do.
+//!
+//! Tokens are made by `whistle token create` and stored hashed (`whistle_store::tokens`). Every
+//! `CommandCenter` and `Dispatch` call is checked here; health and reflection are not, so load
+//! balancers and tools keep working without a token. A valid token is cached for
+//! [`CACHE_TTL`], which bounds how long a revoked one keeps working.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use dashmap::DashMap;
+use sqlx::PgPool;
+use tonic::Request;
+use whistle_dispatch::Clock;
+use whistle_domain::AreaCode;
+use whistle_store::tokens::{self, Role};
+
+use crate::{area, Error, Result};
+
+pub const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Past this many cached tokens the cache starts over, so random tokens cannot grow it unbounded.
+const CACHE_MAX: usize = 10_000;
+
+/// Who is calling, from a valid token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Principal {
+    pub token_id: uuid::Uuid,
+    pub role: Role,
+    /// Everything the caller may read lies inside this area.
+    pub area: AreaCode,
+    /// Who acts on commands; `None` for viewers.
+    pub person: Option<String>,
+}
+
+impl Principal {
+    /// The area a read names, checked against the token: an empty code means the token's own
+    /// area; one outside it is PERMISSION_DENIED.
+    pub fn read_area(&self, field: &str, requested: &str) -> Result<AreaCode> {
+        let Some(requested) = area::parse_optional(field, requested)? else {
+            return Ok(self.area.clone());
+        };
+        if self.may_see(&requested) {
+            Ok(requested)
+        } else {
+            Err(self.outside(&requested))
+        }
+    }
+
+    pub fn may_see(&self, code: &AreaCode) -> bool {
+        self.area.contains(code)
+    }
+
+    pub fn outside(&self, code: &AreaCode) -> Error {
+        Error::PermissionDenied(format!(
+            "this {} token is limited to area {}; {code} is outside it",
+            self.role.as_str(),
+            self.area
+        ))
+    }
+
+    /// The person commands are sent as; viewers may not send commands.
+    pub fn actor(&self) -> Result<&str> {
+        match (&self.person, self.role) {
+            (Some(person), Role::Operator | Role::Liaison) => Ok(person),
+            _ => Err(Error::PermissionDenied(format!(
+                "a {} token cannot send commands",
+                self.role.as_str()
+            ))),
+        }
+    }
+}
+
+/// Checks tokens against the database, with a short-lived cache of valid ones.
+#[derive(Debug, Clone)]
+pub(crate) struct Auth {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    cache: Arc<DashMap<[u8; 32], (Instant, Arc<Principal>)>>,
+}
+
+impl Auth {
+    pub fn new(pool: PgPool, clock: Arc<dyn Clock>) -> Auth {
+        Auth {
+            pool,
+            clock,
+            cache: Arc::default(),
+        }
+    }
+
+    /// The caller of a request, or UNAUTHENTICATED.
+    pub async fn principal<T>(&self, request: &Request<T>) -> Result<Arc<Principal>> {
+        let secret = bearer(request)?;
+        let key = tokens::digest(secret);
+        if let Some(hit) = self.cache.get(&key) {
+            if hit.0.elapsed() < CACHE_TTL {
+                return Ok(hit.1.clone());
+            }
+        }
+        let token = tokens::authenticate(&self.pool, secret, self.clock.now())
+            .await
+            .map_err(|e| match e {
+                whistle_store::Error::Database(e) => Error::Database(e),
+                other => Error::Corrupt(other.to_string()),
+            })?
+            .ok_or_else(|| {
+                Error::Unauthenticated("the token is unknown, revoked or expired".into())
+            })?;
+        let principal = Arc::new(Principal {
+            token_id: token.id,
+            role: token.role,
+            area: token
+                .area_code
+                .parse()
+                .map_err(|e| Error::Corrupt(format!("token {}: {e}", token.id)))?,
+            person: token.person_id,
+        });
+        if self.cache.len() >= CACHE_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(key, (Instant::now(), principal.clone()));
+        Ok(principal)
+    }
+}
+
+/// The token of `authorization: Bearer <token>` (the scheme is case-insensitive, as in RFC 7235).
+fn bearer<T>(request: &Request<T>) -> Result<&str> {
+    let missing = || {
+        Error::Unauthenticated(
+            "missing token: send `authorization: Bearer <token>` (make one with `whistle token create`)"
+                .into(),
+        )
+    };
+    let value = request
+        .metadata()
+        .get("authorization")
+        .ok_or_else(missing)?
+        .to_str()
+        .map_err(|_| Error::Unauthenticated("the authorization header is not text".into()))?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or_else(missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(missing());
+    }
+    Ok(token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(role: Role, area: &str, person: Option<&str>) -> Principal {
+        Principal {
+            token_id: uuid::Uuid::nil(),
+            role,
+            area: area.parse().unwrap(),
+            person: person.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn reads_default_to_the_token_s_area_and_stop_at_its_border() {
+        let viewer = principal(Role::Viewer, "150602", None);
+        assert_eq!(
+            viewer.read_area("area_code", "").unwrap().as_str(),
+            "150602"
+        );
+        assert_eq!(
+            viewer.read_area("area_code", "150602001").unwrap().as_str(),
+            "150602001"
+        );
+        for outside in ["150600", "150603", "150603001"] {
+            assert!(matches!(
+                viewer.read_area("area_code", outside),
+                Err(Error::PermissionDenied(_))
+            ));
+        }
+        assert!(matches!(
+            viewer.read_area("area_code", "nope"),
+            Err(Error::InvalidArgument(_))
+        ));
+        let city = principal(Role::Operator, "150600", Some("op-150600"));
+        assert!(city.read_area("area_code", "150627").is_ok());
+    }
+
+    #[test]
+    fn only_operators_and_liaisons_act_and_as_their_person() {
+        assert_eq!(
+            principal(Role::Operator, "150602", Some("op-150602"))
+                .actor()
+                .unwrap(),
+            "op-150602"
+        );
+        assert!(matches!(
+            principal(Role::Viewer, "150602", None).actor(),
+            Err(Error::PermissionDenied(_))
+        ));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_required_and_case_insensitive() {
+        let with = |value: &str| {
+            let mut request = Request::new(());
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().unwrap());
+            request
+        };
+        assert_eq!(bearer(&with("Bearer wst_abc")).unwrap(), "wst_abc");
+        assert_eq!(bearer(&with("bearer  wst_abc ")).unwrap(), "wst_abc");
+        for bad in ["wst_abc", "Basic wst_abc", "Bearer ", "Bearer"] {
+            assert!(
+                matches!(bearer(&with(bad)), Err(Error::Unauthenticated(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            bearer(&Request::new(())),
+            Err(Error::Unauthenticated(_))
+        ));
+    }
+}

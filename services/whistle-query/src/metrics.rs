@@ -1,0 +1,215 @@
+//! Prometheus metrics, served as text at `GET /metrics` on the gRPC listener.
+//!
+//! Every HTTP request through the server (gRPC, gRPC-web, `/metrics` itself) is counted by path
+//! and gRPC status by [`MetricsLayer`]; the event feed and the watch streams report their own.
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use futures::future::BoxFuture;
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    seconds: Family<Labels, Histogram>,
+    watch_streams: Gauge,
+    watch_lagged: Counter,
+    watch_gaps: Counter,
+    feed_sequence: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("whistle_query");
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests by path and gRPC status code (0 = OK)",
+            requests.clone(),
+        );
+        // 100 µs to ~13 s: from a cached overview to a slow page under load.
+        let seconds = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time to the response headers, by path (a stream's first response for WatchEvents)",
+            seconds.clone(),
+        );
+        let watch_streams = Gauge::default();
+        registry.register(
+            "watch_streams",
+            "WatchEvents streams open now",
+            watch_streams.clone(),
+        );
+        let watch_lagged = Counter::default();
+        registry.register(
+            "watch_catch_ups",
+            "Times a WatchEvents client fell behind the live buffer and caught up from JetStream",
+            watch_lagged.clone(),
+        );
+        let watch_gaps = Counter::default();
+        registry.register(
+            "watch_gaps",
+            "Gaps sent to WatchEvents clients for events the stream no longer holds",
+            watch_gaps.clone(),
+        );
+        let feed_sequence = Gauge::default();
+        registry.register(
+            "event_feed_sequence",
+            "Last WHISTLE_EVENTS sequence read by the live feed",
+            feed_sequence.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                seconds,
+                watch_streams,
+                watch_lagged,
+                watch_gaps,
+                feed_sequence,
+            }),
+        }
+    }
+}
+
+/// Decrements the open-streams gauge when a watch ends, however it ends.
+pub(crate) struct ActiveStream(Metrics);
+
+impl Drop for ActiveStream {
+    fn drop(&mut self) {
+        self.0.inner.watch_streams.dec();
+    }
+}
+
+impl Metrics {
+    pub fn watch_started(&self) -> ActiveStream {
+        self.inner.watch_streams.inc();
+        ActiveStream(self.clone())
+    }
+
+    pub fn watch_lagged(&self) {
+        self.inner.watch_lagged.inc();
+    }
+
+    pub fn watch_gap(&self) {
+        self.inner.watch_gaps.inc();
+    }
+
+    pub fn feed_sequence(&self, sequence: u64) {
+        self.inner
+            .feed_sequence
+            .set(i64::try_from(sequence).unwrap_or(i64::MAX));
+    }
+
+    fn record(&self, path: &str, code: &str, started: Instant) {
+        // Only known paths become label values, so a scanner cannot grow the families.
+        let path =
+            if path.starts_with("/whistle.v1.") || path.starts_with("/grpc.") || path == "/metrics"
+            {
+                path.to_owned()
+            } else {
+                "other".to_owned()
+            };
+        self.inner
+            .requests
+            .get_or_create(&vec![("path", path.clone()), ("code", code.to_owned())])
+            .inc();
+        self.inner
+            .seconds
+            .get_or_create(&vec![("path", path)])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.inner.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Counts and times every request passing through the server.
+#[derive(Clone, Debug)]
+pub(crate) struct MetricsLayer(pub Metrics);
+
+impl<S> tower::Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct MetricsService<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for MetricsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let path = request.uri().path().to_owned();
+        let metrics = self.metrics.clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            // An error is answered "trailers-only", with grpc-status in the headers; a success
+            // carries it in the trailers, after the body, so its absence here means OK.
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_else(|| match response.status() {
+                    status if status.is_success() => "0".to_owned(),
+                    status => format!("http_{}", status.as_u16()),
+                });
+            metrics.record(&path, &code, started);
+            Ok(response)
+        })
+    }
+}
