@@ -6,3 +6,4 @@ mod harness;
 mod intake;
 mod query;
 mod store;
+mod watch;

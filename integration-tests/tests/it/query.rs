@@ -24,28 +24,39 @@ use whistle_store::tokens::Role;
 
 use crate::harness::*;
 
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A query service running in this process.
-struct Query {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), whistle_query::Error>>,
+pub(crate) struct Query {
+    pub(crate) addr: SocketAddr,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) task: tokio::task::JoinHandle<Result<(), whistle_query::Error>>,
 }
 
 impl Query {
-    async fn start(
+    pub(crate) async fn start(
         nats: &NatsServer,
         db: &TestDb,
         clock: Arc<dyn whistle_dispatch::Clock>,
     ) -> Query {
-        let options = whistle_query::Options {
+        Query::start_with(nats, db, clock, |_| {}).await
+    }
+
+    /// With options the test adjusts.
+    pub(crate) async fn start_with(
+        nats: &NatsServer,
+        db: &TestDb,
+        clock: Arc<dyn whistle_dispatch::Clock>,
+        adjust: impl FnOnce(&mut whistle_query::Options),
+    ) -> Query {
+        let mut options = whistle_query::Options {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),
             nats_url: nats.url(),
             max_db_connections: 4,
             ..Default::default()
         };
+        adjust(&mut options);
         let service = options
             .build_with_clock(clock)
             .await
@@ -60,28 +71,28 @@ impl Query {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 }
 
 /// Dispatch and query on one database and one manual clock, a grid worker's client, a NATS
 /// client for commands and a gRPC client of the query service.
-struct Stack {
-    _nats: NatsServer,
-    db: TestDb,
-    clock: ManualClock,
-    _dispatch: Dispatch,
-    reporter: Reporter,
-    nats: async_nats::Client,
-    query: Query,
+pub(crate) struct Stack {
+    pub(crate) _nats: NatsServer,
+    pub(crate) db: TestDb,
+    pub(crate) clock: ManualClock,
+    pub(crate) _dispatch: Dispatch,
+    pub(crate) reporter: Reporter,
+    pub(crate) nats: async_nats::Client,
+    pub(crate) query: Query,
     /// A city operator's token, and a client sending it.
-    token: String,
-    client: CommandCenterClient<Authed>,
+    pub(crate) token: String,
+    pub(crate) client: CommandCenterClient<Authed>,
 }
 
 /// 10:00 today in Ordos (UTC+8), so that the test's hours stay inside one calendar day.
-fn ten_o_clock_in_ordos() -> DateTime<Utc> {
+pub(crate) fn ten_o_clock_in_ordos() -> DateTime<Utc> {
     let ordos = FixedOffset::east_opt(8 * 3600).unwrap();
     Utc::now()
         .with_timezone(&ordos)
@@ -93,13 +104,18 @@ fn ten_o_clock_in_ordos() -> DateTime<Utc> {
 }
 
 impl Stack {
-    async fn start() -> Stack {
+    pub(crate) async fn start() -> Stack {
+        Stack::start_with(|_| {}).await
+    }
+
+    /// With query options the test adjusts.
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut whistle_query::Options)) -> Stack {
         let nats = NatsServer::start().await;
         let db = TestDb::create().await;
         let clock = ManualClock::new(ten_o_clock_in_ordos());
         let dispatch =
             Dispatch::start_with_clock(dispatch_options(&nats, &db), Arc::new(clock.clone())).await;
-        let query = Query::start(&nats, &db, Arc::new(clock.clone())).await;
+        let query = Query::start_with(&nats, &db, Arc::new(clock.clone()), adjust).await;
         let token = db.token(Role::Operator, "150600").await;
         let client = command_center(&query.url(), &token).await;
         Stack {
@@ -115,16 +131,22 @@ impl Stack {
         }
     }
 
-    fn now(&self) -> DateTime<Utc> {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
 
-    fn advance(&self, by: TimeDelta) {
+    pub(crate) fn advance(&self, by: TimeDelta) {
         self.clock.advance(by);
     }
 
     /// A valid report filed now by the worker of `grid`.
-    fn filed(&self, id: &str, grid: &str, category: &str, urgency: v1::Urgency) -> v1::Report {
+    pub(crate) fn filed(
+        &self,
+        id: &str,
+        grid: &str,
+        category: &str,
+        urgency: v1::Urgency,
+    ) -> v1::Report {
         let mut sent = report(id, grid);
         sent.category = category.into();
         sent.urgency = urgency as i32;
@@ -136,12 +158,12 @@ impl Stack {
     }
 
     /// Publishes a report and returns its incident once intake recorded it.
-    async fn file(&self, report: &v1::Report) -> Uuid {
+    pub(crate) async fn file(&self, report: &v1::Report) -> Uuid {
         self.reporter.publish(report).await;
         self.incident_of(&report.report_id).await
     }
 
-    async fn incident_of(&self, report_id: &str) -> Uuid {
+    pub(crate) async fn incident_of(&self, report_id: &str) -> Uuid {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             let found: Option<Uuid> =
@@ -162,7 +184,7 @@ impl Stack {
     }
 
     /// Sends a command over NATS that must succeed.
-    async fn ok(&self, actor: &str, incident: Uuid, body: Body) {
+    pub(crate) async fn ok(&self, actor: &str, incident: Uuid, body: Body) {
         let command = v1::Command {
             command_id: Uuid::now_v7().to_string(),
             actor_id: actor.into(),
@@ -186,7 +208,7 @@ impl Stack {
     }
 
     /// Waits until dispatch has fired every timer due at the clock's now.
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         let now = self.now();
         eventually("due timers fired", WAIT, || async {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM timers WHERE due_at <= $1")
@@ -200,7 +222,10 @@ impl Stack {
         .unwrap();
     }
 
-    async fn list(&self, request: v1::ListIncidentsRequest) -> v1::ListIncidentsResponse {
+    pub(crate) async fn list(
+        &self,
+        request: v1::ListIncidentsRequest,
+    ) -> v1::ListIncidentsResponse {
         self.client
             .clone()
             .list_incidents(request)
@@ -210,7 +235,7 @@ impl Stack {
     }
 
     /// The ids a filter lists on one page.
-    async fn ids(&self, request: v1::ListIncidentsRequest) -> Vec<Uuid> {
+    pub(crate) async fn ids(&self, request: v1::ListIncidentsRequest) -> Vec<Uuid> {
         self.list(request)
             .await
             .incidents
@@ -219,7 +244,11 @@ impl Stack {
             .collect()
     }
 
-    async fn overview(&self, area_code: &str, window: Option<TimeDelta>) -> v1::Overview {
+    pub(crate) async fn overview(
+        &self,
+        area_code: &str,
+        window: Option<TimeDelta>,
+    ) -> v1::Overview {
         self.client
             .clone()
             .get_overview(v1::GetOverviewRequest {
@@ -234,7 +263,7 @@ impl Stack {
             .into_inner()
     }
 
-    async fn overdue(&self, area_code: &str) -> Vec<v1::OverdueItem> {
+    pub(crate) async fn overdue(&self, area_code: &str) -> Vec<v1::OverdueItem> {
         self.client
             .clone()
             .list_overdue(v1::ListOverdueRequest {
@@ -246,7 +275,7 @@ impl Stack {
             .items
     }
 
-    async fn incident_column<T>(&self, incident: Uuid, column: &str) -> T
+    pub(crate) async fn incident_column<T>(&self, incident: Uuid, column: &str) -> T
     where
         T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
     {
@@ -259,7 +288,7 @@ impl Stack {
 }
 
 /// The Ordos grids by district, in code order.
-fn grids_by_district() -> BTreeMap<String, Vec<String>> {
+pub(crate) fn grids_by_district() -> BTreeMap<String, Vec<String>> {
     let mut by_district: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for grid in grids() {
         by_district
@@ -274,7 +303,7 @@ fn grids_by_district() -> BTreeMap<String, Vec<String>> {
 }
 
 /// Two districts, and in the first one grids of three different streets.
-fn places() -> (String, [String; 3], String, String) {
+pub(crate) fn places() -> (String, [String; 3], String, String) {
     let by_district = grids_by_district();
     let mut districts = by_district.iter();
     let (first, first_grids) = districts.next().unwrap();
@@ -294,7 +323,7 @@ fn places() -> (String, [String; 3], String, String) {
     )
 }
 
-fn unit(grid: &str, level: Level) -> String {
+pub(crate) fn unit(grid: &str, level: Level) -> String {
     grid.parse::<AreaCode>()
         .unwrap()
         .at_level(level)
@@ -302,53 +331,53 @@ fn unit(grid: &str, level: Level) -> String {
         .to_string()
 }
 
-fn dept(grid: &str, kind: &str) -> String {
+pub(crate) fn dept(grid: &str, kind: &str) -> String {
     format!("{}-{kind}", &grid[..6])
 }
 
-fn at(timestamp: &Option<prost_types::Timestamp>) -> DateTime<Utc> {
+pub(crate) fn at(timestamp: &Option<prost_types::Timestamp>) -> DateTime<Utc> {
     let t = timestamp.as_ref().expect("a timestamp");
     DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
 }
 
-fn late_by(item: &v1::OverdueItem) -> TimeDelta {
+pub(crate) fn late_by(item: &v1::OverdueItem) -> TimeDelta {
     let d = item.late_by.as_ref().expect("late_by");
     TimeDelta::new(d.seconds, d.nanos as u32).unwrap()
 }
 
-fn counts(counts: &[v1::Count]) -> Vec<(&str, u64)> {
+pub(crate) fn counts(counts: &[v1::Count]) -> Vec<(&str, u64)> {
     counts.iter().map(|c| (c.key.as_str(), c.count)).collect()
 }
 
-fn code<T>(result: Result<T, tonic::Status>) -> Code {
+pub(crate) fn code<T>(result: Result<T, tonic::Status>) -> Code {
     match result {
         Ok(_) => Code::Ok,
         Err(status) => status.code(),
     }
 }
 
-fn escalate() -> Body {
+pub(crate) fn escalate() -> Body {
     Body::Escalate(v1::Escalate {
         note: "街道吹哨".into(),
         department_codes: Vec::new(),
     })
 }
 
-fn accept(task: u32) -> Body {
+pub(crate) fn accept(task: u32) -> Body {
     Body::Accept(v1::Accept {
         task_id: task.to_string(),
         note: String::new(),
     })
 }
 
-fn resolve() -> Body {
+pub(crate) fn resolve() -> Body {
     Body::Resolve(v1::Resolve {
         task_id: String::new(),
         note: "已处理".into(),
     })
 }
 
-fn satisfied() -> Body {
+pub(crate) fn satisfied() -> Body {
     Body::Verify(v1::Verify {
         satisfaction: v1::Satisfaction::Satisfied as i32,
         note: String::new(),
@@ -1055,7 +1084,7 @@ async fn list_overdue_shows_late_tasks_and_incidents_with_how_late() {
     assert!(stack.overdue(&other_district).await.is_empty());
 }
 
-fn whistle_proto_level(stored: &str) -> i32 {
+pub(crate) fn whistle_proto_level(stored: &str) -> i32 {
     let level: Level = stored.parse().unwrap();
     (match level {
         Level::Grid => v1::Level::Grid,
@@ -1238,7 +1267,7 @@ async fn overview_counts_today_and_the_three_rates() {
 
 /// One gRPC-web call over plain HTTP/1.1, as a browser makes it: the body and the trailers come
 /// back as length-prefixed frames in one HTTP response.
-async fn grpc_web_call(
+pub(crate) async fn grpc_web_call(
     addr: SocketAddr,
     token: &str,
     path: &str,
@@ -1288,7 +1317,7 @@ async fn grpc_web_call(
     (headers, data, trailers)
 }
 
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
+pub(crate) fn dechunk(mut body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let line_end = body.windows(2).position(|w| w == b"\r\n").unwrap();
@@ -1451,7 +1480,7 @@ async fn health_reflection_and_grpc_web_share_the_listener() {
 }
 
 /// A plain HTTP/1.1 GET; the whole response, headers and body.
-async fn http_get(addr: SocketAddr, path: &str) -> String {
+pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();

@@ -61,7 +61,7 @@ pub use error::{Error, Result};
 pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use overdue::MAX_ITEMS as MAX_OVERDUE_ITEMS;
 pub use overview::{DEFAULT_WINDOW, MAX_WINDOW};
-pub use watch::BROADCAST_CAPACITY;
+pub use watch::DEFAULT_WATCH_BUFFER;
 
 use auth::Auth;
 use command_center::CommandCenter;
@@ -85,6 +85,9 @@ pub struct Options {
     pub policy: String,
     /// A query running longer than this is cancelled by PostgreSQL (0 for no limit).
     pub statement_timeout_ms: u64,
+    /// Events held for live `WatchEvents` streams; a client further behind catches up from
+    /// JetStream on its own, so this trades memory for fewer catch-ups.
+    pub watch_buffer: usize,
     /// PEM certificate chain and private key; with both set the listener speaks TLS only.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -99,6 +102,7 @@ impl Default for Options {
             max_db_connections: 8,
             policy: "ordos".into(),
             statement_timeout_ms: 30_000,
+            watch_buffer: DEFAULT_WATCH_BUFFER,
             tls_cert: None,
             tls_key: None,
         }
@@ -159,7 +163,12 @@ impl Options {
             },
             handlers: CommandCenter {
                 pool,
-                feed: watch::Feed::start(nats, metrics.clone(), streams.clone()),
+                feed: watch::Feed::start(
+                    nats,
+                    self.watch_buffer.max(1),
+                    metrics.clone(),
+                    streams.clone(),
+                ),
                 auth,
                 policy: Arc::new(policy),
                 clock,

@@ -31,6 +31,10 @@ struct Args {
     /// Most PostgreSQL connections.
     #[arg(long, env = "WHISTLE_QUERY_MAX_DB_CONNECTIONS", default_value_t = 8)]
     max_db_connections: u32,
+    /// Events held in memory for live WatchEvents streams; clients further behind catch up from
+    /// JetStream.
+    #[arg(long, env = "WHISTLE_QUERY_WATCH_BUFFER", default_value_t = whistle_query::DEFAULT_WATCH_BUFFER)]
+    watch_buffer: usize,
     /// PEM certificate chain for TLS (with --tls-key); without both the listener is plaintext.
     #[arg(long, env = "WHISTLE_QUERY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -52,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         nats_url: args.nats_url,
         policy: args.policy,
         max_db_connections: args.max_db_connections,
+        watch_buffer: args.watch_buffer,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         ..Options::default()

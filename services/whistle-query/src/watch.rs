@@ -30,9 +30,9 @@ use whistle_proto::v1::{self, watch_events_response::Item};
 
 use crate::{metrics::Metrics, Error, Result};
 
-/// Events buffered per process for live streams; a client further behind catches up from
-/// JetStream instead.
-pub const BROADCAST_CAPACITY: usize = 4096;
+/// Events buffered per process for live streams by default; a client further behind catches up
+/// from JetStream instead.
+pub const DEFAULT_WATCH_BUFFER: usize = 4096;
 /// Responses queued for one client's connection before its task waits on it.
 const CLIENT_QUEUE: usize = 256;
 pub const MAX_KINDS: usize = 64;
@@ -66,8 +66,13 @@ pub(crate) struct Feed {
 impl Feed {
     /// Starts following the stream's new events until `shutdown`; waits for the stream to exist
     /// (dispatch creates it) rather than failing.
-    pub fn start(nats: async_nats::Client, metrics: Metrics, shutdown: CancellationToken) -> Feed {
-        let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+    pub fn start(
+        nats: async_nats::Client,
+        buffer: usize,
+        metrics: Metrics,
+        shutdown: CancellationToken,
+    ) -> Feed {
+        let (sender, _) = broadcast::channel(buffer);
         let feed = Feed {
             sender,
             jetstream: jetstream::new(nats),
