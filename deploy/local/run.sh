@@ -2,10 +2,11 @@
 # deploy/local/run.sh — run the platform on this machine.
 #
 # Starts (or reuses) NATS and PostgreSQL through env.sh, builds the binaries, migrates and seeds the
-# database, starts whistle-dispatch (on the compressed demo policy) and `whistle simulate` (grid
-# workers, street staff, department liaisons and follow-ups acting together) in the background, and
-# shows what happens (`whistle watch`) in the foreground. Ctrl-C stops dispatch and the feed; NATS and
-# PostgreSQL keep running with their data (deploy/local/down.sh stops them).
+# database, starts whistle-dispatch (on the compressed demo policy), whistle-query (gRPC, gRPC-web and
+# /metrics on WHISTLE_QUERY_LISTEN, default 127.0.0.1:50051) with a city operator token printed for
+# it, and `whistle simulate` (grid workers, street staff, department liaisons and follow-ups acting
+# together) in the background, and shows what happens (`whistle watch`) in the foreground. Ctrl-C
+# stops them; NATS and PostgreSQL keep running with their data (deploy/local/down.sh stops them).
 #
 # Settings (environment): WHISTLE_DEMO_RATE (reports per second, default 3), WHISTLE_POLICY (default
 # ordos-demo), WHISTLE_NO_FEED=1 (no simulation), WHISTLE_SKIP_BUILD=1 (use the binaries as they are), the binaries' paths below, and env.sh's.
@@ -19,7 +20,9 @@ case $TARGET_DIR in /*) ;; *) TARGET_DIR=$REPO/$TARGET_DIR ;; esac
 # The binaries, and how to build them.
 WHISTLE_BIN=${WHISTLE_BIN:-$TARGET_DIR/release/whistle}
 WHISTLE_DISPATCH_BIN=${WHISTLE_DISPATCH_BIN:-$TARGET_DIR/release/whistle-dispatch}
-BUILD_CMD=(cargo build --release --bin whistle --bin whistle-dispatch)
+WHISTLE_QUERY_BIN=${WHISTLE_QUERY_BIN:-$TARGET_DIR/release/whistle-query}
+BUILD_CMD=(cargo build --release --bin whistle --bin whistle-dispatch --bin whistle-query)
+export WHISTLE_QUERY_LISTEN=${WHISTLE_QUERY_LISTEN:-127.0.0.1:50051}
 
 DEMO_RATE=${WHISTLE_DEMO_RATE:-3}
 # The demo runs on the compressed policy (minutes instead of hours) so every state shows within
@@ -34,8 +37,10 @@ cd "$REPO"
 
 LOGS=$WHISTLE_HOME/logs
 DISPATCH_LOG=$LOGS/dispatch.log
+QUERY_LOG=$LOGS/query.log
 FEED_LOG=$LOGS/load.log
 DISPATCH_PID=""
+QUERY_PID=""
 FEED_PID=""
 WATCH_PID=""
 
@@ -45,17 +50,19 @@ die() {
     exit 1
 }
 
-# Stop what this script started (watch, the feed, dispatch), politely first: dispatch finishes its batch.
+# Stop what this script started (watch, the feed, query, dispatch), politely first: dispatch finishes
+# its batch.
 # shellcheck disable=SC2317  # called from the traps
 cleanup() {
     trap - INT TERM EXIT
     local pid name i stopped=""
-    for pid in $WATCH_PID $FEED_PID $DISPATCH_PID; do
+    for pid in $WATCH_PID $FEED_PID $QUERY_PID $DISPATCH_PID; do
         kill -TERM "$pid" 2>/dev/null || true
     done
-    for pid in $WATCH_PID $FEED_PID $DISPATCH_PID; do
+    for pid in $WATCH_PID $FEED_PID $QUERY_PID $DISPATCH_PID; do
         name=dispatch
         [[ $pid == "$FEED_PID" ]] && name="demo feed"
+        [[ $pid == "$QUERY_PID" ]] && name=query
         [[ $pid == "$WATCH_PID" ]] && name=watch
         for ((i = 0; i < 200; i++)); do
             kill -0 "$pid" 2>/dev/null || break
@@ -80,8 +87,8 @@ if [[ $SKIP_BUILD != 1 ]]; then
     log "building: ${BUILD_CMD[*]}"
     "${BUILD_CMD[@]}"
 fi
-for bin in "$WHISTLE_BIN" "$WHISTLE_DISPATCH_BIN"; do
-    [[ -x $bin ]] || die "$bin is missing or not executable (set WHISTLE_BIN / WHISTLE_DISPATCH_BIN?)"
+for bin in "$WHISTLE_BIN" "$WHISTLE_DISPATCH_BIN" "$WHISTLE_QUERY_BIN"; do
+    [[ -x $bin ]] || die "$bin is missing or not executable (set WHISTLE_BIN / WHISTLE_DISPATCH_BIN / WHISTLE_QUERY_BIN?)"
 done
 
 log "migrating the database: whistle migrate"
@@ -90,18 +97,30 @@ log "seeding the demo organisation: whistle seed"
 "$WHISTLE_BIN" seed
 
 mkdir -p -- "$LOGS"
-printf '\n=== %s: starting %s\n' "$(date -Is)" "$WHISTLE_DISPATCH_BIN" >>"$DISPATCH_LOG"
-"$WHISTLE_DISPATCH_BIN" </dev/null >>"$DISPATCH_LOG" 2>&1 &
-DISPATCH_PID=$!
-sleep 1
-if ! kill -0 "$DISPATCH_PID" 2>/dev/null; then
-    wait "$DISPATCH_PID" && status=0 || status=$?
-    DISPATCH_PID=""
-    printf 'whistle: error: whistle-dispatch exited at start (status %s); last lines of %s:\n' \
-        "$status" "$DISPATCH_LOG" >&2
-    tail -n 25 -- "$DISPATCH_LOG" | sed 's/^/whistle:   | /' >&2
-    exit 1
-fi
+# start_service BIN LOG: runs BIN in the background with its output appended to LOG, and fails with
+# the log's tail if it exits within a second. Sets STARTED_PID.
+start_service() {
+    local bin=$1 logfile=$2 pid status
+    printf '\n=== %s: starting %s\n' "$(date -Is)" "$bin" >>"$logfile"
+    "$bin" </dev/null >>"$logfile" 2>&1 &
+    pid=$!
+    sleep 1
+    if ! kill -0 "$pid" 2>/dev/null; then
+        wait "$pid" && status=0 || status=$?
+        printf 'whistle: error: %s exited at start (status %s); last lines of %s:\n' \
+            "$(basename -- "$bin")" "$status" "$logfile" >&2
+        tail -n 25 -- "$logfile" | sed 's/^/whistle:   | /' >&2
+        exit 1
+    fi
+    STARTED_PID=$pid
+}
+start_service "$WHISTLE_DISPATCH_BIN" "$DISPATCH_LOG"
+DISPATCH_PID=$STARTED_PID
+start_service "$WHISTLE_QUERY_BIN" "$QUERY_LOG"
+QUERY_PID=$STARTED_PID
+# A fresh city operator token for this run (stored hashed; `whistle token list` shows them all).
+TOKEN_FILE=$WHISTLE_HOME/operator.token
+(umask 077 && "$WHISTLE_BIN" token create --role operator --area 150600 --label "deploy/local/run.sh" >"$TOKEN_FILE")
 
 if [[ $NO_FEED == 1 ]]; then
     feed_line="off (WHISTLE_NO_FEED=1)"
@@ -119,6 +138,11 @@ watch_cmd=$(printf '%q ' "WHISTLE_NATS_URL=$WHISTLE_NATS_URL" "DATABASE_URL=$DAT
     printf '  PostgreSQL    %s\n' "$DATABASE_URL"
     printf '  policy        %s\n' "$WHISTLE_POLICY"
     printf '  dispatch      pid %s, log %s\n' "$DISPATCH_PID" "$DISPATCH_LOG"
+    printf '  query         gRPC + gRPC-web on %s, metrics http://%s/metrics, pid %s, log %s\n' \
+        "$WHISTLE_QUERY_LISTEN" "$WHISTLE_QUERY_LISTEN" "$QUERY_PID" "$QUERY_LOG"
+    printf '  token         city operator, in %s: %s\n' "$TOKEN_FILE" "$(cat -- "$TOKEN_FILE")"
+    printf '  try           grpcurl -plaintext -H "authorization: Bearer $(cat %s)" %s whistle.v1.CommandCenter/GetOverview\n' \
+        "$TOKEN_FILE" "$WHISTLE_QUERY_LISTEN"
     printf '  demo feed     %s\n' "$feed_line"
     printf '  server logs   %s/nats-server.log, %s/postgres.log\n' "$LOGS" "$LOGS"
     printf '  watch         %s\n' "${watch_cmd% }"

@@ -1,5 +1,6 @@
 //! `whistle`: the command line for grid workers, operators and developers.
 
+mod bench;
 mod commands;
 mod incident;
 mod load;
@@ -72,6 +73,9 @@ enum Command {
     Incident(incident::Args),
     #[command(flatten)]
     Field(commands::Field),
+    /// Benchmarks of the query service: fill, query, watch.
+    #[command(subcommand)]
+    Bench(bench::Args),
     /// Bearer tokens for the query service (create, list, revoke).
     #[command(subcommand)]
     Token(token::Args),
@@ -140,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Simulate(args) => simulate::run(&cli.conn, args).await?,
         Command::Token(args) => token::run(&cli.conn, args).await?,
+        Command::Bench(args) => bench::run(&cli.conn, args).await?,
         Command::Categories => {
             let policy = whistle_dispatch::load_policy(&cli.conn.policy)?;
             println!("policy {}", policy.version());

@@ -1,0 +1,375 @@
+//! `whistle bench`: benchmarks of the query service (not timed tests).
+//!
+//! - `fill` writes synthetic incidents straight into PostgreSQL, a million in a minute or two,
+//!   so that queries can be measured at a city's scale without running intake for hours;
+//! - `query` calls `GetOverview` or `ListIncidents` over gRPC and prints the latency percentiles;
+//! - `watch` holds many `WatchEvents` streams while something else (`whistle load`) publishes
+//!   reports, and checks that every stream received every event.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use hdrhistogram::Histogram;
+use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use whistle_domain::Level;
+use whistle_proto::v1::{self, command_center_client::CommandCenterClient};
+
+use crate::{connect_db, Connection};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Args {
+    /// Write synthetic incidents (with a timeline entry each) for query benchmarks.
+    Fill {
+        /// How many incidents to add.
+        #[arg(long, default_value_t = 1_000_000)]
+        incidents: u64,
+        /// Spread their creation over this many days before now.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// Latency of GetOverview or ListIncidents.
+    Query {
+        #[command(flatten)]
+        target: Target,
+        /// overview, list (first page) or list-pages (a page and the next four, by token).
+        #[arg(long, default_value = "overview")]
+        rpc: String,
+        /// Area for the requests; default the token's.
+        #[arg(long, default_value = "")]
+        area: String,
+        #[arg(long, default_value_t = 2_000)]
+        requests: u64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: u64,
+    },
+    /// Many WatchEvents streams at once: each must receive every event, in order.
+    Watch {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 200)]
+        streams: u64,
+        /// How long to hold the streams open.
+        #[arg(long, value_parser = crate::parse_duration, default_value = "60s")]
+        duration: Duration,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Target {
+    /// The query service.
+    #[arg(long, env = "WHISTLE_QUERY_URL", default_value = "http://127.0.0.1:50051")]
+    query_url: String,
+    /// A bearer token (`whistle token create`).
+    #[arg(long, env = "WHISTLE_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+type Client = CommandCenterClient<InterceptedService<Channel, Bearer>>;
+
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+impl Target {
+    async fn client(&self) -> anyhow::Result<Client> {
+        let channel = Channel::from_shared(self.query_url.clone())
+            .context("--query-url")?
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {}", self.query_url))?;
+        let bearer = Bearer(
+            format!("Bearer {}", self.token)
+                .parse()
+                .context("the token is not ASCII")?,
+        );
+        Ok(CommandCenterClient::with_interceptor(channel, bearer))
+    }
+}
+
+pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
+    match args {
+        Args::Fill { incidents, days } => fill(conn, incidents, days).await,
+        Args::Query {
+            target,
+            rpc,
+            area,
+            requests,
+            concurrency,
+        } => query(&target, &rpc, &area, requests, concurrency).await,
+        Args::Watch {
+            target,
+            streams,
+            duration,
+        } => watch(&target, streams, duration).await,
+    }
+}
+
+async fn fill(conn: &Connection, incidents: u64, days: u32) -> anyhow::Result<()> {
+    const BATCH: u64 = 20_000;
+    let pool = connect_db(conn).await?;
+    let policy = whistle_dispatch::load_policy(&conn.policy)?;
+    let dataset = whistle_domain::ordos::dataset();
+    let grids: Vec<String> = dataset
+        .units
+        .iter()
+        .filter(|u| u.level() == Level::Grid)
+        .map(|u| u.code.to_string())
+        .collect();
+    let categories: Vec<String> = policy
+        .categories()
+        .map(|c| c.code.to_string())
+        .collect();
+    let started = Instant::now();
+    let mut written = 0;
+    while written < incidents {
+        let n = BATCH.min(incidents - written);
+        // Status mix of a month of real work: most closed, a fifth still open. Everything else is
+        // derived from the random grid, category and creation time.
+        sqlx::query(
+            "WITH new AS (
+                SELECT gen_random_uuid() AS id,
+                       $1::text[] AS grids, $2::text[] AS categories,
+                       now() - random() * make_interval(days => $4) AS created_at,
+                       random() AS r, floor(random() * cardinality($1::text[]))::int + 1 AS g,
+                       floor(random() * cardinality($2::text[]))::int + 1 AS c
+                FROM generate_series(1, $3)
+             ), rows AS (
+                SELECT id, grids[g] AS grid, categories[c] AS category, created_at, r,
+                       CASE WHEN r < 0.55 THEN 'closed' WHEN r < 0.60 THEN 'closed_unverified'
+                            WHEN r < 0.65 THEN 'resolved' WHEN r < 0.80 THEN 'handling'
+                            WHEN r < 0.90 THEN 'whistled' ELSE 'accepted' END AS status
+                FROM new
+             ), incidents AS (
+                INSERT INTO incidents (id, version, status, level, category, urgency, title,
+                    description, district_code, street_code, community_code, grid_code, lat, lon,
+                    address, reporter_id, report_count, policy_version, reported_at, created_at,
+                    updated_at, due_at, overdue, resolved_at, closed_at, satisfaction)
+                SELECT id, 1, status,
+                       CASE WHEN status IN ('whistled', 'accepted') THEN 'street'
+                            WHEN r < 0.7 THEN 'community' ELSE 'street' END,
+                       category, CASE WHEN r * 100 % 1 < 0.1 THEN 'urgent' ELSE 'normal' END,
+                       '压测事件 ' || category, '由 whistle bench fill 生成的压测数据',
+                       left(grid, 6), left(grid, 9), left(grid, 12), grid,
+                       39.6 + random(), 109.8 + random(), '', 'gw-' || grid, 1, 'bench',
+                       created_at, created_at, created_at, created_at + interval '3 days',
+                       status IN ('handling', 'whistled', 'accepted')
+                           AND created_at + interval '3 days' < now(),
+                       CASE WHEN status IN ('resolved', 'closed', 'closed_unverified')
+                            THEN created_at + interval '1 day' END,
+                       CASE WHEN status IN ('closed', 'closed_unverified')
+                            THEN created_at + interval '2 days' END,
+                       CASE WHEN status = 'closed' THEN 'satisfied' END
+                FROM rows
+                RETURNING id, created_at
+             )
+             INSERT INTO timeline (incident_id, seq, kind, actor_id, at, note)
+             SELECT id, 1, 'incident.reported', 'system', created_at, 'whistle bench fill'
+             FROM incidents",
+        )
+        .bind(&grids)
+        .bind(&categories)
+        .bind(i64::try_from(n)?)
+        .bind(i32::try_from(days)?)
+        .execute(&pool)
+        .await
+        .context("inserting synthetic incidents")?;
+        written += n;
+        eprint!(
+            "\r{written}/{incidents} incidents ({:.0}/s)",
+            written as f64 / started.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!();
+    sqlx::query("ANALYZE incidents, timeline")
+        .execute(&pool)
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents")
+        .fetch_one(&pool)
+        .await?;
+    println!(
+        "added {incidents} synthetic incidents in {:.1}s; {total} incidents in the database",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+fn print_latency(label: &str, h: &Histogram<u64>, elapsed: Duration) {
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "{label}: {} requests in {:.1}s ({:.0}/s); latency ms p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}",
+        h.len(),
+        elapsed.as_secs_f64(),
+        h.len() as f64 / elapsed.as_secs_f64(),
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.9)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max()),
+    );
+}
+
+async fn query(
+    target: &Target,
+    rpc: &str,
+    area: &str,
+    requests: u64,
+    concurrency: u64,
+) -> anyhow::Result<()> {
+    if !matches!(rpc, "overview" | "list" | "list-pages") {
+        bail!("--rpc must be overview, list or list-pages, not {rpc:?}");
+    }
+    let client = target.client().await?;
+    let next = Arc::new(AtomicU64::new(0));
+    let merged = Arc::new(Mutex::new(histogram()));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let (mut client, next, merged) = (client.clone(), next.clone(), merged.clone());
+            let (rpc, area) = (rpc.to_owned(), area.to_owned());
+            tokio::spawn(async move {
+                let mut h = histogram();
+                while next.fetch_add(1, Ordering::Relaxed) < requests {
+                    let mut token = String::new();
+                    let pages = if rpc == "list-pages" { 5 } else { 1 };
+                    for _ in 0..pages {
+                        let sent = Instant::now();
+                        if rpc == "overview" {
+                            client
+                                .get_overview(v1::GetOverviewRequest {
+                                    area_code: area.clone(),
+                                    window: None,
+                                })
+                                .await?;
+                        } else {
+                            token = client
+                                .list_incidents(v1::ListIncidentsRequest {
+                                    area_code: area.clone(),
+                                    page_size: 50,
+                                    page_token: token.clone(),
+                                    ..Default::default()
+                                })
+                                .await?
+                                .into_inner()
+                                .next_page_token;
+                        }
+                        h.record(sent.elapsed().as_micros().max(1) as u64)?;
+                    }
+                }
+                merged.lock().expect("not poisoned").add(&h)?;
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    let h = merged.lock().expect("not poisoned").clone();
+    print_latency(rpc, &h, started.elapsed());
+    Ok(())
+}
+
+/// What one stream saw.
+#[derive(Default)]
+struct Seen {
+    events: u64,
+    first: Option<u64>,
+    last: u64,
+    out_of_order: u64,
+    gaps: u64,
+}
+
+async fn watch(target: &Target, streams: u64, duration: Duration) -> anyhow::Result<()> {
+    let latency = Arc::new(Mutex::new(histogram()));
+    let mut tasks = Vec::new();
+    for _ in 0..streams {
+        // One connection per stream, as separate screens have.
+        let mut client = target.client().await?;
+        let latency = latency.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stream = client
+                .watch_events(v1::WatchEventsRequest::default())
+                .await?
+                .into_inner();
+            let mut seen = Seen::default();
+            let mut h = histogram();
+            let deadline = tokio::time::Instant::now() + duration;
+            loop {
+                let response = tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    next = stream.message() => match next? {
+                        Some(response) => response,
+                        None => bail!("the stream ended early"),
+                    },
+                };
+                match response.item {
+                    Some(v1::watch_events_response::Item::Event(event)) => {
+                        if seen.first.is_some() && event.sequence != seen.last + 1 {
+                            seen.out_of_order += 1;
+                        }
+                        seen.first.get_or_insert(event.sequence);
+                        seen.last = event.sequence;
+                        seen.events += 1;
+                        if let Some(at) = event.event.and_then(|e| e.occurred_at) {
+                            let at = at.seconds * 1_000_000 + i64::from(at.nanos) / 1_000;
+                            let now = chrono::Utc::now().timestamp_micros();
+                            h.record(u64::try_from(now - at).unwrap_or(0).max(1))?;
+                        }
+                    }
+                    Some(v1::watch_events_response::Item::Gap(_)) => seen.gaps += 1,
+                    None => {}
+                }
+            }
+            latency.lock().expect("not poisoned").add(&h)?;
+            Ok(seen)
+        }));
+    }
+    eprintln!("{streams} streams open for {duration:?}; run `whistle load` now");
+    let mut all = Vec::new();
+    for task in tasks {
+        all.push(task.await??);
+    }
+    let complete = all
+        .iter()
+        .filter(|s| {
+            s.out_of_order == 0 && s.gaps == 0 && s.first.is_some_and(|f| s.last - f + 1 == s.events)
+        })
+        .count();
+    let events: Vec<u64> = all.iter().map(|s| s.events).collect();
+    println!(
+        "{streams} streams: {complete} received every event in order with no gap; events per stream min {} max {}",
+        events.iter().min().unwrap_or(&0),
+        events.iter().max().unwrap_or(&0),
+    );
+    let h = latency.lock().expect("not poisoned").clone();
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "event occurred → stream delivery, ms: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ({} deliveries)",
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.9)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.value_at_quantile(0.999)),
+        ms(h.max()),
+        h.len()
+    );
+    if complete as u64 != streams {
+        bail!("{} streams missed events", streams - complete as u64);
+    }
+    Ok(())
+}
