@@ -82,6 +82,30 @@ pub fn timestamp_from_unix_millis(millis: i64) -> prost_types::Timestamp {
     }
 }
 
+/// A client interceptor adding `authorization: Bearer <token>` to every call, for the query
+/// service's clients (`CommandCenterClient::with_interceptor(channel, Bearer::new(token)?)`).
+#[derive(Clone, Debug)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    /// Fails only for a token with characters that cannot be sent in a header.
+    pub fn new(token: &str) -> Result<Bearer, tonic::metadata::errors::InvalidMetadataValue> {
+        format!("Bearer {token}").parse().map(Bearer)
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ async fn dispatch_client(stack: &Stack, token: &str) -> DispatchClient<Authed> {
         .connect()
         .await
         .unwrap();
-    DispatchClient::with_interceptor(channel, Bearer::new(token))
+    DispatchClient::with_interceptor(channel, Bearer::new(token).unwrap())
 }
 
 fn command(incident: Uuid, body: Body) -> v1::Command {
@@ -379,7 +379,7 @@ async fn commands_without_a_running_dispatch_are_unavailable() {
         .connect()
         .await
         .unwrap();
-    let refused = DispatchClient::with_interceptor(channel, Bearer::new(&token))
+    let refused = DispatchClient::with_interceptor(channel, Bearer::new(&token).unwrap())
         .supervise(command(
             Uuid::now_v7(),
             Body::Supervise(v1::Supervise {
@@ -429,7 +429,7 @@ async fn with_a_certificate_the_listener_speaks_tls_only() {
             .connect()
             .await
             .expect("a TLS connection");
-    let tree = CommandCenterClient::with_interceptor(channel, Bearer::new(&token))
+    let tree = CommandCenterClient::with_interceptor(channel, Bearer::new(&token).unwrap())
         .get_org_tree(v1::GetOrgTreeRequest::default())
         .await
         .unwrap()
@@ -441,7 +441,7 @@ async fn with_a_certificate_the_listener_speaks_tls_only() {
         .unwrap()
         .connect_lazy();
     assert!(
-        CommandCenterClient::with_interceptor(plain, Bearer::new(&token))
+        CommandCenterClient::with_interceptor(plain, Bearer::new(&token).unwrap())
             .get_org_tree(v1::GetOrgTreeRequest::default())
             .await
             .is_err()

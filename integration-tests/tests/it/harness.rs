@@ -465,27 +465,7 @@ pub async fn stream_len(js: &jetstream::Context, name: &str) -> u64 {
     }
 }
 
-/// Adds `authorization: Bearer <token>` to every call of a tonic client.
-#[derive(Clone)]
-pub struct Bearer(pub tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl Bearer {
-    pub fn new(token: &str) -> Bearer {
-        Bearer(format!("Bearer {token}").parse().expect("a token is ASCII"))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
+pub use whistle_proto::Bearer;
 
 pub type Authed =
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
@@ -502,6 +482,6 @@ pub async fn command_center(
         .expect("connecting to the query service");
     whistle_proto::v1::command_center_client::CommandCenterClient::with_interceptor(
         channel,
-        Bearer::new(token),
+        Bearer::new(token).expect("an ASCII token"),
     )
 }

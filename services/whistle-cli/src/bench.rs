@@ -18,7 +18,10 @@ use anyhow::{bail, Context as _};
 use hdrhistogram::Histogram;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 use whistle_domain::Level;
-use whistle_proto::v1::{self, command_center_client::CommandCenterClient};
+use whistle_proto::{
+    v1::{self, command_center_client::CommandCenterClient},
+    Bearer,
+};
 
 use crate::{connect_db, Connection};
 
@@ -64,7 +67,11 @@ pub enum Args {
 #[derive(Debug, clap::Args)]
 pub struct Target {
     /// The query service.
-    #[arg(long, env = "WHISTLE_QUERY_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "WHISTLE_QUERY_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     query_url: String,
     /// A bearer token (`whistle token create`).
     #[arg(long, env = "WHISTLE_TOKEN", hide_env_values = true)]
@@ -73,16 +80,6 @@ pub struct Target {
 
 type Client = CommandCenterClient<InterceptedService<Channel, Bearer>>;
 
-#[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
-
 impl Target {
     async fn client(&self) -> anyhow::Result<Client> {
         let channel = Channel::from_shared(self.query_url.clone())
@@ -90,11 +87,7 @@ impl Target {
             .connect()
             .await
             .with_context(|| format!("connecting to {}", self.query_url))?;
-        let bearer = Bearer(
-            format!("Bearer {}", self.token)
-                .parse()
-                .context("the token is not ASCII")?,
-        );
+        let bearer = Bearer::new(&self.token).context("the token is not ASCII")?;
         Ok(CommandCenterClient::with_interceptor(channel, bearer))
     }
 }
@@ -128,10 +121,7 @@ async fn fill(conn: &Connection, incidents: u64, days: u32) -> anyhow::Result<()
         .filter(|u| u.level() == Level::Grid)
         .map(|u| u.code.to_string())
         .collect();
-    let categories: Vec<String> = policy
-        .categories()
-        .map(|c| c.code.to_string())
-        .collect();
+    let categories: Vec<String> = policy.categories().map(|c| c.code.to_string()).collect();
     let started = Instant::now();
     let mut written = 0;
     while written < incidents {
@@ -348,7 +338,9 @@ async fn watch(target: &Target, streams: u64, duration: Duration) -> anyhow::Res
     let complete = all
         .iter()
         .filter(|s| {
-            s.out_of_order == 0 && s.gaps == 0 && s.first.is_some_and(|f| s.last - f + 1 == s.events)
+            s.out_of_order == 0
+                && s.gaps == 0
+                && s.first.is_some_and(|f| s.last - f + 1 == s.events)
         })
         .count();
     let events: Vec<u64> = all.iter().map(|s| s.events).collect();
