@@ -150,7 +150,7 @@ async fn fill(conn: &Connection, incidents: u64, days: u32) -> anyhow::Result<()
                 SELECT id, 1, status,
                        CASE WHEN status IN ('whistled', 'accepted') THEN 'street'
                             WHEN r < 0.7 THEN 'community' ELSE 'street' END,
-                       category, CASE WHEN r * 100 % 1 < 0.1 THEN 'urgent' ELSE 'normal' END,
+                       category, CASE WHEN random() < 0.1 THEN 'urgent' ELSE 'normal' END,
                        '压测事件 ' || category, '由 whistle bench fill 生成的压测数据',
                        left(grid, 6), left(grid, 9), left(grid, 12), grid,
                        39.6 + random(), 109.8 + random(), '', 'gw-' || grid, 1, 'bench',

@@ -72,12 +72,15 @@ impl Principal {
     }
 }
 
+/// Valid tokens by the SHA-256 of their secret, with when they were checked.
+type Cache = DashMap<[u8; 32], (Instant, Arc<Principal>)>;
+
 /// Checks tokens against the database, with a short-lived cache of valid ones.
 #[derive(Debug, Clone)]
 pub(crate) struct Auth {
     pool: PgPool,
     clock: Arc<dyn Clock>,
-    cache: Arc<DashMap<[u8; 32], (Instant, Arc<Principal>)>>,
+    cache: Arc<Cache>,
 }
 
 impl Auth {
