@@ -1,5 +1,6 @@
 //! Integration tests: real nats-server, real PostgreSQL, isolated per test.
 
+mod aggregates;
 mod crash;
 mod escalation;
 mod harness;

@@ -13,6 +13,7 @@ use whistle_domain::policy::Policy;
 use whistle_proto::v1;
 
 use crate::{
+    aggregates::Aggregates,
     area,
     generated::command_center_server,
     incidents::{self, Filter},
@@ -27,6 +28,8 @@ pub(crate) struct CommandCenter {
     /// For category names; incidents keep their own policy version.
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,
+    /// The live counters `GetOverview` answers from.
+    pub aggregates: Aggregates,
 }
 
 #[tonic::async_trait]
@@ -38,14 +41,12 @@ impl command_center_server::CommandCenter for CommandCenter {
         let request = request.into_inner();
         let area = area::parse_optional("area_code", &request.area_code)?;
         let window = overview::parse_window(request.window.as_ref())?;
-        let overview = overview::read(
-            &self.pool,
+        let overview = self.aggregates.overview(
             &request.area_code,
             area.as_ref(),
             window,
             self.clock.now(),
-        )
-        .await?;
+        )?;
         Ok(Response::new(overview))
     }
 

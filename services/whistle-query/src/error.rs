@@ -13,6 +13,9 @@ pub enum Error {
     /// What the request names does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// Not ready to answer yet (the live aggregates are loading): retry shortly.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// A stored value this service cannot read (dispatch wrote something unexpected).
@@ -64,6 +67,7 @@ impl From<Error> for Status {
         match error {
             Error::InvalidArgument(message) => Status::invalid_argument(message),
             Error::NotFound(message) => Status::not_found(message),
+            Error::Unavailable(message) => Status::unavailable(message),
             Error::Database(ref source) if is_unavailable(source) => {
                 tracing::warn!(error = %error, "database unavailable");
                 Status::unavailable("the database is unavailable; retry later")
@@ -76,7 +80,11 @@ impl From<Error> for Status {
                 tracing::error!(error = %error, "stored data is inconsistent");
                 Status::internal("stored data is inconsistent")
             }
-            Error::Nats(_) | Error::Policy(_) | Error::Bind { .. } | Error::Reflection(_) | Error::Serve(_) => {
+            Error::Nats(_)
+            | Error::Policy(_)
+            | Error::Bind { .. }
+            | Error::Reflection(_)
+            | Error::Serve(_) => {
                 tracing::error!(error = %error, "server error");
                 Status::internal(error.to_string())
             }
@@ -102,6 +110,11 @@ mod tests {
         assert_eq!(
             Status::from(Error::Database(sqlx::Error::PoolTimedOut)).code(),
             Code::Unavailable
+        );
+        let loading = Status::from(Error::Unavailable("still loading".into()));
+        assert_eq!(
+            (loading.code(), loading.message()),
+            (Code::Unavailable, "still loading")
         );
         let internal = Status::from(Error::Corrupt("status \"weird\" of incident 1".into()));
         assert_eq!(internal.code(), Code::Internal);

@@ -2,20 +2,22 @@
 //!
 //! One listener serves the `CommandCenter` RPCs, `grpc.health.v1.Health`, server reflection v1
 //! (and v1alpha for older clients; both `whistle.v1` services are described, so grpcurl can list
-//! and call everything) and gRPC-web over HTTP/1.1 for browsers. Every answer is read from
-//! PostgreSQL at request time.
+//! and call everything) and gRPC-web over HTTP/1.1 for browsers. `GetOverview` answers from live
+//! aggregates in memory, kept current from `WHISTLE_EVENTS` and rebuilt from PostgreSQL at start
+//! ([`Aggregates`]); every other answer is read from PostgreSQL at request time.
 //!
 //! **Invariant:** query is read-only. Only dispatch writes incident state; this service's
 //! connections are opened with `default_transaction_read_only = on`, so a write would fail in
 //! PostgreSQL even if one slipped into the code.
 //!
 //! Not here yet (issue 4): `GetScoreboard` and `WatchEvents` (they answer UNIMPLEMENTED), the
-//! `whistle.v1.Dispatch` service, bearer tokens and scopes, TLS, Prometheus metrics and the
-//! in-memory aggregates. The queries live in this crate rather than in `whistle-store` because
-//! they are the read models of this service alone.
+//! `whistle.v1.Dispatch` service, bearer tokens and scopes, TLS and Prometheus metrics. The
+//! queries live in this crate rather than in `whistle-store` because they are the read models of
+//! this service alone.
 //!
 //! Shape: [`Options`] → [`Options::build`] → [`Service::run`] with a shutdown token.
 
+mod aggregates;
 mod area;
 mod command_center;
 mod convert;
@@ -45,11 +47,13 @@ use tonic::transport::server::TcpIncoming;
 use tracing::info;
 use whistle_dispatch::{Clock, SystemClock};
 
+pub use aggregates::Aggregates;
 pub use error::{Error, Result};
 pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use overdue::MAX_ITEMS as MAX_OVERDUE_ITEMS;
-pub use overview::{DEFAULT_WINDOW, MAX_WINDOW};
+pub use overview::{recount, DEFAULT_WINDOW, MAX_WINDOW};
 
+use aggregates::Feed;
 use command_center::CommandCenter;
 use generated::command_center_server::CommandCenterServer;
 
@@ -82,6 +86,9 @@ impl Default for Options {
         }
     }
 }
+
+/// Pause before the live aggregates try PostgreSQL or NATS again after a failure.
+const AGGREGATES_RETRY: Duration = Duration::from_secs(1);
 
 /// A built service: connected to PostgreSQL and bound to its address, ready to run.
 pub struct Service {
@@ -125,6 +132,7 @@ impl Options {
                 nats,
                 policy: Arc::new(policy),
                 clock,
+                aggregates: Aggregates::default(),
             },
         })
     }
@@ -153,8 +161,15 @@ impl Service {
         self.local_addr
     }
 
+    /// The live aggregates behind `GetOverview` (their applied stream sequence, for tests and
+    /// operations); they load once [`Service::run`] starts.
+    pub fn aggregates(&self) -> Aggregates {
+        self.handlers.aggregates.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then reports NOT_SERVING, stops accepting, lets the
-    /// requests in flight finish, and closes the pool.
+    /// requests in flight finish, and closes the pool. The live aggregates are rebuilt and kept
+    /// current meanwhile; `GetOverview` answers UNAVAILABLE until their first rebuild finished.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -174,6 +189,15 @@ impl Service {
             .build_v1alpha()
             .map_err(|e| Error::Reflection(e.to_string()))?;
         let pool = self.handlers.pool.clone();
+        let feed = Feed {
+            aggregates: self.handlers.aggregates.clone(),
+            pool: pool.clone(),
+            jetstream: async_nats::jetstream::new(self.handlers.nats.clone()),
+            clock: self.handlers.clock.clone(),
+            retry: AGGREGATES_RETRY,
+        };
+        let feed_shutdown = shutdown.child_token();
+        let feed = tokio::spawn(feed.run(feed_shutdown.clone()));
         let stopping = {
             let health = health.clone();
             async move {
@@ -188,7 +212,7 @@ impl Service {
             }
         };
         info!(local_addr = %self.local_addr, "serving gRPC and gRPC-web");
-        tonic::transport::Server::builder()
+        let served = tonic::transport::Server::builder()
             .accept_http1(true)
             .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
             .layer(tonic_web::GrpcWebLayer::new())
@@ -197,8 +221,13 @@ impl Service {
             .add_service(reflection_v1alpha)
             .add_service(CommandCenterServer::new(self.handlers))
             .serve_with_incoming_shutdown(self.incoming, stopping)
-            .await?;
+            .await;
+        feed_shutdown.cancel();
+        if let Err(e) = feed.await {
+            tracing::error!(error = %e, "the live aggregates task failed");
+        }
         pool.close().await;
+        served?;
         info!("query stopped");
         Ok(())
     }

@@ -18,7 +18,11 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/whistle"
     )]
     database_url: String,
-    #[arg(long, env = "WHISTLE_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "WHISTLE_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     nats_url: String,
     /// Builtin policy (ordos, ordos-demo) or a policy TOML file, for category names.
     #[arg(long, env = "WHISTLE_POLICY", default_value = "ordos")]
