@@ -1,6 +1,7 @@
 //! Integration tests: real nats-server, real PostgreSQL, isolated per test.
 
 mod access;
+mod aggregates;
 mod crash;
 mod escalation;
 mod harness;

@@ -35,11 +35,25 @@ pub(crate) async fn transition(
         fired,
         ..Changes::default()
     };
+    // Every event of the transition names all its kinds (see `IncidentChanged.transition_kinds`).
+    let transition: Vec<&str> = effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Event { kind, .. } => Some(*kind),
+            _ => None,
+        })
+        .collect();
     for effect in effects {
         match effect {
             Effect::Event { kind, task, note } => {
                 changes.events.push(events::incident_changed(
-                    &origin, &state, kind, task, &note, now,
+                    &origin,
+                    &state,
+                    kind,
+                    &transition,
+                    task,
+                    &note,
+                    now,
                 ));
                 changes.timeline.push(TimelineEntry {
                     kind: kind.to_owned(),

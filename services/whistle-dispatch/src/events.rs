@@ -53,12 +53,11 @@ fn finish(event: v1::Event, district: &str, street: &str) -> OutboxEvent {
     }
 }
 
-/// `incident.reported` for a new incident.
+/// `incident.reported` for a new incident, opened as `state`.
 pub fn incident_reported(
     valid: &ValidReport,
     incident_id: Uuid,
-    level: Level,
-    status: v1::IncidentStatus,
+    state: &Incident,
     category_name: &str,
     at: DateTime<Utc>,
 ) -> OutboxEvent {
@@ -75,9 +74,11 @@ pub fn incident_reported(
         actor_id: valid.reporter_id.to_string(),
         body: Some(v1::event::Body::IncidentReported(v1::IncidentReported {
             report: Some(valid.report.clone()),
-            level: level_to_proto(level) as i32,
-            status: status as i32,
+            level: level_to_proto(state.level) as i32,
+            status: status_to_proto(state.status) as i32,
             category_name: category_name.to_owned(),
+            due_at: Some(timestamp(state.resolve_due)),
+            version: state.version,
         })),
     };
     let (district, street) = (event.district_code.clone(), event.street_code.clone());
@@ -154,11 +155,13 @@ pub struct Origin<'a> {
     pub actor_id: &'a str,
 }
 
-/// An engine transition; `task.*` kinds go to `whistle.task.{department}.{kind}`.
+/// One event of an engine transition whose events are `transition` (kinds, in order); `task.*`
+/// kinds go to `whistle.task.{department}.{kind}`.
 pub fn incident_changed(
     origin: &Origin<'_>,
     state: &Incident,
     kind: &str,
+    transition: &[&str],
     task: Option<u32>,
     note: &str,
     at: DateTime<Utc>,
@@ -190,6 +193,7 @@ pub fn incident_changed(
                 .map_or(0, |s| satisfaction_to_proto(s) as i32),
             reopen_count: state.reopen_count,
             tasks: state.tasks.iter().map(task_state).collect(),
+            transition_kinds: transition.iter().map(|k| (*k).to_owned()).collect(),
         })),
     };
     let subject = match task {

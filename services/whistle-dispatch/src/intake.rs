@@ -339,14 +339,7 @@ fn new_incident(
         })
         .collect();
     let incident_id = Uuid::now_v7();
-    let event = events::incident_reported(
-        &valid,
-        incident_id,
-        state.level,
-        crate::convert::status_to_proto(state.status),
-        &category.name_zh,
-        now,
-    );
+    let event = events::incident_reported(&valid, incident_id, &state, &category.name_zh, now);
     let location = valid.report.location.clone().unwrap_or_default();
     let has_location = valid.report.location.is_some();
     NewIncident {

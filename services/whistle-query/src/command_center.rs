@@ -14,6 +14,7 @@ use whistle_domain::policy::Policy;
 use whistle_proto::v1;
 
 use crate::{
+    aggregates::Aggregates,
     auth::Auth,
     generated::command_center_server,
     incidents::{self, Filter},
@@ -33,6 +34,8 @@ pub(crate) struct CommandCenter {
     /// For category names; incidents keep their own policy version.
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,
+    /// The live counters `GetOverview` answers from.
+    pub aggregates: Aggregates,
 }
 
 #[tonic::async_trait]
@@ -62,14 +65,9 @@ impl command_center_server::CommandCenter for CommandCenter {
         let request = request.into_inner();
         let area = principal.read_area("area_code", &request.area_code)?;
         let window = overview::parse_window(request.window.as_ref())?;
-        let overview = overview::read(
-            &self.pool,
-            area.as_str(),
-            Some(&area),
-            window,
-            self.clock.now(),
-        )
-        .await?;
+        let overview =
+            self.aggregates
+                .overview(area.as_str(), Some(&area), window, self.clock.now())?;
         Ok(Response::new(overview))
     }
 

@@ -23,7 +23,8 @@ pub enum Error {
     /// Dispatch refused a command; nothing changed.
     #[error("{1}")]
     Refused(whistle_proto::v1::CommandErrorCode, String),
-    /// Something this service needs is not answering now; worth a retry.
+    /// Something this service needs is not answering now (dispatch, or the live aggregates still
+    /// loading); worth a retry.
     #[error("{0}")]
     Unavailable(String),
     #[error("database: {0}")]
@@ -142,6 +143,11 @@ mod tests {
         assert_eq!(
             Status::from(Error::Database(sqlx::Error::PoolTimedOut)).code(),
             Code::Unavailable
+        );
+        let loading = Status::from(Error::Unavailable("still loading".into()));
+        assert_eq!(
+            (loading.code(), loading.message()),
+            (Code::Unavailable, "still loading")
         );
         let internal = Status::from(Error::Corrupt("status \"weird\" of incident 1".into()));
         assert_eq!(internal.code(), Code::Internal);

@@ -2,8 +2,9 @@
 //!
 //! One listener serves the `CommandCenter` RPCs, `grpc.health.v1.Health`, server reflection v1
 //! (and v1alpha for older clients; both `whistle.v1` services are described, so grpcurl can list
-//! and call everything) and gRPC-web over HTTP/1.1 for browsers. Every answer is read from
-//! PostgreSQL at request time.
+//! and call everything) and gRPC-web over HTTP/1.1 for browsers. `GetOverview` answers from live
+//! aggregates in memory, kept current from `WHISTLE_EVENTS` and rebuilt from PostgreSQL at start
+//! ([`Aggregates`]); every other answer is read from PostgreSQL at request time.
 //!
 //! **Invariant:** query is read-only. Only dispatch writes incident state; this service's
 //! connections are opened with `default_transaction_read_only = on`, so a write would fail in
@@ -11,7 +12,8 @@
 //!
 //! Also on the listener: `whistle.v1.Dispatch`, which forwards operator and liaison commands to
 //! whistle-dispatch over NATS (dispatch.rs), `WatchEvents` fed by one reader of `WHISTLE_EVENTS`
-//! (watch.rs), and Prometheus metrics at `GET /metrics` (metrics.rs). Every whistle.v1 call needs
+//! (watch.rs), and Prometheus metrics at `GET /metrics` (metrics.rs). `GetOverview` answers from live aggregates in memory (aggregates/), rebuilt from
+//! PostgreSQL at start and kept current from the event stream. Every whistle.v1 call needs
 //! a bearer token and is limited to the token's area (auth.rs); health, reflection and metrics
 //! are open. TLS is on when a certificate and key are configured.
 //!
@@ -20,6 +22,7 @@
 //!
 //! Shape: [`Options`] → [`Options::build`] → [`Service::run`] with a shutdown token.
 
+mod aggregates;
 mod area;
 mod auth;
 mod command_center;
@@ -57,12 +60,14 @@ use tower::Layer as _;
 use tracing::info;
 use whistle_dispatch::{Clock, SystemClock};
 
+pub use aggregates::Aggregates;
 pub use error::{Error, Result};
 pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use overdue::MAX_ITEMS as MAX_OVERDUE_ITEMS;
-pub use overview::{DEFAULT_WINDOW, MAX_WINDOW};
+pub use overview::{recount, DEFAULT_WINDOW, MAX_WINDOW};
 pub use watch::DEFAULT_WATCH_BUFFER;
 
+use aggregates::Feed;
 use auth::Auth;
 use command_center::CommandCenter;
 use dispatch::Dispatch;
@@ -109,6 +114,9 @@ impl Default for Options {
     }
 }
 
+/// Pause before the live aggregates try PostgreSQL or NATS again after a failure.
+const AGGREGATES_RETRY: Duration = Duration::from_secs(1);
+
 /// A built service: connected to PostgreSQL and NATS and bound to its address, ready to run.
 pub struct Service {
     incoming: TcpIncoming,
@@ -117,6 +125,7 @@ pub struct Service {
     handlers: CommandCenter,
     dispatch: Dispatch,
     metrics: Metrics,
+    nats: async_nats::Client,
     /// Ends the watch streams at shutdown, which would otherwise hold the server open.
     streams: tokio_util::sync::CancellationToken,
 }
@@ -164,7 +173,7 @@ impl Options {
             handlers: CommandCenter {
                 pool,
                 feed: watch::Feed::start(
-                    nats,
+                    nats.clone(),
                     self.watch_buffer.max(1),
                     metrics.clone(),
                     streams.clone(),
@@ -174,8 +183,10 @@ impl Options {
                 clock,
                 metrics: metrics.clone(),
                 streams: streams.clone(),
+                aggregates: Aggregates::default(),
             },
             metrics,
+            nats,
             streams,
         })
     }
@@ -219,8 +230,16 @@ impl Service {
         self.local_addr
     }
 
+    /// The live aggregates behind `GetOverview` (their applied stream sequence, for tests and
+    /// operations); they load once [`Service::run`] starts.
+    pub fn aggregates(&self) -> Aggregates {
+        self.handlers.aggregates.clone()
+    }
+
     /// Serves until `shutdown` is cancelled, then reports NOT_SERVING, ends the watch streams,
-    /// stops accepting, lets the requests in flight finish, and closes the pool.
+    /// stops accepting, lets the requests in flight finish, and closes the pool. The live
+    /// aggregates are rebuilt and kept current meanwhile; `GetOverview` answers UNAVAILABLE until
+    /// their first rebuild finished.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -242,6 +261,15 @@ impl Service {
             .map_err(|e| Error::Reflection(e.to_string()))?;
         let pool = self.handlers.pool.clone();
         let streams = self.streams.clone();
+        let feed = Feed {
+            aggregates: self.handlers.aggregates.clone(),
+            pool: pool.clone(),
+            jetstream: async_nats::jetstream::new(self.nats.clone()),
+            clock: self.handlers.clock.clone(),
+            retry: AGGREGATES_RETRY,
+        };
+        let feed_shutdown = shutdown.child_token();
+        let feed = tokio::spawn(feed.run(feed_shutdown.clone()));
         let stopping = {
             let health = health.clone();
             async move {
@@ -290,14 +318,19 @@ impl Service {
             server = server.tls_config(tls)?;
         }
         info!(local_addr = %self.local_addr, "serving gRPC, gRPC-web and /metrics");
-        server
+        let served = server
             .accept_http1(true)
             .trace_fn(|request| tracing::info_span!("grpc", path = %request.uri().path()))
             .layer(MetricsLayer(self.metrics))
             .add_routes(routes)
             .serve_with_incoming_shutdown(self.incoming, stopping)
-            .await?;
+            .await;
+        feed_shutdown.cancel();
+        if let Err(e) = feed.await {
+            tracing::error!(error = %e, "the live aggregates task failed");
+        }
         pool.close().await;
+        served?;
         info!("query stopped");
         Ok(())
     }

@@ -1,22 +1,28 @@
-//! `GetOverview`: the headline figures of an area, computed by SQL on each call (in one
-//! read-only snapshot, so the figures agree with each other).
+//! `GetOverview`: the headline figures of an area. The service answers from the live aggregates
+//! (`aggregates.rs`); [`recount`] computes the same figures by SQL, in one read-only snapshot, and
+//! is what the aggregates are tested against. Both follow these definitions:
 //!
 //! - `by_status` counts every incident of the area; `by_level`, `by_category` and `by_urgency`
 //!   count its open ones (handling, whistled, accepted), where a level or a category still
-//!   needs work. `overdue` counts open incidents past their SLA deadline (see `overdue.rs`).
+//!   needs work. `overdue` counts open incidents with dispatch's `overdue` flag or past their SLA
+//!   deadline `due_at` (as in `overdue.rs`).
 //! - "Today" is the calendar day of the clock's now in Asia/Shanghai: `reported_today` counts
 //!   incidents opened that day, `resolved_today` incidents with an `incident.resolved` timeline
 //!   entry that day, `whistles_today` the `incident.whistled` entries that day.
-//! - The three rates (三率) cover the window `[now - window, now]`:
+//! - The three rates (三率) cover whole days: the window of the request, rounded up to whole days
+//!   (N = ⌈window / 1 day⌉), is today and the N − 1 days before it, from the start of the first
+//!   one (Shanghai time) up to now:
 //!   - response: tasks dispatched in the window that reported in by `accept_due_at`, over tasks
 //!     dispatched in the window (a task still inside its report-in deadline is in the
 //!     denominator only, until it reports in);
-//!   - resolution: incidents whose SLA deadline `due_at` fell in the window and that were
-//!     resolved (resolved, closed or closed unverified) by it, over incidents due in the window;
+//!   - resolution: incidents whose SLA deadline `due_at` fell in the window (up to now: a
+//!     deadline later today is not due yet) and that were resolved (resolved, closed or closed
+//!     unverified) by it, over incidents due in the window;
 //!   - satisfaction: incidents followed up in the window (an `incident.verified` entry) whose
 //!     latest verdict is satisfied or basically satisfied, over incidents followed up.
 //!
-//!   An empty denominator gives a rate of 0 with the counts shown.
+//!   An empty denominator gives a rate of 0 with the counts shown. Whole days let the aggregates
+//!   keep one bucket per area and day instead of every timestamp.
 
 use chrono::{DateTime, FixedOffset, NaiveTime, TimeDelta, Utc};
 use sqlx::{PgConnection, PgPool, Row};
@@ -54,6 +60,13 @@ pub(crate) fn parse_window(window: Option<&prost_types::Duration>) -> Result<Tim
     Ok(delta)
 }
 
+/// The number of whole days a window covers: ⌈window / 1 day⌉, at least 1.
+pub(crate) fn window_days(window: TimeDelta) -> i64 {
+    let day = TimeDelta::days(1).num_microseconds().expect("a day fits");
+    let micros = window.num_microseconds().unwrap_or(i64::MAX).max(1);
+    (micros + day - 1) / day
+}
+
 /// The day of `now` in Asia/Shanghai as UTC instants `[start, end)`. China has observed UTC+8 all
 /// year since 1991, so a fixed offset is exact and needs no time-zone database.
 pub(crate) fn shanghai_day(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
@@ -83,7 +96,7 @@ fn count(row: &sqlx::postgres::PgRow, column: &str) -> Result<u64> {
 }
 
 /// Sorted by count, largest first, then by key.
-fn counts(mut pairs: Vec<(String, u64)>) -> Vec<v1::Count> {
+pub(crate) fn counts(mut pairs: Vec<(String, u64)>) -> Vec<v1::Count> {
     pairs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     pairs
         .into_iter()
@@ -94,7 +107,9 @@ fn counts(mut pairs: Vec<(String, u64)>) -> Vec<v1::Count> {
 /// The area condition on `incidents i`, with the range bound as `$1` and `$2` (NULL: no area).
 const IN_AREA: &str = "($1::text IS NULL OR (i.grid_code ~>=~ $1 AND i.grid_code ~<~ $2))";
 
-pub(crate) async fn read(
+/// The overview by SQL: scans the area's incidents, tasks and timeline entries (the timeline has
+/// no index on `(kind, at)`). The reference the live aggregates must equal.
+pub async fn recount(
     pool: &PgPool,
     area_code: &str,
     area: Option<&AreaCode>,
@@ -105,7 +120,7 @@ pub(crate) async fn read(
     let low = range.as_ref().map(|r| r.low.clone());
     let high = range.as_ref().map(|r| r.high.clone());
     let (day_start, day_end) = shanghai_day(now);
-    let window_start = now - window;
+    let window_start = day_start - TimeDelta::days(window_days(window) - 1);
 
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -186,12 +201,12 @@ pub(crate) async fn read(
         "SELECT count(*) AS dispatched,
                 count(*) FILTER (WHERE t.accepted_at <= t.accept_due_at) AS accepted_in_time
          FROM tasks t JOIN incidents i ON i.id = t.incident_id
-         WHERE t.dispatched_at >= $3 AND t.dispatched_at <= $4 AND {IN_AREA}"
+         WHERE t.dispatched_at >= $3 AND t.dispatched_at < $4 AND {IN_AREA}"
     ))
     .bind(&low)
     .bind(&high)
     .bind(window_start)
-    .bind(now)
+    .bind(day_end)
     .fetch_one(&mut *conn)
     .await?;
 
@@ -216,12 +231,12 @@ pub(crate) async fn read(
          FROM incidents i
          WHERE i.satisfaction IS NOT NULL AND {IN_AREA}
            AND EXISTS (SELECT 1 FROM timeline tl
-                       WHERE tl.incident_id = i.id AND tl.kind = $5 AND tl.at >= $3 AND tl.at <= $4)"
+                       WHERE tl.incident_id = i.id AND tl.kind = $5 AND tl.at >= $3 AND tl.at < $4)"
     ))
     .bind(&low)
     .bind(&high)
     .bind(window_start)
-    .bind(now)
+    .bind(day_end)
     .bind(VERIFIED)
     .bind(vec![
         Satisfaction::Satisfied.as_str(),
@@ -231,24 +246,26 @@ pub(crate) async fn read(
     .await?;
     tx.commit().await?;
 
-    let dispatched = count(&response, "dispatched")?;
-    let accepted_in_time = count(&response, "accepted_in_time")?;
-    let due = count(&resolution, "due")?;
-    let resolved_in_time = count(&resolution, "resolved_in_time")?;
-    let followed_up = count(&satisfaction, "followed_up")?;
-    let satisfied = count(&satisfaction, "satisfied")?;
-    overview.rates = Some(v1::Rates {
-        response_rate: ratio(accepted_in_time, dispatched),
-        resolution_rate: ratio(resolved_in_time, due),
-        satisfaction_rate: ratio(satisfied, followed_up),
-        dispatched,
-        accepted_in_time,
-        due,
-        resolved_in_time,
-        followed_up,
-        satisfied,
-    });
+    overview.rates = Some(rates(v1::Rates {
+        dispatched: count(&response, "dispatched")?,
+        accepted_in_time: count(&response, "accepted_in_time")?,
+        due: count(&resolution, "due")?,
+        resolved_in_time: count(&resolution, "resolved_in_time")?,
+        followed_up: count(&satisfaction, "followed_up")?,
+        satisfied: count(&satisfaction, "satisfied")?,
+        ..Default::default()
+    }));
     Ok(overview)
+}
+
+/// The counts with their rates filled in.
+pub(crate) fn rates(counts: v1::Rates) -> v1::Rates {
+    v1::Rates {
+        response_rate: ratio(counts.accepted_in_time, counts.dispatched),
+        resolution_rate: ratio(counts.resolved_in_time, counts.due),
+        satisfaction_rate: ratio(counts.satisfied, counts.followed_up),
+        ..counts
+    }
 }
 
 #[cfg(test)]
@@ -299,6 +316,19 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_window_covers_whole_days_rounded_up() {
+        assert_eq!(window_days(TimeDelta::seconds(1)), 1);
+        assert_eq!(window_days(TimeDelta::minutes(9)), 1);
+        assert_eq!(window_days(TimeDelta::days(1)), 1);
+        assert_eq!(
+            window_days(TimeDelta::days(1) + TimeDelta::microseconds(1)),
+            2
+        );
+        assert_eq!(window_days(DEFAULT_WINDOW), 30);
+        assert_eq!(window_days(MAX_WINDOW), 366);
     }
 
     #[test]

@@ -1,0 +1,439 @@
+//! The live aggregates behind `GetOverview`, end to end: a load of reports over every district,
+//! commands on many incidents and deadlines fired by moving the clock, through a real dispatch;
+//! then `GetOverview` (from the aggregates) must equal the SQL recount for the whole city, a
+//! district, a street, a community and a grid, over several windows — also after the query
+//! service restarted mid-way and rebuilt them while reports kept coming.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::TimeDelta;
+use prost::Message as _;
+use tonic::Code;
+use uuid::Uuid;
+use whistle_domain::AreaCode;
+use whistle_proto::v1::{self, command::Body};
+
+use whistle_store::tokens::Role;
+
+use crate::{
+    harness::*,
+    query::{grids_by_district, Query, Stack},
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Categories with every first level (grid to district) and SLA class (2 h to 15 days).
+const CATEGORIES: [&str; 10] = [
+    "municipal.manhole",
+    "fire.blocked_access",
+    "petition.collective",
+    "gas.leak",
+    "heating.no_heat",
+    "water.outage",
+    "noise.residential",
+    "sanitation.garbage",
+    "dispute.wage_arrears",
+    "property.unlicensed",
+];
+
+const URGENCIES: [v1::Urgency; 3] = [
+    v1::Urgency::Normal,
+    v1::Urgency::Urgent,
+    v1::Urgency::Emergency,
+];
+
+/// A deterministic spread of 0..10 for the n-th item of a round.
+fn pick(n: usize, round: u64) -> u64 {
+    (n as u64 * 2_654_435_761 + round * 40_503 + 7) % 10
+}
+
+/// `count` reports over every district, filed now: the grids taken in turn from each district
+/// (other grids and categories for each `batch`), every 20th report a duplicate of the one before
+/// (same grid and category).
+fn reports(stack: &Stack, batch: usize, count: usize) -> Vec<v1::Report> {
+    let districts: Vec<Vec<String>> = grids_by_district().into_values().collect();
+    let mut out: Vec<v1::Report> = Vec::with_capacity(count);
+    for n in 0..count {
+        let id = format!("ld-{batch}-{n}");
+        let report = match out.last() {
+            Some(last) if n % 20 == 19 => {
+                let urgency = v1::Urgency::try_from(last.urgency).unwrap();
+                stack.filed(&id, &last.grid_code, &last.category, urgency)
+            }
+            _ => {
+                let grids = &districts[n % districts.len()];
+                let grid = &grids[(n * 7 + batch * 13) % grids.len()];
+                let category = CATEGORIES[(n / districts.len() + n + batch) % CATEGORIES.len()];
+                stack.filed(&id, grid, category, URGENCIES[n % URGENCIES.len()])
+            }
+        };
+        out.push(report);
+    }
+    out
+}
+
+/// Publishes reports (stored in WHISTLE_REPORTS, not yet recorded by intake).
+async fn publish(reporter: &Reporter, reports: &[v1::Report]) {
+    for report in reports {
+        reporter.publish(report).await;
+    }
+}
+
+/// Waits until intake recorded the reports.
+async fn recorded(stack: &Stack, reports: &[v1::Report]) {
+    let ids: Vec<&str> = reports.iter().map(|r| r.report_id.as_str()).collect();
+    eventually("the reports recorded", WAIT, || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM reports WHERE report_id = ANY($1)")
+            .bind(&ids)
+            .fetch_one(&stack.db.pool)
+            .await
+            .unwrap()
+            == ids.len() as i64
+    })
+    .await
+    .unwrap();
+}
+
+/// Sends a command; dispatch may refuse it (the incident moved on meanwhile).
+async fn attempt(stack: &Stack, actor: &str, incident: Uuid, body: Body) -> bool {
+    let command = v1::Command {
+        command_id: Uuid::now_v7().to_string(),
+        actor_id: actor.into(),
+        incident_id: incident.to_string(),
+        expected_version: 0,
+        body: Some(body.clone()),
+    };
+    let reply = stack
+        .nats
+        .request(
+            format!("whistle.cmd.{}", whistle_dispatch::commands::verb(&body)),
+            command.encode_to_vec().into(),
+        )
+        .await
+        .expect("dispatch answers");
+    let reply = v1::CommandReply::decode(reply.payload).expect("a CommandReply");
+    matches!(reply.outcome, Some(v1::command_reply::Outcome::Ok(_)))
+}
+
+/// One round of work on six incidents in ten: operators resolve or escalate (the whistle at the
+/// street) what the levels handle, departments report in and resolve their tasks, grid workers
+/// follow up — satisfied, basically satisfied or not (but never for one incident in four).
+/// Returns how many commands succeeded.
+async fn work(stack: &Stack, round: u64) -> usize {
+    let incidents: Vec<(Uuid, String, String)> =
+        sqlx::query_as("SELECT id, status, grid_code FROM incidents ORDER BY id")
+            .fetch_all(&stack.db.pool)
+            .await
+            .unwrap();
+    let mut done = 0;
+    for (n, (id, status, grid)) in incidents.iter().enumerate() {
+        let choice = pick(n, round);
+        if choice >= 6 {
+            continue;
+        }
+        let operator = format!("op-{}", &grid[..6]);
+        let (actor, body) = match status.as_str() {
+            "handling" if choice < 3 => (
+                operator,
+                Body::Resolve(v1::Resolve {
+                    task_id: String::new(),
+                    note: "已处理".into(),
+                }),
+            ),
+            "handling" => (
+                operator,
+                Body::Escalate(v1::Escalate {
+                    note: "吹哨".into(),
+                    department_codes: Vec::new(),
+                }),
+            ),
+            "whistled" | "accepted" => {
+                let task: Option<(i32, String, String)> = sqlx::query_as(
+                    "SELECT task_id, department_code, status FROM tasks
+                     WHERE incident_id = $1 AND status IN ('dispatched', 'supervised', 'accepted')
+                     ORDER BY task_id LIMIT 1",
+                )
+                .bind(id)
+                .fetch_optional(&stack.db.pool)
+                .await
+                .unwrap();
+                let Some((task, department, task_status)) = task else {
+                    continue;
+                };
+                let liaison = format!("li-{department}");
+                if task_status == "accepted" {
+                    let resolve = v1::Resolve {
+                        task_id: task.to_string(),
+                        note: "办结".into(),
+                    };
+                    (liaison, Body::Resolve(resolve))
+                } else {
+                    let accept = v1::Accept {
+                        task_id: task.to_string(),
+                        note: String::new(),
+                    };
+                    (liaison, Body::Accept(accept))
+                }
+            }
+            // One in four is never followed up: it closes unverified after 72 hours.
+            "resolved" if n % 4 == 0 => continue,
+            "resolved" => {
+                let satisfaction = match choice {
+                    0 | 1 => v1::Satisfaction::Satisfied,
+                    2 | 3 => v1::Satisfaction::BasicallySatisfied,
+                    _ => v1::Satisfaction::Unsatisfied,
+                };
+                let verify = v1::Verify {
+                    satisfaction: satisfaction as i32,
+                    note: String::new(),
+                };
+                (format!("gw-{grid}"), Body::Verify(verify))
+            }
+            _ => continue,
+        };
+        if attempt(stack, &actor, *id, body).await {
+            done += 1;
+        }
+    }
+    done
+}
+
+/// Moves the clock `steps` times by `step`, letting dispatch fire what falls due each time.
+async fn pass(stack: &Stack, steps: u32, step: TimeDelta) {
+    for _ in 0..steps {
+        stack.advance(step);
+        stack.settle().await;
+    }
+}
+
+/// The area codes holding the most incidents: a district, a street in it, a community in that,
+/// a grid in that.
+async fn busiest(stack: &Stack) -> Vec<String> {
+    let mut prefix = String::new();
+    let mut out = Vec::new();
+    for len in [6, 9, 12, 15] {
+        let code: String = sqlx::query_scalar(
+            "SELECT left(grid_code, $1) FROM incidents WHERE grid_code LIKE $2 || '%'
+             GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+        )
+        .bind(len)
+        .bind(&prefix)
+        .fetch_one(&stack.db.pool)
+        .await
+        .unwrap();
+        prefix.clone_from(&code);
+        out.push(code);
+    }
+    out
+}
+
+/// Once the aggregates caught up: `GetOverview` equals `recount` for every area and window.
+/// Returns the whole city's overview.
+async fn matches_recount(stack: &Stack, when: &str) -> v1::Overview {
+    stack.caught_up().await;
+    // An empty area means the token's (the whole city here), so the city stands for both.
+    let mut areas = vec!["150600".to_owned()];
+    areas.extend(busiest(stack).await);
+    let windows = [
+        None,
+        Some(TimeDelta::minutes(9)),
+        Some(TimeDelta::days(1)),
+        Some(TimeDelta::hours(36)),
+        Some(TimeDelta::days(3)),
+        Some(whistle_query::MAX_WINDOW),
+    ];
+    let mut client = stack.client.clone();
+    for area_code in &areas {
+        let area: Option<AreaCode> = (!area_code.is_empty()).then(|| area_code.parse().unwrap());
+        for window in windows {
+            let live = client
+                .get_overview(v1::GetOverviewRequest {
+                    area_code: area_code.clone(),
+                    window: window.map(|w| prost_types::Duration {
+                        seconds: w.num_seconds(),
+                        nanos: 0,
+                    }),
+                })
+                .await
+                .expect("GetOverview")
+                .into_inner();
+            let recounted = whistle_query::recount(
+                &stack.db.pool,
+                area_code,
+                area.as_ref(),
+                window.unwrap_or(whistle_query::DEFAULT_WINDOW),
+                stack.now(),
+            )
+            .await
+            .expect("recount");
+            assert_eq!(
+                live, recounted,
+                "{when}: area {area_code:?}, window {window:?}"
+            );
+        }
+    }
+    stack.overview("", None).await
+}
+
+async fn stop_query(stack: &mut Stack) {
+    stack.query.shutdown.cancel();
+    (&mut stack.query.task)
+        .await
+        .expect("query task")
+        .expect("query ran cleanly");
+}
+
+async fn start_query(stack: &mut Stack) {
+    let query = Query::start(&stack.server, &stack.db, Arc::new(stack.clock.clone())).await;
+    stack.client = command_center(&query.url(), &stack.token).await;
+    stack.query = query;
+}
+
+#[tokio::test]
+async fn after_a_load_run_and_a_restart_the_aggregates_equal_a_sql_recount() {
+    let mut stack = Stack::start().await;
+    let t0 = stack.now();
+
+    // Day one, 10:00 to 13:00: 150 reports, three rounds of work, deadlines of the emergencies.
+    let first = reports(&stack, 0, 150);
+    publish(&stack.reporter, &first).await;
+    recorded(&stack, &first).await;
+    assert!(work(&stack, 0).await > 0);
+    pass(&stack, 6, TimeDelta::minutes(10)).await;
+    work(&stack, 1).await;
+    pass(&stack, 8, TimeDelta::minutes(15)).await;
+    work(&stack, 2).await;
+    assert_eq!(stack.now(), t0 + TimeDelta::hours(3));
+    matches_recount(&stack, "day one").await;
+
+    // The query service stops; overnight the utilities' deadlines pass and windows escalate.
+    stop_query(&mut stack).await;
+    pass(&stack, 20, TimeDelta::hours(1)).await;
+    work(&stack, 3).await;
+    let second = reports(&stack, 1, 60);
+    publish(&stack.reporter, &second).await;
+    pass(&stack, 1, TimeDelta::minutes(30)).await;
+
+    // It starts again while reports keep coming: the rebuild overlaps new events.
+    let third = reports(&stack, 2, 60);
+    let burst = {
+        let reporter = Reporter {
+            js: stack.reporter.js.clone(),
+        };
+        let third = third.clone();
+        tokio::spawn(async move { publish(&reporter, &third).await })
+    };
+    start_query(&mut stack).await;
+    burst.await.unwrap();
+    recorded(&stack, &second).await;
+    recorded(&stack, &third).await;
+    work(&stack, 4).await;
+    stack.settle().await;
+    matches_recount(&stack, "after the restart").await;
+
+    // Two more days: follow-ups, closings unverified after 72 hours, late and missed report-ins.
+    for round in 5..9 {
+        pass(&stack, 3, TimeDelta::hours(4)).await;
+        work(&stack, round).await;
+    }
+    assert_eq!(
+        stack.now(),
+        t0 + TimeDelta::days(3) - TimeDelta::minutes(30)
+    );
+    let last = reports(&stack, 3, 40);
+    publish(&stack.reporter, &last).await;
+    recorded(&stack, &last).await;
+    work(&stack, 9).await;
+    pass(&stack, 4, TimeDelta::minutes(20)).await;
+    work(&stack, 10).await;
+    stack.settle().await;
+    let city = matches_recount(&stack, "day four").await;
+
+    // The run reached every figure, so the equalities above compare something.
+    let statuses: Vec<&str> = city.by_status.iter().map(|c| c.key.as_str()).collect();
+    for status in [
+        "handling",
+        "whistled",
+        "accepted",
+        "resolved",
+        "closed",
+        "closed_unverified",
+    ] {
+        assert!(statuses.contains(&status), "no {status} in {statuses:?}");
+    }
+    assert!(city.by_level.len() >= 3, "{:?}", city.by_level);
+    assert!(city.overdue > 0);
+    assert!(city.reported_today > 0 && city.resolved_today > 0 && city.whistles_today > 0);
+    let rates = city.rates.unwrap();
+    assert!(rates.accepted_in_time > 0 && rates.accepted_in_time < rates.dispatched);
+    assert!(rates.resolved_in_time > 0 && rates.resolved_in_time < rates.due);
+    assert!(rates.satisfied > 0 && rates.satisfied < rates.followed_up);
+    let today = stack
+        .overview("", Some(TimeDelta::days(1)))
+        .await
+        .rates
+        .unwrap();
+    assert!(
+        today.dispatched < rates.dispatched,
+        "older days are outside a one-day window"
+    );
+}
+
+#[tokio::test]
+async fn overview_is_unavailable_until_the_aggregates_have_loaded() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    // No dispatch yet, so no WHISTLE_EVENTS: the aggregates cannot load.
+    let query = Query::start(&nats, &db, Arc::new(whistle_dispatch::SystemClock)).await;
+    let mut client = command_center(&query.url(), &db.token(Role::Viewer, "150600").await).await;
+    let request = v1::GetOverviewRequest::default();
+    let refused = client.get_overview(request.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert!(
+        refused.message().contains("still loading"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(query.aggregates.applied_sequence(), None);
+    // Health does not wait for them: the other RPCs work meanwhile.
+    client
+        .get_org_tree(v1::GetOrgTreeRequest::default())
+        .await
+        .expect("GetOrgTree");
+
+    let _dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
+    eventually("the aggregates loaded", WAIT, || async {
+        query.aggregates.is_ready()
+    })
+    .await
+    .unwrap();
+    let overview = client.get_overview(request).await.unwrap().into_inner();
+    assert_eq!((overview.open_incidents, overview.by_status.len()), (0, 0));
+}
+
+#[tokio::test]
+async fn the_aggregates_follow_the_stream_across_a_nats_restart() {
+    let mut stack = Stack::start().await;
+    let before = reports(&stack, 0, 45);
+    publish(&stack.reporter, &before).await;
+    recorded(&stack, &before).await;
+    work(&stack, 0).await;
+    pass(&stack, 3, TimeDelta::minutes(20)).await;
+    matches_recount(&stack, "before the restart").await;
+
+    // Ordered consumers live in the server's memory: the restart drops the query's, and it must
+    // pick up where it stopped.
+    stack.server.restart().await;
+    let after = reports(&stack, 1, 45);
+    publish(&stack.reporter, &after).await;
+    recorded(&stack, &after).await;
+    work(&stack, 1).await;
+    pass(&stack, 3, TimeDelta::hours(1)).await;
+    work(&stack, 2).await;
+    let city = matches_recount(&stack, "after the restart").await;
+    let incidents = stack.db.count("SELECT count(*) FROM incidents").await;
+    assert_eq!(
+        city.by_status.iter().map(|c| c.count as i64).sum::<i64>(),
+        incidents
+    );
+}

@@ -1,0 +1,365 @@
+//! Feeding the live aggregates: rebuild from PostgreSQL, then follow `WHISTLE_EVENTS`.
+//!
+//! **Rebuild.** The stream's last sequence S is read first, the snapshot second, and the stream
+//! is followed from S + 1. Dispatch writes each event to the outbox in the transaction of its
+//! change and publishes it only after that commits, so an event at or before S was committed
+//! before the snapshot began and is in it; an event after S is either in the snapshot as well
+//! (its version is not newer: ignored) or committed later (newer: applied). The events of one
+//! incident arrive in version order: each transition locks the incident, and the relay publishes
+//! in outbox order.
+//!
+//! **Following.** An ordered consumer (ephemeral, no acks; async-nats recreates it after a gap
+//! or missed heartbeats, e.g. across a NATS restart) from the next sequence; after an error it is
+//! created again from the last sequence applied. The store is rebuilt when it cannot follow any
+//! more: the stream was recreated (its last sequence is below the one applied), events not yet
+//! applied were removed (max age), or an event names an incident the store does not know.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt as _;
+use prost::Message as _;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+use whistle_dispatch::{streams::EVENTS, Clock};
+use whistle_domain::{
+    incident::{Satisfaction, Status},
+    Level,
+};
+use whistle_proto::v1::{self, event::Body};
+
+use super::{
+    day_of, load, micros, proto_micros, Aggregates, Change, Day, Facts, Grid, Kinds, Micros, State,
+    Store, TaskFact, Update, Urgency,
+};
+use crate::{Error, Result};
+
+/// Most events applied between two looks at the clock and the shutdown token.
+const CHUNK: usize = 1_000;
+
+/// The task that keeps [`Aggregates`] current.
+pub(crate) struct Feed {
+    pub aggregates: Aggregates,
+    pub pool: PgPool,
+    pub jetstream: jetstream::Context,
+    pub clock: Arc<dyn Clock>,
+    /// Pause before trying again after PostgreSQL or NATS failed.
+    pub retry: Duration,
+}
+
+impl Feed {
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let rebuilt = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                rebuilt = self.rebuild() => rebuilt,
+            };
+            let store = match rebuilt {
+                Ok(store) => store,
+                Err(e) => {
+                    warn!(error = %e, "rebuilding the live aggregates failed; retrying");
+                    if self.pause(&shutdown).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            self.aggregates.install(store.clone());
+            match self.follow(&store, &shutdown).await {
+                None => break,
+                Some(reason) => {
+                    warn!(%reason, "the live aggregates fell out of step with {EVENTS}; rebuilding")
+                }
+            }
+        }
+        info!("live aggregates stopped");
+    }
+
+    /// Waits the retry delay; true if shutdown came first.
+    async fn pause(&self, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tokio::time::sleep(self.retry) => false,
+        }
+    }
+
+    fn today(&self) -> Day {
+        day_of(micros(self.clock.now()))
+    }
+
+    async fn stream_state(&self) -> Result<jetstream::stream::State> {
+        let stream = self
+            .jetstream
+            .get_stream(EVENTS)
+            .await
+            .map_err(|e| Error::Nats(format!("opening stream {EVENTS}: {e}")))?;
+        Ok(stream.cached_info().state.clone())
+    }
+
+    async fn rebuild(&self) -> Result<Arc<Store>> {
+        let started = std::time::Instant::now();
+        // The sequence before the snapshot: see the module docs.
+        let sequence = self.stream_state().await?.last_sequence;
+        let store = Store::new(sequence);
+        let incidents = load::snapshot(&self.pool, &store, self.today()).await?;
+        info!(
+            incidents,
+            sequence,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "live aggregates rebuilt from PostgreSQL"
+        );
+        Ok(Arc::new(store))
+    }
+
+    /// An ordered consumer from the sequence after `applied`, or why the store must be rebuilt.
+    async fn subscribe(&self, applied: u64) -> Result<Result<consumer::pull::Ordered, String>> {
+        let stream = self
+            .jetstream
+            .get_stream(EVENTS)
+            .await
+            .map_err(|e| Error::Nats(format!("opening stream {EVENTS}: {e}")))?;
+        let state = &stream.cached_info().state;
+        if state.last_sequence < applied {
+            return Ok(Err(format!(
+                "{EVENTS} ends at sequence {} but {applied} were applied: it was recreated",
+                state.last_sequence
+            )));
+        }
+        if state.first_sequence > applied + 1 {
+            return Ok(Err(format!(
+                "{EVENTS} starts at sequence {}: events after {applied} were removed unapplied",
+                state.first_sequence
+            )));
+        }
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                description: Some("whistle-query live aggregates".into()),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: applied + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Nats(format!("creating a consumer on {EVENTS}: {e}")))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| Error::Nats(format!("reading {EVENTS}: {e}")))?;
+        Ok(Ok(messages))
+    }
+
+    /// Applies events until shutdown (`None`) or until the store must be rebuilt (the reason).
+    async fn follow(&self, store: &Store, shutdown: &CancellationToken) -> Option<String> {
+        let mut advanced = self.today();
+        loop {
+            let messages = match self.subscribe(store.applied()).await {
+                Ok(Ok(messages)) => messages,
+                Ok(Err(reason)) => return Some(reason),
+                Err(e) => {
+                    warn!(error = %e, "cannot follow {EVENTS}; retrying");
+                    if self.pause(shutdown).await {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            let mut chunks = messages.ready_chunks(CHUNK);
+            loop {
+                // Without `unconstrained`, tokio's cooperative budget cuts every ready chunk at 128.
+                let next = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => return None,
+                    next = tokio::task::unconstrained(chunks.next()) => next,
+                };
+                let Some(chunk) = next else {
+                    warn!("the {EVENTS} consumer ended; subscribing again");
+                    if self.pause(shutdown).await {
+                        return None;
+                    }
+                    break;
+                };
+                let today = self.today();
+                if today > advanced {
+                    store.advance(today);
+                    advanced = today;
+                }
+                let mut failed = None;
+                for item in chunk {
+                    match item {
+                        Ok(message) => {
+                            if let Err(reason) = apply(store, &message, today) {
+                                return Some(reason);
+                            }
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                if let Some(e) = failed {
+                    warn!(error = %e, applied = store.applied(), "reading {EVENTS} failed; subscribing again");
+                    if self.pause(shutdown).await {
+                        return None;
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Applies one message of the stream; `Err` when the store must be rebuilt.
+fn apply(store: &Store, message: &jetstream::Message, today: Day) -> Result<(), String> {
+    let sequence = match message.info() {
+        Ok(info) => info.stream_sequence,
+        Err(e) => {
+            warn!(error = %e, "a message of {EVENTS} without JetStream metadata; skipped");
+            return Ok(());
+        }
+    };
+    // A recreated ordered consumer that had delivered nothing starts again from the beginning.
+    if sequence <= store.applied() {
+        return Ok(());
+    }
+    match v1::Event::decode(message.payload.as_ref()) {
+        Ok(event) => match update_of(store, &event) {
+            Ok(Some(update)) => {
+                store.apply(update, today).map_err(|e| e.to_string())?;
+            }
+            Ok(None) => {}
+            Err(why) => warn!(sequence, %why, "an event the aggregates cannot read; skipped"),
+        },
+        Err(e) => {
+            warn!(sequence, error = %e, "a message of {EVENTS} that is not a whistle.v1.Event; skipped")
+        }
+    }
+    store.set_applied(sequence);
+    Ok(())
+}
+
+fn status(value: i32) -> Result<Status, String> {
+    Ok(match v1::IncidentStatus::try_from(value) {
+        Ok(v1::IncidentStatus::Handling) => Status::Handling,
+        Ok(v1::IncidentStatus::Whistled) => Status::Whistled,
+        Ok(v1::IncidentStatus::Accepted) => Status::Accepted,
+        Ok(v1::IncidentStatus::Resolved) => Status::Resolved,
+        Ok(v1::IncidentStatus::Closed) => Status::Closed,
+        Ok(v1::IncidentStatus::ClosedUnverified) => Status::ClosedUnverified,
+        Ok(v1::IncidentStatus::Duplicate) => Status::Duplicate,
+        _ => return Err(format!("incident status {value}")),
+    })
+}
+
+fn level(value: i32) -> Result<Level, String> {
+    Ok(match v1::Level::try_from(value) {
+        Ok(v1::Level::Grid) => Level::Grid,
+        Ok(v1::Level::Community) => Level::Community,
+        Ok(v1::Level::Street) => Level::Street,
+        Ok(v1::Level::District) => Level::District,
+        Ok(v1::Level::City) => Level::City,
+        _ => return Err(format!("level {value}")),
+    })
+}
+
+fn satisfaction(value: i32) -> Option<Satisfaction> {
+    match v1::Satisfaction::try_from(value) {
+        Ok(v1::Satisfaction::Satisfied) => Some(Satisfaction::Satisfied),
+        Ok(v1::Satisfaction::BasicallySatisfied) => Some(Satisfaction::BasicallySatisfied),
+        Ok(v1::Satisfaction::Unsatisfied) => Some(Satisfaction::Unsatisfied),
+        _ => None,
+    }
+}
+
+fn task(task: &v1::TaskState) -> Result<TaskFact, String> {
+    let dispatched = task
+        .dispatched_at
+        .as_ref()
+        .ok_or_else(|| format!("task {} without dispatched_at", task.task_id))?;
+    let accepted_in_time = match (&task.accepted_at, &task.accept_due_at) {
+        (Some(accepted), Some(due)) => proto_micros(accepted) <= proto_micros(due),
+        _ => false,
+    };
+    Ok(TaskFact {
+        dispatched: day_of(proto_micros(dispatched)),
+        accepted_in_time,
+    })
+}
+
+/// What an event says about its incident; `None` for events about no incident's state
+/// (`report.rejected`, `report.attached`, `cluster.alert`).
+pub(super) fn update_of(store: &Store, event: &v1::Event) -> Result<Option<Update>, String> {
+    let update = match &event.body {
+        Some(Body::IncidentReported(reported)) => {
+            let (id, at) = incident_and_time(event)?;
+            let report = reported.report.as_ref().ok_or("no report")?;
+            // Events from before `version` existed: an opening is version 1.
+            let version = reported.version.max(1);
+            Update {
+                id,
+                version,
+                at,
+                change: Change::Opened(Facts {
+                    version,
+                    grid: Grid::parse(&event.grid_code)
+                        .ok_or_else(|| format!("grid code {:?}", event.grid_code))?,
+                    status: status(reported.status)?,
+                    level: level(reported.level)?,
+                    urgency: Urgency::from_report(report.urgency),
+                    category: store.category(&report.category),
+                    overdue: false,
+                    satisfaction: None,
+                    created: day_of(at),
+                    due: reported.due_at.as_ref().map(proto_micros),
+                    resolved: None,
+                    verified: None,
+                    whistles: Box::new([]),
+                    tasks: Box::new([]),
+                }),
+            }
+        }
+        Some(Body::IncidentChanged(changed)) => {
+            let (id, at) = incident_and_time(event)?;
+            // Events from before `transition_kinds` existed name only their own kind.
+            let kinds = if changed.transition_kinds.is_empty() {
+                Kinds::of([event.kind.as_str()])
+            } else {
+                Kinds::of(changed.transition_kinds.iter().map(String::as_str))
+            };
+            Update {
+                id,
+                version: changed.version,
+                at,
+                change: Change::Changed(
+                    State {
+                        status: status(changed.status)?,
+                        level: level(changed.level)?,
+                        category: store.category(&changed.category),
+                        overdue: changed.overdue,
+                        satisfaction: satisfaction(changed.satisfaction),
+                        due: changed.due_at.as_ref().map(proto_micros),
+                        tasks: changed.tasks.iter().map(task).collect::<Result<_, _>>()?,
+                    },
+                    kinds,
+                ),
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(update))
+}
+
+fn incident_and_time(event: &v1::Event) -> Result<(Uuid, Micros), String> {
+    let id = event
+        .incident_id
+        .parse()
+        .map_err(|e| format!("incident id {:?}: {e}", event.incident_id))?;
+    let at = event
+        .occurred_at
+        .as_ref()
+        .map(proto_micros)
+        .ok_or("no occurred_at")?;
+    Ok((id, at))
+}
