@@ -146,7 +146,7 @@ watch_cmd=$(printf '%q ' "WHISTLE_NATS_URL=$WHISTLE_NATS_URL" "DATABASE_URL=$DAT
     printf '  demo feed     %s\n' "$feed_line"
     printf '  server logs   %s/nats-server.log, %s/postgres.log\n' "$LOGS" "$LOGS"
     printf '  watch         %s\n' "${watch_cmd% }"
-    printf '  stop          Ctrl-C (stops dispatch and the feed; deploy/local/down.sh stops NATS and PostgreSQL)\n'
+    printf '  stop          Ctrl-C (stops dispatch, query and the feed; deploy/local/down.sh stops NATS and PostgreSQL)\n'
     printf 'whistle: incidents as they happen (whistle watch):\n'
 } >&2
 
