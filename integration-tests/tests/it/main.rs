@@ -5,4 +5,5 @@ mod escalation;
 mod harness;
 mod intake;
 mod query;
+mod scoreboard;
 mod store;

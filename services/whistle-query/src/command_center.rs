@@ -1,8 +1,8 @@
 //! The `whistle.v1.CommandCenter` handlers: parse the request, read, answer. Errors become
 //! `tonic::Status` through `From<Error>` (error.rs), nowhere else.
 //!
-//! `GetScoreboard` and `WatchEvents` are not implemented here: the generated trait's default
-//! answers UNIMPLEMENTED for them (see build.rs).
+//! `WatchEvents` is not implemented here: the generated trait's default answers UNIMPLEMENTED for
+//! it (see build.rs).
 
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use crate::{
     area,
     generated::command_center_server,
     incidents::{self, Filter},
-    org_tree, overdue, overview,
+    org_tree, overdue, overview, scoreboard,
 };
 
 /// The handlers' shared state; cheap to clone.
@@ -79,6 +79,17 @@ impl command_center_server::CommandCenter for CommandCenter {
         let area = area::parse_optional("area_code", &request.get_ref().area_code)?;
         let items = overdue::list(&self.pool, area.as_ref(), self.clock.now()).await?;
         Ok(Response::new(items))
+    }
+
+    async fn get_scoreboard(
+        &self,
+        request: Request<v1::GetScoreboardRequest>,
+    ) -> Result<Response<v1::Scoreboard>, Status> {
+        // One instant for the default month and the "due by now" bound, so they agree.
+        let now = self.clock.now();
+        let query = scoreboard::Query::parse(request.get_ref(), now)?;
+        let board = scoreboard::read(&self.pool, &query, &self.policy.weights(), now).await?;
+        Ok(Response::new(board))
     }
 
     async fn get_org_tree(
