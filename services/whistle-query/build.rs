@@ -3,8 +3,8 @@
 //! The messages are not generated again: `.whistle.v1` maps to `whistle_proto::v1`, so the types
 //! are the ones every other crate uses. Only the server trait is generated here, with default
 //! method bodies (`generate_default_stubs`), so that the RPCs this service does not serve yet
-//! (`GetScoreboard`, `WatchEvents`) are left out of the implementation entirely and answer
-//! UNIMPLEMENTED like any unknown method, instead of being hand-written placeholders.
+//! (`WatchEvents`) are left out of the implementation entirely and answer UNIMPLEMENTED like any
+//! unknown method, instead of being hand-written placeholders.
 
 use std::path::PathBuf;
 

@@ -114,6 +114,18 @@ async fn a_viewer_reads_only_inside_its_district_and_never_acts() {
         ),
         Code::PermissionDenied
     );
+    assert_eq!(
+        code(
+            viewer
+                .get_scoreboard(v1::GetScoreboardRequest {
+                    area_code: other_district.clone(),
+                    month: String::new(),
+                    kind: v1::ScoreboardKind::Departments as i32,
+                })
+                .await
+        ),
+        Code::PermissionDenied
+    );
     // The org tree is the city's public structure.
     assert!(viewer
         .get_org_tree(v1::GetOrgTreeRequest::default())

@@ -7,5 +7,6 @@ mod escalation;
 mod harness;
 mod intake;
 mod query;
+mod scoreboard;
 mod store;
 mod watch;

@@ -67,10 +67,15 @@ pub(crate) fn window_days(window: TimeDelta) -> i64 {
     (micros + day - 1) / day
 }
 
-/// The day of `now` in Asia/Shanghai as UTC instants `[start, end)`. China has observed UTC+8 all
-/// year since 1991, so a fixed offset is exact and needs no time-zone database.
+/// Asia/Shanghai, the time zone of every calendar day and month the screens show. China has
+/// observed UTC+8 all year since 1991, so a fixed offset is exact and needs no time-zone database.
+pub(crate) fn shanghai() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
+}
+
+/// The day of `now` in Asia/Shanghai as UTC instants `[start, end)`.
 pub(crate) fn shanghai_day(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    let shanghai = FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
+    let shanghai = shanghai();
     let start = now
         .with_timezone(&shanghai)
         .date_naive()

@@ -1,0 +1,556 @@
+//! `GetScoreboard` end to end: a small history across the end of January 2027, made by a real
+//! dispatch from reports and commands (whistles, report-ins in time and late, a return and a
+//! reassignment, resolutions, follow-ups satisfied and unsatisfied, a reopen), ranked by the query
+//! service. Every figure below is worked out by hand from that history.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tonic::Code;
+use uuid::Uuid;
+use whistle_domain::Level;
+use whistle_proto::v1::{self, command::Body, ScoreboardKind};
+
+use crate::query::{accept, code, dept, escalate, places, resolve, satisfied, unit, Stack};
+
+/// 20:00 on 31 January 2027 in Ordos (UTC+8): January ends 240 minutes later.
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2027-01-31T20:00:00+08:00")
+        .unwrap()
+        .to_utc()
+}
+
+/// Moves the clock to `minutes` after [`t0`] and lets dispatch fire what fell due on the way.
+async fn at(stack: &Stack, minutes: i64) {
+    stack.clock.set(t0() + TimeDelta::minutes(minutes));
+    stack.settle().await;
+}
+
+fn hd(unit: &str) -> String {
+    format!("hd-{unit}")
+}
+
+fn li(department: &str) -> String {
+    format!("li-{department}")
+}
+
+fn gw(grid: &str) -> String {
+    format!("gw-{grid}")
+}
+
+fn whistle_to(departments: &[&str]) -> Body {
+    Body::Escalate(v1::Escalate {
+        note: "街道吹哨".into(),
+        department_codes: departments.iter().map(|d| d.to_string()).collect(),
+    })
+}
+
+fn give_back(task: u32) -> Body {
+    Body::Return(v1::Return {
+        task_id: task.to_string(),
+        reason: v1::ReturnReason::NotOurDuty as i32,
+        note: "非本部门职责".into(),
+    })
+}
+
+fn reassign(task: u32, to: &str) -> Body {
+    Body::Reassign(v1::Reassign {
+        task_id: task.to_string(),
+        to_department_code: to.into(),
+        note: "改派".into(),
+    })
+}
+
+fn resolve_task(task: u32) -> Body {
+    Body::Resolve(v1::Resolve {
+        task_id: task.to_string(),
+        note: "已办结".into(),
+    })
+}
+
+fn verify(satisfaction: v1::Satisfaction) -> Body {
+    Body::Verify(v1::Verify {
+        satisfaction: satisfaction as i32,
+        note: String::new(),
+    })
+}
+
+async fn report(stack: &Stack, id: &str, grid: &str, category: &str) -> Uuid {
+    stack
+        .file(&stack.filed(id, grid, category, v1::Urgency::Urgent))
+        .await
+}
+
+async fn board(
+    stack: &Stack,
+    area_code: &str,
+    month: &str,
+    kind: ScoreboardKind,
+) -> Result<v1::Scoreboard, tonic::Status> {
+    stack
+        .client
+        .clone()
+        .get_scoreboard(v1::GetScoreboardRequest {
+            area_code: area_code.into(),
+            month: month.into(),
+            kind: kind as i32,
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// A row the history makes active, as worked out by hand.
+struct Want<'a> {
+    code: &'a str,
+    /// dispatched, accepted in time, due, resolved in time, followed up, satisfied.
+    counts: [u64; 6],
+    composite: f64,
+    /// Return, redo and whistle rates.
+    signals: [f64; 3],
+    median_minutes: Option<f64>,
+}
+
+fn ratio(numerator: u64, denominator: u64) -> f64 {
+    if denominator == 0 {
+        0.0
+    } else {
+        numerator as f64 / denominator as f64
+    }
+}
+
+fn close(actual: f64, expected: f64) -> bool {
+    (actual - expected).abs() < 1e-9
+}
+
+/// The board lists exactly `codes` (with their names): first the `active` rows in rank order
+/// with their figures, then every other code in code order with zeros.
+fn assert_board(board: &v1::Scoreboard, active: &[Want], codes: &BTreeMap<String, String>) {
+    let listed: Vec<&str> = board.rows.iter().map(|r| r.code.as_str()).collect();
+    assert_eq!(board.rows.len(), codes.len(), "{listed:?}");
+    let idle: Vec<&str> = codes
+        .keys()
+        .map(String::as_str)
+        .filter(|c| !active.iter().any(|w| w.code == *c))
+        .collect();
+    let expected: Vec<&str> = active.iter().map(|w| w.code).chain(idle).collect();
+    assert_eq!(listed, expected, "the order of the rows");
+    for (index, row) in board.rows.iter().enumerate() {
+        assert_eq!(row.rank as usize, index + 1, "{}", row.code);
+        assert_eq!(row.name, codes[&row.code], "{}", row.code);
+        let rates = row.rates.as_ref().expect("rates");
+        let counts = [
+            rates.dispatched,
+            rates.accepted_in_time,
+            rates.due,
+            rates.resolved_in_time,
+            rates.followed_up,
+            rates.satisfied,
+        ];
+        let signals = [row.return_rate, row.redo_rate, row.whistle_rate];
+        let median = row
+            .median_time_to_accept
+            .as_ref()
+            .map(|d| (d.seconds, d.nanos));
+        let Some(want) = active.get(index) else {
+            assert_eq!(counts, [0; 6], "{}", row.code);
+            assert_eq!(
+                (row.composite_score, signals),
+                (0.0, [0.0; 3]),
+                "{}",
+                row.code
+            );
+            assert_eq!(median, None, "{}", row.code);
+            continue;
+        };
+        assert_eq!(counts, want.counts, "{}", row.code);
+        let [dispatched, in_time, due, resolved, followed_up, satisfied] = want.counts;
+        assert_eq!(
+            (
+                rates.response_rate,
+                rates.resolution_rate,
+                rates.satisfaction_rate
+            ),
+            (
+                ratio(in_time, dispatched),
+                ratio(resolved, due),
+                ratio(satisfied, followed_up)
+            ),
+            "{}",
+            row.code
+        );
+        assert!(
+            close(row.composite_score, want.composite),
+            "{}: composite {} instead of {}",
+            row.code,
+            row.composite_score,
+            want.composite
+        );
+        assert!(
+            signals.iter().zip(want.signals).all(|(&a, e)| close(a, e)),
+            "{}: return, redo, whistle {signals:?} instead of {:?}",
+            row.code,
+            want.signals
+        );
+        let want_median = want.median_minutes.map(|m| ((m * 60.0).floor() as i64, 0));
+        assert_eq!(median, want_median, "{}: median time to accept", row.code);
+    }
+}
+
+#[tokio::test]
+async fn monthly_rankings_of_departments_and_streets() {
+    let stack = Stack::start().await;
+    let (district, [g1, g2, g3], other_district, other_grid) = places();
+    let (s1, s2, s3) = (
+        unit(&g1, Level::Street),
+        unit(&g2, Level::Street),
+        unit(&g3, Level::Street),
+    );
+    let other_street = unit(&other_grid, Level::Street);
+    let [p, ps, j, um, nr] = [
+        "petitions",
+        "public_security",
+        "justice",
+        "urban_management",
+        "natural_resources",
+    ]
+    .map(|kind| dept(&g1, kind));
+    let other_p = dept(&other_grid, "petitions");
+
+    let dataset = whistle_domain::ordos::dataset();
+    let departments = |area: Option<&str>| -> BTreeMap<String, String> {
+        dataset
+            .departments
+            .iter()
+            .filter(|d| area.is_none_or(|a| d.area.as_str() == a))
+            .map(|d| (d.code.to_string(), d.name.clone()))
+            .collect()
+    };
+    let streets = |prefix: &str| -> BTreeMap<String, String> {
+        dataset
+            .units
+            .iter()
+            .filter(|u| u.level() == Level::Street && u.code.as_str().starts_with(prefix))
+            .map(|u| (u.code.to_string(), u.name.clone()))
+            .collect()
+    };
+    use ScoreboardKind::{Departments, Streets};
+
+    // Before anything happens: the current month (January in Ordos), everyone with zeros.
+    at(&stack, 0).await;
+    let empty = board(&stack, &district, "", Departments).await.unwrap();
+    assert_eq!(
+        (empty.area_code.as_str(), empty.month.as_str(), empty.kind),
+        (district.as_str(), "2027-01", Departments as i32)
+    );
+    assert_board(&empty, &[], &departments(Some(&district)));
+
+    // A, street 1: whistled for petitions (task 1) and public security (task 2).
+    let a = report(&stack, "sb-a", &g1, "petition.collective").await;
+    stack.ok(&hd(&s1), a, escalate()).await;
+    // B, street 1: a manhole its community fixes itself, within the SLA.
+    let b = report(&stack, "sb-b", &g1, "municipal.manhole").await;
+    at(&stack, 5).await;
+    stack.ok(&li(&p), a, accept(1)).await;
+    at(&stack, 8).await;
+    stack
+        .ok(&hd(&unit(&g1, Level::Community)), b, resolve())
+        .await;
+    // C, street 2: whistled for public security alone.
+    at(&stack, 10).await;
+    let c = report(&stack, "sb-c", &g2, "petition.collective").await;
+    stack.ok(&hd(&s2), c, whistle_to(&[&ps])).await;
+    // H, the other district: whistled for its petitions office, which does everything in time.
+    at(&stack, 15).await;
+    let h = report(&stack, "sb-h", &other_grid, "petition.collective").await;
+    stack
+        .ok(&hd(&other_street), h, whistle_to(&[&other_p]))
+        .await;
+    at(&stack, 20).await;
+    stack.ok(&li(&ps), a, give_back(2)).await;
+    stack.ok(&li(&other_p), h, accept(1)).await;
+    // The street reassigns the returned task to justice (task 3).
+    at(&stack, 25).await;
+    stack.ok(&hd(&s1), a, reassign(2, &j)).await;
+    at(&stack, 30).await;
+    stack.ok(&li(&other_p), h, resolve_task(1)).await;
+    at(&stack, 35).await;
+    stack.ok(&li(&j), a, accept(3)).await;
+    stack.ok(&gw(&other_grid), h, satisfied()).await;
+    at(&stack, 40).await; // C's report-in deadline passes: supervised, up to the district.
+    stack
+        .ok(&gw(&g1), b, verify(v1::Satisfaction::BasicallySatisfied))
+        .await;
+    at(&stack, 45).await;
+    stack.ok(&li(&p), a, resolve_task(1)).await;
+    at(&stack, 50).await;
+    stack.ok(&li(&j), a, resolve_task(3)).await; // A resolved, well within its 2-hour SLA
+    stack.ok(&li(&ps), c, accept(1)).await; // 40 minutes: late
+                                            // Unsatisfied: A reopens (重办), petitions (task 4) and justice (task 5) go again, with a new
+                                            // resolve deadline three days later, in February.
+    at(&stack, 55).await;
+    stack
+        .ok(&gw(&g1), a, verify(v1::Satisfaction::Unsatisfied))
+        .await;
+    at(&stack, 60).await;
+    stack.ok(&li(&p), a, accept(4)).await;
+    at(&stack, 100).await; // task 5 missed its report-in at 85; it is taken late
+    stack.ok(&li(&j), a, accept(5)).await;
+    at(&stack, 110).await;
+    stack.ok(&li(&p), a, resolve_task(4)).await;
+    at(&stack, 112).await;
+    stack.ok(&li(&j), a, resolve_task(5)).await;
+    at(&stack, 115).await;
+    stack.ok(&gw(&g1), a, satisfied()).await;
+    // C's SLA ran out at 130; public security resolves it late, and the resident is satisfied.
+    at(&stack, 140).await;
+    stack.ok(&li(&ps), c, resolve_task(1)).await;
+    at(&stack, 150).await;
+    stack.ok(&gw(&g2), c, satisfied()).await;
+    // F, street 2, at 23:50: whistled for urban management (task 1) and natural resources (task
+    // 2), which report in after midnight, in February, but within their 30 minutes.
+    at(&stack, 230).await;
+    let f = report(&stack, "sb-f", &g2, "construction.illegal_building").await;
+    stack.ok(&hd(&s2), f, escalate()).await;
+    at(&stack, 245).await;
+    stack.ok(&li(&um), f, accept(1)).await;
+    at(&stack, 250).await;
+    stack.ok(&li(&nr), f, accept(2)).await;
+    // G, street 3, ten minutes into February: reported, not whistled.
+    report(&stack, "sb-g", &g3, "petition.letters").await;
+    at(&stack, 255).await;
+
+    // January's departments of the district. Petitions: both report-ins in 5 minutes, task 1 due
+    // and resolved in time, judged satisfied on A's last follow-up (round 1, its task 4); task 1's
+    // round was reopened (redo 1/2); task 4 came from the reopen, not a whistle (1/2).
+    let petitions = Want {
+        code: &p,
+        counts: [2, 2, 1, 1, 1, 1],
+        composite: 100.0,
+        signals: [0.0, 0.5, 0.5],
+        median_minutes: Some(5.0),
+    };
+    // Justice: task 3 (reassigned) in 10 minutes, task 5 (reopen) in 45; 30 × 0.5 + 35 + 35.
+    let justice = Want {
+        code: &j,
+        counts: [2, 1, 1, 1, 1, 1],
+        composite: 85.0,
+        signals: [0.0, 0.5, 0.0],
+        median_minutes: Some(27.5),
+    };
+    // Public security: returned A's task, reported in late on C and resolved it after C's SLA;
+    // the returned task is not due; C's resident was satisfied.
+    let public_security = Want {
+        code: &ps,
+        counts: [2, 0, 1, 0, 1, 1],
+        composite: 35.0,
+        signals: [0.5, 0.0, 1.0],
+        median_minutes: Some(40.0),
+    };
+    // Natural resources and urban management: F's tasks, dispatched at 23:50 in January.
+    let natural_resources = Want {
+        code: &nr,
+        counts: [1, 1, 0, 0, 0, 0],
+        composite: 30.0,
+        signals: [0.0, 0.0, 1.0],
+        median_minutes: Some(20.0),
+    };
+    let urban_management = Want {
+        code: &um,
+        counts: [1, 1, 0, 0, 0, 0],
+        composite: 30.0,
+        signals: [0.0, 0.0, 1.0],
+        median_minutes: Some(15.0),
+    };
+    let other_petitions = Want {
+        code: &other_p,
+        counts: [1, 1, 1, 1, 1, 1],
+        composite: 100.0,
+        signals: [0.0, 0.0, 1.0],
+        median_minutes: Some(5.0),
+    };
+    let january = board(&stack, &district, "2027-01", Departments)
+        .await
+        .unwrap();
+    assert_eq!(january.month, "2027-01");
+    // The tie at 30 goes by code: natural_resources before urban_management.
+    assert_board(
+        &january,
+        &[
+            petitions,
+            justice,
+            public_security,
+            natural_resources,
+            urban_management,
+        ],
+        &departments(Some(&district)),
+    );
+    // The city lists every department, the other district's petitions office tied at 100 with
+    // this district's and after it by code; the other district lists only its own.
+    let city = board(&stack, "", "2027-01", Departments).await.unwrap();
+    let p_rows = |board: &v1::Scoreboard| {
+        board
+            .rows
+            .iter()
+            .take(6)
+            .map(|r| (r.rank, r.code.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        p_rows(&city),
+        [&p, &other_p, &j, &ps, &nr, &um]
+            .into_iter()
+            .zip(1..)
+            .map(|(c, rank)| (rank, c.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(city.rows.len(), departments(None).len());
+    let named_city = board(&stack, "150600", "2027-01", Departments)
+        .await
+        .unwrap();
+    assert_eq!(
+        // An empty area is the token's, the city's here.
+        (named_city.area_code.as_str(), city.area_code.as_str()),
+        ("150600", "150600")
+    );
+    assert_eq!(named_city.rows, city.rows);
+    let other = board(&stack, &other_district, "2027-01", Departments)
+        .await
+        .unwrap();
+    assert_board(
+        &other,
+        &[other_petitions],
+        &departments(Some(&other_district)),
+    );
+
+    // January's streets of the district. Street 1: A's five tasks (three reported in on time, one
+    // returned), B due and resolved in time (A's deadline moved to February), both followed up
+    // satisfied in the end, A reopened after its first resolution, A whistled but not B; report-ins
+    // of 5, 5, 10 and 45 minutes. 30 × 0.6 + 35 + 35.
+    let street_1 = Want {
+        code: &s1,
+        counts: [5, 3, 1, 1, 2, 2],
+        composite: 88.0,
+        signals: [0.2, 0.5, 0.5],
+        median_minutes: Some(7.5),
+    };
+    // Street 2: C late and resolved after its SLA, F's two tasks on time; both whistled. 30 × 2/3
+    // + 0 + 35.
+    let street_2 = Want {
+        code: &s2,
+        counts: [3, 2, 1, 0, 1, 1],
+        composite: 55.0,
+        signals: [0.0, 0.0, 1.0],
+        median_minutes: Some(20.0),
+    };
+    let january = board(&stack, &district, "2027-01", Streets).await.unwrap();
+    assert_eq!(january.kind, Streets as i32);
+    assert_board(&january, &[street_1, street_2], &streets(&district));
+    let city = board(&stack, "", "2027-01", Streets).await.unwrap();
+    assert_eq!(
+        city.rows
+            .iter()
+            .take(3)
+            .map(|r| (r.rank, r.code.as_str(), r.composite_score.round()))
+            .collect::<Vec<_>>(),
+        [
+            (1, other_street.as_str(), 100.0),
+            (2, s1.as_str(), 88.0),
+            (3, s2.as_str(), 55.0)
+        ]
+    );
+    assert_eq!(city.rows.len(), streets("1506").len());
+    let one_street = board(&stack, &s1, "2027-01", Streets).await.unwrap();
+    assert_eq!(one_street.rows.len(), 1);
+    assert_eq!(
+        (one_street.rows[0].rank, &one_street.rows[0].code),
+        (1, &s1)
+    );
+    assert_eq!(one_street.rows[0], january.rows[0]);
+
+    // February so far (the default month now): only G, reported in street 3 and not whistled;
+    // reports alone are activity, so street 3 ranks first with a score of 0.
+    let february = board(&stack, &district, "", Streets).await.unwrap();
+    assert_eq!(february.month, "2027-02");
+    assert_board(
+        &february,
+        &[Want {
+            code: &s3,
+            counts: [0; 6],
+            composite: 0.0,
+            signals: [0.0; 3],
+            median_minutes: None,
+        }],
+        &streets(&district),
+    );
+    let rows = board(&stack, &district, "2027-02", Streets)
+        .await
+        .unwrap()
+        .rows;
+    assert_eq!(rows, february.rows);
+    // F's report-ins after midnight count in January, where the tasks were dispatched.
+    let february = board(&stack, &district, "2027-02", Departments)
+        .await
+        .unwrap();
+    assert_board(&february, &[], &departments(Some(&district)));
+    let december = board(&stack, &district, "2026-12", Streets).await.unwrap();
+    assert_board(&december, &[], &streets(&district));
+}
+
+#[tokio::test]
+async fn bad_scoreboard_requests() {
+    let stack = Stack::start().await;
+    let (district, [grid, ..], _, _) = places();
+    let invalid = |result: Result<v1::Scoreboard, tonic::Status>, field: &str| {
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().starts_with(&format!("{field}: ")),
+            "{}",
+            status.message()
+        );
+        status.message().to_owned()
+    };
+    use ScoreboardKind::{Departments, Streets, Unspecified};
+
+    let message = invalid(board(&stack, &district, "", Unspecified).await, "kind");
+    assert!(message.contains("SCOREBOARD_KIND_DEPARTMENTS"), "{message}");
+    let unknown_kind = stack
+        .client
+        .clone()
+        .get_scoreboard(v1::GetScoreboardRequest {
+            area_code: district.clone(),
+            month: String::new(),
+            kind: 9,
+        })
+        .await;
+    invalid(unknown_kind.map(|r| r.into_inner()), "kind");
+
+    for month in ["2027-13", "2027-1", "January", "2027-01-31", "27-01"] {
+        let message = invalid(board(&stack, &district, month, Streets).await, "month");
+        assert!(message.contains("YYYY-MM"), "{message}");
+    }
+
+    invalid(board(&stack, "15060", "", Streets).await, "area_code");
+    let street = unit(&grid, Level::Street);
+    let message = invalid(board(&stack, &street, "", Departments).await, "area_code");
+    assert_eq!(
+        message,
+        format!(
+            "area_code: the department scoreboard takes the city or a district, not the street {street}"
+        )
+    );
+    invalid(
+        board(&stack, &unit(&grid, Level::Community), "", Streets).await,
+        "area_code",
+    );
+    invalid(board(&stack, &grid, "", Streets).await, "area_code");
+
+    assert_eq!(
+        code(board(&stack, "150699", "", Streets).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(board(&stack, &district, "2027-02", Departments).await),
+        Code::Ok
+    );
+}

@@ -1,0 +1,754 @@
+//! `GetScoreboard`: the monthly ranking of departments or streets by the three rates (三率), computed
+//! by SQL from `tasks`, `incidents` and `timeline` on each call, in one read-only REPEATABLE READ
+//! snapshot (no stored counters), so every row and every figure agree with each other.
+//!
+//! **The request.** `month` is `YYYY-MM`, a calendar month in Asia/Shanghai (UTC+8): `[the 1st
+//! 00:00, the next 1st 00:00)`; empty means the month of the clock's now there. `kind` must be
+//! `DEPARTMENTS` or `STREETS` (UNSPECIFIED is INVALID_ARGUMENT: the two boards rank different
+//! things, so the caller says which). `area_code` empty means the city. The department board takes
+//! the city or a district (departments serve a district or the whole city); the street board the
+//! city, a district or a street. A smaller area is INVALID_ARGUMENT, a well-formed code that is
+//! not in the org tree NOT_FOUND.
+//!
+//! **The rows.** Departments: every department whose area (its district, or the city for a city
+//! department) is inside the requested area, judged on its own tasks. Streets: every org unit of
+//! level street inside the area, judged on the incidents reported from its grids and their tasks.
+//! Every row is listed, with zeros when nothing happened.
+//!
+//! **The rule for "in the month".** The month picks the items by the moment that puts them in a
+//! denominator (a dispatch, a deadline, a follow-up, a resolution, a report); their outcome is the
+//! one known now. A task dispatched at 23:50 on the last day and accepted at 00:05 counts in the
+//! month it was dispatched in.
+//!
+//! **The three rates**, the same as `GetOverview`'s (overview.rs) with the month as the window:
+//! - response: tasks dispatched in the month that reported in (报到) by `accept_due_at`, over tasks
+//!   dispatched in the month (`accepted_in_time` / `dispatched`);
+//! - resolution, departments: the department's live tasks (neither returned nor cancelled by a
+//!   reassignment) whose `resolve_due_at` fell in the month, up to now, resolved by it
+//!   (`resolved_in_time` / `due`); streets: the street's incidents (duplicates aside) whose SLA
+//!   deadline `due_at` fell in the month, up to now, resolved (resolved, closed, closed unverified)
+//!   by it (a reopen moves `due_at`, so a reopened incident counts in the month of its new
+//!   deadline);
+//! - satisfaction: incidents followed up (回访, an `incident.verified` entry) in the month, where
+//!   the verdict of the latest follow-up in the month was satisfied or basically satisfied (the
+//!   follow-up closed the incident rather than reopening it), over incidents followed up. Read from
+//!   the timeline rather than `incidents.satisfaction`, so a later follow-up does not rewrite a
+//!   past month. A department is judged on a follow-up when it resolved a task of the round that
+//!   follow-up judged (the round is the number of `incident.reopened` entries before it).
+//!
+//! An empty denominator gives a rate of 0, with the counts shown.
+//!
+//! **The composite score** is on a 0–100 scale: 100 × (the `[weights]` of the policy the service
+//! runs with × the three rates), 30 / 35 / 35 in Ordos, rounded to 1e-6 so that equal scores
+//! reached by different sums tie. **Rank**: 1 is the best; rows with activity (any count of the row above zero) come before
+//! rows without, then by composite score, highest first, then by code; every row has its own rank.
+//!
+//! **Health signals** (ratios with the same empty-denominator rule):
+//! - `return_rate` (退单率): tasks dispatched in the month that were returned (a `return_reason`,
+//!   whether or not they were reassigned since), over tasks dispatched in the month;
+//! - `redo_rate` (重办率): departments, tasks resolved in the month whose round the resident then
+//!   found unsatisfying (the incident's `reopen_count` is above the task's round), over tasks
+//!   resolved in the month; streets, incidents with an `incident.resolved` entry in the month that
+//!   were reopened (`incident.reopened`) after the first such entry, over those incidents;
+//! - `whistle_rate` (吹哨率): streets, incidents reported in the month (duplicates aside) that the
+//!   street has whistled for (an `incident.whistled` entry), over incidents reported in the month;
+//!   departments, tasks dispatched in the month by a whistle (an `incident.whistled` entry of the
+//!   incident at the task's `dispatched_at`), over tasks dispatched in the month; the rest came by
+//!   a reassignment (改派) after another department's return, or by a reopen (重办);
+//! - `median_time_to_accept`: the median of `accepted_at - dispatched_at` over the tasks dispatched
+//!   in the month that have reported in (the mean of the two middle values for an even count,
+//!   `percentile_cont`); absent when none has.
+
+use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, TimeDelta, Utc};
+use sqlx::{postgres::PgRow, PgConnection, PgPool, Row};
+use whistle_domain::{
+    incident::{Status, TaskStatus},
+    policy::Weights,
+    AreaCode, Level,
+};
+use whistle_proto::v1;
+
+use crate::{area, area::GridRange, convert, overview::shanghai, Error, Result};
+
+const WHISTLED: &str = "incident.whistled";
+const RESOLVED: &str = "incident.resolved";
+const VERIFIED: &str = "incident.verified";
+const CLOSED: &str = "incident.closed";
+const REOPENED: &str = "incident.reopened";
+
+/// A calendar month in Asia/Shanghai as UTC instants `[start, end)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Month {
+    /// `YYYY-MM`.
+    pub label: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Month {
+    /// `YYYY-MM`, or the month of `now` in Shanghai when empty.
+    pub fn parse(text: &str, now: DateTime<Utc>) -> Result<Month> {
+        let invalid = || {
+            Error::invalid(format!(
+                "month: {text:?} is not a month; expected YYYY-MM, e.g. 2026-03"
+            ))
+        };
+        let first = if text.is_empty() {
+            now.with_timezone(&shanghai())
+                .date_naive()
+                .with_day(1)
+                .expect("every month has a 1st")
+        } else {
+            first_day(text).ok_or_else(invalid)?
+        };
+        let next = first
+            .checked_add_months(Months::new(1))
+            .ok_or_else(invalid)?;
+        Ok(Month {
+            label: first.format("%Y-%m").to_string(),
+            start: midnight(first),
+            end: midnight(next),
+        })
+    }
+}
+
+/// The 1st of a `YYYY-MM` month: exactly four digits, a dash, two digits, a month from 01 to 12.
+fn first_day(text: &str) -> Option<NaiveDate> {
+    let (year, month) = text.split_once('-')?;
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(year, 4) || !digits(month, 2) {
+        return None;
+    }
+    NaiveDate::from_ymd_opt(year.parse().ok()?, month.parse().ok()?, 1)
+}
+
+/// 00:00 of `day` in Shanghai, as a UTC instant.
+fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    day.and_time(NaiveTime::MIN)
+        .and_local_timezone(shanghai())
+        .single()
+        .expect("a fixed offset maps every local time once")
+        .with_timezone(&Utc)
+}
+
+/// What is ranked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Departments,
+    Streets,
+}
+
+impl Kind {
+    pub fn parse(value: i32) -> Result<Kind> {
+        match v1::ScoreboardKind::try_from(value).ok() {
+            Some(v1::ScoreboardKind::Departments) => Ok(Kind::Departments),
+            Some(v1::ScoreboardKind::Streets) => Ok(Kind::Streets),
+            Some(v1::ScoreboardKind::Unspecified) | None => Err(Error::invalid(format!(
+                "kind: {value} is not a scoreboard kind; use SCOREBOARD_KIND_DEPARTMENTS or \
+                 SCOREBOARD_KIND_STREETS"
+            ))),
+        }
+    }
+
+    fn to_proto(self) -> v1::ScoreboardKind {
+        match self {
+            Kind::Departments => v1::ScoreboardKind::Departments,
+            Kind::Streets => v1::ScoreboardKind::Streets,
+        }
+    }
+}
+
+/// A checked `GetScoreboardRequest`.
+#[derive(Debug, Clone)]
+pub(crate) struct Query {
+    area_code: String,
+    area: Option<AreaCode>,
+    month: Month,
+    kind: Kind,
+}
+
+impl Query {
+    pub fn parse(request: &v1::GetScoreboardRequest, now: DateTime<Utc>) -> Result<Query> {
+        let kind = Kind::parse(request.kind)?;
+        let area = area::parse_optional("area_code", &request.area_code)?;
+        if let Some(area) = &area {
+            check_scope(kind, area)?;
+        }
+        Ok(Query {
+            area_code: request.area_code.clone(),
+            area,
+            month: Month::parse(&request.month, now)?,
+            kind,
+        })
+    }
+}
+
+/// The department board takes the city or a district, the street board also a street: below
+/// that, no department or street is inside the area.
+fn check_scope(kind: Kind, area: &AreaCode) -> Result<()> {
+    let (lowest, takes) = match kind {
+        Kind::Departments => (Level::District, "the city or a district"),
+        Kind::Streets => (Level::Street, "the city, a district or a street"),
+    };
+    if area.level() >= lowest {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "area_code: the {} scoreboard takes {takes}, not the {} {area}",
+        match kind {
+            Kind::Departments => "department",
+            Kind::Streets => "street",
+        },
+        area.level().as_str()
+    )))
+}
+
+/// What one row counts; the SQL fills it, [`Tally::row`] turns it into rates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Tally {
+    pub dispatched: u64,
+    pub accepted_in_time: u64,
+    pub due: u64,
+    pub resolved_in_time: u64,
+    pub followed_up: u64,
+    pub satisfied: u64,
+    /// Of the dispatched tasks.
+    pub returned: u64,
+    /// The redo rate's denominator and numerator.
+    pub resolved: u64,
+    pub reopened: u64,
+    /// The whistle rate's denominator (departments: tasks dispatched; streets: incidents reported)
+    /// and numerator.
+    pub whistle_base: u64,
+    pub whistled: u64,
+    pub median_accept_seconds: Option<f64>,
+}
+
+impl Tally {
+    /// Anything to show: a row without activity ranks after every row with some.
+    fn is_active(&self) -> bool {
+        [
+            self.dispatched,
+            self.due,
+            self.followed_up,
+            self.resolved,
+            self.whistle_base,
+        ]
+        .iter()
+        .any(|&n| n > 0)
+    }
+
+    /// The row without its rank.
+    fn row(&self, code: String, name: String, weights: &Weights) -> v1::ScoreboardRow {
+        let rates = v1::Rates {
+            response_rate: ratio(self.accepted_in_time, self.dispatched),
+            resolution_rate: ratio(self.resolved_in_time, self.due),
+            satisfaction_rate: ratio(self.satisfied, self.followed_up),
+            dispatched: self.dispatched,
+            accepted_in_time: self.accepted_in_time,
+            due: self.due,
+            resolved_in_time: self.resolved_in_time,
+            followed_up: self.followed_up,
+            satisfied: self.satisfied,
+        };
+        v1::ScoreboardRow {
+            rank: 0,
+            code,
+            name,
+            composite_score: composite(weights, &rates),
+            rates: Some(rates),
+            return_rate: ratio(self.returned, self.dispatched),
+            redo_rate: ratio(self.reopened, self.resolved),
+            whistle_rate: ratio(self.whistled, self.whistle_base),
+            median_time_to_accept: self.median_accept_seconds.map(|seconds| {
+                // percentile_cont gives seconds as a double; whole microseconds are what
+                // PostgreSQL stored.
+                convert::duration(TimeDelta::microseconds((seconds * 1e6).round() as i64))
+            }),
+        }
+    }
+}
+
+fn ratio(numerator: u64, denominator: u64) -> f64 {
+    if denominator == 0 {
+        0.0
+    } else {
+        numerator as f64 / denominator as f64
+    }
+}
+
+/// 0–100, rounded to 1e-6: 30 + 35 + 35 of full rates is 99.99999999999999 in floating point.
+fn composite(weights: &Weights, rates: &v1::Rates) -> f64 {
+    let score = 100.0
+        * weights.composite(
+            rates.response_rate,
+            rates.resolution_rate,
+            rates.satisfaction_rate,
+        );
+    (score * 1e6).round() / 1e6
+}
+
+/// Ranks rows: with activity first, then by composite score (highest first), then by code.
+fn rank(mut rows: Vec<(bool, v1::ScoreboardRow)>) -> Vec<v1::ScoreboardRow> {
+    rows.sort_by(|(a_active, a), (b_active, b)| {
+        b_active
+            .cmp(a_active)
+            .then(b.composite_score.total_cmp(&a.composite_score))
+            .then_with(|| a.code.cmp(&b.code))
+    });
+    rows.into_iter()
+        .zip(1..)
+        .map(|((_, row), rank)| v1::ScoreboardRow { rank, ..row })
+        .collect()
+}
+
+/// The latest follow-up in the month of each incident: its verdict (satisfied when the follow-up
+/// closed the incident, the entry right after it in the same transition) and the task round it
+/// judged. Binds the month as `$3` and `$4`.
+fn follow_ups() -> String {
+    format!(
+        "follow_ups AS (
+            SELECT DISTINCT ON (v.incident_id) v.incident_id,
+                   EXISTS (SELECT 1 FROM timeline c WHERE c.incident_id = v.incident_id
+                           AND c.seq = v.seq + 1 AND c.kind = '{CLOSED}') AS satisfied,
+                   (SELECT count(*) FROM timeline r WHERE r.incident_id = v.incident_id
+                    AND r.kind = '{REOPENED}' AND r.seq < v.seq) AS round
+            FROM timeline v
+            WHERE v.kind = '{VERIFIED}' AND v.at >= $3 AND v.at < $4
+            ORDER BY v.incident_id, v.seq DESC
+        )"
+    )
+}
+
+/// Response, return and time-to-accept columns over the tasks `t` dispatched in the month, grouped
+/// by the caller.
+const DISPATCHED_COLUMNS: &str = "count(*) AS dispatched,
+           count(*) FILTER (WHERE t.accepted_at <= t.accept_due_at) AS accepted_in_time,
+           count(*) FILTER (WHERE t.return_reason IS NOT NULL) AS returned,
+           percentile_cont(0.5) WITHIN GROUP
+               (ORDER BY EXTRACT(EPOCH FROM t.accepted_at - t.dispatched_at)::float8) AS median_accept";
+
+/// The department board. `$1`, `$2`: the area's range of codes (NULL: the city); `$3`, `$4`: the
+/// month; `$5`: now. The stored names are the domain's, written into the text.
+fn departments_sql() -> String {
+    let not_live = format!(
+        "'{}', '{}'",
+        TaskStatus::Returned.as_str(),
+        TaskStatus::Cancelled.as_str()
+    );
+    format!(
+        "WITH board AS (
+            SELECT code, name FROM departments
+            WHERE $1::text IS NULL OR (area_code ~>=~ $1 AND area_code ~<~ $2)
+        ),
+        dispatched AS (
+            SELECT t.department_code AS code, {DISPATCHED_COLUMNS},
+                   count(*) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM timeline w WHERE w.incident_id = t.incident_id
+                       AND w.kind = '{WHISTLED}' AND w.at = t.dispatched_at)) AS whistled
+            FROM tasks t JOIN board b ON b.code = t.department_code
+            WHERE t.dispatched_at >= $3 AND t.dispatched_at < $4
+            GROUP BY t.department_code
+        ),
+        due AS (
+            SELECT t.department_code AS code, count(*) AS due,
+                   count(*) FILTER (WHERE t.resolved_at <= t.resolve_due_at) AS resolved_in_time
+            FROM tasks t JOIN board b ON b.code = t.department_code
+            WHERE t.resolve_due_at >= $3 AND t.resolve_due_at < $4 AND t.resolve_due_at <= $5
+              AND t.status NOT IN ({not_live})
+            GROUP BY t.department_code
+        ),
+        resolved AS (
+            SELECT t.department_code AS code, count(*) AS resolved,
+                   count(*) FILTER (WHERE i.reopen_count > t.round) AS reopened
+            FROM tasks t JOIN board b ON b.code = t.department_code
+                 JOIN incidents i ON i.id = t.incident_id
+            WHERE t.resolved_at >= $3 AND t.resolved_at < $4
+            GROUP BY t.department_code
+        ),
+        {follow_ups},
+        satisfaction AS (
+            SELECT t.department_code AS code, count(DISTINCT f.incident_id) AS followed_up,
+                   count(DISTINCT f.incident_id) FILTER (WHERE f.satisfied) AS satisfied
+            FROM follow_ups f
+                 JOIN tasks t ON t.incident_id = f.incident_id AND t.round = f.round
+                              AND t.resolved_at IS NOT NULL
+                 JOIN board b ON b.code = t.department_code
+            GROUP BY t.department_code
+        )
+        SELECT b.code, b.name,
+               coalesce(d.dispatched, 0) AS dispatched,
+               coalesce(d.accepted_in_time, 0) AS accepted_in_time,
+               coalesce(due.due, 0) AS due,
+               coalesce(due.resolved_in_time, 0) AS resolved_in_time,
+               coalesce(s.followed_up, 0) AS followed_up,
+               coalesce(s.satisfied, 0) AS satisfied,
+               coalesce(d.returned, 0) AS returned,
+               coalesce(r.resolved, 0) AS resolved,
+               coalesce(r.reopened, 0) AS reopened,
+               coalesce(d.dispatched, 0) AS whistle_base,
+               coalesce(d.whistled, 0) AS whistled,
+               d.median_accept
+        FROM board b
+             LEFT JOIN dispatched d ON d.code = b.code
+             LEFT JOIN due ON due.code = b.code
+             LEFT JOIN resolved r ON r.code = b.code
+             LEFT JOIN satisfaction s ON s.code = b.code",
+        follow_ups = follow_ups(),
+    )
+}
+
+/// The street board, with the same parameters as [`departments_sql`].
+fn streets_sql() -> String {
+    let resolved_statuses = convert::resolved_statuses()
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let duplicate = Status::Duplicate.as_str();
+    let street = Level::Street.as_str();
+    format!(
+        "WITH board AS (
+            SELECT code, name FROM org_units
+            WHERE level = '{street}' AND ($1::text IS NULL OR (code ~>=~ $1 AND code ~<~ $2))
+        ),
+        dispatched AS (
+            SELECT i.street_code AS code, {DISPATCHED_COLUMNS}
+            FROM tasks t JOIN incidents i ON i.id = t.incident_id
+                 JOIN board b ON b.code = i.street_code
+            WHERE t.dispatched_at >= $3 AND t.dispatched_at < $4
+            GROUP BY i.street_code
+        ),
+        due AS (
+            SELECT i.street_code AS code, count(*) AS due,
+                   count(*) FILTER (WHERE i.status IN ({resolved_statuses})
+                                    AND i.resolved_at <= i.due_at) AS resolved_in_time
+            FROM incidents i JOIN board b ON b.code = i.street_code
+            WHERE i.due_at >= $3 AND i.due_at < $4 AND i.due_at <= $5 AND i.status <> '{duplicate}'
+            GROUP BY i.street_code
+        ),
+        resolved AS (
+            SELECT i.street_code AS code, count(*) AS resolved,
+                   count(*) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM timeline r WHERE r.incident_id = x.incident_id
+                       AND r.kind = '{REOPENED}' AND r.seq > x.seq)) AS reopened
+            FROM (SELECT incident_id, min(seq) AS seq FROM timeline
+                  WHERE kind = '{RESOLVED}' AND at >= $3 AND at < $4
+                  GROUP BY incident_id) x
+                 JOIN incidents i ON i.id = x.incident_id
+                 JOIN board b ON b.code = i.street_code
+            GROUP BY i.street_code
+        ),
+        {follow_ups},
+        satisfaction AS (
+            SELECT i.street_code AS code, count(*) AS followed_up,
+                   count(*) FILTER (WHERE f.satisfied) AS satisfied
+            FROM follow_ups f JOIN incidents i ON i.id = f.incident_id
+                 JOIN board b ON b.code = i.street_code
+            GROUP BY i.street_code
+        ),
+        reported AS (
+            SELECT i.street_code AS code, count(*) AS reported,
+                   count(*) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM timeline w WHERE w.incident_id = i.id
+                       AND w.kind = '{WHISTLED}')) AS whistled
+            FROM incidents i JOIN board b ON b.code = i.street_code
+            WHERE i.created_at >= $3 AND i.created_at < $4 AND i.status <> '{duplicate}'
+            GROUP BY i.street_code
+        )
+        SELECT b.code, b.name,
+               coalesce(d.dispatched, 0) AS dispatched,
+               coalesce(d.accepted_in_time, 0) AS accepted_in_time,
+               coalesce(due.due, 0) AS due,
+               coalesce(due.resolved_in_time, 0) AS resolved_in_time,
+               coalesce(s.followed_up, 0) AS followed_up,
+               coalesce(s.satisfied, 0) AS satisfied,
+               coalesce(d.returned, 0) AS returned,
+               coalesce(r.resolved, 0) AS resolved,
+               coalesce(r.reopened, 0) AS reopened,
+               coalesce(rp.reported, 0) AS whistle_base,
+               coalesce(rp.whistled, 0) AS whistled,
+               d.median_accept
+        FROM board b
+             LEFT JOIN dispatched d ON d.code = b.code
+             LEFT JOIN due ON due.code = b.code
+             LEFT JOIN resolved r ON r.code = b.code
+             LEFT JOIN satisfaction s ON s.code = b.code
+             LEFT JOIN reported rp ON rp.code = b.code",
+        follow_ups = follow_ups(),
+    )
+}
+
+fn count(row: &PgRow, column: &str) -> Result<u64> {
+    let n: i64 = row.try_get(column)?;
+    Ok(u64::try_from(n).unwrap_or_default())
+}
+
+fn tally(row: &PgRow) -> Result<Tally> {
+    Ok(Tally {
+        dispatched: count(row, "dispatched")?,
+        accepted_in_time: count(row, "accepted_in_time")?,
+        due: count(row, "due")?,
+        resolved_in_time: count(row, "resolved_in_time")?,
+        followed_up: count(row, "followed_up")?,
+        satisfied: count(row, "satisfied")?,
+        returned: count(row, "returned")?,
+        resolved: count(row, "resolved")?,
+        reopened: count(row, "reopened")?,
+        whistle_base: count(row, "whistle_base")?,
+        whistled: count(row, "whistled")?,
+        median_accept_seconds: row.try_get("median_accept")?,
+    })
+}
+
+pub(crate) async fn read(
+    pool: &PgPool,
+    query: &Query,
+    weights: &Weights,
+    now: DateTime<Utc>,
+) -> Result<v1::Scoreboard> {
+    let range = query.area.as_ref().map(GridRange::of);
+    let low = range.as_ref().map(|r| r.low.clone());
+    let high = range.as_ref().map(|r| r.high.clone());
+
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let conn: &mut PgConnection = &mut tx;
+
+    if let Some(area) = &query.area {
+        let known: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM org_units WHERE code = $1)")
+                .bind(area.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+        if !known {
+            return Err(Error::not_found(format!("no org unit {area}")));
+        }
+    }
+    let sql = match query.kind {
+        Kind::Departments => departments_sql(),
+        Kind::Streets => streets_sql(),
+    };
+    let found = sqlx::query(&sql)
+        .bind(&low)
+        .bind(&high)
+        .bind(query.month.start)
+        .bind(query.month.end)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await?;
+    tx.commit().await?;
+
+    let rows = found
+        .iter()
+        .map(|row| {
+            let tally = tally(row)?;
+            let scored = tally.row(row.try_get("code")?, row.try_get("name")?, weights);
+            Ok((tally.is_active(), scored))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(v1::Scoreboard {
+        area_code: query.area_code.clone(),
+        month: query.month.label.clone(),
+        kind: query.kind.to_proto() as i32,
+        rows: rank(rows),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
+    }
+
+    fn ordos() -> Weights {
+        whistle_domain::policy::builtin("ordos").unwrap().weights()
+    }
+
+    #[test]
+    fn a_month_is_its_calendar_month_in_shanghai() {
+        let now = at("2026-05-20T00:00:00Z");
+        let march = Month::parse("2026-03", now).unwrap();
+        assert_eq!(
+            march,
+            Month {
+                label: "2026-03".into(),
+                start: at("2026-02-28T16:00:00Z"),
+                end: at("2026-03-31T16:00:00Z"),
+            }
+        );
+        let december = Month::parse("2026-12", now).unwrap();
+        assert_eq!(
+            (december.start, december.end),
+            (at("2026-11-30T16:00:00Z"), at("2026-12-31T16:00:00Z"))
+        );
+        let leap = Month::parse("2028-02", now).unwrap();
+        assert_eq!(leap.end - leap.start, TimeDelta::days(29));
+    }
+
+    #[test]
+    fn no_month_is_the_month_of_now_in_shanghai() {
+        // 16:30 UTC on 31 March is already 00:30 on 1 April in Ordos.
+        let april = Month::parse("", at("2026-03-31T16:30:00Z")).unwrap();
+        assert_eq!(april.label, "2026-04");
+        assert_eq!(april.start, at("2026-03-31T16:00:00Z"));
+        let march = Month::parse("", at("2026-03-31T15:59:59Z")).unwrap();
+        assert_eq!(march.label, "2026-03");
+    }
+
+    #[test]
+    fn a_month_must_be_yyyy_mm() {
+        let now = at("2026-05-20T00:00:00Z");
+        for bad in [
+            "2026-13",
+            "2026-00",
+            "2026-3",
+            "26-03",
+            "2026/03",
+            "2026-03-01",
+            "202a-03",
+            "-2026-03",
+            "2026-+3",
+            "２０２６-03",
+            " 2026-03",
+            "2026",
+        ] {
+            let error = Month::parse(bad, now).unwrap_err();
+            let Error::InvalidArgument(message) = error else {
+                panic!("{bad:?}: {error:?}")
+            };
+            assert!(
+                message.starts_with("month: ") && message.contains("YYYY-MM"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn kind_must_be_named_and_the_area_large_enough() {
+        assert_eq!(Kind::parse(1).unwrap(), Kind::Departments);
+        assert_eq!(Kind::parse(2).unwrap(), Kind::Streets);
+        for bad in [0, 3, -1] {
+            assert!(matches!(Kind::parse(bad), Err(Error::InvalidArgument(_))));
+        }
+        let area = |code: &str| code.parse::<AreaCode>().unwrap();
+        for ok in ["150600", "150602"] {
+            check_scope(Kind::Departments, &area(ok)).unwrap();
+        }
+        for ok in ["150600", "150602", "150602001"] {
+            check_scope(Kind::Streets, &area(ok)).unwrap();
+        }
+        let Err(Error::InvalidArgument(message)) =
+            check_scope(Kind::Departments, &area("150602001"))
+        else {
+            panic!("a street is too small for departments")
+        };
+        assert_eq!(
+            message,
+            "area_code: the department scoreboard takes the city or a district, not the street 150602001"
+        );
+        assert!(check_scope(Kind::Streets, &area("150602001001")).is_err());
+        assert!(check_scope(Kind::Streets, &area("150602001001001")).is_err());
+    }
+
+    #[test]
+    fn a_row_s_rates_signals_and_score() {
+        let tally = Tally {
+            dispatched: 4,
+            accepted_in_time: 3,
+            due: 2,
+            resolved_in_time: 1,
+            followed_up: 0,
+            satisfied: 0,
+            returned: 1,
+            resolved: 2,
+            reopened: 1,
+            whistle_base: 4,
+            whistled: 3,
+            median_accept_seconds: Some(1650.0000004),
+        };
+        let row = tally.row("c".into(), "n".into(), &ordos());
+        let rates = row.rates.unwrap();
+        assert_eq!(
+            (
+                rates.response_rate,
+                rates.resolution_rate,
+                rates.satisfaction_rate
+            ),
+            (0.75, 0.5, 0.0)
+        );
+        // 30 × 0.75 + 35 × 0.5 + 35 × 0.
+        assert_eq!(row.composite_score, 40.0);
+        assert_eq!(
+            (row.return_rate, row.redo_rate, row.whistle_rate),
+            (0.25, 0.5, 0.75)
+        );
+        let median = row.median_time_to_accept.unwrap();
+        assert_eq!((median.seconds, median.nanos), (1650, 0));
+        assert!(tally.is_active());
+
+        let idle = Tally::default().row("c".into(), "n".into(), &ordos());
+        assert_eq!(idle.composite_score, 0.0);
+        assert_eq!(idle.median_time_to_accept, None);
+        assert!(!Tally::default().is_active());
+        // Reports alone are activity on the street board.
+        assert!(Tally {
+            whistle_base: 1,
+            ..Tally::default()
+        }
+        .is_active());
+    }
+
+    #[test]
+    fn full_rates_score_exactly_100() {
+        let full = Tally {
+            dispatched: 3,
+            accepted_in_time: 3,
+            due: 7,
+            resolved_in_time: 7,
+            followed_up: 1,
+            satisfied: 1,
+            ..Tally::default()
+        };
+        assert_eq!(
+            full.row("c".into(), "n".into(), &ordos()).composite_score,
+            100.0
+        );
+    }
+
+    #[test]
+    fn ranks_put_activity_first_then_the_best_score_then_the_code() {
+        let row = |code: &str, score: f64| v1::ScoreboardRow {
+            code: code.into(),
+            composite_score: score,
+            ..Default::default()
+        };
+        let ranked = rank(vec![
+            (false, row("a-idle", 0.0)),
+            (true, row("d", 35.0)),
+            (true, row("c", 100.0)),
+            (true, row("zero", 0.0)),
+            (true, row("b", 35.0)),
+            (false, row("0-idle", 0.0)),
+            (true, row("a", 100.0)),
+        ]);
+        let order: Vec<(u32, &str)> = ranked.iter().map(|r| (r.rank, r.code.as_str())).collect();
+        assert_eq!(
+            order,
+            [
+                (1, "a"),
+                (2, "c"),
+                (3, "b"),
+                (4, "d"),
+                (5, "zero"),
+                (6, "0-idle"),
+                (7, "a-idle")
+            ]
+        );
+        assert!(rank(Vec::new()).is_empty());
+    }
+}
