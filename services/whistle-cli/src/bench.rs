@@ -40,7 +40,8 @@ pub enum Args {
     Query {
         #[command(flatten)]
         target: Target,
-        /// overview, list (first page) or list-pages (a page and the next four, by token).
+        /// overview, list (first page), list-pages (a page and the next four, by token) or
+        /// scoreboard (this month's departments).
         #[arg(long, default_value = "overview")]
         rpc: String,
         /// Area for the requests; default the token's.
@@ -222,8 +223,8 @@ async fn query(
     requests: u64,
     concurrency: u64,
 ) -> anyhow::Result<()> {
-    if !matches!(rpc, "overview" | "list" | "list-pages") {
-        bail!("--rpc must be overview, list or list-pages, not {rpc:?}");
+    if !matches!(rpc, "overview" | "list" | "list-pages" | "scoreboard") {
+        bail!("--rpc must be overview, list, list-pages or scoreboard, not {rpc:?}");
     }
     let client = target.client().await?;
     let next = Arc::new(AtomicU64::new(0));
@@ -245,6 +246,14 @@ async fn query(
                                 .get_overview(v1::GetOverviewRequest {
                                     area_code: area.clone(),
                                     window: None,
+                                })
+                                .await?;
+                        } else if rpc == "scoreboard" {
+                            client
+                                .get_scoreboard(v1::GetScoreboardRequest {
+                                    area_code: area.clone(),
+                                    month: String::new(),
+                                    kind: v1::ScoreboardKind::Departments as i32,
                                 })
                                 .await?;
                         } else {
