@@ -7,7 +7,6 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::TimeDelta;
-use prost::Message as _;
 use tonic::Code;
 use uuid::Uuid;
 use whistle_domain::AreaCode;
@@ -96,22 +95,7 @@ async fn recorded(stack: &Stack, reports: &[v1::Report]) {
 
 /// Sends a command; dispatch may refuse it (the incident moved on meanwhile).
 async fn attempt(stack: &Stack, actor: &str, incident: Uuid, body: Body) -> bool {
-    let command = v1::Command {
-        command_id: Uuid::now_v7().to_string(),
-        actor_id: actor.into(),
-        incident_id: incident.to_string(),
-        expected_version: 0,
-        body: Some(body.clone()),
-    };
-    let reply = stack
-        .nats
-        .request(
-            format!("whistle.cmd.{}", whistle_dispatch::commands::verb(&body)),
-            command.encode_to_vec().into(),
-        )
-        .await
-        .expect("dispatch answers");
-    let reply = v1::CommandReply::decode(reply.payload).expect("a CommandReply");
+    let reply = stack.command(actor, incident, &body).await;
     matches!(reply.outcome, Some(v1::command_reply::Outcome::Ok(_)))
 }
 

@@ -187,8 +187,13 @@ impl Stack {
         }
     }
 
-    /// Sends a command over NATS that must succeed.
-    pub(crate) async fn ok(&self, actor: &str, incident: Uuid, body: Body) {
+    /// Sends a command over NATS and returns dispatch's reply.
+    pub(crate) async fn command(
+        &self,
+        actor: &str,
+        incident: Uuid,
+        body: &Body,
+    ) -> v1::CommandReply {
         let command = v1::Command {
             command_id: Uuid::now_v7().to_string(),
             actor_id: actor.into(),
@@ -199,12 +204,17 @@ impl Stack {
         let reply = self
             .nats
             .request(
-                format!("whistle.cmd.{}", whistle_dispatch::commands::verb(&body)),
+                format!("whistle.cmd.{}", whistle_dispatch::commands::verb(body)),
                 command.encode_to_vec().into(),
             )
             .await
             .expect("dispatch answers");
-        let reply = v1::CommandReply::decode(reply.payload).expect("a CommandReply");
+        v1::CommandReply::decode(reply.payload).expect("a CommandReply")
+    }
+
+    /// Sends a command over NATS that must succeed.
+    pub(crate) async fn ok(&self, actor: &str, incident: Uuid, body: Body) {
+        let reply = self.command(actor, incident, &body).await;
         assert!(
             matches!(reply.outcome, Some(Outcome::Ok(_))),
             "{actor} {body:?} on {incident}: {reply:?}"
