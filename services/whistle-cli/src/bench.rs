@@ -41,7 +41,7 @@ pub enum Args {
         #[command(flatten)]
         target: Target,
         /// overview, list (first page), list-pages (a page and the next four, by token) or
-        /// scoreboard (this month's departments).
+        /// scoreboard (this month's departments; `scoreboard-streets` for the streets).
         #[arg(long, default_value = "overview")]
         rpc: String,
         /// Area for the requests; default the token's.
@@ -223,8 +223,11 @@ async fn query(
     requests: u64,
     concurrency: u64,
 ) -> anyhow::Result<()> {
-    if !matches!(rpc, "overview" | "list" | "list-pages" | "scoreboard") {
-        bail!("--rpc must be overview, list, list-pages or scoreboard, not {rpc:?}");
+    if !matches!(
+        rpc,
+        "overview" | "list" | "list-pages" | "scoreboard" | "scoreboard-streets"
+    ) {
+        bail!("--rpc must be overview, list, list-pages, scoreboard or scoreboard-streets, not {rpc:?}");
     }
     let client = target.client().await?;
     let next = Arc::new(AtomicU64::new(0));
@@ -248,12 +251,17 @@ async fn query(
                                     window: None,
                                 })
                                 .await?;
-                        } else if rpc == "scoreboard" {
+                        } else if let Some(kind) = rpc.strip_prefix("scoreboard") {
+                            let kind = if kind.is_empty() {
+                                v1::ScoreboardKind::Departments
+                            } else {
+                                v1::ScoreboardKind::Streets
+                            };
                             client
                                 .get_scoreboard(v1::GetScoreboardRequest {
                                     area_code: area.clone(),
                                     month: String::new(),
-                                    kind: v1::ScoreboardKind::Departments as i32,
+                                    kind: kind as i32,
                                 })
                                 .await?;
                         } else {
