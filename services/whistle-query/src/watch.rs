@@ -32,7 +32,9 @@ use crate::{metrics::Metrics, Error, Result};
 
 /// Events buffered per process for live streams by default; a client further behind catches up
 /// from JetStream instead.
-pub const DEFAULT_WATCH_BUFFER: usize = 4096;
+/// 65,536 events is about a minute of a busy city's events (tens of MB): enough that a screen
+/// behind by a few seconds under load never needs a catch-up, which costs a NATS consumer.
+pub const DEFAULT_WATCH_BUFFER: usize = 65_536;
 /// Responses queued for one client's connection before its task waits on it.
 const CLIENT_QUEUE: usize = 256;
 pub const MAX_KINDS: usize = 64;
