@@ -21,6 +21,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .build_server(true)
         .generate_default_stubs(true)
+        // WatchEvents answers with a wire-identical type that carries each event's bytes as read
+        // from the stream, so an event is encoded once, not once per watching screen.
+        .extern_path(
+            ".whistle.v1.WatchEventsResponse",
+            "crate::watch::WireResponse",
+        )
         .extern_path(".whistle.v1", "::whistle_proto::v1")
         .compile_fds(descriptors)?;
     Ok(())

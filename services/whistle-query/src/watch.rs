@@ -18,6 +18,7 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use async_nats::jetstream::{self, consumer};
+use bytes::Bytes;
 use futures::StreamExt as _;
 use prost::Message as _;
 use tokio::sync::{broadcast, mpsc};
@@ -26,7 +27,7 @@ use tonic::Status;
 use tracing::{debug, warn};
 use whistle_dispatch::streams::{event_in_area, EVENTS};
 use whistle_domain::AreaCode;
-use whistle_proto::v1::{self, watch_events_response::Item};
+use whistle_proto::v1;
 
 use crate::{metrics::Metrics, Error, Result};
 
@@ -39,23 +40,55 @@ pub const DEFAULT_WATCH_BUFFER: usize = 65_536;
 const CLIENT_QUEUE: usize = 256;
 pub const MAX_KINDS: usize = 64;
 
-/// One event of the stream, decoded once for every client. `event` is `None` for a message that
-/// is not a `whistle.v1.Event`: it is logged once and keeps the sequence numbers contiguous.
+/// One event of the stream, decoded once (for the filters) for every client, with its bytes as
+/// stored (sent as they are). `event` is `None` for a message that is not a `whistle.v1.Event`:
+/// it is logged once and keeps the sequence numbers contiguous.
 #[derive(Debug)]
 pub(crate) struct Sequenced {
     pub sequence: u64,
     pub event: Option<v1::Event>,
+    pub payload: Bytes,
 }
 
-fn decode(sequence: u64, payload: &[u8]) -> Arc<Sequenced> {
-    let event = match v1::Event::decode(payload) {
+/// `whistle.v1.WatchEventsResponse` as it goes on the wire, with the event as its encoded bytes:
+/// an embedded message field is length-delimited bytes on the wire, so this encodes exactly as
+/// the proto type does (tested below) without encoding the event again for every client.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WireResponse {
+    #[prost(oneof = "WireItem", tags = "1, 2")]
+    pub item: Option<WireItem>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum WireItem {
+    /// `SequencedEvent { sequence = 1; Event event = 2 }`.
+    #[prost(message, tag = "1")]
+    Event(WireEvent),
+    #[prost(message, tag = "2")]
+    Gap(v1::Gap),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WireEvent {
+    #[prost(uint64, tag = "1")]
+    pub sequence: u64,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub event: Bytes,
+}
+
+fn decode(sequence: u64, payload: &Bytes) -> Arc<Sequenced> {
+    let event = match v1::Event::decode(payload.clone()) {
         Ok(event) => Some(event),
         Err(e) => {
             warn!(sequence, error = %e, "not a whistle.v1.Event in WHISTLE_EVENTS; skipped");
             None
         }
     };
-    Arc::new(Sequenced { sequence, event })
+    Arc::new(Sequenced {
+        sequence,
+        event,
+        payload: payload.clone(),
+    })
 }
 
 /// The process's one reader of `WHISTLE_EVENTS`.
@@ -180,7 +213,7 @@ impl Filter {
 
 /// The response stream of one `WatchEvents` call.
 pub(crate) type Responses =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<v1::WatchEventsResponse, Status>> + Send>>;
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<WireResponse, Status>> + Send>>;
 
 /// Starts the task that serves one client and returns its response stream.
 pub(crate) fn watch(
@@ -217,7 +250,7 @@ pub(crate) fn watch(
 struct Client {
     feed: Feed,
     filter: Filter,
-    tx: mpsc::Sender<Result<v1::WatchEventsResponse, Status>>,
+    tx: mpsc::Sender<Result<WireResponse, Status>>,
     metrics: Metrics,
 }
 
@@ -254,13 +287,13 @@ impl Client {
     }
 
     async fn send(&self, item: &Sequenced) -> Result<(), CatchUp> {
-        let Some(event) = item.event.as_ref().filter(|e| self.filter.matches(e)) else {
+        if !item.event.as_ref().is_some_and(|e| self.filter.matches(e)) {
             return Ok(());
-        };
-        let response = v1::WatchEventsResponse {
-            item: Some(Item::Event(v1::SequencedEvent {
+        }
+        let response = WireResponse {
+            item: Some(WireItem::Event(WireEvent {
                 sequence: item.sequence,
-                event: Some(event.clone()),
+                event: item.payload.clone(),
             })),
         };
         self.tx.send(Ok(response)).await.map_err(|_| CatchUp::Gone)
@@ -298,8 +331,8 @@ impl Client {
             };
             self.metrics.watch_gap();
             self.tx
-                .send(Ok(v1::WatchEventsResponse {
-                    item: Some(Item::Gap(gap)),
+                .send(Ok(WireResponse {
+                    item: Some(WireItem::Gap(gap)),
                 }))
                 .await
                 .map_err(|_| CatchUp::Gone)?;
@@ -344,7 +377,44 @@ enum CatchUp {
 
 #[cfg(test)]
 mod tests {
+    use whistle_proto::v1::watch_events_response::Item;
+
     use super::*;
+
+    #[test]
+    fn the_wire_response_encodes_exactly_as_the_proto_type() {
+        let event = v1::Event {
+            event_id: "019ad6c4-0000-7000-8000-000000000000".into(),
+            kind: "incident.reported".into(),
+            grid_code: "150602001001001".into(),
+            ..Default::default()
+        };
+        let wire = WireResponse {
+            item: Some(WireItem::Event(WireEvent {
+                sequence: 42,
+                event: event.encode_to_vec().into(),
+            })),
+        };
+        let proto = v1::WatchEventsResponse {
+            item: Some(Item::Event(v1::SequencedEvent {
+                sequence: 42,
+                event: Some(event),
+            })),
+        };
+        assert_eq!(wire.encode_to_vec(), proto.encode_to_vec());
+        let gap = v1::Gap {
+            from_sequence: 2,
+            next_sequence: 9,
+            reason: "purged".into(),
+        };
+        let wire = WireResponse {
+            item: Some(WireItem::Gap(gap.clone())),
+        };
+        let proto = v1::WatchEventsResponse {
+            item: Some(Item::Gap(gap)),
+        };
+        assert_eq!(wire.encode_to_vec(), proto.encode_to_vec());
+    }
 
     fn event(kind: &str, grid: &str) -> v1::Event {
         v1::Event {
