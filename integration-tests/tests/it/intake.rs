@@ -452,3 +452,138 @@ async fn intake_resumes_after_nats_server_restarts() {
     .unwrap();
     dispatch.stop().await;
 }
+
+/// A report that PostgreSQL refuses on every delivery (here a trigger that raises for its id, as a
+/// constraint or a bad row would) does not hold up the reports around it: they commit at once,
+/// and it lands in WHISTLE_REJECTED after its last delivery, once.
+#[tokio::test]
+async fn a_report_that_always_fails_to_record_is_rejected_and_holds_up_nothing() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let mut options = dispatch_options(&nats, &db);
+    options.max_report_failures = 4;
+    // Migrations create the table the trigger goes on; the service is started again below.
+    Dispatch::start(options.clone()).await.stop().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.report_id = 'poison' THEN RAISE EXCEPTION 'report % refused', NEW.report_id; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON reports
+             FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("installing the trigger");
+
+    // Published before dispatch starts, so the poison report shares a batch with the good ones.
+    let reporter = Reporter::connect(&nats).await;
+    let grids = grids();
+    let good: Vec<v1::Report> = (0..20)
+        .map(|i| report(&format!("good-{i}"), &grids[i]))
+        .collect();
+    let poison = report("poison", &grids[20]);
+    for sent in &good[..10] {
+        reporter.publish(sent).await;
+    }
+    let poison_sequence = reporter.publish(&poison).await.sequence;
+    for sent in &good[10..] {
+        reporter.publish(sent).await;
+    }
+    let started = std::time::Instant::now();
+    let dispatch = Dispatch::start(options).await;
+
+    eventually("every good report is an incident", WAIT, || async {
+        db.count("SELECT count(*) FROM incidents").await == 20
+    })
+    .await
+    .unwrap();
+    assert!(
+        stream_len(&reporter.js, "WHISTLE_REJECTED").await == 0,
+        "the good reports committed before the poison report's last delivery ({:?})",
+        started.elapsed()
+    );
+    eventually("the poison report rejected", WAIT, || async {
+        stream_len(&reporter.js, "WHISTLE_REJECTED").await == 1
+    })
+    .await
+    .unwrap();
+    eventually("the consumer drained", WAIT, || async {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = reporter
+            .js
+            .get_consumer_from_stream("whistle-dispatch", "WHISTLE_REPORTS")
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        info.num_pending == 0 && info.num_ack_pending == 0
+    })
+    .await
+    .unwrap();
+    // The incidents may also raise cluster alerts; the outbox empties once all are relayed.
+    eventually("every event relayed", WAIT, || async {
+        db.count("SELECT count(*) FROM outbox").await == 0
+    })
+    .await
+    .unwrap();
+
+    let rejected = read_stream(&reporter.js, "WHISTLE_REJECTED").await;
+    let stored = &rejected[0];
+    let header = |name: &str| {
+        stored
+            .headers
+            .get(name)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(stored.subject, "whistle.rejected.processing_failed");
+    assert_eq!(header("Whistle-Reject-Reason"), "processing_failed");
+    assert!(
+        header("Whistle-Reject-Message").contains("report poison refused"),
+        "the last error: {}",
+        header("Whistle-Reject-Message")
+    );
+    assert_eq!(header("Whistle-Delivery-Count"), "4");
+    assert_eq!(
+        header("Whistle-Original-Sequence"),
+        poison_sequence.to_string()
+    );
+    assert_eq!(header("Whistle-Original-Subject"), subject_for(&grids[20]));
+    assert_eq!(&stored.payload[..], &poison.encode_to_vec()[..]);
+
+    let events = events(&reporter.js).await;
+    let rejections: Vec<&v1::ReportRejected> = events
+        .iter()
+        .filter_map(|(_, e)| match &e.body {
+            Some(v1::event::Body::ReportRejected(b)) => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejections.len(), 1, "one report.rejected event");
+    assert_eq!(rejections[0].reason, "processing_failed");
+    assert_eq!(rejections[0].report_id, "poison");
+    assert_eq!(rejections[0].stream_sequence, poison_sequence);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(_, e)| e.kind == "incident.reported")
+            .count(),
+        20
+    );
+
+    assert_eq!(db.count("SELECT count(*) FROM reports").await, 20);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT report_id) FROM reports WHERE report_id LIKE 'good-%'")
+            .await,
+        20
+    );
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM rejected_reports WHERE reason = 'processing_failed' AND report_id = 'poison'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(db.count("SELECT count(*) FROM rejected_reports").await, 1);
+    dispatch.stop().await;
+}

@@ -4,6 +4,10 @@
 //! **Invariant:** a message is acked only after everything it caused is committed to PostgreSQL
 //! (and, for a rejection, stored in `WHISTLE_REJECTED`). A crash anywhere before the ack means a
 //! redelivery, which the report id and the rejection's source key turn into a no-op.
+//!
+//! A report that PostgreSQL refuses on its own (not because it is unavailable) is isolated by
+//! splitting the batch, so it never holds up the others, and after its last allowed delivery it
+//! is rejected as `processing_failed` through the same path as an invalid report.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -24,13 +28,13 @@ use whistle_domain::{
 use whistle_proto::v1;
 use whistle_store::intake::{
     Attachment, ClusterAlert, ClusterRule, DuplicateRule, IntakeEvents, NewIncident, NewRejection,
-    OutboxEvent,
+    OutboxEvent, Recorded,
 };
 
 use crate::{
     events,
     streams::REJECTED_PREFIX,
-    validate::{self, Inbound, Rejection, ValidReport},
+    validate::{self, Inbound, Reason, Rejection, ValidReport},
     Catalog, Shared,
 };
 
@@ -39,6 +43,8 @@ pub const REJECT_REASON_HEADER: &str = "Whistle-Reject-Reason";
 pub const REJECT_MESSAGE_HEADER: &str = "Whistle-Reject-Message";
 pub const ORIGINAL_SUBJECT_HEADER: &str = "Whistle-Original-Subject";
 pub const ORIGINAL_SEQUENCE_HEADER: &str = "Whistle-Original-Sequence";
+/// How many times JetStream had delivered the report when it was rejected.
+pub const DELIVERY_COUNT_HEADER: &str = "Whistle-Delivery-Count";
 
 pub(crate) struct Intake {
     pub shared: Arc<Shared>,
@@ -129,68 +135,90 @@ impl Intake {
 
     /// Handles one batch. Never returns an error: a failure leaves the messages unacked (nak with
     /// a delay) so they come back.
+    ///
+    /// A batch that fails to commit because PostgreSQL is unavailable is retried whole, forever.
+    /// Any other failure is split in halves until the report that fails on its own is found, so
+    /// the others commit; that report is retried with a growing delay, and rejected as
+    /// `processing_failed` once it reaches its last delivery.
     async fn process(&self, batch: Vec<jetstream::Message>) {
         let now = self.shared.clock.now();
         let catalog = self.shared.catalog.load();
         let mut seen = HashSet::with_capacity(batch.len());
-        let outcomes: Vec<Outcome> = batch
+        let mut outcomes: Vec<Outcome> = batch
             .iter()
             .map(|m| classify(m, &catalog, now, &mut seen))
             .collect();
 
-        let mut incidents = Vec::new();
-        let mut rejections = Vec::new();
-        for outcome in &outcomes {
-            match outcome {
-                Outcome::Valid(incident) => incidents.push((**incident).clone()),
-                Outcome::Rejected(rejection, _) => rejections.push((**rejection).clone()),
-                Outcome::Repeat => {}
+        let mut totals = Totals::default();
+        let mut committed = Vec::with_capacity(batch.len());
+        let mut unavailable = Vec::new();
+        let mut failing = Vec::new();
+        // Depth first, left half first: reports commit in about their stream order.
+        let mut parts = vec![(0..batch.len()).collect::<Vec<usize>>()];
+        while let Some(mut part) = parts.pop() {
+            match self
+                .record(&catalog, now, part.iter().map(|&i| &outcomes[i]))
+                .await
+            {
+                Ok(recorded) => {
+                    totals.add(&recorded);
+                    committed.extend(part);
+                }
+                Err(e) if is_unavailable(&e) => {
+                    warn!(error = %e, batch = batch.len(), "recording the batch failed; it will be redelivered");
+                    unavailable.extend(part);
+                    unavailable.extend(parts.drain(..).flatten());
+                }
+                Err(e) if part.len() > 1 => {
+                    debug!(error = %e, reports = part.len(), "a batch failed to commit; splitting it to isolate the failing report");
+                    let right = part.split_off(part.len() / 2);
+                    parts.push(right);
+                    parts.push(part);
+                }
+                Err(e) => failing.push((part[0], e.to_string())),
             }
         }
 
-        let policy = &catalog.policy;
-        let duplicates = DuplicateRule {
-            radius_m: f64::from(policy.duplicates().radius_m),
-            window: policy.duplicates().window,
-        };
-        let clusters = ClusterRule {
-            threshold: i64::from(policy.clusters().threshold),
-            window: policy.clusters().window,
-        };
-        let builder = EventBuilder {
-            catalog: &catalog,
-            now,
-        };
-        let recorded = whistle_store::intake::record(
-            &self.shared.pool,
-            &incidents,
-            &rejections,
-            duplicates,
-            clusters,
-            &builder,
-        );
-        let recorded = match recorded.await {
-            Ok(recorded) => recorded,
-            Err(e) => {
-                warn!(error = %e, batch = batch.len(), "recording the batch failed; it will be redelivered");
-                self.nak_all(&batch).await;
-                return;
+        let mut backoff = Vec::new();
+        for (i, error) in failing {
+            let delivered = batch[i].info().map_or(1, |info| info.delivered);
+            if delivered < i64::from(self.shared.options.max_report_failures) {
+                warn!(error = %error, delivered, "a report failed to record on its own; it will be retried");
+                backoff.push((i, delivered));
+                continue;
             }
-        };
-        if !recorded.incidents.is_empty()
-            || !recorded.attached.is_empty()
-            || !recorded.rejections.is_empty()
-        {
+            let (row, rejection) =
+                processing_failed(&batch[i], &outcomes[i], &error, delivered, now);
+            outcomes[i] = Outcome::Rejected(row, rejection);
+            // Recorded like a validation rejection (row and event in one transaction, idempotent
+            // by source key), so a crash before the ack redelivers it into a no-op.
+            match self
+                .record(&catalog, now, std::iter::once(&outcomes[i]))
+                .await
+            {
+                Ok(recorded) => {
+                    warn!(error = %error, delivered, "a report kept failing to record; rejected as processing_failed");
+                    totals.add(&recorded);
+                    committed.push(i);
+                }
+                Err(e) => {
+                    warn!(error = %e, "recording a processing_failed rejection failed; it will be redelivered");
+                    unavailable.push(i);
+                }
+            }
+        }
+
+        if totals.changed() {
             self.relay_wakeup.notify_one();
         }
-        if !recorded.incidents.is_empty() {
+        if totals.incidents > 0 {
             self.timer_wakeup.notify_one();
         }
 
         // Rejections are stored in WHISTLE_REJECTED before their reports are acked. Republishing
         // one that a crashed attempt already stored is dropped by its Nats-Msg-Id.
         let mut failed_rejections = HashSet::new();
-        let publishes = outcomes.iter().enumerate().filter_map(|(i, o)| match o {
+        let publishes = committed.iter().filter_map(|&i| match &outcomes[i] {
             Outcome::Rejected(row, rejection) => Some((i, row, rejection)),
             _ => None,
         });
@@ -219,7 +247,8 @@ impl Intake {
         }
 
         let mut acked = 0usize;
-        for (i, message) in batch.iter().enumerate() {
+        for &i in &committed {
+            let message = &batch[i];
             let result = if failed_rejections.contains(&i) {
                 message
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
@@ -232,27 +261,151 @@ impl Intake {
                 debug!(error = %e, "ack not sent; the message will be redelivered and deduplicated");
             }
         }
-        self.shared.metrics.record_batch(
-            acked,
-            recorded.incidents.len(),
-            recorded.rejections.len(),
-        );
+        let retry_delay = self.shared.options.retry_delay;
+        for &i in &unavailable {
+            let _ = batch[i].ack_with(AckKind::Nak(Some(retry_delay))).await;
+        }
+        for (i, delivered) in backoff {
+            let _ = batch[i]
+                .ack_with(AckKind::Nak(Some(backoff_delay(retry_delay, delivered))))
+                .await;
+        }
+        self.shared
+            .metrics
+            .record_batch(acked, totals.incidents, totals.rejections);
         debug!(
             batch = batch.len(),
-            incidents = recorded.incidents.len(),
-            attached = recorded.attached.len(),
-            clusters = recorded.clusters.len(),
-            rejections = recorded.rejections.len(),
+            incidents = totals.incidents,
+            attached = totals.attached,
+            clusters = totals.clusters,
+            rejections = totals.rejections,
             "batch committed"
         );
     }
 
-    async fn nak_all(&self, batch: &[jetstream::Message]) {
-        let delay = self.shared.options.retry_delay;
-        for message in batch {
-            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+    /// Records some of a batch's outcomes in one transaction.
+    async fn record<'a>(
+        &self,
+        catalog: &Catalog,
+        now: chrono::DateTime<chrono::Utc>,
+        outcomes: impl Iterator<Item = &'a Outcome>,
+    ) -> whistle_store::Result<Recorded> {
+        let mut incidents = Vec::new();
+        let mut rejections = Vec::new();
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Valid(incident) => incidents.push((**incident).clone()),
+                Outcome::Rejected(rejection, _) => rejections.push((**rejection).clone()),
+                Outcome::Repeat => {}
+            }
         }
+        let policy = &catalog.policy;
+        let duplicates = DuplicateRule {
+            radius_m: f64::from(policy.duplicates().radius_m),
+            window: policy.duplicates().window,
+        };
+        let clusters = ClusterRule {
+            threshold: i64::from(policy.clusters().threshold),
+            window: policy.clusters().window,
+        };
+        let builder = EventBuilder { catalog, now };
+        whistle_store::intake::record(
+            &self.shared.pool,
+            &incidents,
+            &rejections,
+            duplicates,
+            clusters,
+            &builder,
+        )
+        .await
     }
+}
+
+/// What the committed parts of a batch changed.
+#[derive(Default)]
+struct Totals {
+    incidents: usize,
+    attached: usize,
+    clusters: usize,
+    rejections: usize,
+}
+
+impl Totals {
+    fn add(&mut self, recorded: &Recorded) {
+        self.incidents += recorded.incidents.len();
+        self.attached += recorded.attached.len();
+        self.clusters += recorded.clusters.len();
+        self.rejections += recorded.rejections.len();
+    }
+
+    fn changed(&self) -> bool {
+        self.incidents + self.attached + self.clusters + self.rejections > 0
+    }
+}
+
+/// Whether a failed commit says nothing about the reports themselves: PostgreSQL is down,
+/// restarting, overloaded, or the transaction lost a race. Such batches are retried whole and
+/// never counted against a report.
+fn is_unavailable(error: &whistle_store::Error) -> bool {
+    let whistle_store::Error::Database(error) = error else {
+        return false;
+    };
+    match error {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08 connection, 40 serialization/deadlock, 53 resources, 57 shutdown/cancel,
+            // 58 system error, 55P03 lock not available.
+            matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58")) || code == "55P03"
+        }),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// The nak delay of a report that failed on its own: doubling from the retry delay, so a
+/// poison report does not spin while it waits for its last delivery.
+fn backoff_delay(retry_delay: Duration, delivered: i64) -> Duration {
+    let doublings = u32::try_from(delivered.saturating_sub(1))
+        .unwrap_or(0)
+        .min(6);
+    (retry_delay * 2u32.pow(doublings)).min(MAX_BACKOFF)
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// The `processing_failed` rejection of a report that failed on its own on its last delivery.
+fn processing_failed(
+    message: &jetstream::Message,
+    outcome: &Outcome,
+    error: &str,
+    delivered: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (Box<NewRejection>, Rejection) {
+    let (report_id, reporter_id, subject_grid) = match outcome {
+        Outcome::Valid(incident) => (
+            Some(incident.report_id.clone()),
+            Some(incident.reporter_id.clone()),
+            incident.grid_code.parse().ok(),
+        ),
+        Outcome::Rejected(_, earlier) => (
+            earlier.report_id.clone(),
+            earlier.reporter_id.clone(),
+            earlier.subject_grid.clone(),
+        ),
+        Outcome::Repeat => (None, None, None),
+    };
+    let rejection = Rejection {
+        reason: Reason::ProcessingFailed,
+        message: format!("recording failed on delivery {delivered}: {error}"),
+        report_id,
+        reporter_id,
+        subject_grid,
+    };
+    (rejection_row(message, &rejection, now), rejection)
 }
 
 fn classify(
@@ -282,28 +435,28 @@ fn classify(
             }
             Outcome::Valid(Box::new(new_incident(valid, catalog, stream_sequence, now)))
         }
-        Err(rejection) => {
-            let source_key = source_key(message);
-            let row = NewRejection {
-                source_key,
-                reason: rejection.reason.as_str().to_owned(),
-                message: rejection.message.clone(),
-                subject: message.subject.to_string(),
-                report_id: rejection.report_id.clone(),
-                reporter_id: rejection.reporter_id.clone(),
-                stream_sequence: i64::try_from(stream_sequence).ok(),
-                payload: message.payload.to_vec(),
-                received_at: now,
-                event: events::report_rejected(
-                    &rejection,
-                    message.subject.as_str(),
-                    stream_sequence,
-                    now,
-                ),
-            };
-            Outcome::Rejected(Box::new(row), rejection)
-        }
+        Err(rejection) => Outcome::Rejected(rejection_row(message, &rejection, now), rejection),
     }
+}
+
+fn rejection_row(
+    message: &jetstream::Message,
+    rejection: &Rejection,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Box<NewRejection> {
+    let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    Box::new(NewRejection {
+        source_key: source_key(message),
+        reason: rejection.reason.as_str().to_owned(),
+        message: rejection.message.clone(),
+        subject: message.subject.to_string(),
+        report_id: rejection.report_id.clone(),
+        reporter_id: rejection.reporter_id.clone(),
+        stream_sequence: i64::try_from(stream_sequence).ok(),
+        payload: message.payload.to_vec(),
+        received_at: now,
+        event: events::report_rejected(rejection, message.subject.as_str(), stream_sequence, now),
+    })
 }
 
 /// Identifies a JetStream message across redeliveries: its stream sequence and the time the
@@ -398,8 +551,37 @@ fn rejected_headers(
     if let Some(sequence) = row.stream_sequence {
         headers.insert(ORIGINAL_SEQUENCE_HEADER, sequence.to_string().as_str());
     }
+    if let Ok(info) = message.info() {
+        headers.insert(DELIVERY_COUNT_HEADER, info.delivered.to_string().as_str());
+    }
     if let Some(content_type) = message.headers.as_ref().and_then(|h| h.get("Content-Type")) {
         headers.insert("Content-Type", content_type.as_str());
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_retried_whole_and_other_errors_are_blamed_on_a_report() {
+        let store = |e: sqlx::Error| whistle_store::Error::Database(e);
+        assert!(is_unavailable(&store(sqlx::Error::PoolTimedOut)));
+        assert!(is_unavailable(&store(sqlx::Error::PoolClosed)));
+        assert!(is_unavailable(&store(sqlx::Error::Io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused)
+        ))));
+        assert!(!is_unavailable(&store(sqlx::Error::RowNotFound)));
+        assert!(!is_unavailable(&whistle_store::Error::Corrupt("x".into())));
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_a_ceiling() {
+        let base = Duration::from_secs(1);
+        assert_eq!(backoff_delay(base, 1), Duration::from_secs(1));
+        assert_eq!(backoff_delay(base, 2), Duration::from_secs(2));
+        assert_eq!(backoff_delay(base, 4), Duration::from_secs(8));
+        assert_eq!(backoff_delay(base, 1000), MAX_BACKOFF);
+    }
 }

@@ -38,7 +38,8 @@ use whistle_domain::{policy::Policy, OrgIndex};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use events::{INCIDENT_REPORTED, REPORT_REJECTED};
 pub use intake::{
-    ORIGINAL_SEQUENCE_HEADER, ORIGINAL_SUBJECT_HEADER, REJECT_MESSAGE_HEADER, REJECT_REASON_HEADER,
+    DELIVERY_COUNT_HEADER, ORIGINAL_SEQUENCE_HEADER, ORIGINAL_SUBJECT_HEADER,
+    REJECT_MESSAGE_HEADER, REJECT_REASON_HEADER,
 };
 pub use streams::StreamOptions;
 
@@ -81,6 +82,9 @@ pub struct Options {
     /// Delay before a batch that failed to commit is redelivered.
     #[serde(with = "duration_millis")]
     pub retry_delay: Duration,
+    /// Deliveries after which a report whose recording fails on its own (not because PostgreSQL
+    /// is unavailable) goes to `WHISTLE_REJECTED` as `processing_failed` instead of retrying.
+    pub max_report_failures: u32,
     /// The relay also polls, to pick up events of other replicas and after a crash.
     #[serde(with = "duration_millis")]
     pub relay_poll_interval: Duration,
@@ -107,6 +111,7 @@ impl Default for Options {
             batch_size: 500,
             ack_wait: Duration::from_secs(30),
             retry_delay: Duration::from_secs(1),
+            max_report_failures: 5,
             relay_poll_interval: Duration::from_millis(250),
             timer_poll_interval: Duration::from_secs(1),
             policy_poll_interval: Duration::from_secs(2),

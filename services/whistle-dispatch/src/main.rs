@@ -28,6 +28,10 @@ struct Args {
     /// Most reports recorded in one transaction.
     #[arg(long, env = "WHISTLE_BATCH_SIZE", default_value_t = 500)]
     batch_size: usize,
+    /// Deliveries after which a report that keeps failing on its own is rejected as
+    /// `processing_failed`.
+    #[arg(long, env = "WHISTLE_MAX_REPORT_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    max_report_failures: u32,
     /// How long JetStream drops a republished report id (applies when the stream is created).
     #[arg(
         long,
@@ -50,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         policy: args.policy,
         migrate: !args.no_migrate,
         batch_size: args.batch_size,
+        max_report_failures: args.max_report_failures,
         streams: whistle_dispatch::StreamOptions {
             report_duplicate_window: std::time::Duration::from_secs(
                 args.report_duplicate_window_secs,

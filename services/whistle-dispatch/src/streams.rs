@@ -121,6 +121,8 @@ pub async fn intake_consumer(
                 filter_subject: REPORT_SUBJECTS.into(),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait,
+                // Unlimited: an outage must never use up a report's deliveries. Intake itself
+                // rejects a report that fails on its own too often (`max_report_failures`).
                 max_deliver: -1,
                 max_ack_pending: 20_000,
                 ..Default::default()

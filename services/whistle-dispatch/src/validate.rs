@@ -44,8 +44,9 @@ pub enum Reason {
     UnknownReporter,
     ReporterNotInGrid,
     UnknownCategory,
-    /// Processing kept failing past the last delivery (not a validation outcome).
-    MaxDeliveries,
+    /// Recording the report kept failing on its own, delivery after delivery (not a validation
+    /// outcome: the report was valid, the database refused it).
+    ProcessingFailed,
 }
 
 impl Reason {
@@ -66,7 +67,7 @@ impl Reason {
         Reason::UnknownReporter,
         Reason::ReporterNotInGrid,
         Reason::UnknownCategory,
-        Reason::MaxDeliveries,
+        Reason::ProcessingFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,7 +88,7 @@ impl Reason {
             Reason::UnknownReporter => "unknown_reporter",
             Reason::ReporterNotInGrid => "reporter_not_in_grid",
             Reason::UnknownCategory => "unknown_category",
-            Reason::MaxDeliveries => "max_deliveries",
+            Reason::ProcessingFailed => "processing_failed",
         }
     }
 }
