@@ -569,3 +569,23 @@ pub(crate) async fn insert_outbox<'a>(
     .await?;
     Ok(())
 }
+
+/// The source keys among `keys` that already have a rejection row with `reason`: a report
+/// redelivered after its rejection was committed, but before it was acked, must end the same way.
+pub async fn already_rejected(
+    pool: &PgPool,
+    keys: &[String],
+    reason: &str,
+) -> Result<HashSet<String>> {
+    if keys.is_empty() {
+        return Ok(Default::default());
+    }
+    let found: Vec<String> = sqlx::query_scalar(
+        "SELECT source_key FROM rejected_reports WHERE source_key = ANY($1) AND reason = $2",
+    )
+    .bind(keys)
+    .bind(reason)
+    .fetch_all(pool)
+    .await?;
+    Ok(found.into_iter().collect())
+}

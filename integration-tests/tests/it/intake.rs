@@ -587,3 +587,76 @@ async fn a_report_that_always_fails_to_record_is_rejected_and_holds_up_nothing()
     assert_eq!(db.count("SELECT count(*) FROM rejected_reports").await, 1);
     dispatch.stop().await;
 }
+
+/// An attempt that committed a `processing_failed` rejection and then crashed before the ack: the
+/// redelivered report (now recordable) must end as that rejection again, not also as an incident.
+#[tokio::test]
+async fn a_report_rejected_before_a_crash_is_not_recorded_again_on_redelivery() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let mut options = dispatch_options(&nats, &db);
+    options.max_report_failures = 1;
+    Dispatch::start(options.clone()).await.stop().await;
+
+    let reporter = Reporter::connect(&nats).await;
+    let grids = grids();
+    let late = report("rejected-then-crashed", &grids[0]);
+    let sequence = reporter.publish(&late).await.sequence;
+    // The crashed attempt: delivered once, not acked, its rejection row committed.
+    let consumer: async_nats::jetstream::consumer::PullConsumer = reporter
+        .js
+        .get_consumer_from_stream("whistle-dispatch", "WHISTLE_REPORTS")
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let first = futures::StreamExt::next(&mut batch)
+        .await
+        .expect("one message")
+        .unwrap();
+    let info = first.info().unwrap();
+    assert_eq!((info.stream_sequence, info.delivered), (sequence, 1));
+    let source_key = format!(
+        "{}:{}:{}",
+        info.stream,
+        info.stream_sequence,
+        info.published.timestamp_nanos_opt().unwrap()
+    );
+    sqlx::query(
+        "INSERT INTO rejected_reports (source_key, reason, message, subject, report_id, payload, received_at)
+         VALUES ($1, 'processing_failed', 'recording failed on delivery 1: refused', $2, $3, $4, now())",
+    )
+    .bind(&source_key)
+    .bind(first.subject.as_str())
+    .bind(&late.report_id)
+    .bind(first.payload.to_vec())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    first
+        .ack_with(async_nats::jetstream::AckKind::Nak(None))
+        .await
+        .unwrap();
+
+    let _dispatch = Dispatch::start(options).await;
+    eventually("the report rejected again", WAIT, || async {
+        stream_len(&reporter.js, "WHISTLE_REJECTED").await == 1
+    })
+    .await
+    .unwrap();
+    eventually("the consumer drained", WAIT, || async {
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = reporter
+            .js
+            .get_consumer_from_stream("whistle-dispatch", "WHISTLE_REPORTS")
+            .await
+            .unwrap();
+        let info = consumer.info().await.unwrap();
+        info.num_pending == 0 && info.num_ack_pending == 0
+    })
+    .await
+    .unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM incidents").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM reports").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM rejected_reports").await, 1);
+    let rejected = read_stream(&reporter.js, "WHISTLE_REJECTED").await;
+    assert_eq!(rejected[0].subject, "whistle.rejected.processing_failed");
+}

@@ -148,6 +148,8 @@ impl Intake {
             .iter()
             .map(|m| classify(m, &catalog, now, &mut seen))
             .collect();
+        self.keep_earlier_rejections(&batch, &mut outcomes, now)
+            .await;
 
         let mut totals = Totals::default();
         let mut committed = Vec::with_capacity(batch.len());
@@ -281,6 +283,53 @@ impl Intake {
             rejections = totals.rejections,
             "batch committed"
         );
+    }
+
+    /// A report delivered past its last allowed delivery may have been rejected as
+    /// `processing_failed` by an attempt that crashed before the ack: it ends that way again
+    /// (the row is already there, the republish is deduplicated) rather than being recorded as an
+    /// incident as well. On a database error nothing is decided here; recording then fails the
+    /// same way and the batch is retried.
+    async fn keep_earlier_rejections(
+        &self,
+        batch: &[jetstream::Message],
+        outcomes: &mut [Outcome],
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        let limit = i64::from(self.shared.options.max_report_failures);
+        let past_limit: Vec<usize> = (0..batch.len())
+            .filter(|&i| batch[i].info().is_ok_and(|info| info.delivered > limit))
+            .collect();
+        if past_limit.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = past_limit.iter().map(|&i| source_key(&batch[i])).collect();
+        let rejected = match whistle_store::intake::already_rejected(
+            &self.shared.pool,
+            &keys,
+            Reason::ProcessingFailed.as_str(),
+        )
+        .await
+        {
+            Ok(rejected) => rejected,
+            Err(e) => {
+                debug!(error = %e, "looking up earlier rejections failed");
+                return;
+            }
+        };
+        for (&i, key) in past_limit.iter().zip(&keys) {
+            if rejected.contains(key) {
+                let delivered = batch[i].info().map_or(limit, |info| info.delivered);
+                let (row, rejection) = processing_failed(
+                    &batch[i],
+                    &outcomes[i],
+                    "rejected by an earlier delivery",
+                    delivered,
+                    now,
+                );
+                outcomes[i] = Outcome::Rejected(row, rejection);
+            }
+        }
     }
 
     /// Records some of a batch's outcomes in one transaction.
