@@ -457,6 +457,24 @@ where
     }
 }
 
+/// Waits until dispatch's intake consumer has nothing pending and nothing awaiting an ack.
+pub async fn intake_drained(js: &jetstream::Context) {
+    eventually(
+        "the intake consumer drained",
+        Duration::from_secs(20),
+        || async {
+            let mut consumer: jetstream::consumer::PullConsumer = js
+                .get_consumer_from_stream("whistle-dispatch", "WHISTLE_REPORTS")
+                .await
+                .unwrap();
+            let info = consumer.info().await.unwrap();
+            info.num_pending == 0 && info.num_ack_pending == 0
+        },
+    )
+    .await
+    .unwrap();
+}
+
 /// Number of messages in a stream (0 if it does not exist yet).
 pub async fn stream_len(js: &jetstream::Context, name: &str) -> u64 {
     match js.get_stream(name).await {

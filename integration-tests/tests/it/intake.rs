@@ -140,17 +140,7 @@ async fn the_same_report_twice_is_one_incident() {
     })
     .await
     .unwrap();
-    eventually("the consumer drained", WAIT, || async {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = reporter
-            .js
-            .get_consumer_from_stream("whistle-dispatch", "WHISTLE_REPORTS")
-            .await
-            .unwrap();
-        let info = consumer.info().await.unwrap();
-        info.num_pending == 0 && info.num_ack_pending == 0
-    })
-    .await
-    .unwrap();
+    intake_drained(&reporter.js).await;
     assert_eq!(
         stream_len(&reporter.js, "WHISTLE_REPORTS").await,
         4,
@@ -509,17 +499,7 @@ async fn a_report_that_always_fails_to_record_is_rejected_and_holds_up_nothing()
     })
     .await
     .unwrap();
-    eventually("the consumer drained", WAIT, || async {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = reporter
-            .js
-            .get_consumer_from_stream("whistle-dispatch", "WHISTLE_REPORTS")
-            .await
-            .unwrap();
-        let info = consumer.info().await.unwrap();
-        info.num_pending == 0 && info.num_ack_pending == 0
-    })
-    .await
-    .unwrap();
+    intake_drained(&reporter.js).await;
     // The incidents may also raise cluster alerts; the outbox empties once all are relayed.
     eventually("every event relayed", WAIT, || async {
         db.count("SELECT count(*) FROM outbox").await == 0
@@ -643,17 +623,7 @@ async fn a_report_rejected_before_a_crash_is_not_recorded_again_on_redelivery() 
     })
     .await
     .unwrap();
-    eventually("the consumer drained", WAIT, || async {
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer = reporter
-            .js
-            .get_consumer_from_stream("whistle-dispatch", "WHISTLE_REPORTS")
-            .await
-            .unwrap();
-        let info = consumer.info().await.unwrap();
-        info.num_pending == 0 && info.num_ack_pending == 0
-    })
-    .await
-    .unwrap();
+    intake_drained(&reporter.js).await;
     assert_eq!(db.count("SELECT count(*) FROM incidents").await, 0);
     assert_eq!(db.count("SELECT count(*) FROM reports").await, 0);
     assert_eq!(db.count("SELECT count(*) FROM rejected_reports").await, 1);
