@@ -1,17 +1,15 @@
-//! Generates the server side of `whistle.v1.CommandCenter` and `whistle.v1.Dispatch` for this crate.
+//! Generates the server side of `whistle.v1.CommandCenter`, `whistle.v1.Dispatch` and
+//! `whistle.v1.Reporting` for this crate.
 //!
 //! The messages are not generated again: `.whistle.v1` maps to `whistle_proto::v1`, so the types
-//! are the ones every other crate uses. Only the server trait is generated here, with default
-//! method bodies (`generate_default_stubs`), so that the RPCs this service does not serve yet
-//! (`WatchEvents`) are left out of the implementation entirely and answer UNIMPLEMENTED like any
-//! unknown method, instead of being hand-written placeholders.
+//! are the ones every other crate uses. Only the server traits are generated here.
 
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files =
-        ["command_center.proto", "dispatch.proto"].map(|f| proto_root.join("whistle/v1").join(f));
+    let files = ["command_center.proto", "dispatch.proto", "reporting.proto"]
+        .map(|f| proto_root.join("whistle/v1").join(f));
     println!(
         "cargo:rerun-if-changed={}",
         proto_root.join("whistle/v1").display()
@@ -20,7 +18,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(false)
         .build_server(true)
-        .generate_default_stubs(true)
         // WatchEvents answers with a wire-identical type that carries each event's bytes as read
         // from the stream, so an event is encoded once, not once per watching screen.
         .extern_path(

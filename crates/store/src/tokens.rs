@@ -19,6 +19,8 @@ pub enum Role {
     Operator,
     Liaison,
     Viewer,
+    /// Files reports from its grid and follows them up; reads only its own reports.
+    GridWorker,
 }
 
 impl Role {
@@ -27,6 +29,7 @@ impl Role {
             Role::Operator => "operator",
             Role::Liaison => "liaison",
             Role::Viewer => "viewer",
+            Role::GridWorker => "grid_worker",
         }
     }
 }
@@ -39,8 +42,9 @@ impl std::str::FromStr for Role {
             "operator" => Ok(Role::Operator),
             "liaison" => Ok(Role::Liaison),
             "viewer" => Ok(Role::Viewer),
+            "grid_worker" => Ok(Role::GridWorker),
             other => Err(format!(
-                "unknown role {other:?}: expected operator, liaison or viewer"
+                "unknown role {other:?}: expected operator, liaison, viewer or grid_worker"
             )),
         }
     }
@@ -63,13 +67,15 @@ pub struct Token {
 }
 
 /// What `whistle token create` asks for. Exactly one of `area_code` and `department_code` names
-/// the scope (operators need an area, liaisons a department, viewers either).
+/// the scope (operators need an area, grid workers their grid, liaisons a department, viewers
+/// either).
 #[derive(Debug, Clone, Default)]
 pub struct NewToken {
     pub role: Option<Role>,
     pub area_code: Option<String>,
     pub department_code: Option<String>,
-    /// Defaults to the area's operator (`op-{area}`) or the department's liaison (`li-{dept}`).
+    /// Defaults to the area's operator (`op-{area}`), the grid's worker (`gw-{grid}`) or the
+    /// department's liaison (`li-{dept}`).
     pub person_id: Option<String>,
     pub label: String,
     pub expires_at: Option<DateTime<Utc>>,
@@ -112,7 +118,7 @@ pub async fn create(
 ) -> Result<(Token, String), Refused> {
     let invalid = |message: String| Err(Refused::Invalid(message));
     let Some(role) = new.role else {
-        return invalid("a role is required: operator, liaison or viewer".into());
+        return invalid("a role is required: operator, liaison, viewer or grid_worker".into());
     };
     if new.expires_at.is_some_and(|at| at <= now) {
         return invalid("the expiry must be in the future".into());
@@ -132,6 +138,11 @@ pub async fn create(
         }
         (None, Some(_)) if role == Role::Operator => {
             return invalid("an operator token is scoped by --area, not --department".into())
+        }
+        (None, Some(_)) if role == Role::GridWorker => {
+            return invalid(
+                "a grid_worker token is scoped by --area (its grid), not --department".into(),
+            )
         }
         (Some(area), None) => {
             let known: Option<String> =
@@ -170,6 +181,11 @@ pub async fn create(
             Role::Liaison => Some(new.person_id.clone().unwrap_or_else(|| {
                 format!("li-{}", department_code.as_deref().unwrap_or_default())
             })),
+            Role::GridWorker => Some(
+                new.person_id
+                    .clone()
+                    .unwrap_or_else(|| format!("gw-{area_code}")),
+            ),
         };
     if let Some(person) = &person_id {
         check_person(pool, role, person, &area_code, department_code.as_deref()).await?;
@@ -215,10 +231,12 @@ async fn check_person(
     area: &str,
     department: Option<&str>,
 ) -> Result<(), Refused> {
-    let row = sqlx::query("SELECT role, area_code, department_code FROM people WHERE id = $1")
-        .bind(person)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(
+        "SELECT role, coalesce(area_code, grid_code), department_code FROM people WHERE id = $1",
+    )
+    .bind(person)
+    .fetch_optional(pool)
+    .await?;
     let Some(row) = row else {
         return Err(Refused::Invalid(format!(
             "no person {person} (give one with --person)"
@@ -229,6 +247,7 @@ async fn check_person(
     let fits = match role {
         Role::Operator => person_role == "operator" && person_area.as_deref() == Some(area),
         Role::Liaison => person_role == "liaison" && person_department.as_deref() == department,
+        Role::GridWorker => person_role == "grid_worker" && person_area.as_deref() == Some(area),
         Role::Viewer => false,
     };
     if fits {
@@ -313,7 +332,12 @@ mod tests {
 
     #[test]
     fn roles_round_trip_and_unknown_ones_are_named() {
-        for role in [Role::Operator, Role::Liaison, Role::Viewer] {
+        for role in [
+            Role::Operator,
+            Role::Liaison,
+            Role::Viewer,
+            Role::GridWorker,
+        ] {
             assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
         }
         assert!("admin".parse::<Role>().unwrap_err().contains("admin"));

@@ -202,22 +202,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// The subject a report for `grid` is published on.
-pub fn report_subject(grid: &whistle_domain::AreaCode) -> String {
-    use whistle_domain::Level;
-    let at = |level| {
-        grid.at_level(level)
-            .expect("a grid has every ancestor")
-            .to_string()
-    };
-    format!(
-        "whistle.report.{}.{}.{}.{}",
-        at(Level::District),
-        at(Level::Street),
-        at(Level::Community),
-        grid
-    )
-}
+pub use whistle_dispatch::streams::report_subject;
 
 #[cfg(test)]
 mod tests {
@@ -231,14 +216,5 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("1y").is_err());
         assert!(parse_duration("fast").is_err());
-    }
-
-    #[test]
-    fn report_subject_names_every_level() {
-        let grid = "150602001002003".parse().unwrap();
-        assert_eq!(
-            report_subject(&grid),
-            "whistle.report.150602.150602001.150602001002.150602001002003"
-        );
     }
 }

@@ -12,7 +12,8 @@ use crate::{connect_db, Connection};
 pub enum Args {
     /// Create a token and print it once (only its hash is stored).
     Create {
-        /// operator (reads and acts in an area), liaison (acts for a department), viewer (reads).
+        /// operator (reads and acts in an area), liaison (acts for a department), viewer (reads),
+        /// grid_worker (reports from its grid and follows its reports up).
         #[arg(long)]
         role: Role,
         /// The area the token may see (city 150600, a district, street, community or grid).
@@ -21,7 +22,7 @@ pub enum Args {
         /// The department a liaison (or viewer) token belongs to; it sees the department's area.
         #[arg(long)]
         department: Option<String>,
-        /// Who acts on commands; default the area's operator or the department's liaison.
+        /// Who acts; default the area's operator, the grid's worker or the department's liaison.
         #[arg(long)]
         person: Option<String>,
         /// A note on what the token is for, shown by `list`.

@@ -16,6 +16,22 @@ pub const REJECTED: &str = "WHISTLE_REJECTED";
 pub const REPORT_SUBJECTS: &str = "whistle.report.>";
 pub const REJECTED_PREFIX: &str = "whistle.rejected";
 
+/// The subject a report of `grid` is published on: `whistle.report.{district}.{street}.{community}.{grid}`.
+pub fn report_subject(grid: &AreaCode) -> String {
+    let at = |level| {
+        grid.at_level(level)
+            .expect("a grid has every ancestor")
+            .to_string()
+    };
+    format!(
+        "whistle.report.{}.{}.{}.{}",
+        at(Level::District),
+        at(Level::Street),
+        at(Level::Community),
+        grid
+    )
+}
+
 /// Whether an event of `WHISTLE_EVENTS` happened inside `area`, judged by the most precise org
 /// code it carries. Events with no place (a rejected report with a bad subject) belong to the
 /// city alone.
@@ -130,4 +146,18 @@ pub async fn intake_consumer(
         )
         .await
         .map_err(|e| Error::Nats(format!("creating consumer {name}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_subject_names_every_level() {
+        let grid = "150602001002003".parse().unwrap();
+        assert_eq!(
+            report_subject(&grid),
+            "whistle.report.150602.150602001.150602001002.150602001002003"
+        );
+    }
 }

@@ -30,6 +30,8 @@ pub(crate) struct Principal {
     pub role: Role,
     /// Everything the caller may read lies inside this area.
     pub area: AreaCode,
+    /// The department of a liaison token (or of a viewer scoped by department).
+    pub department: Option<String>,
     /// Who acts on commands; `None` for viewers.
     pub person: Option<String>,
 }
@@ -60,10 +62,11 @@ impl Principal {
         ))
     }
 
-    /// The person commands are sent as; viewers may not send commands.
+    /// The person commands are sent as; viewers may not send commands. Dispatch checks what
+    /// each person may do (a grid worker, for one, only follows up its own grid's incidents).
     pub fn actor(&self) -> Result<&str> {
         match (&self.person, self.role) {
-            (Some(person), Role::Operator | Role::Liaison) => Ok(person),
+            (Some(person), Role::Operator | Role::Liaison | Role::GridWorker) => Ok(person),
             _ => Err(Error::PermissionDenied(format!(
                 "a {} token cannot send commands",
                 self.role.as_str()
@@ -117,6 +120,7 @@ impl Auth {
                 .area_code
                 .parse()
                 .map_err(|e| Error::Corrupt(format!("token {}: {e}", token.id)))?,
+            department: token.department_code,
             person: token.person_id,
         });
         if self.cache.len() >= CACHE_MAX {
@@ -157,6 +161,7 @@ mod tests {
             token_id: uuid::Uuid::nil(),
             role,
             area: area.parse().unwrap(),
+            department: None,
             person: person.map(str::to_owned),
         }
     }

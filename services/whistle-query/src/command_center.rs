@@ -14,9 +14,10 @@ use crate::{
     aggregates::Aggregates,
     auth::Auth,
     generated::command_center_server,
+    grid_map,
     incidents::{self, Filter},
     metrics::Metrics,
-    org_tree, overdue, overview, scoreboard, watch, Error,
+    org_tree, overdue, overview, reports, scoreboard, session, tasks, trend, watch, Error,
 };
 
 /// The handlers' shared state; cheap to clone.
@@ -37,10 +38,12 @@ pub(crate) struct CommandCenter {
 
 #[tonic::async_trait]
 impl command_center_server::CommandCenter for CommandCenter {
+    type WatchEventsStream = watch::Responses;
+
     async fn watch_events(
         &self,
         request: Request<v1::WatchEventsRequest>,
-    ) -> Result<Response<watch::Responses>, Status> {
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
         let principal = self.auth.principal(&request).await?;
         let request = request.into_inner();
         let area = principal.read_area("area_code", &request.area_code)?;
@@ -138,5 +141,67 @@ impl command_center_server::CommandCenter for CommandCenter {
         let request = request.into_inner();
         let tree = org_tree::read(&self.pool, &request.root_code, request.depth).await?;
         Ok(Response::new(tree))
+    }
+
+    async fn get_session(
+        &self,
+        request: Request<v1::GetSessionRequest>,
+    ) -> Result<Response<v1::Session>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        Ok(Response::new(session::read(&self.pool, &principal).await?))
+    }
+
+    async fn get_trend(
+        &self,
+        request: Request<v1::GetTrendRequest>,
+    ) -> Result<Response<v1::Trend>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let area = principal.read_area("area_code", &request.get_ref().area_code)?;
+        let hours = trend::parse_hours(request.get_ref().hours)?;
+        let trend = trend::read(&self.pool, &area, hours, self.clock.now()).await?;
+        Ok(Response::new(trend))
+    }
+
+    async fn get_grid_map(
+        &self,
+        request: Request<v1::GetGridMapRequest>,
+    ) -> Result<Response<v1::GridMap>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let area = principal.read_area("area_code", &request.get_ref().area_code)?;
+        let map = grid_map::read(&self.pool, &self.aggregates, &area, self.clock.now()).await?;
+        Ok(Response::new(map))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<v1::ListTasksRequest>,
+    ) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let query = tasks::Query::parse(request.get_ref(), &principal)?;
+        let tasks = tasks::list(
+            &self.pool,
+            &self.policy,
+            &principal,
+            &query,
+            self.clock.now(),
+        )
+        .await?;
+        Ok(Response::new(tasks))
+    }
+
+    async fn list_my_reports(
+        &self,
+        request: Request<v1::ListMyReportsRequest>,
+    ) -> Result<Response<v1::ListMyReportsResponse>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let reports = reports::list_mine(
+            &self.pool,
+            &self.policy,
+            &principal,
+            request.get_ref().page_size,
+            self.clock.now(),
+        )
+        .await?;
+        Ok(Response::new(reports))
     }
 }

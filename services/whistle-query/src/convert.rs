@@ -115,6 +115,15 @@ pub(crate) fn return_reason_from_db(value: Option<&str>) -> Result<v1::ReturnRea
     Ok(convert::return_reason_to_proto(reason))
 }
 
+/// The stored name of a requested task status.
+pub(crate) fn task_status_to_db(value: i32) -> Result<&'static str> {
+    TaskStatus::ALL
+        .iter()
+        .find(|s| value != 0 && convert::task_status_to_proto(**s) as i32 == value)
+        .map(|s| s.as_str())
+        .ok_or_else(|| Error::invalid(format!("statuses: {value} is not a task status")))
+}
+
 pub(crate) use convert::timestamp;
 
 /// A non-negative duration (how late something is); a negative one is clamped to zero.
@@ -141,8 +150,13 @@ mod tests {
             assert_eq!(level_to_db(proto as i32).unwrap(), level.as_str());
         }
         for status in TaskStatus::ALL {
-            task_status_from_db(status.as_str()).unwrap();
+            let proto = task_status_from_db(status.as_str()).unwrap();
+            assert_eq!(task_status_to_db(proto as i32).unwrap(), status.as_str());
         }
+        assert!(matches!(
+            task_status_to_db(0),
+            Err(Error::InvalidArgument(_))
+        ));
         for reason in ReturnReason::ALL {
             assert_ne!(
                 return_reason_from_db(Some(reason.as_str())).unwrap(),

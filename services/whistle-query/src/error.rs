@@ -45,6 +45,8 @@ pub enum Error {
     },
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("web console: {0}")]
+    Console(String),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -117,6 +119,7 @@ impl From<Error> for Status {
             | Error::Policy(_)
             | Error::Bind { .. }
             | Error::Reflection(_)
+            | Error::Console(_)
             | Error::Serve(_) => {
                 tracing::error!(error = %error, "server error");
                 Status::internal(error.to_string())

@@ -20,7 +20,7 @@ pub const MAX_PAGE_SIZE: u32 = 500;
 pub const MAX_TEXT_CHARS: usize = 200;
 
 /// The columns of an [`v1::IncidentSummary`], read by [`summary`].
-const SUMMARY_COLUMNS: &str = "i.id, i.title, i.category, i.urgency, i.status, i.level, i.district_code, \
+pub(crate) const SUMMARY_COLUMNS: &str = "i.id, i.title, i.category, i.urgency, i.status, i.level, i.district_code, \
      i.street_code, i.community_code, i.grid_code, i.reported_at, i.created_at, i.due_at, i.overdue, \
      i.report_count, i.version, i.lat, i.lon, i.address";
 
@@ -201,7 +201,11 @@ pub(crate) async fn list(
 }
 
 /// Reads an [`v1::IncidentSummary`] from a row holding [`SUMMARY_COLUMNS`].
-fn summary(row: &PgRow, policy: &Policy, now: DateTime<Utc>) -> Result<v1::IncidentSummary> {
+pub(crate) fn summary(
+    row: &PgRow,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<v1::IncidentSummary> {
     let id: Uuid = row.try_get("id")?;
     let category: String = row.try_get("category")?;
     let status: String = row.try_get("status")?;
@@ -336,6 +340,14 @@ pub(crate) async fn get(
 }
 
 fn task(row: &PgRow) -> Result<v1::Task> {
+    Ok(v1::Task {
+        state: Some(task_state(row, "status")?),
+        department_name: row.try_get("department_name")?,
+    })
+}
+
+/// A task's state from a row of `tasks` columns, its status read from `status_column`.
+pub(crate) fn task_state(row: &PgRow, status_column: &str) -> Result<v1::TaskState> {
     let optional_time = |column: &str| -> Result<Option<prost_types::Timestamp>> {
         Ok(row
             .try_get::<Option<DateTime<Utc>>, _>(column)?
@@ -345,10 +357,10 @@ fn task(row: &PgRow) -> Result<v1::Task> {
         u32::try_from(row.try_get::<i32, _>(column)?)
             .map_err(|_| Error::Corrupt(format!("task {column} is negative")))
     };
-    let state = v1::TaskState {
+    Ok(v1::TaskState {
         task_id: non_negative("task_id")?,
         department_code: row.try_get("department_code")?,
-        status: convert::task_status_from_db(row.try_get("status")?)? as i32,
+        status: convert::task_status_from_db(row.try_get(status_column)?)? as i32,
         round: non_negative("round")?,
         dispatched_at: Some(convert::timestamp(row.try_get("dispatched_at")?)),
         accept_due_at: Some(convert::timestamp(row.try_get("accept_due_at")?)),
@@ -362,10 +374,6 @@ fn task(row: &PgRow) -> Result<v1::Task> {
             row.try_get::<Option<&str>, _>("return_reason")?,
         )? as i32,
         supervised: row.try_get("supervised")?,
-    };
-    Ok(v1::Task {
-        state: Some(state),
-        department_name: row.try_get("department_name")?,
     })
 }
 

@@ -41,6 +41,9 @@ struct Args {
     /// PEM private key for TLS.
     #[arg(long, env = "WHISTLE_QUERY_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The built web console to serve at `/` (services/whistle-query/console/dist).
+    #[arg(long, env = "WHISTLE_CONSOLE_DIR")]
+    console_dir: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
@@ -59,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         watch_buffer: args.watch_buffer,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        console_dir: args.console_dir,
         ..Options::default()
     };
     let service = options.build().await.context("starting whistle-query")?;
