@@ -2,14 +2,17 @@
 # deploy/local/run.sh — run the platform on this machine.
 #
 # Starts (or reuses) NATS and PostgreSQL through env.sh, builds the binaries, migrates and seeds the
-# database, starts whistle-dispatch (on the compressed demo policy), whistle-query (gRPC, gRPC-web and
-# /metrics on WHISTLE_QUERY_LISTEN, default 127.0.0.1:50051) with a city operator token printed for
-# it, and `whistle simulate` (grid workers, street staff, department liaisons and follow-ups acting
+# database, builds the web console (console.sh), starts whistle-dispatch (on the compressed demo policy),
+# whistle-query (the console at /, gRPC, gRPC-web and /metrics on WHISTLE_QUERY_LISTEN, default
+# 127.0.0.1:50051) with sign-in links for an operator, a liaison and a grid worker printed for it, and
+# `whistle simulate` (grid workers, street staff, department liaisons and follow-ups acting
 # together) in the background, and shows what happens (`whistle watch`) in the foreground. Ctrl-C
 # stops them; NATS and PostgreSQL keep running with their data (deploy/local/down.sh stops them).
 #
 # Settings (environment): WHISTLE_DEMO_RATE (reports per second, default 3), WHISTLE_POLICY (default
-# ordos-demo), WHISTLE_NO_FEED=1 (no simulation), WHISTLE_SKIP_BUILD=1 (use the binaries as they are), the binaries' paths below, and env.sh's.
+# ordos-demo), WHISTLE_NO_FEED=1 (no simulation), WHISTLE_SKIP_BUILD=1 (use the binaries and the
+# console as they are), WHISTLE_CONSOLE_DIR (a built console to serve), the binaries' paths below, and
+# env.sh's.
 set -euo pipefail
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -87,6 +90,10 @@ if [[ $SKIP_BUILD != 1 ]]; then
     log "building: ${BUILD_CMD[*]}"
     "${BUILD_CMD[@]}"
 fi
+if [[ $SKIP_BUILD != 1 || -z ${WHISTLE_CONSOLE_DIR:-} ]]; then
+    # shellcheck source=SCRIPTDIR/console.sh
+    source "$HERE/console.sh"
+fi
 for bin in "$WHISTLE_BIN" "$WHISTLE_DISPATCH_BIN" "$WHISTLE_QUERY_BIN"; do
     [[ -x $bin ]] || die "$bin is missing or not executable (set WHISTLE_BIN / WHISTLE_DISPATCH_BIN / WHISTLE_QUERY_BIN?)"
 done
@@ -121,6 +128,12 @@ QUERY_PID=$STARTED_PID
 # A fresh city operator token for this run (stored hashed; `whistle token list` shows them all).
 TOKEN_FILE=$WHISTLE_HOME/operator.token
 (umask 077 && "$WHISTLE_BIN" token create --role operator --area 150600 --label "deploy/local/run.sh" >"$TOKEN_FILE")
+# Sign-in links for the demo: the console takes the token from the link and forgets the link.
+DEMO_DEPARTMENT=150602-urban_management
+DEMO_GRID=150602001001001
+LIAISON_TOKEN=$("$WHISTLE_BIN" token create --role liaison --department "$DEMO_DEPARTMENT" --label "deploy/local/run.sh")
+GRID_TOKEN=$("$WHISTLE_BIN" token create --role grid_worker --area "$DEMO_GRID" --label "deploy/local/run.sh")
+CONSOLE_URL=http://$WHISTLE_QUERY_LISTEN
 
 if [[ $NO_FEED == 1 ]]; then
     feed_line="off (WHISTLE_NO_FEED=1)"
@@ -140,6 +153,10 @@ watch_cmd=$(printf '%q ' "WHISTLE_NATS_URL=$WHISTLE_NATS_URL" "DATABASE_URL=$DAT
     printf '  dispatch      pid %s, log %s\n' "$DISPATCH_PID" "$DISPATCH_LOG"
     printf '  query         gRPC + gRPC-web on %s, metrics http://%s/metrics, pid %s, log %s\n' \
         "$WHISTLE_QUERY_LISTEN" "$WHISTLE_QUERY_LISTEN" "$QUERY_PID" "$QUERY_LOG"
+    printf '  console       %s/  (sign in with a token, or open a link below)\n' "$CONSOLE_URL"
+    printf '    指挥大屏    %s/#/screen?token=%s  (city operator)\n' "$CONSOLE_URL" "$(cat -- "$TOKEN_FILE")"
+    printf '    部门工作台  %s/#/workbench?token=%s  (liaison of %s)\n' "$CONSOLE_URL" "$LIAISON_TOKEN" "$DEMO_DEPARTMENT"
+    printf '    网格上报    %s/#/report?token=%s  (grid worker of %s)\n' "$CONSOLE_URL" "$GRID_TOKEN" "$DEMO_GRID"
     printf '  token         city operator, in %s: %s\n' "$TOKEN_FILE" "$(cat -- "$TOKEN_FILE")"
     printf '  try           grpcurl -plaintext -H "authorization: Bearer $(cat %s)" %s whistle.v1.CommandCenter/GetOverview\n' \
         "$TOKEN_FILE" "$WHISTLE_QUERY_LISTEN"

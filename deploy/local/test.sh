@@ -2,7 +2,8 @@
 # deploy/local/test.sh — run the tests: `deploy/local/test.sh [cargo test arguments]`.
 #
 # Sources env.sh first, so the tests find DATABASE_URL (the PostgreSQL server in which each test creates
-# its own fresh database) and WHISTLE_NATS_SERVER_BIN (to spawn their own nats-servers). Runs
+# its own fresh database) and WHISTLE_NATS_SERVER_BIN (to spawn their own nats-servers), then console.sh,
+# which builds the web console (WHISTLE_CONSOLE_DIR) and installs Chromium (CHROMIUM) for the browser tests. Runs
 # `cargo test --workspace --locked "$@"` (unit, integration and doc tests); with WHISTLE_USE_NEXTEST=1
 # and cargo-nextest installed, `cargo nextest run` instead, plus the doc tests when no arguments are given.
 # Exits with the tests' status. On CI (CI=true), or with WHISTLE_STOP_AFTER_TESTS=1, the private servers
@@ -14,6 +15,9 @@ REPO=$(cd -- "$HERE/../.." && pwd -P)
 
 # shellcheck source=SCRIPTDIR/env.sh
 source "$HERE/env.sh"
+# shellcheck source=SCRIPTDIR/console.sh
+source "$HERE/console.sh"
+whistle_ensure_chromium
 cd "$REPO"
 
 stop_after=${WHISTLE_STOP_AFTER_TESTS:-}
