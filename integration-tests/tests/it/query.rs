@@ -114,9 +114,17 @@ impl Stack {
 
     /// With query options the test adjusts.
     pub(crate) async fn start_with(adjust: impl FnOnce(&mut whistle_query::Options)) -> Stack {
+        Stack::start_at(ten_o_clock_in_ordos(), adjust).await
+    }
+
+    /// With the manual clock standing at `now`.
+    pub(crate) async fn start_at(
+        now: DateTime<Utc>,
+        adjust: impl FnOnce(&mut whistle_query::Options),
+    ) -> Stack {
         let nats = NatsServer::start().await;
         let db = TestDb::create().await;
-        let clock = ManualClock::new(ten_o_clock_in_ordos());
+        let clock = ManualClock::new(now);
         let dispatch =
             Dispatch::start_with_clock(dispatch_options(&nats, &db), Arc::new(clock.clone())).await;
         let query = Query::start_with(&nats, &db, Arc::new(clock.clone()), adjust).await;

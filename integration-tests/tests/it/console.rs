@@ -1,0 +1,115 @@
+//! The web console in a real headless Chromium: this test starts a private stack (nats-server,
+//! PostgreSQL database, dispatch and a query service serving the built console at `/`), files
+//! reports across two districts and whistles one incident so a department has a task, then runs
+//! the console's browser tests (`npm run e2e` in services/whistle-query/console, node:test with
+//! playwright-core) against it. They check the screen's KPIs against GetOverview, a report from
+//! the grid form reaching the ticker, a liaison's accept changing the screen, the drill-down, and
+//! that no page logs an error.
+//!
+//! Needs Node.js and Chromium: `deploy/local/test.sh` installs both and builds the console
+//! (WHISTLE_CONSOLE_DIR); without WHISTLE_CONSOLE_DIR this test builds it with console.sh.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use whistle_domain::Level;
+use whistle_proto::v1;
+use whistle_store::tokens::Role;
+
+use crate::query::*;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The built console: WHISTLE_CONSOLE_DIR, or built now by deploy/local/console.sh.
+fn console_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WHISTLE_CONSOLE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("deploy/local/console.sh"))
+        .output()
+        .expect("running deploy/local/console.sh");
+    assert!(
+        out.status.success(),
+        "building the console failed (deploy/local/console.sh):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_works_in_a_real_browser() {
+    let dir = console_dir();
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "no Chromium at {chromium}: run deploy/local/test.sh (installs Debian's chromium) or set CHROMIUM"
+    );
+    // The manual clock stands at the real time, so the browser's countdowns and the stack agree.
+    let stack = Stack::start_at(Utc::now(), |options| {
+        options.console_dir = Some(dir.clone())
+    })
+    .await;
+
+    // Reports in three streets of one district and one in another district, so that the
+    // drill-down has something to change at every level.
+    let (district, [g1, g2, g3], _, far_grid) = places();
+    let mut whistled = None;
+    for (i, (grid, category)) in [
+        (&g1, "petition.collective"),
+        (&g1, "municipal.manhole"),
+        (&g2, "heating.no_heat"),
+        (&g3, "heating.no_heat"),
+        (&far_grid, "heating.no_heat"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let incident = stack
+            .file(&stack.filed(&format!("e2e-{i}"), grid, category, v1::Urgency::Urgent))
+            .await;
+        whistled.get_or_insert(incident);
+    }
+    // The street whistles the petition: the petitions office gets a task to report in on.
+    let whistled = whistled.unwrap();
+    stack
+        .ok(
+            &format!("hd-{}", unit(&g1, Level::Street)),
+            whistled,
+            escalate(),
+        )
+        .await;
+    stack.caught_up().await;
+
+    let department = dept(&g1, "petitions");
+    let liaison = stack.db.token(Role::Liaison, &department).await;
+    let grid_worker = stack.db.token(Role::GridWorker, &g2).await;
+    let screenshots = std::env::var("WHISTLE_SCREENSHOT_DIR").unwrap_or_default();
+    let console = repo().join("services/whistle-query/console");
+    let out = tokio::process::Command::new("npm")
+        .args(["run", "--silent", "e2e"])
+        .current_dir(&console)
+        .env("WHISTLE_CONSOLE_URL", stack.query.url())
+        .env("WHISTLE_OPERATOR_TOKEN", &stack.token)
+        .env("WHISTLE_LIAISON_TOKEN", &liaison)
+        .env("WHISTLE_DEPARTMENT_CODE", &department)
+        .env("WHISTLE_TASK_INCIDENT_ID", whistled.to_string())
+        .env("WHISTLE_GRID_TOKEN", &grid_worker)
+        .env("WHISTLE_GRID_CODE", &g2)
+        .env("WHISTLE_DRILL_DISTRICT", &district)
+        .env("WHISTLE_DRILL_STREET", unit(&g1, Level::Street))
+        .env("WHISTLE_SCREENSHOT_DIR", screenshots)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .await
+        .expect("running npm run e2e (is Node.js installed? deploy/local/test.sh installs it)");
+    let report = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the browser tests failed:\n{report}");
+    println!("{report}");
+}
