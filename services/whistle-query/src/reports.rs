@@ -112,7 +112,7 @@ async fn read(
         .map(|row| recorded_report(row, policy, now))
         .chain(rejected.iter().map(|row| rejected_report(row, policy)))
         .collect::<Result<Vec<_>>>()?;
-    reports.sort_by(|a, b| b.0.cmp(&a.0));
+    reports.sort_by_key(|r| std::cmp::Reverse(r.0));
     Ok(reports)
 }
 
