@@ -278,6 +278,48 @@ fn invalid_reports() -> Vec<(&'static str, String, HeaderMap, Vec<u8>)> {
             }),
         ),
         (
+            "invalid_timestamp",
+            subject.clone(),
+            none(),
+            with("year-9999", &|r| {
+                r.reported_at = Some(prost_types::Timestamp {
+                    seconds: 253_402_300_799,
+                    nanos: 0,
+                })
+            }),
+        ),
+        (
+            "invalid_timestamp",
+            subject.clone(),
+            none(),
+            with("overflow", &|r| {
+                r.reported_at = Some(prost_types::Timestamp {
+                    seconds: i64::MAX,
+                    nanos: -1,
+                })
+            }),
+        ),
+        (
+            "too_many_attachments",
+            subject.clone(),
+            none(),
+            with("thousands", &|r| {
+                r.attachments = (0..3_000)
+                    .map(|i| v1::Attachment {
+                        uri: format!("s3://b/{i}"),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+        ),
+        (
+            "decode_error",
+            subject.clone(),
+            none(),
+            // A valid report followed by a title (field 6) that is not UTF-8.
+            [with("utf8", &|_| {}), vec![0x32, 2, 0xc3, 0x28]].concat(),
+        ),
+        (
             "invalid_urgency",
             subject.clone(),
             none(),

@@ -137,21 +137,12 @@ impl Commands {
             .rsplit('.')
             .next()
             .unwrap_or_default();
-        let command = if json {
-            whistle_proto::from_json::<v1::Command>(&message.payload).map_err(|e| e.to_string())
-        } else {
-            v1::Command::decode(message.payload.clone()).map_err(|e| e.to_string())
+        let catalog = self.shared.catalog.load();
+        let (command, parsed) = match decode(verb, &message.payload, json, &catalog) {
+            Ok(decoded) => decoded,
+            Err(reply) => return reply,
         };
-        let command = match command {
-            Ok(command) => command,
-            Err(e) => {
-                return error(
-                    CommandErrorCode::InvalidArgument,
-                    format!("not a whistle.v1.Command: {e}"),
-                )
-            }
-        };
-        match self.execute(verb, command).await {
+        match self.execute(verb, &catalog, command, parsed).await {
             Ok(reply) => reply,
             Err(e) => {
                 warn!(error = %e, verb, "command failed");
@@ -160,12 +151,13 @@ impl Commands {
         }
     }
 
-    async fn execute(&self, verb: &str, command: v1::Command) -> Result<v1::CommandReply, Error> {
-        let catalog = self.shared.catalog.load();
-        let parsed = match parse(verb, &command, &catalog) {
-            Ok(parsed) => parsed,
-            Err(reply) => return Ok(reply),
-        };
+    async fn execute(
+        &self,
+        verb: &str,
+        catalog: &Catalog,
+        command: v1::Command,
+        parsed: Parsed,
+    ) -> Result<v1::CommandReply, Error> {
         let now = self.shared.clock.now();
         let mut tx = self.shared.pool.begin().await?;
         if let Some(reply) = incidents::command_reply(&mut tx, &command.command_id).await? {
@@ -194,7 +186,7 @@ impl Commands {
         let input = Input::Command(parsed.actor, parsed.command);
         let state = match engine::transition(
             &mut tx,
-            &catalog,
+            catalog,
             &locked,
             input,
             &command.actor_id,
@@ -230,7 +222,9 @@ impl Commands {
     }
 }
 
-struct Parsed {
+/// A command as the engine takes it: who acts, on which incident, doing what.
+#[derive(Debug)]
+pub struct Parsed {
     incident_id: Uuid,
     actor: Actor,
     command: incident::Command,
@@ -277,6 +271,30 @@ fn ok_reply(
 }
 
 /// Turns a wire command into the domain's, or the reply that refuses it.
+/// Decodes a command as it arrives on `whistle.cmd.{verb}` (protobuf, or proto3 JSON) and checks it
+/// against the org tree and policy; a refusal is the reply to send. Pure (no I/O), so any bytes can
+/// be thrown at it (fuzz/ does).
+pub fn decode(
+    verb: &str,
+    payload: &[u8],
+    json: bool,
+    catalog: &Catalog,
+) -> Result<(v1::Command, Parsed), v1::CommandReply> {
+    let command = if json {
+        whistle_proto::from_json::<v1::Command>(payload).map_err(|e| e.to_string())
+    } else {
+        v1::Command::decode(payload).map_err(|e| e.to_string())
+    }
+    .map_err(|e| {
+        error(
+            CommandErrorCode::InvalidArgument,
+            format!("not a whistle.v1.Command: {e}"),
+        )
+    })?;
+    let parsed = parse(verb, &command, catalog)?;
+    Ok((command, parsed))
+}
+
 fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed, v1::CommandReply> {
     let invalid = |message: String| error(CommandErrorCode::InvalidArgument, message);
     command
@@ -431,4 +449,132 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
         command,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::LazyLock;
+
+    use proptest::prelude::*;
+    use whistle_domain::OrgIndex;
+
+    use super::*;
+
+    static CATALOG: LazyLock<Catalog> = LazyLock::new(|| Catalog {
+        org: OrgIndex::build(whistle_domain::ordos::dataset()).unwrap(),
+        policy: whistle_domain::policy::builtin("ordos").unwrap(),
+    });
+
+    fn accept() -> v1::Command {
+        v1::Command {
+            command_id: "c-1".into(),
+            actor_id: "li-150602-petitions".into(),
+            incident_id: Uuid::nil().to_string(),
+            expected_version: 0,
+            body: Some(Body::Accept(v1::Accept {
+                task_id: "1".into(),
+                note: String::new(),
+            })),
+        }
+    }
+
+    fn refusal(result: Result<(v1::Command, Parsed), v1::CommandReply>) -> (i32, String) {
+        match result.expect_err("refused").outcome {
+            Some(Outcome::Error(e)) => (e.code, e.message),
+            other => panic!("not an error reply: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_command_decodes_from_protobuf_and_json() {
+        let bytes = accept().encode_to_vec();
+        let (command, parsed) = decode("accept", &bytes, false, &CATALOG).unwrap();
+        assert_eq!(command, accept());
+        assert_eq!(parsed.task, Some(1));
+        let json = whistle_proto::to_json(&accept()).unwrap();
+        let (command, _) = decode("accept", json.as_bytes(), true, &CATALOG).unwrap();
+        assert_eq!(command, accept());
+    }
+
+    #[test]
+    fn malformed_commands_are_refused_with_a_reason() {
+        let invalid = CommandErrorCode::InvalidArgument as i32;
+        let with = |change: &dyn Fn(&mut v1::Command)| {
+            let mut command = accept();
+            change(&mut command);
+            command.encode_to_vec()
+        };
+        for (verb, bytes, json, needle) in [
+            (
+                "accept",
+                b"\xff\xff\xff".to_vec(),
+                false,
+                "not a whistle.v1.Command",
+            ),
+            (
+                "accept",
+                b"{\"commandId\": ".to_vec(),
+                true,
+                "not a whistle.v1.Command",
+            ),
+            (
+                "accept",
+                b"{\"note\": \"\xc3\x28\"}".to_vec(),
+                true,
+                "not a whistle.v1.Command",
+            ),
+            (
+                "resolve",
+                with(&|_| {}),
+                false,
+                "a accept command was sent to whistle.cmd.resolve",
+            ),
+            ("accept", with(&|c| c.body = None), false, "no body"),
+            (
+                "accept",
+                with(&|c| c.command_id = "has space".into()),
+                false,
+                "command_id",
+            ),
+            (
+                "accept",
+                with(&|c| c.incident_id = "42".into()),
+                false,
+                "not a UUID",
+            ),
+        ] {
+            let (code, message) = refusal(decode(verb, &bytes, json, &CATALOG));
+            assert_eq!(code, invalid, "{message}");
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+        }
+        let (code, message) = refusal(decode(
+            "accept",
+            &with(&|c| c.actor_id = "nobody".into()),
+            false,
+            &CATALOG,
+        ));
+        assert_ne!(code, CommandErrorCode::Unspecified as i32);
+        assert!(message.contains("nobody"), "{message}");
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..1024), json in any::<bool>(), verb in 0usize..8) {
+            let _ = decode(VERBS[verb], &payload, json, &CATALOG);
+        }
+
+        #[test]
+        fn arbitrary_fields_are_decoded_or_refused(id in "\\PC{0,80}", actor in "\\PC{0,40}", incident in "\\PC{0,40}", task in "\\PC{0,12}", reason in any::<i32>()) {
+            let command = v1::Command {
+                command_id: id,
+                actor_id: actor,
+                incident_id: incident,
+                expected_version: 0,
+                body: Some(Body::Return(v1::Return { task_id: task, reason, note: "x".into() })),
+            };
+            if let Err(reply) = decode("return", &command.encode_to_vec(), false, &CATALOG) {
+                prop_assert!(matches!(reply.outcome, Some(Outcome::Error(_))));
+            }
+        }
+    }
 }
