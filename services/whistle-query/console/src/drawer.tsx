@@ -6,7 +6,7 @@ import { t, eventKindLabel, incidentStatusLabel, taskStatusLabel, levelLabel, ur
 import { IncidentStatus, TaskStatus } from "./gen/whistle/v1/common_pb.js";
 import type { Session } from "./gen/whistle/v1/command_center_pb.js";
 import { useLoad, useNow, tsMs, fmtDateTime, fmtSpan, categoryName } from "./util";
-import { departments, placeName, deptName } from "./org";
+import { departments, placeName, deptName, loadOrg } from "./org";
 
 export type DrawerTarget = { kind: "incident"; id: string } | { kind: "grid"; code: string; name: string };
 
@@ -72,6 +72,10 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
   const canAct = p.session.role === "operator";
   const d = detail.data;
   const inc = d?.incident;
+  const [, setOrgV] = useState(0);
+  useEffect(() => {
+    if (inc?.streetCode) loadOrg(inc.streetCode, 1).then(() => setOrgV((v) => v + 1), () => {});
+  }, [inc?.streetCode]);
 
   async function run(label: string, body: any) {
     if (!inc) return;

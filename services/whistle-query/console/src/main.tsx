@@ -45,13 +45,19 @@ function App() {
 
   // A token in the URL fragment (#/screen?token=wst_…): keep it, strip it from the address bar.
   useEffect(() => {
-    const r = parseHash();
-    if (r.token) {
+    const takeToken = () => {
+      const r = parseHash();
+      if (!r.token) return false;
       setToken(r.token);
       history.replaceState(null, "", `${location.pathname}${location.search}#/${r.view}`);
       setRoute({ view: r.view });
-    }
-    const onHash = () => setRoute(parseHash());
+      return true;
+    };
+    takeToken();
+    const onHash = () => {
+      if (takeToken()) void checkSession();
+      else setRoute(parseHash());
+    };
     addEventListener("hashchange", onHash);
     const off = onUnauthenticated((msg) => {
       clearToken();

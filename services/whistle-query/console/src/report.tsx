@@ -115,7 +115,7 @@ export function ReportForm(p: Chrome) {
 
       <form class="card form" onSubmit={submit} data-testid="report-form">
         <h2>{t("newReport")}</h2>
-        <div class="chips" data-testid="group-picker" role="listbox" aria-label={t("group")}>
+        <div class="chips" data-testid="groups" role="listbox" aria-label={t("group")}>
           {CATALOGUE.groups.map((g) => (
             <button
               type="button"
@@ -131,7 +131,7 @@ export function ReportForm(p: Chrome) {
           ))}
         </div>
         {groupObj && (
-          <div class="chips sub" data-testid="category-picker" role="listbox">
+          <div class="chips sub" data-testid="categories" role="listbox">
             {groupObj.categories.map((c) => (
               <button type="button" class={`chip-btn ${c.code === category ? "on" : ""}`} data-testid={`category-${c.code}`} onClick={() => setCategory(c.code)}>
                 {categoryName(c.code)}
@@ -162,7 +162,7 @@ export function ReportForm(p: Chrome) {
         </label>
         <div class="loc" data-testid="report-location" data-source={pos.source}>
           <span>
-            📍 {pos.source === "none" ? t("gpsNone") : `${pos.lat.toFixed(5)}, ${pos.lon.toFixed(5)}`}{" "}
+            <span class="pin" aria-hidden="true" /> {pos.source === "none" ? t("gpsNone") : `${pos.lat.toFixed(5)}, ${pos.lon.toFixed(5)}`}{" "}
             <span class="muted small">({t(pos.source === "gps" ? "gpsFromDevice" : pos.source === "grid" ? "gpsFromGrid" : "gpsNone")})</span>
           </span>
           <button type="button" class="link" onClick={locate}>

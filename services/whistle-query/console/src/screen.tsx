@@ -1,7 +1,7 @@
 // 指挥大屏: the command screen. Every panel follows the selected area (`area`).
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { cc } from "./api";
-import { t, eventKindLabel, incidentStatusLabel, levelLabel } from "./i18n";
+import { t, getLang, eventKindLabel, incidentStatusLabel, levelLabel } from "./i18n";
 import { ScoreboardKind, type Overview, type SequencedEvent } from "./gen/whistle/v1/command_center_pb.js";
 import { IncidentStatus } from "./gen/whistle/v1/common_pb.js";
 import { useLoad, useNow, tsMs, fmtTime, fmtSpan, pct, num, categoryName, throttle, type Loaded } from "./util";
@@ -126,7 +126,7 @@ function Clock() {
     <div class="clock" data-testid="clock">
       <span class="clock-time">{fmtTime(now)}</span>
       <span class="clock-date">
-        {date} {t("language") === "English" ? `星期${wk}` : d.toLocaleDateString("en", { weekday: "short" })}
+        {date} {getLang() === "zh" ? `星期${wk}` : d.toLocaleDateString("en", { weekday: "short" })}
       </span>
     </div>
   );
@@ -174,9 +174,9 @@ function AreaNav(p: { root: string; area: string; onArea: (c: string) => void; o
   );
 }
 
-function Panel(p: { title: string; testid: string; area?: string; extra?: any; class?: string; children: any; error?: string }) {
+function Panel(p: { title: string; testid: string; area?: string; extra?: any; class?: string; children: any; error?: string; attrs?: Record<string, any> }) {
   return (
-    <div class={`panel ${p.class ?? ""}`} data-testid={p.testid} data-area={p.area}>
+    <div class={`panel ${p.class ?? ""}`} data-testid={p.testid} data-area={p.area} {...p.attrs}>
       <div class="panel-head">
         <span class="panel-title">{p.title}</span>
         {p.extra}
@@ -417,7 +417,7 @@ function RankingPanel({ kind, area, bump, onDrill }: { kind: "streets" | "depart
                   <span class={`rank-no r${r.rank}`}>{r.rank}</span>
                 </td>
                 <td class="rank-name">{r.name}</td>
-                <td class="num strong">{(r.compositeScore * 100).toFixed(1)}</td>
+                <td class="num strong">{r.compositeScore.toFixed(1)}</td>
                 <td class="num">{pct(r.rates?.responseRate ?? 0)}</td>
                 <td class="num">{pct(r.rates?.resolutionRate ?? 0)}</td>
                 <td class="num">{pct(r.rates?.satisfactionRate ?? 0)}</td>
@@ -451,24 +451,31 @@ function MapPanel(p: {
   const option = useMemo(() => {
     const withPos = cells.filter((c) => c.lat || c.lon);
     const max = Math.max(1, ...withPos.map((c) => num(c.openIncidents)));
+    // Each sub-area as a bubble sized by its open incidents (summed from its grids), labelled.
+    const sums = children.map((ch) => {
+      let open = 0, overdue = 0;
+      for (const c of withPos) if (c.gridCode.startsWith(ch.code)) { open += num(c.openIncidents); overdue += num(c.overdue); }
+      return { ch, open, overdue };
+    });
+    const maxSum = Math.max(1, ...sums.map((x) => x.open));
     const lons = withPos.map((c) => c.lon).concat(children.map((c) => c.lon));
     const lats = withPos.map((c) => c.lat).concat(children.map((c) => c.lat));
     const pad = (a: number[]) => {
       const lo = Math.min(...a), hi = Math.max(...a);
-      const m = Math.max((hi - lo) * 0.06, 0.005);
+      const m = Math.max((hi - lo) * 0.08, 0.004);
       return [lo - m, hi + m];
     };
     const [x0, x1] = lons.length ? pad(lons) : [106, 112];
     const [y0, y1] = lats.length ? pad(lats) : [37, 41];
-    const small = withPos.length > 800;
+    const small = withPos.length > 600;
     return {
-      grid: { left: 10, right: 70, top: 10, bottom: 10 },
+      grid: { left: 10, right: 70, top: 14, bottom: 10 },
       tooltip: {
         trigger: "item",
         formatter: (x: any) =>
-          x.seriesIndex === 0
+          x.seriesIndex === 1
             ? `${x.data.name}<br/>${t("gridOpen")}: <b>${x.data.value[2]}</b><br/>${t("kpiOverdue")}: ${x.data.overdue}`
-            : `${x.data.name}`,
+            : `${x.data.name}<br/>${t("gridOpen")}: <b>${x.data.open}</b><br/>${t("kpiOverdue")}: ${x.data.overdue}`,
       },
       xAxis: { type: "value", min: x0, max: x1, show: false, scale: true },
       yAxis: { type: "value", min: y0, max: y1, show: false, scale: true },
@@ -477,32 +484,34 @@ function MapPanel(p: {
         min: 0,
         max,
         dimension: 2,
-        seriesIndex: 0,
+        seriesIndex: 1,
         right: 0,
         bottom: 10,
         itemHeight: 120,
         text: [String(max), "0"],
         textStyle: { color: C.text },
-        inRange: { color: ["#12355f", "#1f6fd1", "#39c5ff", "#ffd166", "#ff5d6c"], symbolSize: small ? [3, 12] : [6, 22] },
+        inRange: { color: ["#1d4d85", "#2f8cff", "#39c5ff", "#ffd166", "#ff5d6c"], symbolSize: small ? [4, 13] : [8, 24] },
         calculable: false,
       },
       series: [
         {
           type: "scatter",
-          symbol: "rect",
-          data: withPos.map((c) => ({ name: c.name || c.gridCode, value: [c.lon, c.lat, num(c.openIncidents)], code: c.gridCode, overdue: num(c.overdue) })),
-          itemStyle: { opacity: 0.9, shadowBlur: 6, shadowColor: "rgba(57,197,255,0.5)" },
-          emphasis: { itemStyle: { borderColor: "#fff", borderWidth: 1 } },
-          zlevel: 1,
+          symbol: "circle",
+          data: sums.map(({ ch, open, overdue }) => ({ name: ch.name, value: [ch.lon, ch.lat], code: ch.code, open, overdue })),
+          symbolSize: (_v: any, x: any) => 26 + 70 * Math.sqrt(x.data.open / maxSum),
+          itemStyle: { color: "rgba(57,197,255,0.07)", borderColor: "rgba(57,197,255,0.55)", borderWidth: 1, shadowBlur: 16, shadowColor: "rgba(57,197,255,0.5)" },
+          label: { show: true, formatter: (x: any) => `${x.data.name}  ${x.data.open}`, position: "top", color: "#ffe9b0", fontSize: 14, fontWeight: "bold", textBorderColor: "#02101f", textBorderWidth: 3, fontFamily: FONT },
+          labelLayout: { hideOverlap: true },
+          emphasis: { scale: 1.05, itemStyle: { borderColor: C.gold } },
+          zlevel: 0,
         },
         {
           type: "scatter",
-          symbolSize: 8,
-          symbol: "pin",
-          itemStyle: { color: "rgba(255,209,102,0.0)" },
-          data: children.map((c) => ({ name: c.name, value: [c.lon, c.lat], code: c.code })),
-          label: { show: true, formatter: "{b}", color: "#ffe9b0", fontSize: 14, fontWeight: "bold", textBorderColor: "#02101f", textBorderWidth: 3, fontFamily: FONT },
-          zlevel: 2,
+          symbol: "rect",
+          data: withPos.map((c) => ({ name: c.name || c.gridCode, value: [c.lon, c.lat, num(c.openIncidents)], code: c.gridCode, overdue: num(c.overdue) })),
+          itemStyle: { opacity: 0.92, shadowBlur: 4, shadowColor: "rgba(57,197,255,0.4)" },
+          emphasis: { itemStyle: { borderColor: "#fff", borderWidth: 1 } },
+          zlevel: 1,
         },
       ],
     };
@@ -513,6 +522,7 @@ function MapPanel(p: {
       title={t("pMap")}
       testid="panel-map"
       area={map.data ? map.key : ""}
+      attrs={{ "data-cells": map.data ? cells.length : "" }}
       error={map.error}
       class="h-map"
       extra={
@@ -534,8 +544,8 @@ function MapPanel(p: {
         option={option}
         testid="chart-map"
         onClick={(x) => {
-          if (x.seriesIndex === 0) p.onGrid(x.data.code, x.data.name);
-          else if (x.seriesIndex === 1) p.onDrill(x.data.code);
+          if (x.seriesIndex === 1) p.onGrid(x.data.code, x.data.name);
+          else if (x.seriesIndex === 0) p.onDrill(x.data.code);
         }}
       />
     </Panel>

@@ -102,7 +102,7 @@ export function Workbench(p: Chrome) {
             ].map((r) => (
               <div class="rate3" data-testid={r.id} data-value={r.v ?? ""}>
                 <div class="muted small">{t(r.k as "composite")}</div>
-                <div class="big">{r.v === undefined ? "—" : r.k === "composite" ? (r.v * 100).toFixed(1) : pct(r.v)}</div>
+                <div class="big">{r.v === undefined ? "—" : r.k === "composite" ? r.v.toFixed(1) : pct(r.v)}</div>
                 <div class="muted small">{mine ? r.sub : t("noData")}</div>
               </div>
             ))}
