@@ -359,7 +359,9 @@ function OverduePanel({ area, bump, onOpen }: { area: string; bump: number; onOp
 
 function RankingPanel({ kind, area, bump, onDrill }: { kind: "streets" | "departments"; area: string; bump: number; onDrill: (c: string) => void }) {
   // Departments are ranked for the city or a district; streets down to a street.
-  const boardArea = kind === "departments" ? (area.length > 6 ? area.slice(0, 6) : area) : area.length > 9 ? area.slice(0, 9) : area;
+  // Below a district both boards show the district's ranking, the selected street highlighted.
+  const boardArea = area.length > 6 ? area.slice(0, 6) : area;
+  const mark = area.length >= 9 ? area.slice(0, 9) : "";
   const board = useLoad(
     (signal) =>
       cc.getScoreboard({ areaCode: boardArea, kind: kind === "streets" ? ScoreboardKind.STREETS : ScoreboardKind.DEPARTMENTS }, { signal }).then((b) => {
@@ -409,7 +411,7 @@ function RankingPanel({ kind, area, bump, onDrill }: { kind: "streets" | "depart
               <tr
                 data-testid={`${kind}-row`}
                 data-code={r.code}
-                class={kind === "streets" ? "clickable" : ""}
+                class={`${kind === "streets" ? "clickable" : ""} ${r.code === mark ? "marked" : ""}`}
                 onClick={() => kind === "streets" && onDrill(r.code)}
                 title={`${r.name}: ${t("rateResponseSub", { a: num(r.rates?.acceptedInTime), b: num(r.rates?.dispatched) })}; ${t("rateResolutionSub", { a: num(r.rates?.resolvedInTime), b: num(r.rates?.due) })}; ${t("rateSatisfactionSub", { a: num(r.rates?.satisfied), b: num(r.rates?.followedUp) })}`}
               >
