@@ -1,0 +1,131 @@
+// Build script for the Whistle console (no vite): generates the category catalogue from the
+// policy, bundles src/ with esbuild into dist/ (index.html, app.js, app.css, assets).
+//
+//   node build.mjs                  catalogue + bundle (npm run build also runs buf generate and tsc first)
+//   node build.mjs --catalogue-only only src/catalogue.json
+//   node build.mjs --serve [--port 8080] [--backend http://127.0.0.1:50051]
+//                                   dev server: rebuilds on change, serves dist/, proxies gRPC-web to
+//                                   the query service (default $WHISTLE_CONSOLE_URL)
+import * as esbuild from "esbuild";
+import { parse as parseToml } from "smol-toml";
+import { readFileSync, writeFileSync, mkdirSync, rmSync, copyFileSync, existsSync, readdirSync } from "node:fs";
+import { dirname, join, extname } from "node:path";
+import { fileURLToPath } from "node:url";
+import http from "node:http";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repo = join(here, "..", "..", "..");
+const args = process.argv.slice(2);
+const arg = (name, dflt) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+
+// 1. The category catalogue (groups → categories with Chinese and English names) from the policy.
+function catalogue() {
+  const policyPath = join(repo, "policy", "ordos.toml");
+  const policy = parseToml(readFileSync(policyPath, "utf8"));
+  const groups = (policy.group ?? []).map((g) => ({
+    code: g.code,
+    zh: g.name_zh,
+    en: g.name_en ?? g.code,
+    categories: [],
+  }));
+  const byCode = new Map(groups.map((g) => [g.code, g]));
+  for (const c of policy.category ?? []) {
+    const groupCode = String(c.code).split(".")[0];
+    let g = byCode.get(groupCode);
+    if (!g) {
+      g = { code: groupCode, zh: groupCode, en: groupCode, categories: [] };
+      groups.push(g);
+      byCode.set(groupCode, g);
+    }
+    g.categories.push({ code: c.code, zh: c.name_zh, en: c.name_en ?? c.code, sla: c.sla ?? "" });
+  }
+  const sla = Object.fromEntries(Object.entries(policy.sla ?? {}).map(([k, v]) => [k, { zh: v.name_zh, resolve: v.resolve }]));
+  const out = { version: policy.version, name: policy.name, groups: groups.filter((g) => g.categories.length), sla };
+  writeFileSync(join(here, "src", "catalogue.json"), JSON.stringify(out, null, 1) + "\n");
+  return out;
+}
+
+const INDEX_HTML = `<!doctype html>
+<html lang="zh-CN">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>鄂尔多斯市智慧党建综合指挥调度平台</title>
+<link rel="icon" href="favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="app.css">
+</head>
+<body>
+<div id="app"></div>
+<script type="module" src="app.js"></script>
+</body>
+</html>
+`;
+
+const buildOptions = {
+  entryPoints: { app: join(here, "src", "main.tsx") },
+  outdir: join(here, "dist"),
+  bundle: true,
+  format: "esm",
+  target: ["es2022", "chrome100", "firefox100", "safari15"],
+  jsx: "automatic",
+  jsxImportSource: "preact",
+  minify: !args.includes("--serve"),
+  sourcemap: args.includes("--serve") ? "inline" : false,
+  legalComments: "none",
+  loader: { ".svg": "file", ".png": "file" },
+  logLevel: "info",
+  define: { "process.env.NODE_ENV": '"production"' },
+};
+
+function writeStatic() {
+  mkdirSync(join(here, "dist"), { recursive: true });
+  writeFileSync(join(here, "dist", "index.html"), INDEX_HTML);
+  const assets = join(here, "assets");
+  if (existsSync(assets)) for (const f of readdirSync(assets)) copyFileSync(join(assets, f), join(here, "dist", f));
+}
+
+catalogue();
+if (args.includes("--catalogue-only")) process.exit(0);
+
+if (args.includes("--serve")) {
+  const backend = new URL(arg("--backend", process.env.WHISTLE_CONSOLE_URL || "http://127.0.0.1:50051"));
+  const port = Number(arg("--port", "8080"));
+  rmSync(join(here, "dist"), { recursive: true, force: true });
+  writeStatic();
+  const ctx = await esbuild.context(buildOptions);
+  await ctx.watch();
+  const types = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png" };
+  http
+    .createServer((req, res) => {
+      const path = new URL(req.url, "http://x").pathname;
+      if (req.method === "POST" || path.startsWith("/whistle.") || path.startsWith("/grpc.")) {
+        const p = http.request(
+          { host: backend.hostname, port: backend.port, method: req.method, path: req.url, headers: { ...req.headers, host: backend.host } },
+          (r) => {
+            res.writeHead(r.statusCode, r.headers);
+            r.pipe(res);
+          },
+        );
+        p.on("error", (e) => {
+          res.writeHead(502);
+          res.end(String(e));
+        });
+        req.pipe(p);
+        return;
+      }
+      let file = join(here, "dist", path === "/" ? "index.html" : path);
+      if (!existsSync(file)) file = join(here, "dist", "index.html");
+      res.writeHead(200, { "content-type": types[extname(file)] ?? "application/octet-stream", "cache-control": "no-store" });
+      res.end(readFileSync(file));
+    })
+    .listen(port, "127.0.0.1", () => console.log(`console dev server on http://127.0.0.1:${port}/ → ${backend.origin}`));
+} else {
+  rmSync(join(here, "dist"), { recursive: true, force: true });
+  writeStatic();
+  const result = await esbuild.build({ ...buildOptions, metafile: true });
+  const outs = Object.entries(result.metafile.outputs).map(([f, o]) => `${f.replace(here + "/", "")} ${(o.bytes / 1024).toFixed(0)} KiB`);
+  console.log(outs.join("\n"));
+}

@@ -1,0 +1,168 @@
+// Shared by the browser tests and the screenshot script: the environment, a node gRPC-web client
+// (to compare the page with the API), and a headless Chromium.
+import { createClient } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-node";
+import { chromium } from "playwright-core";
+import { CommandCenter } from "./gen/whistle/v1/command_center_pb.js";
+import { Dispatch } from "./gen/whistle/v1/dispatch_pb.js";
+import { Reporting } from "./gen/whistle/v1/reporting_pb.js";
+
+export const env = {
+  /** The query service's listener (gRPC-web), also serving the console at /. */
+  api: process.env.WHISTLE_CONSOLE_URL || "http://127.0.0.1:50051",
+  /** Where the page is opened; the same origin as `api` in the product (override for a dev proxy). */
+  page: process.env.WHISTLE_CONSOLE_PAGE_URL || process.env.WHISTLE_CONSOLE_URL || "http://127.0.0.1:50051",
+  operator: process.env.WHISTLE_OPERATOR_TOKEN,
+  viewer: process.env.WHISTLE_VIEWER_TOKEN,
+  liaison: process.env.WHISTLE_LIAISON_TOKEN,
+  department: process.env.WHISTLE_DEPARTMENT_CODE,
+  taskIncident: process.env.WHISTLE_TASK_INCIDENT_ID,
+  grid: process.env.WHISTLE_GRID_TOKEN,
+  gridCode: process.env.WHISTLE_GRID_CODE,
+  drillDistrict: process.env.WHISTLE_DRILL_DISTRICT,
+  drillStreet: process.env.WHISTLE_DRILL_STREET,
+  screenshots: process.env.WHISTLE_SCREENSHOT_DIR,
+  chromium: process.env.CHROMIUM || "/usr/bin/chromium",
+};
+
+export function clients(token) {
+  const transport = createGrpcWebTransport({
+    baseUrl: env.api,
+    httpVersion: "1.1",
+    interceptors: [(next) => (req) => (req.header.set("authorization", `Bearer ${token}`), next(req))],
+  });
+  return {
+    cc: createClient(CommandCenter, transport),
+    dispatch: createClient(Dispatch, transport),
+    reporting: createClient(Reporting, transport),
+  };
+}
+
+export async function launch() {
+  return chromium.launch({
+    executablePath: env.chromium,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+}
+
+/** A page signed in with `token` through the URL fragment, collecting console errors. */
+export async function openPage(browser, token, view, { width = 1920, height = 1080, lang = "zh", mobile = false } = {}) {
+  const context = await browser.newContext({ viewport: { width, height }, deviceScaleFactor: 1, isMobile: mobile, hasTouch: mobile, locale: "zh-CN" });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("console", (m) => {
+    if (m.type() === "error") errors.push(`console: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  // Nothing may be loaded from anywhere but the console's own origin.
+  const origin = new URL(env.page).origin;
+  const foreign = [];
+  page.on("request", (r) => {
+    const u = r.url();
+    if (!u.startsWith(origin) && !u.startsWith("data:") && !u.startsWith("blob:")) foreign.push(u);
+  });
+  await page.addInitScript((l) => localStorage.setItem("whistle.lang", l), lang);
+  await page.goto(`${env.page}/#/${view}?token=${encodeURIComponent(token)}`);
+  return { context, page, errors, foreign };
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a truthy value or `timeout` ms pass; returns the last value. */
+export async function waitFor(fn, { timeout = 15000, interval = 200, message = "condition" } = {}) {
+  const start = Date.now();
+  let last, lastErr;
+  while (Date.now() - start < timeout) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      lastErr = e;
+    }
+    await sleep(interval);
+  }
+  throw new Error(`timed out after ${timeout} ms waiting for ${message}${lastErr ? `: ${lastErr.message}` : ""}; last: ${JSON.stringify(last, (_k, v) => (typeof v === "bigint" ? String(v) : v))}`);
+}
+
+/** The KPI tiles as numbers, with the area and as_of they show. */
+export async function readKpis(page) {
+  return page.evaluate(() => {
+    const box = document.querySelector('[data-testid="kpis"]');
+    const v = (id) => {
+      const el = document.querySelector(`[data-testid="${id}-value"]`);
+      return el && el.dataset.value !== "" ? Number(el.dataset.value) : null;
+    };
+    const c = (id) => {
+      const el = document.querySelector(`[data-testid="${id}-counts"]`);
+      return el && el.dataset.a !== "" ? [Number(el.dataset.a), Number(el.dataset.b)] : null;
+    };
+    return {
+      area: box?.dataset.area ?? "",
+      asOf: Number(box?.dataset.asOf || 0),
+      reported: v("kpi-reported"),
+      open: v("kpi-open"),
+      resolved: v("kpi-resolved"),
+      overdue: v("kpi-overdue"),
+      whistles: v("kpi-whistles"),
+      response: v("kpi-response"),
+      resolution: v("kpi-resolution"),
+      satisfaction: v("kpi-satisfaction"),
+      responseCounts: c("kpi-response"),
+      resolutionCounts: c("kpi-resolution"),
+      satisfactionCounts: c("kpi-satisfaction"),
+    };
+  });
+}
+
+/** GetOverview in the same shape as readKpis. */
+export function kpisOf(o) {
+  const r = o.rates;
+  return {
+    area: o.areaCode,
+    reported: Number(o.reportedToday),
+    open: Number(o.openIncidents),
+    resolved: Number(o.resolvedToday),
+    overdue: Number(o.overdue),
+    whistles: Number(o.whistlesToday),
+    response: r?.responseRate ?? 0,
+    resolution: r?.resolutionRate ?? 0,
+    satisfaction: r?.satisfactionRate ?? 0,
+    responseCounts: [Number(r?.acceptedInTime ?? 0), Number(r?.dispatched ?? 0)],
+    resolutionCounts: [Number(r?.resolvedInTime ?? 0), Number(r?.due ?? 0)],
+    satisfactionCounts: [Number(r?.satisfied ?? 0), Number(r?.followedUp ?? 0)],
+  };
+}
+
+const FIELDS = ["reported", "open", "resolved", "overdue", "whistles", "response", "resolution", "satisfaction", "responseCounts", "resolutionCounts", "satisfactionCounts"];
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+
+/**
+ * The tiles agree with GetOverview for `area`: equal to the answer fetched just before or just
+ * after reading them (the figures may move between the two on a live stack). Retries until the
+ * page has refreshed; returns the tiles and the answers it compared.
+ */
+export async function expectKpisMatch(page, cc, area, timeout = 20000) {
+  let detail;
+  return waitFor(
+    async () => {
+      const before = kpisOf(await cc.getOverview({ areaCode: area }));
+      const tiles = await readKpis(page);
+      const after = kpisOf(await cc.getOverview({ areaCode: area }));
+      if (tiles.area !== area) return (detail = { why: "tiles show another area", tiles }), false;
+      const bad = FIELDS.filter((f) => !same(tiles[f], before[f]) && !same(tiles[f], after[f]));
+      detail = { bad, tiles, before, after };
+      return bad.length === 0 ? { tiles, before, after } : false;
+    },
+    { timeout, interval: 300, message: `KPI tiles equal to GetOverview(${area}) ${JSON.stringify(detail ?? {})}` },
+  );
+}

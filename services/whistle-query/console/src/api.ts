@@ -1,0 +1,73 @@
+// The typed clients (generated from proto/) over gRPC-web on the page's own origin, the token
+// store, and readable errors.
+import { createClient, ConnectError, Code, type Interceptor, type Client } from "@connectrpc/connect";
+import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { CommandCenter } from "./gen/whistle/v1/command_center_pb.js";
+import { Dispatch } from "./gen/whistle/v1/dispatch_pb.js";
+import { Reporting } from "./gen/whistle/v1/reporting_pb.js";
+
+const TOKEN_KEY = "whistle.token";
+
+export function getToken(): string {
+  try {
+    return localStorage.getItem(TOKEN_KEY) ?? "";
+  } catch {
+    return "";
+  }
+}
+export function setToken(token: string) {
+  localStorage.setItem(TOKEN_KEY, token.trim());
+}
+export function clearToken() {
+  localStorage.removeItem(TOKEN_KEY);
+}
+
+// Any UNAUTHENTICATED answer sends the user back to the sign-in page (see main.tsx).
+type Listener = (message: string) => void;
+const unauthListeners = new Set<Listener>();
+export function onUnauthenticated(l: Listener): () => void {
+  unauthListeners.add(l);
+  return () => unauthListeners.delete(l);
+}
+
+const auth: Interceptor = (next) => async (req) => {
+  const token = getToken();
+  if (token) req.header.set("authorization", `Bearer ${token}`);
+  try {
+    return await next(req);
+  } catch (e) {
+    const err = ConnectError.from(e);
+    if (err.code === Code.Unauthenticated) unauthListeners.forEach((l) => l(err.rawMessage));
+    throw e;
+  }
+};
+
+const transport = createGrpcWebTransport({ baseUrl: location.origin, interceptors: [auth] });
+
+export const cc: Client<typeof CommandCenter> = createClient(CommandCenter, transport);
+export const dispatch: Client<typeof Dispatch> = createClient(Dispatch, transport);
+export const reporting: Client<typeof Reporting> = createClient(Reporting, transport);
+
+export { Code, ConnectError };
+
+/** "PERMISSION_DENIED: this viewer token …" style text for a panel or a toast. */
+export function errorText(e: unknown): string {
+  const err = ConnectError.from(e);
+  const codeName = Code[err.code] ?? String(err.code);
+  const snake = codeName.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
+  return `${snake}: ${err.rawMessage || err.message}`;
+}
+
+export function isAbort(e: unknown): boolean {
+  return e instanceof DOMException && e.name === "AbortError" || (e instanceof ConnectError && e.code === Code.Canceled);
+}
+
+/** A fresh UUID (v4), also outside secure contexts where crypto.randomUUID is missing. */
+export function uuid(): string {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}

@@ -1,0 +1,229 @@
+import { render } from "preact";
+import { useEffect, useState } from "preact/hooks";
+import "./styles.css";
+import { cc, getToken, setToken, clearToken, onUnauthenticated, errorText } from "./api";
+import { t, getLang, setLang, roleLabel, type Lang } from "./i18n";
+import type { Session } from "./gen/whistle/v1/command_center_pb.js";
+import { Screen } from "./screen";
+import { Workbench } from "./workbench";
+import { ReportForm } from "./report";
+
+export type View = "screen" | "workbench" | "report";
+
+/** The views each role may open, the first one being its home. */
+export function viewsFor(role: string): View[] {
+  switch (role) {
+    case "operator":
+    case "viewer":
+      return ["screen"];
+    case "liaison":
+      return ["workbench"];
+    case "grid_worker":
+      return ["report"];
+    default:
+      return [];
+  }
+}
+
+interface Route {
+  view: string;
+  token?: string;
+}
+function parseHash(): Route {
+  const h = location.hash.replace(/^#\/?/, "");
+  const [path, query] = h.split("?");
+  const params = new URLSearchParams(query ?? "");
+  return { view: path || "", token: params.get("token") ?? undefined };
+}
+
+function App() {
+  const [lang, setLangState] = useState<Lang>(getLang());
+  const [route, setRoute] = useState<Route>(parseHash());
+  const [session, setSession] = useState<Session | null>(null);
+  const [checking, setChecking] = useState(true);
+  const [message, setMessage] = useState<string>("");
+
+  // A token in the URL fragment (#/screen?token=wst_…): keep it, strip it from the address bar.
+  useEffect(() => {
+    const takeToken = () => {
+      const r = parseHash();
+      if (!r.token) return false;
+      setToken(r.token);
+      history.replaceState(null, "", `${location.pathname}${location.search}#/${r.view}`);
+      setRoute({ view: r.view });
+      return true;
+    };
+    takeToken();
+    const onHash = () => {
+      if (takeToken()) void checkSession();
+      else setRoute(parseHash());
+    };
+    addEventListener("hashchange", onHash);
+    const off = onUnauthenticated((msg) => {
+      clearToken();
+      setSession(null);
+      setMessage(`${t("sessionExpired")} (${msg})`);
+      location.hash = "#/signin";
+    });
+    void checkSession();
+    return () => {
+      removeEventListener("hashchange", onHash);
+      off();
+    };
+  }, []);
+
+  async function checkSession() {
+    if (!getToken()) {
+      setChecking(false);
+      return;
+    }
+    setChecking(true);
+    try {
+      const s = await cc.getSession({});
+      setSession(s);
+      setMessage("");
+    } catch (e) {
+      setSession(null);
+      setMessage(`${t("signInFailed")}: ${errorText(e)}`);
+    } finally {
+      setChecking(false);
+    }
+  }
+
+  const switchLang = () => {
+    const l = lang === "zh" ? "en" : "zh";
+    setLang(l);
+    setLangState(l);
+  };
+  const signOut = () => {
+    clearToken();
+    setSession(null);
+    setMessage("");
+    location.hash = "#/signin";
+  };
+
+  if (checking) return <div class="splash">{t("loading")}</div>;
+
+  if (!session) {
+    return (
+      <SignIn
+        message={message}
+        onToken={async (tok) => {
+          setToken(tok);
+          await checkSession();
+        }}
+        onLang={switchLang}
+      />
+    );
+  }
+
+  const views = viewsFor(session.role);
+  let view = route.view as View;
+  if (!views.includes(view)) {
+    view = views[0];
+    if (view && location.hash !== `#/${view}`) history.replaceState(null, "", `#/${view}`);
+  }
+  const chrome = { session, views, view, onLang: switchLang, onSignOut: signOut, lang };
+  if (view === "screen") return <Screen key={lang} {...chrome} />;
+  if (view === "workbench") return <Workbench key={lang} {...chrome} />;
+  if (view === "report") return <ReportForm key={lang} {...chrome} />;
+  return (
+    <div class="signin">
+      <div class="signin-box">
+        <p>
+          {t("role_operator")}? {roleLabel(session.role)} — no view for this role.
+        </p>
+        <button onClick={signOut}>{t("signOut")}</button>
+      </div>
+    </div>
+  );
+}
+
+export interface Chrome {
+  session: Session;
+  views: View[];
+  view: View;
+  lang: Lang;
+  onLang: () => void;
+  onSignOut: () => void;
+}
+
+/** The nav and user menu shared by the views: only the views the role may open. */
+export function NavLinks(p: Chrome) {
+  return (
+    <nav class="nav" data-testid="nav">
+      {p.views.length > 1 &&
+        p.views.map((v) => (
+          <a href={`#/${v}`} class={v === p.view ? "active" : ""} data-testid={`nav-${v}`}>
+            {t(v)}
+          </a>
+        ))}
+      <span class="who" data-testid="who" data-role={p.session.role}>
+        {roleLabel(p.session.role)} · {p.session.personName || p.session.departmentName || p.session.areaName}
+      </span>
+      <button class="link" onClick={p.onLang} data-testid="lang-switch">
+        {t("language")}
+      </button>
+      <button class="link" onClick={p.onSignOut} data-testid="sign-out">
+        {t("signOut")}
+      </button>
+    </nav>
+  );
+}
+
+function SignIn(p: { message: string; onToken: (t: string) => Promise<void>; onLang: () => void }) {
+  const [tok, setTok] = useState("");
+  const [busy, setBusy] = useState(false);
+  return (
+    <div class="signin">
+      <form
+        class="signin-box"
+        data-testid="signin"
+        onSubmit={async (e) => {
+          e.preventDefault();
+          if (!tok.trim()) return;
+          setBusy(true);
+          await p.onToken(tok.trim());
+          setBusy(false);
+        }}
+      >
+        <div class="signin-title">
+          <div class="emblem">哨</div>
+          <div>
+            <h1>
+              {t("city")} · {t("appTitle")}
+            </h1>
+            <p class="muted">{t("tokenHint")}</p>
+          </div>
+        </div>
+        <label>
+          {t("tokenLabel")}
+          <input
+            type="password"
+            autoComplete="off"
+            value={tok}
+            onInput={(e) => setTok((e.target as HTMLInputElement).value)}
+            placeholder="wst_…"
+            data-testid="token-input"
+          />
+        </label>
+        {p.message && (
+          <div class="error" data-testid="signin-error">
+            {p.message}
+          </div>
+        )}
+        <div class="row">
+          <button type="submit" class="primary" disabled={busy} data-testid="signin-submit">
+            {t("signIn")}
+          </button>
+          <button type="button" class="link" onClick={p.onLang} data-testid="lang-switch">
+            {t("language")}
+          </button>
+        </div>
+      </form>
+    </div>
+  );
+}
+
+setLang(getLang());
+render(<App />, document.getElementById("app")!);

@@ -1,0 +1,278 @@
+// 网格上报: the grid worker's phone form, their recent reports, and the follow-up (回访).
+import { useEffect, useState } from "preact/hooks";
+import { cc, dispatch, reporting, errorText, uuid } from "./api";
+import { t, incidentStatusLabel, satisfactionLabel, urgencyLabel } from "./i18n";
+import { IncidentStatus, Satisfaction } from "./gen/whistle/v1/common_pb.js";
+import { Urgency } from "./gen/whistle/v1/report_pb.js";
+import { ReportOutcome, type SubmitReportResponse } from "./gen/whistle/v1/reporting_pb.js";
+import type { MyReport } from "./gen/whistle/v1/command_center_pb.js";
+import { useLoad, tsMs, fmtDateTime, categoryName, groupName, CATALOGUE } from "./util";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { NavLinks, type Chrome } from "./main";
+
+interface Pos {
+  lat: number;
+  lon: number;
+  source: "gps" | "grid" | "none";
+}
+
+export function ReportForm(p: Chrome) {
+  const s = p.session;
+  const gridCode = s.areaCode;
+  const [group, setGroup] = useState("");
+  const [category, setCategory] = useState("");
+  const [urgency, setUrgency] = useState<Urgency>(Urgency.NORMAL);
+  const [title, setTitle] = useState("");
+  const [desc, setDesc] = useState("");
+  const [address, setAddress] = useState("");
+  const [pos, setPos] = useState<Pos>({ lat: 0, lon: 0, source: "none" });
+  const [reportId, setReportId] = useState(uuid());
+  const [busy, setBusy] = useState(false);
+  const [result, setResult] = useState<SubmitReportResponse | null>(null);
+  const [err, setErr] = useState("");
+  const [gridName, setGridName] = useState("");
+
+  const mine = useLoad((signal) => cc.listMyReports({ pageSize: 30 }, { signal }), "mine", 5000);
+
+  // The grid's own position, then the device's if the browser already allows it.
+  useEffect(() => {
+    cc.getGridMap({ areaCode: gridCode }).then(
+      (m) => {
+        const c = m.cells.find((x) => x.gridCode === gridCode) ?? m.cells[0];
+        if (c) {
+          setGridName(c.name);
+          setPos((p0) => (p0.source === "gps" ? p0 : { lat: c.lat, lon: c.lon, source: "grid" }));
+        }
+      },
+      () => {},
+    );
+    navigator.permissions?.query({ name: "geolocation" as PermissionName }).then(
+      (st) => st.state === "granted" && locate(),
+      () => {},
+    );
+  }, []);
+
+  function locate() {
+    if (!("geolocation" in navigator)) return;
+    navigator.geolocation.getCurrentPosition(
+      (g) => setPos({ lat: g.coords.latitude, lon: g.coords.longitude, source: "gps" }),
+      () => {},
+      { enableHighAccuracy: true, timeout: 8000, maximumAge: 60000 },
+    );
+  }
+
+  async function submit(e: Event) {
+    e.preventDefault();
+    if (!category || !title.trim()) {
+      setErr(t("titleRequired"));
+      return;
+    }
+    setBusy(true);
+    setErr("");
+    try {
+      const res = await reporting.submitReport({
+        report: {
+          reportId,
+          category,
+          urgency,
+          title: title.trim(),
+          description: desc.trim(),
+          location: pos.source === "none" ? undefined : { lat: pos.lat, lon: pos.lon, address: address.trim() },
+          reportedAt: timestampFromMs(Date.now()),
+        },
+      });
+      setResult(res);
+      if (res.outcome !== ReportOutcome.PENDING || true) {
+        // A new report gets a new id; the old one is kept only for retrying a failed send.
+        setReportId(uuid());
+        if (res.outcome !== ReportOutcome.REJECTED) {
+          setTitle("");
+          setDesc("");
+        }
+      }
+      mine.reload();
+    } catch (e2) {
+      // Keep the same report_id: a retry after a lost answer never files twice.
+      setErr(errorText(e2));
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  const groupObj = CATALOGUE.groups.find((g) => g.code === group);
+
+  return (
+    <div class="page phone" data-testid="report-page">
+      <header class="topbar phone-top">
+        <div class="brand">
+          <span class="emblem sm">哨</span>
+          <span>
+            {t("report")} <span class="muted small">· {gridName || gridCode}</span>
+          </span>
+        </div>
+        <NavLinks {...p} />
+      </header>
+
+      <form class="card form" onSubmit={submit} data-testid="report-form">
+        <h2>{t("newReport")}</h2>
+        <div class="chips" data-testid="groups" role="listbox" aria-label={t("group")}>
+          {CATALOGUE.groups.map((g) => (
+            <button
+              type="button"
+              class={`chip-btn ${g.code === group ? "on" : ""}`}
+              data-testid={`group-${g.code}`}
+              onClick={() => {
+                setGroup(g.code);
+                setCategory("");
+              }}
+            >
+              {groupName(g.code)}
+            </button>
+          ))}
+        </div>
+        {groupObj && (
+          <div class="chips sub" data-testid="categories" role="listbox">
+            {groupObj.categories.map((c) => (
+              <button type="button" class={`chip-btn ${c.code === category ? "on" : ""}`} data-testid={`category-${c.code}`} onClick={() => setCategory(c.code)}>
+                {categoryName(c.code)}
+              </button>
+            ))}
+          </div>
+        )}
+        {!groupObj && <div class="muted small">{t("chooseGroup")}</div>}
+
+        <div class="seg" role="radiogroup" aria-label={t("urgency")}>
+          {[Urgency.NORMAL, Urgency.URGENT, Urgency.EMERGENCY].map((u) => (
+            <button type="button" class={`seg-btn u${u} ${urgency === u ? "on" : ""}`} data-testid={`urgency-${u}`} onClick={() => setUrgency(u)}>
+              {urgencyLabel(u)}
+            </button>
+          ))}
+        </div>
+        <label>
+          {t("title")}
+          <input value={title} maxLength={200} placeholder={t("titlePh")} onInput={(e) => setTitle((e.target as HTMLInputElement).value)} data-testid="report-title" />
+        </label>
+        <label>
+          {t("description")}
+          <textarea rows={3} maxLength={4000} value={desc} placeholder={t("descPh")} onInput={(e) => setDesc((e.target as HTMLTextAreaElement).value)} data-testid="report-desc" />
+        </label>
+        <label>
+          {t("address")}
+          <input value={address} maxLength={200} placeholder={t("addressPh")} onInput={(e) => setAddress((e.target as HTMLInputElement).value)} data-testid="report-address" />
+        </label>
+        <div class="loc" data-testid="report-location" data-source={pos.source}>
+          <span>
+            <span class="pin" aria-hidden="true" /> {pos.source === "none" ? t("gpsNone") : `${pos.lat.toFixed(5)}, ${pos.lon.toFixed(5)}`}{" "}
+            <span class="muted small">({t(pos.source === "gps" ? "gpsFromDevice" : pos.source === "grid" ? "gpsFromGrid" : "gpsNone")})</span>
+          </span>
+          <button type="button" class="link" onClick={locate}>
+            {t("useGps")}
+          </button>
+        </div>
+        {err && (
+          <div class="error" data-testid="report-error">
+            {err}
+          </div>
+        )}
+        <button type="submit" class="primary big-btn" disabled={busy} data-testid="report-submit">
+          {busy ? t("submitting") : err ? t("retry") : t("submit")}
+        </button>
+        {result && <Outcome r={result} />}
+      </form>
+
+      <section class="card" data-testid="my-reports">
+        <h2>{t("myReports")}</h2>
+        {mine.error && <div class="panel-error">{mine.error}</div>}
+        {mine.data && mine.data.reports.length === 0 && <div class="empty">{t("noReports")}</div>}
+        <ul class="my-reports">
+          {mine.data?.reports.map((r) => (
+            <MyReportItem r={r} onDone={() => mine.reload()} />
+          ))}
+        </ul>
+      </section>
+    </div>
+  );
+}
+
+function Outcome({ r }: { r: SubmitReportResponse }) {
+  const o = r.outcome;
+  const cls = o === ReportOutcome.REJECTED ? "error" : o === ReportOutcome.PENDING ? "pending-msg" : "ok-msg";
+  const key = o === ReportOutcome.INCIDENT ? "outcome_incident" : o === ReportOutcome.ATTACHED ? "outcome_attached" : o === ReportOutcome.REJECTED ? "outcome_rejected" : "outcome_pending";
+  return (
+    <div class={cls} data-testid="report-outcome" data-outcome={ReportOutcome[o]} data-incident={r.incident?.incidentId ?? ""} data-report={r.reportId}>
+      <b>{t(key)}</b>
+      {r.incident && (
+        <div class="small">
+          {r.incident.title} · {incidentStatusLabel(r.incident.status)} · {r.incident.incidentId.slice(0, 8)}
+        </div>
+      )}
+      {o === ReportOutcome.REJECTED && (
+        <div class="small">
+          {r.rejectedReason}: {r.rejectedMessage}
+        </div>
+      )}
+    </div>
+  );
+}
+
+function MyReportItem({ r, onDone }: { r: MyReport; onDone: () => void }) {
+  const [busy, setBusy] = useState(false);
+  const [err, setErr] = useState("");
+  const inc = r.incident;
+  const canVerify = inc && !r.attached && inc.status === IncidentStatus.RESOLVED && !r.satisfaction;
+  async function verify(sat: Satisfaction) {
+    if (!inc) return;
+    setBusy(true);
+    setErr("");
+    try {
+      await dispatch.verify({ commandId: uuid(), incidentId: inc.incidentId, expectedVersion: inc.version, body: { case: "verify", value: { satisfaction: sat, note: "" } } });
+      onDone();
+    } catch (e) {
+      setErr(errorText(e));
+    } finally {
+      setBusy(false);
+    }
+  }
+  let state: string;
+  let cls = "";
+  if (r.rejectedReason) {
+    state = t("rejectedTag");
+    cls = "bad";
+  } else if (!inc) {
+    state = t("pendingTag");
+    cls = "dim";
+  } else {
+    state = incidentStatusLabel(inc.status) + (r.attached ? ` · ${t("attachedTag")}` : "");
+    cls = `s${inc.status}`;
+  }
+  return (
+    <li data-testid="my-report" data-report={r.reportId} data-incident={inc?.incidentId ?? ""} data-status={inc?.status ?? ""}>
+      <div class="mr-head">
+        <span class="strong">{r.title}</span>
+        <span class={`status ${cls}`}>{state}</span>
+      </div>
+      <div class="muted small">
+        {categoryName(r.category, r.categoryName)} · {fmtDateTime(tsMs(r.reportedAt))}
+        {r.satisfaction ? ` · ${t("followUp")}: ${satisfactionLabel(r.satisfaction)}` : ""}
+      </div>
+      {r.rejectedReason && (
+        <div class="small bad-text">
+          {r.rejectedReason}: {r.rejectedMessage}
+        </div>
+      )}
+      {canVerify && (
+        <div class="verify" data-testid="verify">
+          <span class="small">{t("followUpAsk")}</span>
+          <div class="row">
+            {[Satisfaction.SATISFIED, Satisfaction.BASICALLY_SATISFIED, Satisfaction.UNSATISFIED].map((v) => (
+              <button type="button" class={v === Satisfaction.UNSATISFIED ? "warn" : "good"} disabled={busy} data-testid={`verify-${v}`} onClick={() => verify(v)}>
+                {satisfactionLabel(v)}
+              </button>
+            ))}
+          </div>
+        </div>
+      )}
+      {err && <div class="error small">{err}</div>}
+    </li>
+  );
+}

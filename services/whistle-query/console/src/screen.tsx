@@ -1,0 +1,623 @@
+// 指挥大屏: the command screen. Every panel follows the selected area (`area`).
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { cc } from "./api";
+import { t, getLang, eventKindLabel, incidentStatusLabel, levelLabel } from "./i18n";
+import { ScoreboardKind, type Overview, type SequencedEvent } from "./gen/whistle/v1/command_center_pb.js";
+import { IncidentStatus } from "./gen/whistle/v1/common_pb.js";
+import { useLoad, useNow, tsMs, fmtTime, fmtSpan, pct, num, categoryName, throttle, type Loaded } from "./util";
+import { Chart, FONT } from "./chart";
+import { EventFeed, type FeedStatus } from "./events";
+import { orgs, orgName, loadOrg, areaChain, departments, deptName, isCity, placeName } from "./org";
+import { Drawer, type DrawerTarget } from "./drawer";
+import { NavLinks, type Chrome } from "./main";
+
+const C = {
+  cyan: "#39c5ff",
+  blue: "#2f7bff",
+  gold: "#ffd166",
+  red: "#ff5d6c",
+  green: "#3ee6a5",
+  text: "#cfe6ff",
+  dim: "#7fa6c9",
+  line: "rgba(57,197,255,0.15)",
+};
+
+export function Screen(p: Chrome) {
+  const root = p.session.areaCode || "150600";
+  const [area, setArea] = useState(root);
+  const [orgVersion, setOrgVersion] = useState(0);
+  const [bump, setBump] = useState(0);
+  const [drawer, setDrawer] = useState<DrawerTarget | null>(null);
+  const [events, setEvents] = useState<SequencedEvent[]>([]);
+  const [feedStatus, setFeedStatus] = useState<FeedStatus>("connecting");
+  const [feedArea, setFeedArea] = useState("");
+
+  // Names: the tree two levels below the token's area, then the children of each area visited.
+  useEffect(() => {
+    loadOrg(root, 2).then(() => setOrgVersion((v) => v + 1), () => {});
+  }, [root]);
+  useEffect(() => {
+    for (const c of areaChain(root, area))
+      loadOrg(c, 1).then(() => setOrgVersion((v) => v + 1), () => {});
+  }, [area]);
+
+  // The live feed for the selected area; relevant events refresh the panels promptly.
+  useEffect(() => {
+    setEvents([]);
+    const refresh = throttle(() => setBump((b) => b + 1), 800);
+    const feed = new EventFeed(area, {
+      onEvent: (e) => {
+        setEvents((list) => [e, ...list].slice(0, 60));
+        refresh();
+      },
+      onGap: () => setBump((b) => b + 1),
+      onStatus: (s) => setFeedStatus(s),
+    }).start();
+    setFeedArea(area);
+    return () => feed.stop();
+  }, [area]);
+
+  const overview = useLoad((signal) => cc.getOverview({ areaCode: area }, { signal }), area, 5000);
+  useEffect(() => {
+    if (bump) overview.reload();
+  }, [bump]);
+
+  const drill = (code: string) => {
+    if (!code || code.length > 12) return;
+    setArea(code);
+  };
+
+  return (
+    <div class="screen" data-testid="screen" data-area={area}>
+      <header class="titlebar">
+        <AreaNav root={root} area={area} onArea={drill} orgVersion={orgVersion} />
+        <div class="title">
+          <span class="title-city">{orgName(root) !== root ? orgName(root) : t("city")}</span>
+          <span class="title-main">{t("appTitle")}</span>
+        </div>
+        <div class="titlebar-right">
+          <Clock />
+          <LiveDot status={feedStatus} />
+          <NavLinks {...p} />
+        </div>
+      </header>
+      <Kpis overview={overview} area={area} />
+      <main class="grid3">
+        <section class="col">
+          <CategoryPanel overview={overview} area={area} />
+          <TrendPanel area={area} bump={bump} />
+          <OverduePanel area={area} bump={bump} onOpen={(id) => setDrawer({ kind: "incident", id })} />
+        </section>
+        <section class="col">
+          <MapPanel
+            area={area}
+            bump={bump}
+            overview={overview}
+            orgVersion={orgVersion}
+            onDrill={drill}
+            onGrid={(code, name) => setDrawer({ kind: "grid", code, name })}
+          />
+          <Ticker events={events} status={feedStatus} area={feedArea} onOpen={(id) => setDrawer({ kind: "incident", id })} />
+        </section>
+        <section class="col">
+          <RankingPanel kind="streets" area={area} bump={bump} onDrill={drill} />
+          <RankingPanel kind="departments" area={area} bump={bump} onDrill={drill} />
+        </section>
+      </main>
+      {drawer && (
+        <Drawer
+          target={drawer}
+          session={p.session}
+          onClose={() => setDrawer(null)}
+          onOpen={(id) => setDrawer({ kind: "incident", id })}
+          onChanged={() => setBump((b) => b + 1)}
+        />
+      )}
+    </div>
+  );
+}
+
+function Clock() {
+  const now = useNow(1000);
+  const d = new Date(now);
+  const date = `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+  const wk = ["日", "一", "二", "三", "四", "五", "六"][d.getDay()];
+  return (
+    <div class="clock" data-testid="clock">
+      <span class="clock-time">{fmtTime(now)}</span>
+      <span class="clock-date">
+        {date} {getLang() === "zh" ? `星期${wk}` : d.toLocaleDateString("en", { weekday: "short" })}
+      </span>
+    </div>
+  );
+}
+
+function LiveDot({ status }: { status: FeedStatus }) {
+  return (
+    <span class={`live live-${status}`} data-testid="live-status" data-status={status} title={t(status === "live" ? "live" : status)}>
+      <i />
+      {t(status === "live" ? "live" : status)}
+    </span>
+  );
+}
+
+function AreaNav(p: { root: string; area: string; onArea: (c: string) => void; orgVersion: number }) {
+  const chain = areaChain(p.root, p.area);
+  const node = orgs.get(p.area);
+  const children = p.area.length < 12 ? node?.children ?? [] : [];
+  return (
+    <div class="areanav" data-testid="area-nav">
+      {chain.map((c, i) => (
+        <span class="crumb-wrap">
+          {i > 0 && <span class="sep">›</span>}
+          <button class={`crumb ${c === p.area ? "current" : ""}`} data-testid={`crumb-${c}`} onClick={() => p.onArea(c)}>
+            {orgName(c) === c && isCity(c) ? t("allCity") : orgName(c)}
+          </button>
+        </span>
+      ))}
+      {children.length > 0 && (
+        <select
+          data-testid="area-select"
+          value=""
+          onChange={(e) => {
+            const v = (e.target as HTMLSelectElement).value;
+            if (v) p.onArea(v);
+          }}
+        >
+          <option value="">{t("chooseSub")} ▾</option>
+          {children.map((c) => (
+            <option value={c}>{orgName(c)}</option>
+          ))}
+        </select>
+      )}
+    </div>
+  );
+}
+
+function Panel(p: { title: string; testid: string; area?: string; extra?: any; class?: string; children: any; error?: string; attrs?: Record<string, any> }) {
+  return (
+    <div class={`panel ${p.class ?? ""}`} data-testid={p.testid} data-area={p.area} {...p.attrs}>
+      <div class="panel-head">
+        <span class="panel-title">{p.title}</span>
+        {p.extra}
+      </div>
+      <div class="panel-body">
+        {p.error && (
+          <div class="panel-error" data-testid={`${p.testid}-error`}>
+            {p.error}
+          </div>
+        )}
+        {p.children}
+      </div>
+    </div>
+  );
+}
+
+function Kpis({ overview, area }: { overview: Loaded<Overview>; area: string }) {
+  const o = overview.data;
+  const r = o?.rates;
+  const tiles: { id: string; label: string; value: number | undefined; cls?: string }[] = [
+    { id: "kpi-reported", label: t("kpiReported"), value: o && num(o.reportedToday) },
+    { id: "kpi-open", label: t("kpiOpen"), value: o && num(o.openIncidents) },
+    { id: "kpi-resolved", label: t("kpiResolved"), value: o && num(o.resolvedToday), cls: "good" },
+    { id: "kpi-overdue", label: t("kpiOverdue"), value: o && num(o.overdue), cls: "bad" },
+    { id: "kpi-whistles", label: t("kpiWhistles"), value: o && num(o.whistlesToday), cls: "warn" },
+  ];
+  const rates: { id: string; label: string; rate?: number; a?: number; b?: number; sub: "rateResponseSub" | "rateResolutionSub" | "rateSatisfactionSub" }[] = [
+    { id: "kpi-response", label: t("responseRate"), rate: r?.responseRate, a: num(r?.acceptedInTime), b: num(r?.dispatched), sub: "rateResponseSub" },
+    { id: "kpi-resolution", label: t("resolutionRate"), rate: r?.resolutionRate, a: num(r?.resolvedInTime), b: num(r?.due), sub: "rateResolutionSub" },
+    { id: "kpi-satisfaction", label: t("satisfactionRate"), rate: r?.satisfactionRate, a: num(r?.satisfied), b: num(r?.followedUp), sub: "rateSatisfactionSub" },
+  ];
+  const ok = o && o.areaCode === area ? area : overview.key;
+  return (
+    <section class="kpis" data-testid="kpis" data-area={o ? ok : ""} data-as-of={o ? tsMs(o.asOf) : ""}>
+      {tiles.map((k) => (
+        <div class={`kpi ${k.cls ?? ""}`} data-testid={k.id}>
+          <div class="kpi-label">{k.label}</div>
+          <div class="kpi-value" data-testid={`${k.id}-value`} data-value={k.value ?? ""}>
+            {k.value === undefined ? "—" : k.value.toLocaleString()}
+          </div>
+        </div>
+      ))}
+      {rates.map((k) => (
+        <div class="kpi rate" data-testid={k.id} title={t(k.sub, { a: k.a ?? 0, b: k.b ?? 0 })}>
+          <div class="kpi-label">
+            {k.label} <small>{t("last30days")}</small>
+          </div>
+          <div class="kpi-value" data-testid={`${k.id}-value`} data-value={k.rate ?? ""}>
+            {k.rate === undefined || !o ? "—" : pct(k.rate)}
+          </div>
+          <div class="kpi-sub" data-testid={`${k.id}-counts`} data-a={o ? k.a : ""} data-b={o ? k.b : ""}>
+            {o ? t(k.sub, { a: k.a ?? 0, b: k.b ?? 0 }) : ""}
+          </div>
+          <div class="bar">
+            <i style={{ width: `${Math.min(100, (k.rate ?? 0) * 100)}%` }} />
+          </div>
+        </div>
+      ))}
+      {overview.error && (
+        <div class="kpi-error panel-error" data-testid="kpis-error">
+          {overview.error}
+        </div>
+      )}
+    </section>
+  );
+}
+
+function CategoryPanel({ overview, area }: { overview: Loaded<Overview>; area: string }) {
+  const o = overview.data;
+  const option = useMemo(() => {
+    const rows = [...(o?.byCategory ?? [])].sort((a, b) => num(b.count) - num(a.count)).slice(0, 10).reverse();
+    return {
+      grid: { left: 8, right: 40, top: 6, bottom: 6, containLabel: true },
+      tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
+      xAxis: { type: "value", splitLine: { lineStyle: { color: C.line } }, axisLabel: { color: C.dim } },
+      yAxis: {
+        type: "category",
+        data: rows.map((r) => categoryName(r.key)),
+        axisLabel: { color: C.text, fontSize: 13, width: 130, overflow: "truncate" },
+        axisLine: { lineStyle: { color: C.line } },
+      },
+      series: [
+        {
+          type: "bar",
+          data: rows.map((r) => num(r.count)),
+          barWidth: 12,
+          itemStyle: { borderRadius: [0, 6, 6, 0], color: { type: "linear", x: 0, y: 0, x2: 1, y2: 0, colorStops: [{ offset: 0, color: "#1b4f9c" }, { offset: 1, color: C.cyan }] } },
+          label: { show: true, position: "right", color: C.text },
+        },
+      ],
+    };
+  }, [o]);
+  return (
+    <Panel title={t("pCategory")} testid="panel-category" area={o ? overview.key : ""} class="h-category" extra={<span class="muted small">{t("open")}</span>}>
+      {o && o.byCategory.length === 0 ? <div class="empty">{t("noData")}</div> : <Chart option={option} testid="chart-category" />}
+    </Panel>
+  );
+}
+
+function TrendPanel({ area, bump }: { area: string; bump: number }) {
+  const trend = useLoad((signal) => cc.getTrend({ areaCode: area, hours: 24 }, { signal }), area, 30000);
+  const last = useRef(0);
+  useEffect(() => {
+    // Events arrive several a second: the hourly trend needs no more than one load per 5 s.
+    if (bump && Date.now() - last.current > 5000) {
+      last.current = Date.now();
+      trend.reload();
+    }
+  }, [bump]);
+  const option = useMemo(() => {
+    const b = trend.data?.buckets ?? [];
+    const hours = b.map((x) => {
+      const d = new Date(tsMs(x.start));
+      return `${String(d.getHours()).padStart(2, "0")}:00`;
+    });
+    const area = (c: string) => ({ type: "linear", x: 0, y: 0, x2: 0, y2: 1, colorStops: [{ offset: 0, color: c + "66" }, { offset: 1, color: c + "00" }] });
+    return {
+      grid: { left: 8, right: 12, top: 30, bottom: 4, containLabel: true },
+      tooltip: { trigger: "axis" },
+      legend: { top: 0, right: 0, textStyle: { color: C.text }, data: [t("reported"), t("resolved")] },
+      xAxis: { type: "category", data: hours, boundaryGap: false, axisLabel: { color: C.dim, interval: 3 }, axisLine: { lineStyle: { color: C.line } } },
+      yAxis: { type: "value", splitLine: { lineStyle: { color: C.line } }, axisLabel: { color: C.dim } },
+      series: [
+        { name: t("reported"), type: "line", smooth: true, symbol: "none", data: b.map((x) => num(x.reported)), lineStyle: { color: C.cyan, width: 2 }, itemStyle: { color: C.cyan }, areaStyle: { color: area(C.cyan) } },
+        { name: t("resolved"), type: "line", smooth: true, symbol: "none", data: b.map((x) => num(x.resolved)), lineStyle: { color: C.green, width: 2 }, itemStyle: { color: C.green }, areaStyle: { color: area(C.green) } },
+      ],
+    };
+  }, [trend.data]);
+  return (
+    <Panel title={t("pTrend")} testid="panel-trend" area={trend.data ? trend.key : ""} error={trend.error} class="h-trend">
+      <Chart option={option} testid="chart-trend" />
+    </Panel>
+  );
+}
+
+function OverduePanel({ area, bump, onOpen }: { area: string; bump: number; onOpen: (id: string) => void }) {
+  const list = useLoad((signal) => cc.listOverdue({ areaCode: area }, { signal }), area, 10000);
+  const last = useRef(0);
+  useEffect(() => {
+    if (bump && Date.now() - last.current > 3000) {
+      last.current = Date.now();
+      list.reload();
+    }
+  }, [bump]);
+  const now = useNow(1000);
+  const items = list.data?.items ?? [];
+  return (
+    <Panel
+      title={t("pOverdue")}
+      testid="panel-overdue"
+      area={list.data ? list.key : ""}
+      error={list.error}
+      class="grow"
+      extra={<span class="badge bad" data-testid="overdue-count">{items.length}</span>}
+    >
+      {list.data && items.length === 0 && <div class="empty">{t("noOverdue")}</div>}
+      <ul class="overdue-list">
+        {items.slice(0, 40).map((it) => {
+          const late = now - tsMs(it.dueAt);
+          return (
+            <li data-testid="overdue-item" data-incident={it.incidentId} data-street={it.streetCode} onClick={() => onOpen(it.incidentId)}>
+              <div class="ov-main">
+                <span class="ov-title">{it.title}</span>
+                <span class="ov-meta">
+                  {orgName(it.streetCode)}
+                  {it.taskId ? ` · ${deptName(it.departmentCode)}` : ` · ${levelLabel(it.level)}`}
+                </span>
+              </div>
+              <div class="ov-late" data-testid="overdue-late">
+                <small>{t("lateBy")}</small>
+                {fmtSpan(late)}
+              </div>
+            </li>
+          );
+        })}
+      </ul>
+    </Panel>
+  );
+}
+
+function RankingPanel({ kind, area, bump, onDrill }: { kind: "streets" | "departments"; area: string; bump: number; onDrill: (c: string) => void }) {
+  // Departments are ranked for the city or a district; streets down to a street.
+  // Below a district both boards show the district's ranking, the selected street highlighted.
+  const boardArea = area.length > 6 ? area.slice(0, 6) : area;
+  const mark = area.length >= 9 ? area.slice(0, 9) : "";
+  const board = useLoad(
+    (signal) =>
+      cc.getScoreboard({ areaCode: boardArea, kind: kind === "streets" ? ScoreboardKind.STREETS : ScoreboardKind.DEPARTMENTS }, { signal }).then((b) => {
+        if (kind === "departments") for (const r of b.rows) departments.set(r.code, r.name);
+        return b;
+      }),
+    boardArea,
+    30000,
+  );
+  const last = useRef(0);
+  useEffect(() => {
+    if (bump && Date.now() - last.current > 15000) {
+      last.current = Date.now();
+      board.reload();
+    }
+  }, [bump]);
+  const rows = board.data?.rows ?? [];
+  return (
+    <Panel
+      title={t(kind === "streets" ? "pStreets" : "pDepartments")}
+      testid={`panel-${kind}`}
+      area={board.data ? area : ""}
+      error={board.error}
+      class="grow"
+      extra={
+        <span class="muted small" data-testid={`${kind}-board-area`} data-board-area={boardArea}>
+          {orgName(boardArea)} · {board.data?.month ?? ""}
+          {boardArea !== area ? ` ${t("districtDeptNote")}` : ""}
+        </span>
+      }
+    >
+      {board.data && rows.length === 0 && <div class="empty">{t("noData")}</div>}
+      {rows.length > 0 && (
+        <table class="rank">
+          <thead>
+            <tr>
+              <th>{t("rank")}</th>
+              <th>{t("name")}</th>
+              <th class="num">{t("score")}</th>
+              <th class="num">{t("responseRate")}</th>
+              <th class="num">{t("resolutionRate")}</th>
+              <th class="num">{t("satisfactionRate")}</th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.slice(0, 30).map((r) => (
+              <tr
+                data-testid={`${kind}-row`}
+                data-code={r.code}
+                class={`${kind === "streets" ? "clickable" : ""} ${r.code === mark ? "marked" : ""}`}
+                onClick={() => kind === "streets" && onDrill(r.code)}
+                title={`${r.name}: ${t("rateResponseSub", { a: num(r.rates?.acceptedInTime), b: num(r.rates?.dispatched) })}; ${t("rateResolutionSub", { a: num(r.rates?.resolvedInTime), b: num(r.rates?.due) })}; ${t("rateSatisfactionSub", { a: num(r.rates?.satisfied), b: num(r.rates?.followedUp) })}`}
+              >
+                <td>
+                  <span class={`rank-no r${r.rank}`}>{r.rank}</span>
+                </td>
+                <td class="rank-name">{r.name}</td>
+                <td class="num strong">{r.compositeScore.toFixed(1)}</td>
+                <td class="num">{pct(r.rates?.responseRate ?? 0)}</td>
+                <td class="num">{pct(r.rates?.resolutionRate ?? 0)}</td>
+                <td class="num">{pct(r.rates?.satisfactionRate ?? 0)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </Panel>
+  );
+}
+
+function MapPanel(p: {
+  area: string;
+  bump: number;
+  overview: Loaded<Overview>;
+  orgVersion: number;
+  onDrill: (c: string) => void;
+  onGrid: (code: string, name: string) => void;
+}) {
+  const map = useLoad((signal) => cc.getGridMap({ areaCode: p.area }, { signal }), p.area, 15000);
+  const last = useRef(0);
+  useEffect(() => {
+    if (p.bump && Date.now() - last.current > 4000) {
+      last.current = Date.now();
+      map.reload();
+    }
+  }, [p.bump]);
+  const cells = map.data?.cells ?? [];
+  const children = (orgs.get(p.area)?.children ?? []).map((c) => orgs.get(c)!).filter((n) => n && (n.lat || n.lon));
+  const option = useMemo(() => {
+    const withPos = cells.filter((c) => c.lat || c.lon);
+    const max = Math.max(1, ...withPos.map((c) => num(c.openIncidents)));
+    // Each sub-area as a bubble sized by its open incidents (summed from its grids), labelled.
+    const sums = children.map((ch) => {
+      let open = 0, overdue = 0;
+      for (const c of withPos) if (c.gridCode.startsWith(ch.code)) { open += num(c.openIncidents); overdue += num(c.overdue); }
+      return { ch, open, overdue };
+    });
+    const maxSum = Math.max(1, ...sums.map((x) => x.open));
+    const lons = withPos.map((c) => c.lon).concat(children.map((c) => c.lon));
+    const lats = withPos.map((c) => c.lat).concat(children.map((c) => c.lat));
+    const pad = (a: number[]) => {
+      const lo = Math.min(...a), hi = Math.max(...a);
+      const m = Math.max((hi - lo) * 0.08, 0.004);
+      return [lo - m, hi + m];
+    };
+    const [x0, x1] = lons.length ? pad(lons) : [106, 112];
+    const [y0, y1] = lats.length ? pad(lats) : [37, 41];
+    const small = withPos.length > 600;
+    return {
+      grid: { left: 10, right: 70, top: 14, bottom: 10 },
+      tooltip: {
+        trigger: "item",
+        formatter: (x: any) =>
+          x.seriesIndex === 1
+            ? `${x.data.name}<br/>${t("gridOpen")}: <b>${x.data.value[2]}</b><br/>${t("kpiOverdue")}: ${x.data.overdue}`
+            : `${x.data.name}<br/>${t("gridOpen")}: <b>${x.data.open}</b><br/>${t("kpiOverdue")}: ${x.data.overdue}`,
+      },
+      xAxis: { type: "value", min: x0, max: x1, show: false, scale: true },
+      yAxis: { type: "value", min: y0, max: y1, show: false, scale: true },
+      visualMap: {
+        type: "continuous",
+        min: 0,
+        max,
+        dimension: 2,
+        seriesIndex: 1,
+        right: 0,
+        bottom: 10,
+        itemHeight: 120,
+        text: [String(max), "0"],
+        textStyle: { color: C.text },
+        inRange: { color: ["#1d4d85", "#2f8cff", "#39c5ff", "#ffd166", "#ff5d6c"], symbolSize: small ? [4, 13] : [8, 24] },
+        calculable: false,
+      },
+      series: [
+        {
+          type: "scatter",
+          symbol: "circle",
+          data: sums.map(({ ch, open, overdue }) => ({ name: ch.name, value: [ch.lon, ch.lat], code: ch.code, open, overdue })),
+          symbolSize: (_v: any, x: any) => 26 + 70 * Math.sqrt(x.data.open / maxSum),
+          itemStyle: { color: "rgba(57,197,255,0.07)", borderColor: "rgba(57,197,255,0.55)", borderWidth: 1, shadowBlur: 16, shadowColor: "rgba(57,197,255,0.5)" },
+          label: { show: true, formatter: (x: any) => `${x.data.name}  ${x.data.open}`, position: "top", color: "#ffe9b0", fontSize: 14, fontWeight: "bold", textBorderColor: "#02101f", textBorderWidth: 3, fontFamily: FONT },
+          labelLayout: { hideOverlap: true },
+          emphasis: { scale: 1.05, itemStyle: { borderColor: C.gold } },
+          zlevel: 0,
+        },
+        {
+          type: "scatter",
+          symbol: "rect",
+          data: withPos.map((c) => ({ name: c.name || c.gridCode, value: [c.lon, c.lat, num(c.openIncidents)], code: c.gridCode, overdue: num(c.overdue) })),
+          itemStyle: { opacity: 0.92, shadowBlur: 4, shadowColor: "rgba(57,197,255,0.4)" },
+          emphasis: { itemStyle: { borderColor: "#fff", borderWidth: 1 } },
+          zlevel: 1,
+        },
+      ],
+    };
+  }, [map.data, p.orgVersion]);
+  const o = p.overview.data;
+  return (
+    <Panel
+      title={t("pMap")}
+      testid="panel-map"
+      area={map.data ? map.key : ""}
+      attrs={{ "data-cells": map.data ? cells.length : "" }}
+      error={map.error}
+      class="h-map"
+      extra={
+        <span class="status-chips" data-testid="status-chips">
+          {(o?.byStatus ?? [])
+            .filter((s) => num(s.count) > 0)
+            .map((s) => (
+              <span class="chip" data-testid={`status-${s.key}`} data-value={num(s.count)}>
+                {statusKeyLabel(s.key)} <b>{num(s.count)}</b>
+              </span>
+            ))}
+          <span class="chip dim">
+            {t("gridCells")} {cells.length}
+          </span>
+        </span>
+      }
+    >
+      <Chart
+        option={option}
+        testid="chart-map"
+        onClick={(x) => {
+          if (x.seriesIndex === 1) p.onGrid(x.data.code, x.data.name);
+          else if (x.seriesIndex === 0) p.onDrill(x.data.code);
+        }}
+      />
+    </Panel>
+  );
+}
+
+function statusKeyLabel(key: string): string {
+  const name = key.toUpperCase().replace(/^INCIDENT_STATUS_/, "");
+  const v = (IncidentStatus as any)[name];
+  return typeof v === "number" ? incidentStatusLabel(v) : key;
+}
+
+function eventTitle(e: SequencedEvent): string {
+  const ev = e.event;
+  if (!ev) return "";
+  switch (ev.body.case) {
+    case "incidentReported": {
+      const r = ev.body.value;
+      return `[${categoryName(r.report?.category ?? "", r.categoryName)}] ${r.report?.title ?? ""}`;
+    }
+    case "incidentChanged": {
+      const c = ev.body.value;
+      return `「${c.title}」${c.note ? ` — ${c.note}` : ""}`;
+    }
+    case "reportAttached":
+      return `${ev.body.value.report?.title ?? ""} (${ev.body.value.reportCount})`;
+    case "clusterAlert": {
+      const a = ev.body.value;
+      return `${orgName(a.communityCode)} ${categoryName(a.category, a.categoryName)} × ${a.reports}`;
+    }
+    case "reportRejected":
+      return `${ev.body.value.reason}: ${ev.body.value.message}`;
+    default:
+      return "";
+  }
+}
+
+function kindClass(kind: string): string {
+  if (kind === "incident.reported") return "k-new";
+  if (kind.includes("whistled") || kind === "cluster.alert" || kind.includes("overdue") || kind.includes("supervised") || kind === "report.rejected") return "k-alert";
+  if (kind.includes("resolved") || kind.includes("closed") || kind.includes("verified") || kind === "task.accepted") return "k-good";
+  return "k-info";
+}
+
+function Ticker(p: { events: SequencedEvent[]; status: FeedStatus; area: string; onOpen: (id: string) => void }) {
+  return (
+    <Panel title={t("pTicker")} testid="panel-ticker" area={p.area} class="grow" extra={<LiveDot status={p.status} />}>
+      {p.events.length === 0 && <div class="empty">{t("waitingEvents")}</div>}
+      <ul class="ticker" data-testid="ticker">
+        {p.events.map((e) => {
+          const ev = e.event!;
+          return (
+            <li
+              key={String(e.sequence)}
+              class={`${kindClass(ev.kind)} ${ev.incidentId ? "clickable" : ""}`}
+              data-testid="ticker-item"
+              data-seq={String(e.sequence)}
+              data-kind={ev.kind}
+              data-incident={ev.incidentId}
+              data-grid={ev.gridCode}
+              onClick={() => ev.incidentId && p.onOpen(ev.incidentId)}
+            >
+              <span class="tk-time">{fmtTime(tsMs(ev.occurredAt))}</span>
+              <span class="tk-kind">{eventKindLabel(ev.kind)}</span>
+              <span class="tk-place">{placeName(ev.districtCode, ev.streetCode)}</span>
+              <span class="tk-title">{eventTitle(e)}</span>
+            </li>
+          );
+        })}
+      </ul>
+    </Panel>
+  );
+}

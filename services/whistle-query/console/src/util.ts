@@ -1,0 +1,152 @@
+import { useEffect, useRef, useState, useCallback } from "preact/hooks";
+import type { Timestamp, Duration } from "@bufbuild/protobuf/wkt";
+import { errorText, isAbort } from "./api";
+import { getLang } from "./i18n";
+import catalogue from "./catalogue.json";
+
+export type Catalogue = typeof catalogue;
+export const CATALOGUE = catalogue;
+
+const categoryNames = new Map<string, { zh: string; en: string }>();
+const groupNames = new Map<string, { zh: string; en: string }>();
+for (const g of catalogue.groups) {
+  groupNames.set(g.code, { zh: g.zh, en: g.en });
+  for (const c of g.categories) categoryNames.set(c.code, { zh: c.zh, en: c.en });
+}
+/** A category code's name from the policy catalogue (or the server's name, or the code). */
+export function categoryName(code: string, serverName?: string): string {
+  const n = categoryNames.get(code);
+  if (n) return getLang() === "zh" ? n.zh : n.en;
+  return serverName || code;
+}
+export function groupName(code: string): string {
+  const n = groupNames.get(code);
+  return n ? (getLang() === "zh" ? n.zh : n.en) : code;
+}
+
+export function tsMs(ts: Timestamp | undefined): number {
+  if (!ts) return 0;
+  return Number(ts.seconds) * 1000 + Math.floor(ts.nanos / 1e6);
+}
+export function durMs(d: Duration | undefined): number {
+  if (!d) return 0;
+  return Number(d.seconds) * 1000 + Math.floor(d.nanos / 1e6);
+}
+
+const pad = (n: number) => String(n).padStart(2, "0");
+export function fmtTime(ms: number): string {
+  if (!ms) return "—";
+  const d = new Date(ms);
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+export function fmtDateTime(ms: number): string {
+  if (!ms) return "—";
+  const d = new Date(ms);
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+/** 1天02:03:04 / 1d 02:03:04, or 12:03 for under an hour. */
+export function fmtSpan(ms: number): string {
+  const neg = ms < 0;
+  let s = Math.floor(Math.abs(ms) / 1000);
+  const d = Math.floor(s / 86400);
+  s -= d * 86400;
+  const h = Math.floor(s / 3600);
+  s -= h * 3600;
+  const m = Math.floor(s / 60);
+  s -= m * 60;
+  const hms = h || d ? `${pad(h)}:${pad(m)}:${pad(s)}` : `${pad(m)}:${pad(s)}`;
+  const days = d ? (getLang() === "zh" ? `${d}天` : `${d}d `) : "";
+  return (neg ? "-" : "") + days + hms;
+}
+export function pct(x: number): string {
+  return `${(x * 100).toFixed(1)}%`;
+}
+export const num = (x: bigint | number | undefined) => Number(x ?? 0);
+
+/** Ticks every `ms` milliseconds; returns Date.now(). */
+export function useNow(ms = 1000): number {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const id = setInterval(() => setNow(Date.now()), ms);
+    return () => clearInterval(id);
+  }, [ms]);
+  return now;
+}
+
+export interface Loaded<T> {
+  data: T | undefined;
+  error: string | undefined;
+  loading: boolean;
+  /** The key (e.g. area) the current data belongs to. */
+  key: string | undefined;
+  reload: () => void;
+}
+
+/**
+ * Calls `fn` now, whenever `key` changes, every `interval` ms and on `reload()`; keeps the last
+ * good data, shows the error of the last failure; drops answers for a stale key.
+ */
+export function useLoad<T>(fn: (signal: AbortSignal) => Promise<T>, key: string, interval: number): Loaded<T> {
+  const [state, setState] = useState<{ data?: T; error?: string; loading: boolean; key?: string }>({ loading: true });
+  const fnRef = useRef(fn);
+  fnRef.current = fn;
+  const keyRef = useRef(key);
+  keyRef.current = key;
+  const inflight = useRef<AbortController | null>(null);
+  const pending = useRef(false);
+
+  const run = useCallback(() => {
+    if (inflight.current) {
+      pending.current = true;
+      return;
+    }
+    const ac = new AbortController();
+    inflight.current = ac;
+    const k = keyRef.current;
+    fnRef
+      .current(ac.signal)
+      .then(
+        (data) => {
+          if (k === keyRef.current) setState({ data, error: undefined, loading: false, key: k });
+        },
+        (e) => {
+          if (isAbort(e) || k !== keyRef.current) return;
+          setState((s) => ({ ...s, error: errorText(e), loading: false }));
+        },
+      )
+      .finally(() => {
+        if (inflight.current === ac) inflight.current = null;
+        if (pending.current) {
+          pending.current = false;
+          run();
+        }
+      });
+  }, []);
+
+  useEffect(() => {
+    inflight.current?.abort();
+    inflight.current = null;
+    pending.current = false;
+    setState((s) => ({ ...s, loading: true }));
+    run();
+    if (!interval) return;
+    const id = setInterval(run, interval);
+    return () => clearInterval(id);
+  }, [key, interval]);
+
+  useEffect(() => () => inflight.current?.abort(), []);
+
+  return { ...state, loading: state.loading, reload: run } as Loaded<T>;
+}
+
+/** Debounces `fn` to at most once per `ms` (trailing). */
+export function throttle(fn: () => void, ms: number): () => void {
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  return () => {
+    if (timer) return;
+    timer = setTimeout(() => {
+      timer = null;
+      fn();
+    }, ms);
+  };
+}
