@@ -86,6 +86,7 @@ async fn the_console_works_in_a_real_browser() {
     let department = dept(&g1, "petitions");
     let liaison = stack.db.token(Role::Liaison, &department).await;
     let grid_worker = stack.db.token(Role::GridWorker, &g2).await;
+    let viewer = stack.db.token(Role::Viewer, &district).await;
     let screenshots = std::env::var("WHISTLE_SCREENSHOT_DIR").unwrap_or_default();
     let console = repo().join("services/whistle-query/console");
     let out = tokio::process::Command::new("npm")
@@ -93,6 +94,7 @@ async fn the_console_works_in_a_real_browser() {
         .current_dir(&console)
         .env("WHISTLE_CONSOLE_URL", stack.query.url())
         .env("WHISTLE_OPERATOR_TOKEN", &stack.token)
+        .env("WHISTLE_VIEWER_TOKEN", &viewer)
         .env("WHISTLE_LIAISON_TOKEN", &liaison)
         .env("WHISTLE_DEPARTMENT_CODE", &department)
         .env("WHISTLE_TASK_INCIDENT_ID", whistled.to_string())

@@ -187,25 +187,36 @@ test("drill-down city → district → street: every panel follows the area", as
 });
 
 test("the incident drawer shows details and the timeline; a viewer gets no action buttons", async () => {
+  assert.ok(env.grid, "WHISTLE_GRID_TOKEN is needed: a fresh report gives the ticker an incident to open");
   const { context, page, errors, foreign } = await openScreen();
-  const first = page.locator('[data-testid="overdue-item"], [data-testid="ticker-item"][data-incident]:not([data-incident=""])').first();
-  await first.waitFor({ timeout: 30000 });
-  const id = await first.getAttribute("data-incident");
-  await first.click();
-  await page.waitForSelector(`[data-testid="incident"][data-incident="${id}"]`, { timeout: 10000 });
+  const id = await openFromTicker(page);
   const detail = await op.cc.getIncident({ incidentId: id });
   assert.equal((await page.textContent('[data-testid="incident-title"]')).trim(), detail.incident.title);
   assert.ok((await page.locator('[data-testid="timeline"] li').count()) >= Math.min(detail.timeline.length, 1));
+  assert.ok((await page.locator('[data-testid="supervise-task"], [data-testid="reassign-task"], [data-testid="supervise-incident"]').count()) > 0,
+    "an operator gets the 督办/改派 actions");
   noErrors(errors, foreign);
   await context.close();
   if (env.viewer) {
     const v = await openScreen(env.viewer);
-    const item = v.page.locator('[data-testid="overdue-item"], [data-testid="ticker-item"][data-incident]:not([data-incident=""])').first();
-    await item.waitFor({ timeout: 30000 });
-    await item.click();
-    await v.page.waitForSelector('[data-testid="incident"]', { timeout: 10000 });
+    await openFromTicker(v.page);
     assert.equal(await v.page.locator('[data-testid="supervise-task"], [data-testid="reassign-task"], [data-testid="supervise-incident"]').count(), 0);
     noErrors(v.errors, v.foreign);
     await v.context.close();
   }
 });
+
+/** Files a report from the grid worker's token once the screen is live, and opens its incident from the ticker. */
+async function openFromTicker(page) {
+  await page.waitForSelector('[data-testid="live-status"][data-status="live"]', { timeout: 20000 });
+  const answer = await clients(env.grid).reporting.submitReport({
+    report: { reportId: `e2e-drawer-${Date.now()}`, category: "municipal.manhole", title: "井盖缺失", description: "e2e", urgency: 2 },
+  });
+  const id = answer.incident?.incidentId;
+  assert.ok(id, `the report opened or joined an incident: ${JSON.stringify(answer.outcome)}`);
+  const item = page.locator(`[data-testid="ticker-item"][data-incident="${id}"]`).first();
+  await item.waitFor({ timeout: 10000 });
+  await item.click();
+  await page.waitForSelector(`[data-testid="incident"][data-incident="${id}"]`, { timeout: 10000 });
+  return id;
+}
