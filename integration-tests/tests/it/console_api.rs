@@ -482,3 +482,67 @@ async fn get_session_tells_each_role_what_it_is() {
         .await;
     assert_eq!(code(anonymous), Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn the_console_s_files_are_served_at_the_root_beside_grpc() {
+    let console = TempDir::new("console");
+    std::fs::write(
+        console.path.join("index.html"),
+        "<!doctype html><title>Whistle</title><script src=app.js></script>",
+    )
+    .unwrap();
+    let script = format!("console.log({:?});\n", "指挥大屏 ".repeat(2_000));
+    std::fs::write(console.path.join("app.js"), &script).unwrap();
+    let dir = console.path.clone();
+    let stack = Stack::start_with(move |options| options.console_dir = Some(dir)).await;
+    let addr = stack.query.addr;
+
+    let index = http_get(addr, "/").await;
+    assert!(index.starts_with("HTTP/1.1 200"), "{index}");
+    assert!(index.contains("text/html"), "{index}");
+    assert!(index.ends_with("<script src=app.js></script>"), "{index}");
+    let asset = http_get(addr, "/app.js").await;
+    assert!(asset.contains("text/javascript"), "{asset}");
+    assert!(asset.ends_with(&script));
+    // Gzipped for a browser that asks, plain otherwise.
+    let gzipped = http_get_with(addr, "/app.js", "Accept-Encoding: gzip\r\n").await;
+    assert!(gzipped.contains("content-encoding: gzip"), "{gzipped}");
+    assert!(gzipped.len() < script.len() / 2);
+    // Any other path is the page itself (its routes live after `#`).
+    assert!(http_get(addr, "/screen/whatever")
+        .await
+        .ends_with("<script src=app.js></script>"));
+    // gRPC and the metrics share the listener.
+    assert!(http_get(addr, "/metrics").await.contains("whistle_query_"));
+    let session = stack
+        .client
+        .clone()
+        .get_session(v1::GetSessionRequest {})
+        .await
+        .unwrap();
+    assert_eq!(session.into_inner().role, "operator");
+
+    // A directory without index.html is refused at start with what to do.
+    let empty = TempDir::new("empty-console");
+    let refused = whistle_query::Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: stack.db.url.clone(),
+        nats_url: stack.server.url(),
+        console_dir: Some(empty.path.clone()),
+        ..Default::default()
+    }
+    .build()
+    .await;
+    let Err(error) = refused else {
+        panic!("a console directory without index.html was accepted")
+    };
+    assert!(error.to_string().contains("npm run build"), "{error}");
+}
+
+#[tokio::test]
+async fn without_a_console_the_root_says_how_to_get_one() {
+    let stack = Stack::start().await;
+    let root = http_get(stack.query.addr, "/").await;
+    assert!(root.starts_with("HTTP/1.1 404"), "{root}");
+    assert!(root.contains("--console-dir"), "{root}");
+}

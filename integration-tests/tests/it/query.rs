@@ -1522,8 +1522,13 @@ async fn health_reflection_and_grpc_web_share_the_listener() {
 
 /// A plain HTTP/1.1 GET; the whole response, headers and body.
 pub(crate) async fn http_get(addr: SocketAddr, path: &str) -> String {
+    http_get_with(addr, path, "").await
+}
+
+/// A GET with extra header lines (each ending in `\r\n`).
+pub(crate) async fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     tokio::time::timeout(WAIT, stream.read_to_end(&mut response))

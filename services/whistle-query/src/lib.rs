@@ -336,9 +336,12 @@ impl Service {
         let router = std::mem::take(routes.axum_router_mut());
         // The console is a single page with hash routes: its files, and index.html for `/`.
         let router = match &self.console_dir {
+            // Gzipped when the browser asks: the bundle is mostly ECharts and shrinks to a third.
             Some(dir) => {
-                router.fallback_service(tower_http::services::ServeDir::new(dir).not_found_service(
-                    tower_http::services::ServeFile::new(dir.join("index.html")),
+                router.fallback_service(tower_http::compression::CompressionLayer::new().layer(
+                    tower_http::services::ServeDir::new(dir).not_found_service(
+                        tower_http::services::ServeFile::new(dir.join("index.html")),
+                    ),
                 ))
             }
             None => router.route(
