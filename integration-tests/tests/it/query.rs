@@ -1103,6 +1103,13 @@ async fn list_overdue_shows_late_tasks_and_incidents_with_how_late() {
     assert_eq!(task.incident_id, incident.to_string());
     assert_eq!(task.task_id, "2");
     assert_eq!(task.department_code, dept(&grid, "public_security"));
+    let department_name: String =
+        sqlx::query_scalar("SELECT name FROM departments WHERE code = $1")
+            .bind(&task.department_code)
+            .fetch_one(&stack.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(task.department_name, department_name);
     assert_eq!(task.title, "3号楼室内温度只有12度");
     assert_eq!(task.street_code, unit(&grid, Level::Street));
     assert_eq!(at(&task.due_at), t0 + TimeDelta::minutes(30));
@@ -1132,6 +1139,7 @@ async fn list_overdue_shows_late_tasks_and_incidents_with_how_late() {
     );
     assert!(items.iter().all(|i| i.incident_id == incident.to_string()));
     assert_eq!(items[1].department_code, "");
+    assert_eq!(items[1].department_name, "");
     assert_eq!(items[2].department_code, petitions);
     assert!(stack.overdue(&other_district).await.is_empty());
 }

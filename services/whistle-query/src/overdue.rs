@@ -31,14 +31,16 @@ pub(crate) async fn list(
              SELECT * FROM incidents
              WHERE status = ANY($3) AND ($1::text IS NULL OR (grid_code ~>=~ $1 AND grid_code ~<~ $2))
          )
-         SELECT id, NULL::int AS task_id, '' AS department_code, title, due_at, level, street_code
+         SELECT id, NULL::int AS task_id, '' AS department_code, '' AS department_name, title,
+                due_at, level, street_code
          FROM scoped
          WHERE overdue OR due_at < $4
          UNION ALL
-         SELECT i.id, t.task_id, t.department_code, i.title,
+         SELECT i.id, t.task_id, t.department_code, coalesce(d.name, ''), i.title,
                 CASE WHEN t.status = ANY($5) THEN t.accept_due_at ELSE t.resolve_due_at END,
                 i.level, i.street_code
          FROM tasks t JOIN scoped i ON i.id = t.incident_id
+         LEFT JOIN departments d ON d.code = t.department_code
          WHERE (t.status = ANY($5) AND t.accept_due_at < $4)
             OR (t.status = $6 AND t.resolve_due_at < $4)
          ORDER BY due_at NULLS LAST, id, task_id NULLS FIRST
@@ -65,6 +67,7 @@ pub(crate) async fn list(
                     .map(|t| t.to_string())
                     .unwrap_or_default(),
                 department_code: row.try_get("department_code")?,
+                department_name: row.try_get("department_name")?,
                 title: row.try_get("title")?,
                 due_at: due_at.map(convert::timestamp),
                 late_by: Some(convert::duration(

@@ -342,7 +342,7 @@ function OverduePanel({ area, bump, onOpen }: { area: string; bump: number; onOp
                 <span class="ov-title">{it.title}</span>
                 <span class="ov-meta">
                   {orgName(it.streetCode)}
-                  {it.taskId ? ` · ${deptName(it.departmentCode)}` : ` · ${levelLabel(it.level)}`}
+                  {it.taskId ? ` · ${it.departmentName || deptName(it.departmentCode)}` : ` · ${levelLabel(it.level)}`}
                 </span>
               </div>
               <div class="ov-late" data-testid="overdue-late">
