@@ -469,6 +469,26 @@ function MapPanel(p: {
     };
     const [x0, x1] = lons.length ? pad(lons) : [106, 112];
     const [y0, y1] = lats.length ? pad(lats) : [37, 41];
+    // Each label goes above its bubble, or else below, right or left: the first place where it
+    // overlaps no label already placed (district seats such as 康巴什区 and 伊金霍洛旗 are a few km
+    // apart). Boxes in approximate pixels of the panel (about 870 × 460).
+    const size = (open: number) => 26 + 70 * Math.sqrt(open / maxSum);
+    const px = (lon: number, lat: number) => [((lon - x0) / (x1 - x0)) * 870, ((y1 - lat) / (y1 - y0)) * 460];
+    const placed: number[][] = [];
+    const where = new Map<string, string>();
+    for (const { ch, open } of [...sums].sort((a, b) => b.ch.lat - a.ch.lat)) {
+      const [x, y] = px(ch.lon, ch.lat);
+      const r = size(open) / 2, w = (ch.name.length + 4) * 14, h = 20;
+      const boxes: [string, number[]][] = [
+        ["top", [x - w / 2, y - r - h, x + w / 2, y - r]],
+        ["bottom", [x - w / 2, y + r, x + w / 2, y + r + h]],
+        ["right", [x + r, y - h / 2, x + r + w, y + h / 2]],
+        ["left", [x - r - w, y - h / 2, x - r, y + h / 2]],
+      ];
+      const free = boxes.find(([, b]) => !placed.some((o) => b[0] < o[2] && o[0] < b[2] && b[1] < o[3] && o[1] < b[3])) ?? boxes[0];
+      where.set(ch.code, free[0]);
+      placed.push(free[1]);
+    }
     const small = withPos.length > 600;
     return {
       grid: { left: 10, right: 70, top: 14, bottom: 10 },
@@ -499,8 +519,11 @@ function MapPanel(p: {
         {
           type: "scatter",
           symbol: "circle",
-          data: sums.map(({ ch, open, overdue }) => ({ name: ch.name, value: [ch.lon, ch.lat], code: ch.code, open, overdue })),
-          symbolSize: (_v: any, x: any) => 26 + 70 * Math.sqrt(x.data.open / maxSum),
+          data: sums.map(({ ch, open, overdue }) => ({
+            name: ch.name, value: [ch.lon, ch.lat], code: ch.code, open, overdue,
+            label: { position: where.get(ch.code) ?? "top" },
+          })),
+          symbolSize: (_v: any, x: any) => size(x.data.open),
           itemStyle: { color: "rgba(57,197,255,0.07)", borderColor: "rgba(57,197,255,0.55)", borderWidth: 1, shadowBlur: 16, shadowColor: "rgba(57,197,255,0.5)" },
           label: { show: true, formatter: (x: any) => `${x.data.name}  ${x.data.open}`, position: "top", color: "#ffe9b0", fontSize: 14, fontWeight: "bold", textBorderColor: "#02101f", textBorderWidth: 3, fontFamily: FONT },
           labelLayout: { hideOverlap: true },
