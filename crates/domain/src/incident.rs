@@ -938,7 +938,7 @@ impl<'c> Step<'c> {
             .current_tasks()
             .all(|t| matches!(t.status, TaskStatus::Resolved | TaskStatus::Cancelled));
         if done {
-            self.resolve("every department resolved its task".into());
+            self.resolve("各职能部门均已办结".into());
         } else {
             self.next.status = self.next.status_from_tasks();
         }
@@ -1132,14 +1132,15 @@ impl<'c> Step<'c> {
         }
         match timer {
             Timer::LevelWindow => {
-                let note = format!("the {} window ran out", self.next.level.as_str());
+                // Timeline notes are shown on the screens as they are, so they are in Chinese.
+                let note = format!("{}办理时限已到，自动上报", self.next.level.name_zh());
                 self.escalate(note, Vec::new())
             }
             Timer::AcceptDeadline { task: id } => {
                 let task = &mut self.next.tasks[task_index(id)];
                 task.status = TaskStatus::Supervised;
                 task.supervised = true;
-                let note = format!("{} missed the report-in deadline", task.department);
+                let note = format!("{} 超过报到时限未报到", task.department);
                 self.event("task.supervised", Some(id), note.clone());
                 self.event("task.reminded", Some(id), note.clone());
                 if self.next.level < Level::District {
@@ -1153,7 +1154,7 @@ impl<'c> Step<'c> {
                 if self.next.level == Level::City {
                     return Ok(());
                 }
-                self.escalate("the resolve deadline passed".into(), Vec::new())
+                self.escalate("办结时限已过，自动上报".into(), Vec::new())
             }
             Timer::FollowUpDeadline => {
                 self.next.status = Status::ClosedUnverified;
