@@ -1,0 +1,98 @@
+//! The fault-injection suite, short form: the same runner as `whistle chaos` (crates/chaos) with
+//! every kind of fault — kill -9 of dispatch, a nats-server restart, an immediate PostgreSQL
+//! restart, SIGSTOP of a replica past the ack wait, two replicas racing, and a window with no
+//! dispatch at all while deadlines pass — then the checker's verdict: no report lost or
+//! duplicated, every event once, every due timer fired exactly once.
+//!
+//! The runner owns a private nats-server (`WHISTLE_NATS_SERVER_BIN`) and a private PostgreSQL
+//! cluster (initdb and pg_ctl from /usr/lib/postgresql/*/bin, run as `postgres` when root), so it
+//! can restart them; the shared test PostgreSQL is not touched. Dispatch replicas are this test
+//! binary re-run as a child process (`chaos::dispatch_replica_process`).
+
+use std::time::Duration;
+
+const CHILD_ENV: &str = "WHISTLE_IT_CHAOS_REPLICA";
+
+/// Not a test: the entry point of a dispatch replica process that the chaos test kills, pauses
+/// and restarts. It runs only when the parent sets `WHISTLE_IT_CHAOS_REPLICA`, and reads the
+/// same environment as the `whistle-dispatch` binary.
+#[tokio::test]
+#[ignore = "entry point of a child process, run by the chaos test"]
+async fn dispatch_replica_process() {
+    std::env::var(CHILD_ENV).expect("run only by the chaos test");
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let options = whistle_dispatch::Options {
+        nats_url: var("WHISTLE_NATS_URL"),
+        database_url: var("DATABASE_URL"),
+        policy: var("WHISTLE_POLICY"),
+        ack_wait: Duration::from_secs(var("WHISTLE_ACK_WAIT_SECS").parse().expect("seconds")),
+        max_db_connections: 4,
+        ..Default::default()
+    };
+    let service = options.build().await.expect("building dispatch");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        term.recv().await;
+        signal.cancel();
+    });
+    service.run(shutdown).await.expect("dispatch ran");
+}
+
+#[tokio::test]
+async fn faults_of_every_kind_lose_and_duplicate_nothing_and_fire_every_timer_once() {
+    let program = std::env::current_exe().expect("test binary path");
+    let config = whistle_chaos::Config {
+        duration: Duration::from_secs(60),
+        rate: 40.0,
+        kills: 10,
+        seed: std::env::var("WHISTLE_CHAOS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(42),
+        ack_wait: Duration::from_secs(4),
+        outage: Duration::from_secs(4),
+        // A 4 h level window is 4 s, a 30-minute report-in 0.5 s, a 24 h SLA 24 s: deadlines
+        // fall all through the run, during the outages too.
+        time_divisor: 3600,
+        grids: 150,
+        categories: 3,
+        invalid_every: 15,
+        dispatch: whistle_chaos::Launcher {
+            program,
+            args: [
+                "--exact",
+                "chaos::dispatch_replica_process",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ]
+            .map(String::from)
+            .to_vec(),
+            env: vec![(CHILD_ENV.into(), "1".into())],
+        },
+        drain_timeout: Duration::from_secs(45),
+        progress: true,
+        ..Default::default()
+    };
+    let report = whistle_chaos::run(config).await.expect("the chaos run ran");
+    eprintln!("{}", report.render());
+    let v = &report.verdict;
+    assert!(report.settled, "the system did not settle after the load");
+    assert_eq!(v.reports.lost, 0, "lost: {:?}", v.lost);
+    assert_eq!(v.reports.duplicated, 0, "duplicated: {:?}", v.duplicated);
+    assert_eq!(v.timers.fired_more, 0, "{:?}", v.problems);
+    assert_eq!(v.timers.missed, 0, "{:?}", v.problems);
+    assert!(v.pass, "{:?}", v.problems);
+    // The run exercised what it claims to.
+    assert!(v.reports.valid_ok > 1000 && v.reports.invalid_ok > 50, "{:?}", v.reports);
+    assert!(v.timers.fired_once > 100, "{:?}", v.timers);
+    assert!(v.timers.due_during_outage > 0, "{:?}", v.timers);
+    assert!(report.faults.len() >= 16, "{:?}", report.faults);
+}
