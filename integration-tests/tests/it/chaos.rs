@@ -96,3 +96,71 @@ async fn faults_of_every_kind_lose_and_duplicate_nothing_and_fire_every_timer_on
     assert!(v.timers.due_during_outage > 0, "{:?}", v.timers);
     assert!(report.faults.len() >= 16, "{:?}", report.faults);
 }
+
+/// Found by the chaos suite (seed 2 of a 40 s run, during the PostgreSQL restart): a batch stuck
+/// longer than the ack wait gets its messages redelivered into the same pull, so the next batch
+/// can hold one invalid message twice. Both copies have the same source key; the row was
+/// inserted once, but each copy's `report.rejected` event went to the outbox, so the rejection
+/// was announced twice. Recording must announce a rejection once however often it appears.
+#[tokio::test]
+async fn a_batch_holding_one_rejected_message_twice_announces_it_once() {
+    use whistle_store::intake::{
+        Attachment, ClusterAlert, ClusterRule, DuplicateRule, IntakeEvents, NewIncident,
+        NewRejection, OutboxEvent,
+    };
+    struct NoEvents;
+    impl IntakeEvents for NoEvents {
+        fn attached(&self, _: &NewIncident, _: &Attachment) -> OutboxEvent {
+            unreachable!("no reports in this batch")
+        }
+        fn cluster(&self, _: &ClusterAlert) -> OutboxEvent {
+            unreachable!("no reports in this batch")
+        }
+    }
+    let db = crate::harness::TestDb::create().await;
+    // One JetStream message as two deliveries: the same source key, an event id each (event
+    // ids are made when a delivery is classified).
+    let delivery = || NewRejection {
+        source_key: "WHISTLE_REPORTS:821:1796073462664661613".into(),
+        reason: "grid_mismatch".into(),
+        message: "grid_code does not match the subject's grid".into(),
+        subject: "whistle.report.150621.150621005.150621005003.150621005003006".into(),
+        report_id: Some("chaos-2-820".into()),
+        reporter_id: Some("gw-150621005003006".into()),
+        stream_sequence: Some(821),
+        payload: vec![1, 2, 3],
+        received_at: chrono::Utc::now(),
+        event: OutboxEvent {
+            event_id: uuid::Uuid::now_v7(),
+            subject: "whistle.event.150621.150621005.report.rejected".into(),
+            payload: vec![],
+        },
+    };
+    let rules = (
+        DuplicateRule {
+            radius_m: 100.0,
+            window: chrono::TimeDelta::hours(24),
+        },
+        ClusterRule {
+            threshold: 5,
+            window: chrono::TimeDelta::minutes(30),
+        },
+    );
+    let recorded = whistle_store::intake::record(
+        &db.pool,
+        &[],
+        &[delivery(), delivery()],
+        rules.0,
+        rules.1,
+        &NoEvents,
+    )
+    .await
+    .expect("recorded");
+    assert_eq!(recorded.rejections.len(), 1);
+    assert_eq!(db.count("SELECT count(*) FROM rejected_reports").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM outbox").await,
+        1,
+        "one rejection, one report.rejected event"
+    );
+}
