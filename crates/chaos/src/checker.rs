@@ -290,7 +290,10 @@ fn check_events(history: &History, verdict: &mut Verdict) {
         if !ids.insert(event.event_id.as_str()) {
             counts.duplicate_ids += 1;
             note(&mut verdict.problems, || {
-                format!("event {} is in WHISTLE_EVENTS more than once", event.event_id)
+                format!(
+                    "event {} is in WHISTLE_EVENTS more than once",
+                    event.event_id
+                )
             });
         }
         match &event.msg_id {
@@ -356,7 +359,9 @@ fn check_events(history: &History, verdict: &mut Verdict) {
         }
         if let Some(problem) = problem {
             counts.version_errors += 1;
-            note(&mut verdict.problems, || format!("incident {id}: {problem}"));
+            note(&mut verdict.problems, || {
+                format!("incident {id}: {problem}")
+            });
         }
     }
 }
@@ -599,7 +604,9 @@ mod tests {
     #[test]
     fn an_event_twice_in_the_stream_or_left_in_the_outbox_fails() {
         let mut history = clean();
-        history.events.push(event("e4", "incident.escalated", "i1", Some(2)));
+        history
+            .events
+            .push(event("e4", "incident.escalated", "i1", Some(2)));
         history.outbox_left = 2;
         let verdict = check(&history);
         assert_eq!(verdict.events.duplicate_ids, 1);

@@ -225,7 +225,10 @@ impl Report {
         );
         let _ = writeln!(out, "\nfaults ({}):", self.faults.len());
         for f in &self.faults {
-            let down = f.down.map(|d| format!(" (down {d:.1} s)")).unwrap_or_default();
+            let down = f
+                .down
+                .map(|d| format!(" (down {d:.1} s)"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "  {:>7.1} s  {:<20} {}{}",
@@ -319,7 +322,7 @@ impl Fleet {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .envs(self.launcher.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", self.launcher.program.display()))?;
@@ -417,10 +420,9 @@ fn write_policy(dir: &Path, divisor: u32) -> anyhow::Result<PathBuf> {
              name = \"chaos\"\ntime_divisor = {divisor}\n"
         ),
     )?;
-    whistle_domain::policy::Policy::parse(
-        &std::fs::read_to_string(&path)?,
-        |_| Some(include_str!("../../../policy/ordos.toml").to_owned()),
-    )
+    whistle_domain::policy::Policy::parse(&std::fs::read_to_string(&path)?, |_| {
+        Some(include_str!("../../../policy/ordos.toml").to_owned())
+    })
     .map_err(|e| anyhow::anyhow!("the chaos policy (divisor {divisor}) does not validate: {e}"))?;
     Ok(path)
 }
@@ -454,9 +456,15 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
     };
     let mut nats = NatsServer::start(&config.nats_server, work_dir).await?;
     let mut pg = PgCluster::start(&bindir, work_dir).await?;
-    say(config, setup, &format!("nats-server on {}, PostgreSQL on {}", nats.port, pg.port));
+    say(
+        config,
+        setup,
+        &format!("nats-server on {}, PostgreSQL on {}", nats.port, pg.port),
+    );
     let admin = whistle_store::connect(&pg.url("postgres"), 1).await?;
-    sqlx::query("CREATE DATABASE whistle").execute(&admin).await?;
+    sqlx::query("CREATE DATABASE whistle")
+        .execute(&admin)
+        .await?;
     admin.close().await;
     let database_url = pg.url("whistle");
     let pool = whistle_store::connect(&database_url, 4).await?;
@@ -474,10 +482,7 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
                 "WHISTLE_ACK_WAIT_SECS".into(),
                 config.ack_wait.as_secs().max(1).to_string(),
             ),
-            (
-                "RUST_LOG".into(),
-                "warn,whistle_dispatch=info,sqlx=error,async_nats=error".into(),
-            ),
+            ("RUST_LOG".into(), "warn,sqlx=error,async_nats=error".into()),
         ],
         log_dir: work_dir.to_owned(),
         replicas: (0..2)
@@ -501,11 +506,18 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while js.get_stream("WHISTLE_REPORTS").await.is_err() {
         if Instant::now() > deadline {
-            bail!("dispatch did not create the streams within 60 s (see {}/dispatch-0.log)", work_dir.display());
+            bail!(
+                "dispatch did not create the streams within 60 s (see {}/dispatch-0.log)",
+                work_dir.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    say(config, setup, "dispatch up, streams created; load and faults start");
+    say(
+        config,
+        setup,
+        "dispatch up, streams created; load and faults start",
+    );
 
     let supervisor_stop = tokio_util_free_token();
     let supervisor = {
@@ -544,7 +556,8 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
                 if let Some(&i) = running.choose(&mut rng) {
                     let pid = fleet.kill9(i);
                     fleet.spawn(i)?;
-                    record.detail = format!("replica {i} (pid {}) killed, restarted", pid.unwrap_or(0));
+                    record.detail =
+                        format!("replica {i} (pid {}) killed, restarted", pid.unwrap_or(0));
                 } else {
                     record.detail = "no replica running".into();
                 }
@@ -555,8 +568,10 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
             }
             Fault::SecondReplicaDown => {
                 let fleet = fleet.clone();
-                tokio::task::spawn_blocking(move || lock(&fleet).terminate(1, Duration::from_secs(15)))
-                    .await?;
+                tokio::task::spawn_blocking(move || {
+                    lock(&fleet).terminate(1, Duration::from_secs(15))
+                })
+                .await?;
                 record.detail = "replica 1 stopped with SIGTERM".into();
             }
             Fault::NatsRestart => {
@@ -637,7 +652,11 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
         faults.push(record);
     }
     tokio::time::sleep_until((start + config.duration).into()).await;
-    say(config, start, "load ends; waiting for unacknowledged publishes");
+    say(
+        config,
+        start,
+        "load ends; waiting for unacknowledged publishes",
+    );
     let published = publisher.await??;
     say(
         config,
@@ -665,7 +684,11 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
         })
         .await?;
     }
-    say(config, start, &format!("settled: {}; reading everything back", settled_at.is_some()));
+    say(
+        config,
+        start,
+        &format!("settled: {}; reading everything back", settled_at.is_some()),
+    );
 
     let settled = settled_at.is_some();
     let mut history = read_history(&js, &pool).await?;
@@ -699,7 +722,9 @@ fn tokio_util_free_token() -> Arc<std::sync::atomic::AtomicBool> {
 }
 
 fn lock(fleet: &Mutex<Fleet>) -> std::sync::MutexGuard<'_, Fleet> {
-    fleet.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fleet
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn nats_version(bin: &str) -> String {
@@ -742,14 +767,22 @@ async fn publish_load(
             .await;
         let id = format!("chaos-{}-{n}", config.seed);
         let grid = grids[rng.random_range(0..grids.len())].clone();
-        let mut report = report(&id, &grid, &categories[rng.random_range(0..categories.len())]);
+        let mut report = report(
+            &id,
+            &grid,
+            &categories[rng.random_range(0..categories.len())],
+        );
         let valid = config.invalid_every == 0 || n % config.invalid_every != 0;
         if !valid {
             if (n / config.invalid_every) % 2 == 0 {
                 report.category = "no.such".into();
             } else {
                 // Signed by the worker of another grid than the subject names.
-                let other = grids.iter().find(|g| **g != grid).cloned().unwrap_or_default();
+                let other = grids
+                    .iter()
+                    .find(|g| **g != grid)
+                    .cloned()
+                    .unwrap_or_default();
                 report.grid_code = other;
             }
         }
@@ -820,7 +853,11 @@ fn report(report_id: &str, grid: &str, category: &str) -> v1::Report {
 
 /// Waits until the intake consumer has nothing pending or unacknowledged, the outbox is empty
 /// and no timer is more than a second overdue; returns when, or None on timeout.
-async fn settle(js: &jetstream::Context, pool: &PgPool, timeout: Duration) -> Option<DateTime<Utc>> {
+async fn settle(
+    js: &jetstream::Context,
+    pool: &PgPool,
+    timeout: Duration,
+) -> Option<DateTime<Utc>> {
     let deadline = Instant::now() + timeout;
     let mut quiet = 0;
     while Instant::now() < deadline {
@@ -829,7 +866,9 @@ async fn settle(js: &jetstream::Context, pool: &PgPool, timeout: Duration) -> Op
             .get_consumer_from_stream("whistle-dispatch", "WHISTLE_REPORTS")
             .await;
         let Ok(mut consumer) = consumer else { continue };
-        let Ok(info) = consumer.info().await else { continue };
+        let Ok(info) = consumer.info().await else {
+            continue;
+        };
         let now = Utc::now();
         let counts: Result<(i64, i64), _> = sqlx::query_as(
             "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM timers WHERE due_at <= $1)",
@@ -852,7 +891,10 @@ async fn settle(js: &jetstream::Context, pool: &PgPool, timeout: Duration) -> Op
 }
 
 /// Reads every message of a stream, in order.
-async fn read_stream(js: &jetstream::Context, name: &str) -> anyhow::Result<Vec<jetstream::Message>> {
+async fn read_stream(
+    js: &jetstream::Context,
+    name: &str,
+) -> anyhow::Result<Vec<jetstream::Message>> {
     let mut stream = js.get_stream(name).await?;
     let last = stream.info().await?.state.last_sequence;
     let mut out = Vec::new();
@@ -866,9 +908,14 @@ async fn read_stream(js: &jetstream::Context, name: &str) -> anyhow::Result<Vec<
         })
         .await?;
     let mut messages = consumer.messages().await?;
-    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_secs(10), messages.next()).await
+    {
         let message = message?;
-        let sequence = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+        let sequence = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .stream_sequence;
         out.push(message);
         if sequence >= last {
             break;
@@ -957,9 +1004,10 @@ async fn read_history(js: &jetstream::Context, pool: &PgPool) -> anyhow::Result<
         let event = v1::Event::decode(message.payload.clone())
             .context("WHISTLE_EVENTS holds something that is not a whistle.v1.Event")?;
         let (version, report_id) = match &event.body {
-            Some(v1::event::Body::IncidentReported(b)) => {
-                (Some(b.version), b.report.as_ref().map(|r| r.report_id.clone()))
-            }
+            Some(v1::event::Body::IncidentReported(b)) => (
+                Some(b.version),
+                b.report.as_ref().map(|r| r.report_id.clone()),
+            ),
             Some(v1::event::Body::ReportAttached(b)) => {
                 (None, b.report.as_ref().map(|r| r.report_id.clone()))
             }
@@ -1009,7 +1057,11 @@ mod tests {
             Fault::DispatchOutage,
             Fault::SecondReplicaDown,
         ] {
-            assert_eq!(planned.iter().filter(|p| p.fault == kind).count(), 1, "{kind:?}");
+            assert_eq!(
+                planned.iter().filter(|p| p.fault == kind).count(),
+                1,
+                "{kind:?}"
+            );
         }
         let kills: Vec<_> = planned.iter().filter(|p| p.fault == Fault::Kill9).collect();
         assert_eq!(kills.len(), 12);
@@ -1022,7 +1074,8 @@ mod tests {
 
     #[test]
     fn the_chaos_policy_validates_for_the_divisors_used() {
-        let dir = std::env::temp_dir().join(format!("whistle-chaos-policy-{}", uuid::Uuid::now_v7()));
+        let dir =
+            std::env::temp_dir().join(format!("whistle-chaos-policy-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         for divisor in [600, 1200, 3600] {
             write_policy(&dir, divisor).unwrap();

@@ -59,13 +59,23 @@ impl NatsServer {
             .append(true)
             .open(&self.log)?;
         let child = Command::new(&self.bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.store_dir)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .with_context(|| {
-                format!("starting {} (set WHISTLE_NATS_SERVER_BIN or --nats-server)", self.bin)
+                format!(
+                    "starting {} (set WHISTLE_NATS_SERVER_BIN or --nats-server)",
+                    self.bin
+                )
             })?;
         self.child = Some(child);
         Ok(())
@@ -245,7 +255,10 @@ impl PgCluster {
             .output()?;
         self.running = false;
         if !out.status.success() {
-            bail!("pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "pg_ctl stop failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }

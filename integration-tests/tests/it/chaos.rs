@@ -91,7 +91,11 @@ async fn faults_of_every_kind_lose_and_duplicate_nothing_and_fire_every_timer_on
     assert_eq!(v.timers.missed, 0, "{:?}", v.problems);
     assert!(v.pass, "{:?}", v.problems);
     // The run exercised what it claims to.
-    assert!(v.reports.valid_ok > 1000 && v.reports.invalid_ok > 50, "{:?}", v.reports);
+    assert!(
+        v.reports.valid_ok > 1000 && v.reports.invalid_ok > 50,
+        "{:?}",
+        v.reports
+    );
     assert!(v.timers.fired_once > 100, "{:?}", v.timers);
     assert!(v.timers.due_during_outage > 0, "{:?}", v.timers);
     assert!(report.faults.len() >= 16, "{:?}", report.faults);

@@ -97,7 +97,9 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         drain_timeout: args.settle_timeout,
         progress: true,
     };
-    let report = whistle_chaos::run(config).await.context("the chaos run failed to run")?;
+    let report = whistle_chaos::run(config)
+        .await
+        .context("the chaos run failed to run")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
