@@ -519,7 +519,7 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
         "dispatch up, streams created; load and faults start",
     );
 
-    let supervisor_stop = tokio_util_free_token();
+    let supervisor_stop = stop_flag();
     let supervisor = {
         let fleet = fleet.clone();
         let stop = supervisor_stop.clone();
@@ -532,7 +532,6 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
     };
 
     let start = Instant::now();
-    let started_at = Utc::now();
     let publisher = tokio::spawn(publish_load(js.clone(), config.clone(), start));
 
     let mut faults = Vec::new();
@@ -697,7 +696,6 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
     history.outages = outages;
     let verdict = checker::check(&history);
     let fleet = lock(&fleet);
-    let _ = started_at;
     Ok(Report {
         seed: config.seed,
         duration_secs: config.duration.as_secs_f64(),
@@ -717,7 +715,7 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
     })
 }
 
-fn tokio_util_free_token() -> Arc<std::sync::atomic::AtomicBool> {
+fn stop_flag() -> Arc<std::sync::atomic::AtomicBool> {
     Arc::new(std::sync::atomic::AtomicBool::new(false))
 }
 
@@ -772,9 +770,9 @@ async fn publish_load(
             &grid,
             &categories[rng.random_range(0..categories.len())],
         );
-        let valid = config.invalid_every == 0 || n % config.invalid_every != 0;
+        let valid = config.invalid_every == 0 || !n.is_multiple_of(config.invalid_every);
         if !valid {
-            if (n / config.invalid_every) % 2 == 0 {
+            if (n / config.invalid_every).is_multiple_of(2) {
                 report.category = "no.such".into();
             } else {
                 // Signed by the worker of another grid than the subject names.
