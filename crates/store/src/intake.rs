@@ -296,9 +296,12 @@ pub async fn record(
         .await?
         .into_iter()
         .collect();
+        // A batch may hold one message twice (a redelivery after the ack wait lands in the same
+        // pull as the first delivery): the row is inserted once, and so is its event.
+        let mut unannounced = new_keys.clone();
         let fresh = rejections
             .iter()
-            .filter(|r| new_keys.contains(&r.source_key));
+            .filter(|r| unannounced.remove(&r.source_key));
         insert_outbox(&mut tx, fresh.map(|r| &r.event)).await?;
         recorded.rejections = new_keys;
     }

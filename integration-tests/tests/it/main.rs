@@ -2,6 +2,7 @@
 
 mod access;
 mod aggregates;
+mod chaos;
 mod console;
 mod console_api;
 mod crash;

@@ -1,6 +1,7 @@
 //! `whistle`: the command line for grid workers, operators and developers.
 
 mod bench;
+mod chaos;
 mod commands;
 mod incident;
 mod load;
@@ -81,6 +82,9 @@ enum Command {
     Token(token::Args),
     /// Play grid workers, handlers, liaisons and follow-ups at once against a running platform.
     Simulate(simulate::Args),
+    /// Fault-injection suite on private servers: kill -9, restarts, pauses, replicas; then check
+    /// that nothing was lost or duplicated and every timer fired once (exit 1 if not).
+    Chaos(chaos::Args),
 }
 
 /// Exit status of a command that dispatch refused (anything else that fails exits with 1).
@@ -145,6 +149,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(&cli.conn, args).await?,
         Command::Token(args) => token::run(&cli.conn, args).await?,
         Command::Bench(args) => bench::run(&cli.conn, args).await?,
+        Command::Chaos(args) => {
+            if !chaos::run(args).await? {
+                std::process::exit(1);
+            }
+        }
         Command::Categories => {
             let policy = whistle_dispatch::load_policy(&cli.conn.policy)?;
             println!("policy {}", policy.version());

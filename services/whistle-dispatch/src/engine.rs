@@ -31,6 +31,12 @@ pub(crate) async fn transition(
         title: &locked.title,
         actor_id,
     };
+    // A fired timer names itself and its deadline on the timeline, so an audit (and the fault
+    // suite's checker) can tell which deadline caused the entries and count its firings.
+    let fired_with_due = fired.map(|timer| {
+        let due = locked.state.timers().get(&timer).copied();
+        (timer.key(), due)
+    });
     let mut changes = Changes {
         fired,
         ..Changes::default()
@@ -60,7 +66,7 @@ pub(crate) async fn transition(
                     actor_id: actor_id.to_owned(),
                     at: now,
                     note,
-                    data: task.map(|task| serde_json::json!({ "task": task })),
+                    data: timeline_data(task, fired_with_due.as_ref()),
                 });
             }
             Effect::Schedule { timer, at } => changes.schedule.push((timer, at)),
@@ -69,4 +75,27 @@ pub(crate) async fn transition(
     }
     whistle_store::incidents::save(conn, locked.id, &state, &changes, now).await?;
     Ok(Ok(state))
+}
+
+/// The `data` of a timeline entry: the task concerned, and for a timer the key and deadline that
+/// fired (`{"timer": "level_window", "due_at": "…"}`).
+fn timeline_data(
+    task: Option<u32>,
+    fired: Option<&(String, Option<DateTime<Utc>>)>,
+) -> Option<serde_json::Value> {
+    let mut data = serde_json::Map::new();
+    if let Some(task) = task {
+        data.insert("task".into(), task.into());
+    }
+    if let Some((key, due)) = fired {
+        data.insert("timer".into(), key.as_str().into());
+        if let Some(due) = due {
+            data.insert(
+                "due_at".into(),
+                due.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                    .into(),
+            );
+        }
+    }
+    (!data.is_empty()).then_some(serde_json::Value::Object(data))
 }

@@ -39,6 +39,10 @@ struct Args {
         default_value_t = 600
     )]
     report_duplicate_window_secs: u64,
+    /// How long JetStream waits for a report's ack before redelivering it to another replica
+    /// (applies when the intake consumer is created).
+    #[arg(long, env = "WHISTLE_ACK_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    ack_wait_secs: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
@@ -55,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         migrate: !args.no_migrate,
         batch_size: args.batch_size,
         max_report_failures: args.max_report_failures,
+        ack_wait: std::time::Duration::from_secs(args.ack_wait_secs),
         streams: whistle_dispatch::StreamOptions {
             report_duplicate_window: std::time::Duration::from_secs(
                 args.report_duplicate_window_secs,
