@@ -2,6 +2,7 @@
 
 mod access;
 mod aggregates;
+mod ceiling;
 mod console;
 mod console_api;
 mod crash;

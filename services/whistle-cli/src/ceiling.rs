@@ -260,7 +260,11 @@ impl Scratch {
         }
         match PgConnection::connect(database_url).await {
             Ok(mut db) => {
-                for table in [&self.insert_table, &self.incidents_table, &self.outbox_table] {
+                for table in [
+                    &self.insert_table,
+                    &self.incidents_table,
+                    &self.outbox_table,
+                ] {
                     if let Err(e) = sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
                         .execute(&mut db)
                         .await
@@ -283,7 +287,12 @@ impl Scratch {
 /// The load average (1, 5, 15 minutes) as `/proc/loadavg` has it.
 pub fn load_average() -> Option<String> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    Some(text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+    Some(
+        text.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
 }
 
 async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
@@ -415,8 +424,7 @@ async fn measure(
                 .execute(&mut db)
                 .await?;
         }
-        figures.row_per_transaction =
-            Some(Throughput::new(options.single_rows, started.elapsed()));
+        figures.row_per_transaction = Some(Throughput::new(options.single_rows, started.elapsed()));
     }
 
     if options.parts.pipeline {

@@ -142,7 +142,9 @@ pub enum Verdict {
         second_half_mean: f64,
     },
     /// p99 of report → event latency passed the bound.
-    LatencyExceeded { p99_ms: f64 },
+    LatencyExceeded {
+        p99_ms: f64,
+    },
     /// No backlog sample could be taken (dispatch's consumer not found).
     Unknown,
 }
@@ -217,7 +219,9 @@ pub fn highest_sustained(steps: &[(f64, Verdict)]) -> Option<f64> {
         .iter()
         .take_while(|(_, verdict)| verdict.sustained())
         .map(|(rate, _)| *rate)
-        .fold(None, |best, rate| Some(best.map_or(rate, |b: f64| b.max(rate))))
+        .fold(None, |best, rate| {
+            Some(best.map_or(rate, |b: f64| b.max(rate)))
+        })
 }
 
 #[cfg(test)]
@@ -237,7 +241,10 @@ mod tests {
             add: 0.0,
             max: 3000.0,
         };
-        assert_eq!(by_factor.all(), vec![1000.0, 1250.0, 1563.0, 1954.0, 2443.0]);
+        assert_eq!(
+            by_factor.all(),
+            vec![1000.0, 1250.0, 1563.0, 1954.0, 2443.0]
+        );
         let by_addition = RateSteps {
             start: 1000.0,
             factor: 1.0,
@@ -272,8 +279,14 @@ mod tests {
         assert_eq!(backlog_growth(&[5]), (false, 0.0, 0.0));
         assert_eq!(backlog_growth(&[0, 10]), (true, 0.0, 10.0));
         // The odd middle sample is in neither half.
-        assert_eq!(backlog_growth(&[0, 100, 1000, 5000, 9000]), (true, 50.0, 7000.0));
-        assert_eq!(backlog_growth(&[900, 1200, 800, 1100]), (false, 1050.0, 950.0));
+        assert_eq!(
+            backlog_growth(&[0, 100, 1000, 5000, 9000]),
+            (true, 50.0, 7000.0)
+        );
+        assert_eq!(
+            backlog_growth(&[900, 1200, 800, 1100]),
+            (false, 1050.0, 950.0)
+        );
         assert!(!backlog_growth(&[3000, 3000, 3000, 3000]).0);
     }
 
@@ -299,9 +312,15 @@ mod tests {
             Verdict::Sustained
         );
         // Growing, but still under the bound at the end.
-        assert_eq!(judge_step(&[0, 100, 300, 900], 50.0, BOUNDS), Verdict::Sustained);
+        assert_eq!(
+            judge_step(&[0, 100, 300, 900], 50.0, BOUNDS),
+            Verdict::Sustained
+        );
         // A drop at the end after a peak: not above the bound.
-        assert_eq!(judge_step(&[0, 5000, 800], 50.0, BOUNDS), Verdict::Sustained);
+        assert_eq!(
+            judge_step(&[0, 5000, 800], 50.0, BOUNDS),
+            Verdict::Sustained
+        );
     }
 
     #[test]
