@@ -89,7 +89,8 @@ pub struct Args {
     #[arg(long, value_parser = crate::parse_duration, default_value = "20s")]
     step_duration: Duration,
     /// --find-max: a step falls behind when the backlog at its end is above this and grew
-    /// across the step (mean of the second half of the samples above the first half's) …
+    /// across the step (mean of the second half of its samples above the first half's by more
+    /// than half of this) …
     #[arg(long, default_value_t = 1_000)]
     max_backlog: u64,
     /// … or when its report → event p99 is above this.
@@ -994,9 +995,10 @@ async fn consumer_backlog(js: &jetstream::Context) -> Option<(u64, u64)> {
 fn print_summary(s: &Summary) {
     if let Some(found) = &s.find_max {
         println!(
-            "find-max: steps of {:.0}s; a step falls behind when its backlog ends above {} and grew across it, or p99 > {}",
+            "find-max: steps of {:.0}s; a step falls behind when its backlog ends above {} and grew across it by more than {}, or p99 > {}",
             found.step_seconds,
             thousands(found.bounds.backlog),
+            thousands(found.bounds.backlog / 2),
             format_ms(found.bounds.p99_ms)
         );
         for step in &found.steps {

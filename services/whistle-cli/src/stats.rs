@@ -73,7 +73,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -177,9 +177,10 @@ impl fmt::Display for Verdict {
 }
 
 /// Whether a backlog sampled at even intervals across a step grew: the mean of the second half
-/// of the samples is above the mean of the first half (an odd middle sample counts in neither).
-/// Returns the two means. Fewer than two samples cannot show growth.
-pub fn backlog_growth(samples: &[u64]) -> (bool, f64, f64) {
+/// of the samples is more than `margin` above the mean of the first half (an odd middle sample
+/// counts in neither), so the noise of a steady backlog is not growth. Returns the two means.
+/// Fewer than two samples cannot show growth.
+pub fn backlog_growth(samples: &[u64], margin: f64) -> (bool, f64, f64) {
     if samples.len() < 2 {
         return (false, 0.0, 0.0);
     }
@@ -187,18 +188,20 @@ pub fn backlog_growth(samples: &[u64]) -> (bool, f64, f64) {
     let mean = |s: &[u64]| s.iter().sum::<u64>() as f64 / s.len() as f64;
     let first = mean(&samples[..half]);
     let second = mean(&samples[samples.len() - half..]);
-    (second > first, first, second)
+    (second > first + margin, first, second)
 }
 
 /// Judges one step from the backlog samples taken during it (the last one at its end) and its
 /// p99 latency in ms. A step falls behind when the backlog at its end is above the bound **and**
-/// grew across the step (a steady backlog of a few batches is work in hand, not falling behind),
-/// or when p99 is above the bound.
+/// grew across the step by more than half the bound (`backlog_growth` with that margin: a
+/// steady backlog of a few batches is work in hand, not falling behind), or when p99 is above
+/// the bound.
 pub fn judge_step(samples: &[u64], p99_ms: f64, bounds: StepBounds) -> Verdict {
     let Some(&at_end) = samples.last() else {
         return Verdict::Unknown;
     };
-    let (growing, first_half_mean, second_half_mean) = backlog_growth(samples);
+    let (growing, first_half_mean, second_half_mean) =
+        backlog_growth(samples, bounds.backlog as f64 / 2.0);
     if at_end > bounds.backlog && growing {
         return Verdict::BacklogGrew {
             at_end,
@@ -275,19 +278,24 @@ mod tests {
 
     #[test]
     fn growth_compares_the_halves_of_the_samples() {
-        assert_eq!(backlog_growth(&[]), (false, 0.0, 0.0));
-        assert_eq!(backlog_growth(&[5]), (false, 0.0, 0.0));
-        assert_eq!(backlog_growth(&[0, 10]), (true, 0.0, 10.0));
+        assert_eq!(backlog_growth(&[], 0.0), (false, 0.0, 0.0));
+        assert_eq!(backlog_growth(&[5], 0.0), (false, 0.0, 0.0));
+        assert_eq!(backlog_growth(&[0, 10], 0.0), (true, 0.0, 10.0));
         // The odd middle sample is in neither half.
         assert_eq!(
-            backlog_growth(&[0, 100, 1000, 5000, 9000]),
+            backlog_growth(&[0, 100, 1000, 5000, 9000], 500.0),
             (true, 50.0, 7000.0)
         );
         assert_eq!(
-            backlog_growth(&[900, 1200, 800, 1100]),
+            backlog_growth(&[900, 1200, 800, 1100], 0.0),
             (false, 1050.0, 950.0)
         );
-        assert!(!backlog_growth(&[3000, 3000, 3000, 3000]).0);
+        assert!(!backlog_growth(&[3000, 3000, 3000, 3000], 0.0).0);
+        // Within the margin: noise, not growth.
+        assert_eq!(
+            backlog_growth(&[1500, 1400, 1600, 1450], 500.0),
+            (false, 1450.0, 1525.0)
+        );
     }
 
     #[test]
