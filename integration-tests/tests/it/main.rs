@@ -2,6 +2,7 @@
 
 mod access;
 mod aggregates;
+mod ceiling;
 mod chaos;
 mod console;
 mod console_api;

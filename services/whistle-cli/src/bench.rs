@@ -4,7 +4,9 @@
 //!   so that queries can be measured at a city's scale without running intake for hours;
 //! - `query` calls `GetOverview` or `ListIncidents` over gRPC and prints the latency percentiles;
 //! - `watch` holds many `WatchEvents` streams while something else (`whistle load`) publishes
-//!   reports, and checks that every stream received every event.
+//!   reports, and checks that every stream received every event;
+//! - `ceiling` measures the minimal pipeline and its parts on this machine
+//!   (`whistle_cli::ceiling`), the yardstick for the platform's own figures.
 
 use std::{
     sync::{
@@ -17,6 +19,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use hdrhistogram::Histogram;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use whistle_cli::ceiling;
 use whistle_domain::Level;
 use whistle_proto::{
     v1::{self, command_center_client::CommandCenterClient},
@@ -63,6 +66,79 @@ pub enum Args {
         #[arg(long, value_parser = crate::parse_duration, default_value = "60s")]
         duration: Duration,
     },
+    /// The ceiling of this machine: JetStream publish and pull, PostgreSQL inserts, and the
+    /// minimal pipeline end to end, on scratch streams and tables removed afterwards.
+    Ceiling(CeilingArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CeilingArgs {
+    /// Messages published with pipelined acks (then read back by the pull).
+    #[arg(long, default_value_t = 200_000)]
+    pub messages: u64,
+    /// Messages published awaiting each ack.
+    #[arg(long, default_value_t = 10_000)]
+    pub awaited: u64,
+    /// Rows inserted with UNNEST, a batch a transaction.
+    #[arg(long, default_value_t = 200_000)]
+    pub rows: u64,
+    /// Rows inserted one per transaction.
+    #[arg(long, default_value_t = 5_000)]
+    pub single_rows: u64,
+    /// Reports through the minimal pipeline as fast as it goes.
+    #[arg(long, default_value_t = 150_000)]
+    pub reports: u64,
+    /// Open-loop rate (reports/s) of the pipeline's latency run; 0 skips it.
+    #[arg(long, default_value_t = 2_000.0)]
+    pub rate: f64,
+    /// How long the latency run sends.
+    #[arg(long, value_parser = crate::parse_duration, default_value = "20s")]
+    pub latency_duration: Duration,
+    /// Pull and insert batch size.
+    #[arg(long, default_value_t = 500)]
+    pub batch: usize,
+    /// Publish acks in flight.
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Payload bytes of the raw publish and pull.
+    #[arg(long, default_value_t = 300)]
+    pub message_size: usize,
+    /// Only these parts (comma-separated): nats, postgres, pipeline. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CeilingArgs {
+    pub fn options(&self, conn: &Connection) -> anyhow::Result<ceiling::Options> {
+        for part in &self.only {
+            if !matches!(part.as_str(), "nats" | "postgres" | "pipeline") {
+                bail!("--only takes nats, postgres and pipeline, not {part:?}");
+            }
+        }
+        let wanted = |part: &str| self.only.is_empty() || self.only.iter().any(|p| p == part);
+        Ok(ceiling::Options {
+            nats_url: conn.nats_url.clone(),
+            database_url: conn.database_url.clone(),
+            messages: self.messages,
+            awaited: self.awaited,
+            rows: self.rows,
+            single_rows: self.single_rows,
+            reports: self.reports,
+            rate: self.rate,
+            latency_duration: self.latency_duration,
+            batch: self.batch,
+            window: self.window,
+            message_size: self.message_size,
+            parts: ceiling::Parts {
+                nats: wanted("nats"),
+                postgres: wanted("postgres"),
+                pipeline: wanted("pipeline"),
+            },
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +184,15 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             streams,
             duration,
         } => watch(&target, streams, duration).await,
+        Args::Ceiling(args) => {
+            let figures = ceiling::run(&args.options(conn)?).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&figures)?);
+            } else {
+                print!("{}", ceiling::render(&figures));
+            }
+            Ok(())
+        }
     }
 }
 

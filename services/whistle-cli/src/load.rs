@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use async_nats::{header::NATS_MESSAGE_ID, jetstream, HeaderMap};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -20,11 +21,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message as _;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use whistle_cli::{
+    ceiling,
+    stats::{
+        format_ms, format_rate, highest_sustained, judge_step, micros_histogram, thousands,
+        Latency, RateSteps, StepBounds, Verdict,
+    },
+};
 use whistle_domain::{
     policy::{Category, Policy, SlaClass},
     AreaCode, Level, OrgUnit,
 };
-use whistle_proto::v1;
+use whistle_proto::v1::{self, command_center_client::CommandCenterClient};
 
 use crate::{connect_nats, report_subject, Connection};
 
@@ -51,6 +60,49 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// The query service: also measure report → `WatchEvents` delivery (needs --token).
+    #[arg(long)]
+    query_url: Option<String>,
+    /// Bearer token for --query-url (`whistle token create`).
+    #[arg(long, env = "WHISTLE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How often to sample dispatch's consumer backlog (pending + awaiting ack).
+    #[arg(long, value_parser = crate::parse_duration, default_value = "1s")]
+    sample_every: Duration,
+    /// Raise the rate step by step until dispatch falls behind, and print the highest rate it
+    /// sustained (ignores --rate and --duration).
+    #[arg(long)]
+    find_max: bool,
+    /// --find-max: the first step's rate.
+    #[arg(long, default_value_t = 1_000.0)]
+    start_rate: f64,
+    /// --find-max: each step's rate is the last one times this …
+    #[arg(long, default_value_t = 1.25)]
+    step_factor: f64,
+    /// … plus this.
+    #[arg(long, default_value_t = 0.0)]
+    step_add: f64,
+    /// --find-max: never offer more than this.
+    #[arg(long, default_value_t = 100_000.0)]
+    max_rate: f64,
+    /// --find-max: how long each step sends.
+    #[arg(long, value_parser = crate::parse_duration, default_value = "20s")]
+    step_duration: Duration,
+    /// --find-max: a step falls behind when the backlog at its end is above this and grew
+    /// across the step (mean of the second half of its samples above the first half's by more
+    /// than half of this) …
+    #[arg(long, default_value_t = 1_000)]
+    max_backlog: u64,
+    /// … or when its report → event p99 is above this.
+    #[arg(long, value_parser = crate::parse_duration, default_value = "1s")]
+    max_p99: Duration,
+    /// First measure the minimal pipeline's ceiling (`whistle bench ceiling`'s pipeline, on
+    /// scratch streams and tables) and print the platform's throughput as a share of it.
+    #[arg(long)]
+    ceiling: bool,
+    /// --ceiling: reports through the ceiling pipeline.
+    #[arg(long, default_value_t = 100_000)]
+    ceiling_reports: u64,
 }
 
 /// The mix of reports a city sends.
@@ -257,7 +309,11 @@ impl Feed {
 #[derive(Debug, Default, Serialize)]
 struct Summary {
     offered_rate: f64,
+    /// Reports sent per second (the generator keeping up with the offered rate).
     achieved_rate: f64,
+    /// Outcomes (incident, attached, rejected) that came back per second while sending: what
+    /// the platform got through.
+    outcome_rate: f64,
     seconds: f64,
     sent: u64,
     acked: u64,
@@ -269,19 +325,51 @@ struct Summary {
     expected_invalid: u64,
     missing: u64,
     latency_ms: Latency,
+    /// Report → its outcome event on a `WatchEvents` stream of the query service.
+    watch_latency_ms: Option<Latency>,
+    /// Outcomes the `WatchEvents` stream did not deliver.
+    watch_missing: Option<u64>,
+    watch_gaps: Option<u64>,
     backlog_at_end_of_send: Option<u64>,
+    /// Highest backlog sampled while sending (and at its end).
+    backlog_max: Option<u64>,
+    backlog_samples: Vec<BacklogSample>,
     consumer_pending: Option<u64>,
     consumer_ack_pending: Option<u64>,
+    find_max: Option<FindMax>,
+    ceiling: Option<ceiling::Figures>,
+    /// The platform's throughput over the ceiling pipeline's: the highest sustained rate with
+    /// --find-max, else the outcome rate.
+    ratio_to_ceiling: Option<f64>,
 }
 
-#[derive(Debug, Default, Serialize)]
-struct Latency {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    p999: f64,
-    max: f64,
-    count: u64,
+#[derive(Debug, Clone, Copy, Serialize)]
+struct BacklogSample {
+    /// Seconds since sending started.
+    at: f64,
+    backlog: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct FindMax {
+    bounds: StepBounds,
+    step_seconds: f64,
+    steps: Vec<Step>,
+    highest_sustained_rate: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Step {
+    offered_rate: f64,
+    achieved_rate: f64,
+    outcome_rate: f64,
+    sent: u64,
+    latency_ms: Latency,
+    watch_latency_ms: Option<Latency>,
+    backlog_samples: Vec<u64>,
+    backlog_at_end: Option<u64>,
+    #[serde(flatten)]
+    verdict: Verdict,
 }
 
 #[derive(Default)]
@@ -291,204 +379,608 @@ struct Counters {
     incidents: AtomicU64,
     attached: AtomicU64,
     rejected: AtomicU64,
+    watch_gaps: AtomicU64,
+}
+
+impl Counters {
+    fn outcomes(&self) -> u64 {
+        self.incidents.load(Ordering::Relaxed)
+            + self.attached.load(Ordering::Relaxed)
+            + self.rejected.load(Ordering::Relaxed)
+    }
+}
+
+/// What the readers of outcomes share with the sender: when each report was sent, and the
+/// latencies seen so far.
+struct Probe {
+    /// Reports still owed an event on `whistle.event.>`.
+    in_flight: Mutex<HashMap<String, Instant>>,
+    /// Reports still owed an event on the `WatchEvents` stream, when one is watched.
+    watch_in_flight: Option<Mutex<HashMap<String, Instant>>>,
+    histogram: Mutex<Histogram<u64>>,
+    watch_histogram: Mutex<Histogram<u64>>,
+    counters: Counters,
+}
+
+impl Probe {
+    fn sent(&self, report_id: &str) {
+        let now = Instant::now();
+        self.in_flight
+            .lock()
+            .expect("not poisoned")
+            .insert(report_id.to_owned(), now);
+        if let Some(watched) = &self.watch_in_flight {
+            watched
+                .lock()
+                .expect("not poisoned")
+                .insert(report_id.to_owned(), now);
+        }
+    }
+
+    fn owed(&self) -> usize {
+        self.in_flight.lock().expect("not poisoned").len()
+    }
+
+    /// Empties both histograms (a new step starts).
+    fn reset(&self) {
+        self.histogram.lock().expect("not poisoned").reset();
+        self.watch_histogram.lock().expect("not poisoned").reset();
+    }
+
+    fn latency(&self) -> Latency {
+        Latency::from_micros(&self.histogram.lock().expect("not poisoned"))
+    }
+
+    fn watch_latency(&self) -> Option<Latency> {
+        self.watch_in_flight
+            .as_ref()
+            .map(|_| Latency::from_micros(&self.watch_histogram.lock().expect("not poisoned")))
+    }
+}
+
+fn record(histogram: &Mutex<Histogram<u64>>, sent_at: Instant) {
+    let micros = sent_at.elapsed().as_micros() as u64;
+    let _ = histogram
+        .lock()
+        .expect("not poisoned")
+        .record(micros.max(1));
+}
+
+/// The report id an outcome event names, and which outcome it is.
+fn outcome(event: &v1::Event) -> Option<(String, Outcome)> {
+    let report_id = |report: &Option<v1::Report>| {
+        report
+            .as_ref()
+            .map(|r| r.report_id.clone())
+            .unwrap_or_default()
+    };
+    match &event.body {
+        Some(v1::event::Body::IncidentReported(b)) => {
+            Some((report_id(&b.report), Outcome::Incident))
+        }
+        Some(v1::event::Body::ReportAttached(b)) => Some((report_id(&b.report), Outcome::Attached)),
+        Some(v1::event::Body::ReportRejected(b)) => Some((b.report_id.clone(), Outcome::Rejected)),
+        _ => None,
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Outcome {
+    Incident,
+    Attached,
+    Rejected,
+}
+
+/// The event kinds that are a report's outcome.
+const OUTCOME_KINDS: [&str; 3] = [
+    whistle_dispatch::INCIDENT_REPORTED,
+    "report.attached",
+    whistle_dispatch::REPORT_REJECTED,
+];
+
+/// Reads every event on `whistle.event.>` and matches it to a report of this run.
+async fn read_outcomes(
+    client: &async_nats::Client,
+    probe: Arc<Probe>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut events = client.subscribe("whistle.event.>").await?;
+    client.flush().await?;
+    Ok(tokio::spawn(async move {
+        while let Some(message) = events.next().await {
+            let Ok(event) = v1::Event::decode(message.payload) else {
+                continue;
+            };
+            let Some((report_id, kind)) = outcome(&event) else {
+                continue;
+            };
+            let counter = match kind {
+                Outcome::Incident => &probe.counters.incidents,
+                Outcome::Attached => &probe.counters.attached,
+                Outcome::Rejected => &probe.counters.rejected,
+            };
+            let sent_at = probe
+                .in_flight
+                .lock()
+                .expect("not poisoned")
+                .remove(&report_id);
+            if let Some(sent_at) = sent_at {
+                counter.fetch_add(1, Ordering::Relaxed);
+                record(&probe.histogram, sent_at);
+            } else if event.kind == whistle_dispatch::REPORT_REJECTED && report_id.is_empty() {
+                // Garbage bytes carry no report id; count them by kind.
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }))
+}
+
+/// Opens a `WatchEvents` stream of the outcome kinds and matches its events to reports of this
+/// run. Returns once the stream is open, so no report is sent before it listens.
+async fn watch_outcomes(
+    query_url: &str,
+    token: &str,
+    probe: Arc<Probe>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let channel = tonic::transport::Channel::from_shared(query_url.to_owned())
+        .context("--query-url")?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {query_url}"))?;
+    let bearer = whistle_proto::Bearer::new(token).context("the token is not ASCII")?;
+    let mut client = CommandCenterClient::with_interceptor(channel, bearer);
+    let mut stream = client
+        .watch_events(v1::WatchEventsRequest {
+            area_code: String::new(),
+            kinds: OUTCOME_KINDS.iter().map(|k| (*k).to_owned()).collect(),
+            since_sequence: 0,
+        })
+        .await
+        .context("opening WatchEvents")?
+        .into_inner();
+    Ok(tokio::spawn(async move {
+        loop {
+            let response = match stream.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::warn!(%status, "the WatchEvents stream failed");
+                    break;
+                }
+            };
+            match response.item {
+                Some(v1::watch_events_response::Item::Event(sequenced)) => {
+                    let Some((report_id, _)) = sequenced.event.as_ref().and_then(outcome) else {
+                        continue;
+                    };
+                    let watched = probe.watch_in_flight.as_ref().expect("watching");
+                    let sent_at = watched.lock().expect("not poisoned").remove(&report_id);
+                    if let Some(sent_at) = sent_at {
+                        record(&probe.watch_histogram, sent_at);
+                    }
+                }
+                Some(v1::watch_events_response::Item::Gap(_)) => {
+                    probe.counters.watch_gaps.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {}
+            }
+        }
+    }))
+}
+
+/// The sending side of a run.
+struct Sender {
+    js: jetstream::Context,
+    feed: Feed,
+    invalid_share: f64,
+    probe: Arc<Probe>,
+    expected_invalid: u64,
+    stop: CancellationToken,
+}
+
+/// What one stretch of sending did.
+struct Sent {
+    sent: u64,
+    seconds: f64,
+    samples: Vec<BacklogSample>,
+    backlog_at_end: Option<u64>,
+    outcomes: u64,
+}
+
+impl Sender {
+    /// Sends at `rate` for `duration` (0: until Ctrl-C), open loop, sampling the backlog every
+    /// `sample_every`; the last sample is taken when sending stops.
+    async fn send(
+        &mut self,
+        rate: f64,
+        duration: Duration,
+        sample_every: Duration,
+        bar: &ProgressBar,
+    ) -> Sent {
+        let total = (duration.as_secs_f64() * rate).round() as u64;
+        let outcomes_before = self.probe.counters.outcomes();
+        let start = Instant::now();
+        let samples: Arc<Mutex<Vec<BacklogSample>>> = Arc::default();
+        let sampling = CancellationToken::new();
+        let sampler = {
+            let (js, samples, sampling) = (self.js.clone(), samples.clone(), sampling.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(sample_every.max(Duration::from_millis(10)));
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every.tick().await; // the first tick is now; the first sample comes one period in
+                loop {
+                    tokio::select! {
+                        _ = sampling.cancelled() => break,
+                        _ = every.tick() => {}
+                    }
+                    if let Some(backlog) = consumer_backlog(&js).await {
+                        samples.lock().expect("not poisoned").push(BacklogSample {
+                            at: start.elapsed().as_secs_f64(),
+                            backlog: backlog.0 + backlog.1,
+                        });
+                    }
+                }
+            })
+        };
+
+        let mut sent = 0u64;
+        let mut ticker = tokio::time::interval(Duration::from_millis(2));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_message = Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            if total > 0 && sent >= total {
+                break;
+            }
+            let due = (start.elapsed().as_secs_f64() * rate) as u64;
+            let due = if total > 0 { due.min(total) } else { due };
+            while sent < due {
+                self.send_one().await;
+                sent += 1;
+            }
+            if last_message.elapsed() > Duration::from_millis(250) {
+                last_message = Instant::now();
+                bar.set_position(bar.position().max(sent));
+                let c = &self.probe.counters;
+                bar.set_message(format!(
+                    "acked {}  incidents {}  attached {}  rejected {}",
+                    c.acked.load(Ordering::Relaxed),
+                    c.incidents.load(Ordering::Relaxed),
+                    c.attached.load(Ordering::Relaxed),
+                    c.rejected.load(Ordering::Relaxed)
+                ));
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let outcomes = self.probe.counters.outcomes() - outcomes_before;
+        sampling.cancel();
+        let _ = sampler.await;
+        // The backlog when sending stops tells whether dispatch kept up.
+        let backlog_at_end = consumer_backlog(&self.js).await.map(|(p, a)| p + a);
+        let mut samples = std::mem::take(&mut *samples.lock().expect("not poisoned"));
+        if let Some(backlog) = backlog_at_end {
+            samples.push(BacklogSample {
+                at: start.elapsed().as_secs_f64(),
+                backlog,
+            });
+        }
+        Sent {
+            sent,
+            seconds,
+            samples,
+            backlog_at_end,
+            outcomes,
+        }
+    }
+
+    async fn send_one(&mut self) {
+        let out = self.feed.next(self.invalid_share);
+        self.expected_invalid += u64::from(out.invalid);
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_MESSAGE_ID, out.report_id.as_str());
+        if out.json {
+            headers.insert("Content-Type", "application/json");
+        }
+        if out.traceable {
+            self.probe.sent(&out.report_id);
+        }
+        let counters = &self.probe.counters;
+        match self
+            .js
+            .publish_with_headers(out.subject, headers, out.payload.into())
+            .await
+        {
+            Ok(ack) => {
+                let probe = self.probe.clone();
+                tokio::spawn(async move {
+                    match ack.await {
+                        Ok(_) => probe.counters.acked.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => probe
+                            .counters
+                            .publish_errors
+                            .fetch_add(1, Ordering::Relaxed),
+                    };
+                });
+            }
+            Err(_) => {
+                counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits up to `limit` for every outcome owed and an empty intake backlog.
+    async fn drain(&self, limit: Duration, bar: &ProgressBar) {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if self.probe.owed() == 0
+                && consumer_backlog(&self.js)
+                    .await
+                    .is_none_or(|(p, a)| p + a == 0)
+            {
+                break;
+            }
+            bar.set_message(format!(
+                "draining: {} outcomes owed",
+                thousands(self.probe.owed() as u64)
+            ));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
+    let watch = match (&args.query_url, &args.token) {
+        (Some(url), Some(token)) => Some((url.clone(), token.clone())),
+        (Some(_), None) => anyhow::bail!("--query-url needs --token (or WHISTLE_TOKEN)"),
+        _ => None,
+    };
     let policy = whistle_dispatch::load_policy(&conn.policy)?;
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
-    let mut feed = Feed::new(&policy, seed);
+
+    // The ceiling first, while dispatch is idle, so the two figures are taken back to back.
+    let ceiling = if args.ceiling {
+        eprintln!(
+            "measuring the ceiling pipeline ({} reports)…",
+            thousands(args.ceiling_reports)
+        );
+        let options = ceiling::Options {
+            nats_url: conn.nats_url.clone(),
+            database_url: conn.database_url.clone(),
+            reports: args.ceiling_reports,
+            rate: 0.0,
+            parts: ceiling::Parts {
+                nats: false,
+                postgres: false,
+                pipeline: true,
+            },
+            ..Default::default()
+        };
+        let figures = ceiling::run(&options).await?;
+        eprint!("{}", ceiling::render(&figures));
+        Some(figures)
+    } else {
+        None
+    };
+
     let client = connect_nats(conn).await?;
     let js = jetstream::ContextBuilder::new()
         .max_ack_inflight(8192)
         .backpressure_on_inflight(true)
         .build(client.clone());
-
-    let in_flight: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let histogram = Arc::new(Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
-    ));
-    let counters = Arc::new(Counters::default());
-
-    // Outcomes: read every event and match it to a report of this run.
-    let mut events = client.subscribe("whistle.event.>").await?;
-    client.flush().await?;
-    let outcome_task = {
-        let (in_flight, histogram, counters) =
-            (in_flight.clone(), histogram.clone(), counters.clone());
-        tokio::spawn(async move {
-            while let Some(message) = events.next().await {
-                let Ok(event) = v1::Event::decode(message.payload) else {
-                    continue;
-                };
-                let (report_id, counter) = match &event.body {
-                    Some(v1::event::Body::IncidentReported(b)) => (
-                        b.report
-                            .as_ref()
-                            .map(|r| r.report_id.clone())
-                            .unwrap_or_default(),
-                        &counters.incidents,
-                    ),
-                    Some(v1::event::Body::ReportAttached(b)) => (
-                        b.report
-                            .as_ref()
-                            .map(|r| r.report_id.clone())
-                            .unwrap_or_default(),
-                        &counters.attached,
-                    ),
-                    Some(v1::event::Body::ReportRejected(b)) => {
-                        (b.report_id.clone(), &counters.rejected)
-                    }
-                    _ => continue,
-                };
-                let sent_at = in_flight.lock().expect("not poisoned").remove(&report_id);
-                if let Some(sent_at) = sent_at {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    let micros = sent_at.elapsed().as_micros() as u64;
-                    let _ = histogram
-                        .lock()
-                        .expect("not poisoned")
-                        .record(micros.max(1));
-                } else if event.kind == whistle_dispatch::REPORT_REJECTED && report_id.is_empty() {
-                    // Garbage bytes carry no report id; count them by subject.
-                    counters.rejected.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        })
+    let probe = Arc::new(Probe {
+        in_flight: Mutex::default(),
+        watch_in_flight: watch.as_ref().map(|_| Mutex::default()),
+        histogram: Mutex::new(micros_histogram()),
+        watch_histogram: Mutex::new(micros_histogram()),
+        counters: Counters::default(),
+    });
+    let outcome_task = read_outcomes(&client, probe.clone()).await?;
+    let watch_task = match &watch {
+        Some((url, token)) => Some(watch_outcomes(url, token, probe.clone()).await?),
+        None => None,
     };
 
-    let total = (args.duration.as_secs_f64() * args.rate).round() as u64;
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else if total > 0 {
-        ProgressBar::new(total)
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.cancel();
+            }
+        }
+    });
+    let mut sender = Sender {
+        js: js.clone(),
+        feed: Feed::new(&policy, seed),
+        invalid_share: args.invalid_share,
+        probe: probe.clone(),
+        expected_invalid: 0,
+        stop: stop.clone(),
+    };
+
+    let mut summary = if args.find_max {
+        find_max(&args, &mut sender).await
     } else {
-        ProgressBar::new_spinner()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} sent  {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-
-    let start = Instant::now();
-    let mut sent = 0u64;
-    let mut expected_invalid = 0u64;
-    let mut ticker = tokio::time::interval(Duration::from_millis(2));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut last_message = Instant::now();
-    loop {
-        tokio::select! {
-            _ = &mut ctrl_c => break,
-            _ = ticker.tick() => {}
-        }
-        let elapsed = start.elapsed();
-        if total > 0 && sent >= total {
-            break;
-        }
-        let due = (elapsed.as_secs_f64() * args.rate) as u64;
-        let due = if total > 0 { due.min(total) } else { due };
-        while sent < due {
-            let out = feed.next(args.invalid_share);
-            expected_invalid += u64::from(out.invalid);
-            let mut headers = HeaderMap::new();
-            headers.insert(NATS_MESSAGE_ID, out.report_id.as_str());
-            if out.json {
-                headers.insert("Content-Type", "application/json");
-            }
-            if out.traceable {
-                in_flight
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(out.report_id.clone(), Instant::now());
-            }
-            match js
-                .publish_with_headers(out.subject, headers, out.payload.into())
-                .await
-            {
-                Ok(ack) => {
-                    let counters = counters.clone();
-                    tokio::spawn(async move {
-                        match ack.await {
-                            Ok(_) => counters.acked.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => counters.publish_errors.fetch_add(1, Ordering::Relaxed),
-                        };
-                    });
-                }
-                Err(_) => {
-                    counters.publish_errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            sent += 1;
-        }
-        if last_message.elapsed() > Duration::from_millis(250) {
-            last_message = Instant::now();
-            bar.set_position(sent);
+        let total = (args.duration.as_secs_f64() * args.rate).round() as u64;
+        let bar = if args.quiet {
+            ProgressBar::hidden()
+        } else if total > 0 {
+            ProgressBar::new(total)
+        } else {
+            ProgressBar::new_spinner()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} sent  {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        let sent = sender
+            .send(args.rate, args.duration, args.sample_every, &bar)
+            .await;
+        bar.set_position(sent.sent);
+        // Wait for the outcomes still owed.
+        let drain_until = Instant::now() + args.drain;
+        while Instant::now() < drain_until && probe.owed() > 0 && !stop.is_cancelled() {
             bar.set_message(format!(
-                "acked {}  incidents {}  rejected {}",
-                counters.acked.load(Ordering::Relaxed),
-                counters.incidents.load(Ordering::Relaxed),
-                counters.rejected.load(Ordering::Relaxed)
+                "draining: {}/{} outcomes",
+                probe.counters.outcomes(),
+                sent.sent
             ));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bar.finish_and_clear();
+        Summary {
+            offered_rate: args.rate,
+            achieved_rate: sent.sent as f64 / sent.seconds,
+            outcome_rate: sent.outcomes as f64 / sent.seconds,
+            seconds: sent.seconds,
+            sent: sent.sent,
+            latency_ms: probe.latency(),
+            watch_latency_ms: probe.watch_latency(),
+            backlog_at_end_of_send: sent.backlog_at_end,
+            backlog_max: sent.samples.iter().map(|s| s.backlog).max(),
+            backlog_samples: sent.samples,
+            ..Default::default()
+        }
+    };
+    if watch_task.is_some() {
+        // WatchEvents may deliver a moment after NATS did.
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until && watch_owed(&probe) > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let send_seconds = start.elapsed().as_secs_f64();
-    bar.set_position(sent);
-    // The backlog when sending stops tells whether dispatch kept up; after the drain it should be 0.
-    let backlog_at_end_of_send = consumer_backlog(&js)
-        .await
-        .map(|(pending, ack_pending)| pending + ack_pending);
-
-    // Wait for the outcomes still owed.
-    let drain_until = Instant::now() + args.drain;
-    while Instant::now() < drain_until && !in_flight.lock().expect("not poisoned").is_empty() {
-        let outcomes = counters.incidents.load(Ordering::Relaxed)
-            + counters.attached.load(Ordering::Relaxed)
-            + counters.rejected.load(Ordering::Relaxed);
-        bar.set_message(format!("draining: {outcomes}/{sent} outcomes"));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bar.finish_and_clear();
     outcome_task.abort();
+    if let Some(task) = watch_task {
+        task.abort();
+    }
 
     let (pending, ack_pending) = match consumer_backlog(&js).await {
         Some((p, a)) => (Some(p), Some(a)),
         None => (None, None),
     };
-    let h = histogram.lock().expect("not poisoned");
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let summary = Summary {
-        offered_rate: args.rate,
-        achieved_rate: sent as f64 / send_seconds,
-        seconds: send_seconds,
-        sent,
-        acked: counters.acked.load(Ordering::Relaxed),
-        publish_errors: counters.publish_errors.load(Ordering::Relaxed),
-        incidents: counters.incidents.load(Ordering::Relaxed),
-        attached: counters.attached.load(Ordering::Relaxed),
-        rejected: counters.rejected.load(Ordering::Relaxed),
-        expected_invalid,
-        missing: in_flight.lock().expect("not poisoned").len() as u64,
-        latency_ms: Latency {
-            p50: ms(0.5),
-            p90: ms(0.9),
-            p99: ms(0.99),
-            p999: ms(0.999),
-            max: h.max() as f64 / 1000.0,
-            count: h.len(),
-        },
-        backlog_at_end_of_send,
-        consumer_pending: pending,
-        consumer_ack_pending: ack_pending,
-    };
+    let c = &probe.counters;
+    summary.acked = c.acked.load(Ordering::Relaxed);
+    summary.publish_errors = c.publish_errors.load(Ordering::Relaxed);
+    summary.incidents = c.incidents.load(Ordering::Relaxed);
+    summary.attached = c.attached.load(Ordering::Relaxed);
+    summary.rejected = c.rejected.load(Ordering::Relaxed);
+    summary.expected_invalid = sender.expected_invalid;
+    summary.missing = probe.owed() as u64;
+    if probe.watch_in_flight.is_some() {
+        summary.watch_missing = Some(watch_owed(&probe) as u64);
+        summary.watch_gaps = Some(c.watch_gaps.load(Ordering::Relaxed));
+    }
+    summary.consumer_pending = pending;
+    summary.consumer_ack_pending = ack_pending;
+    if let Some(figures) = ceiling {
+        let platform = match &summary.find_max {
+            Some(found) => found.highest_sustained_rate,
+            None => Some(summary.outcome_rate),
+        };
+        summary.ratio_to_ceiling = platform
+            .zip(figures.pipeline.map(|p| p.per_second))
+            .map(|(platform, ceiling)| platform / ceiling);
+        summary.ceiling = Some(figures);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&summary);
     }
     Ok(())
+}
+
+fn watch_owed(probe: &Probe) -> usize {
+    probe
+        .watch_in_flight
+        .as_ref()
+        .map_or(0, |w| w.lock().expect("not poisoned").len())
+}
+
+/// Raises the rate step by step (`RateSteps`) until a step falls behind (`judge_step`),
+/// draining the backlog between steps so each starts clean.
+async fn find_max(args: &Args, sender: &mut Sender) -> Summary {
+    let plan = RateSteps {
+        start: args.start_rate,
+        factor: args.step_factor,
+        add: args.step_add,
+        max: args.max_rate,
+    };
+    let bounds = StepBounds {
+        backlog: args.max_backlog,
+        p99_ms: args.max_p99.as_secs_f64() * 1000.0,
+    };
+    let bar = ProgressBar::hidden();
+    let mut steps = Vec::new();
+    let mut total_sent = 0;
+    let mut total_seconds = 0.0;
+    let mut rate = Some(plan.start).filter(|r| *r > 0.0 && *r <= plan.max);
+    while let Some(offered) = rate {
+        if sender.stop.is_cancelled() {
+            break;
+        }
+        sender.probe.reset();
+        let sent = sender
+            .send(offered, args.step_duration, args.sample_every, &bar)
+            .await;
+        total_sent += sent.sent;
+        total_seconds += sent.seconds;
+        let latency = sender.probe.latency();
+        let backlog: Vec<u64> = sent.samples.iter().map(|s| s.backlog).collect();
+        let verdict = judge_step(&backlog, latency.p99, bounds);
+        let step = Step {
+            offered_rate: offered,
+            achieved_rate: sent.sent as f64 / sent.seconds,
+            outcome_rate: sent.outcomes as f64 / sent.seconds,
+            sent: sent.sent,
+            latency_ms: latency,
+            watch_latency_ms: sender.probe.watch_latency(),
+            backlog_samples: backlog,
+            backlog_at_end: sent.backlog_at_end,
+            verdict,
+        };
+        eprintln!("{}", step_line(&step));
+        let sustained = step.verdict.sustained();
+        steps.push(step);
+        // Drain either way, so the platform is left without a backlog.
+        sender.drain(args.drain, &bar).await;
+        rate = if sustained { plan.next(offered) } else { None };
+    }
+    let verdicts: Vec<(f64, Verdict)> = steps.iter().map(|s| (s.offered_rate, s.verdict)).collect();
+    let highest = highest_sustained(&verdicts);
+    let last_kept_up = steps.iter().rev().find(|s| Some(s.offered_rate) == highest);
+    Summary {
+        offered_rate: highest.unwrap_or(0.0),
+        achieved_rate: last_kept_up.map_or(0.0, |s| s.achieved_rate),
+        outcome_rate: last_kept_up.map_or(0.0, |s| s.outcome_rate),
+        seconds: total_seconds,
+        sent: total_sent,
+        latency_ms: last_kept_up.map(|s| s.latency_ms).unwrap_or_default(),
+        watch_latency_ms: last_kept_up.and_then(|s| s.watch_latency_ms),
+        find_max: Some(FindMax {
+            bounds,
+            step_seconds: args.step_duration.as_secs_f64(),
+            steps,
+            highest_sustained_rate: highest,
+        }),
+        ..Default::default()
+    }
+}
+
+fn step_line(step: &Step) -> String {
+    format!(
+        "offered {:>9}  sent {:>9}  outcomes {:>9}  p99 {:>10}  backlog at end {:>7}  → {}",
+        format_rate(step.offered_rate),
+        format_rate(step.achieved_rate),
+        format_rate(step.outcome_rate),
+        format_ms(step.latency_ms.p99),
+        step.backlog_at_end.map_or("?".to_owned(), thousands),
+        step.verdict
+    )
 }
 
 async fn consumer_backlog(js: &jetstream::Context) -> Option<(u64, u64)> {
@@ -501,27 +993,75 @@ async fn consumer_backlog(js: &jetstream::Context) -> Option<(u64, u64)> {
 }
 
 fn print_summary(s: &Summary) {
-    println!(
-        "offered {:.0}/s, achieved {:.0}/s over {:.1}s",
-        s.offered_rate, s.achieved_rate, s.seconds
-    );
-    println!(
-        "sent {}  acked {}  publish errors {}  incidents {}  attached as duplicates {}  rejected {} (expected ≈{})  no outcome {}",
-        s.sent, s.acked, s.publish_errors, s.incidents, s.attached, s.rejected, s.expected_invalid, s.missing
-    );
-    let l = &s.latency_ms;
-    println!(
-        "report → event latency (ms): p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (n={})",
-        l.p50, l.p90, l.p99, l.p999, l.max, l.count
-    );
-    match (
-        s.backlog_at_end_of_send,
-        s.consumer_pending,
-        s.consumer_ack_pending,
-    ) {
-        (Some(at_end), Some(p), Some(a)) => {
-            println!("dispatch consumer backlog: {at_end} when sending stopped; after the drain {p} pending, {a} awaiting ack")
+    if let Some(found) = &s.find_max {
+        println!(
+            "find-max: steps of {:.0}s; a step falls behind when its backlog ends above {} and grew across it by more than {}, or p99 > {}",
+            found.step_seconds,
+            thousands(found.bounds.backlog),
+            thousands(found.bounds.backlog / 2),
+            format_ms(found.bounds.p99_ms)
+        );
+        for step in &found.steps {
+            println!("  {}", step_line(step));
         }
-        _ => println!("dispatch consumer backlog: unknown (consumer not found)"),
+        match found.highest_sustained_rate {
+            Some(rate) => println!("highest sustained rate: {}", format_rate(rate)),
+            None => println!("highest sustained rate: none (the first step fell behind)"),
+        }
+        println!(
+            "sent {}  acked {}  publish errors {}  incidents {}  attached {}  rejected {}  no outcome {}",
+            s.sent, s.acked, s.publish_errors, s.incidents, s.attached, s.rejected, s.missing
+        );
+    } else {
+        println!(
+            "offered {}, sent {}, outcomes {} over {:.1}s",
+            format_rate(s.offered_rate),
+            format_rate(s.achieved_rate),
+            format_rate(s.outcome_rate),
+            s.seconds
+        );
+        println!(
+            "sent {}  acked {}  publish errors {}  incidents {}  attached as duplicates {}  rejected {} (expected ≈{})  no outcome {}",
+            s.sent, s.acked, s.publish_errors, s.incidents, s.attached, s.rejected, s.expected_invalid, s.missing
+        );
+        println!("report → event latency: {}", s.latency_ms);
+    }
+    if let Some(l) = &s.watch_latency_ms {
+        println!(
+            "report → WatchEvents delivery: {l}; not delivered {}, gaps {}",
+            s.watch_missing.unwrap_or(0),
+            s.watch_gaps.unwrap_or(0)
+        );
+    }
+    if s.find_max.is_none() {
+        match (s.backlog_at_end_of_send, s.backlog_max) {
+            (Some(at_end), max) => println!(
+                "dispatch consumer backlog: max {} while sending, {} when sending stopped",
+                max.map_or("?".to_owned(), thousands),
+                thousands(at_end)
+            ),
+            _ => println!("dispatch consumer backlog: unknown (consumer not found)"),
+        }
+    }
+    if let (Some(p), Some(a)) = (s.consumer_pending, s.consumer_ack_pending) {
+        println!("after the drain: {p} pending, {a} awaiting ack");
+    }
+    if let (Some(figures), Some(ratio)) = (&s.ceiling, s.ratio_to_ceiling) {
+        let ceiling = figures.pipeline.map_or(0.0, |p| p.per_second);
+        let platform = s
+            .find_max
+            .as_ref()
+            .map_or(s.outcome_rate, |f| f.highest_sustained_rate.unwrap_or(0.0));
+        println!(
+            "platform {} ({}) = {:.1} % of the ceiling pipeline's {}",
+            format_rate(platform),
+            if s.find_max.is_some() {
+                "highest sustained rate"
+            } else {
+                "outcomes while sending"
+            },
+            ratio * 100.0,
+            format_rate(ceiling)
+        );
     }
 }

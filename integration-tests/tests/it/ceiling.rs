@@ -1,0 +1,119 @@
+//! `whistle bench ceiling` at tiny sizes: every part reports a positive figure, and the scratch
+//! streams and tables are gone afterwards — also when a run fails half-way. No timing is asserted.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use whistle_cli::ceiling::{self, Options, Parts, Throughput, STREAM_PREFIX, TABLE_PREFIX};
+
+use crate::harness::{NatsServer, TestDb};
+
+fn tiny(nats: &NatsServer, db: &TestDb) -> Options {
+    Options {
+        nats_url: nats.url(),
+        database_url: db.url.clone(),
+        messages: 2_000,
+        awaited: 100,
+        rows: 1_000,
+        single_rows: 50,
+        reports: 1_000,
+        rate: 200.0,
+        latency_duration: Duration::from_secs(1),
+        batch: 100,
+        window: 32,
+        message_size: 300,
+        parts: Parts {
+            nats: true,
+            postgres: true,
+            pipeline: true,
+        },
+    }
+}
+
+async fn scratch_streams(nats: &NatsServer) -> Vec<String> {
+    let client = async_nats::connect(nats.url()).await.expect("connecting");
+    let names: Vec<String> = async_nats::jetstream::new(client)
+        .stream_names()
+        .try_collect()
+        .await
+        .expect("listing streams");
+    names
+        .into_iter()
+        .filter(|n| n.starts_with(STREAM_PREFIX))
+        .collect()
+}
+
+async fn scratch_tables(db: &TestDb) -> i64 {
+    db.count(&format!(
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE '{TABLE_PREFIX}%'"
+    ))
+    .await
+}
+
+fn positive(name: &str, figure: Option<Throughput>, count: u64) {
+    let figure = figure.unwrap_or_else(|| panic!("{name} was not measured"));
+    assert_eq!(figure.count, count, "{name}: {figure:?}");
+    assert!(figure.seconds > 0.0, "{name}: {figure:?}");
+    assert!(figure.per_second > 0.0, "{name}: {figure:?}");
+}
+
+#[tokio::test]
+async fn the_ceiling_measures_every_part_and_leaves_no_scratch_behind() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let options = tiny(&nats, &db);
+
+    let figures = ceiling::run(&options).await.expect("the ceiling run");
+
+    positive("publish pipelined", figures.publish_pipelined, 2_000);
+    positive("publish awaited", figures.publish_awaited, 100);
+    positive("pull", figures.pull, 2_100);
+    positive("pull acked", figures.pull_acked, 2_100);
+    positive("UNNEST insert", figures.unnest_insert, 1_000);
+    positive("row per transaction", figures.row_per_transaction, 50);
+    positive("pipeline", figures.pipeline, 1_000);
+    let at_rate = figures.pipeline_at_rate.expect("the open-loop run");
+    assert_eq!(at_rate.sent, 200);
+    assert_eq!(at_rate.completed, 200, "every report's event acked");
+    assert_eq!(at_rate.latency_ms.count, 200);
+    assert!(at_rate.latency_ms.p50 > 0.0 && at_rate.latency_ms.max >= at_rate.latency_ms.p99);
+    assert!(!figures.nats_server.is_empty() && !figures.postgres.is_empty());
+    let table = ceiling::render(&figures);
+    assert!(table.contains("minimal pipeline"), "{table}");
+
+    assert_eq!(scratch_streams(&nats).await, Vec::<String>::new());
+    assert_eq!(scratch_tables(&db).await, 0);
+    // The platform's streams were never made, its tables never written.
+    let client = async_nats::connect(nats.url()).await.expect("connecting");
+    let all: Vec<String> = async_nats::jetstream::new(client)
+        .stream_names()
+        .try_collect()
+        .await
+        .expect("listing streams");
+    assert!(all.is_empty(), "streams left: {all:?}");
+    assert_eq!(db.count("SELECT count(*) FROM incidents").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM outbox").await, 0);
+}
+
+#[tokio::test]
+async fn a_failed_ceiling_run_still_removes_its_scratch() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let options = Options {
+        // Over nats-server's 1 MiB max_payload: the first publish fails after the scratch
+        // streams and tables were made.
+        message_size: 2 * 1024 * 1024,
+        ..tiny(&nats, &db)
+    };
+
+    let error = ceiling::run(&options)
+        .await
+        .expect_err("an oversized payload");
+
+    assert!(
+        !error.to_string().contains("scratch not removed"),
+        "{error:#}"
+    );
+    assert_eq!(scratch_streams(&nats).await, Vec::<String>::new());
+    assert_eq!(scratch_tables(&db).await, 0);
+}
