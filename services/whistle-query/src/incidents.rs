@@ -12,7 +12,12 @@ use uuid::Uuid;
 use whistle_domain::{policy::Policy, AreaCode, CategoryCode};
 use whistle_proto::v1;
 
-use crate::{area::GridRange, convert, page_token::Cursor, Error, Result};
+use crate::{
+    area::GridRange,
+    convert,
+    page_token::{self, Cursor},
+    Error, Result,
+};
 
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
 pub const MAX_PAGE_SIZE: u32 = 500;
@@ -42,15 +47,7 @@ pub(crate) struct Filter {
 impl Filter {
     /// `area` is the request's area as checked against the caller's token.
     pub fn parse(request: &v1::ListIncidentsRequest, area: &AreaCode) -> Result<Filter> {
-        let page_size = match request.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(Error::invalid(format!(
-                    "page_size {n} is above the maximum of {MAX_PAGE_SIZE}"
-                )))
-            }
-            n => n,
-        };
+        let page_size = page_token::page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let categories = request
             .categories
             .iter()

@@ -45,6 +45,17 @@ impl Cursor {
     }
 }
 
+/// A requested page size: 0 means `default`; above `max` is INVALID_ARGUMENT.
+pub(crate) fn page_size(requested: u32, default: u32, max: u32) -> Result<u32> {
+    match requested {
+        0 => Ok(default),
+        n if n > max => Err(Error::invalid(format!(
+            "page_size {n} is above the maximum of {max}"
+        ))),
+        n => Ok(n),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

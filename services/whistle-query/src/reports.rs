@@ -23,7 +23,7 @@ use crate::{
     convert,
     generated::reporting_server,
     incidents::{self, SUMMARY_COLUMNS},
-    Error, Result,
+    page_token, Error, Result,
 };
 
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -66,15 +66,7 @@ pub(crate) async fn list_mine(
     now: DateTime<Utc>,
 ) -> Result<v1::ListMyReportsResponse> {
     let person = grid_worker(principal)?;
-    let page_size = match page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        n if n > MAX_PAGE_SIZE => {
-            return Err(Error::invalid(format!(
-                "page_size {n} is above the maximum of {MAX_PAGE_SIZE}"
-            )))
-        }
-        n => n,
-    };
+    let page_size = page_token::page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
     let mut reports = read(pool, policy, "reporter_id", person, page_size, now).await?;
     reports.truncate(page_size as usize);
     Ok(v1::ListMyReportsResponse {

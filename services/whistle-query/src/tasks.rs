@@ -13,7 +13,7 @@ use crate::{
     auth::Principal,
     convert,
     incidents::{self, SUMMARY_COLUMNS},
-    Error, Result,
+    page_token, Error, Result,
 };
 
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -51,15 +51,7 @@ impl Query {
             }
             _ => requested.to_owned(),
         };
-        let page_size = match request.page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n if n > MAX_PAGE_SIZE => {
-                return Err(Error::invalid(format!(
-                    "page_size {n} is above the maximum of {MAX_PAGE_SIZE}"
-                )))
-            }
-            n => n,
-        };
+        let page_size = page_token::page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
         let statuses = if request.statuses.is_empty() {
             TaskStatus::ALL
                 .iter()
