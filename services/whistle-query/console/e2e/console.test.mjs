@@ -1,7 +1,7 @@
 // Browser tests of the console against a running stack (see docs/console.md for the environment).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { env, clients, launch, openPage, waitFor, expectKpisMatch, readKpis, kpisOf } from "./helpers.mjs";
+import { env, clients, launch, openPage, waitFor, expectKpisMatch, readKpis, kpisOf, cuttableProxy } from "./helpers.mjs";
 import { TaskStatus } from "./gen/whistle/v1/common_pb.js";
 
 let browser;
@@ -220,3 +220,36 @@ async function openFromTicker(page) {
   await page.waitForSelector(`[data-testid="incident"][data-incident="${id}"]`, { timeout: 10000 });
   return id;
 }
+
+test("the ticker reconnects after the network drops and shows what happened meanwhile, once", async () => {
+  assert.ok(env.grid, "WHISTLE_GRID_TOKEN is required");
+  const grid = clients(env.grid);
+  const file = async (title) => {
+    const answer = await grid.reporting.submitReport({
+      report: { reportId: `e2e-offline-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`, category: "municipal.manhole", title, description: "e2e", urgency: 1 },
+    });
+    assert.ok(answer.incident?.incidentId, `filed: ${JSON.stringify(answer.outcome)}`);
+  };
+  const shown = (page, title) => page.locator(`[data-testid="ticker-item"]:has-text("${title}")`).count();
+  // The page reaches the query service through a proxy the test can cut.
+  const proxy = await cuttableProxy(env.page);
+  const { context, page, errors, foreign } = await openScreen(env.operator, { base: proxy.url });
+  await page.waitForSelector('[data-testid="live-status"][data-status="live"]', { timeout: 20000 });
+  const stamp = Date.now();
+  const before = `e2e 断网前 ${stamp}`, during = [`e2e 断网中一 ${stamp}`, `e2e 断网中二 ${stamp}`];
+  await file(before);
+  await page.waitForSelector(`[data-testid="ticker-item"]:has-text("${before}")`, { timeout: 5000 });
+
+  proxy.cut();
+  await page.waitForSelector('[data-testid="live-status"]:not([data-status="live"])', { timeout: 20000 });
+  for (const title of during) await file(title);
+  proxy.restore();
+  await page.waitForSelector('[data-testid="live-status"][data-status="live"]', { timeout: 30000 });
+  for (const title of during) await page.waitForSelector(`[data-testid="ticker-item"]:has-text("${title}")`, { timeout: 10000 });
+  // Resumed after the last sequence seen: nothing twice.
+  for (const title of [before, ...during]) assert.equal(await shown(page, title), 1, `${title} shown once`);
+  // Requests that failed while offline are expected; nothing else may log an error.
+  noErrors(errors.filter((e) => !/Failed to load resource|Failed to fetch|network|ERR_/i.test(e)), foreign);
+  await context.close();
+  proxy.close();
+});

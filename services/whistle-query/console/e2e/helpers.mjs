@@ -56,7 +56,7 @@ export async function launch() {
 }
 
 /** A page signed in with `token` through the URL fragment, collecting console errors. */
-export async function openPage(browser, token, view, { width = 1920, height = 1080, lang = "zh", mobile = false } = {}) {
+export async function openPage(browser, token, view, { width = 1920, height = 1080, lang = "zh", mobile = false, base = env.page } = {}) {
   const context = await browser.newContext({ viewport: { width, height }, deviceScaleFactor: 1, isMobile: mobile, hasTouch: mobile, locale: "zh-CN" });
   const page = await context.newPage();
   const errors = [];
@@ -65,14 +65,14 @@ export async function openPage(browser, token, view, { width = 1920, height = 10
   });
   page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
   // Nothing may be loaded from anywhere but the console's own origin.
-  const origin = new URL(env.page).origin;
+  const origin = new URL(base).origin;
   const foreign = [];
   page.on("request", (r) => {
     const u = r.url();
     if (!u.startsWith(origin) && !u.startsWith("data:") && !u.startsWith("blob:")) foreign.push(u);
   });
   await page.addInitScript((l) => localStorage.setItem("whistle.lang", l), lang);
-  await page.goto(`${env.page}/#/${view}?token=${encodeURIComponent(token)}`);
+  await page.goto(`${base}/#/${view}?token=${encodeURIComponent(token)}`);
   return { context, page, errors, foreign };
 }
 
@@ -165,4 +165,46 @@ export async function expectKpisMatch(page, cc, area, timeout = 20000) {
     },
     { timeout, interval: 300, message: `KPI tiles equal to GetOverview(${area}) ${JSON.stringify(detail ?? {})}` },
   );
+}
+
+/**
+ * A TCP proxy in front of the console's origin whose connections the test can cut, as a network
+ * drop would: `cut()` ends every open connection and refuses new ones until `restore()`.
+ */
+export async function cuttableProxy(target) {
+  const net = await import("node:net");
+  const { hostname, port } = new URL(target);
+  const open = new Set();
+  let down = false;
+  const server = net.createServer((client) => {
+    if (down) return client.destroy();
+    const upstream = net.connect(Number(port), hostname);
+    for (const [a, b] of [[client, upstream], [upstream, client]]) {
+      a.pipe(b);
+      a.on("error", () => b.destroy());
+      a.on("close", () => b.destroy());
+    }
+    open.add(client).add(upstream);
+    client.on("close", () => {
+      open.delete(client);
+      open.delete(upstream);
+    });
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  server.unref();
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    cut() {
+      down = true;
+      for (const s of open) s.destroy();
+      open.clear();
+    },
+    restore() {
+      down = false;
+    },
+    close() {
+      this.cut();
+      server.close();
+    },
+  };
 }
