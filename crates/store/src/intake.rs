@@ -11,6 +11,10 @@ use whistle_domain::incident::Timer;
 
 use crate::Result;
 
+/// The timeline note of an attached report is this followed by the report id; the query service
+/// finds a report's attachment by it.
+pub const ATTACHED_NOTE_PREFIX: &str = "duplicate report ";
+
 /// An event to publish after commit, written to the outbox in the same transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEvent {
@@ -230,7 +234,7 @@ pub async fn record(
                     target.incident_id,
                     "report.attached",
                     candidate,
-                    format!("duplicate report {}", candidate.report_id),
+                    format!("{ATTACHED_NOTE_PREFIX}{}", candidate.report_id),
                 ));
                 outbox.push(events.attached(candidate, target));
                 recorded

@@ -38,7 +38,7 @@ const REPORTS_SQL: &str = "
     SELECT r.report_id, r.received_at, r.payload, i.satisfaction AS incident_satisfaction,
            EXISTS (SELECT 1 FROM timeline a
                    WHERE a.incident_id = r.incident_id AND a.kind = 'report.attached'
-                     AND a.note = 'duplicate report ' || r.report_id) AS attached,
+                     AND a.note = $3 || r.report_id) AS attached,
            {SUMMARY}
     FROM reports r JOIN incidents i ON i.id = r.incident_id
     WHERE {WHERE}
@@ -90,6 +90,7 @@ async fn read(
     let recorded = sqlx::query(&sql(REPORTS_SQL, &format!("r.{column} = $1")))
         .bind(value)
         .bind(i64::from(limit))
+        .bind(whistle_store::intake::ATTACHED_NOTE_PREFIX)
         .fetch_all(&mut *tx)
         .await?;
     let rejected = sqlx::query(&sql(REJECTED_SQL, &format!("{column} = $1")))
