@@ -302,6 +302,33 @@ fn rank(mut rows: Vec<(bool, v1::ScoreboardRow)>) -> Vec<v1::ScoreboardRow> {
         .collect()
 }
 
+/// The final select of both boards: one row per board member with its counts from the CTEs
+/// `dispatched`, `due`, `resolved` and `satisfaction`; the whistle rate's base and count, and any
+/// further join, are the board's own.
+fn select_rows(whistle_base: &str, whistled: &str, join: &str) -> String {
+    format!(
+        "SELECT b.code, b.name,
+               coalesce(d.dispatched, 0) AS dispatched,
+               coalesce(d.accepted_in_time, 0) AS accepted_in_time,
+               coalesce(due.due, 0) AS due,
+               coalesce(due.resolved_in_time, 0) AS resolved_in_time,
+               coalesce(s.followed_up, 0) AS followed_up,
+               coalesce(s.satisfied, 0) AS satisfied,
+               coalesce(d.returned, 0) AS returned,
+               coalesce(r.resolved, 0) AS resolved,
+               coalesce(r.reopened, 0) AS reopened,
+               coalesce({whistle_base}, 0) AS whistle_base,
+               coalesce({whistled}, 0) AS whistled,
+               d.median_accept
+        FROM board b
+             LEFT JOIN dispatched d ON d.code = b.code
+             LEFT JOIN due ON due.code = b.code
+             LEFT JOIN resolved r ON r.code = b.code
+             LEFT JOIN satisfaction s ON s.code = b.code
+             {join}"
+    )
+}
+
 /// The latest follow-up in the month of each incident: its verdict (satisfied when the follow-up
 /// closed the incident, the entry right after it in the same transition) and the task round it
 /// judged. Binds the month as `$3` and `$4`.
@@ -376,25 +403,9 @@ fn departments_sql() -> String {
                  JOIN board b ON b.code = t.department_code
             GROUP BY t.department_code
         )
-        SELECT b.code, b.name,
-               coalesce(d.dispatched, 0) AS dispatched,
-               coalesce(d.accepted_in_time, 0) AS accepted_in_time,
-               coalesce(due.due, 0) AS due,
-               coalesce(due.resolved_in_time, 0) AS resolved_in_time,
-               coalesce(s.followed_up, 0) AS followed_up,
-               coalesce(s.satisfied, 0) AS satisfied,
-               coalesce(d.returned, 0) AS returned,
-               coalesce(r.resolved, 0) AS resolved,
-               coalesce(r.reopened, 0) AS reopened,
-               coalesce(d.dispatched, 0) AS whistle_base,
-               coalesce(d.whistled, 0) AS whistled,
-               d.median_accept
-        FROM board b
-             LEFT JOIN dispatched d ON d.code = b.code
-             LEFT JOIN due ON due.code = b.code
-             LEFT JOIN resolved r ON r.code = b.code
-             LEFT JOIN satisfaction s ON s.code = b.code",
+        {select}",
         follow_ups = follow_ups(),
+        select = select_rows("d.dispatched", "d.whistled", ""),
     )
 }
 
@@ -456,26 +467,13 @@ fn streets_sql() -> String {
             WHERE i.created_at >= $3 AND i.created_at < $4 AND i.status <> '{duplicate}'
             GROUP BY i.street_code
         )
-        SELECT b.code, b.name,
-               coalesce(d.dispatched, 0) AS dispatched,
-               coalesce(d.accepted_in_time, 0) AS accepted_in_time,
-               coalesce(due.due, 0) AS due,
-               coalesce(due.resolved_in_time, 0) AS resolved_in_time,
-               coalesce(s.followed_up, 0) AS followed_up,
-               coalesce(s.satisfied, 0) AS satisfied,
-               coalesce(d.returned, 0) AS returned,
-               coalesce(r.resolved, 0) AS resolved,
-               coalesce(r.reopened, 0) AS reopened,
-               coalesce(rp.reported, 0) AS whistle_base,
-               coalesce(rp.whistled, 0) AS whistled,
-               d.median_accept
-        FROM board b
-             LEFT JOIN dispatched d ON d.code = b.code
-             LEFT JOIN due ON due.code = b.code
-             LEFT JOIN resolved r ON r.code = b.code
-             LEFT JOIN satisfaction s ON s.code = b.code
-             LEFT JOIN reported rp ON rp.code = b.code",
+        {select}",
         follow_ups = follow_ups(),
+        select = select_rows(
+            "rp.reported",
+            "rp.whistled",
+            "LEFT JOIN reported rp ON rp.code = b.code"
+        ),
     )
 }
 
