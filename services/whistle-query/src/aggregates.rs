@@ -441,6 +441,27 @@ struct AreaCounters {
     horizon: Day,
 }
 
+impl AreaCounters {
+    /// Incidents being worked on (handling, whistled, accepted).
+    fn open(&self) -> i64 {
+        Status::ALL
+            .iter()
+            .filter(|s| s.is_open())
+            .map(|s| self.by_status[status_index(*s)])
+            .sum()
+    }
+
+    /// Open incidents flagged overdue, or past their deadline before the flag is set.
+    fn overdue(&self, now: Micros) -> i64 {
+        let pending: i64 = self
+            .deadlines
+            .range(..now)
+            .map(|(_, d)| i64::from(d.pending))
+            .sum();
+        self.overdue_flagged + pending
+    }
+}
+
 /// Changes the value at `key`, leaving no entry when it ends up at zero.
 fn with_entry<K: Ord, V: Default + PartialEq>(
     map: &mut BTreeMap<K, V>,
@@ -750,6 +771,14 @@ impl Store {
         }
     }
 
+    /// An area's open and overdue incidents at `now`, as its overview counts them.
+    fn open_and_overdue(&self, key: AreaKey, now: DateTime<Utc>) -> (u64, u64) {
+        self.areas.get(&key).map_or((0, 0), |area| {
+            let count = |n: i64| u64::try_from(n).unwrap_or_default();
+            (count(area.open()), count(area.overdue(micros(now))))
+        })
+    }
+
     /// The overview of an area at `now` over a window of `window_days` whole days.
     pub(crate) fn overview(
         &self,
@@ -787,13 +816,7 @@ impl Store {
                 .map(|s| (s.as_str().to_owned(), area.by_status[status_index(*s)]))
                 .collect(),
         );
-        out.open_incidents = count(
-            Status::ALL
-                .iter()
-                .filter(|s| s.is_open())
-                .map(|s| area.by_status[status_index(*s)])
-                .sum(),
-        );
+        out.open_incidents = count(area.open());
         out.by_level = named(
             Level::ALL
                 .iter()
@@ -812,12 +835,7 @@ impl Store {
                 .map(|(id, n)| (self.category_name(*id), *n))
                 .collect(),
         );
-        let pending: i64 = area
-            .deadlines
-            .range(..now)
-            .map(|(_, d)| i64::from(d.pending))
-            .sum();
-        out.overdue = count(area.overdue_flagged + pending);
+        out.overdue = count(area.overdue(now));
 
         let on_today = area.days.get(&today).copied().unwrap_or_default();
         out.reported_today = count(on_today.reported.into());
@@ -890,6 +908,29 @@ impl Aggregates {
             .expect("the aggregates lock is never poisoned") = Some(store);
     }
 
+    /// The open and overdue incidents of each area, as `GetOverview` counts them, for the map;
+    /// UNAVAILABLE until the first rebuild finished.
+    pub(crate) fn open_and_overdue(
+        &self,
+        areas: &[AreaCode],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(u64, u64)>> {
+        let store = self.ready()?;
+        Ok(areas
+            .iter()
+            .map(|area| store.open_and_overdue(AreaKey::of(Some(area)), now))
+            .collect())
+    }
+
+    fn ready(&self) -> Result<Arc<Store>> {
+        self.store().ok_or_else(|| {
+            Error::Unavailable(
+                "the live aggregates are still loading (from PostgreSQL and WHISTLE_EVENTS); retry shortly"
+                    .into(),
+            )
+        })
+    }
+
     /// `GetOverview` from the aggregates; UNAVAILABLE until the first rebuild finished.
     pub(crate) fn overview(
         &self,
@@ -898,12 +939,7 @@ impl Aggregates {
         window: TimeDelta,
         now: DateTime<Utc>,
     ) -> Result<v1::Overview> {
-        let store = self.store().ok_or_else(|| {
-            Error::Unavailable(
-                "the live aggregates are still loading (from PostgreSQL and WHISTLE_EVENTS); retry shortly"
-                    .into(),
-            )
-        })?;
+        let store = self.ready()?;
         Ok(store.overview(
             area_code,
             AreaKey::of(area),

@@ -1,13 +1,13 @@
 //! `GetGridMap`: every grid of an area with its position and its open and overdue incidents, for
-//! the screens' map. The counts are GetOverview's (the live aggregates), grid by grid, so the map
-//! and the tiles never disagree.
+//! the screens' map. The counts are GetOverview's (the same live aggregates and definitions), grid
+//! by grid, so the map and the tiles never disagree; only those two figures are computed.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use whistle_domain::AreaCode;
 use whistle_proto::v1;
 
-use crate::{aggregates::Aggregates, area::GridRange, overview, Error, Result};
+use crate::{aggregates::Aggregates, area::GridRange, Error, Result};
 
 pub(crate) async fn read(
     pool: &PgPool,
@@ -24,21 +24,27 @@ pub(crate) async fn read(
     .bind(&range.high)
     .fetch_all(pool)
     .await?;
-    let cells = grids
+    let codes = grids
         .iter()
         .map(|row| {
             let code: String = row.try_get("code")?;
-            let grid: AreaCode = code
-                .parse()
-                .map_err(|e| Error::Corrupt(format!("org unit {code}: {e}")))?;
-            let counts = aggregates.overview(&code, Some(&grid), overview::DEFAULT_WINDOW, now)?;
+            code.parse::<AreaCode>()
+                .map_err(|e| Error::Corrupt(format!("org unit {code}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let counts = aggregates.open_and_overdue(&codes, now)?;
+    let cells = grids
+        .iter()
+        .zip(codes)
+        .zip(counts)
+        .map(|((row, code), (open_incidents, overdue))| {
             Ok(v1::GridCell {
-                grid_code: code,
+                grid_code: code.to_string(),
                 name: row.try_get("name")?,
                 lat: row.try_get("lat")?,
                 lon: row.try_get("lon")?,
-                open_incidents: counts.open_incidents,
-                overdue: counts.overdue,
+                open_incidents,
+                overdue,
             })
         })
         .collect::<Result<_>>()?;
