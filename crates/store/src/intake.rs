@@ -147,6 +147,12 @@ pub async fn record(
     events: &impl IntakeEvents,
 ) -> Result<Recorded> {
     let mut tx = pool.begin().await?;
+    // These statements run with the same shapes batch after batch: planning each anew (the pool's
+    // setting, see `crate::connect`) cost a fifth of a batch. Cached plans are made again whenever
+    // the tables are analysed — by autovacuum, or by dispatch when that is off.
+    sqlx::query("SET LOCAL plan_cache_mode = auto")
+        .execute(&mut *tx)
+        .await?;
     let mut recorded = Recorded::default();
 
     if !incidents.is_empty() {
@@ -329,12 +335,41 @@ impl Placement {
     }
 }
 
+/// The sphere of the distances here and of the SQL that repeats them.
+const EARTH_RADIUS_M: f64 = 6_371_000.0;
+
 /// Great-circle distance in metres.
 fn distance_m(a: (f64, f64), b: (f64, f64)) -> f64 {
     let (lat1, lat2) = (a.0.to_radians(), b.0.to_radians());
     let (dlat, dlon) = ((b.0 - a.0).to_radians(), (b.1 - a.1).to_radians());
     let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
-    2.0 * 6_371_000.0 * h.sqrt().asin()
+    2.0 * EARTH_RADIUS_M * h.sqrt().asin()
+}
+
+/// A latitude/longitude box (`[lat_lo, lat_hi, lon_lo, lon_hi]`) holding every point within
+/// `radius_m` of `p`, so an index on (lat, lon) reads only the neighbourhood; the exact distance
+/// is checked after it. Where the circle reaches a pole or crosses the antimeridian the box spans
+/// every longitude: wider than needed, never narrower.
+fn search_box(p: (f64, f64), radius_m: f64) -> [f64; 4] {
+    // A little more than the circle, for rounding.
+    const MARGIN_DEG: f64 = 1e-6;
+    let angle = radius_m.max(0.0) / EARTH_RADIUS_M;
+    let dlat = angle.to_degrees() + MARGIN_DEG;
+    let (lat_lo, lat_hi) = (p.0 - dlat, p.0 + dlat);
+    let all_lon = [lat_lo.max(-90.0), lat_hi.min(90.0), -180.0, 180.0];
+    if lat_lo <= -90.0 || lat_hi >= 90.0 {
+        return all_lon;
+    }
+    // The widest longitude reached on a small circle around p (spherical trigonometry).
+    let ratio = angle.sin() / p.0.to_radians().cos();
+    if ratio >= 1.0 {
+        return all_lon;
+    }
+    let dlon = ratio.asin().to_degrees() + MARGIN_DEG;
+    if p.1 - dlon < -180.0 || p.1 + dlon > 180.0 {
+        return all_lon;
+    }
+    [lat_lo, lat_hi, p.1 - dlon, p.1 + dlon]
 }
 
 fn is_duplicate(
@@ -356,19 +391,24 @@ async fn place(
     candidates: &[&NewIncident],
     rule: DuplicateRule,
 ) -> Result<Vec<Placement>> {
-    // 0.001° of latitude is about 111 m: a cheap box before the exact distance.
-    let degrees = rule.radius_m / 111_000.0 + 0.0005;
+    let boxes: Vec<Option<[f64; 4]>> = candidates
+        .iter()
+        .map(|c| c.lat.zip(c.lon).map(|p| search_box(p, rule.radius_m)))
+        .collect();
+    let bound = |k: usize| boxes.iter().map(|b| b.map(|b| b[k])).collect::<Vec<_>>();
     let matches: Vec<(i64, Uuid, String, String, i32)> = sqlx::query_as(
         "SELECT r.n, m.id, m.district_code, m.street_code, m.report_count
-         FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::float8[], $5::timestamptz[]) WITH ORDINALITY
-             AS r(category, grid, lat, lon, at, n)
+         FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::float8[], $5::timestamptz[],
+                     $8::float8[], $9::float8[], $10::float8[], $11::float8[]) WITH ORDINALITY
+             AS r(category, grid, lat, lon, at, lat_lo, lat_hi, lon_lo, lon_hi, n)
          CROSS JOIN LATERAL (
              SELECT i.id, i.district_code, i.street_code, i.report_count
              FROM incidents i
              WHERE i.category = r.category
                AND i.status IN ('handling', 'whistled', 'accepted')
                AND i.created_at >= r.at - make_interval(secs => $6)
-               AND ((r.lat IS NOT NULL AND i.lat BETWEEN r.lat - $8 AND r.lat + $8
+               AND ((r.lat IS NOT NULL
+                     AND i.lat BETWEEN r.lat_lo AND r.lat_hi AND i.lon BETWEEN r.lon_lo AND r.lon_hi
                      AND 2 * 6371000 * asin(sqrt(power(sin(radians(i.lat - r.lat) / 2), 2)
                          + cos(radians(r.lat)) * cos(radians(i.lat)) * power(sin(radians(i.lon - r.lon) / 2), 2))) <= $7)
                     OR (i.grid_code = r.grid AND (r.lat IS NULL OR i.lat IS NULL)))
@@ -382,7 +422,10 @@ async fn place(
     .bind(candidates.iter().map(|c| c.received_at).collect::<Vec<_>>())
     .bind(rule.window.num_milliseconds() as f64 / 1000.0)
     .bind(rule.radius_m)
-    .bind(degrees)
+    .bind(bound(0))
+    .bind(bound(1))
+    .bind(bound(2))
+    .bind(bound(3))
     .fetch_all(&mut *conn)
     .await?;
 
@@ -521,17 +564,20 @@ async fn raise_clusters(
         .execute(&mut *conn)
         .await?;
     let window_start = now - rule.window;
+    // Pairs with an alert in the window are passed over before their reports are counted: under
+    // a steady flow nearly every pair has one, and counting them would grow with rate × window.
     let rows: Vec<(String, String, i32)> = sqlx::query_as(
-        "WITH counts AS (
-             SELECT t.community, t.category, count(*) AS n
-             FROM UNNEST($1::text[], $2::text[]) AS t(community, category)
-             JOIN reports r ON left(r.grid_code, 12) = t.community AND r.category = t.category AND r.received_at > $3
-             GROUP BY t.community, t.category
-             HAVING count(*) >= $4)
+        "WITH quiet AS MATERIALIZED (
+             SELECT t.community, t.category FROM UNNEST($1::text[], $2::text[]) AS t(community, category)
+             WHERE NOT EXISTS (SELECT 1 FROM cluster_alerts a
+                               WHERE a.community_code = t.community AND a.category = t.category AND a.raised_at > $3))
          INSERT INTO cluster_alerts (community_code, category, window_start, reports, raised_at)
-         SELECT c.community, c.category, $3, c.n, $5 FROM counts c
-         WHERE NOT EXISTS (SELECT 1 FROM cluster_alerts a
-                           WHERE a.community_code = c.community AND a.category = c.category AND a.raised_at > $3)
+         SELECT q.community, q.category, $3, c.n, $5
+         FROM quiet q
+         CROSS JOIN LATERAL (
+             SELECT count(*) AS n FROM reports r
+             WHERE left(r.grid_code, 12) = q.community AND r.category = q.category AND r.received_at > $3) c
+         WHERE c.n >= $4
          RETURNING community_code, category, reports",
     )
     .bind(touched.iter().map(|t| t.0.as_str()).collect::<Vec<_>>())
@@ -595,4 +641,57 @@ pub async fn already_rejected(
     .fetch_all(pool)
     .await?;
     Ok(found.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The point `distance_m` from `p` on `bearing_deg` (the direct geodesic problem on the sphere).
+    fn destination(p: (f64, f64), bearing_deg: f64, distance_m: f64) -> (f64, f64) {
+        let (lat, lon, bearing) = (p.0.to_radians(), p.1.to_radians(), bearing_deg.to_radians());
+        let angle = distance_m / EARTH_RADIUS_M;
+        let lat2 = (lat.sin() * angle.cos() + lat.cos() * angle.sin() * bearing.cos()).asin();
+        let lon2 = lon
+            + (bearing.sin() * angle.sin() * lat.cos()).atan2(angle.cos() - lat.sin() * lat2.sin());
+        // Back into [-180, 180].
+        let lon2 = (lon2.to_degrees() + 540.0).rem_euclid(360.0) - 180.0;
+        (lat2.to_degrees(), lon2)
+    }
+
+    fn inside(b: [f64; 4], q: (f64, f64)) -> bool {
+        (b[0]..=b[1]).contains(&q.0) && (b[2]..=b[3]).contains(&q.1)
+    }
+
+    #[test]
+    fn the_box_is_the_neighbourhood_in_ordos_and_every_longitude_where_the_circle_wraps() {
+        let ordos = (39.6086, 109.7813);
+        let b = search_box(ordos, 100.0);
+        // About ±0.0009° of latitude and ±0.0012° of longitude at 39.6° N.
+        assert!((b[1] - b[0] - 0.0018).abs() < 1e-4, "{b:?}");
+        assert!((b[3] - b[2] - 0.00234).abs() < 1e-4, "{b:?}");
+        assert!(!inside(b, destination(ordos, 90.0, 150.0)));
+        assert_eq!(search_box((10.0, 179.9999), 100.0)[2..], [-180.0, 180.0]);
+        assert_eq!(search_box((-10.0, -179.9999), 100.0)[2..], [-180.0, 180.0]);
+        assert_eq!(search_box((89.9995, 0.0), 100.0)[2..], [-180.0, 180.0]);
+    }
+
+    proptest! {
+        #[test]
+        fn every_point_within_the_radius_is_in_the_box(
+            lat in -90.0f64..=90.0,
+            lon in -180.0f64..=180.0,
+            radius in 1.0f64..5_000.0,
+            bearing in 0.0f64..360.0,
+            fraction in 0.0f64..=1.0,
+        ) {
+            let p = (lat, lon);
+            let q = destination(p, bearing, radius * fraction);
+            prop_assume!(distance_m(p, q) <= radius);
+            let b = search_box(p, radius);
+            prop_assert!(inside(b, q), "{q:?} at {} m from {p:?} is outside {b:?}", distance_m(p, q));
+        }
+    }
 }

@@ -7,6 +7,7 @@
 
 pub mod incidents;
 pub mod intake;
+pub mod maintenance;
 pub mod org;
 pub mod outbox;
 pub mod tasks;

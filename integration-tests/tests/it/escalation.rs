@@ -521,22 +521,36 @@ async fn reports_nearby_attach_to_the_open_incident() {
         .reporter
         .publish(&at("light-3", b, 39.80900, 109.90000))
         .await;
+    // East and west: the lookup's box bounds longitude too (0.0008° ≈ 68 m at 39.8° N).
+    stack
+        .reporter
+        .publish(&at("light-4", b, 39.80000, 109.90080))
+        .await;
+    stack
+        .reporter
+        .publish(&at("light-5", a, 39.80000, 109.89750))
+        .await;
     let second = stack.report_id_incident("light-2").await;
     let third = stack.report_id_incident("light-3").await;
+    let fourth = stack.report_id_incident("light-4").await;
+    let fifth = stack.report_id_incident("light-5").await;
     assert_eq!(second, first);
     assert_ne!(third, first);
+    assert_eq!(fourth, first, "68 m east is the same light");
+    assert_ne!(fifth, first, "214 m west is another light");
+    assert_ne!(fifth, third);
     let count: i32 = sqlx::query_scalar("SELECT report_count FROM incidents WHERE id = $1")
         .bind(first)
         .fetch_one(&stack.db.pool)
         .await
         .unwrap();
-    assert_eq!(count, 2);
+    assert_eq!(count, 3);
     assert_eq!(
         stack.timeline(first).await,
-        ["incident.reported", "report.attached"]
+        ["incident.reported", "report.attached", "report.attached"]
     );
-    eventually("the attach event", WAIT, || async {
-        stack.events_of(first).await.iter().any(|(_, e)| matches!(&e.body, Some(v1::event::Body::ReportAttached(b)) if b.report_count == 2))
+    eventually("the attach events", WAIT, || async {
+        stack.events_of(first).await.iter().any(|(_, e)| matches!(&e.body, Some(v1::event::Body::ReportAttached(b)) if b.report_count == 3))
     })
     .await
     .unwrap();

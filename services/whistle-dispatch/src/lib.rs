@@ -13,6 +13,7 @@ pub mod convert;
 mod engine;
 mod events;
 mod intake;
+mod maintenance;
 mod relay;
 pub mod streams;
 mod timers;
@@ -96,6 +97,10 @@ pub struct Options {
     #[serde(with = "duration_millis")]
     pub policy_poll_interval: Duration,
     pub max_db_connections: u32,
+    /// How often to look for tables to ANALYZE or VACUUM when the server's autovacuum is off
+    /// (see `whistle_store::maintenance`); zero never looks.
+    #[serde(with = "duration_millis")]
+    pub maintenance_interval: Duration,
     #[serde(skip)]
     pub streams: StreamOptions,
 }
@@ -116,6 +121,7 @@ impl Default for Options {
             timer_poll_interval: Duration::from_secs(1),
             policy_poll_interval: Duration::from_secs(2),
             max_db_connections: 8,
+            maintenance_interval: Duration::from_secs(10),
             streams: StreamOptions::default(),
         }
     }
@@ -369,6 +375,9 @@ impl Service {
         if whistle_domain::policy::builtin(&self.shared.options.policy).is_none() {
             let path = PathBuf::from(&self.shared.options.policy);
             tokio::spawn(watch_policy(self.shared.clone(), path, shutdown.clone()));
+        }
+        if !self.shared.options.maintenance_interval.is_zero() {
+            tokio::spawn(maintenance::run(self.shared.clone(), shutdown.clone()));
         }
         intake.run(shutdown).await;
         let _ = tokio::join!(timers_task, commands_task);

@@ -43,6 +43,10 @@ struct Args {
     /// (applies when the intake consumer is created).
     #[arg(long, env = "WHISTLE_ACK_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     ack_wait_secs: u64,
+    /// How often to check whether tables need ANALYZE or VACUUM, done only when the server's
+    /// autovacuum is off; 0 never checks.
+    #[arg(long, env = "WHISTLE_MAINTENANCE_INTERVAL_SECS", default_value_t = 10)]
+    maintenance_interval_secs: u64,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
@@ -60,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         batch_size: args.batch_size,
         max_report_failures: args.max_report_failures,
         ack_wait: std::time::Duration::from_secs(args.ack_wait_secs),
+        maintenance_interval: std::time::Duration::from_secs(args.maintenance_interval_secs),
         streams: whistle_dispatch::StreamOptions {
             report_duplicate_window: std::time::Duration::from_secs(
                 args.report_duplicate_window_secs,
