@@ -39,12 +39,13 @@ pub enum Args {
         #[arg(long, default_value_t = 30)]
         days: u32,
     },
-    /// Latency of GetOverview or ListIncidents.
+    /// Latency of one of the command screen's read RPCs.
     Query {
         #[command(flatten)]
         target: Target,
-        /// overview, list (first page), list-pages (a page and the next four, by token) or
-        /// scoreboard (this month's departments; `scoreboard-streets` for the streets).
+        /// overview, list (first page), list-pages (a page and the next four, by token),
+        /// scoreboard (this month's departments; `scoreboard-streets` for the streets), trend
+        /// (24 hours) or grid-map.
         #[arg(long, default_value = "overview")]
         rpc: String,
         /// Area for the requests; default the token's.
@@ -310,9 +311,15 @@ async fn query(
 ) -> anyhow::Result<()> {
     if !matches!(
         rpc,
-        "overview" | "list" | "list-pages" | "scoreboard" | "scoreboard-streets"
+        "overview"
+            | "list"
+            | "list-pages"
+            | "scoreboard"
+            | "scoreboard-streets"
+            | "trend"
+            | "grid-map"
     ) {
-        bail!("--rpc must be overview, list, list-pages, scoreboard or scoreboard-streets, not {rpc:?}");
+        bail!("--rpc must be overview, list, list-pages, scoreboard, scoreboard-streets, trend or grid-map, not {rpc:?}");
     }
     let client = target.client().await?;
     let next = Arc::new(AtomicU64::new(0));
@@ -334,6 +341,19 @@ async fn query(
                                 .get_overview(v1::GetOverviewRequest {
                                     area_code: area.clone(),
                                     window: None,
+                                })
+                                .await?;
+                        } else if rpc == "trend" {
+                            client
+                                .get_trend(v1::GetTrendRequest {
+                                    area_code: area.clone(),
+                                    hours: 24,
+                                })
+                                .await?;
+                        } else if rpc == "grid-map" {
+                            client
+                                .get_grid_map(v1::GetGridMapRequest {
+                                    area_code: area.clone(),
                                 })
                                 .await?;
                         } else if let Some(kind) = rpc.strip_prefix("scoreboard") {

@@ -5,7 +5,7 @@
 //! read back from `whistle.event.>` and its latency (publish → event) recorded in a histogram.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -330,6 +330,8 @@ struct Summary {
     /// Outcomes the `WatchEvents` stream did not deliver.
     watch_missing: Option<u64>,
     watch_gaps: Option<u64>,
+    /// Reports whose outcome the `WatchEvents` stream delivered more than once.
+    watch_duplicates: Option<u64>,
     backlog_at_end_of_send: Option<u64>,
     /// Highest backlog sampled while sending (and at its end).
     backlog_max: Option<u64>,
@@ -380,6 +382,7 @@ struct Counters {
     attached: AtomicU64,
     rejected: AtomicU64,
     watch_gaps: AtomicU64,
+    watch_duplicates: AtomicU64,
 }
 
 impl Counters {
@@ -397,6 +400,10 @@ struct Probe {
     in_flight: Mutex<HashMap<String, Instant>>,
     /// Reports still owed an event on the `WatchEvents` stream, when one is watched.
     watch_in_flight: Option<Mutex<HashMap<String, Instant>>>,
+    /// Reports whose outcome the stream has delivered: a second one is a duplicate in
+    /// `WHISTLE_EVENTS` (the stream is read from JetStream, which keeps one copy per event id,
+    /// unlike the core-NATS subscription that also sees a crashed relay's republishes).
+    watch_answered: Mutex<HashSet<String>>,
     histogram: Mutex<Histogram<u64>>,
     watch_histogram: Mutex<Histogram<u64>>,
     counters: Counters,
@@ -552,10 +559,20 @@ async fn watch_outcomes(
                     let Some((report_id, _)) = sequenced.event.as_ref().and_then(outcome) else {
                         continue;
                     };
+                    if report_id.is_empty() {
+                        continue; // garbage bytes: no report id to match
+                    }
                     let watched = probe.watch_in_flight.as_ref().expect("watching");
                     let sent_at = watched.lock().expect("not poisoned").remove(&report_id);
+                    let mut answered = probe.watch_answered.lock().expect("not poisoned");
                     if let Some(sent_at) = sent_at {
                         record(&probe.watch_histogram, sent_at);
+                        answered.insert(report_id);
+                    } else if answered.contains(&report_id) {
+                        probe
+                            .counters
+                            .watch_duplicates
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Some(v1::watch_events_response::Item::Gap(_)) => {
@@ -773,6 +790,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     let probe = Arc::new(Probe {
         in_flight: Mutex::default(),
         watch_in_flight: watch.as_ref().map(|_| Mutex::default()),
+        watch_answered: Mutex::default(),
         histogram: Mutex::new(micros_histogram()),
         watch_histogram: Mutex::new(micros_histogram()),
         counters: Counters::default(),
@@ -873,6 +891,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     if probe.watch_in_flight.is_some() {
         summary.watch_missing = Some(watch_owed(&probe) as u64);
         summary.watch_gaps = Some(c.watch_gaps.load(Ordering::Relaxed));
+        summary.watch_duplicates = Some(c.watch_duplicates.load(Ordering::Relaxed));
     }
     summary.consumer_pending = pending;
     summary.consumer_ack_pending = ack_pending;
@@ -1028,8 +1047,9 @@ fn print_summary(s: &Summary) {
     }
     if let Some(l) = &s.watch_latency_ms {
         println!(
-            "report → WatchEvents delivery: {l}; not delivered {}, gaps {}",
+            "report → WatchEvents delivery: {l}; not delivered {}, delivered twice {}, gaps {}",
             s.watch_missing.unwrap_or(0),
+            s.watch_duplicates.unwrap_or(0),
             s.watch_gaps.unwrap_or(0)
         );
     }
