@@ -54,7 +54,11 @@ pub async fn run(conn: &Connection, args: &TimersArgs) -> anyhow::Result<()> {
         .map(|category| {
             let at = micros(Utc::now());
             let (state, _) = incident::open(grids[0].code.clone(), category, &policy, at);
-            let first = state.timers().into_values().min().expect("an open incident has timers");
+            let first = state
+                .timers()
+                .into_values()
+                .min()
+                .expect("an open incident has timers");
             (category, first - at)
         })
         .collect();
@@ -236,7 +240,8 @@ impl Fill<'_> {
             rows.status.push(state.status.as_str());
             rows.level.push(state.level.as_str());
             rows.category.push(category.code.to_string());
-            rows.title.push(format!("{}（定时器压测）", category.name_zh));
+            rows.title
+                .push(format!("{}（定时器压测）", category.name_zh));
             rows.district.push(area(Level::District));
             rows.street.push(area(Level::Street));
             rows.community.push(area(Level::Community));
@@ -378,7 +383,9 @@ async fn wait(
         if last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
             let to_start = (start - now).num_milliseconds() as f64 / 1000.0;
-            eprint!("\r{left} timers of the window not fired yet; first deadline in {to_start:.1} s   ");
+            eprint!(
+                "\r{left} timers of the window not fired yet; first deadline in {to_start:.1} s   "
+            );
         }
         tokio::time::sleep(POLL).await;
     }
@@ -524,7 +531,10 @@ impl Report {
     fn render(&self) -> String {
         let since_start = |at: Option<DateTime<Utc>>| {
             at.map_or("-".to_owned(), |at| {
-                format!("{:.2} s", (at - self.start).num_milliseconds() as f64 / 1000.0)
+                format!(
+                    "{:.2} s",
+                    (at - self.start).num_milliseconds() as f64 / 1000.0
+                )
             })
         };
         format!(
