@@ -6,7 +6,9 @@
 //! - `watch` holds many `WatchEvents` streams while something else (`whistle load`) publishes
 //!   reports, and checks that every stream received every event;
 //! - `ceiling` measures the minimal pipeline and its parts on this machine
-//!   (`whistle_cli::ceiling`), the yardstick for the platform's own figures.
+//!   (`whistle_cli::ceiling`), the yardstick for the platform's own figures;
+//! - `timers` fills incidents with pending timers, some due in a window, and measures how late
+//!   the running dispatch fires each deadline.
 
 use std::{
     sync::{
@@ -27,6 +29,8 @@ use whistle_proto::{
 };
 
 use crate::{connect_db, Connection};
+
+mod timers;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Args {
@@ -70,6 +74,38 @@ pub enum Args {
     /// The ceiling of this machine: JetStream publish and pull, PostgreSQL inserts, and the
     /// minimal pipeline end to end, on scratch streams and tables removed afterwards.
     Ceiling(CeilingArgs),
+    /// Timer firing: fill incidents whose timers are pending, a share of them due in a window,
+    /// then measure from the timeline how late the running dispatch fires each deadline.
+    Timers(TimersArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TimersArgs {
+    /// Incidents to add, each opened by the engine with its timers pending.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub pending: u64,
+    /// How many of them have their first deadline inside the measured window.
+    #[arg(long, default_value_t = 60_000)]
+    pub due: u64,
+    /// The window over which the due deadlines are spread evenly; 0s puts them all at one
+    /// instant (a burst, to measure the firing rate).
+    #[arg(long, value_parser = crate::parse_duration, default_value = "60s")]
+    pub duration: Duration,
+    /// The first deadline (RFC 3339); by default `--lead` after the fill ends.
+    #[arg(long)]
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long after the end of the fill the first deadline falls (without `--start`).
+    #[arg(long, value_parser = crate::parse_duration, default_value = "5s")]
+    pub lead: Duration,
+    /// How long to wait after the last deadline for the rest to fire.
+    #[arg(long, value_parser = crate::parse_duration, default_value = "60s")]
+    pub grace: Duration,
+    /// Incidents inserted per transaction.
+    #[arg(long, default_value_t = 5_000)]
+    pub batch: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -194,6 +230,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Args::Timers(args) => timers::run(conn, &args).await,
     }
 }
 
