@@ -147,12 +147,7 @@ pub async fn record(
     events: &impl IntakeEvents,
 ) -> Result<Recorded> {
     let mut tx = pool.begin().await?;
-    // These statements run with the same shapes batch after batch: planning each anew (the pool's
-    // setting, see `crate::connect`) cost a fifth of a batch. Cached plans are made again whenever
-    // the tables are analysed — by autovacuum, or by dispatch when that is off.
-    sqlx::query("SET LOCAL plan_cache_mode = auto")
-        .execute(&mut *tx)
-        .await?;
+    crate::cache_plans(&mut tx).await?;
     let mut recorded = Recorded::default();
 
     if !incidents.is_empty() {

@@ -37,10 +37,7 @@ pub async fn claim(pool: &PgPool, limit: i64) -> Result<Option<Claim>> {
     if !leader {
         return Ok(None);
     }
-    // Planned once and cached, like intake's statements (see `crate::intake::record`).
-    sqlx::query("SET LOCAL plan_cache_mode = auto")
-        .execute(&mut *tx)
-        .await?;
+    crate::cache_plans(&mut tx).await?;
     let events = sqlx::query_as::<_, (i64, Uuid, String, Vec<u8>)>(
         "SELECT id, event_id, subject, payload FROM outbox ORDER BY id LIMIT $1",
     )

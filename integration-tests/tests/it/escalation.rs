@@ -117,6 +117,25 @@ impl Stack {
             .unwrap()
     }
 
+    /// Waits until WHISTLE_EVENTS holds exactly `count` events of `kind` (the stream drops a
+    /// republished event id, so more would be a double publication).
+    async fn wait_published(&self, kind: &str, count: usize) {
+        eventually(
+            &format!("{count} {kind} events, each once"),
+            WAIT,
+            || async {
+                events(&self.reporter.js)
+                    .await
+                    .iter()
+                    .filter(|(_, e)| e.kind == kind)
+                    .count()
+                    == count
+            },
+        )
+        .await
+        .unwrap();
+    }
+
     /// Events of an incident in WHISTLE_EVENTS, with their subjects.
     async fn events_of(&self, incident: Uuid) -> Vec<(String, v1::Event)> {
         events(&self.reporter.js)
@@ -704,16 +723,9 @@ async fn two_replicas_fire_every_timer_once_and_lose_no_command() {
             "{timeline:?}"
         );
     }
-    eventually("every escalation published once", WAIT, || async {
-        events(&stack.reporter.js)
-            .await
-            .iter()
-            .filter(|(_, e)| e.kind == "incident.escalated")
-            .count()
-            == incidents.len()
-    })
-    .await
-    .unwrap();
+    stack
+        .wait_published("incident.escalated", incidents.len())
+        .await;
     assert_eq!(
         stack
             .db
@@ -813,16 +825,7 @@ async fn two_replicas_fire_many_due_timers_in_batches_each_once_and_in_order() {
             "incident {id}: timers {stored:?}, state needs {needed:?}"
         );
     }
-    eventually("every whistle published once", WAIT, || async {
-        events(&stack.reporter.js)
-            .await
-            .iter()
-            .filter(|(_, e)| e.kind == "incident.whistled")
-            .count()
-            == INCIDENTS
-    })
-    .await
-    .unwrap();
+    stack.wait_published("incident.whistled", INCIDENTS).await;
     second.stop().await;
 }
 
