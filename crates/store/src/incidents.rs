@@ -2,10 +2,12 @@
 //! [`Incident`] as JSON plus its projection (columns, tasks, timers), timeline entries and outbox
 //! events — all inside the caller's transaction, with the incident row locked.
 
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
-use whistle_domain::incident::{Incident, Timer};
+use whistle_domain::incident::{Incident, Task, Timer};
 
 use crate::{intake::OutboxEvent, Error, Result};
 
@@ -24,33 +26,38 @@ pub struct Locked {
 /// Locks the incident's row (`FOR UPDATE`), waiting for another transaction that holds it, and
 /// reads its state; `None` if there is no such incident.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Locked>> {
-    lock_with(conn, id, "FOR UPDATE").await
-}
-
-/// Like [`lock`], but `None` at once when another transaction holds the row (`SKIP LOCKED`): the
-/// timer loop claims incidents this way, so replicas never wait on each other or on a command.
-pub async fn try_lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Locked>> {
-    lock_with(conn, id, "FOR UPDATE SKIP LOCKED").await
-}
-
-async fn lock_with(conn: &mut PgConnection, id: Uuid, locking: &str) -> Result<Option<Locked>> {
-    let sql = format!(
-        "SELECT state, title, reporter_id, district_code, street_code, community_code
-         FROM incidents WHERE id = $1 {locking}"
-    );
-    let Some(row) = sqlx::query(&sql)
+    let sql = format!("SELECT {LOCKED_COLUMNS} FROM incidents WHERE id = $1 FOR UPDATE");
+    let row = sqlx::query(&sql)
         .bind(id)
         .fetch_optional(&mut *conn)
-        .await?
-    else {
-        return Ok(None);
-    };
+        .await?;
+    row.map(|row| locked(&row)).transpose()
+}
+
+/// Locks those of the incidents that no other transaction holds (`SKIP LOCKED`), in one
+/// statement: the timer loop claims incidents this way, so replicas never wait on each other or
+/// on a command.
+pub async fn try_lock_all(conn: &mut PgConnection, ids: &[Uuid]) -> Result<HashMap<Uuid, Locked>> {
+    let sql = format!(
+        "SELECT {LOCKED_COLUMNS} FROM incidents WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED"
+    );
+    let rows = sqlx::query(&sql).bind(ids).fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| locked(row).map(|locked| (locked.id, locked)))
+        .collect()
+}
+
+const LOCKED_COLUMNS: &str =
+    "id, state, title, reporter_id, district_code, street_code, community_code";
+
+fn locked(row: &sqlx::postgres::PgRow) -> Result<Locked> {
+    let id: Uuid = row.get("id");
     let state: Option<serde_json::Value> = row.get("state");
     let state =
         state.ok_or_else(|| Error::Corrupt(format!("incident {id} has no engine state")))?;
     let state: Incident = serde_json::from_value(state)
         .map_err(|e| Error::Corrupt(format!("incident {id} state: {e}")))?;
-    Ok(Some(Locked {
+    Ok(Locked {
         id,
         state,
         title: row.get("title"),
@@ -58,7 +65,7 @@ async fn lock_with(conn: &mut PgConnection, id: Uuid, locking: &str) -> Result<O
         district_code: row.get("district_code"),
         street_code: row.get("street_code"),
         community_code: row.get("community_code"),
-    }))
+    })
 }
 
 /// An entry for the incident's timeline.
@@ -82,6 +89,14 @@ pub struct Changes {
     pub events: Vec<OutboxEvent>,
 }
 
+/// One incident's new state and what its transition changed, for [`save_all`].
+#[derive(Debug, Clone, Copy)]
+pub struct Save<'a> {
+    pub id: Uuid,
+    pub state: &'a Incident,
+    pub changes: &'a Changes,
+}
+
 /// Writes the new state, its projection, tasks, timers, timeline and events.
 pub async fn save(
     conn: &mut PgConnection,
@@ -90,134 +105,238 @@ pub async fn save(
     changes: &Changes,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let json = serde_json::to_value(state)
-        .map_err(|e| Error::Corrupt(format!("serializing incident {id}: {e}")))?;
-    sqlx::query(
-        "UPDATE incidents SET state = $2, status = $3, level = $4, version = $5, due_at = $6, level_due_at = $7,
-             overdue = $8, reopen_count = $9, satisfaction = $10, updated_at = $11,
-             resolved_at = CASE WHEN $3 = 'resolved' AND status <> 'resolved' THEN $11 ELSE resolved_at END,
-             closed_at = CASE WHEN $3 NOT IN ('closed', 'closed_unverified') THEN NULL
-                              WHEN status IN ('closed', 'closed_unverified') THEN closed_at ELSE $11 END
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(json)
-    .bind(state.status.as_str())
-    .bind(state.level.as_str())
-    .bind(state.version as i64)
-    .bind(state.resolve_due)
-    .bind(state.level_due)
-    .bind(state.overdue)
-    .bind(state.reopen_count as i32)
-    .bind(state.satisfaction.map(|s| s.as_str()))
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+    save_all(conn, &[Save { id, state, changes }], now).await
+}
 
-    if !state.tasks.is_empty() {
-        let tasks = &state.tasks;
+/// Writes several transitions with one statement per table, in their order: an incident saved
+/// more than once ends in its last state, with every timeline entry and event, and each of its
+/// timers as the last change to it left it (as if the saves had run one after another).
+pub async fn save_all(
+    conn: &mut PgConnection,
+    saves: &[Save<'_>],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut last = HashMap::new();
+    for (i, save) in saves.iter().enumerate() {
+        last.insert(save.id, i);
+    }
+    let finals: Vec<&Save> = saves
+        .iter()
+        .enumerate()
+        .filter(|(i, save)| last[&save.id] == *i)
+        .map(|(_, save)| save)
+        .collect();
+    update_incidents(conn, &finals, now).await?;
+    upsert_tasks(conn, &finals, now).await?;
+
+    // The last change to each (incident, timer) decides: deleted (fired, cancelled) or due then.
+    let mut timers: BTreeMap<(Uuid, Timer), Option<DateTime<Utc>>> = BTreeMap::new();
+    for save in saves {
+        let changes = save.changes;
+        let gone = changes.fired.iter().chain(&changes.cancel);
+        for timer in gone {
+            timers.insert((save.id, *timer), None);
+        }
+        for (timer, at) in &changes.schedule {
+            timers.insert((save.id, *timer), Some(*at));
+        }
+    }
+    let (due, gone): (Vec<_>, Vec<_>) = timers.into_iter().partition(|(_, at)| at.is_some());
+    if !gone.is_empty() {
         sqlx::query(
-            "INSERT INTO tasks (incident_id, task_id, round, department_code, status, dispatched_at, accept_due_at,
-                 resolve_due_at, accepted_at, resolved_at, holder_id, return_reason, supervised, updated_at)
-             SELECT $1, t.*, $14 FROM UNNEST($2::int4[], $3::int4[], $4::text[], $5::text[], $6::timestamptz[],
-                 $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[],
-                 $13::bool[]) AS t
-             ON CONFLICT (incident_id, task_id) DO UPDATE SET status = EXCLUDED.status, accepted_at = EXCLUDED.accepted_at,
-                 resolved_at = EXCLUDED.resolved_at, holder_id = EXCLUDED.holder_id, return_reason = EXCLUDED.return_reason,
-                 supervised = EXCLUDED.supervised, updated_at = EXCLUDED.updated_at
-             WHERE (tasks.status, tasks.accepted_at, tasks.resolved_at, tasks.holder_id, tasks.return_reason, tasks.supervised)
-                 IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.accepted_at, EXCLUDED.resolved_at, EXCLUDED.holder_id,
-                                   EXCLUDED.return_reason, EXCLUDED.supervised)",
+            "DELETE FROM timers t USING UNNEST($1::uuid[], $2::text[]) AS d(id, key)
+             WHERE t.incident_id = d.id AND t.key = d.key",
         )
-        .bind(id)
-        .bind(tasks.iter().map(|t| t.id as i32).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.round as i32).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.department.as_str()).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.status.as_str()).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.dispatched_at).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.accept_due).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.resolve_due).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.accepted_at).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.resolved_at).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.holder.as_ref().map(|h| h.as_str())).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.return_reason.map(|r| r.as_str())).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.supervised).collect::<Vec<_>>())
-        .bind(now)
+        .bind(gone.iter().map(|((id, _), _)| *id).collect::<Vec<_>>())
+        .bind(
+            gone.iter()
+                .map(|((_, timer), _)| timer.key())
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut *conn)
         .await?;
     }
+    let due: Vec<(Uuid, Timer, DateTime<Utc>)> = due
+        .into_iter()
+        .filter_map(|((id, timer), at)| at.map(|at| (id, timer, at)))
+        .collect();
+    schedule(conn, &due).await?;
 
-    if let Some(fired) = changes.fired {
-        sqlx::query("DELETE FROM timers WHERE incident_id = $1 AND key = $2")
-            .bind(id)
-            .bind(fired.key())
-            .execute(&mut *conn)
-            .await?;
+    let mut timeline = TimelineRows::default();
+    for save in saves {
+        for entry in &save.changes.timeline {
+            timeline.push(
+                save.id,
+                &entry.kind,
+                &entry.actor_id,
+                entry.at,
+                entry.note.clone(),
+                entry.data.clone(),
+            );
+        }
     }
-    if !changes.cancel.is_empty() {
-        sqlx::query("DELETE FROM timers WHERE incident_id = $1 AND key = ANY($2)")
-            .bind(id)
-            .bind(changes.cancel.iter().map(Timer::key).collect::<Vec<_>>())
-            .execute(&mut *conn)
-            .await?;
-    }
-    if !changes.schedule.is_empty() {
-        schedule(conn, &[id], &changes.schedule).await?;
-    }
-    append_timeline(conn, id, &changes.timeline).await?;
-    crate::intake::insert_outbox(conn, changes.events.iter()).await?;
+    timeline.append(conn).await?;
+    crate::intake::insert_outbox(conn, saves.iter().flat_map(|s| &s.changes.events)).await?;
     Ok(())
 }
 
-/// Upserts timers for incidents (one id per timer, or one id for all).
+async fn update_incidents(
+    conn: &mut PgConnection,
+    saves: &[&Save<'_>],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let states = saves
+        .iter()
+        .map(|save| {
+            serde_json::to_value(save.state)
+                .map_err(|e| Error::Corrupt(format!("serializing incident {}: {e}", save.id)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    sqlx::query(
+        "UPDATE incidents i SET state = u.state, status = u.status, level = u.level, version = u.version,
+             due_at = u.due_at, level_due_at = u.level_due_at, overdue = u.overdue,
+             reopen_count = u.reopen_count, satisfaction = u.satisfaction, updated_at = $11,
+             resolved_at = CASE WHEN u.status = 'resolved' AND i.status <> 'resolved' THEN $11 ELSE i.resolved_at END,
+             closed_at = CASE WHEN u.status NOT IN ('closed', 'closed_unverified') THEN NULL
+                              WHEN i.status IN ('closed', 'closed_unverified') THEN i.closed_at ELSE $11 END
+         FROM UNNEST($1::uuid[], $2::jsonb[], $3::text[], $4::text[], $5::int8[], $6::timestamptz[],
+                     $7::timestamptz[], $8::bool[], $9::int4[], $10::text[])
+             AS u(id, state, status, level, version, due_at, level_due_at, overdue, reopen_count, satisfaction)
+         WHERE i.id = u.id",
+    )
+    .bind(saves.iter().map(|save| save.id).collect::<Vec<_>>())
+    .bind(states)
+    .bind(saves.iter().map(|s| s.state.status.as_str()).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.state.level.as_str()).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.state.version as i64).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.state.resolve_due).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.state.level_due).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.state.overdue).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.state.reopen_count as i32).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.state.satisfaction.map(|s| s.as_str())).collect::<Vec<_>>())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn upsert_tasks(
+    conn: &mut PgConnection,
+    saves: &[&Save<'_>],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let tasks: Vec<(Uuid, &Task)> = saves
+        .iter()
+        .flat_map(|save| save.state.tasks.iter().map(|task| (save.id, task)))
+        .collect();
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO tasks (incident_id, task_id, round, department_code, status, dispatched_at, accept_due_at,
+             resolve_due_at, accepted_at, resolved_at, holder_id, return_reason, supervised, updated_at)
+         SELECT t.*, $14 FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::timestamptz[],
+             $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[],
+             $13::bool[]) AS t
+         ON CONFLICT (incident_id, task_id) DO UPDATE SET status = EXCLUDED.status, accepted_at = EXCLUDED.accepted_at,
+             resolved_at = EXCLUDED.resolved_at, holder_id = EXCLUDED.holder_id, return_reason = EXCLUDED.return_reason,
+             supervised = EXCLUDED.supervised, updated_at = EXCLUDED.updated_at
+         WHERE (tasks.status, tasks.accepted_at, tasks.resolved_at, tasks.holder_id, tasks.return_reason, tasks.supervised)
+             IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.accepted_at, EXCLUDED.resolved_at, EXCLUDED.holder_id,
+                               EXCLUDED.return_reason, EXCLUDED.supervised)",
+    )
+    .bind(tasks.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.id as i32).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.round as i32).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.department.as_str()).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.status.as_str()).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.dispatched_at).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.accept_due).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.resolve_due).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.accepted_at).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.resolved_at).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.holder.as_ref().map(|h| h.as_str())).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.return_reason.map(|r| r.as_str())).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.supervised).collect::<Vec<_>>())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Upserts timers, one incident id per timer.
 pub(crate) async fn schedule(
     conn: &mut PgConnection,
-    ids: &[Uuid],
-    timers: &[(Timer, DateTime<Utc>)],
+    timers: &[(Uuid, Timer, DateTime<Utc>)],
 ) -> Result<()> {
-    let ids: Vec<Uuid> = if ids.len() == 1 {
-        vec![ids[0]; timers.len()]
-    } else {
-        ids.to_vec()
-    };
+    if timers.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO timers (incident_id, key, due_at)
          SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[])
          ON CONFLICT (incident_id, key) DO UPDATE SET due_at = EXCLUDED.due_at",
     )
-    .bind(ids)
-    .bind(timers.iter().map(|(t, _)| t.key()).collect::<Vec<_>>())
-    .bind(timers.iter().map(|(_, at)| *at).collect::<Vec<_>>())
+    .bind(timers.iter().map(|t| t.0).collect::<Vec<_>>())
+    .bind(timers.iter().map(|t| t.1.key()).collect::<Vec<_>>())
+    .bind(timers.iter().map(|t| t.2).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Appends entries after the incident's last one.
-pub async fn append_timeline(
-    conn: &mut PgConnection,
-    id: Uuid,
-    entries: &[TimelineEntry],
-) -> Result<()> {
-    if entries.is_empty() {
-        return Ok(());
+/// Timeline entries of any incidents, appended after each incident's last one in the order pushed.
+#[derive(Default)]
+pub(crate) struct TimelineRows<'a> {
+    ids: Vec<Uuid>,
+    kinds: Vec<&'a str>,
+    actors: Vec<&'a str>,
+    at: Vec<DateTime<Utc>>,
+    notes: Vec<String>,
+    data: Vec<Option<serde_json::Value>>,
+}
+
+impl<'a> TimelineRows<'a> {
+    pub(crate) fn push(
+        &mut self,
+        id: Uuid,
+        kind: &'a str,
+        actor: &'a str,
+        at: DateTime<Utc>,
+        note: String,
+        data: Option<serde_json::Value>,
+    ) {
+        self.ids.push(id);
+        self.kinds.push(kind);
+        self.actors.push(actor);
+        self.at.push(at);
+        self.notes.push(note);
+        self.data.push(data);
     }
-    sqlx::query(
-        "INSERT INTO timeline (incident_id, seq, kind, actor_id, at, note, data)
-         SELECT $1, base.last + t.n, t.kind, t.actor, t.at, t.note, t.data
-         FROM (SELECT coalesce(max(seq), 0) AS last FROM timeline WHERE incident_id = $1) base,
-              UNNEST($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::jsonb[]) WITH ORDINALITY
-                  AS t(kind, actor, at, note, data, n)",
-    )
-    .bind(id)
-    .bind(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.actor_id.as_str()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.note.as_str()).collect::<Vec<_>>())
-    .bind(entries.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+
+    pub(crate) async fn append(self, conn: &mut PgConnection) -> Result<()> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO timeline (incident_id, seq, kind, actor_id, at, note, data)
+             SELECT t.id,
+                    coalesce((SELECT max(seq) FROM timeline WHERE incident_id = t.id), 0)
+                        + row_number() OVER (PARTITION BY t.id ORDER BY t.n),
+                    t.kind, t.actor, t.at, t.note, t.data
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::jsonb[])
+                 WITH ORDINALITY AS t(id, kind, actor, at, note, data, n)",
+        )
+        .bind(self.ids)
+        .bind(self.kinds)
+        .bind(self.actors)
+        .bind(self.at)
+        .bind(self.notes)
+        .bind(self.data)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
 }
 
 /// A timer that is due.
@@ -244,8 +363,7 @@ pub async fn due_timers(
     .await?;
     rows.into_iter()
         .map(|(incident_id, key, due_at)| {
-            let timer = Timer::from_key(&key)
-                .ok_or_else(|| Error::Corrupt(format!("timer key {key:?}")))?;
+            let timer = timer(&key)?;
             Ok(DueTimer {
                 incident_id,
                 timer,
@@ -255,21 +373,32 @@ pub async fn due_timers(
         .collect()
 }
 
-/// With the incident locked: whether the timer is still pending and due (another replica may have
-/// fired it already).
-pub async fn timer_still_due(
+/// With their incidents locked: the deadlines of those of `timers` that are still pending
+/// (another replica may have fired some already), locking their rows.
+pub async fn pending_timers(
     conn: &mut PgConnection,
-    due: &DueTimer,
-    now: DateTime<Utc>,
-) -> Result<bool> {
-    let found: Option<DateTime<Utc>> = sqlx::query_scalar(
-        "SELECT due_at FROM timers WHERE incident_id = $1 AND key = $2 FOR UPDATE",
+    timers: &[DueTimer],
+) -> Result<HashMap<(Uuid, Timer), DateTime<Utc>>> {
+    let rows = sqlx::query_as::<_, (Uuid, String, DateTime<Utc>)>(
+        "SELECT t.incident_id, t.key, t.due_at
+         FROM timers t JOIN UNNEST($1::uuid[], $2::text[]) AS d(id, key)
+             ON t.incident_id = d.id AND t.key = d.key
+         ORDER BY t.incident_id, t.key FOR UPDATE OF t",
     )
-    .bind(due.incident_id)
-    .bind(due.timer.key())
-    .fetch_optional(&mut *conn)
+    .bind(timers.iter().map(|t| t.incident_id).collect::<Vec<_>>())
+    .bind(timers.iter().map(|t| t.timer.key()).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(found.is_some_and(|at| at <= now))
+    rows.into_iter()
+        .map(|(id, key, at)| {
+            let timer = timer(&key)?;
+            Ok(((id, timer), at))
+        })
+        .collect()
+}
+
+fn timer(key: &str) -> Result<Timer> {
+    Timer::from_key(key).ok_or_else(|| Error::Corrupt(format!("timer key {key:?}")))
 }
 
 /// The earliest pending deadline, for the wake-up loop.

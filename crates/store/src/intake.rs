@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 use whistle_domain::incident::Timer;
 
-use crate::Result;
+use crate::{incidents::TimelineRows, Result};
 
 /// The timeline note of an attached report is this followed by the report id; the query service
 /// finds a report's attachment by it.
@@ -218,60 +218,42 @@ pub async fn record(
         }
 
         // Timeline: the opening entry of each new incident, then one entry per attached report.
-        let mut timeline = Vec::new();
+        let mut timeline = TimelineRows::default();
         let mut outbox = Vec::new();
         for incident in &fresh {
-            timeline.push((
+            timeline.push(
                 incident.incident_id,
                 "incident.reported",
-                incident,
+                &incident.reporter_id,
+                incident.received_at,
                 format!("report {}", incident.report_id),
-            ));
+                None,
+            );
             outbox.push(incident.event.clone());
         }
         for (candidate, placement) in candidates.iter().zip(&placements) {
             if let Placement::Attach(target) = placement {
-                timeline.push((
+                timeline.push(
                     target.incident_id,
                     "report.attached",
-                    candidate,
+                    &candidate.reporter_id,
+                    candidate.received_at,
                     format!("{ATTACHED_NOTE_PREFIX}{}", candidate.report_id),
-                ));
+                    None,
+                );
                 outbox.push(events.attached(candidate, target));
                 recorded
                     .attached
                     .insert(candidate.report_id.clone(), target.incident_id);
             }
         }
-        sqlx::query(
-            "INSERT INTO timeline (incident_id, seq, kind, actor_id, at, note)
-             SELECT t.id,
-                    coalesce((SELECT max(seq) FROM timeline WHERE incident_id = t.id), 0)
-                        + row_number() OVER (PARTITION BY t.id ORDER BY t.n),
-                    t.kind, t.actor, t.at, t.note
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) WITH ORDINALITY
-                 AS t(id, kind, actor, at, note, n)",
-        )
-        .bind(timeline.iter().map(|t| t.0).collect::<Vec<_>>())
-        .bind(timeline.iter().map(|t| t.1).collect::<Vec<_>>())
-        .bind(timeline.iter().map(|t| t.2.reporter_id.as_str()).collect::<Vec<_>>())
-        .bind(timeline.iter().map(|t| t.2.received_at).collect::<Vec<_>>())
-        .bind(timeline.iter().map(|t| t.3.as_str()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
+        timeline.append(&mut tx).await?;
 
         let timers: Vec<(Uuid, Timer, DateTime<Utc>)> = fresh
             .iter()
             .flat_map(|i| i.timers.iter().map(move |(t, at)| (i.incident_id, *t, *at)))
             .collect();
-        if !timers.is_empty() {
-            crate::incidents::schedule(
-                &mut tx,
-                &timers.iter().map(|t| t.0).collect::<Vec<_>>(),
-                &timers.iter().map(|t| (t.1, t.2)).collect::<Vec<_>>(),
-            )
-            .await?;
-        }
+        crate::incidents::schedule(&mut tx, &timers).await?;
 
         if let Some(now) = candidates.iter().map(|c| c.received_at).max() {
             recorded.clusters = raise_clusters(&mut tx, &candidates, clusters, now).await?;

@@ -162,3 +162,176 @@ async fn table_maintenance_does_what_autovacuum_would_only_when_the_server_does_
         "a table name is quoted, never spliced"
     );
 }
+
+/// What a batch of saves left: each incident's state columns, its timers, its timeline, and the
+/// outbox in order.
+async fn saved_rows(db: &TestDb) -> Vec<String> {
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT concat_ws(' ', 'incident', id, status, version, due_at, state->>'version') FROM incidents
+         UNION ALL SELECT concat_ws(' ', 'timer', incident_id, key, due_at) FROM timers
+         UNION ALL SELECT concat_ws(' ', 'timeline', incident_id, seq, kind, note, data) FROM timeline
+         UNION ALL SELECT concat_ws(' ', 'outbox', id, event_id, subject) FROM outbox
+         ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    rows
+}
+
+#[tokio::test]
+async fn saving_transitions_together_leaves_what_saving_them_one_by_one_leaves() {
+    use chrono::{TimeDelta, Utc};
+    use whistle_domain::incident::{self, Timer};
+    use whistle_store::{
+        incidents::{self, Changes, Save, TimelineEntry},
+        intake::OutboxEvent,
+    };
+
+    let policy = whistle_domain::policy::builtin("ordos").unwrap();
+    let category = policy.categories().next().unwrap();
+    let now = Utc::now();
+    let (opened, _) = incident::open("150602001001001".parse().unwrap(), category, &policy, now);
+    let mut later = opened.clone();
+    later.version += 2;
+    later.resolve_due = now + TimeDelta::hours(5);
+    let ids = [
+        uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001),
+        uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002),
+    ];
+    let entry = |kind: &str| TimelineEntry {
+        kind: kind.to_owned(),
+        actor_id: "system".to_owned(),
+        at: now,
+        note: format!("{kind} note"),
+        data: Some(serde_json::json!({ "timer": kind })),
+    };
+    let event = |n: u128| OutboxEvent {
+        event_id: uuid::Uuid::from_u128(n),
+        subject: format!("whistle.events.test.{n}"),
+        payload: vec![n as u8],
+    };
+    let at = |minutes| now + TimeDelta::minutes(minutes);
+    // Incident 0 twice: a timer scheduled and then fired, one cancelled and scheduled again, one
+    // left alone; incident 1 once, in between.
+    let changes = [
+        Changes {
+            schedule: vec![(Timer::LevelWindow, at(1)), (Timer::ResolveDeadline, at(2))],
+            timeline: vec![entry("first")],
+            events: vec![event(1)],
+            ..Default::default()
+        },
+        Changes {
+            schedule: vec![(Timer::LevelWindow, at(3))],
+            timeline: vec![entry("other")],
+            events: vec![event(2)],
+            ..Default::default()
+        },
+        Changes {
+            fired: Some(Timer::LevelWindow),
+            cancel: vec![Timer::ResolveDeadline, Timer::FollowUpDeadline],
+            schedule: vec![
+                (Timer::ResolveDeadline, at(4)),
+                (Timer::AcceptDeadline { task: 1 }, at(5)),
+            ],
+            timeline: vec![entry("second"), entry("third")],
+            events: vec![event(3), event(4)],
+        },
+    ];
+    let saves = [
+        Save {
+            id: ids[0],
+            state: &opened,
+            changes: &changes[0],
+        },
+        Save {
+            id: ids[1],
+            state: &opened,
+            changes: &changes[1],
+        },
+        Save {
+            id: ids[0],
+            state: &later,
+            changes: &changes[2],
+        },
+    ];
+
+    let mut results = Vec::new();
+    for together in [true, false] {
+        let db = TestDb::create().await;
+        for id in ids {
+            sqlx::query(
+                "INSERT INTO incidents (id, status, level, category, urgency, title, description, district_code, street_code,
+                     community_code, grid_code, reporter_id, policy_version, reported_at, created_at, updated_at)
+                 VALUES ($1, 'handling', 'community', 'heating.no_heat', 'normal', 't', '', '150602', '150602001',
+                     '150602001001', '150602001001001', 'gw-150602001001001', 'test', now(), now(), now())",
+            )
+            .bind(id)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+        // A timer of incident 0 that no save touches.
+        sqlx::query(
+            "INSERT INTO timers (incident_id, key, due_at) VALUES ($1, 'accept_deadline:9', $2)",
+        )
+        .bind(ids[0])
+        .bind(at(9))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let mut tx = db.pool.begin().await.unwrap();
+        if together {
+            incidents::save_all(&mut tx, &saves, now).await.unwrap();
+        } else {
+            for save in &saves {
+                incidents::save(&mut tx, save.id, save.state, save.changes, now)
+                    .await
+                    .unwrap();
+            }
+        }
+        tx.commit().await.unwrap();
+        results.push(saved_rows(&db).await);
+    }
+    assert_eq!(results[0], results[1]);
+
+    let rows = &results[0];
+    let timers: Vec<&String> = rows.iter().filter(|r| r.starts_with("timer ")).collect();
+    assert_eq!(timers.len(), 4, "{timers:#?}");
+    let of_first: Vec<&&String> = timers
+        .iter()
+        .filter(|r| r.contains(&ids[0].to_string()))
+        .collect();
+    assert!(
+        !of_first.iter().any(|r| r.contains("level_window")),
+        "fired: {of_first:#?}"
+    );
+    assert!(
+        of_first.iter().any(|r| r.contains("resolve_deadline")),
+        "scheduled again"
+    );
+    assert!(
+        of_first.iter().any(|r| r.contains("accept_deadline:9")),
+        "untouched"
+    );
+    let timeline: Vec<&String> = rows.iter().filter(|r| r.starts_with("timeline ")).collect();
+    let first_id = ids[0].to_string();
+    let expected = [
+        format!("timeline {first_id} 1 first"),
+        format!("timeline {first_id} 2 second"),
+        format!("timeline {first_id} 3 third"),
+    ];
+    for (row, expected) in timeline.iter().zip(&expected) {
+        assert!(
+            row.starts_with(expected.as_str()),
+            "{row} is not {expected}"
+        );
+    }
+    let version = format!("incident {first_id} handling {}", later.version);
+    assert!(
+        rows.iter().any(|r| r.starts_with(&version)),
+        "the last state wins: {rows:#?}"
+    );
+    let outbox: Vec<&String> = rows.iter().filter(|r| r.starts_with("outbox ")).collect();
+    assert_eq!(outbox.len(), 4);
+}

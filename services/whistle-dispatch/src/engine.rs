@@ -18,11 +18,25 @@ pub(crate) async fn transition(
     fired: Option<Timer>,
     now: DateTime<Utc>,
 ) -> Result<Result<Incident, Rejection>, Error> {
-    let context = Context::new(&catalog.policy, &catalog.org);
-    let (state, effects) = match incident::apply(&locked.state, input, &context, now) {
-        Ok(next) => next,
+    let (state, changes) = match plan(catalog, locked, input, actor_id, fired, now) {
+        Ok(planned) => planned,
         Err(rejection) => return Ok(Err(rejection)),
     };
+    whistle_store::incidents::save(conn, locked.id, &state, &changes, now).await?;
+    Ok(Ok(state))
+}
+
+/// Applies `input` and lists what saving the outcome must write, without writing it.
+pub(crate) fn plan(
+    catalog: &Catalog,
+    locked: &Locked,
+    input: Input,
+    actor_id: &str,
+    fired: Option<Timer>,
+    now: DateTime<Utc>,
+) -> Result<(Incident, Changes), Rejection> {
+    let context = Context::new(&catalog.policy, &catalog.org);
+    let (state, effects) = incident::apply(&locked.state, input, &context, now)?;
     let origin = events::Origin {
         incident_id: locked.id,
         district_code: &locked.district_code,
@@ -73,8 +87,7 @@ pub(crate) async fn transition(
             Effect::Cancel { timer } => changes.cancel.push(timer),
         }
     }
-    whistle_store::incidents::save(conn, locked.id, &state, &changes, now).await?;
-    Ok(Ok(state))
+    Ok((state, changes))
 }
 
 /// The `data` of a timeline entry: the task concerned, and for a timer the key and deadline that

@@ -2,22 +2,20 @@
 //!
 //! Timers live in PostgreSQL and survive restarts; the loop only decides when to look. A round
 //! takes the due timers, oldest first, and fires them in batches of one transaction each (one
-//! commit, so one fsync, for up to [`BATCH`] firings). In a batch each incident is locked without
-//! waiting, each timer re-checked under that lock, applied and deleted: with several replicas no
-//! timer fires twice, and a batch that fails rolls back whole and is fired again next round.
+//! commit, so one fsync, for up to [`BATCH`] firings, and one statement per table: the
+//! transitions are worked out in memory and written together). In a batch the incidents are
+//! locked without waiting, the timers re-checked under those locks, applied and deleted: with
+//! several replicas no timer fires twice, and a batch that fails rolls back whole and is fired
+//! again next round.
 
-use std::{
-    collections::{hash_map::Entry, HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
-use whistle_domain::incident::Input;
-use whistle_store::incidents::{self, DueTimer, Locked};
+use whistle_domain::incident::{Incident, Input};
+use whistle_store::incidents::{self, Changes, DueTimer, Save};
 
 use crate::{engine, Error, Shared};
 
@@ -91,70 +89,91 @@ impl Timers {
         Ok((fired, incidents::next_timer(&mut conn).await?))
     }
 
-    /// Fires a batch of due timers in one transaction; returns how many fired (or were dropped
-    /// as refused). Any error rolls the whole batch back.
+    /// Fires a batch of due timers in one transaction, with one statement per table; returns how
+    /// many fired (or were dropped as refused). Any error rolls the whole batch back.
     async fn fire_batch(
         &self,
         batch: &[DueTimer],
         skipped: &mut HashSet<Uuid>,
     ) -> Result<usize, Error> {
+        let batch: Vec<&DueTimer> = batch
+            .iter()
+            .filter(|due| !skipped.contains(&due.incident_id))
+            .collect();
+        if batch.is_empty() {
+            return Ok(0);
+        }
         let catalog = self.shared.catalog.load();
         // The batch's own time: a round's later batches apply their timers when they run.
         let now = self.shared.clock.now();
         let mut tx = self.shared.pool.begin().await?;
-        let mut locked: HashMap<Uuid, Locked> = HashMap::new();
-        let mut fired = 0;
-        for due in batch {
-            if skipped.contains(&due.incident_id) {
+        // Incidents first, then the timer rows: the same order as commands, so no deadlock. An
+        // incident locked elsewhere (a command, another replica) is skipped, never waited for.
+        let mut ids: Vec<Uuid> = batch.iter().map(|due| due.incident_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut locked = incidents::try_lock_all(&mut tx, &ids).await?;
+        skipped.extend(ids.iter().filter(|id| !locked.contains_key(id)));
+        let ours: Vec<DueTimer> = batch
+            .into_iter()
+            .filter(|due| locked.contains_key(&due.incident_id))
+            .cloned()
+            .collect();
+        // Another replica may have fired some already.
+        let mut pending = incidents::pending_timers(&mut tx, &ours).await?;
+
+        let mut planned: Vec<(Uuid, Incident, Changes)> = Vec::with_capacity(ours.len());
+        for due in &ours {
+            let id = due.incident_id;
+            let Some(incident) = locked.get_mut(&id) else {
                 continue;
-            }
-            // Incident first, then the timer row: the same order as commands, so no deadlock.
-            // An incident locked elsewhere (a command, another replica) is skipped, never waited
-            // for; one locked earlier in this batch is already ours.
-            let incident = match locked.entry(due.incident_id) {
-                Entry::Occupied(entry) => entry.into_mut(),
-                Entry::Vacant(entry) => {
-                    match incidents::try_lock(&mut tx, due.incident_id).await? {
-                        Some(incident) => entry.insert(incident),
-                        None => {
-                            skipped.insert(due.incident_id);
-                            continue;
-                        }
-                    }
-                }
             };
-            // Another replica may have fired it, or an earlier timer of this batch moved it.
-            if !incidents::timer_still_due(&mut tx, due, now).await? {
+            // An earlier timer of this batch may have moved or cancelled it.
+            if !pending.get(&(id, due.timer)).is_some_and(|at| *at <= now) {
                 continue;
             }
-            let outcome = engine::transition(
-                &mut tx,
+            let input = Input::Timer(due.timer);
+            let changes = match engine::plan(
                 &catalog,
                 incident,
-                Input::Timer(due.timer),
+                input,
                 "system",
                 Some(due.timer),
                 now,
-            )
-            .await?;
-            match outcome {
+            ) {
                 // The incident's next timer in this batch applies to the new state.
-                Ok(state) => incident.state = state,
+                Ok((state, changes)) => {
+                    incident.state = state;
+                    changes
+                }
                 Err(rejection) => {
                     // Only a policy or org tree missing what the incident needs gets here; the
                     // timer is dropped so it does not fire in a loop, and the refusal is on record.
-                    warn!(incident_id = %due.incident_id, timer = %due.timer.key(), %rejection, "timer refused; dropped");
-                    let changes = incidents::Changes {
+                    warn!(incident_id = %id, timer = %due.timer.key(), %rejection, "timer refused; dropped");
+                    Changes {
                         fired: Some(due.timer),
                         ..Default::default()
-                    };
-                    incidents::save(&mut tx, due.incident_id, &incident.state, &changes, now)
-                        .await?;
+                    }
                 }
+            };
+            for timer in changes.fired.iter().chain(&changes.cancel) {
+                pending.remove(&(id, *timer));
             }
-            fired += 1;
+            for (timer, at) in &changes.schedule {
+                pending.insert((id, *timer), *at);
+            }
+            planned.push((id, incident.state.clone(), changes));
         }
+        let saves: Vec<Save> = planned
+            .iter()
+            .map(|(id, state, changes)| Save {
+                id: *id,
+                state,
+                changes,
+            })
+            .collect();
+        incidents::save_all(&mut tx, &saves, now).await?;
         tx.commit().await?;
-        Ok(fired)
+        Ok(planned.len())
     }
 }
