@@ -349,13 +349,17 @@ pub struct DueTimer {
 
 /// Timers due at `now`, oldest first, without locking (the firing locks the incident first, then
 /// re-checks the timer, so replicas never fire one twice and never deadlock with commands).
+/// Deadlines at the same instant come by incident, then timer key, so which of an incident's
+/// equal deadlines fires first (say the level window before the SLA) never depends on where the
+/// rows happen to lie on disk.
 pub async fn due_timers(
     conn: &mut PgConnection,
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<DueTimer>> {
     let rows = sqlx::query_as::<_, (Uuid, String, DateTime<Utc>)>(
-        "SELECT incident_id, key, due_at FROM timers WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+        "SELECT incident_id, key, due_at FROM timers WHERE due_at <= $1
+         ORDER BY due_at, incident_id, key LIMIT $2",
     )
     .bind(now)
     .bind(limit)

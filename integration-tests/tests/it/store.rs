@@ -335,3 +335,56 @@ async fn saving_transitions_together_leaves_what_saving_them_one_by_one_leaves()
     let outbox: Vec<&String> = rows.iter().filter(|r| r.starts_with("outbox ")).collect();
     assert_eq!(outbox.len(), 4);
 }
+
+#[tokio::test]
+async fn deadlines_at_the_same_instant_come_in_a_fixed_order_whatever_the_row_order() {
+    use whistle_domain::incident::Timer;
+    let db = TestDb::create().await;
+    let at = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
+    let ids: Vec<uuid::Uuid> = (1..=3)
+        .map(|n| uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n))
+        .collect();
+    for id in &ids {
+        sqlx::query(
+            "INSERT INTO incidents (id, status, level, category, urgency, title, description, district_code, street_code,
+                 community_code, grid_code, reporter_id, policy_version, reported_at, created_at, updated_at)
+             VALUES ($1, 'handling', 'community', 'heating.no_heat', 'normal', 't', '', '150602', '150602001',
+                 '150602001001', '150602001001001', 'gw-150602001001001', 'test', now(), now(), now())",
+        )
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    // Written in an order that is neither the incidents' nor the keys'.
+    for (id, key) in [
+        (ids[2], "resolve_deadline"),
+        (ids[0], "resolve_deadline"),
+        (ids[1], "level_window"),
+        (ids[0], "level_window"),
+        (ids[2], "level_window"),
+    ] {
+        sqlx::query("INSERT INTO timers (incident_id, key, due_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(key)
+            .bind(at)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let mut conn = db.pool.acquire().await.unwrap();
+    let due = whistle_store::incidents::due_timers(&mut conn, chrono::Utc::now(), 10)
+        .await
+        .unwrap();
+    let order: Vec<(uuid::Uuid, Timer)> = due.iter().map(|d| (d.incident_id, d.timer)).collect();
+    assert_eq!(
+        order,
+        vec![
+            (ids[0], Timer::LevelWindow),
+            (ids[0], Timer::ResolveDeadline),
+            (ids[1], Timer::LevelWindow),
+            (ids[2], Timer::LevelWindow),
+            (ids[2], Timer::ResolveDeadline),
+        ]
+    );
+}

@@ -20,10 +20,10 @@ use whistle_store::incidents::{self, Changes, DueTimer, Save};
 use crate::{engine, Error, Shared};
 
 /// Most timers fired per round before the loop looks at the clock again.
-const ROUND: i64 = 500;
+const ROUND: i64 = 1000;
 /// Most timers fired in one transaction. Larger batches share a commit among more firings but
 /// hold their incidents' locks longer, so a command on one of them waits for the whole batch.
-const BATCH: usize = 100;
+const BATCH: usize = 250;
 /// How soon to look again at a due timer whose incident was locked by someone else.
 const RETRY_SKIPPED: Duration = Duration::from_millis(20);
 
