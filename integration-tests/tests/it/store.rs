@@ -50,18 +50,24 @@ async fn seeding_is_idempotent_and_loads_back_the_same_tree() {
     assert_eq!(changed.units, 1);
 }
 
-#[tokio::test]
-async fn the_timeline_refuses_updates_and_deletes() {
-    let db = TestDb::create().await;
+/// A bare incident row in a seeded grid, for tests of the tables that refer to incidents.
+async fn insert_incident(db: &TestDb, id: uuid::Uuid) {
     sqlx::query(
         "INSERT INTO incidents (id, status, level, category, urgency, title, description, district_code, street_code,
              community_code, grid_code, reporter_id, policy_version, reported_at, created_at, updated_at)
-         VALUES ('01900000-0000-7000-8000-000000000001', 'handling', 'community', 'heating.no_heat', 'normal', 't', '',
-             '150602', '150602001', '150602001001', '150602001001001', 'gw-150602001001001', 'test', now(), now(), now())",
+         VALUES ($1, 'handling', 'community', 'heating.no_heat', 'normal', 't', '', '150602', '150602001',
+             '150602001001', '150602001001001', 'gw-150602001001001', 'test', now(), now(), now())",
     )
+    .bind(id)
     .execute(&db.pool)
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn the_timeline_refuses_updates_and_deletes() {
+    let db = TestDb::create().await;
+    insert_incident(&db, "01900000-0000-7000-8000-000000000001".parse().unwrap()).await;
     sqlx::query("INSERT INTO timeline (incident_id, seq, kind, actor_id, at) VALUES ('01900000-0000-7000-8000-000000000001', 1, 'incident.reported', 'x', now())")
         .execute(&db.pool)
         .await
@@ -260,16 +266,7 @@ async fn saving_transitions_together_leaves_what_saving_them_one_by_one_leaves()
     for together in [true, false] {
         let db = TestDb::create().await;
         for id in ids {
-            sqlx::query(
-                "INSERT INTO incidents (id, status, level, category, urgency, title, description, district_code, street_code,
-                     community_code, grid_code, reporter_id, policy_version, reported_at, created_at, updated_at)
-                 VALUES ($1, 'handling', 'community', 'heating.no_heat', 'normal', 't', '', '150602', '150602001',
-                     '150602001001', '150602001001001', 'gw-150602001001001', 'test', now(), now(), now())",
-            )
-            .bind(id)
-            .execute(&db.pool)
-            .await
-            .unwrap();
+            insert_incident(&db, id).await;
         }
         // A timer of incident 0 that no save touches.
         sqlx::query(
@@ -345,16 +342,7 @@ async fn deadlines_at_the_same_instant_come_in_a_fixed_order_whatever_the_row_or
         .map(|n| uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n))
         .collect();
     for id in &ids {
-        sqlx::query(
-            "INSERT INTO incidents (id, status, level, category, urgency, title, description, district_code, street_code,
-                 community_code, grid_code, reporter_id, policy_version, reported_at, created_at, updated_at)
-             VALUES ($1, 'handling', 'community', 'heating.no_heat', 'normal', 't', '', '150602', '150602001',
-                 '150602001001', '150602001001001', 'gw-150602001001001', 'test', now(), now(), now())",
-        )
-        .bind(id)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+        insert_incident(&db, *id).await;
     }
     // Written in an order that is neither the incidents' nor the keys'.
     for (id, key) in [
