@@ -129,7 +129,7 @@ impl Timers {
                 continue;
             };
             // An earlier timer of this batch may have moved or cancelled it.
-            if !pending.get(&(id, due.timer)).is_some_and(|at| *at <= now) {
+            if pending.get(&(id, due.timer)).is_none_or(|at| *at > now) {
                 continue;
             }
             let input = Input::Timer(due.timer);
