@@ -1,22 +1,24 @@
-//! The live aggregates behind `GetOverview`, end to end: a load of reports over every district,
-//! commands on many incidents and deadlines fired by moving the clock, through a real dispatch;
-//! then `GetOverview` (from the aggregates) must equal the SQL recount for the whole city, a
-//! district, a street, a community and a grid, over several windows — also after the query
-//! service restarted mid-way and rebuilt them while reports kept coming.
+//! The live aggregates behind `GetOverview` and `GetTrend`, end to end: a load of reports over
+//! every district, commands on many incidents and deadlines fired by moving the clock, through a
+//! real dispatch; then `GetOverview` and `GetTrend` (from the aggregates) must equal their SQL
+//! references for the whole city, a district, a street, a community and a grid, over several
+//! windows and hour counts — also after the query service restarted mid-way and rebuilt them
+//! while reports kept coming. One incident resolved, reopened and resolved again, within an hour
+//! and across an hour's end, pins the trend's resolved buckets to exact figures.
 
 use std::{sync::Arc, time::Duration};
 
-use chrono::TimeDelta;
+use chrono::{DurationRound as _, TimeDelta};
 use tonic::Code;
 use uuid::Uuid;
-use whistle_domain::AreaCode;
+use whistle_domain::{AreaCode, Level};
 use whistle_proto::v1::{self, command::Body};
 
 use whistle_store::tokens::Role;
 
 use crate::{
     harness::*,
-    query::{grids_by_district, Query, Stack},
+    query::{at, grids_by_district, places, resolve, ten_o_clock_in_ordos, unit, Query, Stack},
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -211,8 +213,45 @@ async fn busiest(stack: &Stack) -> Vec<String> {
     out
 }
 
-/// Once the aggregates caught up: `GetOverview` equals `recount` for every area and window.
-/// Returns the whole city's overview.
+/// Hour counts the trends are compared over: the default (0, a day), within an hour, a day and
+/// an hour, the longest.
+const TREND_HOURS: [u32; 6] = [0, 1, 3, 24, 25, whistle_query::MAX_TREND_HOURS];
+
+/// Once the aggregates caught up: `GetTrend` equals the SQL trend for every area and hour count.
+/// Returns the trends, in the order of `areas` then [`TREND_HOURS`].
+async fn trend_matches_sql(stack: &Stack, areas: &[String], when: &str) -> Vec<v1::Trend> {
+    stack.caught_up().await;
+    let mut client = stack.client.clone();
+    let mut out = Vec::new();
+    for area_code in areas {
+        let area: AreaCode = area_code.parse().unwrap();
+        for hours in TREND_HOURS {
+            let live = client
+                .get_trend(v1::GetTrendRequest {
+                    area_code: area_code.clone(),
+                    hours,
+                })
+                .await
+                .expect("GetTrend")
+                .into_inner();
+            let counted = if hours == 0 {
+                whistle_query::DEFAULT_TREND_HOURS
+            } else {
+                hours
+            };
+            let reference =
+                whistle_query::recount_trend(&stack.db.pool, &area, counted, stack.now())
+                    .await
+                    .expect("the SQL trend");
+            assert_eq!(live, reference, "{when}: area {area_code}, {hours} hours");
+            out.push(live);
+        }
+    }
+    out
+}
+
+/// Once the aggregates caught up: `GetOverview` equals `recount` for every area and window, and
+/// `GetTrend` the SQL trend for every area and hour count. Returns the whole city's overview.
 async fn matches_recount(stack: &Stack, when: &str) -> v1::Overview {
     stack.caught_up().await;
     // An empty area means the token's (the whole city here), so the city stands for both.
@@ -256,6 +295,7 @@ async fn matches_recount(stack: &Stack, when: &str) -> v1::Overview {
             );
         }
     }
+    trend_matches_sql(stack, &areas, when).await;
     stack.overview("", None).await
 }
 
@@ -379,6 +419,14 @@ async fn overview_is_unavailable_until_the_aggregates_have_loaded() {
         refused.message()
     );
     assert_eq!(query.aggregates.applied_sequence(), None);
+    let trend = client.get_trend(v1::GetTrendRequest::default()).await;
+    let refused = trend.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert!(
+        refused.message().contains("still loading"),
+        "{}",
+        refused.message()
+    );
     // Health does not wait for them: the other RPCs work meanwhile.
     client
         .get_org_tree(v1::GetOrgTreeRequest::default())
@@ -393,6 +441,13 @@ async fn overview_is_unavailable_until_the_aggregates_have_loaded() {
     .unwrap();
     let overview = client.get_overview(request).await.unwrap().into_inner();
     assert_eq!((overview.open_incidents, overview.by_status.len()), (0, 0));
+    let trend = client
+        .get_trend(v1::GetTrendRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(trend.buckets.len(), 24);
+    assert!(trend.buckets.iter().all(|b| b.reported + b.resolved == 0));
 }
 
 #[tokio::test]
@@ -420,4 +475,143 @@ async fn the_aggregates_follow_the_stream_across_a_nats_restart() {
         city.by_status.iter().map(|c| c.count as i64).sum::<i64>(),
         incidents
     );
+}
+
+fn verify(satisfaction: v1::Satisfaction) -> Body {
+    Body::Verify(v1::Verify {
+        satisfaction: satisfaction as i32,
+        note: String::new(),
+    })
+}
+
+/// The (reported, resolved) figures of the last `hours` buckets of an area's trend.
+async fn last_buckets(stack: &Stack, area_code: &str, hours: usize) -> Vec<(u64, u64)> {
+    stack.caught_up().await;
+    let trend = stack
+        .client
+        .clone()
+        .get_trend(v1::GetTrendRequest {
+            area_code: area_code.into(),
+            hours: 0,
+        })
+        .await
+        .expect("GetTrend")
+        .into_inner();
+    trend.buckets[trend.buckets.len() - hours..]
+        .iter()
+        .map(|b| (b.reported, b.resolved))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_trend_counts_each_resolution_hour_once_and_a_restart_rebuilds_the_same_buckets() {
+    // 10:40 in Ordos: the first resolutions fall before 11:00, the next after it.
+    let mut stack = Stack::start_at(ten_o_clock_in_ordos() + TimeDelta::minutes(40), |_| {}).await;
+    let first_hour = stack.now().duration_trunc(TimeDelta::hours(1)).unwrap();
+    let (district, [g1, g2, g3], other_district, far_grid) = places();
+    let handler = |grid: &str| format!("hd-{}", unit(grid, Level::Community));
+    // Categories handled by the community; different ones in one grid, or intake would take the
+    // later reports for duplicates.
+    fn file(stack: &Stack, id: &str, grid: &str, category: &str) -> v1::Report {
+        stack.filed(id, grid, category, v1::Urgency::Normal)
+    }
+    let again = stack
+        .file(&file(&stack, "again", &g1, "heating.no_heat"))
+        .await;
+    let once = stack
+        .file(&file(&stack, "once", &g1, "property.service"))
+        .await;
+    stack
+        .file(&file(&stack, "open", &g2, "heating.no_heat"))
+        .await;
+    stack
+        .file(&file(&stack, "far", &far_grid, "heating.no_heat"))
+        .await;
+
+    // `again`: resolved, reopened by an unsatisfied follow-up and resolved again within the hour;
+    // `once`: resolved once in it.
+    stack.advance(TimeDelta::minutes(5));
+    stack.ok(&handler(&g1), again, resolve()).await;
+    stack.advance(TimeDelta::minutes(5));
+    let grid_worker = format!("gw-{g1}");
+    stack
+        .ok(&grid_worker, again, verify(v1::Satisfaction::Unsatisfied))
+        .await;
+    stack.advance(TimeDelta::minutes(5));
+    stack.ok(&handler(&g1), again, resolve()).await;
+    stack.ok(&handler(&g1), once, resolve()).await;
+
+    // Past 11:00: `again` reopened and resolved a third time, and a report elsewhere.
+    stack.advance(TimeDelta::minutes(10));
+    stack.settle().await;
+    stack
+        .ok(&grid_worker, again, verify(v1::Satisfaction::Unsatisfied))
+        .await;
+    stack.ok(&handler(&g1), again, resolve()).await;
+    stack
+        .file(&file(&stack, "later", &g3, "heating.no_heat"))
+        .await;
+    assert_eq!(
+        stack
+            .db
+            .count(&format!(
+                "SELECT count(*) FROM timeline WHERE incident_id = '{again}' AND kind = 'incident.resolved'"
+            ))
+            .await,
+        3
+    );
+
+    assert_eq!(last_buckets(&stack, &g1, 2).await, [(2, 2), (0, 1)]);
+    assert_eq!(last_buckets(&stack, &district, 2).await, [(3, 2), (1, 1)]);
+    assert_eq!(
+        last_buckets(&stack, "150600", 3).await,
+        [(0, 0), (4, 2), (1, 1)]
+    );
+    let areas: Vec<String> = [
+        "150600",
+        district.as_str(),
+        &g1[..9],
+        &g1[..12],
+        g1.as_str(),
+        g2.as_str(),
+        other_district.as_str(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let before = trend_matches_sql(&stack, &areas, "after the resolutions").await;
+
+    // A restart rebuilds the same buckets from PostgreSQL.
+    stop_query(&mut stack).await;
+    start_query(&mut stack).await;
+    eventually("the aggregates reloaded", WAIT, || async {
+        stack.query.aggregates.is_ready()
+    })
+    .await
+    .unwrap();
+    let after = trend_matches_sql(&stack, &areas, "after the restart").await;
+    assert_eq!(before, after);
+
+    // A week on, the first hour is the oldest of a week-long trend, then falls out of it.
+    let week = TimeDelta::hours(i64::from(whistle_query::MAX_TREND_HOURS));
+    stack.advance(first_hour + week - TimeDelta::minutes(1) - stack.now());
+    stack.settle().await;
+    let trends = trend_matches_sql(&stack, &areas, "a week on").await;
+    let longest = &trends[TREND_HOURS.len() - 1];
+    assert_eq!(at(&longest.buckets[0].start), first_hour);
+    assert_eq!(
+        (longest.buckets[0].reported, longest.buckets[0].resolved),
+        (4, 2)
+    );
+    stack.advance(TimeDelta::minutes(2));
+    stack.settle().await;
+    stack
+        .file(&file(&stack, "a-week-later", &g1, "noise.commercial"))
+        .await;
+    let trends = trend_matches_sql(&stack, &areas, "a week and an hour on").await;
+    let longest = &trends[TREND_HOURS.len() - 1];
+    assert_eq!(
+        at(&longest.buckets[0].start),
+        first_hour + TimeDelta::hours(1)
+    );
+    assert_eq!(last_buckets(&stack, &g1, 1).await, [(1, 0)]);
 }

@@ -1,6 +1,6 @@
-//! The live aggregates behind `GetOverview`: per-area counters in memory, kept current from
-//! `WHISTLE_EVENTS` and rebuilt from PostgreSQL at start, so an overview reads a few counters
-//! instead of scanning the area's incidents, tasks and timeline.
+//! The live aggregates behind `GetOverview` and `GetTrend`: per-area counters in memory, kept
+//! current from `WHISTLE_EVENTS` and rebuilt from PostgreSQL at start, so an overview or a trend
+//! reads a few counters instead of scanning the area's incidents, tasks and timeline.
 //!
 //! **Model.** Per incident the store keeps its [`Facts`] — the handful of fields the overview
 //! counts — and its version. The counters are a pure function of the facts: [`contributions`]
@@ -18,13 +18,14 @@
 //! resolution, a follow-up, and when. Terminal incidents (closed, closed unverified, duplicate)
 //! never change again, so they shrink to their version.
 //!
-//! **Time.** Day figures are kept per area and Shanghai day. Two figures depend on the time of
-//! day: `overdue` (open and past `due_at`, before dispatch's timer sets the flag) and the
-//! resolution rate (deadlines up to now, not later today). For those each area keeps its
-//! deadlines to the microsecond: those of open, unflagged incidents, and those from today on.
-//! Counters older than the longest window (366 days) and deadline entries of past days are pruned
-//! as days go by; a change to a pruned entry is ignored on both the removing and the adding side,
-//! so pruning keeps the diffs consistent.
+//! **Time.** Day figures are kept per area and Shanghai day, the trend's per area and UTC hour
+//! (whole hours of Shanghai too). Two figures depend on the time of day: `overdue` (open and past
+//! `due_at`, before dispatch's timer sets the flag) and the resolution rate (deadlines up to now,
+//! not later today). For those each area keeps its deadlines to the microsecond: those of open,
+//! unflagged incidents, and those from today on. Day counters older than the longest window (366
+//! days), hour counters older than the longest trend (168 hours, plus one) and deadline entries of
+//! past days are pruned as hours go by; a change to a pruned entry is ignored on both the removing
+//! and the adding side, so pruning keeps the diffs consistent.
 //!
 //! Timestamps are compared in microseconds, truncated as sqlx stores them, so that comparisons
 //! such as "reported in by the deadline" give what PostgreSQL gives for the stored values.
@@ -53,7 +54,7 @@ use whistle_domain::{
 };
 use whistle_proto::v1;
 
-use crate::{convert, overview, Error, Result};
+use crate::{convert, overview, trend, Error, Result};
 
 pub(crate) use feed::Feed;
 
@@ -61,11 +62,17 @@ pub(crate) use feed::Feed;
 pub(crate) type Micros = i64;
 /// A calendar day in Asia/Shanghai (UTC+8 all year), counted from 1970-01-01.
 pub(crate) type Day = i32;
+/// A whole hour of UTC, counted from 1970-01-01T00:00Z; Shanghai's hours are the same hours.
+pub(crate) type Hour = i32;
 
-const DAY: Micros = 86_400_000_000;
-const UTC8: Micros = 8 * 3_600_000_000;
+const HOUR: Micros = 3_600_000_000;
+const DAY: Micros = 24 * HOUR;
+const UTC8: Micros = 8 * HOUR;
 /// Days of counters kept: the longest window.
 const KEPT_DAYS: Day = overview::MAX_WINDOW.num_days() as Day;
+/// Hours of counters kept: the longest trend, plus the hour before it, so that a request whose
+/// clock read came just before the feed moved to the next hour still finds its oldest bucket.
+const KEPT_HOURS: Hour = trend::MAX_HOURS as Hour + 1;
 
 pub(crate) fn micros(at: DateTime<Utc>) -> Micros {
     at.timestamp_micros()
@@ -81,6 +88,14 @@ pub(crate) fn day_of(at: Micros) -> Day {
 
 fn day_start(day: Day) -> Micros {
     i64::from(day).saturating_mul(DAY).saturating_sub(UTC8)
+}
+
+pub(crate) fn hour_of(at: Micros) -> Hour {
+    Hour::try_from(at.div_euclid(HOUR)).unwrap_or(Hour::MAX)
+}
+
+fn hour_start(hour: Hour) -> Micros {
+    i64::from(hour).saturating_mul(HOUR)
 }
 
 /// An area as the counters key it: the digits of a code prefix and how many there are.
@@ -190,12 +205,15 @@ pub(crate) struct Facts {
     /// Dispatch's flag: the SLA deadline passed before resolution.
     pub overdue: bool,
     pub satisfaction: Option<Satisfaction>,
-    /// The day it was opened.
-    pub created: Day,
+    /// When it was opened.
+    pub created: Micros,
     /// The SLA deadline.
     pub due: Option<Micros>,
     /// The latest `incident.resolved`.
     pub resolved: Option<Micros>,
+    /// The hours with an `incident.resolved`, each once, in order: a resolution, a reopening and
+    /// another resolution count in each hour they happened in.
+    pub resolved_hours: Box<[Hour]>,
     /// The day of the latest `incident.verified`.
     pub verified: Option<Day>,
     /// The day of each `incident.whistled`.
@@ -262,6 +280,11 @@ impl Facts {
     fn next(&self, version: u64, at: Micros, state: State, kinds: Kinds) -> Facts {
         let mut whistles = self.whistles.to_vec();
         whistles.extend(std::iter::repeat_n(day_of(at), usize::from(kinds.whistles)));
+        let resolved_hours = if kinds.resolved {
+            with_hour(&self.resolved_hours, hour_of(at))
+        } else {
+            self.resolved_hours.clone()
+        };
         Facts {
             version,
             grid: self.grid,
@@ -278,6 +301,7 @@ impl Facts {
             } else {
                 self.resolved
             },
+            resolved_hours,
             verified: if kinds.verified {
                 Some(day_of(at))
             } else {
@@ -287,6 +311,15 @@ impl Facts {
             tasks: state.tasks,
         }
     }
+}
+
+/// `hours` with `hour` added once, kept in order.
+pub(crate) fn with_hour(hours: &[Hour], hour: Hour) -> Box<[Hour]> {
+    let mut out = hours.to_vec();
+    if let Err(at) = out.binary_search(&hour) {
+        out.insert(at, hour);
+    }
+    out.into()
 }
 
 /// A per-day figure.
@@ -299,6 +332,13 @@ pub(crate) enum DayMetric {
     AcceptedInTime,
     FollowedUp,
     Satisfied,
+}
+
+/// A per-hour figure, for the trend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HourMetric {
+    Reported,
+    Resolved,
 }
 
 /// One thing an incident adds to the counters of each area containing it.
@@ -316,6 +356,7 @@ pub(crate) enum Contribution {
     /// Open, not flagged: overdue once its deadline is past.
     Pending(Micros),
     Day(Day, DayMetric),
+    Hour(Hour, HourMetric),
     /// Its SLA deadline (not for duplicates), and whether it was resolved by it.
     Due {
         at: Micros,
@@ -328,9 +369,12 @@ const RESOLVED: [Status; 3] = [Status::Resolved, Status::Closed, Status::ClosedU
 /// Everything one incident adds to the counters: the definitions of `overview.rs`, per incident.
 pub(crate) fn contributions(facts: &Facts) -> Vec<Contribution> {
     use Contribution as C;
-    let mut out = Vec::with_capacity(6 + facts.whistles.len() + 2 * facts.tasks.len());
+    let mut out = Vec::with_capacity(
+        7 + facts.whistles.len() + facts.resolved_hours.len() + 2 * facts.tasks.len(),
+    );
     out.push(C::Status(facts.status));
-    out.push(C::Day(facts.created, DayMetric::Reported));
+    out.push(C::Day(day_of(facts.created), DayMetric::Reported));
+    out.push(C::Hour(hour_of(facts.created), HourMetric::Reported));
     if facts.status.is_open() {
         out.push(C::Open {
             level: facts.level,
@@ -346,6 +390,12 @@ pub(crate) fn contributions(facts: &Facts) -> Vec<Contribution> {
     if let Some(at) = facts.resolved {
         out.push(C::Day(day_of(at), DayMetric::Resolved));
     }
+    out.extend(
+        facts
+            .resolved_hours
+            .iter()
+            .map(|hour| C::Hour(*hour, HourMetric::Resolved)),
+    );
     out.extend(
         facts
             .whistles
@@ -399,6 +449,22 @@ impl DayCounts {
     }
 }
 
+/// Per-hour counts of one area: the trend's buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HourCounts {
+    reported: i32,
+    resolved: i32,
+}
+
+impl HourCounts {
+    fn metric(&mut self, metric: HourMetric) -> &mut i32 {
+        match metric {
+            HourMetric::Reported => &mut self.reported,
+            HourMetric::Resolved => &mut self.resolved,
+        }
+    }
+}
+
 /// Deadlines at one instant of one area.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct DeadlineCounts {
@@ -435,10 +501,12 @@ struct AreaCounters {
     open_by_category: HashMap<CategoryId, i64>,
     overdue_flagged: i64,
     days: BTreeMap<Day, DayCounts>,
+    /// Only hours with something in them, so a quiet area costs nothing.
+    hours: BTreeMap<Hour, HourCounts>,
     deadlines: BTreeMap<Micros, DeadlineCounts>,
-    /// The latest day the counters were pruned for: day counts from `horizon - 365` and the
-    /// `due` part of deadlines from the start of `horizon` are kept.
-    horizon: Day,
+    /// The latest hour the counters were pruned for: hour counts from `horizon - 168`, day counts
+    /// from its day minus 365 and the `due` part of deadlines from the start of its day are kept.
+    horizon: Hour,
 }
 
 impl AreaCounters {
@@ -486,7 +554,7 @@ fn with_entry<K: Ord, V: Default + PartialEq>(
 }
 
 impl AreaCounters {
-    fn new(today: Day) -> AreaCounters {
+    fn new(hour: Hour) -> AreaCounters {
         AreaCounters {
             by_status: [0; STATUSES],
             open_by_level: [0; 5],
@@ -494,21 +562,43 @@ impl AreaCounters {
             open_by_category: HashMap::new(),
             overdue_flagged: 0,
             days: BTreeMap::new(),
+            hours: BTreeMap::new(),
             deadlines: BTreeMap::new(),
-            horizon: today,
+            horizon: hour,
         }
+    }
+
+    /// The day of the horizon.
+    fn today(&self) -> Day {
+        day_of(hour_start(self.horizon))
     }
 
     fn first_kept_day(&self) -> Day {
-        self.horizon.saturating_sub(KEPT_DAYS - 1)
+        self.today().saturating_sub(KEPT_DAYS - 1)
     }
 
-    /// Moves the horizon to `today` and drops what no window reaches any more.
-    fn advance(&mut self, today: Day) {
-        if today <= self.horizon {
+    fn first_kept_hour(&self) -> Hour {
+        self.horizon.saturating_sub(KEPT_HOURS - 1)
+    }
+
+    /// Moves the horizon to `hour` and drops what no window or trend reaches any more.
+    fn advance(&mut self, hour: Hour) {
+        if hour <= self.horizon {
             return;
         }
-        self.horizon = today;
+        let previous_day = self.today();
+        self.horizon = hour;
+        let first_hour = self.first_kept_hour();
+        while let Some(oldest) = self.hours.first_entry() {
+            if *oldest.key() >= first_hour {
+                break;
+            }
+            oldest.remove();
+        }
+        let today = self.today();
+        if today == previous_day {
+            return;
+        }
         self.days = self.days.split_off(&self.first_kept_day());
         let kept = self.deadlines.split_off(&day_start(today));
         let past = std::mem::replace(&mut self.deadlines, kept);
@@ -533,6 +623,7 @@ impl AreaCounters {
             && self.open_by_category.is_empty()
             && self.overdue_flagged == 0
             && self.days.is_empty()
+            && self.hours.is_empty()
             && self.deadlines.is_empty()
     }
 
@@ -563,6 +654,11 @@ impl AreaCounters {
                     with_entry(&mut self.days, day, |d| *d.metric(metric) += sign);
                 }
             }
+            Contribution::Hour(hour, metric) => {
+                if hour >= self.first_kept_hour() {
+                    with_entry(&mut self.hours, hour, |h| *h.metric(metric) += sign);
+                }
+            }
             Contribution::Due { at, in_time } => {
                 let in_time = if in_time { sign } else { 0 };
                 if day_of(at) >= self.first_kept_day() {
@@ -571,7 +667,7 @@ impl AreaCounters {
                         d.resolved_in_time += in_time;
                     });
                 }
-                if at >= day_start(self.horizon) {
+                if at >= day_start(self.today()) {
                     with_entry(&mut self.deadlines, at, |d| {
                         d.due += sign;
                         d.resolved_in_time += in_time;
@@ -688,16 +784,17 @@ impl Store {
         categories.names[id.0 as usize].to_string()
     }
 
-    /// Moves every area's horizon to `today` (pruning what no window reaches).
-    pub(crate) fn advance(&self, today: Day) {
+    /// Moves every area's horizon to `hour`, the clock's current one (pruning what no window or
+    /// trend reaches).
+    pub(crate) fn advance(&self, hour: Hour) {
         for mut area in self.areas.iter_mut() {
-            area.advance(today);
+            area.advance(hour);
         }
     }
 
     /// Takes `old`'s contributions away and adds `new`'s, area by area (each area under its lock,
     /// so a reader sees an area before or after the change, never half of it).
-    fn replace(&self, old: Option<&Facts>, new: &Facts, today: Day) {
+    fn replace(&self, old: Option<&Facts>, new: &Facts, hour: Hour) {
         let removed = old.map(contributions).unwrap_or_default();
         let added = contributions(new);
         // The grid never changes; it is taken from the new facts for a new incident.
@@ -706,8 +803,8 @@ impl Store {
             let mut area = self
                 .areas
                 .entry(key)
-                .or_insert_with(|| AreaCounters::new(today));
-            area.advance(today);
+                .or_insert_with(|| AreaCounters::new(hour));
+            area.advance(hour);
             for c in &removed {
                 area.add(*c, -1);
             }
@@ -718,26 +815,28 @@ impl Store {
     }
 
     /// Records an incident as read from PostgreSQL (the rebuild), unless a newer version is held.
-    pub(crate) fn put(&self, id: Uuid, facts: Facts, today: Day) {
+    /// `hour` is the clock's current hour, as for [`Store::apply`].
+    pub(crate) fn put(&self, id: Uuid, facts: Facts, hour: Hour) {
         match self.incidents.entry(id) {
             MapEntry::Occupied(mut held) => {
                 if facts.version <= held.get().version() {
                     return;
                 }
                 if let Entry::Live(old) = held.get() {
-                    self.replace(Some(old), &facts, today);
+                    self.replace(Some(old), &facts, hour);
                     held.insert(Entry::of(facts));
                 }
             }
             MapEntry::Vacant(vacant) => {
-                self.replace(None, &facts, today);
+                self.replace(None, &facts, hour);
                 vacant.insert(Entry::of(facts));
             }
         }
     }
 
-    /// Applies one event; `Ok(false)` when it is not newer than what the store holds.
-    pub(crate) fn apply(&self, update: Update, today: Day) -> Result<bool, Inconsistency> {
+    /// Applies one event at the clock's current `hour`; `Ok(false)` when it is not newer than
+    /// what the store holds.
+    pub(crate) fn apply(&self, update: Update, hour: Hour) -> Result<bool, Inconsistency> {
         let Update {
             id,
             version,
@@ -756,13 +855,13 @@ impl Store {
                     Change::Opened(facts) => facts,
                     Change::Changed(state, kinds) => old.next(version, at, state, kinds),
                 };
-                self.replace(Some(old), &new, today);
+                self.replace(Some(old), &new, hour);
                 held.insert(Entry::of(new));
                 Ok(true)
             }
             MapEntry::Vacant(vacant) => match change {
                 Change::Opened(facts) => {
-                    self.replace(None, &facts, today);
+                    self.replace(None, &facts, hour);
                     vacant.insert(Entry::of(facts));
                     Ok(true)
                 }
@@ -864,6 +963,40 @@ impl Store {
         out.rates = Some(overview::rates(rates));
         out
     }
+
+    /// The trend of an area: `hours` buckets ending with the hour of `now`, oldest first.
+    pub(crate) fn trend(
+        &self,
+        area_code: &str,
+        key: AreaKey,
+        hours: u32,
+        now: DateTime<Utc>,
+    ) -> v1::Trend {
+        let current = hour_of(micros(now));
+        let first = current.saturating_sub(Hour::try_from(hours).unwrap_or(Hour::MAX) - 1);
+        let mut buckets: Vec<v1::TrendBucket> = (first..=current)
+            .map(|hour| v1::TrendBucket {
+                start: Some(prost_types::Timestamp {
+                    seconds: hour_start(hour) / 1_000_000,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            })
+            .collect();
+        // `hours` is at least 1 (parse_hours); with 0 the range would be reversed.
+        if let Some(area) = self.areas.get(&key).filter(|_| first <= current) {
+            let count = |n: i32| u64::try_from(n).unwrap_or_default();
+            for (hour, counts) in area.hours.range(first..=current) {
+                let bucket = &mut buckets[(hour - first) as usize];
+                bucket.reported = count(counts.reported);
+                bucket.resolved = count(counts.resolved);
+            }
+        }
+        v1::Trend {
+            area_code: area_code.to_owned(),
+            buckets,
+        }
+    }
 }
 
 /// The live aggregates of a query service; cheap to clone. They are ready once the first rebuild
@@ -929,6 +1062,17 @@ impl Aggregates {
                     .into(),
             )
         })
+    }
+
+    /// `GetTrend` from the aggregates; UNAVAILABLE until the first rebuild finished.
+    pub(crate) fn trend(
+        &self,
+        area: &AreaCode,
+        hours: u32,
+        now: DateTime<Utc>,
+    ) -> Result<v1::Trend> {
+        let store = self.ready()?;
+        Ok(store.trend(area.as_str(), AreaKey::of(Some(area)), hours, now))
     }
 
     /// `GetOverview` from the aggregates; UNAVAILABLE until the first rebuild finished.
@@ -1028,9 +1172,10 @@ mod tests {
             category: store.category("heating.no_heat"),
             overdue: false,
             satisfaction: None,
-            created: day_of(at),
+            created: at,
             due: Some(at + 2 * 3_600_000_000),
             resolved: None,
+            resolved_hours: Box::new([]),
             verified: None,
             whistles: Box::new([]),
             tasks: Box::new([]),
@@ -1053,7 +1198,7 @@ mod tests {
     fn a_transition_s_second_event_and_replays_change_nothing() {
         let store = Store::new(0);
         let id = Uuid::now_v7();
-        let today = day_of(NOW);
+        let hour = hour_of(NOW);
         let facts = opened(&store, grid(0), NOW);
         let open = Update {
             id,
@@ -1061,7 +1206,7 @@ mod tests {
             at: NOW,
             change: Change::Opened(facts.clone()),
         };
-        assert_eq!(store.apply(open.clone(), today), Ok(true));
+        assert_eq!(store.apply(open.clone(), hour), Ok(true));
         // task.resolved then incident.resolved: one transition, one version.
         let resolved = State {
             status: Status::Resolved,
@@ -1075,9 +1220,9 @@ mod tests {
                 at: NOW + 60_000_000,
                 change: Change::Changed(resolved.clone(), kinds),
             };
-            store.apply(update, today).unwrap();
+            store.apply(update, hour).unwrap();
         }
-        assert_eq!(store.apply(open, today), Ok(false));
+        assert_eq!(store.apply(open, hour), Ok(false));
         let overview = store.overview(
             "150602",
             key("150602"),
@@ -1103,7 +1248,7 @@ mod tests {
             change: Change::Changed(resolved, kinds),
         };
         assert!(matches!(
-            store.apply(changed, today),
+            store.apply(changed, hour),
             Err(Inconsistency::Unknown(_))
         ));
     }
@@ -1112,7 +1257,7 @@ mod tests {
     fn a_closed_incident_keeps_only_its_version_and_its_counts() {
         let store = Store::new(0);
         let id = Uuid::now_v7();
-        let today = day_of(NOW);
+        let hour = hour_of(NOW);
         let facts = opened(&store, grid(1), NOW);
         store
             .apply(
@@ -1122,7 +1267,7 @@ mod tests {
                     at: NOW,
                     change: Change::Opened(facts.clone()),
                 },
-                today,
+                hour,
             )
             .unwrap();
         let closed = State {
@@ -1138,7 +1283,7 @@ mod tests {
                     at: NOW,
                     change: Change::Changed(closed, Kinds::of(["incident.verified"])),
                 },
-                today,
+                hour,
             )
             .unwrap();
         assert_eq!(
@@ -1155,8 +1300,161 @@ mod tests {
             change: Change::Changed(state_of(&facts), Kinds::default()),
         };
         assert_eq!(
-            store.apply(reopened, today),
+            store.apply(reopened, hour),
             Err(Inconsistency::ChangedAfterClosing(id))
+        );
+    }
+
+    #[test]
+    fn hours_are_whole_hours_of_utc_and_of_shanghai() {
+        let at = |s: &str| micros(DateTime::parse_from_rfc3339(s).unwrap().to_utc());
+        let hour = hour_of(at("2026-03-01T15:59:59.999999Z"));
+        assert_eq!(hour_start(hour), at("2026-03-01T15:00:00Z"));
+        assert_eq!(hour_of(at("2026-03-01T16:00:00Z")), hour + 1);
+        // A Shanghai day starts on a UTC hour, so every hour lies in one day.
+        let day = day_of(at("2026-03-02T00:30:00+08:00"));
+        assert_eq!(hour_start(hour + 1), day_start(day));
+        assert_eq!(day_of(hour_start(hour)), day - 1);
+        assert_eq!(
+            hour_of(-1),
+            -1,
+            "before 1970, hours still start on the hour"
+        );
+        assert_eq!(hour_start(-1), -HOUR);
+    }
+
+    #[test]
+    fn resolution_hours_are_kept_once_each_in_order() {
+        assert_eq!(*with_hour(&[], 7), [7]);
+        assert_eq!(*with_hour(&[3, 7], 7), [3, 7]);
+        assert_eq!(*with_hour(&[3, 7], 5), [3, 5, 7]);
+        assert_eq!(*with_hour(&[3, 7], 9), [3, 7, 9]);
+    }
+
+    /// The (reported, resolved) buckets of an area's trend.
+    fn buckets(store: &Store, area: &str, hours: u32, now: Micros) -> Vec<(u64, u64)> {
+        let now = DateTime::from_timestamp_micros(now).unwrap();
+        let trend = store.trend(area, key(area), hours, now);
+        assert_eq!(trend.buckets.len(), hours as usize);
+        let current = hour_of(micros(now));
+        for (n, bucket) in trend.buckets.iter().enumerate() {
+            let start = bucket.start.as_ref().unwrap();
+            let expected = hour_start(current - (hours as Hour - 1) + n as Hour);
+            assert_eq!(proto_micros(start), expected);
+        }
+        trend
+            .buckets
+            .iter()
+            .map(|b| (b.reported, b.resolved))
+            .collect()
+    }
+
+    #[test]
+    fn a_resolution_counts_once_in_its_hour_and_again_in_another_hour() {
+        let store = Store::new(0);
+        let id = Uuid::now_v7();
+        let h0 = hour_of(NOW);
+        let at = |hours: Hour, minutes: i64| hour_start(h0 + hours) + minutes * 60_000_000;
+        let facts = opened(&store, grid(0), at(0, 5));
+        let open = Update {
+            id,
+            version: 1,
+            at: at(0, 5),
+            change: Change::Opened(facts.clone()),
+        };
+        store.apply(open, h0).unwrap();
+        let resolved = State {
+            status: Status::Resolved,
+            ..state_of(&facts)
+        };
+        let reopened = state_of(&facts);
+        // Resolved, reopened and resolved again in the first hour, then again in the third.
+        let steps = [
+            (
+                at(0, 10),
+                resolved.clone(),
+                Kinds::of(["incident.resolved"]),
+            ),
+            (
+                at(0, 20),
+                reopened.clone(),
+                Kinds::of(["incident.reopened"]),
+            ),
+            (
+                at(0, 50),
+                resolved.clone(),
+                Kinds::of(["incident.resolved"]),
+            ),
+            (at(2, 0), reopened, Kinds::of(["incident.reopened"])),
+            (at(2, 30), resolved, Kinds::of(["incident.resolved"])),
+        ];
+        for (n, (at, state, kinds)) in steps.into_iter().enumerate() {
+            let update = Update {
+                id,
+                version: n as u64 + 2,
+                at,
+                change: Change::Changed(state, kinds),
+            };
+            assert_eq!(store.apply(update, hour_of(at)), Ok(true));
+        }
+        let expected = [(0, 0), (1, 1), (0, 0), (0, 1)];
+        for area in ["", "150600", "150602", "150602001001001"] {
+            assert_eq!(buckets(&store, area, 4, at(2, 40)), expected, "{area:?}");
+        }
+        assert_eq!(buckets(&store, "150603", 4, at(2, 40)), [(0, 0); 4]);
+        assert_eq!(buckets(&store, "", 1, at(2, 40)), [(0, 1)]);
+        let none = store.trend(
+            "",
+            key(""),
+            0,
+            DateTime::from_timestamp_micros(NOW).unwrap(),
+        );
+        assert!(none.buckets.is_empty());
+    }
+
+    #[test]
+    fn hour_counters_are_pruned_after_a_week_and_an_hour_consistently() {
+        let store = Store::new(0);
+        let id = Uuid::now_v7();
+        let h0 = hour_of(NOW);
+        let facts = opened(&store, grid(0), NOW);
+        store.put(id, facts.clone(), h0);
+        let week = trend::MAX_HOURS as Hour;
+        // The last hour of a week-long trend, still there one hour later (a late reader).
+        for now in [h0 + week - 1, h0 + week] {
+            store.advance(now);
+            let oldest = buckets(&store, "", trend::MAX_HOURS, hour_start(h0 + week - 1));
+            assert_eq!(oldest[0], (1, 0));
+        }
+        store.advance(h0 + week + 1);
+        let city = store.areas.get(&key("150600")).unwrap();
+        assert!(city.hours.is_empty(), "{:?}", city.hours);
+        drop(city);
+        // Resolving it now takes nothing away from the pruned hour and adds the new one.
+        let now = hour_start(h0 + week + 1);
+        let resolved = Update {
+            id,
+            version: 2,
+            at: now,
+            change: Change::Changed(
+                State {
+                    status: Status::Resolved,
+                    ..state_of(&facts)
+                },
+                Kinds::of(["incident.resolved"]),
+            ),
+        };
+        store.apply(resolved, hour_of(now)).unwrap();
+        let city = store.areas.get(&key("150600")).unwrap();
+        assert_eq!(
+            city.hours.iter().map(|(h, c)| (*h, *c)).collect::<Vec<_>>(),
+            [(
+                h0 + week + 1,
+                HourCounts {
+                    reported: 0,
+                    resolved: 1
+                }
+            )]
         );
     }
 
@@ -1215,7 +1513,13 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         (
             (status(), level(), 0usize..3, any::<bool>(), satisfaction()),
-            (prop::option::of(offset()), tasks(), kinds(), 0..DAY),
+            // Sometimes within the hour: resolved, reopened and resolved again in it.
+            (
+                prop::option::of(offset()),
+                tasks(),
+                kinds(),
+                prop_oneof![3 => 0..DAY, 1 => 0..HOUR / 2],
+            ),
         )
             .prop_map(
                 |((status, level, category, overdue, satisfaction), (due, tasks, kinds, after))| {
@@ -1286,9 +1590,10 @@ mod tests {
                 category: store.category(CATEGORIES[0]),
                 overdue: false,
                 satisfaction: None,
-                created: day_of(at),
+                created: at,
                 due: Some(at + DAY),
                 resolved: None,
+                resolved_hours: Box::new([]),
                 verified: None,
                 whistles: Box::new([]),
                 tasks: Box::new([]),
@@ -1329,6 +1634,17 @@ mod tests {
             out
         }
 
+        /// When each transition happened.
+        fn times(&self) -> Vec<Micros> {
+            self.steps
+                .iter()
+                .scan(self.opened, |at, step| {
+                    *at += step.after;
+                    Some(*at)
+                })
+                .collect()
+        }
+
         /// The facts after its last transition, as the rebuild reads them from PostgreSQL.
         fn facts(&self, store: &Store, id: Uuid, through: usize) -> Facts {
             let updates = self.updates(store, id);
@@ -1346,9 +1662,9 @@ mod tests {
         }
     }
 
-    /// The store's counters with every area pruned to `today`, empty areas left out.
-    fn canonical(store: &Store, today: Day) -> BTreeMap<AreaKey, AreaCounters> {
-        store.advance(today);
+    /// The store's counters with every area pruned to `hour`, empty areas left out.
+    fn canonical(store: &Store, hour: Hour) -> BTreeMap<AreaKey, AreaCounters> {
+        store.advance(hour);
         store
             .areas
             .iter()
@@ -1367,8 +1683,8 @@ mod tests {
         copies: Vec<u8>,
         /// Replays of earlier events: (position among delivered, which earlier one).
         replays: Vec<(usize, usize)>,
-        /// Days the clock moves forward between deliveries.
-        days: Vec<u8>,
+        /// Hours the clock moves forward between deliveries.
+        hours: Vec<u8>,
         /// A rebuild: the snapshot holds the first `.0` deliveries, the stream resumes at `.1`
         /// (at most `.0`: published before the snapshot but after the stream's last sequence
         /// was read).
@@ -1381,15 +1697,15 @@ mod tests {
             prop::collection::vec(any::<usize>(), 40),
             prop::collection::vec(0u8..3, 40),
             prop::collection::vec((any::<usize>(), any::<usize>()), 0..10),
-            prop::collection::vec(prop_oneof![6 => Just(0u8), 1 => 1u8..3], 40),
+            prop::collection::vec(prop_oneof![6 => Just(0u8), 1 => 1u8..60], 40),
             prop::option::of((any::<usize>(), any::<usize>())),
         )
-            .prop_map(|(lives, order, copies, replays, days, rebuild)| Plan {
+            .prop_map(|(lives, order, copies, replays, hours, rebuild)| Plan {
                 lives,
                 order,
                 copies,
                 replays,
-                days,
+                hours,
                 rebuild,
             })
     }
@@ -1436,7 +1752,7 @@ mod tests {
             }
         }
 
-        let mut today = day_of(NOW) - 3;
+        let mut hour = hour_of(NOW) - 72;
         let (start, snapshot) = match plan.rebuild {
             Some((snapshot, resume)) => {
                 let snapshot = snapshot % (stream.len() + 1);
@@ -1451,13 +1767,13 @@ mod tests {
         }
         for (n, through) in last.iter().enumerate() {
             if let Some(through) = through {
-                store.put(ids[n], plan.lives[n].facts(&store, ids[n], *through), today);
+                store.put(ids[n], plan.lives[n].facts(&store, ids[n], *through), hour);
             }
         }
         for (k, (_, _, update)) in stream[start..].iter().enumerate() {
-            today += Day::from(plan.days[k % plan.days.len()]);
+            hour += Hour::from(plan.hours[k % plan.hours.len()]);
             store
-                .apply(update.clone(), today)
+                .apply(update.clone(), hour)
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
 
@@ -1467,9 +1783,9 @@ mod tests {
         }
         for (n, life) in plan.lives.iter().enumerate() {
             let facts = life.facts(&store, ids[n], life.steps.len());
-            expected.put(ids[n], facts, today);
+            expected.put(ids[n], facts, hour);
         }
-        prop_assert_eq!(canonical(&store, today), canonical(&expected, today));
+        prop_assert_eq!(canonical(&store, hour), canonical(&expected, hour));
         Ok(())
     }
 
@@ -1549,7 +1865,7 @@ mod tests {
                 .iter()
                 .filter(|f| f.overdue || f.due.is_some_and(|d| d < now))
                 .count() as u64,
-            reported_today: inside.iter().filter(|f| f.created == today).count() as u64,
+            reported_today: inside.iter().filter(|f| day_of(f.created) == today).count() as u64,
             resolved_today: inside
                 .iter()
                 .filter(|f| f.resolved.is_some_and(|r| day_of(r) == today))
@@ -1593,12 +1909,61 @@ mod tests {
                     tasks: facts.tasks.iter().map(|t| TaskFact { dispatched: t.dispatched.min(day_of(now)), ..*t }).collect(),
                     ..facts
                 };
-                store.put(id, facts.clone(), day_of(now));
+                store.put(id, facts.clone(), hour_of(now));
                 all.push(facts);
             }
             let at = DateTime::from_timestamp_micros(now).unwrap();
             let got = store.overview("x", key(area), window_days, at);
             prop_assert_eq!(got, by_definition(&store, &all, key(area), window_days, now));
+        }
+    }
+
+    // --- property: the trend counts what trend.rs defines, from the events as they happened ---
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn the_trend_counts_what_the_definitions_say(
+            lives in prop::collection::vec(life(), 1..12),
+            hours in prop_oneof![Just(1u32), 1u32..=168, Just(168u32)],
+            later in 0..7 * DAY,
+            area in prop::sample::select(vec!["", "150600", "150602", "150602001", "150602001001", "150602001001002", "150603"]),
+        ) {
+            let store = Store::new(0);
+            for name in CATEGORIES {
+                store.category(name);
+            }
+            let now = NOW + later;
+            let current = hour_of(now);
+            let first = current - (hours as Hour - 1);
+            let mut expected = vec![(0u64, 0u64); hours as usize];
+            for life in &lives {
+                // Only what happened up to now.
+                let times: Vec<Micros> = life.times().into_iter().take_while(|at| *at <= now).collect();
+                let id = Uuid::now_v7();
+                store.put(id, life.facts(&store, id, times.len()), current);
+                if !grid(life.grid).areas().contains(&key(area)) {
+                    continue;
+                }
+                if (first..=current).contains(&hour_of(life.opened)) {
+                    expected[(hour_of(life.opened) - first) as usize].0 += 1;
+                }
+                // Each hour with a resolution once, however many it had.
+                let mut resolved: Vec<Hour> = life
+                    .steps
+                    .iter()
+                    .zip(&times)
+                    .filter(|(step, _)| step.kinds.resolved)
+                    .map(|(_, at)| hour_of(*at))
+                    .filter(|hour| (first..=current).contains(hour))
+                    .collect();
+                resolved.dedup();
+                for hour in resolved {
+                    expected[(hour - first) as usize].1 += 1;
+                }
+            }
+            prop_assert_eq!(buckets(&store, area, hours, now), expected);
         }
     }
 }

@@ -32,7 +32,7 @@ pub(crate) struct CommandCenter {
     /// For category names; incidents keep their own policy version.
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,
-    /// The live counters `GetOverview` answers from.
+    /// The live counters `GetOverview`, `GetTrend` and the map answer from.
     pub aggregates: Aggregates,
 }
 
@@ -158,7 +158,7 @@ impl command_center_server::CommandCenter for CommandCenter {
         let principal = self.auth.principal(&request).await?;
         let area = principal.read_area("area_code", &request.get_ref().area_code)?;
         let hours = trend::parse_hours(request.get_ref().hours)?;
-        let trend = trend::read(&self.pool, &area, hours, self.clock.now()).await?;
+        let trend = self.aggregates.trend(&area, hours, self.clock.now())?;
         Ok(Response::new(trend))
     }
 

@@ -2,9 +2,10 @@
 //!
 //! One listener serves the `CommandCenter` RPCs, `grpc.health.v1.Health`, server reflection v1
 //! (and v1alpha for older clients; both `whistle.v1` services are described, so grpcurl can list
-//! and call everything) and gRPC-web over HTTP/1.1 for browsers. `GetOverview` answers from live
-//! aggregates in memory, kept current from `WHISTLE_EVENTS` and rebuilt from PostgreSQL at start
-//! ([`Aggregates`]); every other answer is read from PostgreSQL at request time.
+//! and call everything) and gRPC-web over HTTP/1.1 for browsers. `GetOverview`, `GetTrend` and the map's
+//! counts answer from live aggregates in memory, kept current from `WHISTLE_EVENTS` and rebuilt
+//! from PostgreSQL at start ([`Aggregates`]); every other answer is read from PostgreSQL at
+//! request time.
 //!
 //! **Invariant:** query is read-only. Only dispatch writes incident state; this service's
 //! connections are opened with `default_transaction_read_only = on`, so a write would fail in
@@ -72,6 +73,9 @@ pub use error::{Error, Result};
 pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use overdue::MAX_ITEMS as MAX_OVERDUE_ITEMS;
 pub use overview::{recount, DEFAULT_WINDOW, MAX_WINDOW};
+pub use trend::{
+    recount as recount_trend, DEFAULT_HOURS as DEFAULT_TREND_HOURS, MAX_HOURS as MAX_TREND_HOURS,
+};
 pub use watch::DEFAULT_WATCH_BUFFER;
 
 use aggregates::Feed;
@@ -263,7 +267,7 @@ impl Service {
         self.local_addr
     }
 
-    /// The live aggregates behind `GetOverview` (their applied stream sequence, for tests and
+    /// The live aggregates behind `GetOverview` and `GetTrend` (their applied stream sequence, for tests and
     /// operations); they load once [`Service::run`] starts.
     pub fn aggregates(&self) -> Aggregates {
         self.handlers.aggregates.clone()
@@ -271,8 +275,8 @@ impl Service {
 
     /// Serves until `shutdown` is cancelled, then reports NOT_SERVING, ends the watch streams,
     /// stops accepting, lets the requests in flight finish, and closes the pool. The live
-    /// aggregates are rebuilt and kept current meanwhile; `GetOverview` answers UNAVAILABLE until
-    /// their first rebuild finished.
+    /// aggregates are rebuilt and kept current meanwhile; `GetOverview`, `GetTrend` and
+    /// `GetGridMap` answer UNAVAILABLE until their first rebuild finished.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health

@@ -1,9 +1,12 @@
-//! `GetTrend`: incidents reported and resolved per hour, for the screens' trend chart.
+//! `GetTrend`: incidents reported and resolved per hour, for the screens' trend chart. The service
+//! answers from the live aggregates (`aggregates.rs`, one counter pair per area and hour);
+//! [`recount`] computes the same buckets by SQL and is what the aggregates are tested against.
 //!
 //! The definitions are GetOverview's, per hour instead of per day: "reported" counts incidents
 //! opened (`created_at`) in the hour, "resolved" the incidents with an `incident.resolved`
-//! timeline entry in it (an incident resolved twice in one hour counts once). Hours are whole
-//! hours of UTC, which are whole hours of Asia/Shanghai too.
+//! timeline entry in it (an incident resolved twice in one hour counts once; one resolved,
+//! reopened and resolved again in another hour counts in both). Hours are whole hours of UTC,
+//! which are whole hours of Asia/Shanghai too.
 
 use chrono::{DateTime, DurationRound as _, TimeDelta, Utc};
 use sqlx::{PgPool, Row};
@@ -25,8 +28,10 @@ pub(crate) fn parse_hours(hours: u32) -> Result<u32> {
     }
 }
 
-/// `hours` buckets ending with the current, partial hour.
-pub(crate) async fn read(
+/// `hours` buckets ending with the current, partial hour, by SQL over `incidents` and `timeline`
+/// (the resolutions through the partial index `timeline_resolved_at`): the reference the live
+/// aggregates must equal, not the serving path (it reads every incident of the window).
+pub async fn recount(
     pool: &PgPool,
     area: &AreaCode,
     hours: u32,

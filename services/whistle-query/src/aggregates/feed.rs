@@ -31,8 +31,8 @@ use whistle_domain::{
 use whistle_proto::v1::{self, event::Body};
 
 use super::{
-    day_of, load, micros, proto_micros, Aggregates, Change, Day, Facts, Grid, Kinds, Micros, State,
-    Store, TaskFact, Update, Urgency,
+    day_of, hour_of, load, micros, proto_micros, Aggregates, Change, Facts, Grid, Hour, Kinds,
+    Micros, State, Store, TaskFact, Update, Urgency,
 };
 use crate::{Error, Result};
 
@@ -85,8 +85,9 @@ impl Feed {
         }
     }
 
-    fn today(&self) -> Day {
-        day_of(micros(self.clock.now()))
+    /// The clock's current hour, which the store prunes by.
+    fn hour(&self) -> Hour {
+        hour_of(micros(self.clock.now()))
     }
 
     async fn stream_state(&self) -> Result<jetstream::stream::State> {
@@ -103,7 +104,7 @@ impl Feed {
         // The sequence before the snapshot: see the module docs.
         let sequence = self.stream_state().await?.last_sequence;
         let store = Store::new(sequence);
-        let incidents = load::snapshot(&self.pool, &store, self.today()).await?;
+        let incidents = load::snapshot(&self.pool, &store, self.hour()).await?;
         info!(
             incidents,
             sequence,
@@ -152,7 +153,9 @@ impl Feed {
 
     /// Applies events until shutdown (`None`) or until the store must be rebuilt (the reason).
     async fn follow(&self, store: &Store, shutdown: &CancellationToken) -> Option<String> {
-        let mut advanced = self.today();
+        // Hours may have passed since the store last moved (a long rebuild, a pause): the first
+        // chunk brings it up to date.
+        let mut advanced = None;
         loop {
             let messages = match self.subscribe(store.applied()).await {
                 Ok(Ok(messages)) => messages,
@@ -180,16 +183,16 @@ impl Feed {
                     }
                     break;
                 };
-                let today = self.today();
-                if today > advanced {
-                    store.advance(today);
-                    advanced = today;
+                let hour = self.hour();
+                if advanced.is_none_or(|advanced| hour > advanced) {
+                    store.advance(hour);
+                    advanced = Some(hour);
                 }
                 let mut failed = None;
                 for item in chunk {
                     match item {
                         Ok(message) => {
-                            if let Err(reason) = apply(store, &message, today) {
+                            if let Err(reason) = apply(store, &message, hour) {
                                 return Some(reason);
                             }
                         }
@@ -212,7 +215,7 @@ impl Feed {
 }
 
 /// Applies one message of the stream; `Err` when the store must be rebuilt.
-fn apply(store: &Store, message: &jetstream::Message, today: Day) -> Result<(), String> {
+fn apply(store: &Store, message: &jetstream::Message, hour: Hour) -> Result<(), String> {
     let sequence = match message.info() {
         Ok(info) => info.stream_sequence,
         Err(e) => {
@@ -227,7 +230,7 @@ fn apply(store: &Store, message: &jetstream::Message, today: Day) -> Result<(), 
     match v1::Event::decode(message.payload.as_ref()) {
         Ok(event) => match update_of(store, &event) {
             Ok(Some(update)) => {
-                store.apply(update, today).map_err(|e| e.to_string())?;
+                store.apply(update, hour).map_err(|e| e.to_string())?;
             }
             Ok(None) => {}
             Err(why) => warn!(sequence, %why, "an event the aggregates cannot read; skipped"),
@@ -311,9 +314,10 @@ pub(super) fn update_of(store: &Store, event: &v1::Event) -> Result<Option<Updat
                     category: store.category(&report.category),
                     overdue: false,
                     satisfaction: None,
-                    created: day_of(at),
+                    created: at,
                     due: reported.due_at.as_ref().map(proto_micros),
                     resolved: None,
+                    resolved_hours: Box::new([]),
                     verified: None,
                     whistles: Box::new([]),
                     tasks: Box::new([]),

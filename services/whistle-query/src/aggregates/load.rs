@@ -12,7 +12,7 @@ use whistle_domain::{
     Level,
 };
 
-use super::{day_of, micros, Day, Facts, Grid, Micros, Store, TaskFact, Urgency};
+use super::{day_of, hour_of, micros, Day, Facts, Grid, Hour, Micros, Store, TaskFact, Urgency};
 use crate::{Error, Result};
 
 /// What only the timeline tells about an incident.
@@ -42,8 +42,8 @@ struct IncidentRow {
     satisfaction: Option<String>,
 }
 
-/// Reads every incident into `store`; returns how many.
-pub(super) async fn snapshot(pool: &PgPool, store: &Store, today: Day) -> Result<usize> {
+/// Reads every incident into `store` at the clock's current `hour`; returns how many.
+pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result<usize> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
@@ -54,6 +54,10 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, today: Day) -> Result
         .await?;
 
     let mut history: HashMap<Uuid, History> = HashMap::new();
+    // The hours of the resolutions before the latest. Only incidents resolved more than once
+    // (reopened) have any, so they are kept apart instead of widening every incident's history:
+    // the map holds most of a city's incidents at once during the rebuild.
+    let mut earlier_resolutions: HashMap<Uuid, Vec<Hour>> = HashMap::new();
     {
         let mut rows = sqlx::query_as::<_, (Uuid, String, DateTime<Utc>)>(
             "SELECT incident_id, kind, at FROM timeline
@@ -65,7 +69,16 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, today: Day) -> Result
             let at = micros(at);
             match kind.as_str() {
                 "incident.whistled" => entry.whistles.push(day_of(at)),
-                "incident.resolved" => entry.resolved = entry.resolved.max(Some(at)),
+                "incident.resolved" => {
+                    if let Some(held) = entry.resolved {
+                        let earlier = held.min(at);
+                        earlier_resolutions
+                            .entry(id)
+                            .or_default()
+                            .push(hour_of(earlier));
+                    }
+                    entry.resolved = entry.resolved.max(Some(at));
+                }
                 _ => entry.verified = entry.verified.max(Some(day_of(at))),
             }
         }
@@ -100,6 +113,10 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, today: Day) -> Result
         while let Some(row) = rows.try_next().await? {
             let id = row.id;
             let history = history.remove(&id).unwrap_or_default();
+            let mut resolved_hours = earlier_resolutions.remove(&id).unwrap_or_default();
+            resolved_hours.extend(history.resolved.map(hour_of));
+            resolved_hours.sort_unstable();
+            resolved_hours.dedup();
             let mut tasks = tasks.remove(&id).unwrap_or_default();
             tasks.sort_by_key(|(task_id, _)| *task_id);
             let satisfaction = row
@@ -126,14 +143,15 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, today: Day) -> Result
                 category: store.category(&row.category),
                 overdue: row.overdue,
                 satisfaction,
-                created: day_of(micros(row.created_at)),
+                created: micros(row.created_at),
                 due: row.due_at.map(micros),
                 resolved: history.resolved,
+                resolved_hours: resolved_hours.into(),
                 verified: history.verified,
                 whistles: history.whistles.into(),
                 tasks: tasks.into_iter().map(|(_, task)| task).collect(),
             };
-            store.put(id, facts, today);
+            store.put(id, facts, hour);
             loaded += 1;
         }
     }
