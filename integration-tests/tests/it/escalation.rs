@@ -147,13 +147,16 @@ impl Stack {
 
     async fn restart_dispatch(&mut self) {
         self.dispatch.take().expect("running").stop().await;
-        self.dispatch = Some(
-            Dispatch::start_with_clock(
-                dispatch_options(&self.nats, &self.db),
-                Arc::new(self.clock.clone()),
-            )
-            .await,
-        );
+        self.dispatch = Some(self.start_replica().await);
+    }
+
+    /// Another dispatch on the stack's servers and clock.
+    async fn start_replica(&self) -> Dispatch {
+        Dispatch::start_with_clock(
+            dispatch_options(&self.nats, &self.db),
+            Arc::new(self.clock.clone()),
+        )
+        .await
     }
 }
 
@@ -652,13 +655,7 @@ async fn timers_fire_after_a_dispatch_restart() {
     stack.dispatch.take().expect("running").stop().await;
     // The deadline passes while dispatch is down.
     stack.clock.advance(TimeDelta::hours(5));
-    stack.dispatch = Some(
-        Dispatch::start_with_clock(
-            dispatch_options(&stack.nats, &stack.db),
-            Arc::new(stack.clock.clone()),
-        )
-        .await,
-    );
+    stack.dispatch = Some(stack.start_replica().await);
     stack.wait_state(incident, "handling", "street").await;
     stack.restart_dispatch().await;
     assert_eq!(
@@ -670,11 +667,7 @@ async fn timers_fire_after_a_dispatch_restart() {
 #[tokio::test]
 async fn two_replicas_fire_every_timer_once_and_lose_no_command() {
     let stack = Stack::start().await;
-    let second = Dispatch::start_with_clock(
-        dispatch_options(&stack.nats, &stack.db),
-        Arc::new(stack.clock.clone()),
-    )
-    .await;
+    let second = stack.start_replica().await;
     let grids = grids();
     let mut incidents = Vec::new();
     for i in 0..30 {
@@ -743,11 +736,7 @@ async fn two_replicas_fire_every_timer_once_and_lose_no_command() {
 async fn two_replicas_fire_many_due_timers_in_batches_each_once_and_in_order() {
     const INCIDENTS: usize = 300;
     let stack = Stack::start().await;
-    let second = Dispatch::start_with_clock(
-        dispatch_options(&stack.nats, &stack.db),
-        Arc::new(stack.clock.clone()),
-    )
-    .await;
+    let second = stack.start_replica().await;
     // One grid each (reports without coordinates attach only within a grid).
     let grids = grids();
     for i in 0..INCIDENTS {

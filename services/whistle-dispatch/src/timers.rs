@@ -119,6 +119,9 @@ impl Timers {
             .filter(|due| locked.contains_key(&due.incident_id))
             .cloned()
             .collect();
+        if ours.is_empty() {
+            return Ok(0);
+        }
         // Another replica may have fired some already.
         let mut pending = incidents::pending_timers(&mut tx, &ours).await?;
 
