@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 use whistle_domain::incident::Timer;
 
@@ -139,15 +139,14 @@ pub struct Recorded {
 /// A new report of the same category near an open incident (see [`DuplicateRule`]) is attached to
 /// it instead of opening one; so is a report that matches an earlier report of the same batch.
 pub async fn record(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     incidents: &[NewIncident],
     rejections: &[NewRejection],
     duplicates: DuplicateRule,
     clusters: ClusterRule,
     events: &impl IntakeEvents,
 ) -> Result<Recorded> {
-    let mut tx = pool.begin().await?;
-    crate::cache_plans(&mut tx).await?;
+    let mut tx = conn.begin().await?;
     let mut recorded = Recorded::default();
 
     if !incidents.is_empty() {

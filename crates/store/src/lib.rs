@@ -55,15 +55,49 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool> {
     Ok(pool)
 }
 
-/// Lets the rest of the transaction reuse cached plans, against the pool's `force_custom_plan`.
-/// For dispatch's hot paths (intake, the outbox relay): their statements have the same shapes
+/// One connection kept open for a hot loop of dispatch (intake, the outbox relay), instead of a
+/// pool checkout per transaction: that saves the pool's health check before and after each
+/// checkout and the `SET LOCAL` that undid the pool's `force_custom_plan`, about a quarter of a
+/// small batch's time at 2,000 reports/s (see docs/benchmarks.md).
+///
+/// Its plans are cached (`plan_cache_mode` stays `auto`): these statements have the same shapes
 /// batch after batch, and planning each anew cost a fifth of a batch. Cached plans are made again
-/// whenever the tables are analysed — by autovacuum, or by dispatch when that is off.
-pub(crate) async fn cache_plans(conn: &mut sqlx::PgConnection) -> Result<()> {
-    sqlx::query("SET LOCAL plan_cache_mode = auto")
-        .execute(conn)
-        .await?;
-    Ok(())
+/// whenever the tables are analysed, by autovacuum or by dispatch's maintenance when that is off.
+///
+/// After any failed use ([`Dedicated::check`]) the connection is dropped and the next use opens
+/// a new one, so a server restart or a broken socket costs one failed batch, which is retried.
+pub struct Dedicated {
+    options: PgConnectOptions,
+    conn: Option<sqlx::PgConnection>,
+}
+
+impl Dedicated {
+    /// Does not connect yet: the first [`Dedicated::get`] does.
+    pub fn new(url: &str) -> Result<Self> {
+        Ok(Dedicated {
+            options: url.parse()?,
+            conn: None,
+        })
+    }
+
+    /// The open connection, opening it first if needed.
+    pub async fn get(&mut self) -> Result<&mut sqlx::PgConnection> {
+        use sqlx::ConnectOptions as _;
+        if self.conn.is_none() {
+            self.conn = Some(self.options.connect().await?);
+        }
+        Ok(self.conn.as_mut().expect("opened above"))
+    }
+
+    /// Passes `result` through, dropping the connection if it is an error: whatever failed (a
+    /// constraint, a restart, the network), the next use starts on a fresh connection with no
+    /// transaction or half-read reply left over.
+    pub fn check<T, E>(&mut self, result: std::result::Result<T, E>) -> std::result::Result<T, E> {
+        if result.is_err() {
+            self.conn = None;
+        }
+        result
+    }
 }
 
 /// Applies pending migrations. Safe to run from several processes at once (sqlx takes an

@@ -4,7 +4,7 @@
 //! `id` order, so the events of one incident — whose rows are written in commit order because
 //! each transition locks the incident — are published in that order.
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::Result;
@@ -20,27 +20,30 @@ pub struct PendingEvent {
     pub payload: Vec<u8>,
 }
 
-/// A claim on the oldest pending events. Publish them, then [`Claim::complete`]; dropping the
-/// claim instead leaves them pending for the next round.
-pub struct Claim {
-    tx: Transaction<'static, Postgres>,
+/// A claim on the oldest pending events, deleted in a transaction left open. Publish them, then
+/// [`Claim::complete`] commits; dropping the claim instead rolls back and leaves them pending for
+/// the next round.
+pub struct Claim<'c> {
+    tx: Transaction<'c, Postgres>,
     pub events: Vec<PendingEvent>,
 }
 
-/// Claims up to `limit` pending events, or `None` when another replica's relay holds the lock.
-pub async fn claim(pool: &PgPool, limit: i64) -> Result<Option<Claim>> {
-    let mut tx = pool.begin().await?;
-    let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(RELAY_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !leader {
-        return Ok(None);
-    }
-    crate::cache_plans(&mut tx).await?;
-    let events = sqlx::query_as::<_, (i64, Uuid, String, Vec<u8>)>(
-        "SELECT id, event_id, subject, payload FROM outbox ORDER BY id LIMIT $1",
+/// Claims up to `limit` pending events, in `id` order. None when the outbox is empty, and none
+/// while another replica's relay holds the lock.
+///
+/// Three round trips: `BEGIN`, one statement that takes the lock and deletes, and later the
+/// commit. The delete's snapshot is taken before the lock is: rows that the previous holder
+/// deleted after that snapshot are skipped by the delete (READ COMMITTED rechecks each row it
+/// deletes), so they are not returned again.
+pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Claim<'_>> {
+    let mut tx = conn.begin().await?;
+    let mut events: Vec<PendingEvent> = sqlx::query_as::<_, (i64, Uuid, String, Vec<u8>)>(
+        "WITH leader AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($1) AS held)
+         DELETE FROM outbox WHERE id = ANY(ARRAY(
+             SELECT id FROM outbox WHERE (SELECT held FROM leader) ORDER BY id LIMIT $2))
+         RETURNING id, event_id, subject, payload",
     )
+    .bind(RELAY_LOCK)
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?
@@ -52,17 +55,13 @@ pub async fn claim(pool: &PgPool, limit: i64) -> Result<Option<Claim>> {
         payload,
     })
     .collect();
-    Ok(Some(Claim { tx, events }))
+    events.sort_unstable_by_key(|e| e.id);
+    Ok(Claim { tx, events })
 }
 
-impl Claim {
-    /// Deletes the published events and releases the lock.
-    pub async fn complete(mut self) -> Result<()> {
-        let ids: Vec<i64> = self.events.iter().map(|e| e.id).collect();
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-            .bind(ids)
-            .execute(&mut *self.tx)
-            .await?;
+impl Claim<'_> {
+    /// Makes the deletion of the published events final and releases the lock.
+    pub async fn complete(self) -> Result<()> {
         self.tx.commit().await?;
         Ok(())
     }

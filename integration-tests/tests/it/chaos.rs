@@ -151,7 +151,7 @@ async fn a_batch_holding_one_rejected_message_twice_announces_it_once() {
         },
     );
     let recorded = whistle_store::intake::record(
-        &db.pool,
+        &mut db.pool.acquire().await.unwrap(),
         &[],
         &[delivery(), delivery()],
         rules.0,

@@ -376,3 +376,109 @@ async fn deadlines_at_the_same_instant_come_in_a_fixed_order_whatever_the_row_or
         ]
     );
 }
+
+async fn outbox_ids(db: &TestDb) -> Vec<i64> {
+    sqlx::query_scalar("SELECT id FROM outbox ORDER BY id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_relay_at_a_time_claims_the_oldest_events_and_a_dropped_claim_leaves_them() {
+    use whistle_store::outbox;
+
+    let db = TestDb::create().await;
+    for n in 0..5 {
+        sqlx::query("INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3)")
+            .bind(uuid::Uuid::now_v7())
+            .bind(format!("whistle.event.150602.150602001.test.{n}"))
+            .bind(vec![n as u8])
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let all = outbox_ids(&db).await;
+    let (mut first, mut second) = (
+        db.pool.acquire().await.unwrap(),
+        db.pool.acquire().await.unwrap(),
+    );
+
+    let claim = outbox::claim(&mut first, 3).await.unwrap();
+    let claimed: Vec<i64> = claim.events.iter().map(|e| e.id).collect();
+    assert_eq!(claimed, all[..3], "the three oldest, in order");
+    assert_eq!(claim.events[1].payload, vec![1]);
+    let other = outbox::claim(&mut second, 10).await.unwrap();
+    assert!(
+        other.events.is_empty(),
+        "another relay gets nothing while the first holds its claim"
+    );
+    drop(other);
+    claim.complete().await.unwrap();
+    assert_eq!(
+        outbox_ids(&db).await,
+        all[3..],
+        "completing deletes what was claimed"
+    );
+
+    let rest = outbox::claim(&mut second, 10).await.unwrap();
+    assert_eq!(
+        rest.events.iter().map(|e| e.id).collect::<Vec<_>>(),
+        all[3..]
+    );
+    drop(rest);
+    // sqlx rolls a dropped transaction back when its connection is next used (the relay closes
+    // the connection instead).
+    sqlx::query("SELECT 1").execute(&mut *second).await.unwrap();
+    assert_eq!(
+        outbox_ids(&db).await,
+        all[3..],
+        "a claim dropped before completing (a failed publish) leaves its events pending"
+    );
+    let again = outbox::claim(&mut first, 10).await.unwrap();
+    assert_eq!(
+        again.events.len(),
+        2,
+        "and the next round claims them again"
+    );
+}
+
+async fn backend_pid(conn: &mut sqlx::PgConnection) -> sqlx::Result<i32> {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(conn)
+        .await
+}
+
+#[tokio::test]
+async fn a_dedicated_connection_that_failed_opens_a_new_one_on_next_use() {
+    let db = TestDb::create().await;
+    let mut dedicated = whistle_store::Dedicated::new(&db.url).unwrap();
+    let first = backend_pid(dedicated.get().await.unwrap()).await.unwrap();
+    assert_eq!(
+        backend_pid(dedicated.get().await.unwrap()).await.unwrap(),
+        first,
+        "the same connection serves use after use"
+    );
+
+    // The server drops it, as on a restart or a network fault.
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    eventually("the backend to exit", WAIT, || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+            .bind(first)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            == 0
+    })
+    .await
+    .unwrap();
+    let broken = backend_pid(dedicated.get().await.unwrap()).await;
+    assert!(dedicated.check(broken).is_err());
+
+    let fresh = backend_pid(dedicated.get().await.unwrap()).await.unwrap();
+    assert_ne!(fresh, first, "a new connection after the failure");
+}

@@ -49,6 +49,7 @@ pub const DELIVERY_COUNT_HEADER: &str = "Whistle-Delivery-Count";
 pub(crate) struct Intake {
     pub shared: Arc<Shared>,
     pub consumer: PullConsumer,
+    pub db: whistle_store::Dedicated,
     pub relay_wakeup: Arc<Notify>,
     /// New incidents bring deadlines the timer loop may not know yet.
     pub timer_wakeup: Arc<Notify>,
@@ -84,7 +85,7 @@ enum Outcome {
 }
 
 impl Intake {
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let batch_size = self.shared.options.batch_size;
         while !shutdown.is_cancelled() {
             let pull = self
@@ -140,7 +141,7 @@ impl Intake {
     /// Any other failure is split in halves until the report that fails on its own is found, so
     /// the others commit; that report is retried with a growing delay, and rejected as
     /// `processing_failed` once it reaches its last delivery.
-    async fn process(&self, batch: Vec<jetstream::Message>) {
+    async fn process(&mut self, batch: Vec<jetstream::Message>) {
         let now = self.shared.clock.now();
         let catalog = self.shared.catalog.load();
         let mut seen = HashSet::with_capacity(batch.len());
@@ -334,7 +335,7 @@ impl Intake {
 
     /// Records some of a batch's outcomes in one transaction.
     async fn record<'a>(
-        &self,
+        &mut self,
         catalog: &Catalog,
         now: chrono::DateTime<chrono::Utc>,
         outcomes: impl Iterator<Item = &'a Outcome>,
@@ -358,15 +359,21 @@ impl Intake {
             window: policy.clusters().window,
         };
         let builder = EventBuilder { catalog, now };
-        whistle_store::intake::record(
-            &self.shared.pool,
-            &incidents,
-            &rejections,
-            duplicates,
-            clusters,
-            &builder,
-        )
-        .await
+        let result = match self.db.get().await {
+            Ok(conn) => {
+                whistle_store::intake::record(
+                    conn,
+                    &incidents,
+                    &rejections,
+                    duplicates,
+                    clusters,
+                    &builder,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        self.db.check(result)
     }
 }
 

@@ -344,14 +344,17 @@ impl Service {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let relay_wakeup = Arc::new(Notify::new());
         let timer_wakeup = Arc::new(Notify::new());
+        let database_url = &self.shared.options.database_url;
         let relay = relay::Relay {
             shared: self.shared.clone(),
             jetstream: self.events_jetstream,
+            db: whistle_store::Dedicated::new(database_url)?,
             wakeup: relay_wakeup.clone(),
         };
         let intake = intake::Intake {
             shared: self.shared.clone(),
             consumer: self.consumer,
+            db: whistle_store::Dedicated::new(database_url)?,
             relay_wakeup: relay_wakeup.clone(),
             timer_wakeup: timer_wakeup.clone(),
         };

@@ -21,11 +21,12 @@ pub(crate) struct Relay {
     pub shared: Arc<Shared>,
     /// Its own connection: publishing on the connection that fetches reports slows intake.
     pub jetstream: jetstream::Context,
+    pub db: whistle_store::Dedicated,
     pub wakeup: Arc<Notify>,
 }
 
 impl Relay {
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let poll = self.shared.options.relay_poll_interval;
         loop {
             let stopping = tokio::select! {
@@ -48,39 +49,47 @@ impl Relay {
     }
 
     /// Publishes until the outbox is empty (or another replica holds the relay lock).
-    async fn drain(&self) -> Result<(), crate::Error> {
+    async fn drain(&mut self) -> Result<(), crate::Error> {
         loop {
-            let Some(claim) = outbox::claim(&self.shared.pool, BATCH).await? else {
-                debug!("another replica is relaying");
-                return Ok(());
+            let result = match self.db.get().await {
+                Ok(conn) => round(&self.jetstream, conn).await,
+                Err(e) => Err(e.into()),
             };
-            if claim.events.is_empty() {
+            let published = self.db.check(result)?;
+            if published == 0 {
                 return Ok(());
             }
-            let mut acks = Vec::with_capacity(claim.events.len());
-            for event in &claim.events {
-                let mut headers = HeaderMap::new();
-                headers.insert(NATS_MESSAGE_ID, event.event_id.to_string().as_str());
-                let ack = self
-                    .jetstream
-                    .publish_with_headers(
-                        event.subject.clone(),
-                        headers,
-                        event.payload.clone().into(),
-                    )
-                    .await
-                    .map_err(|e| {
-                        crate::Error::Nats(format!("publishing event {}: {e}", event.event_id))
-                    })?;
-                acks.push(ack);
-            }
-            try_join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
-                .await
-                .map_err(|e| crate::Error::Nats(format!("event publish not confirmed: {e}")))?;
-            let published = claim.events.len();
-            claim.complete().await?;
             self.shared.metrics.record_published(published);
             debug!(published, "events relayed");
         }
     }
+}
+
+/// Claims the oldest pending events, publishes them, and once JetStream has confirmed every one
+/// commits the claim. Returns how many were published: none when the outbox is empty or another
+/// replica is relaying.
+async fn round(
+    jetstream: &jetstream::Context,
+    conn: &mut sqlx::PgConnection,
+) -> Result<usize, crate::Error> {
+    let claim = outbox::claim(conn, BATCH).await?;
+    if claim.events.is_empty() {
+        return Ok(0);
+    }
+    let mut acks = Vec::with_capacity(claim.events.len());
+    for event in &claim.events {
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_MESSAGE_ID, event.event_id.to_string().as_str());
+        let ack = jetstream
+            .publish_with_headers(event.subject.clone(), headers, event.payload.clone().into())
+            .await
+            .map_err(|e| crate::Error::Nats(format!("publishing event {}: {e}", event.event_id)))?;
+        acks.push(ack);
+    }
+    try_join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
+        .await
+        .map_err(|e| crate::Error::Nats(format!("event publish not confirmed: {e}")))?;
+    let published = claim.events.len();
+    claim.complete().await?;
+    Ok(published)
 }
