@@ -28,8 +28,8 @@ pub struct Claim<'c> {
     pub events: Vec<PendingEvent>,
 }
 
-/// Claims up to `limit` pending events, in `id` order. None when the outbox is empty, and none
-/// while another replica's relay holds the lock.
+/// Claims up to `limit` pending events, in `id` order: none when the outbox is empty or while
+/// another replica's relay holds the lock.
 ///
 /// Three round trips: `BEGIN`, one statement that takes the lock and deletes, and later the
 /// commit. The delete's snapshot is taken before the lock is: rows that the previous holder

@@ -485,6 +485,45 @@ async fn intake_resumes_after_nats_server_restarts() {
     dispatch.stop().await;
 }
 
+#[tokio::test]
+async fn a_changed_ack_wait_applies_to_the_existing_consumer_at_the_next_start() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let reporter = Reporter::connect(&nats).await;
+    let ack_wait = || async {
+        let stream = reporter
+            .js
+            .get_stream(whistle_dispatch::streams::REPORTS)
+            .await
+            .unwrap();
+        let info = stream.consumer_info("whistle-dispatch").await.unwrap();
+        info.config.ack_wait
+    };
+    let options = dispatch_options(&nats, &db);
+    Dispatch::start(options.clone()).await.stop().await;
+    assert_eq!(ack_wait().await, Duration::from_secs(2));
+
+    let dispatch = Dispatch::start(whistle_dispatch::Options {
+        ack_wait: Duration::from_secs(7),
+        ..options
+    })
+    .await;
+    assert_eq!(
+        ack_wait().await,
+        Duration::from_secs(7),
+        "the running consumer takes the new setting"
+    );
+    reporter
+        .publish(&report("after-the-change", &grids()[0]))
+        .await;
+    eventually("the report", WAIT, || async {
+        db.count("SELECT count(*) FROM incidents").await == 1
+    })
+    .await
+    .unwrap();
+    dispatch.stop().await;
+}
+
 /// A report that PostgreSQL refuses on every delivery (here a trigger that raises for its id, as a
 /// constraint or a bad row would) does not hold up the reports around it: they commit at once,
 /// and it lands in WHISTLE_REJECTED after its last delivery, once.

@@ -118,7 +118,9 @@ pub async fn ensure(js: &jetstream::Context, options: &StreamOptions) -> Result<
     Ok(())
 }
 
-/// The durable pull consumer that intake reads from; shared by all dispatch replicas.
+/// The durable pull consumer that intake reads from; shared by all dispatch replicas. Created, or
+/// brought to this configuration if it exists: a changed `--ack-wait-secs` takes effect at the next
+/// start (the latest replica to start wins).
 pub async fn intake_consumer(
     js: &jetstream::Context,
     name: &str,
@@ -129,23 +131,20 @@ pub async fn intake_consumer(
         .await
         .map_err(|e| Error::Nats(format!("opening stream {REPORTS}: {e}")))?;
     stream
-        .get_or_create_consumer(
-            name,
-            consumer::pull::Config {
-                durable_name: Some(name.into()),
-                description: Some("whistle-dispatch intake".into()),
-                filter_subject: REPORT_SUBJECTS.into(),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait,
-                // Unlimited: an outage must never use up a report's deliveries. Intake itself
-                // rejects a report that fails on its own too often (`max_report_failures`).
-                max_deliver: -1,
-                max_ack_pending: 20_000,
-                ..Default::default()
-            },
-        )
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(name.into()),
+            description: Some("whistle-dispatch intake".into()),
+            filter_subject: REPORT_SUBJECTS.into(),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait,
+            // Unlimited: an outage must never use up a report's deliveries. Intake itself
+            // rejects a report that fails on its own too often (`max_report_failures`).
+            max_deliver: -1,
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
         .await
-        .map_err(|e| Error::Nats(format!("creating consumer {name}: {e}")))
+        .map_err(|e| Error::Nats(format!("creating or updating consumer {name}: {e}")))
 }
 
 #[cfg(test)]
