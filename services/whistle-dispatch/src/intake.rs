@@ -359,20 +359,16 @@ impl Intake {
             window: policy.clusters().window,
         };
         let builder = EventBuilder { catalog, now };
-        let result = match self.db.get().await {
-            Ok(conn) => {
-                whistle_store::intake::record(
-                    conn,
-                    &incidents,
-                    &rejections,
-                    duplicates,
-                    clusters,
-                    &builder,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
+        let conn = self.db.get().await?;
+        let result = whistle_store::intake::record(
+            conn,
+            &incidents,
+            &rejections,
+            duplicates,
+            clusters,
+            &builder,
+        )
+        .await;
         self.db.check(result)
     }
 }

@@ -51,10 +51,8 @@ impl Relay {
     /// Publishes until the outbox is empty (or another replica holds the relay lock).
     async fn drain(&mut self) -> Result<(), crate::Error> {
         loop {
-            let result = match self.db.get().await {
-                Ok(conn) => round(&self.jetstream, conn).await,
-                Err(e) => Err(e.into()),
-            };
+            let conn = self.db.get().await?;
+            let result = round(&self.jetstream, conn).await;
             let published = self.db.check(result)?;
             if published == 0 {
                 return Ok(());
