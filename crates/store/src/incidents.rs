@@ -318,24 +318,46 @@ impl<'a> TimelineRows<'a> {
         if self.ids.is_empty() {
             return Ok(());
         }
-        sqlx::query(
-            "INSERT INTO timeline (incident_id, seq, kind, actor_id, at, note, data)
+        let sql = format!("INSERT INTO timeline {}", Self::select(1));
+        self.bind(sqlx::query(&sql)).execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    /// `(columns) SELECT …` of the rows, for an `INSERT INTO timeline`, with the rows' six arrays
+    /// as parameters `$first`…`$first+5` (bound in that order by [`TimelineRows::bind`]).
+    pub(crate) fn select(first: usize) -> String {
+        let p = |k: usize| first + k;
+        format!(
+            "(incident_id, seq, kind, actor_id, at, note, data)
              SELECT t.id,
                     coalesce((SELECT max(seq) FROM timeline WHERE incident_id = t.id), 0)
                         + row_number() OVER (PARTITION BY t.id ORDER BY t.n),
                     t.kind, t.actor, t.at, t.note, t.data
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::jsonb[])
+             FROM UNNEST(${}::uuid[], ${}::text[], ${}::text[], ${}::timestamptz[], ${}::text[], ${}::jsonb[])
                  WITH ORDINALITY AS t(id, kind, actor, at, note, data, n)",
+            p(0),
+            p(1),
+            p(2),
+            p(3),
+            p(4),
+            p(5)
         )
-        .bind(self.ids)
-        .bind(self.kinds)
-        .bind(self.actors)
-        .bind(self.at)
-        .bind(self.notes)
-        .bind(self.data)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+    }
+
+    pub(crate) fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
+    where
+        'a: 'q,
+    {
+        query
+            .bind(self.ids)
+            .bind(self.kinds)
+            .bind(self.actors)
+            .bind(self.at)
+            .bind(self.notes)
+            .bind(self.data)
     }
 }
 

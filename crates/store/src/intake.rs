@@ -138,6 +138,11 @@ pub struct Recorded {
 ///
 /// A new report of the same category near an open incident (see [`DuplicateRule`]) is attached to
 /// it instead of opening one; so is a report that matches an earlier report of the same batch.
+///
+/// Every statement costs a round trip however little it does, and on a busy machine each round
+/// trip is a chance to wait for the scheduler, so a batch takes five whatever its size: `BEGIN`,
+/// the lookup ([`look_up`]), the locks and cluster counts ([`lock_and_count`]), every write in
+/// one statement ([`write`]) and `COMMIT` — and one more for rejections.
 pub async fn record(
     conn: &mut PgConnection,
     incidents: &[NewIncident],
@@ -150,150 +155,472 @@ pub async fn record(
     let mut recorded = Recorded::default();
 
     if !incidents.is_empty() {
+        let found = look_up(&mut tx, incidents, &cluster_pairs(incidents), duplicates).await?;
         // Reports already recorded (a redelivery) are skipped before anything refers to them. A
         // concurrent insert by another replica makes the commit fail, and the retry skips them.
-        let known: HashSet<String> =
-            sqlx::query_scalar("SELECT report_id FROM reports WHERE report_id = ANY($1)")
-                .bind(
-                    incidents
-                        .iter()
-                        .map(|i| i.report_id.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-        let candidates: Vec<&NewIncident> = incidents
+        let (candidates, matches): (Vec<&NewIncident>, Vec<Option<Match>>) = incidents
             .iter()
-            .filter(|i| !known.contains(&i.report_id))
-            .collect();
-        let placements = place(&mut tx, &candidates, duplicates).await?;
-
-        // Every report row points at its incident (FK deferred to commit: new incidents follow).
-        sqlx::query(
-            "INSERT INTO reports (report_id, incident_id, reporter_id, grid_code, category, payload, stream_sequence, received_at)
-             SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int8[], $8::timestamptz[])",
-        )
-        .bind(candidates.iter().map(|i| i.report_id.as_str()).collect::<Vec<_>>())
-        .bind(candidates.iter().zip(&placements).map(|(c, p)| p.incident_id().unwrap_or(c.incident_id)).collect::<Vec<_>>())
-        .bind(candidates.iter().map(|i| i.reporter_id.as_str()).collect::<Vec<_>>())
-        .bind(candidates.iter().map(|i| i.grid_code.as_str()).collect::<Vec<_>>())
-        .bind(candidates.iter().map(|i| i.category.as_str()).collect::<Vec<_>>())
-        .bind(candidates.iter().map(|i| i.report_payload.as_slice()).collect::<Vec<_>>())
-        .bind(candidates.iter().map(|i| i.stream_sequence).collect::<Vec<_>>())
-        .bind(candidates.iter().map(|i| i.received_at).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-
-        let fresh: Vec<&NewIncident> = candidates
-            .iter()
-            .zip(&placements)
-            .filter(|(_, p)| matches!(p, Placement::New))
-            .map(|(i, _)| *i)
-            .collect();
-        let mut attached_counts: HashMap<Uuid, i32> = HashMap::new();
-        for placement in &placements {
-            if let Placement::Attach(target) = placement {
-                *attached_counts.entry(target.incident_id).or_default() += 1;
-            }
+            .zip(found)
+            .filter(|(_, found)| !found.known)
+            .map(|(incident, found)| (incident, found.duplicate_of))
+            .unzip();
+        if !candidates.is_empty() {
+            recorded =
+                record_candidates(&mut tx, &candidates, &matches, duplicates, clusters, events)
+                    .await?;
         }
-        insert_incidents(&mut tx, &fresh, &attached_counts).await?;
-        let existing: Vec<(Uuid, i32)> = attached_counts
-            .iter()
-            .filter(|(id, _)| !fresh.iter().any(|f| f.incident_id == **id))
-            .map(|(id, n)| (*id, *n))
-            .collect();
-        if !existing.is_empty() {
-            sqlx::query(
-                "UPDATE incidents i SET report_count = i.report_count + t.n, updated_at = $3
-                 FROM UNNEST($1::uuid[], $2::int4[]) AS t(id, n) WHERE i.id = t.id",
-            )
-            .bind(existing.iter().map(|e| e.0).collect::<Vec<_>>())
-            .bind(existing.iter().map(|e| e.1).collect::<Vec<_>>())
-            .bind(candidates.first().map(|c| c.received_at))
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        // Timeline: the opening entry of each new incident, then one entry per attached report.
-        let mut timeline = TimelineRows::default();
-        let mut outbox = Vec::new();
-        for incident in &fresh {
-            timeline.push(
-                incident.incident_id,
-                "incident.reported",
-                &incident.reporter_id,
-                incident.received_at,
-                format!("report {}", incident.report_id),
-                None,
-            );
-            outbox.push(incident.event.clone());
-        }
-        for (candidate, placement) in candidates.iter().zip(&placements) {
-            if let Placement::Attach(target) = placement {
-                timeline.push(
-                    target.incident_id,
-                    "report.attached",
-                    &candidate.reporter_id,
-                    candidate.received_at,
-                    format!("{ATTACHED_NOTE_PREFIX}{}", candidate.report_id),
-                    None,
-                );
-                outbox.push(events.attached(candidate, target));
-                recorded
-                    .attached
-                    .insert(candidate.report_id.clone(), target.incident_id);
-            }
-        }
-        timeline.append(&mut tx).await?;
-
-        let timers: Vec<(Uuid, Timer, DateTime<Utc>)> = fresh
-            .iter()
-            .flat_map(|i| i.timers.iter().map(move |(t, at)| (i.incident_id, *t, *at)))
-            .collect();
-        crate::incidents::schedule(&mut tx, &timers).await?;
-
-        if let Some(now) = candidates.iter().map(|c| c.received_at).max() {
-            recorded.clusters = raise_clusters(&mut tx, &candidates, clusters, now).await?;
-            outbox.extend(recorded.clusters.iter().map(|c| events.cluster(c)));
-        }
-        insert_outbox(&mut tx, outbox.iter()).await?;
-        recorded.incidents = fresh.iter().map(|i| i.incident_id).collect();
     }
 
     if !rejections.is_empty() {
-        let new_keys: HashSet<String> = sqlx::query_scalar(
-            "INSERT INTO rejected_reports (source_key, reason, message, subject, report_id, reporter_id, stream_sequence, payload, received_at)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::bytea[], $9::timestamptz[])
-             ON CONFLICT (source_key) DO NOTHING
-             RETURNING source_key",
-        )
-        .bind(rejections.iter().map(|r| r.source_key.as_str()).collect::<Vec<_>>())
-        .bind(rejections.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
-        .bind(rejections.iter().map(|r| r.message.as_str()).collect::<Vec<_>>())
-        .bind(rejections.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
-        .bind(rejections.iter().map(|r| r.report_id.as_deref()).collect::<Vec<_>>())
-        .bind(rejections.iter().map(|r| r.reporter_id.as_deref()).collect::<Vec<_>>())
-        .bind(rejections.iter().map(|r| r.stream_sequence).collect::<Vec<_>>())
-        .bind(rejections.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
-        .bind(rejections.iter().map(|r| r.received_at).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-        // A batch may hold one message twice (a redelivery after the ack wait lands in the same
-        // pull as the first delivery): the row is inserted once, and so is its event.
-        let mut unannounced = new_keys.clone();
-        let fresh = rejections
-            .iter()
-            .filter(|r| unannounced.remove(&r.source_key));
-        insert_outbox(&mut tx, fresh.map(|r| &r.event)).await?;
-        recorded.rejections = new_keys;
+        recorded.rejections = reject(&mut tx, rejections).await?;
     }
 
     tx.commit().await?;
     Ok(recorded)
+}
+
+/// Places and writes the reports not recorded yet (`candidates`, with what the lookup matched).
+async fn record_candidates(
+    tx: &mut PgConnection,
+    candidates: &[&NewIncident],
+    matches: &[Option<Match>],
+    duplicates: DuplicateRule,
+    clusters: ClusterRule,
+    events: &impl IntakeEvents,
+) -> Result<Recorded> {
+    let mut recorded = Recorded::default();
+    let Some(now) = candidates.iter().map(|c| c.received_at).max() else {
+        return Ok(recorded);
+    };
+    let window_start = now - clusters.window;
+    let pairs = cluster_pairs(candidates.iter().copied());
+    let mut targets: Vec<Uuid> = matches.iter().flatten().map(|m| m.id).collect();
+    targets.sort();
+    targets.dedup();
+    let (stored_counts, quiet) = lock_and_count(tx, &targets, &pairs, window_start).await?;
+    let placements = place(candidates, matches, &stored_counts, duplicates);
+
+    let mut batch = Batch::default();
+    let fresh: Vec<&NewIncident> = candidates
+        .iter()
+        .zip(&placements)
+        .filter(|(_, p)| matches!(p, Placement::New))
+        .map(|(i, _)| *i)
+        .collect();
+    let mut attached_counts: HashMap<Uuid, i32> = HashMap::new();
+    for placement in &placements {
+        if let Placement::Attach(target) = placement {
+            *attached_counts.entry(target.incident_id).or_default() += 1;
+        }
+    }
+    batch.existing = attached_counts
+        .iter()
+        .filter(|(id, _)| !fresh.iter().any(|f| f.incident_id == **id))
+        .map(|(id, n)| (*id, *n))
+        .collect();
+
+    // Timeline: the opening entry of each new incident, then one entry per attached report.
+    for incident in &fresh {
+        batch.timeline.push(
+            incident.incident_id,
+            "incident.reported",
+            &incident.reporter_id,
+            incident.received_at,
+            format!("report {}", incident.report_id),
+            None,
+        );
+        batch.outbox.push(incident.event.clone());
+    }
+    for (candidate, placement) in candidates.iter().zip(&placements) {
+        if let Placement::Attach(target) = placement {
+            batch.timeline.push(
+                target.incident_id,
+                "report.attached",
+                &candidate.reporter_id,
+                candidate.received_at,
+                format!("{ATTACHED_NOTE_PREFIX}{}", candidate.report_id),
+                None,
+            );
+            batch.outbox.push(events.attached(candidate, target));
+            recorded
+                .attached
+                .insert(candidate.report_id.clone(), target.incident_id);
+        }
+    }
+    batch.timers = fresh
+        .iter()
+        .flat_map(|i| i.timers.iter().map(move |(t, at)| (i.incident_id, *t, *at)))
+        .collect();
+    batch.alerts = raise_clusters(candidates, &pairs, &quiet, clusters, window_start);
+    batch
+        .outbox
+        .extend(batch.alerts.iter().map(|c| events.cluster(c)));
+    batch.raised_at = now;
+    recorded.clusters = batch.alerts.clone();
+    write(tx, candidates, &placements, &fresh, &attached_counts, batch).await?;
+    recorded.incidents = fresh.iter().map(|i| i.incident_id).collect();
+    Ok(recorded)
+}
+
+/// What the lookup found for one report of the batch.
+struct Found {
+    /// Its report id is already recorded.
+    known: bool,
+    /// The open incident in the database it duplicates, if any.
+    duplicate_of: Option<Match>,
+}
+
+/// An open incident a report duplicates, as of the lookup.
+#[derive(Debug, Clone)]
+struct Match {
+    id: Uuid,
+    district_code: String,
+    street_code: String,
+}
+
+/// One statement: takes the cluster lock of each (community, category) pair, in a fixed order, so
+/// that replicas racing on a pair take turns and only one raises its alert; then finds which
+/// reports are already recorded, and the oldest open incident each one duplicates (see
+/// [`DuplicateRule`]). One [`Found`] per report, in order.
+///
+/// The cluster locks are taken here, a statement before the counts they protect
+/// ([`lock_and_count`]): a statement reads the snapshot of its start, so counting in the
+/// statement that waited for a lock could miss what the lock's previous holder committed.
+async fn look_up(
+    conn: &mut PgConnection,
+    reports: &[NewIncident],
+    pairs: &[(&str, &str)],
+    rule: DuplicateRule,
+) -> Result<Vec<Found>> {
+    let boxes: Vec<Option<[f64; 4]>> = reports
+        .iter()
+        .map(|c| c.lat.zip(c.lon).map(|p| search_box(p, rule.radius_m)))
+        .collect();
+    let bound = |k: usize| boxes.iter().map(|b| b.map(|b| b[k])).collect::<Vec<_>>();
+    // (ordinal, already recorded, and the duplicated incident's id, district and street)
+    type Row = (i64, bool, Option<Uuid>, Option<String>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH cluster_locks AS MATERIALIZED (
+             SELECT pg_advisory_xact_lock(h)
+             FROM (SELECT DISTINCT hashtext(c || '/' || k) AS h
+                   FROM UNNEST($13::text[], $14::text[]) AS t(c, k) ORDER BY h) AS keys)
+         SELECT r.n, r.report_id = ANY(ARRAY(SELECT report_id FROM reports WHERE report_id = ANY($12))),
+                m.id, m.district_code, m.street_code
+         FROM (SELECT count(*) FROM cluster_locks) AS locked,
+              UNNEST($1::text[], $2::text[], $3::float8[], $4::float8[], $5::timestamptz[],
+                     $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::text[]) WITH ORDINALITY
+             AS r(category, grid, lat, lon, at, lat_lo, lat_hi, lon_lo, lon_hi, report_id, n)
+         -- Three cases, each with an index of its own, the oldest match of any: near a located
+         -- report; without coordinates in its grid; any in the grid of a report without them.
+         LEFT JOIN LATERAL (
+             SELECT c.id, c.district_code, c.street_code FROM (
+                 (SELECT i.id, i.district_code, i.street_code, i.created_at
+                  FROM incidents i
+                  WHERE r.lat IS NOT NULL AND i.category = r.category
+                    AND i.status IN ('handling', 'whistled', 'accepted')
+                    AND i.lat BETWEEN r.lat_lo AND r.lat_hi AND i.lon BETWEEN r.lon_lo AND r.lon_hi
+                    AND i.created_at >= r.at - make_interval(secs => $6)
+                    AND 2 * 6371000 * asin(sqrt(power(sin(radians(i.lat - r.lat) / 2), 2)
+                        + cos(radians(r.lat)) * cos(radians(i.lat)) * power(sin(radians(i.lon - r.lon) / 2), 2))) <= $7
+                  ORDER BY i.created_at LIMIT 1)
+                 UNION ALL
+                 (SELECT i.id, i.district_code, i.street_code, i.created_at
+                  FROM incidents i
+                  WHERE r.lat IS NOT NULL AND i.lat IS NULL AND i.category = r.category AND i.grid_code = r.grid
+                    AND i.status IN ('handling', 'whistled', 'accepted')
+                    AND i.created_at >= r.at - make_interval(secs => $6)
+                  ORDER BY i.created_at LIMIT 1)
+                 UNION ALL
+                 (SELECT i.id, i.district_code, i.street_code, i.created_at
+                  FROM incidents i
+                  WHERE r.lat IS NULL AND i.category = r.category AND i.grid_code = r.grid
+                    AND i.status IN ('handling', 'whistled', 'accepted')
+                    AND i.created_at >= r.at - make_interval(secs => $6)
+                  ORDER BY i.created_at LIMIT 1)
+             ) AS c
+             ORDER BY c.created_at
+             LIMIT 1) m ON true
+         ORDER BY r.n",
+    )
+    .bind(column(reports, |c| c.category.as_str()))
+    .bind(column(reports, |c| c.grid_code.as_str()))
+    .bind(column(reports, |c| c.lat))
+    .bind(column(reports, |c| c.lon))
+    .bind(column(reports, |c| c.received_at))
+    .bind(rule.window.num_milliseconds() as f64 / 1000.0)
+    .bind(rule.radius_m)
+    .bind(bound(0))
+    .bind(bound(1))
+    .bind(bound(2))
+    .bind(bound(3))
+    .bind(column(reports, |c| c.report_id.as_str()))
+    .bind(column(pairs, |p| p.0))
+    .bind(column(pairs, |p| p.1))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(_, known, id, district, street)| Found {
+            known,
+            duplicate_of: id.map(|id| Match {
+                id,
+                district_code: district.unwrap_or_default(),
+                street_code: street.unwrap_or_default(),
+            }),
+        })
+        .collect())
+}
+
+/// The (community, category) pairs of `reports`, sorted and distinct.
+fn cluster_pairs<'a>(
+    reports: impl IntoIterator<Item = &'a NewIncident>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut pairs: Vec<(&str, &str)> = reports
+        .into_iter()
+        .map(|c| (c.community_code.as_str(), c.category.as_str()))
+        .collect();
+    pairs.sort();
+    pairs.dedup();
+    pairs
+}
+
+/// One statement: locks the incidents reports will be attached to, in id order, and reads their
+/// report counts as locked; and counts, for each pair without a cluster alert since
+/// `window_start`, its reports recorded since then (`None` for a pair that has one: under a steady
+/// flow nearly every pair has, and counting them would grow with rate × window). The counts are
+/// per pair, in order.
+async fn lock_and_count(
+    conn: &mut PgConnection,
+    targets: &[Uuid],
+    pairs: &[(&str, &str)],
+    window_start: DateTime<Utc>,
+) -> Result<(HashMap<Uuid, i32>, Vec<Option<i64>>)> {
+    let (ids, counts, stored): (Vec<Uuid>, Vec<i32>, Vec<Option<i64>>) = sqlx::query_as(
+        "WITH locked AS MATERIALIZED (
+             SELECT id, report_count FROM incidents WHERE id = ANY($1) ORDER BY id FOR UPDATE)
+         SELECT ARRAY(SELECT id FROM locked), ARRAY(SELECT report_count FROM locked),
+                ARRAY(SELECT CASE WHEN EXISTS (SELECT 1 FROM cluster_alerts a
+                                               WHERE a.community_code = q.community
+                                                 AND a.category = q.category AND a.raised_at > $4)
+                                  THEN NULL
+                                  ELSE (SELECT count(*) FROM reports r
+                                        WHERE left(r.grid_code, 12) = q.community
+                                          AND r.category = q.category AND r.received_at > $4)
+                             END
+                      FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS q(community, category, n)
+                      ORDER BY q.n)",
+    )
+    .bind(targets)
+    .bind(column(pairs, |p| p.0))
+    .bind(column(pairs, |p| p.1))
+    .bind(window_start)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((ids.into_iter().zip(counts).collect(), stored))
+}
+
+/// The alerts this batch raises: a pair with no alert in the window whose stored reports in it
+/// (`stored`, per pair in order) and the batch's own reach the threshold.
+fn raise_clusters(
+    candidates: &[&NewIncident],
+    pairs: &[(&str, &str)],
+    stored: &[Option<i64>],
+    rule: ClusterRule,
+    window_start: DateTime<Utc>,
+) -> Vec<ClusterAlert> {
+    pairs
+        .iter()
+        .zip(stored)
+        .filter_map(|(&(community, category), stored)| {
+            // As the stored reports are counted: by the grid code's community prefix.
+            let in_batch = candidates
+                .iter()
+                .filter(|c| {
+                    c.category == category
+                        && community_of(&c.grid_code) == community
+                        && c.received_at > window_start
+                })
+                .count() as i64;
+            let reports = (*stored)? + in_batch;
+            (reports >= rule.threshold).then(|| ClusterAlert {
+                community_code: community.to_owned(),
+                category: category.to_owned(),
+                reports,
+                window_start,
+            })
+        })
+        .collect()
+}
+
+/// `left(grid_code, 12)`: the community a grid code belongs to.
+fn community_of(grid_code: &str) -> &str {
+    grid_code
+        .char_indices()
+        .nth(12)
+        .map_or(grid_code, |(end, _)| &grid_code[..end])
+}
+
+/// What [`write`] adds besides the reports and new incidents.
+#[derive(Default)]
+struct Batch<'a> {
+    /// Incidents already stored that reports were attached to, with how many.
+    existing: Vec<(Uuid, i32)>,
+    timeline: TimelineRows<'a>,
+    timers: Vec<(Uuid, Timer, DateTime<Utc>)>,
+    alerts: Vec<ClusterAlert>,
+    raised_at: DateTime<Utc>,
+    outbox: Vec<OutboxEvent>,
+}
+
+/// One statement for every row the batch adds or changes: each report (pointing at its incident;
+/// the foreign key is deferred to commit), the new incidents, the report counts of incidents
+/// reports were attached to, timers, cluster alerts, events and timeline entries.
+async fn write(
+    conn: &mut PgConnection,
+    candidates: &[&NewIncident],
+    placements: &[Placement],
+    fresh: &[&NewIncident],
+    attached: &HashMap<Uuid, i32>,
+    batch: Batch<'_>,
+) -> Result<()> {
+    let sql = format!(
+        "WITH new_reports AS (
+             INSERT INTO reports (report_id, incident_id, reporter_id, grid_code, category, payload, stream_sequence, received_at)
+             SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int8[], $8::timestamptz[])),
+         new_incidents AS (
+             INSERT INTO incidents (id, status, level, category, urgency, title, description,
+                 district_code, street_code, community_code, grid_code, lat, lon, address, reporter_id,
+                 policy_version, occurred_at, reported_at, created_at, updated_at, due_at, level_due_at, state, report_count)
+             SELECT id, status, level, category, urgency, title, description, district_code, street_code,
+                 community_code, grid_code, lat, lon, address, reporter_id, policy_version, occurred_at,
+                 reported_at, created_at, created_at, due_at, level_due_at, state, report_count
+             FROM UNNEST($9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                 $16::text[], $17::text[], $18::text[], $19::text[], $20::float8[], $21::float8[], $22::text[],
+                 $23::text[], $24::text[], $25::timestamptz[], $26::timestamptz[], $27::timestamptz[],
+                 $28::timestamptz[], $29::timestamptz[], $30::jsonb[], $31::int4[])
+                 AS t(id, status, level, category, urgency, title, description, district_code, street_code,
+                      community_code, grid_code, lat, lon, address, reporter_id, policy_version, occurred_at,
+                      reported_at, created_at, due_at, level_due_at, state, report_count)),
+         attached_counts AS (
+             UPDATE incidents i SET report_count = i.report_count + t.n, updated_at = $34
+             FROM UNNEST($32::uuid[], $33::int4[]) AS t(id, n) WHERE i.id = t.id),
+         new_timers AS (
+             INSERT INTO timers (incident_id, key, due_at)
+             SELECT * FROM UNNEST($35::uuid[], $36::text[], $37::timestamptz[])
+             ON CONFLICT (incident_id, key) DO UPDATE SET due_at = EXCLUDED.due_at),
+         new_alerts AS (
+             INSERT INTO cluster_alerts (community_code, category, window_start, reports, raised_at)
+             SELECT t.community, t.category, t.window_start, t.reports, $41
+             FROM UNNEST($38::text[], $39::text[], $40::timestamptz[], $42::int4[])
+                 AS t(community, category, window_start, reports)),
+         new_events AS (
+             INSERT INTO outbox (event_id, subject, payload)
+             SELECT * FROM UNNEST($43::uuid[], $44::text[], $45::bytea[]))
+         INSERT INTO timeline {}",
+        TimelineRows::select(46)
+    );
+    let query = sqlx::query(&sql)
+        .bind(column(candidates, |i| i.report_id.as_str()))
+        .bind(
+            candidates
+                .iter()
+                .zip(placements)
+                .map(|(c, p)| p.incident_id().unwrap_or(c.incident_id))
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(candidates, |i| i.reporter_id.as_str()))
+        .bind(column(candidates, |i| i.grid_code.as_str()))
+        .bind(column(candidates, |i| i.category.as_str()))
+        .bind(column(candidates, |i| i.report_payload.as_slice()))
+        .bind(column(candidates, |i| i.stream_sequence))
+        .bind(column(candidates, |i| i.received_at))
+        .bind(column(fresh, |i| i.incident_id))
+        .bind(column(fresh, |i| i.status))
+        .bind(column(fresh, |i| i.level))
+        .bind(column(fresh, |i| i.category.as_str()))
+        .bind(column(fresh, |i| i.urgency))
+        .bind(column(fresh, |i| i.title.as_str()))
+        .bind(column(fresh, |i| i.description.as_str()))
+        .bind(column(fresh, |i| i.district_code.as_str()))
+        .bind(column(fresh, |i| i.street_code.as_str()))
+        .bind(column(fresh, |i| i.community_code.as_str()))
+        .bind(column(fresh, |i| i.grid_code.as_str()))
+        .bind(column(fresh, |i| i.lat))
+        .bind(column(fresh, |i| i.lon))
+        .bind(column(fresh, |i| i.address.as_str()))
+        .bind(column(fresh, |i| i.reporter_id.as_str()))
+        .bind(column(fresh, |i| i.policy_version.as_str()))
+        .bind(column(fresh, |i| i.occurred_at))
+        .bind(column(fresh, |i| i.reported_at))
+        .bind(column(fresh, |i| i.received_at))
+        .bind(column(fresh, |i| i.due_at))
+        .bind(column(fresh, |i| i.level_due_at))
+        .bind(column(fresh, |i| i.state.clone()))
+        .bind(column(fresh, |i| {
+            1 + attached.get(&i.incident_id).copied().unwrap_or(0)
+        }))
+        .bind(column(&batch.existing, |e| e.0))
+        .bind(column(&batch.existing, |e| e.1))
+        .bind(candidates.first().map(|c| c.received_at))
+        .bind(column(&batch.timers, |t| t.0))
+        .bind(column(&batch.timers, |t| t.1.key()))
+        .bind(column(&batch.timers, |t| t.2))
+        .bind(column(&batch.alerts, |a| a.community_code.as_str()))
+        .bind(column(&batch.alerts, |a| a.category.as_str()))
+        .bind(column(&batch.alerts, |a| a.window_start))
+        .bind(batch.raised_at)
+        .bind(column(&batch.alerts, |a| {
+            i32::try_from(a.reports).unwrap_or(i32::MAX)
+        }))
+        .bind(column(&batch.outbox, |e| e.event_id))
+        .bind(column(&batch.outbox, |e| e.subject.as_str()))
+        .bind(column(&batch.outbox, |e| e.payload.as_slice()));
+    batch.timeline.bind(query).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Records rejections not recorded yet, and the event of each, in one statement; returns the
+/// source keys it recorded.
+async fn reject(conn: &mut PgConnection, rejections: &[NewRejection]) -> Result<HashSet<String>> {
+    // A batch may hold one message twice (a redelivery after the ack wait lands in the same pull
+    // as the first delivery): the row is inserted once, and so is its event.
+    let keys: Vec<String> = sqlx::query_scalar(
+        "WITH new_rows AS (
+             INSERT INTO rejected_reports (source_key, reason, message, subject, report_id, reporter_id, stream_sequence, payload, received_at)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[], $8::bytea[], $9::timestamptz[])
+             ON CONFLICT (source_key) DO NOTHING
+             RETURNING source_key),
+         new_events AS (
+             INSERT INTO outbox (event_id, subject, payload)
+             SELECT e.event_id, e.subject, e.payload
+             FROM (SELECT DISTINCT ON (e.key) e.*
+                   FROM UNNEST($1::text[], $10::uuid[], $11::text[], $12::bytea[]) WITH ORDINALITY
+                       AS e(key, event_id, subject, payload, n)
+                   WHERE e.key IN (SELECT source_key FROM new_rows)
+                   ORDER BY e.key, e.n) AS e
+             ORDER BY e.n)
+         SELECT source_key FROM new_rows",
+    )
+    .bind(column(rejections, |r| r.source_key.as_str()))
+    .bind(column(rejections, |r| r.reason.as_str()))
+    .bind(column(rejections, |r| r.message.as_str()))
+    .bind(column(rejections, |r| r.subject.as_str()))
+    .bind(column(rejections, |r| r.report_id.as_deref()))
+    .bind(column(rejections, |r| r.reporter_id.as_deref()))
+    .bind(column(rejections, |r| r.stream_sequence))
+    .bind(column(rejections, |r| r.payload.as_slice()))
+    .bind(column(rejections, |r| r.received_at))
+    .bind(column(rejections, |r| r.event.event_id))
+    .bind(column(rejections, |r| r.event.subject.as_str()))
+    .bind(column(rejections, |r| r.event.payload.as_slice()))
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(keys.into_iter().collect())
+}
+
+/// One column of `rows`, bound as an array parameter.
+fn column<'a, T, U>(rows: &'a [T], f: impl FnMut(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(f).collect()
 }
 
 /// Where a candidate report goes.
@@ -360,71 +687,25 @@ fn is_duplicate(
     }
 }
 
-/// Decides, for each candidate, whether it opens an incident or is attached to an open one (in
-/// the database, or opened earlier in this batch). Existing targets are locked, in id order.
-async fn place(
-    conn: &mut PgConnection,
+/// Decides, for each candidate, whether it opens an incident or is attached to an open one: the
+/// one the lookup found in the database (`matches`, per candidate; `stored` has its report count
+/// as locked), or one opened by an earlier report of this batch.
+fn place(
     candidates: &[&NewIncident],
+    matches: &[Option<Match>],
+    stored: &HashMap<Uuid, i32>,
     rule: DuplicateRule,
-) -> Result<Vec<Placement>> {
-    let boxes: Vec<Option<[f64; 4]>> = candidates
-        .iter()
-        .map(|c| c.lat.zip(c.lon).map(|p| search_box(p, rule.radius_m)))
-        .collect();
-    let bound = |k: usize| boxes.iter().map(|b| b.map(|b| b[k])).collect::<Vec<_>>();
-    let matches: Vec<(i64, Uuid, String, String, i32)> = sqlx::query_as(
-        "SELECT r.n, m.id, m.district_code, m.street_code, m.report_count
-         FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::float8[], $5::timestamptz[],
-                     $8::float8[], $9::float8[], $10::float8[], $11::float8[]) WITH ORDINALITY
-             AS r(category, grid, lat, lon, at, lat_lo, lat_hi, lon_lo, lon_hi, n)
-         CROSS JOIN LATERAL (
-             SELECT i.id, i.district_code, i.street_code, i.report_count
-             FROM incidents i
-             WHERE i.category = r.category
-               AND i.status IN ('handling', 'whistled', 'accepted')
-               AND i.created_at >= r.at - make_interval(secs => $6)
-               AND ((r.lat IS NOT NULL
-                     AND i.lat BETWEEN r.lat_lo AND r.lat_hi AND i.lon BETWEEN r.lon_lo AND r.lon_hi
-                     AND 2 * 6371000 * asin(sqrt(power(sin(radians(i.lat - r.lat) / 2), 2)
-                         + cos(radians(r.lat)) * cos(radians(i.lat)) * power(sin(radians(i.lon - r.lon) / 2), 2))) <= $7)
-                    OR (i.grid_code = r.grid AND (r.lat IS NULL OR i.lat IS NULL)))
-             ORDER BY i.created_at
-             LIMIT 1) m",
-    )
-    .bind(candidates.iter().map(|c| c.category.as_str()).collect::<Vec<_>>())
-    .bind(candidates.iter().map(|c| c.grid_code.as_str()).collect::<Vec<_>>())
-    .bind(candidates.iter().map(|c| c.lat).collect::<Vec<_>>())
-    .bind(candidates.iter().map(|c| c.lon).collect::<Vec<_>>())
-    .bind(candidates.iter().map(|c| c.received_at).collect::<Vec<_>>())
-    .bind(rule.window.num_milliseconds() as f64 / 1000.0)
-    .bind(rule.radius_m)
-    .bind(bound(0))
-    .bind(bound(1))
-    .bind(bound(2))
-    .bind(bound(3))
-    .fetch_all(&mut *conn)
-    .await?;
-
-    let mut targets: Vec<Uuid> = matches.iter().map(|m| m.1).collect();
-    targets.sort();
-    targets.dedup();
-    if !targets.is_empty() {
-        sqlx::query("SELECT id FROM incidents WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&targets)
-            .execute(&mut *conn)
-            .await?;
-    }
-    let by_candidate: HashMap<usize, &(i64, Uuid, String, String, i32)> =
-        matches.iter().map(|m| (m.0 as usize - 1, m)).collect();
-
-    let mut counts: HashMap<Uuid, i32> = HashMap::new();
+) -> Vec<Placement> {
+    let mut added: HashMap<Uuid, i32> = HashMap::new();
     let mut placements: Vec<Placement> = Vec::with_capacity(candidates.len());
-    for (n, candidate) in candidates.iter().enumerate() {
-        let target = match by_candidate.get(&n) {
-            Some((_, id, district, street, count)) => {
-                Some((*id, district.clone(), street.clone(), *count))
-            }
-            // An earlier report of this batch that opened an incident.
+    for (n, (candidate, found)) in candidates.iter().zip(matches).enumerate() {
+        let target = match found {
+            Some(m) => Some((
+                m.id,
+                m.district_code.clone(),
+                m.street_code.clone(),
+                stored.get(&m.id).copied().unwrap_or(1),
+            )),
             None => candidates[..n]
                 .iter()
                 .zip(&placements)
@@ -451,7 +732,7 @@ async fn place(
         placements.push(match target {
             None => Placement::New,
             Some((incident_id, district_code, street_code, stored)) => {
-                let added = counts.entry(incident_id).or_default();
+                let added = added.entry(incident_id).or_default();
                 *added += 1;
                 Placement::Attach(Attachment {
                     incident_id,
@@ -462,116 +743,7 @@ async fn place(
             }
         });
     }
-    Ok(placements)
-}
-
-async fn insert_incidents(
-    conn: &mut PgConnection,
-    fresh: &[&NewIncident],
-    attached: &HashMap<Uuid, i32>,
-) -> Result<()> {
-    if fresh.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO incidents (id, status, level, category, urgency, title, description,
-             district_code, street_code, community_code, grid_code, lat, lon, address, reporter_id,
-             policy_version, occurred_at, reported_at, created_at, updated_at, due_at, level_due_at, state, report_count)
-         SELECT id, status, level, category, urgency, title, description, district_code, street_code,
-             community_code, grid_code, lat, lon, address, reporter_id, policy_version, occurred_at,
-             reported_at, created_at, created_at, due_at, level_due_at, state, report_count
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-             $8::text[], $9::text[], $10::text[], $11::text[], $12::float8[], $13::float8[], $14::text[],
-             $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[], $19::timestamptz[], $20::timestamptz[],
-             $21::timestamptz[], $22::jsonb[], $23::int4[])
-             AS t(id, status, level, category, urgency, title, description, district_code, street_code,
-                  community_code, grid_code, lat, lon, address, reporter_id, policy_version, occurred_at,
-                  reported_at, created_at, due_at, level_due_at, state, report_count)",
-    )
-    .bind(fresh.iter().map(|i| i.incident_id).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.status).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.level).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.category.as_str()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.urgency).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.title.as_str()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.description.as_str()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.district_code.as_str()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.street_code.as_str()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.community_code.as_str()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.grid_code.as_str()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.lat).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.lon).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.address.as_str()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.reporter_id.as_str()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.policy_version.as_str()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.occurred_at).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.reported_at).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.received_at).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.due_at).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.level_due_at).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| i.state.clone()).collect::<Vec<_>>())
-    .bind(fresh.iter().map(|i| 1 + attached.get(&i.incident_id).copied().unwrap_or(0)).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// Raises one alert per community and category that reached the threshold within the window and
-/// has had no alert within it.
-async fn raise_clusters(
-    conn: &mut PgConnection,
-    candidates: &[&NewIncident],
-    rule: ClusterRule,
-    now: DateTime<Utc>,
-) -> Result<Vec<ClusterAlert>> {
-    let mut touched: Vec<(String, String)> = candidates
-        .iter()
-        .map(|c| (c.community_code.clone(), c.category.clone()))
-        .collect();
-    touched.sort();
-    touched.dedup();
-    // Replicas racing on the same pair take turns, so only one raises it.
-    sqlx::query(
-        "SELECT pg_advisory_xact_lock(h)
-         FROM (SELECT DISTINCT hashtext(c || '/' || k) AS h FROM UNNEST($1::text[], $2::text[]) AS t(c, k) ORDER BY h) AS keys",
-    )
-        .bind(touched.iter().map(|t| t.0.as_str()).collect::<Vec<_>>())
-        .bind(touched.iter().map(|t| t.1.as_str()).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
-    let window_start = now - rule.window;
-    // Pairs with an alert in the window are passed over before their reports are counted: under
-    // a steady flow nearly every pair has one, and counting them would grow with rate × window.
-    let rows: Vec<(String, String, i32)> = sqlx::query_as(
-        "WITH quiet AS MATERIALIZED (
-             SELECT t.community, t.category FROM UNNEST($1::text[], $2::text[]) AS t(community, category)
-             WHERE NOT EXISTS (SELECT 1 FROM cluster_alerts a
-                               WHERE a.community_code = t.community AND a.category = t.category AND a.raised_at > $3))
-         INSERT INTO cluster_alerts (community_code, category, window_start, reports, raised_at)
-         SELECT q.community, q.category, $3, c.n, $5
-         FROM quiet q
-         CROSS JOIN LATERAL (
-             SELECT count(*) AS n FROM reports r
-             WHERE left(r.grid_code, 12) = q.community AND r.category = q.category AND r.received_at > $3) c
-         WHERE c.n >= $4
-         RETURNING community_code, category, reports",
-    )
-    .bind(touched.iter().map(|t| t.0.as_str()).collect::<Vec<_>>())
-    .bind(touched.iter().map(|t| t.1.as_str()).collect::<Vec<_>>())
-    .bind(window_start)
-    .bind(rule.threshold)
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(community_code, category, reports)| ClusterAlert {
-            community_code,
-            category,
-            reports: reports.into(),
-            window_start,
-        })
-        .collect())
+    placements
 }
 
 pub(crate) async fn insert_outbox<'a>(

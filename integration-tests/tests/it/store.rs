@@ -482,3 +482,182 @@ async fn a_dedicated_connection_that_failed_opens_a_new_one_on_next_use() {
     let fresh = backend_pid(dedicated.get().await.unwrap()).await.unwrap();
     assert_ne!(fresh, first, "a new connection after the failure");
 }
+
+mod batches {
+    use chrono::{DateTime, TimeDelta, Utc};
+    use uuid::Uuid;
+    use whistle_store::intake::{
+        record, Attachment, ClusterAlert, ClusterRule, DuplicateRule, IntakeEvents, NewIncident,
+        OutboxEvent, Recorded,
+    };
+
+    use crate::harness::TestDb;
+
+    /// Events whose subject says what they announce, and whose payload is the attached count.
+    struct Named;
+    impl IntakeEvents for Named {
+        fn attached(&self, _: &NewIncident, to: &Attachment) -> OutboxEvent {
+            OutboxEvent {
+                event_id: Uuid::now_v7(),
+                subject: format!("attached.{}", to.incident_id),
+                payload: to.report_count.to_string().into_bytes(),
+            }
+        }
+        fn cluster(&self, alert: &ClusterAlert) -> OutboxEvent {
+            OutboxEvent {
+                event_id: Uuid::now_v7(),
+                subject: format!("cluster.{}.{}", alert.community_code, alert.category),
+                payload: alert.reports.to_string().into_bytes(),
+            }
+        }
+    }
+
+    const COMMUNITY: &str = "150602001001";
+
+    /// A report in grid `n` of one community, `east_m` metres east of a point in Ordos.
+    fn report(id: &str, n: u32, east_m: f64, at: DateTime<Utc>) -> NewIncident {
+        let incident_id = Uuid::now_v7();
+        NewIncident {
+            incident_id,
+            report_id: id.into(),
+            reporter_id: format!("gw-{COMMUNITY}00{n}"),
+            status: "handling",
+            level: "community",
+            category: "sanitation.garbage".into(),
+            urgency: "normal",
+            title: "garbage".into(),
+            description: String::new(),
+            district_code: "150602".into(),
+            street_code: "150602001".into(),
+            community_code: COMMUNITY.into(),
+            grid_code: format!("{COMMUNITY}00{n}"),
+            lat: Some(39.6),
+            // ≈ 85.8 km a degree of longitude at 39.6° N.
+            lon: Some(109.78 + east_m / 85_800.0),
+            address: String::new(),
+            policy_version: "test".into(),
+            occurred_at: None,
+            reported_at: at,
+            received_at: at,
+            due_at: None,
+            level_due_at: None,
+            report_payload: vec![],
+            stream_sequence: None,
+            state: serde_json::json!({}),
+            timers: vec![],
+            event: OutboxEvent {
+                event_id: Uuid::now_v7(),
+                subject: format!("reported.{incident_id}"),
+                payload: vec![],
+            },
+        }
+    }
+
+    async fn record_batch(db: &TestDb, reports: &[NewIncident]) -> Recorded {
+        record(
+            &mut db.pool.acquire().await.unwrap(),
+            reports,
+            &[],
+            DuplicateRule {
+                radius_m: 100.0,
+                window: TimeDelta::hours(24),
+            },
+            ClusterRule {
+                threshold: 5,
+                window: TimeDelta::minutes(30),
+            },
+            &Named,
+        )
+        .await
+        .expect("recorded")
+    }
+
+    async fn subjects(db: &TestDb) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT subject, convert_from(payload, 'UTF8') FROM outbox ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+    }
+
+    /// The cluster count adds the batch's own reports to those stored before it, attached ones
+    /// included; an attachment's count is the incident's as locked plus the batch's.
+    #[tokio::test]
+    async fn a_batch_that_brings_a_community_to_the_threshold_raises_one_alert_with_its_own_reports(
+    ) {
+        let db = TestDb::create().await;
+        let t = Utc::now();
+        let first = [
+            report("c-1", 1, 0.0, t),
+            report("c-2", 2, 1_000.0, t),
+            report("c-3", 3, 2_000.0, t),
+        ];
+        let recorded = record_batch(&db, &first).await;
+        assert_eq!(recorded.incidents.len(), 3);
+        assert!(recorded.clusters.is_empty(), "3 reports, threshold 5");
+
+        let t = t + TimeDelta::minutes(1);
+        // Two new incidents, and two reports 30 m from c-1's: attached to it, the second
+        // counting the first.
+        let second = [
+            report("c-4", 4, 3_000.0, t),
+            report("c-5", 1, 30.0, t),
+            report("c-6", 5, 4_000.0, t),
+            report("c-7", 1, -30.0, t),
+        ];
+        let recorded = record_batch(&db, &second).await;
+        assert_eq!(recorded.incidents.len(), 2);
+        assert_eq!(recorded.attached.len(), 2);
+        assert_eq!(recorded.clusters.len(), 1, "{:?}", recorded.clusters);
+        assert_eq!(recorded.clusters[0].reports, 7, "3 stored + 4 in the batch");
+        assert_eq!(
+            recorded.clusters[0].window_start,
+            t - TimeDelta::minutes(30)
+        );
+
+        // Delivered again: nothing new, no event.
+        let again = record_batch(&db, &second).await;
+        assert_eq!(again, Recorded::default());
+        // One more report in the window: the pair has its alert already.
+        let third = [report("c-8", 6, 5_000.0, t + TimeDelta::minutes(2))];
+        assert!(record_batch(&db, &third).await.clusters.is_empty());
+
+        let c1 = recorded.attached["c-5"];
+        let events = subjects(&db).await;
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|(s, _)| s.split('.').next().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "reported", "reported", "reported", // first batch
+                "reported", "reported", "attached", "attached", "cluster",  // second
+                "reported", // third
+            ]
+        );
+        let attached: Vec<&(String, String)> = events
+            .iter()
+            .filter(|(s, _)| *s == format!("attached.{c1}"))
+            .collect();
+        assert_eq!(
+            attached.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(),
+            ["2", "3"]
+        );
+        assert_eq!(
+            db.count(&format!(
+                "SELECT report_count::int8 FROM incidents WHERE id = '{c1}'"
+            ))
+            .await,
+            3
+        );
+        assert_eq!(db.count("SELECT count(*) FROM reports").await, 8);
+        assert_eq!(db.count("SELECT count(*) FROM cluster_alerts").await, 1);
+        assert_eq!(
+            db.count(&format!(
+                "SELECT count(*) FROM timeline WHERE incident_id = '{c1}' AND kind = 'report.attached'"
+            ))
+            .await,
+            2
+        );
+    }
+}

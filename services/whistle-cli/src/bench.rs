@@ -67,6 +67,10 @@ pub enum Args {
         target: Target,
         #[arg(long, default_value_t = 200)]
         streams: u64,
+        /// HTTP/2 connections the streams share, as behind a proxy that multiplexes screens;
+        /// 0 opens one per stream, as separate screens do.
+        #[arg(long, default_value_t = 0)]
+        connections: u64,
         /// How long to hold the streams open.
         #[arg(long, value_parser = crate::parse_duration, default_value = "60s")]
         duration: Duration,
@@ -192,17 +196,23 @@ pub struct Target {
     token: String,
 }
 
-type Client = CommandCenterClient<InterceptedService<Channel, Bearer>>;
+type Authorized = InterceptedService<Channel, Bearer>;
+type Client = CommandCenterClient<Authorized>;
 
 impl Target {
-    async fn client(&self) -> anyhow::Result<Client> {
+    /// A new HTTP/2 connection that sends the token with every call.
+    async fn connect(&self) -> anyhow::Result<Authorized> {
         let channel = Channel::from_shared(self.query_url.clone())
             .context("--query-url")?
             .connect()
             .await
             .with_context(|| format!("connecting to {}", self.query_url))?;
         let bearer = Bearer::new(&self.token).context("the token is not ASCII")?;
-        Ok(CommandCenterClient::with_interceptor(channel, bearer))
+        Ok(InterceptedService::new(channel, bearer))
+    }
+
+    async fn client(&self) -> anyhow::Result<Client> {
+        Ok(CommandCenterClient::new(self.connect().await?))
     }
 }
 
@@ -219,8 +229,9 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         Args::Watch {
             target,
             streams,
+            connections,
             duration,
-        } => watch(&target, streams, duration).await,
+        } => watch(&target, streams, connections, duration).await,
         Args::Ceiling(args) => {
             let figures = ceiling::run(&args.options(conn)?).await?;
             if args.json {
@@ -444,52 +455,105 @@ struct Seen {
     gaps: u64,
 }
 
-async fn watch(target: &Target, streams: u64, duration: Duration) -> anyhow::Result<()> {
+/// What the benchmark reads of a `WatchEventsResponse`: the sequence and the event's
+/// `occurred_at`. Wire-compatible with the proto type (a oneof member decodes as an optional
+/// field; prost skips the rest), so the client's cost per delivery stays small beside the
+/// server's, which is what is measured.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Delivery {
+    #[prost(message, optional, tag = "1")]
+    event: Option<DeliveredEvent>,
+    /// A `Gap` (its contents are not needed).
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    gap: Option<bytes::Bytes>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct DeliveredEvent {
+    #[prost(uint64, tag = "1")]
+    sequence: u64,
+    #[prost(message, optional, tag = "2")]
+    event: Option<Stamp>,
+}
+
+/// `whistle.v1.Event.occurred_at`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Stamp {
+    #[prost(message, optional, tag = "3")]
+    occurred_at: Option<prost_types::Timestamp>,
+}
+
+async fn watch(
+    target: &Target,
+    streams: u64,
+    connections: u64,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let connections = if connections == 0 {
+        streams
+    } else {
+        connections.min(streams)
+    };
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(target.connect().await?);
+    }
     let latency = Arc::new(Mutex::new(histogram()));
+    let deadline = tokio::time::Instant::now() + duration;
     let mut tasks = Vec::new();
-    for _ in 0..streams {
-        // One connection per stream, as separate screens have.
-        let mut client = target.client().await?;
+    for n in 0..streams {
+        // A clone shares its connection: streams go round the connections.
+        let mut grpc = tonic::client::Grpc::new(channels[(n % connections) as usize].clone());
         let latency = latency.clone();
         tasks.push(tokio::spawn(async move {
-            let mut stream = client
-                .watch_events(v1::WatchEventsRequest::default())
+            grpc.ready().await?;
+            let mut stream = grpc
+                .server_streaming(
+                    tonic::Request::new(v1::WatchEventsRequest::default()),
+                    tonic::codegen::http::uri::PathAndQuery::from_static(
+                        "/whistle.v1.CommandCenter/WatchEvents",
+                    ),
+                    tonic_prost::ProstCodec::<v1::WatchEventsRequest, Delivery>::default(),
+                )
                 .await?
                 .into_inner();
             let mut seen = Seen::default();
             let mut h = histogram();
-            let deadline = tokio::time::Instant::now() + duration;
+            let end = tokio::time::sleep_until(deadline);
+            tokio::pin!(end);
             loop {
                 let response = tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = &mut end => break,
                     next = stream.message() => match next? {
                         Some(response) => response,
                         None => bail!("the stream ended early"),
                     },
                 };
-                match response.item {
-                    Some(v1::watch_events_response::Item::Event(event)) => {
-                        if seen.first.is_some() && event.sequence != seen.last + 1 {
-                            seen.out_of_order += 1;
-                        }
-                        seen.first.get_or_insert(event.sequence);
-                        seen.last = event.sequence;
-                        seen.events += 1;
-                        if let Some(at) = event.event.and_then(|e| e.occurred_at) {
-                            let at = at.seconds * 1_000_000 + i64::from(at.nanos) / 1_000;
-                            let now = chrono::Utc::now().timestamp_micros();
-                            h.record(u64::try_from(now - at).unwrap_or(0).max(1))?;
-                        }
-                    }
-                    Some(v1::watch_events_response::Item::Gap(_)) => seen.gaps += 1,
-                    None => {}
+                if response.gap.is_some() {
+                    seen.gaps += 1;
+                }
+                let Some(event) = response.event else {
+                    continue;
+                };
+                if seen.first.is_some() && event.sequence != seen.last + 1 {
+                    seen.out_of_order += 1;
+                }
+                seen.first.get_or_insert(event.sequence);
+                seen.last = event.sequence;
+                seen.events += 1;
+                if let Some(at) = event.event.and_then(|e| e.occurred_at) {
+                    let at = at.seconds * 1_000_000 + i64::from(at.nanos) / 1_000;
+                    let now = chrono::Utc::now().timestamp_micros();
+                    h.record(u64::try_from(now - at).unwrap_or(0).max(1))?;
                 }
             }
             latency.lock().expect("not poisoned").add(&h)?;
             Ok(seen)
         }));
     }
-    eprintln!("{streams} streams open for {duration:?}; run `whistle load` now");
+    eprintln!(
+        "{streams} streams on {connections} connections open for {duration:?}; run `whistle load` now"
+    );
     let mut all = Vec::new();
     for task in tasks {
         all.push(task.await??);
@@ -523,4 +587,44 @@ async fn watch(target: &Target, streams: u64, duration: Duration) -> anyhow::Res
         bail!("{} streams missed events", streams - complete as u64);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    #[test]
+    fn a_delivery_reads_the_sequence_and_time_of_a_watch_response_and_tells_a_gap() {
+        let at = prost_types::Timestamp {
+            seconds: 1_764_547_200,
+            nanos: 5_000,
+        };
+        let event = v1::WatchEventsResponse {
+            item: Some(v1::watch_events_response::Item::Event(v1::SequencedEvent {
+                sequence: 42,
+                event: Some(v1::Event {
+                    kind: "incident.reported".into(),
+                    occurred_at: Some(at),
+                    ..Default::default()
+                }),
+            })),
+        };
+        let read = Delivery::decode(event.encode_to_vec().as_slice()).unwrap();
+        let delivered = read.event.unwrap();
+        assert_eq!(delivered.sequence, 42);
+        assert_eq!(delivered.event.unwrap().occurred_at, Some(at));
+        assert!(read.gap.is_none());
+
+        let gap = v1::WatchEventsResponse {
+            item: Some(v1::watch_events_response::Item::Gap(v1::Gap {
+                from_sequence: 1,
+                next_sequence: 9,
+                reason: "expired".into(),
+            })),
+        };
+        let read = Delivery::decode(gap.encode_to_vec().as_slice()).unwrap();
+        assert!(read.event.is_none() && read.gap.is_some());
+    }
 }
