@@ -2,7 +2,10 @@
 //! [`Incident`] as JSON plus its projection (columns, tasks, timers), timeline entries and outbox
 //! events — all inside the caller's transaction, with the incident row locked.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::LazyLock,
+};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
@@ -318,29 +321,27 @@ impl<'a> TimelineRows<'a> {
         if self.ids.is_empty() {
             return Ok(());
         }
-        let sql = format!("INSERT INTO timeline {}", Self::select(1));
-        self.bind(sqlx::query(&sql)).execute(&mut *conn).await?;
+        static SQL: LazyLock<String> =
+            LazyLock::new(|| format!("INSERT INTO timeline {}", TimelineRows::select(1)));
+        self.bind(sqlx::query(SQL.as_str()))
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 
     /// `(columns) SELECT …` of the rows, for an `INSERT INTO timeline`, with the rows' six arrays
     /// as parameters `$first`…`$first+5` (bound in that order by [`TimelineRows::bind`]).
     pub(crate) fn select(first: usize) -> String {
-        let p = |k: usize| first + k;
+        let [ids, kinds, actors, at, notes, data] = std::array::from_fn(|k| first + k);
         format!(
             "(incident_id, seq, kind, actor_id, at, note, data)
              SELECT t.id,
                     coalesce((SELECT max(seq) FROM timeline WHERE incident_id = t.id), 0)
                         + row_number() OVER (PARTITION BY t.id ORDER BY t.n),
                     t.kind, t.actor, t.at, t.note, t.data
-             FROM UNNEST(${}::uuid[], ${}::text[], ${}::text[], ${}::timestamptz[], ${}::text[], ${}::jsonb[])
-                 WITH ORDINALITY AS t(id, kind, actor, at, note, data, n)",
-            p(0),
-            p(1),
-            p(2),
-            p(3),
-            p(4),
-            p(5)
+             FROM UNNEST(${ids}::uuid[], ${kinds}::text[], ${actors}::text[], ${at}::timestamptz[],
+                         ${notes}::text[], ${data}::jsonb[])
+                 WITH ORDINALITY AS t(id, kind, actor, at, note, data, n)"
         )
     }
 

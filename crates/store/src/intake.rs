@@ -2,7 +2,10 @@
 //! attached to an open incident as duplicates, cluster alerts, rejections, and the events that
 //! announce them — one transaction, a fixed handful of multi-row statements whatever the batch size.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::LazyLock,
+};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{Connection as _, PgConnection, PgPool};
@@ -164,11 +167,8 @@ pub async fn record(
             .filter(|(_, found)| !found.known)
             .map(|(incident, found)| (incident, found.duplicate_of))
             .unzip();
-        if !candidates.is_empty() {
-            recorded =
-                record_candidates(&mut tx, &candidates, &matches, duplicates, clusters, events)
-                    .await?;
-        }
+        recorded =
+            record_candidates(&mut tx, &candidates, &matches, duplicates, clusters, events).await?;
     }
 
     if !rejections.is_empty() {
@@ -179,7 +179,8 @@ pub async fn record(
     Ok(recorded)
 }
 
-/// Places and writes the reports not recorded yet (`candidates`, with what the lookup matched).
+/// Places and writes the reports not recorded yet (`candidates`, with what the lookup matched);
+/// nothing, not even a statement, when there are none.
 async fn record_candidates(
     tx: &mut PgConnection,
     candidates: &[&NewIncident],
@@ -297,14 +298,14 @@ async fn look_up(
         .map(|c| c.lat.zip(c.lon).map(|p| search_box(p, rule.radius_m)))
         .collect();
     let bound = |k: usize| boxes.iter().map(|b| b.map(|b| b[k])).collect::<Vec<_>>();
-    // (ordinal, already recorded, and the duplicated incident's id, district and street)
-    type Row = (i64, bool, Option<Uuid>, Option<String>, Option<String>);
+    // (already recorded, and the duplicated incident's id, district and street)
+    type Row = (bool, Option<Uuid>, Option<String>, Option<String>);
     let rows: Vec<Row> = sqlx::query_as(
         "WITH cluster_locks AS MATERIALIZED (
              SELECT pg_advisory_xact_lock(h)
              FROM (SELECT DISTINCT hashtext(c || '/' || k) AS h
                    FROM UNNEST($13::text[], $14::text[]) AS t(c, k) ORDER BY h) AS keys)
-         SELECT r.n, r.report_id = ANY(ARRAY(SELECT report_id FROM reports WHERE report_id = ANY($12))),
+         SELECT r.report_id = ANY(ARRAY(SELECT report_id FROM reports WHERE report_id = ANY($12))),
                 m.id, m.district_code, m.street_code
          FROM (SELECT count(*) FROM cluster_locks) AS locked,
               UNNEST($1::text[], $2::text[], $3::float8[], $4::float8[], $5::timestamptz[],
@@ -360,7 +361,7 @@ async fn look_up(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(_, known, id, district, street)| Found {
+        .map(|(known, id, district, street)| Found {
             known,
             duplicate_of: id.map(|id| Match {
                 id,
@@ -483,7 +484,9 @@ async fn write(
     attached: &HashMap<Uuid, i32>,
     batch: Batch<'_>,
 ) -> Result<()> {
-    let sql = format!(
+    // Built once: it is the same text for every batch (and so one prepared statement).
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
         "WITH new_reports AS (
              INSERT INTO reports (report_id, incident_id, reporter_id, grid_code, category, payload, stream_sequence, received_at)
              SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int8[], $8::timestamptz[])),
@@ -518,8 +521,9 @@ async fn write(
              SELECT * FROM UNNEST($43::uuid[], $44::text[], $45::bytea[]))
          INSERT INTO timeline {}",
         TimelineRows::select(46)
-    );
-    let query = sqlx::query(&sql)
+        )
+    });
+    let query = sqlx::query(SQL.as_str())
         .bind(column(candidates, |i| i.report_id.as_str()))
         .bind(
             candidates
