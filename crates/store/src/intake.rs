@@ -56,8 +56,9 @@ pub struct NewIncident {
     /// The report as protobuf, kept for the incident's detail view.
     pub report_payload: Vec<u8>,
     pub stream_sequence: Option<i64>,
-    /// The engine's state (`whistle_domain::incident::Incident`) as JSON.
-    pub state: serde_json::Value,
+    /// The engine's state (`whistle_domain::incident::Incident`) as JSON text: written as it is,
+    /// without building a JSON tree for every report.
+    pub state: String,
     /// Deadlines the engine set when opening it.
     pub timers: Vec<(Timer, DateTime<Utc>)>,
     /// `incident.reported`, published only if the incident is new.
@@ -148,8 +149,8 @@ pub struct Recorded {
 /// one statement ([`write`]) and `COMMIT` — and one more for rejections.
 pub async fn record(
     conn: &mut PgConnection,
-    incidents: &[NewIncident],
-    rejections: &[NewRejection],
+    incidents: &[&NewIncident],
+    rejections: &[&NewRejection],
     duplicates: DuplicateRule,
     clusters: ClusterRule,
     events: &impl IntakeEvents,
@@ -158,14 +159,15 @@ pub async fn record(
     let mut recorded = Recorded::default();
 
     if !incidents.is_empty() {
-        let found = look_up(&mut tx, incidents, &cluster_pairs(incidents), duplicates).await?;
+        let pairs = cluster_pairs(incidents.iter().copied());
+        let found = look_up(&mut tx, incidents, &pairs, duplicates).await?;
         // Reports already recorded (a redelivery) are skipped before anything refers to them. A
         // concurrent insert by another replica makes the commit fail, and the retry skips them.
         let (candidates, matches): (Vec<&NewIncident>, Vec<Option<Match>>) = incidents
             .iter()
             .zip(found)
             .filter(|(_, found)| !found.known)
-            .map(|(incident, found)| (incident, found.duplicate_of))
+            .map(|(&incident, found)| (incident, found.duplicate_of))
             .unzip();
         recorded =
             record_candidates(&mut tx, &candidates, &matches, duplicates, clusters, events).await?;
@@ -289,7 +291,7 @@ struct Match {
 /// statement that waited for a lock could miss what the lock's previous holder committed.
 async fn look_up(
     conn: &mut PgConnection,
-    reports: &[NewIncident],
+    reports: &[&NewIncident],
     pairs: &[(&str, &str)],
     rule: DuplicateRule,
 ) -> Result<Vec<Found>> {
@@ -429,19 +431,18 @@ fn raise_clusters(
     rule: ClusterRule,
     window_start: DateTime<Utc>,
 ) -> Vec<ClusterAlert> {
+    // As the stored reports are counted: by the grid code's community prefix.
+    let mut in_batch: HashMap<(&str, &str), i64> = HashMap::new();
+    for c in candidates.iter().filter(|c| c.received_at > window_start) {
+        *in_batch
+            .entry((community_of(&c.grid_code), c.category.as_str()))
+            .or_default() += 1;
+    }
     pairs
         .iter()
         .zip(stored)
         .filter_map(|(&(community, category), stored)| {
-            // As the stored reports are counted: by the grid code's community prefix.
-            let in_batch = candidates
-                .iter()
-                .filter(|c| {
-                    c.category == category
-                        && community_of(&c.grid_code) == community
-                        && c.received_at > window_start
-                })
-                .count() as i64;
+            let in_batch = in_batch.get(&(community, category)).copied().unwrap_or(0);
             let reports = (*stored)? + in_batch;
             (reports >= rule.threshold).then(|| ClusterAlert {
                 community_code: community.to_owned(),
@@ -496,11 +497,11 @@ async fn write(
                  policy_version, occurred_at, reported_at, created_at, updated_at, due_at, level_due_at, state, report_count)
              SELECT id, status, level, category, urgency, title, description, district_code, street_code,
                  community_code, grid_code, lat, lon, address, reporter_id, policy_version, occurred_at,
-                 reported_at, created_at, created_at, due_at, level_due_at, state, report_count
+                 reported_at, created_at, created_at, due_at, level_due_at, state::jsonb, report_count
              FROM UNNEST($9::uuid[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
                  $16::text[], $17::text[], $18::text[], $19::text[], $20::float8[], $21::float8[], $22::text[],
                  $23::text[], $24::text[], $25::timestamptz[], $26::timestamptz[], $27::timestamptz[],
-                 $28::timestamptz[], $29::timestamptz[], $30::jsonb[], $31::int4[])
+                 $28::timestamptz[], $29::timestamptz[], $30::text[], $31::int4[])
                  AS t(id, status, level, category, urgency, title, description, district_code, street_code,
                       community_code, grid_code, lat, lon, address, reporter_id, policy_version, occurred_at,
                       reported_at, created_at, due_at, level_due_at, state, report_count)),
@@ -559,7 +560,7 @@ async fn write(
         .bind(column(fresh, |i| i.received_at))
         .bind(column(fresh, |i| i.due_at))
         .bind(column(fresh, |i| i.level_due_at))
-        .bind(column(fresh, |i| i.state.clone()))
+        .bind(column(fresh, |i| i.state.as_str()))
         .bind(column(fresh, |i| {
             1 + attached.get(&i.incident_id).copied().unwrap_or(0)
         }))
@@ -585,7 +586,7 @@ async fn write(
 
 /// Records rejections not recorded yet, and the event of each, in one statement; returns the
 /// source keys it recorded.
-async fn reject(conn: &mut PgConnection, rejections: &[NewRejection]) -> Result<HashSet<String>> {
+async fn reject(conn: &mut PgConnection, rejections: &[&NewRejection]) -> Result<HashSet<String>> {
     // A batch may hold one message twice (a redelivery after the ack wait lands in the same pull
     // as the first delivery): the row is inserted once, and so is its event.
     let keys: Vec<String> = sqlx::query_scalar(
@@ -701,8 +702,10 @@ fn place(
     rule: DuplicateRule,
 ) -> Vec<Placement> {
     let mut added: HashMap<Uuid, i32> = HashMap::new();
+    // The candidates that opened an incident, per category, in batch order.
+    let mut opened: HashMap<&str, Vec<&NewIncident>> = HashMap::new();
     let mut placements: Vec<Placement> = Vec::with_capacity(candidates.len());
-    for (n, (candidate, found)) in candidates.iter().zip(matches).enumerate() {
+    for (&candidate, found) in candidates.iter().zip(matches) {
         let target = match found {
             Some(m) => Some((
                 m.id,
@@ -710,31 +713,35 @@ fn place(
                 m.street_code.clone(),
                 stored.get(&m.id).copied().unwrap_or(1),
             )),
-            None => candidates[..n]
-                .iter()
-                .zip(&placements)
-                .find_map(|(earlier, placement)| {
-                    let opened = matches!(placement, Placement::New)
-                        && earlier.category == candidate.category;
-                    (opened
-                        && is_duplicate(
-                            candidate,
-                            &earlier.grid_code,
-                            earlier.lat.zip(earlier.lon),
-                            rule,
-                        ))
-                    .then(|| {
-                        (
-                            earlier.incident_id,
-                            earlier.district_code.clone(),
-                            earlier.street_code.clone(),
-                            1,
-                        )
-                    })
+            None => opened
+                .get(candidate.category.as_str())
+                .into_iter()
+                .flatten()
+                .find(|earlier| {
+                    is_duplicate(
+                        candidate,
+                        &earlier.grid_code,
+                        earlier.lat.zip(earlier.lon),
+                        rule,
+                    )
+                })
+                .map(|earlier| {
+                    (
+                        earlier.incident_id,
+                        earlier.district_code.clone(),
+                        earlier.street_code.clone(),
+                        1,
+                    )
                 }),
         };
         placements.push(match target {
-            None => Placement::New,
+            None => {
+                opened
+                    .entry(candidate.category.as_str())
+                    .or_default()
+                    .push(candidate);
+                Placement::New
+            }
             Some((incident_id, district_code, street_code, stored)) => {
                 let added = added.entry(incident_id).or_default();
                 *added += 1;

@@ -153,7 +153,7 @@ async fn a_batch_holding_one_rejected_message_twice_announces_it_once() {
     let recorded = whistle_store::intake::record(
         &mut db.pool.acquire().await.unwrap(),
         &[],
-        &[delivery(), delivery()],
+        &[&delivery(), &delivery()],
         rules.0,
         rules.1,
         &NoEvents,

@@ -109,18 +109,29 @@ async fn table_maintenance_does_what_autovacuum_would_only_when_the_server_does_
 
     let db = TestDb::create().await;
     // Outbox churn: 500 events written and relayed (deleted), as intake and the relay do.
-    sqlx::query(
-        "INSERT INTO outbox (event_id, subject, payload)
-         SELECT gen_random_uuid(), 'whistle.evt.test', '\\x00' FROM generate_series(1, 500)",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query("DELETE FROM outbox")
+    let churn = || async {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, subject, payload)
+             SELECT gen_random_uuid(), 'whistle.evt.test', '\\x00' FROM generate_series(1, 500)",
+        )
         .execute(&db.pool)
         .await
         .unwrap();
+        sqlx::query("DELETE FROM outbox")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    };
+    let outbox_size = || async {
+        sqlx::query_scalar::<_, i64>("SELECT pg_relation_size('outbox')")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+    churn().await;
     changes_seen(&db, "outbox", 1000).await;
+    let churned = outbox_size().await;
+    assert!(churned > 0);
 
     let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
         .fetch_one(&db.pool)
@@ -152,6 +163,9 @@ async fn table_maintenance_does_what_autovacuum_would_only_when_the_server_does_
     .await
     .unwrap();
     assert!(vacuumed && analyzed);
+    // The emptied outbox keeps its pages (truncating them would take an exclusive lock that
+    // stalls intake and the relay) and the next events reuse them.
+    assert_eq!(outbox_size().await, churned, "VACUUM left the pages");
     eventually("the outbox to be no longer due", WAIT, || async {
         !maintenance::due(&db.pool)
             .await
@@ -161,6 +175,12 @@ async fn table_maintenance_does_what_autovacuum_would_only_when_the_server_does_
     })
     .await
     .unwrap();
+    churn().await;
+    assert_eq!(
+        outbox_size().await,
+        churned,
+        "the next events reused the pages"
+    );
 
     let unknown = maintenance::perform(&db.pool, &Work::Analyze("no \"such\" table".into())).await;
     assert!(
@@ -543,7 +563,7 @@ mod batches {
             level_due_at: None,
             report_payload: vec![],
             stream_sequence: None,
-            state: serde_json::json!({}),
+            state: "{}".into(),
             timers: vec![],
             event: OutboxEvent {
                 event_id: Uuid::now_v7(),
@@ -556,7 +576,7 @@ mod batches {
     async fn record_batch(db: &TestDb, reports: &[NewIncident]) -> Recorded {
         record(
             &mut db.pool.acquire().await.unwrap(),
-            reports,
+            &reports.iter().collect::<Vec<_>>(),
             &[],
             DuplicateRule {
                 radius_m: 100.0,

@@ -1,5 +1,5 @@
-//! The intake loop: pull a batch of reports, validate, record in one transaction, publish
-//! rejections, then ack.
+//! The intake loop: pull a batch of reports, validate, record it in one transaction per lane
+//! (lanes divide the reports by category and run at once), publish rejections, then ack.
 //!
 //! **Invariant:** a message is acked only after everything it caused is committed to PostgreSQL
 //! (and, for a rejection, stored in `WHISTLE_REJECTED`). A crash anywhere before the ack means a
@@ -9,7 +9,11 @@
 //! splitting the batch, so it never holds up the others, and after its last allowed delivery it
 //! is rejected as `processing_failed` through the same path as an invalid report.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use async_nats::{
     header::{HeaderMap, NATS_MESSAGE_ID},
@@ -49,7 +53,8 @@ pub const DELIVERY_COUNT_HEADER: &str = "Whistle-Delivery-Count";
 pub(crate) struct Intake {
     pub shared: Arc<Shared>,
     pub consumer: PullConsumer,
-    pub db: whistle_store::Dedicated,
+    /// One connection per lane (see [`Options::intake_lanes`](crate::Options)); never empty.
+    pub lanes: Vec<whistle_store::Dedicated>,
     pub relay_wakeup: Arc<Notify>,
     /// New incidents bring deadlines the timer loop may not know yet.
     pub timer_wakeup: Arc<Notify>,
@@ -137,7 +142,11 @@ impl Intake {
     /// Handles one batch. Never returns an error: a failure leaves the messages unacked (nak with
     /// a delay) so they come back.
     ///
-    /// A batch that fails to commit because PostgreSQL is unavailable is retried whole, forever.
+    /// The lanes record their shares of the batch at once (one connection each, so PostgreSQL
+    /// works on them in parallel, and dispatch prepares one while another waits); every share
+    /// commits or fails on its own, and the acks wait for all of them.
+    ///
+    /// A share that fails to commit because PostgreSQL is unavailable is retried whole, forever.
     /// Any other failure is split in halves until the report that fails on its own is found, so
     /// the others commit; that report is retried with a growing delay, and rejected as
     /// `processing_failed` once it reaches its last delivery.
@@ -152,34 +161,25 @@ impl Intake {
         self.keep_earlier_rejections(&batch, &mut outcomes, now)
             .await;
 
+        // The lanes record their shares at once, each in its own transactions.
+        let shares = shares(&outcomes, self.lanes.len());
+        let lane_results = futures::future::join_all(
+            self.lanes
+                .iter_mut()
+                .zip(shares)
+                .filter(|(_, share)| !share.is_empty())
+                .map(|(db, share)| record_share(db, &catalog, now, &outcomes, share)),
+        )
+        .await;
         let mut totals = Totals::default();
         let mut committed = Vec::with_capacity(batch.len());
         let mut unavailable = Vec::new();
         let mut failing = Vec::new();
-        // Depth first, left half first: reports commit in about their stream order.
-        let mut parts = vec![(0..batch.len()).collect::<Vec<usize>>()];
-        while let Some(mut part) = parts.pop() {
-            match self
-                .record(&catalog, now, part.iter().map(|&i| &outcomes[i]))
-                .await
-            {
-                Ok(recorded) => {
-                    totals.add(&recorded);
-                    committed.extend(part);
-                }
-                Err(e) if is_unavailable(&e) => {
-                    warn!(error = %e, batch = batch.len(), "recording the batch failed; it will be redelivered");
-                    unavailable.extend(part);
-                    unavailable.extend(parts.drain(..).flatten());
-                }
-                Err(e) if part.len() > 1 => {
-                    debug!(error = %e, reports = part.len(), "a batch failed to commit; splitting it to isolate the failing report");
-                    let right = part.split_off(part.len() / 2);
-                    parts.push(right);
-                    parts.push(part);
-                }
-                Err(e) => failing.push((part[0], e.to_string())),
-            }
+        for lane in lane_results {
+            totals.merge(lane.totals);
+            committed.extend(lane.committed);
+            unavailable.extend(lane.unavailable);
+            failing.extend(lane.failing);
         }
 
         let mut backoff = Vec::new();
@@ -195,9 +195,13 @@ impl Intake {
             outcomes[i] = Outcome::Rejected(row, rejection);
             // Recorded like a validation rejection (row and event in one transaction, idempotent
             // by source key), so a crash before the ack redelivers it into a no-op.
-            match self
-                .record(&catalog, now, std::iter::once(&outcomes[i]))
-                .await
+            match record(
+                &mut self.lanes[0],
+                &catalog,
+                now,
+                std::iter::once(&outcomes[i]),
+            )
+            .await
             {
                 Ok(recorded) => {
                     warn!(error = %error, delivered, "a report kept failing to record; rejected as processing_failed");
@@ -332,45 +336,137 @@ impl Intake {
             }
         }
     }
+}
 
-    /// Records some of a batch's outcomes in one transaction.
-    async fn record<'a>(
-        &mut self,
-        catalog: &Catalog,
-        now: chrono::DateTime<chrono::Utc>,
-        outcomes: impl Iterator<Item = &'a Outcome>,
-    ) -> whistle_store::Result<Recorded> {
-        let mut incidents = Vec::new();
-        let mut rejections = Vec::new();
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Valid(incident) => incidents.push((**incident).clone()),
-                Outcome::Rejected(rejection, _) => rejections.push((**rejection).clone()),
-                Outcome::Repeat => {}
+/// Records one lane's share of a batch (indices into `outcomes`) in one transaction. A failure
+/// other than PostgreSQL being unavailable splits the share in halves until the report that
+/// fails on its own is found, so the others commit.
+async fn record_share(
+    db: &mut whistle_store::Dedicated,
+    catalog: &Catalog,
+    now: chrono::DateTime<chrono::Utc>,
+    outcomes: &[Outcome],
+    share: Vec<usize>,
+) -> LaneResult {
+    let mut result = LaneResult::default();
+    // Depth first, left half first: reports commit in about their stream order.
+    let mut parts = vec![share];
+    while let Some(mut part) = parts.pop() {
+        match record(db, catalog, now, part.iter().map(|&i| &outcomes[i])).await {
+            Ok(recorded) => {
+                result.totals.add(&recorded);
+                result.committed.extend(part);
             }
+            Err(e) if is_unavailable(&e) => {
+                warn!(error = %e, reports = part.len(), "recording the batch failed; it will be redelivered");
+                result.unavailable.extend(part);
+                result.unavailable.extend(parts.drain(..).flatten());
+            }
+            Err(e) if part.len() > 1 => {
+                debug!(error = %e, reports = part.len(), "a batch failed to commit; splitting it to isolate the failing report");
+                let right = part.split_off(part.len() / 2);
+                parts.push(right);
+                parts.push(part);
+            }
+            Err(e) => result.failing.push((part[0], e.to_string())),
         }
-        let policy = &catalog.policy;
-        let duplicates = DuplicateRule {
-            radius_m: f64::from(policy.duplicates().radius_m),
-            window: policy.duplicates().window,
-        };
-        let clusters = ClusterRule {
-            threshold: i64::from(policy.clusters().threshold),
-            window: policy.clusters().window,
-        };
-        let builder = EventBuilder { catalog, now };
-        let conn = self.db.get().await?;
-        let result = whistle_store::intake::record(
-            conn,
-            &incidents,
-            &rejections,
-            duplicates,
-            clusters,
-            &builder,
-        )
-        .await;
-        self.db.check(result)
     }
+    result
+}
+
+/// Records some of a batch's outcomes in one transaction.
+async fn record<'a>(
+    db: &mut whistle_store::Dedicated,
+    catalog: &Catalog,
+    now: chrono::DateTime<chrono::Utc>,
+    outcomes: impl Iterator<Item = &'a Outcome>,
+) -> whistle_store::Result<Recorded> {
+    let mut incidents = Vec::new();
+    let mut rejections = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Valid(incident) => incidents.push(&**incident),
+            Outcome::Rejected(rejection, _) => rejections.push(&**rejection),
+            Outcome::Repeat => {}
+        }
+    }
+    let policy = &catalog.policy;
+    let duplicates = DuplicateRule {
+        radius_m: f64::from(policy.duplicates().radius_m),
+        window: policy.duplicates().window,
+    };
+    let clusters = ClusterRule {
+        threshold: i64::from(policy.clusters().threshold),
+        window: policy.clusters().window,
+    };
+    let builder = EventBuilder { catalog, now };
+    let conn = db.get().await?;
+    let result = whistle_store::intake::record(
+        conn,
+        &incidents,
+        &rejections,
+        duplicates,
+        clusters,
+        &builder,
+    )
+    .await;
+    db.check(result)
+}
+
+/// Divides a batch among `lanes` (indices into `outcomes`, in batch order within a share). The
+/// valid reports of one category always share a lane, as a duplicate or a cluster never spans
+/// categories.
+fn shares(outcomes: &[Outcome], lanes: usize) -> Vec<Vec<usize>> {
+    divide(
+        outcomes.iter().map(|outcome| match outcome {
+            Outcome::Valid(incident) => Some(incident.category.as_str()),
+            Outcome::Rejected(..) | Outcome::Repeat => None,
+        }),
+        lanes,
+    )
+}
+
+/// Divides items among `lanes` keeping those with the same key together: the groups, largest
+/// first, and then the items without a key go to the lane with the fewest items so far, so that
+/// the lanes finish at about the same time. Indices in order within each lane.
+fn divide<K: std::hash::Hash + Eq>(
+    keys: impl Iterator<Item = Option<K>>,
+    lanes: usize,
+) -> Vec<Vec<usize>> {
+    let mut groups: HashMap<K, Vec<usize>> = HashMap::new();
+    let mut rest = Vec::new();
+    for (i, key) in keys.enumerate() {
+        match key {
+            Some(key) => groups.entry(key).or_default().push(i),
+            None => rest.push(i),
+        }
+    }
+    let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
+    // Ties broken by position, so the division does not depend on the map's order.
+    groups.sort_by_key(|g| (std::cmp::Reverse(g.len()), g[0]));
+    groups.push(rest);
+    let mut shares = vec![Vec::new(); lanes.max(1)];
+    for group in groups {
+        let lightest = (0..shares.len())
+            .min_by_key(|&l| shares[l].len())
+            .expect("at least one lane");
+        shares[lightest].extend(group);
+    }
+    for share in &mut shares {
+        share.sort_unstable();
+    }
+    shares
+}
+
+/// What one lane did with its share of a batch.
+#[derive(Default)]
+struct LaneResult {
+    totals: Totals,
+    committed: Vec<usize>,
+    /// PostgreSQL was unavailable: retried whole.
+    unavailable: Vec<usize>,
+    /// Reports that failed on their own, with the error.
+    failing: Vec<(usize, String)>,
 }
 
 /// What the committed parts of a batch changed.
@@ -388,6 +484,13 @@ impl Totals {
         self.attached += recorded.attached.len();
         self.clusters += recorded.clusters.len();
         self.rejections += recorded.rejections.len();
+    }
+
+    fn merge(&mut self, other: Totals) {
+        self.incidents += other.incidents;
+        self.attached += other.attached;
+        self.clusters += other.clusters;
+        self.rejections += other.rejections;
     }
 
     fn changed(&self) -> bool {
@@ -572,7 +675,7 @@ fn new_incident(
         level_due_at: state.level_due,
         report_payload: valid.report.encode_to_vec(),
         stream_sequence: i64::try_from(stream_sequence).ok(),
-        state: serde_json::to_value(&state).expect("incident state serializes"),
+        state: serde_json::to_string(&state).expect("incident state serializes"),
         timers,
         event,
     }
@@ -626,6 +729,21 @@ mod tests {
         ))));
         assert!(!is_unavailable(&store(sqlx::Error::RowNotFound)));
         assert!(!is_unavailable(&whistle_store::Error::Corrupt("x".into())));
+    }
+
+    #[test]
+    fn a_batch_is_divided_evenly_with_each_category_in_one_lane() {
+        let keys = ["a", "b", "a", "c", "a", "b", "d", "d"];
+        // Then two rejections.
+        let lanes = divide(keys.iter().map(Some).chain([None, None]), 2);
+        // a (3) → lane 0; b (2) → 1; d (2) → 1; c (1) → 0; the rejections together → 0.
+        assert_eq!(lanes, [vec![0, 2, 3, 4, 8, 9], vec![1, 5, 6, 7]]);
+        let mut all: Vec<usize> = lanes.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..10).collect::<Vec<_>>(), "every item once");
+
+        assert_eq!(divide([Some(1), None].into_iter(), 1), [vec![0, 1]]);
+        assert_eq!(divide([Some(1)].into_iter(), 3), [vec![0], vec![], vec![]]);
     }
 
     #[test]

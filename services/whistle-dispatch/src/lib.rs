@@ -77,6 +77,9 @@ pub struct Options {
     pub consumer: String,
     /// Most reports recorded in one transaction.
     pub batch_size: usize,
+    /// Transactions a batch is recorded in at once, each on its own connection, the reports
+    /// divided among them by category (duplicates and clusters never span categories).
+    pub intake_lanes: usize,
     /// How long JetStream waits for an ack before redelivering to another replica.
     #[serde(with = "duration_millis")]
     pub ack_wait: Duration,
@@ -114,6 +117,7 @@ impl Default for Options {
             policy: "ordos".into(),
             consumer: "whistle-dispatch".into(),
             batch_size: 500,
+            intake_lanes: 2,
             ack_wait: Duration::from_secs(30),
             retry_delay: Duration::from_secs(1),
             max_report_failures: 5,
@@ -354,7 +358,9 @@ impl Service {
         let intake = intake::Intake {
             shared: self.shared.clone(),
             consumer: self.consumer,
-            db: whistle_store::Dedicated::new(database_url)?,
+            lanes: (0..self.shared.options.intake_lanes.max(1))
+                .map(|_| whistle_store::Dedicated::new(database_url))
+                .collect::<Result<_, _>>()?,
             relay_wakeup: relay_wakeup.clone(),
             timer_wakeup: timer_wakeup.clone(),
         };
