@@ -3,7 +3,8 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use whistle_dispatch::Options;
 
-/// glibc's malloc and free were a fifth of the service's CPU under load (docs/benchmarks.md).
+/// glibc's malloc and free were a fifth of dispatch's CPU under load; with mimalloc dispatch spends
+/// about 8 % less CPU a report (docs/benchmarks.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -5,10 +5,6 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use whistle_query::Options;
 
-/// glibc's malloc and free were a fifth of the service's CPU under load (docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// whistle-query: the read side for the command screens and the gRPC door for commands, over
 /// gRPC and gRPC-web, with Prometheus metrics at /metrics.
 #[derive(Debug, Parser)]
