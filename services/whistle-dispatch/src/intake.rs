@@ -445,7 +445,7 @@ fn divide<K: std::hash::Hash + Eq>(
     // Ties broken by position, so the division does not depend on the map's order.
     groups.sort_by_key(|g| (std::cmp::Reverse(g.len()), g[0]));
     groups.push(rest);
-    let mut shares = vec![Vec::new(); lanes.max(1)];
+    let mut shares = vec![Vec::new(); lanes];
     for group in groups {
         let lightest = (0..shares.len())
             .min_by_key(|&l| shares[l].len())
