@@ -23,7 +23,7 @@
 //! `due_at`, before dispatch's timer sets the flag) and the resolution rate (deadlines up to now,
 //! not later today). For those each area keeps its deadlines to the microsecond: those of open,
 //! unflagged incidents, and those from today on. Day counters older than the longest window (366
-//! days), hour counters older than the longest trend (168 hours, plus one) and deadline entries of
+//! days, plus one), hour counters older than the longest trend (168 hours, plus one) and deadline entries of
 //! past days are pruned as hours go by; a change to a pruned entry is ignored on both the removing
 //! and the adding side, so pruning keeps the diffs consistent.
 //!
@@ -68,8 +68,9 @@ pub(crate) type Hour = i32;
 const HOUR: Micros = 3_600_000_000;
 const DAY: Micros = 24 * HOUR;
 const UTC8: Micros = 8 * HOUR;
-/// Days of counters kept: the longest window.
-const KEPT_DAYS: Day = overview::MAX_WINDOW.num_days() as Day;
+/// Days of counters kept: the longest window, plus the day before it, so that a request whose
+/// clock read came just before the feed moved to the next day still finds its oldest day.
+const KEPT_DAYS: Day = overview::MAX_WINDOW.num_days() as Day + 1;
 /// Hours of counters kept: the longest trend, plus the hour before it, so that a request whose
 /// clock read came just before the feed moved to the next hour still finds its oldest bucket.
 const KEPT_HOURS: Hour = trend::MAX_HOURS as Hour + 1;
@@ -505,7 +506,7 @@ struct AreaCounters {
     hours: BTreeMap<Hour, HourCounts>,
     deadlines: BTreeMap<Micros, DeadlineCounts>,
     /// The latest hour the counters were pruned for: hour counts from `horizon - 168`, day counts
-    /// from its day minus 365 and the `due` part of deadlines from the start of its day are kept.
+    /// from its day minus 366 and the `due` part of deadlines from the start of its day are kept.
     horizon: Hour,
 }
 
@@ -1410,6 +1411,28 @@ mod tests {
             DateTime::from_timestamp_micros(NOW).unwrap(),
         );
         assert!(none.buckets.is_empty());
+    }
+
+    #[test]
+    fn day_counters_outlive_the_longest_window_by_a_day() {
+        let store = Store::new(0);
+        let facts = opened(&store, grid(0), NOW);
+        let due_day = day_of(facts.due.unwrap());
+        store.put(Uuid::now_v7(), facts, hour_of(NOW));
+        let longest = overview::window_days(overview::MAX_WINDOW);
+        let last_day = due_day + Day::try_from(longest).unwrap() - 1;
+        let due_in_window = |store: &Store| {
+            // A request whose clock read the last microsecond of the window's last day.
+            let at = DateTime::from_timestamp_micros(day_start(last_day + 1) - 1).unwrap();
+            store.overview("", key(""), longest, at).rates.unwrap().due
+        };
+        assert_eq!(due_in_window(&store), 1);
+        // The feed moved on to the next day before that request read the counters.
+        store.advance(hour_of(day_start(last_day + 1)));
+        assert_eq!(due_in_window(&store), 1);
+        store.advance(hour_of(day_start(last_day + 2)));
+        assert_eq!(due_in_window(&store), 0);
+        assert!(store.areas.get(&key("150600")).unwrap().days.is_empty());
     }
 
     #[test]
