@@ -457,17 +457,23 @@ where
     }
 }
 
+/// The state of dispatch's intake consumer.
+pub async fn intake_consumer(js: &jetstream::Context) -> jetstream::consumer::Info {
+    js.get_stream(whistle_dispatch::streams::REPORTS)
+        .await
+        .unwrap()
+        .consumer_info("whistle-dispatch")
+        .await
+        .unwrap()
+}
+
 /// Waits until dispatch's intake consumer has nothing pending and nothing awaiting an ack.
 pub async fn intake_drained(js: &jetstream::Context) {
     eventually(
         "the intake consumer drained",
         Duration::from_secs(20),
         || async {
-            let mut consumer: jetstream::consumer::PullConsumer = js
-                .get_consumer_from_stream("whistle-dispatch", "WHISTLE_REPORTS")
-                .await
-                .unwrap();
-            let info = consumer.info().await.unwrap();
+            let info = intake_consumer(js).await;
             info.num_pending == 0 && info.num_ack_pending == 0
         },
     )

@@ -490,15 +490,7 @@ async fn a_changed_ack_wait_applies_to_the_existing_consumer_at_the_next_start()
     let nats = NatsServer::start().await;
     let db = TestDb::create().await;
     let reporter = Reporter::connect(&nats).await;
-    let ack_wait = || async {
-        let stream = reporter
-            .js
-            .get_stream(whistle_dispatch::streams::REPORTS)
-            .await
-            .unwrap();
-        let info = stream.consumer_info("whistle-dispatch").await.unwrap();
-        info.config.ack_wait
-    };
+    let ack_wait = || async { intake_consumer(&reporter.js).await.config.ack_wait };
     let options = dispatch_options(&nats, &db);
     Dispatch::start(options.clone()).await.stop().await;
     assert_eq!(ack_wait().await, Duration::from_secs(2));
@@ -522,6 +514,97 @@ async fn a_changed_ack_wait_applies_to_the_existing_consumer_at_the_next_start()
     .await
     .unwrap();
     dispatch.stop().await;
+}
+
+/// A batch held longer than the ack wait (here its insert waits three ack waits for a table lock)
+/// is kept by progress messages: JetStream does not redeliver it meanwhile, and it commits once.
+#[tokio::test]
+async fn a_batch_held_past_the_ack_wait_is_kept_and_not_redelivered() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let options = dispatch_options(&nats, &db);
+    let ack_wait = options.ack_wait;
+    let dispatch = Dispatch::start(options).await;
+    let reporter = Reporter::connect(&nats).await;
+
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE reports IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    reporter.publish(&report("held", &grids()[0])).await;
+    eventually("the report in dispatch's hands", WAIT, || async {
+        intake_consumer(&reporter.js).await.num_ack_pending == 1
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(3 * ack_wait).await;
+    let info = intake_consumer(&reporter.js).await;
+    assert_eq!(
+        (info.num_ack_pending, info.num_redelivered),
+        (1, 0),
+        "still in hand, never redelivered"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM reports").await, 0);
+
+    blocker.rollback().await.unwrap();
+    intake_drained(&reporter.js).await;
+    assert_eq!(intake_consumer(&reporter.js).await.num_redelivered, 0);
+    assert_eq!(db.count("SELECT count(*) FROM incidents").await, 1);
+    dispatch.stop().await;
+    let reported = events(&reporter.js)
+        .await
+        .into_iter()
+        .filter(|(_, e)| e.kind == "incident.reported")
+        .count();
+    assert_eq!(reported, 1);
+}
+
+/// A replica stopped gracefully hands back the reports delivered to it but not yet in a batch:
+/// the next replica records them at once, not after the (here one-minute) ack wait.
+#[tokio::test]
+async fn a_graceful_stop_hands_back_the_reports_it_had_not_started() {
+    let nats = NatsServer::start().await;
+    let db = TestDb::create().await;
+    let options = whistle_dispatch::Options {
+        batch_size: 5,
+        ack_wait: Duration::from_secs(60),
+        ..dispatch_options(&nats, &db)
+    };
+    // Migrations first, so the table to lock exists.
+    Dispatch::start(options.clone()).await.stop().await;
+    let reporter = Reporter::connect(&nats).await;
+    let grids = grids();
+    for (i, grid) in grids.iter().take(20).enumerate() {
+        reporter
+            .publish(&report(&format!("queued-{i}"), grid))
+            .await;
+    }
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE reports IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let first = Dispatch::start(options.clone()).await;
+    // One batch of five in hand (held by the lock), more delivered behind it.
+    eventually(
+        "reports delivered beyond the batch in hand",
+        WAIT,
+        || async { intake_consumer(&reporter.js).await.num_ack_pending > 5 },
+    )
+    .await
+    .unwrap();
+    first.shutdown.cancel();
+    blocker.rollback().await.unwrap();
+    first.stop().await;
+
+    let second = Dispatch::start(options).await;
+    eventually("every queued report recorded", WAIT, || async {
+        db.count("SELECT count(*) FROM incidents").await == 20
+    })
+    .await
+    .unwrap();
+    second.stop().await;
 }
 
 /// A report that PostgreSQL refuses on every delivery (here a trigger that raises for its id, as a

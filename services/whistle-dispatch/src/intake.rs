@@ -19,7 +19,7 @@ use async_nats::{
     header::{HeaderMap, NATS_MESSAGE_ID},
     jetstream::{self, consumer::PullConsumer, AckKind},
 };
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use prost::Message as _;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -117,7 +117,10 @@ impl Intake {
             loop {
                 let next = tokio::select! {
                     biased;
-                    _ = shutdown.cancelled() => break,
+                    _ = shutdown.cancelled() => {
+                        hand_back(&mut chunks).await;
+                        break;
+                    }
                     next = tokio::task::unconstrained(chunks.next()) => next,
                 };
                 let Some(chunk) = next else {
@@ -132,7 +135,13 @@ impl Intake {
                     }
                 }
                 if !batch.is_empty() {
-                    self.process(batch).await;
+                    let every = progress_interval(self.shared.options.ack_wait);
+                    let in_hand = keep_in_hand(&batch, every);
+                    tokio::select! {
+                        biased;
+                        () = self.process(&batch) => {}
+                        never = in_hand => match never {},
+                    }
                 }
             }
         }
@@ -150,7 +159,7 @@ impl Intake {
     /// Any other failure is split in halves until the report that fails on its own is found, so
     /// the others commit; that report is retried with a growing delay, and rejected as
     /// `processing_failed` once it reaches its last delivery.
-    async fn process(&mut self, batch: Vec<jetstream::Message>) {
+    async fn process(&mut self, batch: &[jetstream::Message]) {
         let now = self.shared.clock.now();
         let catalog = self.shared.catalog.load();
         let mut seen = HashSet::with_capacity(batch.len());
@@ -158,7 +167,7 @@ impl Intake {
             .iter()
             .map(|m| classify(m, &catalog, now, &mut seen))
             .collect();
-        self.keep_earlier_rejections(&batch, &mut outcomes, now)
+        self.keep_earlier_rejections(batch, &mut outcomes, now)
             .await;
 
         // The lanes record their shares at once, each in its own transactions.
@@ -333,6 +342,47 @@ impl Intake {
                     now,
                 );
                 outcomes[i] = Outcome::Rejected(row, rejection);
+            }
+        }
+    }
+}
+
+/// On shutdown, naks the messages delivered to this replica but not yet taken into a batch, so
+/// that another replica gets them now rather than after the ack wait.
+async fn hand_back<E>(
+    chunks: &mut (impl futures::Stream<Item = Vec<Result<jetstream::Message, E>>> + Unpin),
+) {
+    let mut handed_back = 0usize;
+    while let Some(Some(chunk)) = chunks.next().now_or_never() {
+        for message in chunk.into_iter().flatten() {
+            if message.ack_with(AckKind::Nak(None)).await.is_ok() {
+                handed_back += 1;
+            }
+        }
+    }
+    if handed_back > 0 {
+        info!(
+            handed_back,
+            "reports not yet taken into a batch handed back for redelivery"
+        );
+    }
+}
+
+/// A third of the ack wait: two progress messages may be late or lost before JetStream gives up.
+fn progress_interval(ack_wait: Duration) -> Duration {
+    (ack_wait / 3).max(Duration::from_millis(100))
+}
+
+/// Tells JetStream every `every` that the batch is still being worked on, so that a batch held
+/// longer than the ack wait (a lock wait, a slow commit, a starved machine) is not redelivered
+/// meanwhile; the ack wait can then be short, and a crashed replica's reports come back soon.
+/// Runs until dropped.
+async fn keep_in_hand(batch: &[jetstream::Message], every: Duration) -> std::convert::Infallible {
+    loop {
+        tokio::time::sleep(every).await;
+        for message in batch {
+            if let Err(e) = message.ack_with(AckKind::Progress).await {
+                debug!(error = %e, "progress not sent; the message may be redelivered and deduplicated");
             }
         }
     }

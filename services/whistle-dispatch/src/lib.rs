@@ -80,7 +80,9 @@ pub struct Options {
     /// Transactions a batch is recorded in at once, each on its own connection, the reports
     /// divided among them by category (duplicates and clusters never span categories).
     pub intake_lanes: usize,
-    /// How long JetStream waits for an ack before redelivering to another replica.
+    /// How long JetStream waits for an ack before redelivering to another replica: how soon the
+    /// reports a crashed replica held come back. A batch still being worked on is kept from
+    /// redelivery by progress messages every third of this.
     #[serde(with = "duration_millis")]
     pub ack_wait: Duration,
     /// Delay before a batch that failed to commit is redelivered.
@@ -118,7 +120,7 @@ impl Default for Options {
             consumer: "whistle-dispatch".into(),
             batch_size: 500,
             intake_lanes: 2,
-            ack_wait: Duration::from_secs(30),
+            ack_wait: Duration::from_secs(10),
             retry_delay: Duration::from_secs(1),
             max_report_failures: 5,
             relay_poll_interval: Duration::from_millis(250),

@@ -48,9 +48,9 @@ struct Args {
         default_value_t = 600
     )]
     report_duplicate_window_secs: u64,
-    /// How long JetStream waits for a report's ack before redelivering it to another replica
-    /// (applies when the intake consumer is created).
-    #[arg(long, env = "WHISTLE_ACK_WAIT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    /// How long JetStream waits for a report's ack before redelivering it to another replica: how
+    /// soon a killed replica's reports come back (set on the intake consumer at every start).
+    #[arg(long, env = "WHISTLE_ACK_WAIT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     ack_wait_secs: u64,
     /// How often to check whether tables need ANALYZE or VACUUM, done only when the server's
     /// autovacuum is off; 0 never checks.
