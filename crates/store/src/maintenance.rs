@@ -24,6 +24,7 @@ pub struct TableStats {
     pub n_live_tup: i64,
     pub n_dead_tup: i64,
     pub n_mod_since_analyze: i64,
+    pub n_ins_since_vacuum: i64,
     /// Rows when last analysed or vacuumed (`pg_class.reltuples`; negative: never).
     pub reltuples: f64,
     /// Seconds since the last ANALYZE; `None`: never analysed.
@@ -34,13 +35,16 @@ pub struct TableStats {
 /// every 10 % of changes (autovacuum's rule) would cost a second of the server's CPU each time.
 const REANALYZE_AFTER_SECS: f64 = 600.0;
 
-/// What is due on this table now: VACUUM with autovacuum's default rule (50 dead rows + 20 % of
-/// the live ones); ANALYZE with its rule (50 changes + 10 %), but only if the table was never
+/// What is due on this table now: VACUUM with autovacuum's default rules (50 dead rows + 20 % of
+/// the live ones, or 1,000 inserted rows + 20 % of the rows at the last vacuum: an insert-only
+/// table such as the timeline needs it too, or its index-only scans read the heap for every
+/// row, as the visibility map is never set); ANALYZE with its rule (50 changes + 10 %), but only if the table was never
 /// analysed, has more than doubled since, or was last analysed ten minutes ago.
 pub fn needed(stats: &TableStats) -> Vec<Work> {
     let live = stats.n_live_tup.max(0) as f64;
     let mut work = Vec::new();
-    if stats.n_dead_tup as f64 > 50.0 + 0.2 * live {
+    let inserted = stats.n_ins_since_vacuum as f64 > 1000.0 + 0.2 * stats.reltuples.max(0.0);
+    if stats.n_dead_tup as f64 > 50.0 + 0.2 * live || inserted {
         work.push(Work::Vacuum(stats.relname.clone()));
     }
     let changed = stats.n_mod_since_analyze as f64 > 50.0 + 0.1 * live;
@@ -68,6 +72,7 @@ pub async fn due(pool: &PgPool) -> Result<Vec<Work>> {
     }
     let tables: Vec<TableStats> = sqlx::query_as(
         "SELECT s.relname::text AS relname, s.n_live_tup, s.n_dead_tup, s.n_mod_since_analyze,
+                s.n_ins_since_vacuum,
                 c.reltuples::float8 AS reltuples,
                 extract(epoch FROM now() - greatest(s.last_analyze, s.last_autoanalyze))::float8 AS since_analyze
          FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
@@ -101,6 +106,7 @@ mod tests {
             n_live_tup: live,
             n_dead_tup: dead,
             n_mod_since_analyze: modified,
+            n_ins_since_vacuum: 0,
             reltuples: -1.0,
             since_analyze: None,
         }
@@ -155,5 +161,23 @@ mod tests {
         // The outbox: nearly nothing live, everything deleted.
         let outbox = analyzed(stats(10, 60_000, 60_010), 0.0, 5.0);
         assert_eq!(needed(&outbox), [Work::Vacuum("incidents".into())]);
+    }
+
+    #[test]
+    fn an_insert_only_table_is_vacuumed_with_autovacuums_insert_rule() {
+        // Vacuumed last at a million rows: again after 201,000 inserts.
+        let table = |inserted| TableStats {
+            n_ins_since_vacuum: inserted,
+            ..analyzed(stats(1_000_000 + inserted, 0, 0), 1_000_000.0, 1.0)
+        };
+        assert_eq!(kinds(needed(&table(201_000))), Vec::<&str>::new());
+        assert_eq!(kinds(needed(&table(201_001))), ["vacuum"]);
+        // Never vacuumed nor analysed (reltuples -1): after 1,000.
+        let new = |inserted| TableStats {
+            n_ins_since_vacuum: inserted,
+            ..stats(inserted, 0, inserted)
+        };
+        assert_eq!(kinds(needed(&new(1_000))), ["analyze"]);
+        assert_eq!(kinds(needed(&new(1_001))), ["vacuum", "analyze"]);
     }
 }

@@ -681,3 +681,19 @@ mod batches {
         );
     }
 }
+
+/// Neither the pool nor a dedicated connection JIT-compiles: compiling cost intake 15–30 ms on
+/// statements that ran for a few.
+#[tokio::test]
+async fn store_connections_never_jit_compile() {
+    let db = TestDb::create().await;
+    let pool = whistle_store::connect(&db.url, 1).await.unwrap();
+    let mut dedicated = whistle_store::Dedicated::new(&db.url).unwrap();
+    let jit = "SELECT current_setting('jit')";
+    let pooled: String = sqlx::query_scalar(jit).fetch_one(&pool).await.unwrap();
+    let own: String = sqlx::query_scalar(jit)
+        .fetch_one(dedicated.get().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!((pooled.as_str(), own.as_str()), ("off", "off"));
+}
