@@ -36,10 +36,10 @@ pub struct TableStats {
 const REANALYZE_AFTER_SECS: f64 = 600.0;
 
 /// What is due on this table now: VACUUM with autovacuum's default rules (50 dead rows + 20 % of
-/// the live ones, or 1,000 inserted rows + 20 % of the rows at the last vacuum: an insert-only
-/// table such as the timeline needs it too, or its index-only scans read the heap for every
-/// row, as the visibility map is never set); ANALYZE with its rule (50 changes + 10 %), but only if the table was never
-/// analysed, has more than doubled since, or was last analysed ten minutes ago.
+/// the live ones, or 1,000 inserted rows + 20 % of the rows at the last vacuum: without it the
+/// visibility map of an insert-only table such as the timeline is never set, and its index-only
+/// scans read the heap for every row); ANALYZE with its rule (50 changes + 10 %), but only if the
+/// table was never analysed, has more than doubled since, or was last analysed ten minutes ago.
 pub fn needed(stats: &TableStats) -> Vec<Work> {
     let live = stats.n_live_tup.max(0) as f64;
     let mut work = Vec::new();

@@ -8,6 +8,7 @@ mod console;
 mod console_api;
 mod crash;
 mod escalation;
+mod fill;
 mod harness;
 mod intake;
 mod query;

@@ -21,7 +21,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use hdrhistogram::Histogram;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
-use whistle_cli::ceiling;
+use whistle_cli::{ceiling, fill};
 use whistle_domain::Level;
 use whistle_proto::{
     v1::{self, command_center_client::CommandCenterClient},
@@ -34,7 +34,7 @@ mod timers;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Args {
-    /// Write synthetic incidents (with a timeline entry each) for query benchmarks.
+    /// Write synthetic incidents (with the timeline their status implies) for query benchmarks.
     Fill {
         /// How many incidents to add.
         #[arg(long, default_value_t = 1_000_000)]
@@ -261,56 +261,9 @@ async fn fill(conn: &Connection, incidents: u64, days: u32) -> anyhow::Result<()
     let mut written = 0;
     while written < incidents {
         let n = BATCH.min(incidents - written);
-        // Status mix of a month of real work: most closed, a fifth still open. Everything else is
-        // derived from the random grid, category and creation time.
-        sqlx::query(
-            "WITH new AS (
-                SELECT gen_random_uuid() AS id,
-                       $1::text[] AS grids, $2::text[] AS categories,
-                       now() - random() * make_interval(days => $4) AS created_at,
-                       random() AS r, floor(random() * cardinality($1::text[]))::int + 1 AS g,
-                       floor(random() * cardinality($2::text[]))::int + 1 AS c
-                FROM generate_series(1, $3)
-             ), rows AS (
-                SELECT id, grids[g] AS grid, categories[c] AS category, created_at, r,
-                       CASE WHEN r < 0.55 THEN 'closed' WHEN r < 0.60 THEN 'closed_unverified'
-                            WHEN r < 0.65 THEN 'resolved' WHEN r < 0.80 THEN 'handling'
-                            WHEN r < 0.90 THEN 'whistled' ELSE 'accepted' END AS status
-                FROM new
-             ), incidents AS (
-                INSERT INTO incidents (id, version, status, level, category, urgency, title,
-                    description, district_code, street_code, community_code, grid_code, lat, lon,
-                    address, reporter_id, report_count, policy_version, reported_at, created_at,
-                    updated_at, due_at, overdue, resolved_at, closed_at, satisfaction)
-                SELECT id, 1, status,
-                       CASE WHEN status IN ('whistled', 'accepted') THEN 'street'
-                            WHEN r < 0.7 THEN 'community' ELSE 'street' END,
-                       category, CASE WHEN random() < 0.1 THEN 'urgent' ELSE 'normal' END,
-                       '压测事件 ' || category, '由 whistle bench fill 生成的压测数据',
-                       left(grid, 6), left(grid, 9), left(grid, 12), grid,
-                       39.6 + random(), 109.8 + random(), '', 'gw-' || grid, 1, 'bench',
-                       created_at, created_at, created_at, created_at + interval '3 days',
-                       status IN ('handling', 'whistled', 'accepted')
-                           AND created_at + interval '3 days' < now(),
-                       CASE WHEN status IN ('resolved', 'closed', 'closed_unverified')
-                            THEN created_at + interval '1 day' END,
-                       CASE WHEN status IN ('closed', 'closed_unverified')
-                            THEN created_at + interval '2 days' END,
-                       CASE WHEN status = 'closed' THEN 'satisfied' END
-                FROM rows
-                RETURNING id, created_at
-             )
-             INSERT INTO timeline (incident_id, seq, kind, actor_id, at, note)
-             SELECT id, 1, 'incident.reported', 'system', created_at, 'whistle bench fill'
-             FROM incidents",
-        )
-        .bind(&grids)
-        .bind(&categories)
-        .bind(i64::try_from(n)?)
-        .bind(i32::try_from(days)?)
-        .execute(&pool)
-        .await
-        .context("inserting synthetic incidents")?;
+        fill::insert(&pool, &grids, &categories, n, days)
+            .await
+            .context("inserting synthetic incidents")?;
         written += n;
         eprint!(
             "\r{written}/{incidents} incidents ({:.0}/s)",

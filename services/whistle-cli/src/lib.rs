@@ -3,4 +3,5 @@
 //! formatting of the benchmarks. The commands themselves live in the binary (`main.rs`).
 
 pub mod ceiling;
+pub mod fill;
 pub mod stats;
