@@ -216,9 +216,10 @@ async fn record_candidates(
             *attached_counts.entry(target.incident_id).or_default() += 1;
         }
     }
+    let fresh_ids: HashSet<Uuid> = fresh.iter().map(|f| f.incident_id).collect();
     batch.existing = attached_counts
         .iter()
-        .filter(|(id, _)| !fresh.iter().any(|f| f.incident_id == **id))
+        .filter(|(id, _)| !fresh_ids.contains(*id))
         .map(|(id, n)| (*id, *n))
         .collect();
 

@@ -92,6 +92,7 @@ enum Outcome {
 impl Intake {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let batch_size = self.shared.options.batch_size;
+        let progress_every = progress_interval(self.shared.options.ack_wait);
         while !shutdown.is_cancelled() {
             let pull = self
                 .consumer
@@ -135,8 +136,7 @@ impl Intake {
                     }
                 }
                 if !batch.is_empty() {
-                    let every = progress_interval(self.shared.options.ack_wait);
-                    let in_hand = keep_in_hand(&batch, every);
+                    let in_hand = keep_in_hand(&batch, progress_every);
                     tokio::select! {
                         biased;
                         () = self.process(&batch) => {}
