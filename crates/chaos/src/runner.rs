@@ -821,13 +821,7 @@ async fn publish_load(
 }
 
 fn subject_for(grid: &str) -> String {
-    format!(
-        "whistle.report.{}.{}.{}.{}",
-        &grid[..6],
-        &grid[..9],
-        &grid[..12],
-        grid
-    )
+    whistle_wire::subject::report(&grid.parse().expect("a grid code"))
 }
 
 fn report(report_id: &str, grid: &str, category: &str) -> v1::Report {

@@ -384,7 +384,7 @@ async fn dispatch_rpcs_act_as_the_token_s_person_and_map_refusals_to_grpc_codes(
 async fn commands_without_a_running_dispatch_are_unavailable() {
     let nats = NatsServer::start().await;
     let db = TestDb::create().await;
-    let query = Query::start(&nats, &db, Arc::new(whistle_dispatch::SystemClock)).await;
+    let query = Query::start(&nats, &db, Arc::new(whistle_wire::SystemClock)).await;
     let token = db.token(Role::Operator, "150600").await;
     let channel = tonic::transport::Endpoint::from_shared(query.url())
         .unwrap()
@@ -418,15 +418,10 @@ async fn with_a_certificate_the_listener_speaks_tls_only() {
     let (cert_path, key_path) = (dir.path.join("cert.pem"), dir.path.join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let query = Query::start_with(
-        &nats,
-        &db,
-        Arc::new(whistle_dispatch::SystemClock),
-        |options| {
-            options.tls_cert = Some(cert_path);
-            options.tls_key = Some(key_path);
-        },
-    )
+    let query = Query::start_with(&nats, &db, Arc::new(whistle_wire::SystemClock), |options| {
+        options.tls_cert = Some(cert_path);
+        options.tls_key = Some(key_path);
+    })
     .await;
     let token = db.token(Role::Viewer, "150600").await;
 

@@ -408,7 +408,7 @@ async fn overview_is_unavailable_until_the_aggregates_have_loaded() {
     let nats = NatsServer::start().await;
     let db = TestDb::create().await;
     // No dispatch yet, so no WHISTLE_EVENTS: the aggregates cannot load.
-    let query = Query::start(&nats, &db, Arc::new(whistle_dispatch::SystemClock)).await;
+    let query = Query::start(&nats, &db, Arc::new(whistle_wire::SystemClock)).await;
     let mut client = command_center(&query.url(), &db.token(Role::Viewer, "150600").await).await;
     let request = v1::GetOverviewRequest::default();
     let refused = client.get_overview(request.clone()).await.unwrap_err();

@@ -128,7 +128,7 @@ async fn a_batch_holding_one_rejected_message_twice_announces_it_once() {
         source_key: "WHISTLE_REPORTS:821:1796073462664661613".into(),
         reason: "grid_mismatch".into(),
         message: "grid_code does not match the subject's grid".into(),
-        subject: "whistle.report.150621.150621005.150621005003.150621005003006".into(),
+        subject: whistle_wire::subject::report(&"150621005003006".parse().unwrap()),
         report_id: Some("chaos-2-820".into()),
         reporter_id: Some("gw-150621005003006".into()),
         stream_sequence: Some(821),
@@ -136,7 +136,11 @@ async fn a_batch_holding_one_rejected_message_twice_announces_it_once() {
         received_at: chrono::Utc::now(),
         event: OutboxEvent {
             event_id: uuid::Uuid::now_v7(),
-            subject: "whistle.event.150621.150621005.report.rejected".into(),
+            subject: whistle_wire::subject::incident_event(
+                "150621",
+                "150621005",
+                whistle_wire::kind::REPORT_REJECTED,
+            ),
             payload: vec![],
         },
     };

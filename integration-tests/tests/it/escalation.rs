@@ -6,9 +6,13 @@ use std::{sync::Arc, time::Duration};
 use chrono::{TimeDelta, Utc};
 use prost::Message as _;
 use uuid::Uuid;
-use whistle_dispatch::ManualClock;
 use whistle_domain::Level;
 use whistle_proto::v1::{self, command::Body, command_reply::Outcome};
+use whistle_wire::{
+    headers, kind,
+    names::{ServiceRequest, DISPATCH_SERVICE},
+    subject, CommandClient, ManualClock, Verb,
+};
 
 use crate::harness::*;
 
@@ -56,7 +60,6 @@ impl Stack {
     }
 
     async fn command(&self, actor: &str, incident: Uuid, body: Body) -> v1::CommandReply {
-        let verb = whistle_dispatch::commands::verb(&body);
         let command = v1::Command {
             command_id: Uuid::now_v7().to_string(),
             actor_id: actor.into(),
@@ -64,15 +67,10 @@ impl Stack {
             expected_version: 0,
             body: Some(body),
         };
-        let reply = self
-            .client
-            .request(
-                format!("whistle.cmd.{verb}"),
-                command.encode_to_vec().into(),
-            )
+        CommandClient::new(self.client.clone())
+            .send(&command)
             .await
-            .expect("dispatch answers");
-        v1::CommandReply::decode(reply.payload).expect("a CommandReply")
+            .expect("dispatch answers")
     }
 
     /// Sends a command that must succeed.
@@ -166,7 +164,7 @@ trait NowMillis {
 
 impl NowMillis for ManualClock {
     fn now_millis(&self) -> i64 {
-        whistle_dispatch::Clock::now(self).timestamp_millis()
+        whistle_wire::Clock::now(self).timestamp_millis()
     }
 }
 
@@ -356,7 +354,7 @@ async fn whistle_to_three_departments_two_report_in_one_misses_and_is_supervised
     assert_eq!(stack.state(incident).await.0, "accepted");
     eventually("the task event", WAIT, || async {
         stack.events_of(incident).await.iter().any(|(subject, e)| {
-            subject == &format!("whistle.task.{}.task.accepted", departments[2])
+            subject == &subject::task_event(&departments[2], kind::TASK_ACCEPTED)
                 && e.kind == "task.accepted"
         })
     })
@@ -370,7 +368,7 @@ async fn whistle_to_three_departments_two_report_in_one_misses_and_is_supervised
         .expect("supervised event");
     assert_eq!(
         supervised.0,
-        format!("whistle.task.{}.task.supervised", departments[2])
+        subject::task_event(&departments[2], kind::TASK_SUPERVISED)
     );
 }
 
@@ -823,14 +821,14 @@ async fn dispatch_is_a_nats_micro_service() {
     let stack = Stack::start().await;
     let ping = stack
         .client
-        .request("$SRV.PING.whistle-dispatch", "".into())
+        .request(ServiceRequest::Ping.subject(DISPATCH_SERVICE), "".into())
         .await
         .expect("ping answered");
     let ping: serde_json::Value = serde_json::from_slice(&ping.payload).unwrap();
     assert_eq!(ping["name"], "whistle-dispatch");
     let info = stack
         .client
-        .request("$SRV.INFO.whistle-dispatch", "".into())
+        .request(ServiceRequest::Info.subject(DISPATCH_SERVICE), "".into())
         .await
         .expect("info answered");
     let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
@@ -840,15 +838,15 @@ async fn dispatch_is_a_nats_micro_service() {
         .iter()
         .map(|e| e["subject"].as_str().unwrap())
         .collect();
-    for verb in whistle_dispatch::commands::VERBS {
+    for verb in Verb::ALL {
         assert!(
-            subjects.contains(&format!("whistle.cmd.{verb}").as_str()),
+            subjects.contains(&subject::command(verb).as_str()),
             "{subjects:?}"
         );
     }
     let stats = stack
         .client
-        .request("$SRV.STATS.whistle-dispatch", "".into())
+        .request(ServiceRequest::Stats.subject(DISPATCH_SERVICE), "".into())
         .await
         .expect("stats answered");
     let stats: serde_json::Value = serde_json::from_slice(&stats.payload).unwrap();
@@ -872,7 +870,7 @@ async fn dispatch_is_a_nats_micro_service() {
     );
     let garbage = stack
         .client
-        .request("whistle.cmd.accept", "not a command".into())
+        .request(subject::command(Verb::Accept), "not a command".into())
         .await
         .unwrap();
     let garbage = v1::CommandReply::decode(garbage.payload).unwrap();
@@ -890,7 +888,10 @@ async fn dispatch_is_a_nats_micro_service() {
     };
     let reply = stack
         .client
-        .request("whistle.cmd.comment", stale.encode_to_vec().into())
+        .request(
+            subject::command(Verb::Comment),
+            stale.encode_to_vec().into(),
+        )
         .await
         .unwrap();
     let reply = v1::CommandReply::decode(reply.payload).unwrap();
@@ -909,12 +910,18 @@ async fn dispatch_is_a_nats_micro_service() {
     };
     let first = stack
         .client
-        .request("whistle.cmd.escalate", escalate_once.encode_to_vec().into())
+        .request(
+            subject::command(Verb::Escalate),
+            escalate_once.encode_to_vec().into(),
+        )
         .await
         .unwrap();
     let again = stack
         .client
-        .request("whistle.cmd.escalate", escalate_once.encode_to_vec().into())
+        .request(
+            subject::command(Verb::Escalate),
+            escalate_once.encode_to_vec().into(),
+        )
         .await
         .unwrap();
     assert_eq!(first.payload, again.payload);
@@ -1032,9 +1039,9 @@ async fn a_json_client_is_refused_for_another_departments_task_and_accepted_for_
         );
         async move {
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Content-Type", "application/json");
+            headers.insert(headers::CONTENT_TYPE, headers::JSON);
             let reply = client
-                .request_with_headers("whistle.cmd.accept", headers, body.into())
+                .request_with_headers(subject::command(Verb::Accept), headers, body.into())
                 .await
                 .expect("answered");
             serde_json::from_slice::<serde_json::Value>(&reply.payload).expect("a JSON reply")
@@ -1055,7 +1062,7 @@ async fn a_json_client_is_refused_for_another_departments_task_and_accepted_for_
             .events_of(incident)
             .await
             .iter()
-            .any(|(subject, _)| subject == &format!("whistle.task.{housing}.task.accepted"))
+            .any(|(subject, _)| subject == &subject::task_event(&housing, kind::TASK_ACCEPTED))
     })
     .await
     .unwrap();

@@ -259,14 +259,13 @@ pub fn init_logs() {
 
 impl Dispatch {
     pub async fn start(options: whistle_dispatch::Options) -> Dispatch {
-        Dispatch::start_with_clock(options, std::sync::Arc::new(whistle_dispatch::SystemClock))
-            .await
+        Dispatch::start_with_clock(options, std::sync::Arc::new(whistle_wire::SystemClock)).await
     }
 
     /// With a clock the test moves: deadlines fire when the test says so, without sleeping.
     pub async fn start_with_clock(
         options: whistle_dispatch::Options,
-        clock: std::sync::Arc<dyn whistle_dispatch::Clock>,
+        clock: std::sync::Arc<dyn whistle_wire::Clock>,
     ) -> Dispatch {
         init_logs();
         let service = options
@@ -331,13 +330,7 @@ impl Reporter {
 }
 
 pub fn subject_for(grid: &str) -> String {
-    format!(
-        "whistle.report.{}.{}.{}.{}",
-        &grid[..6],
-        &grid[..9],
-        &grid[..12],
-        grid
-    )
+    whistle_wire::subject::report(&grid.parse().expect("a grid code"))
 }
 
 /// Grids of the Ordos dataset, for picking valid places.
@@ -459,7 +452,7 @@ where
 
 /// The state of dispatch's intake consumer.
 pub async fn intake_consumer(js: &jetstream::Context) -> jetstream::consumer::Info {
-    js.get_stream(whistle_dispatch::streams::REPORTS)
+    js.get_stream(whistle_wire::names::REPORTS_STREAM)
         .await
         .unwrap()
         .consumer_info("whistle-dispatch")

@@ -30,10 +30,10 @@ async fn a_report_becomes_an_incident_and_an_event() {
     let (subject, event) = events(&reporter.js).await.remove(0);
     assert_eq!(
         subject,
-        format!(
-            "whistle.event.{}.{}.incident.reported",
+        whistle_wire::subject::incident_event(
             &grid[..6],
-            &grid[..9]
+            &grid[..9],
+            whistle_wire::kind::INCIDENT_REPORTED
         )
     );
     assert_eq!(event.kind, "incident.reported");
@@ -409,7 +409,7 @@ async fn every_kind_of_invalid_report_is_rejected_with_its_reason_and_original_b
             "case {reason}: {}",
             header("Whistle-Reject-Message")
         );
-        assert_eq!(stored.subject, format!("whistle.rejected.{reason}"));
+        assert_eq!(stored.subject, whistle_wire::subject::rejected(reason));
         assert_eq!(header("Whistle-Original-Subject"), *subject);
         assert!(!header("Whistle-Reject-Message").is_empty());
         assert_eq!(

@@ -15,12 +15,12 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 use tonic::{transport::Channel, Code};
 use uuid::Uuid;
-use whistle_dispatch::{Clock as _, ManualClock};
 use whistle_domain::{AreaCode, Level};
 use whistle_proto::v1::{
     self, command::Body, command_center_client::CommandCenterClient, command_reply::Outcome,
 };
 use whistle_store::tokens::Role;
+use whistle_wire::{Clock as _, CommandClient, ManualClock};
 
 use crate::harness::*;
 
@@ -39,7 +39,7 @@ impl Query {
     pub(crate) async fn start(
         nats: &NatsServer,
         db: &TestDb,
-        clock: Arc<dyn whistle_dispatch::Clock>,
+        clock: Arc<dyn whistle_wire::Clock>,
     ) -> Query {
         Query::start_with(nats, db, clock, |_| {}).await
     }
@@ -48,7 +48,7 @@ impl Query {
     pub(crate) async fn start_with(
         nats: &NatsServer,
         db: &TestDb,
-        clock: Arc<dyn whistle_dispatch::Clock>,
+        clock: Arc<dyn whistle_wire::Clock>,
         adjust: impl FnOnce(&mut whistle_query::Options),
     ) -> Query {
         let mut options = whistle_query::Options {
@@ -209,15 +209,10 @@ impl Stack {
             expected_version: 0,
             body: Some(body.clone()),
         };
-        let reply = self
-            .nats
-            .request(
-                format!("whistle.cmd.{}", whistle_dispatch::commands::verb(body)),
-                command.encode_to_vec().into(),
-            )
+        CommandClient::new(self.nats.clone())
+            .send(&command)
             .await
-            .expect("dispatch answers");
-        v1::CommandReply::decode(reply.payload).expect("a CommandReply")
+            .expect("dispatch answers")
     }
 
     /// Sends a command over NATS that must succeed.
@@ -1550,7 +1545,7 @@ pub(crate) async fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -
 async fn shutdown_stops_the_listener_and_returns_cleanly() {
     let nats = NatsServer::start().await;
     let db = TestDb::create().await;
-    let query = Query::start(&nats, &db, Arc::new(whistle_dispatch::SystemClock)).await;
+    let query = Query::start(&nats, &db, Arc::new(whistle_wire::SystemClock)).await;
     let mut client = command_center(&query.url(), &db.token(Role::Viewer, "150600").await).await;
     // An open event stream does not hold the server open: it is ended with UNAVAILABLE.
     let mut events = client

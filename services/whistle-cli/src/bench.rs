@@ -248,7 +248,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
 async fn fill(conn: &Connection, incidents: u64, days: u32) -> anyhow::Result<()> {
     const BATCH: u64 = 20_000;
     let pool = connect_db(conn).await?;
-    let policy = whistle_dispatch::load_policy(&conn.policy)?;
+    let policy = whistle_wire::policy::load(&conn.policy)?;
     let dataset = whistle_domain::ordos::dataset();
     let grids: Vec<String> = dataset
         .units

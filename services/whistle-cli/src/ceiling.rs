@@ -839,7 +839,7 @@ impl Pipeline {
                     rows.push(incident_id, &report, now);
                     let event = v1::Event {
                         event_id: event_id.to_string(),
-                        kind: whistle_dispatch::INCIDENT_REPORTED.to_owned(),
+                        kind: whistle_wire::kind::INCIDENT_REPORTED.to_owned(),
                         occurred_at,
                         incident_id: incident_id.to_string(),
                         grid_code: report.grid_code.clone(),

@@ -2,21 +2,17 @@
 //! `reassign`, `comment`): each is one NATS request on `whistle.cmd.{verb}` with a
 //! `whistle.v1.Command`, answered by whistle-dispatch with a `whistle.v1.CommandReply`.
 //!
-//! Building the command is pure ([`Field::build`]); sending it ([`send`]) is shared with
-//! `whistle simulate`. A refusal is a [`Refused`] error, which `main` turns into exit status 2.
+//! Building the command is pure ([`Field::build`]); sending it is [`whistle_wire::CommandClient`]'s,
+//! as for `whistle simulate`. A refusal is a [`Refused`] error, which `main` turns into exit status 2.
 
-use std::{fmt, time::Duration};
+use std::fmt;
 
-use async_nats::RequestErrorKind;
 use clap::{ArgGroup, Subcommand};
-use prost::Message as _;
 use whistle_domain::PersonId;
 use whistle_proto::v1::{self, command::Body, command_reply::Outcome};
+use whistle_wire::{CommandClient, Verb};
 
 use crate::{connect_nats, Connection};
-
-/// How long a command waits for dispatch's reply.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every field command takes besides its own arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -343,7 +339,13 @@ impl Field {
             common.expected_version.unwrap_or(0),
             body,
         )?;
-        Ok((verb(&command), command))
+        let verb = Verb::of(
+            command
+                .body
+                .as_ref()
+                .expect("every field command has a body"),
+        );
+        Ok((verb.as_str(), command))
     }
 
     fn json(&self) -> bool {
@@ -380,21 +382,6 @@ pub fn command(
     })
 }
 
-/// The subject token of a command: the name of its body.
-pub fn verb(command: &v1::Command) -> &'static str {
-    match command.body {
-        Some(Body::Accept(_)) => "accept",
-        Some(Body::Return(_)) => "return",
-        Some(Body::Resolve(_)) => "resolve",
-        Some(Body::Escalate(_)) => "escalate",
-        Some(Body::Verify(_)) => "verify",
-        Some(Body::Supervise(_)) => "supervise",
-        Some(Body::Reassign(_)) => "reassign",
-        Some(Body::Comment(_)) => "comment",
-        None => "none",
-    }
-}
-
 /// Dispatch refused the command; nothing changed.
 #[derive(Debug)]
 pub struct Refused {
@@ -417,57 +404,6 @@ impl fmt::Display for Refused {
 }
 
 impl std::error::Error for Refused {}
-
-/// Why a command got no reply; each names the subject.
-#[derive(Debug)]
-pub enum SendError {
-    NoResponders(String),
-    Timeout(String),
-    Request(String, String),
-    Decode(String, String),
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::NoResponders(subject) => write!(
-                f,
-                "no responders on {subject}: whistle-dispatch is not running (or not connected to this NATS server)"
-            ),
-            SendError::Timeout(subject) => write!(
-                f,
-                "no reply on {subject} within {} s: whistle-dispatch is busy or stuck; retry with the same --command-id",
-                REQUEST_TIMEOUT.as_secs()
-            ),
-            SendError::Request(subject, e) => write!(f, "request on {subject} failed: {e}"),
-            SendError::Decode(subject, e) => {
-                write!(f, "the reply on {subject} is not a whistle.v1.CommandReply: {e}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for SendError {}
-
-/// Sends a command and waits (at most [`REQUEST_TIMEOUT`]) for dispatch's reply.
-pub async fn send(
-    client: &async_nats::Client,
-    command: &v1::Command,
-) -> Result<v1::CommandReply, SendError> {
-    let subject = format!("whistle.cmd.{}", verb(command));
-    let request = async_nats::Request::new()
-        .payload(command.encode_to_vec().into())
-        .timeout(Some(REQUEST_TIMEOUT));
-    let message = client
-        .send_request(subject.clone(), request)
-        .await
-        .map_err(|e| match e.kind() {
-            RequestErrorKind::NoResponders => SendError::NoResponders(subject.clone()),
-            RequestErrorKind::TimedOut => SendError::Timeout(subject.clone()),
-            _ => SendError::Request(subject.clone(), e.to_string()),
-        })?;
-    v1::CommandReply::decode(message.payload).map_err(|e| SendError::Decode(subject, e.to_string()))
-}
 
 /// The snake_case name of a proto enum value, without its type prefix.
 fn enum_name(full: &str, prefix: &str) -> String {
@@ -560,10 +496,14 @@ pub async fn run(conn: &Connection, field: Field) -> anyhow::Result<()> {
     let (_, command) = field
         .build(|| uuid::Uuid::now_v7().to_string())
         .map_err(anyhow::Error::msg)?;
-    let client = connect_nats(conn).await?;
-    let reply = send(&client, &command)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e} (command id {})", command.command_id))?;
+    let client = CommandClient::new(connect_nats(conn).await?);
+    let reply = client.send(&command).await.map_err(|e| {
+        anyhow::anyhow!(
+            "{} (command id {})",
+            whistle_wire::chain(&e),
+            command.command_id
+        )
+    })?;
     if field.json() {
         println!("{}", whistle_proto::to_json(&reply)?);
     }

@@ -269,7 +269,7 @@ async fn resolve_id(pool: &sqlx::PgPool, arg: &str) -> anyhow::Result<Uuid> {
 }
 
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
-    let policy = whistle_dispatch::load_policy(&conn.policy)?;
+    let policy = whistle_wire::policy::load(&conn.policy)?;
     let names = Names::new(&policy);
     let pool = crate::connect_db(conn).await?;
     let id = resolve_id(&pool, &args.id).await?;

@@ -34,8 +34,13 @@ use whistle_domain::{
     AreaCode, Level, OrgUnit,
 };
 use whistle_proto::v1::{self, command_center_client::CommandCenterClient};
+use whistle_wire::{
+    kind,
+    names::{DISPATCH_CONSUMER, REPORTS_STREAM},
+    subject,
+};
 
-use crate::{connect_nats, report_subject, Connection};
+use crate::{connect_nats, Connection};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -258,7 +263,7 @@ impl Feed {
                 .collect(),
             contact_phone: String::new(),
         };
-        let mut subject = report_subject(&grid.code);
+        let mut subject = subject::report(&grid.code);
         let invalid = self.rng.random_bool(invalid_share.clamp(0.0, 1.0));
         let mut garbage = None;
         if invalid {
@@ -276,7 +281,7 @@ impl Feed {
                             .parse()
                             .expect("valid");
                     report.grid_code = unknown.to_string();
-                    subject = report_subject(&unknown);
+                    subject = subject::report(&unknown);
                 }
                 _ => garbage = Some(b"\xff\xfe not a protobuf report".to_vec()),
             }
@@ -480,9 +485,9 @@ enum Outcome {
 
 /// The event kinds that are a report's outcome.
 const OUTCOME_KINDS: [&str; 3] = [
-    whistle_dispatch::INCIDENT_REPORTED,
-    "report.attached",
-    whistle_dispatch::REPORT_REJECTED,
+    kind::INCIDENT_REPORTED,
+    kind::REPORT_ATTACHED,
+    kind::REPORT_REJECTED,
 ];
 
 /// Reads every event on `whistle.event.>` and matches it to a report of this run.
@@ -490,7 +495,7 @@ async fn read_outcomes(
     client: &async_nats::Client,
     probe: Arc<Probe>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let mut events = client.subscribe("whistle.event.>").await?;
+    let mut events = client.subscribe(subject::ALL_INCIDENT_EVENTS).await?;
     client.flush().await?;
     Ok(tokio::spawn(async move {
         while let Some(message) = events.next().await {
@@ -513,7 +518,7 @@ async fn read_outcomes(
             if let Some(sent_at) = sent_at {
                 counter.fetch_add(1, Ordering::Relaxed);
                 record(&probe.histogram, sent_at);
-            } else if event.kind == whistle_dispatch::REPORT_REJECTED && report_id.is_empty() {
+            } else if event.kind == kind::REPORT_REJECTED && report_id.is_empty() {
                 // Garbage bytes carry no report id; count them by kind.
                 counter.fetch_add(1, Ordering::Relaxed);
             }
@@ -754,7 +759,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         (Some(_), None) => anyhow::bail!("--query-url needs --token (or WHISTLE_TOKEN)"),
         _ => None,
     };
-    let policy = whistle_dispatch::load_policy(&conn.policy)?;
+    let policy = whistle_wire::policy::load(&conn.policy)?;
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
 
     // The ceiling first, while dispatch is idle, so the two figures are taken back to back.
@@ -1004,7 +1009,7 @@ fn step_line(step: &Step) -> String {
 
 async fn consumer_backlog(js: &jetstream::Context) -> Option<(u64, u64)> {
     let mut consumer: jetstream::consumer::PullConsumer = js
-        .get_consumer_from_stream("whistle-dispatch", whistle_dispatch::streams::REPORTS)
+        .get_consumer_from_stream(DISPATCH_CONSUMER, REPORTS_STREAM)
         .await
         .ok()?;
     let info = consumer.info().await.ok()?;

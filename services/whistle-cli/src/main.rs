@@ -155,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Categories => {
-            let policy = whistle_dispatch::load_policy(&cli.conn.policy)?;
+            let policy = whistle_wire::policy::load(&cli.conn.policy)?;
             println!("policy {}", policy.version());
             for category in policy.categories() {
                 println!(
@@ -210,8 +210,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     Ok(Duration::from_secs_f64(seconds))
 }
-
-pub use whistle_dispatch::streams::report_subject;
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,9 @@ use prost::Message as _;
 use whistle_domain::AreaCode;
 use whistle_proto::v1;
 
-use crate::{connect_nats, report_subject, Connection};
+use whistle_wire::subject;
+
+use crate::{connect_nats, Connection};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -125,7 +127,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     let grid: AreaCode = report.grid_code.parse().context("--grid")?;
     let client = connect_nats(conn).await?;
     // Subscribe before publishing so the outcome cannot slip past.
-    let mut events = client.subscribe("whistle.event.>").await?;
+    let mut events = client.subscribe(subject::ALL_INCIDENT_EVENTS).await?;
 
     let (payload, content_type) = if args.json {
         (
@@ -140,7 +142,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     headers.insert("Content-Type", content_type);
     let js = jetstream::new(client.clone());
     let ack = js
-        .publish_with_headers(report_subject(&grid), headers, payload.into())
+        .publish_with_headers(subject::report(&grid), headers, payload.into())
         .await
         .context("publishing the report")?
         .await

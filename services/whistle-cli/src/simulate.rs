@@ -33,6 +33,11 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use whistle_domain::{policy::Policy, AreaCode, Level};
 use whistle_proto::v1::{self, command::Body, event::Body as EventBody};
+use whistle_wire::{
+    names::{ServiceRequest, DISPATCH_SERVICE, EVENTS_STREAM},
+    subject::{ALL_INCIDENT_EVENTS, ALL_TASK_EVENTS},
+    CommandClient,
+};
 
 use self::{
     board::Board,
@@ -42,7 +47,6 @@ use crate::{
     commands::{self, reason_zh, satisfaction_zh},
     connect_nats,
     load::Feed,
-    report_subject,
     tasks::pad,
     watch::{short, Names},
     Connection,
@@ -83,6 +87,7 @@ struct Action {
 
 struct Sim {
     client: async_nats::Client,
+    commands: CommandClient,
     policy: Policy,
     names: Names,
     rng: Mutex<StdRng>,
@@ -146,7 +151,7 @@ impl Sim {
         };
         let reply = tokio::select! {
             _ = self.stop.cancelled() => return false,
-            reply = commands::send(&self.client, &command) => reply,
+            reply = self.commands.send(&command) => reply,
         };
         let what = format!(
             "「{}」{}  #{}",
@@ -604,7 +609,11 @@ impl Sim {
                     headers.insert("Content-Type", "application/json");
                 }
                 let published = js
-                    .publish_with_headers(report_subject(&out.grid), headers, out.payload.into())
+                    .publish_with_headers(
+                        whistle_wire::subject::report(&out.grid),
+                        headers,
+                        out.payload.into(),
+                    )
                     .await;
                 let acked = match published {
                     Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
@@ -660,10 +669,7 @@ async fn dispatch_is_up(client: &async_nats::Client) -> bool {
         .payload(bytes::Bytes::new())
         .timeout(Some(Duration::from_secs(3)));
     client
-        .send_request(
-            format!("$SRV.PING.{}", whistle_dispatch::commands::SERVICE_NAME),
-            ping,
-        )
+        .send_request(ServiceRequest::Ping.subject(DISPATCH_SERVICE), ping)
         .await
         .is_ok()
 }
@@ -673,7 +679,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         args.rate > 0.0 && args.rate.is_finite(),
         "--rate must be positive"
     );
-    let policy = whistle_dispatch::load_policy(&conn.policy)?;
+    let policy = whistle_wire::policy::load(&conn.policy)?;
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
     let client = connect_nats(conn).await?;
     anyhow::ensure!(
@@ -683,7 +689,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     );
     let js = jetstream::new(client.clone());
     let stream = js
-        .get_stream(whistle_dispatch::streams::EVENTS)
+        .get_stream(EVENTS_STREAM)
         .await
         .context("opening WHISTLE_EVENTS")?;
     let ordered = |filter: &str| consumer::pull::OrderedConfig {
@@ -693,15 +699,15 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     };
     // Both consumers exist before the first report, so no event of this run is missed.
     let incident_events = stream
-        .create_consumer(ordered("whistle.event.>"))
+        .create_consumer(ordered(ALL_INCIDENT_EVENTS))
         .await
-        .context("creating an ordered consumer on whistle.event.>")?
+        .with_context(|| format!("creating an ordered consumer on {ALL_INCIDENT_EVENTS}"))?
         .messages()
         .await?;
     let task_events = stream
-        .create_consumer(ordered("whistle.task.>"))
+        .create_consumer(ordered(ALL_TASK_EVENTS))
         .await
-        .context("creating an ordered consumer on whistle.task.>")?
+        .with_context(|| format!("creating an ordered consumer on {ALL_TASK_EVENTS}"))?
         .messages()
         .await?;
 
@@ -729,6 +735,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         }
     );
     let sim = Arc::new(Sim {
+        commands: CommandClient::new(client.clone()),
         client,
         policy,
         names,
@@ -739,9 +746,9 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         prefix,
     });
     sim.tracker
-        .spawn(sim.clone().follow(incident_events, "whistle.event.>"));
+        .spawn(sim.clone().follow(incident_events, ALL_INCIDENT_EVENTS));
     sim.tracker
-        .spawn(sim.clone().follow(task_events, "whistle.task.>"));
+        .spawn(sim.clone().follow(task_events, ALL_TASK_EVENTS));
     sim.tracker
         .spawn(sim.clone().report(feed, args.rate, args.duration));
     {

@@ -204,7 +204,7 @@ fn render(
 }
 
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
-    let policy = whistle_dispatch::load_policy(&conn.policy)?;
+    let policy = whistle_wire::policy::load(&conn.policy)?;
     let names = Names::new(&policy);
     if !names.knows_department(&args.department) {
         eprintln!(

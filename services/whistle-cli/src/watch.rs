@@ -10,6 +10,7 @@ use futures::StreamExt;
 use prost::Message as _;
 use whistle_domain::{AreaCode, Level};
 use whistle_proto::v1;
+use whistle_wire::subject;
 
 use crate::{connect_nats, Connection};
 
@@ -221,33 +222,20 @@ pub(crate) fn short(id: &str) -> &str {
 
 /// The stream filter. Incident events carry district and street in their subject; task events
 /// (`whistle.task.{department}.{kind}`) do not, so without a kind everything is read and the area
-/// is checked on each event ([`whistle_dispatch::streams::event_in_area`]).
+/// is checked on each event ([`subject::event_in_area`]).
 fn filter_subject(area: Option<&AreaCode>, kind: Option<&str>) -> String {
-    let Some(kind) = kind else {
-        return String::new();
-    };
-    if kind.starts_with("task.") {
-        return format!("whistle.task.*.{kind}");
-    }
-    match area.map(|a| (a.level(), a)) {
-        None | Some((Level::City, _)) => format!("whistle.event.*.*.{kind}"),
-        Some((Level::District, a)) => format!("whistle.event.{a}.*.{kind}"),
-        Some((_, a)) => {
-            let district = a.at_level(Level::District).expect("below district");
-            let street = a.at_level(Level::Street).expect("at or below street");
-            format!("whistle.event.{district}.{street}.{kind}")
-        }
-    }
+    kind.map(|kind| subject::event_filter(area, kind))
+        .unwrap_or_default()
 }
 
 /// Whether an event happened inside `area` (the city holds everything).
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
-    let policy = whistle_dispatch::load_policy(&conn.policy)?;
+    let policy = whistle_wire::policy::load(&conn.policy)?;
     let names = Names::new(&policy);
     let client = connect_nats(conn).await?;
     let js = jetstream::new(client);
     let stream = js
-        .get_stream(whistle_dispatch::streams::EVENTS)
+        .get_stream(whistle_wire::names::EVENTS_STREAM)
         .await
         .context("opening WHISTLE_EVENTS (has whistle-dispatch run once?)")?;
     let deliver_policy = match (args.all, args.since_sequence) {
@@ -291,7 +279,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         if args
             .area
             .as_ref()
-            .is_some_and(|area| !whistle_dispatch::streams::event_in_area(area, &event))
+            .is_some_and(|area| !subject::event_in_area(area, &event))
         {
             continue;
         }
@@ -312,18 +300,17 @@ mod tests {
             "everything, task events included"
         );
         assert_eq!(filter_subject(Some(&area("150602")), None), "");
-        assert_eq!(
-            filter_subject(Some(&area("150600")), Some("incident.reported")),
-            "whistle.event.*.*.incident.reported"
-        );
-        assert_eq!(
-            filter_subject(Some(&area("150602001002")), Some("incident.whistled")),
-            "whistle.event.150602.150602001.incident.whistled"
-        );
-        assert_eq!(
-            filter_subject(Some(&area("150602")), Some("task.accepted")),
-            "whistle.task.*.task.accepted"
-        );
+        // With a kind, the contract's filter (its shapes are the wire crate's tests).
+        for (at, kind) in [
+            ("150600", "incident.reported"),
+            ("150602001002", "incident.whistled"),
+            ("150602", "task.accepted"),
+        ] {
+            assert_eq!(
+                filter_subject(Some(&area(at)), Some(kind)),
+                subject::event_filter(Some(&area(at)), kind)
+            );
+        }
     }
 
     #[test]
@@ -336,33 +323,15 @@ mod tests {
             grid_code: "150602001002003".into(),
             ..Default::default()
         };
-        assert!(whistle_dispatch::streams::event_in_area(
-            &area("150600"),
-            &event
-        ));
-        assert!(whistle_dispatch::streams::event_in_area(
-            &area("150602"),
-            &event
-        ));
-        assert!(whistle_dispatch::streams::event_in_area(
-            &area("150602001002"),
-            &event
-        ));
-        assert!(!whistle_dispatch::streams::event_in_area(
-            &area("150602001003"),
-            &event
-        ));
-        assert!(!whistle_dispatch::streams::event_in_area(
-            &area("150603"),
-            &event
-        ));
+        assert!(subject::event_in_area(&area("150600"), &event));
+        assert!(subject::event_in_area(&area("150602"), &event));
+        assert!(subject::event_in_area(&area("150602001002"), &event));
+        assert!(!subject::event_in_area(&area("150602001003"), &event));
+        assert!(!subject::event_in_area(&area("150603"), &event));
         let unknown = v1::Event {
             district_code: String::new(),
             ..Default::default()
         };
-        assert!(!whistle_dispatch::streams::event_in_area(
-            &area("150602"),
-            &unknown
-        ));
+        assert!(!subject::event_in_area(&area("150602"), &unknown));
     }
 }

@@ -23,44 +23,14 @@ use whistle_domain::{
 };
 use whistle_proto::v1::{self, command::Body, command_reply::Outcome, CommandErrorCode};
 use whistle_store::incidents;
+use whistle_wire::{
+    headers,
+    names::DISPATCH_SERVICE,
+    subject::{self, COMMAND_GROUP},
+    Verb,
+};
 
 use crate::{engine, Catalog, Error, Shared};
-
-pub const SERVICE_NAME: &str = "whistle-dispatch";
-pub const SUBJECT_PREFIX: &str = "whistle.cmd";
-pub const VERBS: [&str; 8] = [
-    "accept",
-    "return",
-    "resolve",
-    "escalate",
-    "verify",
-    "supervise",
-    "reassign",
-    "comment",
-];
-
-/// `Content-Type: application/json` on a request.
-fn wants_json(message: &async_nats::Message) -> bool {
-    message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get("Content-Type"))
-        .is_some_and(|v| v.as_str().starts_with("application/json"))
-}
-
-/// The verb of a command body: the last token of the subject it is sent on.
-pub fn verb(body: &Body) -> &'static str {
-    match body {
-        Body::Accept(_) => "accept",
-        Body::Return(_) => "return",
-        Body::Resolve(_) => "resolve",
-        Body::Escalate(_) => "escalate",
-        Body::Verify(_) => "verify",
-        Body::Supervise(_) => "supervise",
-        Body::Reassign(_) => "reassign",
-        Body::Comment(_) => "comment",
-    }
-}
 
 pub(crate) struct Commands {
     pub shared: Arc<Shared>,
@@ -83,16 +53,23 @@ impl Commands {
                 let metrics = self.shared.metrics.clone();
                 move |_endpoint, _stats| metrics.snapshot()
             })
-            .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+            .start(DISPATCH_SERVICE, env!("CARGO_PKG_VERSION"))
             .await
-            .map_err(|e| Error::Nats(format!("starting the {SERVICE_NAME} service: {e}")))?;
-        let group = service.group(SUBJECT_PREFIX);
-        let mut endpoints = Vec::with_capacity(VERBS.len());
-        for verb in VERBS {
-            let endpoint = group
-                .endpoint(verb)
-                .await
-                .map_err(|e| Error::Nats(format!("adding endpoint {verb}: {e}")))?;
+            .map_err(|source| Error::Service {
+                what: format!("starting the {DISPATCH_SERVICE} service"),
+                source,
+            })?;
+        let group = service.group(COMMAND_GROUP);
+        let mut endpoints = Vec::with_capacity(Verb::ALL.len());
+        for verb in Verb::ALL {
+            let endpoint =
+                group
+                    .endpoint(verb.as_str())
+                    .await
+                    .map_err(|source| Error::Service {
+                        what: format!("adding endpoint {verb}"),
+                        source,
+                    })?;
             endpoints.push(endpoint);
         }
         let this = Arc::new(self);
@@ -108,7 +85,7 @@ impl Commands {
                 };
                 let this = this.clone();
                 tokio::spawn(async move {
-                    let json = wants_json(&request.message);
+                    let json = headers::wants_json(request.message.headers.as_ref());
                     let reply = this.handle(&request.message, json).await;
                     // A client that speaks JSON gets its answer in JSON.
                     let bytes = if json {
@@ -131,11 +108,9 @@ impl Commands {
     }
 
     async fn handle(&self, message: &async_nats::Message, json: bool) -> v1::CommandReply {
-        let verb = message
-            .subject
-            .as_str()
-            .rsplit('.')
-            .next()
+        // Endpoints exist only for the contract's verbs, so the subject always names one.
+        let verb = subject::parse_command(message.subject.as_str())
+            .map(Verb::as_str)
             .unwrap_or_default();
         let catalog = self.shared.catalog.load();
         let (command, parsed) = match decode(verb, &message.payload, json, &catalog) {
@@ -145,7 +120,7 @@ impl Commands {
         match self.execute(verb, &catalog, command, parsed).await {
             Ok(reply) => reply,
             Err(e) => {
-                warn!(error = %e, verb, "command failed");
+                warn!(error = %whistle_wire::chain(&e), verb, "command failed");
                 error(CommandErrorCode::Unavailable, format!("dispatch could not apply the command now ({e}); retry with the same command_id"))
             }
         }
@@ -261,11 +236,13 @@ fn ok_reply(
         outcome: Some(Outcome::Ok(v1::CommandOk {
             incident_id: incident_id.to_string(),
             version: state.version,
-            status: crate::convert::status_to_proto(state.status) as i32,
-            level: crate::convert::level_to_proto(state.level) as i32,
+            status: whistle_wire::convert::status_to_proto(state.status) as i32,
+            level: whistle_wire::convert::level_to_proto(state.level) as i32,
             task_id: task.map(|t| t.id.to_string()).unwrap_or_default(),
-            task_status: task.map_or(0, |t| crate::convert::task_status_to_proto(t.status) as i32),
-            applied_at: Some(crate::convert::timestamp(now)),
+            task_status: task.map_or(0, |t| {
+                whistle_wire::convert::task_status_to_proto(t.status) as i32
+            }),
+            applied_at: Some(whistle_wire::convert::timestamp(now)),
         })),
     }
 }
@@ -305,7 +282,7 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
         .body
         .as_ref()
         .ok_or_else(|| invalid("the command has no body".into()))?;
-    let body_verb = self::verb(body);
+    let body_verb = Verb::of(body).as_str();
     if body_verb != verb {
         return Err(invalid(format!(
             "a {body_verb} command was sent to whistle.cmd.{verb}"
@@ -560,7 +537,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..1024), json in any::<bool>(), verb in 0usize..8) {
-            let _ = decode(VERBS[verb], &payload, json, &CATALOG);
+            let _ = decode(Verb::ALL[verb].as_str(), &payload, json, &CATALOG);
         }
 
         #[test]

@@ -10,24 +10,16 @@ use whistle_domain::{
 use whistle_proto::v1;
 use whistle_store::intake::{Attachment, ClusterAlert, NewIncident, OutboxEvent};
 
-use crate::{
+use whistle_wire::{
     convert::{
         level_to_proto, return_reason_to_proto, satisfaction_to_proto, status_to_proto,
         task_status_to_proto, timestamp,
     },
-    validate::{Rejection, ValidReport},
+    kind::{self, CLUSTER_ALERT, INCIDENT_REPORTED, REPORT_ATTACHED, REPORT_REJECTED},
+    subject,
 };
 
-pub const INCIDENT_REPORTED: &str = "incident.reported";
-pub const REPORT_REJECTED: &str = "report.rejected";
-
-/// The subject token used where an event has no known district or street.
-pub const UNKNOWN_AREA: &str = "unknown";
-
-/// `whistle.event.{district}.{street}.{kind}`.
-pub fn incident_subject(district: &str, street: &str, kind: &str) -> String {
-    format!("whistle.event.{district}.{street}.{kind}")
-}
+use crate::validate::{Rejection, ValidReport};
 
 fn area(grid: Option<&AreaCode>, level: Level) -> String {
     grid.and_then(|g| g.at_level(level))
@@ -36,19 +28,12 @@ fn area(grid: Option<&AreaCode>, level: Level) -> String {
 }
 
 fn finish(event: v1::Event, district: &str, street: &str) -> OutboxEvent {
-    let or_unknown = |s: &str| {
-        if s.is_empty() {
-            UNKNOWN_AREA.to_owned()
-        } else {
-            s.to_owned()
-        }
-    };
     OutboxEvent {
         event_id: event
             .event_id
             .parse()
             .expect("event ids are generated as UUIDs"),
-        subject: incident_subject(&or_unknown(district), &or_unknown(street), &event.kind),
+        subject: subject::incident_event(district, street, &event.kind),
         payload: event.encode_to_vec(),
     }
 }
@@ -118,9 +103,6 @@ pub fn report_rejected(
     let (district, street) = (event.district_code.clone(), event.street_code.clone());
     finish(event, &district, &street)
 }
-
-pub const REPORT_ATTACHED: &str = "report.attached";
-pub const CLUSTER_ALERT: &str = "cluster.alert";
 
 pub fn task_state(task: &Task) -> v1::TaskState {
     v1::TaskState {
@@ -197,10 +179,8 @@ pub fn incident_changed(
         })),
     };
     let subject = match task {
-        Some(task) if kind.starts_with("task.") => {
-            format!("whistle.task.{}.{kind}", task.department)
-        }
-        _ => incident_subject(origin.district_code, origin.street_code, kind),
+        Some(task) if kind::is_task(kind) => subject::task_event(task.department.as_str(), kind),
+        _ => subject::incident_event(origin.district_code, origin.street_code, kind),
     };
     OutboxEvent {
         event_id: event.event_id.parse().expect("generated as a UUID"),

@@ -35,20 +35,19 @@ use whistle_store::intake::{
     OutboxEvent, Recorded,
 };
 
+use whistle_wire::{
+    headers::{
+        CONTENT_TYPE, DELIVERY_COUNT, JSON, ORIGINAL_SEQUENCE, ORIGINAL_SUBJECT, REJECT_MESSAGE,
+        REJECT_REASON,
+    },
+    subject,
+};
+
 use crate::{
     events,
-    streams::REJECTED_PREFIX,
     validate::{self, Inbound, Reason, Rejection, ValidReport},
     Catalog, Shared,
 };
-
-/// Headers on messages in `WHISTLE_REJECTED`.
-pub const REJECT_REASON_HEADER: &str = "Whistle-Reject-Reason";
-pub const REJECT_MESSAGE_HEADER: &str = "Whistle-Reject-Message";
-pub const ORIGINAL_SUBJECT_HEADER: &str = "Whistle-Original-Subject";
-pub const ORIGINAL_SEQUENCE_HEADER: &str = "Whistle-Original-Sequence";
-/// How many times JetStream had delivered the report when it was rejected.
-pub const DELIVERY_COUNT_HEADER: &str = "Whistle-Delivery-Count";
 
 pub(crate) struct Intake {
     pub shared: Arc<Shared>,
@@ -241,7 +240,7 @@ impl Intake {
         let mut acks = Vec::new();
         for (i, row, rejection) in publishes {
             let headers = rejected_headers(&batch[i], row, rejection);
-            let subject = format!("{REJECTED_PREFIX}.{}", rejection.reason);
+            let subject = subject::rejected(rejection.reason.as_str());
             match self
                 .shared
                 .jetstream
@@ -621,11 +620,8 @@ fn classify(
 ) -> Outcome {
     let headers = message.headers.as_ref();
     let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-    let json = header("Content-Type").is_some_and(|v| {
-        v.trim()
-            .to_ascii_lowercase()
-            .starts_with("application/json")
-    });
+    let json =
+        header(CONTENT_TYPE).is_some_and(|v| v.trim().to_ascii_lowercase().starts_with(JSON));
     let inbound = Inbound {
         subject: message.subject.as_str(),
         payload: &message.payload,
@@ -746,21 +742,21 @@ fn rejected_headers(
 ) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(NATS_MESSAGE_ID, row.source_key.as_str());
-    headers.insert(REJECT_REASON_HEADER, rejection.reason.as_str());
+    headers.insert(REJECT_REASON, rejection.reason.as_str());
     // Header values cannot hold newlines.
     headers.insert(
-        REJECT_MESSAGE_HEADER,
+        REJECT_MESSAGE,
         rejection.message.replace(['\r', '\n'], " ").as_str(),
     );
-    headers.insert(ORIGINAL_SUBJECT_HEADER, message.subject.as_str());
+    headers.insert(ORIGINAL_SUBJECT, message.subject.as_str());
     if let Some(sequence) = row.stream_sequence {
-        headers.insert(ORIGINAL_SEQUENCE_HEADER, sequence.to_string().as_str());
+        headers.insert(ORIGINAL_SEQUENCE, sequence.to_string().as_str());
     }
     if let Ok(info) = message.info() {
-        headers.insert(DELIVERY_COUNT_HEADER, info.delivered.to_string().as_str());
+        headers.insert(DELIVERY_COUNT, info.delivered.to_string().as_str());
     }
-    if let Some(content_type) = message.headers.as_ref().and_then(|h| h.get("Content-Type")) {
-        headers.insert("Content-Type", content_type.as_str());
+    if let Some(content_type) = message.headers.as_ref().and_then(|h| h.get(CONTENT_TYPE)) {
+        headers.insert(CONTENT_TYPE, content_type.as_str());
     }
     headers
 }

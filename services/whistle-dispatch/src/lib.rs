@@ -7,26 +7,20 @@
 //!
 //! Shape: [`Options`] → [`Options::build`] → [`Service::run`] with a shutdown token.
 
-pub mod clock;
+mod catalog;
 pub mod commands;
-pub mod convert;
 mod engine;
+mod error;
 mod events;
 mod intake;
 mod maintenance;
+mod metrics;
 mod relay;
 pub mod streams;
 mod timers;
 pub mod validate;
 
-use std::{
-    path::PathBuf,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, RwLock,
-    },
-    time::Duration,
-};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use serde::{Deserialize, Serialize};
@@ -34,34 +28,15 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use whistle_domain::{policy::Policy, OrgIndex};
+use whistle_domain::OrgIndex;
+use whistle_wire::{names::DISPATCH_CONSUMER, Clock, SystemClock};
 
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use events::{INCIDENT_REPORTED, REPORT_REJECTED};
-pub use intake::{
-    DELIVERY_COUNT_HEADER, ORIGINAL_SEQUENCE_HEADER, ORIGINAL_SUBJECT_HEADER,
-    REJECT_MESSAGE_HEADER, REJECT_REASON_HEADER,
-};
+use crate::catalog::CatalogCell;
+
+pub use catalog::Catalog;
+pub use error::Error;
+pub use metrics::Metrics;
 pub use streams::StreamOptions;
-
-/// Errors of the dispatch service.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("NATS: {0}")]
-    Nats(String),
-    #[error(transparent)]
-    Store(#[from] whistle_store::Error),
-    #[error("policy: {0}")]
-    Policy(String),
-    #[error("org tree: {0}")]
-    Org(#[from] whistle_domain::OrgError),
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Error {
-        Error::Store(e.into())
-    }
-}
 
 /// Settings of the service; every field has a default suitable for one machine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,7 +92,7 @@ impl Default for Options {
             database_url: "postgres://postgres@127.0.0.1:5432/whistle".into(),
             migrate: true,
             policy: "ordos".into(),
-            consumer: "whistle-dispatch".into(),
+            consumer: DISPATCH_CONSUMER.into(),
             batch_size: 500,
             intake_lanes: 2,
             ack_wait: Duration::from_secs(10),
@@ -148,118 +123,6 @@ mod duration_millis {
     }
 }
 
-/// Loads a policy by builtin name or file path; a file's `base` is resolved next to it.
-pub fn load_policy(name_or_path: &str) -> Result<Policy, Error> {
-    if let Some(policy) = whistle_domain::policy::builtin(name_or_path) {
-        return Ok(policy);
-    }
-    let path = PathBuf::from(name_or_path);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::Policy(format!("{name_or_path:?} is neither a builtin policy (ordos, ordos-demo) nor a readable file: {e}"))
-    })?;
-    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-    Policy::parse(&text, |base| std::fs::read_to_string(dir.join(base)).ok())
-        .map_err(|e| Error::Policy(format!("{}: {e}", path.display())))
-}
-
-/// The org tree and policy, read on every batch and swapped whole on reload.
-#[derive(Debug)]
-pub struct Catalog {
-    pub org: OrgIndex,
-    pub policy: Policy,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct CatalogCell(RwLock<Arc<Catalog>>);
-
-impl CatalogCell {
-    pub fn load(&self) -> Arc<Catalog> {
-        self.0
-            .read()
-            .expect("catalog lock is never poisoned")
-            .clone()
-    }
-
-    fn replace_policy(&self, policy: Policy) {
-        let mut cell = self.0.write().expect("catalog lock is never poisoned");
-        let org = cell.org.clone();
-        *cell = Arc::new(Catalog { org, policy });
-    }
-}
-
-/// Reloads a policy file when it changes: a valid new policy applies to incidents opened from
-/// then on; an invalid one is refused with a log line and the running policy stays.
-async fn watch_policy(shared: Arc<Shared>, path: PathBuf, shutdown: CancellationToken) {
-    let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut seen = modified(&path);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(shared.options.policy_poll_interval) => {}
-        }
-        let now = modified(&path);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        match load_policy(&path.to_string_lossy()) {
-            Ok(policy) => {
-                info!(version = %policy.version(), path = %path.display(), "policy reloaded");
-                shared.catalog.replace_policy(policy);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "policy file changed but is invalid; keeping the running policy")
-            }
-        }
-    }
-}
-
-impl Default for Catalog {
-    fn default() -> Self {
-        Catalog {
-            org: OrgIndex::default(),
-            policy: whistle_domain::policy::builtin("ordos").expect("the builtin policy loads"),
-        }
-    }
-}
-
-/// Counters since start, reported in `$SRV.STATS` (e.g. `nats micro stats whistle-dispatch`).
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub acked: AtomicU64,
-    pub incidents: AtomicU64,
-    pub rejected: AtomicU64,
-    pub batches: AtomicU64,
-    pub events_published: AtomicU64,
-}
-
-impl Metrics {
-    fn record_batch(&self, acked: usize, incidents: usize, rejected: usize) {
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.acked.fetch_add(acked as u64, Ordering::Relaxed);
-        self.incidents
-            .fetch_add(incidents as u64, Ordering::Relaxed);
-        self.rejected.fetch_add(rejected as u64, Ordering::Relaxed);
-    }
-
-    fn record_published(&self, events: usize) {
-        self.events_published
-            .fetch_add(events as u64, Ordering::Relaxed);
-    }
-
-    /// This replica's intake and relay counters.
-    pub fn snapshot(&self) -> serde_json::Value {
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        serde_json::json!({
-            "reports_acked": get(&self.acked),
-            "incidents_opened": get(&self.incidents),
-            "reports_rejected": get(&self.rejected),
-            "batches": get(&self.batches),
-            "events_published": get(&self.events_published),
-        })
-    }
-}
-
 /// State shared by the service's tasks.
 pub(crate) struct Shared {
     pub options: Options,
@@ -286,7 +149,7 @@ impl Options {
     }
 
     pub async fn build_with_clock(self, clock: Arc<dyn Clock>) -> Result<Service, Error> {
-        let policy = load_policy(&self.policy)?;
+        let policy = whistle_wire::policy::load(&self.policy)?;
         let pool = whistle_store::connect(&self.database_url, self.max_db_connections).await?;
         if self.migrate {
             whistle_store::migrate(&pool).await?;
@@ -306,7 +169,7 @@ impl Options {
                     .retry_on_initial_connect()
                     .connect(&url)
                     .await
-                    .map_err(|e| Error::Nats(format!("connecting to {url}: {e}")))
+                    .map_err(|source| Error::Connect { url, source })
             }
         };
         let client = connect("whistle-dispatch").await?;
@@ -331,7 +194,7 @@ impl Options {
             options: self,
             pool,
             jetstream: js,
-            catalog: CatalogCell(RwLock::new(Arc::new(Catalog { org, policy }))),
+            catalog: CatalogCell::new(Catalog { org, policy }),
             clock,
             metrics: Arc::new(Metrics::default()),
         });
@@ -383,9 +246,13 @@ impl Service {
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
         let timers_task = tokio::spawn(timers.run(shutdown.clone()));
         let commands_task = commands.start(shutdown.clone()).await?;
-        if whistle_domain::policy::builtin(&self.shared.options.policy).is_none() {
+        if !whistle_wire::policy::is_builtin(&self.shared.options.policy) {
             let path = PathBuf::from(&self.shared.options.policy);
-            tokio::spawn(watch_policy(self.shared.clone(), path, shutdown.clone()));
+            tokio::spawn(catalog::watch_policy(
+                self.shared.clone(),
+                path,
+                shutdown.clone(),
+            ));
         }
         if !self.shared.options.maintenance_interval.is_zero() {
             tokio::spawn(maintenance::run(self.shared.clone(), shutdown.clone()));
@@ -393,9 +260,7 @@ impl Service {
         intake.run(shutdown).await;
         let _ = tokio::join!(timers_task, commands_task);
         relay_stop.cancel();
-        relay_task
-            .await
-            .map_err(|e| Error::Nats(format!("relay task failed: {e}")))?;
+        relay_task.await.map_err(Error::Relay)?;
         self.shared.pool.close().await;
         info!("dispatch stopped");
         Ok(())

@@ -36,7 +36,7 @@ impl Relay {
             };
             // On shutdown, drain once more so events committed by the last batch go out now.
             if let Err(e) = self.drain().await {
-                warn!(error = %e, "outbox relay round failed; retrying");
+                warn!(error = %whistle_wire::chain(&e), "outbox relay round failed; retrying");
                 if !stopping {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -81,12 +81,15 @@ async fn round(
         let ack = jetstream
             .publish_with_headers(event.subject.clone(), headers, event.payload.clone().into())
             .await
-            .map_err(|e| crate::Error::Nats(format!("publishing event {}: {e}", event.event_id)))?;
+            .map_err(|source| crate::Error::Publish {
+                event_id: event.event_id,
+                source,
+            })?;
         acks.push(ack);
     }
     try_join_all(acks.into_iter().map(std::future::IntoFuture::into_future))
         .await
-        .map_err(|e| crate::Error::Nats(format!("event publish not confirmed: {e}")))?;
+        .map_err(crate::Error::PublishAck)?;
     let published = claim.events.len();
     claim.complete().await?;
     Ok(published)

@@ -4,51 +4,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
 
-use whistle_domain::{AreaCode, Level};
-use whistle_proto::v1;
+use whistle_wire::{
+    names::{EVENTS_STREAM, REJECTED_STREAM, REPORTS_STREAM},
+    subject::{ALL_INCIDENT_EVENTS, ALL_REJECTED, ALL_REPORTS, ALL_TASK_EVENTS},
+};
 
 use crate::Error;
-
-pub const REPORTS: &str = "WHISTLE_REPORTS";
-pub const EVENTS: &str = "WHISTLE_EVENTS";
-pub const REJECTED: &str = "WHISTLE_REJECTED";
-
-pub const REPORT_SUBJECTS: &str = "whistle.report.>";
-pub const REJECTED_PREFIX: &str = "whistle.rejected";
-
-/// The subject a report of `grid` is published on: `whistle.report.{district}.{street}.{community}.{grid}`.
-pub fn report_subject(grid: &AreaCode) -> String {
-    let at = |level| {
-        grid.at_level(level)
-            .expect("a grid has every ancestor")
-            .to_string()
-    };
-    format!(
-        "whistle.report.{}.{}.{}.{}",
-        at(Level::District),
-        at(Level::Street),
-        at(Level::Community),
-        grid
-    )
-}
-
-/// Whether an event of `WHISTLE_EVENTS` happened inside `area`, judged by the most precise org
-/// code it carries. Events with no place (a rejected report with a bad subject) belong to the
-/// city alone.
-pub fn event_in_area(area: &AreaCode, event: &v1::Event) -> bool {
-    if area.level() == Level::City {
-        return true;
-    }
-    [
-        &event.grid_code,
-        &event.community_code,
-        &event.street_code,
-        &event.district_code,
-    ]
-    .into_iter()
-    .find(|code| !code.is_empty())
-    .is_some_and(|code| code.starts_with(area.as_str()))
-}
 
 /// Stream settings that operators may tune.
 #[derive(Debug, Clone)]
@@ -77,9 +38,9 @@ impl Default for StreamOptions {
 pub async fn ensure(js: &jetstream::Context, options: &StreamOptions) -> Result<(), Error> {
     let configs = [
         stream::Config {
-            name: REPORTS.into(),
+            name: REPORTS_STREAM.into(),
             description: Some("reports from grid workers".into()),
-            subjects: vec![REPORT_SUBJECTS.into()],
+            subjects: vec![ALL_REPORTS.into()],
             duplicate_window: options.report_duplicate_window,
             max_age: options.report_max_age,
             // Larger than validation's limit, so oversized reports are rejected by us with a reason.
@@ -88,20 +49,20 @@ pub async fn ensure(js: &jetstream::Context, options: &StreamOptions) -> Result<
             ..Default::default()
         },
         stream::Config {
-            name: EVENTS.into(),
+            name: EVENTS_STREAM.into(),
             description: Some("every state change, in commit order".into()),
-            subjects: vec!["whistle.event.>".into(), "whistle.task.>".into()],
+            subjects: vec![ALL_INCIDENT_EVENTS.into(), ALL_TASK_EVENTS.into()],
             duplicate_window: Duration::from_secs(10 * 60),
             max_age: options.event_max_age,
             storage: stream::StorageType::File,
             ..Default::default()
         },
         stream::Config {
-            name: REJECTED.into(),
+            name: REJECTED_STREAM.into(),
             description: Some(
                 "reports that failed validation or delivery, with reason and original bytes".into(),
             ),
-            subjects: vec![format!("{REJECTED_PREFIX}.>")],
+            subjects: vec![ALL_REJECTED.into()],
             duplicate_window: Duration::from_secs(10 * 60),
             max_age: options.rejected_max_age,
             max_message_size: 2 * 1024 * 1024,
@@ -110,10 +71,10 @@ pub async fn ensure(js: &jetstream::Context, options: &StreamOptions) -> Result<
         },
     ];
     for config in configs {
-        let name = config.name.clone();
+        let stream = config.name.clone();
         js.get_or_create_stream(config)
             .await
-            .map_err(|e| Error::Nats(format!("creating stream {name}: {e}")))?;
+            .map_err(|source| Error::CreateStream { stream, source })?;
     }
     Ok(())
 }
@@ -127,14 +88,17 @@ pub async fn intake_consumer(
     ack_wait: Duration,
 ) -> Result<consumer::PullConsumer, Error> {
     let stream = js
-        .get_stream(REPORTS)
+        .get_stream(REPORTS_STREAM)
         .await
-        .map_err(|e| Error::Nats(format!("opening stream {REPORTS}: {e}")))?;
+        .map_err(|source| Error::OpenStream {
+            stream: REPORTS_STREAM,
+            source,
+        })?;
     stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some(name.into()),
             description: Some("whistle-dispatch intake".into()),
-            filter_subject: REPORT_SUBJECTS.into(),
+            filter_subject: ALL_REPORTS.into(),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait,
             // Unlimited: an outage must never use up a report's deliveries. Intake itself
@@ -144,19 +108,8 @@ pub async fn intake_consumer(
             ..Default::default()
         })
         .await
-        .map_err(|e| Error::Nats(format!("creating or updating consumer {name}: {e}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn report_subject_names_every_level() {
-        let grid = "150602001002003".parse().unwrap();
-        assert_eq!(
-            report_subject(&grid),
-            "whistle.report.150602.150602001.150602001002.150602001002003"
-        );
-    }
+        .map_err(|source| Error::Consumer {
+            consumer: name.to_owned(),
+            source,
+        })
 }

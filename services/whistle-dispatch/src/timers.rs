@@ -54,7 +54,7 @@ impl Timers {
                     }
                 }
                 Err(e) => {
-                    warn!(error = %e, "timer round failed; retrying");
+                    warn!(error = %whistle_wire::chain(&e), "timer round failed; retrying");
                     poll
                 }
             };

@@ -9,6 +9,7 @@ use whistle_domain::{
     policy::Policy, AreaCode, CategoryCode, Level, OrgIndex, PersonId, ReportId, Role,
 };
 use whistle_proto::v1;
+use whistle_wire::subject;
 
 /// Reports larger than this are refused before decoding.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -142,44 +143,6 @@ impl ValidReport {
     }
 }
 
-/// Parses the grid code out of `whistle.report.{district}.{street}.{community}.{grid}` and checks
-/// that each token is the parent of the next.
-pub fn parse_subject(subject: &str) -> Result<AreaCode, String> {
-    let tokens: Vec<&str> = subject.split('.').collect();
-    let [whistle, report, district, street, community, grid] = tokens.as_slice() else {
-        return Err(format!(
-            "subject {subject:?} must be whistle.report.{{district}}.{{street}}.{{community}}.{{grid}}"
-        ));
-    };
-    if (*whistle, *report) != ("whistle", "report") {
-        return Err(format!(
-            "subject {subject:?} must start with whistle.report."
-        ));
-    }
-    let grid: AreaCode = grid
-        .parse()
-        .map_err(|e| format!("subject grid token: {e}"))?;
-    if grid.level() != Level::Grid {
-        return Err(format!(
-            "subject grid token {grid} is not a 15-digit grid code"
-        ));
-    }
-    for (level, token) in [
-        (Level::District, district),
-        (Level::Street, street),
-        (Level::Community, community),
-    ] {
-        let expected = grid.at_level(level).expect("grid has every ancestor");
-        if expected.as_str() != *token {
-            return Err(format!(
-                "subject {} token {token:?} does not contain grid {grid} (expected {expected})",
-                level.as_str()
-            ));
-        }
-    }
-    Ok(grid)
-}
-
 fn reject(reason: Reason, message: impl Into<String>) -> Rejection {
     Rejection {
         reason,
@@ -239,7 +202,7 @@ pub fn validate(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Result<ValidReport, Rejection> {
-    let subject_grid = parse_subject(inbound.subject).ok();
+    let subject_grid = subject::parse_report(inbound.subject).ok();
     let mut outcome = check(inbound, org, policy, now);
     if let Err(rejection) = &mut outcome {
         rejection.subject_grid = subject_grid;
@@ -262,8 +225,8 @@ fn check(
             ),
         ));
     }
-    let subject_grid =
-        parse_subject(inbound.subject).map_err(|m| reject(Reason::InvalidSubject, m))?;
+    let subject_grid = subject::parse_report(inbound.subject)
+        .map_err(|e| reject(Reason::InvalidSubject, e.to_string()))?;
     let report = if inbound.json {
         whistle_proto::from_json::<v1::Report>(inbound.payload).map_err(|e| {
             reject(
@@ -608,7 +571,7 @@ mod tests {
 
     #[test]
     fn subjects_must_name_the_grid_and_its_ancestors() {
-        assert!(parse_subject(SUBJECT).is_ok());
+        assert!(subject::parse_report(SUBJECT).is_ok());
         for bad in [
             "whistle.report.150602.150602001.150602001001",
             "whistle.report.150602.150602002.150602001001.150602001001001",
@@ -616,7 +579,7 @@ mod tests {
             "whistle.report.150602.150602001.150602001001.150602001001001.extra",
             "whistle.report.150602.150602001.150602001.150602001",
         ] {
-            assert!(parse_subject(bad).is_err(), "{bad}");
+            assert!(subject::parse_report(bad).is_err(), "{bad}");
         }
         let unknown = "whistle.report.150602.150602001.150602001999.150602001999001";
         let mut report = valid();

@@ -13,9 +13,9 @@ use std::{
 use dashmap::DashMap;
 use sqlx::PgPool;
 use tonic::Request;
-use whistle_dispatch::Clock;
 use whistle_domain::AreaCode;
 use whistle_store::tokens::{self, Role};
+use whistle_wire::Clock;
 
 use crate::{area, Error, Result};
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use whistle_dispatch::Clock;
 use whistle_domain::policy::Policy;
 use whistle_proto::v1;
+use whistle_wire::Clock;
 
 use crate::{
     aggregates::Aggregates,

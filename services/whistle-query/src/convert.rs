@@ -6,12 +6,12 @@
 //! unspecified or unknown value in a filter is INVALID_ARGUMENT.
 
 use chrono::TimeDelta;
-use whistle_dispatch::convert;
 use whistle_domain::{
     incident::{ReturnReason, Status, TaskStatus},
     Level,
 };
 use whistle_proto::v1;
+use whistle_wire::convert;
 
 use crate::{Error, Result};
 

@@ -2,29 +2,24 @@
 //! as NATS requests on `whistle.cmd.{verb}`. This service never applies a command itself; the
 //! acting person is the token's, so a client cannot act as someone else.
 
-use std::time::Duration;
-
-use prost::Message as _;
 use tonic::{Request, Response, Status};
-use whistle_dispatch::commands::{verb, SUBJECT_PREFIX};
 use whistle_proto::v1::{self, command_reply::Outcome, CommandErrorCode};
+use whistle_wire::{CommandClient, Verb};
 
 use crate::{auth::Auth, generated::dispatch_server, Error, Result};
-
-/// How long to wait for dispatch's answer. A command that timed out may still have been applied:
-/// the client retries with the same `command_id` and gets the first outcome.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub(crate) struct Dispatch {
     pub auth: Auth,
-    pub nats: async_nats::Client,
+    /// Waits [`CommandClient::DEFAULT_TIMEOUT`]: a command that timed out may still have been
+    /// applied, and the client retries with the same `command_id` to get the first outcome.
+    pub commands: CommandClient,
 }
 
 impl Dispatch {
     async fn forward(
         &self,
-        rpc_verb: &str,
+        rpc_verb: Verb,
         request: Request<v1::Command>,
     ) -> Result<v1::CommandOk> {
         let principal = self.auth.principal(&request).await?;
@@ -36,10 +31,10 @@ impl Dispatch {
                     "the command has no body: this RPC takes `{rpc_verb}`"
                 )))
             }
-            Some(body) if verb(body) != rpc_verb => {
+            Some(body) if Verb::of(body) != rpc_verb => {
                 return Err(Error::invalid(format!(
                     "this RPC takes a `{rpc_verb}` body, not `{}`",
-                    verb(body)
+                    Verb::of(body)
                 )))
             }
             Some(_) => {}
@@ -52,26 +47,19 @@ impl Dispatch {
         }
         command.actor_id = actor.to_owned();
 
-        let request = async_nats::Request::new()
-            .payload(command.encode_to_vec().into())
-            .timeout(Some(REPLY_TIMEOUT));
-        let reply = self
-            .nats
-            .send_request(format!("{SUBJECT_PREFIX}.{rpc_verb}"), request)
-            .await
-            .map_err(|e| {
-                use async_nats::RequestErrorKind::*;
-                Error::Unavailable(match e.kind() {
-                    NoResponders => "no dispatch service is answering commands".to_owned(),
-                    TimedOut => format!(
-                        "dispatch did not answer within {}s; retry with the same command_id",
-                        REPLY_TIMEOUT.as_secs()
-                    ),
-                    _ => format!("sending the command: {e}"),
-                })
-            })?;
-        let reply = v1::CommandReply::decode(reply.payload)
-            .map_err(|e| Error::Corrupt(format!("dispatch's reply does not decode: {e}")))?;
+        let reply = self.commands.send(&command).await.map_err(|e| match e {
+            whistle_wire::Error::NoResponders { .. } => {
+                Error::Unavailable("no dispatch service is answering commands".to_owned())
+            }
+            whistle_wire::Error::TimedOut { timeout, .. } => Error::Unavailable(format!(
+                "dispatch did not answer within {}s; retry with the same command_id",
+                timeout.as_secs()
+            )),
+            whistle_wire::Error::Decode { source, .. } => {
+                Error::Corrupt(format!("dispatch's reply does not decode: {source}"))
+            }
+            e => Error::Unavailable(format!("sending the command: {}", whistle_wire::chain(&e))),
+        })?;
         match reply.outcome {
             Some(Outcome::Ok(ok)) => Ok(ok),
             Some(Outcome::Error(error)) => Err(Error::Refused(
@@ -84,7 +72,7 @@ impl Dispatch {
 }
 
 macro_rules! forward {
-    ($($method:ident => $verb:literal),* $(,)?) => {
+    ($($method:ident => $verb:expr),* $(,)?) => {
         #[tonic::async_trait]
         impl dispatch_server::Dispatch for Dispatch {
             $(
@@ -100,12 +88,12 @@ macro_rules! forward {
 }
 
 forward! {
-    accept => "accept",
-    r#return => "return",
-    resolve => "resolve",
-    escalate => "escalate",
-    verify => "verify",
-    supervise => "supervise",
-    reassign => "reassign",
-    comment => "comment",
+    accept => Verb::Accept,
+    r#return => Verb::Return,
+    resolve => Verb::Resolve,
+    escalate => Verb::Escalate,
+    verify => Verb::Verify,
+    supervise => Verb::Supervise,
+    reassign => Verb::Reassign,
+    comment => Verb::Comment,
 }

@@ -36,8 +36,8 @@ pub enum Error {
     Tls(String),
     #[error("NATS: {0}")]
     Nats(String),
-    #[error("policy: {0}")]
-    Policy(String),
+    #[error("policy")]
+    Policy(#[from] whistle_wire::PolicyError),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

@@ -66,7 +66,7 @@ use tonic::{
 };
 use tower::Layer as _;
 use tracing::info;
-use whistle_dispatch::{Clock, SystemClock};
+use whistle_wire::{Clock, SystemClock};
 
 pub use aggregates::Aggregates;
 pub use error::{Error, Result};
@@ -159,8 +159,7 @@ impl Options {
 
     /// With a clock the caller controls (tests move it; dispatch and query can share one).
     pub async fn build_with_clock(self, clock: Arc<dyn Clock>) -> Result<Service> {
-        let policy = whistle_dispatch::load_policy(&self.policy)
-            .map_err(|e| Error::Policy(e.to_string()))?;
+        let policy = whistle_wire::policy::load(&self.policy)?;
         let tls = self.tls()?;
         if let Some(dir) = &self.console_dir {
             if !dir.join("index.html").is_file() {
@@ -197,7 +196,7 @@ impl Options {
             tls,
             dispatch: Dispatch {
                 auth: auth.clone(),
-                nats: nats.clone(),
+                commands: whistle_wire::CommandClient::new(nats.clone()),
             },
             reporting: Reporting {
                 auth: auth.clone(),

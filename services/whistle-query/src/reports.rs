@@ -13,10 +13,10 @@ use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sqlx::{postgres::PgRow, PgPool, Row};
 use tonic::{Request, Response, Status};
-use whistle_dispatch::{convert::satisfaction_to_proto, streams::report_subject, Clock};
 use whistle_domain::{incident::Satisfaction, policy::Policy, AreaCode, Level, ReportId};
 use whistle_proto::v1;
 use whistle_store::tokens::Role;
+use whistle_wire::{convert::satisfaction_to_proto, subject, Clock};
 
 use crate::{
     auth::{Auth, Principal},
@@ -252,7 +252,11 @@ impl Reporting {
         let unavailable = |e: String| Error::Unavailable(format!("WHISTLE_REPORTS: {e}"));
         let ack = self
             .jetstream
-            .publish_with_headers(report_subject(grid), headers, report.encode_to_vec().into())
+            .publish_with_headers(
+                subject::report(grid),
+                headers,
+                report.encode_to_vec().into(),
+            )
             .await
             .map_err(|e| unavailable(e.to_string()))?
             .await

@@ -25,9 +25,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{debug, warn};
-use whistle_dispatch::streams::{event_in_area, EVENTS};
 use whistle_domain::AreaCode;
 use whistle_proto::v1;
+use whistle_wire::{names::EVENTS_STREAM as EVENTS, subject::event_in_area};
 
 use crate::{metrics::Metrics, Error, Result};
 

@@ -46,7 +46,7 @@ pub async fn run(conn: &Connection, args: &TimersArgs) -> anyhow::Result<()> {
         bail!("--due {} is more than --pending {}", args.due, args.pending);
     }
     let pool = connect_db(conn).await?;
-    let policy = whistle_dispatch::load_policy(&conn.policy)?;
+    let policy = whistle_wire::policy::load(&conn.policy)?;
     let grids = seeded_grids(&pool).await?;
     // Where each category's first deadline falls after the report, from the engine itself.
     let categories: Vec<(&Category, TimeDelta)> = policy

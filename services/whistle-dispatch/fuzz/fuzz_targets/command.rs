@@ -5,10 +5,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use whistle_dispatch::{
-    commands::{decode, VERBS},
-    Catalog,
-};
+use whistle_dispatch::{commands::decode, Catalog};
 use whistle_domain::OrgIndex;
 
 static CATALOG: LazyLock<Catalog> = LazyLock::new(|| Catalog {
@@ -20,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&flags, payload)) = data.split_first() else {
         return;
     };
-    let verb = VERBS[usize::from(flags & 7)];
+    let verb = whistle_wire::Verb::ALL[usize::from(flags & 7)].as_str();
     let json = flags & 8 != 0;
     if let Err(reply) = decode(verb, payload, json, &CATALOG) {
         assert!(reply.outcome.is_some(), "a refusal without an outcome");

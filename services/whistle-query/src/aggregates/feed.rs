@@ -23,12 +23,12 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
-use whistle_dispatch::{streams::EVENTS, Clock};
 use whistle_domain::{
     incident::{Satisfaction, Status},
     Level,
 };
 use whistle_proto::v1::{self, event::Body};
+use whistle_wire::{names::EVENTS_STREAM as EVENTS, Clock};
 
 use super::{
     day_of, hour_of, load, micros, proto_micros, Aggregates, Change, Facts, Grid, Hour, Kinds,

@@ -1,4 +1,4 @@
-//! Injected time: the service reads the clock only through [`Clock`], so tests can drive it.
+//! Injected time: the services read the clock only through [`Clock`], so tests can drive it.
 
 use std::sync::{Arc, Mutex};
 

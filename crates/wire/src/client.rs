@@ -1,0 +1,69 @@
+//! The one way to send a command: a `whistle.v1.Command` on `whistle.cmd.{verb}`, answered by
+//! whistle-dispatch with a `whistle.v1.CommandReply`.
+
+use std::time::Duration;
+
+use async_nats::RequestErrorKind;
+use prost::Message as _;
+use whistle_proto::v1;
+
+use crate::{subject, Error, Verb};
+
+/// Sends commands to whistle-dispatch over a NATS connection.
+#[derive(Debug, Clone)]
+pub struct CommandClient {
+    nats: async_nats::Client,
+    timeout: Duration,
+}
+
+impl CommandClient {
+    /// How long a command waits for dispatch's reply unless told otherwise. A command that timed
+    /// out may still have been applied: a retry with the same `command_id` gets the first outcome.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    pub fn new(nats: async_nats::Client) -> CommandClient {
+        CommandClient {
+            nats,
+            timeout: Self::DEFAULT_TIMEOUT,
+        }
+    }
+
+    pub fn with_timeout(self, timeout: Duration) -> CommandClient {
+        CommandClient { timeout, ..self }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends `command` on the subject of its body's verb and waits for the reply. A refusal is a
+    /// reply (its outcome is an error), not an [`Error`].
+    pub async fn send(&self, command: &v1::Command) -> Result<v1::CommandReply, Error> {
+        let body = command.body.as_ref().ok_or(Error::NoBody)?;
+        let subject = subject::command(Verb::of(body));
+        let request = async_nats::Request::new()
+            .payload(command.encode_to_vec().into())
+            .timeout(Some(self.timeout));
+        let message = self
+            .nats
+            .send_request(subject.clone(), request)
+            .await
+            .map_err(|source| match source.kind() {
+                RequestErrorKind::NoResponders => Error::NoResponders {
+                    subject: subject.clone(),
+                    source,
+                },
+                RequestErrorKind::TimedOut => Error::TimedOut {
+                    subject: subject.clone(),
+                    timeout: self.timeout,
+                    source,
+                },
+                _ => Error::Request {
+                    subject: subject.clone(),
+                    source,
+                },
+            })?;
+        v1::CommandReply::decode(message.payload)
+            .map_err(|source| Error::Decode { subject, source })
+    }
+}

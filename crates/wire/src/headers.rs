@@ -1,0 +1,28 @@
+//! Header names and values of the contract.
+
+/// Set by a client that sends proto3 JSON instead of protobuf (reports and commands); a command
+/// sent so is answered in JSON too.
+pub const CONTENT_TYPE: &str = "Content-Type";
+/// The [`CONTENT_TYPE`] of proto3 JSON; a value that starts with it (e.g. with `; charset=utf-8`)
+/// counts.
+pub const JSON: &str = "application/json";
+/// JetStream's de-duplication id: a report's `report_id`, an event's `event_id`.
+pub const MSG_ID: &str = "Nats-Msg-Id";
+
+/// On `WHISTLE_REJECTED`: the rejection reason, also the last subject token.
+pub const REJECT_REASON: &str = "Whistle-Reject-Reason";
+/// On `WHISTLE_REJECTED`: what exactly was wrong.
+pub const REJECT_MESSAGE: &str = "Whistle-Reject-Message";
+/// On `WHISTLE_REJECTED`: the subject the report was published on.
+pub const ORIGINAL_SUBJECT: &str = "Whistle-Original-Subject";
+/// On `WHISTLE_REJECTED`: the report's sequence in `WHISTLE_REPORTS`.
+pub const ORIGINAL_SEQUENCE: &str = "Whistle-Original-Sequence";
+/// On `WHISTLE_REJECTED`: how many times the report was delivered to dispatch.
+pub const DELIVERY_COUNT: &str = "Whistle-Delivery-Count";
+
+/// Whether a command's headers ask for proto3 JSON.
+pub fn wants_json(headers: Option<&async_nats::HeaderMap>) -> bool {
+    headers
+        .and_then(|h| h.get(CONTENT_TYPE))
+        .is_some_and(|v| v.as_str().starts_with(JSON))
+}

@@ -1,0 +1,98 @@
+//! Event kinds: the `kind` of a `whistle.v1.Event` and the last tokens of its subject. Kinds are
+//! dotted (`incident.reported`) so `whistle.event.*.*.incident.reported` filters by kind; `task.*`
+//! kinds go on `whistle.task.{department}.{kind}`, the others on
+//! `whistle.event.{district}.{street}.{kind}`.
+
+/// Intake opened an incident.
+pub const INCIDENT_REPORTED: &str = "incident.reported";
+/// Intake refused a report (the original bytes go to `WHISTLE_REJECTED`).
+pub const REPORT_REJECTED: &str = "report.rejected";
+/// Intake attached a duplicate report to an open incident.
+pub const REPORT_ATTACHED: &str = "report.attached";
+/// Intake saw many reports of one category in one community.
+pub const CLUSTER_ALERT: &str = "cluster.alert";
+
+pub const INCIDENT_ESCALATED: &str = "incident.escalated";
+pub const INCIDENT_WHISTLED: &str = "incident.whistled";
+pub const INCIDENT_RESOLVED: &str = "incident.resolved";
+pub const INCIDENT_VERIFIED: &str = "incident.verified";
+pub const INCIDENT_REOPENED: &str = "incident.reopened";
+pub const INCIDENT_CLOSED: &str = "incident.closed";
+pub const INCIDENT_CLOSED_UNVERIFIED: &str = "incident.closed_unverified";
+pub const INCIDENT_OVERDUE: &str = "incident.overdue";
+pub const INCIDENT_SUPERVISED: &str = "incident.supervised";
+pub const INCIDENT_COMMENTED: &str = "incident.commented";
+pub const TASK_DISPATCHED: &str = "task.dispatched";
+pub const TASK_ACCEPTED: &str = "task.accepted";
+pub const TASK_RETURNED: &str = "task.returned";
+pub const TASK_REASSIGNED: &str = "task.reassigned";
+pub const TASK_RESOLVED: &str = "task.resolved";
+pub const TASK_SUPERVISED: &str = "task.supervised";
+pub const TASK_REMINDED: &str = "task.reminded";
+
+/// The kinds intake publishes.
+pub const INTAKE: [&str; 4] = [
+    INCIDENT_REPORTED,
+    REPORT_REJECTED,
+    REPORT_ATTACHED,
+    CLUSTER_ALERT,
+];
+
+/// The kinds the state machine publishes (the domain's `incident::EVENT_KINDS`, checked below).
+pub const ENGINE: [&str; 17] = [
+    INCIDENT_ESCALATED,
+    INCIDENT_WHISTLED,
+    INCIDENT_RESOLVED,
+    INCIDENT_VERIFIED,
+    INCIDENT_REOPENED,
+    INCIDENT_CLOSED,
+    INCIDENT_CLOSED_UNVERIFIED,
+    INCIDENT_OVERDUE,
+    INCIDENT_SUPERVISED,
+    INCIDENT_COMMENTED,
+    TASK_DISPATCHED,
+    TASK_ACCEPTED,
+    TASK_RETURNED,
+    TASK_REASSIGNED,
+    TASK_RESOLVED,
+    TASK_SUPERVISED,
+    TASK_REMINDED,
+];
+
+/// Every kind on `WHISTLE_EVENTS`.
+pub fn all() -> impl Iterator<Item = &'static str> {
+    INTAKE.into_iter().chain(ENGINE)
+}
+
+/// Whether events of `kind` go on `whistle.task.{department}.{kind}`.
+pub fn is_task(kind: &str) -> bool {
+    kind.starts_with("task.")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn the_engine_kinds_are_the_domains() {
+        let ours: BTreeSet<_> = ENGINE.into_iter().collect();
+        let domain: BTreeSet<_> = whistle_domain::incident::EVENT_KINDS.into_iter().collect();
+        assert_eq!(ours, domain);
+    }
+
+    #[test]
+    fn kinds_are_unique_and_dotted() {
+        let all: Vec<_> = all().collect();
+        let unique: BTreeSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len());
+        for kind in all {
+            let (family, name) = kind.split_once('.').expect("dotted");
+            assert!(
+                !family.is_empty() && !name.is_empty() && !name.contains('.'),
+                "{kind}"
+            );
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Loading the policy every process must agree on: by builtin name or from a TOML file.
+
+use std::path::PathBuf;
+
+use whistle_domain::policy::Policy;
+
+use crate::PolicyError;
+
+/// Loads a policy by builtin name (`ordos`, `ordos-demo`) or file path; a file's `base` is
+/// resolved next to it.
+pub fn load(name_or_path: &str) -> Result<Policy, PolicyError> {
+    if let Some(policy) = whistle_domain::policy::builtin(name_or_path) {
+        return Ok(policy);
+    }
+    let path = PathBuf::from(name_or_path);
+    let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Unreadable {
+        name: name_or_path.to_owned(),
+        source,
+    })?;
+    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+    Policy::parse(&text, |base| std::fs::read_to_string(dir.join(base)).ok())
+        .map_err(|source| PolicyError::Invalid { path, source })
+}
+
+/// Whether `name_or_path` names a builtin policy (which never changes) rather than a file.
+pub fn is_builtin(name_or_path: &str) -> bool {
+    whistle_domain::policy::builtin(name_or_path).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_load_by_name() {
+        assert!(load("ordos").is_ok());
+        assert!(load("ordos-demo").is_ok());
+    }
+
+    #[test]
+    fn a_missing_file_is_unreadable() {
+        let error = load("/nonexistent/policy.toml").unwrap_err();
+        assert!(
+            matches!(error, PolicyError::Unreadable { ref name, .. } if name == "/nonexistent/policy.toml")
+        );
+    }
+
+    #[test]
+    fn an_invalid_file_names_its_path_and_keeps_the_cause() {
+        let path =
+            std::env::temp_dir().join(format!("whistle-wire-policy-{}.toml", std::process::id()));
+        std::fs::write(&path, "not = [valid").unwrap();
+        let error = load(path.to_str().unwrap()).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        match error {
+            PolicyError::Invalid { path: at, source } => {
+                assert_eq!(at, path);
+                assert!(
+                    matches!(source, whistle_domain::policy::Error::Toml { .. }),
+                    "{source:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Every subject of the contract, built and parsed here and nowhere else:
+//!
+//! | what | subject |
+//! | --- | --- |
+//! | report | `whistle.report.{district}.{street}.{community}.{grid}` |
+//! | incident event | `whistle.event.{district}.{street}.{kind}` |
+//! | task event | `whistle.task.{department}.{kind}` |
+//! | command | `whistle.cmd.{verb}` |
+//! | rejected report | `whistle.rejected.{reason}` |
+
+use whistle_domain::{AreaCode, Level};
+use whistle_proto::v1;
+
+use crate::{kind, Error, Verb};
+
+/// Every report: the subjects of `WHISTLE_REPORTS` and of dispatch's consumer.
+pub const ALL_REPORTS: &str = "whistle.report.>";
+/// Every incident event.
+pub const ALL_INCIDENT_EVENTS: &str = "whistle.event.>";
+/// Every task event.
+pub const ALL_TASK_EVENTS: &str = "whistle.task.>";
+/// Every rejected report: the subjects of `WHISTLE_REJECTED`.
+pub const ALL_REJECTED: &str = "whistle.rejected.>";
+/// The micro-service group the command endpoints (one per [`Verb`]) are added to.
+pub const COMMAND_GROUP: &str = "whistle.cmd";
+
+/// The district and street token of an event that has no known place (a report rejected for its
+/// subject).
+pub const UNKNOWN_AREA: &str = "unknown";
+
+/// The subject a report of `grid` is published on.
+pub fn report(grid: &AreaCode) -> String {
+    let at = |level| {
+        grid.at_level(level)
+            .expect("a grid has every ancestor")
+            .to_string()
+    };
+    format!(
+        "whistle.report.{}.{}.{}.{}",
+        at(Level::District),
+        at(Level::Street),
+        at(Level::Community),
+        grid
+    )
+}
+
+/// The grid a report subject names, after checking that each token is the parent of the next.
+/// The message of an [`Error::Subject`] says what is wrong, for the rejection.
+pub fn parse_report(subject: &str) -> Result<AreaCode, Error> {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    let [whistle, report, district, street, community, grid] = tokens.as_slice() else {
+        return Err(Error::Subject(format!(
+            "subject {subject:?} must be whistle.report.{{district}}.{{street}}.{{community}}.{{grid}}"
+        )));
+    };
+    if (*whistle, *report) != ("whistle", "report") {
+        return Err(Error::Subject(format!(
+            "subject {subject:?} must start with whistle.report."
+        )));
+    }
+    let grid: AreaCode = grid
+        .parse()
+        .map_err(|e| Error::Subject(format!("subject grid token: {e}")))?;
+    if grid.level() != Level::Grid {
+        return Err(Error::Subject(format!(
+            "subject grid token {grid} is not a 15-digit grid code"
+        )));
+    }
+    for (level, token) in [
+        (Level::District, district),
+        (Level::Street, street),
+        (Level::Community, community),
+    ] {
+        let expected = grid.at_level(level).expect("grid has every ancestor");
+        if expected.as_str() != *token {
+            return Err(Error::Subject(format!(
+                "subject {} token {token:?} does not contain grid {grid} (expected {expected})",
+                level.as_str()
+            )));
+        }
+    }
+    Ok(grid)
+}
+
+/// `whistle.event.{district}.{street}.{kind}`; an empty district or street is [`UNKNOWN_AREA`].
+pub fn incident_event(district: &str, street: &str, kind: &str) -> String {
+    let or_unknown = |s: &str| if s.is_empty() { UNKNOWN_AREA } else { s }.to_owned();
+    format!(
+        "whistle.event.{}.{}.{kind}",
+        or_unknown(district),
+        or_unknown(street)
+    )
+}
+
+/// `whistle.task.{department}.{kind}`.
+pub fn task_event(department: &str, kind: &str) -> String {
+    format!("whistle.task.{department}.{kind}")
+}
+
+/// Where an event was published, read back from its subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventSubject<'a> {
+    Incident {
+        district: &'a str,
+        street: &'a str,
+        kind: &'a str,
+    },
+    Task {
+        department: &'a str,
+        kind: &'a str,
+    },
+}
+
+/// Parses `whistle.event.{district}.{street}.{kind}` or `whistle.task.{department}.{kind}`.
+pub fn parse_event(subject: &str) -> Result<EventSubject<'_>, Error> {
+    let bad = || Error::Subject(format!("{subject:?} is not an event subject"));
+    let dotted = |kind: &str| {
+        kind.split_once('.')
+            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !b.contains('.'))
+    };
+    if let Some(rest) = subject.strip_prefix("whistle.event.") {
+        let mut tokens = rest.splitn(3, '.');
+        let (Some(district), Some(street), Some(kind)) =
+            (tokens.next(), tokens.next(), tokens.next())
+        else {
+            return Err(bad());
+        };
+        if district.is_empty() || street.is_empty() || !dotted(kind) {
+            return Err(bad());
+        }
+        return Ok(EventSubject::Incident {
+            district,
+            street,
+            kind,
+        });
+    }
+    if let Some(rest) = subject.strip_prefix("whistle.task.") {
+        let (department, kind) = rest.split_once('.').ok_or_else(bad)?;
+        if department.is_empty() || !dotted(kind) {
+            return Err(bad());
+        }
+        return Ok(EventSubject::Task { department, kind });
+    }
+    Err(bad())
+}
+
+/// `whistle.cmd.{verb}`.
+pub fn command(verb: Verb) -> String {
+    format!("{COMMAND_GROUP}.{verb}")
+}
+
+/// The verb of a command subject.
+pub fn parse_command(subject: &str) -> Result<Verb, Error> {
+    subject
+        .strip_prefix(COMMAND_GROUP)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .ok_or_else(|| Error::Subject(format!("{subject:?} is not a command subject")))?
+        .parse()
+}
+
+/// `whistle.rejected.{reason}`.
+pub fn rejected(reason: &str) -> String {
+    format!("whistle.rejected.{reason}")
+}
+
+/// The reason of a rejected-report subject.
+pub fn parse_rejected(subject: &str) -> Result<&str, Error> {
+    subject
+        .strip_prefix("whistle.rejected.")
+        .filter(|reason| !reason.is_empty() && !reason.contains('.'))
+        .ok_or_else(|| Error::Subject(format!("{subject:?} is not a rejected-report subject")))
+}
+
+/// The narrowest stream filter for events of `kind` inside `area` (none: the city). Incident
+/// events carry district and street in their subject, task events do not; a filter may match
+/// events of neighbouring areas below the street, so readers still check [`event_in_area`].
+pub fn event_filter(area: Option<&AreaCode>, kind: &str) -> String {
+    if kind::is_task(kind) {
+        return task_event("*", kind);
+    }
+    match area.map(|a| (a.level(), a)) {
+        None | Some((Level::City, _)) => incident_event("*", "*", kind),
+        Some((Level::District, a)) => incident_event(a.as_str(), "*", kind),
+        Some((_, a)) => {
+            let district = a.at_level(Level::District).expect("below district");
+            let street = a.at_level(Level::Street).expect("at or below street");
+            incident_event(district.as_str(), street.as_str(), kind)
+        }
+    }
+}
+
+/// Whether an event of `WHISTLE_EVENTS` happened inside `area`, judged by the most precise org
+/// code it carries. Events with no place (a rejected report with a bad subject) belong to the
+/// city alone.
+pub fn event_in_area(area: &AreaCode, event: &v1::Event) -> bool {
+    if area.level() == Level::City {
+        return true;
+    }
+    [
+        &event.grid_code,
+        &event.community_code,
+        &event.street_code,
+        &event.district_code,
+    ]
+    .into_iter()
+    .find(|code| !code.is_empty())
+    .is_some_and(|code| code.starts_with(area.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUBJECT: &str = "whistle.report.150602.150602001.150602001001.150602001001001";
+
+    #[test]
+    fn report_subject_names_every_level() {
+        let grid = "150602001002003".parse().unwrap();
+        assert_eq!(
+            report(&grid),
+            "whistle.report.150602.150602001.150602001002.150602001002003"
+        );
+    }
+
+    #[test]
+    fn report_subjects_round_trip() {
+        let grid = parse_report(SUBJECT).unwrap();
+        assert_eq!(report(&grid), SUBJECT);
+    }
+
+    #[test]
+    fn subjects_must_name_the_grid_and_its_ancestors() {
+        for bad in [
+            "whistle.report.150602.150602001.150602001001",
+            "whistle.report.150602.150602002.150602001001.150602001001001",
+            "whistle.event.150602.150602001.150602001001.150602001001001",
+            "whistle.report.150602.150602001.150602001001.150602001001001.extra",
+            "whistle.report.150602.150602001.150602001.150602001",
+        ] {
+            assert!(matches!(parse_report(bad), Err(Error::Subject(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn event_subjects_round_trip() {
+        let subject = incident_event("150602", "150602001", kind::INCIDENT_WHISTLED);
+        assert_eq!(
+            parse_event(&subject).unwrap(),
+            EventSubject::Incident {
+                district: "150602",
+                street: "150602001",
+                kind: "incident.whistled"
+            }
+        );
+        let subject = task_event("150602001-housing", kind::TASK_ACCEPTED);
+        assert_eq!(
+            parse_event(&subject).unwrap(),
+            EventSubject::Task {
+                department: "150602001-housing",
+                kind: "task.accepted"
+            }
+        );
+        assert!(parse_event("whistle.event.150602.incident.whistled").is_err());
+        assert!(parse_event("whistle.report.1.2.3.4").is_err());
+    }
+
+    #[test]
+    fn an_event_without_a_place_is_unknown() {
+        assert_eq!(
+            incident_event("", "", kind::REPORT_REJECTED),
+            "whistle.event.unknown.unknown.report.rejected"
+        );
+    }
+
+    #[test]
+    fn command_and_rejected_subjects_round_trip() {
+        for verb in Verb::ALL {
+            assert_eq!(parse_command(&command(verb)).unwrap(), verb);
+        }
+        assert!(parse_command("whistle.cmd.fly").is_err());
+        assert!(parse_command("whistle.cmdaccept").is_err());
+        assert_eq!(parse_rejected(&rejected("too_large")).unwrap(), "too_large");
+        assert!(parse_rejected("whistle.rejected.").is_err());
+    }
+
+    #[test]
+    fn filters_narrow_by_kind_and_area() {
+        assert_eq!(
+            event_filter(None, "incident.reported"),
+            "whistle.event.*.*.incident.reported"
+        );
+        let community: AreaCode = "150602001001".parse().unwrap();
+        assert_eq!(
+            event_filter(Some(&community), "incident.whistled"),
+            "whistle.event.150602.150602001.incident.whistled"
+        );
+        let district: AreaCode = "150602".parse().unwrap();
+        assert_eq!(
+            event_filter(Some(&district), "incident.whistled"),
+            "whistle.event.150602.*.incident.whistled"
+        );
+        assert_eq!(
+            event_filter(Some(&community), "task.accepted"),
+            "whistle.task.*.task.accepted"
+        );
+        let city: AreaCode = "150600".parse().unwrap();
+        assert_eq!(
+            event_filter(Some(&city), "incident.reported"),
+            "whistle.event.*.*.incident.reported"
+        );
+        assert_eq!(
+            event_filter(Some(&district), "task.accepted"),
+            "whistle.task.*.task.accepted"
+        );
+    }
+}

@@ -1,0 +1,102 @@
+//! The command verbs: the last token of `whistle.cmd.{verb}` and the name of a command's body.
+
+use std::{fmt, str::FromStr};
+
+use whistle_proto::v1::command::Body;
+
+use crate::Error;
+
+/// What a command does; one NATS endpoint each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verb {
+    Accept,
+    Return,
+    Resolve,
+    Escalate,
+    Verify,
+    Supervise,
+    Reassign,
+    Comment,
+}
+
+impl Verb {
+    /// Every verb, in the order dispatch registers its endpoints.
+    pub const ALL: [Verb; 8] = [
+        Verb::Accept,
+        Verb::Return,
+        Verb::Resolve,
+        Verb::Escalate,
+        Verb::Verify,
+        Verb::Supervise,
+        Verb::Reassign,
+        Verb::Comment,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Accept => "accept",
+            Verb::Return => "return",
+            Verb::Resolve => "resolve",
+            Verb::Escalate => "escalate",
+            Verb::Verify => "verify",
+            Verb::Supervise => "supervise",
+            Verb::Reassign => "reassign",
+            Verb::Comment => "comment",
+        }
+    }
+
+    /// The verb a command body is sent with.
+    pub fn of(body: &Body) -> Verb {
+        match body {
+            Body::Accept(_) => Verb::Accept,
+            Body::Return(_) => Verb::Return,
+            Body::Resolve(_) => Verb::Resolve,
+            Body::Escalate(_) => Verb::Escalate,
+            Body::Verify(_) => Verb::Verify,
+            Body::Supervise(_) => Verb::Supervise,
+            Body::Reassign(_) => Verb::Reassign,
+            Body::Comment(_) => Verb::Comment,
+        }
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Verb {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Verb, Error> {
+        Verb::ALL
+            .into_iter()
+            .find(|verb| verb.as_str() == s)
+            .ok_or_else(|| Error::UnknownVerb(s.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use whistle_proto::v1;
+
+    use super::*;
+
+    #[test]
+    fn verbs_round_trip_through_their_names() {
+        for verb in Verb::ALL {
+            assert_eq!(verb.as_str().parse::<Verb>().unwrap(), verb);
+        }
+        assert!(matches!("Accept".parse::<Verb>(), Err(Error::UnknownVerb(v)) if v == "Accept"));
+    }
+
+    #[test]
+    fn a_body_names_its_verb() {
+        assert_eq!(Verb::of(&Body::Accept(v1::Accept::default())), Verb::Accept);
+        assert_eq!(
+            Verb::of(&Body::Comment(v1::Comment { text: "x".into() })),
+            Verb::Comment
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! The errors of the dispatch service; each keeps its cause.
+
+use async_nats::jetstream::{
+    context::{CreateStreamError, GetStreamError, PublishError},
+    stream::ConsumerError,
+};
+use uuid::Uuid;
+
+/// Errors of the dispatch service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connecting to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("creating stream {stream}")]
+    CreateStream {
+        stream: String,
+        #[source]
+        source: CreateStreamError,
+    },
+    #[error("opening stream {stream}")]
+    OpenStream {
+        stream: &'static str,
+        #[source]
+        source: GetStreamError,
+    },
+    #[error("creating or updating consumer {consumer}")]
+    Consumer {
+        consumer: String,
+        #[source]
+        source: ConsumerError,
+    },
+    /// Starting the NATS micro service or adding one of its endpoints.
+    #[error("{what}")]
+    Service {
+        what: String,
+        #[source]
+        source: async_nats::Error,
+    },
+    #[error("publishing event {event_id}")]
+    Publish {
+        event_id: Uuid,
+        #[source]
+        source: PublishError,
+    },
+    #[error("event publish not confirmed")]
+    PublishAck(#[source] PublishError),
+    #[error("the relay task failed")]
+    Relay(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Store(#[from] whistle_store::Error),
+    #[error("policy")]
+    Policy(#[from] whistle_wire::PolicyError),
+    #[error("org tree: {0}")]
+    Org(#[from] whistle_domain::OrgError),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Error {
+        Error::Store(e.into())
+    }
+}
