@@ -87,6 +87,15 @@ enum Command {
     Chaos(chaos::Args),
 }
 
+impl Command {
+    fn prints_for_pipes(&self) -> bool {
+        !matches!(
+            self,
+            Command::Load(_) | Command::Simulate(_) | Command::Chaos(_) | Command::Bench(_)
+        )
+    }
+}
+
 /// Exit status of a command that dispatch refused (anything else that fails exits with 1).
 const EXIT_REFUSED: i32 = 2;
 
@@ -100,6 +109,12 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
+    if cli.command.prints_for_pipes() {
+        // `whistle categories | head`: end quietly when the reader goes away, as Unix tools do,
+        // instead of panicking in println!. Long runs that supervise child processes keep Rust's
+        // default (SIGPIPE ignored, EPIPE as an error); sockets never raise it (MSG_NOSIGNAL).
+        sigpipe::reset();
+    }
     match cli.command {
         Command::Migrate => {
             let pool = connect_db(&cli.conn).await?;
