@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 use whistle_domain::{
@@ -73,6 +73,9 @@ impl Commands {
             endpoints.push(endpoint);
         }
         let this = Arc::new(self);
+        // Handlers run concurrently; the loop waits for every one before it returns, so a command
+        // committing during shutdown has its events in the outbox before the relay's last drain.
+        let handlers = TaskTracker::new();
         Ok(tokio::spawn(async move {
             let mut requests = futures::stream::select_all(endpoints);
             loop {
@@ -84,7 +87,7 @@ impl Commands {
                     },
                 };
                 let this = this.clone();
-                tokio::spawn(async move {
+                handlers.spawn(async move {
                     let json = headers::wants_json(request.message.headers.as_ref());
                     let reply = this.handle(&request.message, json).await;
                     // A client that speaks JSON gets its answer in JSON.
@@ -100,6 +103,8 @@ impl Commands {
                     }
                 });
             }
+            handlers.close();
+            handlers.wait().await;
             if let Err(e) = service.stop().await {
                 debug!(error = %e, "stopping the service");
             }
@@ -159,20 +164,13 @@ impl Commands {
         }
         let task = parsed.task;
         let input = Input::Command(parsed.actor, parsed.command);
-        let state = match engine::transition(
-            &mut tx,
-            catalog,
-            &locked,
-            input,
-            &command.actor_id,
-            None,
-            now,
-        )
-        .await?
-        {
-            Ok(state) => state,
-            Err(rejection) => return Ok(refusal(&rejection)),
-        };
+        let state =
+            match engine::transition(&mut tx, catalog, &locked, input, &command.actor_id, now)
+                .await?
+            {
+                Ok(state) => state,
+                Err(rejection) => return Ok(refusal(&rejection)),
+            };
         // A reassignment's task is the one it dispatched.
         let task = if verb == "reassign" {
             state.tasks.last().map(|t| t.id)

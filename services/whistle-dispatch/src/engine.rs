@@ -8,17 +8,16 @@ use whistle_store::incidents::{Changes, Locked, TimelineEntry};
 
 use crate::{events, Catalog, Error};
 
-/// Applies `input` and saves the outcome. A refusal changes nothing; the caller rolls back.
+/// Applies a command and saves the outcome (timers go through [`plan`] in batches). A refusal changes nothing; the caller rolls back.
 pub(crate) async fn transition(
     conn: &mut PgConnection,
     catalog: &Catalog,
     locked: &Locked,
     input: Input,
     actor_id: &str,
-    fired: Option<Timer>,
     now: DateTime<Utc>,
 ) -> Result<Result<Incident, Rejection>, Error> {
-    let (state, changes) = match plan(catalog, locked, input, actor_id, fired, now) {
+    let (state, changes) = match plan(catalog, locked, input, actor_id, None, now) {
         Ok(planned) => planned,
         Err(rejection) => return Ok(Err(rejection)),
     };
