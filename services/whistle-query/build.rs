@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(false)
         .build_server(true)
+        // A request body that does not decode is INVALID_ARGUMENT, not tonic-prost's INTERNAL.
+        .codec_path("crate::codec::RequestCodec")
         // WatchEvents answers with a wire-identical type that carries each event's bytes as read
         // from the stream, so an event is encoded once, not once per watching screen.
         .extern_path(

@@ -363,6 +363,22 @@ fn invalid_reports() -> Vec<(&'static str, String, HeaderMap, Vec<u8>)> {
             none(),
             with("cat", &|r| r.category = "weather.too_cold".into()),
         ),
+        (
+            "control_character",
+            subject.clone(),
+            none(),
+            with("nul", &|r| r.title = "停暖\0".into()),
+        ),
+        (
+            "control_character",
+            subject.clone(),
+            json(),
+            format!(
+                r#"{{"reportId": "c1-json", "reporterId": "gw-{grid}", "gridCode": "{grid}", "category": "heating.no_heat", "title": "停暖", "description": "一楼\n二楼\u0085", "reportedAt": "{}"}}"#,
+                chrono::DateTime::from_timestamp_millis(now).unwrap().to_rfc3339()
+            )
+            .into_bytes(),
+        ),
     ]
 }
 

@@ -11,6 +11,7 @@ mod escalation;
 mod fill;
 mod harness;
 mod intake;
+mod limits;
 mod query;
 mod scoreboard;
 mod store;

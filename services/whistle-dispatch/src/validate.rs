@@ -45,13 +45,16 @@ pub enum Reason {
     UnknownReporter,
     ReporterNotInGrid,
     UnknownCategory,
+    /// A text field holds a control character (NUL, another C0 or a C1 control; only the
+    /// description may hold newlines and tabs).
+    ControlCharacter,
     /// Recording the report kept failing on its own, delivery after delivery (not a validation
     /// outcome: the report was valid, the database refused it).
     ProcessingFailed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::TooLarge,
         Reason::InvalidSubject,
         Reason::DecodeError,
@@ -68,6 +71,7 @@ impl Reason {
         Reason::UnknownReporter,
         Reason::ReporterNotInGrid,
         Reason::UnknownCategory,
+        Reason::ControlCharacter,
         Reason::ProcessingFailed,
     ];
 
@@ -89,6 +93,7 @@ impl Reason {
             Reason::UnknownReporter => "unknown_reporter",
             Reason::ReporterNotInGrid => "reporter_not_in_grid",
             Reason::UnknownCategory => "unknown_category",
+            Reason::ControlCharacter => "control_character",
             Reason::ProcessingFailed => "processing_failed",
         }
     }
@@ -168,6 +173,59 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Refuses C0 controls (NUL included), DEL and C1 controls, except the ones `allowed`: they
+/// corrupt screens and logs, and PostgreSQL's text cannot hold NUL. The message names the field
+/// and the character's position, never the value.
+fn check_controls(field: &str, value: &str, allowed: &[char]) -> Result<(), Rejection> {
+    match value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() && !allowed.contains(c))
+    {
+        Some((at, c)) => Err(reject(
+            Reason::ControlCharacter,
+            format!(
+                "{field} holds the control character U+{:04X} at character {at}; only printable text is allowed{}",
+                u32::from(c),
+                if allowed.is_empty() { "" } else { " (and newlines and tabs)" }
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The report's text fields, checked for control characters; the description alone may hold
+/// line breaks and tabs.
+fn check_text(report: &v1::Report) -> Result<(), Rejection> {
+    for (field, value) in [
+        ("reporter_id", &report.reporter_id),
+        ("grid_code", &report.grid_code),
+        ("category", &report.category),
+        ("title", &report.title),
+        ("contact_phone", &report.contact_phone),
+    ] {
+        check_controls(field, value, &[])?;
+    }
+    check_controls("description", &report.description, &['\n', '\t'])?;
+    if let Some(location) = &report.location {
+        check_controls("location.address", &location.address, &[])?;
+    }
+    for (i, attachment) in report.attachments.iter().enumerate() {
+        check_controls(&format!("attachments[{i}].uri"), &attachment.uri, &[])?;
+        check_controls(
+            &format!("attachments[{i}].media_type"),
+            &attachment.media_type,
+            &[],
+        )?;
+        check_controls(
+            &format!("attachments[{i}].caption"),
+            &attachment.caption,
+            &[],
+        )?;
+    }
+    Ok(())
+}
+
 fn check_time(
     field: &str,
     at: DateTime<Utc>,
@@ -242,9 +300,11 @@ fn check(
             )
         })?
     };
+    // Ids are kept only when they are text PostgreSQL can store and a screen can show.
     let known = |mut r: Rejection| {
-        r.report_id = (!report.report_id.is_empty()).then(|| report.report_id.clone());
-        r.reporter_id = (!report.reporter_id.is_empty()).then(|| report.reporter_id.clone());
+        let usable = |id: &String| !id.is_empty() && !id.chars().any(char::is_control);
+        r.report_id = Some(&report.report_id).filter(|id| usable(id)).cloned();
+        r.reporter_id = Some(&report.reporter_id).filter(|id| usable(id)).cloned();
         r
     };
     check_fields(&report, &subject_grid, inbound.msg_id, org, policy, now).map_err(known)
@@ -270,6 +330,7 @@ fn check_fields(
             ));
         }
     }
+    check_text(report)?;
     for (field, value) in [
         ("reporter_id", &report.reporter_id),
         ("grid_code", &report.grid_code),
@@ -605,6 +666,137 @@ mod tests {
             rejection.subject_grid.as_ref().map(AreaCode::as_str),
             Some(GRID)
         );
+    }
+
+    #[test]
+    fn control_characters_in_text_are_refused_with_their_own_reason() {
+        for control in ['\0', '\u{1}', '\u{1b}', '\r', '\u{7f}', '\u{85}', '\u{9f}'] {
+            let with = |s: &str| format!("停暖{control}{s}");
+            for (field, change) in [
+                (
+                    "title",
+                    Box::new(|r: &mut v1::Report| r.title = with(""))
+                        as Box<dyn Fn(&mut v1::Report)>,
+                ),
+                (
+                    "description",
+                    Box::new(|r: &mut v1::Report| r.description = with("说明")),
+                ),
+                (
+                    "contact_phone",
+                    Box::new(|r: &mut v1::Report| r.contact_phone = with("138")),
+                ),
+                (
+                    "location.address",
+                    Box::new(|r: &mut v1::Report| {
+                        r.location = Some(v1::Location {
+                            lat: 39.6,
+                            lon: 109.8,
+                            address: with("东胜区"),
+                        })
+                    }),
+                ),
+                (
+                    "attachments[0].caption",
+                    Box::new(|r: &mut v1::Report| {
+                        r.attachments = vec![v1::Attachment {
+                            uri: "https://x/y".into(),
+                            caption: with(""),
+                            ..Default::default()
+                        }]
+                    }),
+                ),
+                (
+                    "attachments[0].uri",
+                    Box::new(|r: &mut v1::Report| {
+                        r.attachments = vec![v1::Attachment {
+                            uri: format!("https://x/{control}"),
+                            ..Default::default()
+                        }]
+                    }),
+                ),
+                (
+                    "reporter_id",
+                    Box::new(|r: &mut v1::Report| r.reporter_id.push(control)),
+                ),
+                (
+                    "category",
+                    Box::new(|r: &mut v1::Report| r.category.push(control)),
+                ),
+            ] {
+                let mut report = valid();
+                change(&mut report);
+                let rejection = run(SUBJECT, &report).unwrap_err();
+                assert_eq!(
+                    rejection.reason,
+                    Reason::ControlCharacter,
+                    "{field} with {control:?}"
+                );
+                assert!(
+                    rejection.message.starts_with(field),
+                    "{}",
+                    rejection.message
+                );
+                assert!(
+                    !rejection.message.contains(control),
+                    "the message does not repeat the character: {:?}",
+                    rejection.message
+                );
+                // An id that could not be stored or shown is not kept with the rejection.
+                if field == "reporter_id" {
+                    assert_eq!(rejection.reporter_id, None);
+                } else {
+                    assert_eq!(
+                        rejection.reporter_id.as_deref(),
+                        Some(valid().reporter_id.as_str())
+                    );
+                }
+            }
+        }
+        assert_eq!(Reason::ControlCharacter.as_str(), "control_character");
+    }
+
+    #[test]
+    fn the_description_alone_may_hold_newlines_and_tabs() {
+        let mut report = valid();
+        report.description = "一楼：\t无暖气\n二楼：\t正常\n".into();
+        run(SUBJECT, &report).unwrap();
+        // Ordinary non-ASCII text, including spaces of other scripts, is not a control.
+        report.title = "停暖\u{3000}（东胜区）\u{a0}🔥".into();
+        run(SUBJECT, &report).unwrap();
+        for field in ["title", "address"] {
+            let mut report = valid();
+            let text = "第一行\n第二行".to_owned();
+            match field {
+                "title" => report.title = text,
+                _ => {
+                    report.location = Some(v1::Location {
+                        lat: 39.6,
+                        lon: 109.8,
+                        address: text,
+                    })
+                }
+            }
+            assert_eq!(
+                run(SUBJECT, &report).unwrap_err().reason,
+                Reason::ControlCharacter,
+                "a newline in {field}"
+            );
+        }
+        assert_eq!(
+            reason_of(|r| r.description = "a\rb".into()),
+            Reason::ControlCharacter
+        );
+    }
+
+    #[test]
+    fn a_control_character_in_the_report_id_stays_invalid_report_id() {
+        // The id is parsed first, as before, and a rejection does not keep it.
+        let mut report = valid();
+        report.report_id = "r\u{0}1".into();
+        let rejection = run(SUBJECT, &report).unwrap_err();
+        assert_eq!(rejection.reason, Reason::InvalidReportId);
+        assert_eq!(rejection.report_id, None);
     }
 
     #[test]

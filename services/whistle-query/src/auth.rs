@@ -17,7 +17,7 @@ use whistle_domain::AreaCode;
 use whistle_store::tokens::{self, Role};
 use whistle_wire::Clock;
 
-use crate::{area, Error, Result};
+use crate::{area, limits::Limits, Error, Result};
 
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
 /// Past this many cached tokens the cache starts over, so random tokens cannot grow it unbounded.
@@ -84,19 +84,33 @@ pub(crate) struct Auth {
     pool: PgPool,
     clock: Arc<dyn Clock>,
     cache: Arc<Cache>,
+    limits: Limits,
 }
 
 impl Auth {
-    pub fn new(pool: PgPool, clock: Arc<dyn Clock>) -> Auth {
+    pub fn new(pool: PgPool, clock: Arc<dyn Clock>, limits: Limits) -> Auth {
         Auth {
             pool,
             clock,
             cache: Arc::default(),
+            limits,
         }
     }
 
-    /// The caller of a request, or UNAUTHENTICATED.
+    /// The per-token limits (the `WatchEvents` cap is taken by its handler).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The caller of a request, or UNAUTHENTICATED; every call counts against the token's rate
+    /// limit (RESOURCE_EXHAUSTED, `rate_limited`, past it).
     pub async fn principal<T>(&self, request: &Request<T>) -> Result<Arc<Principal>> {
+        let principal = self.identify(request).await?;
+        self.limits.request(principal.token_id)?;
+        Ok(principal)
+    }
+
+    async fn identify<T>(&self, request: &Request<T>) -> Result<Arc<Principal>> {
         let secret = bearer(request)?;
         let key = tokens::digest(secret);
         if let Some(hit) = self.cache.get(&key) {

@@ -48,13 +48,22 @@ impl command_center_server::CommandCenter for CommandCenter {
         let request = request.into_inner();
         let area = principal.read_area("area_code", &request.area_code)?;
         let filter = watch::Filter::new(area, &request.kinds)?;
-        Ok(Response::new(watch::watch(
+        let permit = self.auth.limits().watch(principal.token_id)?;
+        let responses = watch::watch(
             &self.feed,
             filter,
             request.since_sequence,
             self.metrics.clone(),
             self.streams.clone(),
-        )))
+        );
+        // The permit lives as long as the response stream, which tonic drops when the client goes.
+        Ok(Response::new(Box::pin(futures::StreamExt::map(
+            responses,
+            move |item| {
+                let _held = &permit;
+                item
+            },
+        ))))
     }
 
     async fn get_overview(

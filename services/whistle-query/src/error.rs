@@ -23,6 +23,10 @@ pub enum Error {
     /// Dispatch refused a command; nothing changed.
     #[error("{1}")]
     Refused(whistle_proto::v1::CommandErrorCode, String),
+    /// The token is over its rate limit or holds its most `WatchEvents` streams
+    /// (`RESOURCE_EXHAUSTED`, reason `rate_limited`).
+    #[error("{0}")]
+    RateLimited(String),
     /// Something this service needs is not answering now (dispatch, or the live aggregates still
     /// loading); worth a retry.
     #[error("{0}")]
@@ -52,6 +56,27 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The status metadata (a trailer) naming why a request was refused, for clients to act on
+/// without parsing messages: `whistle-reason: rate_limited`.
+pub const REASON_METADATA: &str = "whistle-reason";
+
+/// The reason of a status refused by a limit (see [`REASON_METADATA`]).
+pub const RATE_LIMITED: &str = "rate_limited";
+
+/// The machine-readable reason a status carries, if any.
+pub fn reason(status: &Status) -> Option<&str> {
+    status.metadata().get(REASON_METADATA)?.to_str().ok()
+}
+
+fn with_reason(code: tonic::Code, message: String, reason: &'static str) -> Status {
+    let mut metadata = tonic::metadata::MetadataMap::new();
+    metadata.insert(
+        REASON_METADATA,
+        tonic::metadata::MetadataValue::from_static(reason),
+    );
+    Status::with_metadata(code, message, metadata)
+}
 
 impl Error {
     pub(crate) fn invalid(message: impl Into<String>) -> Error {
@@ -101,6 +126,9 @@ impl From<Error> for Status {
             Error::Unauthenticated(message) => Status::unauthenticated(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::Refused(code, message) => refused(code, message),
+            Error::RateLimited(message) => {
+                with_reason(tonic::Code::ResourceExhausted, message, RATE_LIMITED)
+            }
             Error::Unavailable(message) => Status::unavailable(message),
             Error::Database(ref source) if is_unavailable(source) => {
                 tracing::warn!(error = %error, "database unavailable");
@@ -157,6 +185,16 @@ mod tests {
         assert!(!internal.message().contains("weird"));
         let internal = Status::from(Error::Database(sqlx::Error::RowNotFound));
         assert_eq!(internal.code(), Code::Internal);
+        assert_eq!(reason(&internal), None);
+    }
+
+    #[test]
+    fn a_limit_is_resource_exhausted_with_the_reason_rate_limited() {
+        let status = Status::from(Error::RateLimited("slow down".into()));
+        assert_eq!(
+            (status.code(), status.message(), reason(&status)),
+            (Code::ResourceExhausted, "slow down", Some("rate_limited"))
+        );
     }
 
     #[test]

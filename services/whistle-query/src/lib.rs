@@ -16,8 +16,9 @@
 //! workers' reports to `WHISTLE_REPORTS` (reports.rs), `WatchEvents` fed by one reader of
 //! `WHISTLE_EVENTS` (watch.rs), Prometheus metrics at `GET /metrics` (metrics.rs), and the web
 //! console's files at `/` when a console directory is configured. Every whistle.v1 call needs a
-//! bearer token and is limited to the token's area (auth.rs); health, reflection, metrics and
-//! the console's files are open. TLS is on when a certificate and key are configured.
+//! bearer token, is limited to the token's area (auth.rs) and counts against the token's rate
+//! limit (limits.rs); health, reflection, metrics and the console's files are open, the files
+//! with security headers (console.rs). TLS is on when a certificate and key are configured.
 //!
 //! The queries live in this crate rather than in `whistle-store` because they are the read
 //! models of this service alone.
@@ -27,12 +28,15 @@
 mod aggregates;
 mod area;
 mod auth;
+mod codec;
 mod command_center;
+mod console;
 mod convert;
 mod dispatch;
 mod error;
 mod grid_map;
 mod incidents;
+mod limits;
 mod metrics;
 mod org_tree;
 mod overdue;
@@ -69,8 +73,10 @@ use tracing::info;
 use whistle_wire::{Clock, SystemClock};
 
 pub use aggregates::Aggregates;
-pub use error::{Error, Result};
+pub use console::{CONTENT_SECURITY_POLICY, STRICT_TRANSPORT_SECURITY};
+pub use error::{reason, Error, Result, RATE_LIMITED, REASON_METADATA};
 pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
+pub use limits::{DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WATCH_STREAMS};
 pub use overdue::MAX_ITEMS as MAX_OVERDUE_ITEMS;
 pub use overview::{recount, DEFAULT_WINDOW, MAX_WINDOW};
 pub use trend::{
@@ -113,6 +119,13 @@ pub struct Options {
     pub tls_key: Option<PathBuf>,
     /// The built web console (`index.html` and its assets), served at `/`.
     pub console_dir: Option<PathBuf>,
+    /// Requests per second one token may sustain (a token bucket per token; 0 for no limit);
+    /// past it RPCs are `RESOURCE_EXHAUSTED` with the reason `rate_limited`.
+    pub rate_limit: f64,
+    /// Requests one token may send at once above `rate_limit` (the bucket's size; 0 for no limit).
+    pub rate_burst: u32,
+    /// `WatchEvents` streams one token may hold open at once (0 for no limit).
+    pub max_watch_streams: u32,
 }
 
 impl Default for Options {
@@ -128,6 +141,9 @@ impl Default for Options {
             tls_cert: None,
             tls_key: None,
             console_dir: None,
+            rate_limit: DEFAULT_RATE,
+            rate_burst: DEFAULT_BURST,
+            max_watch_streams: DEFAULT_WATCH_STREAMS,
         }
     }
 }
@@ -188,7 +204,12 @@ impl Options {
         info!(%local_addr, policy = %policy.version(), tls = tls.is_some(), "query ready");
         let metrics = Metrics::default();
         let streams = CancellationToken::new();
-        let auth = Auth::new(pool.clone(), clock.clone());
+        let limits = limits::Limits::new(limits::Config {
+            rate: self.rate_limit,
+            burst: self.rate_burst,
+            watch_streams: self.max_watch_streams,
+        });
+        let auth = Auth::new(pool.clone(), clock.clone(), limits);
         let policy = Arc::new(policy);
         Ok(Service {
             incoming,
@@ -337,16 +358,8 @@ impl Service {
         let mut routes = routes.routes();
         let metrics = self.metrics.clone();
         let router = std::mem::take(routes.axum_router_mut());
-        // The console is a single page with hash routes: its files, and index.html for `/`.
         let router = match &self.console_dir {
-            // Gzipped when the browser asks: the bundle is mostly ECharts and shrinks to a third.
-            Some(dir) => {
-                router.fallback_service(tower_http::compression::CompressionLayer::new().layer(
-                    tower_http::services::ServeDir::new(dir).not_found_service(
-                        tower_http::services::ServeFile::new(dir.join("index.html")),
-                    ),
-                ))
-            }
+            Some(dir) => console::serve(router, dir, self.tls.is_some()),
             None => router.route(
                 "/",
                 axum::routing::get(|| async {

@@ -44,6 +44,16 @@ struct Args {
     /// The built web console to serve at `/` (services/whistle-query/console/dist).
     #[arg(long, env = "WHISTLE_CONSOLE_DIR")]
     console_dir: Option<PathBuf>,
+    /// Requests per second one token may sustain; above it RESOURCE_EXHAUSTED (rate_limited).
+    /// 0 for no limit.
+    #[arg(long, env = "WHISTLE_QUERY_RATE_LIMIT", default_value_t = whistle_query::DEFAULT_RATE)]
+    rate_limit: f64,
+    /// Requests one token may send at once above --rate-limit. 0 for no limit.
+    #[arg(long, env = "WHISTLE_QUERY_RATE_BURST", default_value_t = whistle_query::DEFAULT_BURST)]
+    rate_burst: u32,
+    /// WatchEvents streams one token may hold open at once. 0 for no limit.
+    #[arg(long, env = "WHISTLE_QUERY_MAX_WATCH_STREAMS", default_value_t = whistle_query::DEFAULT_WATCH_STREAMS)]
+    max_watch_streams: u32,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
@@ -63,6 +73,9 @@ async fn main() -> anyhow::Result<()> {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         console_dir: args.console_dir,
+        rate_limit: args.rate_limit,
+        rate_burst: args.rate_burst,
+        max_watch_streams: args.max_watch_streams,
         ..Options::default()
     };
     let service = options.build().await.context("starting whistle-query")?;

@@ -48,6 +48,7 @@ test("sign-in: a pasted token opens the role's view; a bad one is refused; sign-
   await page.click('[data-testid="sign-out"]');
   await page.waitForSelector('[data-testid="signin"]');
   assert.equal(await page.evaluate(() => localStorage.getItem("whistle.token")), null);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("whistle.token")), null);
   // A token in the fragment is kept and stripped from the address bar.
   await page.goto(`${env.page}/#/screen?token=${encodeURIComponent(env.operator)}`);
   await page.waitForSelector('[data-testid="screen"]');

@@ -8,18 +8,26 @@ import { Reporting } from "./gen/whistle/v1/reporting_pb.js";
 
 const TOKEN_KEY = "whistle.token";
 
+// The token lives in sessionStorage: it ends with the tab, is not shared with other tabs, and is
+// not left on the disk of a shared screen. Earlier versions kept it in localStorage; drop that copy.
+try {
+  localStorage.removeItem(TOKEN_KEY);
+} catch {
+  // storage disabled: nothing to clean up
+}
+
 export function getToken(): string {
   try {
-    return localStorage.getItem(TOKEN_KEY) ?? "";
+    return sessionStorage.getItem(TOKEN_KEY) ?? "";
   } catch {
     return "";
   }
 }
 export function setToken(token: string) {
-  localStorage.setItem(TOKEN_KEY, token.trim());
+  sessionStorage.setItem(TOKEN_KEY, token.trim());
 }
 export function clearToken() {
-  localStorage.removeItem(TOKEN_KEY);
+  sessionStorage.removeItem(TOKEN_KEY);
 }
 
 // Any UNAUTHENTICATED answer sends the user back to the sign-in page (see main.tsx).

@@ -32,6 +32,13 @@ const D = {
   signInFailed: ["登录失败", "Sign-in failed"],
   sessionExpired: ["登录已失效，请重新登录", "Your session ended; please sign in again"],
   signedInAs: ["当前用户", "Signed in as"],
+  switchAccountTitle: ["切换账号？", "Switch account?"],
+  switchAccountBody: [
+    "此链接带有另一个访问令牌。切换后将以该令牌的身份登录，当前会话结束。如非本人发起，请保持当前登录。",
+    "This link carries a different access token. Switching signs you in as that token and ends the current session. If you did not expect this, keep your current session.",
+  ],
+  switchAccountKeep: ["保持当前登录", "Keep current session"],
+  switchAccountSwitch: ["切换账号", "Switch account"],
   language: ["English", "中文"],
   live: ["实时", "Live"],
   reconnecting: ["重连中", "Reconnecting"],

@@ -43,14 +43,24 @@ function App() {
   const [checking, setChecking] = useState(true);
   const [message, setMessage] = useState<string>("");
 
-  // A token in the URL fragment (#/screen?token=wst_…): keep it, strip it from the address bar.
+  // A link's token (#/screen?token=wst_…) taken while another token is signed in: asked about first.
+  const [linkToken, setLinkToken] = useState<string | null>(null);
+
+  // A token in the URL fragment (#/screen?token=wst_…) is stripped from the address bar at once. It
+  // signs in when nobody is signed in; it never silently replaces another signed-in token (a link
+  // sent by someone else would otherwise switch the screen to their identity): the user is asked.
   useEffect(() => {
-    const takeToken = () => {
+    const takeToken = (): boolean => {
       const r = parseHash();
       if (!r.token) return false;
-      setToken(r.token);
       history.replaceState(null, "", `${location.pathname}${location.search}#/${r.view}`);
       setRoute({ view: r.view });
+      const current = getToken();
+      if (current && current !== r.token.trim()) {
+        setLinkToken(r.token.trim());
+        return false;
+      }
+      setToken(r.token);
       return true;
     };
     takeToken();
@@ -71,6 +81,14 @@ function App() {
       off();
     };
   }, []);
+
+  const acceptLinkToken = () => {
+    if (!linkToken) return;
+    setToken(linkToken);
+    setLinkToken(null);
+    setSession(null);
+    void checkSession();
+  };
 
   async function checkSession() {
     if (!getToken()) {
@@ -103,6 +121,10 @@ function App() {
   };
 
   if (checking) return <div class="splash">{t("loading")}</div>;
+
+  if (linkToken) {
+    return <SwitchAccount session={session} onAccept={acceptLinkToken} onDecline={() => setLinkToken(null)} />;
+  }
 
   if (!session) {
     return (
@@ -168,6 +190,32 @@ export function NavLinks(p: Chrome) {
         {t("signOut")}
       </button>
     </nav>
+  );
+}
+
+/** Asks before a link's token replaces the signed-in one; declining keeps the current session. */
+function SwitchAccount(p: { session: Session | null; onAccept: () => void; onDecline: () => void }) {
+  const who = p.session ? `${roleLabel(p.session.role)} · ${p.session.personName || p.session.departmentName || p.session.areaName}` : "";
+  return (
+    <div class="modal-backdrop">
+      <div class="modal" role="alertdialog" aria-labelledby="switch-title" data-testid="switch-account-dialog">
+        <h3 id="switch-title">{t("switchAccountTitle")}</h3>
+        <p>{t("switchAccountBody")}</p>
+        {who && (
+          <p class="muted" data-testid="switch-account-current">
+            {t("signedInAs")}: {who}
+          </p>
+        )}
+        <div class="row">
+          <button type="button" class="primary" onClick={p.onDecline} data-testid="switch-account-keep">
+            {t("switchAccountKeep")}
+          </button>
+          <button type="button" onClick={p.onAccept} data-testid="switch-account-switch">
+            {t("switchAccountSwitch")}
+          </button>
+        </div>
+      </div>
+    </div>
   );
 }
 
