@@ -86,7 +86,6 @@ impl ServerConfig {
         if let Some(max) = self.max_connections {
             let _ = writeln!(out, "max_connections: {max}");
         }
-        let _ = writeln!(out, "authorization_timeout: {}", self.auth_timeout_secs);
         if let Some(tls) = &self.tls {
             let _ = writeln!(
                 out,
@@ -136,7 +135,8 @@ impl ServerConfig {
         let bypass: Vec<String> = self.services.iter().map(|(_, key)| q(key)).collect();
         let _ = writeln!(
             out,
-            "authorization {{\n  auth_callout {{\n    issuer: {}\n    account: {AUTH_ACCOUNT}\n    auth_users: [ {} ]\n  }}\n}}",
+            "authorization {{\n  timeout: {}\n  auth_callout {{\n    issuer: {}\n    account: {AUTH_ACCOUNT}\n    auth_users: [ {} ]\n  }}\n}}",
+            self.auth_timeout_secs,
             q(&self.issuer),
             bypass.join(", ")
         );
