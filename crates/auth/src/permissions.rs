@@ -1,0 +1,569 @@
+//! Who may publish and subscribe to what, by role: a pure function of the identity and the org
+//! tree. Everything not allowed is denied; the JetStream API, system, object store and KV
+//! subjects and the shared `_INBOX.>` are denied to people even if an allow were to match.
+
+use whistle_domain::{AreaCode, DepartmentCode, Level, OrgIndex, PersonId};
+use whistle_store::tokens::{Role, Token};
+
+/// Subjects no person's connection may touch, whatever its allow list says.
+pub const FORBIDDEN_TO_PEOPLE: [&str; 5] = ["$JS.>", "$SYS.>", "$O.>", "$KV.>", "_INBOX.>"];
+
+/// A person's or device's identity as the callout knows it from the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    GridWorker {
+        person: PersonId,
+        grid: AreaCode,
+    },
+    Liaison {
+        person: PersonId,
+        department: DepartmentCode,
+    },
+    Operator {
+        person: PersonId,
+        area: AreaCode,
+    },
+    /// Reads only; scoped by an area, or by one department's tasks.
+    Viewer {
+        token: uuid::Uuid,
+        area: AreaCode,
+        department: Option<DepartmentCode>,
+    },
+}
+
+/// Why a stored token cannot be turned into an identity (a corrupt row, or a grid worker whose
+/// scope is not a grid).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("token {token} cannot authorize a connection: {why}")]
+pub struct Unusable {
+    pub token: uuid::Uuid,
+    pub why: String,
+}
+
+impl Identity {
+    /// The identity a stored token grants.
+    pub fn from_token(token: &Token) -> Result<Identity, Unusable> {
+        let unusable = |why: String| Unusable {
+            token: token.id,
+            why,
+        };
+        let area: AreaCode = token
+            .area_code
+            .parse()
+            .map_err(|e| unusable(format!("{e}")))?;
+        let department: Option<DepartmentCode> = token
+            .department_code
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| unusable(format!("{e}")))?;
+        let person = || -> Result<PersonId, Unusable> {
+            token
+                .person_id
+                .as_deref()
+                .ok_or_else(|| unusable(format!("a {} token needs a person", token.role.as_str())))?
+                .parse()
+                .map_err(|e| unusable(format!("{e}")))
+        };
+        Ok(match token.role {
+            Role::GridWorker if area.level() != Level::Grid => {
+                return Err(unusable(format!("{area} is not a grid")))
+            }
+            Role::GridWorker => Identity::GridWorker {
+                person: person()?,
+                grid: area,
+            },
+            Role::Liaison => Identity::Liaison {
+                person: person()?,
+                department: department
+                    .ok_or_else(|| unusable("a liaison token needs a department".into()))?,
+            },
+            Role::Operator => Identity::Operator {
+                person: person()?,
+                area,
+            },
+            Role::Viewer => Identity::Viewer {
+                token: token.id,
+                area,
+                department,
+            },
+        })
+    }
+
+    /// The name the connection shows in monitoring: the acting person, or the viewer's token.
+    pub fn name(&self) -> String {
+        match self {
+            Identity::GridWorker { person, .. }
+            | Identity::Liaison { person, .. }
+            | Identity::Operator { person, .. } => person.to_string(),
+            Identity::Viewer { token, .. } => format!("viewer-{token}"),
+        }
+    }
+
+    /// The inbox prefix this identity's client must use (async-nats `custom_inbox_prefix`).
+    pub fn inbox_prefix(&self) -> String {
+        match self {
+            Identity::GridWorker { person, .. }
+            | Identity::Liaison { person, .. }
+            | Identity::Operator { person, .. } => person_inbox_prefix(person),
+            Identity::Viewer { token, .. } => format!("_INBOX_{}", token.simple()),
+        }
+    }
+}
+
+/// The inbox prefix a client of `identity` must set (async-nats `custom_inbox_prefix`): the only
+/// inbox it may subscribe to, so nobody else receives its replies.
+pub fn inbox_prefix(identity: &Identity) -> String {
+    identity.inbox_prefix()
+}
+
+/// The private inbox prefix of a person: `_INBOX_{person}`, with `.` (allowed in person ids but
+/// a subject separator) written `~` (never in a person id) so that no person's inbox wildcard
+/// covers another's.
+pub fn person_inbox_prefix(person: &PersonId) -> String {
+    format!("_INBOX_{}", person.as_str().replace('.', "~"))
+}
+
+/// The subject a grid's reports are published on: `whistle.report.{district}.{street}.{community}.{grid}`.
+pub fn report_subject(grid: &AreaCode) -> Option<String> {
+    Some(format!(
+        "whistle.report.{}.{}.{}.{}",
+        grid.at_level(Level::District)?,
+        grid.at_level(Level::Street)?,
+        grid.at_level(Level::Community)?,
+        grid.at_level(Level::Grid)?,
+    ))
+}
+
+/// Every command verb, sent by `person` only: `whistle.cmd.{verb}.{person}`.
+pub fn command_subjects(person: &PersonId) -> String {
+    format!("whistle.cmd.*.{person}")
+}
+
+/// The event subjects of an area. Incident events are `whistle.event.{district}.{street}.{kind}`,
+/// so an area below a street reads its whole street's events: the finest grain subjects carry.
+pub fn event_subjects(area: &AreaCode) -> String {
+    match area.level() {
+        Level::City => "whistle.event.>".into(),
+        Level::District => format!("whistle.event.{area}.>"),
+        _ => {
+            let district = area.at_level(Level::District).expect("below a district");
+            let street = area.at_level(Level::Street).expect("at or below a street");
+            format!("whistle.event.{district}.{street}.>")
+        }
+    }
+}
+
+/// A department's task subjects, `whistle.task.{department}.{kind}`.
+pub fn task_subjects(department: &DepartmentCode) -> String {
+    format!("whistle.task.{department}.>")
+}
+
+/// What a connection may do; anything not allowed is denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+}
+
+/// The permissions of a person's connection. Operators read the task subjects of every
+/// department serving inside their area (all of them for the city).
+pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
+    let inbox = format!("{}.>", identity.inbox_prefix());
+    match identity {
+        Identity::GridWorker { person, grid } => Permissions {
+            publish: report_subject(grid)
+                .into_iter()
+                .chain([command_subjects(person)])
+                .collect(),
+            subscribe: vec![inbox],
+        },
+        Identity::Liaison { person, department } => Permissions {
+            publish: vec![command_subjects(person)],
+            subscribe: vec![task_subjects(department), inbox],
+        },
+        Identity::Operator { person, area } => {
+            let mut subscribe = vec![event_subjects(area)];
+            subscribe.extend(area_task_subjects(area, org));
+            subscribe.push(inbox);
+            Permissions {
+                publish: vec![command_subjects(person)],
+                subscribe,
+            }
+        }
+        Identity::Viewer {
+            department: Some(department),
+            ..
+        } => Permissions {
+            publish: Vec::new(),
+            subscribe: vec![task_subjects(department), inbox],
+        },
+        Identity::Viewer {
+            area,
+            department: None,
+            ..
+        } => Permissions {
+            publish: Vec::new(),
+            subscribe: vec![event_subjects(area), inbox],
+        },
+    }
+}
+
+fn area_task_subjects(area: &AreaCode, org: &OrgIndex) -> Vec<String> {
+    if area.level() == Level::City {
+        return vec!["whistle.task.>".into()];
+    }
+    let mut departments: Vec<&DepartmentCode> = org
+        .departments()
+        .filter(|d| area.contains(&d.area))
+        .map(|d| &d.code)
+        .collect();
+    departments.sort();
+    departments.into_iter().map(task_subjects).collect()
+}
+
+/// A service identity, a static nkey user of the server configuration that bypasses the callout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Service {
+    Dispatch,
+    Query,
+    Admin,
+    /// The auth callout service itself, alone in the `AUTH` account.
+    Callout,
+}
+
+impl Service {
+    pub const ALL: [Service; 4] = [
+        Service::Dispatch,
+        Service::Query,
+        Service::Admin,
+        Service::Callout,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Dispatch => "dispatch",
+            Service::Query => "query",
+            Service::Admin => "admin",
+            Service::Callout => "auth-callout",
+        }
+    }
+
+    /// The inbox prefix the service's client must use (async-nats `custom_inbox_prefix`).
+    pub fn inbox_prefix(self) -> String {
+        format!("_INBOX_{}", self.name())
+    }
+}
+
+/// A static user's permissions as nats-server configures them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticPermissions {
+    /// `None`: no restriction (the admin).
+    pub publish: Option<Vec<String>>,
+    pub subscribe: Option<Vec<String>>,
+    /// May answer requests it received, on whatever reply subject they name.
+    pub allow_responses: bool,
+}
+
+/// The JetStream streams and dispatch's intake consumer, as the permissions name them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamNames {
+    pub reports: String,
+    pub events: String,
+    pub rejected: String,
+    /// Dispatch's durable pull consumer on the reports stream.
+    pub intake_durable: String,
+}
+
+impl Default for StreamNames {
+    fn default() -> Self {
+        StreamNames {
+            reports: crate::streams::REPORTS.into(),
+            events: crate::streams::EVENTS.into(),
+            rejected: crate::streams::REJECTED.into(),
+            intake_durable: "whistle-dispatch-intake".into(),
+        }
+    }
+}
+
+/// What each service may do. Dispatch consumes reports through its own durable consumer,
+/// publishes events, tasks and rejections, serves commands; query reads events through
+/// ephemeral ordered consumers and forwards commands and reports; the admin does anything.
+pub fn service_permissions(service: Service, streams: &StreamNames) -> StaticPermissions {
+    let js = |s: &str| format!("$JS.API.{s}");
+    let inbox = format!("{}.>", service.inbox_prefix());
+    match service {
+        Service::Dispatch => {
+            let (reports, durable) = (&streams.reports, &streams.intake_durable);
+            StaticPermissions {
+                publish: Some(vec![
+                    "whistle.event.>".into(),
+                    "whistle.task.>".into(),
+                    "whistle.rejected.>".into(),
+                    js(&format!("STREAM.INFO.{reports}")),
+                    js(&format!("STREAM.INFO.{}", streams.events)),
+                    js(&format!("STREAM.INFO.{}", streams.rejected)),
+                    js(&format!("CONSUMER.CREATE.{reports}.{durable}")),
+                    js(&format!("CONSUMER.CREATE.{reports}.{durable}.>")),
+                    js(&format!("CONSUMER.INFO.{reports}.{durable}")),
+                    js(&format!("CONSUMER.MSG.NEXT.{reports}.{durable}")),
+                    format!("$JS.ACK.{reports}.{durable}.>"),
+                ]),
+                subscribe: Some(vec!["whistle.cmd.>".into(), "$SRV.>".into(), inbox]),
+                allow_responses: true,
+            }
+        }
+        Service::Query => {
+            let events = &streams.events;
+            StaticPermissions {
+                publish: Some(vec![
+                    "whistle.cmd.>".into(),
+                    "whistle.report.>".into(),
+                    js(&format!("STREAM.INFO.{events}")),
+                    js(&format!("CONSUMER.CREATE.{events}")),
+                    js(&format!("CONSUMER.CREATE.{events}.>")),
+                    js(&format!("CONSUMER.INFO.{events}.>")),
+                    js(&format!("CONSUMER.DELETE.{events}.>")),
+                    js(&format!("CONSUMER.MSG.NEXT.{events}.>")),
+                    format!("$JS.FC.{events}.>"),
+                ]),
+                subscribe: Some(vec![inbox]),
+                allow_responses: false,
+            }
+        }
+        Service::Admin => StaticPermissions {
+            publish: None,
+            subscribe: None,
+            allow_responses: false,
+        },
+        Service::Callout => StaticPermissions {
+            publish: Some(Vec::new()),
+            subscribe: Some(vec![crate::callout::SUBJECT.into()]),
+            allow_responses: true,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn org() -> OrgIndex {
+        OrgIndex::build(whistle_domain::ordos::dataset()).unwrap()
+    }
+
+    fn token(role: Role, area: &str, department: Option<&str>, person: Option<&str>) -> Token {
+        Token {
+            id: uuid::Uuid::now_v7(),
+            role,
+            area_code: area.into(),
+            department_code: department.map(Into::into),
+            person_id: person.map(Into::into),
+            label: "t".into(),
+            created_at: Utc::now(),
+            expires_at: None,
+            revoked_at: None,
+        }
+    }
+
+    const GRID: &str = "150602001001001";
+
+    #[test]
+    fn a_grid_worker_publishes_its_grids_reports_and_its_own_commands_only() {
+        let id = Identity::from_token(&token(
+            Role::GridWorker,
+            GRID,
+            None,
+            Some("gw-150602001001001"),
+        ))
+        .unwrap();
+        let p = permissions(&id, &org());
+        assert_eq!(
+            p.publish,
+            [
+                "whistle.report.150602.150602001.150602001001.150602001001001",
+                "whistle.cmd.*.gw-150602001001001"
+            ]
+        );
+        assert_eq!(p.subscribe, ["_INBOX_gw-150602001001001.>"]);
+        assert_eq!(id.inbox_prefix(), "_INBOX_gw-150602001001001");
+        assert_eq!(id.name(), "gw-150602001001001");
+    }
+
+    #[test]
+    fn a_grid_worker_token_must_name_a_grid_and_a_person() {
+        let not_grid = token(Role::GridWorker, "150602001", None, Some("gw-x"));
+        assert!(Identity::from_token(&not_grid)
+            .unwrap_err()
+            .why
+            .contains("not a grid"));
+        let no_person = token(Role::GridWorker, GRID, None, None);
+        assert!(Identity::from_token(&no_person).is_err());
+        let bad_area = token(Role::Operator, "15060", None, Some("op-x"));
+        assert!(Identity::from_token(&bad_area).is_err());
+    }
+
+    #[test]
+    fn a_liaison_reads_its_departments_tasks() {
+        let id = Identity::from_token(&token(
+            Role::Liaison,
+            "150602",
+            Some("150602-urban_management"),
+            Some("li-150602-urban_management"),
+        ))
+        .unwrap();
+        let p = permissions(&id, &org());
+        assert_eq!(p.publish, ["whistle.cmd.*.li-150602-urban_management"]);
+        assert_eq!(
+            p.subscribe,
+            [
+                "whistle.task.150602-urban_management.>",
+                "_INBOX_li-150602-urban_management.>"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_district_operator_reads_its_districts_events_and_departments() {
+        let org = org();
+        let id = Identity::Operator {
+            person: "op-150602".parse().unwrap(),
+            area: "150602".parse().unwrap(),
+        };
+        let p = permissions(&id, &org);
+        assert_eq!(p.publish, ["whistle.cmd.*.op-150602"]);
+        assert_eq!(p.subscribe[0], "whistle.event.150602.>");
+        assert_eq!(p.subscribe.last().unwrap(), "_INBOX_op-150602.>");
+        let tasks: Vec<&String> = p.subscribe[1..p.subscribe.len() - 1].iter().collect();
+        let expected = org
+            .departments()
+            .filter(|d| d.area.as_str() == "150602")
+            .count();
+        assert!(expected > 0);
+        assert_eq!(tasks.len(), expected);
+        assert!(tasks
+            .iter()
+            .all(|s| s.starts_with("whistle.task.150602-") && s.ends_with(".>")));
+        assert!(!p.subscribe.iter().any(|s| s.contains("150600-")));
+    }
+
+    #[test]
+    fn the_city_operator_reads_everything_of_the_city() {
+        let id = Identity::Operator {
+            person: "op-150600".parse().unwrap(),
+            area: "150600".parse().unwrap(),
+        };
+        let p = permissions(&id, &org());
+        assert_eq!(
+            p.subscribe,
+            ["whistle.event.>", "whistle.task.>", "_INBOX_op-150600.>"]
+        );
+    }
+
+    #[test]
+    fn a_viewer_never_publishes_and_reads_its_scope() {
+        let area_viewer = token(Role::Viewer, "150602", None, None);
+        let id = Identity::from_token(&area_viewer).unwrap();
+        let p = permissions(&id, &org());
+        assert!(p.publish.is_empty());
+        let inbox = format!("_INBOX_{}.>", area_viewer.id.simple());
+        assert_eq!(p.subscribe, ["whistle.event.150602.>".to_owned(), inbox]);
+
+        let department_viewer = token(
+            Role::Viewer,
+            "150602",
+            Some("150602-urban_management"),
+            None,
+        );
+        let p = permissions(&Identity::from_token(&department_viewer).unwrap(), &org());
+        assert!(p.publish.is_empty());
+        assert_eq!(p.subscribe[0], "whistle.task.150602-urban_management.>");
+    }
+
+    #[test]
+    fn below_a_street_events_are_read_at_street_grain() {
+        assert_eq!(
+            event_subjects(&"150602001".parse().unwrap()),
+            "whistle.event.150602.150602001.>"
+        );
+        assert_eq!(
+            event_subjects(&"150602001001".parse().unwrap()),
+            "whistle.event.150602.150602001.>"
+        );
+    }
+
+    #[test]
+    fn no_persons_grant_reaches_system_subjects_or_shared_inboxes() {
+        let org = org();
+        let identities = [
+            Identity::GridWorker {
+                person: "gw-150602001001001".parse().unwrap(),
+                grid: GRID.parse().unwrap(),
+            },
+            Identity::Liaison {
+                person: "li-150602-urban_management".parse().unwrap(),
+                department: "150602-urban_management".parse().unwrap(),
+            },
+            Identity::Operator {
+                person: "op-150600".parse().unwrap(),
+                area: "150600".parse().unwrap(),
+            },
+            Identity::Viewer {
+                token: uuid::Uuid::now_v7(),
+                area: "150600".parse().unwrap(),
+                department: None,
+            },
+        ];
+        for id in &identities {
+            let p = permissions(id, &org);
+            for subject in p.publish.iter().chain(&p.subscribe) {
+                assert!(subject.starts_with("whistle.") || subject.starts_with("_INBOX_"));
+                assert_ne!(subject, ">");
+                assert!(!subject.starts_with("_INBOX."), "{subject}");
+            }
+            assert!(!p
+                .publish
+                .iter()
+                .any(|s| s.starts_with("whistle.event") || s.starts_with("whistle.task")));
+            assert!(!p.publish.iter().any(|s| s.starts_with("_INBOX")));
+        }
+    }
+
+    #[test]
+    fn a_dotted_person_cannot_read_anothers_inbox() {
+        let a = person_inbox_prefix(&"a".parse().unwrap());
+        let ab = person_inbox_prefix(&"a.b".parse().unwrap());
+        assert_eq!(ab, "_INBOX_a~b");
+        assert!(!ab.starts_with(&format!("{a}.")));
+    }
+
+    #[test]
+    fn only_dispatch_answers_requests_and_only_admin_is_unrestricted() {
+        let streams = StreamNames::default();
+        for service in Service::ALL {
+            let p = service_permissions(service, &streams);
+            assert_eq!(
+                p.allow_responses,
+                matches!(service, Service::Dispatch | Service::Callout)
+            );
+            assert_eq!(p.publish.is_none(), service == Service::Admin);
+            for subject in p.publish.iter().flatten() {
+                assert!(!subject.starts_with("_INBOX"), "{subject}");
+                assert!(
+                    !subject.contains("STREAM.CREATE")
+                        && !subject.contains("STREAM.DELETE")
+                        && !subject.contains("STREAM.PURGE")
+                        && !subject.contains("STREAM.UPDATE"),
+                    "{service:?} {subject}"
+                );
+            }
+        }
+        let query = service_permissions(Service::Query, &streams);
+        assert!(!query
+            .publish
+            .unwrap()
+            .iter()
+            .any(|s| s.starts_with("whistle.event") || s.starts_with("whistle.task")));
+    }
+}

@@ -1,0 +1,141 @@
+//! The `WHISTLE_*` streams as the admin identity creates them: the same subjects and retention as
+//! dispatch's defaults, plus what only an admin may set — messages can be neither deleted nor
+//! purged, and every stream has a byte and message-size bound.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::GetStreamErrorKind, stream, ErrorCode};
+
+use crate::{Error, Result};
+
+pub const REPORTS: &str = "WHISTLE_REPORTS";
+pub const EVENTS: &str = "WHISTLE_EVENTS";
+pub const REJECTED: &str = "WHISTLE_REJECTED";
+
+/// Retention and bounds of the three streams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HardenedOptions {
+    /// How long JetStream remembers a report's `Nats-Msg-Id` to drop a republish.
+    pub report_duplicate_window: Duration,
+    pub report_max_age: Duration,
+    pub event_max_age: Duration,
+    pub rejected_max_age: Duration,
+    pub report_max_bytes: i64,
+    pub event_max_bytes: i64,
+    pub rejected_max_bytes: i64,
+    /// Larger than validation's limit, so oversized reports are rejected by dispatch with a reason.
+    pub report_max_message_size: i32,
+    pub event_max_message_size: i32,
+    /// Holds a rejected report with its reason.
+    pub rejected_max_message_size: i32,
+}
+
+const GIB: i64 = 1024 * 1024 * 1024;
+const MIB: i32 = 1024 * 1024;
+
+impl Default for HardenedOptions {
+    fn default() -> Self {
+        HardenedOptions {
+            report_duplicate_window: Duration::from_secs(10 * 60),
+            report_max_age: Duration::from_secs(7 * 24 * 3600),
+            event_max_age: Duration::from_secs(30 * 24 * 3600),
+            rejected_max_age: Duration::from_secs(90 * 24 * 3600),
+            report_max_bytes: 4 * GIB,
+            event_max_bytes: 16 * GIB,
+            rejected_max_bytes: GIB,
+            report_max_message_size: MIB,
+            event_max_message_size: MIB,
+            rejected_max_message_size: 2 * MIB,
+        }
+    }
+}
+
+/// The three stream configurations.
+pub fn configs(options: &HardenedOptions) -> [stream::Config; 3] {
+    let hardened = |config: stream::Config| stream::Config {
+        storage: stream::StorageType::File,
+        // When full, refuse new messages rather than silently dropping the oldest unread ones.
+        discard: stream::DiscardPolicy::New,
+        deny_delete: true,
+        deny_purge: true,
+        ..config
+    };
+    [
+        hardened(stream::Config {
+            name: REPORTS.into(),
+            description: Some("reports from grid workers".into()),
+            subjects: vec!["whistle.report.>".into()],
+            duplicate_window: options.report_duplicate_window,
+            max_age: options.report_max_age,
+            max_bytes: options.report_max_bytes,
+            max_message_size: options.report_max_message_size,
+            ..Default::default()
+        }),
+        hardened(stream::Config {
+            name: EVENTS.into(),
+            description: Some("every state change, in commit order".into()),
+            subjects: vec!["whistle.event.>".into(), "whistle.task.>".into()],
+            duplicate_window: Duration::from_secs(10 * 60),
+            max_age: options.event_max_age,
+            max_bytes: options.event_max_bytes,
+            max_message_size: options.event_max_message_size,
+            ..Default::default()
+        }),
+        hardened(stream::Config {
+            name: REJECTED.into(),
+            description: Some(
+                "reports that failed validation or delivery, with reason and original bytes".into(),
+            ),
+            subjects: vec!["whistle.rejected.>".into()],
+            duplicate_window: Duration::from_secs(10 * 60),
+            max_age: options.rejected_max_age,
+            max_bytes: options.rejected_max_bytes,
+            max_message_size: options.rejected_max_message_size,
+            ..Default::default()
+        }),
+    ]
+}
+
+/// Creates the streams, or brings existing ones to these settings (deny-delete and deny-purge
+/// cannot be turned off again once set). Needs the admin identity.
+pub async fn ensure(js: &jetstream::Context, options: &HardenedOptions) -> Result<()> {
+    for config in configs(options) {
+        let name = config.name.clone();
+        match js.get_stream(&name).await {
+            Ok(_) => js
+                .update_stream(config)
+                .await
+                .map(drop)
+                .map_err(|e| Error::Nats(format!("updating stream {name}: {e}")))?,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    GetStreamErrorKind::JetStream(ref js_error)
+                        if js_error.error_code() == ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                js.create_stream(config)
+                    .await
+                    .map(drop)
+                    .map_err(|e| Error::Nats(format!("creating stream {name}: {e}")))?
+            }
+            Err(e) => return Err(Error::Nats(format!("looking up stream {name}: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stream_denies_delete_and_purge_and_is_bounded() {
+        for config in configs(&HardenedOptions::default()) {
+            assert!(config.deny_delete && config.deny_purge, "{}", config.name);
+            assert!(config.max_bytes > 0, "{}", config.name);
+            assert!(config.max_message_size > 0, "{}", config.name);
+            assert_eq!(config.discard, stream::DiscardPolicy::New);
+        }
+    }
+}
