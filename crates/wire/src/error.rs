@@ -40,6 +40,18 @@ pub enum Error {
     Subject(String),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error("reading the NATS credential {}", path.display())]
+    Credential {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to NATS at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
 }
 
 /// Why a policy did not load.

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod connect;
 pub mod convert;
 mod error;
 pub mod headers;
@@ -20,5 +21,6 @@ pub mod verb;
 
 pub use client::CommandClient;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use connect::Credentials;
 pub use error::{chain, Error, PolicyError};
 pub use verb::Verb;
