@@ -21,13 +21,6 @@ impl Reporter {
         }
     }
 
-    /// A client of the same connection.
-    pub fn of(client: async_nats::Client) -> Reporter {
-        Reporter {
-            js: jetstream::new(client),
-        }
-    }
-
     /// Publishes raw bytes with optional headers and waits for JetStream to store them.
     pub async fn publish_raw(
         &self,

@@ -122,11 +122,6 @@ impl StackBuilder {
         for adjust in self.dispatch_options {
             adjust(&mut options);
         }
-        let client = async_nats::connect(server.url())
-            .await
-            .expect("connecting to nats");
-        stack.reporter = Some(Reporter::of(client.clone()));
-        stack.nats = Some(client);
         stack.dispatch_options = Some(options);
         if self.dispatch {
             stack.dispatch = Some(stack.spawn_dispatch().await);
@@ -151,6 +146,14 @@ impl StackBuilder {
             );
             stack.query = Some(query);
         }
+        // The clients connect once the services run (as the tests always had it): the grid
+        // worker's, and one for requests such as commands.
+        stack.reporter = Some(Reporter::connect(&server).await);
+        stack.nats = Some(
+            async_nats::connect(server.url())
+                .await
+                .expect("connecting to nats"),
+        );
         stack.server = Some(server);
         stack
     }
