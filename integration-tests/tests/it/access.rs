@@ -2,8 +2,6 @@
 //! scope, `whistle.v1.Dispatch` forwarding commands as the token's person with dispatch's refusals
 //! mapped to gRPC codes, and TLS.
 
-use std::sync::Arc;
-
 use chrono::TimeDelta;
 use tonic::Code;
 use uuid::Uuid;
@@ -14,10 +12,10 @@ use whistle_proto::v1::{
 };
 use whistle_store::tokens::{self, NewToken, Role};
 
-use crate::{harness::*, query::*};
+use crate::harness::*;
 
 async fn dispatch_client(stack: &Stack, token: &str) -> DispatchClient<Authed> {
-    let channel = tonic::transport::Endpoint::from_shared(stack.query.url())
+    let channel = tonic::transport::Endpoint::from_shared(stack.query_url())
         .unwrap()
         .connect()
         .await
@@ -37,7 +35,7 @@ fn command(incident: Uuid, body: Body) -> v1::Command {
 
 #[tokio::test]
 async fn a_viewer_reads_only_inside_its_district_and_never_acts() {
-    let stack = Stack::start().await;
+    let stack = Stack::command_center().await;
     let (district, [a_grid, ..], other_district, b_grid) = places();
     let a = stack
         .file(&stack.filed("scope-a", &a_grid, "municipal.road", v1::Urgency::Normal))
@@ -45,8 +43,8 @@ async fn a_viewer_reads_only_inside_its_district_and_never_acts() {
     let b = stack
         .file(&stack.filed("scope-b", &b_grid, "municipal.road", v1::Urgency::Normal))
         .await;
-    let token = stack.db.token(Role::Viewer, &district).await;
-    let mut viewer = command_center(&stack.query.url(), &token).await;
+    let token = stack.token_for(Role::Viewer, &district).await;
+    let mut viewer = command_center(&stack.query_url(), &token).await;
 
     // Without an area a read covers the token's district, and only it.
     let listed = viewer
@@ -148,8 +146,8 @@ async fn a_viewer_reads_only_inside_its_district_and_never_acts() {
 
 #[tokio::test]
 async fn calls_without_a_valid_token_are_unauthenticated_and_health_stays_open() {
-    let stack = Stack::start().await;
-    let url = stack.query.url();
+    let stack = Stack::command_center().await;
+    let url = stack.query_url();
     let mut anonymous = CommandCenterClient::connect(url.clone()).await.unwrap();
     let refused = anonymous
         .get_org_tree(v1::GetOrgTreeRequest::default())
@@ -167,13 +165,13 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_health_stays_open()
     }
 
     // Revoked and expired tokens are refused.
-    let revoked = stack.db.token(Role::Viewer, "150600").await;
-    let all = tokens::list(&stack.db.pool).await.unwrap();
+    let revoked = stack.token_for(Role::Viewer, "150600").await;
+    let all = tokens::list(stack.pool()).await.unwrap();
     let id = all
         .iter()
         .find(|t| t.area_code == "150600" && t.role == Role::Viewer);
     assert!(
-        tokens::revoke(&stack.db.pool, id.unwrap().id, chrono::Utc::now())
+        tokens::revoke(stack.pool(), id.unwrap().id, chrono::Utc::now())
             .await
             .unwrap()
     );
@@ -183,7 +181,7 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_health_stays_open()
         Code::Unauthenticated
     );
     let (_, expiring) = tokens::create(
-        &stack.db.pool,
+        stack.pool(),
         &NewToken {
             role: Some(Role::Viewer),
             area_code: Some("150600".into()),
@@ -203,7 +201,7 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_health_stays_open()
 
     // Only a hash is stored.
     let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT token_sha256 FROM api_tokens")
-        .fetch_all(&stack.db.pool)
+        .fetch_all(stack.pool())
         .await
         .unwrap();
     assert!(stored.contains(&tokens::digest(&revoked).to_vec()));
@@ -225,7 +223,8 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_health_stays_open()
 
 #[tokio::test]
 async fn tokens_are_refused_at_creation_when_their_scope_does_not_fit() {
-    let db = TestDb::create().await;
+    let stack = Stack::builder().database_only().start().await;
+    let db = stack.db();
     let now = chrono::Utc::now();
     let refused = |new: NewToken| {
         let pool = db.pool.clone();
@@ -287,7 +286,7 @@ async fn tokens_are_refused_at_creation_when_their_scope_does_not_fit() {
 
 #[tokio::test]
 async fn dispatch_rpcs_act_as_the_token_s_person_and_map_refusals_to_grpc_codes() {
-    let stack = Stack::start().await;
+    let stack = Stack::command_center().await;
     let (_, [grid, ..], other_district, _) = places();
     let incident = stack
         .file(&stack.filed(
@@ -302,7 +301,7 @@ async fn dispatch_rpcs_act_as_the_token_s_person_and_map_refusals_to_grpc_codes(
     stack
         .ok(&format!("hd-{street}"), incident, escalate())
         .await;
-    let liaison = stack.db.token(Role::Liaison, &petitions).await;
+    let liaison = stack.token_for(Role::Liaison, &petitions).await;
     let mut client = dispatch_client(&stack, &liaison).await;
 
     // Accept over gRPC: applied as the department's liaison; a retry gets the same answer.
@@ -319,7 +318,7 @@ async fn dispatch_rpcs_act_as_the_token_s_person_and_map_refusals_to_grpc_codes(
     let holder: Option<String> =
         sqlx::query_scalar("SELECT holder_id FROM tasks WHERE incident_id = $1 AND task_id = 1")
             .bind(incident)
-            .fetch_one(&stack.db.pool)
+            .fetch_one(stack.pool())
             .await
             .unwrap();
     assert_eq!(holder, Some(format!("li-{petitions}")));
@@ -364,7 +363,9 @@ async fn dispatch_rpcs_act_as_the_token_s_person_and_map_refusals_to_grpc_codes(
         Code::PermissionDenied
     );
     // Another department's liaison may not act on this task.
-    let other = stack.db.token(Role::Liaison, &dept(&grid, "justice")).await;
+    let other = stack
+        .token_for(Role::Liaison, &dept(&grid, "justice"))
+        .await;
     let refused = refusal(
         dispatch_client(&stack, &other)
             .await
@@ -382,11 +383,13 @@ async fn dispatch_rpcs_act_as_the_token_s_person_and_map_refusals_to_grpc_codes(
 
 #[tokio::test]
 async fn commands_without_a_running_dispatch_are_unavailable() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let query = Query::start(&nats, &db, Arc::new(whistle_wire::SystemClock)).await;
-    let token = db.token(Role::Operator, "150600").await;
-    let channel = tonic::transport::Endpoint::from_shared(query.url())
+    let stack = Stack::builder()
+        .without_dispatch()
+        .with_query()
+        .start()
+        .await;
+    let token = stack.token_for(Role::Operator, "150600").await;
+    let channel = tonic::transport::Endpoint::from_shared(stack.query_url())
         .unwrap()
         .connect()
         .await
@@ -407,35 +410,38 @@ async fn commands_without_a_running_dispatch_are_unavailable() {
 
 #[tokio::test]
 async fn with_a_certificate_the_listener_speaks_tls_only() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let dir = TempDir::new("tls");
+    let dir = TempDir::new("tls").unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    let (cert_path, key_path) = (dir.path.join("cert.pem"), dir.path.join("key.pem"));
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let query = Query::start_with(&nats, &db, Arc::new(whistle_wire::SystemClock), |options| {
-        options.tls_cert = Some(cert_path);
-        options.tls_key = Some(key_path);
-    })
-    .await;
-    let token = db.token(Role::Viewer, "150600").await;
+    let stack = Stack::builder()
+        .without_dispatch()
+        .with_query_options(|options| {
+            options.tls_cert = Some(cert_path);
+            options.tls_key = Some(key_path);
+        })
+        .start()
+        .await;
+    let token = stack.token_for(Role::Viewer, "150600").await;
 
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(cert.pem()))
         .domain_name("localhost");
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("https://localhost:{}", query.addr.port()))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .expect("a TLS connection");
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "https://localhost:{}",
+        stack.query_addr().port()
+    ))
+    .unwrap()
+    .tls_config(tls)
+    .unwrap()
+    .connect()
+    .await
+    .expect("a TLS connection");
     let tree = CommandCenterClient::with_interceptor(channel, Bearer::new(&token).unwrap())
         .get_org_tree(v1::GetOrgTreeRequest::default())
         .await
@@ -444,7 +450,7 @@ async fn with_a_certificate_the_listener_speaks_tls_only() {
     assert_eq!(tree.code, "150600");
 
     // Plaintext gRPC gets no answer.
-    let plain = tonic::transport::Endpoint::from_shared(query.url())
+    let plain = tonic::transport::Endpoint::from_shared(stack.query_url())
         .unwrap()
         .connect_lazy();
     assert!(

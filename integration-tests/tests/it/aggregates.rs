@@ -6,7 +6,7 @@
 //! while reports kept coming. One incident resolved, reopened and resolved again, within an hour
 //! and across an hour's end, pins the trend's resolved buckets to exact figures.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::{DurationRound as _, TimeDelta};
 use tonic::Code;
@@ -16,10 +16,7 @@ use whistle_proto::v1::{self, command::Body};
 
 use whistle_store::tokens::Role;
 
-use crate::{
-    harness::*,
-    query::{at, grids_by_district, places, resolve, ten_o_clock_in_ordos, unit, Query, Stack},
-};
+use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -86,7 +83,7 @@ async fn recorded(stack: &Stack, reports: &[v1::Report]) {
     eventually("the reports recorded", WAIT, || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM reports WHERE report_id = ANY($1)")
             .bind(&ids)
-            .fetch_one(&stack.db.pool)
+            .fetch_one(stack.pool())
             .await
             .unwrap()
             == ids.len() as i64
@@ -108,7 +105,7 @@ async fn attempt(stack: &Stack, actor: &str, incident: Uuid, body: Body) -> bool
 async fn work(stack: &Stack, round: u64) -> usize {
     let incidents: Vec<(Uuid, String, String)> =
         sqlx::query_as("SELECT id, status, grid_code FROM incidents ORDER BY id")
-            .fetch_all(&stack.db.pool)
+            .fetch_all(stack.pool())
             .await
             .unwrap();
     let mut done = 0;
@@ -140,7 +137,7 @@ async fn work(stack: &Stack, round: u64) -> usize {
                      ORDER BY task_id LIMIT 1",
                 )
                 .bind(id)
-                .fetch_optional(&stack.db.pool)
+                .fetch_optional(stack.pool())
                 .await
                 .unwrap();
                 let Some((task, department, task_status)) = task else {
@@ -204,7 +201,7 @@ async fn busiest(stack: &Stack) -> Vec<String> {
         )
         .bind(len)
         .bind(&prefix)
-        .fetch_one(&stack.db.pool)
+        .fetch_one(stack.pool())
         .await
         .unwrap();
         prefix.clone_from(&code);
@@ -221,7 +218,7 @@ const TREND_HOURS: [u32; 6] = [0, 1, 3, 24, 25, whistle_query::MAX_TREND_HOURS];
 /// Returns the trends, in the order of `areas` then [`TREND_HOURS`].
 async fn trend_matches_sql(stack: &Stack, areas: &[String], when: &str) -> Vec<v1::Trend> {
     stack.caught_up().await;
-    let mut client = stack.client.clone();
+    let mut client = stack.client();
     let mut out = Vec::new();
     for area_code in areas {
         let area: AreaCode = area_code.parse().unwrap();
@@ -239,10 +236,9 @@ async fn trend_matches_sql(stack: &Stack, areas: &[String], when: &str) -> Vec<v
             } else {
                 hours
             };
-            let reference =
-                whistle_query::recount_trend(&stack.db.pool, &area, counted, stack.now())
-                    .await
-                    .expect("the SQL trend");
+            let reference = whistle_query::recount_trend(stack.pool(), &area, counted, stack.now())
+                .await
+                .expect("the SQL trend");
             assert_eq!(live, reference, "{when}: area {area_code}, {hours} hours");
             out.push(live);
         }
@@ -265,7 +261,7 @@ async fn matches_recount(stack: &Stack, when: &str) -> v1::Overview {
         Some(TimeDelta::days(3)),
         Some(whistle_query::MAX_WINDOW),
     ];
-    let mut client = stack.client.clone();
+    let mut client = stack.client();
     for area_code in &areas {
         let area: Option<AreaCode> = (!area_code.is_empty()).then(|| area_code.parse().unwrap());
         for window in windows {
@@ -281,7 +277,7 @@ async fn matches_recount(stack: &Stack, when: &str) -> v1::Overview {
                 .expect("GetOverview")
                 .into_inner();
             let recounted = whistle_query::recount(
-                &stack.db.pool,
+                stack.pool(),
                 area_code,
                 area.as_ref(),
                 window.unwrap_or(whistle_query::DEFAULT_WINDOW),
@@ -299,28 +295,14 @@ async fn matches_recount(stack: &Stack, when: &str) -> v1::Overview {
     stack.overview("", None).await
 }
 
-async fn stop_query(stack: &mut Stack) {
-    stack.query.shutdown.cancel();
-    (&mut stack.query.task)
-        .await
-        .expect("query task")
-        .expect("query ran cleanly");
-}
-
-async fn start_query(stack: &mut Stack) {
-    let query = Query::start(&stack.server, &stack.db, Arc::new(stack.clock.clone())).await;
-    stack.client = command_center(&query.url(), &stack.token).await;
-    stack.query = query;
-}
-
 #[tokio::test]
 async fn after_a_load_run_and_a_restart_the_aggregates_equal_a_sql_recount() {
-    let mut stack = Stack::start().await;
+    let mut stack = Stack::command_center().await;
     let t0 = stack.now();
 
     // Day one, 10:00 to 13:00: 150 reports, three rounds of work, deadlines of the emergencies.
     let first = reports(&stack, 0, 150);
-    publish(&stack.reporter, &first).await;
+    publish(stack.reporter(), &first).await;
     recorded(&stack, &first).await;
     assert!(work(&stack, 0).await > 0);
     pass(&stack, 6, TimeDelta::minutes(10)).await;
@@ -331,23 +313,23 @@ async fn after_a_load_run_and_a_restart_the_aggregates_equal_a_sql_recount() {
     matches_recount(&stack, "day one").await;
 
     // The query service stops; overnight the utilities' deadlines pass and windows escalate.
-    stop_query(&mut stack).await;
+    stack.stop_query().await;
     pass(&stack, 20, TimeDelta::hours(1)).await;
     work(&stack, 3).await;
     let second = reports(&stack, 1, 60);
-    publish(&stack.reporter, &second).await;
+    publish(stack.reporter(), &second).await;
     pass(&stack, 1, TimeDelta::minutes(30)).await;
 
     // It starts again while reports keep coming: the rebuild overlaps new events.
     let third = reports(&stack, 2, 60);
     let burst = {
         let reporter = Reporter {
-            js: stack.reporter.js.clone(),
+            js: stack.js().clone(),
         };
         let third = third.clone();
         tokio::spawn(async move { publish(&reporter, &third).await })
     };
-    start_query(&mut stack).await;
+    stack.start_query().await;
     burst.await.unwrap();
     recorded(&stack, &second).await;
     recorded(&stack, &third).await;
@@ -365,7 +347,7 @@ async fn after_a_load_run_and_a_restart_the_aggregates_equal_a_sql_recount() {
         t0 + TimeDelta::days(3) - TimeDelta::minutes(30)
     );
     let last = reports(&stack, 3, 40);
-    publish(&stack.reporter, &last).await;
+    publish(stack.reporter(), &last).await;
     recorded(&stack, &last).await;
     work(&stack, 9).await;
     pass(&stack, 4, TimeDelta::minutes(20)).await;
@@ -405,11 +387,17 @@ async fn after_a_load_run_and_a_restart_the_aggregates_equal_a_sql_recount() {
 
 #[tokio::test]
 async fn overview_is_unavailable_until_the_aggregates_have_loaded() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
     // No dispatch yet, so no WHISTLE_EVENTS: the aggregates cannot load.
-    let query = Query::start(&nats, &db, Arc::new(whistle_wire::SystemClock)).await;
-    let mut client = command_center(&query.url(), &db.token(Role::Viewer, "150600").await).await;
+    let mut stack = Stack::builder()
+        .without_dispatch()
+        .with_query()
+        .start()
+        .await;
+    let mut client = command_center(
+        &stack.query_url(),
+        &stack.token_for(Role::Viewer, "150600").await,
+    )
+    .await;
     let request = v1::GetOverviewRequest::default();
     let refused = client.get_overview(request.clone()).await.unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable);
@@ -418,7 +406,7 @@ async fn overview_is_unavailable_until_the_aggregates_have_loaded() {
         "{}",
         refused.message()
     );
-    assert_eq!(query.aggregates.applied_sequence(), None);
+    assert_eq!(stack.query().aggregates.applied_sequence(), None);
     let trend = client.get_trend(v1::GetTrendRequest::default()).await;
     let refused = trend.unwrap_err();
     assert_eq!(refused.code(), Code::Unavailable);
@@ -433,9 +421,9 @@ async fn overview_is_unavailable_until_the_aggregates_have_loaded() {
         .await
         .expect("GetOrgTree");
 
-    let _dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
+    stack.start_dispatch().await;
     eventually("the aggregates loaded", WAIT, || async {
-        query.aggregates.is_ready()
+        stack.query().aggregates.is_ready()
     })
     .await
     .unwrap();
@@ -452,9 +440,9 @@ async fn overview_is_unavailable_until_the_aggregates_have_loaded() {
 
 #[tokio::test]
 async fn the_aggregates_follow_the_stream_across_a_nats_restart() {
-    let mut stack = Stack::start().await;
+    let mut stack = Stack::command_center().await;
     let before = reports(&stack, 0, 45);
-    publish(&stack.reporter, &before).await;
+    publish(stack.reporter(), &before).await;
     recorded(&stack, &before).await;
     work(&stack, 0).await;
     pass(&stack, 3, TimeDelta::minutes(20)).await;
@@ -462,15 +450,15 @@ async fn the_aggregates_follow_the_stream_across_a_nats_restart() {
 
     // Ordered consumers live in the server's memory: the restart drops the query's, and it must
     // pick up where it stopped.
-    stack.server.restart().await;
+    stack.restart_nats().await;
     let after = reports(&stack, 1, 45);
-    publish(&stack.reporter, &after).await;
+    publish(stack.reporter(), &after).await;
     recorded(&stack, &after).await;
     work(&stack, 1).await;
     pass(&stack, 3, TimeDelta::hours(1)).await;
     work(&stack, 2).await;
     let city = matches_recount(&stack, "after the restart").await;
-    let incidents = stack.db.count("SELECT count(*) FROM incidents").await;
+    let incidents = stack.count("SELECT count(*) FROM incidents").await;
     assert_eq!(
         city.by_status.iter().map(|c| c.count as i64).sum::<i64>(),
         incidents
@@ -488,8 +476,7 @@ fn verify(satisfaction: v1::Satisfaction) -> Body {
 async fn last_buckets(stack: &Stack, area_code: &str, hours: usize) -> Vec<(u64, u64)> {
     stack.caught_up().await;
     let trend = stack
-        .client
-        .clone()
+        .client()
         .get_trend(v1::GetTrendRequest {
             area_code: area_code.into(),
             hours: 0,
@@ -506,7 +493,11 @@ async fn last_buckets(stack: &Stack, area_code: &str, hours: usize) -> Vec<(u64,
 #[tokio::test]
 async fn the_trend_counts_each_resolution_hour_once_and_a_restart_rebuilds_the_same_buckets() {
     // 10:40 in Ordos: the first resolutions fall before 11:00, the next after it.
-    let mut stack = Stack::start_at(ten_o_clock_in_ordos() + TimeDelta::minutes(40), |_| {}).await;
+    let mut stack = Stack::builder()
+        .with_query()
+        .at(ten_o_clock_in_ordos() + TimeDelta::minutes(40))
+        .start()
+        .await;
     let first_hour = stack.now().duration_trunc(TimeDelta::hours(1)).unwrap();
     let (district, [g1, g2, g3], other_district, far_grid) = places();
     let handler = |grid: &str| format!("hd-{}", unit(grid, Level::Community));
@@ -553,7 +544,6 @@ async fn the_trend_counts_each_resolution_hour_once_and_a_restart_rebuilds_the_s
         .await;
     assert_eq!(
         stack
-            .db
             .count(&format!(
                 "SELECT count(*) FROM timeline WHERE incident_id = '{again}' AND kind = 'incident.resolved'"
             ))
@@ -581,10 +571,10 @@ async fn the_trend_counts_each_resolution_hour_once_and_a_restart_rebuilds_the_s
     let before = trend_matches_sql(&stack, &areas, "after the resolutions").await;
 
     // A restart rebuilds the same buckets from PostgreSQL.
-    stop_query(&mut stack).await;
-    start_query(&mut stack).await;
+    stack.stop_query().await;
+    stack.start_query().await;
     eventually("the aggregates reloaded", WAIT, || async {
-        stack.query.aggregates.is_ready()
+        stack.query().aggregates.is_ready()
     })
     .await
     .unwrap();

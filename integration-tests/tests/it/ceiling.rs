@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use whistle_cli::ceiling::{self, Options, Parts, Throughput, STREAM_PREFIX, TABLE_PREFIX};
 
-use crate::harness::{NatsServer, TestDb};
+use crate::harness::{Count as _, NatsServer, Stack, TestDb};
 
 fn tiny(nats: &NatsServer, db: &TestDb) -> Options {
     Options {
@@ -59,9 +59,9 @@ fn positive(name: &str, figure: Option<Throughput>, count: u64) {
 
 #[tokio::test]
 async fn the_ceiling_measures_every_part_and_leaves_no_scratch_behind() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let options = tiny(&nats, &db);
+    let stack = Stack::builder().without_dispatch().start().await;
+    let (nats, db) = (stack.server(), stack.db());
+    let options = tiny(nats, db);
 
     let figures = ceiling::run(&options).await.expect("the ceiling run");
 
@@ -81,8 +81,8 @@ async fn the_ceiling_measures_every_part_and_leaves_no_scratch_behind() {
     let table = ceiling::render(&figures);
     assert!(table.contains("minimal pipeline"), "{table}");
 
-    assert_eq!(scratch_streams(&nats).await, Vec::<String>::new());
-    assert_eq!(scratch_tables(&db).await, 0);
+    assert_eq!(scratch_streams(nats).await, Vec::<String>::new());
+    assert_eq!(scratch_tables(db).await, 0);
     // The platform's streams were never made, its tables never written.
     let client = async_nats::connect(nats.url()).await.expect("connecting");
     let all: Vec<String> = async_nats::jetstream::new(client)
@@ -97,13 +97,13 @@ async fn the_ceiling_measures_every_part_and_leaves_no_scratch_behind() {
 
 #[tokio::test]
 async fn a_failed_ceiling_run_still_removes_its_scratch() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
+    let stack = Stack::builder().without_dispatch().start().await;
+    let (nats, db) = (stack.server(), stack.db());
     let options = Options {
         // Over nats-server's 1 MiB max_payload: the first publish fails after the scratch
         // streams and tables were made.
         message_size: 2 * 1024 * 1024,
-        ..tiny(&nats, &db)
+        ..tiny(nats, db)
     };
 
     let error = ceiling::run(&options)
@@ -114,6 +114,6 @@ async fn a_failed_ceiling_run_still_removes_its_scratch() {
         !error.to_string().contains("scratch not removed"),
         "{error:#}"
     );
-    assert_eq!(scratch_streams(&nats).await, Vec::<String>::new());
-    assert_eq!(scratch_tables(&db).await, 0);
+    assert_eq!(scratch_streams(nats).await, Vec::<String>::new());
+    assert_eq!(scratch_tables(db).await, 0);
 }

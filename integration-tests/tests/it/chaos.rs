@@ -108,6 +108,7 @@ async fn faults_of_every_kind_lose_and_duplicate_nothing_and_fire_every_timer_on
 /// was announced twice. Recording must announce a rejection once however often it appears.
 #[tokio::test]
 async fn a_batch_holding_one_rejected_message_twice_announces_it_once() {
+    use crate::harness::Count as _;
     use whistle_store::intake::{
         Attachment, ClusterAlert, ClusterRule, DuplicateRule, IntakeEvents, NewIncident,
         NewRejection, OutboxEvent,
@@ -121,7 +122,11 @@ async fn a_batch_holding_one_rejected_message_twice_announces_it_once() {
             unreachable!("no reports in this batch")
         }
     }
-    let db = crate::harness::TestDb::create().await;
+    let stack = crate::harness::Stack::builder()
+        .database_only()
+        .start()
+        .await;
+    let db = stack.db();
     // One JetStream message as two deliveries: the same source key, an event id each (event
     // ids are made when a delivery is classified).
     let delivery = || NewRejection {

@@ -16,7 +16,7 @@ use whistle_domain::Level;
 use whistle_proto::v1;
 use whistle_store::tokens::Role;
 
-use crate::query::*;
+use crate::harness::*;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -48,10 +48,11 @@ async fn the_console_works_in_a_real_browser() {
         "no Chromium at {chromium}: run deploy/local/test.sh (installs Debian's chromium) or set CHROMIUM"
     );
     // The manual clock stands at the real time, so the browser's countdowns and the stack agree.
-    let stack = Stack::start_at(Utc::now(), |options| {
-        options.console_dir = Some(dir.clone())
-    })
-    .await;
+    let stack = Stack::builder()
+        .with_query_options(move |options| options.console_dir = Some(dir))
+        .at(Utc::now())
+        .start()
+        .await;
 
     // Reports in three streets of one district and one in another district, so that the
     // drill-down has something to change at every level.
@@ -84,16 +85,16 @@ async fn the_console_works_in_a_real_browser() {
     stack.caught_up().await;
 
     let department = dept(&g1, "petitions");
-    let liaison = stack.db.token(Role::Liaison, &department).await;
-    let grid_worker = stack.db.token(Role::GridWorker, &g2).await;
-    let viewer = stack.db.token(Role::Viewer, &district).await;
+    let liaison = stack.token_for(Role::Liaison, &department).await;
+    let grid_worker = stack.token_for(Role::GridWorker, &g2).await;
+    let viewer = stack.token_for(Role::Viewer, &district).await;
     let screenshots = std::env::var("WHISTLE_SCREENSHOT_DIR").unwrap_or_default();
     let console = repo().join("services/whistle-query/console");
     let out = tokio::process::Command::new("npm")
         .args(["run", "--silent", "e2e"])
         .current_dir(&console)
-        .env("WHISTLE_CONSOLE_URL", stack.query.url())
-        .env("WHISTLE_OPERATOR_TOKEN", &stack.token)
+        .env("WHISTLE_CONSOLE_URL", stack.query_url())
+        .env("WHISTLE_OPERATOR_TOKEN", stack.token())
         .env("WHISTLE_VIEWER_TOKEN", &viewer)
         .env("WHISTLE_LIAISON_TOKEN", &liaison)
         .env("WHISTLE_DEPARTMENT_CODE", &department)

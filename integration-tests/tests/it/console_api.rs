@@ -11,10 +11,10 @@ use whistle_domain::Level;
 use whistle_proto::v1::{self, dispatch_client::DispatchClient, reporting_client::ReportingClient};
 use whistle_store::tokens::Role;
 
-use crate::{harness::*, query::*};
+use crate::harness::*;
 
 async fn channel(stack: &Stack) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(stack.query.url())
+    tonic::transport::Endpoint::from_shared(stack.query_url())
         .unwrap()
         .connect()
         .await
@@ -49,9 +49,9 @@ fn outcome(response: &v1::SubmitReportResponse) -> v1::ReportOutcome {
 
 #[tokio::test]
 async fn a_grid_worker_reports_over_grpc_sees_each_outcome_and_follows_up() {
-    let stack = Stack::start().await;
+    let stack = Stack::command_center().await;
     let (_, [grid, other_grid, _], _, _) = places();
-    let token = stack.db.token(Role::GridWorker, &grid).await;
+    let token = stack.token_for(Role::GridWorker, &grid).await;
     let mut form = reporting(&stack, &token).await;
 
     // A new report opens an incident in the token's grid, as the token's worker.
@@ -79,8 +79,8 @@ async fn a_grid_worker_reports_over_grpc_sees_each_outcome_and_follows_up() {
         .unwrap()
         .into_inner();
     assert_eq!(retried.incident, opened.incident);
-    assert_eq!(stack.db.count("SELECT count(*) FROM incidents").await, 1);
-    assert_eq!(stack.db.count("SELECT count(*) FROM reports").await, 1);
+    assert_eq!(stack.count("SELECT count(*) FROM incidents").await, 1);
+    assert_eq!(stack.count("SELECT count(*) FROM reports").await, 1);
 
     // The same problem again from the same grid attaches to the open incident.
     stack.advance(TimeDelta::minutes(2));
@@ -107,7 +107,7 @@ async fn a_grid_worker_reports_over_grpc_sees_each_outcome_and_follows_up() {
     assert!(rejected.rejected_message.contains("weather.too_cold"));
 
     // What the token does not allow is refused before anything is published.
-    let published = stream_len(&stack.reporter.js, "WHISTLE_REPORTS").await;
+    let published = stream_len(stack.js(), "WHISTLE_REPORTS").await;
     let mut other_grids = form_report("form-4", "heating.no_heat");
     other_grids.report.as_mut().unwrap().grid_code = other_grid.clone();
     let mut someone_else = form_report("form-5", "heating.no_heat");
@@ -126,15 +126,12 @@ async fn a_grid_worker_reports_over_grpc_sees_each_outcome_and_follows_up() {
     ] {
         assert_eq!(code(form.submit_report(request).await), expected);
     }
-    let operator = reporting(&stack, &stack.token)
+    let operator = reporting(&stack, stack.token())
         .await
         .submit_report(form_report("form-6", "heating.no_heat"))
         .await;
     assert_eq!(code(operator), Code::PermissionDenied);
-    assert_eq!(
-        stream_len(&stack.reporter.js, "WHISTLE_REPORTS").await,
-        published
-    );
+    assert_eq!(stream_len(stack.js(), "WHISTLE_REPORTS").await, published);
 
     // The worker's reports, newest first, each with what became of it.
     let mine = stack_reports(&stack, &token).await;
@@ -156,9 +153,9 @@ async fn a_grid_worker_reports_over_grpc_sees_each_outcome_and_follows_up() {
         incident.incident_id
     );
     // Another grid's worker sees none of them; an operator has no reports of its own.
-    let other = stack.db.token(Role::GridWorker, &other_grid).await;
+    let other = stack.token_for(Role::GridWorker, &other_grid).await;
     assert!(stack_reports(&stack, &other).await.is_empty());
-    let operator_reports = command_center(&stack.query.url(), &stack.token)
+    let operator_reports = command_center(&stack.query_url(), stack.token())
         .await
         .list_my_reports(v1::ListMyReportsRequest::default())
         .await;
@@ -191,7 +188,7 @@ async fn a_grid_worker_reports_over_grpc_sees_each_outcome_and_follows_up() {
 }
 
 async fn stack_reports(stack: &Stack, token: &str) -> Vec<v1::MyReport> {
-    command_center(&stack.query.url(), token)
+    command_center(&stack.query_url(), token)
         .await
         .list_my_reports(v1::ListMyReportsRequest::default())
         .await
@@ -202,7 +199,7 @@ async fn stack_reports(stack: &Stack, token: &str) -> Vec<v1::MyReport> {
 
 #[tokio::test]
 async fn a_liaison_lists_its_own_department_s_tasks_by_deadline() {
-    let stack = Stack::start().await;
+    let stack = Stack::command_center().await;
     let (_, [g1, g2, _], _, _) = places();
     // Two whistled incidents with a petitions task each, the second whistled a minute later.
     let mut incidents = Vec::new();
@@ -226,8 +223,8 @@ async fn a_liaison_lists_its_own_department_s_tasks_by_deadline() {
         stack.advance(TimeDelta::minutes(1));
     }
     let petitions = dept(&g1, "petitions");
-    let liaison = stack.db.token(Role::Liaison, &petitions).await;
-    let client = command_center(&stack.query.url(), &liaison).await;
+    let liaison = stack.token_for(Role::Liaison, &petitions).await;
+    let client = command_center(&stack.query_url(), &liaison).await;
     let list = |request: v1::ListTasksRequest| {
         let mut client = client.clone();
         async move { client.list_tasks(request).await }
@@ -280,7 +277,7 @@ async fn a_liaison_lists_its_own_department_s_tasks_by_deadline() {
     })
     .await;
     assert_eq!(code(other), Code::PermissionDenied);
-    let mut operator = command_center(&stack.query.url(), &stack.token).await;
+    let mut operator = command_center(&stack.query_url(), stack.token()).await;
     assert_eq!(
         code(operator.list_tasks(v1::ListTasksRequest::default()).await),
         Code::InvalidArgument
@@ -301,8 +298,8 @@ async fn a_liaison_lists_its_own_department_s_tasks_by_deadline() {
         })
         .await;
     assert_eq!(code(unknown), Code::NotFound);
-    let grid_worker = stack.db.token(Role::GridWorker, &g1).await;
-    let refused = command_center(&stack.query.url(), &grid_worker)
+    let grid_worker = stack.token_for(Role::GridWorker, &g1).await;
+    let refused = command_center(&stack.query_url(), &grid_worker)
         .await
         .list_tasks(v1::ListTasksRequest::default())
         .await;
@@ -323,7 +320,7 @@ async fn a_liaison_lists_its_own_department_s_tasks_by_deadline() {
 
 #[tokio::test]
 async fn trend_and_grid_map_count_what_the_overview_counts_per_hour_and_per_grid() {
-    let stack = Stack::start().await;
+    let stack = Stack::command_center().await;
     let (district, [g1, g2, g3], other_district, far_grid) = places();
     // Reports in three hours: two now-2h, one now-1h, two now (one in the other district).
     let mut n = 0;
@@ -356,7 +353,7 @@ async fn trend_and_grid_map_count_what_the_overview_counts_per_hour_and_per_grid
     }
     stack.caught_up().await;
 
-    let client = stack.client.clone();
+    let client = stack.client();
     let trend = |area: &str, hours: u32| {
         let mut client = client.clone();
         let area = area.to_owned();
@@ -421,8 +418,8 @@ async fn trend_and_grid_map_count_what_the_overview_counts_per_hour_and_per_grid
     }
     let g1_overview = stack.overview(&g1, None).await;
     assert_eq!(open[g1.as_str()], g1_overview.open_incidents);
-    let viewer = stack.db.token(Role::Viewer, &district).await;
-    let outside = command_center(&stack.query.url(), &viewer)
+    let viewer = stack.token_for(Role::Viewer, &district).await;
+    let outside = command_center(&stack.query_url(), &viewer)
         .await
         .get_grid_map(v1::GetGridMapRequest {
             area_code: other_district.clone(),
@@ -433,7 +430,7 @@ async fn trend_and_grid_map_count_what_the_overview_counts_per_hour_and_per_grid
 
 #[tokio::test]
 async fn get_session_tells_each_role_what_it_is() {
-    let stack = Stack::start().await;
+    let stack = Stack::command_center().await;
     let (district, [grid, ..], _, _) = places();
     let petitions = dept(&grid, "petitions");
     let cases = [
@@ -455,8 +452,8 @@ async fn get_session_tells_each_role_what_it_is() {
         (Role::GridWorker, grid.clone(), grid.as_str(), "", ""),
     ];
     for (role, scope, area, department, person) in cases {
-        let token = stack.db.token(role, &scope).await;
-        let session = command_center(&stack.query.url(), &token)
+        let token = stack.token_for(role, &scope).await;
+        let session = command_center(&stack.query_url(), &token)
             .await
             .get_session(v1::GetSessionRequest {})
             .await
@@ -476,7 +473,7 @@ async fn get_session_tells_each_role_what_it_is() {
         assert_eq!(session.person_id, expected_person);
         assert_eq!(session.person_name.is_empty(), expected_person.is_empty());
     }
-    let anonymous = command_center(&stack.query.url(), "wst_nope")
+    let anonymous = command_center(&stack.query_url(), "wst_nope")
         .await
         .get_session(v1::GetSessionRequest {})
         .await;
@@ -485,17 +482,21 @@ async fn get_session_tells_each_role_what_it_is() {
 
 #[tokio::test]
 async fn the_console_s_files_are_served_at_the_root_beside_grpc() {
-    let console = TempDir::new("console");
+    let console = TempDir::new("console").unwrap();
     std::fs::write(
-        console.path.join("index.html"),
+        console.path().join("index.html"),
         "<!doctype html><title>Whistle</title><script src=app.js></script>",
     )
     .unwrap();
     let script = format!("console.log({:?});\n", "指挥大屏 ".repeat(2_000));
-    std::fs::write(console.path.join("app.js"), &script).unwrap();
-    let dir = console.path.clone();
-    let stack = Stack::start_with(move |options| options.console_dir = Some(dir)).await;
-    let addr = stack.query.addr;
+    std::fs::write(console.path().join("app.js"), &script).unwrap();
+    let dir = console.path().to_owned();
+    let stack = Stack::builder()
+        .with_query_options(move |options| options.console_dir = Some(dir))
+        .at(ten_o_clock_in_ordos())
+        .start()
+        .await;
+    let addr = stack.query_addr();
 
     let index = http_get(addr, "/").await;
     assert!(index.starts_with("HTTP/1.1 200"), "{index}");
@@ -515,20 +516,19 @@ async fn the_console_s_files_are_served_at_the_root_beside_grpc() {
     // gRPC and the metrics share the listener.
     assert!(http_get(addr, "/metrics").await.contains("whistle_query_"));
     let session = stack
-        .client
-        .clone()
+        .client()
         .get_session(v1::GetSessionRequest {})
         .await
         .unwrap();
     assert_eq!(session.into_inner().role, "operator");
 
     // A directory without index.html is refused at start with what to do.
-    let empty = TempDir::new("empty-console");
+    let empty = TempDir::new("empty-console").unwrap();
     let refused = whistle_query::Options {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: stack.db.url.clone(),
-        nats_url: stack.server.url(),
-        console_dir: Some(empty.path.clone()),
+        database_url: stack.db().url.clone(),
+        nats_url: stack.server().url(),
+        console_dir: Some(empty.path().to_owned()),
         ..Default::default()
     }
     .build()
@@ -541,8 +541,8 @@ async fn the_console_s_files_are_served_at_the_root_beside_grpc() {
 
 #[tokio::test]
 async fn without_a_console_the_root_says_how_to_get_one() {
-    let stack = Stack::start().await;
-    let root = http_get(stack.query.addr, "/").await;
+    let stack = Stack::command_center().await;
+    let root = http_get(stack.query_addr(), "/").await;
     assert!(root.starts_with("HTTP/1.1 404"), "{root}");
     assert!(root.contains("--console-dir"), "{root}");
 }

@@ -211,11 +211,10 @@ async fn assert_exactly_once(reporter: &Reporter, db: &TestDb, ledger: &Ledger) 
 
 #[tokio::test]
 async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let reporter = Reporter::connect(&nats).await;
+    let stack = Stack::builder().without_dispatch().start().await;
+    let (nats, db, reporter) = (stack.server(), stack.db(), stack.reporter());
     // The first start creates the streams, so publishing can begin.
-    let mut child = spawn_child(&nats, &db);
+    let mut child = spawn_child(nats, db);
     eventually("streams created", Duration::from_secs(30), || async {
         reporter.js.get_stream("WHISTLE_REPORTS").await.is_ok()
     })
@@ -228,28 +227,27 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
-        child = spawn_child(&nats, &db);
+        child = spawn_child(nats, db);
     }
     let ledger = publisher.await.expect("publisher");
     eventually(
         "everything processed after the last restart",
         Duration::from_secs(60),
-        || drained(&reporter, &db),
+        || drained(reporter, db),
     )
     .await
     .unwrap();
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
 
-    assert_exactly_once(&reporter, &db, &ledger).await;
+    assert_exactly_once(reporter, db, &ledger).await;
 }
 
 #[tokio::test]
 async fn a_graceful_stop_mid_load_relays_what_it_committed_and_a_restart_finishes_the_rest() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let reporter = Reporter::connect(&nats).await;
-    let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
+    let stack = Stack::builder().without_dispatch().start().await;
+    let (nats, db, reporter) = (stack.server(), stack.db(), stack.reporter());
+    let dispatch = stack.spawn_dispatch().await;
     let publisher = tokio::spawn(publish_mix(nats.url(), 2000, 2000.0));
     tokio::time::sleep(Duration::from_millis(400)).await;
     dispatch.stop().await;
@@ -263,12 +261,12 @@ async fn a_graceful_stop_mid_load_relays_what_it_committed_and_a_restart_finishe
     assert_eq!(stream_len(&reporter.js, "WHISTLE_EVENTS").await, recorded);
 
     let ledger = publisher.await.expect("publisher");
-    let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
+    let dispatch = stack.spawn_dispatch().await;
     eventually("the rest processed", Duration::from_secs(60), || {
-        drained(&reporter, &db)
+        drained(reporter, db)
     })
     .await
     .unwrap();
     dispatch.stop().await;
-    assert_exactly_once(&reporter, &db, &ledger).await;
+    assert_exactly_once(reporter, db, &ledger).await;
 }

@@ -10,7 +10,8 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn synthetic_incidents_have_the_timeline_their_status_implies() {
-    let db = TestDb::create().await;
+    let stack = Stack::builder().database_only().start().await;
+    let db = stack.db();
     let categories = vec!["heating.no_heat".to_owned(), "road.pothole".to_owned()];
     fill::insert(&db.pool, &grids(), &categories, 2_000, 30)
         .await

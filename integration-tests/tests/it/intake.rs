@@ -9,25 +9,20 @@ use whistle_proto::v1;
 
 use crate::harness::*;
 
-const WAIT: Duration = Duration::from_secs(20);
-
 #[tokio::test]
 async fn a_report_becomes_an_incident_and_an_event() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
-    let reporter = Reporter::connect(&nats).await;
+    let mut stack = Stack::start().await;
     let grid = &grids()[42];
 
     let sent = report("r-first", grid);
-    reporter.publish(&sent).await;
+    stack.publish(&sent).await;
     eventually("the incident event", WAIT, || async {
-        stream_len(&reporter.js, "WHISTLE_EVENTS").await == 1
+        stream_len(stack.js(), "WHISTLE_EVENTS").await == 1
     })
     .await
     .unwrap();
 
-    let (subject, event) = events(&reporter.js).await.remove(0);
+    let (subject, event) = events(stack.js()).await.remove(0);
     assert_eq!(
         subject,
         whistle_wire::subject::incident_event(
@@ -54,7 +49,7 @@ async fn a_report_becomes_an_incident_and_an_event() {
     let (status, level, category, urgency, reporter_id, policy): (String, String, String, String, String, String) =
         sqlx::query_as("SELECT status, level, category, urgency, reporter_id, policy_version FROM incidents WHERE id = $1::uuid")
             .bind(&event.incident_id)
-            .fetch_one(&db.pool)
+            .fetch_one(stack.pool())
             .await
             .expect("the incident row");
     assert_eq!(
@@ -69,24 +64,22 @@ async fn a_report_becomes_an_incident_and_an_event() {
     assert_eq!(reporter_id, format!("gw-{grid}"));
     assert_eq!(policy, "ordos-2026.1");
     assert_eq!(
-        db.count("SELECT count(*) FROM timeline WHERE kind = 'incident.reported'")
+        stack
+            .count("SELECT count(*) FROM timeline WHERE kind = 'incident.reported'")
             .await,
         1
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM outbox").await,
+        stack.count("SELECT count(*) FROM outbox").await,
         0,
         "the relay emptied the outbox"
     );
-    dispatch.stop().await;
+    stack.stop_dispatch().await;
 }
 
 #[tokio::test]
 async fn proto3_json_reports_are_accepted_with_the_content_type_header() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
-    let reporter = Reporter::connect(&nats).await;
+    let mut stack = Stack::start().await;
     let grid = &grids()[7];
     // Written by hand, as a client that is not this project's code would.
     let json = format!(
@@ -98,60 +91,60 @@ async fn proto3_json_reports_are_accepted_with_the_content_type_header() {
     let mut headers = HeaderMap::new();
     headers.insert(NATS_MESSAGE_ID, "json-1");
     headers.insert("Content-Type", "application/json");
-    reporter
+    stack
+        .reporter()
         .publish_raw(&subject_for(grid), headers, json.into_bytes())
         .await;
     eventually("the incident", WAIT, || async {
-        db.count("SELECT count(*) FROM incidents").await == 1
+        stack.count("SELECT count(*) FROM incidents").await == 1
     })
     .await
     .unwrap();
     let title: String = sqlx::query_scalar("SELECT title FROM incidents")
-        .fetch_one(&db.pool)
+        .fetch_one(stack.pool())
         .await
         .unwrap();
     assert_eq!(title, "垃圾桶满溢");
-    dispatch.stop().await;
+    stack.stop_dispatch().await;
 }
 
 #[tokio::test]
 async fn the_same_report_twice_is_one_incident() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
-    let reporter = Reporter::connect(&nats).await;
+    let mut stack = Stack::start().await;
     let grid = &grids()[3];
     let sent = report("r-twice", grid);
 
     // Inside JetStream's duplicate window the server drops the second copy ...
-    let first = reporter.publish(&sent).await;
-    let second = reporter.publish(&sent).await;
+    let first = stack.publish(&sent).await;
+    let second = stack.publish(&sent).await;
     assert!(!first.duplicate && second.duplicate);
     // ... and without a Nats-Msg-Id (or after the window) the report id makes it a no-op.
     for _ in 0..2 {
-        reporter
+        stack
+            .reporter()
             .publish_raw(&subject_for(grid), HeaderMap::new(), sent.encode_to_vec())
             .await;
     }
-    reporter.publish(&report("r-after", &grids()[4])).await;
+    stack.publish(&report("r-after", &grids()[4])).await;
 
     eventually("both incidents", WAIT, || async {
-        db.count("SELECT count(*) FROM incidents").await == 2
+        stack.count("SELECT count(*) FROM incidents").await == 2
     })
     .await
     .unwrap();
-    intake_drained(&reporter.js).await;
+    stack.intake_drained().await;
     assert_eq!(
-        stream_len(&reporter.js, "WHISTLE_REPORTS").await,
+        stream_len(stack.js(), "WHISTLE_REPORTS").await,
         4,
         "three copies of r-twice stored, plus r-after"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM reports WHERE report_id = 'r-twice'")
+        stack
+            .count("SELECT count(*) FROM reports WHERE report_id = 'r-twice'")
             .await,
         1
     );
-    let reported: Vec<String> = events(&reporter.js)
+    let reported: Vec<String> = events(stack.js())
         .await
         .into_iter()
         .filter_map(|(_, e)| match e.body {
@@ -160,7 +153,7 @@ async fn the_same_report_twice_is_one_incident() {
         })
         .collect();
     assert_eq!(reported, ["r-twice", "r-after"]);
-    dispatch.stop().await;
+    stack.stop_dispatch().await;
 }
 
 /// One malformed report for each reason, built from a valid one.
@@ -384,33 +377,31 @@ fn invalid_reports() -> Vec<(&'static str, String, HeaderMap, Vec<u8>)> {
 
 #[tokio::test]
 async fn every_kind_of_invalid_report_is_rejected_with_its_reason_and_original_bytes() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
-    let reporter = Reporter::connect(&nats).await;
+    let mut stack = Stack::start().await;
     let cases = invalid_reports();
     for (_, subject, headers, payload) in &cases {
-        reporter
+        stack
+            .reporter()
             .publish_raw(subject, headers.clone(), payload.clone())
             .await;
     }
     // A valid report behind them is not held up.
     let grid = &grids()[12];
-    reporter.publish(&report("valid-after-garbage", grid)).await;
+    stack.publish(&report("valid-after-garbage", grid)).await;
 
     let expected = cases.len() as u64;
     eventually("every rejection stored", WAIT, || async {
-        stream_len(&reporter.js, "WHISTLE_REJECTED").await == expected
+        stream_len(stack.js(), "WHISTLE_REJECTED").await == expected
     })
     .await
     .unwrap();
     eventually("every event relayed", WAIT, || async {
-        stream_len(&reporter.js, "WHISTLE_EVENTS").await == expected + 1
+        stream_len(stack.js(), "WHISTLE_EVENTS").await == expected + 1
     })
     .await
     .unwrap();
 
-    let rejected = read_stream(&reporter.js, "WHISTLE_REJECTED").await;
+    let rejected = read_stream(stack.js(), "WHISTLE_REJECTED").await;
     for ((reason, subject, _, payload), stored) in cases.iter().zip(&rejected) {
         let header = |name: &str| {
             stored
@@ -435,7 +426,7 @@ async fn every_kind_of_invalid_report_is_rejected_with_its_reason_and_original_b
         );
     }
 
-    let events = events(&reporter.js).await;
+    let events = events(stack.js()).await;
     let rejected_reasons: Vec<String> = events
         .iter()
         .filter_map(|(_, e)| match &e.body {
@@ -446,44 +437,42 @@ async fn every_kind_of_invalid_report_is_rejected_with_its_reason_and_original_b
     let expected_reasons: Vec<&str> = cases.iter().map(|c| c.0).collect();
     assert_eq!(rejected_reasons, expected_reasons);
     assert_eq!(
-        db.count("SELECT count(*) FROM incidents").await,
+        stack.count("SELECT count(*) FROM incidents").await,
         1,
         "only the valid report opened an incident"
     );
     assert_eq!(
-        db.count("SELECT count(*) FROM rejected_reports").await,
+        stack.count("SELECT count(*) FROM rejected_reports").await,
         expected as i64
     );
-    dispatch.stop().await;
+    stack.stop_dispatch().await;
 }
 
 #[tokio::test]
 async fn intake_resumes_after_nats_server_restarts() {
-    let mut nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let dispatch = Dispatch::start(dispatch_options(&nats, &db)).await;
+    let mut stack = Stack::start().await;
     let grids = grids();
-    let reporter = Reporter::connect(&nats).await;
+    let reporter = Reporter::connect(stack.server()).await;
     for (i, grid) in grids.iter().take(50).enumerate() {
         reporter
             .publish(&report(&format!("before-{i}"), grid))
             .await;
     }
     eventually("the first reports", WAIT, || async {
-        db.count("SELECT count(*) FROM incidents").await == 50
+        stack.count("SELECT count(*) FROM incidents").await == 50
     })
     .await
     .unwrap();
 
-    nats.restart().await;
-    let reporter = Reporter::connect(&nats).await;
+    stack.restart_nats().await;
+    let reporter = Reporter::connect(stack.server()).await;
     for (i, grid) in grids.iter().skip(100).take(50).enumerate() {
         reporter.publish(&report(&format!("after-{i}"), grid)).await;
     }
     eventually(
         "the reports after the restart",
         Duration::from_secs(60),
-        || async { db.count("SELECT count(*) FROM incidents").await == 100 },
+        || async { stack.count("SELECT count(*) FROM incidents").await == 100 },
     )
     .await
     .unwrap();
@@ -498,77 +487,70 @@ async fn intake_resumes_after_nats_server_restarts() {
     })
     .await
     .unwrap();
-    dispatch.stop().await;
+    stack.stop_dispatch().await;
 }
 
 #[tokio::test]
 async fn a_changed_ack_wait_applies_to_the_existing_consumer_at_the_next_start() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let reporter = Reporter::connect(&nats).await;
-    let ack_wait = || async { intake_consumer(&reporter.js).await.config.ack_wait };
-    let options = dispatch_options(&nats, &db);
-    Dispatch::start(options.clone()).await.stop().await;
+    let mut stack = Stack::builder().without_dispatch().start().await;
+    stack.run_dispatch_once().await;
+    let js = stack.js().clone();
+    let ack_wait = || async { intake_consumer(&js).await.config.ack_wait };
     assert_eq!(ack_wait().await, Duration::from_secs(2));
 
-    let dispatch = Dispatch::start(whistle_dispatch::Options {
-        ack_wait: Duration::from_secs(7),
-        ..options
-    })
-    .await;
+    stack
+        .start_dispatch_with(|options| options.ack_wait = Duration::from_secs(7))
+        .await;
     assert_eq!(
         ack_wait().await,
         Duration::from_secs(7),
         "the running consumer takes the new setting"
     );
-    reporter
+    stack
+        .reporter()
         .publish(&report("after-the-change", &grids()[0]))
         .await;
     eventually("the report", WAIT, || async {
-        db.count("SELECT count(*) FROM incidents").await == 1
+        stack.count("SELECT count(*) FROM incidents").await == 1
     })
     .await
     .unwrap();
-    dispatch.stop().await;
+    stack.stop_dispatch().await;
 }
 
 /// A batch held longer than the ack wait (here its insert waits three ack waits for a table lock)
 /// is kept by progress messages: JetStream does not redeliver it meanwhile, and it commits once.
 #[tokio::test]
 async fn a_batch_held_past_the_ack_wait_is_kept_and_not_redelivered() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let options = dispatch_options(&nats, &db);
-    let ack_wait = options.ack_wait;
-    let dispatch = Dispatch::start(options).await;
-    let reporter = Reporter::connect(&nats).await;
+    let mut stack = Stack::start().await;
+    let ack_wait = stack.dispatch_options().ack_wait;
 
-    let mut blocker = db.pool.begin().await.unwrap();
+    let mut blocker = stack.pool().begin().await.unwrap();
     sqlx::query("LOCK TABLE reports IN SHARE MODE")
         .execute(&mut *blocker)
         .await
         .unwrap();
-    reporter.publish(&report("held", &grids()[0])).await;
+    stack.publish(&report("held", &grids()[0])).await;
     eventually("the report in dispatch's hands", WAIT, || async {
-        intake_consumer(&reporter.js).await.num_ack_pending == 1
+        intake_consumer(stack.js()).await.num_ack_pending == 1
     })
     .await
     .unwrap();
     tokio::time::sleep(3 * ack_wait).await;
-    let info = intake_consumer(&reporter.js).await;
+    let info = intake_consumer(stack.js()).await;
     assert_eq!(
         (info.num_ack_pending, info.num_redelivered),
         (1, 0),
         "still in hand, never redelivered"
     );
-    assert_eq!(db.count("SELECT count(*) FROM reports").await, 0);
+    assert_eq!(stack.count("SELECT count(*) FROM reports").await, 0);
 
     blocker.rollback().await.unwrap();
-    intake_drained(&reporter.js).await;
-    assert_eq!(intake_consumer(&reporter.js).await.num_redelivered, 0);
-    assert_eq!(db.count("SELECT count(*) FROM incidents").await, 1);
-    dispatch.stop().await;
-    let reported = events(&reporter.js)
+    stack.intake_drained().await;
+    assert_eq!(intake_consumer(stack.js()).await.num_redelivered, 0);
+    assert_eq!(stack.count("SELECT count(*) FROM incidents").await, 1);
+    stack.stop_dispatch().await;
+    let reported = events(stack.js())
         .await
         .into_iter()
         .filter(|(_, e)| e.kind == "incident.reported")
@@ -580,33 +562,34 @@ async fn a_batch_held_past_the_ack_wait_is_kept_and_not_redelivered() {
 /// the next replica records them at once, not after the (here one-minute) ack wait.
 #[tokio::test]
 async fn a_graceful_stop_hands_back_the_reports_it_had_not_started() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let options = whistle_dispatch::Options {
-        batch_size: 5,
-        ack_wait: Duration::from_secs(60),
-        ..dispatch_options(&nats, &db)
-    };
+    let stack = Stack::builder()
+        .without_dispatch()
+        .with_dispatch_options(|options| {
+            options.batch_size = 5;
+            options.ack_wait = Duration::from_secs(60);
+        })
+        .start()
+        .await;
     // Migrations first, so the table to lock exists.
-    Dispatch::start(options.clone()).await.stop().await;
-    let reporter = Reporter::connect(&nats).await;
+    stack.run_dispatch_once().await;
     let grids = grids();
     for (i, grid) in grids.iter().take(20).enumerate() {
-        reporter
+        stack
+            .reporter()
             .publish(&report(&format!("queued-{i}"), grid))
             .await;
     }
-    let mut blocker = db.pool.begin().await.unwrap();
+    let mut blocker = stack.pool().begin().await.unwrap();
     sqlx::query("LOCK TABLE reports IN SHARE MODE")
         .execute(&mut *blocker)
         .await
         .unwrap();
-    let first = Dispatch::start(options.clone()).await;
+    let first = stack.spawn_dispatch().await;
     // One batch of five in hand (held by the lock), more delivered behind it.
     eventually(
         "reports delivered beyond the batch in hand",
         WAIT,
-        || async { intake_consumer(&reporter.js).await.num_ack_pending > 5 },
+        || async { intake_consumer(stack.js()).await.num_ack_pending > 5 },
     )
     .await
     .unwrap();
@@ -614,9 +597,9 @@ async fn a_graceful_stop_hands_back_the_reports_it_had_not_started() {
     blocker.rollback().await.unwrap();
     first.stop().await;
 
-    let second = Dispatch::start(options).await;
+    let second = stack.spawn_dispatch().await;
     eventually("every queued report recorded", WAIT, || async {
-        db.count("SELECT count(*) FROM incidents").await == 20
+        stack.count("SELECT count(*) FROM incidents").await == 20
     })
     .await
     .unwrap();
@@ -628,12 +611,13 @@ async fn a_graceful_stop_hands_back_the_reports_it_had_not_started() {
 /// and it lands in WHISTLE_REJECTED after its last delivery, once.
 #[tokio::test]
 async fn a_report_that_always_fails_to_record_is_rejected_and_holds_up_nothing() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let mut options = dispatch_options(&nats, &db);
-    options.max_report_failures = 4;
+    let mut stack = Stack::builder()
+        .without_dispatch()
+        .with_dispatch_options(|options| options.max_report_failures = 4)
+        .start()
+        .await;
     // Migrations create the table the trigger goes on; the service is started again below.
-    Dispatch::start(options.clone()).await.stop().await;
+    stack.run_dispatch_once().await;
     sqlx::raw_sql(
         "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
@@ -643,51 +627,50 @@ async fn a_report_that_always_fails_to_record_is_rejected_and_holds_up_nothing()
          CREATE TRIGGER refuse_poison BEFORE INSERT ON reports
              FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
     )
-    .execute(&db.pool)
+    .execute(stack.pool())
     .await
     .expect("installing the trigger");
 
     // Published before dispatch starts, so the poison report shares a batch with the good ones.
-    let reporter = Reporter::connect(&nats).await;
     let grids = grids();
     let good: Vec<v1::Report> = (0..20)
         .map(|i| report(&format!("good-{i}"), &grids[i]))
         .collect();
     let poison = report("poison", &grids[20]);
     for sent in &good[..10] {
-        reporter.publish(sent).await;
+        stack.publish(sent).await;
     }
-    let poison_sequence = reporter.publish(&poison).await.sequence;
+    let poison_sequence = stack.publish(&poison).await.sequence;
     for sent in &good[10..] {
-        reporter.publish(sent).await;
+        stack.publish(sent).await;
     }
     let started = std::time::Instant::now();
-    let dispatch = Dispatch::start(options).await;
+    stack.start_dispatch().await;
 
     eventually("every good report is an incident", WAIT, || async {
-        db.count("SELECT count(*) FROM incidents").await == 20
+        stack.count("SELECT count(*) FROM incidents").await == 20
     })
     .await
     .unwrap();
     assert!(
-        stream_len(&reporter.js, "WHISTLE_REJECTED").await == 0,
+        stream_len(stack.js(), "WHISTLE_REJECTED").await == 0,
         "the good reports committed before the poison report's last delivery ({:?})",
         started.elapsed()
     );
     eventually("the poison report rejected", WAIT, || async {
-        stream_len(&reporter.js, "WHISTLE_REJECTED").await == 1
+        stream_len(stack.js(), "WHISTLE_REJECTED").await == 1
     })
     .await
     .unwrap();
-    intake_drained(&reporter.js).await;
+    stack.intake_drained().await;
     // The incidents may also raise cluster alerts; the outbox empties once all are relayed.
     eventually("every event relayed", WAIT, || async {
-        db.count("SELECT count(*) FROM outbox").await == 0
+        stack.count("SELECT count(*) FROM outbox").await == 0
     })
     .await
     .unwrap();
 
-    let rejected = read_stream(&reporter.js, "WHISTLE_REJECTED").await;
+    let rejected = read_stream(stack.js(), "WHISTLE_REJECTED").await;
     let stored = &rejected[0];
     let header = |name: &str| {
         stored
@@ -711,7 +694,7 @@ async fn a_report_that_always_fails_to_record_is_rejected_and_holds_up_nothing()
     assert_eq!(header("Whistle-Original-Subject"), subject_for(&grids[20]));
     assert_eq!(&stored.payload[..], &poison.encode_to_vec()[..]);
 
-    let events = events(&reporter.js).await;
+    let events = events(stack.js()).await;
     let rejections: Vec<&v1::ReportRejected> = events
         .iter()
         .filter_map(|(_, e)| match &e.body {
@@ -731,40 +714,44 @@ async fn a_report_that_always_fails_to_record_is_rejected_and_holds_up_nothing()
         20
     );
 
-    assert_eq!(db.count("SELECT count(*) FROM reports").await, 20);
+    assert_eq!(stack.count("SELECT count(*) FROM reports").await, 20);
     assert_eq!(
-        db.count("SELECT count(DISTINCT report_id) FROM reports WHERE report_id LIKE 'good-%'")
+        stack
+            .count("SELECT count(DISTINCT report_id) FROM reports WHERE report_id LIKE 'good-%'")
             .await,
         20
     );
     assert_eq!(
-        db.count(
+        stack.count(
             "SELECT count(*) FROM rejected_reports WHERE reason = 'processing_failed' AND report_id = 'poison'"
         )
         .await,
         1
     );
-    assert_eq!(db.count("SELECT count(*) FROM rejected_reports").await, 1);
-    dispatch.stop().await;
+    assert_eq!(
+        stack.count("SELECT count(*) FROM rejected_reports").await,
+        1
+    );
+    stack.stop_dispatch().await;
 }
 
 /// An attempt that committed a `processing_failed` rejection and then crashed before the ack: the
 /// redelivered report (now recordable) must end as that rejection again, not also as an incident.
 #[tokio::test]
 async fn a_report_rejected_before_a_crash_is_not_recorded_again_on_redelivery() {
-    let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
-    let mut options = dispatch_options(&nats, &db);
-    options.max_report_failures = 1;
-    Dispatch::start(options.clone()).await.stop().await;
+    let mut stack = Stack::builder()
+        .without_dispatch()
+        .with_dispatch_options(|options| options.max_report_failures = 1)
+        .start()
+        .await;
+    stack.run_dispatch_once().await;
 
-    let reporter = Reporter::connect(&nats).await;
     let grids = grids();
     let late = report("rejected-then-crashed", &grids[0]);
-    let sequence = reporter.publish(&late).await.sequence;
+    let sequence = stack.publish(&late).await.sequence;
     // The crashed attempt: delivered once, not acked, its rejection row committed.
-    let consumer: async_nats::jetstream::consumer::PullConsumer = reporter
-        .js
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stack
+        .js()
         .get_consumer_from_stream("whistle-dispatch", "WHISTLE_REPORTS")
         .await
         .unwrap();
@@ -789,7 +776,7 @@ async fn a_report_rejected_before_a_crash_is_not_recorded_again_on_redelivery() 
     .bind(first.subject.as_str())
     .bind(&late.report_id)
     .bind(first.payload.to_vec())
-    .execute(&db.pool)
+    .execute(stack.pool())
     .await
     .unwrap();
     first
@@ -797,16 +784,19 @@ async fn a_report_rejected_before_a_crash_is_not_recorded_again_on_redelivery() 
         .await
         .unwrap();
 
-    let _dispatch = Dispatch::start(options).await;
+    stack.start_dispatch().await;
     eventually("the report rejected again", WAIT, || async {
-        stream_len(&reporter.js, "WHISTLE_REJECTED").await == 1
+        stream_len(stack.js(), "WHISTLE_REJECTED").await == 1
     })
     .await
     .unwrap();
-    intake_drained(&reporter.js).await;
-    assert_eq!(db.count("SELECT count(*) FROM incidents").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM reports").await, 0);
-    assert_eq!(db.count("SELECT count(*) FROM rejected_reports").await, 1);
-    let rejected = read_stream(&reporter.js, "WHISTLE_REJECTED").await;
+    stack.intake_drained().await;
+    assert_eq!(stack.count("SELECT count(*) FROM incidents").await, 0);
+    assert_eq!(stack.count("SELECT count(*) FROM reports").await, 0);
+    assert_eq!(
+        stack.count("SELECT count(*) FROM rejected_reports").await,
+        1
+    );
+    let rejected = read_stream(stack.js(), "WHISTLE_REJECTED").await;
     assert_eq!(rejected[0].subject, "whistle.rejected.processing_failed");
 }

@@ -9,7 +9,7 @@ use tonic::Code;
 use whistle_proto::v1;
 use whistle_store::tokens::Role;
 
-use crate::{harness::*, query::*};
+use crate::harness::*;
 
 /// The RPC used to spend a token's requests: cheap, and open to every role.
 async fn session(
@@ -34,13 +34,16 @@ fn assert_rate_limited(status: &tonic::Status) {
 #[tokio::test]
 async fn a_burst_over_the_rate_limit_is_refused_until_the_bucket_refills() {
     // 2 requests per second after a burst of 5: a loop of calls overruns it at once.
-    let stack = Stack::start_with(|options| {
-        options.rate_limit = 2.0;
-        options.rate_burst = 5;
-    })
-    .await;
-    let token = stack.db.token(Role::Viewer, "150602").await;
-    let mut client = command_center(&stack.query.url(), &token).await;
+    let stack = Stack::builder()
+        .at(ten_o_clock_in_ordos())
+        .with_query_options(|options| {
+            options.rate_limit = 2.0;
+            options.rate_burst = 5;
+        })
+        .start()
+        .await;
+    let token = stack.token_for(Role::Viewer, "150602").await;
+    let mut client = command_center(&stack.query_url(), &token).await;
     let mut allowed = 0;
     let refused = loop {
         match session(&mut client).await {
@@ -53,8 +56,8 @@ async fn a_burst_over_the_rate_limit_is_refused_until_the_bucket_refills() {
     assert!(allowed >= 5, "the burst of 5 was allowed ({allowed})");
 
     // Another token has its own bucket.
-    let other = stack.db.token(Role::Viewer, "150602").await;
-    let mut other = command_center(&stack.query.url(), &other).await;
+    let other = stack.token_for(Role::Viewer, "150602").await;
+    let mut other = command_center(&stack.query_url(), &other).await;
     session(&mut other).await.unwrap();
 
     // The same token is served again once its bucket refilled (half a second per request).
@@ -79,7 +82,7 @@ async fn a_burst_over_the_rate_limit_is_refused_until_the_bucket_refills() {
     };
     assert_rate_limited(&spent);
     let (headers, _, trailers) = grpc_web_call(
-        stack.query.addr,
+        stack.query_addr(),
         &token,
         "/whistle.v1.CommandCenter/GetSession",
         &[],
@@ -100,9 +103,13 @@ async fn a_burst_over_the_rate_limit_is_refused_until_the_bucket_refills() {
 #[tokio::test]
 async fn the_stream_over_the_watch_limit_is_refused_and_a_closed_one_frees_its_place() {
     const MAX: u32 = 3;
-    let stack = Stack::start_with(|options| options.max_watch_streams = MAX).await;
-    let token = stack.db.token(Role::Viewer, "150602").await;
-    let mut client = command_center(&stack.query.url(), &token).await;
+    let stack = Stack::builder()
+        .at(ten_o_clock_in_ordos())
+        .with_query_options(|options| options.max_watch_streams = MAX)
+        .start()
+        .await;
+    let token = stack.token_for(Role::Viewer, "150602").await;
+    let mut client = command_center(&stack.query_url(), &token).await;
     let mut open = Vec::new();
     for _ in 0..MAX {
         open.push(
@@ -120,8 +127,8 @@ async fn the_stream_over_the_watch_limit_is_refused_and_a_closed_one_frees_its_p
     assert_rate_limited(&refused);
 
     // Another token is not counted against this one.
-    let other = stack.db.token(Role::Viewer, "150602").await;
-    let mut other = command_center(&stack.query.url(), &other).await;
+    let other = stack.token_for(Role::Viewer, "150602").await;
+    let mut other = command_center(&stack.query_url(), &other).await;
     let _theirs = other
         .watch_events(v1::WatchEventsRequest::default())
         .await
@@ -159,8 +166,8 @@ struct NotText {
 
 #[tokio::test]
 async fn a_request_body_that_does_not_decode_is_invalid_argument() {
-    let stack = Stack::start().await;
-    let channel = tonic::transport::Endpoint::from_shared(stack.query.url())
+    let stack = Stack::command_center().await;
+    let channel = tonic::transport::Endpoint::from_shared(stack.query_url())
         .unwrap()
         .connect()
         .await
@@ -179,7 +186,7 @@ async fn a_request_body_that_does_not_decode_is_invalid_argument() {
         let mut request = tonic::Request::new(bad.clone());
         request.metadata_mut().insert(
             "authorization",
-            format!("Bearer {}", stack.token).parse().unwrap(),
+            format!("Bearer {}", stack.token()).parse().unwrap(),
         );
         let status = match path {
             "/whistle.v1.CommandCenter/WatchEvents" => grpc
@@ -209,8 +216,8 @@ async fn a_request_body_that_does_not_decode_is_invalid_argument() {
 
     // The same over gRPC-web, as the console sends it.
     let (headers, _, trailers) = grpc_web_call(
-        stack.query.addr,
-        &stack.token,
+        stack.query_addr(),
+        stack.token(),
         "/whistle.v1.CommandCenter/GetIncident",
         &prost::Message::encode_to_vec(&bad),
     )

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use whistle_domain::Level;
 use whistle_proto::v1::{self, command::Body, ScoreboardKind};
 
-use crate::query::{accept, code, dept, escalate, places, resolve, satisfied, unit, Stack};
+use crate::harness::{accept, code, dept, escalate, places, resolve, satisfied, unit, Stack};
 
 /// 20:00 on 31 January 2027 in Ordos (UTC+8): January ends 240 minutes later.
 fn t0() -> DateTime<Utc> {
@@ -22,7 +22,7 @@ fn t0() -> DateTime<Utc> {
 
 /// Moves the clock to `minutes` after [`t0`] and lets dispatch fire what fell due on the way.
 async fn at(stack: &Stack, minutes: i64) {
-    stack.clock.set(t0() + TimeDelta::minutes(minutes));
+    stack.clock().set(t0() + TimeDelta::minutes(minutes));
     stack.settle().await;
 }
 
@@ -88,8 +88,7 @@ async fn board(
     kind: ScoreboardKind,
 ) -> Result<v1::Scoreboard, tonic::Status> {
     stack
-        .client
-        .clone()
+        .client()
         .get_scoreboard(v1::GetScoreboardRequest {
             area_code: area_code.into(),
             month: month.into(),
@@ -198,7 +197,7 @@ fn assert_board(board: &v1::Scoreboard, active: &[Want], codes: &BTreeMap<String
 
 #[tokio::test]
 async fn monthly_rankings_of_departments_and_streets() {
-    let stack = Stack::start().await;
+    let stack = Stack::command_center().await;
     let (district, [g1, g2, g3], other_district, other_grid) = places();
     let (s1, s2, s3) = (
         unit(&g1, Level::Street),
@@ -498,7 +497,7 @@ async fn monthly_rankings_of_departments_and_streets() {
 
 #[tokio::test]
 async fn bad_scoreboard_requests() {
-    let stack = Stack::start().await;
+    let stack = Stack::command_center().await;
     let (district, [grid, ..], _, _) = places();
     let invalid = |result: Result<v1::Scoreboard, tonic::Status>, field: &str| {
         let status = result.unwrap_err();
@@ -515,8 +514,7 @@ async fn bad_scoreboard_requests() {
     let message = invalid(board(&stack, &district, "", Unspecified).await, "kind");
     assert!(message.contains("SCOREBOARD_KIND_DEPARTMENTS"), "{message}");
     let unknown_kind = stack
-        .client
-        .clone()
+        .client()
         .get_scoreboard(v1::GetScoreboardRequest {
             area_code: district.clone(),
             month: String::new(),

@@ -4,7 +4,8 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn seeding_is_idempotent_and_loads_back_the_same_tree() {
-    let db = TestDb::create().await; // migrated and seeded once
+    let stack = Stack::builder().database_only().start().await;
+    let db = stack.db(); // migrated and seeded once
     let dataset = whistle_domain::ordos::dataset();
     let again = whistle_store::org::seed(&db.pool, &dataset).await.unwrap();
     assert_eq!(
@@ -66,8 +67,9 @@ async fn insert_incident(db: &TestDb, id: uuid::Uuid) {
 
 #[tokio::test]
 async fn the_timeline_refuses_updates_and_deletes() {
-    let db = TestDb::create().await;
-    insert_incident(&db, "01900000-0000-7000-8000-000000000001".parse().unwrap()).await;
+    let stack = Stack::builder().database_only().start().await;
+    let db = stack.db();
+    insert_incident(db, "01900000-0000-7000-8000-000000000001".parse().unwrap()).await;
     sqlx::query("INSERT INTO timeline (incident_id, seq, kind, actor_id, at) VALUES ('01900000-0000-7000-8000-000000000001', 1, 'incident.reported', 'x', now())")
         .execute(&db.pool)
         .await
@@ -107,7 +109,8 @@ async fn changes_seen(db: &TestDb, table: &str, at_least: i64) {
 async fn table_maintenance_does_what_autovacuum_would_only_when_the_server_does_not() {
     use whistle_store::maintenance::{self, Work};
 
-    let db = TestDb::create().await;
+    let stack = Stack::builder().database_only().start().await;
+    let db = stack.db();
     // Outbox churn: 500 events written and relayed (deleted), as intake and the relay do.
     let churn = || async {
         sqlx::query(
@@ -129,7 +132,7 @@ async fn table_maintenance_does_what_autovacuum_would_only_when_the_server_does_
             .unwrap()
     };
     churn().await;
-    changes_seen(&db, "outbox", 1000).await;
+    changes_seen(db, "outbox", 1000).await;
     let churned = outbox_size().await;
     assert!(churned > 0);
 
@@ -284,9 +287,10 @@ async fn saving_transitions_together_leaves_what_saving_them_one_by_one_leaves()
 
     let mut results = Vec::new();
     for together in [true, false] {
-        let db = TestDb::create().await;
+        let stack = Stack::builder().database_only().start().await;
+        let db = stack.db();
         for id in ids {
-            insert_incident(&db, id).await;
+            insert_incident(db, id).await;
         }
         // A timer of incident 0 that no save touches.
         sqlx::query(
@@ -308,7 +312,7 @@ async fn saving_transitions_together_leaves_what_saving_them_one_by_one_leaves()
             }
         }
         tx.commit().await.unwrap();
-        results.push(saved_rows(&db).await);
+        results.push(saved_rows(db).await);
     }
     assert_eq!(results[0], results[1]);
 
@@ -356,13 +360,14 @@ async fn saving_transitions_together_leaves_what_saving_them_one_by_one_leaves()
 #[tokio::test]
 async fn deadlines_at_the_same_instant_come_in_a_fixed_order_whatever_the_row_order() {
     use whistle_domain::incident::Timer;
-    let db = TestDb::create().await;
+    let stack = Stack::builder().database_only().start().await;
+    let db = stack.db();
     let at = chrono::Utc::now() - chrono::TimeDelta::seconds(1);
     let ids: Vec<uuid::Uuid> = (1..=3)
         .map(|n| uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n))
         .collect();
     for id in &ids {
-        insert_incident(&db, *id).await;
+        insert_incident(db, *id).await;
     }
     // Written in an order that is neither the incidents' nor the keys'.
     for (id, key) in [
@@ -408,7 +413,8 @@ async fn outbox_ids(db: &TestDb) -> Vec<i64> {
 async fn one_relay_at_a_time_claims_the_oldest_events_and_a_dropped_claim_leaves_them() {
     use whistle_store::outbox;
 
-    let db = TestDb::create().await;
+    let stack = Stack::builder().database_only().start().await;
+    let db = stack.db();
     for n in 0..5 {
         sqlx::query("INSERT INTO outbox (event_id, subject, payload) VALUES ($1, $2, $3)")
             .bind(uuid::Uuid::now_v7())
@@ -418,7 +424,7 @@ async fn one_relay_at_a_time_claims_the_oldest_events_and_a_dropped_claim_leaves
             .await
             .unwrap();
     }
-    let all = outbox_ids(&db).await;
+    let all = outbox_ids(db).await;
     let (mut first, mut second) = (
         db.pool.acquire().await.unwrap(),
         db.pool.acquire().await.unwrap(),
@@ -436,7 +442,7 @@ async fn one_relay_at_a_time_claims_the_oldest_events_and_a_dropped_claim_leaves
     drop(other);
     claim.complete().await.unwrap();
     assert_eq!(
-        outbox_ids(&db).await,
+        outbox_ids(db).await,
         all[3..],
         "completing deletes what was claimed"
     );
@@ -451,7 +457,7 @@ async fn one_relay_at_a_time_claims_the_oldest_events_and_a_dropped_claim_leaves
     // the connection instead).
     sqlx::query("SELECT 1").execute(&mut *second).await.unwrap();
     assert_eq!(
-        outbox_ids(&db).await,
+        outbox_ids(db).await,
         all[3..],
         "a claim dropped before completing (a failed publish) leaves its events pending"
     );
@@ -471,7 +477,8 @@ async fn backend_pid(conn: &mut sqlx::PgConnection) -> sqlx::Result<i32> {
 
 #[tokio::test]
 async fn a_dedicated_connection_that_failed_opens_a_new_one_on_next_use() {
-    let db = TestDb::create().await;
+    let stack = Stack::builder().database_only().start().await;
+    let db = stack.db();
     let mut dedicated = whistle_store::Dedicated::new(&db.url).unwrap();
     let first = backend_pid(dedicated.get().await.unwrap()).await.unwrap();
     assert_eq!(
@@ -511,7 +518,7 @@ mod batches {
         OutboxEvent, Recorded,
     };
 
-    use crate::harness::TestDb;
+    use crate::harness::{Count as _, Stack, TestDb};
 
     /// Events whose subject says what they announce, and whose payload is the attached count.
     struct Named;
@@ -604,14 +611,15 @@ mod batches {
     #[tokio::test]
     async fn a_batch_that_brings_a_community_to_the_threshold_raises_one_alert_with_its_own_reports(
     ) {
-        let db = TestDb::create().await;
+        let stack = Stack::builder().database_only().start().await;
+        let db = stack.db();
         let t = Utc::now();
         let first = [
             report("c-1", 1, 0.0, t),
             report("c-2", 2, 1_000.0, t),
             report("c-3", 3, 2_000.0, t),
         ];
-        let recorded = record_batch(&db, &first).await;
+        let recorded = record_batch(db, &first).await;
         assert_eq!(recorded.incidents.len(), 3);
         assert!(recorded.clusters.is_empty(), "3 reports, threshold 5");
 
@@ -624,7 +632,7 @@ mod batches {
             report("c-6", 5, 4_000.0, t),
             report("c-7", 1, -30.0, t),
         ];
-        let recorded = record_batch(&db, &second).await;
+        let recorded = record_batch(db, &second).await;
         assert_eq!(recorded.incidents.len(), 2);
         assert_eq!(recorded.attached.len(), 2);
         assert_eq!(recorded.clusters.len(), 1, "{:?}", recorded.clusters);
@@ -635,14 +643,14 @@ mod batches {
         );
 
         // Delivered again: nothing new, no event.
-        let again = record_batch(&db, &second).await;
+        let again = record_batch(db, &second).await;
         assert_eq!(again, Recorded::default());
         // One more report in the window: the pair has its alert already.
         let third = [report("c-8", 6, 5_000.0, t + TimeDelta::minutes(2))];
-        assert!(record_batch(&db, &third).await.clusters.is_empty());
+        assert!(record_batch(db, &third).await.clusters.is_empty());
 
         let c1 = recorded.attached["c-5"];
-        let events = subjects(&db).await;
+        let events = subjects(db).await;
         let kinds: Vec<&str> = events
             .iter()
             .map(|(s, _)| s.split('.').next().unwrap())
@@ -686,7 +694,8 @@ mod batches {
 /// statements that ran for a few.
 #[tokio::test]
 async fn store_connections_never_jit_compile() {
-    let db = TestDb::create().await;
+    let stack = Stack::builder().database_only().start().await;
+    let db = stack.db();
     let pool = whistle_store::connect(&db.url, 1).await.unwrap();
     let mut dedicated = whistle_store::Dedicated::new(&db.url).unwrap();
     let jit = "SELECT current_setting('jit')";

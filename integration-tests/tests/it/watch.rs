@@ -9,7 +9,7 @@ use tonic::Streaming;
 use whistle_proto::v1::{self, watch_events_response::Item};
 use whistle_store::tokens::Role;
 
-use crate::{harness::*, query::*};
+use crate::harness::*;
 
 /// The next response of a stream, failing the test if none comes in time.
 async fn next(stream: &mut Streaming<v1::WatchEventsResponse>) -> Item {
@@ -36,8 +36,7 @@ async fn watch(
     since_sequence: u64,
 ) -> Streaming<v1::WatchEventsResponse> {
     stack
-        .client
-        .clone()
+        .client()
         .watch_events(v1::WatchEventsRequest {
             area_code: area_code.into(),
             kinds: kinds.iter().map(|k| k.to_string()).collect(),
@@ -64,21 +63,21 @@ async fn file_many(stack: &Stack, prefix: &str, grids: &[String], n: usize) {
             categories[(i / grids.len()) % categories.len()],
             v1::Urgency::Normal,
         );
-        stack.reporter.publish(&report).await;
+        stack.publish(&report).await;
     }
     let last = format!("{prefix}-{}", n - 1);
     stack.incident_of(&last).await;
 }
 
 async fn last_sequence(stack: &Stack) -> u64 {
-    let js = jetstream::new(stack.nats.clone());
+    let js = jetstream::new(stack.nats().clone());
     let mut stream = js.get_stream("WHISTLE_EVENTS").await.unwrap();
     stream.info().await.unwrap().state.last_sequence
 }
 
 #[tokio::test]
 async fn live_events_are_filtered_by_area_and_kind() {
-    let stack = Stack::start().await;
+    let stack = Stack::command_center().await;
     let (district, [a_grid, ..], _, b_grid) = places();
     let mut reported_in_district = watch(&stack, &district, &["incident.reported"], 0).await;
     let mut everything = watch(&stack, "", &[], 0).await;
@@ -105,7 +104,7 @@ async fn live_events_are_filtered_by_area_and_kind() {
 
 #[tokio::test]
 async fn a_client_that_reconnects_resumes_with_nothing_missed_or_repeated() {
-    let stack = Stack::start().await;
+    let stack = Stack::command_center().await;
     let grids: Vec<String> = grids_by_district()
         .into_values()
         .map(|g| g[0].clone())
@@ -136,12 +135,16 @@ async fn a_client_that_reconnects_resumes_with_nothing_missed_or_repeated() {
 async fn a_slow_client_holds_up_nobody_and_still_receives_everything() {
     // A small live buffer, so that a few thousand events leave the slow client behind it (the
     // connection's windows and send buffers hold about 2,800 more).
-    let stack = Stack::start_with(|options| options.watch_buffer = 64).await;
+    let stack = Stack::builder()
+        .with_query_options(|options| options.watch_buffer = 64)
+        .at(ten_o_clock_in_ordos())
+        .start()
+        .await;
     let grids: Vec<String> = grids().into_iter().step_by(3).collect();
     let reports = 4_000;
     // Separate connections, as separate screens have: streams on one HTTP/2 connection share
     // its flow-control window, so there the client itself would couple them.
-    let client = || async { command_center(&stack.query.url(), &stack.token).await };
+    let client = || async { command_center(&stack.query_url(), stack.token()).await };
     let mut slow = client()
         .await
         .watch_events(v1::WatchEventsRequest::default())
@@ -187,7 +190,7 @@ async fn a_slow_client_holds_up_nobody_and_still_receives_everything() {
         slow_seen.push(next_event(&mut slow).await.sequence);
     }
     assert_eq!(slow_seen, (first..=last).collect::<Vec<_>>());
-    let metrics = http_get(stack.query.addr, "/metrics").await;
+    let metrics = http_get(stack.query_addr(), "/metrics").await;
     assert!(
         !metrics.contains("whistle_query_watch_catch_ups_total 0"),
         "the slow client never had to catch up: {metrics}"
@@ -209,7 +212,7 @@ async fn eventually_stable_last_sequence(stack: &Stack) -> u64 {
 
 #[tokio::test]
 async fn events_the_stream_no_longer_holds_are_announced_as_a_gap() {
-    let stack = Stack::start().await;
+    let stack = Stack::command_center().await;
     let grids: Vec<String> = grids_by_district()
         .into_values()
         .map(|g| g[0].clone())
@@ -217,7 +220,7 @@ async fn events_the_stream_no_longer_holds_are_announced_as_a_gap() {
     file_many(&stack, "old", &grids, 3).await;
     let purged_up_to = eventually_stable_last_sequence(&stack).await;
     // Retention (max age) removes old events; a purge does the same at once.
-    let js = jetstream::new(stack.nats.clone());
+    let js = jetstream::new(stack.nats().clone());
     js.get_stream("WHISTLE_EVENTS")
         .await
         .unwrap()
@@ -239,10 +242,9 @@ async fn events_the_stream_no_longer_holds_are_announced_as_a_gap() {
 
 #[tokio::test]
 async fn bad_watch_requests_are_refused_with_a_reason() {
-    let stack = Stack::start().await;
+    let stack = Stack::command_center().await;
     let refused = stack
-        .client
-        .clone()
+        .client()
         .watch_events(v1::WatchEventsRequest {
             kinds: vec!["Incident Reported".into()],
             ..Default::default()
@@ -255,8 +257,8 @@ async fn bad_watch_requests_are_refused_with_a_reason() {
     // A viewer of one district cannot follow another's events.
     let (district, _, other_district, _) = places();
     let viewer = command_center(
-        &stack.query.url(),
-        &stack.db.token(Role::Viewer, &district).await,
+        &stack.query_url(),
+        &stack.token_for(Role::Viewer, &district).await,
     )
     .await;
     let refused = viewer
@@ -270,7 +272,7 @@ async fn bad_watch_requests_are_refused_with_a_reason() {
     assert_eq!(refused.code(), tonic::Code::PermissionDenied);
     // Without a token nothing is streamed.
     let anonymous =
-        whistle_proto::v1::command_center_client::CommandCenterClient::connect(stack.query.url())
+        whistle_proto::v1::command_center_client::CommandCenterClient::connect(stack.query_url())
             .await
             .unwrap();
     let refused = anonymous

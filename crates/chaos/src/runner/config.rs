@@ -1,0 +1,186 @@
+//! What a run is asked to do: its settings and the fault schedule.
+
+use std::{path::PathBuf, time::Duration};
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde::Serialize;
+
+/// How to start one dispatch replica: a program and arguments; the runner adds the environment
+/// (`WHISTLE_NATS_URL`, `DATABASE_URL`, `WHISTLE_POLICY`, `WHISTLE_ACK_WAIT_SECS`, `RUST_LOG`).
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// More environment for the replicas.
+    pub env: Vec<(String, String)>,
+}
+
+/// Settings of a run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long reports are published and faults injected.
+    pub duration: Duration,
+    /// Reports per second.
+    pub rate: f64,
+    /// `kill -9` of a dispatch replica at random moments (each restarted at once).
+    pub kills: u32,
+    pub seed: u64,
+    /// The intake consumer's ack wait; a paused replica stays stopped longer than this.
+    pub ack_wait: Duration,
+    /// How long NATS, PostgreSQL and the whole dispatch fleet each stay down.
+    pub outage: Duration,
+    /// Every duration of the Ordos policy is divided by this, so deadlines fall during the run.
+    pub time_divisor: u32,
+    /// How many of the 1,564 grids reports come from.
+    pub grids: usize,
+    /// How many categories reports use.
+    pub categories: usize,
+    /// One report in this many is invalid (an unknown category or a grid mismatch).
+    pub invalid_every: u64,
+    pub nats_server: String,
+    pub pg_bindir: Option<PathBuf>,
+    pub dispatch: Launcher,
+    /// Where servers keep their data and replicas their logs; a temp dir if unset.
+    pub work_dir: Option<PathBuf>,
+    /// Keep the work dir after a passing run (a failing one is always kept).
+    pub keep: bool,
+    /// Most time allowed to settle after the load.
+    pub drain_timeout: Duration,
+    /// Progress lines on stderr.
+    pub progress: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            duration: Duration::from_secs(300),
+            rate: 200.0,
+            kills: 20,
+            seed: 1,
+            ack_wait: Duration::from_secs(10),
+            outage: Duration::from_secs(6),
+            time_divisor: 600,
+            grids: 1564,
+            categories: 4,
+            invalid_every: 20,
+            nats_server: std::env::var("WHISTLE_NATS_SERVER_BIN")
+                .unwrap_or_else(|_| "nats-server".into()),
+            pg_bindir: None,
+            dispatch: Launcher {
+                program: "whistle-dispatch".into(),
+                args: vec![],
+                env: vec![],
+            },
+            work_dir: None,
+            keep: false,
+            drain_timeout: Duration::from_secs(120),
+            progress: false,
+        }
+    }
+}
+
+/// A kind of fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// `kill -9` of a random running replica, restarted at once.
+    Kill9,
+    /// A second replica joins: two replicas race for reports, commands and timers.
+    SecondReplicaUp,
+    /// The second replica leaves (SIGTERM).
+    SecondReplicaDown,
+    /// `kill -9` of nats-server, down for the outage, started on the same store.
+    NatsRestart,
+    /// `pg_ctl stop -m immediate`, down for the outage, started again (crash recovery).
+    PostgresRestart,
+    /// SIGSTOP of the second replica for longer than the ack wait, then SIGCONT.
+    Pause,
+    /// `kill -9` of every replica, none for the outage: deadlines pass with nobody to fire them.
+    DispatchOutage,
+}
+
+/// A fault at a moment of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Planned {
+    pub at: Duration,
+    pub fault: Fault,
+}
+
+/// The schedule: the second replica runs from 15 % to 85 % of the run; NATS restarts at 30 %,
+/// PostgreSQL at 50 %, the second replica is paused at 60 %, every replica is down at 75 %, and
+/// the kills fall at random moments (seeded) between 5 % and 95 %.
+pub fn plan(config: &Config) -> Vec<Planned> {
+    let at = |fraction: f64| config.duration.mul_f64(fraction);
+    let mut planned = vec![
+        Planned {
+            at: at(0.15),
+            fault: Fault::SecondReplicaUp,
+        },
+        Planned {
+            at: at(0.30),
+            fault: Fault::NatsRestart,
+        },
+        Planned {
+            at: at(0.50),
+            fault: Fault::PostgresRestart,
+        },
+        Planned {
+            at: at(0.60),
+            fault: Fault::Pause,
+        },
+        Planned {
+            at: at(0.75),
+            fault: Fault::DispatchOutage,
+        },
+        Planned {
+            at: at(0.85),
+            fault: Fault::SecondReplicaDown,
+        },
+    ];
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    for _ in 0..config.kills {
+        planned.push(Planned {
+            at: at(rng.random_range(0.05..0.95)),
+            fault: Fault::Kill9,
+        });
+    }
+    planned.sort_by_key(|p| p.at);
+    planned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plan_has_every_fault_kind_and_the_kills_in_the_window() {
+        let config = Config {
+            duration: Duration::from_secs(100),
+            kills: 12,
+            seed: 7,
+            ..Config::default()
+        };
+        let planned = plan(&config);
+        for kind in [
+            Fault::SecondReplicaUp,
+            Fault::NatsRestart,
+            Fault::PostgresRestart,
+            Fault::Pause,
+            Fault::DispatchOutage,
+            Fault::SecondReplicaDown,
+        ] {
+            assert_eq!(
+                planned.iter().filter(|p| p.fault == kind).count(),
+                1,
+                "{kind:?}"
+            );
+        }
+        let kills: Vec<_> = planned.iter().filter(|p| p.fault == Fault::Kill9).collect();
+        assert_eq!(kills.len(), 12);
+        assert!(kills
+            .iter()
+            .all(|p| p.at >= Duration::from_secs(5) && p.at <= Duration::from_secs(95)));
+        assert!(planned.windows(2).all(|w| w[0].at <= w[1].at));
+        assert_eq!(plan(&config), planned, "the same seed, the same plan");
+    }
+}

@@ -1,0 +1,365 @@
+//! The run, phase by phase: start the servers, start the replicas, load and inject the planned
+//! faults, drain, then read everything back and check it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use async_nats::jetstream;
+use chrono::{DateTime, Utc};
+use rand::{rngs::StdRng, SeedableRng};
+use sqlx::PgPool;
+use whistle_testkit::{create_database, find_pg_bindir, NatsConfig, NatsServer, PgCluster};
+
+use super::{
+    faults::inject,
+    fleet::{lock, Fleet, Replica},
+    history::{read_history, settle},
+    load::publish_load,
+    plan, Config, FaultRecord, Report,
+};
+use crate::checker::{self, Published};
+
+/// The servers a run owns, and the database dispatch uses on them.
+pub(super) struct Servers {
+    pub(super) nats: NatsServer,
+    pub(super) pg: PgCluster,
+    pub(super) pool: PgPool,
+    database_url: String,
+    policy: PathBuf,
+}
+
+/// The replicas and the task that restarts those that exit on their own.
+pub(super) struct Replicas {
+    pub(super) fleet: Arc<Mutex<Fleet>>,
+    supervisor_stop: Arc<AtomicBool>,
+    supervisor: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the load and the faults left behind.
+struct Loaded {
+    /// When the load started; progress lines count from it.
+    start: Instant,
+    published: Vec<Published>,
+    faults: Vec<FaultRecord>,
+    outages: Vec<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// How the drain went.
+struct Drained {
+    settled_at: Option<DateTime<Utc>>,
+    settle_secs: f64,
+}
+
+/// Runs the suite: start servers, replicas and load, inject the planned faults, settle, stop,
+/// read everything back and check it.
+pub async fn run(config: Config) -> anyhow::Result<Report> {
+    let work_dir = match &config.work_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("whistle-chaos-{}", uuid::Uuid::now_v7())),
+    };
+    std::fs::create_dir_all(&work_dir)?;
+    let report = run_in(&config, &work_dir).await;
+    if matches!(&report, Ok(r) if r.passed()) && !config.keep && config.work_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    }
+    report
+}
+
+async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
+    let setup = Instant::now();
+    let mut servers = start_servers(config, work_dir).await?;
+    say(
+        config,
+        setup,
+        &format!(
+            "nats-server on {}, PostgreSQL on {}",
+            servers.nats.port(),
+            servers.pg.port
+        ),
+    );
+    let mut replicas = start_replicas(config, work_dir, &servers)?;
+    let js = wait_for_streams(&servers.nats, work_dir).await?;
+    say(
+        config,
+        setup,
+        "dispatch up, streams created; load and faults start",
+    );
+    let loaded = load_and_inject_faults(config, &js, &mut servers, &replicas).await?;
+    let drained = drain(config, loaded.start, &js, &servers.pool, &mut replicas).await?;
+    let settled = drained.settled_at.is_some();
+    let mut history = read_history(&js, &servers.pool).await?;
+    history.published = loaded.published;
+    history.settled_at = drained.settled_at.unwrap_or_else(Utc::now);
+    history.outages = loaded.outages;
+    let verdict = checker::check(&history);
+    let fleet = lock(&replicas.fleet);
+    Ok(Report {
+        seed: config.seed,
+        duration_secs: config.duration.as_secs_f64(),
+        rate: config.rate,
+        time_divisor: config.time_divisor,
+        ack_wait_secs: config.ack_wait.as_secs_f64(),
+        nats_server: nats_version(&config.nats_server),
+        faults: loaded.faults,
+        replica_starts: fleet.starts,
+        unexpected_exits: fleet.unexpected_exits,
+        settled,
+        settle_secs: drained.settle_secs,
+        incidents: history.incidents.len() as u64,
+        timer_firings: history.firings.len() as u64,
+        verdict,
+        work_dir: work_dir.display().to_string(),
+    })
+}
+
+/// Phase 1: a private nats-server and PostgreSQL cluster in the work dir, the database migrated
+/// and seeded, and the policy with its durations divided.
+async fn start_servers(config: &Config, work_dir: &Path) -> anyhow::Result<Servers> {
+    let bindir = match &config.pg_bindir {
+        Some(dir) => dir.clone(),
+        None => find_pg_bindir().context("no /usr/lib/postgresql/*/bin with initdb and pg_ctl")?,
+    };
+    let nats = NatsConfig::new()
+        .bin(&config.nats_server)
+        .dir(work_dir)
+        .start()
+        .await?;
+    let pg = PgCluster::start(&bindir, work_dir).await?;
+    let (database_url, pool) = create_database(&pg.url("postgres"), "whistle", 4).await?;
+    let policy = write_policy(work_dir, config.time_divisor)?;
+    Ok(Servers {
+        nats,
+        pg,
+        pool,
+        database_url,
+        policy,
+    })
+}
+
+/// Phase 2: replica 0 running, replica 1's slot empty until the schedule starts it, and a
+/// supervisor restarting replicas that should run and exited on their own.
+fn start_replicas(config: &Config, work_dir: &Path, servers: &Servers) -> anyhow::Result<Replicas> {
+    let fleet = Arc::new(Mutex::new(Fleet {
+        launcher: config.dispatch.clone(),
+        env: vec![
+            ("WHISTLE_NATS_URL".into(), servers.nats.url()),
+            ("DATABASE_URL".into(), servers.database_url.clone()),
+            (
+                "WHISTLE_POLICY".into(),
+                servers.policy.display().to_string(),
+            ),
+            (
+                "WHISTLE_ACK_WAIT_SECS".into(),
+                config.ack_wait.as_secs().max(1).to_string(),
+            ),
+            ("RUST_LOG".into(), "warn,sqlx=error,async_nats=error".into()),
+        ],
+        log_dir: work_dir.to_owned(),
+        replicas: (0..2)
+            .map(|_| Replica {
+                child: None,
+                wanted: false,
+                paused: false,
+            })
+            .collect(),
+        starts: 0,
+        unexpected_exits: 0,
+    }));
+    lock(&fleet).spawn(0)?;
+    let supervisor_stop = Arc::new(AtomicBool::new(false));
+    let supervisor = {
+        let fleet = fleet.clone();
+        let stop = supervisor_stop.clone();
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                lock(&fleet).supervise();
+            }
+        })
+    };
+    Ok(Replicas {
+        fleet,
+        supervisor_stop,
+        supervisor: Some(supervisor),
+    })
+}
+
+/// A JetStream context once dispatch has created its streams.
+async fn wait_for_streams(
+    nats: &NatsServer,
+    work_dir: &Path,
+) -> anyhow::Result<jetstream::Context> {
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(nats.url())
+        .await?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(3))
+        .build(client);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while js.get_stream("WHISTLE_REPORTS").await.is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "dispatch did not create the streams within 60 s (see {}/dispatch-0.log)",
+                work_dir.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(js)
+}
+
+/// Phase 3: the load runs in the background while the planned faults fall at their moments;
+/// returns once every publish was acknowledged or given up.
+async fn load_and_inject_faults(
+    config: &Config,
+    js: &jetstream::Context,
+    servers: &mut Servers,
+    replicas: &Replicas,
+) -> anyhow::Result<Loaded> {
+    let start = Instant::now();
+    let publisher = tokio::spawn(publish_load(js.clone(), config.clone(), start));
+    let mut faults = Vec::new();
+    let mut outages = Vec::new();
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5eed);
+    for planned in plan(config) {
+        tokio::time::sleep_until((start + planned.at).into()).await;
+        let at = start.elapsed().as_secs_f64();
+        let mut record = FaultRecord {
+            at,
+            fault: planned.fault,
+            detail: String::new(),
+            down: None,
+        };
+        if let Some(outage) =
+            inject(config, &mut record, servers, &replicas.fleet, &mut rng).await?
+        {
+            outages.push(outage);
+        }
+        say(
+            config,
+            start,
+            &format!("{:?}: {}", record.fault, record.detail),
+        );
+        faults.push(record);
+    }
+    tokio::time::sleep_until((start + config.duration).into()).await;
+    say(
+        config,
+        start,
+        "load ends; waiting for unacknowledged publishes",
+    );
+    let published = publisher.await??;
+    say(
+        config,
+        start,
+        &format!(
+            "{} published ({} acked); settling",
+            published.len(),
+            published.iter().filter(|p| p.acked).count()
+        ),
+    );
+    Ok(Loaded {
+        start,
+        published,
+        faults,
+        outages,
+    })
+}
+
+/// Phase 4: wait until replica 0 has taken in everything (nothing pending or unacked, outbox
+/// empty, nothing due), then stop the supervisor and every replica with SIGTERM.
+async fn drain(
+    config: &Config,
+    start: Instant,
+    js: &jetstream::Context,
+    pool: &PgPool,
+    replicas: &mut Replicas,
+) -> anyhow::Result<Drained> {
+    let settle_start = Instant::now();
+    let settled_at = settle(js, pool, config.drain_timeout).await;
+    let settle_secs = settle_start.elapsed().as_secs_f64();
+    replicas.supervisor_stop.store(true, Ordering::Relaxed);
+    if let Some(supervisor) = replicas.supervisor.take() {
+        let _ = supervisor.await;
+    }
+    let fleet = replicas.fleet.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut fleet = lock(&fleet);
+        for i in 0..fleet.replicas.len() {
+            fleet.terminate(i, Duration::from_secs(15));
+        }
+    })
+    .await?;
+    say(
+        config,
+        start,
+        &format!("settled: {}; reading everything back", settled_at.is_some()),
+    );
+    Ok(Drained {
+        settled_at,
+        settle_secs,
+    })
+}
+
+/// The Ordos policy with every duration divided: deadlines in seconds.
+fn write_policy(dir: &Path, divisor: u32) -> anyhow::Result<PathBuf> {
+    std::fs::write(
+        dir.join("ordos.toml"),
+        include_str!("../../../../policy/ordos.toml"),
+    )?;
+    let path = dir.join("chaos.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "# Written by whistle chaos: the Ordos policy with every duration divided by {divisor}.\n\
+             base = \"ordos.toml\"\nversion = \"ordos-2026.1-chaos-{divisor}\"\n\
+             name = \"chaos\"\ntime_divisor = {divisor}\n"
+        ),
+    )?;
+    whistle_domain::policy::Policy::parse(&std::fs::read_to_string(&path)?, |_| {
+        Some(include_str!("../../../../policy/ordos.toml").to_owned())
+    })
+    .map_err(|e| anyhow::anyhow!("the chaos policy (divisor {divisor}) does not validate: {e}"))?;
+    Ok(path)
+}
+
+fn say(config: &Config, start: Instant, what: &str) {
+    if config.progress {
+        eprintln!("chaos: {:>7.1} s  {what}", start.elapsed().as_secs_f64());
+    }
+}
+
+fn nats_version(bin: &str) -> String {
+    Command::new(bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| bin.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chaos_policy_validates_for_the_divisors_used() {
+        let dir =
+            std::env::temp_dir().join(format!("whistle-chaos-policy-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for divisor in [600, 1200, 3600] {
+            write_policy(&dir, divisor).unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,165 @@
+//! A private PostgreSQL cluster (initdb + pg_ctl) the fault suite can crash and restart.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+};
+
+use crate::{free_port, Error};
+
+/// A private PostgreSQL cluster (initdb + pg_ctl), run as the `postgres` user when we are root
+/// (the server refuses root). Stopped on drop.
+pub struct PgCluster {
+    bindir: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    socket_dir: PathBuf,
+    pub port: u16,
+    run_as: Option<String>,
+    running: bool,
+}
+
+/// The highest /usr/lib/postgresql/*/bin with initdb and pg_ctl.
+pub fn find_pg_bindir() -> Option<PathBuf> {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            (bin.join("initdb").exists() && bin.join("pg_ctl").exists()).then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+impl PgCluster {
+    /// initdb in `dir/pg` and start on a free port. fsync stays on (the default): the suite
+    /// tests the configuration production runs.
+    pub async fn start(bindir: &Path, dir: &Path) -> Result<PgCluster, Error> {
+        let root = dir.join("pg");
+        std::fs::create_dir_all(&root)
+            .map_err(Error::io(format!("creating {}", root.display())))?;
+        let run_as = is_root().then(|| "postgres".to_owned());
+        if let Some(user) = &run_as {
+            let status = Command::new("chown")
+                .args(["-R", &format!("{user}:")])
+                .arg(&root)
+                .status()
+                .map_err(Error::io("running chown"))?;
+            if !status.success() {
+                return Err(Error::PgCtl {
+                    command: format!("chown of {} to {user}", root.display()),
+                    output: status.to_string(),
+                });
+            }
+        }
+        let mut cluster = PgCluster {
+            bindir: bindir.to_owned(),
+            data: root.join("data"),
+            log: root.join("postgres.log"),
+            socket_dir: root.clone(),
+            port: free_port()?,
+            run_as,
+            running: false,
+        };
+        let out = cluster
+            .command("initdb")
+            .arg("-D")
+            .arg(&cluster.data)
+            .args([
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output();
+        checked("initdb", out)?;
+        cluster.start_again().await?;
+        Ok(cluster)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bindir.join(program);
+        let mut command = match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(path);
+                c
+            }
+            None => Command::new(path),
+        };
+        command.current_dir("/").stdin(Stdio::null());
+        command
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// `pg_ctl start`, waiting until it accepts connections.
+    pub async fn start_again(&mut self) -> Result<(), Error> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=64MB",
+            self.port,
+            self.socket_dir.display()
+        );
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args(["-w", "-t", "60", "-o", &options, "start"])
+            .output();
+        checked("pg_ctl start", out)?;
+        self.running = true;
+        Ok(())
+    }
+
+    /// `pg_ctl stop -m immediate`: every backend is killed without a checkpoint; the next start
+    /// runs crash recovery from the WAL, as after a power cut with fsync on.
+    pub fn stop_immediate(&mut self) -> Result<(), Error> {
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "-t", "60", "stop"])
+            .output();
+        self.running = false;
+        checked("pg_ctl stop", out)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = self.stop_immediate();
+        }
+    }
+}
+
+/// The output of a program that must succeed, or its stdout and stderr as the error.
+fn checked(command: &str, output: std::io::Result<Output>) -> Result<(), Error> {
+    let output = output.map_err(Error::io(format!("running {command}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(Error::PgCtl {
+        command: command.to_owned(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    })
+}

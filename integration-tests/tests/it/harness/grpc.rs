@@ -1,0 +1,33 @@
+//! gRPC clients of the query service.
+
+pub use whistle_proto::Bearer;
+
+pub type Authed =
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>;
+
+/// A `CommandCenter` client of the query service at `url` sending `token`.
+pub async fn command_center(
+    url: &str,
+    token: &str,
+) -> whistle_proto::v1::command_center_client::CommandCenterClient<Authed> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .expect("a query URL")
+        .connect()
+        .await
+        .expect("connecting to the query service");
+    whistle_proto::v1::command_center_client::CommandCenterClient::with_interceptor(
+        channel,
+        Bearer::new(token).expect("an ASCII token"),
+    )
+}
+
+/// A `CommandCenter` client on an existing channel sending `token`.
+pub fn command_center_on(
+    channel: tonic::transport::Channel,
+    token: &str,
+) -> whistle_proto::v1::command_center_client::CommandCenterClient<Authed> {
+    whistle_proto::v1::command_center_client::CommandCenterClient::with_interceptor(
+        channel,
+        Bearer::new(token).expect("an ASCII token"),
+    )
+}

@@ -1,0 +1,377 @@
+//! The one way a test starts what it needs: [`Stack::start`] for NATS, a database and dispatch,
+//! [`Stack::command_center`] for that plus the query service, [`Stack::builder`] for the rest.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use async_nats::jetstream;
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::PgPool;
+use tonic::transport::Channel;
+use whistle_proto::v1::command_center_client::CommandCenterClient;
+use whistle_store::tokens::Role;
+use whistle_testkit::{NatsServer, TestDb};
+use whistle_wire::{Clock as _, ManualClock};
+
+use super::{
+    command_center_on, dispatch_options, ten_o_clock_in_ordos, Authed, Dispatch, Query, Reporter,
+};
+
+type AdjustDispatch = Box<dyn FnOnce(&mut whistle_dispatch::Options)>;
+type AdjustQuery = Box<dyn FnOnce(&mut whistle_query::Options)>;
+
+/// What to start; see the methods.
+#[must_use = "a builder does nothing until `start`"]
+pub struct StackBuilder {
+    nats: bool,
+    dispatch: bool,
+    clock: Option<ManualClock>,
+    dispatch_options: Vec<AdjustDispatch>,
+    query: Option<Vec<AdjustQuery>>,
+}
+
+/// A private nats-server and database, and whichever of dispatch and the query service the test
+/// asked for, sharing one clock; everything stops when it drops.
+pub struct Stack {
+    server: Option<NatsServer>,
+    db: TestDb,
+    clock: Option<ManualClock>,
+    dispatch_options: Option<whistle_dispatch::Options>,
+    dispatch: Option<Dispatch>,
+    nats: Option<async_nats::Client>,
+    reporter: Option<Reporter>,
+    query: Option<Query>,
+    channel: Option<Channel>,
+    token: Option<String>,
+}
+
+impl StackBuilder {
+    /// A manual clock for dispatch and query: deadlines fire when the test moves it.
+    pub fn with_clock(mut self, clock: ManualClock) -> StackBuilder {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// A manual clock standing at `now`.
+    pub fn at(self, now: DateTime<Utc>) -> StackBuilder {
+        self.with_clock(ManualClock::new(now))
+    }
+
+    /// Dispatch's options as the test wants them (also for dispatches started later).
+    pub fn with_dispatch_options(
+        mut self,
+        adjust: impl FnOnce(&mut whistle_dispatch::Options) + 'static,
+    ) -> StackBuilder {
+        self.dispatch_options.push(Box::new(adjust));
+        self
+    }
+
+    /// No dispatch at start; [`Stack::start_dispatch`] starts one when the test wants it.
+    pub fn without_dispatch(mut self) -> StackBuilder {
+        self.dispatch = false;
+        self
+    }
+
+    /// Only the database: no nats-server, no services.
+    pub fn database_only(mut self) -> StackBuilder {
+        self.nats = false;
+        self.dispatch = false;
+        self.query = None;
+        self
+    }
+
+    /// The query service too, with a city operator's token and a client sending it.
+    pub fn with_query(mut self) -> StackBuilder {
+        self.query.get_or_insert_with(Vec::new);
+        self
+    }
+
+    /// The query service with options the test adjusts.
+    pub fn with_query_options(
+        mut self,
+        adjust: impl FnOnce(&mut whistle_query::Options) + 'static,
+    ) -> StackBuilder {
+        self.query
+            .get_or_insert_with(Vec::new)
+            .push(Box::new(adjust));
+        self
+    }
+
+    pub async fn start(self) -> Stack {
+        let db = TestDb::create()
+            .await
+            .unwrap_or_else(|e| panic!("creating the test database: {e}"));
+        let mut stack = Stack {
+            server: None,
+            db,
+            clock: self.clock,
+            dispatch_options: None,
+            dispatch: None,
+            nats: None,
+            reporter: None,
+            query: None,
+            channel: None,
+            token: None,
+        };
+        if !self.nats {
+            return stack;
+        }
+        let server = NatsServer::start()
+            .await
+            .unwrap_or_else(|e| panic!("starting nats-server: {e}"));
+        let mut options = dispatch_options(server.url(), stack.db.url.clone());
+        for adjust in self.dispatch_options {
+            adjust(&mut options);
+        }
+        stack.dispatch_options = Some(options);
+        if self.dispatch {
+            stack.dispatch = Some(stack.spawn_dispatch().await);
+        }
+        if let Some(adjustments) = self.query {
+            let mut options = whistle_query::Options {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                database_url: stack.db.url.clone(),
+                nats_url: server.url(),
+                max_db_connections: 4,
+                ..Default::default()
+            };
+            for adjust in adjustments {
+                adjust(&mut options);
+            }
+            let query = Query::start(options, stack.shared_clock()).await;
+            stack.token = Some(stack.token_for(Role::Operator, "150600").await);
+            stack.channel = Some(
+                tonic::transport::Endpoint::from_shared(query.url())
+                    .expect("a query URL")
+                    .connect_lazy(),
+            );
+            stack.query = Some(query);
+        }
+        // The clients connect once the services run (as the tests always had it): the grid
+        // worker's, and one for requests such as commands.
+        stack.reporter = Some(Reporter::connect(&server).await);
+        stack.nats = Some(
+            async_nats::connect(server.url())
+                .await
+                .expect("connecting to nats"),
+        );
+        stack.server = Some(server);
+        stack
+    }
+}
+
+impl Stack {
+    /// NATS, a database and dispatch on the system clock.
+    pub async fn start() -> Stack {
+        Stack::builder().start().await
+    }
+
+    /// Dispatch and the query service on one manual clock at 10:00 today in Ordos, with a city
+    /// operator's client.
+    pub async fn command_center() -> Stack {
+        Stack::builder()
+            .with_query()
+            .at(ten_o_clock_in_ordos())
+            .start()
+            .await
+    }
+
+    pub fn builder() -> StackBuilder {
+        StackBuilder {
+            nats: true,
+            dispatch: true,
+            clock: None,
+            dispatch_options: Vec::new(),
+            query: None,
+        }
+    }
+
+    pub fn server(&self) -> &NatsServer {
+        self.server.as_ref().expect("the stack has a nats-server")
+    }
+
+    /// Kills nats-server and starts it again on the same port and store.
+    pub async fn restart_nats(&mut self) {
+        self.server
+            .as_mut()
+            .expect("the stack has a nats-server")
+            .restart()
+            .await
+            .unwrap_or_else(|e| panic!("restarting nats-server: {e}"));
+    }
+
+    /// A client connection to the stack's nats-server.
+    pub fn nats(&self) -> &async_nats::Client {
+        self.nats.as_ref().expect("the stack has a nats-server")
+    }
+
+    pub fn js(&self) -> &jetstream::Context {
+        &self.reporter().js
+    }
+
+    /// A grid worker's client.
+    pub fn reporter(&self) -> &Reporter {
+        self.reporter.as_ref().expect("the stack has a nats-server")
+    }
+
+    pub fn db(&self) -> &TestDb {
+        &self.db
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.db.pool
+    }
+
+    /// The manual clock the stack was built with.
+    pub fn clock(&self) -> &ManualClock {
+        self.clock.as_ref().expect("the stack has a manual clock")
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock().now()
+    }
+
+    pub fn advance(&self, by: TimeDelta) {
+        self.clock().advance(by);
+    }
+
+    fn shared_clock(&self) -> Arc<dyn whistle_wire::Clock> {
+        match &self.clock {
+            Some(clock) => Arc::new(clock.clone()),
+            None => Arc::new(whistle_wire::SystemClock),
+        }
+    }
+
+    /// The options dispatches of this stack start with.
+    pub fn dispatch_options(&self) -> whistle_dispatch::Options {
+        self.dispatch_options
+            .clone()
+            .expect("the stack has a nats-server")
+    }
+
+    /// Another dispatch (a replica) on the stack's servers and clock; the caller stops it.
+    pub async fn spawn_dispatch(&self) -> Dispatch {
+        self.spawn_dispatch_with(|_| {}).await
+    }
+
+    /// A replica with options adjusted for it.
+    pub async fn spawn_dispatch_with(
+        &self,
+        adjust: impl FnOnce(&mut whistle_dispatch::Options),
+    ) -> Dispatch {
+        let mut options = self.dispatch_options();
+        adjust(&mut options);
+        Dispatch::start(options, self.shared_clock()).await
+    }
+
+    /// Starts the stack's dispatch (after `without_dispatch`, or a stop).
+    pub async fn start_dispatch(&mut self) {
+        assert!(self.dispatch.is_none(), "dispatch is already running");
+        self.dispatch = Some(self.spawn_dispatch().await);
+    }
+
+    /// Starts the stack's dispatch with options adjusted for this start.
+    pub async fn start_dispatch_with(
+        &mut self,
+        adjust: impl FnOnce(&mut whistle_dispatch::Options),
+    ) {
+        assert!(self.dispatch.is_none(), "dispatch is already running");
+        self.dispatch = Some(self.spawn_dispatch_with(adjust).await);
+    }
+
+    /// Stops the stack's dispatch gracefully, which must be clean.
+    pub async fn stop_dispatch(&mut self) {
+        self.dispatch
+            .take()
+            .expect("dispatch is running")
+            .stop()
+            .await;
+    }
+
+    pub async fn restart_dispatch(&mut self) {
+        self.stop_dispatch().await;
+        self.start_dispatch().await;
+    }
+
+    /// Starts and stops a dispatch once: its migrations, streams and consumers exist after.
+    pub async fn run_dispatch_once(&self) {
+        self.spawn_dispatch().await.stop().await;
+    }
+
+    pub fn query(&self) -> &Query {
+        self.query
+            .as_ref()
+            .expect("the stack runs the query service")
+    }
+
+    /// Stops the query service, which must be clean.
+    pub async fn stop_query(&mut self) {
+        self.query.take().expect("query is running").stop().await;
+    }
+
+    /// Takes the query service out of the stack, for a test of its own shutdown.
+    pub fn take_query(&mut self) -> Query {
+        self.query.take().expect("query is running")
+    }
+
+    /// Starts the query service again on the same servers and clock (default options).
+    pub async fn start_query(&mut self) {
+        let options = whistle_query::Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: self.db.url.clone(),
+            nats_url: self.server().url(),
+            max_db_connections: 4,
+            ..Default::default()
+        };
+        let query = Query::start(options, self.shared_clock()).await;
+        self.channel = Some(
+            tonic::transport::Endpoint::from_shared(query.url())
+                .expect("a query URL")
+                .connect_lazy(),
+        );
+        self.query = Some(query);
+    }
+
+    pub fn query_addr(&self) -> SocketAddr {
+        self.query().addr
+    }
+
+    pub fn query_url(&self) -> String {
+        self.query().url()
+    }
+
+    /// The gRPC channel to the query service (connected on first use).
+    pub fn channel(&self) -> Channel {
+        self.channel
+            .clone()
+            .expect("the stack runs the query service")
+    }
+
+    /// The city operator's token the stack made for its client.
+    pub fn token(&self) -> &str {
+        self.token
+            .as_deref()
+            .expect("the stack runs the query service")
+    }
+
+    /// A `CommandCenter` client sending the city operator's token.
+    pub fn client(&self) -> CommandCenterClient<Authed> {
+        command_center_on(self.channel(), self.token())
+    }
+
+    /// A bearer token for the query service, made as `whistle token create` makes it. `scope`
+    /// is an area code, or a department code for liaisons.
+    pub async fn token_for(&self, role: Role, scope: &str) -> String {
+        use whistle_store::tokens::NewToken;
+        let department = scope.contains('-') || role == Role::Liaison;
+        let new = NewToken {
+            role: Some(role),
+            area_code: (!department).then(|| scope.to_owned()),
+            department_code: department.then(|| scope.to_owned()),
+            ..Default::default()
+        };
+        whistle_store::tokens::create(&self.db.pool, &new, Utc::now())
+            .await
+            .unwrap_or_else(|e| panic!("creating a {role:?} token for {scope}: {e}"))
+            .1
+    }
+}
