@@ -41,7 +41,7 @@ use self::{
 use crate::{
     commands::{self, reason_zh, satisfaction_zh},
     connect_nats,
-    load::Feed,
+    generator::Feed,
     report_subject,
     tasks::pad,
     watch::{short, Names},
