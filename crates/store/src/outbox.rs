@@ -55,14 +55,17 @@ pub(crate) async fn insert<'a>(
     conn: &mut PgConnection,
     events: impl Iterator<Item = &'a OutboxEvent>,
 ) -> Result<()> {
-    let mut events = events.peekable();
-    if events.peek().is_none() {
-        return Ok(());
-    }
     static SQL: LazyLock<String> = LazyLock::new(|| format!("INSERT INTO outbox {}", select(1)));
-    bind(sqlx::query(SQL.as_str()), events)
-        .execute(&mut *conn)
-        .await?;
+    // Built before the await, so the future holds no iterator (it would not be `Send` for every
+    // lifetime the callers' closures name).
+    let query = {
+        let mut events = events.peekable();
+        if events.peek().is_none() {
+            return Ok(());
+        }
+        bind(sqlx::query(SQL.as_str()), events)
+    };
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
