@@ -2,17 +2,19 @@
 //! [`Incident`] as JSON plus its projection (columns, tasks, timers), timeline entries and outbox
 //! events — all inside the caller's transaction, with the incident row locked.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::LazyLock,
-};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 use whistle_domain::incident::{Incident, Task, Timer};
 
-use crate::{intake::OutboxEvent, Error, Result};
+pub use crate::timeline::TimelineEntry;
+use crate::{
+    outbox::{self, OutboxEvent},
+    timeline::TimelineRows,
+    Error, Result,
+};
 
 /// An incident locked for update, with what events need to name its place.
 #[derive(Debug, Clone)]
@@ -69,16 +71,6 @@ fn locked(row: &sqlx::postgres::PgRow) -> Result<Locked> {
         street_code: row.get("street_code"),
         community_code: row.get("community_code"),
     })
-}
-
-/// An entry for the incident's timeline.
-#[derive(Debug, Clone)]
-pub struct TimelineEntry {
-    pub kind: String,
-    pub actor_id: String,
-    pub at: DateTime<Utc>,
-    pub note: String,
-    pub data: Option<serde_json::Value>,
 }
 
 /// What a transition changes besides the state itself.
@@ -179,7 +171,7 @@ pub async fn save_all(
         }
     }
     timeline.append(conn).await?;
-    crate::intake::insert_outbox(conn, saves.iter().flat_map(|s| &s.changes.events)).await?;
+    outbox::insert(conn, saves.iter().flat_map(|s| &s.changes.events)).await?;
     Ok(())
 }
 
@@ -286,80 +278,6 @@ pub(crate) async fn schedule(
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// Timeline entries of any incidents, appended after each incident's last one in the order pushed.
-#[derive(Default)]
-pub(crate) struct TimelineRows<'a> {
-    ids: Vec<Uuid>,
-    kinds: Vec<&'a str>,
-    actors: Vec<&'a str>,
-    at: Vec<DateTime<Utc>>,
-    notes: Vec<String>,
-    data: Vec<Option<serde_json::Value>>,
-}
-
-impl<'a> TimelineRows<'a> {
-    pub(crate) fn push(
-        &mut self,
-        id: Uuid,
-        kind: &'a str,
-        actor: &'a str,
-        at: DateTime<Utc>,
-        note: String,
-        data: Option<serde_json::Value>,
-    ) {
-        self.ids.push(id);
-        self.kinds.push(kind);
-        self.actors.push(actor);
-        self.at.push(at);
-        self.notes.push(note);
-        self.data.push(data);
-    }
-
-    pub(crate) async fn append(self, conn: &mut PgConnection) -> Result<()> {
-        if self.ids.is_empty() {
-            return Ok(());
-        }
-        static SQL: LazyLock<String> =
-            LazyLock::new(|| format!("INSERT INTO timeline {}", TimelineRows::select(1)));
-        self.bind(sqlx::query(SQL.as_str()))
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
-    }
-
-    /// `(columns) SELECT …` of the rows, for an `INSERT INTO timeline`, with the rows' six arrays
-    /// as parameters `$first`…`$first+5` (bound in that order by [`TimelineRows::bind`]).
-    pub(crate) fn select(first: usize) -> String {
-        let [ids, kinds, actors, at, notes, data] = std::array::from_fn(|k| first + k);
-        format!(
-            "(incident_id, seq, kind, actor_id, at, note, data)
-             SELECT t.id,
-                    coalesce((SELECT max(seq) FROM timeline WHERE incident_id = t.id), 0)
-                        + row_number() OVER (PARTITION BY t.id ORDER BY t.n),
-                    t.kind, t.actor, t.at, t.note, t.data
-             FROM UNNEST(${ids}::uuid[], ${kinds}::text[], ${actors}::text[], ${at}::timestamptz[],
-                         ${notes}::text[], ${data}::jsonb[])
-                 WITH ORDINALITY AS t(id, kind, actor, at, note, data, n)"
-        )
-    }
-
-    pub(crate) fn bind<'q>(
-        self,
-        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>
-    where
-        'a: 'q,
-    {
-        query
-            .bind(self.ids)
-            .bind(self.kinds)
-            .bind(self.actors)
-            .bind(self.at)
-            .bind(self.notes)
-            .bind(self.data)
-    }
 }
 
 /// A timer that is due.

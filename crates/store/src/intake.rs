@@ -12,19 +12,12 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 use uuid::Uuid;
 use whistle_domain::incident::Timer;
 
-use crate::{incidents::TimelineRows, Result};
+pub use crate::outbox::OutboxEvent;
+use crate::{outbox, timeline::TimelineRows, Result};
 
 /// The timeline note of an attached report is this followed by the report id; the query service
 /// finds a report's attachment by it.
 pub const ATTACHED_NOTE_PREFIX: &str = "duplicate report ";
-
-/// An event to publish after commit, written to the outbox in the same transaction.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxEvent {
-    pub event_id: Uuid,
-    pub subject: String,
-    pub payload: Vec<u8>,
-}
 
 /// A valid report that opens an incident (unless its report id was already recorded).
 #[derive(Debug, Clone, PartialEq)]
@@ -519,9 +512,9 @@ async fn write(
              FROM UNNEST($38::text[], $39::text[], $40::timestamptz[], $42::int4[])
                  AS t(community, category, window_start, reports)),
          new_events AS (
-             INSERT INTO outbox (event_id, subject, payload)
-             SELECT * FROM UNNEST($43::uuid[], $44::text[], $45::bytea[]))
+             INSERT INTO outbox {})
          INSERT INTO timeline {}",
+        outbox::select(43),
         TimelineRows::select(46)
         )
     });
@@ -577,10 +570,8 @@ async fn write(
         .bind(batch.raised_at)
         .bind(column(&batch.alerts, |a| {
             i32::try_from(a.reports).unwrap_or(i32::MAX)
-        }))
-        .bind(column(&batch.outbox, |e| e.event_id))
-        .bind(column(&batch.outbox, |e| e.subject.as_str()))
-        .bind(column(&batch.outbox, |e| e.payload.as_slice()));
+        }));
+    let query = outbox::bind(query, &batch.outbox);
     batch.timeline.bind(query).execute(&mut *conn).await?;
     Ok(())
 }
@@ -590,6 +581,7 @@ async fn write(
 async fn reject(conn: &mut PgConnection, rejections: &[&NewRejection]) -> Result<HashSet<String>> {
     // A batch may hold one message twice (a redelivery after the ack wait lands in the same pull
     // as the first delivery): the row is inserted once, and so is its event.
+    // The events are selected here rather than by `outbox::select`: only those of rows inserted.
     let keys: Vec<String> = sqlx::query_scalar(
         "WITH new_rows AS (
              INSERT INTO rejected_reports (source_key, reason, message, subject, report_id, reporter_id, stream_sequence, payload, received_at)
@@ -756,31 +748,6 @@ fn place(
         });
     }
     placements
-}
-
-pub(crate) async fn insert_outbox<'a>(
-    conn: &mut PgConnection,
-    events: impl Iterator<Item = &'a OutboxEvent>,
-) -> Result<()> {
-    let (mut ids, mut subjects, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
-    for event in events {
-        ids.push(event.event_id);
-        subjects.push(event.subject.as_str());
-        payloads.push(event.payload.as_slice());
-    }
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO outbox (event_id, subject, payload)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::bytea[])",
-    )
-    .bind(ids)
-    .bind(subjects)
-    .bind(payloads)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 /// The source keys among `keys` that already have a rejection row with `reason`: a report

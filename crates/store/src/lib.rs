@@ -11,6 +11,7 @@ pub mod maintenance;
 pub mod org;
 pub mod outbox;
 pub mod tasks;
+pub mod timeline;
 pub mod tokens;
 
 use std::time::Duration;

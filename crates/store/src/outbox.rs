@@ -1,16 +1,73 @@
-//! Reading and clearing the transactional outbox.
+//! The transactional outbox: writing events in the transaction that causes them, then reading and
+//! clearing them as the relay publishes.
 //!
 //! **Invariant:** one relay at a time publishes (an advisory lock held for the transaction), in
 //! `id` order, so the events of one incident — whose rows are written in commit order because
 //! each transition locks the incident — are published in that order.
 
-use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Transaction};
+use std::sync::LazyLock;
+
+use sqlx::{
+    postgres::PgArguments, query::Query, Connection as _, PgConnection, PgPool, Postgres,
+    Transaction,
+};
 use uuid::Uuid;
 
 use crate::Result;
 
 /// Key of the advisory lock that elects the relay among dispatch replicas.
 const RELAY_LOCK: i64 = 0x5748_4953_544c_4531; // "WHISTLE1"
+
+/// An event to publish after commit, written to the outbox in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    pub event_id: Uuid,
+    pub subject: String,
+    pub payload: Vec<u8>,
+}
+
+/// `(columns) SELECT …` of events, for an `INSERT INTO outbox`, with their three arrays as
+/// parameters `$first`…`$first+2` (bound in that order by [`bind`]).
+pub(crate) fn select(first: usize) -> String {
+    let [ids, subjects, payloads] = std::array::from_fn(|k| first + k);
+    format!(
+        "(event_id, subject, payload)
+         SELECT * FROM UNNEST(${ids}::uuid[], ${subjects}::text[], ${payloads}::bytea[])"
+    )
+}
+
+/// Binds the events' three arrays to `query`, in the order [`select`] numbers them.
+pub(crate) fn bind<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    events: impl IntoIterator<Item = &'q OutboxEvent>,
+) -> Query<'q, Postgres, PgArguments> {
+    let (mut ids, mut subjects, mut payloads) = (Vec::new(), Vec::new(), Vec::new());
+    for event in events {
+        ids.push(event.event_id);
+        subjects.push(event.subject.as_str());
+        payloads.push(event.payload.as_slice());
+    }
+    query.bind(ids).bind(subjects).bind(payloads)
+}
+
+/// Writes events to the outbox, in the order given, inside the caller's transaction.
+pub(crate) async fn insert<'a>(
+    conn: &mut PgConnection,
+    events: impl Iterator<Item = &'a OutboxEvent>,
+) -> Result<()> {
+    static SQL: LazyLock<String> = LazyLock::new(|| format!("INSERT INTO outbox {}", select(1)));
+    // Built before the await, so the future holds no iterator (it would not be `Send` for every
+    // lifetime the callers' closures name).
+    let query = {
+        let mut events = events.peekable();
+        if events.peek().is_none() {
+            return Ok(());
+        }
+        bind(sqlx::query(SQL.as_str()), events)
+    };
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingEvent {

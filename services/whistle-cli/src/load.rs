@@ -19,19 +19,14 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use prost::Message as _;
-use rand::{rngs::StdRng, Rng, SeedableRng};
-use serde::Serialize;
+use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use whistle_cli::{
     ceiling,
     stats::{
-        format_ms, format_rate, highest_sustained, judge_step, micros_histogram, thousands,
-        Latency, RateSteps, StepBounds, Verdict,
+        highest_sustained, judge_step, micros_histogram, thousands, Latency, RateSteps, StepBounds,
+        Verdict,
     },
-};
-use whistle_domain::{
-    policy::{Category, Policy, SlaClass},
-    AreaCode, Level, OrgUnit,
 };
 use whistle_proto::v1::{self, command_center_client::CommandCenterClient};
 use whistle_wire::{
@@ -40,7 +35,12 @@ use whistle_wire::{
     subject,
 };
 
-use crate::{connect_nats, Connection};
+use crate::{
+    connect_nats,
+    generator::Feed,
+    load_summary::{print_summary, step_line, BacklogSample, FindMax, Step, Summary},
+    Connection,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -108,275 +108,6 @@ pub struct Args {
     /// --ceiling: reports through the ceiling pipeline.
     #[arg(long, default_value_t = 100_000)]
     ceiling_reports: u64,
-}
-
-/// The mix of reports a city sends.
-pub struct Feed {
-    grids: Vec<OrgUnit>,
-    /// (code, Chinese name, weight, an emergency class); every weight is positive.
-    categories: Vec<(String, String, u32, bool)>,
-    rng: StdRng,
-    /// Report ids are `{prefix}-{n}`.
-    prefix: String,
-    sent: u64,
-}
-
-/// One report ready to publish.
-pub struct Outgoing {
-    pub report_id: String,
-    pub subject: String,
-    pub payload: Vec<u8>,
-    pub json: bool,
-    /// Built to be rejected.
-    pub invalid: bool,
-    /// Its outcome event names its report id (garbage bytes have none).
-    pub traceable: bool,
-    /// The grid and the grid worker filing it, the category code and the title, for printing.
-    pub grid: AreaCode,
-    pub reporter_id: String,
-    pub category: String,
-    pub title: String,
-}
-
-/// How often `whistle load` files each category: winter in Ordos, heating dominates.
-fn load_weight(category: &Category) -> u32 {
-    match category.code.as_str().split('.').next().unwrap_or_default() {
-        "heating" => 8,
-        "sanitation" | "municipal" | "noise" | "property" => 5,
-        "disputes" | "water" | "power" | "public_order" => 3,
-        _ => 2,
-    }
-}
-
-impl Feed {
-    pub fn new(policy: &Policy, seed: u64) -> Feed {
-        Feed::weighted(
-            policy,
-            seed,
-            format!("load-{:x}", seed & 0xff_ffff),
-            load_weight,
-        )
-    }
-
-    /// A feed whose categories are drawn by `weight` (0 leaves a category out; when every weight
-    /// is 0, `whistle load`'s mix is used), with report ids `{prefix}-{n}`.
-    pub(crate) fn weighted(
-        policy: &Policy,
-        seed: u64,
-        prefix: String,
-        weight: impl Fn(&Category) -> u32,
-    ) -> Feed {
-        let grids = whistle_domain::ordos::dataset()
-            .units
-            .into_iter()
-            .filter(|u| u.level() == Level::Grid)
-            .collect();
-        let entry = |c: &Category, weight: u32| {
-            (
-                c.code.to_string(),
-                c.name_zh.clone(),
-                weight,
-                c.sla == SlaClass::Emergency,
-            )
-        };
-        let mut categories: Vec<_> = policy
-            .categories()
-            .filter_map(|c| match weight(c) {
-                0 => None,
-                w => Some(entry(c, w)),
-            })
-            .collect();
-        if categories.is_empty() {
-            categories = policy
-                .categories()
-                .map(|c| entry(c, load_weight(c)))
-                .collect();
-        }
-        Feed {
-            grids,
-            categories,
-            rng: StdRng::seed_from_u64(seed),
-            prefix,
-            sent: 0,
-        }
-    }
-
-    pub fn next(&mut self, invalid_share: f64) -> Outgoing {
-        self.sent += 1;
-        let report_id = format!("{}-{}", self.prefix, self.sent);
-        let grid = &self.grids[self.rng.random_range(0..self.grids.len())];
-        let total: u32 = self.categories.iter().map(|c| c.2).sum();
-        let mut pick = self.rng.random_range(0..total);
-        let category = self
-            .categories
-            .iter()
-            .find(|c| {
-                if pick < c.2 {
-                    true
-                } else {
-                    pick -= c.2;
-                    false
-                }
-            })
-            .map(|c| (c.0.clone(), c.1.clone(), c.3))
-            .expect("weights cover the range");
-        let (category, name, emergency_class) = category;
-        let grid_code = grid.code.clone();
-        let reporter_id = format!("gw-{}", grid.code);
-        let urgency = match self.rng.random_range(0..100) {
-            _ if emergency_class => v1::Urgency::Emergency,
-            0..2 => v1::Urgency::Emergency,
-            2..17 => v1::Urgency::Urgent,
-            _ => v1::Urgency::Normal,
-        };
-        let compound = grid.name.strip_suffix("小区").unwrap_or(&grid.name);
-        let now = chrono::Utc::now();
-        let mut report = v1::Report {
-            report_id: report_id.clone(),
-            reporter_id: reporter_id.clone(),
-            grid_code: grid.code.to_string(),
-            category,
-            urgency: urgency as i32,
-            title: format!("{compound}小区居民反映{name}"),
-            description: format!("网格员巡查发现：{}，涉及{}，请尽快处理。", name, grid.name),
-            location: Some(v1::Location {
-                lat: grid.lat + self.rng.random_range(-0.001..0.001),
-                lon: grid.lon + self.rng.random_range(-0.001..0.001),
-                address: grid.name.clone(),
-            }),
-            occurred_at: Some(whistle_proto::timestamp_from_unix_millis(
-                now.timestamp_millis() - self.rng.random_range(0..3_600_000),
-            )),
-            reported_at: Some(whistle_proto::timestamp_from_unix_millis(
-                now.timestamp_millis(),
-            )),
-            attachments: (0..self.rng.random_range(0..3))
-                .map(|i| v1::Attachment {
-                    uri: format!(
-                        "https://oss.ordos.example/grid/{}/{report_id}-{i}.jpg",
-                        grid.code
-                    ),
-                    media_type: "image/jpeg".into(),
-                    size_bytes: self.rng.random_range(50_000..2_000_000),
-                    caption: String::new(),
-                })
-                .collect(),
-            contact_phone: String::new(),
-        };
-        let mut subject = subject::report(&grid.code);
-        let invalid = self.rng.random_bool(invalid_share.clamp(0.0, 1.0));
-        let mut garbage = None;
-        if invalid {
-            match self.rng.random_range(0..5) {
-                0 => report.category = "weather.too_cold".into(),
-                1 => report.reporter_id = "gw-150602999999999".into(),
-                2 => {
-                    report.reported_at = Some(whistle_proto::timestamp_from_unix_millis(
-                        now.timestamp_millis() + 86_400_000,
-                    ))
-                }
-                3 => {
-                    let unknown: AreaCode =
-                        format!("{}999", grid.code.parent().expect("grid has a community"))
-                            .parse()
-                            .expect("valid");
-                    report.grid_code = unknown.to_string();
-                    subject = subject::report(&unknown);
-                }
-                _ => garbage = Some(b"\xff\xfe not a protobuf report".to_vec()),
-            }
-        }
-        let json = !invalid && self.rng.random_bool(0.1);
-        let traceable = garbage.is_none();
-        let (category, title) = (report.category.clone(), report.title.clone());
-        let payload = match garbage {
-            Some(bytes) => bytes,
-            None if json => whistle_proto::to_json(&report)
-                .expect("reports serialize")
-                .into_bytes(),
-            None => report.encode_to_vec(),
-        };
-        Outgoing {
-            report_id,
-            subject,
-            payload,
-            json,
-            invalid,
-            traceable,
-            grid: grid_code,
-            reporter_id,
-            category,
-            title,
-        }
-    }
-}
-
-#[derive(Debug, Default, Serialize)]
-struct Summary {
-    offered_rate: f64,
-    /// Reports sent per second (the generator keeping up with the offered rate).
-    achieved_rate: f64,
-    /// Outcomes (incident, attached, rejected) that came back per second while sending: what
-    /// the platform got through.
-    outcome_rate: f64,
-    seconds: f64,
-    sent: u64,
-    acked: u64,
-    publish_errors: u64,
-    incidents: u64,
-    /// Reports attached to an open incident as duplicates.
-    attached: u64,
-    rejected: u64,
-    expected_invalid: u64,
-    missing: u64,
-    latency_ms: Latency,
-    /// Report → its outcome event on a `WatchEvents` stream of the query service.
-    watch_latency_ms: Option<Latency>,
-    /// Outcomes the `WatchEvents` stream did not deliver.
-    watch_missing: Option<u64>,
-    watch_gaps: Option<u64>,
-    /// Reports whose outcome the `WatchEvents` stream delivered more than once.
-    watch_duplicates: Option<u64>,
-    backlog_at_end_of_send: Option<u64>,
-    /// Highest backlog sampled while sending (and at its end).
-    backlog_max: Option<u64>,
-    backlog_samples: Vec<BacklogSample>,
-    consumer_pending: Option<u64>,
-    consumer_ack_pending: Option<u64>,
-    find_max: Option<FindMax>,
-    ceiling: Option<ceiling::Figures>,
-    /// The platform's throughput over the ceiling pipeline's: the highest sustained rate with
-    /// --find-max, else the outcome rate.
-    ratio_to_ceiling: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, Serialize)]
-struct BacklogSample {
-    /// Seconds since sending started.
-    at: f64,
-    backlog: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct FindMax {
-    bounds: StepBounds,
-    step_seconds: f64,
-    steps: Vec<Step>,
-    highest_sustained_rate: Option<f64>,
-}
-
-#[derive(Debug, Serialize)]
-struct Step {
-    offered_rate: f64,
-    achieved_rate: f64,
-    outcome_rate: f64,
-    sent: u64,
-    latency_ms: Latency,
-    watch_latency_ms: Option<Latency>,
-    backlog_samples: Vec<u64>,
-    backlog_at_end: Option<u64>,
-    #[serde(flatten)]
-    verdict: Verdict,
 }
 
 #[derive(Default)]
@@ -995,18 +726,6 @@ async fn find_max(args: &Args, sender: &mut Sender) -> Summary {
     }
 }
 
-fn step_line(step: &Step) -> String {
-    format!(
-        "offered {:>9}  sent {:>9}  outcomes {:>9}  p99 {:>10}  backlog at end {:>7}  → {}",
-        format_rate(step.offered_rate),
-        format_rate(step.achieved_rate),
-        format_rate(step.outcome_rate),
-        format_ms(step.latency_ms.p99),
-        step.backlog_at_end.map_or("?".to_owned(), thousands),
-        step.verdict
-    )
-}
-
 async fn consumer_backlog(js: &jetstream::Context) -> Option<(u64, u64)> {
     let mut consumer: jetstream::consumer::PullConsumer = js
         .get_consumer_from_stream(DISPATCH_CONSUMER, REPORTS_STREAM)
@@ -1014,79 +733,4 @@ async fn consumer_backlog(js: &jetstream::Context) -> Option<(u64, u64)> {
         .ok()?;
     let info = consumer.info().await.ok()?;
     Some((info.num_pending, info.num_ack_pending as u64))
-}
-
-fn print_summary(s: &Summary) {
-    if let Some(found) = &s.find_max {
-        println!(
-            "find-max: steps of {:.0}s; a step falls behind when its backlog ends above {} and grew across it by more than {}, or p99 > {}",
-            found.step_seconds,
-            thousands(found.bounds.backlog),
-            thousands(found.bounds.backlog / 2),
-            format_ms(found.bounds.p99_ms)
-        );
-        for step in &found.steps {
-            println!("  {}", step_line(step));
-        }
-        match found.highest_sustained_rate {
-            Some(rate) => println!("highest sustained rate: {}", format_rate(rate)),
-            None => println!("highest sustained rate: none (the first step fell behind)"),
-        }
-        println!(
-            "sent {}  acked {}  publish errors {}  incidents {}  attached {}  rejected {}  no outcome {}",
-            s.sent, s.acked, s.publish_errors, s.incidents, s.attached, s.rejected, s.missing
-        );
-    } else {
-        println!(
-            "offered {}, sent {}, outcomes {} over {:.1}s",
-            format_rate(s.offered_rate),
-            format_rate(s.achieved_rate),
-            format_rate(s.outcome_rate),
-            s.seconds
-        );
-        println!(
-            "sent {}  acked {}  publish errors {}  incidents {}  attached as duplicates {}  rejected {} (expected ≈{})  no outcome {}",
-            s.sent, s.acked, s.publish_errors, s.incidents, s.attached, s.rejected, s.expected_invalid, s.missing
-        );
-        println!("report → event latency: {}", s.latency_ms);
-    }
-    if let Some(l) = &s.watch_latency_ms {
-        println!(
-            "report → WatchEvents delivery: {l}; not delivered {}, delivered twice {}, gaps {}",
-            s.watch_missing.unwrap_or(0),
-            s.watch_duplicates.unwrap_or(0),
-            s.watch_gaps.unwrap_or(0)
-        );
-    }
-    if s.find_max.is_none() {
-        match (s.backlog_at_end_of_send, s.backlog_max) {
-            (Some(at_end), max) => println!(
-                "dispatch consumer backlog: max {} while sending, {} when sending stopped",
-                max.map_or("?".to_owned(), thousands),
-                thousands(at_end)
-            ),
-            _ => println!("dispatch consumer backlog: unknown (consumer not found)"),
-        }
-    }
-    if let (Some(p), Some(a)) = (s.consumer_pending, s.consumer_ack_pending) {
-        println!("after the drain: {p} pending, {a} awaiting ack");
-    }
-    if let (Some(figures), Some(ratio)) = (&s.ceiling, s.ratio_to_ceiling) {
-        let ceiling = figures.pipeline.map_or(0.0, |p| p.per_second);
-        let platform = s
-            .find_max
-            .as_ref()
-            .map_or(s.outcome_rate, |f| f.highest_sustained_rate.unwrap_or(0.0));
-        println!(
-            "platform {} ({}) = {:.1} % of the ceiling pipeline's {}",
-            format_rate(platform),
-            if s.find_max.is_some() {
-                "highest sustained rate"
-            } else {
-                "outcomes while sending"
-            },
-            ratio * 100.0,
-            format_rate(ceiling)
-        );
-    }
 }

@@ -3,8 +3,10 @@
 mod bench;
 mod chaos;
 mod commands;
+mod generator;
 mod incident;
 mod load;
+mod load_summary;
 mod report;
 mod simulate;
 mod tasks;

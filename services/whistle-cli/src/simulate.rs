@@ -46,7 +46,7 @@ use self::{
 use crate::{
     commands::{self, reason_zh, satisfaction_zh},
     connect_nats,
-    load::Feed,
+    generator::Feed,
     tasks::pad,
     watch::{short, Names},
     Connection,

@@ -1,0 +1,255 @@
+//! What goes into the machine and what comes out: who acts, the commands and timers, the effects
+//! to carry out, the refusals, and the context it reads.
+
+use chrono::{DateTime, Utc};
+
+use super::{Incident, ReturnReason, Satisfaction};
+use crate::{
+    policy::Policy, AreaCode, Department, DepartmentCode, DepartmentKind, Level, OrgIndex, Person,
+    PersonId, Role,
+};
+
+/// Longest note on a command, in characters (the `command.proto` limit).
+pub const NOTE_MAX: usize = 1_000;
+/// Longest resolution note or comment, in characters.
+pub const TEXT_MAX: usize = 2_000;
+
+/// Every event kind [`apply`] emits. Intake's `incident.reported` is not among them: [`open`] emits
+/// only the first timers.
+pub const EVENT_KINDS: [&str; 17] = [
+    "incident.escalated",
+    "incident.whistled",
+    "incident.resolved",
+    "incident.verified",
+    "incident.reopened",
+    "incident.closed",
+    "incident.closed_unverified",
+    "incident.overdue",
+    "incident.supervised",
+    "incident.commented",
+    "task.dispatched",
+    "task.accepted",
+    "task.returned",
+    "task.reassigned",
+    "task.resolved",
+    "task.supervised",
+    "task.reminded",
+];
+
+/// Who issues a command. Dispatch builds it from the acting person (`Actor::from(&person)`) or,
+/// for the staff of a community, street or district office, from its own login records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    GridWorker {
+        id: PersonId,
+        grid: AreaCode,
+    },
+    Liaison {
+        id: PersonId,
+        department: DepartmentCode,
+    },
+    /// 指挥中心 operator of the city or a district.
+    Operator {
+        id: PersonId,
+        area: AreaCode,
+    },
+    /// Staff of a unit of the chain (community, street, district or city office), acting for the
+    /// incident while it is at that unit's level.
+    Handler {
+        id: PersonId,
+        unit: AreaCode,
+    },
+    /// Dispatch itself (automations, admin tools): an operator's authority over every incident.
+    System,
+}
+
+impl Actor {
+    /// The person id, or `system`.
+    pub fn id(&self) -> &str {
+        match self {
+            Actor::GridWorker { id, .. }
+            | Actor::Liaison { id, .. }
+            | Actor::Operator { id, .. }
+            | Actor::Handler { id, .. } => id.as_str(),
+            Actor::System => "system",
+        }
+    }
+}
+
+impl From<&Person> for Actor {
+    fn from(person: &Person) -> Actor {
+        let id = person.id.clone();
+        match &person.role {
+            Role::GridWorker { grid } => Actor::GridWorker {
+                id,
+                grid: grid.clone(),
+            },
+            Role::Liaison { department } => Actor::Liaison {
+                id,
+                department: department.clone(),
+            },
+            Role::Operator { area } => Actor::Operator {
+                id,
+                area: area.clone(),
+            },
+            Role::Handler { unit } => Actor::Handler {
+                id,
+                unit: unit.clone(),
+            },
+        }
+    }
+}
+
+/// A command on one incident (the `body` of `whistle.v1.Command`); tasks are named by [`Task::id`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// 报到/签收.
+    Accept {
+        task: u32,
+        note: String,
+    },
+    /// 退单; the note is required.
+    Return {
+        task: u32,
+        reason: ReturnReason,
+        note: String,
+    },
+    /// 办结 of a task, or of the incident by its level when `task` is `None`.
+    Resolve {
+        task: Option<u32>,
+        note: String,
+    },
+    /// One level up; at the street, the whistle, summoning `departments` or else the category's.
+    Escalate {
+        note: String,
+        departments: Vec<DepartmentCode>,
+    },
+    /// 回访.
+    Verify {
+        satisfaction: Satisfaction,
+        note: String,
+    },
+    /// 督办 of a task, or of the incident when `task` is `None`.
+    Supervise {
+        task: Option<u32>,
+        note: String,
+    },
+    /// 改派.
+    Reassign {
+        task: u32,
+        to: DepartmentCode,
+        note: String,
+    },
+    Comment {
+        text: String,
+    },
+}
+
+/// A durable timer of an incident; at most one of each key is pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Timer {
+    /// The current level's window ends (`level_due`).
+    LevelWindow,
+    /// A task's report-in deadline.
+    AcceptDeadline { task: u32 },
+    /// The SLA deadline (`resolve_due`).
+    ResolveDeadline,
+    /// The follow-up window ends (`follow_up_due`).
+    FollowUpDeadline,
+}
+
+impl Timer {
+    /// The stable key stored with the timer: `level_window`, `accept_deadline:{task}`,
+    /// `resolve_deadline`, `follow_up_deadline`.
+    pub fn key(&self) -> String {
+        match self {
+            Timer::LevelWindow => "level_window".to_owned(),
+            Timer::AcceptDeadline { task } => format!("accept_deadline:{task}"),
+            Timer::ResolveDeadline => "resolve_deadline".to_owned(),
+            Timer::FollowUpDeadline => "follow_up_deadline".to_owned(),
+        }
+    }
+
+    /// The timer a [`Timer::key`] names.
+    pub fn from_key(key: &str) -> Option<Timer> {
+        match key {
+            "level_window" => Some(Timer::LevelWindow),
+            "resolve_deadline" => Some(Timer::ResolveDeadline),
+            "follow_up_deadline" => Some(Timer::FollowUpDeadline),
+            _ => {
+                let task = key.strip_prefix("accept_deadline:")?.parse().ok()?;
+                Some(Timer::AcceptDeadline { task }).filter(|timer| timer.key() == key)
+            }
+        }
+    }
+}
+
+/// What [`apply`] is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Command(Actor, Command),
+    Timer(Timer),
+}
+
+/// What the caller must do after committing the new state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Record on the timeline and publish; `kind` is one of [`EVENT_KINDS`].
+    Event {
+        kind: &'static str,
+        task: Option<u32>,
+        note: String,
+    },
+    /// Create the timer, or move it if one with the same key is pending.
+    Schedule { timer: Timer, at: DateTime<Utc> },
+    /// Delete the pending timer, if any.
+    Cancel { timer: Timer },
+}
+
+/// Why a command was refused; nothing changed. Maps onto `CommandErrorCode` by [`Rejection::code`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("invalid transition: {0}")]
+    InvalidTransition(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl Rejection {
+    /// The `CommandErrorCode` name, snake_case: `forbidden`, `invalid_transition`, ….
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::Forbidden(_) => "forbidden",
+            Rejection::InvalidTransition(_) => "invalid_transition",
+            Rejection::InvalidArgument(_) => "invalid_argument",
+            Rejection::NotFound(_) => "not_found",
+        }
+    }
+}
+
+/// What the machine reads besides the incident: the policy it was dispatched under and the org.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub policy: &'a Policy,
+    pub org: &'a OrgIndex,
+}
+
+impl<'a> Context<'a> {
+    pub fn new(policy: &'a Policy, org: &'a OrgIndex) -> Context<'a> {
+        Context { policy, org }
+    }
+
+    /// The department of `kind` serving the incident's district, or the city's.
+    pub fn department_for(
+        &self,
+        incident: &Incident,
+        kind: DepartmentKind,
+    ) -> Option<&'a Department> {
+        let district = incident.area.at_level(Level::District)?;
+        self.org.department_for(&district, kind)
+    }
+}

@@ -1,0 +1,128 @@
+//! The incident state machine of the escalation engine: pure, deterministic, property-tested.
+//!
+//! [`open`] starts an incident from a valid report; [`apply`] takes an incident, an [`Input`] (a
+//! command by an actor, or a timer firing) and `now`, and returns the next incident with its
+//! [`Effect`]s (events for the timeline and the outbox, timers to schedule or cancel), or a
+//! [`Rejection`] that changes nothing. No I/O, no clock, no async: dispatch loads the incident,
+//! calls [`apply`] and commits the new state, the events and the timers in one transaction.
+//!
+//! # Rules
+//!
+//! **Levels.** An incident opens [`Status::Handling`] at its category's first level with two
+//! deadlines: the level's self-handling window (`level_due`) and the SLA resolve deadline
+//! (`resolve_due`, counted from the report). It goes one level up along grid → community → street →
+//! district → city when the level's window runs out ([`Timer::LevelWindow`]), when the SLA is missed
+//! ([`Timer::ResolveDeadline`], which also marks it `overdue`), or when the level escalates
+//! ([`Command::Escalate`]). Each level starts its own window; the city has none and nothing above
+//! it, so escalating there is refused. **The level never goes down.**
+//!
+//! **The whistle (吹哨).** At the street, going up while no department has a task is the whistle:
+//! the incident becomes [`Status::Whistled`] and stays at the street, which summoned the
+//! departments and evaluates them. The departments are those named in `Escalate`, else the
+//! category's `summon` kinds resolved for the incident's district (the city's department where the
+//! district has none). Each gets a [`Task`] that must report in within the policy's
+//! `accept_deadline` and resolve by the incident's `resolve_due`: **the SLA clock does not restart**
+//! on a whistle, a return or a reassignment (only a reopen sets a new deadline). The whistle starts a fresh street window for the
+//! departments; when it runs out the incident goes to the district with its tasks, and from there
+//! to the city. Departments are summoned only by the whistle, so an incident first handled above
+//! the street is handled by its level.
+//!
+//! **Report-in (报到).** Only a liaison of the task's department accepts, while the task is
+//! dispatched or supervised: a late report-in is still taken, and `accepted_at` after `accept_due`
+//! records it. A missed report-in ([`Timer::AcceptDeadline`]) puts the task under supervision (督办)
+//! with a reminder (催办) and escalates the incident to the district command centre if it is below
+//! the district. When every *live* task (neither returned nor cancelled) has reported in, the
+//! incident is [`Status::Accepted`]; a new task makes it `Whistled` again.
+//!
+//! **Return (退单) and reassignment (改派).** A department returns its task, with a reason, only
+//! before reporting in: once in, it stays until the work is done (事不完、人不撤). The return goes
+//! back to the street, whose handler (or an operator) reassigns it to another department serving the
+//! area: the old task is cancelled and a new one dispatched with a fresh report-in deadline and the
+//! same resolve deadline. Dispatched and supervised tasks can be reassigned too; a department has at
+//! most one live task per round.
+//!
+//! **Resolution (办结).** A liaison resolves their accepted task. When every live task is resolved
+//! and no returned task waits for reassignment, the incident is [`Status::Resolved`]. The handling
+//! level (or an operator) resolves the incident itself when no task is in progress. A resolved
+//! incident waits `follow_up_window` for the follow-up.
+//!
+//! **Follow-up (回访) and reopening (重办).** A grid worker of the reporting grid records the
+//! resident's verdict. Satisfied or basically satisfied closes the incident ([`Status::Closed`]).
+//! Unsatisfied reopens it at the level it had: `reopen_count` goes up (tasks carry the `round` they
+//! belong to), `overdue` is cleared, `resolve_due` becomes `now + reopen_deadline` (never earlier
+//! than it was), and the departments that resolved tasks in the last round are dispatched again
+//! (`Whistled`), or, when none did, the level handles it again (`Handling`). No follow-up in time:
+//! [`Status::ClosedUnverified`].
+//!
+//! **Supervision (督办) and comments.** An operator supervises a task in progress or the whole
+//! incident while it is being handled; anyone who may act on the incident comments, even after it
+//! closed. Neither changes the incident.
+//!
+//! **Terminal statuses.** `Closed`, `ClosedUnverified` and `Duplicate` refuse every command but
+//! `Comment` and ignore timers. `Duplicate` is set by intake when it attaches an incident to another
+//! (no command leads there); like the other terminal statuses it holds no task in progress and no
+//! deadline.
+//!
+//! # Who may act
+//!
+//! | command | actor |
+//! | --- | --- |
+//! | `Accept`, `Return`, `Resolve` of a task | a liaison of the task's department |
+//! | `Resolve` of the incident, `Escalate` | the current level's handler (a grid worker of the grid at grid level, else a [`Actor::Handler`] of that unit), an operator whose area contains the incident, [`Actor::System`] |
+//! | `Reassign` | the street's handler, an operator in area, `System` |
+//! | `Supervise` | an operator in area, `System` |
+//! | `Verify` | a grid worker of the incident's grid |
+//! | `Comment` | all of the above, a handler of any unit containing the incident, a liaison of a department that has had a task in it |
+//!
+//! Checks run in a fixed order, so each refusal has one reason: what the command names must exist
+//! (`NotFound`: a task, a department), the actor must have authority (`Forbidden`), the arguments
+//! must be well formed (`InvalidArgument`: a missing return note, a department twice or outside the
+//! area), and the incident must be in a state the command applies to (`InvalidTransition`; or
+//! `InvalidArgument` when an argument clashes with the state, such as departments named where no
+//! whistle is blown or a reassignment to a department that already has a live task).
+//!
+//! # Timers
+//!
+//! [`Incident::timers`] is the set of timers the incident needs pending, derived from its deadlines.
+//! [`apply`] emits exactly the `Schedule`/`Cancel` effects that turn the old set into the new one, so
+//! a store that upserts on `Schedule` (one timer per incident and [`Timer::key`]) and deletes the
+//! timer it fires always holds `timers()`. A timer applies only when `timers()` holds it due at or
+//! before `now`; otherwise it is a no-op: a late firing after the deadline moved, the level changed
+//! or the incident closed changes nothing and yields nothing, and an early firing is scheduled again.
+//!
+//! **Invariant:** `version` goes up by exactly one whenever the incident changes and stays put
+//! otherwise (a refusal, a no-op timer, a comment). [`Incident::check_invariants`] lists the rest.
+//!
+//! ```mermaid
+//! stateDiagram-v2
+//!     [*] --> Handling: open at the first level
+//!     Handling --> Handling: escalate, window or SLA missed away from the street (one level up)
+//!     Handling --> Whistled: escalate, window or SLA missed at the street (吹哨)
+//!     Whistled --> Accepted: the last live task reports in (报到), or the last one still out returns (退单)
+//!     Accepted --> Whistled: reassignment (改派) dispatches a new task
+//!     Whistled --> Whistled: escalate, window, SLA or report-in missed (督办, to the district), a return
+//!     Accepted --> Accepted: escalate, window or SLA missed (one level up)
+//!     Handling --> Resolved: the level resolves (办结)
+//!     Whistled --> Resolved: the level resolves, no task in progress
+//!     Accepted --> Resolved: every live task resolved, or the level resolves
+//!     Resolved --> Closed: satisfied or basically satisfied (回访)
+//!     Resolved --> Handling: unsatisfied, no task was resolved (重办)
+//!     Resolved --> Whistled: unsatisfied, tasks dispatched again (重办)
+//!     Resolved --> ClosedUnverified: no follow-up in time
+//!     Closed --> [*]
+//!     ClosedUnverified --> [*]
+//!     Duplicate --> [*]
+//!     note right of Duplicate: set by intake, never by a command
+//! ```
+
+mod commands;
+mod rules;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use commands::{
+    Actor, Command, Context, Effect, Input, Rejection, Timer, EVENT_KINDS, NOTE_MAX, TEXT_MAX,
+};
+pub use rules::{apply, open};
+pub use state::{Incident, ReturnReason, Satisfaction, Status, Task, TaskStatus};

@@ -1,0 +1,640 @@
+//! The transition rules: [`open`], [`apply`], who may act, and each command and timer.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    Actor, Command, Context, Effect, Incident, Input, Rejection, ReturnReason, Satisfaction,
+    Status, Task, TaskStatus, Timer, NOTE_MAX, TEXT_MAX,
+};
+use crate::{
+    policy::{Category, Policy},
+    AreaCode, Department, DepartmentCode, DepartmentKind, Level, PersonId,
+};
+
+/// A new incident reported from `grid` (a grid code) at `now`: handled at the category's first
+/// level, with that level's window and the SLA deadline scheduled.
+pub fn open(
+    grid: AreaCode,
+    category: &Category,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> (Incident, Vec<Effect>) {
+    let incident = Incident {
+        status: Status::Handling,
+        level: category.first_level,
+        area: grid,
+        category: category.code.clone(),
+        reported_at: now,
+        resolve_due: now + policy.resolve_deadline(category),
+        level_due: policy
+            .window(category, category.first_level)
+            .map(|window| now + window),
+        follow_up_due: None,
+        tasks: Vec::new(),
+        reopen_count: 0,
+        overdue: false,
+        satisfaction: None,
+        version: 1,
+    };
+    let effects = timer_effects(&BTreeMap::new(), &incident.timers(), None);
+    (incident, effects)
+}
+
+/// Applies a command or a timer to `incident` at `now`.
+///
+/// A timer is refused only when a whistle it triggers finds no department of a summoned kind in
+/// the org (a misconfiguration) or the incident's category is missing from the policy.
+pub fn apply(
+    incident: &Incident,
+    input: Input,
+    ctx: &Context<'_>,
+    now: DateTime<Utc>,
+) -> Result<(Incident, Vec<Effect>), Rejection> {
+    let mut step = Step {
+        next: incident.clone(),
+        events: Vec::new(),
+        ctx: *ctx,
+        now,
+    };
+    let fired = match input {
+        Input::Command(actor, command) => {
+            step.command(&actor, command)?;
+            None
+        }
+        Input::Timer(timer) => {
+            step.timer(timer)?;
+            Some(timer)
+        }
+    };
+    let Step {
+        mut next,
+        mut events,
+        ..
+    } = step;
+    if next != *incident {
+        next.version = incident.version + 1;
+    }
+    events.extend(timer_effects(&incident.timers(), &next.timers(), fired));
+    Ok((next, events))
+}
+
+/// The `Schedule`/`Cancel` effects from one pending set to another. The fired timer is consumed by
+/// the store, so it needs no `Cancel`, and a `Schedule` if it is still pending.
+fn timer_effects(
+    before: &BTreeMap<Timer, DateTime<Utc>>,
+    after: &BTreeMap<Timer, DateTime<Utc>>,
+    fired: Option<Timer>,
+) -> Vec<Effect> {
+    let cancels = before
+        .keys()
+        .filter(|timer| !after.contains_key(timer) && fired != Some(**timer))
+        .map(|&timer| Effect::Cancel { timer });
+    let schedules = after
+        .iter()
+        .filter(|(timer, at)| before.get(timer) != Some(at) || fired == Some(**timer))
+        .map(|(&timer, &at)| Effect::Schedule { timer, at });
+    cancels.chain(schedules).collect()
+}
+
+/// Who may act on an incident (the table in the module documentation).
+impl Actor {
+    /// An operator whose area contains the incident, or dispatch itself.
+    fn commands(&self, incident: &Incident) -> bool {
+        match self {
+            Actor::Operator { area, .. } => area.contains(&incident.area),
+            Actor::System => true,
+            _ => false,
+        }
+    }
+
+    /// The staff of the incident's unit at `level` (at the grid, its grid worker).
+    fn handles(&self, incident: &Incident, level: Level) -> bool {
+        let unit = match self {
+            Actor::GridWorker { grid, .. } if level == Level::Grid => grid,
+            Actor::Handler { unit, .. } if unit.level() == level => unit,
+            _ => return false,
+        };
+        incident.area.at_level(level).as_ref() == Some(unit)
+    }
+
+    fn is_reporter(&self, incident: &Incident) -> bool {
+        matches!(self, Actor::GridWorker { grid, .. } if *grid == incident.area)
+    }
+
+    /// Anyone with a part in the incident.
+    fn takes_part(&self, incident: &Incident) -> bool {
+        match self {
+            Actor::GridWorker { grid, .. } => *grid == incident.area,
+            Actor::Liaison { department, .. } => {
+                incident.tasks.iter().any(|t| t.department == *department)
+            }
+            Actor::Operator { area, .. } => area.contains(&incident.area),
+            Actor::Handler { unit, .. } => unit.contains(&incident.area),
+            Actor::System => true,
+        }
+    }
+}
+
+/// One application of [`apply`]: the incident being changed and the events so far.
+struct Step<'c> {
+    next: Incident,
+    events: Vec<Effect>,
+    ctx: Context<'c>,
+    now: DateTime<Utc>,
+}
+
+fn forbidden(actor: &Actor, what: &str) -> Rejection {
+    Rejection::Forbidden(format!("{} may not {what}", actor.id()))
+}
+
+fn check_text(field: &str, text: &str, max: usize, required: bool) -> Result<(), Rejection> {
+    if required && text.trim().is_empty() {
+        return Err(Rejection::InvalidArgument(format!("{field} is required")));
+    }
+    if text.chars().count() > max {
+        return Err(Rejection::InvalidArgument(format!(
+            "{field} is longer than {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+impl<'c> Step<'c> {
+    fn command(&mut self, actor: &Actor, command: Command) -> Result<(), Rejection> {
+        match command {
+            Command::Accept { task, note } => self.accept(actor, task, note),
+            Command::Return { task, reason, note } => self.give_back(actor, task, reason, note),
+            Command::Resolve {
+                task: Some(task),
+                note,
+            } => self.resolve_task(actor, task, note),
+            Command::Resolve { task: None, note } => self.resolve_incident(actor, note),
+            Command::Escalate { note, departments } => self.escalate_by(actor, note, departments),
+            Command::Verify { satisfaction, note } => self.verify(actor, satisfaction, note),
+            Command::Supervise { task, note } => self.supervise(actor, task, note),
+            Command::Reassign { task, to, note } => self.reassign(actor, task, to, note),
+            Command::Comment { text } => {
+                if !actor.takes_part(&self.next) {
+                    return Err(forbidden(actor, "comment on this incident"));
+                }
+                check_text("text", &text, TEXT_MAX, true)?;
+                self.event("incident.commented", None, text);
+                Ok(())
+            }
+        }
+    }
+
+    fn accept(&mut self, actor: &Actor, id: u32, note: String) -> Result<(), Rejection> {
+        let (task, holder) = self.liaison_task(actor, id, "accept")?;
+        check_text("note", &note, NOTE_MAX, false)?;
+        self.require_open()?;
+        if !matches!(task.status, TaskStatus::Dispatched | TaskStatus::Supervised) {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {id} is {}; only a dispatched or supervised task is accepted",
+                task.status
+            )));
+        }
+        let task = &mut self.next.tasks[task_index(id)];
+        task.status = TaskStatus::Accepted;
+        task.accepted_at = Some(self.now);
+        task.holder = Some(holder);
+        self.next.status = self.next.status_from_tasks();
+        self.event("task.accepted", Some(id), note);
+        Ok(())
+    }
+
+    fn give_back(
+        &mut self,
+        actor: &Actor,
+        id: u32,
+        reason: ReturnReason,
+        note: String,
+    ) -> Result<(), Rejection> {
+        let (task, _) = self.liaison_task(actor, id, "return")?;
+        check_text("note", &note, NOTE_MAX, true)?;
+        self.require_open()?;
+        if !matches!(task.status, TaskStatus::Dispatched | TaskStatus::Supervised) {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {id} is {}; a department returns a task only before reporting in (事不完、人不撤)",
+                task.status
+            )));
+        }
+        let task = &mut self.next.tasks[task_index(id)];
+        task.status = TaskStatus::Returned;
+        task.return_reason = Some(reason);
+        self.next.status = self.next.status_from_tasks();
+        self.event("task.returned", Some(id), note);
+        Ok(())
+    }
+
+    fn resolve_task(&mut self, actor: &Actor, id: u32, note: String) -> Result<(), Rejection> {
+        let (task, _) = self.liaison_task(actor, id, "resolve")?;
+        check_text("note", &note, TEXT_MAX, false)?;
+        self.require_open()?;
+        if task.status != TaskStatus::Accepted {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {id} is {}; only an accepted task is resolved",
+                task.status
+            )));
+        }
+        let task = &mut self.next.tasks[task_index(id)];
+        task.status = TaskStatus::Resolved;
+        task.resolved_at = Some(self.now);
+        self.event("task.resolved", Some(id), note);
+        // A returned task waits for the street's reassignment, so it holds the incident open.
+        let done = self
+            .next
+            .current_tasks()
+            .all(|t| matches!(t.status, TaskStatus::Resolved | TaskStatus::Cancelled));
+        if done {
+            self.resolve("各职能部门均已办结".into());
+        } else {
+            self.next.status = self.next.status_from_tasks();
+        }
+        Ok(())
+    }
+
+    fn resolve_incident(&mut self, actor: &Actor, note: String) -> Result<(), Rejection> {
+        if !actor.handles(&self.next, self.next.level) && !actor.commands(&self.next) {
+            return Err(forbidden(actor, "resolve this incident"));
+        }
+        check_text("note", &note, TEXT_MAX, false)?;
+        self.require_open()?;
+        let busy: Vec<String> = self
+            .next
+            .current_tasks()
+            .filter(|t| t.status.is_in_progress())
+            .map(|t| t.id.to_string())
+            .collect();
+        if !busy.is_empty() {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {} in progress; each department resolves its own",
+                busy.join(", ")
+            )));
+        }
+        self.resolve(note);
+        Ok(())
+    }
+
+    fn escalate_by(
+        &mut self,
+        actor: &Actor,
+        note: String,
+        departments: Vec<DepartmentCode>,
+    ) -> Result<(), Rejection> {
+        if !actor.handles(&self.next, self.next.level) && !actor.commands(&self.next) {
+            return Err(forbidden(actor, "escalate this incident"));
+        }
+        check_text("note", &note, NOTE_MAX, false)?;
+        self.check_departments(&departments)?;
+        self.require_open()?;
+        if self.next.level == Level::City {
+            return Err(Rejection::InvalidTransition(
+                "the city is the top of the chain".into(),
+            ));
+        }
+        if !departments.is_empty() && !self.whistles() {
+            return Err(Rejection::InvalidArgument(format!(
+                "departments are summoned only by the whistle; the incident is {} at {}",
+                self.next.status,
+                self.next.level.as_str()
+            )));
+        }
+        self.escalate(note, departments)
+    }
+
+    fn verify(
+        &mut self,
+        actor: &Actor,
+        satisfaction: Satisfaction,
+        note: String,
+    ) -> Result<(), Rejection> {
+        if !actor.is_reporter(&self.next) {
+            return Err(forbidden(actor, "follow up this incident"));
+        }
+        check_text("note", &note, NOTE_MAX, false)?;
+        if self.next.status != Status::Resolved {
+            return Err(self.not_now("followed up"));
+        }
+        self.next.satisfaction = Some(satisfaction);
+        self.next.follow_up_due = None;
+        self.event("incident.verified", None, note);
+        if satisfaction != Satisfaction::Unsatisfied {
+            self.next.status = Status::Closed;
+            self.event("incident.closed", None, String::new());
+            return Ok(());
+        }
+        let category = self.category()?;
+        let redo: Vec<DepartmentCode> = self
+            .next
+            .current_tasks()
+            .filter(|t| t.status == TaskStatus::Resolved)
+            .map(|t| t.department.clone())
+            .collect();
+        let reopen_due = self.now + self.ctx.policy.reopen_deadline(category);
+        self.next.reopen_count += 1;
+        self.next.overdue = false;
+        self.next.resolve_due = self.next.resolve_due.max(reopen_due);
+        self.next.level_due = self.window(category, self.next.level);
+        self.next.status = if redo.is_empty() {
+            Status::Handling
+        } else {
+            Status::Whistled
+        };
+        self.event("incident.reopened", None, String::new());
+        for department in redo {
+            self.dispatch(department);
+        }
+        Ok(())
+    }
+
+    fn supervise(
+        &mut self,
+        actor: &Actor,
+        task: Option<u32>,
+        note: String,
+    ) -> Result<(), Rejection> {
+        let task = task.map(|id| self.find(id).cloned()).transpose()?;
+        if !actor.commands(&self.next) {
+            return Err(forbidden(actor, "supervise this incident"));
+        }
+        check_text("note", &note, NOTE_MAX, false)?;
+        self.require_open()?;
+        let Some(task) = task else {
+            self.event("incident.supervised", None, note);
+            return Ok(());
+        };
+        if task.round != self.next.reopen_count || !task.status.is_in_progress() {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {} is {}; only a task in progress is supervised",
+                task.id, task.status
+            )));
+        }
+        self.next.tasks[task_index(task.id)].supervised = true;
+        self.event("task.supervised", Some(task.id), note);
+        Ok(())
+    }
+
+    fn reassign(
+        &mut self,
+        actor: &Actor,
+        id: u32,
+        to: DepartmentCode,
+        note: String,
+    ) -> Result<(), Rejection> {
+        let task = self.find(id)?.clone();
+        let department = self
+            .ctx
+            .org
+            .department(&to)
+            .ok_or_else(|| Rejection::NotFound(format!("department {to}")))?;
+        if !actor.handles(&self.next, Level::Street) && !actor.commands(&self.next) {
+            return Err(forbidden(actor, "reassign tasks of this incident"));
+        }
+        check_text("note", &note, NOTE_MAX, false)?;
+        if task.department == to {
+            return Err(Rejection::InvalidArgument(format!(
+                "task {id} already belongs to {to}"
+            )));
+        }
+        self.check_serves(department)?;
+        self.require_open()?;
+        let reassignable = matches!(
+            task.status,
+            TaskStatus::Returned | TaskStatus::Dispatched | TaskStatus::Supervised
+        );
+        if task.round != self.next.reopen_count || !reassignable {
+            let earlier = if task.round == self.next.reopen_count {
+                ""
+            } else {
+                " in an earlier round"
+            };
+            return Err(Rejection::InvalidTransition(format!(
+                "task {id} is {}{earlier}; only a returned, dispatched or supervised task is reassigned",
+                task.status
+            )));
+        }
+        if self
+            .next
+            .current_tasks()
+            .any(|t| t.department == to && t.status.is_live())
+        {
+            return Err(Rejection::InvalidArgument(format!(
+                "{to} already has a task in this incident"
+            )));
+        }
+        self.next.tasks[task_index(id)].status = TaskStatus::Cancelled;
+        self.event("task.reassigned", Some(id), note);
+        self.dispatch(to);
+        self.next.status = self.next.status_from_tasks();
+        Ok(())
+    }
+
+    fn timer(&mut self, timer: Timer) -> Result<(), Rejection> {
+        let due = self
+            .next
+            .timers()
+            .get(&timer)
+            .is_some_and(|at| *at <= self.now);
+        if !due {
+            return Ok(());
+        }
+        match timer {
+            Timer::LevelWindow => {
+                // Timeline notes are shown on the screens as they are, so they are in Chinese.
+                let note = format!("{}办理时限已到，自动上报", self.next.level.name_zh());
+                self.escalate(note, Vec::new())
+            }
+            Timer::AcceptDeadline { task: id } => {
+                let task = &mut self.next.tasks[task_index(id)];
+                task.status = TaskStatus::Supervised;
+                task.supervised = true;
+                let note = format!("{} 超过报到时限未报到", task.department);
+                self.event("task.supervised", Some(id), note.clone());
+                self.event("task.reminded", Some(id), note.clone());
+                if self.next.level < Level::District {
+                    self.escalate(note, Vec::new())?;
+                }
+                Ok(())
+            }
+            Timer::ResolveDeadline => {
+                self.next.overdue = true;
+                self.event("incident.overdue", None, String::new());
+                if self.next.level == Level::City {
+                    return Ok(());
+                }
+                self.escalate("办结时限已过，自动上报".into(), Vec::new())
+            }
+            Timer::FollowUpDeadline => {
+                self.next.status = Status::ClosedUnverified;
+                self.next.follow_up_due = None;
+                self.event("incident.closed_unverified", None, String::new());
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether going up from here is the whistle.
+    fn whistles(&self) -> bool {
+        self.next.level == Level::Street && self.next.status == Status::Handling
+    }
+
+    /// One level up, or the whistle at the street; the caller checked the level is below the city.
+    fn escalate(&mut self, note: String, named: Vec<DepartmentCode>) -> Result<(), Rejection> {
+        let category = self.category()?;
+        if !self.whistles() {
+            let up = self.next.level.up().expect("escalation below the city");
+            self.next.level = up;
+            self.next.level_due = self.window(category, up);
+            self.event("incident.escalated", None, note);
+            return Ok(());
+        }
+        let departments = if named.is_empty() {
+            self.summon(category)?
+        } else {
+            named
+        };
+        self.next.status = Status::Whistled;
+        self.next.level_due = self.window(category, Level::Street);
+        self.event("incident.whistled", None, note);
+        for department in departments {
+            self.dispatch(department);
+        }
+        Ok(())
+    }
+
+    /// The category's departments for the incident's district.
+    fn summon(&self, category: &Category) -> Result<Vec<DepartmentCode>, Rejection> {
+        let resolve = |kind: DepartmentKind| {
+            let department = self.ctx.department_for(&self.next, kind).ok_or_else(|| {
+                Rejection::NotFound(format!(
+                    "no {} department serves {}",
+                    kind.slug(),
+                    self.next.area
+                ))
+            })?;
+            Ok(department.code.clone())
+        };
+        category.summon.iter().copied().map(resolve).collect()
+    }
+
+    /// Departments named in a whistle exist, serve the incident and are named once.
+    fn check_departments(&self, named: &[DepartmentCode]) -> Result<(), Rejection> {
+        for (index, code) in named.iter().enumerate() {
+            let department = self
+                .ctx
+                .org
+                .department(code)
+                .ok_or_else(|| Rejection::NotFound(format!("department {code}")))?;
+            self.check_serves(department)?;
+            if named[..index].contains(code) {
+                return Err(Rejection::InvalidArgument(format!("{code} is named twice")));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_serves(&self, department: &Department) -> Result<(), Rejection> {
+        if department.area.contains(&self.next.area) {
+            Ok(())
+        } else {
+            Err(Rejection::InvalidArgument(format!(
+                "{} does not serve {}",
+                department.code, self.next.area
+            )))
+        }
+    }
+
+    fn dispatch(&mut self, department: DepartmentCode) {
+        let id = u32::try_from(self.next.tasks.len() + 1).expect("fewer than 2^32 tasks");
+        let note = department.to_string();
+        self.next.tasks.push(Task {
+            id,
+            department,
+            status: TaskStatus::Dispatched,
+            round: self.next.reopen_count,
+            dispatched_at: self.now,
+            accept_due: self.now + self.ctx.policy.accept_deadline(),
+            resolve_due: self.next.resolve_due,
+            accepted_at: None,
+            resolved_at: None,
+            holder: None,
+            return_reason: None,
+            supervised: false,
+        });
+        self.event("task.dispatched", Some(id), note);
+    }
+
+    fn resolve(&mut self, note: String) {
+        self.next.status = Status::Resolved;
+        self.next.level_due = None;
+        self.next.follow_up_due = Some(self.now + self.ctx.policy.follow_up_window());
+        self.event("incident.resolved", None, note);
+    }
+
+    fn window(&self, category: &Category, level: Level) -> Option<DateTime<Utc>> {
+        self.ctx
+            .policy
+            .window(category, level)
+            .map(|window| self.now + window)
+    }
+
+    fn category(&self) -> Result<&'c Category, Rejection> {
+        let policy = self.ctx.policy;
+        let code = &self.next.category;
+        policy.category(code.as_str()).ok_or_else(|| {
+            Rejection::NotFound(format!("category {code} in policy {}", policy.version()))
+        })
+    }
+
+    fn find(&self, id: u32) -> Result<&Task, Rejection> {
+        self.next
+            .task(id)
+            .ok_or_else(|| Rejection::NotFound(format!("task {id}")))
+    }
+
+    /// The task and the liaison's id, if `actor` is a liaison of the task's department.
+    fn liaison_task(
+        &self,
+        actor: &Actor,
+        id: u32,
+        verb: &str,
+    ) -> Result<(Task, PersonId), Rejection> {
+        let task = self.find(id)?;
+        match actor {
+            Actor::Liaison {
+                id: person,
+                department,
+            } if *department == task.department => Ok((task.clone(), person.clone())),
+            _ => Err(forbidden(
+                actor,
+                &format!("{verb} task {id}, which is {}'s", task.department),
+            )),
+        }
+    }
+
+    fn require_open(&self) -> Result<(), Rejection> {
+        if self.next.status.is_open() {
+            Ok(())
+        } else {
+            Err(self.not_now("acted on"))
+        }
+    }
+
+    fn not_now(&self, what: &str) -> Rejection {
+        Rejection::InvalidTransition(format!(
+            "the incident is {} and cannot be {what}",
+            self.next.status
+        ))
+    }
+
+    fn event(&mut self, kind: &'static str, task: Option<u32>, note: String) {
+        self.events.push(Effect::Event { kind, task, note });
+    }
+}
+
+fn task_index(id: u32) -> usize {
+    usize::try_from(id).expect("task ids fit in usize") - 1
+}

@@ -1,0 +1,344 @@
+//! The incident and its task records: statuses, deadlines, the timers they need and the invariants
+//! every state the machine produces keeps.
+
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Timer;
+use crate::{AreaCode, CategoryCode, DepartmentCode, Level, PersonId};
+
+/// A fieldless enum named as in `common.proto`, with a snake_case name for the database and serde.
+macro_rules! named_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| format!(concat!("unknown ", stringify!($name), " {:?}"), s))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum!(
+    /// Where an incident stands (`IncidentStatus`; intake opens incidents straight into `Handling`).
+    Status {
+        /// Handled by its current level, no department task in progress.
+        Handling = "handling",
+        /// The street blew the whistle and some live task has not reported in (or none is live).
+        Whistled = "whistled",
+        /// Every live task reported in.
+        Accepted = "accepted",
+        /// Resolved (办结), waiting for the follow-up (回访).
+        Resolved = "resolved",
+        /// Followed up and closed.
+        Closed = "closed",
+        /// No follow-up within the window.
+        ClosedUnverified = "closed_unverified",
+        /// Attached to another incident by intake.
+        Duplicate = "duplicate",
+    }
+);
+
+impl Status {
+    /// Being worked on: handled by a level or by departments.
+    pub fn is_open(self) -> bool {
+        matches!(self, Status::Handling | Status::Whistled | Status::Accepted)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Status::Closed | Status::ClosedUnverified | Status::Duplicate
+        )
+    }
+}
+
+named_enum!(
+    /// Where a department task stands (`TaskStatus`).
+    TaskStatus {
+        Dispatched = "dispatched",
+        Accepted = "accepted",
+        Returned = "returned",
+        Resolved = "resolved",
+        /// Report-in deadline missed (督办); still waiting for the department to report in.
+        Supervised = "supervised",
+        Cancelled = "cancelled",
+    }
+);
+
+impl TaskStatus {
+    /// The department still owes something: a report-in or the work.
+    pub fn is_in_progress(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Dispatched | TaskStatus::Supervised | TaskStatus::Accepted
+        )
+    }
+
+    /// Counts towards the incident's status: neither returned nor cancelled.
+    pub fn is_live(self) -> bool {
+        !matches!(self, TaskStatus::Returned | TaskStatus::Cancelled)
+    }
+}
+
+named_enum!(
+    /// Why a department returns a task (退单, `ReturnReason`).
+    ReturnReason {
+        /// 非本部门职责
+        NotOurDuty = "not_our_duty",
+        /// 不属于本辖区
+        WrongArea = "wrong_area",
+        /// 权属不清
+        UnclearOwnership = "unclear_ownership",
+        /// 职责交叉
+        OverlappingDuties = "overlapping_duties",
+        /// 信息不全
+        InsufficientInformation = "insufficient_information",
+    }
+);
+
+named_enum!(
+    /// The resident's verdict at follow-up (回访, `Satisfaction`).
+    Satisfaction {
+        Satisfied = "satisfied",
+        BasicallySatisfied = "basically_satisfied",
+        /// Reopens the incident (重办).
+        Unsatisfied = "unsatisfied",
+    }
+);
+
+/// A functional department's part in an incident, created by a whistle, a reassignment or a reopen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// 1-based position in [`Incident::tasks`].
+    pub id: u32,
+    pub department: DepartmentCode,
+    pub status: TaskStatus,
+    /// The incident's `reopen_count` when the task was dispatched.
+    pub round: u32,
+    pub dispatched_at: DateTime<Utc>,
+    /// Report-in (报到) deadline.
+    pub accept_due: DateTime<Utc>,
+    /// The incident's SLA deadline when the task was dispatched.
+    pub resolve_due: DateTime<Utc>,
+    pub accepted_at: Option<DateTime<Utc>>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// The liaison who reported in.
+    pub holder: Option<PersonId>,
+    pub return_reason: Option<ReturnReason>,
+    /// Placed under supervision (督办), by an operator or a missed report-in.
+    pub supervised: bool,
+}
+
+/// The state of one incident as the escalation engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    pub status: Status,
+    /// The level handling it; for tasks, the level supervising the departments.
+    pub level: Level,
+    /// The grid it was reported from.
+    pub area: AreaCode,
+    pub category: CategoryCode,
+    /// When intake opened it; the SLA counts from here.
+    pub reported_at: DateTime<Utc>,
+    /// SLA deadline; moves only on a reopen, and only later.
+    pub resolve_due: DateTime<Utc>,
+    /// End of the current level's window, while open below the city.
+    pub level_due: Option<DateTime<Utc>>,
+    /// End of the follow-up window, while resolved.
+    pub follow_up_due: Option<DateTime<Utc>>,
+    pub tasks: Vec<Task>,
+    /// How many times an unsatisfied follow-up reopened it; also the current task round.
+    pub reopen_count: u32,
+    /// The current `resolve_due` passed before resolution.
+    pub overdue: bool,
+    /// The latest follow-up verdict.
+    pub satisfaction: Option<Satisfaction>,
+    /// 1 when opened, +1 on every change.
+    pub version: u64,
+}
+
+impl Incident {
+    /// The timers this incident needs pending, and when each fires.
+    pub fn timers(&self) -> BTreeMap<Timer, DateTime<Utc>> {
+        let mut timers = BTreeMap::new();
+        if self.status.is_open() {
+            if let Some(at) = self.level_due {
+                timers.insert(Timer::LevelWindow, at);
+            }
+            if !self.overdue {
+                timers.insert(Timer::ResolveDeadline, self.resolve_due);
+            }
+            for task in &self.tasks {
+                if task.status == TaskStatus::Dispatched {
+                    timers.insert(Timer::AcceptDeadline { task: task.id }, task.accept_due);
+                }
+            }
+        }
+        if let (Status::Resolved, Some(at)) = (self.status, self.follow_up_due) {
+            timers.insert(Timer::FollowUpDeadline, at);
+        }
+        timers
+    }
+
+    /// The tasks of the current round (since the last reopen).
+    pub fn current_tasks(&self) -> impl Iterator<Item = &Task> {
+        self.tasks
+            .iter()
+            .filter(move |t| t.round == self.reopen_count)
+    }
+
+    pub fn task(&self, id: u32) -> Option<&Task> {
+        let index = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.tasks.get(index)
+    }
+
+    /// `Accepted` when the current round has live tasks and all of them reported in, else `Whistled`.
+    pub(super) fn status_from_tasks(&self) -> Status {
+        let mut live = self
+            .current_tasks()
+            .filter(|t| t.status.is_live())
+            .peekable();
+        let reported_in =
+            |t: &Task| matches!(t.status, TaskStatus::Accepted | TaskStatus::Resolved);
+        if live.peek().is_some() && live.all(reported_in) {
+            Status::Accepted
+        } else {
+            Status::Whistled
+        }
+    }
+
+    /// Checks what must hold of every incident [`open`] and [`apply`] produce.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let fail = |why: String| Err(why);
+        if self.version == 0 {
+            return fail("version starts at 1".into());
+        }
+        if self.resolve_due <= self.reported_at {
+            return fail("resolve_due is not after reported_at".into());
+        }
+        let open = self.status.is_open();
+        if self.level_due.is_some() != (open && self.level != Level::City) {
+            return fail(format!(
+                "level_due {:?} while {} at {}",
+                self.level_due,
+                self.status,
+                self.level.as_str()
+            ));
+        }
+        if self.follow_up_due.is_some() != (self.status == Status::Resolved) {
+            return fail(format!(
+                "follow_up_due {:?} while {}",
+                self.follow_up_due, self.status
+            ));
+        }
+        if self.status == Status::Closed
+            && !matches!(
+                self.satisfaction,
+                Some(Satisfaction::Satisfied | Satisfaction::BasicallySatisfied)
+            )
+        {
+            return fail(format!("closed with satisfaction {:?}", self.satisfaction));
+        }
+        for (index, task) in self.tasks.iter().enumerate() {
+            let id = task.id;
+            let wrong = |why: &str| fail(format!("task {id}: {why}"));
+            if usize::try_from(id).ok() != Some(index + 1) {
+                return wrong("ids are not 1, 2, 3, … in order");
+            }
+            if task.round > self.reopen_count {
+                return wrong("round after the incident's");
+            }
+            if task.round < self.reopen_count && task.status.is_in_progress() {
+                return wrong("in progress from an earlier round");
+            }
+            if task.round == self.reopen_count && task.resolve_due != self.resolve_due {
+                return wrong("resolve_due is not the incident's");
+            }
+            if task.status.is_in_progress() && !open {
+                return wrong("in progress while the incident is not open");
+            }
+            if task.status == TaskStatus::Dispatched && self.status != Status::Whistled {
+                return wrong("dispatched while the incident is not whistled");
+            }
+            if self.level < Level::Street {
+                return wrong("exists below the street");
+            }
+            if task.accept_due <= task.dispatched_at {
+                return wrong("accept_due is not after dispatched_at");
+            }
+            let reported_in = matches!(task.status, TaskStatus::Accepted | TaskStatus::Resolved);
+            if task.accepted_at.is_some() != reported_in || task.holder.is_some() != reported_in {
+                return wrong("accepted_at and holder are set exactly when it reported in");
+            }
+            if task.resolved_at.is_some() != (task.status == TaskStatus::Resolved) {
+                return wrong("resolved_at is set exactly when resolved");
+            }
+            // A returned task keeps its reason when the street reassigns (cancels) it.
+            let returned = task.status == TaskStatus::Returned;
+            let reassigned = task.status == TaskStatus::Cancelled;
+            if returned && task.return_reason.is_none()
+                || task.return_reason.is_some() && !(returned || reassigned)
+            {
+                return wrong("return_reason is set when returned, and only if returned");
+            }
+            if task.status == TaskStatus::Supervised && !task.supervised {
+                return wrong("supervised status without the supervised flag");
+            }
+            let live_now = task.round == self.reopen_count && task.status.is_live();
+            let twin = |other: &Task| {
+                other.id != id && other.department == task.department && other.status.is_live()
+            };
+            if live_now && self.current_tasks().any(twin) {
+                return wrong("its department has another live task in the round");
+            }
+        }
+        let has_current = self.current_tasks().next().is_some();
+        match self.status {
+            Status::Handling if has_current => fail("handling with tasks of the round".into()),
+            Status::Whistled | Status::Accepted if !has_current => {
+                fail(format!("{} without tasks of the round", self.status))
+            }
+            Status::Whistled | Status::Accepted if self.status != self.status_from_tasks() => {
+                fail(format!(
+                    "{} but the tasks say {}",
+                    self.status,
+                    self.status_from_tasks()
+                ))
+            }
+            Status::Resolved if self.tasks.iter().any(|t| t.status.is_in_progress()) => {
+                fail("resolved with a task in progress".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}

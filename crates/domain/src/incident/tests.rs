@@ -1,0 +1,1273 @@
+use std::{collections::BTreeMap, fmt, str::FromStr, sync::OnceLock};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use proptest::{prelude::*, strategy::ValueTree, test_runner::TestRunner};
+
+use super::*;
+use crate::{ordos, policy, policy::Policy, AreaCode, DepartmentCode, Level, OrgIndex};
+
+struct Fixture {
+    policy: Policy,
+    org: OrgIndex,
+    /// The first grid of 东胜区 (150602), where every test incident is reported.
+    grid: AreaCode,
+    /// The first grid of 康巴什区 (150603).
+    other_grid: AreaCode,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let org = OrgIndex::build(ordos::dataset()).expect("the Ordos dataset is consistent");
+        let first_grid = |district: &str| {
+            org.units()
+                .map(|u| u.code.clone())
+                .filter(|c| c.level() == Level::Grid && c.as_str().starts_with(district))
+                .min()
+                .expect("the district has grids")
+        };
+        Fixture {
+            policy: policy::builtin("ordos").expect("ordos is builtin"),
+            grid: first_grid("150602"),
+            other_grid: first_grid("150603"),
+            org,
+        }
+    })
+}
+
+fn ctx() -> Context<'static> {
+    let f = fixture();
+    Context::new(&f.policy, &f.org)
+}
+
+fn t0() -> DateTime<Utc> {
+    "2026-11-30T08:00:00Z".parse().unwrap()
+}
+
+fn mins(minutes: i64) -> DateTime<Utc> {
+    t0() + TimeDelta::minutes(minutes)
+}
+
+fn hours(hours: i64) -> DateTime<Utc> {
+    t0() + TimeDelta::hours(hours)
+}
+
+fn code<T: FromStr>(s: &str) -> T
+where
+    T::Err: fmt::Debug,
+{
+    s.parse().unwrap()
+}
+
+fn reporter() -> Actor {
+    let grid = fixture().grid.clone();
+    Actor::GridWorker {
+        id: code(&format!("gw-{grid}")),
+        grid,
+    }
+}
+
+fn liaison(department: &str) -> Actor {
+    Actor::Liaison {
+        id: code(&format!("li-{department}")),
+        department: code(department),
+    }
+}
+
+fn operator(area: &str) -> Actor {
+    Actor::Operator {
+        id: code(&format!("op-{area}")),
+        area: code(area),
+    }
+}
+
+fn handler_of(unit: AreaCode) -> Actor {
+    Actor::Handler {
+        id: code(&format!("staff-{unit}")),
+        unit,
+    }
+}
+
+/// The staff of the test grid's unit at `level`.
+fn handler(level: Level) -> Actor {
+    handler_of(fixture().grid.at_level(level).unwrap())
+}
+
+fn open_at(category: &str, now: DateTime<Utc>) -> (Incident, Vec<Effect>) {
+    let f = fixture();
+    let (incident, effects) = open(
+        f.grid.clone(),
+        f.policy.category(category).unwrap(),
+        &f.policy,
+        now,
+    );
+    incident.check_invariants().unwrap();
+    (incident, effects)
+}
+
+fn act(
+    incident: &Incident,
+    actor: Actor,
+    command: Command,
+    now: DateTime<Utc>,
+) -> (Incident, Vec<Effect>) {
+    let (next, effects) = apply(incident, Input::Command(actor, command), &ctx(), now)
+        .unwrap_or_else(|rejection| panic!("{rejection}"));
+    next.check_invariants().unwrap();
+    (next, effects)
+}
+
+fn refused(incident: &Incident, actor: Actor, command: Command) -> Rejection {
+    let now = incident.reported_at + TimeDelta::minutes(1);
+    apply(incident, Input::Command(actor, command), &ctx(), now).unwrap_err()
+}
+
+fn fire(incident: &Incident, timer: Timer, now: DateTime<Utc>) -> (Incident, Vec<Effect>) {
+    let (next, effects) = apply(incident, Input::Timer(timer), &ctx(), now).unwrap();
+    next.check_invariants().unwrap();
+    (next, effects)
+}
+
+fn kinds(effects: &[Effect]) -> Vec<&'static str> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Event { kind, .. } => Some(*kind),
+            _ => None,
+        })
+        .collect()
+}
+
+fn timer_effects_of(effects: &[Effect]) -> Vec<Effect> {
+    effects
+        .iter()
+        .filter(|e| !matches!(e, Effect::Event { .. }))
+        .cloned()
+        .collect()
+}
+
+fn schedule(timer: Timer, at: DateTime<Utc>) -> Effect {
+    Effect::Schedule { timer, at }
+}
+
+fn cancel(timer: Timer) -> Effect {
+    Effect::Cancel { timer }
+}
+
+fn escalate() -> Command {
+    Command::Escalate {
+        note: String::new(),
+        departments: Vec::new(),
+    }
+}
+
+fn whistle_to(departments: &[&str]) -> Command {
+    Command::Escalate {
+        note: "beyond the street".into(),
+        departments: departments.iter().map(|d| code(d)).collect(),
+    }
+}
+
+fn accept(task: u32) -> Command {
+    Command::Accept {
+        task,
+        note: String::new(),
+    }
+}
+
+fn resolve(task: Option<u32>) -> Command {
+    Command::Resolve {
+        task,
+        note: "done".into(),
+    }
+}
+
+fn verify(satisfaction: Satisfaction) -> Command {
+    Command::Verify {
+        satisfaction,
+        note: String::new(),
+    }
+}
+
+fn reassign(task: u32, to: &str) -> Command {
+    Command::Reassign {
+        task,
+        to: code(to),
+        note: String::new(),
+    }
+}
+
+const HEATING: &str = "150602-heating";
+const HOUSING: &str = "150602-housing_construction";
+
+/// heating.no_heat (community 4h, street 8h, district 12h, SLA 24h) up to the street at 1h and
+/// whistled there at 2h: task 1 heating, task 2 housing construction.
+fn whistled_no_heat() -> Incident {
+    let (incident, _) = open_at("heating.no_heat", t0());
+    let (street, _) = act(&incident, handler(Level::Community), escalate(), hours(1));
+    let (whistled, _) = act(&street, handler(Level::Street), escalate(), hours(2));
+    let departments: Vec<&str> = whistled
+        .tasks
+        .iter()
+        .map(|t| t.department.as_str())
+        .collect();
+    assert_eq!(departments, [HEATING, HOUSING]);
+    whistled
+}
+
+#[test]
+fn self_handled_at_community() {
+    let (incident, effects) = open_at("heating.no_heat", t0());
+    assert_eq!(
+        (incident.status, incident.level, incident.version),
+        (Status::Handling, Level::Community, 1)
+    );
+    assert_eq!(
+        effects,
+        [
+            schedule(Timer::LevelWindow, hours(4)),
+            schedule(Timer::ResolveDeadline, hours(24)),
+        ]
+    );
+
+    let (resolved, effects) = act(
+        &incident,
+        handler(Level::Community),
+        resolve(None),
+        hours(1),
+    );
+    assert_eq!((resolved.status, resolved.version), (Status::Resolved, 2));
+    assert_eq!(
+        effects,
+        [
+            Effect::Event {
+                kind: "incident.resolved",
+                task: None,
+                note: "done".into()
+            },
+            cancel(Timer::LevelWindow),
+            cancel(Timer::ResolveDeadline),
+            schedule(Timer::FollowUpDeadline, hours(1 + 72)),
+        ]
+    );
+
+    let (late, effects) = fire(&resolved, Timer::LevelWindow, hours(5));
+    assert_eq!(
+        (late, effects),
+        (resolved.clone(), vec![]),
+        "a stale window is a no-op"
+    );
+
+    let (closed, effects) = act(
+        &resolved,
+        reporter(),
+        verify(Satisfaction::Satisfied),
+        hours(3),
+    );
+    assert_eq!(kinds(&effects), ["incident.verified", "incident.closed"]);
+    assert_eq!(
+        timer_effects_of(&effects),
+        [cancel(Timer::FollowUpDeadline)]
+    );
+    assert_eq!((closed.status, closed.version), (Status::Closed, 3));
+    assert_eq!(closed.satisfaction, Some(Satisfaction::Satisfied));
+    assert!(closed.timers().is_empty());
+}
+
+#[test]
+fn escalated_to_street_when_the_community_window_runs_out_or_by_hand() {
+    let (incident, _) = open_at("heating.no_heat", t0());
+
+    let (early, effects) = fire(&incident, Timer::LevelWindow, hours(3));
+    assert_eq!(early, incident, "an early firing changes nothing");
+    assert_eq!(
+        effects,
+        [schedule(Timer::LevelWindow, hours(4))],
+        "and is scheduled again"
+    );
+
+    let (street, effects) = fire(&incident, Timer::LevelWindow, hours(4));
+    assert_eq!(
+        (
+            street.status,
+            street.level,
+            street.level_due,
+            street.resolve_due
+        ),
+        (
+            Status::Handling,
+            Level::Street,
+            Some(hours(4 + 8)),
+            hours(24)
+        )
+    );
+    assert_eq!(kinds(&effects), ["incident.escalated"]);
+    assert_eq!(
+        timer_effects_of(&effects),
+        [schedule(Timer::LevelWindow, hours(12))]
+    );
+    assert_eq!(street.version, 2);
+
+    let (by_hand, _) = act(&incident, handler(Level::Community), escalate(), hours(1));
+    assert_eq!(
+        (by_hand.level, by_hand.level_due),
+        (Level::Street, Some(hours(1 + 8)))
+    );
+    assert!(matches!(
+        refused(&incident, handler(Level::Street), escalate()),
+        Rejection::Forbidden(_)
+    ));
+}
+
+#[test]
+fn whistle_to_three_departments_two_accept_one_misses() {
+    // environment.dust: first handled by the street (4d), district 3d, SLA 7d; summons three.
+    let (incident, _) = open_at("environment.dust", t0());
+    let (whistled, effects) = act(&incident, handler(Level::Street), escalate(), hours(1));
+    let departments = [
+        "150602-ecology_environment",
+        "150602-housing_construction",
+        "150602-transport",
+    ];
+    assert_eq!(
+        (whistled.status, whistled.level, whistled.level_due),
+        (Status::Whistled, Level::Street, Some(hours(1 + 4 * 24)))
+    );
+    assert_eq!(
+        kinds(&effects),
+        [
+            "incident.whistled",
+            "task.dispatched",
+            "task.dispatched",
+            "task.dispatched"
+        ]
+    );
+    for (task, department) in whistled.tasks.iter().zip(departments) {
+        assert_eq!(task.department.as_str(), department);
+        assert_eq!(task.status, TaskStatus::Dispatched);
+        assert_eq!(
+            (task.accept_due, task.resolve_due),
+            (mins(90), hours(7 * 24))
+        );
+        assert!(effects.contains(&schedule(Timer::AcceptDeadline { task: task.id }, mins(90))));
+    }
+
+    let (one, _) = act(&whistled, liaison(departments[0]), accept(1), mins(70));
+    let (two, effects) = act(&one, liaison(departments[1]), accept(2), mins(80));
+    assert_eq!(
+        two.status,
+        Status::Whistled,
+        "one department has not reported in"
+    );
+    assert_eq!(
+        timer_effects_of(&effects),
+        [cancel(Timer::AcceptDeadline { task: 2 })]
+    );
+
+    let (missed, effects) = fire(&two, Timer::AcceptDeadline { task: 3 }, mins(90));
+    let task = &missed.tasks[2];
+    assert_eq!(
+        (task.status, task.supervised),
+        (TaskStatus::Supervised, true)
+    );
+    assert_eq!(
+        kinds(&effects),
+        ["task.supervised", "task.reminded", "incident.escalated"]
+    );
+    assert_eq!(
+        (missed.status, missed.level, missed.level_due),
+        (
+            Status::Whistled,
+            Level::District,
+            Some(mins(90) + TimeDelta::days(3))
+        )
+    );
+    assert_eq!(
+        timer_effects_of(&effects),
+        [schedule(Timer::LevelWindow, mins(90) + TimeDelta::days(3))],
+        "the fired timer needs no cancel"
+    );
+
+    let (late, _) = act(&missed, liaison(departments[2]), accept(3), hours(2));
+    assert_eq!(
+        late.status,
+        Status::Accepted,
+        "a late report-in is still taken"
+    );
+    let task = &late.tasks[2];
+    assert!(task.accepted_at.unwrap() > task.accept_due);
+    assert_eq!(
+        task.holder.as_ref().unwrap().as_str(),
+        "li-150602-transport"
+    );
+}
+
+#[test]
+fn a_return_and_a_reassignment_keep_the_resolve_deadline() {
+    let whistled = whistled_no_heat();
+    let give_back = |note: &str| Command::Return {
+        task: 2,
+        reason: ReturnReason::NotOurDuty,
+        note: note.into(),
+    };
+    assert!(matches!(
+        refused(&whistled, liaison(HOUSING), give_back(" ")),
+        Rejection::InvalidArgument(_)
+    ));
+
+    let (returned, effects) = act(
+        &whistled,
+        liaison(HOUSING),
+        give_back("供热归热力公司"),
+        mins(130),
+    );
+    assert_eq!(kinds(&effects), ["task.returned"]);
+    assert_eq!(
+        timer_effects_of(&effects),
+        [cancel(Timer::AcceptDeadline { task: 2 })]
+    );
+    assert_eq!(
+        returned.tasks[1].return_reason,
+        Some(ReturnReason::NotOurDuty)
+    );
+    assert_eq!(returned.status, Status::Whistled);
+
+    let (accepted, _) = act(&returned, liaison(HEATING), accept(1), mins(135));
+    assert_eq!(
+        accepted.status,
+        Status::Accepted,
+        "every live task reported in"
+    );
+    assert!(matches!(
+        refused(
+            &accepted,
+            liaison(HEATING),
+            Command::Return {
+                task: 1,
+                reason: ReturnReason::WrongArea,
+                note: "x".into()
+            }
+        ),
+        Rejection::InvalidTransition(_)
+    ));
+    assert!(matches!(
+        refused(&accepted, handler(Level::Street), reassign(2, HOUSING)),
+        Rejection::InvalidArgument(_)
+    ));
+    assert!(matches!(
+        refused(
+            &accepted,
+            liaison(HEATING),
+            reassign(2, "150602-urban_management")
+        ),
+        Rejection::Forbidden(_)
+    ));
+
+    let (reassigned, effects) = act(
+        &accepted,
+        handler(Level::Street),
+        reassign(2, "150602-urban_management"),
+        hours(3),
+    );
+    assert_eq!(kinds(&effects), ["task.reassigned", "task.dispatched"]);
+    assert_eq!(reassigned.tasks[1].status, TaskStatus::Cancelled);
+    let new = &reassigned.tasks[2];
+    assert_eq!(
+        (new.id, new.department.as_str(), new.status),
+        (3, "150602-urban_management", TaskStatus::Dispatched)
+    );
+    assert_eq!(
+        new.accept_due,
+        mins(3 * 60 + 30),
+        "a fresh report-in deadline"
+    );
+    assert_eq!(new.resolve_due, hours(24), "the SLA clock does not restart");
+    assert_eq!(reassigned.resolve_due, hours(24));
+    assert_eq!(reassigned.tasks[0].resolve_due, hours(24));
+    assert_eq!(reassigned.status, Status::Whistled);
+    assert!(matches!(
+        refused(&reassigned, operator("150602"), reassign(3, HEATING)),
+        Rejection::InvalidArgument(_)
+    ));
+}
+
+#[test]
+fn a_returned_task_holds_the_incident_open_until_the_street_decides() {
+    let whistled = whistled_no_heat();
+    let give_back = Command::Return {
+        task: 2,
+        reason: ReturnReason::UnclearOwnership,
+        note: "权属不清".into(),
+    };
+    let (returned, _) = act(&whistled, liaison(HOUSING), give_back, mins(130));
+    let (accepted, _) = act(&returned, liaison(HEATING), accept(1), mins(135));
+    let (done, effects) = act(&accepted, liaison(HEATING), resolve(Some(1)), hours(5));
+    assert_eq!(kinds(&effects), ["task.resolved"]);
+    assert_eq!(
+        done.status,
+        Status::Accepted,
+        "the return waits for the street"
+    );
+
+    let (resolved, effects) = act(&done, handler(Level::Street), resolve(None), hours(6));
+    assert_eq!(kinds(&effects), ["incident.resolved"]);
+    assert_eq!(resolved.status, Status::Resolved);
+    assert_eq!(
+        (resolved.tasks[1].status, resolved.tasks[1].return_reason),
+        (TaskStatus::Returned, Some(ReturnReason::UnclearOwnership)),
+        "the return stays on record"
+    );
+}
+
+#[test]
+fn resolved_unsatisfied_reopened_resolved_satisfied_closed() {
+    let whistled = whistled_no_heat();
+    let (one, _) = act(&whistled, liaison(HEATING), accept(1), mins(130));
+    let (both, _) = act(&one, liaison(HOUSING), accept(2), mins(140));
+    assert!(matches!(
+        refused(&both, handler(Level::Street), resolve(None)),
+        Rejection::InvalidTransition(_)
+    ));
+    let (half, effects) = act(&both, liaison(HEATING), resolve(Some(1)), hours(5));
+    assert_eq!(
+        (kinds(&effects), half.status),
+        (vec!["task.resolved"], Status::Accepted)
+    );
+    let (resolved, effects) = act(&half, liaison(HOUSING), resolve(Some(2)), hours(6));
+    assert_eq!(kinds(&effects), ["task.resolved", "incident.resolved"]);
+    assert_eq!(
+        (resolved.status, resolved.follow_up_due),
+        (Status::Resolved, Some(hours(6 + 72)))
+    );
+
+    let (reopened, effects) = act(
+        &resolved,
+        reporter(),
+        verify(Satisfaction::Unsatisfied),
+        hours(10),
+    );
+    assert_eq!(
+        kinds(&effects),
+        [
+            "incident.verified",
+            "incident.reopened",
+            "task.dispatched",
+            "task.dispatched"
+        ]
+    );
+    let new_due = hours(10) + TimeDelta::days(3);
+    assert_eq!(
+        (
+            reopened.status,
+            reopened.level,
+            reopened.reopen_count,
+            reopened.resolve_due
+        ),
+        (Status::Whistled, Level::Street, 1, new_due)
+    );
+    assert_eq!(reopened.level_due, Some(hours(10 + 8)));
+    for effect in [
+        cancel(Timer::FollowUpDeadline),
+        schedule(Timer::ResolveDeadline, new_due),
+        schedule(Timer::LevelWindow, hours(18)),
+        schedule(Timer::AcceptDeadline { task: 3 }, mins(10 * 60 + 30)),
+    ] {
+        assert!(effects.contains(&effect), "{effect:?} in {effects:?}");
+    }
+    let redo: Vec<(u32, &str, u32)> = reopened.tasks[2..]
+        .iter()
+        .map(|t| (t.id, t.department.as_str(), t.round))
+        .collect();
+    assert_eq!(redo, [(3, HEATING, 1), (4, HOUSING, 1)]);
+    assert!(matches!(
+        refused(&reopened, liaison(HEATING), resolve(Some(1))),
+        Rejection::InvalidTransition(_)
+    ));
+
+    let mut incident = reopened;
+    for (task, department) in [(3, HEATING), (4, HOUSING)] {
+        (incident, _) = act(&incident, liaison(department), accept(task), hours(11));
+    }
+    for (task, department) in [(3, HEATING), (4, HOUSING)] {
+        (incident, _) = act(
+            &incident,
+            liaison(department),
+            resolve(Some(task)),
+            hours(20),
+        );
+    }
+    assert_eq!(incident.status, Status::Resolved);
+    let (closed, _) = act(
+        &incident,
+        reporter(),
+        verify(Satisfaction::BasicallySatisfied),
+        hours(21),
+    );
+    assert_eq!((closed.status, closed.reopen_count), (Status::Closed, 1));
+}
+
+#[test]
+fn a_reopen_without_resolved_tasks_goes_back_to_the_level_and_never_shortens_the_sla() {
+    // dispute.neighbour: the grid handles it first; SLA 7 days; a reopen gives 3 days.
+    let (incident, _) = open_at("dispute.neighbour", t0());
+    let (resolved, _) = act(&incident, reporter(), resolve(None), hours(2));
+    let (reopened, _) = act(
+        &resolved,
+        reporter(),
+        verify(Satisfaction::Unsatisfied),
+        hours(3),
+    );
+    assert_eq!(
+        (reopened.status, reopened.level, reopened.level_due),
+        (Status::Handling, Level::Grid, Some(hours(3 + 24)))
+    );
+    assert_eq!(
+        reopened.resolve_due,
+        hours(7 * 24),
+        "3 days from now is earlier than the SLA"
+    );
+}
+
+#[test]
+fn no_follow_up_closes_unverified() {
+    let (incident, _) = open_at("heating.no_heat", t0());
+    let (resolved, _) = act(&incident, operator("150602"), resolve(None), hours(1));
+    let (early, _) = fire(&resolved, Timer::FollowUpDeadline, hours(72));
+    assert_eq!(early, resolved);
+    let (closed, effects) = fire(&resolved, Timer::FollowUpDeadline, hours(73));
+    assert_eq!(closed.status, Status::ClosedUnverified);
+    assert_eq!(kinds(&effects), ["incident.closed_unverified"]);
+    assert!(timer_effects_of(&effects).is_empty());
+
+    let terminal = [
+        (operator("150600"), escalate()),
+        (operator("150600"), resolve(None)),
+        (reporter(), verify(Satisfaction::Satisfied)),
+    ];
+    for (actor, command) in terminal {
+        assert!(matches!(
+            refused(&closed, actor, command),
+            Rejection::InvalidTransition(_)
+        ));
+    }
+    let comment = Command::Comment {
+        text: "居民已搬走".into(),
+    };
+    let (same, effects) = act(&closed, reporter(), comment, hours(80));
+    assert_eq!(
+        (kinds(&effects), same),
+        (vec!["incident.commented"], closed.clone())
+    );
+    for timer in [
+        Timer::LevelWindow,
+        Timer::ResolveDeadline,
+        Timer::FollowUpDeadline,
+        Timer::AcceptDeadline { task: 1 },
+    ] {
+        assert_eq!(fire(&closed, timer, hours(500)), (closed.clone(), vec![]));
+    }
+}
+
+#[test]
+fn another_departments_liaison_may_not_accept() {
+    let whistled = whistled_no_heat();
+    for stranger in [
+        liaison(HOUSING),
+        liaison("150602-transport"),
+        liaison("150603-heating"),
+        reporter(),
+        operator("150602"),
+    ] {
+        assert!(matches!(
+            refused(&whistled, stranger, accept(1)),
+            Rejection::Forbidden(_)
+        ));
+    }
+    assert!(matches!(
+        refused(&whistled, liaison(HEATING), accept(9)),
+        Rejection::NotFound(_)
+    ));
+}
+
+#[test]
+fn an_operator_outside_the_area_is_forbidden() {
+    let (incident, _) = open_at("heating.no_heat", t0());
+    let other_community = fixture().other_grid.at_level(Level::Community).unwrap();
+    let supervise = Command::Supervise {
+        task: None,
+        note: String::new(),
+    };
+    for outsider in [operator("150603"), handler_of(other_community)] {
+        for command in [escalate(), resolve(None), supervise.clone()] {
+            assert!(matches!(
+                refused(&incident, outsider.clone(), command),
+                Rejection::Forbidden(_)
+            ));
+        }
+    }
+    for insider in [operator("150602"), operator("150600"), Actor::System] {
+        let (street, _) = act(&incident, insider.clone(), escalate(), hours(1));
+        assert_eq!(street.level, Level::Street);
+        let (same, effects) = act(&incident, insider, supervise.clone(), hours(1));
+        assert_eq!(
+            (same, kinds(&effects)),
+            (incident.clone(), vec!["incident.supervised"])
+        );
+    }
+}
+
+#[test]
+fn a_missed_sla_marks_overdue_and_escalates() {
+    // gas.leak goes straight to the district: window 2h, SLA 2h.
+    let (incident, _) = open_at("gas.leak", t0());
+    assert_eq!(
+        (incident.level, incident.level_due),
+        (Level::District, Some(hours(2)))
+    );
+    let (city, effects) = fire(&incident, Timer::ResolveDeadline, hours(2));
+    assert!(city.overdue);
+    assert_eq!((city.level, city.level_due), (Level::City, None));
+    assert_eq!(kinds(&effects), ["incident.overdue", "incident.escalated"]);
+    assert_eq!(timer_effects_of(&effects), [cancel(Timer::LevelWindow)]);
+    assert_eq!(
+        fire(&city, Timer::LevelWindow, hours(2)),
+        (city.clone(), vec![])
+    );
+    assert_eq!(
+        fire(&city, Timer::ResolveDeadline, hours(3)),
+        (city.clone(), vec![])
+    );
+    assert!(matches!(
+        refused(&city, operator("150600"), escalate()),
+        Rejection::InvalidTransition(_)
+    ));
+
+    // At the street without tasks, the missed SLA blows the whistle.
+    let (street, _) = open_at("environment.dust", t0());
+    let (whistled, effects) = fire(&street, Timer::ResolveDeadline, hours(7 * 24));
+    assert!(whistled.overdue);
+    assert_eq!(
+        (whistled.status, whistled.tasks.len()),
+        (Status::Whistled, 3)
+    );
+    assert_eq!(
+        kinds(&effects)[..2],
+        ["incident.overdue", "incident.whistled"]
+    );
+}
+
+#[test]
+fn departments_named_in_a_whistle_are_checked() {
+    let (street, _) = open_at("environment.dust", t0());
+    let whistle =
+        |departments: &[&str]| refused(&street, handler(Level::Street), whistle_to(departments));
+    assert!(matches!(
+        whistle(&["150602-nothing"]),
+        Rejection::NotFound(_)
+    ));
+    assert!(matches!(
+        whistle(&["150603-heating"]),
+        Rejection::InvalidArgument(_)
+    ));
+    assert!(matches!(
+        whistle(&[HEATING, HEATING]),
+        Rejection::InvalidArgument(_)
+    ));
+
+    let (whistled, _) = act(
+        &street,
+        handler(Level::Street),
+        whistle_to(&[HEATING, "150600-gas"]),
+        hours(1),
+    );
+    let departments: Vec<&str> = whistled
+        .tasks
+        .iter()
+        .map(|t| t.department.as_str())
+        .collect();
+    assert_eq!(
+        departments,
+        [HEATING, "150600-gas"],
+        "a city department serves every district"
+    );
+
+    let (community, _) = open_at("heating.no_heat", t0());
+    assert!(matches!(
+        refused(
+            &community,
+            handler(Level::Community),
+            whistle_to(&[HEATING])
+        ),
+        Rejection::InvalidArgument(_)
+    ));
+}
+
+#[test]
+fn names_and_timer_keys_round_trip() {
+    for timer in [
+        Timer::LevelWindow,
+        Timer::AcceptDeadline { task: 1 },
+        Timer::AcceptDeadline { task: 12 },
+        Timer::ResolveDeadline,
+        Timer::FollowUpDeadline,
+    ] {
+        assert_eq!(Timer::from_key(&timer.key()), Some(timer));
+    }
+    for bad in [
+        "",
+        "accept_deadline:",
+        "accept_deadline:01",
+        "accept_deadline:+1",
+        "level",
+    ] {
+        assert_eq!(Timer::from_key(bad), None, "{bad:?}");
+    }
+    for status in Status::ALL {
+        assert_eq!(status.as_str().parse(), Ok(*status));
+    }
+    assert_eq!(Status::ClosedUnverified.as_str(), "closed_unverified");
+    assert_eq!(TaskStatus::ALL.len(), 6);
+    assert_eq!(
+        ReturnReason::InsufficientInformation.as_str(),
+        "insufficient_information"
+    );
+    assert_eq!(
+        "basically_satisfied".parse(),
+        Ok(Satisfaction::BasicallySatisfied)
+    );
+    assert!("reported".parse::<Status>().is_err());
+    assert_eq!(
+        Rejection::InvalidTransition(String::new()).code(),
+        "invalid_transition"
+    );
+    let f = fixture();
+    let person = f.org.person(&code("op-150602")).unwrap();
+    assert_eq!(Actor::from(person), operator("150602"));
+}
+
+// Property tests: random walks of commands by random actors and timer firings.
+
+const CATEGORIES: [&str; 6] = [
+    "heating.no_heat",
+    "dispute.neighbour",
+    "environment.dust",
+    "gas.leak",
+    "fire.blocked_access",
+    "petition.letters",
+];
+
+/// Departments commands may name: summoned ones, others, the city's, another district's and
+/// one that does not exist.
+fn departments() -> &'static [DepartmentCode] {
+    static DEPARTMENTS: OnceLock<Vec<DepartmentCode>> = OnceLock::new();
+    DEPARTMENTS.get_or_init(|| {
+        [
+            HEATING,
+            HOUSING,
+            "150602-ecology_environment",
+            "150602-transport",
+            "150602-urban_management",
+            "150602-justice",
+            "150602-public_security",
+            "150602-fire_rescue",
+            "150600-heating",
+            "150603-heating",
+            "150602-nothing",
+        ]
+        .map(code)
+        .to_vec()
+    })
+}
+
+fn actors() -> &'static [Actor] {
+    static ACTORS: OnceLock<Vec<Actor>> = OnceLock::new();
+    ACTORS.get_or_init(|| {
+        let f = fixture();
+        let mut actors = vec![
+            reporter(),
+            Actor::GridWorker {
+                id: code(&format!("gw-{}", f.other_grid)),
+                grid: f.other_grid.clone(),
+            },
+            operator("150602"),
+            operator("150600"),
+            operator("150603"),
+            handler_of(f.other_grid.at_level(Level::Street).unwrap()),
+            Actor::System,
+        ];
+        actors.extend(
+            [
+                Level::Community,
+                Level::Street,
+                Level::District,
+                Level::City,
+            ]
+            .map(handler),
+        );
+        actors.extend(departments()[..10].iter().map(|d| liaison(d.as_str())));
+        actors
+    })
+}
+
+#[derive(Debug, Clone)]
+enum Who {
+    /// One of [`actors`], entitled or not.
+    Anyone(usize),
+    /// Whoever the rules entitle to the command in the current state.
+    Entitled,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Wait(TimeDelta),
+    Act(Who, Command),
+    /// A firing whether or not anything is due.
+    Fire(Timer),
+    /// The department of the first task in progress takes its next step: report in, or resolve.
+    Cooperate,
+}
+
+fn note() -> impl Strategy<Value = String> {
+    prop_oneof![3 => Just("说明".to_owned()), 1 => Just(String::new())]
+}
+
+/// Mostly a task of a first whistle; sometimes none, or one of a reopen or a reassignment.
+fn task_id() -> impl Strategy<Value = u32> {
+    prop_oneof![4 => 1u32..4, 1 => 0u32..9]
+}
+
+fn department() -> impl Strategy<Value = DepartmentCode> {
+    prop::sample::select(departments())
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    let named = prop_oneof![
+        3 => Just(Vec::new()),
+        1 => prop::collection::vec(department(), 1..3),
+    ];
+    prop_oneof![
+        3 => (task_id(), note()).prop_map(|(task, note)| Command::Accept { task, note }),
+        2 => (task_id(), prop::sample::select(ReturnReason::ALL), note())
+            .prop_map(|(task, reason, note)| Command::Return { task, reason, note }),
+        3 => (prop::option::of(task_id()), note())
+            .prop_map(|(task, note)| Command::Resolve { task, note }),
+        2 => (note(), named).prop_map(|(note, departments)| Command::Escalate { note, departments }),
+        2 => (prop::sample::select(Satisfaction::ALL), note())
+            .prop_map(|(satisfaction, note)| Command::Verify { satisfaction, note }),
+        2 => (prop::option::of(task_id()), note())
+            .prop_map(|(task, note)| Command::Supervise { task, note }),
+        2 => (task_id(), department(), note())
+            .prop_map(|(task, to, note)| Command::Reassign { task, to, note }),
+        1 => note().prop_map(|text| Command::Comment { text }),
+    ]
+}
+
+fn who() -> impl Strategy<Value = Who> {
+    prop_oneof![
+        1 => (0..actors().len()).prop_map(Who::Anyone),
+        3 => Just(Who::Entitled),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let timer = prop_oneof![
+        Just(Timer::LevelWindow),
+        task_id().prop_map(|task| Timer::AcceptDeadline { task }),
+        Just(Timer::ResolveDeadline),
+        Just(Timer::FollowUpDeadline),
+    ];
+    // Report-in takes 30 minutes and the shortest SLA 2 hours: mostly short waits.
+    prop_oneof![
+        3 => (0i64..20).prop_map(|m| Op::Wait(TimeDelta::minutes(m))),
+        1 => (0i64..6).prop_map(|h| Op::Wait(TimeDelta::hours(h))),
+        1 => (0i64..4).prop_map(|d| Op::Wait(TimeDelta::days(d))),
+        12 => (who(), command()).prop_map(|(who, command)| Op::Act(who, command)),
+        1 => timer.prop_map(Op::Fire),
+        1 => Just(Op::Cooperate),
+    ]
+}
+
+/// An incident, the durable timers a store would hold for it, the clock, and the transitions
+/// seen: `{event kind} from {prior status of its task or incident}` and `{status} -> {status}`.
+struct World {
+    incident: Incident,
+    store: BTreeMap<Timer, DateTime<Utc>>,
+    now: DateTime<Utc>,
+    seen: BTreeMap<String, usize>,
+}
+
+impl World {
+    fn actor(&self, who: &Who, command: &Command) -> Actor {
+        let index = match who {
+            Who::Anyone(index) => return actors()[*index].clone(),
+            Who::Entitled => command,
+        };
+        match index {
+            Command::Accept { task, .. }
+            | Command::Return { task, .. }
+            | Command::Resolve {
+                task: Some(task), ..
+            } => match self.incident.task(*task) {
+                Some(task) => liaison(task.department.as_str()),
+                None => liaison(HEATING),
+            },
+            Command::Resolve { task: None, .. } | Command::Escalate { .. } => {
+                match self.incident.level {
+                    Level::Grid => reporter(),
+                    level => handler(level),
+                }
+            }
+            Command::Reassign { .. } => handler(Level::Street),
+            Command::Supervise { .. } => operator("150602"),
+            Command::Verify { .. } | Command::Comment { .. } => reporter(),
+        }
+    }
+
+    /// Applies `input` now, as dispatch would, and checks everything that must hold.
+    fn step(&mut self, input: Input) -> Result<(), TestCaseError> {
+        let before = self.incident.clone();
+        let due = match &input {
+            Input::Timer(timer) => {
+                // The store hands the timer over and forgets it.
+                self.store.remove(timer);
+                before.timers().get(timer).is_some_and(|at| *at <= self.now)
+            }
+            Input::Command(..) => false,
+        };
+        let (next, effects) = match apply(&before, input.clone(), &ctx(), self.now) {
+            Ok(applied) => applied,
+            Err(rejection) => {
+                prop_assert!(
+                    matches!(input, Input::Command(..)),
+                    "a timer was refused: {rejection}"
+                );
+                return Ok(());
+            }
+        };
+        next.check_invariants().map_err(TestCaseError::fail)?;
+
+        let changed = Incident {
+            version: before.version,
+            ..next.clone()
+        } != before;
+        prop_assert_eq!(next.version, before.version + u64::from(changed));
+        if let Input::Timer(_) = input {
+            prop_assert_eq!(changed, due, "a timer applies exactly when it is due");
+        }
+        if before.status.is_terminal() {
+            prop_assert!(!changed, "a terminal incident changed");
+        }
+        prop_assert!(next.level >= before.level, "the level went down");
+        if next.reopen_count == before.reopen_count {
+            prop_assert_eq!(next.resolve_due, before.resolve_due);
+        } else {
+            prop_assert_eq!(next.reopen_count, before.reopen_count + 1);
+            prop_assert!(next.resolve_due >= before.resolve_due);
+        }
+        prop_assert!(next.tasks.len() >= before.tasks.len());
+        for (old, new) in before.tasks.iter().zip(&next.tasks) {
+            let fixed = |t: &Task| {
+                (
+                    t.department.clone(),
+                    t.round,
+                    t.dispatched_at,
+                    t.accept_due,
+                    t.resolve_due,
+                )
+            };
+            prop_assert_eq!(fixed(old), fixed(new), "a task's deadlines moved");
+        }
+        for new in &next.tasks[before.tasks.len()..] {
+            prop_assert_eq!(new.resolve_due, next.resolve_due);
+            prop_assert_eq!(new.dispatched_at, self.now);
+        }
+        let events = kinds(&effects);
+        prop_assert!(events.iter().all(|kind| EVENT_KINDS.contains(kind)));
+        for effect in &effects {
+            if let Effect::Event { kind, task, .. } = effect {
+                let from = match task {
+                    Some(id) => before.task(*id).map_or("nothing", |t| t.status.as_str()),
+                    None => before.status.as_str(),
+                };
+                *self.seen.entry(format!("{kind} from {from}")).or_default() += 1;
+            }
+        }
+        if next.status != before.status {
+            *self
+                .seen
+                .entry(format!("{} -> {}", before.status, next.status))
+                .or_default() += 1;
+        }
+        prop_assert!(!changed || !events.is_empty(), "a change without an event");
+
+        for effect in effects {
+            match effect {
+                Effect::Schedule { timer, at } => {
+                    self.store.insert(timer, at);
+                }
+                Effect::Cancel { timer } => {
+                    self.store.remove(&timer);
+                }
+                Effect::Event { .. } => {}
+            }
+        }
+        self.incident = next;
+        prop_assert_eq!(&self.store, &self.incident.timers(), "the store drifted");
+        Ok(())
+    }
+
+    /// Moves the clock to `until`, firing each timer of the store at its time.
+    fn run_until(&mut self, until: DateTime<Utc>) -> Result<(), TestCaseError> {
+        for _ in 0..1_000 {
+            let next = self
+                .store
+                .iter()
+                .filter(|(_, at)| **at <= until)
+                .min_by_key(|(_, at)| **at)
+                .map(|(timer, at)| (*timer, *at));
+            let Some((timer, at)) = next else {
+                self.now = self.now.max(until);
+                return Ok(());
+            };
+            self.now = self.now.max(at);
+            self.step(Input::Timer(timer))?;
+        }
+        Err(TestCaseError::fail("timers keep firing"))
+    }
+}
+
+/// Runs `ops` on a new incident of `category`, then lets every timer fire until long after.
+fn walk(category: &str, ops: Vec<Op>) -> Result<World, TestCaseError> {
+    let (incident, effects) = open_at(category, t0());
+    let mut world = World {
+        store: incident.timers(),
+        incident,
+        now: t0(),
+        seen: BTreeMap::new(),
+    };
+    prop_assert_eq!(effects.len(), world.store.len());
+    for op in ops {
+        match op {
+            Op::Wait(delta) => world.run_until(world.now + delta)?,
+            Op::Act(who, command) => {
+                let actor = world.actor(&who, &command);
+                world.step(Input::Command(actor, command))?;
+            }
+            Op::Fire(timer) => world.step(Input::Timer(timer))?,
+            Op::Cooperate => {
+                let next_step = world.incident.current_tasks().find_map(|task| {
+                    let command = match task.status {
+                        TaskStatus::Dispatched | TaskStatus::Supervised => accept(task.id),
+                        TaskStatus::Accepted => resolve(Some(task.id)),
+                        _ => return None,
+                    };
+                    Some((liaison(task.department.as_str()), command))
+                });
+                if let Some((actor, command)) = next_step {
+                    world.step(Input::Command(actor, command))?;
+                }
+            }
+        }
+    }
+    let late = world.now + TimeDelta::days(60);
+    world.run_until(late)?;
+    let incident = &world.incident;
+    prop_assert!(
+        incident.timers().values().all(|at| *at > late),
+        "a due timer is left"
+    );
+    for task in &incident.tasks {
+        prop_assert!(
+            task.status != TaskStatus::Dispatched || task.accept_due > late,
+            "task {} is still dispatched past its report-in deadline",
+            task.id
+        );
+    }
+    Ok(world)
+}
+
+fn walks() -> impl Strategy<Value = (&'static str, Vec<Op>)> {
+    (
+        prop::sample::select(&CATEGORIES[..]),
+        prop::collection::vec(op(), 1..120),
+    )
+}
+
+proptest! {
+    #[test]
+    fn random_walks_keep_every_invariant((category, ops) in walks()) {
+        walk(category, ops)?;
+    }
+}
+
+/// Guards the generator: the walks must reach every transition, or the property above
+/// proves little.
+#[test]
+fn random_walks_reach_every_transition() {
+    let mut runner = TestRunner::deterministic();
+    let mut seen = BTreeMap::<String, usize>::new();
+    for _ in 0..1_000 {
+        let (category, ops) = walks().new_tree(&mut runner).unwrap().current();
+        for (transition, count) in walk(category, ops).unwrap().seen {
+            *seen.entry(transition).or_default() += count;
+        }
+    }
+    let missing: Vec<&str> = REACHED
+        .into_iter()
+        .filter(|t| !seen.contains_key(*t))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "never reached: {missing:?}; reached: {seen:#?}"
+    );
+}
+
+/// Every transition of the machine, as [`World`] names them.
+const REACHED: [&str; 46] = [
+    "handling -> whistled",
+    "handling -> resolved",
+    "whistled -> accepted",
+    "whistled -> resolved",
+    "accepted -> whistled",
+    "accepted -> resolved",
+    "resolved -> closed",
+    "resolved -> closed_unverified",
+    "resolved -> handling",
+    "resolved -> whistled",
+    "incident.escalated from handling",
+    "incident.escalated from whistled",
+    "incident.escalated from accepted",
+    "incident.whistled from handling",
+    "incident.overdue from handling",
+    "incident.overdue from whistled",
+    "incident.overdue from accepted",
+    "incident.resolved from handling",
+    "incident.resolved from whistled",
+    "incident.resolved from accepted",
+    "incident.verified from resolved",
+    "incident.reopened from resolved",
+    "incident.closed from resolved",
+    "incident.closed_unverified from resolved",
+    "incident.supervised from handling",
+    "incident.supervised from whistled",
+    "incident.supervised from accepted",
+    "incident.commented from handling",
+    "incident.commented from whistled",
+    "incident.commented from resolved",
+    "incident.commented from closed",
+    "incident.commented from closed_unverified",
+    "task.dispatched from nothing",
+    "task.accepted from dispatched",
+    "task.accepted from supervised",
+    "task.returned from dispatched",
+    "task.returned from supervised",
+    "task.reassigned from dispatched",
+    "task.reassigned from supervised",
+    "task.reassigned from returned",
+    "task.resolved from accepted",
+    "task.supervised from dispatched",
+    "task.supervised from supervised",
+    "task.supervised from accepted",
+    "task.reminded from dispatched",
+    "incident.commented from accepted",
+];

@@ -1,0 +1,371 @@
+//! What one incident adds to the counters of each area containing it, and the counters of an
+//! area that add it up.
+
+use std::collections::{btree_map, BTreeMap, HashMap};
+
+use whistle_domain::{
+    incident::{Satisfaction, Status},
+    Level,
+};
+
+use super::{
+    day_of, day_start, hour_of, hour_start, CategoryId, Day, Facts, Hour, Micros, Urgency,
+    KEPT_DAYS, KEPT_HOURS,
+};
+
+/// A per-day figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DayMetric {
+    Reported,
+    Resolved,
+    Whistled,
+    Dispatched,
+    AcceptedInTime,
+    FollowedUp,
+    Satisfied,
+}
+
+/// A per-hour figure, for the trend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HourMetric {
+    Reported,
+    Resolved,
+}
+
+/// One thing an incident adds to the counters of each area containing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Contribution {
+    Status(Status),
+    /// Open, with what the open breakdowns count.
+    Open {
+        level: Level,
+        urgency: Urgency,
+        category: CategoryId,
+    },
+    /// Open with dispatch's overdue flag.
+    OverdueFlagged,
+    /// Open, not flagged: overdue once its deadline is past.
+    Pending(Micros),
+    Day(Day, DayMetric),
+    Hour(Hour, HourMetric),
+    /// Its SLA deadline (not for duplicates), and whether it was resolved by it.
+    Due {
+        at: Micros,
+        in_time: bool,
+    },
+}
+
+pub(super) const RESOLVED: [Status; 3] =
+    [Status::Resolved, Status::Closed, Status::ClosedUnverified];
+
+/// Everything one incident adds to the counters: the definitions of `overview.rs`, per incident.
+pub(crate) fn contributions(facts: &Facts) -> Vec<Contribution> {
+    use Contribution as C;
+    let mut out = Vec::with_capacity(
+        7 + facts.whistles.len() + facts.resolved_hours.len() + 2 * facts.tasks.len(),
+    );
+    out.push(C::Status(facts.status));
+    out.push(C::Day(day_of(facts.created), DayMetric::Reported));
+    out.push(C::Hour(hour_of(facts.created), HourMetric::Reported));
+    if facts.status.is_open() {
+        out.push(C::Open {
+            level: facts.level,
+            urgency: facts.urgency,
+            category: facts.category,
+        });
+        match (facts.overdue, facts.due) {
+            (true, _) => out.push(C::OverdueFlagged),
+            (false, Some(at)) => out.push(C::Pending(at)),
+            (false, None) => {}
+        }
+    }
+    if let Some(at) = facts.resolved {
+        out.push(C::Day(day_of(at), DayMetric::Resolved));
+    }
+    out.extend(
+        facts
+            .resolved_hours
+            .iter()
+            .map(|hour| C::Hour(*hour, HourMetric::Resolved)),
+    );
+    out.extend(
+        facts
+            .whistles
+            .iter()
+            .map(|day| C::Day(*day, DayMetric::Whistled)),
+    );
+    for task in &facts.tasks {
+        out.push(C::Day(task.dispatched, DayMetric::Dispatched));
+        if task.accepted_in_time {
+            out.push(C::Day(task.dispatched, DayMetric::AcceptedInTime));
+        }
+    }
+    if let (Some(at), false) = (facts.due, facts.status == Status::Duplicate) {
+        let in_time = RESOLVED.contains(&facts.status) && facts.resolved.is_some_and(|r| r <= at);
+        out.push(C::Due { at, in_time });
+    }
+    if let (Some(day), Some(verdict)) = (facts.verified, facts.satisfaction) {
+        out.push(C::Day(day, DayMetric::FollowedUp));
+        if verdict != Satisfaction::Unsatisfied {
+            out.push(C::Day(day, DayMetric::Satisfied));
+        }
+    }
+    out
+}
+
+/// Per-day counts of one area.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct DayCounts {
+    pub(super) reported: i32,
+    pub(super) resolved: i32,
+    pub(super) whistles: i32,
+    pub(super) dispatched: i32,
+    pub(super) accepted_in_time: i32,
+    pub(super) due: i32,
+    pub(super) resolved_in_time: i32,
+    pub(super) followed_up: i32,
+    pub(super) satisfied: i32,
+}
+
+impl DayCounts {
+    fn metric(&mut self, metric: DayMetric) -> &mut i32 {
+        match metric {
+            DayMetric::Reported => &mut self.reported,
+            DayMetric::Resolved => &mut self.resolved,
+            DayMetric::Whistled => &mut self.whistles,
+            DayMetric::Dispatched => &mut self.dispatched,
+            DayMetric::AcceptedInTime => &mut self.accepted_in_time,
+            DayMetric::FollowedUp => &mut self.followed_up,
+            DayMetric::Satisfied => &mut self.satisfied,
+        }
+    }
+}
+
+/// Per-hour counts of one area: the trend's buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct HourCounts {
+    pub(super) reported: i32,
+    pub(super) resolved: i32,
+}
+
+impl HourCounts {
+    fn metric(&mut self, metric: HourMetric) -> &mut i32 {
+        match metric {
+            HourMetric::Reported => &mut self.reported,
+            HourMetric::Resolved => &mut self.resolved,
+        }
+    }
+}
+
+/// Deadlines at one instant of one area.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct DeadlineCounts {
+    /// Incidents due then (kept from the start of the area's current day on).
+    pub(super) due: i32,
+    pub(super) resolved_in_time: i32,
+    /// Open, unflagged incidents due then (kept until they leave that state).
+    pub(super) pending: i32,
+}
+
+const STATUSES: usize = Status::ALL.len();
+
+pub(super) fn status_index(status: Status) -> usize {
+    Status::ALL
+        .iter()
+        .position(|s| *s == status)
+        .expect("every status is in Status::ALL")
+}
+
+pub(super) fn level_index(level: Level) -> usize {
+    Level::ALL
+        .iter()
+        .position(|l| *l == level)
+        .expect("every level is in Level::ALL")
+}
+
+/// The counters of one area. Entries that drop to zero are removed, so equal counts are equal
+/// values (which the tests rely on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct AreaCounters {
+    pub(super) by_status: [i64; STATUSES],
+    pub(super) open_by_level: [i64; 5],
+    pub(super) open_by_urgency: [i64; 3],
+    pub(super) open_by_category: HashMap<CategoryId, i64>,
+    pub(super) overdue_flagged: i64,
+    pub(super) days: BTreeMap<Day, DayCounts>,
+    /// Only hours with something in them, so a quiet area costs nothing.
+    pub(super) hours: BTreeMap<Hour, HourCounts>,
+    pub(super) deadlines: BTreeMap<Micros, DeadlineCounts>,
+    /// The latest hour the counters were pruned for: hour counts from `horizon - 168`, day counts
+    /// from its day minus 366 and the `due` part of deadlines from the start of its day are kept.
+    pub(super) horizon: Hour,
+}
+
+impl AreaCounters {
+    /// Incidents being worked on (handling, whistled, accepted).
+    pub(super) fn open(&self) -> i64 {
+        Status::ALL
+            .iter()
+            .filter(|s| s.is_open())
+            .map(|s| self.by_status[status_index(*s)])
+            .sum()
+    }
+
+    /// Open incidents flagged overdue, or past their deadline before the flag is set.
+    pub(super) fn overdue(&self, now: Micros) -> i64 {
+        let pending: i64 = self
+            .deadlines
+            .range(..now)
+            .map(|(_, d)| i64::from(d.pending))
+            .sum();
+        self.overdue_flagged + pending
+    }
+}
+
+/// Changes the value at `key`, leaving no entry when it ends up at zero.
+fn with_entry<K: Ord, V: Default + PartialEq>(
+    map: &mut BTreeMap<K, V>,
+    key: K,
+    change: impl FnOnce(&mut V),
+) {
+    match map.entry(key) {
+        btree_map::Entry::Vacant(vacant) => {
+            let mut value = V::default();
+            change(&mut value);
+            if value != V::default() {
+                vacant.insert(value);
+            }
+        }
+        btree_map::Entry::Occupied(mut held) => {
+            change(held.get_mut());
+            if *held.get() == V::default() {
+                held.remove();
+            }
+        }
+    }
+}
+
+impl AreaCounters {
+    pub(super) fn new(hour: Hour) -> AreaCounters {
+        AreaCounters {
+            by_status: [0; STATUSES],
+            open_by_level: [0; 5],
+            open_by_urgency: [0; 3],
+            open_by_category: HashMap::new(),
+            overdue_flagged: 0,
+            days: BTreeMap::new(),
+            hours: BTreeMap::new(),
+            deadlines: BTreeMap::new(),
+            horizon: hour,
+        }
+    }
+
+    /// The day of the horizon.
+    fn today(&self) -> Day {
+        day_of(hour_start(self.horizon))
+    }
+
+    fn first_kept_day(&self) -> Day {
+        self.today().saturating_sub(KEPT_DAYS - 1)
+    }
+
+    fn first_kept_hour(&self) -> Hour {
+        self.horizon.saturating_sub(KEPT_HOURS - 1)
+    }
+
+    /// Moves the horizon to `hour` and drops what no window or trend reaches any more.
+    pub(super) fn advance(&mut self, hour: Hour) {
+        if hour <= self.horizon {
+            return;
+        }
+        let previous_day = self.today();
+        self.horizon = hour;
+        let first_hour = self.first_kept_hour();
+        while let Some(oldest) = self.hours.first_entry() {
+            if *oldest.key() >= first_hour {
+                break;
+            }
+            oldest.remove();
+        }
+        let today = self.today();
+        if today == previous_day {
+            return;
+        }
+        self.days = self.days.split_off(&self.first_kept_day());
+        let kept = self.deadlines.split_off(&day_start(today));
+        let past = std::mem::replace(&mut self.deadlines, kept);
+        for (at, counts) in past {
+            if counts.pending != 0 {
+                self.deadlines.insert(
+                    at,
+                    DeadlineCounts {
+                        pending: counts.pending,
+                        ..DeadlineCounts::default()
+                    },
+                );
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_status.iter().all(|n| *n == 0)
+            && self.open_by_level.iter().all(|n| *n == 0)
+            && self.open_by_urgency.iter().all(|n| *n == 0)
+            && self.open_by_category.is_empty()
+            && self.overdue_flagged == 0
+            && self.days.is_empty()
+            && self.hours.is_empty()
+            && self.deadlines.is_empty()
+    }
+
+    /// Adds (`sign` 1) or removes (`sign` -1) one contribution.
+    pub(super) fn add(&mut self, contribution: Contribution, sign: i32) {
+        let wide = i64::from(sign);
+        match contribution {
+            Contribution::Status(status) => self.by_status[status_index(status)] += wide,
+            Contribution::Open {
+                level,
+                urgency,
+                category,
+            } => {
+                self.open_by_level[level_index(level)] += wide;
+                self.open_by_urgency[urgency as usize] += wide;
+                let count = self.open_by_category.entry(category).or_default();
+                *count += wide;
+                if *count == 0 {
+                    self.open_by_category.remove(&category);
+                }
+            }
+            Contribution::OverdueFlagged => self.overdue_flagged += wide,
+            Contribution::Pending(at) => {
+                with_entry(&mut self.deadlines, at, |d| d.pending += sign);
+            }
+            Contribution::Day(day, metric) => {
+                if day >= self.first_kept_day() {
+                    with_entry(&mut self.days, day, |d| *d.metric(metric) += sign);
+                }
+            }
+            Contribution::Hour(hour, metric) => {
+                if hour >= self.first_kept_hour() {
+                    with_entry(&mut self.hours, hour, |h| *h.metric(metric) += sign);
+                }
+            }
+            Contribution::Due { at, in_time } => {
+                let in_time = if in_time { sign } else { 0 };
+                if day_of(at) >= self.first_kept_day() {
+                    with_entry(&mut self.days, day_of(at), |d| {
+                        d.due += sign;
+                        d.resolved_in_time += in_time;
+                    });
+                }
+                if at >= day_start(self.today()) {
+                    with_entry(&mut self.deadlines, at, |d| {
+                        d.due += sign;
+                        d.resolved_in_time += in_time;
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! What the aggregates know of one incident, and what an event changes of it.
+
+use uuid::Uuid;
+use whistle_domain::{
+    incident::{Satisfaction, Status},
+    Level,
+};
+use whistle_proto::v1;
+
+use super::{day_of, hour_of, Day, Grid, Hour, Micros};
+
+/// Urgency as intake stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Urgency {
+    Normal,
+    Urgent,
+    Emergency,
+}
+
+impl Urgency {
+    pub(super) const ALL: [Urgency; 3] = [Urgency::Normal, Urgency::Urgent, Urgency::Emergency];
+
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            Urgency::Normal => "normal",
+            Urgency::Urgent => "urgent",
+            Urgency::Emergency => "emergency",
+        }
+    }
+
+    pub(crate) fn from_db(value: &str) -> Option<Urgency> {
+        Urgency::ALL.into_iter().find(|u| u.as_str() == value)
+    }
+
+    /// A report's urgency as intake records it: unspecified (or unknown) is normal.
+    pub(crate) fn from_report(value: i32) -> Urgency {
+        match v1::Urgency::try_from(value) {
+            Ok(v1::Urgency::Urgent) => Urgency::Urgent,
+            Ok(v1::Urgency::Emergency) => Urgency::Emergency,
+            _ => Urgency::Normal,
+        }
+    }
+}
+
+/// A category code, interned by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct CategoryId(pub(super) u32);
+
+/// A department task as the response rate counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TaskFact {
+    pub dispatched: Day,
+    /// `accepted_at <= accept_due_at`.
+    pub accepted_in_time: bool,
+}
+
+/// What the overview counts of one incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Facts {
+    pub version: u64,
+    pub grid: Grid,
+    pub status: Status,
+    pub level: Level,
+    pub urgency: Urgency,
+    pub category: CategoryId,
+    /// Dispatch's flag: the SLA deadline passed before resolution.
+    pub overdue: bool,
+    pub satisfaction: Option<Satisfaction>,
+    /// When it was opened.
+    pub created: Micros,
+    /// The SLA deadline.
+    pub due: Option<Micros>,
+    /// The latest `incident.resolved`.
+    pub resolved: Option<Micros>,
+    /// The hours with an `incident.resolved`, each once, in order: a resolution, a reopening and
+    /// another resolution count in each hour they happened in.
+    pub resolved_hours: Box<[Hour]>,
+    /// The day of the latest `incident.verified`.
+    pub verified: Option<Day>,
+    /// The day of each `incident.whistled`.
+    pub whistles: Box<[Day]>,
+    pub tasks: Box<[TaskFact]>,
+}
+
+/// The incident as an event states it after a transition; its place, urgency and opening day
+/// never change and come from the stored facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct State {
+    pub status: Status,
+    pub level: Level,
+    pub category: CategoryId,
+    pub overdue: bool,
+    pub satisfaction: Option<Satisfaction>,
+    pub due: Option<Micros>,
+    pub tasks: Box<[TaskFact]>,
+}
+
+/// What a transition did besides changing the state, from its event kinds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Kinds {
+    pub whistles: u8,
+    pub resolved: bool,
+    pub verified: bool,
+}
+
+impl Kinds {
+    pub(crate) fn of<'a>(kinds: impl IntoIterator<Item = &'a str>) -> Kinds {
+        let mut out = Kinds::default();
+        for kind in kinds {
+            match kind {
+                "incident.whistled" => out.whistles = out.whistles.saturating_add(1),
+                "incident.resolved" => out.resolved = true,
+                "incident.verified" => out.verified = true,
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// One event about an incident.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Update {
+    pub id: Uuid,
+    pub version: u64,
+    /// When the transition happened.
+    pub at: Micros,
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// `incident.reported`: a new incident, fully described.
+    Opened(Facts),
+    /// Any later transition.
+    Changed(State, Kinds),
+}
+
+impl Facts {
+    /// The facts after a transition that left the incident in `state`.
+    pub(super) fn next(&self, version: u64, at: Micros, state: State, kinds: Kinds) -> Facts {
+        let mut whistles = self.whistles.to_vec();
+        whistles.extend(std::iter::repeat_n(day_of(at), usize::from(kinds.whistles)));
+        let resolved_hours = if kinds.resolved {
+            with_hour(&self.resolved_hours, hour_of(at))
+        } else {
+            self.resolved_hours.clone()
+        };
+        Facts {
+            version,
+            grid: self.grid,
+            status: state.status,
+            level: state.level,
+            urgency: self.urgency,
+            category: state.category,
+            overdue: state.overdue,
+            satisfaction: state.satisfaction,
+            created: self.created,
+            due: state.due,
+            resolved: if kinds.resolved {
+                Some(at)
+            } else {
+                self.resolved
+            },
+            resolved_hours,
+            verified: if kinds.verified {
+                Some(day_of(at))
+            } else {
+                self.verified
+            },
+            whistles: whistles.into(),
+            tasks: state.tasks,
+        }
+    }
+}
+
+/// `hours` with `hour` added once, kept in order.
+pub(crate) fn with_hour(hours: &[Hour], hour: Hour) -> Box<[Hour]> {
+    let mut out = hours.to_vec();
+    if let Err(at) = out.binary_search(&hour) {
+        out.insert(at, hour);
+    }
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolution_hours_are_kept_once_each_in_order() {
+        assert_eq!(*with_hour(&[], 7), [7]);
+        assert_eq!(*with_hour(&[3, 7], 7), [3, 7]);
+        assert_eq!(*with_hour(&[3, 7], 5), [3, 5, 7]);
+        assert_eq!(*with_hour(&[3, 7], 9), [3, 7, 9]);
+    }
+}

@@ -1,0 +1,58 @@
+//! What the aggregates' tests share: grids in two districts, a fixed now and a new incident.
+
+use whistle_domain::{incident::Status, Level};
+
+use super::{AreaKey, Facts, Grid, Micros, State, Store, Urgency};
+
+/// Two grids of one street, one of another street, one of another district.
+pub(super) const GRIDS: [&str; 4] = [
+    "150602001001001",
+    "150602001001002",
+    "150602002001001",
+    "150603001001001",
+];
+pub(super) const NOW: Micros = 1_780_000_000_000_000;
+
+pub(super) fn grid(i: usize) -> Grid {
+    Grid::parse(GRIDS[i]).unwrap()
+}
+
+pub(super) fn key(code: &str) -> AreaKey {
+    if code.is_empty() {
+        AreaKey::of(None)
+    } else {
+        AreaKey::of(Some(&code.parse().unwrap()))
+    }
+}
+
+pub(super) fn opened(store: &Store, grid: Grid, at: Micros) -> Facts {
+    Facts {
+        version: 1,
+        grid,
+        status: Status::Handling,
+        level: Level::Community,
+        urgency: Urgency::Urgent,
+        category: store.category("heating.no_heat"),
+        overdue: false,
+        satisfaction: None,
+        created: at,
+        due: Some(at + 2 * 3_600_000_000),
+        resolved: None,
+        resolved_hours: Box::new([]),
+        verified: None,
+        whistles: Box::new([]),
+        tasks: Box::new([]),
+    }
+}
+
+pub(super) fn state_of(facts: &Facts) -> State {
+    State {
+        status: facts.status,
+        level: facts.level,
+        category: facts.category,
+        overdue: facts.overdue,
+        satisfaction: facts.satisfaction,
+        due: facts.due,
+        tasks: facts.tasks.clone(),
+    }
+}

@@ -1,0 +1,353 @@
+//! One generation of aggregates: every incident's facts and the counters of every area, read
+//! for an overview or a trend.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        RwLock,
+    },
+};
+
+use chrono::{DateTime, Utc};
+use dashmap::{mapref::entry::Entry as MapEntry, DashMap};
+use uuid::Uuid;
+use whistle_domain::{incident::Status, Level};
+use whistle_proto::v1;
+
+use super::{
+    contributions, day_of, day_start, hour_of, hour_start, level_index, micros, status_index,
+    AreaCounters, AreaKey, CategoryId, Change, Day, Facts, Hour, Update, Urgency,
+};
+use crate::{convert, overview};
+
+#[derive(Debug, Default)]
+struct Categories {
+    ids: HashMap<Box<str>, CategoryId>,
+    names: Vec<Box<str>>,
+}
+
+/// An incident in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Entry {
+    Live(Box<Facts>),
+    /// Terminal: its contributions can no longer change, so only the version is kept.
+    Settled {
+        version: u64,
+    },
+}
+
+impl Entry {
+    fn of(facts: Facts) -> Entry {
+        if facts.status.is_terminal() {
+            Entry::Settled {
+                version: facts.version,
+            }
+        } else {
+            Entry::Live(Box::new(facts))
+        }
+    }
+
+    fn version(&self) -> u64 {
+        match self {
+            Entry::Live(facts) => facts.version,
+            Entry::Settled { version } => *version,
+        }
+    }
+}
+
+/// An event the store cannot apply: the store no longer matches the stream and must be rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Inconsistency {
+    #[error("incident {0} changed but was never reported")]
+    Unknown(Uuid),
+    #[error("incident {0} changed after it was closed")]
+    ChangedAfterClosing(Uuid),
+}
+
+/// One generation of aggregates: built by a rebuild, then kept current from the stream.
+pub(crate) struct Store {
+    incidents: DashMap<Uuid, Entry>,
+    areas: DashMap<AreaKey, AreaCounters>,
+    categories: RwLock<Categories>,
+    /// The stream sequence of `WHISTLE_EVENTS` applied so far.
+    applied: AtomicU64,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("incidents", &self.incidents.len())
+            .field("areas", &self.areas.len())
+            .field("applied", &self.applied())
+            .finish()
+    }
+}
+
+impl Store {
+    pub(crate) fn new(applied: u64) -> Store {
+        Store {
+            incidents: DashMap::new(),
+            areas: DashMap::new(),
+            categories: RwLock::default(),
+            applied: AtomicU64::new(applied),
+        }
+    }
+
+    pub(crate) fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_applied(&self, sequence: u64) {
+        self.applied.fetch_max(sequence, Ordering::AcqRel);
+    }
+
+    pub(crate) fn category(&self, code: &str) -> CategoryId {
+        let known = self
+            .categories
+            .read()
+            .expect("the category lock is never poisoned")
+            .ids
+            .get(code)
+            .copied();
+        if let Some(id) = known {
+            return id;
+        }
+        let mut categories = self
+            .categories
+            .write()
+            .expect("the category lock is never poisoned");
+        let next = CategoryId(u32::try_from(categories.names.len()).expect("categories fit"));
+        let id = *categories.ids.entry(code.into()).or_insert(next);
+        if id == next {
+            categories.names.push(code.into());
+        }
+        id
+    }
+
+    fn category_name(&self, id: CategoryId) -> String {
+        let categories = self
+            .categories
+            .read()
+            .expect("the category lock is never poisoned");
+        categories.names[id.0 as usize].to_string()
+    }
+
+    /// Moves every area's horizon to `hour`, the clock's current one (pruning what no window or
+    /// trend reaches).
+    pub(crate) fn advance(&self, hour: Hour) {
+        for mut area in self.areas.iter_mut() {
+            area.advance(hour);
+        }
+    }
+
+    /// Takes `old`'s contributions away and adds `new`'s, area by area (each area under its lock,
+    /// so a reader sees an area before or after the change, never half of it).
+    fn replace(&self, old: Option<&Facts>, new: &Facts, hour: Hour) {
+        let removed = old.map(contributions).unwrap_or_default();
+        let added = contributions(new);
+        // The grid never changes; it is taken from the new facts for a new incident.
+        let grid = old.map_or(new.grid, |o| o.grid);
+        for key in grid.areas() {
+            let mut area = self
+                .areas
+                .entry(key)
+                .or_insert_with(|| AreaCounters::new(hour));
+            area.advance(hour);
+            for c in &removed {
+                area.add(*c, -1);
+            }
+            for c in &added {
+                area.add(*c, 1);
+            }
+        }
+    }
+
+    /// Records an incident as read from PostgreSQL (the rebuild), unless a newer version is held.
+    /// `hour` is the clock's current hour, as for [`Store::apply`].
+    pub(crate) fn put(&self, id: Uuid, facts: Facts, hour: Hour) {
+        match self.incidents.entry(id) {
+            MapEntry::Occupied(mut held) => {
+                if facts.version <= held.get().version() {
+                    return;
+                }
+                if let Entry::Live(old) = held.get() {
+                    self.replace(Some(old), &facts, hour);
+                    held.insert(Entry::of(facts));
+                }
+            }
+            MapEntry::Vacant(vacant) => {
+                self.replace(None, &facts, hour);
+                vacant.insert(Entry::of(facts));
+            }
+        }
+    }
+
+    /// Applies one event at the clock's current `hour`; `Ok(false)` when it is not newer than
+    /// what the store holds.
+    pub(crate) fn apply(&self, update: Update, hour: Hour) -> Result<bool, Inconsistency> {
+        let Update {
+            id,
+            version,
+            at,
+            change,
+        } = update;
+        match self.incidents.entry(id) {
+            MapEntry::Occupied(mut held) => {
+                if version <= held.get().version() {
+                    return Ok(false);
+                }
+                let Entry::Live(old) = held.get() else {
+                    return Err(Inconsistency::ChangedAfterClosing(id));
+                };
+                let new = match change {
+                    Change::Opened(facts) => facts,
+                    Change::Changed(state, kinds) => old.next(version, at, state, kinds),
+                };
+                self.replace(Some(old), &new, hour);
+                held.insert(Entry::of(new));
+                Ok(true)
+            }
+            MapEntry::Vacant(vacant) => match change {
+                Change::Opened(facts) => {
+                    self.replace(None, &facts, hour);
+                    vacant.insert(Entry::of(facts));
+                    Ok(true)
+                }
+                Change::Changed(..) => Err(Inconsistency::Unknown(id)),
+            },
+        }
+    }
+
+    /// An area's open and overdue incidents at `now`, as its overview counts them.
+    pub(super) fn open_and_overdue(&self, key: AreaKey, now: DateTime<Utc>) -> (u64, u64) {
+        self.areas.get(&key).map_or((0, 0), |area| {
+            let count = |n: i64| u64::try_from(n).unwrap_or_default();
+            (count(area.open()), count(area.overdue(micros(now))))
+        })
+    }
+
+    /// The overview of an area at `now` over a window of `window_days` whole days.
+    pub(crate) fn overview(
+        &self,
+        area_code: &str,
+        key: AreaKey,
+        window_days: i64,
+        now: DateTime<Utc>,
+    ) -> v1::Overview {
+        let mut out = v1::Overview {
+            area_code: area_code.to_owned(),
+            as_of: Some(convert::timestamp(now)),
+            rates: Some(overview::rates(v1::Rates::default())),
+            ..Default::default()
+        };
+        let Some(area) = self.areas.get(&key) else {
+            return out;
+        };
+        let now = micros(now);
+        let today = day_of(now);
+        let first = today.saturating_sub(Day::try_from(window_days - 1).unwrap_or(Day::MAX));
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        let named = |pairs: Vec<(String, i64)>| {
+            overview::counts(
+                pairs
+                    .into_iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(key, n)| (key, count(n)))
+                    .collect(),
+            )
+        };
+
+        out.by_status = named(
+            Status::ALL
+                .iter()
+                .map(|s| (s.as_str().to_owned(), area.by_status[status_index(*s)]))
+                .collect(),
+        );
+        out.open_incidents = count(area.open());
+        out.by_level = named(
+            Level::ALL
+                .iter()
+                .map(|l| (l.as_str().to_owned(), area.open_by_level[level_index(*l)]))
+                .collect(),
+        );
+        out.by_urgency = named(
+            Urgency::ALL
+                .iter()
+                .map(|u| (u.as_str().to_owned(), area.open_by_urgency[*u as usize]))
+                .collect(),
+        );
+        out.by_category = named(
+            area.open_by_category
+                .iter()
+                .map(|(id, n)| (self.category_name(*id), *n))
+                .collect(),
+        );
+        out.overdue = count(area.overdue(now));
+
+        let on_today = area.days.get(&today).copied().unwrap_or_default();
+        out.reported_today = count(on_today.reported.into());
+        out.resolved_today = count(on_today.resolved.into());
+        out.whistles_today = count(on_today.whistles.into());
+
+        let mut rates = v1::Rates::default();
+        let (mut due, mut resolved_in_time) = (0i64, 0i64);
+        for (day, d) in area.days.range(first..=today) {
+            rates.dispatched += count(d.dispatched.into());
+            rates.accepted_in_time += count(d.accepted_in_time.into());
+            rates.followed_up += count(d.followed_up.into());
+            rates.satisfied += count(d.satisfied.into());
+            if *day < today {
+                due += i64::from(d.due);
+                resolved_in_time += i64::from(d.resolved_in_time);
+            }
+        }
+        // Today's deadlines only up to now: one due later today is not due yet.
+        for (_, d) in area.deadlines.range(day_start(today)..=now) {
+            due += i64::from(d.due);
+            resolved_in_time += i64::from(d.resolved_in_time);
+        }
+        rates.due = count(due);
+        rates.resolved_in_time = count(resolved_in_time);
+        out.rates = Some(overview::rates(rates));
+        out
+    }
+
+    /// The trend of an area: `hours` buckets ending with the hour of `now`, oldest first.
+    pub(crate) fn trend(
+        &self,
+        area_code: &str,
+        key: AreaKey,
+        hours: u32,
+        now: DateTime<Utc>,
+    ) -> v1::Trend {
+        let current = hour_of(micros(now));
+        let first = current.saturating_sub(Hour::try_from(hours).unwrap_or(Hour::MAX) - 1);
+        let mut buckets: Vec<v1::TrendBucket> = (first..=current)
+            .map(|hour| v1::TrendBucket {
+                start: Some(prost_types::Timestamp {
+                    seconds: hour_start(hour) / 1_000_000,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            })
+            .collect();
+        // `hours` is at least 1 (parse_hours); with 0 the range would be reversed.
+        if let Some(area) = self.areas.get(&key).filter(|_| first <= current) {
+            let count = |n: i32| u64::try_from(n).unwrap_or_default();
+            for (hour, counts) in area.hours.range(first..=current) {
+                let bucket = &mut buckets[(hour - first) as usize];
+                bucket.reported = count(counts.reported);
+                bucket.resolved = count(counts.resolved);
+            }
+        }
+        v1::Trend {
+            area_code: area_code.to_owned(),
+            buckets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
