@@ -14,5 +14,6 @@ mod intake;
 mod limits;
 mod query;
 mod scoreboard;
+mod shutdown;
 mod store;
 mod watch;

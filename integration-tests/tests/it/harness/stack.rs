@@ -287,6 +287,11 @@ impl Stack {
             .await;
     }
 
+    /// Takes the stack's dispatch out of it, for a test of its own shutdown.
+    pub fn take_dispatch(&mut self) -> Dispatch {
+        self.dispatch.take().expect("dispatch is running")
+    }
+
     pub async fn restart_dispatch(&mut self) {
         self.stop_dispatch().await;
         self.start_dispatch().await;
