@@ -1,5 +1,6 @@
 //! The pure domain model of Whistle: identifiers, the org tree, the Ordos dataset, the dispatch
-//! policy and the validation of reports.
+//! policy and the incident state machine. It does not check reports on the wire: that is
+//! dispatch's `validate` module, which parses them into these types.
 //!
 //! No I/O and no clock: callers pass `now` in. Everything here is deterministic and unit-tested;
 //! the store, dispatch and CLI crates build on it.
