@@ -218,16 +218,13 @@ impl NatsServer {
         if let Some(path) = &self.config_path {
             command.arg("-c").arg(path);
         }
+        command.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        // A rendered configuration has its own JetStream block (and would refuse a second
+        // store directory).
+        if self.config.render.is_none() {
+            command.arg("-js").arg("-sd").arg(&self.store_dir);
+        }
         command
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.store_dir)
             .args(&self.config.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -158,7 +158,11 @@ pub fn command_endpoint(verb: Verb) -> String {
 /// The verb and the acting person of a command subject. The person is everything after the verb
 /// (person ids may contain dots); a subject without one is not a command.
 pub fn parse_command(subject: &str) -> Result<(Verb, &str), Error> {
-    let bad = || Error::Subject(format!("{subject:?} is not whistle.cmd.{{verb}}.{{person}}"));
+    let bad = || {
+        Error::Subject(format!(
+            "{subject:?} is not whistle.cmd.{{verb}}.{{person}}"
+        ))
+    };
     let rest = subject
         .strip_prefix(COMMAND_GROUP)
         .and_then(|rest| rest.strip_prefix('.'))

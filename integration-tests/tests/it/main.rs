@@ -15,4 +15,5 @@ mod limits;
 mod query;
 mod scoreboard;
 mod store;
+mod trust;
 mod watch;

@@ -124,15 +124,19 @@ impl Commands {
             Ok((verb, person)) => (verb.as_str(), person),
             Err(e) => return error(CommandErrorCode::InvalidArgument, e.to_string()),
         };
-        let catalog = self.shared.catalog.load();
-        let (command, parsed) = match decode(verb, &message.payload, json, &catalog) {
-            Ok(decoded) => decoded,
+        let command = match decode_bytes(&message.payload, json) {
+            Ok(command) => command,
             Err(reply) => return reply,
         };
         if let Err(reply) = check_actor(person, &command) {
             warn!(verb, subject_person = person, actor = %command.actor_id, "forged actor refused");
             return reply;
         }
+        let catalog = self.shared.catalog.load();
+        let parsed = match parse(verb, &command, &catalog) {
+            Ok(parsed) => parsed,
+            Err(reply) => return reply,
+        };
         match self.execute(verb, &catalog, command, parsed).await {
             Ok(reply) => reply,
             Err(e) => {
@@ -280,7 +284,14 @@ pub fn decode(
     json: bool,
     catalog: &Catalog,
 ) -> Result<(v1::Command, Parsed), v1::CommandReply> {
-    let command = if json {
+    let command = decode_bytes(payload, json)?;
+    let parsed = parse(verb, &command, catalog)?;
+    Ok((command, parsed))
+}
+
+/// The command in a request's bytes (protobuf, or proto3 JSON), or the reply refusing them.
+fn decode_bytes(payload: &[u8], json: bool) -> Result<v1::Command, v1::CommandReply> {
+    if json {
         whistle_proto::from_json::<v1::Command>(payload).map_err(|e| e.to_string())
     } else {
         v1::Command::decode(payload).map_err(|e| e.to_string())
@@ -290,9 +301,7 @@ pub fn decode(
             CommandErrorCode::InvalidArgument,
             format!("not a whistle.v1.Command: {e}"),
         )
-    })?;
-    let parsed = parse(verb, &command, catalog)?;
-    Ok((command, parsed))
+    })
 }
 
 fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed, v1::CommandReply> {

@@ -15,7 +15,9 @@ pub enum Error {
         #[source]
         source: async_nats::ConnectError,
     },
-    #[error("opening stream {stream} (the admin creates the streams: run `whistle streams` as admin)")]
+    #[error(
+        "opening stream {stream} (the admin creates the streams: run `whistle streams` as admin)"
+    )]
     OpenStream {
         stream: &'static str,
         #[source]

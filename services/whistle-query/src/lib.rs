@@ -325,7 +325,10 @@ impl Options {
         let callout = whistle_auth::Callout::new(options, keys, pool.clone(), Arc::new(org))
             .await
             .map_err(|e| Error::Auth(format!("starting the auth callout: {e}")))?;
-        info!(recheck_secs = self.callout_recheck.as_secs_f64(), "auth callout running");
+        info!(
+            recheck_secs = self.callout_recheck.as_secs_f64(),
+            "auth callout running"
+        );
         Ok(Some(callout))
     }
 

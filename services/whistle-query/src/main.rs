@@ -29,10 +29,18 @@ struct Args {
     #[arg(long, env = "WHISTLE_QUERY_NKEY_FILE")]
     nats_nkey_file: Option<PathBuf>,
     /// Run the NATS auth callout in this service, as this user (`auth-callout.nk`)…
-    #[arg(long, env = "WHISTLE_CALLOUT_NKEY_FILE", requires = "callout_issuer_file")]
+    #[arg(
+        long,
+        env = "WHISTLE_CALLOUT_NKEY_FILE",
+        requires = "callout_issuer_file"
+    )]
     callout_nkey_file: Option<PathBuf>,
     /// …signing with this issuer account key (`auth-issuer.nk`).
-    #[arg(long, env = "WHISTLE_CALLOUT_ISSUER_FILE", requires = "callout_nkey_file")]
+    #[arg(
+        long,
+        env = "WHISTLE_CALLOUT_ISSUER_FILE",
+        requires = "callout_nkey_file"
+    )]
     callout_issuer_file: Option<PathBuf>,
     /// Seconds a person's NATS authorization lives before its token is checked again: the
     /// longest a revoked token keeps a live connection.

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use whistle_auth::{Identity, Service};
-use whistle_wire::subject::report as report_subject;
 use whistle_domain::{AreaCode, Level};
 use whistle_store::tokens::Role;
+use whistle_wire::subject::report as report_subject;
 
 use crate::harness::{deliver, round_trip, sync, World};
 

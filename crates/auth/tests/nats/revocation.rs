@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_nats::Event;
 use futures::StreamExt as _;
 use whistle_auth::{Identity, Service};
-use whistle_wire::subject::report as report_subject;
 use whistle_store::tokens::{self, Role};
+use whistle_wire::subject::report as report_subject;
 
 use crate::harness::{sync, World};
 

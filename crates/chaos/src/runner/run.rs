@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use rand::{rngs::StdRng, SeedableRng};

@@ -72,7 +72,10 @@ async fn dispatch_is_a_nats_micro_service() {
     );
     let garbage = stack
         .admin()
-        .request(subject::command(Verb::Accept, "op-150600"), "not a command".into())
+        .request(
+            subject::command(Verb::Accept, "op-150600"),
+            "not a command".into(),
+        )
         .await
         .unwrap();
     let garbage = v1::CommandReply::decode(garbage.payload).unwrap();

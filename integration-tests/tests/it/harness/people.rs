@@ -42,12 +42,21 @@ impl Person {
         secret: &str,
         inbox_prefix: &str,
     ) -> Result<Person, async_nats::ConnectError> {
-        let (sender, events) = mpsc::unbounded_channel();
         let credentials = whistle_wire::Credentials::Token {
             secret: secret.to_owned(),
             inbox_prefix: inbox_prefix.to_owned(),
         };
-        let client = whistle_wire::connect::options("whistle-it-person", &credentials)
+        Person::connect_credentials(server, &credentials).await
+    }
+
+    /// Connects with `credentials` (a service's nkey, for instance).
+    pub async fn connect_credentials(
+        server: &NatsServer,
+        credentials: &whistle_wire::Credentials,
+    ) -> Result<Person, async_nats::ConnectError> {
+        let (sender, events) = mpsc::unbounded_channel();
+        let inbox_prefix = credentials.inbox_prefix().unwrap_or_default();
+        let client = whistle_wire::connect::options("whistle-it-person", credentials)
             .await
             .expect("token options")
             .event_callback(move |event| {
@@ -61,7 +70,7 @@ impl Person {
         Ok(Person {
             client,
             events,
-            inbox_prefix: inbox_prefix.to_owned(),
+            inbox_prefix,
         })
     }
 

@@ -62,7 +62,10 @@ pub struct Stack {
     _secrets_dir: TempDir,
     recheck: Duration,
     /// The harness's own callout, when query (which runs one) is not part of the stack.
-    callout: Option<(CancellationToken, tokio::task::JoinHandle<whistle_auth::Result<()>>)>,
+    callout: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<whistle_auth::Result<()>>,
+    )>,
 }
 
 impl StackBuilder {
@@ -107,8 +110,13 @@ impl StackBuilder {
     }
 
     /// The streams' configuration as the test wants it before the admin creates them.
-    pub fn with_streams(mut self, adjust: impl FnOnce(&mut [stream::Config; 3]) + 'static) -> StackBuilder {
-        self.streams.get_or_insert_with(Vec::new).push(Box::new(adjust));
+    pub fn with_streams(
+        mut self,
+        adjust: impl FnOnce(&mut [stream::Config; 3]) + 'static,
+    ) -> StackBuilder {
+        self.streams
+            .get_or_insert_with(Vec::new)
+            .push(Box::new(adjust));
         self
     }
 
@@ -274,6 +282,15 @@ impl Stack {
         self.nats.as_ref().expect("the stack has a nats-server")
     }
 
+    /// Creates the streams as the admin does with `whistle streams` (after `without_streams`).
+    pub async fn create_streams(&self) {
+        create_streams(
+            self.admin(),
+            whistle_auth::streams::configs(&Default::default()),
+        )
+        .await;
+    }
+
     /// The deployment's key material (seed files for `--nats-nkey-file`).
     pub fn secrets(&self) -> &Secrets {
         &self.secrets
@@ -285,6 +302,18 @@ impl Stack {
         Person::connect(self.server(), self.pool(), secret)
             .await
             .unwrap_or_else(|e| panic!("connecting with a token: {e}"))
+    }
+
+    /// A service's client with its nkey (as whistle-dispatch, whistle-query or the admin tools
+    /// connect), its connection's events kept.
+    pub async fn connect_service(&self, service: Service) -> Person {
+        let credentials = whistle_wire::Credentials::Nkey {
+            seed_file: self.secrets.seed_path(service),
+            service: service.name().into(),
+        };
+        Person::connect_credentials(self.server(), &credentials)
+            .await
+            .unwrap_or_else(|e| panic!("connecting as {}: {e}", service.name()))
     }
 
     /// Runs the auth callout in the harness (the stack has no query service to run it).
@@ -490,6 +519,13 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        // What a service was refused shows in the server's log: a permission it lacks.
+        if let Some(server) = &self.server {
+            let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+            for line in log.lines().filter(|l| l.contains("Violation")) {
+                eprintln!("nats-server: {line}");
+            }
+        }
         if let Some((shutdown, task)) = self.callout.take() {
             shutdown.cancel();
             task.abort();
