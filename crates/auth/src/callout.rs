@@ -84,6 +84,28 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// From the seed files a service is given (`auth-callout.nk` and `auth-issuer.nk`).
+    pub fn from_seed_files(user: &std::path::Path, issuer: &std::path::Path) -> Result<Keys> {
+        let read = |path: &std::path::Path| -> Result<KeyPair> {
+            let seed = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            KeyPair::from_seed(seed.trim()).map_err(Error::from)
+        };
+        let keys = Keys {
+            user: read(user)?,
+            issuer: read(issuer)?,
+        };
+        if keys.issuer.key_pair_type() != KeyPairType::Account {
+            return Err(Error::Secrets {
+                path: issuer.display().to_string(),
+                why: "the issuer must be an account nkey seed (SA…)".into(),
+            });
+        }
+        Ok(keys)
+    }
+
     pub fn from_secrets(secrets: &Secrets) -> Result<Keys> {
         let copy = |pair: &KeyPair| KeyPair::from_seed(&pair.seed()?).map_err(Error::from);
         Ok(Keys {

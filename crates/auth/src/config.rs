@@ -226,7 +226,7 @@ mod tests {
             text.contains("{ nkey: \"UADMIN\" }"),
             "admin is unrestricted"
         );
-        assert!(text.contains("\"$JS.ACK.WHISTLE_REPORTS.whistle-dispatch-intake.>\""));
+        assert!(text.contains("\"$JS.ACK.WHISTLE_REPORTS.whistle-dispatch.>\""));
     }
 
     #[test]

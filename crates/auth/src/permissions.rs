@@ -4,6 +4,7 @@
 
 use whistle_domain::{AreaCode, DepartmentCode, Level, OrgIndex, PersonId};
 use whistle_store::tokens::{Role, Token};
+use whistle_wire::{connect, names, subject};
 
 /// Subjects no person's connection may touch, whatever its allow list says.
 pub const FORBIDDEN_TO_PEOPLE: [&str; 5] = ["$JS.>", "$SYS.>", "$O.>", "$KV.>", "_INBOX.>"];
@@ -105,8 +106,8 @@ impl Identity {
         match self {
             Identity::GridWorker { person, .. }
             | Identity::Liaison { person, .. }
-            | Identity::Operator { person, .. } => person_inbox_prefix(person),
-            Identity::Viewer { token, .. } => format!("_INBOX_{}", token.simple()),
+            | Identity::Operator { person, .. } => connect::person_inbox_prefix(person.as_str()),
+            Identity::Viewer { token, .. } => connect::token_inbox_prefix(&token.to_string()),
         }
     }
 }
@@ -115,48 +116,6 @@ impl Identity {
 /// inbox it may subscribe to, so nobody else receives its replies.
 pub fn inbox_prefix(identity: &Identity) -> String {
     identity.inbox_prefix()
-}
-
-/// The private inbox prefix of a person: `_INBOX_{person}`, with `.` (allowed in person ids but
-/// a subject separator) written `~` (never in a person id) so that no person's inbox wildcard
-/// covers another's.
-pub fn person_inbox_prefix(person: &PersonId) -> String {
-    format!("_INBOX_{}", person.as_str().replace('.', "~"))
-}
-
-/// The subject a grid's reports are published on: `whistle.report.{district}.{street}.{community}.{grid}`.
-pub fn report_subject(grid: &AreaCode) -> Option<String> {
-    Some(format!(
-        "whistle.report.{}.{}.{}.{}",
-        grid.at_level(Level::District)?,
-        grid.at_level(Level::Street)?,
-        grid.at_level(Level::Community)?,
-        grid.at_level(Level::Grid)?,
-    ))
-}
-
-/// Every command verb, sent by `person` only: `whistle.cmd.{verb}.{person}`.
-pub fn command_subjects(person: &PersonId) -> String {
-    format!("whistle.cmd.*.{person}")
-}
-
-/// The event subjects of an area. Incident events are `whistle.event.{district}.{street}.{kind}`,
-/// so an area below a street reads its whole street's events: the finest grain subjects carry.
-pub fn event_subjects(area: &AreaCode) -> String {
-    match area.level() {
-        Level::City => "whistle.event.>".into(),
-        Level::District => format!("whistle.event.{area}.>"),
-        _ => {
-            let district = area.at_level(Level::District).expect("below a district");
-            let street = area.at_level(Level::Street).expect("at or below a street");
-            format!("whistle.event.{district}.{street}.>")
-        }
-    }
-}
-
-/// A department's task subjects, `whistle.task.{department}.{kind}`.
-pub fn task_subjects(department: &DepartmentCode) -> String {
-    format!("whistle.task.{department}.>")
 }
 
 /// What a connection may do; anything not allowed is denied.
@@ -172,22 +131,22 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
     let inbox = format!("{}.>", identity.inbox_prefix());
     match identity {
         Identity::GridWorker { person, grid } => Permissions {
-            publish: report_subject(grid)
-                .into_iter()
-                .chain([command_subjects(person)])
-                .collect(),
+            publish: vec![
+                subject::grid_reports(grid),
+                subject::person_commands(person.as_str()),
+            ],
             subscribe: vec![inbox],
         },
         Identity::Liaison { person, department } => Permissions {
-            publish: vec![command_subjects(person)],
-            subscribe: vec![task_subjects(department), inbox],
+            publish: vec![subject::person_commands(person.as_str())],
+            subscribe: vec![subject::department_tasks(department.as_str()), inbox],
         },
         Identity::Operator { person, area } => {
-            let mut subscribe = vec![event_subjects(area)];
+            let mut subscribe = vec![subject::area_events(area)];
             subscribe.extend(area_task_subjects(area, org));
             subscribe.push(inbox);
             Permissions {
-                publish: vec![command_subjects(person)],
+                publish: vec![subject::person_commands(person.as_str())],
                 subscribe,
             }
         }
@@ -196,7 +155,7 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
             ..
         } => Permissions {
             publish: Vec::new(),
-            subscribe: vec![task_subjects(department), inbox],
+            subscribe: vec![subject::department_tasks(department.as_str()), inbox],
         },
         Identity::Viewer {
             area,
@@ -204,14 +163,14 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
             ..
         } => Permissions {
             publish: Vec::new(),
-            subscribe: vec![event_subjects(area), inbox],
+            subscribe: vec![subject::area_events(area), inbox],
         },
     }
 }
 
 fn area_task_subjects(area: &AreaCode, org: &OrgIndex) -> Vec<String> {
     if area.level() == Level::City {
-        return vec!["whistle.task.>".into()];
+        return vec![subject::ALL_TASK_EVENTS.into()];
     }
     let mut departments: Vec<&DepartmentCode> = org
         .departments()
@@ -219,7 +178,10 @@ fn area_task_subjects(area: &AreaCode, org: &OrgIndex) -> Vec<String> {
         .map(|d| &d.code)
         .collect();
     departments.sort();
-    departments.into_iter().map(task_subjects).collect()
+    departments
+        .into_iter()
+        .map(|d| subject::department_tasks(d.as_str()))
+        .collect()
 }
 
 /// A service identity, a static nkey user of the server configuration that bypasses the callout.
@@ -251,7 +213,7 @@ impl Service {
 
     /// The inbox prefix the service's client must use (async-nats `custom_inbox_prefix`).
     pub fn inbox_prefix(self) -> String {
-        format!("_INBOX_{}", self.name())
+        connect::service_inbox_prefix(self.name())
     }
 }
 
@@ -278,10 +240,10 @@ pub struct StreamNames {
 impl Default for StreamNames {
     fn default() -> Self {
         StreamNames {
-            reports: crate::streams::REPORTS.into(),
-            events: crate::streams::EVENTS.into(),
-            rejected: crate::streams::REJECTED.into(),
-            intake_durable: "whistle-dispatch-intake".into(),
+            reports: names::REPORTS_STREAM.into(),
+            events: names::EVENTS_STREAM.into(),
+            rejected: names::REJECTED_STREAM.into(),
+            intake_durable: names::DISPATCH_CONSUMER.into(),
         }
     }
 }
@@ -297,9 +259,9 @@ pub fn service_permissions(service: Service, streams: &StreamNames) -> StaticPer
             let (reports, durable) = (&streams.reports, &streams.intake_durable);
             StaticPermissions {
                 publish: Some(vec![
-                    "whistle.event.>".into(),
-                    "whistle.task.>".into(),
-                    "whistle.rejected.>".into(),
+                    subject::ALL_INCIDENT_EVENTS.into(),
+                    subject::ALL_TASK_EVENTS.into(),
+                    subject::ALL_REJECTED.into(),
                     js(&format!("STREAM.INFO.{reports}")),
                     js(&format!("STREAM.INFO.{}", streams.events)),
                     js(&format!("STREAM.INFO.{}", streams.rejected)),
@@ -309,7 +271,7 @@ pub fn service_permissions(service: Service, streams: &StreamNames) -> StaticPer
                     js(&format!("CONSUMER.MSG.NEXT.{reports}.{durable}")),
                     format!("$JS.ACK.{reports}.{durable}.>"),
                 ]),
-                subscribe: Some(vec!["whistle.cmd.>".into(), "$SRV.>".into(), inbox]),
+                subscribe: Some(vec![subject::ALL_COMMANDS.into(), "$SRV.>".into(), inbox]),
                 allow_responses: true,
             }
         }
@@ -317,8 +279,8 @@ pub fn service_permissions(service: Service, streams: &StreamNames) -> StaticPer
             let events = &streams.events;
             StaticPermissions {
                 publish: Some(vec![
-                    "whistle.cmd.>".into(),
-                    "whistle.report.>".into(),
+                    subject::ALL_COMMANDS.into(),
+                    subject::ALL_REPORTS.into(),
                     js(&format!("STREAM.INFO.{events}")),
                     js(&format!("CONSUMER.CREATE.{events}")),
                     js(&format!("CONSUMER.CREATE.{events}.>")),
@@ -484,11 +446,11 @@ mod tests {
     #[test]
     fn below_a_street_events_are_read_at_street_grain() {
         assert_eq!(
-            event_subjects(&"150602001".parse().unwrap()),
+            subject::area_events(&"150602001".parse().unwrap()),
             "whistle.event.150602.150602001.>"
         );
         assert_eq!(
-            event_subjects(&"150602001001".parse().unwrap()),
+            subject::area_events(&"150602001001".parse().unwrap()),
             "whistle.event.150602.150602001.>"
         );
     }
@@ -532,8 +494,14 @@ mod tests {
 
     #[test]
     fn a_dotted_person_cannot_read_anothers_inbox() {
-        let a = person_inbox_prefix(&"a".parse().unwrap());
-        let ab = person_inbox_prefix(&"a.b".parse().unwrap());
+        let inbox = |person: &str| {
+            Identity::Operator {
+                person: person.parse().unwrap(),
+                area: "150600".parse().unwrap(),
+            }
+            .inbox_prefix()
+        };
+        let (a, ab) = (inbox("a"), inbox("a.b"));
         assert_eq!(ab, "_INBOX_a~b");
         assert!(!ab.starts_with(&format!("{a}.")));
     }

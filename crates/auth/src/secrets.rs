@@ -77,6 +77,11 @@ impl Secrets {
         }
     }
 
+    /// The file holding the issuer account's seed, for the callout's `--callout-issuer-file`.
+    pub fn issuer_path(&self) -> PathBuf {
+        self.dir.join(ISSUER_FILE)
+    }
+
     /// The file holding a service's seed, for `--nats-nkey-file`-style options.
     pub fn seed_path(&self, service: Service) -> PathBuf {
         self.dir.join(seed_file(service))

@@ -1,16 +1,17 @@
-//! The `WHISTLE_*` streams as the admin identity creates them: the same subjects and retention as
-//! dispatch's defaults, plus what only an admin may set — messages can be neither deleted nor
-//! purged, and every stream has a byte and message-size bound.
+//! The `WHISTLE_*` streams, the one home of their configuration: the admin identity creates
+//! them (`whistle streams`), dispatch only opens them. Messages can be neither deleted nor purged,
+//! and every stream has a byte and message-size bound. Names and subjects come from whistle-wire.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream, ErrorCode};
 
-use crate::{Error, Result};
+use whistle_wire::{
+    names::{EVENTS_STREAM, REJECTED_STREAM, REPORTS_STREAM},
+    subject::{ALL_INCIDENT_EVENTS, ALL_REJECTED, ALL_REPORTS, ALL_TASK_EVENTS},
+};
 
-pub const REPORTS: &str = "WHISTLE_REPORTS";
-pub const EVENTS: &str = "WHISTLE_EVENTS";
-pub const REJECTED: &str = "WHISTLE_REJECTED";
+use crate::{Error, Result};
 
 /// Retention and bounds of the three streams.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +29,8 @@ pub struct HardenedOptions {
     pub event_max_message_size: i32,
     /// Holds a rejected report with its reason.
     pub rejected_max_message_size: i32,
+    /// Copies of each stream in a cluster (1 on a single server).
+    pub replicas: usize,
 }
 
 const GIB: i64 = 1024 * 1024 * 1024;
@@ -46,6 +49,7 @@ impl Default for HardenedOptions {
             report_max_message_size: MIB,
             event_max_message_size: MIB,
             rejected_max_message_size: 2 * MIB,
+            replicas: 1,
         }
     }
 }
@@ -58,13 +62,14 @@ pub fn configs(options: &HardenedOptions) -> [stream::Config; 3] {
         discard: stream::DiscardPolicy::New,
         deny_delete: true,
         deny_purge: true,
+        num_replicas: options.replicas.max(1),
         ..config
     };
     [
         hardened(stream::Config {
-            name: REPORTS.into(),
+            name: REPORTS_STREAM.into(),
             description: Some("reports from grid workers".into()),
-            subjects: vec!["whistle.report.>".into()],
+            subjects: vec![ALL_REPORTS.into()],
             duplicate_window: options.report_duplicate_window,
             max_age: options.report_max_age,
             max_bytes: options.report_max_bytes,
@@ -72,9 +77,9 @@ pub fn configs(options: &HardenedOptions) -> [stream::Config; 3] {
             ..Default::default()
         }),
         hardened(stream::Config {
-            name: EVENTS.into(),
+            name: EVENTS_STREAM.into(),
             description: Some("every state change, in commit order".into()),
-            subjects: vec!["whistle.event.>".into(), "whistle.task.>".into()],
+            subjects: vec![ALL_INCIDENT_EVENTS.into(), ALL_TASK_EVENTS.into()],
             duplicate_window: Duration::from_secs(10 * 60),
             max_age: options.event_max_age,
             max_bytes: options.event_max_bytes,
@@ -82,11 +87,11 @@ pub fn configs(options: &HardenedOptions) -> [stream::Config; 3] {
             ..Default::default()
         }),
         hardened(stream::Config {
-            name: REJECTED.into(),
+            name: REJECTED_STREAM.into(),
             description: Some(
                 "reports that failed validation or delivery, with reason and original bytes".into(),
             ),
-            subjects: vec!["whistle.rejected.>".into()],
+            subjects: vec![ALL_REJECTED.into()],
             duplicate_window: Duration::from_secs(10 * 60),
             max_age: options.rejected_max_age,
             max_bytes: options.rejected_max_bytes,

@@ -18,6 +18,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// user it knows.
 type Connect = Arc<dyn Fn() -> async_nats::ConnectOptions + Send + Sync>;
 
+/// Renders the configuration file once the port and the store directory are known.
+type Render = Arc<dyn Fn(u16, &Path) -> String + Send + Sync>;
+
 /// What to start: the binary, where its store and log go, and its configuration. The builder
 /// always adds the loopback address, the port and JetStream with its store directory; everything
 /// else (accounts, users, an auth callout) comes as a configuration file or extra arguments.
@@ -27,6 +30,7 @@ pub struct NatsConfig {
     dir: Option<PathBuf>,
     args: Vec<String>,
     config_file: Option<String>,
+    render: Option<Render>,
     connect: Connect,
 }
 
@@ -37,6 +41,7 @@ impl Default for NatsConfig {
             dir: None,
             args: Vec::new(),
             config_file: None,
+            render: None,
             connect: Arc::new(async_nats::ConnectOptions::new),
         }
     }
@@ -72,6 +77,29 @@ impl NatsConfig {
         self
     }
 
+    /// As production runs it: the configuration whistle-auth renders for `secrets` (the services
+    /// as nkey users, every other connection through the auth callout, JetStream encrypted at
+    /// rest), probed, and connected to by [`NatsServer::connect`], as the admin.
+    pub fn secured(mut self, secrets: &whistle_auth::Secrets) -> NatsConfig {
+        let config = whistle_auth::ServerConfig::new(secrets, "127.0.0.1", 0, PathBuf::new());
+        self.render = Some(Arc::new(move |port, store_dir| {
+            whistle_auth::ServerConfig {
+                port,
+                store_dir: store_dir.to_owned(),
+                ..config.clone()
+            }
+            .render()
+        }));
+        let seed = secrets
+            .service(whistle_auth::Service::Admin)
+            .seed()
+            .expect("a generated key has its seed");
+        let inbox = whistle_auth::Service::Admin.inbox_prefix();
+        self.probe_with(move || {
+            async_nats::ConnectOptions::with_nkey(seed.clone()).custom_inbox_prefix(inbox.clone())
+        })
+    }
+
     /// How the readiness probe connects (credentials of a user the configuration defines).
     pub fn probe_with(
         mut self,
@@ -93,7 +121,10 @@ impl NatsConfig {
                 (temp.path().to_owned(), Some(temp))
             }
         };
-        let config_path = match &self.config_file {
+        let port = free_port()?;
+        let store_dir = dir.join("jetstream");
+        let rendered = self.render.as_ref().map(|render| render(port, &store_dir));
+        let config_path = match rendered.as_ref().or(self.config_file.as_ref()) {
             Some(contents) => {
                 let path = dir.join("nats-server.conf");
                 std::fs::write(&path, contents)
@@ -103,8 +134,8 @@ impl NatsConfig {
             None => None,
         };
         let mut server = NatsServer {
-            port: free_port()?,
-            store_dir: dir.join("jetstream"),
+            port,
+            store_dir,
             log: dir.join("nats-server.log"),
             config_path,
             config: self,
@@ -139,6 +170,17 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A connection as the readiness probe makes it: the admin of a [`NatsConfig::secured`]
+    /// server, else anonymous.
+    pub async fn connect(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+        (self.config.connect)().connect(self.url()).await
+    }
+
+    /// The JetStream store directory (encrypted at rest on a secured server).
+    pub fn store_dir(&self) -> &Path {
+        &self.store_dir
     }
 
     /// The server's log (stderr of every start, appended).
@@ -176,16 +218,13 @@ impl NatsServer {
         if let Some(path) = &self.config_path {
             command.arg("-c").arg(path);
         }
+        command.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        // A rendered configuration has its own JetStream block (and would refuse a second
+        // store directory).
+        if self.config.render.is_none() {
+            command.arg("-js").arg("-sd").arg(&self.store_dir);
+        }
         command
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.store_dir)
             .args(&self.config.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

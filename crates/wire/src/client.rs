@@ -1,4 +1,4 @@
-//! The one way to send a command: a `whistle.v1.Command` on `whistle.cmd.{verb}`, answered by
+//! The one way to send a command: a `whistle.v1.Command` on `whistle.cmd.{verb}.{actor}`, answered by
 //! whistle-dispatch with a `whistle.v1.CommandReply`.
 
 use std::time::Duration;
@@ -36,11 +36,15 @@ impl CommandClient {
         self.timeout
     }
 
-    /// Sends `command` on the subject of its body's verb and waits for the reply. A refusal is a
-    /// reply (its outcome is an error), not an [`Error`].
+    /// Sends `command` on the subject of its body's verb and its actor, and waits for the reply.
+    /// The connection must be allowed the actor's subject (its own person, or the admin's). A
+    /// refusal is a reply (its outcome is an error), not an [`Error`].
     pub async fn send(&self, command: &v1::Command) -> Result<v1::CommandReply, Error> {
         let body = command.body.as_ref().ok_or(Error::NoBody)?;
-        let subject = subject::command(Verb::of(body));
+        if !subject::is_person_token(&command.actor_id) {
+            return Err(Error::Actor(command.actor_id.clone()));
+        }
+        let subject = subject::command(Verb::of(body), &command.actor_id);
         let request = async_nats::Request::new()
             .payload(command.encode_to_vec().into())
             .timeout(Some(self.timeout));

@@ -33,6 +33,9 @@ pub enum Error {
     },
     #[error("the command has no body, so it names no verb")]
     NoBody,
+    /// A command whose actor cannot name its subject (empty, or with a space or wildcard).
+    #[error("the command's actor_id {0:?} is not a person id")]
+    Actor(String),
     #[error("unknown verb {0:?}")]
     UnknownVerb(String),
     /// A subject that does not have the contract's shape; the message says which part is wrong.

@@ -5,7 +5,7 @@
 //! | report | `whistle.report.{district}.{street}.{community}.{grid}` |
 //! | incident event | `whistle.event.{district}.{street}.{kind}` |
 //! | task event | `whistle.task.{department}.{kind}` |
-//! | command | `whistle.cmd.{verb}` |
+//! | command | `whistle.cmd.{verb}.{person}` (the acting person) |
 //! | rejected report | `whistle.rejected.{reason}` |
 
 use whistle_domain::{AreaCode, Level};
@@ -144,18 +144,78 @@ pub fn parse_event(subject: &str) -> Result<EventSubject<'_>, Error> {
     Err(bad())
 }
 
-/// `whistle.cmd.{verb}`.
-pub fn command(verb: Verb) -> String {
-    format!("{COMMAND_GROUP}.{verb}")
+/// `whistle.cmd.{verb}.{person}`: a command is sent on its acting person's subject, so a
+/// connection allowed only its own person's subjects cannot act as anyone else.
+pub fn command(verb: Verb, person: &str) -> String {
+    format!("{COMMAND_GROUP}.{verb}.{person}")
 }
 
-/// The verb of a command subject.
-pub fn parse_command(subject: &str) -> Result<Verb, Error> {
-    subject
+/// What dispatch's endpoint of `verb` serves: every person's commands of that verb.
+pub fn command_endpoint(verb: Verb) -> String {
+    format!("{COMMAND_GROUP}.{verb}.>")
+}
+
+/// The verb and the acting person of a command subject. The person is everything after the verb
+/// (person ids may contain dots); a subject without one is not a command.
+pub fn parse_command(subject: &str) -> Result<(Verb, &str), Error> {
+    let bad = || {
+        Error::Subject(format!(
+            "{subject:?} is not whistle.cmd.{{verb}}.{{person}}"
+        ))
+    };
+    let rest = subject
         .strip_prefix(COMMAND_GROUP)
         .and_then(|rest| rest.strip_prefix('.'))
-        .ok_or_else(|| Error::Subject(format!("{subject:?} is not a command subject")))?
-        .parse()
+        .ok_or_else(bad)?;
+    let (verb, person) = rest.split_once('.').ok_or_else(bad)?;
+    if !is_person_token(person) {
+        return Err(bad());
+    }
+    Ok((verb.parse()?, person))
+}
+
+/// Whether `person` can stand as the person of a subject: dot-separated non-empty tokens without
+/// whitespace or wildcards.
+pub fn is_person_token(person: &str) -> bool {
+    !person.is_empty()
+        && person.split('.').all(|token| {
+            !token.is_empty()
+                && !token
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '>')
+        })
+}
+
+/// Every verb's commands acted by `person`: what a person's connection may publish.
+pub fn person_commands(person: &str) -> String {
+    format!("{COMMAND_GROUP}.*.{person}")
+}
+
+/// Every command of every person: what dispatch serves.
+pub const ALL_COMMANDS: &str = "whistle.cmd.>";
+
+/// A grid's report subject as a permission names it (the same as [`report`]).
+pub fn grid_reports(grid: &AreaCode) -> String {
+    report(grid)
+}
+
+/// Every event of `area` as a subscription filter. Incident events carry district and street,
+/// so an area below a street reads its whole street's events: the finest grain subjects carry.
+pub fn area_events(area: &AreaCode) -> String {
+    match area.level() {
+        Level::City => ALL_INCIDENT_EVENTS.into(),
+        Level::District => format!("whistle.event.{area}.>"),
+        _ => {
+            let district = area.at_level(Level::District).expect("below a district");
+            let street = area.at_level(Level::Street).expect("at or below a street");
+            format!("whistle.event.{district}.{street}.>")
+        }
+    }
+}
+
+/// Every task event of one department (a department code, or `*`).
+pub fn department_tasks(department: &str) -> String {
+    format!("whistle.task.{department}.>")
 }
 
 /// `whistle.rejected.{reason}`.
@@ -275,12 +335,34 @@ mod tests {
     #[test]
     fn command_and_rejected_subjects_round_trip() {
         for verb in Verb::ALL {
-            assert_eq!(parse_command(&command(verb)).unwrap(), verb);
+            for person in ["op-150600", "a.b.c"] {
+                assert_eq!(
+                    parse_command(&command(verb, person)).unwrap(),
+                    (verb, person)
+                );
+            }
+            assert_eq!(command_endpoint(verb), format!("whistle.cmd.{verb}.>"));
         }
-        assert!(parse_command("whistle.cmd.fly").is_err());
-        assert!(parse_command("whistle.cmdaccept").is_err());
+        assert!(parse_command("whistle.cmd.fly.op-1").is_err());
+        assert!(parse_command("whistle.cmd.accept").is_err());
+        assert!(parse_command("whistle.cmd.accept.").is_err());
+        assert!(parse_command("whistle.cmd.accept.a..b").is_err());
+        assert!(parse_command("whistle.cmdaccept.op-1").is_err());
+        assert_eq!(person_commands("gw-1"), "whistle.cmd.*.gw-1");
         assert_eq!(parse_rejected(&rejected("too_large")).unwrap(), "too_large");
         assert!(parse_rejected("whistle.rejected.").is_err());
+    }
+
+    #[test]
+    fn permission_filters_cover_an_area_at_street_grain() {
+        let area = |code: &str| code.parse::<AreaCode>().unwrap();
+        assert_eq!(area_events(&area("150600")), "whistle.event.>");
+        assert_eq!(area_events(&area("150602")), "whistle.event.150602.>");
+        assert_eq!(
+            area_events(&area("150602001001")),
+            "whistle.event.150602.150602001.>"
+        );
+        assert_eq!(department_tasks("150602-x"), "whistle.task.150602-x.>");
     }
 
     #[test]

@@ -41,7 +41,8 @@ fn built_patterns() -> BTreeSet<String> {
         .replace("150602001002", "{community}")
         .replace("150602001", "{street}")
         .replace("150602", "{district}");
-    let command = subject::command(Verb::Accept).replace(Verb::Accept.as_str(), "{verb}");
+    let command =
+        subject::command(Verb::Accept, "{person}").replace(Verb::Accept.as_str(), "{verb}");
     [
         report,
         subject::incident_event("{district}", "{street}", "{kind}"),

@@ -387,9 +387,10 @@ async fn after_a_load_run_and_a_restart_the_aggregates_equal_a_sql_recount() {
 
 #[tokio::test]
 async fn overview_is_unavailable_until_the_aggregates_have_loaded() {
-    // No dispatch yet, so no WHISTLE_EVENTS: the aggregates cannot load.
+    // No streams yet (`whistle streams` not run) and no dispatch: the aggregates cannot load.
     let mut stack = Stack::builder()
         .without_dispatch()
+        .without_streams()
         .with_query()
         .start()
         .await;
@@ -421,6 +422,7 @@ async fn overview_is_unavailable_until_the_aggregates_have_loaded() {
         .await
         .expect("GetOrgTree");
 
+    stack.create_streams().await;
     stack.start_dispatch().await;
     eventually("the aggregates loaded", WAIT, || async {
         stack.query().aggregates.is_ready()

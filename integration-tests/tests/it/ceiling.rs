@@ -31,7 +31,7 @@ fn tiny(nats: &NatsServer, db: &TestDb) -> Options {
 }
 
 async fn scratch_streams(nats: &NatsServer) -> Vec<String> {
-    let client = async_nats::connect(nats.url()).await.expect("connecting");
+    let client = nats.connect().await.expect("connecting as admin");
     let names: Vec<String> = async_nats::jetstream::new(client)
         .stream_names()
         .try_collect()
@@ -59,7 +59,11 @@ fn positive(name: &str, figure: Option<Throughput>, count: u64) {
 
 #[tokio::test]
 async fn the_ceiling_measures_every_part_and_leaves_no_scratch_behind() {
-    let stack = Stack::builder().without_dispatch().start().await;
+    let stack = Stack::builder()
+        .without_dispatch()
+        .without_streams()
+        .start()
+        .await;
     let (nats, db) = (stack.server(), stack.db());
     let options = tiny(nats, db);
 
@@ -84,7 +88,7 @@ async fn the_ceiling_measures_every_part_and_leaves_no_scratch_behind() {
     assert_eq!(scratch_streams(nats).await, Vec::<String>::new());
     assert_eq!(scratch_tables(db).await, 0);
     // The platform's streams were never made, its tables never written.
-    let client = async_nats::connect(nats.url()).await.expect("connecting");
+    let client = nats.connect().await.expect("connecting as admin");
     let all: Vec<String> = async_nats::jetstream::new(client)
         .stream_names()
         .try_collect()
@@ -97,7 +101,11 @@ async fn the_ceiling_measures_every_part_and_leaves_no_scratch_behind() {
 
 #[tokio::test]
 async fn a_failed_ceiling_run_still_removes_its_scratch() {
-    let stack = Stack::builder().without_dispatch().start().await;
+    let stack = Stack::builder()
+        .without_dispatch()
+        .without_streams()
+        .start()
+        .await;
     let (nats, db) = (stack.server(), stack.db());
     let options = Options {
         // Over nats-server's 1 MiB max_payload: the first publish fails after the scratch

@@ -27,6 +27,7 @@ async fn dispatch_replica_process() {
         .try_init();
     let options = whistle_dispatch::Options {
         nats_url: var("WHISTLE_NATS_URL"),
+        nkey_file: Some(var("WHISTLE_DISPATCH_NKEY_FILE").into()),
         database_url: var("DATABASE_URL"),
         policy: var("WHISTLE_POLICY"),
         ack_wait: Duration::from_secs(var("WHISTLE_ACK_WAIT_SECS").parse().expect("seconds")),

@@ -18,14 +18,18 @@ use crate::harness::*;
 const CHILD_ENV: &str = "WHISTLE_IT_CHILD_DISPATCH";
 
 /// Not a test: the entry point of a dispatch child process that the crash test kills. It runs
-/// only when the parent test sets `WHISTLE_IT_CHILD_DISPATCH` to `nats_url database_url`.
+/// only when the parent test sets `WHISTLE_IT_CHILD_DISPATCH` to `nats_url database_url
+/// seed_file` (dispatch's nkey, as `--nats-nkey-file` gives it).
 #[tokio::test]
 #[ignore = "entry point of a child process, run by the crash test"]
 async fn dispatch_child_process() {
     let config = std::env::var(CHILD_ENV).expect("run only by kill_9_at_random_moments");
-    let (nats_url, database_url) = config.split_once(' ').expect("nats_url database_url");
+    let [nats_url, database_url, seed_file] = config.split(' ').collect::<Vec<_>>()[..] else {
+        panic!("{CHILD_ENV} is `nats_url database_url seed_file`");
+    };
     let options = whistle_dispatch::Options {
         nats_url: nats_url.into(),
+        nkey_file: Some(seed_file.into()),
         database_url: database_url.into(),
         ack_wait: Duration::from_secs(2),
         retry_delay: Duration::from_millis(200),
@@ -40,7 +44,9 @@ async fn dispatch_child_process() {
         .expect("dispatch ran");
 }
 
-fn spawn_child(nats: &NatsServer, db: &TestDb) -> Child {
+fn spawn_child(stack: &Stack) -> Child {
+    let (nats, db) = (stack.server(), stack.db());
+    let seed = stack.secrets().seed_path(whistle_auth::Service::Dispatch);
     Command::new(std::env::current_exe().expect("test binary path"))
         .args([
             "--exact",
@@ -49,7 +55,10 @@ fn spawn_child(nats: &NatsServer, db: &TestDb) -> Child {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD_ENV, format!("{} {}", nats.url(), db.url))
+        .env(
+            CHILD_ENV,
+            format!("{} {} {}", nats.url(), db.url, seed.display()),
+        )
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -66,9 +75,7 @@ struct Ledger {
 
 /// Publishes `count` reports at about `rate` per second: mostly valid and unique, some invalid,
 /// and some valid ones published a second time without a Nats-Msg-Id (so JetStream keeps both).
-async fn publish_mix(nats_url: String, count: usize, rate: f64) -> Ledger {
-    let client = async_nats::connect(nats_url).await.expect("connect");
-    let js = async_nats::jetstream::new(client);
+async fn publish_mix(js: async_nats::jetstream::Context, count: usize, rate: f64) -> Ledger {
     let grids = grids();
     let mut ledger = Ledger::default();
     let mut acks = Vec::new();
@@ -212,22 +219,22 @@ async fn assert_exactly_once(reporter: &Reporter, db: &TestDb, ledger: &Ledger) 
 #[tokio::test]
 async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let stack = Stack::builder().without_dispatch().start().await;
-    let (nats, db, reporter) = (stack.server(), stack.db(), stack.reporter());
-    // The first start creates the streams, so publishing can begin.
-    let mut child = spawn_child(nats, db);
+    let (db, reporter) = (stack.db(), stack.reporter());
+    // The streams exist (the admin made them); the first child opens them.
+    let mut child = spawn_child(&stack);
     eventually("streams created", Duration::from_secs(30), || async {
         reporter.js.get_stream("WHISTLE_REPORTS").await.is_ok()
     })
     .await
     .unwrap();
-    let publisher = tokio::spawn(publish_mix(nats.url(), 3000, 1500.0));
+    let publisher = tokio::spawn(publish_mix(stack.js().clone(), 3000, 1500.0));
 
     let mut rng = rand::rng();
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..600))).await;
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
-        child = spawn_child(nats, db);
+        child = spawn_child(&stack);
     }
     let ledger = publisher.await.expect("publisher");
     eventually(
@@ -246,9 +253,9 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
 #[tokio::test]
 async fn a_graceful_stop_mid_load_relays_what_it_committed_and_a_restart_finishes_the_rest() {
     let stack = Stack::builder().without_dispatch().start().await;
-    let (nats, db, reporter) = (stack.server(), stack.db(), stack.reporter());
+    let (db, reporter) = (stack.db(), stack.reporter());
     let dispatch = stack.spawn_dispatch().await;
-    let publisher = tokio::spawn(publish_mix(nats.url(), 2000, 2000.0));
+    let publisher = tokio::spawn(publish_mix(stack.js().clone(), 2000, 2000.0));
     tokio::time::sleep(Duration::from_millis(400)).await;
     dispatch.stop().await;
 

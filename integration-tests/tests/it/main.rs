@@ -16,4 +16,5 @@ mod query;
 mod scoreboard;
 mod shutdown;
 mod store;
+mod trust;
 mod watch;

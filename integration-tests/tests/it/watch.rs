@@ -70,7 +70,7 @@ async fn file_many(stack: &Stack, prefix: &str, grids: &[String], n: usize) {
 }
 
 async fn last_sequence(stack: &Stack) -> u64 {
-    let js = jetstream::new(stack.nats().clone());
+    let js = jetstream::new(stack.admin().clone());
     let mut stream = js.get_stream("WHISTLE_EVENTS").await.unwrap();
     stream.info().await.unwrap().state.last_sequence
 }
@@ -212,7 +212,19 @@ async fn eventually_stable_last_sequence(stack: &Stack) -> u64 {
 
 #[tokio::test]
 async fn events_the_stream_no_longer_holds_are_announced_as_a_gap() {
-    let stack = Stack::command_center().await;
+    // The one stack whose events stream may be purged: the purge stands in for retention.
+    let stack = Stack::builder()
+        .with_query()
+        .at(ten_o_clock_in_ordos())
+        .with_streams(|configs| {
+            for config in configs {
+                if config.name == "WHISTLE_EVENTS" {
+                    config.deny_purge = false;
+                }
+            }
+        })
+        .start()
+        .await;
     let grids: Vec<String> = grids_by_district()
         .into_values()
         .map(|g| g[0].clone())
@@ -220,7 +232,7 @@ async fn events_the_stream_no_longer_holds_are_announced_as_a_gap() {
     file_many(&stack, "old", &grids, 3).await;
     let purged_up_to = eventually_stable_last_sequence(&stack).await;
     // Retention (max age) removes old events; a purge does the same at once.
-    let js = jetstream::new(stack.nats().clone());
+    let js = jetstream::new(stack.admin().clone());
     js.get_stream("WHISTLE_EVENTS")
         .await
         .unwrap()

@@ -1,6 +1,10 @@
-//! Commands over NATS request/reply on `whistle.cmd.{verb}`, served as the NATS micro service
-//! `whistle-dispatch` (so `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` answer). Replicas share the
-//! endpoints through the service's queue group.
+//! Commands over NATS request/reply on `whistle.cmd.{verb}.{person}`, served as the NATS micro
+//! service `whistle-dispatch` (so `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` answer). Replicas
+//! share the endpoints through the service's queue group.
+//!
+//! **The actor is the identity:** nats-server lets a person's connection publish only on its own
+//! person's subjects, so a command whose `actor_id` is not the subject's person is refused
+//! `forbidden` before anything is read or written.
 //!
 //! Every command is checked (decodes, names its verb, a known actor, an existing incident, the
 //! expected version), applied by the state machine, and committed with its reply: a retry with
@@ -62,14 +66,16 @@ impl Commands {
         let group = service.group(COMMAND_GROUP);
         let mut endpoints = Vec::with_capacity(Verb::ALL.len());
         for verb in Verb::ALL {
-            let endpoint =
-                group
-                    .endpoint(verb.as_str())
-                    .await
-                    .map_err(|source| Error::Service {
-                        what: format!("adding endpoint {verb}"),
-                        source,
-                    })?;
+            // `{verb}.>`: every person's commands of the verb, the person after it.
+            let endpoint = group
+                .endpoint_builder()
+                .name(verb.as_str())
+                .add(format!("{verb}.>"))
+                .await
+                .map_err(|source| Error::Service {
+                    what: format!("adding endpoint {verb}"),
+                    source,
+                })?;
             endpoints.push(endpoint);
         }
         let this = Arc::new(self);
@@ -113,13 +119,22 @@ impl Commands {
     }
 
     async fn handle(&self, message: &async_nats::Message, json: bool) -> v1::CommandReply {
-        // Endpoints exist only for the contract's verbs, so the subject always names one.
-        let verb = subject::parse_command(message.subject.as_str())
-            .map(Verb::as_str)
-            .unwrap_or_default();
+        // Endpoints exist only for the contract's verbs, but a subject may lack a valid person.
+        let (verb, person) = match subject::parse_command(message.subject.as_str()) {
+            Ok((verb, person)) => (verb.as_str(), person),
+            Err(e) => return error(CommandErrorCode::InvalidArgument, e.to_string()),
+        };
+        let command = match decode_bytes(&message.payload, json) {
+            Ok(command) => command,
+            Err(reply) => return reply,
+        };
+        if let Err(reply) = check_actor(person, &command) {
+            warn!(verb, subject_person = person, actor = %command.actor_id, "forged actor refused");
+            return reply;
+        }
         let catalog = self.shared.catalog.load();
-        let (command, parsed) = match decode(verb, &message.payload, json, &catalog) {
-            Ok(decoded) => decoded,
+        let parsed = match parse(verb, &command, &catalog) {
+            Ok(parsed) => parsed,
             Err(reply) => return reply,
         };
         match self.execute(verb, &catalog, command, parsed).await {
@@ -245,8 +260,22 @@ fn ok_reply(
     }
 }
 
-/// Turns a wire command into the domain's, or the reply that refuses it.
-/// Decodes a command as it arrives on `whistle.cmd.{verb}` (protobuf, or proto3 JSON) and checks it
+/// Refuses a command whose actor is not the person its subject names (the one nats-server
+/// authenticated): `forbidden`, before the database is touched.
+pub fn check_actor(person: &str, command: &v1::Command) -> Result<(), v1::CommandReply> {
+    if command.actor_id == person {
+        return Ok(());
+    }
+    Err(error(
+        CommandErrorCode::Forbidden,
+        format!(
+            "actor_id {:?} is not the sender {person:?}: a command acts as the person of its subject",
+            command.actor_id
+        ),
+    ))
+}
+
+/// Decodes a command as it arrives on `whistle.cmd.{verb}.{person}` (protobuf, or proto3 JSON) and checks it
 /// against the org tree and policy; a refusal is the reply to send. Pure (no I/O), so any bytes can
 /// be thrown at it (fuzz/ does).
 pub fn decode(
@@ -255,7 +284,14 @@ pub fn decode(
     json: bool,
     catalog: &Catalog,
 ) -> Result<(v1::Command, Parsed), v1::CommandReply> {
-    let command = if json {
+    let command = decode_bytes(payload, json)?;
+    let parsed = parse(verb, &command, catalog)?;
+    Ok((command, parsed))
+}
+
+/// The command in a request's bytes (protobuf, or proto3 JSON), or the reply refusing them.
+fn decode_bytes(payload: &[u8], json: bool) -> Result<v1::Command, v1::CommandReply> {
+    if json {
         whistle_proto::from_json::<v1::Command>(payload).map_err(|e| e.to_string())
     } else {
         v1::Command::decode(payload).map_err(|e| e.to_string())
@@ -265,9 +301,7 @@ pub fn decode(
             CommandErrorCode::InvalidArgument,
             format!("not a whistle.v1.Command: {e}"),
         )
-    })?;
-    let parsed = parse(verb, &command, catalog)?;
-    Ok((command, parsed))
+    })
 }
 
 fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed, v1::CommandReply> {
@@ -283,7 +317,7 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
     let body_verb = Verb::of(body).as_str();
     if body_verb != verb {
         return Err(invalid(format!(
-            "a {body_verb} command was sent to whistle.cmd.{verb}"
+            "a {body_verb} command was sent to whistle.cmd.{verb}.*"
         )));
     }
     let incident_id: Uuid = command.incident_id.parse().map_err(|_| {
@@ -440,6 +474,19 @@ mod tests {
         policy: whistle_domain::policy::builtin("ordos").unwrap(),
     });
 
+    #[test]
+    fn a_command_acts_only_as_its_subjects_person() {
+        let command = accept();
+        assert!(check_actor("li-150602-petitions", &command).is_ok());
+        for sender in ["op-150600", "li-150602-petitions.x", ""] {
+            let reply = check_actor(sender, &command).unwrap_err();
+            let Some(Outcome::Error(error)) = reply.outcome else {
+                panic!("{reply:?}");
+            };
+            assert_eq!(error.code, CommandErrorCode::Forbidden as i32, "{sender}");
+        }
+    }
+
     fn accept() -> v1::Command {
         v1::Command {
             command_id: "c-1".into(),
@@ -502,7 +549,7 @@ mod tests {
                 "resolve",
                 with(&|_| {}),
                 false,
-                "a accept command was sent to whistle.cmd.resolve",
+                "a accept command was sent to whistle.cmd.resolve.*",
             ),
             ("accept", with(&|c| c.body = None), false, "no body"),
             (

@@ -1,7 +1,7 @@
 //! The errors of the dispatch service; each keeps its cause.
 
 use async_nats::jetstream::{
-    context::{CreateStreamError, GetStreamError, PublishError},
+    context::{GetStreamError, PublishError},
     stream::ConsumerError,
 };
 use uuid::Uuid;
@@ -15,13 +15,9 @@ pub enum Error {
         #[source]
         source: async_nats::ConnectError,
     },
-    #[error("creating stream {stream}")]
-    CreateStream {
-        stream: String,
-        #[source]
-        source: CreateStreamError,
-    },
-    #[error("opening stream {stream}")]
+    #[error(
+        "opening stream {stream} (the admin creates the streams: run `whistle streams` as admin)"
+    )]
     OpenStream {
         stream: &'static str,
         #[source]
@@ -54,6 +50,9 @@ pub enum Error {
     Store(#[from] whistle_store::Error),
     #[error("policy")]
     Policy(#[from] whistle_wire::PolicyError),
+    /// The NATS credential could not be read (a missing or unreadable seed file).
+    #[error(transparent)]
+    Credential(#[from] whistle_wire::Error),
     #[error("org tree: {0}")]
     Org(#[from] whistle_domain::OrgError),
 }

@@ -27,22 +27,24 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 use whistle_domain::OrgIndex;
-use whistle_wire::{names::DISPATCH_CONSUMER, Clock, SystemClock};
+use whistle_wire::{names::DISPATCH_CONSUMER, Clock, Credentials, SystemClock};
 
 use crate::catalog::CatalogCell;
 
 pub use catalog::Catalog;
 pub use error::Error;
 pub use metrics::Metrics;
-pub use streams::StreamOptions;
 
 /// Settings of the service; every field has a default suitable for one machine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Options {
     pub nats_url: String,
+    /// The service's nkey seed file (`dispatch.nk` of the deployment's secrets); without it the
+    /// service connects anonymously, which only a server without authentication accepts.
+    pub nkey_file: Option<PathBuf>,
     pub database_url: String,
     /// Apply pending migrations at start.
     pub migrate: bool,
@@ -81,14 +83,13 @@ pub struct Options {
     /// (see `whistle_store::maintenance`); zero never looks.
     #[serde(with = "duration_millis")]
     pub maintenance_interval: Duration,
-    #[serde(skip)]
-    pub streams: StreamOptions,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             nats_url: "nats://127.0.0.1:4222".into(),
+            nkey_file: None,
             database_url: "postgres://postgres@127.0.0.1:5432/whistle".into(),
             migrate: true,
             policy: "ordos".into(),
@@ -103,7 +104,6 @@ impl Default for Options {
             policy_poll_interval: Duration::from_secs(2),
             max_db_connections: 8,
             maintenance_interval: Duration::from_secs(10),
-            streams: StreamOptions::default(),
         }
     }
 }
@@ -142,8 +142,19 @@ pub struct Service {
 }
 
 impl Options {
-    /// Connects to NATS and PostgreSQL, applies migrations (unless disabled), ensures the
-    /// streams and consumer, and loads the org tree and policy into memory.
+    /// What the service presents to nats-server: its nkey if a seed file is configured.
+    pub fn credentials(&self) -> Credentials {
+        match &self.nkey_file {
+            Some(seed_file) => Credentials::Nkey {
+                seed_file: seed_file.clone(),
+                service: "dispatch".into(),
+            },
+            None => Credentials::Anonymous,
+        }
+    }
+
+    /// Connects to NATS and PostgreSQL, applies migrations (unless disabled), opens the streams,
+    /// ensures its consumer, and loads the org tree and policy into memory.
     pub async fn build(self) -> Result<Service, Error> {
         self.build_with_clock(Arc::new(SystemClock)).await
     }
@@ -161,11 +172,15 @@ impl Options {
             );
         }
 
+        let credentials = self.credentials();
+        if credentials == Credentials::Anonymous {
+            warn!("no --nats-nkey-file: connecting to NATS anonymously");
+        }
         let connect = |name: &'static str| {
-            let url = self.nats_url.clone();
+            let (url, credentials) = (self.nats_url.clone(), credentials.clone());
             async move {
-                async_nats::ConnectOptions::new()
-                    .name(name)
+                whistle_wire::connect::options(name, &credentials)
+                    .await?
                     .retry_on_initial_connect()
                     .connect(&url)
                     .await
@@ -182,7 +197,7 @@ impl Options {
                 .build(client)
         };
         let js = context(client.clone());
-        streams::ensure(&js, &self.streams).await?;
+        streams::open(&js).await?;
         let consumer = streams::intake_consumer(&js, &self.consumer, self.ack_wait).await?;
         info!(
             policy = %policy.version(),

@@ -18,6 +18,9 @@ struct Args {
         default_value = "nats://127.0.0.1:4222"
     )]
     nats_url: String,
+    /// The service's nkey seed file (`dispatch.nk` in the deployment's secrets directory).
+    #[arg(long, env = "WHISTLE_DISPATCH_NKEY_FILE")]
+    nats_nkey_file: Option<std::path::PathBuf>,
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -41,13 +44,6 @@ struct Args {
     /// `processing_failed`.
     #[arg(long, env = "WHISTLE_MAX_REPORT_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     max_report_failures: u32,
-    /// How long JetStream drops a republished report id (applies when the stream is created).
-    #[arg(
-        long,
-        env = "WHISTLE_REPORT_DUPLICATE_WINDOW_SECS",
-        default_value_t = 600
-    )]
-    report_duplicate_window_secs: u64,
     /// How long JetStream waits for a report's ack before redelivering it to another replica: how
     /// soon a killed replica's reports come back (set on the intake consumer at every start).
     #[arg(long, env = "WHISTLE_ACK_WAIT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
@@ -67,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(args.log_json);
     let options = Options {
         nats_url: args.nats_url,
+        nkey_file: args.nats_nkey_file,
         database_url: args.database_url,
         policy: args.policy,
         migrate: !args.no_migrate,
@@ -75,12 +72,6 @@ async fn main() -> anyhow::Result<()> {
         max_report_failures: args.max_report_failures,
         ack_wait: std::time::Duration::from_secs(args.ack_wait_secs),
         maintenance_interval: std::time::Duration::from_secs(args.maintenance_interval_secs),
-        streams: whistle_dispatch::StreamOptions {
-            report_duplicate_window: std::time::Duration::from_secs(
-                args.report_duplicate_window_secs,
-            ),
-            ..Default::default()
-        },
         ..Options::default()
     };
     let service = options.build().await.context("starting whistle-dispatch")?;

@@ -1,80 +1,24 @@
-//! The JetStream streams and the intake consumer, created idempotently at start.
+//! The JetStream streams, opened at start (the admin creates them), and the intake consumer,
+//! dispatch's own, created or updated at start.
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, consumer};
 
 use whistle_wire::{
     names::{EVENTS_STREAM, REJECTED_STREAM, REPORTS_STREAM},
-    subject::{ALL_INCIDENT_EVENTS, ALL_REJECTED, ALL_REPORTS, ALL_TASK_EVENTS},
+    subject::ALL_REPORTS,
 };
 
 use crate::Error;
 
-/// Stream settings that operators may tune.
-#[derive(Debug, Clone)]
-pub struct StreamOptions {
-    /// How long JetStream remembers a report's `Nats-Msg-Id` to drop a republish.
-    pub report_duplicate_window: Duration,
-    /// How long reports stay in the stream after intake (for replay and audit).
-    pub report_max_age: Duration,
-    pub event_max_age: Duration,
-    pub rejected_max_age: Duration,
-}
-
-impl Default for StreamOptions {
-    fn default() -> Self {
-        StreamOptions {
-            report_duplicate_window: Duration::from_secs(10 * 60),
-            report_max_age: Duration::from_secs(7 * 24 * 3600),
-            event_max_age: Duration::from_secs(30 * 24 * 3600),
-            rejected_max_age: Duration::from_secs(90 * 24 * 3600),
-        }
-    }
-}
-
-/// Creates the three streams if missing; existing ones keep their settings (an operator may
-/// have tuned them) apart from the subjects, which are part of the contract.
-pub async fn ensure(js: &jetstream::Context, options: &StreamOptions) -> Result<(), Error> {
-    let configs = [
-        stream::Config {
-            name: REPORTS_STREAM.into(),
-            description: Some("reports from grid workers".into()),
-            subjects: vec![ALL_REPORTS.into()],
-            duplicate_window: options.report_duplicate_window,
-            max_age: options.report_max_age,
-            // Larger than validation's limit, so oversized reports are rejected by us with a reason.
-            max_message_size: 1024 * 1024,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        },
-        stream::Config {
-            name: EVENTS_STREAM.into(),
-            description: Some("every state change, in commit order".into()),
-            subjects: vec![ALL_INCIDENT_EVENTS.into(), ALL_TASK_EVENTS.into()],
-            duplicate_window: Duration::from_secs(10 * 60),
-            max_age: options.event_max_age,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        },
-        stream::Config {
-            name: REJECTED_STREAM.into(),
-            description: Some(
-                "reports that failed validation or delivery, with reason and original bytes".into(),
-            ),
-            subjects: vec![ALL_REJECTED.into()],
-            duplicate_window: Duration::from_secs(10 * 60),
-            max_age: options.rejected_max_age,
-            max_message_size: 2 * 1024 * 1024,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        },
-    ];
-    for config in configs {
-        let stream = config.name.clone();
-        js.get_or_create_stream(config)
+/// Opens the three streams, which the admin identity creates (`whistle streams`, configured by
+/// whistle-auth's streams module); dispatch may not create or change them.
+pub async fn open(js: &jetstream::Context) -> Result<(), Error> {
+    for stream in [REPORTS_STREAM, EVENTS_STREAM, REJECTED_STREAM] {
+        js.get_stream(stream)
             .await
-            .map_err(|source| Error::CreateStream { stream, source })?;
+            .map_err(|source| Error::OpenStream { stream, source })?;
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! `whistle.v1.Dispatch`: operator and liaison commands over gRPC, forwarded to whistle-dispatch
-//! as NATS requests on `whistle.cmd.{verb}`. This service never applies a command itself; the
+//! as NATS requests on `whistle.cmd.{verb}.{person}`. This service never applies a command itself; the
 //! acting person is the token's, so a client cannot act as someone else.
 
 use tonic::{Request, Response, Status};

@@ -40,6 +40,9 @@ pub enum Error {
     Tls(String),
     #[error("NATS: {0}")]
     Nats(String),
+    /// The NATS credential or the auth callout's keys could not be read, or the callout not start.
+    #[error("NATS authentication: {0}")]
+    Auth(String),
     #[error("policy")]
     Policy(#[from] whistle_wire::PolicyError),
     #[error("listening on {addr}: {source}")]
@@ -144,6 +147,7 @@ impl From<Error> for Status {
             }
             Error::Tls(_)
             | Error::Nats(_)
+            | Error::Auth(_)
             | Error::Policy(_)
             | Error::Bind { .. }
             | Error::Reflection(_)

@@ -69,8 +69,8 @@ use tonic::{
     transport::{server::TcpIncoming, Identity, ServerTlsConfig},
 };
 use tower::Layer as _;
-use tracing::info;
-use whistle_wire::{Clock, SystemClock};
+use tracing::{info, warn};
+use whistle_wire::{Clock, Credentials, SystemClock};
 
 pub use aggregates::Aggregates;
 pub use console::{CONTENT_SECURITY_POLICY, STRICT_TRANSPORT_SECURITY};
@@ -105,6 +105,17 @@ pub struct Options {
     pub database_url: String,
     /// NATS, for `WatchEvents` and forwarding `whistle.v1.Dispatch` commands.
     pub nats_url: String,
+    /// The service's nkey seed file (`query.nk` of the deployment's secrets); without it the
+    /// service connects anonymously, which only a server without authentication accepts.
+    pub nkey_file: Option<PathBuf>,
+    /// With both set, the NATS auth callout runs in this service: the callout user's seed file
+    /// (`auth-callout.nk`) and the issuer account's (`auth-issuer.nk`).
+    pub callout_nkey_file: Option<PathBuf>,
+    pub callout_issuer_file: Option<PathBuf>,
+    /// How long a person's NATS authorization lives before the callout checks the token again:
+    /// the longest a revoked token keeps a live connection.
+    #[serde(with = "secs")]
+    pub callout_recheck: Duration,
     pub max_db_connections: u32,
     /// A builtin policy name (`ordos`, `ordos-demo`) or the path of a policy TOML file; used for
     /// category names and the scoreboard's composite-score weights.
@@ -134,6 +145,10 @@ impl Default for Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: "postgres://postgres@127.0.0.1:5432/whistle".into(),
             nats_url: "nats://127.0.0.1:4222".into(),
+            nkey_file: None,
+            callout_nkey_file: None,
+            callout_issuer_file: None,
+            callout_recheck: DEFAULT_CALLOUT_RECHECK,
             max_db_connections: 8,
             policy: "ordos".into(),
             statement_timeout_ms: 30_000,
@@ -145,6 +160,24 @@ impl Default for Options {
             rate_burst: DEFAULT_BURST,
             max_watch_streams: DEFAULT_WATCH_STREAMS,
         }
+    }
+}
+
+/// How often the auth callout checks a person's token again unless told otherwise.
+pub const DEFAULT_CALLOUT_RECHECK: Duration = Duration::from_secs(60);
+
+/// Durations as (fractional) seconds in config files.
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -162,6 +195,8 @@ pub struct Service {
     console_dir: Option<PathBuf>,
     metrics: Metrics,
     nats: async_nats::Client,
+    /// The NATS auth callout, when this service runs it.
+    callout: Option<whistle_auth::Callout>,
     /// Ends the watch streams at shutdown, which would otherwise hold the server open.
     streams: tokio_util::sync::CancellationToken,
 }
@@ -186,11 +221,14 @@ impl Options {
             }
         }
         let pool = connect_read_only(&self).await?;
-        let nats = async_nats::ConnectOptions::new()
-            .name("whistle-query")
-            .connect(&self.nats_url)
+        let credentials = self.credentials();
+        if credentials == Credentials::Anonymous {
+            warn!("no --nats-nkey-file: connecting to NATS anonymously");
+        }
+        let nats = whistle_wire::connect::connect(&self.nats_url, "whistle-query", &credentials)
             .await
-            .map_err(|e| Error::Nats(format!("connecting to {}: {e}", self.nats_url)))?;
+            .map_err(|e| Error::Nats(whistle_wire::chain(&e)))?;
+        let callout = self.callout(&pool).await?;
         let incoming = TcpIncoming::bind(self.listen)
             .map_err(|source| Error::Bind {
                 addr: self.listen,
@@ -244,8 +282,54 @@ impl Options {
             },
             metrics,
             nats,
+            callout,
             streams,
         })
+    }
+
+    /// What the service presents to nats-server: its nkey if a seed file is configured.
+    pub fn credentials(&self) -> Credentials {
+        match &self.nkey_file {
+            Some(seed_file) => Credentials::Nkey {
+                seed_file: seed_file.clone(),
+                service: "query".into(),
+            },
+            None => Credentials::Anonymous,
+        }
+    }
+
+    /// The auth callout, connected and subscribed, when both of its key files are configured; it
+    /// shares the service's pool and reads the org tree once, as dispatch does.
+    async fn callout(&self, pool: &PgPool) -> Result<Option<whistle_auth::Callout>> {
+        let (user, issuer) = match (&self.callout_nkey_file, &self.callout_issuer_file) {
+            (None, None) => return Ok(None),
+            (Some(user), Some(issuer)) => (user, issuer),
+            _ => {
+                return Err(Error::Auth(
+                    "give both --callout-nkey-file and --callout-issuer-file, or neither".into(),
+                ))
+            }
+        };
+        let keys = whistle_auth::Keys::from_seed_files(user, issuer)
+            .map_err(|e| Error::Auth(e.to_string()))?;
+        let tree = whistle_store::org::load(pool)
+            .await
+            .map_err(|e| Error::Auth(format!("loading the org tree: {e}")))?;
+        let org = whistle_domain::OrgIndex::build(tree)
+            .map_err(|e| Error::Auth(format!("the org tree: {e}")))?;
+        let options = whistle_auth::Options {
+            nats_url: self.nats_url.clone(),
+            recheck_interval: self.callout_recheck,
+            ..Default::default()
+        };
+        let callout = whistle_auth::Callout::new(options, keys, pool.clone(), Arc::new(org))
+            .await
+            .map_err(|e| Error::Auth(format!("starting the auth callout: {e}")))?;
+        info!(
+            recheck_secs = self.callout_recheck.as_secs_f64(),
+            "auth callout running"
+        );
+        Ok(Some(callout))
     }
 
     fn tls(&self) -> Result<Option<ServerTlsConfig>> {
@@ -328,6 +412,11 @@ impl Service {
         };
         let feed_shutdown = shutdown.child_token();
         let feed = tokio::spawn(feed.run(feed_shutdown.clone()));
+        // The callout answers until the service stops; requests in flight finish first.
+        let callout_shutdown = shutdown.child_token();
+        let callout = self
+            .callout
+            .map(|callout| tokio::spawn(callout.run(callout_shutdown.clone())));
         let stopping = {
             let health = health.clone();
             async move {
@@ -401,6 +490,14 @@ impl Service {
         feed_shutdown.cancel();
         if let Err(e) = feed.await {
             tracing::error!(error = %e, "the live aggregates task failed");
+        }
+        callout_shutdown.cancel();
+        if let Some(callout) = callout {
+            match callout.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "the auth callout failed"),
+                Err(e) => tracing::error!(error = %e, "the auth callout task failed"),
+            }
         }
         pool.close().await;
         served?;

@@ -25,6 +25,27 @@ struct Args {
         default_value = "nats://127.0.0.1:4222"
     )]
     nats_url: String,
+    /// The service's nkey seed file (`query.nk` in the deployment's secrets directory).
+    #[arg(long, env = "WHISTLE_QUERY_NKEY_FILE")]
+    nats_nkey_file: Option<PathBuf>,
+    /// Run the NATS auth callout in this service, as this user (`auth-callout.nk`)…
+    #[arg(
+        long,
+        env = "WHISTLE_CALLOUT_NKEY_FILE",
+        requires = "callout_issuer_file"
+    )]
+    callout_nkey_file: Option<PathBuf>,
+    /// …signing with this issuer account key (`auth-issuer.nk`).
+    #[arg(
+        long,
+        env = "WHISTLE_CALLOUT_ISSUER_FILE",
+        requires = "callout_nkey_file"
+    )]
+    callout_issuer_file: Option<PathBuf>,
+    /// Seconds a person's NATS authorization lives before its token is checked again: the
+    /// longest a revoked token keeps a live connection.
+    #[arg(long, env = "WHISTLE_CALLOUT_RECHECK_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    callout_recheck_secs: u64,
     /// Builtin policy (ordos, ordos-demo) or a policy TOML file, for category names.
     #[arg(long, env = "WHISTLE_POLICY", default_value = "ordos")]
     policy: String,
@@ -67,6 +88,10 @@ async fn main() -> anyhow::Result<()> {
         listen: args.listen,
         database_url: args.database_url,
         nats_url: args.nats_url,
+        nkey_file: args.nats_nkey_file,
+        callout_nkey_file: args.callout_nkey_file,
+        callout_issuer_file: args.callout_issuer_file,
+        callout_recheck: std::time::Duration::from_secs(args.callout_recheck_secs),
         policy: args.policy,
         max_db_connections: args.max_db_connections,
         watch_buffer: args.watch_buffer,

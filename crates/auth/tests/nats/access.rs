@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use whistle_auth::{permissions::report_subject, Identity, Service};
+use whistle_auth::{Identity, Service};
 use whistle_domain::{AreaCode, Level};
 use whistle_store::tokens::Role;
+use whistle_wire::subject::report as report_subject;
 
 use crate::harness::{deliver, round_trip, sync, World};
 
@@ -82,7 +83,7 @@ async fn services_bypass_the_callout_in_the_application_account() {
         .connect(&secret, &identity.inbox_prefix())
         .await
         .unwrap();
-    let subject = report_subject(&grid()).unwrap();
+    let subject = report_subject(&grid());
     worker
         .client
         .publish(subject.clone(), "r".into())
@@ -130,7 +131,7 @@ async fn a_grid_worker_publishes_only_its_own_grid_and_its_own_commands() {
         .await
         .unwrap();
 
-    let own = report_subject(&grid()).unwrap();
+    let own = report_subject(&grid());
     worker
         .client
         .publish(own.clone(), "r".into())
@@ -139,7 +140,7 @@ async fn a_grid_worker_publishes_only_its_own_grid_and_its_own_commands() {
     worker.expect_no_violation().await;
     expect_message(&mut reports, &own).await;
 
-    let foreign = report_subject(&other_grid(&world)).unwrap();
+    let foreign = report_subject(&other_grid(&world));
     worker
         .client
         .publish(foreign.clone(), "r".into())

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use async_nats::Event;
 use futures::StreamExt as _;
-use whistle_auth::{permissions::report_subject, Identity, Service};
+use whistle_auth::{Identity, Service};
 use whistle_store::tokens::{self, Role};
+use whistle_wire::subject::report as report_subject;
 
 use crate::harness::{sync, World};
 
@@ -30,7 +31,7 @@ async fn a_revoked_tokens_connection_is_cut_and_its_reconnect_refused() {
         .connect(&secret, &identity.inbox_prefix())
         .await
         .unwrap();
-    let subject = report_subject(&GRID.parse().unwrap()).unwrap();
+    let subject = report_subject(&GRID.parse().unwrap());
 
     // Past two expiries, a valid token is still connected and publishing.
     tokio::time::sleep(RECHECK * 2 + Duration::from_millis(500)).await;

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use rand::{rngs::StdRng, SeedableRng};
@@ -30,6 +30,8 @@ use crate::checker::{self, Published};
 /// The servers a run owns, and the database dispatch uses on them.
 pub(super) struct Servers {
     pub(super) nats: NatsServer,
+    /// The deployment's key material: nats-server's configuration and dispatch's seed file.
+    secrets: whistle_auth::Secrets,
     pub(super) pg: PgCluster,
     pub(super) pool: PgPool,
     database_url: String,
@@ -85,12 +87,12 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
             servers.pg.port
         ),
     );
+    let js = create_streams(&servers.nats).await?;
     let mut replicas = start_replicas(config, work_dir, &servers)?;
-    let js = wait_for_streams(&servers.nats, work_dir).await?;
     say(
         config,
         setup,
-        "dispatch up, streams created; load and faults start",
+        "streams created, dispatch starting; load and faults start",
     );
     let loaded = load_and_inject_faults(config, &js, &mut servers, &replicas).await?;
     let drained = drain(config, loaded.start, &js, &servers.pool, &mut replicas).await?;
@@ -127,9 +129,12 @@ async fn start_servers(config: &Config, work_dir: &Path) -> anyhow::Result<Serve
         Some(dir) => dir.clone(),
         None => find_pg_bindir().context("no /usr/lib/postgresql/*/bin with initdb and pg_ctl")?,
     };
+    // As production runs it: authentication on, JetStream encrypted at rest.
+    let secrets = whistle_auth::Secrets::load_or_create(&work_dir.join("secrets"))?;
     let nats = NatsConfig::new()
         .bin(&config.nats_server)
         .dir(work_dir)
+        .secured(&secrets)
         .start()
         .await?;
     let pg = PgCluster::start(&bindir, work_dir).await?;
@@ -137,6 +142,7 @@ async fn start_servers(config: &Config, work_dir: &Path) -> anyhow::Result<Serve
     let policy = write_policy(work_dir, config.time_divisor)?;
     Ok(Servers {
         nats,
+        secrets,
         pg,
         pool,
         database_url,
@@ -151,6 +157,14 @@ fn start_replicas(config: &Config, work_dir: &Path, servers: &Servers) -> anyhow
         launcher: config.dispatch.clone(),
         env: vec![
             ("WHISTLE_NATS_URL".into(), servers.nats.url()),
+            (
+                "WHISTLE_DISPATCH_NKEY_FILE".into(),
+                servers
+                    .secrets
+                    .seed_path(whistle_auth::Service::Dispatch)
+                    .display()
+                    .to_string(),
+            ),
             ("DATABASE_URL".into(), servers.database_url.clone()),
             (
                 "WHISTLE_POLICY".into(),
@@ -192,28 +206,16 @@ fn start_replicas(config: &Config, work_dir: &Path, servers: &Servers) -> anyhow
     })
 }
 
-/// A JetStream context once dispatch has created its streams.
-async fn wait_for_streams(
-    nats: &NatsServer,
-    work_dir: &Path,
-) -> anyhow::Result<jetstream::Context> {
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(nats.url())
-        .await?;
+/// The admin's JetStream context, after creating the streams as `whistle streams` does (dispatch
+/// only opens them).
+async fn create_streams(nats: &NatsServer) -> anyhow::Result<jetstream::Context> {
+    let client = nats.connect().await.context("connecting as admin")?;
     let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(3))
         .build(client);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while js.get_stream("WHISTLE_REPORTS").await.is_err() {
-        if Instant::now() > deadline {
-            bail!(
-                "dispatch did not create the streams within 60 s (see {}/dispatch-0.log)",
-                work_dir.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    whistle_auth::streams::ensure(&js, &Default::default())
+        .await
+        .context("creating the streams as admin")?;
     Ok(js)
 }
 

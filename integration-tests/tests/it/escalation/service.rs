@@ -22,14 +22,14 @@ use super::bodies::{escalate, grid_of_street};
 async fn dispatch_is_a_nats_micro_service() {
     let stack = Stack::builder().at(Utc::now()).start().await;
     let ping = stack
-        .nats()
+        .admin()
         .request(ServiceRequest::Ping.subject(DISPATCH_SERVICE), "".into())
         .await
         .expect("ping answered");
     let ping: serde_json::Value = serde_json::from_slice(&ping.payload).unwrap();
     assert_eq!(ping["name"], "whistle-dispatch");
     let info = stack
-        .nats()
+        .admin()
         .request(ServiceRequest::Info.subject(DISPATCH_SERVICE), "".into())
         .await
         .expect("info answered");
@@ -42,12 +42,12 @@ async fn dispatch_is_a_nats_micro_service() {
         .collect();
     for verb in Verb::ALL {
         assert!(
-            subjects.contains(&subject::command(verb).as_str()),
+            subjects.contains(&subject::command_endpoint(verb).as_str()),
             "{subjects:?}"
         );
     }
     let stats = stack
-        .nats()
+        .admin()
         .request(ServiceRequest::Stats.subject(DISPATCH_SERVICE), "".into())
         .await
         .expect("stats answered");
@@ -71,8 +71,11 @@ async fn dispatch_is_a_nats_micro_service() {
         "{missing:?}"
     );
     let garbage = stack
-        .nats()
-        .request(subject::command(Verb::Accept), "not a command".into())
+        .admin()
+        .request(
+            subject::command(Verb::Accept, "op-150600"),
+            "not a command".into(),
+        )
         .await
         .unwrap();
     let garbage = v1::CommandReply::decode(garbage.payload).unwrap();
@@ -89,9 +92,9 @@ async fn dispatch_is_a_nats_micro_service() {
         body: Some(Body::Comment(v1::Comment { text: "x".into() })),
     };
     let reply = stack
-        .nats()
+        .admin()
         .request(
-            subject::command(Verb::Comment),
+            subject::command(Verb::Comment, &stale.actor_id),
             stale.encode_to_vec().into(),
         )
         .await
@@ -111,17 +114,17 @@ async fn dispatch_is_a_nats_micro_service() {
         body: Some(escalate(&[])),
     };
     let first = stack
-        .nats()
+        .admin()
         .request(
-            subject::command(Verb::Escalate),
+            subject::command(Verb::Escalate, &escalate_once.actor_id),
             escalate_once.encode_to_vec().into(),
         )
         .await
         .unwrap();
     let again = stack
-        .nats()
+        .admin()
         .request(
-            subject::command(Verb::Escalate),
+            subject::command(Verb::Escalate, &escalate_once.actor_id),
             escalate_once.encode_to_vec().into(),
         )
         .await
@@ -233,7 +236,7 @@ async fn a_json_client_is_refused_for_another_departments_task_and_accepted_for_
 
     // As a client that is not this project's code would send it: proto3 JSON, by hand.
     let send = |actor: String, task: &'static str| {
-        let client = stack.nats().clone();
+        let client = stack.admin().clone();
         let body = format!(
             r#"{{"commandId":"{}","actorId":"{actor}","incidentId":"{incident}","accept":{{"taskId":"{task}"}}}}"#,
             Uuid::now_v7()
@@ -242,7 +245,7 @@ async fn a_json_client_is_refused_for_another_departments_task_and_accepted_for_
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Content-Type", "application/json");
             let reply = client
-                .request_with_headers(subject::command(Verb::Accept), headers, body.into())
+                .request_with_headers(subject::command(Verb::Accept, &actor), headers, body.into())
                 .await
                 .expect("answered");
             serde_json::from_slice::<serde_json::Value>(&reply.payload).expect("a JSON reply")

@@ -75,7 +75,8 @@ impl Stack {
         }
     }
 
-    /// Sends a command over NATS and returns dispatch's reply.
+    /// Sends a command over NATS (as the admin, on the actor's subject) and returns dispatch's
+    /// reply.
     pub async fn command(
         &self,
         actor: &str,
@@ -90,7 +91,7 @@ impl Stack {
             expected_version: 0,
             body: Some(body.clone()),
         };
-        whistle_wire::CommandClient::new(self.nats().clone())
+        whistle_wire::CommandClient::new(self.admin().clone())
             .send(&command)
             .await
             .expect("dispatch answers")

@@ -6,16 +6,14 @@ use whistle_proto::v1;
 
 use super::NatsServer;
 
-/// A grid worker's client.
+/// The test's publisher of reports for any grid (and of malformed ones): the admin's client.
 pub struct Reporter {
     pub js: jetstream::Context,
 }
 
 impl Reporter {
     pub async fn connect(nats: &NatsServer) -> Reporter {
-        let client = async_nats::connect(nats.url())
-            .await
-            .expect("connecting to nats");
+        let client = nats.connect().await.expect("connecting to nats as admin");
         Reporter {
             js: jetstream::new(client),
         }

@@ -1,23 +1,36 @@
 //! The one way a test starts what it needs: [`Stack::start`] for NATS, a database and dispatch,
 //! [`Stack::command_center`] for that plus the query service, [`Stack::builder`] for the rest.
+//!
+//! Every stack runs as production does: nats-server with the configuration whistle-auth renders
+//! from fresh key material in the test's temp dir (JetStream encrypted at rest), the streams
+//! created by the admin identity, dispatch and query with their nkeys, and the auth callout
+//! answering (inside query when the stack runs it, else in the harness). The test's own clients
+//! are the admin's ([`Stack::admin`], [`Stack::reporter`]) or a person's ([`Stack::connect_as`]).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use async_nats::jetstream;
+use async_nats::jetstream::{self, stream};
 use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use whistle_auth::{Secrets, Service};
 use whistle_proto::v1::command_center_client::CommandCenterClient;
 use whistle_store::tokens::Role;
-use whistle_testkit::{NatsServer, TestDb};
+use whistle_testkit::{NatsConfig, NatsServer, TempDir, TestDb};
 use whistle_wire::{Clock as _, ManualClock};
 
 use super::{
-    command_center_on, dispatch_options, ten_o_clock_in_ordos, Authed, Dispatch, Query, Reporter,
+    command_center_on, dispatch_options, ten_o_clock_in_ordos, Authed, Dispatch, Person, Query,
+    Reporter,
 };
 
 type AdjustDispatch = Box<dyn FnOnce(&mut whistle_dispatch::Options)>;
 type AdjustQuery = Box<dyn FnOnce(&mut whistle_query::Options)>;
+type AdjustStreams = Box<dyn FnOnce(&mut [stream::Config; 3])>;
+
+/// How long a person's NATS authorization lives unless a test says otherwise (production's).
+pub const RECHECK: Duration = Duration::from_secs(60);
 
 /// What to start; see the methods.
 #[must_use = "a builder does nothing until `start`"]
@@ -27,6 +40,8 @@ pub struct StackBuilder {
     clock: Option<ManualClock>,
     dispatch_options: Vec<AdjustDispatch>,
     query: Option<Vec<AdjustQuery>>,
+    streams: Option<Vec<AdjustStreams>>,
+    recheck: Duration,
 }
 
 /// A private nats-server and database, and whichever of dispatch and the query service the test
@@ -42,6 +57,15 @@ pub struct Stack {
     query: Option<Query>,
     channel: Option<Channel>,
     token: Option<String>,
+    /// The deployment's key material, in the test's temp dir.
+    secrets: Secrets,
+    _secrets_dir: TempDir,
+    recheck: Duration,
+    /// The harness's own callout, when query (which runs one) is not part of the stack.
+    callout: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<whistle_auth::Result<()>>,
+    )>,
 }
 
 impl StackBuilder {
@@ -85,6 +109,29 @@ impl StackBuilder {
         self
     }
 
+    /// The streams' configuration as the test wants it before the admin creates them.
+    pub fn with_streams(
+        mut self,
+        adjust: impl FnOnce(&mut [stream::Config; 3]) + 'static,
+    ) -> StackBuilder {
+        self.streams
+            .get_or_insert_with(Vec::new)
+            .push(Box::new(adjust));
+        self
+    }
+
+    /// The streams are not created (a test of something that must not need them).
+    pub fn without_streams(mut self) -> StackBuilder {
+        self.streams = None;
+        self
+    }
+
+    /// How long a person's NATS authorization lives before the callout checks its token again.
+    pub fn with_recheck(mut self, recheck: Duration) -> StackBuilder {
+        self.recheck = recheck;
+        self
+    }
+
     /// The query service with options the test adjusts.
     pub fn with_query_options(
         mut self,
@@ -100,7 +147,14 @@ impl StackBuilder {
         let db = TestDb::create()
             .await
             .unwrap_or_else(|e| panic!("creating the test database: {e}"));
+        let secrets_dir = TempDir::new("secrets").expect("a temp dir for the key material");
+        let secrets = Secrets::load_or_create(&secrets_dir.path().join("secrets"))
+            .unwrap_or_else(|e| panic!("creating the key material: {e}"));
         let mut stack = Stack {
+            secrets,
+            _secrets_dir: secrets_dir,
+            recheck: self.recheck,
+            callout: None,
             server: None,
             db,
             clock: self.clock,
@@ -115,10 +169,21 @@ impl StackBuilder {
         if !self.nats {
             return stack;
         }
-        let server = NatsServer::start()
+        let server = NatsConfig::new()
+            .secured(&stack.secrets)
+            .start()
             .await
             .unwrap_or_else(|e| panic!("starting nats-server: {e}"));
+        let admin = server.connect().await.expect("the admin connects");
+        if let Some(adjustments) = self.streams {
+            let mut configs = whistle_auth::streams::configs(&Default::default());
+            for adjust in adjustments {
+                adjust(&mut configs);
+            }
+            create_streams(&admin, configs).await;
+        }
         let mut options = dispatch_options(server.url(), stack.db.url.clone());
+        options.nkey_file = Some(stack.secrets.seed_path(Service::Dispatch));
         for adjust in self.dispatch_options {
             adjust(&mut options);
         }
@@ -127,13 +192,7 @@ impl StackBuilder {
             stack.dispatch = Some(stack.spawn_dispatch().await);
         }
         if let Some(adjustments) = self.query {
-            let mut options = whistle_query::Options {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                database_url: stack.db.url.clone(),
-                nats_url: server.url(),
-                max_db_connections: 4,
-                ..Default::default()
-            };
+            let mut options = stack.query_options(&server);
             for adjust in adjustments {
                 adjust(&mut options);
             }
@@ -145,17 +204,33 @@ impl StackBuilder {
                     .connect_lazy(),
             );
             stack.query = Some(query);
+        } else {
+            stack.start_callout(&server).await;
         }
-        // The clients connect once the services run (as the tests always had it): the grid
-        // worker's, and one for requests such as commands.
+        // The clients connect once the services run (as the tests always had it): one that
+        // publishes reports, and one for requests such as commands — both the admin's.
         stack.reporter = Some(Reporter::connect(&server).await);
-        stack.nats = Some(
-            async_nats::connect(server.url())
-                .await
-                .expect("connecting to nats"),
-        );
+        stack.nats = Some(admin);
         stack.server = Some(server);
         stack
+    }
+}
+
+/// Creates the streams as `whistle streams` does (the admin's `ensure`), or with a test's
+/// adjusted configuration.
+async fn create_streams(admin: &async_nats::Client, configs: [stream::Config; 3]) {
+    let js = jetstream::new(admin.clone());
+    if configs == whistle_auth::streams::configs(&Default::default()) {
+        whistle_auth::streams::ensure(&js, &Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("creating the streams as admin: {e}"));
+        return;
+    }
+    for config in configs {
+        let name = config.name.clone();
+        js.create_stream(config)
+            .await
+            .unwrap_or_else(|e| panic!("creating stream {name} as admin: {e}"));
     }
 }
 
@@ -182,6 +257,8 @@ impl Stack {
             clock: None,
             dispatch_options: Vec::new(),
             query: None,
+            streams: Some(Vec::new()),
+            recheck: RECHECK,
         }
     }
 
@@ -199,9 +276,79 @@ impl Stack {
             .unwrap_or_else(|e| panic!("restarting nats-server: {e}"));
     }
 
-    /// A client connection to the stack's nats-server.
-    pub fn nats(&self) -> &async_nats::Client {
+    /// The admin's connection to the stack's nats-server (unrestricted, as `whistle` with the
+    /// admin nkey): the tests' inspection and command client.
+    pub fn admin(&self) -> &async_nats::Client {
         self.nats.as_ref().expect("the stack has a nats-server")
+    }
+
+    /// Creates the streams as the admin does with `whistle streams` (after `without_streams`).
+    pub async fn create_streams(&self) {
+        create_streams(
+            self.admin(),
+            whistle_auth::streams::configs(&Default::default()),
+        )
+        .await;
+    }
+
+    /// The deployment's key material (seed files for `--nats-nkey-file`).
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// A person's or device's client with the bearer token `secret`, authorized by the callout,
+    /// with its identity's private inbox; its connection's events are kept for the test.
+    pub async fn connect_as(&self, secret: &str) -> Person {
+        Person::connect(self.server(), self.pool(), secret)
+            .await
+            .unwrap_or_else(|e| panic!("connecting with a token: {e}"))
+    }
+
+    /// A service's client with its nkey (as whistle-dispatch, whistle-query or the admin tools
+    /// connect), its connection's events kept.
+    pub async fn connect_service(&self, service: Service) -> Person {
+        let credentials = whistle_wire::Credentials::Nkey {
+            seed_file: self.secrets.seed_path(service),
+            service: service.name().into(),
+        };
+        Person::connect_credentials(self.server(), &credentials)
+            .await
+            .unwrap_or_else(|e| panic!("connecting as {}: {e}", service.name()))
+    }
+
+    /// Runs the auth callout in the harness (the stack has no query service to run it).
+    async fn start_callout(&mut self, server: &NatsServer) {
+        let org = whistle_store::org::load(self.pool())
+            .await
+            .expect("loading the org tree");
+        let org = whistle_domain::OrgIndex::build(org).expect("the org tree indexes");
+        let options = whistle_auth::Options {
+            nats_url: server.url(),
+            recheck_interval: self.recheck,
+            ..Default::default()
+        };
+        let keys = whistle_auth::Keys::from_secrets(&self.secrets).expect("the callout's keys");
+        let callout = whistle_auth::Callout::new(options, keys, self.pool().clone(), Arc::new(org))
+            .await
+            .expect("starting the auth callout");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(callout.run(shutdown.clone()));
+        self.callout = Some((shutdown, task));
+    }
+
+    /// Query's options on this stack: its nkey, and the auth callout inside it.
+    fn query_options(&self, server: &NatsServer) -> whistle_query::Options {
+        whistle_query::Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: self.db.url.clone(),
+            nats_url: server.url(),
+            nkey_file: Some(self.secrets.seed_path(Service::Query)),
+            callout_nkey_file: Some(self.secrets.seed_path(Service::Callout)),
+            callout_issuer_file: Some(self.secrets.issuer_path()),
+            callout_recheck: self.recheck,
+            max_db_connections: 4,
+            ..Default::default()
+        }
     }
 
     pub fn js(&self) -> &jetstream::Context {
@@ -320,13 +467,7 @@ impl Stack {
 
     /// Starts the query service again on the same servers and clock (default options).
     pub async fn start_query(&mut self) {
-        let options = whistle_query::Options {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: self.db.url.clone(),
-            nats_url: self.server().url(),
-            max_db_connections: 4,
-            ..Default::default()
-        };
+        let options = self.query_options(self.server());
         let query = Query::start(options, self.shared_clock()).await;
         self.channel = Some(
             tonic::transport::Endpoint::from_shared(query.url())
@@ -378,5 +519,21 @@ impl Stack {
             .await
             .unwrap_or_else(|e| panic!("creating a {role:?} token for {scope}: {e}"))
             .1
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // What a service was refused shows in the server's log: a permission it lacks.
+        if let Some(server) = &self.server {
+            let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+            for line in log.lines().filter(|l| l.contains("Violation")) {
+                eprintln!("nats-server: {line}");
+            }
+        }
+        if let Some((shutdown, task)) = self.callout.take() {
+            shutdown.cancel();
+            task.abort();
+        }
     }
 }

@@ -1,0 +1,102 @@
+//! The actor is the identity, for every verb of the wire crate: a person's command naming
+//! another actor, sent on its own subject, is refused `forbidden` and writes nothing; sending on
+//! another person's subject is a permissions violation.
+
+use uuid::Uuid;
+use whistle_proto::v1::{self, command::Body, command_reply::Outcome, CommandErrorCode};
+use whistle_store::tokens::Role;
+use whistle_wire::{subject, CommandClient, Verb};
+
+use crate::harness::*;
+
+const GRID: &str = "150602001001001";
+const ME: &str = "op-150602";
+const SOMEONE_ELSE: &str = "op-150600";
+
+/// A well-formed body of `verb` (the exhaustive match makes a new verb add its body here).
+fn body(verb: Verb) -> Body {
+    match verb {
+        Verb::Accept => Body::Accept(v1::Accept {
+            task_id: "1".into(),
+            note: String::new(),
+        }),
+        Verb::Return => Body::Return(v1::Return {
+            task_id: "1".into(),
+            ..Default::default()
+        }),
+        Verb::Resolve => Body::Resolve(v1::Resolve {
+            task_id: "1".into(),
+            ..Default::default()
+        }),
+        Verb::Escalate => Body::Escalate(Default::default()),
+        Verb::Verify => Body::Verify(Default::default()),
+        Verb::Supervise => Body::Supervise(Default::default()),
+        Verb::Reassign => Body::Reassign(Default::default()),
+        Verb::Comment => Body::Comment(v1::Comment {
+            text: "forged".into(),
+        }),
+    }
+}
+
+/// What a command could write: timeline and outbox rows, recorded commands, tasks, versions.
+async fn written(stack: &Stack) -> [i64; 5] {
+    [
+        stack.count("SELECT count(*) FROM timeline").await,
+        stack.count("SELECT count(*) FROM outbox").await,
+        stack.count("SELECT count(*) FROM commands").await,
+        stack.count("SELECT count(*) FROM tasks").await,
+        stack
+            .count("SELECT coalesce(sum(version), 0)::bigint FROM incidents")
+            .await,
+    ]
+}
+
+#[tokio::test]
+async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
+    let stack = Stack::builder().at(chrono::Utc::now()).start().await;
+    let incident = stack.report("forged-1", GRID, "heating.no_heat").await;
+    eventually("the outbox relayed", WAIT, || async {
+        stack.count("SELECT count(*) FROM outbox").await == 0
+    })
+    .await
+    .unwrap();
+    let token = stack.token_for(Role::Operator, "150602").await;
+    let mut me = stack.connect_as(&token).await;
+    let commands =
+        CommandClient::new(me.client.clone()).with_timeout(std::time::Duration::from_millis(500));
+    let before = written(&stack).await;
+    for verb in Verb::ALL {
+        let command = v1::Command {
+            command_id: Uuid::now_v7().to_string(),
+            actor_id: SOMEONE_ELSE.into(),
+            incident_id: incident.to_string(),
+            expected_version: 0,
+            body: Some(body(verb)),
+        };
+        // On one's own subject, naming someone else: dispatch refuses it.
+        let request =
+            async_nats::Request::new().payload(prost::Message::encode_to_vec(&command).into());
+        let reply = me
+            .client
+            .send_request(subject::command(verb, ME), request)
+            .await
+            .unwrap_or_else(|e| panic!("{verb}: {e}"));
+        let reply: v1::CommandReply = prost::Message::decode(reply.payload).unwrap();
+        match reply.outcome {
+            Some(Outcome::Error(e)) if e.code == CommandErrorCode::Forbidden as i32 => {}
+            other => panic!("{verb} with a forged actor: {other:?}"),
+        }
+        me.expect_no_violation().await;
+
+        // On someone else's subject: the server refuses it.
+        let error = commands.send(&command).await;
+        assert!(error.is_err(), "{verb}: {error:?}");
+        me.expect_violation(&subject::command(verb, SOMEONE_ELSE))
+            .await;
+    }
+    assert_eq!(
+        written(&stack).await,
+        before,
+        "a forged command wrote something"
+    );
+}

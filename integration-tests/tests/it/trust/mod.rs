@@ -1,0 +1,8 @@
+//! Trust on the NATS door, against the real configuration: who may publish and subscribe to
+//! what (a deny-by-default matrix), the actor bound to the identity for every verb, refused and
+//! revoked credentials, and JetStream's encryption at rest.
+
+mod at_rest;
+mod forged;
+mod matrix;
+mod revocation;
