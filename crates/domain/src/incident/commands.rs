@@ -16,6 +16,9 @@ pub const TEXT_MAX: usize = 2_000;
 
 /// Every event kind [`apply`] emits. Intake's `incident.reported` is not among them: [`open`] emits
 /// only the first timers.
+///
+/// [`apply`]: super::apply
+/// [`open`]: super::open
 pub const EVENT_KINDS: [&str; 17] = [
     "incident.escalated",
     "incident.whistled",
@@ -101,6 +104,8 @@ impl From<&Person> for Actor {
 }
 
 /// A command on one incident (the `body` of `whistle.v1.Command`); tasks are named by [`Task::id`].
+///
+/// [`Task::id`]: super::Task::id
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// 报到/签收.
@@ -185,6 +190,8 @@ impl Timer {
 }
 
 /// What [`apply`] is asked to do.
+///
+/// [`apply`]: super::apply
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     Command(Actor, Command),

@@ -238,6 +238,9 @@ impl Incident {
     }
 
     /// Checks what must hold of every incident [`open`] and [`apply`] produce.
+    ///
+    /// [`open`]: super::open
+    /// [`apply`]: super::apply
     pub fn check_invariants(&self) -> Result<(), String> {
         let fail = |why: String| Err(why);
         if self.version == 0 {
