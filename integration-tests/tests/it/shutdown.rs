@@ -26,7 +26,7 @@ async fn a_command_in_flight_during_a_graceful_stop_has_its_events_published_bef
         .await
         .unwrap();
     let command = tokio::spawn({
-        let nats = stack.nats().clone();
+        let nats = stack.admin().clone();
         async move {
             whistle_wire::CommandClient::new(nats)
                 .send(&v1::Command {
