@@ -6,11 +6,19 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use whistle_cli::ceiling::{self, Options, Parts, Throughput, STREAM_PREFIX, TABLE_PREFIX};
 
+use whistle_auth::Service;
+
 use crate::harness::{Count as _, NatsServer, Stack, TestDb};
 
-fn tiny(nats: &NatsServer, db: &TestDb) -> Options {
+fn tiny(stack: &Stack) -> Options {
+    let (nats, db) = (stack.server(), stack.db());
     Options {
         nats_url: nats.url(),
+        // The benchmark makes and deletes scratch streams: the admin's work.
+        credentials: whistle_wire::Credentials::Nkey {
+            seed_file: stack.secrets().seed_path(Service::Admin),
+            service: Service::Admin.name().into(),
+        },
         database_url: db.url.clone(),
         messages: 2_000,
         awaited: 100,
@@ -65,7 +73,7 @@ async fn the_ceiling_measures_every_part_and_leaves_no_scratch_behind() {
         .start()
         .await;
     let (nats, db) = (stack.server(), stack.db());
-    let options = tiny(nats, db);
+    let options = tiny(&stack);
 
     let figures = ceiling::run(&options).await.expect("the ceiling run");
 
@@ -111,7 +119,7 @@ async fn a_failed_ceiling_run_still_removes_its_scratch() {
         // Over nats-server's 1 MiB max_payload: the first publish fails after the scratch
         // streams and tables were made.
         message_size: 2 * 1024 * 1024,
-        ..tiny(nats, db)
+        ..tiny(&stack)
     };
 
     let error = ceiling::run(&options)

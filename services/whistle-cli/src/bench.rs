@@ -162,6 +162,7 @@ impl CeilingArgs {
         let wanted = |part: &str| self.only.is_empty() || self.only.iter().any(|p| p == part);
         Ok(ceiling::Options {
             nats_url: conn.nats_url.clone(),
+            credentials: whistle_wire::Credentials::Anonymous,
             database_url: conn.database_url.clone(),
             messages: self.messages,
             awaited: self.awaited,
