@@ -1,0 +1,261 @@
+//! Every role × every RPC of the gRPC door, each with its exact answer: reads of the district
+//! 150602 and of an incident in one of its grids, a grid worker's report, and every Dispatch RPC
+//! naming someone else as its actor (the door refuses impersonation before dispatch sees it).
+
+use tonic::{Code, Request};
+use uuid::Uuid;
+use whistle_proto::v1::{
+    self, command::Body, command_center_client::CommandCenterClient,
+    dispatch_client::DispatchClient, reporting_client::ReportingClient,
+};
+use whistle_store::tokens::Role;
+use whistle_wire::Verb;
+
+use crate::harness::*;
+
+const GRID: &str = "150602001001001";
+const DISTRICT: &str = "150602";
+const DEPARTMENT: &str = "150602-urban_management";
+
+/// The callers, in the table's column order.
+const CALLERS: [&str; 6] = [
+    "city op",
+    "district op",
+    "liaison",
+    "viewer",
+    "grid worker",
+    "none",
+];
+
+use Code::{Ok as Y, PermissionDenied as No, Unauthenticated as Anon};
+
+/// The CommandCenter and Reporting RPCs with what each caller gets.
+const READS: [(&str, [Code; 6]); 13] = [
+    //                  city  district liaison viewer grid  none
+    ("GetOverview", [Y, Y, Y, Y, No, Anon]),
+    ("ListIncidents", [Y, Y, Y, Y, No, Anon]),
+    ("GetIncident", [Y, Y, Y, Y, Y, Anon]),
+    ("GetScoreboard", [Y, Y, Y, Y, No, Anon]),
+    ("ListOverdue", [Y, Y, Y, Y, No, Anon]),
+    // The org tree (names and codes of units) is open to every token.
+    ("GetOrgTree", [Y, Y, Y, Y, Y, Anon]),
+    ("WatchEvents", [Y, Y, Y, Y, No, Anon]),
+    ("GetSession", [Y, Y, Y, Y, Y, Anon]),
+    ("GetTrend", [Y, Y, Y, Y, No, Anon]),
+    ("GetGridMap", [Y, Y, Y, Y, No, Anon]),
+    // Operators and viewers name the department; a liaison reads its own; grid workers have none.
+    ("ListTasks", [Y, Y, Y, Y, No, Anon]),
+    // Only grid workers file reports, so only they have reports of their own.
+    ("ListMyReports", [No, No, No, No, Y, Anon]),
+    ("SubmitReport", [No, No, No, No, Y, Anon]),
+];
+
+async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -> Code {
+    let mut center = CommandCenterClient::with_interceptor(stack.channel(), bearer(token));
+    let area = || DISTRICT.to_owned();
+    match rpc {
+        "GetOverview" => code(
+            center
+                .get_overview(v1::GetOverviewRequest {
+                    area_code: area(),
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "ListIncidents" => code(
+            center
+                .list_incidents(v1::ListIncidentsRequest {
+                    area_code: area(),
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "GetIncident" => code(
+            center
+                .get_incident(v1::GetIncidentRequest {
+                    incident_id: incident.to_string(),
+                })
+                .await,
+        ),
+        "GetScoreboard" => code(
+            center
+                .get_scoreboard(v1::GetScoreboardRequest {
+                    area_code: area(),
+                    kind: v1::ScoreboardKind::Departments as i32,
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "ListOverdue" => code(
+            center
+                .list_overdue(v1::ListOverdueRequest { area_code: area() })
+                .await,
+        ),
+        "GetOrgTree" => code(
+            center
+                .get_org_tree(v1::GetOrgTreeRequest {
+                    root_code: area(),
+                    depth: 1,
+                })
+                .await,
+        ),
+        "WatchEvents" => code(
+            center
+                .watch_events(v1::WatchEventsRequest {
+                    area_code: area(),
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "GetSession" => code(center.get_session(v1::GetSessionRequest {}).await),
+        "GetTrend" => code(
+            center
+                .get_trend(v1::GetTrendRequest {
+                    area_code: area(),
+                    hours: 24,
+                })
+                .await,
+        ),
+        "GetGridMap" => code(
+            center
+                .get_grid_map(v1::GetGridMapRequest { area_code: area() })
+                .await,
+        ),
+        "ListTasks" => code(
+            center
+                .list_tasks(v1::ListTasksRequest {
+                    department_code: DEPARTMENT.into(),
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "ListMyReports" => code(
+            center
+                .list_my_reports(v1::ListMyReportsRequest::default())
+                .await,
+        ),
+        "SubmitReport" => {
+            let mut reporting = ReportingClient::with_interceptor(stack.channel(), bearer(token));
+            let mut report = stack.filed(
+                &format!("matrix-{n}"),
+                GRID,
+                "municipal.street_light",
+                v1::Urgency::Normal,
+            );
+            report.reporter_id.clear();
+            code(
+                reporting
+                    .submit_report(v1::SubmitReportRequest {
+                        report: Some(report),
+                    })
+                    .await,
+            )
+        }
+        other => unreachable!("no RPC {other}"),
+    }
+}
+
+/// A command of `verb` on `incident` naming `actor`; the body's content does not matter, because
+/// the door refuses the actor first.
+fn forged(verb: Verb, incident: Uuid, actor: &str) -> v1::Command {
+    let task_id = "1".to_owned();
+    let note = "matrix".to_owned();
+    let body = match verb {
+        Verb::Accept => Body::Accept(v1::Accept { task_id, note }),
+        Verb::Return => Body::Return(v1::Return {
+            task_id,
+            note,
+            ..Default::default()
+        }),
+        Verb::Resolve => Body::Resolve(v1::Resolve { task_id, note }),
+        Verb::Escalate => Body::Escalate(v1::Escalate {
+            note,
+            department_codes: Vec::new(),
+        }),
+        Verb::Verify => Body::Verify(v1::Verify {
+            note,
+            ..Default::default()
+        }),
+        Verb::Supervise => Body::Supervise(v1::Supervise { task_id, note }),
+        Verb::Reassign => Body::Reassign(v1::Reassign {
+            task_id,
+            to_department_code: DEPARTMENT.into(),
+            note,
+        }),
+        Verb::Comment => Body::Comment(v1::Comment { text: note }),
+    };
+    v1::Command {
+        command_id: Uuid::now_v7().to_string(),
+        actor_id: actor.into(),
+        incident_id: incident.to_string(),
+        expected_version: 0,
+        body: Some(body),
+    }
+}
+
+async fn act(stack: &Stack, verb: Verb, token: &str, command: v1::Command) -> Code {
+    let mut dispatch = DispatchClient::with_interceptor(stack.channel(), bearer(token));
+    let request = Request::new(command);
+    code(match verb {
+        Verb::Accept => dispatch.accept(request).await,
+        Verb::Return => dispatch.r#return(request).await,
+        Verb::Resolve => dispatch.resolve(request).await,
+        Verb::Escalate => dispatch.escalate(request).await,
+        Verb::Verify => dispatch.verify(request).await,
+        Verb::Supervise => dispatch.supervise(request).await,
+        Verb::Reassign => dispatch.reassign(request).await,
+        Verb::Comment => dispatch.comment(request).await,
+    })
+}
+
+/// `Bearer ` with nothing after it for the caller without a token.
+fn bearer(token: &str) -> Bearer {
+    Bearer::new(token).expect("an ASCII token")
+}
+
+#[tokio::test]
+async fn every_role_gets_exactly_its_answer_from_every_rpc() {
+    let stack = Stack::command_center().await;
+    let incident = stack
+        .report("matrix-incident", GRID, "municipal.street_light")
+        .await;
+    let tokens = [
+        stack.token_for(Role::Operator, "150600").await,
+        stack.token_for(Role::Operator, DISTRICT).await,
+        stack.token_for(Role::Liaison, DEPARTMENT).await,
+        stack.token_for(Role::Viewer, DISTRICT).await,
+        stack.token_for(Role::GridWorker, GRID).await,
+        String::new(),
+    ];
+
+    let mut wrong = Vec::new();
+    let mut n = 0;
+    for (rpc, expected) in READS {
+        for (caller, (token, want)) in CALLERS.iter().zip(tokens.iter().zip(expected)) {
+            n += 1;
+            let got = read(&stack, rpc, token, incident, n).await;
+            if got != want {
+                wrong.push(format!("{rpc} by {caller}: {got:?}, expected {want:?}"));
+            }
+        }
+    }
+    // Every Dispatch RPC naming another person: impersonation is refused for every caller that
+    // may act at all, and a viewer never acts.
+    for verb in Verb::ALL {
+        for (caller, token) in CALLERS.iter().zip(&tokens) {
+            let want = if token.is_empty() { Anon } else { No };
+            let got = act(&stack, verb, token, forged(verb, incident, "op-150603")).await;
+            if got != want {
+                wrong.push(format!(
+                    "{verb} as op-150603 by {caller}: {got:?}, expected {want:?}"
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} cells differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
