@@ -1,110 +1,65 @@
 //! One world per test: key material, a nats-server with the rendered configuration, a fresh
 //! migrated and seeded database, and the callout.
 
-use std::{
-    net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use async_nats::{Event, ServerError};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use whistle_auth::{callout, Callout, Keys, Secrets, ServerConfig, Service};
+use whistle_auth::{callout, Callout, Keys, Secrets, Service};
 use whistle_domain::OrgIndex;
 use whistle_store::tokens::{self, NewToken, Role};
+use whistle_testkit::{NatsConfig, NatsServer, TempDir, TestDb};
 
 pub struct World {
     pub url: String,
     pub pool: PgPool,
     pub org: Arc<OrgIndex>,
     pub secrets: Secrets,
-    nats: Child,
     shutdown: CancellationToken,
     callout: Option<tokio::task::JoinHandle<whistle_auth::Result<()>>>,
-    db: TestDb,
-    dir: PathBuf,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("binding a free port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    // Dropped in field order: the server before the key material's directory.
+    _nats: NatsServer,
+    _db: TestDb,
+    _dir: TempDir,
 }
 
 impl World {
     pub async fn start(recheck_interval: Duration) -> World {
-        let dir = std::env::temp_dir().join(format!("whistle-auth-it-{}", uuid::Uuid::now_v7()));
-        let secrets = Secrets::load_or_create(&dir.join("secrets")).expect("key material");
-        let port = free_port();
-        let config = ServerConfig::new(&secrets, "127.0.0.1", port, dir.join("jetstream"));
-        let conf_path = dir.join("nats.conf");
-        std::fs::write(&conf_path, config.render()).expect("writing the config");
-        let bin = std::env::var("WHISTLE_NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into());
-        let log = std::fs::File::create(dir.join("nats.log")).expect("creating the server log");
-        let nats = Command::new(&bin)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin} (set WHISTLE_NATS_SERVER_BIN): {e}"));
-        let url = format!("nats://127.0.0.1:{port}");
-        let db = TestDb::create().await;
+        let dir = TempDir::new("auth-it").expect("a temporary directory");
+        let secrets = Secrets::load_or_create(&dir.path().join("secrets")).expect("key material");
+        let nats =
+            NatsConfig::new().secured(&secrets).start().await.expect(
+                "nats-server with the rendered configuration (set WHISTLE_NATS_SERVER_BIN)",
+            );
+        let db = TestDb::create()
+            .await
+            .expect("a test database (DATABASE_URL)");
         let org = Arc::new(
             OrgIndex::build(whistle_domain::ordos::dataset()).expect("the Ordos tree indexes"),
         );
-        let mut world = World {
-            url: url.clone(),
-            pool: db.pool.clone(),
-            org: org.clone(),
-            secrets,
-            nats,
-            shutdown: CancellationToken::new(),
-            callout: None,
-            db,
-            dir,
-        };
-        world.wait_ready().await;
         let options = callout::Options {
-            nats_url: url,
+            nats_url: nats.url(),
             recheck_interval,
             ..Default::default()
         };
-        let keys = Keys::from_secrets(&world.secrets).expect("callout keys");
-        let service = Callout::new(options, keys, world.pool.clone(), org)
+        let keys = Keys::from_secrets(&secrets).expect("callout keys");
+        let service = Callout::new(options, keys, db.pool.clone(), org.clone())
             .await
             .expect("starting the callout");
-        world.callout = Some(tokio::spawn(service.run(world.shutdown.clone())));
-        world
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(client) = self.service(Service::Admin).await {
-                let info = client.request("$JS.API.INFO", "".into()).await;
-                if info.is_ok_and(|reply| {
-                    reply.payload.starts_with(
-                        b"{\"type\":\"io.nats.jetstream.api.v1.account_info_response\"",
-                    )
-                }) {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let shutdown = CancellationToken::new();
+        World {
+            url: nats.url(),
+            pool: db.pool.clone(),
+            org,
+            secrets,
+            callout: Some(tokio::spawn(service.run(shutdown.clone()))),
+            shutdown,
+            _nats: nats,
+            _db: db,
+            _dir: dir,
         }
-        let log = std::fs::read_to_string(self.dir.join("nats.log")).unwrap_or_default();
-        let config = std::fs::read_to_string(self.dir.join("nats.conf")).unwrap_or_default();
-        panic!(
-            "nats-server at {} did not become ready\n{config}\n{log}",
-            self.url
-        );
     }
 
     /// A connection as a service's static nkey user.
@@ -181,10 +136,6 @@ impl Drop for World {
         if let Some(callout) = self.callout.take() {
             callout.abort();
         }
-        let _ = self.nats.kill();
-        let _ = self.nats.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = &self.db;
     }
 }
 
@@ -266,77 +217,5 @@ impl Probe {
                 );
             }
         }
-    }
-}
-
-/// A fresh database on the server of `DATABASE_URL`, migrated and seeded with the Ordos data.
-pub struct TestDb {
-    pub pool: PgPool,
-    admin_url: String,
-    name: String,
-}
-
-impl TestDb {
-    pub async fn create() -> TestDb {
-        let admin_url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("whistle_auth_{}", uuid::Uuid::now_v7().simple());
-        let admin = whistle_store::connect(&admin_url, 1)
-            .await
-            .unwrap_or_else(|e| panic!("connecting to DATABASE_URL {admin_url}: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .expect("creating the test database");
-        admin.close().await;
-        let pool = whistle_store::connect(&with_database(&admin_url, &name), 4)
-            .await
-            .expect("connecting to the test database");
-        whistle_store::migrate(&pool).await.expect("migrating");
-        whistle_store::org::seed(&pool, &whistle_domain::ordos::dataset())
-            .await
-            .expect("seeding");
-        TestDb {
-            pool,
-            admin_url,
-            name,
-        }
-    }
-}
-
-/// `url` with its database replaced by `name`, keeping any query string.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        // Dropped inside a runtime; a thread of its own runs the DROP to completion.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            runtime.block_on(async {
-                if let Ok(admin) = whistle_store::connect(&admin_url, 1).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&admin)
-                        .await;
-                }
-            });
-        })
-        .join();
     }
 }
