@@ -1,7 +1,8 @@
 //! Abuse limits of the query service's gRPC door, over the network: a token over its rate limit
 //! and a token holding its most `WatchEvents` streams are refused with `RESOURCE_EXHAUSTED` and
 //! the reason `rate_limited` (status metadata `whistle-reason`), other tokens are not affected,
-//! and a request body that does not decode is `INVALID_ARGUMENT` over gRPC and gRPC-web.
+//! and a request body that does not decode is `INVALID_ARGUMENT` over gRPC and gRPC-web. On the
+//! NATS door, a person over its command rate is refused `rate_limited` by dispatch.
 
 use std::time::{Duration, Instant};
 
@@ -226,5 +227,63 @@ async fn a_request_body_that_does_not_decode_is_invalid_argument() {
     assert!(
         answer.contains("grpc-status: 3") || answer.contains("grpc-status:3"),
         "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_person_over_its_command_rate_is_refused_on_the_nats_door_and_nothing_is_written() {
+    // 1 command per second after a burst of 3: six at once overrun it.
+    let stack = Stack::builder()
+        .at(ten_o_clock_in_ordos())
+        .with_dispatch_options(|options| {
+            options.command_rate = 1.0;
+            options.command_burst = 3;
+        })
+        .start()
+        .await;
+    let incident = stack
+        .report("rate-1", "150602001001001", "municipal.street_light")
+        .await;
+    let comment = || {
+        v1::command::Body::Comment(v1::Comment {
+            text: "催一下".into(),
+        })
+    };
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let reply = stack.command("op-150600", incident, comment()).await;
+        codes.push(match reply.outcome {
+            Some(v1::command_reply::Outcome::Ok(_)) => "ok".to_owned(),
+            Some(v1::command_reply::Outcome::Error(error)) => {
+                assert!(error.message.contains("op-150600"), "{error:?}");
+                v1::CommandErrorCode::try_from(error.code)
+                    .unwrap()
+                    .as_str_name()
+                    .to_owned()
+            }
+            None => panic!("a reply without an outcome"),
+        });
+    }
+    let applied = codes.iter().filter(|c| *c == "ok").count();
+    assert!(
+        (3..6).contains(&applied)
+            && codes
+                .iter()
+                .all(|c| c == "ok" || c == "COMMAND_ERROR_CODE_RATE_LIMITED"),
+        "{codes:?}"
+    );
+    let comments = stack
+        .timeline(incident)
+        .await
+        .iter()
+        .filter(|kind| kind.as_str() == "incident.commented")
+        .count();
+    assert_eq!(comments, applied, "a refused command wrote nothing");
+
+    // Another person has its own allowance.
+    let other = stack.command("op-150602", incident, comment()).await;
+    assert!(
+        matches!(other.outcome, Some(v1::command_reply::Outcome::Ok(_))),
+        "{other:?}"
     );
 }

@@ -386,7 +386,7 @@ pub fn command(
 #[derive(Debug)]
 pub struct Refused {
     /// snake_case `CommandErrorCode`: not_found, forbidden, invalid_transition, stale,
-    /// invalid_argument, unavailable.
+    /// invalid_argument, unavailable, rate_limited.
     pub code: String,
     pub message: String,
 }

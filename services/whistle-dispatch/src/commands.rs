@@ -41,6 +41,8 @@ pub(crate) struct Commands {
     pub client: async_nats::Client,
     pub relay_wakeup: Arc<Notify>,
     pub timer_wakeup: Arc<Notify>,
+    /// Commands per acting person.
+    pub limiter: whistle_auth::RateLimiter<String>,
 }
 
 impl Commands {
@@ -131,6 +133,13 @@ impl Commands {
         if let Err(reply) = check_actor(person, &command) {
             warn!(verb, subject_person = person, actor = %command.actor_id, "forged actor refused");
             return reply;
+        }
+        if let Err(limited) = self.limiter.take(&command.actor_id) {
+            debug!(verb, person, "command rate limited");
+            return error(
+                CommandErrorCode::RateLimited,
+                format!("{person} sent {limited}"),
+            );
         }
         let catalog = self.shared.catalog.load();
         let parsed = match parse(verb, &command, &catalog) {

@@ -83,6 +83,10 @@ pub struct Options {
     /// (see `whistle_store::maintenance`); zero never looks.
     #[serde(with = "duration_millis")]
     pub maintenance_interval: Duration,
+    /// Commands one person may send per second, sustained, and at once; over that they are
+    /// refused `rate_limited` before anything is written. Zero switches the limit off.
+    pub command_rate: f64,
+    pub command_burst: u32,
 }
 
 impl Default for Options {
@@ -104,6 +108,8 @@ impl Default for Options {
             policy_poll_interval: Duration::from_secs(2),
             max_db_connections: 8,
             maintenance_interval: Duration::from_secs(10),
+            command_rate: 10.0,
+            command_burst: 60,
         }
     }
 }
@@ -254,6 +260,10 @@ impl Service {
             client: self.client,
             relay_wakeup,
             timer_wakeup,
+            limiter: whistle_auth::RateLimiter::new(
+                self.shared.options.command_rate,
+                self.shared.options.command_burst,
+            ),
         };
 
         // The relay stops only after everything else, so the last events go out.

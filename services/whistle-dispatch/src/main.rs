@@ -52,6 +52,13 @@ struct Args {
     /// autovacuum is off; 0 never checks.
     #[arg(long, env = "WHISTLE_MAINTENANCE_INTERVAL_SECS", default_value_t = 10)]
     maintenance_interval_secs: u64,
+    /// Commands one person may send per second, sustained; over it they are refused
+    /// `rate_limited`. 0 switches the limit off.
+    #[arg(long, env = "WHISTLE_COMMAND_RATE", default_value_t = 10.0)]
+    command_rate: f64,
+    /// Commands one person may send at once above the sustained rate.
+    #[arg(long, env = "WHISTLE_COMMAND_BURST", default_value_t = 60)]
+    command_burst: u32,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
@@ -72,6 +79,8 @@ async fn main() -> anyhow::Result<()> {
         max_report_failures: args.max_report_failures,
         ack_wait: std::time::Duration::from_secs(args.ack_wait_secs),
         maintenance_interval: std::time::Duration::from_secs(args.maintenance_interval_secs),
+        command_rate: args.command_rate,
+        command_burst: args.command_burst,
         ..Options::default()
     };
     let service = options.build().await.context("starting whistle-dispatch")?;

@@ -112,6 +112,9 @@ fn refused(code: CommandErrorCode, message: String) -> Status {
         CommandErrorCode::Stale => Status::aborted(message),
         CommandErrorCode::InvalidArgument => Status::invalid_argument(message),
         CommandErrorCode::Unavailable => Status::unavailable(message),
+        CommandErrorCode::RateLimited => {
+            with_reason(tonic::Code::ResourceExhausted, message, RATE_LIMITED)
+        }
         CommandErrorCode::Unspecified => {
             tracing::error!(%message, "dispatch answered an error without a code");
             Status::internal(message)
@@ -213,6 +216,7 @@ mod tests {
             (CommandErrorCode::Stale, Code::Aborted),
             (CommandErrorCode::InvalidArgument, Code::InvalidArgument),
             (CommandErrorCode::Unavailable, Code::Unavailable),
+            (CommandErrorCode::RateLimited, Code::ResourceExhausted),
         ] {
             let status = Status::from(Error::Refused(code, "why".into()));
             assert_eq!((status.code(), status.message()), (expected, "why"));

@@ -11,6 +11,8 @@ use std::{sync::Arc, time::Instant};
 use dashmap::DashMap;
 use uuid::Uuid;
 
+use whistle_auth::RateLimiter;
+
 use crate::{Error, Result};
 
 /// Requests per second a token may sustain by default.
@@ -19,9 +21,6 @@ pub const DEFAULT_RATE: f64 = 50.0;
 pub const DEFAULT_BURST: u32 = 200;
 /// Open `WatchEvents` streams per token by default.
 pub const DEFAULT_WATCH_STREAMS: u32 = 16;
-/// Past this many buckets the full ones (idle long enough to have refilled) are dropped.
-const BUCKETS_MAX: usize = 10_000;
-
 /// The configured limits; 0 switches one off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Config {
@@ -30,17 +29,11 @@ pub(crate) struct Config {
     pub watch_streams: u32,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
 /// The limits' state, shared by every handler.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     config: Config,
-    buckets: Arc<DashMap<Uuid, Bucket>>,
+    requests: RateLimiter<Uuid>,
     streams: Arc<DashMap<Uuid, u32>>,
 }
 
@@ -48,7 +41,7 @@ impl Limits {
     pub fn new(config: Config) -> Limits {
         Limits {
             config,
-            buckets: Arc::default(),
+            requests: RateLimiter::new(config.rate, config.burst),
             streams: Arc::default(),
         }
     }
@@ -59,29 +52,9 @@ impl Limits {
     }
 
     fn request_at(&self, token: Uuid, now: Instant) -> Result<()> {
-        let Config { rate, burst, .. } = self.config;
-        if rate <= 0.0 || burst == 0 {
-            return Ok(());
-        }
-        let burst = f64::from(burst);
-        if self.buckets.len() >= BUCKETS_MAX {
-            self.buckets
-                .retain(|_, b| refilled(b, rate, burst, now) < burst);
-        }
-        let mut bucket = self.buckets.entry(token).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        bucket.tokens = refilled(&bucket, rate, burst, now);
-        bucket.at = now;
-        if bucket.tokens < 1.0 {
-            return Err(Error::RateLimited(format!(
-                "this token sent more than {burst} requests at once or more than {rate} per second; retry in {:.1} s",
-                (1.0 - bucket.tokens) / rate
-            )));
-        }
-        bucket.tokens -= 1.0;
-        Ok(())
+        self.requests
+            .take_at(&token, now)
+            .map_err(|limited| Error::RateLimited(format!("this token sent {limited}")))
     }
 
     /// Counts one more open `WatchEvents` stream of the token until the permit is dropped, or
@@ -102,11 +75,6 @@ impl Limits {
             streams: (max > 0).then(|| self.streams.clone()),
         })
     }
-}
-
-fn refilled(bucket: &Bucket, rate: f64, burst: f64, now: Instant) -> f64 {
-    let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
-    (bucket.tokens + elapsed * rate).min(burst)
 }
 
 /// One open `WatchEvents` stream, counted until dropped (with the response stream).
