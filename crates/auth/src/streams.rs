@@ -1,6 +1,6 @@
-//! The `WHISTLE_*` streams as the admin identity creates them: the same subjects and retention as
-//! dispatch's defaults, plus what only an admin may set — messages can be neither deleted nor
-//! purged, and every stream has a byte and message-size bound.
+//! The `WHISTLE_*` streams as the admin identity creates them: the same subjects as dispatch's,
+//! raw reports kept only a day ([`DEFAULT_REPORT_RETENTION`]), plus what only an admin may set —
+//! messages can be neither deleted nor purged, and every stream has a byte and message-size bound.
 
 use std::time::Duration;
 
@@ -17,6 +17,9 @@ pub const REJECTED: &str = "WHISTLE_REJECTED";
 pub struct HardenedOptions {
     /// How long JetStream remembers a report's `Nats-Msg-Id` to drop a republish.
     pub report_duplicate_window: Duration,
+    /// How long a raw report (with its resident's contact) stays in `WHISTLE_REPORTS`: only as
+    /// long as intake may need it (redeliveries, a dispatch outage), [`DEFAULT_REPORT_RETENTION`]
+    /// unless the operator sets another (docs/operations.md).
     pub report_max_age: Duration,
     pub event_max_age: Duration,
     pub rejected_max_age: Duration,
@@ -30,6 +33,10 @@ pub struct HardenedOptions {
     pub rejected_max_message_size: i32,
 }
 
+/// The default retention of raw reports: a day, ample for intake to ack them after an outage,
+/// and the bound on how long a resident's contact sits in the stream.
+pub const DEFAULT_REPORT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 const GIB: i64 = 1024 * 1024 * 1024;
 const MIB: i32 = 1024 * 1024;
 
@@ -37,7 +44,7 @@ impl Default for HardenedOptions {
     fn default() -> Self {
         HardenedOptions {
             report_duplicate_window: Duration::from_secs(10 * 60),
-            report_max_age: Duration::from_secs(7 * 24 * 3600),
+            report_max_age: DEFAULT_REPORT_RETENTION,
             event_max_age: Duration::from_secs(30 * 24 * 3600),
             rejected_max_age: Duration::from_secs(90 * 24 * 3600),
             report_max_bytes: 4 * GIB,

@@ -9,6 +9,7 @@
 
 mod catalog;
 pub mod commands;
+mod contacts;
 mod engine;
 mod error;
 mod events;
@@ -83,6 +84,11 @@ pub struct Options {
     pub maintenance_interval: Duration,
     #[serde(skip)]
     pub streams: StreamOptions,
+    /// The keyring residents' contacts are sealed with (`whistle_store::contacts::Keyring`);
+    /// without one dispatch refuses to start unless `no_contacts`.
+    pub contact_keys: Option<PathBuf>,
+    /// Without a keyring, drop contacts instead of refusing to start.
+    pub no_contacts: bool,
 }
 
 impl Default for Options {
@@ -104,6 +110,8 @@ impl Default for Options {
             max_db_connections: 8,
             maintenance_interval: Duration::from_secs(10),
             streams: StreamOptions::default(),
+            contact_keys: None,
+            no_contacts: false,
         }
     }
 }
@@ -131,6 +139,7 @@ pub(crate) struct Shared {
     pub catalog: CatalogCell,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    pub contacts: contacts::Contacts,
 }
 
 /// A built service, connected and ready to run.
@@ -150,6 +159,7 @@ impl Options {
 
     pub async fn build_with_clock(self, clock: Arc<dyn Clock>) -> Result<Service, Error> {
         let policy = whistle_wire::policy::load(&self.policy)?;
+        let contacts = contacts::Contacts::from_options(&self)?;
         let pool = whistle_store::connect(&self.database_url, self.max_db_connections).await?;
         if self.migrate {
             whistle_store::migrate(&pool).await?;
@@ -197,6 +207,7 @@ impl Options {
             catalog: CatalogCell::new(Catalog { org, policy }),
             clock,
             metrics: Arc::new(Metrics::default()),
+            contacts,
         });
         Ok(Service {
             shared,

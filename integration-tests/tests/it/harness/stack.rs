@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use tonic::transport::Channel;
 use whistle_proto::v1::command_center_client::CommandCenterClient;
 use whistle_store::tokens::Role;
-use whistle_testkit::{NatsServer, TestDb};
+use whistle_testkit::{NatsServer, TempDir, TestDb};
 use whistle_wire::{Clock as _, ManualClock};
 
 use super::{
@@ -42,6 +42,9 @@ pub struct Stack {
     query: Option<Query>,
     channel: Option<Channel>,
     token: Option<String>,
+    /// The contact keyring dispatch and query are given, in a directory of the test's own.
+    contact_keys: std::path::PathBuf,
+    _contact_dir: TempDir,
 }
 
 impl StackBuilder {
@@ -100,6 +103,9 @@ impl StackBuilder {
         let db = TestDb::create()
             .await
             .unwrap_or_else(|e| panic!("creating the test database: {e}"));
+        let contact_dir = TempDir::new("contacts").expect("a temp dir for the contact keyring");
+        let contact_keys = whistle_testkit::write_contact_keyring(contact_dir.path())
+            .expect("writing the contact keyring");
         let mut stack = Stack {
             server: None,
             db,
@@ -111,6 +117,8 @@ impl StackBuilder {
             query: None,
             channel: None,
             token: None,
+            contact_keys,
+            _contact_dir: contact_dir,
         };
         if !self.nats {
             return stack;
@@ -119,6 +127,7 @@ impl StackBuilder {
             .await
             .unwrap_or_else(|e| panic!("starting nats-server: {e}"));
         let mut options = dispatch_options(server.url(), stack.db.url.clone());
+        options.contact_keys = Some(stack.contact_keys.clone());
         for adjust in self.dispatch_options {
             adjust(&mut options);
         }
@@ -132,6 +141,7 @@ impl StackBuilder {
                 database_url: stack.db.url.clone(),
                 nats_url: server.url(),
                 max_db_connections: 4,
+                contact_keys: Some(stack.contact_keys.clone()),
                 ..Default::default()
             };
             for adjust in adjustments {
@@ -320,6 +330,7 @@ impl Stack {
             database_url: self.db.url.clone(),
             nats_url: self.server().url(),
             max_db_connections: 4,
+            contact_keys: Some(self.contact_keys.clone()),
             ..Default::default()
         };
         let query = Query::start(options, self.shared_clock()).await;
@@ -329,6 +340,11 @@ impl Stack {
                 .connect_lazy(),
         );
         self.query = Some(query);
+    }
+
+    /// The contact keyring file dispatch and query were given (a test rotating keys rewrites it).
+    pub fn contact_keys(&self) -> &std::path::Path {
+        &self.contact_keys
     }
 
     pub fn query_addr(&self) -> SocketAddr {
