@@ -81,7 +81,9 @@ async fn each_role_sees_the_contact_whole_or_masked_and_every_whole_read_is_logg
     let far_operator = stack.token_for(Role::Operator, &other_district).await;
     let viewer = stack.token_for(Role::Viewer, &district).await;
 
-    let cases: [(&str, &str, Result<Vec<String>, Code>, i64); 7] = [
+    // Who, with which token, sees what, writing how many access log rows.
+    type Case<'a> = (&'a str, &'a str, Result<Vec<String>, Code>, i64);
+    let cases: [Case; 7] = [
         (
             "the reporting grid worker",
             &reporter,
