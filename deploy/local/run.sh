@@ -103,6 +103,15 @@ log "migrating the database: whistle migrate"
 log "seeding the demo organisation: whistle seed"
 "$WHISTLE_BIN" seed
 
+# Residents' contacts are sealed with a keyring the operator keeps (docs/operations.md); the local
+# stack makes one once and keeps it with its secrets.
+export WHISTLE_CONTACT_KEYS=${WHISTLE_CONTACT_KEYS:-$WHISTLE_HOME/secrets/contact-keys}
+if [[ ! -f $WHISTLE_CONTACT_KEYS ]]; then
+    log "making the contact keyring: whistle contacts keygen > $WHISTLE_CONTACT_KEYS"
+    mkdir -p -- "$(dirname -- "$WHISTLE_CONTACT_KEYS")"
+    (umask 077 && "$WHISTLE_BIN" contacts keygen local-1 >"$WHISTLE_CONTACT_KEYS")
+fi
+
 mkdir -p -- "$LOGS"
 # start_service BIN LOG: runs BIN in the background with its output appended to LOG, and fails with
 # the log's tail if it exits within a second. Sets STARTED_PID.

@@ -1,6 +1,7 @@
 //! The `WHISTLE_*` streams, the one home of their configuration: the admin identity creates
-//! them (`whistle streams`), dispatch only opens them. Messages can be neither deleted nor purged,
-//! and every stream has a byte and message-size bound. Names and subjects come from whistle-wire.
+//! them (`whistle streams`), dispatch only opens them. Raw reports are kept only a day
+//! ([`DEFAULT_REPORT_RETENTION`]); messages can be neither deleted nor purged, and every stream has
+//! a byte and message-size bound. Names and subjects come from whistle-wire.
 
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ use crate::{Error, Result};
 pub struct HardenedOptions {
     /// How long JetStream remembers a report's `Nats-Msg-Id` to drop a republish.
     pub report_duplicate_window: Duration,
+    /// How long a raw report (with its resident's contact) stays in `WHISTLE_REPORTS`: only as
+    /// long as intake may need it (redeliveries, a dispatch outage), [`DEFAULT_REPORT_RETENTION`]
+    /// unless the operator sets another (docs/operations.md).
     pub report_max_age: Duration,
     pub event_max_age: Duration,
     pub rejected_max_age: Duration,
@@ -33,6 +37,10 @@ pub struct HardenedOptions {
     pub replicas: usize,
 }
 
+/// The default retention of raw reports: a day, ample for intake to ack them after an outage,
+/// and the bound on how long a resident's contact sits in the stream.
+pub const DEFAULT_REPORT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 const GIB: i64 = 1024 * 1024 * 1024;
 const MIB: i32 = 1024 * 1024;
 
@@ -40,7 +48,7 @@ impl Default for HardenedOptions {
     fn default() -> Self {
         HardenedOptions {
             report_duplicate_window: Duration::from_secs(10 * 60),
-            report_max_age: Duration::from_secs(7 * 24 * 3600),
+            report_max_age: DEFAULT_REPORT_RETENTION,
             event_max_age: Duration::from_secs(30 * 24 * 3600),
             rejected_max_age: Duration::from_secs(90 * 24 * 3600),
             report_max_bytes: 4 * GIB,

@@ -6,6 +6,7 @@
 //! the store, dispatch and CLI crates build on it.
 
 mod codes;
+pub mod contact;
 pub mod incident;
 pub mod ordos;
 mod org;

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use whistle_domain::incident::Timer;
 
 pub use crate::outbox::OutboxEvent;
-use crate::{outbox, timeline::TimelineRows, Result};
+use crate::{contacts::SealedContact, outbox, timeline::TimelineRows, Result};
 
 /// The timeline note of an attached report is this followed by the report id; the query service
 /// finds a report's attachment by it.
@@ -46,8 +46,11 @@ pub struct NewIncident {
     pub due_at: Option<DateTime<Utc>>,
     /// The first level's window.
     pub level_due_at: Option<DateTime<Utc>>,
-    /// The report as protobuf, kept for the incident's detail view.
+    /// The report as protobuf, kept for the incident's detail view; without its contact, which
+    /// is stored apart, sealed ([`crate::contacts`]).
     pub report_payload: Vec<u8>,
+    /// The resident's contact, sealed, if the report gave one and dispatch keeps contacts.
+    pub contact: Option<SealedContact>,
     pub stream_sequence: Option<i64>,
     /// The engine's state (`whistle_domain::incident::Incident`) as JSON text: written as it is,
     /// without building a JSON tree for every report.
@@ -469,7 +472,7 @@ struct Batch<'a> {
 }
 
 /// One statement for every row the batch adds or changes: each report (pointing at its incident;
-/// the foreign key is deferred to commit), the new incidents, the report counts of incidents
+/// the foreign key is deferred to commit) and its sealed contact, the new incidents, the report counts of incidents
 /// reports were attached to, timers, cluster alerts, events and timeline entries.
 async fn write(
     conn: &mut PgConnection,
@@ -512,7 +515,13 @@ async fn write(
              FROM UNNEST($38::text[], $39::text[], $40::timestamptz[], $42::int4[])
                  AS t(community, category, window_start, reports)),
          new_events AS (
-             INSERT INTO outbox {})
+             INSERT INTO outbox {}),
+         new_contacts AS (
+             INSERT INTO report_contacts (report_id, incident_id, key_id, nonce, ciphertext, masked, created_at)
+             SELECT t.report_id, t.incident_id, t.key_id, t.nonce, t.ciphertext, t.masked, t.at
+             FROM UNNEST($1::text[], $2::uuid[], $52::text[], $53::bytea[], $54::bytea[], $55::text[], $8::timestamptz[])
+                 AS t(report_id, incident_id, key_id, nonce, ciphertext, masked, at)
+             WHERE t.key_id IS NOT NULL)
          INSERT INTO timeline {}",
         outbox::select(43),
         TimelineRows::select(46)
@@ -572,7 +581,23 @@ async fn write(
             i32::try_from(a.reports).unwrap_or(i32::MAX)
         }));
     let query = outbox::bind(query, &batch.outbox);
-    batch.timeline.bind(query).execute(&mut *conn).await?;
+    batch
+        .timeline
+        .bind(query)
+        .bind(column(candidates, |i| {
+            i.contact.as_ref().map(|c| c.key_id.as_str())
+        }))
+        .bind(column(candidates, |i| {
+            i.contact.as_ref().map(|c| c.nonce.as_slice())
+        }))
+        .bind(column(candidates, |i| {
+            i.contact.as_ref().map(|c| c.ciphertext.as_slice())
+        }))
+        .bind(column(candidates, |i| {
+            i.contact.as_ref().map(|c| c.masked.as_str())
+        }))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

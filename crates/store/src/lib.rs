@@ -5,6 +5,7 @@
 //! Hot-path writes are multi-row `INSERT … SELECT * FROM UNNEST(…)`, one round trip per table
 //! per batch.
 
+pub mod contacts;
 pub mod incidents;
 pub mod intake;
 pub mod maintenance;
@@ -32,6 +33,8 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error("contact keyring: {0}")]
+    Keyring(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -197,6 +197,8 @@ pub struct ReportRow {
     pub reporter_id: String,
     pub grid_code: String,
     pub received_at: DateTime<Utc>,
+    /// The resident's contact as everyone but the callers-back sees it (`138****8000`), if given.
+    pub contact_masked: Option<String>,
 }
 
 /// One timeline entry.
@@ -288,20 +290,22 @@ pub async fn incident_detail(pool: &PgPool, id: Uuid) -> Result<Option<IncidentD
     .map(TaskRow::from_row)
     .collect();
 
-    let reports = sqlx::query_as::<_, (String, String, String, DateTime<Utc>)>(
-        "SELECT report_id, reporter_id, grid_code, received_at FROM reports
-         WHERE incident_id = $1 ORDER BY received_at, report_id",
+    let reports = sqlx::query_as::<_, (String, String, String, DateTime<Utc>, Option<String>)>(
+        "SELECT r.report_id, r.reporter_id, r.grid_code, r.received_at, c.masked
+         FROM reports r LEFT JOIN report_contacts c ON c.report_id = r.report_id
+         WHERE r.incident_id = $1 ORDER BY r.received_at, r.report_id",
     )
     .bind(id)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
     .map(
-        |(report_id, reporter_id, grid_code, received_at)| ReportRow {
+        |(report_id, reporter_id, grid_code, received_at, contact_masked)| ReportRow {
             report_id,
             reporter_id,
             grid_code,
             received_at,
+            contact_masked,
         },
     )
     .collect();

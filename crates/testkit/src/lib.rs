@@ -4,6 +4,7 @@
 //! a private PostgreSQL cluster the fault suite can crash. The integration harness and the chaos
 //! suite both start their servers here, so there is one readiness wait and one port picker.
 
+mod contact_keys;
 mod database;
 mod error;
 mod nats;
@@ -11,6 +12,7 @@ mod pg_cluster;
 mod port;
 mod temp_dir;
 
+pub use contact_keys::{write_contact_keyring, write_keyring, TEST_KEY_ID};
 pub use database::{create_database, with_database, TestDb};
 pub use error::Error;
 pub use nats::{NatsConfig, NatsServer};

@@ -19,6 +19,10 @@ pub const ORIGINAL_SUBJECT: &str = "Whistle-Original-Subject";
 pub const ORIGINAL_SEQUENCE: &str = "Whistle-Original-Sequence";
 /// On `WHISTLE_REJECTED`: how many times the report was delivered to dispatch.
 pub const DELIVERY_COUNT: &str = "Whistle-Delivery-Count";
+/// On `WHISTLE_REJECTED`, for a `too_large` report (only its first KiB is kept): its size in bytes.
+pub const ORIGINAL_SIZE: &str = "Whistle-Original-Size";
+/// On `WHISTLE_REJECTED`, for a `too_large` report: the SHA-256 of the whole original, in hex.
+pub const ORIGINAL_SHA256: &str = "Whistle-Original-Sha256";
 
 /// Whether a command's headers ask for proto3 JSON.
 pub fn wants_json(headers: Option<&async_nats::HeaderMap>) -> bool {

@@ -138,6 +138,8 @@ fn check(doc: &str) -> Vec<String> {
         headers::ORIGINAL_SUBJECT,
         headers::ORIGINAL_SEQUENCE,
         headers::DELIVERY_COUNT,
+        headers::ORIGINAL_SIZE,
+        headers::ORIGINAL_SHA256,
     ];
     for span in all_spans.iter().filter(|s| s.starts_with("Whistle-")) {
         if !header_names.contains(span) {

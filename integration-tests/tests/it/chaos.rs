@@ -32,6 +32,7 @@ async fn dispatch_replica_process() {
         policy: var("WHISTLE_POLICY"),
         ack_wait: Duration::from_secs(var("WHISTLE_ACK_WAIT_SECS").parse().expect("seconds")),
         max_db_connections: 4,
+        no_contacts: std::env::var("WHISTLE_NO_CONTACTS").is_ok_and(|v| v == "true"),
         ..Default::default()
     };
     let service = options.build().await.expect("building dispatch");

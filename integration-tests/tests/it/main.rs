@@ -12,6 +12,7 @@ mod fill;
 mod harness;
 mod intake;
 mod limits;
+mod privacy;
 mod query;
 mod scoreboard;
 mod shutdown;

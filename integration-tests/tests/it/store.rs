@@ -569,6 +569,7 @@ mod batches {
             due_at: None,
             level_due_at: None,
             report_payload: vec![],
+            contact: None,
             stream_sequence: None,
             state: "{}".into(),
             timers: vec![],

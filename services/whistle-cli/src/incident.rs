@@ -206,13 +206,25 @@ fn render(detail: &IncidentDetail, names: &Names, now: DateTime<Utc>) -> String 
     if detail.reports.len() > 1 {
         line(format!("报告 ({})", detail.reports.len()));
         for report in &detail.reports {
+            let contact = report
+                .contact_masked
+                .as_ref()
+                .map(|masked| format!("  联系电话 {masked}"))
+                .unwrap_or_default();
             line(format!(
-                "  {}  {}  {}",
+                "  {}  {}  {}{contact}",
                 time(report.received_at),
                 report.reporter_id,
                 report.report_id
             ));
         }
+    } else if let Some(masked) = detail
+        .reports
+        .first()
+        .and_then(|r| r.contact_masked.as_ref())
+    {
+        // Masked: the CLI reads the database and never decrypts (only whistle-query unmasks).
+        line(format!("联系电话 {masked}"));
     }
     line(format!("时间线 ({})", detail.timeline.len()));
     for entry in &detail.timeline {

@@ -3,6 +3,7 @@
 mod bench;
 mod chaos;
 mod commands;
+mod contacts;
 mod generator;
 mod incident;
 mod load;
@@ -82,6 +83,9 @@ enum Command {
     /// Bearer tokens for the query service (create, list, revoke).
     #[command(subcommand)]
     Token(token::Args),
+    /// Residents' contacts: the keyring (keygen, rekey) and who read them unmasked (log).
+    #[command(subcommand)]
+    Contacts(contacts::Args),
     /// Play grid workers, handlers, liaisons and follow-ups at once against a running platform.
     Simulate(simulate::Args),
     /// Fault-injection suite on private servers: kill -9, restarts, pauses, replicas; then check
@@ -165,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Simulate(args) => simulate::run(&cli.conn, args).await?,
         Command::Token(args) => token::run(&cli.conn, args).await?,
+        Command::Contacts(args) => contacts::run(&cli.conn, args).await?,
         Command::Bench(args) => bench::run(&cli.conn, args).await?,
         Command::Chaos(args) => {
             if !chaos::run(args).await? {

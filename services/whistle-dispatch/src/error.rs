@@ -55,6 +55,8 @@ pub enum Error {
     Credential(#[from] whistle_wire::Error),
     #[error("org tree: {0}")]
     Org(#[from] whistle_domain::OrgError),
+    #[error("no contact keyring: give --contact-keys FILE (WHISTLE_CONTACT_KEYS), or --no-contacts to drop residents' contacts")]
+    NoContactKeys,
 }
 
 impl From<sqlx::Error> for Error {

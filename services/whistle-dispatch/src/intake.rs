@@ -37,13 +37,14 @@ use whistle_store::intake::{
 
 use whistle_wire::{
     headers::{
-        CONTENT_TYPE, DELIVERY_COUNT, JSON, ORIGINAL_SEQUENCE, ORIGINAL_SUBJECT, REJECT_MESSAGE,
-        REJECT_REASON,
+        CONTENT_TYPE, DELIVERY_COUNT, JSON, ORIGINAL_SEQUENCE, ORIGINAL_SHA256, ORIGINAL_SIZE,
+        ORIGINAL_SUBJECT, REJECT_MESSAGE, REJECT_REASON,
     },
     subject,
 };
 
 use crate::{
+    contacts::{self, Contacts, KEPT_OF_TOO_LARGE},
     events,
     validate::{self, Inbound, Reason, Rejection, ValidReport},
     Catalog, Shared,
@@ -164,7 +165,7 @@ impl Intake {
         let mut seen = HashSet::with_capacity(batch.len());
         let mut outcomes: Vec<Outcome> = batch
             .iter()
-            .map(|m| classify(m, &catalog, now, &mut seen))
+            .map(|m| classify(m, &catalog, &self.shared.contacts, now, &mut seen))
             .collect();
         self.keep_earlier_rejections(batch, &mut outcomes, now)
             .await;
@@ -615,13 +616,13 @@ fn processing_failed(
 fn classify(
     message: &jetstream::Message,
     catalog: &Catalog,
+    contacts: &Contacts,
     now: chrono::DateTime<chrono::Utc>,
     seen: &mut HashSet<String>,
 ) -> Outcome {
     let headers = message.headers.as_ref();
     let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-    let json =
-        header(CONTENT_TYPE).is_some_and(|v| v.trim().to_ascii_lowercase().starts_with(JSON));
+    let json = is_json(message);
     let inbound = Inbound {
         subject: message.subject.as_str(),
         payload: &message.payload,
@@ -634,10 +635,25 @@ fn classify(
             if !seen.insert(valid.report_id.to_string()) {
                 return Outcome::Repeat;
             }
-            Outcome::Valid(Box::new(new_incident(valid, catalog, stream_sequence, now)))
+            Outcome::Valid(Box::new(new_incident(
+                valid,
+                catalog,
+                contacts,
+                stream_sequence,
+                now,
+            )))
         }
         Err(rejection) => Outcome::Rejected(rejection_row(message, &rejection, now), rejection),
     }
+}
+
+/// Whether a report says it is proto3 JSON (`Content-Type: application/json`).
+fn is_json(message: &jetstream::Message) -> bool {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(CONTENT_TYPE))
+        .is_some_and(|v| v.as_str().trim().to_ascii_lowercase().starts_with(JSON))
 }
 
 fn rejection_row(
@@ -646,15 +662,23 @@ fn rejection_row(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Box<NewRejection> {
     let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+    let mut text = rejection.message.clone();
+    if rejection.reason == Reason::TooLarge {
+        let (size, sha256) = contacts::fingerprint(&message.payload);
+        text.push_str(&format!(
+            " (only the first {KEPT_OF_TOO_LARGE} bytes are kept, masked; the original had {size} bytes, sha256 {sha256})"
+        ));
+    }
     Box::new(NewRejection {
         source_key: source_key(message),
         reason: rejection.reason.as_str().to_owned(),
-        message: rejection.message.clone(),
+        message: text,
         subject: message.subject.to_string(),
         report_id: rejection.report_id.clone(),
         reporter_id: rejection.reporter_id.clone(),
         stream_sequence: i64::try_from(stream_sequence).ok(),
-        payload: message.payload.to_vec(),
+        // Contacts masked, a too-large payload cut short: see `contacts::kept_payload`.
+        payload: contacts::kept_payload(&message.payload, is_json(message), rejection.reason),
         received_at: now,
         event: events::report_rejected(rejection, message.subject.as_str(), stream_sequence, now),
     })
@@ -675,8 +699,9 @@ fn source_key(message: &jetstream::Message) -> String {
 }
 
 fn new_incident(
-    valid: ValidReport,
+    mut valid: ValidReport,
     catalog: &Catalog,
+    contacts: &Contacts,
     stream_sequence: u64,
     now: chrono::DateTime<chrono::Utc>,
 ) -> NewIncident {
@@ -693,6 +718,8 @@ fn new_incident(
         })
         .collect();
     let incident_id = Uuid::now_v7();
+    // Before the payload and the event are made: neither carries the contact.
+    let contact = contacts.take(valid.report_id.as_str(), &mut valid.report);
     let event = events::incident_reported(&valid, incident_id, &state, &category.name_zh, now);
     let location = valid.report.location.clone().unwrap_or_default();
     let has_location = valid.report.location.is_some();
@@ -720,6 +747,7 @@ fn new_incident(
         due_at: Some(state.resolve_due),
         level_due_at: state.level_due,
         report_payload: valid.report.encode_to_vec(),
+        contact,
         stream_sequence: i64::try_from(stream_sequence).ok(),
         state: serde_json::to_string(&state).expect("incident state serializes"),
         timers,
@@ -754,6 +782,11 @@ fn rejected_headers(
     }
     if let Ok(info) = message.info() {
         headers.insert(DELIVERY_COUNT, info.delivered.to_string().as_str());
+    }
+    if rejection.reason == Reason::TooLarge {
+        let (size, sha256) = contacts::fingerprint(&message.payload);
+        headers.insert(ORIGINAL_SIZE, size.to_string().as_str());
+        headers.insert(ORIGINAL_SHA256, sha256.as_str());
     }
     if let Some(content_type) = message.headers.as_ref().and_then(|h| h.get(CONTENT_TYPE)) {
         headers.insert(CONTENT_TYPE, content_type.as_str());

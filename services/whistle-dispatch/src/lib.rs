@@ -9,6 +9,7 @@
 
 mod catalog;
 pub mod commands;
+mod contacts;
 mod engine;
 mod error;
 mod events;
@@ -87,6 +88,11 @@ pub struct Options {
     /// refused `rate_limited` before anything is written. Zero switches the limit off.
     pub command_rate: f64,
     pub command_burst: u32,
+    /// The keyring residents' contacts are sealed with (`whistle_store::contacts::Keyring`);
+    /// without one dispatch refuses to start unless `no_contacts`.
+    pub contact_keys: Option<PathBuf>,
+    /// Without a keyring, drop contacts instead of refusing to start.
+    pub no_contacts: bool,
 }
 
 impl Default for Options {
@@ -110,6 +116,8 @@ impl Default for Options {
             maintenance_interval: Duration::from_secs(10),
             command_rate: 10.0,
             command_burst: 60,
+            contact_keys: None,
+            no_contacts: false,
         }
     }
 }
@@ -137,6 +145,7 @@ pub(crate) struct Shared {
     pub catalog: CatalogCell,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    pub contacts: contacts::Contacts,
 }
 
 /// A built service, connected and ready to run.
@@ -167,6 +176,7 @@ impl Options {
 
     pub async fn build_with_clock(self, clock: Arc<dyn Clock>) -> Result<Service, Error> {
         let policy = whistle_wire::policy::load(&self.policy)?;
+        let contacts = contacts::Contacts::from_options(&self)?;
         let pool = whistle_store::connect(&self.database_url, self.max_db_connections).await?;
         if self.migrate {
             whistle_store::migrate(&pool).await?;
@@ -218,6 +228,7 @@ impl Options {
             catalog: CatalogCell::new(Catalog { org, policy }),
             clock,
             metrics: Arc::new(Metrics::default()),
+            contacts,
         });
         Ok(Service {
             shared,

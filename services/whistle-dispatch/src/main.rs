@@ -59,6 +59,13 @@ struct Args {
     /// Commands one person may send at once above the sustained rate.
     #[arg(long, env = "WHISTLE_COMMAND_BURST", default_value_t = 60)]
     command_burst: u32,
+    /// Keyring file sealing residents' contacts (lines `key_id base64-key`, the first seals; see
+    /// docs/operations.md).
+    #[arg(long, env = "WHISTLE_CONTACT_KEYS")]
+    contact_keys: Option<std::path::PathBuf>,
+    /// Without a keyring, drop residents' contacts instead of refusing to start.
+    #[arg(long, env = "WHISTLE_NO_CONTACTS", conflicts_with = "contact_keys")]
+    no_contacts: bool,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
@@ -81,6 +88,8 @@ async fn main() -> anyhow::Result<()> {
         maintenance_interval: std::time::Duration::from_secs(args.maintenance_interval_secs),
         command_rate: args.command_rate,
         command_burst: args.command_burst,
+        contact_keys: args.contact_keys,
+        no_contacts: args.no_contacts,
         ..Options::default()
     };
     let service = options.build().await.context("starting whistle-dispatch")?;

@@ -13,6 +13,7 @@ use whistle_wire::Clock;
 use crate::{
     aggregates::Aggregates,
     auth::Auth,
+    contacts,
     generated::command_center_server,
     grid_map,
     incidents::{self, Filter},
@@ -34,6 +35,8 @@ pub(crate) struct CommandCenter {
     pub clock: Arc<dyn Clock>,
     /// The live counters `GetOverview`, `GetTrend` and the map answer from.
     pub aggregates: Aggregates,
+    /// Opens residents' contacts for those who may see them whole.
+    pub keyring: Option<Arc<whistle_store::contacts::Keyring>>,
 }
 
 #[tonic::async_trait]
@@ -96,7 +99,7 @@ impl command_center_server::CommandCenter for CommandCenter {
         request: Request<v1::GetIncidentRequest>,
     ) -> Result<Response<v1::IncidentDetail>, Status> {
         let principal = self.auth.principal(&request).await?;
-        let detail = incidents::get(
+        let mut detail = incidents::get(
             &self.pool,
             &self.policy,
             &request.get_ref().incident_id,
@@ -112,6 +115,14 @@ impl command_center_server::CommandCenter for CommandCenter {
         if let Some(grid) = grid.filter(|grid| !principal.may_see(grid)) {
             return Err(principal.outside(&grid).into());
         }
+        contacts::show(
+            &self.pool,
+            self.keyring.as_deref(),
+            &principal,
+            &mut detail,
+            self.clock.now(),
+        )
+        .await?;
         Ok(Response::new(detail))
     }
 
@@ -212,5 +223,14 @@ impl command_center_server::CommandCenter for CommandCenter {
         )
         .await?;
         Ok(Response::new(reports))
+    }
+
+    async fn list_contact_access(
+        &self,
+        request: Request<v1::ListContactAccessRequest>,
+    ) -> Result<Response<v1::ListContactAccessResponse>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let page = contacts::list_access(&self.pool, &principal, request.get_ref()).await?;
+        Ok(Response::new(page))
     }
 }

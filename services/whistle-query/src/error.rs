@@ -38,6 +38,8 @@ pub enum Error {
     Corrupt(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("contact keyring: {0}")]
+    Keyring(String),
     #[error("NATS: {0}")]
     Nats(String),
     /// The NATS credential or the auth callout's keys could not be read, or the callout not start.
@@ -149,6 +151,7 @@ impl From<Error> for Status {
                 Status::internal("stored data is inconsistent")
             }
             Error::Tls(_)
+            | Error::Keyring(_)
             | Error::Nats(_)
             | Error::Auth(_)
             | Error::Policy(_)

@@ -9,7 +9,8 @@
 //!
 //! **Invariant:** query is read-only. Only dispatch writes incident state; this service's
 //! connections are opened with `default_transaction_read_only = on`, so a write would fail in
-//! PostgreSQL even if one slipped into the code.
+//! PostgreSQL even if one slipped into the code. The one exception is the contact access log
+//! (`contact_access`), written in a transaction opened read-write on purpose (contacts.rs).
 //!
 //! Also on the listener: `whistle.v1.Dispatch`, which forwards operator and liaison commands to
 //! whistle-dispatch over NATS (dispatch.rs), `whistle.v1.Reporting`, which publishes grid
@@ -31,6 +32,7 @@ mod auth;
 mod codec;
 mod command_center;
 mod console;
+mod contacts;
 mod convert;
 mod dispatch;
 mod error;
@@ -137,6 +139,9 @@ pub struct Options {
     pub rate_burst: u32,
     /// `WatchEvents` streams one token may hold open at once (0 for no limit).
     pub max_watch_streams: u32,
+    /// The keyring that opens residents' contacts (dispatch's, `whistle_store::contacts`);
+    /// without one every contact is shown masked.
+    pub contact_keys: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -159,6 +164,7 @@ impl Default for Options {
             rate_limit: DEFAULT_RATE,
             rate_burst: DEFAULT_BURST,
             max_watch_streams: DEFAULT_WATCH_STREAMS,
+            contact_keys: None,
         }
     }
 }
@@ -220,6 +226,16 @@ impl Options {
                 )));
             }
         }
+        let keyring = match &self.contact_keys {
+            Some(path) => Some(Arc::new(
+                whistle_store::contacts::Keyring::load(path)
+                    .map_err(|e| Error::Keyring(e.to_string()))?,
+            )),
+            None => {
+                tracing::warn!("no contact keyring (--contact-keys): residents' contacts are shown masked to everyone");
+                None
+            }
+        };
         let pool = connect_read_only(&self).await?;
         let credentials = self.credentials();
         if credentials == Credentials::Anonymous {
@@ -279,6 +295,7 @@ impl Options {
                 metrics: metrics.clone(),
                 streams: streams.clone(),
                 aggregates: Aggregates::default(),
+                keyring,
             },
             metrics,
             nats,

@@ -75,6 +75,10 @@ struct Args {
     /// WatchEvents streams one token may hold open at once. 0 for no limit.
     #[arg(long, env = "WHISTLE_QUERY_MAX_WATCH_STREAMS", default_value_t = whistle_query::DEFAULT_WATCH_STREAMS)]
     max_watch_streams: u32,
+    /// Keyring file opening residents' contacts (dispatch's; see docs/operations.md). Without it
+    /// every contact is shown masked.
+    #[arg(long, env = "WHISTLE_CONTACT_KEYS")]
+    contact_keys: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
@@ -101,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
         rate_limit: args.rate_limit,
         rate_burst: args.rate_burst,
         max_watch_streams: args.max_watch_streams,
+        contact_keys: args.contact_keys,
         ..Options::default()
     };
     let service = options.build().await.context("starting whistle-query")?;

@@ -6,7 +6,8 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 
 /// How to start one dispatch replica: a program and arguments; the runner adds the environment
-/// (`WHISTLE_NATS_URL`, `DATABASE_URL`, `WHISTLE_POLICY`, `WHISTLE_ACK_WAIT_SECS`, `RUST_LOG`).
+/// (`WHISTLE_NATS_URL`, `DATABASE_URL`, `WHISTLE_POLICY`, `WHISTLE_ACK_WAIT_SECS`, `RUST_LOG`,
+/// `WHISTLE_NO_CONTACTS=true`).
 #[derive(Debug, Clone)]
 pub struct Launcher {
     pub program: PathBuf,

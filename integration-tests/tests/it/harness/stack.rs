@@ -66,6 +66,9 @@ pub struct Stack {
         CancellationToken,
         tokio::task::JoinHandle<whistle_auth::Result<()>>,
     )>,
+    /// The contact keyring dispatch and query are given, in a directory of the test's own.
+    contact_keys: std::path::PathBuf,
+    _contact_dir: TempDir,
 }
 
 impl StackBuilder {
@@ -150,6 +153,9 @@ impl StackBuilder {
         let secrets_dir = TempDir::new("secrets").expect("a temp dir for the key material");
         let secrets = Secrets::load_or_create(&secrets_dir.path().join("secrets"))
             .unwrap_or_else(|e| panic!("creating the key material: {e}"));
+        let contact_dir = TempDir::new("contacts").expect("a temp dir for the contact keyring");
+        let contact_keys = whistle_testkit::write_contact_keyring(contact_dir.path())
+            .expect("writing the contact keyring");
         let mut stack = Stack {
             secrets,
             _secrets_dir: secrets_dir,
@@ -165,6 +171,8 @@ impl StackBuilder {
             query: None,
             channel: None,
             token: None,
+            contact_keys,
+            _contact_dir: contact_dir,
         };
         if !self.nats {
             return stack;
@@ -184,6 +192,7 @@ impl StackBuilder {
         }
         let mut options = dispatch_options(server.url(), stack.db.url.clone());
         options.nkey_file = Some(stack.secrets.seed_path(Service::Dispatch));
+        options.contact_keys = Some(stack.contact_keys.clone());
         for adjust in self.dispatch_options {
             adjust(&mut options);
         }
@@ -347,6 +356,7 @@ impl Stack {
             callout_issuer_file: Some(self.secrets.issuer_path()),
             callout_recheck: self.recheck,
             max_db_connections: 4,
+            contact_keys: Some(self.contact_keys.clone()),
             ..Default::default()
         }
     }
@@ -475,6 +485,11 @@ impl Stack {
                 .connect_lazy(),
         );
         self.query = Some(query);
+    }
+
+    /// The contact keyring file dispatch and query were given (a test rotating keys rewrites it).
+    pub fn contact_keys(&self) -> &std::path::Path {
+        &self.contact_keys
     }
 
     pub fn query_addr(&self) -> SocketAddr {

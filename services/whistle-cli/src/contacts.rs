@@ -1,0 +1,105 @@
+//! `whistle contacts`: the keyring that seals residents' contacts (`keygen`, `rekey`) and the log
+//! of who read them unmasked (`log`). Admin commands: they read the database directly.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use chrono::Local;
+use whistle_store::contacts::{self, AccessFilter, Keyring};
+
+use crate::{connect_db, Connection};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Args {
+    /// Print a keyring line with a new random key (`key_id base64-key`); put it first in the
+    /// keyring file to seal new contacts with it.
+    Keygen {
+        /// The new key's id, e.g. `2026-12`.
+        key_id: String,
+    },
+    /// Re-seal every contact under the keyring's first key, in batches, so the older keys can
+    /// be dropped from the file afterwards.
+    Rekey {
+        /// The keyring file: the new key first, the old ones after it.
+        #[arg(long, env = "WHISTLE_CONTACT_KEYS")]
+        contact_keys: PathBuf,
+        /// Contacts re-sealed per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch: u32,
+    },
+    /// Who read residents' contacts unmasked, newest first.
+    Log {
+        /// Only reads of incidents in this area (an org code).
+        #[arg(long)]
+        area: Option<String>,
+        /// Only reads of this incident.
+        #[arg(long)]
+        incident: Option<uuid::Uuid>,
+        /// Most rows.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
+    match args {
+        Args::Keygen { key_id } => {
+            let line = Keyring::generate_line(&key_id);
+            // Checked as a keyring would read it, so a bad id fails here and not at start.
+            Keyring::parse(&line)?;
+            println!("{line}");
+        }
+        Args::Rekey {
+            contact_keys,
+            batch,
+        } => {
+            let keyring = Keyring::load(&contact_keys)?;
+            let pool = connect_db(conn).await?;
+            let total = contacts::count_to_rekey(&pool, &keyring).await?;
+            let newest = keyring.sealing_key_id();
+            eprintln!("{total} contacts to re-seal under key {newest}");
+            let mut done = 0u64;
+            loop {
+                let n = contacts::rekey(&pool, &keyring, batch)
+                    .await
+                    .context("re-sealing a batch of contacts")?;
+                if n == 0 {
+                    break;
+                }
+                done += n as u64;
+                eprintln!("re-sealed {done}/{total}");
+            }
+            println!("all contacts are sealed under key {newest} ({done} re-sealed); the other keys may be dropped from the keyring");
+        }
+        Args::Log {
+            area,
+            incident,
+            limit,
+        } => {
+            let pool = connect_db(conn).await?;
+            let rows = contacts::list_access(
+                &pool,
+                &AccessFilter {
+                    area_code: area,
+                    incident_id: incident,
+                    before: None,
+                    limit,
+                },
+            )
+            .await?;
+            for row in rows {
+                println!(
+                    "{}  {:<10} {:<24} {}  report {}  via {}  token {}",
+                    row.at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
+                    row.role,
+                    row.person_id.as_deref().unwrap_or("-"),
+                    row.incident_id,
+                    row.report_id,
+                    row.door,
+                    row.token_id
+                );
+            }
+        }
+    }
+    Ok(())
+}
