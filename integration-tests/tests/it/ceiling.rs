@@ -11,6 +11,7 @@ use crate::harness::{Count as _, NatsServer, Stack, TestDb};
 fn tiny(nats: &NatsServer, db: &TestDb) -> Options {
     Options {
         nats_url: nats.url(),
+        credentials: whistle_wire::Credentials::Anonymous,
         database_url: db.url.clone(),
         messages: 2_000,
         awaited: 100,

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use whistle_domain::{AreaCode, Level};
 use whistle_proto::v1;
+use whistle_wire::Credentials;
 
 use crate::stats::{format_rate, micros_histogram, thousands, Latency};
 
@@ -48,6 +49,8 @@ const SENT_HEADER: &str = "Ceiling-Sent-Us";
 #[derive(Debug, Clone)]
 pub struct Options {
     pub nats_url: String,
+    /// The admin identity (scratch streams need stream administration).
+    pub credentials: Credentials,
     pub database_url: String,
     /// Messages for the pipelined publish (then read back by the pull).
     pub messages: u64,
@@ -83,6 +86,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             nats_url: "nats://127.0.0.1:4222".into(),
+            credentials: Credentials::Anonymous,
             database_url: "postgres://postgres@127.0.0.1:5432/whistle".into(),
             messages: 200_000,
             awaited: 10_000,
@@ -295,13 +299,10 @@ pub fn load_average() -> Option<String> {
     )
 }
 
-async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+async fn connect(options: &Options, name: &str) -> anyhow::Result<async_nats::Client> {
+    whistle_wire::connect::connect(&options.nats_url, name, &options.credentials)
         .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+        .map_err(|e| anyhow::anyhow!(whistle_wire::chain(&e)))
 }
 
 /// A JetStream context whose own in-flight limit stays out of the way of ours.
@@ -317,7 +318,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Figures> {
     anyhow::ensure!(options.batch > 0, "the batch size must be positive");
     anyhow::ensure!(options.window > 0, "the ack window must be positive");
     let load_average_before = load_average();
-    let client = connect(&options.nats_url, "whistle-ceiling").await?;
+    let client = connect(options, "whistle-ceiling").await?;
     let js = context(client.clone(), options.window);
     let mut db = PgConnection::connect(&options.database_url)
         .await
@@ -724,9 +725,9 @@ impl Pipeline {
         mut db: PgConnection,
         origin: Instant,
     ) -> anyhow::Result<Pipeline> {
-        let fetcher = connect(&options.nats_url, "whistle-ceiling-intake").await?;
+        let fetcher = connect(options, "whistle-ceiling-intake").await?;
         let publisher = context(
-            connect(&options.nats_url, "whistle-ceiling-relay").await?,
+            connect(options, "whistle-ceiling-relay").await?,
             options.window,
         );
         // The consumer is read through the fetching connection, which publishes nothing else.
@@ -943,7 +944,7 @@ async fn open_loop(
     origin: Instant,
 ) -> anyhow::Result<AtRate> {
     let sender = context(
-        connect(&options.nats_url, "whistle-ceiling-load").await?,
+        connect(options, "whistle-ceiling-load").await?,
         options.window,
     );
     let before = pipeline.completed();
