@@ -233,6 +233,7 @@ watch_cmd=$(printf '%q ' "${watch_env[@]}" "$WHISTLE_BIN" watch)
     printf '    部门工作台  %s/#/workbench?token=%s  (liaison of %s)\n' "$CONSOLE_URL" "$LIAISON_TOKEN" "$DEMO_DEPARTMENT"
     printf '    网格上报    %s/#/report?token=%s  (grid worker of %s)\n' "$CONSOLE_URL" "$GRID_TOKEN" "$DEMO_GRID"
     printf '  token         city operator, in %s: %s\n' "$TOKEN_FILE" "$(cat -- "$TOKEN_FILE")"
+    # shellcheck disable=SC2016  # $(cat …) is for the shell the example is pasted into
     printf '  try           grpcurl -plaintext -H "authorization: Bearer $(cat %s)" %s whistle.v1.CommandCenter/GetOverview\n' \
         "$TOKEN_FILE" "$WHISTLE_QUERY_LISTEN"
     printf '  grid worker   NATS token %s, inbox prefix %s (may publish only %s)\n' \
