@@ -56,12 +56,7 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 pub fn nats_config(args: &NatsConfigArgs) -> anyhow::Result<String> {
     let secrets = Secrets::load_or_create(&args.secrets)
         .with_context(|| format!("the secrets in {}", args.secrets.display()))?;
-    let mut config = ServerConfig::new(
-        &secrets,
-        &args.host,
-        args.port,
-        absolute(&args.store_dir)?,
-    );
+    let mut config = ServerConfig::new(&secrets, &args.host, args.port, absolute(&args.store_dir)?);
     config.http_port = args.http_port;
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         config.tls = Some(Tls {
@@ -186,8 +181,14 @@ mod tests {
     fn a_stream_line_says_what_happened_and_its_bounds() {
         let [reports, ..] = streams::configs(&HardenedOptions::default());
         let line = describe(&reports, false);
-        assert!(line.starts_with("created WHISTLE_REPORTS: whistle.report.> · kept 7d"), "{line}");
-        assert!(line.contains("at most 4096 MiB, messages up to 1024 KiB"), "{line}");
+        assert!(
+            line.starts_with("created WHISTLE_REPORTS: whistle.report.> · kept 7d"),
+            "{line}"
+        );
+        assert!(
+            line.contains("at most 4096 MiB, messages up to 1024 KiB"),
+            "{line}"
+        );
         assert!(describe(&reports, true).starts_with("updated "));
     }
 }

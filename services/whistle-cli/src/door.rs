@@ -230,7 +230,10 @@ mod tests {
             .actor("--as", Some("op-150600"))
             .unwrap_err()
             .to_string();
-        assert!(refused.contains("--as op-150600 does not match the token"), "{refused}");
+        assert!(
+            refused.contains("--as op-150600 does not match the token"),
+            "{refused}"
+        );
         assert!(refused.contains("li-150602-heating"), "{refused}");
     }
 

@@ -237,10 +237,10 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let mut query = conn.query().await?;
+    let query = conn.query().await?;
     let request = list_request(args.department.as_deref(), args.all);
-    let mut read = || {
-        let (query, request) = (&mut query, request.clone());
+    let read = || {
+        let (mut query, request) = (query.clone(), request.clone());
         async move {
             let response = query
                 .list_tasks(request)
