@@ -18,6 +18,7 @@
 #                            it, no private nats-server is started (the tests spawn their own servers)
 #   DATABASE_URL             PostgreSQL database to use; if unset, database "whistle" of a private cluster
 #                            on 127.0.0.1:$WHISTLE_PG_PORT
+#   SSL_CERT_FILE            the local CA, when the private nats-server runs with TLS (WHISTLE_NATS_TLS=1)
 #   WHISTLE_PRIVATE_NATS_URL, WHISTLE_PRIVATE_DATABASE_URL
 #                            the URLs of the private servers, set when they are in use, so that a script
 #                            started from a shell that sourced this file knows they are its own
@@ -385,6 +386,11 @@ whistle__nats_private() {
     WHISTLE_NATS_URL=$url
     WHISTLE_PRIVATE_NATS_URL=$url
     export WHISTLE_NATS_URL WHISTLE_PRIVATE_NATS_URL
+    # Clients trust the local CA of WHISTLE_NATS_TLS=1 (async-nats reads SSL_CERT_FILE).
+    if [[ $scheme == tls && -z ${SSL_CERT_FILE:-} && -s $WHISTLE_HOME/tls/ca.crt ]]; then
+        SSL_CERT_FILE=$WHISTLE_HOME/tls/ca.crt
+        export SSL_CERT_FILE
+    fi
 }
 
 whistle_ensure_nats() {
@@ -761,7 +767,7 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     set -euo pipefail
     whistle_env_up
     for whistle__v in WHISTLE_HOME WHISTLE_NATS_SERVER_BIN WHISTLE_NATS_URL WHISTLE_PRIVATE_NATS_URL \
-        DATABASE_URL WHISTLE_PRIVATE_DATABASE_URL; do
+        SSL_CERT_FILE DATABASE_URL WHISTLE_PRIVATE_DATABASE_URL; do
         if [[ -n ${!whistle__v:-} ]]; then printf 'export %s=%q\n' "$whistle__v" "${!whistle__v}"; fi
     done
     exit 0
