@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # deploy/local/down.sh — stop the private nats-server and PostgreSQL that env.sh started (their data
-# stays for next time). `--purge` also deletes all local state: $WHISTLE_HOME (default <repo>/.whistle).
+# stays for next time). `--purge` also deletes all local state: $WHISTLE_HOME (default <repo>/.whistle), secrets included.
 set -euo pipefail
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)

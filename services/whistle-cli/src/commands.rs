@@ -1,6 +1,11 @@
 //! The field commands (`whistle accept`, `return`, `resolve`, `escalate`, `verify`, `supervise`,
-//! `reassign`, `comment`): each is one NATS request on `whistle.cmd.{verb}` with a
+//! `reassign`, `comment`): each is one NATS request on `whistle.cmd.{verb}.{person}` with a
 //! `whistle.v1.Command`, answered by whistle-dispatch with a `whistle.v1.CommandReply`.
+//!
+//! The actor is the identity: with a token (`--token`) the command is sent on the token's
+//! connection as the token's person, and `--as` may only repeat that person. Without a token,
+//! `--as` names the person and the connection is the admin's (`--nats-nkey-file`), for
+//! operators on the console machine.
 //!
 //! Building the command is pure ([`Field::build`]); sending it is [`whistle_wire::CommandClient`]'s,
 //! as for `whistle simulate`. A refusal is a [`Refused`] error, which `main` turns into exit status 2.
@@ -12,15 +17,16 @@ use whistle_domain::PersonId;
 use whistle_proto::v1::{self, command::Body, command_reply::Outcome};
 use whistle_wire::{CommandClient, Verb};
 
-use crate::{connect_nats, Connection};
+use crate::{door::Acting, Connection};
 
 /// What every field command takes besides its own arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
     /// Who acts: a grid worker gw-{grid}, a liaison li-{department}, a community or street handler
-    /// hd-{unit}, an operator op-{area}.
+    /// hd-{unit}, an operator op-{area}. Default the token's person; with a token it may only
+    /// repeat that person.
     #[arg(long = "as", env = "WHISTLE_ACTOR", value_name = "PERSON")]
-    pub actor: String,
+    pub actor: Option<String>,
     /// Your own command id (1–64 of A-Z a-z 0-9 . _ : -); default a fresh UUIDv7. Sending the same
     /// id again is answered with the first outcome and changes nothing.
     #[arg(long)]
@@ -325,16 +331,22 @@ impl Field {
         })
     }
 
-    /// The verb (subject token) and the command; `fresh_id` makes the command id when none is
-    /// given.
+    /// The person `--as` names, if any.
+    pub fn requested_actor(&self) -> Option<&str> {
+        self.parts().ok().and_then(|(_, c, _)| c.actor.as_deref())
+    }
+
+    /// The verb (subject token) and the command sent as `actor`; `fresh_id` makes the command id
+    /// when none is given.
     pub fn build(
         &self,
+        actor: &str,
         fresh_id: impl FnOnce() -> String,
     ) -> Result<(&'static str, v1::Command), String> {
         let (incident, common, body) = self.parts()?;
         let command = command(
             incident,
-            &common.actor,
+            actor,
             common.command_id.clone().unwrap_or_else(fresh_id),
             common.expected_version.unwrap_or(0),
             body,
@@ -493,10 +505,11 @@ pub fn outcome(reply: v1::CommandReply) -> Result<v1::CommandOk, Refused> {
 }
 
 pub async fn run(conn: &Connection, field: Field) -> anyhow::Result<()> {
+    let acting = Acting::resolve(conn, field.requested_actor()).await?;
     let (_, command) = field
-        .build(|| uuid::Uuid::now_v7().to_string())
+        .build(acting.person_id(), || uuid::Uuid::now_v7().to_string())
         .map_err(anyhow::Error::msg)?;
-    let client = CommandClient::new(connect_nats(conn).await?);
+    let client = CommandClient::new(acting.connect(conn).await?);
     let reply = client.send(&command).await.map_err(|e| {
         anyhow::anyhow!(
             "{} (command id {})",
@@ -538,7 +551,8 @@ mod tests {
     fn build(args: &[&str]) -> Result<(&'static str, v1::Command), String> {
         let cli = Cli::try_parse_from(std::iter::once("whistle").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
-        cli.field.build(|| "fresh-id".to_owned())
+        let actor = cli.field.requested_actor().ok_or("--as is missing")?;
+        cli.field.build(actor, || "fresh-id".to_owned())
     }
 
     #[test]

@@ -1,13 +1,17 @@
-//! `whistle incident ID`: one incident with its tasks, reports and whole timeline, read from
-//! PostgreSQL (read-only).
+//! `whistle incident ID`: one incident with its tasks, reports and whole timeline, read through
+//! the query service's `GetIncident` with the person's token (so a person sees only what its
+//! role may: contacts masked where they must be, nothing outside its area).
 
 use anyhow::{bail, Context as _};
 use chrono::{DateTime, Local, Utc};
 use uuid::Uuid;
 use whistle_domain::Level;
-use whistle_store::tasks::{self, IncidentDetail, TaskRow};
+use whistle_proto::v1;
+use whistle_store::tasks::{IncidentDetail, TaskRow};
 
 use crate::{
+    door::{self, QueryClient},
+    rows,
     tasks::{countdown, pad, stored_reason_zh, task_status_zh},
     watch::{kind_zh, Names},
     Connection,
@@ -223,7 +227,7 @@ fn render(detail: &IncidentDetail, names: &Names, now: DateTime<Utc>) -> String 
         .first()
         .and_then(|r| r.contact_masked.as_ref())
     {
-        // Masked: the CLI reads the database and never decrypts (only whistle-query unmasks).
+        // As whistle-query showed it to this token: only it unmasks, for those who call back.
         line(format!("联系电话 {masked}"));
     }
     line(format!("时间线 ({})", detail.timeline.len()));
@@ -255,8 +259,12 @@ fn render(detail: &IncidentDetail, names: &Names, now: DateTime<Utc>) -> String 
     out
 }
 
-/// The incident an argument names: a UUID, or the unique incident whose id ends with it.
-async fn resolve_id(pool: &sqlx::PgPool, arg: &str) -> anyhow::Result<Uuid> {
+/// How many incidents (newest first, in the token's area) a suffix is looked for among.
+const SUFFIX_SEARCH: usize = 20_000;
+
+/// The incident an argument names: a UUID, or the unique incident among the newest
+/// [`SUFFIX_SEARCH`] of the token's area whose id ends with it.
+async fn resolve_id(query: &mut QueryClient, arg: &str) -> anyhow::Result<Uuid> {
     let arg = arg.trim();
     if let Ok(id) = arg.parse::<Uuid>() {
         return Ok(id);
@@ -264,9 +272,30 @@ async fn resolve_id(pool: &sqlx::PgPool, arg: &str) -> anyhow::Result<Uuid> {
     if arg.len() < 6 {
         bail!("{arg:?} is neither an incident id (UUID) nor at least its last 6 digits");
     }
-    let found = tasks::incidents_by_id_suffix(pool, arg, 6)
-        .await
-        .context("looking the incident up")?;
+    let mut found = Vec::new();
+    let (mut page_token, mut seen) = (String::new(), 0);
+    loop {
+        let page = query
+            .list_incidents(v1::ListIncidentsRequest {
+                page_size: 500,
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| door::grpc_error("ListIncidents", status))?
+            .into_inner();
+        seen += page.incidents.len();
+        found.extend(
+            page.incidents
+                .iter()
+                .filter(|i| i.incident_id.ends_with(arg))
+                .filter_map(|i| i.incident_id.parse::<Uuid>().ok()),
+        );
+        if page.next_page_token.is_empty() || seen >= SUFFIX_SEARCH || found.len() > 6 {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
     match found.as_slice() {
         [] => bail!("no incident id ends with {arg:?}"),
         [one] => Ok(*one),
@@ -283,14 +312,16 @@ async fn resolve_id(pool: &sqlx::PgPool, arg: &str) -> anyhow::Result<Uuid> {
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     let policy = whistle_wire::policy::load(&conn.policy)?;
     let names = Names::new(&policy);
-    let pool = crate::connect_db(conn).await?;
-    let id = resolve_id(&pool, &args.id).await?;
-    let Some(detail) = tasks::incident_detail(&pool, id)
+    let mut query = conn.query().await?;
+    let id = resolve_id(&mut query, &args.id).await?;
+    let detail = query
+        .get_incident(v1::GetIncidentRequest {
+            incident_id: id.to_string(),
+        })
         .await
-        .with_context(|| format!("reading incident {id}"))?
-    else {
-        bail!("no incident {id}");
-    };
+        .map_err(|status| door::grpc_error("GetIncident", status))?
+        .into_inner();
+    let detail = rows::incident(&detail).with_context(|| format!("reading incident {id}"))?;
     print!("{}", render(&detail, &names, Utc::now()));
     Ok(())
 }

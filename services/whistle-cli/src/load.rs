@@ -36,7 +36,6 @@ use whistle_wire::{
 };
 
 use crate::{
-    connect_nats,
     generator::Feed,
     load_summary::{print_summary, step_line, BacklogSample, FindMax, Step, Summary},
     Connection,
@@ -65,12 +64,10 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
-    /// The query service: also measure report → `WatchEvents` delivery (needs --token).
+    /// Also measure report → `WatchEvents` delivery through the query service (--query-url,
+    /// with an operator's --token).
     #[arg(long)]
-    query_url: Option<String>,
-    /// Bearer token for --query-url (`whistle token create`).
-    #[arg(long, env = "WHISTLE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    watch_events: bool,
     /// How often to sample dispatch's consumer backlog (pending + awaiting ack).
     #[arg(long, value_parser = crate::parse_duration, default_value = "1s")]
     sample_every: Duration,
@@ -485,10 +482,9 @@ impl Sender {
 
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
-    let watch = match (&args.query_url, &args.token) {
-        (Some(url), Some(token)) => Some((url.clone(), token.clone())),
-        (Some(_), None) => anyhow::bail!("--query-url needs --token (or WHISTLE_TOKEN)"),
-        _ => None,
+    let watch = match args.watch_events {
+        true => Some((conn.query_url().to_owned(), conn.token()?.to_owned())),
+        false => None,
     };
     let policy = whistle_wire::policy::load(&conn.policy)?;
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
@@ -501,6 +497,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         );
         let options = ceiling::Options {
             nats_url: conn.nats_url.clone(),
+            credentials: conn.admin_credentials(),
             database_url: conn.database_url.clone(),
             reports: args.ceiling_reports,
             rate: 0.0,
@@ -518,7 +515,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         None
     };
 
-    let client = connect_nats(conn).await?;
+    let client = crate::door::nats_admin(conn).await?;
     let js = jetstream::ContextBuilder::new()
         .max_ack_inflight(8192)
         .backpressure_on_inflight(true)

@@ -1,20 +1,23 @@
 //! `whistle`: the command line for grid workers, operators and developers.
 
+mod admin;
 mod bench;
 mod chaos;
 mod commands;
 mod contacts;
+mod door;
 mod generator;
 mod incident;
 mod load;
 mod load_summary;
 mod report;
+mod rows;
 mod simulate;
 mod tasks;
 mod token;
 mod watch;
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -42,7 +45,7 @@ pub struct Connection {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
-    /// PostgreSQL database (migrate, seed, tasks, incident).
+    /// PostgreSQL database (admin commands: migrate, seed, token, bench fill).
     #[arg(
         long,
         global = true,
@@ -53,6 +56,17 @@ pub struct Connection {
     /// Builtin policy (ordos, ordos-demo) or a policy TOML file, for category names.
     #[arg(long, global = true, env = "WHISTLE_POLICY", default_value = "ordos")]
     pub policy: String,
+    /// The admin identity's nkey seed file (streams, load, simulate, watch; field commands
+    /// with --as on a console machine).
+    #[arg(long, global = true, env = "WHISTLE_NATS_NKEY_FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
+    /// A person's bearer token (`whistle token create`), used on both doors: NATS through the
+    /// auth callout and gRPC to the query service.
+    #[arg(long, global = true, env = "WHISTLE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The query service [default: http://127.0.0.1:50051].
+    #[arg(long, global = true, env = "WHISTLE_QUERY_URL")]
+    pub query_url: Option<String>,
 }
 
 // Parsed once per process; boxing the large variants would buy nothing.
@@ -80,12 +94,16 @@ enum Command {
     /// Benchmarks of the query service: fill, query, watch.
     #[command(subcommand)]
     Bench(bench::Args),
-    /// Bearer tokens for the query service (create, list, revoke).
+    /// Bearer tokens of people and devices, for both doors (create, list, revoke).
     #[command(subcommand)]
     Token(token::Args),
     /// Residents' contacts: the keyring (keygen, rekey) and who read them unmasked (log).
     #[command(subcommand)]
     Contacts(contacts::Args),
+    /// Print the nats-server configuration of a deployment, creating its secrets if missing.
+    NatsConfig(admin::NatsConfigArgs),
+    /// Create or update the hardened WHISTLE_* streams (as admin: --nats-nkey-file).
+    Streams,
     /// Play grid workers, handlers, liaisons and follow-ups at once against a running platform.
     Simulate(simulate::Args),
     /// Fault-injection suite on private servers: kill -9, restarts, pauses, replicas; then check
@@ -170,6 +188,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(&cli.conn, args).await?,
         Command::Token(args) => token::run(&cli.conn, args).await?,
         Command::Contacts(args) => contacts::run(&cli.conn, args).await?,
+        Command::NatsConfig(args) => print!("{}", admin::nats_config(&args)?),
+        Command::Streams => admin::streams(&cli.conn).await?,
         Command::Bench(args) => bench::run(&cli.conn, args).await?,
         Command::Chaos(args) => {
             if !chaos::run(args).await? {
@@ -197,15 +217,6 @@ async fn connect_db(conn: &Connection) -> anyhow::Result<sqlx::PgPool> {
     whistle_store::connect(&conn.database_url, 2)
         .await
         .with_context(|| format!("connecting to PostgreSQL at {}", conn.database_url))
-}
-
-pub async fn connect_nats(conn: &Connection) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name("whistle-cli")
-        .connection_timeout(Duration::from_secs(5))
-        .connect(&conn.nats_url)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", conn.nats_url))
 }
 
 /// Parses `90s`, `10m`, `2h`, `30d`, `500ms` or a bare number of seconds.

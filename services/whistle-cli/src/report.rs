@@ -1,4 +1,9 @@
 //! `whistle report`: a grid worker files a report and sees what became of it.
+//!
+//! With the grid worker's token (`--token`) the report is published on the worker's own NATS
+//! connection, as the token's person from the token's grid, and its outcome is read back with
+//! `ListMyReports`. Without a token (the admin nkey, or a server without authentication) any
+//! grid worker may be named and the outcome is watched on the event subjects.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -11,7 +16,10 @@ use whistle_proto::v1;
 
 use whistle_wire::subject;
 
-use crate::{connect_nats, Connection};
+use crate::{
+    door::{self, Person},
+    Connection,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -57,7 +65,7 @@ pub struct Args {
     wait: Duration,
 }
 
-fn build(args: &Args) -> anyhow::Result<v1::Report> {
+fn build(args: &Args, person: Option<&Person>) -> anyhow::Result<v1::Report> {
     let mut report = match &args.file {
         Some(path) => {
             let bytes =
@@ -80,6 +88,25 @@ fn build(args: &Args) -> anyhow::Result<v1::Report> {
     set(&mut report.report_id, &args.report_id);
     if report.report_id.is_empty() {
         report.report_id = uuid::Uuid::now_v7().to_string();
+    }
+    if let Some(person) = person {
+        if person.role != "grid_worker" {
+            bail!(
+                "reports are filed by grid workers; this token is a {}'s ({})",
+                person.role,
+                person.id
+            );
+        }
+        if !report.grid_code.is_empty() && report.grid_code != person.area {
+            bail!(
+                "--grid {} is not the token's grid {}: a grid worker reports from its own grid",
+                report.grid_code,
+                person.area
+            );
+        }
+        report.grid_code.clone_from(&person.area);
+        let named = Some(report.reporter_id.as_str()).filter(|r| !r.is_empty());
+        report.reporter_id = person.actor("--reporter", named)?;
     }
     if report.grid_code.is_empty() {
         bail!("--grid is required (or grid_code in --file)");
@@ -123,11 +150,22 @@ fn build(args: &Args) -> anyhow::Result<v1::Report> {
 }
 
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
-    let report = build(&args)?;
+    let person = match conn.token {
+        Some(_) => Some(conn.person().await?),
+        None => None,
+    };
+    let report = build(&args, person.as_ref())?;
     let grid: AreaCode = report.grid_code.parse().context("--grid")?;
-    let client = connect_nats(conn).await?;
-    // Subscribe before publishing so the outcome cannot slip past.
-    let mut events = client.subscribe(subject::ALL_INCIDENT_EVENTS).await?;
+    let client = match &person {
+        Some(person) => door::nats(conn, "whistle-cli", &person.credentials(conn.token()?)).await?,
+        None => door::nats_admin(conn).await?,
+    };
+    // Subscribe before publishing so the outcome cannot slip past. A grid worker reads no
+    // events: it asks the query service about its own reports instead.
+    let mut events = match person {
+        Some(_) => None,
+        None => Some(client.subscribe(subject::ALL_INCIDENT_EVENTS).await?),
+    };
 
     let (payload, content_type) = if args.json {
         (
@@ -163,6 +201,9 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     }
 
     let outcome = tokio::time::timeout(args.wait, async {
+        let Some(events) = events.as_mut() else {
+            return my_report_outcome(conn, &report.report_id).await;
+        };
         while let Some(message) = events.next().await {
             let Ok(event) = v1::Event::decode(message.payload) else {
                 continue;
@@ -212,5 +253,148 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             "no outcome within {:?}: is whistle-dispatch running? (the report is stored and will be processed when it is)",
             args.wait
         ),
+    }
+}
+
+/// Asks `ListMyReports` until the report became an incident or was rejected.
+async fn my_report_outcome(conn: &Connection, report_id: &str) -> anyhow::Result<String> {
+    let mut query = conn.query().await?;
+    loop {
+        let reports = query
+            .list_my_reports(v1::ListMyReportsRequest { page_size: 200 })
+            .await
+            .map_err(|status| door::grpc_error("ListMyReports", status))?
+            .into_inner()
+            .reports;
+        if let Some(line) = reports
+            .iter()
+            .find(|r| r.report_id == report_id)
+            .and_then(outcome_line)
+        {
+            return line;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What became of a report as its worker sees it, once something did.
+fn outcome_line(report: &v1::MyReport) -> Option<anyhow::Result<String>> {
+    if !report.rejected_reason.is_empty() {
+        return Some(Err(anyhow::anyhow!(
+            "rejected ({}): {}",
+            report.rejected_reason,
+            report.rejected_message
+        )));
+    }
+    let incident = report.incident.as_ref()?;
+    let level = v1::Level::try_from(incident.level)
+        .map(|l| l.as_str_name())
+        .unwrap_or("?");
+    Some(Ok(if report.attached {
+        format!(
+            "attached to incident {} ({}) as a duplicate",
+            incident.incident_id, incident.category_name
+        )
+    } else {
+        format!(
+            "incident {} opened: {} at {level} level",
+            incident.incident_id, incident.category_name
+        )
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(extra: &[&str]) -> Args {
+        Cli::try_parse_from(
+            ["report", "--category", "heating.no_heat", "--title", "cold"]
+                .into_iter()
+                .chain(extra.iter().copied()),
+        )
+        .unwrap()
+        .args
+    }
+
+    fn worker() -> Person {
+        Person {
+            id: "gw-150602001001001".into(),
+            role: "grid_worker".into(),
+            area: "150602001001001".into(),
+            department: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_token_reports_as_its_worker_from_its_grid() {
+        let report = build(&args(&[]), Some(&worker())).unwrap();
+        assert_eq!(report.grid_code, "150602001001001");
+        assert_eq!(report.reporter_id, "gw-150602001001001");
+
+        let other_grid = build(&args(&["--grid", "150602001001002"]), Some(&worker()));
+        assert!(other_grid
+            .unwrap_err()
+            .to_string()
+            .contains("not the token's grid 150602001001001"));
+        let other_worker = build(&args(&["--reporter", "gw-x"]), Some(&worker()));
+        assert!(other_worker
+            .unwrap_err()
+            .to_string()
+            .contains("--reporter gw-x does not match the token"));
+        let liaison = Person {
+            role: "liaison".into(),
+            ..worker()
+        };
+        assert!(build(&args(&[]), Some(&liaison))
+            .unwrap_err()
+            .to_string()
+            .contains("filed by grid workers"));
+    }
+
+    #[test]
+    fn without_a_token_the_grid_is_required_and_names_its_worker() {
+        assert!(build(&args(&[]), None).is_err());
+        let report = build(&args(&["--grid", "150602001001002"]), None).unwrap();
+        assert_eq!(report.reporter_id, "gw-150602001001002");
+    }
+
+    #[test]
+    fn a_workers_view_of_its_report_gives_the_outcome() {
+        let pending = v1::MyReport {
+            report_id: "r".into(),
+            ..Default::default()
+        };
+        assert!(outcome_line(&pending).is_none());
+        let rejected = v1::MyReport {
+            rejected_reason: "unknown_category".into(),
+            rejected_message: "no such category".into(),
+            ..pending.clone()
+        };
+        assert_eq!(
+            outcome_line(&rejected).unwrap().unwrap_err().to_string(),
+            "rejected (unknown_category): no such category"
+        );
+        let opened = v1::MyReport {
+            incident: Some(v1::IncidentSummary {
+                incident_id: "i-1".into(),
+                category_name: "供暖不热".into(),
+                level: v1::Level::Community as i32,
+                ..Default::default()
+            }),
+            ..pending
+        };
+        assert_eq!(
+            outcome_line(&opened).unwrap().unwrap(),
+            "incident i-1 opened: 供暖不热 at LEVEL_COMMUNITY level"
+        );
     }
 }

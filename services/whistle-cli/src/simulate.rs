@@ -45,7 +45,6 @@ use self::{
 };
 use crate::{
     commands::{self, reason_zh, satisfaction_zh},
-    connect_nats,
     generator::Feed,
     tasks::pad,
     watch::{short, Names},
@@ -681,7 +680,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     );
     let policy = whistle_wire::policy::load(&conn.policy)?;
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
-    let client = connect_nats(conn).await?;
+    let client = crate::door::nats_admin(conn).await?;
     anyhow::ensure!(
         dispatch_is_up(&client).await,
         "whistle-dispatch does not answer on {} (no responders to $SRV.PING): start it first",

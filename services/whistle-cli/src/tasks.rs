@@ -1,19 +1,20 @@
-//! `whistle tasks --department D`: a department's tasks with the time left to report in (报到)
-//! or to resolve (办结), read from PostgreSQL (read-only).
+//! `whistle tasks`: a department's tasks with the time left to report in (报到) or to resolve
+//! (办结), read through the query service's `ListTasks` with the person's token (a liaison sees
+//! its own department; an operator names one inside its area).
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use chrono::{DateTime, Local, TimeDelta, Utc};
-use whistle_store::tasks::{self, Deadline, DepartmentTask};
+use whistle_proto::v1;
+use whistle_store::tasks::{Deadline, DepartmentTask};
 
-use crate::{watch::Names, Connection};
+use crate::{door, rows, watch::Names, Connection};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Department code, e.g. 150602-heating.
+    /// Department code, e.g. 150602-heating; default the liaison token's own.
     #[arg(long)]
-    department: String,
+    department: Option<String>,
     /// Include returned, resolved and cancelled tasks.
     #[arg(long)]
     all: bool,
@@ -203,26 +204,62 @@ fn render(
     out
 }
 
+/// The request: the open tasks (the service's default), or with `all` every status.
+fn list_request(department: Option<&str>, all: bool) -> v1::ListTasksRequest {
+    let statuses = if all {
+        [
+            v1::TaskStatus::Dispatched,
+            v1::TaskStatus::Supervised,
+            v1::TaskStatus::Accepted,
+            v1::TaskStatus::Returned,
+            v1::TaskStatus::Resolved,
+            v1::TaskStatus::Cancelled,
+        ]
+        .map(|s| s as i32)
+        .to_vec()
+    } else {
+        Vec::new()
+    };
+    v1::ListTasksRequest {
+        department_code: department.unwrap_or_default().to_owned(),
+        statuses,
+        page_size: 500,
+    }
+}
+
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     let policy = whistle_wire::policy::load(&conn.policy)?;
     let names = Names::new(&policy);
-    if !names.knows_department(&args.department) {
-        eprintln!(
-            "note: {} is not a department of the Ordos dataset (codes look like 150602-heating)",
-            args.department
-        );
+    if let Some(department) = args.department.as_deref() {
+        if !names.knows_department(department) {
+            eprintln!(
+                "note: {department} is not a department of the Ordos dataset (codes look like 150602-heating)"
+            );
+        }
     }
-    let pool = crate::connect_db(conn).await?;
-    let read = || async {
-        tasks::for_department(&pool, &args.department, args.all)
-            .await
-            .with_context(|| format!("reading the tasks of {}", args.department))
+    let query = conn.query().await?;
+    let request = list_request(args.department.as_deref(), args.all);
+    let read = || {
+        let (mut query, request) = (query.clone(), request.clone());
+        async move {
+            let response = query
+                .list_tasks(request)
+                .await
+                .map_err(|status| door::grpc_error("ListTasks", status))?
+                .into_inner();
+            let tasks = response
+                .tasks
+                .iter()
+                .map(rows::department_task)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::Ok((response.department_code, tasks))
+        }
     };
-    let mut list = read().await?;
+    let (department, mut list) = read().await?;
     if !args.watch {
         print!(
             "{}",
-            render(&args.department, &list, args.all, &names, Utc::now())
+            render(&department, &list, args.all, &names, Utc::now())
         );
         return Ok(());
     }
@@ -234,13 +271,13 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             _ = tick.tick() => {}
         }
         if last_read.elapsed() >= Duration::from_secs(5) {
-            list = read().await?;
+            list = read().await?.1;
             last_read = tokio::time::Instant::now();
         }
         // Clear the screen and draw from the top left.
         print!(
             "\x1b[2J\x1b[H{}",
-            render(&args.department, &list, args.all, &names, Utc::now())
+            render(&department, &list, args.all, &names, Utc::now())
         );
     }
 }
@@ -288,6 +325,17 @@ mod tests {
         assert_eq!(width("超时 12分钟"), 11);
         assert_eq!(pad("还剩 5秒", 10), "还剩 5秒  ");
         assert_eq!(pad("longer than that", 4), "longer than that");
+    }
+
+    #[test]
+    fn all_asks_for_every_status_and_no_department_means_the_tokens() {
+        let open = list_request(None, false);
+        assert_eq!(open.department_code, "");
+        assert!(open.statuses.is_empty());
+        let all = list_request(Some("150602-heating"), true);
+        assert_eq!(all.department_code, "150602-heating");
+        assert_eq!(all.statuses.len(), 6);
+        assert!(!all.statuses.contains(&(v1::TaskStatus::Unspecified as i32)));
     }
 
     #[test]

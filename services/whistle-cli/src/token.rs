@@ -1,10 +1,13 @@
-//! `whistle token create|list|revoke`: bearer tokens for the query service.
+//! `whistle token create|list|revoke`: bearer tokens of people and devices, for both doors —
+//! gRPC to the query service and NATS through the auth callout (docs/security.md). Database
+//! admin commands: they need `DATABASE_URL` with rights on the tokens table.
 
 use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
 use chrono::{TimeDelta, Utc};
 use whistle_store::tokens::{self, NewToken, Refused, Role};
+use whistle_wire::connect::{person_inbox_prefix, token_inbox_prefix};
 
 use crate::{connect_db, Connection};
 
@@ -34,7 +37,8 @@ pub enum Args {
     },
     /// List tokens (never their secrets).
     List,
-    /// Revoke a token by its id; the query service refuses it within its cache time (10 s).
+    /// Revoke a token by its id; the query service refuses it within its cache time (10 s), and
+    /// its NATS connections are cut within the callout's re-check interval (60 s by default).
     Revoke { id: uuid::Uuid },
 }
 
@@ -71,6 +75,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             println!("{secret}");
             if std::io::stderr().is_terminal() || std::env::var_os("WHISTLE_VERBOSE").is_some() {
                 eprintln!("{}", describe(&token));
+                eprintln!("{}", nats_usage(&token));
                 eprintln!("Store it now: it cannot be shown again.");
             }
         }
@@ -90,6 +95,25 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The inbox a token's NATS client must use: the only one it may subscribe to.
+pub fn inbox_prefix(token: &tokens::Token) -> String {
+    match &token.person_id {
+        Some(person) => person_inbox_prefix(person),
+        None => token_inbox_prefix(&token.id.to_string()),
+    }
+}
+
+/// How to present the token on NATS.
+fn nats_usage(token: &tokens::Token) -> String {
+    format!(
+        "On NATS: connect with the token as the connection token and inbox prefix {prefix} \
+         (nats CLI: --user TOKEN --inbox-prefix {prefix}; async-nats: \
+         ConnectOptions::with_token(TOKEN).custom_inbox_prefix(\"{prefix}\"); nats-py: \
+         nats.connect(url, token=TOKEN, inbox_prefix=b\"{prefix}\")).",
+        prefix = inbox_prefix(token)
+    )
+}
+
 fn describe(token: &tokens::Token) -> String {
     let state = match (token.revoked_at, token.expires_at) {
         (Some(at), _) => format!("revoked {}", at.format("%F %R")),
@@ -107,4 +131,37 @@ fn describe(token: &tokens::Token) -> String {
         state,
         token.label,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(person: Option<&str>) -> tokens::Token {
+        tokens::Token {
+            id: "0193e4a0-7b1c-7d2e-8f00-112233445566".parse().unwrap(),
+            role: Role::GridWorker,
+            area_code: "150602001001001".into(),
+            department_code: None,
+            person_id: person.map(Into::into),
+            label: String::new(),
+            created_at: Utc::now(),
+            expires_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn a_tokens_inbox_is_its_persons_or_else_its_own() {
+        assert_eq!(
+            inbox_prefix(&token(Some("gw-150602001001001"))),
+            "_INBOX_gw-150602001001001"
+        );
+        assert_eq!(
+            inbox_prefix(&token(None)),
+            "_INBOX_0193e4a07b1c7d2e8f00112233445566"
+        );
+        let usage = nats_usage(&token(Some("gw-150602001001001")));
+        assert!(usage.contains("--user TOKEN --inbox-prefix _INBOX_gw-150602001001001"));
+    }
 }

@@ -12,7 +12,7 @@ use whistle_domain::{AreaCode, Level};
 use whistle_proto::v1;
 use whistle_wire::subject;
 
-use crate::{connect_nats, Connection};
+use crate::Connection;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -232,7 +232,7 @@ fn filter_subject(area: Option<&AreaCode>, kind: Option<&str>) -> String {
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     let policy = whistle_wire::policy::load(&conn.policy)?;
     let names = Names::new(&policy);
-    let client = connect_nats(conn).await?;
+    let client = crate::door::nats_admin(conn).await?;
     let js = jetstream::new(client);
     let stream = js
         .get_stream(whistle_wire::names::EVENTS_STREAM)
