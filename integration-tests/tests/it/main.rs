@@ -14,6 +14,7 @@ mod intake;
 mod limits;
 mod privacy;
 mod query;
+mod rejections;
 mod scoreboard;
 mod shutdown;
 mod store;
