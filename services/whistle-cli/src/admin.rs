@@ -182,7 +182,7 @@ mod tests {
         let [reports, ..] = streams::configs(&HardenedOptions::default());
         let line = describe(&reports, false);
         assert!(
-            line.starts_with("created WHISTLE_REPORTS: whistle.report.> · kept 7d"),
+            line.starts_with("created WHISTLE_REPORTS: whistle.report.> · kept 1d"),
             "{line}"
         );
         assert!(
