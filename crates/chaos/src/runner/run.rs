@@ -215,7 +215,7 @@ async fn create_streams(nats: &NatsServer) -> anyhow::Result<jetstream::Context>
     let js = jetstream::ContextBuilder::new()
         .timeout(Duration::from_secs(3))
         .build(client);
-    whistle_auth::streams::ensure(&js, &Default::default())
+    whistle_auth::streams::ensure(&js, &whistle_auth::streams::HardenedOptions::small())
         .await
         .context("creating the streams as admin")?;
     Ok(js)

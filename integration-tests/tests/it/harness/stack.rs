@@ -184,7 +184,8 @@ impl StackBuilder {
             .unwrap_or_else(|e| panic!("starting nats-server: {e}"));
         let admin = server.connect().await.expect("the admin connects");
         if let Some(adjustments) = self.streams {
-            let mut configs = whistle_auth::streams::configs(&Default::default());
+            let mut configs =
+                whistle_auth::streams::configs(&whistle_auth::streams::HardenedOptions::small());
             for adjust in adjustments {
                 adjust(&mut configs);
             }
@@ -229,8 +230,8 @@ impl StackBuilder {
 /// adjusted configuration.
 async fn create_streams(admin: &async_nats::Client, configs: [stream::Config; 3]) {
     let js = jetstream::new(admin.clone());
-    if configs == whistle_auth::streams::configs(&Default::default()) {
-        whistle_auth::streams::ensure(&js, &Default::default())
+    if configs == whistle_auth::streams::configs(&whistle_auth::streams::HardenedOptions::small()) {
+        whistle_auth::streams::ensure(&js, &whistle_auth::streams::HardenedOptions::small())
             .await
             .unwrap_or_else(|e| panic!("creating the streams as admin: {e}"));
         return;
@@ -295,7 +296,7 @@ impl Stack {
     pub async fn create_streams(&self) {
         create_streams(
             self.admin(),
-            whistle_auth::streams::configs(&Default::default()),
+            whistle_auth::streams::configs(&whistle_auth::streams::HardenedOptions::small()),
         )
         .await;
     }
