@@ -774,7 +774,7 @@ fn rejected_headers(
     // Header values cannot hold newlines.
     headers.insert(
         REJECT_MESSAGE,
-        rejection.message.replace(['\r', '\n'], " ").as_str(),
+        row.message.replace(['\r', '\n'], " ").as_str(),
     );
     headers.insert(ORIGINAL_SUBJECT, message.subject.as_str());
     if let Some(sequence) = row.stream_sequence {
