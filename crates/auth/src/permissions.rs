@@ -265,8 +265,9 @@ pub fn service_permissions(service: Service, streams: &StreamNames) -> StaticPer
                     js(&format!("STREAM.INFO.{reports}")),
                     js(&format!("STREAM.INFO.{}", streams.events)),
                     js(&format!("STREAM.INFO.{}", streams.rejected)),
-                    js(&format!("CONSUMER.CREATE.{reports}.{durable}")),
+                    // async-nats names the filter in the subject: `….{durable}.{filter}`.
                     js(&format!("CONSUMER.CREATE.{reports}.{durable}.>")),
+                    // Asked by async-nats when a pull stream resumes after a reconnect.
                     js(&format!("CONSUMER.INFO.{reports}.{durable}")),
                     js(&format!("CONSUMER.MSG.NEXT.{reports}.{durable}")),
                     format!("$JS.ACK.{reports}.{durable}.>"),
@@ -282,12 +283,13 @@ pub fn service_permissions(service: Service, streams: &StreamNames) -> StaticPer
                     subject::ALL_COMMANDS.into(),
                     subject::ALL_REPORTS.into(),
                     js(&format!("STREAM.INFO.{events}")),
+                    // Ordered pull consumers: created (named or not), looked up after a
+                    // reconnect, deleted when one is recreated after a gap, and pulled from.
                     js(&format!("CONSUMER.CREATE.{events}")),
                     js(&format!("CONSUMER.CREATE.{events}.>")),
                     js(&format!("CONSUMER.INFO.{events}.>")),
                     js(&format!("CONSUMER.DELETE.{events}.>")),
                     js(&format!("CONSUMER.MSG.NEXT.{events}.>")),
-                    format!("$JS.FC.{events}.>"),
                 ]),
                 subscribe: Some(vec![inbox]),
                 allow_responses: false,

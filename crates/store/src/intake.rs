@@ -94,6 +94,8 @@ pub struct Attachment {
 pub struct ClusterAlert {
     pub community_code: String,
     pub category: String,
+    /// The reports in the window: exact below the threshold, else counted up to it (see
+    /// [`lock_and_count`]) plus the batch's own.
     pub reports: i64,
     pub window_start: DateTime<Utc>,
 }
@@ -196,7 +198,8 @@ async fn record_candidates(
     let mut targets: Vec<Uuid> = matches.iter().flatten().map(|m| m.id).collect();
     targets.sort();
     targets.dedup();
-    let (stored_counts, quiet) = lock_and_count(tx, &targets, &pairs, window_start).await?;
+    let (stored_counts, quiet) =
+        lock_and_count(tx, &targets, &pairs, window_start, clusters.threshold).await?;
     let placements = place(candidates, matches, &stored_counts, duplicates);
 
     let mut batch = Batch::default();
@@ -389,11 +392,17 @@ fn cluster_pairs<'a>(
 /// `window_start`, its reports recorded since then (`None` for a pair that has one: under a steady
 /// flow nearly every pair has, and counting them would grow with rate × window). The counts are
 /// per pair, in order.
+///
+/// A count stops at the threshold: whether a pair reaches it is all the rule asks, and a pair
+/// whose alert has just expired under a steady flow would otherwise read every report of its
+/// window — seconds, when many pairs' alerts expire together. Below the threshold (the usual
+/// case: an alert is raised by the batch that reaches it) the count is exact.
 async fn lock_and_count(
     conn: &mut PgConnection,
     targets: &[Uuid],
     pairs: &[(&str, &str)],
     window_start: DateTime<Utc>,
+    threshold: i64,
 ) -> Result<(HashMap<Uuid, i32>, Vec<Option<i64>>)> {
     let (ids, counts, stored): (Vec<Uuid>, Vec<i32>, Vec<Option<i64>>) = sqlx::query_as(
         "WITH locked AS MATERIALIZED (
@@ -403,9 +412,11 @@ async fn lock_and_count(
                                                WHERE a.community_code = q.community
                                                  AND a.category = q.category AND a.raised_at > $4)
                                   THEN NULL
-                                  ELSE (SELECT count(*) FROM reports r
-                                        WHERE left(r.grid_code, 12) = q.community
-                                          AND r.category = q.category AND r.received_at > $4)
+                                  ELSE (SELECT count(*) FROM (
+                                            SELECT FROM reports r
+                                            WHERE left(r.grid_code, 12) = q.community
+                                              AND r.category = q.category AND r.received_at > $4
+                                            LIMIT $5) AS counted)
                              END
                       FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS q(community, category, n)
                       ORDER BY q.n)",
@@ -414,6 +425,7 @@ async fn lock_and_count(
     .bind(column(pairs, |p| p.0))
     .bind(column(pairs, |p| p.1))
     .bind(window_start)
+    .bind(threshold)
     .fetch_one(&mut *conn)
     .await?;
     Ok((ids.into_iter().zip(counts).collect(), stored))

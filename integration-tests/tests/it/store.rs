@@ -689,6 +689,45 @@ mod batches {
             2
         );
     }
+
+    /// Under a steady flow a pair's alert expires while its window is full of reports: the next
+    /// batch raises the next alert having counted the stored ones only up to the threshold.
+    #[tokio::test]
+    async fn an_expired_alert_is_raised_again_counting_only_up_to_the_threshold() {
+        let stack = Stack::builder().database_only().start().await;
+        let db = stack.db();
+        let t0 = Utc::now() - TimeDelta::hours(2);
+        // A report a minute, each a new incident 1 km from the last: the fifth raises the alert,
+        // the next 25 fall in its window.
+        for minute in 0..30 {
+            let at = t0 + TimeDelta::minutes(minute);
+            let id = format!("s-{minute}");
+            let recorded = record_batch(
+                db,
+                &[report(
+                    &id,
+                    1 + minute as u32 % 9,
+                    minute as f64 * 1_000.0,
+                    at,
+                )],
+            )
+            .await;
+            assert_eq!(
+                recorded.clusters.len(),
+                usize::from(minute == 4),
+                "at minute {minute}"
+            );
+        }
+        // 31 minutes after the first alert it has expired; 24 reports are in the new window.
+        let at = t0 + TimeDelta::minutes(35);
+        let recorded = record_batch(db, &[report("s-next", 2, 40_000.0, at)]).await;
+        assert_eq!(recorded.clusters.len(), 1);
+        assert_eq!(
+            recorded.clusters[0].reports, 6,
+            "counted up to the threshold of 5, plus the batch's own"
+        );
+        assert_eq!(db.count("SELECT count(*) FROM cluster_alerts").await, 2);
+    }
 }
 
 /// Neither the pool nor a dedicated connection JIT-compiles: compiling cost intake 15–30 ms on

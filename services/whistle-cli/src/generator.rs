@@ -1,5 +1,18 @@
 //! The realistic report generator `whistle load` and `whistle simulate` send: Ordos grids,
 //! categories weighted as a winter city files them, now and then a report built to be rejected.
+//!
+//! **Where reports are placed.** A city files mostly new problems and a few more reports of one
+//! already open ([`Mix::City`], about 15 % duplicates). A new problem goes to a place no earlier
+//! problem of its category took in this run: a cell of a square lattice whose cells lie twice the
+//! policy's duplicate radius apart, the free cell nearest its grid along a spiral, so it never
+//! attaches to another. A duplicate repeats a recent problem's category and grid a few metres from
+//! its place. The lattice is split into [`COSETS`] interleaved sublattices and a run uses the one
+//! its seed picks, so runs on one database within the duplicate window (24 h) with seeds that
+//! differ modulo [`COSETS`] never share a place either. [`Mix::Legacy`] is the mix before: every
+//! report within about 100 m of its grid's centre, so nearly all attach once a run has gone on
+//! for a while.
+
+use std::collections::HashSet;
 
 use prost::Message as _;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -8,6 +21,155 @@ use whistle_domain::{
     AreaCode, Level, OrgUnit,
 };
 use whistle_proto::v1;
+
+/// How reports are spread over places.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mix {
+    /// New problems at distinct places, this share of the reports duplicates of recent ones.
+    City { duplicate_share: f64 },
+    /// Every report near its grid's centre (the generator before the city mix).
+    Legacy,
+}
+
+impl Mix {
+    /// A city's: about 15 % of reports are duplicates.
+    pub const CITY: Mix = Mix::City {
+        duplicate_share: 0.15,
+    };
+}
+
+/// Interleaved sublattices: a run places its problems on one of them, picked by its seed.
+pub const COSETS: u64 = 4;
+
+/// How many recent problems a duplicate is drawn from.
+const RECENT: usize = 4_096;
+
+/// Metres per degree of latitude.
+const METRES_PER_DEGREE: f64 = 111_320.0;
+
+/// The lattice of places for new problems (see the module's doc).
+struct Places {
+    /// Cell size in degrees of latitude and longitude (at Ordos' latitude).
+    cell: (f64, f64),
+    /// This run's sublattice: cells (i, j) with (i mod 2, j mod 2) equal to it.
+    coset: (i64, i64),
+    /// (category index, cell) taken in this run: this generation's and the one before. A place
+    /// is free again once it has been out of the duplicate window for a whole generation, which
+    /// keeps a simulation running for weeks from growing without bound.
+    taken: [HashSet<(usize, i64, i64)>; 2],
+    generation_started: std::time::Instant,
+    generation: std::time::Duration,
+    /// (grid index, category index) → the next spiral step to try from the grid's cell.
+    cursor: std::collections::HashMap<(usize, usize), u64>,
+    /// Recent problems: (grid index, category index, lat, lon).
+    recent: Vec<(usize, usize, f64, f64)>,
+    duplicate_radius_m: f64,
+}
+
+impl Places {
+    fn new(duplicate_radius_m: f64, window: std::time::Duration, seed: u64) -> Places {
+        let spacing = 2.0 * duplicate_radius_m;
+        let lat = 39.6f64.to_radians();
+        let slot = (seed % COSETS) as i64;
+        Places {
+            cell: (
+                spacing / METRES_PER_DEGREE,
+                spacing / (METRES_PER_DEGREE * lat.cos()),
+            ),
+            coset: (slot / 2, slot % 2),
+            taken: Default::default(),
+            generation_started: std::time::Instant::now(),
+            generation: window,
+            cursor: Default::default(),
+            recent: Vec::with_capacity(RECENT),
+            duplicate_radius_m,
+        }
+    }
+
+    /// A place no problem of `category` took in this run, as near `centre` as is free.
+    fn new_problem(
+        &mut self,
+        grid: usize,
+        category: usize,
+        centre: (f64, f64),
+        rng: &mut StdRng,
+    ) -> (f64, f64) {
+        // The sublattice's cell nearest the grid's centre.
+        let home = |v: f64, size: f64, coset: i64| {
+            let i = (v / size).round() as i64;
+            i - (i - coset).rem_euclid(2)
+        };
+        let (i0, j0) = (
+            home(centre.0, self.cell.0, self.coset.0),
+            home(centre.1, self.cell.1, self.coset.1),
+        );
+        if self.generation_started.elapsed() >= self.generation {
+            self.taken.swap(0, 1);
+            self.taken[0].clear();
+            self.generation_started = std::time::Instant::now();
+        }
+        let cursor = self.cursor.entry((grid, category)).or_default();
+        let (i, j) = loop {
+            let (di, dj) = spiral(*cursor);
+            *cursor += 1;
+            let key = (category, i0 + 2 * di, j0 + 2 * dj);
+            if !self.taken[1].contains(&key) && self.taken[0].insert(key) {
+                break (key.1, key.2);
+            }
+        };
+        let place = (i as f64 * self.cell.0, j as f64 * self.cell.1);
+        let entry = (grid, category, place.0, place.1);
+        if self.recent.len() < RECENT {
+            self.recent.push(entry);
+        } else {
+            let k = rng.random_range(0..RECENT);
+            self.recent[k] = entry;
+        }
+        place
+    }
+
+    /// A recent problem's grid and category, and a place within a fifth of the duplicate radius
+    /// of it; `None` before the first problem.
+    fn duplicate(&self, rng: &mut StdRng) -> Option<(usize, usize, (f64, f64))> {
+        if self.recent.is_empty() {
+            return None;
+        }
+        let (grid, category, lat, lon) = self.recent[rng.random_range(0..self.recent.len())];
+        let off = 0.2 * self.duplicate_radius_m / METRES_PER_DEGREE / 2f64.sqrt();
+        Some((
+            grid,
+            category,
+            (
+                lat + rng.random_range(-off..off),
+                lon + rng.random_range(-off..off) * self.cell.1 / self.cell.0,
+            ),
+        ))
+    }
+}
+
+/// The `n`th cell of a square spiral around (0, 0): ring by ring, every cell once.
+fn spiral(n: u64) -> (i64, i64) {
+    if n == 0 {
+        return (0, 0);
+    }
+    // Ring k holds the 8k cells after the (2k - 1)² of the rings inside it.
+    let mut k = ((((n + 1) as f64).sqrt() - 1.0) / 2.0).ceil() as i64;
+    while (2 * k - 1) * (2 * k - 1) > n as i64 {
+        k -= 1;
+    }
+    while (2 * k + 1) * (2 * k + 1) <= n as i64 {
+        k += 1;
+    }
+    let step = n as i64 - (2 * k - 1) * (2 * k - 1);
+    let side = step / (2 * k);
+    let along = step % (2 * k);
+    match side {
+        0 => (k, -k + 1 + along),
+        1 => (k - 1 - along, k),
+        2 => (-k, k - 1 - along),
+        _ => (-k + 1 + along, -k),
+    }
+}
 
 /// The mix of reports a city sends.
 pub struct Feed {
@@ -18,6 +180,8 @@ pub struct Feed {
     /// Report ids are `{prefix}-{n}`.
     prefix: String,
     sent: u64,
+    mix: Mix,
+    places: Places,
 }
 
 /// One report ready to publish.
@@ -48,13 +212,20 @@ fn load_weight(category: &Category) -> u32 {
 }
 
 impl Feed {
-    pub fn new(policy: &Policy, seed: u64) -> Feed {
+    pub fn new(policy: &Policy, seed: u64, mix: Mix) -> Feed {
         Feed::weighted(
             policy,
             seed,
             format!("load-{:x}", seed & 0xff_ffff),
             load_weight,
         )
+        .with_mix(mix)
+    }
+
+    /// Spreads the reports as `mix` says (the default is [`Mix::CITY`]).
+    pub fn with_mix(mut self, mix: Mix) -> Feed {
+        self.mix = mix;
+        self
     }
 
     /// A feed whose categories are drawn by `weight` (0 leaves a category out; when every weight
@@ -97,19 +268,28 @@ impl Feed {
             rng: StdRng::seed_from_u64(seed),
             prefix,
             sent: 0,
+            mix: Mix::CITY,
+            places: Places::new(
+                f64::from(policy.duplicates().radius_m),
+                policy
+                    .duplicates()
+                    .window
+                    .to_std()
+                    .unwrap_or(std::time::Duration::from_secs(86_400)),
+                seed,
+            ),
         }
     }
 
-    pub fn next(&mut self, invalid_share: f64) -> Outgoing {
-        self.sent += 1;
-        let report_id = format!("{}-{}", self.prefix, self.sent);
-        let grid = &self.grids[self.rng.random_range(0..self.grids.len())];
+    /// The grid, the category (indices) and the place of the next report.
+    fn place(&mut self) -> (usize, usize, (f64, f64)) {
+        let grid = self.rng.random_range(0..self.grids.len());
         let total: u32 = self.categories.iter().map(|c| c.2).sum();
         let mut pick = self.rng.random_range(0..total);
         let category = self
             .categories
             .iter()
-            .find(|c| {
+            .position(|c| {
                 if pick < c.2 {
                     true
                 } else {
@@ -117,9 +297,34 @@ impl Feed {
                     false
                 }
             })
-            .map(|c| (c.0.clone(), c.1.clone(), c.3))
             .expect("weights cover the range");
-        let (category, name, emergency_class) = category;
+        let centre = (self.grids[grid].lat, self.grids[grid].lon);
+        match self.mix {
+            Mix::Legacy => {
+                let lat = centre.0 + self.rng.random_range(-0.001..0.001);
+                let lon = centre.1 + self.rng.random_range(-0.001..0.001);
+                (grid, category, (lat, lon))
+            }
+            Mix::City { duplicate_share } => {
+                if self.rng.random_bool(duplicate_share.clamp(0.0, 1.0)) {
+                    if let Some(duplicate) = self.places.duplicate(&mut self.rng) {
+                        return duplicate;
+                    }
+                }
+                let place = self
+                    .places
+                    .new_problem(grid, category, centre, &mut self.rng);
+                (grid, category, place)
+            }
+        }
+    }
+
+    pub fn next(&mut self, invalid_share: f64) -> Outgoing {
+        self.sent += 1;
+        let report_id = format!("{}-{}", self.prefix, self.sent);
+        let (grid, category, (lat, lon)) = self.place();
+        let grid = &self.grids[grid];
+        let (category, name, _, emergency_class) = self.categories[category].clone();
         let grid_code = grid.code.clone();
         let reporter_id = format!("gw-{}", grid.code);
         let urgency = match self.rng.random_range(0..100) {
@@ -139,8 +344,8 @@ impl Feed {
             title: format!("{compound}小区居民反映{name}"),
             description: format!("网格员巡查发现：{}，涉及{}，请尽快处理。", name, grid.name),
             location: Some(v1::Location {
-                lat: grid.lat + self.rng.random_range(-0.001..0.001),
-                lon: grid.lon + self.rng.random_range(-0.001..0.001),
+                lat,
+                lon,
                 address: grid.name.clone(),
             }),
             occurred_at: Some(whistle_proto::timestamp_from_unix_millis(
@@ -207,5 +412,120 @@ impl Feed {
             category,
             title,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spiral_visits_every_cell_once_ring_by_ring() {
+        let cells: Vec<(i64, i64)> = (0..(41 * 41)).map(spiral).collect();
+        let distinct: HashSet<_> = cells.iter().copied().collect();
+        assert_eq!(distinct.len(), cells.len());
+        // The first (2k + 1)² cells are exactly the square of radius k.
+        assert!(cells.iter().all(|&(i, j)| i.abs() <= 20 && j.abs() <= 20));
+        assert_eq!(
+            cells[..9].iter().map(|c| c.0.abs().max(c.1.abs())).max(),
+            Some(1)
+        );
+        assert_eq!(cells[9].0.abs().max(cells[9].1.abs()), 2);
+    }
+
+    fn metres(a: (f64, f64), b: (f64, f64)) -> f64 {
+        let lat = 39.6f64.to_radians();
+        let dy = (a.0 - b.0) * METRES_PER_DEGREE;
+        let dx = (a.1 - b.1) * METRES_PER_DEGREE * lat.cos();
+        (dx * dx + dy * dy).sqrt()
+    }
+
+    fn policy() -> Policy {
+        whistle_wire::policy::load("ordos").unwrap()
+    }
+
+    /// Sends `n` reports and returns (category, place, title) of each valid one.
+    fn sent(feed: &mut Feed, n: usize) -> Vec<(String, (f64, f64), String)> {
+        (0..n)
+            .map(|_| feed.next(0.0))
+            .map(|out| {
+                let report = if out.json {
+                    whistle_proto::from_json::<v1::Report>(&out.payload).unwrap()
+                } else {
+                    v1::Report::decode(out.payload.as_slice()).unwrap()
+                };
+                let l = report.location.unwrap();
+                (report.category, (l.lat, l.lon), report.grid_code)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn new_problems_never_fall_within_the_duplicate_radius_of_another() {
+        let policy = policy();
+        let radius = f64::from(policy.duplicates().radius_m);
+        let mut feed = Feed::new(
+            &policy,
+            7,
+            Mix::City {
+                duplicate_share: 0.0,
+            },
+        );
+        let reports = sent(&mut feed, 20_000);
+        let mut by_category: std::collections::HashMap<&str, Vec<(f64, f64)>> = Default::default();
+        for (category, place, _) in &reports {
+            by_category.entry(category).or_default().push(*place);
+        }
+        for places in by_category.values() {
+            for (k, a) in places.iter().enumerate() {
+                for b in &places[k + 1..] {
+                    assert!(metres(*a, *b) > radius, "{a:?} and {b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn runs_whose_seeds_differ_modulo_the_cosets_share_no_place() {
+        let policy = policy();
+        let radius = f64::from(policy.duplicates().radius_m);
+        let plain = Mix::City {
+            duplicate_share: 0.0,
+        };
+        let a = sent(&mut Feed::new(&policy, 8, plain), 3_000);
+        let b = sent(&mut Feed::new(&policy, 9, plain), 3_000);
+        for (category, place, _) in &a {
+            for (other, there, _) in &b {
+                assert!(category != other || metres(*place, *there) > radius);
+            }
+        }
+    }
+
+    #[test]
+    fn the_duplicate_share_is_what_was_asked_and_each_is_near_a_problem_of_its_kind() {
+        let policy = policy();
+        let radius = f64::from(policy.duplicates().radius_m);
+        let mut feed = Feed::new(
+            &policy,
+            11,
+            Mix::City {
+                duplicate_share: 0.3,
+            },
+        );
+        let reports = sent(&mut feed, 5_000);
+        let mut seen: Vec<&(String, (f64, f64), String)> = Vec::new();
+        let mut duplicates = 0;
+        for report in &reports {
+            let (category, place, grid) = report;
+            let near = seen
+                .iter()
+                .any(|(c, p, g)| c == category && g == grid && metres(*p, *place) <= radius);
+            if near {
+                duplicates += 1;
+            }
+            seen.push(report);
+        }
+        let share = duplicates as f64 / reports.len() as f64;
+        assert!((0.27..0.33).contains(&share), "duplicate share {share}");
     }
 }

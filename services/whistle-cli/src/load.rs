@@ -36,7 +36,7 @@ use whistle_wire::{
 };
 
 use crate::{
-    generator::Feed,
+    generator::{Feed, Mix},
     load_summary::{print_summary, step_line, BacklogSample, FindMax, Step, Summary},
     Connection,
 };
@@ -55,9 +55,19 @@ pub struct Args {
     /// After sending, how long to wait for the last outcomes.
     #[arg(long, value_parser = crate::parse_duration, default_value = "15s")]
     drain: Duration,
-    /// Random seed, for a repeatable mix.
+    /// Random seed, for a repeatable mix. Runs on one database within the duplicate window keep
+    /// their new problems apart when their seeds differ modulo 4 (see `--duplicate-share`).
     #[arg(long)]
     seed: Option<u64>,
+    /// Share of reports that repeat a recent problem (and are attached to its incident); the
+    /// others are new problems, each at a place of its own.
+    #[arg(long, default_value_t = 0.15, conflicts_with = "legacy_mix")]
+    duplicate_share: f64,
+    /// The mix before the city mix: every report near its grid's centre, so nearly all are
+    /// attached as duplicates once the run has gone on for a minute (for comparing with old
+    /// figures).
+    #[arg(long)]
+    legacy_mix: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -68,6 +78,10 @@ pub struct Args {
     /// with an operator's --token).
     #[arg(long)]
     watch_events: bool,
+    /// Also measure the CPU every process of this machine spent per report while sending and
+    /// draining (nats-server, dispatch, query, PostgreSQL and this generator, from /proc).
+    #[arg(long)]
+    cpu: bool,
     /// How often to sample dispatch's consumer backlog (pending + awaiting ack).
     #[arg(long, value_parser = crate::parse_duration, default_value = "1s")]
     sample_every: Duration,
@@ -488,6 +502,16 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     };
     let policy = whistle_wire::policy::load(&conn.policy)?;
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.duplicate_share),
+        "--duplicate-share must be between 0 and 1"
+    );
+    let mix = match args.legacy_mix {
+        true => Mix::Legacy,
+        false => Mix::City {
+            duplicate_share: args.duplicate_share,
+        },
+    };
 
     // The ceiling first, while dispatch is idle, so the two figures are taken back to back.
     let ceiling = if args.ceiling {
@@ -545,7 +569,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     });
     let mut sender = Sender {
         js: js.clone(),
-        feed: Feed::new(&policy, seed),
+        feed: Feed::new(&policy, seed, mix),
         invalid_share: args.invalid_share,
         probe: probe.clone(),
         expected_invalid: 0,
@@ -568,6 +592,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                 .expect("valid template")
                 .progress_chars("=> "),
         );
+        let cpu_before = args.cpu.then(crate::cpu::Snapshot::take);
         let sent = sender
             .send(args.rate, args.duration, args.sample_every, &bar)
             .await;
@@ -583,7 +608,10 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bar.finish_and_clear();
+        let cpu =
+            cpu_before.map(|before| before.per_report(&crate::cpu::Snapshot::take(), sent.sent));
         Summary {
+            cpu,
             offered_rate: args.rate,
             achieved_rate: sent.sent as f64 / sent.seconds,
             outcome_rate: sent.outcomes as f64 / sent.seconds,

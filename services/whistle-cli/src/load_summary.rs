@@ -43,6 +43,8 @@ pub(crate) struct Summary {
     /// The platform's throughput over the ceiling pipeline's: the highest sustained rate with
     /// --find-max, else the outcome rate.
     pub(crate) ratio_to_ceiling: Option<f64>,
+    /// `--cpu`: what a report cost each process group, sending and draining included.
+    pub(crate) cpu: Option<crate::cpu::CpuPerReport>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -115,10 +117,15 @@ pub(crate) fn print_summary(s: &Summary) {
             s.seconds
         );
         println!(
-            "sent {}  acked {}  publish errors {}  incidents {}  attached as duplicates {}  rejected {} (expected ≈{})  no outcome {}",
-            s.sent, s.acked, s.publish_errors, s.incidents, s.attached, s.rejected, s.expected_invalid, s.missing
+            "sent {}  acked {}  publish errors {}  incidents {}  attached as duplicates {} ({:.1} %)  rejected {} (expected ≈{})  no outcome {}",
+            s.sent, s.acked, s.publish_errors, s.incidents, s.attached,
+            100.0 * s.attached as f64 / (s.incidents + s.attached).max(1) as f64,
+            s.rejected, s.expected_invalid, s.missing
         );
         println!("report → event latency: {}", s.latency_ms);
+        if let Some(cpu) = &s.cpu {
+            println!("CPU: {cpu}");
+        }
     }
     if let Some(l) = &s.watch_latency_ms {
         println!(

@@ -5,6 +5,7 @@ mod bench;
 mod chaos;
 mod commands;
 mod contacts;
+mod cpu;
 mod door;
 mod generator;
 mod incident;

@@ -37,6 +37,13 @@ fn return_reason(value: i32) -> Option<String> {
     }
 }
 
+fn satisfaction(value: i32) -> Option<String> {
+    match v1::Satisfaction::try_from(value) {
+        Ok(v1::Satisfaction::Unspecified) | Err(_) => None,
+        Ok(verdict) => Some(stored(verdict.as_str_name(), "SATISFACTION_")),
+    }
+}
+
 fn time(at: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     let at = at?;
     DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap_or(0))
@@ -152,13 +159,16 @@ pub fn incident(detail: &v1::IncidentDetail) -> anyhow::Result<IncidentDetail> {
         created_at: reported_at,
         updated_at: reported_at,
         due_at: time(i.due_at.as_ref()),
-        level_due_at: None,
+        level_due_at: time(detail.level_due_at.as_ref()),
         overdue: i.overdue,
-        reopen_count: 0,
-        satisfaction: None,
-        resolved_at: None,
-        closed_at: None,
-        duplicate_of: None,
+        reopen_count: i32::try_from(detail.reopen_count).unwrap_or(i32::MAX),
+        satisfaction: satisfaction(detail.satisfaction),
+        resolved_at: time(detail.resolved_at.as_ref()),
+        closed_at: time(detail.closed_at.as_ref()),
+        duplicate_of: (!detail.duplicate_of.is_empty())
+            .then(|| detail.duplicate_of.parse())
+            .transpose()
+            .context("duplicate_of")?,
     };
     let tasks = detail
         .tasks
@@ -275,8 +285,22 @@ mod tests {
                 note: String::new(),
             }],
             policy_version: "ordos-1".into(),
+            resolved_at: at(900),
+            closed_at: at(1_000),
+            satisfaction: v1::Satisfaction::BasicallySatisfied as i32,
+            reopen_count: 1,
+            ..Default::default()
         };
         let read = incident(&detail).unwrap();
+        assert_eq!(read.incident.resolved_at.unwrap().timestamp(), 900);
+        assert_eq!(read.incident.closed_at.unwrap().timestamp(), 1_000);
+        assert_eq!(
+            read.incident.satisfaction.as_deref(),
+            Some("basically_satisfied")
+        );
+        assert_eq!(read.incident.reopen_count, 1);
+        assert_eq!(read.incident.level_due_at, None);
+        assert_eq!(read.incident.duplicate_of, None);
         assert_eq!(read.incident.id.to_string(), id);
         assert_eq!(read.incident.status, "closed_unverified");
         assert_eq!(read.incident.level, "street");

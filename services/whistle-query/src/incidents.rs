@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sqlx::{postgres::PgRow, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
-use whistle_domain::{policy::Policy, AreaCode, CategoryCode};
+use whistle_domain::{incident::Satisfaction, policy::Policy, AreaCode, CategoryCode};
 use whistle_proto::v1;
+use whistle_wire::convert::satisfaction_to_proto;
 
 use crate::{
     area::GridRange,
@@ -269,7 +270,9 @@ pub(crate) async fn get(
         .execute(&mut *tx)
         .await?;
     let row = sqlx::query(&format!(
-        "SELECT {SUMMARY_COLUMNS}, i.description, i.policy_version FROM incidents i WHERE i.id = $1"
+        "SELECT {SUMMARY_COLUMNS}, i.description, i.policy_version, i.level_due_at, i.resolved_at,
+                i.closed_at, i.satisfaction, i.reopen_count, i.duplicate_of
+         FROM incidents i WHERE i.id = $1"
     ))
     .bind(id)
     .fetch_optional(&mut *tx)
@@ -333,7 +336,31 @@ pub(crate) async fn get(
         reports,
         timeline,
         policy_version: row.try_get("policy_version")?,
+        level_due_at: optional_timestamp(&row, "level_due_at")?,
+        resolved_at: optional_timestamp(&row, "resolved_at")?,
+        closed_at: optional_timestamp(&row, "closed_at")?,
+        satisfaction: row
+            .try_get::<Option<&str>, _>("satisfaction")?
+            .map(|s| {
+                s.parse::<Satisfaction>()
+                    .map(|s| satisfaction_to_proto(s) as i32)
+                    .map_err(Error::Corrupt)
+            })
+            .transpose()?
+            .unwrap_or_default(),
+        reopen_count: u32::try_from(row.try_get::<i32, _>("reopen_count")?)
+            .map_err(|_| Error::Corrupt(format!("incident {id} has a negative reopen count")))?,
+        duplicate_of: row
+            .try_get::<Option<Uuid>, _>("duplicate_of")?
+            .map(|d| d.to_string())
+            .unwrap_or_default(),
     })
+}
+
+fn optional_timestamp(row: &PgRow, column: &str) -> Result<Option<prost_types::Timestamp>> {
+    Ok(row
+        .try_get::<Option<DateTime<Utc>>, _>(column)?
+        .map(convert::timestamp))
 }
 
 fn task(row: &PgRow) -> Result<v1::Task> {
@@ -345,11 +372,7 @@ fn task(row: &PgRow) -> Result<v1::Task> {
 
 /// A task's state from a row of `tasks` columns, its status read from `status_column`.
 pub(crate) fn task_state(row: &PgRow, status_column: &str) -> Result<v1::TaskState> {
-    let optional_time = |column: &str| -> Result<Option<prost_types::Timestamp>> {
-        Ok(row
-            .try_get::<Option<DateTime<Utc>>, _>(column)?
-            .map(convert::timestamp))
-    };
+    let optional_time = |column: &str| optional_timestamp(row, column);
     let non_negative = |column: &str| -> Result<u32> {
         u32::try_from(row.try_get::<i32, _>(column)?)
             .map_err(|_| Error::Corrupt(format!("task {column} is negative")))

@@ -538,18 +538,39 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// The server's log lines where it refused dispatch or query something: a permission the
+    /// service uses but its configuration lacks.
+    pub fn service_violations(&self) -> Vec<String> {
+        let Some(server) = &self.server else {
+            return Vec::new();
+        };
+        // The services' own connections, by name ("…:rust:whistle-dispatch-intake"): tests that
+        // probe a service's permissions connect with its key under a name of their own.
+        let marks = [":rust:whistle-dispatch", ":rust:whistle-query"];
+        std::fs::read_to_string(server.log_path())
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Violation") && marks.iter().any(|m| l.contains(m)))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 impl Drop for Stack {
     fn drop(&mut self) {
-        // What a service was refused shows in the server's log: a permission it lacks.
-        if let Some(server) = &self.server {
-            let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
-            for line in log.lines().filter(|l| l.contains("Violation")) {
-                eprintln!("nats-server: {line}");
-            }
-        }
         if let Some((shutdown, task)) = self.callout.take() {
             shutdown.cancel();
             task.abort();
+        }
+        // Every test is also a check that the services' permissions cover what they do.
+        let refused = self.service_violations();
+        if std::thread::panicking() {
+            for line in &refused {
+                eprintln!("nats-server refused a service: {line}");
+            }
+        } else if !refused.is_empty() {
+            panic!("nats-server refused a service:\n{}", refused.join("\n"));
         }
     }
 }

@@ -131,6 +131,20 @@ async fn get_incident_has_tasks_reports_and_the_whole_timeline() {
     }
     assert_eq!(detail.timeline.last().unwrap().kind, "task.accepted");
     assert_eq!(at(&detail.timeline.last().unwrap().at), stack.now());
+
+    // Open, at the street: its level's own clock runs, no outcome yet.
+    let level_due: DateTime<Utc> = stack.incident_column(incident, "level_due_at").await;
+    assert_eq!(at(&detail.level_due_at), level_due);
+    assert_eq!(
+        (
+            detail.resolved_at,
+            detail.closed_at,
+            detail.satisfaction,
+            detail.reopen_count,
+            detail.duplicate_of.as_str()
+        ),
+        (None, None, v1::Satisfaction::Unspecified as i32, 0, "")
+    );
 }
 
 #[tokio::test]
@@ -265,6 +279,32 @@ async fn overview_counts_today_and_the_three_rates() {
     stack.advance(TimeDelta::minutes(2));
     stack.settle().await;
     assert_eq!(stack.now(), t0 + TimeDelta::minutes(12));
+
+    // The manhole's outcome, as GetIncident tells it.
+    let closed = stack
+        .client()
+        .get_incident(v1::GetIncidentRequest {
+            incident_id: manhole.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            closed.resolved_at.map(|t| at(&Some(t))),
+            closed.closed_at.map(|t| at(&Some(t))),
+            closed.satisfaction,
+            closed.reopen_count,
+            closed.level_due_at,
+        ),
+        (
+            Some(t0 + TimeDelta::minutes(2)),
+            Some(t0 + TimeDelta::minutes(3)),
+            v1::Satisfaction::Satisfied as i32,
+            0,
+            None
+        )
+    );
 
     let overview = stack.overview(&district, None).await;
     assert_eq!(overview.area_code, district);
