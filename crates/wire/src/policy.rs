@@ -38,6 +38,22 @@ mod tests {
     }
 
     #[test]
+    fn every_policy_file_of_the_repository_loads() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policy");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load(path.to_str().unwrap()).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+                loaded += 1;
+            }
+        }
+        assert!(loaded >= 3, "{loaded} policy files");
+        let bench = load(&format!("{dir}/ordos-bench.toml")).unwrap();
+        assert_eq!(bench.clusters().window, chrono::TimeDelta::minutes(2));
+    }
+
+    #[test]
     fn a_missing_file_is_unreadable() {
         let error = load("/nonexistent/policy.toml").unwrap_err();
         assert!(

@@ -31,13 +31,13 @@ use whistle_cli::{
 use whistle_proto::v1::{self, command_center_client::CommandCenterClient};
 use whistle_wire::{
     kind,
-    names::{DISPATCH_CONSUMER, REPORTS_STREAM},
+    names::{ServiceRequest, DISPATCH_CONSUMER, DISPATCH_SERVICE, REPORTS_STREAM},
     subject,
 };
 
 use crate::{
     generator::{Feed, Mix},
-    load_summary::{print_summary, step_line, BacklogSample, FindMax, Step, Summary},
+    load_summary::{print_summary, step_line, BacklogSample, BatchTimes, FindMax, Step, Summary},
     Connection,
 };
 
@@ -656,6 +656,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     }
     summary.consumer_pending = pending;
     summary.consumer_ack_pending = ack_pending;
+    summary.dispatch_batches = dispatch_batch_times(&client).await;
     if let Some(figures) = ceiling {
         let platform = match &summary.find_max {
             Some(found) => found.highest_sustained_rate,
@@ -672,6 +673,42 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         print_summary(&summary);
     }
     Ok(())
+}
+
+/// Each dispatch replica's intake batch times since it started (`$SRV.STATS`: every replica
+/// answers; those that answer within half a second are counted).
+async fn dispatch_batch_times(client: &async_nats::Client) -> Vec<BatchTimes> {
+    let inbox = client.new_inbox();
+    let Ok(mut answers) = client.subscribe(inbox.clone()).await else {
+        return Vec::new();
+    };
+    let subject = ServiceRequest::Stats.subject(DISPATCH_SERVICE);
+    if client
+        .publish_with_reply(subject, inbox, Default::default())
+        .await
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let mut replicas = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while let Ok(Some(answer)) = tokio::time::timeout_at(until, answers.next()).await {
+        let Ok(stats) = serde_json::from_slice::<serde_json::Value>(&answer.payload) else {
+            continue;
+        };
+        let data = &stats["endpoints"][0]["data"];
+        let ms = |k: &str| data["batch_ms"][k].as_f64();
+        if let (Some(p50), Some(p99), Some(max)) = (ms("p50"), ms("p99"), ms("max")) {
+            replicas.push(BatchTimes {
+                replica: stats["id"].as_str().unwrap_or_default().to_owned(),
+                batches: data["batches"].as_u64().unwrap_or(0),
+                p50_ms: p50,
+                p99_ms: p99,
+                max_ms: max,
+            });
+        }
+    }
+    replicas
 }
 
 fn watch_owed(probe: &Probe) -> usize {

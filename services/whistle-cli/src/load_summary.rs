@@ -45,6 +45,18 @@ pub(crate) struct Summary {
     pub(crate) ratio_to_ceiling: Option<f64>,
     /// `--cpu`: what a report cost each process group, sending and draining included.
     pub(crate) cpu: Option<crate::cpu::CpuPerReport>,
+    /// Each dispatch replica's intake batch times since it started.
+    pub(crate) dispatch_batches: Vec<BatchTimes>,
+}
+
+/// One dispatch replica's intake batch times, from its `$SRV.STATS`.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct BatchTimes {
+    pub(crate) replica: String,
+    pub(crate) batches: u64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -125,6 +137,16 @@ pub(crate) fn print_summary(s: &Summary) {
         println!("report → event latency: {}", s.latency_ms);
         if let Some(cpu) = &s.cpu {
             println!("CPU: {cpu}");
+        }
+        for b in &s.dispatch_batches {
+            println!(
+                "dispatch {} since its start: {} batches, p50 {}  p99 {}  longest {}",
+                b.replica,
+                b.batches,
+                format_ms(b.p50_ms),
+                format_ms(b.p99_ms),
+                format_ms(b.max_ms)
+            );
         }
     }
     if let Some(l) = &s.watch_latency_ms {

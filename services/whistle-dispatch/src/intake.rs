@@ -160,6 +160,7 @@ impl Intake {
     /// the others commit; that report is retried with a growing delay, and rejected as
     /// `processing_failed` once it reaches its last delivery.
     async fn process(&mut self, batch: &[jetstream::Message]) {
+        let started = std::time::Instant::now();
         let now = self.shared.clock.now();
         let catalog = self.shared.catalog.load();
         let mut seen = HashSet::with_capacity(batch.len());
@@ -286,9 +287,17 @@ impl Intake {
                 .ack_with(AckKind::Nak(Some(backoff_delay(retry_delay, delivered))))
                 .await;
         }
+        let took = started.elapsed();
         self.shared
             .metrics
-            .record_batch(acked, totals.incidents, totals.rejections);
+            .record_batch(acked, totals.incidents, totals.rejections, took);
+        if took >= SLOW_BATCH {
+            info!(
+                batch = batch.len(),
+                took_ms = took.as_millis() as u64,
+                "a slow intake batch: the reports behind it waited as long"
+            );
+        }
         debug!(
             batch = batch.len(),
             incidents = totals.incidents,
@@ -581,6 +590,9 @@ fn backoff_delay(retry_delay: Duration, delivered: i64) -> Duration {
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A batch taking this long is logged: it held up every report behind it.
+const SLOW_BATCH: Duration = Duration::from_millis(250);
 
 /// The `processing_failed` rejection of a report that failed on its own on its last delivery.
 fn processing_failed(
