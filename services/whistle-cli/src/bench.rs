@@ -43,16 +43,17 @@ pub enum Args {
         #[arg(long, default_value_t = 30)]
         days: u32,
     },
-    /// Latency of one of the command screen's read RPCs.
+    /// Latency of one of the read RPCs the screens and workbenches call.
     Query {
-        /// overview, list (first page), list-pages (a page and the next four, by token),
-        /// scoreboard (this month's departments; `scoreboard-streets` for the streets), trend
-        /// (24 hours) or grid-map.
-        #[arg(long, default_value = "overview")]
-        rpc: String,
+        #[arg(long, value_enum, default_value_t = ReadRpc::Overview)]
+        rpc: ReadRpc,
         /// Area for the requests; default the token's.
         #[arg(long, default_value = "")]
         area: String,
+        /// `--rpc tasks`: the department whose open tasks are listed (a liaison's token may
+        /// leave it out: its own).
+        #[arg(long, default_value = "")]
+        department: String,
         #[arg(long, default_value_t = 2_000)]
         requests: u64,
         /// Requests in flight at once.
@@ -219,9 +220,17 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         Args::Query {
             rpc,
             area,
+            department,
             requests,
             concurrency,
-        } => query(&Target::of(conn)?, &rpc, &area, requests, concurrency).await,
+        } => {
+            let what = Read {
+                rpc,
+                area,
+                department,
+            };
+            query(&Target::of(conn)?, what, requests, concurrency).await
+        }
         Args::Watch {
             streams,
             connections,
@@ -298,87 +307,181 @@ fn print_latency(label: &str, h: &Histogram<u64>, elapsed: Duration) {
     );
 }
 
-async fn query(
-    target: &Target,
-    rpc: &str,
-    area: &str,
-    requests: u64,
-    concurrency: u64,
-) -> anyhow::Result<()> {
-    if !matches!(
-        rpc,
-        "overview"
-            | "list"
-            | "list-pages"
-            | "scoreboard"
-            | "scoreboard-streets"
-            | "trend"
-            | "grid-map"
-    ) {
-        bail!("--rpc must be overview, list, list-pages, scoreboard, scoreboard-streets, trend or grid-map, not {rpc:?}");
+/// The read RPCs `bench query` calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadRpc {
+    /// GetOverview.
+    Overview,
+    /// ListIncidents, the first page of 50.
+    List,
+    /// ListIncidents, a page and the next four by token (each page timed).
+    ListPages,
+    /// GetScoreboard, this month's departments.
+    Scoreboard,
+    /// GetScoreboard, this month's streets.
+    ScoreboardStreets,
+    /// GetTrend, 24 hours.
+    Trend,
+    /// GetGridMap.
+    GridMap,
+    /// ListOverdue.
+    Overdue,
+    /// ListTasks, a department's open tasks.
+    Tasks,
+    /// GetIncident, cycling through the newest 500 incidents of the area.
+    Incident,
+    /// GetOrgTree, the area and two levels below it.
+    OrgTree,
+}
+
+/// What `bench query` asks for.
+struct Read {
+    rpc: ReadRpc,
+    area: String,
+    department: String,
+}
+
+impl Read {
+    /// Makes one call (`pages` of them for `list-pages`), recording each's latency; `ids` are
+    /// the incidents `incident` cycles through, `n` this call's number.
+    async fn call(
+        &self,
+        client: &mut Client,
+        ids: &[String],
+        n: u64,
+        h: &mut Histogram<u64>,
+    ) -> anyhow::Result<()> {
+        let area = self.area.clone();
+        let mut token = String::new();
+        let pages = if self.rpc == ReadRpc::ListPages { 5 } else { 1 };
+        for _ in 0..pages {
+            let sent = Instant::now();
+            match self.rpc {
+                ReadRpc::Overview => {
+                    client
+                        .get_overview(v1::GetOverviewRequest {
+                            area_code: area.clone(),
+                            window: None,
+                        })
+                        .await?;
+                }
+                ReadRpc::List | ReadRpc::ListPages => {
+                    token = client
+                        .list_incidents(v1::ListIncidentsRequest {
+                            area_code: area.clone(),
+                            page_size: 50,
+                            page_token: token.clone(),
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner()
+                        .next_page_token;
+                }
+                ReadRpc::Scoreboard | ReadRpc::ScoreboardStreets => {
+                    let kind = match self.rpc {
+                        ReadRpc::Scoreboard => v1::ScoreboardKind::Departments,
+                        _ => v1::ScoreboardKind::Streets,
+                    };
+                    client
+                        .get_scoreboard(v1::GetScoreboardRequest {
+                            area_code: area.clone(),
+                            month: String::new(),
+                            kind: kind as i32,
+                        })
+                        .await?;
+                }
+                ReadRpc::Trend => {
+                    client
+                        .get_trend(v1::GetTrendRequest {
+                            area_code: area.clone(),
+                            hours: 24,
+                        })
+                        .await?;
+                }
+                ReadRpc::GridMap => {
+                    client
+                        .get_grid_map(v1::GetGridMapRequest {
+                            area_code: area.clone(),
+                        })
+                        .await?;
+                }
+                ReadRpc::Overdue => {
+                    client
+                        .list_overdue(v1::ListOverdueRequest {
+                            area_code: area.clone(),
+                        })
+                        .await?;
+                }
+                ReadRpc::Tasks => {
+                    client
+                        .list_tasks(v1::ListTasksRequest {
+                            department_code: self.department.clone(),
+                            ..Default::default()
+                        })
+                        .await?;
+                }
+                ReadRpc::Incident => {
+                    client
+                        .get_incident(v1::GetIncidentRequest {
+                            incident_id: ids[(n % ids.len() as u64) as usize].clone(),
+                        })
+                        .await?;
+                }
+                ReadRpc::OrgTree => {
+                    client
+                        .get_org_tree(v1::GetOrgTreeRequest {
+                            root_code: area.clone(),
+                            depth: 2,
+                        })
+                        .await?;
+                }
+            }
+            h.record(sent.elapsed().as_micros().max(1) as u64)?;
+        }
+        Ok(())
     }
-    let client = target.client().await?;
+
+    /// The incidents `incident` reads: the newest 500 of the area.
+    async fn incident_ids(&self, client: &mut Client) -> anyhow::Result<Vec<String>> {
+        if self.rpc != ReadRpc::Incident {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = client
+            .list_incidents(v1::ListIncidentsRequest {
+                area_code: self.area.clone(),
+                page_size: 500,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .incidents
+            .into_iter()
+            .map(|i| i.incident_id)
+            .collect();
+        anyhow::ensure!(!ids.is_empty(), "no incident in the area to read");
+        Ok(ids)
+    }
+}
+
+async fn query(target: &Target, read: Read, requests: u64, concurrency: u64) -> anyhow::Result<()> {
+    let mut client = target.client().await?;
+    let ids = Arc::new(read.incident_ids(&mut client).await?);
+    let read = Arc::new(read);
     let next = Arc::new(AtomicU64::new(0));
     let merged = Arc::new(Mutex::new(histogram()));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
             let (mut client, next, merged) = (client.clone(), next.clone(), merged.clone());
-            let (rpc, area) = (rpc.to_owned(), area.to_owned());
+            let (read, ids) = (read.clone(), ids.clone());
             tokio::spawn(async move {
                 let mut h = histogram();
-                while next.fetch_add(1, Ordering::Relaxed) < requests {
-                    let mut token = String::new();
-                    let pages = if rpc == "list-pages" { 5 } else { 1 };
-                    for _ in 0..pages {
-                        let sent = Instant::now();
-                        if rpc == "overview" {
-                            client
-                                .get_overview(v1::GetOverviewRequest {
-                                    area_code: area.clone(),
-                                    window: None,
-                                })
-                                .await?;
-                        } else if rpc == "trend" {
-                            client
-                                .get_trend(v1::GetTrendRequest {
-                                    area_code: area.clone(),
-                                    hours: 24,
-                                })
-                                .await?;
-                        } else if rpc == "grid-map" {
-                            client
-                                .get_grid_map(v1::GetGridMapRequest {
-                                    area_code: area.clone(),
-                                })
-                                .await?;
-                        } else if let Some(kind) = rpc.strip_prefix("scoreboard") {
-                            let kind = if kind.is_empty() {
-                                v1::ScoreboardKind::Departments
-                            } else {
-                                v1::ScoreboardKind::Streets
-                            };
-                            client
-                                .get_scoreboard(v1::GetScoreboardRequest {
-                                    area_code: area.clone(),
-                                    month: String::new(),
-                                    kind: kind as i32,
-                                })
-                                .await?;
-                        } else {
-                            token = client
-                                .list_incidents(v1::ListIncidentsRequest {
-                                    area_code: area.clone(),
-                                    page_size: 50,
-                                    page_token: token.clone(),
-                                    ..Default::default()
-                                })
-                                .await?
-                                .into_inner()
-                                .next_page_token;
-                        }
-                        h.record(sent.elapsed().as_micros().max(1) as u64)?;
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= requests {
+                        break;
                     }
+                    read.call(&mut client, &ids, n, &mut h).await?;
                 }
                 merged.lock().expect("not poisoned").add(&h)?;
                 anyhow::Ok(())
@@ -389,7 +492,10 @@ async fn query(
         worker.await??;
     }
     let h = merged.lock().expect("not poisoned").clone();
-    print_latency(rpc, &h, started.elapsed());
+    let name = clap::ValueEnum::to_possible_value(&read.rpc)
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default();
+    print_latency(&name, &h, started.elapsed());
     Ok(())
 }
 
