@@ -261,11 +261,12 @@ async fn fill(conn: &Connection, incidents: u64, days: u32) -> anyhow::Result<()
         .map(|u| u.code.to_string())
         .collect();
     let categories: Vec<String> = policy.categories().map(|c| c.code.to_string()).collect();
+    let departments = fill::summoned_departments(&policy, &dataset)?;
     let started = Instant::now();
     let mut written = 0;
     while written < incidents {
         let n = BATCH.min(incidents - written);
-        fill::insert(&pool, &grids, &categories, n, days)
+        fill::insert(&pool, &grids, &categories, &departments, n, days)
             .await
             .context("inserting synthetic incidents")?;
         written += n;
@@ -275,7 +276,7 @@ async fn fill(conn: &Connection, incidents: u64, days: u32) -> anyhow::Result<()
         );
     }
     eprintln!();
-    sqlx::query("ANALYZE incidents, timeline")
+    sqlx::query("ANALYZE incidents, timeline, tasks")
         .execute(&pool)
         .await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM incidents")

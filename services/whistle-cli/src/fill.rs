@@ -2,6 +2,35 @@
 //! itself (a million in about three minutes on two cores).
 
 use sqlx::PgPool;
+use whistle_domain::{policy::Policy, Level, OrgDataset, OrgIndex};
+
+/// The department a whistle summons first (`summon[0]`), for every district and category, as
+/// `("{district}/{category}", department code)` for [`insert`]'s `departments`.
+pub fn summoned_departments(
+    policy: &Policy,
+    dataset: &OrgDataset,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let org = OrgIndex::build(dataset.clone())?;
+    let mut departments = Vec::new();
+    for district in dataset
+        .units
+        .iter()
+        .filter(|u| u.level() == Level::District)
+    {
+        for category in policy.categories() {
+            let Some(kind) = category.summon.first() else {
+                continue;
+            };
+            if let Some(department) = org.department_for(&district.code, *kind) {
+                departments.push((
+                    format!("{}/{}", district.code, category.code),
+                    department.code.to_string(),
+                ));
+            }
+        }
+    }
+    Ok(departments)
+}
 
 /// Adds `n` incidents in `grids` and `categories`, created over the `days` before now, in one
 /// statement.
@@ -10,13 +39,23 @@ use sqlx::PgPool;
 /// derived from the random grid, category and creation time, and the timeline holds what
 /// the status implies (a whistle, a resolution, a verification or a close), never later than
 /// now, so the query service's rebuild and recounts find what they would in real data.
+///
+/// Incidents the street whistled for (open at the street, or resolved there) get a department
+/// task: `departments` names, for each `district/category`, the department a whistle summons
+/// (`tasks` are waiting, accepted or resolved as the incident's status says), so workbenches,
+/// the overdue list and the department scoreboard have real work to read.
 pub async fn insert(
     pool: &PgPool,
     grids: &[String],
     categories: &[String],
+    departments: &[(String, String)],
     n: u64,
     days: u32,
 ) -> anyhow::Result<()> {
+    let (keys, codes): (Vec<&str>, Vec<&str>) = departments
+        .iter()
+        .map(|(k, c)| (k.as_str(), c.as_str()))
+        .unzip();
     sqlx::query(
         "WITH new AS (
             SELECT gen_random_uuid() AS id,
@@ -52,7 +91,31 @@ pub async fn insert(
                         THEN created_at + least(interval '2 days', (now() - created_at) * 2 / 3) END,
                    CASE WHEN status = 'closed' THEN 'satisfied' END
             FROM rows
-            RETURNING id, status, created_at, resolved_at, closed_at
+            RETURNING id, status, level, district_code, category, created_at, due_at,
+                      resolved_at, closed_at
+         ), whistled AS (
+            SELECT i.*, d.code AS department,
+                   i.created_at + least(interval '1 hour', (now() - i.created_at) / 6) AS whistled_at
+            FROM incidents i
+            JOIN UNNEST($5::text[], $6::text[]) AS d(key, code)
+              ON d.key = i.district_code || '/' || i.category
+            WHERE i.status IN ('whistled', 'accepted')
+               OR (i.level = 'street' AND i.resolved_at IS NOT NULL)
+         ), tasks AS (
+            INSERT INTO tasks (incident_id, task_id, round, department_code, status, dispatched_at,
+                accept_due_at, resolve_due_at, accepted_at, resolved_at, holder_id, updated_at)
+            SELECT id, 1, 0, department,
+                   CASE status WHEN 'whistled' THEN 'dispatched' WHEN 'accepted' THEN 'accepted'
+                               ELSE 'resolved' END,
+                   whistled_at, whistled_at + interval '30 minutes', due_at,
+                   CASE WHEN status <> 'whistled' THEN whistled_at
+                        + least(interval '20 minutes',
+                                (coalesce(resolved_at, now()) - whistled_at) / 2) END,
+                   resolved_at,
+                   CASE WHEN status <> 'whistled' THEN 'li-' || department END,
+                   coalesce(resolved_at, whistled_at)
+            FROM whistled
+            RETURNING incident_id
          )
          INSERT INTO timeline (incident_id, seq, kind, actor_id, at, note)
          SELECT id, row_number() OVER (PARTITION BY id ORDER BY step), kind, 'system', at,
@@ -60,7 +123,9 @@ pub async fn insert(
          FROM incidents,
               LATERAL (VALUES
                   (1, 'incident.reported', created_at),
-                  (2, CASE WHEN status IN ('whistled', 'accepted') THEN 'incident.whistled' END,
+                  (2, CASE WHEN status IN ('whistled', 'accepted')
+                                OR (level = 'street' AND resolved_at IS NOT NULL)
+                           THEN 'incident.whistled' END,
                       created_at + least(interval '1 hour', (now() - created_at) / 6)),
                   (3, CASE WHEN resolved_at IS NOT NULL THEN 'incident.resolved' END, resolved_at),
                   (4, CASE WHEN status = 'closed' THEN 'incident.verified' END, closed_at),
@@ -74,6 +139,8 @@ pub async fn insert(
     .bind(categories)
     .bind(i64::try_from(n)?)
     .bind(i32::try_from(days)?)
+    .bind(keys)
+    .bind(codes)
     .execute(pool)
     .await?;
     Ok(())
