@@ -192,7 +192,15 @@ pub async fn provision(admin: &PgPool, roles: &Roles, passwords: &Passwords) -> 
 
 async fn provision_inner(admin: &PgPool, roles: &Roles, passwords: &Passwords) -> Result<()> {
     let mut conn = admin.acquire().await?;
+    let existing: Vec<String> =
+        sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1)")
+            .bind(roles.names().to_vec())
+            .fetch_all(&mut *conn)
+            .await?;
     for name in roles.names() {
+        if existing.iter().any(|e| e == name) {
+            continue;
+        }
         // CREATE ROLE outside the transaction below: a parallel run (another database on the
         // same cluster, say) that created it first makes this one fail harmlessly.
         if let Err(e) = sqlx::raw_sql(&format!("CREATE ROLE {name} LOGIN"))
