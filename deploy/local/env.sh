@@ -16,8 +16,13 @@
 #                            which always runs authenticated with the configuration run.sh renders
 #                            ($WHISTLE_HOME/nats.conf, `whistle nats-config`); until run.sh has rendered
 #                            it, no private nats-server is started (the tests spawn their own servers)
-#   DATABASE_URL             PostgreSQL database to use; if unset, database "whistle" of a private cluster
-#                            on 127.0.0.1:$WHISTLE_PG_PORT
+#   DATABASE_URL             PostgreSQL database to use, as its administrator (a superuser: tests create
+#                            databases and roles, run.sh provisions Whistle's roles); if unset, database
+#                            "whistle" of a private cluster on 127.0.0.1:$WHISTLE_PG_PORT, which checks
+#                            passwords (SCRAM) on every connection
+#   PGPASSFILE               with the private cluster: $WHISTLE_HOME/secrets/postgres.pgpass (mode 0600),
+#                            the superuser's random password, which psql and Whistle's programs read
+#                            (DATABASE_URL holds no password, so none is ever printed)
 #   SSL_CERT_FILE            the local CA, when the private nats-server runs with TLS (WHISTLE_NATS_TLS=1)
 #   WHISTLE_PRIVATE_NATS_URL, WHISTLE_PRIVATE_DATABASE_URL
 #                            the URLs of the private servers, set when they are in use, so that a script
@@ -526,8 +531,67 @@ whistle__pg_prepare_dirs() {
     ln -sfn -- "$WHISTLE__PG_LOG" "$WHISTLE_HOME/logs/postgres.log" || return 1
 }
 
+# The private cluster's superuser password: a pgpass file for 127.0.0.1:PORT, made with a random
+# password if missing (mode 0600, in a 0700 directory), rewritten for the current port.
+whistle__pg_passfile() {
+    local port=$1 file=$WHISTLE__PG_PASSFILE dir pw=""
+    dir=$(dirname -- "$file")
+    mkdir -p -- "$dir" && chmod 700 -- "$dir" || return 1
+    [[ -s $file ]] && pw=$(whistle__pg_password) || pw=""
+    if [[ -z $pw ]]; then
+        pw=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n') && [[ ${#pw} -eq 48 ]] || {
+            whistle__err "cannot read random bytes from /dev/urandom"
+            return 1
+        }
+    fi
+    (umask 077 && printf '127.0.0.1:%s:*:postgres:%s\n' "$port" "$pw" >"$file.tmp" && mv -f -- "$file.tmp" "$file")
+}
+
+# The password in $WHISTLE__PG_PASSFILE.
+whistle__pg_password() {
+    local line
+    line=$(head -n 1 -- "$WHISTLE__PG_PASSFILE") || return 1
+    printf '%s' "${line##*:}"
+}
+
+# Does the private cluster's pg_hba.conf let anyone in without a password (made by an older env.sh)?
+whistle__pg_hba_trusts() {
+    grep -qE '^[[:space:]]*[^#[:space:]].*[[:space:]]trust[[:space:]]*$' "$WHISTLE__PG_DATA/pg_hba.conf"
+}
+
+# Passwords on: a cluster made with trust gets the superuser's password and SCRAM in pg_hba.conf,
+# then reloads; one already converted only needs its password file.
+whistle__pg_secure() {
+    local port=$1 pw
+    if ! whistle__pg_hba_trusts; then
+        if [[ ! -s $WHISTLE__PG_PASSFILE ]]; then
+            whistle__err "the private PostgreSQL checks passwords, but $(whistle__rel "$WHISTLE__PG_PASSFILE")" \
+                "(its superuser's) is missing: restore it, or delete the cluster with deploy/local/down.sh --purge"
+            return 1
+        fi
+        whistle__pg_passfile "$port"
+        return
+    fi
+    whistle__log "turning on passwords (SCRAM) in the private PostgreSQL; the superuser's is kept in" \
+        "$(whistle__rel "$WHISTLE__PG_PASSFILE")"
+    whistle__pg_passfile "$port" || return 1
+    pw=$(whistle__pg_password) || return 1
+    # On stdin, not the command line: no other process sees it.
+    if ! printf "SET password_encryption = 'scram-sha-256';\nALTER ROLE postgres PASSWORD '%s';\n" "$pw" |
+        whistle__pg_psql "$port" -f -; then
+        whistle__err "cannot set the superuser's password in the private PostgreSQL"
+        return 1
+    fi
+    if ! whistle__pg_run sed -i -E '/^[[:space:]]*#/! s/([[:space:]])trust([[:space:]]*)$/\1scram-sha-256\2/' \
+        "$WHISTLE__PG_DATA/pg_hba.conf" ||
+        ! whistle__pg_run "$WHISTLE__PG_BINDIR/pg_ctl" -D "$WHISTLE__PG_DATA" reload >/dev/null; then
+        whistle__err "cannot switch $WHISTLE__PG_DATA/pg_hba.conf from trust to scram-sha-256"
+        return 1
+    fi
+}
+
 whistle__pg_initdb() {
-    local log=$WHISTLE_HOME/logs/initdb.log port=$1 sock locales locale_args=(--locale=C.UTF-8)
+    local log=$WHISTLE_HOME/logs/initdb.log port=$1 sock locales locale_args=(--locale=C.UTF-8) pwfile rc=0
     locales=$(locale -a 2>/dev/null) || locales=""
     if ! grep -qiE '^c\.utf-?8$' <<<"$locales"; then
         locale_args=(--no-locale)
@@ -536,8 +600,14 @@ whistle__pg_initdb() {
     sock=$WHISTLE__PG_BASE/postgres-socket
     if ((${#sock} + 20 > 107)); then sock=/tmp; fi
     whistle__log "creating the PostgreSQL cluster in $(whistle__rel "$WHISTLE__PG_DATA") (initdb as $WHISTLE__PG_USER; output in $(whistle__rel "$log"))"
-    if ! whistle__pg_run "$WHISTLE__PG_BINDIR/initdb" -D "$WHISTLE__PG_DATA" --auth=trust --username=postgres \
-        --encoding=UTF8 "${locale_args[@]}" >>"$log" 2>&1; then
+    # Passwords (SCRAM) from the start; initdb reads the superuser's from a file its user can read.
+    whistle__pg_passfile "$port" || return 1
+    pwfile=$(mktemp) || return 1
+    whistle__pg_password >"$pwfile" && { [[ $EUID -ne 0 ]] || chown -- "$WHISTLE__PG_USER" "$pwfile"; } &&
+        whistle__pg_run "$WHISTLE__PG_BINDIR/initdb" -D "$WHISTLE__PG_DATA" --auth=scram-sha-256 \
+            --pwfile="$pwfile" --username=postgres --encoding=UTF8 "${locale_args[@]}" >>"$log" 2>&1 || rc=1
+    rm -f -- "$pwfile"
+    if [[ $rc -ne 0 ]]; then
         whistle__err "initdb failed"
         whistle__tail "$log"
         return 1
@@ -568,6 +638,9 @@ whistle__pg_private() {
     url=postgres://postgres@127.0.0.1:$port/whistle
     whistle_ensure_pg_bindir || return 1
     whistle__pg_paths || return 1
+    WHISTLE__PG_PASSFILE=$WHISTLE_HOME/secrets/postgres.pgpass
+    PGPASSFILE=$WHISTLE__PG_PASSFILE
+    export PGPASSFILE
     whistle__pg_choose_user || return 1
     whistle__pg_prepare_dirs || return 1
     ver=$("$WHISTLE__PG_BINDIR/postgres" --version 2>/dev/null) || ver=""
@@ -618,6 +691,7 @@ whistle__pg_private() {
         whistle__apt_install postgresql-client || return 1
         WHISTLE__PSQL=$(command -v psql) || { whistle__err "psql not found after installing postgresql-client"; return 1; }
     fi
+    whistle__pg_secure "$port" || return 1
     exists=$(whistle__pg_psql "$port" -tAc "select 1 from pg_database where datname = 'whistle'") || {
         whistle__err "cannot query the private PostgreSQL on 127.0.0.1:$port"
         return 1
@@ -629,7 +703,8 @@ whistle__pg_private() {
         }
         how="$how, database whistle created"
     fi
-    whistle__log "PostgreSQL $ver at $url (private, $how, data in $(whistle__rel "$WHISTLE__PG_DATA"))"
+    whistle__log "PostgreSQL $ver at $url (private, $how, passwords checked, the superuser's in" \
+        "$(whistle__rel "$WHISTLE__PG_PASSFILE"); data in $(whistle__rel "$WHISTLE__PG_DATA"))"
     DATABASE_URL=$url
     WHISTLE_PRIVATE_DATABASE_URL=$url
     export DATABASE_URL WHISTLE_PRIVATE_DATABASE_URL
@@ -668,6 +743,8 @@ whistle_ensure_pg() {
             fi
         fi
         unset WHISTLE_PRIVATE_DATABASE_URL
+        # The private cluster's password file is not this server's.
+        if [[ ${PGPASSFILE:-} == "$WHISTLE_HOME/secrets/postgres.pgpass" ]]; then unset PGPASSFILE; fi
         export DATABASE_URL
         whistle__log "PostgreSQL at $masked (from DATABASE_URL)"
         return 0
@@ -767,7 +844,7 @@ if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
     set -euo pipefail
     whistle_env_up
     for whistle__v in WHISTLE_HOME WHISTLE_NATS_SERVER_BIN WHISTLE_NATS_URL WHISTLE_PRIVATE_NATS_URL \
-        SSL_CERT_FILE DATABASE_URL WHISTLE_PRIVATE_DATABASE_URL; do
+        SSL_CERT_FILE DATABASE_URL WHISTLE_PRIVATE_DATABASE_URL PGPASSFILE; do
         if [[ -n ${!whistle__v:-} ]]; then printf 'export %s=%q\n' "$whistle__v" "${!whistle__v}"; fi
     done
     exit 0

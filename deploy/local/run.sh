@@ -4,8 +4,9 @@
 # Starts (or reuses) PostgreSQL through env.sh, builds the binaries, creates the deployment's secrets
 # ($WHISTLE_HOME/secrets), renders the authenticated nats-server configuration ($WHISTLE_HOME/nats.conf,
 # `whistle nats-config`) and starts (or restarts) the private nats-server with it, creates the hardened
-# streams as admin (`whistle streams`), migrates and seeds the
-# database, builds the web console (console.sh), starts whistle-dispatch (on the compressed demo policy),
+# streams as admin (`whistle streams`), provisions the database's roles (`whistle db roles`, as the
+# administrator of DATABASE_URL), migrates and seeds the database as its owner role, builds the web
+# console (console.sh), starts whistle-dispatch (on the compressed demo policy),
 # whistle-query (the console at /, gRPC, gRPC-web and /metrics on WHISTLE_QUERY_LISTEN, default
 # 127.0.0.1:50051) with sign-in links for an operator, a liaison and a grid worker printed for it, and
 # `whistle simulate` (grid workers, street staff, department liaisons and follow-ups acting
@@ -16,7 +17,11 @@
 # the auth callout inside whistle-query, the simulation and watch with the admin nkey, people with
 # tokens. WHISTLE_NATS_TLS=1 also turns on TLS for NATS clients: a local CA and server certificate are
 # made with openssl in $WHISTLE_HOME/tls (clients trust the CA through SSL_CERT_FILE) and the URL becomes
-# tls://. With WHISTLE_NATS_URL pointing at a server of your own, nothing is rendered or started: give
+# tls://. PostgreSQL checks passwords too, and each program has its own role (docs/security.md): the admin
+# commands here (migrate, seed, token) connect as whistle_owner, dispatch as whistle_dispatch, query as
+# whistle_query, each with only its own password file ($WHISTLE_HOME/secrets/<role>.pgpass, through
+# PGPASSFILE); DATABASE_URL, the administrator's, is used only to provision the roles.
+# With WHISTLE_NATS_URL pointing at a server of your own, nothing is rendered or started: give
 # WHISTLE_SECRETS, the secrets directory that server's configuration was rendered from (`whistle
 # nats-config --secrets DIR …`), and, for TLS, SSL_CERT_FILE naming its CA.
 #
@@ -162,7 +167,25 @@ export WHISTLE_NATS_NKEY_FILE=$SECRETS/admin.nk
 log "creating or updating the streams as admin: whistle streams"
 "$WHISTLE_BIN" streams
 
-log "migrating the database: whistle migrate"
+# The database's roles, with passwords kept beside the other secrets; `db roles` prints each role's
+# URL (no password) and password file.
+DB_SECRETS=$WHISTLE_HOME/secrets
+ADMIN_DATABASE_URL=$DATABASE_URL
+log "provisioning the database roles as the administrator: whistle db roles --secrets $DB_SECRETS"
+roles_out=$("$WHISTLE_BIN" db roles --secrets "$DB_SECRETS") ||
+    die "whistle db roles failed: DATABASE_URL ($(whistle__mask "$DATABASE_URL")) must be a superuser's"
+while read -r kind url passfile; do
+    case $kind in
+        owner) OWNER_URL=$url OWNER_PASSFILE=$passfile ;;
+        dispatch) DISPATCH_URL=$url DISPATCH_PASSFILE=$passfile ;;
+        query) QUERY_URL=$url QUERY_PASSFILE=$passfile ;;
+    esac
+done <<<"$roles_out"
+[[ -n ${OWNER_URL:-} && -n ${DISPATCH_URL:-} && -n ${QUERY_URL:-} ]] ||
+    die "whistle db roles printed no owner, dispatch and query URLs: $roles_out"
+# From here on the admin commands (migrate, seed, token) run as the owner.
+export DATABASE_URL=$OWNER_URL PGPASSFILE=$OWNER_PASSFILE
+log "migrating the database as its owner: whistle migrate"
 "$WHISTLE_BIN" migrate
 log "seeding the demo organisation: whistle seed"
 "$WHISTLE_BIN" seed
@@ -182,7 +205,8 @@ mkdir -p -- "$LOGS"
 start_service() {
     local bin=$1 logfile=$2 pid status
     shift 2
-    printf '\n=== %s: starting %s %s\n' "$(date -Is)" "$bin" "$*" >>"$logfile"
+    printf '\n=== %s: starting %s %s (DATABASE_URL %s)\n' "$(date -Is)" "$bin" "$*" \
+        "$(whistle__mask "$DATABASE_URL")" >>"$logfile"
     "$bin" "$@" </dev/null >>"$logfile" 2>&1 &
     pid=$!
     sleep 1
@@ -195,10 +219,12 @@ start_service() {
     fi
     STARTED_PID=$pid
 }
-start_service "$WHISTLE_DISPATCH_BIN" "$DISPATCH_LOG" --nats-nkey-file "$SECRETS/dispatch.nk"
+DATABASE_URL=$DISPATCH_URL PGPASSFILE=$DISPATCH_PASSFILE \
+    start_service "$WHISTLE_DISPATCH_BIN" "$DISPATCH_LOG" --nats-nkey-file "$SECRETS/dispatch.nk"
 DISPATCH_PID=$STARTED_PID
 # The auth callout runs inside whistle-query: it must answer before any token connects.
-start_service "$WHISTLE_QUERY_BIN" "$QUERY_LOG" --nats-nkey-file "$SECRETS/query.nk" \
+DATABASE_URL=$QUERY_URL PGPASSFILE=$QUERY_PASSFILE \
+    start_service "$WHISTLE_QUERY_BIN" "$QUERY_LOG" --nats-nkey-file "$SECRETS/query.nk" \
     --callout-nkey-file "$SECRETS/auth-callout.nk" --callout-issuer-file "$SECRETS/auth-issuer.nk"
 QUERY_PID=$STARTED_PID
 # A fresh city operator token for this run (stored hashed; `whistle token list` shows them all).
@@ -232,7 +258,9 @@ watch_cmd=$(printf '%q ' "${watch_env[@]}" "$WHISTLE_BIN" watch)
 {
     printf 'whistle: the platform runs\n'
     printf '  NATS          %s (authenticated; secrets in %s)\n' "$WHISTLE_NATS_URL" "$SECRETS"
-    printf '  PostgreSQL    %s\n' "$DATABASE_URL"
+    printf '  PostgreSQL    %s (admin commands; passwords in %s/<role>.pgpass)\n' "$OWNER_URL" "$DB_SECRETS"
+    printf '                %s (dispatch), %s (query)\n' "$DISPATCH_URL" "$QUERY_URL"
+    printf '                %s (administrator: whistle db roles)\n' "$(whistle__mask "$ADMIN_DATABASE_URL")"
     printf '  policy        %s\n' "$WHISTLE_POLICY"
     printf '  dispatch      pid %s, log %s\n' "$DISPATCH_PID" "$DISPATCH_LOG"
     printf '  query         gRPC + gRPC-web on %s, metrics http://%s/metrics, pid %s, log %s\n' \

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # deploy/local/test.sh — run the tests: `deploy/local/test.sh [cargo test arguments]`.
 #
-# Sources env.sh first, so the tests find DATABASE_URL (the PostgreSQL server in which each test creates
-# its own fresh database) and WHISTLE_NATS_SERVER_BIN (to spawn their own nats-servers), then console.sh,
+# Sources env.sh first, so the tests find DATABASE_URL and PGPASSFILE (the PostgreSQL server, as its
+# superuser, in which each test creates its own fresh database with its own roles and passwords) and WHISTLE_NATS_SERVER_BIN (to spawn their own nats-servers), then console.sh,
 # which builds the web console (WHISTLE_CONSOLE_DIR) and installs Chromium (CHROMIUM) for the browser tests. Runs
 # `cargo test --workspace --locked "$@"` (unit, integration and doc tests); with WHISTLE_USE_NEXTEST=1
 # and cargo-nextest installed, `cargo nextest run` instead, plus the doc tests when no arguments are given.

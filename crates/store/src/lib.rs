@@ -11,6 +11,7 @@ pub mod intake;
 pub mod maintenance;
 pub mod org;
 pub mod outbox;
+pub mod roles;
 pub mod tasks;
 pub mod timeline;
 pub mod tokens;
@@ -35,6 +36,8 @@ pub enum Error {
     Corrupt(String),
     #[error("contact keyring: {0}")]
     Keyring(String),
+    #[error("database roles: {0}")]
+    Roles(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -110,8 +113,26 @@ impl Dedicated {
 }
 
 /// Applies pending migrations. Safe to run from several processes at once (sqlx takes an
-/// advisory lock).
+/// advisory lock). Needs the owner's rights; see [`roles`].
 pub async fn migrate(pool: &PgPool) -> Result<()> {
     MIGRATOR.run(pool).await?;
     Ok(())
+}
+
+/// How many of this binary's migrations the database lacks. Only reads `_sqlx_migrations`, so
+/// a service without the right to migrate can tell an up-to-date schema from one to migrate.
+pub async fn pending_migrations(pool: &PgPool) -> Result<usize> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await
+            .or_else(|e| match e.as_database_error().and_then(|d| d.code()) {
+                // 42P01: no _sqlx_migrations yet, nothing applied.
+                Some(code) if code == "42P01" => Ok(Vec::new()),
+                _ => Err(e),
+            })?;
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .count())
 }

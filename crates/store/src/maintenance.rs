@@ -5,6 +5,11 @@
 //! keeps reading a whole category for each duplicate lookup. The outbox is written and deleted at
 //! the intake rate, and its dead rows slow every claim until a vacuum. Dispatch therefore does
 //! what autovacuum would, with its default thresholds, when — and only when — it is off.
+//!
+//! VACUUM and ANALYZE need the table's owner: run by another role PostgreSQL only warns and does
+//! nothing. So only the tables the connected role owns (or is a member of the owner of) are
+//! considered; with separate roles (`crate::roles`) dispatch owns none, and a server without
+//! autovacuum needs this maintenance run as the owner.
 
 use sqlx::PgPool;
 
@@ -62,7 +67,8 @@ pub fn needed(stats: &TableStats) -> Vec<Work> {
     work
 }
 
-/// The work due on the current schema's tables; nothing when the server runs autovacuum.
+/// The work due on the current schema's tables that the current role may maintain; nothing when
+/// the server runs autovacuum.
 pub async fn due(pool: &PgPool) -> Result<Vec<Work>> {
     let autovacuum: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
         .fetch_one(pool)
@@ -76,11 +82,25 @@ pub async fn due(pool: &PgPool) -> Result<Vec<Work>> {
                 c.reltuples::float8 AS reltuples,
                 extract(epoch FROM now() - greatest(s.last_analyze, s.last_autoanalyze))::float8 AS since_analyze
          FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-         WHERE s.schemaname = current_schema() ORDER BY s.relname",
+         WHERE s.schemaname = current_schema() AND pg_has_role(c.relowner, 'MEMBER')
+         ORDER BY s.relname",
     )
     .fetch_all(pool)
     .await?;
     Ok(tables.iter().flat_map(needed).collect())
+}
+
+/// True when the server's autovacuum is off and the current role may maintain none of the
+/// current schema's tables: then nobody vacuums them unless the owner does.
+pub async fn unattended(pool: &PgPool) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT current_setting('autovacuum') = 'off' AND NOT EXISTS (
+             SELECT 1 FROM pg_class
+             WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r'
+               AND pg_has_role(relowner, 'MEMBER'))",
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Runs one piece of work (outside any transaction, as VACUUM requires).

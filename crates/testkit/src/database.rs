@@ -1,23 +1,42 @@
-//! A fresh PostgreSQL database per test, on the server of `DATABASE_URL`.
+//! A fresh PostgreSQL database per test, on the server of `DATABASE_URL`, with roles of its own
+//! as production has them (`whistle_store::roles`): an owner that migrated and seeded it, and
+//! the dispatch and query roles the services connect as, each with a random password.
 
 use sqlx::PgPool;
+use whistle_store::roles::{self, Passwords, Roles};
 
 use crate::Error;
 
-/// Creates `name` on the server of `admin_url`, migrates it and seeds the Ordos data; returns its
-/// URL and a pool of `max_connections`.
+/// A database [`create_database`] made: the URLs (passwords included) of its three roles, and a
+/// pool of the owner.
+pub struct Database {
+    pub name: String,
+    pub roles: Roles,
+    /// The owner's URL: migrations, seeding, admin commands and tests' own reads and writes.
+    pub url: String,
+    /// Dispatch's URL: it may write rows but not change the schema.
+    pub dispatch_url: String,
+    /// The query service's URL: it may read, and append to `contact_access`.
+    pub query_url: String,
+    /// A pool of the owner.
+    pub pool: PgPool,
+}
+
+/// Creates `name` on the server of `admin_url` (a superuser's) with the roles `{name}_owner`,
+/// `{name}_dispatch` and `{name}_query`, migrates it as the owner and seeds the Ordos data.
 pub async fn create_database(
     admin_url: &str,
     name: &str,
     max_connections: u32,
-) -> Result<(String, PgPool), Error> {
-    let store = |what: &'static str, url: &str| {
-        let url = url.to_owned();
+) -> Result<Database, Error> {
+    let store = |what: &'static str| {
+        let url = admin_url.to_owned();
         move |source| Error::Store { what, url, source }
     };
+    let roles = Roles::with_prefix(name).map_err(store("naming the roles"))?;
     let admin = whistle_store::connect(admin_url, 1)
         .await
-        .map_err(store("connecting to the server", admin_url))?;
+        .map_err(store("connecting to the server"))?;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&admin)
         .await
@@ -28,25 +47,63 @@ pub async fn create_database(
         })?;
     admin.close().await;
     let url = with_database(admin_url, name);
-    let pool = whistle_store::connect(&url, max_connections)
+    let admin = whistle_store::connect(&url, 1)
         .await
-        .map_err(store("connecting to the test database", &url))?;
+        .map_err(store("connecting to the test database"))?;
+    let passwords = Passwords::generate();
+    roles::provision(&admin, &roles, &passwords)
+        .await
+        .map_err(store("provisioning the test database's roles"))?;
+    admin.close().await;
+    let login = |user: &str, password: &str| roles::login_url(&url, user, Some(password));
+    let owner_url = login(&roles.owner, &passwords.owner);
+    let pool = whistle_store::connect(&owner_url, max_connections)
+        .await
+        .map_err(store("connecting to the test database as its owner"))?;
     whistle_store::migrate(&pool)
         .await
-        .map_err(store("migrating", &url))?;
+        .map_err(store("migrating as the owner"))?;
+    roles::grant(&pool, &roles)
+        .await
+        .map_err(store("granting the services' rights"))?;
     whistle_store::org::seed(&pool, &whistle_domain::ordos::dataset())
         .await
-        .map_err(store("seeding", &url))?;
-    Ok((url, pool))
+        .map_err(store("seeding"))?;
+    Ok(Database {
+        name: name.to_owned(),
+        dispatch_url: login(&roles.dispatch, &passwords.dispatch),
+        query_url: login(&roles.query, &passwords.query),
+        url: owner_url,
+        roles,
+        pool,
+    })
+}
+
+/// Drops the database and its roles.
+async fn drop_database(admin_url: &str, name: &str, roles: &Roles) -> whistle_store::Result<()> {
+    let admin = whistle_store::connect(admin_url, 1).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    sqlx::query(&format!("DROP ROLE IF EXISTS {}", roles.names().join(", ")))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    Ok(())
 }
 
 /// A fresh database on the server of `DATABASE_URL`, migrated and seeded with the Ordos data,
-/// dropped at the end of the test.
+/// dropped with its roles at the end of the test. Derefs to its [`Database`].
 pub struct TestDb {
-    pub url: String,
-    pub pool: PgPool,
+    database: Database,
     admin_url: String,
-    name: String,
+}
+
+impl std::ops::Deref for TestDb {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        &self.database
+    }
 }
 
 impl TestDb {
@@ -54,33 +111,36 @@ impl TestDb {
         let admin_url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let name = format!("whistle_it_{}", uuid::Uuid::now_v7().simple());
-        let (url, pool) = create_database(&admin_url, &name, 4).await?;
+        let database = create_database(&admin_url, &name, 4).await?;
         Ok(TestDb {
-            url,
-            pool,
+            database,
             admin_url,
-            name,
         })
+    }
+
+    /// The URL of the cluster's administrator (`DATABASE_URL`), on this database.
+    pub fn admin_url(&self) -> String {
+        with_database(&self.admin_url, &self.database.name)
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let (admin_url, name, roles) = (
+            self.admin_url.clone(),
+            self.database.name.clone(),
+            self.database.roles.clone(),
+        );
         // Drop runs outside async, and the test's runtime is blocked here: a short-lived runtime
-        // on its own thread drops the database (FORCE ends this pool's connections).
+        // on its own thread drops the database (FORCE ends this pool's connections) and roles.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .ok()?;
-            runtime.block_on(async {
-                let admin = whistle_store::connect(&admin_url, 1).await.ok()?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&admin)
-                    .await
-                    .ok()
-            })
+            runtime
+                .block_on(drop_database(&admin_url, &name, &roles))
+                .ok()
         })
         .join();
     }

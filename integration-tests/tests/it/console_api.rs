@@ -526,7 +526,7 @@ async fn the_console_s_files_are_served_at_the_root_beside_grpc() {
     let empty = TempDir::new("empty-console").unwrap();
     let refused = whistle_query::Options {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: stack.db().url.clone(),
+        database_url: stack.db().query_url.clone(),
         nats_url: stack.server().url(),
         nkey_file: Some(stack.secrets().seed_path(whistle_auth::Service::Query)),
         console_dir: Some(empty.path().to_owned()),

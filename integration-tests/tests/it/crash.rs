@@ -59,7 +59,7 @@ fn spawn_child(stack: &Stack) -> Child {
         ])
         .env(
             CHILD_ENV,
-            format!("{} {} {}", nats.url(), db.url, seed.display()),
+            format!("{} {} {}", nats.url(), db.dispatch_url, seed.display()),
         )
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())

@@ -73,7 +73,7 @@ pub fn nats_config(args: &NatsConfigArgs) -> anyhow::Result<String> {
 }
 
 /// Writes `text` to `path`, readable by its owner only (an existing file is replaced).
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let temporary = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)

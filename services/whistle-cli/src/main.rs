@@ -6,6 +6,7 @@ mod chaos;
 mod commands;
 mod contacts;
 mod cpu;
+mod db;
 mod door;
 mod generator;
 mod incident;
@@ -46,7 +47,8 @@ pub struct Connection {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
-    /// PostgreSQL database (admin commands: migrate, seed, token, bench fill).
+    /// PostgreSQL database (admin commands: migrate, seed, token, bench fill as the owner; db
+    /// roles as a superuser). Without a password in it, PGPASSFILE or ~/.pgpass gives it.
     #[arg(
         long,
         global = true,
@@ -54,6 +56,10 @@ pub struct Connection {
         default_value = "postgres://postgres@127.0.0.1:5432/whistle"
     )]
     pub database_url: String,
+    /// Prefix of the database roles: PREFIX_owner, PREFIX_dispatch, PREFIX_query (db roles;
+    /// migrate and seed grant dispatch and query their rights on new tables if they exist).
+    #[arg(long, global = true, env = "WHISTLE_DB_ROLES", default_value = whistle_store::roles::DEFAULT_PREFIX)]
+    pub db_roles: String,
     /// Builtin policy (ordos, ordos-demo) or a policy TOML file, for category names.
     #[arg(long, global = true, env = "WHISTLE_POLICY", default_value = "ordos")]
     pub policy: String,
@@ -74,7 +80,8 @@ pub struct Connection {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Apply the database migrations.
+    /// Apply the database migrations (as the owner role), then grant the dispatch and query
+    /// roles their rights on the tables, if those roles exist.
     Migrate,
     /// Load the Ordos org tree, departments and people (idempotent).
     Seed,
@@ -101,6 +108,9 @@ enum Command {
     /// Residents' contacts: the keyring (keygen, rekey) and who read them unmasked (log).
     #[command(subcommand)]
     Contacts(contacts::Args),
+    /// The database's roles: owner, dispatch, query (as a superuser).
+    #[command(subcommand)]
+    Db(db::Args),
     /// Print the nats-server configuration of a deployment, creating its secrets if missing.
     NatsConfig(admin::NatsConfigArgs),
     /// Create or update the hardened WHISTLE_* streams (as admin: --nats-nkey-file).
@@ -143,19 +153,16 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => {
             let pool = connect_db(&cli.conn).await?;
-            whistle_store::migrate(&pool)
-                .await
-                .context("applying migrations")?;
+            let granted = migrate(&cli.conn, &pool).await?;
             println!(
-                "migrations applied ({} in total)",
-                whistle_store::MIGRATOR.iter().count()
+                "migrations applied ({} in total){}",
+                whistle_store::MIGRATOR.iter().count(),
+                granted
             );
         }
         Command::Seed => {
             let pool = connect_db(&cli.conn).await?;
-            whistle_store::migrate(&pool)
-                .await
-                .context("applying migrations")?;
+            migrate(&cli.conn, &pool).await?;
             let dataset = whistle_domain::ordos::dataset();
             let written = whistle_store::org::seed(&pool, &dataset)
                 .await
@@ -188,6 +195,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Simulate(args) => simulate::run(&cli.conn, args).await?,
         Command::Token(args) => token::run(&cli.conn, args).await?,
+        Command::Db(args) => db::run(&cli.conn, args).await?,
         Command::Contacts(args) => contacts::run(&cli.conn, args).await?,
         Command::NatsConfig(args) => print!("{}", admin::nats_config(&args)?),
         Command::Streams => admin::streams(&cli.conn).await?,
@@ -212,6 +220,23 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Applies the migrations, then grants the roles of `--db-roles` their rights on the tables if
+/// they exist; says which got them (`; rights granted to …`) or nothing.
+async fn migrate(conn: &Connection, pool: &sqlx::PgPool) -> anyhow::Result<String> {
+    whistle_store::migrate(pool)
+        .await
+        .context("applying migrations (as the database owner)")?;
+    let roles = db::roles(conn)?;
+    let granted = whistle_store::roles::grant(pool, &roles)
+        .await
+        .context("granting the dispatch and query roles their rights")?;
+    Ok(if granted {
+        format!("; rights granted to {} and {}", roles.dispatch, roles.query)
+    } else {
+        String::new()
+    })
 }
 
 async fn connect_db(conn: &Connection) -> anyhow::Result<sqlx::PgPool> {

@@ -48,6 +48,12 @@ pub enum Error {
     Relay(#[source] tokio::task::JoinError),
     #[error(transparent)]
     Store(#[from] whistle_store::Error),
+    #[error("applying {pending} pending database migrations (this needs the database owner's rights; with separate roles run `whistle migrate` as the owner before starting dispatch)")]
+    Migrate {
+        pending: usize,
+        #[source]
+        source: whistle_store::Error,
+    },
     #[error("policy")]
     Policy(#[from] whistle_wire::PolicyError),
     /// The NATS credential could not be read (a missing or unreadable seed file).

@@ -47,7 +47,8 @@ pub struct Options {
     /// service connects anonymously, which only a server without authentication accepts.
     pub nkey_file: Option<PathBuf>,
     pub database_url: String,
-    /// Apply pending migrations at start.
+    /// Apply pending migrations at start (as the database owner; with separate roles
+    /// `whistle migrate` does it and dispatch finds none pending).
     pub migrate: bool,
     /// A builtin policy name (`ordos`, `ordos-demo`) or the path of a policy TOML file.
     pub policy: String,
@@ -178,8 +179,14 @@ impl Options {
         let policy = whistle_wire::policy::load(&self.policy)?;
         let contacts = contacts::Contacts::from_options(&self)?;
         let pool = whistle_store::connect(&self.database_url, self.max_db_connections).await?;
+        // Checked first: dispatch's own role may read `_sqlx_migrations` but not migrate.
         if self.migrate {
-            whistle_store::migrate(&pool).await?;
+            let pending = whistle_store::pending_migrations(&pool).await?;
+            if pending > 0 {
+                whistle_store::migrate(&pool)
+                    .await
+                    .map_err(|source| Error::Migrate { pending, source })?;
+            }
         }
         let org = OrgIndex::build(whistle_store::org::load(&pool).await?)?;
         if org.units().next().is_none() {

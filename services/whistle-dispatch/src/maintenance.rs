@@ -11,6 +11,12 @@ use crate::Shared;
 
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let interval = shared.options.maintenance_interval;
+    if let Ok(true) = maintenance::unattended(&shared.pool).await {
+        warn!(
+            "the server's autovacuum is off and dispatch's database role owns no tables: \
+             nothing vacuums or analyses them (turn autovacuum on, or run dispatch as the owner)"
+        );
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -45,7 +45,11 @@ impl World {
             ..Default::default()
         };
         let keys = Keys::from_secrets(&secrets).expect("callout keys");
-        let service = Callout::new(options, keys, db.pool.clone(), org.clone())
+        // The callout runs inside whistle-query, on the query service's database role.
+        let callout_pool = whistle_store::connect(&db.query_url, 2)
+            .await
+            .expect("connecting as the query role");
+        let service = Callout::new(options, keys, callout_pool, org.clone())
             .await
             .expect("starting the callout");
         let shutdown = CancellationToken::new();

@@ -138,14 +138,15 @@ async fn start_servers(config: &Config, work_dir: &Path) -> anyhow::Result<Serve
         .start()
         .await?;
     let pg = PgCluster::start(&bindir, work_dir).await?;
-    let (database_url, pool) = create_database(&pg.url("postgres"), "whistle", 4).await?;
+    let database = create_database(&pg.url("postgres"), "whistle", 4).await?;
     let policy = write_policy(work_dir, config.time_divisor)?;
     Ok(Servers {
         nats,
         secrets,
         pg,
-        pool,
-        database_url,
+        pool: database.pool,
+        // The replicas connect as production's dispatch does: with its own role.
+        database_url: database.dispatch_url,
         policy,
     })
 }

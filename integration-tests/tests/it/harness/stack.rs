@@ -191,7 +191,7 @@ impl StackBuilder {
             }
             create_streams(&admin, configs).await;
         }
-        let mut options = dispatch_options(server.url(), stack.db.url.clone());
+        let mut options = dispatch_options(server.url(), stack.db.dispatch_url.clone());
         options.nkey_file = Some(stack.secrets.seed_path(Service::Dispatch));
         options.contact_keys = Some(stack.contact_keys.clone());
         for adjust in self.dispatch_options {
@@ -326,7 +326,8 @@ impl Stack {
             .unwrap_or_else(|e| panic!("connecting as {}: {e}", service.name()))
     }
 
-    /// Runs the auth callout in the harness (the stack has no query service to run it).
+    /// Runs the auth callout in the harness (the stack has no query service to run it), on the
+    /// query service's database role as it runs there.
     async fn start_callout(&mut self, server: &NatsServer) {
         let org = whistle_store::org::load(self.pool())
             .await
@@ -338,7 +339,10 @@ impl Stack {
             ..Default::default()
         };
         let keys = whistle_auth::Keys::from_secrets(&self.secrets).expect("the callout's keys");
-        let callout = whistle_auth::Callout::new(options, keys, self.pool().clone(), Arc::new(org))
+        let pool = whistle_store::connect(&self.db.query_url, 2)
+            .await
+            .expect("connecting as the query role");
+        let callout = whistle_auth::Callout::new(options, keys, pool, Arc::new(org))
             .await
             .expect("starting the auth callout");
         let shutdown = CancellationToken::new();
@@ -350,7 +354,7 @@ impl Stack {
     fn query_options(&self, server: &NatsServer) -> whistle_query::Options {
         whistle_query::Options {
             listen: "127.0.0.1:0".parse().unwrap(),
-            database_url: self.db.url.clone(),
+            database_url: self.db.query_url.clone(),
             nats_url: server.url(),
             nkey_file: Some(self.secrets.seed_path(Service::Query)),
             callout_nkey_file: Some(self.secrets.seed_path(Service::Callout)),
