@@ -586,7 +586,8 @@ fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
 
 /// A random department of the grid's district.
 fn some_department(rng: &mut StdRng, grid: &str) -> String {
-    dept(grid, *pick(rng, &DEPARTMENT_KINDS))
+    let kind = *pick(rng, &DEPARTMENT_KINDS);
+    dept(grid, kind)
 }
 
 /// One random command on an incident that its state allows (escalate or whistle, resolve at the
@@ -777,10 +778,11 @@ async fn after_a_random_history_and_a_restart_the_live_board_equals_the_sql() {
     let burst: Vec<v1::Report> = (0..6)
         .map(|n| {
             let grid = pick(&mut rng, &grids).clone();
+            let category = *pick(&mut rng, &HISTORY_CATEGORIES);
             stack.filed(
                 &format!("rh-burst-{n}"),
                 &grid,
-                *pick(&mut rng, &HISTORY_CATEGORIES),
+                category,
                 v1::Urgency::Normal,
             )
         })

@@ -9,7 +9,7 @@ use whistle_domain::incident::Status;
 
 use super::{
     counters::{with_entry, RESOLVED},
-    day_of, day_start, DepartmentId, Facts, Mark, Micros,
+    day_of, day_start, Day, DepartmentId, Facts, Mark, Micros,
 };
 use crate::scoreboard::Tally;
 
@@ -23,13 +23,6 @@ pub(crate) fn month_of(at: Micros) -> MonthId {
     let date = NaiveDate::from_num_days_from_ce_opt(day_of(at).saturating_add(EPOCH_FROM_CE))
         .unwrap_or(NaiveDate::MAX);
     date.year() * 12 + date.month0() as i32
-}
-
-/// 00:00 on the 1st of the month in Shanghai.
-pub(crate) fn month_start(month: MonthId) -> Micros {
-    let first = NaiveDate::from_ymd_opt(month.div_euclid(12), month.rem_euclid(12) as u32 + 1, 1)
-        .unwrap_or(NaiveDate::MAX);
-    day_start(first.num_days_from_ce() - EPOCH_FROM_CE)
 }
 
 /// A row of a board.
@@ -161,21 +154,21 @@ pub(super) struct RowCounters {
     returned: i64,
     whistle_base: i64,
     whistled: i64,
-    due: i64,
-    resolved_in_time: i64,
     resolved: i64,
     reopened: i64,
     followed_up: i64,
     satisfied: i64,
-    /// The month's deadlines to the microsecond, while "due by now" may cut the month (see
-    /// [`MonthBoard::exact`]).
+    /// The month's deadlines per Shanghai day.
+    due_days: BTreeMap<Day, DeadlineCounts>,
+    /// Its deadlines to the microsecond from the board's cutoff on ([`MonthBoard::cutoff`]): "due
+    /// up to now" cuts the current day.
     deadlines: BTreeMap<Micros, DeadlineCounts>,
     /// Times to accept, as a multiset, for the exact median.
     waits: BTreeMap<Micros, i32>,
 }
 
 impl RowCounters {
-    fn add(&mut self, item: Item, sign: i32, exact: bool) {
+    fn add(&mut self, item: Item, sign: i32, cutoff: Micros) {
         let wide = i64::from(sign);
         let flag = |on: bool| if on { wide } else { 0 };
         match item {
@@ -197,13 +190,14 @@ impl RowCounters {
                 }
             }
             Item::Due { at, in_time } => {
-                self.due += wide;
-                self.resolved_in_time += flag(in_time);
-                if exact {
-                    with_entry(&mut self.deadlines, at, |d| {
-                        d.due += sign;
-                        d.resolved_in_time += if in_time { sign } else { 0 };
-                    });
+                let change = |d: &mut DeadlineCounts| {
+                    d.due += sign;
+                    d.resolved_in_time += if in_time { sign } else { 0 };
+                };
+                with_entry(&mut self.due_days, day_of(at), change);
+                // Before the cutoff the entry was pruned (or never kept), on both sides.
+                if at >= cutoff {
+                    with_entry(&mut self.deadlines, at, change);
                 }
             }
             Item::Resolved { reopened } => {
@@ -221,21 +215,28 @@ impl RowCounters {
         }
     }
 
-    /// The row's figures at `now`, in a month ending at `end`.
-    pub(super) fn tally(&self, now: Micros, end: Micros, exact: bool) -> Tally {
+    /// The row's figures at `now`, with deadlines to the microsecond kept from `cutoff` on.
+    pub(super) fn tally(&self, now: Micros, cutoff: Micros) -> Tally {
         let count = |n: i64| u64::try_from(n).unwrap_or_default();
-        let (due, resolved_in_time) = if exact && now < end {
-            // Only deadlines up to now: one due later this month is not due yet.
-            self.deadlines
-                .range(..=now)
-                .fold((0i64, 0i64), |(due, in_time), (_, d)| {
-                    (
-                        due + i64::from(d.due),
-                        in_time + i64::from(d.resolved_in_time),
-                    )
-                })
+        let sum = |counts: &mut dyn Iterator<Item = &DeadlineCounts>| {
+            counts.fold((0i64, 0i64), |(due, in_time), d| {
+                (
+                    due + i64::from(d.due),
+                    in_time + i64::from(d.resolved_in_time),
+                )
+            })
+        };
+        // Deadlines up to now: whole days before today, then today's up to the microsecond. Once
+        // the feed has pruned today's (a request whose clock is more than a day behind the
+        // feed's), today counts whole.
+        let today = day_of(now);
+        let (due, resolved_in_time) = if day_start(today) >= cutoff {
+            let (days_due, days_in_time) = sum(&mut self.due_days.range(..today).map(|(_, d)| d));
+            let (now_due, now_in_time) =
+                sum(&mut self.deadlines.range(day_start(today)..=now).map(|(_, d)| d));
+            (days_due + now_due, days_in_time + now_in_time)
         } else {
-            (self.due, self.resolved_in_time)
+            sum(&mut self.due_days.range(..=today).map(|(_, d)| d))
         };
         Tally {
             dispatched: count(self.dispatched),
@@ -290,39 +291,41 @@ fn median_seconds(waits: &BTreeMap<Micros, i32>) -> Option<f64> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct MonthBoard {
     pub(super) rows: HashMap<Row, RowCounters>,
-    /// Deadlines are kept to the microsecond while a request's now may fall in the month (until
-    /// a day after it ended, for a request whose clock read came just before the feed moved on);
-    /// afterwards the month's totals are all that is read.
-    pub(super) exact: bool,
+    /// Deadlines are kept to the microsecond from the start of the day before the clock's (the
+    /// feed's) day: today's are cut at now, and yesterday's too for a request whose clock read
+    /// came just before the feed moved to the next day. Earlier ones only count by day.
+    pub(super) cutoff: Micros,
 }
 
 impl MonthBoard {
-    pub(super) fn new(month: MonthId, horizon: Micros) -> MonthBoard {
+    pub(super) fn new(horizon: Micros) -> MonthBoard {
         MonthBoard {
             rows: HashMap::new(),
-            exact: MonthBoard::open_at(month, horizon),
+            cutoff: MonthBoard::cutoff_at(horizon),
         }
     }
 
-    /// Whether a month still needs its deadlines at the clock's `horizon`.
-    pub(super) fn open_at(month: MonthId, horizon: Micros) -> bool {
-        month_start(month + 1) > horizon - super::time::DAY
+    fn cutoff_at(horizon: Micros) -> Micros {
+        day_start(day_of(horizon) - 1)
     }
 
-    /// Drops the exact deadlines once the month no longer needs them.
-    pub(super) fn settle(&mut self, month: MonthId, horizon: Micros) {
-        if self.exact && !MonthBoard::open_at(month, horizon) {
-            self.exact = false;
-            for row in self.rows.values_mut() {
-                row.deadlines.clear();
-            }
+    /// Moves the cutoff to the clock's `horizon`, pruning the deadlines before it.
+    pub(super) fn settle(&mut self, horizon: Micros) {
+        let cutoff = MonthBoard::cutoff_at(horizon);
+        if cutoff <= self.cutoff {
+            return;
         }
+        self.cutoff = cutoff;
+        self.rows.retain(|_, row| {
+            row.deadlines = row.deadlines.split_off(&cutoff);
+            *row != RowCounters::default()
+        });
     }
 
     pub(super) fn add(&mut self, row: Row, item: Item, sign: i32) {
-        let exact = self.exact;
+        let cutoff = self.cutoff;
         let counters = self.rows.entry(row).or_default();
-        counters.add(item, sign, exact);
+        counters.add(item, sign, cutoff);
         if *counters == RowCounters::default() {
             self.rows.remove(&row);
         }
@@ -332,6 +335,7 @@ impl MonthBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregates::time::DAY;
 
     #[test]
     fn months_are_calendar_months_in_shanghai() {
@@ -343,9 +347,8 @@ mod tests {
         let january = month_of(at("2027-01-31T23:59:59.999999+08:00"));
         assert_eq!(january, 2027 * 12);
         assert_eq!(month_of(at("2027-02-01T00:00:00+08:00")), january + 1);
-        assert_eq!(month_start(january), at("2027-01-01T00:00:00+08:00"));
-        assert_eq!(month_start(january + 1), at("2027-02-01T00:00:00+08:00"));
-        assert_eq!(month_start(january - 1), at("2026-12-01T00:00:00+08:00"));
+        assert_eq!(month_of(at("2027-01-01T00:00:00+08:00")), january);
+        assert_eq!(month_of(at("2026-12-31T23:59:59+08:00")), january - 1);
         assert_eq!(month_of(at("1969-12-31T16:00:00Z")), 1970 * 12);
     }
 
@@ -378,7 +381,7 @@ mod tests {
 
     #[test]
     fn a_row_drops_out_when_everything_is_taken_away() {
-        let mut board = MonthBoard::new(2027 * 12, 0);
+        let mut board = MonthBoard::new(0);
         let row = Row::Street(150602001);
         let items = [
             Item::Dispatched {
@@ -398,9 +401,13 @@ mod tests {
         for item in items {
             board.add(row, item, 1);
         }
-        assert_eq!(board.rows[&row].tally(10, 20, true).due, 1);
-        assert_eq!(board.rows[&row].tally(4, 20, true).due, 0);
-        assert_eq!(board.rows[&row].tally(4, 20, false).due, 1);
+        let cutoff = board.cutoff;
+        assert_eq!(board.rows[&row].tally(10, cutoff).due, 1);
+        assert_eq!(board.rows[&row].tally(4, cutoff).due, 0);
+        // Three days on, the deadline counts by its day, and taking it away still empties the row.
+        board.settle(3 * DAY);
+        assert!(board.rows[&row].deadlines.is_empty());
+        assert_eq!(board.rows[&row].tally(3 * DAY, board.cutoff).due, 1);
         for item in items {
             board.add(row, item, -1);
         }

@@ -203,8 +203,7 @@ impl Store {
             area.advance(hour);
         }
         for mut board in self.boards.iter_mut() {
-            let month = *board.key();
-            board.settle(month, hour_start(hour));
+            board.settle(hour_start(hour));
         }
     }
 
@@ -254,8 +253,8 @@ impl Store {
             let mut board = self
                 .boards
                 .entry(month)
-                .or_insert_with(|| MonthBoard::new(month, horizon));
-            board.settle(month, horizon);
+                .or_insert_with(|| MonthBoard::new(horizon));
+            board.settle(horizon);
             for (_, row, item) in removed.iter().filter(|(m, ..)| *m == month) {
                 board.add(*row, *item, -1);
             }
@@ -293,13 +292,12 @@ impl Store {
             scoreboard::Kind::Streets => &org.streets,
         };
         let month = board::month_of(micros(query.month.start));
-        let end = micros(query.month.end);
         let now = micros(now);
         let board = self.boards.get(&month);
         let rows = members.iter().filter(|m| inside(&m.place)).map(|m| {
             let tally = board
                 .as_ref()
-                .and_then(|b| b.rows.get(&m.row).map(|r| r.tally(now, end, b.exact)))
+                .and_then(|b| b.rows.get(&m.row).map(|r| r.tally(now, b.cutoff)))
                 .unwrap_or_default();
             (m.code.clone(), m.name.clone(), tally)
         });
