@@ -9,7 +9,7 @@ use whistle_domain::incident::Status;
 
 use super::{
     counters::{with_entry, RESOLVED},
-    day_of, day_start, Day, DepartmentId, Facts, Mark, Micros,
+    day_of, day_start, hour_of, hour_start, Day, DepartmentId, Facts, Hour, Mark, Micros,
 };
 use crate::scoreboard::Tally;
 
@@ -160,8 +160,10 @@ pub(super) struct RowCounters {
     satisfied: i64,
     /// The month's deadlines per Shanghai day.
     due_days: BTreeMap<Day, DeadlineCounts>,
-    /// Its deadlines to the microsecond from the board's cutoff on ([`MonthBoard::cutoff`]): "due
-    /// up to now" cuts the current day.
+    /// From the board's cutoff on ([`MonthBoard::cutoff`]), its deadlines per UTC hour and to the
+    /// microsecond: "due up to now" takes today's whole hours, then the current hour's deadlines
+    /// up to now, so a read walks one hour of deadlines, not a day's.
+    due_hours: BTreeMap<Hour, DeadlineCounts>,
     deadlines: BTreeMap<Micros, DeadlineCounts>,
     /// Times to accept, as a multiset, for the exact median.
     waits: BTreeMap<Micros, i32>,
@@ -197,6 +199,7 @@ impl RowCounters {
                 with_entry(&mut self.due_days, day_of(at), change);
                 // Before the cutoff the entry was pruned (or never kept), on both sides.
                 if at >= cutoff {
+                    with_entry(&mut self.due_hours, hour_of(at), change);
                     with_entry(&mut self.deadlines, at, change);
                 }
             }
@@ -231,10 +234,19 @@ impl RowCounters {
         // feed's), today counts whole.
         let today = day_of(now);
         let (due, resolved_in_time) = if day_start(today) >= cutoff {
-            let (days_due, days_in_time) = sum(&mut self.due_days.range(..today).map(|(_, d)| d));
-            let (now_due, now_in_time) =
-                sum(&mut self.deadlines.range(day_start(today)..=now).map(|(_, d)| d));
-            (days_due + now_due, days_in_time + now_in_time)
+            // A Shanghai day starts on a UTC hour, so today is whole hours.
+            let hour = hour_of(now);
+            let parts = [
+                sum(&mut self.due_days.range(..today).map(|(_, d)| d)),
+                sum(&mut self
+                    .due_hours
+                    .range(hour_of(day_start(today))..hour)
+                    .map(|(_, d)| d)),
+                sum(&mut self.deadlines.range(hour_start(hour)..=now).map(|(_, d)| d)),
+            ];
+            parts
+                .iter()
+                .fold((0, 0), |(due, in_time), (d, t)| (due + d, in_time + t))
         } else {
             sum(&mut self.due_days.range(..=today).map(|(_, d)| d))
         };
@@ -318,6 +330,7 @@ impl MonthBoard {
         self.cutoff = cutoff;
         self.rows.retain(|_, row| {
             row.deadlines = row.deadlines.split_off(&cutoff);
+            row.due_hours = row.due_hours.split_off(&hour_of(cutoff));
             *row != RowCounters::default()
         });
     }
@@ -335,7 +348,7 @@ impl MonthBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregates::time::DAY;
+    use crate::aggregates::time::{DAY, HOUR};
 
     #[test]
     fn months_are_calendar_months_in_shanghai() {
@@ -404,9 +417,11 @@ mod tests {
         let cutoff = board.cutoff;
         assert_eq!(board.rows[&row].tally(10, cutoff).due, 1);
         assert_eq!(board.rows[&row].tally(4, cutoff).due, 0);
+        // Two hours on, the deadline counts through its hour.
+        assert_eq!(board.rows[&row].tally(2 * HOUR, cutoff).due, 1);
         // Three days on, the deadline counts by its day, and taking it away still empties the row.
         board.settle(3 * DAY);
-        assert!(board.rows[&row].deadlines.is_empty());
+        assert!(board.rows[&row].deadlines.is_empty() && board.rows[&row].due_hours.is_empty());
         assert_eq!(board.rows[&row].tally(3 * DAY, board.cutoff).due, 1);
         for item in items {
             board.add(row, item, -1);

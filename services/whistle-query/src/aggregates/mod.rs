@@ -34,8 +34,8 @@
 //! **The scoreboard.** The same facts also feed per (month, department) and (month, street)
 //! counters (`board`), by scoreboard.rs's definitions, for every month since the first incident:
 //! a month's row is a dozen counts, the times to accept of its tasks (a multiset, for the exact
-//! median) and its deadlines per day, plus to the microsecond from yesterday on (for "due up to
-//! now", which cuts today). The rows listed (departments, streets) and the org units an area must name are
+//! median) and its deadlines per day, plus per hour and to the microsecond from yesterday on (for
+//! "due up to now", which cuts the current hour). The rows listed (departments, streets) and the org units an area must name are
 //! read with each rebuild, as dispatch reads the org once at start.
 //!
 //! One module per seam: `time` (microseconds, Shanghai days, UTC hours), `area` (the keys of the
