@@ -1,17 +1,23 @@
 //! `GetScoreboard` end to end: a small history across the end of January 2027, made by a real
 //! dispatch from reports and commands (whistles, report-ins in time and late, a return and a
 //! reassignment, resolutions, follow-ups satisfied and unsatisfied, a reopen), ranked by the query
-//! service. Every figure below is worked out by hand from that history.
+//! service. Every figure below is worked out by hand from that history. Then a random history over
+//! three months, with a restart of the query service in the middle: the live board (from the
+//! aggregates) must equal the SQL definition (`whistle_query::recount_scoreboard`) for both kinds,
+//! every month touched and several areas.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
 use tonic::Code;
 use uuid::Uuid;
 use whistle_domain::Level;
 use whistle_proto::v1::{self, command::Body, ScoreboardKind};
 
-use crate::harness::{accept, code, dept, escalate, places, resolve, satisfied, unit, Stack};
+use crate::harness::{
+    accept, code, dept, escalate, places, resolve, satisfied, unit, Reporter, Stack,
+};
 
 /// 20:00 on 31 January 2027 in Ordos (UTC+8): January ends 240 minutes later.
 fn t0() -> DateTime<Utc> {
@@ -81,12 +87,14 @@ async fn report(stack: &Stack, id: &str, grid: &str, category: &str) -> Uuid {
         .await
 }
 
+/// `GetScoreboard` once the live aggregates have applied every event dispatch committed.
 async fn board(
     stack: &Stack,
     area_code: &str,
     month: &str,
     kind: ScoreboardKind,
 ) -> Result<v1::Scoreboard, tonic::Status> {
+    stack.caught_up().await;
     stack
         .client()
         .get_scoreboard(v1::GetScoreboardRequest {
@@ -550,5 +558,283 @@ async fn bad_scoreboard_requests() {
     assert_eq!(
         code(board(&stack, &district, "2027-02", Departments).await),
         Code::Ok
+    );
+}
+
+/// Categories of the random history: first levels from the grid to the street, SLAs from hours
+/// to days, and departments to whistle for.
+const HISTORY_CATEGORIES: [&str; 6] = [
+    "municipal.manhole",
+    "heating.no_heat",
+    "noise.residential",
+    "sanitation.garbage",
+    "water.outage",
+    "dispute.wage_arrears",
+];
+
+const DEPARTMENT_KINDS: [&str; 5] = [
+    "petitions",
+    "public_security",
+    "justice",
+    "urban_management",
+    "natural_resources",
+];
+
+fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> &'a T {
+    &items[rng.random_range(0..items.len())]
+}
+
+/// A random department of the grid's district.
+fn some_department(rng: &mut StdRng, grid: &str) -> String {
+    let kind = *pick(rng, &DEPARTMENT_KINDS);
+    dept(grid, kind)
+}
+
+/// One random command on an incident that its state allows (escalate or whistle, resolve at the
+/// level, report in, return, reassign, resolve a task, follow up either way); dispatch may still
+/// refuse it, which is part of the history too.
+async fn random_command(stack: &Stack, rng: &mut StdRng, id: Uuid) {
+    let (status, grid): (String, String) =
+        sqlx::query_as("SELECT status, grid_code FROM incidents WHERE id = $1")
+            .bind(id)
+            .fetch_one(stack.pool())
+            .await
+            .unwrap();
+    let operator = format!("op-{}", &grid[..6]);
+    let (actor, body) = match status.as_str() {
+        "handling" => match rng.random_range(0..4) {
+            0 => (operator, resolve()),
+            1 | 2 => (operator, escalate()),
+            _ => {
+                let named = [some_department(rng, &grid), some_department(rng, &grid)];
+                (operator, whistle_to(&[&named[0], &named[1]]))
+            }
+        },
+        "whistled" | "accepted" => {
+            let tasks: Vec<(i32, String, String)> = sqlx::query_as(
+                "SELECT t.task_id, t.department_code, t.status FROM tasks t
+                 JOIN incidents i ON i.id = t.incident_id
+                 WHERE t.incident_id = $1 AND t.round = i.reopen_count
+                   AND t.status IN ('dispatched', 'supervised', 'accepted', 'returned')
+                 ORDER BY t.task_id",
+            )
+            .bind(id)
+            .fetch_all(stack.pool())
+            .await
+            .unwrap();
+            if tasks.is_empty() {
+                return;
+            }
+            let (task, department, task_status) = pick(rng, &tasks).clone();
+            let task = task as u32;
+            match task_status.as_str() {
+                "returned" => (operator, reassign(task, &some_department(rng, &grid))),
+                "accepted" => (li(&department), resolve_task(task)),
+                _ if rng.random_range(0..4) == 0 => (li(&department), give_back(task)),
+                _ => (li(&department), accept(task)),
+            }
+        }
+        "resolved" => {
+            let verdict = *pick(
+                rng,
+                &[
+                    v1::Satisfaction::Satisfied,
+                    v1::Satisfaction::BasicallySatisfied,
+                    v1::Satisfaction::Unsatisfied,
+                ],
+            );
+            (gw(&grid), verify(verdict))
+        }
+        _ => return,
+    };
+    stack.command(&actor, id, &body).await;
+}
+
+/// Once the aggregates caught up: the live board equals the SQL definition for both kinds, every
+/// month in `months` (and the default), the city, a district and, for streets, a street. Returns
+/// every live board compared.
+async fn live_equals_sql(
+    stack: &Stack,
+    district: &str,
+    street: &str,
+    months: &[&str],
+    when: &str,
+) -> Vec<v1::Scoreboard> {
+    stack.caught_up().await;
+    let weights = whistle_domain::policy::builtin("ordos").unwrap().weights();
+    let mut client = stack.client();
+    let mut boards = Vec::new();
+    for kind in [ScoreboardKind::Departments, ScoreboardKind::Streets] {
+        let mut areas = vec!["", "150600", district];
+        if kind == ScoreboardKind::Streets {
+            areas.push(street);
+        }
+        for area in areas {
+            for month in std::iter::once("").chain(months.iter().copied()) {
+                let request = v1::GetScoreboardRequest {
+                    area_code: area.into(),
+                    month: month.into(),
+                    kind: kind as i32,
+                };
+                let live = client
+                    .get_scoreboard(request.clone())
+                    .await
+                    .expect("GetScoreboard")
+                    .into_inner();
+                // The service reads an empty area as the caller's: the city operator's.
+                let request = v1::GetScoreboardRequest {
+                    area_code: if area.is_empty() { "150600" } else { area }.into(),
+                    ..request
+                };
+                let sql = whistle_query::recount_scoreboard(
+                    stack.pool(),
+                    &request,
+                    &weights,
+                    stack.now(),
+                )
+                .await
+                .expect("the SQL scoreboard");
+                assert_eq!(
+                    live, sql,
+                    "{when}: {kind:?}, area {area:?}, month {month:?}"
+                );
+                boards.push(live);
+            }
+        }
+    }
+    boards
+}
+
+/// Files one to four reports from random grids, then sends random commands on random incidents.
+async fn random_round(
+    stack: &Stack,
+    rng: &mut StdRng,
+    round: usize,
+    grids: &[String],
+    incidents: &mut Vec<Uuid>,
+) {
+    for n in 0..rng.random_range(1..=4) {
+        let grid = pick(rng, grids).clone();
+        let category = *pick(rng, &HISTORY_CATEGORIES);
+        let report = stack.filed(
+            &format!("rh-{round}-{n}"),
+            &grid,
+            category,
+            v1::Urgency::Normal,
+        );
+        incidents.push(stack.file(&report).await);
+    }
+    for _ in 0..rng.random_range(6..14) {
+        let id = *pick(rng, incidents);
+        random_command(stack, rng, id).await;
+    }
+}
+
+/// Moves the clock by a random step (minutes, hours or days) and lets dispatch fire what fell
+/// due: escalation windows, report-in deadlines, follow-ups closing unverified.
+async fn random_pause(stack: &Stack, rng: &mut StdRng) {
+    let step = match rng.random_range(0..4) {
+        0 => TimeDelta::minutes(rng.random_range(1..60)),
+        1 | 2 => TimeDelta::hours(rng.random_range(1..12)),
+        _ => TimeDelta::hours(rng.random_range(24..60)),
+    };
+    stack.advance(step);
+    stack.settle().await;
+}
+
+#[tokio::test]
+async fn after_a_random_history_and_a_restart_the_live_board_equals_the_sql() {
+    let seed: u64 = std::env::var("WHISTLE_SCOREBOARD_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random());
+    eprintln!("scoreboard history seed {seed} (WHISTLE_SCOREBOARD_SEED={seed} replays it)");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let start = DateTime::parse_from_rfc3339("2027-01-27T09:00:00+08:00")
+        .unwrap()
+        .to_utc();
+    let mut stack = Stack::builder().with_query().at(start).start().await;
+    let (district, [g1, g2, g3], _, other_grid) = places();
+    let street = unit(&g1, Level::Street);
+    let grids = [g1, g2, g3, other_grid];
+    let months = ["2026-12", "2027-01", "2027-02", "2027-03"];
+    let mut incidents = Vec::new();
+
+    for round in 0..8 {
+        random_round(&stack, &mut rng, round, &grids, &mut incidents).await;
+        random_pause(&stack, &mut rng).await;
+    }
+    live_equals_sql(&stack, &district, &street, &months, "before the restart").await;
+
+    // The query service stops; the history goes on without it, across the end of January.
+    stack.stop_query().await;
+    for round in 8..12 {
+        random_round(&stack, &mut rng, round, &grids, &mut incidents).await;
+        random_pause(&stack, &mut rng).await;
+    }
+    stack.advance(TimeDelta::days(4));
+    stack.settle().await;
+    // It starts again while reports keep coming: the rebuild from PostgreSQL overlaps new events.
+    let burst: Vec<v1::Report> = (0..6)
+        .map(|n| {
+            let grid = pick(&mut rng, &grids).clone();
+            let category = *pick(&mut rng, &HISTORY_CATEGORIES);
+            stack.filed(
+                &format!("rh-burst-{n}"),
+                &grid,
+                category,
+                v1::Urgency::Normal,
+            )
+        })
+        .collect();
+    let publishing = {
+        let reporter = Reporter {
+            js: stack.js().clone(),
+        };
+        let burst = burst.clone();
+        tokio::spawn(async move {
+            for report in &burst {
+                reporter.publish(report).await;
+            }
+        })
+    };
+    stack.start_query().await;
+    publishing.await.unwrap();
+    for report in &burst {
+        incidents.push(stack.incident_of(&report.report_id).await);
+    }
+    live_equals_sql(&stack, &district, &street, &months, "after the restart").await;
+
+    for round in 12..20 {
+        random_round(&stack, &mut rng, round, &grids, &mut incidents).await;
+        random_pause(&stack, &mut rng).await;
+    }
+    let boards = live_equals_sql(&stack, &district, &street, &months, "at the end").await;
+
+    // The history reached the figures, so the equalities above compared something.
+    let rows = || boards.iter().flat_map(|b| &b.rows);
+    let total = |figure: fn(&v1::Rates) -> u64| -> u64 {
+        rows().map(|r| figure(r.rates.as_ref().unwrap())).sum()
+    };
+    eprintln!(
+        "{} boards compared; at the end: dispatched {}, accepted in time {}, due {}, resolved in \
+         time {}, followed up {}, satisfied {}",
+        boards.len(),
+        total(|r| r.dispatched),
+        total(|r| r.accepted_in_time),
+        total(|r| r.due),
+        total(|r| r.resolved_in_time),
+        total(|r| r.followed_up),
+        total(|r| r.satisfied),
+    );
+    assert!(
+        total(|r| r.dispatched) > 0,
+        "seed {seed}: no task dispatched"
+    );
+    assert!(total(|r| r.due) > 0, "seed {seed}: nothing due");
+    assert!(total(|r| r.followed_up) > 0, "seed {seed}: no follow-up");
+    assert!(
+        rows().any(|r| r.median_time_to_accept.is_some()),
+        "seed {seed}: no task reported in"
     );
 }

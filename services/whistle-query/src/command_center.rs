@@ -33,8 +33,10 @@ pub(crate) struct CommandCenter {
     /// For category names; incidents keep their own policy version.
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,
-    /// The live counters `GetOverview`, `GetTrend` and the map answer from.
+    /// The live counters `GetOverview`, `GetTrend`, `GetScoreboard` and the map answer from.
     pub aggregates: Aggregates,
+    /// Turns for the SQL reads that scan an area (`Options::max_heavy_reads`).
+    pub heavy_reads: Arc<tokio::sync::Semaphore>,
     /// Opens residents' contacts for those who may see them whole.
     pub keyring: Option<Arc<whistle_store::contacts::Keyring>>,
 }
@@ -132,6 +134,11 @@ impl command_center_server::CommandCenter for CommandCenter {
     ) -> Result<Response<v1::ListOverdueResponse>, Status> {
         let principal = self.auth.principal(&request).await?;
         let area = principal.read_area("area_code", &request.get_ref().area_code)?;
+        let _turn = self
+            .heavy_reads
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("the service is shutting down".into()))?;
         let items = overdue::list(&self.pool, Some(&area), self.clock.now()).await?;
         Ok(Response::new(items))
     }
@@ -148,7 +155,9 @@ impl command_center_server::CommandCenter for CommandCenter {
         // One instant for the default month and the "due by now" bound, so they agree.
         let now = self.clock.now();
         let query = scoreboard::Query::parse(&request, now)?;
-        let board = scoreboard::read(&self.pool, &query, &self.policy.weights(), now).await?;
+        let board = self
+            .aggregates
+            .scoreboard(&query, &self.policy.weights(), now)?;
         Ok(Response::new(board))
     }
 

@@ -81,6 +81,7 @@ pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use limits::{DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WATCH_STREAMS};
 pub use overdue::MAX_ITEMS as MAX_OVERDUE_ITEMS;
 pub use overview::{recount, DEFAULT_WINDOW, MAX_WINDOW};
+pub use scoreboard::recount as recount_scoreboard;
 pub use trend::{
     recount as recount_trend, DEFAULT_HOURS as DEFAULT_TREND_HOURS, MAX_HOURS as MAX_TREND_HOURS,
 };
@@ -119,6 +120,10 @@ pub struct Options {
     #[serde(with = "secs")]
     pub callout_recheck: Duration,
     pub max_db_connections: u32,
+    /// `ListOverdue` calls (SQL that scans an area's open incidents and tasks) reading PostgreSQL
+    /// at once; more wait for a turn, so that heavy callers never hold the whole pool and light
+    /// reads such as `ListIncidents` always find a connection. Kept below `max_db_connections`.
+    pub max_heavy_reads: u32,
     /// A builtin policy name (`ordos`, `ordos-demo`) or the path of a policy TOML file; used for
     /// category names and the scoreboard's composite-score weights.
     pub policy: String,
@@ -155,6 +160,7 @@ impl Default for Options {
             callout_issuer_file: None,
             callout_recheck: DEFAULT_CALLOUT_RECHECK,
             max_db_connections: 8,
+            max_heavy_reads: DEFAULT_HEAVY_READS,
             policy: "ordos".into(),
             statement_timeout_ms: 30_000,
             watch_buffer: DEFAULT_WATCH_BUFFER,
@@ -168,6 +174,9 @@ impl Default for Options {
         }
     }
 }
+
+/// Heavy reads at once unless told otherwise: a quarter of the default pool.
+pub const DEFAULT_HEAVY_READS: u32 = 2;
 
 /// How often the auth callout checks a person's token again unless told otherwise.
 pub const DEFAULT_CALLOUT_RECHECK: Duration = Duration::from_secs(60);
@@ -264,6 +273,11 @@ impl Options {
             watch_streams: self.max_watch_streams,
         });
         let auth = Auth::new(pool.clone(), clock.clone(), limits);
+        // At least one heavy read, and at least one connection left for everything else.
+        let heavy_reads = self
+            .max_heavy_reads
+            .min(self.max_db_connections.saturating_sub(1))
+            .max(1);
         let policy = Arc::new(policy);
         Ok(Service {
             incoming,
@@ -295,6 +309,7 @@ impl Options {
                 metrics: metrics.clone(),
                 streams: streams.clone(),
                 aggregates: Aggregates::default(),
+                heavy_reads: Arc::new(tokio::sync::Semaphore::new(heavy_reads as usize)),
                 keyring,
             },
             metrics,

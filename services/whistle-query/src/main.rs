@@ -52,6 +52,10 @@ struct Args {
     /// Most PostgreSQL connections.
     #[arg(long, env = "WHISTLE_QUERY_MAX_DB_CONNECTIONS", default_value_t = 8)]
     max_db_connections: u32,
+    /// ListOverdue calls (SQL scanning an area) reading PostgreSQL at once; more wait, so light
+    /// reads always find a connection. Kept below --max-db-connections.
+    #[arg(long, env = "WHISTLE_QUERY_MAX_HEAVY_READS", default_value_t = whistle_query::DEFAULT_HEAVY_READS, value_parser = clap::value_parser!(u32).range(1..))]
+    max_heavy_reads: u32,
     /// Events held in memory for live WatchEvents streams; clients further behind catch up from
     /// JetStream.
     #[arg(long, env = "WHISTLE_QUERY_WATCH_BUFFER", default_value_t = whistle_query::DEFAULT_WATCH_BUFFER)]
@@ -98,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         callout_recheck: std::time::Duration::from_secs(args.callout_recheck_secs),
         policy: args.policy,
         max_db_connections: args.max_db_connections,
+        max_heavy_reads: args.max_heavy_reads,
         watch_buffer: args.watch_buffer,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,

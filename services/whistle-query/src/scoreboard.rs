@@ -1,6 +1,7 @@
-//! `GetScoreboard`: the monthly ranking of departments or streets by the three rates (三率), computed
-//! by SQL from `tasks`, `incidents` and `timeline` on each call, in one read-only REPEATABLE READ
-//! snapshot (no stored counters), so every row and every figure agree with each other.
+//! `GetScoreboard`: the monthly ranking of departments or streets by the three rates (三率). The
+//! service answers from the live aggregates' per-month rows (aggregates/board.rs); the SQL here,
+//! over `tasks`, `incidents` and `timeline` in one read-only REPEATABLE READ snapshot, is the
+//! definition they must equal, kept as [`recount`] for the tests and for operators.
 //!
 //! **The request.** `month` is `YYYY-MM`, a calendar month in Asia/Shanghai (UTC+8): `[the 1st
 //! 00:00, the next 1st 00:00)`; empty means the month of the clock's now there. `kind` must be
@@ -162,9 +163,9 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub(crate) struct Query {
     area_code: String,
-    area: Option<AreaCode>,
-    month: Month,
-    kind: Kind,
+    pub area: Option<AreaCode>,
+    pub month: Month,
+    pub kind: Kind,
 }
 
 impl Query {
@@ -203,7 +204,8 @@ fn check_scope(kind: Kind, area: &AreaCode) -> Result<()> {
     )))
 }
 
-/// What one row counts; the SQL fills it, [`Tally::row`] turns it into rates.
+/// What one row counts; the SQL or the live aggregates fill it, [`Tally::row`] turns it into
+/// rates.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Tally {
     pub dispatched: u64,
@@ -499,7 +501,35 @@ fn tally(row: &PgRow) -> Result<Tally> {
     })
 }
 
-pub(crate) async fn read(
+/// The board of the query from each listed row's counts: scored and ranked.
+pub(crate) fn assemble(
+    query: &Query,
+    weights: &Weights,
+    rows: impl Iterator<Item = (String, String, Tally)>,
+) -> v1::Scoreboard {
+    let rows = rows
+        .map(|(code, name, tally)| (tally.is_active(), tally.row(code, name, weights)))
+        .collect();
+    v1::Scoreboard {
+        area_code: query.area_code.clone(),
+        month: query.month.label.clone(),
+        kind: query.kind.to_proto() as i32,
+        rows: rank(rows),
+    }
+}
+
+/// `GetScoreboard` by SQL: the definition the live board must equal (the request as the service
+/// takes it once the area is the caller's, `now` for the default month and "due by now").
+pub async fn recount(
+    pool: &PgPool,
+    request: &v1::GetScoreboardRequest,
+    weights: &Weights,
+    now: DateTime<Utc>,
+) -> Result<v1::Scoreboard> {
+    read(pool, &Query::parse(request, now)?, weights, now).await
+}
+
+async fn read(
     pool: &PgPool,
     query: &Query,
     weights: &Weights,
@@ -541,18 +571,9 @@ pub(crate) async fn read(
 
     let rows = found
         .iter()
-        .map(|row| {
-            let tally = tally(row)?;
-            let scored = tally.row(row.try_get("code")?, row.try_get("name")?, weights);
-            Ok((tally.is_active(), scored))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(v1::Scoreboard {
-        area_code: query.area_code.clone(),
-        month: query.month.label.clone(),
-        kind: query.kind.to_proto() as i32,
-        rows: rank(rows),
-    })
+        .map(|row| Ok((row.try_get("code")?, row.try_get("name")?, tally(row)?)))
+        .collect::<Result<Vec<(String, String, Tally)>>>()?;
+    Ok(assemble(query, weights, rows.into_iter()))
 }
 
 #[cfg(test)]

@@ -41,6 +41,11 @@ impl Grid {
             .then(|| Grid(code.parse().expect("15 digits fit in a u64")))
     }
 
+    /// The street containing it, as a 9-digit number.
+    pub(super) fn street(self) -> u64 {
+        self.0 / 1_000_000
+    }
+
     pub(super) fn areas(self) -> [AreaKey; 6] {
         PREFIXES.map(|len| AreaKey::new(self.0 / 10u64.pow(15 - len), len))
     }

@@ -92,12 +92,12 @@ pub(crate) fn contributions(facts: &Facts) -> Vec<Contribution> {
         facts
             .whistles
             .iter()
-            .map(|day| C::Day(*day, DayMetric::Whistled)),
+            .map(|at| C::Day(day_of(*at), DayMetric::Whistled)),
     );
     for task in &facts.tasks {
-        out.push(C::Day(task.dispatched, DayMetric::Dispatched));
+        out.push(C::Day(task.dispatched_day(), DayMetric::Dispatched));
         if task.accepted_in_time {
-            out.push(C::Day(task.dispatched, DayMetric::AcceptedInTime));
+            out.push(C::Day(task.dispatched_day(), DayMetric::AcceptedInTime));
         }
     }
     if let (Some(at), false) = (facts.due, facts.status == Status::Duplicate) {
@@ -223,7 +223,7 @@ impl AreaCounters {
 }
 
 /// Changes the value at `key`, leaving no entry when it ends up at zero.
-fn with_entry<K: Ord, V: Default + PartialEq>(
+pub(super) fn with_entry<K: Ord, V: Default + PartialEq>(
     map: &mut BTreeMap<K, V>,
     key: K,
     change: impl FnOnce(&mut V),

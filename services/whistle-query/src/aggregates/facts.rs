@@ -46,12 +46,44 @@ impl Urgency {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct CategoryId(pub(super) u32);
 
-/// A department task as the response rate counts it.
+/// A department id, interned by the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct DepartmentId(pub(super) u32);
+
+/// A department task as the overview's response rate and the scoreboard count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TaskFact {
-    pub dispatched: Day,
+    pub department: DepartmentId,
+    /// The reopen round it belongs to.
+    pub round: u32,
+    /// Neither returned nor cancelled by a reassignment.
+    pub live: bool,
+    /// Has a return reason (returned, whether or not reassigned since).
+    pub returned: bool,
+    pub dispatched: Micros,
+    pub accepted: Option<Micros>,
     /// `accepted_at <= accept_due_at`.
     pub accepted_in_time: bool,
+    pub resolve_due: Option<Micros>,
+    pub resolved: Option<Micros>,
+}
+
+impl TaskFact {
+    pub(crate) fn dispatched_day(&self) -> Day {
+        day_of(self.dispatched)
+    }
+}
+
+/// A timeline entry the scoreboard reads, in the incident's timeline order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// `incident.resolved`.
+    Resolved(Micros),
+    /// `incident.verified`; satisfied when the next entry is `incident.closed` (the follow-up
+    /// closed the incident rather than reopening it).
+    Verified { at: Micros, satisfied: bool },
+    /// `incident.reopened`.
+    Reopened,
 }
 
 /// What the overview counts of one incident.
@@ -77,9 +109,14 @@ pub(crate) struct Facts {
     pub resolved_hours: Box<[Hour]>,
     /// The day of the latest `incident.verified`.
     pub verified: Option<Day>,
-    /// The day of each `incident.whistled`.
-    pub whistles: Box<[Day]>,
+    /// When each `incident.whistled` happened: a task dispatched at one of these came by a
+    /// whistle.
+    pub whistles: Box<[Micros]>,
     pub tasks: Box<[TaskFact]>,
+    /// Unsatisfying follow-ups so far; a task of an earlier round was redone.
+    pub reopen_count: u32,
+    /// Resolutions, follow-ups and reopens in timeline order.
+    pub marks: Box<[Mark]>,
 }
 
 /// The incident as an event states it after a transition; its place, urgency and opening day
@@ -93,26 +130,36 @@ pub(crate) struct State {
     pub satisfaction: Option<Satisfaction>,
     pub due: Option<Micros>,
     pub tasks: Box<[TaskFact]>,
+    pub reopen_count: u32,
 }
 
-/// What a transition did besides changing the state, from its event kinds.
+/// What a transition did besides changing the state, from its event kinds. Within one
+/// transition the engine writes a resolution, a follow-up and a reopen in that order (a follow-up
+/// is followed by the closing or the reopen), so flags keep the timeline's order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Kinds {
     pub whistles: u8,
     pub resolved: bool,
     pub verified: bool,
+    /// The follow-up's next entry was `incident.closed`.
+    pub satisfied: bool,
+    pub reopened: bool,
 }
 
 impl Kinds {
     pub(crate) fn of<'a>(kinds: impl IntoIterator<Item = &'a str>) -> Kinds {
         let mut out = Kinds::default();
+        let mut previous = "";
         for kind in kinds {
             match kind {
                 "incident.whistled" => out.whistles = out.whistles.saturating_add(1),
                 "incident.resolved" => out.resolved = true,
                 "incident.verified" => out.verified = true,
+                "incident.reopened" => out.reopened = true,
+                "incident.closed" if previous == "incident.verified" => out.satisfied = true,
                 _ => {}
             }
+            previous = kind;
         }
         out
     }
@@ -140,7 +187,20 @@ impl Facts {
     /// The facts after a transition that left the incident in `state`.
     pub(super) fn next(&self, version: u64, at: Micros, state: State, kinds: Kinds) -> Facts {
         let mut whistles = self.whistles.to_vec();
-        whistles.extend(std::iter::repeat_n(day_of(at), usize::from(kinds.whistles)));
+        whistles.extend(std::iter::repeat_n(at, usize::from(kinds.whistles)));
+        let mut marks = self.marks.to_vec();
+        if kinds.resolved {
+            marks.push(Mark::Resolved(at));
+        }
+        if kinds.verified {
+            marks.push(Mark::Verified {
+                at,
+                satisfied: kinds.satisfied,
+            });
+        }
+        if kinds.reopened {
+            marks.push(Mark::Reopened);
+        }
         let resolved_hours = if kinds.resolved {
             with_hour(&self.resolved_hours, hour_of(at))
         } else {
@@ -170,6 +230,8 @@ impl Facts {
             },
             whistles: whistles.into(),
             tasks: state.tasks,
+            reopen_count: state.reopen_count,
+            marks: marks.into(),
         }
     }
 }
@@ -186,6 +248,15 @@ pub(crate) fn with_hour(hours: &[Hour], hour: Hour) -> Box<[Hour]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_follow_up_is_satisfied_when_the_closing_comes_right_after_it() {
+        let closed = Kinds::of(["incident.verified", "incident.closed"]);
+        assert!(closed.verified && closed.satisfied && !closed.reopened);
+        let reopened = Kinds::of(["incident.verified", "incident.reopened", "task.dispatched"]);
+        assert!(reopened.verified && !reopened.satisfied && reopened.reopened);
+        assert!(!Kinds::of(["incident.closed"]).satisfied);
+    }
 
     #[test]
     fn resolution_hours_are_kept_once_each_in_order() {

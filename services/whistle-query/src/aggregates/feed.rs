@@ -31,8 +31,8 @@ use whistle_proto::v1::{self, event::Body};
 use whistle_wire::{names::EVENTS_STREAM as EVENTS, Clock};
 
 use super::{
-    day_of, hour_of, load, micros, proto_micros, Aggregates, Change, Facts, Grid, Hour, Kinds,
-    Micros, State, Store, TaskFact, Update, Urgency,
+    hour_of, load, micros, proto_micros, Aggregates, Change, Facts, Grid, Hour, Kinds, Micros,
+    State, Store, TaskFact, Update, Urgency,
 };
 use crate::{Error, Result};
 
@@ -276,18 +276,29 @@ fn satisfaction(value: i32) -> Option<Satisfaction> {
     }
 }
 
-fn task(task: &v1::TaskState) -> Result<TaskFact, String> {
+fn task(store: &Store, task: &v1::TaskState) -> Result<TaskFact, String> {
     let dispatched = task
         .dispatched_at
         .as_ref()
+        .map(proto_micros)
         .ok_or_else(|| format!("task {} without dispatched_at", task.task_id))?;
-    let accepted_in_time = match (&task.accepted_at, &task.accept_due_at) {
-        (Some(accepted), Some(due)) => proto_micros(accepted) <= proto_micros(due),
+    let accepted = task.accepted_at.as_ref().map(proto_micros);
+    let accepted_in_time = match (accepted, &task.accept_due_at) {
+        (Some(accepted), Some(due)) => accepted <= proto_micros(due),
         _ => false,
     };
+    let status = v1::TaskStatus::try_from(task.status)
+        .map_err(|_| format!("task {} status {}", task.task_id, task.status))?;
     Ok(TaskFact {
-        dispatched: day_of(proto_micros(dispatched)),
+        department: store.department(&task.department_code),
+        round: task.round,
+        live: !matches!(status, v1::TaskStatus::Returned | v1::TaskStatus::Cancelled),
+        returned: task.return_reason != v1::ReturnReason::Unspecified as i32,
+        dispatched,
+        accepted,
         accepted_in_time,
+        resolve_due: task.resolve_due_at.as_ref().map(proto_micros),
+        resolved: task.resolved_at.as_ref().map(proto_micros),
     })
 }
 
@@ -321,6 +332,8 @@ pub(super) fn update_of(store: &Store, event: &v1::Event) -> Result<Option<Updat
                     verified: None,
                     whistles: Box::new([]),
                     tasks: Box::new([]),
+                    reopen_count: 0,
+                    marks: Box::new([]),
                 }),
             }
         }
@@ -344,7 +357,12 @@ pub(super) fn update_of(store: &Store, event: &v1::Event) -> Result<Option<Updat
                         overdue: changed.overdue,
                         satisfaction: satisfaction(changed.satisfaction),
                         due: changed.due_at.as_ref().map(proto_micros),
-                        tasks: changed.tasks.iter().map(task).collect::<Result<_, _>>()?,
+                        tasks: changed
+                            .tasks
+                            .iter()
+                            .map(|t| task(store, t))
+                            .collect::<Result<_, _>>()?,
+                        reopen_count: changed.reopen_count,
                     },
                     kinds,
                 ),

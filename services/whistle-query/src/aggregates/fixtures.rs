@@ -2,7 +2,7 @@
 
 use whistle_domain::{incident::Status, Level};
 
-use super::{AreaKey, Facts, Grid, Micros, State, Store, Urgency};
+use super::{AreaKey, Facts, Grid, Micros, State, Store, TaskFact, Urgency};
 
 /// Two grids of one street, one of another street, one of another district.
 pub(super) const GRIDS: [&str; 4] = [
@@ -42,6 +42,23 @@ pub(super) fn opened(store: &Store, grid: Grid, at: Micros) -> Facts {
         verified: None,
         whistles: Box::new([]),
         tasks: Box::new([]),
+        reopen_count: 0,
+        marks: Box::new([]),
+    }
+}
+
+/// A live task of one department dispatched at `at`, reported in within its deadline or not.
+pub(super) fn task(store: &Store, at: Micros, in_time: bool) -> TaskFact {
+    TaskFact {
+        department: store.department("150602-urban_management"),
+        round: 0,
+        live: true,
+        returned: false,
+        dispatched: at,
+        accepted: in_time.then_some(at + 60_000_000),
+        accepted_in_time: in_time,
+        resolve_due: Some(at + 86_400_000_000),
+        resolved: None,
     }
 }
 
@@ -54,5 +71,6 @@ pub(super) fn state_of(facts: &Facts) -> State {
         satisfaction: facts.satisfaction,
         due: facts.due,
         tasks: facts.tasks.clone(),
+        reopen_count: facts.reopen_count,
     }
 }

@@ -6,11 +6,11 @@ use std::{
 };
 
 use chrono::{DateTime, TimeDelta, Utc};
-use whistle_domain::AreaCode;
+use whistle_domain::{policy::Weights, AreaCode};
 use whistle_proto::v1;
 
 use super::{AreaKey, Store};
-use crate::{overview, Error, Result};
+use crate::{overview, scoreboard, Error, Result};
 
 /// The live aggregates of a query service; cheap to clone. They are ready once the first rebuild
 /// has finished; a later rebuild (after the store fell out of step with the stream) replaces
@@ -103,5 +103,15 @@ impl Aggregates {
             overview::window_days(window),
             now,
         ))
+    }
+
+    /// `GetScoreboard` from the aggregates; UNAVAILABLE until the first rebuild finished.
+    pub(crate) fn scoreboard(
+        &self,
+        query: &scoreboard::Query,
+        weights: &Weights,
+        now: DateTime<Utc>,
+    ) -> Result<v1::Scoreboard> {
+        self.ready()?.scoreboard(query, weights, now)
     }
 }

@@ -8,19 +8,41 @@ use futures::TryStreamExt as _;
 use sqlx::PgPool;
 use uuid::Uuid;
 use whistle_domain::{
-    incident::{Satisfaction, Status},
+    incident::{Satisfaction, Status, TaskStatus},
     Level,
 };
 
-use super::{day_of, hour_of, micros, Day, Facts, Grid, Hour, Micros, Store, TaskFact, Urgency};
+use super::{
+    board::Row,
+    day_of, hour_of, micros,
+    store::{Member, Org},
+    Day, Facts, Grid, Hour, Mark, Micros, Store, TaskFact, Urgency,
+};
 use crate::{Error, Result};
 
 /// What only the timeline tells about an incident.
 #[derive(Default)]
 struct History {
-    whistles: Vec<Day>,
+    whistles: Vec<Micros>,
     resolved: Option<Micros>,
     verified: Option<Day>,
+    /// The scoreboard's entries with their `seq`, sorted once all are read.
+    marks: Vec<(i32, Mark)>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TaskRow {
+    incident_id: Uuid,
+    task_id: i32,
+    department_code: String,
+    status: String,
+    round: i32,
+    dispatched_at: DateTime<Utc>,
+    accept_due_at: DateTime<Utc>,
+    resolve_due_at: DateTime<Utc>,
+    accepted_at: Option<DateTime<Utc>>,
+    resolved_at: Option<DateTime<Utc>>,
+    returned: bool,
 }
 
 fn corrupt(id: Uuid, what: &str, value: &str) -> Error {
@@ -40,6 +62,58 @@ struct IncidentRow {
     due_at: Option<DateTime<Utc>>,
     overdue: bool,
     satisfaction: Option<String>,
+    reopen_count: i32,
+}
+
+/// The rows the boards list and the units an area may name.
+async fn org(conn: &mut sqlx::PgConnection, store: &Store) -> Result<Org> {
+    let units: Vec<String> =
+        sqlx::query_scalar("SELECT code FROM org_units WHERE level IN ($1, $2, $3)")
+            .bind(Level::City.as_str())
+            .bind(Level::District.as_str())
+            .bind(Level::Street.as_str())
+            .fetch_all(&mut *conn)
+            .await?;
+    let departments = sqlx::query_as::<_, (String, String, String)>(
+        "SELECT code, name, area_code FROM departments",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|(code, name, place)| Member {
+        row: Row::Department(store.department(&code)),
+        code,
+        name,
+        place,
+    })
+    .collect();
+    let streets =
+        sqlx::query_as::<_, (String, String)>("SELECT code, name FROM org_units WHERE level = $1")
+            .bind(Level::Street.as_str())
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|(code, name)| {
+                let number = code
+                    .parse()
+                    .ok()
+                    .filter(|_| code.len() == 9)
+                    .ok_or_else(|| {
+                        Error::Corrupt(format!("street code {code:?} is not 9 digits"))
+                    })?;
+                Ok(Member {
+                    row: Row::Street(number),
+                    place: code.clone(),
+                    code,
+                    name,
+                })
+            })
+            .collect::<Result<_>>()?;
+    Ok(Org {
+        units: units.into_iter().collect(),
+        departments,
+        streets,
+    })
 }
 
 /// Reads every incident into `store` at the clock's current `hour`; returns how many.
@@ -53,23 +127,33 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
         .execute(&mut *tx)
         .await?;
 
+    store.set_org(org(&mut tx, store).await?);
+
     let mut history: HashMap<Uuid, History> = HashMap::new();
     // The hours of the resolutions before the latest. Only incidents resolved more than once
     // (reopened) have any, so they are kept apart instead of widening every incident's history:
     // the map holds most of a city's incidents at once during the rebuild.
     let mut earlier_resolutions: HashMap<Uuid, Vec<Hour>> = HashMap::new();
     {
-        let mut rows = sqlx::query_as::<_, (Uuid, String, DateTime<Utc>)>(
-            "SELECT incident_id, kind, at FROM timeline
-             WHERE kind IN ('incident.whistled', 'incident.resolved', 'incident.verified')",
+        // A follow-up is satisfied when the entry right after it closed the incident.
+        let mut rows = sqlx::query_as::<_, (Uuid, i32, String, DateTime<Utc>, bool)>(
+            "SELECT t.incident_id, t.seq, t.kind, t.at,
+                    t.kind = 'incident.verified' AND EXISTS (
+                        SELECT 1 FROM timeline c WHERE c.incident_id = t.incident_id
+                        AND c.seq = t.seq + 1 AND c.kind = 'incident.closed') AS satisfied
+             FROM timeline t
+             WHERE t.kind IN ('incident.whistled', 'incident.resolved', 'incident.verified',
+                              'incident.reopened')",
         )
         .fetch(&mut *tx);
-        while let Some((id, kind, at)) = rows.try_next().await? {
+        while let Some((id, seq, kind, at, satisfied)) = rows.try_next().await? {
             let entry = history.entry(id).or_default();
             let at = micros(at);
             match kind.as_str() {
-                "incident.whistled" => entry.whistles.push(day_of(at)),
+                "incident.whistled" => entry.whistles.push(at),
+                "incident.reopened" => entry.marks.push((seq, Mark::Reopened)),
                 "incident.resolved" => {
+                    entry.marks.push((seq, Mark::Resolved(at)));
                     if let Some(held) = entry.resolved {
                         let earlier = held.min(at);
                         earlier_resolutions
@@ -79,24 +163,41 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
                     }
                     entry.resolved = entry.resolved.max(Some(at));
                 }
-                _ => entry.verified = entry.verified.max(Some(day_of(at))),
+                _ => {
+                    entry.marks.push((seq, Mark::Verified { at, satisfied }));
+                    entry.verified = entry.verified.max(Some(day_of(at)));
+                }
             }
         }
     }
 
     let mut tasks: HashMap<Uuid, Vec<(i32, TaskFact)>> = HashMap::new();
     {
-        let mut rows = sqlx::query_as::<_, (Uuid, i32, DateTime<Utc>, bool)>(
-            "SELECT incident_id, task_id, dispatched_at, coalesce(accepted_at <= accept_due_at, false)
+        let mut rows = sqlx::query_as::<_, TaskRow>(
+            "SELECT incident_id, task_id, department_code, status, round, dispatched_at,
+                    accept_due_at, resolve_due_at, accepted_at, resolved_at,
+                    return_reason IS NOT NULL AS returned
              FROM tasks",
         )
         .fetch(&mut *tx);
-        while let Some((id, task_id, dispatched_at, accepted_in_time)) = rows.try_next().await? {
-            tasks.entry(id).or_default().push((
-                task_id,
+        while let Some(row) = rows.try_next().await? {
+            let status = row
+                .status
+                .parse::<TaskStatus>()
+                .map_err(|_| corrupt(row.incident_id, "task status", &row.status))?;
+            let accepted = row.accepted_at.map(micros);
+            tasks.entry(row.incident_id).or_default().push((
+                row.task_id,
                 TaskFact {
-                    dispatched: day_of(micros(dispatched_at)),
-                    accepted_in_time,
+                    department: store.department(&row.department_code),
+                    round: u32::try_from(row.round).unwrap_or_default(),
+                    live: !matches!(status, TaskStatus::Returned | TaskStatus::Cancelled),
+                    returned: row.returned,
+                    dispatched: micros(row.dispatched_at),
+                    accepted,
+                    accepted_in_time: accepted.is_some_and(|a| a <= micros(row.accept_due_at)),
+                    resolve_due: Some(micros(row.resolve_due_at)),
+                    resolved: row.resolved_at.map(micros),
                 },
             ));
         }
@@ -106,13 +207,14 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
     {
         let mut rows = sqlx::query_as::<_, IncidentRow>(
             "SELECT id, version, status, level, category, urgency, grid_code, created_at, due_at,
-                    overdue, satisfaction
+                    overdue, satisfaction, reopen_count
              FROM incidents",
         )
         .fetch(&mut *tx);
         while let Some(row) = rows.try_next().await? {
             let id = row.id;
-            let history = history.remove(&id).unwrap_or_default();
+            let mut history = history.remove(&id).unwrap_or_default();
+            history.marks.sort_unstable_by_key(|(seq, _)| *seq);
             let mut resolved_hours = earlier_resolutions.remove(&id).unwrap_or_default();
             resolved_hours.extend(history.resolved.map(hour_of));
             resolved_hours.sort_unstable();
@@ -150,6 +252,8 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
                 verified: history.verified,
                 whistles: history.whistles.into(),
                 tasks: tasks.into_iter().map(|(_, task)| task).collect(),
+                reopen_count: u32::try_from(row.reopen_count).unwrap_or_default(),
+                marks: history.marks.into_iter().map(|(_, mark)| mark).collect(),
             };
             store.put(id, facts, hour);
             loaded += 1;

@@ -31,13 +31,22 @@
 //! such as "reported in by the deadline" give what PostgreSQL gives for the stored values.
 //!
 //!
+//! **The scoreboard.** The same facts also feed per (month, department) and (month, street)
+//! counters (`board`), by scoreboard.rs's definitions, for every month since the first incident:
+//! a month's row is a dozen counts, the times to accept of its tasks (a multiset, for the exact
+//! median) and its deadlines per day, plus per hour and to the microsecond from yesterday on (for
+//! "due up to now", which cuts the current hour). The rows listed (departments, streets) and the org units an area must name are
+//! read with each rebuild, as dispatch reads the org once at start.
+//!
 //! One module per seam: `time` (microseconds, Shanghai days, UTC hours), `area` (the keys of the
 //! areas containing a grid), `facts` (one incident, and what an event changes of it), `counters`
-//! (what an incident adds to an area, and an area's counters), `store` (one generation of
+//! (what an incident adds to an area, and an area's counters), `board` (what it adds to the
+//! scoreboard's rows), `store` (one generation of
 //! incidents and counters), `handle` ([`Aggregates`], the generation the RPCs read), `feed`
 //! (rebuild, then follow the stream) and `load` (the rebuild's snapshot from PostgreSQL).
 
 mod area;
+mod board;
 mod counters;
 mod facts;
 mod feed;
@@ -53,7 +62,9 @@ pub use handle::Aggregates;
 
 use area::{AreaKey, Grid};
 use counters::{contributions, level_index, status_index, AreaCounters};
-use facts::{CategoryId, Change, Facts, Kinds, State, TaskFact, Update, Urgency};
+use facts::{
+    CategoryId, Change, DepartmentId, Facts, Kinds, Mark, State, TaskFact, Update, Urgency,
+};
 use store::Store;
 use time::{
     day_of, day_start, hour_of, hour_start, micros, proto_micros, Day, Hour, Micros, KEPT_DAYS,

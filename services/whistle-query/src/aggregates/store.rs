@@ -17,15 +17,42 @@ use whistle_domain::{incident::Status, Level};
 use whistle_proto::v1;
 
 use super::{
+    board::{self, MonthBoard, MonthId, Row},
     contributions, day_of, day_start, hour_of, hour_start, level_index, micros, status_index,
-    AreaCounters, AreaKey, CategoryId, Change, Day, Facts, Hour, Update, Urgency,
+    AreaCounters, AreaKey, CategoryId, Change, Day, DepartmentId, Facts, Hour, Update, Urgency,
 };
-use crate::{convert, overview};
+use crate::{area::GridRange, convert, overview, scoreboard, Error, Result};
 
 #[derive(Debug, Default)]
 struct Categories {
     ids: HashMap<Box<str>, CategoryId>,
     names: Vec<Box<str>>,
+}
+
+/// Department codes, interned.
+#[derive(Debug, Default)]
+struct Departments {
+    ids: HashMap<Box<str>, DepartmentId>,
+    count: u32,
+}
+
+/// One row a board lists.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub code: String,
+    pub name: String,
+    /// Where it belongs: a department's area (its district, or the city), a street's own code.
+    pub place: String,
+    pub row: Row,
+}
+
+/// What the boards list, read with each rebuild.
+#[derive(Debug, Default)]
+pub(crate) struct Org {
+    /// The codes of the org units an area may name (city, districts, streets).
+    pub units: std::collections::HashSet<String>,
+    pub departments: Vec<Member>,
+    pub streets: Vec<Member>,
 }
 
 /// An incident in the store.
@@ -71,6 +98,10 @@ pub(crate) struct Store {
     incidents: DashMap<Uuid, Entry>,
     areas: DashMap<AreaKey, AreaCounters>,
     categories: RwLock<Categories>,
+    departments: RwLock<Departments>,
+    /// The scoreboard's rows, per month.
+    boards: DashMap<MonthId, MonthBoard>,
+    org: RwLock<std::sync::Arc<Org>>,
     /// The stream sequence of `WHISTLE_EVENTS` applied so far.
     applied: AtomicU64,
 }
@@ -91,6 +122,9 @@ impl Store {
             incidents: DashMap::new(),
             areas: DashMap::new(),
             categories: RwLock::default(),
+            departments: RwLock::default(),
+            boards: DashMap::new(),
+            org: RwLock::default(),
             applied: AtomicU64::new(applied),
         }
     }
@@ -126,6 +160,34 @@ impl Store {
         id
     }
 
+    pub(crate) fn department(&self, code: &str) -> DepartmentId {
+        let known = self
+            .departments
+            .read()
+            .expect("the department lock is never poisoned")
+            .ids
+            .get(code)
+            .copied();
+        if let Some(id) = known {
+            return id;
+        }
+        let mut departments = self
+            .departments
+            .write()
+            .expect("the department lock is never poisoned");
+        let next = DepartmentId(departments.count);
+        let id = *departments.ids.entry(code.into()).or_insert(next);
+        if id == next {
+            departments.count += 1;
+        }
+        id
+    }
+
+    /// The rows the boards list and the units an area may name.
+    pub(crate) fn set_org(&self, org: Org) {
+        *self.org.write().expect("the org lock is never poisoned") = std::sync::Arc::new(org);
+    }
+
     fn category_name(&self, id: CategoryId) -> String {
         let categories = self
             .categories
@@ -139,6 +201,9 @@ impl Store {
     pub(crate) fn advance(&self, hour: Hour) {
         for mut area in self.areas.iter_mut() {
             area.advance(hour);
+        }
+        for mut board in self.boards.iter_mut() {
+            board.settle(hour_start(hour));
         }
     }
 
@@ -162,6 +227,81 @@ impl Store {
                 area.add(*c, 1);
             }
         }
+        self.replace_items(old, new, hour);
+    }
+
+    /// The scoreboard's side of [`Store::replace`]: each month under its lock, so a board is read
+    /// before or after the change, never half of it.
+    fn replace_items(&self, old: Option<&Facts>, new: &Facts, hour: Hour) {
+        let mut removed = old.map(board::items).unwrap_or_default();
+        let mut added = board::items(new);
+        if removed == added {
+            return;
+        }
+        removed.sort_by_key(|(month, ..)| *month);
+        added.sort_by_key(|(month, ..)| *month);
+        let mut months: Vec<MonthId> = removed
+            .iter()
+            .chain(&added)
+            .map(|(month, ..)| *month)
+            .collect();
+        months.dedup();
+        months.sort_unstable();
+        months.dedup();
+        let horizon = hour_start(hour);
+        for month in months {
+            let mut board = self
+                .boards
+                .entry(month)
+                .or_insert_with(|| MonthBoard::new(horizon));
+            board.settle(horizon);
+            for (_, row, item) in removed.iter().filter(|(m, ..)| *m == month) {
+                board.add(*row, *item, -1);
+            }
+            for (_, row, item) in added.iter().filter(|(m, ..)| *m == month) {
+                board.add(*row, *item, 1);
+            }
+        }
+    }
+
+    /// `GetScoreboard` at `now`: every department or street of the area, from the month's rows.
+    pub(crate) fn scoreboard(
+        &self,
+        query: &scoreboard::Query,
+        weights: &whistle_domain::policy::Weights,
+        now: DateTime<Utc>,
+    ) -> Result<v1::Scoreboard> {
+        let org = self
+            .org
+            .read()
+            .expect("the org lock is never poisoned")
+            .clone();
+        if let Some(area) = &query.area {
+            if !org.units.contains(area.as_str()) {
+                return Err(Error::not_found(format!("no org unit {area}")));
+            }
+        }
+        let range = query.area.as_ref().map(GridRange::of);
+        let inside = |place: &str| {
+            range
+                .as_ref()
+                .is_none_or(|r| place >= r.low.as_str() && place < r.high.as_str())
+        };
+        let members = match query.kind {
+            scoreboard::Kind::Departments => &org.departments,
+            scoreboard::Kind::Streets => &org.streets,
+        };
+        let month = board::month_of(micros(query.month.start));
+        let now = micros(now);
+        let board = self.boards.get(&month);
+        let rows = members.iter().filter(|m| inside(&m.place)).map(|m| {
+            let tally = board
+                .as_ref()
+                .and_then(|b| b.rows.get(&m.row).map(|r| r.tally(now, b.cutoff)))
+                .unwrap_or_default();
+            (m.code.clone(), m.name.clone(), tally)
+        });
+        Ok(scoreboard::assemble(query, weights, rows))
     }
 
     /// Records an incident as read from PostgreSQL (the rebuild), unless a newer version is held.

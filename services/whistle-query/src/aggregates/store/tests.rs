@@ -8,7 +8,7 @@ use super::*;
 use crate::{
     aggregates::{
         counters::{HourCounts, RESOLVED},
-        fixtures::{grid, key, opened, state_of, GRIDS, NOW},
+        fixtures::{grid, key, opened, state_of, task, GRIDS, NOW},
         proto_micros,
         time::{DAY, HOUR},
         Kinds, Micros, State, TaskFact,
@@ -311,6 +311,7 @@ fn kinds() -> impl Strategy<Value = Kinds> {
         whistles,
         resolved,
         verified,
+        ..Kinds::default()
     })
 }
 
@@ -413,6 +414,8 @@ impl Life {
             verified: None,
             whistles: Box::new([]),
             tasks: Box::new([]),
+            reopen_count: 0,
+            marks: Box::new([]),
         };
         let mut out = vec![Update {
             id,
@@ -432,11 +435,9 @@ impl Life {
                 tasks: step
                     .tasks
                     .iter()
-                    .map(|(t, ok)| TaskFact {
-                        dispatched: day_of(NOW + t),
-                        accepted_in_time: *ok,
-                    })
+                    .map(|(t, ok)| task(store, NOW + t, *ok))
                     .collect(),
+                reopen_count: 0,
             };
             let version = n as u64 + 2;
             facts = facts.next(version, at, state.clone(), step.kinds);
@@ -642,7 +643,7 @@ fn by_definition(
     let in_window = |day: Day| day >= first && day <= today;
     let mut rates = v1::Rates::default();
     for f in &inside {
-        for t in f.tasks.iter().filter(|t| in_window(t.dispatched)) {
+        for t in f.tasks.iter().filter(|t| in_window(t.dispatched_day())) {
             rates.dispatched += 1;
             rates.accepted_in_time += u64::from(t.accepted_in_time);
         }
@@ -687,7 +688,7 @@ fn by_definition(
             .count() as u64,
         whistles_today: inside
             .iter()
-            .map(|f| f.whistles.iter().filter(|d| **d == today).count() as u64)
+            .map(|f| f.whistles.iter().filter(|at| day_of(**at) == today).count() as u64)
             .sum(),
         rates: Some(overview::rates(rates)),
         as_of: Some(convert::timestamp(
@@ -720,8 +721,8 @@ proptest! {
             let facts = Facts {
                 resolved: facts.resolved.map(past),
                 verified: facts.verified.map(|d| d.min(day_of(now))),
-                whistles: facts.whistles.iter().map(|d| (*d).min(day_of(now))).collect(),
-                tasks: facts.tasks.iter().map(|t| TaskFact { dispatched: t.dispatched.min(day_of(now)), ..*t }).collect(),
+                whistles: facts.whistles.iter().map(|at| (*at).min(now)).collect(),
+                tasks: facts.tasks.iter().map(|t| TaskFact { dispatched: t.dispatched.min(now), ..*t }).collect(),
                 ..facts
             };
             store.put(id, facts.clone(), hour_of(now));
