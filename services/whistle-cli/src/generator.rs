@@ -212,11 +212,18 @@ fn load_weight(category: &Category) -> u32 {
 }
 
 impl Feed {
+    /// `whistle load`'s feed. Report ids carry the seed and the start time: a second run with
+    /// the same seed repeats the mix, but its reports are new ones, not duplicates JetStream
+    /// would drop within its duplicate window (10 minutes).
     pub fn new(policy: &Policy, seed: u64, mix: Mix) -> Feed {
         Feed::weighted(
             policy,
             seed,
-            format!("load-{:x}", seed & 0xff_ffff),
+            format!(
+                "load-{:x}-{:x}",
+                seed & 0xff_ffff,
+                chrono::Utc::now().timestamp_millis()
+            ),
             load_weight,
         )
         .with_mix(mix)
