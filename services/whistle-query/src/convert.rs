@@ -7,7 +7,7 @@
 
 use chrono::TimeDelta;
 use whistle_domain::{
-    incident::{ReturnReason, Status, TaskStatus},
+    incident::{ReturnReason, Satisfaction, Status, TaskStatus},
     Level,
 };
 use whistle_proto::v1;
@@ -113,6 +113,15 @@ pub(crate) fn return_reason_from_db(value: Option<&str>) -> Result<v1::ReturnRea
     };
     let reason: ReturnReason = value.parse().map_err(|_| corrupt("return reason", value))?;
     Ok(convert::return_reason_to_proto(reason))
+}
+
+/// A stored follow-up verdict; none yet is UNSPECIFIED.
+pub(crate) fn satisfaction_from_db(value: Option<&str>) -> Result<v1::Satisfaction> {
+    let Some(value) = value else {
+        return Ok(v1::Satisfaction::Unspecified);
+    };
+    let verdict: Satisfaction = value.parse().map_err(|_| corrupt("satisfaction", value))?;
+    Ok(convert::satisfaction_to_proto(verdict))
 }
 
 /// The stored name of a requested task status.

@@ -9,9 +9,8 @@ use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sqlx::{postgres::PgRow, PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
-use whistle_domain::{incident::Satisfaction, policy::Policy, AreaCode, CategoryCode};
+use whistle_domain::{policy::Policy, AreaCode, CategoryCode};
 use whistle_proto::v1;
-use whistle_wire::convert::satisfaction_to_proto;
 
 use crate::{
     area::GridRange,
@@ -339,15 +338,7 @@ pub(crate) async fn get(
         level_due_at: optional_timestamp(&row, "level_due_at")?,
         resolved_at: optional_timestamp(&row, "resolved_at")?,
         closed_at: optional_timestamp(&row, "closed_at")?,
-        satisfaction: row
-            .try_get::<Option<&str>, _>("satisfaction")?
-            .map(|s| {
-                s.parse::<Satisfaction>()
-                    .map(|s| satisfaction_to_proto(s) as i32)
-                    .map_err(Error::Corrupt)
-            })
-            .transpose()?
-            .unwrap_or_default(),
+        satisfaction: convert::satisfaction_from_db(row.try_get("satisfaction")?)? as i32,
         reopen_count: u32::try_from(row.try_get::<i32, _>("reopen_count")?)
             .map_err(|_| Error::Corrupt(format!("incident {id} has a negative reopen count")))?,
         duplicate_of: row

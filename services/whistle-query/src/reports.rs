@@ -13,10 +13,10 @@ use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sqlx::{postgres::PgRow, PgPool, Row};
 use tonic::{Request, Response, Status};
-use whistle_domain::{incident::Satisfaction, policy::Policy, AreaCode, Level, ReportId};
+use whistle_domain::{policy::Policy, AreaCode, Level, ReportId};
 use whistle_proto::v1;
 use whistle_store::tokens::Role;
-use whistle_wire::{convert::satisfaction_to_proto, subject, Clock};
+use whistle_wire::{subject, Clock};
 
 use crate::{
     auth::{Auth, Principal},
@@ -118,15 +118,7 @@ fn recorded_report(
     let payload: Vec<u8> = row.try_get("payload")?;
     let report = v1::Report::decode(payload.as_slice())
         .map_err(|e| Error::Corrupt(format!("report {report_id:?} payload: {e}")))?;
-    let satisfaction = row
-        .try_get::<Option<&str>, _>("incident_satisfaction")?
-        .map(|s| {
-            s.parse::<Satisfaction>()
-                .map(|s| satisfaction_to_proto(s) as i32)
-                .map_err(Error::Corrupt)
-        })
-        .transpose()?
-        .unwrap_or_default();
+    let satisfaction = convert::satisfaction_from_db(row.try_get("incident_satisfaction")?)? as i32;
     let received_at = row.try_get("received_at")?;
     Ok((
         received_at,
