@@ -221,7 +221,7 @@ pub async fn of_incident(conn: &mut PgConnection, incident_id: Uuid) -> Result<V
 }
 
 /// One unmasked read of one report's contact.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Access {
     pub token_id: Uuid,
     pub person_id: Option<String>,
@@ -263,17 +263,13 @@ pub async fn record_access(pool: &PgPool, at: DateTime<Utc>, reads: &[Access]) -
     Ok(())
 }
 
-/// A row of the access log.
+/// A row of the access log: a read, when it was recorded, and the row's id.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AccessRow {
     pub id: Uuid,
     pub at: DateTime<Utc>,
-    pub token_id: Uuid,
-    pub person_id: Option<String>,
-    pub role: String,
-    pub incident_id: Uuid,
-    pub report_id: String,
-    pub door: String,
+    #[sqlx(flatten)]
+    pub read: Access,
 }
 
 /// Which part of the access log to list, newest first.

@@ -75,13 +75,7 @@ async fn the_console_works_in_a_real_browser() {
     }
     // The street whistles the petition: the petitions office gets a task to report in on.
     let whistled = whistled.unwrap();
-    stack
-        .ok(
-            &format!("hd-{}", unit(&g1, Level::Street)),
-            whistled,
-            escalate(),
-        )
-        .await;
+    stack.whistle(&g1, whistled).await;
     stack.caught_up().await;
 
     let department = dept(&g1, "petitions");

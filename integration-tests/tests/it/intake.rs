@@ -380,13 +380,7 @@ async fn a_report_that_always_fails_to_record_is_rejected_and_holds_up_nothing()
 
     let rejected = read_stream(stack.js(), "WHISTLE_REJECTED").await;
     let stored = &rejected[0];
-    let header = |name: &str| {
-        stored
-            .headers
-            .get(name)
-            .map(|v| v.as_str().to_owned())
-            .unwrap_or_default()
-    };
+    let header = |name: &str| stored.header(name);
     assert_eq!(stored.subject, "whistle.rejected.processing_failed");
     assert_eq!(header("Whistle-Reject-Reason"), "processing_failed");
     assert!(

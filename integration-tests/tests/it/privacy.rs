@@ -5,7 +5,6 @@
 
 use tonic::Code;
 use uuid::Uuid;
-use whistle_domain::Level;
 use whistle_proto::v1;
 use whistle_store::{contacts::Keyring, tokens::Role};
 
@@ -56,13 +55,7 @@ async fn each_role_sees_the_contact_whole_or_masked_and_every_whole_read_is_logg
     let (district, [grid, other_grid, _], other_district, _) = places();
     let incident = stack.file(&with_contact(&stack, "pii-roles", &grid)).await;
     // The street whistles: the petitions department holds an open task.
-    stack
-        .ok(
-            &format!("hd-{}", unit(&grid, Level::Street)),
-            incident,
-            escalate(),
-        )
-        .await;
+    stack.whistle(&grid, incident).await;
     let petitions = dept(&grid, "petitions");
     let tasks = stack.tasks(incident).await;
     let task = tasks

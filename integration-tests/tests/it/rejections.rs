@@ -255,13 +255,7 @@ async fn every_kind_of_invalid_report_is_rejected_with_its_reason_and_original_b
 
     let rejected = read_stream(stack.js(), "WHISTLE_REJECTED").await;
     for ((reason, subject, _, payload), stored) in cases.iter().zip(&rejected) {
-        let header = |name: &str| {
-            stored
-                .headers
-                .get(name)
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default()
-        };
+        let header = |name: &str| stored.header(name);
         assert_eq!(
             header("Whistle-Reject-Reason"),
             *reason,

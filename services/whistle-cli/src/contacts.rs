@@ -88,15 +88,16 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             )
             .await?;
             for row in rows {
+                let read = &row.read;
                 println!(
                     "{}  {:<10} {:<24} {}  report {}  via {}  token {}",
                     row.at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
-                    row.role,
-                    row.person_id.as_deref().unwrap_or("-"),
-                    row.incident_id,
-                    row.report_id,
-                    row.door,
-                    row.token_id
+                    read.role,
+                    read.person_id.as_deref().unwrap_or("-"),
+                    read.incident_id,
+                    read.report_id,
+                    read.door,
+                    read.token_id
                 );
             }
         }

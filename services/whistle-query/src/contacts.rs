@@ -175,12 +175,12 @@ pub(crate) async fn list_access(
             .map(|row| v1::ContactAccess {
                 access_id: row.id.to_string(),
                 at: Some(convert::timestamp(row.at)),
-                token_id: row.token_id.to_string(),
-                person_id: row.person_id.unwrap_or_default(),
-                role: row.role,
-                incident_id: row.incident_id.to_string(),
-                report_id: row.report_id,
-                door: row.door,
+                token_id: row.read.token_id.to_string(),
+                person_id: row.read.person_id.unwrap_or_default(),
+                role: row.read.role,
+                incident_id: row.read.incident_id.to_string(),
+                report_id: row.read.report_id,
+                door: row.read.door,
             })
             .collect(),
         next_page_token,

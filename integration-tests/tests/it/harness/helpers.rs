@@ -105,6 +105,24 @@ impl Stack {
         }
     }
 
+    /// The street of `grid` blows the whistle for `incident` (吹哨), as its handler.
+    pub async fn whistle(&self, grid: &str, incident: Uuid) -> v1::CommandOk {
+        let street = super::unit(grid, whistle_domain::Level::Street);
+        self.ok(&format!("hd-{street}"), incident, super::escalate())
+            .await
+    }
+
+    /// `GetIncident` as the stack's city operator.
+    pub async fn detail(&self, incident: Uuid) -> v1::IncidentDetail {
+        self.client()
+            .get_incident(v1::GetIncidentRequest {
+                incident_id: incident.to_string(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("GetIncident {incident}: {status}"))
+            .into_inner()
+    }
+
     /// Waits until dispatch has fired every timer due at the clock's now.
     pub async fn settle(&self) {
         let now = self.now();

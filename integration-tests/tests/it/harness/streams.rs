@@ -19,6 +19,16 @@ pub struct Stored {
     pub payload: bytes::Bytes,
 }
 
+impl Stored {
+    /// A header's value, empty when absent.
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default()
+    }
+}
+
 /// Every message currently in `stream`, in order.
 pub async fn read_stream(js: &jetstream::Context, stream: &str) -> Vec<Stored> {
     let mut stream = js.get_stream(stream).await.expect("stream exists");

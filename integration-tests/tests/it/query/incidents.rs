@@ -30,13 +30,7 @@ async fn get_incident_has_tasks_reports_and_the_whole_timeline() {
     second.title = "又有业主聚集".into();
     assert_eq!(stack.file(&second).await, incident);
     // The street whistles for the category's departments; petitions reports in.
-    stack
-        .ok(
-            &format!("hd-{}", unit(&grid, Level::Street)),
-            incident,
-            escalate(),
-        )
-        .await;
+    stack.whistle(&grid, incident).await;
     let whistled_at = stack.now();
     stack.advance(TimeDelta::minutes(5));
     let petitions = dept(&grid, "petitions");
@@ -44,14 +38,7 @@ async fn get_incident_has_tasks_reports_and_the_whole_timeline() {
         .ok(&format!("li-{petitions}"), incident, accept(1))
         .await;
 
-    let detail = stack
-        .client()
-        .get_incident(v1::GetIncidentRequest {
-            incident_id: incident.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let detail = stack.detail(incident).await;
     let summary = detail.incident.as_ref().unwrap();
     assert_eq!(summary.incident_id, incident.to_string());
     assert_eq!(summary.status, v1::IncidentStatus::Whistled as i32);
@@ -163,13 +150,7 @@ async fn list_overdue_shows_late_tasks_and_incidents_with_how_late() {
             v1::Urgency::Normal,
         ))
         .await;
-    stack
-        .ok(
-            &format!("hd-{}", unit(&grid, Level::Street)),
-            incident,
-            escalate(),
-        )
-        .await;
+    stack.whistle(&grid, incident).await;
     stack.advance(TimeDelta::minutes(5));
     let petitions = dept(&grid, "petitions");
     stack
@@ -260,13 +241,7 @@ async fn overview_counts_today_and_the_three_rates() {
     stack.advance(TimeDelta::minutes(1));
     stack.ok(&format!("gw-{g1}"), manhole, satisfied()).await;
     stack.advance(TimeDelta::minutes(1));
-    stack
-        .ok(
-            &format!("hd-{}", unit(&g2, Level::Street)),
-            petition,
-            escalate(),
-        )
-        .await;
+    stack.whistle(&g2, petition).await;
     stack.advance(TimeDelta::minutes(6));
     stack
         .ok(
@@ -281,14 +256,7 @@ async fn overview_counts_today_and_the_three_rates() {
     assert_eq!(stack.now(), t0 + TimeDelta::minutes(12));
 
     // The manhole's outcome, as GetIncident tells it.
-    let closed = stack
-        .client()
-        .get_incident(v1::GetIncidentRequest {
-            incident_id: manhole.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let closed = stack.detail(manhole).await;
     assert_eq!(
         (
             closed.resolved_at.map(|t| at(&Some(t))),
