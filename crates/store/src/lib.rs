@@ -38,6 +38,9 @@ pub enum Error {
     Keyring(String),
     #[error("database roles: {0}")]
     Roles(String),
+    /// The intake lease passed to another replica: this one must stop recording reports.
+    #[error("the intake lease is held by another replica")]
+    LeaseLost,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -28,6 +28,8 @@ pub(crate) struct TimelineRows<'a> {
     at: Vec<DateTime<Utc>>,
     notes: Vec<String>,
     data: Vec<Option<serde_json::Value>>,
+    /// The incident is new in this statement: its entries are numbered from 1 without looking.
+    first: Vec<bool>,
 }
 
 impl<'a> TimelineRows<'a> {
@@ -46,6 +48,21 @@ impl<'a> TimelineRows<'a> {
         self.at.push(at);
         self.notes.push(note);
         self.data.push(data);
+        self.first.push(false);
+    }
+
+    /// An entry of an incident the same statement inserts: numbered from 1, with no lookup of
+    /// the incident's last entry.
+    pub(crate) fn push_first(
+        &mut self,
+        id: Uuid,
+        kind: &'a str,
+        actor: &'a str,
+        at: DateTime<Utc>,
+        note: String,
+    ) {
+        self.push(id, kind, actor, at, note, None);
+        *self.first.last_mut().expect("pushed") = true;
     }
 
     pub(crate) async fn append(self, conn: &mut PgConnection) -> Result<()> {
@@ -60,19 +77,20 @@ impl<'a> TimelineRows<'a> {
         Ok(())
     }
 
-    /// `(columns) SELECT …` of the rows, for an `INSERT INTO timeline`, with the rows' six arrays
-    /// as parameters `$first`…`$first+5` (bound in that order by [`TimelineRows::bind`]).
+    /// `(columns) SELECT …` of the rows, for an `INSERT INTO timeline`, with the rows' seven
+    /// arrays as parameters `$first`…`$first+6` (bound in that order by [`TimelineRows::bind`]).
     pub(crate) fn select(first: usize) -> String {
-        let [ids, kinds, actors, at, notes, data] = std::array::from_fn(|k| first + k);
+        let [ids, kinds, actors, at, notes, data, new] = std::array::from_fn(|k| first + k);
         format!(
             "(incident_id, seq, kind, actor_id, at, note, data)
              SELECT t.id,
-                    coalesce((SELECT max(seq) FROM timeline WHERE incident_id = t.id), 0)
+                    CASE WHEN t.new THEN 0
+                         ELSE coalesce((SELECT max(seq) FROM timeline WHERE incident_id = t.id), 0) END
                         + row_number() OVER (PARTITION BY t.id ORDER BY t.n),
                     t.kind, t.actor, t.at, t.note, t.data
              FROM UNNEST(${ids}::uuid[], ${kinds}::text[], ${actors}::text[], ${at}::timestamptz[],
-                         ${notes}::text[], ${data}::jsonb[])
-                 WITH ORDINALITY AS t(id, kind, actor, at, note, data, n)"
+                         ${notes}::text[], ${data}::jsonb[], ${new}::bool[])
+                 WITH ORDINALITY AS t(id, kind, actor, at, note, data, new, n)"
         )
     }
 
@@ -90,5 +108,6 @@ impl<'a> TimelineRows<'a> {
             .bind(self.at)
             .bind(self.notes)
             .bind(self.data)
+            .bind(self.first)
     }
 }

@@ -112,8 +112,7 @@ async fn faults_of_every_kind_lose_and_duplicate_nothing_and_fire_every_timer_on
 async fn a_batch_holding_one_rejected_message_twice_announces_it_once() {
     use crate::harness::Count as _;
     use whistle_store::intake::{
-        Attachment, ClusterAlert, ClusterRule, DuplicateRule, IntakeEvents, NewIncident,
-        NewRejection, OutboxEvent,
+        Attachment, ClusterAlert, IntakeEvents, NewIncident, NewRejection, OutboxEvent,
     };
     struct NoEvents;
     impl IntakeEvents for NoEvents {
@@ -151,23 +150,13 @@ async fn a_batch_holding_one_rejected_message_twice_announces_it_once() {
             payload: vec![],
         },
     };
-    let rules = (
-        DuplicateRule {
-            radius_m: 100.0,
-            window: chrono::TimeDelta::hours(24),
-        },
-        ClusterRule {
-            threshold: 5,
-            window: chrono::TimeDelta::minutes(30),
-        },
-    );
+    let owner = crate::store::batches::take_over(db, "a", chrono::Utc::now()).await;
     let recorded = whistle_store::intake::record(
         &mut db.pool.acquire().await.unwrap(),
         &[],
         &[&delivery(), &delivery()],
-        rules.0,
-        rules.1,
         &NoEvents,
+        &owner,
     )
     .await
     .expect("recorded");

@@ -510,18 +510,18 @@ async fn a_dedicated_connection_that_failed_opens_a_new_one_on_next_use() {
     assert_ne!(fresh, first, "a new connection after the failure");
 }
 
-mod batches {
+pub(crate) mod batches {
     use chrono::{DateTime, TimeDelta, Utc};
     use uuid::Uuid;
     use whistle_store::intake::{
-        record, Attachment, ClusterAlert, ClusterRule, DuplicateRule, IntakeEvents, NewIncident,
-        OutboxEvent, Recorded,
+        lease, record, Attachment, ClusterAlert, ClusterRule, DuplicateRule, IntakeEvents, Memory,
+        NewIncident, OutboxEvent, Owner, Recorded, Rules,
     };
 
     use crate::harness::{Count as _, Stack, TestDb};
 
     /// Events whose subject says what they announce, and whose payload is the attached count.
-    struct Named;
+    pub(crate) struct Named;
     impl IntakeEvents for Named {
         fn attached(&self, _: &NewIncident, to: &Attachment) -> OutboxEvent {
             OutboxEvent {
@@ -542,7 +542,7 @@ mod batches {
     const COMMUNITY: &str = "150602001001";
 
     /// A report in grid `n` of one community, `east_m` metres east of a point in Ordos.
-    fn report(id: &str, n: u32, east_m: f64, at: DateTime<Utc>) -> NewIncident {
+    pub(crate) fn report(id: &str, n: u32, east_m: f64, at: DateTime<Utc>) -> NewIncident {
         let incident_id = Uuid::now_v7();
         NewIncident {
             incident_id,
@@ -581,20 +581,38 @@ mod batches {
         }
     }
 
-    async fn record_batch(db: &TestDb, reports: &[NewIncident]) -> Recorded {
+    pub(crate) const RULES: Rules = Rules {
+        duplicates: DuplicateRule {
+            radius_m: 100.0,
+            window: TimeDelta::hours(24),
+        },
+        clusters: ClusterRule {
+            threshold: 5,
+            window: TimeDelta::minutes(30),
+        },
+    };
+
+    /// Takes the intake lease and reads the state, as a dispatch replica does on taking over.
+    pub(crate) async fn take_over(db: &TestDb, holder: &str, now: DateTime<Utc>) -> Owner {
+        let mut conn = db.pool.acquire().await.unwrap();
+        let lease = lease::acquire(&mut conn, holder, std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .expect("the lease is free");
+        let memory = Memory::load(&mut conn, RULES, now).await.unwrap();
+        Owner {
+            lease,
+            memory: memory.into(),
+        }
+    }
+
+    async fn record_batch(db: &TestDb, owner: &Owner, reports: &[NewIncident]) -> Recorded {
         record(
             &mut db.pool.acquire().await.unwrap(),
             &reports.iter().collect::<Vec<_>>(),
             &[],
-            DuplicateRule {
-                radius_m: 100.0,
-                window: TimeDelta::hours(24),
-            },
-            ClusterRule {
-                threshold: 5,
-                window: TimeDelta::minutes(30),
-            },
             &Named,
+            owner,
         )
         .await
         .expect("recorded")
@@ -615,12 +633,13 @@ mod batches {
         let stack = Stack::builder().database_only().start().await;
         let db = stack.db();
         let t = Utc::now();
+        let owner = take_over(db, "a", t).await;
         let first = [
             report("c-1", 1, 0.0, t),
             report("c-2", 2, 1_000.0, t),
             report("c-3", 3, 2_000.0, t),
         ];
-        let recorded = record_batch(db, &first).await;
+        let recorded = record_batch(db, &owner, &first).await;
         assert_eq!(recorded.incidents.len(), 3);
         assert!(recorded.clusters.is_empty(), "3 reports, threshold 5");
 
@@ -633,7 +652,7 @@ mod batches {
             report("c-6", 5, 4_000.0, t),
             report("c-7", 1, -30.0, t),
         ];
-        let recorded = record_batch(db, &second).await;
+        let recorded = record_batch(db, &owner, &second).await;
         assert_eq!(recorded.incidents.len(), 2);
         assert_eq!(recorded.attached.len(), 2);
         assert_eq!(recorded.clusters.len(), 1, "{:?}", recorded.clusters);
@@ -644,11 +663,11 @@ mod batches {
         );
 
         // Delivered again: nothing new, no event.
-        let again = record_batch(db, &second).await;
+        let again = record_batch(db, &owner, &second).await;
         assert_eq!(again, Recorded::default());
         // One more report in the window: the pair has its alert already.
         let third = [report("c-8", 6, 5_000.0, t + TimeDelta::minutes(2))];
-        assert!(record_batch(db, &third).await.clusters.is_empty());
+        assert!(record_batch(db, &owner, &third).await.clusters.is_empty());
 
         let c1 = recorded.attached["c-5"];
         let events = subjects(db).await;
@@ -697,6 +716,7 @@ mod batches {
         let stack = Stack::builder().database_only().start().await;
         let db = stack.db();
         let t0 = Utc::now() - TimeDelta::hours(2);
+        let owner = take_over(db, "a", t0).await;
         // A report a minute, each a new incident 1 km from the last: the fifth raises the alert,
         // the next 25 fall in its window.
         for minute in 0..30 {
@@ -704,6 +724,7 @@ mod batches {
             let id = format!("s-{minute}");
             let recorded = record_batch(
                 db,
+                &owner,
                 &[report(
                     &id,
                     1 + minute as u32 % 9,
@@ -720,13 +741,356 @@ mod batches {
         }
         // 31 minutes after the first alert it has expired; 24 reports are in the new window.
         let at = t0 + TimeDelta::minutes(35);
-        let recorded = record_batch(db, &[report("s-next", 2, 40_000.0, at)]).await;
+        let recorded = record_batch(db, &owner, &[report("s-next", 2, 40_000.0, at)]).await;
         assert_eq!(recorded.clusters.len(), 1);
         assert_eq!(
             recorded.clusters[0].reports, 6,
             "counted up to the threshold of 5, plus the batch's own"
         );
         assert_eq!(db.count("SELECT count(*) FROM cluster_alerts").await, 2);
+    }
+}
+
+/// Intake's memory against PostgreSQL: random histories of reports (located or not, near each
+/// other or not, two categories, a few grids of two communities), incidents resolved, reopened
+/// and closed behind intake's back, time jumping across both windows, and takeovers that read the
+/// memory afresh. Before each batch the SQL definition of the rules (the lookup intake used to
+/// run) says where every report belongs and which alerts the batch raises; the batch must do
+/// exactly that.
+mod memory_vs_sql {
+    use std::collections::{BTreeMap, HashMap};
+
+    use chrono::{DateTime, TimeDelta, Utc};
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+    use uuid::Uuid;
+    use whistle_store::intake::{lease, record, NewIncident, Owner};
+
+    use super::batches::{report, take_over, Named, RULES};
+    use crate::harness::{Stack, TestDb};
+
+    /// The oldest open incident `r` duplicates, by the rule's SQL definition.
+    async fn sql_duplicate_of(db: &TestDb, r: &NewIncident) -> Option<Uuid> {
+        sqlx::query_scalar(
+            "SELECT id FROM incidents i
+             WHERE i.category = $1 AND i.status IN ('handling', 'whistled', 'accepted')
+               AND i.created_at >= $5 - make_interval(secs => $6)
+               AND CASE WHEN $3::float8 IS NOT NULL AND i.lat IS NOT NULL
+                        THEN 2 * 6371000 * asin(sqrt(power(sin(radians(i.lat - $3) / 2), 2)
+                             + cos(radians($3)) * cos(radians(i.lat)) * power(sin(radians(i.lon - $4) / 2), 2))) <= $7
+                        ELSE i.grid_code = $2 END
+             ORDER BY i.created_at, i.id LIMIT 1",
+        )
+        .bind(&r.category)
+        .bind(&r.grid_code)
+        .bind(r.lat)
+        .bind(r.lon)
+        .bind(r.received_at)
+        .bind(RULES.duplicates.window.num_seconds() as f64)
+        .bind(RULES.duplicates.radius_m)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap()
+    }
+
+    /// The pair's stored reports in the window, up to the threshold; `None` if it has an alert
+    /// in the window.
+    async fn sql_cluster_count(
+        db: &TestDb,
+        community: &str,
+        category: &str,
+        start: DateTime<Utc>,
+    ) -> Option<i64> {
+        let (alerted, count): (bool, i64) = sqlx::query_as(
+            "SELECT EXISTS (SELECT FROM cluster_alerts WHERE community_code = $1 AND category = $2 AND raised_at > $3),
+                    (SELECT count(*) FROM (SELECT FROM reports WHERE left(grid_code, 12) = $1
+                                           AND category = $2 AND received_at > $3 LIMIT $4) AS c)",
+        )
+        .bind(community)
+        .bind(category)
+        .bind(start)
+        .bind(RULES.clusters.threshold)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (!alerted).then_some(count)
+    }
+
+    fn near_duplicate(a: &NewIncident, b: &NewIncident) -> bool {
+        match (a.lat.zip(a.lon), b.lat.zip(b.lon)) {
+            (Some(p), Some(q)) => {
+                // The haversine of the SQL, in Rust.
+                let (l1, l2) = (p.0.to_radians(), q.0.to_radians());
+                let (dl, dn) = ((q.0 - p.0).to_radians(), (q.1 - p.1).to_radians());
+                let h = (dl / 2.0).sin().powi(2) + l1.cos() * l2.cos() * (dn / 2.0).sin().powi(2);
+                2.0 * 6_371_000.0 * h.sqrt().asin() <= RULES.duplicates.radius_m
+            }
+            _ => a.grid_code == b.grid_code,
+        }
+    }
+
+    fn random_report(rng: &mut StdRng, n: usize, at: DateTime<Utc>) -> NewIncident {
+        // Nine grids over two communities; places on a 60 m line, so neighbours are duplicates
+        // and places three apart are not.
+        let grid = rng.random_range(1..=9u32);
+        let mut r = report(
+            &format!("p-{n}"),
+            grid,
+            rng.random_range(0..12) as f64 * 60.0,
+            at,
+        );
+        if grid > 6 {
+            r.community_code = "150602001002".into();
+            r.grid_code = format!("150602001002{grid:03}");
+        }
+        if rng.random_bool(0.5) {
+            r.category = "roads.pothole".into();
+        }
+        if rng.random_bool(0.15) {
+            (r.lat, r.lon) = (None, None);
+        }
+        r
+    }
+
+    async fn run(seed: u64) {
+        let stack = Stack::builder().database_only().start().await;
+        let db = stack.db();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut t = Utc::now() - TimeDelta::days(10);
+        let mut owner = take_over(db, &format!("holder-{seed}-0"), t).await;
+        let mut n = 0;
+        let (mut attached, mut opened, mut alerts) = (0, 0, 0);
+        for round in 0..120 {
+            // Time moves by seconds to more than a day, across both windows.
+            t += match rng.random_range(0..10) {
+                0 => TimeDelta::hours(rng.random_range(20..30)),
+                1..=3 => TimeDelta::minutes(rng.random_range(5..40)),
+                _ => TimeDelta::seconds(rng.random_range(1..120)),
+            };
+            // Behind intake's back, handlers move some incidents on (closed is for good).
+            if rng.random_bool(0.3) {
+                let status = ["resolved", "closed", "handling", "whistled"][rng.random_range(0..4)];
+                sqlx::query(
+                    "UPDATE incidents SET status = $1
+                     WHERE id = (SELECT id FROM incidents WHERE status <> 'closed'
+                                 ORDER BY random() LIMIT 1)",
+                )
+                .bind(status)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            }
+            // Now and then another replica takes over and reads the state afresh.
+            if round % 40 == 39 {
+                let mut conn = db.pool.acquire().await.unwrap();
+                lease::release(&mut conn, &owner.lease).await.unwrap();
+                owner = take_over(db, &format!("holder-{seed}-{round}"), t).await;
+            }
+            let batch: Vec<NewIncident> = (0..rng.random_range(1..=4))
+                .map(|_| {
+                    n += 1;
+                    random_report(&mut rng, n, t)
+                })
+                .collect();
+            let expected = expect(db, &batch, t).await;
+            let recorded = record(
+                &mut db.pool.acquire().await.unwrap(),
+                &batch.iter().collect::<Vec<_>>(),
+                &[],
+                &Named,
+                &owner,
+            )
+            .await
+            .expect("recorded");
+            let got_attached: BTreeMap<String, Uuid> =
+                recorded.attached.clone().into_iter().collect();
+            assert_eq!(
+                got_attached, expected.attached,
+                "seed {seed}, round {round}: attachments"
+            );
+            let mut got_alerts: Vec<(String, String, i64)> = recorded
+                .clusters
+                .iter()
+                .map(|a| (a.community_code.clone(), a.category.clone(), a.reports))
+                .collect();
+            got_alerts.sort();
+            assert_eq!(
+                got_alerts, expected.alerts,
+                "seed {seed}, round {round}: alerts"
+            );
+            assert_eq!(
+                recorded.incidents.len() + recorded.attached.len(),
+                batch.len(),
+                "seed {seed}, round {round}: every report recorded once"
+            );
+            attached += recorded.attached.len();
+            opened += recorded.incidents.len();
+            alerts += recorded.clusters.len();
+        }
+        // The history exercised every path.
+        assert!(
+            attached > 30 && opened > 30 && alerts > 3,
+            "{attached} attached, {opened} opened, {alerts} alerts"
+        );
+    }
+
+    struct Expected {
+        attached: BTreeMap<String, Uuid>,
+        alerts: Vec<(String, String, i64)>,
+    }
+
+    /// What the rules' SQL definition says a batch does (reports matching an earlier report of
+    /// the same batch are attached to it, as intake has always done).
+    async fn expect(db: &TestDb, batch: &[NewIncident], now: DateTime<Utc>) -> Expected {
+        let mut attached = BTreeMap::new();
+        let mut opened: Vec<&NewIncident> = Vec::new();
+        for r in batch {
+            match sql_duplicate_of(db, r).await {
+                Some(id) => {
+                    attached.insert(r.report_id.clone(), id);
+                }
+                None => match opened
+                    .iter()
+                    .find(|o| o.category == r.category && near_duplicate(o, r))
+                {
+                    Some(o) => {
+                        attached.insert(r.report_id.clone(), o.incident_id);
+                    }
+                    None => opened.push(r),
+                },
+            }
+        }
+        let start = now - RULES.clusters.window;
+        let mut in_batch: HashMap<(String, String), i64> = HashMap::new();
+        for r in batch {
+            *in_batch
+                .entry((r.grid_code[..12].to_owned(), r.category.clone()))
+                .or_default() += 1;
+        }
+        let mut alerts = Vec::new();
+        for ((community, category), own) in in_batch {
+            if let Some(stored) = sql_cluster_count(db, &community, &category, start).await {
+                if stored + own >= RULES.clusters.threshold {
+                    alerts.push((community, category, stored + own));
+                }
+            }
+        }
+        alerts.sort();
+        Expected { attached, alerts }
+    }
+
+    #[tokio::test]
+    async fn intake_memory_equals_the_sql_lookup() {
+        for seed in 1..=3 {
+            run(seed).await;
+        }
+    }
+
+    /// A holder whose lease ran out and was taken records nothing: its batch is refused by the
+    /// fence, and the new holder's goes through.
+    #[tokio::test]
+    async fn a_batch_of_a_holder_that_lost_the_lease_records_nothing() {
+        let stack = Stack::builder().database_only().start().await;
+        let db = stack.db();
+        let t = Utc::now();
+        let old: Owner = take_over(db, "old", t).await;
+        sqlx::query("UPDATE intake_owner SET expires_at = now() - interval '1 second'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let new = take_over(db, "new", t).await;
+        assert_eq!(new.lease.epoch, old.lease.epoch + 1);
+        let batch = [report("fenced-1", 1, 0.0, t)];
+        let refused = record(
+            &mut db.pool.acquire().await.unwrap(),
+            &[&batch[0]],
+            &[],
+            &Named,
+            &old,
+        )
+        .await;
+        assert!(
+            matches!(refused, Err(whistle_store::Error::LeaseLost)),
+            "{refused:?}"
+        );
+        assert_eq!(
+            crate::harness::Count::count(db, "SELECT count(*) FROM reports").await,
+            0
+        );
+        let recorded = record(
+            &mut db.pool.acquire().await.unwrap(),
+            &[&batch[0]],
+            &[],
+            &Named,
+            &new,
+        )
+        .await
+        .unwrap();
+        assert_eq!(recorded.incidents.len(), 1);
+        let mut conn = db.pool.acquire().await.unwrap();
+        assert!(
+            !lease::renew(&mut conn, &old.lease, std::time::Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            lease::renew(&mut conn, &new.lease, std::time::Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            lease::acquire(&mut conn, "third", std::time::Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// A takeover waits for the old holder's batch in flight (holding the fence) to commit, so
+    /// the new holder reads the state with that batch in it.
+    #[tokio::test]
+    async fn a_takeover_waits_for_the_batch_in_flight() {
+        let stack = Stack::builder().database_only().start().await;
+        let db = stack.db();
+        let t = Utc::now();
+        let old = take_over(db, "old", t).await;
+        // The old holder's batch, its fence taken, not yet committed.
+        let mut in_flight = db.pool.begin().await.unwrap();
+        let fenced: Option<i64> = sqlx::query_scalar(
+            "SELECT epoch FROM intake_owner WHERE id = 1 AND epoch = $1 FOR KEY SHARE",
+        )
+        .bind(old.lease.epoch)
+        .fetch_optional(&mut *in_flight)
+        .await
+        .unwrap();
+        assert_eq!(fenced, Some(old.lease.epoch));
+        sqlx::query("UPDATE intake_owner SET expires_at = now() - interval '1 second'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        let pool = db.pool.clone();
+        let takeover = tokio::spawn(async move {
+            let mut conn = pool.acquire().await.unwrap();
+            lease::acquire(&mut conn, "new", std::time::Duration::from_secs(60))
+                .await
+                .unwrap()
+        });
+        crate::harness::eventually("the takeover waits on the lease row", crate::harness::WAIT, || async {
+            crate::harness::Count::count(
+                db,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%intake_owner%'",
+            )
+            .await
+                == 1
+        })
+        .await
+        .unwrap();
+        assert!(!takeover.is_finished());
+        in_flight.commit().await.unwrap();
+        let lease = takeover
+            .await
+            .unwrap()
+            .expect("taken over once the batch committed");
+        assert_eq!(lease.epoch, old.lease.epoch + 1);
     }
 }
 

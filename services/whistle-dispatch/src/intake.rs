@@ -11,7 +11,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
 };
 
@@ -31,8 +31,8 @@ use whistle_domain::{
 };
 use whistle_proto::v1;
 use whistle_store::intake::{
-    Attachment, ClusterAlert, ClusterRule, DuplicateRule, IntakeEvents, NewIncident, NewRejection,
-    OutboxEvent, Recorded,
+    lease, Attachment, ClusterAlert, ClusterRule, DuplicateRule, IntakeEvents, Lease, Memory,
+    NewIncident, NewRejection, OutboxEvent, Owner, Recorded, Rules,
 };
 
 use whistle_wire::{
@@ -52,6 +52,11 @@ use crate::{
 
 pub(crate) struct Intake {
     pub shared: Arc<Shared>,
+    /// This replica's name in the intake lease: unique per process, so a restarted replica
+    /// waits for its former self's lease to run out like any other.
+    pub holder: String,
+    /// The memory must be read again before the next batch (a commit with an unknown outcome).
+    pub stale: bool,
     pub consumer: PullConsumer,
     /// One connection per lane (see [`Options::intake_lanes`](crate::Options)); never empty.
     pub lanes: Vec<whistle_store::Dedicated>,
@@ -90,10 +95,118 @@ enum Outcome {
 }
 
 impl Intake {
+    /// Waits for the intake lease, records reports while it holds it, and waits again if it
+    /// loses it, until `shutdown`; then hands back what it had not started and releases the
+    /// lease so a standby takes over at once.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        while let Some(owner) = self.take_over(&shutdown).await {
+            let owner = Arc::new(owner);
+            let lost = CancellationToken::new();
+            let renewing = tokio::spawn(keep_lease(
+                self.shared.clone(),
+                owner.lease.clone(),
+                lost.clone(),
+            ));
+            self.pull(&owner, &shutdown, &lost).await;
+            renewing.abort();
+            self.shared.metrics.intake_epoch.store(0, Ordering::Relaxed);
+            if shutdown.is_cancelled() {
+                let released = match self.shared.pool.acquire().await {
+                    Ok(mut conn) => lease::release(&mut conn, &owner.lease).await,
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = released {
+                    warn!(error = %e, "releasing the intake lease failed; a standby takes over when it expires");
+                }
+                break;
+            }
+            warn!(
+                epoch = owner.lease.epoch,
+                "the intake lease was lost; waiting to take it again"
+            );
+        }
+        info!("intake stopped");
+    }
+
+    /// Waits until this replica holds the intake lease, then reads the duplicate and cluster
+    /// state from PostgreSQL. `None` on shutdown.
+    async fn take_over(&mut self, shutdown: &CancellationToken) -> Option<Owner> {
+        let ttl = self.shared.options.intake_lease;
+        let mut waiting_logged = false;
+        loop {
+            if shutdown.is_cancelled() {
+                return None;
+            }
+            let acquired = match self.shared.pool.acquire().await {
+                Ok(mut conn) => lease::acquire(&mut conn, &self.holder, ttl).await,
+                Err(e) => Err(e.into()),
+            };
+            match acquired {
+                Ok(Some(lease)) => {
+                    let started = std::time::Instant::now();
+                    match self.load(&lease).await {
+                        Ok(owner) => {
+                            let (incidents, pairs) =
+                                owner.memory.lock().map(|m| m.len()).unwrap_or_default();
+                            info!(
+                                epoch = lease.epoch,
+                                incidents,
+                                pairs,
+                                took_ms = started.elapsed().as_millis() as u64,
+                                "took the intake lease over"
+                            );
+                            self.shared
+                                .metrics
+                                .takeovers
+                                .fetch_add(1, Ordering::Relaxed);
+                            self.shared
+                                .metrics
+                                .intake_epoch
+                                .store(u64::try_from(lease.epoch).unwrap_or(0), Ordering::Relaxed);
+                            return Some(owner);
+                        }
+                        // The lease runs out unrenewed and is taken again, by this replica or another.
+                        Err(e) => warn!(error = %e, "reading the intake state failed"),
+                    }
+                }
+                Ok(None) if !waiting_logged => {
+                    info!("another replica holds the intake lease; standing by");
+                    waiting_logged = true;
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, "cannot reach PostgreSQL to take the intake lease"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(lease_tick(ttl)) => {}
+            }
+        }
+    }
+
+    /// The state as of now, read by the owner of `lease` under the rules of the running policy.
+    async fn load(&mut self, lease: &Lease) -> whistle_store::Result<Owner> {
+        let rules = rules(&self.shared.catalog.load());
+        let now = self.shared.clock.now();
+        let db = &mut self.lanes[0];
+        let conn = db.get().await?;
+        let memory = Memory::load(conn, rules, now).await;
+        let memory = db.check(memory)?;
+        Ok(Owner {
+            lease: lease.clone(),
+            memory: Mutex::new(memory),
+        })
+    }
+
+    /// Pulls and records batches until shutdown or the loss of the lease.
+    async fn pull(
+        &mut self,
+        owner: &Owner,
+        shutdown: &CancellationToken,
+        lost: &CancellationToken,
+    ) {
         let batch_size = self.shared.options.batch_size;
         let progress_every = progress_interval(self.shared.options.ack_wait);
-        while !shutdown.is_cancelled() {
+        while !shutdown.is_cancelled() && !lost.is_cancelled() {
             let pull = self
                 .consumer
                 .stream()
@@ -109,6 +222,7 @@ impl Intake {
                     warn!(error = %e, "cannot start the intake pull; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
+                        _ = lost.cancelled() => break,
                         _ = tokio::time::sleep(self.shared.options.retry_delay) => continue,
                     }
                 }
@@ -119,6 +233,10 @@ impl Intake {
                 let next = tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => {
+                        hand_back(&mut chunks).await;
+                        break;
+                    }
+                    _ = lost.cancelled() => {
                         hand_back(&mut chunks).await;
                         break;
                     }
@@ -139,13 +257,12 @@ impl Intake {
                     let in_hand = keep_in_hand(&batch, progress_every);
                     tokio::select! {
                         biased;
-                        () = self.process(&batch) => {}
+                        () = self.process(&batch, owner, lost) => {}
                         never = in_hand => match never {},
                     }
                 }
             }
         }
-        info!("intake stopped");
     }
 
     /// Handles one batch. Never returns an error: a failure leaves the messages unacked (nak with
@@ -159,10 +276,30 @@ impl Intake {
     /// Any other failure is split in halves until the report that fails on its own is found, so
     /// the others commit; that report is retried with a growing delay, and rejected as
     /// `processing_failed` once it reaches its last delivery.
-    async fn process(&mut self, batch: &[jetstream::Message]) {
+    async fn process(
+        &mut self,
+        batch: &[jetstream::Message],
+        owner: &Owner,
+        lost: &CancellationToken,
+    ) {
         let started = std::time::Instant::now();
         let now = self.shared.clock.now();
         let catalog = self.shared.catalog.load();
+        if self.stale || owner_rules(owner) != rules(&catalog) {
+            // A changed policy, or a commit whose outcome is unknown: the state is read again.
+            match self.load(&owner.lease).await {
+                Ok(fresh) => {
+                    *owner.memory.lock().unwrap_or_else(|e| e.into_inner()) =
+                        fresh.memory.into_inner().unwrap_or_else(|e| e.into_inner());
+                    self.stale = false;
+                }
+                Err(e) => {
+                    warn!(error = %e, "reading the intake state failed; the batch will be redelivered");
+                    nak_all(batch, self.shared.options.retry_delay).await;
+                    return;
+                }
+            }
+        }
         let mut seen = HashSet::with_capacity(batch.len());
         let mut outcomes: Vec<Outcome> = batch
             .iter()
@@ -178,7 +315,7 @@ impl Intake {
                 .iter_mut()
                 .zip(shares)
                 .filter(|(_, share)| !share.is_empty())
-                .map(|(db, share)| record_share(db, &catalog, now, &outcomes, share)),
+                .map(|(db, share)| record_share(db, owner, &catalog, now, &outcomes, share)),
         )
         .await;
         let mut totals = Totals::default();
@@ -186,6 +323,10 @@ impl Intake {
         let mut unavailable = Vec::new();
         let mut failing = Vec::new();
         for lane in lane_results {
+            if lane.lease_lost {
+                lost.cancel();
+            }
+            self.stale |= lane.uncertain;
             totals.merge(lane.totals);
             committed.extend(lane.committed);
             unavailable.extend(lane.unavailable);
@@ -207,6 +348,7 @@ impl Intake {
             // by source key), so a crash before the ack redelivers it into a no-op.
             match record(
                 &mut self.lanes[0],
+                owner,
                 &catalog,
                 now,
                 std::iter::once(&outcomes[i]),
@@ -356,6 +498,75 @@ impl Intake {
     }
 }
 
+/// The duplicate and cluster rules of a policy.
+fn rules(catalog: &Catalog) -> Rules {
+    let policy = &catalog.policy;
+    Rules {
+        duplicates: DuplicateRule {
+            radius_m: f64::from(policy.duplicates().radius_m),
+            window: policy.duplicates().window,
+        },
+        clusters: ClusterRule {
+            threshold: i64::from(policy.clusters().threshold),
+            window: policy.clusters().window,
+        },
+    }
+}
+
+fn owner_rules(owner: &Owner) -> Rules {
+    owner
+        .memory
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .rules()
+}
+
+/// How often a holder renews its lease and a standby tries to take it: a fifth of its time, so
+/// a few renewals may fail (a slow or restarting database) before it runs out.
+fn lease_tick(ttl: Duration) -> Duration {
+    (ttl / 5).max(Duration::from_millis(50))
+}
+
+/// Renews the lease until it is lost, then cancels `lost`. It counts as lost when a renewal finds
+/// another holder, or when renewals have failed for long enough that it may have run out (the
+/// batches are fenced anyway; this stops pulling reports this replica can no longer record).
+async fn keep_lease(shared: Arc<Shared>, lease: Lease, lost: CancellationToken) {
+    let ttl = shared.options.intake_lease;
+    let mut renewed_at = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(lease_tick(ttl)).await;
+        let attempt = std::time::Instant::now();
+        let renewed = match shared.pool.acquire().await {
+            Ok(mut conn) => lease::renew(&mut conn, &lease, ttl).await,
+            Err(e) => Err(e.into()),
+        };
+        match renewed {
+            Ok(true) => renewed_at = attempt,
+            Ok(false) => {
+                warn!(
+                    epoch = lease.epoch,
+                    "another replica took the intake lease over"
+                );
+                lost.cancel();
+                return;
+            }
+            Err(e) if renewed_at.elapsed() >= ttl => {
+                warn!(error = %e, "the intake lease could not be renewed in time");
+                lost.cancel();
+                return;
+            }
+            Err(e) => debug!(error = %e, "renewing the intake lease failed; retrying"),
+        }
+    }
+}
+
+/// Hands a whole batch back for redelivery after `delay`.
+async fn nak_all(batch: &[jetstream::Message], delay: Duration) {
+    for message in batch {
+        let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+    }
+}
+
 /// On shutdown, naks the messages delivered to this replica but not yet taken into a batch, so
 /// that another replica gets them now rather than after the ack wait.
 async fn hand_back<E>(
@@ -402,6 +613,7 @@ async fn keep_in_hand(batch: &[jetstream::Message], every: Duration) -> std::con
 /// fails on its own is found, so the others commit.
 async fn record_share(
     db: &mut whistle_store::Dedicated,
+    owner: &Owner,
     catalog: &Catalog,
     now: chrono::DateTime<chrono::Utc>,
     outcomes: &[Outcome],
@@ -411,12 +623,24 @@ async fn record_share(
     // Depth first, left half first: reports commit in about their stream order.
     let mut parts = vec![share];
     while let Some(mut part) = parts.pop() {
-        match record(db, catalog, now, part.iter().map(|&i| &outcomes[i])).await {
+        match record(db, owner, catalog, now, part.iter().map(|&i| &outcomes[i])).await {
             Ok(recorded) => {
                 result.totals.add(&recorded);
                 result.committed.extend(part);
             }
+            Err(whistle_store::Error::LeaseLost) => {
+                warn!(
+                    reports = part.len(),
+                    "the intake lease passed to another replica; handing the batch back"
+                );
+                result.lease_lost = true;
+                result.unavailable.extend(part);
+                result.unavailable.extend(parts.drain(..).flatten());
+            }
             Err(e) if is_unavailable(&e) => {
+                // The connection may have dropped during the commit: whether it committed is
+                // unknown, so the memory is read again before the next batch.
+                result.uncertain = true;
                 warn!(error = %e, reports = part.len(), "recording the batch failed; it will be redelivered");
                 result.unavailable.extend(part);
                 result.unavailable.extend(parts.drain(..).flatten());
@@ -436,6 +660,7 @@ async fn record_share(
 /// Records some of a batch's outcomes in one transaction.
 async fn record<'a>(
     db: &mut whistle_store::Dedicated,
+    owner: &Owner,
     catalog: &Catalog,
     now: chrono::DateTime<chrono::Utc>,
     outcomes: impl Iterator<Item = &'a Outcome>,
@@ -449,26 +674,10 @@ async fn record<'a>(
             Outcome::Repeat => {}
         }
     }
-    let policy = &catalog.policy;
-    let duplicates = DuplicateRule {
-        radius_m: f64::from(policy.duplicates().radius_m),
-        window: policy.duplicates().window,
-    };
-    let clusters = ClusterRule {
-        threshold: i64::from(policy.clusters().threshold),
-        window: policy.clusters().window,
-    };
-    let builder = EventBuilder { catalog, now };
     let conn = db.get().await?;
-    let result = whistle_store::intake::record(
-        conn,
-        &incidents,
-        &rejections,
-        duplicates,
-        clusters,
-        &builder,
-    )
-    .await;
+    let builder = EventBuilder { catalog, now };
+    let result =
+        whistle_store::intake::record(conn, &incidents, &rejections, &builder, owner).await;
     db.check(result)
 }
 
@@ -526,6 +735,10 @@ struct LaneResult {
     unavailable: Vec<usize>,
     /// Reports that failed on their own, with the error.
     failing: Vec<(usize, String)>,
+    /// The lease passed to another replica.
+    lease_lost: bool,
+    /// A commit may or may not have happened.
+    uncertain: bool,
 }
 
 /// What the committed parts of a batch changed.

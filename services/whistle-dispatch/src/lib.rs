@@ -59,6 +59,11 @@ pub struct Options {
     /// Transactions a batch is recorded in at once, each on its own connection, the reports
     /// divided among them by category (duplicates and clusters never span categories).
     pub intake_lanes: usize,
+    /// How long the intake lease runs unrenewed: one replica at a time records reports (it holds
+    /// their duplicate and cluster state in memory), and a standby takes over this long after it
+    /// dies or is cut off. Renewed every fifth of it.
+    #[serde(with = "duration_millis")]
+    pub intake_lease: Duration,
     /// How long JetStream waits for an ack before redelivering to another replica: how soon the
     /// reports a crashed replica held come back. A batch still being worked on is kept from
     /// redelivery by progress messages every third of this.
@@ -107,6 +112,7 @@ impl Default for Options {
             consumer: DISPATCH_CONSUMER.into(),
             batch_size: 500,
             intake_lanes: 2,
+            intake_lease: Duration::from_secs(5),
             ack_wait: Duration::from_secs(10),
             retry_delay: Duration::from_secs(1),
             max_report_failures: 5,
@@ -246,6 +252,14 @@ impl Options {
     }
 }
 
+/// The machine's name, for the intake lease's holder: `host/pid/uuid`, so an operator (or the
+/// chaos runner) reading `intake_owner` knows which process records reports.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "dispatch".into())
+}
+
 impl Service {
     /// Runs intake, commands, timers and the relay until `shutdown` is cancelled, then finishes
     /// the work in hand, relays what it committed, and returns.
@@ -261,6 +275,13 @@ impl Service {
         };
         let intake = intake::Intake {
             shared: self.shared.clone(),
+            holder: format!(
+                "{}/{}/{}",
+                hostname(),
+                std::process::id(),
+                uuid::Uuid::now_v7()
+            ),
+            stale: false,
             consumer: self.consumer,
             lanes: (0..self.shared.options.intake_lanes.max(1))
                 .map(|_| whistle_store::Dedicated::new(database_url))

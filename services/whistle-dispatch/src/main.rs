@@ -40,6 +40,10 @@ struct Args {
     /// category).
     #[arg(long, env = "WHISTLE_INTAKE_LANES", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     intake_lanes: u16,
+    /// How long the intake lease runs unrenewed, in milliseconds: one replica at a time records
+    /// reports, and a standby takes over this long after it dies or is cut off.
+    #[arg(long, env = "WHISTLE_INTAKE_LEASE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(250..))]
+    intake_lease_ms: u64,
     /// Deliveries after which a report that keeps failing on its own is rejected as
     /// `processing_failed`.
     #[arg(long, env = "WHISTLE_MAX_REPORT_FAILURES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
@@ -83,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         migrate: !args.no_migrate,
         batch_size: args.batch_size,
         intake_lanes: usize::from(args.intake_lanes),
+        intake_lease: std::time::Duration::from_millis(args.intake_lease_ms),
         max_report_failures: args.max_report_failures,
         ack_wait: std::time::Duration::from_secs(args.ack_wait_secs),
         maintenance_interval: std::time::Duration::from_secs(args.maintenance_interval_secs),

@@ -18,6 +18,10 @@ pub struct Metrics {
     pub rejected: AtomicU64,
     pub batches: AtomicU64,
     pub events_published: AtomicU64,
+    /// The epoch of the intake lease this replica holds, 0 while it waits as a standby.
+    pub intake_epoch: AtomicU64,
+    /// Times this replica took the intake lease over.
+    pub takeovers: AtomicU64,
     /// How long each intake batch took, in microseconds: a stalled batch stalls every report
     /// behind it, so its longest is a figure of its own.
     batch_micros: Mutex<Histogram<u64>>,
@@ -31,6 +35,8 @@ impl Default for Metrics {
             rejected: AtomicU64::default(),
             batches: AtomicU64::default(),
             events_published: AtomicU64::default(),
+            intake_epoch: AtomicU64::default(),
+            takeovers: AtomicU64::default(),
             batch_micros: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
             ),
@@ -79,6 +85,8 @@ impl Metrics {
             "batches": get(&self.batches),
             "events_published": get(&self.events_published),
             "batch_ms": batch_ms,
+            "intake_epoch": get(&self.intake_epoch),
+            "intake_takeovers": get(&self.takeovers),
         })
     }
 }

@@ -98,6 +98,9 @@ pub enum Fault {
     Pause,
     /// `kill -9` of every replica, none for the outage: deadlines pass with nobody to fire them.
     DispatchOutage,
+    /// `kill -9` of the replica holding the intake lease while the other runs, restarted at once:
+    /// the other takes intake over during the load.
+    OwnerKill9,
 }
 
 /// A fault at a moment of the run.
@@ -108,7 +111,7 @@ pub struct Planned {
 }
 
 /// The schedule: the second replica runs from 15 % to 85 % of the run; NATS restarts at 30 %,
-/// PostgreSQL at 50 %, the second replica is paused at 60 %, every replica is down at 75 %, and
+/// the intake lease's holder is killed at 40 %, PostgreSQL restarts at 50 %, the second replica is paused at 60 %, every replica is down at 75 %, and
 /// the kills fall at random moments (seeded) between 5 % and 95 %.
 pub fn plan(config: &Config) -> Vec<Planned> {
     let at = |fraction: f64| config.duration.mul_f64(fraction);
@@ -120,6 +123,10 @@ pub fn plan(config: &Config) -> Vec<Planned> {
         Planned {
             at: at(0.30),
             fault: Fault::NatsRestart,
+        },
+        Planned {
+            at: at(0.40),
+            fault: Fault::OwnerKill9,
         },
         Planned {
             at: at(0.50),
@@ -168,6 +175,7 @@ mod tests {
             Fault::PostgresRestart,
             Fault::Pause,
             Fault::DispatchOutage,
+            Fault::OwnerKill9,
             Fault::SecondReplicaDown,
         ] {
             assert_eq!(

@@ -38,6 +38,28 @@ pub(super) async fn inject(
                 record.detail = "no replica running".into();
             }
         }
+        Fault::OwnerKill9 => {
+            let holder: String = sqlx::query_scalar("SELECT holder FROM intake_owner WHERE id = 1")
+                .fetch_one(&servers.pool)
+                .await?;
+            // `host/pid/uuid`, see whistle-dispatch.
+            let pid: Option<u32> = holder.split('/').nth(1).and_then(|p| p.parse().ok());
+            let mut fleet = lock(fleet);
+            let owner = (0..fleet.replicas.len()).find(|&i| {
+                fleet.replicas[i].child.as_ref().map(|c| c.id()) == pid && pid.is_some()
+            });
+            record.detail = match owner {
+                Some(i) => {
+                    fleet.kill9(i);
+                    fleet.spawn(i)?;
+                    format!(
+                        "replica {i} (pid {}), the intake lease's holder, killed, restarted",
+                        pid.unwrap_or(0)
+                    )
+                }
+                None => format!("no running replica holds the intake lease ({holder:?})"),
+            };
+        }
         Fault::SecondReplicaUp => {
             lock(fleet).spawn(1)?;
             record.detail = "replica 1 started; two replicas share intake and timers".into();

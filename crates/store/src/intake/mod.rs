@@ -1,10 +1,16 @@
 //! Recording a batch of reports: new incidents (with their engine state and timers), reports
 //! attached to an open incident as duplicates, cluster alerts, rejections, and the events that
 //! announce them — one transaction, a fixed handful of multi-row statements whatever the batch size.
+//!
+//! One dispatch replica at a time records reports: the holder of the intake [`lease`], which keeps
+//! the duplicate and cluster state in [`memory`].
+
+pub mod lease;
+pub mod memory;
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::LazyLock,
+    sync::{LazyLock, Mutex},
 };
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -13,7 +19,11 @@ use uuid::Uuid;
 use whistle_domain::incident::Timer;
 
 pub use crate::outbox::OutboxEvent;
-use crate::{contacts::SealedContact, outbox, timeline::TimelineRows, Result};
+pub use lease::Lease;
+pub use memory::{Memory, Rules};
+
+use crate::{contacts::SealedContact, outbox, timeline::TimelineRows, Error, Result};
+use memory::{Applied, Opened};
 
 /// The timeline note of an attached report is this followed by the report id; the query service
 /// finds a report's attachment by it.
@@ -135,40 +145,72 @@ pub struct Recorded {
     pub rejections: HashSet<String>,
 }
 
+/// The lease holder's side of intake: its lease, whose epoch fences every batch, and its state.
+pub struct Owner {
+    pub lease: Lease,
+    pub memory: Mutex<Memory>,
+}
+
+impl Owner {
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        // A panic while holding it cannot leave it half-changed: it is changed only after commit,
+        // by code that does not panic; and a dirty state is reloaded by the caller.
+        self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// Records a batch atomically. Idempotent: a report id or rejection already stored is skipped,
 /// together with its event, so redelivering a batch never duplicates an incident or an event.
 ///
 /// A new report of the same category near an open incident (see [`DuplicateRule`]) is attached to
 /// it instead of opening one; so is a report that matches an earlier report of the same batch.
+/// The owner's memory names the incidents a report may duplicate; PostgreSQL says, by primary
+/// key, which of them are still open. Fails with [`Error::LeaseLost`] (recording nothing) if the
+/// owner's lease has passed to another replica.
 ///
 /// Every statement costs a round trip however little it does, and on a busy machine each round
-/// trip is a chance to wait for the scheduler, so a batch takes five whatever its size: `BEGIN`,
-/// the lookup ([`look_up`]), the locks and cluster counts ([`lock_and_count`]), every write in
-/// one statement ([`write`]) and `COMMIT` — and one more for rejections.
+/// trip is a chance to wait for the scheduler, so a batch takes four whatever its size: `BEGIN`,
+/// the fence and the candidates' statuses ([`find_open`]), every write in one statement
+/// ([`write`]) and `COMMIT` — and one more for rejections. After the commit the owner's memory
+/// takes in what the batch added.
 pub async fn record(
     conn: &mut PgConnection,
     incidents: &[&NewIncident],
     rejections: &[&NewRejection],
-    duplicates: DuplicateRule,
-    clusters: ClusterRule,
     events: &impl IntakeEvents,
+    owner: &Owner,
 ) -> Result<Recorded> {
     let mut tx = conn.begin().await?;
     let mut recorded = Recorded::default();
+    let mut applied = None;
 
     if !incidents.is_empty() {
-        let pairs = cluster_pairs(incidents.iter().copied());
-        let found = look_up(&mut tx, incidents, &pairs, duplicates).await?;
-        // Reports already recorded (a redelivery) are skipped before anything refers to them. A
-        // concurrent insert by another replica makes the commit fail, and the retry skips them.
-        let (candidates, matches): (Vec<&NewIncident>, Vec<Option<Match>>) = incidents
+        let (rules, candidates) = {
+            let memory = owner.memory();
+            let candidates: Vec<Vec<Uuid>> =
+                incidents.iter().map(|r| memory.candidates(r)).collect();
+            (memory.rules(), candidates)
+        };
+        let found = find_open(&mut tx, owner.lease.epoch, incidents, &candidates).await?;
+        // Reports already recorded (a redelivery) are skipped before anything refers to them.
+        let (fresh, matches): (Vec<&NewIncident>, Vec<Option<Match>>) = incidents
             .iter()
-            .zip(found)
-            .filter(|(_, found)| !found.known)
-            .map(|(&incident, found)| (incident, found.duplicate_of))
+            .zip(found.matches)
+            .filter(|(report, _)| !found.known.contains(&report.report_id))
+            .map(|(&report, found)| (report, found))
             .unzip();
-        recorded =
-            record_candidates(&mut tx, &candidates, &matches, duplicates, clusters, events).await?;
+        let (done, added) = record_candidates(
+            &mut tx,
+            &fresh,
+            &matches,
+            &found.counts,
+            rules,
+            events,
+            owner,
+        )
+        .await?;
+        recorded = done;
+        applied = Some(added);
     }
 
     if !rejections.is_empty() {
@@ -176,33 +218,41 @@ pub async fn record(
     }
 
     tx.commit().await?;
+    if let Some((applied, now)) = applied.flatten() {
+        owner.memory().apply(applied, now);
+    }
     Ok(recorded)
 }
 
-/// Places and writes the reports not recorded yet (`candidates`, with what the lookup matched);
-/// nothing, not even a statement, when there are none.
+/// Places and writes the reports not recorded yet (`candidates`, with the open incident each
+/// duplicates); nothing, not even a statement, when there are none. Returns what the memory
+/// takes in after the commit, and the batch's time.
 async fn record_candidates(
     tx: &mut PgConnection,
     candidates: &[&NewIncident],
     matches: &[Option<Match>],
-    duplicates: DuplicateRule,
-    clusters: ClusterRule,
+    stored_counts: &HashMap<Uuid, i32>,
+    rules: Rules,
     events: &impl IntakeEvents,
-) -> Result<Recorded> {
+    owner: &Owner,
+) -> Result<(Recorded, Option<(Applied, DateTime<Utc>)>)> {
     let mut recorded = Recorded::default();
     let Some(now) = candidates.iter().map(|c| c.received_at).max() else {
-        return Ok(recorded);
+        return Ok((recorded, None));
     };
-    let window_start = now - clusters.window;
+    let window_start = now - rules.clusters.window;
     let pairs = cluster_pairs(candidates.iter().copied());
-    let mut targets: Vec<Uuid> = matches.iter().flatten().map(|m| m.id).collect();
-    targets.sort();
-    targets.dedup();
-    let (stored_counts, quiet) =
-        lock_and_count(tx, &targets, &pairs, window_start, clusters.threshold).await?;
-    let placements = place(candidates, matches, &stored_counts, duplicates);
+    let quiet: Vec<Option<i64>> = {
+        let memory = owner.memory();
+        pairs
+            .iter()
+            .map(|&(community, category)| memory.cluster_count(community, category, window_start))
+            .collect()
+    };
+    let placements = place(candidates, matches, stored_counts, rules.duplicates);
 
     let mut batch = Batch::default();
+    let mut applied = Applied::default();
     let fresh: Vec<&NewIncident> = candidates
         .iter()
         .zip(&placements)
@@ -224,17 +274,24 @@ async fn record_candidates(
 
     // Timeline: the opening entry of each new incident, then one entry per attached report.
     for incident in &fresh {
-        batch.timeline.push(
+        batch.timeline.push_first(
             incident.incident_id,
             "incident.reported",
             &incident.reporter_id,
             incident.received_at,
             format!("report {}", incident.report_id),
-            None,
         );
         batch.outbox.push(incident.event.clone());
+        applied.incidents.push(Opened {
+            category: incident.category.clone(),
+            grid: incident.grid_code.clone(),
+            location: incident.lat.zip(incident.lon),
+            created: incident.received_at,
+            id: incident.incident_id,
+        });
     }
     for (candidate, placement) in candidates.iter().zip(&placements) {
+        applied.report(candidate);
         if let Placement::Attach(target) = placement {
             batch.timeline.push(
                 target.incident_id,
@@ -254,23 +311,30 @@ async fn record_candidates(
         .iter()
         .flat_map(|i| i.timers.iter().map(move |(t, at)| (i.incident_id, *t, *at)))
         .collect();
-    batch.alerts = raise_clusters(candidates, &pairs, &quiet, clusters, window_start);
+    batch.alerts = raise_clusters(candidates, &pairs, &quiet, rules.clusters, window_start);
     batch
         .outbox
         .extend(batch.alerts.iter().map(|c| events.cluster(c)));
     batch.raised_at = now;
+    applied.alerts = batch
+        .alerts
+        .iter()
+        .map(|a| (a.community_code.clone(), a.category.clone(), now))
+        .collect();
     recorded.clusters = batch.alerts.clone();
     write(tx, candidates, &placements, &fresh, &attached_counts, batch).await?;
     recorded.incidents = fresh.iter().map(|i| i.incident_id).collect();
-    Ok(recorded)
+    Ok((recorded, Some((applied, now))))
 }
 
-/// What the lookup found for one report of the batch.
+/// What [`find_open`] found.
 struct Found {
-    /// Its report id is already recorded.
-    known: bool,
-    /// The open incident in the database it duplicates, if any.
-    duplicate_of: Option<Match>,
+    /// Report ids of the batch already recorded.
+    known: HashSet<String>,
+    /// Per report, the oldest of its candidates that is open.
+    matches: Vec<Option<Match>>,
+    /// The report counts of the open candidates, as locked.
+    counts: HashMap<Uuid, i32>,
 }
 
 /// An open incident a report duplicates, as of the lookup.
@@ -281,97 +345,110 @@ struct Match {
     street_code: String,
 }
 
-/// One statement: takes the cluster lock of each (community, category) pair, in a fixed order, so
-/// that replicas racing on a pair take turns and only one raises its alert; then finds which
-/// reports are already recorded, and the oldest open incident each one duplicates (see
-/// [`DuplicateRule`]). One [`Found`] per report, in order.
-///
-/// The cluster locks are taken here, a statement before the counts they protect
-/// ([`lock_and_count`]): a statement reads the snapshot of its start, so counting in the
-/// statement that waited for a lock could miss what the lock's previous holder committed.
-async fn look_up(
+/// Candidates of one report whose statuses are read in one round; a report whose first ones are
+/// all closed has the next ones read in another (rare: it takes that many closed incidents
+/// around one place within the window).
+const CANDIDATES_PER_ROUND: usize = 8;
+
+/// Fences the batch by the owner's epoch (see [`lease`]), finds which reports are already
+/// recorded, and locks the candidates (in id order, so concurrent transactions take turns) and
+/// reads which are open — one statement, and more only for a report whose first
+/// [`CANDIDATES_PER_ROUND`] candidates are all closed.
+async fn find_open(
     conn: &mut PgConnection,
+    epoch: i64,
     reports: &[&NewIncident],
-    pairs: &[(&str, &str)],
-    rule: DuplicateRule,
-) -> Result<Vec<Found>> {
-    let boxes: Vec<Option<[f64; 4]>> = reports
-        .iter()
-        .map(|c| c.lat.zip(c.lon).map(|p| search_box(p, rule.radius_m)))
-        .collect();
-    let bound = |k: usize| boxes.iter().map(|b| b.map(|b| b[k])).collect::<Vec<_>>();
-    // (already recorded, and the duplicated incident's id, district and street)
-    type Row = (bool, Option<Uuid>, Option<String>, Option<String>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "WITH cluster_locks AS MATERIALIZED (
-             SELECT pg_advisory_xact_lock(h)
-             FROM (SELECT DISTINCT hashtext(c || '/' || k) AS h
-                   FROM UNNEST($13::text[], $14::text[]) AS t(c, k) ORDER BY h) AS keys)
-         SELECT r.report_id = ANY(ARRAY(SELECT report_id FROM reports WHERE report_id = ANY($12))),
-                m.id, m.district_code, m.street_code
-         FROM (SELECT count(*) FROM cluster_locks) AS locked,
-              UNNEST($1::text[], $2::text[], $3::float8[], $4::float8[], $5::timestamptz[],
-                     $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::text[]) WITH ORDINALITY
-             AS r(category, grid, lat, lon, at, lat_lo, lat_hi, lon_lo, lon_hi, report_id, n)
-         -- Three cases, each with an index of its own, the oldest match of any: near a located
-         -- report; without coordinates in its grid; any in the grid of a report without them.
-         LEFT JOIN LATERAL (
-             SELECT c.id, c.district_code, c.street_code FROM (
-                 (SELECT i.id, i.district_code, i.street_code, i.created_at
-                  FROM incidents i
-                  WHERE r.lat IS NOT NULL AND i.category = r.category
-                    AND i.status IN ('handling', 'whistled', 'accepted')
-                    AND i.lat BETWEEN r.lat_lo AND r.lat_hi AND i.lon BETWEEN r.lon_lo AND r.lon_hi
-                    AND i.created_at >= r.at - make_interval(secs => $6)
-                    AND 2 * 6371000 * asin(sqrt(power(sin(radians(i.lat - r.lat) / 2), 2)
-                        + cos(radians(r.lat)) * cos(radians(i.lat)) * power(sin(radians(i.lon - r.lon) / 2), 2))) <= $7
-                  ORDER BY i.created_at LIMIT 1)
-                 UNION ALL
-                 (SELECT i.id, i.district_code, i.street_code, i.created_at
-                  FROM incidents i
-                  WHERE r.lat IS NOT NULL AND i.lat IS NULL AND i.category = r.category AND i.grid_code = r.grid
-                    AND i.status IN ('handling', 'whistled', 'accepted')
-                    AND i.created_at >= r.at - make_interval(secs => $6)
-                  ORDER BY i.created_at LIMIT 1)
-                 UNION ALL
-                 (SELECT i.id, i.district_code, i.street_code, i.created_at
-                  FROM incidents i
-                  WHERE r.lat IS NULL AND i.category = r.category AND i.grid_code = r.grid
-                    AND i.status IN ('handling', 'whistled', 'accepted')
-                    AND i.created_at >= r.at - make_interval(secs => $6)
-                  ORDER BY i.created_at LIMIT 1)
-             ) AS c
-             ORDER BY c.created_at
-             LIMIT 1) m ON true
-         ORDER BY r.n",
-    )
-    .bind(column(reports, |c| c.category.as_str()))
-    .bind(column(reports, |c| c.grid_code.as_str()))
-    .bind(column(reports, |c| c.lat))
-    .bind(column(reports, |c| c.lon))
-    .bind(column(reports, |c| c.received_at))
-    .bind(rule.window.num_milliseconds() as f64 / 1000.0)
-    .bind(rule.radius_m)
-    .bind(bound(0))
-    .bind(bound(1))
-    .bind(bound(2))
-    .bind(bound(3))
-    .bind(column(reports, |c| c.report_id.as_str()))
-    .bind(column(pairs, |p| p.0))
-    .bind(column(pairs, |p| p.1))
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(known, id, district, street)| Found {
-            known,
-            duplicate_of: id.map(|id| Match {
+    candidates: &[Vec<Uuid>],
+) -> Result<Found> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH fence AS MATERIALIZED ({}),
+                  locked AS MATERIALIZED (
+                      SELECT id, report_count, district_code, street_code,
+                             status IN ('handling', 'whistled', 'accepted') AS open
+                      FROM incidents WHERE id = ANY($2) AND EXISTS (SELECT FROM fence)
+                      ORDER BY id FOR UPDATE)
+             SELECT EXISTS (SELECT FROM fence),
+                    ARRAY(SELECT report_id FROM reports WHERE report_id = ANY($3)),
+                    ARRAY(SELECT id FROM locked WHERE open),
+                    ARRAY(SELECT report_count FROM locked WHERE open),
+                    ARRAY(SELECT district_code FROM locked WHERE open),
+                    ARRAY(SELECT street_code FROM locked WHERE open)",
+            lease::fence_sql(1)
+        )
+    });
+    type Row = (
+        bool,
+        Vec<String>,
+        Vec<Uuid>,
+        Vec<i32>,
+        Vec<String>,
+        Vec<String>,
+    );
+    let mut found = Found {
+        known: HashSet::new(),
+        matches: vec![None; reports.len()],
+        counts: HashMap::new(),
+    };
+    let mut open: HashMap<Uuid, Match> = HashMap::new();
+    // Per report, how many of its candidates have been read.
+    let mut read = vec![0usize; reports.len()];
+    let mut first = true;
+    loop {
+        let mut ids: Vec<Uuid> = Vec::new();
+        for (k, candidates) in candidates.iter().enumerate() {
+            if found.matches[k].is_none() {
+                let end = (read[k] + CANDIDATES_PER_ROUND).min(candidates.len());
+                ids.extend(&candidates[read[k]..end]);
+            }
+        }
+        if !first && ids.is_empty() {
+            break;
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let report_ids: Vec<&str> = if first {
+            reports.iter().map(|r| r.report_id.as_str()).collect()
+        } else {
+            Vec::new()
+        };
+        let (fenced, known, open_ids, counts, districts, streets): Row =
+            sqlx::query_as(SQL.as_str())
+                .bind(epoch)
+                .bind(&ids)
+                .bind(&report_ids)
+                .fetch_one(&mut *conn)
+                .await?;
+        if !fenced {
+            return Err(Error::LeaseLost);
+        }
+        found.known.extend(known);
+        for (((id, count), district_code), street_code) in
+            open_ids.into_iter().zip(counts).zip(districts).zip(streets)
+        {
+            found.counts.insert(id, count);
+            open.insert(
                 id,
-                district_code: district.unwrap_or_default(),
-                street_code: street.unwrap_or_default(),
-            }),
-        })
-        .collect())
+                Match {
+                    id,
+                    district_code,
+                    street_code,
+                },
+            );
+        }
+        for (k, candidates) in candidates.iter().enumerate() {
+            if found.matches[k].is_some() {
+                continue;
+            }
+            let end = (read[k] + CANDIDATES_PER_ROUND).min(candidates.len());
+            found.matches[k] = candidates[read[k]..end]
+                .iter()
+                .find_map(|id| open.get(id).cloned());
+            read[k] = end;
+        }
+        first = false;
+    }
+    Ok(found)
 }
 
 /// The (community, category) pairs of `reports`, sorted and distinct.
@@ -380,59 +457,16 @@ fn cluster_pairs<'a>(
 ) -> Vec<(&'a str, &'a str)> {
     let mut pairs: Vec<(&str, &str)> = reports
         .into_iter()
-        .map(|c| (c.community_code.as_str(), c.category.as_str()))
+        .map(|c| (community_of(&c.grid_code), c.category.as_str()))
         .collect();
     pairs.sort();
     pairs.dedup();
     pairs
 }
 
-/// One statement: locks the incidents reports will be attached to, in id order, and reads their
-/// report counts as locked; and counts, for each pair without a cluster alert since
-/// `window_start`, its reports recorded since then (`None` for a pair that has one: under a steady
-/// flow nearly every pair has, and counting them would grow with rate × window). The counts are
-/// per pair, in order.
-///
-/// A count stops at the threshold: whether a pair reaches it is all the rule asks, and a pair
-/// whose alert has just expired under a steady flow would otherwise read every report of its
-/// window — seconds, when many pairs' alerts expire together. Below the threshold (the usual
-/// case: an alert is raised by the batch that reaches it) the count is exact.
-async fn lock_and_count(
-    conn: &mut PgConnection,
-    targets: &[Uuid],
-    pairs: &[(&str, &str)],
-    window_start: DateTime<Utc>,
-    threshold: i64,
-) -> Result<(HashMap<Uuid, i32>, Vec<Option<i64>>)> {
-    let (ids, counts, stored): (Vec<Uuid>, Vec<i32>, Vec<Option<i64>>) = sqlx::query_as(
-        "WITH locked AS MATERIALIZED (
-             SELECT id, report_count FROM incidents WHERE id = ANY($1) ORDER BY id FOR UPDATE)
-         SELECT ARRAY(SELECT id FROM locked), ARRAY(SELECT report_count FROM locked),
-                ARRAY(SELECT CASE WHEN EXISTS (SELECT 1 FROM cluster_alerts a
-                                               WHERE a.community_code = q.community
-                                                 AND a.category = q.category AND a.raised_at > $4)
-                                  THEN NULL
-                                  ELSE (SELECT count(*) FROM (
-                                            SELECT FROM reports r
-                                            WHERE left(r.grid_code, 12) = q.community
-                                              AND r.category = q.category AND r.received_at > $4
-                                            LIMIT $5) AS counted)
-                             END
-                      FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS q(community, category, n)
-                      ORDER BY q.n)",
-    )
-    .bind(targets)
-    .bind(column(pairs, |p| p.0))
-    .bind(column(pairs, |p| p.1))
-    .bind(window_start)
-    .bind(threshold)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok((ids.into_iter().zip(counts).collect(), stored))
-}
-
 /// The alerts this batch raises: a pair with no alert in the window whose stored reports in it
-/// (`stored`, per pair in order) and the batch's own reach the threshold.
+/// (`stored`, per pair in order; counted up to the threshold) and the batch's own reach the
+/// threshold.
 fn raise_clusters(
     candidates: &[&NewIncident],
     pairs: &[(&str, &str)],
@@ -531,7 +565,7 @@ async fn write(
          new_contacts AS (
              INSERT INTO report_contacts (report_id, incident_id, key_id, nonce, ciphertext, masked, created_at)
              SELECT t.report_id, t.incident_id, t.key_id, t.nonce, t.ciphertext, t.masked, t.at
-             FROM UNNEST($1::text[], $2::uuid[], $52::text[], $53::bytea[], $54::bytea[], $55::text[], $8::timestamptz[])
+             FROM UNNEST($1::text[], $2::uuid[], $53::text[], $54::bytea[], $55::bytea[], $56::text[], $8::timestamptz[])
                  AS t(report_id, incident_id, key_id, nonce, ciphertext, masked, at)
              WHERE t.key_id IS NOT NULL)
          INSERT INTO timeline {}",
