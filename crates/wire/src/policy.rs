@@ -51,6 +51,11 @@ mod tests {
         assert!(loaded >= 3, "{loaded} policy files");
         let bench = load(&format!("{dir}/ordos-bench.toml")).unwrap();
         assert_eq!(bench.clusters().window, chrono::TimeDelta::minutes(2));
+        // Compressed 60 times: the cluster window too, and the duplicate window still spans a
+        // ten-minute run.
+        let timers = load(&format!("{dir}/ordos-bench-timers.toml")).unwrap();
+        assert_eq!(timers.clusters().window, chrono::TimeDelta::minutes(2));
+        assert_eq!(timers.duplicates().window, chrono::TimeDelta::minutes(24));
     }
 
     #[test]
