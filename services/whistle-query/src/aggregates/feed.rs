@@ -337,6 +337,9 @@ pub(super) fn update_of(store: &Store, event: &v1::Event) -> Result<Option<Updat
                 }),
             }
         }
+        // A comment changes nothing the aggregates count, nor the version, and may come long
+        // after the incident was closed and dropped.
+        Some(Body::IncidentChanged(_)) if event.kind == "incident.commented" => return Ok(None),
         Some(Body::IncidentChanged(changed)) => {
             let (id, at) = incident_and_time(event)?;
             // Events from before `transition_kinds` existed name only their own kind.

@@ -35,6 +35,11 @@ impl Aggregates {
         self.store().map(|store| store.applied())
     }
 
+    /// How much the current generation holds; `None` until the first rebuild finished.
+    pub(crate) fn sizes(&self) -> Option<super::store::Sizes> {
+        self.store().map(|store| store.sizes())
+    }
+
     /// Whether the first rebuild has finished.
     pub fn is_ready(&self) -> bool {
         self.store().is_some()
@@ -105,13 +110,15 @@ impl Aggregates {
         ))
     }
 
-    /// `GetScoreboard` from the aggregates; UNAVAILABLE until the first rebuild finished.
+    /// `GetScoreboard` from the aggregates, `None` for a month older than the rows they keep
+    /// (the month of the oldest day counters keep); UNAVAILABLE until the first rebuild
+    /// finished.
     pub(crate) fn scoreboard(
         &self,
         query: &scoreboard::Query,
         weights: &Weights,
         now: DateTime<Utc>,
-    ) -> Result<v1::Scoreboard> {
+    ) -> Result<Option<v1::Scoreboard>> {
         self.ready()?.scoreboard(query, weights, now)
     }
 }

@@ -68,5 +68,5 @@ use facts::{
 use store::Store;
 use time::{
     day_of, day_start, hour_of, hour_start, micros, proto_micros, Day, Hour, Micros, KEPT_DAYS,
-    KEPT_HOURS,
+    KEPT_HOURS, SETTLED_KEPT,
 };
