@@ -75,6 +75,10 @@ pub struct YearArgs {
     /// The process sampled as the query service; default the one process named whistle-query.
     #[arg(long)]
     pub query_pid: Option<u32>,
+    /// The query service's `/metrics` (e.g. `http://127.0.0.1:50051/metrics`): adds the live
+    /// aggregates' sizes (incidents live and settled, scoreboard months) to each sample.
+    #[arg(long)]
+    pub query_metrics: Option<String>,
     /// Also write the weekly samples to this CSV file.
     #[arg(long)]
     pub csv: Option<PathBuf>,
@@ -90,16 +94,64 @@ struct Sample {
     commands_refused: u64,
     dispatch_kib: Option<u64>,
     query_kib: Option<u64>,
+    sizes: Option<Sizes>,
+}
+
+/// The live aggregates' sizes, from the query service's `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sizes {
+    live: u64,
+    settled: u64,
+    months: u64,
+}
+
+impl Sizes {
+    /// From the text exposition format; `None` when the service does not report them.
+    fn parse(text: &str) -> Option<Sizes> {
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().parse::<u64>().ok())
+        };
+        Some(Sizes {
+            live: value("whistle_query_aggregate_incidents{state=\"live\"}")?,
+            settled: value("whistle_query_aggregate_incidents{state=\"settled\"}")?,
+            months: value("whistle_query_aggregate_scoreboard_months")?,
+        })
+    }
+}
+
+/// `GET` over plain HTTP/1.1, the body; enough for a local `/metrics`.
+async fn http_get(url: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let rest = url
+        .strip_prefix("http://")
+        .context("--query-metrics takes an http:// URL")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    stream
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let (_, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
+    Ok(body.to_owned())
 }
 
 impl Sample {
-    const CSV_HEADER: &'static str =
-        "week,simulated,wall_s,reports,commands_ok,commands_refused,dispatch_rss_kib,query_rss_kib";
+    const CSV_HEADER: &'static str = "week,simulated,wall_s,reports,commands_ok,commands_refused,\
+                                      dispatch_rss_kib,query_rss_kib,incidents_live,incidents_settled,scoreboard_months";
 
     fn csv(&self) -> String {
         let kib = |k: Option<u64>| k.map_or(String::new(), |k| k.to_string());
+        let sizes = self.sizes.map_or(",,".to_owned(), |s| {
+            format!("{},{},{}", s.live, s.settled, s.months)
+        });
         format!(
-            "{},{},{:.0},{},{},{},{},{}",
+            "{},{},{:.0},{},{},{},{},{},{sizes}",
             self.week,
             self.simulated.format("%Y-%m-%d"),
             self.wall.as_secs_f64(),
@@ -114,8 +166,14 @@ impl Sample {
     fn line(&self) -> String {
         let mib =
             |k: Option<u64>| k.map_or("—".to_owned(), |k| format!("{:.1}", k as f64 / 1024.0));
+        let sizes = self.sizes.map_or(String::new(), |s| {
+            format!(
+                "  aggregates: {} live, {} settled, {} months",
+                s.live, s.settled, s.months
+            )
+        });
         format!(
-            "week {:>3}  {}  wall {:>6.0} s  reports {:>9}  commands {:>9} ok {:>6} refused  dispatch {:>7} MiB  query {:>7} MiB",
+            "week {:>3}  {}  wall {:>6.0} s  reports {:>9}  commands {:>9} ok {:>6} refused  dispatch {:>7} MiB  query {:>7} MiB{sizes}",
             self.week,
             self.simulated.format("%Y-%m-%d"),
             self.wall.as_secs_f64(),
@@ -185,6 +243,9 @@ struct Year {
     counts: Counts,
     verify_share: f64,
     rng: std::sync::Mutex<StdRng>,
+    /// The latest version seen of each open incident, so that a command still waiting for its
+    /// turn when the incident has moved on is dropped instead of refused as stale.
+    versions: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Year {
@@ -197,6 +258,16 @@ impl Year {
             let Ok(_permit) = year.permits.acquire().await else {
                 return;
             };
+            let expected = steps.first().map_or(0, |(_, version, _)| *version);
+            let latest = year
+                .versions
+                .lock()
+                .expect("not poisoned")
+                .get(&incident)
+                .copied();
+            if expected > 0 && latest.is_some_and(|latest| latest > expected) {
+                return;
+            }
             for (actor, expected_version, body) in steps {
                 let command = v1::Command {
                     command_id: uuid::Uuid::now_v7().to_string(),
@@ -240,6 +311,27 @@ impl Year {
 
     fn on_event(self: &Arc<Self>, event: &v1::Event) {
         let handling = v1::IncidentStatus::Handling as i32;
+        let state = match &event.body {
+            Some(EventBody::IncidentReported(r)) => Some((r.version.max(1), r.status)),
+            Some(EventBody::IncidentChanged(c)) => Some((c.version, c.status)),
+            _ => None,
+        };
+        if let Some((version, status)) = state {
+            let mut versions = self.versions.lock().expect("not poisoned");
+            let terminal = [
+                v1::IncidentStatus::Closed,
+                v1::IncidentStatus::ClosedUnverified,
+                v1::IncidentStatus::Duplicate,
+            ]
+            .iter()
+            .any(|s| *s as i32 == status);
+            if terminal {
+                versions.remove(&event.incident_id);
+            } else {
+                let held = versions.entry(event.incident_id.clone()).or_default();
+                *held = (*held).max(version);
+            }
+        }
         match &event.body {
             Some(EventBody::IncidentReported(reported)) if reported.status == handling => {
                 self.resolve_at_level(event, reported.level, reported.version.max(1));
@@ -423,6 +515,7 @@ pub async fn run(conn: &Connection, args: &YearArgs) -> anyhow::Result<()> {
         counts: Counts::default(),
         verify_share: args.verify_share,
         rng: std::sync::Mutex::new(StdRng::seed_from_u64(seed ^ 0x0ea7)),
+        versions: std::sync::Mutex::default(),
     });
     for messages in followers {
         year.tracker.spawn(year.clone().follow(messages));
@@ -453,42 +546,68 @@ pub async fn run(conn: &Connection, args: &YearArgs) -> anyhow::Result<()> {
     );
     let wall_start = Instant::now();
     let weeks = args.days.div_ceil(7);
-    let mut sample = |week: u32, simulated: DateTime<Utc>| -> anyhow::Result<()> {
+    let mut samples = Vec::new();
+    for week in 0..=weeks {
+        if week > 0 {
+            let at = clock.start + TimeDelta::days(i64::from((week * 7).min(args.days)));
+            let wait = at - clock.now();
+            let stopped = tokio::select! {
+                _ = tokio::signal::ctrl_c() => true,
+                _ = tokio::time::sleep(clock.wall(wait)) => false,
+            };
+            if stopped {
+                eprintln!("stopping: Ctrl-C");
+                break;
+            }
+        }
+        let sizes = match &args.query_metrics {
+            Some(url) => http_get(url)
+                .await
+                .ok()
+                .and_then(|body| Sizes::parse(&body)),
+            None => None,
+        };
         let counts = &year.counts;
         let sample = Sample {
             week,
-            simulated,
+            simulated: clock.now(),
             wall: wall_start.elapsed(),
             reports: counts.reports.load(Ordering::Relaxed),
             commands_ok: counts.ok.load(Ordering::Relaxed),
             commands_refused: counts.refused.load(Ordering::Relaxed),
             dispatch_kib: rss_kib(dispatch_pid),
             query_kib: rss_kib(query_pid),
+            sizes,
         };
         println!("{}", sample.line());
         if let Some(file) = &mut csv {
             use std::io::Write as _;
             writeln!(file, "{}", sample.csv())?;
+            file.flush()?;
         }
-        Ok(())
-    };
-    sample(0, clock.now())?;
-    for week in 1..=weeks {
-        let at = clock.start + TimeDelta::days(i64::from((week * 7).min(args.days)));
-        let wait = at - clock.now();
-        let stopped = tokio::select! {
-            _ = tokio::signal::ctrl_c() => true,
-            _ = tokio::time::sleep(clock.wall(wait)) => false,
-        };
-        if stopped {
-            eprintln!("stopping: Ctrl-C");
-            break;
-        }
-        sample(week, clock.now())?;
+        samples.push(sample);
     }
     year.stop.cancel();
     year.tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), year.tracker.wait()).await;
+    let peak = |of: fn(&Sample) -> Option<u64>| {
+        let mib = |k: Option<u64>| {
+            k.map_or("—".to_owned(), |k| {
+                format!("{:.1} MiB", k as f64 / 1024.0)
+            })
+        };
+        let first = samples.first().and_then(of);
+        let last = samples.last().and_then(of);
+        let max = samples.iter().filter_map(of).max();
+        format!(
+            "first {}, last {}, highest {}",
+            mib(first),
+            mib(last),
+            mib(max)
+        )
+    };
+    println!("dispatch RSS: {}", peak(|s| s.dispatch_kib));
+    println!("query RSS: {}", peak(|s| s.query_kib));
     let counts = &year.counts;
     println!(
         "reports {} (publish errors {}), commands applied {}, refused {}, unanswered {}",
@@ -499,4 +618,26 @@ pub async fn run(conn: &Connection, args: &YearArgs) -> anyhow::Result<()> {
         counts.unanswered.load(Ordering::Relaxed)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_aggregates_sizes_are_read_from_the_query_service_s_metrics() {
+        let text = "# HELP whistle_query_aggregate_incidents Incidents …\n\
+                    whistle_query_aggregate_incidents{state=\"live\"} 12\n\
+                    whistle_query_aggregate_incidents{state=\"settled\"} 340\n\
+                    whistle_query_aggregate_scoreboard_months 13\n";
+        let sizes = Sizes::parse(text).unwrap();
+        assert_eq!((sizes.live, sizes.settled, sizes.months), (12, 340, 13));
+        // A query service from before the sizes were reported.
+        assert!(Sizes::parse("whistle_query_event_feed_sequence 5\n").is_none());
+    }
+
+    #[test]
+    fn this_process_has_a_resident_size() {
+        assert!(rss_kib(std::process::id()).is_some_and(|kib| kib > 0));
+    }
 }
