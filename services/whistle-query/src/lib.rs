@@ -74,7 +74,7 @@ use tower::Layer as _;
 use tracing::{info, warn};
 use whistle_wire::{Clock, Credentials, SystemClock};
 
-pub use aggregates::Aggregates;
+pub use aggregates::{Aggregates, Sizes};
 pub use console::{CONTENT_SECURITY_POLICY, STRICT_TRANSPORT_SECURITY};
 pub use error::{reason, Error, Result, RATE_LIMITED, REASON_METADATA};
 pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};

@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use whistle_domain::{policy::Weights, AreaCode};
 use whistle_proto::v1;
 
-use super::{AreaKey, Store};
+use super::{store::Sizes, AreaKey, Store};
 use crate::{overview, scoreboard, Error, Result};
 
 /// The live aggregates of a query service; cheap to clone. They are ready once the first rebuild
@@ -35,8 +35,9 @@ impl Aggregates {
         self.store().map(|store| store.applied())
     }
 
-    /// How much the current generation holds; `None` until the first rebuild finished.
-    pub(crate) fn sizes(&self) -> Option<super::store::Sizes> {
+    /// How much the current generation holds (shown in `/metrics`); `None` until the first
+    /// rebuild finished.
+    pub fn sizes(&self) -> Option<Sizes> {
         self.store().map(|store| store.sizes())
     }
 

@@ -70,6 +70,7 @@ mod time;
 
 pub(crate) use feed::Feed;
 pub use handle::Aggregates;
+pub use store::Sizes;
 
 use area::{AreaKey, Grid};
 use counters::{contributions, level_index, status_index, AreaCounters};

@@ -92,7 +92,7 @@ impl Entry {
 
 /// How much a store holds; see [`Store::sizes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sizes {
+pub struct Sizes {
     pub live: usize,
     pub settled: usize,
     pub months: usize,
