@@ -20,7 +20,7 @@ pub mod subject;
 pub mod verb;
 
 pub use client::CommandClient;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, ScaledClock, SystemClock};
 pub use connect::Credentials;
 pub use error::{chain, Error, PolicyError};
 pub use verb::Verb;

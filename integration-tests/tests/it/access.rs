@@ -55,6 +55,8 @@ async fn a_viewer_reads_only_inside_its_district_and_never_acts() {
         .incidents;
     let ids: Vec<&str> = listed.iter().map(|i| i.incident_id.as_str()).collect();
     assert_eq!(ids, [a.to_string()]);
+    // The overview reads the live aggregates, which follow the stream, not PostgreSQL.
+    stack.caught_up().await;
     let overview = viewer
         .get_overview(v1::GetOverviewRequest::default())
         .await

@@ -8,7 +8,9 @@
 //! - `ceiling` measures the minimal pipeline and its parts on this machine
 //!   (`whistle_cli::ceiling`), the yardstick for the platform's own figures;
 //! - `timers` fills incidents with pending timers, some due in a window, and measures how late
-//!   the running dispatch fires each deadline.
+//!   the running dispatch fires each deadline;
+//! - `year` runs a simulated year on an accelerated clock and samples the services' memory
+//!   every simulated week (`bench/year.rs`).
 
 use std::{
     sync::{
@@ -31,6 +33,7 @@ use whistle_proto::{
 use crate::{connect_db, Connection};
 
 mod timers;
+mod year;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Args {
@@ -78,6 +81,10 @@ pub enum Args {
     /// Timer firing: fill incidents whose timers are pending, a share of them due in a window,
     /// then measure from the timeline how late the running dispatch fires each deadline.
     Timers(TimersArgs),
+    /// A simulated year on an accelerated clock (`WHISTLE_BENCH_CLOCK`, shared with dispatch and
+    /// the query service): reports and the commands that close their incidents, and the
+    /// resident memory of dispatch and the query service every simulated week.
+    Year(year::YearArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -246,6 +253,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Args::Timers(args) => timers::run(conn, &args).await,
+        Args::Year(args) => year::run(conn, &args).await,
     }
 }
 

@@ -327,6 +327,11 @@ impl Feed {
     }
 
     pub fn next(&mut self, invalid_share: f64) -> Outgoing {
+        self.next_at(invalid_share, chrono::Utc::now())
+    }
+
+    /// The next report, filed at `now` (a benchmark's simulated time rather than the wall clock).
+    pub fn next_at(&mut self, invalid_share: f64, now: chrono::DateTime<chrono::Utc>) -> Outgoing {
         self.sent += 1;
         let report_id = format!("{}-{}", self.prefix, self.sent);
         let (grid, category, (lat, lon)) = self.place();
@@ -341,7 +346,6 @@ impl Feed {
             _ => v1::Urgency::Normal,
         };
         let compound = grid.name.strip_suffix("小区").unwrap_or(&grid.name);
-        let now = chrono::Utc::now();
         let mut report = v1::Report {
             report_id: report_id.clone(),
             reporter_id: reporter_id.clone(),

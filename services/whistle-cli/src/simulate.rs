@@ -13,7 +13,7 @@
 //! `--drain`.
 
 mod board;
-mod plan;
+pub(crate) mod plan;
 
 use std::{
     sync::{Arc, Mutex},

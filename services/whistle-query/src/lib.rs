@@ -74,7 +74,7 @@ use tower::Layer as _;
 use tracing::{info, warn};
 use whistle_wire::{Clock, Credentials, SystemClock};
 
-pub use aggregates::Aggregates;
+pub use aggregates::{Aggregates, Sizes};
 pub use console::{CONTENT_SECURITY_POLICY, STRICT_TRANSPORT_SECURITY};
 pub use error::{reason, Error, Result, RATE_LIMITED, REASON_METADATA};
 pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
@@ -473,11 +473,12 @@ impl Service {
             .add_service(web.layer(health_service))
             .add_service(web.layer(reflection_v1))
             .add_service(web.layer(reflection_v1alpha))
-            .add_service(web.layer(CommandCenterServer::new(self.handlers)))
+            .add_service(web.layer(CommandCenterServer::new(self.handlers.clone())))
             .add_service(web.layer(DispatchServer::new(self.dispatch)))
             .add_service(web.layer(ReportingServer::new(self.reporting)));
         let mut routes = routes.routes();
         let metrics = self.metrics.clone();
+        let aggregates = self.handlers.aggregates.clone();
         let router = std::mem::take(routes.axum_router_mut());
         let router = match &self.console_dir {
             Some(dir) => console::serve(router, dir, self.tls.is_some()),
@@ -494,14 +495,14 @@ impl Service {
         *routes.axum_router_mut() = router.route(
             "/metrics",
             axum::routing::get(move || {
-                let metrics = metrics.clone();
+                let (metrics, aggregates) = (metrics.clone(), aggregates.clone());
                 async move {
                     (
                         [(
                             http::header::CONTENT_TYPE,
                             "text/plain; version=0.0.4; charset=utf-8",
                         )],
-                        metrics.render(),
+                        metrics.render(&aggregates),
                     )
                 }
             }),

@@ -86,6 +86,10 @@ struct Args {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
+    /// For benchmarks only: run on an accelerated clock, `start=RFC3339,anchor=RFC3339,speed=N`
+    /// (`whistle bench year`; docs/benchmarks.md). Default: the system clock.
+    #[arg(long, env = "WHISTLE_BENCH_CLOCK")]
+    bench_clock: Option<whistle_wire::ScaledClock>,
 }
 
 #[tokio::main]
@@ -113,7 +117,14 @@ async fn main() -> anyhow::Result<()> {
         contact_keys: args.contact_keys,
         ..Options::default()
     };
-    let service = options.build().await.context("starting whistle-query")?;
+    let service = match args.bench_clock {
+        Some(clock) => {
+            tracing::warn!(%clock, "running on an accelerated benchmark clock");
+            options.build_with_clock(std::sync::Arc::new(clock)).await
+        }
+        None => options.build().await,
+    }
+    .context("starting whistle-query")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     service.run(shutdown).await.context("whistle-query failed")

@@ -36,6 +36,8 @@ struct Inner {
     watch_lagged: Counter,
     watch_gaps: Counter,
     feed_sequence: Gauge,
+    aggregate_incidents: Family<Labels, Gauge>,
+    aggregate_months: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -86,6 +88,18 @@ impl Default for Metrics {
             "Last WHISTLE_EVENTS sequence read by the live feed",
             feed_sequence.clone(),
         );
+        let aggregate_incidents = Family::<Labels, Gauge>::default();
+        registry.register(
+            "aggregate_incidents",
+            "Incidents the live aggregates hold, live or settled (terminal, kept a day)",
+            aggregate_incidents.clone(),
+        );
+        let aggregate_months = Gauge::default();
+        registry.register(
+            "aggregate_scoreboard_months",
+            "Months of scoreboard rows the live aggregates hold",
+            aggregate_months.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -95,6 +109,8 @@ impl Default for Metrics {
                 watch_lagged,
                 watch_gaps,
                 feed_sequence,
+                aggregate_incidents,
+                aggregate_months,
             }),
         }
     }
@@ -148,8 +164,18 @@ impl Metrics {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
+    /// The text exposition format, with the sizes of the live aggregates as they are now.
+    pub fn render(&self, aggregates: &crate::Aggregates) -> String {
+        if let Some(sizes) = aggregates.sizes() {
+            let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            for (state, n) in [("live", sizes.live), ("settled", sizes.settled)] {
+                self.inner
+                    .aggregate_incidents
+                    .get_or_create(&vec![("state", state.to_owned())])
+                    .set(gauge(n));
+            }
+            self.inner.aggregate_months.set(gauge(sizes.months));
+        }
         let mut out = String::new();
         encode(&mut out, &self.inner.registry).expect("writing to a String cannot fail");
         out

@@ -529,7 +529,9 @@ pub async fn recount(
     read(pool, &Query::parse(request, now)?, weights, now).await
 }
 
-async fn read(
+/// The board of a checked query by SQL: the definition, and `GetScoreboard`'s answer for a
+/// month older than the live aggregates keep.
+pub(crate) async fn read(
     pool: &PgPool,
     query: &Query,
     weights: &Weights,

@@ -12,7 +12,8 @@
 //! or missed heartbeats, e.g. across a NATS restart) from the next sequence; after an error it is
 //! created again from the last sequence applied. The store is rebuilt when it cannot follow any
 //! more: the stream was recreated (its last sequence is below the one applied), events not yet
-//! applied were removed (max age), or an event names an incident the store does not know.
+//! applied were removed (max age), or an event after the store's floor changes an incident the
+//! store does not know (one before the floor is about a terminal incident already dropped).
 
 use std::{sync::Arc, time::Duration};
 
@@ -337,6 +338,9 @@ pub(super) fn update_of(store: &Store, event: &v1::Event) -> Result<Option<Updat
                 }),
             }
         }
+        // A comment changes nothing the aggregates count, nor the version, and may come long
+        // after the incident was closed and dropped.
+        Some(Body::IncidentChanged(_)) if event.kind == "incident.commented" => return Ok(None),
         Some(Body::IncidentChanged(changed)) => {
             let (id, at) = incident_and_time(event)?;
             // Events from before `transition_kinds` existed name only their own kind.

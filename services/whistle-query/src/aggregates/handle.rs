@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use whistle_domain::{policy::Weights, AreaCode};
 use whistle_proto::v1;
 
-use super::{AreaKey, Store};
+use super::{store::Sizes, AreaKey, Store};
 use crate::{overview, scoreboard, Error, Result};
 
 /// The live aggregates of a query service; cheap to clone. They are ready once the first rebuild
@@ -33,6 +33,12 @@ impl Aggregates {
     /// the rebuild started, then each event applied); `None` until the first rebuild finished.
     pub fn applied_sequence(&self) -> Option<u64> {
         self.store().map(|store| store.applied())
+    }
+
+    /// How much the current generation holds (shown in `/metrics`); `None` until the first
+    /// rebuild finished.
+    pub fn sizes(&self) -> Option<Sizes> {
+        self.store().map(|store| store.sizes())
     }
 
     /// Whether the first rebuild has finished.
@@ -105,13 +111,15 @@ impl Aggregates {
         ))
     }
 
-    /// `GetScoreboard` from the aggregates; UNAVAILABLE until the first rebuild finished.
+    /// `GetScoreboard` from the aggregates, `None` for a month older than the rows they keep
+    /// (the month of the oldest day counters keep); UNAVAILABLE until the first rebuild
+    /// finished.
     pub(crate) fn scoreboard(
         &self,
         query: &scoreboard::Query,
         weights: &Weights,
         now: DateTime<Utc>,
-    ) -> Result<v1::Scoreboard> {
+    ) -> Result<Option<v1::Scoreboard>> {
         self.ready()?.scoreboard(query, weights, now)
     }
 }

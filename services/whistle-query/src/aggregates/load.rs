@@ -59,6 +59,7 @@ struct IncidentRow {
     urgency: String,
     grid_code: String,
     created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
     due_at: Option<DateTime<Utc>>,
     overdue: bool,
     satisfaction: Option<String>,
@@ -128,6 +129,15 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
         .await?;
 
     store.set_org(org(&mut tx, store).await?);
+    // The newest transition first, so that terminal incidents settled long before it are
+    // counted without being kept (see `Store::put`).
+    let newest: Option<DateTime<Utc>> = sqlx::query_scalar("SELECT max(updated_at) FROM incidents")
+        .fetch_one(&mut *tx)
+        .await?;
+    if let Some(newest) = newest {
+        store.observe(micros(newest));
+    }
+    store.advance(hour);
 
     let mut history: HashMap<Uuid, History> = HashMap::new();
     // The hours of the resolutions before the latest. Only incidents resolved more than once
@@ -206,8 +216,8 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
     let mut loaded = 0;
     {
         let mut rows = sqlx::query_as::<_, IncidentRow>(
-            "SELECT id, version, status, level, category, urgency, grid_code, created_at, due_at,
-                    overdue, satisfaction, reopen_count
+            "SELECT id, version, status, level, category, urgency, grid_code, created_at,
+                    updated_at, due_at, overdue, satisfaction, reopen_count
              FROM incidents",
         )
         .fetch(&mut *tx);
@@ -255,7 +265,7 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
                 reopen_count: u32::try_from(row.reopen_count).unwrap_or_default(),
                 marks: history.marks.into_iter().map(|(_, mark)| mark).collect(),
             };
-            store.put(id, facts, hour);
+            store.put(id, facts, micros(row.updated_at), hour);
             loaded += 1;
         }
     }

@@ -16,7 +16,17 @@
 //! `incident.resolved`); each lists the kinds of the whole transition (`transition_kinds`), so the
 //! first one seen brings everything, including what only the kinds tell: a whistle, a
 //! resolution, a follow-up, and when. Terminal incidents (closed, closed unverified, duplicate)
-//! never change again, so they shrink to their version.
+//! never change again, so they shrink to their version and when they settled.
+//!
+//! **Bounded.** Nothing here grows with the history, only with the windows. A terminal incident
+//! is dropped once it settled more than [`SETTLED_KEPT`] (a day) before the newest transition
+//! seen (the watermark, capped by the clock): that mark is the store's floor. Every event of an
+//! incident happens by the time it settles, so an event from before the floor about an incident
+//! the store does not hold is about a dropped one and changes nothing — a replay, the rebuild's
+//! overlap or a republished outbox row can neither resurrect nor double count it — while a new
+//! incident's events come after the floor (the relay publishes in commit order). Comments bump
+//! no version and are skipped. Scoreboard months older than the oldest kept day are dropped
+//! (`GetScoreboard` reads them by SQL).
 //!
 //! **Time.** Day figures are kept per area and Shanghai day, the trend's per area and UTC hour
 //! (whole hours of Shanghai too). Two figures depend on the time of day: `overdue` (open and past
@@ -32,7 +42,8 @@
 //!
 //!
 //! **The scoreboard.** The same facts also feed per (month, department) and (month, street)
-//! counters (`board`), by scoreboard.rs's definitions, for every month since the first incident:
+//! counters (`board`), by scoreboard.rs's definitions, for the months from that of the oldest day
+//! counter on:
 //! a month's row is a dozen counts, the times to accept of its tasks (a multiset, for the exact
 //! median) and its deadlines per day, plus per hour and to the microsecond from yesterday on (for
 //! "due up to now", which cuts the current hour). The rows listed (departments, streets) and the org units an area must name are
@@ -59,6 +70,7 @@ mod time;
 
 pub(crate) use feed::Feed;
 pub use handle::Aggregates;
+pub use store::Sizes;
 
 use area::{AreaKey, Grid};
 use counters::{contributions, level_index, status_index, AreaCounters};
@@ -68,5 +80,5 @@ use facts::{
 use store::Store;
 use time::{
     day_of, day_start, hour_of, hour_start, micros, proto_micros, Day, Hour, Micros, KEPT_DAYS,
-    KEPT_HOURS,
+    KEPT_HOURS, SETTLED_KEPT,
 };

@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering},
         RwLock,
     },
 };
@@ -19,7 +19,8 @@ use whistle_proto::v1;
 use super::{
     board::{self, MonthBoard, MonthId, Row},
     contributions, day_of, day_start, hour_of, hour_start, level_index, micros, status_index,
-    AreaCounters, AreaKey, CategoryId, Change, Day, DepartmentId, Facts, Hour, Update, Urgency,
+    AreaCounters, AreaKey, CategoryId, Change, Day, DepartmentId, Facts, Hour, Micros, Update,
+    Urgency, KEPT_DAYS, SETTLED_KEPT,
 };
 use crate::{area::GridRange, convert, overview, scoreboard, Error, Result};
 
@@ -59,17 +60,22 @@ pub(crate) struct Org {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Entry {
     Live(Box<Facts>),
-    /// Terminal: its contributions can no longer change, so only the version is kept.
+    /// Terminal: its contributions can no longer change, so only the version is kept, and when
+    /// it became terminal (an upper bound of every event's time): once that is before the
+    /// store's floor the entry is dropped (see [`Store::advance`]).
     Settled {
         version: u64,
+        at: Micros,
     },
 }
 
 impl Entry {
-    fn of(facts: Facts) -> Entry {
+    /// The entry of `facts` as they stand after a transition at `at`.
+    fn of(facts: Facts, at: Micros) -> Entry {
         if facts.status.is_terminal() {
             Entry::Settled {
                 version: facts.version,
+                at,
             }
         } else {
             Entry::Live(Box::new(facts))
@@ -79,9 +85,18 @@ impl Entry {
     fn version(&self) -> u64 {
         match self {
             Entry::Live(facts) => facts.version,
-            Entry::Settled { version } => *version,
+            Entry::Settled { version, .. } => *version,
         }
     }
+}
+
+/// How much a store holds; see [`Store::sizes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    pub live: usize,
+    pub settled: usize,
+    pub months: usize,
+    pub areas: usize,
 }
 
 /// An event the store cannot apply: the store no longer matches the stream and must be rebuilt.
@@ -99,11 +114,21 @@ pub(crate) struct Store {
     areas: DashMap<AreaKey, AreaCounters>,
     categories: RwLock<Categories>,
     departments: RwLock<Departments>,
-    /// The scoreboard's rows, per month.
+    /// The scoreboard's rows, per month, from `first_month` on.
     boards: DashMap<MonthId, MonthBoard>,
+    /// The oldest month with rows: the month of the oldest day counters keep. Older months are
+    /// dropped, and changes to them ignored on both sides; `GetScoreboard` reads them from
+    /// PostgreSQL.
+    first_month: AtomicI32,
     org: RwLock<std::sync::Arc<Org>>,
     /// The stream sequence of `WHISTLE_EVENTS` applied so far.
     applied: AtomicU64,
+    /// The latest transition seen (an event's time, or a snapshot's `updated_at`).
+    watermark: AtomicI64,
+    /// Terminal incidents settled before this are dropped; an event before it about an incident
+    /// the store does not hold is one of theirs, and changes nothing. Only moves forward, and
+    /// stays [`SETTLED_KEPT`] behind the watermark (and the clock).
+    floor: AtomicI64,
 }
 
 impl fmt::Debug for Store {
@@ -111,6 +136,7 @@ impl fmt::Debug for Store {
         f.debug_struct("Store")
             .field("incidents", &self.incidents.len())
             .field("areas", &self.areas.len())
+            .field("months", &self.boards.len())
             .field("applied", &self.applied())
             .finish()
     }
@@ -124,9 +150,37 @@ impl Store {
             categories: RwLock::default(),
             departments: RwLock::default(),
             boards: DashMap::new(),
+            first_month: AtomicI32::new(MonthId::MIN),
             org: RwLock::default(),
             applied: AtomicU64::new(applied),
+            watermark: AtomicI64::new(Micros::MIN),
+            floor: AtomicI64::new(Micros::MIN),
         }
+    }
+
+    /// Incidents held (live, and terminal ones not yet past the floor) and months of
+    /// scoreboard rows: what grows with history unless the pruning keeps it bounded.
+    pub(crate) fn sizes(&self) -> Sizes {
+        let settled = self
+            .incidents
+            .iter()
+            .filter(|e| matches!(e.value(), Entry::Settled { .. }))
+            .count();
+        Sizes {
+            live: self.incidents.len() - settled,
+            settled,
+            months: self.boards.len(),
+            areas: self.areas.len(),
+        }
+    }
+
+    /// Records that a transition happened at `at`.
+    pub(crate) fn observe(&self, at: Micros) {
+        self.watermark.fetch_max(at, Ordering::AcqRel);
+    }
+
+    fn floor(&self) -> Micros {
+        self.floor.load(Ordering::Acquire)
     }
 
     pub(crate) fn applied(&self) -> u64 {
@@ -202,8 +256,25 @@ impl Store {
         for mut area in self.areas.iter_mut() {
             area.advance(hour);
         }
+        let first_day = day_of(hour_start(hour)).saturating_sub(KEPT_DAYS - 1);
+        let first_month = board::month_of(day_start(first_day));
+        if self.first_month.fetch_max(first_month, Ordering::AcqRel) < first_month {
+            self.boards.retain(|month, _| *month >= first_month);
+        }
         for mut board in self.boards.iter_mut() {
             board.settle(hour_start(hour));
+        }
+        // The clock caps the watermark, so one event stamped far ahead (a replica's clock
+        // gone wrong) cannot drop incidents the store still needs.
+        let now = hour_start(hour.saturating_add(1));
+        let floor = self
+            .watermark
+            .load(Ordering::Acquire)
+            .min(now)
+            .saturating_sub(SETTLED_KEPT);
+        if self.floor.fetch_max(floor, Ordering::AcqRel) < floor {
+            self.incidents
+                .retain(|_, entry| !matches!(entry, Entry::Settled { at, .. } if *at < floor));
         }
     }
 
@@ -249,7 +320,8 @@ impl Store {
         months.sort_unstable();
         months.dedup();
         let horizon = hour_start(hour);
-        for month in months {
+        let first_month = self.first_month.load(Ordering::Acquire);
+        for month in months.into_iter().filter(|m| *m >= first_month) {
             let mut board = self
                 .boards
                 .entry(month)
@@ -264,13 +336,14 @@ impl Store {
         }
     }
 
-    /// `GetScoreboard` at `now`: every department or street of the area, from the month's rows.
+    /// `GetScoreboard` at `now`: every department or street of the area, from the month's rows;
+    /// `None` for a month older than the rows kept.
     pub(crate) fn scoreboard(
         &self,
         query: &scoreboard::Query,
         weights: &whistle_domain::policy::Weights,
         now: DateTime<Utc>,
-    ) -> Result<v1::Scoreboard> {
+    ) -> Result<Option<v1::Scoreboard>> {
         let org = self
             .org
             .read()
@@ -292,6 +365,9 @@ impl Store {
             scoreboard::Kind::Streets => &org.streets,
         };
         let month = board::month_of(micros(query.month.start));
+        if month < self.first_month.load(Ordering::Acquire) {
+            return Ok(None);
+        }
         let now = micros(now);
         let board = self.boards.get(&month);
         let rows = members.iter().filter(|m| inside(&m.place)).map(|m| {
@@ -301,12 +377,15 @@ impl Store {
                 .unwrap_or_default();
             (m.code.clone(), m.name.clone(), tally)
         });
-        Ok(scoreboard::assemble(query, weights, rows))
+        Ok(Some(scoreboard::assemble(query, weights, rows)))
     }
 
-    /// Records an incident as read from PostgreSQL (the rebuild), unless a newer version is held.
-    /// `hour` is the clock's current hour, as for [`Store::apply`].
-    pub(crate) fn put(&self, id: Uuid, facts: Facts, hour: Hour) {
+    /// Records an incident as read from PostgreSQL (the rebuild), last changed at `updated`,
+    /// unless a newer version is held. `hour` is the clock's current hour, as for
+    /// [`Store::apply`]. A terminal incident settled before the floor is counted and not kept.
+    pub(crate) fn put(&self, id: Uuid, facts: Facts, updated: Micros, hour: Hour) {
+        self.observe(updated);
+        let dropped = facts.status.is_terminal() && updated < self.floor();
         match self.incidents.entry(id) {
             MapEntry::Occupied(mut held) => {
                 if facts.version <= held.get().version() {
@@ -314,18 +393,25 @@ impl Store {
                 }
                 if let Entry::Live(old) = held.get() {
                     self.replace(Some(old), &facts, hour);
-                    held.insert(Entry::of(facts));
+                    if dropped {
+                        held.remove();
+                    } else {
+                        held.insert(Entry::of(facts, updated));
+                    }
                 }
             }
             MapEntry::Vacant(vacant) => {
                 self.replace(None, &facts, hour);
-                vacant.insert(Entry::of(facts));
+                if !dropped {
+                    vacant.insert(Entry::of(facts, updated));
+                }
             }
         }
     }
 
     /// Applies one event at the clock's current `hour`; `Ok(false)` when it is not newer than
-    /// what the store holds.
+    /// what the store holds, or is about a terminal incident already dropped (an event before
+    /// the floor about an incident the store does not hold).
     pub(crate) fn apply(&self, update: Update, hour: Hour) -> Result<bool, Inconsistency> {
         let Update {
             id,
@@ -333,6 +419,7 @@ impl Store {
             at,
             change,
         } = update;
+        self.observe(at);
         match self.incidents.entry(id) {
             MapEntry::Occupied(mut held) => {
                 if version <= held.get().version() {
@@ -346,13 +433,17 @@ impl Store {
                     Change::Changed(state, kinds) => old.next(version, at, state, kinds),
                 };
                 self.replace(Some(old), &new, hour);
-                held.insert(Entry::of(new));
+                held.insert(Entry::of(new, at));
                 Ok(true)
             }
+            // Every event of a dropped incident happened by the time it settled, which was
+            // before the floor; a new incident's events come after it (the floor trails the
+            // newest event by a day).
+            MapEntry::Vacant(_) if at < self.floor() => Ok(false),
             MapEntry::Vacant(vacant) => match change {
                 Change::Opened(facts) => {
                     self.replace(None, &facts, hour);
-                    vacant.insert(Entry::of(facts));
+                    vacant.insert(Entry::of(facts, at));
                     Ok(true)
                 }
                 Change::Changed(..) => Err(Inconsistency::Unknown(id)),

@@ -20,6 +20,12 @@ pub(super) const KEPT_DAYS: Day = overview::MAX_WINDOW.num_days() as Day + 1;
 /// Hours of counters kept: the longest trend, plus the hour before it, so that a request whose
 /// clock read came just before the feed moved to the next hour still finds its oldest bucket.
 pub(super) const KEPT_HOURS: Hour = trend::MAX_HOURS as Hour + 1;
+/// How long a terminal incident's entry outlives its last transition, measured from the newest
+/// transition seen: longer than any event of one incident can trail another's in the stream
+/// (the relay publishes in commit order, within a second normally), so that the rule "an event
+/// from before the floor about an incident the store does not hold is about a dropped one" never
+/// mistakes a new incident for a dropped one.
+pub(super) const SETTLED_KEPT: Micros = DAY;
 
 pub(crate) fn micros(at: DateTime<Utc>) -> Micros {
     at.timestamp_micros()

@@ -110,7 +110,10 @@ fn a_closed_incident_keeps_only_its_version_and_its_counts() {
         .unwrap();
     assert_eq!(
         *store.incidents.get(&id).unwrap(),
-        Entry::Settled { version: 2 }
+        Entry::Settled {
+            version: 2,
+            at: NOW
+        }
     );
     let at = DateTime::from_timestamp_micros(NOW).unwrap();
     let rates = store.overview("", key(""), 1, at).rates.unwrap();
@@ -125,6 +128,139 @@ fn a_closed_incident_keeps_only_its_version_and_its_counts() {
         store.apply(reopened, hour),
         Err(Inconsistency::ChangedAfterClosing(id))
     );
+}
+
+#[test]
+fn terminal_incidents_are_dropped_a_day_after_the_newest_transition_and_stay_dropped() {
+    let store = Store::new(0);
+    let reference = Store::new(0);
+    let hour = hour_of(NOW);
+    let mut history = Vec::new();
+    for i in 0..100 {
+        let id = Uuid::now_v7();
+        let facts = opened(&store, grid(i % GRIDS.len()), NOW);
+        let closed = State {
+            status: Status::Closed,
+            satisfaction: Some(Satisfaction::Satisfied),
+            ..state_of(&facts)
+        };
+        let kinds = Kinds::of(["incident.resolved", "incident.verified", "incident.closed"]);
+        history.push(Update {
+            id,
+            version: 1,
+            at: NOW,
+            change: Change::Opened(facts),
+        });
+        history.push(Update {
+            id,
+            version: 2,
+            at: NOW + HOUR,
+            change: Change::Changed(closed, kinds),
+        });
+    }
+    let still_open = Update {
+        id: Uuid::now_v7(),
+        version: 1,
+        at: NOW,
+        change: Change::Opened(opened(&store, grid(0), NOW)),
+    };
+    history.push(still_open);
+    for update in &history {
+        assert_eq!(store.apply(update.clone(), hour), Ok(true));
+        reference.apply(update.clone(), hour).unwrap();
+    }
+    let sizes = store.sizes();
+    assert_eq!((sizes.live, sizes.settled), (1, 100));
+
+    // Days of the clock alone drop nothing: nothing newer than the closings has been seen.
+    store.advance(hour + 72);
+    assert_eq!(store.sizes().settled, 100);
+    // A transition more than a day after the closings moves the floor past them.
+    let later = NOW + HOUR + DAY + HOUR;
+    let new = Update {
+        id: Uuid::now_v7(),
+        version: 1,
+        at: later,
+        change: Change::Opened(opened(&store, grid(1), later)),
+    };
+    for s in [&store, &reference] {
+        s.apply(new.clone(), hour_of(later)).unwrap();
+        // The feed's next look at the clock.
+        s.advance(hour_of(later));
+    }
+    let sizes = store.sizes();
+    assert_eq!((sizes.live, sizes.settled), (2, 0));
+
+    // Every old event again — the overlap of a rebuild, a republished outbox row — is ignored,
+    // neither resurrected nor taken for an unknown incident.
+    for update in &history[..200] {
+        assert_eq!(store.apply(update.clone(), hour_of(later)), Ok(false));
+    }
+    assert_eq!(store.sizes().settled, 0);
+    assert_eq!(
+        canonical(&store, hour + 72),
+        canonical(&reference, hour + 72)
+    );
+    // A change of an incident never seen, after the floor, is still an inconsistency.
+    let unknown = Update {
+        id: Uuid::now_v7(),
+        version: 2,
+        at: later,
+        change: Change::Changed(state_of(&opened(&store, grid(0), later)), Kinds::default()),
+    };
+    assert!(matches!(
+        store.apply(unknown, hour_of(later)),
+        Err(Inconsistency::Unknown(_))
+    ));
+}
+
+#[test]
+fn scoreboard_months_before_the_kept_days_are_dropped_and_read_elsewhere() {
+    let store = Store::new(0);
+    let old = NOW - 400 * DAY;
+    let mut facts = opened(&store, grid(0), old);
+    facts.tasks = Box::new([task(&store, old, true)]);
+    store.put(Uuid::now_v7(), facts, old, hour_of(old));
+    let now = DateTime::from_timestamp_micros(NOW).unwrap();
+    let query = |month: &str| {
+        let request = v1::GetScoreboardRequest {
+            area_code: String::new(),
+            month: month.into(),
+            kind: v1::ScoreboardKind::Departments as i32,
+        };
+        scoreboard::Query::parse(&request, now).unwrap()
+    };
+    let weights = whistle_domain::policy::builtin("ordos").unwrap().weights();
+    let old_month = DateTime::from_timestamp_micros(old)
+        .unwrap()
+        .with_timezone(&crate::overview::shanghai())
+        .format("%Y-%m")
+        .to_string();
+    assert!(store
+        .scoreboard(&query(&old_month), &weights, now)
+        .unwrap()
+        .is_some());
+    assert_eq!(store.sizes().months, 1);
+
+    store.advance(hour_of(NOW));
+    assert_eq!(
+        store.sizes().months,
+        0,
+        "400 days back is past the 367 kept"
+    );
+    assert!(store
+        .scoreboard(&query(&old_month), &weights, now)
+        .unwrap()
+        .is_none());
+    assert!(store
+        .scoreboard(&query(""), &weights, now)
+        .unwrap()
+        .is_some());
+    // Changes to a dropped month are ignored: no row comes back.
+    let mut again = opened(&store, grid(1), old);
+    again.tasks = Box::new([task(&store, old, false)]);
+    store.put(Uuid::now_v7(), again, old, hour_of(NOW));
+    assert_eq!(store.sizes().months, 0);
 }
 
 /// The (reported, resolved) buckets of an area's trend.
@@ -213,7 +349,7 @@ fn day_counters_outlive_the_longest_window_by_a_day() {
     let store = Store::new(0);
     let facts = opened(&store, grid(0), NOW);
     let due_day = day_of(facts.due.unwrap());
-    store.put(Uuid::now_v7(), facts, hour_of(NOW));
+    store.put(Uuid::now_v7(), facts, NOW, hour_of(NOW));
     let longest = overview::window_days(overview::MAX_WINDOW);
     let last_day = due_day + Day::try_from(longest).unwrap() - 1;
     let due_in_window = |store: &Store| {
@@ -236,7 +372,7 @@ fn hour_counters_are_pruned_after_a_week_and_an_hour_consistently() {
     let id = Uuid::now_v7();
     let h0 = hour_of(NOW);
     let facts = opened(&store, grid(0), NOW);
-    store.put(id, facts.clone(), h0);
+    store.put(id, facts.clone(), NOW, h0);
     let week = trend::MAX_HOURS as Hour;
     // The last hour of a week-long trend, still there one hour later (a late reader).
     for now in [h0 + week - 1, h0 + week] {
@@ -527,7 +663,11 @@ fn plan() -> impl Strategy<Value = Plan> {
         })
 }
 
-fn run(plan: &Plan) -> Result<(), TestCaseError> {
+/// Delivers `plan`'s stream to a store and compares its counters with the final facts counted
+/// at once. `in_time_order`: the stream as dispatch publishes it, in the order the transitions
+/// happened (plus replays), with the clock following it and the store advancing as the feed
+/// does — so terminal incidents are dropped on the way and replays of theirs must be ignored.
+fn run(plan: &Plan, in_time_order: bool) -> Result<(), TestCaseError> {
     let store = Store::new(0);
     // Both stores intern the categories in the same order, so their ids agree.
     for name in CATEGORIES {
@@ -561,6 +701,10 @@ fn run(plan: &Plan) -> Result<(), TestCaseError> {
         }
         turn += 1;
     }
+    if in_time_order {
+        // Stable: one incident's events keep their order, and a transition's copies theirs.
+        stream.sort_by_key(|(_, _, update)| update.at);
+    }
     for (position, earlier) in &plan.replays {
         let at = position % (stream.len() + 1);
         if at > 0 {
@@ -582,13 +726,37 @@ fn run(plan: &Plan) -> Result<(), TestCaseError> {
     for (n, i, _) in &stream[..snapshot] {
         last[*n] = Some(last[*n].map_or(*i, |l| l.max(*i)));
     }
+    let updated = |n: usize, through: usize| {
+        std::iter::once(plan.lives[n].opened)
+            .chain(plan.lives[n].times())
+            .nth(through)
+            .expect("an event per transition")
+    };
+    if in_time_order && snapshot > 0 {
+        // The snapshot's newest transition first, as `load::snapshot` does.
+        let newest = (0..plan.lives.len())
+            .filter_map(|n| last[n].map(|through| updated(n, through)))
+            .max()
+            .expect("some incident");
+        store.observe(newest);
+        hour = hour.max(hour_of(newest));
+        store.advance(hour);
+    }
     for (n, through) in last.iter().enumerate() {
         if let Some(through) = through {
-            store.put(ids[n], plan.lives[n].facts(&store, ids[n], *through), hour);
+            let facts = plan.lives[n].facts(&store, ids[n], *through);
+            store.put(ids[n], facts, updated(n, *through), hour);
         }
     }
     for (k, (_, _, update)) in stream[start..].iter().enumerate() {
+        let before = hour;
         hour += Hour::from(plan.hours[k % plan.hours.len()]);
+        if in_time_order {
+            hour = hour.max(hour_of(update.at));
+            if hour > before {
+                store.advance(hour);
+            }
+        }
         store
             .apply(update.clone(), hour)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -600,9 +768,25 @@ fn run(plan: &Plan) -> Result<(), TestCaseError> {
     }
     for (n, life) in plan.lives.iter().enumerate() {
         let facts = life.facts(&store, ids[n], life.steps.len());
-        expected.put(ids[n], facts, hour);
+        expected.put(ids[n], facts, updated(n, life.steps.len()), hour);
     }
     prop_assert_eq!(canonical(&store, hour), canonical(&expected, hour));
+    let boards = |store: &Store| -> BTreeMap<MonthId, MonthBoard> {
+        store
+            .boards
+            .iter()
+            .map(|b| (*b.key(), b.value().clone()))
+            .filter(|(_, b)| !b.rows.is_empty())
+            .collect()
+    };
+    prop_assert_eq!(boards(&store), boards(&expected));
+    // What is held: the live incidents, and the terminal ones settled since the floor.
+    let floor = store.floor();
+    for (n, life) in plan.lives.iter().enumerate() {
+        let terminal = life.steps.last().is_some_and(|s| s.status.is_terminal());
+        let dropped = terminal && updated(n, life.steps.len()) < floor;
+        prop_assert_eq!(store.incidents.contains_key(&ids[n]), !dropped);
+    }
     Ok(())
 }
 
@@ -611,7 +795,12 @@ proptest! {
 
     #[test]
     fn applying_events_in_order_with_replays_equals_counting_the_final_facts(plan in plan()) {
-        run(&plan)?;
+        run(&plan, false)?;
+    }
+
+    #[test]
+    fn dropping_settled_incidents_on_the_way_changes_no_count(plan in plan()) {
+        run(&plan, true)?;
     }
 }
 
@@ -725,7 +914,7 @@ proptest! {
                 tasks: facts.tasks.iter().map(|t| TaskFact { dispatched: t.dispatched.min(now), ..*t }).collect(),
                 ..facts
             };
-            store.put(id, facts.clone(), hour_of(now));
+            store.put(id, facts.clone(), now, hour_of(now));
             all.push(facts);
         }
         let at = DateTime::from_timestamp_micros(now).unwrap();
@@ -758,7 +947,7 @@ proptest! {
             // Only what happened up to now.
             let times: Vec<Micros> = life.times().into_iter().take_while(|at| *at <= now).collect();
             let id = Uuid::now_v7();
-            store.put(id, life.facts(&store, id, times.len()), current);
+            store.put(id, life.facts(&store, id, times.len()), now, current);
             if !grid(life.grid).areas().contains(&key(area)) {
                 continue;
             }
