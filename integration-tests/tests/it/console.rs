@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 use whistle_domain::Level;
 use whistle_proto::v1;
 use whistle_store::tokens::Role;
@@ -47,16 +47,32 @@ async fn the_console_works_in_a_real_browser() {
         Path::new(&chromium).exists(),
         "no Chromium at {chromium}: run deploy/local/test.sh (installs Debian's chromium) or set CHROMIUM"
     );
-    // The manual clock stands at the real time, so the browser's countdowns and the stack agree.
+    // The manual clock starts three hours back and is then brought to the real time, so the
+    // browser's countdowns and the stack agree and something is late: a collective petition filed
+    // then and whistled to the petitions office is past its 2-hour deadline (escalated to the
+    // city), and the office missed its report-in — one incident that is both overdue and late
+    // under a department (the screen must list it once).
+    let started = Utc::now();
     let stack = Stack::builder()
         .with_query_options(move |options| options.console_dir = Some(dir))
-        .at(Utc::now())
+        .at(started - TimeDelta::hours(3))
         .start()
         .await;
+    let (district, [g1, g2, g3], _, far_grid) = places();
+    let late = stack
+        .file(&stack.filed(
+            "e2e-late",
+            &g3,
+            "petition.collective",
+            v1::Urgency::Emergency,
+        ))
+        .await;
+    stack.whistle(&g3, late).await;
+    stack.advance(started - stack.now());
+    stack.settle().await;
 
     // Reports in three streets of one district and one in another district, so that the
     // drill-down has something to change at every level.
-    let (district, [g1, g2, g3], _, far_grid) = places();
     let mut whistled = None;
     for (i, (grid, category)) in [
         (&g1, "petition.collective"),

@@ -509,6 +509,26 @@ async fn the_console_s_files_are_served_at_the_root_beside_grpc() {
     let gzipped = http_get_with(addr, "/app.js", "Accept-Encoding: gzip\r\n").await;
     assert!(gzipped.contains("content-encoding: gzip"), "{gzipped}");
     assert!(gzipped.len() < script.len() / 2);
+    // A content-named file is cached for a year; the page, and files named otherwise, revalidated.
+    std::fs::write(console.path().join("app-3F2A9C1B.js"), &script).unwrap();
+    let named = http_get(addr, "/app-3F2A9C1B.js").await;
+    assert!(
+        named.contains(&format!(
+            "cache-control: {}",
+            whistle_query::CACHE_IMMUTABLE
+        )),
+        "{named}"
+    );
+    for path in ["/", "/app.js", "/no/such/page"] {
+        let response = http_get(addr, path).await;
+        assert!(
+            response.contains(&format!(
+                "cache-control: {}",
+                whistle_query::CACHE_REVALIDATE
+            )),
+            "{path}: {response}"
+        );
+    }
     // Any other path is the page itself (its routes live after `#`).
     assert!(http_get(addr, "/screen/whatever")
         .await

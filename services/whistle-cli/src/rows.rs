@@ -270,6 +270,7 @@ mod tests {
             tasks: vec![v1::Task {
                 state: Some(state()),
                 department_name: "供热".into(),
+                verbs: Vec::new(),
             }],
             reports: vec![v1::Report {
                 report_id: "r-1".into(),
@@ -283,6 +284,7 @@ mod tests {
                 actor_id: "gw-150602001001001".into(),
                 at: at(500),
                 note: String::new(),
+                actor_name: String::new(),
             }],
             policy_version: "ordos-1".into(),
             resolved_at: at(900),

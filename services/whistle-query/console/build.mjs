@@ -1,5 +1,7 @@
 // Build script for the Whistle console (no vite): generates the category catalogue from the
-// policy, bundles src/ with esbuild into dist/ (index.html, app.js, app.css, assets).
+// policy, bundles src/ with esbuild into dist/ (index.html, app-[hash].js, app-[hash].css, assets).
+// The script and stylesheet are named after their content so whistle-query can let browsers cache
+// them for a year; index.html, which names them, is revalidated on every load.
 //
 //   node build.mjs                  catalogue + bundle (npm run build also runs buf generate and tsc first)
 //   node build.mjs --catalogue-only only src/catalogue.json
@@ -48,18 +50,18 @@ function catalogue() {
   return out;
 }
 
-const INDEX_HTML = `<!doctype html>
+const indexHtml = (js, css) => `<!doctype html>
 <html lang="zh-CN">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>鄂尔多斯市智慧党建综合指挥调度平台</title>
 <link rel="icon" href="favicon.svg" type="image/svg+xml">
-<link rel="stylesheet" href="app.css">
+<link rel="stylesheet" href="${css}">
 </head>
 <body>
 <div id="app"></div>
-<script type="module" src="app.js"></script>
+<script type="module" src="${js}"></script>
 </body>
 </html>
 `;
@@ -77,12 +79,14 @@ const buildOptions = {
   legalComments: "none",
   loader: { ".svg": "file", ".png": "file" },
   logLevel: "info",
+  // Content-named in a release (cached as immutable); plain names for the dev server's rebuilds.
+  entryNames: args.includes("--serve") ? "[name]" : "[name]-[hash]",
   define: { "process.env.NODE_ENV": '"production"' },
 };
 
-function writeStatic() {
+function writeStatic(js = "app.js", css = "app.css") {
   mkdirSync(join(here, "dist"), { recursive: true });
-  writeFileSync(join(here, "dist", "index.html"), INDEX_HTML);
+  writeFileSync(join(here, "dist", "index.html"), indexHtml(js, css));
   const assets = join(here, "assets");
   if (existsSync(assets)) for (const f of readdirSync(assets)) copyFileSync(join(assets, f), join(here, "dist", f));
 }
@@ -124,8 +128,9 @@ if (args.includes("--serve")) {
     .listen(port, "127.0.0.1", () => console.log(`console dev server on http://127.0.0.1:${port}/ → ${backend.origin}`));
 } else {
   rmSync(join(here, "dist"), { recursive: true, force: true });
-  writeStatic();
   const result = await esbuild.build({ ...buildOptions, metafile: true });
+  const named = (ext) => Object.keys(result.metafile.outputs).find((f) => f.endsWith(ext)).split("/").pop();
+  writeStatic(named(".js"), named(".css"));
   const outs = Object.entries(result.metafile.outputs).map(([f, o]) => `${f.replace(here + "/", "")} ${(o.bytes / 1024).toFixed(0)} KiB`);
   console.log(outs.join("\n"));
 }

@@ -117,6 +117,12 @@ impl command_center_server::CommandCenter for CommandCenter {
         if let Some(grid) = grid.filter(|grid| !principal.may_see(grid)) {
             return Err(principal.outside(&grid).into());
         }
+        let incident_status = detail.incident.as_ref().map_or(0, |i| i.status);
+        for task in &mut detail.tasks {
+            if let Some(state) = &task.state {
+                task.verbs = tasks::verbs(&principal, state, incident_status, detail.reopen_count)?;
+            }
+        }
         contacts::show(
             &self.pool,
             self.keyring.as_deref(),

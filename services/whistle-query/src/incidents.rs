@@ -307,8 +307,16 @@ pub(crate) async fn get(
     })
     .collect::<Result<_>>()?;
 
+    // The actor's name and unit for people (a street's or community's staff are named by their
+    // unit); dispatch itself and unknown ids get none.
     let timeline = sqlx::query(
-        "SELECT seq, kind, actor_id, at, note FROM timeline WHERE incident_id = $1 ORDER BY seq",
+        "SELECT tl.seq, tl.kind, tl.actor_id, tl.at, tl.note,
+                concat_ws(' · ', nullif(p.name, ''), coalesce(d.name, o.name)) AS actor_name
+         FROM timeline tl
+         LEFT JOIN people p ON p.id = tl.actor_id
+         LEFT JOIN departments d ON d.code = p.department_code
+         LEFT JOIN org_units o ON o.code = coalesce(p.grid_code, p.area_code)
+         WHERE tl.incident_id = $1 ORDER BY tl.seq",
     )
     .bind(id)
     .fetch_all(&mut *tx)
@@ -323,6 +331,7 @@ pub(crate) async fn get(
             actor_id: row.try_get("actor_id")?,
             at: Some(convert::timestamp(row.try_get("at")?)),
             note: row.try_get("note")?,
+            actor_name: row.try_get("actor_name")?,
         })
     })
     .collect::<Result<_>>()?;
@@ -358,6 +367,7 @@ fn task(row: &PgRow) -> Result<v1::Task> {
     Ok(v1::Task {
         state: Some(task_state(row, "status")?),
         department_name: row.try_get("department_name")?,
+        verbs: Vec::new(),
     })
 }
 

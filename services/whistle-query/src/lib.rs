@@ -75,7 +75,9 @@ use tracing::{info, warn};
 use whistle_wire::{Clock, Credentials, SystemClock};
 
 pub use aggregates::{Aggregates, Sizes};
-pub use console::{CONTENT_SECURITY_POLICY, STRICT_TRANSPORT_SECURITY};
+pub use console::{
+    CACHE_IMMUTABLE, CACHE_REVALIDATE, CONTENT_SECURITY_POLICY, STRICT_TRANSPORT_SECURITY,
+};
 pub use error::{reason, Error, Result, RATE_LIMITED, REASON_METADATA};
 pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use limits::{DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WATCH_STREAMS};

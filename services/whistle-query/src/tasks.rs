@@ -4,7 +4,10 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
-use whistle_domain::{incident::TaskStatus, policy::Policy};
+use whistle_domain::{
+    incident::{Status, TaskStatus, TaskVerb},
+    policy::Policy,
+};
 use whistle_proto::v1;
 use whistle_store::tokens::Role;
 
@@ -94,7 +97,7 @@ pub(crate) async fn list(
     let rows = sqlx::query(&format!(
         "SELECT {SUMMARY_COLUMNS}, i.description, t.task_id, t.department_code, t.status AS task_status,
                 t.dispatched_at, t.accept_due_at, t.resolve_due_at, t.accepted_at, t.resolved_at,
-                t.holder_id, t.return_reason, t.round, t.supervised
+                t.holder_id, t.return_reason, t.round, t.supervised, i.reopen_count
          FROM tasks t JOIN incidents i ON i.id = t.incident_id
          WHERE t.department_code = $1 AND t.status = ANY($2)
            AND i.grid_code ~>=~ $3 AND i.grid_code ~<~ $4
@@ -117,10 +120,14 @@ pub(crate) async fn list(
         .iter()
         .map(|row| {
             let task = incidents::task_state(row, "task_status")?;
+            let incident = incidents::summary(row, policy, now)?;
+            let reopen_count = u32::try_from(row.try_get::<i32, _>("reopen_count")?)
+                .map_err(|_| Error::Corrupt("incident reopen_count is negative".into()))?;
             Ok(v1::TaskItem {
+                verbs: verbs(principal, &task, incident.status, reopen_count)?,
                 task: Some(task),
                 department_name: department_name.clone(),
-                incident: Some(incidents::summary(row, policy, now)?),
+                incident: Some(incident),
                 description: row.try_get("description")?,
             })
         })
@@ -130,4 +137,91 @@ pub(crate) async fn list(
         department_name,
         tasks,
     })
+}
+
+/// The task commands `principal` may send for `task` now (`TaskItem.verbs`, `Task.verbs`): those
+/// the task's status takes ([`TaskVerb::for_task`], the rule dispatch applies) that the caller's
+/// role acts with — a liaison its own department's 签收/退单/办结, an operator 督办/改派 (the caller
+/// already sees the incident, so it lies in the operator's area); viewers and grid workers none.
+pub(crate) fn verbs(
+    principal: &Principal,
+    task: &v1::TaskState,
+    incident_status: i32,
+    reopen_count: u32,
+) -> Result<Vec<String>> {
+    let department_verbs = match principal.role {
+        Role::Liaison if principal.department.as_deref() == Some(&task.department_code) => true,
+        Role::Operator => false,
+        Role::Liaison | Role::Viewer | Role::GridWorker => return Ok(Vec::new()),
+    };
+    let status: TaskStatus = convert::task_status_to_db(task.status)?
+        .parse()
+        .map_err(Error::Corrupt)?;
+    let open = convert::status_to_db(incident_status)?
+        .parse::<Status>()
+        .is_ok_and(Status::is_open);
+    Ok(TaskVerb::for_task(status, task.round == reopen_count, open)
+        .filter(|verb| verb.is_department_verb() == department_verbs)
+        .map(|verb| verb.as_str().to_owned())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(role: Role, department: Option<&str>) -> Principal {
+        Principal {
+            token_id: uuid::Uuid::nil(),
+            role,
+            area: "150602".parse().unwrap(),
+            department: department.map(str::to_owned),
+            person: Some("p".into()),
+        }
+    }
+
+    fn task(status: v1::TaskStatus, round: u32) -> v1::TaskState {
+        v1::TaskState {
+            task_id: 1,
+            department_code: "150602-heating".into(),
+            status: status as i32,
+            round,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_role_is_offered_only_its_own_verbs_for_the_status() {
+        let liaison = principal(Role::Liaison, Some("150602-heating"));
+        let other = principal(Role::Liaison, Some("150602-housing_construction"));
+        let operator = principal(Role::Operator, None);
+        let viewer = principal(Role::Viewer, None);
+        let whistled = v1::IncidentStatus::Whistled as i32;
+        let offered = |p: &Principal, t: &v1::TaskState, status: i32, round: u32| {
+            verbs(p, t, status, round).unwrap()
+        };
+        let dispatched = task(v1::TaskStatus::Dispatched, 0);
+        assert_eq!(
+            offered(&liaison, &dispatched, whistled, 0),
+            ["accept", "return"]
+        );
+        assert_eq!(
+            offered(&operator, &dispatched, whistled, 0),
+            ["supervise", "reassign"]
+        );
+        assert!(offered(&other, &dispatched, whistled, 0).is_empty());
+        assert!(offered(&viewer, &dispatched, whistled, 0).is_empty());
+        // 事不完、人不撤: an accepted task is resolved, never returned, and no longer reassigned.
+        let accepted = task(v1::TaskStatus::Accepted, 0);
+        let status = v1::IncidentStatus::Accepted as i32;
+        assert_eq!(offered(&liaison, &accepted, status, 0), ["resolve"]);
+        assert_eq!(offered(&operator, &accepted, status, 0), ["supervise"]);
+        // A task of an earlier round, and any task of a closed incident, take nothing more.
+        assert!(offered(&operator, &dispatched, whistled, 1).is_empty());
+        let closed = v1::IncidentStatus::Closed as i32;
+        assert!(offered(&liaison, &dispatched, closed, 0).is_empty());
+        let returned = task(v1::TaskStatus::Returned, 0);
+        assert_eq!(offered(&operator, &returned, whistled, 0), ["reassign"]);
+        assert!(offered(&liaison, &returned, whistled, 0).is_empty());
+    }
 }

@@ -120,9 +120,11 @@ mod rules;
 mod state;
 #[cfg(test)]
 mod tests;
+mod verbs;
 
 pub use commands::{
     Actor, Command, Context, Effect, Input, Rejection, Timer, EVENT_KINDS, NOTE_MAX, TEXT_MAX,
 };
 pub use rules::{apply, open};
 pub use state::{Incident, ReturnReason, Satisfaction, Status, Task, TaskStatus};
+pub use verbs::TaskVerb;

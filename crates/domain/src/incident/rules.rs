@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Actor, Command, Context, Effect, Incident, Input, Rejection, ReturnReason, Satisfaction,
-    Status, Task, TaskStatus, Timer, NOTE_MAX, TEXT_MAX,
+    Status, Task, TaskStatus, TaskVerb, Timer, NOTE_MAX, TEXT_MAX,
 };
 use crate::{
     policy::{Category, Policy},
@@ -190,7 +190,7 @@ impl<'c> Step<'c> {
         let (task, holder) = self.liaison_task(actor, id, "accept")?;
         check_text("note", &note, NOTE_MAX, false)?;
         self.require_open()?;
-        if !matches!(task.status, TaskStatus::Dispatched | TaskStatus::Supervised) {
+        if !TaskVerb::Accept.applies(task.status, true) {
             return Err(Rejection::InvalidTransition(format!(
                 "task {id} is {}; only a dispatched or supervised task is accepted",
                 task.status
@@ -215,7 +215,7 @@ impl<'c> Step<'c> {
         let (task, _) = self.liaison_task(actor, id, "return")?;
         check_text("note", &note, NOTE_MAX, true)?;
         self.require_open()?;
-        if !matches!(task.status, TaskStatus::Dispatched | TaskStatus::Supervised) {
+        if !TaskVerb::Return.applies(task.status, true) {
             return Err(Rejection::InvalidTransition(format!(
                 "task {id} is {}; a department returns a task only before reporting in (事不完、人不撤)",
                 task.status
@@ -233,7 +233,7 @@ impl<'c> Step<'c> {
         let (task, _) = self.liaison_task(actor, id, "resolve")?;
         check_text("note", &note, TEXT_MAX, false)?;
         self.require_open()?;
-        if task.status != TaskStatus::Accepted {
+        if !TaskVerb::Resolve.applies(task.status, true) {
             return Err(Rejection::InvalidTransition(format!(
                 "task {id} is {}; only an accepted task is resolved",
                 task.status
@@ -366,7 +366,7 @@ impl<'c> Step<'c> {
             self.event("incident.supervised", None, note);
             return Ok(());
         };
-        if task.round != self.next.reopen_count || !task.status.is_in_progress() {
+        if !TaskVerb::Supervise.applies(task.status, task.round == self.next.reopen_count) {
             return Err(Rejection::InvalidTransition(format!(
                 "task {} is {}; only a task in progress is supervised",
                 task.id, task.status
@@ -401,11 +401,7 @@ impl<'c> Step<'c> {
         }
         self.check_serves(department)?;
         self.require_open()?;
-        let reassignable = matches!(
-            task.status,
-            TaskStatus::Returned | TaskStatus::Dispatched | TaskStatus::Supervised
-        );
-        if task.round != self.next.reopen_count || !reassignable {
+        if !TaskVerb::Reassign.applies(task.status, task.round == self.next.reopen_count) {
             let earlier = if task.round == self.next.reopen_count {
                 ""
             } else {

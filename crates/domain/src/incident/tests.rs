@@ -1034,7 +1034,31 @@ impl World {
             }
             Input::Command(..) => false,
         };
-        let (next, effects) = match apply(&before, input.clone(), &ctx(), self.now) {
+        // What the query service offers for a task (`TaskVerb::for_task`) is what apply accepts:
+        // a verb not offered is refused, an offered one is never refused as a wrong transition.
+        let offered = match &input {
+            Input::Command(_, command) => task_verb(command).and_then(|(verb, id)| {
+                let task = before.task(id)?;
+                let current = task.round == before.reopen_count;
+                Some((
+                    verb,
+                    TaskVerb::for_task(task.status, current, before.status.is_open())
+                        .any(|v| v == verb),
+                ))
+            }),
+            Input::Timer(_) => None,
+        };
+        let outcome = apply(&before, input.clone(), &ctx(), self.now);
+        if let Some((verb, offered)) = offered {
+            match &outcome {
+                Ok(_) => prop_assert!(offered, "{verb} applied although not offered"),
+                Err(rejection) => prop_assert!(
+                    !offered || !matches!(rejection, Rejection::InvalidTransition(_)),
+                    "{verb} offered but refused: {rejection}"
+                ),
+            }
+        }
+        let (next, effects) = match outcome {
             Ok(applied) => applied,
             Err(rejection) => {
                 prop_assert!(
@@ -1137,6 +1161,22 @@ impl World {
 }
 
 /// Runs `ops` on a new incident of `category`, then lets every timer fire until long after.
+/// The task verb of a command aimed at one task, and the task.
+fn task_verb(command: &Command) -> Option<(TaskVerb, u32)> {
+    match command {
+        Command::Accept { task, .. } => Some((TaskVerb::Accept, *task)),
+        Command::Return { task, .. } => Some((TaskVerb::Return, *task)),
+        Command::Resolve {
+            task: Some(task), ..
+        } => Some((TaskVerb::Resolve, *task)),
+        Command::Supervise {
+            task: Some(task), ..
+        } => Some((TaskVerb::Supervise, *task)),
+        Command::Reassign { task, .. } => Some((TaskVerb::Reassign, *task)),
+        _ => None,
+    }
+}
+
 fn walk(category: &str, ops: Vec<Op>) -> Result<World, TestCaseError> {
     let (incident, effects) = open_at(category, t0());
     let mut world = World {

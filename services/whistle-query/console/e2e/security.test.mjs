@@ -42,12 +42,19 @@ test("the console's page and assets carry the security headers; the page breaks 
   assert.equal(h["referrer-policy"], "no-referrer");
   // The test stack is plaintext: HSTS is sent only by a listener that speaks TLS.
   assert.equal(h["strict-transport-security"], undefined);
+  // The page is revalidated on every load; the script and stylesheet it names are content-named
+  // (app-3F2A9C1B.js) and cached for a year.
+  assert.equal(h["cache-control"], "no-cache");
+  const html = await (await context.request.get(`${env.page}/`)).text();
+  const assets = [...html.matchAll(/(?:src|href)="(app-[A-Z0-9]{8,}\.(?:js|css))"/g)].map((m) => `/${m[1]}`);
+  assert.equal(assets.length, 2, html);
   // The script and the stylesheet too (a path that is no file gets index.html as a 404, with the headers).
-  for (const path of ["/app.js", "/app.css", "/no/such/page"]) {
+  for (const path of [...assets, "/no/such/page", "/favicon.svg"]) {
     const r = await context.request.get(`${env.page}${path}`);
     assert.equal(r.status(), path.startsWith("/no/") ? 404 : 200, path);
     assert.equal(r.headers()["x-content-type-options"], "nosniff", path);
     assert.equal(r.headers()["content-security-policy"], csp, path);
+    assert.equal(r.headers()["cache-control"], path.startsWith("/app-") ? "public, max-age=31536000, immutable" : "no-cache", path);
   }
   // gRPC-web answers were not broken by the headers: the screen loaded its data.
   assert.ok(responses.some((r) => r.url().includes("/whistle.v1.CommandCenter/") && r.status() === 200));

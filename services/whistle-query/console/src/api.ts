@@ -5,6 +5,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import { CommandCenter } from "./gen/whistle/v1/command_center_pb.js";
 import { Dispatch } from "./gen/whistle/v1/dispatch_pb.js";
 import { Reporting } from "./gen/whistle/v1/reporting_pb.js";
+import { callFailed, callSucceeded } from "./connection";
 
 const TOKEN_KEY = "whistle.token";
 
@@ -38,14 +39,23 @@ export function onUnauthenticated(l: Listener): () => void {
   return () => unauthListeners.delete(l);
 }
 
+// A failure to reach the server at all, as opposed to an answer refusing the request.
+const unreachable = (err: ConnectError) => [Code.Unavailable, Code.Unknown, Code.DeadlineExceeded, Code.Internal].includes(err.code);
+
 const auth: Interceptor = (next) => async (req) => {
   const token = getToken();
   if (token) req.header.set("authorization", `Bearer ${token}`);
   try {
-    return await next(req);
+    const res = await next(req);
+    if (!req.stream) callSucceeded();
+    return res;
   } catch (e) {
     const err = ConnectError.from(e);
     if (err.code === Code.Unauthenticated) unauthListeners.forEach((l) => l(err.rawMessage));
+    if (!req.stream && err.code !== Code.Canceled) {
+      if (unreachable(err)) callFailed();
+      else callSucceeded();
+    }
     throw e;
   }
 };
@@ -58,13 +68,6 @@ export const reporting: Client<typeof Reporting> = createClient(Reporting, trans
 
 export { Code, ConnectError };
 
-/** "PERMISSION_DENIED: this viewer token …" style text for a panel or a toast. */
-export function errorText(e: unknown): string {
-  const err = ConnectError.from(e);
-  const codeName = Code[err.code] ?? String(err.code);
-  const snake = codeName.replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase();
-  return `${snake}: ${err.rawMessage || err.message}`;
-}
 
 export function isAbort(e: unknown): boolean {
   return e instanceof DOMException && e.name === "AbortError" || (e instanceof ConnectError && e.code === Code.Canceled);

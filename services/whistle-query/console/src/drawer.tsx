@@ -1,24 +1,33 @@
 // The incident drawer: details, tasks with deadlines, the whole timeline; operators supervise (督办)
 // and reassign (改派) from here. Also the list of a grid's open incidents (from the map).
-import { useEffect, useState } from "preact/hooks";
-import { cc, dispatch, errorText, uuid } from "./api";
-import { t, eventKindLabel, incidentStatusLabel, taskStatusLabel, levelLabel, urgencyLabel, returnReasonLabel, satisfactionLabel } from "./i18n";
+import { useEffect, useRef, useState } from "preact/hooks";
+import { cc, dispatch } from "./api";
+import { t, eventKindLabel, incidentStatusLabel, taskStatusLabel, levelLabel, urgencyLabel, returnReasonLabel } from "./i18n";
 import { IncidentStatus, TaskStatus } from "./gen/whistle/v1/common_pb.js";
-import type { Session } from "./gen/whistle/v1/command_center_pb.js";
-import { useLoad, useNow, tsMs, fmtDateTime, fmtSpan, categoryName } from "./util";
-import { departments, placeName, deptName, loadOrg } from "./org";
+import { ScoreboardKind, type Session, type TimelineEntry } from "./gen/whistle/v1/command_center_pb.js";
+import { useLoad, useNow, tsMs, fmtDateTime, fmtCountdown, categoryName } from "./util";
+import { departments, placeName, deptName, loadOrg, orgName, onOrgNames, withNames } from "./org";
+import { LoadNote } from "./notes";
+import { CommandDialog, type Fresh } from "./dialog";
 
 export type DrawerTarget = { kind: "incident"; id: string } | { kind: "grid"; code: string; name: string };
 
 export function Drawer(p: { target: DrawerTarget; session: Session; onClose: () => void; onOpen: (id: string) => void; onChanged: () => void }) {
+  const box = useRef<HTMLElement>(null);
   useEffect(() => {
-    const onKey = (e: KeyboardEvent) => e.key === "Escape" && p.onClose();
+    // Esc closes the drawer unless a dialog inside it is open (the dialog takes Esc first).
+    const onKey = (e: KeyboardEvent) => e.key === "Escape" && !document.querySelector(".modal") && p.onClose();
     addEventListener("keydown", onKey);
-    return () => removeEventListener("keydown", onKey);
+    const before = document.activeElement as HTMLElement | null;
+    box.current?.focus();
+    return () => {
+      removeEventListener("keydown", onKey);
+      if (before && document.contains(before)) before.focus();
+    };
   }, []);
   return (
     <div class="drawer-backdrop" onClick={(e) => e.target === e.currentTarget && p.onClose()}>
-      <aside class="drawer" data-testid="drawer">
+      <aside class="drawer" data-testid="drawer" role="dialog" aria-modal="true" aria-label={t(p.target.kind === "incident" ? "incident" : "gridIncidents")} tabIndex={-1} ref={box}>
         <button class="drawer-close" onClick={p.onClose} data-testid="drawer-close" aria-label={t("close")}>
           ×
         </button>
@@ -47,7 +56,7 @@ function GridIncidents(p: { code: string; name: string; onOpen: (id: string) => 
       <h2>
         {t("gridIncidents")} · {p.name}
       </h2>
-      {list.error && <div class="panel-error">{list.error}</div>}
+      <LoadNote l={list} testid="grid-incidents" />
       {list.data && list.data.incidents.length === 0 && <div class="empty">{t("noData")}</div>}
       <ul class="inc-list">
         {list.data?.incidents.map((i) => (
@@ -63,63 +72,95 @@ function GridIncidents(p: { code: string; name: string; onOpen: (id: string) => 
   );
 }
 
+/** Intake notes a report's id on the entries it writes ("report sim-…"): an id, not for people. */
+const REPORT_NOTE = /^report \S+$/;
+
+/** Who acted, by name: the person and their unit, 系统 for dispatch itself; the id only as a tooltip. */
+function actorName(e: TimelineEntry): string {
+  if (e.actorName) return e.actorName;
+  if (e.actorId === "system" || !e.actorId) return t("actorSystem");
+  const unit = /^hd-(\d+)$/.exec(e.actorId);
+  if (unit) return `${orgName(unit[1])} ${t("actorStaff")}`.trim();
+  return t("actorUnknown");
+}
+
+type Action = { verb: "supervise" | "reassign"; taskId: string; department: string } | { verb: "superviseIncident" };
+
 function IncidentView(p: { id: string; session: Session; onChanged: () => void }) {
   const detail = useLoad((signal) => cc.getIncident({ incidentId: p.id }, { signal }), p.id, 8000);
   const now = useNow(1000);
-  const [msg, setMsg] = useState<{ ok: boolean; text: string } | null>(null);
-  const [reassign, setReassign] = useState<{ taskId: string; to: string; note: string } | null>(null);
-  const [busy, setBusy] = useState(false);
+  const [msg, setMsg] = useState("");
+  const [action, setAction] = useState<Action | null>(null);
   const canAct = p.session.role === "operator";
   const d = detail.data;
   const inc = d?.incident;
   const [, setOrgV] = useState(0);
+  useEffect(() => onOrgNames(() => setOrgV((v) => v + 1)), []);
   useEffect(() => {
     if (inc?.streetCode) loadOrg(inc.streetCode, 1).then(() => setOrgV((v) => v + 1), () => {});
-  }, [inc?.streetCode]);
+    // 改派 offers the district's departments by name.
+    if (canAct && inc?.districtCode)
+      cc.getScoreboard({ areaCode: inc.districtCode, kind: ScoreboardKind.DEPARTMENTS }).then(
+        (b) => {
+          for (const r of b.rows) departments.set(r.code, r.name);
+          setOrgV((v) => v + 1);
+        },
+        () => {},
+      );
+  }, [inc?.streetCode, inc?.districtCode]);
 
-  async function run(label: string, body: any) {
-    if (!inc) return;
-    setBusy(true);
-    setMsg(null);
-    try {
-      const ok = await dispatch[label as "supervise"]({ commandId: uuid(), incidentId: inc.incidentId, expectedVersion: inc.version, body });
-      setMsg({ ok: true, text: `${t("done")} · ${incidentStatusLabel(ok.status)} · ${t("version")} ${ok.version}${ok.taskId ? ` · #${ok.taskId} ${taskStatusLabel(ok.taskStatus)}` : ""}` });
-      setReassign(null);
-      detail.reload();
-      p.onChanged();
-    } catch (e) {
-      setMsg({ ok: false, text: errorText(e) });
-      detail.reload();
-    } finally {
-      setBusy(false);
-    }
-  }
-
-  if (detail.error && !d) return <div class="panel-error" data-testid="drawer-error">{detail.error}</div>;
-  if (!d || !inc) return <div class="empty">{t("loading")}</div>;
+  if (!d || !inc) return detail.problem ? <LoadNote l={detail} testid="drawer" /> : <div class="empty">{t("loading")}</div>;
   const open = [IncidentStatus.HANDLING, IncidentStatus.WHISTLED, IncidentStatus.ACCEPTED].includes(inc.status);
   const due = tsMs(inc.dueAt);
-  const deptOptions = [...departments.entries()].filter(([c]) => c.startsWith(inc.districtCode) || !/^\d{6}-/.test(c));
+  const dueCd = fmtCountdown(due, now);
+
+  async function refresh(a: Action): Promise<Fresh> {
+    const fresh = await cc.getIncident({ incidentId: p.id });
+    detail.reload();
+    const i = fresh.incident!;
+    if (a.verb === "superviseIncident") {
+      const stillOpen = [IncidentStatus.HANDLING, IncidentStatus.WHISTLED, IncidentStatus.ACCEPTED].includes(i.status);
+      return { version: i.version, allowed: stillOpen, state: incidentStatusLabel(i.status) };
+    }
+    const task = fresh.tasks.find((x) => String(x.state?.taskId) === a.taskId);
+    return { version: i.version, allowed: !!task?.verbs.includes(a.verb), state: task ? taskStatusLabel(task.state!.status) : incidentStatusLabel(i.status) };
+  }
+
+  const deptOptions = [...departments.entries()]
+    .filter(([c]) => c.startsWith(inc.districtCode))
+    .filter(([c]) => !d.tasks.some((x) => x.state?.departmentCode === c && ![TaskStatus.RETURNED, TaskStatus.CANCELLED].includes(x.state.status)))
+    .map(([value, label]) => ({ value, label }))
+    .sort((a, b) => a.label.localeCompare(b.label, "zh"));
 
   return (
     <div class="incident" data-testid="incident" data-incident={inc.incidentId} data-version={String(inc.version)}>
-      <h2 data-testid="incident-title">{inc.title}</h2>
+      <h2 data-testid="incident-title" title={`${inc.incidentId} · v${inc.version} · ${d.policyVersion}`}>
+        {inc.title}
+      </h2>
       <div class="tags">
         <span class={`status s${inc.status}`} data-testid="incident-status">{incidentStatusLabel(inc.status)}</span>
         <span class="tag">{levelLabel(inc.level)}</span>
         <span class={`tag u${inc.urgency}`}>{urgencyLabel(inc.urgency)}</span>
         {inc.overdue && <span class="badge bad">{t("overdueTag")}</span>}
         {canAct && open && (
-          <button class="act" disabled={busy} data-testid="supervise-incident" onClick={() => run("supervise", { case: "supervise", value: { taskId: "", note: t("superviseDefault") } })}>
+          <button
+            class="act"
+            data-testid="supervise-incident"
+            onClick={() => {
+              setMsg("");
+              setAction({ verb: "superviseIncident" });
+            }}
+          >
             {t("superviseIncident")}
           </button>
         )}
       </div>
       {msg && (
-        <div class={msg.ok ? "ok-msg" : "error"} data-testid={msg.ok ? "action-ok" : "action-error"}>
-          {msg.text}
+        <div class="ok-msg" data-testid="action-ok" role="status">
+          {msg}
         </div>
       )}
+      <LoadNote l={detail} testid="incident" />
       <dl class="facts">
         <dt>{t("category")}</dt>
         <dd>{categoryName(inc.category, inc.categoryName)}</dd>
@@ -134,8 +175,8 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
         <dd>
           {fmtDateTime(due)}{" "}
           {open && due > 0 && (
-            <span class={due < now ? "late" : "countdown"}>
-              {due < now ? `${t("lateBy")} ${fmtSpan(now - due)}` : `${t("dueIn")} ${fmtSpan(due - now)}`}
+            <span class={dueCd.late ? "late" : "countdown"} data-testid="incident-countdown">
+              {dueCd.text}
             </span>
           )}
         </dd>
@@ -152,12 +193,12 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
         <table class="tasks" data-testid="incident-tasks">
           <thead>
             <tr>
-              <th>#</th>
               <th>{t("department")}</th>
               <th>{t("status")}</th>
               <th>{t("acceptDue")}</th>
               <th>{t("resolveDue")}</th>
-              {canAct && <th />}
+              {canAct && <th class="act-col">{t("supervise")}</th>}
+              {canAct && <th class="act-col">{t("reassign")}</th>}
             </tr>
           </thead>
           <tbody>
@@ -166,11 +207,12 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
               const waiting = s.status === TaskStatus.DISPATCHED || s.status === TaskStatus.SUPERVISED;
               const live = waiting || s.status === TaskStatus.ACCEPTED;
               const dl = tsMs(waiting ? s.acceptDueAt : s.resolveDueAt);
+              const cd = fmtCountdown(dl, now);
               const tid = String(s.taskId);
+              const name = tk.departmentName || deptName(s.departmentCode) || t("someDepartment");
               return (
                 <tr data-testid="task-row" data-task={tid} data-status={s.status}>
-                  <td>{tid}</td>
-                  <td>{tk.departmentName || deptName(s.departmentCode)}</td>
+                  <td title={s.departmentCode}>{name}</td>
                   <td>
                     <span class={`tstatus t${s.status}`}>{taskStatusLabel(s.status)}</span>
                     {s.supervised && <span class="badge bad">{t("supervised")}</span>}
@@ -178,63 +220,34 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
                   </td>
                   <td>
                     {fmtDateTime(tsMs(s.acceptDueAt))}
-                    {waiting && dl > 0 && <div class={dl < now ? "late" : "countdown"}>{dl < now ? `+${fmtSpan(now - dl)}` : fmtSpan(dl - now)}</div>}
+                    {waiting && dl > 0 && <div class={cd.late ? "late" : "countdown"}>{cd.text}</div>}
                   </td>
                   <td>
                     {fmtDateTime(tsMs(s.resolveDueAt))}
-                    {!waiting && live && dl > 0 && <div class={dl < now ? "late" : "countdown"}>{dl < now ? `+${fmtSpan(now - dl)}` : fmtSpan(dl - now)}</div>}
+                    {!waiting && live && dl > 0 && <div class={cd.late ? "late" : "countdown"}>{cd.text}</div>}
                   </td>
-                  {canAct && (
-                    <td class="actions">
-                      {live && (
-                        <button class="act" disabled={busy} data-testid="supervise-task" onClick={() => run("supervise", { case: "supervise", value: { taskId: tid, note: t("superviseDefault") } })}>
-                          {t("supervise")}
-                        </button>
-                      )}
-                      {(live || s.status === TaskStatus.RETURNED) && (
-                        <button class="act" disabled={busy} data-testid="reassign-task" onClick={() => setReassign({ taskId: tid, to: "", note: "" })}>
-                          {t("reassign")}
-                        </button>
-                      )}
-                    </td>
-                  )}
+                  {canAct &&
+                    (["supervise", "reassign"] as const).map((verb) => (
+                      <td class="act-col">
+                        {tk.verbs.includes(verb) && (
+                          <button
+                            class="act"
+                            data-testid={`${verb}-task`}
+                            onClick={() => {
+                              setMsg("");
+                              setAction({ verb, taskId: tid, department: name });
+                            }}
+                          >
+                            {t(verb)}
+                          </button>
+                        )}
+                      </td>
+                    ))}
                 </tr>
               );
             })}
           </tbody>
         </table>
-      )}
-      {reassign && (
-        <form
-          class="reassign"
-          data-testid="reassign-form"
-          onSubmit={(e) => {
-            e.preventDefault();
-            run("reassign", { case: "reassign", value: { taskId: reassign.taskId, toDepartmentCode: reassign.to.trim(), note: reassign.note } });
-          }}
-        >
-          <label>
-            {t("reassignTo")} (#{reassign.taskId})
-            <input list="dept-list" value={reassign.to} required onInput={(e) => setReassign({ ...reassign, to: (e.target as HTMLInputElement).value })} data-testid="reassign-to" placeholder="150602-urban_management" />
-            <datalist id="dept-list">
-              {deptOptions.map(([c, n]) => (
-                <option value={c}>{n}</option>
-              ))}
-            </datalist>
-          </label>
-          <label>
-            {t("note")}
-            <input value={reassign.note} onInput={(e) => setReassign({ ...reassign, note: (e.target as HTMLInputElement).value })} />
-          </label>
-          <div class="row">
-            <button type="submit" class="primary" disabled={busy} data-testid="reassign-submit">
-              {t("confirm")}
-            </button>
-            <button type="button" onClick={() => setReassign(null)}>
-              {t("cancel")}
-            </button>
-          </div>
-        </form>
       )}
 
       {d.reports.length > 0 && (
@@ -245,7 +258,19 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
           <ul class="reports">
             {d.reports.map((r) => (
               <li>
-                <span class="muted">{fmtDateTime(tsMs(r.reportedAt))}</span> {r.title} <span class="muted">· {r.reporterId}</span>
+                <span class="muted">{fmtDateTime(tsMs(r.reportedAt))}</span> {r.title}{" "}
+                <span class="muted" title={r.reporterId}>
+                  · {t("role_grid_worker")} {orgName(r.gridCode)}
+                </span>
+                {/* The resident's number, whole for those who must call back (the server masks it
+                    for everyone else and logs each whole read). */}
+                {r.contactPhone && (
+                  <span class="contact" data-testid="report-contact">
+                    {" "}
+                    · {t("residentContact")}{" "}
+                    {r.contactPhone.includes("*") ? r.contactPhone : <a href={`tel:${r.contactPhone}`}>{r.contactPhone}</a>}
+                  </span>
+                )}
               </li>
             ))}
           </ul>
@@ -258,16 +283,49 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
           <li data-kind={e.kind}>
             <span class="tl-time">{fmtDateTime(tsMs(e.at))}</span>
             <span class="tl-kind">{eventKindLabel(e.kind)}</span>
-            <span class="tl-actor muted">{e.actorId}</span>
-            {e.note && <div class="tl-note">{e.note}</div>}
+            <span class="tl-actor muted" title={e.actorId} data-testid="tl-actor">
+              {actorName(e)}
+            </span>
+            {e.note && !REPORT_NOTE.test(e.note) && <div class="tl-note">{withNames(e.note)}</div>}
           </li>
         ))}
       </ol>
-      {detail.error && <div class="panel-error">{detail.error}</div>}
-      <div class="muted small">
-        {inc.incidentId} · {t("version")} {String(inc.version)} · {d.policyVersion}
-        {inc.status === IncidentStatus.CLOSED ? "" : ""} {satisfactionLabel(0) && ""}
-      </div>
+      {action && (
+        <CommandDialog
+          title={
+            action.verb === "superviseIncident"
+              ? `${t("superviseIncident")} · ${inc.title}`
+              : `${t(action.verb)} · ${action.department} · ${inc.title}`
+          }
+          submitLabel={t(action.verb === "reassign" ? "reassign" : "supervise")}
+          testid={`${action.verb === "reassign" ? "reassign" : "supervise"}-dialog`}
+          version={inc.version}
+          intro={action.verb === "reassign" ? undefined : t("superviseIntro")}
+          note={{ label: t(action.verb === "reassign" ? "reassignNote" : "superviseNote"), required: action.verb !== "reassign", max: 1000 }}
+          departments={action.verb === "reassign" ? deptOptions : undefined}
+          send={(version, commandId, v) => {
+            const base = { commandId, incidentId: inc.incidentId, expectedVersion: version };
+            if (action.verb === "reassign")
+              return dispatch.reassign({ ...base, body: { case: "reassign", value: { taskId: action.taskId, toDepartmentCode: v.to, note: v.note } } });
+            const taskId = action.verb === "supervise" ? action.taskId : "";
+            return dispatch.supervise({ ...base, body: { case: "supervise", value: { taskId, note: v.note } } });
+          }}
+          refresh={() => refresh(action)}
+          onDone={(v) => {
+            setMsg(
+              action.verb === "reassign"
+                ? t("done_reassign", { from: action.department, to: departments.get(v.to) ?? "" })
+                : action.verb === "supervise"
+                  ? t("done_supervise", { who: action.department })
+                  : t("done_superviseIncident"),
+            );
+            setAction(null);
+            detail.reload();
+            p.onChanged();
+          }}
+          onClose={() => setAction(null)}
+        />
+      )}
     </div>
   );
 }

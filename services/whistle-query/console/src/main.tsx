@@ -1,7 +1,8 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import "./styles.css";
-import { cc, getToken, setToken, clearToken, onUnauthenticated, errorText } from "./api";
+import { cc, getToken, setToken, clearToken, onUnauthenticated } from "./api";
+import { describe } from "./errors";
 import { t, getLang, setLang, roleLabel, type Lang } from "./i18n";
 import type { Session } from "./gen/whistle/v1/command_center_pb.js";
 import { Screen } from "./screen";
@@ -41,7 +42,7 @@ function App() {
   const [route, setRoute] = useState<Route>(parseHash());
   const [session, setSession] = useState<Session | null>(null);
   const [checking, setChecking] = useState(true);
-  const [message, setMessage] = useState<string>("");
+  const [message, setMessage] = useState<{ text: string; detail: string } | null>(null);
 
   // A link's token (#/screen?token=wst_…) taken while another token is signed in: asked about first.
   const [linkToken, setLinkToken] = useState<string | null>(null);
@@ -72,7 +73,7 @@ function App() {
     const off = onUnauthenticated((msg) => {
       clearToken();
       setSession(null);
-      setMessage(`${t("sessionExpired")} (${msg})`);
+      setMessage({ text: t("sessionExpired"), detail: msg });
       location.hash = "#/signin";
     });
     void checkSession();
@@ -99,10 +100,11 @@ function App() {
     try {
       const s = await cc.getSession({});
       setSession(s);
-      setMessage("");
+      setMessage(null);
     } catch (e) {
       setSession(null);
-      setMessage(`${t("signInFailed")}: ${errorText(e)}`);
+      const p = describe(e);
+      setMessage({ text: `${t("signInFailed")}：${p.text}`, detail: p.detail });
     } finally {
       setChecking(false);
     }
@@ -116,7 +118,7 @@ function App() {
   const signOut = () => {
     clearToken();
     setSession(null);
-    setMessage("");
+    setMessage(null);
     location.hash = "#/signin";
   };
 
@@ -153,7 +155,7 @@ function App() {
     <div class="signin">
       <div class="signin-box">
         <p>
-          {t("role_operator")}? {roleLabel(session.role)} — no view for this role.
+          {t("noView", { role: roleLabel(session.role) })}
         </p>
         <button onClick={signOut}>{t("signOut")}</button>
       </div>
@@ -198,7 +200,7 @@ function SwitchAccount(p: { session: Session | null; onAccept: () => void; onDec
   const who = p.session ? `${roleLabel(p.session.role)} · ${p.session.personName || p.session.departmentName || p.session.areaName}` : "";
   return (
     <div class="modal-backdrop">
-      <div class="modal" role="alertdialog" aria-labelledby="switch-title" data-testid="switch-account-dialog">
+      <div class="modal" role="alertdialog" aria-modal="true" aria-labelledby="switch-title" data-testid="switch-account-dialog">
         <h3 id="switch-title">{t("switchAccountTitle")}</h3>
         <p>{t("switchAccountBody")}</p>
         {who && (
@@ -219,7 +221,7 @@ function SwitchAccount(p: { session: Session | null; onAccept: () => void; onDec
   );
 }
 
-function SignIn(p: { message: string; onToken: (t: string) => Promise<void>; onLang: () => void }) {
+function SignIn(p: { message: { text: string; detail: string } | null; onToken: (t: string) => Promise<void>; onLang: () => void }) {
   const [tok, setTok] = useState("");
   const [busy, setBusy] = useState(false);
   return (
@@ -256,8 +258,8 @@ function SignIn(p: { message: string; onToken: (t: string) => Promise<void>; onL
           />
         </label>
         {p.message && (
-          <div class="error" data-testid="signin-error">
-            {p.message}
+          <div class="error" role="alert" data-testid="signin-error" title={p.message.detail}>
+            {p.message.text}
           </div>
         )}
         <div class="row">

@@ -1,7 +1,8 @@
 // Names of org units (from GetOrgTree) and of departments (from the department scoreboards), kept
 // for the page's life so panels can show names where the RPCs give codes.
 import { cc } from "./api";
-import type { OrgNode } from "./gen/whistle/v1/command_center_pb.js";
+import { ScoreboardKind, type OrgNode } from "./gen/whistle/v1/command_center_pb.js";
+import { t } from "./i18n";
 
 export interface OrgInfo {
   code: string;
@@ -31,17 +32,49 @@ export async function loadOrg(code: string, depth = 1, signal?: AbortSignal): Pr
   return orgs.get(node.code)!;
 }
 
+// Names not cached yet are fetched in the background (the unit's parent, one level down) and the
+// views re-render when they arrive: a code is never shown in place of a name.
+const nameListeners = new Set<() => void>();
+const asked = new Map<string, number>();
+export function onOrgNames(l: () => void): () => void {
+  nameListeners.add(l);
+  return () => nameListeners.delete(l);
+}
+
+function fetchName(code: string) {
+  const target = code.length > 6 ? code.slice(0, code.length === 15 ? 12 : code.length - 3) : code;
+  const at = asked.get(target);
+  if (at && Date.now() - at < 30000) return;
+  asked.set(target, Date.now());
+  cc.getOrgTree({ rootCode: target, depth: 1 }).then(
+    (node) => {
+      add(node);
+      nameListeners.forEach((l) => l());
+    },
+    () => {},
+  );
+}
+
+/** The unit's name, or "" while it is being fetched. */
 export function orgName(code: string): string {
-  return orgs.get(code)?.name ?? code;
+  const name = orgs.get(code)?.name;
+  if (name) return name;
+  if (/^\d{6}(\d{3}){0,3}$/.test(code)) fetchName(code);
+  return "";
 }
 
 /** 东胜区 / 交通街道 for a street code, from the cached tree. */
 export function placeName(district: string, street?: string, community?: string): string {
-  return [district, street, community].filter((c) => c).map((c) => orgName(c!)).join(" / ");
+  return [district, street, community]
+    .filter((c) => c)
+    .map((c) => orgName(c!))
+    .filter((n) => n)
+    .join(" / ");
 }
 
+/** A department's name; "" when the page has not learnt it (callers say 相关部门). */
 export function deptName(code: string): string {
-  return departments.get(code) ?? code;
+  return departments.get(code) ?? "";
 }
 
 /** The chain of area codes from the root (the token's area) down to `code`. */
@@ -57,3 +90,29 @@ export function areaChain(root: string, code: string): string[] {
 }
 
 export const isCity = (code: string) => code.length === 6 && code.endsWith("00");
+
+const deptAreas = new Set<string>();
+/** Learns the names of the departments serving `area` (a district or the city), once per area. */
+export function loadDepartments(area: string) {
+  const code = area.slice(0, 6);
+  if (deptAreas.has(code)) return;
+  deptAreas.add(code);
+  cc.getScoreboard({ areaCode: code, kind: ScoreboardKind.DEPARTMENTS }).then(
+    (b) => {
+      for (const r of b.rows) departments.set(r.code, r.name);
+      nameListeners.forEach((l) => l());
+    },
+    () => deptAreas.delete(code),
+  );
+}
+
+/**
+ * A note as a person should read it: department codes dispatch writes into notes ("150602-heating
+ * 超过报到时限未报到", a dispatched task's note) become the department's name.
+ */
+export function withNames(text: string): string {
+  return text.replace(/\b\d{6}-[a-z_]+\b/g, (code) => {
+    loadDepartments(code);
+    return deptName(code) || t("someDepartment");
+  });
+}

@@ -1,6 +1,8 @@
 // 网格上报: the grid worker's phone form, their recent reports, and the follow-up (回访).
 import { useEffect, useState } from "preact/hooks";
-import { cc, dispatch, reporting, errorText, uuid } from "./api";
+import { cc, dispatch, reporting, uuid } from "./api";
+import { describe, rejectedText, type Problem } from "./errors";
+import { ProblemNote, LoadNote } from "./notes";
 import { t, incidentStatusLabel, satisfactionLabel, urgencyLabel } from "./i18n";
 import { IncidentStatus, Satisfaction } from "./gen/whistle/v1/common_pb.js";
 import { Urgency } from "./gen/whistle/v1/report_pb.js";
@@ -29,7 +31,8 @@ export function ReportForm(p: Chrome) {
   const [reportId, setReportId] = useState(uuid());
   const [busy, setBusy] = useState(false);
   const [result, setResult] = useState<SubmitReportResponse | null>(null);
-  const [err, setErr] = useState("");
+  const [err, setErr] = useState<Problem | null>(null);
+  const [missing, setMissing] = useState(false);
   const [gridName, setGridName] = useState("");
 
   const mine = useLoad((signal) => cc.listMyReports({ pageSize: 30 }, { signal }), "mine", 5000);
@@ -64,11 +67,11 @@ export function ReportForm(p: Chrome) {
   async function submit(e: Event) {
     e.preventDefault();
     if (!category || !title.trim()) {
-      setErr(t("titleRequired"));
+      setMissing(true);
       return;
     }
     setBusy(true);
-    setErr("");
+    setErr(null);
     try {
       const res = await reporting.submitReport({
         report: {
@@ -93,7 +96,7 @@ export function ReportForm(p: Chrome) {
       mine.reload();
     } catch (e2) {
       // Keep the same report_id: a retry after a lost answer never files twice.
-      setErr(errorText(e2));
+      setErr(describe(e2, "command"));
     } finally {
       setBusy(false);
     }
@@ -107,7 +110,7 @@ export function ReportForm(p: Chrome) {
         <div class="brand">
           <span class="emblem sm">哨</span>
           <span>
-            {t("report")} <span class="muted small">· {gridName || gridCode}</span>
+            {t("report")} <span class="muted small">· {gridName}</span>
           </span>
         </div>
         <NavLinks {...p} />
@@ -115,11 +118,12 @@ export function ReportForm(p: Chrome) {
 
       <form class="card form" onSubmit={submit} data-testid="report-form">
         <h2>{t("newReport")}</h2>
-        <div class="chips" data-testid="groups" role="listbox" aria-label={t("group")}>
+        <div class="chips" data-testid="groups" role="group" aria-label={t("group")}>
           {CATALOGUE.groups.map((g) => (
             <button
               type="button"
               class={`chip-btn ${g.code === group ? "on" : ""}`}
+              aria-pressed={g.code === group}
               data-testid={`group-${g.code}`}
               onClick={() => {
                 setGroup(g.code);
@@ -131,9 +135,9 @@ export function ReportForm(p: Chrome) {
           ))}
         </div>
         {groupObj && (
-          <div class="chips sub" data-testid="categories" role="listbox">
+          <div class="chips sub" data-testid="categories" role="group" aria-label={t("category")}>
             {groupObj.categories.map((c) => (
-              <button type="button" class={`chip-btn ${c.code === category ? "on" : ""}`} data-testid={`category-${c.code}`} onClick={() => setCategory(c.code)}>
+              <button type="button" class={`chip-btn ${c.code === category ? "on" : ""}`} aria-pressed={c.code === category} data-testid={`category-${c.code}`} onClick={() => setCategory(c.code)}>
                 {categoryName(c.code)}
               </button>
             ))}
@@ -143,7 +147,7 @@ export function ReportForm(p: Chrome) {
 
         <div class="seg" role="radiogroup" aria-label={t("urgency")}>
           {[Urgency.NORMAL, Urgency.URGENT, Urgency.EMERGENCY].map((u) => (
-            <button type="button" class={`seg-btn u${u} ${urgency === u ? "on" : ""}`} data-testid={`urgency-${u}`} onClick={() => setUrgency(u)}>
+            <button type="button" role="radio" aria-checked={urgency === u} class={`seg-btn u${u} ${urgency === u ? "on" : ""}`} data-testid={`urgency-${u}`} onClick={() => setUrgency(u)}>
               {urgencyLabel(u)}
             </button>
           ))}
@@ -169,11 +173,12 @@ export function ReportForm(p: Chrome) {
             {t("useGps")}
           </button>
         </div>
-        {err && (
-          <div class="error" data-testid="report-error">
-            {err}
+        {missing && (!category || !title.trim()) && (
+          <div class="error" role="alert" data-testid="report-error">
+            {t("titleRequired")}
           </div>
         )}
+        {err && <ProblemNote p={err} testid="report-error" />}
         <button type="submit" class="primary big-btn" disabled={busy} data-testid="report-submit">
           {busy ? t("submitting") : err ? t("retry") : t("submit")}
         </button>
@@ -182,7 +187,7 @@ export function ReportForm(p: Chrome) {
 
       <section class="card" data-testid="my-reports">
         <h2>{t("myReports")}</h2>
-        {mine.error && <div class="panel-error">{mine.error}</div>}
+        <LoadNote l={mine} testid="my-reports" />
         {mine.data && mine.data.reports.length === 0 && <div class="empty">{t("noReports")}</div>}
         <ul class="my-reports">
           {mine.data?.reports.map((r) => (
@@ -202,13 +207,13 @@ function Outcome({ r }: { r: SubmitReportResponse }) {
     <div class={cls} data-testid="report-outcome" data-outcome={ReportOutcome[o]} data-incident={r.incident?.incidentId ?? ""} data-report={r.reportId}>
       <b>{t(key)}</b>
       {r.incident && (
-        <div class="small">
-          {r.incident.title} · {incidentStatusLabel(r.incident.status)} · {r.incident.incidentId.slice(0, 8)}
+        <div class="small" title={r.incident.incidentId}>
+          {r.incident.title} · {incidentStatusLabel(r.incident.status)}
         </div>
       )}
       {o === ReportOutcome.REJECTED && (
-        <div class="small">
-          {r.rejectedReason}: {r.rejectedMessage}
+        <div class="small" title={`${r.rejectedReason}: ${r.rejectedMessage}`}>
+          {rejectedText(r.rejectedReason)}
         </div>
       )}
     </div>
@@ -217,18 +222,19 @@ function Outcome({ r }: { r: SubmitReportResponse }) {
 
 function MyReportItem({ r, onDone }: { r: MyReport; onDone: () => void }) {
   const [busy, setBusy] = useState(false);
-  const [err, setErr] = useState("");
+  const [err, setErr] = useState<Problem | null>(null);
   const inc = r.incident;
   const canVerify = inc && !r.attached && inc.status === IncidentStatus.RESOLVED && !r.satisfaction;
   async function verify(sat: Satisfaction) {
     if (!inc) return;
     setBusy(true);
-    setErr("");
+    setErr(null);
     try {
       await dispatch.verify({ commandId: uuid(), incidentId: inc.incidentId, expectedVersion: inc.version, body: { case: "verify", value: { satisfaction: sat, note: "" } } });
       onDone();
     } catch (e) {
-      setErr(errorText(e));
+      setErr(describe(e, "command"));
+      onDone();
     } finally {
       setBusy(false);
     }
@@ -256,8 +262,8 @@ function MyReportItem({ r, onDone }: { r: MyReport; onDone: () => void }) {
         {r.satisfaction ? ` · ${t("followUp")}: ${satisfactionLabel(r.satisfaction)}` : ""}
       </div>
       {r.rejectedReason && (
-        <div class="small bad-text">
-          {r.rejectedReason}: {r.rejectedMessage}
+        <div class="small bad-text" title={`${r.rejectedReason}: ${r.rejectedMessage}`}>
+          {rejectedText(r.rejectedReason)}
         </div>
       )}
       {canVerify && (
@@ -272,7 +278,7 @@ function MyReportItem({ r, onDone }: { r: MyReport; onDone: () => void }) {
           </div>
         </div>
       )}
-      {err && <div class="error small">{err}</div>}
+      {err && <ProblemNote p={err} testid="verify-error" cls="error small" />}
     </li>
   );
 }

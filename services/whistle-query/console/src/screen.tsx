@@ -2,12 +2,15 @@
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { cc } from "./api";
 import { t, getLang, eventKindLabel, incidentStatusLabel, levelLabel } from "./i18n";
-import { ScoreboardKind, type Overview, type SequencedEvent } from "./gen/whistle/v1/command_center_pb.js";
+import { ScoreboardKind, type Overview, type OverdueItem, type SequencedEvent } from "./gen/whistle/v1/command_center_pb.js";
 import { IncidentStatus } from "./gen/whistle/v1/common_pb.js";
-import { useLoad, useNow, tsMs, fmtTime, fmtSpan, pct, num, categoryName, throttle, type Loaded } from "./util";
+import { useLoad, useNow, tsMs, fmtTime, fmtCountdown, pct, num, categoryName, throttle, type Loaded } from "./util";
 import { Chart, FONT } from "./chart";
 import { EventFeed, type FeedStatus } from "./events";
-import { orgs, orgName, loadOrg, areaChain, departments, deptName, isCity, placeName } from "./org";
+import { orgs, orgName, loadOrg, loadDepartments, areaChain, departments, deptName, isCity, placeName, onOrgNames, withNames } from "./org";
+import { useHealth } from "./connection";
+import { rejectedText } from "./errors";
+import { LoadNote } from "./notes";
 import { Drawer, type DrawerTarget } from "./drawer";
 import { NavLinks, type Chrome } from "./main";
 
@@ -36,6 +39,10 @@ export function Screen(p: Chrome) {
   useEffect(() => {
     loadOrg(root, 2).then(() => setOrgVersion((v) => v + 1), () => {});
   }, [root]);
+  useEffect(() => {
+    loadDepartments(root);
+    return onOrgNames(() => setOrgVersion((v) => v + 1));
+  }, []);
   useEffect(() => {
     for (const c of areaChain(root, area))
       loadOrg(c, 1).then(() => setOrgVersion((v) => v + 1), () => {});
@@ -72,7 +79,7 @@ export function Screen(p: Chrome) {
       <header class="titlebar">
         <AreaNav root={root} area={area} onArea={drill} orgVersion={orgVersion} />
         <div class="title">
-          <span class="title-city">{orgName(root) !== root ? orgName(root) : t("city")}</span>
+          <span class="title-city">{orgName(root) || t("city")}</span>
           <span class="title-main">{t("appTitle")}</span>
         </div>
         <div class="titlebar-right">
@@ -132,11 +139,17 @@ function Clock() {
   );
 }
 
-function LiveDot({ status }: { status: FeedStatus }) {
+/**
+ * The connection as it is: 实时 (green) only while the live feed runs and calls succeed; amber when
+ * either fails; red once nothing has got through for a while. The tooltip says when data last came.
+ */
+export function LiveDot({ status }: { status: FeedStatus }) {
+  const { health, since } = useHealth(status);
+  const label = t(`health_${health}`);
   return (
-    <span class={`live live-${status}`} data-testid="live-status" data-status={status} title={t(status === "live" ? "live" : status)}>
+    <span class={`live live-${health}`} data-testid="live-status" data-status={health} title={since ? t("updatedAt", { time: fmtTime(since) }) : label} role="status">
       <i />
-      {t(status === "live" ? "live" : status)}
+      {label}
     </span>
   );
 }
@@ -151,13 +164,14 @@ function AreaNav(p: { root: string; area: string; onArea: (c: string) => void; o
         <span class="crumb-wrap">
           {i > 0 && <span class="sep">›</span>}
           <button class={`crumb ${c === p.area ? "current" : ""}`} data-testid={`crumb-${c}`} onClick={() => p.onArea(c)}>
-            {orgName(c) === c && isCity(c) ? t("allCity") : orgName(c)}
+            {orgName(c) || (isCity(c) ? t("allCity") : "…")}
           </button>
         </span>
       ))}
       {children.length > 0 && (
         <select
           data-testid="area-select"
+          aria-label={t("chooseSub")}
           value=""
           onChange={(e) => {
             const v = (e.target as HTMLSelectElement).value;
@@ -174,19 +188,16 @@ function AreaNav(p: { root: string; area: string; onArea: (c: string) => void; o
   );
 }
 
-function Panel(p: { title: string; testid: string; area?: string; extra?: any; class?: string; children: any; error?: string; attrs?: Record<string, any> }) {
+function Panel(p: { title: string; testid: string; area?: string; extra?: any; class?: string; children: any; load?: Loaded<unknown>; attrs?: Record<string, any> }) {
   return (
     <div class={`panel ${p.class ?? ""}`} data-testid={p.testid} data-area={p.area} {...p.attrs}>
       <div class="panel-head">
         <span class="panel-title">{p.title}</span>
         {p.extra}
       </div>
-      <div class="panel-body">
-        {p.error && (
-          <div class="panel-error" data-testid={`${p.testid}-error`}>
-            {p.error}
-          </div>
-        )}
+      {/* Focusable, so a keyboard can scroll a long list (rankings, overdue, ticker). */}
+      <div class="panel-body" tabIndex={0} role="region" aria-label={p.title}>
+        {p.load && <LoadNote l={p.load} testid={p.testid} />}
         {p.children}
       </div>
     </div>
@@ -235,11 +246,9 @@ function Kpis({ overview, area }: { overview: Loaded<Overview>; area: string }) 
           </div>
         </div>
       ))}
-      {overview.error && (
-        <div class="kpi-error panel-error" data-testid="kpis-error">
-          {overview.error}
-        </div>
-      )}
+      <div class="kpi-note">
+        <LoadNote l={overview} testid="kpis" />
+      </div>
     </section>
   );
 }
@@ -270,7 +279,7 @@ function CategoryPanel({ overview, area }: { overview: Loaded<Overview>; area: s
     };
   }, [o]);
   return (
-    <Panel title={t("pCategory")} testid="panel-category" area={o ? overview.key : ""} class="h-category" extra={<span class="muted small">{t("open")}</span>}>
+    <Panel title={t("pCategory")} testid="panel-category" area={o ? overview.key : ""} load={overview} class="h-category" extra={<span class="muted small">{t("open")}</span>}>
       {o && o.byCategory.length === 0 ? <div class="empty">{t("noData")}</div> : <Chart option={option} testid="chart-category" />}
     </Panel>
   );
@@ -306,12 +315,18 @@ function TrendPanel({ area, bump }: { area: string; bump: number }) {
     };
   }, [trend.data]);
   return (
-    <Panel title={t("pTrend")} testid="panel-trend" area={trend.data ? trend.key : ""} error={trend.error} class="h-trend">
+    <Panel title={t("pTrend")} testid="panel-trend" area={trend.data ? trend.key : ""} load={trend} class="h-trend">
       <Chart option={option} testid="chart-trend" />
     </Panel>
   );
 }
 
+/**
+ * 超期督办. One definition of 超期 on the whole screen: an open incident past its resolve deadline
+ * (SLA) — what the 超期 tile counts (`GetOverview.overdue`). The badge counts those, each incident
+ * once; a department late to report in or to resolve is named under its incident, and incidents
+ * whose only lateness is a department's are listed after them under 部门超时, with their own count.
+ */
 function OverduePanel({ area, bump, onOpen }: { area: string; bump: number; onOpen: (id: string) => void }) {
   const list = useLoad((signal) => cc.listOverdue({ areaCode: area }, { signal }), area, 10000);
   const last = useRef(0);
@@ -322,36 +337,60 @@ function OverduePanel({ area, bump, onOpen }: { area: string; bump: number; onOp
     }
   }, [bump]);
   const now = useNow(1000);
-  const items = list.data?.items ?? [];
+  const groups = useMemo(() => {
+    const byIncident = new Map<string, { id: string; title: string; street: string; sla?: OverdueItem; tasks: OverdueItem[] }>();
+    for (const it of list.data?.items ?? []) {
+      let g = byIncident.get(it.incidentId);
+      if (!g) byIncident.set(it.incidentId, (g = { id: it.incidentId, title: it.title, street: it.streetCode, tasks: [] }));
+      if (it.taskId) g.tasks.push(it);
+      else g.sla = it;
+    }
+    const all = [...byIncident.values()];
+    return { sla: all.filter((g) => g.sla), tasksOnly: all.filter((g) => !g.sla) };
+  }, [list.data]);
+  const item = (g: (typeof groups.sla)[number], kind: "sla" | "task") => {
+    // The SLA's lateness for an overdue incident, else the department's that is latest.
+    const due = tsMs(g.sla?.dueAt ?? g.tasks[0]?.dueAt);
+    const cd = fmtCountdown(due, now);
+    const depts = g.tasks.map((x) => x.departmentName || deptName(x.departmentCode) || t("someDepartment"));
+    return (
+      <li data-testid="overdue-item" data-kind={kind} data-incident={g.id} data-street={g.street} onClick={() => onOpen(g.id)}>
+        <div class="ov-main">
+          <span class="ov-title">{g.title}</span>
+          <span class="ov-meta">
+            {orgName(g.street)}
+            {g.sla ? ` · ${levelLabel(g.sla.level)}` : ""}
+            {depts.length ? ` · ${t("deptLate")}：${depts.join("、")}` : ""}
+          </span>
+        </div>
+        <div class={`ov-late ${cd.late ? "late" : "countdown"}`} data-testid="overdue-late">
+          {cd.text}
+        </div>
+      </li>
+    );
+  };
   return (
     <Panel
       title={t("pOverdue")}
       testid="panel-overdue"
       area={list.data ? list.key : ""}
-      error={list.error}
+      load={list}
       class="grow"
-      extra={<span class="badge bad" data-testid="overdue-count">{items.length}</span>}
+      extra={
+        <span class="badge bad" data-testid="overdue-count" title={t("overdueDefinition")}>
+          {groups.sla.length}
+        </span>
+      }
     >
-      {list.data && items.length === 0 && <div class="empty">{t("noOverdue")}</div>}
+      {list.data && groups.sla.length + groups.tasksOnly.length === 0 && <div class="empty">{t("noOverdue")}</div>}
       <ul class="overdue-list">
-        {items.slice(0, 40).map((it) => {
-          const late = now - tsMs(it.dueAt);
-          return (
-            <li data-testid="overdue-item" data-incident={it.incidentId} data-street={it.streetCode} onClick={() => onOpen(it.incidentId)}>
-              <div class="ov-main">
-                <span class="ov-title">{it.title}</span>
-                <span class="ov-meta">
-                  {orgName(it.streetCode)}
-                  {it.taskId ? ` · ${it.departmentName || deptName(it.departmentCode)}` : ` · ${levelLabel(it.level)}`}
-                </span>
-              </div>
-              <div class="ov-late" data-testid="overdue-late">
-                <small>{t("lateBy")}</small>
-                {fmtSpan(late)}
-              </div>
-            </li>
-          );
-        })}
+        {groups.sla.slice(0, 40).map((g) => item(g, "sla"))}
+        {groups.tasksOnly.length > 0 && (
+          <li class="ov-section" data-testid="overdue-dept-section">
+            {t("deptLate")} <span class="badge warn" data-testid="overdue-dept-count">{groups.tasksOnly.length}</span>
+          </li>
+        )}
+        {groups.tasksOnly.slice(0, 40).map((g) => item(g, "task"))}
       </ul>
     </Panel>
   );
@@ -384,11 +423,11 @@ function RankingPanel({ kind, area, bump, onDrill }: { kind: "streets" | "depart
       title={t(kind === "streets" ? "pStreets" : "pDepartments")}
       testid={`panel-${kind}`}
       area={board.data ? area : ""}
-      error={board.error}
+      load={board}
       class="grow"
       extra={
         <span class="muted small" data-testid={`${kind}-board-area`} data-board-area={boardArea}>
-          {orgName(boardArea)} · {board.data?.month ?? ""}
+          {orgName(boardArea) || (isCity(boardArea) ? t("allCity") : "")} · {board.data?.month ?? ""}
           {boardArea !== area ? ` ${t("districtDeptNote")}` : ""}
         </span>
       }
@@ -548,7 +587,7 @@ function MapPanel(p: {
       testid="panel-map"
       area={map.data ? map.key : ""}
       attrs={{ "data-cells": map.data ? cells.length : "" }}
-      error={map.error}
+      load={map}
       class="h-map"
       extra={
         <span class="status-chips" data-testid="status-chips">
@@ -593,7 +632,7 @@ function eventTitle(e: SequencedEvent): string {
     }
     case "incidentChanged": {
       const c = ev.body.value;
-      return `「${c.title}」${c.note ? ` — ${c.note}` : ""}`;
+      return `「${c.title}」${c.note ? ` — ${withNames(c.note)}` : ""}`;
     }
     case "reportAttached":
       return `${ev.body.value.report?.title ?? ""} (${ev.body.value.reportCount})`;
@@ -602,7 +641,7 @@ function eventTitle(e: SequencedEvent): string {
       return `${orgName(a.communityCode)} ${categoryName(a.category, a.categoryName)} × ${a.reports}`;
     }
     case "reportRejected":
-      return `${ev.body.value.reason}: ${ev.body.value.message}`;
+      return rejectedText(ev.body.value.reason);
     default:
       return "";
   }

@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState, useCallback } from "preact/hooks";
 import type { Timestamp, Duration } from "@bufbuild/protobuf/wkt";
-import { errorText, isAbort } from "./api";
+import { isAbort } from "./api";
+import { describe, type Problem } from "./errors";
 import { getLang } from "./i18n";
 import catalogue from "./catalogue.json";
 
@@ -44,9 +45,11 @@ export function fmtDateTime(ms: number): string {
   const d = new Date(ms);
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
-/** 1天02:03:04 / 1d 02:03:04, or 12:03 for under an hour. */
+/**
+ * A span a person reads at a glance, never a bare "00:00": 19分38秒 under an hour, 1小时09分
+ * under a day, 2天03小时 beyond (19 min 38 s, 1 h 09 min, 2 d 03 h in English).
+ */
 export function fmtSpan(ms: number): string {
-  const neg = ms < 0;
   let s = Math.floor(Math.abs(ms) / 1000);
   const d = Math.floor(s / 86400);
   s -= d * 86400;
@@ -54,9 +57,19 @@ export function fmtSpan(ms: number): string {
   s -= h * 3600;
   const m = Math.floor(s / 60);
   s -= m * 60;
-  const hms = h || d ? `${pad(h)}:${pad(m)}:${pad(s)}` : `${pad(m)}:${pad(s)}`;
-  const days = d ? (getLang() === "zh" ? `${d}天` : `${d}d `) : "";
-  return (neg ? "-" : "") + days + hms;
+  const zh = getLang() === "zh";
+  if (d) return zh ? `${d}天${pad(h)}小时` : `${d} d ${pad(h)} h`;
+  if (h) return zh ? `${h}小时${pad(m)}分` : `${h} h ${pad(m)} min`;
+  return zh ? `${m}分${pad(s)}秒` : `${m} min ${pad(s)} s`;
+}
+
+/** "剩余 19分38秒" before `due`, "已超 1小时08分" from the deadline on (a deadline reached is late). */
+export function fmtCountdown(due: number, now: number): { late: boolean; text: string } {
+  const late = now >= due;
+  const zh = getLang() === "zh";
+  const span = fmtSpan(due - now);
+  if (late) return { late, text: zh ? `已超 ${span}` : `${span} overdue` };
+  return { late, text: zh ? `剩余 ${span}` : `${span} left` };
 }
 export function pct(x: number): string {
   return `${(x * 100).toFixed(1)}%`;
@@ -75,7 +88,11 @@ export function useNow(ms = 1000): number {
 
 export interface Loaded<T> {
   data: T | undefined;
+  /** The last failure, in words (the raw code is in `problem.detail`); cleared by a success. */
   error: string | undefined;
+  problem: Problem | undefined;
+  /** When the data was fetched (ms), for "数据更新于 …" while calls fail. */
+  updatedAt: number;
   loading: boolean;
   /** The key (e.g. area) the current data belongs to. */
   key: string | undefined;
@@ -87,7 +104,7 @@ export interface Loaded<T> {
  * good data, shows the error of the last failure; drops answers for a stale key.
  */
 export function useLoad<T>(fn: (signal: AbortSignal) => Promise<T>, key: string, interval: number): Loaded<T> {
-  const [state, setState] = useState<{ data?: T; error?: string; loading: boolean; key?: string }>({ loading: true });
+  const [state, setState] = useState<{ data?: T; error?: string; problem?: Problem; updatedAt: number; loading: boolean; key?: string }>({ loading: true, updatedAt: 0 });
   const fnRef = useRef(fn);
   fnRef.current = fn;
   const keyRef = useRef(key);
@@ -107,11 +124,12 @@ export function useLoad<T>(fn: (signal: AbortSignal) => Promise<T>, key: string,
       .current(ac.signal)
       .then(
         (data) => {
-          if (k === keyRef.current) setState({ data, error: undefined, loading: false, key: k });
+          if (k === keyRef.current) setState({ data, error: undefined, problem: undefined, updatedAt: Date.now(), loading: false, key: k });
         },
         (e) => {
           if (isAbort(e) || k !== keyRef.current) return;
-          setState((s) => ({ ...s, error: errorText(e), loading: false }));
+          const problem = describe(e);
+          setState((s) => ({ ...s, error: problem.text, problem, loading: false }));
         },
       )
       .finally(() => {

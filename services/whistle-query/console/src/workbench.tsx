@@ -1,22 +1,41 @@
 // 部门工作台: a liaison's department tasks with countdowns; accept (签收), return (退单), resolve (办结).
-import { useEffect, useState } from "preact/hooks";
-import { cc, dispatch, errorText, uuid } from "./api";
+//
+// The list holds still: rows keep their places while the pointer or the keyboard is in the list or a
+// dialog is open; new tasks are announced and changes of order applied when the liaison pauses (or
+// asks). Each action has its own column, offered only when the server says the task takes it
+// (`TaskItem.verbs`, the rule dispatch applies).
+import { useEffect, useRef, useState } from "preact/hooks";
+import { cc, dispatch } from "./api";
 import { t, taskStatusLabel, urgencyLabel, incidentStatusLabel, RETURN_REASON, returnReasonLabel } from "./i18n";
 import { ScoreboardKind, type TaskItem } from "./gen/whistle/v1/command_center_pb.js";
 import { TaskStatus } from "./gen/whistle/v1/common_pb.js";
-import { useLoad, useNow, tsMs, fmtDateTime, fmtSpan, pct, num, categoryName, throttle } from "./util";
+import { useLoad, useNow, tsMs, fmtDateTime, fmtCountdown, pct, num, categoryName, throttle } from "./util";
 import { EventFeed, type FeedStatus } from "./events";
-import { loadOrg, placeName } from "./org";
+import { loadOrg, placeName, onOrgNames } from "./org";
 import { NavLinks, type Chrome } from "./main";
+import { LiveDot } from "./screen";
+import { LoadNote } from "./notes";
+import { CommandDialog, type Fresh } from "./dialog";
+import { Drawer } from "./drawer";
 
-type Dialog = { kind: "return" | "resolve"; item: TaskItem; reason: number; note: string };
+type Verb = "accept" | "return" | "resolve";
+const VERBS: Verb[] = ["accept", "return", "resolve"];
+type Dialog = { verb: Verb; item: TaskItem };
+type Filter = { text: string; status: "" | "waiting" | "accepted"; category: string; due: "" | "soon" | "late" };
+/** "Due soon": the deadline within this. */
+const SOON_MS = 3600 * 1000;
+
+const keyOf = (it: TaskItem) => `${it.incident!.incidentId}/${it.task!.taskId}`;
+/** After this long without the pointer or focus in the list, new tasks and a new order are applied. */
+const SETTLE_MS = 3000;
 
 export function Workbench(p: Chrome) {
   const s = p.session;
   const [status, setStatus] = useState<FeedStatus>("connecting");
-  const [msg, setMsg] = useState<{ ok: boolean; text: string } | null>(null);
+  const [msg, setMsg] = useState<string>("");
   const [dialog, setDialog] = useState<Dialog | null>(null);
-  const [busy, setBusy] = useState("");
+  const [filter, setFilter] = useState<Filter>({ text: "", status: "", category: "", due: "" });
+  const [detail, setDetail] = useState<string | null>(null);
   const [, setOrgV] = useState(0);
   const now = useNow(1000);
 
@@ -29,6 +48,7 @@ export function Workbench(p: Chrome) {
 
   useEffect(() => {
     loadOrg(s.areaCode.length === 6 ? s.areaCode : s.areaCode.slice(0, 6), 2).then(() => setOrgV((v) => v + 1), () => {});
+    const offNames = onOrgNames(() => setOrgV((v) => v + 1));
     const refresh = throttle(() => tasks.reload(), 500);
     const feed = new EventFeed(s.areaCode, {
       onEvent: (e) => {
@@ -38,31 +58,84 @@ export function Workbench(p: Chrome) {
       onGap: () => tasks.reload(),
       onStatus: setStatus,
     }).start();
-    return () => feed.stop();
+    return () => {
+      feed.stop();
+      offNames();
+    };
   }, []);
 
-  async function command(item: TaskItem, body: any, label: string) {
-    const inc = item.incident!;
-    const key = `${inc.incidentId}/${item.task!.taskId}`;
-    setBusy(key);
-    setMsg(null);
-    try {
-      const ok = await dispatch[label as "accept"]({ commandId: uuid(), incidentId: inc.incidentId, expectedVersion: inc.version, body });
-      setMsg({ ok: true, text: `${t("done")}: ${inc.title} → ${taskStatusLabel(ok.taskStatus)}` });
-      setDialog(null);
-    } catch (e) {
-      setMsg({ ok: false, text: `${inc.title}: ${errorText(e)}` });
-    } finally {
-      setBusy("");
-      tasks.reload();
-      board.reload();
-    }
-  }
+  // The rows as shown: their order, and the latest data of each (a row the server no longer lists
+  // stays, greyed, until the list is settled).
+  const [order, setOrder] = useState<string[]>([]);
+  const shown = useRef(new Map<string, TaskItem>());
+  const serverKeys = (tasks.data?.tasks ?? []).map(keyOf);
+  const latest = new Map((tasks.data?.tasks ?? []).map((it) => [keyOf(it), it]));
+  for (const [k, it] of latest) shown.current.set(k, it);
+  const fresh = serverKeys.filter((k) => !order.includes(k));
+  const gone = order.filter((k) => !latest.has(k));
+  const reordered = order.filter((k) => latest.has(k)).join() !== serverKeys.filter((k) => order.includes(k)).join();
+  const unsettled = fresh.length > 0 || gone.length > 0 || reordered;
+
+  const hover = useRef(false);
+  const focusIn = useRef(false);
+  const lastTouch = useRef(0);
+  const settle = () => {
+    shown.current = new Map(latest);
+    setOrder(serverKeys);
+  };
+  // The first answer is shown as it comes; later ones wait for a pause.
+  useEffect(() => {
+    if (tasks.data && order.length === 0 && fresh.length > 0) settle();
+  }, [tasks.data]);
+  useEffect(() => {
+    if (!unsettled || dialog || hover.current || focusIn.current) return;
+    if (Date.now() - lastTouch.current >= SETTLE_MS) settle();
+  }, [now, tasks.data]);
 
   const items = tasks.data?.tasks ?? [];
   const mine = board.data?.rows.find((r) => r.code === s.departmentCode);
   const toAccept = items.filter((i) => i.task?.status === TaskStatus.DISPATCHED || i.task?.status === TaskStatus.SUPERVISED).length;
   const inHand = items.filter((i) => i.task?.status === TaskStatus.ACCEPTED).length;
+
+  const touch = () => (lastTouch.current = Date.now());
+
+  // What the liaison filters on: words in the title, description or place; the status; the
+  // category; a deadline within the hour or passed.
+  const deadline = (it: TaskItem) => {
+    const tk = it.task!;
+    const waiting = tk.status === TaskStatus.DISPATCHED || tk.status === TaskStatus.SUPERVISED;
+    return tsMs(waiting ? tk.acceptDueAt : tk.resolveDueAt);
+  };
+  const matches = (it: TaskItem) => {
+    const inc = it.incident!;
+    const tk = it.task!;
+    const q = filter.text.trim().toLowerCase();
+    if (q && ![inc.title, it.description, placeName(inc.districtCode, inc.streetCode, inc.communityCode)].some((x) => x.toLowerCase().includes(q))) return false;
+    if (filter.status === "waiting" && !(tk.status === TaskStatus.DISPATCHED || tk.status === TaskStatus.SUPERVISED)) return false;
+    if (filter.status === "accepted" && tk.status !== TaskStatus.ACCEPTED) return false;
+    if (filter.category && inc.category !== filter.category) return false;
+    const dl = deadline(it);
+    if (filter.due === "late" && !(dl > 0 && dl <= now)) return false;
+    if (filter.due === "soon" && !(dl > now && dl - now <= SOON_MS)) return false;
+    return true;
+  };
+  const categories = [...new Map(items.map((it) => [it.incident!.category, categoryName(it.incident!.category, it.incident!.categoryName)])).entries()];
+  const setF = (f: Partial<Filter>) => {
+    setFilter({ ...filter, ...f });
+    // A filter is the liaison's own doing: the list may change at once.
+    settle();
+  };
+
+  async function refreshFor(item: TaskItem, verb: Verb): Promise<Fresh> {
+    const d = await cc.getIncident({ incidentId: item.incident!.incidentId });
+    tasks.reload();
+    const task = d.tasks.find((x) => x.state?.taskId === item.task!.taskId);
+    return {
+      version: d.incident!.version,
+      allowed: !!task?.verbs.includes(verb),
+      state: task ? taskStatusLabel(task.state!.status) : incidentStatusLabel(d.incident!.status),
+    };
+  }
 
   return (
     <div class="page workbench" data-testid="workbench">
@@ -70,171 +143,200 @@ export function Workbench(p: Chrome) {
         <div class="brand">
           <span class="emblem sm">哨</span>
           <span>
-            {t("workbench")} · <b data-testid="dept-name">{tasks.data?.departmentName || s.departmentName || s.departmentCode}</b>
+            {t("workbench")} · <b data-testid="dept-name">{tasks.data?.departmentName || s.departmentName}</b>
           </span>
         </div>
-        <span class={`live live-${status}`} data-testid="live-status" data-status={status}>
-          <i />
-          {t(status === "live" ? "live" : status)}
-        </span>
+        <LiveDot status={status} />
         <NavLinks {...p} />
       </header>
-      <section class="wb-stats">
-        <div class="stat">
-          <div class="kpi-label">{t("countDispatched")}</div>
-          <div class="kpi-value warn" data-testid="wb-to-accept">{toAccept}</div>
-        </div>
-        <div class="stat">
-          <div class="kpi-label">{t("countAccepted")}</div>
-          <div class="kpi-value" data-testid="wb-in-hand">{inHand}</div>
-        </div>
-        <div class="stat wide" data-testid="dept-rates">
-          <div class="kpi-label">
-            {t("deptRates")} {board.data?.month ? `· ${board.data.month}` : ""} {mine ? `· ${t("rank")} ${mine.rank}/${board.data?.rows.length}` : ""}
+      <main>
+        <section class="wb-stats">
+          <div class="stat">
+            <div class="kpi-label">{t("countDispatched")}</div>
+            <div class="kpi-value warn" data-testid="wb-to-accept">{toAccept}</div>
           </div>
-          {board.error && <div class="panel-error">{board.error}</div>}
-          <div class="rates3">
-            {[
-              { k: "responseRate", v: mine?.rates?.responseRate, sub: t("rateResponseSub", { a: num(mine?.rates?.acceptedInTime), b: num(mine?.rates?.dispatched) }), id: "dept-response" },
-              { k: "resolutionRate", v: mine?.rates?.resolutionRate, sub: t("rateResolutionSub", { a: num(mine?.rates?.resolvedInTime), b: num(mine?.rates?.due) }), id: "dept-resolution" },
-              { k: "satisfactionRate", v: mine?.rates?.satisfactionRate, sub: t("rateSatisfactionSub", { a: num(mine?.rates?.satisfied), b: num(mine?.rates?.followedUp) }), id: "dept-satisfaction" },
-              { k: "composite", v: mine?.compositeScore, sub: "30% / 35% / 35%", id: "dept-composite" },
-            ].map((r) => (
-              <div class="rate3" data-testid={r.id} data-value={r.v ?? ""}>
-                <div class="muted small">{t(r.k as "composite")}</div>
-                <div class="big">{r.v === undefined ? "—" : r.k === "composite" ? r.v.toFixed(1) : pct(r.v)}</div>
-                <div class="muted small">{mine ? r.sub : t("noData")}</div>
-              </div>
-            ))}
+          <div class="stat">
+            <div class="kpi-label">{t("countAccepted")}</div>
+            <div class="kpi-value" data-testid="wb-in-hand">{inHand}</div>
           </div>
-        </div>
-      </section>
-      {msg && (
-        <div class={msg.ok ? "ok-msg" : "error"} data-testid={msg.ok ? "action-ok" : "action-error"}>
-          {msg.text}
-        </div>
-      )}
-      <section class="panel wb-list">
-        <div class="panel-head">
-          <span class="panel-title">{t("myTasks")}</span>
-          <button class="link" onClick={() => tasks.reload()}>
-            {t("refresh")}
-          </button>
-        </div>
-        <div class="panel-body">
-          {tasks.error && <div class="panel-error" data-testid="tasks-error">{tasks.error}</div>}
-          {tasks.data && items.length === 0 && <div class="empty">{t("noTasks")}</div>}
-          <table class="tasks wide" data-testid="task-table">
-            {items.length > 0 && (
-              <thead>
-                <tr>
-                  <th>{t("title")}</th>
-                  <th>{t("category")}</th>
-                  <th>{t("place")}</th>
-                  <th>{t("status")}</th>
-                  <th>{t("dueAt")}</th>
-                  <th />
-                </tr>
-              </thead>
-            )}
-            <tbody>
-              {items.map((it) => {
-                const tk = it.task!;
-                const inc = it.incident!;
-                const waiting = tk.status === TaskStatus.DISPATCHED || tk.status === TaskStatus.SUPERVISED;
-                const accepted = tk.status === TaskStatus.ACCEPTED;
-                const dl = tsMs(waiting ? tk.acceptDueAt : tk.resolveDueAt);
-                const late = dl > 0 && dl < now;
-                const key = `${inc.incidentId}/${tk.taskId}`;
-                return (
-                  <tr data-testid="wb-task" data-incident={inc.incidentId} data-task={String(tk.taskId)} data-status={tk.status} class={late ? "row-late" : ""}>
-                    <td>
-                      <div class="strong">{inc.title}</div>
-                      <div class="muted small clamp">{it.description}</div>
-                    </td>
-                    <td>
-                      {categoryName(inc.category, inc.categoryName)}
-                      <div class={`small u${inc.urgency}`}>{urgencyLabel(inc.urgency)}</div>
-                    </td>
-                    <td class="small">{placeName(inc.districtCode, inc.streetCode, inc.communityCode)}</td>
-                    <td>
-                      <span class={`tstatus t${tk.status}`}>{taskStatusLabel(tk.status)}</span>
-                      <div class="muted small">{incidentStatusLabel(inc.status)}</div>
-                    </td>
-                    <td>
-                      {(waiting || accepted) && dl > 0 ? (
-                        <div class={late ? "late" : "countdown"} data-testid="wb-countdown">
-                          <small>{late ? t(waiting ? "reportInLate" : "resolveLate") : t(waiting ? "reportInIn" : "resolveIn")}</small> {fmtSpan(Math.abs(dl - now))}
-                        </div>
-                      ) : (
-                        <span class="muted">—</span>
-                      )}
-                      <div class="muted small">{fmtDateTime(dl)}</div>
-                    </td>
-                    <td class="actions">
-                      {waiting && (
-                        <button class="primary" disabled={busy === key} data-testid="wb-accept" onClick={() => command(it, { case: "accept", value: { taskId: String(tk.taskId), note: "" } }, "accept")}>
-                          {t("accept")}
-                        </button>
-                      )}
-                      {(waiting || accepted) && (
-                        <button disabled={busy === key} data-testid="wb-return" onClick={() => setDialog({ kind: "return", item: it, reason: 1, note: "" })}>
-                          {t("return")}
-                        </button>
-                      )}
-                      {accepted && (
-                        <button class="good" disabled={busy === key} data-testid="wb-resolve" onClick={() => setDialog({ kind: "resolve", item: it, reason: 0, note: "" })}>
-                          {t("resolve")}
-                        </button>
-                      )}
-                    </td>
-                  </tr>
-                );
-              })}
-            </tbody>
-          </table>
-        </div>
-      </section>
-      {dialog && (
-        <div class="modal-backdrop">
-          <form
-            class="modal"
-            data-testid={`${dialog.kind}-dialog`}
-            onSubmit={(e) => {
-              e.preventDefault();
-              if (!dialog.note.trim()) return;
-              const taskId = String(dialog.item.task!.taskId);
-              if (dialog.kind === "return") command(dialog.item, { case: "return", value: { taskId, reason: dialog.reason, note: dialog.note.trim() } }, "return");
-              else command(dialog.item, { case: "resolve", value: { taskId, note: dialog.note.trim() } }, "resolve");
-            }}
-          >
-            <h3>
-              {t(dialog.kind)} · {dialog.item.incident!.title}
-            </h3>
-            {dialog.kind === "return" && (
-              <label>
-                {t("returnReason")}
-                <select value={dialog.reason} data-testid="return-reason" onChange={(e) => setDialog({ ...dialog, reason: Number((e.target as HTMLSelectElement).value) })}>
-                  {Object.keys(RETURN_REASON).map((k) => (
-                    <option value={k}>{returnReasonLabel(Number(k))}</option>
-                  ))}
-                </select>
-              </label>
-            )}
-            <label>
-              {t(dialog.kind === "return" ? "returnNote" : "resolveNote")}
-              <textarea required rows={4} maxLength={dialog.kind === "return" ? 1000 : 2000} value={dialog.note} data-testid="dialog-note" onInput={(e) => setDialog({ ...dialog, note: (e.target as HTMLTextAreaElement).value })} />
-            </label>
-            <div class="row">
-              <button type="submit" class="primary" disabled={!!busy || !dialog.note.trim()} data-testid="dialog-submit">
-                {t("confirm")}
-              </button>
-              <button type="button" onClick={() => setDialog(null)}>
-                {t("cancel")}
-              </button>
+          <div class="stat wide" data-testid="dept-rates">
+            <div class="kpi-label">
+              {t("deptRates")} {board.data?.month ? `· ${board.data.month}` : ""} {mine ? `· ${t("rank")} ${mine.rank}/${board.data?.rows.length}` : ""}
             </div>
-          </form>
-        </div>
+            <LoadNote l={board} testid="dept-rates" />
+            <div class="rates3">
+              {[
+                { k: "responseRate", v: mine?.rates?.responseRate, sub: t("rateResponseSub", { a: num(mine?.rates?.acceptedInTime), b: num(mine?.rates?.dispatched) }), id: "dept-response" },
+                { k: "resolutionRate", v: mine?.rates?.resolutionRate, sub: t("rateResolutionSub", { a: num(mine?.rates?.resolvedInTime), b: num(mine?.rates?.due) }), id: "dept-resolution" },
+                { k: "satisfactionRate", v: mine?.rates?.satisfactionRate, sub: t("rateSatisfactionSub", { a: num(mine?.rates?.satisfied), b: num(mine?.rates?.followedUp) }), id: "dept-satisfaction" },
+                { k: "composite", v: mine?.compositeScore, sub: "30% / 35% / 35%", id: "dept-composite" },
+              ].map((r) => (
+                <div class="rate3" data-testid={r.id} data-value={r.v ?? ""}>
+                  <div class="muted small">{t(r.k as "composite")}</div>
+                  <div class="big">{r.v === undefined ? "—" : r.k === "composite" ? r.v.toFixed(1) : pct(r.v)}</div>
+                  <div class="muted small">{mine ? r.sub : t("noData")}</div>
+                </div>
+              ))}
+            </div>
+          </div>
+        </section>
+        {msg && (
+          // A toast, not a line above the list: nothing pushes the rows down after an action.
+          <div class="ok-msg toast" data-testid="action-ok" role="status">
+            {msg}
+          </div>
+        )}
+        <section class="panel wb-list">
+          <div class="panel-head">
+            <h2 class="panel-title">{t("myTasks")}</h2>
+            <span aria-live="polite" data-testid="wb-announce">
+              {unsettled && (
+                <button class="link" data-testid="wb-apply" onClick={settle}>
+                  {fresh.length > 0 ? t("newTasks", { n: fresh.length }) : t("listChanged")} · {t("showNow")}
+                </button>
+              )}
+            </span>
+            <LoadNote l={tasks} testid="tasks" />
+            <button class="link" onClick={() => tasks.reload()}>
+              {t("refresh")}
+            </button>
+          </div>
+          <div class="wb-filters" role="search" data-testid="wb-filters">
+            <input type="search" aria-label={t("search")} placeholder={t("searchPh")} value={filter.text} data-testid="wb-search" onInput={(e) => setF({ text: (e.target as HTMLInputElement).value })} />
+            <select aria-label={t("status")} value={filter.status} data-testid="wb-filter-status" onChange={(e) => setF({ status: (e.target as HTMLSelectElement).value as Filter["status"] })}>
+              <option value="">{t("allStatuses")}</option>
+              <option value="waiting">{t("countDispatched")}</option>
+              <option value="accepted">{t("countAccepted")}</option>
+            </select>
+            <select aria-label={t("category")} value={filter.category} data-testid="wb-filter-category" onChange={(e) => setF({ category: (e.target as HTMLSelectElement).value })}>
+              <option value="">{t("allCategories")}</option>
+              {categories.map(([code, name]) => (
+                <option value={code}>{name}</option>
+              ))}
+            </select>
+            <select aria-label={t("deadline")} value={filter.due} data-testid="wb-filter-due" onChange={(e) => setF({ due: (e.target as HTMLSelectElement).value as Filter["due"] })}>
+              <option value="">{t("anyDeadline")}</option>
+              <option value="soon">{t("dueSoon")}</option>
+              <option value="late">{t("overdueTag")}</option>
+            </select>
+          </div>
+          <div class="panel-body">
+            {tasks.data && order.length === 0 && items.length === 0 && <div class="empty">{t("noTasks")}</div>}
+            <table
+              class="tasks wide"
+              data-testid="task-table"
+              onPointerEnter={() => ((hover.current = true), touch())}
+              onPointerLeave={() => ((hover.current = false), touch())}
+              onPointerMove={touch}
+              onFocusIn={() => ((focusIn.current = true), touch())}
+              onFocusOut={() => ((focusIn.current = false), touch())}
+            >
+              {order.length > 0 && (
+                <thead>
+                  <tr>
+                    <th>{t("title")}</th>
+                    <th>{t("category")}</th>
+                    <th>{t("place")}</th>
+                    <th>{t("status")}</th>
+                    <th>{t("deadline")}</th>
+                    {VERBS.map((v) => (
+                      <th class="act-col">{t(v)}</th>
+                    ))}
+                  </tr>
+                </thead>
+              )}
+              <tbody>
+                {order.map((k) => {
+                  const it = latest.get(k) ?? shown.current.get(k);
+                  if (!it || !matches(it)) return null;
+                  const out = !latest.has(k);
+                  const tk = it.task!;
+                  const inc = it.incident!;
+                  const waiting = tk.status === TaskStatus.DISPATCHED || tk.status === TaskStatus.SUPERVISED;
+                  const accepted = tk.status === TaskStatus.ACCEPTED;
+                  const dl = tsMs(waiting ? tk.acceptDueAt : tk.resolveDueAt);
+                  const cd = dl > 0 ? fmtCountdown(dl, now) : null;
+                  return (
+                    <tr key={k} data-testid="wb-task" data-incident={inc.incidentId} data-task={String(tk.taskId)} data-status={tk.status} data-out={out ? "1" : ""} class={`${cd?.late && !out ? "row-late" : ""} ${out ? "row-out" : ""}`}>
+                      <td>
+                        <button class="link title-link" data-testid="wb-open" onClick={() => setDetail(inc.incidentId)}>
+                          {inc.title}
+                        </button>
+                        <div class="muted small clamp">{it.description}</div>
+                      </td>
+                      <td>
+                        {categoryName(inc.category, inc.categoryName)}
+                        <div class={`small u${inc.urgency}`}>{urgencyLabel(inc.urgency)}</div>
+                      </td>
+                      <td class="small">{placeName(inc.districtCode, inc.streetCode, inc.communityCode)}</td>
+                      <td>
+                        <span class={`tstatus t${tk.status}`}>{out ? t("taskOut") : taskStatusLabel(tk.status)}</span>
+                        <div class="muted small">{incidentStatusLabel(inc.status)}</div>
+                      </td>
+                      <td>
+                        {!out && (waiting || accepted) && cd ? (
+                          <div class={cd.late ? "late" : "countdown"} data-testid="wb-countdown" data-late={cd.late ? "1" : ""}>
+                            <small>{t(waiting ? "reportIn" : "resolveBy")}</small> {cd.text}
+                          </div>
+                        ) : (
+                          <span class="muted">—</span>
+                        )}
+                        <div class="muted small">{fmtDateTime(dl)}</div>
+                      </td>
+                      {VERBS.map((v) => (
+                        <td class="act-col">
+                          {!out && it.verbs.includes(v) && (
+                            <button
+                              class={v === "accept" ? "primary" : v === "resolve" ? "good" : ""}
+                              data-testid={`wb-${v}`}
+                              onClick={() => {
+                                setMsg("");
+                                setDialog({ verb: v, item: it });
+                              }}
+                            >
+                              {t(v)}
+                            </button>
+                          )}
+                        </td>
+                      ))}
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          </div>
+        </section>
+      </main>
+      {detail && <Drawer target={{ kind: "incident", id: detail }} session={s} onClose={() => setDetail(null)} onOpen={setDetail} onChanged={() => tasks.reload()} />}
+      {dialog && (
+        <CommandDialog
+          title={`${t(dialog.verb)} · ${dialog.item.incident!.title}`}
+          submitLabel={t(dialog.verb)}
+          testid={`${dialog.verb}-dialog`}
+          version={dialog.item.incident!.version}
+          note={
+            dialog.verb === "accept"
+              ? { label: t("acceptNote"), required: false, max: 1000 }
+              : { label: t(dialog.verb === "return" ? "returnNote" : "resolveNote"), required: true, max: dialog.verb === "return" ? 1000 : 2000 }
+          }
+          reasons={dialog.verb === "return" ? Object.keys(RETURN_REASON).map((k) => ({ value: Number(k), label: returnReasonLabel(Number(k)) })) : undefined}
+          send={(version, commandId, v) => {
+            const item = dialog.item;
+            const taskId = String(item.task!.taskId);
+            const base = { commandId, incidentId: item.incident!.incidentId, expectedVersion: version };
+            if (dialog.verb === "accept") return dispatch.accept({ ...base, body: { case: "accept", value: { taskId, note: v.note } } });
+            if (dialog.verb === "return") return dispatch.return({ ...base, body: { case: "return", value: { taskId, reason: v.reason, note: v.note } } });
+            return dispatch.resolve({ ...base, body: { case: "resolve", value: { taskId, note: v.note } } });
+          }}
+          refresh={() => refreshFor(dialog.item, dialog.verb)}
+          onDone={() => {
+            setMsg(t(`done_${dialog.verb}`, { title: dialog.item.incident!.title }));
+            setDialog(null);
+            tasks.reload();
+            board.reload();
+          }}
+          onClose={() => setDialog(null)}
+        />
       )}
     </div>
   );

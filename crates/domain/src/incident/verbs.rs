@@ -1,0 +1,85 @@
+//! Which commands a task takes in which status: the one statement of the task state rules that
+//! dispatch checks (`rules.rs`) and the query service sends with each task, so a console offers
+//! only what dispatch will accept.
+
+use super::TaskStatus;
+
+/// A command aimed at one task (its `whistle.cmd.{verb}` name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskVerb {
+    /// 签收 / 报到, by the task's department.
+    Accept,
+    /// 退单, by the task's department, only before it reports in (事不完、人不撤).
+    Return,
+    /// 办结, by the task's department once it has reported in.
+    Resolve,
+    /// 督办, by an operator.
+    Supervise,
+    /// 改派, by an operator or the street.
+    Reassign,
+}
+
+impl TaskVerb {
+    pub const ALL: [TaskVerb; 5] = [
+        TaskVerb::Accept,
+        TaskVerb::Return,
+        TaskVerb::Resolve,
+        TaskVerb::Supervise,
+        TaskVerb::Reassign,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskVerb::Accept => "accept",
+            TaskVerb::Return => "return",
+            TaskVerb::Resolve => "resolve",
+            TaskVerb::Supervise => "supervise",
+            TaskVerb::Reassign => "reassign",
+        }
+    }
+
+    /// The task's department acts with these verbs; the others are the command side's.
+    pub fn is_department_verb(self) -> bool {
+        matches!(
+            self,
+            TaskVerb::Accept | TaskVerb::Return | TaskVerb::Resolve
+        )
+    }
+
+    /// Whether a task in `status` takes this verb; `current_round` says whether the task belongs
+    /// to the incident's latest reopen round (tasks of earlier rounds are only history). Whether the
+    /// incident is still open, and whether the actor may act, are checked apart.
+    pub fn applies(self, status: TaskStatus, current_round: bool) -> bool {
+        match self {
+            TaskVerb::Accept | TaskVerb::Return => {
+                matches!(status, TaskStatus::Dispatched | TaskStatus::Supervised)
+            }
+            TaskVerb::Resolve => status == TaskStatus::Accepted,
+            TaskVerb::Supervise => current_round && status.is_in_progress(),
+            TaskVerb::Reassign => {
+                current_round
+                    && matches!(
+                        status,
+                        TaskStatus::Returned | TaskStatus::Dispatched | TaskStatus::Supervised
+                    )
+            }
+        }
+    }
+
+    /// The verbs a task takes now, in the order above (the console's fixed action columns).
+    pub fn for_task(
+        status: TaskStatus,
+        current_round: bool,
+        incident_open: bool,
+    ) -> impl Iterator<Item = TaskVerb> {
+        TaskVerb::ALL
+            .into_iter()
+            .filter(move |verb| incident_open && verb.applies(status, current_round))
+    }
+}
+
+impl std::fmt::Display for TaskVerb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
