@@ -38,23 +38,24 @@ fn ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Every process of this machine: its pid and its `/proc` directory (none if `/proc` is unreadable).
+pub(crate) fn running() -> impl Iterator<Item = (u32, std::path::PathBuf)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((pid, entry.path()))
+        })
+}
+
 impl Snapshot {
     /// The processes of the groups running now, and this one (group "load generator").
     pub fn take() -> Snapshot {
         let mut processes = BTreeMap::new();
         let me = std::process::id();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Snapshot::default();
-        };
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let dir = entry.path();
+        for (pid, dir) in running() {
             let group = if pid == me {
                 "load generator"
             } else {

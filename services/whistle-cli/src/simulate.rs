@@ -687,28 +687,8 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         conn.nats_url
     );
     let js = jetstream::new(client.clone());
-    let stream = js
-        .get_stream(EVENTS_STREAM)
-        .await
-        .context("opening WHISTLE_EVENTS")?;
-    let ordered = |filter: &str| consumer::pull::OrderedConfig {
-        filter_subject: filter.to_owned(),
-        deliver_policy: consumer::DeliverPolicy::New,
-        ..Default::default()
-    };
     // Both consumers exist before the first report, so no event of this run is missed.
-    let incident_events = stream
-        .create_consumer(ordered(ALL_INCIDENT_EVENTS))
-        .await
-        .with_context(|| format!("creating an ordered consumer on {ALL_INCIDENT_EVENTS}"))?
-        .messages()
-        .await?;
-    let task_events = stream
-        .create_consumer(ordered(ALL_TASK_EVENTS))
-        .await
-        .with_context(|| format!("creating an ordered consumer on {ALL_TASK_EVENTS}"))?
-        .messages()
-        .await?;
+    let [incident_events, task_events] = follow_new_events(&js).await?;
 
     let prefix = format!(
         "sim-{:x}-{:x}-",
@@ -797,4 +777,36 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         println!("publish errors {publish_errors}, reports rejected {rejected}");
     }
     Ok(())
+}
+
+/// Ordered consumers of `WHISTLE_EVENTS`' incident and task events from now on, in that order.
+pub(crate) async fn follow_new_events(
+    js: &jetstream::Context,
+) -> anyhow::Result<[consumer::pull::Ordered; 2]> {
+    let stream = js
+        .get_stream(EVENTS_STREAM)
+        .await
+        .context("opening WHISTLE_EVENTS")?;
+    let follow = |filter: &'static str| {
+        let stream = &stream;
+        async move {
+            let config = consumer::pull::OrderedConfig {
+                filter_subject: filter.to_owned(),
+                deliver_policy: consumer::DeliverPolicy::New,
+                ..Default::default()
+            };
+            anyhow::Ok(
+                stream
+                    .create_consumer(config)
+                    .await
+                    .with_context(|| format!("creating an ordered consumer on {filter}"))?
+                    .messages()
+                    .await?,
+            )
+        }
+    };
+    Ok([
+        follow(ALL_INCIDENT_EVENTS).await?,
+        follow(ALL_TASK_EVENTS).await?,
+    ])
 }

@@ -33,11 +33,7 @@ use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use whistle_domain::{AreaCode, Level};
 use whistle_proto::v1::{self, command::Body, event::Body as EventBody};
-use whistle_wire::{
-    names::EVENTS_STREAM,
-    subject::{ALL_INCIDENT_EVENTS, ALL_TASK_EVENTS},
-    Clock as _, CommandClient, ScaledClock,
-};
+use whistle_wire::{Clock as _, CommandClient, ScaledClock};
 
 use crate::{
     commands,
@@ -204,15 +200,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 fn pid_named(comm: &str) -> anyhow::Result<u32> {
     let short = &comm[..comm.len().min(15)];
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+    for (pid, dir) in crate::cpu::running() {
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         if name.trim() == short {
             found.push(pid);
         }
@@ -485,26 +474,7 @@ pub async fn run(conn: &Connection, args: &YearArgs) -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
     let client = crate::door::nats_admin(conn).await?;
     let js = jetstream::new(client.clone());
-    let stream = js
-        .get_stream(EVENTS_STREAM)
-        .await
-        .context("opening WHISTLE_EVENTS")?;
-    let ordered = |filter: &str| consumer::pull::OrderedConfig {
-        filter_subject: filter.to_owned(),
-        deliver_policy: consumer::DeliverPolicy::New,
-        ..Default::default()
-    };
-    let mut followers = Vec::new();
-    for filter in [ALL_INCIDENT_EVENTS, ALL_TASK_EVENTS] {
-        followers.push(
-            stream
-                .create_consumer(ordered(filter))
-                .await
-                .with_context(|| format!("creating an ordered consumer on {filter}"))?
-                .messages()
-                .await?,
-        );
-    }
+    let followers = crate::simulate::follow_new_events(&js).await?;
     let clock = args.clock;
     let year = Arc::new(Year {
         clock,
