@@ -275,6 +275,8 @@ test("drawer: 督办 asks for a note, confirms, survives a stale version; names 
   // Esc closes the dialog first, then the drawer.
   await page.locator('[data-testid="supervise-task"]').first().click();
   await dialog.waitFor();
+  // Esc reaches the dialog once it holds the focus (set as it opens; late on a loaded machine).
+  await waitFor(async () => dialog.evaluate((d) => d.contains(document.activeElement)), { message: "the focus in the dialog" });
   await page.keyboard.press("Escape");
   await dialog.waitFor({ state: "detached" });
   assert.equal(await page.locator('[data-testid="drawer"]').count(), 1);
