@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use futures::TryStreamExt;
-use whistle_cli::ceiling::{self, Options, Parts, Throughput, STREAM_PREFIX, TABLE_PREFIX};
+use whistle_cli::{
+    ceiling::{self, Options, Parts, Throughput, STREAM_PREFIX, TABLE_PREFIX},
+    stats::{FindMaxPlan, RateSteps, StepBounds},
+};
 
 use whistle_auth::Service;
 
@@ -35,6 +38,8 @@ fn tiny(stack: &Stack) -> Options {
             postgres: true,
             pipeline: true,
         },
+        find_max: None,
+        cpu: false,
     }
 }
 
@@ -105,6 +110,66 @@ async fn the_ceiling_measures_every_part_and_leaves_no_scratch_behind() {
     assert!(all.is_empty(), "streams left: {all:?}");
     assert_eq!(db.count("SELECT count(*) FROM incidents").await, 0);
     assert_eq!(db.count("SELECT count(*) FROM outbox").await, 0);
+}
+
+#[tokio::test]
+async fn the_pipeline_is_searched_as_the_platform_is_and_its_cpu_counted() {
+    let stack = Stack::builder()
+        .without_dispatch()
+        .without_streams()
+        .start()
+        .await;
+    let plan = FindMaxPlan {
+        steps: RateSteps {
+            start: 100.0,
+            factor: 1.5,
+            add: 0.0,
+            max: 250.0,
+        },
+        bounds: StepBounds {
+            backlog: 100_000,
+            p99_ms: 60_000.0,
+        },
+        step_duration: Duration::from_secs(1),
+        sample_every: Duration::from_millis(250),
+    };
+    let options = Options {
+        parts: Parts {
+            nats: false,
+            postgres: false,
+            pipeline: true,
+        },
+        find_max: Some(plan),
+        cpu: true,
+        ..tiny(&stack)
+    };
+
+    let figures = ceiling::run(&options).await.expect("the ceiling run");
+
+    // Bounds no tiny rate can break: every step of the plan runs and keeps up.
+    let found = figures.pipeline_find_max.as_ref().expect("the search");
+    let offered: Vec<f64> = found.steps.iter().map(|s| s.at_rate.offered_rate).collect();
+    assert_eq!(offered, vec![100.0, 150.0, 225.0]);
+    for step in &found.steps {
+        assert!(step.verdict.sustained(), "{step:?}");
+        assert_eq!(step.at_rate.completed, step.at_rate.sent, "{step:?}");
+        assert!(!step.backlog_samples.is_empty(), "{step:?}");
+    }
+    assert_eq!(found.highest_sustained_rate, Some(225.0));
+    assert!(
+        figures.pipeline_at_rate.is_none(),
+        "the search replaces the one run at --rate"
+    );
+    let cpu = figures.pipeline_cpu.as_ref().expect("the drain's CPU");
+    for group in ["nats-server", "postgres", ceiling::OWN_GROUP] {
+        assert!(cpu.by_process_us.contains_key(group), "{cpu:?}");
+    }
+    assert!(cpu.total_us > 0.0, "{cpu:?}");
+    let table = ceiling::render(&figures);
+    assert!(
+        table.contains("highest sustained open-loop rate: 225/s"),
+        "{table}"
+    );
 }
 
 #[tokio::test]

@@ -510,6 +510,47 @@ async fn a_dedicated_connection_that_failed_opens_a_new_one_on_next_use() {
     assert_ne!(fresh, first, "a new connection after the failure");
 }
 
+/// Statements this session holds prepared, read without preparing another.
+async fn prepared(conn: &mut sqlx::PgConnection) -> i64 {
+    use sqlx::Row as _;
+    sqlx::raw_sql("SELECT count(*) FROM pg_prepared_statements")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A statement shaped like intake's lookups, prepared and cached.
+async fn lookup(conn: &mut sqlx::PgConnection) {
+    sqlx::query_scalar::<_, String>("SELECT report_id FROM reports WHERE report_id = ANY($1)")
+        .bind(vec!["r-1".to_owned()])
+        .fetch_all(conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_dedicated_connection_plans_its_statements_again_as_the_rows_it_wrote_grow_tenfold() {
+    let stack = Stack::builder().database_only().start().await;
+    let db = stack.db();
+    let mut dedicated = whistle_store::Dedicated::new(&db.url).unwrap();
+    lookup(dedicated.get().await.unwrap()).await;
+    assert_eq!(prepared(dedicated.get().await.unwrap()).await, 1);
+
+    // Planned on an empty table; 999 rows later the plan is kept …
+    dedicated.wrote(999);
+    assert_eq!(prepared(dedicated.get().await.unwrap()).await, 1);
+    // … at 1,000 it goes, and the next execution is planned for the table as it is then.
+    dedicated.wrote(1);
+    assert_eq!(prepared(dedicated.get().await.unwrap()).await, 0);
+    lookup(dedicated.get().await.unwrap()).await;
+    // The next time is at ten times as many.
+    dedicated.wrote(8_999);
+    assert_eq!(prepared(dedicated.get().await.unwrap()).await, 1);
+    dedicated.wrote(1);
+    assert_eq!(prepared(dedicated.get().await.unwrap()).await, 0);
+}
+
 pub(crate) mod batches {
     use chrono::{DateTime, TimeDelta, Utc};
     use uuid::Uuid;

@@ -148,6 +148,18 @@ pub struct CeilingArgs {
     /// Payload bytes of the raw publish and pull.
     #[arg(long, default_value_t = 300)]
     pub message_size: usize,
+    /// After the drain, search the pipeline's highest sustained open-loop rate as `whistle load
+    /// --find-max` searches the platform's (same options; ignores --rate and --latency-duration).
+    #[arg(long)]
+    pub find_max: bool,
+    #[command(flatten)]
+    pub search: crate::load::SearchArgs,
+    /// --find-max: how often to sample the pipeline consumer's backlog.
+    #[arg(long, value_parser = crate::parse_duration, default_value = "1s")]
+    pub sample_every: Duration,
+    /// Also measure the CPU every process of this machine spent per report of the drain.
+    #[arg(long)]
+    pub cpu: bool,
     /// Only these parts (comma-separated): nats, postgres, pipeline. Default: all.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -183,6 +195,8 @@ impl CeilingArgs {
                 postgres: wanted("postgres"),
                 pipeline: wanted("pipeline"),
             },
+            find_max: self.find_max.then(|| self.search.plan(self.sample_every)),
+            cpu: self.cpu,
         })
     }
 }

@@ -36,7 +36,13 @@ use whistle_domain::{AreaCode, Level};
 use whistle_proto::v1;
 use whistle_wire::Credentials;
 
-use crate::stats::{format_rate, micros_histogram, thousands, Latency};
+use crate::{
+    cpu::{CpuPerReport, Snapshot},
+    stats::{
+        format_rate, highest_sustained, judge_step, micros_histogram, thousands, FindMaxPlan,
+        Latency, StepBounds, Verdict,
+    },
+};
 
 /// Scratch streams are named `CEILING_{tag}_…`.
 pub const STREAM_PREFIX: &str = "CEILING_";
@@ -72,6 +78,11 @@ pub struct Options {
     /// Payload size of the raw publish and pull.
     pub message_size: usize,
     pub parts: Parts,
+    /// After the drain, search the pipeline's highest sustained open-loop rate with this plan
+    /// (instead of the one run at `rate`).
+    pub find_max: Option<FindMaxPlan>,
+    /// Measure the CPU every process of the machine spent per report of the drain.
+    pub cpu: bool,
 }
 
 /// Which parts run (`whistle load --ceiling` runs only the pipeline).
@@ -103,6 +114,8 @@ impl Default for Options {
                 postgres: true,
                 pipeline: true,
             },
+            find_max: None,
+            cpu: false,
         }
     }
 }
@@ -139,6 +152,27 @@ pub struct AtRate {
     pub latency_ms: Latency,
 }
 
+/// The pipeline's CPU per report of its drain, by process (this one is "ceiling").
+pub const OWN_GROUP: &str = "ceiling";
+
+/// One step of the pipeline's `--find-max` search.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    pub at_rate: AtRate,
+    /// The consumer's backlog (pending + awaiting ack), sampled while sending, as the platform's.
+    pub backlog_samples: Vec<u64>,
+    pub verdict: Verdict,
+}
+
+/// The pipeline's open-loop search: the same plan and rule as `whistle load --find-max`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FindMax {
+    pub bounds: StepBounds,
+    pub step_seconds: f64,
+    pub steps: Vec<Step>,
+    pub highest_sustained_rate: Option<f64>,
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Figures {
@@ -163,7 +197,11 @@ pub struct Figures {
     pub row_per_transaction: Option<Throughput>,
     /// The minimal pipeline as fast as it goes (reports/s).
     pub pipeline: Option<Throughput>,
+    /// What a report of the drain cost every process of the machine (`cpu`).
+    pub pipeline_cpu: Option<CpuPerReport>,
     pub pipeline_at_rate: Option<AtRate>,
+    /// The open-loop search (`find_max`).
+    pub pipeline_find_max: Option<FindMax>,
 }
 
 /// The scratch names of one run.
@@ -446,15 +484,22 @@ async fn measure(
 
         let origin = Instant::now();
         let pipeline = Pipeline::start(options, scratch, db, origin).await?;
+        let cpu_before = options.cpu.then(|| Snapshot::take_as(OWN_GROUP));
         let started = Instant::now();
         pipeline
             .wait_for(options.reports, Duration::from_secs(600))
             .await?;
         figures.pipeline = Some(Throughput::new(options.reports, started.elapsed()));
+        figures.pipeline_cpu = cpu_before
+            .map(|before| before.per_report(&Snapshot::take_as(OWN_GROUP), options.reports));
 
-        if options.rate > 0.0 && !options.latency_duration.is_zero() {
-            pipeline.reset_latency();
-            let at_rate = open_loop(options, &mut reports, &pipeline, origin).await?;
+        let mut open_loop = OpenLoop::new(options, scratch, &pipeline, origin).await?;
+        if let Some(plan) = &options.find_max {
+            figures.pipeline_find_max = Some(find_max(plan, &mut open_loop, &mut reports).await?);
+        } else if options.rate > 0.0 && !options.latency_duration.is_zero() {
+            let (at_rate, _) = open_loop
+                .run(&mut reports, options.rate, options.latency_duration, None)
+                .await?;
             figures.pipeline_at_rate = Some(at_rate);
         }
         pipeline.stop().await?;
@@ -935,57 +980,160 @@ impl Pipeline {
     }
 }
 
-/// Sends reports at `options.rate` for `options.latency_duration` (open loop, on a connection
-/// of their own) while the pipeline runs, and waits for their events.
-async fn open_loop(
-    options: &Options,
+/// Raises the open-loop rate step by step until a step falls behind, by the rule of
+/// `whistle load --find-max` (`judge_step`), letting the pipeline drain between steps.
+async fn find_max(
+    plan: &FindMaxPlan,
+    open_loop: &mut OpenLoop<'_>,
     reports: &mut ReportFeed,
-    pipeline: &Pipeline,
-    origin: Instant,
-) -> anyhow::Result<AtRate> {
-    let sender = context(
-        connect(options, "whistle-ceiling-load").await?,
-        options.window,
-    );
-    let before = pipeline.completed();
-    let total = (options.latency_duration.as_secs_f64() * options.rate).round() as u64;
-    let (acks, acker) = spawn_acker(options.window, |_| {});
-    let mut ticker = tokio::time::interval(Duration::from_millis(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let started = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        ticker.tick().await;
-        let due = ((started.elapsed().as_secs_f64() * options.rate) as u64).min(total);
-        while sent < due {
-            let (subject, report) = reports.next();
-            let mut headers = HeaderMap::new();
-            headers.insert(NATS_MESSAGE_ID, report.report_id.as_str());
-            let sent_us = origin.elapsed().as_micros() as u64;
-            headers.insert(SENT_HEADER, sent_us.to_string().as_str());
-            let ack = sender
-                .publish_with_headers(subject, headers, report.encode_to_vec().into())
-                .await
-                .context("publishing a report")?;
-            acks.send(ack).await.context("the report acker stopped")?;
-            sent += 1;
-        }
+) -> anyhow::Result<FindMax> {
+    let mut steps = Vec::new();
+    let mut rate = Some(plan.steps.start).filter(|r| *r > 0.0 && *r <= plan.steps.max);
+    while let Some(offered) = rate {
+        let (at_rate, backlog) = open_loop
+            .run(
+                reports,
+                offered,
+                plan.step_duration,
+                Some(plan.sample_every),
+            )
+            .await?;
+        let verdict = judge_step(&backlog, at_rate.latency_ms.p99, plan.bounds);
+        eprintln!(
+            "ceiling pipeline at {}: achieved {}, p99 {:.1} ms, backlog at end {} — {verdict}",
+            format_rate(offered),
+            format_rate(at_rate.achieved_rate),
+            at_rate.latency_ms.p99,
+            backlog.last().map_or("?".to_owned(), |b| thousands(*b)),
+        );
+        rate = verdict
+            .sustained()
+            .then(|| plan.steps.next(offered))
+            .flatten();
+        steps.push(Step {
+            at_rate,
+            backlog_samples: backlog,
+            verdict,
+        });
     }
-    let seconds = started.elapsed().as_secs_f64();
-    drop(acks);
-    acker.await??;
-    pipeline
-        .wait_for(before + total, Duration::from_secs(60))
-        .await?;
-    let latency = Latency::from_micros(&pipeline.latency.lock().expect("not poisoned"));
-    Ok(AtRate {
-        offered_rate: options.rate,
-        achieved_rate: sent as f64 / seconds,
-        seconds,
-        sent,
-        completed: pipeline.completed() - before,
-        latency_ms: latency,
+    let verdicts: Vec<(f64, Verdict)> = steps
+        .iter()
+        .map(|s| (s.at_rate.offered_rate, s.verdict))
+        .collect();
+    Ok(FindMax {
+        bounds: plan.bounds,
+        step_seconds: plan.step_duration.as_secs_f64(),
+        highest_sustained_rate: highest_sustained(&verdicts),
+        steps,
     })
+}
+
+/// Reports sent open loop into the running pipeline, on a connection of their own.
+struct OpenLoop<'p> {
+    sender: jetstream::Context,
+    window: usize,
+    /// The pipeline's consumer, for its backlog.
+    consumer: (String, String),
+    pipeline: &'p Pipeline,
+    origin: Instant,
+}
+
+impl<'p> OpenLoop<'p> {
+    async fn new(
+        options: &Options,
+        scratch: &Scratch,
+        pipeline: &'p Pipeline,
+        origin: Instant,
+    ) -> anyhow::Result<OpenLoop<'p>> {
+        Ok(OpenLoop {
+            sender: context(
+                connect(options, "whistle-ceiling-load").await?,
+                options.window,
+            ),
+            window: options.window,
+            consumer: (scratch.in_stream.clone(), scratch.consumer.clone()),
+            pipeline,
+            origin,
+        })
+    }
+
+    /// Sends at `rate` for `duration` and waits for the events; with `sample_every`, also
+    /// samples the consumer's backlog (pending + awaiting ack) while sending, the last sample
+    /// when sending stops.
+    async fn run(
+        &mut self,
+        reports: &mut ReportFeed,
+        rate: f64,
+        duration: Duration,
+        sample_every: Option<Duration>,
+    ) -> anyhow::Result<(AtRate, Vec<u64>)> {
+        self.pipeline.reset_latency();
+        let before = self.pipeline.completed();
+        let total = (duration.as_secs_f64() * rate).round() as u64;
+        let (acks, acker) = spawn_acker(self.window, |_| {});
+        let mut ticker = tokio::time::interval(Duration::from_millis(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut samples = Vec::new();
+        let started = Instant::now();
+        let mut next_sample = sample_every.map(|every| started + every);
+        let mut sent = 0u64;
+        while sent < total {
+            ticker.tick().await;
+            if let Some(at) = next_sample.filter(|at| Instant::now() >= *at) {
+                samples.push(self.backlog().await?);
+                next_sample = sample_every.map(|every| at + every);
+            }
+            let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(total);
+            while sent < due {
+                let (subject, report) = reports.next();
+                let mut headers = HeaderMap::new();
+                headers.insert(NATS_MESSAGE_ID, report.report_id.as_str());
+                let sent_us = self.origin.elapsed().as_micros() as u64;
+                headers.insert(SENT_HEADER, sent_us.to_string().as_str());
+                let ack = self
+                    .sender
+                    .publish_with_headers(subject, headers, report.encode_to_vec().into())
+                    .await
+                    .context("publishing a report")?;
+                acks.send(ack).await.context("the report acker stopped")?;
+                sent += 1;
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        if sample_every.is_some() {
+            samples.push(self.backlog().await?);
+        }
+        drop(acks);
+        acker.await??;
+        // A step that fell behind drains its backlog before the next starts.
+        self.pipeline
+            .wait_for(before + total, duration.max(Duration::from_secs(60)))
+            .await?;
+        let latency = Latency::from_micros(&self.pipeline.latency.lock().expect("not poisoned"));
+        let at_rate = AtRate {
+            offered_rate: rate,
+            achieved_rate: sent as f64 / seconds,
+            seconds,
+            sent,
+            completed: self.pipeline.completed() - before,
+            latency_ms: latency,
+        };
+        Ok((at_rate, samples))
+    }
+
+    async fn backlog(&self) -> anyhow::Result<u64> {
+        let (stream, consumer) = &self.consumer;
+        let mut consumer: consumer::PullConsumer = self
+            .sender
+            .get_consumer_from_stream(consumer, stream)
+            .await
+            .context("finding the pipeline's consumer")?;
+        let info = consumer
+            .info()
+            .await
+            .context("reading the consumer's backlog")?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
 }
 
 /// The figures as a table for people.
@@ -1059,6 +1207,30 @@ pub fn render(f: &Figures) -> String {
             thousands(r.completed),
             thousands(r.sent),
             r.latency_ms
+        ));
+    }
+    if let Some(cpu) = &f.pipeline_cpu {
+        out.push_str(&format!("  minimal pipeline drain, CPU: {cpu}\n"));
+    }
+    if let Some(found) = &f.pipeline_find_max {
+        for step in &found.steps {
+            let r = &step.at_rate;
+            out.push_str(&format!(
+                "  minimal pipeline open loop at {} (achieved {}): p99 {:.1} ms, backlog at end {} — {}\n",
+                format_rate(r.offered_rate),
+                format_rate(r.achieved_rate),
+                r.latency_ms.p99,
+                step.backlog_samples
+                    .last()
+                    .map_or("?".to_owned(), |b| thousands(*b)),
+                step.verdict
+            ));
+        }
+        out.push_str(&format!(
+            "  minimal pipeline, highest sustained open-loop rate: {}\n",
+            found
+                .highest_sustained_rate
+                .map_or("none".to_owned(), format_rate)
         ));
     }
     out

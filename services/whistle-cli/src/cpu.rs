@@ -39,7 +39,7 @@ fn ticks(stat: &str) -> Option<u64> {
 }
 
 /// Every process of this machine: its pid and its `/proc` directory (none if `/proc` is unreadable).
-pub(crate) fn running() -> impl Iterator<Item = (u32, std::path::PathBuf)> {
+pub fn running() -> impl Iterator<Item = (u32, std::path::PathBuf)> {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -53,11 +53,16 @@ pub(crate) fn running() -> impl Iterator<Item = (u32, std::path::PathBuf)> {
 impl Snapshot {
     /// The processes of the groups running now, and this one (group "load generator").
     pub fn take() -> Snapshot {
+        Snapshot::take_as("load generator")
+    }
+
+    /// The processes of the groups running now, and this one as group `me`.
+    pub fn take_as(me: &'static str) -> Snapshot {
         let mut processes = BTreeMap::new();
-        let me = std::process::id();
+        let own = std::process::id();
         for (pid, dir) in running() {
-            let group = if pid == me {
-                "load generator"
+            let group = if pid == own {
+                me
             } else {
                 match std::fs::read_to_string(dir.join("comm"))
                     .ok()

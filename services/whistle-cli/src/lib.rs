@@ -3,5 +3,6 @@
 //! formatting of the benchmarks. The commands themselves live in the binary (`main.rs`).
 
 pub mod ceiling;
+pub mod cpu;
 pub mod fill;
 pub mod stats;

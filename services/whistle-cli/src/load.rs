@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use whistle_cli::{
     ceiling,
     stats::{
-        highest_sustained, judge_step, micros_histogram, thousands, Latency, RateSteps, StepBounds,
-        Verdict,
+        highest_sustained, judge_step, micros_histogram, thousands, FindMaxPlan, Latency,
+        RateSteps, StepBounds, Verdict,
     },
 };
 use whistle_proto::v1::{self, command_center_client::CommandCenterClient};
@@ -89,6 +89,21 @@ pub struct Args {
     /// sustained (ignores --rate and --duration).
     #[arg(long)]
     find_max: bool,
+    #[command(flatten)]
+    search: SearchArgs,
+    /// First measure the minimal pipeline's ceiling (`whistle bench ceiling`'s pipeline, on
+    /// scratch streams and tables) and print the platform's throughput as a share of it.
+    #[arg(long)]
+    ceiling: bool,
+    /// --ceiling: reports through the ceiling pipeline.
+    #[arg(long, default_value_t = 100_000)]
+    ceiling_reports: u64,
+}
+
+/// How `--find-max` searches (shared by `whistle load` and `whistle bench ceiling`, so the
+/// platform and the ceiling pipeline are searched alike).
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
     /// --find-max: the first step's rate.
     #[arg(long, default_value_t = 1_000.0)]
     start_rate: f64,
@@ -104,21 +119,33 @@ pub struct Args {
     /// --find-max: how long each step sends.
     #[arg(long, value_parser = crate::parse_duration, default_value = "20s")]
     step_duration: Duration,
-    /// --find-max: a step falls behind when the backlog at its end is above this and grew
-    /// across the step (mean of the second half of its samples above the first half's by more
-    /// than half of this) …
+    /// --find-max: a step falls behind when the consumer's backlog at its end is above this and
+    /// grew across the step (mean of the second half of its samples above the first half's by
+    /// more than half of this) …
     #[arg(long, default_value_t = 1_000)]
     max_backlog: u64,
     /// … or when its report → event p99 is above this.
     #[arg(long, value_parser = crate::parse_duration, default_value = "1s")]
     max_p99: Duration,
-    /// First measure the minimal pipeline's ceiling (`whistle bench ceiling`'s pipeline, on
-    /// scratch streams and tables) and print the platform's throughput as a share of it.
-    #[arg(long)]
-    ceiling: bool,
-    /// --ceiling: reports through the ceiling pipeline.
-    #[arg(long, default_value_t = 100_000)]
-    ceiling_reports: u64,
+}
+
+impl SearchArgs {
+    pub fn plan(&self, sample_every: Duration) -> FindMaxPlan {
+        FindMaxPlan {
+            steps: RateSteps {
+                start: self.start_rate,
+                factor: self.step_factor,
+                add: self.step_add,
+                max: self.max_rate,
+            },
+            bounds: StepBounds {
+                backlog: self.max_backlog,
+                p99_ms: self.max_p99.as_secs_f64() * 1000.0,
+            },
+            step_duration: self.step_duration,
+            sample_every,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -516,8 +543,13 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     // The ceiling first, while dispatch is idle, so the two figures are taken back to back.
     let ceiling = if args.ceiling {
         eprintln!(
-            "measuring the ceiling pipeline ({} reports)…",
-            thousands(args.ceiling_reports)
+            "measuring the ceiling pipeline ({} reports{})…",
+            thousands(args.ceiling_reports),
+            if args.find_max {
+                ", then its highest sustained open-loop rate by the same search"
+            } else {
+                ""
+            }
         );
         let options = ceiling::Options {
             nats_url: conn.nats_url.clone(),
@@ -530,6 +562,8 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                 postgres: false,
                 pipeline: true,
             },
+            find_max: args.find_max.then(|| args.search.plan(args.sample_every)),
+            cpu: args.cpu,
             ..Default::default()
         };
         let figures = ceiling::run(&options).await?;
@@ -592,7 +626,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                 .expect("valid template")
                 .progress_chars("=> "),
         );
-        let cpu_before = args.cpu.then(crate::cpu::Snapshot::take);
+        let cpu_before = args.cpu.then(whistle_cli::cpu::Snapshot::take);
         let sent = sender
             .send(args.rate, args.duration, args.sample_every, &bar)
             .await;
@@ -608,8 +642,8 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bar.finish_and_clear();
-        let cpu =
-            cpu_before.map(|before| before.per_report(&crate::cpu::Snapshot::take(), sent.sent));
+        let cpu = cpu_before
+            .map(|before| before.per_report(&whistle_cli::cpu::Snapshot::take(), sent.sent));
         Summary {
             cpu,
             offered_rate: args.rate,
@@ -658,12 +692,22 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     summary.consumer_ack_pending = ack_pending;
     summary.dispatch_batches = dispatch_batch_times(&client).await;
     if let Some(figures) = ceiling {
-        let platform = match &summary.find_max {
-            Some(found) => found.highest_sustained_rate,
-            None => Some(summary.outcome_rate),
+        // Like with like: open-loop sustained against the pipeline's open-loop sustained.
+        let (platform, ceiling) = match &summary.find_max {
+            Some(found) => (
+                found.highest_sustained_rate,
+                figures
+                    .pipeline_find_max
+                    .as_ref()
+                    .and_then(|f| f.highest_sustained_rate),
+            ),
+            None => (
+                Some(summary.outcome_rate),
+                figures.pipeline.map(|p| p.per_second),
+            ),
         };
         summary.ratio_to_ceiling = platform
-            .zip(figures.pipeline.map(|p| p.per_second))
+            .zip(ceiling)
             .map(|(platform, ceiling)| platform / ceiling);
         summary.ceiling = Some(figures);
     }
@@ -721,16 +765,12 @@ fn watch_owed(probe: &Probe) -> usize {
 /// Raises the rate step by step (`RateSteps`) until a step falls behind (`judge_step`),
 /// draining the backlog between steps so each starts clean.
 async fn find_max(args: &Args, sender: &mut Sender) -> Summary {
-    let plan = RateSteps {
-        start: args.start_rate,
-        factor: args.step_factor,
-        add: args.step_add,
-        max: args.max_rate,
-    };
-    let bounds = StepBounds {
-        backlog: args.max_backlog,
-        p99_ms: args.max_p99.as_secs_f64() * 1000.0,
-    };
+    let FindMaxPlan {
+        steps: plan,
+        bounds,
+        step_duration,
+        sample_every,
+    } = args.search.plan(args.sample_every);
     let bar = ProgressBar::hidden();
     let mut steps = Vec::new();
     let mut total_sent = 0;
@@ -742,7 +782,7 @@ async fn find_max(args: &Args, sender: &mut Sender) -> Summary {
         }
         sender.probe.reset();
         let sent = sender
-            .send(offered, args.step_duration, args.sample_every, &bar)
+            .send(offered, step_duration, sample_every, &bar)
             .await;
         total_sent += sent.sent;
         total_seconds += sent.seconds;
@@ -780,7 +820,7 @@ async fn find_max(args: &Args, sender: &mut Sender) -> Summary {
         watch_latency_ms: last_kept_up.and_then(|s| s.watch_latency_ms),
         find_max: Some(FindMax {
             bounds,
-            step_seconds: args.step_duration.as_secs_f64(),
+            step_seconds: step_duration.as_secs_f64(),
             steps,
             highest_sustained_rate: highest,
         }),

@@ -40,11 +40,12 @@ pub(crate) struct Summary {
     pub(crate) consumer_ack_pending: Option<u64>,
     pub(crate) find_max: Option<FindMax>,
     pub(crate) ceiling: Option<ceiling::Figures>,
-    /// The platform's throughput over the ceiling pipeline's: the highest sustained rate with
-    /// --find-max, else the outcome rate.
+    /// The platform's throughput over the ceiling pipeline's: with --find-max the highest
+    /// sustained open-loop rates of both (the same search), else the outcome rate over the
+    /// pipeline's drain.
     pub(crate) ratio_to_ceiling: Option<f64>,
     /// `--cpu`: what a report cost each process group, sending and draining included.
-    pub(crate) cpu: Option<crate::cpu::CpuPerReport>,
+    pub(crate) cpu: Option<whistle_cli::cpu::CpuPerReport>,
     /// Each dispatch replica's intake batch times since it started.
     pub(crate) dispatch_batches: Vec<BatchTimes>,
 }
@@ -171,13 +172,16 @@ pub(crate) fn print_summary(s: &Summary) {
         println!("after the drain: {p} pending, {a} awaiting ack");
     }
     if let (Some(figures), Some(ratio)) = (&s.ceiling, s.ratio_to_ceiling) {
-        let ceiling = figures.pipeline.map_or(0.0, |p| p.per_second);
+        let ceiling = match &figures.pipeline_find_max {
+            Some(found) => found.highest_sustained_rate.unwrap_or(0.0),
+            None => figures.pipeline.map_or(0.0, |p| p.per_second),
+        };
         let platform = s
             .find_max
             .as_ref()
             .map_or(s.outcome_rate, |f| f.highest_sustained_rate.unwrap_or(0.0));
         println!(
-            "platform {} ({}) = {:.1} % of the ceiling pipeline's {}",
+            "platform {} ({}) = {:.1} % of the ceiling pipeline's {} ({})",
             format_rate(platform),
             if s.find_max.is_some() {
                 "highest sustained rate"
@@ -185,7 +189,12 @@ pub(crate) fn print_summary(s: &Summary) {
                 "outcomes while sending"
             },
             ratio * 100.0,
-            format_rate(ceiling)
+            format_rate(ceiling),
+            if figures.pipeline_find_max.is_some() {
+                "highest sustained open-loop rate, same search"
+            } else {
+                "drain"
+            }
         );
     }
 }

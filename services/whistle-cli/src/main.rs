@@ -5,7 +5,6 @@ mod bench;
 mod chaos;
 mod commands;
 mod contacts;
-mod cpu;
 mod db;
 mod door;
 mod generator;

@@ -89,6 +89,17 @@ pub fn format_rate(per_second: f64) -> String {
     format!("{}/s", thousands(per_second.round() as u64))
 }
 
+/// A `--find-max` search: how the rate steps up, when a step has fallen behind, how long each
+/// step sends and how often its backlog is sampled. The platform and the ceiling pipeline are
+/// searched with the same plan, so their sustained rates compare like with like.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FindMaxPlan {
+    pub steps: RateSteps,
+    pub bounds: StepBounds,
+    pub step_duration: std::time::Duration,
+    pub sample_every: std::time::Duration,
+}
+
 /// How `--find-max` raises the offered rate from one step to the next.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateSteps {

@@ -678,6 +678,9 @@ async fn record<'a>(
     let builder = EventBuilder { catalog, now };
     let result =
         whistle_store::intake::record(conn, &incidents, &rejections, &builder, owner).await;
+    if result.is_ok() {
+        db.wrote((incidents.len() + rejections.len()) as u64);
+    }
     db.check(result)
 }
 

@@ -54,6 +54,7 @@ impl Relay {
             let conn = self.db.get().await?;
             let result = round(&self.jetstream, conn).await;
             let published = self.db.check(result)?;
+            self.db.wrote(published as u64);
             if published == 0 {
                 return Ok(());
             }

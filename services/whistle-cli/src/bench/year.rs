@@ -200,7 +200,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 fn pid_named(comm: &str) -> anyhow::Result<u32> {
     let short = &comm[..comm.len().min(15)];
     let mut found = Vec::new();
-    for (pid, dir) in crate::cpu::running() {
+    for (pid, dir) in whistle_cli::cpu::running() {
         let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
         if name.trim() == short {
             found.push(pid);
