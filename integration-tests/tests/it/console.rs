@@ -3,8 +3,9 @@
 //! reports across two districts and whistles one incident so a department has a task, then runs
 //! the console's browser tests (`npm run e2e` in services/whistle-query/console, node:test with
 //! playwright-core) against it. They check the screen's KPIs against GetOverview, a report from
-//! the grid form reaching the ticker, a liaison's accept changing the screen, the drill-down, and
-//! that no page logs an error.
+//! the grid form reaching the ticker, a liaison's accept changing the screen, the drill-down, the
+//! wall at three resolutions, the map, the served catalogue, the offline report form, the rankings
+//! against GetScoreboard, and that no page logs an error (the full list: docs/console.md).
 //!
 //! Needs Node.js and Chromium: `deploy/local/test.sh` installs both and builds the console
 //! (WHISTLE_CONSOLE_DIR); without WHISTLE_CONSOLE_DIR this test builds it with console.sh.

@@ -6,6 +6,7 @@ mod ceiling;
 mod chaos;
 mod console;
 mod console_api;
+mod console_map;
 mod console_words;
 mod crash;
 mod escalation;

@@ -1,16 +1,16 @@
-// Build script for the Whistle console (no vite): generates the category catalogue from the
-// policy, bundles src/ with esbuild into dist/ (index.html, app-[hash].js, app-[hash].css, assets).
+// Build script for the Whistle console (no vite): bundles src/ with esbuild into dist/ (index.html,
+// app-[hash].js, app-[hash].css, assets). The category catalogue is not built in: the page reads the
+// running policy's through CommandCenter.GetCatalogue.
 // The script and stylesheet are named after their content so whistle-query can let browsers cache
 // them for a year; index.html, which names them, is revalidated on every load.
 //
-//   node build.mjs                  catalogue + bundle (npm run build also runs buf generate and tsc first)
-//   node build.mjs --catalogue-only only src/catalogue.json
+//   node build.mjs                  bundle (npm run build also runs buf generate and tsc first)
 //   node build.mjs --serve [--port 8080] [--backend http://127.0.0.1:50051]
 //                                   dev server: rebuilds on change, serves dist/, proxies gRPC-web to
 //                                   the query service (default $WHISTLE_CONSOLE_URL)
 import * as esbuild from "esbuild";
-import { parse as parseToml } from "smol-toml";
 import { readFileSync, writeFileSync, mkdirSync, rmSync, copyFileSync, existsSync, readdirSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { dirname, join, extname } from "node:path";
 import { fileURLToPath } from "node:url";
 import http from "node:http";
@@ -23,33 +23,6 @@ const arg = (name, dflt) => {
   return i >= 0 ? args[i + 1] : dflt;
 };
 
-// 1. The category catalogue (groups → categories with Chinese and English names) from the policy.
-function catalogue() {
-  const policyPath = join(repo, "policy", "ordos.toml");
-  const policy = parseToml(readFileSync(policyPath, "utf8"));
-  const groups = (policy.group ?? []).map((g) => ({
-    code: g.code,
-    zh: g.name_zh,
-    en: g.name_en ?? g.code,
-    categories: [],
-  }));
-  const byCode = new Map(groups.map((g) => [g.code, g]));
-  for (const c of policy.category ?? []) {
-    const groupCode = String(c.code).split(".")[0];
-    let g = byCode.get(groupCode);
-    if (!g) {
-      g = { code: groupCode, zh: groupCode, en: groupCode, categories: [] };
-      groups.push(g);
-      byCode.set(groupCode, g);
-    }
-    g.categories.push({ code: c.code, zh: c.name_zh, en: c.name_en ?? c.code, sla: c.sla ?? "" });
-  }
-  const sla = Object.fromEntries(Object.entries(policy.sla ?? {}).map(([k, v]) => [k, { zh: v.name_zh, resolve: v.resolve }]));
-  const out = { version: policy.version, name: policy.name, groups: groups.filter((g) => g.categories.length), sla };
-  writeFileSync(join(here, "src", "catalogue.json"), JSON.stringify(out, null, 1) + "\n");
-  return out;
-}
-
 const indexHtml = (js, css) => `<!doctype html>
 <html lang="zh-CN">
 <head>
@@ -57,6 +30,8 @@ const indexHtml = (js, css) => `<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>鄂尔多斯市智慧党建综合指挥调度平台</title>
 <link rel="icon" href="favicon.svg" type="image/svg+xml">
+<link rel="manifest" href="manifest.webmanifest">
+<meta name="theme-color" content="#061a33">
 <link rel="stylesheet" href="${css}">
 </head>
 <body>
@@ -84,24 +59,46 @@ const buildOptions = {
   define: { "process.env.NODE_ENV": '"production"' },
 };
 
-function writeStatic(js = "app.js", css = "app.css") {
-  mkdirSync(join(here, "dist"), { recursive: true });
+// The command screen's base map: the repository's Ordos boundaries, or the city's own approved
+// map (审图号) named by WHISTLE_MAP_FILE (docs/console.md, "The map").
+const mapFile = process.env.WHISTLE_MAP_FILE || join(here, "maps", "ordos.geojson");
+
+async function writeStatic(js = "app.js", css = "app.css") {
+  mkdirSync(join(here, "dist", "maps"), { recursive: true });
   writeFileSync(join(here, "dist", "index.html"), indexHtml(js, css));
+  copyFileSync(mapFile, join(here, "dist", "maps", "areas.geojson"));
   const assets = join(here, "assets");
-  if (existsSync(assets)) for (const f of readdirSync(assets)) copyFileSync(join(assets, f), join(here, "dist", f));
+  const files = existsSync(assets) ? readdirSync(assets).sort() : [];
+  for (const f of files) copyFileSync(join(assets, f), join(here, "dist", f));
+  // The dev server rebuilds app.js in place: its worker caches nothing but the page.
+  await serviceWorker(args.includes("--serve") ? [] : [js, css, ...files]);
 }
 
-catalogue();
-if (args.includes("--catalogue-only")) process.exit(0);
+// The service worker (sw/sw.js) at the root of dist/, under a fixed name (its scope is its
+// directory, and browsers look for updates under the same name), told this release's files.
+async function serviceWorker(files) {
+  const version = createHash("sha256").update(files.join("\n")).digest("hex").slice(0, 12);
+  await esbuild.build({
+    entryPoints: [join(here, "sw", "sw.js")],
+    outfile: join(here, "dist", "sw.js"),
+    bundle: true,
+    format: "iife",
+    target: ["es2020"],
+    minify: !args.includes("--serve"),
+    legalComments: "none",
+    logLevel: "warning",
+    define: { __PRECACHE__: JSON.stringify(files), __VERSION__: JSON.stringify(version) },
+  });
+}
 
 if (args.includes("--serve")) {
   const backend = new URL(arg("--backend", process.env.WHISTLE_CONSOLE_URL || "http://127.0.0.1:50051"));
   const port = Number(arg("--port", "8080"));
   rmSync(join(here, "dist"), { recursive: true, force: true });
-  writeStatic();
+  await writeStatic();
   const ctx = await esbuild.context(buildOptions);
   await ctx.watch();
-  const types = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png" };
+  const types = { ".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png", ".geojson": "application/geo+json", ".webmanifest": "application/manifest+json" };
   http
     .createServer((req, res) => {
       const path = new URL(req.url, "http://x").pathname;
@@ -130,7 +127,7 @@ if (args.includes("--serve")) {
   rmSync(join(here, "dist"), { recursive: true, force: true });
   const result = await esbuild.build({ ...buildOptions, metafile: true });
   const named = (ext) => Object.keys(result.metafile.outputs).find((f) => f.endsWith(ext)).split("/").pop();
-  writeStatic(named(".js"), named(".css"));
+  await writeStatic(named(".js"), named(".css"));
   const outs = Object.entries(result.metafile.outputs).map(([f, o]) => `${f.replace(here + "/", "")} ${(o.bytes / 1024).toFixed(0)} KiB`);
   console.log(outs.join("\n"));
 }

@@ -13,7 +13,7 @@ use whistle_wire::Clock;
 use crate::{
     aggregates::Aggregates,
     auth::Auth,
-    contacts,
+    catalogue, contacts,
     generated::command_center_server,
     grid_map,
     incidents::{self, Filter},
@@ -255,5 +255,24 @@ impl command_center_server::CommandCenter for CommandCenter {
         let principal = self.auth.principal(&request).await?;
         let page = contacts::list_access(&self.pool, &principal, request.get_ref()).await?;
         Ok(Response::new(page))
+    }
+
+    async fn get_catalogue(
+        &self,
+        request: Request<v1::GetCatalogueRequest>,
+    ) -> Result<Response<v1::Catalogue>, Status> {
+        // The catalogue is the policy every report is filed under: any valid token may read it.
+        self.auth.principal(&request).await?;
+        Ok(Response::new(catalogue::catalogue(&self.policy)))
+    }
+
+    async fn list_departments(
+        &self,
+        request: Request<v1::ListDepartmentsRequest>,
+    ) -> Result<Response<v1::ListDepartmentsResponse>, Status> {
+        // Like the org tree, the departments are the city's public structure.
+        self.auth.principal(&request).await?;
+        let departments = catalogue::departments(&self.pool, &request.get_ref().area_code).await?;
+        Ok(Response::new(v1::ListDepartmentsResponse { departments }))
     }
 }

@@ -29,6 +29,7 @@
 mod aggregates;
 mod area;
 mod auth;
+mod catalogue;
 mod codec;
 mod command_center;
 mod console;

@@ -30,7 +30,7 @@ const CALLERS: [&str; 6] = [
 use Code::{Ok as Y, PermissionDenied as No, Unauthenticated as Anon};
 
 /// The CommandCenter and Reporting RPCs with what each caller gets.
-const READS: [(&str, [Code; 6]); 13] = [
+const READS: [(&str, [Code; 6]); 15] = [
     //                  city  district liaison viewer grid  none
     ("GetOverview", [Y, Y, Y, Y, No, Anon]),
     ("ListIncidents", [Y, Y, Y, Y, No, Anon]),
@@ -39,6 +39,9 @@ const READS: [(&str, [Code; 6]); 13] = [
     ("ListOverdue", [Y, Y, Y, Y, No, Anon]),
     // The org tree (names and codes of units) is open to every token.
     ("GetOrgTree", [Y, Y, Y, Y, Y, Anon]),
+    // So are the policy's catalogue (the report form) and the departments (改派).
+    ("GetCatalogue", [Y, Y, Y, Y, Y, Anon]),
+    ("ListDepartments", [Y, Y, Y, Y, Y, Anon]),
     ("WatchEvents", [Y, Y, Y, Y, No, Anon]),
     ("GetSession", [Y, Y, Y, Y, Y, Anon]),
     ("GetTrend", [Y, Y, Y, Y, No, Anon]),
@@ -108,6 +111,12 @@ async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -
                 .await,
         ),
         "GetSession" => code(center.get_session(v1::GetSessionRequest {}).await),
+        "GetCatalogue" => code(center.get_catalogue(v1::GetCatalogueRequest {}).await),
+        "ListDepartments" => code(
+            center
+                .list_departments(v1::ListDepartmentsRequest { area_code: area() })
+                .await,
+        ),
         "GetTrend" => code(
             center
                 .get_trend(v1::GetTrendRequest {

@@ -5,7 +5,7 @@ import { createGrpcWebTransport } from "@connectrpc/connect-node";
 import { chromium } from "playwright-core";
 import { CommandCenter } from "./gen/whistle/v1/command_center_pb.js";
 import { Dispatch } from "./gen/whistle/v1/dispatch_pb.js";
-import { Reporting } from "./gen/whistle/v1/reporting_pb.js";
+import { Reporting, ReportOutcome } from "./gen/whistle/v1/reporting_pb.js";
 
 export const env = {
   /** The query service's listener (gRPC-web), also serving the console at /. */
@@ -208,3 +208,40 @@ export async function cuttableProxy(target) {
     },
   };
 }
+
+let seq = 0;
+/**
+ * A new incident whose task waits on the liaison's department: a petition filed by the grid worker
+ * (each at its own place, so none joins another as a duplicate), whistled by the city operator.
+ */
+export async function whistledTask(title) {
+  const op = clients(env.operator);
+  const uuid = () => crypto.randomUUID();
+  seq += 1;
+  const grid = clients(env.grid);
+  const answer = await grid.reporting.submitReport({
+    report: {
+      reportId: `e2e-wb-${Date.now()}-${seq}`,
+      category: "petition.letters",
+      title,
+      description: "e2e",
+      urgency: 1,
+      // Random over ~20 km, as several test files file reports (each with its own seq).
+      location: { lat: 39.6 + seq * 0.02 + Math.random() * 0.2, lon: 109.9 + seq * 0.02 + Math.random() * 0.2, address: "" },
+      contactPhone: "13800138000",
+    },
+  });
+  const id = answer.incident?.incidentId;
+  if (!id || answer.outcome !== ReportOutcome.INCIDENT) throw new Error(`no new incident for ${title}: outcome ${answer.outcome}`);
+  const detail = await op.cc.getIncident({ incidentId: id });
+  await op.dispatch.escalate({
+    commandId: uuid(),
+    incidentId: id,
+    expectedVersion: detail.incident.version,
+    body: { case: "escalate", value: { note: "e2e", departmentCodes: [env.department] } },
+  });
+  const task = (await op.cc.getIncident({ incidentId: id })).tasks.find((t) => t.state.departmentCode === env.department);
+  if (!task) throw new Error(`no task for ${env.department}`);
+  return { id, taskId: String(task.state.taskId) };
+}
+

@@ -1,6 +1,8 @@
-// Saves screenshots of every view into WHISTLE_SCREENSHOT_DIR (default docs/screenshots):
-// screen-1920x1080.png, screen-drawer-1920x1080.png, screen-en-1920x1080.png, workbench-1920x1080.png,
-// report-390x844.png, report-en-390x844.png.
+// Saves screenshots of every view at its sizes into WHISTLE_SCREENSHOT_DIR (default docs/screenshots):
+// the command screen at 1920×1080 (Chinese and English, a district drilled into, the incident drawer),
+// at 3840×2160 and as the laptop layout at 1366×768 (the whole scrolling page); the workbench at
+// 1920×1080; the report form at 390×844 (Chinese and English, the whole form, and offline with two
+// reports waiting as 待发送).
 import { mkdirSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,13 +17,21 @@ const shot = async (page, name) => {
 };
 const problems = [];
 
-async function screen(lang, name, drawer) {
-  const { context, page, errors } = await openPage(browser, env.operator, "screen", { lang });
+async function screen(lang, name, drawer, { width = 1920, height = 1080, fullPage = false, district = "" } = {}) {
+  const { context, page, errors } = await openPage(browser, env.operator, "screen", { lang, width, height });
   await page.waitForSelector('[data-testid="kpis"][data-area]:not([data-area=""])', { timeout: 20000 });
   await waitFor(() => page.locator('[data-testid="ticker-item"]').count(), { timeout: 30000, message: "ticker entries" }).catch(() => {});
   await waitFor(() => page.locator('[data-testid="streets-row"]').count(), { timeout: 20000, message: "ranking rows" }).catch(() => {});
+  await page.waitForSelector('[data-testid="map-label"]', { timeout: 20000 }).catch(() => {});
+  if (district) {
+    await page.selectOption('[data-testid="area-select"]', district);
+    await page.waitForSelector(`[data-testid="panel-map"][data-area="${district}"]`, { timeout: 20000 });
+  }
   await sleep(1500); // let the charts finish their animation
-  await shot(page, name);
+  if (fullPage) {
+    await page.screenshot({ path: join(dir, name), fullPage: true });
+    console.log(join(dir, name));
+  } else await shot(page, name);
   if (drawer) {
     const item = page.locator('[data-testid="overdue-item"]').first();
     if (await item.count()) await item.click();
@@ -36,6 +46,9 @@ async function screen(lang, name, drawer) {
 
 await screen("zh", "screen-1920x1080.png", "screen-drawer-1920x1080.png");
 await screen("en", "screen-en-1920x1080.png");
+await screen("zh", "screen-district-1920x1080.png", null, { district: env.drillDistrict || "150602" });
+await screen("zh", "screen-3840x2160.png", null, { width: 3840, height: 2160 });
+await screen("zh", "screen-laptop-1366x768-full.png", null, { width: 1366, height: 768, fullPage: true });
 
 if (env.liaison) {
   const { context, page, errors } = await openPage(browser, env.liaison, "workbench");
@@ -57,8 +70,26 @@ if (env.grid) {
     await page.fill('[data-testid="report-title"]', lang === "zh" ? "幸福小区3号楼路灯不亮" : "Street light out at block 3");
     await sleep(800);
     await shot(page, lang === "zh" ? "report-390x844.png" : "report-en-390x844.png");
-    if (lang === "zh") await page.screenshot({ path: join(dir, "report-full-390.png"), fullPage: true });
-    problems.push(...errors);
+    if (lang === "zh") {
+      await page.screenshot({ path: join(dir, "report-full-390.png"), fullPage: true });
+      // Offline: two reports wait as 待发送 (the browser is told it is offline; nothing is sent).
+      await context.setOffline(true);
+      for (const title of ["幸福小区3号楼路灯不亮", "园林路井盖缺失"]) {
+        await page.locator('[data-testid^="group-"]').first().click();
+        await page.locator('[data-testid^="category-"]').first().click();
+        await page.fill('[data-testid="report-title"]', title);
+        await page.click('[data-testid="report-submit"]');
+        await page.waitForSelector('[data-testid="report-queued"]');
+      }
+      await page.locator('[data-testid="outbox"]').scrollIntoViewIfNeeded();
+      await sleep(500);
+      await shot(page, "report-offline-390x844.png");
+      // Back online, the outbox goes out; wait for it so the stack is left as it was found.
+      await context.setOffline(false);
+      await waitFor(async () => (await page.locator('[data-testid="outbox-item"]').count()) === 0, { timeout: 30000, message: "the outbox sent" });
+    }
+    // The offline shot's failed loads are the point of it, not problems.
+    problems.push(...errors.filter((e) => !/net::ERR_INTERNET_DISCONNECTED|Failed to load resource/.test(e)));
     await context.close();
   }
 }

@@ -5,10 +5,9 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
-import { env, clients, launch, openPage, waitFor, sleep } from "./helpers.mjs";
+import { env, clients, launch, openPage, waitFor, sleep, whistledTask } from "./helpers.mjs";
 import { TaskStatus } from "./gen/whistle/v1/common_pb.js";
 import { CommandSchema } from "./gen/whistle/v1/command_pb.js";
-import { ReportOutcome } from "./gen/whistle/v1/reporting_pb.js";
 
 let browser;
 const op = clients(env.operator);
@@ -42,38 +41,7 @@ async function noRawCodes(page, where) {
   for (const re of RAW) assert.ok(!re.test(text), `${where}: ${re} visible in:\n${text.match(new RegExp(`.{0,60}${re.source}.{0,60}`, re.flags))?.[0]}`);
 }
 
-let seq = 0;
-/**
- * A new incident whose task waits on the liaison's department: a petition filed by the grid worker
- * (each at its own place, so none joins another as a duplicate), whistled by the city operator.
- */
-async function newTask(title) {
-  seq += 1;
-  const grid = clients(env.grid);
-  const answer = await grid.reporting.submitReport({
-    report: {
-      reportId: `e2e-wb-${Date.now()}-${seq}`,
-      category: "petition.letters",
-      title,
-      description: "e2e",
-      urgency: 1,
-      location: { lat: 39.6 + seq * 0.02 + Math.random() * 0.01, lon: 109.9 + seq * 0.02, address: "" },
-      contactPhone: "13800138000",
-    },
-  });
-  const id = answer.incident?.incidentId;
-  assert.ok(id && answer.outcome === ReportOutcome.INCIDENT, `a new incident for ${title}: outcome ${answer.outcome}`);
-  const detail = await op.cc.getIncident({ incidentId: id });
-  await op.dispatch.escalate({
-    commandId: uuid(),
-    incidentId: id,
-    expectedVersion: detail.incident.version,
-    body: { case: "escalate", value: { note: "e2e", departmentCodes: [env.department] } },
-  });
-  const task = (await op.cc.getIncident({ incidentId: id })).tasks.find((t) => t.state.departmentCode === env.department);
-  assert.ok(task, `a task for ${env.department}`);
-  return { id, taskId: String(task.state.taskId) };
-}
+const newTask = (title) => whistledTask(title);
 
 async function version(id) {
   return (await op.cc.getIncident({ incidentId: id })).incident.version;

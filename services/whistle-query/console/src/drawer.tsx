@@ -4,7 +4,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { cc, dispatch } from "./api";
 import { t, eventKindLabel, incidentStatusLabel, taskStatusLabel, levelLabel, urgencyLabel, returnReasonLabel } from "./i18n";
 import { IncidentStatus, TaskStatus } from "./gen/whistle/v1/common_pb.js";
-import { ScoreboardKind, type Session, type TimelineEntry } from "./gen/whistle/v1/command_center_pb.js";
+import type { Department, Session, TimelineEntry } from "./gen/whistle/v1/command_center_pb.js";
 import { useLoad, useNow, tsMs, fmtDateTime, fmtCountdown, categoryName } from "./util";
 import { departments, placeName, deptName, loadOrg, orgName, onOrgNames, withNames } from "./org";
 import { LoadNote } from "./notes";
@@ -96,18 +96,20 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
   const inc = d?.incident;
   const [, setOrgV] = useState(0);
   useEffect(() => onOrgNames(() => setOrgV((v) => v + 1)), []);
+  // 改派 offers every department that serves the incident's area (its district's and the city's),
+  // the list dispatch accepts, by name.
+  const [serving, setServing] = useState<Department[]>([]);
   useEffect(() => {
     if (inc?.streetCode) loadOrg(inc.streetCode, 1).then(() => setOrgV((v) => v + 1), () => {});
-    // 改派 offers the district's departments by name.
-    if (canAct && inc?.districtCode)
-      cc.getScoreboard({ areaCode: inc.districtCode, kind: ScoreboardKind.DEPARTMENTS }).then(
-        (b) => {
-          for (const r of b.rows) departments.set(r.code, r.name);
-          setOrgV((v) => v + 1);
+    if (canAct && inc?.gridCode)
+      cc.listDepartments({ areaCode: inc.gridCode }).then(
+        (r) => {
+          for (const x of r.departments) departments.set(x.code, x.name);
+          setServing(r.departments);
         },
         () => {},
       );
-  }, [inc?.streetCode, inc?.districtCode]);
+  }, [inc?.streetCode, inc?.gridCode]);
 
   if (!d || !inc) return detail.problem ? <LoadNote l={detail} testid="drawer" /> : <div class="empty">{t("loading")}</div>;
   const open = [IncidentStatus.HANDLING, IncidentStatus.WHISTLED, IncidentStatus.ACCEPTED].includes(inc.status);
@@ -126,11 +128,10 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
     return { version: i.version, allowed: !!task?.verbs.includes(a.verb), state: task ? taskStatusLabel(task.state!.status) : incidentStatusLabel(i.status) };
   }
 
-  const deptOptions = [...departments.entries()]
-    .filter(([c]) => c.startsWith(inc.districtCode))
-    .filter(([c]) => !d.tasks.some((x) => x.state?.departmentCode === c && ![TaskStatus.RETURNED, TaskStatus.CANCELLED].includes(x.state.status)))
-    .map(([value, label]) => ({ value, label }))
-    .sort((a, b) => a.label.localeCompare(b.label, "zh"));
+  // Departments that already hold a live task here are left out (dispatch refuses them).
+  const deptOptions = serving
+    .filter((x) => !d.tasks.some((tk) => tk.state?.departmentCode === x.code && ![TaskStatus.RETURNED, TaskStatus.CANCELLED].includes(tk.state.status)))
+    .map((x) => ({ value: x.code, label: x.name }));
 
   return (
     <div class="incident" data-testid="incident" data-incident={inc.incidentId} data-version={String(inc.version)}>

@@ -4,12 +4,33 @@ import "./styles.css";
 import { cc, getToken, setToken, clearToken, onUnauthenticated } from "./api";
 import { describe } from "./errors";
 import { t, getLang, setLang, roleLabel, type Lang } from "./i18n";
-import type { Session } from "./gen/whistle/v1/command_center_pb.js";
+import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import { SessionSchema, type Session } from "./gen/whistle/v1/command_center_pb.js";
 import { Screen } from "./screen";
 import { Workbench } from "./workbench";
 import { ReportForm } from "./report";
 
 export type View = "screen" | "workbench" | "report";
+
+// The last GetSession answer for the signed-in token, beside it in sessionStorage: a page reloaded
+// without a network (the report form in the field) still knows whose it is and opens its view.
+const SESSION_KEY = "whistle.session";
+function rememberSession(s: Session | null) {
+  try {
+    if (s) sessionStorage.setItem(SESSION_KEY, toJsonString(SessionSchema, s));
+    else sessionStorage.removeItem(SESSION_KEY);
+  } catch {
+    // storage disabled: no offline reload
+  }
+}
+function rememberedSession(): Session | null {
+  try {
+    const saved = sessionStorage.getItem(SESSION_KEY);
+    return saved ? fromJsonString(SessionSchema, saved) : null;
+  } catch {
+    return null;
+  }
+}
 
 /** The views each role may open, the first one being its home. */
 export function viewsFor(role: string): View[] {
@@ -72,6 +93,7 @@ function App() {
     addEventListener("hashchange", onHash);
     const off = onUnauthenticated((msg) => {
       clearToken();
+      rememberSession(null);
       setSession(null);
       setMessage({ text: t("sessionExpired"), detail: msg });
       location.hash = "#/signin";
@@ -99,12 +121,19 @@ function App() {
     setChecking(true);
     try {
       const s = await cc.getSession({});
+      rememberSession(s);
       setSession(s);
       setMessage(null);
     } catch (e) {
-      setSession(null);
       const p = describe(e);
-      setMessage({ text: `${t("signInFailed")}：${p.text}`, detail: p.detail });
+      const saved = p.kind === "network" ? rememberedSession() : null;
+      if (saved) {
+        setSession(saved);
+        setMessage(null);
+      } else {
+        setSession(null);
+        setMessage({ text: `${t("signInFailed")}：${p.text}`, detail: p.detail });
+      }
     } finally {
       setChecking(false);
     }
@@ -117,6 +146,7 @@ function App() {
   };
   const signOut = () => {
     clearToken();
+    rememberSession(null);
     setSession(null);
     setMessage(null);
     location.hash = "#/signin";
@@ -150,7 +180,10 @@ function App() {
   const chrome = { session, views, view, onLang: switchLang, onSignOut: signOut, lang };
   if (view === "screen") return <Screen key={lang} {...chrome} />;
   if (view === "workbench") return <Workbench key={lang} {...chrome} />;
-  if (view === "report") return <ReportForm key={lang} {...chrome} />;
+  if (view === "report") {
+    installForOffline();
+    return <ReportForm key={lang} {...chrome} />;
+  }
   return (
     <div class="signin">
       <div class="signin-box">
@@ -273,6 +306,20 @@ function SignIn(p: { message: { text: string; detail: string } | null; onToken: 
       </form>
     </div>
   );
+}
+
+/**
+ * The report form works offline: its service worker (sw.js) keeps the page and the release's files.
+ * Registered once the form is opened (the screens need no offline copy); browsers allow it on
+ * HTTPS and on localhost only.
+ */
+let installed = false;
+function installForOffline() {
+  if (installed || !("serviceWorker" in navigator)) return;
+  installed = true;
+  navigator.serviceWorker.register("sw.js").catch(() => {
+    installed = false;
+  });
 }
 
 setLang(getLang());

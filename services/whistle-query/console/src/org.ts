@@ -1,7 +1,7 @@
-// Names of org units (from GetOrgTree) and of departments (from the department scoreboards), kept
+// Names of org units (from GetOrgTree) and of departments (from ListDepartments), kept
 // for the page's life so panels can show names where the RPCs give codes.
 import { cc } from "./api";
-import { ScoreboardKind, type OrgNode } from "./gen/whistle/v1/command_center_pb.js";
+import type { OrgNode } from "./gen/whistle/v1/command_center_pb.js";
 import { t } from "./i18n";
 
 export interface OrgInfo {
@@ -97,9 +97,9 @@ export function loadDepartments(area: string) {
   const code = area.slice(0, 6);
   if (deptAreas.has(code)) return;
   deptAreas.add(code);
-  cc.getScoreboard({ areaCode: code, kind: ScoreboardKind.DEPARTMENTS }).then(
-    (b) => {
-      for (const r of b.rows) departments.set(r.code, r.name);
+  cc.listDepartments({ areaCode: code }).then(
+    (r) => {
+      for (const d of r.departments) departments.set(d.code, d.name);
       nameListeners.forEach((l) => l());
     },
     () => deptAreas.delete(code),

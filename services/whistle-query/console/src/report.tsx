@@ -1,5 +1,5 @@
 // 网格上报: the grid worker's phone form, their recent reports, and the follow-up (回访).
-import { useEffect, useState } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import { cc, dispatch, reporting, uuid } from "./api";
 import { describe, rejectedText, type Problem } from "./errors";
 import { ProblemNote, LoadNote } from "./notes";
@@ -8,7 +8,9 @@ import { IncidentStatus, Satisfaction } from "./gen/whistle/v1/common_pb.js";
 import { Urgency } from "./gen/whistle/v1/report_pb.js";
 import { ReportOutcome, type SubmitReportResponse } from "./gen/whistle/v1/reporting_pb.js";
 import type { MyReport } from "./gen/whistle/v1/command_center_pb.js";
-import { useLoad, tsMs, fmtDateTime, categoryName, groupName, CATALOGUE } from "./util";
+import { useLoad, tsMs, fmtDateTime } from "./util";
+import { useCatalogue, categoryName, groupName } from "./catalogue";
+import { useOutbox, enqueue, flush, drop, type Queued, type SendResult } from "./outbox";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NavLinks, type Chrome } from "./main";
 
@@ -34,8 +36,22 @@ export function ReportForm(p: Chrome) {
   const [err, setErr] = useState<Problem | null>(null);
   const [missing, setMissing] = useState(false);
   const [gridName, setGridName] = useState("");
+  const [queuedNote, setQueuedNote] = useState(false);
+  const outbox = useOutbox(s.personId);
+  const outcomeRef = useRef<HTMLDivElement>(null);
 
   const mine = useLoad((signal) => cc.listMyReports({ pageSize: 30 }, { signal }), "mine", 5000);
+  const catalogue = useCatalogue();
+  // The title is suggested from the category until the worker writes their own.
+  const [suggested, setSuggested] = useState("");
+  const choose = (code: string) => {
+    setCategory(code);
+    const name = categoryName(code);
+    if (!title.trim() || title === suggested) {
+      setTitle(name);
+      setSuggested(name);
+    }
+  };
 
   // The grid's own position, then the device's if the browser already allows it.
   useEffect(() => {
@@ -64,45 +80,102 @@ export function ReportForm(p: Chrome) {
     );
   }
 
+  /** The report as the worker filed it, with its id: what is sent now or queued for later. */
+  function draft(): Queued {
+    return {
+      reportId,
+      person: s.personId,
+      grid: gridCode,
+      filedAt: Date.now(),
+      category,
+      urgency,
+      title: title.trim(),
+      description: desc.trim(),
+      address: address.trim(),
+      lat: pos.source === "none" ? 0 : pos.lat,
+      lon: pos.source === "none" ? 0 : pos.lon,
+      photos: [],
+    };
+  }
+
+  /** A filed report is done with: the next one gets a new id and empty text. */
+  function clearForm() {
+    setReportId(uuid());
+    setTitle("");
+    setSuggested("");
+    setDesc("");
+  }
+
   async function submit(e: Event) {
     e.preventDefault();
     if (!category || !title.trim()) {
       setMissing(true);
       return;
     }
-    setBusy(true);
+    const q = draft();
     setErr(null);
+    setResult(null);
+    setQueuedNote(false);
+    // No network: straight into the outbox, sent when it returns.
+    if (navigator.onLine === false) {
+      await enqueue(q);
+      setQueuedNote(true);
+      clearForm();
+      return;
+    }
+    setBusy(true);
     try {
-      const res = await reporting.submitReport({
-        report: {
-          reportId,
-          category,
-          urgency,
-          title: title.trim(),
-          description: desc.trim(),
-          location: pos.source === "none" ? undefined : { lat: pos.lat, lon: pos.lon, address: address.trim() },
-          reportedAt: timestampFromMs(Date.now()),
-        },
-      });
+      const res = await reporting.submitReport(submitRequest(q));
       setResult(res);
-      if (res.outcome !== ReportOutcome.PENDING || true) {
-        // A new report gets a new id; the old one is kept only for retrying a failed send.
-        setReportId(uuid());
-        if (res.outcome !== ReportOutcome.REJECTED) {
-          setTitle("");
-          setDesc("");
-        }
-      }
+      // A new report gets a new id; a refused one keeps its text to be corrected.
+      setReportId(uuid());
+      if (res.outcome !== ReportOutcome.REJECTED) clearForm();
       mine.reload();
     } catch (e2) {
-      // Keep the same report_id: a retry after a lost answer never files twice.
-      setErr(describe(e2, "command"));
+      const problem = describe(e2, "command");
+      if (problem.kind === "network") {
+        // The answer may have been lost after the report arrived: the outbox resends the same id,
+        // which files it once either way.
+        await enqueue(q);
+        setQueuedNote(true);
+        clearForm();
+      } else setErr(problem);
     } finally {
       setBusy(false);
     }
   }
 
-  const groupObj = CATALOGUE.groups.find((g) => g.code === group);
+  // The outbox is sent when the network returns, and retried every 10 s while anything waits.
+  useEffect(() => {
+    if (!outbox.some((q) => !q.error)) return;
+    const send = async (q: Queued): Promise<SendResult> => {
+      try {
+        await reporting.submitReport(submitRequest(q));
+        return { done: true };
+      } catch (e) {
+        const problem = describe(e, "command");
+        return problem.kind === "network" || problem.kind === "auth" ? { done: false } : { done: false, refused: problem.text };
+      }
+    };
+    const go = () => {
+      if (navigator.onLine === false) return;
+      flush(s.personId, send).then((n) => n && mine.reload(), () => {});
+    };
+    go();
+    addEventListener("online", go);
+    const id = setInterval(go, 10000);
+    return () => {
+      removeEventListener("online", go);
+      clearInterval(id);
+    };
+  }, [outbox]);
+
+  useEffect(() => {
+    if (result || queuedNote) outcomeRef.current?.scrollIntoView({ block: "nearest" });
+  }, [result, queuedNote]);
+
+  const groups = catalogue?.groups ?? [];
+  const groupObj = groups.find((g) => g.code === group);
 
   return (
     <div class="page phone" data-testid="report-page">
@@ -118,8 +191,9 @@ export function ReportForm(p: Chrome) {
 
       <form class="card form" onSubmit={submit} data-testid="report-form">
         <h2>{t("newReport")}</h2>
-        <div class="chips" data-testid="groups" role="group" aria-label={t("group")}>
-          {CATALOGUE.groups.map((g) => (
+        {!catalogue && <div class="muted" data-testid="catalogue-loading">{t("catalogueLoading")}</div>}
+        <div class="chips" data-testid="groups" role="group" aria-label={t("group")} data-policy={catalogue?.policyVersion ?? ""}>
+          {groups.map((g) => (
             <button
               type="button"
               class={`chip-btn ${g.code === group ? "on" : ""}`}
@@ -137,7 +211,7 @@ export function ReportForm(p: Chrome) {
         {groupObj && (
           <div class="chips sub" data-testid="categories" role="group" aria-label={t("category")}>
             {groupObj.categories.map((c) => (
-              <button type="button" class={`chip-btn ${c.code === category ? "on" : ""}`} aria-pressed={c.code === category} data-testid={`category-${c.code}`} onClick={() => setCategory(c.code)}>
+              <button type="button" class={`chip-btn ${c.code === category ? "on" : ""}`} aria-pressed={c.code === category} data-testid={`category-${c.code}`} onClick={() => choose(c.code)}>
                 {categoryName(c.code)}
               </button>
             ))}
@@ -182,8 +256,45 @@ export function ReportForm(p: Chrome) {
         <button type="submit" class="primary big-btn" disabled={busy} data-testid="report-submit">
           {busy ? t("submitting") : err ? t("retry") : t("submit")}
         </button>
-        {result && <Outcome r={result} />}
+        <div ref={outcomeRef}>
+          {result && <Outcome r={result} />}
+          {queuedNote && (
+            <div class="pending-msg" role="status" data-testid="report-queued">
+              <b>{t("queuedTitle")}</b>
+              <div class="small">{t("queuedBody")}</div>
+            </div>
+          )}
+        </div>
       </form>
+
+      {outbox.length > 0 && (
+        <section class="card" data-testid="outbox">
+          <h2>
+            {t("outbox")} <span class="badge warn">{outbox.length}</span>
+          </h2>
+          <ul class="my-reports">
+            {outbox.map((q) => (
+              <li data-testid="outbox-item" data-report={q.reportId}>
+                <div class="mr-head">
+                  <span class="strong">{q.title}</span>
+                  <span class="status pending">{t("outboxTag")}</span>
+                </div>
+                <div class="muted small">
+                  {categoryName(q.category)} · {fmtDateTime(q.filedAt)}
+                </div>
+                {q.error && (
+                  <div class="small bad-text row">
+                    {q.error}
+                    <button type="button" class="link" onClick={() => drop(q.reportId)} data-testid="outbox-drop">
+                      {t("outboxDrop")}
+                    </button>
+                  </div>
+                )}
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
 
       <section class="card" data-testid="my-reports">
         <h2>{t("myReports")}</h2>
@@ -197,6 +308,22 @@ export function ReportForm(p: Chrome) {
       </section>
     </div>
   );
+}
+
+/** SubmitReport for a filed report (now, or later from the outbox: the same id either way). */
+function submitRequest(q: Queued) {
+  const located = q.lat !== 0 || q.lon !== 0;
+  return {
+    report: {
+      reportId: q.reportId,
+      category: q.category,
+      urgency: q.urgency,
+      title: q.title,
+      description: q.description,
+      location: located ? { lat: q.lat, lon: q.lon, address: q.address } : undefined,
+      reportedAt: timestampFromMs(q.filedAt),
+    },
+  };
 }
 
 function Outcome({ r }: { r: SubmitReportResponse }) {

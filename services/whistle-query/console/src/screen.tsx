@@ -1,18 +1,21 @@
 // 指挥大屏: the command screen. Every panel follows the selected area (`area`).
-import { useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useContext, useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { cc } from "./api";
-import { t, getLang, eventKindLabel, incidentStatusLabel, levelLabel } from "./i18n";
+import { t, getLang, eventKindLabel, levelLabel } from "./i18n";
 import { ScoreboardKind, type Overview, type OverdueItem, type SequencedEvent } from "./gen/whistle/v1/command_center_pb.js";
-import { IncidentStatus } from "./gen/whistle/v1/common_pb.js";
 import { useLoad, useNow, tsMs, fmtTime, fmtCountdown, pct, num, categoryName, throttle, type Loaded } from "./util";
-import { Chart, FONT } from "./chart";
+import { Chart } from "./chart";
 import { EventFeed, type FeedStatus } from "./events";
 import { orgs, orgName, loadOrg, loadDepartments, areaChain, departments, deptName, isCity, placeName, onOrgNames, withNames } from "./org";
 import { useHealth } from "./connection";
 import { rejectedText } from "./errors";
 import { LoadNote } from "./notes";
+import { Panel } from "./panel";
+import { MapPanel } from "./map";
 import { Drawer, type DrawerTarget } from "./drawer";
 import { NavLinks, type Chrome } from "./main";
+import { ScaleContext, useScale } from "./scale";
+import { useCatalogue } from "./catalogue";
 
 const C = {
   cyan: "#39c5ff",
@@ -74,8 +77,13 @@ export function Screen(p: Chrome) {
     setArea(code);
   };
 
+  const scale = useScale();
+  // Set through the DOM (the page's CSP allows no inline style attribute in HTML).
+  const scaleVars = { "--px": `${scale.px}px`, "--zoom": String(Math.max(1, scale.px * 1.3)) };
+
   return (
-    <div class="screen" data-testid="screen" data-area={area}>
+    <ScaleContext.Provider value={scale}>
+    <div class="screen" data-testid="screen" data-area={area} data-layout={scale.layout} data-px={scale.px} style={scaleVars}>
       <header class="titlebar">
         <AreaNav root={root} area={area} onArea={drill} orgVersion={orgVersion} />
         <div class="title">
@@ -95,7 +103,7 @@ export function Screen(p: Chrome) {
           <TrendPanel area={area} bump={bump} />
           <OverduePanel area={area} bump={bump} onOpen={(id) => setDrawer({ kind: "incident", id })} />
         </section>
-        <section class="col">
+        <section class="col col-mid">
           <MapPanel
             area={area}
             bump={bump}
@@ -121,6 +129,7 @@ export function Screen(p: Chrome) {
         />
       )}
     </div>
+    </ScaleContext.Provider>
   );
 }
 
@@ -188,22 +197,6 @@ function AreaNav(p: { root: string; area: string; onArea: (c: string) => void; o
   );
 }
 
-function Panel(p: { title: string; testid: string; area?: string; extra?: any; class?: string; children: any; load?: Loaded<unknown>; attrs?: Record<string, any> }) {
-  return (
-    <div class={`panel ${p.class ?? ""}`} data-testid={p.testid} data-area={p.area} {...p.attrs}>
-      <div class="panel-head">
-        <span class="panel-title">{p.title}</span>
-        {p.extra}
-      </div>
-      {/* Focusable, so a keyboard can scroll a long list (rankings, overdue, ticker). */}
-      <div class="panel-body" tabIndex={0} role="region" aria-label={p.title}>
-        {p.load && <LoadNote l={p.load} testid={p.testid} />}
-        {p.children}
-      </div>
-    </div>
-  );
-}
-
 function Kpis({ overview, area }: { overview: Loaded<Overview>; area: string }) {
   const o = overview.data;
   const r = o?.rates;
@@ -255,29 +248,31 @@ function Kpis({ overview, area }: { overview: Loaded<Overview>; area: string }) 
 
 function CategoryPanel({ overview, area }: { overview: Loaded<Overview>; area: string }) {
   const o = overview.data;
+  const { px } = useContext(ScaleContext);
+  const catalogue = useCatalogue();
   const option = useMemo(() => {
     const rows = [...(o?.byCategory ?? [])].sort((a, b) => num(b.count) - num(a.count)).slice(0, 10).reverse();
     return {
-      grid: { left: 8, right: 40, top: 6, bottom: 6, containLabel: true },
-      tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
-      xAxis: { type: "value", splitLine: { lineStyle: { color: C.line } }, axisLabel: { color: C.dim } },
+      grid: { left: 8 * px, right: 48 * px, top: 6 * px, bottom: 6 * px, containLabel: true },
+      tooltip: { trigger: "axis", axisPointer: { type: "shadow" }, textStyle: { fontSize: 20 * px } },
+      xAxis: { type: "value", splitLine: { lineStyle: { color: C.line } }, axisLabel: { color: C.dim, fontSize: 18 * px } },
       yAxis: {
         type: "category",
         data: rows.map((r) => categoryName(r.key)),
-        axisLabel: { color: C.text, fontSize: 13, width: 130, overflow: "truncate" },
+        axisLabel: { color: C.text, fontSize: 20 * px, width: 170 * px, overflow: "truncate" },
         axisLine: { lineStyle: { color: C.line } },
       },
       series: [
         {
           type: "bar",
           data: rows.map((r) => num(r.count)),
-          barWidth: 12,
+          barWidth: 14 * px,
           itemStyle: { borderRadius: [0, 6, 6, 0], color: { type: "linear", x: 0, y: 0, x2: 1, y2: 0, colorStops: [{ offset: 0, color: "#1b4f9c" }, { offset: 1, color: C.cyan }] } },
-          label: { show: true, position: "right", color: C.text },
+          label: { show: true, position: "right", color: C.text, fontSize: 20 * px },
         },
       ],
     };
-  }, [o]);
+  }, [o, px, catalogue]);
   return (
     <Panel title={t("pCategory")} testid="panel-category" area={o ? overview.key : ""} load={overview} class="h-category" extra={<span class="muted small">{t("open")}</span>}>
       {o && o.byCategory.length === 0 ? <div class="empty">{t("noData")}</div> : <Chart option={option} testid="chart-category" />}
@@ -287,6 +282,7 @@ function CategoryPanel({ overview, area }: { overview: Loaded<Overview>; area: s
 
 function TrendPanel({ area, bump }: { area: string; bump: number }) {
   const trend = useLoad((signal) => cc.getTrend({ areaCode: area, hours: 24 }, { signal }), area, 30000);
+  const { px } = useContext(ScaleContext);
   const last = useRef(0);
   useEffect(() => {
     // Events arrive several a second: the hourly trend needs no more than one load per 5 s.
@@ -303,17 +299,17 @@ function TrendPanel({ area, bump }: { area: string; bump: number }) {
     });
     const area = (c: string) => ({ type: "linear", x: 0, y: 0, x2: 0, y2: 1, colorStops: [{ offset: 0, color: c + "66" }, { offset: 1, color: c + "00" }] });
     return {
-      grid: { left: 8, right: 12, top: 30, bottom: 4, containLabel: true },
-      tooltip: { trigger: "axis" },
-      legend: { top: 0, right: 0, textStyle: { color: C.text }, data: [t("reported"), t("resolved")] },
-      xAxis: { type: "category", data: hours, boundaryGap: false, axisLabel: { color: C.dim, interval: 3 }, axisLine: { lineStyle: { color: C.line } } },
-      yAxis: { type: "value", splitLine: { lineStyle: { color: C.line } }, axisLabel: { color: C.dim } },
+      grid: { left: 8 * px, right: 12 * px, top: 34 * px, bottom: 4 * px, containLabel: true },
+      tooltip: { trigger: "axis", textStyle: { fontSize: 20 * px } },
+      legend: { top: 0, right: 0, itemWidth: 24 * px, itemHeight: 14 * px, textStyle: { color: C.text, fontSize: 20 * px }, data: [t("reported"), t("resolved")] },
+      xAxis: { type: "category", data: hours, boundaryGap: false, axisLabel: { color: C.dim, interval: 5, fontSize: 18 * px }, axisLine: { lineStyle: { color: C.line } } },
+      yAxis: { type: "value", splitLine: { lineStyle: { color: C.line } }, axisLabel: { color: C.dim, fontSize: 18 * px } },
       series: [
-        { name: t("reported"), type: "line", smooth: true, symbol: "none", data: b.map((x) => num(x.reported)), lineStyle: { color: C.cyan, width: 2 }, itemStyle: { color: C.cyan }, areaStyle: { color: area(C.cyan) } },
-        { name: t("resolved"), type: "line", smooth: true, symbol: "none", data: b.map((x) => num(x.resolved)), lineStyle: { color: C.green, width: 2 }, itemStyle: { color: C.green }, areaStyle: { color: area(C.green) } },
+        { name: t("reported"), type: "line", smooth: true, symbol: "none", data: b.map((x) => num(x.reported)), lineStyle: { color: C.cyan, width: 3 * px }, itemStyle: { color: C.cyan }, areaStyle: { color: area(C.cyan) } },
+        { name: t("resolved"), type: "line", smooth: true, symbol: "none", data: b.map((x) => num(x.resolved)), lineStyle: { color: C.green, width: 3 * px }, itemStyle: { color: C.green }, areaStyle: { color: area(C.green) } },
       ],
     };
-  }, [trend.data]);
+  }, [trend.data, px]);
   return (
     <Panel title={t("pTrend")} testid="panel-trend" area={trend.data ? trend.key : ""} load={trend} class="h-trend">
       <Chart option={option} testid="chart-trend" />
@@ -426,7 +422,7 @@ function RankingPanel({ kind, area, bump, onDrill }: { kind: "streets" | "depart
       load={board}
       class="grow"
       extra={
-        <span class="muted small" data-testid={`${kind}-board-area`} data-board-area={boardArea}>
+        <span class="muted board-area" data-testid={`${kind}-board-area`} data-board-area={boardArea} data-month={board.data?.month ?? ""}>
           {orgName(boardArea) || (isCity(boardArea) ? t("allCity") : "")} · {board.data?.month ?? ""}
           {boardArea !== area ? ` ${t("districtDeptNote")}` : ""}
         </span>
@@ -435,6 +431,14 @@ function RankingPanel({ kind, area, bump, onDrill }: { kind: "streets" | "depart
       {board.data && rows.length === 0 && <div class="empty">{t("noData")}</div>}
       {rows.length > 0 && (
         <table class="rank">
+          <colgroup>
+            <col class="c-rank" />
+            <col />
+            <col class="c-score" />
+            <col class="c-rate" />
+            <col class="c-rate" />
+            <col class="c-rate" />
+          </colgroup>
           <thead>
             <tr>
               <th>{t("rank")}</th>
@@ -450,6 +454,10 @@ function RankingPanel({ kind, area, bump, onDrill }: { kind: "streets" | "depart
               <tr
                 data-testid={`${kind}-row`}
                 data-code={r.code}
+                data-rank={r.rank}
+                data-score={r.compositeScore}
+                data-rates={[r.rates?.responseRate ?? 0, r.rates?.resolutionRate ?? 0, r.rates?.satisfactionRate ?? 0].join(" ")}
+                data-counts={[r.rates?.acceptedInTime, r.rates?.dispatched, r.rates?.resolvedInTime, r.rates?.due, r.rates?.satisfied, r.rates?.followedUp].map(num).join(" ")}
                 class={`${kind === "streets" ? "clickable" : ""} ${r.code === mark ? "marked" : ""}`}
                 onClick={() => kind === "streets" && onDrill(r.code)}
                 title={`${r.name}: ${t("rateResponseSub", { a: num(r.rates?.acceptedInTime), b: num(r.rates?.dispatched) })}; ${t("rateResolutionSub", { a: num(r.rates?.resolvedInTime), b: num(r.rates?.due) })}; ${t("rateSatisfactionSub", { a: num(r.rates?.satisfied), b: num(r.rates?.followedUp) })}`}
@@ -469,157 +477,6 @@ function RankingPanel({ kind, area, bump, onDrill }: { kind: "streets" | "depart
       )}
     </Panel>
   );
-}
-
-function MapPanel(p: {
-  area: string;
-  bump: number;
-  overview: Loaded<Overview>;
-  orgVersion: number;
-  onDrill: (c: string) => void;
-  onGrid: (code: string, name: string) => void;
-}) {
-  const map = useLoad((signal) => cc.getGridMap({ areaCode: p.area }, { signal }), p.area, 15000);
-  const last = useRef(0);
-  useEffect(() => {
-    if (p.bump && Date.now() - last.current > 4000) {
-      last.current = Date.now();
-      map.reload();
-    }
-  }, [p.bump]);
-  const cells = map.data?.cells ?? [];
-  const children = (orgs.get(p.area)?.children ?? []).map((c) => orgs.get(c)!).filter((n) => n && (n.lat || n.lon));
-  const option = useMemo(() => {
-    const withPos = cells.filter((c) => c.lat || c.lon);
-    const max = Math.max(1, ...withPos.map((c) => num(c.openIncidents)));
-    // Each sub-area as a bubble sized by its open incidents (summed from its grids), labelled.
-    const sums = children.map((ch) => {
-      let open = 0, overdue = 0;
-      for (const c of withPos) if (c.gridCode.startsWith(ch.code)) { open += num(c.openIncidents); overdue += num(c.overdue); }
-      return { ch, open, overdue };
-    });
-    const maxSum = Math.max(1, ...sums.map((x) => x.open));
-    const lons = withPos.map((c) => c.lon).concat(children.map((c) => c.lon));
-    const lats = withPos.map((c) => c.lat).concat(children.map((c) => c.lat));
-    const pad = (a: number[]) => {
-      const lo = Math.min(...a), hi = Math.max(...a);
-      const m = Math.max((hi - lo) * 0.08, 0.004);
-      return [lo - m, hi + m];
-    };
-    const [x0, x1] = lons.length ? pad(lons) : [106, 112];
-    const [y0, y1] = lats.length ? pad(lats) : [37, 41];
-    // Each label goes above its bubble, or else below, right or left: the first place where it
-    // overlaps no label already placed (district seats such as 康巴什区 and 伊金霍洛旗 are a few km
-    // apart). Boxes in approximate pixels of the panel (about 870 × 460).
-    const size = (open: number) => 26 + 70 * Math.sqrt(open / maxSum);
-    const px = (lon: number, lat: number) => [((lon - x0) / (x1 - x0)) * 870, ((y1 - lat) / (y1 - y0)) * 460];
-    const placed: number[][] = [];
-    const where = new Map<string, string>();
-    for (const { ch, open } of [...sums].sort((a, b) => b.ch.lat - a.ch.lat)) {
-      const [x, y] = px(ch.lon, ch.lat);
-      const r = size(open) / 2, w = (ch.name.length + 4) * 14, h = 20;
-      const boxes: [string, number[]][] = [
-        ["top", [x - w / 2, y - r - h, x + w / 2, y - r]],
-        ["bottom", [x - w / 2, y + r, x + w / 2, y + r + h]],
-        ["right", [x + r, y - h / 2, x + r + w, y + h / 2]],
-        ["left", [x - r - w, y - h / 2, x - r, y + h / 2]],
-      ];
-      const free = boxes.find(([, b]) => !placed.some((o) => b[0] < o[2] && o[0] < b[2] && b[1] < o[3] && o[1] < b[3])) ?? boxes[0];
-      where.set(ch.code, free[0]);
-      placed.push(free[1]);
-    }
-    const small = withPos.length > 600;
-    return {
-      grid: { left: 10, right: 70, top: 14, bottom: 10 },
-      tooltip: {
-        trigger: "item",
-        formatter: (x: any) =>
-          x.seriesIndex === 1
-            ? `${x.data.name}<br/>${t("gridOpen")}: <b>${x.data.value[2]}</b><br/>${t("kpiOverdue")}: ${x.data.overdue}`
-            : `${x.data.name}<br/>${t("gridOpen")}: <b>${x.data.open}</b><br/>${t("kpiOverdue")}: ${x.data.overdue}`,
-      },
-      xAxis: { type: "value", min: x0, max: x1, show: false, scale: true },
-      yAxis: { type: "value", min: y0, max: y1, show: false, scale: true },
-      visualMap: {
-        type: "continuous",
-        min: 0,
-        max,
-        dimension: 2,
-        seriesIndex: 1,
-        right: 0,
-        bottom: 10,
-        itemHeight: 120,
-        text: [String(max), "0"],
-        textStyle: { color: C.text },
-        inRange: { color: ["#1d4d85", "#2f8cff", "#39c5ff", "#ffd166", "#ff5d6c"], symbolSize: small ? [4, 13] : [8, 24] },
-        calculable: false,
-      },
-      series: [
-        {
-          type: "scatter",
-          symbol: "circle",
-          data: sums.map(({ ch, open, overdue }) => ({
-            name: ch.name, value: [ch.lon, ch.lat], code: ch.code, open, overdue,
-            label: { position: where.get(ch.code) ?? "top" },
-          })),
-          symbolSize: (_v: any, x: any) => size(x.data.open),
-          itemStyle: { color: "rgba(57,197,255,0.07)", borderColor: "rgba(57,197,255,0.55)", borderWidth: 1, shadowBlur: 16, shadowColor: "rgba(57,197,255,0.5)" },
-          label: { show: true, formatter: (x: any) => `${x.data.name}  ${x.data.open}`, position: "top", color: "#ffe9b0", fontSize: 14, fontWeight: "bold", textBorderColor: "#02101f", textBorderWidth: 3, fontFamily: FONT },
-          labelLayout: { hideOverlap: true },
-          emphasis: { scale: 1.05, itemStyle: { borderColor: C.gold } },
-          zlevel: 0,
-        },
-        {
-          type: "scatter",
-          symbol: "rect",
-          data: withPos.map((c) => ({ name: c.name || c.gridCode, value: [c.lon, c.lat, num(c.openIncidents)], code: c.gridCode, overdue: num(c.overdue) })),
-          itemStyle: { opacity: 0.92, shadowBlur: 4, shadowColor: "rgba(57,197,255,0.4)" },
-          emphasis: { itemStyle: { borderColor: "#fff", borderWidth: 1 } },
-          zlevel: 1,
-        },
-      ],
-    };
-  }, [map.data, p.orgVersion]);
-  const o = p.overview.data;
-  return (
-    <Panel
-      title={t("pMap")}
-      testid="panel-map"
-      area={map.data ? map.key : ""}
-      attrs={{ "data-cells": map.data ? cells.length : "" }}
-      load={map}
-      class="h-map"
-      extra={
-        <span class="status-chips" data-testid="status-chips">
-          {(o?.byStatus ?? [])
-            .filter((s) => num(s.count) > 0)
-            .map((s) => (
-              <span class="chip" data-testid={`status-${s.key}`} data-value={num(s.count)}>
-                {statusKeyLabel(s.key)} <b>{num(s.count)}</b>
-              </span>
-            ))}
-          <span class="chip dim">
-            {t("gridCells")} {cells.length}
-          </span>
-        </span>
-      }
-    >
-      <Chart
-        option={option}
-        testid="chart-map"
-        onClick={(x) => {
-          if (x.seriesIndex === 1) p.onGrid(x.data.code, x.data.name);
-          else if (x.seriesIndex === 0) p.onDrill(x.data.code);
-        }}
-      />
-    </Panel>
-  );
-}
-
-function statusKeyLabel(key: string): string {
-  const name = key.toUpperCase().replace(/^INCIDENT_STATUS_/, "");
-  const v = (IncidentStatus as any)[name];
-  return typeof v === "number" ? incidentStatusLabel(v) : key;
 }
 
 function eventTitle(e: SequencedEvent): string {

@@ -3,27 +3,7 @@ import type { Timestamp, Duration } from "@bufbuild/protobuf/wkt";
 import { isAbort } from "./api";
 import { describe, type Problem } from "./errors";
 import { getLang } from "./i18n";
-import catalogue from "./catalogue.json";
-
-export type Catalogue = typeof catalogue;
-export const CATALOGUE = catalogue;
-
-const categoryNames = new Map<string, { zh: string; en: string }>();
-const groupNames = new Map<string, { zh: string; en: string }>();
-for (const g of catalogue.groups) {
-  groupNames.set(g.code, { zh: g.zh, en: g.en });
-  for (const c of g.categories) categoryNames.set(c.code, { zh: c.zh, en: c.en });
-}
-/** A category code's name from the policy catalogue (or the server's name, or the code). */
-export function categoryName(code: string, serverName?: string): string {
-  const n = categoryNames.get(code);
-  if (n) return getLang() === "zh" ? n.zh : n.en;
-  return serverName || code;
-}
-export function groupName(code: string): string {
-  const n = groupNames.get(code);
-  return n ? (getLang() === "zh" ? n.zh : n.en) : code;
-}
+export { categoryName, groupName } from "./catalogue";
 
 export function tsMs(ts: Timestamp | undefined): number {
   if (!ts) return 0;

@@ -10,6 +10,7 @@ import { t, taskStatusLabel, urgencyLabel, incidentStatusLabel, RETURN_REASON, r
 import { ScoreboardKind, type TaskItem } from "./gen/whistle/v1/command_center_pb.js";
 import { TaskStatus } from "./gen/whistle/v1/common_pb.js";
 import { useLoad, useNow, tsMs, fmtDateTime, fmtCountdown, pct, num, categoryName, throttle } from "./util";
+import { useCatalogue } from "./catalogue";
 import { EventFeed, type FeedStatus } from "./events";
 import { loadOrg, placeName, onOrgNames } from "./org";
 import { NavLinks, type Chrome } from "./main";
@@ -31,6 +32,7 @@ const SETTLE_MS = 3000;
 
 export function Workbench(p: Chrome) {
   const s = p.session;
+  useCatalogue(); // category names in the list and the filter
   const [status, setStatus] = useState<FeedStatus>("connecting");
   const [msg, setMsg] = useState<string>("");
   const [dialog, setDialog] = useState<Dialog | null>(null);
@@ -159,7 +161,13 @@ export function Workbench(p: Chrome) {
             <div class="kpi-label">{t("countAccepted")}</div>
             <div class="kpi-value" data-testid="wb-in-hand">{inHand}</div>
           </div>
-          <div class="stat wide" data-testid="dept-rates">
+          <div
+            class="stat wide"
+            data-testid="dept-rates"
+            data-month={board.data?.month ?? ""}
+            data-rank={mine?.rank ?? ""}
+            data-counts={mine ? [mine.rates?.acceptedInTime, mine.rates?.dispatched, mine.rates?.resolvedInTime, mine.rates?.due, mine.rates?.satisfied, mine.rates?.followedUp].map(num).join(" ") : ""}
+          >
             <div class="kpi-label">
               {t("deptRates")} {board.data?.month ? `· ${board.data.month}` : ""} {mine ? `· ${t("rank")} ${mine.rank}/${board.data?.rows.length}` : ""}
             </div>

@@ -1,0 +1,115 @@
+//! `GetCatalogue` and `ListDepartments`: what a report may be filed under, from the policy this
+//! service runs, and the departments a task may be reassigned to, from `departments`.
+
+use sqlx::{PgPool, Row};
+use whistle_domain::{policy::Policy, AreaCode, Level};
+use whistle_proto::v1;
+
+use crate::{area, convert, Result};
+
+/// The policy's groups and categories in the file's order; a group without categories is left out
+/// (the form would offer an empty choice).
+pub(crate) fn catalogue(policy: &Policy) -> v1::Catalogue {
+    let groups = policy
+        .groups()
+        .iter()
+        .map(|group| v1::CatalogueGroup {
+            code: group.code.clone(),
+            name_zh: group.name_zh.clone(),
+            name_en: group.name_en.clone(),
+            categories: policy
+                .categories()
+                .filter(|c| c.group == group.code)
+                .map(|c| v1::CatalogueCategory {
+                    code: c.code.to_string(),
+                    name_zh: c.name_zh.clone(),
+                    name_en: c.name_en.clone(),
+                    sla: c.sla.as_str().to_owned(),
+                    sla_name_zh: policy.sla(c.sla).name_zh.clone(),
+                    resolve_within: Some(convert::duration(policy.resolve_deadline(c))),
+                })
+                .collect(),
+        })
+        .filter(|g| !g.categories.is_empty())
+        .collect();
+    v1::Catalogue {
+        policy_version: policy.version().to_owned(),
+        policy_name: policy.name().to_owned(),
+        groups,
+    }
+}
+
+/// The areas whose departments serve `area`: its district and the city (dispatch's
+/// `check_serves` accepts a department whose area contains the incident's).
+fn serving_areas(area: &AreaCode) -> Vec<String> {
+    let code = area.as_str();
+    let city = format!("{}00", &code[..4]);
+    if area.level() == Level::City {
+        vec![city]
+    } else {
+        vec![code[..6].to_owned(), city]
+    }
+}
+
+/// The departments serving `area_code` (every department when empty): the district's first, then
+/// the city's, each sorted by name.
+pub(crate) async fn departments(pool: &PgPool, area_code: &str) -> Result<Vec<v1::Department>> {
+    let areas = area::parse_optional("area_code", area_code)?.map(|a| serving_areas(&a));
+    let rows = sqlx::query(
+        "SELECT code, name, kind, area_code FROM departments
+         WHERE $1::text[] IS NULL OR area_code = ANY($1)
+         ORDER BY area_code LIKE '%00', area_code, name, code",
+    )
+    .bind(areas)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(v1::Department {
+                code: row.try_get("code")?,
+                name: row.try_get("name")?,
+                kind: row.try_get("kind")?,
+                area_code: row.try_get("area_code")?,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grid_is_served_by_its_district_and_the_city() {
+        let grid: AreaCode = "150602001001001".parse().unwrap();
+        assert_eq!(serving_areas(&grid), ["150602", "150600"]);
+        let city: AreaCode = "150600".parse().unwrap();
+        assert_eq!(serving_areas(&city), ["150600"]);
+    }
+
+    #[test]
+    fn the_catalogue_is_the_policys_in_its_order() {
+        let policy = whistle_domain::policy::builtin("ordos").unwrap();
+        let catalogue = catalogue(&policy);
+        assert_eq!(catalogue.policy_version, policy.version());
+        let codes: Vec<&str> = catalogue
+            .groups
+            .iter()
+            .flat_map(|g| g.categories.iter().map(|c| c.code.as_str()))
+            .collect();
+        let expected: Vec<String> = policy.categories().map(|c| c.code.to_string()).collect();
+        let mut sorted_expected = expected.clone();
+        sorted_expected.sort();
+        let mut sorted = codes.clone();
+        sorted.sort();
+        assert_eq!(sorted, sorted_expected, "every category once");
+        let heating = catalogue
+            .groups
+            .iter()
+            .flat_map(|g| &g.categories)
+            .find(|c| c.code == "heating.no_heat")
+            .unwrap();
+        assert_eq!(heating.sla, "utilities");
+        assert_eq!(heating.resolve_within.unwrap().seconds, 24 * 3600);
+    }
+}
