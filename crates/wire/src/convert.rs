@@ -1,5 +1,5 @@
-//! Conversions from the domain's types to the `whistle.v1` wire types, shared by dispatch's
-//! events and replies and by the query service.
+//! Conversions between the domain's types and the `whistle.v1` wire types, shared by dispatch's
+//! events and replies, the query service and the CLI.
 
 use chrono::{DateTime, Utc};
 use whistle_domain::{
@@ -22,6 +22,18 @@ pub fn level_to_proto(level: Level) -> v1::Level {
         Level::Street => v1::Level::Street,
         Level::District => v1::Level::District,
         Level::City => v1::Level::City,
+    }
+}
+
+/// The level a wire value names; `None` for unspecified or unknown values.
+pub fn level_from_proto(value: i32) -> Option<Level> {
+    match v1::Level::try_from(value).ok()? {
+        v1::Level::Grid => Some(Level::Grid),
+        v1::Level::Community => Some(Level::Community),
+        v1::Level::Street => Some(Level::Street),
+        v1::Level::District => Some(Level::District),
+        v1::Level::City => Some(Level::City),
+        v1::Level::Unspecified => None,
     }
 }
 

@@ -652,14 +652,9 @@ impl Sim {
     }
 }
 
-fn level_of(level: i32) -> Level {
-    match v1::Level::try_from(level) {
-        Ok(v1::Level::Grid) => Level::Grid,
-        Ok(v1::Level::Community) => Level::Community,
-        Ok(v1::Level::Street) => Level::Street,
-        Ok(v1::Level::District) => Level::District,
-        _ => Level::City,
-    }
+/// The level of an event's wire value; an unknown one counts as the top.
+pub(crate) fn level_of(level: i32) -> Level {
+    whistle_wire::convert::level_from_proto(level).unwrap_or(Level::City)
 }
 
 /// Whether whistle-dispatch answers on NATS (its micro service responds to `$SRV.PING`).

@@ -68,16 +68,8 @@ pub(crate) fn level_from_db(value: &str) -> Result<v1::Level> {
 }
 
 pub(crate) fn level_to_db(value: i32) -> Result<&'static str> {
-    let level = match v1::Level::try_from(value).ok() {
-        Some(v1::Level::Grid) => Level::Grid,
-        Some(v1::Level::Community) => Level::Community,
-        Some(v1::Level::Street) => Level::Street,
-        Some(v1::Level::District) => Level::District,
-        Some(v1::Level::City) => Level::City,
-        Some(v1::Level::Unspecified) | None => {
-            return Err(Error::invalid(format!("levels: {value} is not a level")))
-        }
-    };
+    let level = convert::level_from_proto(value)
+        .ok_or_else(|| Error::invalid(format!("levels: {value} is not a level")))?;
     Ok(level.as_str())
 }
 

@@ -31,7 +31,7 @@ use futures::StreamExt as _;
 use prost::Message as _;
 use rand::{rngs::StdRng, Rng as _, SeedableRng as _};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use whistle_domain::{AreaCode, Level};
+use whistle_domain::AreaCode;
 use whistle_proto::v1::{self, command::Body, event::Body as EventBody};
 use whistle_wire::{Clock as _, CommandClient, ScaledClock};
 
@@ -288,7 +288,7 @@ impl Year {
         let Ok(grid) = event.grid_code.parse::<AreaCode>() else {
             return;
         };
-        let Some(actor) = plan::level_actor(&grid, level_of(level)) else {
+        let Some(actor) = plan::level_actor(&grid, crate::simulate::level_of(level)) else {
             return;
         };
         let body = Body::Resolve(v1::Resolve {
@@ -444,16 +444,6 @@ impl Year {
                 counter.fetch_add(1, Ordering::Relaxed);
             }
         }
-    }
-}
-
-fn level_of(level: i32) -> Level {
-    match v1::Level::try_from(level) {
-        Ok(v1::Level::Grid) => Level::Grid,
-        Ok(v1::Level::Community) => Level::Community,
-        Ok(v1::Level::Street) => Level::Street,
-        Ok(v1::Level::District) => Level::District,
-        _ => Level::City,
     }
 }
 

@@ -258,14 +258,7 @@ fn status(value: i32) -> Result<Status, String> {
 }
 
 fn level(value: i32) -> Result<Level, String> {
-    Ok(match v1::Level::try_from(value) {
-        Ok(v1::Level::Grid) => Level::Grid,
-        Ok(v1::Level::Community) => Level::Community,
-        Ok(v1::Level::Street) => Level::Street,
-        Ok(v1::Level::District) => Level::District,
-        Ok(v1::Level::City) => Level::City,
-        _ => return Err(format!("level {value}")),
-    })
+    whistle_wire::convert::level_from_proto(value).ok_or_else(|| format!("level {value}"))
 }
 
 fn satisfaction(value: i32) -> Option<Satisfaction> {
