@@ -133,8 +133,10 @@ async fn a_client_that_reconnects_resumes_with_nothing_missed_or_repeated() {
 
 #[tokio::test]
 async fn a_slow_client_holds_up_nobody_and_still_receives_everything() {
-    // A small live buffer, so that a few thousand events leave the slow client behind it (the
-    // connection's windows and send buffers hold about 2,800 more).
+    // A small live buffer, so that a few thousand events leave the slow client behind it. The slow
+    // client's HTTP/2 windows are the protocol's smallest default, so that what the connection holds
+    // for it (the window and the server's send buffer, about 460 KiB) is fixed, not the client
+    // library's default windows and however far the kernel's socket buffers have grown.
     let stack = Stack::builder()
         .with_query_options(|options| options.watch_buffer = 64)
         .at(ten_o_clock_in_ordos())
@@ -144,14 +146,19 @@ async fn a_slow_client_holds_up_nobody_and_still_receives_everything() {
     let reports = 4_000;
     // Separate connections, as separate screens have: streams on one HTTP/2 connection share
     // its flow-control window, so there the client itself would couple them.
-    let client = || async { command_center(&stack.query_url(), stack.token()).await };
-    let mut slow = client()
+    let slow_channel = tonic::transport::Endpoint::from_shared(stack.query_url())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
         .await
+        .unwrap();
+    let mut slow = command_center_on(slow_channel, stack.token())
         .watch_events(v1::WatchEventsRequest::default())
         .await
         .unwrap()
         .into_inner();
-    let mut fast = client()
+    let mut fast = command_center(&stack.query_url(), stack.token())
         .await
         .watch_events(v1::WatchEventsRequest::default())
         .await
