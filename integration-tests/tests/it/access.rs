@@ -108,7 +108,8 @@ async fn a_viewer_reads_only_inside_its_district_and_never_acts() {
         code(
             viewer
                 .list_overdue(v1::ListOverdueRequest {
-                    area_code: "150600".into()
+                    area_code: "150600".into(),
+                    ..Default::default()
                 })
                 .await
         ),

@@ -57,6 +57,9 @@ pub enum Args {
         /// leave it out: its own).
         #[arg(long, default_value = "")]
         department: String,
+        /// `--rpc overdue`: items a call asks for (0: the service's most, 5,000).
+        #[arg(long, default_value_t = 0)]
+        page_size: u32,
         #[arg(long, default_value_t = 2_000)]
         requests: u64,
         /// Requests in flight at once.
@@ -242,6 +245,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             rpc,
             area,
             department,
+            page_size,
             requests,
             concurrency,
         } => {
@@ -249,6 +253,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                 rpc,
                 area,
                 department,
+                page_size,
             };
             query(&Target::of(conn)?, what, requests, concurrency).await
         }
@@ -362,6 +367,7 @@ struct Read {
     rpc: ReadRpc,
     area: String,
     department: String,
+    page_size: u32,
 }
 
 impl Read {
@@ -432,6 +438,7 @@ impl Read {
                     client
                         .list_overdue(v1::ListOverdueRequest {
                             area_code: area.clone(),
+                            page_size: self.page_size,
                         })
                         .await?;
                 }

@@ -37,6 +37,8 @@ pub(crate) struct CommandCenter {
     pub aggregates: Aggregates,
     /// Turns for the SQL reads that scan an area (`Options::max_heavy_reads`).
     pub heavy_reads: Arc<tokio::sync::Semaphore>,
+    /// Turns for the scoreboards computed from the live aggregates (`Options::max_board_reads`).
+    pub board_reads: Arc<tokio::sync::Semaphore>,
     /// Opens residents' contacts for those who may see them whole.
     pub keyring: Option<Arc<whistle_store::contacts::Keyring>>,
 }
@@ -140,12 +142,9 @@ impl command_center_server::CommandCenter for CommandCenter {
     ) -> Result<Response<v1::ListOverdueResponse>, Status> {
         let principal = self.auth.principal(&request).await?;
         let area = principal.read_area("area_code", &request.get_ref().area_code)?;
-        let _turn = self
-            .heavy_reads
-            .acquire()
-            .await
-            .map_err(|_| Error::Unavailable("the service is shutting down".into()))?;
-        let items = overdue::list(&self.pool, Some(&area), self.clock.now()).await?;
+        let limit = overdue::limit(request.get_ref().page_size)?;
+        let _turn = turn(&self.heavy_reads).await?;
+        let items = overdue::list(&self.pool, &area, limit, self.clock.now()).await?;
         Ok(Response::new(items))
     }
 
@@ -162,15 +161,15 @@ impl command_center_server::CommandCenter for CommandCenter {
         let now = self.clock.now();
         let query = scoreboard::Query::parse(&request, now)?;
         let weights = self.policy.weights();
-        if let Some(board) = self.aggregates.scoreboard(&query, &weights, now)? {
+        let live = {
+            let _turn = turn(&self.board_reads).await?;
+            self.aggregates.scoreboard(&query, &weights, now)?
+        };
+        if let Some(board) = live {
             return Ok(Response::new(board));
         }
         // A month older than the live rows kept: by SQL, a heavy read like ListOverdue.
-        let _turn = self
-            .heavy_reads
-            .acquire()
-            .await
-            .map_err(|_| Error::Unavailable("the service is shutting down".into()))?;
+        let _turn = turn(&self.heavy_reads).await?;
         let board = scoreboard::read(&self.pool, &query, &weights, now).await?;
         Ok(Response::new(board))
     }
@@ -275,4 +274,12 @@ impl command_center_server::CommandCenter for CommandCenter {
         let departments = catalogue::departments(&self.pool, &request.get_ref().area_code).await?;
         Ok(Response::new(v1::ListDepartmentsResponse { departments }))
     }
+}
+
+/// Waits for a turn of `turns`; the semaphore closes only at shutdown.
+async fn turn(turns: &tokio::sync::Semaphore) -> crate::Result<tokio::sync::SemaphorePermit<'_>> {
+    turns
+        .acquire()
+        .await
+        .map_err(|_| Error::Unavailable("the service is shutting down".into()))
 }

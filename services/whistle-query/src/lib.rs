@@ -127,6 +127,10 @@ pub struct Options {
     /// at once; more wait for a turn, so that heavy callers never hold the whole pool and light
     /// reads such as `ListIncidents` always find a connection. Kept below `max_db_connections`.
     pub max_heavy_reads: u32,
+    /// Live `GetScoreboard` calls computing at once (each a millisecond or more of CPU); more wait
+    /// for a turn, so that a crowd of scoreboard callers cannot hold every worker thread while
+    /// light reads wait behind them.
+    pub max_board_reads: u32,
     /// A builtin policy name (`ordos`, `ordos-demo`) or the path of a policy TOML file; used for
     /// category names and the scoreboard's composite-score weights.
     pub policy: String,
@@ -164,6 +168,7 @@ impl Default for Options {
             callout_recheck: DEFAULT_CALLOUT_RECHECK,
             max_db_connections: 8,
             max_heavy_reads: DEFAULT_HEAVY_READS,
+            max_board_reads: default_board_reads(),
             policy: "ordos".into(),
             statement_timeout_ms: 30_000,
             watch_buffer: DEFAULT_WATCH_BUFFER,
@@ -180,6 +185,11 @@ impl Default for Options {
 
 /// Heavy reads at once unless told otherwise: a quarter of the default pool.
 pub const DEFAULT_HEAVY_READS: u32 = 2;
+
+/// Scoreboards computed at once unless told otherwise: half the cores, at least one.
+pub fn default_board_reads() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1) as u32)
+}
 
 /// How often the auth callout checks a person's token again unless told otherwise.
 pub const DEFAULT_CALLOUT_RECHECK: Duration = Duration::from_secs(60);
@@ -313,6 +323,9 @@ impl Options {
                 streams: streams.clone(),
                 aggregates: Aggregates::default(),
                 heavy_reads: Arc::new(tokio::sync::Semaphore::new(heavy_reads as usize)),
+                board_reads: Arc::new(tokio::sync::Semaphore::new(
+                    self.max_board_reads.max(1) as usize
+                )),
                 keyring,
             },
             metrics,

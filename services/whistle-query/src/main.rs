@@ -56,6 +56,10 @@ struct Args {
     /// reads always find a connection. Kept below --max-db-connections.
     #[arg(long, env = "WHISTLE_QUERY_MAX_HEAVY_READS", default_value_t = whistle_query::DEFAULT_HEAVY_READS, value_parser = clap::value_parser!(u32).range(1..))]
     max_heavy_reads: u32,
+    /// Live GetScoreboard calls computing at once (default: half the cores); more wait, so that
+    /// scoreboard callers cannot take every worker thread from light reads.
+    #[arg(long, env = "WHISTLE_QUERY_MAX_BOARD_READS", default_value_t = whistle_query::default_board_reads(), value_parser = clap::value_parser!(u32).range(1..))]
+    max_board_reads: u32,
     /// Events held in memory for live WatchEvents streams; clients further behind catch up from
     /// JetStream.
     #[arg(long, env = "WHISTLE_QUERY_WATCH_BUFFER", default_value_t = whistle_query::DEFAULT_WATCH_BUFFER)]
@@ -107,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         policy: args.policy,
         max_db_connections: args.max_db_connections,
         max_heavy_reads: args.max_heavy_reads,
+        max_board_reads: args.max_board_reads,
         watch_buffer: args.watch_buffer,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,

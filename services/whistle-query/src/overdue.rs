@@ -11,50 +11,77 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
-use whistle_domain::{incident::TaskStatus, AreaCode};
+use whistle_domain::AreaCode;
 use whistle_proto::v1;
 
-use crate::{area::GridRange, convert, Result};
+use crate::{area::GridRange, convert, page_token, Result};
 
 /// The most items one response carries, the latest first; the screens show the worst cases and
 /// a response stays well below gRPC's default 4 MiB message limit.
-pub const MAX_ITEMS: i64 = 5_000;
+pub const MAX_ITEMS: u32 = 5_000;
+
+/// The items a request asks for: `page_size`, or the most when 0.
+pub(crate) fn limit(page_size: u32) -> Result<u32> {
+    page_token::page_size(page_size, MAX_ITEMS, MAX_ITEMS)
+}
+
+/// The statuses of open incidents and of tasks in progress, spelled as the partial indexes of
+/// migration `20261206000011_late_and_workbench_order` spell them: PostgreSQL uses such an index
+/// only where the query's text implies its predicate (checked against the domain in the tests).
+pub(crate) const OPEN_INCIDENT: &str = "('handling', 'whistled', 'accepted')";
+pub(crate) const TASK_IN_PROGRESS: &str = "('dispatched', 'supervised', 'accepted')";
+/// The deadline a task in progress waits on: to report in while dispatched or supervised, to
+/// resolve once accepted (the indexes' expression, as written there).
+pub(crate) const TASK_DUE: &str =
+    "CASE WHEN t.status IN ('dispatched', 'supervised') THEN t.accept_due_at ELSE t.resolve_due_at END";
 
 pub(crate) async fn list(
     pool: &PgPool,
-    area: Option<&AreaCode>,
+    area: &AreaCode,
+    limit: u32,
     now: DateTime<Utc>,
 ) -> Result<v1::ListOverdueResponse> {
-    let range = area.map(GridRange::of);
-    let rows = sqlx::query(
-        "WITH scoped AS (
-             SELECT * FROM incidents
-             WHERE status = ANY($3) AND ($1::text IS NULL OR (grid_code ~>=~ $1 AND grid_code ~<~ $2))
+    let range = GridRange::of(area);
+    // Three lists, each read in its index's order and cut at the limit, merged: late open
+    // incidents (a prefix of `incidents_open_due`), flagged ones not yet late on this clock (a
+    // replica's clock may trail dispatch's; an open incident always has a deadline), and late
+    // tasks (a prefix of `tasks_in_progress_due`).
+    let in_area = "AND i.grid_code ~>=~ $3 AND i.grid_code ~<~ $4";
+    let sql = format!(
+        "WITH late AS (
+             (SELECT i.id, NULL::int AS task_id, ''::text AS department_code, i.title, i.due_at,
+                     i.level, i.street_code
+              FROM incidents i
+              WHERE i.status IN {OPEN_INCIDENT} AND i.due_at < $1 {in_area}
+              ORDER BY i.due_at, i.id LIMIT $2)
+             UNION ALL
+             (SELECT i.id, NULL, '', i.title, i.due_at, i.level, i.street_code
+              FROM incidents i
+              WHERE i.overdue AND i.status IN {OPEN_INCIDENT} AND i.due_at >= $1 {in_area}
+              ORDER BY i.due_at, i.id LIMIT $2)
+             UNION ALL
+             (SELECT i.id, t.task_id, t.department_code, i.title, {TASK_DUE}, i.level,
+                     i.street_code
+              FROM tasks t JOIN incidents i ON i.id = t.incident_id
+              WHERE t.status IN {TASK_IN_PROGRESS} AND {TASK_DUE} < $1
+                AND i.status IN {OPEN_INCIDENT} {in_area}
+              ORDER BY {TASK_DUE}, t.incident_id, t.task_id LIMIT $2)
          )
-         SELECT id, NULL::int AS task_id, '' AS department_code, '' AS department_name, title,
-                due_at, level, street_code
-         FROM scoped
-         WHERE overdue OR due_at < $4
-         UNION ALL
-         SELECT i.id, t.task_id, t.department_code, coalesce(d.name, ''), i.title,
-                CASE WHEN t.status = ANY($5) THEN t.accept_due_at ELSE t.resolve_due_at END,
-                i.level, i.street_code
-         FROM tasks t JOIN scoped i ON i.id = t.incident_id
-         LEFT JOIN departments d ON d.code = t.department_code
-         WHERE (t.status = ANY($5) AND t.accept_due_at < $4)
-            OR (t.status = $6 AND t.resolve_due_at < $4)
-         ORDER BY due_at NULLS LAST, id, task_id NULLS FIRST
-         LIMIT $7",
-    )
-    .bind(range.as_ref().map(|r| r.low.as_str()))
-    .bind(range.as_ref().map(|r| r.high.as_str()))
-    .bind(convert::open_statuses())
-    .bind(now)
-    .bind(vec![TaskStatus::Dispatched.as_str(), TaskStatus::Supervised.as_str()])
-    .bind(TaskStatus::Accepted.as_str())
-    .bind(MAX_ITEMS)
-    .fetch_all(pool)
-    .await?;
+         SELECT late.*, coalesce(d.name, '') AS department_name
+         FROM late LEFT JOIN departments d ON d.code = late.department_code
+         ORDER BY due_at, id, task_id NULLS FIRST
+         LIMIT $2"
+    );
+    // The area's share of the late rows decides between walking the deadlines and reading the
+    // area's rows, so the plan is made for the bound values every time (an unnamed statement).
+    let rows = sqlx::query(&sql)
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(&range.low)
+        .bind(&range.high)
+        .persistent(false)
+        .fetch_all(pool)
+        .await?;
 
     let items = rows
         .iter()
@@ -79,4 +106,43 @@ pub(crate) async fn list(
         })
         .collect::<Result<_>>()?;
     Ok(v1::ListOverdueResponse { items })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use whistle_domain::incident::{Status, TaskStatus};
+
+    use super::*;
+
+    /// The quoted names in an SQL list.
+    fn names(list: &str) -> BTreeSet<&str> {
+        list.split('\'').skip(1).step_by(2).collect()
+    }
+
+    #[test]
+    fn the_statuses_spelled_for_the_indexes_are_the_domain_s() {
+        let open = Status::ALL
+            .iter()
+            .filter(|s| s.is_open())
+            .map(|s| s.as_str());
+        assert_eq!(names(OPEN_INCIDENT), open.collect());
+        let in_progress = TaskStatus::ALL
+            .iter()
+            .filter(|s| s.is_in_progress())
+            .map(|s| s.as_str());
+        assert_eq!(names(TASK_IN_PROGRESS), in_progress.collect());
+        let waiting = [
+            TaskStatus::Dispatched.as_str(),
+            TaskStatus::Supervised.as_str(),
+        ];
+        assert_eq!(names(TASK_DUE), waiting.into());
+        let migration = include_str!(
+            "../../../crates/store/migrations/20261206000011_late_and_workbench_order.sql"
+        );
+        assert!(migration.contains(OPEN_INCIDENT));
+        assert!(migration.contains(TASK_IN_PROGRESS));
+        assert!(migration.contains(&TASK_DUE.replace("t.", "")));
+    }
 }

@@ -16,6 +16,7 @@ use crate::{
     auth::Principal,
     convert,
     incidents::{self, SUMMARY_COLUMNS},
+    overdue::{TASK_DUE, TASK_IN_PROGRESS},
     page_token, Error, Result,
 };
 
@@ -90,29 +91,37 @@ pub(crate) async fn list(
             .await?
             .ok_or_else(|| Error::not_found(format!("no department {}", query.department)))?;
     let range = GridRange::of(&principal.area);
-    let waiting = [
-        TaskStatus::Dispatched.as_str(),
-        TaskStatus::Supervised.as_str(),
-    ];
+    // Tasks in progress (soonest deadline first), then closed-out ones (newest first): each part
+    // read in the order of its index (`tasks_department_in_progress`, `_closed_out`) and cut at
+    // the page, so a call reads about a page however many tasks the department has had.
+    let part = |rank: u32, statuses: &str, due: Option<&str>| {
+        let (by_due, due) = match due {
+            Some(due) => (format!("{due}, "), due),
+            None => (String::new(), "NULL::timestamptz"),
+        };
+        format!(
+            "(SELECT {SUMMARY_COLUMNS}, i.description, i.reopen_count, t.task_id, t.department_code,
+                     t.status AS task_status, t.dispatched_at, t.accept_due_at, t.resolve_due_at,
+                     t.accepted_at, t.resolved_at, t.holder_id, t.return_reason, t.round,
+                     t.supervised, t.updated_at AS task_updated_at, {rank} AS part, {due} AS task_due
+              FROM tasks t JOIN incidents i ON i.id = t.incident_id
+              WHERE t.department_code = $1 AND t.status {statuses} AND t.status = ANY($2)
+                AND i.grid_code ~>=~ $3 AND i.grid_code ~<~ $4
+              ORDER BY {by_due}t.updated_at DESC, t.incident_id, t.task_id
+              LIMIT $5)"
+        )
+    };
     let rows = sqlx::query(&format!(
-        "SELECT {SUMMARY_COLUMNS}, i.description, t.task_id, t.department_code, t.status AS task_status,
-                t.dispatched_at, t.accept_due_at, t.resolve_due_at, t.accepted_at, t.resolved_at,
-                t.holder_id, t.return_reason, t.round, t.supervised, i.reopen_count
-         FROM tasks t JOIN incidents i ON i.id = t.incident_id
-         WHERE t.department_code = $1 AND t.status = ANY($2)
-           AND i.grid_code ~>=~ $3 AND i.grid_code ~<~ $4
-         ORDER BY t.status = ANY($5) OR t.status = $6 DESC,
-                  CASE WHEN t.status = ANY($5) THEN t.accept_due_at
-                       WHEN t.status = $6 THEN t.resolve_due_at END,
-                  t.updated_at DESC, t.incident_id, t.task_id
-         LIMIT $7"
+        "{} UNION ALL {}
+         ORDER BY part, task_due, task_updated_at DESC, id, task_id
+         LIMIT $5",
+        part(0, &format!("IN {TASK_IN_PROGRESS}"), Some(TASK_DUE)),
+        part(1, &format!("NOT IN {TASK_IN_PROGRESS}"), None),
     ))
     .bind(&query.department)
     .bind(&query.statuses)
     .bind(&range.low)
     .bind(&range.high)
-    .bind(&waiting[..])
-    .bind(TaskStatus::Accepted.as_str())
     .bind(i64::from(query.page_size))
     .fetch_all(pool)
     .await?;

@@ -205,6 +205,7 @@ impl Stack {
         self.client()
             .list_overdue(v1::ListOverdueRequest {
                 area_code: area_code.into(),
+                ..Default::default()
             })
             .await
             .expect("ListOverdue")

@@ -480,6 +480,7 @@ async fn bad_requests_are_invalid_argument_and_unknown_incidents_not_found() {
     let area = client
         .list_overdue(v1::ListOverdueRequest {
             area_code: "1506021".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -4,4 +4,5 @@
 
 mod incidents;
 mod lists;
+mod orders;
 mod service;

@@ -91,7 +91,10 @@ async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -
         ),
         "ListOverdue" => code(
             center
-                .list_overdue(v1::ListOverdueRequest { area_code: area() })
+                .list_overdue(v1::ListOverdueRequest {
+                    area_code: area(),
+                    ..Default::default()
+                })
                 .await,
         ),
         "GetOrgTree" => code(

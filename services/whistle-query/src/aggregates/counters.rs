@@ -195,7 +195,12 @@ pub(super) struct AreaCounters {
     pub(super) days: BTreeMap<Day, DayCounts>,
     /// Only hours with something in them, so a quiet area costs nothing.
     pub(super) hours: BTreeMap<Hour, HourCounts>,
+    /// Deadlines from the start of the horizon's hour on, to the microsecond.
     pub(super) deadlines: BTreeMap<Micros, DeadlineCounts>,
+    /// Deadlines before the horizon's hour, summed: every one of them is past, so "overdue now"
+    /// and "due up to now" walk at most an hour of entries, not every open incident's deadline
+    /// (the `due` part counts the horizon's day only).
+    pub(super) before_horizon: DeadlineCounts,
     /// The latest hour the counters were pruned for: hour counts from `horizon - 168`, day counts
     /// from its day minus 366 and the `due` part of deadlines from the start of its day are kept.
     pub(super) horizon: Hour,
@@ -214,11 +219,41 @@ impl AreaCounters {
     /// Open incidents flagged overdue, or past their deadline before the flag is set.
     pub(super) fn overdue(&self, now: Micros) -> i64 {
         let pending: i64 = self
-            .deadlines
-            .range(..now)
+            .deadlines_from(hour_start(self.horizon), now, false)
             .map(|(_, d)| i64::from(d.pending))
             .sum();
-        self.overdue_flagged + pending
+        self.overdue_flagged + i64::from(self.before_horizon.pending) + pending
+    }
+
+    /// Incidents of `today` due up to `now` (inclusive), and of those the ones resolved in time.
+    pub(super) fn due_by(&self, today: Day, now: Micros) -> (i64, i64) {
+        let mut sums = (0, 0);
+        if self.today() == today {
+            sums.0 += i64::from(self.before_horizon.due);
+            sums.1 += i64::from(self.before_horizon.resolved_in_time);
+        }
+        let from = hour_start(self.horizon).max(day_start(today));
+        for (_, d) in self.deadlines_from(from, now, true) {
+            sums.0 += i64::from(d.due);
+            sums.1 += i64::from(d.resolved_in_time);
+        }
+        sums
+    }
+
+    /// The entries from `from` to `now` (`now` itself when `inclusive`); none when `now` lies
+    /// before `from` (a clock set back).
+    fn deadlines_from(
+        &self,
+        from: Micros,
+        now: Micros,
+        inclusive: bool,
+    ) -> impl Iterator<Item = (&Micros, &DeadlineCounts)> {
+        let end = if inclusive {
+            now.saturating_add(1)
+        } else {
+            now
+        };
+        self.deadlines.range(from..end.max(from))
     }
 }
 
@@ -256,6 +291,7 @@ impl AreaCounters {
             days: BTreeMap::new(),
             hours: BTreeMap::new(),
             deadlines: BTreeMap::new(),
+            before_horizon: DeadlineCounts::default(),
             horizon: hour,
         }
     }
@@ -288,22 +324,27 @@ impl AreaCounters {
             oldest.remove();
         }
         let today = self.today();
-        if today == previous_day {
-            return;
+        if today != previous_day {
+            self.days = self.days.split_off(&self.first_kept_day());
+            self.before_horizon.due = 0;
+            self.before_horizon.resolved_in_time = 0;
         }
-        self.days = self.days.split_off(&self.first_kept_day());
-        let kept = self.deadlines.split_off(&day_start(today));
-        let past = std::mem::replace(&mut self.deadlines, kept);
-        for (at, counts) in past {
-            if counts.pending != 0 {
-                self.deadlines.insert(
-                    at,
-                    DeadlineCounts {
-                        pending: counts.pending,
-                        ..DeadlineCounts::default()
-                    },
-                );
+        let kept = self.deadlines.split_off(&hour_start(hour));
+        for (at, counts) in std::mem::replace(&mut self.deadlines, kept) {
+            self.before_horizon.pending += counts.pending;
+            if at >= day_start(today) {
+                self.before_horizon.due += counts.due;
+                self.before_horizon.resolved_in_time += counts.resolved_in_time;
             }
+        }
+    }
+
+    /// The deadline entry at `at`: the map's, or the sum before the horizon's hour.
+    fn deadline(&mut self, at: Micros, change: impl FnOnce(&mut DeadlineCounts)) {
+        if at < hour_start(self.horizon) {
+            change(&mut self.before_horizon);
+        } else {
+            with_entry(&mut self.deadlines, at, change);
         }
     }
 
@@ -317,6 +358,7 @@ impl AreaCounters {
             && self.days.is_empty()
             && self.hours.is_empty()
             && self.deadlines.is_empty()
+            && self.before_horizon == DeadlineCounts::default()
     }
 
     /// Adds (`sign` 1) or removes (`sign` -1) one contribution.
@@ -339,7 +381,7 @@ impl AreaCounters {
             }
             Contribution::OverdueFlagged => self.overdue_flagged += wide,
             Contribution::Pending(at) => {
-                with_entry(&mut self.deadlines, at, |d| d.pending += sign);
+                self.deadline(at, |d| d.pending += sign);
             }
             Contribution::Day(day, metric) => {
                 if day >= self.first_kept_day() {
@@ -360,7 +402,7 @@ impl AreaCounters {
                     });
                 }
                 if at >= day_start(self.today()) {
-                    with_entry(&mut self.deadlines, at, |d| {
+                    self.deadline(at, |d| {
                         d.due += sign;
                         d.resolved_in_time += in_time;
                     });

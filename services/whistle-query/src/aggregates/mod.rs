@@ -31,11 +31,13 @@
 //! **Time.** Day figures are kept per area and Shanghai day, the trend's per area and UTC hour
 //! (whole hours of Shanghai too). Two figures depend on the time of day: `overdue` (open and past
 //! `due_at`, before dispatch's timer sets the flag) and the resolution rate (deadlines up to now,
-//! not later today). For those each area keeps its deadlines to the microsecond: those of open,
-//! unflagged incidents, and those from today on. Day counters older than the longest window (366
-//! days, plus one), hour counters older than the longest trend (168 hours, plus one) and deadline entries of
-//! past days are pruned as hours go by; a change to a pruned entry is ignored on both the removing
-//! and the adding side, so pruning keeps the diffs consistent.
+//! not later today). For those each area keeps its deadlines to the microsecond from the start of
+//! the current hour on, and one sum of those before it (all past): of open, unflagged incidents,
+//! and of today's — so a read walks at most an hour of deadlines however many open incidents are
+//! late. Day counters older than the longest window (366 days, plus one), hour counters older than
+//! the longest trend (168 hours, plus one) and the deadlines of past days (but for open, unflagged
+//! ones) are pruned as hours go by; a change to a pruned or summed entry goes to the same place
+//! on both the removing and the adding side, so pruning keeps the diffs consistent.
 //!
 //! Timestamps are compared in microseconds, truncated as sqlx stores them, so that comparisons
 //! such as "reported in by the deadline" give what PostgreSQL gives for the stored values.

@@ -535,10 +535,9 @@ impl Store {
             }
         }
         // Today's deadlines only up to now: one due later today is not due yet.
-        for (_, d) in area.deadlines.range(day_start(today)..=now) {
-            due += i64::from(d.due);
-            resolved_in_time += i64::from(d.resolved_in_time);
-        }
+        let (due_today, in_time_today) = area.due_by(today, now);
+        due += due_today;
+        resolved_in_time += in_time_today;
         rates.due = count(due);
         rates.resolved_in_time = count(resolved_in_time);
         out.rates = Some(overview::rates(rates));
