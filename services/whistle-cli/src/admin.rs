@@ -93,14 +93,18 @@ pub async fn streams(conn: &Connection) -> anyhow::Result<()> {
     let client = door::nats_admin(conn).await?;
     let js = jetstream::new(client);
     let options = HardenedOptions::default();
+    let all: Vec<_> = streams::configs(&options)
+        .into_iter()
+        .chain([streams::photos_config(&options)])
+        .collect();
     let mut existed = Vec::new();
-    for config in streams::configs(&options) {
+    for config in &all {
         existed.push(js.get_stream(&config.name).await.is_ok());
     }
     streams::ensure(&js, &options)
         .await
         .context("creating the streams (is --nats-nkey-file the admin's seed?)")?;
-    for (config, existed) in streams::configs(&options).iter().zip(existed) {
+    for (config, existed) in all.iter().zip(existed) {
         println!("{}", describe(config, existed));
     }
     Ok(())
@@ -110,12 +114,22 @@ pub async fn streams(conn: &Connection) -> anyhow::Result<()> {
 fn describe(config: &jetstream::stream::Config, existed: bool) -> String {
     let days = config.max_age.as_secs_f64() / 86_400.0;
     format!(
-        "{} {}: {} · kept {days}d · at most {} MiB, messages up to {} KiB · delete and purge denied",
+        "{} {}: {} · kept {} · at most {} MiB, messages up to {} KiB · {} denied",
         if existed { "updated" } else { "created" },
         config.name,
         config.subjects.join(" "),
+        if days > 0.0 {
+            format!("{days}d")
+        } else {
+            "until full".to_owned()
+        },
         config.max_bytes / (1024 * 1024),
         config.max_message_size / 1024,
+        if config.deny_purge {
+            "delete and purge"
+        } else {
+            "delete"
+        },
     )
 }
 
