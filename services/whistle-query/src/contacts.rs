@@ -99,6 +99,7 @@ pub(crate) async fn show(
                     incident_id,
                     report_id: report.report_id.clone(),
                     door: GET_INCIDENT.to_owned(),
+                    photo_id: String::new(),
                 });
                 Some(contact.open(keyring).map_err(store)?)
             }
@@ -181,13 +182,14 @@ pub(crate) async fn list_access(
                 incident_id: row.read.incident_id.to_string(),
                 report_id: row.read.report_id,
                 door: row.read.door,
+                photo_id: row.read.photo_id,
             })
             .collect(),
         next_page_token,
     })
 }
 
-fn store(e: whistle_store::Error) -> Error {
+pub(crate) fn store(e: whistle_store::Error) -> Error {
     match e {
         whistle_store::Error::Database(e) => Error::Database(e),
         other => Error::Corrupt(other.to_string()),
