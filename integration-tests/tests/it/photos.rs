@@ -337,6 +337,19 @@ async fn photos_are_served_under_the_incidents_authorization_and_every_photo_ser
         ]
     );
 
+    // The city's operators list the same reads.
+    let city_log = stack
+        .client()
+        .list_contact_access(v1::ListContactAccessRequest {
+            incident_id: incident.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .accesses;
+    assert_eq!(city_log.len(), 2);
+
     // Once whistled, the summoned department sees it too.
     stack.whistle(&grid, incident).await;
     let holder = stack

@@ -19,6 +19,7 @@ use whistle_store::{
 };
 
 use crate::{
+    area::GridRange,
     auth::Principal,
     convert,
     page_token::{self, Cursor},
@@ -152,7 +153,8 @@ pub(crate) async fn list_access(
     let mut rows = contacts::list_access(
         pool,
         &AccessFilter {
-            area_code: Some(area.to_string()),
+            // The grids' prefix: the city's code (150600) is not its districts' (150602…).
+            area_code: Some(GridRange::of(&area).low),
             incident_id,
             before,
             limit: page_size + 1,
