@@ -19,7 +19,6 @@ use whistle_store::{
 };
 
 use crate::{
-    area::GridRange,
     auth::Principal,
     convert,
     page_token::{self, Cursor},
@@ -154,7 +153,7 @@ pub(crate) async fn list_access(
         pool,
         &AccessFilter {
             // The grids' prefix: the city's code (150600) is not its districts' (150602…).
-            area_code: Some(GridRange::of(&area).low),
+            area_code: Some(area.prefix().to_owned()),
             incident_id,
             before,
             limit: page_size + 1,
