@@ -34,7 +34,8 @@ pub struct HardenedOptions {
     /// Holds a rejected report with its reason.
     pub rejected_max_message_size: i32,
     /// All photos together (the bucket refuses new photos when full; photos are kept with their
-    /// incidents, so size it for the years the incidents are kept).
+    /// incidents, so size it for the years the incidents are kept: `whistle streams
+    /// --photo-max-gib`).
     pub photo_max_bytes: i64,
     /// Copies of each stream in a cluster (1 on a single server).
     pub replicas: usize,
@@ -60,7 +61,7 @@ impl Default for HardenedOptions {
             report_max_message_size: MIB,
             event_max_message_size: MIB,
             rejected_max_message_size: 2 * MIB,
-            photo_max_bytes: 64 * GIB,
+            photo_max_bytes: 8 * GIB,
             replicas: 1,
         }
     }

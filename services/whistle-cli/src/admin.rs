@@ -88,11 +88,23 @@ pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
 }
 
+#[derive(Debug, clap::Args)]
+pub struct StreamsArgs {
+    /// Bytes the photo bucket WHISTLE_PHOTOS may hold, in GiB; when full it refuses new photos.
+    /// Photos are kept with their incidents: at about 300 KiB a photo, 8 GiB holds some 28,000.
+    /// JetStream reserves it on the server's disk like every stream's bound.
+    #[arg(long, default_value_t = 8)]
+    pub photo_max_gib: u32,
+}
+
 /// Creates or updates the streams and says what it did.
-pub async fn streams(conn: &Connection) -> anyhow::Result<()> {
+pub async fn streams(conn: &Connection, args: &StreamsArgs) -> anyhow::Result<()> {
     let client = door::nats_admin(conn).await?;
     let js = jetstream::new(client);
-    let options = HardenedOptions::default();
+    let options = HardenedOptions {
+        photo_max_bytes: i64::from(args.photo_max_gib.max(1)) * 1024 * 1024 * 1024,
+        ..HardenedOptions::default()
+    };
     let all: Vec<_> = streams::configs(&options)
         .into_iter()
         .chain([streams::photos_config(&options)])
