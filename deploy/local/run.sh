@@ -235,6 +235,8 @@ DEMO_DEPARTMENT=150602-urban_management
 DEMO_GRID=150602001001001
 LIAISON_TOKEN=$("$WHISTLE_BIN" token create --role liaison --department "$DEMO_DEPARTMENT" --label "deploy/local/run.sh")
 GRID_TOKEN=$("$WHISTLE_BIN" token create --role grid_worker --area "$DEMO_GRID" --label "deploy/local/run.sh")
+# Kept beside the operator's for tools that act as them (deploy/local/screenshots.sh).
+(umask 077 && printf '%s\n' "$LIAISON_TOKEN" >"$WHISTLE_HOME/liaison.token" && printf '%s\n' "$GRID_TOKEN" >"$WHISTLE_HOME/grid.token")
 CONSOLE_URL=http://$WHISTLE_QUERY_LISTEN
 # What a raw NATS client needs to act as the demo grid worker: the token, and the private inbox of its
 # person (gw-{grid}, the default person of a grid worker token).

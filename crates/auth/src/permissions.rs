@@ -235,6 +235,9 @@ pub struct StreamNames {
     pub rejected: String,
     /// Dispatch's durable pull consumer on the reports stream.
     pub intake_durable: String,
+    /// The photos' object store bucket and its stream.
+    pub photos_bucket: String,
+    pub photos: String,
 }
 
 impl Default for StreamNames {
@@ -244,6 +247,8 @@ impl Default for StreamNames {
             events: names::EVENTS_STREAM.into(),
             rejected: names::REJECTED_STREAM.into(),
             intake_durable: names::DISPATCH_CONSUMER.into(),
+            photos_bucket: names::PHOTOS_BUCKET.into(),
+            photos: names::PHOTOS_STREAM.into(),
         }
     }
 }
@@ -290,6 +295,14 @@ pub fn service_permissions(service: Service, streams: &StreamNames) -> StaticPer
                     js(&format!("CONSUMER.INFO.{events}.>")),
                     js(&format!("CONSUMER.DELETE.{events}.>")),
                     js(&format!("CONSUMER.MSG.NEXT.{events}.>")),
+                    // The photos' object store: opened, objects written (chunks, then their
+                    // metadata) and read by direct gets. Never purged or deleted: an object's
+                    // name is its content's hash, so it is never overwritten either.
+                    js(&format!("STREAM.INFO.{}", streams.photos)),
+                    js(&format!("DIRECT.GET.{}", streams.photos)),
+                    js(&format!("DIRECT.GET.{}.>", streams.photos)),
+                    format!("$O.{}.C.>", streams.photos_bucket),
+                    format!("$O.{}.M.>", streams.photos_bucket),
                 ]),
                 subscribe: Some(vec![inbox]),
                 allow_responses: false,
@@ -535,5 +548,28 @@ mod tests {
             .unwrap()
             .iter()
             .any(|s| s.starts_with("whistle.event") || s.starts_with("whistle.task")));
+    }
+
+    #[test]
+    fn only_the_query_service_reaches_the_photos_and_never_deletes_them() {
+        let streams = StreamNames::default();
+        for service in [Service::Dispatch, Service::Callout] {
+            let p = service_permissions(service, &streams);
+            assert!(
+                !p.publish
+                    .iter()
+                    .flatten()
+                    .any(|s| s.contains("PHOTOS") || s.starts_with("$O.")),
+                "{service:?}"
+            );
+        }
+        let query = service_permissions(Service::Query, &streams)
+            .publish
+            .unwrap();
+        assert!(query.contains(&"$O.WHISTLE_PHOTOS.C.>".to_owned()));
+        assert!(query.contains(&"$JS.API.DIRECT.GET.OBJ_WHISTLE_PHOTOS.>".to_owned()));
+        assert!(!query
+            .iter()
+            .any(|s| s.contains("MSG.DELETE") || s.contains("PURGE")));
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream, ErrorCode};
 
 use whistle_wire::{
-    names::{EVENTS_STREAM, REJECTED_STREAM, REPORTS_STREAM},
+    names::{EVENTS_STREAM, PHOTOS_BUCKET, PHOTOS_STREAM, REJECTED_STREAM, REPORTS_STREAM},
     subject::{ALL_INCIDENT_EVENTS, ALL_REJECTED, ALL_REPORTS, ALL_TASK_EVENTS},
 };
 
@@ -33,6 +33,10 @@ pub struct HardenedOptions {
     pub event_max_message_size: i32,
     /// Holds a rejected report with its reason.
     pub rejected_max_message_size: i32,
+    /// All photos together (the bucket refuses new photos when full; photos are kept with their
+    /// incidents, so size it for the years the incidents are kept: `whistle streams
+    /// --photo-max-gib`).
+    pub photo_max_bytes: i64,
     /// Copies of each stream in a cluster (1 on a single server).
     pub replicas: usize,
 }
@@ -57,6 +61,7 @@ impl Default for HardenedOptions {
             report_max_message_size: MIB,
             event_max_message_size: MIB,
             rejected_max_message_size: 2 * MIB,
+            photo_max_bytes: 8 * GIB,
             replicas: 1,
         }
     }
@@ -72,6 +77,7 @@ impl HardenedOptions {
             report_max_bytes: SMALL,
             event_max_bytes: SMALL,
             rejected_max_bytes: SMALL,
+            photo_max_bytes: SMALL,
             ..HardenedOptions::default()
         }
     }
@@ -124,10 +130,36 @@ pub fn configs(options: &HardenedOptions) -> [stream::Config; 3] {
     ]
 }
 
+/// The stream of the photos' object store bucket, as async-nats's `create_object_store` makes
+/// it (chunks `$O.{bucket}.C.>`, metadata `$O.{bucket}.M.>`, roll-ups, direct gets), hardened
+/// where an object store allows: messages cannot be deleted, new ones are refused when full.
+/// Purge stays possible — nats-server refuses roll-ups (which an object's metadata needs) on a
+/// stream that denies purge — so only the admin's permissions reach the purge API.
+pub fn photos_config(options: &HardenedOptions) -> stream::Config {
+    stream::Config {
+        name: PHOTOS_STREAM.into(),
+        description: Some("incidents' photos (object store bucket WHISTLE_PHOTOS)".into()),
+        subjects: vec![
+            format!("$O.{PHOTOS_BUCKET}.C.>"),
+            format!("$O.{PHOTOS_BUCKET}.M.>"),
+        ],
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        allow_direct: true,
+        deny_delete: true,
+        max_bytes: options.photo_max_bytes,
+        // A chunk is 128 KiB; metadata far less.
+        max_message_size: MIB,
+        num_replicas: options.replicas.max(1),
+        ..Default::default()
+    }
+}
+
 /// Creates the streams, or brings existing ones to these settings (deny-delete and deny-purge
 /// cannot be turned off again once set). Needs the admin identity.
 pub async fn ensure(js: &jetstream::Context, options: &HardenedOptions) -> Result<()> {
-    for config in configs(options) {
+    for config in configs(options).into_iter().chain([photos_config(options)]) {
         let name = config.name.clone();
         match js.get_stream(&name).await {
             Ok(_) => js
@@ -165,5 +197,14 @@ mod tests {
             assert!(config.max_message_size > 0, "{}", config.name);
             assert_eq!(config.discard, stream::DiscardPolicy::New);
         }
+    }
+
+    #[test]
+    fn the_photo_bucket_is_an_object_store_that_denies_delete_and_is_bounded() {
+        let config = photos_config(&HardenedOptions::default());
+        assert_eq!(config.name, format!("OBJ_{PHOTOS_BUCKET}"));
+        assert!(config.allow_rollup && config.allow_direct && config.deny_delete);
+        assert!(config.max_bytes > 0 && config.max_message_size > 128 * 1024);
+        assert_eq!(config.discard, stream::DiscardPolicy::New);
     }
 }

@@ -76,9 +76,15 @@ impl AreaCode {
 
     /// Whether `other` lies inside this area (or is this area).
     pub fn contains(&self, other: &AreaCode) -> bool {
+        other.0.starts_with(self.prefix())
+    }
+
+    /// What every code inside this area starts with: the code itself, but for the city its first
+    /// four digits (150600 holds 150602…, 150621…).
+    pub fn prefix(&self) -> &str {
         match self.level() {
-            Level::City => other.0.starts_with(&self.0[..4]),
-            _ => other.0.starts_with(&self.0),
+            Level::City => &self.0[..4],
+            _ => &self.0,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod contact;
 pub mod incident;
 pub mod ordos;
 mod org;
+pub mod photo;
 pub mod policy;
 
 pub use codes::{AreaCode, CategoryCode, DepartmentCode, InvalidCode, PersonId, ReportId};

@@ -150,6 +150,10 @@ pub struct Category {
     pub windows: BTreeMap<Level, TimeDelta>,
     /// The department kinds whistled at street level, never empty.
     pub summon: Vec<DepartmentKind>,
+    /// A report must carry at least one photo (intake rejects it `photo_required`).
+    pub photo_required: bool,
+    /// Every resolution (办结) must carry at least one "after" photo.
+    pub after_photo_required: bool,
 }
 
 /// A validated dispatch policy.
@@ -403,6 +407,10 @@ struct RawCategory {
     #[serde(default)]
     windows: BTreeMap<String, String>,
     summon: Vec<String>,
+    #[serde(default)]
+    photo_required: bool,
+    #[serde(default)]
+    after_photo_required: bool,
 }
 
 impl RawPolicy {
@@ -670,6 +678,8 @@ impl RawCategory {
             first_level,
             windows,
             summon,
+            photo_required: self.photo_required,
+            after_photo_required: self.after_photo_required,
         })
     }
 }
@@ -1013,6 +1023,24 @@ summon = ["heating", "housing_construction"]
         }
         let error = error_with("code = \"heating\"", "code = \"Heating\"");
         assert_eq!(error, Error::GroupCode("Heating".into()));
+    }
+
+    #[test]
+    fn photo_requirements_are_off_unless_a_category_sets_them() {
+        let policy = parse(MINIMAL).unwrap();
+        let category = policy.category("heating.no_heat").unwrap();
+        assert!(!category.photo_required && !category.after_photo_required);
+        let summon = "summon = [\"heating\", \"housing_construction\"]";
+        let policy = parse(&MINIMAL.replacen(
+            summon,
+            &format!("{summon}\nphoto_required = true\nafter_photo_required = true"),
+            1,
+        ))
+        .unwrap();
+        let category = policy.category("heating.no_heat").unwrap();
+        assert!(category.photo_required && category.after_photo_required);
+        let error = error_with(summon, &format!("{summon}\nphoto_required = \"yes\""));
+        assert!(error.to_string().contains("photo_required"), "{error}");
     }
 
     #[test]

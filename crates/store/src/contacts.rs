@@ -228,8 +228,11 @@ pub struct Access {
     pub role: String,
     pub incident_id: Uuid,
     pub report_id: String,
-    /// Where it was shown, e.g. the RPC `GetIncident`.
+    /// Where it was shown, e.g. the RPC `GetIncident`, or `GetPhoto` for a photo.
     pub door: String,
+    /// The photo served (its SHA-256); empty for a contact. A photo's `report_id` is its
+    /// report's, empty for a resolution's "after" photo.
+    pub photo_id: String,
 }
 
 /// Records unmasked reads, in one statement. The transaction is opened read-write explicitly:
@@ -244,10 +247,10 @@ pub async fn record_access(pool: &PgPool, at: DateTime<Utc>, reads: &[Access]) -
         .await?;
     let ids: Vec<Uuid> = reads.iter().map(|_| Uuid::now_v7()).collect();
     sqlx::query(
-        "INSERT INTO contact_access (id, at, token_id, person_id, role, incident_id, report_id, door)
-         SELECT t.id, $2, t.token_id, t.person_id, t.role, t.incident_id, t.report_id, t.door
-         FROM UNNEST($1::uuid[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::text[], $8::text[])
-             AS t(id, token_id, person_id, role, incident_id, report_id, door)",
+        "INSERT INTO contact_access (id, at, token_id, person_id, role, incident_id, report_id, door, photo_id)
+         SELECT t.id, $2, t.token_id, t.person_id, t.role, t.incident_id, t.report_id, t.door, t.photo_id
+         FROM UNNEST($1::uuid[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::text[], $8::text[], $9::text[])
+             AS t(id, token_id, person_id, role, incident_id, report_id, door, photo_id)",
     )
     .bind(ids)
     .bind(at)
@@ -257,6 +260,7 @@ pub async fn record_access(pool: &PgPool, at: DateTime<Utc>, reads: &[Access]) -
     .bind(reads.iter().map(|r| r.incident_id).collect::<Vec<_>>())
     .bind(reads.iter().map(|r| r.report_id.as_str()).collect::<Vec<_>>())
     .bind(reads.iter().map(|r| r.door.as_str()).collect::<Vec<_>>())
+    .bind(reads.iter().map(|r| r.photo_id.as_str()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -286,7 +290,8 @@ pub struct AccessFilter {
 /// The access log, newest first.
 pub async fn list_access(pool: &PgPool, filter: &AccessFilter) -> Result<Vec<AccessRow>> {
     Ok(sqlx::query_as(
-        "SELECT a.id, a.at, a.token_id, a.person_id, a.role, a.incident_id, a.report_id, a.door
+        "SELECT a.id, a.at, a.token_id, a.person_id, a.role, a.incident_id, a.report_id, a.door,
+                a.photo_id
          FROM contact_access a
          WHERE ($1::text IS NULL OR EXISTS (SELECT 1 FROM incidents i
                                             WHERE i.id = a.incident_id AND starts_with(i.grid_code, $1)))

@@ -7,6 +7,12 @@ pub const EVENTS_STREAM: &str = "WHISTLE_EVENTS";
 /// Reports that failed validation or delivery, with reason and original bytes (`whistle.rejected.>`).
 pub const REJECTED_STREAM: &str = "WHISTLE_REJECTED";
 
+/// The object store bucket of incidents' photos (JetStream stream [`PHOTOS_STREAM`]); only the
+/// query service writes and reads it.
+pub const PHOTOS_BUCKET: &str = "WHISTLE_PHOTOS";
+/// The stream behind [`PHOTOS_BUCKET`], as JetStream names an object store's.
+pub const PHOTOS_STREAM: &str = "OBJ_WHISTLE_PHOTOS";
+
 /// The durable pull consumer on `WHISTLE_REPORTS` that all dispatch replicas share, unless an
 /// operator names another.
 pub const DISPATCH_CONSUMER: &str = "whistle-dispatch";

@@ -377,6 +377,7 @@ async fn dispatch_rpcs_act_as_the_token_s_person_and_map_refusals_to_grpc_codes(
                 Body::Resolve(v1::Resolve {
                     task_id: "1".into(),
                     note: "办结".into(),
+                    photo_ids: Vec::new(),
                 }),
             ))
             .await,

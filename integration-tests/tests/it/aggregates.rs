@@ -121,6 +121,7 @@ async fn work(stack: &Stack, round: u64) -> usize {
                 Body::Resolve(v1::Resolve {
                     task_id: String::new(),
                     note: "已处理".into(),
+                    photo_ids: Vec::new(),
                 }),
             ),
             "handling" => (
@@ -148,6 +149,7 @@ async fn work(stack: &Stack, round: u64) -> usize {
                     let resolve = v1::Resolve {
                         task_id: task.to_string(),
                         note: "办结".into(),
+                        photo_ids: Vec::new(),
                     };
                     (liaison, Body::Resolve(resolve))
                 } else {

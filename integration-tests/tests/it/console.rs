@@ -4,8 +4,9 @@
 //! the console's browser tests (`npm run e2e` in services/whistle-query/console, node:test with
 //! playwright-core) against it. They check the screen's KPIs against GetOverview, a report from
 //! the grid form reaching the ticker, a liaison's accept changing the screen, the drill-down, the
-//! wall at three resolutions, the map, the served catalogue, the offline report form, the rankings
-//! against GetScoreboard, and that no page logs an error (the full list: docs/console.md).
+//! wall at three resolutions, the map, the served catalogue, the offline report form (a photo in its
+//! queue), photos taken in the form and the workbench shown before/after, the rankings against
+//! GetScoreboard, and that no page logs an error (the full list: docs/console.md).
 //!
 //! Needs Node.js and Chromium: `deploy/local/test.sh` installs both and builds the console
 //! (WHISTLE_CONSOLE_DIR); without WHISTLE_CONSOLE_DIR this test builds it with console.sh.

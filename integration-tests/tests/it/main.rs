@@ -14,6 +14,7 @@ mod fill;
 mod harness;
 mod intake;
 mod limits;
+mod photos;
 mod privacy;
 mod query;
 mod rejections;

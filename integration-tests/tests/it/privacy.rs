@@ -136,6 +136,7 @@ async fn each_role_sees_the_contact_whole_or_masked_and_every_whole_read_is_logg
     let resolved = v1::command::Body::Resolve(v1::Resolve {
         task_id: task.to_string(),
         note: "已办结".into(),
+        photo_ids: Vec::new(),
     });
     stack.ok(&liaison, incident, resolved).await;
     let before = logged(&stack).await;

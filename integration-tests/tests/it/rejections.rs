@@ -209,6 +209,12 @@ fn invalid_reports() -> Vec<(&'static str, String, HeaderMap, Vec<u8>)> {
             with("cat", &|r| r.category = "weather.too_cold".into()),
         ),
         (
+            "invalid_photo",
+            subject.clone(),
+            none(),
+            with("photo", &|r| r.photo_ids = vec!["photo.jpg".into()]),
+        ),
+        (
             "control_character",
             subject.clone(),
             none(),

@@ -71,6 +71,7 @@ fn resolve_task(task: u32) -> Body {
     Body::Resolve(v1::Resolve {
         task_id: task.to_string(),
         note: "已办结".into(),
+        photo_ids: Vec::new(),
     })
 }
 

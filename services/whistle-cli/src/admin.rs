@@ -88,19 +88,35 @@ pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::rename(&temporary, path).with_context(|| format!("writing {}", path.display()))
 }
 
+#[derive(Debug, clap::Args)]
+pub struct StreamsArgs {
+    /// Bytes the photo bucket WHISTLE_PHOTOS may hold, in GiB; when full it refuses new photos.
+    /// Photos are kept with their incidents: at about 300 KiB a photo, 8 GiB holds some 28,000.
+    /// JetStream reserves it on the server's disk like every stream's bound.
+    #[arg(long, default_value_t = 8)]
+    pub photo_max_gib: u32,
+}
+
 /// Creates or updates the streams and says what it did.
-pub async fn streams(conn: &Connection) -> anyhow::Result<()> {
+pub async fn streams(conn: &Connection, args: &StreamsArgs) -> anyhow::Result<()> {
     let client = door::nats_admin(conn).await?;
     let js = jetstream::new(client);
-    let options = HardenedOptions::default();
+    let options = HardenedOptions {
+        photo_max_bytes: i64::from(args.photo_max_gib.max(1)) * 1024 * 1024 * 1024,
+        ..HardenedOptions::default()
+    };
+    let all: Vec<_> = streams::configs(&options)
+        .into_iter()
+        .chain([streams::photos_config(&options)])
+        .collect();
     let mut existed = Vec::new();
-    for config in streams::configs(&options) {
+    for config in &all {
         existed.push(js.get_stream(&config.name).await.is_ok());
     }
     streams::ensure(&js, &options)
         .await
         .context("creating the streams (is --nats-nkey-file the admin's seed?)")?;
-    for (config, existed) in streams::configs(&options).iter().zip(existed) {
+    for (config, existed) in all.iter().zip(existed) {
         println!("{}", describe(config, existed));
     }
     Ok(())
@@ -110,12 +126,22 @@ pub async fn streams(conn: &Connection) -> anyhow::Result<()> {
 fn describe(config: &jetstream::stream::Config, existed: bool) -> String {
     let days = config.max_age.as_secs_f64() / 86_400.0;
     format!(
-        "{} {}: {} · kept {days}d · at most {} MiB, messages up to {} KiB · delete and purge denied",
+        "{} {}: {} · kept {} · at most {} MiB, messages up to {} KiB · {} denied",
         if existed { "updated" } else { "created" },
         config.name,
         config.subjects.join(" "),
+        if days > 0.0 {
+            format!("{days}d")
+        } else {
+            "until full".to_owned()
+        },
         config.max_bytes / (1024 * 1024),
         config.max_message_size / 1024,
+        if config.deny_purge {
+            "delete and purge"
+        } else {
+            "delete"
+        },
     )
 }
 

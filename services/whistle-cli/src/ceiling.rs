@@ -667,6 +667,7 @@ impl ReportFeed {
                 caption: String::new(),
             }],
             contact_phone: String::new(),
+            photo_ids: Vec::new(),
         };
         (format!("{}.{grid}", self.prefix), report)
     }

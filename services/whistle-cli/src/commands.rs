@@ -286,6 +286,7 @@ impl Field {
                 Body::Resolve(v1::Resolve {
                     task_id: a.task.map(|t| t.to_string()).unwrap_or_default(),
                     note: a.note.clone(),
+                    photo_ids: Vec::new(),
                 }),
             ),
             Field::Escalate(a) => (
@@ -667,7 +668,8 @@ mod tests {
             level.body,
             Some(Body::Resolve(v1::Resolve {
                 task_id: String::new(),
-                note: "fixed".into()
+                note: "fixed".into(),
+                photo_ids: Vec::new(),
             }))
         );
         let (_, task) = build(&[
@@ -684,7 +686,8 @@ mod tests {
             task.body,
             Some(Body::Resolve(v1::Resolve {
                 task_id: "3".into(),
-                note: "fixed".into()
+                note: "fixed".into(),
+                photo_ids: Vec::new(),
             }))
         );
         let (verb, whole) = build(&["supervise", INCIDENT, "--as", "op-150602"]).unwrap();

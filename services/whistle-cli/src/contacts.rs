@@ -31,7 +31,7 @@ pub enum Args {
     Log {
         /// Only reads of incidents in this area (an org code).
         #[arg(long)]
-        area: Option<String>,
+        area: Option<whistle_domain::AreaCode>,
         /// Only reads of this incident.
         #[arg(long)]
         incident: Option<uuid::Uuid>,
@@ -80,7 +80,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             let rows = contacts::list_access(
                 &pool,
                 &AccessFilter {
-                    area_code: area,
+                    area_code: area.map(|a| a.prefix().to_owned()),
                     incident_id: incident,
                     before: None,
                     limit,
@@ -89,8 +89,13 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             .await?;
             for row in rows {
                 let read = &row.read;
+                let photo = if read.photo_id.is_empty() {
+                    String::new()
+                } else {
+                    format!("  photo {}", read.photo_id)
+                };
                 println!(
-                    "{}  {:<10} {:<24} {}  report {}  via {}  token {}",
+                    "{}  {:<10} {:<24} {}  report {}{photo}  via {}  token {}",
                     row.at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
                     read.role,
                     read.person_id.as_deref().unwrap_or("-"),

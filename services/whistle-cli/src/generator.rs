@@ -377,6 +377,7 @@ impl Feed {
                 })
                 .collect(),
             contact_phone: String::new(),
+            photo_ids: Vec::new(),
         };
         let mut subject = whistle_wire::subject::report(&grid.code);
         let invalid = self.rng.random_bool(invalid_share.clamp(0.0, 1.0));

@@ -112,8 +112,9 @@ enum Command {
     Db(db::Args),
     /// Print the nats-server configuration of a deployment, creating its secrets if missing.
     NatsConfig(admin::NatsConfigArgs),
-    /// Create or update the hardened WHISTLE_* streams (as admin: --nats-nkey-file).
-    Streams,
+    /// Create or update the hardened WHISTLE_* streams and the photo bucket (as admin:
+    /// --nats-nkey-file).
+    Streams(admin::StreamsArgs),
     /// Play grid workers, handlers, liaisons and follow-ups at once against a running platform.
     Simulate(simulate::Args),
     /// Fault-injection suite on private servers: kill -9, restarts, pauses, replicas; then check
@@ -197,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Db(args) => db::run(&cli.conn, args).await?,
         Command::Contacts(args) => contacts::run(&cli.conn, args).await?,
         Command::NatsConfig(args) => print!("{}", admin::nats_config(&args)?),
-        Command::Streams => admin::streams(&cli.conn).await?,
+        Command::Streams(args) => admin::streams(&cli.conn, &args).await?,
         Command::Bench(args) => bench::run(&cli.conn, args).await?,
         Command::Chaos(args) => {
             if !chaos::run(args).await? {

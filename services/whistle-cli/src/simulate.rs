@@ -252,6 +252,7 @@ impl Sim {
                 Body::Resolve(v1::Resolve {
                     task_id: String::new(),
                     note: note.into(),
+                    photo_ids: Vec::new(),
                 }),
             ),
             LevelMove::Escalate if level == Level::Street => (
@@ -364,6 +365,7 @@ impl Sim {
                         body: Body::Resolve(v1::Resolve {
                             task_id: task_id.clone(),
                             note: note.into(),
+                            photo_ids: Vec::new(),
                         }),
                         ..accept
                     };

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 use whistle_domain::{
     incident::{self, Actor, Input, Rejection, ReturnReason, Satisfaction},
+    photo::{PhotoId, MAX_PHOTOS},
     DepartmentCode, PersonId, ReportId,
 };
 use whistle_proto::v1::{self, command::Body, command_reply::Outcome, CommandErrorCode};
@@ -187,14 +188,37 @@ impl Commands {
             ));
         }
         let task = parsed.task;
+        let photos = parsed.photos;
         let input = Input::Command(parsed.actor, parsed.command);
-        let state =
-            match engine::transition(&mut tx, catalog, &locked, input, &command.actor_id, now)
-                .await?
-            {
-                Ok(state) => state,
-                Err(rejection) => return Ok(refusal(&rejection)),
-            };
+        let state = match engine::transition(
+            &mut tx,
+            catalog,
+            &locked,
+            input,
+            &command.actor_id,
+            &photos,
+            now,
+        )
+        .await?
+        {
+            Ok(state) => state,
+            Err(rejection) => return Ok(refusal(&rejection)),
+        };
+        // Checked once the state machine accepted the resolution, so a refusal it would give
+        // (forbidden, wrong state) comes first; returning drops the transaction unapplied.
+        let requires_photo = catalog
+            .policy
+            .category(locked.state.category.as_str())
+            .is_some_and(|c| c.after_photo_required);
+        if verb == Verb::Resolve.as_str() && requires_photo && photos.is_empty() {
+            return Ok(error(
+                CommandErrorCode::PhotoRequired,
+                format!(
+                    "category {} requires an after photo with a resolution",
+                    locked.state.category
+                ),
+            ));
+        }
         // A reassignment's task is the one it dispatched.
         let task = if verb == "reassign" {
             state.tasks.last().map(|t| t.id)
@@ -226,6 +250,8 @@ pub struct Parsed {
     actor: Actor,
     command: incident::Command,
     task: Option<u32>,
+    /// A resolution's "after" photos.
+    photos: Vec<PhotoId>,
 }
 
 fn error(code: CommandErrorCode, message: impl Into<String>) -> v1::CommandReply {
@@ -361,6 +387,7 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
     let department = |raw: &str| -> Result<DepartmentCode, v1::CommandReply> {
         raw.parse().map_err(|e| invalid(format!("department: {e}")))
     };
+    let mut photos = Vec::new();
     let (command, task) = match body {
         Body::Accept(a) => {
             let task = task_id(&a.task_id)?;
@@ -395,6 +422,17 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
         }
         Body::Resolve(r) => {
             let task = optional_task(&r.task_id)?;
+            if r.photo_ids.len() > MAX_PHOTOS {
+                return Err(invalid(format!(
+                    "{} photos; at most {MAX_PHOTOS}",
+                    r.photo_ids.len()
+                )));
+            }
+            photos = r
+                .photo_ids
+                .iter()
+                .map(|p| p.parse::<PhotoId>().map_err(|e| invalid(e.to_string())))
+                .collect::<Result<_, _>>()?;
             (
                 incident::Command::Resolve {
                     task,
@@ -466,6 +504,7 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
         actor,
         command,
         task,
+        photos,
     })
 }
 

@@ -3,24 +3,41 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use whistle_domain::incident::{self, Context, Effect, Incident, Input, Rejection, Timer};
+use whistle_domain::{
+    incident::{self, Context, Effect, Incident, Input, Rejection, Timer},
+    photo::PhotoId,
+};
 use whistle_store::incidents::{Changes, Locked, TimelineEntry};
 
 use crate::{events, Catalog, Error};
 
 /// Applies a command and saves the outcome (timers go through [`plan`] in batches). A refusal changes nothing; the caller rolls back.
+/// `photos` (a resolution's "after" photos) are recorded in the data of the command's first
+/// timeline entry.
 pub(crate) async fn transition(
     conn: &mut PgConnection,
     catalog: &Catalog,
     locked: &Locked,
     input: Input,
     actor_id: &str,
+    photos: &[PhotoId],
     now: DateTime<Utc>,
 ) -> Result<Result<Incident, Rejection>, Error> {
-    let (state, changes) = match plan(catalog, locked, input, actor_id, None, now) {
+    let (state, mut changes) = match plan(catalog, locked, input, actor_id, None, now) {
         Ok(planned) => planned,
         Err(rejection) => return Ok(Err(rejection)),
     };
+    if let Some(first) = changes.timeline.first_mut().filter(|_| !photos.is_empty()) {
+        let mut data = match first.data.take() {
+            Some(serde_json::Value::Object(data)) => data,
+            _ => serde_json::Map::new(),
+        };
+        data.insert(
+            "photos".into(),
+            photos.iter().map(|p| p.as_str()).collect::<Vec<_>>().into(),
+        );
+        first.data = Some(serde_json::Value::Object(data));
+    }
     whistle_store::incidents::save(conn, locked.id, &state, &changes, now).await?;
     Ok(Ok(state))
 }

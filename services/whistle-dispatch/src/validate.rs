@@ -6,7 +6,9 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use prost::Message as _;
 use whistle_domain::{
-    policy::Policy, AreaCode, CategoryCode, Level, OrgIndex, PersonId, ReportId, Role,
+    photo::{PhotoId, MAX_PHOTOS},
+    policy::Policy,
+    AreaCode, CategoryCode, Level, OrgIndex, PersonId, ReportId, Role,
 };
 use whistle_proto::v1;
 use whistle_wire::subject;
@@ -45,6 +47,10 @@ pub enum Reason {
     UnknownReporter,
     ReporterNotInGrid,
     UnknownCategory,
+    /// A photo id is not a SHA-256 in lowercase hex, or there are more than `MAX_PHOTOS`.
+    InvalidPhoto,
+    /// The category's policy requires a photo and the report has none.
+    PhotoRequired,
     /// A text field holds a control character (NUL, another C0 or a C1 control; only the
     /// description may hold newlines and tabs).
     ControlCharacter,
@@ -54,7 +60,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 20] = [
         Reason::TooLarge,
         Reason::InvalidSubject,
         Reason::DecodeError,
@@ -71,6 +77,8 @@ impl Reason {
         Reason::UnknownReporter,
         Reason::ReporterNotInGrid,
         Reason::UnknownCategory,
+        Reason::InvalidPhoto,
+        Reason::PhotoRequired,
         Reason::ControlCharacter,
         Reason::ProcessingFailed,
     ];
@@ -93,6 +101,8 @@ impl Reason {
             Reason::UnknownReporter => "unknown_reporter",
             Reason::ReporterNotInGrid => "reporter_not_in_grid",
             Reason::UnknownCategory => "unknown_category",
+            Reason::InvalidPhoto => "invalid_photo",
+            Reason::PhotoRequired => "photo_required",
             Reason::ControlCharacter => "control_character",
             Reason::ProcessingFailed => "processing_failed",
         }
@@ -478,6 +488,30 @@ fn check_fields(
             ),
         )
     })?;
+    if report.photo_ids.len() > MAX_PHOTOS {
+        return Err(reject(
+            Reason::InvalidPhoto,
+            format!(
+                "{} photos; at most {MAX_PHOTOS} are allowed",
+                report.photo_ids.len()
+            ),
+        ));
+    }
+    for (i, photo) in report.photo_ids.iter().enumerate() {
+        photo
+            .parse::<PhotoId>()
+            .map_err(|e| reject(Reason::InvalidPhoto, format!("photo_ids[{i}]: {e}")))?;
+    }
+    if category.photo_required && report.photo_ids.is_empty() {
+        return Err(reject(
+            Reason::PhotoRequired,
+            format!(
+                "category {} requires a photo of the problem (policy {})",
+                category.code,
+                policy.version()
+            ),
+        ));
+    }
 
     Ok(ValidReport {
         report: report.clone(),
@@ -560,6 +594,38 @@ mod tests {
     }
 
     #[test]
+    fn a_category_may_require_a_photo() {
+        let text = include_str!("../../../policy/ordos.toml").replacen(
+            "code = \"heating.no_heat\"",
+            "code = \"heating.no_heat\"\nphoto_required = true",
+            1,
+        );
+        let policy = Policy::parse(&text, |_| None).unwrap();
+        let check = |report: &v1::Report| {
+            let payload = report.encode_to_vec();
+            let inbound = Inbound {
+                subject: SUBJECT,
+                payload: &payload,
+                json: false,
+                msg_id: None,
+            };
+            validate(inbound, &ORG, &policy, now())
+        };
+        let refused = check(&valid()).unwrap_err();
+        assert_eq!(refused.reason, Reason::PhotoRequired);
+        assert!(
+            refused.message.contains("heating.no_heat"),
+            "{}",
+            refused.message
+        );
+        let mut with_photo = valid();
+        with_photo.photo_ids = vec!["0f".repeat(32)];
+        assert!(check(&with_photo).is_ok());
+        // Other categories are unaffected.
+        assert!(run(SUBJECT, &valid()).is_ok());
+    }
+
+    #[test]
     fn each_check_has_its_own_reason() {
         assert_eq!(
             reason_of(|r| r.report_id = "a b".into()),
@@ -587,6 +653,14 @@ mod tests {
                 21
             ]),
             Reason::TooManyAttachments
+        );
+        assert_eq!(
+            reason_of(|r| r.photo_ids = vec!["not-a-hash".into()]),
+            Reason::InvalidPhoto
+        );
+        assert_eq!(
+            reason_of(|r| r.photo_ids = vec!["ab".repeat(32); 10]),
+            Reason::InvalidPhoto
         );
         assert_eq!(
             reason_of(|r| r.reported_at = None),

@@ -1,7 +1,7 @@
 //! Area scoping: every request names an org code, and "inside the area" is a prefix test on the
 //! 15-digit grid code (see `whistle_domain::AreaCode`).
 
-use whistle_domain::{AreaCode, Level};
+use whistle_domain::AreaCode;
 
 use crate::{Error, Result};
 
@@ -33,13 +33,7 @@ pub(crate) struct GridRange {
 
 impl GridRange {
     pub fn of(area: &AreaCode) -> GridRange {
-        let code = area.as_str();
-        // The city (e.g. 150600) contains every district that shares its first four digits.
-        let prefix = if area.level() == Level::City {
-            &code[..4]
-        } else {
-            code
-        };
+        let prefix = area.prefix();
         let mut high = prefix.as_bytes().to_vec();
         // Codes are ASCII digits, so the last byte is below 0xFF and one past it bounds the prefix.
         if let Some(last) = high.last_mut() {

@@ -27,6 +27,8 @@ pub(crate) fn catalogue(policy: &Policy) -> v1::Catalogue {
                     sla: c.sla.as_str().to_owned(),
                     sla_name_zh: policy.sla(c.sla).name_zh.clone(),
                     resolve_within: Some(convert::duration(policy.resolve_deadline(c))),
+                    photo_required: c.photo_required,
+                    after_photo_required: c.after_photo_required,
                 })
                 .collect(),
         })

@@ -12,13 +12,13 @@ use whistle_wire::Clock;
 
 use crate::{
     aggregates::Aggregates,
-    auth::Auth,
+    auth::{Auth, Principal},
     catalogue, contacts,
     generated::command_center_server,
     grid_map,
     incidents::{self, Filter},
     metrics::Metrics,
-    org_tree, overdue, overview, reports, scoreboard, session, tasks, trend, watch, Error,
+    org_tree, overdue, overview, photos, reports, scoreboard, session, tasks, trend, watch, Error,
 };
 
 /// The handlers' shared state; cheap to clone.
@@ -41,6 +41,29 @@ pub(crate) struct CommandCenter {
     pub board_reads: Arc<tokio::sync::Semaphore>,
     /// Opens residents' contacts for those who may see them whole.
     pub keyring: Option<Arc<whistle_store::contacts::Keyring>>,
+    pub photos: photos::Photos,
+}
+
+impl CommandCenter {
+    /// An incident as `principal` may read it: inside the token's area, else PERMISSION_DENIED.
+    async fn incident(
+        &self,
+        principal: &Principal,
+        incident_id: &str,
+    ) -> Result<v1::IncidentDetail, Error> {
+        let detail =
+            incidents::get(&self.pool, &self.policy, incident_id, self.clock.now()).await?;
+        let grid = detail
+            .incident
+            .as_ref()
+            .map(|i| i.grid_code.parse())
+            .transpose()
+            .map_err(|e| Error::Corrupt(format!("incident grid code: {e}")))?;
+        if let Some(grid) = grid.filter(|grid| !principal.may_see(grid)) {
+            return Err(principal.outside(&grid));
+        }
+        Ok(detail)
+    }
 }
 
 #[tonic::async_trait]
@@ -103,22 +126,10 @@ impl command_center_server::CommandCenter for CommandCenter {
         request: Request<v1::GetIncidentRequest>,
     ) -> Result<Response<v1::IncidentDetail>, Status> {
         let principal = self.auth.principal(&request).await?;
-        let mut detail = incidents::get(
-            &self.pool,
-            &self.policy,
-            &request.get_ref().incident_id,
-            self.clock.now(),
-        )
-        .await?;
-        let grid = detail
-            .incident
-            .as_ref()
-            .map(|i| i.grid_code.parse())
-            .transpose()
-            .map_err(|e| Error::Corrupt(format!("incident grid code: {e}")))?;
-        if let Some(grid) = grid.filter(|grid| !principal.may_see(grid)) {
-            return Err(principal.outside(&grid).into());
-        }
+        let mut detail = self
+            .incident(&principal, &request.get_ref().incident_id)
+            .await?;
+        photos::show(&principal, &mut detail);
         let incident_status = detail.incident.as_ref().map_or(0, |i| i.status);
         for task in &mut detail.tasks {
             if let Some(state) = &task.state {
@@ -273,6 +284,26 @@ impl command_center_server::CommandCenter for CommandCenter {
         self.auth.principal(&request).await?;
         let departments = catalogue::departments(&self.pool, &request.get_ref().area_code).await?;
         Ok(Response::new(v1::ListDepartmentsResponse { departments }))
+    }
+
+    async fn get_photo(
+        &self,
+        request: Request<v1::GetPhotoRequest>,
+    ) -> Result<Response<v1::Photo>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let request = request.get_ref();
+        let detail = self.incident(&principal, &request.incident_id).await?;
+        let photo = self
+            .photos
+            .serve(
+                &self.pool,
+                &principal,
+                &detail,
+                &request.photo_id,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(Response::new(photo))
     }
 }
 

@@ -99,6 +99,7 @@ pub(crate) async fn show(
                     incident_id,
                     report_id: report.report_id.clone(),
                     door: GET_INCIDENT.to_owned(),
+                    photo_id: String::new(),
                 });
                 Some(contact.open(keyring).map_err(store)?)
             }
@@ -151,7 +152,8 @@ pub(crate) async fn list_access(
     let mut rows = contacts::list_access(
         pool,
         &AccessFilter {
-            area_code: Some(area.to_string()),
+            // The grids' prefix: the city's code (150600) is not its districts' (150602…).
+            area_code: Some(area.prefix().to_owned()),
             incident_id,
             before,
             limit: page_size + 1,
@@ -181,13 +183,14 @@ pub(crate) async fn list_access(
                 incident_id: row.read.incident_id.to_string(),
                 report_id: row.read.report_id,
                 door: row.read.door,
+                photo_id: row.read.photo_id,
             })
             .collect(),
         next_page_token,
     })
 }
 
-fn store(e: whistle_store::Error) -> Error {
+pub(crate) fn store(e: whistle_store::Error) -> Error {
     match e {
         whistle_store::Error::Database(e) => Error::Database(e),
         other => Error::Corrupt(other.to_string()),

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 use whistle_proto::v1::{self, command_reply::Outcome, CommandErrorCode};
 use whistle_wire::{CommandClient, Verb};
 
-use crate::{auth::Auth, generated::dispatch_server, Error, Result};
+use crate::{auth::Auth, generated::dispatch_server, photos::Photos, Error, Result};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Dispatch {
@@ -14,6 +14,7 @@ pub(crate) struct Dispatch {
     /// Waits [`CommandClient::DEFAULT_TIMEOUT`]: a command that timed out may still have been
     /// applied, and the client retries with the same `command_id` to get the first outcome.
     pub commands: CommandClient,
+    pub photos: Photos,
 }
 
 impl Dispatch {
@@ -46,6 +47,9 @@ impl Dispatch {
             )));
         }
         command.actor_id = actor.to_owned();
+        if let Some(v1::command::Body::Resolve(resolve)) = &command.body {
+            self.photos.check_stored(&resolve.photo_ids).await?;
+        }
 
         let reply = self.commands.send(&command).await.map_err(|e| match e {
             whistle_wire::Error::NoResponders { .. } => {

@@ -27,6 +27,10 @@ pub enum Error {
     /// (`RESOURCE_EXHAUSTED`, reason `rate_limited`).
     #[error("{0}")]
     RateLimited(String),
+    /// Refused with a machine-readable reason (see [`REASON_METADATA`]), e.g. an upload that is
+    /// not a photo (`INVALID_ARGUMENT`, `photo_type`).
+    #[error("{2}")]
+    Reason(tonic::Code, &'static str, String),
     /// Something this service needs is not answering now (dispatch, or the live aggregates still
     /// loading); worth a retry.
     #[error("{0}")]
@@ -68,6 +72,19 @@ pub const REASON_METADATA: &str = "whistle-reason";
 
 /// The reason of a status refused by a limit (see [`REASON_METADATA`]).
 pub const RATE_LIMITED: &str = "rate_limited";
+
+/// The reason of a resolution refused for want of an "after" photo the policy requires.
+pub const PHOTO_REQUIRED: &str = "photo_required";
+
+/// Every reason this service puts in [`REASON_METADATA`] (the console has words for each).
+pub const REASONS: [&str; 6] = [
+    RATE_LIMITED,
+    PHOTO_REQUIRED,
+    crate::photos::PHOTO_EMPTY,
+    crate::photos::PHOTO_TOO_LARGE,
+    crate::photos::PHOTO_TYPE,
+    crate::photos::PHOTO_NOT_FOUND,
+];
 
 /// The machine-readable reason a status carries, if any.
 pub fn reason(status: &Status) -> Option<&str> {
@@ -117,6 +134,9 @@ fn refused(code: CommandErrorCode, message: String) -> Status {
         CommandErrorCode::RateLimited => {
             with_reason(tonic::Code::ResourceExhausted, message, RATE_LIMITED)
         }
+        CommandErrorCode::PhotoRequired => {
+            with_reason(tonic::Code::FailedPrecondition, message, PHOTO_REQUIRED)
+        }
         CommandErrorCode::Unspecified => {
             tracing::error!(%message, "dispatch answered an error without a code");
             Status::internal(message)
@@ -137,6 +157,7 @@ impl From<Error> for Status {
             Error::RateLimited(message) => {
                 with_reason(tonic::Code::ResourceExhausted, message, RATE_LIMITED)
             }
+            Error::Reason(code, reason, message) => with_reason(code, message, reason),
             Error::Unavailable(message) => Status::unavailable(message),
             Error::Database(ref source) if is_unavailable(source) => {
                 tracing::warn!(error = %error, "database unavailable");
@@ -220,6 +241,7 @@ mod tests {
             (CommandErrorCode::InvalidArgument, Code::InvalidArgument),
             (CommandErrorCode::Unavailable, Code::Unavailable),
             (CommandErrorCode::RateLimited, Code::ResourceExhausted),
+            (CommandErrorCode::PhotoRequired, Code::FailedPrecondition),
         ] {
             let status = Status::from(Error::Refused(code, "why".into()));
             assert_eq!((status.code(), status.message()), (expected, "why"));

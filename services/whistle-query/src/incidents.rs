@@ -292,7 +292,7 @@ pub(crate) async fn get(
     .map(task)
     .collect::<Result<_>>()?;
 
-    let reports = sqlx::query(
+    let reports: Vec<v1::Report> = sqlx::query(
         "SELECT report_id, payload FROM reports WHERE incident_id = $1 ORDER BY received_at, report_id",
     )
     .bind(id)
@@ -309,9 +309,15 @@ pub(crate) async fn get(
 
     // The actor's name and unit for people (a street's or community's staff are named by their
     // unit); dispatch itself and unknown ids get none.
+    // A resolution's "after" photos are in its entry's data (`{"task": 1, "photos": […]}`).
+    let mut after_photos = Vec::new();
     let timeline = sqlx::query(
         "SELECT tl.seq, tl.kind, tl.actor_id, tl.at, tl.note,
-                concat_ws(' · ', nullif(p.name, ''), coalesce(d.name, o.name)) AS actor_name
+                concat_ws(' · ', nullif(p.name, ''), coalesce(d.name, o.name)) AS actor_name,
+                ARRAY(SELECT jsonb_array_elements_text(
+                          CASE WHEN jsonb_typeof(tl.data->'photos') = 'array'
+                               THEN tl.data->'photos' ELSE '[]'::jsonb END)) AS photos,
+                coalesce(tl.data->>'task', '') AS task
          FROM timeline tl
          LEFT JOIN people p ON p.id = tl.actor_id
          LEFT JOIN departments d ON d.code = p.department_code
@@ -323,19 +329,31 @@ pub(crate) async fn get(
     .await?
     .iter()
     .map(|row| {
+        let at = Some(convert::timestamp(row.try_get("at")?));
+        let task_id: String = row.try_get("task")?;
+        for photo_id in row.try_get::<Vec<String>, _>("photos")? {
+            after_photos.push(v1::IncidentPhoto {
+                photo_id,
+                kind: v1::PhotoKind::After as i32,
+                task_id: task_id.clone(),
+                at,
+                ..Default::default()
+            });
+        }
         Ok(v1::TimelineEntry {
             seq: u64::try_from(row.try_get::<i32, _>("seq")?).map_err(|_| {
                 Error::Corrupt(format!("incident {id} has a negative timeline seq"))
             })?,
             kind: row.try_get("kind")?,
             actor_id: row.try_get("actor_id")?,
-            at: Some(convert::timestamp(row.try_get("at")?)),
+            at,
             note: row.try_get("note")?,
             actor_name: row.try_get("actor_name")?,
         })
     })
     .collect::<Result<_>>()?;
     tx.commit().await?;
+    let photos = before_photos(&reports).chain(after_photos).collect();
 
     Ok(v1::IncidentDetail {
         incident: Some(summary(&row, policy, now)?),
@@ -354,6 +372,20 @@ pub(crate) async fn get(
             .try_get::<Option<Uuid>, _>("duplicate_of")?
             .map(|d| d.to_string())
             .unwrap_or_default(),
+        photos,
+    })
+}
+
+/// The reports' photos, in the reports' order.
+fn before_photos(reports: &[v1::Report]) -> impl Iterator<Item = v1::IncidentPhoto> + '_ {
+    reports.iter().flat_map(|report| {
+        report.photo_ids.iter().map(|photo_id| v1::IncidentPhoto {
+            photo_id: photo_id.clone(),
+            kind: v1::PhotoKind::Before as i32,
+            report_id: report.report_id.clone(),
+            at: report.reported_at,
+            ..Default::default()
+        })
     })
 }
 

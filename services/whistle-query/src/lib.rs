@@ -45,6 +45,7 @@ mod org_tree;
 mod overdue;
 mod overview;
 mod page_token;
+mod photos;
 mod reports;
 mod scoreboard;
 mod session;
@@ -79,7 +80,7 @@ pub use aggregates::{Aggregates, Sizes};
 pub use console::{
     CACHE_IMMUTABLE, CACHE_REVALIDATE, CONTENT_SECURITY_POLICY, STRICT_TRANSPORT_SECURITY,
 };
-pub use error::{reason, Error, Result, RATE_LIMITED, REASON_METADATA};
+pub use error::{reason, Error, Result, RATE_LIMITED, REASONS, REASON_METADATA};
 pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use limits::{DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WATCH_STREAMS};
 pub use overdue::MAX_ITEMS as MAX_OVERDUE_ITEMS;
@@ -292,6 +293,7 @@ impl Options {
             .min(self.max_db_connections.saturating_sub(1))
             .max(1);
         let policy = Arc::new(policy);
+        let photos = photos::Photos::new(async_nats::jetstream::new(nats.clone()));
         Ok(Service {
             incoming,
             local_addr,
@@ -299,6 +301,7 @@ impl Options {
             dispatch: Dispatch {
                 auth: auth.clone(),
                 commands: whistle_wire::CommandClient::new(nats.clone()),
+                photos: photos.clone(),
             },
             reporting: Reporting {
                 auth: auth.clone(),
@@ -306,6 +309,7 @@ impl Options {
                 jetstream: async_nats::jetstream::new(nats.clone()),
                 policy: policy.clone(),
                 clock: clock.clone(),
+                photos: photos.clone(),
             },
             console_dir: self.console_dir,
             handlers: CommandCenter {
@@ -327,6 +331,7 @@ impl Options {
                     self.max_board_reads.max(1) as usize
                 )),
                 keyring,
+                photos,
             },
             metrics,
             nats,

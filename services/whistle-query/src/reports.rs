@@ -23,7 +23,9 @@ use crate::{
     convert,
     generated::reporting_server,
     incidents::{self, SUMMARY_COLUMNS},
-    page_token, Error, Result,
+    page_token,
+    photos::Photos,
+    Error, Result,
 };
 
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -190,9 +192,20 @@ pub(crate) struct Reporting {
     pub jetstream: jetstream::Context,
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,
+    pub photos: Photos,
 }
 
 impl Reporting {
+    /// Grid workers photograph problems, liaisons and operators their work; viewers do neither.
+    async fn upload(
+        &self,
+        request: Request<v1::UploadPhotoRequest>,
+    ) -> Result<v1::UploadPhotoResponse> {
+        let principal = self.auth.principal(&request).await?;
+        principal.actor()?;
+        self.photos.upload(&request.get_ref().data).await
+    }
+
     async fn submit(
         &self,
         request: Request<v1::SubmitReportRequest>,
@@ -237,6 +250,7 @@ impl Reporting {
         if let Some(decided) = self.outcome(report_id.as_str()).await? {
             return Ok(decided);
         }
+        self.photos.check_stored(&report.photo_ids).await?;
         let grid: &AreaCode = &principal.area;
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, report_id.as_str());
@@ -312,5 +326,12 @@ impl reporting_server::Reporting for Reporting {
         request: Request<v1::SubmitReportRequest>,
     ) -> std::result::Result<Response<v1::SubmitReportResponse>, Status> {
         Ok(Response::new(self.submit(request).await?))
+    }
+
+    async fn upload_photo(
+        &self,
+        request: Request<v1::UploadPhotoRequest>,
+    ) -> std::result::Result<Response<v1::UploadPhotoResponse>, Status> {
+        Ok(Response::new(self.upload(request).await?))
     }
 }

@@ -120,5 +120,6 @@ fn report(report_id: &str, grid: &str, category: &str) -> v1::Report {
         reported_at: Some(whistle_proto::timestamp_from_unix_millis(now)),
         attachments: vec![],
         contact_phone: String::new(),
+        photo_ids: Vec::new(),
     }
 }

@@ -26,6 +26,7 @@ pub(super) fn resolve(task: Option<u32>) -> Body {
     Body::Resolve(v1::Resolve {
         task_id: task.map(|t| t.to_string()).unwrap_or_default(),
         note: "已处理".into(),
+        photo_ids: Vec::new(),
     })
 }
 

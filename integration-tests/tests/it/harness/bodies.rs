@@ -20,6 +20,7 @@ pub fn resolve() -> Body {
     Body::Resolve(v1::Resolve {
         task_id: String::new(),
         note: "已处理".into(),
+        photo_ids: Vec::new(),
     })
 }
 

@@ -86,5 +86,6 @@ pub fn report(report_id: &str, grid: &str) -> v1::Report {
             caption: String::new(),
         }],
         contact_phone: String::new(),
+        photo_ids: Vec::new(),
     }
 }

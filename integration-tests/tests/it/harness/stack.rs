@@ -236,7 +236,9 @@ async fn create_streams(admin: &async_nats::Client, configs: [stream::Config; 3]
             .unwrap_or_else(|e| panic!("creating the streams as admin: {e}"));
         return;
     }
-    for config in configs {
+    let photos =
+        whistle_auth::streams::photos_config(&whistle_auth::streams::HardenedOptions::small());
+    for config in configs.into_iter().chain([photos]) {
         let name = config.name.clone();
         js.create_stream(config)
             .await

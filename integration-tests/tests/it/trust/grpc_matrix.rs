@@ -179,7 +179,11 @@ fn forged(verb: Verb, incident: Uuid, actor: &str) -> v1::Command {
             note,
             ..Default::default()
         }),
-        Verb::Resolve => Body::Resolve(v1::Resolve { task_id, note }),
+        Verb::Resolve => Body::Resolve(v1::Resolve {
+            task_id,
+            note,
+            photo_ids: Vec::new(),
+        }),
         Verb::Escalate => Body::Escalate(v1::Escalate {
             note,
             department_codes: Vec::new(),

@@ -294,6 +294,7 @@ impl Year {
         let body = Body::Resolve(v1::Resolve {
             task_id: String::new(),
             note: "基准测试: 当级办结".into(),
+            photo_ids: Vec::new(),
         });
         self.send(&event.incident_id, vec![(actor, version, body)]);
     }
@@ -348,6 +349,7 @@ impl Year {
                             Body::Resolve(v1::Resolve {
                                 task_id: id,
                                 note: "基准测试: 部门办结".into(),
+                                photo_ids: Vec::new(),
                             }),
                         ),
                     ];

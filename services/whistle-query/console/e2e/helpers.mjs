@@ -245,3 +245,65 @@ export async function whistledTask(title) {
   return { id, taskId: String(task.state.taskId) };
 }
 
+
+/**
+ * A PNG of `width`×`height` (a gradient with a block in the middle) as a camera would hand the
+ * form a file: the form compresses it on the device before it is uploaded.
+ */
+export async function pngOf(width, height, seed = 0) {
+  const { deflateSync } = await import("node:zlib");
+  const raw = Buffer.alloc((width * 3 + 1) * height);
+  for (let y = 0; y < height; y++) {
+    const row = y * (width * 3 + 1);
+    for (let x = 0; x < width; x++) {
+      const block = Math.abs(x - width / 2) < width / 6 && Math.abs(y - height / 2) < height / 6;
+      raw[row + 1 + x * 3] = block ? 230 : (x * 255) / width;
+      raw[row + 2 + x * 3] = block ? 60 : (y * 255) / height;
+      raw[row + 3 + x * 3] = (seed * 40 + 90) % 256;
+    }
+  }
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type), data]);
+    const sum = Buffer.alloc(4);
+    sum.writeUInt32BE(crc(body));
+    return Buffer.concat([len, body, sum]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8; // bit depth
+  header[9] = 2; // RGB
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", header),
+    chunk("IDAT", deflateSync(raw)),
+    chunk("IEND", Buffer.alloc(0)),
+  ]);
+}
+
+/** The width and height a JPEG's frame header (SOF0–SOF2) gives, or null. */
+export function jpegSize(bytes) {
+  const b = Buffer.from(bytes);
+  if (b[0] !== 0xff || b[1] !== 0xd8) return null;
+  let i = 2;
+  while (i + 9 < b.length) {
+    if (b[i] !== 0xff) return null;
+    const marker = b[i + 1];
+    const len = b.readUInt16BE(i + 2);
+    if (marker >= 0xc0 && marker <= 0xc2) return { height: b.readUInt16BE(i + 5), width: b.readUInt16BE(i + 7) };
+    i += 2 + len;
+  }
+  return null;
+}

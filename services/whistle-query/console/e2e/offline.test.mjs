@@ -4,7 +4,7 @@
 // for real (the page talks through a TCP proxy the test cuts) and the browser is told it is offline.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { env, clients, launch, openPage, waitFor, cuttableProxy } from "./helpers.mjs";
+import { env, clients, launch, openPage, waitFor, cuttableProxy, pngOf } from "./helpers.mjs";
 
 let browser;
 
@@ -38,11 +38,13 @@ test("the report form is an installable app: manifest, icons and service worker 
   assert.match(manifest.headers.get("content-security-policy"), /default-src 'self'/);
 });
 
-test("offline: the form reloads, two reports wait as 待发送 and are sent once each on reconnect, after signing in again", async () => {
+test("offline: the form reloads, two reports (one with a photo) wait as 待发送 and are sent once each on reconnect, after signing in again", async () => {
   const proxy = await cuttableProxy(env.api);
   const { context, page, errors } = await openPage(browser, env.grid, "report", { width: 390, height: 844, mobile: true, base: proxy.url });
   const sends = [];
+  const uploads = [];
   page.on("requestfinished", (r) => r.url().endsWith("/whistle.v1.Reporting/SubmitReport") && sends.push(r.url()));
+  page.on("requestfinished", (r) => r.url().endsWith("/whistle.v1.Reporting/UploadPhoto") && uploads.push(r.url()));
   await page.waitForSelector('[data-testid="groups"] [data-testid^="group-"]', { timeout: 20000 });
   // Installed: the worker controls the page (and has the release's files).
   await waitFor(() => page.evaluate(() => navigator.serviceWorker?.controller?.state === "activated"), { timeout: 20000, message: "the service worker controls the page" });
@@ -55,10 +57,16 @@ test("offline: the form reloads, two reports wait as 待发送 and are sent once
   assert.ok(await page.locator('[data-testid="groups"] [data-testid^="group-"]').count(), "the categories are there offline");
 
   const titles = [`离线上报一 ${Date.now()}`, `离线上报二 ${Date.now()}`];
+  const photo = await pngOf(800, 600, 3);
   for (const title of titles) {
     await page.locator('[data-testid^="group-"]').first().click();
     await page.locator('[data-testid^="category-"]').first().click();
     await page.fill('[data-testid="report-title"]', title);
+    if (title === titles[0]) {
+      // The photo is compressed and kept on the device with the report.
+      await page.setInputFiles('[data-testid="report-photos-input"]', { name: "offline.png", mimeType: "image/png", buffer: photo });
+      await page.waitForSelector('[data-testid="photo-thumb"]');
+    }
     await page.click('[data-testid="report-submit"]');
     await page.waitForSelector('[data-testid="report-queued"]');
     await waitFor(async () => (await page.locator('[data-testid="outbox-item"]').allInnerTexts()).some((x) => x.includes(title)), { message: `${title} waiting` });
@@ -67,6 +75,8 @@ test("offline: the form reloads, two reports wait as 待发送 and are sent once
   assert.equal(ids.length, 2);
   assert.match(await page.locator('[data-testid="outbox"]').innerText(), /待发送/);
   assert.deepEqual(sends, [], "nothing was sent offline");
+  assert.deepEqual(uploads, [], "no photo was sent offline");
+  assert.match(await page.locator(`[data-testid="outbox-item"][data-report="${ids[0]}"]`).innerText(), /照片 1 张/);
 
   // The session ends (the tab's token is gone) while offline: the reports stay on the device.
   await page.evaluate(() => sessionStorage.clear());
@@ -90,6 +100,16 @@ test("offline: the form reloads, two reports wait as 待发送 and are sent once
   // Give a second flush (timer, online event) the time to run: still one send each.
   await page.waitForTimeout(11000);
   assert.equal(sends.length, 2, `SubmitReport calls: ${sends.length}`);
+  assert.equal(uploads.length, 1, `UploadPhoto calls: ${uploads.length}`);
+  // The queued photo arrived with its report: the worker sees it on the incident.
+  const grid = clients(env.grid).cc;
+  const mine = (await grid.listMyReports({ pageSize: 50 })).reports;
+  const withPhoto = mine.find((r) => r.reportId === ids[0]);
+  const incident = await grid.getIncident({ incidentId: withPhoto.incident.incidentId });
+  const photos = incident.photos.filter((p) => p.reportId === ids[0]);
+  assert.equal(photos.length, 1, "the queued report's photo is on its incident");
+  const stored = await grid.getPhoto({ incidentId: withPhoto.incident.incidentId, photoId: photos[0].photoId });
+  assert.equal(stored.mediaType, "image/jpeg");
   for (const id of ids) await page.waitForSelector(`[data-testid="my-report"][data-report="${id}"]`, { timeout: 15000 });
   assert.deepEqual(errors.filter((e) => !/Failed to load resource|ERR_INTERNET_DISCONNECTED|ERR_CONNECTION|net::/.test(e)), []);
   await context.close();

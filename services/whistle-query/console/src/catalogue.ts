@@ -11,15 +11,20 @@ const KEY = "whistle.catalogue";
 let current: Catalogue | null = null;
 const categoryNames = new Map<string, { zh: string; en: string }>();
 const groupNames = new Map<string, { zh: string; en: string }>();
+const rules = new Map<string, { photoRequired: boolean; afterPhotoRequired: boolean }>();
 const listeners = new Set<() => void>();
 
 function use(c: Catalogue) {
   current = c;
   categoryNames.clear();
   groupNames.clear();
+  rules.clear();
   for (const g of c.groups) {
     groupNames.set(g.code, { zh: g.nameZh, en: g.nameEn });
-    for (const x of g.categories) categoryNames.set(x.code, { zh: x.nameZh, en: x.nameEn });
+    for (const x of g.categories) {
+      categoryNames.set(x.code, { zh: x.nameZh, en: x.nameEn });
+      rules.set(x.code, { photoRequired: x.photoRequired, afterPhotoRequired: x.afterPhotoRequired });
+    }
   }
   listeners.forEach((l) => l());
 }
@@ -72,4 +77,9 @@ export function categoryName(code: string, serverName?: string): string {
 export function groupName(code: string): string {
   const n = groupNames.get(code);
   return n ? (getLang() === "zh" ? n.zh : n.en) : code;
+}
+
+/** What the policy asks of a category's reports and resolutions (the server checks it too). */
+export function categoryRules(code: string): { photoRequired: boolean; afterPhotoRequired: boolean } {
+  return rules.get(code) ?? { photoRequired: false, afterPhotoRequired: false };
 }

@@ -7,6 +7,7 @@ import { t } from "./i18n";
 import { uuid } from "./api";
 import { describe, type Problem } from "./errors";
 import { ProblemNote } from "./notes";
+import { PhotoPicker, uploadAll } from "./photos";
 
 let modalSeq = 0;
 /** Open modals, the topmost last: Esc and Tab belong to it alone. */
@@ -78,6 +79,8 @@ export interface Values {
   note: string;
   reason: number;
   to: string;
+  /** The photos' ids, uploaded just before the command is sent. */
+  photoIds: string[];
 }
 
 /** After a refusal: the incident's version now and whether the action still applies (with why not). */
@@ -99,12 +102,15 @@ export function CommandDialog(p: {
   departments?: { value: string; label: string }[];
   /** A sentence before the fields, e.g. what 督办 does. */
   intro?: string;
+  /** Photos to take with the command (办结's "after" photos). */
+  photos?: { label: string; required: boolean };
   send: (version: bigint, commandId: string, v: Values) => Promise<unknown>;
   refresh: () => Promise<Fresh>;
   onDone: (v: Values) => void;
   onClose: () => void;
 }) {
-  const [v, setV] = useState<Values>({ note: p.note?.initial ?? "", reason: p.reasons?.[0]?.value ?? 0, to: "" });
+  const [v, setV] = useState<Values>({ note: p.note?.initial ?? "", reason: p.reasons?.[0]?.value ?? 0, to: "", photoIds: [] });
+  const [photos, setPhotos] = useState<Blob[]>([]);
   const [version, setVersion] = useState(p.version);
   const [commandId, setCommandId] = useState(uuid());
   const [busy, setBusy] = useState(false);
@@ -116,10 +122,13 @@ export function CommandDialog(p: {
     if (busy || gone) return;
     if (p.note?.required && !v.note.trim()) return;
     if (p.departments && !v.to) return;
+    if (p.photos?.required && !photos.length) return;
     setBusy(true);
     setProblem(null);
     try {
-      await p.send(version, commandId, { ...v, note: v.note.trim() });
+      // Uploaded again on a retry: the same bytes are the same photo, stored once.
+      const photoIds = await uploadAll(photos);
+      await p.send(version, commandId, { ...v, note: v.note.trim(), photoIds });
       p.onDone(v);
     } catch (e) {
       const pr = describe(e, "command");
@@ -141,7 +150,7 @@ export function CommandDialog(p: {
     }
   }
 
-  const missing = (p.note?.required && !v.note.trim()) || (p.departments && !v.to);
+  const missing = (p.note?.required && !v.note.trim()) || (p.departments && !v.to) || (p.photos?.required && !photos.length);
   const closeBtn = useRef<HTMLButtonElement>(null);
   // The submit button is gone with the action: the focus goes to 关闭.
   useEffect(() => {
@@ -177,6 +186,7 @@ export function CommandDialog(p: {
           <textarea required={p.note.required} rows={3} maxLength={p.note.max} value={v.note} data-testid="dialog-note" onInput={(e) => setV({ ...v, note: (e.target as HTMLTextAreaElement).value })} />
         </label>
       )}
+      {p.photos && <PhotoPicker photos={photos} onChange={setPhotos} label={p.photos.label} required={p.photos.required} testid="dialog-photos" />}
       {problem && <ProblemNote p={problem} testid="dialog-error" />}
       {gone && (
         <div class="pending-msg" data-testid="dialog-gone">

@@ -9,6 +9,7 @@ import { useLoad, useNow, tsMs, fmtDateTime, fmtCountdown, categoryName } from "
 import { departments, placeName, deptName, loadOrg, orgName, onOrgNames, withNames } from "./org";
 import { LoadNote } from "./notes";
 import { CommandDialog, type Fresh } from "./dialog";
+import { IncidentPhotos } from "./photos";
 
 export type DrawerTarget = { kind: "incident"; id: string } | { kind: "grid"; code: string; name: string };
 
@@ -184,6 +185,12 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
         <dt>{t("description")}</dt>
         <dd class="desc">{d.description || "—"}</dd>
       </dl>
+      {d.photos.length > 0 && (
+        <>
+          <h3>{t("photos")}</h3>
+          <IncidentPhotos incidentId={inc.incidentId} photos={d.photos} />
+        </>
+      )}
 
       <h3>
         {t("tasks")} ({d.tasks.length})

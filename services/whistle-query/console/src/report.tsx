@@ -9,10 +9,11 @@ import { Urgency } from "./gen/whistle/v1/report_pb.js";
 import { ReportOutcome, type SubmitReportResponse } from "./gen/whistle/v1/reporting_pb.js";
 import type { MyReport } from "./gen/whistle/v1/command_center_pb.js";
 import { useLoad, tsMs, fmtDateTime } from "./util";
-import { useCatalogue, categoryName, groupName } from "./catalogue";
+import { useCatalogue, categoryName, groupName, categoryRules } from "./catalogue";
 import { useOutbox, enqueue, flush, drop, type Queued, type SendResult } from "./outbox";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NavLinks, type Chrome } from "./main";
+import { PhotoPicker, uploadAll } from "./photos";
 
 interface Pos {
   lat: number;
@@ -37,6 +38,7 @@ export function ReportForm(p: Chrome) {
   const [missing, setMissing] = useState(false);
   const [gridName, setGridName] = useState("");
   const [queuedNote, setQueuedNote] = useState(false);
+  const [photos, setPhotos] = useState<Blob[]>([]);
   const outbox = useOutbox(s.personId);
   const outcomeRef = useRef<HTMLDivElement>(null);
 
@@ -94,7 +96,7 @@ export function ReportForm(p: Chrome) {
       address: address.trim(),
       lat: pos.source === "none" ? 0 : pos.lat,
       lon: pos.source === "none" ? 0 : pos.lon,
-      photos: [],
+      photos,
     };
   }
 
@@ -104,11 +106,12 @@ export function ReportForm(p: Chrome) {
     setTitle("");
     setSuggested("");
     setDesc("");
+    setPhotos([]);
   }
 
   async function submit(e: Event) {
     e.preventDefault();
-    if (!category || !title.trim()) {
+    if (!category || !title.trim() || (categoryRules(category).photoRequired && !photos.length)) {
       setMissing(true);
       return;
     }
@@ -125,7 +128,7 @@ export function ReportForm(p: Chrome) {
     }
     setBusy(true);
     try {
-      const res = await reporting.submitReport(submitRequest(q));
+      const res = await reporting.submitReport(await submitRequest(q));
       setResult(res);
       // A new report gets a new id; a refused one keeps its text to be corrected.
       setReportId(uuid());
@@ -150,7 +153,7 @@ export function ReportForm(p: Chrome) {
     if (!outbox.some((q) => !q.error)) return;
     const send = async (q: Queued): Promise<SendResult> => {
       try {
-        await reporting.submitReport(submitRequest(q));
+        await reporting.submitReport(await submitRequest(q));
         return { done: true };
       } catch (e) {
         const problem = describe(e, "command");
@@ -247,9 +250,15 @@ export function ReportForm(p: Chrome) {
             {t("useGps")}
           </button>
         </div>
+        <PhotoPicker photos={photos} onChange={setPhotos} label={t("photos")} required={!!category && categoryRules(category).photoRequired} testid="report-photos" />
         {missing && (!category || !title.trim()) && (
           <div class="error" role="alert" data-testid="report-error">
             {t("titleRequired")}
+          </div>
+        )}
+        {missing && category && title.trim() && categoryRules(category).photoRequired && !photos.length && (
+          <div class="error" role="alert" data-testid="report-error">
+            {t("photoRequired")}
           </div>
         )}
         {err && <ProblemNote p={err} testid="report-error" />}
@@ -281,6 +290,7 @@ export function ReportForm(p: Chrome) {
                 </div>
                 <div class="muted small">
                   {categoryName(q.category)} · {fmtDateTime(q.filedAt)}
+                  {q.photos.length > 0 && ` · ${t("photoCount", { n: q.photos.length })}`}
                 </div>
                 {q.error && (
                   <div class="small bad-text row">
@@ -310,9 +320,13 @@ export function ReportForm(p: Chrome) {
   );
 }
 
-/** SubmitReport for a filed report (now, or later from the outbox: the same id either way). */
-function submitRequest(q: Queued) {
+/**
+ * SubmitReport for a filed report (now, or later from the outbox: the same id either way), its
+ * photos uploaded first — again on a retry, which stores nothing twice (a photo's id is its hash).
+ */
+async function submitRequest(q: Queued) {
   const located = q.lat !== 0 || q.lon !== 0;
+  const photoIds = await uploadAll(q.photos ?? []);
   return {
     report: {
       reportId: q.reportId,
@@ -322,6 +336,7 @@ function submitRequest(q: Queued) {
       description: q.description,
       location: located ? { lat: q.lat, lon: q.lon, address: q.address } : undefined,
       reportedAt: timestampFromMs(q.filedAt),
+      photoIds,
     },
   };
 }

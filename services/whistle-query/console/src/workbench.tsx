@@ -10,7 +10,7 @@ import { t, taskStatusLabel, urgencyLabel, incidentStatusLabel, RETURN_REASON, r
 import { ScoreboardKind, type TaskItem } from "./gen/whistle/v1/command_center_pb.js";
 import { TaskStatus } from "./gen/whistle/v1/common_pb.js";
 import { useLoad, useNow, tsMs, fmtDateTime, fmtCountdown, pct, num, categoryName, throttle } from "./util";
-import { useCatalogue } from "./catalogue";
+import { useCatalogue, categoryRules } from "./catalogue";
 import { EventFeed, type FeedStatus } from "./events";
 import { loadOrg, placeName, onOrgNames } from "./org";
 import { NavLinks, type Chrome } from "./main";
@@ -327,6 +327,7 @@ export function Workbench(p: Chrome) {
               ? { label: t("acceptNote"), required: false, max: 1000 }
               : { label: t(dialog.verb === "return" ? "returnNote" : "resolveNote"), required: true, max: dialog.verb === "return" ? 1000 : 2000 }
           }
+          photos={dialog.verb === "resolve" ? { label: t("afterPhotos"), required: categoryRules(dialog.item.incident!.category).afterPhotoRequired } : undefined}
           reasons={dialog.verb === "return" ? Object.keys(RETURN_REASON).map((k) => ({ value: Number(k), label: returnReasonLabel(Number(k)) })) : undefined}
           send={(version, commandId, v) => {
             const item = dialog.item;
@@ -334,7 +335,7 @@ export function Workbench(p: Chrome) {
             const base = { commandId, incidentId: item.incident!.incidentId, expectedVersion: version };
             if (dialog.verb === "accept") return dispatch.accept({ ...base, body: { case: "accept", value: { taskId, note: v.note } } });
             if (dialog.verb === "return") return dispatch.return({ ...base, body: { case: "return", value: { taskId, reason: v.reason, note: v.note } } });
-            return dispatch.resolve({ ...base, body: { case: "resolve", value: { taskId, note: v.note } } });
+            return dispatch.resolve({ ...base, body: { case: "resolve", value: { taskId, note: v.note, photoIds: v.photoIds } } });
           }}
           refresh={() => refreshFor(dialog.item, dialog.verb)}
           onDone={() => {
