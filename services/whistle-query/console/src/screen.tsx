@@ -101,7 +101,7 @@ export function Screen(p: Chrome) {
         <section class="col">
           <CategoryPanel overview={overview} area={area} />
           <TrendPanel area={area} bump={bump} />
-          <OverduePanel area={area} bump={bump} onOpen={(id) => setDrawer({ kind: "incident", id })} />
+          <OverduePanel area={area} bump={bump} overdue={overview.data?.overdue} onOpen={(id) => setDrawer({ kind: "incident", id })} />
         </section>
         <section class="col col-mid">
           <MapPanel
@@ -317,14 +317,18 @@ function TrendPanel({ area, bump }: { area: string; bump: number }) {
   );
 }
 
+/** The late items the panel reads: the 40 of each kind it shows, with room for the tasks of each. */
+const OVERDUE_PAGE = 500;
+
 /**
  * 超期督办. One definition of 超期 on the whole screen: an open incident past its resolve deadline
- * (SLA) — what the 超期 tile counts (`GetOverview.overdue`). The badge counts those, each incident
+ * (SLA) — what the 超期 tile counts (`GetOverview.overdue`). The badge shows that figure, so it
+ * stays right where the list is cut (ListOverdue returns the OVERDUE_PAGE longest late); each incident
  * once; a department late to report in or to resolve is named under its incident, and incidents
  * whose only lateness is a department's are listed after them under 部门超时, with their own count.
  */
-function OverduePanel({ area, bump, onOpen }: { area: string; bump: number; onOpen: (id: string) => void }) {
-  const list = useLoad((signal) => cc.listOverdue({ areaCode: area }, { signal }), area, 10000);
+function OverduePanel({ area, bump, overdue, onOpen }: { area: string; bump: number; overdue?: bigint; onOpen: (id: string) => void }) {
+  const list = useLoad((signal) => cc.listOverdue({ areaCode: area, pageSize: OVERDUE_PAGE }, { signal }), area, 10000);
   const last = useRef(0);
   useEffect(() => {
     if (bump && Date.now() - last.current > 3000) {
@@ -374,7 +378,7 @@ function OverduePanel({ area, bump, onOpen }: { area: string; bump: number; onOp
       class="grow"
       extra={
         <span class="badge bad" data-testid="overdue-count" title={t("overdueDefinition")}>
-          {groups.sla.length}
+          {overdue !== undefined ? num(overdue) : groups.sla.length}
         </span>
       }
     >
