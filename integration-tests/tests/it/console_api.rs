@@ -8,26 +8,10 @@ use chrono::{DurationRound as _, TimeDelta};
 use tonic::Code;
 use uuid::Uuid;
 use whistle_domain::Level;
-use whistle_proto::v1::{self, dispatch_client::DispatchClient, reporting_client::ReportingClient};
+use whistle_proto::v1;
 use whistle_store::tokens::Role;
 
 use crate::harness::*;
-
-async fn channel(stack: &Stack) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(stack.query_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-async fn reporting(stack: &Stack, token: &str) -> ReportingClient<Authed> {
-    ReportingClient::with_interceptor(channel(stack).await, Bearer::new(token).unwrap())
-}
-
-async fn dispatch(stack: &Stack, token: &str) -> DispatchClient<Authed> {
-    DispatchClient::with_interceptor(channel(stack).await, Bearer::new(token).unwrap())
-}
 
 /// A report as the form sends it: reporter, grid and time left to the token and the server.
 fn form_report(id: &str, category: &str) -> v1::SubmitReportRequest {

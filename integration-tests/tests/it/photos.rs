@@ -9,29 +9,12 @@ use tonic::{Code, Status};
 use uuid::Uuid;
 use whistle_domain::photo::MAX_PHOTO_BYTES;
 use whistle_proto::v1::{
-    self, command::Body, command_reply::Outcome, dispatch_client::DispatchClient,
-    reporting_client::ReportingClient,
+    self, command::Body, command_reply::Outcome, reporting_client::ReportingClient,
 };
 use whistle_store::tokens::Role;
 use whistle_wire::names::{PHOTOS_BUCKET, PHOTOS_STREAM};
 
 use crate::harness::*;
-
-async fn channel(stack: &Stack) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(stack.query_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-async fn reporting(stack: &Stack, token: &str) -> ReportingClient<Authed> {
-    ReportingClient::with_interceptor(channel(stack).await, Bearer::new(token).unwrap())
-}
-
-async fn dispatch(stack: &Stack, token: &str) -> DispatchClient<Authed> {
-    DispatchClient::with_interceptor(channel(stack).await, Bearer::new(token).unwrap())
-}
 
 /// A small JPEG as far as its bytes tell (the signature, then filler), distinct per `seed`.
 fn jpeg(seed: u8, len: usize) -> Vec<u8> {
@@ -165,7 +148,7 @@ async fn uploads_are_limited_in_size_typed_by_their_bytes_and_stored_once() {
         refused(upload(&mut viewer, jpeg(5, 100)).await).0,
         Code::PermissionDenied
     );
-    let mut anonymous = ReportingClient::new(channel(&stack).await);
+    let mut anonymous = ReportingClient::new(stack.channel());
     let status = anonymous
         .upload_photo(v1::UploadPhotoRequest { data: jpeg(6, 100) })
         .await

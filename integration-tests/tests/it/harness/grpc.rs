@@ -31,3 +31,25 @@ pub fn command_center_on(
         Bearer::new(token).expect("an ASCII token"),
     )
 }
+
+/// A `Reporting` client of the stack's query service sending `token`.
+pub async fn reporting(
+    stack: &super::Stack,
+    token: &str,
+) -> whistle_proto::v1::reporting_client::ReportingClient<Authed> {
+    whistle_proto::v1::reporting_client::ReportingClient::with_interceptor(
+        stack.channel(),
+        Bearer::new(token).expect("an ASCII token"),
+    )
+}
+
+/// A `Dispatch` client of the stack's query service sending `token`.
+pub async fn dispatch(
+    stack: &super::Stack,
+    token: &str,
+) -> whistle_proto::v1::dispatch_client::DispatchClient<Authed> {
+    whistle_proto::v1::dispatch_client::DispatchClient::with_interceptor(
+        stack.channel(),
+        Bearer::new(token).expect("an ASCII token"),
+    )
+}
