@@ -94,10 +94,18 @@ async fn uploads_are_limited_in_size_typed_by_their_bytes_and_stored_once() {
     let (district, [grid, ..], _, _) = places();
     let mut worker = reporting(&stack, &stack.token_for(Role::GridWorker, &grid).await).await;
 
-    // A 300 KiB photo: several chunks; its id is the SHA-256 of its bytes.
+    // A 300 KiB photo: several chunks; its id is a SHA-256 (of its uploader and its bytes).
     let photo = jpeg(1, 300 * 1024);
     let stored = upload(&mut worker, photo.clone()).await.unwrap();
-    assert_eq!(stored.photo_id, sha256_hex(&photo));
+    assert!(
+        stored.photo_id.len() == 64
+            && stored
+                .photo_id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{}",
+        stored.photo_id
+    );
     assert_eq!(
         (stored.media_type.as_str(), stored.size_bytes),
         ("image/jpeg", photo.len() as u64)
@@ -179,6 +187,31 @@ async fn photos_are_served_under_the_incidents_authorization_and_every_photo_ser
         (status.code(), whistle_query::reason(&status)),
         (Code::InvalidArgument, Some("photo_not_found"))
     );
+
+    // Nor may it name another person's photo, though its id is known: the same bytes uploaded by
+    // another grid worker are another photo.
+    let mut other_form = reporting(
+        &stack,
+        &stack.token_for(Role::GridWorker, &other_grid).await,
+    )
+    .await;
+    let status = other_form
+        .submit_report(form_report(
+            "photo-theirs",
+            "petition.collective",
+            &[&photo_id],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (status.code(), whistle_query::reason(&status)),
+        (Code::InvalidArgument, Some("photo_not_found"))
+    );
+    let their_copy = upload(&mut other_form, photo.clone())
+        .await
+        .unwrap()
+        .photo_id;
+    assert_ne!(their_copy, photo_id);
 
     let answer = form
         .submit_report(form_report("photo-1", "petition.collective", &[&photo_id]))

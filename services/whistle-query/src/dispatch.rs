@@ -48,7 +48,7 @@ impl Dispatch {
         }
         command.actor_id = actor.to_owned();
         if let Some(v1::command::Body::Resolve(resolve)) = &command.body {
-            self.photos.check_stored(&resolve.photo_ids).await?;
+            self.photos.check_stored(&resolve.photo_ids, actor).await?;
         }
 
         let reply = self.commands.send(&command).await.map_err(|e| match e {

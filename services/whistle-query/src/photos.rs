@@ -7,9 +7,11 @@
 //! against the incident's authorization and recorded in the access log (`contact_access`, door
 //! `GetPhoto`) before it left, like a resident's unmasked contact (contacts.rs).
 //!
-//! An object is named by the SHA-256 of its bytes, so a retried upload stores nothing new; it is
-//! never overwritten (which would need a purge, which this service may not do) and its bytes are
-//! checked against the name when read back.
+//! An object is named by the SHA-256 of its uploader and its bytes, so a retried upload stores
+//! nothing new, and a report or a resolution sent through this service may name only photos its
+//! own sender uploaded (someone who saw another incident's photo ids cannot attach those photos
+//! to an incident that others see); it is never overwritten (which would need a purge, which this
+//! service may not do) and its bytes are checked against the name when read back.
 
 use std::collections::HashMap;
 
@@ -36,6 +38,19 @@ use crate::{auth::Principal, contacts::store, Error, Result};
 const GET_PHOTO: &str = "GetPhoto";
 /// The object metadata key holding the sniffed media type.
 const MEDIA_TYPE: &str = "media_type";
+/// The object metadata key holding the person who uploaded it.
+const UPLOADER: &str = "uploader";
+
+/// A photo's id: the SHA-256 of its uploader and its bytes.
+fn photo_id(uploader: &str, data: &[u8]) -> PhotoId {
+    let digest = Sha256::new()
+        .chain_update(b"whistle photo\0")
+        .chain_update(uploader.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(data)
+        .finalize();
+    PhotoId::from_digest(&digest.into())
+}
 
 /// The `whistle-reason` of a refused upload.
 pub const PHOTO_EMPTY: &str = "photo_empty";
@@ -89,22 +104,25 @@ impl Photos {
             .await
     }
 
-    /// Stores `data` if it is a photo within the limits, once; answers its id.
-    pub async fn upload(&self, data: &[u8]) -> Result<v1::UploadPhotoResponse> {
+    /// Stores `data` if it is a photo within the limits, once for its `uploader`; answers its id.
+    pub async fn upload(&self, data: &[u8], uploader: &str) -> Result<v1::UploadPhotoResponse> {
         let media_type = check(data)?;
-        let id = PhotoId::from_digest(&Sha256::digest(data).into());
+        let id = photo_id(uploader, data);
         let answer = v1::UploadPhotoResponse {
             photo_id: id.to_string(),
             media_type: media_type.as_str().to_owned(),
             size_bytes: data.len() as u64,
         };
-        if self.exists(&id).await? {
+        if self.uploader_of(&id).await?.is_some() {
             return Ok(answer);
         }
         let (store, _) = self.bucket().await?;
         let meta = ObjectMetadata {
             name: id.to_string(),
-            metadata: HashMap::from([(MEDIA_TYPE.to_owned(), media_type.as_str().to_owned())]),
+            metadata: HashMap::from([
+                (MEDIA_TYPE.to_owned(), media_type.as_str().to_owned()),
+                (UPLOADER.to_owned(), uploader.to_owned()),
+            ]),
             ..Default::default()
         };
         store
@@ -114,18 +132,22 @@ impl Photos {
         Ok(answer)
     }
 
-    pub async fn exists(&self, id: &PhotoId) -> Result<bool> {
+    /// Who uploaded the photo `id`; `None` when it is not stored.
+    async fn uploader_of(&self, id: &PhotoId) -> Result<Option<String>> {
         let (store, _) = self.bucket().await?;
         match store.info(id.as_str()).await {
-            Ok(info) => Ok(!info.deleted),
-            Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(false),
+            Ok(info) if info.deleted => Ok(None),
+            Ok(info) => Ok(Some(
+                info.metadata.get(UPLOADER).cloned().unwrap_or_default(),
+            )),
+            Err(e) if e.kind() == InfoErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::Unavailable(format!("looking up photo {id}: {e}"))),
         }
     }
 
-    /// Refuses ids that are malformed, too many, or name nothing stored: a report or a
-    /// resolution sent through this service names only uploaded photos.
-    pub async fn check_stored(&self, ids: &[String]) -> Result<()> {
+    /// Refuses ids that are malformed, too many, or name nothing `sender` uploaded: a report or a
+    /// resolution sent through this service names only its sender's photos.
+    pub async fn check_stored(&self, ids: &[String], sender: &str) -> Result<()> {
         if ids.len() > MAX_PHOTOS {
             return Err(Error::invalid(format!(
                 "{} photos; at most {MAX_PHOTOS}",
@@ -134,11 +156,11 @@ impl Photos {
         }
         for raw in ids {
             let id: PhotoId = raw.parse().map_err(|e| Error::invalid(format!("{e}")))?;
-            if !self.exists(&id).await? {
+            if self.uploader_of(&id).await?.as_deref() != Some(sender) {
                 return Err(Error::Reason(
                     tonic::Code::InvalidArgument,
                     PHOTO_NOT_FOUND,
-                    format!("photo {id} was not uploaded (Reporting.UploadPhoto)"),
+                    format!("photo {id} was not uploaded by {sender} (Reporting.UploadPhoto)"),
                 ));
             }
         }
@@ -167,7 +189,8 @@ impl Photos {
             next = chunk.sequence + 1;
             data.extend_from_slice(&chunk.payload);
         }
-        if PhotoId::from_digest(&Sha256::digest(&data).into()) != *id {
+        let uploader = info.metadata.get(UPLOADER).map_or("", String::as_str);
+        if photo_id(uploader, &data) != *id {
             return Err(Error::Corrupt(format!(
                 "photo {id} does not match its bytes"
             )));

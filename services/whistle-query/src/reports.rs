@@ -202,8 +202,8 @@ impl Reporting {
         request: Request<v1::UploadPhotoRequest>,
     ) -> Result<v1::UploadPhotoResponse> {
         let principal = self.auth.principal(&request).await?;
-        principal.actor()?;
-        self.photos.upload(&request.get_ref().data).await
+        let uploader = principal.actor()?;
+        self.photos.upload(&request.get_ref().data, uploader).await
     }
 
     async fn submit(
@@ -250,7 +250,9 @@ impl Reporting {
         if let Some(decided) = self.outcome(report_id.as_str()).await? {
             return Ok(decided);
         }
-        self.photos.check_stored(&report.photo_ids).await?;
+        self.photos
+            .check_stored(&report.photo_ids, principal.actor()?)
+            .await?;
         let grid: &AreaCode = &principal.area;
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, report_id.as_str());
