@@ -220,19 +220,19 @@ async fn upsert_tasks(
     saves: &[&Save<'_>],
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let tasks: Vec<(Uuid, &Task)> = saves
+    let tasks: Vec<(&Save, &Task)> = saves
         .iter()
-        .flat_map(|save| save.state.tasks.iter().map(|task| (save.id, task)))
+        .flat_map(|save| save.state.tasks.iter().map(move |task| (*save, task)))
         .collect();
     if tasks.is_empty() {
         return Ok(());
     }
     sqlx::query(
         "INSERT INTO tasks (incident_id, task_id, round, department_code, status, dispatched_at, accept_due_at,
-             resolve_due_at, accepted_at, resolved_at, holder_id, return_reason, supervised, updated_at)
-         SELECT t.*, $14 FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::timestamptz[],
+             resolve_due_at, accepted_at, resolved_at, holder_id, return_reason, supervised, grid_code, updated_at)
+         SELECT t.*, $15 FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::timestamptz[],
              $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[],
-             $13::bool[]) AS t
+             $13::bool[], $14::text[]) AS t
          ON CONFLICT (incident_id, task_id) DO UPDATE SET status = EXCLUDED.status, accepted_at = EXCLUDED.accepted_at,
              resolved_at = EXCLUDED.resolved_at, holder_id = EXCLUDED.holder_id, return_reason = EXCLUDED.return_reason,
              supervised = EXCLUDED.supervised, updated_at = EXCLUDED.updated_at
@@ -240,7 +240,7 @@ async fn upsert_tasks(
              IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.accepted_at, EXCLUDED.resolved_at, EXCLUDED.holder_id,
                                EXCLUDED.return_reason, EXCLUDED.supervised)",
     )
-    .bind(tasks.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(save, _)| save.id).collect::<Vec<_>>())
     .bind(tasks.iter().map(|(_, t)| t.id as i32).collect::<Vec<_>>())
     .bind(tasks.iter().map(|(_, t)| t.round as i32).collect::<Vec<_>>())
     .bind(tasks.iter().map(|(_, t)| t.department.as_str()).collect::<Vec<_>>())
@@ -253,6 +253,7 @@ async fn upsert_tasks(
     .bind(tasks.iter().map(|(_, t)| t.holder.as_ref().map(|h| h.as_str())).collect::<Vec<_>>())
     .bind(tasks.iter().map(|(_, t)| t.return_reason.map(|r| r.as_str())).collect::<Vec<_>>())
     .bind(tasks.iter().map(|(_, t)| t.supervised).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(save, _)| save.state.area.as_str()).collect::<Vec<_>>())
     .bind(now)
     .execute(&mut *conn)
     .await?;

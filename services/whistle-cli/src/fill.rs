@@ -91,7 +91,7 @@ pub async fn insert(
                         THEN created_at + least(interval '2 days', (now() - created_at) * 2 / 3) END,
                    CASE WHEN status = 'closed' THEN 'satisfied' END
             FROM rows
-            RETURNING id, status, level, district_code, category, created_at, due_at,
+            RETURNING id, status, level, district_code, grid_code, category, created_at, due_at,
                       resolved_at, closed_at
          ), whistled AS (
             SELECT i.*, d.code AS department,
@@ -103,7 +103,8 @@ pub async fn insert(
                OR (i.level = 'street' AND i.resolved_at IS NOT NULL)
          ), tasks AS (
             INSERT INTO tasks (incident_id, task_id, round, department_code, status, dispatched_at,
-                accept_due_at, resolve_due_at, accepted_at, resolved_at, holder_id, updated_at)
+                accept_due_at, resolve_due_at, accepted_at, resolved_at, holder_id, grid_code,
+                updated_at)
             SELECT id, 1, 0, department,
                    CASE status WHEN 'whistled' THEN 'dispatched' WHEN 'accepted' THEN 'accepted'
                                ELSE 'resolved' END,
@@ -113,7 +114,7 @@ pub async fn insert(
                                 (coalesce(resolved_at, now()) - whistled_at) / 2) END,
                    resolved_at,
                    CASE WHEN status <> 'whistled' THEN 'li-' || department END,
-                   coalesce(resolved_at, whistled_at)
+                   grid_code, coalesce(resolved_at, whistled_at)
             FROM whistled
             RETURNING incident_id
          )

@@ -401,8 +401,11 @@ impl Options {
     }
 }
 
-/// The service's pool: its sessions refuse writes (`default_transaction_read_only = on`) and
-/// bound every statement's running time (`statement_timeout`).
+/// The service's pool: its sessions refuse writes (`default_transaction_read_only = on`), bound
+/// every statement's running time (`statement_timeout`) and plan without parallel workers: the
+/// service runs many short reads at once, and a parallel plan takes the cores the other callers
+/// wait for (a 5,000-item `ListOverdue` went from 150 to 283 ms p99 with four callers on two
+/// cores when its plan turned parallel).
 pub async fn connect_read_only(options: &Options) -> Result<PgPool> {
     let statement_timeout = options.statement_timeout_ms.to_string();
     let connect = PgConnectOptions::from_str(&options.database_url)?
@@ -410,6 +413,7 @@ pub async fn connect_read_only(options: &Options) -> Result<PgPool> {
         .options([
             ("default_transaction_read_only", "on"),
             ("statement_timeout", statement_timeout.as_str()),
+            ("max_parallel_workers_per_gather", "0"),
         ]);
     Ok(PgPoolOptions::new()
         .max_connections(options.max_db_connections)

@@ -45,7 +45,8 @@ pub(crate) async fn list(
     // Three lists, each read in its index's order and cut at the limit, merged: late open
     // incidents (a prefix of `incidents_open_due`), flagged ones not yet late on this clock (a
     // replica's clock may trail dispatch's; an open incident always has a deadline), and late
-    // tasks (a prefix of `tasks_in_progress_due`).
+    // tasks (a prefix of `tasks_in_progress_due`, whose grid code tests the area inside the
+    // index, so only the area's late tasks are joined to their incident).
     let in_area = "AND i.grid_code ~>=~ $3 AND i.grid_code ~<~ $4";
     let sql = format!(
         "WITH late AS (
@@ -64,7 +65,7 @@ pub(crate) async fn list(
                      i.street_code
               FROM tasks t JOIN incidents i ON i.id = t.incident_id
               WHERE t.status IN {TASK_IN_PROGRESS} AND {TASK_DUE} < $1
-                AND i.status IN {OPEN_INCIDENT} {in_area}
+                AND t.grid_code ~>=~ $3 AND t.grid_code ~<~ $4 AND i.status IN {OPEN_INCIDENT}
               ORDER BY {TASK_DUE}, t.incident_id, t.task_id LIMIT $2)
          )
          SELECT late.*, coalesce(d.name, '') AS department_name
