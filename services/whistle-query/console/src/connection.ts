@@ -45,13 +45,16 @@ export function useHealth(feed: "connecting" | "live" | "reconnecting"): { healt
       clearInterval(id);
     };
   }, []);
+  // Down since the feed last left "live": its retries (reconnecting → connecting → reconnecting)
+  // do not restart the clock, or the indicator would turn amber again in the middle of an outage.
   useEffect(() => {
-    setFeedDownAt(feed === "live" ? 0 : Date.now());
+    if (feed === "live") setFeedDownAt(0);
+    else setFeedDownAt((at) => at || Date.now());
   }, [feed]);
   const now = Date.now();
   const down = (since: number) => since > 0 && now - since >= DOWN_AFTER_MS;
   let health: Health;
-  if (down(failingSince) || (feed === "reconnecting" && down(feedDownAt))) health = "offline";
+  if (down(failingSince) || (feed !== "live" && down(feedDownAt))) health = "offline";
   else if (failingSince) health = "degraded";
   else health = feed;
   return { health, since: lastOk };
