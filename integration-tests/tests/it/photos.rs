@@ -175,17 +175,16 @@ async fn photos_are_served_under_the_incidents_authorization_and_every_photo_ser
 
     // A report may name only photos that were uploaded.
     let never_uploaded = sha256_hex(b"never uploaded");
-    let status = form
-        .submit_report(form_report(
-            "photo-ghost",
-            "petition.collective",
-            &[&never_uploaded],
-        ))
-        .await
-        .unwrap_err();
     assert_eq!(
-        (status.code(), whistle_query::reason(&status)),
-        (Code::InvalidArgument, Some("photo_not_found"))
+        refused(
+            form.submit_report(form_report(
+                "photo-ghost",
+                "petition.collective",
+                &[&never_uploaded],
+            ))
+            .await
+        ),
+        (Code::InvalidArgument, "photo_not_found".into())
     );
 
     // Nor may it name another person's photo, though its id is known: the same bytes uploaded by
@@ -195,17 +194,17 @@ async fn photos_are_served_under_the_incidents_authorization_and_every_photo_ser
         &stack.token_for(Role::GridWorker, &other_grid).await,
     )
     .await;
-    let status = other_form
-        .submit_report(form_report(
-            "photo-theirs",
-            "petition.collective",
-            &[&photo_id],
-        ))
-        .await
-        .unwrap_err();
     assert_eq!(
-        (status.code(), whistle_query::reason(&status)),
-        (Code::InvalidArgument, Some("photo_not_found"))
+        refused(
+            other_form
+                .submit_report(form_report(
+                    "photo-theirs",
+                    "petition.collective",
+                    &[&photo_id],
+                ))
+                .await
+        ),
+        (Code::InvalidArgument, "photo_not_found".into())
     );
     let their_copy = upload(&mut other_form, photo.clone())
         .await
