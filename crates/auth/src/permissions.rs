@@ -262,6 +262,7 @@ pub fn service_permissions(service: Service, streams: &StreamNames) -> StaticPer
     match service {
         Service::Dispatch => {
             let (reports, durable) = (&streams.reports, &streams.intake_durable);
+            let (events, notify) = (&streams.events, names::NOTIFY_CONSUMER);
             StaticPermissions {
                 publish: Some(vec![
                     subject::ALL_INCIDENT_EVENTS.into(),
@@ -276,6 +277,12 @@ pub fn service_permissions(service: Service, streams: &StreamNames) -> StaticPer
                     js(&format!("CONSUMER.INFO.{reports}.{durable}")),
                     js(&format!("CONSUMER.MSG.NEXT.{reports}.{durable}")),
                     format!("$JS.ACK.{reports}.{durable}.>"),
+                    // The notifications' durable consumer on the events: several filters, so
+                    // its create request names none.
+                    js(&format!("CONSUMER.CREATE.{events}.{notify}")),
+                    js(&format!("CONSUMER.INFO.{events}.{notify}")),
+                    js(&format!("CONSUMER.MSG.NEXT.{events}.{notify}")),
+                    format!("$JS.ACK.{events}.{notify}.>"),
                 ]),
                 subscribe: Some(vec![subject::ALL_COMMANDS.into(), "$SRV.>".into(), inbox]),
                 allow_responses: true,

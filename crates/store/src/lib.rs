@@ -9,6 +9,7 @@ pub mod contacts;
 pub mod incidents;
 pub mod intake;
 pub mod maintenance;
+pub mod notifications;
 pub mod org;
 pub mod outbox;
 pub mod roles;

@@ -309,7 +309,7 @@ async fn provision_inner(admin: &PgPool, roles: &Roles, passwords: &Passwords) -
 }
 
 /// Gives dispatch and query their rights on every table of the `public` schema: dispatch reads
-/// and writes rows and uses the sequences, query reads and appends to `contact_access`; both only
+/// and writes rows and uses the sequences, query reads, appends to `contact_access` and marks notifications read; both only
 /// read `_sqlx_migrations`. Run after migrations (as the owner or a superuser), it covers the
 /// tables they added. Returns false, doing nothing, when the roles don't exist (a database
 /// without separate roles); an error when only some do.
@@ -353,7 +353,7 @@ async fn grant_on(conn: &mut PgConnection, roles: &Roles) -> Result<()> {
     .await?;
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class
-         WHERE relnamespace = 'public'::regnamespace AND relname IN ('_sqlx_migrations', 'contact_access')",
+         WHERE relnamespace = 'public'::regnamespace AND relname IN ('_sqlx_migrations', 'contact_access', 'notifications')",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -370,6 +370,14 @@ async fn grant_on(conn: &mut PgConnection, roles: &Roles) -> Result<()> {
         sqlx::raw_sql(&format!("GRANT INSERT ON contact_access TO {query}"))
             .execute(&mut *conn)
             .await?;
+    }
+    if tables.iter().any(|t| t == "notifications") {
+        // People mark their own console notifications read through query.
+        sqlx::raw_sql(&format!(
+            "GRANT UPDATE (read_at) ON notifications TO {query}"
+        ))
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }

@@ -16,6 +16,8 @@ pub const PHOTOS_STREAM: &str = "OBJ_WHISTLE_PHOTOS";
 /// The durable pull consumer on `WHISTLE_REPORTS` that all dispatch replicas share, unless an
 /// operator names another.
 pub const DISPATCH_CONSUMER: &str = "whistle-dispatch";
+/// Dispatch's durable consumer of the events that notify people.
+pub const NOTIFY_CONSUMER: &str = "whistle-notify";
 
 /// The NATS micro service that answers commands; `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` answer
 /// under this name.

@@ -14,6 +14,7 @@ mod fill;
 mod harness;
 mod intake;
 mod limits;
+mod notifications;
 mod photos;
 mod privacy;
 mod query;

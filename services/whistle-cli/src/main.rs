@@ -11,6 +11,7 @@ mod generator;
 mod incident;
 mod load;
 mod load_summary;
+mod people;
 mod report;
 mod rows;
 mod simulate;
@@ -107,6 +108,9 @@ enum Command {
     /// Residents' contacts: the keyring (keygen, rekey) and who read them unmasked (log).
     #[command(subcommand)]
     Contacts(contacts::Args),
+    /// People's notification preferences: quiet hours and deputy.
+    #[command(subcommand)]
+    People(people::Args),
     /// The database's roles: owner, dispatch, query (as a superuser).
     #[command(subcommand)]
     Db(db::Args),
@@ -196,6 +200,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Simulate(args) => simulate::run(&cli.conn, args).await?,
         Command::Token(args) => token::run(&cli.conn, args).await?,
         Command::Db(args) => db::run(&cli.conn, args).await?,
+        Command::People(args) => people::run(&cli.conn, args).await?,
         Command::Contacts(args) => contacts::run(&cli.conn, args).await?,
         Command::NatsConfig(args) => print!("{}", admin::nats_config(&args)?),
         Command::Streams(args) => admin::streams(&cli.conn, &args).await?,

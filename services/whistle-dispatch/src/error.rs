@@ -63,6 +63,9 @@ pub enum Error {
     Org(#[from] whistle_domain::OrgError),
     #[error("no contact keyring: give --contact-keys FILE (WHISTLE_CONTACT_KEYS), or --no-contacts to drop residents' contacts")]
     NoContactKeys,
+    /// The notification configuration (`--notify-config`) is unreadable or wrong.
+    #[error("notification configuration: {0}")]
+    NotifyConfig(String),
 }
 
 impl From<sqlx::Error> for Error {

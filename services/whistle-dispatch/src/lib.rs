@@ -16,6 +16,7 @@ mod events;
 mod intake;
 mod maintenance;
 mod metrics;
+pub mod notify;
 mod relay;
 pub mod streams;
 mod timers;
@@ -99,6 +100,9 @@ pub struct Options {
     pub contact_keys: Option<PathBuf>,
     /// Without a keyring, drop contacts instead of refusing to start.
     pub no_contacts: bool,
+    /// The outbound notification channels (`notify::Config`, TOML); without it people are
+    /// notified in the console only.
+    pub notify_config: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -125,6 +129,7 @@ impl Default for Options {
             command_burst: 60,
             contact_keys: None,
             no_contacts: false,
+            notify_config: None,
         }
     }
 }
@@ -161,6 +166,7 @@ pub struct Service {
     client: async_nats::Client,
     events_jetstream: jetstream::Context,
     consumer: jetstream::consumer::PullConsumer,
+    notify: (notify::Config, jetstream::consumer::PullConsumer),
 }
 
 impl Options {
@@ -184,6 +190,10 @@ impl Options {
     pub async fn build_with_clock(self, clock: Arc<dyn Clock>) -> Result<Service, Error> {
         let policy = whistle_wire::policy::load(&self.policy)?;
         let contacts = contacts::Contacts::from_options(&self)?;
+        let notify_config = match &self.notify_config {
+            Some(path) => notify::Config::load(path)?,
+            None => notify::Config::default(),
+        };
         let pool = whistle_store::connect(&self.database_url, self.max_db_connections).await?;
         // Checked first: dispatch's own role may read `_sqlx_migrations` but not migrate.
         if self.migrate {
@@ -228,6 +238,7 @@ impl Options {
         let js = context(client.clone());
         streams::open(&js).await?;
         let consumer = streams::intake_consumer(&js, &self.consumer, self.ack_wait).await?;
+        let notify_consumer = notify::consumer(&js).await?;
         info!(
             policy = %policy.version(),
             units = org.units().count(),
@@ -248,6 +259,7 @@ impl Options {
             client,
             events_jetstream: context(events_client),
             consumer,
+            notify: (notify_config, notify_consumer),
         })
     }
 }
@@ -318,11 +330,14 @@ impl Service {
                 shutdown.clone(),
             ));
         }
+        let (notify_config, notify_consumer) = self.notify;
+        let notifier = notify::Notifier::new(self.shared.clone(), notify_config)?;
+        let notify_task = tokio::spawn(notifier.run(notify_consumer, shutdown.clone()));
         if !self.shared.options.maintenance_interval.is_zero() {
             tokio::spawn(maintenance::run(self.shared.clone(), shutdown.clone()));
         }
         intake.run(shutdown).await;
-        let _ = tokio::join!(timers_task, commands_task);
+        let _ = tokio::join!(timers_task, commands_task, notify_task);
         relay_stop.cancel();
         relay_task.await.map_err(Error::Relay)?;
         self.shared.pool.close().await;

@@ -70,6 +70,10 @@ struct Args {
     /// Without a keyring, drop residents' contacts instead of refusing to start.
     #[arg(long, env = "WHISTLE_NO_CONTACTS", conflicts_with = "contact_keys")]
     no_contacts: bool,
+    /// Outbound notification channels (SMS gateway, 企业微信/钉钉 group robots), TOML; see
+    /// docs/operations.md. Without it people are notified in the console only.
+    #[arg(long, env = "WHISTLE_NOTIFY_CONFIG")]
+    notify_config: Option<std::path::PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
@@ -99,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         command_burst: args.command_burst,
         contact_keys: args.contact_keys,
         no_contacts: args.no_contacts,
+        notify_config: args.notify_config,
         ..Options::default()
     };
     let service = match args.bench_clock {

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub intake_epoch: AtomicU64,
     /// Times this replica took the intake lease over.
     pub takeovers: AtomicU64,
+    /// Outbound notifications delivered, and given up after their last attempt.
+    pub notifications_delivered: AtomicU64,
+    pub notifications_failed: AtomicU64,
     /// How long each intake batch took, in microseconds: a stalled batch stalls every report
     /// behind it, so its longest is a figure of its own.
     batch_micros: Mutex<Histogram<u64>>,
@@ -37,6 +40,8 @@ impl Default for Metrics {
             events_published: AtomicU64::default(),
             intake_epoch: AtomicU64::default(),
             takeovers: AtomicU64::default(),
+            notifications_delivered: AtomicU64::default(),
+            notifications_failed: AtomicU64::default(),
             batch_micros: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
             ),
@@ -67,7 +72,16 @@ impl Metrics {
             .fetch_add(events as u64, Ordering::Relaxed);
     }
 
-    /// This replica's intake and relay counters.
+    pub(crate) fn record_notification(&self, delivered: bool) {
+        let counter = if delivered {
+            &self.notifications_delivered
+        } else {
+            &self.notifications_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// This replica's intake, relay and notification counters.
     pub fn snapshot(&self) -> serde_json::Value {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let batch_ms = self.batch_micros.lock().ok().map(|h| {
@@ -87,6 +101,8 @@ impl Metrics {
             "batch_ms": batch_ms,
             "intake_epoch": get(&self.intake_epoch),
             "intake_takeovers": get(&self.takeovers),
+            "notifications_delivered": get(&self.notifications_delivered),
+            "notifications_failed": get(&self.notifications_failed),
         })
     }
 }

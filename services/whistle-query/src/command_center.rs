@@ -18,7 +18,8 @@ use crate::{
     grid_map,
     incidents::{self, Filter},
     metrics::Metrics,
-    org_tree, overdue, overview, photos, reports, scoreboard, session, tasks, trend, watch, Error,
+    notifications, org_tree, overdue, overview, photos, reports, scoreboard, session, tasks, trend,
+    watch, Error,
 };
 
 /// The handlers' shared state; cheap to clone.
@@ -304,6 +305,26 @@ impl command_center_server::CommandCenter for CommandCenter {
             )
             .await?;
         Ok(Response::new(photo))
+    }
+
+    async fn list_notifications(
+        &self,
+        request: Request<v1::ListNotificationsRequest>,
+    ) -> Result<Response<v1::ListNotificationsResponse>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let listed = notifications::list(&self.pool, &principal, request.get_ref()).await?;
+        Ok(Response::new(listed))
+    }
+
+    async fn mark_notifications_read(
+        &self,
+        request: Request<v1::MarkNotificationsReadRequest>,
+    ) -> Result<Response<v1::MarkNotificationsReadResponse>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let marked =
+            notifications::mark_read(&self.pool, &principal, request.get_ref(), self.clock.now())
+                .await?;
+        Ok(Response::new(marked))
     }
 }
 

@@ -9,8 +9,9 @@
 //!
 //! **Invariant:** query is read-only. Only dispatch writes incident state; this service's
 //! connections are opened with `default_transaction_read_only = on`, so a write would fail in
-//! PostgreSQL even if one slipped into the code. The one exception is the contact access log
-//! (`contact_access`), written in a transaction opened read-write on purpose (contacts.rs).
+//! PostgreSQL even if one slipped into the code. The two exceptions, each in a transaction opened
+//! read-write on purpose: the contact access log (`contact_access`, contacts.rs) and a person
+//! marking their own notifications read (`notifications.read_at`, notifications.rs).
 //!
 //! Also on the listener: `whistle.v1.Dispatch`, which forwards operator and liaison commands to
 //! whistle-dispatch over NATS (dispatch.rs), `whistle.v1.Reporting`, which publishes grid
@@ -41,6 +42,7 @@ mod grid_map;
 mod incidents;
 mod limits;
 mod metrics;
+mod notifications;
 mod org_tree;
 mod overdue;
 mod overview;

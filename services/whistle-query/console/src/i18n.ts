@@ -27,6 +27,12 @@ const D = {
   report: ["网格上报", "Grid report"],
   signIn: ["登录", "Sign in"],
   signOut: ["退出", "Sign out"],
+  notifications: ["消息", "Notifications"],
+  notificationsUnread: ["{n} 条未读", "{n} unread"],
+  notificationsNone: ["暂无消息", "No notifications"],
+  notificationsAllRead: ["全部已读", "Mark all read"],
+  notificationsEnable: ["开启桌面提醒", "Turn on desktop alerts"],
+  notificationsAsDeputy: ["代理", "As deputy"],
   tokenLabel: ["访问令牌", "Access token"],
   tokenHint: ["粘贴管理员发放的令牌（wst_ 开头）", "Paste the token you were given (starts with wst_)"],
   signInFailed: ["登录失败", "Sign-in failed"],
@@ -324,6 +330,9 @@ const EVENT_KIND: Record<string, Pair> = {
   "incident.supervised": ["事件督办", "Incident supervised"],
   "incident.commented": ["备注", "Comment"],
   "incident.handling": ["受理", "Taken up"],
+  "notification.delivered": ["消息已送达", "Notification delivered"],
+  "notification.failed": ["消息未送达", "Notification not delivered"],
+  "notification.escalated": ["转告代理人", "Deputy told"],
 };
 const OUTCOME_REASON: Record<string, Pair> = {};
 

@@ -9,6 +9,7 @@ import { SessionSchema, type Session } from "./gen/whistle/v1/command_center_pb.
 import { Screen } from "./screen";
 import { Workbench } from "./workbench";
 import { ReportForm } from "./report";
+import { Bell } from "./notifications";
 
 export type View = "screen" | "workbench" | "report";
 
@@ -215,6 +216,7 @@ export function NavLinks(p: Chrome) {
             {t(v)}
           </a>
         ))}
+      {p.session.personId && <Bell />}
       <span class="who" data-testid="who" data-role={p.session.role}>
         {roleLabel(p.session.role)} · {p.session.personName || p.session.departmentName || p.session.areaName}
       </span>
