@@ -323,6 +323,7 @@ const EVENT_KIND: Record<string, Pair> = {
   "incident.overdue": ["超期", "Overdue"],
   "incident.supervised": ["事件督办", "Incident supervised"],
   "incident.commented": ["备注", "Comment"],
+  "incident.rescheduled": ["时限重算", "Deadline recounted"],
   "incident.handling": ["受理", "Taken up"],
 };
 const OUTCOME_REASON: Record<string, Pair> = {};
