@@ -156,6 +156,19 @@ impl Weights {
     }
 }
 
+/// How the monthly scoreboard scores and ranks: the composite's weights, and the sample below
+/// which a row's rates mean too little to rank it among the rest (`[rankings] min_sample`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scoring {
+    pub weights: Weights,
+    /// A department with fewer tasks dispatched in the month, or a street with fewer incidents
+    /// reported in it, is marked and ranked after every row with a full sample.
+    pub min_sample: u32,
+}
+
+/// The default `[rankings] min_sample`.
+pub const DEFAULT_MIN_SAMPLE: u32 = 20;
+
 /// A report of the same category within `radius_m` metres (the same grid where there are no
 /// coordinates) and `window` of an open incident joins that incident.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -208,6 +221,7 @@ pub struct Policy {
     name: String,
     time_divisor: u32,
     weights: Weights,
+    min_sample: u32,
     accept: TimeDelta,
     follow_up: TimeDelta,
     reopen_resolve: Option<Term>,
@@ -257,6 +271,14 @@ impl Policy {
 
     pub fn weights(&self) -> Weights {
         self.weights
+    }
+
+    /// The scoreboard's weights and minimum sample.
+    pub fn scoring(&self) -> Scoring {
+        Scoring {
+            weights: self.weights,
+            min_sample: self.min_sample,
+        }
     }
 
     /// How long a department has to report in (报到) after a whistle.
@@ -404,12 +426,19 @@ struct RawPolicy {
     name: Option<String>,
     time_divisor: Option<i64>,
     weights: Option<Weights>,
+    rankings: Option<RawRankings>,
     deadlines: Option<RawDeadlines>,
     duplicates: Option<RawDuplicates>,
     clusters: Option<RawClusters>,
     sla: Option<BTreeMap<String, RawSla>>,
     group: Option<Vec<Group>>,
     category: Option<Vec<RawCategory>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRankings {
+    min_sample: u32,
 }
 
 #[derive(Deserialize)]
@@ -474,6 +503,7 @@ impl RawPolicy {
             name: self.name.or(base.name),
             time_divisor: self.time_divisor.or(base.time_divisor),
             weights: self.weights.or(base.weights),
+            rankings: self.rankings.or(base.rankings),
             deadlines: self.deadlines.or(base.deadlines),
             duplicates: self.duplicates.or(base.duplicates),
             clusters: self.clusters.or(base.clusters),
@@ -532,6 +562,16 @@ impl RawPolicy {
             || (parts.iter().sum::<f64>() - 1.0).abs() > 1e-9
         {
             return Err(Error::Weights(weights));
+        }
+
+        let min_sample = self
+            .rankings
+            .map_or(DEFAULT_MIN_SAMPLE, |rankings| rankings.min_sample);
+        if min_sample < 1 {
+            return Err(Error::TooSmall {
+                at: "rankings.min_sample",
+                min: 1,
+            });
         }
 
         let deadlines = self.deadlines.ok_or_else(|| missing("[deadlines]"))?;
@@ -629,6 +669,7 @@ impl RawPolicy {
             name,
             time_divisor: divisor.unsigned_abs(),
             weights,
+            min_sample,
             accept,
             follow_up,
             reopen_resolve,
@@ -968,6 +1009,30 @@ summon = ["heating", "housing_construction"]
             class(SlaClass::Utilities),
             Term::Elapsed(TimeDelta::hours(24))
         );
+    }
+
+    #[test]
+    fn rankings_min_sample() {
+        assert_eq!(
+            parse(MINIMAL).unwrap().scoring().min_sample,
+            DEFAULT_MIN_SAMPLE
+        );
+        let set = MINIMAL.replacen(
+            "[deadlines]",
+            "[rankings]\nmin_sample = 12\n\n[deadlines]",
+            1,
+        );
+        assert_eq!(parse(&set).unwrap().scoring().min_sample, 12);
+        let zero = MINIMAL.replacen(
+            "[deadlines]",
+            "[rankings]\nmin_sample = 0\n\n[deadlines]",
+            1,
+        );
+        assert_eq!(
+            parse(&zero).unwrap_err().to_string(),
+            "rankings.min_sample: must be at least 1"
+        );
+        assert_eq!(ordos().scoring().min_sample, 20);
     }
 
     #[test]

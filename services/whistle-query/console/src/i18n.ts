@@ -100,6 +100,8 @@ const D = {
   allCity: ["全市", "Whole city"],
   chooseSub: ["下级区域", "Sub-area"],
   districtDeptNote: ["（所在旗区）", "(its district)"],
+  smallSample: ["样本少", "few cases"],
+  smallSampleTitle: ["本月仅 {n} 件，少于 {min} 件，三率仅供参考，排在样本充足者之后", "Only {n} this month, fewer than {min}: the rates mean little, so it ranks after those with enough"],
   // Drawer
   incident: ["事件详情", "Incident"],
   description: ["描述", "Description"],
