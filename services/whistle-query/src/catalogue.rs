@@ -120,5 +120,19 @@ mod tests {
             .unwrap();
         assert_eq!(heating.sla, "utilities");
         assert_eq!(heating.resolve_within.unwrap().seconds, 24 * 3600);
+        assert_eq!(heating.resolve_working_days, 0, "24 hours on the clock");
+        let petition = catalogue
+            .groups
+            .iter()
+            .flat_map(|g| &g.categories)
+            .find(|c| c.code == "petition.letters")
+            .unwrap();
+        assert_eq!(
+            (
+                petition.resolve_working_days,
+                petition.resolve_within.unwrap().seconds
+            ),
+            (15, 15 * 86_400)
+        );
     }
 }
