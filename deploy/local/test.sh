@@ -7,7 +7,9 @@
 # `cargo test --workspace --locked "$@"` (unit, integration and doc tests); with WHISTLE_USE_NEXTEST=1
 # and cargo-nextest installed, `cargo nextest run` instead, plus the doc tests when no arguments are given.
 # Exits with the tests' status. On CI (CI=true), or with WHISTLE_STOP_AFTER_TESTS=1, the private servers
-# are stopped afterwards.
+# are stopped afterwards. Without arguments it first checks the shipped holiday calendars against
+# their two sources (`python3 -m unittest deploy/calendar/test_calendar.py`; needs
+# `pip install -r deploy/calendar/requirements.txt`).
 set -euo pipefail
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -29,6 +31,11 @@ if [[ $stop_after == 1 ]]; then
 fi
 
 status=0
+# The holiday calendar's cross-check against its two sources (deploy/calendar/requirements.txt).
+if [[ $# -eq 0 ]]; then
+    printf 'whistle: python3 -m unittest deploy/calendar/test_calendar.py\n' >&2
+    python3 -m unittest deploy/calendar/test_calendar.py || status=$?
+fi
 if [[ ${WHISTLE_USE_NEXTEST:-0} == 1 ]] && cargo nextest --version >/dev/null 2>&1; then
     printf 'whistle: cargo nextest run --workspace --locked %s\n' "$*" >&2
     cargo nextest run --workspace --locked "$@" || status=$?

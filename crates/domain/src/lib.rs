@@ -5,6 +5,7 @@
 //! No I/O and no clock: callers pass `now` in. Everything here is deterministic and unit-tested;
 //! the store, dispatch and CLI crates build on it.
 
+pub mod calendar;
 mod codes;
 pub mod contact;
 pub mod incident;

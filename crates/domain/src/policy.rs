@@ -17,10 +17,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{CategoryCode, DepartmentKind, Level};
+use crate::{
+    calendar::{Calendar, Due},
+    CategoryCode, DepartmentKind, Level,
+};
 
 /// The names of the policies compiled in, for [`builtin`].
 pub const BUILTIN: [&str; 2] = ["ordos", "ordos-demo"];
@@ -30,6 +33,9 @@ const ORDOS_DEMO: &str = include_str!("../../../policy/ordos-demo.toml");
 
 /// The largest `time_divisor`: a day becomes a second.
 const MAX_TIME_DIVISOR: i64 = 86_400;
+
+/// The longest working-day term, about a year and a half.
+const MAX_WORKING_DAYS: u32 = 366;
 
 /// A policy shipped with the repository, by name: `"ordos"` or `"ordos-demo"`.
 pub fn builtin(name: &str) -> Option<Policy> {
@@ -81,11 +87,50 @@ impl SlaClass {
     }
 }
 
+/// How long a resolve deadline runs: on the clock, or in working days on the official calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Term {
+    /// Elapsed time, through nights, weekends and holidays (`"2h"`, `"3d"`).
+    Elapsed(TimeDelta),
+    /// Working days on the official calendar (`"7wd"`), counted as
+    /// [`Calendar::add_working_days`] states.
+    WorkingDays(u32),
+}
+
+impl Term {
+    /// The deadline counted from `from`; only a working-day term can be provisional.
+    pub fn due(self, from: DateTime<Utc>, calendar: &Calendar) -> Due {
+        match self {
+            Term::Elapsed(length) => Due {
+                at: from + length,
+                provisional: false,
+            },
+            Term::WorkingDays(days) => calendar.add_working_days(from, days),
+        }
+    }
+
+    /// The shortest time the term can take: `n` working days take at least `n` days.
+    pub fn at_least(self) -> TimeDelta {
+        match self {
+            Term::Elapsed(length) => length,
+            Term::WorkingDays(days) => TimeDelta::days(i64::from(days)),
+        }
+    }
+
+    /// As written in a policy file: `"24h"`, `"7wd"`.
+    pub fn describe(self) -> String {
+        match self {
+            Term::Elapsed(length) => format_duration(length),
+            Term::WorkingDays(days) => format!("{days}wd"),
+        }
+    }
+}
+
 /// The resolve deadline of an SLA class.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sla {
     pub name_zh: String,
-    pub resolve: TimeDelta,
+    pub resolve: Term,
 }
 
 /// Weights of the composite score of the three rates (三率); they sum to 1.
@@ -110,6 +155,19 @@ impl Weights {
             + self.satisfaction * satisfaction_rate
     }
 }
+
+/// How the monthly scoreboard scores and ranks: the composite's weights, and the sample below
+/// which a row's rates mean too little to rank it among the rest (`[rankings] min_sample`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scoring {
+    pub weights: Weights,
+    /// A department with fewer tasks dispatched in the month, or a street with fewer incidents
+    /// reported in it, is marked and ranked after every row with a full sample.
+    pub min_sample: u32,
+}
+
+/// The default `[rankings] min_sample`.
+pub const DEFAULT_MIN_SAMPLE: u32 = 20;
 
 /// A report of the same category within `radius_m` metres (the same grid where there are no
 /// coordinates) and `window` of an open incident joins that incident.
@@ -163,9 +221,10 @@ pub struct Policy {
     name: String,
     time_divisor: u32,
     weights: Weights,
+    min_sample: u32,
     accept: TimeDelta,
     follow_up: TimeDelta,
-    reopen_resolve: Option<TimeDelta>,
+    reopen_resolve: Option<Term>,
     duplicates: Duplicates,
     clusters: Clusters,
     sla: BTreeMap<SlaClass, Sla>,
@@ -214,6 +273,14 @@ impl Policy {
         self.weights
     }
 
+    /// The scoreboard's weights and minimum sample.
+    pub fn scoring(&self) -> Scoring {
+        Scoring {
+            weights: self.weights,
+            min_sample: self.min_sample,
+        }
+    }
+
     /// How long a department has to report in (报到) after a whistle.
     pub fn accept_deadline(&self) -> TimeDelta {
         self.accept
@@ -255,12 +322,12 @@ impl Policy {
     }
 
     /// The resolve deadline of a category, counted from the report: its SLA class's.
-    pub fn resolve_deadline(&self, category: &Category) -> TimeDelta {
+    pub fn resolve_deadline(&self, category: &Category) -> Term {
         self.sla(category.sla).resolve
     }
 
     /// The new resolve deadline after an unsatisfied follow-up reopens (重办) an incident.
-    pub fn reopen_deadline(&self, category: &Category) -> TimeDelta {
+    pub fn reopen_deadline(&self, category: &Category) -> Term {
         self.reopen_resolve
             .unwrap_or_else(|| self.resolve_deadline(category))
     }
@@ -320,13 +387,13 @@ pub enum Error {
     StrayWindow { category: String, level: Level },
     #[error(
         "category {category}: windows add up to {}, more than the {} resolve deadline {}",
-        format_duration(*.total), .class.as_str(), format_duration(*.resolve)
+        format_duration(*.total), .class.as_str(), .resolve.describe()
     )]
     WindowsExceedSla {
         category: String,
         total: TimeDelta,
         class: SlaClass,
-        resolve: TimeDelta,
+        resolve: Term,
     },
     #[error(
         "category {category}: the street window {} must be longer than the report-in deadline {}",
@@ -359,12 +426,19 @@ struct RawPolicy {
     name: Option<String>,
     time_divisor: Option<i64>,
     weights: Option<Weights>,
+    rankings: Option<RawRankings>,
     deadlines: Option<RawDeadlines>,
     duplicates: Option<RawDuplicates>,
     clusters: Option<RawClusters>,
     sla: Option<BTreeMap<String, RawSla>>,
     group: Option<Vec<Group>>,
     category: Option<Vec<RawCategory>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRankings {
+    min_sample: u32,
 }
 
 #[derive(Deserialize)]
@@ -429,6 +503,7 @@ impl RawPolicy {
             name: self.name.or(base.name),
             time_divisor: self.time_divisor.or(base.time_divisor),
             weights: self.weights.or(base.weights),
+            rankings: self.rankings.or(base.rankings),
             deadlines: self.deadlines.or(base.deadlines),
             duplicates: self.duplicates.or(base.duplicates),
             clusters: self.clusters.or(base.clusters),
@@ -457,6 +532,29 @@ impl RawPolicy {
                     why,
                 })
         };
+        // A resolve deadline may run in working days ("7wd"). A demo's divided clock has no
+        // calendar to follow, so there it becomes the same number of days, divided.
+        let term = |at: &str, text: &str| match text.strip_suffix("wd") {
+            Some(number) => {
+                let days = match number.parse::<u32>() {
+                    Ok(0) => Err("must be positive"),
+                    Ok(days) if days <= MAX_WORKING_DAYS => Ok(days),
+                    Ok(_) => Err("too long; at most 366 working days"),
+                    Err(_) => Err("expected an integer and a unit s, m, h, d or wd, e.g. \"7wd\""),
+                }
+                .map_err(|why| Error::Duration {
+                    at: at.to_owned(),
+                    value: text.to_owned(),
+                    why,
+                })?;
+                Ok(if divisor == 1 {
+                    Term::WorkingDays(days)
+                } else {
+                    Term::Elapsed(TimeDelta::days(i64::from(days)) / divisor)
+                })
+            }
+            None => duration(at, text).map(Term::Elapsed),
+        };
 
         let weights = self.weights.ok_or_else(|| missing("[weights]"))?;
         let parts = [weights.response, weights.resolution, weights.satisfaction];
@@ -466,12 +564,22 @@ impl RawPolicy {
             return Err(Error::Weights(weights));
         }
 
+        let min_sample = self
+            .rankings
+            .map_or(DEFAULT_MIN_SAMPLE, |rankings| rankings.min_sample);
+        if min_sample < 1 {
+            return Err(Error::TooSmall {
+                at: "rankings.min_sample",
+                min: 1,
+            });
+        }
+
         let deadlines = self.deadlines.ok_or_else(|| missing("[deadlines]"))?;
         let accept = duration("deadlines.accept", &deadlines.accept)?;
         let follow_up = duration("deadlines.follow_up", &deadlines.follow_up)?;
         let reopen_resolve = deadlines
             .reopen_resolve
-            .map(|text| duration("deadlines.reopen_resolve", &text))
+            .map(|text| term("deadlines.reopen_resolve", &text))
             .transpose()?;
 
         let duplicates = self.duplicates.ok_or_else(|| missing("[duplicates]"))?;
@@ -504,7 +612,7 @@ impl RawPolicy {
                 at: format!("[sla.{name}]"),
                 class: name.clone(),
             })?;
-            let resolve = duration(&format!("sla.{name}.resolve"), &raw.resolve)?;
+            let resolve = term(&format!("sla.{name}.resolve"), &raw.resolve)?;
             sla.insert(
                 class,
                 Sla {
@@ -561,6 +669,7 @@ impl RawPolicy {
             name,
             time_divisor: divisor.unsigned_abs(),
             weights,
+            min_sample,
             accept,
             follow_up,
             reopen_resolve,
@@ -642,7 +751,7 @@ impl RawCategory {
         }
         let total: TimeDelta = windows.values().sum();
         let resolve = sla[&class].resolve;
-        if total > resolve {
+        if total > resolve.at_least() {
             return Err(Error::WindowsExceedSla {
                 category: name,
                 total,
@@ -693,6 +802,9 @@ fn is_slug(s: &str) -> bool {
 /// Parses an integer and a unit: `s`, `m`, `h` or `d` (`"90s"`, `"30m"`, `"2h"`, `"7d"`).
 fn parse_duration(text: &str) -> Result<TimeDelta, &'static str> {
     const FORMAT: &str = "expected an integer and a unit s, m, h or d, e.g. \"30m\"";
+    if text.ends_with("wd") {
+        return Err("working days (wd) are for resolve deadlines only: sla.*.resolve and deadlines.reopen_resolve");
+    }
     let unit_seconds = match text.chars().last() {
         Some('s') => 1,
         Some('m') => 60,
@@ -813,9 +925,9 @@ summon = ["heating", "housing_construction"]
     /// Every duration of a policy, in a fixed order.
     fn durations(policy: &Policy) -> Vec<TimeDelta> {
         let mut all = vec![policy.accept_deadline(), policy.follow_up_window()];
-        all.extend(policy.reopen_resolve);
+        all.extend(policy.reopen_resolve.map(Term::at_least));
         all.extend([policy.duplicates().window, policy.clusters().window]);
-        all.extend(SlaClass::ALL.map(|c| policy.sla(c).resolve));
+        all.extend(SlaClass::ALL.map(|c| policy.sla(c).resolve.at_least()));
         all.extend(
             policy
                 .categories()
@@ -833,10 +945,13 @@ summon = ["heating", "housing_construction"]
             category.summon,
             [DepartmentKind::Heating, DepartmentKind::HousingConstruction]
         );
-        assert_eq!(policy.resolve_deadline(category), TimeDelta::hours(24));
+        assert_eq!(
+            policy.resolve_deadline(category),
+            Term::Elapsed(TimeDelta::hours(24))
+        );
         assert_eq!(
             policy.reopen_deadline(category),
-            TimeDelta::hours(24),
+            Term::Elapsed(TimeDelta::hours(24)),
             "defaults to the SLA"
         );
         assert_eq!(
@@ -878,8 +993,91 @@ summon = ["heating", "housing_construction"]
             (SlaClass::Utilities, Level::Community)
         );
         let gas_leak = ordos.category("gas.leak").unwrap();
-        assert_eq!(ordos.resolve_deadline(gas_leak), TimeDelta::hours(2));
-        assert_eq!(ordos.reopen_deadline(gas_leak), TimeDelta::days(3));
+        assert_eq!(
+            ordos.resolve_deadline(gas_leak),
+            Term::Elapsed(TimeDelta::hours(2))
+        );
+        assert_eq!(
+            ordos.reopen_deadline(gas_leak),
+            Term::Elapsed(TimeDelta::days(3))
+        );
+        // The 7-day and 15-day classes run in working days; the hour classes on the clock.
+        let class = |c| ordos.sla(c).resolve;
+        assert_eq!(class(SlaClass::General), Term::WorkingDays(7));
+        assert_eq!(class(SlaClass::Complex), Term::WorkingDays(15));
+        assert_eq!(
+            class(SlaClass::Utilities),
+            Term::Elapsed(TimeDelta::hours(24))
+        );
+    }
+
+    #[test]
+    fn rankings_min_sample() {
+        assert_eq!(
+            parse(MINIMAL).unwrap().scoring().min_sample,
+            DEFAULT_MIN_SAMPLE
+        );
+        let set = MINIMAL.replacen(
+            "[deadlines]",
+            "[rankings]\nmin_sample = 12\n\n[deadlines]",
+            1,
+        );
+        assert_eq!(parse(&set).unwrap().scoring().min_sample, 12);
+        let zero = MINIMAL.replacen(
+            "[deadlines]",
+            "[rankings]\nmin_sample = 0\n\n[deadlines]",
+            1,
+        );
+        assert_eq!(
+            parse(&zero).unwrap_err().to_string(),
+            "rankings.min_sample: must be at least 1"
+        );
+        assert_eq!(ordos().scoring().min_sample, 20);
+    }
+
+    #[test]
+    fn working_day_terms() {
+        let policy = parse(&MINIMAL.replacen("resolve = \"7d\"", "resolve = \"5wd\"", 1)).unwrap();
+        assert_eq!(policy.sla(SlaClass::General).resolve, Term::WorkingDays(5));
+        let reopen = MINIMAL.replacen(
+            "follow_up = \"72h\"",
+            "follow_up = \"72h\"\nreopen_resolve = \"3wd\"",
+            1,
+        );
+        assert_eq!(
+            parse(&reopen).unwrap().reopen_resolve,
+            Some(Term::WorkingDays(3))
+        );
+        // The category's windows (here 2d in all) must fit in the working days' calendar days.
+        let long_windows = MINIMAL
+            .replacen("resolve = \"24h\"", "resolve = \"1wd\"", 1)
+            .replacen("district = \"12h\"", "district = \"2d\"", 1);
+        assert_eq!(
+            parse(&long_windows).unwrap_err().to_string(),
+            "category heating.no_heat: windows add up to 60h, more than the utilities resolve deadline 1wd"
+        );
+        assert_eq!(
+            error_with("resolve = \"7d\"", "resolve = \"0wd\"").to_string(),
+            "sla.general.resolve: invalid duration \"0wd\": must be positive"
+        );
+        assert!(matches!(
+            error_with("resolve = \"7d\"", "resolve = \"sevenwd\""),
+            Error::Duration { .. }
+        ));
+        assert_eq!(
+            error_with("accept = \"30m\"", "accept = \"1wd\"").to_string(),
+            "deadlines.accept: invalid duration \"1wd\": working days (wd) are for resolve deadlines only: sla.*.resolve and deadlines.reopen_resolve"
+        );
+        // A divided demo clock has no calendar: the days are divided like any other duration.
+        let divided = parse(&format!(
+            "time_divisor = 60\n{}",
+            MINIMAL.replacen("resolve = \"7d\"", "resolve = \"5wd\"", 1)
+        ))
+        .unwrap();
+        assert_eq!(
+            divided.sla(SlaClass::General).resolve,
+            Term::Elapsed(TimeDelta::hours(2))
+        );
     }
 
     #[test]
@@ -932,7 +1130,7 @@ summon = ["heating", "housing_construction"]
         assert_eq!(demo.accept_deadline(), TimeDelta::seconds(30));
         assert_eq!(
             demo.resolve_deadline(demo.category("heating.no_heat").unwrap()),
-            TimeDelta::minutes(24)
+            Term::Elapsed(TimeDelta::minutes(24))
         );
         // The demo shortens the follow-up window (6 h before the division) so that unverified
         // closes show within minutes; every other duration is the Ordos one divided by 60.

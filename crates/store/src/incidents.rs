@@ -28,6 +28,19 @@ pub struct Locked {
     pub community_code: String,
 }
 
+/// The open incidents whose resolve deadline is provisional (counted past the loaded holiday
+/// calendar) and not yet passed, oldest first; dispatch recounts them when it loads a calendar.
+pub async fn provisional_deadlines(conn: &mut PgConnection) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM incidents
+         WHERE state ? 'provisional' AND status IN ('handling', 'whistled', 'accepted')
+           AND NOT (state->>'overdue')::boolean
+         ORDER BY reported_at, id",
+    )
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
 /// Locks the incident's row (`FOR UPDATE`), waiting for another transaction that holds it, and
 /// reads its state; `None` if there is no such incident.
 pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Locked>> {
@@ -235,10 +248,11 @@ async fn upsert_tasks(
              $13::bool[], $14::text[]) AS t
          ON CONFLICT (incident_id, task_id) DO UPDATE SET status = EXCLUDED.status, accepted_at = EXCLUDED.accepted_at,
              resolved_at = EXCLUDED.resolved_at, holder_id = EXCLUDED.holder_id, return_reason = EXCLUDED.return_reason,
-             supervised = EXCLUDED.supervised, updated_at = EXCLUDED.updated_at
-         WHERE (tasks.status, tasks.accepted_at, tasks.resolved_at, tasks.holder_id, tasks.return_reason, tasks.supervised)
+             supervised = EXCLUDED.supervised, resolve_due_at = EXCLUDED.resolve_due_at, updated_at = EXCLUDED.updated_at
+         WHERE (tasks.status, tasks.accepted_at, tasks.resolved_at, tasks.holder_id, tasks.return_reason, tasks.supervised,
+                tasks.resolve_due_at)
              IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.accepted_at, EXCLUDED.resolved_at, EXCLUDED.holder_id,
-                               EXCLUDED.return_reason, EXCLUDED.supervised)",
+                               EXCLUDED.return_reason, EXCLUDED.supervised, EXCLUDED.resolve_due_at)",
     )
     .bind(tasks.iter().map(|(save, _)| save.id).collect::<Vec<_>>())
     .bind(tasks.iter().map(|(_, t)| t.id as i32).collect::<Vec<_>>())

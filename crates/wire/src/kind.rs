@@ -22,6 +22,8 @@ pub const INCIDENT_CLOSED_UNVERIFIED: &str = "incident.closed_unverified";
 pub const INCIDENT_OVERDUE: &str = "incident.overdue";
 pub const INCIDENT_SUPERVISED: &str = "incident.supervised";
 pub const INCIDENT_COMMENTED: &str = "incident.commented";
+/// A provisional working-day deadline recounted on a newly loaded holiday calendar.
+pub const INCIDENT_RESCHEDULED: &str = "incident.rescheduled";
 pub const TASK_DISPATCHED: &str = "task.dispatched";
 pub const TASK_ACCEPTED: &str = "task.accepted";
 pub const TASK_RETURNED: &str = "task.returned";
@@ -39,7 +41,7 @@ pub const INTAKE: [&str; 4] = [
 ];
 
 /// The kinds the state machine publishes (the domain's `incident::EVENT_KINDS`, checked below).
-pub const ENGINE: [&str; 17] = [
+pub const ENGINE: [&str; 18] = [
     INCIDENT_ESCALATED,
     INCIDENT_WHISTLED,
     INCIDENT_RESOLVED,
@@ -50,6 +52,7 @@ pub const ENGINE: [&str; 17] = [
     INCIDENT_OVERDUE,
     INCIDENT_SUPERVISED,
     INCIDENT_COMMENTED,
+    INCIDENT_RESCHEDULED,
     TASK_DISPATCHED,
     TASK_ACCEPTED,
     TASK_RETURNED,

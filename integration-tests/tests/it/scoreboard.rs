@@ -662,7 +662,7 @@ async fn live_equals_sql(
     when: &str,
 ) -> Vec<v1::Scoreboard> {
     stack.caught_up().await;
-    let weights = whistle_domain::policy::builtin("ordos").unwrap().weights();
+    let scoring = whistle_domain::policy::builtin("ordos").unwrap().scoring();
     let mut client = stack.client();
     let mut boards = Vec::new();
     for kind in [ScoreboardKind::Departments, ScoreboardKind::Streets] {
@@ -690,7 +690,7 @@ async fn live_equals_sql(
                 let sql = whistle_query::recount_scoreboard(
                     stack.pool(),
                     &request,
-                    &weights,
+                    &scoring,
                     stack.now(),
                 )
                 .await

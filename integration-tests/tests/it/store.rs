@@ -220,7 +220,14 @@ async fn saving_transitions_together_leaves_what_saving_them_one_by_one_leaves()
     let policy = whistle_domain::policy::builtin("ordos").unwrap();
     let category = policy.categories().next().unwrap();
     let now = Utc::now();
-    let (opened, _) = incident::open("150602001001001".parse().unwrap(), category, &policy, now);
+    let calendar = whistle_domain::calendar::Calendar::builtin();
+    let (opened, _) = incident::open(
+        "150602001001001".parse().unwrap(),
+        category,
+        &policy,
+        &calendar,
+        now,
+    );
     let mut later = opened.clone();
     later.version += 2;
     later.resolve_due = now + TimeDelta::hours(5);

@@ -211,6 +211,7 @@ pub(crate) fn kind_zh(kind: &str) -> &str {
         "incident.overdue" => "超期",
         "incident.supervised" => "督办事件",
         "incident.commented" => "备注",
+        "incident.rescheduled" => "时限重算",
         other => other,
     }
 }

@@ -1,30 +1,68 @@
-//! The org tree and policy held in memory, and the reload of a policy file.
+//! The org tree, policy and holiday calendar held in memory, and the reload of a policy file.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, RwLock},
 };
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;
-use whistle_domain::{policy::Policy, OrgIndex};
+use whistle_domain::{calendar::Calendar, policy::Policy, OrgIndex};
 
-use crate::Shared;
+use crate::{Error, Shared};
 
-/// The org tree and policy, read on every batch and swapped whole on reload.
+/// The org tree, policy and calendar, read on every batch and swapped whole on reload.
 #[derive(Debug)]
 pub struct Catalog {
     pub org: OrgIndex,
     pub policy: Policy,
+    /// The official holiday calendar (the years in `policy/calendar/`) for working-day deadlines.
+    pub calendar: Calendar,
+}
+
+impl Catalog {
+    /// The org tree and policy with the shipped holiday calendar.
+    pub fn new(org: OrgIndex, policy: Policy) -> Catalog {
+        Catalog {
+            org,
+            policy,
+            calendar: Calendar::builtin(),
+        }
+    }
 }
 
 impl Default for Catalog {
     fn default() -> Self {
-        Catalog {
-            org: OrgIndex::default(),
-            policy: whistle_domain::policy::builtin("ordos").expect("the builtin policy loads"),
+        Catalog::new(
+            OrgIndex::default(),
+            whistle_domain::policy::builtin("ordos").expect("the builtin policy loads"),
+        )
+    }
+}
+
+/// Loads every `cn-*.toml` of `dir` as a holiday calendar (see `whistle_domain::calendar`).
+pub(crate) fn load_calendar(dir: &Path) -> Result<Calendar, Error> {
+    let fail = |message: String| Error::Calendar {
+        dir: dir.to_owned(),
+        message,
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| fail(e.to_string()))? {
+        let path = entry.map_err(|e| fail(e.to_string()))?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("cn-") && name.ends_with(".toml") {
+            let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("{name}: {e}")))?;
+            files.push((name.to_owned(), text));
         }
     }
+    if files.is_empty() {
+        return Err(fail("no cn-YEAR.toml file".into()));
+    }
+    Calendar::from_files(files.iter().map(|(n, t)| (n.as_str(), t.as_str())))
+        .map_err(|e| fail(e.to_string()))
 }
 
 #[derive(Debug, Default)]
@@ -44,8 +82,11 @@ impl CatalogCell {
 
     fn replace_policy(&self, policy: Policy) {
         let mut cell = self.0.write().expect("catalog lock is never poisoned");
-        let org = cell.org.clone();
-        *cell = Arc::new(Catalog { org, policy });
+        *cell = Arc::new(Catalog {
+            org: cell.org.clone(),
+            policy,
+            calendar: cell.calendar.clone(),
+        });
     }
 }
 

@@ -517,9 +517,11 @@ mod tests {
 
     use super::*;
 
-    static CATALOG: LazyLock<Catalog> = LazyLock::new(|| Catalog {
-        org: OrgIndex::build(whistle_domain::ordos::dataset()).unwrap(),
-        policy: whistle_domain::policy::builtin("ordos").unwrap(),
+    static CATALOG: LazyLock<Catalog> = LazyLock::new(|| {
+        Catalog::new(
+            OrgIndex::build(whistle_domain::ordos::dataset()).unwrap(),
+            whistle_domain::policy::builtin("ordos").unwrap(),
+        )
     });
 
     #[test]

@@ -51,7 +51,7 @@ pub(crate) fn plan(
     fired: Option<Timer>,
     now: DateTime<Utc>,
 ) -> Result<(Incident, Changes), Rejection> {
-    let context = Context::new(&catalog.policy, &catalog.org);
+    let context = Context::new(&catalog.policy, &catalog.org, &catalog.calendar);
     let (state, effects) = incident::apply(&locked.state, input, &context, now)?;
     let origin = events::Origin {
         incident_id: locked.id,

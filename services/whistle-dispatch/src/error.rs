@@ -1,5 +1,7 @@
 //! The errors of the dispatch service; each keeps its cause.
 
+use std::path::PathBuf;
+
 use async_nats::jetstream::{
     context::{GetStreamError, PublishError},
     stream::ConsumerError,
@@ -56,6 +58,8 @@ pub enum Error {
     },
     #[error("policy")]
     Policy(#[from] whistle_wire::PolicyError),
+    #[error("holiday calendar {dir}: {message}")]
+    Calendar { dir: PathBuf, message: String },
     /// The NATS credential could not be read (a missing or unreadable seed file).
     #[error(transparent)]
     Credential(#[from] whistle_wire::Error),

@@ -937,7 +937,13 @@ fn new_incident(
         .policy
         .category(valid.category.as_str())
         .expect("validation checked the category");
-    let (state, effects) = incident::open(valid.grid.clone(), category, &catalog.policy, now);
+    let (state, effects) = incident::open(
+        valid.grid.clone(),
+        category,
+        &catalog.policy,
+        &catalog.calendar,
+        now,
+    );
     let timers = effects
         .into_iter()
         .filter_map(|effect| match effect {

@@ -17,6 +17,7 @@ mod intake;
 mod maintenance;
 mod metrics;
 pub mod notify;
+mod recalendar;
 mod relay;
 pub mod streams;
 mod timers;
@@ -30,7 +31,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use whistle_domain::OrgIndex;
+use whistle_domain::{calendar::Calendar, OrgIndex};
 use whistle_wire::{names::DISPATCH_CONSUMER, Clock, Credentials, SystemClock};
 
 use crate::catalog::CatalogCell;
@@ -53,6 +54,10 @@ pub struct Options {
     pub migrate: bool,
     /// A builtin policy name (`ordos`, `ordos-demo`) or the path of a policy TOML file.
     pub policy: String,
+    /// A directory of holiday calendar years (`cn-YEAR.toml`, as `deploy/calendar/generate.py`
+    /// writes them) to count working-day deadlines on instead of the years shipped in
+    /// `policy/calendar/`: a newly published year is loaded without a new build.
+    pub calendar: Option<PathBuf>,
     /// Durable consumer shared by all replicas.
     pub consumer: String,
     /// Most reports recorded in one transaction.
@@ -113,6 +118,7 @@ impl Default for Options {
             database_url: "postgres://postgres@127.0.0.1:5432/whistle".into(),
             migrate: true,
             policy: "ordos".into(),
+            calendar: None,
             consumer: DISPATCH_CONSUMER.into(),
             batch_size: 500,
             intake_lanes: 2,
@@ -189,6 +195,10 @@ impl Options {
 
     pub async fn build_with_clock(self, clock: Arc<dyn Clock>) -> Result<Service, Error> {
         let policy = whistle_wire::policy::load(&self.policy)?;
+        let calendar = match &self.calendar {
+            Some(dir) => catalog::load_calendar(dir)?,
+            None => Calendar::builtin(),
+        };
         let contacts = contacts::Contacts::from_options(&self)?;
         let notify_config = match &self.notify_config {
             Some(path) => notify::Config::load(path)?,
@@ -249,7 +259,11 @@ impl Options {
             options: self,
             pool,
             jetstream: js,
-            catalog: CatalogCell::new(Catalog { org, policy }),
+            catalog: CatalogCell::new(Catalog {
+                org,
+                policy,
+                calendar,
+            }),
             clock,
             metrics: Arc::new(Metrics::default()),
             contacts,
@@ -276,6 +290,11 @@ impl Service {
     /// Runs intake, commands, timers and the relay until `shutdown` is cancelled, then finishes
     /// the work in hand, relays what it committed, and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        // Before the timers run, so none fires at a provisional deadline the calendar now moves;
+        // a failure leaves the deadlines provisional, which the next start retries.
+        if let Err(e) = recalendar::sweep(&self.shared).await {
+            warn!(error = %whistle_wire::chain(&e), "recounting provisional deadlines failed");
+        }
         let relay_wakeup = Arc::new(Notify::new());
         let timer_wakeup = Arc::new(Notify::new());
         let database_url = &self.shared.options.database_url;

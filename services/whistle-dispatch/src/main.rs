@@ -30,6 +30,9 @@ struct Args {
     /// Builtin policy (ordos, ordos-demo) or a policy TOML file.
     #[arg(long, env = "WHISTLE_POLICY", default_value = "ordos")]
     policy: String,
+    /// A directory of holiday calendar years (cn-YEAR.toml) instead of the shipped ones.
+    #[arg(long, env = "WHISTLE_CALENDAR")]
+    calendar: Option<std::path::PathBuf>,
     /// Do not apply database migrations at start.
     #[arg(long, env = "WHISTLE_NO_MIGRATE")]
     no_migrate: bool,
@@ -92,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         nkey_file: args.nats_nkey_file,
         database_url: args.database_url,
         policy: args.policy,
+        calendar: args.calendar,
         migrate: !args.no_migrate,
         batch_size: args.batch_size,
         intake_lanes: usize::from(args.intake_lanes),

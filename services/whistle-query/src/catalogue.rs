@@ -2,7 +2,10 @@
 //! service runs, and the departments a task may be reassigned to, from `departments`.
 
 use sqlx::{PgPool, Row};
-use whistle_domain::{policy::Policy, AreaCode, Level};
+use whistle_domain::{
+    policy::{Policy, Term},
+    AreaCode, Level,
+};
 use whistle_proto::v1;
 
 use crate::{area, convert, Result};
@@ -26,7 +29,11 @@ pub(crate) fn catalogue(policy: &Policy) -> v1::Catalogue {
                     name_en: c.name_en.clone(),
                     sla: c.sla.as_str().to_owned(),
                     sla_name_zh: policy.sla(c.sla).name_zh.clone(),
-                    resolve_within: Some(convert::duration(policy.resolve_deadline(c))),
+                    resolve_within: Some(convert::duration(policy.resolve_deadline(c).at_least())),
+                    resolve_working_days: match policy.resolve_deadline(c) {
+                        Term::WorkingDays(days) => days,
+                        Term::Elapsed(_) => 0,
+                    },
                     photo_required: c.photo_required,
                     after_photo_required: c.after_photo_required,
                 })
@@ -113,5 +120,19 @@ mod tests {
             .unwrap();
         assert_eq!(heating.sla, "utilities");
         assert_eq!(heating.resolve_within.unwrap().seconds, 24 * 3600);
+        assert_eq!(heating.resolve_working_days, 0, "24 hours on the clock");
+        let petition = catalogue
+            .groups
+            .iter()
+            .flat_map(|g| &g.categories)
+            .find(|c| c.code == "petition.letters")
+            .unwrap();
+        assert_eq!(
+            (
+                petition.resolve_working_days,
+                petition.resolve_within.unwrap().seconds
+            ),
+            (15, 15 * 86_400)
+        );
     }
 }

@@ -172,17 +172,17 @@ impl command_center_server::CommandCenter for CommandCenter {
         // One instant for the default month and the "due by now" bound, so they agree.
         let now = self.clock.now();
         let query = scoreboard::Query::parse(&request, now)?;
-        let weights = self.policy.weights();
+        let scoring = self.policy.scoring();
         let live = {
             let _turn = turn(&self.board_reads).await?;
-            self.aggregates.scoreboard(&query, &weights, now)?
+            self.aggregates.scoreboard(&query, &scoring, now)?
         };
         if let Some(board) = live {
             return Ok(Response::new(board));
         }
         // A month older than the live rows kept: by SQL, a heavy read like ListOverdue.
         let _turn = turn(&self.heavy_reads).await?;
-        let board = scoreboard::read(&self.pool, &query, &weights, now).await?;
+        let board = scoreboard::read(&self.pool, &query, &scoring, now).await?;
         Ok(Response::new(board))
     }
 

@@ -41,8 +41,11 @@
 //!
 //! **The composite score** is on a 0–100 scale: 100 × (the `[weights]` of the policy the service
 //! runs with × the three rates), 30 / 35 / 35 in Ordos, rounded to 1e-6 so that equal scores
-//! reached by different sums tie. **Rank**: 1 is the best; rows with activity (any count of the row above zero) come before
-//! rows without, then by composite score, highest first, then by code; every row has its own rank.
+//! reached by different sums tie. **Rank**: 1 is the best; rows with activity and a full sample come first, then rows
+//! with activity whose sample (a department's tasks dispatched in the month, a street's incidents
+//! reported in it) is below the policy's `[rankings] min_sample` (marked `small_sample`), then rows
+//! without activity; within each, by composite score, highest first, then by code; every row has
+//! its own rank.
 //!
 //! **Health signals** (ratios with the same empty-denominator rule):
 //! - `return_rate` (退单率): tasks dispatched in the month that were returned (a `return_reason`,
@@ -64,7 +67,7 @@ use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, TimeDelta, Utc};
 use sqlx::{postgres::PgRow, PgConnection, PgPool, Row};
 use whistle_domain::{
     incident::{Status, TaskStatus},
-    policy::Weights,
+    policy::{Scoring, Weights},
     AreaCode, Level,
 };
 use whistle_proto::v1;
@@ -240,8 +243,30 @@ impl Tally {
         .any(|&n| n > 0)
     }
 
+    /// What the rates rest on: a department's tasks dispatched in the month, a street's
+    /// incidents reported in it.
+    fn sample(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Departments => self.dispatched,
+            Kind::Streets => self.whistle_base,
+        }
+    }
+
+    /// Where the row ranks: full samples first, then small samples with activity, then rows
+    /// without any.
+    fn tier(&self, kind: Kind, min_sample: u32) -> Tier {
+        if !self.is_active() {
+            Tier::Idle
+        } else if self.sample(kind) < u64::from(min_sample) {
+            Tier::Small
+        } else {
+            Tier::Full
+        }
+    }
+
     /// The row without its rank.
-    fn row(&self, code: String, name: String, weights: &Weights) -> v1::ScoreboardRow {
+    fn row(&self, code: String, name: String, kind: Kind, scoring: &Scoring) -> v1::ScoreboardRow {
+        let weights = &scoring.weights;
         let rates = v1::Rates {
             response_rate: ratio(self.accepted_in_time, self.dispatched),
             resolution_rate: ratio(self.resolved_in_time, self.due),
@@ -267,8 +292,21 @@ impl Tally {
                 // PostgreSQL stored.
                 convert::duration(TimeDelta::microseconds((seconds * 1e6).round() as i64))
             }),
+            sample: self.sample(kind),
+            small_sample: self.sample(kind) < u64::from(scoring.min_sample),
         }
     }
+}
+
+/// The three groups a board ranks one after the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Tier {
+    /// Activity and at least `min_sample`.
+    Full,
+    /// Activity, but fewer than `min_sample`: rates from a handful of cases.
+    Small,
+    /// Nothing happened.
+    Idle,
 }
 
 fn ratio(numerator: u64, denominator: u64) -> f64 {
@@ -290,11 +328,12 @@ fn composite(weights: &Weights, rates: &v1::Rates) -> f64 {
     (score * 1e6).round() / 1e6
 }
 
-/// Ranks rows: with activity first, then by composite score (highest first), then by code.
-fn rank(mut rows: Vec<(bool, v1::ScoreboardRow)>) -> Vec<v1::ScoreboardRow> {
-    rows.sort_by(|(a_active, a), (b_active, b)| {
-        b_active
-            .cmp(a_active)
+/// Ranks rows: by tier (full sample, small sample, no activity), then by composite score (highest
+/// first), then by code.
+fn rank(mut rows: Vec<(Tier, v1::ScoreboardRow)>) -> Vec<v1::ScoreboardRow> {
+    rows.sort_by(|(a_tier, a), (b_tier, b)| {
+        a_tier
+            .cmp(b_tier)
             .then(b.composite_score.total_cmp(&a.composite_score))
             .then_with(|| a.code.cmp(&b.code))
     });
@@ -504,17 +543,24 @@ fn tally(row: &PgRow) -> Result<Tally> {
 /// The board of the query from each listed row's counts: scored and ranked.
 pub(crate) fn assemble(
     query: &Query,
-    weights: &Weights,
+    scoring: &Scoring,
     rows: impl Iterator<Item = (String, String, Tally)>,
 ) -> v1::Scoreboard {
+    let kind = query.kind;
     let rows = rows
-        .map(|(code, name, tally)| (tally.is_active(), tally.row(code, name, weights)))
+        .map(|(code, name, tally)| {
+            (
+                tally.tier(kind, scoring.min_sample),
+                tally.row(code, name, kind, scoring),
+            )
+        })
         .collect();
     v1::Scoreboard {
         area_code: query.area_code.clone(),
         month: query.month.label.clone(),
-        kind: query.kind.to_proto() as i32,
+        kind: kind.to_proto() as i32,
         rows: rank(rows),
+        min_sample: scoring.min_sample,
     }
 }
 
@@ -523,10 +569,10 @@ pub(crate) fn assemble(
 pub async fn recount(
     pool: &PgPool,
     request: &v1::GetScoreboardRequest,
-    weights: &Weights,
+    scoring: &Scoring,
     now: DateTime<Utc>,
 ) -> Result<v1::Scoreboard> {
-    read(pool, &Query::parse(request, now)?, weights, now).await
+    read(pool, &Query::parse(request, now)?, scoring, now).await
 }
 
 /// The board of a checked query by SQL: the definition, and `GetScoreboard`'s answer for a
@@ -534,7 +580,7 @@ pub async fn recount(
 pub(crate) async fn read(
     pool: &PgPool,
     query: &Query,
-    weights: &Weights,
+    scoring: &Scoring,
     now: DateTime<Utc>,
 ) -> Result<v1::Scoreboard> {
     let range = query.area.as_ref().map(GridRange::of);
@@ -575,7 +621,7 @@ pub(crate) async fn read(
         .iter()
         .map(|row| Ok((row.try_get("code")?, row.try_get("name")?, tally(row)?)))
         .collect::<Result<Vec<(String, String, Tally)>>>()?;
-    Ok(assemble(query, weights, rows.into_iter()))
+    Ok(assemble(query, scoring, rows.into_iter()))
 }
 
 #[cfg(test)]
@@ -586,8 +632,8 @@ mod tests {
         DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
     }
 
-    fn ordos() -> Weights {
-        whistle_domain::policy::builtin("ordos").unwrap().weights()
+    fn ordos() -> Scoring {
+        whistle_domain::policy::builtin("ordos").unwrap().scoring()
     }
 
     #[test]
@@ -692,7 +738,7 @@ mod tests {
             whistled: 3,
             median_accept_seconds: Some(1650.0000004),
         };
-        let row = tally.row("c".into(), "n".into(), &ordos());
+        let row = tally.row("c".into(), "n".into(), Kind::Departments, &ordos());
         let rates = row.rates.unwrap();
         assert_eq!(
             (
@@ -712,7 +758,7 @@ mod tests {
         assert_eq!((median.seconds, median.nanos), (1650, 0));
         assert!(tally.is_active());
 
-        let idle = Tally::default().row("c".into(), "n".into(), &ordos());
+        let idle = Tally::default().row("c".into(), "n".into(), Kind::Departments, &ordos());
         assert_eq!(idle.composite_score, 0.0);
         assert_eq!(idle.median_time_to_accept, None);
         assert!(!Tally::default().is_active());
@@ -736,26 +782,57 @@ mod tests {
             ..Tally::default()
         };
         assert_eq!(
-            full.row("c".into(), "n".into(), &ordos()).composite_score,
+            full.row("c".into(), "n".into(), Kind::Departments, &ordos())
+                .composite_score,
             100.0
         );
     }
 
     #[test]
-    fn ranks_put_activity_first_then_the_best_score_then_the_code() {
+    fn a_small_sample_is_marked_on_its_board_s_own_count() {
+        let scoring = Scoring {
+            min_sample: 20,
+            ..ordos()
+        };
+        // 19 tasks dispatched to a department, 25 incidents reported in a street.
+        let tally = Tally {
+            dispatched: 19,
+            accepted_in_time: 19,
+            whistle_base: 25,
+            ..Tally::default()
+        };
+        let department = tally.row("d".into(), "n".into(), Kind::Departments, &scoring);
+        assert_eq!((department.sample, department.small_sample), (19, true));
+        assert_eq!(tally.tier(Kind::Departments, 20), Tier::Small);
+        let street = tally.row("s".into(), "n".into(), Kind::Streets, &scoring);
+        assert_eq!((street.sample, street.small_sample), (25, false));
+        assert_eq!(tally.tier(Kind::Streets, 20), Tier::Full);
+        assert_eq!(tally.tier(Kind::Departments, 19), Tier::Full);
+        assert_eq!(Tally::default().tier(Kind::Streets, 1), Tier::Idle);
+        assert!(
+            Tally::default()
+                .row("i".into(), "n".into(), Kind::Streets, &scoring)
+                .small_sample
+        );
+    }
+
+    #[test]
+    fn ranks_put_full_samples_first_then_small_ones_then_idle_rows() {
         let row = |code: &str, score: f64| v1::ScoreboardRow {
             code: code.into(),
             composite_score: score,
             ..Default::default()
         };
         let ranked = rank(vec![
-            (false, row("a-idle", 0.0)),
-            (true, row("d", 35.0)),
-            (true, row("c", 100.0)),
-            (true, row("zero", 0.0)),
-            (true, row("b", 35.0)),
-            (false, row("0-idle", 0.0)),
-            (true, row("a", 100.0)),
+            (Tier::Idle, row("a-idle", 0.0)),
+            (Tier::Full, row("d", 35.0)),
+            (Tier::Full, row("c", 100.0)),
+            (Tier::Small, row("small-100", 100.0)),
+            (Tier::Full, row("zero", 0.0)),
+            (Tier::Small, row("small-50", 50.0)),
+            (Tier::Full, row("b", 35.0)),
+            (Tier::Idle, row("0-idle", 0.0)),
+            (Tier::Full, row("a", 100.0)),
         ]);
         let order: Vec<(u32, &str)> = ranked.iter().map(|r| (r.rank, r.code.as_str())).collect();
         assert_eq!(
@@ -766,8 +843,10 @@ mod tests {
                 (3, "b"),
                 (4, "d"),
                 (5, "zero"),
-                (6, "0-idle"),
-                (7, "a-idle")
+                (6, "small-100"),
+                (7, "small-50"),
+                (8, "0-idle"),
+                (9, "a-idle")
             ]
         );
         assert!(rank(Vec::new()).is_empty());

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 
 use super::{Incident, ReturnReason, Satisfaction};
 use crate::{
-    policy::Policy, AreaCode, Department, DepartmentCode, DepartmentKind, Level, OrgIndex, Person,
-    PersonId, Role,
+    calendar::Calendar, policy::Policy, AreaCode, Department, DepartmentCode, DepartmentKind,
+    Level, OrgIndex, Person, PersonId, Role,
 };
 
 /// Longest note on a command, in characters (the `command.proto` limit).
@@ -19,7 +19,7 @@ pub const TEXT_MAX: usize = 2_000;
 ///
 /// [`apply`]: super::apply
 /// [`open`]: super::open
-pub const EVENT_KINDS: [&str; 17] = [
+pub const EVENT_KINDS: [&str; 18] = [
     "incident.escalated",
     "incident.whistled",
     "incident.resolved",
@@ -30,6 +30,7 @@ pub const EVENT_KINDS: [&str; 17] = [
     "incident.overdue",
     "incident.supervised",
     "incident.commented",
+    "incident.rescheduled",
     "task.dispatched",
     "task.accepted",
     "task.returned",
@@ -196,6 +197,9 @@ impl Timer {
 pub enum Input {
     Command(Actor, Command),
     Timer(Timer),
+    /// Recount a provisional working-day deadline on the context's calendar: dispatch sends it to
+    /// each open incident that has one after loading a calendar with more years.
+    Recalendar,
 }
 
 /// What the caller must do after committing the new state.
@@ -238,16 +242,22 @@ impl Rejection {
     }
 }
 
-/// What the machine reads besides the incident: the policy it was dispatched under and the org.
+/// What the machine reads besides the incident: the policy it was dispatched under, the org, and
+/// the holiday calendar that working-day deadlines are counted on.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
     pub policy: &'a Policy,
     pub org: &'a OrgIndex,
+    pub calendar: &'a Calendar,
 }
 
 impl<'a> Context<'a> {
-    pub fn new(policy: &'a Policy, org: &'a OrgIndex) -> Context<'a> {
-        Context { policy, org }
+    pub fn new(policy: &'a Policy, org: &'a OrgIndex, calendar: &'a Calendar) -> Context<'a> {
+        Context {
+            policy,
+            org,
+            calendar,
+        }
     }
 
     /// The department of `kind` serving the incident's district, or the city's.

@@ -54,6 +54,14 @@
 //! (`Whistled`), or, when none did, the level handles it again (`Handling`). No follow-up in time:
 //! [`Status::ClosedUnverified`].
 //!
+//! **Working-day deadlines.** A working-day SLA (or reopen) term is counted on
+//! [`Context::calendar`](crate::incident::Context) (see
+//! [`Calendar::add_working_days`](crate::calendar::Calendar::add_working_days)) and lands on a
+//! working day. Counted over a year the calendar does not hold, it is [`Incident::provisional`];
+//! [`Input::Recalendar`] recounts it on the context's calendar while the incident is open and not
+//! overdue (deadline, timer and current-round tasks, with `incident.rescheduled`) and changes
+//! nothing otherwise.
+//!
 //! **Supervision (督办) and comments.** An operator supervises a task in progress or the whole
 //! incident while it is being handled; anyone who may act on the incident comments, even after it
 //! closed. Neither changes the incident.
@@ -126,5 +134,5 @@ pub use commands::{
     Actor, Command, Context, Effect, Input, Rejection, Timer, EVENT_KINDS, NOTE_MAX, TEXT_MAX,
 };
 pub use rules::{apply, open};
-pub use state::{Incident, ReturnReason, Satisfaction, Status, Task, TaskStatus};
+pub use state::{Incident, Provisional, ReturnReason, Satisfaction, Status, Task, TaskStatus};
 pub use verbs::TaskVerb;

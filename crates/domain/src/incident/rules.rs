@@ -5,29 +5,35 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Actor, Command, Context, Effect, Incident, Input, Rejection, ReturnReason, Satisfaction,
-    Status, Task, TaskStatus, TaskVerb, Timer, NOTE_MAX, TEXT_MAX,
+    Actor, Command, Context, Effect, Incident, Input, Provisional, Rejection, ReturnReason,
+    Satisfaction, Status, Task, TaskStatus, TaskVerb, Timer, NOTE_MAX, TEXT_MAX,
 };
 use crate::{
-    policy::{Category, Policy},
+    calendar::{Calendar, Due},
+    policy::{Category, Policy, Term},
     AreaCode, Department, DepartmentCode, DepartmentKind, Level, PersonId,
 };
 
 /// A new incident reported from `grid` (a grid code) at `now`: handled at the category's first
-/// level, with that level's window and the SLA deadline scheduled.
+/// level, with that level's window and the SLA deadline (counted on `calendar` when it runs in
+/// working days) scheduled.
 pub fn open(
     grid: AreaCode,
     category: &Category,
     policy: &Policy,
+    calendar: &Calendar,
     now: DateTime<Utc>,
 ) -> (Incident, Vec<Effect>) {
+    let term = policy.resolve_deadline(category);
+    let due = term.due(now, calendar);
     let incident = Incident {
         status: Status::Handling,
         level: category.first_level,
         area: grid,
         category: category.code.clone(),
         reported_at: now,
-        resolve_due: now + policy.resolve_deadline(category),
+        resolve_due: due.at,
+        provisional: provisional(term, now, due, None),
         level_due: policy
             .window(category, category.first_level)
             .map(|window| now + window),
@@ -67,6 +73,10 @@ pub fn apply(
             step.timer(timer)?;
             Some(timer)
         }
+        Input::Recalendar => {
+            step.recalendar();
+            None
+        }
     };
     let Step {
         mut next,
@@ -78,6 +88,23 @@ pub fn apply(
     }
     events.extend(timer_effects(&incident.timers(), &next.timers(), fired));
     Ok((next, events))
+}
+
+/// The record to recount a deadline of `term` from `from` later, if `due` is provisional.
+fn provisional(
+    term: Term,
+    from: DateTime<Utc>,
+    due: Due,
+    not_before: Option<DateTime<Utc>>,
+) -> Option<Provisional> {
+    match term {
+        Term::WorkingDays(working_days) if due.provisional => Some(Provisional {
+            from,
+            working_days,
+            not_before,
+        }),
+        _ => None,
+    }
 }
 
 /// The `Schedule`/`Cancel` effects from one pending set to another. The fired timer is consumed by
@@ -333,10 +360,15 @@ impl<'c> Step<'c> {
             .filter(|t| t.status == TaskStatus::Resolved)
             .map(|t| t.department.clone())
             .collect();
-        let reopen_due = self.now + self.ctx.policy.reopen_deadline(category);
+        let term = self.ctx.policy.reopen_deadline(category);
+        let reopen_due = term.due(self.now, self.ctx.calendar);
+        let before = self.next.resolve_due;
         self.next.reopen_count += 1;
         self.next.overdue = false;
-        self.next.resolve_due = self.next.resolve_due.max(reopen_due);
+        if reopen_due.at > before {
+            self.next.resolve_due = reopen_due.at;
+            self.next.provisional = provisional(term, self.now, reopen_due, Some(before));
+        }
         self.next.level_due = self.window(category, self.next.level);
         self.next.status = if redo.is_empty() {
             Status::Handling
@@ -470,6 +502,39 @@ impl<'c> Step<'c> {
                 Ok(())
             }
         }
+    }
+
+    /// Recounts a provisional resolve deadline on the context's calendar, while the incident is
+    /// open and the deadline has not passed (an overdue incident has already been escalated for
+    /// it). The recount replaces the weekends-only guess: usually later (the year's holidays),
+    /// occasionally earlier (a make-up working Saturday), never before a reopen's floor.
+    fn recalendar(&mut self) {
+        let Some(record) = self.next.provisional else {
+            return;
+        };
+        if !self.next.status.is_open() || self.next.overdue {
+            return;
+        }
+        let due = self
+            .ctx
+            .calendar
+            .add_working_days(record.from, record.working_days);
+        let at = record.not_before.map_or(due.at, |floor| due.at.max(floor));
+        self.next.provisional = due.provisional.then_some(record);
+        if at == self.next.resolve_due && due.provisional {
+            return;
+        }
+        self.next.resolve_due = at;
+        let round = self.next.reopen_count;
+        for task in self.next.tasks.iter_mut().filter(|t| t.round == round) {
+            task.resolve_due = at;
+        }
+        let note = if due.provisional {
+            "节假日安排更新，办结时限按工作日重新计算（仍为暂定）"
+        } else {
+            "节假日安排已载入，办结时限按工作日重新计算"
+        };
+        self.event("incident.rescheduled", None, note.into());
     }
 
     /// Whether going up from here is the whistle.

@@ -159,6 +159,17 @@ pub struct Task {
     pub supervised: bool,
 }
 
+/// How a provisional resolve deadline was counted, to count it again on a fuller calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provisional {
+    /// The moment it counts from: the report, or the reopen.
+    pub from: DateTime<Utc>,
+    pub working_days: u32,
+    /// After a reopen, the deadline it replaced: a reopen never brings the deadline forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<DateTime<Utc>>,
+}
+
 /// The state of one incident as the escalation engine sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incident {
@@ -170,8 +181,13 @@ pub struct Incident {
     pub category: CategoryCode,
     /// When intake opened it; the SLA counts from here.
     pub reported_at: DateTime<Utc>,
-    /// SLA deadline; moves only on a reopen, and only later.
+    /// SLA deadline; moves only on a reopen, and only later, or when a provisional working-day
+    /// deadline is recounted ([`Input::Recalendar`](super::Input::Recalendar)).
     pub resolve_due: DateTime<Utc>,
+    /// Set while `resolve_due` is a working-day deadline counted over a year the calendar does
+    /// not hold (weekends only), so it can be recounted once the year is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisional: Option<Provisional>,
     /// End of the current level's window, while open below the city.
     pub level_due: Option<DateTime<Utc>>,
     /// End of the follow-up window, while resolved.

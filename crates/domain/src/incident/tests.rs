@@ -1,14 +1,17 @@
 use std::{collections::BTreeMap, fmt, str::FromStr, sync::OnceLock};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use proptest::{prelude::*, strategy::ValueTree, test_runner::TestRunner};
 
 use super::*;
-use crate::{ordos, policy, policy::Policy, AreaCode, DepartmentCode, Level, OrgIndex};
+use crate::{
+    calendar::Calendar, ordos, policy, policy::Policy, AreaCode, DepartmentCode, Level, OrgIndex,
+};
 
 struct Fixture {
     policy: Policy,
     org: OrgIndex,
+    calendar: Calendar,
     /// The first grid of 东胜区 (150602), where every test incident is reported.
     grid: AreaCode,
     /// The first grid of 康巴什区 (150603).
@@ -28,6 +31,7 @@ fn fixture() -> &'static Fixture {
         };
         Fixture {
             policy: policy::builtin("ordos").expect("ordos is builtin"),
+            calendar: Calendar::builtin(),
             grid: first_grid("150602"),
             other_grid: first_grid("150603"),
             org,
@@ -37,7 +41,7 @@ fn fixture() -> &'static Fixture {
 
 fn ctx() -> Context<'static> {
     let f = fixture();
-    Context::new(&f.policy, &f.org)
+    Context::new(&f.policy, &f.org, &f.calendar)
 }
 
 fn t0() -> DateTime<Utc> {
@@ -50,6 +54,12 @@ fn mins(minutes: i64) -> DateTime<Utc> {
 
 fn hours(hours: i64) -> DateTime<Utc> {
     t0() + TimeDelta::hours(hours)
+}
+
+/// The 7-working-day deadline of an incident reported at `t0`: Monday 30 November 2026, 16:00 in
+/// Ordos, so Wednesday 9 December at 16:00 (1, 2, 3, 4, 7, 8, 9 December).
+fn seven_working_days() -> DateTime<Utc> {
+    hours(9 * 24)
 }
 
 fn code<T: FromStr>(s: &str) -> T
@@ -99,6 +109,7 @@ fn open_at(category: &str, now: DateTime<Utc>) -> (Incident, Vec<Effect>) {
         f.grid.clone(),
         f.policy.category(category).unwrap(),
         &f.policy,
+        &f.calendar,
         now,
     );
     incident.check_invariants().unwrap();
@@ -347,7 +358,7 @@ fn whistle_to_three_departments_two_accept_one_misses() {
         assert_eq!(task.status, TaskStatus::Dispatched);
         assert_eq!(
             (task.accept_due, task.resolve_due),
-            (mins(90), hours(7 * 24))
+            (mins(90), seven_working_days())
         );
         assert!(effects.contains(&schedule(Timer::AcceptDeadline { task: task.id }, mins(90))));
     }
@@ -608,7 +619,7 @@ fn resolved_unsatisfied_reopened_resolved_satisfied_closed() {
 
 #[test]
 fn a_reopen_without_resolved_tasks_goes_back_to_the_level_and_never_shortens_the_sla() {
-    // dispute.neighbour: the grid handles it first; SLA 7 days; a reopen gives 3 days.
+    // dispute.neighbour: the grid handles it first; SLA 7 working days; a reopen gives 3 days.
     let (incident, _) = open_at("dispute.neighbour", t0());
     let (resolved, _) = act(&incident, reporter(), resolve(None), hours(2));
     let (reopened, _) = act(
@@ -623,8 +634,91 @@ fn a_reopen_without_resolved_tasks_goes_back_to_the_level_and_never_shortens_the
     );
     assert_eq!(
         reopened.resolve_due,
-        hours(7 * 24),
+        seven_working_days(),
         "3 days from now is earlier than the SLA"
+    );
+}
+
+/// A local (Ordos, UTC+8) moment.
+fn ordos_time(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&format!("{text}+08:00"))
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+#[test]
+fn a_working_day_deadline_skips_spring_festival_and_counts_the_make_up_saturday() {
+    // Thursday 12 February 2026, 10:00: Fri 13, Sat 14 (make-up), 15–23 off, Tue 24 … Sat 28
+    // (make-up) is the seventh working day.
+    let (incident, effects) = open_at("dispute.neighbour", ordos_time("2026-02-12T10:00:00"));
+    assert_eq!(incident.resolve_due, ordos_time("2026-02-28T10:00:00"));
+    assert_eq!(incident.provisional, None);
+    assert!(effects.contains(&Effect::Schedule {
+        timer: Timer::ResolveDeadline,
+        at: ordos_time("2026-02-28T10:00:00")
+    }));
+    // The 24-hour class stays on the clock, through the holiday.
+    let (heating, _) = open_at("heating.no_heat", ordos_time("2026-02-16T10:00:00"));
+    assert_eq!(heating.resolve_due, ordos_time("2026-02-17T10:00:00"));
+    // National Day 2026: petition.letters (15 working days) from Thursday 24 September 17:00;
+    // Friday 25 (Mid-Autumn) off, 28, 29, 30 Sep, 1–7 Oct off, 8, 9, 10 (make-up), 12 … 22 Oct.
+    let (petition, _) = open_at("petition.letters", ordos_time("2026-09-24T17:00:00"));
+    assert_eq!(petition.resolve_due, ordos_time("2026-10-22T17:00:00"));
+}
+
+#[test]
+fn a_provisional_deadline_is_recounted_when_its_year_is_loaded() {
+    // Monday 21 December 2026: 15 working days reach into 2027, which is not loaded, so New
+    // Year's Day counts as a working day for now.
+    let reported = ordos_time("2026-12-21T10:00:00");
+    let (incident, _) = open_at("petition.letters", reported);
+    assert_eq!(incident.resolve_due, ordos_time("2027-01-11T10:00:00"));
+    assert_eq!(
+        incident.provisional,
+        Some(Provisional {
+            from: reported,
+            working_days: 15,
+            not_before: None
+        })
+    );
+    let (whistled, _) = act(
+        &incident,
+        handler(Level::Street),
+        escalate(),
+        reported + TimeDelta::hours(1),
+    );
+    // A calendar still without 2027 changes nothing.
+    let now = reported + TimeDelta::days(3);
+    assert_eq!(
+        apply(&whistled, Input::Recalendar, &ctx(), now).unwrap(),
+        (whistled.clone(), vec![])
+    );
+    // 2027 loaded with 1 January off: the deadline moves one working day on, for the tasks too.
+    let f = fixture();
+    let y2027 = crate::calendar::tests::plain_year(2027, None).replacen("01 = \"W", "01 = \"H", 1);
+    let files = crate::calendar::BUILTIN
+        .into_iter()
+        .chain([("cn-2027.toml", y2027.as_str())]);
+    let calendar = Calendar::from_files(files).unwrap();
+    let loaded = Context::new(&f.policy, &f.org, &calendar);
+    let (recounted, effects) = apply(&whistled, Input::Recalendar, &loaded, now).unwrap();
+    recounted.check_invariants().unwrap();
+    let official = ordos_time("2027-01-12T10:00:00");
+    assert_eq!(
+        (recounted.resolve_due, recounted.provisional),
+        (official, None)
+    );
+    assert!(recounted.tasks.iter().all(|t| t.resolve_due == official));
+    assert_eq!(recounted.version, whistled.version + 1);
+    assert_eq!(kinds(&effects), ["incident.rescheduled"]);
+    assert!(effects.contains(&Effect::Schedule {
+        timer: Timer::ResolveDeadline,
+        at: official
+    }));
+    // Official now: a second recount is a no-op.
+    assert_eq!(
+        apply(&recounted, Input::Recalendar, &loaded, now).unwrap(),
+        (recounted.clone(), vec![])
     );
 }
 
@@ -744,7 +838,7 @@ fn a_missed_sla_marks_overdue_and_escalates() {
 
     // At the street without tasks, the missed SLA blows the whistle.
     let (street, _) = open_at("environment.dust", t0());
-    let (whistled, effects) = fire(&street, Timer::ResolveDeadline, hours(7 * 24));
+    let (whistled, effects) = fire(&street, Timer::ResolveDeadline, seven_working_days());
     assert!(whistled.overdue);
     assert_eq!(
         (whistled.status, whistled.tasks.len()),
@@ -925,6 +1019,49 @@ enum Op {
     Fire(Timer),
     /// The department of the first task in progress takes its next step: report in, or resolve.
     Cooperate,
+    /// Dispatch loads the whole shipped calendar and recounts provisional deadlines.
+    LoadCalendar,
+}
+
+/// The Ordos policy with the reopen deadline in working days too, so every deadline of its
+/// 7- and 15-day classes is a working-day deadline.
+fn walk_policy() -> &'static Policy {
+    static POLICY: OnceLock<Policy> = OnceLock::new();
+    POLICY.get_or_init(|| {
+        let text = include_str!("../../../../policy/ordos.toml");
+        assert!(text.contains("reopen_resolve = \"3d\""));
+        let text = text.replacen("reopen_resolve = \"3d\"", "reopen_resolve = \"3wd\"", 1);
+        Policy::parse(&text, |_| None).expect("the variant is valid")
+    })
+}
+
+/// The shipped calendar cut to 2025, as a dispatch built before 2026 was loaded would hold.
+fn calendar_2025() -> &'static Calendar {
+    static CALENDAR: OnceLock<Calendar> = OnceLock::new();
+    CALENDAR.get_or_init(|| Calendar::from_files([crate::calendar::BUILTIN[0]]).unwrap())
+}
+
+fn full_calendar() -> &'static Calendar {
+    &fixture().calendar
+}
+
+/// A working-day deadline never lands on a holiday: an official one is on a working day of the
+/// shipped calendar, a provisional one (counted past the loaded years) on a weekday.
+fn check_working_day_due(incident: &Incident) -> Result<(), TestCaseError> {
+    let local = incident
+        .resolve_due
+        .with_timezone(&crate::calendar::local_offset());
+    let (kind, guessed) = full_calendar().day(local.date_naive());
+    if incident.provisional.is_some() {
+        let weekday = !matches!(local.weekday(), chrono::Weekday::Sat | chrono::Weekday::Sun);
+        prop_assert!(weekday, "provisional deadline {local} on a weekend");
+    } else {
+        prop_assert!(
+            kind.is_working() && !guessed,
+            "working-day deadline {local} lands on {kind:?} (guessed: {guessed})"
+        );
+    }
+    Ok(())
 }
 
 fn note() -> impl Strategy<Value = String> {
@@ -984,12 +1121,16 @@ fn op() -> impl Strategy<Value = Op> {
         12 => (who(), command()).prop_map(|(who, command)| Op::Act(who, command)),
         1 => timer.prop_map(Op::Fire),
         1 => Just(Op::Cooperate),
+        1 => Just(Op::LoadCalendar),
     ]
 }
 
 /// An incident, the durable timers a store would hold for it, the clock, and the transitions
 /// seen: `{event kind} from {prior status of its task or incident}` and `{status} -> {status}`.
 struct World {
+    calendar: &'static Calendar,
+    /// Whether the category's deadlines all run in working days.
+    working_days: bool,
     incident: Incident,
     store: BTreeMap<Timer, DateTime<Utc>>,
     now: DateTime<Utc>,
@@ -1032,7 +1173,7 @@ impl World {
                 self.store.remove(timer);
                 before.timers().get(timer).is_some_and(|at| *at <= self.now)
             }
-            Input::Command(..) => false,
+            Input::Command(..) | Input::Recalendar => false,
         };
         // What the query service offers for a task (`TaskVerb::for_task`) is what apply accepts:
         // a verb not offered is refused, an offered one is never refused as a wrong transition.
@@ -1046,9 +1187,10 @@ impl World {
                         .any(|v| v == verb),
                 ))
             }),
-            Input::Timer(_) => None,
+            Input::Timer(_) | Input::Recalendar => None,
         };
-        let outcome = apply(&before, input.clone(), &ctx(), self.now);
+        let ctx = Context::new(walk_policy(), &fixture().org, self.calendar);
+        let outcome = apply(&before, input.clone(), &ctx, self.now);
         if let Some((verb, offered)) = offered {
             match &outcome {
                 Ok(_) => prop_assert!(offered, "{verb} applied although not offered"),
@@ -1082,7 +1224,22 @@ impl World {
             prop_assert!(!changed, "a terminal incident changed");
         }
         prop_assert!(next.level >= before.level, "the level went down");
-        if next.reopen_count == before.reopen_count {
+        let recount = input == Input::Recalendar;
+        if recount {
+            prop_assert!(
+                before.provisional.is_some() || !changed,
+                "a recount changed an official deadline"
+            );
+            if let Some(p) = before
+                .provisional
+                .filter(|_| before.status.is_open() && !before.overdue)
+            {
+                let due = self.calendar.add_working_days(p.from, p.working_days);
+                let floor = p.not_before.unwrap_or(due.at);
+                prop_assert_eq!(next.resolve_due, due.at.max(floor));
+                prop_assert_eq!(next.provisional.is_some(), due.provisional);
+            }
+        } else if next.reopen_count == before.reopen_count {
             prop_assert_eq!(next.resolve_due, before.resolve_due);
         } else {
             prop_assert_eq!(next.reopen_count, before.reopen_count + 1);
@@ -1096,7 +1253,8 @@ impl World {
                     t.round,
                     t.dispatched_at,
                     t.accept_due,
-                    t.resolve_due,
+                    // A recount moves the current round's deadline with the incident's.
+                    (!recount).then_some(t.resolve_due),
                 )
             };
             prop_assert_eq!(fixed(old), fixed(new), "a task's deadlines moved");
@@ -1134,6 +1292,9 @@ impl World {
                 }
                 Effect::Event { .. } => {}
             }
+        }
+        if self.working_days {
+            check_working_day_due(&next)?;
         }
         self.incident = next;
         prop_assert_eq!(&self.store, &self.incident.timers(), "the store drifted");
@@ -1177,12 +1338,33 @@ fn task_verb(command: &Command) -> Option<(TaskVerb, u32)> {
     }
 }
 
-fn walk(category: &str, ops: Vec<Op>) -> Result<World, TestCaseError> {
-    let (incident, effects) = open_at(category, t0());
+fn walk(
+    category: &str,
+    start: DateTime<Utc>,
+    calendar: &'static Calendar,
+    ops: Vec<Op>,
+) -> Result<World, TestCaseError> {
+    let f = fixture();
+    let policy = walk_policy();
+    let category = policy.category(category).unwrap();
+    let (incident, effects) = open(f.grid.clone(), category, policy, calendar, start);
+    incident.check_invariants().map_err(TestCaseError::fail)?;
+    let working_days = matches!(
+        (
+            policy.resolve_deadline(category),
+            policy.reopen_deadline(category)
+        ),
+        (policy::Term::WorkingDays(_), policy::Term::WorkingDays(_))
+    );
+    if working_days {
+        check_working_day_due(&incident)?;
+    }
     let mut world = World {
+        calendar,
+        working_days,
         store: incident.timers(),
         incident,
-        now: t0(),
+        now: start,
         seen: BTreeMap::new(),
     };
     prop_assert_eq!(effects.len(), world.store.len());
@@ -1194,6 +1376,10 @@ fn walk(category: &str, ops: Vec<Op>) -> Result<World, TestCaseError> {
                 world.step(Input::Command(actor, command))?;
             }
             Op::Fire(timer) => world.step(Input::Timer(timer))?,
+            Op::LoadCalendar => {
+                world.calendar = full_calendar();
+                world.step(Input::Recalendar)?;
+            }
             Op::Cooperate => {
                 let next_step = world.incident.current_tasks().find_map(|task| {
                     let command = match task.status {
@@ -1226,17 +1412,27 @@ fn walk(category: &str, ops: Vec<Op>) -> Result<World, TestCaseError> {
     Ok(world)
 }
 
-fn walks() -> impl Strategy<Value = (&'static str, Vec<Op>)> {
+type Walk = (&'static str, DateTime<Utc>, &'static Calendar, Vec<Op>);
+
+/// A walk starts at a random minute from 2025 to early 2027 (Spring Festivals, National Days,
+/// make-up Saturdays and the provisional weeks past the calendar), with the whole shipped
+/// calendar or, until a `LoadCalendar`, 2025 alone.
+fn walks() -> impl Strategy<Value = Walk> {
+    let first: DateTime<Utc> = "2024-12-31T16:00:00Z".parse().unwrap();
+    let start = (0i64..(800 * 24 * 60)).prop_map(move |m| first + TimeDelta::minutes(m));
+    let calendar = prop_oneof![Just(full_calendar()), Just(calendar_2025())];
     (
         prop::sample::select(&CATEGORIES[..]),
+        start,
+        calendar,
         prop::collection::vec(op(), 1..120),
     )
 }
 
 proptest! {
     #[test]
-    fn random_walks_keep_every_invariant((category, ops) in walks()) {
-        walk(category, ops)?;
+    fn random_walks_keep_every_invariant((category, start, calendar, ops) in walks()) {
+        walk(category, start, calendar, ops)?;
     }
 }
 
@@ -1247,8 +1443,8 @@ fn random_walks_reach_every_transition() {
     let mut runner = TestRunner::deterministic();
     let mut seen = BTreeMap::<String, usize>::new();
     for _ in 0..1_000 {
-        let (category, ops) = walks().new_tree(&mut runner).unwrap().current();
-        for (transition, count) in walk(category, ops).unwrap().seen {
+        let (category, start, calendar, ops) = walks().new_tree(&mut runner).unwrap().current();
+        for (transition, count) in walk(category, start, calendar, ops).unwrap().seen {
             *seen.entry(transition).or_default() += count;
         }
     }
@@ -1263,7 +1459,7 @@ fn random_walks_reach_every_transition() {
 }
 
 /// Every transition of the machine, as [`World`] names them.
-const REACHED: [&str; 46] = [
+const REACHED: [&str; 47] = [
     "handling -> whistled",
     "handling -> resolved",
     "whistled -> accepted",
@@ -1310,4 +1506,5 @@ const REACHED: [&str; 46] = [
     "task.supervised from accepted",
     "task.reminded from dispatched",
     "incident.commented from accepted",
+    "incident.rescheduled from handling",
 ];

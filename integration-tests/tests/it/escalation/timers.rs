@@ -224,3 +224,95 @@ async fn two_replicas_fire_many_due_timers_in_batches_each_once_and_in_order() {
     stack.wait_published("incident.whistled", INCIDENTS).await;
     second.stop().await;
 }
+
+/// A 15-working-day deadline counted by a dispatch that knows 2025 only runs into 2026 on
+/// weekdays alone (provisional); the dispatch that starts with the 2026 calendar moves it, its
+/// timer and its tasks' deadlines to the official one: New Year's Day and 2 January off, Sunday 4
+/// January worked.
+#[tokio::test]
+async fn a_provisional_working_day_deadline_is_recounted_when_dispatch_loads_the_year() {
+    let ordos = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(&format!("{text}+08:00"))
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let only_2025 = std::env::temp_dir().join(format!("whistle-calendar-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&only_2025).unwrap();
+    let shipped = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policy/calendar/cn-2025.toml"
+    );
+    std::fs::copy(shipped, only_2025.join("cn-2025.toml")).unwrap();
+    let dir = only_2025.clone();
+    let mut stack = Stack::builder()
+        .at(ordos("2025-12-22T10:00:00"))
+        .with_dispatch_options(move |o| o.calendar = Some(dir))
+        .start()
+        .await;
+
+    // 信访事项: 15 working days, handled at the street for 8 days, then whistled.
+    let grid = grid_of_street(6);
+    let incident = stack.report("calendar-1", &grid, "petition.letters").await;
+    stack.wait_state(incident, "handling", "street").await;
+    stack.advance(TimeDelta::days(8) + TimeDelta::minutes(1));
+    stack.wait_state(incident, "whistled", "street").await;
+    let db = stack.pool().clone();
+    let read = |id: Uuid| {
+        let pool = db.clone();
+        async move {
+            let (due, provisional): (chrono::DateTime<Utc>, bool) =
+                sqlx::query_as("SELECT due_at, state ? 'provisional' FROM incidents WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            let tasks: Vec<chrono::DateTime<Utc>> =
+                sqlx::query_scalar("SELECT resolve_due_at FROM tasks WHERE incident_id = $1")
+                    .bind(id)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            let timer: chrono::DateTime<Utc> = sqlx::query_scalar(
+                "SELECT due_at FROM timers WHERE incident_id = $1 AND key = 'resolve_deadline'",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            (due, provisional, tasks, timer)
+        }
+    };
+    // Weekdays only: 23–26, 29–31 December, 1, 2, 5–9, 12 January.
+    let guess = ordos("2026-01-12T10:00:00");
+    let (due, provisional, tasks, timer) = read(incident).await;
+    assert_eq!((due, provisional, timer), (guess, true, guess));
+    assert!(
+        !tasks.is_empty() && tasks.iter().all(|t| *t == guess),
+        "{tasks:?}"
+    );
+
+    // The release with the 2026 calendar: the shipped years.
+    stack.stop_dispatch().await;
+    stack.start_dispatch_with(|o| o.calendar = None).await;
+    let official = ordos("2026-01-13T10:00:00");
+    eventually("the deadline recounted", WAIT, || async {
+        read(incident).await.0 == official
+    })
+    .await
+    .unwrap();
+    let (due, provisional, tasks, timer) = read(incident).await;
+    assert_eq!((due, provisional, timer), (official, false, official));
+    assert!(tasks.iter().all(|t| *t == official), "{tasks:?}");
+    assert_eq!(
+        stack.timeline(incident).await.last().map(String::as_str),
+        Some("incident.rescheduled")
+    );
+    // A second start finds nothing provisional and writes nothing.
+    stack.stop_dispatch().await;
+    stack.start_dispatch_with(|o| o.calendar = None).await;
+    let rescheduled = stack
+        .count("SELECT count(*) FROM timeline WHERE kind = 'incident.rescheduled'")
+        .await;
+    assert_eq!(rescheduled, 1);
+    std::fs::remove_dir_all(only_2025).unwrap();
+}

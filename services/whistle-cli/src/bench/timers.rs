@@ -19,6 +19,7 @@ use hdrhistogram::Histogram;
 use rand::Rng;
 use uuid::Uuid;
 use whistle_domain::{
+    calendar::Calendar,
     incident::{self, Timer},
     policy::{Category, Policy},
     AreaCode, Level, Role,
@@ -47,13 +48,15 @@ pub async fn run(conn: &Connection, args: &TimersArgs) -> anyhow::Result<()> {
     }
     let pool = connect_db(conn).await?;
     let policy = whistle_wire::policy::load(&conn.policy)?;
+    let calendar = Calendar::builtin();
     let grids = seeded_grids(&pool).await?;
     // Where each category's first deadline falls after the report, from the engine itself.
     let categories: Vec<(&Category, TimeDelta)> = policy
         .categories()
         .map(|category| {
             let at = micros(Utc::now());
-            let (state, _) = incident::open(grids[0].code.clone(), category, &policy, at);
+            let (state, _) =
+                incident::open(grids[0].code.clone(), category, &policy, &calendar, at);
             let first = state
                 .timers()
                 .into_values()
@@ -71,6 +74,7 @@ pub async fn run(conn: &Connection, args: &TimersArgs) -> anyhow::Result<()> {
     let mut fill = Fill {
         pool: &pool,
         policy: &policy,
+        calendar: &calendar,
         grids: &grids,
         categories: &categories,
         batch: args.batch.max(1),
@@ -201,6 +205,7 @@ fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
 struct Fill<'a> {
     pool: &'a sqlx::PgPool,
     policy: &'a Policy,
+    calendar: &'a Calendar,
     grids: &'a [Grid],
     categories: &'a [(&'a Category, TimeDelta)],
     batch: usize,
@@ -225,7 +230,13 @@ impl Fill<'_> {
             let grid = &self.grids[rng.random_range(0..self.grids.len())];
             let (category, offset) = self.categories[rng.random_range(0..self.categories.len())];
             let reported_at = first_deadline(i).map_or(now, |at| at - offset);
-            let (state, _) = incident::open(grid.code.clone(), category, self.policy, reported_at);
+            let (state, _) = incident::open(
+                grid.code.clone(),
+                category,
+                self.policy,
+                self.calendar,
+                reported_at,
+            );
             let id = Uuid::now_v7();
             for (timer, at) in state.timers() {
                 timers.push((id, Timer::key(&timer), at.timestamp_micros()));

@@ -27,6 +27,8 @@ const rowOf = (r) => ({
   score: r.compositeScore,
   rates: [r.rates?.responseRate ?? 0, r.rates?.resolutionRate ?? 0, r.rates?.satisfactionRate ?? 0],
   counts: [r.rates?.acceptedInTime, r.rates?.dispatched, r.rates?.resolvedInTime, r.rates?.due, r.rates?.satisfied, r.rates?.followedUp].map(Number),
+  sample: Number(r.sample),
+  small: r.smallSample,
 });
 
 async function pageRows(page, kind) {
@@ -37,7 +39,10 @@ async function pageRows(page, kind) {
       score: Number(e.dataset.score),
       rates: e.dataset.rates.split(" ").map(Number),
       counts: e.dataset.counts.split(" ").map(Number),
+      sample: Number(e.dataset.sample),
+      small: e.dataset.smallSample === "1",
       text: e.innerText,
+      tagged: e.querySelector('[data-testid="small-sample"]') !== null,
     })),
   );
 }
@@ -51,7 +56,7 @@ async function expectBoard(page, kind, area) {
       const before = (await op.cc.getScoreboard({ areaCode: area, kind: k })).rows.slice(0, 30).map(rowOf);
       const shown = await pageRows(page, kind);
       const after = (await op.cc.getScoreboard({ areaCode: area, kind: k })).rows.slice(0, 30).map(rowOf);
-      const bare = shown.map(({ text, ...r }) => r);
+      const bare = shown.map(({ text, tagged, ...r }) => r);
       detail = { shown: bare.slice(0, 3), before: before.slice(0, 3) };
       const same = (a) => JSON.stringify(a) === JSON.stringify(bare);
       return bare.length > 0 && (same(before) || same(after)) ? { shown, rows: same(before) ? before : after } : false;
@@ -69,6 +74,8 @@ test("rankings equal GetScoreboard, and a street's or department's rates are the
     assert.ok(r.text.includes(r.score.toFixed(1)), `${r.code}: ${r.text}`);
     for (const rate of r.rates) assert.ok(r.text.includes(`${(rate * 100).toFixed(1)}%`), `${r.code}: ${r.text}`);
   }
+  // A row whose sample is below the policy's minimum carries the mark, and only such a row.
+  for (const r of city.shown) assert.equal(r.tagged, r.small, `${r.code}: sample ${r.sample}, mark ${r.tagged}`);
   const cityDepartments = await expectBoard(page, "departments", root);
 
   // Into the liaison's district: the district's boards list the same streets and departments with
@@ -102,10 +109,10 @@ test("rankings equal GetScoreboard, and a street's or department's rates are the
       const shown = await bench.page.evaluate(() => {
         const box = document.querySelector('[data-testid="dept-rates"]');
         const v = (id) => Number(document.querySelector(`[data-testid="${id}"]`).dataset.value);
-        return { rank: Number(box.dataset.rank), counts: box.dataset.counts.split(" ").map(Number), rates: [v("dept-response"), v("dept-resolution"), v("dept-satisfaction")], score: v("dept-composite") };
+        return { rank: Number(box.dataset.rank), counts: box.dataset.counts.split(" ").map(Number), rates: [v("dept-response"), v("dept-resolution"), v("dept-satisfaction")], score: v("dept-composite"), small: box.dataset.smallSample === "1" };
       });
       const want = rowOf(row);
-      return JSON.stringify(shown) === JSON.stringify({ rank: want.rank, counts: want.counts, rates: want.rates, score: want.score });
+      return JSON.stringify(shown) === JSON.stringify({ rank: want.rank, counts: want.counts, rates: want.rates, score: want.score, small: want.small });
     },
     { timeout: 30000, message: "the workbench's rates equal its department's scoreboard row" },
   );

@@ -106,6 +106,8 @@ const D = {
   allCity: ["全市", "Whole city"],
   chooseSub: ["下级区域", "Sub-area"],
   districtDeptNote: ["（所在旗区）", "(its district)"],
+  smallSample: ["样本少", "few cases"],
+  smallSampleTitle: ["本月仅 {n} 件，少于 {min} 件，三率仅供参考，排在样本充足者之后", "Only {n} this month, fewer than {min}: the rates mean little, so it ranks after those with enough"],
   // Drawer
   incident: ["事件详情", "Incident"],
   description: ["描述", "Description"],
@@ -329,6 +331,7 @@ const EVENT_KIND: Record<string, Pair> = {
   "incident.overdue": ["超期", "Overdue"],
   "incident.supervised": ["事件督办", "Incident supervised"],
   "incident.commented": ["备注", "Comment"],
+  "incident.rescheduled": ["时限重算", "Deadline recounted"],
   "incident.handling": ["受理", "Taken up"],
   "notification.delivered": ["消息已送达", "Notification delivered"],
   "notification.failed": ["消息未送达", "Notification not delivered"],

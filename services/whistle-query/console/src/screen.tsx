@@ -462,14 +462,23 @@ function RankingPanel({ kind, area, bump, onDrill }: { kind: "streets" | "depart
                 data-score={r.compositeScore}
                 data-rates={[r.rates?.responseRate ?? 0, r.rates?.resolutionRate ?? 0, r.rates?.satisfactionRate ?? 0].join(" ")}
                 data-counts={[r.rates?.acceptedInTime, r.rates?.dispatched, r.rates?.resolvedInTime, r.rates?.due, r.rates?.satisfied, r.rates?.followedUp].map(num).join(" ")}
-                class={`${kind === "streets" ? "clickable" : ""} ${r.code === mark ? "marked" : ""}`}
+                data-sample={num(r.sample)}
+                data-small-sample={r.smallSample ? "1" : "0"}
+                class={`${kind === "streets" ? "clickable" : ""} ${r.code === mark ? "marked" : ""} ${r.smallSample ? "small-sample" : ""}`}
                 onClick={() => kind === "streets" && onDrill(r.code)}
                 title={`${r.name}: ${t("rateResponseSub", { a: num(r.rates?.acceptedInTime), b: num(r.rates?.dispatched) })}; ${t("rateResolutionSub", { a: num(r.rates?.resolvedInTime), b: num(r.rates?.due) })}; ${t("rateSatisfactionSub", { a: num(r.rates?.satisfied), b: num(r.rates?.followedUp) })}`}
               >
                 <td>
                   <span class={`rank-no r${r.rank}`}>{r.rank}</span>
                 </td>
-                <td class="rank-name">{r.name}</td>
+                <td class="rank-name">
+                  {r.name}
+                  {r.smallSample && (
+                    <span class="sample-tag" data-testid="small-sample" title={t("smallSampleTitle", { n: num(r.sample), min: board.data?.minSample ?? 0 })}>
+                      {t("smallSample")}
+                    </span>
+                  )}
+                </td>
                 <td class="num strong">{r.compositeScore.toFixed(1)}</td>
                 <td class="num">{pct(r.rates?.responseRate ?? 0)}</td>
                 <td class="num">{pct(r.rates?.resolutionRate ?? 0)}</td>

@@ -166,10 +166,16 @@ export function Workbench(p: Chrome) {
             data-testid="dept-rates"
             data-month={board.data?.month ?? ""}
             data-rank={mine?.rank ?? ""}
+            data-small-sample={mine?.smallSample ? "1" : "0"}
             data-counts={mine ? [mine.rates?.acceptedInTime, mine.rates?.dispatched, mine.rates?.resolvedInTime, mine.rates?.due, mine.rates?.satisfied, mine.rates?.followedUp].map(num).join(" ") : ""}
           >
             <div class="kpi-label">
               {t("deptRates")} {board.data?.month ? `· ${board.data.month}` : ""} {mine ? `· ${t("rank")} ${mine.rank}/${board.data?.rows.length}` : ""}
+              {mine?.smallSample && (
+                <span class="sample-tag" data-testid="small-sample" title={t("smallSampleTitle", { n: num(mine.sample), min: board.data?.minSample ?? 0 })}>
+                  {t("smallSample")}
+                </span>
+              )}
             </div>
             <LoadNote l={board} testid="dept-rates" />
             <div class="rates3">

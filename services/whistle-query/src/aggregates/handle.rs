@@ -6,7 +6,7 @@ use std::{
 };
 
 use chrono::{DateTime, TimeDelta, Utc};
-use whistle_domain::{policy::Weights, AreaCode};
+use whistle_domain::{policy::Scoring, AreaCode};
 use whistle_proto::v1;
 
 use super::{store::Sizes, AreaKey, Store};
@@ -117,9 +117,9 @@ impl Aggregates {
     pub(crate) fn scoreboard(
         &self,
         query: &scoreboard::Query,
-        weights: &Weights,
+        scoring: &Scoring,
         now: DateTime<Utc>,
     ) -> Result<Option<v1::Scoreboard>> {
-        self.ready()?.scoreboard(query, weights, now)
+        self.ready()?.scoreboard(query, scoring, now)
     }
 }

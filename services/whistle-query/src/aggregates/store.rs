@@ -341,7 +341,7 @@ impl Store {
     pub(crate) fn scoreboard(
         &self,
         query: &scoreboard::Query,
-        weights: &whistle_domain::policy::Weights,
+        scoring: &whistle_domain::policy::Scoring,
         now: DateTime<Utc>,
     ) -> Result<Option<v1::Scoreboard>> {
         let org = self
@@ -377,7 +377,7 @@ impl Store {
                 .unwrap_or_default();
             (m.code.clone(), m.name.clone(), tally)
         });
-        Ok(Some(scoreboard::assemble(query, weights, rows)))
+        Ok(Some(scoreboard::assemble(query, scoring, rows)))
     }
 
     /// Records an incident as read from PostgreSQL (the rebuild), last changed at `updated`,

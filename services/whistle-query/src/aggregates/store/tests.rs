@@ -230,14 +230,14 @@ fn scoreboard_months_before_the_kept_days_are_dropped_and_read_elsewhere() {
         };
         scoreboard::Query::parse(&request, now).unwrap()
     };
-    let weights = whistle_domain::policy::builtin("ordos").unwrap().weights();
+    let scoring = whistle_domain::policy::builtin("ordos").unwrap().scoring();
     let old_month = DateTime::from_timestamp_micros(old)
         .unwrap()
         .with_timezone(&crate::overview::shanghai())
         .format("%Y-%m")
         .to_string();
     assert!(store
-        .scoreboard(&query(&old_month), &weights, now)
+        .scoreboard(&query(&old_month), &scoring, now)
         .unwrap()
         .is_some());
     assert_eq!(store.sizes().months, 1);
@@ -249,11 +249,11 @@ fn scoreboard_months_before_the_kept_days_are_dropped_and_read_elsewhere() {
         "400 days back is past the 367 kept"
     );
     assert!(store
-        .scoreboard(&query(&old_month), &weights, now)
+        .scoreboard(&query(&old_month), &scoring, now)
         .unwrap()
         .is_none());
     assert!(store
-        .scoreboard(&query(""), &weights, now)
+        .scoreboard(&query(""), &scoring, now)
         .unwrap()
         .is_some());
     // Changes to a dropped month are ignored: no row comes back.
