@@ -951,7 +951,10 @@ summon = ["heating", "housing_construction"]
         assert_eq!(demo.extensions().longest, TimeDelta::hours(168) / 60);
         let without = ORDOS.replace("[extensions]", "[ignored_extensions]");
         let base = |_: &str| None;
-        assert!(Policy::parse(&without, base).is_err(), "an unknown table is refused");
+        assert!(
+            Policy::parse(&without, base).is_err(),
+            "an unknown table is refused"
+        );
         let start = ORDOS.find("[extensions]").unwrap();
         let end = start + ORDOS[start..].find("\n\n").unwrap();
         let without = format!("{}{}", &ORDOS[..start], &ORDOS[end..]);

@@ -22,6 +22,14 @@ pub const INCIDENT_CLOSED_UNVERIFIED: &str = "incident.closed_unverified";
 pub const INCIDENT_OVERDUE: &str = "incident.overdue";
 pub const INCIDENT_SUPERVISED: &str = "incident.supervised";
 pub const INCIDENT_COMMENTED: &str = "incident.commented";
+/// A 延期申请 waits for the level above.
+pub const INCIDENT_EXTENSION_REQUESTED: &str = "incident.extension_requested";
+/// The deadline moved later.
+pub const INCIDENT_EXTENSION_APPROVED: &str = "incident.extension_approved";
+/// Denied, or unanswered in time (counted as denied).
+pub const INCIDENT_EXTENSION_DENIED: &str = "incident.extension_denied";
+/// The asker finished before an answer.
+pub const INCIDENT_EXTENSION_WITHDRAWN: &str = "incident.extension_withdrawn";
 pub const TASK_DISPATCHED: &str = "task.dispatched";
 pub const TASK_ACCEPTED: &str = "task.accepted";
 pub const TASK_RETURNED: &str = "task.returned";
@@ -39,7 +47,7 @@ pub const INTAKE: [&str; 4] = [
 ];
 
 /// The kinds the state machine publishes (the domain's `incident::EVENT_KINDS`, checked below).
-pub const ENGINE: [&str; 17] = [
+pub const ENGINE: [&str; 21] = [
     INCIDENT_ESCALATED,
     INCIDENT_WHISTLED,
     INCIDENT_RESOLVED,
@@ -50,6 +58,10 @@ pub const ENGINE: [&str; 17] = [
     INCIDENT_OVERDUE,
     INCIDENT_SUPERVISED,
     INCIDENT_COMMENTED,
+    INCIDENT_EXTENSION_REQUESTED,
+    INCIDENT_EXTENSION_APPROVED,
+    INCIDENT_EXTENSION_DENIED,
+    INCIDENT_EXTENSION_WITHDRAWN,
     TASK_DISPATCHED,
     TASK_ACCEPTED,
     TASK_RETURNED,

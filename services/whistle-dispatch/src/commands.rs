@@ -498,6 +498,29 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
             },
             None,
         ),
+        Body::RequestExtension(r) => {
+            let task = optional_task(&r.task_id)?;
+            let until = r.until.as_ref().ok_or_else(|| {
+                invalid("an extension request needs the deadline asked for (until)".into())
+            })?;
+            let until = whistle_wire::convert::timestamp_from_proto(until)
+                .ok_or_else(|| invalid("until is not a valid timestamp".into()))?;
+            (
+                incident::Command::RequestExtension {
+                    task,
+                    until,
+                    reason: r.reason.clone(),
+                },
+                task,
+            )
+        }
+        Body::DecideExtension(d) => (
+            incident::Command::DecideExtension {
+                approve: d.approve,
+                note: d.note.clone(),
+            },
+            None,
+        ),
     };
     Ok(Parsed {
         incident_id,

@@ -537,7 +537,7 @@ impl<'c> Step<'c> {
         });
         let note = format!(
             "申请延期至 {}（{}审批）：{reason}",
-            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            until.with_timezone(&beijing()).format("%Y-%m-%d %H:%M"),
             approver.name_zh()
         );
         self.event("incident.extension_requested", task, note);
@@ -576,6 +576,15 @@ impl<'c> Step<'c> {
         for task in self.next.tasks.iter_mut().filter(|t| t.round == round) {
             task.resolve_due = request.until;
         }
+        let until = request
+            .until
+            .with_timezone(&beijing())
+            .format("%Y-%m-%d %H:%M");
+        let note = if note.trim().is_empty() {
+            format!("同意延期至 {until}")
+        } else {
+            format!("同意延期至 {until}：{note}")
+        };
         self.event("incident.extension_approved", request.task, note);
         Ok(())
     }
@@ -604,7 +613,11 @@ impl<'c> Step<'c> {
         }
         let task = request.task;
         self.next.extension = None;
-        self.event("incident.extension_withdrawn", task, "已办结，延期申请撤回".into());
+        self.event(
+            "incident.extension_withdrawn",
+            task,
+            "已办结，延期申请撤回".into(),
+        );
     }
 
     fn timer(&mut self, timer: Timer) -> Result<(), Rejection> {
@@ -817,6 +830,11 @@ impl<'c> Step<'c> {
     fn event(&mut self, kind: &'static str, task: Option<u32>, note: String) {
         self.events.push(Effect::Event { kind, task, note });
     }
+}
+
+/// Timeline notes are read in Ordos: Beijing time (UTC+8, no daylight saving).
+fn beijing() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(8 * 3600).expect("a valid offset")
 }
 
 fn task_index(id: u32) -> usize {

@@ -767,7 +767,11 @@ fn ask_extension(task: Option<u32>, until: DateTime<Utc>) -> Command {
 fn decide(approve: bool) -> Command {
     Command::DecideExtension {
         approve,
-        note: if approve { String::new() } else { "理由不充分".into() },
+        note: if approve {
+            String::new()
+        } else {
+            "理由不充分".into()
+        },
     }
 }
 
@@ -844,7 +848,11 @@ fn an_extension_request_is_checked_before_it_waits() {
     ));
     // Only the handling level asks for itself.
     assert!(matches!(
-        refused(&incident, handler(Level::Street), ask_extension(None, hours(30))),
+        refused(
+            &incident,
+            handler(Level::Street),
+            ask_extension(None, hours(30))
+        ),
         Rejection::Forbidden(_)
     ));
     // One request at a time, and none is answered when none waits.
@@ -852,7 +860,12 @@ fn an_extension_request_is_checked_before_it_waits() {
         refused(&incident, handler(Level::Street), decide(true)),
         Rejection::InvalidTransition(_)
     ));
-    let (asked, _) = act(&incident, community.clone(), ask_extension(None, hours(30)), hours(1));
+    let (asked, _) = act(
+        &incident,
+        community.clone(),
+        ask_extension(None, hours(30)),
+        hours(1),
+    );
     assert!(matches!(
         refuse(&asked, ask_extension(None, hours(31))),
         Rejection::InvalidTransition(_)
@@ -887,13 +900,22 @@ fn the_cap_limits_approved_extensions_per_incident() {
     for round in 0..cap {
         let asked_at = hours(1) + TimeDelta::minutes(i64::from(round));
         let until = incident.resolve_due + TimeDelta::hours(24);
-        let (asked, _) = act(&incident, handler(Level::Community), ask_extension(None, until), asked_at);
+        let (asked, _) = act(
+            &incident,
+            handler(Level::Community),
+            ask_extension(None, until),
+            asked_at,
+        );
         (incident, _) = act(&asked, handler(Level::Street), decide(true), asked_at);
     }
     assert_eq!(incident.extensions, cap);
     let until = incident.resolve_due + TimeDelta::hours(1);
     assert!(matches!(
-        refused(&incident, handler(Level::Community), ask_extension(None, until)),
+        refused(
+            &incident,
+            handler(Level::Community),
+            ask_extension(None, until)
+        ),
         Rejection::InvalidTransition(_)
     ));
 }
@@ -904,14 +926,27 @@ fn a_department_asks_the_district_and_an_unanswered_request_is_denied_and_sent_u
     let (accepted, _) = act(&whistled, liaison(HEATING), accept(1), hours(2));
     // Only a department that reported in asks, and only for its own task.
     assert!(matches!(
-        refused(&whistled, liaison(HOUSING), ask_extension(Some(2), hours(30))),
+        refused(
+            &whistled,
+            liaison(HOUSING),
+            ask_extension(Some(2), hours(30))
+        ),
         Rejection::InvalidTransition(_)
     ));
     assert!(matches!(
-        refused(&accepted, liaison(HOUSING), ask_extension(Some(1), hours(30))),
+        refused(
+            &accepted,
+            liaison(HOUSING),
+            ask_extension(Some(1), hours(30))
+        ),
         Rejection::Forbidden(_)
     ));
-    let (asked, effects) = act(&accepted, liaison(HEATING), ask_extension(Some(1), hours(30)), hours(3));
+    let (asked, effects) = act(
+        &accepted,
+        liaison(HEATING),
+        ask_extension(Some(1), hours(30)),
+        hours(3),
+    );
     assert_eq!(kinds(&effects), ["incident.extension_requested"]);
     assert_eq!(asked.extension.as_ref().unwrap().approver, Level::District);
     // The street supervises the departments but the district answers for them.
@@ -937,12 +972,22 @@ fn a_department_asks_the_district_and_an_unanswered_request_is_denied_and_sent_u
 fn an_approved_department_extension_moves_every_current_task_and_a_resolution_withdraws() {
     let whistled = whistled_no_heat();
     let (accepted, _) = act(&whistled, liaison(HEATING), accept(1), hours(2));
-    let (asked, _) = act(&accepted, liaison(HEATING), ask_extension(Some(1), hours(40)), hours(3));
+    let (asked, _) = act(
+        &accepted,
+        liaison(HEATING),
+        ask_extension(Some(1), hours(40)),
+        hours(3),
+    );
     let (approved, _) = act(&asked, operator("150602"), decide(true), hours(4));
     assert_eq!(approved.resolve_due, hours(40));
     assert!(approved.tasks.iter().all(|t| t.resolve_due == hours(40)));
 
-    let (asked, _) = act(&approved, liaison(HEATING), ask_extension(Some(1), hours(50)), hours(5));
+    let (asked, _) = act(
+        &approved,
+        liaison(HEATING),
+        ask_extension(Some(1), hours(50)),
+        hours(5),
+    );
     let (resolved, effects) = act(&asked, liaison(HEATING), resolve(Some(1)), hours(6));
     assert_eq!(
         kinds(&effects),
@@ -955,7 +1000,12 @@ fn an_approved_department_extension_moves_every_current_task_and_a_resolution_wi
 #[test]
 fn a_pending_request_lapses_when_the_deadline_passes_first() {
     let (incident, _) = open_at("heating.no_heat", t0());
-    let (asked, _) = act(&incident, handler(Level::Community), ask_extension(None, hours(30)), hours(22));
+    let (asked, _) = act(
+        &incident,
+        handler(Level::Community),
+        ask_extension(None, hours(30)),
+        hours(22),
+    );
     let (overdue, effects) = fire(&asked, Timer::ResolveDeadline, hours(24));
     assert_eq!(
         kinds(&effects)[..2],
@@ -975,7 +1025,12 @@ fn a_district_operator_does_not_answer_for_the_city() {
     let (gas, _) = open_at("gas.leak", t0());
     assert_eq!(gas.level, Level::District);
     let until = gas.resolve_due + TimeDelta::hours(1);
-    let (asked, _) = act(&gas, handler(Level::District), ask_extension(None, until), mins(10));
+    let (asked, _) = act(
+        &gas,
+        handler(Level::District),
+        ask_extension(None, until),
+        mins(10),
+    );
     assert_eq!(asked.extension.as_ref().unwrap().approver, Level::City);
     assert!(matches!(
         refused(&asked, operator("150602"), decide(true)),
@@ -1266,12 +1321,10 @@ impl World {
             },
             Command::Resolve { task: None, .. }
             | Command::Escalate { .. }
-            | Command::RequestExtension { task: None, .. } => {
-                match self.incident.level {
-                    Level::Grid => reporter(),
-                    level => handler(level),
-                }
-            }
+            | Command::RequestExtension { task: None, .. } => match self.incident.level {
+                Level::Grid => reporter(),
+                level => handler(level),
+            },
             Command::Reassign { .. } => handler(Level::Street),
             Command::Supervise { .. } => operator("150602"),
             Command::Verify { .. } | Command::Comment { .. } => reporter(),
@@ -1345,7 +1398,10 @@ impl World {
         );
         if next.reopen_count == before.reopen_count {
             if approved {
-                prop_assert!(next.resolve_due > before.resolve_due, "an extension that extends nothing");
+                prop_assert!(
+                    next.resolve_due > before.resolve_due,
+                    "an extension that extends nothing"
+                );
                 prop_assert_eq!(next.extensions, before.extensions + 1);
             } else {
                 prop_assert_eq!(next.resolve_due, before.resolve_due);
@@ -1356,27 +1412,25 @@ impl World {
         }
         prop_assert!(next.extensions <= ctx().policy.extensions().max_per_incident);
         if let Some(request) = &next.extension {
-            prop_assert!(request.answer_due >= self.now, "a request outlived its answer window");
+            prop_assert!(
+                request.answer_due >= self.now,
+                "a request outlived its answer window"
+            );
         }
         if input == Input::Timer(Timer::ExtensionAnswer) && due {
             prop_assert!(next.extension.is_none());
-            prop_assert!(events.contains(&"incident.extension_denied"), "an unanswered request was not denied");
+            prop_assert!(
+                events.contains(&"incident.extension_denied"),
+                "an unanswered request was not denied"
+            );
         }
         prop_assert!(next.tasks.len() >= before.tasks.len());
         for (old, new) in before.tasks.iter().zip(&next.tasks) {
-            let fixed = |t: &Task| {
-                (
-                    t.department.clone(),
-                    t.round,
-                    t.dispatched_at,
-                    t.accept_due,
-                )
-            };
+            let fixed = |t: &Task| (t.department.clone(), t.round, t.dispatched_at, t.accept_due);
             prop_assert_eq!(fixed(old), fixed(new), "a task's deadlines moved");
             // Only an approved extension moves a task's deadline, and only later.
             prop_assert!(
-                new.resolve_due == old.resolve_due
-                    || approved && new.resolve_due > old.resolve_due,
+                new.resolve_due == old.resolve_due || approved && new.resolve_due > old.resolve_due,
                 "task {}'s resolve deadline moved without an extension",
                 new.id
             );

@@ -35,6 +35,17 @@ fn body(verb: Verb) -> Body {
         Verb::Comment => Body::Comment(v1::Comment {
             text: "forged".into(),
         }),
+        Verb::RequestExtension => Body::RequestExtension(v1::RequestExtension {
+            task_id: String::new(),
+            until: Some(whistle_wire::convert::timestamp(
+                chrono::Utc::now() + chrono::TimeDelta::days(2),
+            )),
+            reason: "forged".into(),
+        }),
+        Verb::DecideExtension => Body::DecideExtension(v1::DecideExtension {
+            approve: true,
+            note: String::new(),
+        }),
     }
 }
 
