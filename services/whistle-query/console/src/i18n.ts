@@ -224,6 +224,20 @@ const D = {
   done_supervise: ["已督办：{who}", "Supervised: {who}"],
   done_superviseIncident: ["已督办此事件", "The incident is under supervision"],
   done_reassign: ["已改派：{from} → {to}", "Reassigned: {from} → {to}"],
+  // Deadline extensions (延期申请)
+  request_extension: ["申请延期", "Ask for more time"],
+  extensionIntro: ["在办结时限前申请延期，由上级审批；逾期未批复视为不予延期。当前时限：{due}", "Ask before the deadline; the level above answers, and no answer in time counts as a denial. Current deadline: {due}"],
+  extensionUntil: ["申请延期至", "New deadline"],
+  extensionReason: ["延期理由（必填）", "Reason (required)"],
+  done_request_extension: ["已申请延期：{title}", "Extension requested: {title}"],
+  extensionPending: ["延期申请：延至 {until}，{approver}审批，{due} 前答复", "Extension asked: to {until}, answered by the {approver} before {due}"],
+  extensionApprove: ["同意延期", "Approve"],
+  extensionDeny: ["不予延期", "Deny"],
+  extensionApproveNote: ["审批意见（选填）", "Note (optional)"],
+  extensionDenyNote: ["不予延期的理由（必填）", "Why not (required)"],
+  done_extensionApprove: ["已同意延期", "Extension approved"],
+  done_extensionDeny: ["已不予延期", "Extension denied"],
+  extensionsGranted: ["已延期 {n} 次", "Extended {n} time(s)"],
   // Workbench list
   deadline: ["时限", "Deadline"],
   reportIn: ["报到", "report in"],
@@ -323,6 +337,10 @@ const EVENT_KIND: Record<string, Pair> = {
   "incident.overdue": ["超期", "Overdue"],
   "incident.supervised": ["事件督办", "Incident supervised"],
   "incident.commented": ["备注", "Comment"],
+  "incident.extension_requested": ["延期申请", "Extension requested"],
+  "incident.extension_approved": ["同意延期", "Extension approved"],
+  "incident.extension_denied": ["不予延期", "Extension denied"],
+  "incident.extension_withdrawn": ["延期申请撤回", "Extension withdrawn"],
   "incident.handling": ["受理", "Taken up"],
 };
 const OUTCOME_REASON: Record<string, Pair> = {};
