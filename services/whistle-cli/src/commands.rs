@@ -838,6 +838,71 @@ mod tests {
     }
 
     #[test]
+    fn an_extension_is_asked_with_a_time_and_answered_yes_or_no() {
+        let (verb, command) = build(&[
+            "request-extension",
+            INCIDENT,
+            "2",
+            "--until",
+            "2026-12-08T18:00:00+08:00",
+            "--reason",
+            "材料未到",
+            "--as",
+            "li-150602-heating",
+        ])
+        .unwrap();
+        assert_eq!(verb, "request_extension");
+        let until = "2026-12-08T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            command.body,
+            Some(Body::RequestExtension(v1::RequestExtension {
+                task_id: "2".into(),
+                until: Some(whistle_wire::convert::timestamp(until)),
+                reason: "材料未到".into(),
+            }))
+        );
+        let bad_time = build(&[
+            "request-extension",
+            INCIDENT,
+            "--until",
+            "tomorrow",
+            "--reason",
+            "x",
+            "--as",
+            "hd-150602001001",
+        ]);
+        assert!(bad_time.unwrap_err().contains("RFC 3339"));
+
+        let answer = |flags: &[&str]| {
+            let mut args = vec!["decide-extension", INCIDENT, "--as", "op-150602"];
+            args.extend_from_slice(flags);
+            build(&args).map(|(verb, c)| (verb, c.body))
+        };
+        assert_eq!(
+            answer(&["--deny", "--note", "按期办结"]),
+            Ok((
+                "decide_extension",
+                Some(Body::DecideExtension(v1::DecideExtension {
+                    approve: false,
+                    note: "按期办结".into()
+                }))
+            ))
+        );
+        assert!(matches!(
+            answer(&["--approve"]),
+            Ok((
+                _,
+                Some(Body::DecideExtension(v1::DecideExtension {
+                    approve: true,
+                    ..
+                }))
+            ))
+        ));
+        assert!(answer(&[]).is_err());
+        assert!(answer(&["--approve", "--deny"]).is_err());
+    }
+
+    #[test]
     fn bad_ids_are_caught_before_sending() {
         assert!(
             build(&["accept", "not-a-uuid", "1", "--as", "li-150602-heating"])
