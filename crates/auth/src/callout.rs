@@ -340,9 +340,11 @@ fn user_section(granted: crate::permissions::Permissions, options: &Options) -> 
             forbidden.clone()
         }
     };
+    let mut deny_publish = deny(&granted.publish);
+    deny_publish.extend(granted.deny_publish);
     User {
         publish: SubjectPermission {
-            deny: deny(&granted.publish),
+            deny: deny_publish,
             allow: granted.publish,
         },
         subscribe: SubjectPermission {
@@ -367,6 +369,7 @@ mod tests {
             crate::permissions::Permissions {
                 publish: vec![],
                 subscribe: vec!["whistle.event.>".into()],
+                deny_publish: Vec::new(),
             },
             &Options::default(),
         );
@@ -376,6 +379,28 @@ mod tests {
         assert!(user.subscribe.deny.contains(&"$JS.>".to_owned()));
         assert!(user.subscribe.deny.contains(&"_INBOX.>".to_owned()));
         assert_eq!(user.payload, 128 * 1024);
+    }
+
+    #[test]
+    fn a_role_s_denied_verbs_join_the_system_subjects_in_the_publish_deny_list() {
+        let user = user_section(
+            crate::permissions::Permissions {
+                publish: vec!["whistle.cmd.*.li-150602-heating".into()],
+                subscribe: vec!["_INBOX_li-150602-heating.>".into()],
+                deny_publish: vec!["whistle.cmd.decide_extension.li-150602-heating".into()],
+            },
+            &Options::default(),
+        );
+        assert!(user.publish.deny.contains(&"$JS.>".to_owned()));
+        assert!(user
+            .publish
+            .deny
+            .contains(&"whistle.cmd.decide_extension.li-150602-heating".to_owned()));
+        assert!(!user
+            .subscribe
+            .deny
+            .iter()
+            .any(|s| s.starts_with("whistle.cmd")));
     }
 
     #[test]

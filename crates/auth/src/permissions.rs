@@ -4,7 +4,7 @@
 
 use whistle_domain::{AreaCode, DepartmentCode, Level, OrgIndex, PersonId};
 use whistle_store::tokens::{Role, Token};
-use whistle_wire::{connect, names, subject};
+use whistle_wire::{connect, names, subject, Verb};
 
 /// Subjects no person's connection may touch, whatever its allow list says.
 pub const FORBIDDEN_TO_PEOPLE: [&str; 5] = ["$JS.>", "$SYS.>", "$O.>", "$KV.>", "_INBOX.>"];
@@ -123,6 +123,8 @@ pub fn inbox_prefix(identity: &Identity) -> String {
 pub struct Permissions {
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
+    /// Subjects inside `publish` the role may still not publish: the verbs it never sends.
+    pub deny_publish: Vec<String>,
 }
 
 /// The permissions of a person's connection. Operators read the task subjects of every
@@ -130,24 +132,29 @@ pub struct Permissions {
 pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
     let inbox = format!("{}.>", identity.inbox_prefix());
     match identity {
+        // A grid worker or a liaison asks for more time; only the level above answers.
         Identity::GridWorker { person, grid } => Permissions {
             publish: vec![
                 subject::grid_reports(grid),
                 subject::person_commands(person.as_str()),
             ],
             subscribe: vec![inbox],
+            deny_publish: vec![subject::command(Verb::DecideExtension, person.as_str())],
         },
         Identity::Liaison { person, department } => Permissions {
             publish: vec![subject::person_commands(person.as_str())],
             subscribe: vec![subject::department_tasks(department.as_str()), inbox],
+            deny_publish: vec![subject::command(Verb::DecideExtension, person.as_str())],
         },
         Identity::Operator { person, area } => {
             let mut subscribe = vec![subject::area_events(area)];
             subscribe.extend(area_task_subjects(area, org));
             subscribe.push(inbox);
+            // An operator answers extension requests; it never handles one to ask for more time.
             Permissions {
                 publish: vec![subject::person_commands(person.as_str())],
                 subscribe,
+                deny_publish: vec![subject::command(Verb::RequestExtension, person.as_str())],
             }
         }
         Identity::Viewer {
@@ -156,6 +163,7 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
         } => Permissions {
             publish: Vec::new(),
             subscribe: vec![subject::department_tasks(department.as_str()), inbox],
+            deny_publish: Vec::new(),
         },
         Identity::Viewer {
             area,
@@ -164,6 +172,7 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
         } => Permissions {
             publish: Vec::new(),
             subscribe: vec![subject::area_events(area), inbox],
+            deny_publish: Vec::new(),
         },
     }
 }
@@ -371,6 +380,10 @@ mod tests {
             ]
         );
         assert_eq!(p.subscribe, ["_INBOX_gw-150602001001001.>"]);
+        assert_eq!(
+            p.deny_publish,
+            ["whistle.cmd.decide_extension.gw-150602001001001"]
+        );
         assert_eq!(id.inbox_prefix(), "_INBOX_gw-150602001001001");
         assert_eq!(id.name(), "gw-150602001001001");
     }
@@ -400,6 +413,10 @@ mod tests {
         let p = permissions(&id, &org());
         assert_eq!(p.publish, ["whistle.cmd.*.li-150602-urban_management"]);
         assert_eq!(
+            p.deny_publish,
+            ["whistle.cmd.decide_extension.li-150602-urban_management"]
+        );
+        assert_eq!(
             p.subscribe,
             [
                 "whistle.task.150602-urban_management.>",
@@ -417,6 +434,7 @@ mod tests {
         };
         let p = permissions(&id, &org);
         assert_eq!(p.publish, ["whistle.cmd.*.op-150602"]);
+        assert_eq!(p.deny_publish, ["whistle.cmd.request_extension.op-150602"]);
         assert_eq!(p.subscribe[0], "whistle.event.150602.>");
         assert_eq!(p.subscribe.last().unwrap(), "_INBOX_op-150602.>");
         let tasks: Vec<&String> = p.subscribe[1..p.subscribe.len() - 1].iter().collect();

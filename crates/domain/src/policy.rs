@@ -214,6 +214,31 @@ pub struct Category {
     pub after_photo_required: bool,
 }
 
+/// Deadline extensions (延期申请): how long the level above has to answer, how many an incident may
+/// get, how far one may move the deadline, and what an unanswered request does. A policy without
+/// an `[extensions]` table allows none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extensions {
+    /// How long the approving level has to answer; then the request counts as denied.
+    pub answer: TimeDelta,
+    /// Approved extensions per incident (工单), over all its rounds and departments.
+    pub max_per_incident: u32,
+    /// The furthest one extension may move the deadline.
+    pub longest: TimeDelta,
+    /// An unanswered request also sends the incident one level up.
+    pub escalate_unanswered: bool,
+}
+
+impl Extensions {
+    /// No extension is ever granted.
+    pub const NONE: Extensions = Extensions {
+        answer: TimeDelta::zero(),
+        max_per_incident: 0,
+        longest: TimeDelta::zero(),
+        escalate_unanswered: false,
+    };
+}
+
 /// A validated dispatch policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -225,6 +250,7 @@ pub struct Policy {
     accept: TimeDelta,
     follow_up: TimeDelta,
     reopen_resolve: Option<Term>,
+    extensions: Extensions,
     duplicates: Duplicates,
     clusters: Clusters,
     sla: BTreeMap<SlaClass, Sla>,
@@ -289,6 +315,11 @@ impl Policy {
     /// How long the follow-up (回访) may take after resolution before the incident closes unverified.
     pub fn follow_up_window(&self) -> TimeDelta {
         self.follow_up
+    }
+
+    /// The deadline extension (延期申请) rules.
+    pub fn extensions(&self) -> Extensions {
+        self.extensions
     }
 
     pub fn duplicates(&self) -> Duplicates {
@@ -428,6 +459,7 @@ struct RawPolicy {
     weights: Option<Weights>,
     rankings: Option<RawRankings>,
     deadlines: Option<RawDeadlines>,
+    extensions: Option<RawExtensions>,
     duplicates: Option<RawDuplicates>,
     clusters: Option<RawClusters>,
     sla: Option<BTreeMap<String, RawSla>>,
@@ -447,6 +479,15 @@ struct RawDeadlines {
     accept: String,
     follow_up: String,
     reopen_resolve: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExtensions {
+    answer: String,
+    max_per_incident: u32,
+    longest: String,
+    escalate_unanswered: bool,
 }
 
 #[derive(Deserialize)]
@@ -505,6 +546,7 @@ impl RawPolicy {
             weights: self.weights.or(base.weights),
             rankings: self.rankings.or(base.rankings),
             deadlines: self.deadlines.or(base.deadlines),
+            extensions: self.extensions.or(base.extensions),
             duplicates: self.duplicates.or(base.duplicates),
             clusters: self.clusters.or(base.clusters),
             sla: self.sla.or(base.sla),
@@ -581,6 +623,16 @@ impl RawPolicy {
             .reopen_resolve
             .map(|text| term("deadlines.reopen_resolve", &text))
             .transpose()?;
+
+        let extensions = match self.extensions {
+            None => Extensions::NONE,
+            Some(raw) => Extensions {
+                answer: duration("extensions.answer", &raw.answer)?,
+                max_per_incident: raw.max_per_incident,
+                longest: duration("extensions.longest", &raw.longest)?,
+                escalate_unanswered: raw.escalate_unanswered,
+            },
+        };
 
         let duplicates = self.duplicates.ok_or_else(|| missing("[duplicates]"))?;
         if duplicates.radius_m < 1 {
@@ -673,6 +725,7 @@ impl RawPolicy {
             accept,
             follow_up,
             reopen_resolve,
+            extensions,
             duplicates,
             clusters,
             sla,
@@ -1009,6 +1062,15 @@ summon = ["heating", "housing_construction"]
             class(SlaClass::Utilities),
             Term::Elapsed(TimeDelta::hours(24))
         );
+        assert_eq!(
+            ordos.extensions(),
+            Extensions {
+                answer: TimeDelta::hours(4),
+                max_per_incident: 2,
+                longest: TimeDelta::days(7),
+                escalate_unanswered: true,
+            }
+        );
     }
 
     #[test]
@@ -1078,6 +1140,31 @@ summon = ["heating", "housing_construction"]
             divided.sla(SlaClass::General).resolve,
             Term::Elapsed(TimeDelta::hours(2))
         );
+    }
+
+    #[test]
+    fn extensions_are_optional_scaled_and_checked() {
+        let demo = builtin("ordos-demo").unwrap();
+        assert_eq!(demo.extensions().answer, TimeDelta::minutes(4));
+        assert_eq!(demo.extensions().longest, TimeDelta::hours(168) / 60);
+        let without = ORDOS.replace("[extensions]", "[ignored_extensions]");
+        let base = |_: &str| None;
+        assert!(
+            Policy::parse(&without, base).is_err(),
+            "an unknown table is refused"
+        );
+        let start = ORDOS.find("[extensions]").unwrap();
+        let end = start + ORDOS[start..].find("\n\n").unwrap();
+        let without = format!("{}{}", &ORDOS[..start], &ORDOS[end..]);
+        assert_eq!(
+            Policy::parse(&without, base).unwrap().extensions(),
+            Extensions::NONE
+        );
+        let bad = ORDOS.replace("answer = \"4h\"", "answer = \"0h\"");
+        assert!(matches!(
+            Policy::parse(&bad, base),
+            Err(Error::Duration { at, .. }) if at == "extensions.answer"
+        ));
     }
 
     #[test]

@@ -248,7 +248,8 @@ async fn upsert_tasks(
              $13::bool[], $14::text[]) AS t
          ON CONFLICT (incident_id, task_id) DO UPDATE SET status = EXCLUDED.status, accepted_at = EXCLUDED.accepted_at,
              resolved_at = EXCLUDED.resolved_at, holder_id = EXCLUDED.holder_id, return_reason = EXCLUDED.return_reason,
-             supervised = EXCLUDED.supervised, resolve_due_at = EXCLUDED.resolve_due_at, updated_at = EXCLUDED.updated_at
+             supervised = EXCLUDED.supervised, resolve_due_at = EXCLUDED.resolve_due_at,
+             updated_at = EXCLUDED.updated_at
          WHERE (tasks.status, tasks.accepted_at, tasks.resolved_at, tasks.holder_id, tasks.return_reason, tasks.supervised,
                 tasks.resolve_due_at)
              IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.accepted_at, EXCLUDED.resolved_at, EXCLUDED.holder_id,

@@ -15,6 +15,11 @@ pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// The instant a wire timestamp names; `None` when it is out of chrono's range or malformed.
+pub fn timestamp_from_proto(at: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?)
+}
+
 pub fn level_to_proto(level: Level) -> v1::Level {
     match level {
         Level::Grid => v1::Level::Grid,

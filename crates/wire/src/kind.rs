@@ -24,6 +24,14 @@ pub const INCIDENT_SUPERVISED: &str = "incident.supervised";
 pub const INCIDENT_COMMENTED: &str = "incident.commented";
 /// A provisional working-day deadline recounted on a newly loaded holiday calendar.
 pub const INCIDENT_RESCHEDULED: &str = "incident.rescheduled";
+/// A 延期申请 waits for the level above.
+pub const INCIDENT_EXTENSION_REQUESTED: &str = "incident.extension_requested";
+/// The deadline moved later.
+pub const INCIDENT_EXTENSION_APPROVED: &str = "incident.extension_approved";
+/// Denied, or unanswered in time (counted as denied).
+pub const INCIDENT_EXTENSION_DENIED: &str = "incident.extension_denied";
+/// The asker finished before an answer.
+pub const INCIDENT_EXTENSION_WITHDRAWN: &str = "incident.extension_withdrawn";
 pub const TASK_DISPATCHED: &str = "task.dispatched";
 pub const TASK_ACCEPTED: &str = "task.accepted";
 pub const TASK_RETURNED: &str = "task.returned";
@@ -41,7 +49,7 @@ pub const INTAKE: [&str; 4] = [
 ];
 
 /// The kinds the state machine publishes (the domain's `incident::EVENT_KINDS`, checked below).
-pub const ENGINE: [&str; 18] = [
+pub const ENGINE: [&str; 22] = [
     INCIDENT_ESCALATED,
     INCIDENT_WHISTLED,
     INCIDENT_RESOLVED,
@@ -53,6 +61,10 @@ pub const ENGINE: [&str; 18] = [
     INCIDENT_SUPERVISED,
     INCIDENT_COMMENTED,
     INCIDENT_RESCHEDULED,
+    INCIDENT_EXTENSION_REQUESTED,
+    INCIDENT_EXTENSION_APPROVED,
+    INCIDENT_EXTENSION_DENIED,
+    INCIDENT_EXTENSION_WITHDRAWN,
     TASK_DISPATCHED,
     TASK_ACCEPTED,
     TASK_RETURNED,

@@ -17,11 +17,15 @@ pub enum Verb {
     Supervise,
     Reassign,
     Comment,
+    /// 延期申请.
+    RequestExtension,
+    /// The answer to a 延期申请.
+    DecideExtension,
 }
 
 impl Verb {
     /// Every verb, in the order dispatch registers its endpoints.
-    pub const ALL: [Verb; 8] = [
+    pub const ALL: [Verb; 10] = [
         Verb::Accept,
         Verb::Return,
         Verb::Resolve,
@@ -30,6 +34,8 @@ impl Verb {
         Verb::Supervise,
         Verb::Reassign,
         Verb::Comment,
+        Verb::RequestExtension,
+        Verb::DecideExtension,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +48,8 @@ impl Verb {
             Verb::Supervise => "supervise",
             Verb::Reassign => "reassign",
             Verb::Comment => "comment",
+            Verb::RequestExtension => "request_extension",
+            Verb::DecideExtension => "decide_extension",
         }
     }
 
@@ -56,6 +64,8 @@ impl Verb {
             Body::Supervise(_) => Verb::Supervise,
             Body::Reassign(_) => Verb::Reassign,
             Body::Comment(_) => Verb::Comment,
+            Body::RequestExtension(_) => Verb::RequestExtension,
+            Body::DecideExtension(_) => Verb::DecideExtension,
         }
     }
 }

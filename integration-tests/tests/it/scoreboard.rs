@@ -592,16 +592,28 @@ fn some_department(rng: &mut StdRng, grid: &str) -> String {
 }
 
 /// One random command on an incident that its state allows (escalate or whistle, resolve at the
-/// level, report in, return, reassign, resolve a task, follow up either way); dispatch may still
-/// refuse it, which is part of the history too.
+/// level, report in, return, reassign, resolve a task, ask for a later deadline and answer it,
+/// follow up either way); dispatch may still refuse it, which is part of the history too.
 async fn random_command(stack: &Stack, rng: &mut StdRng, id: Uuid) {
-    let (status, grid): (String, String) =
-        sqlx::query_as("SELECT status, grid_code FROM incidents WHERE id = $1")
-            .bind(id)
-            .fetch_one(stack.pool())
-            .await
-            .unwrap();
+    let (status, grid, pending, due): (String, String, bool, DateTime<Utc>) = sqlx::query_as(
+        "SELECT status, grid_code, jsonb_typeof(state->'extension') = 'object', due_at
+         FROM incidents WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(stack.pool())
+    .await
+    .unwrap();
     let operator = format!("op-{}", &grid[..6]);
+    // A waiting extension is answered (approved two times in three) half the time; else it waits
+    // for its timer.
+    if pending && rng.random_bool(0.5) {
+        let body = Body::DecideExtension(v1::DecideExtension {
+            approve: rng.random_range(0..3) > 0,
+            note: "审批".into(),
+        });
+        stack.command(&operator, id, &body).await;
+        return;
+    }
     let (actor, body) = match status.as_str() {
         "handling" => match rng.random_range(0..4) {
             0 => (operator, resolve()),
@@ -630,6 +642,15 @@ async fn random_command(stack: &Stack, rng: &mut StdRng, id: Uuid) {
             let task = task as u32;
             match task_status.as_str() {
                 "returned" => (operator, reassign(task, &some_department(rng, &grid))),
+                "accepted" if rng.random_range(0..4) == 0 => {
+                    let until = due + TimeDelta::hours(rng.random_range(1..72));
+                    let ask = Body::RequestExtension(v1::RequestExtension {
+                        task_id: task.to_string(),
+                        until: Some(whistle_wire::convert::timestamp(until)),
+                        reason: "需要更多时间".into(),
+                    });
+                    (li(&department), ask)
+                }
                 "accepted" => (li(&department), resolve_task(task)),
                 _ if rng.random_range(0..4) == 0 => (li(&department), give_back(task)),
                 _ => (li(&department), accept(task)),

@@ -1,5 +1,5 @@
 //! The field commands (`whistle accept`, `return`, `resolve`, `escalate`, `verify`, `supervise`,
-//! `reassign`, `comment`): each is one NATS request on `whistle.cmd.{verb}.{person}` with a
+//! `reassign`, `comment`, `request-extension`, `decide-extension`): each is one NATS request on `whistle.cmd.{verb}.{person}` with a
 //! `whistle.v1.Command`, answered by whistle-dispatch with a `whistle.v1.CommandReply`.
 //!
 //! The actor is the identity: with a token (`--token`) the command is sent on the token's
@@ -58,6 +58,52 @@ pub enum Field {
     Reassign(ReassignArgs),
     /// A remark on the incident's timeline.
     Comment(CommentArgs),
+    /// 延期申请: the handling level (no TASK) or a liaison asks the level above for a later deadline.
+    RequestExtension(RequestExtensionArgs),
+    /// Answer the pending 延期申请, as the level above the asker.
+    DecideExtension(DecideExtensionArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RequestExtensionArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// The department's task; leave out when the handling level asks.
+    pub task: Option<u32>,
+    /// The deadline asked for, RFC 3339 (e.g. 2026-12-08T18:00:00+08:00); later than the current.
+    #[arg(long, value_parser = parse_instant)]
+    pub until: chrono::DateTime<chrono::Utc>,
+    /// Why (required).
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("answer").required(true).args(["approve", "deny"])))]
+pub struct DecideExtensionArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// 同意延期: the deadline moves to the date asked for.
+    #[arg(long)]
+    pub approve: bool,
+    /// 不予延期 (a --note is required).
+    #[arg(long)]
+    pub deny: bool,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Parses an RFC 3339 instant.
+pub fn parse_instant(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .map_err(|e| {
+            format!("{s:?} is not an RFC 3339 time such as 2026-12-08T18:00:00+08:00: {e}")
+        })
 }
 
 #[derive(Debug, clap::Args)]
@@ -329,6 +375,23 @@ impl Field {
                     text: a.text.clone(),
                 }),
             ),
+            Field::RequestExtension(a) => (
+                &a.incident,
+                &a.common,
+                Body::RequestExtension(v1::RequestExtension {
+                    task_id: a.task.map(|t| t.to_string()).unwrap_or_default(),
+                    until: Some(whistle_wire::convert::timestamp(a.until)),
+                    reason: a.reason.clone(),
+                }),
+            ),
+            Field::DecideExtension(a) => (
+                &a.incident,
+                &a.common,
+                Body::DecideExtension(v1::DecideExtension {
+                    approve: a.approve,
+                    note: note(&a.note),
+                }),
+            ),
         })
     }
 
@@ -468,6 +531,9 @@ pub fn done_zh(command: &v1::Command, ok: &v1::CommandOk) -> String {
         Some(Body::Supervise(_)) => "已督办".into(),
         Some(Body::Reassign(_)) => "已改派".into(),
         Some(Body::Comment(_)) => "已备注".into(),
+        Some(Body::RequestExtension(_)) => "已申请延期".into(),
+        Some(Body::DecideExtension(d)) if d.approve => "已同意延期".into(),
+        Some(Body::DecideExtension(_)) => "已不予延期".into(),
         None => "完成".into(),
     }
 }
@@ -769,6 +835,71 @@ mod tests {
         );
         assert!(verdict(&[]).is_err());
         assert!(verdict(&["--satisfied", "--unsatisfied"]).is_err());
+    }
+
+    #[test]
+    fn an_extension_is_asked_with_a_time_and_answered_yes_or_no() {
+        let (verb, command) = build(&[
+            "request-extension",
+            INCIDENT,
+            "2",
+            "--until",
+            "2026-12-08T18:00:00+08:00",
+            "--reason",
+            "材料未到",
+            "--as",
+            "li-150602-heating",
+        ])
+        .unwrap();
+        assert_eq!(verb, "request_extension");
+        let until = "2026-12-08T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            command.body,
+            Some(Body::RequestExtension(v1::RequestExtension {
+                task_id: "2".into(),
+                until: Some(whistle_wire::convert::timestamp(until)),
+                reason: "材料未到".into(),
+            }))
+        );
+        let bad_time = build(&[
+            "request-extension",
+            INCIDENT,
+            "--until",
+            "tomorrow",
+            "--reason",
+            "x",
+            "--as",
+            "hd-150602001001",
+        ]);
+        assert!(bad_time.unwrap_err().contains("RFC 3339"));
+
+        let answer = |flags: &[&str]| {
+            let mut args = vec!["decide-extension", INCIDENT, "--as", "op-150602"];
+            args.extend_from_slice(flags);
+            build(&args).map(|(verb, c)| (verb, c.body))
+        };
+        assert_eq!(
+            answer(&["--deny", "--note", "按期办结"]),
+            Ok((
+                "decide_extension",
+                Some(Body::DecideExtension(v1::DecideExtension {
+                    approve: false,
+                    note: "按期办结".into()
+                }))
+            ))
+        );
+        assert!(matches!(
+            answer(&["--approve"]),
+            Ok((
+                _,
+                Some(Body::DecideExtension(v1::DecideExtension {
+                    approve: true,
+                    ..
+                }))
+            ))
+        ));
+        assert!(answer(&[]).is_err());
+        assert!(answer(&["--approve", "--deny"]).is_err());
     }
 
     #[test]

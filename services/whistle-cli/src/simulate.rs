@@ -4,7 +4,9 @@
 //! resolves some incidents and escalates the others (at the street, the whistle); liaisons
 //! (`li-{department}`) watch `whistle.task.*.task.dispatched` and report in (most in time, some
 //! late so they are supervised), return some tasks, which the street reassigns within the
-//! district, and resolve; grid workers follow up resolved incidents. Delays are shares of the
+//! district, and resolve, some after asking the district for more time (延期申请), which the
+//! district operator approves, denies or leaves to its timer; grid workers follow up resolved
+//! incidents. Delays are shares of the
 //! deadlines each person faces (read from the events and the policy), so the same mix runs on the
 //! real policy in hours and on `ordos-demo` in minutes. Only incidents this run filed are played.
 //!
@@ -41,7 +43,7 @@ use whistle_wire::{
 
 use self::{
     board::Board,
-    plan::{FollowUp, LevelMove, LiaisonMove},
+    plan::{ExtensionAnswer, FollowUp, LevelMove, LiaisonMove},
 };
 use crate::{
     commands::{self, reason_zh, satisfaction_zh},
@@ -72,6 +74,7 @@ pub struct Args {
 }
 
 /// One command a simulated person sends, with what to print about it.
+#[derive(Clone)]
 struct Action {
     /// 吹哨, 报到, 退单, …
     verb: &'static str,
@@ -349,7 +352,31 @@ impl Sim {
                     if !sim.sleep(delay).await || !sim.perform(&accept).await {
                         return;
                     }
-                    let resolve_left = since_now(resolve_due).unwrap_or_default();
+                    let mut resolve_left = since_now(resolve_due).unwrap_or_default();
+                    let extend = sim.rng(|rng| {
+                        rng.random_bool(plan::EXTEND_SHARE)
+                            .then(|| plan::pick(rng, plan::EXTENSION_REASONS))
+                    });
+                    if let (Some(reason), Some((seconds, nanos))) = (extend, resolve_due) {
+                        // Half the time left again, asked at once: the department then works
+                        // on as if it were granted, and the district's answer decides.
+                        let due = DateTime::from_timestamp(seconds, nanos.max(0) as u32);
+                        if let Some(due) = due.filter(|_| resolve_left > TimeDelta::zero()) {
+                            let until = due + resolve_left / 2;
+                            let ask = Action {
+                                verb: "申请延期",
+                                body: Body::RequestExtension(v1::RequestExtension {
+                                    task_id: task_id.clone(),
+                                    until: Some(whistle_wire::convert::timestamp(until)),
+                                    reason: reason.into(),
+                                }),
+                                ..accept.clone()
+                            };
+                            if sim.perform(&ask).await {
+                                resolve_left += resolve_left / 2;
+                            }
+                        }
+                    }
                     let (delay, note) = sim.rng(|rng| {
                         let cap = unit.mul_f64(rng.random_range(2.0..8.0));
                         (
@@ -373,6 +400,40 @@ impl Sim {
                 });
             }
         }
+    }
+
+    /// The district operator answers a department's extension request, or lets its timer do so.
+    fn extension_requested(self: &Arc<Self>, event: &v1::Event, changed: &v1::IncidentChanged) {
+        // Departments ask the district; this simulation has no level ask for more time.
+        if changed.task.is_none() || event.district_code.is_empty() {
+            return;
+        }
+        let district = event.district_code.clone();
+        let unit = self.unit();
+        let (answer, delay, denial) = self.rng(|rng| {
+            (
+                plan::extension_answer(rng),
+                unit.mul_f64(rng.random_range(0.2..2.0)),
+                plan::pick(rng, plan::EXTENSION_DENIALS),
+            )
+        });
+        let (verb, approve, note) = match answer {
+            ExtensionAnswer::Ignore => return,
+            ExtensionAnswer::Approve => ("同意延期", true, String::new()),
+            ExtensionAnswer::Deny => ("不予延期", false, denial.to_owned()),
+        };
+        self.later(
+            delay,
+            Action {
+                verb,
+                actor: format!("op-{district}"),
+                incident: event.incident_id.clone(),
+                title: changed.title.clone(),
+                detail: String::new(),
+                expected_version: 0,
+                body: Body::DecideExtension(v1::DecideExtension { approve, note }),
+            },
+        );
     }
 
     /// The street reassigns a returned task to another department of the district.
@@ -549,6 +610,7 @@ impl Sim {
             "incident.resolved" => self.resolved(event, changed),
             "task.dispatched" => self.dispatched(event, changed),
             "task.returned" => self.returned(event, changed),
+            "incident.extension_requested" => self.extension_requested(event, changed),
             _ => {}
         }
     }

@@ -212,6 +212,10 @@ pub(crate) fn kind_zh(kind: &str) -> &str {
         "incident.supervised" => "督办事件",
         "incident.commented" => "备注",
         "incident.rescheduled" => "时限重算",
+        "incident.extension_requested" => "延期申请",
+        "incident.extension_approved" => "同意延期",
+        "incident.extension_denied" => "不予延期",
+        "incident.extension_withdrawn" => "延期申请撤回",
         other => other,
     }
 }

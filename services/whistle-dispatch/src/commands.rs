@@ -498,6 +498,29 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
             },
             None,
         ),
+        Body::RequestExtension(r) => {
+            let task = optional_task(&r.task_id)?;
+            let until = r.until.as_ref().ok_or_else(|| {
+                invalid("an extension request needs the deadline asked for (until)".into())
+            })?;
+            let until = whistle_wire::convert::timestamp_from_proto(until)
+                .ok_or_else(|| invalid("until is not a valid timestamp".into()))?;
+            (
+                incident::Command::RequestExtension {
+                    task,
+                    until,
+                    reason: r.reason.clone(),
+                },
+                task,
+            )
+        }
+        Body::DecideExtension(d) => (
+            incident::Command::DecideExtension {
+                approve: d.approve,
+                note: d.note.clone(),
+            },
+            None,
+        ),
     };
     Ok(Parsed {
         incident_id,
@@ -629,9 +652,51 @@ mod tests {
         assert!(message.contains("nobody"), "{message}");
     }
 
+    #[test]
+    fn an_extension_request_needs_a_valid_deadline() {
+        let ask = |until: Option<prost_types::Timestamp>| {
+            let command = v1::Command {
+                body: Some(Body::RequestExtension(v1::RequestExtension {
+                    task_id: "1".into(),
+                    until,
+                    reason: "材料未到".into(),
+                })),
+                ..accept()
+            };
+            decode(
+                "request_extension",
+                &command.encode_to_vec(),
+                false,
+                &CATALOG,
+            )
+        };
+        let invalid = CommandErrorCode::InvalidArgument as i32;
+        let (code, message) = refusal(ask(None));
+        assert_eq!(code, invalid);
+        assert!(message.contains("until"), "{message}");
+        let out_of_range = prost_types::Timestamp {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
+        let (code, message) = refusal(ask(Some(out_of_range)));
+        assert_eq!(code, invalid);
+        assert!(message.contains("not a valid timestamp"), "{message}");
+        let until: DateTime<Utc> = "2026-12-08T10:00:00Z".parse().unwrap();
+        let (_, parsed) = ask(Some(whistle_wire::convert::timestamp(until))).unwrap();
+        assert_eq!(
+            parsed.command,
+            incident::Command::RequestExtension {
+                task: Some(1),
+                until,
+                reason: "材料未到".into(),
+            }
+        );
+        assert_eq!(parsed.task, Some(1));
+    }
+
     proptest! {
         #[test]
-        fn arbitrary_bytes_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..1024), json in any::<bool>(), verb in 0usize..8) {
+        fn arbitrary_bytes_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..1024), json in any::<bool>(), verb in 0usize..Verb::ALL.len()) {
             let _ = decode(Verb::ALL[verb].as_str(), &payload, json, &CATALOG);
         }
 

@@ -131,6 +131,11 @@ impl command_center_server::CommandCenter for CommandCenter {
             .incident(&principal, &request.get_ref().incident_id)
             .await?;
         photos::show(&principal, &mut detail);
+        if let Some(pending) = &mut detail.pending_extension {
+            pending.may_answer = principal.role == whistle_store::tokens::Role::Operator
+                && whistle_wire::convert::level_from_proto(pending.approver)
+                    .is_some_and(|approver| principal.area.level() >= approver);
+        }
         let incident_status = detail.incident.as_ref().map_or(0, |i| i.status);
         for task in &mut detail.tasks {
             if let Some(state) = &task.state {

@@ -100,4 +100,6 @@ forward! {
     supervise => Verb::Supervise,
     reassign => Verb::Reassign,
     comment => Verb::Comment,
+    request_extension => Verb::RequestExtension,
+    decide_extension => Verb::DecideExtension,
 }

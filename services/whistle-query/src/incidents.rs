@@ -270,7 +270,14 @@ pub(crate) async fn get(
         .await?;
     let row = sqlx::query(&format!(
         "SELECT {SUMMARY_COLUMNS}, i.description, i.policy_version, i.level_due_at, i.resolved_at,
-                i.closed_at, i.satisfaction, i.reopen_count, i.duplicate_of
+                i.closed_at, i.satisfaction, i.reopen_count, i.duplicate_of,
+                coalesce((i.state->>'extensions')::int4, 0) AS extensions,
+                i.state->'extension'->>'approver' AS ext_approver,
+                (i.state->'extension'->>'task')::int8 AS ext_task,
+                i.state->'extension'->>'requested_by' AS ext_requested_by,
+                (i.state->'extension'->>'until')::timestamptz AS ext_until,
+                (i.state->'extension'->>'requested_at')::timestamptz AS ext_requested_at,
+                (i.state->'extension'->>'answer_due')::timestamptz AS ext_answer_due
          FROM incidents i WHERE i.id = $1"
     ))
     .bind(id)
@@ -373,7 +380,32 @@ pub(crate) async fn get(
             .map(|d| d.to_string())
             .unwrap_or_default(),
         photos,
+        pending_extension: pending_extension(&row)?,
+        extensions: u32::try_from(row.try_get::<i32, _>("extensions")?)
+            .map_err(|_| Error::Corrupt(format!("incident {id} has a negative extension count")))?,
     })
+}
+
+/// The pending extension request of the engine's state (`may_answer` is the caller's, set later).
+fn pending_extension(row: &PgRow) -> Result<Option<v1::PendingExtension>> {
+    let Some(approver) = row.try_get::<Option<String>, _>("ext_approver")? else {
+        return Ok(None);
+    };
+    let at = |column: &str| -> Result<Option<prost_types::Timestamp>> {
+        Ok(Some(convert::timestamp(row.try_get(column)?)))
+    };
+    Ok(Some(v1::PendingExtension {
+        task_id: row
+            .try_get::<Option<i64>, _>("ext_task")?
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        requested_by: row.try_get("ext_requested_by")?,
+        approver: convert::level_from_db(&approver)? as i32,
+        until: at("ext_until")?,
+        requested_at: at("ext_requested_at")?,
+        answer_due_at: at("ext_answer_due")?,
+        may_answer: false,
+    }))
 }
 
 /// The reports' photos, in the reports' order.

@@ -19,7 +19,7 @@ pub const TEXT_MAX: usize = 2_000;
 ///
 /// [`apply`]: super::apply
 /// [`open`]: super::open
-pub const EVENT_KINDS: [&str; 18] = [
+pub const EVENT_KINDS: [&str; 22] = [
     "incident.escalated",
     "incident.whistled",
     "incident.resolved",
@@ -31,6 +31,10 @@ pub const EVENT_KINDS: [&str; 18] = [
     "incident.supervised",
     "incident.commented",
     "incident.rescheduled",
+    "incident.extension_requested",
+    "incident.extension_approved",
+    "incident.extension_denied",
+    "incident.extension_withdrawn",
     "task.dispatched",
     "task.accepted",
     "task.returned",
@@ -149,6 +153,18 @@ pub enum Command {
     Comment {
         text: String,
     },
+    /// 延期申请: the handling level (`task` `None`) or a department that reported in asks the
+    /// level above for a later deadline; the reason is required.
+    RequestExtension {
+        task: Option<u32>,
+        until: DateTime<Utc>,
+        reason: String,
+    },
+    /// The approving level's answer to the pending request; a denial needs a note.
+    DecideExtension {
+        approve: bool,
+        note: String,
+    },
 }
 
 /// A durable timer of an incident; at most one of each key is pending.
@@ -162,17 +178,20 @@ pub enum Timer {
     ResolveDeadline,
     /// The follow-up window ends (`follow_up_due`).
     FollowUpDeadline,
+    /// The approving level's window to answer an extension request ends.
+    ExtensionAnswer,
 }
 
 impl Timer {
     /// The stable key stored with the timer: `level_window`, `accept_deadline:{task}`,
-    /// `resolve_deadline`, `follow_up_deadline`.
+    /// `resolve_deadline`, `follow_up_deadline`, `extension_answer`.
     pub fn key(&self) -> String {
         match self {
             Timer::LevelWindow => "level_window".to_owned(),
             Timer::AcceptDeadline { task } => format!("accept_deadline:{task}"),
             Timer::ResolveDeadline => "resolve_deadline".to_owned(),
             Timer::FollowUpDeadline => "follow_up_deadline".to_owned(),
+            Timer::ExtensionAnswer => "extension_answer".to_owned(),
         }
     }
 
@@ -182,6 +201,7 @@ impl Timer {
             "level_window" => Some(Timer::LevelWindow),
             "resolve_deadline" => Some(Timer::ResolveDeadline),
             "follow_up_deadline" => Some(Timer::FollowUpDeadline),
+            "extension_answer" => Some(Timer::ExtensionAnswer),
             _ => {
                 let task = key.strip_prefix("accept_deadline:")?.parse().ok()?;
                 Some(Timer::AcceptDeadline { task }).filter(|timer| timer.key() == key)

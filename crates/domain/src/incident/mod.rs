@@ -66,6 +66,16 @@
 //! incident while it is being handled; anyone who may act on the incident comments, even after it
 //! closed. Neither changes the incident.
 //!
+//! **Deadline extension (延期申请).** Before `resolve_due`, the level handling the incident on its
+//! own ([`Status::Handling`]) or a department whose task has reported in asks for a later deadline
+//! with a reason ([`Command::RequestExtension`]). The level above answers
+//! ([`Command::DecideExtension`]): community for the grid, street for the community, district for
+//! the street and for departments, city for the district. One request waits at a time, until
+//! [`Timer::ExtensionAnswer`] (the policy's answer window) denies it and, per policy, sends the
+//! incident one level up; `resolve_due` passing first also denies it, and the asker finishing
+//! withdraws it. An approval moves `resolve_due` of the incident and of the round's tasks to the date
+//! asked (later, at most the policy's `longest` past it) and counts towards the policy's cap.
+//!
 //! **Terminal statuses.** `Closed`, `ClosedUnverified` and `Duplicate` refuse every command but
 //! `Comment` and ignore timers. `Duplicate` is set by intake when it attaches an incident to another
 //! (no command leads there); like the other terminal statuses it holds no task in progress and no
@@ -80,6 +90,8 @@
 //! | `Reassign` | the street's handler, an operator in area, `System` |
 //! | `Supervise` | an operator in area, `System` |
 //! | `Verify` | a grid worker of the incident's grid |
+//! | `RequestExtension` | the current level's handler (`task` `None`), a liaison of the task's department |
+//! | `DecideExtension` | a handler of the approving level's unit, an operator whose area is at that level or above and contains the incident, `System` |
 //! | `Comment` | all of the above, a handler of any unit containing the incident, a liaison of a department that has had a task in it |
 //!
 //! Checks run in a fixed order, so each refusal has one reason: what the command names must exist
@@ -134,5 +146,7 @@ pub use commands::{
     Actor, Command, Context, Effect, Input, Rejection, Timer, EVENT_KINDS, NOTE_MAX, TEXT_MAX,
 };
 pub use rules::{apply, open};
-pub use state::{Incident, Provisional, ReturnReason, Satisfaction, Status, Task, TaskStatus};
+pub use state::{
+    ExtensionRequest, Incident, Provisional, ReturnReason, Satisfaction, Status, Task, TaskStatus,
+};
 pub use verbs::TaskVerb;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Actor, Command, Context, Effect, Incident, Input, Provisional, Rejection, ReturnReason,
-    Satisfaction, Status, Task, TaskStatus, TaskVerb, Timer, NOTE_MAX, TEXT_MAX,
+    Actor, Command, Context, Effect, ExtensionRequest, Incident, Input, Provisional, Rejection,
+    ReturnReason, Satisfaction, Status, Task, TaskStatus, TaskVerb, Timer, NOTE_MAX, TEXT_MAX,
 };
 use crate::{
     calendar::{Calendar, Due},
@@ -42,6 +42,8 @@ pub fn open(
         reopen_count: 0,
         overdue: false,
         satisfaction: None,
+        extension: None,
+        extensions: 0,
         version: 1,
     };
     let effects = timer_effects(&BTreeMap::new(), &incident.timers(), None);
@@ -78,6 +80,7 @@ pub fn apply(
             None
         }
     };
+    step.withdraw_moot_extension();
     let Step {
         mut next,
         mut events,
@@ -146,6 +149,19 @@ impl Actor {
         incident.area.at_level(level).as_ref() == Some(unit)
     }
 
+    /// Who answers an extension request at `approver`: that level's unit (a handler), an operator
+    /// whose area is at that level or above and contains the incident, or dispatch itself.
+    fn approves(&self, incident: &Incident, approver: Level) -> bool {
+        match self {
+            Actor::Handler { .. } => self.handles(incident, approver),
+            Actor::Operator { area, .. } => {
+                area.level() >= approver && area.contains(&incident.area)
+            }
+            Actor::System => true,
+            _ => false,
+        }
+    }
+
     fn is_reporter(&self, incident: &Incident) -> bool {
         matches!(self, Actor::GridWorker { grid, .. } if *grid == incident.area)
     }
@@ -202,6 +218,14 @@ impl<'c> Step<'c> {
             Command::Verify { satisfaction, note } => self.verify(actor, satisfaction, note),
             Command::Supervise { task, note } => self.supervise(actor, task, note),
             Command::Reassign { task, to, note } => self.reassign(actor, task, to, note),
+            Command::RequestExtension {
+                task,
+                until,
+                reason,
+            } => self.request_extension(actor, task, until, reason),
+            Command::DecideExtension { approve, note } => {
+                self.decide_extension(actor, approve, note)
+            }
             Command::Comment { text } => {
                 if !actor.takes_part(&self.next) {
                     return Err(forbidden(actor, "comment on this incident"));
@@ -460,6 +484,176 @@ impl<'c> Step<'c> {
         Ok(())
     }
 
+    fn request_extension(
+        &mut self,
+        actor: &Actor,
+        task: Option<u32>,
+        until: DateTime<Utc>,
+        reason: String,
+    ) -> Result<(), Rejection> {
+        let requested_by = match task {
+            Some(id) => self.liaison_task(actor, id, "ask to extend")?.1,
+            None => match actor {
+                Actor::GridWorker { id, .. } | Actor::Handler { id, .. }
+                    if actor.handles(&self.next, self.next.level) =>
+                {
+                    id.clone()
+                }
+                _ => return Err(forbidden(actor, "ask to extend this incident's deadline")),
+            },
+        };
+        check_text("reason", &reason, NOTE_MAX, true)?;
+        let rules = self.ctx.policy.extensions();
+        if until <= self.next.resolve_due {
+            return Err(Rejection::InvalidArgument(format!(
+                "an extension asks for a deadline after the current one ({})",
+                self.next.resolve_due.to_rfc3339()
+            )));
+        }
+        if until - self.next.resolve_due > rules.longest {
+            return Err(Rejection::InvalidArgument(format!(
+                "an extension moves the deadline at most {} h past the current one",
+                rules.longest.num_minutes() as f64 / 60.0
+            )));
+        }
+        self.require_open()?;
+        let approver = match task {
+            Some(id) => {
+                let task = self.find(id)?;
+                if task.status != TaskStatus::Accepted || task.round != self.next.reopen_count {
+                    return Err(Rejection::InvalidTransition(format!(
+                        "task {id} is {}; a department asks for more time only while handling it",
+                        task.status
+                    )));
+                }
+                Level::District
+            }
+            None => {
+                if self.next.status != Status::Handling {
+                    return Err(Rejection::InvalidTransition(format!(
+                        "the incident is {}; the departments handling it ask for more time",
+                        self.next.status
+                    )));
+                }
+                self.next.level.up().ok_or_else(|| {
+                    Rejection::InvalidTransition(
+                        "the city is the top of the chain; nobody above it grants more time".into(),
+                    )
+                })?
+            }
+        };
+        if self.next.overdue || self.now >= self.next.resolve_due {
+            return Err(Rejection::InvalidTransition(
+                "the deadline has passed; an extension is asked for before it".into(),
+            ));
+        }
+        if let Some(pending) = &self.next.extension {
+            return Err(Rejection::InvalidTransition(format!(
+                "an extension request by {} is waiting for an answer",
+                pending.requested_by
+            )));
+        }
+        if self.next.extensions >= rules.max_per_incident {
+            return Err(Rejection::InvalidTransition(format!(
+                "the policy allows {} extension(s) per incident and {} were granted",
+                rules.max_per_incident, self.next.extensions
+            )));
+        }
+        self.next.extension = Some(ExtensionRequest {
+            task,
+            requested_by,
+            approver,
+            until,
+            requested_at: self.now,
+            answer_due: self.now + rules.answer,
+        });
+        let note = format!(
+            "申请延期至 {}（{}审批）：{reason}",
+            until.with_timezone(&beijing()).format("%Y-%m-%d %H:%M"),
+            approver.name_zh()
+        );
+        self.event("incident.extension_requested", task, note);
+        Ok(())
+    }
+
+    fn decide_extension(
+        &mut self,
+        actor: &Actor,
+        approve: bool,
+        note: String,
+    ) -> Result<(), Rejection> {
+        let Some(request) = self.next.extension.clone() else {
+            return Err(Rejection::InvalidTransition(
+                "no extension request is waiting for an answer".into(),
+            ));
+        };
+        if !actor.approves(&self.next, request.approver) {
+            return Err(forbidden(
+                actor,
+                &format!(
+                    "answer this extension request, which is for the {} to answer",
+                    request.approver.name_zh()
+                ),
+            ));
+        }
+        check_text("note", &note, NOTE_MAX, !approve)?;
+        self.next.extension = None;
+        if !approve {
+            self.event("incident.extension_denied", request.task, note);
+            return Ok(());
+        }
+        self.next.extensions += 1;
+        self.next.resolve_due = request.until;
+        // The approver's date, not a count: a provisional working-day deadline is not recounted.
+        self.next.provisional = None;
+        let round = self.next.reopen_count;
+        for task in self.next.tasks.iter_mut().filter(|t| t.round == round) {
+            task.resolve_due = request.until;
+        }
+        let until = request
+            .until
+            .with_timezone(&beijing())
+            .format("%Y-%m-%d %H:%M");
+        let note = if note.trim().is_empty() {
+            format!("同意延期至 {until}")
+        } else {
+            format!("同意延期至 {until}：{note}")
+        };
+        self.event("incident.extension_approved", request.task, note);
+        Ok(())
+    }
+
+    /// A pending request lapses unanswered: it counts as denied.
+    fn lapse_extension(&mut self, note: &str) {
+        if let Some(request) = self.next.extension.take() {
+            self.event("incident.extension_denied", request.task, note.to_owned());
+        }
+    }
+
+    /// A request whose asker is done (the task resolved, the incident resolved) has nothing left
+    /// to extend.
+    fn withdraw_moot_extension(&mut self) {
+        let Some(request) = &self.next.extension else {
+            return;
+        };
+        let asker_busy = match request.task {
+            None => true,
+            Some(id) => self.next.task(id).is_some_and(|t| {
+                t.status == TaskStatus::Accepted && t.round == self.next.reopen_count
+            }),
+        };
+        if self.next.status.is_open() && asker_busy {
+            return;
+        }
+        let task = request.task;
+        self.next.extension = None;
+        self.event(
+            "incident.extension_withdrawn",
+            task,
+            "已办结，延期申请撤回".into(),
+        );
+    }
+
     fn timer(&mut self, timer: Timer) -> Result<(), Rejection> {
         let due = self
             .next
@@ -488,12 +682,21 @@ impl<'c> Step<'c> {
                 Ok(())
             }
             Timer::ResolveDeadline => {
+                self.lapse_extension("办结时限已过，延期申请未获批准");
                 self.next.overdue = true;
                 self.event("incident.overdue", None, String::new());
                 if self.next.level == Level::City {
                     return Ok(());
                 }
                 self.escalate("办结时限已过，自动上报".into(), Vec::new())
+            }
+            Timer::ExtensionAnswer => {
+                self.lapse_extension("审批时限已过，视为不予延期");
+                let escalate = self.ctx.policy.extensions().escalate_unanswered;
+                if escalate && self.next.level != Level::City {
+                    return self.escalate("延期申请逾期未答复，自动上报".into(), Vec::new());
+                }
+                Ok(())
             }
             Timer::FollowUpDeadline => {
                 self.next.status = Status::ClosedUnverified;
@@ -535,6 +738,14 @@ impl<'c> Step<'c> {
             "节假日安排已载入，办结时限按工作日重新计算"
         };
         self.event("incident.rescheduled", None, note.into());
+        // A pending extension asking for no more than the recount gave has nothing left to ask.
+        if let Some(request) = self.next.extension.take_if(|r| r.until <= at) {
+            self.event(
+                "incident.extension_withdrawn",
+                request.task,
+                "时限重算后已不晚于所申请的时限，延期申请撤回".into(),
+            );
+        }
     }
 
     /// Whether going up from here is the whistle.
@@ -694,6 +905,11 @@ impl<'c> Step<'c> {
     fn event(&mut self, kind: &'static str, task: Option<u32>, note: String) {
         self.events.push(Effect::Event { kind, task, note });
     }
+}
+
+/// Timeline notes are read in Ordos: Beijing time (UTC+8, no daylight saving).
+fn beijing() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(8 * 3600).expect("a valid offset")
 }
 
 fn task_index(id: u32) -> usize {

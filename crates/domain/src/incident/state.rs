@@ -170,6 +170,21 @@ pub struct Provisional {
     pub not_before: Option<DateTime<Utc>>,
 }
 
+/// A deadline extension (延期申请) waiting for the level above.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionRequest {
+    /// The asking department's task, or `None` when the level handling the incident asks.
+    pub task: Option<u32>,
+    pub requested_by: PersonId,
+    /// The level that answers: the one above the asking level; the district for a department.
+    pub approver: Level,
+    /// The deadline asked for; later than `resolve_due` when asked.
+    pub until: DateTime<Utc>,
+    pub requested_at: DateTime<Utc>,
+    /// Unanswered by then, it counts as denied ([`Timer::ExtensionAnswer`]).
+    pub answer_due: DateTime<Utc>,
+}
+
 /// The state of one incident as the escalation engine sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incident {
@@ -181,8 +196,8 @@ pub struct Incident {
     pub category: CategoryCode,
     /// When intake opened it; the SLA counts from here.
     pub reported_at: DateTime<Utc>,
-    /// SLA deadline; moves only on a reopen, and only later, or when a provisional working-day
-    /// deadline is recounted ([`Input::Recalendar`](super::Input::Recalendar)).
+    /// SLA deadline; moves only later: on a reopen, an approved extension, or when a provisional
+    /// working-day deadline is recounted ([`Input::Recalendar`](super::Input::Recalendar)).
     pub resolve_due: DateTime<Utc>,
     /// Set while `resolve_due` is a working-day deadline counted over a year the calendar does
     /// not hold (weekends only), so it can be recounted once the year is loaded.
@@ -199,6 +214,12 @@ pub struct Incident {
     pub overdue: bool,
     /// The latest follow-up verdict.
     pub satisfaction: Option<Satisfaction>,
+    /// The extension request waiting for an answer, while open and not overdue.
+    #[serde(default)]
+    pub extension: Option<ExtensionRequest>,
+    /// Extensions approved so far, over every round (capped by the policy).
+    #[serde(default)]
+    pub extensions: u32,
     /// 1 when opened, +1 on every change.
     pub version: u64,
 }
@@ -213,6 +234,9 @@ impl Incident {
             }
             if !self.overdue {
                 timers.insert(Timer::ResolveDeadline, self.resolve_due);
+            }
+            if let Some(request) = &self.extension {
+                timers.insert(Timer::ExtensionAnswer, request.answer_due);
             }
             for task in &self.tasks {
                 if task.status == TaskStatus::Dispatched {
@@ -287,6 +311,34 @@ impl Incident {
             )
         {
             return fail(format!("closed with satisfaction {:?}", self.satisfaction));
+        }
+        if let Some(request) = &self.extension {
+            if !open || self.overdue {
+                return fail(format!(
+                    "an extension request pending while {} (overdue {})",
+                    self.status, self.overdue
+                ));
+            }
+            if request.until <= self.resolve_due || request.answer_due <= request.requested_at {
+                return fail(format!(
+                    "extension request {request:?} asks for no later deadline or has no answer window"
+                ));
+            }
+            // A level's request outlives the level moving on: the deadline is the incident's.
+            let asker = match request.task {
+                None => request.approver > Level::Grid,
+                Some(id) => {
+                    request.approver == Level::District
+                        && self.task(id).is_some_and(|t| {
+                            t.status == TaskStatus::Accepted && t.round == self.reopen_count
+                        })
+                }
+            };
+            if !asker {
+                return fail(format!(
+                    "extension request {request:?} has no asker in progress"
+                ));
+            }
         }
         for (index, task) in self.tasks.iter().enumerate() {
             let id = task.id;

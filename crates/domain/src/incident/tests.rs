@@ -850,6 +850,290 @@ fn a_missed_sla_marks_overdue_and_escalates() {
     );
 }
 
+fn ask_extension(task: Option<u32>, until: DateTime<Utc>) -> Command {
+    Command::RequestExtension {
+        task,
+        until,
+        reason: "管线需更换，材料到货需要时间".into(),
+    }
+}
+
+fn decide(approve: bool) -> Command {
+    Command::DecideExtension {
+        approve,
+        note: if approve {
+            String::new()
+        } else {
+            "理由不充分".into()
+        },
+    }
+}
+
+#[test]
+fn the_community_asks_the_street_which_approves_a_later_deadline() {
+    // heating.no_heat opens at the community with a 24 h SLA.
+    let (incident, _) = open_at("heating.no_heat", t0());
+    let until = hours(48);
+    let (asked, effects) = act(
+        &incident,
+        handler(Level::Community),
+        ask_extension(None, until),
+        hours(1),
+    );
+    assert_eq!(kinds(&effects), ["incident.extension_requested"]);
+    let request = asked.extension.clone().unwrap();
+    assert_eq!(request.approver, Level::Street);
+    assert_eq!(request.answer_due, hours(5));
+    assert_eq!(
+        timer_effects_of(&effects),
+        [schedule(Timer::ExtensionAnswer, hours(5))]
+    );
+    // The community itself, a district handler and a grid worker do not answer for the street.
+    for actor in [handler(Level::Community), reporter()] {
+        assert!(matches!(
+            refused(&asked, actor, decide(true)),
+            Rejection::Forbidden(_)
+        ));
+    }
+    let (approved, effects) = act(&asked, handler(Level::Street), decide(true), hours(2));
+    assert_eq!(kinds(&effects), ["incident.extension_approved"]);
+    assert_eq!(approved.resolve_due, until);
+    assert_eq!(approved.extensions, 1);
+    assert_eq!(approved.extension, None);
+    assert_eq!(
+        timer_effects_of(&effects),
+        [
+            cancel(Timer::ExtensionAnswer),
+            schedule(Timer::ResolveDeadline, until)
+        ]
+    );
+}
+
+#[test]
+fn an_extension_request_is_checked_before_it_waits() {
+    let (incident, _) = open_at("heating.no_heat", t0());
+    let community = handler(Level::Community);
+    let refuse = |incident: &Incident, command: Command| {
+        apply(
+            incident,
+            Input::Command(handler(Level::Community), command),
+            &ctx(),
+            hours(1),
+        )
+        .unwrap_err()
+    };
+    // Not later than the deadline, further than the policy's longest, no reason.
+    assert!(matches!(
+        refuse(&incident, ask_extension(None, hours(24))),
+        Rejection::InvalidArgument(_)
+    ));
+    assert!(matches!(
+        refuse(&incident, ask_extension(None, hours(24 + 7 * 24 + 1))),
+        Rejection::InvalidArgument(_)
+    ));
+    let no_reason = Command::RequestExtension {
+        task: None,
+        until: hours(30),
+        reason: " ".into(),
+    };
+    assert!(matches!(
+        refuse(&incident, no_reason),
+        Rejection::InvalidArgument(_)
+    ));
+    // Only the handling level asks for itself.
+    assert!(matches!(
+        refused(
+            &incident,
+            handler(Level::Street),
+            ask_extension(None, hours(30))
+        ),
+        Rejection::Forbidden(_)
+    ));
+    // One request at a time, and none is answered when none waits.
+    assert!(matches!(
+        refused(&incident, handler(Level::Street), decide(true)),
+        Rejection::InvalidTransition(_)
+    ));
+    let (asked, _) = act(
+        &incident,
+        community.clone(),
+        ask_extension(None, hours(30)),
+        hours(1),
+    );
+    assert!(matches!(
+        refuse(&asked, ask_extension(None, hours(31))),
+        Rejection::InvalidTransition(_)
+    ));
+    // A denial says why.
+    let bare_denial = Command::DecideExtension {
+        approve: false,
+        note: String::new(),
+    };
+    assert!(matches!(
+        refused(&asked, handler(Level::Street), bare_denial),
+        Rejection::InvalidArgument(_)
+    ));
+    // After the deadline it is too late to ask.
+    let (late, _) = fire(&incident, Timer::ResolveDeadline, hours(24));
+    assert!(matches!(
+        apply(
+            &late,
+            Input::Command(handler(late.level), ask_extension(None, hours(40))),
+            &ctx(),
+            hours(25)
+        )
+        .unwrap_err(),
+        Rejection::InvalidTransition(_)
+    ));
+}
+
+#[test]
+fn the_cap_limits_approved_extensions_per_incident() {
+    let (mut incident, _) = open_at("heating.no_heat", t0());
+    let cap = ctx().policy.extensions().max_per_incident;
+    for round in 0..cap {
+        let asked_at = hours(1) + TimeDelta::minutes(i64::from(round));
+        let until = incident.resolve_due + TimeDelta::hours(24);
+        let (asked, _) = act(
+            &incident,
+            handler(Level::Community),
+            ask_extension(None, until),
+            asked_at,
+        );
+        (incident, _) = act(&asked, handler(Level::Street), decide(true), asked_at);
+    }
+    assert_eq!(incident.extensions, cap);
+    let until = incident.resolve_due + TimeDelta::hours(1);
+    assert!(matches!(
+        refused(
+            &incident,
+            handler(Level::Community),
+            ask_extension(None, until)
+        ),
+        Rejection::InvalidTransition(_)
+    ));
+}
+
+#[test]
+fn a_department_asks_the_district_and_an_unanswered_request_is_denied_and_sent_up() {
+    let whistled = whistled_no_heat();
+    let (accepted, _) = act(&whistled, liaison(HEATING), accept(1), hours(2));
+    // Only a department that reported in asks, and only for its own task.
+    assert!(matches!(
+        refused(
+            &whistled,
+            liaison(HOUSING),
+            ask_extension(Some(2), hours(30))
+        ),
+        Rejection::InvalidTransition(_)
+    ));
+    assert!(matches!(
+        refused(
+            &accepted,
+            liaison(HOUSING),
+            ask_extension(Some(1), hours(30))
+        ),
+        Rejection::Forbidden(_)
+    ));
+    let (asked, effects) = act(
+        &accepted,
+        liaison(HEATING),
+        ask_extension(Some(1), hours(30)),
+        hours(3),
+    );
+    assert_eq!(kinds(&effects), ["incident.extension_requested"]);
+    assert_eq!(asked.extension.as_ref().unwrap().approver, Level::District);
+    // The street supervises the departments but the district answers for them.
+    assert!(matches!(
+        refused(&asked, handler(Level::Street), decide(true)),
+        Rejection::Forbidden(_)
+    ));
+    // Early firings do nothing; on time the request counts as denied and the incident goes up.
+    let (early, effects) = fire(&asked, Timer::ExtensionAnswer, hours(4));
+    assert_eq!(early, asked);
+    assert!(kinds(&effects).is_empty());
+    let (lapsed, effects) = fire(&asked, Timer::ExtensionAnswer, hours(7));
+    assert_eq!(
+        kinds(&effects),
+        ["incident.extension_denied", "incident.escalated"]
+    );
+    assert_eq!(lapsed.extension, None);
+    assert_eq!(lapsed.resolve_due, asked.resolve_due);
+    assert_eq!(lapsed.level, Level::District);
+}
+
+#[test]
+fn an_approved_department_extension_moves_every_current_task_and_a_resolution_withdraws() {
+    let whistled = whistled_no_heat();
+    let (accepted, _) = act(&whistled, liaison(HEATING), accept(1), hours(2));
+    let (asked, _) = act(
+        &accepted,
+        liaison(HEATING),
+        ask_extension(Some(1), hours(40)),
+        hours(3),
+    );
+    let (approved, _) = act(&asked, operator("150602"), decide(true), hours(4));
+    assert_eq!(approved.resolve_due, hours(40));
+    assert!(approved.tasks.iter().all(|t| t.resolve_due == hours(40)));
+
+    let (asked, _) = act(
+        &approved,
+        liaison(HEATING),
+        ask_extension(Some(1), hours(50)),
+        hours(5),
+    );
+    let (resolved, effects) = act(&asked, liaison(HEATING), resolve(Some(1)), hours(6));
+    assert_eq!(
+        kinds(&effects),
+        ["task.resolved", "incident.extension_withdrawn"]
+    );
+    assert_eq!(resolved.extension, None);
+    assert_eq!(resolved.resolve_due, hours(40));
+}
+
+#[test]
+fn a_pending_request_lapses_when_the_deadline_passes_first() {
+    let (incident, _) = open_at("heating.no_heat", t0());
+    let (asked, _) = act(
+        &incident,
+        handler(Level::Community),
+        ask_extension(None, hours(30)),
+        hours(22),
+    );
+    let (overdue, effects) = fire(&asked, Timer::ResolveDeadline, hours(24));
+    assert_eq!(
+        kinds(&effects)[..2],
+        ["incident.extension_denied", "incident.overdue"]
+    );
+    assert_eq!(overdue.extension, None);
+    assert!(overdue.overdue);
+    assert!(matches!(
+        refused(&overdue, handler(Level::Street), decide(true)),
+        Rejection::InvalidTransition(_)
+    ));
+}
+
+#[test]
+fn a_district_operator_does_not_answer_for_the_city() {
+    // A gas leak is handled by the district first, which asks the city.
+    let (gas, _) = open_at("gas.leak", t0());
+    assert_eq!(gas.level, Level::District);
+    let until = gas.resolve_due + TimeDelta::hours(1);
+    let (asked, _) = act(
+        &gas,
+        handler(Level::District),
+        ask_extension(None, until),
+        mins(10),
+    );
+    assert_eq!(asked.extension.as_ref().unwrap().approver, Level::City);
+    assert!(matches!(
+        refused(&asked, operator("150602"), decide(true)),
+        Rejection::Forbidden(_)
+    ));
+    let (approved, _) = act(&asked, operator("150600"), decide(true), mins(20));
+    assert_eq!(approved.resolve_due, until);
+}
+
 #[test]
 fn departments_named_in_a_whistle_are_checked() {
     let (street, _) = open_at("environment.dust", t0());
@@ -1021,6 +1305,8 @@ enum Op {
     Cooperate,
     /// Dispatch loads the whole shipped calendar and recounts provisional deadlines.
     LoadCalendar,
+    /// An extension request for the current deadline plus this (zero or less is refused).
+    AskExtension(Who, Option<u32>, TimeDelta),
 }
 
 /// The Ordos policy with the reopen deadline in working days too, so every deadline of its
@@ -1096,6 +1382,8 @@ fn command() -> impl Strategy<Value = Command> {
         2 => (task_id(), department(), note())
             .prop_map(|(task, to, note)| Command::Reassign { task, to, note }),
         1 => note().prop_map(|text| Command::Comment { text }),
+        3 => (any::<bool>(), note())
+            .prop_map(|(approve, note)| Command::DecideExtension { approve, note }),
     ]
 }
 
@@ -1112,7 +1400,16 @@ fn op() -> impl Strategy<Value = Op> {
         task_id().prop_map(|task| Timer::AcceptDeadline { task }),
         Just(Timer::ResolveDeadline),
         Just(Timer::FollowUpDeadline),
+        Just(Timer::ExtensionAnswer),
     ];
+    // Mostly within the policy's longest extension (7 days), sometimes not later or too far.
+    let past = prop_oneof![
+        6 => (1i64..7 * 24).prop_map(TimeDelta::hours),
+        1 => (-2i64..1).prop_map(TimeDelta::hours),
+        1 => (7 * 24 + 1..9 * 24i64).prop_map(TimeDelta::hours),
+    ];
+    let extension = (who(), prop::option::of(task_id()), past)
+        .prop_map(|(who, task, past)| Op::AskExtension(who, task, past));
     // Report-in takes 30 minutes and the shortest SLA 2 hours: mostly short waits.
     prop_oneof![
         3 => (0i64..20).prop_map(|m| Op::Wait(TimeDelta::minutes(m))),
@@ -1122,6 +1419,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => timer.prop_map(Op::Fire),
         1 => Just(Op::Cooperate),
         1 => Just(Op::LoadCalendar),
+        3 => extension,
     ]
 }
 
@@ -1152,12 +1450,22 @@ impl World {
                 Some(task) => liaison(task.department.as_str()),
                 None => liaison(HEATING),
             },
-            Command::Resolve { task: None, .. } | Command::Escalate { .. } => {
-                match self.incident.level {
-                    Level::Grid => reporter(),
-                    level => handler(level),
-                }
-            }
+            Command::RequestExtension {
+                task: Some(task), ..
+            } => match self.incident.task(*task) {
+                Some(task) => liaison(task.department.as_str()),
+                None => liaison(HEATING),
+            },
+            Command::DecideExtension { .. } => match &self.incident.extension {
+                Some(request) => handler(request.approver),
+                None => operator("150602"),
+            },
+            Command::Resolve { task: None, .. }
+            | Command::Escalate { .. }
+            | Command::RequestExtension { task: None, .. } => match self.incident.level {
+                Level::Grid => reporter(),
+                level => handler(level),
+            },
             Command::Reassign { .. } => handler(Level::Street),
             Command::Supervise { .. } => operator("150602"),
             Command::Verify { .. } | Command::Comment { .. } => reporter(),
@@ -1225,6 +1533,14 @@ impl World {
         }
         prop_assert!(next.level >= before.level, "the level went down");
         let recount = input == Input::Recalendar;
+        let events = kinds(&effects);
+        let approved = events.contains(&"incident.extension_approved");
+        if !recount {
+            prop_assert!(
+                next.resolve_due >= before.resolve_due,
+                "the deadline came earlier"
+            );
+        }
         if recount {
             prop_assert!(
                 before.provisional.is_some() || !changed,
@@ -1240,30 +1556,51 @@ impl World {
                 prop_assert_eq!(next.provisional.is_some(), due.provisional);
             }
         } else if next.reopen_count == before.reopen_count {
-            prop_assert_eq!(next.resolve_due, before.resolve_due);
+            if approved {
+                prop_assert!(
+                    next.resolve_due > before.resolve_due,
+                    "an extension that extends nothing"
+                );
+                prop_assert_eq!(next.extensions, before.extensions + 1);
+            } else {
+                prop_assert_eq!(next.resolve_due, before.resolve_due);
+                prop_assert_eq!(next.extensions, before.extensions);
+            }
         } else {
             prop_assert_eq!(next.reopen_count, before.reopen_count + 1);
-            prop_assert!(next.resolve_due >= before.resolve_due);
+        }
+        prop_assert!(next.extensions <= walk_policy().extensions().max_per_incident);
+        if let Some(request) = &next.extension {
+            prop_assert!(
+                request.answer_due >= self.now,
+                "a request outlived its answer window"
+            );
+        }
+        if input == Input::Timer(Timer::ExtensionAnswer) && due {
+            prop_assert!(next.extension.is_none());
+            prop_assert!(
+                events.contains(&"incident.extension_denied"),
+                "an unanswered request was not denied"
+            );
         }
         prop_assert!(next.tasks.len() >= before.tasks.len());
         for (old, new) in before.tasks.iter().zip(&next.tasks) {
-            let fixed = |t: &Task| {
-                (
-                    t.department.clone(),
-                    t.round,
-                    t.dispatched_at,
-                    t.accept_due,
-                    // A recount moves the current round's deadline with the incident's.
-                    (!recount).then_some(t.resolve_due),
-                )
-            };
+            let fixed = |t: &Task| (t.department.clone(), t.round, t.dispatched_at, t.accept_due);
             prop_assert_eq!(fixed(old), fixed(new), "a task's deadlines moved");
+            // Only an approved extension (later) or a recount (with the incident's) moves a task's
+            // resolve deadline.
+            prop_assert!(
+                new.resolve_due == old.resolve_due
+                    || approved && new.resolve_due > old.resolve_due
+                    || recount && new.resolve_due == next.resolve_due,
+                "task {}'s resolve deadline moved without an extension",
+                new.id
+            );
         }
         for new in &next.tasks[before.tasks.len()..] {
             prop_assert_eq!(new.resolve_due, next.resolve_due);
             prop_assert_eq!(new.dispatched_at, self.now);
         }
-        let events = kinds(&effects);
         prop_assert!(events.iter().all(|kind| EVENT_KINDS.contains(kind)));
         for effect in &effects {
             if let Effect::Event { kind, task, .. } = effect {
@@ -1293,7 +1630,8 @@ impl World {
                 Effect::Event { .. } => {}
             }
         }
-        if self.working_days {
+        // An approved extension sets the date asked for, not a count of working days.
+        if self.working_days && next.extensions == 0 {
             check_working_day_due(&next)?;
         }
         self.incident = next;
@@ -1380,6 +1718,15 @@ fn walk(
                 world.calendar = full_calendar();
                 world.step(Input::Recalendar)?;
             }
+            Op::AskExtension(who, task, past) => {
+                let command = Command::RequestExtension {
+                    task,
+                    until: world.incident.resolve_due + past,
+                    reason: "需要更多时间".into(),
+                };
+                let actor = world.actor(&who, &command);
+                world.step(Input::Command(actor, command))?;
+            }
             Op::Cooperate => {
                 let next_step = world.incident.current_tasks().find_map(|task| {
                     let command = match task.status {
@@ -1459,7 +1806,7 @@ fn random_walks_reach_every_transition() {
 }
 
 /// Every transition of the machine, as [`World`] names them.
-const REACHED: [&str; 47] = [
+const REACHED: [&str; 54] = [
     "handling -> whistled",
     "handling -> resolved",
     "whistled -> accepted",
@@ -1507,4 +1854,11 @@ const REACHED: [&str; 47] = [
     "task.reminded from dispatched",
     "incident.commented from accepted",
     "incident.rescheduled from handling",
+    "incident.extension_requested from handling",
+    "incident.extension_requested from accepted",
+    "incident.extension_approved from handling",
+    "incident.extension_approved from accepted",
+    "incident.extension_denied from handling",
+    "incident.extension_denied from accepted",
+    "incident.extension_withdrawn from accepted",
 ];

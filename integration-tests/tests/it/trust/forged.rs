@@ -35,6 +35,17 @@ fn body(verb: Verb) -> Body {
         Verb::Comment => Body::Comment(v1::Comment {
             text: "forged".into(),
         }),
+        Verb::RequestExtension => Body::RequestExtension(v1::RequestExtension {
+            task_id: String::new(),
+            until: Some(whistle_wire::convert::timestamp(
+                chrono::Utc::now() + chrono::TimeDelta::days(2),
+            )),
+            reason: "forged".into(),
+        }),
+        Verb::DecideExtension => Body::DecideExtension(v1::DecideExtension {
+            approve: true,
+            note: String::new(),
+        }),
     }
 }
 
@@ -73,6 +84,19 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
             expected_version: 0,
             body: Some(body(verb)),
         };
+        if verb == Verb::RequestExtension {
+            // An operator never asks for more time: the server refuses even its own subject.
+            let own = v1::Command {
+                actor_id: ME.into(),
+                ..command.clone()
+            };
+            assert!(
+                commands.send(&own).await.is_err(),
+                "{verb} on an operator's own subject"
+            );
+            me.expect_violation(&subject::command(verb, ME)).await;
+            continue;
+        }
         // On one's own subject, naming someone else: dispatch refuses it.
         let request =
             async_nats::Request::new().payload(prost::Message::encode_to_vec(&command).into());
@@ -99,4 +123,66 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
         before,
         "a forged command wrote something"
     );
+}
+
+/// The extension verbs by role on NATS: a liaison or a grid worker asks but never answers, an
+/// operator answers but never asks; the verb a role never sends is refused by the server on the
+/// person's own subject, the other reaches dispatch (which checks the incident).
+#[tokio::test]
+async fn each_role_is_denied_the_extension_verb_it_never_sends() {
+    let stack = Stack::builder().at(chrono::Utc::now()).start().await;
+    let incident = stack.report("verbs-1", GRID, "heating.no_heat").await;
+    let cases = [
+        (
+            Role::Liaison,
+            "150602-heating",
+            "li-150602-heating",
+            Verb::DecideExtension,
+            Verb::RequestExtension,
+        ),
+        (
+            Role::GridWorker,
+            GRID,
+            "gw-150602001001001",
+            Verb::DecideExtension,
+            Verb::RequestExtension,
+        ),
+        (
+            Role::Operator,
+            "150602",
+            ME,
+            Verb::RequestExtension,
+            Verb::DecideExtension,
+        ),
+    ];
+    for (role, scope, person, denied, allowed) in cases {
+        let token = stack.token_for(role, scope).await;
+        let mut connection = stack.connect_as(&token).await;
+        let commands = CommandClient::new(connection.client.clone())
+            .with_timeout(std::time::Duration::from_millis(500));
+        let command = |verb| v1::Command {
+            command_id: Uuid::now_v7().to_string(),
+            actor_id: person.into(),
+            incident_id: incident.to_string(),
+            expected_version: 0,
+            body: Some(body(verb)),
+        };
+        assert!(
+            commands.send(&command(denied)).await.is_err(),
+            "{person} {denied}"
+        );
+        connection
+            .expect_violation(&subject::command(denied, person))
+            .await;
+        // Dispatch answers the other verb (here with a refusal: nothing waits, or nobody handles).
+        let reply = commands
+            .send(&command(allowed))
+            .await
+            .unwrap_or_else(|e| panic!("{person} {allowed}: {e}"));
+        assert!(
+            matches!(reply.outcome, Some(Outcome::Error(_))),
+            "{person} {allowed}: {reply:?}"
+        );
+        connection.expect_no_violation().await;
+    }
 }

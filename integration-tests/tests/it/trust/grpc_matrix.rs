@@ -199,6 +199,15 @@ fn forged(verb: Verb, incident: Uuid, actor: &str) -> v1::Command {
             note,
         }),
         Verb::Comment => Body::Comment(v1::Comment { text: note }),
+        Verb::RequestExtension => Body::RequestExtension(v1::RequestExtension {
+            task_id: String::new(),
+            until: None,
+            reason: note,
+        }),
+        Verb::DecideExtension => Body::DecideExtension(v1::DecideExtension {
+            approve: true,
+            note,
+        }),
     };
     v1::Command {
         command_id: Uuid::now_v7().to_string(),
@@ -221,6 +230,8 @@ async fn act(stack: &Stack, verb: Verb, token: &str, command: v1::Command) -> Co
         Verb::Supervise => dispatch.supervise(request).await,
         Verb::Reassign => dispatch.reassign(request).await,
         Verb::Comment => dispatch.comment(request).await,
+        Verb::RequestExtension => dispatch.request_extension(request).await,
+        Verb::DecideExtension => dispatch.decide_extension(request).await,
     })
 }
 

@@ -17,6 +17,9 @@ pub const WAIT_SHARE: f64 = 0.08;
 pub const RETURN_SHARE: f64 = 0.08;
 /// Share of department tasks accepted after the report-in deadline (so they are supervised first).
 pub const LATE_SHARE: f64 = 0.15;
+/// Share of accepted department tasks whose department asks for more time (延期申请) first.
+pub const EXTEND_SHARE: f64 = 0.12;
+
 /// Share of resolved incidents never followed up (closed unverified when the window ends).
 pub const NO_FOLLOW_UP_SHARE: f64 = 0.10;
 /// Share of follow-ups where the resident is unsatisfied (重办).
@@ -94,6 +97,34 @@ pub fn liaison_move(rng: &mut impl Rng) -> LiaisonMove {
         }
     }
 }
+
+/// How the district answers a department's extension request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtensionAnswer {
+    Approve,
+    Deny,
+    /// Left unanswered: the answer window's timer denies it (and sends the incident up).
+    Ignore,
+}
+
+pub fn extension_answer(rng: &mut impl Rng) -> ExtensionAnswer {
+    let roll: f64 = rng.random();
+    if roll < 0.65 {
+        ExtensionAnswer::Approve
+    } else if roll < 0.85 {
+        ExtensionAnswer::Deny
+    } else {
+        ExtensionAnswer::Ignore
+    }
+}
+
+pub const EXTENSION_REASONS: &[&str] = &[
+    "需更换管道配件，材料到货需要时间",
+    "涉及多方产权，协调会已排期",
+    "施工需避开居民用热高峰，分段实施",
+];
+
+pub const EXTENSION_DENIALS: &[&str] = &["理由不充分，请按原时限办结", "可先行临时处置，按期办结"];
 
 /// The grid worker's follow-up with the resident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +270,14 @@ mod tests {
         assert!((share(late) - LATE_SHARE).abs() < 0.01);
         assert!((share(never) - NO_FOLLOW_UP_SHARE).abs() < 0.01);
         assert!((share(unsatisfied) - UNSATISFIED_SHARE).abs() < 0.01);
+        let answers: Vec<_> = (0..1_000).map(|_| extension_answer(&mut rng)).collect();
+        for expected in [
+            ExtensionAnswer::Approve,
+            ExtensionAnswer::Deny,
+            ExtensionAnswer::Ignore,
+        ] {
+            assert!(answers.contains(&expected), "{expected:?}");
+        }
     }
 
     #[test]

@@ -17,7 +17,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((&flags, payload)) = data.split_first() else {
         return;
     };
-    let verb = whistle_wire::Verb::ALL[usize::from(flags & 7)].as_str();
+    // The high nibble picks the verb, bit 3 the encoding.
+    let verb =
+        whistle_wire::Verb::ALL[usize::from(flags >> 4) % whistle_wire::Verb::ALL.len()].as_str();
     let json = flags & 8 != 0;
     if let Err(reply) = decode(verb, payload, json, &CATALOG) {
         assert!(reply.outcome.is_some(), "a refusal without an outcome");

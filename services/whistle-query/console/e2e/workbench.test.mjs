@@ -280,3 +280,49 @@ test("workbench: search and filters narrow the list; a task opens its detail wit
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+test("延期申请: the workbench asks for a later deadline; the screen's drawer approves it and the deadline moves", async () => {
+  const a = await newTask(`e2e 延期 ${Date.now()}`);
+  await li.dispatch.accept({ commandId: uuid(), incidentId: a.id, expectedVersion: 0n, body: { case: "accept", value: { taskId: a.taskId, note: "" } } });
+  const due = Number((await op.cc.getIncident({ incidentId: a.id })).incident.dueAt.seconds) * 1000;
+  const bench = await openBench();
+  const button = row(bench.page, a.id).locator('[data-testid="wb-request_extension"]');
+  await button.waitFor({ timeout: 20000 });
+  await button.click();
+  const ask = bench.page.locator('[data-testid="request_extension-dialog"]');
+  await ask.waitFor();
+  // Neither without a reason nor with a date that is not later than the deadline.
+  const local = (ms) => new Date(ms - new Date(ms).getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+  await ask.locator('[data-testid="dialog-note"]').fill("材料到货需要时间");
+  await ask.locator('[data-testid="dialog-until"]').fill(local(due - 3600_000));
+  assert.ok(await ask.locator('[data-testid="dialog-submit"]').isDisabled(), "an earlier date cannot be sent");
+  const until = local(due + 2 * 86400_000);
+  await ask.locator('[data-testid="dialog-until"]').fill(until);
+  await ask.locator('[data-testid="dialog-submit"]').click();
+  await bench.page.locator('[data-testid="action-ok"]').waitFor({ timeout: 10000 });
+  assert.match(await bench.page.locator('[data-testid="action-ok"]').innerText(), /已申请延期/);
+  assert.deepEqual(bench.errors, []);
+  await bench.context.close();
+
+  const { context, page, errors } = await openPage(browser, env.operator, "screen");
+  await page.waitForSelector('[data-testid="live-status"][data-status="live"]', { timeout: 20000 });
+  await op.dispatch.comment({ commandId: uuid(), incidentId: a.id, expectedVersion: 0n, body: { case: "comment", value: { text: "e2e 延期审批" } } });
+  const item = page.locator(`[data-testid="ticker-item"][data-incident="${a.id}"]`).first();
+  await item.waitFor({ timeout: 10000 });
+  await item.click();
+  await page.locator('[data-testid="extension-pending"]').waitFor({ timeout: 10000 });
+  await page.locator('[data-testid="extension-approve"]').click();
+  const decide = page.locator('[data-testid="decide-extension-dialog"]');
+  await decide.waitFor();
+  await decide.locator('[data-testid="dialog-submit"]').click();
+  await page.locator('[data-testid="action-ok"]').waitFor({ timeout: 10000 });
+  assert.match(await page.locator('[data-testid="action-ok"]').innerText(), /已同意延期/);
+  const after = await op.cc.getIncident({ incidentId: a.id });
+  assert.equal(Number(after.incident.dueAt.seconds) * 1000, new Date(until).getTime());
+  assert.equal(after.extensions, 1);
+  assert.equal(after.pendingExtension, undefined);
+  await page.locator('[data-testid="extension-pending"]').waitFor({ state: "detached", timeout: 10000 });
+  await noRawCodes(page, "the drawer after an extension");
+  assert.deepEqual(errors, []);
+  await context.close();
+});

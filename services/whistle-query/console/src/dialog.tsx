@@ -79,6 +79,8 @@ export interface Values {
   note: string;
   reason: number;
   to: string;
+  /** A new deadline (`datetime-local`, the browser's time zone), for 延期申请. */
+  until: string;
   /** The photos' ids, uploaded just before the command is sent. */
   photoIds: string[];
 }
@@ -102,6 +104,8 @@ export function CommandDialog(p: {
   departments?: { value: string; label: string }[];
   /** A sentence before the fields, e.g. what 督办 does. */
   intro?: string;
+  /** Ask for a date and time later than `after` (ms), e.g. 延期申请's new deadline. */
+  until?: { label: string; after: number };
   /** Photos to take with the command (办结's "after" photos). */
   photos?: { label: string; required: boolean };
   send: (version: bigint, commandId: string, v: Values) => Promise<unknown>;
@@ -109,7 +113,7 @@ export function CommandDialog(p: {
   onDone: (v: Values) => void;
   onClose: () => void;
 }) {
-  const [v, setV] = useState<Values>({ note: p.note?.initial ?? "", reason: p.reasons?.[0]?.value ?? 0, to: "", photoIds: [] });
+  const [v, setV] = useState<Values>({ note: p.note?.initial ?? "", reason: p.reasons?.[0]?.value ?? 0, to: "", until: "", photoIds: [] });
   const [photos, setPhotos] = useState<Blob[]>([]);
   const [version, setVersion] = useState(p.version);
   const [commandId, setCommandId] = useState(uuid());
@@ -118,10 +122,14 @@ export function CommandDialog(p: {
   const [gone, setGone] = useState("");
   const [again, setAgain] = useState(false);
 
+  const untilMs = v.until ? new Date(v.until).getTime() : NaN;
+  const untilOk = !!p.until && untilMs > p.until.after;
+
   async function submit() {
     if (busy || gone) return;
     if (p.note?.required && !v.note.trim()) return;
     if (p.departments && !v.to) return;
+    if (p.until && !untilOk) return;
     if (p.photos?.required && !photos.length) return;
     setBusy(true);
     setProblem(null);
@@ -150,7 +158,7 @@ export function CommandDialog(p: {
     }
   }
 
-  const missing = (p.note?.required && !v.note.trim()) || (p.departments && !v.to) || (p.photos?.required && !photos.length);
+  const missing = (p.note?.required && !v.note.trim()) || (p.departments && !v.to) || (p.until && !untilOk) || (p.photos?.required && !photos.length);
   const closeBtn = useRef<HTMLButtonElement>(null);
   // The submit button is gone with the action: the focus goes to 关闭.
   useEffect(() => {
@@ -178,6 +186,12 @@ export function CommandDialog(p: {
               <option value={d.value}>{d.label}</option>
             ))}
           </select>
+        </label>
+      )}
+      {p.until && (
+        <label>
+          {p.until.label}
+          <input type="datetime-local" required value={v.until} data-testid="dialog-until" onInput={(e) => setV({ ...v, until: (e.target as HTMLInputElement).value })} />
         </label>
       )}
       {p.note && (

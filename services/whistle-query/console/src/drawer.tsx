@@ -1,5 +1,6 @@
 // The incident drawer: details, tasks with deadlines, the whole timeline; operators supervise (督办)
-// and reassign (改派) from here. Also the list of a grid's open incidents (from the map).
+// and reassign (改派) from here, and answer a deadline extension request (延期申请) their level
+// approves. Also the list of a grid's open incidents (from the map).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { cc, dispatch } from "./api";
 import { t, eventKindLabel, incidentStatusLabel, taskStatusLabel, levelLabel, urgencyLabel, returnReasonLabel } from "./i18n";
@@ -85,7 +86,11 @@ function actorName(e: TimelineEntry): string {
   return t("actorUnknown");
 }
 
-type Action = { verb: "supervise" | "reassign"; taskId: string; department: string } | { verb: "superviseIncident" };
+type Action =
+  | { verb: "supervise" | "reassign"; taskId: string; department: string }
+  | { verb: "superviseIncident" }
+  | { verb: "extensionApprove" }
+  | { verb: "extensionDeny" };
 
 function IncidentView(p: { id: string; session: Session; onChanged: () => void }) {
   const detail = useLoad((signal) => cc.getIncident({ incidentId: p.id }, { signal }), p.id, 8000);
@@ -121,6 +126,9 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
     const fresh = await cc.getIncident({ incidentId: p.id });
     detail.reload();
     const i = fresh.incident!;
+    if (a.verb === "extensionApprove" || a.verb === "extensionDeny") {
+      return { version: i.version, allowed: !!fresh.pendingExtension?.mayAnswer, state: incidentStatusLabel(i.status) };
+    }
     if (a.verb === "superviseIncident") {
       const stillOpen = [IncidentStatus.HANDLING, IncidentStatus.WHISTLED, IncidentStatus.ACCEPTED].includes(i.status);
       return { version: i.version, allowed: stillOpen, state: incidentStatusLabel(i.status) };
@@ -157,6 +165,32 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
           </button>
         )}
       </div>
+      {open && d.pendingExtension && (
+        <div class="pending-msg" data-testid="extension-pending">
+          {t("extensionPending", {
+            until: fmtDateTime(tsMs(d.pendingExtension.until)),
+            approver: levelLabel(d.pendingExtension.approver),
+            due: fmtDateTime(tsMs(d.pendingExtension.answerDueAt)),
+          })}
+          {d.pendingExtension.mayAnswer && (
+            <span class="row">
+              {(["extensionApprove", "extensionDeny"] as const).map((verb) => (
+                <button
+                  class={verb === "extensionApprove" ? "act good" : "act"}
+                  data-testid={verb === "extensionApprove" ? "extension-approve" : "extension-deny"}
+                  onClick={() => {
+                    setMsg("");
+                    setAction({ verb });
+                  }}
+                >
+                  {t(verb)}
+                </button>
+              ))}
+            </span>
+          )}
+        </div>
+      )}
+      {d.extensions > 0 && <div class="muted small" data-testid="extensions-granted">{t("extensionsGranted", { n: d.extensions })}</div>}
       {msg && (
         <div class="ok-msg" data-testid="action-ok" role="status">
           {msg}
@@ -298,7 +332,32 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
           </li>
         ))}
       </ol>
-      {action && (
+      {action && (action.verb === "extensionApprove" || action.verb === "extensionDeny") && (
+        <CommandDialog
+          title={`${t(action.verb)} · ${inc.title}`}
+          submitLabel={t(action.verb)}
+          testid="decide-extension-dialog"
+          version={inc.version}
+          note={{ label: t(action.verb === "extensionApprove" ? "extensionApproveNote" : "extensionDenyNote"), required: action.verb === "extensionDeny", max: 1000 }}
+          send={(version, commandId, v) =>
+            dispatch.decideExtension({
+              commandId,
+              incidentId: inc.incidentId,
+              expectedVersion: version,
+              body: { case: "decideExtension", value: { approve: action.verb === "extensionApprove", note: v.note } },
+            })
+          }
+          refresh={() => refresh(action)}
+          onDone={() => {
+            setMsg(t(action.verb === "extensionApprove" ? "done_extensionApprove" : "done_extensionDeny"));
+            setAction(null);
+            detail.reload();
+            p.onChanged();
+          }}
+          onClose={() => setAction(null)}
+        />
+      )}
+      {action && action.verb !== "extensionApprove" && action.verb !== "extensionDeny" && (
         <CommandDialog
           title={
             action.verb === "superviseIncident"

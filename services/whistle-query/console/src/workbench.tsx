@@ -1,4 +1,5 @@
-// 部门工作台: a liaison's department tasks with countdowns; accept (签收), return (退单), resolve (办结).
+// 部门工作台: a liaison's department tasks with countdowns; accept (签收), return (退单), resolve (办结),
+// and ask for a later deadline (申请延期) while a task is being handled and before its deadline.
 //
 // The list holds still: rows keep their places while the pointer or the keyboard is in the list or a
 // dialog is open; new tasks are announced and changes of order applied when the liaison pauses (or
@@ -9,6 +10,7 @@ import { cc, dispatch } from "./api";
 import { t, taskStatusLabel, urgencyLabel, incidentStatusLabel, RETURN_REASON, returnReasonLabel } from "./i18n";
 import { ScoreboardKind, type TaskItem } from "./gen/whistle/v1/command_center_pb.js";
 import { TaskStatus } from "./gen/whistle/v1/common_pb.js";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { useLoad, useNow, tsMs, fmtDateTime, fmtCountdown, pct, num, categoryName, throttle } from "./util";
 import { useCatalogue, categoryRules } from "./catalogue";
 import { EventFeed, type FeedStatus } from "./events";
@@ -19,7 +21,7 @@ import { LoadNote } from "./notes";
 import { CommandDialog, type Fresh } from "./dialog";
 import { Drawer } from "./drawer";
 
-type Verb = "accept" | "return" | "resolve";
+type Verb = "accept" | "return" | "resolve" | "request_extension";
 const VERBS: Verb[] = ["accept", "return", "resolve"];
 type Dialog = { verb: Verb; item: TaskItem };
 type Filter = { text: string; status: "" | "waiting" | "accepted"; category: string; due: "" | "soon" | "late" };
@@ -132,9 +134,11 @@ export function Workbench(p: Chrome) {
     const d = await cc.getIncident({ incidentId: item.incident!.incidentId });
     tasks.reload();
     const task = d.tasks.find((x) => x.state?.taskId === item.task!.taskId);
+    // 延期申请 is offered on a task handled before its deadline with no request waiting.
+    const extendable = task?.state?.status === TaskStatus.ACCEPTED && !d.pendingExtension && tsMs(d.incident!.dueAt) > Date.now();
     return {
       version: d.incident!.version,
-      allowed: !!task?.verbs.includes(verb),
+      allowed: verb === "request_extension" ? extendable : !!task?.verbs.includes(verb),
       state: task ? taskStatusLabel(task.state!.status) : incidentStatusLabel(d.incident!.status),
     };
   }
@@ -256,6 +260,7 @@ export function Workbench(p: Chrome) {
                     {VERBS.map((v) => (
                       <th class="act-col">{t(v)}</th>
                     ))}
+                    <th class="act-col">{t("request_extension")}</th>
                   </tr>
                 </thead>
               )}
@@ -313,6 +318,19 @@ export function Workbench(p: Chrome) {
                           )}
                         </td>
                       ))}
+                      <td class="act-col">
+                        {!out && accepted && !cd?.late && (
+                          <button
+                            data-testid="wb-request_extension"
+                            onClick={() => {
+                              setMsg("");
+                              setDialog({ verb: "request_extension", item: it });
+                            }}
+                          >
+                            {t("request_extension")}
+                          </button>
+                        )}
+                      </td>
                     </tr>
                   );
                 })}
@@ -331,8 +349,12 @@ export function Workbench(p: Chrome) {
           note={
             dialog.verb === "accept"
               ? { label: t("acceptNote"), required: false, max: 1000 }
-              : { label: t(dialog.verb === "return" ? "returnNote" : "resolveNote"), required: true, max: dialog.verb === "return" ? 1000 : 2000 }
+              : dialog.verb === "request_extension"
+                ? { label: t("extensionReason"), required: true, max: 1000 }
+                : { label: t(dialog.verb === "return" ? "returnNote" : "resolveNote"), required: true, max: dialog.verb === "return" ? 1000 : 2000 }
           }
+          intro={dialog.verb === "request_extension" ? t("extensionIntro", { due: fmtDateTime(tsMs(dialog.item.task!.resolveDueAt)) }) : undefined}
+          until={dialog.verb === "request_extension" ? { label: t("extensionUntil"), after: tsMs(dialog.item.task!.resolveDueAt) } : undefined}
           photos={dialog.verb === "resolve" ? { label: t("afterPhotos"), required: categoryRules(dialog.item.incident!.category).afterPhotoRequired } : undefined}
           reasons={dialog.verb === "return" ? Object.keys(RETURN_REASON).map((k) => ({ value: Number(k), label: returnReasonLabel(Number(k)) })) : undefined}
           send={(version, commandId, v) => {
@@ -340,6 +362,8 @@ export function Workbench(p: Chrome) {
             const taskId = String(item.task!.taskId);
             const base = { commandId, incidentId: item.incident!.incidentId, expectedVersion: version };
             if (dialog.verb === "accept") return dispatch.accept({ ...base, body: { case: "accept", value: { taskId, note: v.note } } });
+            if (dialog.verb === "request_extension")
+              return dispatch.requestExtension({ ...base, body: { case: "requestExtension", value: { taskId, until: timestampFromMs(new Date(v.until).getTime()), reason: v.note } } });
             if (dialog.verb === "return") return dispatch.return({ ...base, body: { case: "return", value: { taskId, reason: v.reason, note: v.note } } });
             return dispatch.resolve({ ...base, body: { case: "resolve", value: { taskId, note: v.note, photoIds: v.photoIds } } });
           }}
