@@ -1,5 +1,5 @@
-//! Notifications that reach people: every dispatch, reminder (催办) and supervision (督办) goes to
-//! the people it concerns, in their console list and through the outbound channels configured —
+//! Notifications that reach people: every dispatch, reminder (催办), supervision (督办) and answer to
+//! a deadline extension (延期申请) goes to the people it concerns, in their console list and through the outbound channels configured —
 //! the department's group robot (企业微信 / 钉钉) and an SMS gateway — retried, with each delivery
 //! on the incident's timeline.
 //!
@@ -37,19 +37,21 @@ pub const CONSUMER: &str = whistle_wire::names::NOTIFY_CONSUMER;
 
 /// The events that notify someone, as subject filters of the consumer.
 pub fn filter_subjects() -> Vec<String> {
-    [
+    let tasks = [
         kind::TASK_DISPATCHED,
         kind::TASK_REMINDED,
         kind::TASK_SUPERVISED,
     ]
     .iter()
-    .map(|k| whistle_wire::subject::task_event("*", k))
-    .chain(std::iter::once(whistle_wire::subject::incident_event(
-        "*",
-        "*",
+    .map(|k| whistle_wire::subject::task_event("*", k));
+    let incidents = [
         kind::INCIDENT_SUPERVISED,
-    )))
-    .collect()
+        kind::INCIDENT_EXTENSION_APPROVED,
+        kind::INCIDENT_EXTENSION_DENIED,
+    ]
+    .iter()
+    .map(|k| whistle_wire::subject::incident_event("*", "*", k));
+    tasks.chain(incidents).collect()
 }
 
 /// The outbound channels and how hard to try them, from `--notify-config` (TOML; see
@@ -319,32 +321,61 @@ pub fn plan(event: &v1::Event, department_name: impl Fn(&str) -> String) -> Opti
                 department: Some(task.department_code.clone()),
             })
         }
-        kind::INCIDENT_SUPERVISED => {
-            let level = match v1::Level::try_from(changed.level).ok()? {
-                v1::Level::Grid => Level::Grid,
-                v1::Level::Community => Level::Community,
-                v1::Level::Street => Level::Street,
-                v1::Level::District => Level::District,
-                v1::Level::City => Level::City,
-                v1::Level::Unspecified => return None,
+        // The answer to a 延期申请 goes to whoever asked: the department of the task it names,
+        // else the unit handling the incident.
+        kind::INCIDENT_EXTENSION_APPROVED | kind::INCIDENT_EXTENSION_DENIED => {
+            let tag = if event.kind == kind::INCIDENT_EXTENSION_APPROVED {
+                "同意延期"
+            } else {
+                "不予延期"
             };
-            let unit = event.grid_code.parse::<AreaCode>().ok()?.at_level(level)?;
+            let (audience, department) = match &changed.task {
+                Some(task) => (
+                    Audience::Liaisons(task.department_code.clone()),
+                    Some(task.department_code.clone()),
+                ),
+                None => (Audience::Unit(handling_unit(event, changed)?), None),
+            };
             Some(Plan {
-                audience: Audience::Unit(unit.to_string()),
-                title: format!("督办｜{title}"),
-                body: format!(
-                    "本事件已被督办，请于 {} 前办结。{}",
-                    local(&changed.due_at),
-                    changed.note
-                )
-                .trim_end()
-                .to_owned(),
-                task_id: None,
-                department: None,
+                audience,
+                title: format!("{tag}｜{title}"),
+                body: format!("{}。办结时限：{}", changed.note, local(&changed.due_at)),
+                task_id: changed
+                    .task
+                    .as_ref()
+                    .and_then(|t| i32::try_from(t.task_id).ok()),
+                department,
             })
         }
+        kind::INCIDENT_SUPERVISED => Some(Plan {
+            audience: Audience::Unit(handling_unit(event, changed)?),
+            title: format!("督办｜{title}"),
+            body: format!(
+                "本事件已被督办，请于 {} 前办结。{}",
+                local(&changed.due_at),
+                changed.note
+            )
+            .trim_end()
+            .to_owned(),
+            task_id: None,
+            department: None,
+        }),
         _ => None,
     }
+}
+
+/// The unit at the incident's level (its grid at grid level).
+fn handling_unit(event: &v1::Event, changed: &v1::IncidentChanged) -> Option<String> {
+    let level = match v1::Level::try_from(changed.level).ok()? {
+        v1::Level::Grid => Level::Grid,
+        v1::Level::Community => Level::Community,
+        v1::Level::Street => Level::Street,
+        v1::Level::District => Level::District,
+        v1::Level::City => Level::City,
+        v1::Level::Unspecified => return None,
+    };
+    let unit = event.grid_code.parse::<AreaCode>().ok()?.at_level(level)?;
+    Some(unit.to_string())
 }
 
 pub(crate) struct Notifier {
@@ -959,6 +990,24 @@ mod tests {
         let supervised = plan(&changed(kind::INCIDENT_SUPERVISED, &[]), |c| c.into()).unwrap();
         assert_eq!(supervised.audience, Audience::Unit("150602001".into()));
         assert!(plan(&changed(kind::TASK_ACCEPTED, &[]), |c| c.into()).is_none());
+    }
+
+    #[test]
+    fn an_extension_s_answer_goes_to_whoever_asked() {
+        let approved = changed(kind::INCIDENT_EXTENSION_APPROVED, &[]);
+        let for_task = plan(&approved, |c| c.into()).unwrap();
+        assert_eq!(
+            for_task.audience,
+            Audience::Liaisons("150602-urban_management".into())
+        );
+        assert!(for_task.title.starts_with("同意延期｜"));
+        let mut denied = changed(kind::INCIDENT_EXTENSION_DENIED, &[]);
+        if let Some(v1::event::Body::IncidentChanged(c)) = &mut denied.body {
+            c.task = None;
+        }
+        let for_level = plan(&denied, |c| c.into()).unwrap();
+        assert_eq!(for_level.audience, Audience::Unit("150602001".into()));
+        assert!(for_level.title.starts_with("不予延期｜"));
     }
 
     #[test]
