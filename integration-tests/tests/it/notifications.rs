@@ -368,3 +368,58 @@ async fn quiet_hours_hold_the_sms_until_they_end_and_the_deputy_hears_now() {
     .unwrap();
     assert!(as_deputy);
 }
+
+#[tokio::test]
+async fn the_answer_to_an_extension_request_reaches_the_unit_that_asked() {
+    let stack = Stack::builder().at(Utc::now()).start().await;
+    let grid = grid_of_street(5);
+    let community = format!("hd-{}", unit(&grid, Level::Community));
+    let street = format!("hd-{}", unit(&grid, Level::Street));
+    // heating.no_heat: the community handles it first; it asks the street for a day more.
+    let incident = stack.report("notify-3", &grid, "heating.no_heat").await;
+    let due: chrono::DateTime<Utc> = stack.incident_column(incident, "due_at").await;
+    stack
+        .ok(
+            &community,
+            incident,
+            v1::command::Body::RequestExtension(v1::RequestExtension {
+                task_id: String::new(),
+                until: Some(whistle_wire::convert::timestamp(due + TimeDelta::hours(24))),
+                reason: "管网更换需要时间".into(),
+            }),
+        )
+        .await;
+    stack
+        .ok(
+            &street,
+            incident,
+            v1::command::Body::DecideExtension(v1::DecideExtension {
+                approve: true,
+                note: String::new(),
+            }),
+        )
+        .await;
+    // The community's staff find the answer in their console list (no outbound channels here).
+    let answered = || async {
+        sqlx::query_as::<_, (String, String, String)>(
+            "SELECT person_id, title, body FROM notifications
+             WHERE incident_id = $1 AND kind = 'incident.extension_approved' AND channel = 'console'",
+        )
+        .bind(incident)
+        .fetch_all(stack.pool())
+        .await
+        .unwrap()
+    };
+    eventually("the answer in the community's list", WAIT, || async {
+        !answered().await.is_empty()
+    })
+    .await
+    .unwrap();
+    let rows = answered().await;
+    assert!(
+        rows.iter().all(|(person, _, _)| person == &community),
+        "{rows:?}"
+    );
+    assert!(rows[0].1.starts_with("同意延期｜"), "{rows:?}");
+    assert!(rows[0].2.contains("同意延期至"), "{rows:?}");
+}
