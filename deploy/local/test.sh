@@ -8,8 +8,8 @@
 # and cargo-nextest installed, `cargo nextest run` instead, plus the doc tests when no arguments are given.
 # Exits with the tests' status. On CI (CI=true), or with WHISTLE_STOP_AFTER_TESTS=1, the private servers
 # are stopped afterwards. Without arguments it first checks the shipped holiday calendars against
-# their two sources (`python3 -m unittest deploy/calendar/test_calendar.py`; needs
-# `pip install -r deploy/calendar/requirements.txt`).
+# their two sources (`python3 -m unittest deploy/calendar/test_calendar.py`; the two packages of
+# deploy/calendar/requirements.txt are installed with pip when missing).
 set -euo pipefail
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
@@ -33,6 +33,9 @@ fi
 status=0
 # The holiday calendar's cross-check against its two sources (deploy/calendar/requirements.txt).
 if [[ $# -eq 0 ]]; then
+    if ! python3 -c 'import chinese_calendar, holidays, tomllib' 2>/dev/null; then
+        whistle__pip_install -r deploy/calendar/requirements.txt || status=$?
+    fi
     printf 'whistle: python3 -m unittest deploy/calendar/test_calendar.py\n' >&2
     python3 -m unittest deploy/calendar/test_calendar.py || status=$?
 fi
