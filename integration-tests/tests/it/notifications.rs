@@ -37,6 +37,9 @@ struct Received {
     sms: Vec<Value>,
     robot: Vec<Value>,
     fail_sms: usize,
+    /// Every SMS to this phone fails (a phone switched off, a number the gateway refuses).
+    fail_phone: Option<String>,
+    sms_failures: usize,
 }
 
 type Shared = Arc<Mutex<Received>>;
@@ -49,8 +52,10 @@ async fn receiver() -> (SocketAddr, Shared) {
             post(
                 |State(s): State<Shared>, Json(body): Json<Value>| async move {
                     let mut s = s.lock().unwrap();
-                    if s.fail_sms > 0 {
-                        s.fail_sms -= 1;
+                    let unreachable = s.fail_phone.as_deref().is_some_and(|p| body["phone"] == p);
+                    if s.fail_sms > 0 || unreachable {
+                        s.fail_sms = s.fail_sms.saturating_sub(1);
+                        s.sms_failures += 1;
                         return StatusCode::SERVICE_UNAVAILABLE;
                     }
                     s.sms.push(body);
@@ -422,4 +427,79 @@ async fn the_answer_to_an_extension_request_reaches_the_unit_that_asked() {
     );
     assert!(rows[0].1.starts_with("同意延期｜"), "{rows:?}");
     assert!(rows[0].2.contains("同意延期至"), "{rows:?}");
+}
+
+#[tokio::test]
+async fn a_liaison_the_gateway_cannot_reach_has_the_deputy_told_and_the_message_given_up() {
+    let (addr, received) = receiver().await;
+    let dir = TempDir::new("notify").unwrap();
+    let grid = grid_of_street(6);
+    let department = dept(&grid, "heating");
+    let path = config(
+        &dir,
+        addr,
+        &department,
+        "max_attempts = 3\ndeputy_after_attempts = 2",
+    );
+    let stack = Stack::builder()
+        .at(Utc::now())
+        .with_dispatch_options(move |o| o.notify_config = Some(path))
+        .start()
+        .await;
+    let liaison = format!("li-{department}");
+    let deputy = format!("li-{}", dept(&grid, "water"));
+    let deputy_phone = phone(&stack, &deputy).await;
+    received.lock().unwrap().fail_phone = Some(phone(&stack, &liaison).await);
+    whistle_store::notifications::set_preferences(stack.pool(), &liaison, None, Some(&deputy))
+        .await
+        .unwrap();
+
+    let incident = whistled(&stack, &grid, "notify-4", &department).await;
+    let failures = || received.lock().unwrap().sms_failures;
+    eventually("the first failed attempt", WAIT, || async {
+        failures() == 1
+    })
+    .await
+    .unwrap();
+    // The second attempt fails too: the deputy is told, and hears by SMS.
+    stack.advance(TimeDelta::seconds(6));
+    eventually("the deputy's SMS", WAIT, || async {
+        received.lock().unwrap().sms.len() == 1
+    })
+    .await
+    .unwrap();
+    assert_eq!(failures(), 2);
+    assert_eq!(
+        received.lock().unwrap().sms[0]["phone"],
+        deputy_phone.as_str()
+    );
+    let escalated = notes(&stack, incident, "notification.escalated").await;
+    assert_eq!(escalated.len(), 1, "{escalated:?}");
+    assert!(escalated[0].contains("多次发送失败"), "{escalated:?}");
+    // The third and last attempt fails: the message is given up, on the timeline, once.
+    stack.advance(TimeDelta::seconds(11));
+    eventually("the message given up", WAIT, || async {
+        notes(&stack, incident, "notification.failed").await.len() == 1
+    })
+    .await
+    .unwrap();
+    assert_eq!(failures(), 3);
+    let (status, attempts): (String, i32) = sqlx::query_as(
+        "SELECT status, attempts FROM notifications WHERE person_id = $1 AND channel = 'sms'",
+    )
+    .bind(&liaison)
+    .fetch_one(stack.pool())
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), attempts), ("failed", 3));
+    // Nothing more is tried, and the deputy was told only once.
+    stack.advance(TimeDelta::minutes(10));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(failures(), 3);
+    assert_eq!(
+        notes(&stack, incident, "notification.escalated")
+            .await
+            .len(),
+        1
+    );
 }
