@@ -195,6 +195,24 @@ pub async fn insert(conn: &mut PgConnection, rows: &[NewNotification]) -> Result
     Ok(inserted)
 }
 
+/// The id of the row written for (event, recipient, channel), and whether its deputy was told.
+pub async fn stored(
+    pool: &PgPool,
+    event_id: Uuid,
+    recipient: &str,
+    channel: Channel,
+) -> Result<Option<(Uuid, bool)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, escalated_at IS NOT NULL FROM notifications
+         WHERE event_id = $1 AND recipient = $2 AND channel = $3",
+    )
+    .bind(event_id)
+    .bind(recipient)
+    .bind(channel.as_str())
+    .fetch_optional(pool)
+    .await?)
+}
+
 /// An outbound notification claimed for one attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Due {

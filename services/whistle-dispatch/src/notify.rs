@@ -534,10 +534,17 @@ impl Notifier {
         store::insert(&mut tx, &rows).await?;
         tx.commit().await?;
         for (id, person) in held_back {
-            // Their quiet hours last too long for this: the deputy hears now.
+            // Their quiet hours last too long for this: the deputy hears now. On a redelivery the
+            // row written the first time stands (and says whether the deputy was told already).
             let row = rows.iter().find(|r| r.id == id).expect("pushed above");
-            self.to_deputy(row_as_due(row, &person), "免打扰时段")
-                .await?;
+            let Some((stored, escalated)) =
+                store::stored(pool, event_id, &row.recipient, Channel::Sms).await?
+            else {
+                continue;
+            };
+            let mut due = row_as_due(row, &person);
+            (due.id, due.escalated) = (stored, escalated);
+            self.to_deputy(due, "免打扰时段").await?;
         }
         Ok(rows.iter().filter(|r| r.send_at.is_some()).count() as u64)
     }
