@@ -132,29 +132,38 @@ pub struct Permissions {
 pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
     let inbox = format!("{}.>", identity.inbox_prefix());
     match identity {
-        // A grid worker or a liaison asks for more time; only the level above answers.
+        // A grid worker or a liaison asks for more time; only the level above answers. A grid
+        // worker has no task to dispute and dispatches none to arbitrate.
         Identity::GridWorker { person, grid } => Permissions {
             publish: vec![
                 subject::grid_reports(grid),
                 subject::person_commands(person.as_str()),
             ],
             subscribe: vec![inbox],
-            deny_publish: vec![subject::command(Verb::DecideExtension, person.as_str())],
+            deny_publish: [Verb::DecideExtension, Verb::Dispute, Verb::DecideDispute]
+                .map(|verb| subject::command(verb, person.as_str()))
+                .to_vec(),
         },
+        // A liaison disputes its department's task; the dispatching level arbitrates.
         Identity::Liaison { person, department } => Permissions {
             publish: vec![subject::person_commands(person.as_str())],
             subscribe: vec![subject::department_tasks(department.as_str()), inbox],
-            deny_publish: vec![subject::command(Verb::DecideExtension, person.as_str())],
+            deny_publish: [Verb::DecideExtension, Verb::DecideDispute]
+                .map(|verb| subject::command(verb, person.as_str()))
+                .to_vec(),
         },
         Identity::Operator { person, area } => {
             let mut subscribe = vec![subject::area_events(area)];
             subscribe.extend(area_task_subjects(area, org));
             subscribe.push(inbox);
-            // An operator answers extension requests; it never handles one to ask for more time.
+            // An operator answers extension requests and arbitrates disputes; it never handles a
+            // task to ask for more time or dispute it.
             Permissions {
                 publish: vec![subject::person_commands(person.as_str())],
                 subscribe,
-                deny_publish: vec![subject::command(Verb::RequestExtension, person.as_str())],
+                deny_publish: [Verb::RequestExtension, Verb::Dispute]
+                    .map(|verb| subject::command(verb, person.as_str()))
+                    .to_vec(),
             }
         }
         Identity::Viewer {
@@ -382,7 +391,11 @@ mod tests {
         assert_eq!(p.subscribe, ["_INBOX_gw-150602001001001.>"]);
         assert_eq!(
             p.deny_publish,
-            ["whistle.cmd.decide_extension.gw-150602001001001"]
+            [
+                "whistle.cmd.decide_extension.gw-150602001001001",
+                "whistle.cmd.dispute.gw-150602001001001",
+                "whistle.cmd.decide_dispute.gw-150602001001001"
+            ]
         );
         assert_eq!(id.inbox_prefix(), "_INBOX_gw-150602001001001");
         assert_eq!(id.name(), "gw-150602001001001");
@@ -414,7 +427,10 @@ mod tests {
         assert_eq!(p.publish, ["whistle.cmd.*.li-150602-urban_management"]);
         assert_eq!(
             p.deny_publish,
-            ["whistle.cmd.decide_extension.li-150602-urban_management"]
+            [
+                "whistle.cmd.decide_extension.li-150602-urban_management",
+                "whistle.cmd.decide_dispute.li-150602-urban_management"
+            ]
         );
         assert_eq!(
             p.subscribe,
@@ -434,7 +450,13 @@ mod tests {
         };
         let p = permissions(&id, &org);
         assert_eq!(p.publish, ["whistle.cmd.*.op-150602"]);
-        assert_eq!(p.deny_publish, ["whistle.cmd.request_extension.op-150602"]);
+        assert_eq!(
+            p.deny_publish,
+            [
+                "whistle.cmd.request_extension.op-150602",
+                "whistle.cmd.dispute.op-150602"
+            ]
+        );
         assert_eq!(p.subscribe[0], "whistle.event.150602.>");
         assert_eq!(p.subscribe.last().unwrap(), "_INBOX_op-150602.>");
         let tasks: Vec<&String> = p.subscribe[1..p.subscribe.len() - 1].iter().collect();

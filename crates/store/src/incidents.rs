@@ -242,18 +242,20 @@ async fn upsert_tasks(
     }
     sqlx::query(
         "INSERT INTO tasks (incident_id, task_id, round, department_code, status, dispatched_at, accept_due_at,
-             resolve_due_at, accepted_at, resolved_at, holder_id, return_reason, supervised, grid_code, updated_at)
-         SELECT t.*, $15 FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::timestamptz[],
+             resolve_due_at, accepted_at, resolved_at, holder_id, return_reason, supervised, grid_code, disputed,
+             dispute_to, updated_at)
+         SELECT t.*, $17 FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::timestamptz[],
              $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[],
-             $13::bool[], $14::text[]) AS t
+             $13::bool[], $14::text[], $15::bool[], $16::text[]) AS t
          ON CONFLICT (incident_id, task_id) DO UPDATE SET status = EXCLUDED.status, accepted_at = EXCLUDED.accepted_at,
              resolved_at = EXCLUDED.resolved_at, holder_id = EXCLUDED.holder_id, return_reason = EXCLUDED.return_reason,
              supervised = EXCLUDED.supervised, resolve_due_at = EXCLUDED.resolve_due_at,
-             updated_at = EXCLUDED.updated_at
+             disputed = EXCLUDED.disputed, dispute_to = EXCLUDED.dispute_to, updated_at = EXCLUDED.updated_at
          WHERE (tasks.status, tasks.accepted_at, tasks.resolved_at, tasks.holder_id, tasks.return_reason, tasks.supervised,
-                tasks.resolve_due_at)
+                tasks.resolve_due_at, tasks.disputed, tasks.dispute_to)
              IS DISTINCT FROM (EXCLUDED.status, EXCLUDED.accepted_at, EXCLUDED.resolved_at, EXCLUDED.holder_id,
-                               EXCLUDED.return_reason, EXCLUDED.supervised, EXCLUDED.resolve_due_at)",
+                               EXCLUDED.return_reason, EXCLUDED.supervised, EXCLUDED.resolve_due_at,
+                               EXCLUDED.disputed, EXCLUDED.dispute_to)",
     )
     .bind(tasks.iter().map(|(save, _)| save.id).collect::<Vec<_>>())
     .bind(tasks.iter().map(|(_, t)| t.id as i32).collect::<Vec<_>>())
@@ -269,6 +271,8 @@ async fn upsert_tasks(
     .bind(tasks.iter().map(|(_, t)| t.return_reason.map(|r| r.as_str())).collect::<Vec<_>>())
     .bind(tasks.iter().map(|(_, t)| t.supervised).collect::<Vec<_>>())
     .bind(tasks.iter().map(|(save, _)| save.state.area.as_str()).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.disputed).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.dispute.as_ref().map(|d| d.proposed.as_str())).collect::<Vec<_>>())
     .bind(now)
     .execute(&mut *conn)
     .await?;

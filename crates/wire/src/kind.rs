@@ -39,6 +39,14 @@ pub const TASK_REASSIGNED: &str = "task.reassigned";
 pub const TASK_RESOLVED: &str = "task.resolved";
 pub const TASK_SUPERVISED: &str = "task.supervised";
 pub const TASK_REMINDED: &str = "task.reminded";
+/// 派单异议: the department says the task is not its responsibility and proposes another.
+pub const TASK_DISPUTED: &str = "task.disputed";
+/// The dispatching level upheld the dispute; `task.reassigned` follows.
+pub const TASK_DISPUTE_UPHELD: &str = "task.dispute_upheld";
+/// The dispatching level rejected the dispute; the task stays.
+pub const TASK_DISPUTE_REJECTED: &str = "task.dispute_rejected";
+/// The task reported in, was returned or reassigned, or the incident resolved before arbitration.
+pub const TASK_DISPUTE_WITHDRAWN: &str = "task.dispute_withdrawn";
 
 /// The kinds intake publishes.
 pub const INTAKE: [&str; 4] = [
@@ -49,7 +57,7 @@ pub const INTAKE: [&str; 4] = [
 ];
 
 /// The kinds the state machine publishes (the domain's `incident::EVENT_KINDS`, checked below).
-pub const ENGINE: [&str; 22] = [
+pub const ENGINE: [&str; 26] = [
     INCIDENT_ESCALATED,
     INCIDENT_WHISTLED,
     INCIDENT_RESOLVED,
@@ -72,6 +80,10 @@ pub const ENGINE: [&str; 22] = [
     TASK_RESOLVED,
     TASK_SUPERVISED,
     TASK_REMINDED,
+    TASK_DISPUTED,
+    TASK_DISPUTE_UPHELD,
+    TASK_DISPUTE_REJECTED,
+    TASK_DISPUTE_WITHDRAWN,
 ];
 
 /// Every kind on `WHISTLE_EVENTS`.

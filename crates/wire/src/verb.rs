@@ -21,11 +21,15 @@ pub enum Verb {
     RequestExtension,
     /// The answer to a 延期申请.
     DecideExtension,
+    /// 派单异议.
+    Dispute,
+    /// The arbitration of a 派单异议.
+    DecideDispute,
 }
 
 impl Verb {
     /// Every verb, in the order dispatch registers its endpoints.
-    pub const ALL: [Verb; 10] = [
+    pub const ALL: [Verb; 12] = [
         Verb::Accept,
         Verb::Return,
         Verb::Resolve,
@@ -36,6 +40,8 @@ impl Verb {
         Verb::Comment,
         Verb::RequestExtension,
         Verb::DecideExtension,
+        Verb::Dispute,
+        Verb::DecideDispute,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +56,8 @@ impl Verb {
             Verb::Comment => "comment",
             Verb::RequestExtension => "request_extension",
             Verb::DecideExtension => "decide_extension",
+            Verb::Dispute => "dispute",
+            Verb::DecideDispute => "decide_dispute",
         }
     }
 
@@ -66,6 +74,8 @@ impl Verb {
             Body::Comment(_) => Verb::Comment,
             Body::RequestExtension(_) => Verb::RequestExtension,
             Body::DecideExtension(_) => Verb::DecideExtension,
+            Body::Dispute(_) => Verb::Dispute,
+            Body::DecideDispute(_) => Verb::DecideDispute,
         }
     }
 }

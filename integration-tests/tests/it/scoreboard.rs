@@ -593,7 +593,8 @@ fn some_department(rng: &mut StdRng, grid: &str) -> String {
 
 /// One random command on an incident that its state allows (escalate or whistle, resolve at the
 /// level, report in, return, reassign, resolve a task, ask for a later deadline and answer it,
-/// follow up either way); dispatch may still refuse it, which is part of the history too.
+/// dispute a task and arbitrate, follow up either way); dispatch may still refuse it, which is
+/// part of the history too.
 async fn random_command(stack: &Stack, rng: &mut StdRng, id: Uuid) {
     let (status, grid, pending, due): (String, String, bool, DateTime<Utc>) = sqlx::query_as(
         "SELECT status, grid_code, jsonb_typeof(state->'extension') = 'object', due_at
@@ -610,6 +611,23 @@ async fn random_command(stack: &Stack, rng: &mut StdRng, id: Uuid) {
         let body = Body::DecideExtension(v1::DecideExtension {
             approve: rng.random_range(0..3) > 0,
             note: "审批".into(),
+        });
+        stack.command(&operator, id, &body).await;
+        return;
+    }
+    // A waiting dispute is arbitrated (upheld half the time) half the time.
+    let disputed: Option<i32> = sqlx::query_scalar(
+        "SELECT task_id FROM tasks WHERE incident_id = $1 AND dispute_to IS NOT NULL LIMIT 1",
+    )
+    .bind(id)
+    .fetch_optional(stack.pool())
+    .await
+    .unwrap();
+    if let Some(task) = disputed.filter(|_| rng.random_bool(0.5)) {
+        let body = Body::DecideDispute(v1::DecideDispute {
+            task_id: task.to_string(),
+            uphold: rng.random_bool(0.5),
+            note: "仲裁".into(),
         });
         stack.command(&operator, id, &body).await;
         return;
@@ -653,6 +671,14 @@ async fn random_command(stack: &Stack, rng: &mut StdRng, id: Uuid) {
                 }
                 "accepted" => (li(&department), resolve_task(task)),
                 _ if rng.random_range(0..4) == 0 => (li(&department), give_back(task)),
+                _ if rng.random_range(0..3) == 0 => {
+                    let dispute = Body::Dispute(v1::Dispute {
+                        task_id: task.to_string(),
+                        to_department_code: some_department(rng, &grid),
+                        reason: "非本部门职责".into(),
+                    });
+                    (li(&department), dispute)
+                }
                 _ => (li(&department), accept(task)),
             }
         }
@@ -858,6 +884,10 @@ async fn after_a_random_history_and_a_restart_the_live_board_equals_the_sql() {
     assert!(
         rows().any(|r| r.median_time_to_accept.is_some()),
         "seed {seed}: no task reported in"
+    );
+    assert!(
+        rows().any(|r| r.dispute_rate > 0.0),
+        "seed {seed}: no task disputed"
     );
 }
 

@@ -62,6 +62,45 @@ pub enum Field {
     RequestExtension(RequestExtensionArgs),
     /// Answer the pending 延期申请, as the level above the asker.
     DecideExtension(DecideExtensionArgs),
+    /// 派单异议: a liaison disputes its task before reporting in, proposing another department.
+    Dispute(DisputeArgs),
+    /// Arbitrate a task's pending 派单异议, as the street or an operator (who may reassign).
+    DecideDispute(DecideDisputeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DisputeArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// Task number within the incident (1, 2, …).
+    pub task: u32,
+    /// The department that should have it (e.g. 150602-urban_management).
+    #[arg(long)]
+    pub to: String,
+    /// Why (required).
+    #[arg(long)]
+    pub reason: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("ruling").required(true).args(["uphold", "reject"])))]
+pub struct DecideDisputeArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// Task number within the incident (1, 2, …).
+    pub task: u32,
+    /// 异议成立: the task is reassigned to the proposed department; the deadline stays.
+    #[arg(long)]
+    pub uphold: bool,
+    /// 异议不成立: the task stays (a --note is required).
+    #[arg(long)]
+    pub reject: bool,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, clap::Args)]
@@ -392,6 +431,24 @@ impl Field {
                     note: note(&a.note),
                 }),
             ),
+            Field::Dispute(a) => (
+                &a.incident,
+                &a.common,
+                Body::Dispute(v1::Dispute {
+                    task_id: a.task.to_string(),
+                    to_department_code: a.to.clone(),
+                    reason: a.reason.clone(),
+                }),
+            ),
+            Field::DecideDispute(a) => (
+                &a.incident,
+                &a.common,
+                Body::DecideDispute(v1::DecideDispute {
+                    task_id: a.task.to_string(),
+                    uphold: a.uphold,
+                    note: note(&a.note),
+                }),
+            ),
         })
     }
 
@@ -534,6 +591,9 @@ pub fn done_zh(command: &v1::Command, ok: &v1::CommandOk) -> String {
         Some(Body::RequestExtension(_)) => "已申请延期".into(),
         Some(Body::DecideExtension(d)) if d.approve => "已同意延期".into(),
         Some(Body::DecideExtension(_)) => "已不予延期".into(),
+        Some(Body::Dispute(_)) => "已提出派单异议".into(),
+        Some(Body::DecideDispute(d)) if d.uphold => "异议成立，已改派".into(),
+        Some(Body::DecideDispute(_)) => "异议不成立，维持派单".into(),
         None => "完成".into(),
     }
 }
@@ -900,6 +960,58 @@ mod tests {
         ));
         assert!(answer(&[]).is_err());
         assert!(answer(&["--approve", "--deny"]).is_err());
+    }
+
+    #[test]
+    fn dispute_and_decide_dispute_parse() {
+        assert_eq!(
+            build(&[
+                "dispute",
+                INCIDENT,
+                "2",
+                "--to",
+                "150602-urban_management",
+                "--reason",
+                "非本部门职责",
+                "--as",
+                "li-150602-housing_construction",
+            ])
+            .map(|(verb, c)| (verb, c.body)),
+            Ok((
+                "dispute",
+                Some(Body::Dispute(v1::Dispute {
+                    task_id: "2".into(),
+                    to_department_code: "150602-urban_management".into(),
+                    reason: "非本部门职责".into(),
+                }))
+            ))
+        );
+        assert!(build(&["dispute", INCIDENT, "2", "--reason", "x", "--as", "li-x"]).is_err());
+        let rule = |flags: &[&str]| {
+            let mut args = vec!["decide-dispute", INCIDENT, "2", "--as", "op-150602"];
+            args.extend_from_slice(flags);
+            build(&args).map(|(verb, c)| (verb, c.body))
+        };
+        assert_eq!(
+            rule(&["--reject", "--note", "职责明确"]),
+            Ok((
+                "decide_dispute",
+                Some(Body::DecideDispute(v1::DecideDispute {
+                    task_id: "2".into(),
+                    uphold: false,
+                    note: "职责明确".into()
+                }))
+            ))
+        );
+        assert!(matches!(
+            rule(&["--uphold"]),
+            Ok((
+                _,
+                Some(Body::DecideDispute(v1::DecideDispute { uphold: true, .. }))
+            ))
+        ));
+        assert!(rule(&[]).is_err());
+        assert!(rule(&["--uphold", "--reject"]).is_err());
     }
 
     #[test]

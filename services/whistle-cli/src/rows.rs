@@ -218,6 +218,8 @@ mod tests {
             holder_id: "li-150602-heating".into(),
             return_reason: v1::ReturnReason::WrongArea as i32,
             supervised: true,
+            disputed: false,
+            dispute_to_department_code: String::new(),
         }
     }
 

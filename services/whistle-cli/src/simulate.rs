@@ -309,7 +309,9 @@ impl Sim {
                 LiaisonMove::Accept { late: false } => {
                     plan::share_of(rng, accept_left, 0.1, 0.8, unit)
                 }
-                LiaisonMove::Return(_) => plan::share_of(rng, accept_left, 0.2, 0.7, unit),
+                LiaisonMove::Return(_) | LiaisonMove::Dispute => {
+                    plan::share_of(rng, accept_left, 0.2, 0.7, unit)
+                }
             };
             (choice, delay)
         });
@@ -325,6 +327,42 @@ impl Sim {
             body,
         };
         match choice {
+            LiaisonMove::Dispute => {
+                let summon = self
+                    .policy
+                    .category(&changed.category)
+                    .map(|c| c.summon.clone())
+                    .unwrap_or_default();
+                let busy = live_departments(changed);
+                let (to, reason) = self.rng(|rng| {
+                    (
+                        plan::reassign_target(
+                            rng,
+                            &event.district_code,
+                            &summon,
+                            &department,
+                            &busy,
+                        ),
+                        plan::pick(rng, plan::DISPUTE_REASONS),
+                    )
+                });
+                let Some(to) = to else { return };
+                self.later(
+                    delay,
+                    base(
+                        "派单异议",
+                        format!(
+                            " 任务{task_id} {department_name} → {}",
+                            self.names.department(&to)
+                        ),
+                        Body::Dispute(v1::Dispute {
+                            task_id,
+                            to_department_code: to,
+                            reason: reason.into(),
+                        }),
+                    ),
+                );
+            }
             LiaisonMove::Return(reason) => self.later(
                 delay,
                 base(
@@ -436,6 +474,70 @@ impl Sim {
         );
     }
 
+    /// The street arbitrates a department's dispute: upheld (the task goes to the proposed
+    /// department, the deadline unchanged) or rejected with a note.
+    fn disputed(self: &Arc<Self>, event: &v1::Event, changed: &v1::IncidentChanged) {
+        let Some(task) = &changed.task else { return };
+        let unit = self.unit();
+        let (uphold, delay, rejection) = self.rng(|rng| {
+            (
+                rng.random_bool(plan::UPHOLD_SHARE),
+                unit.mul_f64(rng.random_range(0.1..0.5)),
+                plan::pick(rng, plan::DISPUTE_REJECTIONS),
+            )
+        });
+        let (verb, note) = if uphold {
+            ("异议成立", String::new())
+        } else {
+            ("异议不成立", rejection.to_owned())
+        };
+        self.later(
+            delay,
+            Action {
+                verb,
+                actor: format!("hd-{}", event.street_code),
+                incident: event.incident_id.clone(),
+                title: changed.title.clone(),
+                detail: format!(
+                    " 任务{} {}",
+                    task.task_id,
+                    self.names.department(&task.department_code)
+                ),
+                expected_version: 0,
+                body: Body::DecideDispute(v1::DecideDispute {
+                    task_id: task.task_id.to_string(),
+                    uphold,
+                    note,
+                }),
+            },
+        );
+    }
+
+    /// A department whose dispute was rejected reports in: the task is its.
+    fn dispute_rejected(self: &Arc<Self>, event: &v1::Event, changed: &v1::IncidentChanged) {
+        let Some(task) = &changed.task else { return };
+        let delay = self.unit().mul_f64(0.2);
+        self.later(
+            delay,
+            Action {
+                verb: "报到",
+                actor: format!("li-{}", task.department_code),
+                incident: event.incident_id.clone(),
+                title: changed.title.clone(),
+                detail: format!(
+                    " 任务{} {}（异议未获支持）",
+                    task.task_id,
+                    self.names.department(&task.department_code)
+                ),
+                expected_version: 0,
+                body: Body::Accept(v1::Accept {
+                    task_id: task.task_id.to_string(),
+                    note: String::new(),
+                }),
+            },
+        );
+    }
+
     /// The street reassigns a returned task to another department of the district.
     fn returned(self: &Arc<Self>, event: &v1::Event, changed: &v1::IncidentChanged) {
         let Some(task) = &changed.task else { return };
@@ -444,18 +546,7 @@ impl Sim {
             .category(&changed.category)
             .map(|c| c.summon.clone())
             .unwrap_or_default();
-        let busy: Vec<String> = changed
-            .tasks
-            .iter()
-            .filter(|t| t.round == changed.reopen_count)
-            .filter(|t| {
-                !matches!(
-                    v1::TaskStatus::try_from(t.status),
-                    Ok(v1::TaskStatus::Returned | v1::TaskStatus::Cancelled)
-                )
-            })
-            .map(|t| t.department_code.clone())
-            .collect();
+        let busy = live_departments(changed);
         let unit = self.unit();
         let (to, delay) = self.rng(|rng| {
             (
@@ -611,6 +702,8 @@ impl Sim {
             "task.dispatched" => self.dispatched(event, changed),
             "task.returned" => self.returned(event, changed),
             "incident.extension_requested" => self.extension_requested(event, changed),
+            "task.disputed" => self.disputed(event, changed),
+            "task.dispute_rejected" => self.dispute_rejected(event, changed),
             _ => {}
         }
     }
@@ -868,4 +961,20 @@ pub(crate) async fn follow_new_events(
         follow(ALL_INCIDENT_EVENTS).await?,
         follow(ALL_TASK_EVENTS).await?,
     ])
+}
+
+/// The departments with a live task (neither returned nor cancelled) in the current round.
+fn live_departments(changed: &v1::IncidentChanged) -> Vec<String> {
+    changed
+        .tasks
+        .iter()
+        .filter(|t| t.round == changed.reopen_count)
+        .filter(|t| {
+            !matches!(
+                v1::TaskStatus::try_from(t.status),
+                Ok(v1::TaskStatus::Returned | v1::TaskStatus::Cancelled)
+            )
+        })
+        .map(|t| t.department_code.clone())
+        .collect()
 }

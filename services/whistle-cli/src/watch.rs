@@ -216,6 +216,10 @@ pub(crate) fn kind_zh(kind: &str) -> &str {
         "incident.extension_approved" => "同意延期",
         "incident.extension_denied" => "不予延期",
         "incident.extension_withdrawn" => "延期申请撤回",
+        "task.disputed" => "派单异议",
+        "task.dispute_upheld" => "异议成立",
+        "task.dispute_rejected" => "异议不成立",
+        "task.dispute_withdrawn" => "派单异议撤回",
         other => other,
     }
 }

@@ -521,6 +521,30 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
             },
             None,
         ),
+        Body::Dispute(d) => {
+            let task = task_id(&d.task_id)?;
+            let to = department(&d.to_department_code)?;
+            (
+                incident::Command::Dispute {
+                    task,
+                    to,
+                    reason: d.reason.clone(),
+                },
+                Some(task),
+            )
+        }
+        // The reply names the disputed task: cancelled when upheld, as it was when rejected.
+        Body::DecideDispute(d) => {
+            let task = task_id(&d.task_id)?;
+            (
+                incident::Command::DecideDispute {
+                    task,
+                    uphold: d.uphold,
+                    note: d.note.clone(),
+                },
+                Some(task),
+            )
+        }
     };
     Ok(Parsed {
         incident_id,
@@ -692,6 +716,53 @@ mod tests {
             }
         );
         assert_eq!(parsed.task, Some(1));
+    }
+
+    #[test]
+    fn a_dispute_names_its_task_and_a_department() {
+        let send = |verb: &str, body: Body| {
+            let command = v1::Command {
+                body: Some(body),
+                ..accept()
+            };
+            decode(verb, &command.encode_to_vec(), false, &CATALOG)
+        };
+        let dispute = |task: &str, to: &str| {
+            Body::Dispute(v1::Dispute {
+                task_id: task.into(),
+                to_department_code: to.into(),
+                reason: "非本部门职责".into(),
+            })
+        };
+        let invalid = CommandErrorCode::InvalidArgument as i32;
+        let (code, message) = refusal(send("dispute", dispute("", "150602-transport")));
+        assert_eq!(code, invalid, "{message}");
+        let (code, message) = refusal(send("dispute", dispute("1", "150602.transport")));
+        assert_eq!(code, invalid, "{message}");
+        let (_, parsed) = send("dispute", dispute("2", "150602-transport")).unwrap();
+        assert_eq!(
+            parsed.command,
+            incident::Command::Dispute {
+                task: 2,
+                to: "150602-transport".parse().unwrap(),
+                reason: "非本部门职责".into(),
+            }
+        );
+        assert_eq!(parsed.task, Some(2));
+        let decide = Body::DecideDispute(v1::DecideDispute {
+            task_id: "2".into(),
+            uphold: false,
+            note: "职责明确".into(),
+        });
+        let (_, parsed) = send("decide_dispute", decide).unwrap();
+        assert_eq!(
+            parsed.command,
+            incident::Command::DecideDispute {
+                task: 2,
+                uphold: false,
+                note: "职责明确".into(),
+            }
+        );
     }
 
     proptest! {

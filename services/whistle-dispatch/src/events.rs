@@ -124,6 +124,12 @@ pub fn task_state(task: &Task) -> v1::TaskState {
             .return_reason
             .map_or(0, |r| return_reason_to_proto(r) as i32),
         supervised: task.supervised,
+        disputed: task.disputed,
+        dispute_to_department_code: task
+            .dispute
+            .as_ref()
+            .map(|d| d.proposed.to_string())
+            .unwrap_or_default(),
     }
 }
 

@@ -102,4 +102,6 @@ forward! {
     comment => Verb::Comment,
     request_extension => Verb::RequestExtension,
     decide_extension => Verb::DecideExtension,
+    dispute => Verb::Dispute,
+    decide_dispute => Verb::DecideDispute,
 }

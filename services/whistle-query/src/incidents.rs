@@ -288,7 +288,8 @@ pub(crate) async fn get(
     let tasks = sqlx::query(
         "SELECT t.task_id, t.department_code, coalesce(d.name, '') AS department_name, t.status,
                 t.dispatched_at, t.accept_due_at, t.resolve_due_at, t.accepted_at, t.resolved_at,
-                t.holder_id, t.return_reason, t.round, t.supervised
+                t.holder_id, t.return_reason, t.round, t.supervised,
+                t.disputed, t.dispute_to
          FROM tasks t LEFT JOIN departments d ON d.code = t.department_code
          WHERE t.incident_id = $1 ORDER BY t.task_id",
     )
@@ -459,6 +460,10 @@ pub(crate) fn task_state(row: &PgRow, status_column: &str) -> Result<v1::TaskSta
             row.try_get::<Option<&str>, _>("return_reason")?,
         )? as i32,
         supervised: row.try_get("supervised")?,
+        disputed: row.try_get("disputed")?,
+        dispute_to_department_code: row
+            .try_get::<Option<String>, _>("dispute_to")?
+            .unwrap_or_default(),
     })
 }
 

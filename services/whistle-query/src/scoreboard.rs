@@ -50,6 +50,9 @@
 //! **Health signals** (ratios with the same empty-denominator rule):
 //! - `return_rate` (退单率): tasks dispatched in the month that were returned (a `return_reason`,
 //!   whether or not they were reassigned since), over tasks dispatched in the month;
+//! - `dispute_rate` (派单异议率): tasks dispatched in the month that their department disputed
+//!   (`tasks.disputed`: upheld, rejected or withdrawn alike — a department that disputes much
+//!   shows here even when the street keeps the task with it), over tasks dispatched in the month;
 //! - `redo_rate` (重办率): departments, tasks resolved in the month whose round the resident then
 //!   found unsatisfying (the incident's `reopen_count` is above the task's round), over tasks
 //!   resolved in the month; streets, incidents with an `incident.resolved` entry in the month that
@@ -219,6 +222,8 @@ pub(crate) struct Tally {
     pub satisfied: u64,
     /// Of the dispatched tasks.
     pub returned: u64,
+    /// Of the dispatched tasks: disputed by their department (派单异议), upheld or not.
+    pub disputed: u64,
     /// The redo rate's denominator and numerator.
     pub resolved: u64,
     pub reopened: u64,
@@ -285,6 +290,7 @@ impl Tally {
             composite_score: composite(weights, &rates),
             rates: Some(rates),
             return_rate: ratio(self.returned, self.dispatched),
+            dispute_rate: ratio(self.disputed, self.dispatched),
             redo_rate: ratio(self.reopened, self.resolved),
             whistle_rate: ratio(self.whistled, self.whistle_base),
             median_time_to_accept: self.median_accept_seconds.map(|seconds| {
@@ -356,6 +362,7 @@ fn select_rows(whistle_base: &str, whistled: &str, join: &str) -> String {
                coalesce(s.followed_up, 0) AS followed_up,
                coalesce(s.satisfied, 0) AS satisfied,
                coalesce(d.returned, 0) AS returned,
+               coalesce(d.disputed, 0) AS disputed,
                coalesce(r.resolved, 0) AS resolved,
                coalesce(r.reopened, 0) AS reopened,
                coalesce({whistle_base}, 0) AS whistle_base,
@@ -393,6 +400,7 @@ fn follow_ups() -> String {
 const DISPATCHED_COLUMNS: &str = "count(*) AS dispatched,
            count(*) FILTER (WHERE t.accepted_at <= t.accept_due_at) AS accepted_in_time,
            count(*) FILTER (WHERE t.return_reason IS NOT NULL) AS returned,
+           count(*) FILTER (WHERE t.disputed) AS disputed,
            percentile_cont(0.5) WITHIN GROUP
                (ORDER BY EXTRACT(EPOCH FROM t.accepted_at - t.dispatched_at)::float8) AS median_accept";
 
@@ -532,6 +540,7 @@ fn tally(row: &PgRow) -> Result<Tally> {
         followed_up: count(row, "followed_up")?,
         satisfied: count(row, "satisfied")?,
         returned: count(row, "returned")?,
+        disputed: count(row, "disputed")?,
         resolved: count(row, "resolved")?,
         reopened: count(row, "reopened")?,
         whistle_base: count(row, "whistle_base")?,
@@ -732,6 +741,7 @@ mod tests {
             followed_up: 0,
             satisfied: 0,
             returned: 1,
+            disputed: 2,
             resolved: 2,
             reopened: 1,
             whistle_base: 4,
@@ -754,6 +764,7 @@ mod tests {
             (row.return_rate, row.redo_rate, row.whistle_rate),
             (0.25, 0.5, 0.75)
         );
+        assert_eq!(row.dispute_rate, 0.5);
         let median = row.median_time_to_accept.unwrap();
         assert_eq!((median.seconds, median.nanos), (1650, 0));
         assert!(tally.is_active());

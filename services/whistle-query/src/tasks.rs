@@ -10,6 +10,7 @@ use whistle_domain::{
 };
 use whistle_proto::v1;
 use whistle_store::tokens::Role;
+use whistle_wire::Verb;
 
 use crate::{
     area::GridRange,
@@ -103,7 +104,7 @@ pub(crate) async fn list(
             "(SELECT {SUMMARY_COLUMNS}, i.description, i.reopen_count, t.task_id, t.department_code,
                      t.status AS task_status, t.dispatched_at, t.accept_due_at, t.resolve_due_at,
                      t.accepted_at, t.resolved_at, t.holder_id, t.return_reason, t.round,
-                     t.supervised, t.updated_at AS task_updated_at, {rank} AS part, {due} AS task_due
+                     t.supervised, t.disputed, t.dispute_to, t.updated_at AS task_updated_at, {rank} AS part, {due} AS task_due
               FROM tasks t JOIN incidents i ON i.id = t.incident_id
               WHERE t.department_code = $1 AND t.status {statuses} AND t.status = ANY($2)
                 AND i.grid_code ~>=~ $3 AND i.grid_code ~<~ $4
@@ -152,6 +153,8 @@ pub(crate) async fn list(
 /// the task's status takes ([`TaskVerb::for_task`], the rule dispatch applies) that the caller's
 /// role acts with — a liaison its own department's 签收/退单/办结, an operator 督办/改派 (the caller
 /// already sees the incident, so it lies in the operator's area); viewers and grid workers none.
+/// After them, the dispute verbs (派单异议): `dispute` for the department while the task waits for
+/// its report-in and was never disputed, `decide_dispute` for an operator while a dispute waits.
 pub(crate) fn verbs(
     principal: &Principal,
     task: &v1::TaskState,
@@ -169,10 +172,22 @@ pub(crate) fn verbs(
     let open = convert::status_to_db(incident_status)?
         .parse::<Status>()
         .is_ok_and(Status::is_open);
-    Ok(TaskVerb::for_task(status, task.round == reopen_count, open)
+    let current = task.round == reopen_count;
+    let mut verbs: Vec<String> = TaskVerb::for_task(status, current, open)
         .filter(|verb| verb.is_department_verb() == department_verbs)
         .map(|verb| verb.as_str().to_owned())
-        .collect())
+        .collect();
+    // The rules of `Command::Dispute` and `Command::DecideDispute` in the domain.
+    let waiting = matches!(status, TaskStatus::Dispatched | TaskStatus::Supervised);
+    if open && current && waiting {
+        if department_verbs && !task.disputed {
+            verbs.push(Verb::Dispute.as_str().to_owned());
+        }
+        if !department_verbs && !task.dispute_to_department_code.is_empty() {
+            verbs.push(Verb::DecideDispute.as_str().to_owned());
+        }
+    }
+    Ok(verbs)
 }
 
 #[cfg(test)]
@@ -212,7 +227,7 @@ mod tests {
         let dispatched = task(v1::TaskStatus::Dispatched, 0);
         assert_eq!(
             offered(&liaison, &dispatched, whistled, 0),
-            ["accept", "return"]
+            ["accept", "return", "dispute"]
         );
         assert_eq!(
             offered(&operator, &dispatched, whistled, 0),
@@ -232,5 +247,33 @@ mod tests {
         let returned = task(v1::TaskStatus::Returned, 0);
         assert_eq!(offered(&operator, &returned, whistled, 0), ["reassign"]);
         assert!(offered(&liaison, &returned, whistled, 0).is_empty());
+    }
+
+    #[test]
+    fn a_dispute_is_offered_once_and_its_arbitration_while_it_waits() {
+        let liaison = principal(Role::Liaison, Some("150602-heating"));
+        let operator = principal(Role::Operator, None);
+        let whistled = v1::IncidentStatus::Whistled as i32;
+        let dispatched = task(v1::TaskStatus::Dispatched, 0);
+        assert_eq!(
+            verbs(&liaison, &dispatched, whistled, 0).unwrap(),
+            ["accept", "return", "dispute"]
+        );
+        let pending = v1::TaskState {
+            disputed: true,
+            dispute_to_department_code: "150602-transport".into(),
+            ..task(v1::TaskStatus::Supervised, 0)
+        };
+        assert_eq!(
+            verbs(&liaison, &pending, whistled, 0).unwrap(),
+            ["accept", "return"]
+        );
+        assert_eq!(
+            verbs(&operator, &pending, whistled, 0).unwrap(),
+            ["supervise", "reassign", "decide_dispute"]
+        );
+        let accepted = task(v1::TaskStatus::Accepted, 0);
+        let status = v1::IncidentStatus::Accepted as i32;
+        assert_eq!(verbs(&liaison, &accepted, status, 0).unwrap(), ["resolve"]);
     }
 }

@@ -19,7 +19,7 @@ pub const TEXT_MAX: usize = 2_000;
 ///
 /// [`apply`]: super::apply
 /// [`open`]: super::open
-pub const EVENT_KINDS: [&str; 22] = [
+pub const EVENT_KINDS: [&str; 26] = [
     "incident.escalated",
     "incident.whistled",
     "incident.resolved",
@@ -42,6 +42,10 @@ pub const EVENT_KINDS: [&str; 22] = [
     "task.resolved",
     "task.supervised",
     "task.reminded",
+    "task.disputed",
+    "task.dispute_upheld",
+    "task.dispute_rejected",
+    "task.dispute_withdrawn",
 ];
 
 /// Who issues a command. Dispatch builds it from the acting person (`Actor::from(&person)`) or,
@@ -163,6 +167,20 @@ pub enum Command {
     /// The approving level's answer to the pending request; a denial needs a note.
     DecideExtension {
         approve: bool,
+        note: String,
+    },
+    /// 派单异议: the task's department says it is not its responsibility and proposes `to`; the
+    /// reason is required.
+    Dispute {
+        task: u32,
+        to: DepartmentCode,
+        reason: String,
+    },
+    /// The dispatching level's arbitration of the task's pending dispute: upheld reassigns the task
+    /// to the proposed department; a rejection needs a note.
+    DecideDispute {
+        task: u32,
+        uphold: bool,
         note: String,
     },
 }

@@ -76,6 +76,21 @@
 //! withdraws it. An approval moves `resolve_due` of the incident and of the round's tasks to the date
 //! asked (later, at most the policy's `longest` past it) and counts towards the policy's cap.
 //!
+//! **Dispatch dispute (派单异议).** A liaison of the task's department disputes it
+//! ([`Command::Dispute`]) while it waits for the report-in (dispatched or supervised): once a
+//! department reports in, the task is its own (事不完、人不撤). The dispute names a reason and the
+//! department it proposes instead (which must exist, serve the area, differ from the task's and have
+//! no live task in the round). A task is disputed at most once, so at most one dispute per task is
+//! pending. The level that dispatched arbitrates ([`Command::DecideDispute`]), the same people who
+//! reassign: the street's handler, an operator in area, `System`. **Upheld**, it is a reassignment
+//! (改派) to the proposed department: the task is cancelled, a new one is dispatched with a fresh
+//! report-in deadline, and `resolve_due` (the citizen-facing clock) does not move. **Rejected** (a
+//! note is required), the task stays with the department and the dispute stays on record
+//! (`Task::disputed`). **The report-in clock does not pause** while a dispute waits: the department
+//! still reports in or is supervised, so a dispute never buys time; reporting in, returning the
+//! task, its reassignment or the incident's resolution withdraws a pending dispute
+//! (`task.dispute_withdrawn`).
+//!
 //! **Terminal statuses.** `Closed`, `ClosedUnverified` and `Duplicate` refuse every command but
 //! `Comment` and ignore timers. `Duplicate` is set by intake when it attaches an incident to another
 //! (no command leads there); like the other terminal statuses it holds no task in progress and no
@@ -92,6 +107,8 @@
 //! | `Verify` | a grid worker of the incident's grid |
 //! | `RequestExtension` | the current level's handler (`task` `None`), a liaison of the task's department |
 //! | `DecideExtension` | a handler of the approving level's unit, an operator whose area is at that level or above and contains the incident, `System` |
+//! | `Dispute` | a liaison of the task's department |
+//! | `DecideDispute` | as `Reassign`: the street's handler, an operator in area, `System` |
 //! | `Comment` | all of the above, a handler of any unit containing the incident, a liaison of a department that has had a task in it |
 //!
 //! Checks run in a fixed order, so each refusal has one reason: what the command names must exist
@@ -147,6 +164,7 @@ pub use commands::{
 };
 pub use rules::{apply, open};
 pub use state::{
-    ExtensionRequest, Incident, Provisional, ReturnReason, Satisfaction, Status, Task, TaskStatus,
+    Dispute, ExtensionRequest, Incident, Provisional, ReturnReason, Satisfaction, Status, Task,
+    TaskStatus,
 };
 pub use verbs::TaskVerb;

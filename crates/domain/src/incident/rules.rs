@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Actor, Command, Context, Effect, ExtensionRequest, Incident, Input, Provisional, Rejection,
-    ReturnReason, Satisfaction, Status, Task, TaskStatus, TaskVerb, Timer, NOTE_MAX, TEXT_MAX,
+    Actor, Command, Context, Dispute, Effect, ExtensionRequest, Incident, Input, Provisional,
+    Rejection, ReturnReason, Satisfaction, Status, Task, TaskStatus, TaskVerb, Timer, NOTE_MAX,
+    TEXT_MAX,
 };
 use crate::{
     calendar::{Calendar, Due},
@@ -81,6 +82,7 @@ pub fn apply(
         }
     };
     step.withdraw_moot_extension();
+    step.withdraw_moot_disputes();
     let Step {
         mut next,
         mut events,
@@ -225,6 +227,10 @@ impl<'c> Step<'c> {
             } => self.request_extension(actor, task, until, reason),
             Command::DecideExtension { approve, note } => {
                 self.decide_extension(actor, approve, note)
+            }
+            Command::Dispute { task, to, reason } => self.dispute(actor, task, to, reason),
+            Command::DecideDispute { task, uphold, note } => {
+                self.decide_dispute(actor, task, uphold, note)
             }
             Command::Comment { text } => {
                 if !actor.takes_part(&self.next) {
@@ -654,6 +660,115 @@ impl<'c> Step<'c> {
         );
     }
 
+    fn dispute(
+        &mut self,
+        actor: &Actor,
+        id: u32,
+        to: DepartmentCode,
+        reason: String,
+    ) -> Result<(), Rejection> {
+        let (task, raised_by) = self.liaison_task(actor, id, "dispute")?;
+        let proposed = self
+            .ctx
+            .org
+            .department(&to)
+            .ok_or_else(|| Rejection::NotFound(format!("department {to}")))?;
+        check_text("reason", &reason, NOTE_MAX, true)?;
+        if task.department == to {
+            return Err(Rejection::InvalidArgument(format!(
+                "task {id} already belongs to {to}; a dispute proposes another department"
+            )));
+        }
+        self.check_serves(proposed)?;
+        self.require_open()?;
+        let waiting = matches!(task.status, TaskStatus::Dispatched | TaskStatus::Supervised);
+        if !waiting || task.round != self.next.reopen_count {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {id} is {}; a department disputes a task only before reporting in",
+                task.status
+            )));
+        }
+        if task.disputed {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {id} has already been disputed; a task is disputed once"
+            )));
+        }
+        if self
+            .next
+            .current_tasks()
+            .any(|t| t.department == to && t.status.is_live())
+        {
+            return Err(Rejection::InvalidArgument(format!(
+                "{to} already has a task in this incident"
+            )));
+        }
+        let note = format!("派单异议，建议改派 {to}：{reason}");
+        let task = &mut self.next.tasks[task_index(id)];
+        task.disputed = true;
+        task.dispute = Some(Dispute {
+            proposed: to,
+            reason,
+            raised_by,
+            raised_at: self.now,
+        });
+        self.event("task.disputed", Some(id), note);
+        Ok(())
+    }
+
+    fn decide_dispute(
+        &mut self,
+        actor: &Actor,
+        id: u32,
+        uphold: bool,
+        note: String,
+    ) -> Result<(), Rejection> {
+        let task = self.find(id)?.clone();
+        // The arbitrator is whoever dispatched and may reassign: the street or an operator.
+        if !actor.handles(&self.next, Level::Street) && !actor.commands(&self.next) {
+            return Err(forbidden(actor, "arbitrate disputes of this incident"));
+        }
+        check_text("note", &note, NOTE_MAX, !uphold)?;
+        let Some(dispute) = task.dispute else {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {id} has no dispute waiting for arbitration"
+            )));
+        };
+        if !uphold {
+            self.next.tasks[task_index(id)].dispute = None;
+            self.event("task.dispute_rejected", Some(id), note);
+            return Ok(());
+        }
+        // Upheld is a reassignment: it checks the proposed department again (it may have been
+        // summoned since) and keeps resolve_due, the citizen-facing clock.
+        let to = dispute.proposed;
+        let text = if note.trim().is_empty() {
+            format!("异议成立，改派 {to}")
+        } else {
+            format!("异议成立，改派 {to}：{note}")
+        };
+        self.next.tasks[task_index(id)].dispute = None;
+        self.event("task.dispute_upheld", Some(id), text);
+        self.reassign(actor, id, to, note)
+    }
+
+    /// A dispute whose task no longer waits to report in (accepted, returned, reassigned, or the
+    /// incident resolved) has nothing left to arbitrate.
+    fn withdraw_moot_disputes(&mut self) {
+        let open = self.next.status.is_open();
+        let round = self.next.reopen_count;
+        let mut withdrawn = Vec::new();
+        for task in &mut self.next.tasks {
+            let waiting = matches!(task.status, TaskStatus::Dispatched | TaskStatus::Supervised);
+            if task.dispute.is_some() && !(open && waiting && task.round == round) {
+                task.dispute = None;
+                withdrawn.push(task.id);
+            }
+        }
+        for id in withdrawn {
+            self.event("task.dispute_withdrawn", Some(id), "派单异议撤回".into());
+        }
+    }
+
     fn timer(&mut self, timer: Timer) -> Result<(), Rejection> {
         let due = self
             .next
@@ -835,6 +950,8 @@ impl<'c> Step<'c> {
             holder: None,
             return_reason: None,
             supervised: false,
+            dispute: None,
+            disputed: false,
         });
         self.event("task.dispatched", Some(id), note);
     }

@@ -157,6 +157,23 @@ pub struct Task {
     pub return_reason: Option<ReturnReason>,
     /// Placed under supervision (督办), by an operator or a missed report-in.
     pub supervised: bool,
+    /// The department's dispute (派单异议) waiting for the dispatching level's arbitration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispute: Option<Dispute>,
+    /// The department disputed this task (once per task; the record stays after arbitration).
+    #[serde(default)]
+    pub disputed: bool,
+}
+
+/// A department's claim that a task is not its responsibility (派单异议), naming who it thinks
+/// should have it; the level that dispatched the task arbitrates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dispute {
+    /// The department the disputing one proposes; an upheld dispute reassigns the task to it.
+    pub proposed: DepartmentCode,
+    pub reason: String,
+    pub raised_by: PersonId,
+    pub raised_at: DateTime<Utc>,
 }
 
 /// How a provisional resolve deadline was counted, to count it again on a fuller calendar.
@@ -381,6 +398,16 @@ impl Incident {
                 || task.return_reason.is_some() && !(returned || reassigned)
             {
                 return wrong("return_reason is set when returned, and only if returned");
+            }
+            if let Some(dispute) = &task.dispute {
+                let waiting =
+                    matches!(task.status, TaskStatus::Dispatched | TaskStatus::Supervised);
+                if !(open && waiting && task.round == self.reopen_count && task.disputed) {
+                    return wrong("a dispute pending on a task not waiting to report in");
+                }
+                if dispute.proposed == task.department {
+                    return wrong("a dispute proposes the task's own department");
+                }
             }
             if task.status == TaskStatus::Supervised && !task.supervised {
                 return wrong("supervised status without the supervised flag");

@@ -1134,6 +1134,143 @@ fn a_district_operator_does_not_answer_for_the_city() {
     assert_eq!(approved.resolve_due, until);
 }
 
+fn dispute(task: u32, to: &str, reason: &str) -> Command {
+    Command::Dispute {
+        task,
+        to: code(to),
+        reason: reason.into(),
+    }
+}
+
+fn arbitrate(task: u32, uphold: bool, note: &str) -> Command {
+    Command::DecideDispute {
+        task,
+        uphold,
+        note: note.into(),
+    }
+}
+
+#[test]
+fn an_upheld_dispute_reassigns_without_moving_the_citizens_deadline() {
+    let whistled = whistled_no_heat();
+    let due = whistled.resolve_due;
+    let (disputed, effects) = act(
+        &whistled,
+        liaison(HOUSING),
+        dispute(2, "150602-urban_management", "小区供热管网归城管"),
+        mins(125),
+    );
+    assert_eq!(kinds(&effects), ["task.disputed"]);
+    assert!(
+        timer_effects_of(&effects).is_empty(),
+        "the report-in clock runs on"
+    );
+    let pending = disputed.tasks[1].dispute.as_ref().unwrap();
+    assert_eq!(pending.proposed.as_str(), "150602-urban_management");
+    assert!(disputed.tasks[1].disputed);
+    // One dispute per task: a second is refused, pending or decided.
+    assert!(matches!(
+        refused(
+            &disputed,
+            liaison(HOUSING),
+            dispute(2, "150602-transport", "再议")
+        ),
+        Rejection::InvalidTransition(_)
+    ));
+    // Only the dispatching level arbitrates; the disputing department does not.
+    assert!(matches!(
+        refused(&disputed, liaison(HOUSING), arbitrate(2, true, "")),
+        Rejection::Forbidden(_)
+    ));
+    assert!(matches!(
+        refused(&disputed, handler(Level::Street), arbitrate(1, true, "")),
+        Rejection::InvalidTransition(_)
+    ));
+
+    let (upheld, effects) = act(
+        &disputed,
+        handler(Level::Street),
+        arbitrate(2, true, ""),
+        hours(3),
+    );
+    assert_eq!(
+        kinds(&effects),
+        ["task.dispute_upheld", "task.reassigned", "task.dispatched"]
+    );
+    assert_eq!(upheld.tasks[1].status, TaskStatus::Cancelled);
+    assert!(upheld.tasks[1].dispute.is_none() && upheld.tasks[1].disputed);
+    let new = &upheld.tasks[2];
+    assert_eq!(new.department.as_str(), "150602-urban_management");
+    assert_eq!(new.accept_due, hours(3) + ctx().policy.accept_deadline());
+    assert_eq!((upheld.resolve_due, new.resolve_due), (due, due));
+    upheld.check_invariants().unwrap();
+}
+
+#[test]
+fn a_rejected_dispute_stays_on_record_and_reporting_in_withdraws_one() {
+    let whistled = whistled_no_heat();
+    // The proposed department already has a task: proposing it is refused up front.
+    assert!(matches!(
+        refused(&whistled, liaison(HOUSING), dispute(2, HEATING, "归供热")),
+        Rejection::InvalidArgument(_)
+    ));
+    let (one, _) = act(
+        &whistled,
+        liaison(HEATING),
+        dispute(1, "150602-transport", "不是供热问题"),
+        mins(125),
+    );
+    let (both, _) = act(
+        &one,
+        liaison(HOUSING),
+        dispute(2, "150602-transport", "道路问题"),
+        mins(126),
+    );
+    // A bare rejection is refused: the department is owed a reason.
+    assert!(matches!(
+        refused(&both, operator("150602"), arbitrate(1, false, " ")),
+        Rejection::InvalidArgument(_)
+    ));
+    let (upheld, _) = act(&both, operator("150602"), arbitrate(2, true, ""), mins(127));
+    // Upholding 1 too would give transport a second task: refused, nothing changes.
+    assert!(matches!(
+        refused(&upheld, operator("150602"), arbitrate(1, true, "")),
+        Rejection::InvalidArgument(_)
+    ));
+    let (rejected, effects) = act(
+        &upheld,
+        operator("150602"),
+        arbitrate(1, false, "暖气不热属供热职责"),
+        mins(128),
+    );
+    assert_eq!(kinds(&effects), ["task.dispute_rejected"]);
+    assert_eq!(rejected.tasks[0].status, TaskStatus::Dispatched);
+    assert!(rejected.tasks[0].dispute.is_none() && rejected.tasks[0].disputed);
+    assert_eq!(rejected.resolve_due, whistled.resolve_due);
+    rejected.check_invariants().unwrap();
+
+    let (accepted, effects) = act(&both, liaison(HOUSING), accept(2), mins(128));
+    assert_eq!(kinds(&effects), ["task.accepted", "task.dispute_withdrawn"]);
+    assert!(accepted.tasks[1].dispute.is_none());
+    assert!(matches!(
+        refused(
+            &accepted,
+            liaison(HOUSING),
+            dispute(2, "150602-justice", "x")
+        ),
+        Rejection::InvalidTransition(_)
+    ));
+    // A missed report-in supervises a disputed task as any other: disputing buys no time.
+    let (late, effects) = fire(
+        &one,
+        Timer::AcceptDeadline { task: 1 },
+        one.tasks[0].accept_due,
+    );
+    assert!(kinds(&effects).contains(&"task.supervised"));
+    assert!(late.tasks[0].dispute.is_some());
+    late.check_invariants().unwrap();
+}
+
 #[test]
 fn departments_named_in_a_whistle_are_checked() {
     let (street, _) = open_at("environment.dust", t0());
@@ -1307,6 +1444,8 @@ enum Op {
     LoadCalendar,
     /// An extension request for the current deadline plus this (zero or less is refused).
     AskExtension(Who, Option<u32>, TimeDelta),
+    /// The arbitration of the first pending dispute, upheld or not (random tasks seldom have one).
+    Arbitrate(Who, bool),
 }
 
 /// The Ordos policy with the reopen deadline in working days too, so every deadline of its
@@ -1384,6 +1523,10 @@ fn command() -> impl Strategy<Value = Command> {
         1 => note().prop_map(|text| Command::Comment { text }),
         3 => (any::<bool>(), note())
             .prop_map(|(approve, note)| Command::DecideExtension { approve, note }),
+        2 => (task_id(), department(), note())
+            .prop_map(|(task, to, reason)| Command::Dispute { task, to, reason }),
+        3 => (task_id(), any::<bool>(), note())
+            .prop_map(|(task, uphold, note)| Command::DecideDispute { task, uphold, note }),
     ]
 }
 
@@ -1420,6 +1563,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Cooperate),
         1 => Just(Op::LoadCalendar),
         3 => extension,
+        4 => (who(), any::<bool>()).prop_map(|(who, uphold)| Op::Arbitrate(who, uphold)),
     ]
 }
 
@@ -1452,7 +1596,8 @@ impl World {
             },
             Command::RequestExtension {
                 task: Some(task), ..
-            } => match self.incident.task(*task) {
+            }
+            | Command::Dispute { task, .. } => match self.incident.task(*task) {
                 Some(task) => liaison(task.department.as_str()),
                 None => liaison(HEATING),
             },
@@ -1466,7 +1611,7 @@ impl World {
                 Level::Grid => reporter(),
                 level => handler(level),
             },
-            Command::Reassign { .. } => handler(Level::Street),
+            Command::Reassign { .. } | Command::DecideDispute { .. } => handler(Level::Street),
             Command::Supervise { .. } => operator("150602"),
             Command::Verify { .. } | Command::Comment { .. } => reporter(),
         }
@@ -1570,6 +1715,24 @@ impl World {
             prop_assert_eq!(next.reopen_count, before.reopen_count + 1);
         }
         prop_assert!(next.extensions <= walk_policy().extensions().max_per_incident);
+        // An upheld dispute is a reassignment: the citizen-facing deadline stays where it was.
+        if events.contains(&"task.dispute_upheld") {
+            prop_assert_eq!(next.resolve_due, before.resolve_due);
+            prop_assert!(events.contains(&"task.reassigned"));
+        }
+        // At most one dispute per task: only a task never disputed is disputed, and a pending one
+        // is always on record.
+        if let Input::Command(_, Command::Dispute { task, .. }) = &input {
+            if events.contains(&"task.disputed") {
+                prop_assert!(before.task(*task).is_some_and(|t| !t.disputed));
+            }
+        }
+        for task in &next.tasks {
+            prop_assert!(task.dispute.is_none() || task.disputed);
+        }
+        for (old, new) in before.tasks.iter().zip(&next.tasks) {
+            prop_assert!(!old.disputed || new.disputed, "a dispute left the record");
+        }
         if let Some(request) = &next.extension {
             prop_assert!(
                 request.answer_due >= self.now,
@@ -1727,6 +1890,23 @@ fn walk(
                 let actor = world.actor(&who, &command);
                 world.step(Input::Command(actor, command))?;
             }
+            Op::Arbitrate(who, uphold) => {
+                let disputed = world.incident.tasks.iter().find(|t| t.dispute.is_some());
+                if let Some(task) = disputed {
+                    let note = if uphold {
+                        ""
+                    } else {
+                        "职责明确，维持派单"
+                    };
+                    let command = Command::DecideDispute {
+                        task: task.id,
+                        uphold,
+                        note: note.into(),
+                    };
+                    let actor = world.actor(&who, &command);
+                    world.step(Input::Command(actor, command))?;
+                }
+            }
             Op::Cooperate => {
                 let next_step = world.incident.current_tasks().find_map(|task| {
                     let command = match task.status {
@@ -1806,7 +1986,7 @@ fn random_walks_reach_every_transition() {
 }
 
 /// Every transition of the machine, as [`World`] names them.
-const REACHED: [&str; 54] = [
+const REACHED: [&str; 61] = [
     "handling -> whistled",
     "handling -> resolved",
     "whistled -> accepted",
@@ -1861,4 +2041,11 @@ const REACHED: [&str; 54] = [
     "incident.extension_denied from handling",
     "incident.extension_denied from accepted",
     "incident.extension_withdrawn from accepted",
+    "task.disputed from dispatched",
+    "task.disputed from supervised",
+    "task.dispute_upheld from dispatched",
+    "task.dispute_upheld from supervised",
+    "task.dispute_rejected from dispatched",
+    "task.dispute_rejected from supervised",
+    "task.dispute_withdrawn from dispatched",
 ];

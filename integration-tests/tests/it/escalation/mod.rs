@@ -2,6 +2,7 @@
 //! timers driven by a manual clock, events in WHISTLE_EVENTS, state in PostgreSQL.
 
 mod bodies;
+mod disputes;
 mod extensions;
 mod lifecycle;
 mod service;

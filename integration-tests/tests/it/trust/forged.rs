@@ -46,6 +46,16 @@ fn body(verb: Verb) -> Body {
             approve: true,
             note: String::new(),
         }),
+        Verb::Dispute => Body::Dispute(v1::Dispute {
+            task_id: "1".into(),
+            to_department_code: "150602-transport".into(),
+            reason: "forged".into(),
+        }),
+        Verb::DecideDispute => Body::DecideDispute(v1::DecideDispute {
+            task_id: "1".into(),
+            uphold: true,
+            note: String::new(),
+        }),
     }
 }
 
@@ -84,8 +94,9 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
             expected_version: 0,
             body: Some(body(verb)),
         };
-        if verb == Verb::RequestExtension {
-            // An operator never asks for more time: the server refuses even its own subject.
+        if matches!(verb, Verb::RequestExtension | Verb::Dispute) {
+            // An operator never asks for more time nor disputes a task: the server refuses even
+            // its own subject.
             let own = v1::Command {
                 actor_id: ME.into(),
                 ..command.clone()
@@ -125,34 +136,35 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
     );
 }
 
-/// The extension verbs by role on NATS: a liaison or a grid worker asks but never answers, an
-/// operator answers but never asks; the verb a role never sends is refused by the server on the
-/// person's own subject, the other reaches dispatch (which checks the incident).
+/// The extension and dispute verbs by role on NATS: a liaison asks and disputes but never answers
+/// or arbitrates, a grid worker asks but has no task to dispute, an operator answers and arbitrates
+/// but never asks or disputes; a verb a role never sends is refused by the server on the person's
+/// own subject, the others reach dispatch (which checks the incident).
 #[tokio::test]
-async fn each_role_is_denied_the_extension_verb_it_never_sends() {
+async fn each_role_is_denied_the_verbs_it_never_sends() {
     let stack = Stack::builder().at(chrono::Utc::now()).start().await;
     let incident = stack.report("verbs-1", GRID, "heating.no_heat").await;
-    let cases = [
+    let cases: [(_, _, _, &[Verb], &[Verb]); 3] = [
         (
             Role::Liaison,
             "150602-heating",
             "li-150602-heating",
-            Verb::DecideExtension,
-            Verb::RequestExtension,
+            &[Verb::DecideExtension, Verb::DecideDispute],
+            &[Verb::RequestExtension, Verb::Dispute],
         ),
         (
             Role::GridWorker,
             GRID,
             "gw-150602001001001",
-            Verb::DecideExtension,
-            Verb::RequestExtension,
+            &[Verb::DecideExtension, Verb::Dispute, Verb::DecideDispute],
+            &[Verb::RequestExtension],
         ),
         (
             Role::Operator,
             "150602",
             ME,
-            Verb::RequestExtension,
-            Verb::DecideExtension,
+            &[Verb::RequestExtension, Verb::Dispute],
+            &[Verb::DecideExtension, Verb::DecideDispute],
         ),
     ];
     for (role, scope, person, denied, allowed) in cases {
@@ -167,22 +179,27 @@ async fn each_role_is_denied_the_extension_verb_it_never_sends() {
             expected_version: 0,
             body: Some(body(verb)),
         };
-        assert!(
-            commands.send(&command(denied)).await.is_err(),
-            "{person} {denied}"
-        );
-        connection
-            .expect_violation(&subject::command(denied, person))
-            .await;
-        // Dispatch answers the other verb (here with a refusal: nothing waits, or nobody handles).
-        let reply = commands
-            .send(&command(allowed))
-            .await
-            .unwrap_or_else(|e| panic!("{person} {allowed}: {e}"));
-        assert!(
-            matches!(reply.outcome, Some(Outcome::Error(_))),
-            "{person} {allowed}: {reply:?}"
-        );
+        for &verb in denied {
+            assert!(
+                commands.send(&command(verb)).await.is_err(),
+                "{person} {verb}"
+            );
+            connection
+                .expect_violation(&subject::command(verb, person))
+                .await;
+        }
+        // Dispatch answers the others (here with a refusal: nothing waits, no task, or nobody
+        // handles).
+        for &verb in allowed {
+            let reply = commands
+                .send(&command(verb))
+                .await
+                .unwrap_or_else(|e| panic!("{person} {verb}: {e}"));
+            assert!(
+                matches!(reply.outcome, Some(Outcome::Error(_))),
+                "{person} {verb}: {reply:?}"
+            );
+        }
         connection.expect_no_violation().await;
     }
 }

@@ -208,6 +208,16 @@ fn forged(verb: Verb, incident: Uuid, actor: &str) -> v1::Command {
             approve: true,
             note,
         }),
+        Verb::Dispute => Body::Dispute(v1::Dispute {
+            task_id,
+            to_department_code: DEPARTMENT.into(),
+            reason: note,
+        }),
+        Verb::DecideDispute => Body::DecideDispute(v1::DecideDispute {
+            task_id,
+            uphold: true,
+            note,
+        }),
     };
     v1::Command {
         command_id: Uuid::now_v7().to_string(),
@@ -232,6 +242,8 @@ async fn act(stack: &Stack, verb: Verb, token: &str, command: v1::Command) -> Co
         Verb::Comment => dispatch.comment(request).await,
         Verb::RequestExtension => dispatch.request_extension(request).await,
         Verb::DecideExtension => dispatch.decide_extension(request).await,
+        Verb::Dispute => dispatch.dispute(request).await,
+        Verb::DecideDispute => dispatch.decide_dispute(request).await,
     })
 }
 

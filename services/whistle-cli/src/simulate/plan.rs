@@ -17,6 +17,8 @@ pub const WAIT_SHARE: f64 = 0.08;
 pub const RETURN_SHARE: f64 = 0.08;
 /// Share of department tasks accepted after the report-in deadline (so they are supervised first).
 pub const LATE_SHARE: f64 = 0.15;
+/// Share of department tasks disputed (派单异议) before reporting in.
+pub const DISPUTE_SHARE: f64 = 0.05;
 /// Share of accepted department tasks whose department asks for more time (延期申请) first.
 pub const EXTEND_SHARE: f64 = 0.12;
 
@@ -75,8 +77,12 @@ pub fn level_move(rng: &mut impl Rng, level: Level) -> LevelMove {
 /// What a department does with a task dispatched to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiaisonMove {
-    Accept { late: bool },
+    Accept {
+        late: bool,
+    },
     Return(v1::ReturnReason),
+    /// 派单异议, proposing another department; reported in if the street rejects it.
+    Dispute,
 }
 
 pub fn liaison_move(rng: &mut impl Rng) -> LiaisonMove {
@@ -91,12 +97,28 @@ pub fn liaison_move(rng: &mut impl Rng) -> LiaisonMove {
             R::InsufficientInformation,
         ];
         LiaisonMove::Return(reasons[rng.random_range(0..reasons.len())])
+    } else if roll < RETURN_SHARE + DISPUTE_SHARE {
+        LiaisonMove::Dispute
     } else {
         LiaisonMove::Accept {
-            late: roll < RETURN_SHARE + LATE_SHARE,
+            late: roll < RETURN_SHARE + DISPUTE_SHARE + LATE_SHARE,
         }
     }
 }
+
+/// Share of disputes the street upholds (the rest it rejects).
+pub const UPHOLD_SHARE: f64 = 0.6;
+
+pub const DISPUTE_REASONS: &[&str] = &[
+    "该设施产权不属本部门，建议改派",
+    "经现场核实属其他部门职责",
+    "职责清单中此类事项归口其他部门",
+];
+
+pub const DISPUTE_REJECTIONS: &[&str] = &[
+    "经核查属本部门职责，维持派单",
+    "职责清单明确归口本部门，请按时报到",
+];
 
 /// How the district answers a department's extension request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +270,7 @@ mod tests {
         let n = 20_000;
         let mut returned = 0;
         let mut late = 0;
+        let mut disputed = 0;
         let mut never = 0;
         let mut unsatisfied = 0;
         for _ in 0..n {
@@ -258,6 +281,7 @@ mod tests {
                 }
                 LiaisonMove::Accept { late: true } => late += 1,
                 LiaisonMove::Accept { late: false } => {}
+                LiaisonMove::Dispute => disputed += 1,
             }
             match follow_up(&mut rng) {
                 FollowUp::Never => never += 1,
@@ -268,6 +292,7 @@ mod tests {
         let share = |count: i32| f64::from(count) / f64::from(n);
         assert!((share(returned) - RETURN_SHARE).abs() < 0.01);
         assert!((share(late) - LATE_SHARE).abs() < 0.01);
+        assert!((share(disputed) - DISPUTE_SHARE).abs() < 0.01);
         assert!((share(never) - NO_FOLLOW_UP_SHARE).abs() < 0.01);
         assert!((share(unsatisfied) - UNSATISFIED_SHARE).abs() < 0.01);
         let answers: Vec<_> = (0..1_000).map(|_| extension_answer(&mut rng)).collect();

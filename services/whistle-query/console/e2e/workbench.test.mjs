@@ -326,3 +326,53 @@ test("延期申请: the workbench asks for a later deadline; the screen's drawer
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+test("派单异议: the workbench disputes a task before reporting in; the screen's drawer upholds it and the deadline stays", async () => {
+  const a = await newTask(`e2e 异议 ${Date.now()}`);
+  const due = (await op.cc.getIncident({ incidentId: a.id })).incident.dueAt.seconds;
+  const bench = await openBench();
+  const button = row(bench.page, a.id).locator('[data-testid="wb-dispute"]');
+  await button.waitFor({ timeout: 20000 });
+  await button.click();
+  const ask = bench.page.locator('[data-testid="dispute-dialog"]');
+  await ask.waitFor();
+  // Neither without a reason nor without the department it should go to.
+  await ask.locator('[data-testid="dialog-note"]').fill("经现场核实属其他部门职责");
+  assert.ok(await ask.locator('[data-testid="dialog-submit"]').isDisabled(), "a dispute names a department");
+  const options = await ask.locator('[data-testid="reassign-to"] option').evaluateAll((os) => os.map((o) => o.value).filter(Boolean));
+  assert.ok(options.length > 0 && !options.includes(env.department), `${options}`);
+  const to = options[0];
+  await ask.locator('[data-testid="reassign-to"]').selectOption(to);
+  await ask.locator('[data-testid="dialog-submit"]').click();
+  await bench.page.locator('[data-testid="action-ok"]').waitFor({ timeout: 10000 });
+  assert.match(await bench.page.locator('[data-testid="action-ok"]').innerText(), /已提出派单异议/);
+  // Once per task: the action is gone from the row.
+  await row(bench.page, a.id).locator('[data-testid="wb-dispute"]').waitFor({ state: "detached", timeout: 10000 });
+  await noRawCodes(bench.page, "the workbench after a dispute");
+  assert.deepEqual(bench.errors, []);
+  await bench.context.close();
+
+  const { context, page, errors } = await openPage(browser, env.operator, "screen");
+  await page.waitForSelector('[data-testid="live-status"][data-status="live"]', { timeout: 20000 });
+  await op.dispatch.comment({ commandId: uuid(), incidentId: a.id, expectedVersion: 0n, body: { case: "comment", value: { text: "e2e 异议裁定" } } });
+  const item = page.locator(`[data-testid="ticker-item"][data-incident="${a.id}"]`).first();
+  await item.waitFor({ timeout: 10000 });
+  await item.click();
+  await page.locator('[data-testid="dispute-pending"]').waitFor({ timeout: 10000 });
+  await noRawCodes(page, "the drawer with a pending dispute");
+  await page.locator('[data-testid="dispute-uphold"]').click();
+  const decide = page.locator('[data-testid="decide-dispute-dialog"]');
+  await decide.waitFor();
+  await decide.locator('[data-testid="dialog-submit"]').click();
+  await page.locator('[data-testid="action-ok"]').waitFor({ timeout: 10000 });
+  assert.match(await page.locator('[data-testid="action-ok"]').innerText(), /异议成立/);
+  const after = await op.cc.getIncident({ incidentId: a.id });
+  assert.equal(after.incident.dueAt.seconds, due, "the citizen-facing deadline stays");
+  const states = after.tasks.map((x) => [x.state.departmentCode, x.state.status]);
+  assert.ok(states.some(([d, s]) => d === env.department && s === TaskStatus.CANCELLED), JSON.stringify(states));
+  assert.ok(states.some(([d, s]) => d === to && s === TaskStatus.DISPATCHED), JSON.stringify(states));
+  await page.locator('[data-testid="dispute-pending"]').waitFor({ state: "detached", timeout: 10000 });
+  await noRawCodes(page, "the drawer after a dispute");
+  assert.deepEqual(errors, []);
+  await context.close();
+});

@@ -102,6 +102,8 @@ export function CommandDialog(p: {
   note?: { label: string; required: boolean; initial?: string; max: number };
   reasons?: { value: number; label: string }[];
   departments?: { value: string; label: string }[];
+  /** The department select's label: 改派至部门 unless given. */
+  departmentsLabel?: string;
   /** A sentence before the fields, e.g. what 督办 does. */
   intro?: string;
   /** Ask for a date and time later than `after` (ms), e.g. 延期申请's new deadline. */
@@ -179,7 +181,7 @@ export function CommandDialog(p: {
       )}
       {p.departments && (
         <label>
-          {t("reassignTo")}
+          {p.departmentsLabel ?? t("reassignTo")}
           <select value={v.to} required data-testid="reassign-to" onChange={(e) => setV({ ...v, to: (e.target as HTMLSelectElement).value })}>
             <option value="">{t("chooseDepartment")}</option>
             {p.departments.map((d) => (

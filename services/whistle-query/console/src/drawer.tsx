@@ -1,6 +1,7 @@
 // The incident drawer: details, tasks with deadlines, the whole timeline; operators supervise (督办)
 // and reassign (改派) from here, and answer a deadline extension request (延期申请) their level
-// approves. Also the list of a grid's open incidents (from the map).
+// approves, and arbitrate a department's dispatch dispute (派单异议: uphold or reject). Also the
+// list of a grid's open incidents (from the map).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { cc, dispatch } from "./api";
 import { t, eventKindLabel, incidentStatusLabel, taskStatusLabel, levelLabel, urgencyLabel, returnReasonLabel } from "./i18n";
@@ -90,7 +91,8 @@ type Action =
   | { verb: "supervise" | "reassign"; taskId: string; department: string }
   | { verb: "superviseIncident" }
   | { verb: "extensionApprove" }
-  | { verb: "extensionDeny" };
+  | { verb: "extensionDeny" }
+  | { verb: "disputeUphold" | "disputeReject"; taskId: string; department: string; to: string };
 
 function IncidentView(p: { id: string; session: Session; onChanged: () => void }) {
   const detail = useLoad((signal) => cc.getIncident({ incidentId: p.id }, { signal }), p.id, 8000);
@@ -128,6 +130,10 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
     const i = fresh.incident!;
     if (a.verb === "extensionApprove" || a.verb === "extensionDeny") {
       return { version: i.version, allowed: !!fresh.pendingExtension?.mayAnswer, state: incidentStatusLabel(i.status) };
+    }
+    if (a.verb === "disputeUphold" || a.verb === "disputeReject") {
+      const task = fresh.tasks.find((x) => String(x.state?.taskId) === a.taskId);
+      return { version: i.version, allowed: !!task?.verbs.includes("decide_dispute"), state: task ? taskStatusLabel(task.state!.status) : incidentStatusLabel(i.status) };
     }
     if (a.verb === "superviseIncident") {
       const stillOpen = [IncidentStatus.HANDLING, IncidentStatus.WHISTLED, IncidentStatus.ACCEPTED].includes(i.status);
@@ -259,6 +265,29 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
                     <span class={`tstatus t${s.status}`}>{taskStatusLabel(s.status)}</span>
                     {s.supervised && <span class="badge bad">{t("supervised")}</span>}
                     {s.returnReason ? <div class="muted small">{returnReasonLabel(s.returnReason)}</div> : null}
+                    {s.disputeToDepartmentCode ? (
+                      <div class="pending-msg small" data-testid="dispute-pending">
+                        {t("disputePending", { to: deptName(s.disputeToDepartmentCode) || s.disputeToDepartmentCode })}
+                        {tk.verbs.includes("decide_dispute") && (
+                          <span class="row">
+                            {(["disputeUphold", "disputeReject"] as const).map((verb) => (
+                              <button
+                                class={verb === "disputeUphold" ? "act good" : "act"}
+                                data-testid={verb === "disputeUphold" ? "dispute-uphold" : "dispute-reject"}
+                                onClick={() => {
+                                  setMsg("");
+                                  setAction({ verb, taskId: tid, department: name, to: deptName(s.disputeToDepartmentCode) || s.disputeToDepartmentCode });
+                                }}
+                              >
+                                {t(verb)}
+                              </button>
+                            ))}
+                          </span>
+                        )}
+                      </div>
+                    ) : (
+                      s.disputed && <div class="muted small">{t("disputed")}</div>
+                    )}
                   </td>
                   <td>
                     {fmtDateTime(tsMs(s.acceptDueAt))}
@@ -357,7 +386,32 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
           onClose={() => setAction(null)}
         />
       )}
-      {action && action.verb !== "extensionApprove" && action.verb !== "extensionDeny" && (
+      {action && (action.verb === "disputeUphold" || action.verb === "disputeReject") && (
+        <CommandDialog
+          title={`${t(action.verb)} · ${action.department} · ${inc.title}`}
+          submitLabel={t(action.verb)}
+          testid="decide-dispute-dialog"
+          version={inc.version}
+          note={{ label: t(action.verb === "disputeUphold" ? "disputeUpholdNote" : "disputeRejectNote"), required: action.verb === "disputeReject", max: 1000 }}
+          send={(version, commandId, v) =>
+            dispatch.decideDispute({
+              commandId,
+              incidentId: inc.incidentId,
+              expectedVersion: version,
+              body: { case: "decideDispute", value: { taskId: action.taskId, uphold: action.verb === "disputeUphold", note: v.note } },
+            })
+          }
+          refresh={() => refresh(action)}
+          onDone={() => {
+            setMsg(action.verb === "disputeUphold" ? t("done_disputeUphold", { to: action.to }) : t("done_disputeReject"));
+            setAction(null);
+            detail.reload();
+            p.onChanged();
+          }}
+          onClose={() => setAction(null)}
+        />
+      )}
+      {action && (action.verb === "supervise" || action.verb === "reassign" || action.verb === "superviseIncident") && (
         <CommandDialog
           title={
             action.verb === "superviseIncident"

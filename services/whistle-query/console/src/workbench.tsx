@@ -1,5 +1,6 @@
 // 部门工作台: a liaison's department tasks with countdowns; accept (签收), return (退单), resolve (办结),
-// and ask for a later deadline (申请延期) while a task is being handled and before its deadline.
+// and ask for a later deadline (申请延期) while a task is being handled and before its deadline;
+// before reporting in, dispute a task (异议) that is not the department's, proposing who should have it.
 //
 // The list holds still: rows keep their places while the pointer or the keyboard is in the list or a
 // dialog is open; new tasks are announced and changes of order applied when the liaison pauses (or
@@ -21,9 +22,10 @@ import { LoadNote } from "./notes";
 import { CommandDialog, type Fresh } from "./dialog";
 import { Drawer } from "./drawer";
 
-type Verb = "accept" | "return" | "resolve" | "request_extension";
+type Verb = "accept" | "return" | "resolve" | "request_extension" | "dispute";
 const VERBS: Verb[] = ["accept", "return", "resolve"];
-type Dialog = { verb: Verb; item: TaskItem };
+/** A dispute's dialog carries the departments it may propose (those serving the incident's grid). */
+type Dialog = { verb: Verb; item: TaskItem; departments?: { value: string; label: string }[] };
 type Filter = { text: string; status: "" | "waiting" | "accepted"; category: string; due: "" | "soon" | "late" };
 /** "Due soon": the deadline within this. */
 const SOON_MS = 3600 * 1000;
@@ -261,6 +263,7 @@ export function Workbench(p: Chrome) {
                       <th class="act-col">{t(v)}</th>
                     ))}
                     <th class="act-col">{t("request_extension")}</th>
+                    <th class="act-col">{t("dispute")}</th>
                   </tr>
                 </thead>
               )}
@@ -331,6 +334,27 @@ export function Workbench(p: Chrome) {
                           </button>
                         )}
                       </td>
+                      <td class="act-col">
+                        {!out && it.verbs.includes("dispute") && (
+                          <button
+                            data-testid="wb-dispute"
+                            onClick={() => {
+                              setMsg("");
+                              cc.listDepartments({ areaCode: inc.gridCode }).then(
+                                (r) =>
+                                  setDialog({
+                                    verb: "dispute",
+                                    item: it,
+                                    departments: r.departments.filter((x) => x.code !== tk.departmentCode).map((x) => ({ value: x.code, label: x.name })),
+                                  }),
+                                (e) => setMsg(String(e?.message ?? e)),
+                              );
+                            }}
+                          >
+                            {t("dispute")}
+                          </button>
+                        )}
+                      </td>
                     </tr>
                   );
                 })}
@@ -349,11 +373,19 @@ export function Workbench(p: Chrome) {
           note={
             dialog.verb === "accept"
               ? { label: t("acceptNote"), required: false, max: 1000 }
-              : dialog.verb === "request_extension"
-                ? { label: t("extensionReason"), required: true, max: 1000 }
+              : dialog.verb === "request_extension" || dialog.verb === "dispute"
+                ? { label: t(dialog.verb === "dispute" ? "disputeReason" : "extensionReason"), required: true, max: 1000 }
                 : { label: t(dialog.verb === "return" ? "returnNote" : "resolveNote"), required: true, max: dialog.verb === "return" ? 1000 : 2000 }
           }
-          intro={dialog.verb === "request_extension" ? t("extensionIntro", { due: fmtDateTime(tsMs(dialog.item.task!.resolveDueAt)) }) : undefined}
+          intro={
+            dialog.verb === "request_extension"
+              ? t("extensionIntro", { due: fmtDateTime(tsMs(dialog.item.task!.resolveDueAt)) })
+              : dialog.verb === "dispute"
+                ? t("disputeIntro")
+                : undefined
+          }
+          departments={dialog.verb === "dispute" ? dialog.departments : undefined}
+          departmentsLabel={dialog.verb === "dispute" ? t("disputeTo") : undefined}
           until={dialog.verb === "request_extension" ? { label: t("extensionUntil"), after: tsMs(dialog.item.task!.resolveDueAt) } : undefined}
           photos={dialog.verb === "resolve" ? { label: t("afterPhotos"), required: categoryRules(dialog.item.incident!.category).afterPhotoRequired } : undefined}
           reasons={dialog.verb === "return" ? Object.keys(RETURN_REASON).map((k) => ({ value: Number(k), label: returnReasonLabel(Number(k)) })) : undefined}
@@ -364,6 +396,8 @@ export function Workbench(p: Chrome) {
             if (dialog.verb === "accept") return dispatch.accept({ ...base, body: { case: "accept", value: { taskId, note: v.note } } });
             if (dialog.verb === "request_extension")
               return dispatch.requestExtension({ ...base, body: { case: "requestExtension", value: { taskId, until: timestampFromMs(new Date(v.until).getTime()), reason: v.note } } });
+            if (dialog.verb === "dispute")
+              return dispatch.dispute({ ...base, body: { case: "dispute", value: { taskId, toDepartmentCode: v.to, reason: v.note } } });
             if (dialog.verb === "return") return dispatch.return({ ...base, body: { case: "return", value: { taskId, reason: v.reason, note: v.note } } });
             return dispatch.resolve({ ...base, body: { case: "resolve", value: { taskId, note: v.note, photoIds: v.photoIds } } });
           }}

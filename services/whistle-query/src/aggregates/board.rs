@@ -41,6 +41,7 @@ pub(crate) enum Item {
     Dispatched {
         accepted_in_time: bool,
         returned: bool,
+        disputed: bool,
         whistle: Option<bool>,
         /// `accepted_at - dispatched_at`, once reported in.
         wait: Option<Micros>,
@@ -65,6 +66,7 @@ pub(crate) fn items(facts: &Facts) -> Vec<(MonthId, Row, Item)> {
         let dispatched = |whistle| Item::Dispatched {
             accepted_in_time: task.accepted_in_time,
             returned: task.returned,
+            disputed: task.disputed,
             whistle,
             wait: task.accepted.map(|at| at - task.dispatched),
         };
@@ -152,6 +154,7 @@ pub(super) struct RowCounters {
     dispatched: i64,
     accepted_in_time: i64,
     returned: i64,
+    disputed: i64,
     whistle_base: i64,
     whistled: i64,
     resolved: i64,
@@ -177,12 +180,14 @@ impl RowCounters {
             Item::Dispatched {
                 accepted_in_time,
                 returned,
+                disputed,
                 whistle,
                 wait,
             } => {
                 self.dispatched += wide;
                 self.accepted_in_time += flag(accepted_in_time);
                 self.returned += flag(returned);
+                self.disputed += flag(disputed);
                 if let Some(whistled) = whistle {
                     self.whistle_base += wide;
                     self.whistled += flag(whistled);
@@ -258,6 +263,7 @@ impl RowCounters {
             followed_up: count(self.followed_up),
             satisfied: count(self.satisfied),
             returned: count(self.returned),
+            disputed: count(self.disputed),
             resolved: count(self.resolved),
             reopened: count(self.reopened),
             whistle_base: count(self.whistle_base),
@@ -400,6 +406,7 @@ mod tests {
             Item::Dispatched {
                 accepted_in_time: true,
                 returned: true,
+                disputed: true,
                 whistle: Some(true),
                 wait: Some(60_000_000),
             },

@@ -60,6 +60,8 @@ pub(crate) struct TaskFact {
     pub live: bool,
     /// Has a return reason (returned, whether or not reassigned since).
     pub returned: bool,
+    /// Its department disputed it (派单异议), whatever the arbitration.
+    pub disputed: bool,
     pub dispatched: Micros,
     pub accepted: Option<Micros>,
     /// `accepted_at <= accept_due_at`.

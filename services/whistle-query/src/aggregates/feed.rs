@@ -288,6 +288,7 @@ fn task(store: &Store, task: &v1::TaskState) -> Result<TaskFact, String> {
         round: task.round,
         live: !matches!(status, v1::TaskStatus::Returned | v1::TaskStatus::Cancelled),
         returned: task.return_reason != v1::ReturnReason::Unspecified as i32,
+        disputed: task.disputed,
         dispatched,
         accepted,
         accepted_in_time,

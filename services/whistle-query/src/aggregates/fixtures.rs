@@ -54,6 +54,7 @@ pub(super) fn task(store: &Store, at: Micros, in_time: bool) -> TaskFact {
         round: 0,
         live: true,
         returned: false,
+        disputed: false,
         dispatched: at,
         accepted: in_time.then_some(at + 60_000_000),
         accepted_in_time: in_time,

@@ -43,6 +43,7 @@ struct TaskRow {
     accepted_at: Option<DateTime<Utc>>,
     resolved_at: Option<DateTime<Utc>>,
     returned: bool,
+    disputed: bool,
 }
 
 fn corrupt(id: Uuid, what: &str, value: &str) -> Error {
@@ -186,7 +187,7 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
         let mut rows = sqlx::query_as::<_, TaskRow>(
             "SELECT incident_id, task_id, department_code, status, round, dispatched_at,
                     accept_due_at, resolve_due_at, accepted_at, resolved_at,
-                    return_reason IS NOT NULL AS returned
+                    return_reason IS NOT NULL AS returned, disputed
              FROM tasks",
         )
         .fetch(&mut *tx);
@@ -203,6 +204,7 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
                     round: u32::try_from(row.round).unwrap_or_default(),
                     live: !matches!(status, TaskStatus::Returned | TaskStatus::Cancelled),
                     returned: row.returned,
+                    disputed: row.disputed,
                     dispatched: micros(row.dispatched_at),
                     accepted,
                     accepted_in_time: accepted.is_some_and(|a| a <= micros(row.accept_due_at)),
