@@ -36,3 +36,21 @@ pub(super) fn verify(satisfaction: v1::Satisfaction) -> Body {
         note: String::new(),
     })
 }
+
+/// The error code of a refused command (panics on anything else).
+pub(super) fn refusal(reply: v1::CommandReply) -> v1::CommandErrorCode {
+    match reply.outcome {
+        Some(v1::command_reply::Outcome::Error(error)) => {
+            v1::CommandErrorCode::try_from(error.code).unwrap()
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// PostgreSQL keeps microseconds; the clock has nanoseconds.
+pub(super) fn same_instant(
+    a: chrono::DateTime<chrono::Utc>,
+    b: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    (a - b).abs() <= chrono::TimeDelta::microseconds(1)
+}

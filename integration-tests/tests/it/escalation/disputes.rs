@@ -6,12 +6,12 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 use whistle_domain::Level;
-use whistle_proto::v1::{self, command::Body, command_reply::Outcome, CommandErrorCode};
+use whistle_proto::v1::{self, command::Body, CommandErrorCode};
 use whistle_store::tokens::Role;
 
 use crate::harness::*;
 
-use super::bodies::{accept, grid_of_street};
+use super::bodies::{accept, grid_of_street, refusal, same_instant};
 
 fn dispute(task: u32, to: &str, reason: &str) -> Body {
     Body::Dispute(v1::Dispute {
@@ -29,13 +29,6 @@ fn arbitrate(task: u32, uphold: bool, note: &str) -> Body {
     })
 }
 
-fn refusal(reply: v1::CommandReply) -> CommandErrorCode {
-    match reply.outcome {
-        Some(Outcome::Error(error)) => CommandErrorCode::try_from(error.code).unwrap(),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
 /// Each task's id, department, status and resolve deadline, in order.
 async fn tasks(stack: &Stack, incident: Uuid) -> Vec<(i32, String, String, DateTime<Utc>)> {
     sqlx::query_as(
@@ -46,11 +39,6 @@ async fn tasks(stack: &Stack, incident: Uuid) -> Vec<(i32, String, String, DateT
     .fetch_all(stack.pool())
     .await
     .unwrap()
-}
-
-/// PostgreSQL keeps microseconds; the clock has nanoseconds.
-fn same_instant(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
-    (a - b).abs() <= TimeDelta::microseconds(1)
 }
 
 #[tokio::test]

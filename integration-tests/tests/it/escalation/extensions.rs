@@ -5,12 +5,12 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 use whistle_domain::Level;
-use whistle_proto::v1::{self, command::Body, command_reply::Outcome, CommandErrorCode};
+use whistle_proto::v1::{self, command::Body, CommandErrorCode};
 use whistle_store::tokens::Role;
 
 use crate::harness::*;
 
-use super::bodies::{accept, grid_of_street};
+use super::bodies::{accept, grid_of_street, refusal, same_instant};
 
 fn ask(task: Option<u32>, until: Option<DateTime<Utc>>) -> Body {
     Body::RequestExtension(v1::RequestExtension {
@@ -27,13 +27,6 @@ fn decide(approve: bool, note: &str) -> Body {
     })
 }
 
-fn refusal(reply: v1::CommandReply) -> CommandErrorCode {
-    match reply.outcome {
-        Some(Outcome::Error(error)) => CommandErrorCode::try_from(error.code).unwrap(),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
 async fn timer_at(stack: &Stack, incident: Uuid, key: &str) -> Option<DateTime<Utc>> {
     sqlx::query_scalar("SELECT due_at FROM timers WHERE incident_id = $1 AND key = $2")
         .bind(incident)
@@ -41,11 +34,6 @@ async fn timer_at(stack: &Stack, incident: Uuid, key: &str) -> Option<DateTime<U
         .fetch_optional(stack.pool())
         .await
         .unwrap()
-}
-
-/// PostgreSQL keeps microseconds; the clock has nanoseconds.
-fn same_instant(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
-    (a - b).abs() <= TimeDelta::microseconds(1)
 }
 
 #[tokio::test]
