@@ -213,25 +213,17 @@ pub async fn stored(
     .await?)
 }
 
-/// An outbound notification claimed for one attempt.
+/// An outbound notification claimed for one attempt: the row as written (`send_at`: the claim's
+/// time) and its delivery so far.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Due {
-    pub id: Uuid,
-    pub event_id: Uuid,
-    pub recipient: String,
-    pub channel: Channel,
+    pub row: NewNotification,
+    /// The person it is for, as the register has them now (`None` for a group robot, or a
+    /// person no longer registered).
     pub person: Option<Recipient>,
-    pub kind: String,
-    pub incident_id: Option<Uuid>,
-    pub task_id: Option<i32>,
-    pub department_code: Option<String>,
-    pub title: String,
-    pub body: String,
-    pub created_at: DateTime<Utc>,
     /// Attempts including this one.
     pub attempts: i32,
     pub escalated: bool,
-    pub deputy_of: Option<Uuid>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -251,6 +243,7 @@ struct DueRow {
     escalated: bool,
     deputy_of: Option<Uuid>,
     person_id: Option<String>,
+    registered: Option<String>,
     name: Option<String>,
     phone: Option<String>,
     quiet_start: Option<NaiveTime>,
@@ -276,7 +269,7 @@ pub async fn claim_due(
              RETURNING n.*)
          SELECT c.id, c.event_id, c.recipient, c.channel, c.kind, c.incident_id, c.task_id,
                 c.department_code, c.title, c.body, c.created_at, c.attempts,
-                c.escalated_at IS NOT NULL AS escalated, c.deputy_of, p.id AS person_id, p.name,
+                c.escalated_at IS NOT NULL AS escalated, c.deputy_of, c.person_id, p.id AS registered, p.name,
                 p.phone, p.quiet_start, p.quiet_end, p.deputy_id
          FROM claimed c LEFT JOIN people p ON p.id = c.person_id
          ORDER BY c.created_at",
@@ -288,7 +281,7 @@ pub async fn claim_due(
     .await?;
     rows.into_iter()
         .map(|r| {
-            let person = match (r.person_id, r.name, r.phone) {
+            let person = match (r.registered, r.name, r.phone) {
                 (Some(person_id), Some(name), Some(phone)) => Some(Recipient {
                     person_id,
                     name,
@@ -299,21 +292,25 @@ pub async fn claim_due(
                 _ => None,
             };
             Ok(Due {
-                id: r.id,
-                event_id: r.event_id,
-                recipient: r.recipient,
-                channel: Channel::parse(&r.channel)?,
-                kind: r.kind,
-                incident_id: r.incident_id,
-                task_id: r.task_id,
-                department_code: r.department_code,
-                title: r.title,
-                body: r.body,
-                created_at: r.created_at,
+                row: NewNotification {
+                    id: r.id,
+                    event_id: r.event_id,
+                    recipient: r.recipient,
+                    channel: Channel::parse(&r.channel)?,
+                    person_id: r.person_id,
+                    kind: r.kind,
+                    incident_id: r.incident_id,
+                    task_id: r.task_id,
+                    department_code: r.department_code,
+                    title: r.title,
+                    body: r.body,
+                    created_at: r.created_at,
+                    send_at: Some(now),
+                    deputy_of: r.deputy_of,
+                },
+                person,
                 attempts: r.attempts,
                 escalated: r.escalated,
-                deputy_of: r.deputy_of,
-                person,
             })
         })
         .collect()

@@ -144,6 +144,7 @@ async fn the_same_report_twice_is_one_incident() {
             .await,
         1
     );
+    stack.relayed().await;
     let reported: Vec<String> = events(stack.js())
         .await
         .into_iter()

@@ -3,7 +3,6 @@
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
     sync::{Arc, Mutex},
 };
 
@@ -79,16 +78,45 @@ async fn receiver() -> (SocketAddr, Shared) {
     (addr, shared)
 }
 
-fn config(dir: &TempDir, addr: SocketAddr, department: &str, extra: &str) -> PathBuf {
+/// A stack whose dispatch notifies through a local receiver: SMS through its gateway, and a
+/// 企业微信 robot for the heating department of the `street`th street's grid. `settings` are
+/// more lines of the notification config.
+struct Notified {
+    stack: Stack,
+    received: Shared,
+    grid: String,
+    department: String,
+    liaison: String,
+    _config: TempDir,
+}
+
+async fn notified(street: usize, settings: &str, query: bool) -> Notified {
+    let (addr, received) = receiver().await;
+    let dir = TempDir::new("notify").unwrap();
+    let grid = grid_of_street(street);
+    let department = dept(&grid, "heating");
     let path = dir.path().join("notify.toml");
     std::fs::write(
         &path,
         format!(
-            "{extra}\n[sms]\nurl = \"http://{addr}/sms\"\n\n[[webhook]]\ndepartment = \"{department}\"\nkind = \"wecom\"\nurl = \"http://{addr}/robot\"\n"
+            "{settings}\n[sms]\nurl = \"http://{addr}/sms\"\n\n[[webhook]]\ndepartment = \"{department}\"\nkind = \"wecom\"\nurl = \"http://{addr}/robot\"\n"
         ),
     )
     .unwrap();
-    path
+    let mut builder = Stack::builder()
+        .at(Utc::now())
+        .with_dispatch_options(move |o| o.notify_config = Some(path));
+    if query {
+        builder = builder.with_query();
+    }
+    Notified {
+        stack: builder.start().await,
+        received,
+        grid,
+        liaison: format!("li-{department}"),
+        department,
+        _config: dir,
+    }
 }
 
 async fn phone(stack: &Stack, person: &str) -> String {
@@ -141,19 +169,15 @@ async fn whistled(stack: &Stack, grid: &str, report: &str, department: &str) -> 
 
 #[tokio::test]
 async fn a_whistle_reaches_the_liaison_by_robot_sms_and_console_and_a_failing_gateway_is_retried() {
-    let (addr, received) = receiver().await;
+    let Notified {
+        stack,
+        received,
+        grid,
+        department,
+        liaison,
+        _config,
+    } = notified(3, "", true).await;
     received.lock().unwrap().fail_sms = 2;
-    let dir = TempDir::new("notify").unwrap();
-    let grid = grid_of_street(3);
-    let department = dept(&grid, "heating");
-    let path = config(&dir, addr, &department, "");
-    let stack = Stack::builder()
-        .at(Utc::now())
-        .with_dispatch_options(move |o| o.notify_config = Some(path))
-        .with_query()
-        .start()
-        .await;
-    let liaison = format!("li-{department}");
     let phone = phone(&stack, &liaison).await;
     let incident = whistled(&stack, &grid, "notify-1", &department).await;
 
@@ -293,17 +317,14 @@ async fn a_whistle_reaches_the_liaison_by_robot_sms_and_console_and_a_failing_ga
 
 #[tokio::test]
 async fn quiet_hours_hold_the_sms_until_they_end_and_the_deputy_hears_now() {
-    let (addr, received) = receiver().await;
-    let dir = TempDir::new("notify").unwrap();
-    let grid = grid_of_street(4);
-    let department = dept(&grid, "heating");
-    let path = config(&dir, addr, &department, "deputy_after_secs = 600");
-    let stack = Stack::builder()
-        .at(Utc::now())
-        .with_dispatch_options(move |o| o.notify_config = Some(path))
-        .start()
-        .await;
-    let liaison = format!("li-{department}");
+    let Notified {
+        stack,
+        received,
+        grid,
+        department,
+        liaison,
+        _config,
+    } = notified(4, "deputy_after_secs = 600", false).await;
     let deputy = format!("li-{}", dept(&grid, "water"));
     let (liaison_phone, deputy_phone) =
         (phone(&stack, &liaison).await, phone(&stack, &deputy).await);
@@ -431,22 +452,14 @@ async fn the_answer_to_an_extension_request_reaches_the_unit_that_asked() {
 
 #[tokio::test]
 async fn a_liaison_the_gateway_cannot_reach_has_the_deputy_told_and_the_message_given_up() {
-    let (addr, received) = receiver().await;
-    let dir = TempDir::new("notify").unwrap();
-    let grid = grid_of_street(6);
-    let department = dept(&grid, "heating");
-    let path = config(
-        &dir,
-        addr,
-        &department,
-        "max_attempts = 3\ndeputy_after_attempts = 2",
-    );
-    let stack = Stack::builder()
-        .at(Utc::now())
-        .with_dispatch_options(move |o| o.notify_config = Some(path))
-        .start()
-        .await;
-    let liaison = format!("li-{department}");
+    let Notified {
+        stack,
+        received,
+        grid,
+        department,
+        liaison,
+        _config,
+    } = notified(6, "max_attempts = 3\ndeputy_after_attempts = 2", false).await;
     let deputy = format!("li-{}", dept(&grid, "water"));
     let deputy_phone = phone(&stack, &deputy).await;
     received.lock().unwrap().fail_phone = Some(phone(&stack, &liaison).await);

@@ -25,9 +25,7 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 use whistle_domain::{AreaCode, Level};
 use whistle_proto::v1;
-use whistle_store::notifications::{
-    self as store, Channel, Due, Entry, NewNotification, Recipient,
-};
+use whistle_store::notifications::{self as store, Channel, Due, Entry, NewNotification};
 use whistle_wire::{kind, names::EVENTS_STREAM};
 
 use crate::{Error, Shared};
@@ -41,6 +39,9 @@ pub fn filter_subjects() -> Vec<String> {
         kind::TASK_DISPATCHED,
         kind::TASK_REMINDED,
         kind::TASK_SUPERVISED,
+        kind::TASK_DISPUTED,
+        kind::TASK_DISPUTE_UPHELD,
+        kind::TASK_DISPUTE_REJECTED,
     ]
     .iter()
     .map(|k| whistle_wire::subject::task_event("*", k));
@@ -347,6 +348,48 @@ pub fn plan(event: &v1::Event, department_name: impl Fn(&str) -> String) -> Opti
                 department,
             })
         }
+        // A 派单异议 goes to the street that arbitrates it (an operator sees it on the screen);
+        // the arbitration goes back to the department that disputed.
+        kind::TASK_DISPUTED => {
+            let task = changed.task.as_ref()?;
+            let street = event
+                .grid_code
+                .parse::<AreaCode>()
+                .ok()?
+                .at_level(Level::Street)?;
+            Some(Plan {
+                audience: Audience::Unit(street.to_string()),
+                title: format!("派单异议｜{title}"),
+                body: format!(
+                    "{} 对任务 {} 提出异议，请仲裁。{}",
+                    department_name(&task.department_code),
+                    task.task_id,
+                    changed.note
+                ),
+                task_id: i32::try_from(task.task_id).ok(),
+                department: None,
+            })
+        }
+        kind::TASK_DISPUTE_UPHELD | kind::TASK_DISPUTE_REJECTED => {
+            let task = changed.task.as_ref()?;
+            let (tag, next) = if event.kind == kind::TASK_DISPUTE_UPHELD {
+                ("异议成立", String::new())
+            } else {
+                (
+                    "异议不成立",
+                    format!("请于 {} 前报到。", local(&task.accept_due_at)),
+                )
+            };
+            Some(Plan {
+                audience: Audience::Liaisons(task.department_code.clone()),
+                title: format!("{tag}｜{title}"),
+                body: format!("任务 {}：{} {next}", task.task_id, changed.note)
+                    .trim_end()
+                    .to_owned(),
+                task_id: i32::try_from(task.task_id).ok(),
+                department: Some(task.department_code.clone()),
+            })
+        }
         kind::INCIDENT_SUPERVISED => Some(Plan {
             audience: Audience::Unit(handling_unit(event, changed)?),
             title: format!("督办｜{title}"),
@@ -542,8 +585,15 @@ impl Notifier {
             else {
                 continue;
             };
-            let mut due = row_as_due(row, &person);
-            (due.id, due.escalated) = (stored, escalated);
+            let due = Due {
+                row: NewNotification {
+                    id: stored,
+                    ..row.clone()
+                },
+                person: Some(person),
+                attempts: 0,
+                escalated,
+            };
             self.to_deputy(due, "免打扰时段").await?;
         }
         Ok(rows.iter().filter(|r| r.send_at.is_some()).count() as u64)
@@ -561,7 +611,8 @@ impl Notifier {
         let Some(deputy_id) = &person.deputy_id else {
             return Ok(());
         };
-        if due.escalated || due.deputy_of.is_some() {
+        let of = &due.row;
+        if due.escalated || of.deputy_of.is_some() {
             return Ok(());
         }
         let pool = &self.shared.pool;
@@ -571,36 +622,31 @@ impl Notifier {
         let now = self.shared.clock.now();
         let row = |channel, send_at| NewNotification {
             id: Uuid::now_v7(),
-            event_id: due.event_id,
             recipient: deputy.person_id.clone(),
             channel,
             person_id: Some(deputy.person_id.clone()),
-            kind: due.kind.clone(),
-            incident_id: due.incident_id,
-            task_id: due.task_id,
-            department_code: due.department_code.clone(),
-            title: due.title.clone(),
-            body: format!("（代 {} 接收）{}", person.name, due.body),
+            body: format!("（代 {} 接收）{}", person.name, of.body),
             created_at: now,
             send_at,
-            deputy_of: Some(due.id),
+            deputy_of: Some(of.id),
+            ..of.clone()
         };
         let mut rows = vec![row(Channel::Console, None)];
         if self.config.sms.is_some() && !deputy.phone.is_empty() {
             let until = deputy.quiet.and_then(|q| quiet_until(now, q));
             rows.push(row(Channel::Sms, Some(until.unwrap_or(now))));
         }
-        let entry = due.incident_id.map(|incident_id| Entry {
+        let entry = of.incident_id.map(|incident_id| Entry {
             incident_id,
             kind: "notification.escalated",
             at: now,
             note: format!(
                 "{}（{why}）未及时收到「{}」，已转告代理人 {}",
-                person.name, due.title, deputy.name
+                person.name, of.title, deputy.name
             ),
         });
-        if store::escalate(pool, due.id, &rows, entry).await? {
-            info!(notification = %due.id, deputy = %deputy.person_id, "told a deputy");
+        if store::escalate(pool, of.id, &rows, entry).await? {
+            info!(notification = %of.id, deputy = %deputy.person_id, "told a deputy");
             self.wakeup.notify_one();
         }
         Ok(())
@@ -647,7 +693,7 @@ impl Notifier {
     }
 
     async fn deliver(&self, due: &Due) -> Result<(), String> {
-        match due.channel {
+        match due.row.channel {
             Channel::Sms => {
                 let sms = self
                     .config
@@ -660,7 +706,7 @@ impl Notifier {
                     .map(|p| p.phone.clone())
                     .ok_or("the person is no longer in the register")?;
                 let mut request = self.http.post(&sms.url).json(&serde_json::json!({
-                    "id": due.id,
+                    "id": due.row.id,
                     "phone": phone,
                     "text": text(due),
                 }));
@@ -677,9 +723,9 @@ impl Notifier {
             Channel::Webhook => {
                 let hook = self
                     .config
-                    .webhook(&due.recipient)
+                    .webhook(&due.row.recipient)
                     .ok_or("no webhook configured for the department any more")?;
-                let phones: Vec<String> = store::liaisons(&self.shared.pool, &due.recipient)
+                let phones: Vec<String> = store::liaisons(&self.shared.pool, &due.row.recipient)
                     .await
                     .map_err(|e| e.to_string())?
                     .into_iter()
@@ -702,25 +748,26 @@ impl Notifier {
     async fn record(&self, due: Due, outcome: Result<(), String>) -> Result<(), Error> {
         let now = self.shared.clock.now();
         let pool = &self.shared.pool;
-        let to = match (&due.person, due.channel) {
+        let to = match (&due.person, due.row.channel) {
             (Some(person), _) => format!("短信 → {}", person.name),
             (None, _) => {
                 let kind = self
                     .config
-                    .webhook(&due.recipient)
+                    .webhook(&due.row.recipient)
                     .map_or("群机器人", |h| h.kind.name_zh());
                 let catalog = self.shared.catalog.load();
                 let name = due
+                    .row
                     .recipient
                     .parse()
                     .ok()
                     .and_then(|code| catalog.org.department(&code))
-                    .map_or_else(|| due.recipient.clone(), |d| d.name.clone());
+                    .map_or_else(|| due.row.recipient.clone(), |d| d.name.clone());
                 format!("{kind} → {name}")
             }
         };
         let entry = |kind, note| {
-            due.incident_id.map(|incident_id| Entry {
+            due.row.incident_id.map(|incident_id| Entry {
                 incident_id,
                 kind,
                 at: now,
@@ -729,20 +776,20 @@ impl Notifier {
         };
         match outcome {
             Ok(()) => {
-                let note = format!("{to}：{}", due.title);
-                if store::delivered(pool, due.id, now, entry("notification.delivered", note))
+                let note = format!("{to}：{}", due.row.title);
+                if store::delivered(pool, due.row.id, now, entry("notification.delivered", note))
                     .await?
                 {
                     self.shared.metrics.record_notification(true);
-                    debug!(notification = %due.id, channel = due.channel.as_str(), "delivered");
+                    debug!(notification = %due.row.id, channel = due.row.channel.as_str(), "delivered");
                 }
             }
             Err(error) if due.attempts >= self.config.max_attempts => {
-                warn!(notification = %due.id, %error, attempts = due.attempts, "giving a notification up");
+                warn!(notification = %due.row.id, %error, attempts = due.attempts, "giving a notification up");
                 let note = format!("{to} 未送达（{} 次）：{error}", due.attempts);
                 if store::failed(
                     pool,
-                    due.id,
+                    due.row.id,
                     now,
                     &error,
                     entry("notification.failed", note),
@@ -754,10 +801,10 @@ impl Notifier {
                 self.to_deputy(due, "多次发送失败").await?;
             }
             Err(error) => {
-                debug!(notification = %due.id, %error, attempts = due.attempts, "a notification attempt failed");
+                debug!(notification = %due.row.id, %error, attempts = due.attempts, "a notification attempt failed");
                 store::retry(
                     pool,
-                    due.id,
+                    due.row.id,
                     now + self.config.backoff(due.attempts),
                     &error,
                 )
@@ -773,27 +820,7 @@ impl Notifier {
 
 /// The text of an outbound message.
 fn text(due: &Due) -> String {
-    format!("【Whistle】{}\n{}", due.title, due.body)
-}
-
-fn row_as_due(row: &NewNotification, person: &Recipient) -> Due {
-    Due {
-        id: row.id,
-        event_id: row.event_id,
-        recipient: row.recipient.clone(),
-        channel: row.channel,
-        person: Some(person.clone()),
-        kind: row.kind.clone(),
-        incident_id: row.incident_id,
-        task_id: row.task_id,
-        department_code: row.department_code.clone(),
-        title: row.title.clone(),
-        body: row.body.clone(),
-        created_at: row.created_at,
-        attempts: 0,
-        escalated: false,
-        deputy_of: row.deputy_of,
-    }
+    format!("【Whistle】{}\n{}", due.row.title, due.row.body)
 }
 
 /// Posts a text message to a group robot, mentioning `phones`, in the robot's own format; an
@@ -990,6 +1017,28 @@ mod tests {
                 .into())
             .is_some()
         );
+    }
+
+    #[test]
+    fn a_dispute_goes_to_the_street_and_its_arbitration_back_to_the_department() {
+        let disputed = plan(&changed(kind::TASK_DISPUTED, &[]), |_| "城管局".into()).unwrap();
+        assert_eq!(disputed.audience, Audience::Unit("150602001".into()));
+        assert_eq!(disputed.title, "派单异议｜井盖缺失");
+        assert!(disputed.body.starts_with("城管局 对任务 2 提出异议"));
+        let rejected = plan(&changed(kind::TASK_DISPUTE_REJECTED, &[]), |c| c.into()).unwrap();
+        assert_eq!(
+            rejected.audience,
+            Audience::Liaisons("150602-urban_management".into())
+        );
+        assert!(rejected.title.starts_with("异议不成立｜"));
+        assert!(
+            rejected.body.ends_with("请于 12-06 10:30 前报到。"),
+            "{}",
+            rejected.body
+        );
+        let upheld = plan(&changed(kind::TASK_DISPUTE_UPHELD, &[]), |c| c.into()).unwrap();
+        assert!(upheld.title.starts_with("异议成立｜"));
+        assert!(plan(&changed(kind::TASK_DISPUTE_WITHDRAWN, &[]), |c| c.into()).is_none());
     }
 
     #[test]

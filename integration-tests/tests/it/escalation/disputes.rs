@@ -49,13 +49,8 @@ async fn a_department_disputes_over_nats_and_the_street_upholds_without_moving_t
     let heating = format!("li-{}", dept(&grid, "heating"));
     let urban = dept(&grid, "urban_management");
     let street = format!("hd-{}", unit(&grid, Level::Street));
-    let incident = stack.report("dispute-1", &grid, "heating.no_heat").await;
+    let incident = stack.whistled("dispute-1", &grid).await;
     let due: DateTime<Utc> = stack.incident_column(incident, "due_at").await;
-    let community = format!("hd-{}", unit(&grid, Level::Community));
-    stack
-        .ok(&community, incident, super::bodies::escalate(&[]))
-        .await;
-    stack.whistle(&grid, incident).await;
     let before = stack.timeline(incident).await;
     stack.advance(TimeDelta::minutes(10));
 
@@ -152,6 +147,25 @@ async fn a_department_disputes_over_nats_and_the_street_upholds_without_moving_t
         "{timeline:?}"
     );
     stack.wait_published("task.dispute_upheld", 1).await;
+
+    // The street heard of the dispute, the department of the arbitration, the new one of its task.
+    for (kind, recipient) in [
+        ("task.disputed", street.clone()),
+        ("task.dispute_upheld", housing.clone()),
+        ("task.dispatched", format!("li-{urban}")),
+    ] {
+        eventually(&format!("{kind} told to {recipient}"), WAIT, || async {
+            stack
+                .count(&format!(
+                    "SELECT count(*) FROM notifications WHERE kind = '{kind}'
+                     AND recipient = '{recipient}' AND channel = 'console'"
+                ))
+                .await
+                == 1
+        })
+        .await
+        .unwrap();
+    }
 }
 
 #[tokio::test]
@@ -159,21 +173,10 @@ async fn a_dispute_is_sent_and_rejected_through_the_query_service() {
     let stack = Stack::command_center().await;
     let grid = grid_of_street(3);
     let housing = dept(&grid, "housing_construction");
-    let incident = stack.report("dispute-2", &grid, "heating.no_heat").await;
-    let community = format!("hd-{}", unit(&grid, Level::Community));
-    stack
-        .ok(&community, incident, super::bodies::escalate(&[]))
-        .await;
-    stack.whistle(&grid, incident).await;
+    let incident = stack.whistled("dispute-2", &grid).await;
     let liaison = stack.token_for(Role::Liaison, &housing).await;
     let mut department = dispatch(&stack, &liaison).await;
-    let command = |body: Body| v1::Command {
-        command_id: Uuid::now_v7().to_string(),
-        actor_id: String::new(),
-        incident_id: incident.to_string(),
-        expected_version: 0,
-        body: Some(body),
-    };
+    let command = |body| door_command(incident, body);
     let transport = dept(&grid, "transport");
 
     // A wrong body for the RPC, another department's task: refused by the door or by dispatch.
@@ -246,13 +249,8 @@ async fn a_dispute_waits_across_a_dispatch_restart_and_is_upheld_after_the_repor
     let grid = grid_of_street(6);
     let housing = format!("li-{}", dept(&grid, "housing_construction"));
     let justice = dept(&grid, "justice");
-    let incident = stack.report("dispute-3", &grid, "heating.no_heat").await;
+    let incident = stack.whistled("dispute-3", &grid).await;
     let due: DateTime<Utc> = stack.incident_column(incident, "due_at").await;
-    let community = format!("hd-{}", unit(&grid, Level::Community));
-    stack
-        .ok(&community, incident, super::bodies::escalate(&[]))
-        .await;
-    stack.whistle(&grid, incident).await;
     stack
         .ok(
             &housing,

@@ -194,22 +194,11 @@ async fn a_department_asks_through_the_query_service_and_the_district_operator_a
     let stack = Stack::command_center().await;
     let grid = grid_of_street(3);
     let heating = dept(&grid, "heating");
-    let incident = stack.report("extend-3", &grid, "heating.no_heat").await;
+    let incident = stack.whistled("extend-3", &grid).await;
     let due: DateTime<Utc> = stack.incident_column(incident, "due_at").await;
-    let community = format!("hd-{}", unit(&grid, Level::Community));
-    stack
-        .ok(&community, incident, super::bodies::escalate(&[]))
-        .await;
-    stack.whistle(&grid, incident).await;
     let liaison = stack.token_for(Role::Liaison, &heating).await;
     let mut department = dispatch(&stack, &liaison).await;
-    let command = |body: Body| v1::Command {
-        command_id: Uuid::now_v7().to_string(),
-        actor_id: String::new(),
-        incident_id: incident.to_string(),
-        expected_version: 0,
-        body: Some(body),
-    };
+    let command = |body| door_command(incident, body);
     let until = due + TimeDelta::days(2);
 
     // Before reporting in, a department has nothing to extend; a wrong body is refused by the door.

@@ -53,3 +53,18 @@ pub async fn dispatch(
         Bearer::new(token).expect("an ASCII token"),
     )
 }
+
+/// A command for the `Dispatch` door: a fresh command id, no actor (the door takes it from the
+/// token), any version.
+pub fn door_command(
+    incident: uuid::Uuid,
+    body: whistle_proto::v1::command::Body,
+) -> whistle_proto::v1::Command {
+    whistle_proto::v1::Command {
+        command_id: uuid::Uuid::now_v7().to_string(),
+        actor_id: String::new(),
+        incident_id: incident.to_string(),
+        expected_version: 0,
+        body: Some(body),
+    }
+}

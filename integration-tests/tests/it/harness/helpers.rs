@@ -112,6 +112,18 @@ impl Stack {
             .await
     }
 
+    /// Files a heating report in `grid`, which its community sends up and its street whistles:
+    /// the policy's departments for it are dispatched (heating as task 1, then housing and
+    /// construction).
+    pub async fn whistled(&self, report_id: &str, grid: &str) -> Uuid {
+        let incident = self.report(report_id, grid, "heating.no_heat").await;
+        let community = super::unit(grid, whistle_domain::Level::Community);
+        self.ok(&format!("hd-{community}"), incident, super::escalate())
+            .await;
+        self.whistle(grid, incident).await;
+        incident
+    }
+
     /// `GetIncident` as the stack's city operator.
     pub async fn detail(&self, incident: Uuid) -> v1::IncidentDetail {
         self.client()
@@ -156,9 +168,9 @@ impl Stack {
             .collect()
     }
 
-    /// Waits until the query's live aggregates reflect every event dispatch has committed: the
-    /// outbox relayed, and the stream's last sequence applied.
-    pub async fn caught_up(&self) {
+    /// Waits until every event dispatch committed is in `WHISTLE_EVENTS`: intake acks a report
+    /// once its rows are committed, and its events may still be on their way from the outbox.
+    pub async fn relayed(&self) {
         eventually("the outbox relayed", WAIT, || async {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
                 .fetch_one(self.pool())
@@ -168,6 +180,12 @@ impl Stack {
         })
         .await
         .unwrap();
+    }
+
+    /// Waits until the query's live aggregates reflect every event dispatch has committed: the
+    /// outbox relayed, and the stream's last sequence applied.
+    pub async fn caught_up(&self) {
+        self.relayed().await;
         let last = self
             .js()
             .get_stream("WHISTLE_EVENTS")
