@@ -239,6 +239,21 @@ impl Extensions {
     };
 }
 
+/// How long residents' personal data is kept once its incident settled (closed, closed
+/// unverified, or merged as a duplicate); then dispatch erases it (docs/privacy.md). A policy
+/// without a `[retention]` table keeps contacts [`Retention::DEFAULT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Residents' call-back contacts, sealed apart from their reports.
+    pub contacts: TimeDelta,
+}
+
+impl Retention {
+    pub const DEFAULT: Retention = Retention {
+        contacts: TimeDelta::days(180),
+    };
+}
+
 /// A validated dispatch policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -251,6 +266,7 @@ pub struct Policy {
     follow_up: TimeDelta,
     reopen_resolve: Option<Term>,
     extensions: Extensions,
+    retention: Retention,
     duplicates: Duplicates,
     clusters: Clusters,
     sla: BTreeMap<SlaClass, Sla>,
@@ -320,6 +336,10 @@ impl Policy {
     /// The deadline extension (延期申请) rules.
     pub fn extensions(&self) -> Extensions {
         self.extensions
+    }
+
+    pub fn retention(&self) -> Retention {
+        self.retention
     }
 
     pub fn duplicates(&self) -> Duplicates {
@@ -460,6 +480,7 @@ struct RawPolicy {
     rankings: Option<RawRankings>,
     deadlines: Option<RawDeadlines>,
     extensions: Option<RawExtensions>,
+    retention: Option<RawRetention>,
     duplicates: Option<RawDuplicates>,
     clusters: Option<RawClusters>,
     sla: Option<BTreeMap<String, RawSla>>,
@@ -488,6 +509,12 @@ struct RawExtensions {
     max_per_incident: u32,
     longest: String,
     escalate_unanswered: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    contacts: String,
 }
 
 #[derive(Deserialize)]
@@ -547,6 +574,7 @@ impl RawPolicy {
             rankings: self.rankings.or(base.rankings),
             deadlines: self.deadlines.or(base.deadlines),
             extensions: self.extensions.or(base.extensions),
+            retention: self.retention.or(base.retention),
             duplicates: self.duplicates.or(base.duplicates),
             clusters: self.clusters.or(base.clusters),
             sla: self.sla.or(base.sla),
@@ -631,6 +659,13 @@ impl RawPolicy {
                 max_per_incident: raw.max_per_incident,
                 longest: duration("extensions.longest", &raw.longest)?,
                 escalate_unanswered: raw.escalate_unanswered,
+            },
+        };
+
+        let retention = match self.retention {
+            None => Retention::DEFAULT,
+            Some(raw) => Retention {
+                contacts: duration("retention.contacts", &raw.contacts)?,
             },
         };
 
@@ -726,6 +761,7 @@ impl RawPolicy {
             follow_up,
             reopen_resolve,
             extensions,
+            retention,
             duplicates,
             clusters,
             sla,
@@ -1164,6 +1200,26 @@ summon = ["heating", "housing_construction"]
         assert!(matches!(
             Policy::parse(&bad, base),
             Err(Error::Duration { at, .. }) if at == "extensions.answer"
+        ));
+    }
+
+    #[test]
+    fn retention_is_optional_scaled_and_checked() {
+        let base = |_: &str| None;
+        assert_eq!(ordos().retention().contacts, TimeDelta::days(180));
+        let demo = builtin("ordos-demo").unwrap();
+        assert_eq!(demo.retention().contacts, TimeDelta::days(3));
+        let start = ORDOS.find("[retention]").unwrap();
+        let end = start + ORDOS[start..].find("\n\n").unwrap();
+        let without = format!("{}{}", &ORDOS[..start], &ORDOS[end..]);
+        assert_eq!(
+            Policy::parse(&without, base).unwrap().retention(),
+            Retention::DEFAULT
+        );
+        let bad = ORDOS.replace("contacts = \"180d\"", "contacts = \"-1d\"");
+        assert!(matches!(
+            Policy::parse(&bad, base),
+            Err(Error::Duration { at, .. }) if at == "retention.contacts"
         ));
     }
 

@@ -12,6 +12,7 @@ pub mod maintenance;
 pub mod notifications;
 pub mod org;
 pub mod outbox;
+pub mod retention;
 pub mod roles;
 pub mod tasks;
 pub mod timeline;
@@ -39,6 +40,9 @@ pub enum Error {
     Keyring(String),
     #[error("database roles: {0}")]
     Roles(String),
+    /// An argument the caller must correct.
+    #[error("{0}")]
+    Invalid(String),
     /// The intake lease passed to another replica: this one must stop recording reports.
     #[error("the intake lease is held by another replica")]
     LeaseLost,

@@ -420,3 +420,154 @@ async fn dispatch_refuses_to_start_without_a_keyring_unless_contacts_are_dropped
         Ok(vec![String::new()])
     );
 }
+
+/// Retention (issue 25, item 7): once an incident has been settled longer than the policy's
+/// `[retention] contacts` (180 days for Ordos), dispatch erases its residents' contacts and says
+/// so on its timeline, touching nothing else; an open incident and one settled since keep theirs.
+/// A resident's request (个人信息保护法) finds their number however it is spelled and erases it
+/// at once, open incident or not.
+#[tokio::test]
+async fn contacts_go_when_their_time_is_up_or_the_resident_asks() {
+    let stack = Stack::builder()
+        .with_query()
+        .at(ten_o_clock_in_ordos())
+        .with_dispatch_options(|o| o.retention_interval = std::time::Duration::from_millis(200))
+        .start()
+        .await;
+    let (_, [first, second, third], _, _) = places();
+    let with_phone = |id: &str, grid: &str| {
+        let mut report = stack.filed(id, grid, "heating.no_heat", v1::Urgency::Normal);
+        report.contact_phone = PHONE.into();
+        report
+    };
+    // Handled by its community and closed by the grid worker's satisfied follow-up.
+    let settle = |incident: Uuid, grid: String| {
+        let stack = &stack;
+        async move {
+            let community = format!("hd-{}", unit(&grid, whistle_domain::Level::Community));
+            stack.ok(&community, incident, resolve()).await;
+            stack.ok(&format!("gw-{grid}"), incident, satisfied()).await;
+            assert_eq!(stack.state(incident).await.0, "closed");
+        }
+    };
+    let row = |table: &'static str, key: &'static str, incident: Uuid| {
+        let pool = stack.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, String>(&format!(
+                "SELECT md5(string_agg(t::text, ',' ORDER BY t::text)) FROM {table} t WHERE {key} = $1"
+            ))
+            .bind(incident)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let contacts = |incident: Uuid| {
+        let stack = &stack;
+        async move {
+            stack
+                .count(&format!(
+                    "SELECT count(*) FROM report_contacts WHERE incident_id = '{incident}'"
+                ))
+                .await
+        }
+    };
+
+    let old = stack.file(&with_phone("keep-old", &first)).await;
+    settle(old, first.clone()).await;
+    let open = stack.file(&with_phone("keep-open", &second)).await;
+    stack.advance(chrono::TimeDelta::days(100));
+    let recent = stack.file(&with_phone("keep-recent", &third)).await;
+    settle(recent, third.clone()).await;
+    let (incident_row, report_row) = (
+        row("incidents", "id", old).await,
+        row("reports", "incident_id", old).await,
+    );
+    let before = stack.timeline(old).await;
+    assert_eq!(contacts(old).await, 1);
+
+    // 181 days after the first closed, 81 after the second.
+    stack.advance(chrono::TimeDelta::days(81));
+    eventually("the settled incident's contact erased", WAIT, || async {
+        contacts(old).await == 0
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        contacts(open).await,
+        1,
+        "an open incident keeps its contact"
+    );
+    assert_eq!(contacts(recent).await, 1, "settled 81 days ago: kept");
+    let after = stack.timeline(old).await;
+    assert_eq!(after[..before.len()], before[..]);
+    assert_eq!(after[before.len()..], ["privacy.erased".to_owned()]);
+    let note: String = sqlx::query_scalar(
+        "SELECT note FROM timeline WHERE incident_id = $1 AND kind = 'privacy.erased'",
+    )
+    .bind(old)
+    .fetch_one(stack.pool())
+    .await
+    .unwrap();
+    assert!(note.contains("180 天") && note.contains("1 条"), "{note}");
+    assert_eq!(row("incidents", "id", old).await, incident_row);
+    assert_eq!(row("reports", "incident_id", old).await, report_row);
+    let operator = stack.token().to_owned();
+    assert_eq!(seen(&stack, &operator, old).await, Ok(vec![String::new()]));
+
+    // The resident asks: the number spelled another way finds the two reports left.
+    let keyring = Keyring::load(stack.contact_keys()).unwrap();
+    let mut heard = Vec::new();
+    let found = whistle_store::retention::holding(
+        stack.pool(),
+        &keyring,
+        "+86 138-1234-8000",
+        |read, found| heard.push((read, found)),
+    )
+    .await
+    .unwrap();
+    let mut reports: Vec<String> = found.into_iter().map(|(id, _)| id).collect();
+    reports.sort();
+    assert_eq!(reports, ["keep-open", "keep-recent"]);
+    assert_eq!(heard.last(), Some(&(2, 2)));
+    let erased = whistle_store::retention::erase(
+        stack.pool(),
+        whistle_store::retention::Scope::Reports(&reports),
+        "op-privacy",
+        "依居民申请（PIPL-2026-001）",
+        stack.now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(erased, (2, 2));
+    assert_eq!(contacts(open).await + contacts(recent).await, 0);
+    assert_eq!(seen(&stack, &operator, open).await, Ok(vec![String::new()]));
+    let by: (String, String) = sqlx::query_as(
+        "SELECT actor_id, note FROM timeline WHERE incident_id = $1 AND kind = 'privacy.erased'",
+    )
+    .bind(open)
+    .fetch_one(stack.pool())
+    .await
+    .unwrap();
+    assert_eq!(by.0, "op-privacy");
+    assert!(by.1.contains("PIPL-2026-001"), "{}", by.1);
+    // Asked again: nothing left, nothing written.
+    assert_eq!(
+        whistle_store::retention::erase(
+            stack.pool(),
+            whistle_store::retention::Scope::Reports(&reports),
+            "op-privacy",
+            "again",
+            stack.now(),
+        )
+        .await
+        .unwrap(),
+        (0, 0)
+    );
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM timeline WHERE kind = 'privacy.erased'")
+            .await,
+        3
+    );
+}

@@ -4,8 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use chrono::Local;
-use whistle_store::contacts::{self, AccessFilter, Keyring};
+use chrono::{Local, Utc};
+use whistle_store::{
+    contacts::{self, AccessFilter, Keyring},
+    retention::{self, Scope},
+};
 
 use crate::{connect_db, Connection};
 
@@ -27,6 +30,25 @@ pub enum Args {
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch: u32,
     },
+    /// A resident's request (个人信息保护法): the reports that hold their phone number, as JSON
+    /// lines (report, incident, title, status, grid, when, the contact). Every contact is opened
+    /// to compare, so this reads them all.
+    Find {
+        #[command(flatten)]
+        resident: Resident,
+    },
+    /// A resident's request to erase their phone number from every report holding it; the
+    /// incidents and their history stay, and each timeline records the erasure.
+    Erase {
+        #[command(flatten)]
+        resident: Resident,
+        /// Who handles the request (a person id), recorded on the timelines.
+        #[arg(long)]
+        actor: String,
+        /// The request, e.g. its reference number, recorded on the timelines.
+        #[arg(long)]
+        reason: String,
+    },
     /// Who read residents' contacts unmasked, newest first.
     Log {
         /// Only reads of incidents in this area (an org code).
@@ -39,6 +61,29 @@ pub enum Args {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Resident {
+    /// The resident's phone number; spaces, dashes and a leading +86 do not matter.
+    #[arg(long)]
+    phone: String,
+    /// The keyring file, to open the contacts with.
+    #[arg(long, env = "WHISTLE_CONTACT_KEYS")]
+    contact_keys: PathBuf,
+}
+
+/// The contacts holding `resident`'s number: (report id, the contact as stored).
+async fn holding(
+    pool: &sqlx::PgPool,
+    resident: &Resident,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let keyring = Keyring::load(&resident.contact_keys)?;
+    let found = retention::holding(pool, &keyring, &resident.phone, |read, found| {
+        eprintln!("{read} contacts compared, {found} hold the number")
+    })
+    .await?;
+    Ok(found)
 }
 
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
@@ -70,6 +115,51 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                 eprintln!("re-sealed {done}/{total}");
             }
             println!("all contacts are sealed under key {newest} ({done} re-sealed); the other keys may be dropped from the keyring");
+        }
+        Args::Find { resident } => {
+            let pool = connect_db(conn).await?;
+            let found = holding(&pool, &resident).await?;
+            let ids: Vec<String> = found.iter().map(|(id, _)| id.clone()).collect();
+            for case in retention::cases(&pool, &ids).await? {
+                let contact = found
+                    .iter()
+                    .find(|(id, _)| *id == case.report_id)
+                    .map(|(_, c)| c.as_str());
+                let line = serde_json::json!({
+                    "report_id": case.report_id,
+                    "incident_id": case.incident_id,
+                    "title": case.title,
+                    "status": case.status,
+                    "grid_code": case.grid_code,
+                    "received_at": case.received_at,
+                    "contact": contact,
+                });
+                println!("{line}");
+            }
+        }
+        Args::Erase {
+            resident,
+            actor,
+            reason,
+        } => {
+            anyhow::ensure!(
+                !reason.trim().is_empty(),
+                "--reason must say what the request is"
+            );
+            let pool = connect_db(conn).await?;
+            let found = holding(&pool, &resident).await?;
+            let ids: Vec<String> = found.into_iter().map(|(id, _)| id).collect();
+            let note = format!("依居民申请（{}）", reason.trim());
+            let mut erased = (0, 0);
+            // In batches, so that no transaction holds many incidents at once.
+            for batch in ids.chunks(200) {
+                let (incidents, contacts) =
+                    retention::erase(&pool, Scope::Reports(batch), &actor, &note, Utc::now())
+                        .await
+                        .context("erasing a batch of contacts")?;
+                erased = (erased.0 + incidents, erased.1 + contacts);
+            }
+            println!("erased {} contacts from {} incidents", erased.1, erased.0);
         }
         Args::Log {
             area,

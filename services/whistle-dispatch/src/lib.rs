@@ -19,6 +19,7 @@ mod metrics;
 pub mod notify;
 mod recalendar;
 mod relay;
+mod retention;
 pub mod streams;
 mod timers;
 pub mod validate;
@@ -96,6 +97,10 @@ pub struct Options {
     /// (see `whistle_store::maintenance`); zero never looks.
     #[serde(with = "duration_millis")]
     pub maintenance_interval: Duration,
+    /// How often to erase residents' contacts past the policy's `[retention]` (at start, then
+    /// at this interval); zero never erases.
+    #[serde(with = "duration_millis")]
+    pub retention_interval: Duration,
     /// Commands one person may send per second, sustained, and at once; over that they are
     /// refused `rate_limited` before anything is written. Zero switches the limit off.
     pub command_rate: f64,
@@ -131,6 +136,7 @@ impl Default for Options {
             policy_poll_interval: Duration::from_secs(2),
             max_db_connections: 8,
             maintenance_interval: Duration::from_secs(10),
+            retention_interval: Duration::from_secs(3600),
             command_rate: 10.0,
             command_burst: 60,
             contact_keys: None,
@@ -354,6 +360,9 @@ impl Service {
         let notify_task = tokio::spawn(notifier.run(notify_consumer, shutdown.clone()));
         if !self.shared.options.maintenance_interval.is_zero() {
             tokio::spawn(maintenance::run(self.shared.clone(), shutdown.clone()));
+        }
+        if !self.shared.options.retention_interval.is_zero() {
+            tokio::spawn(retention::run(self.shared.clone(), shutdown.clone()));
         }
         intake.run(shutdown).await;
         let _ = tokio::join!(timers_task, commands_task, notify_task);

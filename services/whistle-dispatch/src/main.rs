@@ -59,6 +59,10 @@ struct Args {
     /// autovacuum is off; 0 never checks.
     #[arg(long, env = "WHISTLE_MAINTENANCE_INTERVAL_SECS", default_value_t = 10)]
     maintenance_interval_secs: u64,
+    /// How often to erase residents' contacts past the policy's `[retention]` (docs/privacy.md);
+    /// 0 never erases.
+    #[arg(long, env = "WHISTLE_RETENTION_INTERVAL_SECS", default_value_t = 3600)]
+    retention_interval_secs: u64,
     /// Commands one person may send per second, sustained; over it they are refused
     /// `rate_limited`. 0 switches the limit off.
     #[arg(long, env = "WHISTLE_COMMAND_RATE", default_value_t = 10.0)]
@@ -103,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
         max_report_failures: args.max_report_failures,
         ack_wait: std::time::Duration::from_secs(args.ack_wait_secs),
         maintenance_interval: std::time::Duration::from_secs(args.maintenance_interval_secs),
+        retention_interval: std::time::Duration::from_secs(args.retention_interval_secs),
         command_rate: args.command_rate,
         command_burst: args.command_burst,
         contact_keys: args.contact_keys,

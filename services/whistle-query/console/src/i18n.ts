@@ -372,6 +372,7 @@ const EVENT_KIND: Record<string, Pair> = {
   "notification.delivered": ["消息已送达", "Notification delivered"],
   "notification.failed": ["消息未送达", "Notification not delivered"],
   "notification.escalated": ["转告代理人", "Deputy told"],
+  "privacy.erased": ["个人信息已删除", "Personal data erased"],
 };
 const OUTCOME_REASON: Record<string, Pair> = {};
 
