@@ -60,13 +60,14 @@ pub async fn create_database(
     let pool = whistle_store::connect(&owner_url, max_connections)
         .await
         .map_err(store("connecting to the test database as its owner"))?;
-    whistle_store::migrate(&pool)
+    let actor = whistle_store::audit::Actor::cli(Some("whistle-testkit"));
+    whistle_store::migrate(&pool, &actor)
         .await
         .map_err(store("migrating as the owner"))?;
     roles::grant(&pool, &roles)
         .await
         .map_err(store("granting the services' rights"))?;
-    whistle_store::org::seed(&pool, &whistle_domain::ordos::dataset())
+    whistle_store::org::seed(&pool, &whistle_domain::ordos::dataset(), &actor)
         .await
         .map_err(store("seeding"))?;
     Ok(Database {

@@ -2,6 +2,7 @@
 
 mod access;
 mod aggregates;
+mod audit;
 mod ceiling;
 mod chaos;
 mod console;

@@ -537,7 +537,7 @@ impl Stack {
             department_code: department.then(|| scope.to_owned()),
             ..Default::default()
         };
-        whistle_store::tokens::create(&self.db.pool, &new, Utc::now())
+        whistle_store::tokens::create(&self.db.pool, &new, Utc::now(), &super::admin())
             .await
             .unwrap_or_else(|e| panic!("creating a {role:?} token for {scope}: {e}"))
             .1
