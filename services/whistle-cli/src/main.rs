@@ -139,6 +139,20 @@ enum Command {
     /// Create or update the hardened WHISTLE_* streams and the photo bucket (as admin:
     /// --nats-nkey-file).
     Streams(admin::StreamsArgs),
+    /// Back up the JetStream streams — messages and consumers — into a new directory (as admin:
+    /// --nats-nkey-file); deploy/backup/backup.sh runs it before the database's base backup.
+    BackupStreams {
+        /// The directory to create (0700); it must not hold a backup already.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore the streams of a backup onto a new nats-server that has none of them yet (as
+    /// admin), before `whistle streams`.
+    RestoreStreams {
+        /// A directory `backup-streams` finished (it has its manifest.json).
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Play grid workers, handlers, liaisons and follow-ups at once against a running platform.
     Simulate(simulate::Args),
     /// Fault-injection suite on private servers: kill -9, restarts, pauses, replicas; then check
@@ -225,6 +239,24 @@ async fn main() -> anyhow::Result<()> {
         Command::Contacts(args) => contacts::run(&cli.conn, args).await?,
         Command::NatsConfig(args) => print!("{}", admin::nats_config(&args)?),
         Command::Streams(args) => admin::streams(&cli.conn, &args).await?,
+        Command::BackupStreams { to } => {
+            let client = door::nats_admin(&cli.conn).await?;
+            for copy in whistle_cli::backup::snapshot_streams(&client, &to).await? {
+                println!(
+                    "{}: {} messages (last sequence {}), {} bytes",
+                    copy.name, copy.messages, copy.last_seq, copy.snapshot_bytes
+                );
+            }
+        }
+        Command::RestoreStreams { from } => {
+            let client = door::nats_admin(&cli.conn).await?;
+            for copy in whistle_cli::backup::restore_streams(&client, &from).await? {
+                println!(
+                    "restored {}: {} messages (last sequence {})",
+                    copy.name, copy.messages, copy.last_seq
+                );
+            }
+        }
         Command::Bench(args) => bench::run(&cli.conn, args).await?,
         Command::Chaos(args) => {
             if !chaos::run(args).await? {
