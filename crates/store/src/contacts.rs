@@ -235,8 +235,9 @@ pub struct Access {
     pub photo_id: String,
 }
 
-/// Records unmasked reads, in one statement. The transaction is opened read-write explicitly:
-/// whistle-query's sessions default to read-only, and this table is the one it writes.
+/// Records unmasked reads in the access log and on the audit log (`contact.read`, `photo.read`),
+/// in one transaction. It is opened read-write explicitly: whistle-query's sessions default to
+/// read-only, and these two tables are the ones it writes.
 pub async fn record_access(pool: &PgPool, at: DateTime<Utc>, reads: &[Access]) -> Result<()> {
     if reads.is_empty() {
         return Ok(());
@@ -253,6 +254,29 @@ pub async fn record_access(pool: &PgPool, at: DateTime<Utc>, reads: &[Access]) -
              AS t(id, token_id, person_id, role, incident_id, report_id, door, photo_id)",
     )
     .bind(ids)
+    .bind(at)
+    .bind(reads.iter().map(|r| r.token_id).collect::<Vec<_>>())
+    .bind(reads.iter().map(|r| r.person_id.as_deref()).collect::<Vec<_>>())
+    .bind(reads.iter().map(|r| r.role.as_str()).collect::<Vec<_>>())
+    .bind(reads.iter().map(|r| r.incident_id).collect::<Vec<_>>())
+    .bind(reads.iter().map(|r| r.report_id.as_str()).collect::<Vec<_>>())
+    .bind(reads.iter().map(|r| r.door.as_str()).collect::<Vec<_>>())
+    .bind(reads.iter().map(|r| r.photo_id.as_str()).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    // The same reads on the audit log of administration, in the incident's area, so operators
+    // find them beside the other administrative actions (the number itself is never copied).
+    sqlx::query(
+        "INSERT INTO audit_log (id, at, actor, token_id, door, action, target, area_code, after)
+         SELECT t.id, $2, coalesce(t.person_id, t.token_id::text), t.token_id, t.door,
+                CASE WHEN t.photo_id = '' THEN 'contact.read' ELSE 'photo.read' END,
+                t.incident_id::text,
+                coalesce((SELECT i.grid_code FROM incidents i WHERE i.id = t.incident_id), ''),
+                jsonb_build_object('role', t.role, 'report_id', t.report_id, 'photo_id', t.photo_id)
+         FROM UNNEST($1::uuid[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::text[], $8::text[], $9::text[])
+             AS t(id, token_id, person_id, role, incident_id, report_id, door, photo_id)",
+    )
+    .bind(reads.iter().map(|_| Uuid::now_v7()).collect::<Vec<_>>())
     .bind(at)
     .bind(reads.iter().map(|r| r.token_id).collect::<Vec<_>>())
     .bind(reads.iter().map(|r| r.person_id.as_deref()).collect::<Vec<_>>())

@@ -5,6 +5,7 @@
 //! Hot-path writes are multi-row `INSERT … SELECT * FROM UNNEST(…)`, one round trip per table
 //! per batch.
 
+pub mod audit;
 pub mod contacts;
 pub mod incidents;
 pub mod intake;
@@ -149,25 +150,57 @@ impl Dedicated {
     }
 }
 
-/// Applies pending migrations. Safe to run from several processes at once (sqlx takes an
-/// advisory lock). Needs the owner's rights; see [`roles`].
-pub async fn migrate(pool: &PgPool) -> Result<()> {
+/// Applies pending migrations, and records those it applied on the audit log
+/// (`schema.migrate`, the versions before and after). Safe to run from several processes at once
+/// (sqlx takes an advisory lock). Needs the owner's rights; see [`roles`].
+pub async fn migrate(pool: &PgPool, actor: &audit::Actor) -> Result<()> {
+    let before = applied_migrations(pool).await?;
     MIGRATOR.run(pool).await?;
-    Ok(())
+    let after = applied_migrations(pool).await?;
+    let applied: Vec<i64> = after
+        .iter()
+        .filter(|v| !before.contains(v))
+        .copied()
+        .collect();
+    if applied.is_empty() {
+        return Ok(());
+    }
+    // Recorded after the fact: sqlx commits each migration on its own, and the log table itself
+    // is made by one of them. Two processes migrating at once may both record the versions that
+    // appeared while they waited for sqlx's lock (an entry too many, never one too few).
+    let entry = audit::Entry {
+        action: audit::action::SCHEMA_MIGRATE,
+        target: "schema".to_owned(),
+        area_code: String::new(),
+        before: Some(serde_json::json!({ "latest": before.iter().max(), "applied": before.len() })),
+        after: Some(serde_json::json!({
+            "latest": after.iter().max(),
+            "applied": after.len(),
+            "versions": applied,
+        })),
+    };
+    let mut conn = pool.acquire().await?;
+    audit::record(&mut conn, actor, chrono::Utc::now(), &[entry]).await
 }
 
-/// How many of this binary's migrations the database lacks. Only reads `_sqlx_migrations`, so
-/// a service without the right to migrate can tell an up-to-date schema from one to migrate.
-pub async fn pending_migrations(pool: &PgPool) -> Result<usize> {
-    let applied: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+/// The versions of the migrations applied so far (none before the first).
+async fn applied_migrations(pool: &PgPool) -> Result<Vec<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
             .fetch_all(pool)
             .await
             .or_else(|e| match e.as_database_error().and_then(|d| d.code()) {
                 // 42P01: no _sqlx_migrations yet, nothing applied.
                 Some(code) if code == "42P01" => Ok(Vec::new()),
                 _ => Err(e),
-            })?;
+            })?,
+    )
+}
+
+/// How many of this binary's migrations the database lacks. Only reads `_sqlx_migrations`, so
+/// a service without the right to migrate can tell an up-to-date schema from one to migrate.
+pub async fn pending_migrations(pool: &PgPool) -> Result<usize> {
+    let applied = applied_migrations(pool).await?;
     Ok(MIGRATOR
         .iter()
         .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))

@@ -8,10 +8,14 @@
 //! like every other timeline entry.
 
 use chrono::{DateTime, NaiveTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Row as _};
 use uuid::Uuid;
 
-use crate::{timeline::TimelineRows, Result};
+use crate::{
+    audit::{self, Actor},
+    timeline::TimelineRows,
+    Result,
+};
 
 /// A channel a notification travels by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,24 +115,58 @@ pub async fn person(pool: &PgPool, id: &str) -> Result<Option<Recipient>> {
     Ok(row.map(recipient))
 }
 
-/// Sets a person's quiet hours and deputy (`None` clears them). False if there is no such person.
+/// Sets a person's quiet hours and deputy (`None` clears them), on the audit log
+/// (`people.notify`, the settings before and after). False if there is no such person.
 pub async fn set_preferences(
     pool: &PgPool,
     person: &str,
     quiet: Option<(NaiveTime, NaiveTime)>,
     deputy: Option<&str>,
+    actor: &Actor,
 ) -> Result<bool> {
-    let updated = sqlx::query(
-        "UPDATE people SET quiet_start = $2, quiet_end = $3, deputy_id = $4 WHERE id = $1",
+    let mut tx = pool.begin().await?;
+    // The settings before, locked, and the person's area (a liaison's is its department's).
+    let before = sqlx::query(
+        "SELECT p.quiet_start, p.quiet_end, p.deputy_id,
+                coalesce(p.area_code, p.grid_code, d.area_code, '') AS area
+         FROM people p LEFT JOIN departments d ON d.code = p.department_code
+         WHERE p.id = $1 FOR UPDATE OF p",
     )
     .bind(person)
-    .bind(quiet.map(|q| q.0))
-    .bind(quiet.map(|q| q.1))
-    .bind(deputy)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(updated == 1)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(before) = before else {
+        return Ok(false);
+    };
+    let settings = |start: Option<NaiveTime>, end: Option<NaiveTime>, deputy: Option<&str>| {
+        serde_json::json!({
+            "quiet_start": start.map(|t| t.format("%H:%M").to_string()),
+            "quiet_end": end.map(|t| t.format("%H:%M").to_string()),
+            "deputy_id": deputy,
+        })
+    };
+    let before_json = settings(
+        before.try_get("quiet_start")?,
+        before.try_get("quiet_end")?,
+        before.try_get::<Option<String>, _>("deputy_id")?.as_deref(),
+    );
+    sqlx::query("UPDATE people SET quiet_start = $2, quiet_end = $3, deputy_id = $4 WHERE id = $1")
+        .bind(person)
+        .bind(quiet.map(|q| q.0))
+        .bind(quiet.map(|q| q.1))
+        .bind(deputy)
+        .execute(&mut *tx)
+        .await?;
+    let entry = audit::Entry {
+        action: audit::action::PEOPLE_NOTIFY,
+        target: person.to_owned(),
+        area_code: before.try_get("area")?,
+        before: Some(before_json),
+        after: Some(settings(quiet.map(|q| q.0), quiet.map(|q| q.1), deputy)),
+    };
+    audit::record(&mut tx, actor, Utc::now(), &[entry]).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// A notification to write.

@@ -5,7 +5,9 @@
 //!   `whistle seed` and the other admin commands connect as it;
 //! - **dispatch** reads and writes rows (`SELECT`, `INSERT`, `UPDATE`, `DELETE`) and uses the
 //!   sequences, but changes no schema, truncates nothing and only reads `_sqlx_migrations`;
-//! - **query** reads, and writes nothing but its `contact_access` log.
+//! - **query** reads, and writes nothing but its `contact_access` log, the `audit_log` and the
+//!   read marks of notifications;
+//! - neither may change or delete a row of the append-only `audit_log`, only add them.
 //!
 //! [`provision`] is run by the cluster's administrator (a superuser) once, and again to rotate
 //! passwords; [`grant`] runs after every migration (`whistle migrate`), so tables added later get
@@ -309,8 +311,8 @@ async fn provision_inner(admin: &PgPool, roles: &Roles, passwords: &Passwords) -
 }
 
 /// Gives dispatch and query their rights on every table of the `public` schema: dispatch reads
-/// and writes rows and uses the sequences, query reads, appends to `contact_access` and marks notifications read; both only
-/// read `_sqlx_migrations`. Run after migrations (as the owner or a superuser), it covers the
+/// and writes rows and uses the sequences, query reads, appends to `contact_access` and marks
+/// notifications read; both only read `_sqlx_migrations` and only append to `audit_log`. Run after migrations (as the owner or a superuser), it covers the
 /// tables they added. Returns false, doing nothing, when the roles don't exist (a database
 /// without separate roles); an error when only some do.
 pub async fn grant(pool: &PgPool, roles: &Roles) -> Result<bool> {
@@ -353,7 +355,8 @@ async fn grant_on(conn: &mut PgConnection, roles: &Roles) -> Result<()> {
     .await?;
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class
-         WHERE relnamespace = 'public'::regnamespace AND relname IN ('_sqlx_migrations', 'contact_access', 'notifications')",
+         WHERE relnamespace = 'public'::regnamespace
+           AND relname IN ('_sqlx_migrations', 'contact_access', 'notifications', 'audit_log')",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -370,6 +373,17 @@ async fn grant_on(conn: &mut PgConnection, roles: &Roles) -> Result<()> {
         sqlx::raw_sql(&format!("GRANT INSERT ON contact_access TO {query}"))
             .execute(&mut *conn)
             .await?;
+    }
+    if tables.iter().any(|t| t == "audit_log") {
+        // Append-only: both services write entries (query the unmasked reads, dispatch the
+        // migrations it applies at start) and neither may change one (the table's triggers
+        // refuse that even to the owner).
+        sqlx::raw_sql(&format!(
+            "REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {dispatch}, {query};
+             GRANT INSERT ON audit_log TO {dispatch}, {query}"
+        ))
+        .execute(&mut *conn)
+        .await?;
     }
     if tables.iter().any(|t| t == "notifications") {
         // People mark their own console notifications read through query.

@@ -8,7 +8,10 @@ use sha2::{Digest as _, Sha256};
 use sqlx::{PgPool, Row as _};
 use uuid::Uuid;
 
-use crate::{Error, Result};
+use crate::{
+    audit::{self, Actor, Entry},
+    Error, Result,
+};
 
 /// Every token starts with this, so a leaked one is recognisable in logs and secret scanners.
 pub const PREFIX: &str = "wst_";
@@ -111,10 +114,12 @@ fn new_secret() -> String {
 }
 
 /// Creates a token and returns it with its secret, which is not stored and cannot be shown again.
+/// The creation is on the audit log (`token.create`, the token without its secret), written with it.
 pub async fn create(
     pool: &PgPool,
     new: &NewToken,
     now: DateTime<Utc>,
+    actor: &Actor,
 ) -> Result<(Token, String), Refused> {
     let invalid = |message: String| Err(Refused::Invalid(message));
     let Some(role) = new.role else {
@@ -203,6 +208,7 @@ pub async fn create(
         expires_at: new.expires_at,
         revoked_at: None,
     };
+    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO api_tokens (id, token_sha256, role, area_code, department_code, person_id,
                                  label, created_at, expires_at)
@@ -217,9 +223,34 @@ pub async fn create(
     .bind(&token.label)
     .bind(now)
     .bind(token.expires_at)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    let entry = Entry {
+        action: audit::action::TOKEN_CREATE,
+        target: token.id.to_string(),
+        area_code: token.area_code.clone(),
+        before: None,
+        after: Some(token.audit_json()),
+    };
+    audit::record(&mut tx, actor, now, &[entry]).await?;
+    tx.commit().await?;
     Ok((token, secret))
+}
+
+impl Token {
+    /// The token as the audit log shows it: everything but its secret, which is not stored.
+    pub fn audit_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "role": self.role.as_str(),
+            "area_code": self.area_code,
+            "department_code": self.department_code,
+            "person_id": self.person_id,
+            "label": self.label,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+        })
+    }
 }
 
 /// The acting person must hold the token's role in the token's scope, so a token never grants
@@ -305,15 +336,36 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Token>> {
     rows.iter().map(from_row).collect()
 }
 
-/// Revokes a token; `false` if there is no such token or it was already revoked.
-pub async fn revoke(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
-    let done =
-        sqlx::query("UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-            .bind(id)
-            .bind(now)
-            .execute(pool)
-            .await?;
-    Ok(done.rows_affected() == 1)
+/// Revokes a token, on the audit log (`token.revoke`) in the same transaction; `false` if there
+/// is no such token or it was already revoked (then nothing is recorded).
+pub async fn revoke(pool: &PgPool, id: Uuid, now: DateTime<Utc>, actor: &Actor) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(&format!(
+        "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let revoked = from_row(&row)?;
+    let before = Token {
+        revoked_at: None,
+        ..revoked.clone()
+    };
+    let entry = Entry {
+        action: audit::action::TOKEN_REVOKE,
+        target: id.to_string(),
+        area_code: revoked.area_code.clone(),
+        before: Some(before.audit_json()),
+        after: Some(revoked.audit_json()),
+    };
+    audit::record(&mut tx, actor, now, &[entry]).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 #[cfg(test)]

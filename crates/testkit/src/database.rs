@@ -60,13 +60,14 @@ pub async fn create_database(
     let pool = whistle_store::connect(&owner_url, max_connections)
         .await
         .map_err(store("connecting to the test database as its owner"))?;
-    whistle_store::migrate(&pool)
+    let actor = whistle_store::audit::Actor::cli(Some("whistle-testkit"));
+    whistle_store::migrate(&pool, &actor)
         .await
         .map_err(store("migrating as the owner"))?;
     roles::grant(&pool, &roles)
         .await
         .map_err(store("granting the services' rights"))?;
-    whistle_store::org::seed(&pool, &whistle_domain::ordos::dataset())
+    whistle_store::org::seed(&pool, &whistle_domain::ordos::dataset(), &actor)
         .await
         .map_err(store("seeding"))?;
     Ok(Database {
@@ -110,6 +111,13 @@ impl TestDb {
     pub async fn create() -> Result<TestDb, Error> {
         let admin_url = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        TestDb::create_on(&admin_url).await
+    }
+
+    /// A fresh database on the server of `admin_url` (a superuser's), such as a private
+    /// [`crate::PgCluster`]'s.
+    pub async fn create_on(admin_url: &str) -> Result<TestDb, Error> {
+        let admin_url = admin_url.to_owned();
         let name = format!("whistle_it_{}", uuid::Uuid::now_v7().simple());
         let database = create_database(&admin_url, &name, 4).await?;
         Ok(TestDb {

@@ -42,6 +42,68 @@ fn is_root() -> bool {
 }
 
 impl PgCluster {
+    /// `pg_basebackup` of the running cluster into `target` (plain format, with the WAL it needs
+    /// streamed alongside, checkpoint at once), as deploy/backup/backup.sh takes one; then
+    /// `pg_verifybackup` checks it against its manifest.
+    pub fn base_backup(&self, target: &Path) -> Result<(), Error> {
+        let out = Command::new(self.bindir.join("pg_basebackup"))
+            .arg("--dbname")
+            .arg(self.url("postgres"))
+            .arg("--pgdata")
+            .arg(target)
+            .args(["--format=plain", "--wal-method=stream", "--checkpoint=fast"])
+            .args([
+                "--label=whistle drill",
+                "--manifest-checksums=SHA256",
+                "--no-sync",
+            ])
+            .stdin(Stdio::null())
+            .output();
+        checked("pg_basebackup", out)?;
+        let out = Command::new(self.bindir.join("pg_verifybackup"))
+            .arg(target)
+            .stdin(Stdio::null())
+            .output();
+        checked("pg_verifybackup", out)
+    }
+
+    /// A new cluster started on a free port from a base backup ([`PgCluster::base_backup`]),
+    /// copied into `dir/pg/data`: the restore of deploy/backup/restore.sh.
+    pub async fn restore(bindir: &Path, backup: &Path, dir: &Path) -> Result<PgCluster, Error> {
+        let root = dir.join("pg");
+        std::fs::create_dir_all(&root)
+            .map_err(Error::io(format!("creating {}", root.display())))?;
+        let data = root.join("data");
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(backup)
+            .arg(&data)
+            .stdin(Stdio::null())
+            .output();
+        checked("cp -a of the base backup", out)?;
+        let run_as = is_root().then(|| "postgres".to_owned());
+        if let Some(user) = &run_as {
+            let out = Command::new("chown")
+                .args(["-R", &format!("{user}:")])
+                .arg(&root)
+                .output();
+            checked("chown", out)?;
+        }
+        let out = Command::new("chmod").arg("0700").arg(&data).output();
+        checked("chmod", out)?;
+        let mut cluster = PgCluster {
+            bindir: bindir.to_owned(),
+            data,
+            log: root.join("postgres.log"),
+            socket_dir: root.clone(),
+            port: free_port()?,
+            run_as,
+            running: false,
+        };
+        cluster.start_again().await?;
+        Ok(cluster)
+    }
+
     /// initdb in `dir/pg` and start on a free port. fsync stays on (the default): the suite
     /// tests the configuration production runs.
     pub async fn start(bindir: &Path, dir: &Path) -> Result<PgCluster, Error> {

@@ -174,7 +174,7 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_health_stays_open()
         .iter()
         .find(|t| t.area_code == "150600" && t.role == Role::Viewer);
     assert!(
-        tokens::revoke(stack.pool(), id.unwrap().id, chrono::Utc::now())
+        tokens::revoke(stack.pool(), id.unwrap().id, chrono::Utc::now(), &admin())
             .await
             .unwrap()
     );
@@ -192,6 +192,7 @@ async fn calls_without_a_valid_token_are_unauthenticated_and_health_stays_open()
             ..Default::default()
         },
         stack.now(),
+        &admin(),
     )
     .await
     .unwrap();
@@ -232,7 +233,7 @@ async fn tokens_are_refused_at_creation_when_their_scope_does_not_fit() {
     let refused = |new: NewToken| {
         let pool = db.pool.clone();
         async move {
-            match tokens::create(&pool, &new, now).await {
+            match tokens::create(&pool, &new, now, &admin()).await {
                 Err(tokens::Refused::Invalid(message)) => message,
                 other => panic!("{new:?} gave {other:?}"),
             }
@@ -277,6 +278,7 @@ async fn tokens_are_refused_at_creation_when_their_scope_does_not_fit() {
             ..Default::default()
         },
         now,
+        &admin(),
     )
     .await
     .unwrap();

@@ -2,6 +2,7 @@
 
 mod access;
 mod aggregates;
+mod audit;
 mod ceiling;
 mod chaos;
 mod console;
@@ -19,6 +20,7 @@ mod photos;
 mod privacy;
 mod query;
 mod rejections;
+mod restore;
 mod scoreboard;
 mod shutdown;
 mod store;

@@ -134,7 +134,7 @@ async fn liaison_token(stack: &Stack, department: &str) -> String {
         department_code: Some(department.to_owned()),
         ..Default::default()
     };
-    whistle_store::tokens::create(stack.pool(), &new, Utc::now())
+    whistle_store::tokens::create(stack.pool(), &new, Utc::now(), &admin())
         .await
         .unwrap()
         .1
@@ -346,6 +346,7 @@ async fn quiet_hours_hold_the_sms_until_they_end_and_the_deputy_hears_now() {
         &liaison,
         Some((minute(start), minute(end))),
         Some(&deputy),
+        &admin(),
     )
     .await
     .unwrap();
@@ -463,9 +464,15 @@ async fn a_liaison_the_gateway_cannot_reach_has_the_deputy_told_and_the_message_
     let deputy = format!("li-{}", dept(&grid, "water"));
     let deputy_phone = phone(&stack, &deputy).await;
     received.lock().unwrap().fail_phone = Some(phone(&stack, &liaison).await);
-    whistle_store::notifications::set_preferences(stack.pool(), &liaison, None, Some(&deputy))
-        .await
-        .unwrap();
+    whistle_store::notifications::set_preferences(
+        stack.pool(),
+        &liaison,
+        None,
+        Some(&deputy),
+        &admin(),
+    )
+    .await
+    .unwrap();
 
     let incident = whistled(&stack, &grid, "notify-4", &department).await;
     let failures = || received.lock().unwrap().sms_failures;

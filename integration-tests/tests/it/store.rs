@@ -7,13 +7,15 @@ async fn seeding_is_idempotent_and_loads_back_the_same_tree() {
     let stack = Stack::builder().database_only().start().await;
     let db = stack.db(); // migrated and seeded once
     let dataset = whistle_domain::ordos::dataset();
-    let again = whistle_store::org::seed(&db.pool, &dataset).await.unwrap();
+    let again = whistle_store::org::seed(&db.pool, &dataset, &admin())
+        .await
+        .unwrap();
     assert_eq!(
         again,
         whistle_store::org::SeedCounts::default(),
         "a second seed changes nothing"
     );
-    whistle_store::migrate(&db.pool)
+    whistle_store::migrate(&db.pool, &admin())
         .await
         .expect("migrating twice is a no-op");
 
@@ -47,7 +49,9 @@ async fn seeding_is_idempotent_and_loads_back_the_same_tree() {
         .find(|u| u.level() == whistle_domain::Level::Community)
         .unwrap();
     community.name = "新名社区".into();
-    let changed = whistle_store::org::seed(&db.pool, &edited).await.unwrap();
+    let changed = whistle_store::org::seed(&db.pool, &edited, &admin())
+        .await
+        .unwrap();
     assert_eq!(changed.units, 1);
 }
 

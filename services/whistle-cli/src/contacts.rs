@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use chrono::{Local, Utc};
 use whistle_store::{
+    audit,
     contacts::{self, AccessFilter, Keyring},
     retention::{self, Scope},
 };
@@ -113,6 +114,19 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                 }
                 done += n as u64;
                 eprintln!("re-sealed {done}/{total}");
+            }
+            if done > 0 {
+                let entry = audit::Entry {
+                    action: audit::action::CONTACTS_REKEY,
+                    target: "report_contacts".to_owned(),
+                    area_code: String::new(),
+                    before: Some(serde_json::json!({ "to_reseal": total })),
+                    after: Some(serde_json::json!({ "sealing_key": newest, "resealed": done })),
+                };
+                let mut db = pool.acquire().await?;
+                audit::record(&mut db, &conn.audit_actor(), chrono::Utc::now(), &[entry])
+                    .await
+                    .context("recording the re-sealing on the audit log")?;
             }
             println!("all contacts are sealed under key {newest} ({done} re-sealed); the other keys may be dropped from the keyring");
         }

@@ -79,6 +79,24 @@ async fn provision(
     roles::provision(&admin, &roles, &passwords)
         .await
         .context("provisioning the database roles")?;
+    // On the audit log once it exists (roles are provisioned before the first migration).
+    // Never a password: only which roles, and whether theirs were replaced.
+    if whistle_store::audit::exists(&admin).await? {
+        let entry = whistle_store::audit::Entry {
+            action: whistle_store::audit::action::DB_ROLES,
+            target: roles.owner.trim_end_matches("_owner").to_owned(),
+            area_code: String::new(),
+            before: None,
+            after: Some(serde_json::json!({
+                "roles": roles.names(),
+                "passwords_rotated": args.rotate,
+            })),
+        };
+        let mut db = admin.acquire().await?;
+        whistle_store::audit::record(&mut db, &conn.audit_actor(), chrono::Utc::now(), &[entry])
+            .await
+            .context("recording the provisioning on the audit log")?;
+    }
     admin.close().await;
     Ok(["owner", "dispatch", "query"]
         .into_iter()

@@ -1,6 +1,7 @@
 //! `whistle`: the command line for grid workers, operators and developers.
 
 mod admin;
+mod audit;
 mod bench;
 mod chaos;
 mod commands;
@@ -74,6 +75,22 @@ pub struct Connection {
     /// The query service [default: http://127.0.0.1:50051].
     #[arg(long, global = true, env = "WHISTLE_QUERY_URL")]
     pub query_url: Option<String>,
+    /// Who performs an admin command, as the audit log records it (a name or staff id); the
+    /// OS user is recorded too, and stands in when this is not given.
+    #[arg(
+        id = "admin_actor",
+        long = "actor",
+        global = true,
+        env = "WHISTLE_ADMIN_ACTOR"
+    )]
+    pub actor: Option<String>,
+}
+
+impl Connection {
+    /// The actor of the audit log's entries of this command.
+    pub fn audit_actor(&self) -> whistle_store::audit::Actor {
+        whistle_store::audit::Actor::cli(self.actor.as_deref())
+    }
 }
 
 // Parsed once per process; boxing the large variants would buy nothing.
@@ -111,6 +128,9 @@ enum Command {
     /// People's notification preferences: quiet hours and deputy.
     #[command(subcommand)]
     People(people::Args),
+    /// The audit log of administration: who created or revoked tokens, changed the org tree or
+    /// people, migrated, read residents' contacts unmasked (read-only, as the owner).
+    Audit(audit::Args),
     /// The database's roles: owner, dispatch, query (as a superuser).
     #[command(subcommand)]
     Db(db::Args),
@@ -119,6 +139,20 @@ enum Command {
     /// Create or update the hardened WHISTLE_* streams and the photo bucket (as admin:
     /// --nats-nkey-file).
     Streams(admin::StreamsArgs),
+    /// Back up the JetStream streams — messages and consumers — into a new directory (as admin:
+    /// --nats-nkey-file); deploy/backup/backup.sh runs it before the database's base backup.
+    BackupStreams {
+        /// The directory to create (0700); it must not hold a backup already.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore the streams of a backup onto a new nats-server that has none of them yet (as
+    /// admin), before `whistle streams`.
+    RestoreStreams {
+        /// A directory `backup-streams` finished (it has its manifest.json).
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Play grid workers, handlers, liaisons and follow-ups at once against a running platform.
     Simulate(simulate::Args),
     /// Fault-injection suite on private servers: kill -9, restarts, pauses, replicas; then check
@@ -168,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
             let pool = connect_db(&cli.conn).await?;
             migrate(&cli.conn, &pool).await?;
             let dataset = whistle_domain::ordos::dataset();
-            let written = whistle_store::org::seed(&pool, &dataset)
+            let written = whistle_store::org::seed(&pool, &dataset, &cli.conn.audit_actor())
                 .await
                 .context("seeding the org tree")?;
             println!(
@@ -201,9 +235,28 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(args) => token::run(&cli.conn, args).await?,
         Command::Db(args) => db::run(&cli.conn, args).await?,
         Command::People(args) => people::run(&cli.conn, args).await?,
+        Command::Audit(args) => audit::run(&cli.conn, args).await?,
         Command::Contacts(args) => contacts::run(&cli.conn, args).await?,
         Command::NatsConfig(args) => print!("{}", admin::nats_config(&args)?),
         Command::Streams(args) => admin::streams(&cli.conn, &args).await?,
+        Command::BackupStreams { to } => {
+            let client = door::nats_admin(&cli.conn).await?;
+            for copy in whistle_cli::backup::snapshot_streams(&client, &to).await? {
+                println!(
+                    "{}: {} messages (last sequence {}), {} bytes",
+                    copy.name, copy.messages, copy.last_seq, copy.snapshot_bytes
+                );
+            }
+        }
+        Command::RestoreStreams { from } => {
+            let client = door::nats_admin(&cli.conn).await?;
+            for copy in whistle_cli::backup::restore_streams(&client, &from).await? {
+                println!(
+                    "restored {}: {} messages (last sequence {})",
+                    copy.name, copy.messages, copy.last_seq
+                );
+            }
+        }
         Command::Bench(args) => bench::run(&cli.conn, args).await?,
         Command::Chaos(args) => {
             if !chaos::run(args).await? {
@@ -230,7 +283,7 @@ async fn main() -> anyhow::Result<()> {
 /// Applies the migrations, then grants the roles of `--db-roles` their rights on the tables if
 /// they exist; says which got them (`; rights granted to …`) or nothing.
 async fn migrate(conn: &Connection, pool: &sqlx::PgPool) -> anyhow::Result<String> {
-    whistle_store::migrate(pool)
+    whistle_store::migrate(pool, &conn.audit_actor())
         .await
         .context("applying migrations (as the database owner)")?;
     let roles = db::roles(conn)?;

@@ -65,6 +65,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                 &person,
                 quiet,
                 deputy.as_deref(),
+                &conn.audit_actor(),
             )
             .await
             .context("setting the notification preferences")?;

@@ -66,7 +66,8 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                 label,
                 expires_at,
             };
-            let (token, secret) = match tokens::create(&pool, &new, now).await {
+            let (token, secret) = match tokens::create(&pool, &new, now, &conn.audit_actor()).await
+            {
                 Ok(created) => created,
                 Err(Refused::Invalid(message)) => anyhow::bail!("token not created: {message}"),
                 Err(Refused::Store(e)) => return Err(e).context("creating the token"),
@@ -85,7 +86,10 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             }
         }
         Args::Revoke { id } => {
-            if tokens::revoke(&pool, id, now).await.context("revoking")? {
+            if tokens::revoke(&pool, id, now, &conn.audit_actor())
+                .await
+                .context("revoking")?
+            {
                 println!("revoked {id}");
             } else {
                 anyhow::bail!("no active token {id}");

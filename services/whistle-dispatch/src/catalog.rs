@@ -11,6 +11,48 @@ use whistle_domain::{calendar::Calendar, policy::Policy, OrgIndex};
 
 use crate::{Error, Shared};
 
+/// Records on the audit log (`policy.load`) that this replica runs `policy`, read from `source`,
+/// when it is another version than the one last recorded: the first start, a policy file edited
+/// with a new version, a replica started with another policy. The replicas that load the same
+/// version after the first record nothing (one entry per version change, not per replica).
+pub(crate) async fn record_policy(
+    pool: &sqlx::PgPool,
+    policy: &Policy,
+    source: &str,
+) -> Result<(), whistle_store::Error> {
+    use whistle_store::audit;
+    let mut tx = pool.begin().await?;
+    // Replicas loading the same edit at once: the second finds the first's entry.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('whistle.audit.policy.load'))")
+        .execute(&mut *tx)
+        .await?;
+    let last: Option<String> = sqlx::query_scalar(
+        "SELECT after->>'version' FROM audit_log WHERE action = $1 ORDER BY at DESC, id DESC LIMIT 1",
+    )
+    .bind(audit::action::POLICY_LOAD)
+    .fetch_optional(&mut *tx)
+    .await?
+    .flatten();
+    if last.as_deref() == Some(policy.version()) {
+        return Ok(());
+    }
+    let entry = audit::Entry {
+        action: audit::action::POLICY_LOAD,
+        target: policy.name().to_owned(),
+        area_code: String::new(),
+        before: last.map(|version| serde_json::json!({ "version": version })),
+        after: Some(serde_json::json!({
+            "version": policy.version(),
+            "name": policy.name(),
+            "source": source,
+        })),
+    };
+    let actor = audit::Actor::service("whistle-dispatch");
+    audit::record(&mut tx, &actor, chrono::Utc::now(), &[entry]).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The org tree, policy and calendar, read on every batch and swapped whole on reload.
 #[derive(Debug)]
 pub struct Catalog {
@@ -107,6 +149,14 @@ pub(crate) async fn watch_policy(shared: Arc<Shared>, path: PathBuf, shutdown: C
         seen = now;
         match whistle_wire::policy::load(&path.to_string_lossy()) {
             Ok(policy) => {
+                // On the audit log before it runs; if that fails, the next poll tries again.
+                if let Err(e) =
+                    record_policy(&shared.pool, &policy, &path.display().to_string()).await
+                {
+                    tracing::error!(error = %e, "the new policy could not be recorded on the audit log; keeping the running policy for now");
+                    seen = None;
+                    continue;
+                }
                 info!(version = %policy.version(), path = %path.display(), "policy reloaded");
                 shared.catalog.replace_policy(policy);
             }

@@ -215,11 +215,15 @@ impl Options {
         if self.migrate {
             let pending = whistle_store::pending_migrations(&pool).await?;
             if pending > 0 {
-                whistle_store::migrate(&pool)
-                    .await
-                    .map_err(|source| Error::Migrate { pending, source })?;
+                whistle_store::migrate(
+                    &pool,
+                    &whistle_store::audit::Actor::service("whistle-dispatch"),
+                )
+                .await
+                .map_err(|source| Error::Migrate { pending, source })?;
             }
         }
+        catalog::record_policy(&pool, &policy, &self.policy).await?;
         let org = OrgIndex::build(whistle_store::org::load(&pool).await?)?;
         if org.units().next().is_none() {
             tracing::warn!(

@@ -12,6 +12,7 @@ use whistle_wire::Clock;
 
 use crate::{
     aggregates::Aggregates,
+    audit,
     auth::{Auth, Principal},
     catalogue, contacts,
     generated::command_center_server,
@@ -330,6 +331,15 @@ impl command_center_server::CommandCenter for CommandCenter {
             notifications::mark_read(&self.pool, &principal, request.get_ref(), self.clock.now())
                 .await?;
         Ok(Response::new(marked))
+    }
+
+    async fn list_audit_entries(
+        &self,
+        request: Request<v1::ListAuditEntriesRequest>,
+    ) -> Result<Response<v1::ListAuditEntriesResponse>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let page = audit::list(&self.pool, &principal, request.get_ref()).await?;
+        Ok(Response::new(page))
     }
 }
 

@@ -29,6 +29,7 @@
 
 mod aggregates;
 mod area;
+mod audit;
 mod auth;
 mod catalogue;
 mod codec;

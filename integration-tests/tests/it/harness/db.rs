@@ -4,6 +4,12 @@ use std::future::Future;
 
 use whistle_testkit::TestDb;
 
+/// The actor of the administrative actions tests take directly through the store, as the audit
+/// log records them.
+pub fn admin() -> whistle_store::audit::Actor {
+    whistle_store::audit::Actor::cli(Some("it-admin"))
+}
+
 /// Counting rows of the test database.
 pub trait Count {
     /// The value of `sql`, a `count(*)` query.

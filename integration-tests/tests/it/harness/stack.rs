@@ -42,6 +42,9 @@ pub struct StackBuilder {
     query: Option<Vec<AdjustQuery>>,
     streams: Option<Vec<AdjustStreams>>,
     recheck: Duration,
+    /// A superuser's URL of the PostgreSQL server to make the test database on, instead of
+    /// `DATABASE_URL`'s.
+    database_server: Option<String>,
 }
 
 /// A private nats-server and database, and whichever of dispatch and the query service the test
@@ -72,6 +75,13 @@ pub struct Stack {
 }
 
 impl StackBuilder {
+    /// The test database on this server (a superuser's URL, such as a private cluster's) rather
+    /// than on `DATABASE_URL`'s.
+    pub fn on_database_server(mut self, admin_url: String) -> StackBuilder {
+        self.database_server = Some(admin_url);
+        self
+    }
+
     /// A manual clock for dispatch and query: deadlines fire when the test moves it.
     pub fn with_clock(mut self, clock: ManualClock) -> StackBuilder {
         self.clock = Some(clock);
@@ -147,9 +157,11 @@ impl StackBuilder {
     }
 
     pub async fn start(self) -> Stack {
-        let db = TestDb::create()
-            .await
-            .unwrap_or_else(|e| panic!("creating the test database: {e}"));
+        let db = match &self.database_server {
+            Some(url) => TestDb::create_on(url).await,
+            None => TestDb::create().await,
+        }
+        .unwrap_or_else(|e| panic!("creating the test database: {e}"));
         let secrets_dir = TempDir::new("secrets").expect("a temp dir for the key material");
         let secrets = Secrets::load_or_create(&secrets_dir.path().join("secrets"))
             .unwrap_or_else(|e| panic!("creating the key material: {e}"));
@@ -271,6 +283,7 @@ impl Stack {
             query: None,
             streams: Some(Vec::new()),
             recheck: RECHECK,
+            database_server: None,
         }
     }
 
@@ -398,7 +411,8 @@ impl Stack {
         self.clock().advance(by);
     }
 
-    fn shared_clock(&self) -> Arc<dyn whistle_wire::Clock> {
+    /// The clock of the stack's services, for those a test starts on other servers.
+    pub fn shared_clock(&self) -> Arc<dyn whistle_wire::Clock> {
         match &self.clock {
             Some(clock) => Arc::new(clock.clone()),
             None => Arc::new(whistle_wire::SystemClock),
@@ -537,7 +551,7 @@ impl Stack {
             department_code: department.then(|| scope.to_owned()),
             ..Default::default()
         };
-        whistle_store::tokens::create(&self.db.pool, &new, Utc::now())
+        whistle_store::tokens::create(&self.db.pool, &new, Utc::now(), &super::admin())
             .await
             .unwrap_or_else(|e| panic!("creating a {role:?} token for {scope}: {e}"))
             .1

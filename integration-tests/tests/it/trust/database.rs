@@ -128,7 +128,7 @@ async fn the_dispatch_role_writes_rows_but_not_the_schema() {
         whistle_store::pending_migrations(&dispatch).await.unwrap(),
         0
     );
-    assert!(whistle_store::migrate(&dispatch).await.is_err());
+    assert!(whistle_store::migrate(&dispatch, &admin()).await.is_err());
 }
 
 #[tokio::test]

@@ -46,7 +46,7 @@ async fn a_revoked_tokens_connection_is_cut_and_its_reconnect_refused() {
         .expect("a live token");
     let revoked_at = std::time::Instant::now();
     assert!(
-        whistle_store::tokens::revoke(stack.pool(), token.id, chrono::Utc::now())
+        whistle_store::tokens::revoke(stack.pool(), token.id, chrono::Utc::now(), &admin())
             .await
             .unwrap()
     );
