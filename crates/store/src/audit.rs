@@ -90,6 +90,10 @@ pub mod action {
     pub const SCHEMA_MIGRATE: &str = "schema.migrate";
     pub const DB_ROLES: &str = "db.roles";
     pub const CONTACTS_REKEY: &str = "contacts.rekey";
+    /// A resident's contacts looked for on their request (`whistle contacts find`).
+    pub const CONTACTS_FIND: &str = "contacts.find";
+    /// Contacts erased: past their retention, or on a resident's request.
+    pub const CONTACTS_ERASE: &str = "contacts.erase";
     pub const CONTACT_READ: &str = "contact.read";
     pub const PHOTO_READ: &str = "photo.read";
     pub const POLICY_LOAD: &str = "policy.load";

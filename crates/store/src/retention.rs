@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
+    audit::{self, Actor},
     contacts::{Keyring, StoredContact},
     timeline::TimelineRows,
     Error, Result,
@@ -100,15 +101,16 @@ pub enum Scope<'a> {
     Reports(&'a [String]),
 }
 
-/// Erases the contacts in `scope`, with one `privacy.erased` entry (by `actor`, saying `note` and
-/// how many) on each incident that lost any; returns (incidents, contacts). For
-/// [`Scope::Incidents`] (the retention job) an incident another transaction holds is skipped
-/// this time; [`Scope::Reports`] (a resident's request) waits for it. Runs twice safely: an
-/// erased contact is not there to erase again, and an incident with nothing erased gets no entry.
+/// Erases the contacts in `scope`, each incident that lost any getting a `privacy.erased` entry
+/// on its timeline and a `contacts.erase` entry on the audit log (saying `note` and how many);
+/// returns (incidents, contacts). For [`Scope::Incidents`] (the retention job) an incident
+/// another transaction holds is skipped this time; [`Scope::Reports`] (a resident's request)
+/// waits for it. Runs twice safely: an erased contact is not there to erase again, and an
+/// incident with nothing erased gets no entry.
 pub async fn erase(
     pool: &PgPool,
     scope: Scope<'_>,
-    actor: &str,
+    actor: &Actor,
     note: &str,
     at: DateTime<Utc>,
 ) -> Result<(usize, usize)> {
@@ -142,31 +144,51 @@ pub async fn erase(
     .bind(&incidents)
     .fetch_all(&mut *tx)
     .await?;
-    let erased: Vec<(Uuid, i64)> = sqlx::query_as(
+    let erased: Vec<(Uuid, String, i64)> = sqlx::query_as(
         "WITH gone AS (
              DELETE FROM report_contacts
              WHERE incident_id = ANY($1) AND (cardinality($2::text[]) = 0 OR report_id = ANY($2))
              RETURNING incident_id)
-         SELECT incident_id, count(*) FROM gone GROUP BY incident_id ORDER BY incident_id",
+         SELECT g.incident_id, i.grid_code, count(*)
+         FROM gone g JOIN incidents i ON i.id = g.incident_id
+         GROUP BY g.incident_id, i.grid_code ORDER BY g.incident_id",
     )
     .bind(&locked)
     .bind(&reports)
     .fetch_all(&mut *tx)
     .await?;
+    // On the timeline a person is named; a service acting on its own is the system.
+    let by = if actor.door == "cli" {
+        actor.name.as_str()
+    } else {
+        "system"
+    };
     let mut rows = TimelineRows::default();
-    for (incident, count) in &erased {
+    let mut entries = Vec::with_capacity(erased.len());
+    for (incident, grid, count) in &erased {
         rows.push(
             *incident,
             ERASED,
-            actor,
+            by,
             at,
             format!("{note}：删除居民联系方式 {count} 条"),
             None,
         );
+        entries.push(audit::Entry {
+            action: audit::action::CONTACTS_ERASE,
+            target: incident.to_string(),
+            area_code: grid.clone(),
+            before: Some(serde_json::json!({ "contacts": count })),
+            after: Some(serde_json::json!({ "contacts": 0, "why": note })),
+        });
     }
     rows.append(&mut tx).await?;
+    audit::record(&mut tx, actor, at, &entries).await?;
     tx.commit().await?;
-    Ok((erased.len(), erased.iter().map(|(_, n)| *n as usize).sum()))
+    Ok((
+        erased.len(),
+        erased.iter().map(|(_, _, n)| *n as usize).sum(),
+    ))
 }
 
 /// A report whose contact a resident asked about, as their export lists it.

@@ -533,7 +533,7 @@ async fn contacts_go_when_their_time_is_up_or_the_resident_asks() {
     let erased = whistle_store::retention::erase(
         stack.pool(),
         whistle_store::retention::Scope::Reports(&reports),
-        "op-privacy",
+        &whistle_store::audit::Actor::cli(Some("op-privacy")),
         "依居民申请（PIPL-2026-001）",
         stack.now(),
     )
@@ -556,7 +556,7 @@ async fn contacts_go_when_their_time_is_up_or_the_resident_asks() {
         whistle_store::retention::erase(
             stack.pool(),
             whistle_store::retention::Scope::Reports(&reports),
-            "op-privacy",
+            &whistle_store::audit::Actor::cli(Some("op-privacy")),
             "again",
             stack.now(),
         )
@@ -570,4 +570,19 @@ async fn contacts_go_when_their_time_is_up_or_the_resident_asks() {
             .await,
         3
     );
+    // Each erasure is on the audit log too, in its incident's area, with who and why.
+    let audited: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT actor, door, target, after->>'why' FROM audit_log
+         WHERE action = 'contacts.erase' ORDER BY at, target",
+    )
+    .fetch_all(stack.pool())
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 3, "{audited:?}");
+    assert!(audited[0].0.starts_with("whistle-dispatch@"), "{audited:?}");
+    assert_eq!(audited[0].2, old.to_string());
+    assert!(audited[0].3.contains("180 天"));
+    assert!(audited[1..]
+        .iter()
+        .all(|a| a.0 == "op-privacy" && a.1 == "cli" && a.3.contains("PIPL-2026-001")));
 }

@@ -37,16 +37,18 @@ pub enum Args {
     Find {
         #[command(flatten)]
         resident: Resident,
+        /// The request, e.g. its reference number, recorded on the audit log with the reports
+        /// found (never the number).
+        #[arg(long)]
+        reason: String,
     },
     /// A resident's request to erase their phone number from every report holding it; the
     /// incidents and their history stay, and each timeline records the erasure.
     Erase {
         #[command(flatten)]
         resident: Resident,
-        /// Who handles the request (a person id), recorded on the timelines.
-        #[arg(long)]
-        actor: String,
-        /// The request, e.g. its reference number, recorded on the timelines.
+        /// The request, e.g. its reference number, recorded on the timelines and the audit log
+        /// (with `--actor`, the person handling it).
         #[arg(long)]
         reason: String,
     },
@@ -124,16 +126,31 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                     after: Some(serde_json::json!({ "sealing_key": newest, "resealed": done })),
                 };
                 let mut db = pool.acquire().await?;
-                audit::record(&mut db, &conn.audit_actor(), chrono::Utc::now(), &[entry])
+                audit::record(&mut db, &conn.audit_actor(), Utc::now(), &[entry])
                     .await
                     .context("recording the re-sealing on the audit log")?;
             }
             println!("all contacts are sealed under key {newest} ({done} re-sealed); the other keys may be dropped from the keyring");
         }
-        Args::Find { resident } => {
+        Args::Find { resident, reason } => {
+            anyhow::ensure!(
+                !reason.trim().is_empty(),
+                "--reason must say what the request is"
+            );
             let pool = connect_db(conn).await?;
             let found = holding(&pool, &resident).await?;
             let ids: Vec<String> = found.iter().map(|(id, _)| id.clone()).collect();
+            let entry = audit::Entry {
+                action: audit::action::CONTACTS_FIND,
+                target: String::new(),
+                area_code: String::new(),
+                before: None,
+                after: Some(serde_json::json!({ "reason": reason.trim(), "reports": ids })),
+            };
+            let mut db = pool.acquire().await?;
+            audit::record(&mut db, &conn.audit_actor(), Utc::now(), &[entry])
+                .await
+                .context("recording the request on the audit log")?;
             for case in retention::cases(&pool, &ids).await? {
                 let contact = found
                     .iter()
@@ -151,11 +168,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                 println!("{line}");
             }
         }
-        Args::Erase {
-            resident,
-            actor,
-            reason,
-        } => {
+        Args::Erase { resident, reason } => {
             anyhow::ensure!(
                 !reason.trim().is_empty(),
                 "--reason must say what the request is"
@@ -164,6 +177,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             let found = holding(&pool, &resident).await?;
             let ids: Vec<String> = found.into_iter().map(|(id, _)| id).collect();
             let note = format!("依居民申请（{}）", reason.trim());
+            let actor = conn.audit_actor();
             let mut erased = (0, 0);
             // In batches, so that no transaction holds many incidents at once.
             for batch in ids.chunks(200) {

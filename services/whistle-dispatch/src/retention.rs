@@ -8,7 +8,10 @@ use std::sync::Arc;
 use chrono::TimeDelta;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use whistle_store::retention::{self, Scope};
+use whistle_store::{
+    audit::Actor,
+    retention::{self, Scope},
+};
 
 use crate::Shared;
 
@@ -43,6 +46,7 @@ async fn pass(
 ) -> whistle_store::Result<(usize, usize)> {
     let kept = shared.catalog.load().policy.retention().contacts;
     let note = format!("保存期限（结案后 {}）届满", spoken(kept));
+    let actor = Actor::service("whistle-dispatch");
     let mut total = (0, 0);
     while !shutdown.is_cancelled() {
         let now = shared.clock.now();
@@ -51,7 +55,7 @@ async fn pass(
             break;
         }
         let (incidents, contacts) =
-            retention::erase(&shared.pool, Scope::Incidents(&due), "system", &note, now).await?;
+            retention::erase(&shared.pool, Scope::Incidents(&due), &actor, &note, now).await?;
         total = (total.0 + incidents, total.1 + contacts);
         if incidents == 0 {
             // Every one of them is held by another transaction: leave them to the next pass.
