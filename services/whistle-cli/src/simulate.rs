@@ -261,6 +261,7 @@ impl Sim {
             LevelMove::Escalate if level == Level::Street => (
                 "吹哨",
                 Body::Escalate(v1::Escalate {
+                    assisting_department_codes: Vec::new(),
                     note: note.into(),
                     department_codes: Vec::new(),
                 }),
@@ -268,6 +269,7 @@ impl Sim {
             LevelMove::Escalate => (
                 "上报上级",
                 Body::Escalate(v1::Escalate {
+                    assisting_department_codes: Vec::new(),
                     note: note.into(),
                     department_codes: Vec::new(),
                 }),
