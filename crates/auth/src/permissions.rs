@@ -133,35 +133,47 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
     let inbox = format!("{}.>", identity.inbox_prefix());
     match identity {
         // A grid worker or a liaison asks for more time; only the level above answers. A grid
-        // worker has no task to dispute and dispatches none to arbitrate.
+        // worker has no task to dispute or to assist with, and dispatches none to arbitrate or
+        // release.
         Identity::GridWorker { person, grid } => Permissions {
             publish: vec![
                 subject::grid_reports(grid),
                 subject::person_commands(person.as_str()),
             ],
             subscribe: vec![inbox],
-            deny_publish: [Verb::DecideExtension, Verb::Dispute, Verb::DecideDispute]
-                .map(|verb| subject::command(verb, person.as_str()))
-                .to_vec(),
+            deny_publish: [
+                Verb::DecideExtension,
+                Verb::Dispute,
+                Verb::DecideDispute,
+                Verb::SubmitAssist,
+                Verb::ReleaseAssist,
+            ]
+            .map(|verb| subject::command(verb, person.as_str()))
+            .to_vec(),
         },
-        // A liaison disputes its department's task; the dispatching level arbitrates.
+        // A liaison disputes its department's task and submits its assisting part; the
+        // dispatching level arbitrates and releases.
         Identity::Liaison { person, department } => Permissions {
             publish: vec![subject::person_commands(person.as_str())],
             subscribe: vec![subject::department_tasks(department.as_str()), inbox],
-            deny_publish: [Verb::DecideExtension, Verb::DecideDispute]
-                .map(|verb| subject::command(verb, person.as_str()))
-                .to_vec(),
+            deny_publish: [
+                Verb::DecideExtension,
+                Verb::DecideDispute,
+                Verb::ReleaseAssist,
+            ]
+            .map(|verb| subject::command(verb, person.as_str()))
+            .to_vec(),
         },
         Identity::Operator { person, area } => {
             let mut subscribe = vec![subject::area_events(area)];
             subscribe.extend(area_task_subjects(area, org));
             subscribe.push(inbox);
-            // An operator answers extension requests and arbitrates disputes; it never handles a
-            // task to ask for more time or dispute it.
+            // An operator answers extension requests, arbitrates disputes and releases assisting
+            // departments; it never handles a task to ask for more time, dispute it or submit a part.
             Permissions {
                 publish: vec![subject::person_commands(person.as_str())],
                 subscribe,
-                deny_publish: [Verb::RequestExtension, Verb::Dispute]
+                deny_publish: [Verb::RequestExtension, Verb::Dispute, Verb::SubmitAssist]
                     .map(|verb| subject::command(verb, person.as_str()))
                     .to_vec(),
             }
@@ -394,7 +406,9 @@ mod tests {
             [
                 "whistle.cmd.decide_extension.gw-150602001001001",
                 "whistle.cmd.dispute.gw-150602001001001",
-                "whistle.cmd.decide_dispute.gw-150602001001001"
+                "whistle.cmd.decide_dispute.gw-150602001001001",
+                "whistle.cmd.submit_assist.gw-150602001001001",
+                "whistle.cmd.release_assist.gw-150602001001001"
             ]
         );
         assert_eq!(id.inbox_prefix(), "_INBOX_gw-150602001001001");
@@ -429,7 +443,8 @@ mod tests {
             p.deny_publish,
             [
                 "whistle.cmd.decide_extension.li-150602-urban_management",
-                "whistle.cmd.decide_dispute.li-150602-urban_management"
+                "whistle.cmd.decide_dispute.li-150602-urban_management",
+                "whistle.cmd.release_assist.li-150602-urban_management"
             ]
         );
         assert_eq!(
@@ -454,7 +469,8 @@ mod tests {
             p.deny_publish,
             [
                 "whistle.cmd.request_extension.op-150602",
-                "whistle.cmd.dispute.op-150602"
+                "whistle.cmd.dispute.op-150602",
+                "whistle.cmd.submit_assist.op-150602"
             ]
         );
         assert_eq!(p.subscribe[0], "whistle.event.150602.>");

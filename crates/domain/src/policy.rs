@@ -254,6 +254,29 @@ impl Retention {
     };
 }
 
+/// Assisting departments (协办): how many a whistle may name besides its lead, and the deadline of
+/// an assistant's part. A policy without an `[assisting]` table allows none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assisting {
+    /// Assisting departments one whistle may name (0: none).
+    pub max_per_whistle: u32,
+    /// An assistant submits its part this long after it is dispatched, and never after the
+    /// incident's SLA deadline: the lead needs the parts before it can resolve.
+    pub part: TimeDelta,
+}
+
+impl Assisting {
+    /// No whistle names an assisting department.
+    pub const NONE: Assisting = Assisting {
+        max_per_whistle: 0,
+        part: TimeDelta::zero(),
+    };
+}
+
+/// The most assisting departments one whistle may name, whatever the policy says: a whistle
+/// summoning half the district's departments is a mistake, not a plan.
+pub const MAX_ASSISTING: u32 = 10;
+
 /// A validated dispatch policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -267,6 +290,7 @@ pub struct Policy {
     reopen_resolve: Option<Term>,
     extensions: Extensions,
     retention: Retention,
+    assisting: Assisting,
     duplicates: Duplicates,
     clusters: Clusters,
     sla: BTreeMap<SlaClass, Sla>,
@@ -340,6 +364,11 @@ impl Policy {
 
     pub fn retention(&self) -> Retention {
         self.retention
+    }
+
+    /// The assisting department (协办) rules.
+    pub fn assisting(&self) -> Assisting {
+        self.assisting
     }
 
     pub fn duplicates(&self) -> Duplicates {
@@ -418,6 +447,13 @@ pub enum Error {
     Weights(Weights),
     #[error("{at}: must be at least {min}")]
     TooSmall { at: &'static str, min: u32 },
+    #[error("{at}: must be at most {max}")]
+    TooLarge { at: &'static str, max: u32 },
+    #[error(
+        "assisting.part {}: must be longer than the report-in deadline {}; an assistant reports in before it submits",
+        format_duration(*.part), format_duration(*.accept)
+    )]
+    AssistingPartTooShort { part: TimeDelta, accept: TimeDelta },
     #[error(
         "{at}: unknown SLA class {class:?}; expected emergency, utilities, general or complex"
     )]
@@ -481,6 +517,7 @@ struct RawPolicy {
     deadlines: Option<RawDeadlines>,
     extensions: Option<RawExtensions>,
     retention: Option<RawRetention>,
+    assisting: Option<RawAssisting>,
     duplicates: Option<RawDuplicates>,
     clusters: Option<RawClusters>,
     sla: Option<BTreeMap<String, RawSla>>,
@@ -515,6 +552,13 @@ struct RawExtensions {
 #[serde(deny_unknown_fields)]
 struct RawRetention {
     contacts: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAssisting {
+    max_per_whistle: u32,
+    part: String,
 }
 
 #[derive(Deserialize)]
@@ -575,6 +619,7 @@ impl RawPolicy {
             deadlines: self.deadlines.or(base.deadlines),
             extensions: self.extensions.or(base.extensions),
             retention: self.retention.or(base.retention),
+            assisting: self.assisting.or(base.assisting),
             duplicates: self.duplicates.or(base.duplicates),
             clusters: self.clusters.or(base.clusters),
             sla: self.sla.or(base.sla),
@@ -667,6 +712,26 @@ impl RawPolicy {
             Some(raw) => Retention {
                 contacts: duration("retention.contacts", &raw.contacts)?,
             },
+        };
+
+        let assisting = match self.assisting {
+            None => Assisting::NONE,
+            Some(raw) => {
+                if raw.max_per_whistle > MAX_ASSISTING {
+                    return Err(Error::TooLarge {
+                        at: "assisting.max_per_whistle",
+                        max: MAX_ASSISTING,
+                    });
+                }
+                let part = duration("assisting.part", &raw.part)?;
+                if part <= accept {
+                    return Err(Error::AssistingPartTooShort { part, accept });
+                }
+                Assisting {
+                    max_per_whistle: raw.max_per_whistle,
+                    part,
+                }
+            }
         };
 
         let duplicates = self.duplicates.ok_or_else(|| missing("[duplicates]"))?;
@@ -762,6 +827,7 @@ impl RawPolicy {
             reopen_resolve,
             extensions,
             retention,
+            assisting,
             duplicates,
             clusters,
             sla,
@@ -1131,6 +1197,56 @@ summon = ["heating", "housing_construction"]
             "rankings.min_sample: must be at least 1"
         );
         assert_eq!(ordos().scoring().min_sample, 20);
+    }
+
+    #[test]
+    fn assisting_is_optional_scaled_and_checked() {
+        assert_eq!(parse(MINIMAL).unwrap().assisting(), Assisting::NONE);
+        assert_eq!(
+            ordos().assisting(),
+            Assisting {
+                max_per_whistle: 3,
+                part: TimeDelta::hours(24),
+            }
+        );
+        let demo = builtin("ordos-demo").unwrap();
+        assert_eq!(demo.assisting().part, TimeDelta::minutes(24));
+        let with = |table: &str| {
+            parse(&MINIMAL.replacen(
+                "[duplicates]",
+                &format!("[assisting]\n{table}\n\n[duplicates]"),
+                1,
+            ))
+        };
+        assert_eq!(
+            with("max_per_whistle = 2\npart = \"2h\"")
+                .unwrap()
+                .assisting(),
+            Assisting {
+                max_per_whistle: 2,
+                part: TimeDelta::hours(2),
+            }
+        );
+        assert_eq!(
+            with("max_per_whistle = 11\npart = \"2h\"")
+                .unwrap_err()
+                .to_string(),
+            "assisting.max_per_whistle: must be at most 10"
+        );
+        assert_eq!(
+            with("max_per_whistle = 2\npart = \"30m\"")
+                .unwrap_err()
+                .to_string(),
+            "assisting.part 30m: must be longer than the report-in deadline 30m; an assistant reports in before it submits"
+        );
+        assert!(matches!(
+            with("max_per_whistle = 2\npart = \"soon\""),
+            Err(Error::Duration { at, .. }) if at == "assisting.part"
+        ));
+        assert!(matches!(
+            with("max_per_whistle = 2"),
+            Err(Error::Toml { .. })
+        ));
     }
 
     #[test]

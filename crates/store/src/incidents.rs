@@ -243,10 +243,10 @@ async fn upsert_tasks(
     sqlx::query(
         "INSERT INTO tasks (incident_id, task_id, round, department_code, status, dispatched_at, accept_due_at,
              resolve_due_at, accepted_at, resolved_at, holder_id, return_reason, supervised, grid_code, disputed,
-             dispute_to, updated_at)
-         SELECT t.*, $17 FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::timestamptz[],
+             dispute_to, role, updated_at)
+         SELECT t.*, $18 FROM UNNEST($1::uuid[], $2::int4[], $3::int4[], $4::text[], $5::text[], $6::timestamptz[],
              $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[], $11::text[], $12::text[],
-             $13::bool[], $14::text[], $15::bool[], $16::text[]) AS t
+             $13::bool[], $14::text[], $15::bool[], $16::text[], $17::text[]) AS t
          ON CONFLICT (incident_id, task_id) DO UPDATE SET status = EXCLUDED.status, accepted_at = EXCLUDED.accepted_at,
              resolved_at = EXCLUDED.resolved_at, holder_id = EXCLUDED.holder_id, return_reason = EXCLUDED.return_reason,
              supervised = EXCLUDED.supervised, resolve_due_at = EXCLUDED.resolve_due_at,
@@ -273,6 +273,7 @@ async fn upsert_tasks(
     .bind(tasks.iter().map(|(save, _)| save.state.area.as_str()).collect::<Vec<_>>())
     .bind(tasks.iter().map(|(_, t)| t.disputed).collect::<Vec<_>>())
     .bind(tasks.iter().map(|(_, t)| t.dispute.as_ref().map(|d| d.proposed.as_str())).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|(_, t)| t.role.as_str()).collect::<Vec<_>>())
     .bind(now)
     .execute(&mut *conn)
     .await?;

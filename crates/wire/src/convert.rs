@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use whistle_domain::{
+    incident::TaskRole,
     incident::{ReturnReason, Satisfaction, Status, TaskStatus},
     Level,
 };
@@ -62,6 +63,14 @@ pub fn task_status_to_proto(status: TaskStatus) -> v1::TaskStatus {
         TaskStatus::Resolved => v1::TaskStatus::Resolved,
         TaskStatus::Supervised => v1::TaskStatus::Supervised,
         TaskStatus::Cancelled => v1::TaskStatus::Cancelled,
+        TaskStatus::Released => v1::TaskStatus::Released,
+    }
+}
+
+pub fn task_role_to_proto(role: TaskRole) -> v1::TaskRole {
+    match role {
+        TaskRole::Lead => v1::TaskRole::Lead,
+        TaskRole::Assist => v1::TaskRole::Assist,
     }
 }
 

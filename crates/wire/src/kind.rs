@@ -47,6 +47,10 @@ pub const TASK_DISPUTE_UPHELD: &str = "task.dispute_upheld";
 pub const TASK_DISPUTE_REJECTED: &str = "task.dispute_rejected";
 /// The task reported in, was returned or reassigned, or the incident resolved before arbitration.
 pub const TASK_DISPUTE_WITHDRAWN: &str = "task.dispute_withdrawn";
+/// 提交协办意见: an assisting department submitted its part.
+pub const TASK_ASSIST_SUBMITTED: &str = "task.assist_submitted";
+/// 免于协办: the dispatching level released an assisting department.
+pub const TASK_ASSIST_RELEASED: &str = "task.assist_released";
 
 /// The kinds intake publishes.
 pub const INTAKE: [&str; 4] = [
@@ -57,7 +61,7 @@ pub const INTAKE: [&str; 4] = [
 ];
 
 /// The kinds the state machine publishes (the domain's `incident::EVENT_KINDS`, checked below).
-pub const ENGINE: [&str; 26] = [
+pub const ENGINE: [&str; 28] = [
     INCIDENT_ESCALATED,
     INCIDENT_WHISTLED,
     INCIDENT_RESOLVED,
@@ -84,6 +88,8 @@ pub const ENGINE: [&str; 26] = [
     TASK_DISPUTE_UPHELD,
     TASK_DISPUTE_REJECTED,
     TASK_DISPUTE_WITHDRAWN,
+    TASK_ASSIST_SUBMITTED,
+    TASK_ASSIST_RELEASED,
 ];
 
 /// Every kind on `WHISTLE_EVENTS`.

@@ -25,11 +25,15 @@ pub enum Verb {
     Dispute,
     /// The arbitration of a 派单异议.
     DecideDispute,
+    /// 提交协办意见.
+    SubmitAssist,
+    /// 免于协办.
+    ReleaseAssist,
 }
 
 impl Verb {
     /// Every verb, in the order dispatch registers its endpoints.
-    pub const ALL: [Verb; 12] = [
+    pub const ALL: [Verb; 14] = [
         Verb::Accept,
         Verb::Return,
         Verb::Resolve,
@@ -42,6 +46,8 @@ impl Verb {
         Verb::DecideExtension,
         Verb::Dispute,
         Verb::DecideDispute,
+        Verb::SubmitAssist,
+        Verb::ReleaseAssist,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +64,8 @@ impl Verb {
             Verb::DecideExtension => "decide_extension",
             Verb::Dispute => "dispute",
             Verb::DecideDispute => "decide_dispute",
+            Verb::SubmitAssist => "submit_assist",
+            Verb::ReleaseAssist => "release_assist",
         }
     }
 
@@ -76,6 +84,8 @@ impl Verb {
             Body::DecideExtension(_) => Verb::DecideExtension,
             Body::Dispute(_) => Verb::Dispute,
             Body::DecideDispute(_) => Verb::DecideDispute,
+            Body::SubmitAssist(_) => Verb::SubmitAssist,
+            Body::ReleaseAssist(_) => Verb::ReleaseAssist,
         }
     }
 }

@@ -127,6 +127,7 @@ async fn work(stack: &Stack, round: u64) -> usize {
             "handling" => (
                 operator,
                 Body::Escalate(v1::Escalate {
+                    assisting_department_codes: Vec::new(),
                     note: "吹哨".into(),
                     department_codes: Vec::new(),
                 }),

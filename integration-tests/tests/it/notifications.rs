@@ -25,6 +25,7 @@ fn grid_of_street(index: usize) -> String {
 /// The street blows the whistle to exactly these departments.
 fn whistle_to(departments: &[String]) -> v1::command::Body {
     v1::command::Body::Escalate(v1::Escalate {
+        assisting_department_codes: Vec::new(),
         note: "街道吹哨".into(),
         department_codes: departments.to_vec(),
     })

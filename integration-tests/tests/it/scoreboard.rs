@@ -46,6 +46,7 @@ fn gw(grid: &str) -> String {
 
 fn whistle_to(departments: &[&str]) -> Body {
     Body::Escalate(v1::Escalate {
+        assisting_department_codes: Vec::new(),
         note: "街道吹哨".into(),
         department_codes: departments.iter().map(|d| d.to_string()).collect(),
     })
@@ -633,17 +634,30 @@ async fn random_command(stack: &Stack, rng: &mut StdRng, id: Uuid) {
         return;
     }
     let (actor, body) = match status.as_str() {
-        "handling" => match rng.random_range(0..4) {
+        "handling" => match rng.random_range(0..5) {
             0 => (operator, resolve()),
             1 | 2 => (operator, escalate()),
+            // A lead with one or two assistants (协办), sometimes clashing or away from the street:
+            // refused, history too.
+            _ if rng.random_bool(0.7) => {
+                let assisting: Vec<String> = (0..rng.random_range(1..3))
+                    .map(|_| some_department(rng, &grid))
+                    .collect();
+                let body = Body::Escalate(v1::Escalate {
+                    note: "街道吹哨，协同处置".into(),
+                    department_codes: vec![some_department(rng, &grid)],
+                    assisting_department_codes: assisting,
+                });
+                (operator, body)
+            }
             _ => {
                 let named = [some_department(rng, &grid), some_department(rng, &grid)];
                 (operator, whistle_to(&[&named[0], &named[1]]))
             }
         },
         "whistled" | "accepted" => {
-            let tasks: Vec<(i32, String, String)> = sqlx::query_as(
-                "SELECT t.task_id, t.department_code, t.status FROM tasks t
+            let tasks: Vec<(i32, String, String, String)> = sqlx::query_as(
+                "SELECT t.task_id, t.department_code, t.status, t.role FROM tasks t
                  JOIN incidents i ON i.id = t.incident_id
                  WHERE t.incident_id = $1 AND t.round = i.reopen_count
                    AND t.status IN ('dispatched', 'supervised', 'accepted', 'returned')
@@ -656,8 +670,26 @@ async fn random_command(stack: &Stack, rng: &mut StdRng, id: Uuid) {
             if tasks.is_empty() {
                 return;
             }
-            let (task, department, task_status) = pick(rng, &tasks).clone();
+            let (task, department, task_status, role) = pick(rng, &tasks).clone();
             let task = task as u32;
+            // An assistant submits its part once in, or the operator releases it (one time in
+            // three); a lead's 办结 before the parts is refused, which is history too.
+            if role == "assist" && rng.random_range(0..3) == 0 {
+                let body = Body::ReleaseAssist(v1::ReleaseAssist {
+                    task_id: task.to_string(),
+                    note: "免于协办".into(),
+                });
+                stack.command(&operator, id, &body).await;
+                return;
+            }
+            if role == "assist" && task_status == "accepted" {
+                let body = Body::SubmitAssist(v1::SubmitAssist {
+                    task_id: task.to_string(),
+                    note: "协办意见".into(),
+                });
+                stack.command(&li(&department), id, &body).await;
+                return;
+            }
             match task_status.as_str() {
                 "returned" => (operator, reassign(task, &some_department(rng, &grid))),
                 "accepted" if rng.random_range(0..4) == 0 => {
@@ -889,6 +921,14 @@ async fn after_a_random_history_and_a_restart_the_live_board_equals_the_sql() {
         rows().any(|r| r.dispute_rate > 0.0),
         "seed {seed}: no task disputed"
     );
+    let parts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM tasks WHERE role = 'assist' GROUP BY status ORDER BY status",
+    )
+    .fetch_all(stack.pool())
+    .await
+    .unwrap();
+    // Assisting tasks were dispatched, so the boards above were compared with them in.
+    assert!(!parts.is_empty(), "seed {seed}: no assisting task");
 }
 
 #[tokio::test]

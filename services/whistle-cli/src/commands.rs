@@ -66,6 +66,36 @@ pub enum Field {
     Dispute(DisputeArgs),
     /// Arbitrate a task's pending 派单异议, as the street or an operator (who may reassign).
     DecideDispute(DecideDisputeArgs),
+    /// 提交协办意见: a liaison of an assisting department that reported in submits its part.
+    SubmitAssist(SubmitAssistArgs),
+    /// 免于协办: the street or an operator releases an assisting department that still owes its part.
+    ReleaseAssist(ReleaseAssistArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SubmitAssistArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// The assisting task's number within the incident (1, 2, …).
+    pub task: u32,
+    /// The part itself (协办意见, required).
+    #[arg(long)]
+    pub note: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReleaseAssistArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// The assisting task's number within the incident (1, 2, …).
+    pub task: u32,
+    /// Why the assistant is no longer needed (required).
+    #[arg(long)]
+    pub note: String,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,9 +221,13 @@ pub struct ResolveArgs {
 pub struct EscalateArgs {
     /// Incident id (UUID).
     pub incident: String,
-    /// A department to summon when whistling (repeat for several); default the category's.
+    /// A department to summon when whistling (repeat for several); default the category's. With
+    /// --assist, the one lead department (主办).
     #[arg(long = "department", value_name = "DEPARTMENT")]
     pub departments: Vec<String>,
+    /// An assisting department (协办) of the whistle (repeat for several).
+    #[arg(long = "assist", value_name = "DEPARTMENT")]
+    pub assisting: Vec<String>,
     /// Why.
     #[arg(long)]
     pub note: String,
@@ -380,6 +414,7 @@ impl Field {
                 Body::Escalate(v1::Escalate {
                     note: a.note.clone(),
                     department_codes: a.departments.clone(),
+                    assisting_department_codes: a.assisting.clone(),
                 }),
             ),
             Field::Verify(a) => (
@@ -447,6 +482,22 @@ impl Field {
                     task_id: a.task.to_string(),
                     uphold: a.uphold,
                     note: note(&a.note),
+                }),
+            ),
+            Field::SubmitAssist(a) => (
+                &a.incident,
+                &a.common,
+                Body::SubmitAssist(v1::SubmitAssist {
+                    task_id: a.task.to_string(),
+                    note: a.note.clone(),
+                }),
+            ),
+            Field::ReleaseAssist(a) => (
+                &a.incident,
+                &a.common,
+                Body::ReleaseAssist(v1::ReleaseAssist {
+                    task_id: a.task.to_string(),
+                    note: a.note.clone(),
                 }),
             ),
         })
@@ -594,6 +645,8 @@ pub fn done_zh(command: &v1::Command, ok: &v1::CommandOk) -> String {
         Some(Body::Dispute(_)) => "已提出派单异议".into(),
         Some(Body::DecideDispute(d)) if d.uphold => "异议成立，已改派".into(),
         Some(Body::DecideDispute(_)) => "异议不成立，维持派单".into(),
+        Some(Body::SubmitAssist(_)) => "已提交协办意见".into(),
+        Some(Body::ReleaseAssist(_)) => "已免于协办".into(),
         None => "完成".into(),
     }
 }
@@ -839,6 +892,7 @@ mod tests {
         assert_eq!(
             command.body,
             Some(Body::Escalate(v1::Escalate {
+                assisting_department_codes: Vec::new(),
                 note: "no heat in three buildings".into(),
                 department_codes: vec![
                     "150602-heating".into(),
@@ -1012,6 +1066,79 @@ mod tests {
         ));
         assert!(rule(&[]).is_err());
         assert!(rule(&["--uphold", "--reject"]).is_err());
+    }
+
+    #[test]
+    fn assisting_departments_parts_and_releases_parse() {
+        let whistle = build(&[
+            "escalate",
+            INCIDENT,
+            "--department",
+            "150602-heating",
+            "--assist",
+            "150602-housing_construction",
+            "--assist",
+            "150602-urban_management",
+            "--note",
+            "吹哨",
+            "--as",
+            "hd-150602001",
+        ])
+        .map(|(verb, c)| (verb, c.body));
+        assert_eq!(
+            whistle,
+            Ok((
+                "escalate",
+                Some(Body::Escalate(v1::Escalate {
+                    note: "吹哨".into(),
+                    department_codes: vec!["150602-heating".into()],
+                    assisting_department_codes: vec![
+                        "150602-housing_construction".into(),
+                        "150602-urban_management".into()
+                    ],
+                }))
+            ))
+        );
+        assert_eq!(
+            build(&[
+                "submit-assist",
+                INCIDENT,
+                "2",
+                "--note",
+                "已核实管网",
+                "--as",
+                "li-150602-housing_construction",
+            ])
+            .map(|(verb, c)| (verb, c.body)),
+            Ok((
+                "submit_assist",
+                Some(Body::SubmitAssist(v1::SubmitAssist {
+                    task_id: "2".into(),
+                    note: "已核实管网".into(),
+                }))
+            ))
+        );
+        assert!(build(&["submit-assist", INCIDENT, "2", "--as", "li-x"]).is_err());
+        assert_eq!(
+            build(&[
+                "release-assist",
+                INCIDENT,
+                "3",
+                "--note",
+                "无需参与",
+                "--as",
+                "hd-150602001",
+            ])
+            .map(|(verb, c)| (verb, c.body)),
+            Ok((
+                "release_assist",
+                Some(Body::ReleaseAssist(v1::ReleaseAssist {
+                    task_id: "3".into(),
+                    note: "无需参与".into(),
+                }))
+            ))
+        );
+        assert!(build(&["release-assist", INCIDENT, "3", "--as", "hd-150602001"]).is_err());
     }
 
     #[test]

@@ -220,6 +220,7 @@ mod tests {
             supervised: true,
             disputed: false,
             dispute_to_department_code: String::new(),
+            role: v1::TaskRole::Lead as i32,
         }
     }
 

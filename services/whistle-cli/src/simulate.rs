@@ -236,6 +236,25 @@ impl Sim {
         let place = self
             .names
             .place_path(&[&event.district_code, &event.street_code]);
+        // Some whistles name one lead and one or two assisting departments (主办/协办).
+        let assisted = if choice == LevelMove::Escalate && level == Level::Street {
+            let summon = self
+                .policy
+                .category(category)
+                .map(|c| c.summon.clone())
+                .unwrap_or_default();
+            self.rng(|rng| {
+                rng.random_bool(plan::ASSIST_SHARE)
+                    .then(|| {
+                        plan::assisting(rng, &event.district_code, &summon, |code| {
+                            self.names.knows_department(code)
+                        })
+                    })
+                    .flatten()
+            })
+        } else {
+            None
+        };
         let category = self.names.category(category).to_owned();
         let (verb, body) = match choice {
             LevelMove::Wait => {
@@ -258,9 +277,21 @@ impl Sim {
                     photo_ids: Vec::new(),
                 }),
             ),
+            LevelMove::Escalate if level == Level::Street && assisted.is_some() => {
+                let (lead, assisting) = assisted.unwrap_or_default();
+                (
+                    "吹哨(主办+协办)",
+                    Body::Escalate(v1::Escalate {
+                        note: note.into(),
+                        department_codes: vec![lead],
+                        assisting_department_codes: assisting,
+                    }),
+                )
+            }
             LevelMove::Escalate if level == Level::Street => (
                 "吹哨",
                 Body::Escalate(v1::Escalate {
+                    assisting_department_codes: Vec::new(),
                     note: note.into(),
                     department_codes: Vec::new(),
                 }),
@@ -268,6 +299,7 @@ impl Sim {
             LevelMove::Escalate => (
                 "上报上级",
                 Body::Escalate(v1::Escalate {
+                    assisting_department_codes: Vec::new(),
                     note: note.into(),
                     department_codes: Vec::new(),
                 }),
@@ -291,7 +323,8 @@ impl Sim {
         );
     }
 
-    /// A liaison sees their department's new task.
+    /// A liaison sees their department's new task; for an assisting one, the street sometimes
+    /// decides it is not needed after all (免于协办).
     fn dispatched(self: &Arc<Self>, event: &v1::Event, changed: &v1::IncidentChanged) {
         let Some(task) = &changed.task else { return };
         let department = task.department_code.clone();
@@ -299,6 +332,43 @@ impl Sim {
         let unit = self.unit();
         let accept_left = since_now(task.accept_due_at.as_ref().map(|t| (t.seconds, t.nanos)))
             .unwrap_or_default();
+        let assists = task.role == v1::TaskRole::Assist as i32;
+        let with_assistants = changed
+            .tasks
+            .iter()
+            .any(|t| t.round == changed.reopen_count && t.role == v1::TaskRole::Assist as i32);
+        if assists {
+            let release = self.rng(|rng| {
+                rng.random_bool(plan::RELEASE_SHARE).then(|| {
+                    (
+                        plan::share_of(rng, accept_left, 0.3, 0.9, unit),
+                        plan::pick(rng, plan::RELEASE_NOTES),
+                    )
+                })
+            });
+            if let Some((delay, note)) = release {
+                self.later(
+                    delay,
+                    Action {
+                        verb: "免于协办",
+                        actor: format!("hd-{}", event.street_code),
+                        incident: event.incident_id.clone(),
+                        title: changed.title.clone(),
+                        detail: format!(
+                            " 任务{} {}",
+                            task.task_id,
+                            self.names.department(&department)
+                        ),
+                        expected_version: 0,
+                        body: Body::ReleaseAssist(v1::ReleaseAssist {
+                            task_id: task.task_id.to_string(),
+                            note: note.into(),
+                        }),
+                    },
+                );
+                return;
+            }
+        }
         let (choice, delay) = self.rng(|rng| {
             let choice = plan::liaison_move(rng);
             let delay = match choice {
@@ -378,7 +448,10 @@ impl Sim {
             LiaisonMove::Accept { late } => {
                 let accept = base(
                     if late { "超时报到" } else { "报到" },
-                    format!(" 任务{task_id} {department_name}"),
+                    format!(
+                        " 任务{task_id} {department_name}{}",
+                        if assists { "（协办）" } else { "" }
+                    ),
                     Body::Accept(v1::Accept {
                         task_id: task_id.clone(),
                         note: String::new(),
@@ -391,6 +464,28 @@ impl Sim {
                         return;
                     }
                     let mut resolve_left = since_now(resolve_due).unwrap_or_default();
+                    // An assistant submits its part before its part's deadline, mostly early.
+                    if assists {
+                        let (delay, note) = sim.rng(|rng| {
+                            let cap = unit.mul_f64(rng.random_range(1.0..4.0));
+                            (
+                                plan::share_of(rng, resolve_left, 0.1, 0.6, cap),
+                                plan::pick(rng, plan::ASSIST_NOTES),
+                            )
+                        });
+                        if sim.sleep(delay).await {
+                            let submit = Action {
+                                verb: "提交协办意见",
+                                body: Body::SubmitAssist(v1::SubmitAssist {
+                                    task_id: task_id.clone(),
+                                    note: note.into(),
+                                }),
+                                ..accept
+                            };
+                            sim.perform(&submit).await;
+                        }
+                        return;
+                    }
                     let extend = sim.rng(|rng| {
                         rng.random_bool(plan::EXTEND_SHARE)
                             .then(|| plan::pick(rng, plan::EXTENSION_REASONS))
@@ -434,7 +529,14 @@ impl Sim {
                         }),
                         ..accept
                     };
-                    sim.perform(&resolve).await;
+                    // A lead whose assistants still owe their parts is refused (named in the
+                    // refusal) and tries again a little later, a few times.
+                    let attempts = if with_assistants { 4 } else { 1 };
+                    for _ in 0..attempts {
+                        if sim.perform(&resolve).await || !sim.sleep(unit).await {
+                            return;
+                        }
+                    }
                 });
             }
         }
@@ -972,7 +1074,7 @@ fn live_departments(changed: &v1::IncidentChanged) -> Vec<String> {
         .filter(|t| {
             !matches!(
                 v1::TaskStatus::try_from(t.status),
-                Ok(v1::TaskStatus::Returned | v1::TaskStatus::Cancelled)
+                Ok(v1::TaskStatus::Returned | v1::TaskStatus::Cancelled | v1::TaskStatus::Released)
             )
         })
         .map(|t| t.department_code.clone())

@@ -220,6 +220,8 @@ pub(crate) fn kind_zh(kind: &str) -> &str {
         "task.dispute_upheld" => "异议成立",
         "task.dispute_rejected" => "异议不成立",
         "task.dispute_withdrawn" => "派单异议撤回",
+        "task.assist_submitted" => "提交协办意见",
+        "task.assist_released" => "免于协办",
         other => other,
     }
 }

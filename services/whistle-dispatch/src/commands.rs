@@ -447,10 +447,16 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
                 .iter()
                 .map(|d| department(d))
                 .collect::<Result<_, _>>()?;
+            let assisting = e
+                .assisting_department_codes
+                .iter()
+                .map(|d| department(d))
+                .collect::<Result<_, _>>()?;
             (
                 incident::Command::Escalate {
                     note: e.note.clone(),
                     departments,
+                    assisting,
                 },
                 None,
             )
@@ -541,6 +547,26 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
                     task,
                     uphold: d.uphold,
                     note: d.note.clone(),
+                },
+                Some(task),
+            )
+        }
+        Body::SubmitAssist(a) => {
+            let task = task_id(&a.task_id)?;
+            (
+                incident::Command::SubmitAssist {
+                    task,
+                    note: a.note.clone(),
+                },
+                Some(task),
+            )
+        }
+        Body::ReleaseAssist(a) => {
+            let task = task_id(&a.task_id)?;
+            (
+                incident::Command::ReleaseAssist {
+                    task,
+                    note: a.note.clone(),
                 },
                 Some(task),
             )
@@ -763,6 +789,67 @@ mod tests {
                 note: "职责明确".into(),
             }
         );
+    }
+
+    #[test]
+    fn assisting_departments_and_parts_are_decoded() {
+        let send = |verb: &str, body: Body| {
+            let command = v1::Command {
+                body: Some(body),
+                ..accept()
+            };
+            decode(verb, &command.encode_to_vec(), false, &CATALOG)
+        };
+        let whistle = |assisting: &[&str]| {
+            Body::Escalate(v1::Escalate {
+                note: String::new(),
+                department_codes: vec!["150602-heating".into()],
+                assisting_department_codes: assisting.iter().map(|d| d.to_string()).collect(),
+            })
+        };
+        let invalid = CommandErrorCode::InvalidArgument as i32;
+        let (code, message) = refusal(send("escalate", whistle(&["150602 transport"])));
+        assert_eq!(code, invalid, "{message}");
+        let (_, parsed) = send("escalate", whistle(&["150602-transport"])).unwrap();
+        assert_eq!(
+            parsed.command,
+            incident::Command::Escalate {
+                note: String::new(),
+                departments: vec!["150602-heating".parse().unwrap()],
+                assisting: vec!["150602-transport".parse().unwrap()],
+            }
+        );
+        let submit = |task: &str| {
+            Body::SubmitAssist(v1::SubmitAssist {
+                task_id: task.into(),
+                note: "协办意见".into(),
+            })
+        };
+        let (code, message) = refusal(send("submit_assist", submit("x")));
+        assert_eq!(code, invalid, "{message}");
+        let (_, parsed) = send("submit_assist", submit("3")).unwrap();
+        assert_eq!(
+            parsed.command,
+            incident::Command::SubmitAssist {
+                task: 3,
+                note: "协办意见".into(),
+            }
+        );
+        assert_eq!(parsed.task, Some(3));
+        let release = Body::ReleaseAssist(v1::ReleaseAssist {
+            task_id: "3".into(),
+            note: "无需参与".into(),
+        });
+        let (_, parsed) = send("release_assist", release).unwrap();
+        assert_eq!(
+            parsed.command,
+            incident::Command::ReleaseAssist {
+                task: 3,
+                note: "无需参与".into(),
+            }
+        );
+        // The verb of the subject must be the body's.
+        assert!(send("resolve", submit("3")).is_err());
     }
 
     proptest! {

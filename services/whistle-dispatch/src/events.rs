@@ -13,7 +13,7 @@ use whistle_store::intake::{Attachment, ClusterAlert, NewIncident, OutboxEvent};
 use whistle_wire::{
     convert::{
         level_to_proto, return_reason_to_proto, satisfaction_to_proto, status_to_proto,
-        task_status_to_proto, timestamp,
+        task_role_to_proto, task_status_to_proto, timestamp,
     },
     kind::{self, CLUSTER_ALERT, INCIDENT_REPORTED, REPORT_ATTACHED, REPORT_REJECTED},
     subject,
@@ -130,6 +130,7 @@ pub fn task_state(task: &Task) -> v1::TaskState {
             .as_ref()
             .map(|d| d.proposed.to_string())
             .unwrap_or_default(),
+        role: task_role_to_proto(task.role) as i32,
     }
 }
 

@@ -7,7 +7,7 @@
 
 use chrono::TimeDelta;
 use whistle_domain::{
-    incident::{ReturnReason, Satisfaction, Status, TaskStatus},
+    incident::{ReturnReason, Satisfaction, Status, TaskRole, TaskStatus},
     Level,
 };
 use whistle_proto::v1;
@@ -97,6 +97,11 @@ pub(crate) fn urgency_to_db(value: i32) -> Result<&'static str> {
 pub(crate) fn task_status_from_db(value: &str) -> Result<v1::TaskStatus> {
     let status: TaskStatus = value.parse().map_err(|_| corrupt("task status", value))?;
     Ok(convert::task_status_to_proto(status))
+}
+
+pub(crate) fn task_role_from_db(value: &str) -> Result<v1::TaskRole> {
+    let role: TaskRole = value.parse().map_err(|_| corrupt("task role", value))?;
+    Ok(convert::task_role_to_proto(role))
 }
 
 pub(crate) fn return_reason_from_db(value: Option<&str>) -> Result<v1::ReturnReason> {

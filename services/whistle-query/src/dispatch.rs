@@ -104,4 +104,6 @@ forward! {
     decide_extension => Verb::DecideExtension,
     dispute => Verb::Dispute,
     decide_dispute => Verb::DecideDispute,
+    submit_assist => Verb::SubmitAssist,
+    release_assist => Verb::ReleaseAssist,
 }

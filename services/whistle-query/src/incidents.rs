@@ -289,7 +289,7 @@ pub(crate) async fn get(
         "SELECT t.task_id, t.department_code, coalesce(d.name, '') AS department_name, t.status,
                 t.dispatched_at, t.accept_due_at, t.resolve_due_at, t.accepted_at, t.resolved_at,
                 t.holder_id, t.return_reason, t.round, t.supervised,
-                t.disputed, t.dispute_to
+                t.disputed, t.dispute_to, t.role
          FROM tasks t LEFT JOIN departments d ON d.code = t.department_code
          WHERE t.incident_id = $1 ORDER BY t.task_id",
     )
@@ -464,6 +464,7 @@ pub(crate) fn task_state(row: &PgRow, status_column: &str) -> Result<v1::TaskSta
         dispute_to_department_code: row
             .try_get::<Option<String>, _>("dispute_to")?
             .unwrap_or_default(),
+        role: convert::task_role_from_db(row.try_get("role")?)? as i32,
     })
 }
 

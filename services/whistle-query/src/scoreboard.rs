@@ -407,10 +407,12 @@ const DISPATCHED_COLUMNS: &str = "count(*) AS dispatched,
 /// The department board. `$1`, `$2`: the area's range of codes (NULL: the city); `$3`, `$4`: the
 /// month; `$5`: now. The stored names are the domain's, written into the text.
 fn departments_sql() -> String {
+    // A released assistant (免于协办) owes nothing, like a cancelled task: it is not due.
     let not_live = format!(
-        "'{}', '{}'",
+        "'{}', '{}', '{}'",
         TaskStatus::Returned.as_str(),
-        TaskStatus::Cancelled.as_str()
+        TaskStatus::Cancelled.as_str(),
+        TaskStatus::Released.as_str()
     );
     format!(
         "WITH board AS (

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use whistle_domain::{
-    incident::{Status, TaskStatus, TaskVerb},
+    incident::{Status, TaskRole, TaskStatus, TaskVerb},
     policy::Policy,
 };
 use whistle_proto::v1;
@@ -104,7 +104,7 @@ pub(crate) async fn list(
             "(SELECT {SUMMARY_COLUMNS}, i.description, i.reopen_count, t.task_id, t.department_code,
                      t.status AS task_status, t.dispatched_at, t.accept_due_at, t.resolve_due_at,
                      t.accepted_at, t.resolved_at, t.holder_id, t.return_reason, t.round,
-                     t.supervised, t.disputed, t.dispute_to, t.updated_at AS task_updated_at, {rank} AS part, {due} AS task_due
+                     t.supervised, t.disputed, t.dispute_to, t.role, t.updated_at AS task_updated_at, {rank} AS part, {due} AS task_due
               FROM tasks t JOIN incidents i ON i.id = t.incident_id
               WHERE t.department_code = $1 AND t.status {statuses} AND t.status = ANY($2)
                 AND i.grid_code ~>=~ $3 AND i.grid_code ~<~ $4
@@ -173,7 +173,14 @@ pub(crate) fn verbs(
         .parse::<Status>()
         .is_ok_and(Status::is_open);
     let current = task.round == reopen_count;
-    let mut verbs: Vec<String> = TaskVerb::for_task(status, current, open)
+    let role = if task.role == v1::TaskRole::Assist as i32 {
+        TaskRole::Assist
+    } else {
+        TaskRole::Lead
+    };
+    // A lead's 办结 is offered while assistants still owe their parts: dispatch refuses it then,
+    // naming them (the incident's condition, not this task's).
+    let mut verbs: Vec<String> = TaskVerb::for_task(status, current, open, role)
         .filter(|verb| verb.is_department_verb() == department_verbs)
         .map(|verb| verb.as_str().to_owned())
         .collect();

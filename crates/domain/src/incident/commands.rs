@@ -19,7 +19,7 @@ pub const TEXT_MAX: usize = 2_000;
 ///
 /// [`apply`]: super::apply
 /// [`open`]: super::open
-pub const EVENT_KINDS: [&str; 26] = [
+pub const EVENT_KINDS: [&str; 28] = [
     "incident.escalated",
     "incident.whistled",
     "incident.resolved",
@@ -46,6 +46,8 @@ pub const EVENT_KINDS: [&str; 26] = [
     "task.dispute_upheld",
     "task.dispute_rejected",
     "task.dispute_withdrawn",
+    "task.assist_submitted",
+    "task.assist_released",
 ];
 
 /// Who issues a command. Dispatch builds it from the acting person (`Actor::from(&person)`) or,
@@ -134,9 +136,12 @@ pub enum Command {
         note: String,
     },
     /// One level up; at the street, the whistle, summoning `departments` or else the category's.
+    /// `assisting` names assisting departments (协办) of the whistle; with them, `departments`
+    /// names exactly one lead (主办).
     Escalate {
         note: String,
         departments: Vec<DepartmentCode>,
+        assisting: Vec<DepartmentCode>,
     },
     /// 回访.
     Verify {
@@ -181,6 +186,18 @@ pub enum Command {
     DecideDispute {
         task: u32,
         uphold: bool,
+        note: String,
+    },
+    /// 提交协办意见: an assisting department that reported in submits its part; the note (the
+    /// part itself) is required.
+    SubmitAssist {
+        task: u32,
+        note: String,
+    },
+    /// 免于协办: the dispatching level releases an assisting department that still owes its part,
+    /// so the lead need not wait for it; the reason is required.
+    ReleaseAssist {
+        task: u32,
         note: String,
     },
 }

@@ -91,6 +91,21 @@
 //! task, its reassignment or the incident's resolution withdraws a pending dispute
 //! (`task.dispute_withdrawn`).
 //!
+//! **Lead and assisting departments (主办/协办).** A whistle may name assisting departments
+//! (`Escalate::assisting`, at most the policy's `assisting.max_per_whistle`) besides exactly one
+//! lead (`departments`). Each assistant gets a [`Task`] with [`TaskRole::Assist`]: the same
+//! report-in clock as any department (a missed one is supervised and escalates alike), and its own
+//! part deadline in `resolve_due`: the policy's `assisting.part` after its dispatch, never after the
+//! incident's deadline (an extension moves the lead's deadline, not a part's; only the lead asks for
+//! one). Once in, the assistant submits its part with a note ([`Command::SubmitAssist`]; the task
+//! is `Resolved`, never the incident). The dispatching level (the street's handler, an operator in
+//! area, `System`) releases an assistant that still owes its part — dispatched, supervised, in, or
+//! returned — with a reason ([`Command::ReleaseAssist`], [`TaskStatus::Released`]). **The lead
+//! never resolves before its assistants:** its 办结 is refused, naming what is still owed, until
+//! every assistant of the round submitted or was released. A returned or disputed assistant is
+//! reassigned as an assistant; a reopen dispatches again the lead and the assistants that
+//! submitted, in their roles (assistants only with a lead).
+//!
 //! **Terminal statuses.** `Closed`, `ClosedUnverified` and `Duplicate` refuse every command but
 //! `Comment` and ignore timers. `Duplicate` is set by intake when it attaches an incident to another
 //! (no command leads there); like the other terminal statuses it holds no task in progress and no
@@ -109,6 +124,8 @@
 //! | `DecideExtension` | a handler of the approving level's unit, an operator whose area is at that level or above and contains the incident, `System` |
 //! | `Dispute` | a liaison of the task's department |
 //! | `DecideDispute` | as `Reassign`: the street's handler, an operator in area, `System` |
+//! | `SubmitAssist` | a liaison of the assisting task's department |
+//! | `ReleaseAssist` | as `Reassign`: the street's handler, an operator in area, `System` |
 //! | `Comment` | all of the above, a handler of any unit containing the incident, a liaison of a department that has had a task in it |
 //!
 //! Checks run in a fixed order, so each refusal has one reason: what the command names must exist
@@ -165,6 +182,6 @@ pub use commands::{
 pub use rules::{apply, open};
 pub use state::{
     Dispute, ExtensionRequest, Incident, Provisional, ReturnReason, Satisfaction, Status, Task,
-    TaskStatus,
+    TaskRole, TaskStatus,
 };
 pub use verbs::TaskVerb;

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Actor, Command, Context, Dispute, Effect, ExtensionRequest, Incident, Input, Provisional,
-    Rejection, ReturnReason, Satisfaction, Status, Task, TaskStatus, TaskVerb, Timer, NOTE_MAX,
-    TEXT_MAX,
+    Rejection, ReturnReason, Satisfaction, Status, Task, TaskRole, TaskStatus, TaskVerb, Timer,
+    NOTE_MAX, TEXT_MAX,
 };
 use crate::{
     calendar::{Calendar, Due},
@@ -216,7 +216,11 @@ impl<'c> Step<'c> {
                 note,
             } => self.resolve_task(actor, task, note),
             Command::Resolve { task: None, note } => self.resolve_incident(actor, note),
-            Command::Escalate { note, departments } => self.escalate_by(actor, note, departments),
+            Command::Escalate {
+                note,
+                departments,
+                assisting,
+            } => self.escalate_by(actor, note, departments, assisting),
             Command::Verify { satisfaction, note } => self.verify(actor, satisfaction, note),
             Command::Supervise { task, note } => self.supervise(actor, task, note),
             Command::Reassign { task, to, note } => self.reassign(actor, task, to, note),
@@ -232,6 +236,8 @@ impl<'c> Step<'c> {
             Command::DecideDispute { task, uphold, note } => {
                 self.decide_dispute(actor, task, uphold, note)
             }
+            Command::SubmitAssist { task, note } => self.submit_assist(actor, task, note),
+            Command::ReleaseAssist { task, note } => self.release_assist(actor, task, note),
             Command::Comment { text } => {
                 if !actor.takes_part(&self.next) {
                     return Err(forbidden(actor, "comment on this incident"));
@@ -247,7 +253,7 @@ impl<'c> Step<'c> {
         let (task, holder) = self.liaison_task(actor, id, "accept")?;
         check_text("note", &note, NOTE_MAX, false)?;
         self.require_open()?;
-        if !TaskVerb::Accept.applies(task.status, true) {
+        if !TaskVerb::Accept.applies(task.status, true, task.role) {
             return Err(Rejection::InvalidTransition(format!(
                 "task {id} is {}; only a dispatched or supervised task is accepted",
                 task.status
@@ -272,7 +278,7 @@ impl<'c> Step<'c> {
         let (task, _) = self.liaison_task(actor, id, "return")?;
         check_text("note", &note, NOTE_MAX, true)?;
         self.require_open()?;
-        if !TaskVerb::Return.applies(task.status, true) {
+        if !TaskVerb::Return.applies(task.status, true, task.role) {
             return Err(Rejection::InvalidTransition(format!(
                 "task {id} is {}; a department returns a task only before reporting in (事不完、人不撤)",
                 task.status
@@ -290,10 +296,29 @@ impl<'c> Step<'c> {
         let (task, _) = self.liaison_task(actor, id, "resolve")?;
         check_text("note", &note, TEXT_MAX, false)?;
         self.require_open()?;
-        if !TaskVerb::Resolve.applies(task.status, true) {
+        if task.assists() {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {id} assists (协办); an assisting department submits its part and the lead resolves"
+            )));
+        }
+        if !TaskVerb::Resolve.applies(task.status, true, task.role) {
             return Err(Rejection::InvalidTransition(format!(
                 "task {id} is {}; only an accepted task is resolved",
                 task.status
+            )));
+        }
+        // The lead (主办) resolves only once every assisting department has submitted its part or
+        // been released by the dispatching level.
+        let owing: Vec<String> = self
+            .next
+            .current_tasks()
+            .filter(|t| t.owes_part())
+            .map(|t| format!("task {} ({}, {})", t.id, t.department, t.status))
+            .collect();
+        if !owing.is_empty() {
+            return Err(Rejection::InvalidTransition(format!(
+                "the lead resolves after every assisting department submitted its part or was released; still owed: {}",
+                owing.join(", ")
             )));
         }
         let task = &mut self.next.tasks[task_index(id)];
@@ -301,10 +326,12 @@ impl<'c> Step<'c> {
         task.resolved_at = Some(self.now);
         self.event("task.resolved", Some(id), note);
         // A returned task waits for the street's reassignment, so it holds the incident open.
-        let done = self
-            .next
-            .current_tasks()
-            .all(|t| matches!(t.status, TaskStatus::Resolved | TaskStatus::Cancelled));
+        let done = self.next.current_tasks().all(|t| {
+            matches!(
+                t.status,
+                TaskStatus::Resolved | TaskStatus::Cancelled | TaskStatus::Released
+            )
+        });
         if done {
             self.resolve("各职能部门均已办结".into());
         } else {
@@ -340,26 +367,43 @@ impl<'c> Step<'c> {
         actor: &Actor,
         note: String,
         departments: Vec<DepartmentCode>,
+        assisting: Vec<DepartmentCode>,
     ) -> Result<(), Rejection> {
         if !actor.handles(&self.next, self.next.level) && !actor.commands(&self.next) {
             return Err(forbidden(actor, "escalate this incident"));
         }
         check_text("note", &note, NOTE_MAX, false)?;
-        self.check_departments(&departments)?;
+        let named: Vec<DepartmentCode> = departments.iter().chain(&assisting).cloned().collect();
+        self.check_departments(&named)?;
+        if !assisting.is_empty() {
+            let max = self.ctx.policy.assisting().max_per_whistle;
+            if assisting.len() > max as usize {
+                return Err(Rejection::InvalidArgument(format!(
+                    "the policy allows {max} assisting department(s) per whistle; {} named",
+                    assisting.len()
+                )));
+            }
+            if departments.len() != 1 {
+                return Err(Rejection::InvalidArgument(format!(
+                    "a whistle with assisting departments names exactly one lead department; {} named",
+                    departments.len()
+                )));
+            }
+        }
         self.require_open()?;
         if self.next.level == Level::City {
             return Err(Rejection::InvalidTransition(
                 "the city is the top of the chain".into(),
             ));
         }
-        if !departments.is_empty() && !self.whistles() {
+        if !named.is_empty() && !self.whistles() {
             return Err(Rejection::InvalidArgument(format!(
                 "departments are summoned only by the whistle; the incident is {} at {}",
                 self.next.status,
                 self.next.level.as_str()
             )));
         }
-        self.escalate(note, departments)
+        self.escalate_with(note, departments, assisting)
     }
 
     fn verify(
@@ -384,12 +428,17 @@ impl<'c> Step<'c> {
             return Ok(());
         }
         let category = self.category()?;
-        let redo: Vec<DepartmentCode> = self
+        // The departments that resolved or submitted their parts do it again, in their roles;
+        // assistants only alongside a lead, who alone can resolve.
+        let mut redo: Vec<(DepartmentCode, TaskRole)> = self
             .next
             .current_tasks()
             .filter(|t| t.status == TaskStatus::Resolved)
-            .map(|t| t.department.clone())
+            .map(|t| (t.department.clone(), t.role))
             .collect();
+        if !redo.iter().any(|(_, role)| *role == TaskRole::Lead) {
+            redo.clear();
+        }
         let term = self.ctx.policy.reopen_deadline(category);
         let reopen_due = term.due(self.now, self.ctx.calendar);
         let before = self.next.resolve_due;
@@ -406,8 +455,8 @@ impl<'c> Step<'c> {
             Status::Whistled
         };
         self.event("incident.reopened", None, String::new());
-        for department in redo {
-            self.dispatch(department);
+        for (department, role) in redo {
+            self.dispatch(department, role);
         }
         Ok(())
     }
@@ -428,7 +477,11 @@ impl<'c> Step<'c> {
             self.event("incident.supervised", None, note);
             return Ok(());
         };
-        if !TaskVerb::Supervise.applies(task.status, task.round == self.next.reopen_count) {
+        if !TaskVerb::Supervise.applies(
+            task.status,
+            task.round == self.next.reopen_count,
+            task.role,
+        ) {
             return Err(Rejection::InvalidTransition(format!(
                 "task {} is {}; only a task in progress is supervised",
                 task.id, task.status
@@ -463,7 +516,8 @@ impl<'c> Step<'c> {
         }
         self.check_serves(department)?;
         self.require_open()?;
-        if !TaskVerb::Reassign.applies(task.status, task.round == self.next.reopen_count) {
+        if !TaskVerb::Reassign.applies(task.status, task.round == self.next.reopen_count, task.role)
+        {
             let earlier = if task.round == self.next.reopen_count {
                 ""
             } else {
@@ -485,7 +539,7 @@ impl<'c> Step<'c> {
         }
         self.next.tasks[task_index(id)].status = TaskStatus::Cancelled;
         self.event("task.reassigned", Some(id), note);
-        self.dispatch(to);
+        self.dispatch(to, task.role);
         self.next.status = self.next.status_from_tasks();
         Ok(())
     }
@@ -498,7 +552,15 @@ impl<'c> Step<'c> {
         reason: String,
     ) -> Result<(), Rejection> {
         let requested_by = match task {
-            Some(id) => self.liaison_task(actor, id, "ask to extend")?.1,
+            Some(id) => {
+                let (task, liaison) = self.liaison_task(actor, id, "ask to extend")?;
+                if task.assists() {
+                    return Err(Rejection::InvalidTransition(format!(
+                        "task {id} assists (协办); its part has its own deadline and the lead asks for more time"
+                    )));
+                }
+                liaison
+            }
             None => match actor {
                 Actor::GridWorker { id, .. } | Actor::Handler { id, .. }
                     if actor.handles(&self.next, self.next.level) =>
@@ -612,9 +674,12 @@ impl<'c> Step<'c> {
         self.next.resolve_due = request.until;
         // The approver's date, not a count: a provisional working-day deadline is not recounted.
         self.next.provisional = None;
+        // The leads work to the new deadline; an assistant's part keeps its own, already earlier.
         let round = self.next.reopen_count;
         for task in self.next.tasks.iter_mut().filter(|t| t.round == round) {
-            task.resolve_due = request.until;
+            if !task.assists() {
+                task.resolve_due = request.until;
+            }
         }
         let until = request
             .until
@@ -769,6 +834,59 @@ impl<'c> Step<'c> {
         }
     }
 
+    fn submit_assist(&mut self, actor: &Actor, id: u32, note: String) -> Result<(), Rejection> {
+        let (task, _) = self.liaison_task(actor, id, "submit a part for")?;
+        check_text("note", &note, TEXT_MAX, true)?;
+        self.require_open()?;
+        if !task.assists() {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {id} is the lead's (主办); the lead resolves, assisting departments submit parts"
+            )));
+        }
+        if !TaskVerb::SubmitAssist.applies(task.status, true, task.role) {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {id} is {}; an assisting department submits its part after reporting in",
+                task.status
+            )));
+        }
+        let task = &mut self.next.tasks[task_index(id)];
+        task.status = TaskStatus::Resolved;
+        task.resolved_at = Some(self.now);
+        self.event("task.assist_submitted", Some(id), note);
+        self.next.status = self.next.status_from_tasks();
+        Ok(())
+    }
+
+    fn release_assist(&mut self, actor: &Actor, id: u32, note: String) -> Result<(), Rejection> {
+        let task = self.find(id)?.clone();
+        // The dispatching level releases, as it reassigns: the street or an operator.
+        if !actor.handles(&self.next, Level::Street) && !actor.commands(&self.next) {
+            return Err(forbidden(
+                actor,
+                "release assisting departments of this incident",
+            ));
+        }
+        check_text("note", &note, NOTE_MAX, true)?;
+        self.require_open()?;
+        if !task.assists() {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {id} is the lead's (主办); only an assisting department is released"
+            )));
+        }
+        let current = task.round == self.next.reopen_count;
+        if !TaskVerb::ReleaseAssist.applies(task.status, current, task.role) {
+            return Err(Rejection::InvalidTransition(format!(
+                "task {id} is {}{}; only an assistant that still owes its part is released",
+                task.status,
+                if current { "" } else { " in an earlier round" }
+            )));
+        }
+        self.next.tasks[task_index(id)].status = TaskStatus::Released;
+        self.event("task.assist_released", Some(id), note);
+        self.next.status = self.next.status_from_tasks();
+        Ok(())
+    }
+
     fn timer(&mut self, timer: Timer) -> Result<(), Rejection> {
         let due = self
             .next
@@ -782,7 +900,7 @@ impl<'c> Step<'c> {
             Timer::LevelWindow => {
                 // Timeline notes are shown on the screens as they are, so they are in Chinese.
                 let note = format!("{}办理时限已到，自动上报", self.next.level.name_zh());
-                self.escalate(note, Vec::new())
+                self.escalate(note)
             }
             Timer::AcceptDeadline { task: id } => {
                 let task = &mut self.next.tasks[task_index(id)];
@@ -792,7 +910,7 @@ impl<'c> Step<'c> {
                 self.event("task.supervised", Some(id), note.clone());
                 self.event("task.reminded", Some(id), note.clone());
                 if self.next.level < Level::District {
-                    self.escalate(note, Vec::new())?;
+                    self.escalate(note)?;
                 }
                 Ok(())
             }
@@ -803,13 +921,13 @@ impl<'c> Step<'c> {
                 if self.next.level == Level::City {
                     return Ok(());
                 }
-                self.escalate("办结时限已过，自动上报".into(), Vec::new())
+                self.escalate("办结时限已过，自动上报".into())
             }
             Timer::ExtensionAnswer => {
                 self.lapse_extension("审批时限已过，视为不予延期");
                 let escalate = self.ctx.policy.extensions().escalate_unanswered;
                 if escalate && self.next.level != Level::City {
-                    return self.escalate("延期申请逾期未答复，自动上报".into(), Vec::new());
+                    return self.escalate("延期申请逾期未答复，自动上报".into());
                 }
                 Ok(())
             }
@@ -845,7 +963,11 @@ impl<'c> Step<'c> {
         self.next.resolve_due = at;
         let round = self.next.reopen_count;
         for task in self.next.tasks.iter_mut().filter(|t| t.round == round) {
-            task.resolve_due = at;
+            task.resolve_due = if task.assists() {
+                task.resolve_due.min(at)
+            } else {
+                at
+            };
         }
         let note = if due.provisional {
             "节假日安排更新，办结时限按工作日重新计算（仍为暂定）"
@@ -868,8 +990,19 @@ impl<'c> Step<'c> {
         self.next.level == Level::Street && self.next.status == Status::Handling
     }
 
-    /// One level up, or the whistle at the street; the caller checked the level is below the city.
-    fn escalate(&mut self, note: String, named: Vec<DepartmentCode>) -> Result<(), Rejection> {
+    /// One level up, or the whistle at the street to the category's departments.
+    fn escalate(&mut self, note: String) -> Result<(), Rejection> {
+        self.escalate_with(note, Vec::new(), Vec::new())
+    }
+
+    /// One level up, or the whistle at the street to `named` (else the category's) as leads and
+    /// `assisting` as assistants; the caller checked the level is below the city.
+    fn escalate_with(
+        &mut self,
+        note: String,
+        named: Vec<DepartmentCode>,
+        assisting: Vec<DepartmentCode>,
+    ) -> Result<(), Rejection> {
         let category = self.category()?;
         if !self.whistles() {
             let up = self.next.level.up().expect("escalation below the city");
@@ -887,7 +1020,10 @@ impl<'c> Step<'c> {
         self.next.level_due = self.window(category, Level::Street);
         self.event("incident.whistled", None, note);
         for department in departments {
-            self.dispatch(department);
+            self.dispatch(department, TaskRole::Lead);
+        }
+        for department in assisting {
+            self.dispatch(department, TaskRole::Assist);
         }
         Ok(())
     }
@@ -934,9 +1070,15 @@ impl<'c> Step<'c> {
         }
     }
 
-    fn dispatch(&mut self, department: DepartmentCode) {
+    fn dispatch(&mut self, department: DepartmentCode, role: TaskRole) {
         let id = u32::try_from(self.next.tasks.len() + 1).expect("fewer than 2^32 tasks");
-        let note = department.to_string();
+        let (note, resolve_due) = match role {
+            TaskRole::Lead => (department.to_string(), self.next.resolve_due),
+            TaskRole::Assist => (
+                format!("{department}（协办）"),
+                (self.now + self.ctx.policy.assisting().part).min(self.next.resolve_due),
+            ),
+        };
         self.next.tasks.push(Task {
             id,
             department,
@@ -944,7 +1086,7 @@ impl<'c> Step<'c> {
             round: self.next.reopen_count,
             dispatched_at: self.now,
             accept_due: self.now + self.ctx.policy.accept_deadline(),
-            resolve_due: self.next.resolve_due,
+            resolve_due,
             accepted_at: None,
             resolved_at: None,
             holder: None,
@@ -952,6 +1094,7 @@ impl<'c> Step<'c> {
             supervised: false,
             dispute: None,
             disputed: false,
+            role,
         });
         self.event("task.dispatched", Some(id), note);
     }

@@ -92,6 +92,9 @@ named_enum!(
         /// Report-in deadline missed (督办); still waiting for the department to report in.
         Supervised = "supervised",
         Cancelled = "cancelled",
+        /// An assisting department's task the dispatching level released (免于协办): it owes
+        /// nothing more and no longer holds the lead back.
+        Released = "released",
     }
 );
 
@@ -104,9 +107,29 @@ impl TaskStatus {
         )
     }
 
-    /// Counts towards the incident's status: neither returned nor cancelled.
+    /// Counts towards the incident's status: neither returned, cancelled nor released.
     pub fn is_live(self) -> bool {
-        !matches!(self, TaskStatus::Returned | TaskStatus::Cancelled)
+        !matches!(
+            self,
+            TaskStatus::Returned | TaskStatus::Cancelled | TaskStatus::Released
+        )
+    }
+}
+
+named_enum!(
+    /// A task's part in the work (主办/协办, `TaskRole`).
+    TaskRole {
+        /// 主办: does the work and resolves (办结); every task of a whistle without assistants.
+        Lead = "lead",
+        /// 协办: reports in and submits its part; the lead resolves only after every part.
+        Assist = "assist",
+    }
+);
+
+impl Default for TaskRole {
+    /// Tasks recorded before assisting departments existed were all leads.
+    fn default() -> TaskRole {
+        TaskRole::Lead
     }
 }
 
@@ -163,6 +186,35 @@ pub struct Task {
     /// The department disputed this task (once per task; the record stays after arbitration).
     #[serde(default)]
     pub disputed: bool,
+    /// Lead (主办) or assisting (协办); an assistant's `resolve_due` is its part's deadline and
+    /// `resolved_at` when it submitted the part.
+    #[serde(default, skip_serializing_if = "TaskRole::is_lead")]
+    pub role: TaskRole,
+}
+
+impl TaskRole {
+    pub fn is_lead(&self) -> bool {
+        *self == TaskRole::Lead
+    }
+}
+
+impl Task {
+    pub fn assists(&self) -> bool {
+        self.role == TaskRole::Assist
+    }
+
+    /// An assistant that still owes its part: not submitted, not released, not reassigned away.
+    /// A returned assistant still owes it until the street reassigns or releases it.
+    pub fn owes_part(&self) -> bool {
+        self.assists()
+            && matches!(
+                self.status,
+                TaskStatus::Dispatched
+                    | TaskStatus::Supervised
+                    | TaskStatus::Accepted
+                    | TaskStatus::Returned
+            )
+    }
 }
 
 /// A department's claim that a task is not its responsibility (派单异议), naming who it thinks
@@ -369,8 +421,23 @@ impl Incident {
             if task.round < self.reopen_count && task.status.is_in_progress() {
                 return wrong("in progress from an earlier round");
             }
-            if task.round == self.reopen_count && task.resolve_due != self.resolve_due {
-                return wrong("resolve_due is not the incident's");
+            if task.round == self.reopen_count {
+                // A lead works to the incident's deadline; an assistant's part is due no later.
+                let due_ok = if task.assists() {
+                    task.resolve_due <= self.resolve_due
+                } else {
+                    task.resolve_due == self.resolve_due
+                };
+                if !due_ok {
+                    return wrong("resolve_due is not the incident's (a part's: not after it)");
+                }
+                // The lead never resolves before its assistants.
+                if !task.assists()
+                    && task.status == TaskStatus::Resolved
+                    && self.current_tasks().any(Task::owes_part)
+                {
+                    return wrong("a lead resolved while an assistant still owes its part");
+                }
             }
             if task.status.is_in_progress() && !open {
                 return wrong("in progress while the incident is not open");
@@ -384,7 +451,12 @@ impl Incident {
             if task.accept_due <= task.dispatched_at {
                 return wrong("accept_due is not after dispatched_at");
             }
-            let reported_in = matches!(task.status, TaskStatus::Accepted | TaskStatus::Resolved);
+            // A released assistant may or may not have reported in before its release.
+            let reported_in = match task.status {
+                TaskStatus::Accepted | TaskStatus::Resolved => true,
+                TaskStatus::Released => task.accepted_at.is_some(),
+                _ => false,
+            };
             if task.accepted_at.is_some() != reported_in || task.holder.is_some() != reported_in {
                 return wrong("accepted_at and holder are set exactly when it reported in");
             }
@@ -393,7 +465,8 @@ impl Incident {
             }
             // A returned task keeps its reason when the street reassigns (cancels) it.
             let returned = task.status == TaskStatus::Returned;
-            let reassigned = task.status == TaskStatus::Cancelled;
+            // A returned assistant may be released instead of reassigned.
+            let reassigned = matches!(task.status, TaskStatus::Cancelled | TaskStatus::Released);
             if returned && task.return_reason.is_none()
                 || task.return_reason.is_some() && !(returned || reassigned)
             {

@@ -169,13 +169,19 @@ fn escalate() -> Command {
     Command::Escalate {
         note: String::new(),
         departments: Vec::new(),
+        assisting: Vec::new(),
     }
 }
 
 fn whistle_to(departments: &[&str]) -> Command {
+    whistle_with(departments, &[])
+}
+
+fn whistle_with(departments: &[&str], assisting: &[&str]) -> Command {
     Command::Escalate {
         note: "beyond the street".into(),
         departments: departments.iter().map(|d| code(d)).collect(),
+        assisting: assisting.iter().map(|d| code(d)).collect(),
     }
 }
 
@@ -1317,6 +1323,350 @@ fn departments_named_in_a_whistle_are_checked() {
     ));
 }
 
+const URBAN: &str = "150602-urban_management";
+const TRANSPORT: &str = "150602-transport";
+
+fn submit(task: u32, note: &str) -> Command {
+    Command::SubmitAssist {
+        task,
+        note: note.into(),
+    }
+}
+
+fn release(task: u32, note: &str) -> Command {
+    Command::ReleaseAssist {
+        task,
+        note: note.into(),
+    }
+}
+
+/// heating.no_heat at the street at 1h, whistled at 2h to heating as the lead (task 1) with
+/// housing construction (task 2) and urban management (task 3) assisting.
+fn whistled_with_assistants() -> Incident {
+    let (incident, _) = open_at("heating.no_heat", t0());
+    let (street, _) = act(&incident, handler(Level::Community), escalate(), hours(1));
+    let (whistled, effects) = act(
+        &street,
+        handler(Level::Street),
+        whistle_with(&[HEATING], &[HOUSING, URBAN]),
+        hours(2),
+    );
+    assert_eq!(
+        kinds(&effects),
+        [
+            "incident.whistled",
+            "task.dispatched",
+            "task.dispatched",
+            "task.dispatched"
+        ]
+    );
+    let roles: Vec<(&str, TaskRole)> = whistled
+        .tasks
+        .iter()
+        .map(|t| (t.department.as_str(), t.role))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            (HEATING, TaskRole::Lead),
+            (HOUSING, TaskRole::Assist),
+            (URBAN, TaskRole::Assist)
+        ]
+    );
+    whistled
+}
+
+#[test]
+fn the_lead_resolves_only_after_every_assistant_submitted_or_was_released() {
+    let whistled = whistled_with_assistants();
+    // Each assistant has its own report-in clock, the department's 30 minutes.
+    for task in &whistled.tasks {
+        assert_eq!(task.accept_due, hours(2) + TimeDelta::minutes(30));
+        assert!(whistled
+            .timers()
+            .contains_key(&Timer::AcceptDeadline { task: task.id }));
+    }
+    // The part is due 24 hours after the dispatch, but never after the 24-hour SLA deadline.
+    assert_eq!(whistled.tasks[1].resolve_due, whistled.resolve_due);
+    let mut incident = whistled;
+    for (task, department) in [(1, HEATING), (2, HOUSING), (3, URBAN)] {
+        incident = act(&incident, liaison(department), accept(task), hours(3)).0;
+    }
+    assert_eq!(incident.status, Status::Accepted);
+
+    let why = refused(&incident, liaison(HEATING), resolve(Some(1)));
+    assert!(
+        matches!(&why, Rejection::InvalidTransition(m) if m.contains("task 2") && m.contains("task 3")),
+        "{why}"
+    );
+    let why = refused(&incident, liaison(HOUSING), resolve(Some(2)));
+    assert!(
+        matches!(&why, Rejection::InvalidTransition(m) if m.contains("协办")),
+        "{why}"
+    );
+    // Only the assistant's own liaison submits, with the part in the note.
+    assert!(matches!(
+        refused(&incident, liaison(URBAN), submit(2, "意见")),
+        Rejection::Forbidden(_)
+    ));
+    assert!(matches!(
+        refused(&incident, liaison(HOUSING), submit(2, " ")),
+        Rejection::InvalidArgument(_)
+    ));
+    assert!(matches!(
+        refused(&incident, liaison(HEATING), submit(1, "意见")),
+        Rejection::InvalidTransition(_)
+    ));
+    let (submitted, effects) = act(
+        &incident,
+        liaison(HOUSING),
+        submit(2, "已核实楼栋管网"),
+        hours(4),
+    );
+    assert_eq!(kinds(&effects), ["task.assist_submitted"]);
+    assert_eq!(submitted.tasks[1].status, TaskStatus::Resolved);
+    assert_eq!(submitted.tasks[1].resolved_at, Some(hours(4)));
+    assert_eq!(submitted.status, Status::Accepted);
+    let why = refused(&submitted, liaison(HEATING), resolve(Some(1)));
+    assert!(
+        matches!(&why, Rejection::InvalidTransition(m) if m.contains("task 3") && !m.contains("task 2")),
+        "{why}"
+    );
+
+    // The dispatching level releases an assistant that still owes, with a reason.
+    assert!(matches!(
+        refused(&submitted, liaison(HEATING), release(3, "不需要")),
+        Rejection::Forbidden(_)
+    ));
+    assert!(matches!(
+        refused(&submitted, operator("150603"), release(3, "不需要")),
+        Rejection::Forbidden(_)
+    ));
+    assert!(matches!(
+        refused(&submitted, handler(Level::Street), release(3, "")),
+        Rejection::InvalidArgument(_)
+    ));
+    assert!(matches!(
+        refused(&submitted, handler(Level::Street), release(2, "已提交")),
+        Rejection::InvalidTransition(_)
+    ));
+    assert!(matches!(
+        refused(&submitted, handler(Level::Street), release(1, "主办")),
+        Rejection::InvalidTransition(_)
+    ));
+    let (released, effects) = act(
+        &submitted,
+        handler(Level::Street),
+        release(3, "城管无需参与"),
+        hours(5),
+    );
+    assert_eq!(kinds(&effects), ["task.assist_released"]);
+    assert_eq!(released.tasks[2].status, TaskStatus::Released);
+    assert!(!TaskStatus::Released.is_live());
+
+    let (resolved, effects) = act(&released, liaison(HEATING), resolve(Some(1)), hours(6));
+    assert_eq!(kinds(&effects)[..2], ["task.resolved", "incident.resolved"]);
+    assert_eq!(resolved.status, Status::Resolved);
+}
+
+#[test]
+fn a_whistle_with_assistants_is_checked() {
+    let (incident, _) = open_at("heating.no_heat", t0());
+    let (street, _) = act(&incident, handler(Level::Community), escalate(), hours(1));
+    let at_street = |command| refused(&street, handler(Level::Street), command);
+    let invalid = |why: Rejection, text: &str| {
+        assert!(
+            matches!(&why, Rejection::InvalidArgument(m) if m.contains(text)),
+            "{why}"
+        )
+    };
+    invalid(at_street(whistle_with(&[], &[HOUSING])), "exactly one lead");
+    invalid(
+        at_street(whistle_with(&[HEATING, URBAN], &[HOUSING])),
+        "exactly one lead",
+    );
+    invalid(
+        at_street(whistle_with(
+            &[HEATING],
+            &[HOUSING, URBAN, TRANSPORT, "150602-justice"],
+        )),
+        "allows 3",
+    );
+    invalid(
+        at_street(whistle_with(&[HEATING], &[HOUSING, HEATING])),
+        "named twice",
+    );
+    invalid(
+        at_street(whistle_with(&[HEATING], &["150603-heating"])),
+        "does not serve",
+    );
+    assert!(matches!(
+        at_street(whistle_with(&[HEATING], &["150602-nothing"])),
+        Rejection::NotFound(_)
+    ));
+    // Assistants come only with the whistle.
+    invalid(
+        refused(
+            &incident,
+            handler(Level::Community),
+            whistle_with(&[HEATING], &[HOUSING]),
+        ),
+        "only by the whistle",
+    );
+    // A policy without [assisting] allows none.
+    let f = fixture();
+    let text = include_str!("../../../../policy/ordos.toml")
+        .replace("[assisting]\nmax_per_whistle = 3\npart = \"24h\"\n", "");
+    let policy = Policy::parse(&text, |_| None).unwrap();
+    assert_eq!(policy.assisting(), policy::Assisting::NONE);
+    let without = Context::new(&policy, &f.org, &f.calendar);
+    let input = Input::Command(handler(Level::Street), whistle_with(&[HEATING], &[HOUSING]));
+    let why = apply(&street, input, &without, hours(2)).unwrap_err();
+    invalid(why, "allows 0");
+}
+
+#[test]
+fn an_assistant_keeps_its_own_clocks_and_is_redone_with_its_lead() {
+    // environment.dust: handled at the street, 7 working days; whistled at 1h.
+    let (incident, _) = open_at("environment.dust", t0());
+    let lead = "150602-ecology_environment";
+    let (whistled, _) = act(
+        &incident,
+        handler(Level::Street),
+        whistle_with(&[lead], &[TRANSPORT, URBAN]),
+        hours(1),
+    );
+    assert_eq!(whistled.resolve_due, seven_working_days());
+    assert_eq!(whistled.tasks[0].resolve_due, seven_working_days());
+    assert_eq!(whistled.tasks[1].resolve_due, hours(25));
+    assert_eq!(whistled.tasks[2].resolve_due, hours(25));
+
+    // A missed report-in puts the assistant under supervision like any department, and the
+    // incident goes to the district.
+    let (late, effects) = fire(
+        &whistled,
+        Timer::AcceptDeadline { task: 3 },
+        hours(1) + TimeDelta::minutes(30),
+    );
+    assert_eq!(
+        kinds(&effects)[..3],
+        ["task.supervised", "task.reminded", "incident.escalated"]
+    );
+    assert_eq!(late.tasks[2].status, TaskStatus::Supervised);
+    assert_eq!(late.level, Level::District);
+
+    let mut incident = late;
+    for (task, department) in [(1, lead), (2, TRANSPORT), (3, URBAN)] {
+        incident = act(&incident, liaison(department), accept(task), hours(2)).0;
+    }
+    // An assistant does not ask for more time: the lead does, and the parts keep their deadline.
+    let until = seven_working_days() + TimeDelta::days(2);
+    let ask = |task| Command::RequestExtension {
+        task: Some(task),
+        until,
+        reason: "需要更多时间".into(),
+    };
+    assert!(matches!(
+        refused(&incident, liaison(TRANSPORT), ask(2)),
+        Rejection::InvalidTransition(_)
+    ));
+    let (asked, _) = act(&incident, liaison(lead), ask(1), hours(3));
+    let (approved, _) = act(
+        &asked,
+        handler(Level::District),
+        Command::DecideExtension {
+            approve: true,
+            note: String::new(),
+        },
+        hours(4),
+    );
+    assert_eq!(approved.tasks[0].resolve_due, until);
+    assert_eq!(approved.tasks[1].resolve_due, hours(25));
+
+    let (submitted, _) = act(
+        &approved,
+        liaison(TRANSPORT),
+        submit(2, "已疏导"),
+        hours(30),
+    );
+    let (released, _) = act(
+        &submitted,
+        operator("150602"),
+        release(3, "无需城管"),
+        hours(31),
+    );
+    let (resolved, _) = act(&released, liaison(lead), resolve(Some(1)), hours(32));
+    assert_eq!(resolved.status, Status::Resolved);
+
+    // Unsatisfied: the lead and the assistant that submitted do it again, in their roles; the
+    // released one does not.
+    let (reopened, _) = act(
+        &resolved,
+        reporter(),
+        verify(Satisfaction::Unsatisfied),
+        hours(33),
+    );
+    let again: Vec<(&str, TaskRole)> = reopened
+        .current_tasks()
+        .map(|t| (t.department.as_str(), t.role))
+        .collect();
+    assert_eq!(
+        again,
+        [(lead, TaskRole::Lead), (TRANSPORT, TaskRole::Assist)]
+    );
+    let part = reopened.current_tasks().nth(1).unwrap();
+    assert_eq!(
+        part.resolve_due,
+        (hours(33) + TimeDelta::hours(24)).min(reopened.resolve_due)
+    );
+}
+
+#[test]
+fn a_returned_assistant_holds_the_lead_until_reassigned_or_released() {
+    let whistled = whistled_with_assistants();
+    let (returned, _) = act(
+        &whistled,
+        liaison(URBAN),
+        Command::Return {
+            task: 3,
+            reason: ReturnReason::NotOurDuty,
+            note: "非本部门职责".into(),
+        },
+        hours(2) + TimeDelta::minutes(10),
+    );
+    let (lead_in, _) = act(&returned, liaison(HEATING), accept(1), hours(3));
+    let (housing_in, _) = act(&lead_in, liaison(HOUSING), accept(2), hours(3));
+    let (part, _) = act(&housing_in, liaison(HOUSING), submit(2, "意见"), hours(4));
+    let why = refused(&part, liaison(HEATING), resolve(Some(1)));
+    assert!(
+        matches!(&why, Rejection::InvalidTransition(m) if m.contains("task 3")),
+        "{why}"
+    );
+    // Reassigned, the assistant's successor assists too, with a fresh part deadline.
+    let (reassigned, _) = act(
+        &part,
+        handler(Level::Street),
+        reassign(3, TRANSPORT),
+        hours(5),
+    );
+    assert_eq!(reassigned.tasks[3].role, TaskRole::Assist);
+    assert_eq!(reassigned.tasks[3].resolve_due, reassigned.resolve_due);
+    // Released instead, it no longer holds the lead.
+    let (released, _) = act(
+        &part,
+        handler(Level::Street),
+        release(3, "无需参与"),
+        hours(5),
+    );
+    assert_eq!(released.tasks[2].status, TaskStatus::Released);
+    assert_eq!(
+        released.tasks[2].return_reason,
+        Some(ReturnReason::NotOurDuty)
+    );
+    let (resolved, _) = act(&released, liaison(HEATING), resolve(Some(1)), hours(6));
+    assert_eq!(resolved.status, Status::Resolved);
+}
+
 #[test]
 fn names_and_timer_keys_round_trip() {
     for timer in [
@@ -1341,7 +1691,10 @@ fn names_and_timer_keys_round_trip() {
         assert_eq!(status.as_str().parse(), Ok(*status));
     }
     assert_eq!(Status::ClosedUnverified.as_str(), "closed_unverified");
-    assert_eq!(TaskStatus::ALL.len(), 6);
+    assert_eq!(TaskStatus::ALL.len(), 7);
+    assert_eq!(TaskStatus::Released.as_str(), "released");
+    assert_eq!("assist".parse(), Ok(TaskRole::Assist));
+    assert_eq!(TaskRole::default(), TaskRole::Lead);
     assert_eq!(
         ReturnReason::InsufficientInformation.as_str(),
         "insufficient_information"
@@ -1513,7 +1866,28 @@ fn command() -> impl Strategy<Value = Command> {
             .prop_map(|(task, reason, note)| Command::Return { task, reason, note }),
         3 => (prop::option::of(task_id()), note())
             .prop_map(|(task, note)| Command::Resolve { task, note }),
-        2 => (note(), named).prop_map(|(note, departments)| Command::Escalate { note, departments }),
+        2 => (note(), named).prop_map(|(note, departments)| Command::Escalate {
+            note,
+            departments,
+            assisting: Vec::new(),
+        }),
+        // A lead and assistants: mostly within the policy's three of the district's departments,
+        // sometimes too many, clashing or out of the area.
+        3 => (
+            note(),
+            prop::sample::select(&departments()[..2]),
+            prop_oneof![
+                3 => prop::sample::subsequence(&departments()[2..8], 1..3),
+                1 => prop::collection::vec(department(), 1..5),
+            ]
+        )
+            .prop_map(|(note, lead, assisting)| Command::Escalate {
+                note,
+                departments: vec![lead.clone()],
+                assisting,
+            }),
+        3 => (task_id(), note()).prop_map(|(task, note)| Command::SubmitAssist { task, note }),
+        2 => (task_id(), note()).prop_map(|(task, note)| Command::ReleaseAssist { task, note }),
         2 => (prop::sample::select(Satisfaction::ALL), note())
             .prop_map(|(satisfaction, note)| Command::Verify { satisfaction, note }),
         2 => (prop::option::of(task_id()), note())
@@ -1597,6 +1971,7 @@ impl World {
             Command::RequestExtension {
                 task: Some(task), ..
             }
+            | Command::SubmitAssist { task, .. }
             | Command::Dispute { task, .. } => match self.incident.task(*task) {
                 Some(task) => liaison(task.department.as_str()),
                 None => liaison(HEATING),
@@ -1611,7 +1986,9 @@ impl World {
                 Level::Grid => reporter(),
                 level => handler(level),
             },
-            Command::Reassign { .. } | Command::DecideDispute { .. } => handler(Level::Street),
+            Command::Reassign { .. }
+            | Command::DecideDispute { .. }
+            | Command::ReleaseAssist { .. } => handler(Level::Street),
             Command::Supervise { .. } => operator("150602"),
             Command::Verify { .. } | Command::Comment { .. } => reporter(),
         }
@@ -1630,13 +2007,23 @@ impl World {
         };
         // What the query service offers for a task (`TaskVerb::for_task`) is what apply accepts:
         // a verb not offered is refused, an offered one is never refused as a wrong transition.
+        // A lead waiting for its assistants' parts is the incident's condition, not the task's: the
+        // verb is offered and the refusal says what is still owed.
+        let owing = before.current_tasks().any(Task::owes_part);
         let offered = match &input {
             Input::Command(_, command) => task_verb(command).and_then(|(verb, id)| {
                 let task = before.task(id)?;
                 let current = task.round == before.reopen_count;
+                let waits = verb == TaskVerb::Resolve && owing;
                 Some((
                     verb,
-                    TaskVerb::for_task(task.status, current, before.status.is_open())
+                    !waits
+                        && TaskVerb::for_task(
+                            task.status,
+                            current,
+                            before.status.is_open(),
+                            task.role,
+                        )
                         .any(|v| v == verb),
                 ))
             }),
@@ -1651,6 +2038,16 @@ impl World {
                     !offered || !matches!(rejection, Rejection::InvalidTransition(_)),
                     "{verb} offered but refused: {rejection}"
                 ),
+            }
+        }
+        if let (Some((TaskVerb::Resolve, _)), Err(Rejection::InvalidTransition(why))) =
+            (&offered, &outcome)
+        {
+            if why.contains("still owed") {
+                *self
+                    .seen
+                    .entry("lead refused before its assistants".into())
+                    .or_default() += 1;
             }
         }
         let (next, effects) = match outcome {
@@ -1730,6 +2127,33 @@ impl World {
         for task in &next.tasks {
             prop_assert!(task.dispute.is_none() || task.disputed);
         }
+        // The lead never resolves before its assistants: when a lead's task resolves, no assistant
+        // of the round owes its part, before or after.
+        for effect in &effects {
+            if let Effect::Event {
+                kind: "task.resolved",
+                task: Some(id),
+                ..
+            } = effect
+            {
+                let task = next.task(*id).expect("the resolved task exists");
+                prop_assert!(!task.assists(), "an assistant resolved");
+                prop_assert!(!owing, "the lead resolved while a part was owed");
+                let parts_in = next.current_tasks().filter(|t| t.assists()).all(|t| {
+                    matches!(
+                        t.status,
+                        TaskStatus::Resolved | TaskStatus::Released | TaskStatus::Cancelled
+                    ) && t.resolved_at.is_none_or(|at| at <= self.now)
+                });
+                prop_assert!(parts_in, "an assistant left owing when the lead resolved");
+            }
+        }
+        for (old, new) in before.tasks.iter().zip(&next.tasks) {
+            prop_assert_eq!(old.role, new.role, "a task changed its role");
+            if new.status == TaskStatus::Released {
+                prop_assert!(new.assists(), "a lead was released");
+            }
+        }
         for (old, new) in before.tasks.iter().zip(&next.tasks) {
             prop_assert!(!old.disputed || new.disputed, "a dispute left the record");
         }
@@ -1752,16 +2176,27 @@ impl World {
             prop_assert_eq!(fixed(old), fixed(new), "a task's deadlines moved");
             // Only an approved extension (later) or a recount (with the incident's) moves a task's
             // resolve deadline.
+            // An assistant's part keeps its deadline through an extension, and a recount brings it
+            // no later than the incident's.
+            let moved = if new.assists() {
+                recount && new.resolve_due == old.resolve_due.min(next.resolve_due)
+            } else {
+                approved && new.resolve_due > old.resolve_due
+                    || recount && new.resolve_due == next.resolve_due
+            };
             prop_assert!(
-                new.resolve_due == old.resolve_due
-                    || approved && new.resolve_due > old.resolve_due
-                    || recount && new.resolve_due == next.resolve_due,
+                new.resolve_due == old.resolve_due || moved,
                 "task {}'s resolve deadline moved without an extension",
                 new.id
             );
         }
         for new in &next.tasks[before.tasks.len()..] {
-            prop_assert_eq!(new.resolve_due, next.resolve_due);
+            let due = if new.assists() {
+                (self.now + walk_policy().assisting().part).min(next.resolve_due)
+            } else {
+                next.resolve_due
+            };
+            prop_assert_eq!(new.resolve_due, due);
             prop_assert_eq!(new.dispatched_at, self.now);
         }
         prop_assert!(events.iter().all(|kind| EVENT_KINDS.contains(kind)));
@@ -1835,6 +2270,8 @@ fn task_verb(command: &Command) -> Option<(TaskVerb, u32)> {
             task: Some(task), ..
         } => Some((TaskVerb::Supervise, *task)),
         Command::Reassign { task, .. } => Some((TaskVerb::Reassign, *task)),
+        Command::SubmitAssist { task, .. } => Some((TaskVerb::SubmitAssist, *task)),
+        Command::ReleaseAssist { task, .. } => Some((TaskVerb::ReleaseAssist, *task)),
         _ => None,
     }
 }
@@ -1908,9 +2345,16 @@ fn walk(
                 }
             }
             Op::Cooperate => {
-                let next_step = world.incident.current_tasks().find_map(|task| {
+                // Assistants first: the lead cannot resolve before their parts.
+                let mut tasks: Vec<&Task> = world.incident.current_tasks().collect();
+                tasks.sort_by_key(|t| !t.assists());
+                let next_step = tasks.into_iter().find_map(|task| {
                     let command = match task.status {
                         TaskStatus::Dispatched | TaskStatus::Supervised => accept(task.id),
+                        TaskStatus::Accepted if task.assists() => Command::SubmitAssist {
+                            task: task.id,
+                            note: "协办意见".into(),
+                        },
                         TaskStatus::Accepted => resolve(Some(task.id)),
                         _ => return None,
                     };
@@ -1986,7 +2430,7 @@ fn random_walks_reach_every_transition() {
 }
 
 /// Every transition of the machine, as [`World`] names them.
-const REACHED: [&str; 61] = [
+const REACHED: [&str; 67] = [
     "handling -> whistled",
     "handling -> resolved",
     "whistled -> accepted",
@@ -2048,4 +2492,10 @@ const REACHED: [&str; 61] = [
     "task.dispute_rejected from dispatched",
     "task.dispute_rejected from supervised",
     "task.dispute_withdrawn from dispatched",
+    "task.assist_submitted from accepted",
+    "task.assist_released from dispatched",
+    "task.assist_released from supervised",
+    "task.assist_released from accepted",
+    "task.assist_released from returned",
+    "lead refused before its assistants",
 ];

@@ -2,7 +2,7 @@
 //! dispatch checks (`rules.rs`) and the query service sends with each task, so a console offers
 //! only what dispatch will accept.
 
-use super::TaskStatus;
+use super::{TaskRole, TaskStatus};
 
 /// A command aimed at one task (its `whistle.cmd.{verb}` name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,15 +17,21 @@ pub enum TaskVerb {
     Supervise,
     /// 改派, by an operator or the street.
     Reassign,
+    /// 提交协办意见, by an assisting department once it has reported in.
+    SubmitAssist,
+    /// 免于协办, by an operator or the street, while the assistant still owes its part.
+    ReleaseAssist,
 }
 
 impl TaskVerb {
-    pub const ALL: [TaskVerb; 5] = [
+    pub const ALL: [TaskVerb; 7] = [
         TaskVerb::Accept,
         TaskVerb::Return,
         TaskVerb::Resolve,
         TaskVerb::Supervise,
         TaskVerb::Reassign,
+        TaskVerb::SubmitAssist,
+        TaskVerb::ReleaseAssist,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +41,8 @@ impl TaskVerb {
             TaskVerb::Resolve => "resolve",
             TaskVerb::Supervise => "supervise",
             TaskVerb::Reassign => "reassign",
+            TaskVerb::SubmitAssist => "submit_assist",
+            TaskVerb::ReleaseAssist => "release_assist",
         }
     }
 
@@ -42,19 +50,33 @@ impl TaskVerb {
     pub fn is_department_verb(self) -> bool {
         matches!(
             self,
-            TaskVerb::Accept | TaskVerb::Return | TaskVerb::Resolve
+            TaskVerb::Accept | TaskVerb::Return | TaskVerb::Resolve | TaskVerb::SubmitAssist
         )
     }
 
-    /// Whether a task in `status` takes this verb; `current_round` says whether the task belongs
-    /// to the incident's latest reopen round (tasks of earlier rounds are only history). Whether the
-    /// incident is still open, and whether the actor may act, are checked apart.
-    pub fn applies(self, status: TaskStatus, current_round: bool) -> bool {
+    /// Whether a task in `status` with `role` takes this verb; `current_round` says whether the
+    /// task belongs to the incident's latest reopen round (tasks of earlier rounds are only
+    /// history). Whether the incident is still open, whether the actor may act, and whether a lead's
+    /// assistants have all submitted (the incident's, not the task's) are checked apart.
+    pub fn applies(self, status: TaskStatus, current_round: bool, role: TaskRole) -> bool {
+        let assists = role == TaskRole::Assist;
         match self {
             TaskVerb::Accept | TaskVerb::Return => {
                 matches!(status, TaskStatus::Dispatched | TaskStatus::Supervised)
             }
-            TaskVerb::Resolve => status == TaskStatus::Accepted,
+            TaskVerb::Resolve => !assists && status == TaskStatus::Accepted,
+            TaskVerb::SubmitAssist => assists && status == TaskStatus::Accepted,
+            TaskVerb::ReleaseAssist => {
+                assists
+                    && current_round
+                    && matches!(
+                        status,
+                        TaskStatus::Dispatched
+                            | TaskStatus::Supervised
+                            | TaskStatus::Accepted
+                            | TaskStatus::Returned
+                    )
+            }
             TaskVerb::Supervise => current_round && status.is_in_progress(),
             TaskVerb::Reassign => {
                 current_round
@@ -71,10 +93,11 @@ impl TaskVerb {
         status: TaskStatus,
         current_round: bool,
         incident_open: bool,
+        role: TaskRole,
     ) -> impl Iterator<Item = TaskVerb> {
         TaskVerb::ALL
             .into_iter()
-            .filter(move |verb| incident_open && verb.applies(status, current_round))
+            .filter(move |verb| incident_open && verb.applies(status, current_round, role))
     }
 }
 

@@ -10,6 +10,7 @@ pub(super) fn grid_of_street(index: usize) -> String {
 
 pub(super) fn escalate(departments: &[String]) -> Body {
     Body::Escalate(v1::Escalate {
+        assisting_department_codes: Vec::new(),
         note: "街道吹哨".into(),
         department_codes: departments.to_vec(),
     })

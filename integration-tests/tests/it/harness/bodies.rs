@@ -4,6 +4,7 @@ use whistle_proto::v1::{self, command::Body};
 
 pub fn escalate() -> Body {
     Body::Escalate(v1::Escalate {
+        assisting_department_codes: Vec::new(),
         note: "街道吹哨".into(),
         department_codes: Vec::new(),
     })

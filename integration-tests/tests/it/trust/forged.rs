@@ -56,6 +56,14 @@ fn body(verb: Verb) -> Body {
             uphold: true,
             note: String::new(),
         }),
+        Verb::SubmitAssist => Body::SubmitAssist(v1::SubmitAssist {
+            task_id: "1".into(),
+            note: "forged".into(),
+        }),
+        Verb::ReleaseAssist => Body::ReleaseAssist(v1::ReleaseAssist {
+            task_id: "1".into(),
+            note: "forged".into(),
+        }),
     }
 }
 
@@ -94,9 +102,12 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
             expected_version: 0,
             body: Some(body(verb)),
         };
-        if matches!(verb, Verb::RequestExtension | Verb::Dispute) {
-            // An operator never asks for more time nor disputes a task: the server refuses even
-            // its own subject.
+        if matches!(
+            verb,
+            Verb::RequestExtension | Verb::Dispute | Verb::SubmitAssist
+        ) {
+            // An operator never asks for more time, disputes a task nor submits an assisting
+            // part: the server refuses even its own subject.
             let own = v1::Command {
                 actor_id: ME.into(),
                 ..command.clone()
@@ -136,9 +147,10 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
     );
 }
 
-/// The extension and dispute verbs by role on NATS: a liaison asks and disputes but never answers
-/// or arbitrates, a grid worker asks but has no task to dispute, an operator answers and arbitrates
-/// but never asks or disputes; a verb a role never sends is refused by the server on the person's
+/// The extension, dispute and assisting verbs by role on NATS: a liaison asks, disputes and
+/// submits its part but never answers, arbitrates or releases, a grid worker asks but has no task
+/// to dispute or assist with, an operator answers, arbitrates and releases but never asks, disputes
+/// or submits a part; a verb a role never sends is refused by the server on the person's
 /// own subject, the others reach dispatch (which checks the incident).
 #[tokio::test]
 async fn each_role_is_denied_the_verbs_it_never_sends() {
@@ -149,22 +161,36 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
             Role::Liaison,
             "150602-heating",
             "li-150602-heating",
-            &[Verb::DecideExtension, Verb::DecideDispute],
-            &[Verb::RequestExtension, Verb::Dispute],
+            &[
+                Verb::DecideExtension,
+                Verb::DecideDispute,
+                Verb::ReleaseAssist,
+            ],
+            &[Verb::RequestExtension, Verb::Dispute, Verb::SubmitAssist],
         ),
         (
             Role::GridWorker,
             GRID,
             "gw-150602001001001",
-            &[Verb::DecideExtension, Verb::Dispute, Verb::DecideDispute],
+            &[
+                Verb::DecideExtension,
+                Verb::Dispute,
+                Verb::DecideDispute,
+                Verb::SubmitAssist,
+                Verb::ReleaseAssist,
+            ],
             &[Verb::RequestExtension],
         ),
         (
             Role::Operator,
             "150602",
             ME,
-            &[Verb::RequestExtension, Verb::Dispute],
-            &[Verb::DecideExtension, Verb::DecideDispute],
+            &[Verb::RequestExtension, Verb::Dispute, Verb::SubmitAssist],
+            &[
+                Verb::DecideExtension,
+                Verb::DecideDispute,
+                Verb::ReleaseAssist,
+            ],
         ),
     ];
     for (role, scope, person, denied, allowed) in cases {

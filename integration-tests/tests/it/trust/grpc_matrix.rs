@@ -187,6 +187,7 @@ fn forged(verb: Verb, incident: Uuid, actor: &str) -> v1::Command {
         Verb::Escalate => Body::Escalate(v1::Escalate {
             note,
             department_codes: Vec::new(),
+            assisting_department_codes: Vec::new(),
         }),
         Verb::Verify => Body::Verify(v1::Verify {
             note,
@@ -218,6 +219,8 @@ fn forged(verb: Verb, incident: Uuid, actor: &str) -> v1::Command {
             uphold: true,
             note,
         }),
+        Verb::SubmitAssist => Body::SubmitAssist(v1::SubmitAssist { task_id, note }),
+        Verb::ReleaseAssist => Body::ReleaseAssist(v1::ReleaseAssist { task_id, note }),
     };
     v1::Command {
         command_id: Uuid::now_v7().to_string(),
@@ -244,6 +247,8 @@ async fn act(stack: &Stack, verb: Verb, token: &str, command: v1::Command) -> Co
         Verb::DecideExtension => dispatch.decide_extension(request).await,
         Verb::Dispute => dispatch.dispute(request).await,
         Verb::DecideDispute => dispatch.decide_dispute(request).await,
+        Verb::SubmitAssist => dispatch.submit_assist(request).await,
+        Verb::ReleaseAssist => dispatch.release_assist(request).await,
     })
 }
 

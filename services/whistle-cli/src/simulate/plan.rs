@@ -109,6 +109,51 @@ pub fn liaison_move(rng: &mut impl Rng) -> LiaisonMove {
 /// Share of disputes the street upholds (the rest it rejects).
 pub const UPHOLD_SHARE: f64 = 0.6;
 
+/// Share of street whistles that name one lead and one or two assisting departments (协办).
+pub const ASSIST_SHARE: f64 = 0.3;
+/// Share of assisting departments the street releases (免于协办) before they submit their part.
+pub const RELEASE_SHARE: f64 = 0.2;
+
+pub const ASSIST_NOTES: &[&str] = &[
+    "已现场核查，协办意见：同意主办部门处置方案",
+    "已配合完成管线排查，提交协办意见",
+    "本部门职责范围内事项已处理完毕",
+];
+
+pub const RELEASE_NOTES: &[&str] = &[
+    "经核实无需该部门参与，免于协办",
+    "主办部门可独立完成，免于协办",
+];
+
+/// A whistle's lead and assistants: the category's first summoned kind leads; one or two other
+/// departments of the district assist, its other summoned kinds first. Only departments the
+/// dataset has (`exists`); `None` when the lead or every assistant is missing.
+pub fn assisting(
+    rng: &mut impl Rng,
+    district: &str,
+    summon: &[DepartmentKind],
+    exists: impl Fn(&str) -> bool,
+) -> Option<(String, Vec<String>)> {
+    let code = |kind: DepartmentKind| format!("{district}-{}", kind.slug());
+    let lead = code(*summon.first()?);
+    if !exists(&lead) {
+        return None;
+    }
+    let mut others: Vec<String> = summon[1..].iter().copied().map(code).collect();
+    let mut rest: Vec<String> = DepartmentKind::ALL
+        .into_iter()
+        .map(code)
+        .filter(|c| *c != lead && !others.contains(c))
+        .collect();
+    let wanted = rng.random_range(1..=2);
+    while others.len() < wanted && !rest.is_empty() {
+        others.push(rest.swap_remove(rng.random_range(0..rest.len())));
+    }
+    others.truncate(wanted);
+    others.retain(|c| exists(c));
+    (!others.is_empty()).then_some((lead, others))
+}
+
 pub const DISPUTE_REASONS: &[&str] = &[
     "该设施产权不属本部门，建议改派",
     "经现场核实属其他部门职责",
@@ -403,5 +448,20 @@ mod tests {
                 SlaClass::Emergency | SlaClass::Utilities
             ));
         }
+    }
+
+    #[test]
+    fn a_whistle_with_assistants_names_the_first_kind_and_one_or_two_others() {
+        let mut rng = StdRng::seed_from_u64(20);
+        let summon = [DepartmentKind::Heating, DepartmentKind::HousingConstruction];
+        for _ in 0..200 {
+            let (lead, assisting) = assisting(&mut rng, "150602", &summon, |_| true).unwrap();
+            assert_eq!(lead, "150602-heating");
+            assert!((1..=2).contains(&assisting.len()), "{assisting:?}");
+            assert_eq!(assisting[0], "150602-housing_construction");
+            assert!(!assisting.contains(&lead));
+        }
+        assert!(assisting(&mut rng, "150602", &summon, |c| c != "150602-heating").is_none());
+        assert!(assisting(&mut rng, "150602", &[], |_| true).is_none());
     }
 }

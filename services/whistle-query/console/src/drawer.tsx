@@ -145,7 +145,7 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
 
   // Departments that already hold a live task here are left out (dispatch refuses them).
   const deptOptions = serving
-    .filter((x) => !d.tasks.some((tk) => tk.state?.departmentCode === x.code && ![TaskStatus.RETURNED, TaskStatus.CANCELLED].includes(tk.state.status)))
+    .filter((x) => !d.tasks.some((tk) => tk.state?.departmentCode === x.code && ![TaskStatus.RETURNED, TaskStatus.CANCELLED, TaskStatus.RELEASED].includes(tk.state.status)))
     .map((x) => ({ value: x.code, label: x.name }));
 
   return (

@@ -309,6 +309,7 @@ const TASK_STATUS: Record<number, Pair> = {
   4: ["已办结", "Resolved"],
   5: ["督办中", "Supervised"],
   6: ["已撤回", "Cancelled"],
+  7: ["免于协办", "Released"],
 };
 const LEVEL: Record<number, Pair> = {
   0: ["未知", "unknown"],
@@ -368,6 +369,8 @@ const EVENT_KIND: Record<string, Pair> = {
   "task.dispute_upheld": ["异议成立", "Dispute upheld"],
   "task.dispute_rejected": ["异议不成立", "Dispute rejected"],
   "task.dispute_withdrawn": ["派单异议撤回", "Dispute withdrawn"],
+  "task.assist_submitted": ["提交协办意见", "Assisting part submitted"],
+  "task.assist_released": ["免于协办", "Assistant released"],
   "incident.handling": ["受理", "Taken up"],
   "notification.delivered": ["消息已送达", "Notification delivered"],
   "notification.failed": ["消息未送达", "Notification not delivered"],

@@ -286,7 +286,10 @@ fn task(store: &Store, task: &v1::TaskState) -> Result<TaskFact, String> {
     Ok(TaskFact {
         department: store.department(&task.department_code),
         round: task.round,
-        live: !matches!(status, v1::TaskStatus::Returned | v1::TaskStatus::Cancelled),
+        live: !matches!(
+            status,
+            v1::TaskStatus::Returned | v1::TaskStatus::Cancelled | v1::TaskStatus::Released
+        ),
         returned: task.return_reason != v1::ReturnReason::Unspecified as i32,
         disputed: task.disputed,
         dispatched,

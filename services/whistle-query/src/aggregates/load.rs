@@ -202,7 +202,7 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
                 TaskFact {
                     department: store.department(&row.department_code),
                     round: u32::try_from(row.round).unwrap_or_default(),
-                    live: !matches!(status, TaskStatus::Returned | TaskStatus::Cancelled),
+                    live: status.is_live(),
                     returned: row.returned,
                     disputed: row.disputed,
                     dispatched: micros(row.dispatched_at),
