@@ -239,6 +239,48 @@ impl Extensions {
     };
 }
 
+/// How ledger cases (挂账) count in the three rates (三率): a policy setting, since a city chooses
+/// whether a case it has agreed cannot be solved in time still weighs on a unit's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerRates {
+    /// Out of the resolution rate's denominators while in the ledger (the incident, and its
+    /// department tasks of the round): approval is the district agreeing no deadline can be met.
+    Excluded,
+    /// Counted as any open case: due at the deadline it had and unresolved until resolved.
+    Unresolved,
+}
+
+impl LedgerRates {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerRates::Excluded => "excluded",
+            LedgerRates::Unresolved => "unresolved",
+        }
+    }
+}
+
+/// The long-term ledger (挂账): who approves and reviews, how far a review date may lie, the fresh
+/// deadline of a case returned to handling, and how ledger cases count in the rates. A policy
+/// without a `[ledger]` table has no ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerRules {
+    /// The lowest level that approves and reviews: the district, or the city. Work already at
+    /// that level or above goes to the level above it (the city at the top).
+    pub approver: Level,
+    /// The furthest a review date may lie from the proposal or the review that sets it.
+    pub longest_review: TimeDelta,
+    /// The resolve deadline of a case returned from the ledger to handling, counted from then.
+    pub return_resolve: Term,
+    pub rates: LedgerRates,
+}
+
+impl LedgerRules {
+    /// The level that approves the ledger entry of an incident handled at `level`.
+    pub fn approver_for(&self, level: Level) -> Level {
+        self.approver.max(level.up().unwrap_or(Level::City))
+    }
+}
+
 /// A validated dispatch policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -251,6 +293,7 @@ pub struct Policy {
     follow_up: TimeDelta,
     reopen_resolve: Option<Term>,
     extensions: Extensions,
+    ledger: Option<LedgerRules>,
     duplicates: Duplicates,
     clusters: Clusters,
     sla: BTreeMap<SlaClass, Sla>,
@@ -320,6 +363,11 @@ impl Policy {
     /// The deadline extension (延期申请) rules.
     pub fn extensions(&self) -> Extensions {
         self.extensions
+    }
+
+    /// The long-term ledger (挂账) rules; `None` when the policy has no ledger.
+    pub fn ledger(&self) -> Option<LedgerRules> {
+        self.ledger
     }
 
     pub fn duplicates(&self) -> Duplicates {
@@ -398,6 +446,10 @@ pub enum Error {
     Weights(Weights),
     #[error("{at}: must be at least {min}")]
     TooSmall { at: &'static str, min: u32 },
+    #[error("ledger.approver: {0:?}; expected district or city (the levels that approve 挂账)")]
+    LedgerApprover(String),
+    #[error("ledger.rates: {0:?}; expected excluded or unresolved")]
+    LedgerRates(String),
     #[error(
         "{at}: unknown SLA class {class:?}; expected emergency, utilities, general or complex"
     )]
@@ -460,6 +512,7 @@ struct RawPolicy {
     rankings: Option<RawRankings>,
     deadlines: Option<RawDeadlines>,
     extensions: Option<RawExtensions>,
+    ledger: Option<RawLedger>,
     duplicates: Option<RawDuplicates>,
     clusters: Option<RawClusters>,
     sla: Option<BTreeMap<String, RawSla>>,
@@ -488,6 +541,15 @@ struct RawExtensions {
     max_per_incident: u32,
     longest: String,
     escalate_unanswered: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    approver: String,
+    longest_review: String,
+    return_resolve: String,
+    rates: String,
 }
 
 #[derive(Deserialize)]
@@ -547,6 +609,7 @@ impl RawPolicy {
             rankings: self.rankings.or(base.rankings),
             deadlines: self.deadlines.or(base.deadlines),
             extensions: self.extensions.or(base.extensions),
+            ledger: self.ledger.or(base.ledger),
             duplicates: self.duplicates.or(base.duplicates),
             clusters: self.clusters.or(base.clusters),
             sla: self.sla.or(base.sla),
@@ -632,6 +695,24 @@ impl RawPolicy {
                 longest: duration("extensions.longest", &raw.longest)?,
                 escalate_unanswered: raw.escalate_unanswered,
             },
+        };
+
+        let ledger = match self.ledger {
+            None => None,
+            Some(raw) => Some(LedgerRules {
+                approver: match raw.approver.as_str() {
+                    "district" => Level::District,
+                    "city" => Level::City,
+                    other => return Err(Error::LedgerApprover(other.to_owned())),
+                },
+                longest_review: duration("ledger.longest_review", &raw.longest_review)?,
+                return_resolve: term("ledger.return_resolve", &raw.return_resolve)?,
+                rates: match raw.rates.as_str() {
+                    "excluded" => LedgerRates::Excluded,
+                    "unresolved" => LedgerRates::Unresolved,
+                    other => return Err(Error::LedgerRates(other.to_owned())),
+                },
+            }),
         };
 
         let duplicates = self.duplicates.ok_or_else(|| missing("[duplicates]"))?;
@@ -726,6 +807,7 @@ impl RawPolicy {
             follow_up,
             reopen_resolve,
             extensions,
+            ledger,
             duplicates,
             clusters,
             sla,
@@ -856,7 +938,7 @@ fn is_slug(s: &str) -> bool {
 fn parse_duration(text: &str) -> Result<TimeDelta, &'static str> {
     const FORMAT: &str = "expected an integer and a unit s, m, h or d, e.g. \"30m\"";
     if text.ends_with("wd") {
-        return Err("working days (wd) are for resolve deadlines only: sla.*.resolve and deadlines.reopen_resolve");
+        return Err("working days (wd) are for resolve deadlines only: sla.*.resolve, deadlines.reopen_resolve and ledger.return_resolve");
     }
     let unit_seconds = match text.chars().last() {
         Some('s') => 1,
@@ -1098,6 +1180,60 @@ summon = ["heating", "housing_construction"]
     }
 
     #[test]
+    fn ledger_rules() {
+        assert_eq!(parse(MINIMAL).unwrap().ledger(), None);
+        let table = |approver: &str, review: &str, back: &str, rates: &str| {
+            MINIMAL.replacen(
+                "[duplicates]",
+                &format!(
+                    "[ledger]\napprover = \"{approver}\"\nlongest_review = \"{review}\"\n\
+                     return_resolve = \"{back}\"\nrates = \"{rates}\"\n\n[duplicates]"
+                ),
+                1,
+            )
+        };
+        let rules = parse(&table("city", "30d", "5wd", "unresolved"))
+            .unwrap()
+            .ledger()
+            .unwrap();
+        assert_eq!(
+            rules,
+            LedgerRules {
+                approver: Level::City,
+                longest_review: TimeDelta::days(30),
+                return_resolve: Term::WorkingDays(5),
+                rates: LedgerRates::Unresolved,
+            }
+        );
+        assert_eq!(rules.approver_for(Level::Grid), Level::City);
+        let refused = |text: String| parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            refused(table("street", "30d", "5wd", "excluded")),
+            "ledger.approver: \"street\"; expected district or city (the levels that approve 挂账)"
+        );
+        assert_eq!(
+            refused(table("district", "30d", "5wd", "ignored")),
+            "ledger.rates: \"ignored\"; expected excluded or unresolved"
+        );
+        assert!(refused(table("district", "0d", "5wd", "excluded"))
+            .starts_with("ledger.longest_review: invalid duration \"0d\": must be positive"));
+        assert!(refused(table("district", "30wd", "5wd", "excluded"))
+            .starts_with("ledger.longest_review: invalid duration \"30wd\""));
+
+        let ordos = ordos().ledger().unwrap();
+        assert_eq!(ordos.approver, Level::District);
+        assert_eq!(ordos.rates, LedgerRates::Excluded);
+        assert_eq!(ordos.return_resolve, Term::WorkingDays(15));
+        assert_eq!(ordos.approver_for(Level::Street), Level::District);
+        assert_eq!(ordos.approver_for(Level::Community), Level::District);
+        assert_eq!(ordos.approver_for(Level::District), Level::City);
+        assert_eq!(ordos.approver_for(Level::City), Level::City);
+        let demo = builtin("ordos-demo").unwrap().ledger().unwrap();
+        assert_eq!(demo.longest_review, TimeDelta::days(90) / 60);
+        assert_eq!(demo.return_resolve, Term::Elapsed(TimeDelta::days(15) / 60));
+    }
+
+    #[test]
     fn working_day_terms() {
         let policy = parse(&MINIMAL.replacen("resolve = \"7d\"", "resolve = \"5wd\"", 1)).unwrap();
         assert_eq!(policy.sla(SlaClass::General).resolve, Term::WorkingDays(5));
@@ -1128,7 +1264,7 @@ summon = ["heating", "housing_construction"]
         ));
         assert_eq!(
             error_with("accept = \"30m\"", "accept = \"1wd\"").to_string(),
-            "deadlines.accept: invalid duration \"1wd\": working days (wd) are for resolve deadlines only: sla.*.resolve and deadlines.reopen_resolve"
+            "deadlines.accept: invalid duration \"1wd\": working days (wd) are for resolve deadlines only: sla.*.resolve, deadlines.reopen_resolve and ledger.return_resolve"
         );
         // A divided demo clock has no calendar: the days are divided like any other duration.
         let divided = parse(&format!(

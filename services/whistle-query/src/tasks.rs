@@ -173,7 +173,7 @@ pub(crate) fn verbs(
         .parse::<Status>()
         .is_ok_and(Status::is_open);
     let current = task.round == reopen_count;
-    let mut verbs: Vec<String> = TaskVerb::for_task(status, current, open)
+    let mut verbs: Vec<String> = TaskVerb::for_task(status, current, open, false)
         .filter(|verb| verb.is_department_verb() == department_verbs)
         .map(|verb| verb.as_str().to_owned())
         .collect();
