@@ -132,36 +132,49 @@ pub struct Permissions {
 pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
     let inbox = format!("{}.>", identity.inbox_prefix());
     match identity {
-        // A grid worker or a liaison asks for more time; only the level above answers. A grid
-        // worker has no task to dispute and dispatches none to arbitrate.
+        // A grid worker or a liaison asks for more time and proposes a case for the ledger (挂账);
+        // only the level above answers and reviews. A grid worker has no task to dispute and
+        // dispatches none to arbitrate.
         Identity::GridWorker { person, grid } => Permissions {
             publish: vec![
                 subject::grid_reports(grid),
                 subject::person_commands(person.as_str()),
             ],
             subscribe: vec![inbox],
-            deny_publish: [Verb::DecideExtension, Verb::Dispute, Verb::DecideDispute]
-                .map(|verb| subject::command(verb, person.as_str()))
-                .to_vec(),
+            deny_publish: [
+                Verb::DecideExtension,
+                Verb::Dispute,
+                Verb::DecideDispute,
+                Verb::DecideLedger,
+                Verb::ReviewLedger,
+            ]
+            .map(|verb| subject::command(verb, person.as_str()))
+            .to_vec(),
         },
         // A liaison disputes its department's task; the dispatching level arbitrates.
         Identity::Liaison { person, department } => Permissions {
             publish: vec![subject::person_commands(person.as_str())],
             subscribe: vec![subject::department_tasks(department.as_str()), inbox],
-            deny_publish: [Verb::DecideExtension, Verb::DecideDispute]
-                .map(|verb| subject::command(verb, person.as_str()))
-                .to_vec(),
+            deny_publish: [
+                Verb::DecideExtension,
+                Verb::DecideDispute,
+                Verb::DecideLedger,
+                Verb::ReviewLedger,
+            ]
+            .map(|verb| subject::command(verb, person.as_str()))
+            .to_vec(),
         },
         Identity::Operator { person, area } => {
             let mut subscribe = vec![subject::area_events(area)];
             subscribe.extend(area_task_subjects(area, org));
             subscribe.push(inbox);
-            // An operator answers extension requests and arbitrates disputes; it never handles a
-            // task to ask for more time or dispute it.
+            // An operator answers extension requests, arbitrates disputes and enters and reviews
+            // ledger cases; it never handles a task to ask for more time, dispute it or propose it
+            // for the ledger.
             Permissions {
                 publish: vec![subject::person_commands(person.as_str())],
                 subscribe,
-                deny_publish: [Verb::RequestExtension, Verb::Dispute]
+                deny_publish: [Verb::RequestExtension, Verb::Dispute, Verb::ProposeLedger]
                     .map(|verb| subject::command(verb, person.as_str()))
                     .to_vec(),
             }
@@ -394,7 +407,9 @@ mod tests {
             [
                 "whistle.cmd.decide_extension.gw-150602001001001",
                 "whistle.cmd.dispute.gw-150602001001001",
-                "whistle.cmd.decide_dispute.gw-150602001001001"
+                "whistle.cmd.decide_dispute.gw-150602001001001",
+                "whistle.cmd.decide_ledger.gw-150602001001001",
+                "whistle.cmd.review_ledger.gw-150602001001001"
             ]
         );
         assert_eq!(id.inbox_prefix(), "_INBOX_gw-150602001001001");
@@ -429,7 +444,9 @@ mod tests {
             p.deny_publish,
             [
                 "whistle.cmd.decide_extension.li-150602-urban_management",
-                "whistle.cmd.decide_dispute.li-150602-urban_management"
+                "whistle.cmd.decide_dispute.li-150602-urban_management",
+                "whistle.cmd.decide_ledger.li-150602-urban_management",
+                "whistle.cmd.review_ledger.li-150602-urban_management"
             ]
         );
         assert_eq!(
@@ -454,7 +471,8 @@ mod tests {
             p.deny_publish,
             [
                 "whistle.cmd.request_extension.op-150602",
-                "whistle.cmd.dispute.op-150602"
+                "whistle.cmd.dispute.op-150602",
+                "whistle.cmd.propose_ledger.op-150602"
             ]
         );
         assert_eq!(p.subscribe[0], "whistle.event.150602.>");

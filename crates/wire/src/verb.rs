@@ -25,11 +25,17 @@ pub enum Verb {
     Dispute,
     /// The arbitration of a 派单异议.
     DecideDispute,
+    /// 申请挂账.
+    ProposeLedger,
+    /// The approval or denial of a 挂账 proposal.
+    DecideLedger,
+    /// The review of a ledger case: kept with a new review date, or returned to handling.
+    ReviewLedger,
 }
 
 impl Verb {
     /// Every verb, in the order dispatch registers its endpoints.
-    pub const ALL: [Verb; 12] = [
+    pub const ALL: [Verb; 15] = [
         Verb::Accept,
         Verb::Return,
         Verb::Resolve,
@@ -42,6 +48,9 @@ impl Verb {
         Verb::DecideExtension,
         Verb::Dispute,
         Verb::DecideDispute,
+        Verb::ProposeLedger,
+        Verb::DecideLedger,
+        Verb::ReviewLedger,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +67,9 @@ impl Verb {
             Verb::DecideExtension => "decide_extension",
             Verb::Dispute => "dispute",
             Verb::DecideDispute => "decide_dispute",
+            Verb::ProposeLedger => "propose_ledger",
+            Verb::DecideLedger => "decide_ledger",
+            Verb::ReviewLedger => "review_ledger",
         }
     }
 
@@ -76,6 +88,9 @@ impl Verb {
             Body::DecideExtension(_) => Verb::DecideExtension,
             Body::Dispute(_) => Verb::Dispute,
             Body::DecideDispute(_) => Verb::DecideDispute,
+            Body::ProposeLedger(_) => Verb::ProposeLedger,
+            Body::DecideLedger(_) => Verb::DecideLedger,
+            Body::ReviewLedger(_) => Verb::ReviewLedger,
         }
     }
 }

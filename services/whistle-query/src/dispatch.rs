@@ -104,4 +104,7 @@ forward! {
     decide_extension => Verb::DecideExtension,
     dispute => Verb::Dispute,
     decide_dispute => Verb::DecideDispute,
+    propose_ledger => Verb::ProposeLedger,
+    decide_ledger => Verb::DecideLedger,
+    review_ledger => Verb::ReviewLedger,
 }

@@ -4,6 +4,7 @@
 mod bodies;
 mod disputes;
 mod extensions;
+mod ledger;
 mod lifecycle;
 mod service;
 mod timers;

@@ -56,6 +56,22 @@ fn body(verb: Verb) -> Body {
             uphold: true,
             note: String::new(),
         }),
+        Verb::ProposeLedger => Body::ProposeLedger(v1::ProposeLedger {
+            reason: v1::LedgerReason::Funding as i32,
+            note: "forged".into(),
+            responsible: "150602-heating".into(),
+            review_at: Some(whistle_wire::convert::timestamp(
+                chrono::Utc::now() + chrono::TimeDelta::days(30),
+            )),
+        }),
+        Verb::DecideLedger => Body::DecideLedger(v1::DecideLedger {
+            approve: true,
+            note: String::new(),
+        }),
+        Verb::ReviewLedger => Body::ReviewLedger(v1::ReviewLedger {
+            extend_to: None,
+            note: String::new(),
+        }),
     }
 }
 
@@ -94,9 +110,12 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
             expected_version: 0,
             body: Some(body(verb)),
         };
-        if matches!(verb, Verb::RequestExtension | Verb::Dispute) {
-            // An operator never asks for more time nor disputes a task: the server refuses even
-            // its own subject.
+        if matches!(
+            verb,
+            Verb::RequestExtension | Verb::Dispute | Verb::ProposeLedger
+        ) {
+            // An operator never asks for more time, disputes a task nor proposes one for the
+            // ledger: the server refuses even its own subject.
             let own = v1::Command {
                 actor_id: ME.into(),
                 ..command.clone()
@@ -136,10 +155,11 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
     );
 }
 
-/// The extension and dispute verbs by role on NATS: a liaison asks and disputes but never answers
-/// or arbitrates, a grid worker asks but has no task to dispute, an operator answers and arbitrates
-/// but never asks or disputes; a verb a role never sends is refused by the server on the person's
-/// own subject, the others reach dispatch (which checks the incident).
+/// The extension, dispute and ledger verbs by role on NATS: a liaison asks, disputes and proposes
+/// for the ledger but never answers, arbitrates or reviews, a grid worker asks and proposes but has
+/// no task to dispute, an operator answers, arbitrates, enters and reviews but never asks, disputes
+/// or proposes; a verb a role never sends is refused by the server on the person's own subject, the
+/// others reach dispatch (which checks the incident).
 #[tokio::test]
 async fn each_role_is_denied_the_verbs_it_never_sends() {
     let stack = Stack::builder().at(chrono::Utc::now()).start().await;
@@ -149,22 +169,38 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
             Role::Liaison,
             "150602-heating",
             "li-150602-heating",
-            &[Verb::DecideExtension, Verb::DecideDispute],
-            &[Verb::RequestExtension, Verb::Dispute],
+            &[
+                Verb::DecideExtension,
+                Verb::DecideDispute,
+                Verb::DecideLedger,
+                Verb::ReviewLedger,
+            ],
+            &[Verb::RequestExtension, Verb::Dispute, Verb::ProposeLedger],
         ),
         (
             Role::GridWorker,
             GRID,
             "gw-150602001001001",
-            &[Verb::DecideExtension, Verb::Dispute, Verb::DecideDispute],
-            &[Verb::RequestExtension],
+            &[
+                Verb::DecideExtension,
+                Verb::Dispute,
+                Verb::DecideDispute,
+                Verb::DecideLedger,
+                Verb::ReviewLedger,
+            ],
+            &[Verb::RequestExtension, Verb::ProposeLedger],
         ),
         (
             Role::Operator,
             "150602",
             ME,
-            &[Verb::RequestExtension, Verb::Dispute],
-            &[Verb::DecideExtension, Verb::DecideDispute],
+            &[Verb::RequestExtension, Verb::Dispute, Verb::ProposeLedger],
+            &[
+                Verb::DecideExtension,
+                Verb::DecideDispute,
+                Verb::DecideLedger,
+                Verb::ReviewLedger,
+            ],
         ),
     ];
     for (role, scope, person, denied, allowed) in cases {
