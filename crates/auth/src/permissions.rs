@@ -132,9 +132,9 @@ pub struct Permissions {
 pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
     let inbox = format!("{}.>", identity.inbox_prefix());
     match identity {
-        // A grid worker or a liaison asks for more time; only the level above answers. A grid
-        // worker has no task to dispute or to assist with, and dispatches none to arbitrate or
-        // release.
+        // A grid worker or a liaison asks for more time and proposes a case for the ledger (挂账);
+        // only the level above answers and reviews. A grid worker has no task to dispute or to
+        // assist with, and dispatches none to arbitrate or release.
         Identity::GridWorker { person, grid } => Permissions {
             publish: vec![
                 subject::grid_reports(grid),
@@ -147,6 +147,8 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                 Verb::DecideDispute,
                 Verb::SubmitAssist,
                 Verb::ReleaseAssist,
+                Verb::DecideLedger,
+                Verb::ReviewLedger,
             ]
             .map(|verb| subject::command(verb, person.as_str()))
             .to_vec(),
@@ -160,6 +162,8 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                 Verb::DecideExtension,
                 Verb::DecideDispute,
                 Verb::ReleaseAssist,
+                Verb::DecideLedger,
+                Verb::ReviewLedger,
             ]
             .map(|verb| subject::command(verb, person.as_str()))
             .to_vec(),
@@ -168,14 +172,20 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
             let mut subscribe = vec![subject::area_events(area)];
             subscribe.extend(area_task_subjects(area, org));
             subscribe.push(inbox);
-            // An operator answers extension requests, arbitrates disputes and releases assisting
-            // departments; it never handles a task to ask for more time, dispute it or submit a part.
+            // An operator answers extension requests, arbitrates disputes, releases assisting
+            // departments and enters and reviews ledger cases; it never handles a task to ask for
+            // more time, dispute it, submit a part or propose it for the ledger.
             Permissions {
                 publish: vec![subject::person_commands(person.as_str())],
                 subscribe,
-                deny_publish: [Verb::RequestExtension, Verb::Dispute, Verb::SubmitAssist]
-                    .map(|verb| subject::command(verb, person.as_str()))
-                    .to_vec(),
+                deny_publish: [
+                    Verb::RequestExtension,
+                    Verb::Dispute,
+                    Verb::SubmitAssist,
+                    Verb::ProposeLedger,
+                ]
+                .map(|verb| subject::command(verb, person.as_str()))
+                .to_vec(),
             }
         }
         Identity::Viewer {
@@ -408,7 +418,9 @@ mod tests {
                 "whistle.cmd.dispute.gw-150602001001001",
                 "whistle.cmd.decide_dispute.gw-150602001001001",
                 "whistle.cmd.submit_assist.gw-150602001001001",
-                "whistle.cmd.release_assist.gw-150602001001001"
+                "whistle.cmd.release_assist.gw-150602001001001",
+                "whistle.cmd.decide_ledger.gw-150602001001001",
+                "whistle.cmd.review_ledger.gw-150602001001001"
             ]
         );
         assert_eq!(id.inbox_prefix(), "_INBOX_gw-150602001001001");
@@ -444,7 +456,9 @@ mod tests {
             [
                 "whistle.cmd.decide_extension.li-150602-urban_management",
                 "whistle.cmd.decide_dispute.li-150602-urban_management",
-                "whistle.cmd.release_assist.li-150602-urban_management"
+                "whistle.cmd.release_assist.li-150602-urban_management",
+                "whistle.cmd.decide_ledger.li-150602-urban_management",
+                "whistle.cmd.review_ledger.li-150602-urban_management"
             ]
         );
         assert_eq!(
@@ -470,7 +484,8 @@ mod tests {
             [
                 "whistle.cmd.request_extension.op-150602",
                 "whistle.cmd.dispute.op-150602",
-                "whistle.cmd.submit_assist.op-150602"
+                "whistle.cmd.submit_assist.op-150602",
+                "whistle.cmd.propose_ledger.op-150602"
             ]
         );
         assert_eq!(p.subscribe[0], "whistle.event.150602.>");

@@ -277,6 +277,48 @@ impl Assisting {
 /// summoning half the district's departments is a mistake, not a plan.
 pub const MAX_ASSISTING: u32 = 10;
 
+/// How ledger cases (挂账) count in the three rates (三率): a policy setting, since a city chooses
+/// whether a case it has agreed cannot be solved in time still weighs on a unit's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerRates {
+    /// Out of the resolution rate's denominators while in the ledger (the incident, and its
+    /// department tasks of the round): approval is the district agreeing no deadline can be met.
+    Excluded,
+    /// Counted as any open case: due at the deadline it had and unresolved until resolved.
+    Unresolved,
+}
+
+impl LedgerRates {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerRates::Excluded => "excluded",
+            LedgerRates::Unresolved => "unresolved",
+        }
+    }
+}
+
+/// The long-term ledger (挂账): who approves and reviews, how far a review date may lie, the fresh
+/// deadline of a case returned to handling, and how ledger cases count in the rates. A policy
+/// without a `[ledger]` table has no ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerRules {
+    /// The lowest level that approves and reviews: the district, or the city. Work already at
+    /// that level or above goes to the level above it (the city at the top).
+    pub approver: Level,
+    /// The furthest a review date may lie from the proposal or the review that sets it.
+    pub longest_review: TimeDelta,
+    /// The resolve deadline of a case returned from the ledger to handling, counted from then.
+    pub return_resolve: Term,
+    pub rates: LedgerRates,
+}
+
+impl LedgerRules {
+    /// The level that approves the ledger entry of an incident handled at `level`.
+    pub fn approver_for(&self, level: Level) -> Level {
+        self.approver.max(level.up().unwrap_or(Level::City))
+    }
+}
+
 /// A validated dispatch policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -291,6 +333,7 @@ pub struct Policy {
     extensions: Extensions,
     retention: Retention,
     assisting: Assisting,
+    ledger: Option<LedgerRules>,
     duplicates: Duplicates,
     clusters: Clusters,
     sla: BTreeMap<SlaClass, Sla>,
@@ -369,6 +412,11 @@ impl Policy {
     /// The assisting department (协办) rules.
     pub fn assisting(&self) -> Assisting {
         self.assisting
+    }
+
+    /// The long-term ledger (挂账) rules; `None` when the policy has no ledger.
+    pub fn ledger(&self) -> Option<LedgerRules> {
+        self.ledger
     }
 
     pub fn duplicates(&self) -> Duplicates {
@@ -454,6 +502,10 @@ pub enum Error {
         format_duration(*.part), format_duration(*.accept)
     )]
     AssistingPartTooShort { part: TimeDelta, accept: TimeDelta },
+    #[error("ledger.approver: {0:?}; expected district or city (the levels that approve 挂账)")]
+    LedgerApprover(String),
+    #[error("ledger.rates: {0:?}; expected excluded or unresolved")]
+    LedgerRates(String),
     #[error(
         "{at}: unknown SLA class {class:?}; expected emergency, utilities, general or complex"
     )]
@@ -518,6 +570,7 @@ struct RawPolicy {
     extensions: Option<RawExtensions>,
     retention: Option<RawRetention>,
     assisting: Option<RawAssisting>,
+    ledger: Option<RawLedger>,
     duplicates: Option<RawDuplicates>,
     clusters: Option<RawClusters>,
     sla: Option<BTreeMap<String, RawSla>>,
@@ -559,6 +612,15 @@ struct RawRetention {
 struct RawAssisting {
     max_per_whistle: u32,
     part: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    approver: String,
+    longest_review: String,
+    return_resolve: String,
+    rates: String,
 }
 
 #[derive(Deserialize)]
@@ -620,6 +682,7 @@ impl RawPolicy {
             extensions: self.extensions.or(base.extensions),
             retention: self.retention.or(base.retention),
             assisting: self.assisting.or(base.assisting),
+            ledger: self.ledger.or(base.ledger),
             duplicates: self.duplicates.or(base.duplicates),
             clusters: self.clusters.or(base.clusters),
             sla: self.sla.or(base.sla),
@@ -734,6 +797,24 @@ impl RawPolicy {
             }
         };
 
+        let ledger = match self.ledger {
+            None => None,
+            Some(raw) => Some(LedgerRules {
+                approver: match raw.approver.as_str() {
+                    "district" => Level::District,
+                    "city" => Level::City,
+                    other => return Err(Error::LedgerApprover(other.to_owned())),
+                },
+                longest_review: duration("ledger.longest_review", &raw.longest_review)?,
+                return_resolve: term("ledger.return_resolve", &raw.return_resolve)?,
+                rates: match raw.rates.as_str() {
+                    "excluded" => LedgerRates::Excluded,
+                    "unresolved" => LedgerRates::Unresolved,
+                    other => return Err(Error::LedgerRates(other.to_owned())),
+                },
+            }),
+        };
+
         let duplicates = self.duplicates.ok_or_else(|| missing("[duplicates]"))?;
         if duplicates.radius_m < 1 {
             return Err(Error::TooSmall {
@@ -828,6 +909,7 @@ impl RawPolicy {
             extensions,
             retention,
             assisting,
+            ledger,
             duplicates,
             clusters,
             sla,
@@ -958,7 +1040,7 @@ fn is_slug(s: &str) -> bool {
 fn parse_duration(text: &str) -> Result<TimeDelta, &'static str> {
     const FORMAT: &str = "expected an integer and a unit s, m, h or d, e.g. \"30m\"";
     if text.ends_with("wd") {
-        return Err("working days (wd) are for resolve deadlines only: sla.*.resolve and deadlines.reopen_resolve");
+        return Err("working days (wd) are for resolve deadlines only: sla.*.resolve, deadlines.reopen_resolve and ledger.return_resolve");
     }
     let unit_seconds = match text.chars().last() {
         Some('s') => 1,
@@ -1250,6 +1332,60 @@ summon = ["heating", "housing_construction"]
     }
 
     #[test]
+    fn ledger_rules() {
+        assert_eq!(parse(MINIMAL).unwrap().ledger(), None);
+        let table = |approver: &str, review: &str, back: &str, rates: &str| {
+            MINIMAL.replacen(
+                "[duplicates]",
+                &format!(
+                    "[ledger]\napprover = \"{approver}\"\nlongest_review = \"{review}\"\n\
+                     return_resolve = \"{back}\"\nrates = \"{rates}\"\n\n[duplicates]"
+                ),
+                1,
+            )
+        };
+        let rules = parse(&table("city", "30d", "5wd", "unresolved"))
+            .unwrap()
+            .ledger()
+            .unwrap();
+        assert_eq!(
+            rules,
+            LedgerRules {
+                approver: Level::City,
+                longest_review: TimeDelta::days(30),
+                return_resolve: Term::WorkingDays(5),
+                rates: LedgerRates::Unresolved,
+            }
+        );
+        assert_eq!(rules.approver_for(Level::Grid), Level::City);
+        let refused = |text: String| parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            refused(table("street", "30d", "5wd", "excluded")),
+            "ledger.approver: \"street\"; expected district or city (the levels that approve 挂账)"
+        );
+        assert_eq!(
+            refused(table("district", "30d", "5wd", "ignored")),
+            "ledger.rates: \"ignored\"; expected excluded or unresolved"
+        );
+        assert!(refused(table("district", "0d", "5wd", "excluded"))
+            .starts_with("ledger.longest_review: invalid duration \"0d\": must be positive"));
+        assert!(refused(table("district", "30wd", "5wd", "excluded"))
+            .starts_with("ledger.longest_review: invalid duration \"30wd\""));
+
+        let ordos = ordos().ledger().unwrap();
+        assert_eq!(ordos.approver, Level::District);
+        assert_eq!(ordos.rates, LedgerRates::Excluded);
+        assert_eq!(ordos.return_resolve, Term::WorkingDays(15));
+        assert_eq!(ordos.approver_for(Level::Street), Level::District);
+        assert_eq!(ordos.approver_for(Level::Community), Level::District);
+        assert_eq!(ordos.approver_for(Level::District), Level::City);
+        assert_eq!(ordos.approver_for(Level::City), Level::City);
+        let demo = builtin("ordos-demo").unwrap().ledger().unwrap();
+        assert_eq!(demo.longest_review, TimeDelta::days(90) / 60);
+        assert_eq!(demo.return_resolve, Term::Elapsed(TimeDelta::days(15) / 60));
+    }
+
+    #[test]
     fn working_day_terms() {
         let policy = parse(&MINIMAL.replacen("resolve = \"7d\"", "resolve = \"5wd\"", 1)).unwrap();
         assert_eq!(policy.sla(SlaClass::General).resolve, Term::WorkingDays(5));
@@ -1280,7 +1416,7 @@ summon = ["heating", "housing_construction"]
         ));
         assert_eq!(
             error_with("accept = \"30m\"", "accept = \"1wd\"").to_string(),
-            "deadlines.accept: invalid duration \"1wd\": working days (wd) are for resolve deadlines only: sla.*.resolve and deadlines.reopen_resolve"
+            "deadlines.accept: invalid duration \"1wd\": working days (wd) are for resolve deadlines only: sla.*.resolve, deadlines.reopen_resolve and ledger.return_resolve"
         );
         // A divided demo clock has no calendar: the days are divided like any other duration.
         let divided = parse(&format!(

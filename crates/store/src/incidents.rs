@@ -204,12 +204,16 @@ async fn update_incidents(
         "UPDATE incidents i SET state = u.state, status = u.status, level = u.level, version = u.version,
              due_at = u.due_at, level_due_at = u.level_due_at, overdue = u.overdue,
              reopen_count = u.reopen_count, satisfaction = u.satisfaction, updated_at = $11,
+             ledger_state = u.ledger_state, ledgered_at = u.ledgered_at,
+             ledger_review_at = u.ledger_review_at,
              resolved_at = CASE WHEN u.status = 'resolved' AND i.status <> 'resolved' THEN $11 ELSE i.resolved_at END,
              closed_at = CASE WHEN u.status NOT IN ('closed', 'closed_unverified') THEN NULL
                               WHEN i.status IN ('closed', 'closed_unverified') THEN i.closed_at ELSE $11 END
          FROM UNNEST($1::uuid[], $2::jsonb[], $3::text[], $4::text[], $5::int8[], $6::timestamptz[],
-                     $7::timestamptz[], $8::bool[], $9::int4[], $10::text[])
-             AS u(id, state, status, level, version, due_at, level_due_at, overdue, reopen_count, satisfaction)
+                     $7::timestamptz[], $8::bool[], $9::int4[], $10::text[], $12::text[],
+                     $13::timestamptz[], $14::timestamptz[])
+             AS u(id, state, status, level, version, due_at, level_due_at, overdue, reopen_count, satisfaction,
+                  ledger_state, ledgered_at, ledger_review_at)
          WHERE i.id = u.id",
     )
     .bind(saves.iter().map(|save| save.id).collect::<Vec<_>>())
@@ -223,9 +227,22 @@ async fn update_incidents(
     .bind(saves.iter().map(|s| s.state.reopen_count as i32).collect::<Vec<_>>())
     .bind(saves.iter().map(|s| s.state.satisfaction.map(|s| s.as_str())).collect::<Vec<_>>())
     .bind(now)
+    .bind(saves.iter().map(|s| ledger_state(s.state)).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.state.ledger.as_ref().and_then(|l| l.entered_at)).collect::<Vec<_>>())
+    .bind(saves.iter().map(|s| s.state.ledger.as_ref().map(|l| l.review_at)).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// `incidents.ledger_state`: where the case stands in the long-term ledger (挂账), if anywhere.
+pub fn ledger_state(state: &Incident) -> Option<&'static str> {
+    let ledger = state.ledger.as_ref()?;
+    Some(match (ledger.entered_at, ledger.review_due) {
+        (None, _) => "proposed",
+        (Some(_), false) => "entered",
+        (Some(_), true) => "review_due",
+    })
 }
 
 async fn upsert_tasks(

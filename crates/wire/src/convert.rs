@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use whistle_domain::{
     incident::TaskRole,
-    incident::{ReturnReason, Satisfaction, Status, TaskStatus},
+    incident::{Ledger, LedgerReason, ReturnReason, Satisfaction, Status, TaskStatus},
     Level,
 };
 use whistle_proto::v1;
@@ -81,6 +81,31 @@ pub fn return_reason_to_proto(reason: ReturnReason) -> v1::ReturnReason {
         ReturnReason::UnclearOwnership => v1::ReturnReason::UnclearOwnership,
         ReturnReason::OverlappingDuties => v1::ReturnReason::OverlappingDuties,
         ReturnReason::InsufficientInformation => v1::ReturnReason::InsufficientInformation,
+    }
+}
+
+pub fn ledger_reason_to_proto(reason: LedgerReason) -> v1::LedgerReason {
+    match reason {
+        LedgerReason::Planning => v1::LedgerReason::Planning,
+        LedgerReason::Funding => v1::LedgerReason::Funding,
+        LedgerReason::Legal => v1::LedgerReason::Legal,
+        LedgerReason::Other => v1::LedgerReason::Other,
+    }
+}
+
+/// The long-term ledger (挂账) proposal or entry as events and `GetIncident` carry it.
+pub fn ledger_to_proto(ledger: &Ledger) -> v1::LedgerEntry {
+    v1::LedgerEntry {
+        entered: ledger.entered_at.is_some(),
+        entered_at: ledger.entered_at.map(timestamp),
+        review_at: Some(timestamp(ledger.review_at)),
+        review_due: ledger.review_due,
+        reason: ledger_reason_to_proto(ledger.reason) as i32,
+        note: ledger.note.clone(),
+        responsible: ledger.responsible.to_string(),
+        proposed_by: ledger.proposed_by.to_string(),
+        proposed_at: Some(timestamp(ledger.proposed_at)),
+        approver: level_to_proto(ledger.approver) as i32,
     }
 }
 

@@ -32,6 +32,20 @@ pub const INCIDENT_EXTENSION_APPROVED: &str = "incident.extension_approved";
 pub const INCIDENT_EXTENSION_DENIED: &str = "incident.extension_denied";
 /// The asker finished before an answer.
 pub const INCIDENT_EXTENSION_WITHDRAWN: &str = "incident.extension_withdrawn";
+/// 申请挂账: a case proposed for the long-term ledger, waiting for the approving level.
+pub const INCIDENT_LEDGER_PROPOSED: &str = "incident.ledger_proposed";
+/// Entered in the ledger: its deadlines stop until the review.
+pub const INCIDENT_LEDGER_APPROVED: &str = "incident.ledger_approved";
+/// The proposal was denied; handling goes on.
+pub const INCIDENT_LEDGER_DENIED: &str = "incident.ledger_denied";
+/// The incident was resolved while proposed or in the ledger.
+pub const INCIDENT_LEDGER_WITHDRAWN: &str = "incident.ledger_withdrawn";
+/// The review date came: the case is back with the approving level.
+pub const INCIDENT_LEDGER_REVIEW_DUE: &str = "incident.ledger_review_due";
+/// Reviewed and kept in the ledger until a new review date.
+pub const INCIDENT_LEDGER_EXTENDED: &str = "incident.ledger_extended";
+/// Reviewed and returned to handling with a fresh deadline.
+pub const INCIDENT_LEDGER_RETURNED: &str = "incident.ledger_returned";
 pub const TASK_DISPATCHED: &str = "task.dispatched";
 pub const TASK_ACCEPTED: &str = "task.accepted";
 pub const TASK_RETURNED: &str = "task.returned";
@@ -61,7 +75,7 @@ pub const INTAKE: [&str; 4] = [
 ];
 
 /// The kinds the state machine publishes (the domain's `incident::EVENT_KINDS`, checked below).
-pub const ENGINE: [&str; 28] = [
+pub const ENGINE: [&str; 35] = [
     INCIDENT_ESCALATED,
     INCIDENT_WHISTLED,
     INCIDENT_RESOLVED,
@@ -77,6 +91,13 @@ pub const ENGINE: [&str; 28] = [
     INCIDENT_EXTENSION_APPROVED,
     INCIDENT_EXTENSION_DENIED,
     INCIDENT_EXTENSION_WITHDRAWN,
+    INCIDENT_LEDGER_PROPOSED,
+    INCIDENT_LEDGER_APPROVED,
+    INCIDENT_LEDGER_DENIED,
+    INCIDENT_LEDGER_WITHDRAWN,
+    INCIDENT_LEDGER_REVIEW_DUE,
+    INCIDENT_LEDGER_EXTENDED,
+    INCIDENT_LEDGER_RETURNED,
     TASK_DISPATCHED,
     TASK_ACCEPTED,
     TASK_RETURNED,

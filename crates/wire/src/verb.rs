@@ -29,11 +29,17 @@ pub enum Verb {
     SubmitAssist,
     /// 免于协办.
     ReleaseAssist,
+    /// 申请挂账.
+    ProposeLedger,
+    /// The approval or denial of a 挂账 proposal.
+    DecideLedger,
+    /// The review of a ledger case: kept with a new review date, or returned to handling.
+    ReviewLedger,
 }
 
 impl Verb {
     /// Every verb, in the order dispatch registers its endpoints.
-    pub const ALL: [Verb; 14] = [
+    pub const ALL: [Verb; 17] = [
         Verb::Accept,
         Verb::Return,
         Verb::Resolve,
@@ -48,6 +54,9 @@ impl Verb {
         Verb::DecideDispute,
         Verb::SubmitAssist,
         Verb::ReleaseAssist,
+        Verb::ProposeLedger,
+        Verb::DecideLedger,
+        Verb::ReviewLedger,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +75,9 @@ impl Verb {
             Verb::DecideDispute => "decide_dispute",
             Verb::SubmitAssist => "submit_assist",
             Verb::ReleaseAssist => "release_assist",
+            Verb::ProposeLedger => "propose_ledger",
+            Verb::DecideLedger => "decide_ledger",
+            Verb::ReviewLedger => "review_ledger",
         }
     }
 
@@ -86,6 +98,9 @@ impl Verb {
             Body::DecideDispute(_) => Verb::DecideDispute,
             Body::SubmitAssist(_) => Verb::SubmitAssist,
             Body::ReleaseAssist(_) => Verb::ReleaseAssist,
+            Body::ProposeLedger(_) => Verb::ProposeLedger,
+            Body::DecideLedger(_) => Verb::DecideLedger,
+            Body::ReviewLedger(_) => Verb::ReviewLedger,
         }
     }
 }

@@ -70,6 +70,15 @@ pub enum Field {
     SubmitAssist(SubmitAssistArgs),
     /// 免于协办: the street or an operator releases an assisting department that still owes its part.
     ReleaseAssist(ReleaseAssistArgs),
+    /// 申请挂账: propose a case no deadline can meet for the long-term ledger, as the unit
+    /// handling it (a liaison whose department reported in, the grid's worker at the grid).
+    ProposeLedger(ProposeLedgerArgs),
+    /// Approve or deny the pending 挂账 proposal, as the approving level (the district, or the
+    /// city for district work).
+    DecideLedger(DecideLedgerArgs),
+    /// Review a ledger case, as the approving level: keep it to a later review date, or return
+    /// it to handling with a fresh deadline.
+    ReviewLedger(ReviewLedgerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +94,49 @@ pub struct SubmitAssistArgs {
     pub common: Common,
 }
 
+/// Why a case waits in the ledger.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LedgerReasonArg {
+    /// 规划
+    Planning,
+    /// 资金
+    Funding,
+    /// 法律
+    Legal,
+    /// 其他
+    Other,
+}
+
+impl LedgerReasonArg {
+    fn to_proto(self) -> v1::LedgerReason {
+        match self {
+            LedgerReasonArg::Planning => v1::LedgerReason::Planning,
+            LedgerReasonArg::Funding => v1::LedgerReason::Funding,
+            LedgerReasonArg::Legal => v1::LedgerReason::Legal,
+            LedgerReasonArg::Other => v1::LedgerReason::Other,
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProposeLedgerArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    #[arg(long, value_enum)]
+    pub reason: LedgerReasonArg,
+    /// Who stays answerable: a department code or an org unit's area code.
+    #[arg(long)]
+    pub responsible: String,
+    /// The review date, RFC 3339 (e.g. 2027-03-01T09:00:00+08:00).
+    #[arg(long, value_parser = parse_instant)]
+    pub review_at: chrono::DateTime<chrono::Utc>,
+    /// Why (required).
+    #[arg(long)]
+    pub note: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ReleaseAssistArgs {
     /// Incident id (UUID).
@@ -94,6 +146,40 @@ pub struct ReleaseAssistArgs {
     /// Why the assistant is no longer needed (required).
     #[arg(long)]
     pub note: String,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("decision").required(true).args(["approve", "deny"])))]
+pub struct DecideLedgerArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// 同意挂账: the case leaves the deadlines until its review date.
+    #[arg(long)]
+    pub approve: bool,
+    /// 不同意挂账 (a --note is required).
+    #[arg(long)]
+    pub deny: bool,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(ArgGroup::new("outcome").required(true).args(["extend_to", "return_to_handling"])))]
+pub struct ReviewLedgerArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// 继续挂账 until this review date, RFC 3339.
+    #[arg(long, value_parser = parse_instant)]
+    pub extend_to: Option<chrono::DateTime<chrono::Utc>>,
+    /// 出账: back to handling with a fresh deadline.
+    #[arg(long = "return")]
+    pub return_to_handling: bool,
+    #[arg(long)]
+    pub note: Option<String>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -466,6 +552,32 @@ impl Field {
                     note: note(&a.note),
                 }),
             ),
+            Field::ProposeLedger(a) => (
+                &a.incident,
+                &a.common,
+                Body::ProposeLedger(v1::ProposeLedger {
+                    reason: a.reason.to_proto() as i32,
+                    note: a.note.clone(),
+                    responsible: a.responsible.clone(),
+                    review_at: Some(whistle_wire::convert::timestamp(a.review_at)),
+                }),
+            ),
+            Field::DecideLedger(a) => (
+                &a.incident,
+                &a.common,
+                Body::DecideLedger(v1::DecideLedger {
+                    approve: a.approve,
+                    note: note(&a.note),
+                }),
+            ),
+            Field::ReviewLedger(a) => (
+                &a.incident,
+                &a.common,
+                Body::ReviewLedger(v1::ReviewLedger {
+                    extend_to: a.extend_to.map(whistle_wire::convert::timestamp),
+                    note: note(&a.note),
+                }),
+            ),
             Field::Dispute(a) => (
                 &a.incident,
                 &a.common,
@@ -647,6 +759,11 @@ pub fn done_zh(command: &v1::Command, ok: &v1::CommandOk) -> String {
         Some(Body::DecideDispute(_)) => "异议不成立，维持派单".into(),
         Some(Body::SubmitAssist(_)) => "已提交协办意见".into(),
         Some(Body::ReleaseAssist(_)) => "已免于协办".into(),
+        Some(Body::ProposeLedger(_)) => "已申请挂账".into(),
+        Some(Body::DecideLedger(d)) if d.approve => "已同意挂账".into(),
+        Some(Body::DecideLedger(_)) => "已不同意挂账".into(),
+        Some(Body::ReviewLedger(r)) if r.extend_to.is_some() => "已继续挂账".into(),
+        Some(Body::ReviewLedger(_)) => "已出账，恢复办理".into(),
         None => "完成".into(),
     }
 }
@@ -1014,6 +1131,93 @@ mod tests {
         ));
         assert!(answer(&[]).is_err());
         assert!(answer(&["--approve", "--deny"]).is_err());
+    }
+
+    #[test]
+    fn the_ledger_commands_parse() {
+        let review_at: chrono::DateTime<chrono::Utc> = "2027-03-01T01:00:00Z".parse().unwrap();
+        assert_eq!(
+            build(&[
+                "propose-ledger",
+                INCIDENT,
+                "--reason",
+                "funding",
+                "--responsible",
+                "150602-housing_construction",
+                "--review-at",
+                "2027-03-01T09:00:00+08:00",
+                "--note",
+                "改造资金未列入预算",
+                "--as",
+                "li-150602-heating",
+            ])
+            .map(|(verb, c)| (verb, c.body)),
+            Ok((
+                "propose_ledger",
+                Some(Body::ProposeLedger(v1::ProposeLedger {
+                    reason: v1::LedgerReason::Funding as i32,
+                    note: "改造资金未列入预算".into(),
+                    responsible: "150602-housing_construction".into(),
+                    review_at: Some(whistle_wire::convert::timestamp(review_at)),
+                }))
+            ))
+        );
+        assert!(build(&[
+            "propose-ledger",
+            INCIDENT,
+            "--reason",
+            "weather",
+            "--responsible",
+            "150602001",
+            "--review-at",
+            "2027-03-01T09:00:00+08:00",
+            "--note",
+            "x",
+            "--as",
+            "li-x",
+        ])
+        .is_err());
+        let decide = |flags: &[&str]| {
+            let mut args = vec!["decide-ledger", INCIDENT, "--as", "op-150602"];
+            args.extend_from_slice(flags);
+            build(&args).map(|(verb, c)| (verb, c.body))
+        };
+        assert!(matches!(
+            decide(&["--approve"]),
+            Ok((
+                "decide_ledger",
+                Some(Body::DecideLedger(v1::DecideLedger { approve: true, .. }))
+            ))
+        ));
+        assert!(decide(&[]).is_err());
+        assert!(decide(&["--approve", "--deny"]).is_err());
+        let review = |flags: &[&str]| {
+            let mut args = vec!["review-ledger", INCIDENT, "--as", "op-150602"];
+            args.extend_from_slice(flags);
+            build(&args).map(|(verb, c)| (verb, c.body))
+        };
+        assert_eq!(
+            review(&["--return", "--note", "规划已批复"]),
+            Ok((
+                "review_ledger",
+                Some(Body::ReviewLedger(v1::ReviewLedger {
+                    extend_to: None,
+                    note: "规划已批复".into(),
+                }))
+            ))
+        );
+        assert!(matches!(
+            review(&["--extend-to", "2027-03-01T09:00:00+08:00"]),
+            Ok((
+                _,
+                Some(Body::ReviewLedger(v1::ReviewLedger {
+                    extend_to: Some(_),
+                    ..
+                }))
+            ))
+        ));
+        assert!(review(&[]).is_err());
+        assert!(review(&["--return", "--extend-to", "2027-03-01T09:00:00+08:00"]).is_err());
     }
 
     #[test]

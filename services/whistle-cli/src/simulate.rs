@@ -98,6 +98,9 @@ struct Sim {
     tracker: TaskTracker,
     /// Report ids of this run start with it.
     prefix: String,
+    /// The task whose department proposed each incident for the ledger (挂账): it resolves once
+    /// the proposal is denied or the case is returned to handling.
+    ledger_tasks: Mutex<std::collections::HashMap<String, v1::TaskState>>,
 }
 
 /// Prints one line: time, verb, actor, what.
@@ -458,10 +461,45 @@ impl Sim {
                     }),
                 );
                 let resolve_due = task.resolve_due_at.as_ref().map(|t| (t.seconds, t.nanos));
+                let ledger_task = task.clone();
                 let sim = self.clone();
                 self.tracker.spawn(async move {
                     if !sim.sleep(delay).await || !sim.perform(&accept).await {
                         return;
+                    }
+                    // Now and then a case no deadline can meet: the department proposes it for
+                    // the ledger and resolves only once the ledger lets go of it (see
+                    // `ledger_left`).
+                    let ledger = sim.rng(|rng| {
+                        rng.random_bool(plan::LEDGER_SHARE).then(|| {
+                            (
+                                *plan::LEDGER_NOTES
+                                    .get(rng.random_range(0..plan::LEDGER_NOTES.len()))
+                                    .expect("in range"),
+                                unit.mul_f64(rng.random_range(3.0..8.0)),
+                            )
+                        })
+                    });
+                    if let Some(((reason, note), review_in)) = ledger {
+                        let review_at =
+                            Utc::now() + TimeDelta::from_std(review_in).unwrap_or_default();
+                        let propose = Action {
+                            verb: "申请挂账",
+                            body: Body::ProposeLedger(v1::ProposeLedger {
+                                reason: reason as i32,
+                                note: note.into(),
+                                responsible: department.clone(),
+                                review_at: Some(whistle_wire::convert::timestamp(review_at)),
+                            }),
+                            ..accept.clone()
+                        };
+                        if sim.perform(&propose).await {
+                            sim.ledger_tasks
+                                .lock()
+                                .expect("not poisoned")
+                                .insert(propose.incident.clone(), ledger_task);
+                            return;
+                        }
                     }
                     let mut resolve_left = since_now(resolve_due).unwrap_or_default();
                     // An assistant submits its part before its part's deadline, mostly early.
@@ -574,6 +612,133 @@ impl Sim {
                 body: Body::DecideExtension(v1::DecideExtension { approve, note }),
             },
         );
+    }
+
+    /// The operator of the approving level (the district, or the city for district work).
+    fn ledger_approver(event: &v1::Event, changed: &v1::IncidentChanged) -> Option<String> {
+        let ledger = changed.ledger.as_ref()?;
+        let district = event.district_code.get(..6)?;
+        Some(match v1::Level::try_from(ledger.approver) {
+            Ok(v1::Level::City) => format!("op-{}00", &district[..4]),
+            _ => format!("op-{district}"),
+        })
+    }
+
+    /// The approving level enters the proposed case in the ledger, or denies it.
+    fn ledger_proposed(self: &Arc<Self>, event: &v1::Event, changed: &v1::IncidentChanged) {
+        let Some(actor) = Self::ledger_approver(event, changed) else {
+            return;
+        };
+        let unit = self.unit();
+        let (approve, delay, denial) = self.rng(|rng| {
+            (
+                rng.random_bool(plan::LEDGER_APPROVE_SHARE),
+                unit.mul_f64(rng.random_range(0.2..1.0)),
+                plan::pick(rng, plan::LEDGER_DENIALS),
+            )
+        });
+        let (verb, note) = if approve {
+            ("同意挂账", String::new())
+        } else {
+            ("不同意挂账", denial.to_owned())
+        };
+        self.later(
+            delay,
+            Action {
+                verb,
+                actor,
+                incident: event.incident_id.clone(),
+                title: changed.title.clone(),
+                detail: String::new(),
+                expected_version: 0,
+                body: Body::DecideLedger(v1::DecideLedger { approve, note }),
+            },
+        );
+    }
+
+    /// At the review date the approving level keeps the case a while longer, or returns it.
+    fn ledger_review_due(self: &Arc<Self>, event: &v1::Event, changed: &v1::IncidentChanged) {
+        let Some(actor) = Self::ledger_approver(event, changed) else {
+            return;
+        };
+        let unit = self.unit();
+        let (extend, delay, again) = self.rng(|rng| {
+            (
+                rng.random_bool(plan::LEDGER_EXTEND_SHARE),
+                unit.mul_f64(rng.random_range(0.2..1.0)),
+                unit.mul_f64(rng.random_range(3.0..6.0)),
+            )
+        });
+        let (verb, extend_to, note) = if extend {
+            let at = Utc::now() + TimeDelta::from_std(delay + again).unwrap_or_default();
+            (
+                "继续挂账",
+                Some(whistle_wire::convert::timestamp(at)),
+                "条件尚未具备，继续挂账",
+            )
+        } else {
+            ("出账", None, "条件已具备，恢复办理")
+        };
+        self.later(
+            delay,
+            Action {
+                verb,
+                actor,
+                incident: event.incident_id.clone(),
+                title: changed.title.clone(),
+                detail: String::new(),
+                expected_version: 0,
+                body: Body::ReviewLedger(v1::ReviewLedger {
+                    extend_to,
+                    note: note.into(),
+                }),
+            },
+        );
+    }
+
+    /// Denied or returned to handling: the department that proposed the case resolves its task
+    /// (the others went on working on theirs).
+    fn ledger_left(self: &Arc<Self>, event: &v1::Event, changed: &v1::IncidentChanged) {
+        let unit = self.unit();
+        let proposer = self
+            .ledger_tasks
+            .lock()
+            .expect("not poisoned")
+            .remove(&event.incident_id);
+        let still_accepted = |task: &v1::TaskState| {
+            changed
+                .tasks
+                .iter()
+                .any(|t| t.task_id == task.task_id && t.status == v1::TaskStatus::Accepted as i32)
+        };
+        for task in proposer.iter().filter(|t| still_accepted(t)) {
+            let (delay, note) = self.rng(|rng| {
+                (
+                    unit.mul_f64(rng.random_range(0.5..2.0)),
+                    plan::pick(rng, plan::RESOLVE_NOTES),
+                )
+            });
+            self.later(
+                delay,
+                Action {
+                    verb: "办结",
+                    actor: format!("li-{}", task.department_code),
+                    incident: event.incident_id.clone(),
+                    title: changed.title.clone(),
+                    detail: format!(
+                        " 任务{} {}",
+                        task.task_id,
+                        self.names.department(&task.department_code)
+                    ),
+                    expected_version: 0,
+                    body: Body::Resolve(v1::Resolve {
+                        task_id: task.task_id.to_string(),
+                        note: note.into(),
+                        photo_ids: Vec::new(),
+                    }),
+                },
+            );
+        }
     }
 
     /// The street arbitrates a department's dispute: upheld (the task goes to the proposed
@@ -806,6 +971,11 @@ impl Sim {
             "incident.extension_requested" => self.extension_requested(event, changed),
             "task.disputed" => self.disputed(event, changed),
             "task.dispute_rejected" => self.dispute_rejected(event, changed),
+            "incident.ledger_proposed" => self.ledger_proposed(event, changed),
+            "incident.ledger_review_due" => self.ledger_review_due(event, changed),
+            "incident.ledger_denied" | "incident.ledger_returned" => {
+                self.ledger_left(event, changed)
+            }
             _ => {}
         }
     }
@@ -974,6 +1144,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         names,
         rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed)),
         board: Mutex::default(),
+        ledger_tasks: Mutex::default(),
         stop: CancellationToken::new(),
         tracker: TaskTracker::new(),
         prefix,

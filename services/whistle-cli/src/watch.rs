@@ -222,6 +222,13 @@ pub(crate) fn kind_zh(kind: &str) -> &str {
         "task.dispute_withdrawn" => "派单异议撤回",
         "task.assist_submitted" => "提交协办意见",
         "task.assist_released" => "免于协办",
+        "incident.ledger_proposed" => "申请挂账",
+        "incident.ledger_approved" => "同意挂账",
+        "incident.ledger_denied" => "不同意挂账",
+        "incident.ledger_withdrawn" => "挂账撤回",
+        "incident.ledger_review_due" => "挂账到期复核",
+        "incident.ledger_extended" => "继续挂账",
+        "incident.ledger_returned" => "出账恢复办理",
         other => other,
     }
 }

@@ -22,7 +22,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 use whistle_domain::{
-    incident::{self, Actor, Input, Rejection, ReturnReason, Satisfaction},
+    incident::{self, Actor, Input, LedgerReason, Rejection, ReturnReason, Satisfaction},
     photo::{PhotoId, MAX_PHOTOS},
     DepartmentCode, PersonId, ReportId,
 };
@@ -571,6 +571,64 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
                 Some(task),
             )
         }
+        Body::ProposeLedger(l) => {
+            let reason = match v1::LedgerReason::try_from(l.reason) {
+                Ok(v1::LedgerReason::Planning) => LedgerReason::Planning,
+                Ok(v1::LedgerReason::Funding) => LedgerReason::Funding,
+                Ok(v1::LedgerReason::Legal) => LedgerReason::Legal,
+                Ok(v1::LedgerReason::Other) => LedgerReason::Other,
+                _ => {
+                    return Err(invalid(
+                        "a ledger proposal needs a reason: planning, funding, legal or other"
+                            .into(),
+                    ))
+                }
+            };
+            if l.responsible.is_empty() {
+                return Err(invalid(
+                    "a ledger proposal names the responsible unit (a department or an org unit)"
+                        .into(),
+                ));
+            }
+            let review_at = l.review_at.as_ref().ok_or_else(|| {
+                invalid("a ledger proposal needs its review date (review_at)".into())
+            })?;
+            let review_at = whistle_wire::convert::timestamp_from_proto(review_at)
+                .ok_or_else(|| invalid("review_at is not a valid timestamp".into()))?;
+            (
+                incident::Command::ProposeLedger {
+                    reason,
+                    note: l.note.clone(),
+                    responsible: l.responsible.clone(),
+                    review_at,
+                },
+                None,
+            )
+        }
+        Body::DecideLedger(d) => (
+            incident::Command::DecideLedger {
+                approve: d.approve,
+                note: d.note.clone(),
+            },
+            None,
+        ),
+        Body::ReviewLedger(r) => {
+            let extend_to = r
+                .extend_to
+                .as_ref()
+                .map(|at| {
+                    whistle_wire::convert::timestamp_from_proto(at)
+                        .ok_or_else(|| invalid("extend_to is not a valid timestamp".into()))
+                })
+                .transpose()?;
+            (
+                incident::Command::ReviewLedger {
+                    extend_to,
+                    note: r.note.clone(),
+                },
+                None,
+            )
+        }
     };
     Ok(Parsed {
         incident_id,
@@ -742,6 +800,95 @@ mod tests {
             }
         );
         assert_eq!(parsed.task, Some(1));
+    }
+
+    #[test]
+    fn a_ledger_proposal_names_its_reason_unit_and_review_date() {
+        let send = |verb: &str, body: Body| {
+            let command = v1::Command {
+                body: Some(body),
+                ..accept()
+            };
+            decode(verb, &command.encode_to_vec(), false, &CATALOG)
+        };
+        let review_at: DateTime<Utc> = "2027-01-15T02:00:00Z".parse().unwrap();
+        let propose = |reason: v1::LedgerReason, responsible: &str, at: Option<DateTime<Utc>>| {
+            Body::ProposeLedger(v1::ProposeLedger {
+                reason: reason as i32,
+                note: "待老旧小区改造".into(),
+                responsible: responsible.into(),
+                review_at: at.map(whistle_wire::convert::timestamp),
+            })
+        };
+        let invalid = CommandErrorCode::InvalidArgument as i32;
+        for (body, word) in [
+            (
+                propose(v1::LedgerReason::Unspecified, "150602001", Some(review_at)),
+                "reason",
+            ),
+            (
+                propose(v1::LedgerReason::Funding, "", Some(review_at)),
+                "responsible",
+            ),
+            (
+                propose(v1::LedgerReason::Funding, "150602001", None),
+                "review_at",
+            ),
+        ] {
+            let (code, message) = refusal(send("propose_ledger", body));
+            assert_eq!(code, invalid, "{message}");
+            assert!(message.contains(word), "{message}");
+        }
+        let (_, parsed) = send(
+            "propose_ledger",
+            propose(v1::LedgerReason::Planning, "150602001", Some(review_at)),
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.command,
+            incident::Command::ProposeLedger {
+                reason: LedgerReason::Planning,
+                note: "待老旧小区改造".into(),
+                responsible: "150602001".into(),
+                review_at,
+            }
+        );
+        let decide = Body::DecideLedger(v1::DecideLedger {
+            approve: true,
+            note: String::new(),
+        });
+        let (_, parsed) = send("decide_ledger", decide).unwrap();
+        assert_eq!(
+            parsed.command,
+            incident::Command::DecideLedger {
+                approve: true,
+                note: String::new(),
+            }
+        );
+        let back = Body::ReviewLedger(v1::ReviewLedger {
+            extend_to: None,
+            note: "规划已批复".into(),
+        });
+        let (_, parsed) = send("review_ledger", back).unwrap();
+        assert_eq!(
+            parsed.command,
+            incident::Command::ReviewLedger {
+                extend_to: None,
+                note: "规划已批复".into(),
+            }
+        );
+        let keep = Body::ReviewLedger(v1::ReviewLedger {
+            extend_to: Some(whistle_wire::convert::timestamp(review_at)),
+            note: String::new(),
+        });
+        let (_, parsed) = send("review_ledger", keep).unwrap();
+        assert_eq!(
+            parsed.command,
+            incident::Command::ReviewLedger {
+                extend_to: Some(review_at),
+                note: String::new(),
+            }
+        );
     }
 
     #[test]

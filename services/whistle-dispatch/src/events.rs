@@ -183,6 +183,10 @@ pub fn incident_changed(
             reopen_count: state.reopen_count,
             tasks: state.tasks.iter().map(task_state).collect(),
             transition_kinds: transition.iter().map(|k| (*k).to_owned()).collect(),
+            ledger: state
+                .ledger
+                .as_ref()
+                .map(whistle_wire::convert::ledger_to_proto),
         })),
     };
     let subject = match task {

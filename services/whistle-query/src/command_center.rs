@@ -18,6 +18,7 @@ use crate::{
     generated::command_center_server,
     grid_map,
     incidents::{self, Filter},
+    ledger,
     metrics::Metrics,
     notifications, org_tree, overdue, overview, photos, reports, scoreboard, session, tasks, trend,
     watch, Error,
@@ -137,10 +138,22 @@ impl command_center_server::CommandCenter for CommandCenter {
                 && whistle_wire::convert::level_from_proto(pending.approver)
                     .is_some_and(|approver| principal.area.level() >= approver);
         }
+        if let Some(ledger) = &detail.ledger {
+            detail.may_decide_ledger = principal.role == whistle_store::tokens::Role::Operator
+                && whistle_wire::convert::level_from_proto(ledger.approver)
+                    .is_some_and(|approver| principal.area.level() >= approver);
+        }
         let incident_status = detail.incident.as_ref().map_or(0, |i| i.status);
+        let ledgered = detail.incident.as_ref().is_some_and(|i| i.ledgered);
         for task in &mut detail.tasks {
             if let Some(state) = &task.state {
-                task.verbs = tasks::verbs(&principal, state, incident_status, detail.reopen_count)?;
+                task.verbs = tasks::verbs(
+                    &principal,
+                    state,
+                    incident_status,
+                    detail.reopen_count,
+                    ledgered,
+                )?;
             }
         }
         contacts::show(
@@ -163,6 +176,17 @@ impl command_center_server::CommandCenter for CommandCenter {
         let limit = overdue::limit(request.get_ref().page_size)?;
         let _turn = turn(&self.heavy_reads).await?;
         let items = overdue::list(&self.pool, &area, limit, self.clock.now()).await?;
+        Ok(Response::new(items))
+    }
+
+    async fn list_ledger(
+        &self,
+        request: Request<v1::ListLedgerRequest>,
+    ) -> Result<Response<v1::ListLedgerResponse>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let area = principal.read_area("area_code", &request.get_ref().area_code)?;
+        let limit = ledger::limit(request.get_ref().page_size)?;
+        let items = ledger::list(&self.pool, &self.policy, &area, limit, self.clock.now()).await?;
         Ok(Response::new(items))
     }
 

@@ -106,4 +106,7 @@ forward! {
     decide_dispute => Verb::DecideDispute,
     submit_assist => Verb::SubmitAssist,
     release_assist => Verb::ReleaseAssist,
+    propose_ledger => Verb::ProposeLedger,
+    decide_ledger => Verb::DecideLedger,
+    review_ledger => Verb::ReviewLedger,
 }

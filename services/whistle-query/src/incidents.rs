@@ -27,7 +27,7 @@ pub const MAX_TEXT_CHARS: usize = 200;
 /// The columns of an [`v1::IncidentSummary`], read by [`summary`].
 pub(crate) const SUMMARY_COLUMNS: &str = "i.id, i.title, i.category, i.urgency, i.status, i.level, i.district_code, \
      i.street_code, i.community_code, i.grid_code, i.reported_at, i.created_at, i.due_at, i.overdue, \
-     i.report_count, i.version, i.lat, i.lon, i.address";
+     i.report_count, i.version, i.lat, i.lon, i.address, i.ledger_state";
 
 /// A checked `ListIncidentsRequest`.
 #[derive(Debug, Clone)]
@@ -209,6 +209,9 @@ pub(crate) fn summary(
     let due_at: Option<DateTime<Utc>> = row.try_get("due_at")?;
     let flagged: bool = row.try_get("overdue")?;
     let open = convert::open_statuses().contains(&status.as_str());
+    // A ledger case's deadlines stop: never overdue while in the ledger.
+    let ledger_state: Option<String> = row.try_get("ledger_state")?;
+    let ledgered = ledger_state.is_some_and(|state| state != "proposed");
     let lat: Option<f64> = row.try_get("lat")?;
     let lon: Option<f64> = row.try_get("lon")?;
     let location = match (lat, lon) {
@@ -236,12 +239,13 @@ pub(crate) fn summary(
         grid_code: row.try_get("grid_code")?,
         reported_at: Some(convert::timestamp(row.try_get("reported_at")?)),
         due_at: due_at.map(convert::timestamp),
-        overdue: flagged || (open && due_at.is_some_and(|due| due < now)),
+        overdue: !ledgered && (flagged || (open && due_at.is_some_and(|due| due < now))),
         report_count: u32::try_from(row.try_get::<i32, _>("report_count")?)
             .map_err(|_| Error::Corrupt(format!("incident {id} has a negative report count")))?,
         version: u64::try_from(row.try_get::<i64, _>("version")?)
             .map_err(|_| Error::Corrupt(format!("incident {id} has a negative version")))?,
         location,
+        ledgered,
     })
 }
 
@@ -277,7 +281,8 @@ pub(crate) async fn get(
                 i.state->'extension'->>'requested_by' AS ext_requested_by,
                 (i.state->'extension'->>'until')::timestamptz AS ext_until,
                 (i.state->'extension'->>'requested_at')::timestamptz AS ext_requested_at,
-                (i.state->'extension'->>'answer_due')::timestamptz AS ext_answer_due
+                (i.state->'extension'->>'answer_due')::timestamptz AS ext_answer_due,
+                i.state->'ledger' AS ledger
          FROM incidents i WHERE i.id = $1"
     ))
     .bind(id)
@@ -384,6 +389,15 @@ pub(crate) async fn get(
         pending_extension: pending_extension(&row)?,
         extensions: u32::try_from(row.try_get::<i32, _>("extensions")?)
             .map_err(|_| Error::Corrupt(format!("incident {id} has a negative extension count")))?,
+        ledger: row
+            .try_get::<Option<serde_json::Value>, _>("ledger")?
+            .map(|json| {
+                serde_json::from_value::<whistle_domain::incident::Ledger>(json)
+                    .map(|ledger| whistle_wire::convert::ledger_to_proto(&ledger))
+                    .map_err(|e| Error::Corrupt(format!("incident {id} ledger: {e}")))
+            })
+            .transpose()?,
+        may_decide_ledger: false,
     })
 }
 

@@ -41,6 +41,7 @@ mod dispatch;
 mod error;
 mod grid_map;
 mod incidents;
+mod ledger;
 mod limits;
 mod metrics;
 mod notifications;

@@ -6,6 +6,9 @@
 //!   supervised) after `accept_due_at`, or has reported in but not resolved (accepted) after
 //!   `resolve_due_at`.
 //!
+//! - A case in the long-term ledger (挂账, `ledgered_at` set) is never late: its deadlines stop
+//!   until the review, and its tasks' with them.
+//!
 //! `late_by` is the clock's now minus the deadline, never negative.
 
 use chrono::{DateTime, Utc};
@@ -54,11 +57,13 @@ pub(crate) async fn list(
                      i.level, i.street_code
               FROM incidents i
               WHERE i.status IN {OPEN_INCIDENT} AND i.due_at < $1 {in_area}
+                AND i.ledgered_at IS NULL
               ORDER BY i.due_at, i.id LIMIT $2)
              UNION ALL
              (SELECT i.id, NULL, '', i.title, i.due_at, i.level, i.street_code
               FROM incidents i
               WHERE i.overdue AND i.status IN {OPEN_INCIDENT} AND i.due_at >= $1 {in_area}
+                AND i.ledgered_at IS NULL
               ORDER BY i.due_at, i.id LIMIT $2)
              UNION ALL
              (SELECT i.id, t.task_id, t.department_code, i.title, {TASK_DUE}, i.level,
@@ -66,6 +71,7 @@ pub(crate) async fn list(
               FROM tasks t JOIN incidents i ON i.id = t.incident_id
               WHERE t.status IN {TASK_IN_PROGRESS} AND {TASK_DUE} < $1
                 AND t.grid_code ~>=~ $3 AND t.grid_code ~<~ $4 AND i.status IN {OPEN_INCIDENT}
+                AND i.ledgered_at IS NULL
               ORDER BY {TASK_DUE}, t.incident_id, t.task_id LIMIT $2)
          )
          SELECT late.*, coalesce(d.name, '') AS department_name

@@ -5,7 +5,8 @@
 //! - `by_status` counts every incident of the area; `by_level`, `by_category` and `by_urgency`
 //!   count its open ones (handling, whistled, accepted), where a level or a category still
 //!   needs work. `overdue` counts open incidents with dispatch's `overdue` flag or past their SLA
-//!   deadline `due_at` (as in `overdue.rs`).
+//!   deadline `due_at` (as in `overdue.rs`), the long-term ledger's (挂账) cases aside: those are
+//!   `ledger`, counted with the days since the oldest was entered and the median of those days.
 //! - "Today" is the calendar day of the clock's now in Asia/Shanghai: `reported_today` counts
 //!   incidents opened that day, `resolved_today` incidents with an `incident.resolved` timeline
 //!   entry that day, `whistles_today` the `incident.whistled` entries that day.
@@ -87,6 +88,30 @@ pub(crate) fn shanghai_day(now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>)
     (start, start + TimeDelta::days(1))
 }
 
+/// The ledger's size and age from when each open ledger case was entered (microseconds since the
+/// epoch, in ascending order): the one computation of both the live aggregates and [`recount`].
+/// Ages count whole seconds: PostgreSQL rounds an instant to the microsecond where an event
+/// truncates it, and the two must give the same figure.
+pub(crate) fn ledger_size(entered: &[i64], now: i64) -> v1::LedgerSize {
+    let seconds = |micros: i64| micros.div_euclid(1_000_000);
+    let age = |at: i64| (seconds(now) - seconds(at)).max(0);
+    let days = |secs: f64| secs / 86_400.0;
+    let (Some(&oldest), count) = (entered.first(), entered.len()) else {
+        return v1::LedgerSize::default();
+    };
+    let middle = |i: usize| age(entered[i]) as f64;
+    let median = if count % 2 == 1 {
+        middle(count / 2)
+    } else {
+        (middle(count / 2 - 1) + middle(count / 2)) / 2.0
+    };
+    v1::LedgerSize {
+        count: count as u64,
+        oldest_days: days(age(oldest) as f64),
+        median_days: days(median),
+    }
+}
+
 fn ratio(numerator: u64, denominator: u64) -> f64 {
     if denominator == 0 {
         0.0
@@ -139,7 +164,8 @@ pub async fn recount(
                 GROUPING(category) = 0 AS is_category,
                 count(*) AS total,
                 count(*) FILTER (WHERE status = ANY($3)) AS open,
-                count(*) FILTER (WHERE status = ANY($3) AND (overdue OR due_at < $4)) AS overdue,
+                count(*) FILTER (WHERE status = ANY($3) AND (overdue OR due_at < $4)
+                                 AND ledgered_at IS NULL) AS overdue,
                 count(*) FILTER (WHERE created_at >= $5 AND created_at < $6) AS reported_today
          FROM incidents i WHERE {IN_AREA}
          GROUP BY GROUPING SETS ((status), (level), (category), (urgency))"
@@ -200,6 +226,22 @@ pub async fn recount(
     .fetch_one(&mut *conn)
     .await?;
     overview.resolved_today = count(&today, "resolved")?;
+
+    let entered: Vec<DateTime<Utc>> = sqlx::query_scalar(&format!(
+        "SELECT i.ledgered_at FROM incidents i
+         WHERE i.ledgered_at IS NOT NULL AND i.status = ANY($3) AND {IN_AREA}
+         ORDER BY i.ledgered_at"
+    ))
+    .bind(&low)
+    .bind(&high)
+    .bind(convert::open_statuses())
+    .fetch_all(&mut *conn)
+    .await?;
+    let entered: Vec<i64> = entered
+        .into_iter()
+        .map(|at| at.timestamp_micros())
+        .collect();
+    overview.ledger = Some(ledger_size(&entered, now.timestamp_micros()));
     overview.whistles_today = count(&today, "whistles")?;
 
     let response = sqlx::query(&format!(

@@ -134,7 +134,13 @@ pub(crate) async fn list(
             let reopen_count = u32::try_from(row.try_get::<i32, _>("reopen_count")?)
                 .map_err(|_| Error::Corrupt("incident reopen_count is negative".into()))?;
             Ok(v1::TaskItem {
-                verbs: verbs(principal, &task, incident.status, reopen_count)?,
+                verbs: verbs(
+                    principal,
+                    &task,
+                    incident.status,
+                    reopen_count,
+                    incident.ledgered,
+                )?,
                 task: Some(task),
                 department_name: department_name.clone(),
                 incident: Some(incident),
@@ -155,11 +161,14 @@ pub(crate) async fn list(
 /// already sees the incident, so it lies in the operator's area); viewers and grid workers none.
 /// After them, the dispute verbs (派单异议): `dispute` for the department while the task waits for
 /// its report-in and was never disputed, `decide_dispute` for an operator while a dispute waits.
+/// A ledger case (挂账) takes only the department's verbs: nobody supervises, reassigns, disputes
+/// or arbitrates while its deadlines stop.
 pub(crate) fn verbs(
     principal: &Principal,
     task: &v1::TaskState,
     incident_status: i32,
     reopen_count: u32,
+    ledgered: bool,
 ) -> Result<Vec<String>> {
     let department_verbs = match principal.role {
         Role::Liaison if principal.department.as_deref() == Some(&task.department_code) => true,
@@ -180,13 +189,13 @@ pub(crate) fn verbs(
     };
     // A lead's 办结 is offered while assistants still owe their parts: dispatch refuses it then,
     // naming them (the incident's condition, not this task's).
-    let mut verbs: Vec<String> = TaskVerb::for_task(status, current, open, role)
+    let mut verbs: Vec<String> = TaskVerb::for_task(status, current, open, role, ledgered)
         .filter(|verb| verb.is_department_verb() == department_verbs)
         .map(|verb| verb.as_str().to_owned())
         .collect();
     // The rules of `Command::Dispute` and `Command::DecideDispute` in the domain.
     let waiting = matches!(status, TaskStatus::Dispatched | TaskStatus::Supervised);
-    if open && current && waiting {
+    if open && current && waiting && !ledgered {
         if department_verbs && !task.disputed {
             verbs.push(Verb::Dispute.as_str().to_owned());
         }
@@ -229,7 +238,7 @@ mod tests {
         let viewer = principal(Role::Viewer, None);
         let whistled = v1::IncidentStatus::Whistled as i32;
         let offered = |p: &Principal, t: &v1::TaskState, status: i32, round: u32| {
-            verbs(p, t, status, round).unwrap()
+            verbs(p, t, status, round, false).unwrap()
         };
         let dispatched = task(v1::TaskStatus::Dispatched, 0);
         assert_eq!(
@@ -254,6 +263,14 @@ mod tests {
         let returned = task(v1::TaskStatus::Returned, 0);
         assert_eq!(offered(&operator, &returned, whistled, 0), ["reassign"]);
         assert!(offered(&liaison, &returned, whistled, 0).is_empty());
+        // A ledger case (挂账): the department goes on, nobody supervises, reassigns or disputes.
+        assert_eq!(
+            verbs(&liaison, &dispatched, whistled, 0, true).unwrap(),
+            ["accept", "return"]
+        );
+        assert!(verbs(&operator, &dispatched, whistled, 0, true)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -263,7 +280,7 @@ mod tests {
         let whistled = v1::IncidentStatus::Whistled as i32;
         let dispatched = task(v1::TaskStatus::Dispatched, 0);
         assert_eq!(
-            verbs(&liaison, &dispatched, whistled, 0).unwrap(),
+            verbs(&liaison, &dispatched, whistled, 0, false).unwrap(),
             ["accept", "return", "dispute"]
         );
         let pending = v1::TaskState {
@@ -272,15 +289,18 @@ mod tests {
             ..task(v1::TaskStatus::Supervised, 0)
         };
         assert_eq!(
-            verbs(&liaison, &pending, whistled, 0).unwrap(),
+            verbs(&liaison, &pending, whistled, 0, false).unwrap(),
             ["accept", "return"]
         );
         assert_eq!(
-            verbs(&operator, &pending, whistled, 0).unwrap(),
+            verbs(&operator, &pending, whistled, 0, false).unwrap(),
             ["supervise", "reassign", "decide_dispute"]
         );
         let accepted = task(v1::TaskStatus::Accepted, 0);
         let status = v1::IncidentStatus::Accepted as i32;
-        assert_eq!(verbs(&liaison, &accepted, status, 0).unwrap(), ["resolve"]);
+        assert_eq!(
+            verbs(&liaison, &accepted, status, 0, false).unwrap(),
+            ["resolve"]
+        );
     }
 }

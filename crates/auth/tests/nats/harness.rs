@@ -87,9 +87,14 @@ impl World {
             label: format!("test {}", role.as_str()),
             ..Default::default()
         };
-        let (token, secret) = tokens::create(&self.pool, &new, chrono::Utc::now())
-            .await
-            .expect("creating a token");
+        let (token, secret) = tokens::create(
+            &self.pool,
+            &new,
+            chrono::Utc::now(),
+            &whistle_store::audit::Actor::cli(Some("test")),
+        )
+        .await
+        .expect("creating a token");
         (token.id, secret)
     }
 

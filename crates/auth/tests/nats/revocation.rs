@@ -61,9 +61,14 @@ async fn a_revoked_tokens_connection_is_cut_and_its_reconnect_refused() {
         "the connection was re-authorized at its expiry"
     );
 
-    assert!(tokens::revoke(&world.pool, id, chrono::Utc::now())
-        .await
-        .unwrap());
+    assert!(tokens::revoke(
+        &world.pool,
+        id,
+        chrono::Utc::now(),
+        &whistle_store::audit::Actor::cli(Some("test"))
+    )
+    .await
+    .unwrap());
     let cut = tokio::time::timeout(RECHECK + Duration::from_secs(5), async {
         while let Some(event) = worker.events.recv().await {
             if matches!(event, Event::Disconnected) {

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Incident, ReturnReason, Satisfaction};
+use super::{Incident, LedgerReason, ReturnReason, Satisfaction};
 use crate::{
     calendar::Calendar, policy::Policy, AreaCode, Department, DepartmentCode, DepartmentKind,
     Level, OrgIndex, Person, PersonId, Role,
@@ -19,7 +19,7 @@ pub const TEXT_MAX: usize = 2_000;
 ///
 /// [`apply`]: super::apply
 /// [`open`]: super::open
-pub const EVENT_KINDS: [&str; 28] = [
+pub const EVENT_KINDS: [&str; 35] = [
     "incident.escalated",
     "incident.whistled",
     "incident.resolved",
@@ -35,6 +35,13 @@ pub const EVENT_KINDS: [&str; 28] = [
     "incident.extension_approved",
     "incident.extension_denied",
     "incident.extension_withdrawn",
+    "incident.ledger_proposed",
+    "incident.ledger_approved",
+    "incident.ledger_denied",
+    "incident.ledger_withdrawn",
+    "incident.ledger_review_due",
+    "incident.ledger_extended",
+    "incident.ledger_returned",
     "task.dispatched",
     "task.accepted",
     "task.returned",
@@ -200,6 +207,26 @@ pub enum Command {
         task: u32,
         note: String,
     },
+    /// 申请挂账: the unit handling an open incident proposes it for the long-term ledger, naming
+    /// why, who stays answerable for it and when to review it; the note is required. The
+    /// responsible unit is a department code or an org unit's area code.
+    ProposeLedger {
+        reason: LedgerReason,
+        note: String,
+        responsible: String,
+        review_at: DateTime<Utc>,
+    },
+    /// The approving level's answer to the pending proposal; a denial needs a note.
+    DecideLedger {
+        approve: bool,
+        note: String,
+    },
+    /// The reviewing level's review of a ledger case: `Some` keeps it in the ledger until that
+    /// date, `None` returns it to normal handling with a fresh deadline.
+    ReviewLedger {
+        extend_to: Option<DateTime<Utc>>,
+        note: String,
+    },
 }
 
 /// A durable timer of an incident; at most one of each key is pending.
@@ -215,11 +242,13 @@ pub enum Timer {
     FollowUpDeadline,
     /// The approving level's window to answer an extension request ends.
     ExtensionAnswer,
+    /// A ledger case's review date (挂账复核).
+    LedgerReview,
 }
 
 impl Timer {
     /// The stable key stored with the timer: `level_window`, `accept_deadline:{task}`,
-    /// `resolve_deadline`, `follow_up_deadline`, `extension_answer`.
+    /// `resolve_deadline`, `follow_up_deadline`, `extension_answer`, `ledger_review`.
     pub fn key(&self) -> String {
         match self {
             Timer::LevelWindow => "level_window".to_owned(),
@@ -227,6 +256,7 @@ impl Timer {
             Timer::ResolveDeadline => "resolve_deadline".to_owned(),
             Timer::FollowUpDeadline => "follow_up_deadline".to_owned(),
             Timer::ExtensionAnswer => "extension_answer".to_owned(),
+            Timer::LedgerReview => "ledger_review".to_owned(),
         }
     }
 
@@ -237,6 +267,7 @@ impl Timer {
             "resolve_deadline" => Some(Timer::ResolveDeadline),
             "follow_up_deadline" => Some(Timer::FollowUpDeadline),
             "extension_answer" => Some(Timer::ExtensionAnswer),
+            "ledger_review" => Some(Timer::LedgerReview),
             _ => {
                 let task = key.strip_prefix("accept_deadline:")?.parse().ok()?;
                 Some(Timer::AcceptDeadline { task }).filter(|timer| timer.key() == key)

@@ -106,6 +106,23 @@
 //! reassigned as an assistant; a reopen dispatches again the lead and the assistants that
 //! submitted, in their roles (assistants only with a lead).
 //!
+//! **The long-term ledger (挂账).** A case no deadline can meet (planning, funding, legal
+//! obstacles) is proposed ([`Command::ProposeLedger`]) by the unit handling it — the level's
+//! handler, the street, or a department that reported in — with a [`LedgerReason`], a note, a
+//! responsible unit (a department serving the area, or an org unit of the incident's chain) and a
+//! review date at most the policy's `longest_review` ahead. The policy's approver (the district in
+//! Ordos; the level above for work at or above it, the city at the top) approves or denies
+//! ([`Command::DecideLedger`]). Entered, the case keeps its status but **leaves normal handling**:
+//! its timers are only [`Timer::LedgerReview`] (no window, no SLA deadline, no report-in, so it is
+//! never overdue, escalated or supervised), `overdue` is cleared, a pending extension or dispute is
+//! withdrawn, and escalation, supervision, reassignment, extension requests and disputes are
+//! refused; the departments still report in, return and resolve, and the incident may be resolved
+//! from the ledger (`incident.ledger_withdrawn`). At the review date the case comes back to the
+//! approving level (`incident.ledger_review_due`), which reviews it ([`Command::ReviewLedger`])
+//! then or earlier: a new review date keeps it in the ledger, none returns it to handling with a
+//! fresh SLA deadline of the policy's `return_resolve` (never earlier than the old one), the level's
+//! window again and a fresh report-in for a department still to report in.
+//!
 //! **Terminal statuses.** `Closed`, `ClosedUnverified` and `Duplicate` refuse every command but
 //! `Comment` and ignore timers. `Duplicate` is set by intake when it attaches an incident to another
 //! (no command leads there); like the other terminal statuses it holds no task in progress and no
@@ -126,6 +143,8 @@
 //! | `DecideDispute` | as `Reassign`: the street's handler, an operator in area, `System` |
 //! | `SubmitAssist` | a liaison of the assisting task's department |
 //! | `ReleaseAssist` | as `Reassign`: the street's handler, an operator in area, `System` |
+//! | `ProposeLedger` | the current level's handler, the street's handler, a liaison of a department whose task of the round reported in |
+//! | `DecideLedger`, `ReviewLedger` | as `DecideExtension`, at the ledger's approving level |
 //! | `Comment` | all of the above, a handler of any unit containing the incident, a liaison of a department that has had a task in it |
 //!
 //! Checks run in a fixed order, so each refusal has one reason: what the command names must exist
@@ -181,7 +200,7 @@ pub use commands::{
 };
 pub use rules::{apply, open};
 pub use state::{
-    Dispute, ExtensionRequest, Incident, Provisional, ReturnReason, Satisfaction, Status, Task,
-    TaskRole, TaskStatus,
+    Dispute, ExtensionRequest, Incident, Ledger, LedgerReason, Provisional, Responsible,
+    ReturnReason, Satisfaction, Status, Task, TaskRole, TaskStatus,
 };
 pub use verbs::TaskVerb;

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Actor, Command, Context, Dispute, Effect, ExtensionRequest, Incident, Input, Provisional,
-    Rejection, ReturnReason, Satisfaction, Status, Task, TaskRole, TaskStatus, TaskVerb, Timer,
-    NOTE_MAX, TEXT_MAX,
+    Actor, Command, Context, Dispute, Effect, ExtensionRequest, Incident, Input, Ledger,
+    LedgerReason, Provisional, Rejection, Responsible, ReturnReason, Satisfaction, Status, Task,
+    TaskRole, TaskStatus, TaskVerb, Timer, NOTE_MAX, TEXT_MAX,
 };
 use crate::{
     calendar::{Calendar, Due},
@@ -45,6 +45,7 @@ pub fn open(
         satisfaction: None,
         extension: None,
         extensions: 0,
+        ledger: None,
         version: 1,
     };
     let effects = timer_effects(&BTreeMap::new(), &incident.timers(), None);
@@ -83,6 +84,7 @@ pub fn apply(
     };
     step.withdraw_moot_extension();
     step.withdraw_moot_disputes();
+    step.withdraw_moot_ledger();
     let Step {
         mut next,
         mut events,
@@ -238,6 +240,14 @@ impl<'c> Step<'c> {
             }
             Command::SubmitAssist { task, note } => self.submit_assist(actor, task, note),
             Command::ReleaseAssist { task, note } => self.release_assist(actor, task, note),
+            Command::ProposeLedger {
+                reason,
+                note,
+                responsible,
+                review_at,
+            } => self.propose_ledger(actor, reason, note, &responsible, review_at),
+            Command::DecideLedger { approve, note } => self.decide_ledger(actor, approve, note),
+            Command::ReviewLedger { extend_to, note } => self.review_ledger(actor, extend_to, note),
             Command::Comment { text } => {
                 if !actor.takes_part(&self.next) {
                     return Err(forbidden(actor, "comment on this incident"));
@@ -391,6 +401,7 @@ impl<'c> Step<'c> {
             }
         }
         self.require_open()?;
+        self.require_not_ledgered("escalated")?;
         if self.next.level == Level::City {
             return Err(Rejection::InvalidTransition(
                 "the city is the top of the chain".into(),
@@ -473,6 +484,7 @@ impl<'c> Step<'c> {
         }
         check_text("note", &note, NOTE_MAX, false)?;
         self.require_open()?;
+        self.require_not_ledgered("supervised")?;
         let Some(task) = task else {
             self.event("incident.supervised", None, note);
             return Ok(());
@@ -516,6 +528,7 @@ impl<'c> Step<'c> {
         }
         self.check_serves(department)?;
         self.require_open()?;
+        self.require_not_ledgered("reassigned")?;
         if !TaskVerb::Reassign.applies(task.status, task.round == self.next.reopen_count, task.role)
         {
             let earlier = if task.round == self.next.reopen_count {
@@ -585,6 +598,7 @@ impl<'c> Step<'c> {
             )));
         }
         self.require_open()?;
+        self.require_not_ledgered("extended")?;
         let approver = match task {
             Some(id) => {
                 let task = self.find(id)?;
@@ -746,6 +760,7 @@ impl<'c> Step<'c> {
         }
         self.check_serves(proposed)?;
         self.require_open()?;
+        self.require_not_ledgered("disputed")?;
         let waiting = matches!(task.status, TaskStatus::Dispatched | TaskStatus::Supervised);
         if !waiting || task.round != self.next.reopen_count {
             return Err(Rejection::InvalidTransition(format!(
@@ -887,6 +902,312 @@ impl<'c> Step<'c> {
         Ok(())
     }
 
+    fn propose_ledger(
+        &mut self,
+        actor: &Actor,
+        reason: LedgerReason,
+        note: String,
+        responsible: &str,
+        review_at: DateTime<Utc>,
+    ) -> Result<(), Rejection> {
+        let responsible = self.responsible(responsible)?;
+        let proposed_by = self.ledger_proposer(actor)?;
+        check_text("note", &note, NOTE_MAX, true)?;
+        match &responsible {
+            Responsible::Department(code) => {
+                let department = self.ctx.org.department(code).expect("found above");
+                self.check_serves(department)?;
+            }
+            Responsible::Unit(unit) if !unit.contains(&self.next.area) => {
+                return Err(Rejection::InvalidArgument(format!(
+                    "{unit} does not contain {}; the responsible unit is one of the incident's chain",
+                    self.next.area
+                )));
+            }
+            Responsible::Unit(_) => {}
+        }
+        let rules = self.ctx.policy.ledger().ok_or_else(|| {
+            Rejection::InvalidTransition(format!(
+                "policy {} keeps no long-term ledger",
+                self.ctx.policy.version()
+            ))
+        })?;
+        self.check_review_date(review_at, rules.longest_review)?;
+        self.require_open()?;
+        if let Some(ledger) = &self.next.ledger {
+            return Err(Rejection::InvalidTransition(
+                if ledger.entered_at.is_some() {
+                    "the incident is in the ledger already".into()
+                } else {
+                    format!(
+                        "a ledger proposal by {} is waiting for approval",
+                        ledger.proposed_by
+                    )
+                },
+            ));
+        }
+        let approver = rules.approver_for(self.next.level);
+        let text = format!(
+            "申请挂账（{}；责任单位 {responsible}；复核日期 {}；{}审批）：{note}",
+            reason.name_zh(),
+            local_date(review_at),
+            approver.name_zh()
+        );
+        self.next.ledger = Some(Ledger {
+            reason,
+            note,
+            responsible,
+            review_at,
+            proposed_by,
+            proposed_at: self.now,
+            approver,
+            entered_at: None,
+            review_due: false,
+        });
+        self.event("incident.ledger_proposed", None, text);
+        Ok(())
+    }
+
+    /// A responsible unit by code: an org unit (an area code of the org tree), else a department.
+    fn responsible(&self, code: &str) -> Result<Responsible, Rejection> {
+        if let Ok(area) = code.parse::<AreaCode>() {
+            if self.ctx.org.unit(&area).is_some() {
+                return Ok(Responsible::Unit(area));
+            }
+        }
+        code.parse::<DepartmentCode>()
+            .ok()
+            .filter(|department| self.ctx.org.department(department).is_some())
+            .map(Responsible::Department)
+            .ok_or_else(|| Rejection::NotFound(format!("responsible unit {code:?}")))
+    }
+
+    /// Who proposes a ledger entry: the unit handling the incident — its level's handler (the
+    /// grid worker at the grid), the street that whistled, or a department that reported in.
+    fn ledger_proposer(&self, actor: &Actor) -> Result<PersonId, Rejection> {
+        let round = self.next.reopen_count;
+        let handling = match actor {
+            Actor::GridWorker { id, .. } | Actor::Handler { id, .. }
+                if actor.handles(&self.next, self.next.level)
+                    || actor.handles(&self.next, Level::Street) =>
+            {
+                Some(id)
+            }
+            Actor::Liaison { id, department }
+                if self.next.tasks.iter().any(|t| {
+                    t.department == *department
+                        && t.round == round
+                        && t.status == TaskStatus::Accepted
+                }) =>
+            {
+                Some(id)
+            }
+            _ => None,
+        };
+        handling
+            .cloned()
+            .ok_or_else(|| forbidden(actor, "propose this incident for the ledger"))
+    }
+
+    fn check_review_date(
+        &self,
+        review_at: DateTime<Utc>,
+        longest: chrono::TimeDelta,
+    ) -> Result<(), Rejection> {
+        if review_at <= self.now {
+            return Err(Rejection::InvalidArgument(
+                "the review date is in the past; a ledger case is reviewed later".into(),
+            ));
+        }
+        if review_at - self.now > longest {
+            return Err(Rejection::InvalidArgument(format!(
+                "the review date lies at most {} h ahead",
+                longest.num_minutes() as f64 / 60.0
+            )));
+        }
+        Ok(())
+    }
+
+    fn decide_ledger(
+        &mut self,
+        actor: &Actor,
+        approve: bool,
+        note: String,
+    ) -> Result<(), Rejection> {
+        let Some(ledger) = self.next.ledger.clone().filter(|l| l.entered_at.is_none()) else {
+            return Err(Rejection::InvalidTransition(
+                "no ledger proposal is waiting for approval".into(),
+            ));
+        };
+        if !actor.approves(&self.next, ledger.approver) {
+            return Err(forbidden(
+                actor,
+                &format!(
+                    "decide this ledger proposal, which is for the {} to decide",
+                    ledger.approver.name_zh()
+                ),
+            ));
+        }
+        check_text("note", &note, NOTE_MAX, !approve)?;
+        if !approve {
+            self.next.ledger = None;
+            self.event("incident.ledger_denied", None, note);
+            return Ok(());
+        }
+        if ledger.review_at <= self.now {
+            return Err(Rejection::InvalidTransition(
+                "the proposed review date has passed; deny it and propose again".into(),
+            ));
+        }
+        let text = with_note(
+            format!("同意挂账，复核日期 {}", local_date(ledger.review_at)),
+            &note,
+        );
+        self.event("incident.ledger_approved", None, text);
+        // Normal handling stops: what was waiting on it lapses, and the case leaves the overdue
+        // lists (the incident.overdue it had stays on the timeline).
+        if let Some(request) = self.next.extension.take() {
+            self.event(
+                "incident.extension_withdrawn",
+                request.task,
+                "已挂账，延期申请撤回".into(),
+            );
+        }
+        let mut withdrawn = Vec::new();
+        for task in &mut self.next.tasks {
+            if task.dispute.take().is_some() {
+                withdrawn.push(task.id);
+            }
+        }
+        for id in withdrawn {
+            self.event(
+                "task.dispute_withdrawn",
+                Some(id),
+                "已挂账，派单异议撤回".into(),
+            );
+        }
+        self.next.overdue = false;
+        self.next.level_due = None;
+        self.next.ledger = Some(Ledger {
+            entered_at: Some(self.now),
+            ..ledger
+        });
+        Ok(())
+    }
+
+    fn review_ledger(
+        &mut self,
+        actor: &Actor,
+        extend_to: Option<DateTime<Utc>>,
+        note: String,
+    ) -> Result<(), Rejection> {
+        let Some(ledger) = self.next.ledger.clone().filter(|l| l.entered_at.is_some()) else {
+            return Err(Rejection::InvalidTransition(
+                "the incident is not in the ledger".into(),
+            ));
+        };
+        if !actor.approves(&self.next, ledger.approver) {
+            return Err(forbidden(
+                actor,
+                &format!(
+                    "review this ledger case, which is for the {} to review",
+                    ledger.approver.name_zh()
+                ),
+            ));
+        }
+        check_text("note", &note, NOTE_MAX, false)?;
+        let rules = self.ctx.policy.ledger().ok_or_else(|| {
+            Rejection::InvalidTransition(format!(
+                "policy {} keeps no long-term ledger; return the case instead",
+                self.ctx.policy.version()
+            ))
+        });
+        if let Some(until) = extend_to {
+            self.check_review_date(until, rules?.longest_review)?;
+            self.next.ledger = Some(Ledger {
+                review_at: until,
+                review_due: false,
+                ..ledger
+            });
+            let text = with_note(format!("继续挂账，下次复核 {}", local_date(until)), &note);
+            self.event("incident.ledger_extended", None, text);
+            return Ok(());
+        }
+        self.return_from_ledger(note)
+    }
+
+    /// Back to normal handling: a fresh SLA deadline (never earlier than the one it had), the
+    /// level's window again, and a fresh report-in for a department that had not reported in.
+    fn return_from_ledger(&mut self, note: String) -> Result<(), Rejection> {
+        let category = self.category()?;
+        // A policy that dropped its ledger gives the case its category's term again.
+        let term = self.ctx.policy.ledger().map_or_else(
+            || self.ctx.policy.resolve_deadline(category),
+            |rules| rules.return_resolve,
+        );
+        let due = term.due(self.now, self.ctx.calendar);
+        let before = self.next.resolve_due;
+        if due.at > before {
+            self.next.resolve_due = due.at;
+            self.next.provisional = provisional(term, self.now, due, Some(before));
+        }
+        let resolve_due = self.next.resolve_due;
+        let accept_due = self.now + self.ctx.policy.accept_deadline();
+        let round = self.next.reopen_count;
+        let part = self.now + self.ctx.policy.assisting().part;
+        for task in self.next.tasks.iter_mut().filter(|t| t.round == round) {
+            // An assistant gets its part's window again, never past the incident's deadline and
+            // never earlier than before.
+            task.resolve_due = if task.assists() {
+                task.resolve_due.max(part.min(resolve_due))
+            } else {
+                resolve_due
+            };
+            if task.status == TaskStatus::Dispatched {
+                task.accept_due = task.accept_due.max(accept_due);
+            }
+        }
+        self.next.ledger = None;
+        self.next.overdue = false;
+        self.next.level_due = self.window(category, self.next.level);
+        let text = with_note(
+            format!(
+                "复核后出账，恢复办理，办结时限 {}",
+                resolve_due
+                    .with_timezone(&beijing())
+                    .format("%Y-%m-%d %H:%M")
+            ),
+            &note,
+        );
+        self.event("incident.ledger_returned", None, text);
+        Ok(())
+    }
+
+    /// A proposal or an entry of an incident no longer open (resolved from the ledger) is done.
+    fn withdraw_moot_ledger(&mut self) {
+        if self.next.status.is_open() {
+            return;
+        }
+        if let Some(ledger) = self.next.ledger.take() {
+            let note = if ledger.entered_at.is_some() {
+                "已办结，出账"
+            } else {
+                "已办结，挂账申请撤回"
+            };
+            self.event("incident.ledger_withdrawn", None, note.into());
+        }
+    }
+
+    fn require_not_ledgered(&self, what: &str) -> Result<(), Rejection> {
+        if self.next.is_ledgered() {
+            Err(Rejection::InvalidTransition(format!(
+                "the incident is in the ledger (挂账) and cannot be {what}; the reviewing level returns it to handling first"
+            )))
+        } else {
+            Ok(())
+        }
+    }
+
     fn timer(&mut self, timer: Timer) -> Result<(), Rejection> {
         let due = self
             .next
@@ -931,6 +1252,13 @@ impl<'c> Step<'c> {
                 }
                 Ok(())
             }
+            Timer::LedgerReview => {
+                let ledger = self.next.ledger.as_mut().expect("a ledger case's timer");
+                ledger.review_due = true;
+                let note = format!("挂账复核日期已到，待{}复核", ledger.approver.name_zh());
+                self.event("incident.ledger_review_due", None, note);
+                Ok(())
+            }
             Timer::FollowUpDeadline => {
                 self.next.status = Status::ClosedUnverified;
                 self.next.follow_up_due = None;
@@ -948,7 +1276,7 @@ impl<'c> Step<'c> {
         let Some(record) = self.next.provisional else {
             return;
         };
-        if !self.next.status.is_open() || self.next.overdue {
+        if !self.next.status.is_open() || self.next.overdue || self.next.is_ledgered() {
             return;
         }
         let due = self
@@ -1170,6 +1498,20 @@ impl<'c> Step<'c> {
 /// Timeline notes are read in Ordos: Beijing time (UTC+8, no daylight saving).
 fn beijing() -> chrono::FixedOffset {
     chrono::FixedOffset::east_opt(8 * 3600).expect("a valid offset")
+}
+
+/// A date as read in Ordos.
+fn local_date(at: DateTime<Utc>) -> String {
+    at.with_timezone(&beijing()).format("%Y-%m-%d").to_string()
+}
+
+/// A timeline note with the actor's note after it, if any.
+fn with_note(text: String, note: &str) -> String {
+    if note.trim().is_empty() {
+        text
+    } else {
+        format!("{text}：{note}")
+    }
 }
 
 fn task_index(id: u32) -> usize {

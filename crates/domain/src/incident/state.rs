@@ -159,6 +159,69 @@ named_enum!(
     }
 );
 
+named_enum!(
+    /// Why a case cannot be solved within any deadline and is entered in the ledger (挂账,
+    /// `LedgerReason`).
+    LedgerReason {
+        /// 规划: waits for a plan (urban renewal, a road not yet built).
+        Planning = "planning",
+        /// 资金: waits for money not yet budgeted.
+        Funding = "funding",
+        /// 法律: waits for a court, a title, a legal procedure.
+        Legal = "legal",
+        /// 其他
+        Other = "other",
+    }
+);
+
+impl LedgerReason {
+    pub fn name_zh(self) -> &'static str {
+        match self {
+            LedgerReason::Planning => "规划",
+            LedgerReason::Funding => "资金",
+            LedgerReason::Legal => "法律",
+            LedgerReason::Other => "其他",
+        }
+    }
+}
+
+/// The unit answerable for a ledger case while it waits: a functional department, or an org unit
+/// of the chain (a street office, a community) containing the incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Responsible {
+    Department(DepartmentCode),
+    Unit(AreaCode),
+}
+
+impl fmt::Display for Responsible {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Responsible::Department(code) => code.fmt(f),
+            Responsible::Unit(code) => code.fmt(f),
+        }
+    }
+}
+
+/// A case proposed for, or entered in, the long-term ledger (挂账).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    pub reason: LedgerReason,
+    pub note: String,
+    pub responsible: Responsible,
+    /// When the reviewing level looks at the case again ([`Timer::LedgerReview`]).
+    pub review_at: DateTime<Utc>,
+    pub proposed_by: PersonId,
+    pub proposed_at: DateTime<Utc>,
+    /// The level that approves the entry and reviews the case.
+    pub approver: Level,
+    /// When the approver entered the case; `None` while the proposal waits.
+    pub entered_at: Option<DateTime<Utc>>,
+    /// The review date came and the reviewing level has not yet extended or returned the case.
+    #[serde(default)]
+    pub review_due: bool,
+}
+
 /// A functional department's part in an incident, created by a whistle, a reassignment or a reopen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
@@ -289,6 +352,10 @@ pub struct Incident {
     /// Extensions approved so far, over every round (capped by the policy).
     #[serde(default)]
     pub extensions: u32,
+    /// The ledger (挂账) proposal waiting for approval, or the entry while the case is in the
+    /// ledger; only while open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<Ledger>,
     /// 1 when opened, +1 on every change.
     pub version: u64,
 }
@@ -297,6 +364,14 @@ impl Incident {
     /// The timers this incident needs pending, and when each fires.
     pub fn timers(&self) -> BTreeMap<Timer, DateTime<Utc>> {
         let mut timers = BTreeMap::new();
+        // A ledger case waits for its review and nothing else: no window, no deadline, no
+        // report-in runs out while it is in the ledger.
+        if let Some(ledger) = self.ledger.as_ref().filter(|l| l.entered_at.is_some()) {
+            if !ledger.review_due {
+                timers.insert(Timer::LedgerReview, ledger.review_at);
+            }
+            return timers;
+        }
         if self.status.is_open() {
             if let Some(at) = self.level_due {
                 timers.insert(Timer::LevelWindow, at);
@@ -317,6 +392,11 @@ impl Incident {
             timers.insert(Timer::FollowUpDeadline, at);
         }
         timers
+    }
+
+    /// In the ledger (挂账): approved, not yet returned to normal handling or resolved.
+    pub fn is_ledgered(&self) -> bool {
+        self.ledger.as_ref().is_some_and(|l| l.entered_at.is_some())
     }
 
     /// The tasks of the current round (since the last reopen).
@@ -359,7 +439,8 @@ impl Incident {
             return fail("resolve_due is not after reported_at".into());
         }
         let open = self.status.is_open();
-        if self.level_due.is_some() != (open && self.level != Level::City) {
+        let ledgered = self.is_ledgered();
+        if self.level_due.is_some() != (open && self.level != Level::City && !ledgered) {
             return fail(format!(
                 "level_due {:?} while {} at {}",
                 self.level_due,
@@ -407,6 +488,29 @@ impl Incident {
                 return fail(format!(
                     "extension request {request:?} has no asker in progress"
                 ));
+            }
+        }
+        if let Some(ledger) = &self.ledger {
+            if !open {
+                return fail(format!("a ledger entry while {}", self.status));
+            }
+            if ledger.review_at <= ledger.proposed_at {
+                return fail(format!("ledger review {ledger:?} not after the proposal"));
+            }
+            if ledger.review_due && !ledgered {
+                return fail("a ledger review due on a proposal".into());
+            }
+        }
+        if ledgered {
+            // A ledger case is never overdue, and nothing of normal handling waits on it.
+            if self.overdue {
+                return fail("a ledger case is overdue".into());
+            }
+            if self.extension.is_some() {
+                return fail("an extension request pending on a ledger case".into());
+            }
+            if self.tasks.iter().any(|t| t.dispute.is_some()) {
+                return fail("a dispute pending on a ledger case".into());
             }
         }
         for (index, task) in self.tasks.iter().enumerate() {

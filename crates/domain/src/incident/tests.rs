@@ -1667,6 +1667,266 @@ fn a_returned_assistant_holds_the_lead_until_reassigned_or_released() {
     assert_eq!(resolved.status, Status::Resolved);
 }
 
+fn propose(review_at: DateTime<Utc>) -> Command {
+    Command::ProposeLedger {
+        reason: LedgerReason::Planning,
+        note: "需纳入老旧小区改造规划".into(),
+        responsible: HOUSING.into(),
+        review_at,
+    }
+}
+
+fn decide_ledger(approve: bool) -> Command {
+    Command::DecideLedger {
+        approve,
+        note: if approve {
+            String::new()
+        } else {
+            "可在时限内解决".into()
+        },
+    }
+}
+
+fn review(extend_to: Option<DateTime<Utc>>) -> Command {
+    Command::ReviewLedger {
+        extend_to,
+        note: String::new(),
+    }
+}
+
+/// heating.no_heat whistled at 2h, both departments in by 3h, proposed by the street at 4h
+/// and entered by the district at 5h, to be reviewed at 30 days.
+fn ledgered_no_heat() -> Incident {
+    let whistled = whistled_no_heat();
+    let (one, _) = act(&whistled, liaison(HEATING), accept(1), hours(3));
+    let (both, _) = act(&one, liaison(HOUSING), accept(2), hours(3));
+    let (proposed, effects) = act(
+        &both,
+        handler(Level::Street),
+        propose(hours(30 * 24)),
+        hours(4),
+    );
+    assert_eq!(kinds(&effects), ["incident.ledger_proposed"]);
+    // Proposed is not yet entered: the deadline and the window still run.
+    assert!(timer_effects_of(&effects).is_empty());
+    assert_eq!(proposed.ledger.as_ref().unwrap().approver, Level::District);
+    let (entered, _) = act(
+        &proposed,
+        handler(Level::District),
+        decide_ledger(true),
+        hours(5),
+    );
+    entered
+}
+
+#[test]
+fn a_ledger_case_leaves_every_deadline_and_comes_back_at_its_review() {
+    let entered = ledgered_no_heat();
+    assert!(entered.is_ledgered());
+    assert_eq!(entered.level_due, None);
+    // Only the review is pending: no window, no SLA deadline, no report-in.
+    assert_eq!(
+        entered.timers(),
+        BTreeMap::from([(Timer::LedgerReview, hours(30 * 24))])
+    );
+    // A stale firing of the SLA deadline does nothing: a ledger case is never overdue.
+    let (same, effects) = fire(&entered, Timer::ResolveDeadline, hours(25));
+    assert_eq!(same, entered);
+    assert!(effects.is_empty());
+    for (actor, command) in [
+        (handler(Level::Street), escalate()),
+        (
+            operator("150602"),
+            Command::Supervise {
+                task: None,
+                note: String::new(),
+            },
+        ),
+        (handler(Level::Street), reassign(1, "150602-transport")),
+    ] {
+        assert!(matches!(
+            refused(&entered, actor, command),
+            Rejection::InvalidTransition(_)
+        ));
+    }
+    let (due, effects) = fire(&entered, Timer::LedgerReview, hours(30 * 24));
+    assert_eq!(kinds(&effects), ["incident.ledger_review_due"]);
+    assert!(due.ledger.as_ref().unwrap().review_due);
+    assert!(due.timers().is_empty());
+    // The street does not review; the district does, extending once, then returning it.
+    assert!(matches!(
+        refused(&due, handler(Level::Street), review(None)),
+        Rejection::Forbidden(_)
+    ));
+    let later = hours(60 * 24);
+    let (extended, effects) = act(
+        &due,
+        operator("150602"),
+        review(Some(later)),
+        hours(30 * 24 + 1),
+    );
+    assert_eq!(kinds(&effects), ["incident.ledger_extended"]);
+    assert_eq!(
+        timer_effects_of(&effects),
+        [schedule(Timer::LedgerReview, later)]
+    );
+    let back_at = hours(40 * 24);
+    let (back, effects) = act(&extended, handler(Level::District), review(None), back_at);
+    assert_eq!(kinds(&effects), ["incident.ledger_returned"]);
+    assert_eq!(back.ledger, None);
+    assert!(!back.overdue);
+    // A fresh deadline of the policy's 15 working days, shared by the round's tasks, and the
+    // level's window again.
+    let fresh = ctx().calendar.add_working_days(back_at, 15).at;
+    assert_eq!(back.resolve_due, fresh);
+    assert!(back.tasks.iter().all(|t| t.resolve_due == fresh));
+    assert_eq!(back.level_due, Some(back_at + TimeDelta::hours(8)));
+    assert_eq!(back.timers().get(&Timer::ResolveDeadline), Some(&fresh));
+}
+
+#[test]
+fn an_overdue_case_leaves_the_overdue_list_when_entered_and_resolves_from_the_ledger() {
+    let (incident, _) = open_at("heating.no_heat", t0());
+    let (overdue, _) = fire(&incident, Timer::ResolveDeadline, hours(24));
+    assert!(overdue.overdue);
+    // The incident went up to the street; the street proposes the unit the district approves.
+    let (proposed, _) = act(
+        &overdue,
+        handler(Level::Street),
+        propose(hours(100)),
+        hours(25),
+    );
+    let (entered, effects) = act(
+        &proposed,
+        handler(Level::District),
+        decide_ledger(true),
+        hours(26),
+    );
+    assert_eq!(kinds(&effects), ["incident.ledger_approved"]);
+    assert!(!entered.overdue);
+    let (resolved, effects) = act(&entered, handler(Level::Street), resolve(None), hours(27));
+    assert_eq!(
+        kinds(&effects),
+        ["incident.resolved", "incident.ledger_withdrawn"]
+    );
+    assert_eq!(resolved.status, Status::Resolved);
+    assert_eq!(resolved.ledger, None);
+    assert_eq!(
+        timer_effects_of(&effects),
+        [
+            cancel(Timer::LedgerReview),
+            schedule(Timer::FollowUpDeadline, hours(27 + 72))
+        ]
+    );
+}
+
+#[test]
+fn a_ledger_proposal_is_checked_and_may_be_denied() {
+    let whistled = whistled_no_heat();
+    let (one, _) = act(&whistled, liaison(HEATING), accept(1), hours(3));
+    let now = one.reported_at + TimeDelta::minutes(1);
+    let review_at = now + TimeDelta::days(30);
+    // Who proposes: the street or a department that reported in; not one still to report in,
+    // not the district's operator, not the reporter.
+    for actor in [liaison(HOUSING), operator("150602"), reporter()] {
+        assert!(matches!(
+            refused(&one, actor, propose(review_at)),
+            Rejection::Forbidden(_)
+        ));
+    }
+    let with = |responsible: &str, review_at: DateTime<Utc>, note: &str| Command::ProposeLedger {
+        reason: LedgerReason::Funding,
+        note: note.into(),
+        responsible: responsible.into(),
+        review_at,
+    };
+    let street = handler(Level::Street);
+    assert!(matches!(
+        refused(
+            &one,
+            street.clone(),
+            with("150602-nothing", review_at, "资金")
+        ),
+        Rejection::NotFound(_)
+    ));
+    for bad in [
+        with("150603-heating", review_at, "资金"),
+        with(fixture().other_grid.as_str(), review_at, "资金"),
+        with(HEATING, review_at, " "),
+        with(HEATING, now, "资金"),
+        with(HEATING, now + TimeDelta::days(91), "资金"),
+    ] {
+        assert!(
+            matches!(
+                refused(&one, street.clone(), bad.clone()),
+                Rejection::InvalidArgument(_)
+            ),
+            "{bad:?}"
+        );
+    }
+    // The department that reported in proposes, with the street office as the responsible unit.
+    let street_office = fixture().grid.at_level(Level::Street).unwrap();
+    let (proposed, _) = act(
+        &one,
+        liaison(HEATING),
+        with(street_office.as_str(), review_at, "资金未到位"),
+        hours(3),
+    );
+    assert!(matches!(
+        refused(&proposed, street.clone(), propose(review_at)),
+        Rejection::InvalidTransition(_)
+    ));
+    // The district decides, not the street; a denial needs a note and leaves everything running.
+    assert!(matches!(
+        refused(&proposed, street, decide_ledger(true)),
+        Rejection::Forbidden(_)
+    ));
+    assert!(matches!(
+        refused(
+            &proposed,
+            handler(Level::District),
+            Command::DecideLedger {
+                approve: false,
+                note: String::new()
+            }
+        ),
+        Rejection::InvalidArgument(_)
+    ));
+    let (denied, effects) = act(
+        &proposed,
+        operator("150602"),
+        decide_ledger(false),
+        hours(4),
+    );
+    assert_eq!(kinds(&effects), ["incident.ledger_denied"]);
+    assert_eq!(denied.ledger, None);
+    assert_eq!(denied.timers(), one.timers());
+    assert!(matches!(
+        refused(&denied, handler(Level::District), review(None)),
+        Rejection::InvalidTransition(_)
+    ));
+}
+
+#[test]
+fn district_work_is_entered_by_the_city() {
+    // gas.leak opens at the district.
+    let (incident, _) = open_at("gas.leak", t0());
+    assert_eq!(incident.level, Level::District);
+    let (proposed, _) = act(
+        &incident,
+        handler(Level::District),
+        propose(hours(100)),
+        mins(10),
+    );
+    assert_eq!(proposed.ledger.as_ref().unwrap().approver, Level::City);
+    assert!(matches!(
+        refused(&proposed, operator("150602"), decide_ledger(true)),
+        Rejection::Forbidden(_)
+    ));
+    let (entered, _) = act(&proposed, operator("150600"), decide_ledger(true), mins(20));
+    assert!(entered.is_ledgered());
+}
+
 #[test]
 fn names_and_timer_keys_round_trip() {
     for timer in [
@@ -1675,6 +1935,8 @@ fn names_and_timer_keys_round_trip() {
         Timer::AcceptDeadline { task: 12 },
         Timer::ResolveDeadline,
         Timer::FollowUpDeadline,
+        Timer::ExtensionAnswer,
+        Timer::LedgerReview,
     ] {
         assert_eq!(Timer::from_key(&timer.key()), Some(timer));
     }
@@ -1799,6 +2061,11 @@ enum Op {
     AskExtension(Who, Option<u32>, TimeDelta),
     /// The arbitration of the first pending dispute, upheld or not (random tasks seldom have one).
     Arbitrate(Who, bool),
+    /// A ledger proposal with its review this far from now (zero or less, or past the policy's
+    /// 90 days, is refused).
+    ProposeLedger(Who, TimeDelta),
+    /// A ledger review: extended this far from now, or returned to handling.
+    ReviewLedger(Who, Option<TimeDelta>),
 }
 
 /// The Ordos policy with the reopen deadline in working days too, so every deadline of its
@@ -1901,6 +2168,8 @@ fn command() -> impl Strategy<Value = Command> {
             .prop_map(|(task, to, reason)| Command::Dispute { task, to, reason }),
         3 => (task_id(), any::<bool>(), note())
             .prop_map(|(task, uphold, note)| Command::DecideDispute { task, uphold, note }),
+        3 => (any::<bool>(), note())
+            .prop_map(|(approve, note)| Command::DecideLedger { approve, note }),
     ]
 }
 
@@ -1918,6 +2187,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Timer::ResolveDeadline),
         Just(Timer::FollowUpDeadline),
         Just(Timer::ExtensionAnswer),
+        Just(Timer::LedgerReview),
     ];
     // Mostly within the policy's longest extension (7 days), sometimes not later or too far.
     let past = prop_oneof![
@@ -1927,6 +2197,19 @@ fn op() -> impl Strategy<Value = Op> {
     ];
     let extension = (who(), prop::option::of(task_id()), past)
         .prop_map(|(who, task, past)| Op::AskExtension(who, task, past));
+    // Mostly within the policy's 90 days, sometimes now or too far.
+    let review = || {
+        prop_oneof![
+            6 => (1i64..20 * 24).prop_map(TimeDelta::hours),
+            1 => (-2i64..1).prop_map(TimeDelta::hours),
+            1 => (90 * 24 + 1..95 * 24i64).prop_map(TimeDelta::hours),
+        ]
+    };
+    let ledger = prop_oneof![
+        2 => (who(), review()).prop_map(|(who, ahead)| Op::ProposeLedger(who, ahead)),
+        2 => (who(), prop::option::of(review()))
+            .prop_map(|(who, ahead)| Op::ReviewLedger(who, ahead)),
+    ];
     // Report-in takes 30 minutes and the shortest SLA 2 hours: mostly short waits.
     prop_oneof![
         3 => (0i64..20).prop_map(|m| Op::Wait(TimeDelta::minutes(m))),
@@ -1938,6 +2221,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::LoadCalendar),
         3 => extension,
         4 => (who(), any::<bool>()).prop_map(|(who, uphold)| Op::Arbitrate(who, uphold)),
+        2 => ledger,
     ]
 }
 
@@ -1989,6 +2273,17 @@ impl World {
             Command::Reassign { .. }
             | Command::DecideDispute { .. }
             | Command::ReleaseAssist { .. } => handler(Level::Street),
+            Command::ProposeLedger { .. } => match self.incident.level {
+                Level::Grid => reporter(),
+                Level::Community => handler(Level::Community),
+                _ => handler(Level::Street),
+            },
+            Command::DecideLedger { .. } | Command::ReviewLedger { .. } => {
+                match &self.incident.ledger {
+                    Some(ledger) => handler(ledger.approver),
+                    None => operator("150602"),
+                }
+            }
             Command::Supervise { .. } => operator("150602"),
             Command::Verify { .. } | Command::Comment { .. } => reporter(),
         }
@@ -2023,6 +2318,7 @@ impl World {
                             current,
                             before.status.is_open(),
                             task.role,
+                            before.is_ledgered(),
                         )
                         .any(|v| v == verb),
                 ))
@@ -2077,6 +2373,27 @@ impl World {
         let recount = input == Input::Recalendar;
         let events = kinds(&effects);
         let approved = events.contains(&"incident.extension_approved");
+        let returned = events.contains(&"incident.ledger_returned");
+        // A ledger case is never overdue, and no timer but its review fires for it.
+        if before.is_ledgered() {
+            prop_assert!(
+                !events.contains(&"incident.overdue"),
+                "a ledger case went overdue"
+            );
+            if let Input::Timer(timer) = &input {
+                prop_assert!(
+                    !changed || *timer == Timer::LedgerReview,
+                    "{timer:?} fired for a ledger case"
+                );
+            }
+        }
+        if next.is_ledgered() {
+            prop_assert!(!next.overdue, "a ledger case is overdue");
+            prop_assert!(next
+                .timers()
+                .keys()
+                .all(|timer| *timer == Timer::LedgerReview));
+        }
         if !recount {
             prop_assert!(
                 next.resolve_due >= before.resolve_due,
@@ -2090,7 +2407,7 @@ impl World {
             );
             if let Some(p) = before
                 .provisional
-                .filter(|_| before.status.is_open() && !before.overdue)
+                .filter(|_| before.status.is_open() && !before.overdue && !before.is_ledgered())
             {
                 let due = self.calendar.add_working_days(p.from, p.working_days);
                 let floor = p.not_before.unwrap_or(due.at);
@@ -2104,6 +2421,11 @@ impl World {
                     "an extension that extends nothing"
                 );
                 prop_assert_eq!(next.extensions, before.extensions + 1);
+            } else if returned {
+                // A case back from the ledger gets a fresh deadline, never an earlier one.
+                prop_assert!(next.resolve_due >= before.resolve_due);
+                prop_assert!(next.resolve_due >= self.now);
+                prop_assert_eq!(next.extensions, before.extensions);
             } else {
                 prop_assert_eq!(next.resolve_due, before.resolve_due);
                 prop_assert_eq!(next.extensions, before.extensions);
@@ -2172,17 +2494,27 @@ impl World {
         }
         prop_assert!(next.tasks.len() >= before.tasks.len());
         for (old, new) in before.tasks.iter().zip(&next.tasks) {
-            let fixed = |t: &Task| (t.department.clone(), t.round, t.dispatched_at, t.accept_due);
-            prop_assert_eq!(fixed(old), fixed(new), "a task's deadlines moved");
+            let fixed = |t: &Task| (t.department.clone(), t.round, t.dispatched_at);
+            prop_assert_eq!(fixed(old), fixed(new), "a task's record moved");
+            // Only a return from the ledger gives a department still to report in a fresh
+            // report-in deadline, a later one.
+            prop_assert!(
+                new.accept_due == old.accept_due || returned && new.accept_due > old.accept_due,
+                "task {}'s report-in deadline moved",
+                new.id
+            );
             // Only an approved extension (later) or a recount (with the incident's) moves a task's
             // resolve deadline.
             // An assistant's part keeps its deadline through an extension, and a recount brings it
             // no later than the incident's.
             let moved = if new.assists() {
                 recount && new.resolve_due == old.resolve_due.min(next.resolve_due)
+                    || returned
+                        && new.resolve_due >= old.resolve_due
+                        && new.resolve_due <= next.resolve_due
             } else {
                 approved && new.resolve_due > old.resolve_due
-                    || recount && new.resolve_due == next.resolve_due
+                    || (recount || returned) && new.resolve_due == next.resolve_due
             };
             prop_assert!(
                 new.resolve_due == old.resolve_due || moved,
@@ -2344,6 +2676,24 @@ fn walk(
                     world.step(Input::Command(actor, command))?;
                 }
             }
+            Op::ProposeLedger(who, ahead) => {
+                let command = Command::ProposeLedger {
+                    reason: LedgerReason::Legal,
+                    note: "产权纠纷待法院判决".into(),
+                    responsible: HOUSING.into(),
+                    review_at: world.now + ahead,
+                };
+                let actor = world.actor(&who, &command);
+                world.step(Input::Command(actor, command))?;
+            }
+            Op::ReviewLedger(who, ahead) => {
+                let command = Command::ReviewLedger {
+                    extend_to: ahead.map(|ahead| world.now + ahead),
+                    note: String::new(),
+                };
+                let actor = world.actor(&who, &command);
+                world.step(Input::Command(actor, command))?;
+            }
             Op::Cooperate => {
                 // Assistants first: the lead cannot resolve before their parts.
                 let mut tasks: Vec<&Task> = world.incident.current_tasks().collect();
@@ -2373,7 +2723,8 @@ fn walk(
         incident.timers().values().all(|at| *at > late),
         "a due timer is left"
     );
-    for task in &incident.tasks {
+    // A ledger case waits for its reviewers, who the walk no longer plays.
+    for task in incident.tasks.iter().filter(|_| !incident.is_ledgered()) {
         prop_assert!(
             task.status != TaskStatus::Dispatched || task.accept_due > late,
             "task {} is still dispatched past its report-in deadline",
@@ -2430,7 +2781,7 @@ fn random_walks_reach_every_transition() {
 }
 
 /// Every transition of the machine, as [`World`] names them.
-const REACHED: [&str; 67] = [
+const REACHED: [&str; 78] = [
     "handling -> whistled",
     "handling -> resolved",
     "whistled -> accepted",
@@ -2498,4 +2849,15 @@ const REACHED: [&str; 67] = [
     "task.assist_released from accepted",
     "task.assist_released from returned",
     "lead refused before its assistants",
+    "incident.ledger_proposed from handling",
+    "incident.ledger_proposed from whistled",
+    "incident.ledger_proposed from accepted",
+    "incident.ledger_approved from handling",
+    "incident.ledger_approved from accepted",
+    "incident.ledger_denied from handling",
+    "incident.ledger_review_due from handling",
+    "incident.ledger_extended from handling",
+    "incident.ledger_returned from handling",
+    "incident.ledger_returned from accepted",
+    "incident.ledger_withdrawn from handling",
 ];

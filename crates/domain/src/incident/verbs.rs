@@ -88,16 +88,25 @@ impl TaskVerb {
         }
     }
 
+    /// Whether the verb applies while the incident is in the long-term ledger (挂账): the
+    /// departments go on with their work, but nobody supervises or reassigns a ledger case.
+    pub fn applies_in_ledger(self) -> bool {
+        self.is_department_verb()
+    }
+
     /// The verbs a task takes now, in the order above (the console's fixed action columns).
     pub fn for_task(
         status: TaskStatus,
         current_round: bool,
         incident_open: bool,
         role: TaskRole,
+        ledgered: bool,
     ) -> impl Iterator<Item = TaskVerb> {
-        TaskVerb::ALL
-            .into_iter()
-            .filter(move |verb| incident_open && verb.applies(status, current_round, role))
+        TaskVerb::ALL.into_iter().filter(move |verb| {
+            incident_open
+                && verb.applies(status, current_round, role)
+                && (!ledgered || verb.applies_in_ledger())
+        })
     }
 }
 

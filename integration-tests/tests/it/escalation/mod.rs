@@ -5,6 +5,7 @@ mod assisting;
 mod bodies;
 mod disputes;
 mod extensions;
+mod ledger;
 mod lifecycle;
 mod service;
 mod timers;

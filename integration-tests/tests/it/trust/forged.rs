@@ -64,6 +64,22 @@ fn body(verb: Verb) -> Body {
             task_id: "1".into(),
             note: "forged".into(),
         }),
+        Verb::ProposeLedger => Body::ProposeLedger(v1::ProposeLedger {
+            reason: v1::LedgerReason::Funding as i32,
+            note: "forged".into(),
+            responsible: "150602-heating".into(),
+            review_at: Some(whistle_wire::convert::timestamp(
+                chrono::Utc::now() + chrono::TimeDelta::days(30),
+            )),
+        }),
+        Verb::DecideLedger => Body::DecideLedger(v1::DecideLedger {
+            approve: true,
+            note: String::new(),
+        }),
+        Verb::ReviewLedger => Body::ReviewLedger(v1::ReviewLedger {
+            extend_to: None,
+            note: String::new(),
+        }),
     }
 }
 
@@ -104,10 +120,10 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
         };
         if matches!(
             verb,
-            Verb::RequestExtension | Verb::Dispute | Verb::SubmitAssist
+            Verb::RequestExtension | Verb::Dispute | Verb::SubmitAssist | Verb::ProposeLedger
         ) {
-            // An operator never asks for more time, disputes a task nor submits an assisting
-            // part: the server refuses even its own subject.
+            // An operator never asks for more time, disputes a task, submits an assisting part nor
+            // proposes a case for the ledger: the server refuses even its own subject.
             let own = v1::Command {
                 actor_id: ME.into(),
                 ..command.clone()
@@ -147,11 +163,12 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
     );
 }
 
-/// The extension, dispute and assisting verbs by role on NATS: a liaison asks, disputes and
-/// submits its part but never answers, arbitrates or releases, a grid worker asks but has no task
-/// to dispute or assist with, an operator answers, arbitrates and releases but never asks, disputes
-/// or submits a part; a verb a role never sends is refused by the server on the person's
-/// own subject, the others reach dispatch (which checks the incident).
+/// The extension, dispute, assisting and ledger verbs by role on NATS: a liaison asks, disputes,
+/// submits its part and proposes for the ledger but never answers, arbitrates, releases or
+/// reviews; a grid worker asks and proposes but has no task to dispute or assist with; an operator
+/// answers, arbitrates, releases, enters and reviews but never asks, disputes, submits a part or
+/// proposes; a verb a role never sends is refused by the server on the person's own subject, the
+/// others reach dispatch (which checks the incident).
 #[tokio::test]
 async fn each_role_is_denied_the_verbs_it_never_sends() {
     let stack = Stack::builder().at(chrono::Utc::now()).start().await;
@@ -165,8 +182,15 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::DecideExtension,
                 Verb::DecideDispute,
                 Verb::ReleaseAssist,
+                Verb::DecideLedger,
+                Verb::ReviewLedger,
             ],
-            &[Verb::RequestExtension, Verb::Dispute, Verb::SubmitAssist],
+            &[
+                Verb::RequestExtension,
+                Verb::Dispute,
+                Verb::SubmitAssist,
+                Verb::ProposeLedger,
+            ],
         ),
         (
             Role::GridWorker,
@@ -178,18 +202,27 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::DecideDispute,
                 Verb::SubmitAssist,
                 Verb::ReleaseAssist,
+                Verb::DecideLedger,
+                Verb::ReviewLedger,
             ],
-            &[Verb::RequestExtension],
+            &[Verb::RequestExtension, Verb::ProposeLedger],
         ),
         (
             Role::Operator,
             "150602",
             ME,
-            &[Verb::RequestExtension, Verb::Dispute, Verb::SubmitAssist],
+            &[
+                Verb::RequestExtension,
+                Verb::Dispute,
+                Verb::SubmitAssist,
+                Verb::ProposeLedger,
+            ],
             &[
                 Verb::DecideExtension,
                 Verb::DecideDispute,
                 Verb::ReleaseAssist,
+                Verb::DecideLedger,
+                Verb::ReviewLedger,
             ],
         ),
     ];

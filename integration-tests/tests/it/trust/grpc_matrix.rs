@@ -30,13 +30,14 @@ const CALLERS: [&str; 6] = [
 use Code::{Ok as Y, PermissionDenied as No, Unauthenticated as Anon};
 
 /// The CommandCenter and Reporting RPCs with what each caller gets.
-const READS: [(&str, [Code; 6]); 15] = [
+const READS: [(&str, [Code; 6]); 16] = [
     //                  city  district liaison viewer grid  none
     ("GetOverview", [Y, Y, Y, Y, No, Anon]),
     ("ListIncidents", [Y, Y, Y, Y, No, Anon]),
     ("GetIncident", [Y, Y, Y, Y, Y, Anon]),
     ("GetScoreboard", [Y, Y, Y, Y, No, Anon]),
     ("ListOverdue", [Y, Y, Y, Y, No, Anon]),
+    ("ListLedger", [Y, Y, Y, Y, No, Anon]),
     // The org tree (names and codes of units) is open to every token.
     ("GetOrgTree", [Y, Y, Y, Y, Y, Anon]),
     // So are the policy's catalogue (the report form) and the departments (改派).
@@ -92,6 +93,14 @@ async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -
         "ListOverdue" => code(
             center
                 .list_overdue(v1::ListOverdueRequest {
+                    area_code: area(),
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "ListLedger" => code(
+            center
+                .list_ledger(v1::ListLedgerRequest {
                     area_code: area(),
                     ..Default::default()
                 })
@@ -221,6 +230,20 @@ fn forged(verb: Verb, incident: Uuid, actor: &str) -> v1::Command {
         }),
         Verb::SubmitAssist => Body::SubmitAssist(v1::SubmitAssist { task_id, note }),
         Verb::ReleaseAssist => Body::ReleaseAssist(v1::ReleaseAssist { task_id, note }),
+        Verb::ProposeLedger => Body::ProposeLedger(v1::ProposeLedger {
+            reason: v1::LedgerReason::Funding as i32,
+            note,
+            responsible: DEPARTMENT.into(),
+            review_at: None,
+        }),
+        Verb::DecideLedger => Body::DecideLedger(v1::DecideLedger {
+            approve: true,
+            note,
+        }),
+        Verb::ReviewLedger => Body::ReviewLedger(v1::ReviewLedger {
+            extend_to: None,
+            note,
+        }),
     };
     v1::Command {
         command_id: Uuid::now_v7().to_string(),
@@ -249,6 +272,9 @@ async fn act(stack: &Stack, verb: Verb, token: &str, command: v1::Command) -> Co
         Verb::DecideDispute => dispatch.decide_dispute(request).await,
         Verb::SubmitAssist => dispatch.submit_assist(request).await,
         Verb::ReleaseAssist => dispatch.release_assist(request).await,
+        Verb::ProposeLedger => dispatch.propose_ledger(request).await,
+        Verb::DecideLedger => dispatch.decide_ledger(request).await,
+        Verb::ReviewLedger => dispatch.review_ledger(request).await,
     })
 }
 

@@ -19,6 +19,33 @@ pub const RETURN_SHARE: f64 = 0.08;
 pub const LATE_SHARE: f64 = 0.15;
 /// Share of department tasks disputed (派单异议) before reporting in.
 pub const DISPUTE_SHARE: f64 = 0.05;
+/// Share of accepted department tasks whose department proposes the case for the long-term
+/// ledger (挂账) instead of resolving it in time.
+pub const LEDGER_SHARE: f64 = 0.04;
+/// Share of ledger proposals the approving level enters (the rest it denies).
+pub const LEDGER_APPROVE_SHARE: f64 = 0.8;
+/// Share of ledger reviews that keep the case in the ledger (the rest return it to handling).
+pub const LEDGER_EXTEND_SHARE: f64 = 0.4;
+
+/// Why a simulated case waits in the ledger, with its reason.
+pub const LEDGER_NOTES: &[(v1::LedgerReason, &str)] = &[
+    (
+        v1::LedgerReason::Planning,
+        "涉及道路改造规划，待规划批复后实施",
+    ),
+    (
+        v1::LedgerReason::Funding,
+        "老旧管网整体更换资金未列入本年度预算",
+    ),
+    (
+        v1::LedgerReason::Legal,
+        "产权纠纷已进入诉讼程序，待法院判决",
+    ),
+    (v1::LedgerReason::Other, "需跨部门协调，短期内无法解决"),
+];
+
+pub const LEDGER_DENIALS: &[&str] = &["可在时限内解决，请按期办结", "挂账理由不充分，继续办理"];
+
 /// Share of accepted department tasks whose department asks for more time (延期申请) first.
 pub const EXTEND_SHARE: f64 = 0.12;
 

@@ -46,6 +46,8 @@ pub(crate) enum Contribution {
     OverdueFlagged,
     /// Open, not flagged: overdue once its deadline is past.
     Pending(Micros),
+    /// Open and in the long-term ledger (挂账) since then: never overdue.
+    Ledgered(Micros),
     Day(Day, DayMetric),
     Hour(Hour, HourMetric),
     /// Its SLA deadline (not for duplicates), and whether it was resolved by it.
@@ -73,10 +75,11 @@ pub(crate) fn contributions(facts: &Facts) -> Vec<Contribution> {
             urgency: facts.urgency,
             category: facts.category,
         });
-        match (facts.overdue, facts.due) {
-            (true, _) => out.push(C::OverdueFlagged),
-            (false, Some(at)) => out.push(C::Pending(at)),
-            (false, None) => {}
+        match (facts.ledgered, facts.overdue, facts.due) {
+            (Some(since), _, _) => out.push(C::Ledgered(since)),
+            (None, true, _) => out.push(C::OverdueFlagged),
+            (None, false, Some(at)) => out.push(C::Pending(at)),
+            (None, false, None) => {}
         }
     }
     if let Some(at) = facts.resolved {
@@ -192,6 +195,8 @@ pub(super) struct AreaCounters {
     pub(super) open_by_urgency: [i64; 3],
     pub(super) open_by_category: HashMap<CategoryId, i64>,
     pub(super) overdue_flagged: i64,
+    /// Open ledger cases by when they were entered, for the ledger's size and age.
+    pub(super) ledger: BTreeMap<Micros, i64>,
     pub(super) days: BTreeMap<Day, DayCounts>,
     /// Only hours with something in them, so a quiet area costs nothing.
     pub(super) hours: BTreeMap<Hour, HourCounts>,
@@ -288,6 +293,7 @@ impl AreaCounters {
             open_by_urgency: [0; 3],
             open_by_category: HashMap::new(),
             overdue_flagged: 0,
+            ledger: BTreeMap::new(),
             days: BTreeMap::new(),
             hours: BTreeMap::new(),
             deadlines: BTreeMap::new(),
@@ -355,6 +361,7 @@ impl AreaCounters {
             && self.open_by_urgency.iter().all(|n| *n == 0)
             && self.open_by_category.is_empty()
             && self.overdue_flagged == 0
+            && self.ledger.is_empty()
             && self.days.is_empty()
             && self.hours.is_empty()
             && self.deadlines.is_empty()
@@ -380,6 +387,7 @@ impl AreaCounters {
                 }
             }
             Contribution::OverdueFlagged => self.overdue_flagged += wide,
+            Contribution::Ledgered(since) => with_entry(&mut self.ledger, since, |n| *n += wide),
             Contribution::Pending(at) => {
                 self.deadline(at, |d| d.pending += sign);
             }

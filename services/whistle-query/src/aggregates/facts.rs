@@ -99,6 +99,8 @@ pub(crate) struct Facts {
     pub category: CategoryId,
     /// Dispatch's flag: the SLA deadline passed before resolution.
     pub overdue: bool,
+    /// When it was entered in the long-term ledger (挂账), while it is there.
+    pub ledgered: Option<Micros>,
     pub satisfaction: Option<Satisfaction>,
     /// When it was opened.
     pub created: Micros,
@@ -129,6 +131,7 @@ pub(crate) struct State {
     pub level: Level,
     pub category: CategoryId,
     pub overdue: bool,
+    pub ledgered: Option<Micros>,
     pub satisfaction: Option<Satisfaction>,
     pub due: Option<Micros>,
     pub tasks: Box<[TaskFact]>,
@@ -216,6 +219,7 @@ impl Facts {
             urgency: self.urgency,
             category: state.category,
             overdue: state.overdue,
+            ledgered: state.ledgered,
             satisfaction: state.satisfaction,
             created: self.created,
             due: state.due,

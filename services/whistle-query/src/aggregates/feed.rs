@@ -322,6 +322,7 @@ pub(super) fn update_of(store: &Store, event: &v1::Event) -> Result<Option<Updat
                     urgency: Urgency::from_report(report.urgency),
                     category: store.category(&report.category),
                     overdue: false,
+                    ledgered: None,
                     satisfaction: None,
                     created: at,
                     due: reported.due_at.as_ref().map(proto_micros),
@@ -356,6 +357,11 @@ pub(super) fn update_of(store: &Store, event: &v1::Event) -> Result<Option<Updat
                         level: level(changed.level)?,
                         category: store.category(&changed.category),
                         overdue: changed.overdue,
+                        ledgered: changed
+                            .ledger
+                            .as_ref()
+                            .and_then(|l| l.entered_at.as_ref())
+                            .map(proto_micros),
                         satisfaction: satisfaction(changed.satisfaction),
                         due: changed.due_at.as_ref().map(proto_micros),
                         tasks: changed

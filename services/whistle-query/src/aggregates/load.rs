@@ -63,6 +63,7 @@ struct IncidentRow {
     updated_at: DateTime<Utc>,
     due_at: Option<DateTime<Utc>>,
     overdue: bool,
+    ledgered_at: Option<DateTime<Utc>>,
     satisfaction: Option<String>,
     reopen_count: i32,
 }
@@ -219,7 +220,7 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
     {
         let mut rows = sqlx::query_as::<_, IncidentRow>(
             "SELECT id, version, status, level, category, urgency, grid_code, created_at,
-                    updated_at, due_at, overdue, satisfaction, reopen_count
+                    updated_at, due_at, overdue, ledgered_at, satisfaction, reopen_count
              FROM incidents",
         )
         .fetch(&mut *tx);
@@ -256,6 +257,7 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
                     .ok_or_else(|| corrupt(id, "urgency", &row.urgency))?,
                 category: store.category(&row.category),
                 overdue: row.overdue,
+                ledgered: row.ledgered_at.map(micros),
                 satisfaction,
                 created: micros(row.created_at),
                 due: row.due_at.map(micros),

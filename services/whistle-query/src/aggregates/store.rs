@@ -471,6 +471,7 @@ impl Store {
             area_code: area_code.to_owned(),
             as_of: Some(convert::timestamp(now)),
             rates: Some(overview::rates(v1::Rates::default())),
+            ledger: Some(v1::LedgerSize::default()),
             ..Default::default()
         };
         let Some(area) = self.areas.get(&key) else {
@@ -516,6 +517,12 @@ impl Store {
                 .collect(),
         );
         out.overdue = count(area.overdue(now));
+        let entered: Vec<Micros> = area
+            .ledger
+            .iter()
+            .flat_map(|(at, n)| std::iter::repeat_n(*at, usize::try_from(*n).unwrap_or_default()))
+            .collect();
+        out.ledger = Some(overview::ledger_size(&entered, now));
 
         let on_today = area.days.get(&today).copied().unwrap_or_default();
         out.reported_today = count(on_today.reported.into());

@@ -458,6 +458,8 @@ struct Step {
     level: Level,
     category: usize,
     overdue: bool,
+    /// Entered in the long-term ledger (挂账) then, while it stays there.
+    ledgered: Option<Micros>,
     satisfaction: Option<Satisfaction>,
     due: Option<Micros>,
     tasks: Vec<(Micros, bool)>,
@@ -475,13 +477,20 @@ fn step() -> impl Strategy<Value = Step> {
             kinds(),
             prop_oneof![3 => 0..DAY, 1 => 0..HOUR / 2],
         ),
+        prop_oneof![3 => Just(None), 1 => (-40 * DAY..0).prop_map(Some)],
     )
         .prop_map(
-            |((status, level, category, overdue, satisfaction), (due, tasks, kinds, after))| Step {
+            |(
+                (status, level, category, overdue, satisfaction),
+                (due, tasks, kinds, after),
+                ledgered,
+            )| Step {
                 status,
                 level,
                 category,
-                overdue,
+                // The engine clears the flag and drops the entry as the status requires.
+                overdue: overdue && ledgered.is_none(),
+                ledgered: ledgered.filter(|_| status.is_open()).map(|at| NOW + at),
                 satisfaction,
                 due: due.map(|d| NOW + d),
                 tasks,
@@ -542,6 +551,7 @@ impl Life {
             urgency: self.urgency,
             category: store.category(CATEGORIES[0]),
             overdue: false,
+            ledgered: None,
             satisfaction: None,
             created: at,
             due: Some(at + DAY),
@@ -566,6 +576,7 @@ impl Life {
                 level: step.level,
                 category: store.category(CATEGORIES[step.category]),
                 overdue: step.overdue,
+                ledgered: step.ledgered,
                 satisfaction: step.satisfaction,
                 due: step.due,
                 tasks: step
@@ -868,8 +879,13 @@ fn by_definition(
         by_urgency: tally(open.iter().map(|f| f.urgency.as_str().to_owned()).collect()),
         overdue: open
             .iter()
-            .filter(|f| f.overdue || f.due.is_some_and(|d| d < now))
+            .filter(|f| f.ledgered.is_none() && (f.overdue || f.due.is_some_and(|d| d < now)))
             .count() as u64,
+        ledger: Some({
+            let mut entered: Vec<Micros> = open.iter().filter_map(|f| f.ledgered).collect();
+            entered.sort_unstable();
+            overview::ledger_size(&entered, now)
+        }),
         reported_today: inside.iter().filter(|f| day_of(f.created) == today).count() as u64,
         resolved_today: inside
             .iter()
