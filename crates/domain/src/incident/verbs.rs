@@ -91,7 +91,9 @@ impl TaskVerb {
     /// Whether the verb applies while the incident is in the long-term ledger (挂账): the
     /// departments go on with their work, but nobody supervises or reassigns a ledger case.
     pub fn applies_in_ledger(self) -> bool {
-        self.is_department_verb()
+        // Releasing an assistant lets the lead resolve a case out of the ledger; moving the work
+        // elsewhere (reassigning, disputing) waits for its return.
+        self.is_department_verb() || self == TaskVerb::ReleaseAssist
     }
 
     /// The verbs a task takes now, in the order above (the console's fixed action columns).
