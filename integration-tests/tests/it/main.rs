@@ -19,6 +19,7 @@ mod photos;
 mod privacy;
 mod query;
 mod rejections;
+mod report;
 mod scoreboard;
 mod shutdown;
 mod store;
