@@ -42,6 +42,7 @@ mod grid_map;
 mod incidents;
 mod limits;
 mod metrics;
+mod monthly;
 mod notifications;
 mod org_tree;
 mod overdue;
@@ -519,6 +520,11 @@ impl Service {
                 }),
             ),
         };
+        let handlers = Arc::new(self.handlers.clone());
+        let router = router.route(
+            monthly::PATH,
+            axum::routing::get(move |headers, query| monthly::download(handlers, headers, query)),
+        );
         *routes.axum_router_mut() = router.route(
             "/metrics",
             axum::routing::get(move || {
