@@ -20,6 +20,9 @@ const GREEN: RGBColor = RGBColor(0x2E, 0x8B, 0x57);
 const RED: RGBColor = RGBColor(0xC0, 0x39, 0x2B);
 const GREY: RGBColor = RGBColor(0x88, 0x88, 0x88);
 
+/// A line of the trend: its name, colour and the rate it draws.
+type Series = (&'static str, RGBColor, fn(&v1::Rates) -> f64);
+
 /// A chart's SVG, or plotters' error in words.
 pub(crate) type Svg = anyhow::Result<String>;
 
@@ -34,7 +37,7 @@ fn segments(n: usize) -> SegmentedCoord<RangedCoordusize> {
 
 /// Whether a row had anything happen in the month (the scoreboard ranks such rows last).
 pub(crate) fn active(row: &v1::ScoreboardRow) -> bool {
-    let rates = row.rates.clone().unwrap_or_default();
+    let rates = row.rates.unwrap_or_default();
     row.sample > 0 || rates.dispatched > 0 || rates.due > 0 || rates.followed_up > 0
 }
 
@@ -171,7 +174,7 @@ pub(crate) fn trend(
             .light_line_style(WHITE.mix(0.0))
             .draw()
             .map_err(error)?;
-        let series: [(&str, RGBColor, fn(&v1::Rates) -> f64); 3] = [
+        let series: [Series; 3] = [
             ("响应率", BLUE, |r| r.response_rate),
             ("办结率", GREEN, |r| r.resolution_rate),
             ("满意率", RED, |r| r.satisfaction_rate),

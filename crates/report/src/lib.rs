@@ -243,54 +243,6 @@ pub fn file_name(report: &Monthly, extension: &str) -> String {
     format!("whistle-monthly-{area}-{}.{extension}", report.month)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn months_before_cross_the_new_year() {
-        assert_eq!(
-            months_before("2027-02", 3).unwrap(),
-            ["2026-11", "2026-12", "2027-01"]
-        );
-        assert!(months_before("2027-02", 0).unwrap().is_empty());
-        assert!(months_before("February", 1).is_err());
-    }
-
-    #[test]
-    fn totals_sum_the_counts_and_recompute_the_rates() {
-        let row = |dispatched, accepted, sample| v1::ScoreboardRow {
-            sample,
-            rates: Some(v1::Rates {
-                dispatched,
-                accepted_in_time: accepted,
-                due: 4,
-                resolved_in_time: 1,
-                response_rate: 0.123, // ignored: recomputed from the sums
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let board = v1::Scoreboard {
-            month: "2026-11".into(),
-            rows: vec![row(4, 3, 5), row(0, 0, 0), row(6, 1, 2)],
-            ..Default::default()
-        };
-        let totals = Totals::of(&board);
-        assert_eq!(totals.reported, 7);
-        assert_eq!(totals.rates.dispatched, 10);
-        assert_eq!(totals.rates.response_rate, 0.4);
-        assert_eq!(totals.rates.resolution_rate, 0.25);
-        assert_eq!(totals.rates.satisfaction_rate, 0.0, "nothing followed up");
-    }
-
-    #[test]
-    fn months_in_chinese() {
-        assert_eq!(month_zh("2026-11"), "2026年11月");
-        assert_eq!(month_zh("2027-01"), "2027年1月");
-    }
-}
-
 /// A small report for the unit tests of the workbook and the PDF.
 #[cfg(test)]
 pub(crate) fn sample() -> Monthly {
@@ -316,7 +268,7 @@ pub(crate) fn sample() -> Monthly {
         redo_rate: 1.0 / 7.0,
         whistle_rate: 0.25,
         dispute_rate: 0.05,
-        median_time_to_accept: (sample > 0).then(|| prost_types::Duration {
+        median_time_to_accept: (sample > 0).then_some(prost_types::Duration {
             seconds: 754,
             nanos: 500_000_000,
         }),
@@ -374,5 +326,53 @@ pub(crate) fn sample() -> Monthly {
         departments,
         streets,
         trend,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_before_cross_the_new_year() {
+        assert_eq!(
+            months_before("2027-02", 3).unwrap(),
+            ["2026-11", "2026-12", "2027-01"]
+        );
+        assert!(months_before("2027-02", 0).unwrap().is_empty());
+        assert!(months_before("February", 1).is_err());
+    }
+
+    #[test]
+    fn totals_sum_the_counts_and_recompute_the_rates() {
+        let row = |dispatched, accepted, sample| v1::ScoreboardRow {
+            sample,
+            rates: Some(v1::Rates {
+                dispatched,
+                accepted_in_time: accepted,
+                due: 4,
+                resolved_in_time: 1,
+                response_rate: 0.123, // ignored: recomputed from the sums
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let board = v1::Scoreboard {
+            month: "2026-11".into(),
+            rows: vec![row(4, 3, 5), row(0, 0, 0), row(6, 1, 2)],
+            ..Default::default()
+        };
+        let totals = Totals::of(&board);
+        assert_eq!(totals.reported, 7);
+        assert_eq!(totals.rates.dispatched, 10);
+        assert_eq!(totals.rates.response_rate, 0.4);
+        assert_eq!(totals.rates.resolution_rate, 0.25);
+        assert_eq!(totals.rates.satisfaction_rate, 0.0, "nothing followed up");
+    }
+
+    #[test]
+    fn months_in_chinese() {
+        assert_eq!(month_zh("2026-11"), "2026年11月");
+        assert_eq!(month_zh("2027-01"), "2027年1月");
     }
 }

@@ -32,7 +32,7 @@ pub struct Column {
 }
 
 fn rates(row: &v1::ScoreboardRow) -> v1::Rates {
-    row.rates.clone().unwrap_or_default()
+    row.rates.unwrap_or_default()
 }
 
 /// The columns, in order.
