@@ -761,9 +761,22 @@ whistle_ensure_pg() {
 # ----------------------------------------------------------------------------------------------------
 # up and down
 
+# The monthly report's PDF (crates/report) is set in Noto Sans CJK (fonts-noto-cjk, SIL Open Font
+# License), embedded as a subset; its tests read the PDF back with poppler-utils (pdftotext, pdffonts)
+# and render it with pdftoppm. WHISTLE_REPORT_FONT names another font and skips the font package.
+whistle_ensure_report_tools() {
+    local missing=()
+    if [[ -z ${WHISTLE_REPORT_FONT:-} && ! -f /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ]]; then
+        missing+=(fonts-noto-cjk)
+    fi
+    command -v pdftotext >/dev/null 2>&1 && command -v pdffonts >/dev/null 2>&1 || missing+=(poppler-utils)
+    ((${#missing[@]} == 0)) || whistle__apt_install "${missing[@]}"
+}
+
 whistle_env_up() {
     local rc=0
     whistle__lock || return 1
+    whistle_ensure_report_tools || rc=1
     if [[ ${WHISTLE_ENV_NO_NATS:-0} == 1 ]]; then
         whistle_ensure_nats_bin && whistle_ensure_pg || rc=1
     else

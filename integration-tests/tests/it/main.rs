@@ -20,6 +20,7 @@ mod photos;
 mod privacy;
 mod query;
 mod rejections;
+mod report;
 mod restore;
 mod scoreboard;
 mod shutdown;

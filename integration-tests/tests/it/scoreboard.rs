@@ -786,7 +786,7 @@ async fn live_equals_sql(
 }
 
 /// Files one to four reports from random grids, then sends random commands on random incidents.
-async fn random_round(
+pub(crate) async fn random_round(
     stack: &Stack,
     rng: &mut StdRng,
     round: usize,
@@ -812,7 +812,7 @@ async fn random_round(
 
 /// Moves the clock by a random step (minutes, hours or days) and lets dispatch fire what fell
 /// due: escalation windows, report-in deadlines, follow-ups closing unverified.
-async fn random_pause(stack: &Stack, rng: &mut StdRng) {
+pub(crate) async fn random_pause(stack: &Stack, rng: &mut StdRng) {
     let step = match rng.random_range(0..4) {
         0 => TimeDelta::minutes(rng.random_range(1..60)),
         1 | 2 => TimeDelta::hours(rng.random_range(1..12)),

@@ -12,6 +12,7 @@ mod generator;
 mod incident;
 mod load;
 mod load_summary;
+mod monthly;
 mod people;
 mod report;
 mod rows;
@@ -102,7 +103,7 @@ enum Command {
     Migrate,
     /// Load the Ordos org tree, departments and people (idempotent).
     Seed,
-    /// File a report as a grid worker.
+    /// File a report as a grid worker; `report monthly`: the monthly assessment report.
     Report(report::Args),
     /// Follow events live, human-readable.
     Watch(watch::Args),
@@ -215,6 +216,10 @@ async fn main() -> anyhow::Result<()> {
                 written.people,
             );
         }
+        Command::Report(report::Args {
+            monthly: Some(report::Monthly::Monthly(args)),
+            ..
+        }) => monthly::run(&cli.conn, args).await?,
         Command::Report(args) => report::run(&cli.conn, args).await?,
         Command::Watch(args) => watch::run(&cli.conn, args).await?,
         Command::Load(args) => load::run(&cli.conn, args).await?,
@@ -331,6 +336,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_monthly_parses_beside_a_grid_workers_report() {
+        let cli = Cli::try_parse_from([
+            "whistle", "report", "monthly", "--month", "2026-11", "--area", "150602",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Report(report::Args {
+                monthly: Some(_),
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from(["whistle", "report", "--grid", "150602001001001"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Report(report::Args { monthly: None, .. })
+        ));
+        // The monthly report takes none of a grid worker's flags.
+        assert!(Cli::try_parse_from(["whistle", "report", "--grid", "1", "monthly"]).is_err());
+    }
 
     #[test]
     fn durations_parse_with_units() {

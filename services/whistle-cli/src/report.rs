@@ -22,7 +22,10 @@ use crate::{
 };
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub monthly: Option<Monthly>,
     /// A report as proto3 JSON (fields as in proto/whistle/v1/report.proto); flags override it.
     #[arg(long)]
     file: Option<PathBuf>,
@@ -63,6 +66,14 @@ pub struct Args {
     /// How long to wait for the outcome.
     #[arg(long, value_parser = crate::parse_duration, default_value = "10s")]
     wait: Duration,
+}
+
+/// `whistle report monthly`: not a grid worker's report but the command centre's.
+#[derive(Debug, clap::Subcommand)]
+pub enum Monthly {
+    /// The monthly assessment report (月度考核通报) of an area as XLSX and PDF, from the
+    /// scoreboards (an operator's token).
+    Monthly(crate::monthly::Args),
 }
 
 fn build(args: &Args, person: Option<&Person>) -> anyhow::Result<v1::Report> {

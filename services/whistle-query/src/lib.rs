@@ -44,6 +44,7 @@ mod incidents;
 mod ledger;
 mod limits;
 mod metrics;
+mod monthly;
 mod notifications;
 mod org_tree;
 mod overdue;
@@ -521,6 +522,11 @@ impl Service {
                 }),
             ),
         };
+        let handlers = Arc::new(self.handlers.clone());
+        let router = router.route(
+            monthly::PATH,
+            axum::routing::get(move |headers, query| monthly::download(handlers, headers, query)),
+        );
         *routes.axum_router_mut() = router.route(
             "/metrics",
             axum::routing::get(move || {

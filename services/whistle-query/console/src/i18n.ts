@@ -22,6 +22,9 @@ export function setLang(l: Lang) {
 const D = {
   appTitle: ["智慧党建综合指挥调度平台", "Smart Party-Building Command & Dispatch"],
   city: ["鄂尔多斯市", "Ordos"],
+  monthlyReport: ["月度通报", "Monthly report"],
+  monthlyReportMonth: ["通报月份", "Month of the report"],
+  monthlyReportHint: ["下载本区域的月度考核通报（XLSX 表格、PDF 图表）", "Download this area's monthly assessment report (XLSX workbook, PDF with charts)"],
   screen: ["指挥大屏", "Command screen"],
   workbench: ["部门工作台", "Department workbench"],
   report: ["网格上报", "Grid report"],

@@ -16,6 +16,7 @@ import { Drawer, type DrawerTarget } from "./drawer";
 import { NavLinks, type Chrome } from "./main";
 import { ScaleContext, useScale } from "./scale";
 import { useCatalogue } from "./catalogue";
+import { MonthlyReport } from "./monthly";
 
 const C = {
   cyan: "#39c5ff",
@@ -91,6 +92,7 @@ export function Screen(p: Chrome) {
           <span class="title-main">{t("appTitle")}</span>
         </div>
         <div class="titlebar-right">
+          <MonthlyReport area={area} />
           <Clock />
           <LiveDot status={feedStatus} />
           <NavLinks {...p} />
