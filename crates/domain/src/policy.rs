@@ -164,6 +164,9 @@ pub struct Scoring {
     /// A department with fewer tasks dispatched in the month, or a street with fewer incidents
     /// reported in it, is marked and ranked after every row with a full sample.
     pub min_sample: u32,
+    /// How cases of the long-term ledger (挂账) count in the resolution rate (`[ledger] rates`;
+    /// unresolved without a ledger, where there are none).
+    pub ledger: LedgerRates,
 }
 
 /// The default `[rankings] min_sample`.
@@ -387,6 +390,9 @@ impl Policy {
         Scoring {
             weights: self.weights,
             min_sample: self.min_sample,
+            ledger: self
+                .ledger
+                .map_or(LedgerRates::Unresolved, |ledger| ledger.rates),
         }
     }
 

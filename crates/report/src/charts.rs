@@ -1,6 +1,6 @@
 //! The report's charts, drawn by plotters as SVG (turned into PDF vector graphics with real text
-//! by krilla-svg): the composite-score ranking of a board and the area's three rates month by
-//! month.
+//! by krilla-svg): the composite-score ranking of a board, the area's three rates month by month,
+//! and the month's category mix.
 
 use plotters::{
     coord::{ranged1d::SegmentedCoord, types::RangedCoordusize, Shift},
@@ -12,7 +12,7 @@ use plotters::{
 };
 use whistle_proto::v1;
 
-use crate::{month_zh, Totals};
+use crate::{month_zh, CategoryShare, Totals};
 
 const BLUE: RGBColor = RGBColor(0x2F, 0x5D, 0xA8);
 const AMBER: RGBColor = RGBColor(0xC9, 0x8A, 0x1B);
@@ -270,6 +270,81 @@ pub(crate) fn volume(
                         .into_font()
                         .color(&BLACK)
                         .pos(Pos::new(HPos::Center, VPos::Bottom)),
+                )
+            }))
+            .map_err(error)?;
+        root.present().map_err(error)?;
+    }
+    Ok(svg)
+}
+
+/// Horizontal bars of the month's incidents by category (`shares`, most first), the largest at the
+/// top, each labelled with its count and share of the month's incidents.
+pub(crate) fn mix(
+    family: &str,
+    title: &str,
+    shares: &[CategoryShare],
+    (width, height): (u32, u32),
+) -> Svg {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(error)?;
+        let font = |size: f64| (FontFamily::Name(family), size);
+        let n = shares.len().max(1);
+        let total: u64 = shares.iter().map(|s| s.count).sum();
+        let top = shares.iter().map(|s| s.count).max().unwrap_or(0).max(1) as f64 * 1.3;
+        // Share i (largest first) is drawn in segment n - 1 - i, so the largest is at the top.
+        let slot = |i: usize| n - 1 - i;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, font(17.0))
+            .margin(8)
+            .x_label_area_size(26)
+            .y_label_area_size(170)
+            .build_cartesian_2d(0f64..top, segments(n))
+            .map_err(error)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(n)
+            .y_label_formatter(&|v| match v {
+                SegmentValue::CenterOf(s) if *s < shares.len() => shares[n - 1 - s].name.clone(),
+                _ => String::new(),
+            })
+            .y_label_style(font(11.0))
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_style(font(10.0))
+            .x_desc("事项数")
+            .axis_desc_style(font(11.0))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(error)?;
+        chart
+            .draw_series(shares.iter().enumerate().map(|(i, share)| {
+                let mut bar = Rectangle::new(
+                    [
+                        (0.0, SegmentValue::Exact(slot(i))),
+                        (share.count as f64, SegmentValue::Exact(slot(i) + 1)),
+                    ],
+                    GREEN.mix(0.85).filled(),
+                );
+                bar.set_margin(2, 2, 0, 0);
+                bar
+            }))
+            .map_err(error)?;
+        chart
+            .draw_series(shares.iter().enumerate().map(|(i, share)| {
+                let percent = 100.0 * crate::ratio(share.count, total);
+                Text::new(
+                    format!("{} 件 · {percent:.1}%", share.count),
+                    (
+                        share.count as f64 + top / 100.0,
+                        SegmentValue::CenterOf(slot(i)),
+                    ),
+                    font(10.0)
+                        .into_font()
+                        .color(&BLACK)
+                        .pos(Pos::new(HPos::Left, VPos::Center)),
                 )
             }))
             .map_err(error)?;

@@ -38,6 +38,18 @@ pub struct Monthly {
     pub streets: v1::Scoreboard,
     /// The area's totals month by month, oldest first, the report's month last.
     pub trend: Vec<Totals>,
+    /// The category mix (类别构成) of the month: the street board's `categories` with the
+    /// catalogue's Chinese names, most first.
+    pub categories: Vec<CategoryShare>,
+}
+
+/// Incidents of one category reported in the month.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CategoryShare {
+    pub code: String,
+    /// The catalogue's Chinese name; the code for a category the running policy no longer has.
+    pub name: String,
+    pub count: u64,
 }
 
 /// An area's counts in a month: the street board's rows summed.
@@ -95,6 +107,7 @@ pub trait Source {
         &mut self,
         request: v1::GetOrgTreeRequest,
     ) -> Result<v1::OrgNode, tonic::Status>;
+    async fn catalogue(&mut self) -> Result<v1::Catalogue, tonic::Status>;
 }
 
 /// The CLI's client: the query service over gRPC with a bearer token.
@@ -118,6 +131,12 @@ impl Source for QueryClient {
         request: v1::GetOrgTreeRequest,
     ) -> Result<v1::OrgNode, tonic::Status> {
         self.get_org_tree(request).await.map(|r| r.into_inner())
+    }
+
+    async fn catalogue(&mut self) -> Result<v1::Catalogue, tonic::Status> {
+        self.get_catalogue(v1::GetCatalogueRequest {})
+            .await
+            .map(|r| r.into_inner())
     }
 }
 
@@ -190,6 +209,28 @@ pub async fn gather<S: Source>(
         trend.push(Totals::of(&board));
     }
     trend.push(Totals::of(&streets));
+    let catalogue = source
+        .catalogue()
+        .await
+        .map_err(|s| refused("GetCatalogue", s))?;
+    let names: std::collections::HashMap<&str, &str> = catalogue
+        .groups
+        .iter()
+        .flat_map(|g| &g.categories)
+        .map(|c| (c.code.as_str(), c.name_zh.as_str()))
+        .collect();
+    let categories = streets
+        .categories
+        .iter()
+        .map(|c| CategoryShare {
+            code: c.key.clone(),
+            name: names
+                .get(c.key.as_str())
+                .unwrap_or(&c.key.as_str())
+                .to_string(),
+            count: c.count,
+        })
+        .collect();
     // An empty root is the city.
     let area_name = source
         .org_tree(v1::GetOrgTreeRequest {
@@ -207,6 +248,7 @@ pub async fn gather<S: Source>(
         departments,
         streets,
         trend,
+        categories,
     })
 }
 
@@ -268,6 +310,8 @@ pub(crate) fn sample() -> Monthly {
         redo_rate: 1.0 / 7.0,
         whistle_rate: 0.25,
         dispute_rate: 0.05,
+        extension_rate: 0.125,
+        ledgered: sample / 10,
         median_time_to_accept: (sample > 0).then_some(prost_types::Duration {
             seconds: 754,
             nanos: 500_000_000,
@@ -279,6 +323,7 @@ pub(crate) fn sample() -> Monthly {
         kind: kind as i32,
         rows,
         min_sample: 20,
+        categories: Vec::new(),
     };
     let departments = board(
         ScoreboardKind::Departments,
@@ -326,6 +371,18 @@ pub(crate) fn sample() -> Monthly {
         departments,
         streets,
         trend,
+        categories: [
+            ("heating.no_heat", "供暖不热", 18),
+            ("city.littering", "乱扔垃圾", 9),
+            ("roads.pothole", "道路坑洼", 4),
+        ]
+        .into_iter()
+        .map(|(code, name, count)| CategoryShare {
+            code: code.into(),
+            name: name.into(),
+            count,
+        })
+        .collect(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The PDF: A4 pages set in the CJK font (embedded and subset by krilla). The first pages carry
 //! the area's totals and the charts (the department and street rankings by composite score, the
-//! three rates and the incidents reported over the last months), the rest the full rankings as
-//! tables, small-sample rows marked.
+//! three rates and the incidents reported over the last months, the month's category mix), the
+//! rest the full rankings as tables, small-sample rows marked.
 
 use anyhow::Context as _;
 use krilla::{
@@ -18,7 +18,7 @@ use whistle_proto::v1;
 
 use crate::{
     charts::{self, active},
-    month_zh, Font, Monthly, Totals,
+    month_zh, CategoryShare, Font, Monthly, Totals,
 };
 
 const WIDTH: f32 = 595.28;
@@ -26,6 +26,8 @@ const HEIGHT: f32 = 841.89;
 const MARGIN: f32 = 40.0;
 /// Rows of the ranking charts; the tables list every row.
 const CHART_ROWS: usize = 20;
+/// Categories the mix chart names; the rest are summed as 其他.
+const MIX_ROWS: usize = 15;
 
 /// Colours as RGB triples (krilla's constructor is not a const fn).
 type Rgb = (u8, u8, u8);
@@ -147,8 +149,38 @@ pub fn pdf(report: &Monthly, font: &Font) -> anyhow::Result<Vec<u8>> {
         pen.finish();
     }
 
+    // Page 3: the category mix.
+    {
+        let mut page = new_page(&mut document);
+        let mut pen = Pen::new(page.surface(), font);
+        let shares = mix_shares(&report.categories);
+        let height = chart_height(shares.len(), 700);
+        let svg = charts::mix(
+            &font.family,
+            &format!(
+                "事项类别构成（{}，共 {} 件）",
+                month_zh(&report.month),
+                totals.reported
+            ),
+            &shares,
+            (515, height),
+        )?;
+        pen.svg(&svg, font, MARGIN, 40.0, 515.0, height as f32)?;
+        pen.text(
+            MARGIN,
+            776.0,
+            8.5,
+            MUTED,
+            &format!(
+                "按当月上报事项（不含重复件）的类别统计；列出前 {MIX_ROWS} 类，其余并入“其他”。"
+            ),
+        );
+        pen.footer(3);
+        pen.finish();
+    }
+
     // Then the tables.
-    let mut number = 3;
+    let mut number = 4;
     for (heading, board) in [
         ("部门排名表", &report.departments),
         ("街道排名表", &report.streets),
@@ -171,6 +203,20 @@ pub fn pdf(report: &Monthly, font: &Font) -> anyhow::Result<Vec<u8>> {
     document
         .finish()
         .map_err(|e| anyhow::anyhow!("writing the PDF: {e:?}"))
+}
+
+/// The largest [`MIX_ROWS`] categories, and the rest summed as 其他.
+fn mix_shares(categories: &[CategoryShare]) -> Vec<CategoryShare> {
+    let mut shares: Vec<CategoryShare> = categories.iter().take(MIX_ROWS).cloned().collect();
+    let rest: u64 = categories.iter().skip(MIX_ROWS).map(|c| c.count).sum();
+    if rest > 0 {
+        shares.push(CategoryShare {
+            code: String::new(),
+            name: "其他".into(),
+            count: rest,
+        });
+    }
+    shares
 }
 
 fn title(report: &Monthly) -> String {
@@ -227,15 +273,17 @@ type TableColumn = (&'static str, f32, fn(&v1::ScoreboardRow) -> String);
 const TABLE: &[TableColumn] = &[
     ("排名", 0.0, |r| r.rank.to_string()),
     ("名称", 30.0, |r| r.name.clone()),
-    ("样本", 215.0, |r| r.sample.to_string()),
-    ("响应率", 250.0, |r| rate(r, |x| x.response_rate)),
-    ("办结率", 292.0, |r| rate(r, |x| x.resolution_rate)),
-    ("满意率", 334.0, |r| rate(r, |x| x.satisfaction_rate)),
-    ("综合得分", 376.0, |r| {
+    ("样本", 190.0, |r| r.sample.to_string()),
+    ("响应率", 222.0, |r| rate(r, |x| x.response_rate)),
+    ("办结率", 262.0, |r| rate(r, |x| x.resolution_rate)),
+    ("满意率", 302.0, |r| rate(r, |x| x.satisfaction_rate)),
+    ("综合得分", 342.0, |r| {
         format!("{:.1}", r.composite_score)
     }),
-    ("退单率", 424.0, |r| percent(r.return_rate)),
-    ("备注", 468.0, |r| {
+    ("退单率", 384.0, |r| percent(r.return_rate)),
+    ("延期率", 420.0, |r| percent(r.extension_rate)),
+    ("挂账", 456.0, |r| r.ledgered.to_string()),
+    ("备注", 482.0, |r| {
         if r.small_sample {
             "样本不足".into()
         } else if !active(r) {
@@ -387,8 +435,8 @@ mod tests {
             std::fs::write(path, &bytes).unwrap();
         }
         let document = lopdf::Document::load_mem(&bytes).unwrap();
-        // Two pages of charts, one table page per board.
-        assert_eq!(document.get_pages().len(), 4);
+        // Three pages of charts, one table page per board.
+        assert_eq!(document.get_pages().len(), 5);
         let fonts = fonts(&bytes);
         assert!(!fonts.is_empty());
         for (name, embedded) in &fonts {

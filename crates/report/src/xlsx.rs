@@ -1,5 +1,6 @@
-//! The workbook: sheets 部门 and 街道 with one row per scoreboard row, in rank order, and 说明 with
-//! what the report covers and what the columns mean. Figures are written as the numbers
+//! The workbook: sheets 部门 and 街道 with one row per scoreboard row, in rank order, 类别构成 with
+//! the month's incidents by category, and 说明 with what the report covers and what the columns
+//! mean. Figures are written as the numbers
 //! `GetScoreboard` answered (rates as fractions shown as percentages), so a spreadsheet sums and
 //! sorts them and a test reads back exactly what the service said.
 
@@ -24,8 +25,7 @@ pub enum Cell {
 }
 
 /// A column of the 部门 and 街道 sheets: its header and how a row's cell is read from the
-/// scoreboard row. A figure the scoreboard gains (an extension rate, the ledger's count) is one
-/// more entry here.
+/// scoreboard row. A figure the scoreboard gains is one more entry here.
 pub struct Column {
     pub header: &'static str,
     pub value: fn(&v1::ScoreboardRow) -> Cell,
@@ -114,6 +114,14 @@ pub const COLUMNS: &[Column] = &[
         value: |r| Cell::Rate(r.dispute_rate),
     },
     Column {
+        header: "延期率",
+        value: |r| Cell::Rate(r.extension_rate),
+    },
+    Column {
+        header: "挂账数",
+        value: |r| Cell::Count(r.ledgered),
+    },
+    Column {
         header: "报到用时中位数(分钟)",
         value: |r| match &r.median_time_to_accept {
             Some(d) => Cell::Minutes((d.seconds as f64 + f64::from(d.nanos) / 1e9) / 60.0),
@@ -159,6 +167,11 @@ pub fn xlsx(report: &Monthly) -> anyhow::Result<Vec<u8>> {
         &report.streets,
         &formats,
     )?;
+    mix_sheet(
+        workbook.add_worksheet().set_name("类别构成")?,
+        report,
+        &formats,
+    )?;
     notes_sheet(workbook.add_worksheet().set_name("说明")?, report, &formats)?;
     workbook.save_to_buffer().context("writing the workbook")
 }
@@ -190,6 +203,25 @@ fn board_sheet(
         }
     }
     sheet.set_freeze_panes(1, 3)?;
+    Ok(())
+}
+
+/// The category mix: category, code, incidents, share of the month's incidents.
+fn mix_sheet(sheet: &mut Worksheet, report: &Monthly, formats: &Formats) -> anyhow::Result<()> {
+    for (col, header) in (0u16..).zip(["类别", "代码", "事项数", "占比"]) {
+        sheet.write_string_with_format(0, col, header, &formats.header)?;
+    }
+    sheet.set_column_width(0, 24)?;
+    sheet.set_column_width(1, 28)?;
+    let total: u64 = report.categories.iter().map(|c| c.count).sum();
+    for (row, share) in (1u32..).zip(&report.categories) {
+        sheet.write_string(row, 0, &share.name)?;
+        sheet.write_string(row, 1, &share.code)?;
+        sheet.write_number(row, 2, share.count as f64)?;
+        let fraction = crate::ratio(share.count, total);
+        sheet.write_number_with_format(row, 3, fraction, &formats.rate)?;
+    }
+    sheet.set_freeze_panes(1, 0)?;
     Ok(())
 }
 
@@ -227,6 +259,9 @@ fn notes_sheet(sheet: &mut Worksheet, report: &Monthly, formats: &Formats) -> an
         ("重办率", "当月办结后因回访不满意而重办的比例".into()),
         ("吹哨率", "街道：当月上报事项中吹哨的比例；部门：当月经吹哨派来的任务比例".into()),
         ("派单异议率", "当月派单中本部门提出派单异议的比例（无论维持或改派）".into()),
+        ("延期率", "部门：当月派单中经批准延期的任务比例；街道：当月上报事项中经批准延期的比例".into()),
+        ("挂账数", "部门：当月派单中所在事项列入长期挂账的任务数；街道：当月上报事项中列入挂账的件数".into()),
+        ("类别构成", "当月上报事项（不含重复件）按类别的件数与占比".into()),
         ("空分母", "分母为 0 时比率记为 0，件数照列".into()),
     ];
     sheet.set_column_width(0, 14)?;
@@ -259,7 +294,7 @@ mod tests {
         let report = crate::sample();
         let bytes = xlsx(&report).unwrap();
         let mut book: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(bytes)).unwrap();
-        assert_eq!(book.sheet_names(), ["部门", "街道", "说明"]);
+        assert_eq!(book.sheet_names(), ["部门", "街道", "类别构成", "说明"]);
         for (sheet, board) in [("部门", &report.departments), ("街道", &report.streets)] {
             let range = book.worksheet_range(sheet).unwrap();
             let headers: Vec<String> = range
@@ -292,6 +327,34 @@ mod tests {
                 }
             }
         }
+        let mix = book.worksheet_range("类别构成").unwrap();
+        let read: Vec<(String, String, Option<f64>, Option<f64>)> = mix
+            .rows()
+            .skip(1)
+            .map(|r| {
+                (
+                    r[0].to_string(),
+                    r[1].to_string(),
+                    number(&r[2]),
+                    number(&r[3]),
+                )
+            })
+            .collect();
+        let total: u64 = report.categories.iter().map(|c| c.count).sum();
+        let expected: Vec<_> = report
+            .categories
+            .iter()
+            .map(|c| {
+                let share = c.count as f64 / total as f64;
+                (
+                    c.name.clone(),
+                    c.code.clone(),
+                    Some(c.count as f64),
+                    Some(share),
+                )
+            })
+            .collect();
+        assert_eq!(read, expected);
         let notes = book.worksheet_range("说明").unwrap();
         let text: Vec<String> = notes
             .rows()

@@ -284,6 +284,10 @@ async fn matches_recount(stack: &Stack, when: &str) -> v1::Overview {
                 area_code,
                 area.as_ref(),
                 window.unwrap_or(whistle_query::DEFAULT_WINDOW),
+                whistle_domain::policy::builtin("ordos")
+                    .unwrap()
+                    .scoring()
+                    .ledger,
                 stack.now(),
             )
             .await

@@ -194,9 +194,34 @@ async fn the_monthly_report_of_a_simulated_month_carries_the_scoreboard() {
     let xlsx = whistle_report::xlsx(&report).expect("the workbook");
     let mut book: Xlsx<_> =
         calamine::open_workbook_from_rs(std::io::Cursor::new(xlsx.clone())).expect("an XLSX");
-    assert_eq!(book.sheet_names(), ["部门", "街道", "说明"]);
+    assert_eq!(book.sheet_names(), ["部门", "街道", "类别构成", "说明"]);
     check_sheet(&mut book, "部门", &departments);
     check_sheet(&mut book, "街道", &streets);
+    // The category mix: the street board's counts, with the catalogue's names, summing to the
+    // month's incidents.
+    assert!(!streets.categories.is_empty(), "seed {seed}: no category");
+    let mix = book.worksheet_range("类别构成").unwrap();
+    let read: Vec<(String, u64)> = mix
+        .rows()
+        .skip(1)
+        .map(|r| (r[1].to_string(), number(&r[2]) as u64))
+        .collect();
+    let expected: Vec<(String, u64)> = streets
+        .categories
+        .iter()
+        .map(|c| (c.key.clone(), c.count))
+        .collect();
+    assert_eq!(read, expected);
+    assert_eq!(
+        expected.iter().map(|(_, n)| n).sum::<u64>(),
+        streets.rows.iter().map(|r| r.sample).sum::<u64>(),
+        "every incident of the month has one category"
+    );
+    let names: Vec<String> = mix.rows().skip(1).map(|r| r[0].to_string()).collect();
+    assert!(
+        names.iter().all(|n| !n.contains('.')),
+        "Chinese names, not codes: {names:?}"
+    );
     let notes = book.worksheet_range("说明").unwrap();
     let notes: String = notes
         .rows()
@@ -230,6 +255,15 @@ async fn the_monthly_report_of_a_simulated_month_carries_the_scoreboard() {
         words.contains("样本不足"),
         "the small-sample mark is in the text"
     );
+    assert!(
+        words.contains("事项类别构成")
+            && report
+                .categories
+                .iter()
+                .take(15)
+                .all(|c| words.contains(&c.name)),
+        "the category mix and its names are in the text"
+    );
     let fonts = run("pdffonts", &[path]);
     let lines: Vec<&str> = fonts.lines().skip(2).collect();
     assert!(!lines.is_empty(), "{fonts}");
@@ -260,7 +294,7 @@ async fn the_monthly_report_of_a_simulated_month_carries_the_scoreboard() {
                 "-f",
                 "1",
                 "-l",
-                "3",
+                "4",
                 path,
                 prefix.to_str().unwrap(),
             ],

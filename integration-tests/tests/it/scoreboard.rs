@@ -594,18 +594,57 @@ fn some_department(rng: &mut StdRng, grid: &str) -> String {
 
 /// One random command on an incident that its state allows (escalate or whistle, resolve at the
 /// level, report in, return, reassign, resolve a task, ask for a later deadline and answer it,
-/// dispute a task and arbitrate, follow up either way); dispatch may still refuse it, which is
-/// part of the history too.
+/// dispute a task and arbitrate, propose a case for the ledger, enter and review it, follow up
+/// either way); dispatch may still refuse it, which is part of the history too.
 async fn random_command(stack: &Stack, rng: &mut StdRng, id: Uuid) {
-    let (status, grid, pending, due): (String, String, bool, DateTime<Utc>) = sqlx::query_as(
-        "SELECT status, grid_code, jsonb_typeof(state->'extension') = 'object', due_at
-         FROM incidents WHERE id = $1",
+    let (status, grid, pending, due, ledger): (
+        String,
+        String,
+        bool,
+        DateTime<Utc>,
+        Option<String>,
+    ) = sqlx::query_as(
+        "SELECT status, grid_code, jsonb_typeof(state->'extension') = 'object', due_at,
+                    ledger_state
+             FROM incidents WHERE id = $1",
     )
     .bind(id)
     .fetch_one(stack.pool())
     .await
     .unwrap();
     let operator = format!("op-{}", &grid[..6]);
+    // The city operator approves and reviews ledger cases at any level: a proposal is decided
+    // (entered two times in three) half the time, a case in the ledger reviewed a third of the
+    // time (kept a while longer, or returned to handling).
+    let city = "op-150600";
+    let review_at = |rng: &mut StdRng| {
+        let at = stack.now() + TimeDelta::hours(rng.random_range(2..400));
+        Some(whistle_wire::convert::timestamp(at))
+    };
+    match ledger.as_deref() {
+        Some("proposed") if rng.random_bool(0.5) => {
+            let body = Body::DecideLedger(v1::DecideLedger {
+                approve: rng.random_range(0..3) > 0,
+                note: "挂账审批".into(),
+            });
+            stack.command(city, id, &body).await;
+            return;
+        }
+        Some("entered" | "review_due") if rng.random_range(0..3) == 0 => {
+            let extend_to = if rng.random_bool(0.3) {
+                review_at(rng)
+            } else {
+                None
+            };
+            let body = Body::ReviewLedger(v1::ReviewLedger {
+                extend_to,
+                note: "挂账复核".into(),
+            });
+            stack.command(city, id, &body).await;
+            return;
+        }
+        _ => {}
+    }
     // A waiting extension is answered (approved two times in three) half the time; else it waits
     // for its timer.
     if pending && rng.random_bool(0.5) {
@@ -701,6 +740,15 @@ async fn random_command(stack: &Stack, rng: &mut StdRng, id: Uuid) {
                     });
                     (li(&department), ask)
                 }
+                "accepted" if rng.random_range(0..6) == 0 => {
+                    let propose = Body::ProposeLedger(v1::ProposeLedger {
+                        reason: v1::LedgerReason::Funding as i32,
+                        note: "资金未落实".into(),
+                        responsible: department.clone(),
+                        review_at: review_at(rng),
+                    });
+                    (li(&department), propose)
+                }
                 "accepted" => (li(&department), resolve_task(task)),
                 _ if rng.random_range(0..4) == 0 => (li(&department), give_back(task)),
                 _ if rng.random_range(0..3) == 0 => {
@@ -727,7 +775,18 @@ async fn random_command(stack: &Stack, rng: &mut StdRng, id: Uuid) {
         }
         _ => return,
     };
-    stack.command(&actor, id, &body).await;
+    let reply = stack.command(&actor, id, &body).await;
+    // A request is mostly answered soon, before the answer window lapses in a long pause.
+    let asked = matches!(reply.outcome, Some(v1::command_reply::Outcome::Ok(_)));
+    if matches!(body, Body::RequestExtension(_)) && asked && rng.random_bool(0.6) {
+        let body = Body::DecideExtension(v1::DecideExtension {
+            approve: rng.random_range(0..3) > 0,
+            note: "审批".into(),
+        });
+        stack
+            .command(&format!("op-{}", &grid[..6]), id, &body)
+            .await;
+    }
 }
 
 /// Once the aggregates caught up: the live board equals the SQL definition for both kinds, every
@@ -929,6 +988,168 @@ async fn after_a_random_history_and_a_restart_the_live_board_equals_the_sql() {
     .unwrap();
     // Assisting tasks were dispatched, so the boards above were compared with them in.
     assert!(!parts.is_empty(), "seed {seed}: no assisting task");
+    // Extensions and the ledger are rare moves in this history; the test
+    // `ledger_cases_and_extensions_count_as_the_policy_says` covers them for sure.
+    eprintln!("seed {seed}: {:?}", marked_kinds(&stack).await);
+    assert!(
+        boards.iter().any(|b| !b.categories.is_empty()),
+        "seed {seed}: no category mix"
+    );
+}
+
+/// The row of `code` on `board`.
+fn row<'a>(board: &'a v1::Scoreboard, code: &str) -> &'a v1::ScoreboardRow {
+    board
+        .rows
+        .iter()
+        .find(|r| r.code == code)
+        .unwrap_or_else(|| panic!("{code} is not on the board"))
+}
+
+/// The long-term ledger (挂账) and an extension (延期) on the boards, with Ordos' `[ledger] rates =
+/// "excluded"`: a case entered in the ledger leaves the resolution rate of its street, its
+/// department and `GetOverview` until it is returned, then counts against its fresh deadline; each
+/// row counts its ledger cases and extensions; live equals SQL throughout.
+#[tokio::test]
+async fn ledger_cases_and_extensions_count_as_the_policy_says() {
+    let start = DateTime::parse_from_rfc3339("2027-03-10T10:00:00+08:00")
+        .unwrap()
+        .to_utc();
+    let stack = Stack::builder().with_query().at(start).start().await;
+    let (district, [g1, g2, _], _, _) = places();
+    let (s1, s2) = (unit(&g1, Level::Street), unit(&g2, Level::Street));
+    let [p, ps] = ["petitions", "public_security"].map(|kind| dept(&g1, kind));
+    let city = "op-150600";
+    let months = ["2027-03", "2027-04"];
+    use ScoreboardKind::{Departments, Streets};
+
+    // A, street 1: whistled to petitions, which reports in and proposes it for the ledger (its
+    // 2-hour SLA cannot be met); the city enters it.
+    let a = report(&stack, "lx-a", &g1, "petition.collective").await;
+    stack.ok(&hd(&s1), a, whistle_to(&[&p])).await;
+    stack.ok(&li(&p), a, accept(1)).await;
+    let propose = Body::ProposeLedger(v1::ProposeLedger {
+        reason: v1::LedgerReason::Funding as i32,
+        note: "资金未落实".into(),
+        responsible: p.clone(),
+        review_at: Some(whistle_wire::convert::timestamp(
+            stack.now() + TimeDelta::days(10),
+        )),
+    });
+    stack.ok(&li(&p), a, propose).await;
+    let enter = Body::DecideLedger(v1::DecideLedger {
+        approve: true,
+        note: "同意挂账".into(),
+    });
+    stack.ok(city, a, enter).await;
+    // B, street 2: whistled to public security, which reports in and gets a day more.
+    let b = report(&stack, "lx-b", &g2, "petition.collective").await;
+    stack.ok(&hd(&s2), b, whistle_to(&[&ps])).await;
+    stack.ok(&li(&ps), b, accept(1)).await;
+    let due_b: DateTime<Utc> = stack.incident_column(b, "due_at").await;
+    let ask = Body::RequestExtension(v1::RequestExtension {
+        task_id: "1".into(),
+        until: Some(whistle_wire::convert::timestamp(due_b + TimeDelta::days(1))),
+        reason: "需要协调产权单位".into(),
+    });
+    stack.ok(&li(&ps), b, ask).await;
+    let approve = Body::DecideExtension(v1::DecideExtension {
+        approve: true,
+        note: String::new(),
+    });
+    stack.ok(&format!("op-{district}"), b, approve).await;
+
+    // Three hours on, A's old deadline has passed: not due anywhere while it is in the ledger.
+    stack.advance(TimeDelta::hours(3));
+    stack.settle().await;
+    live_equals_sql(&stack, &district, &s1, &months, "in the ledger").await;
+    let streets = board(&stack, &district, "2027-03", Streets).await.unwrap();
+    let departments = board(&stack, &district, "2027-03", Departments)
+        .await
+        .unwrap();
+    let (r1, r2) = (row(&streets, &s1), row(&streets, &s2));
+    assert_eq!((r1.sample, r1.ledgered, r1.rates.unwrap().due), (1, 1, 0));
+    assert_eq!((r1.extension_rate, r2.extension_rate), (0.0, 1.0));
+    assert_eq!((r2.sample, r2.ledgered), (1, 0));
+    let (rp, rps) = (row(&departments, &p), row(&departments, &ps));
+    assert_eq!(
+        (rp.ledgered, rp.rates.unwrap().due, rp.extension_rate),
+        (1, 0, 0.0)
+    );
+    assert_eq!((rps.ledgered, rps.extension_rate), (0, 1.0));
+    assert_eq!(
+        streets.categories,
+        [v1::Count {
+            key: "petition.collective".into(),
+            count: 2
+        }]
+    );
+    let ledger_rates = whistle_domain::policy::builtin("ordos")
+        .unwrap()
+        .scoring()
+        .ledger;
+    let overview = |when: &'static str| {
+        let (stack, district) = (&stack, district.clone());
+        async move {
+            stack.caught_up().await;
+            let live = stack.overview(&district, None).await;
+            let sql = whistle_query::recount(
+                stack.pool(),
+                &district,
+                Some(&district.parse().unwrap()),
+                whistle_query::DEFAULT_WINDOW,
+                ledger_rates,
+                stack.now(),
+            )
+            .await
+            .expect("recount");
+            assert_eq!(live, sql, "{when}");
+            live.rates.unwrap()
+        }
+    };
+    assert_eq!(
+        overview("in the ledger").await.due,
+        0,
+        "A is out of today's due"
+    );
+
+    // The city returns A to handling: a fresh 15-working-day deadline, which counts once passed.
+    let back = Body::ReviewLedger(v1::ReviewLedger {
+        extend_to: None,
+        note: "退回办理".into(),
+    });
+    stack.ok(city, a, back).await;
+    let fresh: DateTime<Utc> = stack.incident_column(a, "due_at").await;
+    let month = fresh
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .format("%Y-%m")
+        .to_string();
+    assert!(months.contains(&month.as_str()), "{fresh}");
+    stack.advance(fresh - stack.now() + TimeDelta::minutes(1));
+    stack.settle().await;
+    live_equals_sql(&stack, &district, &s1, &months, "returned").await;
+    let streets = board(&stack, &district, &month, Streets).await.unwrap();
+    let r1 = row(&streets, &s1).rates.unwrap();
+    assert_eq!(
+        (r1.due, r1.resolved_in_time),
+        (1, 0),
+        "A is due again, late"
+    );
+    let departments = board(&stack, &district, &month, Departments).await.unwrap();
+    assert_eq!(row(&departments, &p).rates.unwrap().due, 1);
+}
+
+/// How many extensions were approved, cases entered in the ledger and returned from it.
+async fn marked_kinds(stack: &Stack) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT kind, count(*) FROM timeline
+         WHERE kind IN ('incident.extension_approved', 'incident.ledger_approved',
+                        'incident.ledger_returned')
+         GROUP BY kind ORDER BY kind",
+    )
+    .fetch_all(stack.pool())
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

@@ -471,6 +471,7 @@ impl Service {
             jetstream: async_nats::jetstream::new(self.nats.clone()),
             clock: self.handlers.clock.clone(),
             retry: AGGREGATES_RETRY,
+            ledger: self.handlers.policy.scoring().ledger,
         };
         let feed_shutdown = shutdown.child_token();
         let feed = tokio::spawn(feed.run(feed_shutdown.clone()));

@@ -74,6 +74,12 @@ impl Source for InProcess<'_> {
             .await
             .map(|r| r.into_inner())
     }
+
+    async fn catalogue(&mut self) -> Result<v1::Catalogue, tonic::Status> {
+        Handlers::get_catalogue(self.handlers, self.request(v1::GetCatalogueRequest {}))
+            .await
+            .map(|r| r.into_inner())
+    }
 }
 
 /// The font, read once (the first PDF asked for); a missing font is said on every request.

@@ -29,11 +29,12 @@ use chrono::{DateTime, FixedOffset, NaiveTime, TimeDelta, Utc};
 use sqlx::{PgConnection, PgPool, Row};
 use whistle_domain::{
     incident::{Satisfaction, Status},
+    policy::LedgerRates,
     AreaCode,
 };
 use whistle_proto::v1;
 
-use crate::{area::GridRange, convert, Error, Result};
+use crate::{area::GridRange, convert, scoreboard, Error, Result};
 
 pub const DEFAULT_WINDOW: TimeDelta = TimeDelta::days(30);
 pub const MAX_WINDOW: TimeDelta = TimeDelta::days(366);
@@ -144,6 +145,7 @@ pub async fn recount(
     area_code: &str,
     area: Option<&AreaCode>,
     window: TimeDelta,
+    ledger: LedgerRates,
     now: DateTime<Utc>,
 ) -> Result<v1::Overview> {
     let range = area.map(GridRange::of);
@@ -258,10 +260,14 @@ pub async fn recount(
     .await?;
 
     let resolution = sqlx::query(&format!(
-        "SELECT count(*) AS due,
+        "WITH {shelved}
+         SELECT count(*) AS due,
                 count(*) FILTER (WHERE i.status = ANY($5) AND i.resolved_at <= i.due_at) AS resolved_in_time
          FROM incidents i
-         WHERE i.due_at >= $3 AND i.due_at <= $4 AND i.status <> $6 AND {IN_AREA}"
+         WHERE i.due_at >= $3 AND i.due_at <= $4 AND i.status <> $6 AND {IN_AREA}
+           AND NOT EXISTS (SELECT 1 FROM shelved s
+                           WHERE s.incident_id = i.id AND s.round = i.reopen_count)",
+        shelved = scoreboard::shelved("$7"),
     ))
     .bind(&low)
     .bind(&high)
@@ -269,6 +275,7 @@ pub async fn recount(
     .bind(now)
     .bind(convert::resolved_statuses())
     .bind(Status::Duplicate.as_str())
+    .bind(ledger == LedgerRates::Excluded)
     .fetch_one(&mut *conn)
     .await?;
 

@@ -70,18 +70,21 @@ use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, TimeDelta, Utc};
 use sqlx::{postgres::PgRow, PgConnection, PgPool, Row};
 use whistle_domain::{
     incident::{Status, TaskStatus},
-    policy::{Scoring, Weights},
+    policy::{LedgerRates, Scoring, Weights},
     AreaCode, Level,
 };
 use whistle_proto::v1;
 
-use crate::{area, area::GridRange, convert, overview::shanghai, Error, Result};
+use crate::{area, area::GridRange, convert, overview, overview::shanghai, Error, Result};
 
 const WHISTLED: &str = "incident.whistled";
 const RESOLVED: &str = "incident.resolved";
 const VERIFIED: &str = "incident.verified";
 const CLOSED: &str = "incident.closed";
 const REOPENED: &str = "incident.reopened";
+const EXTENDED: &str = "incident.extension_approved";
+const LEDGERED: &str = "incident.ledger_approved";
+const UNLEDGERED: &str = "incident.ledger_returned";
 
 /// A calendar month in Asia/Shanghai as UTC instants `[start, end)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,10 +230,12 @@ pub(crate) struct Tally {
     /// The redo rate's denominator and numerator.
     pub resolved: u64,
     pub reopened: u64,
-    /// The whistle rate's denominator (departments: tasks dispatched; streets: incidents reported)
-    /// and numerator.
-    pub whistle_base: u64,
+    /// The row's sample (departments: tasks dispatched; streets: incidents reported), the base of
+    /// the whistle, extension and ledger figures, and of it: whistled, extended, ledgered.
+    pub sample: u64,
     pub whistled: u64,
+    pub extended: u64,
+    pub ledgered: u64,
     pub median_accept_seconds: Option<f64>,
 }
 
@@ -242,27 +247,18 @@ impl Tally {
             self.due,
             self.followed_up,
             self.resolved,
-            self.whistle_base,
+            self.sample,
         ]
         .iter()
         .any(|&n| n > 0)
     }
 
-    /// What the rates rest on: a department's tasks dispatched in the month, a street's
-    /// incidents reported in it.
-    fn sample(&self, kind: Kind) -> u64 {
-        match kind {
-            Kind::Departments => self.dispatched,
-            Kind::Streets => self.whistle_base,
-        }
-    }
-
     /// Where the row ranks: full samples first, then small samples with activity, then rows
     /// without any.
-    fn tier(&self, kind: Kind, min_sample: u32) -> Tier {
+    fn tier(&self, min_sample: u32) -> Tier {
         if !self.is_active() {
             Tier::Idle
-        } else if self.sample(kind) < u64::from(min_sample) {
+        } else if self.sample < u64::from(min_sample) {
             Tier::Small
         } else {
             Tier::Full
@@ -270,7 +266,7 @@ impl Tally {
     }
 
     /// The row without its rank.
-    fn row(&self, code: String, name: String, kind: Kind, scoring: &Scoring) -> v1::ScoreboardRow {
+    fn row(&self, code: String, name: String, scoring: &Scoring) -> v1::ScoreboardRow {
         let weights = &scoring.weights;
         let rates = v1::Rates {
             response_rate: ratio(self.accepted_in_time, self.dispatched),
@@ -292,14 +288,16 @@ impl Tally {
             return_rate: ratio(self.returned, self.dispatched),
             dispute_rate: ratio(self.disputed, self.dispatched),
             redo_rate: ratio(self.reopened, self.resolved),
-            whistle_rate: ratio(self.whistled, self.whistle_base),
+            whistle_rate: ratio(self.whistled, self.sample),
+            extension_rate: ratio(self.extended, self.sample),
+            ledgered: self.ledgered,
             median_time_to_accept: self.median_accept_seconds.map(|seconds| {
                 // percentile_cont gives seconds as a double; whole microseconds are what
                 // PostgreSQL stored.
                 convert::duration(TimeDelta::microseconds((seconds * 1e6).round() as i64))
             }),
-            sample: self.sample(kind),
-            small_sample: self.sample(kind) < u64::from(scoring.min_sample),
+            sample: self.sample,
+            small_sample: self.sample < u64::from(scoring.min_sample),
         }
     }
 }
@@ -350,9 +348,10 @@ fn rank(mut rows: Vec<(Tier, v1::ScoreboardRow)>) -> Vec<v1::ScoreboardRow> {
 }
 
 /// The final select of both boards: one row per board member with its counts from the CTEs
-/// `dispatched`, `due`, `resolved` and `satisfaction`; the whistle rate's base and count, and any
-/// further join, are the board's own.
-fn select_rows(whistle_base: &str, whistled: &str, join: &str) -> String {
+/// `dispatched`, `due`, `resolved` and `satisfaction`; the sample (`sample`) and the CTE that
+/// counts what of it was whistled, extended and ledgered (`of`), and any further join, are the
+/// board's own.
+fn select_rows(sample: &str, of: &str, join: &str) -> String {
     format!(
         "SELECT b.code, b.name,
                coalesce(d.dispatched, 0) AS dispatched,
@@ -365,8 +364,10 @@ fn select_rows(whistle_base: &str, whistled: &str, join: &str) -> String {
                coalesce(d.disputed, 0) AS disputed,
                coalesce(r.resolved, 0) AS resolved,
                coalesce(r.reopened, 0) AS reopened,
-               coalesce({whistle_base}, 0) AS whistle_base,
-               coalesce({whistled}, 0) AS whistled,
+               coalesce({sample}, 0) AS sample,
+               coalesce({of}.whistled, 0) AS whistled,
+               coalesce({of}.extended, 0) AS extended,
+               coalesce({of}.ledgered, 0) AS ledgered,
                d.median_accept
         FROM board b
              LEFT JOIN dispatched d ON d.code = b.code
@@ -392,6 +393,35 @@ fn follow_ups() -> String {
             WHERE v.kind = '{VERIFIED}' AND v.at >= $3 AND v.at < $4
             ORDER BY v.incident_id, v.seq DESC
         )"
+    )
+}
+
+/// The incidents whose round the long-term ledger (挂账) holds out of the resolution rate, with
+/// that round: the latest entry in the ledger with no return to handling after it. Empty unless
+/// the boolean parameter `excluded` (`$n`: the policy's `[ledger] rates` is `excluded`) is true.
+pub(crate) fn shelved(excluded: &str) -> String {
+    format!(
+        "shelved AS (
+            SELECT x.incident_id,
+                   (SELECT count(*) FROM timeline r WHERE r.incident_id = x.incident_id
+                    AND r.kind = '{REOPENED}' AND r.seq < x.seq) AS round
+            FROM (SELECT DISTINCT ON (incident_id) incident_id, seq, kind FROM timeline
+                  WHERE {excluded} AND kind IN ('{LEDGERED}', '{UNLEDGERED}')
+                  ORDER BY incident_id, seq DESC) x
+            WHERE x.kind = '{LEDGERED}'
+        )"
+    )
+}
+
+/// Whether the incident `incident` has a `kind` entry made in reopen round `round` at or after
+/// `since`: an extension that moved the deadline of a task dispatched then, or the entry of its
+/// case in the ledger.
+fn marked_in_round(kind: &str, incident: &str, round: &str, since: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM timeline e WHERE e.incident_id = {incident} AND e.kind = '{kind}'
+                 AND e.at >= {since}
+                 AND (SELECT count(*) FROM timeline r WHERE r.incident_id = e.incident_id
+                      AND r.kind = '{REOPENED}' AND r.seq < e.seq) = {round})"
     )
 }
 
@@ -423,17 +453,22 @@ fn departments_sql() -> String {
             SELECT t.department_code AS code, {DISPATCHED_COLUMNS},
                    count(*) FILTER (WHERE EXISTS (
                        SELECT 1 FROM timeline w WHERE w.incident_id = t.incident_id
-                       AND w.kind = '{WHISTLED}' AND w.at = t.dispatched_at)) AS whistled
+                       AND w.kind = '{WHISTLED}' AND w.at = t.dispatched_at)) AS whistled,
+                   count(*) FILTER (WHERE {extended}) AS extended,
+                   count(*) FILTER (WHERE {ledgered}) AS ledgered
             FROM tasks t JOIN board b ON b.code = t.department_code
             WHERE t.dispatched_at >= $3 AND t.dispatched_at < $4
             GROUP BY t.department_code
         ),
+        {shelved},
         due AS (
             SELECT t.department_code AS code, count(*) AS due,
                    count(*) FILTER (WHERE t.resolved_at <= t.resolve_due_at) AS resolved_in_time
             FROM tasks t JOIN board b ON b.code = t.department_code
             WHERE t.resolve_due_at >= $3 AND t.resolve_due_at < $4 AND t.resolve_due_at <= $5
               AND t.status NOT IN ({not_live})
+              AND NOT EXISTS (SELECT 1 FROM shelved s
+                              WHERE s.incident_id = t.incident_id AND s.round = t.round)
             GROUP BY t.department_code
         ),
         resolved AS (
@@ -456,7 +491,10 @@ fn departments_sql() -> String {
         )
         {select}",
         follow_ups = follow_ups(),
-        select = select_rows("d.dispatched", "d.whistled", ""),
+        shelved = shelved("$6"),
+        extended = marked_in_round(EXTENDED, "t.incident_id", "t.round", "t.dispatched_at"),
+        ledgered = marked_in_round(LEDGERED, "t.incident_id", "t.round", "t.dispatched_at"),
+        select = select_rows("d.dispatched", "d", ""),
     )
 }
 
@@ -481,12 +519,15 @@ fn streets_sql() -> String {
             WHERE t.dispatched_at >= $3 AND t.dispatched_at < $4
             GROUP BY i.street_code
         ),
+        {shelved},
         due AS (
             SELECT i.street_code AS code, count(*) AS due,
                    count(*) FILTER (WHERE i.status IN ({resolved_statuses})
                                     AND i.resolved_at <= i.due_at) AS resolved_in_time
             FROM incidents i JOIN board b ON b.code = i.street_code
             WHERE i.due_at >= $3 AND i.due_at < $4 AND i.due_at <= $5 AND i.status <> '{duplicate}'
+              AND NOT EXISTS (SELECT 1 FROM shelved s
+                              WHERE s.incident_id = i.id AND s.round = i.reopen_count)
             GROUP BY i.street_code
         ),
         resolved AS (
@@ -513,16 +554,23 @@ fn streets_sql() -> String {
             SELECT i.street_code AS code, count(*) AS reported,
                    count(*) FILTER (WHERE EXISTS (
                        SELECT 1 FROM timeline w WHERE w.incident_id = i.id
-                       AND w.kind = '{WHISTLED}')) AS whistled
+                       AND w.kind = '{WHISTLED}')) AS whistled,
+                   count(*) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM timeline e WHERE e.incident_id = i.id
+                       AND e.kind = '{EXTENDED}')) AS extended,
+                   count(*) FILTER (WHERE EXISTS (
+                       SELECT 1 FROM timeline e WHERE e.incident_id = i.id
+                       AND e.kind = '{LEDGERED}')) AS ledgered
             FROM incidents i JOIN board b ON b.code = i.street_code
             WHERE i.created_at >= $3 AND i.created_at < $4 AND i.status <> '{duplicate}'
             GROUP BY i.street_code
         )
         {select}",
         follow_ups = follow_ups(),
+        shelved = shelved("$6"),
         select = select_rows(
             "rp.reported",
-            "rp.whistled",
+            "rp",
             "LEFT JOIN reported rp ON rp.code = b.code"
         ),
     )
@@ -545,24 +593,28 @@ fn tally(row: &PgRow) -> Result<Tally> {
         disputed: count(row, "disputed")?,
         resolved: count(row, "resolved")?,
         reopened: count(row, "reopened")?,
-        whistle_base: count(row, "whistle_base")?,
+        sample: count(row, "sample")?,
         whistled: count(row, "whistled")?,
+        extended: count(row, "extended")?,
+        ledgered: count(row, "ledgered")?,
         median_accept_seconds: row.try_get("median_accept")?,
     })
 }
 
-/// The board of the query from each listed row's counts: scored and ranked.
+/// The board of the query from each listed row's counts, scored and ranked, with the street
+/// board's category mix (category code, incidents reported; in any order).
 pub(crate) fn assemble(
     query: &Query,
     scoring: &Scoring,
     rows: impl Iterator<Item = (String, String, Tally)>,
+    categories: Vec<(String, u64)>,
 ) -> v1::Scoreboard {
     let kind = query.kind;
     let rows = rows
         .map(|(code, name, tally)| {
             (
-                tally.tier(kind, scoring.min_sample),
-                tally.row(code, name, kind, scoring),
+                tally.tier(scoring.min_sample),
+                tally.row(code, name, scoring),
             )
         })
         .collect();
@@ -572,6 +624,7 @@ pub(crate) fn assemble(
         kind: kind.to_proto() as i32,
         rows: rank(rows),
         min_sample: scoring.min_sample,
+        categories: overview::counts(categories),
     }
 }
 
@@ -624,15 +677,39 @@ pub(crate) async fn read(
         .bind(query.month.start)
         .bind(query.month.end)
         .bind(now)
+        .bind(scoring.ledger == LedgerRates::Excluded)
         .fetch_all(&mut *conn)
         .await?;
+    let categories = match query.kind {
+        Kind::Departments => Vec::new(),
+        Kind::Streets => {
+            let mix: Vec<(String, i64)> = sqlx::query_as(&format!(
+                "SELECT i.category, count(*) FROM incidents i
+                 JOIN org_units b ON b.code = i.street_code AND b.level = '{street}'
+                 WHERE ($1::text IS NULL OR (i.street_code ~>=~ $1 AND i.street_code ~<~ $2))
+                   AND i.created_at >= $3 AND i.created_at < $4 AND i.status <> '{duplicate}'
+                 GROUP BY i.category",
+                street = Level::Street.as_str(),
+                duplicate = Status::Duplicate.as_str(),
+            ))
+            .bind(&low)
+            .bind(&high)
+            .bind(query.month.start)
+            .bind(query.month.end)
+            .fetch_all(&mut *conn)
+            .await?;
+            mix.into_iter()
+                .map(|(code, n)| (code, u64::try_from(n).unwrap_or_default()))
+                .collect()
+        }
+    };
     tx.commit().await?;
 
     let rows = found
         .iter()
         .map(|row| Ok((row.try_get("code")?, row.try_get("name")?, tally(row)?)))
         .collect::<Result<Vec<(String, String, Tally)>>>()?;
-    Ok(assemble(query, scoring, rows.into_iter()))
+    Ok(assemble(query, scoring, rows.into_iter(), categories))
 }
 
 #[cfg(test)]
@@ -746,11 +823,13 @@ mod tests {
             disputed: 2,
             resolved: 2,
             reopened: 1,
-            whistle_base: 4,
+            sample: 4,
             whistled: 3,
+            extended: 1,
+            ledgered: 2,
             median_accept_seconds: Some(1650.0000004),
         };
-        let row = tally.row("c".into(), "n".into(), Kind::Departments, &ordos());
+        let row = tally.row("c".into(), "n".into(), &ordos());
         let rates = row.rates.unwrap();
         assert_eq!(
             (
@@ -767,17 +846,18 @@ mod tests {
             (0.25, 0.5, 0.75)
         );
         assert_eq!(row.dispute_rate, 0.5);
+        assert_eq!((row.extension_rate, row.ledgered), (0.25, 2));
         let median = row.median_time_to_accept.unwrap();
         assert_eq!((median.seconds, median.nanos), (1650, 0));
         assert!(tally.is_active());
 
-        let idle = Tally::default().row("c".into(), "n".into(), Kind::Departments, &ordos());
+        let idle = Tally::default().row("c".into(), "n".into(), &ordos());
         assert_eq!(idle.composite_score, 0.0);
         assert_eq!(idle.median_time_to_accept, None);
         assert!(!Tally::default().is_active());
         // Reports alone are activity on the street board.
         assert!(Tally {
-            whistle_base: 1,
+            sample: 1,
             ..Tally::default()
         }
         .is_active());
@@ -795,36 +875,39 @@ mod tests {
             ..Tally::default()
         };
         assert_eq!(
-            full.row("c".into(), "n".into(), Kind::Departments, &ordos())
-                .composite_score,
+            full.row("c".into(), "n".into(), &ordos()).composite_score,
             100.0
         );
     }
 
     #[test]
-    fn a_small_sample_is_marked_on_its_board_s_own_count() {
+    fn a_small_sample_is_marked_below_the_policy_s_minimum() {
         let scoring = Scoring {
             min_sample: 20,
             ..ordos()
         };
-        // 19 tasks dispatched to a department, 25 incidents reported in a street.
-        let tally = Tally {
+        // 19 tasks dispatched to a department; 25 incidents reported in a street.
+        let small = Tally {
             dispatched: 19,
             accepted_in_time: 19,
-            whistle_base: 25,
+            sample: 19,
             ..Tally::default()
         };
-        let department = tally.row("d".into(), "n".into(), Kind::Departments, &scoring);
+        let department = small.row("d".into(), "n".into(), &scoring);
         assert_eq!((department.sample, department.small_sample), (19, true));
-        assert_eq!(tally.tier(Kind::Departments, 20), Tier::Small);
-        let street = tally.row("s".into(), "n".into(), Kind::Streets, &scoring);
+        assert_eq!(small.tier(20), Tier::Small);
+        assert_eq!(small.tier(19), Tier::Full);
+        let full = Tally {
+            sample: 25,
+            ..Tally::default()
+        };
+        let street = full.row("s".into(), "n".into(), &scoring);
         assert_eq!((street.sample, street.small_sample), (25, false));
-        assert_eq!(tally.tier(Kind::Streets, 20), Tier::Full);
-        assert_eq!(tally.tier(Kind::Departments, 19), Tier::Full);
-        assert_eq!(Tally::default().tier(Kind::Streets, 1), Tier::Idle);
+        assert_eq!(full.tier(20), Tier::Full);
+        assert_eq!(Tally::default().tier(1), Tier::Idle);
         assert!(
             Tally::default()
-                .row("i".into(), "n".into(), Kind::Streets, &scoring)
+                .row("i".into(), "n".into(), &scoring)
                 .small_sample
         );
     }

@@ -658,6 +658,25 @@ impl<'c> Step<'c> {
         Ok(())
     }
 
+    /// The actor answers for `approver`, the level that must `verb` `what` (an extension request,
+    /// a ledger proposal or case): its staff, or an operator whose area is at that level or above.
+    fn check_approver(
+        &self,
+        actor: &Actor,
+        approver: Level,
+        verb: &str,
+        what: &str,
+    ) -> Result<(), Rejection> {
+        if actor.approves(&self.next, approver) {
+            return Ok(());
+        }
+        let level = approver.name_zh();
+        Err(forbidden(
+            actor,
+            &format!("{verb} {what}, which is for the {level} to {verb}"),
+        ))
+    }
+
     fn decide_extension(
         &mut self,
         actor: &Actor,
@@ -669,15 +688,7 @@ impl<'c> Step<'c> {
                 "no extension request is waiting for an answer".into(),
             ));
         };
-        if !actor.approves(&self.next, request.approver) {
-            return Err(forbidden(
-                actor,
-                &format!(
-                    "answer this extension request, which is for the {} to answer",
-                    request.approver.name_zh()
-                ),
-            ));
-        }
+        self.check_approver(actor, request.approver, "answer", "this extension request")?;
         check_text("note", &note, NOTE_MAX, !approve)?;
         self.next.extension = None;
         if !approve {
@@ -1039,15 +1050,7 @@ impl<'c> Step<'c> {
                 "no ledger proposal is waiting for approval".into(),
             ));
         };
-        if !actor.approves(&self.next, ledger.approver) {
-            return Err(forbidden(
-                actor,
-                &format!(
-                    "decide this ledger proposal, which is for the {} to decide",
-                    ledger.approver.name_zh()
-                ),
-            ));
-        }
+        self.check_approver(actor, ledger.approver, "decide", "this ledger proposal")?;
         check_text("note", &note, NOTE_MAX, !approve)?;
         if !approve {
             self.next.ledger = None;
@@ -1106,15 +1109,7 @@ impl<'c> Step<'c> {
                 "the incident is not in the ledger".into(),
             ));
         };
-        if !actor.approves(&self.next, ledger.approver) {
-            return Err(forbidden(
-                actor,
-                &format!(
-                    "review this ledger case, which is for the {} to review",
-                    ledger.approver.name_zh()
-                ),
-            ));
-        }
+        self.check_approver(actor, ledger.approver, "review", "this ledger case")?;
         check_text("note", &note, NOTE_MAX, false)?;
         let rules = self.ctx.policy.ledger().ok_or_else(|| {
             Rejection::InvalidTransition(format!(

@@ -289,6 +289,10 @@ async fn overview_as_recounted(stack: &Stack, area_code: &str) -> v1::Overview {
         area_code,
         Some(&area_code.parse().unwrap()),
         whistle_query::DEFAULT_WINDOW,
+        whistle_domain::policy::builtin("ordos")
+            .unwrap()
+            .scoring()
+            .ledger,
         stack.now(),
     )
     .await

@@ -5,11 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{Datelike as _, NaiveDate};
-use whistle_domain::incident::Status;
+use whistle_domain::{incident::Status, policy::LedgerRates};
 
 use super::{
     counters::{with_entry, RESOLVED},
-    day_of, day_start, hour_of, hour_start, Day, DepartmentId, Facts, Hour, Mark, Micros,
+    day_of, day_start, hour_of, hour_start, CategoryId, Day, DepartmentId, Facts, Hour, Mark,
+    Micros,
 };
 use crate::scoreboard::Tally;
 
@@ -31,18 +32,33 @@ pub(crate) enum Row {
     Department(DepartmentId),
     /// The street's 9-digit code as a number.
     Street(u64),
+    /// The incidents of one category reported in a street (its sample alone), for the street
+    /// board's category mix (类别构成).
+    StreetCategory(u64, CategoryId),
+}
+
+/// What a row's sample (a department's tasks dispatched in the month, a street's incidents
+/// reported in it) adds to the whistle, extension and ledger rates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Signals {
+    /// Dispatched by a whistle (a task); whistled for (an incident).
+    pub whistled: bool,
+    /// Its SLA deadline was moved later by an approved extension (延期).
+    pub extended: bool,
+    /// Entered in the long-term ledger (挂账).
+    pub ledgered: bool,
 }
 
 /// One thing an incident adds to a row of a month.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Item {
-    /// A task dispatched in the month; `whistle` is the department board's whistle-rate term (the
-    /// street board's comes from [`Item::Reported`]).
+    /// A task dispatched in the month; `sample` is the department board's term of the rates over
+    /// its sample (the street board's comes from [`Item::Reported`]).
     Dispatched {
         accepted_in_time: bool,
         returned: bool,
         disputed: bool,
-        whistle: Option<bool>,
+        sample: Option<Signals>,
         /// `accepted_at - dispatched_at`, once reported in.
         wait: Option<Micros>,
     },
@@ -52,29 +68,45 @@ pub(crate) enum Item {
     Resolved { reopened: bool },
     /// The latest follow-up of the month.
     FollowedUp { satisfied: bool },
-    /// An incident reported in the month (the street board's whistle-rate base).
-    Reported { whistled: bool },
+    /// An incident reported in the month (the street board's sample).
+    Reported(Signals),
 }
 
-/// Everything one incident adds to the boards.
-pub(crate) fn items(facts: &Facts) -> Vec<(MonthId, Row, Item)> {
+/// Everything one incident adds to the boards, with ledger cases counted in the resolution rate
+/// as `ledger` says.
+pub(crate) fn items(facts: &Facts, ledger: LedgerRates) -> Vec<(MonthId, Row, Item)> {
     let street = Row::Street(facts.grid.street());
     let mut out = Vec::with_capacity(4 * facts.tasks.len() + facts.marks.len() + 2);
+    // The round the ledger holds out of the resolution rate, if the policy excludes it.
+    let shelved = match ledger {
+        LedgerRates::Excluded => facts.shelved_round(),
+        LedgerRates::Unresolved => None,
+    };
     for task in &facts.tasks {
         let month = month_of(task.dispatched);
         let department = Row::Department(task.department);
-        let dispatched = |whistle| Item::Dispatched {
+        let dispatched = |sample| Item::Dispatched {
             accepted_in_time: task.accepted_in_time,
             returned: task.returned,
             disputed: task.disputed,
-            whistle,
+            sample,
             wait: task.accepted.map(|at| at - task.dispatched),
         };
-        // Dispatched by a whistle: the incident has an `incident.whistled` entry at that instant.
-        let whistled = facts.whistles.contains(&task.dispatched);
-        out.push((month, department, dispatched(Some(whistled))));
+        let signals = Signals {
+            // Dispatched by a whistle: the incident has an `incident.whistled` entry at that
+            // instant.
+            whistled: facts.whistles.contains(&task.dispatched),
+            extended: facts.marked_in_round(task.round, task.dispatched, |m| {
+                matches!(m, Mark::Extended(_))
+            }),
+            ledgered: facts.marked_in_round(task.round, task.dispatched, |m| {
+                matches!(m, Mark::Ledgered(_))
+            }),
+        };
+        out.push((month, department, dispatched(Some(signals))));
         out.push((month, street, dispatched(None)));
-        if let (true, Some(at)) = (task.live, task.resolve_due) {
+        if let (true, Some(at), false) = (task.live, task.resolve_due, shelved == Some(task.round))
+        {
             let in_time = task.resolved.is_some_and(|r| r <= at);
             out.push((month_of(at), department, Item::Due { at, in_time }));
         }
@@ -104,6 +136,7 @@ pub(crate) fn items(facts: &Facts) -> Vec<(MonthId, Row, Item)> {
                 follow_ups.push((month, satisfied, reopens));
             }
             Mark::Reopened => reopens += 1,
+            Mark::Extended(_) | Mark::Ledgered(_) | Mark::Unledgered => {}
         }
     }
     for (month, position) in first_resolved {
@@ -129,13 +162,20 @@ pub(crate) fn items(facts: &Facts) -> Vec<(MonthId, Row, Item)> {
     }
 
     if facts.status != Status::Duplicate {
-        if let Some(at) = facts.due {
+        if let (Some(at), false) = (facts.due, shelved == Some(facts.reopen_count)) {
             let in_time =
                 RESOLVED.contains(&facts.status) && facts.resolved.is_some_and(|r| r <= at);
             out.push((month_of(at), street, Item::Due { at, in_time }));
         }
-        let whistled = !facts.whistles.is_empty();
-        out.push((month_of(facts.created), street, Item::Reported { whistled }));
+        let signals = Signals {
+            whistled: !facts.whistles.is_empty(),
+            extended: facts.marks.iter().any(|m| matches!(m, Mark::Extended(_))),
+            ledgered: facts.marks.iter().any(|m| matches!(m, Mark::Ledgered(_))),
+        };
+        let month = month_of(facts.created);
+        out.push((month, street, Item::Reported(signals)));
+        let mix = Row::StreetCategory(facts.grid.street(), facts.category);
+        out.push((month, mix, Item::Reported(Signals::default())));
     }
     out
 }
@@ -155,8 +195,12 @@ pub(super) struct RowCounters {
     accepted_in_time: i64,
     returned: i64,
     disputed: i64,
-    whistle_base: i64,
+    /// The row's sample (a department's tasks dispatched, a street's incidents reported) and
+    /// what of it was whistled, extended and entered in the ledger.
+    sample: i64,
     whistled: i64,
+    extended: i64,
+    ledgered: i64,
     resolved: i64,
     reopened: i64,
     followed_up: i64,
@@ -181,16 +225,15 @@ impl RowCounters {
                 accepted_in_time,
                 returned,
                 disputed,
-                whistle,
+                sample,
                 wait,
             } => {
                 self.dispatched += wide;
                 self.accepted_in_time += flag(accepted_in_time);
                 self.returned += flag(returned);
                 self.disputed += flag(disputed);
-                if let Some(whistled) = whistle {
-                    self.whistle_base += wide;
-                    self.whistled += flag(whistled);
+                if let Some(signals) = sample {
+                    self.add_sample(signals, wide);
                 }
                 if let Some(wait) = wait {
                     with_entry(&mut self.waits, wait, |n| *n += sign);
@@ -216,11 +259,16 @@ impl RowCounters {
                 self.followed_up += wide;
                 self.satisfied += flag(satisfied);
             }
-            Item::Reported { whistled } => {
-                self.whistle_base += wide;
-                self.whistled += flag(whistled);
-            }
+            Item::Reported(signals) => self.add_sample(signals, wide),
         }
+    }
+
+    fn add_sample(&mut self, signals: Signals, wide: i64) {
+        let flag = |on: bool| if on { wide } else { 0 };
+        self.sample += wide;
+        self.whistled += flag(signals.whistled);
+        self.extended += flag(signals.extended);
+        self.ledgered += flag(signals.ledgered);
     }
 
     /// The row's figures at `now`, with deadlines to the microsecond kept from `cutoff` on.
@@ -266,8 +314,10 @@ impl RowCounters {
             disputed: count(self.disputed),
             resolved: count(self.resolved),
             reopened: count(self.reopened),
-            whistle_base: count(self.whistle_base),
+            sample: count(self.sample),
             whistled: count(self.whistled),
+            extended: count(self.extended),
+            ledgered: count(self.ledgered),
             median_accept_seconds: median_seconds(&self.waits),
         }
     }
@@ -398,6 +448,73 @@ mod tests {
         );
     }
 
+    /// The street's deadlines and the department's among `facts`' items.
+    fn dues(facts: &Facts, ledger: LedgerRates) -> (usize, usize) {
+        let items = items(facts, ledger);
+        let count = |street: bool| {
+            items
+                .iter()
+                .filter(|(_, row, item)| {
+                    matches!(item, Item::Due { .. }) && matches!(row, Row::Street(_)) == street
+                })
+                .count()
+        };
+        (count(true), count(false))
+    }
+
+    #[test]
+    fn a_ledger_case_leaves_the_resolution_rate_while_the_policy_excludes_it() {
+        use crate::aggregates::fixtures::{grid, opened, task, NOW};
+        let store = crate::aggregates::Store::new(0, LedgerRates::Excluded);
+        let mut facts = opened(&store, grid(0), NOW);
+        facts.tasks = Box::new([task(&store, NOW + 10, true)]);
+        assert_eq!(dues(&facts, LedgerRates::Excluded), (1, 1));
+
+        // Entered in the ledger: out under `excluded`, in under `unresolved`.
+        facts.marks = Box::new([Mark::Ledgered(NOW + 20)]);
+        assert_eq!(dues(&facts, LedgerRates::Excluded), (0, 0));
+        assert_eq!(dues(&facts, LedgerRates::Unresolved), (1, 1));
+        // Resolved out of the ledger: still out (it never went back to a deadline).
+        facts.marks = Box::new([Mark::Ledgered(NOW + 20), Mark::Resolved(NOW + 30)]);
+        assert_eq!(dues(&facts, LedgerRates::Excluded), (0, 0));
+        // Returned to handling: in again, with whatever deadline it has now.
+        facts.marks = Box::new([Mark::Ledgered(NOW + 20), Mark::Unledgered]);
+        assert_eq!(dues(&facts, LedgerRates::Excluded), (1, 1));
+        // A reopen starts a round the ledger does not hold; the earlier round's task stays out.
+        facts.marks = Box::new([
+            Mark::Ledgered(NOW + 20),
+            Mark::Resolved(NOW + 30),
+            Mark::Reopened,
+        ]);
+        facts.reopen_count = 1;
+        assert_eq!(dues(&facts, LedgerRates::Excluded), (1, 0));
+    }
+
+    #[test]
+    fn extensions_and_ledger_entries_count_for_the_tasks_of_their_round_dispatched_before() {
+        use crate::aggregates::fixtures::{grid, opened, task, NOW};
+        let store = crate::aggregates::Store::new(0, LedgerRates::Excluded);
+        let mut facts = opened(&store, grid(0), NOW);
+        facts.tasks = Box::new([task(&store, NOW + 10, true), task(&store, NOW + 100, true)]);
+        facts.marks = Box::new([Mark::Extended(NOW + 50), Mark::Ledgered(NOW + 60)]);
+        let signals: Vec<(Row, Signals)> = items(&facts, LedgerRates::Excluded)
+            .into_iter()
+            .filter_map(|(_, row, item)| match item {
+                Item::Dispatched {
+                    sample: Some(s), ..
+                } => Some((row, s)),
+                Item::Reported(s) if matches!(row, Row::Street(_)) => Some((row, s)),
+                _ => None,
+            })
+            .collect();
+        let flags: Vec<(bool, bool)> = signals
+            .iter()
+            .map(|(_, s)| (s.extended, s.ledgered))
+            .collect();
+        // The first task was dispatched before both, the second after; the incident had both.
+        assert_eq!(flags, [(true, true), (false, false), (true, true)]);
+    }
+
     #[test]
     fn a_row_drops_out_when_everything_is_taken_away() {
         let mut board = MonthBoard::new(0);
@@ -407,7 +524,11 @@ mod tests {
                 accepted_in_time: true,
                 returned: true,
                 disputed: true,
-                whistle: Some(true),
+                sample: Some(Signals {
+                    whistled: true,
+                    extended: true,
+                    ledgered: true,
+                }),
                 wait: Some(60_000_000),
             },
             Item::Due {
@@ -416,7 +537,11 @@ mod tests {
             },
             Item::Resolved { reopened: true },
             Item::FollowedUp { satisfied: true },
-            Item::Reported { whistled: true },
+            Item::Reported(Signals {
+                whistled: true,
+                extended: true,
+                ledgered: false,
+            }),
         ];
         for item in items {
             board.add(row, item, 1);

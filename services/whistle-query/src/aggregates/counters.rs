@@ -5,6 +5,7 @@ use std::collections::{btree_map, BTreeMap, HashMap};
 
 use whistle_domain::{
     incident::{Satisfaction, Status},
+    policy::LedgerRates,
     Level,
 };
 
@@ -60,8 +61,9 @@ pub(crate) enum Contribution {
 pub(super) const RESOLVED: [Status; 3] =
     [Status::Resolved, Status::Closed, Status::ClosedUnverified];
 
-/// Everything one incident adds to the counters: the definitions of `overview.rs`, per incident.
-pub(crate) fn contributions(facts: &Facts) -> Vec<Contribution> {
+/// Everything one incident adds to the counters: the definitions of `overview.rs`, per incident,
+/// with ledger cases counted in the resolution rate as `ledger` says.
+pub(crate) fn contributions(facts: &Facts, ledger: LedgerRates) -> Vec<Contribution> {
     use Contribution as C;
     let mut out = Vec::with_capacity(
         7 + facts.whistles.len() + facts.resolved_hours.len() + 2 * facts.tasks.len(),
@@ -103,7 +105,9 @@ pub(crate) fn contributions(facts: &Facts) -> Vec<Contribution> {
             out.push(C::Day(task.dispatched_day(), DayMetric::AcceptedInTime));
         }
     }
-    if let (Some(at), false) = (facts.due, facts.status == Status::Duplicate) {
+    let shelved =
+        ledger == LedgerRates::Excluded && facts.shelved_round() == Some(facts.reopen_count);
+    if let (Some(at), false, false) = (facts.due, facts.status == Status::Duplicate, shelved) {
         let in_time = RESOLVED.contains(&facts.status) && facts.resolved.is_some_and(|r| r <= at);
         out.push(C::Due { at, in_time });
     }

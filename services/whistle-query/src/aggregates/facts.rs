@@ -86,6 +86,13 @@ pub(crate) enum Mark {
     Verified { at: Micros, satisfied: bool },
     /// `incident.reopened`.
     Reopened,
+    /// `incident.extension_approved`: the SLA deadline of the incident and its round's tasks
+    /// moved later (延期).
+    Extended(Micros),
+    /// `incident.ledger_approved`: entered in the long-term ledger (挂账).
+    Ledgered(Micros),
+    /// `incident.ledger_returned`: back from the ledger to handling, with a fresh deadline.
+    Unledgered,
 }
 
 /// What the overview counts of one incident.
@@ -119,8 +126,49 @@ pub(crate) struct Facts {
     pub tasks: Box<[TaskFact]>,
     /// Unsatisfying follow-ups so far; a task of an earlier round was redone.
     pub reopen_count: u32,
-    /// Resolutions, follow-ups and reopens in timeline order.
+    /// Resolutions, follow-ups, reopens, approved extensions and the ledger's entries and returns,
+    /// in timeline order.
     pub marks: Box<[Mark]>,
+}
+
+impl Facts {
+    /// The reopen round the long-term ledger (挂账) holds: the round of the latest entry in the
+    /// ledger, unless the case was returned to handling since. A case resolved out of the ledger
+    /// stays held: it never went back to a deadline.
+    pub(crate) fn shelved_round(&self) -> Option<u32> {
+        let mut round = 0;
+        let mut shelved = None;
+        for mark in self.marks.iter() {
+            match mark {
+                Mark::Reopened => round += 1,
+                Mark::Ledgered(_) => shelved = Some(round),
+                Mark::Unledgered => shelved = None,
+                _ => {}
+            }
+        }
+        shelved
+    }
+
+    /// Whether a mark `is` one of interest, made in reopen round `round` at or after `since`: a
+    /// task dispatched then had its deadline extended, or its case entered in the ledger.
+    pub(crate) fn marked_in_round(
+        &self,
+        round: u32,
+        since: Micros,
+        is: impl Fn(&Mark) -> bool,
+    ) -> bool {
+        let mut current = 0;
+        self.marks.iter().any(|mark| {
+            if *mark == Mark::Reopened {
+                current += 1;
+            }
+            let at = match mark {
+                Mark::Extended(at) | Mark::Ledgered(at) => *at,
+                _ => return false,
+            };
+            current == round && at >= since && is(mark)
+        })
+    }
 }
 
 /// The incident as an event states it after a transition; its place, urgency and opening day
@@ -149,6 +197,36 @@ pub(crate) struct Kinds {
     /// The follow-up's next entry was `incident.closed`.
     pub satisfied: bool,
     pub reopened: bool,
+    /// An approved extension, an entry in the ledger or a return from it: each a transition of
+    /// its own.
+    pub ledger_or_extension: Option<MarkKind>,
+}
+
+/// The marks besides resolutions, follow-ups and reopens, by their timeline kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MarkKind {
+    Extended,
+    Ledgered,
+    Unledgered,
+}
+
+impl MarkKind {
+    pub(crate) fn of(kind: &str) -> Option<MarkKind> {
+        match kind {
+            "incident.extension_approved" => Some(MarkKind::Extended),
+            "incident.ledger_approved" => Some(MarkKind::Ledgered),
+            "incident.ledger_returned" => Some(MarkKind::Unledgered),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn at(self, at: Micros) -> Mark {
+        match self {
+            MarkKind::Extended => Mark::Extended(at),
+            MarkKind::Ledgered => Mark::Ledgered(at),
+            MarkKind::Unledgered => Mark::Unledgered,
+        }
+    }
 }
 
 impl Kinds {
@@ -162,7 +240,11 @@ impl Kinds {
                 "incident.verified" => out.verified = true,
                 "incident.reopened" => out.reopened = true,
                 "incident.closed" if previous == "incident.verified" => out.satisfied = true,
-                _ => {}
+                _ => {
+                    if let Some(mark) = MarkKind::of(kind) {
+                        out.ledger_or_extension = Some(mark);
+                    }
+                }
             }
             previous = kind;
         }
@@ -194,6 +276,7 @@ impl Facts {
         let mut whistles = self.whistles.to_vec();
         whistles.extend(std::iter::repeat_n(at, usize::from(kinds.whistles)));
         let mut marks = self.marks.to_vec();
+        marks.extend(kinds.ledger_or_extension.map(|mark| mark.at(at)));
         if kinds.resolved {
             marks.push(Mark::Resolved(at));
         }

@@ -24,6 +24,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
+use whistle_domain::policy::LedgerRates;
 use whistle_domain::{
     incident::{Satisfaction, Status},
     Level,
@@ -48,6 +49,8 @@ pub(crate) struct Feed {
     pub clock: Arc<dyn Clock>,
     /// Pause before trying again after PostgreSQL or NATS failed.
     pub retry: Duration,
+    /// How the policy counts ledger cases (挂账) in the resolution rate.
+    pub ledger: LedgerRates,
 }
 
 impl Feed {
@@ -104,7 +107,7 @@ impl Feed {
         let started = std::time::Instant::now();
         // The sequence before the snapshot: see the module docs.
         let sequence = self.stream_state().await?.last_sequence;
-        let store = Store::new(sequence);
+        let store = Store::new(sequence, self.ledger);
         let incidents = load::snapshot(&self.pool, &store, self.hour()).await?;
         info!(
             incidents,

@@ -16,7 +16,7 @@ use super::{
     board::Row,
     day_of, hour_of, micros,
     store::{Member, Org},
-    Day, Facts, Grid, Hour, Mark, Micros, Store, TaskFact, Urgency,
+    Day, Facts, Grid, Hour, Mark, MarkKind, Micros, Store, TaskFact, Urgency,
 };
 use crate::{Error, Result};
 
@@ -155,7 +155,8 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
                         AND c.seq = t.seq + 1 AND c.kind = 'incident.closed') AS satisfied
              FROM timeline t
              WHERE t.kind IN ('incident.whistled', 'incident.resolved', 'incident.verified',
-                              'incident.reopened')",
+                              'incident.reopened', 'incident.extension_approved',
+                              'incident.ledger_approved', 'incident.ledger_returned')",
         )
         .fetch(&mut *tx);
         while let Some((id, seq, kind, at, satisfied)) = rows.try_next().await? {
@@ -175,9 +176,14 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
                     }
                     entry.resolved = entry.resolved.max(Some(at));
                 }
-                _ => {
+                "incident.verified" => {
                     entry.marks.push((seq, Mark::Verified { at, satisfied }));
                     entry.verified = entry.verified.max(Some(day_of(at)));
+                }
+                other => {
+                    if let Some(mark) = MarkKind::of(other) {
+                        entry.marks.push((seq, mark.at(at)));
+                    }
                 }
             }
         }

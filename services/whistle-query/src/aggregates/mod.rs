@@ -77,7 +77,8 @@ pub use store::Sizes;
 use area::{AreaKey, Grid};
 use counters::{contributions, level_index, status_index, AreaCounters};
 use facts::{
-    CategoryId, Change, DepartmentId, Facts, Kinds, Mark, State, TaskFact, Update, Urgency,
+    CategoryId, Change, DepartmentId, Facts, Kinds, Mark, MarkKind, State, TaskFact, Update,
+    Urgency,
 };
 use store::Store;
 use time::{

@@ -13,7 +13,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use dashmap::{mapref::entry::Entry as MapEntry, DashMap};
 use uuid::Uuid;
-use whistle_domain::{incident::Status, Level};
+use whistle_domain::{incident::Status, policy::LedgerRates, Level};
 use whistle_proto::v1;
 
 use super::{
@@ -110,6 +110,9 @@ pub(crate) enum Inconsistency {
 
 /// One generation of aggregates: built by a rebuild, then kept current from the stream.
 pub(crate) struct Store {
+    /// How ledger cases (挂账) count in the resolution rate: the policy's, fixed for the store's
+    /// life, since every change is counted by taking an incident's old items away.
+    ledger: LedgerRates,
     incidents: DashMap<Uuid, Entry>,
     areas: DashMap<AreaKey, AreaCounters>,
     categories: RwLock<Categories>,
@@ -143,8 +146,9 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    pub(crate) fn new(applied: u64) -> Store {
+    pub(crate) fn new(applied: u64, ledger: LedgerRates) -> Store {
         Store {
+            ledger,
             incidents: DashMap::new(),
             areas: DashMap::new(),
             categories: RwLock::default(),
@@ -281,8 +285,10 @@ impl Store {
     /// Takes `old`'s contributions away and adds `new`'s, area by area (each area under its lock,
     /// so a reader sees an area before or after the change, never half of it).
     fn replace(&self, old: Option<&Facts>, new: &Facts, hour: Hour) {
-        let removed = old.map(contributions).unwrap_or_default();
-        let added = contributions(new);
+        let removed = old
+            .map(|facts| contributions(facts, self.ledger))
+            .unwrap_or_default();
+        let added = contributions(new, self.ledger);
         // The grid never changes; it is taken from the new facts for a new incident.
         let grid = old.map_or(new.grid, |o| o.grid);
         for key in grid.areas() {
@@ -304,8 +310,10 @@ impl Store {
     /// The scoreboard's side of [`Store::replace`]: each month under its lock, so a board is read
     /// before or after the change, never half of it.
     fn replace_items(&self, old: Option<&Facts>, new: &Facts, hour: Hour) {
-        let mut removed = old.map(board::items).unwrap_or_default();
-        let mut added = board::items(new);
+        let mut removed = old
+            .map(|facts| board::items(facts, self.ledger))
+            .unwrap_or_default();
+        let mut added = board::items(new, self.ledger);
         if removed == added {
             return;
         }
@@ -370,14 +378,33 @@ impl Store {
         }
         let now = micros(now);
         let board = self.boards.get(&month);
-        let rows = members.iter().filter(|m| inside(&m.place)).map(|m| {
+        let listed: Vec<&Member> = members.iter().filter(|m| inside(&m.place)).collect();
+        let rows = listed.iter().map(|m| {
             let tally = board
                 .as_ref()
                 .and_then(|b| b.rows.get(&m.row).map(|r| r.tally(now, b.cutoff)))
                 .unwrap_or_default();
             (m.code.clone(), m.name.clone(), tally)
         });
-        Ok(Some(scoreboard::assemble(query, scoring, rows)))
+        // The category mix of the street board: the listed streets' incidents by category.
+        let mut mix: HashMap<CategoryId, u64> = HashMap::new();
+        if let (scoreboard::Kind::Streets, Some(board)) = (query.kind, &board) {
+            let streets: std::collections::HashSet<Row> = listed.iter().map(|m| m.row).collect();
+            for (row, counters) in &board.rows {
+                if let Row::StreetCategory(street, category) = row {
+                    if streets.contains(&Row::Street(*street)) {
+                        *mix.entry(*category).or_default() +=
+                            counters.tally(now, board.cutoff).sample;
+                    }
+                }
+            }
+        }
+        let categories = mix
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(category, n)| (self.category_name(category), n))
+            .collect();
+        Ok(Some(scoreboard::assemble(query, scoring, rows, categories)))
     }
 
     /// Records an incident as read from PostgreSQL (the rebuild), last changed at `updated`,

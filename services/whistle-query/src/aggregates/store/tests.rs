@@ -18,7 +18,7 @@ use crate::{
 
 #[test]
 fn a_transition_s_second_event_and_replays_change_nothing() {
-    let store = Store::new(0);
+    let store = Store::new(0, LedgerRates::Excluded);
     let id = Uuid::now_v7();
     let hour = hour_of(NOW);
     let facts = opened(&store, grid(0), NOW);
@@ -77,7 +77,7 @@ fn a_transition_s_second_event_and_replays_change_nothing() {
 
 #[test]
 fn a_closed_incident_keeps_only_its_version_and_its_counts() {
-    let store = Store::new(0);
+    let store = Store::new(0, LedgerRates::Excluded);
     let id = Uuid::now_v7();
     let hour = hour_of(NOW);
     let facts = opened(&store, grid(1), NOW);
@@ -132,8 +132,8 @@ fn a_closed_incident_keeps_only_its_version_and_its_counts() {
 
 #[test]
 fn terminal_incidents_are_dropped_a_day_after_the_newest_transition_and_stay_dropped() {
-    let store = Store::new(0);
-    let reference = Store::new(0);
+    let store = Store::new(0, LedgerRates::Excluded);
+    let reference = Store::new(0, LedgerRates::Excluded);
     let hour = hour_of(NOW);
     let mut history = Vec::new();
     for i in 0..100 {
@@ -216,7 +216,7 @@ fn terminal_incidents_are_dropped_a_day_after_the_newest_transition_and_stay_dro
 
 #[test]
 fn scoreboard_months_before_the_kept_days_are_dropped_and_read_elsewhere() {
-    let store = Store::new(0);
+    let store = Store::new(0, LedgerRates::Excluded);
     let old = NOW - 400 * DAY;
     let mut facts = opened(&store, grid(0), old);
     facts.tasks = Box::new([task(&store, old, true)]);
@@ -283,7 +283,7 @@ fn buckets(store: &Store, area: &str, hours: u32, now: Micros) -> Vec<(u64, u64)
 
 #[test]
 fn a_resolution_counts_once_in_its_hour_and_again_in_another_hour() {
-    let store = Store::new(0);
+    let store = Store::new(0, LedgerRates::Excluded);
     let id = Uuid::now_v7();
     let h0 = hour_of(NOW);
     let at = |hours: Hour, minutes: i64| hour_start(h0 + hours) + minutes * 60_000_000;
@@ -346,7 +346,7 @@ fn a_resolution_counts_once_in_its_hour_and_again_in_another_hour() {
 
 #[test]
 fn day_counters_outlive_the_longest_window_by_a_day() {
-    let store = Store::new(0);
+    let store = Store::new(0, LedgerRates::Excluded);
     let facts = opened(&store, grid(0), NOW);
     let due_day = day_of(facts.due.unwrap());
     store.put(Uuid::now_v7(), facts, NOW, hour_of(NOW));
@@ -368,7 +368,7 @@ fn day_counters_outlive_the_longest_window_by_a_day() {
 
 #[test]
 fn hour_counters_are_pruned_after_a_week_and_an_hour_consistently() {
-    let store = Store::new(0);
+    let store = Store::new(0, LedgerRates::Excluded);
     let id = Uuid::now_v7();
     let h0 = hour_of(NOW);
     let facts = opened(&store, grid(0), NOW);
@@ -679,7 +679,7 @@ fn plan() -> impl Strategy<Value = Plan> {
 /// happened (plus replays), with the clock following it and the store advancing as the feed
 /// does — so terminal incidents are dropped on the way and replays of theirs must be ignored.
 fn run(plan: &Plan, in_time_order: bool) -> Result<(), TestCaseError> {
-    let store = Store::new(0);
+    let store = Store::new(0, LedgerRates::Excluded);
     // Both stores intern the categories in the same order, so their ids agree.
     for name in CATEGORIES {
         store.category(name);
@@ -773,7 +773,7 @@ fn run(plan: &Plan, in_time_order: bool) -> Result<(), TestCaseError> {
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
 
-    let expected = Store::new(0);
+    let expected = Store::new(0, LedgerRates::Excluded);
     for name in CATEGORIES {
         expected.category(name);
     }
@@ -912,7 +912,7 @@ proptest! {
         later in 0..DAY,
         area in prop::sample::select(vec!["", "150600", "150602", "150602001", "150602001001", "150602001001002", "150603"]),
     ) {
-        let store = Store::new(0);
+        let store = Store::new(0, LedgerRates::Excluded);
         for name in CATEGORIES {
             store.category(name);
         }
@@ -951,7 +951,7 @@ proptest! {
         later in 0..7 * DAY,
         area in prop::sample::select(vec!["", "150600", "150602", "150602001", "150602001001", "150602001001002", "150603"]),
     ) {
-        let store = Store::new(0);
+        let store = Store::new(0, LedgerRates::Excluded);
         for name in CATEGORIES {
             store.category(name);
         }
