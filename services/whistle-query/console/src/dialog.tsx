@@ -101,12 +101,14 @@ export function CommandDialog(p: {
   /** Text the person must write (退单 and 办结 and 督办 ask for one), or none. */
   note?: { label: string; required: boolean; initial?: string; max: number };
   reasons?: { value: number; label: string }[];
+  /** The reason select's label: 退单原因 unless given (挂账原因 for a ledger proposal). */
+  reasonsLabel?: string;
   departments?: { value: string; label: string }[];
   /** The department select's label: 改派至部门 unless given. */
   departmentsLabel?: string;
   /** A sentence before the fields, e.g. what 督办 does. */
   intro?: string;
-  /** Ask for a date and time later than `after` (ms), e.g. 延期申请's new deadline. */
+  /** Ask for a date and time later than `after` (ms), e.g. 延期申请's new deadline, 挂账's review date. */
   until?: { label: string; after: number };
   /** Photos to take with the command (办结's "after" photos). */
   photos?: { label: string; required: boolean };
@@ -171,8 +173,11 @@ export function CommandDialog(p: {
       {p.intro && <p class="muted">{p.intro}</p>}
       {p.reasons && (
         <label>
-          {t("returnReason")}
-          <select value={v.reason} data-testid="return-reason" onChange={(e) => setV({ ...v, reason: Number((e.target as HTMLSelectElement).value) })}>
+          {p.reasonsLabel ?? t("returnReason")}
+          <select value={v.reason} data-testid="return-reason" onChange={(e) => {
+              const reason = Number((e.target as HTMLSelectElement).value);
+              setV((old) => ({ ...old, reason }));
+            }}>
             {p.reasons.map((r) => (
               <option value={r.value}>{r.label}</option>
             ))}
@@ -182,7 +187,10 @@ export function CommandDialog(p: {
       {p.departments && (
         <label>
           {p.departmentsLabel ?? t("reassignTo")}
-          <select value={v.to} required data-testid="reassign-to" onChange={(e) => setV({ ...v, to: (e.target as HTMLSelectElement).value })}>
+          <select value={v.to} required data-testid="reassign-to" onChange={(e) => {
+              const to = (e.target as HTMLSelectElement).value;
+              setV((old) => ({ ...old, to }));
+            }}>
             <option value="">{t("chooseDepartment")}</option>
             {p.departments.map((d) => (
               <option value={d.value}>{d.label}</option>
@@ -193,13 +201,19 @@ export function CommandDialog(p: {
       {p.until && (
         <label>
           {p.until.label}
-          <input type="datetime-local" required value={v.until} data-testid="dialog-until" onInput={(e) => setV({ ...v, until: (e.target as HTMLInputElement).value })} />
+          <input type="datetime-local" required value={v.until} data-testid="dialog-until" onInput={(e) => {
+              const until = (e.target as HTMLInputElement).value;
+              setV((old) => ({ ...old, until }));
+            }} />
         </label>
       )}
       {p.note && (
         <label>
           {p.note.label}
-          <textarea required={p.note.required} rows={3} maxLength={p.note.max} value={v.note} data-testid="dialog-note" onInput={(e) => setV({ ...v, note: (e.target as HTMLTextAreaElement).value })} />
+          <textarea required={p.note.required} rows={3} maxLength={p.note.max} value={v.note} data-testid="dialog-note" onInput={(e) => {
+              const note = (e.target as HTMLTextAreaElement).value;
+              setV((old) => ({ ...old, note }));
+            }} />
         </label>
       )}
       {p.photos && <PhotoPicker photos={photos} onChange={setPhotos} label={p.photos.label} required={p.photos.required} testid="dialog-photos" />}
