@@ -12,7 +12,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 import { cc, dispatch } from "./api";
 import { t, taskStatusLabel, urgencyLabel, incidentStatusLabel, RETURN_REASON, returnReasonLabel, LEDGER_REASON, ledgerReasonLabel } from "./i18n";
-import { ScoreboardKind, type IncidentDetail, type TaskItem } from "./gen/whistle/v1/command_center_pb.js";
+import { ScoreboardKind, type TaskItem } from "./gen/whistle/v1/command_center_pb.js";
 import { TaskRole, TaskStatus } from "./gen/whistle/v1/common_pb.js";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { useLoad, useNow, tsMs, fmtDateTime, fmtCountdown, pct, num, categoryName, throttle } from "./util";
@@ -36,36 +36,6 @@ const SOON_MS = 3600 * 1000;
 const keyOf = (it: TaskItem) => `${it.incident!.incidentId}/${it.task!.taskId}`;
 /** After this long without the pointer or focus in the list, new tasks and a new order are applied. */
 const SETTLE_MS = 3000;
-
-/**
- * The incident of each task being handled, as GetIncident tells it (the other departments' parts,
- * a ledger proposal), read again only when the incident's version changes. A read that fails is
- * marked so (`null`): the server stays the judge of what it then refuses.
- */
-function useHandled(items: TaskItem[]): Map<string, IncidentDetail | null> {
-  const cache = useRef(new Map<string, { version: bigint; detail: IncidentDetail | null }>());
-  const inflight = useRef(new Set<string>());
-  const [, setV] = useState(0);
-  useEffect(() => {
-    for (const it of items) {
-      const inc = it.incident!;
-      if (it.task?.status !== TaskStatus.ACCEPTED) continue;
-      const have = cache.current.get(inc.incidentId);
-      if ((have && have.version === inc.version) || inflight.current.has(inc.incidentId)) continue;
-      inflight.current.add(inc.incidentId);
-      cc.getIncident({ incidentId: inc.incidentId }).then(
-        (d) => cache.current.set(inc.incidentId, { version: d.incident!.version, detail: d }),
-        () => cache.current.set(inc.incidentId, { version: inc.version, detail: null }),
-      ).finally(() => {
-        inflight.current.delete(inc.incidentId);
-        setV((v) => v + 1);
-      });
-    }
-  }, [items]);
-  const out = new Map<string, IncidentDetail | null>();
-  for (const [k, v] of cache.current) out.set(k, v.detail);
-  return out;
-}
 
 export function Workbench(p: Chrome) {
   const s = p.session;
@@ -132,7 +102,6 @@ export function Workbench(p: Chrome) {
   }, [now, tasks.data]);
 
   const items = tasks.data?.tasks ?? [];
-  const handled = useHandled(items);
   const mine = board.data?.rows.find((r) => r.code === s.departmentCode);
   const toAccept = items.filter((i) => i.task?.status === TaskStatus.DISPATCHED || i.task?.status === TaskStatus.SUPERVISED).length;
   const inHand = items.filter((i) => i.task?.status === TaskStatus.ACCEPTED).length;
@@ -324,10 +293,8 @@ export function Workbench(p: Chrome) {
                   const ledgered = inc.ledgered;
                   const dl = tsMs(waiting ? tk.acceptDueAt : tk.resolveDueAt);
                   const cd = dl > 0 && !ledgered ? fmtCountdown(dl, now) : null;
-                  const d = accepted ? handled.get(inc.incidentId) : undefined;
-                  const parts = d ? assistParts(d) : null;
-                  // Until the incident is read, the lead's 办结 waits too (a read that failed leaves it to the server).
-                  const owed = !assists && accepted && it.verbs.includes("resolve") ? (d === undefined ? null : parts && parts.owed.length > 0 ? parts : false) : false;
+                  // The lead's 办结 waits while assisting parts are owed (dispatch refuses it then).
+                  const owed = !assists && accepted && it.partsOwed.length > 0 ? { owed: it.partsOwed, total: it.assisting } : null;
                   return (
                     <tr key={k} data-testid="wb-task" data-incident={inc.incidentId} data-task={String(tk.taskId)} data-status={tk.status} data-out={out ? "1" : ""} class={`${cd?.late && !out ? "row-late" : ""} ${out ? "row-out" : ""}`}>
                       <td>
@@ -352,7 +319,7 @@ export function Workbench(p: Chrome) {
                             {t("ledgeredTag")}
                           </div>
                         ) : (
-                          d?.ledger && (
+                          it.ledger && (
                             <div class="pending-msg small" data-testid="wb-ledger-pending">
                               {t("ledgerPendingTag")}
                             </div>
@@ -363,7 +330,7 @@ export function Workbench(p: Chrome) {
                         {!out && ledgered ? (
                           <div class="muted" data-testid="wb-countdown" data-late="">
                             {t("ledgerStopped")}
-                            {d?.ledger?.reviewAt && <div class="small">{t("ledgerReviewOn", { date: fmtDateTime(tsMs(d.ledger.reviewAt)) })}</div>}
+                            {it.ledger?.reviewAt && <div class="small">{t("ledgerReviewOn", { date: fmtDateTime(tsMs(it.ledger.reviewAt)) })}</div>}
                           </div>
                         ) : !out && (waiting || accepted) && cd ? (
                           <div class={cd.late ? "late" : "countdown"} data-testid="wb-countdown" data-late={cd.late ? "1" : ""}>
@@ -381,7 +348,7 @@ export function Workbench(p: Chrome) {
                             <button
                               class={v === "accept" ? "primary" : v === "resolve" || v === "submit_assist" ? "good" : ""}
                               data-testid={`wb-${v}`}
-                              disabled={v === "resolve" && owed !== false}
+                              disabled={v === "resolve" && !!owed}
                               title={v === "resolve" && owed ? t("waitingAssistTitle", { names: owed.owed.join("、") }) : undefined}
                               onClick={() => {
                                 setMsg("");
@@ -433,7 +400,7 @@ export function Workbench(p: Chrome) {
                         )}
                       </td>
                       <td class="act-col">
-                        {!out && accepted && !ledgered && d && !d.ledger && (
+                        {!out && accepted && !ledgered && !it.ledger && (
                           <button
                             data-testid="wb-propose_ledger"
                             onClick={() => {
