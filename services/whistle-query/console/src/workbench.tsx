@@ -328,10 +328,12 @@ export function Workbench(p: Chrome) {
                       </td>
                       <td>
                         {!out && ledgered ? (
-                          <div class="muted" data-testid="wb-countdown" data-late="">
-                            {t("ledgerStopped")}
-                            {it.ledger?.reviewAt && <div class="small">{t("ledgerReviewOn", { date: fmtDateTime(tsMs(it.ledger.reviewAt)) })}</div>}
-                          </div>
+                          <>
+                            <div class="muted" data-testid="wb-countdown" data-late="">
+                              {t("ledgerStopped")}
+                            </div>
+                            {it.ledger?.reviewAt && <div class="muted small">{t("ledgerReviewOn", { date: fmtDateTime(tsMs(it.ledger.reviewAt)) })}</div>}
+                          </>
                         ) : !out && (waiting || accepted) && cd ? (
                           <div class={cd.late ? "late" : "countdown"} data-testid="wb-countdown" data-late={cd.late ? "1" : ""}>
                             <small>{t(waiting ? "reportIn" : assists ? "partBy" : "resolveBy")}</small> {cd.text}
