@@ -221,7 +221,8 @@ test("挂账: a department proposes, the district's operator enters it, the scre
   await waitFor(async () => (await shown()) === (await ledgerCount()), { message: "the 挂账 figure equals GetOverview" });
   const note = page.locator('[data-testid="ledger"]');
   assert.equal(await note.getAttribute("data-entered"), "");
-  assert.match(await note.locator('[data-testid="ledger-text"]').innerText(), new RegExp(`挂账申请：资金，责任单位 ${departmentName}，复核日期 .*，旗区审批`));
+  const proposalText = new RegExp(`^挂账申请：资金，责任单位 ${departmentName}，复核日期 .*，旗区审批$`);
+  await waitFor(async () => proposalText.test(await note.locator('[data-testid="ledger-text"]').innerText()), { message: "the proposal in words" });
   assert.match(await note.locator('[data-testid="ledger-by"]').innerText(), /申请$/);
   await noRawCodes(page, "the drawer with a ledger proposal");
   await page.locator('[data-testid="ledger-approve"]').click();

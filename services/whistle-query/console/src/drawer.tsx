@@ -130,6 +130,8 @@ function LedgerNote(p: { d: IncidentDetail; onAct: (step: LedgerStep) => void })
 /** An area's long-term ledger (挂账): proposals and entries, the soonest review first. */
 function LedgerList(p: { area: string; name: string; onOpen: (id: string) => void }) {
   const list = useLoad((signal) => cc.listLedger({ areaCode: p.area, pageSize: 200 }, { signal }), p.area, 15000);
+  const [, setOrgV] = useState(0);
+  useEffect(() => onOrgNames(() => setOrgV((v) => v + 1)), []);
   return (
     <div data-testid="ledger-list">
       <h2>
@@ -178,7 +180,7 @@ type Action =
 type LedgerStep = "ledgerApprove" | "ledgerDeny" | "ledgerKeep" | "ledgerReturn";
 
 /** Who answers for a ledger case: a department or an org unit, by name. */
-const responsibleName = (code: string) => deptName(code) || orgName(code) || t("someDepartment");
+const responsibleName = (code: string) => (/^\d{6}-/.test(code) ? withNames(code) : orgName(code) || t("someDepartment"));
 
 function IncidentView(p: { id: string; session: Session; onChanged: () => void }) {
   const detail = useLoad((signal) => cc.getIncident({ incidentId: p.id }, { signal }), p.id, 8000);
