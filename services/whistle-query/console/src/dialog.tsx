@@ -1,7 +1,7 @@
 // Dialogs: a modal that screen readers know as one (role, label, focus kept inside, Esc closes,
 // focus returns to where it was), and the command dialog every action goes through — the error
 // shows inside it, a stale version reloads the incident and offers the action again.
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { ComponentChildren } from "preact";
 import { t } from "./i18n";
 import { uuid } from "./api";
@@ -18,11 +18,14 @@ export function Modal(p: { title: string; onClose: () => void; testid: string; r
   const [titleId] = useState(() => `modal-title-${++modalSeq}`);
   const onClose = useRef(p.onClose);
   onClose.current = p.onClose;
-  useEffect(() => {
+  // As the dialog is put in the page, not after the next paint: a focus set later would take the
+  // keyboard from a field the person (or a test) has already clicked into and typed in — text typed
+  // into 延期理由 went to the date field above it.
+  useLayoutEffect(() => {
     const before = document.activeElement as HTMLElement | null;
     const el = box.current!;
     const first = el.querySelector<HTMLElement>("textarea, select, input, button.primary, button");
-    (first ?? el).focus();
+    if (!el.contains(document.activeElement)) (first ?? el).focus();
     openModals.push(el);
     // On the document, not the dialog: a key pressed after the focused button went away (the
     // action withdrawn) still reaches the dialog, and focus is brought back into it.
