@@ -234,19 +234,20 @@ function Kpis({ overview, area, onLedger }: { overview: Loaded<Overview>; area: 
           </div>
         </div>
       ))}
+      {/* A button holds phrasing content only: spans laid out as the other tiles' divs. */}
       <button class="kpi kpi-ledger" data-testid="kpi-ledger" title={ledgerTitle} onClick={onLedger}>
-        <div class="kpi-label">{t("kpiLedger")}</div>
-        <div class="ledger-row">
-          <div class="kpi-value" data-testid="kpi-ledger-value" data-value={ledgerCount ?? ""}>
+        <span class="kpi-label">{t("kpiLedger")}</span>
+        <span class="ledger-row">
+          <span class="kpi-value" data-testid="kpi-ledger-value" data-value={ledgerCount ?? ""}>
             {ledgerCount === undefined ? "—" : ledgerCount.toLocaleString()}
-          </div>
+          </span>
           {o && ledgerCount! > 0 && (
-            <div class="ledger-age" data-testid="kpi-ledger-age" data-oldest={ledger?.oldestDays} data-median={ledger?.medianDays}>
+            <span class="ledger-age" data-testid="kpi-ledger-age" data-oldest={ledger?.oldestDays} data-median={ledger?.medianDays}>
               <span>{t("ledgerOldest", { d: age(ledger?.oldestDays ?? 0) })}</span>
               <span>{t("ledgerMedian", { d: age(ledger?.medianDays ?? 0) })}</span>
-            </div>
+            </span>
           )}
-        </div>
+        </span>
       </button>
       {rates.map((k) => (
         <div class="kpi rate" data-testid={k.id} title={t(k.sub, { a: k.a ?? 0, b: k.b ?? 0 })}>
