@@ -6,7 +6,8 @@
 //! the grid form reaching the ticker, a liaison's accept changing the screen, the drill-down, the
 //! wall at three resolutions, the map, the served catalogue, the offline report form (a photo in its
 //! queue), photos taken in the form and the workbench shown before/after, the rankings against
-//! GetScoreboard, and that no page logs an error (the full list: docs/console.md).
+//! GetScoreboard, 主办/协办 and 挂账 from the workbench to the screen, and that no page logs an
+//! error (the full list: docs/console.md).
 //!
 //! Needs Node.js and Chromium: `deploy/local/test.sh` installs both and builds the console
 //! (WHISTLE_CONSOLE_DIR); without WHISTLE_CONSOLE_DIR this test builds it with console.sh.
@@ -98,6 +99,11 @@ async fn the_console_works_in_a_real_browser() {
 
     let department = dept(&g1, "petitions");
     let liaison = stack.token_for(Role::Liaison, &department).await;
+    // 主办/协办 and 挂账: a second department of the district assists the petitions office, and the
+    // district's operator is the level that enters and reviews ledger cases (the policy's approver).
+    let assisting = dept(&g1, "civil_affairs");
+    let assist_liaison = stack.token_for(Role::Liaison, &assisting).await;
+    let district_operator = stack.token_for(Role::Operator, &district).await;
     let grid_worker = stack.token_for(Role::GridWorker, &g2).await;
     let viewer = stack.token_for(Role::Viewer, &district).await;
     let screenshots = std::env::var("WHISTLE_SCREENSHOT_DIR").unwrap_or_default();
@@ -111,6 +117,9 @@ async fn the_console_works_in_a_real_browser() {
         .env("WHISTLE_LIAISON_TOKEN", &liaison)
         .env("WHISTLE_DEPARTMENT_CODE", &department)
         .env("WHISTLE_TASK_INCIDENT_ID", whistled.to_string())
+        .env("WHISTLE_ASSIST_LIAISON_TOKEN", &assist_liaison)
+        .env("WHISTLE_ASSIST_DEPARTMENT_CODE", &assisting)
+        .env("WHISTLE_DISTRICT_OPERATOR_TOKEN", &district_operator)
         .env("WHISTLE_GRID_TOKEN", &grid_worker)
         .env("WHISTLE_GRID_CODE", &g2)
         .env("WHISTLE_DRILL_DISTRICT", &district)

@@ -78,6 +78,18 @@ impl Query {
     }
 }
 
+/// A lead task's assisting departments of its round (a reassigned assistant's cancelled task is
+/// replaced by its successor), and the names of those still owing their part: what its 办结 waits
+/// for (`Incident::owes_part`). Read by the incident's primary key.
+const ASSISTING: &str = "(SELECT count(*) FROM tasks a
+    WHERE a.incident_id = t.incident_id AND a.round = t.round AND t.role = 'lead'
+      AND a.role = 'assist' AND a.status <> 'cancelled')";
+const PARTS_OWED: &str = "ARRAY(SELECT COALESCE(d.name, a.department_code)
+    FROM tasks a LEFT JOIN departments d ON d.code = a.department_code
+    WHERE a.incident_id = t.incident_id AND a.round = t.round AND t.role = 'lead'
+      AND a.role = 'assist' AND a.status IN ('dispatched', 'supervised', 'accepted', 'returned')
+    ORDER BY a.task_id)";
+
 pub(crate) async fn list(
     pool: &PgPool,
     policy: &Policy,
@@ -104,7 +116,8 @@ pub(crate) async fn list(
             "(SELECT {SUMMARY_COLUMNS}, i.description, i.reopen_count, t.task_id, t.department_code,
                      t.status AS task_status, t.dispatched_at, t.accept_due_at, t.resolve_due_at,
                      t.accepted_at, t.resolved_at, t.holder_id, t.return_reason, t.round,
-                     t.supervised, t.disputed, t.dispute_to, t.role, t.updated_at AS task_updated_at, {rank} AS part, {due} AS task_due
+                     t.supervised, t.disputed, t.dispute_to, t.role, t.updated_at AS task_updated_at, {rank} AS part, {due} AS task_due,
+                     {ASSISTING} AS assisting, {PARTS_OWED} AS parts_owed, i.state->'ledger' AS ledger
               FROM tasks t JOIN incidents i ON i.id = t.incident_id
               WHERE t.department_code = $1 AND t.status {statuses} AND t.status = ANY($2)
                 AND i.grid_code ~>=~ $3 AND i.grid_code ~<~ $4
@@ -133,7 +146,21 @@ pub(crate) async fn list(
             let incident = incidents::summary(row, policy, now)?;
             let reopen_count = u32::try_from(row.try_get::<i32, _>("reopen_count")?)
                 .map_err(|_| Error::Corrupt("incident reopen_count is negative".into()))?;
+            let ledger = row
+                .try_get::<Option<serde_json::Value>, _>("ledger")?
+                .map(|json| {
+                    serde_json::from_value::<whistle_domain::incident::Ledger>(json)
+                        .map(|ledger| whistle_wire::convert::ledger_to_proto(&ledger))
+                        .map_err(|e| {
+                            Error::Corrupt(format!("incident {} ledger: {e}", incident.incident_id))
+                        })
+                })
+                .transpose()?;
             Ok(v1::TaskItem {
+                assisting: u32::try_from(row.try_get::<i64, _>("assisting")?)
+                    .map_err(|_| Error::Corrupt("a negative count of assistants".into()))?,
+                parts_owed: row.try_get("parts_owed")?,
+                ledger,
                 verbs: verbs(
                     principal,
                     &task,

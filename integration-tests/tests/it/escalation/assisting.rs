@@ -256,6 +256,38 @@ async fn assistants_submit_and_are_released_through_the_query_service() {
         .unwrap()
         .into_inner();
     assert_eq!(part.task_status, v1::TaskStatus::Resolved as i32);
+    // The lead's workbench row says what its 办结 waits for: two assistants, one part still owed.
+    let lead_liaison = stack.token_for(Role::Liaison, &heating).await;
+    let mut lead_bench = command_center_on(stack.channel(), &lead_liaison);
+    let parts = |tasks: v1::ListTasksResponse| {
+        let item = tasks
+            .tasks
+            .into_iter()
+            .find(|t| t.incident.as_ref().unwrap().incident_id == incident.to_string())
+            .expect("the lead's task listed");
+        (item.assisting, item.parts_owed, item.ledger.is_some())
+    };
+    let listed = lead_bench
+        .list_tasks(v1::ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let urban_name: String = sqlx::query_scalar("SELECT name FROM departments WHERE code = $1")
+        .bind(&urban)
+        .fetch_one(stack.pool())
+        .await
+        .unwrap();
+    assert_eq!(parts(listed), (2, vec![urban_name], false));
+    // The assistant's own row owes nothing of the kind.
+    let housing_row = command_center_on(stack.channel(), &liaison)
+        .list_tasks(v1::ListTasksRequest {
+            statuses: vec![v1::TaskStatus::Resolved as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(parts(housing_row), (0, Vec::new(), false));
 
     // The operator sees the roles, and is offered the release of the assistant still owing.
     let detail = stack.detail(incident).await;
@@ -291,6 +323,13 @@ async fn assistants_submit_and_are_released_through_the_query_service() {
         .unwrap()
         .into_inner();
     assert_eq!(released.task_status, v1::TaskStatus::Released as i32);
+    // Released, the part is owed no more: the lead's 办结 waits for nothing.
+    let listed = lead_bench
+        .list_tasks(v1::ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(parts(listed), (2, Vec::new(), false));
     let again = district
         .release_assist(command(release(3, "再次免除")))
         .await;

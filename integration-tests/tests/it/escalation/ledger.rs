@@ -332,6 +332,20 @@ async fn a_ledger_proposal_is_denied_and_a_case_extended_through_the_query_servi
         .unwrap();
     let own = department.decide_ledger(command(decide(true, ""))).await;
     assert_eq!(code(own), tonic::Code::PermissionDenied);
+    // The department's workbench row carries the proposal (its 申请挂账 is not offered again).
+    let row = command_center_on(stack.channel(), &liaison)
+        .list_tasks(v1::ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+        .into_iter()
+        .find(|t| t.incident.as_ref().unwrap().incident_id == incident.to_string())
+        .expect("the department's task listed");
+    let proposal = row.ledger.expect("the proposal on the row");
+    assert!(!proposal.entered);
+    assert_eq!(proposal.reason, v1::LedgerReason::Funding as i32);
+    assert_eq!(proposal.responsible, housing);
 
     let operator = stack.token_for(Role::Operator, &grid[..6]).await;
     let mut district = dispatch(&stack, &operator).await;

@@ -17,6 +17,11 @@ export const env = {
   liaison: process.env.WHISTLE_LIAISON_TOKEN,
   department: process.env.WHISTLE_DEPARTMENT_CODE,
   taskIncident: process.env.WHISTLE_TASK_INCIDENT_ID,
+  /** A liaison of a second department of the district, and the department: an assistant (协办). */
+  assistLiaison: process.env.WHISTLE_ASSIST_LIAISON_TOKEN,
+  assistDepartment: process.env.WHISTLE_ASSIST_DEPARTMENT_CODE,
+  /** An operator of the grid's district: the level that decides ledger cases (挂账). */
+  districtOperator: process.env.WHISTLE_DISTRICT_OPERATOR_TOKEN,
   grid: process.env.WHISTLE_GRID_TOKEN,
   gridCode: process.env.WHISTLE_GRID_CODE,
   drillDistrict: process.env.WHISTLE_DRILL_DISTRICT,
@@ -212,9 +217,10 @@ export async function cuttableProxy(target) {
 let seq = 0;
 /**
  * A new incident whose task waits on the liaison's department: a petition filed by the grid worker
- * (each at its own place, so none joins another as a duplicate), whistled by the city operator.
+ * (each at its own place, so none joins another as a duplicate), whistled by the city operator —
+ * with `assisting` departments (协办) beside the liaison's, the lead (主办), if given.
  */
-export async function whistledTask(title) {
+export async function whistledTask(title, { assisting = [] } = {}) {
   const op = clients(env.operator);
   const uuid = () => crypto.randomUUID();
   seq += 1;
@@ -238,11 +244,15 @@ export async function whistledTask(title) {
     commandId: uuid(),
     incidentId: id,
     expectedVersion: detail.incident.version,
-    body: { case: "escalate", value: { note: "e2e", departmentCodes: [env.department] } },
+    body: { case: "escalate", value: { note: "e2e", departmentCodes: [env.department], assistingDepartmentCodes: assisting } },
   });
-  const task = (await op.cc.getIncident({ incidentId: id })).tasks.find((t) => t.state.departmentCode === env.department);
-  if (!task) throw new Error(`no task for ${env.department}`);
-  return { id, taskId: String(task.state.taskId) };
+  const tasks = (await op.cc.getIncident({ incidentId: id })).tasks;
+  const taskOf = (code) => {
+    const task = tasks.find((t) => t.state.departmentCode === code);
+    if (!task) throw new Error(`no task for ${code}`);
+    return String(task.state.taskId);
+  };
+  return { id, taskId: taskOf(env.department), assists: assisting.map(taskOf) };
 }
 
 

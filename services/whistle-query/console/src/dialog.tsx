@@ -1,7 +1,7 @@
 // Dialogs: a modal that screen readers know as one (role, label, focus kept inside, Esc closes,
 // focus returns to where it was), and the command dialog every action goes through — the error
 // shows inside it, a stale version reloads the incident and offers the action again.
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { ComponentChildren } from "preact";
 import { t } from "./i18n";
 import { uuid } from "./api";
@@ -18,11 +18,14 @@ export function Modal(p: { title: string; onClose: () => void; testid: string; r
   const [titleId] = useState(() => `modal-title-${++modalSeq}`);
   const onClose = useRef(p.onClose);
   onClose.current = p.onClose;
-  useEffect(() => {
+  // As the dialog is put in the page, not after the next paint: a focus set later would take the
+  // keyboard from a field the person (or a test) has already clicked into and typed in — text typed
+  // into 延期理由 went to the date field above it.
+  useLayoutEffect(() => {
     const before = document.activeElement as HTMLElement | null;
     const el = box.current!;
     const first = el.querySelector<HTMLElement>("textarea, select, input, button.primary, button");
-    (first ?? el).focus();
+    if (!el.contains(document.activeElement)) (first ?? el).focus();
     openModals.push(el);
     // On the document, not the dialog: a key pressed after the focused button went away (the
     // action withdrawn) still reaches the dialog, and focus is brought back into it.
@@ -101,12 +104,14 @@ export function CommandDialog(p: {
   /** Text the person must write (退单 and 办结 and 督办 ask for one), or none. */
   note?: { label: string; required: boolean; initial?: string; max: number };
   reasons?: { value: number; label: string }[];
+  /** The reason select's label: 退单原因 unless given (挂账原因 for a ledger proposal). */
+  reasonsLabel?: string;
   departments?: { value: string; label: string }[];
   /** The department select's label: 改派至部门 unless given. */
   departmentsLabel?: string;
   /** A sentence before the fields, e.g. what 督办 does. */
   intro?: string;
-  /** Ask for a date and time later than `after` (ms), e.g. 延期申请's new deadline. */
+  /** Ask for a date and time later than `after` (ms), e.g. 延期申请's new deadline, 挂账's review date. */
   until?: { label: string; after: number };
   /** Photos to take with the command (办结's "after" photos). */
   photos?: { label: string; required: boolean };
@@ -171,8 +176,11 @@ export function CommandDialog(p: {
       {p.intro && <p class="muted">{p.intro}</p>}
       {p.reasons && (
         <label>
-          {t("returnReason")}
-          <select value={v.reason} data-testid="return-reason" onChange={(e) => setV({ ...v, reason: Number((e.target as HTMLSelectElement).value) })}>
+          {p.reasonsLabel ?? t("returnReason")}
+          <select value={v.reason} data-testid="return-reason" onChange={(e) => {
+              const reason = Number((e.target as HTMLSelectElement).value);
+              setV((old) => ({ ...old, reason }));
+            }}>
             {p.reasons.map((r) => (
               <option value={r.value}>{r.label}</option>
             ))}
@@ -182,7 +190,10 @@ export function CommandDialog(p: {
       {p.departments && (
         <label>
           {p.departmentsLabel ?? t("reassignTo")}
-          <select value={v.to} required data-testid="reassign-to" onChange={(e) => setV({ ...v, to: (e.target as HTMLSelectElement).value })}>
+          <select value={v.to} required data-testid="reassign-to" onChange={(e) => {
+              const to = (e.target as HTMLSelectElement).value;
+              setV((old) => ({ ...old, to }));
+            }}>
             <option value="">{t("chooseDepartment")}</option>
             {p.departments.map((d) => (
               <option value={d.value}>{d.label}</option>
@@ -193,13 +204,19 @@ export function CommandDialog(p: {
       {p.until && (
         <label>
           {p.until.label}
-          <input type="datetime-local" required value={v.until} data-testid="dialog-until" onInput={(e) => setV({ ...v, until: (e.target as HTMLInputElement).value })} />
+          <input type="datetime-local" required value={v.until} data-testid="dialog-until" onInput={(e) => {
+              const until = (e.target as HTMLInputElement).value;
+              setV((old) => ({ ...old, until }));
+            }} />
         </label>
       )}
       {p.note && (
         <label>
           {p.note.label}
-          <textarea required={p.note.required} rows={3} maxLength={p.note.max} value={v.note} data-testid="dialog-note" onInput={(e) => setV({ ...v, note: (e.target as HTMLTextAreaElement).value })} />
+          <textarea required={p.note.required} rows={3} maxLength={p.note.max} value={v.note} data-testid="dialog-note" onInput={(e) => {
+              const note = (e.target as HTMLTextAreaElement).value;
+              setV((old) => ({ ...old, note }));
+            }} />
         </label>
       )}
       {p.photos && <PhotoPicker photos={photos} onChange={setPhotos} label={p.photos.label} required={p.photos.required} testid="dialog-photos" />}

@@ -1,19 +1,32 @@
 // The incident drawer: details, tasks with deadlines, the whole timeline; operators supervise (督办)
 // and reassign (改派) from here, and answer a deadline extension request (延期申请) their level
-// approves, and arbitrate a department's dispatch dispute (派单异议: uphold or reject). Also the
-// list of a grid's open incidents (from the map).
+// approves, and arbitrate a department's dispatch dispute (派单异议: uphold or reject), release an
+// assisting department (解除协办), and decide or review a long-term ledger case (挂账). Also the
+// list of a grid's open incidents (from the map) and of an area's ledger (from the 挂账 figure).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { cc, dispatch } from "./api";
-import { t, eventKindLabel, incidentStatusLabel, taskStatusLabel, levelLabel, urgencyLabel, returnReasonLabel } from "./i18n";
-import { IncidentStatus, TaskStatus } from "./gen/whistle/v1/common_pb.js";
-import type { Department, Session, TimelineEntry } from "./gen/whistle/v1/command_center_pb.js";
+import { t, eventKindLabel, incidentStatusLabel, taskStatusLabel, levelLabel, urgencyLabel, returnReasonLabel, ledgerReasonLabel } from "./i18n";
+import { IncidentStatus, TaskRole, TaskStatus } from "./gen/whistle/v1/common_pb.js";
+import type { Department, IncidentDetail, Session, TimelineEntry } from "./gen/whistle/v1/command_center_pb.js";
 import { useLoad, useNow, tsMs, fmtDateTime, fmtCountdown, categoryName } from "./util";
 import { departments, placeName, deptName, loadOrg, orgName, onOrgNames, withNames } from "./org";
 import { LoadNote } from "./notes";
 import { CommandDialog, type Fresh } from "./dialog";
 import { IncidentPhotos } from "./photos";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 
-export type DrawerTarget = { kind: "incident"; id: string } | { kind: "grid"; code: string; name: string };
+/** An assistant still owes its part: dispatched, reported in or returned, neither submitted nor released. */
+const OWES_PART = [TaskStatus.DISPATCHED, TaskStatus.SUPERVISED, TaskStatus.ACCEPTED, TaskStatus.RETURNED];
+
+/** The assisting parts of an incident's current round: how many there are and who still owes one. */
+export function assistParts(d: IncidentDetail): { total: number; owed: string[] } {
+  const round = d.reopenCount;
+  const parts = d.tasks.filter((x) => x.state?.role === TaskRole.ASSIST && x.state.round === round && x.state.status !== TaskStatus.CANCELLED);
+  const owed = parts.filter((x) => OWES_PART.includes(x.state!.status)).map((x) => x.departmentName || deptName(x.state!.departmentCode) || t("someDepartment"));
+  return { total: parts.length, owed };
+}
+
+export type DrawerTarget = { kind: "incident"; id: string } | { kind: "grid"; code: string; name: string } | { kind: "ledger"; area: string; name: string };
 
 export function Drawer(p: { target: DrawerTarget; session: Session; onClose: () => void; onOpen: (id: string) => void; onChanged: () => void }) {
   const box = useRef<HTMLElement>(null);
@@ -30,12 +43,14 @@ export function Drawer(p: { target: DrawerTarget; session: Session; onClose: () 
   }, []);
   return (
     <div class="drawer-backdrop" onClick={(e) => e.target === e.currentTarget && p.onClose()}>
-      <aside class="drawer" data-testid="drawer" role="dialog" aria-modal="true" aria-label={t(p.target.kind === "incident" ? "incident" : "gridIncidents")} tabIndex={-1} ref={box}>
+      <aside class="drawer" data-testid="drawer" role="dialog" aria-modal="true" aria-label={t(p.target.kind === "incident" ? "incident" : p.target.kind === "ledger" ? "pLedger" : "gridIncidents")} tabIndex={-1} ref={box}>
         <button class="drawer-close" onClick={p.onClose} data-testid="drawer-close" aria-label={t("close")}>
           ×
         </button>
         {p.target.kind === "incident" ? (
           <IncidentView id={p.target.id} session={p.session} onChanged={p.onChanged} />
+        ) : p.target.kind === "ledger" ? (
+          <LedgerList area={p.target.area} name={p.target.name} onOpen={p.onOpen} />
         ) : (
           <GridIncidents code={p.target.code} name={p.target.name} onOpen={p.onOpen} />
         )}
@@ -75,6 +90,71 @@ function GridIncidents(p: { code: string; name: string; onOpen: (id: string) => 
   );
 }
 
+/**
+ * A ledger proposal waiting for the approving level, or the case in the ledger: why, who answers for
+ * it, the review date, who proposed it (by name, from the timeline); an operator of the approving
+ * level decides the proposal (同意挂账 / 不予挂账) or reviews the entry (继续挂账 / 出账恢复办理).
+ */
+function LedgerNote(p: { d: IncidentDetail; onAct: (step: LedgerStep) => void }) {
+  const l = p.d.ledger!;
+  const proposal = [...p.d.timeline].reverse().find((e) => e.kind === "incident.ledger_proposed");
+  const vars = {
+    reason: ledgerReasonLabel(l.reason),
+    who: responsibleName(l.responsible),
+    review: fmtDateTime(tsMs(l.reviewAt)),
+    approver: levelLabel(l.approver),
+    at: fmtDateTime(tsMs(l.enteredAt)),
+  };
+  const steps: LedgerStep[] = l.entered ? ["ledgerKeep", "ledgerReturn"] : ["ledgerApprove", "ledgerDeny"];
+  return (
+    <div class="pending-msg" data-testid="ledger" data-entered={l.entered ? "1" : ""} data-review-due={l.reviewDue ? "1" : ""}>
+      <span data-testid="ledger-text">{t(l.entered ? "ledgerEntered" : "ledgerProposed", vars)}</span>
+      {l.reviewDue && <span class="badge warn">{t("ledgerReviewDue")}</span>}
+      <div class="muted small" data-testid="ledger-by">
+        {t("ledgerBy", { who: proposal ? actorName(proposal) : t("actorUnknown"), at: fmtDateTime(tsMs(l.proposedAt)) })}
+      </div>
+      {l.note && <div class="tl-note">{withNames(l.note)}</div>}
+      {p.d.mayDecideLedger && (
+        <span class="row">
+          {steps.map((step) => (
+            <button class={step === "ledgerApprove" || step === "ledgerKeep" ? "act good" : "act"} data-testid={`ledger-${step.slice(6).toLowerCase()}`} onClick={() => p.onAct(step)}>
+              {t(step)}
+            </button>
+          ))}
+        </span>
+      )}
+    </div>
+  );
+}
+
+/** An area's long-term ledger (挂账): proposals and entries, the soonest review first. */
+function LedgerList(p: { area: string; name: string; onOpen: (id: string) => void }) {
+  const list = useLoad((signal) => cc.listLedger({ areaCode: p.area, pageSize: 200 }, { signal }), p.area, 15000);
+  const [, setOrgV] = useState(0);
+  useEffect(() => onOrgNames(() => setOrgV((v) => v + 1)), []);
+  return (
+    <div data-testid="ledger-list">
+      <h2>
+        {t("pLedger")} · {p.name}
+      </h2>
+      <LoadNote l={list} testid="ledger-list" />
+      {list.data && list.data.items.length === 0 && <div class="empty">{t("ledgerNone")}</div>}
+      <ul class="inc-list">
+        {list.data?.items.map(({ incident: i, ledger: l }) => (
+          <li class="clickable" data-testid="ledger-item" data-incident={i!.incidentId} data-entered={l!.entered ? "1" : ""} onClick={() => p.onOpen(i!.incidentId)}>
+            <span class={`tag ${l!.entered ? "ledger-tag" : ""}`}>{t(l!.entered ? "ledgeredTag" : "ledgerPendingTag")}</span>
+            <span class="inc-title">{i!.title}</span>
+            <span class="muted">
+              {ledgerReasonLabel(l!.reason)} · {responsibleName(l!.responsible)} · {t("ledgerReviewOn", { date: fmtDateTime(tsMs(l!.reviewAt)) })}
+            </span>
+            {l!.reviewDue && <span class="badge warn">{t("ledgerReviewDue")}</span>}
+          </li>
+        ))}
+      </ul>
+    </div>
+  );
+}
+
 /** Intake notes a report's id on the entries it writes ("report sim-…"): an id, not for people. */
 const REPORT_NOTE = /^report \S+$/;
 
@@ -92,7 +172,15 @@ type Action =
   | { verb: "superviseIncident" }
   | { verb: "extensionApprove" }
   | { verb: "extensionDeny" }
-  | { verb: "disputeUphold" | "disputeReject"; taskId: string; department: string; to: string };
+  | { verb: "disputeUphold" | "disputeReject"; taskId: string; department: string; to: string }
+  | { verb: "releaseAssist"; taskId: string; department: string }
+  | { verb: "ledger"; step: LedgerStep };
+
+/** What the approving level does with a ledger case: decide the proposal, or review the entry. */
+type LedgerStep = "ledgerApprove" | "ledgerDeny" | "ledgerKeep" | "ledgerReturn";
+
+/** Who answers for a ledger case: a department or an org unit, by name. */
+const responsibleName = (code: string) => (/^\d{6}-/.test(code) ? withNames(code) : orgName(code) || t("someDepartment"));
 
 function IncidentView(p: { id: string; session: Session; onChanged: () => void }) {
   const detail = useLoad((signal) => cc.getIncident({ incidentId: p.id }, { signal }), p.id, 8000);
@@ -135,6 +223,16 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
       const task = fresh.tasks.find((x) => String(x.state?.taskId) === a.taskId);
       return { version: i.version, allowed: !!task?.verbs.includes("decide_dispute"), state: task ? taskStatusLabel(task.state!.status) : incidentStatusLabel(i.status) };
     }
+    if (a.verb === "ledger") {
+      // A proposal is decided, an entry reviewed.
+      const l = fresh.ledger;
+      const allowed = fresh.mayDecideLedger && !!l && (a.step === "ledgerApprove" || a.step === "ledgerDeny" ? !l.entered : l.entered);
+      return { version: i.version, allowed, state: l ? t(l.entered ? "ledgeredTag" : "ledgerPendingTag") : incidentStatusLabel(i.status) };
+    }
+    if (a.verb === "releaseAssist") {
+      const task = fresh.tasks.find((x) => String(x.state?.taskId) === a.taskId);
+      return { version: i.version, allowed: !!task?.verbs.includes("release_assist"), state: task ? taskStatusLabel(task.state!.status) : incidentStatusLabel(i.status) };
+    }
     if (a.verb === "superviseIncident") {
       const stillOpen = [IncidentStatus.HANDLING, IncidentStatus.WHISTLED, IncidentStatus.ACCEPTED].includes(i.status);
       return { version: i.version, allowed: stillOpen, state: incidentStatusLabel(i.status) };
@@ -158,7 +256,12 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
         <span class="tag">{levelLabel(inc.level)}</span>
         <span class={`tag u${inc.urgency}`}>{urgencyLabel(inc.urgency)}</span>
         {inc.overdue && <span class="badge bad">{t("overdueTag")}</span>}
-        {canAct && open && (
+        {inc.ledgered && (
+          <span class="tag ledger-tag" data-testid="incident-ledgered">
+            {t("ledgeredTag")}
+          </span>
+        )}
+        {canAct && open && !inc.ledgered && (
           <button
             class="act"
             data-testid="supervise-incident"
@@ -196,6 +299,15 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
           )}
         </div>
       )}
+      {open && d.ledger && (
+        <LedgerNote
+          d={d}
+          onAct={(step) => {
+            setMsg("");
+            setAction({ verb: "ledger", step });
+          }}
+        />
+      )}
       {d.extensions > 0 && <div class="muted small" data-testid="extensions-granted">{t("extensionsGranted", { n: d.extensions })}</div>}
       {msg && (
         <div class="ok-msg" data-testid="action-ok" role="status">
@@ -216,11 +328,12 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
         <dt>{t("dueAt")}</dt>
         <dd>
           {fmtDateTime(due)}{" "}
-          {open && due > 0 && (
+          {open && due > 0 && !inc.ledgered && (
             <span class={dueCd.late ? "late" : "countdown"} data-testid="incident-countdown">
               {dueCd.text}
             </span>
           )}
+          {open && inc.ledgered && <span class="muted">{t("ledgerStopped")}</span>}
         </dd>
         <dt>{t("description")}</dt>
         <dd class="desc">{d.description || "—"}</dd>
@@ -242,11 +355,13 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
           <thead>
             <tr>
               <th>{t("department")}</th>
+              <th>{t("taskRole")}</th>
               <th>{t("status")}</th>
               <th>{t("acceptDue")}</th>
               <th>{t("resolveDue")}</th>
               {canAct && <th class="act-col">{t("supervise")}</th>}
               {canAct && <th class="act-col">{t("reassign")}</th>}
+              {canAct && <th class="act-col">{t("release_assist")}</th>}
             </tr>
           </thead>
           <tbody>
@@ -258,11 +373,32 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
               const cd = fmtCountdown(dl, now);
               const tid = String(s.taskId);
               const name = tk.departmentName || deptName(s.departmentCode) || t("someDepartment");
+              const assists = s.role === TaskRole.ASSIST;
+              // An assistant's part: owed, submitted (its task resolved) or released.
+              const part = !assists
+                ? ""
+                : s.status === TaskStatus.RESOLVED
+                  ? "partSubmitted"
+                  : s.status === TaskStatus.RELEASED
+                    ? "partReleased"
+                    : s.status === TaskStatus.CANCELLED
+                      ? ""
+                      : "partOwed";
               return (
-                <tr data-testid="task-row" data-task={tid} data-status={s.status}>
+                <tr data-testid="task-row" data-task={tid} data-status={s.status} data-role={assists ? "assist" : "lead"}>
                   <td title={s.departmentCode}>{name}</td>
                   <td>
+                    <span class={`tag role-tag ${assists ? "assist" : "lead"}`} data-testid="task-role">
+                      {t(assists ? "taskAssist" : "taskLead")}
+                    </span>
+                  </td>
+                  <td>
                     <span class={`tstatus t${s.status}`}>{taskStatusLabel(s.status)}</span>
+                    {part && (
+                      <div class={`small part ${part}`} data-testid="task-part" data-part={part}>
+                        {t(part)}
+                      </div>
+                    )}
                     {s.supervised && <span class="badge bad">{t("supervised")}</span>}
                     {s.returnReason ? <div class="muted small">{returnReasonLabel(s.returnReason)}</div> : null}
                     {s.disputeToDepartmentCode ? (
@@ -295,7 +431,8 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
                   </td>
                   <td>
                     {fmtDateTime(tsMs(s.resolveDueAt))}
-                    {!waiting && live && dl > 0 && <div class={cd.late ? "late" : "countdown"}>{cd.text}</div>}
+                    {assists && <div class="muted small">{t("partDue")}</div>}
+                    {!waiting && live && dl > 0 && !inc.ledgered && <div class={cd.late ? "late" : "countdown"}>{cd.text}</div>}
                   </td>
                   {canAct &&
                     (["supervise", "reassign"] as const).map((verb) => (
@@ -314,6 +451,22 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
                         )}
                       </td>
                     ))}
+                  {canAct && (
+                    <td class="act-col">
+                      {tk.verbs.includes("release_assist") && (
+                        <button
+                          class="act"
+                          data-testid="release-assist"
+                          onClick={() => {
+                            setMsg("");
+                            setAction({ verb: "releaseAssist", taskId: tid, department: name });
+                          }}
+                        >
+                          {t("release_assist")}
+                        </button>
+                      )}
+                    </td>
+                  )}
                 </tr>
               );
             })}
@@ -361,6 +514,63 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
           </li>
         ))}
       </ol>
+      {action && action.verb === "ledger" && (
+        <CommandDialog
+          title={`${t(action.step)} · ${inc.title}`}
+          submitLabel={t(action.step)}
+          testid="ledger-dialog"
+          version={inc.version}
+          intro={action.step === "ledgerKeep" ? t("ledgerKeepIntro") : action.step === "ledgerReturn" ? t("ledgerReturnIntro") : undefined}
+          until={action.step === "ledgerKeep" ? { label: t("ledgerKeepUntil"), after: Date.now() } : undefined}
+          note={{
+            label: t(action.step === "ledgerApprove" ? "ledgerApproveNote" : action.step === "ledgerDeny" ? "ledgerDenyNote" : "ledgerReviewNote"),
+            required: action.step === "ledgerDeny",
+            max: 1000,
+          }}
+          send={(version, commandId, v) => {
+            const base = { commandId, incidentId: inc.incidentId, expectedVersion: version };
+            if (action.step === "ledgerApprove" || action.step === "ledgerDeny")
+              return dispatch.decideLedger({ ...base, body: { case: "decideLedger", value: { approve: action.step === "ledgerApprove", note: v.note } } });
+            // Kept: until the new review date; returned: no date.
+            const extendTo = action.step === "ledgerKeep" ? timestampFromMs(new Date(v.until).getTime()) : undefined;
+            return dispatch.reviewLedger({ ...base, body: { case: "reviewLedger", value: { extendTo, note: v.note } } });
+          }}
+          refresh={() => refresh(action)}
+          onDone={() => {
+            setMsg(t(`done_${action.step}`));
+            setAction(null);
+            detail.reload();
+            p.onChanged();
+          }}
+          onClose={() => setAction(null)}
+        />
+      )}
+      {action && action.verb === "releaseAssist" && (
+        <CommandDialog
+          title={`${t("release_assist")} · ${action.department} · ${inc.title}`}
+          submitLabel={t("release_assist")}
+          testid="release-assist-dialog"
+          version={inc.version}
+          intro={t("releaseAssistIntro")}
+          note={{ label: t("releaseAssistNote"), required: true, max: 1000 }}
+          send={(version, commandId, v) =>
+            dispatch.releaseAssist({
+              commandId,
+              incidentId: inc.incidentId,
+              expectedVersion: version,
+              body: { case: "releaseAssist", value: { taskId: action.taskId, note: v.note } },
+            })
+          }
+          refresh={() => refresh(action)}
+          onDone={() => {
+            setMsg(t("done_release_assist", { who: action.department }));
+            setAction(null);
+            detail.reload();
+            p.onChanged();
+          }}
+          onClose={() => setAction(null)}
+        />
+      )}
       {action && (action.verb === "extensionApprove" || action.verb === "extensionDeny") && (
         <CommandDialog
           title={`${t(action.verb)} · ${inc.title}`}

@@ -98,7 +98,7 @@ export function Screen(p: Chrome) {
           <NavLinks {...p} />
         </div>
       </header>
-      <Kpis overview={overview} area={area} />
+      <Kpis overview={overview} area={area} onLedger={() => setDrawer({ kind: "ledger", area, name: orgName(area) || (isCity(area) ? t("allCity") : "") })} />
       <main class="grid3">
         <section class="col">
           <CategoryPanel overview={overview} area={area} />
@@ -199,7 +199,12 @@ function AreaNav(p: { root: string; area: string; onArea: (c: string) => void; o
   );
 }
 
-function Kpis({ overview, area }: { overview: Loaded<Overview>; area: string }) {
+/** A ledger case's age at a glance: hours under a day, whole days after. */
+function age(days: number): string {
+  return days < 1 ? t("ageHours", { n: Math.floor(days * 24) }) : t("ageDays", { n: Math.floor(days) });
+}
+
+function Kpis({ overview, area, onLedger }: { overview: Loaded<Overview>; area: string; onLedger: () => void }) {
   const o = overview.data;
   const r = o?.rates;
   const tiles: { id: string; label: string; value: number | undefined; cls?: string }[] = [
@@ -215,6 +220,10 @@ function Kpis({ overview, area }: { overview: Loaded<Overview>; area: string }) 
     { id: "kpi-satisfaction", label: t("satisfactionRate"), rate: r?.satisfactionRate, a: num(r?.satisfied), b: num(r?.followedUp), sub: "rateSatisfactionSub" },
   ];
   const ok = o && o.areaCode === area ? area : overview.key;
+  // 挂账: the cases the area shelved (out of 超期), with how long they have waited; opens the list.
+  const ledger = o?.ledger;
+  const ledgerCount = o ? num(ledger?.count) : undefined;
+  const ledgerTitle = o ? t("ledgerAgeTitle", { n: ledgerCount ?? 0, oldest: age(ledger?.oldestDays ?? 0), median: age(ledger?.medianDays ?? 0) }) : t("kpiLedger");
   return (
     <section class="kpis" data-testid="kpis" data-area={o ? ok : ""} data-as-of={o ? tsMs(o.asOf) : ""}>
       {tiles.map((k) => (
@@ -225,6 +234,21 @@ function Kpis({ overview, area }: { overview: Loaded<Overview>; area: string }) 
           </div>
         </div>
       ))}
+      {/* A button holds phrasing content only: spans laid out as the other tiles' divs. */}
+      <button class="kpi kpi-ledger" data-testid="kpi-ledger" title={ledgerTitle} onClick={onLedger}>
+        <span class="kpi-label">{t("kpiLedger")}</span>
+        <span class="ledger-row">
+          <span class="kpi-value" data-testid="kpi-ledger-value" data-value={ledgerCount ?? ""}>
+            {ledgerCount === undefined ? "—" : ledgerCount.toLocaleString()}
+          </span>
+          {o && ledgerCount! > 0 && (
+            <span class="ledger-age" data-testid="kpi-ledger-age" data-oldest={ledger?.oldestDays} data-median={ledger?.medianDays}>
+              <span>{t("ledgerOldest", { d: age(ledger?.oldestDays ?? 0) })}</span>
+              <span>{t("ledgerMedian", { d: age(ledger?.medianDays ?? 0) })}</span>
+            </span>
+          )}
+        </span>
+      </button>
       {rates.map((k) => (
         <div class="kpi rate" data-testid={k.id} title={t(k.sub, { a: k.a ?? 0, b: k.b ?? 0 })}>
           <div class="kpi-label">

@@ -1,6 +1,9 @@
 // 部门工作台: a liaison's department tasks with countdowns; accept (签收), return (退单), resolve (办结),
 // and ask for a later deadline (申请延期) while a task is being handled and before its deadline;
 // before reporting in, dispute a task (异议) that is not the department's, proposing who should have it.
+// An assisting department (协办) submits its part (提交协办意见) instead of resolving; the lead's 办结
+// waits, and says so, until every part is in. A department handling a case no deadline can meet
+// proposes it for the long-term ledger (申请挂账).
 //
 // The list holds still: rows keep their places while the pointer or the keyboard is in the list or a
 // dialog is open; new tasks are announced and changes of order applied when the liaison pauses (or
@@ -8,22 +11,22 @@
 // (`TaskItem.verbs`, the rule dispatch applies).
 import { useEffect, useRef, useState } from "preact/hooks";
 import { cc, dispatch } from "./api";
-import { t, taskStatusLabel, urgencyLabel, incidentStatusLabel, RETURN_REASON, returnReasonLabel } from "./i18n";
+import { t, taskStatusLabel, urgencyLabel, incidentStatusLabel, RETURN_REASON, returnReasonLabel, LEDGER_REASON, ledgerReasonLabel } from "./i18n";
 import { ScoreboardKind, type TaskItem } from "./gen/whistle/v1/command_center_pb.js";
-import { TaskStatus } from "./gen/whistle/v1/common_pb.js";
+import { TaskRole, TaskStatus } from "./gen/whistle/v1/common_pb.js";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { useLoad, useNow, tsMs, fmtDateTime, fmtCountdown, pct, num, categoryName, throttle } from "./util";
 import { useCatalogue, categoryRules } from "./catalogue";
 import { EventFeed, type FeedStatus } from "./events";
-import { loadOrg, placeName, onOrgNames } from "./org";
+import { loadOrg, placeName, onOrgNames, deptName } from "./org";
 import { NavLinks, type Chrome } from "./main";
 import { LiveDot } from "./screen";
 import { LoadNote } from "./notes";
 import { CommandDialog, type Fresh } from "./dialog";
-import { Drawer } from "./drawer";
+import { Drawer, assistParts } from "./drawer";
 
-type Verb = "accept" | "return" | "resolve" | "request_extension" | "dispute";
-const VERBS: Verb[] = ["accept", "return", "resolve"];
+type Verb = "accept" | "return" | "resolve" | "submit_assist" | "request_extension" | "dispute" | "propose_ledger";
+const VERBS: Verb[] = ["accept", "return", "resolve", "submit_assist"];
 /** A dispute's dialog carries the departments it may propose (those serving the incident's grid). */
 type Dialog = { verb: Verb; item: TaskItem; departments?: { value: string; label: string }[] };
 type Filter = { text: string; status: "" | "waiting" | "accepted"; category: string; due: "" | "soon" | "late" };
@@ -136,11 +139,19 @@ export function Workbench(p: Chrome) {
     const d = await cc.getIncident({ incidentId: item.incident!.incidentId });
     tasks.reload();
     const task = d.tasks.find((x) => x.state?.taskId === item.task!.taskId);
-    // 延期申请 is offered on a task handled before its deadline with no request waiting.
-    const extendable = task?.state?.status === TaskStatus.ACCEPTED && !d.pendingExtension && tsMs(d.incident!.dueAt) > Date.now();
+    const handling = task?.state?.status === TaskStatus.ACCEPTED;
+    // 延期申请 is offered on a lead's task handled before its deadline with no request waiting; 申请挂账
+    // on a task handled while the incident has no ledger proposal or entry; 办结 once no part is owed.
+    const extendable = handling && task?.state?.role !== TaskRole.ASSIST && !d.pendingExtension && tsMs(d.incident!.dueAt) > Date.now();
+    const allowed =
+      verb === "request_extension"
+        ? extendable
+        : verb === "propose_ledger"
+          ? handling && !d.ledger && !d.incident!.ledgered
+          : !!task?.verbs.includes(verb) && (verb !== "resolve" || assistParts(d).owed.length === 0);
     return {
       version: d.incident!.version,
-      allowed: verb === "request_extension" ? extendable : !!task?.verbs.includes(verb),
+      allowed: !!allowed,
       state: task ? taskStatusLabel(task.state!.status) : incidentStatusLabel(d.incident!.status),
     };
   }
@@ -264,6 +275,7 @@ export function Workbench(p: Chrome) {
                     ))}
                     <th class="act-col">{t("request_extension")}</th>
                     <th class="act-col">{t("dispute")}</th>
+                    <th class="act-col">{t("propose_ledger")}</th>
                   </tr>
                 </thead>
               )}
@@ -276,8 +288,13 @@ export function Workbench(p: Chrome) {
                   const inc = it.incident!;
                   const waiting = tk.status === TaskStatus.DISPATCHED || tk.status === TaskStatus.SUPERVISED;
                   const accepted = tk.status === TaskStatus.ACCEPTED;
+                  const assists = tk.role === TaskRole.ASSIST;
+                  // A ledger case's deadlines stop: no countdown, nothing late.
+                  const ledgered = inc.ledgered;
                   const dl = tsMs(waiting ? tk.acceptDueAt : tk.resolveDueAt);
-                  const cd = dl > 0 ? fmtCountdown(dl, now) : null;
+                  const cd = dl > 0 && !ledgered ? fmtCountdown(dl, now) : null;
+                  // The lead's 办结 waits while assisting parts are owed (dispatch refuses it then).
+                  const owed = !assists && accepted && it.partsOwed.length > 0 ? { owed: it.partsOwed, total: it.assisting } : null;
                   return (
                     <tr key={k} data-testid="wb-task" data-incident={inc.incidentId} data-task={String(tk.taskId)} data-status={tk.status} data-out={out ? "1" : ""} class={`${cd?.late && !out ? "row-late" : ""} ${out ? "row-out" : ""}`}>
                       <td>
@@ -292,25 +309,49 @@ export function Workbench(p: Chrome) {
                       </td>
                       <td class="small">{placeName(inc.districtCode, inc.streetCode, inc.communityCode)}</td>
                       <td>
+                        <span class={`tag role-tag ${assists ? "assist" : "lead"}`} data-testid="wb-role" data-role={assists ? "assist" : "lead"}>
+                          {t(assists ? "taskAssist" : "taskLead")}
+                        </span>{" "}
                         <span class={`tstatus t${tk.status}`}>{out ? t("taskOut") : taskStatusLabel(tk.status)}</span>
                         <div class="muted small">{incidentStatusLabel(inc.status)}</div>
+                        {ledgered ? (
+                          <div class="pending-msg small" data-testid="wb-ledgered">
+                            {t("ledgeredTag")}
+                          </div>
+                        ) : (
+                          it.ledger && (
+                            <div class="pending-msg small" data-testid="wb-ledger-pending">
+                              {t("ledgerPendingTag")}
+                            </div>
+                          )
+                        )}
                       </td>
                       <td>
-                        {!out && (waiting || accepted) && cd ? (
+                        {!out && ledgered ? (
+                          <>
+                            <div class="muted" data-testid="wb-countdown" data-late="">
+                              {t("ledgerStopped")}
+                            </div>
+                            {it.ledger?.reviewAt && <div class="muted small">{t("ledgerReviewOn", { date: fmtDateTime(tsMs(it.ledger.reviewAt)) })}</div>}
+                          </>
+                        ) : !out && (waiting || accepted) && cd ? (
                           <div class={cd.late ? "late" : "countdown"} data-testid="wb-countdown" data-late={cd.late ? "1" : ""}>
-                            <small>{t(waiting ? "reportIn" : "resolveBy")}</small> {cd.text}
+                            <small>{t(waiting ? "reportIn" : assists ? "partBy" : "resolveBy")}</small> {cd.text}
                           </div>
                         ) : (
                           <span class="muted">—</span>
                         )}
-                        <div class="muted small">{fmtDateTime(dl)}</div>
+                        {!ledgered && <div class="muted small">{fmtDateTime(dl)}</div>}
+                        {assists && !waiting && !ledgered && <div class="muted small" data-testid="wb-part-due">{t("partDue")}</div>}
                       </td>
                       {VERBS.map((v) => (
                         <td class="act-col">
                           {!out && it.verbs.includes(v) && (
                             <button
-                              class={v === "accept" ? "primary" : v === "resolve" ? "good" : ""}
+                              class={v === "accept" ? "primary" : v === "resolve" || v === "submit_assist" ? "good" : ""}
                               data-testid={`wb-${v}`}
+                              disabled={v === "resolve" && !!owed}
+                              title={v === "resolve" && owed ? t("waitingAssistTitle", { names: owed.owed.join("、") }) : undefined}
                               onClick={() => {
                                 setMsg("");
                                 setDialog({ verb: v, item: it });
@@ -319,10 +360,15 @@ export function Workbench(p: Chrome) {
                               {t(v)}
                             </button>
                           )}
+                          {!out && v === "resolve" && owed && (
+                            <div class="small waiting-assist" data-testid="wb-waiting-assist" data-owed={owed.owed.length} data-total={owed.total}>
+                              {t("waitingAssist", { done: owed.total - owed.owed.length, total: owed.total })}
+                            </div>
+                          )}
                         </td>
                       ))}
                       <td class="act-col">
-                        {!out && accepted && !cd?.late && (
+                        {!out && accepted && !assists && !ledgered && !cd?.late && (
                           <button
                             data-testid="wb-request_extension"
                             onClick={() => {
@@ -355,6 +401,19 @@ export function Workbench(p: Chrome) {
                           </button>
                         )}
                       </td>
+                      <td class="act-col">
+                        {!out && accepted && !ledgered && !it.ledger && (
+                          <button
+                            data-testid="wb-propose_ledger"
+                            onClick={() => {
+                              setMsg("");
+                              setDialog({ verb: "propose_ledger", item: it });
+                            }}
+                          >
+                            {t("propose_ledger")}
+                          </button>
+                        )}
+                      </td>
                     </tr>
                   );
                 })}
@@ -373,22 +432,41 @@ export function Workbench(p: Chrome) {
           note={
             dialog.verb === "accept"
               ? { label: t("acceptNote"), required: false, max: 1000 }
-              : dialog.verb === "request_extension" || dialog.verb === "dispute"
-                ? { label: t(dialog.verb === "dispute" ? "disputeReason" : "extensionReason"), required: true, max: 1000 }
-                : { label: t(dialog.verb === "return" ? "returnNote" : "resolveNote"), required: true, max: dialog.verb === "return" ? 1000 : 2000 }
+              : dialog.verb === "request_extension" || dialog.verb === "dispute" || dialog.verb === "propose_ledger"
+                ? { label: t(dialog.verb === "dispute" ? "disputeReason" : dialog.verb === "propose_ledger" ? "ledgerNote" : "extensionReason"), required: true, max: 1000 }
+                : dialog.verb === "submit_assist"
+                  ? { label: t("submitAssistNote"), required: true, max: 2000 }
+                  : { label: t(dialog.verb === "return" ? "returnNote" : "resolveNote"), required: true, max: dialog.verb === "return" ? 1000 : 2000 }
           }
           intro={
             dialog.verb === "request_extension"
               ? t("extensionIntro", { due: fmtDateTime(tsMs(dialog.item.task!.resolveDueAt)) })
               : dialog.verb === "dispute"
                 ? t("disputeIntro")
-                : undefined
+                : dialog.verb === "submit_assist"
+                  ? t("submitAssistIntro", { due: fmtDateTime(tsMs(dialog.item.task!.resolveDueAt)) })
+                  : dialog.verb === "propose_ledger"
+                    ? t("ledgerIntro", { who: dialog.item.departmentName || deptName(dialog.item.task!.departmentCode) || t("someDepartment") })
+                    : undefined
           }
           departments={dialog.verb === "dispute" ? dialog.departments : undefined}
           departmentsLabel={dialog.verb === "dispute" ? t("disputeTo") : undefined}
-          until={dialog.verb === "request_extension" ? { label: t("extensionUntil"), after: tsMs(dialog.item.task!.resolveDueAt) } : undefined}
+          until={
+            dialog.verb === "request_extension"
+              ? { label: t("extensionUntil"), after: tsMs(dialog.item.task!.resolveDueAt) }
+              : dialog.verb === "propose_ledger"
+                ? { label: t("ledgerReviewAt"), after: Date.now() }
+                : undefined
+          }
           photos={dialog.verb === "resolve" ? { label: t("afterPhotos"), required: categoryRules(dialog.item.incident!.category).afterPhotoRequired } : undefined}
-          reasons={dialog.verb === "return" ? Object.keys(RETURN_REASON).map((k) => ({ value: Number(k), label: returnReasonLabel(Number(k)) })) : undefined}
+          reasons={
+            dialog.verb === "return"
+              ? Object.keys(RETURN_REASON).map((k) => ({ value: Number(k), label: returnReasonLabel(Number(k)) }))
+              : dialog.verb === "propose_ledger"
+                ? Object.keys(LEDGER_REASON).map((k) => ({ value: Number(k), label: ledgerReasonLabel(Number(k)) }))
+                : undefined
+          }
+          reasonsLabel={dialog.verb === "propose_ledger" ? t("ledgerReason") : undefined}
           send={(version, commandId, v) => {
             const item = dialog.item;
             const taskId = String(item.task!.taskId);
@@ -398,6 +476,13 @@ export function Workbench(p: Chrome) {
               return dispatch.requestExtension({ ...base, body: { case: "requestExtension", value: { taskId, until: timestampFromMs(new Date(v.until).getTime()), reason: v.note } } });
             if (dialog.verb === "dispute")
               return dispatch.dispute({ ...base, body: { case: "dispute", value: { taskId, toDepartmentCode: v.to, reason: v.note } } });
+            if (dialog.verb === "submit_assist") return dispatch.submitAssist({ ...base, body: { case: "submitAssist", value: { taskId, note: v.note } } });
+            if (dialog.verb === "propose_ledger")
+              // The department proposing stays answerable for the case while it waits.
+              return dispatch.proposeLedger({
+                ...base,
+                body: { case: "proposeLedger", value: { reason: v.reason, note: v.note, responsible: item.task!.departmentCode, reviewAt: timestampFromMs(new Date(v.until).getTime()) } },
+              });
             if (dialog.verb === "return") return dispatch.return({ ...base, body: { case: "return", value: { taskId, reason: v.reason, note: v.note } } });
             return dispatch.resolve({ ...base, body: { case: "resolve", value: { taskId, note: v.note, photoIds: v.photoIds } } });
           }}
