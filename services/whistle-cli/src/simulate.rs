@@ -129,6 +129,24 @@ impl Sim {
         f(&mut self.board.lock().expect("not poisoned"))
     }
 
+    /// A yes-or-no decision of a deciding level: yes with probability `share`, taken after a
+    /// delay of `units` report-in deadlines, with a reason for a no picked from `noes`.
+    fn verdict(
+        &self,
+        share: f64,
+        units: std::ops::Range<f64>,
+        noes: &[&'static str],
+    ) -> (bool, Duration, &'static str) {
+        let unit = self.unit();
+        self.rng(|rng| {
+            (
+                rng.random_bool(share),
+                unit.mul_f64(rng.random_range(units)),
+                plan::pick(rng, noes),
+            )
+        })
+    }
+
     /// The policy's report-in deadline, the unit most delays are measured in.
     fn unit(&self) -> Duration {
         self.policy
@@ -629,14 +647,8 @@ impl Sim {
         let Some(actor) = Self::ledger_approver(event, changed) else {
             return;
         };
-        let unit = self.unit();
-        let (approve, delay, denial) = self.rng(|rng| {
-            (
-                rng.random_bool(plan::LEDGER_APPROVE_SHARE),
-                unit.mul_f64(rng.random_range(0.2..1.0)),
-                plan::pick(rng, plan::LEDGER_DENIALS),
-            )
-        });
+        let (approve, delay, denial) =
+            self.verdict(plan::LEDGER_APPROVE_SHARE, 0.2..1.0, plan::LEDGER_DENIALS);
         let (verb, note) = if approve {
             ("同意挂账", String::new())
         } else {
@@ -745,14 +757,8 @@ impl Sim {
     /// department, the deadline unchanged) or rejected with a note.
     fn disputed(self: &Arc<Self>, event: &v1::Event, changed: &v1::IncidentChanged) {
         let Some(task) = &changed.task else { return };
-        let unit = self.unit();
-        let (uphold, delay, rejection) = self.rng(|rng| {
-            (
-                rng.random_bool(plan::UPHOLD_SHARE),
-                unit.mul_f64(rng.random_range(0.1..0.5)),
-                plan::pick(rng, plan::DISPUTE_REJECTIONS),
-            )
-        });
+        let (uphold, delay, rejection) =
+            self.verdict(plan::UPHOLD_SHARE, 0.1..0.5, plan::DISPUTE_REJECTIONS);
         let (verb, note) = if uphold {
             ("异议成立", String::new())
         } else {

@@ -22,15 +22,20 @@ after(async () => {
 });
 
 /** Every photo of the incident shown on the page has loaded (a decoded image, not a broken one). */
-async function shownPhotos(page, incidentId) {
+/** The photos the incident's detail shows once `count` of them have loaded (a detail opened again
+ * may first show what it held before and then its refreshed copy). */
+async function shownPhotos(page, incidentId, count = 1) {
   return waitFor(
     () =>
-      page.evaluate((id) => {
-        const box = document.querySelector(`[data-testid="incident"][data-incident="${id}"]`);
-        const imgs = [...(box?.querySelectorAll('[data-testid="incident-photo"]') ?? [])];
-        if (!imgs.length || imgs.some((i) => !i.complete || i.naturalWidth === 0)) return null;
-        return imgs.map((i) => ({ kind: i.dataset.kind, photo: i.dataset.photo, width: i.naturalWidth }));
-      }, incidentId),
+      page.evaluate(
+        ([id, count]) => {
+          const box = document.querySelector(`[data-testid="incident"][data-incident="${id}"]`);
+          const imgs = [...(box?.querySelectorAll('[data-testid="incident-photo"]') ?? [])];
+          if (imgs.length < count || imgs.some((i) => !i.complete || i.naturalWidth === 0)) return null;
+          return imgs.map((i) => ({ kind: i.dataset.kind, photo: i.dataset.photo, width: i.naturalWidth }));
+        },
+        [incidentId, count],
+      ),
     { timeout: 20000, message: `the incident's photos shown` },
   );
 }
@@ -102,7 +107,7 @@ test("photos: taken in the form, compressed on the device, shown before/after in
   // The workbench's task detail and the command screen's drawer show both, before and after. The
   // resolved task leaves the liaison's list, but not from under the pointer (the list holds still).
   const shownIn = async (page) => {
-    const shown = await shownPhotos(page, incidentId);
+    const shown = await shownPhotos(page, incidentId, 2);
     assert.deepEqual(
       shown.map((p) => [p.kind, p.photo]),
       [
