@@ -315,9 +315,11 @@ fn key(change: &Change) -> &str {
     }
 }
 
+/// A version read in a step's transaction. The step's advisory lock ([`LOCK`]) keeps other steps
+/// out, so no row lock is taken (which would need the UPDATE right dispatch does not have).
 async fn get_in(conn: &mut PgConnection, version: &str) -> Result<Option<Version>> {
     let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM policy_versions WHERE version = $1 FOR UPDATE"
+        "SELECT {COLUMNS} FROM policy_versions WHERE version = $1"
     ))
     .bind(version)
     .fetch_optional(conn)
