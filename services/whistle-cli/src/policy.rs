@@ -205,9 +205,9 @@ async fn stored(pool: &sqlx::PgPool, version: &str) -> anyhow::Result<Version> {
 
 async fn running(pool: &sqlx::PgPool) -> anyhow::Result<Option<Version>> {
     let mut conn = pool.acquire().await?;
-    Ok(policies::active(&mut conn)
+    policies::active(&mut conn)
         .await
-        .context("reading the running version")?)
+        .context("reading the running version")
 }
 
 fn print_changes(changes: &[Change]) {
