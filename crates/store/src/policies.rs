@@ -287,7 +287,8 @@ pub async fn propose(
         action: audit::action::POLICY_PROPOSE,
         target: version.version.clone(),
         area_code: String::new(),
-        before: running.as_ref().map(Version::summary),
+        // The proposal did not exist before; the version it was compared with is in `against`.
+        before: None,
         after: Some(serde_json::json!({
             "version": version.version,
             "state": "proposed",

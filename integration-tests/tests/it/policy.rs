@@ -191,8 +191,9 @@ async fn a_policy_version_goes_from_proposal_through_a_second_operators_approval
     assert_eq!(propose.len(), 1);
     let (actor, target, before, after) = &propose[0];
     assert_eq!((actor.as_str(), target.as_str()), ("王芳", "ordos-2026.2"));
-    assert_eq!(before.as_ref().unwrap()["version"], "ordos-2026.1");
+    assert_eq!(before, &None);
     let after = after.as_ref().unwrap();
+    assert_eq!(after["against"], "ordos-2026.1");
     assert_eq!(after["state"], "proposed");
     assert_eq!(after["note"], "供暖季社区响应提速");
     assert_eq!(
