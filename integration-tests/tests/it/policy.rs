@@ -1,9 +1,9 @@
 //! The dispatch policy as versions (issue 25, item 3; docs/policy.md "Changing the policy"): a
 //! version is proposed (refused with the validator's message when invalid, stored with its diff
 //! otherwise), approved by a second operator (never by its proposer), and reaches every dispatch
-//! replica and the query service without a restart; every step is on the audit log with its actor
-//! and before/after; history cannot be rewritten; an incident opened before keeps its version and
-//! stored deadlines.
+//! replica and the query service without a restart (on the approval's notification, or the next
+//! poll without it); every step is on the audit log with its actor and before/after; history cannot
+//! be rewritten; an incident opened before keeps its version and stored deadlines.
 
 use std::time::Duration;
 
@@ -413,4 +413,43 @@ async fn a_proposal_may_be_withdrawn_and_may_not_drop_a_category_with_open_incid
         policies::active(&mut conn).await.unwrap().unwrap().version,
         "ordos-2026.1"
     );
+}
+
+/// A replica that missed the approval's notification (its listening connection was down) switches
+/// on its next look at the table. Here the approval is written without a notification at all.
+#[tokio::test]
+async fn a_replica_that_missed_the_notification_switches_on_its_next_poll() {
+    let stack = Stack::builder()
+        .at(Utc::now())
+        .with_dispatch_options(|o| o.policy_poll_interval = Duration::from_millis(200))
+        .start()
+        .await;
+    let faster = edited("accept = \"30m\"", "accept = \"20m\"", Some("ordos-2026.5"));
+    policies::propose(
+        stack.pool(),
+        &faster,
+        "报到提速",
+        &Actor::cli(Some("王芳")),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let mut tx = stack.pool().begin().await.unwrap();
+    sqlx::raw_sql(
+        "UPDATE policy_versions SET state = 'superseded', superseded_at = now()
+         WHERE state = 'approved';
+         UPDATE policy_versions SET state = 'approved', decided_by = '李强', decided_at = now()
+         WHERE version = 'ordos-2026.5'",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    eventually("the replica polls the approved version", WAIT, || async {
+        replica_versions(&stack).await == ["ordos-2026.5"]
+    })
+    .await
+    .unwrap();
+    stack.publish(&report("polled", &grids()[30])).await;
+    assert_eq!(recorded(&stack, "polled").await.1, "ordos-2026.5");
 }
