@@ -25,6 +25,10 @@ use crate::{
     CategoryCode, DepartmentKind, Level,
 };
 
+mod source;
+
+pub use source::{diff, Change, Source};
+
 /// The names of the policies compiled in, for [`builtin`].
 pub const BUILTIN: [&str; 2] = ["ordos", "ordos-demo"];
 

@@ -96,7 +96,16 @@ pub mod action {
     pub const CONTACTS_ERASE: &str = "contacts.erase";
     pub const CONTACT_READ: &str = "contact.read";
     pub const PHOTO_READ: &str = "photo.read";
+    /// A dispatch replica applied a policy version it had not applied before (one entry per
+    /// version change, not per replica).
     pub const POLICY_LOAD: &str = "policy.load";
+    /// A policy version proposed (`whistle policy propose`), with its changes.
+    pub const POLICY_PROPOSE: &str = "policy.propose";
+    /// A proposed version approved by a second person: it runs from then on.
+    pub const POLICY_APPROVE: &str = "policy.approve";
+    pub const POLICY_REJECT: &str = "policy.reject";
+    /// The first version, stored by dispatch from its `--policy` on an empty table.
+    pub const POLICY_BOOTSTRAP: &str = "policy.bootstrap";
 }
 
 /// Writes `entries` at `at` on `conn`, which should be the transaction making the change.

@@ -356,7 +356,8 @@ async fn grant_on(conn: &mut PgConnection, roles: &Roles) -> Result<()> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_class
          WHERE relnamespace = 'public'::regnamespace
-           AND relname IN ('_sqlx_migrations', 'contact_access', 'notifications', 'audit_log')",
+           AND relname IN ('_sqlx_migrations', 'contact_access', 'notifications', 'audit_log',
+                           'policy_versions')",
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -381,6 +382,15 @@ async fn grant_on(conn: &mut PgConnection, roles: &Roles) -> Result<()> {
         sqlx::raw_sql(&format!(
             "REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {dispatch}, {query};
              GRANT INSERT ON audit_log TO {dispatch}, {query}"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if tables.iter().any(|t| t == "policy_versions") {
+        // Dispatch stores the first version (from its --policy) and reads the approved one;
+        // proposing and deciding are the operators' (the CLI, as the owner).
+        sqlx::raw_sql(&format!(
+            "REVOKE UPDATE, DELETE, TRUNCATE ON policy_versions FROM {dispatch}, {query}"
         ))
         .execute(&mut *conn)
         .await?;

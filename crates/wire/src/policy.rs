@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use whistle_domain::policy::Policy;
+use whistle_domain::policy::{Policy, Source};
 
 use crate::PolicyError;
 
@@ -19,6 +19,22 @@ pub fn load(name_or_path: &str) -> Result<Policy, PolicyError> {
     })?;
     let dir = path.parent().map(PathBuf::from).unwrap_or_default();
     Policy::parse(&text, |base| std::fs::read_to_string(dir.join(base)).ok())
+        .map_err(|source| PolicyError::Invalid { path, source })
+}
+
+/// Reads a policy by builtin name or file path as written — the file's text and its base's —
+/// without validating it ([`Source::load`] does), so it can be stored as a version.
+pub fn source(name_or_path: &str) -> Result<Source, PolicyError> {
+    if let Some(source) = Source::builtin(name_or_path) {
+        return Ok(source);
+    }
+    let path = PathBuf::from(name_or_path);
+    let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Unreadable {
+        name: name_or_path.to_owned(),
+        source,
+    })?;
+    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+    Source::read(&text, |base| std::fs::read_to_string(dir.join(base)).ok())
         .map_err(|source| PolicyError::Invalid { path, source })
 }
 
@@ -56,6 +72,18 @@ mod tests {
         let timers = load(&format!("{dir}/ordos-bench-timers.toml")).unwrap();
         assert_eq!(timers.clusters().window, chrono::TimeDelta::minutes(2));
         assert_eq!(timers.duplicates().window, chrono::TimeDelta::minutes(24));
+    }
+
+    #[test]
+    fn a_source_reads_the_file_and_its_base_and_loads_as_the_file_does() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policy");
+        let demo = source(&format!("{dir}/ordos-demo.toml")).unwrap();
+        assert_eq!(demo.base.as_ref().map(|b| b.0.as_str()), Some("ordos.toml"));
+        assert_eq!(demo.load().unwrap(), load("ordos-demo").unwrap());
+        assert_eq!(
+            source("ordos").unwrap().load().unwrap(),
+            load("ordos").unwrap()
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod intake;
 mod limits;
 mod notifications;
 mod photos;
+mod policy;
 mod privacy;
 mod query;
 mod rejections;

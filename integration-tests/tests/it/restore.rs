@@ -3,9 +3,9 @@
 //! deploy/backup/backup.sh does it — the JetStream streams first (`whistle backup-streams`), then a
 //! base backup of the database (`pg_basebackup`, checked with `pg_verifybackup`). Both are
 //! restored into fresh servers (new data directories, new ports); every incident, task, report,
-//! timeline entry, pending timer, applied command and audit entry is back as it was, dispatch
-//! resumes on them, each pending timer fires exactly once (none fired before the backup fires
-//! again) and a new report becomes an incident.
+//! timeline entry, pending timer, applied command, audit entry and policy version is back as it
+//! was, dispatch resumes on them, each pending timer fires exactly once (none fired before the
+//! backup fires again) and a new report becomes an incident.
 //!
 //! `WHISTLE_DRILL_REPORTS` (default 24) sets the load; deploy/backup/drill.sh runs this test with
 //! thousands and prints the figures (backup and restore times) that docs/operations.md quotes.
@@ -21,7 +21,7 @@ use whistle_testkit::{find_pg_bindir, NatsConfig, PgCluster};
 use crate::harness::*;
 
 /// The tables whose rows must come back exactly, each as its rows' JSON in a stable order.
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
     "incidents",
     "tasks",
     "timers",
@@ -29,6 +29,7 @@ const TABLES: [&str; 9] = [
     "reports",
     "commands",
     "audit_log",
+    "policy_versions",
     "org_units",
     "people",
 ];

@@ -14,6 +14,7 @@ mod load;
 mod load_summary;
 mod monthly;
 mod people;
+mod policy;
 mod report;
 mod rows;
 mod simulate;
@@ -129,6 +130,10 @@ enum Command {
     /// People's notification preferences: quiet hours and deputy.
     #[command(subcommand)]
     People(people::Args),
+    /// The dispatch policy as versions: propose, diff, approve (by a second operator), reject,
+    /// list, show, status.
+    #[command(subcommand)]
+    Policy(policy::Args),
     /// The audit log of administration: who created or revoked tokens, changed the org tree or
     /// people, migrated, read residents' contacts unmasked (read-only, as the owner).
     Audit(audit::Args),
@@ -241,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Db(args) => db::run(&cli.conn, args).await?,
         Command::People(args) => people::run(&cli.conn, args).await?,
         Command::Audit(args) => audit::run(&cli.conn, args).await?,
+        Command::Policy(args) => policy::run(&cli.conn, args).await?,
         Command::Contacts(args) => contacts::run(&cli.conn, args).await?,
         Command::NatsConfig(args) => print!("{}", admin::nats_config(&args)?),
         Command::Streams(args) => admin::streams(&cli.conn, &args).await?,

@@ -1,12 +1,13 @@
-//! The org tree, policy and holiday calendar held in memory, and the reload of a policy file.
+//! The org tree, policy and holiday calendar held in memory, and following the approved policy
+//! version.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, RwLock},
 };
 
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 use whistle_domain::{calendar::Calendar, policy::Policy, OrgIndex};
 
 use crate::{Error, Shared};
@@ -132,37 +133,117 @@ impl CatalogCell {
     }
 }
 
-/// Reloads a policy file when it changes: a valid new policy applies to incidents opened from
-/// then on; an invalid one is refused with a log line and the running policy stays.
-pub(crate) async fn watch_policy(shared: Arc<Shared>, path: PathBuf, shutdown: CancellationToken) {
-    let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut seen = modified(&path);
+/// Follows the approved policy version (docs/policy.md, "Changing the policy"): woken by the
+/// notification an approval sends on commit, and polling every `policy_poll_interval` besides (a
+/// notification sent while the listening connection was down is lost). A new version is recorded
+/// on the audit log (`policy.load`, once per version whichever replica is first), then swapped in
+/// whole: the batches, commands and timers that start after it apply it. The replica reports the
+/// version it runs in `policy_replicas` at every poll, and removes itself at shutdown.
+pub(crate) async fn follow_policy(
+    shared: Arc<Shared>,
+    holder: String,
+    shutdown: CancellationToken,
+) {
+    use whistle_store::policies;
+    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    let mut loaded_at = shared.clock.now();
     loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(shared.options.policy_poll_interval) => {}
-        }
-        let now = modified(&path);
-        if now == seen {
-            continue;
-        }
-        seen = now;
-        match whistle_wire::policy::load(&path.to_string_lossy()) {
-            Ok(policy) => {
-                // On the audit log before it runs; if that fails, the next poll tries again.
-                if let Err(e) =
-                    record_policy(&shared.pool, &policy, &path.display().to_string()).await
-                {
-                    tracing::error!(error = %e, "the new policy could not be recorded on the audit log; keeping the running policy for now");
-                    seen = None;
-                    continue;
+        if listener.is_none() {
+            listener = match listen(&shared.pool).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    warn!(error = %e, "listening for policy approvals failed; polling only until it works");
+                    None
                 }
-                info!(version = %policy.version(), path = %path.display(), "policy reloaded");
-                shared.catalog.replace_policy(policy);
-            }
+            };
+        }
+        match apply_approved(&shared).await {
+            Ok(true) => loaded_at = shared.clock.now(),
+            Ok(false) => {}
             Err(e) => {
-                tracing::error!(error = %whistle_wire::chain(&e), "policy file changed but is invalid; keeping the running policy")
+                tracing::error!(error = %e, "checking the approved policy version failed; keeping the running policy")
             }
+        }
+        let version = shared.catalog.load().policy.version().to_owned();
+        if let Err(e) = policies::report_running(
+            &shared.pool,
+            &holder,
+            &version,
+            loaded_at,
+            shared.clock.now(),
+        )
+        .await
+        {
+            warn!(error = %e, "reporting the running policy version failed");
+        }
+        let poll = tokio::time::sleep(shared.options.policy_poll_interval);
+        let woken = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = poll => Ok(()),
+            notified = notification(listener.as_mut()) => notified,
+        };
+        if let Err(e) = woken {
+            warn!(error = %e, "the policy approval listener failed; polling until it reconnects");
+            listener = None;
         }
     }
+    if let Err(e) = policies::report_stopped(&shared.pool, &holder).await {
+        warn!(error = %e, "removing this replica from policy_replicas failed");
+    }
+}
+
+/// The next approval's notification; never, without a listener.
+async fn notification(
+    listener: Option<&mut sqlx::postgres::PgListener>,
+) -> Result<(), sqlx::Error> {
+    match listener {
+        Some(listener) => listener.recv().await.map(|_| ()),
+        None => std::future::pending().await,
+    }
+}
+
+async fn listen(pool: &sqlx::PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(whistle_store::policies::CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Swaps in the approved version if it is not the running one; returns whether it did. A version
+/// that no longer validates (the checks grew since it was approved) is refused with a log line and
+/// the running policy stays.
+async fn apply_approved(shared: &Shared) -> Result<bool, whistle_store::Error> {
+    use whistle_store::policies;
+    let Some((version, sha256)) = policies::active_hash(&shared.pool).await? else {
+        return Ok(false);
+    };
+    if *shared
+        .policy_sha256
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        == sha256
+    {
+        return Ok(false);
+    }
+    let mut conn = shared.pool.acquire().await?;
+    let Some(approved) = policies::active(&mut conn).await? else {
+        return Ok(false);
+    };
+    drop(conn);
+    let policy = match approved.policy() {
+        Ok(policy) => policy,
+        Err(e) => {
+            tracing::error!(%version, error = %e, "the approved policy version is invalid; keeping the running policy");
+            return Ok(false);
+        }
+    };
+    // On the audit log before it runs; if that fails, the next poll tries again.
+    record_policy(&shared.pool, &policy, "policy_versions").await?;
+    let previous = shared.catalog.load().policy.version().to_owned();
+    shared.catalog.replace_policy(policy);
+    *shared
+        .policy_sha256
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = approved.sha256;
+    info!(%previous, version = %approved.version, "policy version applied");
+    Ok(true)
 }

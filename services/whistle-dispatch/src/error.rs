@@ -58,6 +58,8 @@ pub enum Error {
     },
     #[error("policy")]
     Policy(#[from] whistle_wire::PolicyError),
+    #[error("policy version: {0}")]
+    PolicyVersion(String),
     #[error("holiday calendar {dir}: {message}")]
     Calendar { dir: PathBuf, message: String },
     /// The NATS credential could not be read (a missing or unreadable seed file).

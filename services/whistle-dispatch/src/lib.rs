@@ -53,7 +53,9 @@ pub struct Options {
     /// Apply pending migrations at start (as the database owner; with separate roles
     /// `whistle migrate` does it and dispatch finds none pending).
     pub migrate: bool,
-    /// A builtin policy name (`ordos`, `ordos-demo`) or the path of a policy TOML file.
+    /// A builtin policy name (`ordos`, `ordos-demo`) or the path of a policy TOML file: the first
+    /// policy version of a database that has none; after that the approved version of
+    /// `policy_versions` runs (docs/policy.md, "Changing the policy").
     pub policy: String,
     /// A directory of holiday calendar years (`cn-YEAR.toml`, as `deploy/calendar/generate.py`
     /// writes them) to count working-day deadlines on instead of the years shipped in
@@ -89,7 +91,8 @@ pub struct Options {
     /// replicas' deadlines, a clock moved by tests).
     #[serde(with = "duration_millis")]
     pub timer_poll_interval: Duration,
-    /// How often a policy file (not a builtin) is checked for changes.
+    /// How often the approved policy version is looked up, besides the notification of an
+    /// approval (which a replica misses while its listening connection is down).
     #[serde(with = "duration_millis")]
     pub policy_poll_interval: Duration,
     pub max_db_connections: u32,
@@ -167,6 +170,8 @@ pub(crate) struct Shared {
     pub pool: PgPool,
     pub jetstream: jetstream::Context,
     pub catalog: CatalogCell,
+    /// The hash of the policy version in `catalog` (`policy_versions.sha256`).
+    pub policy_sha256: std::sync::Mutex<String>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub contacts: contacts::Contacts,
@@ -200,7 +205,8 @@ impl Options {
     }
 
     pub async fn build_with_clock(self, clock: Arc<dyn Clock>) -> Result<Service, Error> {
-        let policy = whistle_wire::policy::load(&self.policy)?;
+        // Read now so a bad --policy fails at once; it applies only when no version is stored.
+        let bootstrap_source = whistle_wire::policy::source(&self.policy)?;
         let calendar = match &self.calendar {
             Some(dir) => catalog::load_calendar(dir)?,
             None => Calendar::builtin(),
@@ -223,7 +229,32 @@ impl Options {
                 .map_err(|source| Error::Migrate { pending, source })?;
             }
         }
-        catalog::record_policy(&pool, &policy, &self.policy).await?;
+        let running = whistle_store::policies::bootstrap(
+            &pool,
+            &bootstrap_source,
+            &self.policy,
+            &whistle_store::audit::Actor::service("whistle-dispatch"),
+            clock.now(),
+        )
+        .await
+        .map_err(|e| match e {
+            whistle_store::policies::Refused::Invalid(message) => Error::PolicyVersion(message),
+            whistle_store::policies::Refused::Store(e) => Error::Store(e),
+        })?;
+        if running.sha256 != whistle_store::policies::sha256(&bootstrap_source) {
+            warn!(
+                version = %running.version,
+                policy = %self.policy,
+                "--policy differs from the approved policy version, which runs: --policy applies only to a database without versions; to run it, `whistle policy propose` it and have it approved"
+            );
+        }
+        let policy = running.policy().map_err(|e| {
+            Error::PolicyVersion(format!(
+                "the approved version {} is invalid: {e}",
+                running.version
+            ))
+        })?;
+        catalog::record_policy(&pool, &policy, "policy_versions").await?;
         let org = OrgIndex::build(whistle_store::org::load(&pool).await?)?;
         if org.units().next().is_none() {
             tracing::warn!(
@@ -274,6 +305,7 @@ impl Options {
                 policy,
                 calendar,
             }),
+            policy_sha256: std::sync::Mutex::new(running.sha256),
             clock,
             metrics: Arc::new(Metrics::default()),
             contacts,
@@ -314,14 +346,15 @@ impl Service {
             db: whistle_store::Dedicated::new(database_url)?,
             wakeup: relay_wakeup.clone(),
         };
+        let holder = format!(
+            "{}/{}/{}",
+            hostname(),
+            std::process::id(),
+            uuid::Uuid::now_v7()
+        );
         let intake = intake::Intake {
             shared: self.shared.clone(),
-            holder: format!(
-                "{}/{}/{}",
-                hostname(),
-                std::process::id(),
-                uuid::Uuid::now_v7()
-            ),
+            holder: holder.clone(),
             stale: false,
             consumer: self.consumer,
             lanes: (0..self.shared.options.intake_lanes.max(1))
@@ -351,14 +384,11 @@ impl Service {
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
         let timers_task = tokio::spawn(timers.run(shutdown.clone()));
         let commands_task = commands.start(shutdown.clone()).await?;
-        if !whistle_wire::policy::is_builtin(&self.shared.options.policy) {
-            let path = PathBuf::from(&self.shared.options.policy);
-            tokio::spawn(catalog::watch_policy(
-                self.shared.clone(),
-                path,
-                shutdown.clone(),
-            ));
-        }
+        let policy_task = tokio::spawn(catalog::follow_policy(
+            self.shared.clone(),
+            holder,
+            shutdown.clone(),
+        ));
         let (notify_config, notify_consumer) = self.notify;
         let notifier = notify::Notifier::new(self.shared.clone(), notify_config)?;
         let notify_task = tokio::spawn(notifier.run(notify_consumer, shutdown.clone()));
@@ -369,7 +399,7 @@ impl Service {
             tokio::spawn(retention::run(self.shared.clone(), shutdown.clone()));
         }
         intake.run(shutdown).await;
-        let _ = tokio::join!(timers_task, commands_task, notify_task);
+        let _ = tokio::join!(timers_task, commands_task, notify_task, policy_task);
         relay_stop.cancel();
         relay_task.await.map_err(Error::Relay)?;
         self.shared.pool.close().await;

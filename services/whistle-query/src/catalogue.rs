@@ -10,6 +10,104 @@ use whistle_proto::v1;
 
 use crate::{area, convert, Result};
 
+/// The policy this service answers with: the approved version of `policy_versions`, followed
+/// (see [`follow`]) so the catalogue and the scoreboard's weights change with dispatch's.
+#[derive(Debug, Clone)]
+pub(crate) struct RunningPolicy(std::sync::Arc<std::sync::RwLock<RunningVersion>>);
+
+#[derive(Debug)]
+struct RunningVersion {
+    policy: std::sync::Arc<Policy>,
+    /// `policy_versions.sha256` of it; `None` for the `--policy` of a database without versions.
+    sha256: Option<String>,
+}
+
+impl RunningPolicy {
+    pub fn new(policy: Policy, sha256: Option<String>) -> RunningPolicy {
+        RunningPolicy(std::sync::Arc::new(std::sync::RwLock::new(
+            RunningVersion {
+                policy: std::sync::Arc::new(policy),
+                sha256,
+            },
+        )))
+    }
+
+    pub fn get(&self) -> std::sync::Arc<Policy> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .policy
+            .clone()
+    }
+
+    fn sha256(&self) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .sha256
+            .clone()
+    }
+
+    fn replace(&self, policy: Policy, sha256: String) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = RunningVersion {
+            policy: std::sync::Arc::new(policy),
+            sha256: Some(sha256),
+        };
+    }
+}
+
+/// The approved policy version, if the database has the table and one is approved.
+pub(crate) async fn approved(
+    pool: &PgPool,
+) -> std::result::Result<Option<whistle_store::policies::Version>, whistle_store::Error> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('public.policy_versions') IS NOT NULL")
+            .fetch_one(pool)
+            .await?;
+    if !exists {
+        return Ok(None);
+    }
+    let mut conn = pool.acquire().await?;
+    whistle_store::policies::active(&mut conn).await
+}
+
+/// Polls the approved version every `interval` and swaps it in when it changes, until `shutdown`.
+/// (Polling only: the service's sessions are read-only.)
+pub(crate) async fn follow(
+    running: RunningPolicy,
+    pool: PgPool,
+    interval: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let approved = match whistle_store::policies::active_hash(&pool).await {
+            Ok(Some((_, sha256))) if Some(&sha256) == running.sha256().as_ref() => continue,
+            Ok(None) => continue,
+            Ok(Some(_)) => approved(&pool).await,
+            Err(e) => Err(e),
+        };
+        match approved {
+            Ok(Some(version)) => match version.policy() {
+                Ok(policy) => {
+                    tracing::info!(version = %version.version, "policy version applied");
+                    running.replace(policy, version.sha256);
+                }
+                Err(e) => {
+                    tracing::error!(version = %version.version, error = %e, "the approved policy version is invalid; keeping the running one")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "checking the approved policy version failed")
+            }
+        }
+    }
+}
+
 /// The policy's groups and categories in the file's order; a group without categories is left out
 /// (the form would offer an empty choice).
 pub(crate) fn catalogue(policy: &Policy) -> v1::Catalogue {

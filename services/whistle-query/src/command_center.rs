@@ -6,7 +6,6 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use whistle_domain::policy::Policy;
 use whistle_proto::v1;
 use whistle_wire::Clock;
 
@@ -34,7 +33,7 @@ pub(crate) struct CommandCenter {
     /// Cancelled at shutdown, ending the watch streams.
     pub streams: CancellationToken,
     /// For category names; incidents keep their own policy version.
-    pub policy: Arc<Policy>,
+    pub policy: crate::catalogue::RunningPolicy,
     pub clock: Arc<dyn Clock>,
     /// The live counters `GetOverview`, `GetTrend`, `GetScoreboard` and the map answer from.
     pub aggregates: Aggregates,
@@ -54,8 +53,13 @@ impl CommandCenter {
         principal: &Principal,
         incident_id: &str,
     ) -> Result<v1::IncidentDetail, Error> {
-        let detail =
-            incidents::get(&self.pool, &self.policy, incident_id, self.clock.now()).await?;
+        let detail = incidents::get(
+            &self.pool,
+            &self.policy.get(),
+            incident_id,
+            self.clock.now(),
+        )
+        .await?;
         let grid = detail
             .incident
             .as_ref()
@@ -120,7 +124,8 @@ impl command_center_server::CommandCenter for CommandCenter {
         let principal = self.auth.principal(&request).await?;
         let area = principal.read_area("area_code", &request.get_ref().area_code)?;
         let filter = Filter::parse(request.get_ref(), &area)?;
-        let page = incidents::list(&self.pool, &self.policy, &filter, self.clock.now()).await?;
+        let page =
+            incidents::list(&self.pool, &self.policy.get(), &filter, self.clock.now()).await?;
         Ok(Response::new(page))
     }
 
@@ -186,7 +191,14 @@ impl command_center_server::CommandCenter for CommandCenter {
         let principal = self.auth.principal(&request).await?;
         let area = principal.read_area("area_code", &request.get_ref().area_code)?;
         let limit = ledger::limit(request.get_ref().page_size)?;
-        let items = ledger::list(&self.pool, &self.policy, &area, limit, self.clock.now()).await?;
+        let items = ledger::list(
+            &self.pool,
+            &self.policy.get(),
+            &area,
+            limit,
+            self.clock.now(),
+        )
+        .await?;
         Ok(Response::new(items))
     }
 
@@ -202,7 +214,7 @@ impl command_center_server::CommandCenter for CommandCenter {
         // One instant for the default month and the "due by now" bound, so they agree.
         let now = self.clock.now();
         let query = scoreboard::Query::parse(&request, now)?;
-        let scoring = self.policy.scoring();
+        let scoring = self.policy.get().scoring();
         let live = {
             let _turn = turn(&self.board_reads).await?;
             self.aggregates.scoreboard(&query, &scoring, now)?
@@ -264,7 +276,7 @@ impl command_center_server::CommandCenter for CommandCenter {
         let query = tasks::Query::parse(request.get_ref(), &principal)?;
         let tasks = tasks::list(
             &self.pool,
-            &self.policy,
+            &self.policy.get(),
             &principal,
             &query,
             self.clock.now(),
@@ -280,7 +292,7 @@ impl command_center_server::CommandCenter for CommandCenter {
         let principal = self.auth.principal(&request).await?;
         let reports = reports::list_mine(
             &self.pool,
-            &self.policy,
+            &self.policy.get(),
             &principal,
             request.get_ref().page_size,
             self.clock.now(),
@@ -304,7 +316,7 @@ impl command_center_server::CommandCenter for CommandCenter {
     ) -> Result<Response<v1::Catalogue>, Status> {
         // The catalogue is the policy every report is filed under: any valid token may read it.
         self.auth.principal(&request).await?;
-        Ok(Response::new(catalogue::catalogue(&self.policy)))
+        Ok(Response::new(catalogue::catalogue(&self.policy.get())))
     }
 
     async fn list_departments(

@@ -138,8 +138,12 @@ pub struct Options {
     /// light reads wait behind them.
     pub max_board_reads: u32,
     /// A builtin policy name (`ordos`, `ordos-demo`) or the path of a policy TOML file; used for
-    /// category names and the scoreboard's composite-score weights.
+    /// category names and the scoreboard's composite-score weights until the database holds an
+    /// approved policy version, which is followed from then on.
     pub policy: String,
+    /// How often the approved policy version is looked up.
+    #[serde(with = "secs")]
+    pub policy_poll_interval: Duration,
     /// A query running longer than this is cancelled by PostgreSQL (0 for no limit).
     pub statement_timeout_ms: u64,
     /// Events held for live `WatchEvents` streams; a client further behind catches up from
@@ -176,6 +180,7 @@ impl Default for Options {
             max_heavy_reads: DEFAULT_HEAVY_READS,
             max_board_reads: default_board_reads(),
             policy: "ordos".into(),
+            policy_poll_interval: Duration::from_secs(5),
             statement_timeout_ms: 30_000,
             watch_buffer: DEFAULT_WATCH_BUFFER,
             tls_cert: None,
@@ -233,6 +238,7 @@ pub struct Service {
     callout: Option<whistle_auth::Callout>,
     /// Ends the watch streams at shutdown, which would otherwise hold the server open.
     streams: tokio_util::sync::CancellationToken,
+    policy_poll_interval: Duration,
 }
 
 impl Options {
@@ -297,7 +303,21 @@ impl Options {
             .max_heavy_reads
             .min(self.max_db_connections.saturating_sub(1))
             .max(1);
-        let policy = Arc::new(policy);
+        // The approved version of the database, as dispatch runs it; --policy only until one is.
+        let policy = match catalogue::approved(&pool).await {
+            Ok(Some(version)) => match version.policy() {
+                Ok(approved) => catalogue::RunningPolicy::new(approved, Some(version.sha256)),
+                Err(e) => {
+                    warn!(version = %version.version, error = %e, "the approved policy version is invalid; answering with --policy");
+                    catalogue::RunningPolicy::new(policy, None)
+                }
+            },
+            Ok(None) => catalogue::RunningPolicy::new(policy, None),
+            Err(e) => {
+                warn!(error = %e, "reading the approved policy version failed; answering with --policy until it is read");
+                catalogue::RunningPolicy::new(policy, None)
+            }
+        };
         let photos = photos::Photos::new(async_nats::jetstream::new(nats.clone()));
         Ok(Service {
             incoming,
@@ -342,6 +362,7 @@ impl Options {
             nats,
             callout,
             streams,
+            policy_poll_interval: self.policy_poll_interval,
         })
     }
 
@@ -471,10 +492,16 @@ impl Service {
             jetstream: async_nats::jetstream::new(self.nats.clone()),
             clock: self.handlers.clock.clone(),
             retry: AGGREGATES_RETRY,
-            ledger: self.handlers.policy.scoring().ledger,
+            policy: self.handlers.policy.clone(),
         };
         let feed_shutdown = shutdown.child_token();
         let feed = tokio::spawn(feed.run(feed_shutdown.clone()));
+        tokio::spawn(catalogue::follow(
+            self.handlers.policy.clone(),
+            pool.clone(),
+            self.policy_poll_interval,
+            shutdown.child_token(),
+        ));
         // The callout answers until the service stops; requests in flight finish first.
         let callout_shutdown = shutdown.child_token();
         let callout = self

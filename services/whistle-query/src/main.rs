@@ -46,7 +46,8 @@ struct Args {
     /// longest a revoked token keeps a live connection.
     #[arg(long, env = "WHISTLE_CALLOUT_RECHECK_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     callout_recheck_secs: u64,
-    /// Builtin policy (ordos, ordos-demo) or a policy TOML file, for category names.
+    /// Builtin policy (ordos, ordos-demo) or a policy TOML file, for category names until the
+    /// database holds an approved policy version (followed from then on).
     #[arg(long, env = "WHISTLE_POLICY", default_value = "ordos")]
     policy: String,
     /// Most PostgreSQL connections.

@@ -190,7 +190,7 @@ pub(crate) struct Reporting {
     pub auth: Auth,
     pub pool: PgPool,
     pub jetstream: jetstream::Context,
-    pub policy: Arc<Policy>,
+    pub policy: crate::catalogue::RunningPolicy,
     pub clock: Arc<dyn Clock>,
     pub photos: Photos,
 }
@@ -292,7 +292,7 @@ impl Reporting {
     async fn outcome(&self, report_id: &str) -> Result<Option<v1::SubmitReportResponse>> {
         let found = read(
             &self.pool,
-            &self.policy,
+            &self.policy.get(),
             "report_id",
             report_id,
             1,

@@ -1,6 +1,5 @@
-//! Dispatch as a service: NATS micro-service discovery, policy reload, JSON clients.
-
-use std::time::Duration;
+//! Dispatch as a service: NATS micro-service discovery, JSON clients. (Policy versions:
+//! `policy.rs`.)
 
 use chrono::Utc;
 use prost::Message as _;
@@ -135,86 +134,6 @@ async fn dispatch_is_a_nats_micro_service() {
         "street",
         "escalated once, not twice"
     );
-}
-
-#[tokio::test]
-async fn a_changed_policy_file_is_reloaded_without_restart_and_an_invalid_one_is_refused() {
-    let dir = TempDir::new("policy").unwrap();
-    let path = dir.path().join("ordos.toml");
-    let original =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/ordos.toml"))
-            .unwrap();
-    std::fs::write(&path, &original).unwrap();
-    let policy = path.to_string_lossy().into_owned();
-    let mut stack = Stack::builder()
-        .with_dispatch_options(move |options| {
-            options.policy = policy;
-            options.policy_poll_interval = Duration::from_millis(100);
-        })
-        .start()
-        .await;
-    let version_of = |report_id: &'static str| {
-        let pool = stack.pool().clone();
-        async move {
-            sqlx::query_scalar::<_, String>(
-                "SELECT i.policy_version FROM incidents i JOIN reports r ON r.incident_id = i.id WHERE r.report_id = $1",
-            )
-            .bind(report_id)
-            .fetch_optional(&pool)
-            .await
-            .unwrap()
-        }
-    };
-    let grids = grids();
-    stack.publish(&report("policy-1", &grids[30])).await;
-    eventually("the first incident", WAIT, || async {
-        version_of("policy-1").await.is_some()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        version_of("policy-1").await.as_deref(),
-        Some("ordos-2026.1")
-    );
-
-    std::fs::write(
-        &path,
-        original.replace("version = \"ordos-2026.1\"", "version = \"ordos-2026.2\""),
-    )
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    stack.publish(&report("policy-2", &grids[31 * 7])).await;
-    eventually("the second incident", WAIT, || async {
-        version_of("policy-2").await.is_some()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        version_of("policy-2").await.as_deref(),
-        Some("ordos-2026.2")
-    );
-
-    std::fs::write(
-        &path,
-        original.replace(
-            "summon = [\"heating\", \"housing_construction\"]",
-            "summon = []",
-        ),
-    )
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    stack.publish(&report("policy-3", &grids[32 * 7])).await;
-    eventually("the third incident", WAIT, || async {
-        version_of("policy-3").await.is_some()
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        version_of("policy-3").await.as_deref(),
-        Some("ordos-2026.2"),
-        "the invalid file was refused"
-    );
-    stack.stop_dispatch().await;
 }
 
 #[tokio::test]

@@ -24,9 +24,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
-use whistle_domain::policy::LedgerRates;
 use whistle_domain::{
     incident::{Satisfaction, Status},
+    policy::LedgerRates,
     Level,
 };
 use whistle_proto::v1::{self, event::Body};
@@ -36,7 +36,7 @@ use super::{
     hour_of, load, micros, proto_micros, Aggregates, Change, Facts, Grid, Hour, Kinds, Micros,
     State, Store, TaskFact, Update, Urgency,
 };
-use crate::{Error, Result};
+use crate::{catalogue::RunningPolicy, Error, Result};
 
 /// Most events applied between two looks at the clock and the shutdown token.
 const CHUNK: usize = 1_000;
@@ -49,8 +49,8 @@ pub(crate) struct Feed {
     pub clock: Arc<dyn Clock>,
     /// Pause before trying again after PostgreSQL or NATS failed.
     pub retry: Duration,
-    /// How the policy counts ledger cases (挂账) in the resolution rate.
-    pub ledger: LedgerRates,
+    /// The running policy: how it counts ledger cases (挂账) in the resolution rate.
+    pub policy: RunningPolicy,
 }
 
 impl Feed {
@@ -89,6 +89,10 @@ impl Feed {
         }
     }
 
+    fn ledger(&self) -> LedgerRates {
+        self.policy.get().scoring().ledger
+    }
+
     /// The clock's current hour, which the store prunes by.
     fn hour(&self) -> Hour {
         hour_of(micros(self.clock.now()))
@@ -107,7 +111,7 @@ impl Feed {
         let started = std::time::Instant::now();
         // The sequence before the snapshot: see the module docs.
         let sequence = self.stream_state().await?.last_sequence;
-        let store = Store::new(sequence, self.ledger);
+        let store = Store::new(sequence, self.ledger());
         let incidents = load::snapshot(&self.pool, &store, self.hour()).await?;
         info!(
             incidents,
@@ -187,6 +191,15 @@ impl Feed {
                     }
                     break;
                 };
+                // An approved policy version that counts ledger cases otherwise: every incident's
+                // contributions change, so the store is built anew.
+                let ledger = self.ledger();
+                if ledger != store.ledger() {
+                    return Some(format!(
+                        "the running policy counts ledger cases as {} now",
+                        ledger.as_str()
+                    ));
+                }
                 let hour = self.hour();
                 if advanced.is_none_or(|advanced| hour > advanced) {
                     store.advance(hour);

@@ -162,6 +162,11 @@ impl Store {
         }
     }
 
+    /// How the store counts ledger cases in the resolution rate.
+    pub(crate) fn ledger(&self) -> LedgerRates {
+        self.ledger
+    }
+
     /// Incidents held (live, and terminal ones not yet past the floor) and months of
     /// scoreboard rows: what grows with history unless the pruning keeps it bounded.
     pub(crate) fn sizes(&self) -> Sizes {
