@@ -35,6 +35,21 @@ fn segments(n: usize) -> SegmentedCoord<RangedCoordusize> {
     (0..n.max(1) - 1).into_segmented()
 }
 
+/// An SVG of `size` drawn by `draw` on a white ground.
+fn drawn(
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> anyhow::Result<()>,
+) -> Svg {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(error)?;
+        draw(&root)?;
+        root.present().map_err(error)?;
+    }
+    Ok(svg)
+}
+
 /// Whether a row had anything happen in the month (the scoreboard ranks such rows last).
 pub(crate) fn active(row: &v1::ScoreboardRow) -> bool {
     let rates = row.rates.unwrap_or_default();
@@ -49,14 +64,9 @@ pub(crate) fn ranking(
     rows: &[v1::ScoreboardRow],
     (width, height): (u32, u32),
 ) -> Svg {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(error)?;
-        draw_ranking(&root, family, title, rows)?;
-        root.present().map_err(error)?;
-    }
-    Ok(svg)
+    drawn((width, height), |root| {
+        draw_ranking(root, family, title, rows)
+    })
 }
 
 fn draw_ranking(
@@ -140,13 +150,10 @@ pub(crate) fn trend(
     trend: &[Totals],
     (width, height): (u32, u32),
 ) -> Svg {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(error)?;
+    drawn((width, height), |root| {
         let font = |size: f64| (FontFamily::Name(family), size);
         let n = trend.len().max(1);
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, font(17.0))
             .margin(10)
             .x_label_area_size(28)
@@ -208,9 +215,8 @@ pub(crate) fn trend(
             .position(SeriesLabelPosition::LowerRight)
             .draw()
             .map_err(error)?;
-        root.present().map_err(error)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Incidents reported in each month of `trend` (oldest first), as columns.
@@ -220,14 +226,11 @@ pub(crate) fn volume(
     trend: &[Totals],
     (width, height): (u32, u32),
 ) -> Svg {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(error)?;
+    drawn((width, height), |root| {
         let font = |size: f64| (FontFamily::Name(family), size);
         let n = trend.len().max(1);
         let top = trend.iter().map(|t| t.reported).max().unwrap_or(0).max(1) as f64 * 1.15;
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, font(17.0))
             .margin(10)
             .x_label_area_size(28)
@@ -273,9 +276,8 @@ pub(crate) fn volume(
                 )
             }))
             .map_err(error)?;
-        root.present().map_err(error)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Horizontal bars of the month's incidents by category (`shares`, most first), the largest at the
@@ -286,17 +288,14 @@ pub(crate) fn mix(
     shares: &[CategoryShare],
     (width, height): (u32, u32),
 ) -> Svg {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(error)?;
+    drawn((width, height), |root| {
         let font = |size: f64| (FontFamily::Name(family), size);
         let n = shares.len().max(1);
         let total: u64 = shares.iter().map(|s| s.count).sum();
         let top = shares.iter().map(|s| s.count).max().unwrap_or(0).max(1) as f64 * 1.3;
         // Share i (largest first) is drawn in segment n - 1 - i, so the largest is at the top.
         let slot = |i: usize| n - 1 - i;
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, font(17.0))
             .margin(8)
             .x_label_area_size(26)
@@ -348,7 +347,6 @@ pub(crate) fn mix(
                 )
             }))
             .map_err(error)?;
-        root.present().map_err(error)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }

@@ -12,14 +12,12 @@ pub fn load(name_or_path: &str) -> Result<Policy, PolicyError> {
     if let Some(policy) = whistle_domain::policy::builtin(name_or_path) {
         return Ok(policy);
     }
-    let path = PathBuf::from(name_or_path);
-    let text = std::fs::read_to_string(&path).map_err(|source| PolicyError::Unreadable {
-        name: name_or_path.to_owned(),
-        source,
-    })?;
-    let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-    Policy::parse(&text, |base| std::fs::read_to_string(dir.join(base)).ok())
-        .map_err(|source| PolicyError::Invalid { path, source })
+    source(name_or_path)?
+        .load()
+        .map_err(|source| PolicyError::Invalid {
+            path: PathBuf::from(name_or_path),
+            source,
+        })
 }
 
 /// Reads a policy by builtin name or file path as written — the file's text and its base's —
