@@ -239,7 +239,7 @@ test("挂账: a department proposes, the district's operator enters it, the scre
 
   // The figure counts it, with its age.
   await waitFor(async () => (await shown()) === before + 1 && (await ledgerCount()) === before + 1, { timeout: 15000, message: "the 挂账 figure up by one" });
-  assert.match((await page.locator('[data-testid="kpi-ledger-age"]').innerText()).replace(/\s+/g, " "), /最久 \d+(小时|天) 中位 \d+(小时|天)/);
+  assert.match((await page.locator('[data-testid="kpi-ledger-age"]').innerText()).replace(/\s+/g, " "), /最久 \d+(分钟|小时|天) 中位 \d+(分钟|小时|天)/);
   // The figure opens the area's ledger; the case opens from it.
   await page.keyboard.press("Escape");
   await page.locator('[data-testid="drawer"]').waitFor({ state: "detached" });

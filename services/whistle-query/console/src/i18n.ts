@@ -317,6 +317,7 @@ const D = {
   ledgerAgeTitle: ["挂账 {n} 件：挂账最久 {oldest}，中位 {median}。点击查看挂账事项", "{n} in the ledger: the oldest {oldest}, the median {median}. Click for the cases"],
   pLedger: ["挂账事项", "Ledger cases"],
   ledgerNone: ["暂无挂账事项", "Nothing is in the ledger"],
+  ageMinutes: ["{n}分钟", "{n} min"],
   ageHours: ["{n}小时", "{n} h"],
   ageDays: ["{n}天", "{n} d"],
   // Workbench list

@@ -200,8 +200,12 @@ function AreaNav(p: { root: string; area: string; onArea: (c: string) => void; o
 }
 
 /** A ledger case's age at a glance: hours under a day, whole days after. */
+/** A ledger age in whole days, hours under a day, minutes under an hour (the demo policy runs its
+ * review dates 60× faster, so its cases are minutes old). */
 function age(days: number): string {
-  return days < 1 ? t("ageHours", { n: Math.floor(days * 24) }) : t("ageDays", { n: Math.floor(days) });
+  if (days >= 1) return t("ageDays", { n: Math.floor(days) });
+  const hours = days * 24;
+  return hours >= 1 ? t("ageHours", { n: Math.floor(hours) }) : t("ageMinutes", { n: Math.floor(hours * 60) });
 }
 
 function Kpis({ overview, area, onLedger }: { overview: Loaded<Overview>; area: string; onLedger: () => void }) {
