@@ -500,10 +500,10 @@ async fn references(tx: &mut PgConnection, plan: &Plan) -> Result<Vec<Problem>> 
         let n: i64 = row.try_get("n")?;
         let what: String = row.try_get("what")?;
         problems.push(Problem {
-            sheet: row.try_get("sheet")?,
+            sheet: row.try_get::<String, _>("sheet")?,
             row: None,
             column: "编码".into(),
-            value: row.try_get("code")?,
+            value: row.try_get::<String, _>("code")?,
             reason: format!("不能删除：{n}{what}"),
         });
     }

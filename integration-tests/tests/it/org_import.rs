@@ -328,7 +328,7 @@ async fn a_malformed_workbook_is_answered_with_every_bad_cell_and_nothing_change
 
 #[tokio::test]
 async fn a_running_dispatch_follows_an_applied_version() {
-    let stack = Stack::start().await;
+    let stack = Stack::builder().at(chrono::Utc::now()).start().await;
     let grid = "150602001001099";
     // Before the import dispatch does not know the grid: the report is rejected.
     stack
