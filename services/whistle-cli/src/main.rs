@@ -360,6 +360,33 @@ mod tests {
     }
 
     #[test]
+    fn org_commands_parse_and_need_their_files() {
+        let cli =
+            Cli::try_parse_from(["whistle", "org", "import", "a.xlsx", "b.geojson", "--apply"])
+                .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Org(org::Args::Import { apply: true, ref files, show: 50 }) if files.len() == 2
+        ));
+        assert!(Cli::try_parse_from(["whistle", "org", "import"]).is_err());
+        assert!(
+            Cli::try_parse_from(["whistle", "org", "export", "--out", "d", "--format", "pdf"])
+                .is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "whistle", "org", "template", "--out", "d", "--format", "csv",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Org(org::Args::Template {
+                format: whistle_orgfile::Format::Csv,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn durations_parse_with_units() {
         assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_duration("60").unwrap(), Duration::from_secs(60));

@@ -182,3 +182,32 @@ pub fn preview(diff: &Diff, show: usize) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use whistle_domain::org_sheets::{Change, Diff};
+
+    #[test]
+    fn a_preview_counts_each_part_and_shows_at_most_its_limit() {
+        let added = |key: &str| Change::Added {
+            key: key.into(),
+            name: "网格".into(),
+        };
+        let diff = Diff {
+            units: vec![added("1"), added("2"), added("3")],
+            people: vec![Change::Kept {
+                key: "p".into(),
+                name: "张三".into(),
+            }],
+            ..Diff::default()
+        };
+        assert_eq!(
+            super::preview(&diff, 2),
+            "单位: 3 added, 0 changed, 0 removed\n  + 1 网格\n  + 2 网格\n  … and 1 more\n\
+             部门: 0 added, 0 changed, 0 removed\n\
+             人员: 0 added, 0 changed, 0 removed, 1 not in the file (kept)\n  \
+             = p 张三: 不在文件中，保留 (not in the file, kept; use `whistle people offboard`)\n\
+             网格边界: 0 added, 0 changed, 0 removed\n"
+        );
+    }
+}
