@@ -141,11 +141,11 @@ async fn a_changed_export_imports_as_its_diff_once_and_refusals_change_nothing()
     let stack = Stack::builder().database_only().start().await;
     let db = stack.db();
     let dir = std::env::temp_dir().join(format!("whistle-org-it-{}", uuid::Uuid::now_v7()));
-    let state = whistle_store::org::load_state(&mut *db.pool.acquire().await.unwrap())
+    let state = whistle_store::org::load_state(&mut db.pool.acquire().await.unwrap())
         .await
         .unwrap();
     whistle_orgfile::export(&state, &dir, whistle_orgfile::Format::Csv).unwrap();
-    let input = whistle_orgfile::read_files(&[dir.clone()]).unwrap();
+    let input = whistle_orgfile::read_files(std::slice::from_ref(&dir)).unwrap();
     assert_eq!(
         import(&db.pool, &input, true).await,
         Imported::NoChanges,
@@ -184,7 +184,7 @@ async fn a_changed_export_imports_as_its_diff_once_and_refusals_change_nothing()
         r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"code":"150602001001099"},"geometry":{"type":"Polygon","coordinates":[[[109.949,39.809],[109.951,39.809],[109.951,39.811],[109.949,39.811],[109.949,39.809]]]}}]}"#,
     )
     .unwrap();
-    let input = whistle_orgfile::read_files(&[dir.clone()]).unwrap();
+    let input = whistle_orgfile::read_files(std::slice::from_ref(&dir)).unwrap();
     let Imported::Preview(plan) = import(&db.pool, &input, false).await else {
         panic!("a preview");
     };
@@ -279,7 +279,7 @@ async fn a_changed_export_imports_as_its_diff_once_and_refusals_change_nothing()
         r#"{"type":"FeatureCollection","features":[]}"#,
     )
     .unwrap();
-    let input = whistle_orgfile::read_files(&[dir.clone()]).unwrap();
+    let input = whistle_orgfile::read_files(std::slice::from_ref(&dir)).unwrap();
     let Imported::Invalid(problems) = import(&db.pool, &input, true).await else {
         panic!("refused");
     };
@@ -316,9 +316,9 @@ async fn a_malformed_workbook_is_answered_with_every_bad_cell_and_nothing_change
     assert_eq!(
         problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
         [
-            format!("单位 第4行 纬度 \"95\": 超出范围（-90～90）"),
+            "单位 第4行 纬度 \"95\": 超出范围（-90～90）".to_owned(),
             format!("单位 第12行 编码 \"{street}\": 未以上级编码 150603 开头"),
-            format!("人员 第2行 岗位 \"\": 角色网格员须填写岗位（网格编码）"),
+            "人员 第2行 岗位 \"\": 角色网格员须填写岗位（网格编码）".to_owned(),
         ],
         "{person}"
     );
