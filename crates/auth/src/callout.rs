@@ -129,7 +129,7 @@ impl Callout {
         options: Options,
         keys: Keys,
         pool: PgPool,
-        org: Arc<OrgIndex>,
+        org: impl Into<SharedOrg>,
     ) -> Result<Callout> {
         let seed = keys.user.seed()?;
         let client = async_nats::ConnectOptions::with_nkey(seed)
@@ -153,7 +153,7 @@ impl Callout {
                 options,
                 issuer: keys.issuer,
                 pool,
-                org,
+                org: org.into(),
             }),
         })
     }
@@ -193,12 +193,33 @@ impl Callout {
     }
 }
 
+/// The org the callout grants from, shared with whoever follows the org's imports (the query
+/// service): swapped whole, each request reading the one current when it came.
+#[derive(Debug, Clone)]
+pub struct SharedOrg(Arc<std::sync::RwLock<Arc<OrgIndex>>>);
+
+impl SharedOrg {
+    pub fn load(&self) -> Arc<OrgIndex> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, org: OrgIndex) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(org);
+    }
+}
+
+impl From<Arc<OrgIndex>> for SharedOrg {
+    fn from(org: Arc<OrgIndex>) -> Self {
+        SharedOrg(Arc::new(std::sync::RwLock::new(org)))
+    }
+}
+
 /// The pure-ish core: a request in, a signed response out.
 struct Authorizer {
     options: Options,
     issuer: KeyPair,
     pool: PgPool,
-    org: Arc<OrgIndex>,
+    org: SharedOrg,
 }
 
 impl Authorizer {
@@ -302,7 +323,7 @@ impl Authorizer {
             }
         };
         let identity = Identity::from_token(&token).map_err(|e| e.to_string())?;
-        let granted = permissions(&identity, &self.org);
+        let granted = permissions(&identity, &self.org.load());
         let recheck = chrono::Duration::from_std(self.options.recheck_interval)
             .unwrap_or(chrono::Duration::seconds(60));
         let expires = token

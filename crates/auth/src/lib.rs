@@ -18,7 +18,7 @@ pub mod permissions;
 pub mod secrets;
 pub mod streams;
 
-pub use callout::{Callout, Keys, Options};
+pub use callout::{Callout, Keys, Options, SharedOrg};
 pub use config::{ServerConfig, Tls};
 pub use error::{Error, Result};
 pub use limit::RateLimiter;

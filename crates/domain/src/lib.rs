@@ -11,6 +11,7 @@ pub mod contact;
 pub mod incident;
 pub mod ordos;
 mod org;
+pub mod org_sheets;
 pub mod photo;
 pub mod policy;
 

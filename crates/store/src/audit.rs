@@ -87,6 +87,8 @@ pub mod action {
     pub const ORG_UNIT: &str = "org.unit";
     pub const ORG_DEPARTMENT: &str = "org.department";
     pub const ORG_PERSON: &str = "org.person";
+    /// An org import applied as a version (`whistle org import --apply`), with its counts.
+    pub const ORG_IMPORT: &str = "org.import";
     pub const SCHEMA_MIGRATE: &str = "schema.migrate";
     pub const DB_ROLES: &str = "db.roles";
     pub const CONTACTS_REKEY: &str = "contacts.rekey";

@@ -13,6 +13,7 @@ mod incident;
 mod load;
 mod load_summary;
 mod monthly;
+mod org;
 mod people;
 mod policy;
 mod report;
@@ -102,7 +103,8 @@ enum Command {
     /// Apply the database migrations (as the owner role), then grant the dispatch and query
     /// roles their rights on the tables, if those roles exist.
     Migrate,
-    /// Load the Ordos org tree, departments and people (idempotent).
+    /// Load the Ordos org tree, departments, people and grid boundaries: the import of
+    /// deploy/ordos/ (compiled in), applied as a version if anything changes (idempotent).
     Seed,
     /// File a report as a grid worker; `report monthly`: the monthly assessment report.
     Report(report::Args),
@@ -127,6 +129,9 @@ enum Command {
     /// Residents' contacts: the keyring (keygen, rekey) and who read them unmasked (log).
     #[command(subcommand)]
     Contacts(contacts::Args),
+    /// The city's organisation as files: template, import (preview, --apply), export, versions.
+    #[command(subcommand)]
+    Org(org::Args),
     /// People's notification preferences: quiet hours and deputy.
     #[command(subcommand)]
     People(people::Args),
@@ -207,20 +212,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Seed => {
             let pool = connect_db(&cli.conn).await?;
             migrate(&cli.conn, &pool).await?;
-            let dataset = whistle_domain::ordos::dataset();
-            let written = whistle_store::org::seed(&pool, &dataset, &cli.conn.audit_actor())
-                .await
-                .context("seeding the org tree")?;
-            println!(
-                "Ordos org tree: {} units, {} departments, {} people ({} units, {} departments, {} people changed)",
-                dataset.units.len(),
-                dataset.departments.len(),
-                dataset.people.len(),
-                written.units,
-                written.departments,
-                written.people,
-            );
+            org::seed(&cli.conn).await?;
         }
+        Command::Org(args) => org::run(&cli.conn, args).await?,
         Command::Report(report::Args {
             monthly: Some(report::Monthly::Monthly(args)),
             ..
@@ -363,6 +357,33 @@ mod tests {
         ));
         // The monthly report takes none of a grid worker's flags.
         assert!(Cli::try_parse_from(["whistle", "report", "--grid", "1", "monthly"]).is_err());
+    }
+
+    #[test]
+    fn org_commands_parse_and_need_their_files() {
+        let cli =
+            Cli::try_parse_from(["whistle", "org", "import", "a.xlsx", "b.geojson", "--apply"])
+                .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Org(org::Args::Import { apply: true, ref files, show: 50 }) if files.len() == 2
+        ));
+        assert!(Cli::try_parse_from(["whistle", "org", "import"]).is_err());
+        assert!(
+            Cli::try_parse_from(["whistle", "org", "export", "--out", "d", "--format", "pdf"])
+                .is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "whistle", "org", "template", "--out", "d", "--format", "csv",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Org(org::Args::Template {
+                format: whistle_orgfile::Format::Csv,
+                ..
+            })
+        ));
     }
 
     #[test]

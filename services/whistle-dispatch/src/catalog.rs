@@ -1,5 +1,5 @@
-//! The org tree, policy and holiday calendar held in memory, and following the approved policy
-//! version.
+//! The org tree, policy and holiday calendar held in memory, following the approved policy
+//! version and the org's imported versions.
 
 use std::{
     path::Path,
@@ -123,6 +123,15 @@ impl CatalogCell {
             .clone()
     }
 
+    fn replace_org(&self, org: OrgIndex) {
+        let mut cell = self.0.write().expect("catalog lock is never poisoned");
+        *cell = Arc::new(Catalog {
+            org,
+            policy: cell.policy.clone(),
+            calendar: cell.calendar.clone(),
+        });
+    }
+
     fn replace_policy(&self, policy: Policy) {
         let mut cell = self.0.write().expect("catalog lock is never poisoned");
         *cell = Arc::new(Catalog {
@@ -203,9 +212,72 @@ async fn notification(
 }
 
 async fn listen(pool: &sqlx::PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    listen_on(pool, whistle_store::policies::CHANNEL).await
+}
+
+async fn listen_on(
+    pool: &sqlx::PgPool,
+    channel: &str,
+) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
     let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-    listener.listen(whistle_store::policies::CHANNEL).await?;
+    listener.listen(channel).await?;
     Ok(listener)
+}
+
+/// Follows the org's imports (docs/operations.md, "The city's organisation"): woken by the
+/// notification an applied import sends on commit, and polling every `policy_poll_interval`
+/// besides. A newer version's org is read whole, indexed and swapped in: the batches, commands
+/// and timers that start after it see it, the ones under way finish on the org they began with.
+/// `version` is the one the running org was read at (read before the org, so an import between
+/// the two is loaded again, never missed).
+pub(crate) async fn follow_org(shared: Arc<Shared>, mut version: i64, shutdown: CancellationToken) {
+    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    loop {
+        if listener.is_none() {
+            listener = match listen_on(&shared.pool, whistle_store::org::CHANNEL).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    warn!(error = %e, "listening for org imports failed; polling only until it works");
+                    None
+                }
+            };
+        }
+        match reload_org(&shared, version).await {
+            Ok(Some(loaded)) => version = loaded,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the org failed; keeping the running org")
+            }
+        }
+        let poll = tokio::time::sleep(shared.options.policy_poll_interval);
+        let woken = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = poll => Ok(()),
+            notified = notification(listener.as_mut()) => notified,
+        };
+        if let Err(e) = woken {
+            warn!(error = %e, "the org import listener failed; polling until it reconnects");
+            listener = None;
+        }
+    }
+}
+
+/// Swaps in the org if a version newer than `running` was applied; returns the version loaded.
+async fn reload_org(shared: &Shared, running: i64) -> Result<Option<i64>, Error> {
+    let latest = whistle_store::org::current_version(&shared.pool).await?;
+    if latest <= running {
+        return Ok(None);
+    }
+    let org = OrgIndex::build(whistle_store::org::load(&shared.pool).await?)?;
+    info!(
+        previous = running,
+        version = latest,
+        units = org.units().count(),
+        people = org.people().count(),
+        "org version applied"
+    );
+    shared.catalog.replace_org(org);
+    Ok(Some(latest))
 }
 
 /// Swaps in the approved version if it is not the running one; returns whether it did. A version

@@ -184,6 +184,8 @@ pub struct Service {
     events_jetstream: jetstream::Context,
     consumer: jetstream::consumer::PullConsumer,
     notify: (notify::Config, jetstream::consumer::PullConsumer),
+    /// The org version the running org was read at.
+    org_version: i64,
 }
 
 impl Options {
@@ -255,6 +257,8 @@ impl Options {
             ))
         })?;
         catalog::record_policy(&pool, &policy, "policy_versions").await?;
+        // The version first: an import landing before the org is read is then loaded again.
+        let org_version = whistle_store::org::current_version(&pool).await?;
         let org = OrgIndex::build(whistle_store::org::load(&pool).await?)?;
         if org.units().next().is_none() {
             tracing::warn!(
@@ -316,6 +320,7 @@ impl Options {
             events_jetstream: context(events_client),
             consumer,
             notify: (notify_config, notify_consumer),
+            org_version,
         })
     }
 }
@@ -389,6 +394,11 @@ impl Service {
             holder,
             shutdown.clone(),
         ));
+        let org_task = tokio::spawn(catalog::follow_org(
+            self.shared.clone(),
+            self.org_version,
+            shutdown.clone(),
+        ));
         let (notify_config, notify_consumer) = self.notify;
         let notifier = notify::Notifier::new(self.shared.clone(), notify_config)?;
         let notify_task = tokio::spawn(notifier.run(notify_consumer, shutdown.clone()));
@@ -399,7 +409,13 @@ impl Service {
             tokio::spawn(retention::run(self.shared.clone(), shutdown.clone()));
         }
         intake.run(shutdown).await;
-        let _ = tokio::join!(timers_task, commands_task, notify_task, policy_task);
+        let _ = tokio::join!(
+            timers_task,
+            commands_task,
+            notify_task,
+            policy_task,
+            org_task
+        );
         relay_stop.cancel();
         relay_task.await.map_err(Error::Relay)?;
         self.shared.pool.close().await;

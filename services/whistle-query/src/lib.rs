@@ -46,6 +46,7 @@ mod limits;
 mod metrics;
 mod monthly;
 mod notifications;
+mod org;
 mod org_tree;
 mod overdue;
 mod overview;
@@ -234,8 +235,10 @@ pub struct Service {
     console_dir: Option<PathBuf>,
     metrics: Metrics,
     nats: async_nats::Client,
-    /// The NATS auth callout, when this service runs it.
-    callout: Option<whistle_auth::Callout>,
+    /// The NATS auth callout, when this service runs it, and the org it grants from.
+    callout: Option<(whistle_auth::Callout, whistle_auth::SharedOrg)>,
+    /// The org version read at start (`org_versions`), followed from then on.
+    org_version: i64,
     /// Ends the watch streams at shutdown, which would otherwise hold the server open.
     streams: tokio_util::sync::CancellationToken,
     policy_poll_interval: Duration,
@@ -278,6 +281,13 @@ impl Options {
         let nats = whistle_wire::connect::connect(&self.nats_url, "whistle-query", &credentials)
             .await
             .map_err(|e| Error::Nats(whistle_wire::chain(&e)))?;
+        // Before the callout reads the org: an import in between is then read again.
+        let org_version = whistle_store::org::current_version(&pool)
+            .await
+            .unwrap_or_else(|e| {
+                warn!(error = %e, "reading the org version failed; the first import will be read again");
+                0
+            });
         let callout = self.callout(&pool).await?;
         let incoming = TcpIncoming::bind(self.listen)
             .map_err(|source| Error::Bind {
@@ -361,6 +371,7 @@ impl Options {
             metrics,
             nats,
             callout,
+            org_version,
             streams,
             policy_poll_interval: self.policy_poll_interval,
         })
@@ -379,7 +390,10 @@ impl Options {
 
     /// The auth callout, connected and subscribed, when both of its key files are configured; it
     /// shares the service's pool and reads the org tree once, as dispatch does.
-    async fn callout(&self, pool: &PgPool) -> Result<Option<whistle_auth::Callout>> {
+    async fn callout(
+        &self,
+        pool: &PgPool,
+    ) -> Result<Option<(whistle_auth::Callout, whistle_auth::SharedOrg)>> {
         let (user, issuer) = match (&self.callout_nkey_file, &self.callout_issuer_file) {
             (None, None) => return Ok(None),
             (Some(user), Some(issuer)) => (user, issuer),
@@ -401,14 +415,15 @@ impl Options {
             recheck_interval: self.callout_recheck,
             ..Default::default()
         };
-        let callout = whistle_auth::Callout::new(options, keys, pool.clone(), Arc::new(org))
+        let org = whistle_auth::SharedOrg::from(Arc::new(org));
+        let callout = whistle_auth::Callout::new(options, keys, pool.clone(), org.clone())
             .await
             .map_err(|e| Error::Auth(format!("starting the auth callout: {e}")))?;
         info!(
             recheck_secs = self.callout_recheck.as_secs_f64(),
             "auth callout running"
         );
-        Ok(Some(callout))
+        Ok(Some((callout, org)))
     }
 
     fn tls(&self) -> Result<Option<ServerTlsConfig>> {
@@ -502,11 +517,20 @@ impl Service {
             self.policy_poll_interval,
             shutdown.child_token(),
         ));
+        let (callout, callout_org) = self.callout.unzip();
+        tokio::spawn(org::follow(
+            org::Followers {
+                aggregates: self.handlers.aggregates.clone(),
+                callout: callout_org,
+            },
+            pool.clone(),
+            self.org_version,
+            self.policy_poll_interval,
+            shutdown.child_token(),
+        ));
         // The callout answers until the service stops; requests in flight finish first.
         let callout_shutdown = shutdown.child_token();
-        let callout = self
-            .callout
-            .map(|callout| tokio::spawn(callout.run(callout_shutdown.clone())));
+        let callout = callout.map(|callout| tokio::spawn(callout.run(callout_shutdown.clone())));
         let stopping = {
             let health = health.clone();
             async move {

@@ -53,6 +53,18 @@ impl Aggregates {
             .clone()
     }
 
+    /// Reads the org the boards list (units, departments, streets) into the current generation
+    /// again, after an org import; a generation still being built reads it itself.
+    pub(crate) async fn reload_org(&self, pool: &sqlx::PgPool) -> Result<()> {
+        let Some(store) = self.store() else {
+            return Ok(());
+        };
+        let mut conn = pool.acquire().await?;
+        let org = super::load::org(&mut conn, &store).await?;
+        store.set_org(org);
+        Ok(())
+    }
+
     pub(super) fn install(&self, store: Arc<Store>) {
         *self
             .current

@@ -69,7 +69,7 @@ struct IncidentRow {
 }
 
 /// The rows the boards list and the units an area may name.
-async fn org(conn: &mut sqlx::PgConnection, store: &Store) -> Result<Org> {
+pub(super) async fn org(conn: &mut sqlx::PgConnection, store: &Store) -> Result<Org> {
     let units: Vec<String> =
         sqlx::query_scalar("SELECT code FROM org_units WHERE level IN ($1, $2, $3)")
             .bind(Level::City.as_str())
