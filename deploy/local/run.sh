@@ -225,7 +225,8 @@ DISPATCH_PID=$STARTED_PID
 # The auth callout runs inside whistle-query: it must answer before any token connects.
 DATABASE_URL=$QUERY_URL PGPASSFILE=$QUERY_PASSFILE \
     start_service "$WHISTLE_QUERY_BIN" "$QUERY_LOG" --nats-nkey-file "$SECRETS/query.nk" \
-    --callout-nkey-file "$SECRETS/auth-callout.nk" --callout-issuer-file "$SECRETS/auth-issuer.nk"
+    --callout-nkey-file "$SECRETS/auth-callout.nk" --callout-issuer-file "$SECRETS/auth-issuer.nk" \
+    --callout-revoker-file "$SECRETS/auth-revoker.nk"
 QUERY_PID=$STARTED_PID
 # A fresh city operator token for this run (stored hashed; `whistle token list` shows them all).
 TOKEN_FILE=$WHISTLE_HOME/operator.token

@@ -16,6 +16,7 @@ mod harness;
 mod intake;
 mod limits;
 mod notifications;
+mod people;
 mod photos;
 mod policy;
 mod privacy;

@@ -127,7 +127,7 @@ enum Command {
     /// Residents' contacts: the keyring (keygen, rekey) and who read them unmasked (log).
     #[command(subcommand)]
     Contacts(contacts::Args),
-    /// People's notification preferences: quiet hours and deputy.
+    /// People: onboard (add), change or transfer, offboard, list; notification preferences.
     #[command(subcommand)]
     People(people::Args),
     /// The dispatch policy as versions: propose, diff, approve (by a second operator), reject,

@@ -123,6 +123,15 @@ impl CatalogCell {
             .clone()
     }
 
+    fn replace_org(&self, org: OrgIndex) {
+        let mut cell = self.0.write().expect("catalog lock is never poisoned");
+        *cell = Arc::new(Catalog {
+            org,
+            policy: cell.policy.clone(),
+            calendar: cell.calendar.clone(),
+        });
+    }
+
     fn replace_policy(&self, policy: Policy) {
         let mut cell = self.0.write().expect("catalog lock is never poisoned");
         *cell = Arc::new(Catalog {
@@ -192,6 +201,71 @@ pub(crate) async fn follow_policy(
     }
 }
 
+/// Follows people's onboarding, changes and offboarding (docs/operations.md, "People come and
+/// go"): woken by the notification each sends on commit, the org tree is read again and swapped
+/// in whole, so a newcomer may act at once and a leaver is refused at once. A notification sent
+/// while the listening connection was down is lost, so the tree is read again after every
+/// (re)connection, and every `people_poll_interval` besides.
+pub(crate) async fn follow_people(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    loop {
+        let wait = if listener.is_none() {
+            listener = match listen_on(&shared.pool, whistle_store::people::CHANNEL).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    warn!(error = %e, "listening for people's changes failed; polling only until it works");
+                    None
+                }
+            };
+            listener.is_none()
+        } else {
+            let poll = tokio::time::sleep(shared.options.people_poll_interval);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = poll => {}
+                notified = notification(listener.as_mut()) => {
+                    if let Err(e) = notified {
+                        warn!(error = %e, "the people listener failed; reading the org tree again as it reconnects");
+                        listener = None;
+                    }
+                }
+            }
+            false
+        };
+        // After every wake-up, and after every (re)connection: what happened meanwhile.
+        let failed = match reload_org(&shared).await {
+            Ok(()) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the org tree again failed; keeping the one loaded");
+                true
+            }
+        };
+        if wait || failed {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(shared.options.people_poll_interval) => {}
+            }
+        }
+    }
+}
+
+async fn reload_org(shared: &Shared) -> Result<(), Error> {
+    let org = OrgIndex::build(whistle_store::org::load(&shared.pool).await?)?;
+    let people = org.people().count();
+    shared.catalog.replace_org(org);
+    tracing::debug!(people, "org tree read again");
+    Ok(())
+}
+
+async fn listen_on(
+    pool: &sqlx::PgPool,
+    channel: &str,
+) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
 /// The next approval's notification; never, without a listener.
 async fn notification(
     listener: Option<&mut sqlx::postgres::PgListener>,
@@ -203,9 +277,7 @@ async fn notification(
 }
 
 async fn listen(pool: &sqlx::PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-    listener.listen(whistle_store::policies::CHANNEL).await?;
-    Ok(listener)
+    listen_on(pool, whistle_store::policies::CHANNEL).await
 }
 
 /// Swaps in the approved version if it is not the running one; returns whether it did. A version
