@@ -579,7 +579,7 @@ pub async fn change(
 }
 
 /// Offboards a person in one transaction, on the audit log (`people.offboard`): their tokens
-/// revoked, their open tasks handed to `successor` (a live liaison of the same department, each
+/// revoked, their outbound notifications still pending given up, their open tasks handed to `successor` (a live liaison of the same department, each
 /// handover on the incident's timeline), the grid they alone work handed to `successor` (a live
 /// grid worker of that grid), and deputies naming them re-pointed to `successor`. Refused,
 /// changing nothing, when they hold any of that and no successor is named.
@@ -604,6 +604,15 @@ pub async fn offboard(
         hand_over(&mut tx, &before, successor, &holdings, now, actor).await?;
     }
     let tokens_revoked = tokens::revoke_person(&mut tx, id, now, actor).await?;
+    // Messages still waiting for them (quiet hours, retries) would reach someone who left.
+    sqlx::query(
+        "UPDATE notifications SET status = 'failed', next_attempt_at = NULL,
+             last_error = '收件人已离岗'
+         WHERE person_id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("UPDATE people SET left_at = $2, successor_id = $3 WHERE id = $1")
         .bind(id)
         .bind(now)

@@ -398,6 +398,28 @@ async fn a_transfer_hands_over_what_the_old_post_held_and_deputies_follow_a_leav
         matches!(refused, Refused::Holds { ref holdings, .. } if holdings.deputy_for == [successor_id.clone()]),
         "{refused}"
     );
+    // An SMS still waiting for the leaver (their quiet hours) is given up, not sent.
+    let waiting = whistle_store::notifications::NewNotification {
+        id: uuid::Uuid::now_v7(),
+        event_id: uuid::Uuid::now_v7(),
+        recipient: deputy.clone(),
+        channel: whistle_store::notifications::Channel::Sms,
+        person_id: Some(deputy.clone()),
+        kind: "task.dispatched".into(),
+        incident_id: Some(incident),
+        task_id: Some(1),
+        department_code: Some(water.clone()),
+        title: "派单".into(),
+        body: "派单".into(),
+        created_at: chrono::Utc::now(),
+        send_at: Some(chrono::Utc::now() + chrono::TimeDelta::hours(8)),
+        deputy_of: None,
+    };
+    let mut tx = stack.pool().begin().await.unwrap();
+    whistle_store::notifications::insert(&mut tx, std::slice::from_ref(&waiting))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
     people::offboard(
         stack.pool(),
         &deputy,
@@ -407,6 +429,12 @@ async fn a_transfer_hands_over_what_the_old_post_held_and_deputies_follow_a_leav
     )
     .await
     .unwrap();
+    let status: String = sqlx::query_scalar("SELECT status FROM notifications WHERE id = $1")
+        .bind(waiting.id)
+        .fetch_one(stack.pool())
+        .await
+        .unwrap();
+    assert_eq!(status, "failed");
     let now_deputy = people::get(stack.pool(), &successor_id)
         .await
         .unwrap()
