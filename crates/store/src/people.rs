@@ -5,7 +5,8 @@
 //! **Invariant:** what a person holds never goes with them. Leaving, or moving off the post a
 //! holding belongs to, hands it to a named successor in the same transaction, or is refused with
 //! the list of what is held: open tasks they reported in for (`tasks.holder_id`), a grid they are
-//! the only live worker of, and people whose deputy they are. Their tokens are revoked in that
+//! the only live worker of, a department they are the only live liaison of, and people whose
+//! deputy they are. Their tokens are revoked in that
 //! transaction too, and the change is on the audit log (`people.onboard`, `people.change`,
 //! `people.offboard`, before and after, phones masked).
 //!
@@ -191,13 +192,18 @@ pub struct Holdings {
     pub tasks: Vec<HeldTask>,
     /// The grid they are the only live worker of.
     pub grid: Option<String>,
+    /// The department they are the only live liaison of.
+    pub department: Option<String>,
     /// The people whose deputy they are.
     pub deputy_for: Vec<String>,
 }
 
 impl Holdings {
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty() && self.grid.is_none() && self.deputy_for.is_empty()
+        self.tasks.is_empty()
+            && self.grid.is_none()
+            && self.department.is_none()
+            && self.deputy_for.is_empty()
     }
 
     /// The list as JSON, for the audit log and the gRPC refusal.
@@ -209,6 +215,7 @@ impl Holdings {
                 "department_code": t.department_code,
             })).collect::<Vec<_>>(),
             "grid": self.grid,
+            "department": self.department,
             "deputy_for": self.deputy_for,
         })
     }
@@ -236,6 +243,9 @@ impl fmt::Display for Holdings {
         }
         if let Some(grid) = &self.grid {
             parts.push(format!("grid {grid}, as its only grid worker"));
+        }
+        if let Some(department) = &self.department {
+            parts.push(format!("department {department}, as its only liaison"));
         }
         if !self.deputy_for.is_empty() {
             parts.push(format!("deputy of {}", self.deputy_for.join(", ")));
@@ -512,6 +522,11 @@ pub async fn change(
                 holdings.grid = None;
             }
         }
+        if let (Role::Liaison { department }, Some(held)) = (role, &holdings.department) {
+            if department.as_str() == held {
+                holdings.department = None;
+            }
+        }
     } else if successor.is_some() {
         return invalid("a successor is named only with a new role or post".into());
     }
@@ -688,13 +703,18 @@ fn check_successor(
     successor: &Person,
     holdings: &Holdings,
 ) -> Result<(), Refused> {
-    if let Some(task) = holdings.tasks.first() {
+    let department = holdings
+        .tasks
+        .first()
+        .map(|t| t.department_code.as_str())
+        .or(holdings.department.as_deref());
+    if let Some(held) = department {
         let fits = matches!(&successor.role,
-            Role::Liaison { department } if department.as_str() == task.department_code);
+            Role::Liaison { department } if department.as_str() == held);
         if !fits {
             return invalid(format!(
-                "{} cannot take over {}'s open tasks: the successor must be a liaison of {}",
-                successor.id, leaver.id, task.department_code
+                "{} cannot take over {}'s department work: the successor must be a liaison of {held}",
+                successor.id, leaver.id
             ));
         }
     }
@@ -739,21 +759,35 @@ async fn held(
         })
     })
     .collect::<Result<Vec<_>>>()?;
-    let grid = match &person.role {
+    let successor = successor.map(|s| s.id.as_str());
+    let (grid, department) = match &person.role {
         Role::GridWorker { grid } => {
-            let others: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM people
-                 WHERE role = 'grid_worker' AND grid_code = $1 AND id <> $2
-                   AND id IS DISTINCT FROM $3 AND left_at IS NULL",
+            let grid = grid.as_str();
+            let alone = alone(
+                conn,
+                "grid_worker",
+                "grid_code",
+                grid,
+                &person.id,
+                successor,
             )
-            .bind(grid.as_str())
-            .bind(&person.id)
-            .bind(successor.map(|s| s.id.as_str()))
-            .fetch_one(&mut *conn)
             .await?;
-            (others == 0).then(|| grid.to_string())
+            (alone.then(|| grid.to_owned()), None)
         }
-        _ => None,
+        Role::Liaison { department } => {
+            let department = department.as_str();
+            let alone = alone(
+                conn,
+                "liaison",
+                "department_code",
+                department,
+                &person.id,
+                successor,
+            )
+            .await?;
+            (None, alone.then(|| department.to_owned()))
+        }
+        _ => (None, None),
     };
     let deputy_for = sqlx::query_scalar(
         "SELECT id FROM people WHERE deputy_id = $1 AND left_at IS NULL ORDER BY id",
@@ -764,8 +798,32 @@ async fn held(
     Ok(Holdings {
         tasks,
         grid,
+        department,
         deputy_for,
     })
+}
+
+/// Whether no one else live (the successor aside) holds `role` at `post` (in `column`).
+async fn alone(
+    conn: &mut PgConnection,
+    role: &str,
+    column: &str,
+    post: &str,
+    person: &str,
+    successor: Option<&str>,
+) -> Result<bool> {
+    let others: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM people
+         WHERE role = $4 AND {column} = $1 AND id <> $2 AND id IS DISTINCT FROM $3
+           AND left_at IS NULL"
+    ))
+    .bind(post)
+    .bind(person)
+    .bind(successor)
+    .bind(role)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(others == 0)
 }
 
 /// Hands the holdings to the successor: each open task under its incident's lock, with a
@@ -891,6 +949,7 @@ mod tests {
                 title: "井盖缺失".into(),
             }],
             grid: Some("150602001001001".into()),
+            department: None,
             deputy_for: vec!["li-x".into()],
         };
         let text = holdings.to_string();
