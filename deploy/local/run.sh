@@ -222,10 +222,17 @@ start_service() {
 DATABASE_URL=$DISPATCH_URL PGPASSFILE=$DISPATCH_PASSFILE \
     start_service "$WHISTLE_DISPATCH_BIN" "$DISPATCH_LOG" --nats-nkey-file "$SECRETS/dispatch.nk"
 DISPATCH_PID=$STARTED_PID
-# The auth callout runs inside whistle-query: it must answer before any token connects.
+# The auth callout runs inside whistle-query: it must answer before any token connects. With the
+# revoker's seed (rendered configurations have it since people's offboarding; an older external
+# server's secrets may not) it cuts a revoked token's connections at once.
+callout=(--callout-nkey-file "$SECRETS/auth-callout.nk" --callout-issuer-file "$SECRETS/auth-issuer.nk")
+if [[ -s $SECRETS/auth-revoker.nk ]]; then
+    callout+=(--callout-revoker-file "$SECRETS/auth-revoker.nk")
+else
+    log "no auth-revoker.nk in $SECRETS: revoked tokens' NATS connections last until their re-check"
+fi
 DATABASE_URL=$QUERY_URL PGPASSFILE=$QUERY_PASSFILE \
-    start_service "$WHISTLE_QUERY_BIN" "$QUERY_LOG" --nats-nkey-file "$SECRETS/query.nk" \
-    --callout-nkey-file "$SECRETS/auth-callout.nk" --callout-issuer-file "$SECRETS/auth-issuer.nk"
+    start_service "$WHISTLE_QUERY_BIN" "$QUERY_LOG" --nats-nkey-file "$SECRETS/query.nk" "${callout[@]}"
 QUERY_PID=$STARTED_PID
 # A fresh city operator token for this run (stored hashed; `whistle token list` shows them all).
 TOKEN_FILE=$WHISTLE_HOME/operator.token

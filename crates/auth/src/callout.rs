@@ -5,8 +5,19 @@
 //!
 //! **Invariant:** a user JWT never outlives the re-check interval, so a revoked token's live
 //! connection is cut at its expiry and its reconnect is refused.
+//!
+//! With the revoker's key ([`Keys::revoker`]) the callout also cuts a revoked token's
+//! connections at once: it remembers which connections (server id, client id) it authorized for
+//! each token until their JWTs expire, listens for revocations (`whistle_store::tokens::CHANNEL`,
+//! notified on commit) and asks each server to disconnect them (`$SYS.REQ.SERVER.{id}.KICK`,
+//! nats-server ≥ 2.10, from the system account). Every replica of the callout cuts the
+//! connections it authorized; the re-check interval stays the bound when a notification is lost.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
@@ -28,6 +39,8 @@ use crate::{
 
 /// Where nats-server sends authorization requests.
 pub const SUBJECT: &str = "$SYS.REQ.USER.AUTH";
+/// The servers' disconnect requests, `$SYS.REQ.SERVER.{server id}.KICK` with `{"cid": N}`.
+pub const KICK_SUBJECTS: &str = "$SYS.REQ.SERVER.*.KICK";
 /// The audience nats-server puts on its requests.
 const REQUEST_AUDIENCE: &str = "nats-authorization-request";
 
@@ -77,10 +90,12 @@ impl Default for Options {
     }
 }
 
-/// The keys the callout needs: its own user, and the account key it signs answers with.
+/// The keys the callout needs: its own user, and the account key it signs answers with; and,
+/// to cut revoked tokens' connections at once, the revoker's user in the system account.
 pub struct Keys {
     pub user: KeyPair,
     pub issuer: KeyPair,
+    pub revoker: Option<KeyPair>,
 }
 
 impl Keys {
@@ -96,6 +111,7 @@ impl Keys {
         let keys = Keys {
             user: read(user)?,
             issuer: read(issuer)?,
+            revoker: None,
         };
         if keys.issuer.key_pair_type() != KeyPairType::Account {
             return Err(Error::Secrets {
@@ -106,11 +122,22 @@ impl Keys {
         Ok(keys)
     }
 
+    /// With the revoker's seed file (`auth-revoker.nk`).
+    pub fn with_revoker_file(mut self, path: &std::path::Path) -> Result<Keys> {
+        let seed = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.revoker = Some(KeyPair::from_seed(seed.trim())?);
+        Ok(self)
+    }
+
     pub fn from_secrets(secrets: &Secrets) -> Result<Keys> {
         let copy = |pair: &KeyPair| KeyPair::from_seed(&pair.seed()?).map_err(Error::from);
         Ok(Keys {
             user: copy(secrets.service(Service::Callout))?,
             issuer: copy(&secrets.issuer)?,
+            revoker: Some(copy(secrets.service(Service::Revoker))?),
         })
     }
 }
@@ -120,6 +147,44 @@ pub struct Callout {
     client: async_nats::Client,
     requests: async_nats::Subscriber,
     authorizer: Arc<Authorizer>,
+    /// The system account's connection that disconnects revoked tokens' connections.
+    revoker: Option<async_nats::Client>,
+}
+
+/// A connection the callout authorized: where it is, and when its user JWT expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Authorized {
+    server: String,
+    client: u64,
+    expires: i64,
+}
+
+/// The live connections authorized for each token, forgotten at their JWTs' expiry.
+#[derive(Debug, Default)]
+struct Connections(Mutex<HashMap<uuid::Uuid, Vec<Authorized>>>);
+
+impl Connections {
+    fn add(&self, token: uuid::Uuid, connection: Authorized, now: i64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let list = map.entry(token).or_default();
+        list.retain(|c| c.expires > now);
+        list.push(connection);
+    }
+
+    fn take(&self, token: uuid::Uuid, now: i64) -> Vec<Authorized> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut taken = map.remove(&token).unwrap_or_default();
+        taken.retain(|c| c.expires > now);
+        taken
+    }
+
+    fn forget_expired(&self, now: i64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, list| {
+            list.retain(|c| c.expires > now);
+            !list.is_empty()
+        });
+    }
 }
 
 impl Callout {
@@ -146,6 +211,22 @@ impl Callout {
             .flush()
             .await
             .map_err(|e| Error::Nats(format!("flushing the subscription: {e}")))?;
+        let revoker = match &keys.revoker {
+            None => None,
+            Some(pair) => Some(
+                async_nats::ConnectOptions::with_nkey(pair.seed()?)
+                    .name("whistle-auth-revoker")
+                    .custom_inbox_prefix(Service::Revoker.inbox_prefix())
+                    .connect(&options.nats_url)
+                    .await
+                    .map_err(|e| {
+                        Error::Nats(format!(
+                            "connecting the revoker to {}: {e}",
+                            options.nats_url
+                        ))
+                    })?,
+            ),
+        };
         Ok(Callout {
             client,
             requests,
@@ -154,7 +235,9 @@ impl Callout {
                 issuer: keys.issuer,
                 pool,
                 org: org.into(),
+                connections: Connections::default(),
             }),
+            revoker,
         })
     }
 
@@ -162,6 +245,13 @@ impl Callout {
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         let tracker = TaskTracker::new();
         info!(subject = SUBJECT, "auth callout answering");
+        if let Some(revoker) = self.revoker.clone() {
+            tracker.spawn(cut_revoked(
+                self.authorizer.clone(),
+                revoker,
+                shutdown.clone(),
+            ));
+        }
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -214,12 +304,92 @@ impl From<Arc<OrgIndex>> for SharedOrg {
     }
 }
 
+/// Disconnects the connections of each token revoked, as its revocation commits, until
+/// `shutdown`. Forgets expired connections at every re-check interval.
+async fn cut_revoked(
+    authorizer: Arc<Authorizer>,
+    revoker: async_nats::Client,
+    shutdown: CancellationToken,
+) {
+    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    let mut tidy = tokio::time::interval(authorizer.options.recheck_interval);
+    loop {
+        let Some(active) = listener.as_mut() else {
+            match listen(&authorizer.pool).await {
+                Ok(new) => listener = Some(new),
+                Err(e) => {
+                    warn!(error = %e, "listening for token revocations failed; revoked tokens' connections last until their re-check");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+            }
+            continue;
+        };
+        let notification = tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tidy.tick() => {
+                authorizer.connections.forget_expired(Utc::now().timestamp());
+                continue;
+            }
+            notification = active.recv() => notification,
+        };
+        let token = match notification {
+            Ok(notification) => match notification.payload().parse::<uuid::Uuid>() {
+                Ok(token) => token,
+                Err(_) => continue,
+            },
+            Err(e) => {
+                warn!(error = %e, "the token revocation listener failed; reconnecting");
+                listener = None;
+                continue;
+            }
+        };
+        for connection in authorizer.connections.take(token, Utc::now().timestamp()) {
+            kick(&revoker, &connection, token).await;
+        }
+    }
+}
+
+async fn listen(pool: &PgPool) -> std::result::Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(tokens::CHANNEL).await?;
+    Ok(listener)
+}
+
+/// Asks the connection's server to disconnect it; a connection already gone is no error.
+async fn kick(revoker: &async_nats::Client, connection: &Authorized, token: uuid::Uuid) {
+    let subject = format!("$SYS.REQ.SERVER.{}.KICK", connection.server);
+    let body = serde_json::json!({ "cid": connection.client }).to_string();
+    let request = revoker.request(subject, body.into());
+    match tokio::time::timeout(Duration::from_secs(5), request).await {
+        Ok(Ok(reply)) => {
+            let answer: serde_json::Value =
+                serde_json::from_slice(&reply.payload).unwrap_or_default();
+            match answer.get("error") {
+                None => info!(%token, client = connection.client, "revoked token's connection cut"),
+                Some(error) => {
+                    debug!(%token, client = connection.client, %error, "revoked token's connection not cut (gone already?)")
+                }
+            }
+        }
+        Ok(Err(e)) => {
+            warn!(%token, client = connection.client, error = %e, "asking the server to cut a revoked token's connection failed; it ends at its re-check")
+        }
+        Err(_) => {
+            warn!(%token, client = connection.client, "the server did not answer the disconnect; the connection ends at its re-check")
+        }
+    }
+}
+
 /// The pure-ish core: a request in, a signed response out.
 struct Authorizer {
     options: Options,
     issuer: KeyPair,
     pool: PgPool,
     org: SharedOrg,
+    connections: Connections,
 }
 
 impl Authorizer {
@@ -343,6 +513,15 @@ impl Authorizer {
         };
         let jwt = jwt::encode(&mut user, &self.issuer).map_err(|e| e.to_string())?;
         debug!(%name, token = %token.id, role = token.role.as_str(), "connection authorized");
+        self.connections.add(
+            token.id,
+            Authorized {
+                server: request.server_id.id.clone(),
+                client: request.client_info.id,
+                expires: user.expires,
+            },
+            now.timestamp(),
+        );
         Ok(jwt)
     }
 }

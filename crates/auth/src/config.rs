@@ -106,10 +106,16 @@ impl ServerConfig {
         let _ = writeln!(out, "}}");
         let _ = writeln!(out, "system_account: {SYSTEM_ACCOUNT}");
         let _ = writeln!(out, "accounts {{");
-        let _ = writeln!(out, "  {SYSTEM_ACCOUNT} {{}}");
-        let users = |out: &mut String, callout: bool| {
+        // Each service user lives in one account: the callout in AUTH, the revoker in the
+        // system account (the only one that may disconnect clients), the others in WHISTLE.
+        let account_of = |service: Service| match service {
+            Service::Callout => AUTH_ACCOUNT,
+            Service::Revoker => SYSTEM_ACCOUNT,
+            _ => APP_ACCOUNT,
+        };
+        let users = |out: &mut String, account: &str| {
             for (service, key) in &self.services {
-                if (*service == Service::Callout) != callout {
+                if account_of(*service) != account {
                     continue;
                 }
                 let permissions = service_permissions(*service, &self.streams);
@@ -122,14 +128,17 @@ impl ServerConfig {
                 );
             }
         };
+        let _ = writeln!(out, "  {SYSTEM_ACCOUNT} {{\n    users: [");
+        users(&mut out, SYSTEM_ACCOUNT);
+        let _ = writeln!(out, "    ]\n  }}");
         let _ = writeln!(out, "  {AUTH_ACCOUNT} {{\n    users: [");
-        users(&mut out, true);
+        users(&mut out, AUTH_ACCOUNT);
         let _ = writeln!(out, "    ]\n  }}");
         let _ = writeln!(
             out,
             "  {APP_ACCOUNT} {{\n    jetstream: enabled\n    users: ["
         );
-        users(&mut out, false);
+        users(&mut out, APP_ACCOUNT);
         let _ = writeln!(out, "    ]\n  }}");
         let _ = writeln!(out, "}}");
         let bypass: Vec<String> = self.services.iter().map(|(_, key)| q(key)).collect();
@@ -198,6 +207,7 @@ mod tests {
                 (Service::Query, "UQUERY".into()),
                 (Service::Admin, "UADMIN".into()),
                 (Service::Callout, "UCALLOUT".into()),
+                (Service::Revoker, "UREVOKER".into()),
             ],
             streams: StreamNames::default(),
         }
@@ -206,9 +216,16 @@ mod tests {
     #[test]
     fn the_rendered_config_places_services_and_names_every_bypass_user() {
         let text = config().render();
+        assert!(text.contains(
+            "auth_users: [ \"UDISPATCH\", \"UQUERY\", \"UADMIN\", \"UCALLOUT\", \"UREVOKER\" ]"
+        ));
+        let system = text.find("  SYS {").unwrap();
+        let revoker = text.find("UREVOKER\", permissions").unwrap();
         assert!(
-            text.contains("auth_users: [ \"UDISPATCH\", \"UQUERY\", \"UADMIN\", \"UCALLOUT\" ]")
+            system < revoker && revoker < text.find("  AUTH {").unwrap(),
+            "the revoker lives in the system account"
         );
+        assert!(text.contains("\"$SYS.REQ.SERVER.*.KICK\""));
         assert!(text.contains("issuer: \"AISSUER\"\n    account: AUTH"));
         assert!(text.contains("cipher: chachapoly\n  key: \"k3y\""));
         assert!(text.contains("cert_file: \"/etc/whistle/nats.crt\""));

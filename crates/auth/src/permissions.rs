@@ -232,14 +232,19 @@ pub enum Service {
     Admin,
     /// The auth callout service itself, alone in the `AUTH` account.
     Callout,
+    /// The callout's companion, alone in the system account: it may only ask a server to
+    /// disconnect a connection (`$SYS.REQ.SERVER.{id}.KICK`), which the callout does when the
+    /// connection's token is revoked.
+    Revoker,
 }
 
 impl Service {
-    pub const ALL: [Service; 4] = [
+    pub const ALL: [Service; 5] = [
         Service::Dispatch,
         Service::Query,
         Service::Admin,
         Service::Callout,
+        Service::Revoker,
     ];
 
     pub fn name(self) -> &'static str {
@@ -248,6 +253,7 @@ impl Service {
             Service::Query => "query",
             Service::Admin => "admin",
             Service::Callout => "auth-callout",
+            Service::Revoker => "auth-revoker",
         }
     }
 
@@ -364,6 +370,11 @@ pub fn service_permissions(service: Service, streams: &StreamNames) -> StaticPer
             publish: Some(Vec::new()),
             subscribe: Some(vec![crate::callout::SUBJECT.into()]),
             allow_responses: true,
+        },
+        Service::Revoker => StaticPermissions {
+            publish: Some(vec![crate::callout::KICK_SUBJECTS.into()]),
+            subscribe: Some(vec![inbox]),
+            allow_responses: false,
         },
     }
 }

@@ -25,6 +25,7 @@ pub struct Secrets {
     pub dispatch: KeyPair,
     pub query: KeyPair,
     pub admin: KeyPair,
+    pub revoker: KeyPair,
     /// JetStream's `cipher: chachapoly` key.
     pub jetstream_key: String,
 }
@@ -55,6 +56,7 @@ impl Secrets {
             dispatch: user(Service::Dispatch)?,
             query: user(Service::Query)?,
             admin: user(Service::Admin)?,
+            revoker: user(Service::Revoker)?,
             jetstream_key: secret_file(dir, JETSTREAM_KEY_FILE, || {
                 let mut bytes = [0u8; 32];
                 rand::rng().fill_bytes(&mut bytes);
@@ -74,6 +76,7 @@ impl Secrets {
             Service::Query => &self.query,
             Service::Admin => &self.admin,
             Service::Callout => &self.callout,
+            Service::Revoker => &self.revoker,
         }
     }
 

@@ -84,6 +84,12 @@ pub mod action {
     pub const TOKEN_CREATE: &str = "token.create";
     pub const TOKEN_REVOKE: &str = "token.revoke";
     pub const PEOPLE_NOTIFY: &str = "people.notify";
+    /// A person onboarded (`whistle people add`, `OnboardPerson`).
+    pub const PEOPLE_ONBOARD: &str = "people.onboard";
+    /// A person's name, phone, role or post changed, with what was handed over.
+    pub const PEOPLE_CHANGE: &str = "people.change";
+    /// A person left, with what was handed to whom and the tokens revoked.
+    pub const PEOPLE_OFFBOARD: &str = "people.offboard";
     pub const ORG_UNIT: &str = "org.unit";
     pub const ORG_DEPARTMENT: &str = "org.department";
     pub const ORG_PERSON: &str = "org.person";

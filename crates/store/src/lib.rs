@@ -13,6 +13,7 @@ pub mod maintenance;
 pub mod notifications;
 pub mod org;
 pub mod outbox;
+pub mod people;
 pub mod policies;
 pub mod retention;
 pub mod roles;

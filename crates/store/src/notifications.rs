@@ -84,7 +84,7 @@ fn recipient((person_id, name, phone, start, end, deputy_id): RecipientRow) -> R
 pub async fn liaisons(pool: &PgPool, department: &str) -> Result<Vec<Recipient>> {
     let rows: Vec<RecipientRow> = sqlx::query_as(&format!(
         "SELECT {RECIPIENT_COLUMNS} FROM people
-         WHERE role = 'liaison' AND department_code = $1 ORDER BY id"
+         WHERE role = 'liaison' AND department_code = $1 AND left_at IS NULL ORDER BY id"
     ))
     .bind(department)
     .fetch_all(pool)
@@ -96,7 +96,8 @@ pub async fn liaisons(pool: &PgPool, department: &str) -> Result<Vec<Recipient>>
 pub async fn unit_staff(pool: &PgPool, unit: &str) -> Result<Vec<Recipient>> {
     let rows: Vec<RecipientRow> = sqlx::query_as(&format!(
         "SELECT {RECIPIENT_COLUMNS} FROM people
-         WHERE (role = 'handler' AND area_code = $1) OR (role = 'grid_worker' AND grid_code = $1)
+         WHERE ((role = 'handler' AND area_code = $1) OR (role = 'grid_worker' AND grid_code = $1))
+           AND left_at IS NULL
          ORDER BY id"
     ))
     .bind(unit)
@@ -105,9 +106,10 @@ pub async fn unit_staff(pool: &PgPool, unit: &str) -> Result<Vec<Recipient>> {
     Ok(rows.into_iter().map(recipient).collect())
 }
 
+/// A person who has not left (a deputy, a recipient).
 pub async fn person(pool: &PgPool, id: &str) -> Result<Option<Recipient>> {
     let row: Option<RecipientRow> = sqlx::query_as(&format!(
-        "SELECT {RECIPIENT_COLUMNS} FROM people WHERE id = $1"
+        "SELECT {RECIPIENT_COLUMNS} FROM people WHERE id = $1 AND left_at IS NULL"
     ))
     .bind(id)
     .fetch_optional(pool)

@@ -180,7 +180,8 @@ async fn upsert(tx: &mut PgConnection, dataset: &OrgDataset) -> Result<(Vec<Entr
     Ok((entries, counts))
 }
 
-/// Reads the whole org dataset, parents before children.
+/// Reads the whole org dataset, parents before children, with the people who have not left
+/// (those who left act no more: no command, report or notification finds them).
 pub async fn load(pool: &PgPool) -> Result<OrgDataset> {
     load_from(&mut *pool.acquire().await?).await
 }
@@ -227,7 +228,8 @@ pub async fn load_from(conn: &mut PgConnection) -> Result<OrgDataset> {
 
     let mut people = Vec::new();
     for row in sqlx::query(
-        "SELECT id, name, phone, role, grid_code, department_code, area_code FROM people ORDER BY id",
+        "SELECT id, name, phone, role, grid_code, department_code, area_code FROM people
+         WHERE left_at IS NULL ORDER BY id",
     )
     .fetch_all(&mut *conn)
     .await?
@@ -235,19 +237,33 @@ pub async fn load_from(conn: &mut PgConnection) -> Result<OrgDataset> {
         let id: String = row.get("id");
         let role: String = row.get("role");
         // The column that names what the role is about, parsed as `T`.
-        fn target<T: std::str::FromStr>(row: &sqlx::postgres::PgRow, id: &str, column: &str) -> Result<T>
+        fn target<T: std::str::FromStr>(
+            row: &sqlx::postgres::PgRow,
+            id: &str,
+            column: &str,
+        ) -> Result<T>
         where
             T::Err: std::fmt::Display,
         {
             let raw: Option<String> = row.get(column);
-            let raw = raw.ok_or_else(|| Error::Corrupt(format!("people.{column} missing for {id}")))?;
-            raw.parse().map_err(|e| Error::Corrupt(format!("people.{column} of {id}: {e}")))
+            let raw =
+                raw.ok_or_else(|| Error::Corrupt(format!("people.{column} missing for {id}")))?;
+            raw.parse()
+                .map_err(|e| Error::Corrupt(format!("people.{column} of {id}: {e}")))
         }
         let role = match role.as_str() {
-            "grid_worker" => Role::GridWorker { grid: target(&row, &id, "grid_code")? },
-            "liaison" => Role::Liaison { department: target(&row, &id, "department_code")? },
-            "operator" => Role::Operator { area: target(&row, &id, "area_code")? },
-            "handler" => Role::Handler { unit: target(&row, &id, "area_code")? },
+            "grid_worker" => Role::GridWorker {
+                grid: target(&row, &id, "grid_code")?,
+            },
+            "liaison" => Role::Liaison {
+                department: target(&row, &id, "department_code")?,
+            },
+            "operator" => Role::Operator {
+                area: target(&row, &id, "area_code")?,
+            },
+            "handler" => Role::Handler {
+                unit: target(&row, &id, "area_code")?,
+            },
             other => return Err(corrupt("people.role", &other)),
         };
         people.push(Person {

@@ -5,13 +5,17 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
-use sqlx::{PgPool, Row as _};
+use sqlx::{PgConnection, PgPool, Row as _};
 use uuid::Uuid;
 
 use crate::{
     audit::{self, Actor, Entry},
     Error, Result,
 };
+
+/// Notified on commit of every revocation (payload: the token id), so the query service drops the
+/// token from its cache at once instead of at the cache's expiry.
+pub const CHANNEL: &str = "whistle_tokens";
 
 /// Every token starts with this, so a leaked one is recognisable in logs and secret scanners.
 pub const PREFIX: &str = "wst_";
@@ -263,7 +267,8 @@ async fn check_person(
     department: Option<&str>,
 ) -> Result<(), Refused> {
     let row = sqlx::query(
-        "SELECT role, coalesce(area_code, grid_code), department_code FROM people WHERE id = $1",
+        "SELECT role, coalesce(area_code, grid_code), department_code, left_at IS NOT NULL
+         FROM people WHERE id = $1",
     )
     .bind(person)
     .fetch_optional(pool)
@@ -275,6 +280,9 @@ async fn check_person(
     };
     let (person_role, person_area, person_department): (String, Option<String>, Option<String>) =
         (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    if row.try_get::<bool, _>(3)? {
+        return Err(Refused::Invalid(format!("{person} has left")));
+    }
     let fits = match role {
         Role::Operator => person_role == "operator" && person_area.as_deref() == Some(area),
         Role::Liaison => person_role == "liaison" && person_department.as_deref() == department,
@@ -317,7 +325,9 @@ pub async fn authenticate(
 ) -> Result<Option<Token>> {
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM api_tokens
-         WHERE token_sha256 = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)"
+         WHERE token_sha256 = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)
+           AND NOT EXISTS (SELECT 1 FROM people p
+                           WHERE p.id = api_tokens.person_id AND p.left_at IS NOT NULL)"
     ))
     .bind(&digest(secret)[..])
     .bind(now)
@@ -352,20 +362,65 @@ pub async fn revoke(pool: &PgPool, id: Uuid, now: DateTime<Utc>, actor: &Actor) 
         return Ok(false);
     };
     let revoked = from_row(&row)?;
-    let before = Token {
-        revoked_at: None,
-        ..revoked.clone()
-    };
-    let entry = Entry {
-        action: audit::action::TOKEN_REVOKE,
-        target: id.to_string(),
-        area_code: revoked.area_code.clone(),
-        before: Some(before.audit_json()),
-        after: Some(revoked.audit_json()),
-    };
-    audit::record(&mut tx, actor, now, &[entry]).await?;
+    record_revoked(&mut tx, &[revoked], now, actor).await?;
     tx.commit().await?;
     Ok(true)
+}
+
+/// Revokes every live token of a person inside the caller's transaction (an offboarding, a
+/// transfer), each on the audit log; returns their ids.
+pub async fn revoke_person(
+    conn: &mut PgConnection,
+    person: &str,
+    now: DateTime<Utc>,
+    actor: &Actor,
+) -> Result<Vec<Uuid>> {
+    let rows = sqlx::query(&format!(
+        "UPDATE api_tokens SET revoked_at = $2 WHERE person_id = $1 AND revoked_at IS NULL
+         RETURNING {COLUMNS}"
+    ))
+    .bind(person)
+    .bind(now)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut revoked = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
+    revoked.sort_by_key(|t| t.id);
+    record_revoked(conn, &revoked, now, actor).await?;
+    Ok(revoked.iter().map(|t| t.id).collect())
+}
+
+/// The audit entries (`token.revoke`) and the cache notifications of tokens just revoked.
+async fn record_revoked(
+    conn: &mut PgConnection,
+    revoked: &[Token],
+    now: DateTime<Utc>,
+    actor: &Actor,
+) -> Result<()> {
+    let entries: Vec<Entry> = revoked
+        .iter()
+        .map(|token| Entry {
+            action: audit::action::TOKEN_REVOKE,
+            target: token.id.to_string(),
+            area_code: token.area_code.clone(),
+            before: Some(
+                Token {
+                    revoked_at: None,
+                    ..token.clone()
+                }
+                .audit_json(),
+            ),
+            after: Some(token.audit_json()),
+        })
+        .collect();
+    audit::record(&mut *conn, actor, now, &entries).await?;
+    for token in revoked {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(token.id.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

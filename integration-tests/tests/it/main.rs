@@ -17,6 +17,7 @@ mod intake;
 mod limits;
 mod notifications;
 mod org_import;
+mod people;
 mod photos;
 mod policy;
 mod privacy;

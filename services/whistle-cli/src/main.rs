@@ -132,7 +132,7 @@ enum Command {
     /// The city's organisation as files: template, import (preview, --apply), export, versions.
     #[command(subcommand)]
     Org(org::Args),
-    /// People's notification preferences: quiet hours and deputy.
+    /// People: onboard (add), change or transfer, offboard, list; notification preferences.
     #[command(subcommand)]
     People(people::Args),
     /// The dispatch policy as versions: propose, diff, approve (by a second operator), reject,

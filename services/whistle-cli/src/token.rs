@@ -37,8 +37,8 @@ pub enum Args {
     },
     /// List tokens (never their secrets).
     List,
-    /// Revoke a token by its id; the query service refuses it within its cache time (10 s), and
-    /// its NATS connections are cut within the callout's re-check interval (60 s by default).
+    /// Revoke a token by its id; the query service refuses it at once, and its NATS connections
+    /// are cut at once (within the callout's re-check interval, 60 s, at the latest).
     Revoke { id: uuid::Uuid },
 }
 

@@ -201,7 +201,97 @@ pub(crate) async fn follow_policy(
     }
 }
 
-/// The next approval's notification; never, without a listener.
+/// Follows the org (docs/operations.md, "The city's organisation" and "People come and go"): woken
+/// by the notification an applied import (`whistle_org`) or a person's onboarding, change or
+/// offboarding (`whistle_people`) sends on commit. The org is read whole, indexed and swapped in:
+/// the batches, commands and timers that start after it see it (a newcomer may act at once, a
+/// leaver is refused at once), the ones under way finish on the org they began with. A
+/// notification sent while the listening connection was down is lost, so besides it polls the
+/// import version every `policy_poll_interval`, and reads the whole org again after every
+/// (re)connection and every `people_poll_interval`. `version` is the import the running org was
+/// read at (read before the org, so an import between the two is loaded again, never missed).
+pub(crate) async fn follow_org(shared: Arc<Shared>, mut version: i64, shutdown: CancellationToken) {
+    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    let mut forced = false;
+    let mut read_whole = tokio::time::Instant::now();
+    loop {
+        if listener.is_none() {
+            listener = match listen_all(
+                &shared.pool,
+                &[whistle_store::org::CHANNEL, whistle_store::people::CHANNEL],
+            )
+            .await
+            {
+                Ok(listener) => {
+                    forced = true;
+                    Some(listener)
+                }
+                Err(e) => {
+                    warn!(error = %e, "listening for org changes failed; polling only until it works");
+                    None
+                }
+            };
+        }
+        let force = forced || read_whole.elapsed() >= shared.options.people_poll_interval;
+        match reload_org(&shared, version, force).await {
+            Ok(Some(loaded)) => {
+                version = loaded;
+                read_whole = tokio::time::Instant::now();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "reading the org again failed; keeping the running org")
+            }
+        }
+        forced = false;
+        let poll = tokio::time::sleep(shared.options.policy_poll_interval);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = poll => {}
+            notified = notification(listener.as_mut()) => match notified {
+                Ok(()) => forced = true,
+                Err(e) => {
+                    warn!(error = %e, "the org listener failed; polling until it reconnects");
+                    listener = None;
+                }
+            },
+        }
+    }
+}
+
+/// Swaps in the org if a version newer than `running` was imported, or whatever the version when
+/// `force`d (people change without a new import version); returns the version loaded.
+async fn reload_org(shared: &Shared, running: i64, force: bool) -> Result<Option<i64>, Error> {
+    let latest = whistle_store::org::current_version(&shared.pool).await?;
+    if latest <= running && !force {
+        return Ok(None);
+    }
+    let org = OrgIndex::build(whistle_store::org::load(&shared.pool).await?)?;
+    if latest != running {
+        info!(
+            previous = running,
+            version = latest,
+            units = org.units().count(),
+            people = org.people().count(),
+            "org version applied"
+        );
+    } else {
+        tracing::debug!(people = org.people().count(), "org read again");
+    }
+    shared.catalog.replace_org(org);
+    Ok(Some(latest))
+}
+
+async fn listen_all(
+    pool: &sqlx::PgPool,
+    channels: &[&str],
+) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen_all(channels.iter().copied()).await?;
+    Ok(listener)
+}
+
+/// The next notification; never, without a listener.
 async fn notification(
     listener: Option<&mut sqlx::postgres::PgListener>,
 ) -> Result<(), sqlx::Error> {
@@ -212,72 +302,7 @@ async fn notification(
 }
 
 async fn listen(pool: &sqlx::PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
-    listen_on(pool, whistle_store::policies::CHANNEL).await
-}
-
-async fn listen_on(
-    pool: &sqlx::PgPool,
-    channel: &str,
-) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-    listener.listen(channel).await?;
-    Ok(listener)
-}
-
-/// Follows the org's imports (docs/operations.md, "The city's organisation"): woken by the
-/// notification an applied import sends on commit, and polling every `policy_poll_interval`
-/// besides. A newer version's org is read whole, indexed and swapped in: the batches, commands
-/// and timers that start after it see it, the ones under way finish on the org they began with.
-/// `version` is the one the running org was read at (read before the org, so an import between
-/// the two is loaded again, never missed).
-pub(crate) async fn follow_org(shared: Arc<Shared>, mut version: i64, shutdown: CancellationToken) {
-    let mut listener: Option<sqlx::postgres::PgListener> = None;
-    loop {
-        if listener.is_none() {
-            listener = match listen_on(&shared.pool, whistle_store::org::CHANNEL).await {
-                Ok(listener) => Some(listener),
-                Err(e) => {
-                    warn!(error = %e, "listening for org imports failed; polling only until it works");
-                    None
-                }
-            };
-        }
-        match reload_org(&shared, version).await {
-            Ok(Some(loaded)) => version = loaded,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "reloading the org failed; keeping the running org")
-            }
-        }
-        let poll = tokio::time::sleep(shared.options.policy_poll_interval);
-        let woken = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = poll => Ok(()),
-            notified = notification(listener.as_mut()) => notified,
-        };
-        if let Err(e) = woken {
-            warn!(error = %e, "the org import listener failed; polling until it reconnects");
-            listener = None;
-        }
-    }
-}
-
-/// Swaps in the org if a version newer than `running` was applied; returns the version loaded.
-async fn reload_org(shared: &Shared, running: i64) -> Result<Option<i64>, Error> {
-    let latest = whistle_store::org::current_version(&shared.pool).await?;
-    if latest <= running {
-        return Ok(None);
-    }
-    let org = OrgIndex::build(whistle_store::org::load(&shared.pool).await?)?;
-    info!(
-        previous = running,
-        version = latest,
-        units = org.units().count(),
-        people = org.people().count(),
-        "org version applied"
-    );
-    shared.catalog.replace_org(org);
-    Ok(Some(latest))
+    listen_all(pool, &[whistle_store::policies::CHANNEL]).await
 }
 
 /// Swaps in the approved version if it is not the running one; returns whether it did. A version

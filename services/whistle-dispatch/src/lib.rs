@@ -95,6 +95,10 @@ pub struct Options {
     /// approval (which a replica misses while its listening connection is down).
     #[serde(with = "duration_millis")]
     pub policy_poll_interval: Duration,
+    /// How often the org tree is read again, besides the notification of a person onboarded,
+    /// changed or offboarded (which a replica misses while its listening connection is down).
+    #[serde(with = "duration_millis")]
+    pub people_poll_interval: Duration,
     pub max_db_connections: u32,
     /// How often to look for tables to ANALYZE or VACUUM when the server's autovacuum is off
     /// (see `whistle_store::maintenance`); zero never looks.
@@ -137,6 +141,7 @@ impl Default for Options {
             relay_poll_interval: Duration::from_millis(250),
             timer_poll_interval: Duration::from_secs(1),
             policy_poll_interval: Duration::from_secs(2),
+            people_poll_interval: Duration::from_secs(60),
             max_db_connections: 8,
             maintenance_interval: Duration::from_secs(10),
             retention_interval: Duration::from_secs(3600),

@@ -3,7 +3,10 @@
 //! Tokens are made by `whistle token create` and stored hashed (`whistle_store::tokens`). Every
 //! `CommandCenter` and `Dispatch` call is checked here; health and reflection are not, so load
 //! balancers and tools keep working without a token. A valid token is cached for
-//! [`CACHE_TTL`], which bounds how long a revoked one keeps working.
+//! [`CACHE_TTL`]; a revocation (`whistle token revoke`, an offboarding or transfer) notifies
+//! `whistle_store::tokens::CHANNEL` on commit and [`Auth::follow_revocations`] drops the token
+//! from the cache at once, so the TTL only bounds a revocation whose notification was lost (the
+//! listening connection down; the cache is emptied when it comes back).
 
 use std::{
     sync::Arc,
@@ -142,6 +145,53 @@ impl Auth {
         }
         self.cache.insert(key, (Instant::now(), principal.clone()));
         Ok(principal)
+    }
+}
+
+impl Auth {
+    /// Drops revoked tokens from the cache as their revocations commit, until `shutdown`. The
+    /// cache is emptied whenever the listener (re)connects, since notifications sent meanwhile
+    /// are lost.
+    pub async fn follow_revocations(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut listener: Option<sqlx::postgres::PgListener> = None;
+        loop {
+            let Some(active) = listener.as_mut() else {
+                match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+                    Ok(mut new) => match new.listen(tokens::CHANNEL).await {
+                        Ok(()) => {
+                            self.cache.clear();
+                            listener = Some(new);
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "listening for token revocations failed; revoked tokens stay cached up to their TTL")
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "listening for token revocations failed; revoked tokens stay cached up to their TTL")
+                    }
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(CACHE_TTL) => continue,
+                }
+            };
+            let notification = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                notification = active.recv() => notification,
+            };
+            match notification {
+                Ok(notification) => match notification.payload().parse::<uuid::Uuid>() {
+                    Ok(revoked) => self.cache.retain(|_, (_, p)| p.token_id != revoked),
+                    Err(_) => self.cache.clear(),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "the token revocation listener failed; reconnecting");
+                    self.cache.clear();
+                    listener = None;
+                }
+            }
+        }
     }
 }
 

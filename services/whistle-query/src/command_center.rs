@@ -19,8 +19,8 @@ use crate::{
     incidents::{self, Filter},
     ledger,
     metrics::Metrics,
-    notifications, org_tree, overdue, overview, photos, reports, scoreboard, session, tasks, trend,
-    watch, Error,
+    notifications, org_tree, overdue, overview, people, photos, reports, scoreboard, session,
+    tasks, trend, watch, Error,
 };
 
 /// The handlers' shared state; cheap to clone.
@@ -376,6 +376,15 @@ impl command_center_server::CommandCenter for CommandCenter {
         let principal = self.auth.principal(&request).await?;
         let page = audit::list(&self.pool, &principal, request.get_ref()).await?;
         Ok(Response::new(page))
+    }
+
+    async fn list_people(
+        &self,
+        request: Request<v1::ListPeopleRequest>,
+    ) -> Result<Response<v1::ListPeopleResponse>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let listed = people::list(&self.pool, &principal, request.get_ref()).await?;
+        Ok(Response::new(listed))
     }
 }
 

@@ -51,6 +51,7 @@ mod org_tree;
 mod overdue;
 mod overview;
 mod page_token;
+mod people;
 mod photos;
 mod reports;
 mod scoreboard;
@@ -125,6 +126,9 @@ pub struct Options {
     /// (`auth-callout.nk`) and the issuer account's (`auth-issuer.nk`).
     pub callout_nkey_file: Option<PathBuf>,
     pub callout_issuer_file: Option<PathBuf>,
+    /// With it, the callout cuts a revoked token's connections at once, as this system-account
+    /// user (`auth-revoker.nk`); without it they last until their re-check.
+    pub callout_revoker_file: Option<PathBuf>,
     /// How long a person's NATS authorization lives before the callout checks the token again:
     /// the longest a revoked token keeps a live connection.
     #[serde(with = "secs")]
@@ -176,6 +180,7 @@ impl Default for Options {
             nkey_file: None,
             callout_nkey_file: None,
             callout_issuer_file: None,
+            callout_revoker_file: None,
             callout_recheck: DEFAULT_CALLOUT_RECHECK,
             max_db_connections: 8,
             max_heavy_reads: DEFAULT_HEAVY_READS,
@@ -403,8 +408,13 @@ impl Options {
                 ))
             }
         };
-        let keys = whistle_auth::Keys::from_seed_files(user, issuer)
+        let mut keys = whistle_auth::Keys::from_seed_files(user, issuer)
             .map_err(|e| Error::Auth(e.to_string()))?;
+        if let Some(revoker) = &self.callout_revoker_file {
+            keys = keys
+                .with_revoker_file(revoker)
+                .map_err(|e| Error::Auth(e.to_string()))?;
+        }
         let tree = whistle_store::org::load(pool)
             .await
             .map_err(|e| Error::Auth(format!("loading the org tree: {e}")))?;
@@ -421,6 +431,7 @@ impl Options {
             .map_err(|e| Error::Auth(format!("starting the auth callout: {e}")))?;
         info!(
             recheck_secs = self.callout_recheck.as_secs_f64(),
+            cuts_revoked = self.callout_revoker_file.is_some(),
             "auth callout running"
         );
         Ok(Some((callout, org)))
@@ -528,6 +539,12 @@ impl Service {
             self.policy_poll_interval,
             shutdown.child_token(),
         ));
+        tokio::spawn(
+            self.handlers
+                .auth
+                .clone()
+                .follow_revocations(shutdown.child_token()),
+        );
         // The callout answers until the service stops; requests in flight finish first.
         let callout_shutdown = shutdown.child_token();
         let callout = callout.map(|callout| tokio::spawn(callout.run(callout_shutdown.clone())));

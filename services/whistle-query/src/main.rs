@@ -42,6 +42,14 @@ struct Args {
         requires = "callout_nkey_file"
     )]
     callout_issuer_file: Option<PathBuf>,
+    /// …and cut a revoked token's connections at once, as this system-account user
+    /// (`auth-revoker.nk`); without it they last until their re-check.
+    #[arg(
+        long,
+        env = "WHISTLE_CALLOUT_REVOKER_FILE",
+        requires = "callout_nkey_file"
+    )]
+    callout_revoker_file: Option<PathBuf>,
     /// Seconds a person's NATS authorization lives before its token is checked again: the
     /// longest a revoked token keeps a live connection.
     #[arg(long, env = "WHISTLE_CALLOUT_RECHECK_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
@@ -108,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
         nkey_file: args.nats_nkey_file,
         callout_nkey_file: args.callout_nkey_file,
         callout_issuer_file: args.callout_issuer_file,
+        callout_revoker_file: args.callout_revoker_file,
         callout_recheck: std::time::Duration::from_secs(args.callout_recheck_secs),
         policy: args.policy,
         max_db_connections: args.max_db_connections,

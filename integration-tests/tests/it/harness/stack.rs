@@ -374,6 +374,7 @@ impl Stack {
             nkey_file: Some(self.secrets.seed_path(Service::Query)),
             callout_nkey_file: Some(self.secrets.seed_path(Service::Callout)),
             callout_issuer_file: Some(self.secrets.issuer_path()),
+            callout_revoker_file: Some(self.secrets.seed_path(Service::Revoker)),
             callout_recheck: self.recheck,
             max_db_connections: 4,
             contact_keys: Some(self.contact_keys.clone()),

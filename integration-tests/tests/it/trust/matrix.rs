@@ -258,8 +258,8 @@ async fn every_role_may_do_exactly_what_its_work_needs_on_every_subject_family()
             Service::Dispatch => Some(Who::Dispatch),
             Service::Query => Some(Who::Query),
             Service::Admin => Some(Who::Admin),
-            // Alone in its own account, it sees no application subject at all.
-            Service::Callout => None,
+            // Alone in their own accounts, they see no application subject at all.
+            Service::Callout | Service::Revoker => None,
         };
         assert!(who.is_none_or(|who| TABLE.iter().any(|(w, _, _)| *w == who)));
     }
