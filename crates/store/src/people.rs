@@ -530,16 +530,7 @@ pub async fn change(
     } else if successor.is_some() {
         return invalid("a successor is named only with a new role or post".into());
     }
-    if !holdings.is_empty() && successor.is_none() {
-        return Err(Refused::Holds {
-            person: id.to_owned(),
-            holdings,
-        });
-    }
-    if let Some(successor) = &successor {
-        check_successor(&before, successor, &holdings)?;
-        hand_over(&mut tx, &before, successor, &holdings, now, actor).await?;
-    }
+    settle(&mut tx, &before, successor.as_ref(), &holdings, now, actor).await?;
     let (grid, department, area) = columns(change.role.as_ref().unwrap_or(&before.role));
     sqlx::query(
         "UPDATE people SET name = $2, phone = $3, role = $4, grid_code = $5, department_code = $6,
@@ -608,16 +599,7 @@ pub async fn offboard(
     let mut tx = pool.begin().await?;
     let (before, successor) = lock_pair(&mut tx, id, successor).await?;
     let holdings = held(&mut tx, &before, successor.as_ref()).await?;
-    if !holdings.is_empty() && successor.is_none() {
-        return Err(Refused::Holds {
-            person: id.to_owned(),
-            holdings,
-        });
-    }
-    if let Some(successor) = &successor {
-        check_successor(&before, successor, &holdings)?;
-        hand_over(&mut tx, &before, successor, &holdings, now, actor).await?;
-    }
+    settle(&mut tx, &before, successor.as_ref(), &holdings, now, actor).await?;
     let tokens_revoked = tokens::revoke_person(&mut tx, id, now, actor).await?;
     // Messages still waiting for them (quiet hours, retries) would reach someone who left.
     sqlx::query(
@@ -661,6 +643,30 @@ pub async fn offboard(
 
 /// Locks the person (who must be live) and the successor named, if any (who must be live and
 /// someone else).
+/// What the person holds goes to the successor (checked able to hold it); refused when they hold
+/// anything and no successor is named.
+async fn settle(
+    conn: &mut PgConnection,
+    person: &Person,
+    successor: Option<&Person>,
+    holdings: &Holdings,
+    now: DateTime<Utc>,
+    actor: &Actor,
+) -> Result<(), Refused> {
+    match successor {
+        None if !holdings.is_empty() => Err(Refused::Holds {
+            person: person.id.clone(),
+            holdings: holdings.clone(),
+        }),
+        None => Ok(()),
+        Some(successor) => {
+            check_successor(person, successor, holdings)?;
+            hand_over(conn, person, successor, holdings, now, actor).await?;
+            Ok(())
+        }
+    }
+}
+
 async fn lock_pair(
     conn: &mut PgConnection,
     id: &str,
