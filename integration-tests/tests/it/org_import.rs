@@ -411,3 +411,59 @@ async fn a_running_dispatch_follows_an_applied_version() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// The query service follows an applied import as well: a street added to a district shows on
+/// that district's live street board (an idle row) at the service's next look at the version,
+/// with no restart; before the import it is not there.
+#[tokio::test]
+async fn a_running_query_service_lists_an_imported_street_on_the_live_board() {
+    use whistle_proto::v1::{GetScoreboardRequest, ScoreboardKind};
+
+    let stack = Stack::builder()
+        .at(chrono::Utc::now())
+        .with_query_options(|o| o.policy_poll_interval = std::time::Duration::from_millis(200))
+        .start()
+        .await;
+    let street = "150602099";
+    let streets = || async {
+        stack
+            .client()
+            .get_scoreboard(GetScoreboardRequest {
+                area_code: "150602".into(),
+                month: String::new(),
+                kind: ScoreboardKind::Streets as i32,
+            })
+            .await
+            .expect("the street board")
+            .into_inner()
+            .rows
+            .into_iter()
+            .map(|row| row.code)
+            .collect::<Vec<_>>()
+    };
+    let before = streets().await;
+    assert!(before.iter().any(|code| code == "150602001"), "{before:?}");
+    assert!(!before.iter().any(|code| code == street), "{before:?}");
+
+    let mut dataset = whistle_store::org::load(stack.pool()).await.unwrap();
+    dataset.units.push(whistle_domain::OrgUnit {
+        code: street.parse().unwrap(),
+        name: "新建街道".into(),
+        classification: "建制街道".into(),
+        lat: 39.82,
+        lon: 109.96,
+    });
+    let [units, departments, people] = org_sheets::to_sheets(&dataset);
+    let workbook = whistle_orgfile::xlsx(&[units, departments, people]).unwrap();
+    let input = whistle_orgfile::read_named([("组织机构.xlsx", workbook.as_slice())]).unwrap();
+    assert!(matches!(
+        import(stack.pool(), &input, true).await,
+        Imported::Applied { version: 1, .. }
+    ));
+
+    eventually("the imported street on the live board", WAIT, || async {
+        streets().await.iter().any(|code| code == street)
+    })
+    .await
+    .unwrap();
+}
