@@ -73,19 +73,27 @@ impl PgCluster {
         let root = dir.join("pg");
         std::fs::create_dir_all(&root)
             .map_err(Error::io(format!("creating {}", root.display())))?;
-        let data = root.join("data");
         let out = Command::new("cp")
             .arg("-a")
             .arg(backup)
-            .arg(&data)
+            .arg(root.join("data"))
             .stdin(Stdio::null())
             .output();
         checked("cp -a of the base backup", out)?;
+        PgCluster::open(bindir, &root).await
+    }
+
+    /// A cluster started on a free port from the data directory `root/data` someone else made
+    /// (deploy/backup/restore.sh's, say), its log in `root`. A data directory set to recover
+    /// from archived WAL accepts connections once consistent, still replaying: wait for
+    /// `pg_is_in_recovery()` to turn false before writing.
+    pub async fn open(bindir: &Path, root: &Path) -> Result<PgCluster, Error> {
+        let data = root.join("data");
         let run_as = is_root().then(|| "postgres".to_owned());
         if let Some(user) = &run_as {
             let out = Command::new("chown")
                 .args(["-R", &format!("{user}:")])
-                .arg(&root)
+                .arg(root)
                 .output();
             checked("chown", out)?;
         }
@@ -95,7 +103,7 @@ impl PgCluster {
             bindir: bindir.to_owned(),
             data,
             log: root.join("postgres.log"),
-            socket_dir: root.clone(),
+            socket_dir: root.to_owned(),
             port: free_port()?,
             run_as,
             running: false,
@@ -107,6 +115,16 @@ impl PgCluster {
     /// initdb in `dir/pg` and start on a free port. fsync stays on (the default): the suite
     /// tests the configuration production runs.
     pub async fn start(bindir: &Path, dir: &Path) -> Result<PgCluster, Error> {
+        PgCluster::start_with(bindir, dir, &[]).await
+    }
+
+    /// [`PgCluster::start`] with `settings` (name, value as written in `postgresql.conf`) added
+    /// to the new cluster's configuration, e.g. WAL archiving.
+    pub async fn start_with(
+        bindir: &Path,
+        dir: &Path,
+        settings: &[(&str, &str)],
+    ) -> Result<PgCluster, Error> {
         let root = dir.join("pg");
         std::fs::create_dir_all(&root)
             .map_err(Error::io(format!("creating {}", root.display())))?;
@@ -146,6 +164,16 @@ impl PgCluster {
             ])
             .output();
         checked("initdb", out)?;
+        if !settings.is_empty() {
+            let conf = cluster.data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf)
+                .map_err(Error::io(format!("reading {}", conf.display())))?;
+            for (name, value) in settings {
+                text.push_str(&format!("{name} = {value}\n"));
+            }
+            std::fs::write(&conf, text)
+                .map_err(Error::io(format!("writing {}", conf.display())))?;
+        }
         cluster.start_again().await?;
         Ok(cluster)
     }
