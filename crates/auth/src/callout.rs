@@ -311,51 +311,32 @@ async fn cut_revoked(
     revoker: async_nats::Client,
     shutdown: CancellationToken,
 ) {
-    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    let mut listener = whistle_store::listen::Listener::new(
+        authorizer.pool.clone(),
+        &[tokens::CHANNEL],
+        Duration::from_secs(5),
+        "token revocations",
+    );
     let mut tidy = tokio::time::interval(authorizer.options.recheck_interval);
     loop {
-        let Some(active) = listener.as_mut() else {
-            match listen(&authorizer.pool).await {
-                Ok(new) => listener = Some(new),
-                Err(e) => {
-                    warn!(error = %e, "listening for token revocations failed; revoked tokens' connections last until their re-check");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    }
-                }
-            }
-            continue;
-        };
-        let notification = tokio::select! {
+        let notice = tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tidy.tick() => {
                 authorizer.connections.forget_expired(Utc::now().timestamp());
                 continue;
             }
-            notification = active.recv() => notification,
+            notice = listener.next() => notice,
         };
-        let token = match notification {
-            Ok(notification) => match notification.payload().parse::<uuid::Uuid>() {
-                Ok(token) => token,
-                Err(_) => continue,
-            },
-            Err(e) => {
-                warn!(error = %e, "the token revocation listener failed; reconnecting");
-                listener = None;
-                continue;
-            }
+        let whistle_store::listen::Notice::Notified { payload, .. } = notice else {
+            continue;
+        };
+        let Ok(token) = payload.parse::<uuid::Uuid>() else {
+            continue;
         };
         for connection in authorizer.connections.take(token, Utc::now().timestamp()) {
             kick(&revoker, &connection, token).await;
         }
     }
-}
-
-async fn listen(pool: &PgPool) -> std::result::Result<sqlx::postgres::PgListener, sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-    listener.listen(tokens::CHANNEL).await?;
-    Ok(listener)
 }
 
 /// Asks the connection's server to disconnect it; a connection already gone is no error.

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod contacts;
 pub mod incidents;
 pub mod intake;
+pub mod listen;
 pub mod maintenance;
 pub mod notifications;
 pub mod org;

@@ -153,19 +153,15 @@ pub(crate) async fn follow_policy(
     holder: String,
     shutdown: CancellationToken,
 ) {
-    use whistle_store::policies;
-    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    use whistle_store::{listen::Listener, policies};
+    let mut listener = Listener::new(
+        shared.pool.clone(),
+        &[policies::CHANNEL],
+        shared.options.policy_poll_interval,
+        "policy approvals",
+    );
     let mut loaded_at = shared.clock.now();
     loop {
-        if listener.is_none() {
-            listener = match listen(&shared.pool).await {
-                Ok(listener) => Some(listener),
-                Err(e) => {
-                    warn!(error = %e, "listening for policy approvals failed; polling only until it works");
-                    None
-                }
-            };
-        }
         match apply_approved(&shared).await {
             Ok(true) => loaded_at = shared.clock.now(),
             Ok(false) => {}
@@ -185,15 +181,10 @@ pub(crate) async fn follow_policy(
         {
             warn!(error = %e, "reporting the running policy version failed");
         }
-        let poll = tokio::time::sleep(shared.options.policy_poll_interval);
-        let woken = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = poll => Ok(()),
-            notified = notification(listener.as_mut()) => notified,
-        };
-        if let Err(e) = woken {
-            warn!(error = %e, "the policy approval listener failed; polling until it reconnects");
-            listener = None;
+            _ = tokio::time::sleep(shared.options.policy_poll_interval) => {}
+            _ = listener.next() => {}
         }
     }
     if let Err(e) = policies::report_stopped(&shared.pool, &holder).await {
@@ -211,27 +202,15 @@ pub(crate) async fn follow_policy(
 /// (re)connection and every `people_poll_interval`. `version` is the import the running org was
 /// read at (read before the org, so an import between the two is loaded again, never missed).
 pub(crate) async fn follow_org(shared: Arc<Shared>, mut version: i64, shutdown: CancellationToken) {
-    let mut listener: Option<sqlx::postgres::PgListener> = None;
+    let mut listener = whistle_store::listen::Listener::new(
+        shared.pool.clone(),
+        &[whistle_store::org::CHANNEL, whistle_store::people::CHANNEL],
+        shared.options.policy_poll_interval,
+        "org and people changes",
+    );
     let mut forced = false;
     let mut read_whole = tokio::time::Instant::now();
     loop {
-        if listener.is_none() {
-            listener = match listen_all(
-                &shared.pool,
-                &[whistle_store::org::CHANNEL, whistle_store::people::CHANNEL],
-            )
-            .await
-            {
-                Ok(listener) => {
-                    forced = true;
-                    Some(listener)
-                }
-                Err(e) => {
-                    warn!(error = %e, "listening for org changes failed; polling only until it works");
-                    None
-                }
-            };
-        }
         let force = forced || read_whole.elapsed() >= shared.options.people_poll_interval;
         match reload_org(&shared, version, force).await {
             Ok(Some(loaded)) => {
@@ -243,19 +222,12 @@ pub(crate) async fn follow_org(shared: Arc<Shared>, mut version: i64, shutdown: 
                 tracing::error!(error = %e, "reading the org again failed; keeping the running org")
             }
         }
-        forced = false;
-        let poll = tokio::time::sleep(shared.options.policy_poll_interval);
-        tokio::select! {
+        // A change notified, or a (re)connection after which one may have been missed.
+        forced = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = poll => {}
-            notified = notification(listener.as_mut()) => match notified {
-                Ok(()) => forced = true,
-                Err(e) => {
-                    warn!(error = %e, "the org listener failed; polling until it reconnects");
-                    listener = None;
-                }
-            },
-        }
+            _ = tokio::time::sleep(shared.options.policy_poll_interval) => false,
+            _ = listener.next() => true,
+        };
     }
 }
 
@@ -280,29 +252,6 @@ async fn reload_org(shared: &Shared, running: i64, force: bool) -> Result<Option
     }
     shared.catalog.replace_org(org);
     Ok(Some(latest))
-}
-
-async fn listen_all(
-    pool: &sqlx::PgPool,
-    channels: &[&str],
-) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
-    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-    listener.listen_all(channels.iter().copied()).await?;
-    Ok(listener)
-}
-
-/// The next notification; never, without a listener.
-async fn notification(
-    listener: Option<&mut sqlx::postgres::PgListener>,
-) -> Result<(), sqlx::Error> {
-    match listener {
-        Some(listener) => listener.recv().await.map(|_| ()),
-        None => std::future::pending().await,
-    }
-}
-
-async fn listen(pool: &sqlx::PgPool) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
-    listen_all(pool, &[whistle_store::policies::CHANNEL]).await
 }
 
 /// Swaps in the approved version if it is not the running one; returns whether it did. A version

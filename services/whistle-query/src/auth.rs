@@ -153,43 +153,24 @@ impl Auth {
     /// cache is emptied whenever the listener (re)connects, since notifications sent meanwhile
     /// are lost.
     pub async fn follow_revocations(self, shutdown: tokio_util::sync::CancellationToken) {
-        let mut listener: Option<sqlx::postgres::PgListener> = None;
+        use whistle_store::listen::{Listener, Notice};
+        let mut listener = Listener::new(
+            self.pool.clone(),
+            &[tokens::CHANNEL],
+            CACHE_TTL,
+            "token revocations",
+        );
         loop {
-            let Some(active) = listener.as_mut() else {
-                match sqlx::postgres::PgListener::connect_with(&self.pool).await {
-                    Ok(mut new) => match new.listen(tokens::CHANNEL).await {
-                        Ok(()) => {
-                            self.cache.clear();
-                            listener = Some(new);
-                            continue;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "listening for token revocations failed; revoked tokens stay cached up to their TTL")
-                        }
-                    },
-                    Err(e) => {
-                        tracing::warn!(error = %e, "listening for token revocations failed; revoked tokens stay cached up to their TTL")
-                    }
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(CACHE_TTL) => continue,
-                }
-            };
-            let notification = tokio::select! {
+            let notice = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                notification = active.recv() => notification,
+                notice = listener.next() => notice,
             };
-            match notification {
-                Ok(notification) => match notification.payload().parse::<uuid::Uuid>() {
+            match notice {
+                Notice::Notified { payload, .. } => match payload.parse::<uuid::Uuid>() {
                     Ok(revoked) => self.cache.retain(|_, (_, p)| p.token_id != revoked),
                     Err(_) => self.cache.clear(),
                 },
-                Err(e) => {
-                    tracing::warn!(error = %e, "the token revocation listener failed; reconnecting");
-                    self.cache.clear();
-                    listener = None;
-                }
+                Notice::Connected => self.cache.clear(),
             }
         }
     }

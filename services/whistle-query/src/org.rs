@@ -13,7 +13,9 @@ pub(crate) struct Followers {
     pub callout: Option<whistle_auth::SharedOrg>,
 }
 
-/// Polls the org version every `interval`; `version` is the one read before the org was.
+/// Follows the org's imports: woken by the notification an applied import sends on commit
+/// (`whistle_org`), and polling the version every `interval` besides, since a notification sent
+/// while the listening connection is down is lost. `version` is the one read before the org was.
 pub(crate) async fn follow(
     followers: Followers,
     pool: sqlx::PgPool,
@@ -21,10 +23,17 @@ pub(crate) async fn follow(
     interval: std::time::Duration,
     shutdown: CancellationToken,
 ) {
+    let mut listener = whistle_store::listen::Listener::new(
+        pool.clone(),
+        &[whistle_store::org::CHANNEL],
+        interval,
+        "org imports",
+    );
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
+            _ = listener.next() => {}
         }
         match reload(&followers, &pool, version).await {
             Ok(Some(loaded)) => version = loaded,
