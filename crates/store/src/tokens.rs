@@ -350,21 +350,9 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Token>> {
 /// is no such token or it was already revoked (then nothing is recorded).
 pub async fn revoke(pool: &PgPool, id: Uuid, now: DateTime<Utc>, actor: &Actor) -> Result<bool> {
     let mut tx = pool.begin().await?;
-    let row = sqlx::query(&format!(
-        "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL
-         RETURNING {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(now)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
-        return Ok(false);
-    };
-    let revoked = from_row(&row)?;
-    record_revoked(&mut tx, &[revoked], now, actor).await?;
+    let revoked = revoke_live(&mut tx, Live::Token(id), now, actor).await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(!revoked.is_empty())
 }
 
 /// Revokes every live token of a person inside the caller's transaction (an offboarding, a
@@ -375,14 +363,36 @@ pub async fn revoke_person(
     now: DateTime<Utc>,
     actor: &Actor,
 ) -> Result<Vec<Uuid>> {
-    let rows = sqlx::query(&format!(
-        "UPDATE api_tokens SET revoked_at = $2 WHERE person_id = $1 AND revoked_at IS NULL
+    revoke_live(conn, Live::Of(person), now, actor).await
+}
+
+/// Which live tokens to revoke.
+enum Live<'a> {
+    Token(Uuid),
+    Of(&'a str),
+}
+
+/// Revokes the live tokens `which` names, each on the audit log and announced to the caches;
+/// returns their ids in order.
+async fn revoke_live(
+    conn: &mut PgConnection,
+    which: Live<'_>,
+    now: DateTime<Utc>,
+    actor: &Actor,
+) -> Result<Vec<Uuid>> {
+    let column = match which {
+        Live::Token(_) => "id",
+        Live::Of(_) => "person_id",
+    };
+    let sql = format!(
+        "UPDATE api_tokens SET revoked_at = $2 WHERE {column} = $1 AND revoked_at IS NULL
          RETURNING {COLUMNS}"
-    ))
-    .bind(person)
-    .bind(now)
-    .fetch_all(&mut *conn)
-    .await?;
+    );
+    let query = match which {
+        Live::Token(id) => sqlx::query(&sql).bind(id),
+        Live::Of(person) => sqlx::query(&sql).bind(person),
+    };
+    let rows = query.bind(now).fetch_all(&mut *conn).await?;
     let mut revoked = rows.iter().map(from_row).collect::<Result<Vec<_>>>()?;
     revoked.sort_by_key(|t| t.id);
     record_revoked(conn, &revoked, now, actor).await?;
