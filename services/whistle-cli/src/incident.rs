@@ -310,9 +310,8 @@ async fn resolve_id(query: &mut QueryClient, arg: &str) -> anyhow::Result<Uuid> 
 }
 
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
-    let policy = whistle_wire::policy::load(&conn.policy)?;
-    let names = Names::new(&policy);
     let mut query = conn.query().await?;
+    let names = Names::fetch(&mut query).await?;
     let id = resolve_id(&mut query, &args.id).await?;
     let detail = query
         .get_incident(v1::GetIncidentRequest {

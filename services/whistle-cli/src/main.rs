@@ -64,7 +64,9 @@ pub struct Connection {
     /// migrate and seed grant dispatch and query their rights on new tables if they exist).
     #[arg(long, global = true, env = "WHISTLE_DB_ROLES", default_value = whistle_store::roles::DEFAULT_PREFIX)]
     pub db_roles: String,
-    /// Builtin policy (ordos, ordos-demo) or a policy TOML file, for category names.
+    /// Builtin policy (ordos, ordos-demo) or a policy TOML file: the categories of the admin
+    /// tools (load, simulate, bench, watch, categories). `tasks` and `incident` read the names of
+    /// the running version, the departments and the org from the query service instead.
     #[arg(long, global = true, env = "WHISTLE_POLICY", default_value = "ordos")]
     pub policy: String,
     /// The admin identity's nkey seed file (streams, load, simulate, watch; field commands

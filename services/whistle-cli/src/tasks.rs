@@ -228,16 +228,15 @@ fn list_request(department: Option<&str>, all: bool) -> v1::ListTasksRequest {
 }
 
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
-    let policy = whistle_wire::policy::load(&conn.policy)?;
-    let names = Names::new(&policy);
+    let mut query = conn.query().await?;
+    let names = Names::fetch(&mut query).await?;
     if let Some(department) = args.department.as_deref() {
         if !names.knows_department(department) {
             eprintln!(
-                "note: {department} is not a department of the Ordos dataset (codes look like 150602-heating)"
+                "note: {department} is not a department of the city (codes look like 150602-heating; `whistle org export` lists them)"
             );
         }
     }
-    let query = conn.query().await?;
     let request = list_request(args.department.as_deref(), args.all);
     let read = || {
         let (mut query, request) = (query.clone(), request.clone());

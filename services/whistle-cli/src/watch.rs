@@ -61,6 +61,48 @@ impl Names {
         }
     }
 
+    /// The names the query service holds: the catalogue of the policy version dispatch runs, the
+    /// departments and the org tree as imported — what a person's command reads, rather than
+    /// the compiled dataset and the `--policy` file an admin tool starts from.
+    pub async fn fetch(query: &mut crate::door::QueryClient) -> anyhow::Result<Names> {
+        let catalogue = query
+            .get_catalogue(v1::GetCatalogueRequest {})
+            .await
+            .context("reading the catalogue (GetCatalogue)")?
+            .into_inner();
+        let departments = query
+            .list_departments(v1::ListDepartmentsRequest::default())
+            .await
+            .context("reading the departments (ListDepartments)")?
+            .into_inner()
+            .departments;
+        // The city, its districts, streets, communities and grids.
+        let tree = query
+            .get_org_tree(v1::GetOrgTreeRequest {
+                root_code: String::new(),
+                depth: 4,
+            })
+            .await
+            .context("reading the org tree (GetOrgTree)")?
+            .into_inner();
+        let mut places = HashMap::new();
+        let mut stack = vec![tree];
+        while let Some(node) = stack.pop() {
+            places.insert(node.code, node.name);
+            stack.extend(node.children);
+        }
+        Ok(Names {
+            places,
+            departments: departments.into_iter().map(|d| (d.code, d.name)).collect(),
+            categories: catalogue
+                .groups
+                .into_iter()
+                .flat_map(|g| g.categories)
+                .map(|c| (c.code, c.name_zh))
+                .collect(),
+        })
+    }
+
     /// A department's Chinese name, or its code when unknown.
     pub(crate) fn department<'a>(&'a self, code: &'a str) -> &'a str {
         self.departments
@@ -74,7 +116,7 @@ impl Names {
         self.places.get(code).map(String::as_str).unwrap_or(code)
     }
 
-    /// Whether the dataset has this department.
+    /// Whether this department is known.
     pub(crate) fn knows_department(&self, code: &str) -> bool {
         self.departments.contains_key(code)
     }
