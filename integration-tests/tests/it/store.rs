@@ -1162,3 +1162,60 @@ async fn store_connections_never_jit_compile() {
         .unwrap();
     assert_eq!((pooled.as_str(), own.as_str()), ("off", "off"));
 }
+
+/// A follower must learn that its `LISTEN` connection was lost, since what was notified meanwhile
+/// is gone: it then reads again (the token cache empties, the org and policy are re-read).
+#[tokio::test]
+async fn a_listener_says_when_its_connection_was_lost_and_then_hears_again() {
+    use whistle_store::listen::{Listener, Notice};
+    let stack = Stack::builder().database_only().start().await;
+    let pool = &stack.db().pool;
+    let channel = "whistle_listen_test";
+    let mut listener = Listener::new(
+        pool.clone(),
+        &[channel],
+        std::time::Duration::from_millis(100),
+        "the test's notifications",
+    );
+    async fn next(listener: &mut Listener) -> Notice {
+        tokio::time::timeout(WAIT, listener.next())
+            .await
+            .expect("a notice")
+    }
+    assert_eq!(next(&mut listener).await, Notice::Connected);
+    let notify = |payload: &'static str| async move {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(pool)
+            .await
+            .unwrap();
+    };
+    notify("one").await;
+    assert_eq!(
+        next(&mut listener).await,
+        Notice::Notified {
+            channel: channel.into(),
+            payload: "one".into()
+        }
+    );
+
+    // The listening backend is killed, as a restart or a network cut would end it.
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%') killed",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1, "one listening connection");
+    assert_eq!(next(&mut listener).await, Notice::Connected);
+    notify("two").await;
+    assert_eq!(
+        next(&mut listener).await,
+        Notice::Notified {
+            channel: channel.into(),
+            payload: "two".into()
+        }
+    );
+}
