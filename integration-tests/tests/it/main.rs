@@ -15,6 +15,7 @@ mod fill;
 mod harness;
 mod intake;
 mod limits;
+mod lock_order;
 mod notifications;
 mod org_import;
 mod people;
