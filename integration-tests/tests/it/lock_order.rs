@@ -209,10 +209,8 @@ fn steps_of(sql: &str) -> Vec<String> {
         let before = word(i.wrapping_sub(1)).to_ascii_uppercase();
         match upper.as_str() {
             "(" => from_at_depth.push(""),
-            ")" => {
-                if from_at_depth.len() > 1 {
-                    from_at_depth.pop();
-                }
+            ")" if from_at_depth.len() > 1 => {
+                from_at_depth.pop();
             }
             "FROM" | "JOIN" if is_name(word(i + 1)) => {
                 let table = word(i + 1);

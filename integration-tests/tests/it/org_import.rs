@@ -467,3 +467,71 @@ async fn a_running_query_service_lists_an_imported_street_on_the_live_board() {
     .await
     .unwrap();
 }
+
+/// The query service's NATS auth callout grants from the org as imported, as soon as the import
+/// commits: a district added with its department is followed by that district's operator without
+/// a restart — here with the version poll a minute away, so only the `whistle_org` notification
+/// can bring it in time.
+#[tokio::test]
+async fn the_auth_callout_grants_from_an_import_as_it_commits() {
+    let stack = Stack::builder()
+        .at(chrono::Utc::now())
+        .with_query_options(|o| o.policy_poll_interval = std::time::Duration::from_secs(60))
+        .start()
+        .await;
+    let district = "150699";
+    let department = "150699-heating";
+    let mut dataset = whistle_store::org::load(stack.pool()).await.unwrap();
+    dataset.units.push(whistle_domain::OrgUnit {
+        code: district.parse().unwrap(),
+        name: "新区".into(),
+        classification: String::new(),
+        lat: 39.6,
+        lon: 109.8,
+    });
+    dataset.departments.push(whistle_domain::Department {
+        code: department.parse().unwrap(),
+        name: "新区供热管理办公室".into(),
+        kind: whistle_domain::DepartmentKind::Heating,
+        area: district.parse().unwrap(),
+    });
+    dataset.people.push(whistle_domain::Person {
+        id: "op-150699".parse().unwrap(),
+        name: "新区指挥中心值班员".into(),
+        phone: "13900150699".into(),
+        role: whistle_domain::Role::Operator {
+            area: district.parse().unwrap(),
+        },
+    });
+    let [units, departments, people] = org_sheets::to_sheets(&dataset);
+    let workbook = whistle_orgfile::xlsx(&[units, departments, people]).unwrap();
+    let input = whistle_orgfile::read_named([("组织机构.xlsx", workbook.as_slice())]).unwrap();
+    assert!(matches!(
+        import(stack.pool(), &input, true).await,
+        Imported::Applied { version: 1, .. }
+    ));
+
+    // The new district's operator subscribes to its department's tasks, on a new connection
+    // each time (a connection's grant is made once, when it connects).
+    let token = stack
+        .token_for(whistle_store::tokens::Role::Operator, district)
+        .await;
+    let tasks = whistle_wire::subject::department_tasks(department);
+    eventually(
+        "the operator may follow the imported department",
+        WAIT,
+        || async {
+            let mut operator = stack.connect_as(&token).await;
+            let _subscription = operator.client.subscribe(tasks.clone()).await.unwrap();
+            operator.client.flush().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let mut refused = false;
+            while let Ok(event) = operator.events.try_recv() {
+                refused |= is_violation(&event, Some(&tasks));
+            }
+            !refused
+        },
+    )
+    .await
+    .unwrap();
+}

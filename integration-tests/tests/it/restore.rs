@@ -211,7 +211,7 @@ async fn resume(
     options.nats_url = nats.url();
     options.database_url = on_port(&stack.db().dispatch_url, from, to);
     let dispatch = Dispatch::start(options, stack.shared_clock()).await;
-    let reporter = Reporter::connect(&nats).await;
+    let reporter = Reporter::connect(nats).await;
     let after = stack.filed(
         "drill-after",
         grid,
@@ -468,7 +468,7 @@ async fn archived_wal_restores_to_the_last_commit_or_to_a_point_in_time() {
     // The platform resumes from that point, on a new nats-server.
     let nats = NatsConfig::new()
         .secured(stack.secrets())
-        .dir(&work.path().join("to-target"))
+        .dir(work.path().join("to-target"))
         .start()
         .await
         .unwrap();
