@@ -14,6 +14,7 @@ pub mod notifications;
 pub mod org;
 pub mod outbox;
 pub mod people;
+pub mod photos;
 pub mod policies;
 pub mod retention;
 pub mod roles;
