@@ -18,6 +18,7 @@ mod limits;
 mod notifications;
 mod org_import;
 mod people;
+mod photo_retention;
 mod photos;
 mod policy;
 mod privacy;
