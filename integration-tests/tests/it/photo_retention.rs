@@ -504,3 +504,51 @@ async fn rejected_reports_go_after_their_retention() {
     assert_eq!(rows, 1);
     assert!(why.contains("90 天"), "{why}");
 }
+
+/// Reports stored before photo references were kept (migration 25 lists them as pending) have
+/// their photos read from the stored payload by the job's first pass, and are then erased like
+/// any others.
+#[tokio::test]
+async fn reports_stored_before_photo_references_are_indexed_then_erased() {
+    let stack = Stack::builder()
+        .at(ten_o_clock_in_ordos())
+        .with_dispatch_options(|o| o.retention_interval = Duration::from_millis(200))
+        .start()
+        .await;
+    let (_, [grid, ..], _, _) = places();
+    let photo = "ab".repeat(32);
+    let mut report = stack.filed("before-25", &grid, "heating.no_heat", v1::Urgency::Normal);
+    report.photo_ids = vec![photo.clone()];
+    let incident = stack.file(&report).await;
+    let community = format!("hd-{}", unit(&grid, Level::Community));
+    stack.ok(&community, incident, resolve()).await;
+    stack.ok(&format!("gw-{grid}"), incident, satisfied()).await;
+    // As the migration leaves a report stored by an older dispatch: no reference, pending.
+    sqlx::raw_sql(
+        "DELETE FROM photo_refs WHERE report_id = 'before-25';
+         INSERT INTO photo_refs_pending VALUES ('before-25'), ('gone-since');",
+    )
+    .execute(stack.pool())
+    .await
+    .unwrap();
+    eventually("the pending reports indexed", WAIT, || async {
+        stack.count("SELECT count(*) FROM photo_refs_pending").await == 0
+    })
+    .await
+    .unwrap();
+    let refs: Vec<(String, Uuid, String)> =
+        sqlx::query_as("SELECT photo_id, incident_id, report_id FROM photo_refs")
+            .fetch_all(stack.pool())
+            .await
+            .unwrap();
+    assert_eq!(refs, [(photo.clone(), incident, "before-25".to_owned())]);
+    stack.advance(TimeDelta::days(366));
+    eventually("the indexed photo erased", WAIT, || async {
+        stack
+            .count("SELECT count(*) FROM photo_erasures WHERE removed_at IS NOT NULL")
+            .await
+            == 1
+    })
+    .await
+    .unwrap();
+}
