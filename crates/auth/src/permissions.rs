@@ -329,6 +329,16 @@ pub fn service_permissions(service: Service, streams: &StreamNames) -> StaticPer
                     js(&format!("CONSUMER.INFO.{events}.{notify}")),
                     js(&format!("CONSUMER.MSG.NEXT.{events}.{notify}")),
                     format!("$JS.ACK.{events}.{notify}.>"),
+                    // The retention job removes erased photos from their bucket (docs/privacy.md):
+                    // it opens the bucket, reads an object's metadata (never its chunks, the
+                    // photo), marks it deleted and purges its chunks.
+                    js(&format!("STREAM.INFO.{}", streams.photos)),
+                    js(&format!(
+                        "DIRECT.GET.{}.$O.{}.M.>",
+                        streams.photos, streams.photos_bucket
+                    )),
+                    format!("$O.{}.M.>", streams.photos_bucket),
+                    js(&format!("STREAM.PURGE.{}", streams.photos)),
                 ]),
                 subscribe: Some(vec![subject::ALL_COMMANDS.into(), "$SRV.>".into(), inbox]),
                 allow_responses: true,
@@ -625,8 +635,14 @@ mod tests {
                 assert!(
                     !subject.contains("STREAM.CREATE")
                         && !subject.contains("STREAM.DELETE")
-                        && !subject.contains("STREAM.PURGE")
                         && !subject.contains("STREAM.UPDATE"),
+                    "{service:?} {subject}"
+                );
+                // The one purge: dispatch's of erased photos' chunks.
+                assert!(
+                    !subject.contains("STREAM.PURGE")
+                        || (service == Service::Dispatch
+                            && subject == "$JS.API.STREAM.PURGE.OBJ_WHISTLE_PHOTOS"),
                     "{service:?} {subject}"
                 );
             }
@@ -640,18 +656,33 @@ mod tests {
     }
 
     #[test]
-    fn only_the_query_service_reaches_the_photos_and_never_deletes_them() {
+    fn only_the_query_service_stores_and_reads_photos_and_only_dispatch_erases_them() {
         let streams = StreamNames::default();
-        for service in [Service::Dispatch, Service::Callout] {
-            let p = service_permissions(service, &streams);
-            assert!(
-                !p.publish
-                    .iter()
-                    .flatten()
-                    .any(|s| s.contains("PHOTOS") || s.starts_with("$O.")),
-                "{service:?}"
-            );
-        }
+        let callout = service_permissions(Service::Callout, &streams);
+        assert!(!callout
+            .publish
+            .iter()
+            .flatten()
+            .any(|s| s.contains("PHOTOS") || s.starts_with("$O.")));
+        // Dispatch removes erased photos: it reaches their metadata and the purge, never a
+        // photo's chunks (neither writing nor reading them).
+        let dispatch = service_permissions(Service::Dispatch, &streams)
+            .publish
+            .unwrap();
+        let photos: Vec<&str> = dispatch
+            .iter()
+            .map(String::as_str)
+            .filter(|s| s.contains("PHOTOS"))
+            .collect();
+        assert_eq!(
+            photos,
+            [
+                "$JS.API.STREAM.INFO.OBJ_WHISTLE_PHOTOS",
+                "$JS.API.DIRECT.GET.OBJ_WHISTLE_PHOTOS.$O.WHISTLE_PHOTOS.M.>",
+                "$O.WHISTLE_PHOTOS.M.>",
+                "$JS.API.STREAM.PURGE.OBJ_WHISTLE_PHOTOS",
+            ]
+        );
         let query = service_permissions(Service::Query, &streams)
             .publish
             .unwrap();

@@ -246,18 +246,24 @@ impl Extensions {
     };
 }
 
-/// How long residents' personal data is kept once its incident settled (closed, closed
-/// unverified, or merged as a duplicate); then dispatch erases it (docs/privacy.md). A policy
-/// without a `[retention]` table keeps contacts [`Retention::DEFAULT`].
+/// How long personal data is kept; then dispatch erases it (docs/privacy.md). A policy without a
+/// `[retention]` table, or a period the table leaves out, keeps [`Retention::DEFAULT`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// Residents' call-back contacts, sealed apart from their reports.
+    /// Residents' call-back contacts, sealed apart from their reports, once their incident
+    /// settled (closed, closed unverified, or merged as a duplicate).
     pub contacts: TimeDelta,
+    /// Photos of reports and resolutions, once every incident showing the photo settled.
+    pub photos: TimeDelta,
+    /// Rejected reports (their contacts masked), from when they were received.
+    pub rejected: TimeDelta,
 }
 
 impl Retention {
     pub const DEFAULT: Retention = Retention {
         contacts: TimeDelta::days(180),
+        photos: TimeDelta::days(365),
+        rejected: TimeDelta::days(90),
     };
 }
 
@@ -615,6 +621,8 @@ struct RawExtensions {
 #[serde(deny_unknown_fields)]
 struct RawRetention {
     contacts: String,
+    photos: Option<String>,
+    rejected: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -782,9 +790,21 @@ impl RawPolicy {
 
         let retention = match self.retention {
             None => Retention::DEFAULT,
-            Some(raw) => Retention {
-                contacts: duration("retention.contacts", &raw.contacts)?,
-            },
+            Some(raw) => {
+                let or_default = |at: &str, text: &Option<String>, default: TimeDelta| {
+                    text.as_deref()
+                        .map_or(Ok(default), |text| duration(at, text))
+                };
+                Retention {
+                    contacts: duration("retention.contacts", &raw.contacts)?,
+                    photos: or_default("retention.photos", &raw.photos, Retention::DEFAULT.photos)?,
+                    rejected: or_default(
+                        "retention.rejected",
+                        &raw.rejected,
+                        Retention::DEFAULT.rejected,
+                    )?,
+                }
+            }
         };
 
         let assisting = match self.assisting {
@@ -1468,9 +1488,14 @@ summon = ["heating", "housing_construction"]
     #[test]
     fn retention_is_optional_scaled_and_checked() {
         let base = |_: &str| None;
-        assert_eq!(ordos().retention().contacts, TimeDelta::days(180));
-        let demo = builtin("ordos-demo").unwrap();
-        assert_eq!(demo.retention().contacts, TimeDelta::days(3));
+        let ordos_kept = ordos().retention();
+        assert_eq!(ordos_kept.contacts, TimeDelta::days(180));
+        assert_eq!(ordos_kept.photos, TimeDelta::days(365));
+        assert_eq!(ordos_kept.rejected, TimeDelta::days(90));
+        let demo = builtin("ordos-demo").unwrap().retention();
+        assert_eq!(demo.contacts, TimeDelta::days(3));
+        assert_eq!(demo.photos, TimeDelta::days(365) / 60);
+        assert_eq!(demo.rejected, TimeDelta::days(90) / 60);
         let start = ORDOS.find("[retention]").unwrap();
         let end = start + ORDOS[start..].find("\n\n").unwrap();
         let without = format!("{}{}", &ORDOS[..start], &ORDOS[end..]);
@@ -1478,11 +1503,34 @@ summon = ["heating", "housing_construction"]
             Policy::parse(&without, base).unwrap().retention(),
             Retention::DEFAULT
         );
-        let bad = ORDOS.replace("contacts = \"180d\"", "contacts = \"-1d\"");
-        assert!(matches!(
-            Policy::parse(&bad, base),
-            Err(Error::Duration { at, .. }) if at == "retention.contacts"
-        ));
+        // A period left out of the table keeps its default.
+        let contacts_only = ORDOS
+            .replace("photos = \"365d\"\n", "")
+            .replace("rejected = \"90d\"\n", "");
+        assert_ne!(contacts_only, ORDOS);
+        assert_eq!(
+            Policy::parse(&contacts_only, base).unwrap().retention(),
+            Retention::DEFAULT
+        );
+        for (line, at) in [
+            ("contacts = \"180d\"", "retention.contacts"),
+            ("photos = \"365d\"", "retention.photos"),
+            ("rejected = \"90d\"", "retention.rejected"),
+        ] {
+            for bad_value in ["\"-1d\"", "\"1y\"", "\"\""] {
+                let key = line.split(" = ").next().unwrap();
+                let bad = ORDOS.replace(line, &format!("{key} = {bad_value}"));
+                assert!(
+                    matches!(
+                        Policy::parse(&bad, base),
+                        Err(Error::Duration { at: ref got, .. }) if got == at
+                    ),
+                    "{key} = {bad_value}"
+                );
+            }
+        }
+        let unknown = ORDOS.replace("rejected = \"90d\"", "rejected = \"90d\"\nvideos = \"1d\"");
+        assert!(Policy::parse(&unknown, base).is_err());
     }
 
     #[test]

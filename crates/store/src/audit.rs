@@ -102,6 +102,13 @@ pub mod action {
     pub const CONTACTS_FIND: &str = "contacts.find";
     /// Contacts erased: past their retention, or on a resident's request.
     pub const CONTACTS_ERASE: &str = "contacts.erase";
+    /// Photos erased: past their retention, or on a person's request (one entry per incident
+    /// that showed them).
+    pub const PHOTOS_ERASE: &str = "photos.erase";
+    /// Photos an incident shows, looked up on a person's request (`whistle photos find`).
+    pub const PHOTOS_FIND: &str = "photos.find";
+    /// Rejected reports removed past their retention (a count).
+    pub const REJECTED_ERASE: &str = "rejected.erase";
     pub const CONTACT_READ: &str = "contact.read";
     pub const PHOTO_READ: &str = "photo.read";
     /// A dispatch replica applied a policy version it had not applied before (one entry per

@@ -15,6 +15,7 @@ pub mod notifications;
 pub mod org;
 pub mod outbox;
 pub mod people;
+pub mod photos;
 pub mod policies;
 pub mod retention;
 pub mod roles;

@@ -191,6 +191,46 @@ pub async fn erase(
     ))
 }
 
+/// Removes up to `limit` rejected reports received before `received_before` (their contacts
+/// are masked, but a report is still personal data), with one `rejected.erase` entry on the
+/// audit log saying how many and `note`; returns how many. Replicas may run it at once: each
+/// takes rows the others do not hold, and records only its own.
+pub async fn remove_rejected(
+    pool: &PgPool,
+    received_before: DateTime<Utc>,
+    limit: u32,
+    actor: &Actor,
+    note: &str,
+    at: DateTime<Utc>,
+) -> Result<u64> {
+    let mut tx = pool.begin().await?;
+    let removed = sqlx::query(
+        "DELETE FROM rejected_reports WHERE source_key IN (
+             SELECT source_key FROM rejected_reports WHERE received_at < $1
+             ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(received_before)
+    .bind(i64::from(limit))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if removed > 0 {
+        let entry = audit::Entry {
+            action: audit::action::REJECTED_ERASE,
+            target: "rejected_reports".to_owned(),
+            area_code: String::new(),
+            before: Some(serde_json::json!({
+                "rows": removed,
+                "received_before": received_before,
+            })),
+            after: Some(serde_json::json!({ "rows": 0, "why": note })),
+        };
+        audit::record(&mut tx, actor, at, &[entry]).await?;
+    }
+    tx.commit().await?;
+    Ok(removed)
+}
+
 /// A report whose contact a resident asked about, as their export lists it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ContactCase {

@@ -2,7 +2,8 @@
 //! JetStream object store bucket `WHISTLE_PHOTOS` through `Reporting.UploadPhoto` — limited in
 //! size, typed by their bytes, named by their SHA-256 so a re-upload stores nothing twice — and
 //! served by `GetPhoto` under the incident's authorization, every photo served logged. Nobody
-//! reaches the bucket over NATS but the query service, and the policy can require photos.
+//! reaches the bucket over NATS but the query service (and dispatch, only to remove erased photos),
+//! and the policy can require photos.
 
 use sha2::{Digest, Sha256};
 use tonic::{Code, Status};
@@ -430,16 +431,32 @@ async fn nobody_but_the_services_reaches_the_photo_bucket_over_nats() {
             .await;
     }
 
-    // Dispatch's key has no business there either.
+    // Dispatch's key removes erased photos (docs/privacy.md): it reads their metadata, never a
+    // photo's chunks, and writes none.
+    let nuid = stack
+        .js()
+        .get_object_store(PHOTOS_BUCKET)
+        .await
+        .unwrap()
+        .info(&photo_id)
+        .await
+        .unwrap()
+        .nuid;
     let mut dispatch = stack
         .connect_service(whistle_auth::permissions::Service::Dispatch)
         .await;
-    dispatch
-        .client
-        .publish(direct_get.clone(), "".into())
-        .await
-        .unwrap();
-    dispatch.expect_violation(&direct_get).await;
+    for subject in [
+        format!("$JS.API.DIRECT.GET.{PHOTOS_STREAM}.$O.{PHOTOS_BUCKET}.C.{nuid}"),
+        format!("$JS.API.DIRECT.GET.{PHOTOS_STREAM}"),
+        format!("$O.{PHOTOS_BUCKET}.C.forged"),
+    ] {
+        dispatch
+            .client
+            .publish(subject.clone(), "".into())
+            .await
+            .unwrap();
+        dispatch.expect_violation(&subject).await;
+    }
 
     // Through the query service the photo is still whole.
     assert_eq!(stored_photo_len(&stack, &photo_id).await, 5_000);

@@ -15,6 +15,7 @@ mod load_summary;
 mod monthly;
 mod org;
 mod people;
+mod photos;
 mod policy;
 mod report;
 mod rows;
@@ -131,6 +132,10 @@ enum Command {
     /// Residents' contacts: the keyring (keygen, rekey) and who read them unmasked (log).
     #[command(subcommand)]
     Contacts(contacts::Args),
+    /// Photos of incidents on a person's request: the photos incidents show (find), erasure
+    /// (erase).
+    #[command(subcommand)]
+    Photos(photos::Args),
     /// The city's organisation as files: template, import (preview, --apply), export, versions.
     #[command(subcommand)]
     Org(org::Args),
@@ -244,6 +249,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(&cli.conn, args).await?,
         Command::Policy(args) => policy::run(&cli.conn, args).await?,
         Command::Contacts(args) => contacts::run(&cli.conn, args).await?,
+        Command::Photos(args) => photos::run(&cli.conn, args).await?,
         Command::NatsConfig(args) => print!("{}", admin::nats_config(&args)?),
         Command::Streams(args) => admin::streams(&cli.conn, &args).await?,
         Command::BackupStreams { to } => {

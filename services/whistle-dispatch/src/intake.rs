@@ -982,6 +982,7 @@ fn new_incident(
         level_due_at: state.level_due,
         report_payload: valid.report.encode_to_vec(),
         contact,
+        photo_ids: valid.report.photo_ids.clone(),
         stream_sequence: i64::try_from(stream_sequence).ok(),
         state: serde_json::to_string(&state).expect("incident state serializes"),
         timers,

@@ -1,26 +1,34 @@
-//! Erases residents' contacts once their incident settled longer ago than the policy's
-//! `[retention]` allows (docs/privacy.md): a pass every `retention_interval`, in batches, on
-//! dispatch's clock. Replicas may run it at once: each skips the incidents another holds, and an
-//! erased contact is not there to erase twice.
+//! Erases personal data past the policy's `[retention]` (docs/privacy.md): residents' contacts
+//! and photos once their incidents settled long enough, rejected reports by age. A pass every
+//! `retention_interval`, in batches, on dispatch's clock. Replicas may run it at once: each
+//! skips the incidents (and rows) another holds, and what is erased is not there to erase twice.
 
 use std::sync::Arc;
 
+use async_nats::jetstream::object_store::DeleteErrorKind;
 use chrono::TimeDelta;
+use prost::Message as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use whistle_proto::v1;
 use whistle_store::{
     audit::Actor,
+    photos::{self, Why},
     retention::{self, Scope},
+    Error,
 };
+use whistle_wire::names::PHOTOS_BUCKET;
 
 use crate::Shared;
 
-/// Incidents erased in one transaction.
+/// Incidents (or photos, or rejected reports) erased in one transaction.
 const BATCH: u32 = 200;
 
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let actor = Actor::service("whistle-dispatch");
     loop {
-        match pass(&shared, &shutdown).await {
+        // Each kind on its own: one failing leaves the others to do their work.
+        match contacts(&shared, &actor, &shutdown).await {
             Ok((0, _)) => {}
             Ok((incidents, contacts)) => {
                 info!(
@@ -32,6 +40,37 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 warn!(error = %e, "erasing contacts past their retention failed; trying again later")
             }
         }
+        match photos(&shared, &actor, &shutdown).await {
+            Ok(PhotoPass {
+                indexed,
+                erased,
+                incidents,
+                removed,
+            }) => {
+                if indexed > 0 {
+                    info!(
+                        reports = indexed,
+                        "photos of reports stored before photo retention indexed"
+                    );
+                }
+                if erased > 0 || removed > 0 {
+                    info!(
+                        photos = erased,
+                        incidents, removed, "photos past their retention erased"
+                    )
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "erasing photos past their retention failed; trying again later")
+            }
+        }
+        match rejected(&shared, &actor, &shutdown).await {
+            Ok(0) => {}
+            Ok(rows) => info!(rows, "rejected reports past their retention removed"),
+            Err(e) => {
+                warn!(error = %e, "removing rejected reports past their retention failed; trying again later")
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(shared.options.retention_interval) => {}
@@ -39,14 +78,15 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-/// One pass: every incident due, a batch at a time. Returns (incidents, contacts) erased.
-async fn pass(
+/// Residents' contacts: every incident due, a batch at a time. Returns (incidents, contacts)
+/// erased.
+async fn contacts(
     shared: &Shared,
+    actor: &Actor,
     shutdown: &CancellationToken,
 ) -> whistle_store::Result<(usize, usize)> {
     let kept = shared.catalog.load().policy.retention().contacts;
     let note = format!("保存期限（结案后 {}）届满", spoken(kept));
-    let actor = Actor::service("whistle-dispatch");
     let mut total = (0, 0);
     while !shutdown.is_cancelled() {
         let now = shared.clock.now();
@@ -55,10 +95,134 @@ async fn pass(
             break;
         }
         let (incidents, contacts) =
-            retention::erase(&shared.pool, Scope::Incidents(&due), &actor, &note, now).await?;
+            retention::erase(&shared.pool, Scope::Incidents(&due), actor, &note, now).await?;
         total = (total.0 + incidents, total.1 + contacts);
         if incidents == 0 {
             // Every one of them is held by another transaction: leave them to the next pass.
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// What a photo pass did.
+#[derive(Debug, Default)]
+struct PhotoPass {
+    /// Reports stored before photo references were kept whose photos were recorded.
+    indexed: usize,
+    erased: usize,
+    incidents: usize,
+    /// Erased photos whose bytes left the bucket.
+    removed: usize,
+}
+
+/// Photos: the older reports indexed first (until then none is erased by age), then every photo
+/// due erased in the database, then the bytes of every erased photo removed from the bucket
+/// (those of a person's request too, and any a failed pass left).
+async fn photos(
+    shared: &Shared,
+    actor: &Actor,
+    shutdown: &CancellationToken,
+) -> whistle_store::Result<PhotoPass> {
+    let mut pass = PhotoPass::default();
+    while !shutdown.is_cancelled() {
+        let indexed = photos::index_reports(&shared.pool, BATCH * 5, photo_ids_of).await?;
+        if indexed == 0 {
+            break;
+        }
+        pass.indexed += indexed;
+    }
+    if photos::index_pending(&shared.pool).await? {
+        // Another replica holds the last of them: its pass erases.
+        return Ok(pass);
+    }
+    let kept = shared.catalog.load().policy.retention().photos;
+    let note = format!("保存期限（结案后 {}）届满", spoken(kept));
+    while !shutdown.is_cancelled() {
+        let now = shared.clock.now();
+        let due = photos::due(&shared.pool, now - kept, BATCH).await?;
+        if due.is_empty() {
+            break;
+        }
+        let settled_before = now - kept;
+        let erased = photos::erase(
+            &shared.pool,
+            &due,
+            Why::Retention { settled_before },
+            actor,
+            &note,
+            now,
+        )
+        .await?;
+        pass.erased += erased.photos.len();
+        pass.incidents += erased.incidents.len();
+        if erased.photos.is_empty() {
+            // Held by other transactions (or erased by another replica meanwhile): next pass.
+            break;
+        }
+    }
+    while !shutdown.is_cancelled() {
+        let waiting = photos::to_remove(&shared.pool, BATCH).await?;
+        if waiting.is_empty() {
+            break;
+        }
+        let removed = remove_bytes(shared, &waiting).await;
+        photos::removed(&shared.pool, &removed, shared.clock.now()).await?;
+        pass.removed += removed.len();
+        if removed.len() < waiting.len() {
+            // The bucket refused some (its error is logged): the next pass tries again.
+            break;
+        }
+    }
+    Ok(pass)
+}
+
+/// A stored report's photos.
+fn photo_ids_of(report_id: &str, payload: &[u8]) -> whistle_store::Result<Vec<String>> {
+    v1::Report::decode(payload)
+        .map(|report| report.photo_ids)
+        .map_err(|e| Error::Corrupt(format!("report {report_id:?} payload: {e}")))
+}
+
+/// Deletes `photos` from the bucket; answers those now gone (a photo never stored counts).
+async fn remove_bytes(shared: &Shared, photos: &[String]) -> Vec<String> {
+    let store = match shared.jetstream.get_object_store(PHOTOS_BUCKET).await {
+        Ok(store) => store,
+        Err(e) => {
+            warn!(error = %e, bucket = PHOTOS_BUCKET, "opening the photo bucket to remove erased photos failed");
+            return Vec::new();
+        }
+    };
+    let mut gone = Vec::with_capacity(photos.len());
+    for photo in photos {
+        match store.delete(photo).await {
+            Ok(()) => gone.push(photo.clone()),
+            Err(e) if e.kind() == DeleteErrorKind::NotFound => gone.push(photo.clone()),
+            Err(e) => {
+                warn!(error = %e, %photo, "removing an erased photo from the bucket failed");
+                break;
+            }
+        }
+    }
+    gone
+}
+
+/// Rejected reports older than `[retention] rejected`, a batch at a time. Returns how many.
+async fn rejected(
+    shared: &Shared,
+    actor: &Actor,
+    shutdown: &CancellationToken,
+) -> whistle_store::Result<u64> {
+    let kept = shared.catalog.load().policy.retention().rejected;
+    let note = format!("保存期限（收到后 {}）届满", spoken(kept));
+    let mut total = 0;
+    while !shutdown.is_cancelled() {
+        let now = shared.clock.now();
+        let removed =
+            retention::remove_rejected(&shared.pool, now - kept, BATCH * 5, actor, &note, now)
+                .await?;
+        total += removed;
+        if removed == 0 {
             break;
         }
     }

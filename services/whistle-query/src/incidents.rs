@@ -5,6 +5,8 @@
 //! and past `due_at` (the deadline timer may not have fired yet). The summary's `overdue` field
 //! and the `overdue_only` filter use that one definition.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use prost::Message as _;
 use sqlx::{postgres::PgRow, PgPool, Postgres, QueryBuilder, Row};
@@ -365,8 +367,28 @@ pub(crate) async fn get(
         })
     })
     .collect::<Result<_>>()?;
+    let mut photos: Vec<v1::IncidentPhoto> = before_photos(&reports).chain(after_photos).collect();
+    let ids: Vec<&str> = photos.iter().map(|p| p.photo_id.as_str()).collect();
+    let erased: HashMap<String, (DateTime<Utc>, String)> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (String, DateTime<Utc>, String)>(
+            "SELECT photo_id, erased_at, why FROM photo_erasures WHERE photo_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(id, at, why)| (id, (at, why)))
+        .collect()
+    };
     tx.commit().await?;
-    let photos = before_photos(&reports).chain(after_photos).collect();
+    for photo in &mut photos {
+        if let Some((at, why)) = erased.get(&photo.photo_id) {
+            photo.erased_at = Some(convert::timestamp(*at));
+            photo.erased_why = why.clone();
+        }
+    }
 
     Ok(v1::IncidentDetail {
         incident: Some(summary(&row, policy, now)?),

@@ -11,7 +11,9 @@
 //! nothing new, and a report or a resolution sent through this service may name only photos its
 //! own sender uploaded (someone who saw another incident's photo ids cannot attach those photos
 //! to an incident that others see); it is never overwritten (which would need a purge, which this
-//! service may not do) and its bytes are checked against the name when read back.
+//! service may not do) and its bytes are checked against the name when read back. Only
+//! dispatch's retention job removes a photo, after its erasure was recorded (`photo_erasures`,
+//! docs/privacy.md); from that record on this service answers that it was erased.
 
 use std::collections::HashMap;
 
@@ -58,6 +60,8 @@ pub const PHOTO_TOO_LARGE: &str = "photo_too_large";
 pub const PHOTO_TYPE: &str = "photo_type";
 /// The `whistle-reason` of a report or resolution naming a photo that was never uploaded.
 pub const PHOTO_NOT_FOUND: &str = "photo_not_found";
+/// The `whistle-reason` of `GetPhoto` of a photo erased under retention or on request.
+pub const PHOTO_ERASED: &str = "photo_erased";
 
 /// The bucket, opened on first use (the admin creates it with the streams, perhaps after this
 /// service started).
@@ -233,6 +237,19 @@ impl Photos {
             .iter()
             .find(|p| p.photo_id == id.as_str())
             .ok_or_else(|| Error::not_found(format!("incident {incident_id} has no photo {id}")))?;
+        if let Some(erased_at) = &photo.erased_at {
+            let at = DateTime::from_timestamp(erased_at.seconds, 0)
+                .map(|at| at.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default();
+            return Err(Error::Reason(
+                tonic::Code::NotFound,
+                PHOTO_ERASED,
+                format!(
+                    "photo {id} was erased at {at} ({}); see docs/privacy.md",
+                    photo.erased_why
+                ),
+            ));
+        }
         let (media_type, data) = self
             .read(&id)
             .await?

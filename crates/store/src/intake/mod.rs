@@ -61,6 +61,8 @@ pub struct NewIncident {
     pub report_payload: Vec<u8>,
     /// The resident's contact, sealed, if the report gave one and dispatch keeps contacts.
     pub contact: Option<SealedContact>,
+    /// The report's photos (`Report.photo_ids`), recorded in `photo_refs` for their retention.
+    pub photo_ids: Vec<String>,
     pub stream_sequence: Option<i64>,
     /// The engine's state (`whistle_domain::incident::Incident`) as JSON text: written as it is,
     /// without building a JSON tree for every report.
@@ -567,21 +569,34 @@ async fn write(
              SELECT t.report_id, t.incident_id, t.key_id, t.nonce, t.ciphertext, t.masked, t.at
              FROM UNNEST($1::text[], $2::uuid[], $53::text[], $54::bytea[], $55::bytea[], $56::text[], $8::timestamptz[])
                  AS t(report_id, incident_id, key_id, nonce, ciphertext, masked, at)
-             WHERE t.key_id IS NOT NULL)
+             WHERE t.key_id IS NOT NULL),
+         new_photo_refs AS (
+             INSERT INTO photo_refs (photo_id, incident_id, report_id)
+             SELECT * FROM UNNEST($57::text[], $58::uuid[], $59::text[])
+             ON CONFLICT DO NOTHING)
          INSERT INTO timeline {}",
         outbox::select(43),
         TimelineRows::select(46)
         )
     });
+    let incident_ids: Vec<Uuid> = candidates
+        .iter()
+        .zip(placements)
+        .map(|(c, p)| p.incident_id().unwrap_or(c.incident_id))
+        .collect();
+    // (photo, incident, report) of every photo of every report.
+    let photo_refs: Vec<(&str, Uuid, &str)> = candidates
+        .iter()
+        .zip(&incident_ids)
+        .flat_map(|(c, &incident)| {
+            c.photo_ids
+                .iter()
+                .map(move |photo| (photo.as_str(), incident, c.report_id.as_str()))
+        })
+        .collect();
     let query = sqlx::query(SQL.as_str())
         .bind(column(candidates, |i| i.report_id.as_str()))
-        .bind(
-            candidates
-                .iter()
-                .zip(placements)
-                .map(|(c, p)| p.incident_id().unwrap_or(c.incident_id))
-                .collect::<Vec<_>>(),
-        )
+        .bind(&incident_ids)
         .bind(column(candidates, |i| i.reporter_id.as_str()))
         .bind(column(candidates, |i| i.grid_code.as_str()))
         .bind(column(candidates, |i| i.category.as_str()))
@@ -642,6 +657,9 @@ async fn write(
         .bind(column(candidates, |i| {
             i.contact.as_ref().map(|c| c.masked.as_str())
         }))
+        .bind(photo_refs.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(photo_refs.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(photo_refs.iter().map(|r| r.2).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -199,6 +199,7 @@ const D = {
   afterPhotoRequired: ["该类别办结须附整改后照片，请先拍照", "This category needs an after photo: take one first"],
   photoUnreadable: ["无法读取所选图片，请重新拍摄", "The image could not be read; take it again"],
   photoUnavailable: ["照片暂不可用", "Photo unavailable"],
+  photoErased: ["照片已依规删除 {at}", "Photo erased {at}"],
   photosBefore: ["整改前", "Before"],
   photosAfter: ["整改后", "After"],
   photoCount: ["照片 {n} 张", "{n} photos"],

@@ -3,8 +3,10 @@
 // stores nothing twice), and shown before/after from CommandCenter.GetPhoto. Photos are personal
 // data: the server logs every GetPhoto, so a page fetches each photo once and keeps it.
 import { useEffect, useState } from "preact/hooks";
+import { ConnectError } from "@connectrpc/connect";
 import { cc, reporting } from "./api";
 import { t } from "./i18n";
+import { fmtDateTime, tsMs } from "./util";
 import { PhotoKind, type IncidentPhoto } from "./gen/whistle/v1/command_center_pb.js";
 
 /** The longest side after compression: plenty to see a pothole, a fraction of a camera file. */
@@ -121,20 +123,40 @@ function photoUrl(incidentId: string, photoId: string): Promise<string> {
   return url;
 }
 
+/** Where an erased photo was: when and why it went (retention, or a person's request). */
+function Erased(p: { at: string; why: string }) {
+  return (
+    <span class="thumb missing erased small muted" data-testid="incident-photo-erased" title={p.why}>
+      {t("photoErased", { at: p.at })}
+    </span>
+  );
+}
+
 function Shown(p: { incidentId: string; photo: IncidentPhoto; n: number; label: string }) {
   const [url, setUrl] = useState("");
   const [failed, setFailed] = useState(false);
+  // Erased after the incident was read: GetPhoto says so (`photo_erased`).
+  const [erasedNow, setErasedNow] = useState("");
   const [big, setBig] = useState(false);
+  const erased = p.photo.erasedAt !== undefined;
   useEffect(() => {
+    if (erased) return;
     let live = true;
     photoUrl(p.incidentId, p.photo.photoId).then(
       (u) => live && setUrl(u),
-      () => live && setFailed(true),
+      (e) => {
+        if (!live) return;
+        const err = ConnectError.from(e);
+        if (err.metadata.get("whistle-reason") === "photo_erased") setErasedNow(err.rawMessage);
+        else setFailed(true);
+      },
     );
     return () => {
       live = false;
     };
-  }, [p.incidentId, p.photo.photoId]);
+  }, [p.incidentId, p.photo.photoId, erased]);
+  if (erased) return <Erased at={fmtDateTime(tsMs(p.photo.erasedAt))} why={p.photo.erasedWhy} />;
+  if (erasedNow) return <Erased at="" why={erasedNow} />;
   if (failed) return <span class="thumb missing small muted">{t("photoUnavailable")}</span>;
   if (!url) return <span class="thumb loading" aria-busy="true" />;
   return (
