@@ -18,6 +18,7 @@ mod limits;
 mod notifications;
 mod org_import;
 mod people;
+mod people_rpc;
 mod photos;
 mod policy;
 mod privacy;
