@@ -120,7 +120,8 @@ async fn the_console_works_in_a_real_browser() {
             phone: "13900001111".into(),
             role: whistle_store::people::parse_role("liaison", &people_department).unwrap(),
         };
-        whistle_store::people::onboard(stack.pool(), &new, Utc::now(), &admin())
+        // At the stack's clock: dispatch offboards them at its own, never before they joined.
+        whistle_store::people::onboard(stack.pool(), &new, stack.now(), &admin())
             .await
             .unwrap();
     }
