@@ -500,12 +500,16 @@ pub async fn onboard_in(
     .await?;
     if inserted.rows_affected() == 0 {
         let existing = lock(&mut *tx, &[&id]).await?;
-        return Err(Refused::Exists(match existing.first().and_then(|p| p.left_at) {
-            Some(left) => {
-                format!("{id} exists and left on {left}; ids are never reused: choose another id")
-            }
-            None => format!("{id} exists already"),
-        }));
+        return Err(Refused::Exists(
+            match existing.first().and_then(|p| p.left_at) {
+                Some(left) => {
+                    format!(
+                        "{id} exists and left on {left}; ids are never reused: choose another id"
+                    )
+                }
+                None => format!("{id} exists already"),
+            },
+        ));
     }
     let person = lock(&mut *tx, &[&id])
         .await?

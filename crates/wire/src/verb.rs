@@ -69,7 +69,11 @@ impl Verb {
     ];
 
     /// The verbs of people's lifecycle, which act on no incident (operators only).
-    pub const PEOPLE: [Verb; 3] = [Verb::OnboardPerson, Verb::ChangePerson, Verb::OffboardPerson];
+    pub const PEOPLE: [Verb; 3] = [
+        Verb::OnboardPerson,
+        Verb::ChangePerson,
+        Verb::OffboardPerson,
+    ];
 
     pub fn is_people(self) -> bool {
         Verb::PEOPLE.contains(&self)

@@ -67,6 +67,7 @@ async fn ok(stack: &Stack, token: &str, body: Body) -> v1::PersonChanged {
         .await
         .unwrap_or_else(|status| panic!("{body:?}: {status}"))
         .person
+        .map(|person| *person)
         .expect("a people's command answers with the person")
 }
 
@@ -133,7 +134,11 @@ async fn an_operator_onboards_transfers_and_offboards_through_the_rpcs() {
     let first = send(&stack, &operator, onboarding.clone()).await.unwrap();
     let person = first.person.clone().unwrap();
     assert_eq!(
-        (person.role.as_str(), person.post.as_str(), person.area_code.as_str()),
+        (
+            person.role.as_str(),
+            person.post.as_str(),
+            person.area_code.as_str()
+        ),
         ("liaison", heating.as_str(), district.as_str())
     );
     assert!(!person.post_name.is_empty());
@@ -214,7 +219,7 @@ async fn an_operator_onboards_transfers_and_offboards_through_the_rpcs() {
     .fetch_all(stack.pool())
     .await
     .unwrap();
-    assert_eq!(handover, [operator_id.clone()]);
+    assert_eq!(handover, std::slice::from_ref(&operator_id));
     // History keeps the leaver: listed with those who left, their successor named.
     let listed = command_center_on(stack.channel(), &operator)
         .list_people(v1::ListPeopleRequest {
@@ -232,16 +237,24 @@ async fn an_operator_onboards_transfers_and_offboards_through_the_rpcs() {
     let status = refused(&stack, &operator, offboard(&leaver, "")).await;
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
 
-    // 调岗: the newcomer moves to water; what heating held (the task, and the department, now
-    // theirs alone) goes to a third liaison onboarded for it.
+    // 调岗: the newcomer moves to water; the heating task they now hold goes to a third liaison
+    // onboarded for it.
     let third = format!("li-{heating}-3");
-    ok(&stack, &operator, onboard(&third, "第三人", "liaison", &heating)).await;
+    ok(
+        &stack,
+        &operator,
+        onboard(&third, "第三人", "liaison", &heating),
+    )
+    .await;
     let status = refused(&stack, &operator, transfer(&newcomer, &water, "")).await;
     assert_eq!(whistle_query::reason(&status), Some("successor_needed"));
     let held = whistle_query::holdings(&status).unwrap();
     assert_eq!(held.tasks.len(), 1, "{held:?}");
     let moved = ok(&stack, &operator, transfer(&newcomer, &water, &third)).await;
-    assert_eq!((moved.role.as_str(), moved.post.as_str()), ("liaison", water.as_str()));
+    assert_eq!(
+        (moved.role.as_str(), moved.post.as_str()),
+        ("liaison", water.as_str())
+    );
     assert_eq!(moved.successor_id, third);
     assert_eq!(
         holder(&stack, incident, 1).await.as_deref(),
@@ -261,7 +274,10 @@ async fn an_operator_onboards_transfers_and_offboards_through_the_rpcs() {
         }),
     )
     .await;
-    assert_eq!((renamed.name.as_str(), renamed.post.as_str()), ("王五", heating.as_str()));
+    assert_eq!(
+        (renamed.name.as_str(), renamed.post.as_str()),
+        ("王五", heating.as_str())
+    );
 }
 
 #[tokio::test]
@@ -287,7 +303,11 @@ async fn others_are_refused_and_bad_input_changes_nothing() {
         onboard("li-x", "某人", "liaison", &heating),
     ] {
         let status = refused(&stack, &elsewhere, body.clone()).await;
-        assert_eq!(status.code(), Code::PermissionDenied, "{body:?}: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{body:?}: {status:?}"
+        );
         assert!(status.message().contains(&other_district), "{status:?}");
     }
     // Nor moves someone of its own out of its area: the new post lies outside it too.

@@ -62,9 +62,11 @@ impl Commands {
         let scope = Scope::Area(area);
         let mut tx = self.shared.pool.begin().await?;
         if let Some(reply) = command_reply(&mut tx, &command.command_id).await? {
-            return Ok(v1::CommandReply::decode(reply.as_slice()).unwrap_or_else(|_| {
-                error(CommandErrorCode::Unavailable, "stored reply unreadable")
-            }));
+            return Ok(
+                v1::CommandReply::decode(reply.as_slice()).unwrap_or_else(|_| {
+                    error(CommandErrorCode::Unavailable, "stored reply unreadable")
+                }),
+            );
         }
         let applied = match &command.body {
             Some(Body::OnboardPerson(b)) => {
@@ -146,7 +148,12 @@ impl Commands {
                 .map(|o| (o.person, o.handed_over, o.successor_id, o.tokens_revoked))
             }
             // `check` let only the people's bodies through.
-            _ => return Ok(error(CommandErrorCode::InvalidArgument, "not a people's command")),
+            _ => {
+                return Ok(error(
+                    CommandErrorCode::InvalidArgument,
+                    "not a people's command",
+                ))
+            }
         };
         let (person, handed_over, successor_id, tokens_revoked) = match applied {
             Ok(applied) => applied,
@@ -156,7 +163,7 @@ impl Commands {
         };
         let reply = v1::CommandReply {
             outcome: Some(Outcome::Ok(v1::CommandOk {
-                person: Some(v1::PersonChanged {
+                person: Some(Box::new(v1::PersonChanged {
                     post: people::post(&person.role),
                     role: person.role.kind().to_owned(),
                     left_at: person.left_at.map(timestamp),
@@ -167,7 +174,7 @@ impl Commands {
                     name: person.name,
                     post_name: person.post_name,
                     area_code: person.area_code,
-                }),
+                })),
                 applied_at: Some(timestamp(now)),
                 ..Default::default()
             })),
@@ -261,7 +268,7 @@ fn refusal(refused: Refused) -> v1::CommandReply {
         Refused::Store(_) => CommandErrorCode::Unavailable,
     };
     let holdings = match &refused {
-        Refused::Holds { holdings, .. } => Some(holdings_proto(holdings)),
+        Refused::Holds { holdings, .. } => Some(Box::new(holdings_proto(holdings))),
         _ => None,
     };
     v1::CommandReply {
@@ -381,7 +388,10 @@ mod tests {
             (Refused::Unfit("x".into()), CommandErrorCode::SuccessorUnfit),
             (Refused::Exists("x".into()), CommandErrorCode::AlreadyExists),
             (Refused::OutOfScope("x".into()), CommandErrorCode::Forbidden),
-            (Refused::Left("x".into()), CommandErrorCode::InvalidTransition),
+            (
+                Refused::Left("x".into()),
+                CommandErrorCode::InvalidTransition,
+            ),
             (Refused::NotFound("x".into()), CommandErrorCode::NotFound),
         ] {
             assert_eq!(code(refusal(refused)).0, want as i32);
