@@ -150,11 +150,13 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                 Verb::DecideLedger,
                 Verb::ReviewLedger,
             ]
+            .into_iter()
+            .chain(Verb::PEOPLE)
             .map(|verb| subject::command(verb, person.as_str()))
-            .to_vec(),
+            .collect(),
         },
         // A liaison disputes its department's task and submits its assisting part; the
-        // dispatching level arbitrates and releases.
+        // dispatching level arbitrates and releases. Only operators manage people.
         Identity::Liaison { person, department } => Permissions {
             publish: vec![subject::person_commands(person.as_str())],
             subscribe: vec![subject::department_tasks(department.as_str()), inbox],
@@ -165,8 +167,10 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                 Verb::DecideLedger,
                 Verb::ReviewLedger,
             ]
+            .into_iter()
+            .chain(Verb::PEOPLE)
             .map(|verb| subject::command(verb, person.as_str()))
-            .to_vec(),
+            .collect(),
         },
         Identity::Operator { person, area } => {
             let mut subscribe = vec![subject::area_events(area)];
@@ -441,7 +445,10 @@ mod tests {
                 "whistle.cmd.submit_assist.gw-150602001001001",
                 "whistle.cmd.release_assist.gw-150602001001001",
                 "whistle.cmd.decide_ledger.gw-150602001001001",
-                "whistle.cmd.review_ledger.gw-150602001001001"
+                "whistle.cmd.review_ledger.gw-150602001001001",
+                "whistle.cmd.onboard_person.gw-150602001001001",
+                "whistle.cmd.change_person.gw-150602001001001",
+                "whistle.cmd.offboard_person.gw-150602001001001"
             ]
         );
         assert_eq!(id.inbox_prefix(), "_INBOX_gw-150602001001001");
@@ -479,7 +486,10 @@ mod tests {
                 "whistle.cmd.decide_dispute.li-150602-urban_management",
                 "whistle.cmd.release_assist.li-150602-urban_management",
                 "whistle.cmd.decide_ledger.li-150602-urban_management",
-                "whistle.cmd.review_ledger.li-150602-urban_management"
+                "whistle.cmd.review_ledger.li-150602-urban_management",
+                "whistle.cmd.onboard_person.li-150602-urban_management",
+                "whistle.cmd.change_person.li-150602-urban_management",
+                "whistle.cmd.offboard_person.li-150602-urban_management"
             ]
         );
         assert_eq!(

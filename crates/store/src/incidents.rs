@@ -401,11 +401,12 @@ pub async fn command_reply(conn: &mut PgConnection, command_id: &str) -> Result<
     )
 }
 
-/// Records a command's reply, in the transaction that applied it.
+/// Records a command's reply, in the transaction that applied it. People's commands
+/// (`onboard_person`…) concern no incident.
 pub async fn record_command(
     conn: &mut PgConnection,
     command_id: &str,
-    incident_id: Uuid,
+    incident_id: Option<Uuid>,
     verb: &str,
     actor_id: &str,
     reply: &[u8],

@@ -254,12 +254,29 @@ impl fmt::Display for Holdings {
     }
 }
 
-/// Why a change was not made: nothing was written.
+/// Why a change was not made: nothing was written. The variants are what a client acts on
+/// differently (the console says each in its own words; dispatch gives each its own code).
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
-    /// The request's fault (an unknown grid, a duplicate id, a bad phone…).
+    /// The request's fault (a bad phone or name, nothing to change, a successor without a move…).
     #[error("{0}")]
     Invalid(String),
+    /// The person, the successor or the post (grid, department, area) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The id to onboard is taken (ids are never reused, not even a leaver's).
+    #[error("{0}")]
+    Exists(String),
+    /// The person or the successor named has left.
+    #[error("{0}")]
+    Left(String),
+    /// The successor cannot hold what is handed over (not a liaison of the tasks' department,
+    /// not a grid worker of the grid).
+    #[error("{0}")]
+    Unfit(String),
+    /// The person or the post lies outside the area the actor may manage.
+    #[error("{0}")]
+    OutOfScope(String),
     /// The person still holds work and no successor was named.
     #[error("{person} still holds {holdings}: name a successor")]
     Holds { person: String, holdings: Holdings },
@@ -275,6 +292,29 @@ impl From<sqlx::Error> for Refused {
 
 fn invalid<T>(message: String) -> Result<T, Refused> {
     Err(Refused::Invalid(message))
+}
+
+/// Whose people an actor may manage.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Everyone: the CLI, whose user holds the database's owner role.
+    All,
+    /// Those whose post lies inside the area, and only into posts inside it: an operator of
+    /// that area (`OnboardPerson`, `ChangePerson`, `OffboardPerson`).
+    Area(&'a AreaCode),
+}
+
+impl Scope<'_> {
+    /// Refuses a post (`what`, lying in `area_code`) outside the scope.
+    fn check(self, area_code: &str, what: &str) -> Result<(), Refused> {
+        match self {
+            Scope::All => Ok(()),
+            Scope::Area(area) if area_code.starts_with(area.prefix()) => Ok(()),
+            Scope::Area(area) => Err(Refused::OutOfScope(format!(
+                "{what} lies in {area_code}, outside area {area}"
+            ))),
+        }
+    }
 }
 
 const COLUMNS: &str = "p.id, p.name, p.phone, p.role, p.grid_code, p.department_code,
@@ -359,16 +399,17 @@ async fn lock(conn: &mut PgConnection, ids: &[&str]) -> Result<Vec<Person>> {
     rows.iter().map(from_row).collect()
 }
 
-/// The post must exist: the grid, the department or the area.
-async fn check_post(conn: &mut PgConnection, role: &Role) -> Result<(), Refused> {
+/// The post must exist: the grid, the department or the area. Returns the area it lies in (a
+/// department's area for a liaison).
+async fn check_post(conn: &mut PgConnection, role: &Role) -> Result<String, Refused> {
     let (what, found) = match role {
         Role::Liaison { department } => {
             let found: Option<String> =
-                sqlx::query_scalar("SELECT code FROM departments WHERE code = $1")
+                sqlx::query_scalar("SELECT area_code FROM departments WHERE code = $1")
                     .bind(department.to_string())
                     .fetch_optional(&mut *conn)
                     .await?;
-            (format!("department {department}"), found.is_some())
+            (format!("department {department}"), found)
         }
         Role::GridWorker { grid: area }
         | Role::Operator { area }
@@ -382,14 +423,10 @@ async fn check_post(conn: &mut PgConnection, role: &Role) -> Result<(), Refused>
                 Role::GridWorker { .. } => "grid",
                 _ => "area",
             };
-            (format!("{what} {area}"), found.is_some())
+            (format!("{what} {area}"), found)
         }
     };
-    if found {
-        Ok(())
-    } else {
-        invalid(format!("no {what} (is the org tree loaded?)"))
-    }
+    found.ok_or_else(|| Refused::NotFound(format!("no {what} (is the org tree loaded?)")))
 }
 
 fn check_name(name: &str) -> Result<String, Refused> {
@@ -419,6 +456,21 @@ pub async fn onboard(
     now: DateTime<Utc>,
     actor: &Actor,
 ) -> Result<Person, Refused> {
+    let mut tx = pool.begin().await?;
+    let person = onboard_in(&mut tx, new, Scope::All, now, actor).await?;
+    tx.commit().await?;
+    Ok(person)
+}
+
+/// [`onboard`] inside the caller's transaction (dispatch commits it with the command's reply),
+/// into a post inside `scope`. On a refusal the caller must roll the transaction back.
+pub async fn onboard_in(
+    conn: &mut PgConnection,
+    new: &NewPerson,
+    scope: Scope<'_>,
+    now: DateTime<Utc>,
+    actor: &Actor,
+) -> Result<Person, Refused> {
     let id = new
         .id
         .trim()
@@ -427,8 +479,9 @@ pub async fn onboard(
         .to_string();
     let name = check_name(&new.name)?;
     let phone = parse_phone(&new.phone).map_err(|e| Refused::Invalid(e.to_string()))?;
-    let mut tx = pool.begin().await?;
-    check_post(&mut tx, &new.role).await?;
+    let tx = conn;
+    let post_area = check_post(&mut *tx, &new.role).await?;
+    scope.check(&post_area, &format!("the post {}", post(&new.role)))?;
     let (grid, department, area) = columns(&new.role);
     let inserted = sqlx::query(
         "INSERT INTO people (id, name, phone, role, grid_code, department_code, area_code, joined_at)
@@ -446,15 +499,19 @@ pub async fn onboard(
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
-        let existing = lock(&mut tx, &[&id]).await?;
-        return invalid(match existing.first().and_then(|p| p.left_at) {
-            Some(left) => {
-                format!("{id} exists and left on {left}; ids are never reused: choose another id")
-            }
-            None => format!("{id} exists already"),
-        });
+        let existing = lock(&mut *tx, &[&id]).await?;
+        return Err(Refused::Exists(
+            match existing.first().and_then(|p| p.left_at) {
+                Some(left) => {
+                    format!(
+                        "{id} exists and left on {left}; ids are never reused: choose another id"
+                    )
+                }
+                None => format!("{id} exists already"),
+            },
+        ));
     }
-    let person = lock(&mut tx, &[&id])
+    let person = lock(&mut *tx, &[&id])
         .await?
         .pop()
         .ok_or_else(|| Error::Corrupt(format!("{id} vanished after its insert")))?;
@@ -465,9 +522,8 @@ pub async fn onboard(
         before: None,
         after: Some(person.audit_json()),
     };
-    audit::record(&mut tx, actor, now, &[entry]).await?;
-    notify(&mut tx, &id).await?;
-    tx.commit().await?;
+    audit::record(&mut *tx, actor, now, &[entry]).await?;
+    notify(&mut *tx, &id).await?;
     Ok(person)
 }
 
@@ -493,6 +549,23 @@ pub async fn change(
     now: DateTime<Utc>,
     actor: &Actor,
 ) -> Result<Outcome, Refused> {
+    let mut tx = pool.begin().await?;
+    let outcome = change_in(&mut tx, id, change, successor, Scope::All, now, actor).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// [`change`] inside the caller's transaction, of a person whose post lies inside `scope`, to a
+/// post inside it. On a refusal the caller must roll the transaction back.
+pub async fn change_in(
+    conn: &mut PgConnection,
+    id: &str,
+    change: &PersonChange,
+    successor: Option<&str>,
+    scope: Scope<'_>,
+    now: DateTime<Utc>,
+    actor: &Actor,
+) -> Result<Outcome, Refused> {
     let name = change.name.as_deref().map(check_name).transpose()?;
     let phone = change
         .phone
@@ -500,16 +573,18 @@ pub async fn change(
         .map(parse_phone)
         .transpose()
         .map_err(|e| Refused::Invalid(e.to_string()))?;
-    let mut tx = pool.begin().await?;
-    let (before, successor) = lock_pair(&mut tx, id, successor).await?;
+    let tx = conn;
+    let (before, successor) = lock_pair(&mut *tx, id, successor).await?;
+    scope.check(&before.area_code, id)?;
     let moved = change.role.as_ref().filter(|role| **role != before.role);
     if name.is_none() && phone.is_none() && moved.is_none() {
         return invalid(format!("nothing to change for {id}"));
     }
     let mut holdings = Holdings::default();
     if let Some(role) = moved {
-        check_post(&mut tx, role).await?;
-        holdings = held(&mut tx, &before, successor.as_ref()).await?;
+        let post_area = check_post(&mut *tx, role).await?;
+        scope.check(&post_area, &format!("the new post {}", post(role)))?;
+        holdings = held(&mut *tx, &before, successor.as_ref()).await?;
         // Being someone's deputy goes with the person, not the post.
         holdings.deputy_for.clear();
         if let Role::Liaison { department } = role {
@@ -530,7 +605,7 @@ pub async fn change(
     } else if successor.is_some() {
         return invalid("a successor is named only with a new role or post".into());
     }
-    settle(&mut tx, &before, successor.as_ref(), &holdings, now, actor).await?;
+    settle(&mut *tx, &before, successor.as_ref(), &holdings, now, actor).await?;
     let (grid, department, area) = columns(change.role.as_ref().unwrap_or(&before.role));
     sqlx::query(
         "UPDATE people SET name = $2, phone = $3, role = $4, grid_code = $5, department_code = $6,
@@ -547,11 +622,11 @@ pub async fn change(
     .execute(&mut *tx)
     .await?;
     let tokens_revoked = if moved.is_some() {
-        tokens::revoke_person(&mut tx, id, now, actor).await?
+        tokens::revoke_person(&mut *tx, id, now, actor).await?
     } else {
         Vec::new()
     };
-    let after = lock(&mut tx, &[id])
+    let after = lock(&mut *tx, &[id])
         .await?
         .pop()
         .ok_or_else(|| Error::Corrupt(format!("{id} vanished in its change")))?;
@@ -573,9 +648,8 @@ pub async fn change(
             ..entries[0].clone()
         });
     }
-    audit::record(&mut tx, actor, now, &entries).await?;
-    notify(&mut tx, id).await?;
-    tx.commit().await?;
+    audit::record(&mut *tx, actor, now, &entries).await?;
+    notify(&mut *tx, id).await?;
     Ok(Outcome {
         person: after,
         handed_over: holdings,
@@ -597,10 +671,27 @@ pub async fn offboard(
     actor: &Actor,
 ) -> Result<Outcome, Refused> {
     let mut tx = pool.begin().await?;
-    let (before, successor) = lock_pair(&mut tx, id, successor).await?;
-    let holdings = held(&mut tx, &before, successor.as_ref()).await?;
-    settle(&mut tx, &before, successor.as_ref(), &holdings, now, actor).await?;
-    let tokens_revoked = tokens::revoke_person(&mut tx, id, now, actor).await?;
+    let outcome = offboard_in(&mut tx, id, successor, Scope::All, now, actor).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// [`offboard`] inside the caller's transaction, of a person whose post lies inside `scope`. On a
+/// refusal the caller must roll the transaction back.
+pub async fn offboard_in(
+    conn: &mut PgConnection,
+    id: &str,
+    successor: Option<&str>,
+    scope: Scope<'_>,
+    now: DateTime<Utc>,
+    actor: &Actor,
+) -> Result<Outcome, Refused> {
+    let tx = conn;
+    let (before, successor) = lock_pair(&mut *tx, id, successor).await?;
+    scope.check(&before.area_code, id)?;
+    let holdings = held(&mut *tx, &before, successor.as_ref()).await?;
+    settle(&mut *tx, &before, successor.as_ref(), &holdings, now, actor).await?;
+    let tokens_revoked = tokens::revoke_person(&mut *tx, id, now, actor).await?;
     // Messages still waiting for them (quiet hours, retries) would reach someone who left.
     sqlx::query(
         "UPDATE notifications SET status = 'failed', next_attempt_at = NULL,
@@ -616,7 +707,7 @@ pub async fn offboard(
         .bind(successor.as_ref().map(|s| s.id.as_str()))
         .execute(&mut *tx)
         .await?;
-    let after = lock(&mut tx, &[id])
+    let after = lock(&mut *tx, &[id])
         .await?
         .pop()
         .ok_or_else(|| Error::Corrupt(format!("{id} vanished in their offboarding")))?;
@@ -630,9 +721,8 @@ pub async fn offboard(
         before: Some(before.audit_json()),
         after: Some(after_json),
     };
-    audit::record(&mut tx, actor, now, &[entry]).await?;
-    notify(&mut tx, id).await?;
-    tx.commit().await?;
+    audit::record(&mut *tx, actor, now, &[entry]).await?;
+    notify(&mut *tx, id).await?;
     Ok(Outcome {
         person: after,
         handed_over: holdings,
@@ -684,17 +774,21 @@ async fn lock_pair(
             .map(|i| locked.swap_remove(i))
     };
     let Some(person) = take(id) else {
-        return invalid(format!("no person {id}"));
+        return Err(Refused::NotFound(format!("no person {id}")));
     };
     if let Some(left) = person.left_at {
-        return invalid(format!("{id} left on {left}"));
+        return Err(Refused::Left(format!("{id} left on {left}")));
     }
     let successor = match successor {
         None => None,
         Some(successor) => match take(successor) {
-            None => return invalid(format!("no person {successor} to succeed {id}")),
+            None => {
+                return Err(Refused::NotFound(format!(
+                    "no person {successor} to succeed {id}"
+                )))
+            }
             Some(s) if s.left_at.is_some() => {
-                return invalid(format!("the successor {successor} has left"))
+                return Err(Refused::Left(format!("the successor {successor} has left")))
             }
             Some(s) => Some(s),
         },
@@ -718,21 +812,21 @@ fn check_successor(
         let fits = matches!(&successor.role,
             Role::Liaison { department } if department.as_str() == held);
         if !fits {
-            return invalid(format!(
+            return Err(Refused::Unfit(format!(
                 "{} cannot take over {}'s department work: the successor must be a liaison of {held}",
                 successor.id, leaver.id
-            ));
+            )));
         }
     }
     if let Some(grid) = &holdings.grid {
         let fits = matches!(&successor.role,
             Role::GridWorker { grid: theirs } if theirs.as_str() == grid);
         if !fits {
-            return invalid(format!(
+            return Err(Refused::Unfit(format!(
                 "{} cannot take over grid {grid}: the successor must be a grid worker of it \
                  (onboard one there, or transfer one with `whistle people change --post {grid}`)",
                 successor.id
-            ));
+            )));
         }
     }
     Ok(())

@@ -35,11 +35,17 @@ pub enum Verb {
     DecideLedger,
     /// The review of a ledger case: kept with a new review date, or returned to handling.
     ReviewLedger,
+    /// 入职: an operator onboards a person posted in their area.
+    OnboardPerson,
+    /// 信息变更/调岗: an operator changes a person's name, phone, role or post.
+    ChangePerson,
+    /// 离岗: an operator offboards a person, handing what they hold to a successor.
+    OffboardPerson,
 }
 
 impl Verb {
     /// Every verb, in the order dispatch registers its endpoints.
-    pub const ALL: [Verb; 17] = [
+    pub const ALL: [Verb; 20] = [
         Verb::Accept,
         Verb::Return,
         Verb::Resolve,
@@ -57,7 +63,21 @@ impl Verb {
         Verb::ProposeLedger,
         Verb::DecideLedger,
         Verb::ReviewLedger,
+        Verb::OnboardPerson,
+        Verb::ChangePerson,
+        Verb::OffboardPerson,
     ];
+
+    /// The verbs of people's lifecycle, which act on no incident (operators only).
+    pub const PEOPLE: [Verb; 3] = [
+        Verb::OnboardPerson,
+        Verb::ChangePerson,
+        Verb::OffboardPerson,
+    ];
+
+    pub fn is_people(self) -> bool {
+        Verb::PEOPLE.contains(&self)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -78,6 +98,9 @@ impl Verb {
             Verb::ProposeLedger => "propose_ledger",
             Verb::DecideLedger => "decide_ledger",
             Verb::ReviewLedger => "review_ledger",
+            Verb::OnboardPerson => "onboard_person",
+            Verb::ChangePerson => "change_person",
+            Verb::OffboardPerson => "offboard_person",
         }
     }
 
@@ -101,6 +124,9 @@ impl Verb {
             Body::ProposeLedger(_) => Verb::ProposeLedger,
             Body::DecideLedger(_) => Verb::DecideLedger,
             Body::ReviewLedger(_) => Verb::ReviewLedger,
+            Body::OnboardPerson(_) => Verb::OnboardPerson,
+            Body::ChangePerson(_) => Verb::ChangePerson,
+            Body::OffboardPerson(_) => Verb::OffboardPerson,
         }
     }
 }

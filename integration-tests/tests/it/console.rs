@@ -6,8 +6,11 @@
 //! the grid form reaching the ticker, a liaison's accept changing the screen, the drill-down, the
 //! wall at three resolutions, the map, the served catalogue, the offline report form (a photo in its
 //! queue), photos taken in the form and the workbench shown before/after, the rankings against
-//! GetScoreboard, 主办/协办 and 挂账 from the workbench to the screen, and that no page logs an
-//! error (the full list: docs/console.md).
+//! GetScoreboard, 主办/协办 and 挂账 from the workbench to the screen, 人员管理 (offboarding a liaison
+//! who holds a task, with a successor), and that no page logs an error (the full list:
+//! docs/console.md).
+//!
+//! `WHISTLE_E2E_FILES=e2e/people.test.mjs` runs only the browser tests named (npm's `e2e`).
 //!
 //! Needs Node.js and Chromium: `deploy/local/test.sh` installs both and builds the console
 //! (WHISTLE_CONSOLE_DIR); without WHISTLE_CONSOLE_DIR this test builds it with console.sh.
@@ -105,6 +108,33 @@ async fn the_console_works_in_a_real_browser() {
     let assist_liaison = stack.token_for(Role::Liaison, &assisting).await;
     let district_operator = stack.token_for(Role::Operator, &district).await;
     let grid_worker = stack.token_for(Role::GridWorker, &g2).await;
+    // 人员管理: two new liaisons of a department of the district; the leaver reported in on a
+    // task, so offboarding them needs a successor (the other one).
+    let people_department = dept(&g1, "heating");
+    let leaver = format!("li-{people_department}-e2e");
+    let successor = format!("li-{people_department}-e2e-2");
+    for (id, name) in [(&leaver, "离岗测试员"), (&successor, "接替测试员")] {
+        let new = whistle_store::people::NewPerson {
+            id: id.clone(),
+            name: name.into(),
+            phone: "13900001111".into(),
+            role: whistle_store::people::parse_role("liaison", &people_department).unwrap(),
+        };
+        // At the stack's clock: dispatch offboards them at its own, never before they joined.
+        whistle_store::people::onboard(stack.pool(), &new, stack.now(), &admin())
+            .await
+            .unwrap();
+    }
+    let held = stack.whistled("e2e-people", &g1).await;
+    // Dispatch learns of the newcomers from the org follower: the report-in waits for that.
+    eventually("the e2e leaver reported in", WAIT, || async {
+        matches!(
+            stack.command(&leaver, held, accept(1)).await.outcome,
+            Some(v1::command_reply::Outcome::Ok(_))
+        )
+    })
+    .await
+    .unwrap();
     let viewer = stack.token_for(Role::Viewer, &district).await;
     let screenshots = std::env::var("WHISTLE_SCREENSHOT_DIR").unwrap_or_default();
     let console = repo().join("services/whistle-query/console");
@@ -124,6 +154,10 @@ async fn the_console_works_in_a_real_browser() {
         .env("WHISTLE_GRID_CODE", &g2)
         .env("WHISTLE_DRILL_DISTRICT", &district)
         .env("WHISTLE_DRILL_STREET", unit(&g1, Level::Street))
+        .env("WHISTLE_PEOPLE_LEAVER", &leaver)
+        .env("WHISTLE_PEOPLE_SUCCESSOR", &successor)
+        .env("WHISTLE_PEOPLE_DEPARTMENT", &people_department)
+        .env("WHISTLE_PEOPLE_INCIDENT_ID", held.to_string())
         .env("WHISTLE_SCREENSHOT_DIR", screenshots)
         .env("CHROMIUM", &chromium)
         .output()

@@ -19,6 +19,7 @@ mod lock_order;
 mod notifications;
 mod org_import;
 mod people;
+mod people_rpc;
 mod photo_retention;
 mod photos;
 mod policy;

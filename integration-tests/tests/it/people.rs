@@ -153,7 +153,7 @@ async fn offboarding_a_liaison_hands_over_their_tasks_and_shuts_both_doors_at_on
     .await
     .unwrap_err();
     assert!(
-        matches!(wrong, Refused::Invalid(ref m) if m.contains(&heating)),
+        matches!(wrong, Refused::Unfit(ref m) if m.contains(&heating)),
         "{wrong}"
     );
 
@@ -512,8 +512,11 @@ async fn onboarding_is_validated_and_a_grid_is_never_left_without_its_worker() {
         phone: phone.into(),
         role: people::parse_role("grid_worker", grid).unwrap(),
     };
+    // Each refusal of its kind: a missing post, a taken id, bad input.
     let refusal = |r: Result<people::Person, Refused>| match r {
-        Err(Refused::Invalid(message)) => message,
+        Err(Refused::Invalid(message) | Refused::NotFound(message) | Refused::Exists(message)) => {
+            message
+        }
         other => panic!("expected a refusal, got {other:?}"),
     };
     let unknown_grid = format!("{}999", &grid[..12]);
@@ -575,7 +578,7 @@ async fn onboarding_is_validated_and_a_grid_is_never_left_without_its_worker() {
         .await
         .unwrap_err();
     assert!(
-        matches!(wrong, Refused::Invalid(ref m) if m.contains("grid worker of it")),
+        matches!(wrong, Refused::Unfit(ref m) if m.contains("grid worker of it")),
         "{wrong}"
     );
     let new = people::onboard(
@@ -606,5 +609,5 @@ async fn onboarding_is_validated_and_a_grid_is_never_left_without_its_worker() {
     let again = people::offboard(stack.pool(), &only, None, at, &admin())
         .await
         .unwrap_err();
-    assert!(matches!(again, Refused::Invalid(ref m) if m.contains("left")));
+    assert!(matches!(again, Refused::Left(ref m) if m.contains("left")));
 }

@@ -764,6 +764,9 @@ pub fn done_zh(command: &v1::Command, ok: &v1::CommandOk) -> String {
         Some(Body::DecideLedger(_)) => "已不同意挂账".into(),
         Some(Body::ReviewLedger(r)) if r.extend_to.is_some() => "已继续挂账".into(),
         Some(Body::ReviewLedger(_)) => "已出账，恢复办理".into(),
+        Some(Body::OnboardPerson(_)) => "已入职".into(),
+        Some(Body::ChangePerson(_)) => "已变更".into(),
+        Some(Body::OffboardPerson(_)) => "已离岗".into(),
         None => "完成".into(),
     }
 }
@@ -1411,6 +1414,7 @@ mod tests {
             task_id: "2".into(),
             task_status: v1::TaskStatus::Accepted as i32,
             applied_at: None,
+            person: None,
         };
         assert_eq!(
             describe_ok(&command, &ok),
@@ -1440,6 +1444,7 @@ mod tests {
             outcome: Some(Outcome::Error(v1::CommandError {
                 code: v1::CommandErrorCode::Stale as i32,
                 message: "incident is at version 6, not 5".into(),
+                holdings: None,
             })),
         })
         .unwrap_err();

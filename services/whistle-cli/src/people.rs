@@ -98,7 +98,12 @@ fn refused(error: Refused) -> anyhow::Error {
             "refused, nothing changed: {person} still holds {holdings}\n\
              name who takes over with --successor ID"
         ),
-        Refused::Invalid(message) => anyhow::anyhow!("refused, nothing changed: {message}"),
+        Refused::Invalid(message)
+        | Refused::NotFound(message)
+        | Refused::Exists(message)
+        | Refused::Left(message)
+        | Refused::Unfit(message)
+        | Refused::OutOfScope(message) => anyhow::anyhow!("refused, nothing changed: {message}"),
         Refused::Store(e) => anyhow::Error::new(e),
     }
 }

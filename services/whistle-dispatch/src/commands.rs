@@ -124,7 +124,7 @@ impl Commands {
     async fn handle(&self, message: &async_nats::Message, json: bool) -> v1::CommandReply {
         // Endpoints exist only for the contract's verbs, but a subject may lack a valid person.
         let (verb, person) = match subject::parse_command(message.subject.as_str()) {
-            Ok((verb, person)) => (verb.as_str(), person),
+            Ok(parsed) => parsed,
             Err(e) => return error(CommandErrorCode::InvalidArgument, e.to_string()),
         };
         let command = match decode_bytes(&message.payload, json) {
@@ -132,17 +132,21 @@ impl Commands {
             Err(reply) => return reply,
         };
         if let Err(reply) = check_actor(person, &command) {
-            warn!(verb, subject_person = person, actor = %command.actor_id, "forged actor refused");
+            warn!(%verb, subject_person = person, actor = %command.actor_id, "forged actor refused");
             return reply;
         }
         if let Err(limited) = self.limiter.take(&command.actor_id) {
-            debug!(verb, person, "command rate limited");
+            debug!(%verb, person, "command rate limited");
             return error(
                 CommandErrorCode::RateLimited,
                 format!("{person} sent {limited}"),
             );
         }
         let catalog = self.shared.catalog.load();
+        if verb.is_people() {
+            return self.people(verb, &catalog, command).await;
+        }
+        let verb = verb.as_str();
         let parsed = match parse(verb, &command, &catalog) {
             Ok(parsed) => parsed,
             Err(reply) => return reply,
@@ -229,7 +233,7 @@ impl Commands {
         incidents::record_command(
             &mut tx,
             &command.command_id,
-            parsed.incident_id,
+            Some(parsed.incident_id),
             verb,
             &command.actor_id,
             &reply.encode_to_vec(),
@@ -259,6 +263,7 @@ fn error(code: CommandErrorCode, message: impl Into<String>) -> v1::CommandReply
         outcome: Some(Outcome::Error(v1::CommandError {
             code: code as i32,
             message: message.into(),
+            holdings: None,
         })),
     }
 }
@@ -291,6 +296,7 @@ fn ok_reply(
                 whistle_wire::convert::task_status_to_proto(t.status) as i32
             }),
             applied_at: Some(whistle_wire::convert::timestamp(now)),
+            person: None,
         })),
     }
 }
@@ -628,6 +634,10 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
                 },
                 None,
             )
+        }
+        // Handled apart (people.rs) before an incident is looked for.
+        Body::OnboardPerson(_) | Body::ChangePerson(_) | Body::OffboardPerson(_) => {
+            return Err(invalid(format!("{body_verb} acts on no incident")))
         }
     };
     Ok(Parsed {

@@ -17,6 +17,7 @@ mod intake;
 mod maintenance;
 mod metrics;
 pub mod notify;
+mod people;
 mod recalendar;
 mod relay;
 mod retention;

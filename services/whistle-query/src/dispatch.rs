@@ -24,6 +24,14 @@ impl Dispatch {
         request: Request<v1::Command>,
     ) -> Result<v1::CommandOk> {
         let principal = self.auth.principal(&request).await?;
+        // Dispatch checks the actor's role against the org tree too; this says it in the
+        // token's terms before a request is sent.
+        if rpc_verb.is_people() && principal.role != whistle_store::tokens::Role::Operator {
+            return Err(Error::PermissionDenied(format!(
+                "only operator tokens manage people; this is a {} token",
+                principal.role.as_str()
+            )));
+        }
         let actor = principal.actor()?;
         let mut command = request.into_inner();
         match &command.body {
@@ -66,6 +74,11 @@ impl Dispatch {
         })?;
         match reply.outcome {
             Some(Outcome::Ok(ok)) => Ok(ok),
+            Some(Outcome::Error(v1::CommandError {
+                message,
+                holdings: Some(holdings),
+                ..
+            })) => Err(Error::SuccessorNeeded(message, *holdings)),
             Some(Outcome::Error(error)) => Err(Error::Refused(
                 CommandErrorCode::try_from(error.code).unwrap_or(CommandErrorCode::Unspecified),
                 error.message,
@@ -109,4 +122,7 @@ forward! {
     propose_ledger => Verb::ProposeLedger,
     decide_ledger => Verb::DecideLedger,
     review_ledger => Verb::ReviewLedger,
+    onboard_person => Verb::OnboardPerson,
+    change_person => Verb::ChangePerson,
+    offboard_person => Verb::OffboardPerson,
 }

@@ -23,6 +23,10 @@ pub enum Error {
     /// Dispatch refused a command; nothing changed.
     #[error("{1}")]
     Refused(whistle_proto::v1::CommandErrorCode, String),
+    /// Dispatch refused a people's command because the person holds what must be handed over
+    /// (`FAILED_PRECONDITION`, reason `successor_needed`, the holdings in the status details).
+    #[error("{0}")]
+    SuccessorNeeded(String, whistle_proto::v1::PersonHoldings),
     /// The token is over its rate limit or holds its most `WatchEvents` streams
     /// (`RESOURCE_EXHAUSTED`, reason `rate_limited`).
     #[error("{0}")]
@@ -76,10 +80,22 @@ pub const RATE_LIMITED: &str = "rate_limited";
 /// The reason of a resolution refused for want of an "after" photo the policy requires.
 pub const PHOTO_REQUIRED: &str = "photo_required";
 
+/// The reason of an offboarding or transfer refused because the person holds work and no
+/// successor was named; the status details carry a `whistle.v1.PersonHoldings`.
+pub const SUCCESSOR_NEEDED: &str = "successor_needed";
+
+/// The reason of a successor refused because they cannot hold what is handed over.
+pub const SUCCESSOR_UNFIT: &str = "successor_unfit";
+
+/// The type URL of the `PersonHoldings` in a `successor_needed` status's details.
+pub const HOLDINGS_TYPE_URL: &str = "type.googleapis.com/whistle.v1.PersonHoldings";
+
 /// Every reason this service puts in [`REASON_METADATA`] (the console has words for each).
-pub const REASONS: [&str; 6] = [
+pub const REASONS: [&str; 8] = [
     RATE_LIMITED,
     PHOTO_REQUIRED,
+    SUCCESSOR_NEEDED,
+    SUCCESSOR_UNFIT,
     crate::photos::PHOTO_EMPTY,
     crate::photos::PHOTO_TOO_LARGE,
     crate::photos::PHOTO_TYPE,
@@ -91,13 +107,60 @@ pub fn reason(status: &Status) -> Option<&str> {
     status.metadata().get(REASON_METADATA)?.to_str().ok()
 }
 
-fn with_reason(code: tonic::Code, message: String, reason: &'static str) -> Status {
+fn reason_metadata(reason: &'static str) -> tonic::metadata::MetadataMap {
     let mut metadata = tonic::metadata::MetadataMap::new();
     metadata.insert(
         REASON_METADATA,
         tonic::metadata::MetadataValue::from_static(reason),
     );
-    Status::with_metadata(code, message, metadata)
+    metadata
+}
+
+fn with_reason(code: tonic::Code, message: String, reason: &'static str) -> Status {
+    Status::with_metadata(code, message, reason_metadata(reason))
+}
+
+/// `google.rpc.Status`, the gRPC richer error model's `grpc-status-details-bin`: what clients
+/// (connect-es `findDetails`, grpc-go `status.Details`) decode the details from.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<prost_types::Any>,
+}
+
+/// `FAILED_PRECONDITION` with the reason `successor_needed` and the holdings as a detail.
+fn successor_needed(message: String, holdings: &whistle_proto::v1::PersonHoldings) -> Status {
+    use prost::Message as _;
+    let code = tonic::Code::FailedPrecondition;
+    let details = RpcStatus {
+        code: code as i32,
+        message: message.clone(),
+        details: vec![prost_types::Any {
+            type_url: HOLDINGS_TYPE_URL.to_owned(),
+            value: holdings.encode_to_vec(),
+        }],
+    };
+    Status::with_details_and_metadata(
+        code,
+        message,
+        details.encode_to_vec().into(),
+        reason_metadata(SUCCESSOR_NEEDED),
+    )
+}
+
+/// The holdings a `successor_needed` status carries, as a client decodes them.
+pub fn holdings(status: &Status) -> Option<whistle_proto::v1::PersonHoldings> {
+    use prost::Message as _;
+    let details = RpcStatus::decode(status.details()).ok()?;
+    let any = details
+        .details
+        .into_iter()
+        .find(|any| any.type_url == HOLDINGS_TYPE_URL)?;
+    whistle_proto::v1::PersonHoldings::decode(any.value.as_slice()).ok()
 }
 
 impl Error {
@@ -137,6 +200,14 @@ fn refused(code: CommandErrorCode, message: String) -> Status {
         CommandErrorCode::PhotoRequired => {
             with_reason(tonic::Code::FailedPrecondition, message, PHOTO_REQUIRED)
         }
+        CommandErrorCode::AlreadyExists => Status::already_exists(message),
+        // Without the holdings (dispatch always sends them, see `Error::SuccessorNeeded`).
+        CommandErrorCode::SuccessorNeeded => {
+            with_reason(tonic::Code::FailedPrecondition, message, SUCCESSOR_NEEDED)
+        }
+        CommandErrorCode::SuccessorUnfit => {
+            with_reason(tonic::Code::InvalidArgument, message, SUCCESSOR_UNFIT)
+        }
         CommandErrorCode::Unspecified => {
             tracing::error!(%message, "dispatch answered an error without a code");
             Status::internal(message)
@@ -154,6 +225,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(message) => Status::unauthenticated(message),
             Error::PermissionDenied(message) => Status::permission_denied(message),
             Error::Refused(code, message) => refused(code, message),
+            Error::SuccessorNeeded(message, holdings) => successor_needed(message, &holdings),
             Error::RateLimited(message) => {
                 with_reason(tonic::Code::ResourceExhausted, message, RATE_LIMITED)
             }
@@ -242,9 +314,26 @@ mod tests {
             (CommandErrorCode::Unavailable, Code::Unavailable),
             (CommandErrorCode::RateLimited, Code::ResourceExhausted),
             (CommandErrorCode::PhotoRequired, Code::FailedPrecondition),
+            (CommandErrorCode::AlreadyExists, Code::AlreadyExists),
+            (CommandErrorCode::SuccessorNeeded, Code::FailedPrecondition),
+            (CommandErrorCode::SuccessorUnfit, Code::InvalidArgument),
         ] {
             let status = Status::from(Error::Refused(code, "why".into()));
             assert_eq!((status.code(), status.message()), (expected, "why"));
         }
+    }
+
+    #[test]
+    fn a_successor_needed_carries_the_holdings_in_its_details() {
+        let held = whistle_proto::v1::PersonHoldings {
+            grid_code: "150602001001001".into(),
+            deputy_for: vec!["li-x".into()],
+            ..Default::default()
+        };
+        let status = Status::from(Error::SuccessorNeeded("holds".into(), held.clone()));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&status), Some(SUCCESSOR_NEEDED));
+        assert_eq!(holdings(&status), Some(held));
+        assert_eq!(holdings(&Status::from(Error::invalid("x"))), None);
     }
 }

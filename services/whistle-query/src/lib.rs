@@ -87,7 +87,10 @@ pub use aggregates::{Aggregates, Sizes};
 pub use console::{
     CACHE_IMMUTABLE, CACHE_REVALIDATE, CONTENT_SECURITY_POLICY, STRICT_TRANSPORT_SECURITY,
 };
-pub use error::{reason, Error, Result, RATE_LIMITED, REASONS, REASON_METADATA};
+pub use error::{
+    holdings, reason, Error, Result, RATE_LIMITED, REASONS, REASON_METADATA, SUCCESSOR_NEEDED,
+    SUCCESSOR_UNFIT,
+};
 pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use limits::{DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WATCH_STREAMS};
 pub use overdue::MAX_ITEMS as MAX_OVERDUE_ITEMS;

@@ -80,6 +80,22 @@ fn body(verb: Verb) -> Body {
             extend_to: None,
             note: String::new(),
         }),
+        Verb::OnboardPerson => Body::OnboardPerson(v1::OnboardPerson {
+            person_id: "li-forged".into(),
+            name: "forged".into(),
+            phone: "13900001111".into(),
+            role: "liaison".into(),
+            post: "150602-heating".into(),
+        }),
+        Verb::ChangePerson => Body::ChangePerson(v1::ChangePerson {
+            person_id: "li-150602-heating".into(),
+            name: "forged".into(),
+            ..Default::default()
+        }),
+        Verb::OffboardPerson => Body::OffboardPerson(v1::OffboardPerson {
+            person_id: "li-150602-heating".into(),
+            successor_id: String::new(),
+        }),
     }
 }
 
@@ -184,6 +200,9 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::ReleaseAssist,
                 Verb::DecideLedger,
                 Verb::ReviewLedger,
+                Verb::OnboardPerson,
+                Verb::ChangePerson,
+                Verb::OffboardPerson,
             ],
             &[
                 Verb::RequestExtension,
@@ -204,6 +223,9 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::ReleaseAssist,
                 Verb::DecideLedger,
                 Verb::ReviewLedger,
+                Verb::OnboardPerson,
+                Verb::ChangePerson,
+                Verb::OffboardPerson,
             ],
             &[Verb::RequestExtension, Verb::ProposeLedger],
         ),
@@ -223,6 +245,10 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::ReleaseAssist,
                 Verb::DecideLedger,
                 Verb::ReviewLedger,
+                // Refused by dispatch: a people's command names no incident.
+                Verb::OnboardPerson,
+                Verb::ChangePerson,
+                Verb::OffboardPerson,
             ],
         ),
     ];

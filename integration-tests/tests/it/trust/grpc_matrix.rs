@@ -244,6 +244,22 @@ fn forged(verb: Verb, incident: Uuid, actor: &str) -> v1::Command {
             extend_to: None,
             note,
         }),
+        Verb::OnboardPerson => Body::OnboardPerson(v1::OnboardPerson {
+            person_id: "li-matrix".into(),
+            name: note,
+            phone: "13900001111".into(),
+            role: "liaison".into(),
+            post: DEPARTMENT.into(),
+        }),
+        Verb::ChangePerson => Body::ChangePerson(v1::ChangePerson {
+            person_id: format!("li-{DEPARTMENT}"),
+            name: note,
+            ..Default::default()
+        }),
+        Verb::OffboardPerson => Body::OffboardPerson(v1::OffboardPerson {
+            person_id: format!("li-{DEPARTMENT}"),
+            successor_id: String::new(),
+        }),
     };
     v1::Command {
         command_id: Uuid::now_v7().to_string(),
@@ -275,6 +291,9 @@ async fn act(stack: &Stack, verb: Verb, token: &str, command: v1::Command) -> Co
         Verb::ProposeLedger => dispatch.propose_ledger(request).await,
         Verb::DecideLedger => dispatch.decide_ledger(request).await,
         Verb::ReviewLedger => dispatch.review_ledger(request).await,
+        Verb::OnboardPerson => dispatch.onboard_person(request).await,
+        Verb::ChangePerson => dispatch.change_person(request).await,
+        Verb::OffboardPerson => dispatch.offboard_person(request).await,
     })
 }
 

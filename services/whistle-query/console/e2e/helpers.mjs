@@ -26,6 +26,12 @@ export const env = {
   gridCode: process.env.WHISTLE_GRID_CODE,
   drillDistrict: process.env.WHISTLE_DRILL_DISTRICT,
   drillStreet: process.env.WHISTLE_DRILL_STREET,
+  /** 人员管理: a liaison of the district who holds a task, another of the same department, the
+   * department and the task's incident. */
+  peopleLeaver: process.env.WHISTLE_PEOPLE_LEAVER,
+  peopleSuccessor: process.env.WHISTLE_PEOPLE_SUCCESSOR,
+  peopleDepartment: process.env.WHISTLE_PEOPLE_DEPARTMENT,
+  peopleIncident: process.env.WHISTLE_PEOPLE_INCIDENT_ID,
   screenshots: process.env.WHISTLE_SCREENSHOT_DIR,
   chromium: process.env.CHROMIUM || "/usr/bin/chromium",
 };

@@ -37,10 +37,11 @@ function isNetwork(err: ConnectError, cause: unknown): boolean {
 }
 
 /**
- * The sentence for an error of a read (`read`), a command (`command`: 签收, 督办, …) or a report.
- * The reason trailer (`whistle-reason`) is more precise than the code and wins.
+ * The sentence for an error of a read (`read`), a command (`command`: 签收, 督办, …), a change of
+ * people (`people`: 入职, 调岗, 离岗) or a report. The reason trailer (`whistle-reason`) is more
+ * precise than the code and wins.
  */
-export function describe(e: unknown, context: "read" | "command" = "read"): Problem {
+export function describe(e: unknown, context: "read" | "command" | "people" = "read"): Problem {
   const err = ConnectError.from(e);
   const name = codeName(err.code);
   const detail = `${name}: ${err.rawMessage || err.message}`;
@@ -53,10 +54,13 @@ export function describe(e: unknown, context: "read" | "command" = "read"): Prob
   } else if (reason && (words.reason as Table)[reason]) {
     text = (words.reason as Table)[reason];
   } else {
-    const table = context === "command" ? { ...(words.grpc as Table), ...(words.command as Table) } : (words.grpc as Table);
+    const table =
+      context === "read"
+        ? (words.grpc as Table)
+        : { ...(words.grpc as Table), ...(words.command as Table), ...(context === "people" ? (words.people as Table) : {}) };
     text = table[name] ?? (words.grpc as Table).INTERNAL;
     if (err.code === Code.Aborted) kind = "stale";
-    else if (err.code === Code.FailedPrecondition || err.code === Code.PermissionDenied || err.code === Code.InvalidArgument || err.code === Code.NotFound) kind = "refused";
+    else if (err.code === Code.FailedPrecondition || err.code === Code.PermissionDenied || err.code === Code.InvalidArgument || err.code === Code.NotFound || err.code === Code.AlreadyExists) kind = "refused";
     else if (err.code === Code.Unavailable || err.code === Code.DeadlineExceeded) kind = "network";
     else if (err.code === Code.Unauthenticated) kind = "auth";
   }

@@ -10,8 +10,9 @@ import { Screen } from "./screen";
 import { Workbench } from "./workbench";
 import { ReportForm } from "./report";
 import { Bell } from "./notifications";
+import { People } from "./people";
 
-export type View = "screen" | "workbench" | "report";
+export type View = "screen" | "workbench" | "report" | "people";
 
 // The last GetSession answer for the signed-in token, beside it in sessionStorage: a page reloaded
 // without a network (the report form in the field) still knows whose it is and opens its view.
@@ -36,7 +37,9 @@ function rememberedSession(): Session | null {
 /** The views each role may open, the first one being its home. */
 export function viewsFor(role: string): View[] {
   switch (role) {
+    // 人员管理 is the operators' alone (the RPCs refuse every other token).
     case "operator":
+      return ["screen", "people"];
     case "viewer":
       return ["screen"];
     case "liaison":
@@ -181,6 +184,7 @@ function App() {
   const chrome = { session, views, view, onLang: switchLang, onSignOut: signOut, lang };
   if (view === "screen") return <Screen key={lang} {...chrome} />;
   if (view === "workbench") return <Workbench key={lang} {...chrome} />;
+  if (view === "people") return <People key={lang} {...chrome} />;
   if (view === "report") {
     installForOffline();
     return <ReportForm key={lang} {...chrome} />;
