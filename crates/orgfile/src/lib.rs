@@ -350,8 +350,7 @@ pub fn export(state: &OrgState, dir: &Path, format: Format) -> anyhow::Result<Ve
 /// Writes empty templates into `dir`: the sheets with their headers (the workbook with its
 /// 填写说明 sheet of every column with an example), and an empty boundaries file.
 pub fn template(dir: &Path, format: Format) -> anyhow::Result<Vec<PathBuf>> {
-    let sheets = org_sheets::to_sheets(&Default::default());
-    let mut written = write_sheets(&sheets, dir, format)?;
+    let mut written = write_sheets(&template_sheets(), dir, format)?;
     if format == Format::Csv {
         let path = dir.join(format!("{GUIDE}.txt"));
         let mut text = String::new();
@@ -362,10 +361,26 @@ pub fn template(dir: &Path, format: Format) -> anyhow::Result<Vec<PathBuf>> {
         written.push(path);
     }
     let path = dir.join(BOUNDARIES_FILE);
-    std::fs::write(&path, geojson(&BTreeMap::new(), &BTreeMap::new()))
+    std::fs::write(&path, template_geojson())
         .with_context(|| format!("writing {}", path.display()))?;
     written.push(path);
     Ok(written)
+}
+
+/// The empty sheets, with their headers.
+fn template_sheets() -> [Sheet; 3] {
+    org_sheets::to_sheets(&Default::default())
+}
+
+/// The template workbook ([`WORKBOOK_FILE`]): the empty sheets and 填写说明, as the console offers
+/// it for download.
+pub fn template_xlsx() -> anyhow::Result<Vec<u8>> {
+    xlsx(&template_sheets())
+}
+
+/// The empty boundaries file ([`BOUNDARIES_FILE`]).
+pub fn template_geojson() -> Vec<u8> {
+    geojson(&BTreeMap::new(), &BTreeMap::new())
 }
 
 fn write_sheets(sheets: &[Sheet; 3], dir: &Path, format: Format) -> anyhow::Result<Vec<PathBuf>> {

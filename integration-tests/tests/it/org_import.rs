@@ -535,3 +535,51 @@ async fn the_auth_callout_grants_from_an_import_as_it_commits() {
     .await
     .unwrap();
 }
+
+/// The console's template downloads are the files `whistle org import` reads: the workbook reads
+/// back with its sheets and no rows, the boundaries as an empty FeatureCollection; without a
+/// token both are refused.
+#[tokio::test]
+async fn the_templates_download_with_a_token_and_read_back_as_empty_sheets() {
+    let stack = Stack::command_center().await;
+    let bearer = format!("authorization: Bearer {}\r\n", stack.token());
+    let response = http_get_bytes(stack.query_addr(), "/templates/org.xlsx", &bearer).await;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head and a body");
+    let head = String::from_utf8_lossy(&response[..split]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-disposition: attachment; filename=\"whistle-org-template.xlsx\"; filename*=utf-8''%e7%bb%84%e7%bb%87%e6%9c%ba%e6%9e%84.xlsx"),
+        "{head}"
+    );
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(&response[split + 4..])
+    } else {
+        response[split + 4..].to_vec()
+    };
+    let input = whistle_orgfile::read_named([("组织机构.xlsx", body.as_slice())])
+        .expect("the template reads back");
+    let [units, departments, people] = org_sheets::to_sheets(&Default::default());
+    for (want, read) in [
+        (units, input.org.units),
+        (departments, input.org.departments),
+        (people, input.org.people),
+    ] {
+        let read = read.unwrap_or_else(|| panic!("sheet {}", want.name));
+        assert_eq!(read.headers, want.headers, "{}", want.name);
+        assert!(read.rows.is_empty(), "{}", want.name);
+    }
+
+    let boundaries = http_get_with(stack.query_addr(), "/templates/grids.geojson", &bearer).await;
+    assert!(boundaries.starts_with("HTTP/1.1 200"), "{boundaries}");
+    assert!(
+        boundaries.contains("{\"type\":\"FeatureCollection\",\"features\":[]}"),
+        "{boundaries}"
+    );
+    for path in ["/templates/org.xlsx", "/templates/grids.geojson"] {
+        let refused = http_get(stack.query_addr(), path).await;
+        assert!(refused.starts_with("HTTP/1.1 401"), "{path}: {refused}");
+    }
+}

@@ -57,6 +57,7 @@ mod reports;
 mod scoreboard;
 mod session;
 mod tasks;
+mod templates;
 mod trend;
 mod watch;
 
@@ -595,10 +596,26 @@ impl Service {
             ),
         };
         let handlers = Arc::new(self.handlers.clone());
-        let router = router.route(
-            monthly::PATH,
-            axum::routing::get(move |headers, query| monthly::download(handlers, headers, query)),
-        );
+        let (workbook, boundaries) = (handlers.clone(), handlers.clone());
+        let router = router
+            .route(
+                monthly::PATH,
+                axum::routing::get(move |headers, query| {
+                    monthly::download(handlers, headers, query)
+                }),
+            )
+            .route(
+                templates::WORKBOOK_PATH,
+                axum::routing::get(move |headers| {
+                    templates::download(workbook, headers, templates::Template::Workbook)
+                }),
+            )
+            .route(
+                templates::BOUNDARIES_PATH,
+                axum::routing::get(move |headers| {
+                    templates::download(boundaries, headers, templates::Template::Boundaries)
+                }),
+            );
         *routes.axum_router_mut() = router.route(
             "/metrics",
             axum::routing::get(move || {

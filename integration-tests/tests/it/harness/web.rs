@@ -80,6 +80,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> String {
 
 /// A GET with extra header lines (each ending in `\r\n`).
 pub async fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> String {
+    String::from_utf8_lossy(&http_get_bytes(addr, path, headers).await).into_owned()
+}
+
+/// [`http_get_with`]'s response as bytes, for a binary body.
+pub async fn http_get_bytes(addr: SocketAddr, path: &str, headers: &str) -> Vec<u8> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Connection: close\r\n\r\n");
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -88,5 +93,5 @@ pub async fn http_get_with(addr: SocketAddr, path: &str, headers: &str) -> Strin
         .await
         .expect("the HTTP response")
         .unwrap();
-    String::from_utf8_lossy(&response).into_owned()
+    response
 }

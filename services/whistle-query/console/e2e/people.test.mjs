@@ -4,6 +4,7 @@
 // server agrees. Same environment as console.test.mjs, plus WHISTLE_PEOPLE_* (docs/console.md).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
 import { env, clients, launch, openPage, waitFor } from "./helpers.mjs";
 
 let browser;
@@ -99,6 +100,28 @@ test("people: offboarding a liaison who holds a task needs a successor; then the
   await row.waitFor({ timeout: 15000 });
   assert.equal(await row.getAttribute("data-left"), "1");
   assert.match(await row.locator('[data-testid="person-status"]').innerText(), /已离岗[\s\S]*接替人：接替测试员/);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("people: the org import's templates download under their Chinese names", async () => {
+  const { context, page, errors } = await openPage(browser, env.districtOperator, "people", { width: 1366, height: 768 });
+  await page.waitForSelector('[data-testid="people-templates"]', { timeout: 20000 });
+  for (const [id, path, name, magic] of [
+    ["template-xlsx", "/templates/org.xlsx", "组织机构.xlsx", "PK\u0003\u0004"],
+    ["template-geojson", "/templates/grids.geojson", "网格边界.geojson", '{"type":"FeatureCollection"'],
+  ]) {
+    const [response, download] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith(path)),
+      page.waitForEvent("download"),
+      page.click(`[data-testid="${id}"]`),
+    ]);
+    assert.equal(response.status(), 200, `${path}: ${await response.text().catch(() => "")}`);
+    assert.equal(download.suggestedFilename(), name);
+    const bytes = await readFile(await download.path());
+    assert.equal(bytes.subarray(0, Buffer.byteLength(magic)).toString("utf8"), magic, path);
+  }
+  assert.equal(await page.locator('[data-testid="template-error"]').count(), 0);
   assert.deepEqual(errors, []);
   await context.close();
 });

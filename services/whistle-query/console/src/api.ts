@@ -68,6 +68,26 @@ export const reporting: Client<typeof Reporting> = createClient(Reporting, trans
 
 export { Code, ConnectError };
 
+/**
+ * Downloads a file the query service makes (`path`, with the token), under the name it gives
+ * (`filename*` first, for a Chinese name), else `fallback`. Throws the server's message.
+ */
+export async function downloadFile(path: string, fallback: string): Promise<void> {
+  const res = await fetch(path, { headers: { authorization: `Bearer ${getToken()}` } });
+  if (!res.ok) throw new Error((await res.text()).trim() || `HTTP ${res.status}`);
+  const blob = await res.blob();
+  const disposition = res.headers.get("content-disposition") ?? "";
+  const utf8 = /filename\*=UTF-8''([^;]+)/i.exec(disposition)?.[1];
+  const name = (utf8 && decodeURIComponent(utf8)) || /filename="([^"]+)"/.exec(disposition)?.[1] || fallback;
+  const a = document.createElement("a");
+  a.href = URL.createObjectURL(blob);
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
+}
+
 
 export function isAbort(e: unknown): boolean {
   return e instanceof DOMException && e.name === "AbortError" || (e instanceof ConnectError && e.code === Code.Canceled);

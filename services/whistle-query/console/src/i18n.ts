@@ -342,6 +342,11 @@ const D = {
   overdueDefinition: ["超期：在办事件已过办结时限（与“超期”指标同一口径，每个事件计一次）", "Overdue: open incidents past their resolve deadline (as the Overdue tile counts them, each once)"],
   // 人员管理
   peopleOfArea: ["本辖区人员", "People of the area"],
+  templates: ["组织机构导入模板", "Org import templates"],
+  templatesHint: ["填写后由管理员以 whistle org import 导入（先预览差异，再 --apply）", "Filled in, an administrator imports them with whistle org import (preview the diff, then --apply)"],
+  templateWorkbook: ["单位·部门·人员（XLSX）", "Units, departments, people (XLSX)"],
+  templateBoundaries: ["网格边界（GeoJSON）", "Grid boundaries (GeoJSON)"],
+  templateFailed: ["模板下载失败", "The template could not be downloaded"],
   peopleCount: ["共 {n} 人", "{n} people"],
   peopleSearchPh: ["搜索姓名或编号", "Search name or id"],
   allRoles: ["全部角色", "All roles"],

@@ -3,7 +3,7 @@
 // the console's token (docs/report.md). The department board covers the city or a district, so a
 // street or smaller downloads its district's report.
 import { useState } from "preact/hooks";
-import { getToken } from "./api";
+import { downloadFile } from "./api";
 import { t } from "./i18n";
 
 /** `YYYY-MM` of the month before the current one (local time: the screen is in Ordos). */
@@ -19,19 +19,9 @@ export function reportArea(area: string): string {
   return area.length > 6 ? area.slice(0, 6) : area;
 }
 
-async function download(month: string, area: string, format: "xlsx" | "pdf") {
+function download(month: string, area: string, format: "xlsx" | "pdf") {
   const query = new URLSearchParams({ month, area: reportArea(area), format });
-  const res = await fetch(`/reports/monthly?${query}`, { headers: { authorization: `Bearer ${getToken()}` } });
-  if (!res.ok) throw new Error((await res.text()).trim() || `HTTP ${res.status}`);
-  const blob = await res.blob();
-  const name = /filename="([^"]+)"/.exec(res.headers.get("content-disposition") ?? "")?.[1] ?? `whistle-monthly.${format}`;
-  const a = document.createElement("a");
-  a.href = URL.createObjectURL(blob);
-  a.download = name;
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
+  return downloadFile(`/reports/monthly?${query}`, `whistle-monthly.${format}`);
 }
 
 export function MonthlyReport({ area }: { area: string }) {

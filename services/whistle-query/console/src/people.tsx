@@ -5,7 +5,7 @@
 // do; one for want of a successor lists what the person holds (the status details' PersonHoldings)
 // and opens the picker with those who can take it over.
 import { useEffect, useMemo, useState } from "preact/hooks";
-import { cc, dispatch, uuid, ConnectError } from "./api";
+import { cc, dispatch, uuid, ConnectError, downloadFile } from "./api";
 import { t, roleLabel } from "./i18n";
 import { describe, type Problem } from "./errors";
 import { type PersonEntry } from "./gen/whistle/v1/command_center_pb.js";
@@ -156,6 +156,7 @@ export function People(p: Chrome) {
               {t("onboard")}
             </button>
           </div>
+          <Templates />
           <div class="wb-filters" role="search" data-testid="people-filters">
             <input type="search" aria-label={t("search")} placeholder={t("peopleSearchPh")} value={text} data-testid="people-search" onInput={(e) => setText((e.target as HTMLInputElement).value)} />
             <select aria-label={t("personRole")} value={role} data-testid="people-filter-role" onChange={(e) => setRole((e.target as HTMLSelectElement).value as Role | "")}>
@@ -488,5 +489,41 @@ function OffboardDialog(p: { person: PersonEntry; people: PersonEntry[]; names: 
       <Holds refused={refused} person={x} names={p.names} />
       <Buttons busy={busy} disabled={needed && !successor} label={t("offboardConfirm")} onClose={p.onClose} />
     </Modal>
+  );
+}
+
+/**
+ * The org import's empty templates (`whistle org import` reads them back; docs/operations.md, "The
+ * city's organisation"): the workbook with 填写说明, and the grid boundaries as GeoJSON.
+ */
+function Templates() {
+  const [busy, setBusy] = useState("");
+  const [error, setError] = useState("");
+  const get = async (path: string, fallback: string) => {
+    setBusy(path);
+    setError("");
+    try {
+      await downloadFile(path, fallback);
+    } catch (e) {
+      setError(e instanceof Error ? e.message : String(e));
+    } finally {
+      setBusy("");
+    }
+  };
+  return (
+    <div class="people-templates muted small" data-testid="people-templates" title={t("templatesHint")}>
+      {t("templates")}：
+      <button type="button" class="link" disabled={!!busy} data-testid="template-xlsx" onClick={() => get("/templates/org.xlsx", "组织机构.xlsx")}>
+        {t("templateWorkbook")}
+      </button>
+      <button type="button" class="link" disabled={!!busy} data-testid="template-geojson" onClick={() => get("/templates/grids.geojson", "网格边界.geojson")}>
+        {t("templateBoundaries")}
+      </button>
+      {error && (
+        <span class="error" role="alert" data-testid="template-error">
+          {t("templateFailed")}：{error}
+        </span>
+      )}
+    </div>
   );
 }
