@@ -249,8 +249,40 @@ async fn trend_matches_sql(stack: &Stack, areas: &[String], when: &str) -> Vec<v
     out
 }
 
-/// Once the aggregates caught up: `GetOverview` equals `recount` for every area and window, and
-/// `GetTrend` the SQL trend for every area and hour count. Returns the whole city's overview.
+/// `ListOverdue` (the live late list) equals its SQL definition for every area, whole and cut to
+/// a page.
+async fn overdue_matches_sql(stack: &Stack, areas: &[String], when: &str) {
+    let mut client = stack.client();
+    for area_code in areas {
+        let area: AreaCode = area_code.parse().unwrap();
+        for page_size in [0, 3] {
+            let live = client
+                .list_overdue(v1::ListOverdueRequest {
+                    area_code: area_code.clone(),
+                    page_size,
+                })
+                .await
+                .expect("ListOverdue")
+                .into_inner();
+            let limit = if page_size == 0 {
+                whistle_query::MAX_OVERDUE_ITEMS
+            } else {
+                page_size
+            };
+            let reference = whistle_query::recount_overdue(stack.pool(), &area, limit, stack.now())
+                .await
+                .expect("the SQL late list");
+            assert_eq!(
+                live, reference,
+                "{when}: area {area_code}, {page_size} items"
+            );
+        }
+    }
+}
+
+/// Once the aggregates caught up: `GetOverview` equals `recount` for every area and window,
+/// `GetTrend` the SQL trend for every area and hour count, and `ListOverdue` the SQL late list.
+/// Returns the whole city's overview.
 async fn matches_recount(stack: &Stack, when: &str) -> v1::Overview {
     stack.caught_up().await;
     // An empty area means the token's (the whole city here), so the city stands for both.
@@ -299,6 +331,7 @@ async fn matches_recount(stack: &Stack, when: &str) -> v1::Overview {
         }
     }
     trend_matches_sql(stack, &areas, when).await;
+    overdue_matches_sql(stack, &areas, when).await;
     stack.overview("", None).await
 }
 
@@ -376,6 +409,9 @@ async fn after_a_load_run_and_a_restart_the_aggregates_equal_a_sql_recount() {
     }
     assert!(city.by_level.len() >= 3, "{:?}", city.by_level);
     assert!(city.overdue > 0);
+    let late = stack.overdue("150600").await;
+    assert!(late.iter().any(|item| item.task_id.is_empty()), "{late:?}");
+    assert!(late.iter().any(|item| !item.task_id.is_empty()), "{late:?}");
     assert!(city.reported_today > 0 && city.resolved_today > 0 && city.whistles_today > 0);
     let rates = city.rates.unwrap();
     assert!(rates.accepted_in_time > 0 && rates.accepted_in_time < rates.dispatched);

@@ -94,7 +94,7 @@ pub use error::{
 };
 pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use limits::{DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WATCH_STREAMS};
-pub use overdue::MAX_ITEMS as MAX_OVERDUE_ITEMS;
+pub use overdue::{list as recount_overdue, MAX_ITEMS as MAX_OVERDUE_ITEMS};
 pub use overview::{recount, DEFAULT_WINDOW, MAX_WINDOW};
 pub use scoreboard::recount as recount_scoreboard;
 pub use trend::{
@@ -138,8 +138,8 @@ pub struct Options {
     #[serde(with = "secs")]
     pub callout_recheck: Duration,
     pub max_db_connections: u32,
-    /// `ListOverdue` calls (SQL that scans an area's open incidents and tasks) reading PostgreSQL
-    /// at once; more wait for a turn, so that heavy callers never hold the whole pool and light
+    /// Reads that may scan an area by SQL (`ListOverdue` while the live aggregates load,
+    /// `GetScoreboard` of a month older than they keep) reading PostgreSQL at once; more wait for a turn, so that heavy callers never hold the whole pool and light
     /// reads such as `ListIncidents` always find a connection. Kept below `max_db_connections`.
     pub max_heavy_reads: u32,
     /// Live `GetScoreboard` calls computing at once (each a millisecond or more of CPU); more wait

@@ -61,8 +61,9 @@ struct Args {
     /// Most PostgreSQL connections.
     #[arg(long, env = "WHISTLE_QUERY_MAX_DB_CONNECTIONS", default_value_t = 8)]
     max_db_connections: u32,
-    /// ListOverdue calls (SQL scanning an area) reading PostgreSQL at once; more wait, so light
-    /// reads always find a connection. Kept below --max-db-connections.
+    /// Reads that may scan an area by SQL (ListOverdue while the live aggregates load, old
+    /// scoreboard months) at once; more wait, so light reads always find a connection. Kept
+    /// below --max-db-connections.
     #[arg(long, env = "WHISTLE_QUERY_MAX_HEAVY_READS", default_value_t = whistle_query::DEFAULT_HEAVY_READS, value_parser = clap::value_parser!(u32).range(1..))]
     max_heavy_reads: u32,
     /// Live GetScoreboard calls computing at once (default: half the cores); more wait, so that

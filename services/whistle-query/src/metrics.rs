@@ -38,6 +38,7 @@ struct Inner {
     feed_sequence: Gauge,
     aggregate_incidents: Family<Labels, Gauge>,
     aggregate_months: Gauge,
+    aggregate_late: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +101,12 @@ impl Default for Metrics {
             "Months of scoreboard rows the live aggregates hold",
             aggregate_months.clone(),
         );
+        let aggregate_late = Gauge::default();
+        registry.register(
+            "aggregate_late_items",
+            "Items the late list of ListOverdue holds: open incidents and their tasks in progress",
+            aggregate_late.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -111,6 +118,7 @@ impl Default for Metrics {
                 feed_sequence,
                 aggregate_incidents,
                 aggregate_months,
+                aggregate_late,
             }),
         }
     }
@@ -175,6 +183,7 @@ impl Metrics {
                     .set(gauge(n));
             }
             self.inner.aggregate_months.set(gauge(sizes.months));
+            self.inner.aggregate_late.set(gauge(sizes.late));
         }
         let mut out = String::new();
         encode(&mut out, &self.inner.registry).expect("writing to a String cannot fail");

@@ -10,6 +10,9 @@
 //!   until the review, and its tasks' with them.
 //!
 //! `late_by` is the clock's now minus the deadline, never negative.
+//!
+//! The RPC reads the live late list (`aggregates::late`); the SQL here is the definition it is
+//! tested against, and answers while the aggregates load.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
@@ -38,7 +41,8 @@ pub(crate) const TASK_IN_PROGRESS: &str = "('dispatched', 'supervised', 'accepte
 pub(crate) const TASK_DUE: &str =
     "CASE WHEN t.status IN ('dispatched', 'supervised') THEN t.accept_due_at ELSE t.resolve_due_at END";
 
-pub(crate) async fn list(
+/// `ListOverdue` of `area` at `now` by SQL, at most `limit` items.
+pub async fn list(
     pool: &PgPool,
     area: &AreaCode,
     limit: u32,

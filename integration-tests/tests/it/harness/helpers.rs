@@ -219,7 +219,9 @@ impl Stack {
             .into_inner()
     }
 
+    /// `ListOverdue` once the aggregates caught up (its late list follows the stream).
     pub async fn overdue(&self, area_code: &str) -> Vec<v1::OverdueItem> {
+        self.caught_up().await;
         self.client()
             .list_overdue(v1::ListOverdueRequest {
                 area_code: area_code.into(),

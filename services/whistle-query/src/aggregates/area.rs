@@ -46,6 +46,16 @@ impl Grid {
         self.0 / 1_000_000
     }
 
+    /// The district containing it, as a 6-digit number.
+    pub(super) fn district(self) -> u64 {
+        self.0 / 1_000_000_000
+    }
+
+    /// Its first `len` digits (at most 15).
+    pub(super) fn prefix(self, len: u32) -> u64 {
+        self.0 / 10u64.pow(15 - len)
+    }
+
     pub(super) fn areas(self) -> [AreaKey; 6] {
         PREFIXES.map(|len| AreaKey::new(self.0 / 10u64.pow(15 - len), len))
     }

@@ -1,8 +1,10 @@
 //! What the aggregates know of one incident, and what an event changes of it.
 
+use std::sync::Arc;
 use uuid::Uuid;
+
 use whistle_domain::{
-    incident::{Satisfaction, Status},
+    incident::{Satisfaction, Status, TaskStatus},
     Level,
 };
 use whistle_proto::v1;
@@ -53,6 +55,8 @@ pub(crate) struct DepartmentId(pub(super) u32);
 /// A department task as the overview's response rate and the scoreboard count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TaskFact {
+    /// Its position within the incident, as commands and `ListOverdue` name it.
+    pub id: u32,
     pub department: DepartmentId,
     /// The reopen round it belongs to.
     pub round: u32,
@@ -68,11 +72,27 @@ pub(crate) struct TaskFact {
     pub accepted_in_time: bool,
     pub resolve_due: Option<Micros>,
     pub resolved: Option<Micros>,
+    /// While the department still owes something, the deadline it owes it by: the report-in
+    /// while dispatched or supervised, the work once accepted (`overdue::TASK_DUE`).
+    pub owed_by: Option<Micros>,
 }
 
 impl TaskFact {
     pub(crate) fn dispatched_day(&self) -> Day {
         day_of(self.dispatched)
+    }
+
+    /// [`TaskFact::owed_by`] of a task in `status` with these deadlines.
+    pub(crate) fn owed(
+        status: TaskStatus,
+        accept_due: Option<Micros>,
+        resolve_due: Option<Micros>,
+    ) -> Option<Micros> {
+        match status {
+            TaskStatus::Dispatched | TaskStatus::Supervised => accept_due,
+            TaskStatus::Accepted => resolve_due,
+            _ => None,
+        }
     }
 }
 
@@ -100,6 +120,8 @@ pub(crate) enum Mark {
 pub(crate) struct Facts {
     pub version: u64,
     pub grid: Grid,
+    /// The title, which never changes (shared by the late list's items).
+    pub title: Arc<str>,
     pub status: Status,
     pub level: Level,
     pub urgency: Urgency,
@@ -297,6 +319,7 @@ impl Facts {
         Facts {
             version,
             grid: self.grid,
+            title: self.title.clone(),
             status: state.status,
             level: state.level,
             urgency: self.urgency,

@@ -25,12 +25,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 use whistle_domain::{
-    incident::{Satisfaction, Status},
+    incident::{Satisfaction, Status, TaskStatus},
     policy::LedgerRates,
     Level,
 };
 use whistle_proto::v1::{self, event::Body};
-use whistle_wire::{names::EVENTS_STREAM as EVENTS, Clock};
+use whistle_wire::{convert::task_status_to_proto, names::EVENTS_STREAM as EVENTS, Clock};
 
 use super::{
     hour_of, load, micros, proto_micros, Aggregates, Change, Facts, Grid, Hour, Kinds, Micros,
@@ -297,22 +297,29 @@ fn task(store: &Store, task: &v1::TaskState) -> Result<TaskFact, String> {
         (Some(accepted), Some(due)) => accepted <= proto_micros(due),
         _ => false,
     };
-    let status = v1::TaskStatus::try_from(task.status)
-        .map_err(|_| format!("task {} status {}", task.task_id, task.status))?;
+    let status = TaskStatus::ALL
+        .iter()
+        .copied()
+        .find(|s| task_status_to_proto(*s) as i32 == task.status)
+        .ok_or_else(|| format!("task {} status {}", task.task_id, task.status))?;
+    let resolve_due = task.resolve_due_at.as_ref().map(proto_micros);
     Ok(TaskFact {
+        id: task.task_id,
         department: store.department(&task.department_code),
         round: task.round,
-        live: !matches!(
-            status,
-            v1::TaskStatus::Returned | v1::TaskStatus::Cancelled | v1::TaskStatus::Released
-        ),
+        live: status.is_live(),
         returned: task.return_reason != v1::ReturnReason::Unspecified as i32,
         disputed: task.disputed,
         dispatched,
         accepted,
         accepted_in_time,
-        resolve_due: task.resolve_due_at.as_ref().map(proto_micros),
+        resolve_due,
         resolved: task.resolved_at.as_ref().map(proto_micros),
+        owed_by: TaskFact::owed(
+            status,
+            task.accept_due_at.as_ref().map(proto_micros),
+            resolve_due,
+        ),
     })
 }
 
@@ -333,6 +340,7 @@ pub(super) fn update_of(store: &Store, event: &v1::Event) -> Result<Option<Updat
                     version,
                     grid: Grid::parse(&event.grid_code)
                         .ok_or_else(|| format!("grid code {:?}", event.grid_code))?,
+                    title: report.title.as_str().into(),
                     status: status(reported.status)?,
                     level: level(reported.level)?,
                     urgency: Urgency::from_report(report.urgency),

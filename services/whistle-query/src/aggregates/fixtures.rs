@@ -29,6 +29,7 @@ pub(super) fn opened(store: &Store, grid: Grid, at: Micros) -> Facts {
     Facts {
         version: 1,
         grid,
+        title: "暖气不热".into(),
         status: Status::Handling,
         level: Level::Community,
         urgency: Urgency::Urgent,
@@ -51,6 +52,7 @@ pub(super) fn opened(store: &Store, grid: Grid, at: Micros) -> Facts {
 /// A live task of one department dispatched at `at`, reported in within its deadline or not.
 pub(super) fn task(store: &Store, at: Micros, in_time: bool) -> TaskFact {
     TaskFact {
+        id: 1,
         department: store.department("150602-urban_management"),
         round: 0,
         live: true,
@@ -61,6 +63,14 @@ pub(super) fn task(store: &Store, at: Micros, in_time: bool) -> TaskFact {
         accepted_in_time: in_time,
         resolve_due: Some(at + 86_400_000_000),
         resolved: None,
+        // The report-in within 30 minutes, then the work within a day.
+        owed_by: Some(
+            at + if in_time {
+                86_400_000_000
+            } else {
+                1_800_000_000
+            },
+        ),
     }
 }
 

@@ -95,6 +95,17 @@ impl Aggregates {
         })
     }
 
+    /// `ListOverdue` from the late list; `None` until the first rebuild finished.
+    pub(crate) fn overdue(
+        &self,
+        area: &AreaCode,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Option<v1::ListOverdueResponse> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        self.store().map(|store| store.overdue(area, limit, now))
+    }
+
     /// `GetTrend` from the aggregates; UNAVAILABLE until the first rebuild finished.
     pub(crate) fn trend(
         &self,

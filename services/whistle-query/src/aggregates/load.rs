@@ -66,6 +66,7 @@ struct IncidentRow {
     ledgered_at: Option<DateTime<Utc>>,
     satisfaction: Option<String>,
     reopen_count: i32,
+    title: String,
 }
 
 /// The rows the boards list and the units an area may name.
@@ -204,9 +205,13 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
                 .parse::<TaskStatus>()
                 .map_err(|_| corrupt(row.incident_id, "task status", &row.status))?;
             let accepted = row.accepted_at.map(micros);
+            let resolve_due = Some(micros(row.resolve_due_at));
             tasks.entry(row.incident_id).or_default().push((
                 row.task_id,
                 TaskFact {
+                    id: u32::try_from(row.task_id).map_err(|_| {
+                        corrupt(row.incident_id, "task id", &row.task_id.to_string())
+                    })?,
                     department: store.department(&row.department_code),
                     round: u32::try_from(row.round).unwrap_or_default(),
                     live: status.is_live(),
@@ -215,8 +220,9 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
                     dispatched: micros(row.dispatched_at),
                     accepted,
                     accepted_in_time: accepted.is_some_and(|a| a <= micros(row.accept_due_at)),
-                    resolve_due: Some(micros(row.resolve_due_at)),
+                    resolve_due,
                     resolved: row.resolved_at.map(micros),
+                    owed_by: TaskFact::owed(status, Some(micros(row.accept_due_at)), resolve_due),
                 },
             ));
         }
@@ -226,7 +232,7 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
     {
         let mut rows = sqlx::query_as::<_, IncidentRow>(
             "SELECT id, version, status, level, category, urgency, grid_code, created_at,
-                    updated_at, due_at, overdue, ledgered_at, satisfaction, reopen_count
+                    updated_at, due_at, overdue, ledgered_at, satisfaction, reopen_count, title
              FROM incidents",
         )
         .fetch(&mut *tx);
@@ -251,6 +257,7 @@ pub(super) async fn snapshot(pool: &PgPool, store: &Store, hour: Hour) -> Result
                 version: u64::try_from(row.version).unwrap_or_default(),
                 grid: Grid::parse(&row.grid_code)
                     .ok_or_else(|| corrupt(id, "grid code", &row.grid_code))?,
+                title: row.title.into(),
                 status: row
                     .status
                     .parse::<Status>()

@@ -66,6 +66,7 @@ mod feed;
 #[cfg(test)]
 mod fixtures;
 mod handle;
+mod late;
 mod load;
 mod store;
 mod time;

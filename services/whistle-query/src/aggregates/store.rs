@@ -13,14 +13,15 @@ use std::{
 use chrono::{DateTime, Utc};
 use dashmap::{mapref::entry::Entry as MapEntry, DashMap};
 use uuid::Uuid;
-use whistle_domain::{incident::Status, policy::LedgerRates, Level};
+use whistle_domain::{incident::Status, policy::LedgerRates, AreaCode, Level};
 use whistle_proto::v1;
 
 use super::{
     board::{self, MonthBoard, MonthId, Row},
-    contributions, day_of, day_start, hour_of, hour_start, level_index, micros, status_index,
-    AreaCounters, AreaKey, CategoryId, Change, Day, DepartmentId, Facts, Hour, Micros, Update,
-    Urgency, KEPT_DAYS, SETTLED_KEPT,
+    contributions, day_of, day_start, hour_of, hour_start,
+    late::LateList,
+    level_index, micros, status_index, AreaCounters, AreaKey, CategoryId, Change, Day,
+    DepartmentId, Facts, Hour, Micros, Update, Urgency, KEPT_DAYS, SETTLED_KEPT,
 };
 use crate::{area::GridRange, convert, overview, scoreboard, Error, Result};
 
@@ -34,7 +35,7 @@ struct Categories {
 #[derive(Debug, Default)]
 struct Departments {
     ids: HashMap<Box<str>, DepartmentId>,
-    count: u32,
+    codes: Vec<Box<str>>,
 }
 
 /// One row a board lists.
@@ -97,6 +98,8 @@ pub struct Sizes {
     pub settled: usize,
     pub months: usize,
     pub areas: usize,
+    /// Items of the late list: open incidents and their tasks in progress.
+    pub late: usize,
 }
 
 /// An event the store cannot apply: the store no longer matches the stream and must be rebuilt.
@@ -115,6 +118,7 @@ pub(crate) struct Store {
     ledger: LedgerRates,
     incidents: DashMap<Uuid, Entry>,
     areas: DashMap<AreaKey, AreaCounters>,
+    late: LateList,
     categories: RwLock<Categories>,
     departments: RwLock<Departments>,
     /// The scoreboard's rows, per month, from `first_month` on.
@@ -151,6 +155,7 @@ impl Store {
             ledger,
             incidents: DashMap::new(),
             areas: DashMap::new(),
+            late: LateList::default(),
             categories: RwLock::default(),
             departments: RwLock::default(),
             boards: DashMap::new(),
@@ -180,6 +185,7 @@ impl Store {
             settled,
             months: self.boards.len(),
             areas: self.areas.len(),
+            late: self.late.len(),
         }
     }
 
@@ -238,10 +244,10 @@ impl Store {
             .departments
             .write()
             .expect("the department lock is never poisoned");
-        let next = DepartmentId(departments.count);
+        let next = DepartmentId(u32::try_from(departments.codes.len()).expect("departments fit"));
         let id = *departments.ids.entry(code.into()).or_insert(next);
         if id == next {
-            departments.count += 1;
+            departments.codes.push(code.into());
         }
         id
     }
@@ -288,8 +294,9 @@ impl Store {
     }
 
     /// Takes `old`'s contributions away and adds `new`'s, area by area (each area under its lock,
-    /// so a reader sees an area before or after the change, never half of it).
-    fn replace(&self, old: Option<&Facts>, new: &Facts, hour: Hour) {
+    /// so a reader sees an area before or after the change, never half of it), and replaces the
+    /// incident's items on the late list.
+    fn replace(&self, id: Uuid, old: Option<&Facts>, new: &Facts, hour: Hour) {
         let removed = old
             .map(|facts| contributions(facts, self.ledger))
             .unwrap_or_default();
@@ -310,6 +317,7 @@ impl Store {
             }
         }
         self.replace_items(old, new, hour);
+        self.late.replace(id, old, new);
     }
 
     /// The scoreboard's side of [`Store::replace`]: each month under its lock, so a board is read
@@ -424,7 +432,7 @@ impl Store {
                     return;
                 }
                 if let Entry::Live(old) = held.get() {
-                    self.replace(Some(old), &facts, hour);
+                    self.replace(id, Some(old), &facts, hour);
                     if dropped {
                         held.remove();
                     } else {
@@ -433,7 +441,7 @@ impl Store {
                 }
             }
             MapEntry::Vacant(vacant) => {
-                self.replace(None, &facts, hour);
+                self.replace(id, None, &facts, hour);
                 if !dropped {
                     vacant.insert(Entry::of(facts, updated));
                 }
@@ -464,7 +472,7 @@ impl Store {
                     Change::Opened(facts) => facts,
                     Change::Changed(state, kinds) => old.next(version, at, state, kinds),
                 };
-                self.replace(Some(old), &new, hour);
+                self.replace(id, Some(old), &new, hour);
                 held.insert(Entry::of(new, at));
                 Ok(true)
             }
@@ -474,13 +482,59 @@ impl Store {
             MapEntry::Vacant(_) if at < self.floor() => Ok(false),
             MapEntry::Vacant(vacant) => match change {
                 Change::Opened(facts) => {
-                    self.replace(None, &facts, hour);
+                    self.replace(id, None, &facts, hour);
                     vacant.insert(Entry::of(facts, at));
                     Ok(true)
                 }
                 Change::Changed(..) => Err(Inconsistency::Unknown(id)),
             },
         }
+    }
+
+    /// `ListOverdue` of an area at `now`, at most `limit` items (overdue.rs's definition).
+    pub(crate) fn overdue(
+        &self,
+        area: &AreaCode,
+        limit: usize,
+        now: DateTime<Utc>,
+    ) -> v1::ListOverdueResponse {
+        let late = self.late.list(area, limit, micros(now));
+        let org = self
+            .org
+            .read()
+            .expect("the org lock is never poisoned")
+            .clone();
+        let names: HashMap<&str, &str> = org
+            .departments
+            .iter()
+            .map(|m| (m.code.as_str(), m.name.as_str()))
+            .collect();
+        let departments = self
+            .departments
+            .read()
+            .expect("the department lock is never poisoned");
+        let items = late
+            .into_iter()
+            .map(|(key, item)| {
+                let code = item
+                    .department
+                    .map_or("", |id| &*departments.codes[id.0 as usize]);
+                let due = DateTime::from_timestamp_micros(key.due)
+                    .expect("deadlines are stored timestamps");
+                v1::OverdueItem {
+                    incident_id: key.incident.to_string(),
+                    task_id: key.task.map(|t| t.to_string()).unwrap_or_default(),
+                    department_code: code.to_owned(),
+                    department_name: names.get(code).copied().unwrap_or_default().to_owned(),
+                    title: item.title.to_string(),
+                    due_at: Some(convert::timestamp(due)),
+                    late_by: Some(convert::duration(now - due)),
+                    level: whistle_wire::convert::level_to_proto(item.level) as i32,
+                    street_code: format!("{:09}", item.grid.street()),
+                }
+            })
+            .collect();
+        v1::ListOverdueResponse { items }
     }
 
     /// An area's open and overdue incidents at `now`, as its overview counts them.

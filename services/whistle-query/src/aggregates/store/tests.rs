@@ -546,6 +546,7 @@ impl Life {
         let mut facts = Facts {
             version: 1,
             grid: grid(self.grid),
+            title: "路灯不亮".into(),
             status: self.status,
             level: Level::Grid,
             urgency: self.urgency,
@@ -582,7 +583,11 @@ impl Life {
                 tasks: step
                     .tasks
                     .iter()
-                    .map(|(t, ok)| task(store, NOW + t, *ok))
+                    .zip(1..)
+                    .map(|((t, ok), id)| TaskFact {
+                        id,
+                        ..task(store, NOW + t, *ok)
+                    })
                     .collect(),
                 reopen_count: 0,
             };
@@ -791,6 +796,14 @@ fn run(plan: &Plan, in_time_order: bool) -> Result<(), TestCaseError> {
             .collect()
     };
     prop_assert_eq!(boards(&store), boards(&expected));
+    // The late list, at times before, among and after the deadlines.
+    let city: whistle_domain::AreaCode = "150600".parse().expect("a city code");
+    for at in [NOW - 500 * DAY, NOW - DAY, NOW, NOW + DAY, NOW + 500 * DAY] {
+        prop_assert_eq!(
+            store.late.list(&city, usize::MAX, at),
+            expected.late.list(&city, usize::MAX, at)
+        );
+    }
     // What is held: the live incidents, and the terminal ones settled since the floor.
     let floor = store.floor();
     for (n, life) in plan.lives.iter().enumerate() {
