@@ -83,7 +83,7 @@ if ((!reuse)); then
     start=$(date +%s)
     owner "$WHISTLE_BIN" bench fill --incidents "$incidents" --days "$days" >"$LOGS/bench-reads-fill.log" 2>&1
     log "filled in $(($(date +%s) - start)) s; VACUUM ANALYZE"
-    PGPASSFILE=$OWNER_PASSFILE psql -q -X -v ON_ERROR_STOP=1 -d "$OWNER_URL" -c 'VACUUM ANALYZE' >/dev/null
+    PGPASSFILE=$OWNER_PASSFILE psql -q -X -v ON_ERROR_STOP=1 -d "$OWNER_URL" -c 'SET client_min_messages = error' -c 'VACUUM ANALYZE' >/dev/null
 fi
 TOKEN=$(owner "$WHISTLE_BIN" token create --role operator --area 150600 --label bench-reads | tail -n1)
 export WHISTLE_TOKEN=$TOKEN
@@ -115,7 +115,7 @@ for ((run = 1; run <= runs; run++)); do
             (($(date +%s) - start < 600)) || { log "$name: not ready after 600 s"; exit 1; }
             sleep 1
         done
-        log "$name run $run: ready in $(($(date +%s) - start)) s"
+        log "$name run $run: ready in $(($(date +%s) - start)) s, resident $(awk '/^VmRSS/ {print $2, $3}' "/proc/$QUERY_PID/status")"
         for read in "${reads[@]}"; do
             # shellcheck disable=SC2086  # a read is words of `bench query`
             out=$("$WHISTLE_BIN" --query-url "http://$listen" bench query $read 2>&1 | tail -n1)
