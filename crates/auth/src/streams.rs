@@ -238,10 +238,15 @@ pub async fn ensure(js: &jetstream::Context, options: &HardenedOptions) -> Resul
     Ok(())
 }
 
-/// JetStream says "insufficient resources" when fewer servers (with the placement's tags) run
-/// JetStream than the stream wants copies; say what that usually means.
+/// What JetStream's refusal to place a stream's copies usually means: fewer servers (with the
+/// placement's tags) than copies, or servers without the disk for the stream's bound, which
+/// JetStream reserves on every server holding a copy.
 fn too_few_servers_hint(error: &str) -> &'static str {
-    if error.contains("insufficient resources") || error.contains("no suitable peers") {
+    if error.contains("insufficient storage") {
+        " (every server holding a copy reserves the stream's byte bound on its disk, by default at \
+         most 75 % of the free space: free disk, or lower the bounds with `whistle streams \
+         --report-max-gib/--event-max-gib/--rejected-max-gib/--photo-max-gib`)"
+    } else if error.contains("insufficient resources") || error.contains("no suitable peers") {
         " (a stream needs as many JetStream servers of the cluster, carrying its placement tags, \
          as it has replicas; is every node up and routed?)"
     } else {
@@ -292,6 +297,10 @@ mod tests {
     #[test]
     fn a_missing_server_is_named_when_jetstream_lacks_resources() {
         assert!(too_few_servers_hint("insufficient resources (10023)").contains("every node up"));
+        assert!(too_few_servers_hint(
+            "no suitable peers for placement, insufficient storage (10005)"
+        )
+        .contains("--event-max-gib"));
         assert_eq!(too_few_servers_hint("stream name already in use"), "");
     }
 

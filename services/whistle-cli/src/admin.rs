@@ -171,6 +171,17 @@ pub struct StreamsArgs {
     /// JetStream reserves it on the server's disk like every stream's bound.
     #[arg(long, default_value_t = 8)]
     pub photo_max_gib: u32,
+    /// Bytes WHISTLE_REPORTS may hold, in GiB (a day of raw reports; when full new reports are
+    /// refused, never old ones dropped).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub report_max_gib: u32,
+    /// Bytes WHISTLE_EVENTS may hold, in GiB (30 days of events).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub event_max_gib: u32,
+    /// Bytes WHISTLE_REJECTED may hold, in GiB (90 days of rejected reports). JetStream reserves
+    /// every stream's bound on the disk of each server holding a copy.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rejected_max_gib: u32,
     /// Copies of every stream in a JetStream cluster (1 to 5; 3 survives the loss of a node).
     /// Without it existing streams keep their count and new ones get 1, the single server's.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=MAX_REPLICAS as i64))]
@@ -186,7 +197,10 @@ pub async fn streams(conn: &Connection, args: &StreamsArgs) -> anyhow::Result<()
     let client = door::nats_admin(conn).await?;
     let js = jetstream::new(client);
     let options = HardenedOptions {
-        photo_max_bytes: i64::from(args.photo_max_gib.max(1)) * 1024 * 1024 * 1024,
+        photo_max_bytes: gib(args.photo_max_gib.max(1)),
+        report_max_bytes: gib(args.report_max_gib),
+        event_max_bytes: gib(args.event_max_gib),
+        rejected_max_bytes: gib(args.rejected_max_gib),
         replicas: args.replicas.map(usize::from),
         placement_tags: args.placement_tags.clone(),
         ..HardenedOptions::default()
@@ -219,6 +233,10 @@ pub async fn streams(conn: &Connection, args: &StreamsArgs) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+fn gib(n: u32) -> i64 {
+    i64::from(n) * 1024 * 1024 * 1024
 }
 
 /// Where the copies are: `1 copy` on a single server, else e.g. `3 copies: leader n1, n2
