@@ -192,7 +192,7 @@ fi
 for n in 1 2 3; do
     addr=$(whistle_cluster_ip "nats$n")
     args=(nats-config --secrets "$SECRETS" --host "$addr" --port 4222 --http-port 8222
-        --store-dir "$C/nats$n" --server-name "nats$n" --server-tag "node:nats$n"
+        --store-dir "$C/nats$n" --server-name "nats$n" --server-tag "node:nats$n" --server-tag dc:this-machine
         --cluster-name whistle --cluster-port 6222 --output "$C/nats$n.conf")
     for m in 1 2 3; do
         ((m == n)) || args+=(--route "$(whistle_cluster_ip "nats$m"):6222")
@@ -211,7 +211,7 @@ export WHISTLE_NATS_URL=$NATS_URLS WHISTLE_NATS_NKEY_FILE=$SECRETS/admin.nk
 STREAM_BOUNDS=(--report-max-gib 1 --event-max-gib 2 --rejected-max-gib 1 --photo-max-gib 1)
 # The cluster elects its meta leader once two nodes see each other; until then stream creation fails.
 deadline=$(($(date +%s) + 60))
-until out=$("$WHISTLE" streams --replicas 3 "${STREAM_BOUNDS[@]}" 2>&1); do
+until out=$("$WHISTLE" streams --replicas 3 --placement-tag dc:this-machine "${STREAM_BOUNDS[@]}" 2>&1); do
     (($(date +%s) < deadline)) || die "creating the streams at R3 failed: $out"
     sleep 1
 done

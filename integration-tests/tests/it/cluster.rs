@@ -45,6 +45,7 @@ async fn start_cluster(secrets: &Secrets, dir: &TempDir) -> Vec<NatsServer> {
             .dir(dir.path().join(format!("n{i}")))
             .secured_with(secrets, |config| {
                 config.server_name = Some(format!("n{i}"));
+                config.server_tags = vec![format!("node:n{i}"), "dc:it".into()];
                 config.cluster = Some(cluster);
             })
             .start()
@@ -92,6 +93,7 @@ async fn three_nodes_keep_reports_flowing_when_the_stream_leader_dies() {
     // `whistle streams --replicas 3`, retried while the cluster settles its meta leader.
     let options = HardenedOptions {
         replicas: Some(3),
+        placement_tags: vec!["dc:it".into()],
         ..HardenedOptions::small()
     };
     let last_error = std::sync::Mutex::new(String::new());
@@ -127,10 +129,31 @@ async fn three_nodes_keep_reports_flowing_when_the_stream_leader_dies() {
         .await
         .unwrap();
     }
-    // An update without --replicas keeps the three copies (it must never shrink a cluster).
+    // An update without --replicas or --placement-tag keeps the three copies and their
+    // placement (it must never shrink a cluster).
     streams::ensure(&js, &HardenedOptions::small())
         .await
         .unwrap();
+    let mut reports = js.get_stream(REPORTS_STREAM).await.unwrap();
+    let config = reports.info().await.unwrap().config.clone();
+    assert_eq!(config.num_replicas, 3);
+    assert_eq!(
+        config.placement.map(|p| p.tags),
+        Some(vec!["dc:it".to_owned()])
+    );
+    // A placement no three servers carry is refused, and says why.
+    let refused = streams::ensure(
+        &js,
+        &HardenedOptions {
+            replicas: Some(3),
+            placement_tags: vec!["node:n0".into()],
+            ..HardenedOptions::small()
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("3 replica(s)"), "{refused}");
     let mut reports = js.get_stream(REPORTS_STREAM).await.unwrap();
     assert_eq!(reports.info().await.unwrap().config.num_replicas, 3);
 
