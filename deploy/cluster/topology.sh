@@ -5,6 +5,7 @@
 # Every node is a network namespace wh-NAME joined to the bridge whbr0 by a veth pair (whv-NAME on
 # the bridge, eth0 inside), with an address in 10.77.0.0/24; the root namespace is 10.77.0.1 on the
 # bridge, so the tools run from it reach every node and a partition (cutting one veth) is real.
+# shellcheck disable=SC2034  # sourced: up.sh and down.sh use these
 
 WHISTLE_CLUSTER_BRIDGE=whbr0
 WHISTLE_CLUSTER_NET=10.77.0

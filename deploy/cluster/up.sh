@@ -215,7 +215,9 @@ until out=$("$WHISTLE" streams --replicas 3 --placement-tag dc:this-machine "${S
     (($(date +%s) < deadline)) || die "creating the streams at R3 failed: $out"
     sleep 1
 done
-log "NATS cluster 'whistle' up (routes $([[ $route_tls == 1 ]] && echo "with TLS, " || true)authenticated); streams:"
+routes="authenticated"
+((route_tls)) && routes="with TLS, authenticated"
+log "NATS cluster 'whistle' up (routes $routes); streams:"
 printf '%s\n' "$out" | sed 's/^/cluster:   /' >&2
 
 # ---------------------------------------------------------------------------------------------
@@ -431,6 +433,7 @@ TOKEN_FILE=$C/operator.token
         "$TOKEN_FILE" "$OWNER_URL" "$OWNER_PASSFILE" "$WHISTLE"
     printf '  load          WHISTLE_NATS_URL=%s WHISTLE_NATS_NKEY_FILE=%s %s load --rate 20 --duration 30s\n' \
         "$NATS_URLS" "$SECRETS/admin.nk" "$WHISTLE"
+    # shellcheck disable=SC2016  # $(cat …) is for the shell the example is pasted into
     printf '  read          %s --query-url http://%s:50051 --token "$(cat %s)" incident LAST-DIGITS\n' "$WHISTLE" "$LB" "$TOKEN_FILE"
     printf '  logs          %s/logs/\n' "$C"
     printf '  stop          deploy/cluster/down.sh\n'
