@@ -200,7 +200,7 @@ impl Callout {
         let client = async_nats::ConnectOptions::with_nkey(seed)
             .name("whistle-auth-callout")
             .custom_inbox_prefix(Service::Callout.inbox_prefix())
-            .connect(&options.nats_url)
+            .connect(whistle_wire::connect::servers(&options.nats_url))
             .await
             .map_err(|e| Error::Nats(format!("connecting to {}: {e}", options.nats_url)))?;
         let requests = client
@@ -217,7 +217,7 @@ impl Callout {
                 async_nats::ConnectOptions::with_nkey(pair.seed()?)
                     .name("whistle-auth-revoker")
                     .custom_inbox_prefix(Service::Revoker.inbox_prefix())
-                    .connect(&options.nats_url)
+                    .connect(whistle_wire::connect::servers(&options.nats_url))
                     .await
                     .map_err(|e| {
                         Error::Nats(format!(

@@ -19,7 +19,7 @@ pub mod secrets;
 pub mod streams;
 
 pub use callout::{Callout, Keys, Options, SharedOrg};
-pub use config::{ServerConfig, Tls};
+pub use config::{Cluster, RouteTls, ServerConfig, Tls, ROUTE_USER};
 pub use error::{Error, Result};
 pub use limit::RateLimiter;
 pub use permissions::{inbox_prefix, Identity, Permissions, Service};

@@ -28,6 +28,9 @@ pub struct Secrets {
     pub revoker: KeyPair,
     /// JetStream's `cipher: chachapoly` key.
     pub jetstream_key: String,
+    /// The password the nodes of a NATS cluster present to each other on their routes (the same
+    /// directory is copied to every node).
+    pub route_password: String,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -41,6 +44,7 @@ impl std::fmt::Debug for Secrets {
 
 const ISSUER_FILE: &str = "auth-issuer.nk";
 const JETSTREAM_KEY_FILE: &str = "jetstream.key";
+const ROUTE_PASSWORD_FILE: &str = "route.password";
 
 impl Secrets {
     /// Loads the key material in `dir`, creating what is missing.
@@ -57,11 +61,9 @@ impl Secrets {
             query: user(Service::Query)?,
             admin: user(Service::Admin)?,
             revoker: user(Service::Revoker)?,
-            jetstream_key: secret_file(dir, JETSTREAM_KEY_FILE, || {
-                let mut bytes = [0u8; 32];
-                rand::rng().fill_bytes(&mut bytes);
-                URL_SAFE_NO_PAD.encode(bytes)
-            })?,
+            jetstream_key: secret_file(dir, JETSTREAM_KEY_FILE, || random(32))?,
+            // URL-safe, as it travels inside the routes' URLs.
+            route_password: secret_file(dir, ROUTE_PASSWORD_FILE, || random(24))?,
         })
     }
 
@@ -89,6 +91,13 @@ impl Secrets {
     pub fn seed_path(&self, service: Service) -> PathBuf {
         self.dir.join(seed_file(service))
     }
+}
+
+/// `len` random bytes, base64url without padding.
+fn random(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn seed_file(service: Service) -> String {
@@ -180,6 +189,12 @@ mod tests {
         assert_eq!(first.issuer.public_key(), again.issuer.public_key());
         assert_eq!(first.dispatch.public_key(), again.dispatch.public_key());
         assert_eq!(first.jetstream_key, again.jetstream_key);
+        assert_eq!(first.route_password, again.route_password);
+        assert_eq!(first.route_password.len(), 32);
+        assert!(first
+            .route_password
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert!(first.issuer.public_key().starts_with('A'));
         for service in Service::ALL {
             assert!(first.service(service).public_key().starts_with('U'));

@@ -37,8 +37,13 @@ pub struct HardenedOptions {
     /// incidents, so size it for the years the incidents are kept: `whistle streams
     /// --photo-max-gib`).
     pub photo_max_bytes: i64,
-    /// Copies of each stream in a cluster (1 on a single server).
-    pub replicas: usize,
+    /// Copies of each stream in a JetStream cluster (at most 5). `None` leaves an existing
+    /// stream at the count it has and creates a missing one at 1, so an update run without it
+    /// never shrinks a clustered deployment's streams.
+    pub replicas: Option<usize>,
+    /// Server tags (`server_tags` of nats-server) every copy's server must carry, e.g. one
+    /// data centre; empty leaves an existing stream's placement as it is.
+    pub placement_tags: Vec<String>,
 }
 
 /// The default retention of raw reports: a day, ample for intake to ack them after an outage,
@@ -62,7 +67,8 @@ impl Default for HardenedOptions {
             event_max_message_size: MIB,
             rejected_max_message_size: 2 * MIB,
             photo_max_bytes: 8 * GIB,
-            replicas: 1,
+            replicas: None,
+            placement_tags: Vec::new(),
         }
     }
 }
@@ -81,7 +87,22 @@ impl HardenedOptions {
             ..HardenedOptions::default()
         }
     }
+
+    /// The replica count a new stream gets.
+    fn new_replicas(&self) -> usize {
+        self.replicas.unwrap_or(1).max(1)
+    }
+
+    fn placement(&self) -> Option<stream::Placement> {
+        (!self.placement_tags.is_empty()).then(|| stream::Placement {
+            cluster: None,
+            tags: self.placement_tags.clone(),
+        })
+    }
 }
+
+/// JetStream's ceiling on a stream's replicas.
+pub const MAX_REPLICAS: usize = 5;
 
 /// The three stream configurations.
 pub fn configs(options: &HardenedOptions) -> [stream::Config; 3] {
@@ -91,7 +112,8 @@ pub fn configs(options: &HardenedOptions) -> [stream::Config; 3] {
         discard: stream::DiscardPolicy::New,
         deny_delete: true,
         deny_purge: true,
-        num_replicas: options.replicas.max(1),
+        num_replicas: options.new_replicas(),
+        placement: options.placement(),
         ..config
     };
     [
@@ -151,22 +173,28 @@ pub fn photos_config(options: &HardenedOptions) -> stream::Config {
         max_bytes: options.photo_max_bytes,
         // A chunk is 128 KiB; metadata far less.
         max_message_size: MIB,
-        num_replicas: options.replicas.max(1),
+        num_replicas: options.new_replicas(),
+        placement: options.placement(),
         ..Default::default()
     }
 }
 
 /// Creates the streams, or brings existing ones to these settings (deny-delete and deny-purge
-/// cannot be turned off again once set). Needs the admin identity.
+/// cannot be turned off again once set). A changed replica count or placement is applied by
+/// JetStream to the running stream: it adds copies (catching them up from the leader) or drops
+/// them. Needs the admin identity.
 pub async fn ensure(js: &jetstream::Context, options: &HardenedOptions) -> Result<()> {
-    for config in configs(options).into_iter().chain([photos_config(options)]) {
+    if let Some(replicas) = options.replicas {
+        if !(1..=MAX_REPLICAS).contains(&replicas) {
+            return Err(Error::Nats(format!(
+                "{replicas} replicas: JetStream keeps 1 to {MAX_REPLICAS} copies of a stream"
+            )));
+        }
+    }
+    for mut config in configs(options).into_iter().chain([photos_config(options)]) {
         let name = config.name.clone();
-        match js.get_stream(&name).await {
-            Ok(_) => js
-                .update_stream(config)
-                .await
-                .map(drop)
-                .map_err(|e| Error::Nats(format!("updating stream {name}: {e}")))?,
+        let existing = match js.get_stream(&name).await {
+            Ok(stream) => Some(stream.cached_info().config.clone()),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -174,15 +202,56 @@ pub async fn ensure(js: &jetstream::Context, options: &HardenedOptions) -> Resul
                         if js_error.error_code() == ErrorCode::STREAM_NOT_FOUND
                 ) =>
             {
+                None
+            }
+            Err(e) => return Err(Error::Nats(format!("looking up stream {name}: {e}"))),
+        };
+        let result = match existing {
+            Some(current) => {
+                if options.replicas.is_none() {
+                    config.num_replicas = current.num_replicas.max(1);
+                }
+                if options.placement_tags.is_empty() {
+                    config.placement = current.placement;
+                }
+                let n = config.num_replicas;
+                js.update_stream(config)
+                    .await
+                    .map(drop)
+                    .map_err(|e| ("updating", n, e.to_string()))
+            }
+            None => {
+                let n = config.num_replicas;
                 js.create_stream(config)
                     .await
                     .map(drop)
-                    .map_err(|e| Error::Nats(format!("creating stream {name}: {e}")))?
+                    .map_err(|e| ("creating", n, e.to_string()))
             }
-            Err(e) => return Err(Error::Nats(format!("looking up stream {name}: {e}"))),
+        };
+        if let Err((doing, n, e)) = result {
+            return Err(Error::Nats(format!(
+                "{doing} stream {name} with {n} replica(s): {e}{}",
+                too_few_servers_hint(&e)
+            )));
         }
     }
     Ok(())
+}
+
+/// What JetStream's refusal to place a stream's copies usually means: fewer servers (with the
+/// placement's tags) than copies, or servers without the disk for the stream's bound, which
+/// JetStream reserves on every server holding a copy.
+fn too_few_servers_hint(error: &str) -> &'static str {
+    if error.contains("insufficient storage") {
+        " (every server holding a copy reserves the stream's byte bound on its disk, by default at \
+         most 75 % of the free space: free disk, or lower the bounds with `whistle streams \
+         --report-max-gib/--event-max-gib/--rejected-max-gib/--photo-max-gib`)"
+    } else if error.contains("insufficient resources") || error.contains("no suitable peers") {
+        " (a stream needs as many JetStream servers of the cluster, carrying its placement tags, \
+         as it has replicas; is every node up and routed?)"
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +266,42 @@ mod tests {
             assert!(config.max_message_size > 0, "{}", config.name);
             assert_eq!(config.discard, stream::DiscardPolicy::New);
         }
+    }
+
+    #[test]
+    fn replicas_and_placement_reach_every_stream_and_default_to_one_copy_anywhere() {
+        let single = HardenedOptions::default();
+        for config in configs(&single).into_iter().chain([photos_config(&single)]) {
+            assert_eq!(config.num_replicas, 1, "{}", config.name);
+            assert_eq!(config.placement, None, "{}", config.name);
+        }
+        let clustered = HardenedOptions {
+            replicas: Some(3),
+            placement_tags: vec!["dc:ordos-1".into()],
+            ..HardenedOptions::default()
+        };
+        for config in configs(&clustered)
+            .into_iter()
+            .chain([photos_config(&clustered)])
+        {
+            assert_eq!(config.num_replicas, 3, "{}", config.name);
+            assert_eq!(
+                config.placement.as_ref().map(|p| p.tags.clone()),
+                Some(vec!["dc:ordos-1".to_owned()]),
+                "{}",
+                config.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_server_is_named_when_jetstream_lacks_resources() {
+        assert!(too_few_servers_hint("insufficient resources (10023)").contains("every node up"));
+        assert!(too_few_servers_hint(
+            "no suitable peers for placement, insufficient storage (10005)"
+        )
+        .contains("--event-max-gib"));
+        assert_eq!(too_few_servers_hint("stream name already in use"), "");
     }
 
     #[test]

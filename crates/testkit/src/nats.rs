@@ -80,8 +80,19 @@ impl NatsConfig {
     /// As production runs it: the configuration whistle-auth renders for `secrets` (the services
     /// as nkey users, every other connection through the auth callout, JetStream encrypted at
     /// rest), probed, and connected to by [`NatsServer::connect`], as the admin.
-    pub fn secured(mut self, secrets: &whistle_auth::Secrets) -> NatsConfig {
-        let config = whistle_auth::ServerConfig::new(secrets, "127.0.0.1", 0, PathBuf::new());
+    pub fn secured(self, secrets: &whistle_auth::Secrets) -> NatsConfig {
+        self.secured_with(secrets, |_| {})
+    }
+
+    /// [`NatsConfig::secured`] with the configuration adjusted before it is rendered, e.g. a
+    /// node's name and `cluster` block (its port and store directory are the builder's).
+    pub fn secured_with(
+        mut self,
+        secrets: &whistle_auth::Secrets,
+        adjust: impl FnOnce(&mut whistle_auth::ServerConfig),
+    ) -> NatsConfig {
+        let mut config = whistle_auth::ServerConfig::new(secrets, "127.0.0.1", 0, PathBuf::new());
+        adjust(&mut config);
         self.render = Some(Arc::new(move |port, store_dir| {
             whistle_auth::ServerConfig {
                 port,

@@ -76,11 +76,23 @@ pub async fn options(name: &str, credentials: &Credentials) -> Result<ConnectOpt
         .connection_timeout(Duration::from_secs(5)))
 }
 
-/// Connects to `url` as `name` with `credentials`.
+/// The servers of a NATS URL setting: one URL, or a comma-separated list of a cluster's nodes
+/// (`nats://10.77.0.11:4222,nats://10.77.0.12:4222`), so a process starts while any of them
+/// answers; once connected, the client also learns the cluster's other nodes from the server.
+pub fn servers(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|server| !server.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Connects to `url` (one server or a comma-separated list, [`servers`]) as `name` with
+/// `credentials`.
 pub async fn connect(url: &str, name: &str, credentials: &Credentials) -> Result<Client, Error> {
     options(name, credentials)
         .await?
-        .connect(url)
+        .connect(servers(url))
         .await
         .map_err(|source| Error::Connect {
             url: url.to_owned(),
@@ -109,6 +121,15 @@ mod tests {
             "_INBOX_0193e4a07b1c7d2e8f00112233445566"
         );
         assert_eq!(service_inbox_prefix("dispatch"), "_INBOX_dispatch");
+    }
+
+    #[test]
+    fn a_url_setting_may_list_a_clusters_nodes() {
+        assert_eq!(servers("nats://127.0.0.1:4222"), ["nats://127.0.0.1:4222"]);
+        assert_eq!(
+            servers("nats://10.77.0.11:4222, nats://10.77.0.12:4222,"),
+            ["nats://10.77.0.11:4222", "nats://10.77.0.12:4222"]
+        );
     }
 
     #[tokio::test]

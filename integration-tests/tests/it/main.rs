@@ -5,6 +5,7 @@ mod aggregates;
 mod audit;
 mod ceiling;
 mod chaos;
+mod cluster;
 mod console;
 mod console_api;
 mod console_map;

@@ -1,6 +1,7 @@
 //! The deployment's NATS administration: `whistle nats-config` renders the nats-server
 //! configuration from the deployment's secrets (created on first use), and `whistle streams`
-//! creates or updates the hardened `WHISTLE_*` streams as the admin identity.
+//! creates or updates the hardened `WHISTLE_*` streams as the admin identity, at the replica
+//! count and placement a cluster wants.
 
 use std::{
     io::Write as _,
@@ -9,10 +10,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use async_nats::jetstream;
+use async_nats::jetstream::{self, stream::ClusterInfo};
 use whistle_auth::{
-    streams::{self, HardenedOptions},
-    Secrets, ServerConfig, Tls,
+    streams::{self, HardenedOptions, MAX_REPLICAS},
+    Cluster, RouteTls, Secrets, ServerConfig, Tls,
 };
 
 use crate::{door, Connection};
@@ -37,9 +38,36 @@ pub struct NatsConfigArgs {
     /// …and its private key (PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// The monitoring port (`/varz`, `/connz`), if wanted.
+    /// The monitoring port (`/varz`, `/connz`, `/jsz`), if wanted.
     #[arg(long)]
     pub http_port: Option<u16>,
+    /// This node's name, unique in its cluster (required with --cluster-name).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// A tag of this node that `whistle streams --placement-tag` can require (repeatable).
+    #[arg(long = "server-tag", value_name = "TAG")]
+    pub server_tags: Vec<String>,
+    /// Make this node part of the NATS cluster of this name (the same on every node); its
+    /// routes authenticate with the password in the secrets directory (route.password), which
+    /// every node must share.
+    #[arg(long, requires_all = ["server_name", "cluster_port"])]
+    pub cluster_name: Option<String>,
+    /// The port this node listens on for routes from the others (on --host).
+    #[arg(long, requires = "cluster_name")]
+    pub cluster_port: Option<u16>,
+    /// Another node's route address, HOST:PORT (repeatable; listing this node too is harmless).
+    #[arg(long = "route", value_name = "HOST:PORT", requires = "cluster_name")]
+    pub routes: Vec<String>,
+    /// TLS on routes, each end verifying the other: this node's certificate (PEM; it must name
+    /// the address the others dial and allow both server and client use)…
+    #[arg(long, requires_all = ["cluster_name", "cluster_tls_key", "cluster_tls_ca"])]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// …its private key (PEM)…
+    #[arg(long, requires = "cluster_tls_cert")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// …and the CA certificate that signed every node's.
+    #[arg(long, requires = "cluster_tls_cert")]
+    pub cluster_tls_ca: Option<PathBuf>,
     /// Write the configuration to this file (mode 0600: it holds JetStream's key) instead of
     /// printing it.
     #[arg(long)]
@@ -64,12 +92,60 @@ pub fn nats_config(args: &NatsConfigArgs) -> anyhow::Result<String> {
             key_file: absolute(key)?,
         });
     }
+    config.server_name = args.server_name.clone();
+    config.server_tags = args.server_tags.clone();
+    if let (Some(name), Some(port)) = (&args.cluster_name, args.cluster_port) {
+        let routes = args
+            .routes
+            .iter()
+            .map(|route| route_address(route))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let tls = match (
+            &args.cluster_tls_cert,
+            &args.cluster_tls_key,
+            &args.cluster_tls_ca,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => Some(RouteTls {
+                cert_file: absolute(cert)?,
+                key_file: absolute(key)?,
+                ca_file: absolute(ca)?,
+            }),
+            _ => None,
+        };
+        config.cluster = Some(Cluster {
+            name: name.clone(),
+            host: args.host.clone(),
+            port,
+            routes,
+            password: secrets.route_password.clone(),
+            tls,
+        });
+    }
     let text = config.render();
     let Some(output) = &args.output else {
         return Ok(text);
     };
     write_private(output, &text)?;
     Ok(String::new())
+}
+
+/// A route as `host:port`: a `nats-route://` prefix is dropped, credentials are refused (the
+/// rendered configuration adds the cluster's own).
+fn route_address(route: &str) -> anyhow::Result<String> {
+    let address = route.strip_prefix("nats-route://").unwrap_or(route);
+    anyhow::ensure!(
+        !address.contains('@'),
+        "--route {route}: give HOST:PORT only; the routes' credentials come from the secrets \
+         directory (route.password)"
+    );
+    let port = address
+        .rsplit_once(':')
+        .and_then(|(host, port)| (!host.is_empty()).then_some(port));
+    anyhow::ensure!(
+        port.is_some_and(|p| p.parse::<u16>().is_ok_and(|p| p > 0)),
+        "--route {route}: expected HOST:PORT, e.g. 10.77.0.12:6222"
+    );
+    Ok(address.to_owned())
 }
 
 /// Writes `text` to `path`, readable by its owner only (an existing file is replaced).
@@ -95,6 +171,25 @@ pub struct StreamsArgs {
     /// JetStream reserves it on the server's disk like every stream's bound.
     #[arg(long, default_value_t = 8)]
     pub photo_max_gib: u32,
+    /// Bytes WHISTLE_REPORTS may hold, in GiB (a day of raw reports; when full new reports are
+    /// refused, never old ones dropped).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub report_max_gib: u32,
+    /// Bytes WHISTLE_EVENTS may hold, in GiB (30 days of events).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub event_max_gib: u32,
+    /// Bytes WHISTLE_REJECTED may hold, in GiB (90 days of rejected reports). JetStream reserves
+    /// every stream's bound on the disk of each server holding a copy.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rejected_max_gib: u32,
+    /// Copies of every stream in a JetStream cluster (1 to 5; 3 survives the loss of a node).
+    /// Without it existing streams keep their count and new ones get 1, the single server's.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=MAX_REPLICAS as i64))]
+    pub replicas: Option<u8>,
+    /// Place every copy on servers with this tag (`whistle nats-config --server-tag`;
+    /// repeatable, all required). Without it existing streams keep their placement.
+    #[arg(long = "placement-tag", value_name = "TAG")]
+    pub placement_tags: Vec<String>,
 }
 
 /// Creates or updates the streams and says what it did.
@@ -102,7 +197,12 @@ pub async fn streams(conn: &Connection, args: &StreamsArgs) -> anyhow::Result<()
     let client = door::nats_admin(conn).await?;
     let js = jetstream::new(client);
     let options = HardenedOptions {
-        photo_max_bytes: i64::from(args.photo_max_gib.max(1)) * 1024 * 1024 * 1024,
+        photo_max_bytes: gib(args.photo_max_gib.max(1)),
+        report_max_bytes: gib(args.report_max_gib),
+        event_max_bytes: gib(args.event_max_gib),
+        rejected_max_bytes: gib(args.rejected_max_gib),
+        replicas: args.replicas.map(usize::from),
+        placement_tags: args.placement_tags.clone(),
         ..HardenedOptions::default()
     };
     let all: Vec<_> = streams::configs(&options)
@@ -117,9 +217,63 @@ pub async fn streams(conn: &Connection, args: &StreamsArgs) -> anyhow::Result<()
         .await
         .context("creating the streams (is --nats-nkey-file the admin's seed?)")?;
     for (config, existed) in all.iter().zip(existed) {
-        println!("{}", describe(config, existed));
+        // What JetStream now runs: the replica count kept or set, and who holds the copies.
+        let mut stream = js
+            .get_stream(&config.name)
+            .await
+            .with_context(|| format!("reading stream {} back", config.name))?;
+        let info = stream
+            .info()
+            .await
+            .with_context(|| format!("reading stream {} back", config.name))?;
+        println!(
+            "{} · {}",
+            describe(&info.config, existed),
+            copies(&info.config, info.cluster.as_ref())
+        );
     }
     Ok(())
+}
+
+fn gib(n: u32) -> i64 {
+    i64::from(n) * 1024 * 1024 * 1024
+}
+
+/// Where the copies are: `1 copy` on a single server, else e.g. `3 copies: leader n1, n2
+/// current, n3 catching up` (a copy just added catches up from the leader).
+fn copies(config: &jetstream::stream::Config, cluster: Option<&ClusterInfo>) -> String {
+    let n = config.num_replicas.max(1);
+    let mut line = if n == 1 {
+        "1 copy".to_owned()
+    } else {
+        format!("{n} copies")
+    };
+    if let Some(tags) = config.placement.as_ref().map(|p| &p.tags) {
+        if !tags.is_empty() {
+            line.push_str(&format!(" on servers tagged {}", tags.join(", ")));
+        }
+    }
+    let Some(cluster) = cluster.filter(|c| c.leader.is_some() || !c.replicas.is_empty()) else {
+        return line;
+    };
+    let mut parts = vec![format!(
+        "leader {}",
+        cluster.leader.as_deref().unwrap_or("being elected")
+    )];
+    for peer in &cluster.replicas {
+        parts.push(format!(
+            "{} {}",
+            peer.name,
+            if peer.offline {
+                "offline"
+            } else if peer.current {
+                "current"
+            } else {
+                "catching up"
+            }
+        ));
+    }
+    format!("{line}: {}", parts.join(", "))
 }
 
 /// One line per stream, e.g. `created WHISTLE_REPORTS: whistle.report.> · 7d · 4096 MiB …`.
@@ -164,6 +318,14 @@ mod tests {
             tls_cert: None,
             tls_key: None,
             http_port: None,
+            server_name: None,
+            server_tags: Vec::new(),
+            cluster_name: None,
+            cluster_port: None,
+            routes: Vec::new(),
+            cluster_tls_cert: None,
+            cluster_tls_key: None,
+            cluster_tls_ca: None,
             output: None,
         }
     }
@@ -216,5 +378,65 @@ mod tests {
             "{line}"
         );
         assert!(describe(&reports, true).starts_with("updated "));
+    }
+
+    #[test]
+    fn the_copies_and_their_state_are_named() {
+        let [mut reports, ..] = streams::configs(&HardenedOptions::default());
+        assert_eq!(copies(&reports, None), "1 copy");
+        reports.num_replicas = 3;
+        reports.placement = Some(jetstream::stream::Placement {
+            cluster: None,
+            tags: vec!["dc:a".into()],
+        });
+        let cluster: ClusterInfo = serde_json::from_value(serde_json::json!({
+            "name": "whistle",
+            "leader": "n1",
+            "replicas": [
+                {"name": "n2", "current": true, "active": 1000},
+                {"name": "n3", "current": false, "active": 1000},
+                {"name": "n4", "current": false, "offline": true, "active": 1000}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            copies(&reports, Some(&cluster)),
+            "3 copies on servers tagged dc:a: leader n1, n2 current, n3 catching up, n4 offline"
+        );
+    }
+
+    #[test]
+    fn a_route_is_host_and_port_without_credentials() {
+        assert_eq!(route_address("10.77.0.12:6222").unwrap(), "10.77.0.12:6222");
+        assert_eq!(
+            route_address("nats-route://n2.example:6222").unwrap(),
+            "n2.example:6222"
+        );
+        let error = route_address("nats-route://u:p@n2:6222").unwrap_err();
+        assert!(error.to_string().contains("route.password"), "{error}");
+        for bad in ["n2", ":6222", "n2:0", "n2:port"] {
+            assert!(route_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cluster_node_is_rendered_with_the_secrets_route_password() {
+        let dir = temp_dir();
+        let mut args = args(&dir);
+        args.host = "10.77.0.11".into();
+        args.server_name = Some("n1".into());
+        args.cluster_name = Some("whistle".into());
+        args.cluster_port = Some(6222);
+        args.routes = vec!["10.77.0.12:6222".into(), "10.77.0.13:6222".into()];
+        let text = nats_config(&args).unwrap();
+        let secrets = Secrets::load_or_create(&dir.join("secrets")).unwrap();
+        assert!(text.contains("server_name: \"n1\""));
+        assert!(text.contains("listen: \"10.77.0.11:6222\""));
+        assert!(text.contains(&format!(
+            "\"nats-route://whistle-route:{}@10.77.0.12:6222\"",
+            secrets.route_password
+        )));
+        assert!(text.contains(&format!("password: \"{}\"", secrets.route_password)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

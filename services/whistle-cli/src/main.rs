@@ -44,7 +44,7 @@ struct Cli {
 
 #[derive(Debug, clap::Args)]
 pub struct Connection {
-    /// NATS server.
+    /// NATS server, or a comma-separated list of a cluster's nodes.
     #[arg(
         long,
         global = true,

@@ -282,7 +282,7 @@ impl Options {
                 whistle_wire::connect::options(name, &credentials)
                     .await?
                     .retry_on_initial_connect()
-                    .connect(&url)
+                    .connect(whistle_wire::connect::servers(&url))
                     .await
                     .map_err(|source| Error::Connect { url, source })
             }

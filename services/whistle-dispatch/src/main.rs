@@ -12,6 +12,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    /// NATS server, or a comma-separated list of a cluster's nodes.
     #[arg(
         long,
         env = "WHISTLE_NATS_URL",

@@ -19,6 +19,7 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/whistle"
     )]
     database_url: String,
+    /// NATS server, or a comma-separated list of a cluster's nodes.
     #[arg(
         long,
         env = "WHISTLE_NATS_URL",
