@@ -199,6 +199,12 @@ impl NatsServer {
         &self.log
     }
 
+    /// The server's process id while it runs (to stop and continue it, as a partition looks to
+    /// its clients).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `kill -9`: the process dies with whatever it had not written.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -53,6 +53,12 @@ pub fn service_inbox_prefix(service: &str) -> String {
     format!("_INBOX_{service}")
 }
 
+/// How often a connection pings its server when nothing else arrives. async-nats gives up on a
+/// server after two pings without an answer, so a node that went silent (partitioned, frozen)
+/// is left for another of the cluster within about three intervals, instead of the three minutes
+/// of the client's 60-second default; a ping costs a few bytes each way.
+pub const PING_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Options for a connection named `name` with `credentials`; the caller may add more before
 /// connecting.
 pub async fn options(name: &str, credentials: &Credentials) -> Result<ConnectOptions, Error> {
@@ -73,7 +79,8 @@ pub async fn options(name: &str, credentials: &Credentials) -> Result<ConnectOpt
     };
     Ok(options
         .name(name)
-        .connection_timeout(Duration::from_secs(5)))
+        .connection_timeout(Duration::from_secs(5))
+        .ping_interval(PING_INTERVAL))
 }
 
 /// The servers of a NATS URL setting: one URL, or a comma-separated list of a cluster's nodes

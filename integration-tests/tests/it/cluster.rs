@@ -3,8 +3,9 @@
 //! secrets' route password), the streams at three replicas, and dispatch given all three nodes:
 //! a report reaches dispatch, the node leading `WHISTLE_REPORTS` is killed, the next report is
 //! still stored (acked by the two nodes left) and recorded, and the killed node, started again,
-//! catches up. deploy/cluster/ runs the same configuration with every node in its own network
-//! namespace.
+//! catches up; then a node stopped with its sockets open (a partition, as a client sees it) is
+//! left by a client for another node within seconds. deploy/cluster/ runs the same
+//! configuration with every node in its own network namespace.
 
 use std::time::{Duration, Instant};
 
@@ -254,5 +255,53 @@ async fn three_nodes_keep_reports_flowing_when_the_stream_leader_dies() {
         .await
         .unwrap();
     }
+
+    // A node gone silent — stopped with its sockets open, as a partition looks to a client: a
+    // connection made as every service makes it (`whistle_wire::connect`), given only that node,
+    // leaves it after a few unanswered pings for a node the cluster told it of, and goes on.
+    let silent = &nodes[alive];
+    let client = whistle_wire::connect::connect(
+        &silent.url(),
+        "it-silent-node",
+        &whistle_wire::Credentials::Nkey {
+            seed_file: secrets.seed_path(Service::Admin),
+            service: "admin".into(),
+        },
+    )
+    .await
+    .expect("the admin connects to one node");
+    let js_client = jetstream::new(client.clone());
+    assert!(js_client.get_stream(REPORTS_STREAM).await.is_ok());
+    let signal = |name: &str| {
+        let pid = silent.pid().expect("the node runs").to_string();
+        let status = std::process::Command::new("kill")
+            .args([name, pid.as_str()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {name} {pid}");
+    };
+    signal("-STOP");
+    let stopped_at = Instant::now();
+    let answered = loop {
+        let asked = tokio::time::timeout(Duration::from_secs(3), async {
+            let mut stream = js_client.get_stream(REPORTS_STREAM).await.ok()?;
+            stream.info().await.ok().cloned()
+        })
+        .await;
+        if let Ok(Some(info)) = asked {
+            break info;
+        }
+        // The client's default (a ping a minute) would take three minutes to give up.
+        if stopped_at.elapsed() > Duration::from_secs(40) {
+            signal("-CONT");
+            panic!("the client still waits on the silent node after 40 s");
+        }
+    };
+    let left_after = stopped_at.elapsed();
+    let now_on = client.server_info().server_name;
+    signal("-CONT");
+    assert_eq!(answered.config.name, REPORTS_STREAM);
+    assert_ne!(now_on, format!("n{alive}"), "answered through another node");
+    eprintln!("node n{alive} stopped; the client answered through {now_on} after {left_after:?}");
     dispatch.stop().await;
 }
