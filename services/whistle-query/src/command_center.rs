@@ -39,7 +39,8 @@ pub(crate) struct CommandCenter {
     pub aggregates: Aggregates,
     /// Turns for the SQL reads that scan an area (`Options::max_heavy_reads`).
     pub heavy_reads: Arc<tokio::sync::Semaphore>,
-    /// Turns for the scoreboards computed from the live aggregates (`Options::max_board_reads`).
+    /// Turns for the scoreboards and late lists computed from the live aggregates
+    /// (`Options::max_board_reads`).
     pub board_reads: Arc<tokio::sync::Semaphore>,
     /// Opens residents' contacts for those who may see them whole.
     pub keyring: Option<Arc<whistle_store::contacts::Keyring>>,
@@ -180,7 +181,12 @@ impl command_center_server::CommandCenter for CommandCenter {
         let area = principal.read_area("area_code", &request.get_ref().area_code)?;
         let limit = overdue::limit(request.get_ref().page_size)?;
         let now = self.clock.now();
-        if let Some(items) = self.aggregates.overdue(&area, limit, now) {
+        let live = {
+            // Up to 5,000 items built from memory: CPU, taken in turns like a live board.
+            let _turn = turn(&self.board_reads).await?;
+            self.aggregates.overdue(&area, limit, now)
+        };
+        if let Some(items) = live {
             return Ok(Response::new(items));
         }
         // While the aggregates load, PostgreSQL answers, as one of the heavy reads.

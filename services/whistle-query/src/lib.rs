@@ -142,9 +142,9 @@ pub struct Options {
     /// `GetScoreboard` of a month older than they keep) reading PostgreSQL at once; more wait for a turn, so that heavy callers never hold the whole pool and light
     /// reads such as `ListIncidents` always find a connection. Kept below `max_db_connections`.
     pub max_heavy_reads: u32,
-    /// Live `GetScoreboard` calls computing at once (each a millisecond or more of CPU); more wait
-    /// for a turn, so that a crowd of scoreboard callers cannot hold every worker thread while
-    /// light reads wait behind them.
+    /// Live `GetScoreboard` and `ListOverdue` calls computing at once (each a millisecond or more
+    /// of CPU); more wait for a turn, so that a crowd of such callers cannot hold every worker
+    /// thread while light reads wait behind them.
     pub max_board_reads: u32,
     /// A builtin policy name (`ordos`, `ordos-demo`) or the path of a policy TOML file; used for
     /// category names and the scoreboard's composite-score weights until the database holds an

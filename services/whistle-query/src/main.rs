@@ -67,8 +67,8 @@ struct Args {
     /// below --max-db-connections.
     #[arg(long, env = "WHISTLE_QUERY_MAX_HEAVY_READS", default_value_t = whistle_query::DEFAULT_HEAVY_READS, value_parser = clap::value_parser!(u32).range(1..))]
     max_heavy_reads: u32,
-    /// Live GetScoreboard calls computing at once (default: half the cores); more wait, so that
-    /// scoreboard callers cannot take every worker thread from light reads.
+    /// Live GetScoreboard and ListOverdue calls computing at once (default: half the cores);
+    /// more wait, so that their callers cannot take every worker thread from light reads.
     #[arg(long, env = "WHISTLE_QUERY_MAX_BOARD_READS", default_value_t = whistle_query::default_board_reads(), value_parser = clap::value_parser!(u32).range(1..))]
     max_board_reads: u32,
     /// Events held in memory for live WatchEvents streams; clients further behind catch up from
