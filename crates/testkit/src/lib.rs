@@ -17,6 +17,6 @@ pub use contact_keys::{write_contact_keyring, write_keyring, TEST_KEY_ID};
 pub use database::{create_database, with_database, Database, TestDb};
 pub use error::Error;
 pub use nats::{NatsConfig, NatsServer};
-pub use pg_cluster::{find_pg_bindir, PgCluster};
+pub use pg_cluster::{find_pg_bindir, give_to_cluster_user, PgCluster};
 pub use port::free_port;
 pub use temp_dir::TempDir;

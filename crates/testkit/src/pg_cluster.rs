@@ -41,6 +41,25 @@ fn is_root() -> bool {
         .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
 }
 
+/// The user the clusters run as: `postgres` when the tests run as root (PostgreSQL refuses
+/// root), else the tests' own.
+fn cluster_user() -> Option<&'static str> {
+    is_root().then_some("postgres")
+}
+
+/// Hands `path` (recursively) to the user the clusters run as, so that a server can write what
+/// the test made for it (its data directory, a WAL archive); nothing to do unless run as root.
+pub fn give_to_cluster_user(path: &Path) -> Result<(), Error> {
+    let Some(user) = cluster_user() else {
+        return Ok(());
+    };
+    let out = Command::new("chown")
+        .args(["-R", &format!("{user}:")])
+        .arg(path)
+        .output();
+    checked("chown", out)
+}
+
 impl PgCluster {
     /// `pg_basebackup` of the running cluster into `target` (plain format, with the WAL it needs
     /// streamed alongside, checkpoint at once), as deploy/backup/backup.sh takes one; then
@@ -89,14 +108,7 @@ impl PgCluster {
     /// `pg_is_in_recovery()` to turn false before writing.
     pub async fn open(bindir: &Path, root: &Path) -> Result<PgCluster, Error> {
         let data = root.join("data");
-        let run_as = is_root().then(|| "postgres".to_owned());
-        if let Some(user) = &run_as {
-            let out = Command::new("chown")
-                .args(["-R", &format!("{user}:")])
-                .arg(root)
-                .output();
-            checked("chown", out)?;
-        }
+        give_to_cluster_user(root)?;
         let out = Command::new("chmod").arg("0700").arg(&data).output();
         checked("chmod", out)?;
         let mut cluster = PgCluster {
@@ -105,7 +117,7 @@ impl PgCluster {
             log: root.join("postgres.log"),
             socket_dir: root.to_owned(),
             port: free_port()?,
-            run_as,
+            run_as: cluster_user().map(str::to_owned),
             running: false,
         };
         cluster.start_again().await?;
@@ -128,27 +140,14 @@ impl PgCluster {
         let root = dir.join("pg");
         std::fs::create_dir_all(&root)
             .map_err(Error::io(format!("creating {}", root.display())))?;
-        let run_as = is_root().then(|| "postgres".to_owned());
-        if let Some(user) = &run_as {
-            let status = Command::new("chown")
-                .args(["-R", &format!("{user}:")])
-                .arg(&root)
-                .status()
-                .map_err(Error::io("running chown"))?;
-            if !status.success() {
-                return Err(Error::PgCtl {
-                    command: format!("chown of {} to {user}", root.display()),
-                    output: status.to_string(),
-                });
-            }
-        }
+        give_to_cluster_user(&root)?;
         let mut cluster = PgCluster {
             bindir: bindir.to_owned(),
             data: root.join("data"),
             log: root.join("postgres.log"),
             socket_dir: root.clone(),
             port: free_port()?,
-            run_as,
+            run_as: cluster_user().map(str::to_owned),
             running: false,
         };
         let out = cluster

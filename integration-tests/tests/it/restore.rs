@@ -79,6 +79,22 @@ fn on_port(url: &str, from: u16, to: u16) -> String {
     replaced
 }
 
+/// The source of a drill: a PostgreSQL cluster of its own (with `settings`) and a stack on it at
+/// ten o'clock in Ordos.
+async fn source_stack(
+    bindir: &std::path::Path,
+    dir: &std::path::Path,
+    settings: &[(&str, &str)],
+) -> (PgCluster, Stack) {
+    let source_pg = PgCluster::start_with(bindir, dir, settings).await.unwrap();
+    let stack = Stack::builder()
+        .on_database_server(source_pg.url("postgres"))
+        .at(ten_o_clock_in_ordos())
+        .start()
+        .await;
+    (source_pg, stack)
+}
+
 #[tokio::test]
 async fn a_backup_restores_into_fresh_servers_with_nothing_lost_or_fired_twice() {
     let reports: usize = std::env::var("WHISTLE_DRILL_REPORTS")
@@ -87,14 +103,7 @@ async fn a_backup_restores_into_fresh_servers_with_nothing_lost_or_fired_twice()
         .unwrap_or(24);
     let bindir = find_pg_bindir().expect("PostgreSQL's initdb and pg_ctl in /usr/lib/postgresql");
     let work = TempDir::new("restore-drill").unwrap();
-    let source_pg = PgCluster::start(&bindir, &work.path().join("source"))
-        .await
-        .unwrap();
-    let mut stack = Stack::builder()
-        .on_database_server(source_pg.url("postgres"))
-        .at(ten_o_clock_in_ordos())
-        .start()
-        .await;
+    let (source_pg, mut stack) = source_stack(&bindir, &work.path().join("source"), &[]).await;
 
     // A little load: reports from distinct grids (so each is its own incident), a third of
     // them whistled (tasks with a 30-minute report-in deadline), then half an hour passes so
@@ -326,13 +335,13 @@ async fn archived_wal_restores_to_the_last_commit_or_to_a_point_in_time() {
     let work = TempDir::new("pitr-drill").unwrap();
     let archive = work.path().join("wal");
     std::fs::create_dir_all(&archive).unwrap();
-    as_postgres(&archive);
+    whistle_testkit::give_to_cluster_user(&archive).expect("the archive handed to postgres");
     let archive_command = format!(
         "'{} %p %f {}'",
         scripts.join("archive-wal.sh").display(),
         archive.display()
     );
-    let source_pg = PgCluster::start_with(
+    let (source_pg, mut stack) = source_stack(
         &bindir,
         &work.path().join("source"),
         &[
@@ -340,13 +349,7 @@ async fn archived_wal_restores_to_the_last_commit_or_to_a_point_in_time() {
             ("archive_command", &archive_command),
         ],
     )
-    .await
-    .unwrap();
-    let mut stack = Stack::builder()
-        .on_database_server(source_pg.url("postgres"))
-        .at(ten_o_clock_in_ordos())
-        .start()
-        .await;
+    .await;
     let grids = grids();
 
     // Before the base backup, then after it up to the target time, then after that.
@@ -479,21 +482,4 @@ async fn archived_wal_restores_to_the_last_commit_or_to_a_point_in_time() {
     let dispatch = resume(&stack, &owner, &nats, (from, to), &grids[9]).await;
     fire_once(&stack, &owner, &pending_at_target).await;
     dispatch.stop().await;
-}
-
-/// The PostgreSQL server runs as `postgres` when the tests run as root; what it writes to must
-/// be its own.
-fn as_postgres(path: &std::path::Path) {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
-    if root {
-        let status = std::process::Command::new("chown")
-            .arg("postgres:")
-            .arg(path)
-            .status()
-            .unwrap();
-        assert!(status.success(), "chown postgres {}", path.display());
-    }
 }
