@@ -4,6 +4,7 @@
 #
 #   deploy/local/rolling-upgrade.sh --from REV [--duration 5m] [--rate 100] [--command-rate 5]
 #                                   [--kills 0] [--seed 1] [--keep-build DIR] [--work-dir DIR]
+#                                   [--debug]
 #
 # 1. REV's whistle-dispatch is built (release) in a temporary git worktree of REV with a target
 #    directory of its own (--keep-build DIR: that directory, kept and reused next time; REV's build
@@ -19,6 +20,9 @@
 #    the longest intake pause); the exit status is 0 only if nothing was lost, duplicated or fired
 #    twice or missed.
 #
+# --debug builds and runs debug binaries instead (minutes rather than tens of minutes when DIR
+# holds a debug build of a nearby commit; slower dispatch, the same guarantees).
+#
 # A REV whose schema lacks what this checkout's seeding writes cannot start (the drill seeds with
 # this checkout's code). nats-server and PostgreSQL binaries as env.sh finds them.
 set -euo pipefail
@@ -29,7 +33,7 @@ REPO=$(cd -- "$HERE/../.." && pwd -P)
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 case $TARGET_DIR in /*) ;; *) TARGET_DIR=$REPO/$TARGET_DIR ;; esac
 
-from='' duration=5m rate=100 command_rate=5 kills=0 seed=1 keep_build='' work_dir=''
+from='' duration=5m rate=100 command_rate=5 kills=0 seed=1 keep_build='' work_dir='' profile=release
 while (($#)); do
     case $1 in
         --from) from=$2; shift 2 ;;
@@ -40,6 +44,7 @@ while (($#)); do
         --seed) seed=$2; shift 2 ;;
         --keep-build) keep_build=$2; shift 2 ;;
         --work-dir) work_dir=$2; shift 2 ;;
+        --debug) profile=debug; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "rolling-upgrade: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -64,23 +69,25 @@ trap cleanup EXIT
 old_target=${keep_build:-$tmp/target}
 case $old_target in /*) ;; *) old_target=$PWD/$old_target ;; esac
 
-echo "rolling-upgrade: building this checkout ($(git -C "$REPO" rev-parse --short HEAD)) in $TARGET_DIR" >&2
-(cd "$REPO" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --locked -p whistle-cli -p whistle-dispatch)
+build=(cargo build --locked)
+[[ $profile == debug ]] || build+=(--release)
+echo "rolling-upgrade: building this checkout ($(git -C "$REPO" rev-parse --short HEAD), $profile) in $TARGET_DIR" >&2
+(cd "$REPO" && CARGO_TARGET_DIR=$TARGET_DIR "${build[@]}" -p whistle-cli -p whistle-dispatch)
 echo "rolling-upgrade: building ${rev:0:12} in a worktree, target $old_target" >&2
 git -C "$REPO" worktree add --detach "$old_src" "$rev" >/dev/null
 t0=$SECONDS
-(cd "$old_src" && CARGO_TARGET_DIR=$old_target cargo build --release --locked -p whistle-dispatch)
+(cd "$old_src" && CARGO_TARGET_DIR=$old_target "${build[@]}" -p whistle-dispatch)
 echo "rolling-upgrade: ${rev:0:12} built in $((SECONDS - t0)) s" >&2
 
 args=(
     chaos
-    --dispatch-bin "$old_target/release/whistle-dispatch"
+    --dispatch-bin "$old_target/$profile/whistle-dispatch"
     --from-migrations "$old_src/crates/store/migrations"
-    --upgrade-to "$TARGET_DIR/release/whistle-dispatch"
+    --upgrade-to "$TARGET_DIR/$profile/whistle-dispatch"
     --to-migrations "$REPO/crates/store/migrations"
     --duration "$duration" --rate "$rate" --command-rate "$command_rate"
     --kills "$kills" --seed "$seed"
 )
 [[ -z $work_dir ]] || args+=(--work-dir "$work_dir")
 echo "rolling-upgrade: from ${rev:0:12} to this checkout, $duration at $rate reports/s" >&2
-"$TARGET_DIR/release/whistle" "${args[@]}"
+"$TARGET_DIR/$profile/whistle" "${args[@]}"

@@ -262,7 +262,10 @@ fn check_commands(history: &History, verdict: &mut Verdict) {
             (_, 2..) | (Some(CommandAnswer::Refused(_)), 1) => {
                 counts.duplicated += 1;
                 note(&mut verdict.duplicated, || {
-                    format!("command {id}: answered {:?}, applied {times} times", command.answer)
+                    format!(
+                        "command {id}: answered {:?}, applied {times} times",
+                        command.answer
+                    )
                 });
             }
             (Some(CommandAnswer::Ok), 0) => {
@@ -274,7 +277,9 @@ fn check_commands(history: &History, verdict: &mut Verdict) {
             (Some(CommandAnswer::Ok), _) => counts.ok += 1,
             (Some(CommandAnswer::Refused(why)), _) => {
                 counts.refused += 1;
-                note(&mut verdict.problems, || format!("command {id} refused: {why}"));
+                note(&mut verdict.problems, || {
+                    format!("command {id} refused: {why}")
+                });
             }
             (None, _) => counts.unanswered += 1,
         }

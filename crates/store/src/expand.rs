@@ -232,9 +232,16 @@ fn added_columns(statement: &str) -> Vec<String> {
 }
 
 fn is_constraint(clause: &str) -> bool {
-    ["constraint ", "check", "unique", "primary ", "foreign ", "exclude"]
-        .iter()
-        .any(|k| clause.starts_with(k))
+    [
+        "constraint ",
+        "check",
+        "unique",
+        "primary ",
+        "foreign ",
+        "exclude",
+    ]
+    .iter()
+    .any(|k| clause.starts_with(k))
 }
 
 /// The name of the index a `create index` without `unique` makes.
@@ -255,11 +262,7 @@ fn created_table(statement: &str) -> Option<String> {
 }
 
 /// Why `statement` is a contract step, if it is one.
-fn contract_step(
-    statement: &str,
-    here: &Here,
-    plain_indexes: &HashSet<String>,
-) -> Option<Finding> {
+fn contract_step(statement: &str, here: &Here, plain_indexes: &HashSet<String>) -> Option<Finding> {
     let created_here = &here.tables;
     let found = |what| {
         let mut shown: String = statement.chars().take(160).collect();
@@ -368,11 +371,7 @@ mod tests {
             CREATE INDEX old_a ON old (a); CREATE UNIQUE INDEX old_unique ON old (a);";
         let checked = check(&[(1, first), (2, sql)]);
         assert_eq!(checked[0].findings, [], "a new table's indexes");
-        checked[1]
-            .findings
-            .iter()
-            .map(|f| f.what)
-            .collect()
+        checked[1].findings.iter().map(|f| f.what).collect()
     }
 
     #[test]
@@ -438,7 +437,10 @@ mod tests {
             }))
         );
         assert!(matches!(marker("--contract: drop it"), Some(Err(_))));
-        assert!(matches!(marker("-- contract: safe after : why"), Some(Err(_))));
+        assert!(matches!(
+            marker("-- contract: safe after : why"),
+            Some(Err(_))
+        ));
         assert_eq!(marker("ALTER TABLE old DROP COLUMN a;"), None);
     }
 }

@@ -88,7 +88,10 @@ fn every_migration_only_expands_or_says_after_which_release_it_contracts() {
             *version <= BEFORE_THE_RULE,
             "migration {version}: exceptions are for migrations before the rule; a new one carries a marker"
         );
-        assert!(!reason.is_empty(), "migration {version}: an exception says why");
+        assert!(
+            !reason.is_empty(),
+            "migration {version}: an exception says why"
+        );
         assert!(
             migrations.iter().any(|(v, ..)| v == version),
             "exception for migration {version}, which does not exist"

@@ -141,7 +141,11 @@ async fn a_rolling_upgrade_under_load_loses_nothing_and_fires_every_timer_once()
     std::fs::write(to_migrations.join(DRILL_MIGRATION.0), DRILL_MIGRATION.1).unwrap();
     let drill_version: i64 = DRILL_MIGRATION.0[..14].parse().unwrap();
     let checked = whistle_store::expand::check(&[(drill_version, DRILL_MIGRATION.1)]);
-    assert_eq!(checked[0].findings, [], "the drill's migration only expands");
+    assert_eq!(
+        checked[0].findings,
+        [],
+        "the drill's migration only expands"
+    );
 
     let config = whistle_chaos::Config {
         duration: Duration::from_secs(36),
@@ -166,7 +170,9 @@ async fn a_rolling_upgrade_under_load_loses_nothing_and_fires_every_timer_once()
         progress: true,
         ..Default::default()
     };
-    let report = whistle_chaos::run(config).await.expect("the upgrade run ran");
+    let report = whistle_chaos::run(config)
+        .await
+        .expect("the upgrade run ran");
     eprintln!("{}", report.render());
     let _ = std::fs::remove_dir_all(&work);
     let v = &report.verdict;
@@ -192,7 +198,11 @@ async fn a_rolling_upgrade_under_load_loses_nothing_and_fires_every_timer_once()
     assert_eq!(report.unexpected_exits, 0, "no replica died on its own");
     // The run exercised what it claims to: load before, during and after the upgrade.
     assert!(v.reports.valid_ok > 1000, "{:?}", v.reports);
-    assert!(v.commands.ok > 80 && v.commands.refused == 0, "{:?}", v.commands);
+    assert!(
+        v.commands.ok > 80 && v.commands.refused == 0,
+        "{:?}",
+        v.commands
+    );
     assert!(v.timers.fired_once > 50, "{:?}", v.timers);
 }
 

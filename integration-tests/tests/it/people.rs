@@ -658,7 +658,9 @@ async fn offboarding_someone_who_joined_after_this_replicas_now_says_the_clocks_
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(stack.count(left).await, before, "nothing written");
-    assert!(audited(&stack, "people.offboard", &newcomer).await.is_empty());
+    assert!(audited(&stack, "people.offboard", &newcomer)
+        .await
+        .is_empty());
 
     stack.advance(chrono::TimeDelta::hours(2));
     let reply = client.send(&offboarding()).await.expect("dispatch answers");

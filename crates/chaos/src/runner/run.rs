@@ -259,7 +259,11 @@ async fn load_and_inject_faults(
     let start = Instant::now();
     let publisher = tokio::spawn(publish_load(js.clone(), config.clone(), start));
     let commander = tokio::spawn(send_commands(
-        servers.nats.connect().await.context("connecting as admin")?,
+        servers
+            .nats
+            .connect()
+            .await
+            .context("connecting as admin")?,
         servers.pool.clone(),
         config.clone(),
         start,
