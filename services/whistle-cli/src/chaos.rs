@@ -62,7 +62,7 @@ pub struct Args {
     json: bool,
     /// Commands per second: comments on random incidents by their district's operator, each
     /// checked to be applied exactly once (0: none).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 0.0)]
     command_rate: f64,
     /// A rolling upgrade instead of the fault schedule: replicas start as --dispatch-bin (the
     /// old version), the migrations of --to-migrations are applied while they serve, then each
