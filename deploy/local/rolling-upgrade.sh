@@ -11,7 +11,8 @@
 #    costs 10 minutes and more on 2 cores), and this checkout's whistle and whistle-dispatch
 #    (release, CARGO_TARGET_DIR or target/).
 # 2. `whistle chaos --upgrade-to` runs the drill on private servers of its own: the database is
-#    migrated with REV's crates/store/migrations and two replicas of REV's dispatch serve a load of
+#    migrated with REV's crates/store/migrations and two replicas of REV's dispatch, on REV's
+#    policy/ordos.toml (durations divided), serve a load of
 #    reports, commands and deadlines; at 30 % of the run this checkout's migrations are applied while
 #    they serve (as `whistle migrate` does: as the owner, then the services' rights), then each REV
 #    replica is replaced, one at a time, by one of this checkout's (started, serving, then the old one
@@ -83,6 +84,7 @@ args=(
     chaos
     --dispatch-bin "$old_target/$profile/whistle-dispatch"
     --from-migrations "$old_src/crates/store/migrations"
+    --from-policy "$old_src/policy/ordos.toml"
     --upgrade-to "$TARGET_DIR/$profile/whistle-dispatch"
     --to-migrations "$REPO/crates/store/migrations"
     --duration "$duration" --rate "$rate" --command-rate "$command_rate"

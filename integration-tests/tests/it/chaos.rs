@@ -164,6 +164,7 @@ async fn a_rolling_upgrade_under_load_loses_nothing_and_fires_every_timer_once()
             to: replica_launcher(),
             from_migrations: None,
             to_migrations: Some(to_migrations),
+            from_policy: None,
             ready_timeout: Duration::from_secs(30),
         }),
         drain_timeout: Duration::from_secs(45),

@@ -78,6 +78,10 @@ pub struct Args {
     /// build's).
     #[arg(long, requires = "upgrade_to")]
     to_migrations: Option<PathBuf>,
+    /// With --upgrade-to: the old release's policy/ordos.toml, the base of the run's policy
+    /// (default this build's, which an older dispatch may not read).
+    #[arg(long, requires = "upgrade_to")]
+    from_policy: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<bool> {
@@ -123,6 +127,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
             },
             from_migrations: args.from_migrations,
             to_migrations: args.to_migrations,
+            from_policy: args.from_policy,
             ready_timeout: Duration::from_secs(60),
         }),
     };

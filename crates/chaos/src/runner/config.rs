@@ -69,6 +69,9 @@ pub struct Upgrade {
     /// The migrations applied while the old replicas serve, before the first new one starts;
     /// this build's if unset.
     pub to_migrations: Option<PathBuf>,
+    /// The old release's policy/ordos.toml, the base of the run's policy (the old replicas read
+    /// it; the new ones find it stored as the running version); this build's if unset.
+    pub from_policy: Option<PathBuf>,
     /// How long a new replica may take to serve (to stand by for, or take, the intake lease).
     pub ready_timeout: Duration,
 }
@@ -257,6 +260,7 @@ mod tests {
                 to: launcher,
                 from_migrations: None,
                 to_migrations: None,
+                from_policy: None,
                 ready_timeout: Duration::from_secs(30),
             }),
             ..Config::default()

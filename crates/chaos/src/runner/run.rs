@@ -159,7 +159,14 @@ async fn start_servers(config: &Config, work_dir: &Path) -> anyhow::Result<Serve
         from.as_ref().unwrap_or(&whistle_store::MIGRATOR),
     )
     .await?;
-    let policy = write_policy(work_dir, config.time_divisor)?;
+    // An upgrade runs the old release's policy: the old replicas must read it, and the new ones
+    // find it in the database as the running version, as they would in production.
+    let base = match config.upgrade.as_ref().and_then(|u| u.from_policy.as_ref()) {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the old release's policy {}", path.display()))?,
+        None => include_str!("../../../../policy/ordos.toml").to_owned(),
+    };
+    let policy = write_policy(work_dir, config.time_divisor, &base)?;
     Ok(Servers {
         nats,
         secrets,
@@ -371,12 +378,10 @@ async fn drain(
     })
 }
 
-/// The Ordos policy with every duration divided: deadlines in seconds.
-fn write_policy(dir: &Path, divisor: u32) -> anyhow::Result<PathBuf> {
-    std::fs::write(
-        dir.join("ordos.toml"),
-        include_str!("../../../../policy/ordos.toml"),
-    )?;
+/// The Ordos policy (`base`, the text of policy/ordos.toml) with every duration divided:
+/// deadlines in seconds.
+fn write_policy(dir: &Path, divisor: u32, base: &str) -> anyhow::Result<PathBuf> {
+    std::fs::write(dir.join("ordos.toml"), base)?;
     let path = dir.join("chaos.toml");
     std::fs::write(
         &path,
@@ -387,7 +392,7 @@ fn write_policy(dir: &Path, divisor: u32) -> anyhow::Result<PathBuf> {
         ),
     )?;
     whistle_domain::policy::Policy::parse(&std::fs::read_to_string(&path)?, |_| {
-        Some(include_str!("../../../../policy/ordos.toml").to_owned())
+        Some(base.to_owned())
     })
     .map_err(|e| anyhow::anyhow!("the chaos policy (divisor {divisor}) does not validate: {e}"))?;
     Ok(path)
@@ -419,7 +424,7 @@ mod tests {
             std::env::temp_dir().join(format!("whistle-chaos-policy-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         for divisor in [600, 1200, 3600] {
-            write_policy(&dir, divisor).unwrap();
+            write_policy(&dir, divisor, include_str!("../../../../policy/ordos.toml")).unwrap();
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

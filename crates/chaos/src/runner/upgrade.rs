@@ -45,6 +45,20 @@ pub(super) async fn rolling(
     fleet: &Arc<Mutex<Fleet>>,
     intake: &Sampler,
 ) -> anyhow::Result<UpgradeRecord> {
+    // An old replica that never served (it could not read the policy, say) would make the drill
+    // an upgrade of nothing.
+    let old: Vec<(usize, std::path::PathBuf)> = {
+        let fleet = lock(fleet);
+        (0..fleet.replicas.len())
+            .filter(|&i| fleet.replicas[i].wanted)
+            .map(|i| (i, fleet.log_path(i)))
+            .collect()
+    };
+    for (slot, log) in &old {
+        wait_serving(log, upgrade.ready_timeout)
+            .await
+            .with_context(|| format!("the old replica {slot} (log {})", log.display()))?;
+    }
     let t0 = Instant::now();
     // As `whistle migrate` does it: the migrations as the owner, then the services' rights on
     // whatever they made.
@@ -61,14 +75,8 @@ pub(super) async fn rolling(
         .context("granting the services their rights after migrating")?;
     let migrate_secs = t0.elapsed().as_secs_f64();
 
-    let old: Vec<usize> = {
-        let fleet = lock(fleet);
-        (0..fleet.replicas.len())
-            .filter(|&i| fleet.replicas[i].wanted)
-            .collect()
-    };
     let mut replacements = Vec::new();
-    for old_slot in old {
+    for (old_slot, _) in old {
         let started = Instant::now();
         let (new_slot, log) = {
             let mut fleet = lock(fleet);
