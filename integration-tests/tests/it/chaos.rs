@@ -83,6 +83,8 @@ async fn faults_of_every_kind_lose_and_duplicate_nothing_and_fire_every_timer_on
         grids: 150,
         categories: 3,
         invalid_every: 15,
+        // Commands race the faults too: each answered `ok` must be applied exactly once.
+        command_rate: 3.0,
         dispatch: replica_launcher(),
         drain_timeout: Duration::from_secs(45),
         progress: true,
@@ -106,6 +108,9 @@ async fn faults_of_every_kind_lose_and_duplicate_nothing_and_fire_every_timer_on
     assert!(v.timers.fired_once > 100, "{:?}", v.timers);
     assert!(v.timers.due_during_outage > 0, "{:?}", v.timers);
     assert!(report.faults.len() >= 16, "{:?}", report.faults);
+    assert_eq!(v.commands.lost, 0, "lost: {:?}", v.lost);
+    assert_eq!(v.commands.duplicated, 0, "duplicated: {:?}", v.duplicated);
+    assert!(v.commands.ok > 100, "{:?}", v.commands);
 }
 
 /// The upgrade drill's migration: expand-only changes to the tables intake, commands and timers
