@@ -62,10 +62,37 @@ pub struct PendingTimer {
     pub due_at: DateTime<Utc>,
 }
 
+/// How dispatch finally answered a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandAnswer {
+    Ok,
+    /// A definitive refusal (not `unavailable` or `rate_limited`, which are retried): its code
+    /// and message.
+    Refused(String),
+}
+
+/// One command the load sent (retried with the same id until answered).
+#[derive(Debug, Clone)]
+pub struct CommandSent {
+    pub command_id: String,
+    /// None: never answered before the load gave up.
+    pub answer: Option<CommandAnswer>,
+}
+
+/// The comment text a load's command carries: the command id, so its timeline entry names it.
+pub fn comment_text(command_id: &str) -> String {
+    format!("{COMMENT_PREFIX}{command_id}")
+}
+
+const COMMENT_PREFIX: &str = "chaos command ";
+
 /// The final read.
 #[derive(Debug, Clone, Default)]
 pub struct History {
     pub published: Vec<Published>,
+    pub commands: Vec<CommandSent>,
+    /// The notes of every `incident.commented` timeline entry.
+    pub comments: Vec<String>,
     /// `reports.report_id`, one per row.
     pub reports: Vec<String>,
     /// `rejected_reports.report_id`, one per row (None when the report id was unreadable).
@@ -140,12 +167,28 @@ pub struct TimerCounts {
     pub table_mismatches: u64,
 }
 
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct CommandCounts {
+    pub sent: u64,
+    /// Answered `ok` and on the timeline exactly once.
+    pub ok: u64,
+    /// Refused (and not on the timeline).
+    pub refused: u64,
+    /// Never answered (on the timeline at most once).
+    pub unanswered: u64,
+    /// Answered `ok`, not on the timeline.
+    pub lost: u64,
+    /// On the timeline more than once, or refused yet applied.
+    pub duplicated: u64,
+}
+
 /// The checker's answer.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Verdict {
     pub reports: ReportCounts,
     pub events: EventCounts,
     pub timers: TimerCounts,
+    pub commands: CommandCounts,
     /// Up to 10 examples of each problem.
     pub lost: Vec<String>,
     pub duplicated: Vec<String>,
@@ -172,10 +215,14 @@ pub fn check(history: &History) -> Verdict {
     check_reports(history, &mut verdict);
     check_events(history, &mut verdict);
     check_timers(history, &mut verdict);
+    check_commands(history, &mut verdict);
     let r = &verdict.reports;
     let e = &verdict.events;
     let t = &verdict.timers;
+    let c = &verdict.commands;
     verdict.pass = r.lost == 0
+        && c.lost == 0
+        && c.duplicated == 0
         && r.duplicated == 0
         && r.unknown == 0
         && e.duplicate_ids == 0
@@ -188,6 +235,55 @@ pub fn check(history: &History) -> Verdict {
         && t.early == 0
         && t.table_mismatches == 0;
     verdict
+}
+
+fn check_commands(history: &History, verdict: &mut Verdict) {
+    // Notes may carry more around the comment's text: counted per text found in them.
+    let mut applied: HashMap<String, u64> = HashMap::new();
+    for note in &history.comments {
+        if let Some(at) = note.find(COMMENT_PREFIX) {
+            let text: String = note[at..]
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ");
+            *applied.entry(text).or_default() += 1;
+        }
+    }
+    let counts = &mut verdict.commands;
+    for command in &history.commands {
+        counts.sent += 1;
+        let times = applied
+            .get(&comment_text(&command.command_id))
+            .copied()
+            .unwrap_or(0);
+        let id = &command.command_id;
+        match (&command.answer, times) {
+            (_, 2..) | (Some(CommandAnswer::Refused(_)), 1) => {
+                counts.duplicated += 1;
+                note(&mut verdict.duplicated, || {
+                    format!(
+                        "command {id}: answered {:?}, applied {times} times",
+                        command.answer
+                    )
+                });
+            }
+            (Some(CommandAnswer::Ok), 0) => {
+                counts.lost += 1;
+                note(&mut verdict.lost, || {
+                    format!("command {id}: answered ok, not on the timeline")
+                });
+            }
+            (Some(CommandAnswer::Ok), _) => counts.ok += 1,
+            (Some(CommandAnswer::Refused(why)), _) => {
+                counts.refused += 1;
+                note(&mut verdict.problems, || {
+                    format!("command {id} refused: {why}")
+                });
+            }
+            (None, _) => counts.unanswered += 1,
+        }
+    }
 }
 
 fn check_reports(history: &History, verdict: &mut Verdict) {
@@ -520,6 +616,7 @@ mod tests {
             timer_table_mismatches: vec![],
             settled_at: t(50),
             outages: vec![(t(5), t(10))],
+            ..History::default()
         }
     }
 
@@ -708,5 +805,54 @@ mod tests {
         let mut history = clean();
         history.timer_table_mismatches.push("i1".into());
         assert!(!check(&history).pass);
+    }
+
+    fn command(id: &str, answer: Option<CommandAnswer>) -> CommandSent {
+        CommandSent {
+            command_id: id.into(),
+            answer,
+        }
+    }
+
+    #[test]
+    fn every_command_answered_ok_is_on_the_timeline_once() {
+        let mut history = clean();
+        history.commands = vec![
+            command("c1", Some(CommandAnswer::Ok)),
+            command("c2", Some(CommandAnswer::Refused("NotFound: gone".into()))),
+            command("c3", None),
+            command("c4", None),
+        ];
+        // The state machine's note may put more around the text.
+        history.comments = vec![comment_text("c1"), format!("{} (张三)", comment_text("c3"))];
+        let verdict = check(&history);
+        assert!(verdict.pass, "{verdict:#?}");
+        assert_eq!(
+            verdict.commands,
+            CommandCounts {
+                sent: 4,
+                ok: 1,
+                refused: 1,
+                unanswered: 2,
+                lost: 0,
+                duplicated: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn a_command_applied_twice_or_answered_ok_and_not_applied_fails() {
+        let mut history = clean();
+        history.commands = vec![
+            command("c1", Some(CommandAnswer::Ok)),
+            command("c2", Some(CommandAnswer::Ok)),
+            command("c3", Some(CommandAnswer::Refused("Forbidden".into()))),
+        ];
+        history.comments = vec![comment_text("c1"), comment_text("c1"), comment_text("c3")];
+        let verdict = check(&history);
+        assert!(!verdict.pass);
+        assert_eq!(verdict.commands.duplicated, 2, "{verdict:#?}");
+        assert_eq!(verdict.commands.lost, 1, "{verdict:#?}");
+        assert!(verdict.lost[0].contains("c2"), "{:?}", verdict.lost);
     }
 }

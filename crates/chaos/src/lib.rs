@@ -8,4 +8,4 @@ pub mod checker;
 pub mod runner;
 
 pub use checker::{check, History, Verdict};
-pub use runner::{plan, run, Config, Fault, Launcher, Report};
+pub use runner::{plan, run, Config, Fault, Launcher, Report, Upgrade};

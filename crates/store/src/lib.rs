@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod contacts;
+pub mod expand;
 pub mod incidents;
 pub mod intake;
 pub mod listen;
@@ -158,8 +159,18 @@ impl Dedicated {
 /// (`schema.migrate`, the versions before and after). Safe to run from several processes at once
 /// (sqlx takes an advisory lock). Needs the owner's rights; see [`roles`].
 pub async fn migrate(pool: &PgPool, actor: &audit::Actor) -> Result<()> {
+    migrate_with(pool, &MIGRATOR, actor).await.map(drop)
+}
+
+/// [`migrate`] with other migrations than this binary's (an upgrade drill's: another release's
+/// directory, loaded with `Migrator::new`); the versions it applied.
+pub async fn migrate_with(
+    pool: &PgPool,
+    migrator: &sqlx::migrate::Migrator,
+    actor: &audit::Actor,
+) -> Result<Vec<i64>> {
     let before = applied_migrations(pool).await?;
-    MIGRATOR.run(pool).await?;
+    migrator.run(pool).await?;
     let after = applied_migrations(pool).await?;
     let applied: Vec<i64> = after
         .iter()
@@ -167,7 +178,7 @@ pub async fn migrate(pool: &PgPool, actor: &audit::Actor) -> Result<()> {
         .copied()
         .collect();
     if applied.is_empty() {
-        return Ok(());
+        return Ok(applied);
     }
     // Recorded after the fact: sqlx commits each migration on its own, and the log table itself
     // is made by one of them. Two processes migrating at once may both record the versions that
@@ -184,7 +195,8 @@ pub async fn migrate(pool: &PgPool, actor: &audit::Actor) -> Result<()> {
         })),
     };
     let mut conn = pool.acquire().await?;
-    audit::record(&mut conn, actor, chrono::Utc::now(), &[entry]).await
+    audit::record(&mut conn, actor, chrono::Utc::now(), &[entry]).await?;
+    Ok(applied)
 }
 
 /// The versions of the migrations applied so far (none before the first).

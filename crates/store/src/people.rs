@@ -689,6 +689,15 @@ pub async fn offboard_in(
     let tx = conn;
     let (before, successor) = lock_pair(&mut *tx, id, successor).await?;
     scope.check(&before.area_code, id)?;
+    // A replica whose clock runs ahead may have onboarded them "after" this one's now: the row's
+    // check (left_at >= joined_at) would refuse the update as a database error, answered as
+    // unavailable and retried in vain. Said for what it is instead.
+    if let Some(joined) = before.joined_at.filter(|joined| now < *joined) {
+        return invalid(format!(
+            "{id} joined at {joined}, later than this dispatch replica's clock says it is now              ({now}): the replicas' clocks disagree by {} ms or more; set their time right (NTP)              and offboard again",
+            (joined - now).num_milliseconds()
+        ));
+    }
     let holdings = held(&mut *tx, &before, successor.as_ref()).await?;
     settle(&mut *tx, &before, successor.as_ref(), &holdings, now, actor).await?;
     let tokens_revoked = tokens::revoke_person(&mut *tx, id, now, actor).await?;

@@ -29,6 +29,18 @@ pub async fn create_database(
     name: &str,
     max_connections: u32,
 ) -> Result<Database, Error> {
+    create_database_with(admin_url, name, max_connections, &whistle_store::MIGRATOR).await
+}
+
+/// [`create_database`] migrated with `migrator` instead of this build's migrations: the schema
+/// of another release, for an upgrade drill. Seeding is this build's, so the schema must have
+/// what it writes.
+pub async fn create_database_with(
+    admin_url: &str,
+    name: &str,
+    max_connections: u32,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<Database, Error> {
     let store = |what: &'static str| {
         let url = admin_url.to_owned();
         move |source| Error::Store { what, url, source }
@@ -61,7 +73,7 @@ pub async fn create_database(
         .await
         .map_err(store("connecting to the test database as its owner"))?;
     let actor = whistle_store::audit::Actor::cli(Some("whistle-testkit"));
-    whistle_store::migrate(&pool, &actor)
+    whistle_store::migrate_with(&pool, migrator, &actor)
         .await
         .map_err(store("migrating as the owner"))?;
     roles::grant(&pool, &roles)

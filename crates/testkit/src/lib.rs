@@ -14,7 +14,7 @@ mod port;
 mod temp_dir;
 
 pub use contact_keys::{write_contact_keyring, write_keyring, TEST_KEY_ID};
-pub use database::{create_database, with_database, Database, TestDb};
+pub use database::{create_database, create_database_with, with_database, Database, TestDb};
 pub use error::Error;
 pub use nats::{NatsConfig, NatsServer};
 pub use pg_cluster::{find_pg_bindir, give_to_cluster_user, PgCluster};

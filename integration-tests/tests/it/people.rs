@@ -611,3 +611,59 @@ async fn onboarding_is_validated_and_a_grid_is_never_left_without_its_worker() {
         .unwrap_err();
     assert!(matches!(again, Refused::Left(ref m) if m.contains("left")));
 }
+
+/// Clock skew between replicas: a person onboarded by a replica whose clock runs an hour ahead
+/// "joined" after the offboarding replica's now. The offboarding is refused plainly (invalid
+/// argument, naming the clocks) rather than answered `unavailable` — a database error a client
+/// would retry in vain — and nothing is written; once the clocks agree it goes through.
+#[tokio::test]
+async fn offboarding_someone_who_joined_after_this_replicas_now_says_the_clocks_disagree() {
+    use whistle_proto::v1::CommandErrorCode;
+    let stack = Stack::builder().at(chrono::Utc::now()).start().await;
+    let (district, [grid, ..], _, _) = places();
+    let heating = dept(&grid, "heating");
+    let newcomer = format!("li-{heating}-9");
+    let ahead = stack.now() + chrono::TimeDelta::hours(1);
+    people::onboard(
+        stack.pool(),
+        &liaison(&newcomer, "快钟入职", &heating),
+        ahead,
+        &admin(),
+    )
+    .await
+    .unwrap();
+    let offboarding = || v1::Command {
+        command_id: uuid::Uuid::now_v7().to_string(),
+        actor_id: format!("op-{district}"),
+        incident_id: String::new(),
+        expected_version: 0,
+        body: Some(v1::command::Body::OffboardPerson(v1::OffboardPerson {
+            person_id: newcomer.clone(),
+            successor_id: String::new(),
+        })),
+    };
+    let client = whistle_wire::CommandClient::new(stack.admin().clone());
+    let left = "SELECT count(*) FROM people WHERE left_at IS NOT NULL";
+    let before = stack.count(left).await;
+    let reply = client.send(&offboarding()).await.expect("dispatch answers");
+    match reply.outcome {
+        Some(Outcome::Error(e)) => {
+            assert_eq!(e.code, CommandErrorCode::InvalidArgument as i32, "{e:?}");
+            assert!(
+                e.message.contains("clocks disagree") && e.message.contains(&newcomer),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(stack.count(left).await, before, "nothing written");
+    assert!(audited(&stack, "people.offboard", &newcomer)
+        .await
+        .is_empty());
+
+    stack.advance(chrono::TimeDelta::hours(2));
+    let reply = client.send(&offboarding()).await.expect("dispatch answers");
+    assert!(matches!(reply.outcome, Some(Outcome::Ok(_))), "{reply:?}");
+    assert_eq!(stack.count(left).await, before + 1);
+}

@@ -60,6 +60,28 @@ pub struct Args {
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Commands per second: comments on random incidents by their district's operator, each
+    /// checked to be applied exactly once (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    command_rate: f64,
+    /// A rolling upgrade instead of the fault schedule: replicas start as --dispatch-bin (the
+    /// old version), the migrations of --to-migrations are applied while they serve, then each
+    /// is replaced, one at a time, by this binary (the new version). Kills still fall if
+    /// --kills is not 0.
+    #[arg(long)]
+    upgrade_to: Option<PathBuf>,
+    /// With --upgrade-to: the migrations directory the database starts with (the old
+    /// release's crates/store/migrations; default this build's).
+    #[arg(long, requires = "upgrade_to")]
+    from_migrations: Option<PathBuf>,
+    /// With --upgrade-to: the migrations directory applied during the upgrade (default this
+    /// build's).
+    #[arg(long, requires = "upgrade_to")]
+    to_migrations: Option<PathBuf>,
+    /// With --upgrade-to: the old release's policy/ordos.toml, the base of the run's policy
+    /// (default this build's, which an older dispatch may not read).
+    #[arg(long, requires = "upgrade_to")]
+    from_policy: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<bool> {
@@ -96,6 +118,18 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
         keep: false,
         drain_timeout: args.settle_timeout,
         progress: true,
+        command_rate: args.command_rate,
+        upgrade: args.upgrade_to.map(|program| whistle_chaos::Upgrade {
+            to: whistle_chaos::Launcher {
+                program,
+                args: vec![],
+                env: vec![],
+            },
+            from_migrations: args.from_migrations,
+            to_migrations: args.to_migrations,
+            from_policy: args.from_policy,
+            ready_timeout: Duration::from_secs(60),
+        }),
     };
     let report = whistle_chaos::run(config)
         .await

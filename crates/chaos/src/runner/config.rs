@@ -49,6 +49,31 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Progress lines on stderr.
     pub progress: bool,
+    /// Commands per second (a comment on a random incident by its district's operator, each
+    /// with its own command id, retried with that id until answered); 0 for none.
+    pub command_rate: f64,
+    /// A rolling upgrade instead of the fault schedule: `dispatch` is the old version.
+    pub upgrade: Option<Upgrade>,
+}
+
+/// A rolling upgrade under load: two replicas of the old version (`Config::dispatch`) serve; the
+/// new migrations are applied as the database owner while they do; then each old replica in
+/// turn is replaced: a new one is started, it serves, the old one is stopped with SIGTERM.
+#[derive(Debug, Clone)]
+pub struct Upgrade {
+    /// How to start a replica of the new version.
+    pub to: Launcher,
+    /// The migrations the database starts with (a directory of sqlx migrations, e.g. the old
+    /// release's `crates/store/migrations`); this build's if unset.
+    pub from_migrations: Option<PathBuf>,
+    /// The migrations applied while the old replicas serve, before the first new one starts;
+    /// this build's if unset.
+    pub to_migrations: Option<PathBuf>,
+    /// The old release's policy/ordos.toml, the base of the run's policy (the old replicas read
+    /// it; the new ones find it stored as the running version); this build's if unset.
+    pub from_policy: Option<PathBuf>,
+    /// How long a new replica may take to serve (to stand by for, or take, the intake lease).
+    pub ready_timeout: Duration,
 }
 
 impl Default for Config {
@@ -76,6 +101,8 @@ impl Default for Config {
             keep: false,
             drain_timeout: Duration::from_secs(120),
             progress: false,
+            command_rate: 0.0,
+            upgrade: None,
         }
     }
 }
@@ -101,6 +128,9 @@ pub enum Fault {
     /// `kill -9` of the replica holding the intake lease while the other runs, restarted at once:
     /// the other takes intake over during the load.
     OwnerKill9,
+    /// The new migrations applied, then every running replica replaced by one of the new
+    /// version, one at a time: start the new one, wait until it serves, SIGTERM the old one.
+    RollingUpgrade,
 }
 
 /// A fault at a moment of the run.
@@ -113,9 +143,40 @@ pub struct Planned {
 /// The schedule: the second replica runs from 15 % to 85 % of the run; NATS restarts at 30 %,
 /// the intake lease's holder is killed at 40 %, PostgreSQL restarts at 50 %, the second replica is paused at 60 %, every replica is down at 75 %, and
 /// the kills fall at random moments (seeded) between 5 % and 95 %.
+///
+/// With [`Config::upgrade`], instead: the second replica joins at 10 %, the rolling upgrade
+/// starts at 30 % (the load runs on until the end, under the new version after the upgrade), and
+/// the kills, if any, fall as above.
 pub fn plan(config: &Config) -> Vec<Planned> {
     let at = |fraction: f64| config.duration.mul_f64(fraction);
-    let mut planned = vec![
+    let mut planned = if config.upgrade.is_some() {
+        vec![
+            Planned {
+                at: at(0.10),
+                fault: Fault::SecondReplicaUp,
+            },
+            Planned {
+                at: at(0.30),
+                fault: Fault::RollingUpgrade,
+            },
+        ]
+    } else {
+        schedule(at)
+    };
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    for _ in 0..config.kills {
+        planned.push(Planned {
+            at: at(rng.random_range(0.05..0.95)),
+            fault: Fault::Kill9,
+        });
+    }
+    planned.sort_by_key(|p| p.at);
+    planned
+}
+
+/// The fault schedule of a run without an upgrade, kills aside.
+fn schedule(at: impl Fn(f64) -> Duration) -> Vec<Planned> {
+    vec![
         Planned {
             at: at(0.15),
             fault: Fault::SecondReplicaUp,
@@ -144,16 +205,7 @@ pub fn plan(config: &Config) -> Vec<Planned> {
             at: at(0.85),
             fault: Fault::SecondReplicaDown,
         },
-    ];
-    let mut rng = StdRng::seed_from_u64(config.seed);
-    for _ in 0..config.kills {
-        planned.push(Planned {
-            at: at(rng.random_range(0.05..0.95)),
-            fault: Fault::Kill9,
-        });
-    }
-    planned.sort_by_key(|p| p.at);
-    planned
+    ]
 }
 
 #[cfg(test)]
@@ -191,5 +243,35 @@ mod tests {
             .all(|p| p.at >= Duration::from_secs(5) && p.at <= Duration::from_secs(95)));
         assert!(planned.windows(2).all(|w| w[0].at <= w[1].at));
         assert_eq!(plan(&config), planned, "the same seed, the same plan");
+        assert!(!planned.iter().any(|p| p.fault == Fault::RollingUpgrade));
+    }
+
+    #[test]
+    fn an_upgrade_run_starts_a_second_old_replica_then_replaces_them_once() {
+        let launcher = Launcher {
+            program: "new-dispatch".into(),
+            args: vec![],
+            env: vec![],
+        };
+        let config = Config {
+            duration: Duration::from_secs(100),
+            kills: 0,
+            upgrade: Some(Upgrade {
+                to: launcher,
+                from_migrations: None,
+                to_migrations: None,
+                from_policy: None,
+                ready_timeout: Duration::from_secs(30),
+            }),
+            ..Config::default()
+        };
+        let faults: Vec<(u64, Fault)> = plan(&config)
+            .into_iter()
+            .map(|p| (p.at.as_secs(), p.fault))
+            .collect();
+        assert_eq!(
+            faults,
+            [(10, Fault::SecondReplicaUp), (30, Fault::RollingUpgrade)]
+        );
     }
 }

@@ -91,6 +91,11 @@ pub(super) async fn inject(
             record.down = Some(t0.elapsed().as_secs_f64());
         }
         Fault::Pause => pause_second_replica(config, record, fleet).await?,
+        // Planned only with `Config::upgrade`, and run by the run itself (it needs the intake
+        // sampler); reaching here means a plan with an upgrade but no upgrade configured.
+        Fault::RollingUpgrade => {
+            anyhow::bail!("a rolling upgrade was planned but no upgrade is configured")
+        }
         Fault::DispatchOutage => {
             let from = Utc::now();
             let t0 = Instant::now();

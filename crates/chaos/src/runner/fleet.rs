@@ -13,6 +13,8 @@ use super::Launcher;
 
 /// One dispatch replica slot.
 pub(super) struct Replica {
+    /// How this slot's process starts: the old or the new version in an upgrade.
+    pub(super) launcher: Launcher,
     pub(super) child: Option<Child>,
     /// Should be running (the supervisor restarts it if it exits).
     pub(super) wanted: bool,
@@ -20,7 +22,6 @@ pub(super) struct Replica {
 }
 
 pub(super) struct Fleet {
-    pub(super) launcher: Launcher,
     pub(super) env: Vec<(String, String)>,
     pub(super) log_dir: PathBuf,
     pub(super) replicas: Vec<Replica>,
@@ -29,20 +30,36 @@ pub(super) struct Fleet {
 }
 
 impl Fleet {
+    /// A new, empty slot started by `launcher`; its index.
+    pub(super) fn add(&mut self, launcher: Launcher) -> usize {
+        self.replicas.push(Replica {
+            launcher,
+            child: None,
+            wanted: false,
+            paused: false,
+        });
+        self.replicas.len() - 1
+    }
+
+    pub(super) fn log_path(&self, i: usize) -> PathBuf {
+        self.log_dir.join(format!("dispatch-{i}.log"))
+    }
+
     pub(super) fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_dir.join(format!("dispatch-{i}.log")))?;
-        let child = Command::new(&self.launcher.program)
-            .args(&self.launcher.args)
+            .open(self.log_path(i))?;
+        let launcher = &self.replicas[i].launcher;
+        let child = Command::new(&launcher.program)
+            .args(&launcher.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .envs(self.launcher.env.iter().map(|(k, v)| (k, v)))
+            .envs(launcher.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting {}", self.launcher.program.display()))?;
+            .with_context(|| format!("starting {}", launcher.program.display()))?;
         self.replicas[i].child = Some(child);
         self.replicas[i].wanted = true;
         self.starts += 1;
@@ -86,20 +103,21 @@ impl Fleet {
         }
     }
 
-    /// SIGTERM, then up to `timeout` for a clean exit, then SIGKILL.
-    pub(super) fn terminate(&mut self, i: usize, timeout: Duration) {
+    /// SIGTERM, then up to `timeout` for a clean exit, then SIGKILL. Whether it exited on its
+    /// own with status 0 within the timeout (None if it was not running).
+    pub(super) fn terminate(&mut self, i: usize, timeout: Duration) -> Option<bool> {
         self.replicas[i].wanted = false;
         if self.replicas[i].paused {
             self.signal(i, "CONT");
             self.replicas[i].paused = false;
         }
-        if self.signal(i, "TERM").is_none() {
-            return;
-        }
+        self.signal(i, "TERM")?;
         let deadline = Instant::now() + timeout;
+        let mut clean = false;
         if let Some(child) = self.replicas[i].child.as_mut() {
             while Instant::now() < deadline {
-                if child.try_wait().ok().flatten().is_some() {
+                if let Some(status) = child.try_wait().ok().flatten() {
+                    clean = status.success();
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -108,6 +126,7 @@ impl Fleet {
             let _ = child.wait();
         }
         self.replicas[i].child = None;
+        Some(clean)
     }
 }
 

@@ -104,6 +104,9 @@ pub(super) async fn read_history(
         rejections: sqlx::query_scalar("SELECT report_id FROM rejected_reports")
             .fetch_all(pool)
             .await?,
+        comments: sqlx::query_scalar("SELECT note FROM timeline WHERE kind = 'incident.commented'")
+            .fetch_all(pool)
+            .await?,
         outbox_left: sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
             .fetch_one(pool)
             .await? as u64,

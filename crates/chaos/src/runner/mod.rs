@@ -1,5 +1,6 @@
 //! The run: servers, replicas, load, the fault schedule, the drain and the final read.
 
+mod commands;
 mod config;
 mod faults;
 mod fleet;
@@ -7,7 +8,8 @@ mod history;
 mod load;
 mod report;
 mod run;
+mod upgrade;
 
-pub use config::{plan, Config, Fault, Launcher, Planned};
-pub use report::{FaultRecord, Report};
+pub use config::{plan, Config, Fault, Launcher, Planned, Upgrade};
+pub use report::{FaultRecord, Replacement, Report, UpgradeRecord};
 pub use run::run;

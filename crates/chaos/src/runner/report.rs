@@ -16,6 +16,39 @@ pub struct FaultRecord {
     pub down: Option<f64>,
 }
 
+/// One replica replaced in a rolling upgrade.
+#[derive(Debug, Clone, Serialize)]
+pub struct Replacement {
+    /// The old replica's slot and the new one's (their logs are `dispatch-{slot}.log`).
+    pub old_slot: usize,
+    pub new_slot: usize,
+    /// From starting the new replica until it served (stood by for, or took, the intake lease).
+    pub ready_secs: f64,
+    /// From SIGTERM to the old replica's exit (its drain).
+    pub stop_secs: f64,
+    /// The old replica exited 0 on its own within the timeout (else it was killed).
+    pub stopped_cleanly: bool,
+    /// The whole replacement.
+    pub secs: f64,
+    /// The longest time during it in which no report was recorded or rejected, to 0.1 s.
+    pub intake_pause_secs: f64,
+}
+
+/// How a rolling upgrade went.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct UpgradeRecord {
+    /// The new migrations applied while the old replicas served.
+    pub migrations_applied: Vec<i64>,
+    pub migrate_secs: f64,
+    pub replacements: Vec<Replacement>,
+    /// From the migration's start to the last old replica's exit.
+    pub secs: f64,
+    /// The longest time in the whole upgrade in which no report was recorded or rejected.
+    pub intake_pause_secs: f64,
+    /// The same, over as long a time just before the upgrade: what the load alone shows.
+    pub baseline_pause_secs: f64,
+}
+
 /// What a run found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -26,6 +59,8 @@ pub struct Report {
     pub ack_wait_secs: f64,
     pub nats_server: String,
     pub faults: Vec<FaultRecord>,
+    /// With a rolling upgrade: how it went.
+    pub upgrade: Option<UpgradeRecord>,
     pub replica_starts: u32,
     /// Replicas that exited on their own (e.g. could not start while PostgreSQL was down), restarted.
     pub unexpected_exits: u32,
@@ -76,6 +111,31 @@ impl Report {
             "  replica starts {}, exits on their own {}",
             self.replica_starts, self.unexpected_exits
         );
+        if let Some(u) = &self.upgrade {
+            let _ = writeln!(
+                out,
+                "\nrolling upgrade: {:.1} s; migrations {:?} applied in {:.2} s while the old replicas served",
+                u.secs, u.migrations_applied, u.migrate_secs
+            );
+            for r in &u.replacements {
+                let _ = writeln!(
+                    out,
+                    "  replica {} -> {}: new one serving after {:.1} s, old one stopped (SIGTERM) in {:.1} s{}; {:.1} s in all, longest intake pause {:.1} s",
+                    r.old_slot,
+                    r.new_slot,
+                    r.ready_secs,
+                    r.stop_secs,
+                    if r.stopped_cleanly { ", exit 0" } else { ", NOT cleanly (killed or non-zero exit)" },
+                    r.secs,
+                    r.intake_pause_secs
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  longest intake pause: {:.1} s during the upgrade, {:.1} s in as long a time before it",
+                u.intake_pause_secs, u.baseline_pause_secs
+            );
+        }
         let r = &v.reports;
         let _ = writeln!(
             out,
@@ -86,6 +146,12 @@ impl Report {
             out,
             "  ok {} (valid {}, invalid {}; landed without an ack {}), lost {}, duplicated {}, indeterminate {}, unknown ids {}",
             r.ok, r.valid_ok, r.invalid_ok, r.ok_unacked, r.lost, r.duplicated, r.indeterminate, r.unknown
+        );
+        let c = &v.commands;
+        let _ = writeln!(
+            out,
+            "commands: sent {}, ok and applied once {}, refused {}, unanswered {}, lost {}, applied twice {}",
+            c.sent, c.ok, c.refused, c.unanswered, c.lost, c.duplicated
         );
         let e = &v.events;
         let _ = writeln!(

@@ -16,14 +16,17 @@ use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use rand::{rngs::StdRng, SeedableRng};
 use sqlx::PgPool;
-use whistle_testkit::{create_database, find_pg_bindir, NatsConfig, NatsServer, PgCluster};
+use whistle_testkit::{create_database_with, find_pg_bindir, NatsConfig, NatsServer, PgCluster};
 
 use super::{
+    commands::send_commands,
     faults::inject,
     fleet::{lock, Fleet, Replica},
     history::{read_history, settle},
     load::publish_load,
-    plan, Config, FaultRecord, Report,
+    plan,
+    upgrade::{self, Sampler},
+    Config, Fault, FaultRecord, Report, UpgradeRecord,
 };
 use crate::checker::{self, Published};
 
@@ -33,7 +36,9 @@ pub(super) struct Servers {
     /// The deployment's key material: nats-server's configuration and dispatch's seed file.
     secrets: whistle_auth::Secrets,
     pub(super) pg: PgCluster,
+    /// The database owner's pool.
     pub(super) pool: PgPool,
+    pub(super) roles: whistle_store::roles::Roles,
     database_url: String,
     policy: PathBuf,
 }
@@ -50,7 +55,9 @@ struct Loaded {
     /// When the load started; progress lines count from it.
     start: Instant,
     published: Vec<Published>,
+    commands: Vec<checker::CommandSent>,
     faults: Vec<FaultRecord>,
+    upgrade: Option<UpgradeRecord>,
     outages: Vec<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
@@ -99,6 +106,7 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
     let settled = drained.settled_at.is_some();
     let mut history = read_history(&js, &servers.pool).await?;
     history.published = loaded.published;
+    history.commands = loaded.commands;
     history.settled_at = drained.settled_at.unwrap_or_else(Utc::now);
     history.outages = loaded.outages;
     let verdict = checker::check(&history);
@@ -111,6 +119,7 @@ async fn run_in(config: &Config, work_dir: &Path) -> anyhow::Result<Report> {
         ack_wait_secs: config.ack_wait.as_secs_f64(),
         nats_server: nats_version(&config.nats_server),
         faults: loaded.faults,
+        upgrade: loaded.upgrade,
         replica_starts: fleet.starts,
         unexpected_exits: fleet.unexpected_exits,
         settled,
@@ -138,13 +147,32 @@ async fn start_servers(config: &Config, work_dir: &Path) -> anyhow::Result<Serve
         .start()
         .await?;
     let pg = PgCluster::start(&bindir, work_dir).await?;
-    let database = create_database(&pg.url("postgres"), "whistle", 4).await?;
-    let policy = write_policy(work_dir, config.time_divisor)?;
+    // An upgrade starts on the old release's schema.
+    let from = match &config.upgrade {
+        Some(upgrade) => upgrade::migrations_in(upgrade.from_migrations.as_deref()).await?,
+        None => None,
+    };
+    let database = create_database_with(
+        &pg.url("postgres"),
+        "whistle",
+        4,
+        from.as_ref().unwrap_or(&whistle_store::MIGRATOR),
+    )
+    .await?;
+    // An upgrade runs the old release's policy: the old replicas must read it, and the new ones
+    // find it in the database as the running version, as they would in production.
+    let base = match config.upgrade.as_ref().and_then(|u| u.from_policy.as_ref()) {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the old release's policy {}", path.display()))?,
+        None => include_str!("../../../../policy/ordos.toml").to_owned(),
+    };
+    let policy = write_policy(work_dir, config.time_divisor, &base)?;
     Ok(Servers {
         nats,
         secrets,
         pg,
         pool: database.pool,
+        roles: database.roles,
         // The replicas connect as production's dispatch does: with its own role.
         database_url: database.dispatch_url,
         policy,
@@ -155,7 +183,6 @@ async fn start_servers(config: &Config, work_dir: &Path) -> anyhow::Result<Serve
 /// supervisor restarting replicas that should run and exited on their own.
 fn start_replicas(config: &Config, work_dir: &Path, servers: &Servers) -> anyhow::Result<Replicas> {
     let fleet = Arc::new(Mutex::new(Fleet {
-        launcher: config.dispatch.clone(),
         env: vec![
             ("WHISTLE_NATS_URL".into(), servers.nats.url()),
             (
@@ -175,13 +202,19 @@ fn start_replicas(config: &Config, work_dir: &Path, servers: &Servers) -> anyhow
                 "WHISTLE_ACK_WAIT_SECS".into(),
                 config.ack_wait.as_secs().max(1).to_string(),
             ),
-            ("RUST_LOG".into(), "warn,sqlx=error,async_nats=error".into()),
+            // Info of dispatch itself: a few lines a start, among them the one that says a
+            // replica serves (see upgrade.rs).
+            (
+                "RUST_LOG".into(),
+                "warn,whistle_dispatch=info,sqlx=error,async_nats=error".into(),
+            ),
             // The load's reports carry no residents' contacts.
             ("WHISTLE_NO_CONTACTS".into(), "true".into()),
         ],
         log_dir: work_dir.to_owned(),
         replicas: (0..2)
             .map(|_| Replica {
+                launcher: config.dispatch.clone(),
                 child: None,
                 wanted: false,
                 paused: false,
@@ -232,6 +265,21 @@ async fn load_and_inject_faults(
 ) -> anyhow::Result<Loaded> {
     let start = Instant::now();
     let publisher = tokio::spawn(publish_load(js.clone(), config.clone(), start));
+    let commander = tokio::spawn(send_commands(
+        servers
+            .nats
+            .connect()
+            .await
+            .context("connecting as admin")?,
+        servers.pool.clone(),
+        config.clone(),
+        start,
+    ));
+    let intake = config
+        .upgrade
+        .is_some()
+        .then(|| Sampler::start(servers.pool.clone()));
+    let mut upgraded = None;
     let mut faults = Vec::new();
     let mut outages = Vec::new();
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5eed);
@@ -244,10 +292,21 @@ async fn load_and_inject_faults(
             detail: String::new(),
             down: None,
         };
-        if let Some(outage) =
-            inject(config, &mut record, servers, &replicas.fleet, &mut rng).await?
-        {
-            outages.push(outage);
+        match (planned.fault, &config.upgrade, &intake) {
+            (Fault::RollingUpgrade, Some(upgrade), Some(intake)) => {
+                upgraded = Some(
+                    upgrade::rolling(upgrade, &mut record, servers, &replicas.fleet, intake)
+                        .await
+                        .context("the rolling upgrade")?,
+                );
+            }
+            _ => {
+                if let Some(outage) =
+                    inject(config, &mut record, servers, &replicas.fleet, &mut rng).await?
+                {
+                    outages.push(outage);
+                }
+            }
         }
         say(
             config,
@@ -263,6 +322,8 @@ async fn load_and_inject_faults(
         "load ends; waiting for unacknowledged publishes",
     );
     let published = publisher.await??;
+    let commands = commander.await??;
+    drop(intake);
     say(
         config,
         start,
@@ -275,7 +336,9 @@ async fn load_and_inject_faults(
     Ok(Loaded {
         start,
         published,
+        commands,
         faults,
+        upgrade: upgraded,
         outages,
     })
 }
@@ -315,12 +378,10 @@ async fn drain(
     })
 }
 
-/// The Ordos policy with every duration divided: deadlines in seconds.
-fn write_policy(dir: &Path, divisor: u32) -> anyhow::Result<PathBuf> {
-    std::fs::write(
-        dir.join("ordos.toml"),
-        include_str!("../../../../policy/ordos.toml"),
-    )?;
+/// The Ordos policy (`base`, the text of policy/ordos.toml) with every duration divided:
+/// deadlines in seconds.
+fn write_policy(dir: &Path, divisor: u32, base: &str) -> anyhow::Result<PathBuf> {
+    std::fs::write(dir.join("ordos.toml"), base)?;
     let path = dir.join("chaos.toml");
     std::fs::write(
         &path,
@@ -331,7 +392,7 @@ fn write_policy(dir: &Path, divisor: u32) -> anyhow::Result<PathBuf> {
         ),
     )?;
     whistle_domain::policy::Policy::parse(&std::fs::read_to_string(&path)?, |_| {
-        Some(include_str!("../../../../policy/ordos.toml").to_owned())
+        Some(base.to_owned())
     })
     .map_err(|e| anyhow::anyhow!("the chaos policy (divisor {divisor}) does not validate: {e}"))?;
     Ok(path)
@@ -363,7 +424,7 @@ mod tests {
             std::env::temp_dir().join(format!("whistle-chaos-policy-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         for divisor in [600, 1200, 3600] {
-            write_policy(&dir, divisor).unwrap();
+            write_policy(&dir, divisor, include_str!("../../../../policy/ordos.toml")).unwrap();
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
