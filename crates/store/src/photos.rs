@@ -94,9 +94,6 @@ pub async fn due(pool: &PgPool, settled_before: DateTime<Utc>, limit: u32) -> Re
     .await?)
 }
 
-/// Notified when a person's request erased photos: their bytes are waiting to leave the bucket.
-pub const ERASED_CHANNEL: &str = "whistle_photos_erased";
-
 /// Why photos are erased.
 #[derive(Debug, Clone, Copy)]
 pub enum Why {
@@ -199,14 +196,6 @@ pub async fn erase(
     }
     rows.append(&mut tx).await?;
     audit::record(&mut tx, actor, at, &entries).await?;
-    if matches!(why, Why::Request) && !erased.is_empty() {
-        // Dispatch's retention job wakes to take the bytes out of the bucket now, rather than
-        // at its next pass (sent at the commit).
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(ERASED_CHANNEL)
-            .execute(&mut *tx)
-            .await?;
-    }
     tx.commit().await?;
     Ok(Erased {
         photos: erased,

@@ -2,8 +2,7 @@
 //! docs/privacy.md): dispatch's retention job erases a photo once every incident showing it has
 //! been settled longer than `[retention] photos` — its bytes leave the bucket, each incident's
 //! timeline and the audit log say so, nothing else changes and no rate moves — and removes
-//! rejected reports older than `[retention] rejected`. A person's request erases photos at once,
-//! and their bytes leave the bucket at once too.
+//! rejected reports older than `[retention] rejected`. A person's request erases photos at once.
 
 use std::time::Duration;
 
@@ -552,52 +551,4 @@ async fn reports_stored_before_photo_references_are_indexed_then_erased() {
     })
     .await
     .unwrap();
-}
-
-#[tokio::test]
-async fn a_request_s_photo_leaves_the_bucket_at_once() {
-    // Dispatch's retention pass comes once an hour, as in production: only the request's
-    // notification can wake it in time.
-    let stack = Stack::builder()
-        .with_query()
-        .at(ten_o_clock_in_ordos())
-        .with_dispatch_options(|o| o.retention_interval = Duration::from_secs(3600))
-        .start()
-        .await;
-    let (_, [grid, ..], _, _) = places();
-    let mut form = reporting(&stack, &stack.token_for(Role::GridWorker, &grid).await).await;
-    let mut uploaded = Vec::new();
-    for seed in [41, 42] {
-        let answer = form
-            .upload_photo(v1::UploadPhotoRequest { data: jpeg(seed) })
-            .await
-            .unwrap();
-        uploaded.push(answer.into_inner().photo_id);
-    }
-    let mut report = stack.filed("asked-now", &grid, "heating.no_heat", v1::Urgency::Normal);
-    report.photo_ids = uploaded.clone();
-    let incident = stack.file(&report).await;
-    assert!(in_bucket(&stack, &uploaded[0]).await && in_bucket(&stack, &uploaded[1]).await);
-    // Let the start-up pass and the listener's first connection go by.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-
-    let done = photos::erase(
-        stack.pool(),
-        &uploaded[..1],
-        Why::Request,
-        &Actor::cli(Some("op-privacy")),
-        "依申请（PIPL-2026-003）",
-        stack.now(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(done.incidents, [(incident, vec![uploaded[0].clone()])]);
-    eventually("the erased photo's bytes gone", WAIT, || async {
-        !in_bucket(&stack, &uploaded[0]).await
-    })
-    .await
-    .unwrap();
-    assert_eq!(erased(&stack).await, [(uploaded[0].clone(), true)]);
-    // The photo not named stays.
-    assert!(in_bucket(&stack, &uploaded[1]).await);
 }

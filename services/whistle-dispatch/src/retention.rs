@@ -1,10 +1,9 @@
 //! Erases personal data past the policy's `[retention]` (docs/privacy.md): residents' contacts
 //! and photos once their incidents settled long enough, rejected reports by age. A pass every
-//! `retention_interval` and whenever a person's request erased photos, in batches, on dispatch's
-//! clock. Replicas may run it at once: each
+//! `retention_interval`, in batches, on dispatch's clock. Replicas may run it at once: each
 //! skips the incidents (and rows) another holds, and what is erased is not there to erase twice.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use async_nats::jetstream::object_store::DeleteErrorKind;
 use chrono::TimeDelta;
@@ -14,7 +13,6 @@ use tracing::{info, warn};
 use whistle_proto::v1;
 use whistle_store::{
     audit::Actor,
-    listen::Listener,
     photos::{self, Why},
     retention::{self, Scope},
     Error,
@@ -28,17 +26,6 @@ const BATCH: u32 = 200;
 
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let actor = Actor::service("whistle-dispatch");
-    // A person's request erases photos in the database at once; their bytes go with the pass
-    // it wakes (a pass removes every erased photo's bytes, however it was erased).
-    let mut requests = Listener::new(
-        shared.pool.clone(),
-        &[photos::ERASED_CHANNEL],
-        shared
-            .options
-            .retention_interval
-            .min(Duration::from_secs(5)),
-        "photo erasures on request",
-    );
     loop {
         // Each kind on its own: one failing leaves the others to do their work.
         match contacts(&shared, &actor, &shutdown).await {
@@ -87,7 +74,6 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(shared.options.retention_interval) => {}
-            _ = requests.next() => {}
         }
     }
 }
