@@ -49,6 +49,7 @@ for variant in "${variants[@]}"; do
 done
 
 WHISTLE_ENV_NO_NATS=1
+# shellcheck source=SCRIPTDIR/env.sh
 source "$HERE/env.sh"
 unset WHISTLE_ENV_NO_NATS
 log() { printf 'bench-reads: %s\n' "$*" >&2; }
