@@ -391,10 +391,20 @@ pub async fn next_timer(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>
         .await?)
 }
 
-/// The stored reply of a command already applied.
-pub async fn command_reply(conn: &mut PgConnection, command_id: &str) -> Result<Option<Vec<u8>>> {
+/// A command already applied under some command id.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Applied {
+    /// Its stored reply.
+    pub reply: Vec<u8>,
+    /// Who sent it, and with which verb.
+    pub actor_id: String,
+    pub verb: String,
+}
+
+/// The command already applied under `command_id`, if any.
+pub async fn command_reply(conn: &mut PgConnection, command_id: &str) -> Result<Option<Applied>> {
     Ok(
-        sqlx::query_scalar("SELECT reply FROM commands WHERE command_id = $1")
+        sqlx::query_as("SELECT reply, actor_id, verb FROM commands WHERE command_id = $1")
             .bind(command_id)
             .fetch_optional(&mut *conn)
             .await?,

@@ -27,7 +27,7 @@ use whistle_domain::{
     DepartmentCode, PersonId, ReportId,
 };
 use whistle_proto::v1::{self, command::Body, command_reply::Outcome, CommandErrorCode};
-use whistle_store::incidents;
+use whistle_store::incidents::{self, Applied};
 use whistle_wire::{
     headers,
     names::DISPATCH_SERVICE,
@@ -169,12 +169,8 @@ impl Commands {
     ) -> Result<v1::CommandReply, Error> {
         let now = self.shared.clock.now();
         let mut tx = self.shared.pool.begin().await?;
-        if let Some(reply) = incidents::command_reply(&mut tx, &command.command_id).await? {
-            return Ok(
-                v1::CommandReply::decode(reply.as_slice()).unwrap_or_else(|_| {
-                    error(CommandErrorCode::Unavailable, "stored reply unreadable")
-                }),
-            );
+        if let Some(applied) = incidents::command_reply(&mut tx, &command.command_id).await? {
+            return Ok(replayed(&applied, verb, &command));
         }
         let Some(locked) = incidents::lock(&mut tx, parsed.incident_id).await? else {
             return Ok(error(
@@ -258,7 +254,24 @@ pub struct Parsed {
     photos: Vec<PhotoId>,
 }
 
-fn error(code: CommandErrorCode, message: impl Into<String>) -> v1::CommandReply {
+/// The answer to a command whose id was applied before: the first outcome to the same sender's
+/// retry of the same verb, and a refusal to anything else — an id never hands one person's
+/// outcome to another, nor applies a different command as a retry.
+pub(crate) fn replayed(applied: &Applied, verb: &str, command: &v1::Command) -> v1::CommandReply {
+    if applied.actor_id != command.actor_id || applied.verb != verb {
+        return error(
+            CommandErrorCode::InvalidArgument,
+            format!(
+                "command_id {:?} was already used for another command; use a new id for each command",
+                command.command_id
+            ),
+        );
+    }
+    v1::CommandReply::decode(applied.reply.as_slice())
+        .unwrap_or_else(|_| error(CommandErrorCode::Unavailable, "stored reply unreadable"))
+}
+
+pub(crate) fn error(code: CommandErrorCode, message: impl Into<String>) -> v1::CommandReply {
     v1::CommandReply {
         outcome: Some(Outcome::Error(v1::CommandError {
             code: code as i32,

@@ -17,7 +17,10 @@ use whistle_store::{
 };
 use whistle_wire::{convert::timestamp, Verb};
 
-use crate::{commands::Commands, Catalog, Error};
+use crate::{
+    commands::{error, replayed, Commands},
+    Catalog, Error,
+};
 
 /// The door the audit log names for a change made by a people's command.
 const DOOR: &str = "whistle-dispatch";
@@ -61,12 +64,8 @@ impl Commands {
         };
         let scope = Scope::Area(area);
         let mut tx = self.shared.pool.begin().await?;
-        if let Some(reply) = command_reply(&mut tx, &command.command_id).await? {
-            return Ok(
-                v1::CommandReply::decode(reply.as_slice()).unwrap_or_else(|_| {
-                    error(CommandErrorCode::Unavailable, "stored reply unreadable")
-                }),
-            );
+        if let Some(applied) = command_reply(&mut tx, &command.command_id).await? {
+            return Ok(replayed(&applied, verb.as_str(), command));
         }
         let applied = match &command.body {
             Some(Body::OnboardPerson(b)) => {
@@ -243,16 +242,6 @@ fn check(
 fn non_empty(s: &str) -> Option<String> {
     let s = s.trim();
     (!s.is_empty()).then(|| s.to_owned())
-}
-
-fn error(code: CommandErrorCode, message: impl Into<String>) -> v1::CommandReply {
-    v1::CommandReply {
-        outcome: Some(Outcome::Error(v1::CommandError {
-            code: code as i32,
-            message: message.into(),
-            holdings: None,
-        })),
-    }
 }
 
 /// A store refusal as the command's error reply: each kind its own code, the holdings listed.

@@ -134,6 +134,50 @@ async fn dispatch_is_a_nats_micro_service() {
         "street",
         "escalated once, not twice"
     );
+
+    // The id is the sender's: another person using it, or the same person for another command,
+    // gets neither the first outcome nor a second application.
+    let operator = "op-150600".to_owned();
+    let someone_else = v1::Command {
+        actor_id: operator.clone(),
+        ..escalate_once.clone()
+    };
+    let another_command = v1::Command {
+        body: Some(Body::Comment(v1::Comment {
+            text: "同一个编号，另一条命令".into(),
+        })),
+        ..escalate_once.clone()
+    };
+    for (verb, command) in [
+        (Verb::Escalate, someone_else),
+        (Verb::Comment, another_command),
+    ] {
+        let reply = stack
+            .admin()
+            .request(
+                subject::command(verb, &command.actor_id),
+                command.encode_to_vec().into(),
+            )
+            .await
+            .unwrap();
+        let reply = v1::CommandReply::decode(reply.payload).unwrap();
+        assert!(
+            matches!(&reply.outcome, Some(Outcome::Error(e))
+                if e.code == v1::CommandErrorCode::InvalidArgument as i32
+                    && e.message.contains("already used for another command")),
+            "{verb:?} by {}: {reply:?}",
+            command.actor_id
+        );
+    }
+    assert_eq!(stack.state(incident).await.1, "street");
+    let comments: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM timeline WHERE incident_id = $1 AND kind = 'incident.commented'",
+    )
+    .bind(incident)
+    .fetch_one(stack.pool())
+    .await
+    .unwrap();
+    assert_eq!(comments, 0);
 }
 
 #[tokio::test]
