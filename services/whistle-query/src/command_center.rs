@@ -39,9 +39,9 @@ pub(crate) struct CommandCenter {
     pub aggregates: Aggregates,
     /// Turns for the SQL reads that scan an area (`Options::max_heavy_reads`).
     pub heavy_reads: Arc<tokio::sync::Semaphore>,
-    /// Turns for the scoreboards and late lists computed from the live aggregates
-    /// (`Options::max_board_reads`).
-    pub board_reads: Arc<tokio::sync::Semaphore>,
+    /// The niced threads that compute the scoreboards and late lists from the live aggregates
+    /// (`Options::max_board_reads` of them).
+    pub boards: crate::boards::Boards,
     /// Opens residents' contacts for those who may see them whole.
     pub keyring: Option<Arc<whistle_store::contacts::Keyring>>,
     pub photos: photos::Photos,
@@ -181,11 +181,13 @@ impl command_center_server::CommandCenter for CommandCenter {
         let area = principal.read_area("area_code", &request.get_ref().area_code)?;
         let limit = overdue::limit(request.get_ref().page_size)?;
         let now = self.clock.now();
-        let live = {
-            // Up to 5,000 items built from memory: CPU, taken in turns like a live board.
-            let _turn = turn(&self.board_reads).await?;
-            self.aggregates.overdue(&area, limit, now)
-        };
+        // Up to 5,000 items built from memory: CPU, on the board threads like a live board.
+        let aggregates = self.aggregates.clone();
+        let live_area = area.clone();
+        let live = self
+            .boards
+            .run(move || aggregates.overdue(&live_area, limit, now))
+            .await?;
         if let Some(items) = live {
             return Ok(Response::new(items));
         }
@@ -226,11 +228,15 @@ impl command_center_server::CommandCenter for CommandCenter {
         let now = self.clock.now();
         let query = scoreboard::Query::parse(&request, now)?;
         let scoring = self.policy.get().scoring();
-        let live = {
-            let _turn = turn(&self.board_reads).await?;
-            self.aggregates.scoreboard(&query, &scoring, now)?
-        };
-        if let Some(board) = live {
+        let aggregates = self.aggregates.clone();
+        let (query, live) = self
+            .boards
+            .run(move || {
+                let live = aggregates.scoreboard(&query, &scoring, now);
+                (query, live)
+            })
+            .await?;
+        if let Some(board) = live? {
             return Ok(Response::new(board));
         }
         // A month older than the live rows kept: by SQL, a heavy read like ListOverdue.

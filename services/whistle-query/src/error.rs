@@ -44,6 +44,9 @@ pub enum Error {
     /// A stored value this service cannot read (dispatch wrote something unexpected).
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// A bug in this service (a computation panicked); logged where it happened.
+    #[error("{0}")]
+    Internal(String),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("contact keyring: {0}")]
@@ -62,6 +65,8 @@ pub enum Error {
     },
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("starting the board threads: {0}")]
+    Threads(std::io::Error),
     #[error("web console: {0}")]
     Console(String),
     #[error("gRPC server: {0}")]
@@ -243,6 +248,7 @@ impl From<Error> for Status {
                 tracing::error!(error = %error, "stored data is inconsistent");
                 Status::internal("stored data is inconsistent")
             }
+            Error::Internal(message) => Status::internal(message),
             Error::Tls(_)
             | Error::Keyring(_)
             | Error::Nats(_)
@@ -250,6 +256,7 @@ impl From<Error> for Status {
             | Error::Policy(_)
             | Error::Bind { .. }
             | Error::Reflection(_)
+            | Error::Threads(_)
             | Error::Console(_)
             | Error::Serve(_) => {
                 tracing::error!(error = %error, "server error");

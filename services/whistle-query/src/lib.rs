@@ -31,6 +31,7 @@ mod aggregates;
 mod area;
 mod audit;
 mod auth;
+mod boards;
 mod catalogue;
 mod codec;
 mod command_center;
@@ -143,8 +144,8 @@ pub struct Options {
     /// reads such as `ListIncidents` always find a connection. Kept below `max_db_connections`.
     pub max_heavy_reads: u32,
     /// Live `GetScoreboard` and `ListOverdue` calls computing at once (each a millisecond or more
-    /// of CPU); more wait for a turn, so that a crowd of such callers cannot hold every worker
-    /// thread while light reads wait behind them.
+    /// of CPU), on as many threads of their own at a lower CPU priority; more wait for a turn,
+    /// so that a crowd of such callers cannot take the CPU light reads need.
     pub max_board_reads: u32,
     /// A builtin policy name (`ordos`, `ordos-demo`) or the path of a policy TOML file; used for
     /// category names and the scoreboard's composite-score weights until the database holds an
@@ -338,6 +339,7 @@ impl Options {
             }
         };
         let photos = photos::Photos::new(async_nats::jetstream::new(nats.clone()));
+        let boards = boards::Boards::start(self.max_board_reads).map_err(Error::Threads)?;
         Ok(Service {
             incoming,
             local_addr,
@@ -371,9 +373,7 @@ impl Options {
                 streams: streams.clone(),
                 aggregates: Aggregates::default(),
                 heavy_reads: Arc::new(tokio::sync::Semaphore::new(heavy_reads as usize)),
-                board_reads: Arc::new(tokio::sync::Semaphore::new(
-                    self.max_board_reads.max(1) as usize
-                )),
+                boards,
                 keyring,
                 photos,
             },

@@ -9,7 +9,8 @@
 //! kept apart, to be read past now.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    cmp::Reverse,
+    collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap},
     sync::{Arc, RwLock},
 };
 
@@ -162,28 +163,40 @@ impl LateList {
             .districts
             .read()
             .expect("the late list's lock is never poisoned");
+        let first_ahead = LateKey::first_at(now);
+        // Each relevant district's items in order: every late key lies before `now` and every
+        // flagged one ahead at or after it, so the two parts chained are in order.
+        let mut runs: Vec<_> = districts
+            .iter()
+            .filter(|(code, _)| relevant(**code))
+            .map(|(_, district)| {
+                let late = district.all.range(..first_ahead);
+                let flagged_ahead = district
+                    .flagged
+                    .range(first_ahead..)
+                    .filter_map(|key| district.all.get_key_value(key));
+                late.chain(flagged_ahead)
+                    .filter(|(_, item)| inside(item.grid))
+                    .peekable()
+            })
+            .collect();
+        // Merged by key, touching only the items returned (a city call reads ten districts).
+        let mut heads: BinaryHeap<Reverse<(LateKey, usize)>> = runs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(run, items)| items.peek().map(|(key, _)| Reverse((**key, run))))
+            .collect();
         let mut out = Vec::new();
-        for (_, district) in districts.iter().filter(|(code, _)| relevant(**code)) {
-            let first_ahead = LateKey::first_at(now);
-            let late = district.all.range(..first_ahead);
-            let flagged_ahead = district
-                .flagged
-                .range(first_ahead..)
-                .filter_map(|key| district.all.get_key_value(key));
-            out.extend(
-                late.filter(|(_, item)| inside(item.grid))
-                    .take(limit)
-                    .chain(
-                        flagged_ahead
-                            .filter(|(_, item)| inside(item.grid))
-                            .take(limit),
-                    )
-                    .map(|(key, item)| (*key, item.clone())),
-            );
+        while out.len() < limit {
+            let Some(Reverse((_, run))) = heads.pop() else {
+                break;
+            };
+            let (key, item) = runs[run].next().expect("a head is a peeked item");
+            out.push((*key, item.clone()));
+            if let Some((next, _)) = runs[run].peek() {
+                heads.push(Reverse((**next, run)));
+            }
         }
-        drop(districts);
-        out.sort_unstable_by_key(|(key, _)| *key);
-        out.truncate(limit);
         out
     }
 
