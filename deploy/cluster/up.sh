@@ -30,9 +30,8 @@ set -euo pipefail
 shopt -s inherit_errexit
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-REPO=$(cd -- "$HERE/../.." && pwd -P)
-TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$REPO/$TARGET_DIR ;; esac
+# shellcheck source=SCRIPTDIR/../local/paths.sh
+source "$HERE/../local/paths.sh"
 
 build=0 profile="" console=0 route_tls=1
 while (($#)); do

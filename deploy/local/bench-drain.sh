@@ -30,9 +30,8 @@ set -euo pipefail
 shopt -s inherit_errexit
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-REPO=$(cd -- "$HERE/../.." && pwd -P)
-TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$REPO/$TARGET_DIR ;; esac
+# shellcheck source=SCRIPTDIR/paths.sh
+source "$HERE/paths.sh"
 WHISTLE_BIN=${WHISTLE_BIN:-$TARGET_DIR/release/whistle}
 WHISTLE_DISPATCH_BIN=${WHISTLE_DISPATCH_BIN:-$TARGET_DIR/release/whistle-dispatch}
 

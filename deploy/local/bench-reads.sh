@@ -4,6 +4,7 @@
 #
 #   deploy/local/bench-reads.sh [--incidents N] [--days D] [--runs R] [--reuse]
 #                               [--variant NAME=PATH-TO-whistle-query]… [--read 'ARGS']…
+#                               [--beside 'ARGS' --read-beside 'ARGS'…]
 #
 # It fills database "whistle_reads" of the private PostgreSQL (env.sh) with `whistle bench fill
 # --incidents N --days D` (default 1,000,000 over 5 days; --reuse keeps the database of an earlier
@@ -14,16 +15,17 @@
 # concurrency of 4). Each line printed is one `bench query` summary, prefixed with the variant and
 # the run; logs go to $WHISTLE_HOME/logs/bench-reads-*. Variants default to "current" =
 # $CARGO_TARGET_DIR/release/whistle-query. Nothing else of the stack runs: no dispatch, no load.
+# A --read-beside read runs while a second `whistle bench query --beside-ARGS` client loads the
+# same service (started 2 s before, stopped after): how one caller's crowd slows another's reads.
 set -euo pipefail
 shopt -s inherit_errexit
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-REPO=$(cd -- "$HERE/../.." && pwd -P)
-TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$REPO/$TARGET_DIR ;; esac
+# shellcheck source=SCRIPTDIR/paths.sh
+source "$HERE/paths.sh"
 WHISTLE_BIN=${WHISTLE_BIN:-$TARGET_DIR/release/whistle}
 
-incidents=1000000 days=5 runs=3 reuse=0 variants=() reads=()
+incidents=1000000 days=5 runs=3 reuse=0 variants=() reads=() beside=""
 while (($#)); do
     case $1 in
         --incidents) incidents=$2; shift 2 ;;
@@ -32,6 +34,8 @@ while (($#)); do
         --reuse) reuse=1; shift ;;
         --variant) variants+=("$2"); shift 2 ;;
         --read) reads+=("$2"); shift 2 ;;
+        --beside) beside=$2; shift 2 ;;
+        --read-beside) reads+=("beside|$2"); shift 2 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench-reads: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -43,6 +47,10 @@ done
     "--rpc overdue --area 150602001 --page-size 500 --requests 300 --concurrency 4"
 )
 [[ -x $WHISTLE_BIN ]] || { echo "bench-reads: no $WHISTLE_BIN (cargo build --release)" >&2; exit 1; }
+for read in "${reads[@]}"; do
+    [[ $read != beside\|* || -n $beside ]] ||
+        { echo "bench-reads: --read-beside needs --beside 'ARGS' (the crowd beside it)" >&2; exit 2; }
+done
 for variant in "${variants[@]}"; do
     [[ $variant == *=* && -x ${variant#*=} ]] ||
         { echo "bench-reads: a variant is NAME=PATH of an executable whistle-query, not $variant" >&2; exit 2; }
@@ -62,7 +70,7 @@ mkdir -p -- "$LOGS"
     --store-dir "$WHISTLE_HOME/nats" --output "$WHISTLE_HOME/nats.conf" >/dev/null
 whistle_nats_up
 export WHISTLE_NATS_NKEY_FILE=$SECRETS/admin.nk
-"$WHISTLE_BIN" streams --photo-max-gib 1 >/dev/null
+"$WHISTLE_BIN" streams --report-max-gib 1 --event-max-gib 1 --rejected-max-gib 1 --photo-max-gib 1 >/dev/null
 
 ADMIN_URL=${DATABASE_URL%/*}/whistle_reads
 if ((!reuse)); then
@@ -118,8 +126,22 @@ for ((run = 1; run <= runs; run++)); do
         done
         log "$name run $run: ready in $(($(date +%s) - start)) s, resident $(awk '/^VmRSS/ {print $2, $3}' "/proc/$QUERY_PID/status")"
         for read in "${reads[@]}"; do
+            crowd=""
+            if [[ $read == beside\|* ]]; then
+                read=${read#beside|}
+                # shellcheck disable=SC2086  # words of `bench query`
+                "$WHISTLE_BIN" --query-url "http://$listen" bench query $beside >/dev/null 2>&1 &
+                crowd=$!
+                sleep 2
+            fi
             # shellcheck disable=SC2086  # a read is words of `bench query`
             out=$("$WHISTLE_BIN" --query-url "http://$listen" bench query $read 2>&1 | tail -n1)
+            if [[ -n $crowd ]]; then
+                kill -0 "$crowd" 2>/dev/null || { log "the crowd beside ($beside) ended before the read did"; exit 1; }
+                kill "$crowd"
+                wait "$crowd" 2>/dev/null || true
+                read="$read, beside $beside"
+            fi
             printf '%s run %s | %s | %s\n' "$name" "$run" "$read" "$out"
         done
         stop_query

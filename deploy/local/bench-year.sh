@@ -18,8 +18,8 @@
 set -euo pipefail
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-REPO=$(cd -- "$HERE/../.." && pwd -P)
-TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+# shellcheck source=SCRIPTDIR/paths.sh
+source "$HERE/paths.sh"
 WHISTLE_BIN=${WHISTLE_BIN:-$TARGET_DIR/release/whistle}
 export WHISTLE_HOME=${WHISTLE_HOME:-$REPO/.whistle}
 mkdir -p -- "$WHISTLE_HOME/logs"

@@ -32,9 +32,8 @@
 set -euo pipefail
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-REPO=$(cd -- "$HERE/../.." && pwd -P)
-TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$REPO/$TARGET_DIR ;; esac
+# shellcheck source=SCRIPTDIR/paths.sh
+source "$HERE/paths.sh"
 
 # The binaries, and how to build them.
 WHISTLE_BIN=${WHISTLE_BIN:-$TARGET_DIR/release/whistle}
