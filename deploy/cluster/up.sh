@@ -7,7 +7,8 @@
 #   wh-pg1, wh-pg2   PostgreSQL primary and a streaming hot standby (pg_basebackup -R, the role
 #                    whistle_replicator, the physical replication slot whistle_standby)
 #   wh-dispatch1..2  whistle-dispatch replicas (one holds the intake lease, both serve commands)
-#   wh-query1..2     whistle-query replicas (gRPC, gRPC-web, the console, each running the auth callout)
+#   wh-query1..2     whistle-query replicas (gRPC, gRPC-web, the console, each running the auth callout),
+#                    reading from the standby what tolerates staleness (docs/query.md)
 #   wh-lb            HAProxy (Debian's package): gRPC over h2c on :50051, the console and gRPC-web
 #                    over HTTP on :8080, round robin over the query replicas, health-checked
 #
@@ -355,9 +356,14 @@ else
     printf '<!doctype html><meta charset="utf-8"><title>Whistle cluster</title><p>This cluster was started without the web console (deploy/cluster/up.sh --console builds it); gRPC and gRPC-web are served.\n' \
         >"$CONSOLE_DIR/index.html"
 fi
+# The query replicas read what tolerates staleness from the standby (same role, same password
+# file), within --max-replica-lag-ms, and the rest from the primary (docs/query.md).
+QUERY_STANDBY_URL=${QUERY_URL/@$PG1:/@$PG2:}
+[[ $QUERY_STANDBY_URL != "$QUERY_URL" ]] || die "cannot point $QUERY_URL at the standby $PG2"
 for n in 1 2; do
     addr=$(whistle_cluster_ip "query$n")
     daemon "query$n" "query$n" env DATABASE_URL="$QUERY_URL" PGPASSFILE="$QUERY_PASSFILE" \
+        WHISTLE_QUERY_REPLICA_DATABASE_URL="$QUERY_STANDBY_URL" \
         WHISTLE_NATS_URL="$NATS_URLS" "$BIN/whistle-query" --listen "$addr:50051" \
         --nats-nkey-file "$SECRETS/query.nk" --callout-nkey-file "$SECRETS/auth-callout.nk" \
         --callout-issuer-file "$SECRETS/auth-issuer.nk" --callout-revoker-file "$SECRETS/auth-revoker.nk" \

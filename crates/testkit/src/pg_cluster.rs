@@ -86,6 +86,29 @@ impl PgCluster {
         checked("pg_verifybackup", out)
     }
 
+    /// A streaming hot standby of this cluster, in `dir/pg`: `pg_basebackup --write-recovery-conf`
+    /// through a new physical replication slot `slot` (so the primary keeps the WAL the standby
+    /// has not received while it is down), started on a free port. It follows the primary until
+    /// stopped, read-only; the primary needs `wal_level = replica` (the default) and a
+    /// replication line in pg_hba.conf (initdb writes one for 127.0.0.1).
+    pub async fn standby(&self, dir: &Path, slot: &str) -> Result<PgCluster, Error> {
+        let root = dir.join("pg");
+        std::fs::create_dir_all(&root)
+            .map_err(Error::io(format!("creating {}", root.display())))?;
+        let out = Command::new(self.bindir.join("pg_basebackup"))
+            .arg("--dbname")
+            .arg(self.url("postgres"))
+            .arg("--pgdata")
+            .arg(root.join("data"))
+            .args(["--format=plain", "--wal-method=stream", "--checkpoint=fast"])
+            .args(["--write-recovery-conf", "--create-slot", "--slot", slot])
+            .arg("--no-sync")
+            .stdin(Stdio::null())
+            .output();
+        checked("pg_basebackup --write-recovery-conf", out)?;
+        PgCluster::open(&self.bindir, &root).await
+    }
+
     /// A new cluster started on a free port from a base backup ([`PgCluster::base_backup`]),
     /// copied into `dir/pg/data`: the restore of deploy/backup/restore.sh.
     pub async fn restore(bindir: &Path, backup: &Path, dir: &Path) -> Result<PgCluster, Error> {

@@ -31,6 +31,7 @@ mod report;
 mod restore;
 mod scoreboard;
 mod shutdown;
+mod standby;
 mod store;
 mod trust;
 mod watch;

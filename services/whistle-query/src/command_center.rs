@@ -19,14 +19,18 @@ use crate::{
     incidents::{self, Filter},
     ledger,
     metrics::Metrics,
-    notifications, org_tree, overdue, overview, people, photos, reports, scoreboard, session,
-    tasks, trend, watch, Error,
+    notifications, org_tree, overdue, overview, people, photos,
+    replica::Replica,
+    reports, scoreboard, session, tasks, trend, watch, Error,
 };
 
 /// The handlers' shared state; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct CommandCenter {
+    /// The primary: token checks, writes, and reads that must see the latest commit.
     pub pool: PgPool,
+    /// The reads that tolerate staleness: the standby's pool when it is current enough.
+    pub replica: Replica,
     pub auth: Auth,
     pub feed: watch::Feed,
     pub metrics: Metrics,
@@ -49,18 +53,23 @@ pub(crate) struct CommandCenter {
 
 impl CommandCenter {
     /// An incident as `principal` may read it: inside the token's area, else PERMISSION_DENIED.
+    /// From the standby when `stale_ok` and it is current enough, else from the primary.
     async fn incident(
         &self,
         principal: &Principal,
         incident_id: &str,
+        stale_ok: bool,
     ) -> Result<v1::IncidentDetail, Error> {
-        let detail = incidents::get(
-            &self.pool,
-            &self.policy.get(),
-            incident_id,
-            self.clock.now(),
-        )
-        .await?;
+        let (policy, now) = (&self.policy.get(), self.clock.now());
+        let detail = if stale_ok {
+            self.replica
+                .read(principal, |pool| async move {
+                    incidents::get(&pool, policy, incident_id, now).await
+                })
+                .await?
+        } else {
+            incidents::get(&self.pool, policy, incident_id, now).await?
+        };
         let grid = detail
             .incident
             .as_ref()
@@ -124,9 +133,14 @@ impl command_center_server::CommandCenter for CommandCenter {
     ) -> Result<Response<v1::ListIncidentsResponse>, Status> {
         let principal = self.auth.principal(&request).await?;
         let area = principal.read_area("area_code", &request.get_ref().area_code)?;
-        let filter = Filter::parse(request.get_ref(), &area)?;
-        let page =
-            incidents::list(&self.pool, &self.policy.get(), &filter, self.clock.now()).await?;
+        let filter = &Filter::parse(request.get_ref(), &area)?;
+        let (policy, now) = (&self.policy.get(), self.clock.now());
+        let page = self
+            .replica
+            .read(&principal, |pool| async move {
+                incidents::list(&pool, policy, filter, now).await
+            })
+            .await?;
         Ok(Response::new(page))
     }
 
@@ -136,7 +150,7 @@ impl command_center_server::CommandCenter for CommandCenter {
     ) -> Result<Response<v1::IncidentDetail>, Status> {
         let principal = self.auth.principal(&request).await?;
         let mut detail = self
-            .incident(&principal, &request.get_ref().incident_id)
+            .incident(&principal, &request.get_ref().incident_id, true)
             .await?;
         photos::show(&principal, &mut detail);
         if let Some(pending) = &mut detail.pending_extension {
@@ -193,7 +207,13 @@ impl command_center_server::CommandCenter for CommandCenter {
         }
         // While the aggregates load, PostgreSQL answers, as one of the heavy reads.
         let _turn = turn(&self.heavy_reads).await?;
-        let items = overdue::list(&self.pool, &area, limit, now).await?;
+        let area = &area;
+        let items = self
+            .replica
+            .read(&principal, |pool| async move {
+                overdue::list(&pool, area, limit, now).await
+            })
+            .await?;
         Ok(Response::new(items))
     }
 
@@ -204,14 +224,13 @@ impl command_center_server::CommandCenter for CommandCenter {
         let principal = self.auth.principal(&request).await?;
         let area = principal.read_area("area_code", &request.get_ref().area_code)?;
         let limit = ledger::limit(request.get_ref().page_size)?;
-        let items = ledger::list(
-            &self.pool,
-            &self.policy.get(),
-            &area,
-            limit,
-            self.clock.now(),
-        )
-        .await?;
+        let (policy, area, now) = (&self.policy.get(), &area, self.clock.now());
+        let items = self
+            .replica
+            .read(&principal, |pool| async move {
+                ledger::list(&pool, policy, area, limit, now).await
+            })
+            .await?;
         Ok(Response::new(items))
     }
 
@@ -241,7 +260,13 @@ impl command_center_server::CommandCenter for CommandCenter {
         }
         // A month older than the live rows kept: by SQL, a heavy read like ListOverdue.
         let _turn = turn(&self.heavy_reads).await?;
-        let board = scoreboard::read(&self.pool, &query, &scoring, now).await?;
+        let (query, scoring) = (&query, &scoring);
+        let board = self
+            .replica
+            .read(&principal, |pool| async move {
+                scoreboard::read(&pool, query, scoring, now).await
+            })
+            .await?;
         Ok(Response::new(board))
     }
 
@@ -250,9 +275,14 @@ impl command_center_server::CommandCenter for CommandCenter {
         request: Request<v1::GetOrgTreeRequest>,
     ) -> Result<Response<v1::OrgNode>, Status> {
         // The org tree is the city's public structure: any valid token may read all of it.
-        self.auth.principal(&request).await?;
-        let request = request.into_inner();
-        let tree = org_tree::read(&self.pool, &request.root_code, request.depth).await?;
+        let principal = self.auth.principal(&request).await?;
+        let request = &request.into_inner();
+        let tree = self
+            .replica
+            .read(&principal, |pool| async move {
+                org_tree::read(&pool, &request.root_code, request.depth).await
+            })
+            .await?;
         Ok(Response::new(tree))
     }
 
@@ -281,7 +311,13 @@ impl command_center_server::CommandCenter for CommandCenter {
     ) -> Result<Response<v1::GridMap>, Status> {
         let principal = self.auth.principal(&request).await?;
         let area = principal.read_area("area_code", &request.get_ref().area_code)?;
-        let map = grid_map::read(&self.pool, &self.aggregates, &area, self.clock.now()).await?;
+        let (aggregates, area, now) = (&self.aggregates, &area, self.clock.now());
+        let map = self
+            .replica
+            .read(&principal, |pool| async move {
+                grid_map::read(&pool, aggregates, area, now).await
+            })
+            .await?;
         Ok(Response::new(map))
     }
 
@@ -290,15 +326,14 @@ impl command_center_server::CommandCenter for CommandCenter {
         request: Request<v1::ListTasksRequest>,
     ) -> Result<Response<v1::ListTasksResponse>, Status> {
         let principal = self.auth.principal(&request).await?;
-        let query = tasks::Query::parse(request.get_ref(), &principal)?;
-        let tasks = tasks::list(
-            &self.pool,
-            &self.policy.get(),
-            &principal,
-            &query,
-            self.clock.now(),
-        )
-        .await?;
+        let query = &tasks::Query::parse(request.get_ref(), &principal)?;
+        let (policy, now, caller) = (&self.policy.get(), self.clock.now(), &*principal);
+        let tasks = self
+            .replica
+            .read(&principal, |pool| async move {
+                tasks::list(&pool, policy, caller, query, now).await
+            })
+            .await?;
         Ok(Response::new(tasks))
     }
 
@@ -307,14 +342,14 @@ impl command_center_server::CommandCenter for CommandCenter {
         request: Request<v1::ListMyReportsRequest>,
     ) -> Result<Response<v1::ListMyReportsResponse>, Status> {
         let principal = self.auth.principal(&request).await?;
-        let reports = reports::list_mine(
-            &self.pool,
-            &self.policy.get(),
-            &principal,
-            request.get_ref().page_size,
-            self.clock.now(),
-        )
-        .await?;
+        let (policy, now, caller) = (&self.policy.get(), self.clock.now(), &*principal);
+        let page_size = request.get_ref().page_size;
+        let reports = self
+            .replica
+            .read(&principal, |pool| async move {
+                reports::list_mine(&pool, policy, caller, page_size, now).await
+            })
+            .await?;
         Ok(Response::new(reports))
     }
 
@@ -341,8 +376,14 @@ impl command_center_server::CommandCenter for CommandCenter {
         request: Request<v1::ListDepartmentsRequest>,
     ) -> Result<Response<v1::ListDepartmentsResponse>, Status> {
         // Like the org tree, the departments are the city's public structure.
-        self.auth.principal(&request).await?;
-        let departments = catalogue::departments(&self.pool, &request.get_ref().area_code).await?;
+        let principal = self.auth.principal(&request).await?;
+        let area_code = request.get_ref().area_code.as_str();
+        let departments = self
+            .replica
+            .read(&principal, |pool| async move {
+                catalogue::departments(&pool, area_code).await
+            })
+            .await?;
         Ok(Response::new(v1::ListDepartmentsResponse { departments }))
     }
 
@@ -352,7 +393,10 @@ impl command_center_server::CommandCenter for CommandCenter {
     ) -> Result<Response<v1::Photo>, Status> {
         let principal = self.auth.principal(&request).await?;
         let request = request.get_ref();
-        let detail = self.incident(&principal, &request.incident_id).await?;
+        // From the primary: a photo erased moments ago must not be served from a stale copy.
+        let detail = self
+            .incident(&principal, &request.incident_id, false)
+            .await?;
         let photo = self
             .photos
             .serve(
@@ -371,7 +415,13 @@ impl command_center_server::CommandCenter for CommandCenter {
         request: Request<v1::ListNotificationsRequest>,
     ) -> Result<Response<v1::ListNotificationsResponse>, Status> {
         let principal = self.auth.principal(&request).await?;
-        let listed = notifications::list(&self.pool, &principal, request.get_ref()).await?;
+        let (caller, request) = (&*principal, request.get_ref());
+        let listed = self
+            .replica
+            .read(&principal, |pool| async move {
+                notifications::list(&pool, caller, request).await
+            })
+            .await?;
         Ok(Response::new(listed))
     }
 
@@ -383,6 +433,10 @@ impl command_center_server::CommandCenter for CommandCenter {
         let marked =
             notifications::mark_read(&self.pool, &principal, request.get_ref(), self.clock.now())
                 .await?;
+        // The person's next ListNotifications must show them read, standby or not.
+        if let Some(person) = &principal.person {
+            self.replica.acted(person).await;
+        }
         Ok(Response::new(marked))
     }
 
@@ -400,7 +454,13 @@ impl command_center_server::CommandCenter for CommandCenter {
         request: Request<v1::ListPeopleRequest>,
     ) -> Result<Response<v1::ListPeopleResponse>, Status> {
         let principal = self.auth.principal(&request).await?;
-        let listed = people::list(&self.pool, &principal, request.get_ref()).await?;
+        let (caller, request) = (&*principal, request.get_ref());
+        let listed = self
+            .replica
+            .read(&principal, |pool| async move {
+                people::list(&pool, caller, request).await
+            })
+            .await?;
         Ok(Response::new(listed))
     }
 }

@@ -6,7 +6,9 @@ use tonic::{Request, Response, Status};
 use whistle_proto::v1::{self, command_reply::Outcome, CommandErrorCode};
 use whistle_wire::{CommandClient, Verb};
 
-use crate::{auth::Auth, generated::dispatch_server, photos::Photos, Error, Result};
+use crate::{
+    auth::Auth, generated::dispatch_server, photos::Photos, replica::Replica, Error, Result,
+};
 
 #[derive(Debug, Clone)]
 pub(crate) struct Dispatch {
@@ -15,6 +17,8 @@ pub(crate) struct Dispatch {
     /// applied, and the client retries with the same `command_id` to get the first outcome.
     pub commands: CommandClient,
     pub photos: Photos,
+    /// Told who acted, so their next reads see it (read-your-writes).
+    pub replica: Replica,
 }
 
 impl Dispatch {
@@ -73,7 +77,11 @@ impl Dispatch {
             e => Error::Unavailable(format!("sending the command: {}", whistle_wire::chain(&e))),
         })?;
         match reply.outcome {
-            Some(Outcome::Ok(ok)) => Ok(ok),
+            Some(Outcome::Ok(ok)) => {
+                // Dispatch replies after its commit: the primary is now at or past it.
+                self.replica.acted(actor).await;
+                Ok(ok)
+            }
             Some(Outcome::Error(v1::CommandError {
                 message,
                 holdings: Some(holdings),

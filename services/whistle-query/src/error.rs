@@ -179,7 +179,7 @@ impl Error {
 }
 
 /// The connection to PostgreSQL is gone or the pool is exhausted: worth a retry, not a bug.
-fn is_unavailable(error: &sqlx::Error) -> bool {
+pub(crate) fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
         // Class 08: connection exception; 57P01–57P03: the server is shutting down or starting.

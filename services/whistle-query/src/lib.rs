@@ -54,6 +54,7 @@ mod overview;
 mod page_token;
 mod people;
 mod photos;
+mod replica;
 mod reports;
 mod scoreboard;
 mod session;
@@ -97,6 +98,7 @@ pub use incidents::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 pub use limits::{DEFAULT_BURST, DEFAULT_RATE, DEFAULT_WATCH_STREAMS};
 pub use overdue::{list as recount_overdue, MAX_ITEMS as MAX_OVERDUE_ITEMS};
 pub use overview::{recount, DEFAULT_WINDOW, MAX_WINDOW};
+pub use replica::DEFAULT_MAX_LAG_MS as DEFAULT_MAX_REPLICA_LAG_MS;
 pub use scoreboard::recount as recount_scoreboard;
 pub use trend::{
     recount as recount_trend, DEFAULT_HOURS as DEFAULT_TREND_HOURS, MAX_HOURS as MAX_TREND_HOURS,
@@ -122,6 +124,13 @@ pub struct Options {
     /// free one.
     pub listen: SocketAddr,
     pub database_url: String,
+    /// A streaming hot standby of `database_url`'s server (same database and role): reads
+    /// that tolerate staleness go there while it lags within `max_replica_lag_ms`, except a
+    /// person's reads until the standby holds their own latest command (replica.rs). Without
+    /// it every read goes to `database_url`.
+    pub replica_database_url: Option<String>,
+    /// The most the standby may lag, in milliseconds, and still be read.
+    pub max_replica_lag_ms: u64,
     /// NATS, for `WatchEvents` and forwarding `whistle.v1.Dispatch` commands.
     pub nats_url: String,
     /// The service's nkey seed file (`query.nk` of the deployment's secrets); without it the
@@ -181,6 +190,8 @@ impl Default for Options {
         Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             database_url: "postgres://postgres@127.0.0.1:5432/whistle".into(),
+            replica_database_url: None,
+            max_replica_lag_ms: replica::DEFAULT_MAX_LAG_MS,
             nats_url: "nats://127.0.0.1:4222".into(),
             nkey_file: None,
             callout_nkey_file: None,
@@ -284,6 +295,11 @@ impl Options {
             }
         };
         let pool = connect_read_only(&self).await?;
+        let standby = self
+            .replica_database_url
+            .as_deref()
+            .map(|url| replica::connect_standby(&self, url))
+            .transpose()?;
         let credentials = self.credentials();
         if credentials == Credentials::Anonymous {
             warn!("no --nats-nkey-file: connecting to NATS anonymously");
@@ -311,6 +327,12 @@ impl Options {
         })?;
         info!(%local_addr, policy = %policy.version(), tls = tls.is_some(), "query ready");
         let metrics = Metrics::default();
+        let replica = replica::Replica::new(
+            pool.clone(),
+            standby,
+            Duration::from_millis(self.max_replica_lag_ms),
+            metrics.clone(),
+        );
         let streams = CancellationToken::new();
         let limits = limits::Limits::new(limits::Config {
             rate: self.rate_limit,
@@ -348,6 +370,7 @@ impl Options {
                 auth: auth.clone(),
                 commands: whistle_wire::CommandClient::new(nats.clone()),
                 photos: photos.clone(),
+                replica: replica.clone(),
             },
             reporting: Reporting {
                 auth: auth.clone(),
@@ -364,8 +387,10 @@ impl Options {
                     nats.clone(),
                     self.watch_buffer.max(1),
                     metrics.clone(),
+                    replica.clone(),
                     streams.clone(),
                 ),
+                replica,
                 auth,
                 policy,
                 clock,
@@ -524,6 +549,7 @@ impl Service {
             retry: AGGREGATES_RETRY,
             policy: self.handlers.policy.clone(),
         };
+        tokio::spawn(self.handlers.replica.clone().follow(shutdown.child_token()));
         let feed_shutdown = shutdown.child_token();
         let feed = tokio::spawn(feed.run(feed_shutdown.clone()));
         tokio::spawn(catalogue::follow(

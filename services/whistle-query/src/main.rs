@@ -19,6 +19,14 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/whistle"
     )]
     database_url: String,
+    /// A streaming hot standby of the database (same database and role): reads that tolerate
+    /// staleness go there while it lags within --max-replica-lag-ms; a person who just acted
+    /// reads the primary until the standby holds it. Without it everything reads the primary.
+    #[arg(long, env = "WHISTLE_QUERY_REPLICA_DATABASE_URL")]
+    replica_database_url: Option<String>,
+    /// The most the standby may lag, in milliseconds, and still be read.
+    #[arg(long, env = "WHISTLE_QUERY_MAX_REPLICA_LAG_MS", default_value_t = whistle_query::DEFAULT_MAX_REPLICA_LAG_MS, value_parser = clap::value_parser!(u64).range(1..))]
+    max_replica_lag_ms: u64,
     /// NATS server, or a comma-separated list of a cluster's nodes.
     #[arg(
         long,
@@ -114,6 +122,8 @@ async fn main() -> anyhow::Result<()> {
     let options = Options {
         listen: args.listen,
         database_url: args.database_url,
+        replica_database_url: args.replica_database_url,
+        max_replica_lag_ms: args.max_replica_lag_ms,
         nats_url: args.nats_url,
         nkey_file: args.nats_nkey_file,
         callout_nkey_file: args.callout_nkey_file,

@@ -4,7 +4,7 @@
 //! and gRPC status by [`MetricsLayer`]; the event feed and the watch streams report their own.
 
 use std::{
-    sync::Arc,
+    sync::{atomic::AtomicU64, Arc},
     task::{Context, Poll},
     time::Instant,
 };
@@ -39,6 +39,13 @@ struct Inner {
     aggregate_incidents: Family<Labels, Gauge>,
     aggregate_months: Gauge,
     aggregate_late: Gauge,
+    reads: Family<Labels, Counter>,
+    replica_fallbacks: Counter,
+    replica_usable: Gauge,
+    replica_paused: Gauge,
+    replica_lag_seconds: Gauge<f64, AtomicU64>,
+    replica_lag_bytes: Gauge,
+    replica_marks: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -107,8 +114,57 @@ impl Default for Metrics {
             "Items the late list of ListOverdue holds: open incidents and their tasks in progress",
             aggregate_late.clone(),
         );
+        let reads = Family::<Labels, Counter>::default();
+        registry.register(
+            "reads",
+            "SQL reads that tolerate staleness, by the pool that served them (primary, standby)",
+            reads.clone(),
+        );
+        let replica_fallbacks = Counter::default();
+        registry.register(
+            "replica_fallbacks",
+            "Reads the standby failed (connection, recovery conflict) and the primary answered",
+            replica_fallbacks.clone(),
+        );
+        let replica_usable = Gauge::default();
+        registry.register(
+            "replica_usable",
+            "1 while the standby answers and lags within --max-replica-lag-ms, else 0 (also without a standby)",
+            replica_usable.clone(),
+        );
+        let replica_paused = Gauge::default();
+        registry.register(
+            "replica_replay_paused",
+            "1 while the standby's WAL replay is paused (pg_wal_replay_pause())",
+            replica_paused.clone(),
+        );
+        let replica_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "replica_lag_seconds",
+            "How stale the standby may be: the age of the newest primary WAL position it has replayed past (0 when caught up)",
+            replica_lag_seconds.clone(),
+        );
+        let replica_lag_bytes = Gauge::default();
+        registry.register(
+            "replica_lag_bytes",
+            "WAL bytes between the primary's position and the standby's replayed one",
+            replica_lag_bytes.clone(),
+        );
+        let replica_marks = Gauge::default();
+        registry.register(
+            "replica_read_your_writes_marks",
+            "People whose own writes the standby has not replayed yet: their reads go to the primary",
+            replica_marks.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
+                reads,
+                replica_fallbacks,
+                replica_usable,
+                replica_paused,
+                replica_lag_seconds,
+                replica_lag_bytes,
+                replica_marks,
                 registry,
                 requests,
                 seconds,
@@ -151,6 +207,41 @@ impl Metrics {
         self.inner
             .feed_sequence
             .set(i64::try_from(sequence).unwrap_or(i64::MAX));
+    }
+
+    pub fn replica_read(&self, served: crate::replica::Served) {
+        self.inner
+            .reads
+            .get_or_create(&vec![("pool", served.label().to_owned())])
+            .inc();
+    }
+
+    pub fn replica_fallback(&self) {
+        self.inner.replica_fallbacks.inc();
+    }
+
+    pub fn replica_usable(&self, usable: bool) {
+        self.inner.replica_usable.set(i64::from(usable));
+    }
+
+    pub fn replica_paused(&self, paused: bool) {
+        self.inner.replica_paused.set(i64::from(paused));
+    }
+
+    pub fn replica_lag_seconds(&self, seconds: f64) {
+        self.inner.replica_lag_seconds.set(seconds);
+    }
+
+    pub fn replica_lag_bytes(&self, bytes: u64) {
+        self.inner
+            .replica_lag_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub fn replica_marks(&self, marks: usize) {
+        self.inner
+            .replica_marks
+            .set(i64::try_from(marks).unwrap_or(i64::MAX));
     }
 
     fn record(&self, path: &str, code: &str, started: Instant) {

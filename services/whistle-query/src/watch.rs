@@ -29,7 +29,7 @@ use whistle_domain::AreaCode;
 use whistle_proto::v1;
 use whistle_wire::{names::EVENTS_STREAM as EVENTS, subject::event_in_area};
 
-use crate::{metrics::Metrics, Error, Result};
+use crate::{metrics::Metrics, replica::Replica, Error, Result};
 
 /// Events buffered per process for live streams by default; a client further behind catches up
 /// from JetStream instead.
@@ -105,6 +105,7 @@ impl Feed {
         nats: async_nats::Client,
         buffer: usize,
         metrics: Metrics,
+        replica: Replica,
         shutdown: CancellationToken,
     ) -> Feed {
         let (sender, _) = broadcast::channel(buffer);
@@ -112,11 +113,11 @@ impl Feed {
             sender,
             jetstream: jetstream::new(nats),
         };
-        tokio::spawn(feed.clone().follow(metrics, shutdown));
+        tokio::spawn(feed.clone().follow(metrics, replica, shutdown));
         feed
     }
 
-    async fn follow(self, metrics: Metrics, shutdown: CancellationToken) {
+    async fn follow(self, metrics: Metrics, replica: Replica, shutdown: CancellationToken) {
         let mut start = consumer::DeliverPolicy::New;
         loop {
             let messages = async {
@@ -153,8 +154,14 @@ impl Feed {
                         let Ok(info) = message.info() else { continue };
                         let sequence = info.stream_sequence;
                         metrics.feed_sequence(sequence);
+                        let event = decode(sequence, &message.payload);
+                        // Whoever acted reads their action from the primary until the standby
+                        // has it (a command sent straight over NATS comes this way only).
+                        if let Some(event) = &event.event {
+                            replica.saw(&event.actor_id);
+                        }
                         // No receivers is fine: nobody is watching.
-                        let _ = self.sender.send(decode(sequence, &message.payload));
+                        let _ = self.sender.send(event);
                         start = consumer::DeliverPolicy::ByStartSequence {
                             start_sequence: sequence + 1,
                         };

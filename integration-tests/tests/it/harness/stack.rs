@@ -499,7 +499,14 @@ impl Stack {
 
     /// Starts the query service again on the same servers and clock (default options).
     pub async fn start_query(&mut self) {
-        let options = self.query_options(self.server());
+        self.start_query_with(|_| {}).await;
+    }
+
+    /// Starts the query service again on the same servers and clock, with options the test
+    /// adjusts (which may name the stack's database, unlike [`StackBuilder::with_query_options`]).
+    pub async fn start_query_with(&mut self, adjust: impl FnOnce(&mut whistle_query::Options)) {
+        let mut options = self.query_options(self.server());
+        adjust(&mut options);
         let query = Query::start(options, self.shared_clock()).await;
         self.channel = Some(
             tonic::transport::Endpoint::from_shared(query.url())
