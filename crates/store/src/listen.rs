@@ -1,5 +1,7 @@
-//! A `LISTEN` that survives its connection: the followers of policy approvals, org and people
-//! changes and token revocations each hold one.
+//! A `LISTEN` that survives its connection. Each holds a connection of its pool for as long as it
+//! runs, so a service keeps few: dispatch one for all its channels (its hub: policy approvals, org
+//! and people changes, photo erasures on request), the query service one for token revocations
+//! and one for org imports.
 //!
 //! A notification sent while the listening connection is down is lost, so a follower treats
 //! [`Notice::Connected`] (the first connection and every reconnection) as "anything may have

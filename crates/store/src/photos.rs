@@ -6,7 +6,8 @@
 //! not served, a `privacy.erased` entry on the timeline of every incident showing it and a
 //! `photos.erase` entry on the audit log, in one transaction), then its bytes leave the object
 //! store bucket, which dispatch does after the commit and retries until it has
-//! ([`to_remove`], [`removed`]). The incidents, their reports and the rest of their timelines stay
+//! ([`to_remove`], [`removed`]): at once for a request (its commit notifies [`ERASED_CHANNEL`]),
+//! at dispatch's next retention pass for an erasure by age. The incidents, their reports and the rest of their timelines stay
 //! as they were, so no rate changes.
 
 use chrono::{DateTime, Utc};
@@ -93,6 +94,10 @@ pub async fn due(pool: &PgPool, settled_before: DateTime<Utc>, limit: u32) -> Re
     .fetch_all(pool)
     .await?)
 }
+
+/// Notified at the commit of a person's request that erased photos: dispatch's retention job
+/// takes their bytes out of the bucket at once instead of at its next pass.
+pub const ERASED_CHANNEL: &str = "whistle_photos_erased";
 
 /// Why photos are erased.
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +201,13 @@ pub async fn erase(
     }
     rows.append(&mut tx).await?;
     audit::record(&mut tx, actor, at, &entries).await?;
+    if matches!(why, Why::Request) && !erased.is_empty() {
+        // Sent at the commit, so the bytes are looked for only once the erasure is there to see.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(ERASED_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(Erased {
         photos: erased,

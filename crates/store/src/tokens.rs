@@ -336,6 +336,18 @@ pub async fn authenticate(
     row.as_ref().map(from_row).transpose()
 }
 
+/// Whether token `id` is `person`'s (revoked or expired ones too: it says whose it is, not whether
+/// it is valid).
+pub async fn is_persons(conn: &mut PgConnection, id: Uuid, person: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE id = $1 AND person_id = $2)",
+    )
+    .bind(id)
+    .bind(person)
+    .fetch_one(conn)
+    .await?)
+}
+
 /// Every token, newest first.
 pub async fn list(pool: &PgPool) -> Result<Vec<Token>> {
     let rows = sqlx::query(&format!(

@@ -7,7 +7,7 @@ use async_nats::RequestErrorKind;
 use prost::Message as _;
 use whistle_proto::v1;
 
-use crate::{subject, Error, Verb};
+use crate::{headers, subject, Error, Verb};
 
 /// Sends commands to whistle-dispatch over a NATS connection.
 #[derive(Debug, Clone)]
@@ -40,14 +40,37 @@ impl CommandClient {
     /// The connection must be allowed the actor's subject (its own person, or the admin's). A
     /// refusal is a reply (its outcome is an error), not an [`Error`].
     pub async fn send(&self, command: &v1::Command) -> Result<v1::CommandReply, Error> {
+        self.request(command, None).await
+    }
+
+    /// [`CommandClient::send`] on behalf of the holder of token `token_id`, named in the
+    /// [`headers::TOKEN_ID`] header for dispatch's audit log.
+    pub async fn send_for_token(
+        &self,
+        command: &v1::Command,
+        token_id: &str,
+    ) -> Result<v1::CommandReply, Error> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(headers::TOKEN_ID, token_id);
+        self.request(command, Some(headers)).await
+    }
+
+    async fn request(
+        &self,
+        command: &v1::Command,
+        headers: Option<async_nats::HeaderMap>,
+    ) -> Result<v1::CommandReply, Error> {
         let body = command.body.as_ref().ok_or(Error::NoBody)?;
         if !subject::is_person_token(&command.actor_id) {
             return Err(Error::Actor(command.actor_id.clone()));
         }
         let subject = subject::command(Verb::of(body), &command.actor_id);
-        let request = async_nats::Request::new()
+        let mut request = async_nats::Request::new()
             .payload(command.encode_to_vec().into())
             .timeout(Some(self.timeout));
+        if let Some(headers) = headers {
+            request = request.headers(headers);
+        }
         let message = self
             .nats
             .send_request(subject.clone(), request)

@@ -6,6 +6,10 @@ pub const CONTENT_TYPE: &str = "Content-Type";
 /// The [`CONTENT_TYPE`] of proto3 JSON; a value that starts with it (e.g. with `; charset=utf-8`)
 /// counts.
 pub const JSON: &str = "application/json";
+/// On a command: the id of the token its sender came with (the query service sets it from the
+/// gRPC caller's token). Dispatch records it on the audit log of a people's command only if the
+/// token is the acting person's; any other value is recorded as no token.
+pub const TOKEN_ID: &str = "Whistle-Token-Id";
 /// JetStream's de-duplication id: a report's `report_id`, an event's `event_id`.
 pub const MSG_ID: &str = "Nats-Msg-Id";
 
@@ -23,6 +27,14 @@ pub const DELIVERY_COUNT: &str = "Whistle-Delivery-Count";
 pub const ORIGINAL_SIZE: &str = "Whistle-Original-Size";
 /// On `WHISTLE_REJECTED`, for a `too_large` report: the SHA-256 of the whole original, in hex.
 pub const ORIGINAL_SHA256: &str = "Whistle-Original-Sha256";
+
+/// A command's [`TOKEN_ID`], as sent (unchecked).
+pub fn token_id(headers: Option<&async_nats::HeaderMap>) -> Option<&str> {
+    headers
+        .and_then(|h| h.get(TOKEN_ID))
+        .map(|v| v.as_str().trim())
+        .filter(|v| !v.is_empty())
+}
 
 /// Whether a command's headers ask for proto3 JSON.
 pub fn wants_json(headers: Option<&async_nats::HeaderMap>) -> bool {

@@ -419,3 +419,116 @@ async fn others_are_refused_and_bad_input_changes_nothing() {
         "a refused people's command wrote something"
     );
 }
+
+/// The token ids of the audit entries of `action` about `target`, oldest first.
+async fn audited_tokens(stack: &Stack, action: &str, target: &str) -> Vec<Option<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT token_id FROM audit_log WHERE action = $1 AND target = $2 ORDER BY at, id",
+    )
+    .bind(action)
+    .bind(target)
+    .fetch_all(stack.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_audit_log_names_the_operator_s_token_never_one_a_sender_claims() {
+    let stack = Stack::builder()
+        .with_query()
+        .at(chrono::Utc::now())
+        .start()
+        .await;
+    let (district, [grid, ..], _, _) = places();
+    let heating = dept(&grid, "heating");
+    let operator = stack.token_for(Role::Operator, &district).await;
+    let operator_id = format!("op-{district}");
+    let token_id = |secret: String| {
+        let pool = stack.pool().clone();
+        async move {
+            tokens::authenticate(&pool, &secret, chrono::Utc::now())
+                .await
+                .unwrap()
+                .expect("a live token")
+                .id
+        }
+    };
+    let operator_token = token_id(operator.clone()).await;
+    let someone_else_s = token_id(stack.token_for(Role::Liaison, &heating).await).await;
+
+    // From the console (gRPC): the operator's token is on the entry, as ListAuditEntries shows.
+    let by_console = format!("li-{heating}-console");
+    ok(
+        &stack,
+        &operator,
+        onboard(&by_console, "控制台", "liaison", &heating),
+    )
+    .await;
+    assert_eq!(
+        audited_tokens(&stack, "people.onboard", &by_console).await,
+        [Some(operator_token)]
+    );
+    let listed = command_center_on(stack.channel(), &operator)
+        .list_audit_entries(v1::ListAuditEntriesRequest {
+            action: "people.onboard".into(),
+            target: by_console.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.entries.len(), 1);
+    assert_eq!(
+        (
+            listed.entries[0].actor.as_str(),
+            listed.entries[0].token_id.as_str()
+        ),
+        (operator_id.as_str(), operator_token.to_string().as_str())
+    );
+
+    // Straight to dispatch over NATS with the operator's own token: the header names a token,
+    // which dispatch records only when it is the operator's.
+    let nats = stack.connect_as(&operator).await;
+    let commands = whistle_wire::CommandClient::new(nats.client.clone());
+    let send = |person: &str, claimed: String| {
+        let mut onboarding = command(onboard(person, "直连", "liaison", &heating));
+        onboarding.actor_id = operator_id.clone();
+        let commands = commands.clone();
+        async move {
+            let reply = commands
+                .send_for_token(&onboarding, &claimed)
+                .await
+                .expect("dispatch answers");
+            assert!(
+                matches!(reply.outcome, Some(v1::command_reply::Outcome::Ok(_))),
+                "{reply:?}"
+            );
+        }
+    };
+    let own = format!("li-{heating}-own");
+    send(&own, operator_token.to_string()).await;
+    assert_eq!(
+        audited_tokens(&stack, "people.onboard", &own).await,
+        [Some(operator_token)]
+    );
+    // Another person's token, one that does not exist, and no token id at all: none recorded.
+    for (person, claimed) in [
+        (format!("li-{heating}-forged"), someone_else_s.to_string()),
+        (format!("li-{heating}-unknown"), Uuid::now_v7().to_string()),
+        (
+            format!("li-{heating}-garbage"),
+            "'; DROP TABLE audit_log".into(),
+        ),
+    ] {
+        send(&person, claimed.clone()).await;
+        assert_eq!(
+            audited_tokens(&stack, "people.onboard", &person).await,
+            [None],
+            "{claimed} was recorded"
+        );
+        assert_eq!(
+            audited(&stack, "people.onboard", &person).await[0].0,
+            operator_id
+        );
+    }
+}

@@ -2,7 +2,8 @@
 //! docs/privacy.md): dispatch's retention job erases a photo once every incident showing it has
 //! been settled longer than `[retention] photos` — its bytes leave the bucket, each incident's
 //! timeline and the audit log say so, nothing else changes and no rate moves — and removes
-//! rejected reports older than `[retention] rejected`. A person's request erases photos at once.
+//! rejected reports older than `[retention] rejected`. A person's request erases photos at once,
+//! and their bytes leave the bucket at once too, whichever replica gets there.
 
 use std::time::Duration;
 
@@ -551,4 +552,113 @@ async fn reports_stored_before_photo_references_are_indexed_then_erased() {
     })
     .await
     .unwrap();
+}
+
+/// The `LISTEN` statements of dispatch's connections (seen as its own role, which alone may read
+/// their text).
+async fn dispatch_listens(stack: &Stack) -> Vec<String> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&stack.db().dispatch_url)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT query FROM pg_stat_activity
+         WHERE usename = current_user AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'
+         ORDER BY query",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_request_s_photo_leaves_the_bucket_at_once() {
+    // Dispatch's retention pass comes once an hour, as in production: only the request's
+    // notification can wake it in time. Two replicas, both woken.
+    let stack = Stack::builder()
+        .with_query()
+        .at(ten_o_clock_in_ordos())
+        .with_dispatch_options(|o| o.retention_interval = Duration::from_secs(3600))
+        .start()
+        .await;
+    let replica = stack.spawn_dispatch().await;
+    let (_, [grid, ..], _, _) = places();
+    let mut form = reporting(&stack, &stack.token_for(Role::GridWorker, &grid).await).await;
+    let mut uploaded = Vec::new();
+    for seed in [41, 42] {
+        let answer = form
+            .upload_photo(v1::UploadPhotoRequest { data: jpeg(seed) })
+            .await
+            .unwrap();
+        uploaded.push(answer.into_inner().photo_id);
+    }
+    let mut report = stack.filed("asked-now", &grid, "heating.no_heat", v1::Urgency::Normal);
+    report.photo_ids = uploaded.clone();
+    let incident = stack.file(&report).await;
+    assert!(in_bucket(&stack, &uploaded[0]).await && in_bucket(&stack, &uploaded[1]).await);
+
+    // Each replica follows every channel on one connection of its pool (the tests' pool has
+    // four): policy approvals, org imports, people's changes and photo erasures together.
+    eventually("both replicas listening", WAIT, || async {
+        dispatch_listens(&stack).await.len() >= 2
+    })
+    .await
+    .unwrap();
+    let listens = dispatch_listens(&stack).await;
+    assert_eq!(listens.len(), 2, "{listens:?}");
+    for listen in &listens {
+        for channel in [
+            "whistle_policy",
+            "whistle_org",
+            "whistle_people",
+            photos::ERASED_CHANNEL,
+        ] {
+            assert!(listen.contains(channel), "{listen} lacks {channel}");
+        }
+    }
+
+    let asked = std::time::Instant::now();
+    let done = photos::erase(
+        stack.pool(),
+        &uploaded[..1],
+        Why::Request,
+        &Actor::cli(Some("op-privacy")),
+        "依申请（PIPL-2026-003）",
+        stack.now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.incidents, [(incident, vec![uploaded[0].clone()])]);
+    eventually(
+        "the erased photo's bytes gone",
+        Duration::from_secs(5),
+        || async { !in_bucket(&stack, &uploaded[0]).await },
+    )
+    .await
+    .unwrap();
+    eventually("its removal recorded", Duration::from_secs(5), || async {
+        erased(&stack).await == [(uploaded[0].clone(), true)]
+    })
+    .await
+    .unwrap();
+    eprintln!(
+        "a request's photo left the bucket {} ms after the erasure",
+        asked.elapsed().as_millis()
+    );
+    // The photo not named stays; the request's entries are the only ones, however many replicas
+    // removed the bytes.
+    assert!(in_bucket(&stack, &uploaded[1]).await);
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM audit_log WHERE action = 'photos.erase'")
+            .await,
+        1
+    );
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM timeline WHERE kind = 'privacy.erased'")
+            .await,
+        1
+    );
+    replica.stop().await;
 }

@@ -1,7 +1,7 @@
 //! `whistle photos`: a person's request about the photos of incidents (个人信息保护法 articles 45
 //! and 47): the photos incidents show (`find`) and their erasure (`erase`). Admin commands: they
-//! read and write the database directly; the erased photos' bytes leave the bucket at dispatch's
-//! next retention pass (docs/privacy.md).
+//! read and write the database directly; the erasure wakes dispatch's retention job, which takes
+//! the erased photos' bytes out of the bucket at once (docs/privacy.md).
 
 use anyhow::Context as _;
 use chrono::Utc;
@@ -121,7 +121,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             .context("erasing the photos")?;
             let already = ids.len() - erased.photos.len();
             println!(
-                "erased {} photos from {} incidents{}; their bytes leave the photo bucket at dispatch's next retention pass",
+                "erased {} photos from {} incidents{}; dispatch takes their bytes out of the photo bucket now",
                 erased.photos.len(),
                 erased.incidents.len(),
                 if already > 0 {

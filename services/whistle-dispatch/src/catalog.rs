@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use whistle_domain::{calendar::Calendar, policy::Policy, OrgIndex};
 
-use crate::{Error, Shared};
+use crate::{hub::Wakeups, Error, Shared};
 
 /// Records on the audit log (`policy.load`) that this replica runs `policy`, read from `source`,
 /// when it is another version than the one last recorded: the first start, a policy file edited
@@ -142,24 +142,20 @@ impl CatalogCell {
     }
 }
 
-/// Follows the approved policy version (docs/policy.md, "Changing the policy"): woken by the
-/// notification an approval sends on commit, and polling every `policy_poll_interval` besides (a
-/// notification sent while the listening connection was down is lost). A new version is recorded
+/// Follows the approved policy version (docs/policy.md, "Changing the policy"): woken through
+/// the hub by the notification an approval sends on commit ([`whistle_store::policies::CHANNEL`]),
+/// and polling every `policy_poll_interval` besides (a notification sent while the listening
+/// connection was down is lost). A new version is recorded
 /// on the audit log (`policy.load`, once per version whichever replica is first), then swapped in
 /// whole: the batches, commands and timers that start after it apply it. The replica reports the
 /// version it runs in `policy_replicas` at every poll, and removes itself at shutdown.
 pub(crate) async fn follow_policy(
     shared: Arc<Shared>,
     holder: String,
+    mut wakeups: Wakeups,
     shutdown: CancellationToken,
 ) {
-    use whistle_store::{listen::Listener, policies};
-    let mut listener = Listener::new(
-        shared.pool.clone(),
-        &[policies::CHANNEL],
-        shared.options.policy_poll_interval,
-        "policy approvals",
-    );
+    use whistle_store::policies;
     let mut loaded_at = shared.clock.now();
     loop {
         match apply_approved(&shared).await {
@@ -184,7 +180,7 @@ pub(crate) async fn follow_policy(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(shared.options.policy_poll_interval) => {}
-            _ = listener.next() => {}
+            _ = wakeups.wait() => {}
         }
     }
     if let Err(e) = policies::report_stopped(&shared.pool, &holder).await {
@@ -193,21 +189,20 @@ pub(crate) async fn follow_policy(
 }
 
 /// Follows the org (docs/operations.md, "The city's organisation" and "People come and go"): woken
-/// by the notification an applied import (`whistle_org`) or a person's onboarding, change or
-/// offboarding (`whistle_people`) sends on commit. The org is read whole, indexed and swapped in:
+/// through the hub by the notification an applied import (`whistle_org`) or a person's
+/// onboarding, change or offboarding (`whistle_people`) sends on commit. The org is read whole, indexed and swapped in:
 /// the batches, commands and timers that start after it see it (a newcomer may act at once, a
 /// leaver is refused at once), the ones under way finish on the org they began with. A
 /// notification sent while the listening connection was down is lost, so besides it polls the
 /// import version every `policy_poll_interval`, and reads the whole org again after every
 /// (re)connection and every `people_poll_interval`. `version` is the import the running org was
 /// read at (read before the org, so an import between the two is loaded again, never missed).
-pub(crate) async fn follow_org(shared: Arc<Shared>, mut version: i64, shutdown: CancellationToken) {
-    let mut listener = whistle_store::listen::Listener::new(
-        shared.pool.clone(),
-        &[whistle_store::org::CHANNEL, whistle_store::people::CHANNEL],
-        shared.options.policy_poll_interval,
-        "org and people changes",
-    );
+pub(crate) async fn follow_org(
+    shared: Arc<Shared>,
+    mut version: i64,
+    mut wakeups: Wakeups,
+    shutdown: CancellationToken,
+) {
     let mut forced = false;
     let mut read_whole = tokio::time::Instant::now();
     loop {
@@ -226,7 +221,7 @@ pub(crate) async fn follow_org(shared: Arc<Shared>, mut version: i64, shutdown: 
         forced = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(shared.options.policy_poll_interval) => false,
-            _ = listener.next() => true,
+            _ = wakeups.wait() => true,
         };
     }
 }

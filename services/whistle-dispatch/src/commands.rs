@@ -144,7 +144,8 @@ impl Commands {
         }
         let catalog = self.shared.catalog.load();
         if verb.is_people() {
-            return self.people(verb, &catalog, command).await;
+            let token_id = headers::token_id(message.headers.as_ref());
+            return self.people(verb, &catalog, command, token_id).await;
         }
         let verb = verb.as_str();
         let parsed = match parse(verb, &command, &catalog) {

@@ -13,6 +13,7 @@ mod contacts;
 mod engine;
 mod error;
 mod events;
+mod hub;
 mod intake;
 mod maintenance;
 mod metrics;
@@ -395,14 +396,28 @@ impl Service {
         let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
         let timers_task = tokio::spawn(timers.run(shutdown.clone()));
         let commands_task = commands.start(shutdown.clone()).await?;
+        // Every follower of a notification subscribes before the one listener starts.
+        let mut hub = hub::Hub::default();
+        let policy_wakeups = hub.subscribe(&[whistle_store::policies::CHANNEL]);
+        let org_wakeups =
+            hub.subscribe(&[whistle_store::org::CHANNEL, whistle_store::people::CHANNEL]);
+        let retention = (!self.shared.options.retention_interval.is_zero())
+            .then(|| hub.subscribe(&[whistle_store::photos::ERASED_CHANNEL]));
+        let hub_task = tokio::spawn(hub.run(
+            self.shared.pool.clone(),
+            self.shared.options.policy_poll_interval,
+            shutdown.clone(),
+        ));
         let policy_task = tokio::spawn(catalog::follow_policy(
             self.shared.clone(),
             holder,
+            policy_wakeups,
             shutdown.clone(),
         ));
         let org_task = tokio::spawn(catalog::follow_org(
             self.shared.clone(),
             self.org_version,
+            org_wakeups,
             shutdown.clone(),
         ));
         let (notify_config, notify_consumer) = self.notify;
@@ -411,8 +426,12 @@ impl Service {
         if !self.shared.options.maintenance_interval.is_zero() {
             tokio::spawn(maintenance::run(self.shared.clone(), shutdown.clone()));
         }
-        if !self.shared.options.retention_interval.is_zero() {
-            tokio::spawn(retention::run(self.shared.clone(), shutdown.clone()));
+        if let Some(erasures) = retention {
+            tokio::spawn(retention::run(
+                self.shared.clone(),
+                erasures,
+                shutdown.clone(),
+            ));
         }
         intake.run(shutdown).await;
         let _ = tokio::join!(
@@ -420,7 +439,8 @@ impl Service {
             commands_task,
             notify_task,
             policy_task,
-            org_task
+            org_task,
+            hub_task
         );
         relay_stop.cancel();
         relay_task.await.map_err(Error::Relay)?;

@@ -5,7 +5,9 @@
 //!
 //! The acting operator is the subject's person (checked before this runs) and the audit actor;
 //! the area is the operator's post as dispatch's org tree knows it, and the store checks it
-//! against the person's post under the person's lock.
+//! against the person's post under the person's lock. The audit entries carry the token the
+//! command came with (the `Whistle-Token-Id` header the query service sets from its gRPC
+//! caller) only if that token is the operator's: a sender cannot put another's token on them.
 
 use prost::Message as _;
 use whistle_domain::{PersonId, ReportId, Role};
@@ -32,12 +34,13 @@ impl Commands {
         verb: Verb,
         catalog: &Catalog,
         command: v1::Command,
+        token_id: Option<&str>,
     ) -> v1::CommandReply {
         let area = match check(verb, catalog, &command) {
             Ok(area) => area,
             Err(reply) => return reply,
         };
-        match self.apply_people(verb, &area, &command).await {
+        match self.apply_people(verb, &area, &command, token_id).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::warn!(error = %whistle_wire::chain(&e), %verb, "people's command failed");
@@ -54,19 +57,20 @@ impl Commands {
         verb: Verb,
         area: &whistle_domain::AreaCode,
         command: &v1::Command,
+        token_id: Option<&str>,
     ) -> Result<v1::CommandReply, Error> {
         let now = self.shared.clock.now();
-        let actor = audit::Actor {
-            name: command.actor_id.clone(),
-            os_user: None,
-            token_id: None,
-            door: DOOR.to_owned(),
-        };
         let scope = Scope::Area(area);
         let mut tx = self.shared.pool.begin().await?;
         if let Some(applied) = command_reply(&mut tx, &command.command_id).await? {
             return Ok(replayed(&applied, verb.as_str(), command));
         }
+        let actor = audit::Actor {
+            name: command.actor_id.clone(),
+            os_user: None,
+            token_id: own_token(&mut tx, token_id, &command.actor_id).await?,
+            door: DOOR.to_owned(),
+        };
         let applied = match &command.body {
             Some(Body::OnboardPerson(b)) => {
                 let role = match people::parse_role(b.role.trim(), b.post.trim()) {
@@ -192,6 +196,32 @@ impl Commands {
         // A handover writes timeline entries whose events wait in the outbox.
         self.relay_wakeup.notify_one();
         Ok(reply)
+    }
+}
+
+/// The token a command names if it is the actor's, else none (logged: a sender named a token not
+/// its own, or not a token at all).
+async fn own_token(
+    conn: &mut sqlx::PgConnection,
+    token_id: Option<&str>,
+    actor: &str,
+) -> Result<Option<uuid::Uuid>, Error> {
+    let Some(named) = token_id else {
+        return Ok(None);
+    };
+    let Ok(id) = named.parse::<uuid::Uuid>() else {
+        tracing::warn!(
+            actor,
+            token_id = named,
+            "a people's command names a token id that is no token id; recorded without one"
+        );
+        return Ok(None);
+    };
+    if whistle_store::tokens::is_persons(conn, id, actor).await? {
+        Ok(Some(id))
+    } else {
+        tracing::warn!(actor, token_id = %id, "a people's command names a token that is not its actor's; recorded without one");
+        Ok(None)
     }
 }
 

@@ -2,6 +2,11 @@
 //! and photos once their incidents settled long enough, rejected reports by age. A pass every
 //! `retention_interval`, in batches, on dispatch's clock. Replicas may run it at once: each
 //! skips the incidents (and rows) another holds, and what is erased is not there to erase twice.
+//!
+//! Between passes, a person's request that erased photos (its commit notifies
+//! [`photos::ERASED_CHANNEL`]) wakes the pass's last step at once: the erased photos' bytes leave
+//! the bucket. That step writes no audit entry (the request's transaction wrote them) and is
+//! idempotent, so replicas woken together both run it safely.
 
 use std::sync::Arc;
 
@@ -19,12 +24,12 @@ use whistle_store::{
 };
 use whistle_wire::names::PHOTOS_BUCKET;
 
-use crate::Shared;
+use crate::{hub::Wakeups, Shared};
 
 /// Incidents (or photos, or rejected reports) erased in one transaction.
 const BATCH: u32 = 200;
 
-pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+pub(crate) async fn run(shared: Arc<Shared>, mut erasures: Wakeups, shutdown: CancellationToken) {
     let actor = Actor::service("whistle-dispatch");
     loop {
         // Each kind on its own: one failing leaves the others to do their work.
@@ -71,9 +76,21 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                 warn!(error = %e, "removing rejected reports past their retention failed; trying again later")
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(shared.options.retention_interval) => {}
+        let next_pass = tokio::time::Instant::now() + shared.options.retention_interval;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(next_pass) => break,
+                // A request's erasure (or the listener's reconnection, after which one may have
+                // been missed): only the bytes are left to do.
+                _ = erasures.wait() => match remove_erased(&shared, &shutdown).await {
+                    Ok(0) => {}
+                    Ok(removed) => info!(removed, "photos erased on request left the bucket"),
+                    Err(e) => {
+                        warn!(error = %e, "removing erased photos from the bucket failed; trying again at the next pass")
+                    }
+                },
+            }
         }
     }
 }
@@ -161,6 +178,17 @@ async fn photos(
             break;
         }
     }
+    pass.removed = remove_erased(shared, shutdown).await?;
+    Ok(pass)
+}
+
+/// Removes the bytes of every erased photo still in the bucket, however it was erased; returns
+/// how many left it.
+async fn remove_erased(
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> whistle_store::Result<usize> {
+    let mut total = 0;
     while !shutdown.is_cancelled() {
         let waiting = photos::to_remove(&shared.pool, BATCH).await?;
         if waiting.is_empty() {
@@ -168,13 +196,13 @@ async fn photos(
         }
         let removed = remove_bytes(shared, &waiting).await;
         photos::removed(&shared.pool, &removed, shared.clock.now()).await?;
-        pass.removed += removed.len();
+        total += removed.len();
         if removed.len() < waiting.len() {
             // The bucket refused some (its error is logged): the next pass tries again.
             break;
         }
     }
-    Ok(pass)
+    Ok(total)
 }
 
 /// A stored report's photos.

@@ -63,19 +63,27 @@ impl Dispatch {
             self.photos.check_stored(&resolve.photo_ids, actor).await?;
         }
 
-        let reply = self.commands.send(&command).await.map_err(|e| match e {
-            whistle_wire::Error::NoResponders { .. } => {
-                Error::Unavailable("no dispatch service is answering commands".to_owned())
-            }
-            whistle_wire::Error::TimedOut { timeout, .. } => Error::Unavailable(format!(
-                "dispatch did not answer within {}s; retry with the same command_id",
-                timeout.as_secs()
-            )),
-            whistle_wire::Error::Decode { source, .. } => {
-                Error::Corrupt(format!("dispatch's reply does not decode: {source}"))
-            }
-            e => Error::Unavailable(format!("sending the command: {}", whistle_wire::chain(&e))),
-        })?;
+        // The token goes with the command for the audit log of the people's commands.
+        let token_id = principal.token_id.to_string();
+        let reply = self
+            .commands
+            .send_for_token(&command, &token_id)
+            .await
+            .map_err(|e| match e {
+                whistle_wire::Error::NoResponders { .. } => {
+                    Error::Unavailable("no dispatch service is answering commands".to_owned())
+                }
+                whistle_wire::Error::TimedOut { timeout, .. } => Error::Unavailable(format!(
+                    "dispatch did not answer within {}s; retry with the same command_id",
+                    timeout.as_secs()
+                )),
+                whistle_wire::Error::Decode { source, .. } => {
+                    Error::Corrupt(format!("dispatch's reply does not decode: {source}"))
+                }
+                e => {
+                    Error::Unavailable(format!("sending the command: {}", whistle_wire::chain(&e)))
+                }
+            })?;
         match reply.outcome {
             Some(Outcome::Ok(ok)) => {
                 // Dispatch replies after its commit: the primary is now at or past it.
