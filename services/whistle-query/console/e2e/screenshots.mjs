@@ -1,7 +1,7 @@
 // Saves screenshots of every view at its sizes into WHISTLE_SCREENSHOT_DIR (default docs/screenshots):
 // the command screen at 1920×1080 (Chinese and English, a district drilled into, the incident drawer),
 // at 3840×2160 and as the laptop layout at 1366×768 (the whole scrolling page); the workbench at
-// 1920×1080; the report form at 390×844 (Chinese and English, the whole form, and offline with two
+// 1920×1080; 人员管理 as the city operator sees it on a laptop at 1366×768; the report form at 390×844 (Chinese and English, the whole form, and offline with two
 // reports waiting as 待发送).
 import { mkdirSync } from "node:fs";
 import { join, dirname } from "node:path";
@@ -56,6 +56,16 @@ if (env.liaison) {
   await waitFor(() => page.locator('[data-testid="wb-task"]').count(), { timeout: 10000 }).catch(() => {});
   await sleep(800);
   await shot(page, "workbench-1920x1080.png");
+  problems.push(...errors);
+  await context.close();
+}
+
+{
+  // 人员管理: the operators' own page, used at their desks' laptops.
+  const { context, page, errors } = await openPage(browser, env.operator, "people", { width: 1366, height: 768 });
+  await page.waitForSelector('[data-testid="person-row"]', { timeout: 20000 });
+  await sleep(500);
+  await shot(page, "people-1366x768.png");
   problems.push(...errors);
   await context.close();
 }
