@@ -488,19 +488,24 @@ impl Options {
 /// wait for (a 5,000-item `ListOverdue` went from 150 to 283 ms p99 with four callers on two
 /// cores when its plan turned parallel).
 pub async fn connect_read_only(options: &Options) -> Result<PgPool> {
-    let statement_timeout = options.statement_timeout_ms.to_string();
-    let connect = PgConnectOptions::from_str(&options.database_url)?
-        .application_name("whistle-query")
-        .options([
-            ("default_transaction_read_only", "on"),
-            ("statement_timeout", statement_timeout.as_str()),
-            ("max_parallel_workers_per_gather", "0"),
-        ]);
+    let connect = read_only_session(options, &options.database_url)?;
     Ok(PgPoolOptions::new()
         .max_connections(options.max_db_connections)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(connect)
         .await?)
+}
+
+/// The session settings of [`connect_read_only`], for the primary's URL or a standby's.
+pub(crate) fn read_only_session(options: &Options, url: &str) -> Result<PgConnectOptions> {
+    let statement_timeout = options.statement_timeout_ms.to_string();
+    Ok(PgConnectOptions::from_str(url)?
+        .application_name("whistle-query")
+        .options([
+            ("default_transaction_read_only", "on"),
+            ("statement_timeout", statement_timeout.as_str()),
+            ("max_parallel_workers_per_gather", "0"),
+        ]))
 }
 
 impl Service {

@@ -20,7 +20,6 @@
 use std::{
     collections::VecDeque,
     future::Future,
-    str::FromStr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -29,10 +28,7 @@ use std::{
 };
 
 use dashmap::DashMap;
-use sqlx::{
-    postgres::{PgConnectOptions, PgPoolOptions},
-    PgPool,
-};
+use sqlx::{postgres::PgPoolOptions, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -452,14 +448,7 @@ fn standby_failed(error: &sqlx::Error) -> bool {
 /// reads the primary) while the standby is down; a read waits at most two seconds for one of
 /// its connections before going to the primary instead.
 pub(crate) fn connect_standby(options: &Options, url: &str) -> Result<PgPool> {
-    let statement_timeout = options.statement_timeout_ms.to_string();
-    let connect = PgConnectOptions::from_str(url)?
-        .application_name("whistle-query")
-        .options([
-            ("default_transaction_read_only", "on"),
-            ("statement_timeout", statement_timeout.as_str()),
-            ("max_parallel_workers_per_gather", "0"),
-        ]);
+    let connect = crate::read_only_session(options, url)?;
     Ok(PgPoolOptions::new()
         .max_connections(options.max_db_connections)
         .acquire_timeout(Duration::from_secs(2))
