@@ -56,8 +56,10 @@ impl Boards {
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move || {
-                // The caller may have gone (a cancelled call): nobody waits for the answer.
-                let _ = answer.send(board());
+                // A call cancelled while it queued (its client gone) costs nothing.
+                if !answer.is_closed() {
+                    let _ = answer.send(board());
+                }
             }))
             .map_err(|_| Error::Unavailable("the service is shutting down".into()))?;
         // Dropped unanswered only if the board panicked (logged by `work`).
@@ -117,6 +119,33 @@ mod tests {
         assert!(name.is_some_and(|n| n.starts_with("whistle-board-")));
         assert_eq!(nice, (ours + NICER_BY).min(19));
         assert!(ours == 19 || nice > ours, "{nice} is not nicer than {ours}");
+    }
+
+    /// A board whose call was cancelled while it queued is never computed.
+    #[tokio::test]
+    async fn a_board_cancelled_while_queued_is_skipped() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let boards = Boards::start(1).unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        // The one thread is busy until released.
+        let busy = tokio::spawn({
+            let boards = boards.clone();
+            async move { boards.run(move || held.recv().unwrap()).await }
+        });
+        let ran = Arc::new(AtomicBool::new(false));
+        let queued = {
+            let ran = ran.clone();
+            let boards = boards.clone();
+            tokio::spawn(async move { boards.run(move || ran.store(true, Ordering::SeqCst)).await })
+        };
+        tokio::task::yield_now().await;
+        queued.abort();
+        assert!(queued.await.unwrap_err().is_cancelled());
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        // The thread has taken the skipped job by the time the next board answers.
+        assert_eq!(boards.run(|| 7).await.unwrap(), 7);
+        assert!(!ran.load(Ordering::SeqCst));
     }
 
     /// A board that panics answers its caller with an error and leaves the thread serving.
