@@ -81,7 +81,11 @@ export function Bell(p: { onOpenIncident?: (incidentId: string) => void }) {
         aria-label={`${t("notifications")}${unread > 0 ? `, ${t("notificationsUnread", { n: unread })}` : ""}`}
         data-testid="bell"
       >
-        🔔{unread > 0 && <span class="bell-count" data-testid="bell-count">{unread > 99 ? "99+" : unread}</span>}
+        {/* Drawn, not the 🔔 emoji: a kiosk without an emoji font showed a box in its place. */}
+        <svg class="bell-icon" viewBox="0 0 24 24" width="1.1em" height="1.1em" aria-hidden="true" fill="currentColor">
+          <path d="M12 22a2.5 2.5 0 0 0 2.45-2h-4.9A2.5 2.5 0 0 0 12 22zm7-6v-5a7 7 0 0 0-5.5-6.84V3.5a1.5 1.5 0 0 0-3 0v.66A7 7 0 0 0 5 11v5l-2 2v1h18v-1l-2-2z" />
+        </svg>
+        {unread > 0 && <span class="bell-count" data-testid="bell-count">{unread > 99 ? "99+" : unread}</span>}
       </button>
       {open && (
         <div class="bell-list" role="dialog" aria-label={t("notifications")} data-testid="bell-list">
