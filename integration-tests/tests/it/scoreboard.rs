@@ -672,7 +672,24 @@ async fn random_command(stack: &Stack, rng: &mut StdRng, id: Uuid) {
         stack.command(&operator, id, &body).await;
         return;
     }
+    // Until an assisting task exists, a handling incident's command is a lead with an assistant,
+    // so that every history's boards are compared with assisting tasks in.
+    let assisted = status != "handling"
+        || sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM tasks WHERE role = 'assist')",
+        )
+        .fetch_one(stack.pool())
+        .await
+        .unwrap();
     let (actor, body) = match status.as_str() {
+        "handling" if !assisted => {
+            let body = Body::Escalate(v1::Escalate {
+                note: "街道吹哨，协同处置".into(),
+                department_codes: vec![dept(&grid, DEPARTMENT_KINDS[0])],
+                assisting_department_codes: vec![dept(&grid, DEPARTMENT_KINDS[1])],
+            });
+            (operator, body)
+        }
         "handling" => match rng.random_range(0..5) {
             0 => (operator, resolve()),
             1 | 2 => (operator, escalate()),
