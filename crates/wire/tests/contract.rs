@@ -133,6 +133,7 @@ fn check(doc: &str) -> Vec<String> {
 
     // Header names: every `Whistle-*` span, and the JSON content type.
     let header_names = [
+        headers::TOKEN_ID,
         headers::REJECT_REASON,
         headers::REJECT_MESSAGE,
         headers::ORIGINAL_SUBJECT,
