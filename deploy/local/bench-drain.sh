@@ -62,6 +62,8 @@ WHISTLE_ENV_NO_NATS=1
 # shellcheck source=SCRIPTDIR/env.sh
 source "$HERE/env.sh"
 unset WHISTLE_ENV_NO_NATS
+# shellcheck source=SCRIPTDIR/procs.sh
+source "$HERE/procs.sh"
 log() { printf 'bench-drain: %s\n' "$*" >&2; }
 
 SECRETS=$WHISTLE_HOME/secrets
@@ -72,26 +74,6 @@ mkdir -p -- "$LOGS"
 ADMIN_URL=${DATABASE_URL%/*}/whistle_drain
 ADMIN_PASSFILE=${PGPASSFILE:-}
 export WHISTLE_NATS_NKEY_FILE=$SECRETS/admin.nk
-
-# CPU ticks (user + system) of the given pids, summed.
-ticks() {
-    local pid sum=0 stat rest
-    for pid in "$@"; do
-        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        rest=${stat##*) }
-        # shellcheck disable=SC2086
-        set -- $rest
-        sum=$((sum + ${12} + ${13}))
-    done
-    printf '%s' "$sum"
-}
-# The private cluster's postmaster and every process it started.
-pg_pids() {
-    local master
-    master=$(head -n1 "$WHISTLE_HOME/postgres/postmaster.pid" 2>/dev/null) || return 0
-    printf '%s\n' "$master"
-    pgrep -P "$master" || true
-}
 
 # Empty stream store, fresh database; $1: an SQL file to run as the owner after the seed, or "".
 fresh_servers() {
