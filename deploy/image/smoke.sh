@@ -9,13 +9,14 @@
 #
 # NATS and PostgreSQL are started as deploy/local starts them (deploy/local/env.sh: nats-server
 # >= 2.10, a private PostgreSQL with passwords, on WHISTLE_NATS_PORT and WHISTLE_PG_PORT), private
-# to $WHISTLE_HOME/image-smoke and stopped at the end. Everything Whistle runs comes from the tree
+# to $WHISTLE_HOME/image-smoke, made anew each run and stopped and deleted at the end (the logs
+# stay in its logs/). Everything Whistle runs comes from the tree
 # and runs as uid:gid 10001:10001, the image's USER, through setpriv: `whistle nats-config` makes
 # the secrets, `whistle streams`, `db roles`, `migrate` and `seed` set up NATS and the database,
 # then whistle-dispatch and whistle-query start with the image's environment (WHISTLE_CONSOLE_DIR,
 # the query listener) and each its own credentials. Checked: query's grpc.health.v1 answers
 # SERVING over gRPC (the check Kubernetes' gRPC probe makes), `/` serves the console's page,
-# `/metrics` answers, and dispatch is still running. The binaries use this machine's glibc, not the
+# `/metrics` answers, and both services run as 10001. The binaries use this machine's glibc, not the
 # runtime image's (both are Debian 12's); nothing is chrooted.
 # Exits non-zero on the first failed check, with the services' logs.
 set -euo pipefail
@@ -45,11 +46,12 @@ BIN=$root/usr/local/bin
 for bin in whistle whistle-dispatch whistle-query; do
     [[ -x $BIN/$bin ]] || die "no $BIN/$bin: run deploy/image/assemble.sh first"
 done
-# as_image CMD…: CMD as the image's user, with only the environment given (the image's own).
-as_image() {
-    setpriv --reuid="$IMAGE_UID" --regid="$IMAGE_UID" --clear-groups -- \
-        env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/nonexistent LANG=C.UTF-8 "$@"
-}
+# "${AS_IMAGE[@]}" CMD…: CMD as the image's user, with only the environment given (the image's
+# own). An array, not a function, so that a service started in the background is the process
+# whose pid $! gives (setpriv and env exec it).
+AS_IMAGE=(setpriv --reuid="$IMAGE_UID" --regid="$IMAGE_UID" --clear-groups --
+    env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/nonexistent LANG=C.UTF-8)
+as_image() { "${AS_IMAGE[@]}" "$@"; }
 as_image test -x "$BIN/whistle-query" ||
     die "uid $IMAGE_UID cannot reach $BIN (a parent directory closed to others?): give --root a tree elsewhere"
 
@@ -61,8 +63,19 @@ unset WHISTLE_NATS_URL DATABASE_URL PGPASSFILE WHISTLE_PRIVATE_NATS_URL WHISTLE_
 WHISTLE_ENV_NO_START=1
 # shellcheck source=SCRIPTDIR/../local/env.sh
 source "$REPO/deploy/local/env.sh"
+# The servers' data is this check's alone and made anew each run: the secrets, JetStream's key
+# among them, are (below), and a store sealed with another key does not open.
+purge_servers() {
+    whistle_stop_private >/dev/null 2>&1 || true
+    whistle__pg_paths
+    rm -rf -- "$WHISTLE_HOME/nats" "$WHISTLE_HOME/nats.conf" "$WHISTLE_HOME/secrets" "$WHISTLE__PG_DATA"
+}
+purge_servers
+# As whistle_env_up, without its report fonts: the nats-server binary and PostgreSQL, under the lock.
+whistle__lock || die "cannot take $WHISTLE_HOME/.lock"
 whistle_ensure_nats_bin || die "no nats-server"
 whistle_ensure_pg || die "PostgreSQL did not start"
+whistle__unlock
 ADMIN_URL=$DATABASE_URL
 
 # What the image's user owns: the secrets and its run directory (mode 0700), as a Kubernetes
@@ -86,12 +99,12 @@ cleanup() {
         whistle__tail "$RUN/query.log" 30
         cp -f -- "$RUN/dispatch.log" "$RUN/query.log" "$WHISTLE_HOME/logs/" 2>/dev/null || true
     fi
-    whistle_stop_private || true
+    purge_servers
     rm -rf -- "$RUN"
     if ((status == 0)); then
-        log "passed in $(($(date +%s) - started)) s; everything stopped"
+        log "passed in $(($(date +%s) - started)) s; everything stopped and its data deleted"
     else
-        log "FAILED (status $status); logs kept in $WHISTLE_HOME/logs; everything stopped"
+        log "FAILED (status $status); logs kept in $WHISTLE_HOME/logs; everything stopped and its data deleted"
     fi
     exit "$status"
 }
@@ -130,11 +143,11 @@ chmod 600 "$RUN/contact-keys"
 # The image's environment (Containerfile ENV), the listener moved to a free local port.
 image_env=(WHISTLE_CONSOLE_DIR="$root/usr/share/whistle/console" WHISTLE_QUERY_LISTEN="$listen")
 log "starting whistle-dispatch and whistle-query from $BIN as uid $IMAGE_UID"
-as_image "${image_env[@]}" WHISTLE_NATS_URL="$NATS_URL" DATABASE_URL="$DISPATCH_URL" \
+"${AS_IMAGE[@]}" "${image_env[@]}" WHISTLE_NATS_URL="$NATS_URL" DATABASE_URL="$DISPATCH_URL" \
     PGPASSFILE="$DISPATCH_PASSFILE" WHISTLE_DISPATCH_NKEY_FILE="$SECRETS/dispatch.nk" \
     WHISTLE_CONTACT_KEYS="$RUN/contact-keys" "$BIN/whistle-dispatch" >"$RUN/dispatch.log" 2>&1 &
 DISPATCH_PID=$!
-as_image "${image_env[@]}" WHISTLE_NATS_URL="$NATS_URL" DATABASE_URL="$QUERY_URL" \
+"${AS_IMAGE[@]}" "${image_env[@]}" WHISTLE_NATS_URL="$NATS_URL" DATABASE_URL="$QUERY_URL" \
     PGPASSFILE="$QUERY_PASSFILE" WHISTLE_QUERY_NKEY_FILE="$SECRETS/query.nk" \
     WHISTLE_CALLOUT_NKEY_FILE="$SECRETS/auth-callout.nk" WHISTLE_CALLOUT_ISSUER_FILE="$SECRETS/auth-issuer.nk" \
     WHISTLE_CALLOUT_REVOKER_FILE="$SECRETS/auth-revoker.nk" WHISTLE_CONTACT_KEYS="$RUN/contact-keys" \
@@ -169,5 +182,9 @@ metrics=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "http://$listen/m
 log "ok: GET /metrics answers 200"
 
 kill -0 "$DISPATCH_PID" 2>/dev/null || die "whistle-dispatch exited"
-owner=$(ps -o uid=,gid= -p "$DISPATCH_PID" -p "$QUERY_PID" | tr -s ' ' | sort -u)
-log "ok: whistle-dispatch (pid $DISPATCH_PID) and whistle-query (pid $QUERY_PID) run as uid,gid: $(tr '\n' ';' <<<"$owner")"
+for pid in "$DISPATCH_PID" "$QUERY_PID"; do
+    ids=$(awk '/^Uid:/ {u = $2 " " $3 " " $4 " " $5} /^Gid:/ {g = $2 " " $3 " " $4 " " $5} END {print u "/" g}' "/proc/$pid/status")
+    [[ $ids == "$IMAGE_UID $IMAGE_UID $IMAGE_UID $IMAGE_UID/$IMAGE_UID $IMAGE_UID $IMAGE_UID $IMAGE_UID" ]] ||
+        die "pid $pid runs as uid/gid $ids, not $IMAGE_UID"
+done
+log "ok: whistle-dispatch (pid $DISPATCH_PID) and whistle-query (pid $QUERY_PID) run as uid and gid $IMAGE_UID (real, effective, saved, fs)"
