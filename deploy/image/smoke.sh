@@ -14,7 +14,8 @@
 # and runs as uid:gid 10001:10001, the image's USER, through setpriv: `whistle nats-config` makes
 # the secrets, `whistle streams`, `db roles`, `migrate` and `seed` set up NATS and the database,
 # then whistle-dispatch and whistle-query start with the image's environment (WHISTLE_CONSOLE_DIR,
-# the query listener) and each its own credentials. Checked: query's grpc.health.v1 answers
+# the query listener) and each its own credentials, with the root filesystem read-only as the
+# manifests run them (a mount namespace of their own). Checked: query's grpc.health.v1 answers
 # SERVING over gRPC (the check Kubernetes' gRPC probe makes), `/` serves the console's page,
 # `/metrics` answers, and both services run as 10001. The binaries use this machine's glibc, not the
 # runtime image's (both are Debian 12's); nothing is chrooted.
@@ -40,7 +41,9 @@ IMAGE_UID=10001
 log() { printf 'smoke: %s\n' "$*" >&2; }
 die() { printf 'smoke: error: %s\n' "$*" >&2; exit 1; }
 [[ $EUID -eq 0 ]] || die "run as root: it starts the programs as uid $IMAGE_UID"
-command -v setpriv >/dev/null 2>&1 || die "setpriv (util-linux) is needed"
+for tool in setpriv unshare; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool (util-linux) is needed"
+done
 command -v curl >/dev/null 2>&1 || die "curl is needed"
 BIN=$root/usr/local/bin
 for bin in whistle whistle-dispatch whistle-query; do
@@ -52,6 +55,11 @@ done
 AS_IMAGE=(setpriv --reuid="$IMAGE_UID" --regid="$IMAGE_UID" --clear-groups --
     env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/nonexistent LANG=C.UTF-8)
 as_image() { "${AS_IMAGE[@]}" "$@"; }
+# The services run as the manifests run them: the root filesystem read-only (Kubernetes'
+# readOnlyRootFilesystem, compose's read_only), in a mount namespace of their own, so a write
+# anywhere but their inherited file descriptors fails.
+# shellcheck disable=SC2016  # $@ is the inner shell's
+READ_ONLY=(unshare --mount --propagation private -- sh -c 'mount -o remount,bind,ro / && exec "$@"' read-only)
 as_image test -x "$BIN/whistle-query" ||
     die "uid $IMAGE_UID cannot reach $BIN (a parent directory closed to others?): give --root a tree elsewhere"
 
@@ -123,7 +131,10 @@ install -o "$IMAGE_UID" -g "$IMAGE_UID" -m 0600 -- "$PGPASSFILE" "$RUN/postgres.
 
 whistle_cli() { as_image WHISTLE_NATS_URL="$NATS_URL" "$@"; }
 log "streams, database roles, migrations and the Ordos seed, from the tree as uid $IMAGE_UID"
-whistle_cli WHISTLE_NATS_NKEY_FILE="$SECRETS/admin.nk" "$BIN/whistle" streams >/dev/null
+# Small bounds, as deploy/cluster/up.sh's: each stream reserves its bound on the disk, and the
+# defaults' 29 GiB need about 40 GB free (docs/operations.md, "Where data lives").
+whistle_cli WHISTLE_NATS_NKEY_FILE="$SECRETS/admin.nk" "$BIN/whistle" streams --report-max-gib 1 \
+    --event-max-gib 1 --rejected-max-gib 1 --photo-max-gib 1 >/dev/null
 roles_out=$(as_image DATABASE_URL="$ADMIN_URL" PGPASSFILE="$RUN/postgres.pgpass" \
     "$BIN/whistle" db roles --secrets "$SECRETS/db")
 while read -r kind url passfile; do
@@ -142,12 +153,12 @@ chmod 600 "$RUN/contact-keys"
 
 # The image's environment (Containerfile ENV), the listener moved to a free local port.
 image_env=(WHISTLE_CONSOLE_DIR="$root/usr/share/whistle/console" WHISTLE_QUERY_LISTEN="$listen")
-log "starting whistle-dispatch and whistle-query from $BIN as uid $IMAGE_UID"
-"${AS_IMAGE[@]}" "${image_env[@]}" WHISTLE_NATS_URL="$NATS_URL" DATABASE_URL="$DISPATCH_URL" \
+log "starting whistle-dispatch and whistle-query from $BIN as uid $IMAGE_UID, the root filesystem read-only"
+"${READ_ONLY[@]}" "${AS_IMAGE[@]}" "${image_env[@]}" WHISTLE_NATS_URL="$NATS_URL" DATABASE_URL="$DISPATCH_URL" \
     PGPASSFILE="$DISPATCH_PASSFILE" WHISTLE_DISPATCH_NKEY_FILE="$SECRETS/dispatch.nk" \
     WHISTLE_CONTACT_KEYS="$RUN/contact-keys" "$BIN/whistle-dispatch" >"$RUN/dispatch.log" 2>&1 &
 DISPATCH_PID=$!
-"${AS_IMAGE[@]}" "${image_env[@]}" WHISTLE_NATS_URL="$NATS_URL" DATABASE_URL="$QUERY_URL" \
+"${READ_ONLY[@]}" "${AS_IMAGE[@]}" "${image_env[@]}" WHISTLE_NATS_URL="$NATS_URL" DATABASE_URL="$QUERY_URL" \
     PGPASSFILE="$QUERY_PASSFILE" WHISTLE_QUERY_NKEY_FILE="$SECRETS/query.nk" \
     WHISTLE_CALLOUT_NKEY_FILE="$SECRETS/auth-callout.nk" WHISTLE_CALLOUT_ISSUER_FILE="$SECRETS/auth-issuer.nk" \
     WHISTLE_CALLOUT_REVOKER_FILE="$SECRETS/auth-revoker.nk" WHISTLE_CONTACT_KEYS="$RUN/contact-keys" \
@@ -183,8 +194,22 @@ log "ok: GET /metrics answers 200"
 
 kill -0 "$DISPATCH_PID" 2>/dev/null || die "whistle-dispatch exited"
 for pid in "$DISPATCH_PID" "$QUERY_PID"; do
+    [[ $(awk '$2 == "/" {print $4}' "/proc/$pid/mounts" | cut -d, -f1) == ro ]] ||
+        die "pid $pid does not see / read-only"
     ids=$(awk '/^Uid:/ {u = $2 " " $3 " " $4 " " $5} /^Gid:/ {g = $2 " " $3 " " $4 " " $5} END {print u "/" g}' "/proc/$pid/status")
     [[ $ids == "$IMAGE_UID $IMAGE_UID $IMAGE_UID $IMAGE_UID/$IMAGE_UID $IMAGE_UID $IMAGE_UID $IMAGE_UID" ]] ||
         die "pid $pid runs as uid/gid $ids, not $IMAGE_UID"
 done
-log "ok: whistle-dispatch (pid $DISPATCH_PID) and whistle-query (pid $QUERY_PID) run as uid and gid $IMAGE_UID (real, effective, saved, fs)"
+log "ok: whistle-dispatch (pid $DISPATCH_PID) and whistle-query (pid $QUERY_PID) run as uid and gid $IMAGE_UID (real, effective, saved, fs), / read-only"
+
+# SIGTERM, as Kubernetes and compose stop a container: each drains and exits 0 within its grace
+# period (dispatch's manifests give 60 s, query's 30 s).
+stop_started=$(date +%s%N)
+kill -TERM "$QUERY_PID" "$DISPATCH_PID"
+query_status=0 dispatch_status=0
+wait "$QUERY_PID" || query_status=$?
+wait "$DISPATCH_PID" || dispatch_status=$?
+QUERY_PID="" DISPATCH_PID=""
+((query_status == 0)) || die "whistle-query exited $query_status on SIGTERM"
+((dispatch_status == 0)) || die "whistle-dispatch exited $dispatch_status on SIGTERM"
+log "ok: SIGTERM stopped both with status 0 in $((($(date +%s%N) - stop_started) / 1000000)) ms"
