@@ -9,7 +9,7 @@ set -euo pipefail
 cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.."
 # The private PostgreSQL and nats-server binary of the local stack (the drill makes its own
 # cluster from the same PostgreSQL installation).
-# shellcheck source=../local/env.sh
+# shellcheck source=SCRIPTDIR/../local/env.sh
 source deploy/local/env.sh
 export WHISTLE_DRILL_REPORTS=${WHISTLE_DRILL_REPORTS:-1500}
 cargo test -p whistle-integration-tests --test it -- \

@@ -29,7 +29,7 @@ postgres)
     data=${3:-}
     [[ -n $data ]] || usage
     shift 3
-    wal= until=
+    wal='' until=''
     while (($#)); do
         case $1 in
         --wal) wal=${2:?--wal needs a directory}; shift 2 ;;

@@ -545,10 +545,11 @@ whistle__pg_passfile() {
     mkdir -p -- "$dir" && chmod 700 -- "$dir" || return 1
     [[ -s $file ]] && pw=$(whistle__pg_password) || pw=""
     if [[ -z $pw ]]; then
-        pw=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n') && [[ ${#pw} -eq 48 ]] || {
+        pw=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n') || pw=""
+        if [[ ${#pw} -ne 48 ]]; then
             whistle__err "cannot read random bytes from /dev/urandom"
             return 1
-        }
+        fi
     fi
     (umask 077 && printf '127.0.0.1:%s:*:postgres:%s\n' "$port" "$pw" >"$file.tmp" && mv -f -- "$file.tmp" "$file")
 }

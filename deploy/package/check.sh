@@ -11,7 +11,7 @@
 #               secrets from deploy/k8s/secrets.sh --placeholders, in a copy), each rendered
 #               object against the Kubernetes 1.27 and 1.37 JSON schemas kubernetes-validate
 #               ships (--strict: unknown fields are errors); the NATS chart's values parse as YAML
-#   scripts     shellcheck on the scripts of deploy/image, deploy/compose, deploy/k8s and here
+#   scripts     shellcheck on every script under deploy/
 #
 # Custom resources no installed package has a schema for (CloudNativePG's Cluster) are listed as
 # not validated; any other kind without a schema is a finding. The NATS Helm chart is not
@@ -144,7 +144,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # scripts
 
-scripts=("$REPO"/deploy/image/*.sh "$REPO"/deploy/compose/*.sh "$REPO"/deploy/k8s/*.sh "$REPO"/deploy/package/*.sh)
+scripts=("$REPO"/deploy/*/*.sh)
 if (cd "$REPO" && shellcheck -x "${scripts[@]}") >"$work/shellcheck.out" 2>&1; then
     log "ok: shellcheck on ${#scripts[@]} scripts"
 else
