@@ -21,6 +21,7 @@ mod notifications;
 mod org_import;
 mod people;
 mod people_rpc;
+mod pg_tls;
 mod photo_retention;
 mod photos;
 mod policy;
