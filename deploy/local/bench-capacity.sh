@@ -54,7 +54,9 @@ LOGS=$WHISTLE_HOME/logs
 mkdir -p -- "$LOGS"
 stack_log=$LOGS/bench-capacity-stack.log
 log "starting the stack: run.sh with the ordos policy and no feed (output in $stack_log)"
-WHISTLE_NO_FEED=1 WHISTLE_SKIP_BUILD=1 WHISTLE_POLICY=ordos bash "$HERE/run.sh" </dev/null >"$stack_log" 2>&1 &
+# Stream bounds of 1-2 GiB: JetStream reserves them on the disk, and a run writes far less.
+WHISTLE_STREAMS_ARGS="--report-max-gib 2 --event-max-gib 2 --rejected-max-gib 1 --photo-max-gib 1" \
+    WHISTLE_NO_FEED=1 WHISTLE_SKIP_BUILD=1 WHISTLE_POLICY=ordos bash "$HERE/run.sh" </dev/null >"$stack_log" 2>&1 &
 stack=$!
 trap 'kill -TERM "$stack" 2>/dev/null || true; wait "$stack" 2>/dev/null || true' EXIT
 until grep -q 'incidents as they happen' "$stack_log"; do

@@ -26,8 +26,9 @@
 # nats-config --secrets DIR …`), and, for TLS, SSL_CERT_FILE naming its CA.
 #
 # Settings (environment): WHISTLE_DEMO_RATE (reports per second, default 3), WHISTLE_POLICY (default
-# ordos-demo), WHISTLE_NO_FEED=1 (no simulation), WHISTLE_SKIP_BUILD=1 (use the binaries and the
-# console as they are), WHISTLE_CONSOLE_DIR (a built console to serve), WHISTLE_NATS_TLS=1,
+# ordos-demo), WHISTLE_NO_FEED=1 (no simulation), WHISTLE_STREAMS_ARGS (e.g. '--event-max-gib 2
+# --photo-max-gib 1': smaller stream bounds where the disk is small), WHISTLE_SKIP_BUILD=1 (use the
+# binaries and the console as they are), WHISTLE_CONSOLE_DIR (a built console to serve), WHISTLE_NATS_TLS=1,
 # WHISTLE_SECRETS (with WHISTLE_NATS_URL), the binaries' paths below, and env.sh's.
 set -euo pipefail
 
@@ -163,8 +164,10 @@ for seed in admin dispatch query auth-callout auth-issuer; do
     [[ -s $SECRETS/$seed.nk ]] || die "no $seed.nk in $SECRETS"
 done
 export WHISTLE_NATS_NKEY_FILE=$SECRETS/admin.nk
-log "creating or updating the streams as admin: whistle streams"
-"$WHISTLE_BIN" streams
+# WHISTLE_STREAMS_ARGS: smaller byte bounds for a small disk (JetStream reserves every bound).
+read -r -a streams_args <<<"${WHISTLE_STREAMS_ARGS:-}"
+log "creating or updating the streams as admin: whistle streams ${streams_args[*]}"
+"$WHISTLE_BIN" streams "${streams_args[@]}"
 
 # The database's roles, with passwords kept beside the other secrets; `db roles` prints each role's
 # URL (no password) and password file.
