@@ -391,6 +391,31 @@ pub async fn next_timer(conn: &mut PgConnection) -> Result<Option<DateTime<Utc>>
         .await?)
 }
 
+/// Timers past their deadline and not fired yet, and how late the oldest is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DueDepth {
+    pub due: i64,
+    /// Seconds from the oldest due timer's deadline to `now`; 0 when none is due.
+    pub oldest_late_seconds: f64,
+}
+
+/// The [`DueDepth`] at `now` (on the `timers_due` index), for dispatch's sampled gauges.
+pub async fn due_depth(conn: &mut PgConnection, now: DateTime<Utc>) -> Result<DueDepth> {
+    let (due, oldest) = sqlx::query_as::<_, (i64, Option<DateTime<Utc>>)>(
+        "SELECT count(*), min(due_at) FROM timers WHERE due_at <= $1",
+    )
+    .bind(now)
+    .fetch_one(&mut *conn)
+    .await?;
+    let oldest_late_seconds = oldest
+        .and_then(|at| (now - at).to_std().ok())
+        .map_or(0.0, |late| late.as_secs_f64());
+    Ok(DueDepth {
+        due,
+        oldest_late_seconds,
+    })
+}
+
 /// A command already applied under some command id.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Applied {

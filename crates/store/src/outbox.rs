@@ -116,6 +116,30 @@ pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Claim<'_>> {
     Ok(Claim { tx, events })
 }
 
+/// How far the relay is behind: the events waiting in the outbox and the age of the oldest.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Depth {
+    pub events: i64,
+    /// Seconds since the oldest waiting event was committed (the server's clock); 0 when empty.
+    pub oldest_age_seconds: f64,
+}
+
+/// The outbox's [`Depth`], for dispatch's sampled gauges. An exact count: the outbox is near empty
+/// while the relay keeps up, and counting a long one is what an operator needs then.
+pub async fn depth(conn: &mut PgConnection) -> Result<Depth> {
+    let (events, oldest_age_seconds) = sqlx::query_as::<_, (i64, f64)>(
+        "SELECT count(*),
+                COALESCE(GREATEST(EXTRACT(EPOCH FROM now() - min(created_at)), 0), 0)::float8
+         FROM outbox",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Depth {
+        events,
+        oldest_age_seconds,
+    })
+}
+
 impl Claim<'_> {
     /// Makes the deletion of the published events final and releases the lock.
     pub async fn complete(self) -> Result<()> {

@@ -17,6 +17,7 @@ mod harness;
 mod intake;
 mod limits;
 mod lock_order;
+mod metrics;
 mod notifications;
 mod org_import;
 mod people;

@@ -97,8 +97,10 @@ impl Commands {
                 };
                 let this = this.clone();
                 handlers.spawn(async move {
+                    let started = std::time::Instant::now();
                     let json = headers::wants_json(request.message.headers.as_ref());
                     let reply = this.handle(&request.message, json).await;
+                    let outcome = crate::metrics::outcome_label(&reply);
                     // A client that speaks JSON gets its answer in JSON.
                     let bytes = if json {
                         whistle_proto::to_json(&reply)
@@ -110,6 +112,11 @@ impl Commands {
                     if let Err(e) = request.respond(Ok(Bytes::from(bytes))).await {
                         debug!(error = %e, "command reply not sent");
                     }
+                    this.shared.metrics.record_command(
+                        verb_label(request.message.subject.as_str()),
+                        outcome,
+                        started.elapsed(),
+                    );
                 });
             }
             handlers.close();
@@ -253,6 +260,17 @@ pub struct Parsed {
     task: Option<u32>,
     /// A resolution's "after" photos.
     photos: Vec<PhotoId>,
+}
+
+/// The verb of a command subject as a metric label (`whistle.cmd.{verb}.…`); the endpoints take
+/// only the contract's verbs, so anything else is a malformed subject.
+fn verb_label(subject: &str) -> &'static str {
+    subject
+        .strip_prefix(COMMAND_GROUP)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|verb| verb.parse::<Verb>().ok())
+        .map_or("invalid", Verb::as_str)
 }
 
 /// The answer to a command whose id was applied before: the first outcome to the same sender's

@@ -69,6 +69,13 @@ pub enum Error {
     Org(#[from] whistle_domain::OrgError),
     #[error("no contact keyring: give --contact-keys FILE (WHISTLE_CONTACT_KEYS), or --no-contacts to drop residents' contacts")]
     NoContactKeys,
+    /// `--http-listen` could not be bound (taken, or not an address of this host).
+    #[error("listening on {addr} for /metrics, /livez and /readyz")]
+    HttpListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// The notification configuration (`--notify-config`) is unreadable or wrong.
     #[error("notification configuration: {0}")]
     NotifyConfig(String),

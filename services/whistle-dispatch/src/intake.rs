@@ -11,7 +11,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{atomic::Ordering, Arc, Mutex},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -109,7 +109,7 @@ impl Intake {
             ));
             self.pull(&owner, &shutdown, &lost).await;
             renewing.abort();
-            self.shared.metrics.intake_epoch.store(0, Ordering::Relaxed);
+            self.shared.metrics.intake_released();
             if shutdown.is_cancelled() {
                 let released = match self.shared.pool.acquire().await {
                     Ok(mut conn) => lease::release(&mut conn, &owner.lease).await,
@@ -157,12 +157,7 @@ impl Intake {
                             );
                             self.shared
                                 .metrics
-                                .takeovers
-                                .fetch_add(1, Ordering::Relaxed);
-                            self.shared
-                                .metrics
-                                .intake_epoch
-                                .store(u64::try_from(lease.epoch).unwrap_or(0), Ordering::Relaxed);
+                                .intake_taken(lease.epoch, self.lanes.len());
                             return Some(owner);
                         }
                         // The lease runs out unrenewed and is taken again, by this replica or another.

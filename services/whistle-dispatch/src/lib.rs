@@ -13,6 +13,7 @@ mod contacts;
 mod engine;
 mod error;
 mod events;
+mod http;
 mod hub;
 mod intake;
 mod maintenance;
@@ -26,7 +27,7 @@ pub mod streams;
 mod timers;
 pub mod validate;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use async_nats::jetstream;
 use serde::{Deserialize, Serialize};
@@ -122,6 +123,12 @@ pub struct Options {
     /// The outbound notification channels (`notify::Config`, TOML); without it people are
     /// notified in the console only.
     pub notify_config: Option<PathBuf>,
+    /// Where to serve `/metrics`, `/livez` and `/readyz` over HTTP (port 0 picks one, see
+    /// [`Service::http_addr`]); none by default, as several replicas may share a host.
+    pub http_listen: Option<SocketAddr>,
+    /// How often the depth gauges (intake backlog, outbox, due timers) are sampled.
+    #[serde(with = "duration_millis")]
+    pub metrics_sample_interval: Duration,
 }
 
 impl Default for Options {
@@ -152,6 +159,8 @@ impl Default for Options {
             contact_keys: None,
             no_contacts: false,
             notify_config: None,
+            http_listen: None,
+            metrics_sample_interval: Duration::from_secs(5),
         }
     }
 }
@@ -193,6 +202,10 @@ pub struct Service {
     notify: (notify::Config, jetstream::consumer::PullConsumer),
     /// The org version the running org was read at.
     org_version: i64,
+    /// Every NATS connection, for `/readyz`.
+    nats_clients: Vec<async_nats::Client>,
+    /// The operators' HTTP endpoint, bound at build so a taken address fails the start.
+    http: Option<tokio::net::TcpListener>,
 }
 
 impl Options {
@@ -290,6 +303,15 @@ impl Options {
         };
         let client = connect("whistle-dispatch").await?;
         let events_client = connect("whistle-dispatch-relay").await?;
+        let nats_clients = vec![client.clone(), events_client.clone()];
+        let http = match self.http_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| Error::HttpListen { addr, source })?,
+            ),
+            None => None,
+        };
         let context = |client| {
             jetstream::ContextBuilder::new()
                 .timeout(Duration::from_secs(10))
@@ -328,6 +350,8 @@ impl Options {
             consumer,
             notify: (notify_config, notify_consumer),
             org_version,
+            nats_clients,
+            http,
         })
     }
 }
@@ -341,6 +365,11 @@ fn hostname() -> String {
 }
 
 impl Service {
+    /// The address `/metrics`, `/livez` and `/readyz` are served on, with `http_listen` set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Runs intake, commands, timers and the relay until `shutdown` is cancelled, then finishes
     /// the work in hand, relays what it committed, and returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
@@ -433,8 +462,27 @@ impl Service {
                 shutdown.clone(),
             ));
         }
+        let sampler_task = tokio::spawn(metrics::sample(
+            self.shared.clone(),
+            self.shared.options.metrics_sample_interval,
+            shutdown.clone(),
+        ));
+        // Served until everything has stopped, so a probe sees the replica to its end.
+        let http_stop = CancellationToken::new();
+        let http_task = self.http.map(|listener| {
+            tokio::spawn(http::serve(
+                listener,
+                http::Probes {
+                    nats: self.nats_clients,
+                    pool: self.shared.pool.clone(),
+                    metrics: self.shared.metrics.clone(),
+                },
+                http_stop.clone(),
+            ))
+        });
         intake.run(shutdown).await;
         let _ = tokio::join!(
+            sampler_task,
             timers_task,
             commands_task,
             notify_task,
@@ -443,7 +491,12 @@ impl Service {
             hub_task
         );
         relay_stop.cancel();
-        relay_task.await.map_err(Error::Relay)?;
+        let relayed = relay_task.await;
+        http_stop.cancel();
+        if let Some(task) = http_task {
+            let _ = task.await;
+        }
+        relayed.map_err(Error::Relay)?;
         self.shared.pool.close().await;
         info!("dispatch stopped");
         Ok(())

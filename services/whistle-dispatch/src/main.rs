@@ -82,6 +82,10 @@ struct Args {
     /// docs/operations.md. Without it people are notified in the console only.
     #[arg(long, env = "WHISTLE_NOTIFY_CONFIG")]
     notify_config: Option<std::path::PathBuf>,
+    /// Serve `/metrics` (Prometheus), `/livez` and `/readyz` over HTTP on this address, e.g.
+    /// `0.0.0.0:9464`. Without it no listener opens.
+    #[arg(long, env = "WHISTLE_DISPATCH_HTTP_LISTEN")]
+    http_listen: Option<std::net::SocketAddr>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
@@ -114,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         contact_keys: args.contact_keys,
         no_contacts: args.no_contacts,
         notify_config: args.notify_config,
+        http_listen: args.http_listen,
         ..Options::default()
     };
     let service = match args.bench_clock {

@@ -126,6 +126,8 @@ impl Timers {
         let mut pending = incidents::pending_timers(&mut tx, &ours).await?;
 
         let mut planned: Vec<(Uuid, Incident, Changes)> = Vec::with_capacity(ours.len());
+        // How late each firing is, counted once the batch commits.
+        let mut lateness = Vec::with_capacity(ours.len());
         for due in &ours {
             let id = due.incident_id;
             let Some(incident) = locked.get_mut(&id) else {
@@ -165,6 +167,7 @@ impl Timers {
             for (timer, at) in &changes.schedule {
                 pending.insert((id, *timer), *at);
             }
+            lateness.push((now - due.due_at).to_std().unwrap_or_default());
             planned.push((id, incident.state.clone(), changes));
         }
         let saves: Vec<Save> = planned
@@ -177,6 +180,7 @@ impl Timers {
             .collect();
         incidents::save_all(&mut tx, &saves, now).await?;
         tx.commit().await?;
+        self.shared.metrics.record_timers_fired(lateness);
         Ok(planned.len())
     }
 }

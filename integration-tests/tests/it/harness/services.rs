@@ -31,6 +31,8 @@ pub fn init_logs() {
 /// A dispatch service running in this process.
 pub struct Dispatch {
     pub shutdown: CancellationToken,
+    /// Where it serves `/metrics`, `/livez` and `/readyz`, when its options ask for it.
+    pub http_addr: Option<SocketAddr>,
     task: tokio::task::JoinHandle<Result<(), whistle_dispatch::Error>>,
 }
 
@@ -45,9 +47,14 @@ impl Dispatch {
             .build_with_clock(clock)
             .await
             .expect("building dispatch");
+        let http_addr = service.http_addr();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(service.run(shutdown.clone()));
-        Dispatch { shutdown, task }
+        Dispatch {
+            shutdown,
+            http_addr,
+            task,
+        }
     }
 
     /// Graceful stop: finish the batch in hand, commit, ack, relay.

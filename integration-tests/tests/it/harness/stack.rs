@@ -301,6 +301,24 @@ impl Stack {
             .unwrap_or_else(|e| panic!("restarting nats-server: {e}"));
     }
 
+    /// `kill -9` of nats-server, which stays down until [`Stack::start_nats_again`].
+    pub fn kill_nats(&mut self) {
+        self.server
+            .as_mut()
+            .expect("the stack has a nats-server")
+            .kill();
+    }
+
+    /// Starts the killed nats-server again on the same port and store.
+    pub async fn start_nats_again(&mut self) {
+        self.server
+            .as_mut()
+            .expect("the stack has a nats-server")
+            .start_again()
+            .await
+            .unwrap_or_else(|e| panic!("starting nats-server again: {e}"));
+    }
+
     /// The admin's connection to the stack's nats-server (unrestricted, as `whistle` with the
     /// admin nkey): the tests' inspection and command client.
     pub fn admin(&self) -> &async_nats::Client {
@@ -455,6 +473,11 @@ impl Stack {
     ) {
         assert!(self.dispatch.is_none(), "dispatch is already running");
         self.dispatch = Some(self.spawn_dispatch_with(adjust).await);
+    }
+
+    /// The stack's running dispatch.
+    pub fn dispatch(&self) -> &Dispatch {
+        self.dispatch.as_ref().expect("dispatch is running")
     }
 
     /// Stops the stack's dispatch gracefully, which must be clean.
