@@ -5,15 +5,16 @@
 #   deploy/local/bench-capacity.sh [--rates 'R1 R2 …'] [--duration D] [--find-max]
 #
 # Starts the local stack with run.sh (the real Ordos policy, no demo feed, the release binaries of
-# CARGO_TARGET_DIR as they are: WHISTLE_SKIP_BUILD=1), then for each rate (default 200 and 800
+# CARGO_TARGET_DIR as they are: WHISTLE_SKIP_BUILD=1), then for each rate (default 200, 500 and 800
 # reports a second) sends `whistle load --rate R --duration D --drain 20s` (the city mix; default
-# D = 60s) and prints, per report sent: the CPU of each of the stack's own processes (nats-server,
+# D = 60s) and prints, per report sent: the CPU each of the stack's own processes added (nats-server,
 # whistle-dispatch, whistle-query, the private PostgreSQL's processes; from /proc, so other work on
-# the machine is not charged), the bytes the database and the JetStream store grew by, the events
-# dispatch wrote, and the
-# cores the stack used on average. The last line predicts the cores at the last rate from the first
-# rate's CPU a report, beside what was measured. --find-max then searches the highest sustained
-# rate (`whistle load --find-max`), to set beside 2 cores / the CPU a report.
+# the machine is not charged; what they spend idle, measured first for 30 s, taken off), the bytes
+# the database and the JetStream store grew by, the events dispatch wrote, and the cores the stack
+# used at that rate (µs a report × outcomes a second). The model — cores = a + b × rate — is fitted
+# through the lowest and highest rates and checked at each rate between them. --find-max then
+# searches the highest sustained rate (`whistle load --find-max`), to set beside the model's
+# (2 − a) / b.
 #
 # It uses (and leaves running) the private servers of env.sh (WHISTLE_HOME, WHISTLE_PG_PORT,
 # WHISTLE_NATS_PORT) and the database run.sh uses; stop other users of them first. Nothing here runs
@@ -28,7 +29,7 @@ export WHISTLE_BIN=${WHISTLE_BIN:-$TARGET_DIR/release/whistle}
 export WHISTLE_DISPATCH_BIN=${WHISTLE_DISPATCH_BIN:-$TARGET_DIR/release/whistle-dispatch}
 export WHISTLE_QUERY_BIN=${WHISTLE_QUERY_BIN:-$TARGET_DIR/release/whistle-query}
 
-rates=(200 800) duration=60s find_max=0
+rates=(200 500 800) duration=60s find_max=0
 while (($#)); do
     case $1 in
         --rates) read -r -a rates <<<"$2"; shift 2 ;;
@@ -90,37 +91,62 @@ snapshot() {
     printf '%s %s %s %s\n' "$(ticks "${pgs[@]}")" "$(db_state)" "$(js_bytes)" "$(date +%s.%N)"
 }
 
-hz=$(getconf CLK_TCK)
-first_us=""
-printf '%6s %8s %9s %9s %9s %9s %9s %10s %10s %10s %7s\n' rate outcomes "µs/report" dispatch query nats postgres "PG B/rep" "events/rep" "JS B/rep" cores
-seed=1
-for rate in "${rates[@]}"; do
-    before=$(snapshot)
-    out=$("$WHISTLE_BIN" load --rate "$rate" --duration "$duration" --drain 20s --quiet --json --seed "$seed" 2>"$LOGS/bench-capacity-load-$rate.log")
-    after=$(snapshot)
-    seed=$((seed + 1))
-    line=$(python3 - "$hz" "$before" "$after" "$out" <<'PY'
+# Each window is "before|after" snapshots; figures.py turns them into a table. What the stack spends
+# when nothing comes (heartbeats, maintenance, the checkpointer) is measured first and taken off
+# every window, so a report's CPU is what it adds.
+figures=$(mktemp)
+trap 'rm -f -- "$figures"; kill -TERM "$stack" 2>/dev/null || true; wait "$stack" 2>/dev/null || true' EXIT
+cat >"$figures" <<'PY'
 import json, sys
 hz = int(sys.argv[1])
-b, a = [list(map(float, s.split())) for s in sys.argv[2:4]]
-load = json.loads(sys.argv[4])
-sent = load["sent"]
-us = [(a[i] - b[i]) / hz * 1e6 / sent for i in range(4)]
-db, events, js = ((a[i] - b[i]) / sent for i in (4, 5, 6))
-cores = sum(a[i] - b[i] for i in range(4)) / hz / (a[7] - b[7])
-print(f'{load["offered_rate"]:.0f} {load["outcome_rate"]:.0f} {sum(us):.1f} {us[0]:.1f} {us[1]:.1f} {us[2]:.1f} {us[3]:.1f} {db:.0f} {events:.2f} {js:.0f} {cores:.2f} {load["missing"]}')
+def window(text):
+    b, a = [list(map(float, s.split())) for s in text.split("|")]
+    return [a[i] - b[i] for i in range(8)]
+idle = window(sys.argv[2])
+idle_rate = [idle[i] / idle[7] for i in range(4)]
+print(f'{"idle":>6} {"":>8} {"":>9} ' + " ".join(f"{idle_rate[i] / hz:9.3f}" for i in range(4))
+      + f' {"":>10} {"":>10} {"":>10} {sum(idle_rate) / hz:7.3f}  (cores)')
+points = []
+for text, load in zip(sys.argv[3::2], sys.argv[4::2]):
+    w, load = window(text), json.loads(load)
+    sent, wall = load["sent"], w[7]
+    us = [(w[i] - idle_rate[i] * wall) / hz * 1e6 / sent for i in range(4)]
+    rate = load["outcome_rate"]
+    cores = sum(us) * rate / 1e6
+    points.append((rate, cores))
+    print(f'{load["offered_rate"]:6.0f} {rate:8.0f} {sum(us):9.1f} ' + " ".join(f"{u:9.1f}" for u in us)
+          + f' {w[4] / sent:10.0f} {w[5] / sent:10.2f} {w[6] / sent:10.0f} {cores:7.3f}'
+          + (f'  ({load["missing"]} without an outcome)' if load["missing"] else ""))
+# The model: cores = a + b × rate (a: what keeping up at all costs, b: a report's own CPU), fitted
+# through the lowest and highest rates and checked at every rate between.
+(r0, c0), (r1, c1) = points[0], points[-1]
+b = (c1 - c0) / (r1 - r0)
+a = c0 - b * r0
+print(f"model: cores = {a:.3f} + rate × {b * 1e6:.1f} µs (through {r0:.0f}/s and {r1:.0f}/s)")
+for rate, cores in points[1:-1]:
+    predicted = a + b * rate
+    print(f"model at {rate:.0f}/s: {predicted:.3f} cores predicted, {cores:.3f} measured ({predicted / cores - 1:+.0%})")
+print(f"model: 2 cores would carry {(2 - a) / b:.0f} reports/s if nothing else grew with the rate")
 PY
-)
-    read -r r outcomes total d q n p db events js cores missing <<<"$line"
-    printf '%6s %8s %9s %9s %9s %9s %9s %10s %10s %10s %7s\n' "$r" "$outcomes" "$total" "$d" "$q" "$n" "$p" "$db" "$events" "$js" "$cores"
-    ((missing == 0)) || log "rate $rate: $missing reports had no outcome (see $LOGS/bench-capacity-load-$rate.log)"
-    [[ -n $first_us ]] || first_us=$total first_rate=$r
-    last_us=$total last_rate=$r last_cores=$cores
+hz=$(getconf CLK_TCK)
+log "letting the start settle 30 s, then 30 s without load"
+sleep 30
+before=$(snapshot)
+sleep 30
+idle="$before|$(snapshot)"
+windows=()
+seed=1
+for rate in "${rates[@]}"; do
+    log "sending $rate reports a second for $duration"
+    before=$(snapshot)
+    out=$("$WHISTLE_BIN" load --rate "$rate" --duration "$duration" --drain 20s --quiet --json --seed "$seed" \
+        2>"$LOGS/bench-capacity-load-$rate.log")
+    windows+=("$before|$(snapshot)" "$out")
+    seed=$((seed + 1))
 done
-python3 -c "
-f, fr, l, lr, lc = map(float, '$first_us $first_rate $last_us $last_rate $last_cores'.split())
-print(f'model: {f:.1f} µs a report at {fr:.0f}/s predicts {lr * f / 1e6:.2f} cores at {lr:.0f}/s; measured {lc:.2f} '
-      f'({lr * f / 1e6 / lc - 1:+.0%}); 2 cores / {f:.1f} µs = {2e6 / f:.0f} reports/s at full use')"
+printf '%6s %8s %9s %9s %9s %9s %9s %10s %10s %10s %7s\n' rate outcomes/s "µs/report" dispatch query nats postgres \
+    "PG B/rep" "events/rep" "JS B/rep" cores
+python3 "$figures" "$hz" "$idle" "${windows[@]}"
 if ((find_max)); then
     log "searching the highest sustained rate: whistle load --find-max"
     "$WHISTLE_BIN" load --find-max --quiet --seed "$seed" --start-rate 400 --step-factor 1.2 \
