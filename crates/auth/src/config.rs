@@ -66,6 +66,8 @@ pub struct LeafHub {
     pub port: u16,
     /// Shared with every city ([`Secrets::leaf_password`], copied into each city's secrets).
     pub password: String,
+    /// TLS on the links, the hub verifying each city's certificate against the CA.
+    pub tls: Option<RouteTls>,
 }
 
 /// A city's link to its province's hub: the city's [`APP_ACCOUNT`] joins the hub's, except for
@@ -76,6 +78,9 @@ pub struct LeafRemote {
     pub urls: Vec<String>,
     /// The hub's leaf password.
     pub password: String,
+    /// TLS on the link: the city's certificate (which the hub verifies) and the CA that signed
+    /// the hub's.
+    pub tls: Option<RouteTls>,
 }
 
 /// Everything the rendered configuration depends on.
@@ -262,6 +267,15 @@ impl ServerConfig {
                 q(LEAF_USER),
                 q(&hub.password)
             );
+            if let Some(tls) = &hub.tls {
+                let _ = writeln!(
+                    out,
+                    "  tls {{\n    cert_file: {}\n    key_file: {}\n    ca_file: {}\n    verify: true\n    timeout: 5\n  }}",
+                    q(&tls.cert_file.display().to_string()),
+                    q(&tls.key_file.display().to_string()),
+                    q(&tls.ca_file.display().to_string())
+                );
+            }
         }
         if let Some(remote) = &self.leaf_remote {
             let urls: Vec<String> = remote
@@ -269,13 +283,19 @@ impl ServerConfig {
                 .iter()
                 .map(|url| format!("nats-leaf://{LEAF_USER}:{}@{url}", remote.password))
                 .collect();
-            let (deny_exports, deny_imports) = leaf_denials(
-                self.jetstream_domain.as_deref().unwrap_or(""),
-                &self.streams,
-            );
+            let (deny_exports, deny_imports) =
+                leaf_denials(self.jetstream_domain.as_deref(), &self.streams);
+            let tls = remote.tls.as_ref().map_or_else(String::new, |tls| {
+                format!(
+                    "      tls {{\n        cert_file: {}\n        key_file: {}\n        ca_file: {}\n        timeout: 5\n      }}\n",
+                    q(&tls.cert_file.display().to_string()),
+                    q(&tls.key_file.display().to_string()),
+                    q(&tls.ca_file.display().to_string())
+                )
+            });
             let _ = writeln!(
                 out,
-                "  remotes: [\n    {{\n      urls: [{}]\n      account: {APP_ACCOUNT}\n      deny_exports: [{}]\n      deny_imports: [{}]\n    }}\n  ]",
+                "  remotes: [\n    {{\n      urls: [{}]\n      account: {APP_ACCOUNT}\n{tls}      deny_exports: [{}]\n      deny_imports: [{}]\n    }}\n  ]",
                 list(&urls),
                 list(&deny_exports),
                 list(&deny_imports)
@@ -500,6 +520,7 @@ mod tests {
             host: "0.0.0.0".into(),
             port: 7422,
             password: "l3af-_".into(),
+            tls: None,
         });
         let text = c.render();
         let block = &text[text.find("leafnodes {").unwrap()..text.find("jetstream {").unwrap()];
@@ -524,6 +545,7 @@ mod tests {
         c.leaf_remote = Some(LeafRemote {
             urls: vec!["hub1.example:7422".into(), "10.1.0.2:7422".into()],
             password: "pw".into(),
+            tls: None,
         });
         let text = c.render();
         let block = &text[text.find("leafnodes {").unwrap()..text.find("jetstream {").unwrap()];
@@ -547,6 +569,47 @@ mod tests {
         assert!(
             !imports.contains("WHISTLE_EVENTS"),
             "the hub sources the events: {imports}"
+        );
+        assert!(
+            !block.contains("tls {"),
+            "no TLS unless certificates are given"
+        );
+    }
+
+    #[test]
+    fn leaf_links_with_certificates_verify_each_other() {
+        let tls = |name: &str| RouteTls {
+            cert_file: format!("/etc/whistle/{name}.crt").into(),
+            key_file: format!("/etc/whistle/{name}.key").into(),
+            ca_file: "/etc/whistle/ca.crt".into(),
+        };
+        let mut hub = config();
+        hub.leaf_hub = Some(LeafHub {
+            host: "0.0.0.0".into(),
+            port: 7422,
+            password: "p".into(),
+            tls: Some(tls("hub")),
+        });
+        let text = hub.render();
+        assert!(
+            text.contains(
+                "    timeout: 5\n  }\n  tls {\n    cert_file: \"/etc/whistle/hub.crt\"\n    key_file: \"/etc/whistle/hub.key\"\n    ca_file: \"/etc/whistle/ca.crt\"\n    verify: true\n"
+            ),
+            "{text}"
+        );
+        let mut city = config();
+        city.jetstream_domain = Some("ordos".into());
+        city.leaf_remote = Some(LeafRemote {
+            urls: vec!["hub:7422".into()],
+            password: "p".into(),
+            tls: Some(tls("ordos")),
+        });
+        let text = city.render();
+        assert!(
+            text.contains(
+                "      account: WHISTLE\n      tls {\n        cert_file: \"/etc/whistle/ordos.crt\"\n        key_file: \"/etc/whistle/ordos.key\"\n        ca_file: \"/etc/whistle/ca.crt\"\n"
+            ),
+            "{text}"
         );
     }
 

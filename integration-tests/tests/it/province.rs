@@ -1,7 +1,8 @@
 //! A province: two cities, each its own nats-server and JetStream domain (`ordos`, `hohhot`),
 //! joined as leaf nodes to a provincial hub (domain `province`), every server with the
 //! configuration `whistle nats-config` renders (`--jetstream-domain`, `--leafnode-port`,
-//! `--leafnode-remote`). Each city keeps its own `WHISTLE_EVENTS`; the hub's
+//! `--leafnode-remote`, the leaf links on TLS with certificates from one CA, each end verifying
+//! the other: `--leafnode-tls-*`). Each city keeps its own `WHISTLE_EVENTS`; the hub's
 //! `WHISTLE_PROVINCE_EVENTS` sources both across the domains. Events published as dispatch
 //! publishes them (its nkey, `Nats-Msg-Id` = event id) reach the hub once each, each city's in
 //! its order; with the hub down the cities keep storing their events, and when it is back the
@@ -19,7 +20,7 @@ use std::{
 use async_nats::{header::NATS_MESSAGE_ID, jetstream, HeaderMap};
 use whistle_auth::{
     streams::{self, HardenedOptions},
-    LeafHub, LeafRemote, Secrets, Service,
+    LeafHub, LeafRemote, RouteTls, Secrets, Service,
 };
 use whistle_proto::v1;
 use whistle_testkit::{free_port, NatsConfig, NatsServer, TempDir};
@@ -50,6 +51,60 @@ const CITIES: [City; 2] = [
         street: "150102001",
     },
 ];
+
+/// A CA, and `name`'s certificate from it (for 127.0.0.1, server and client use: the hub
+/// presents it to the cities, a city to the hub, which verifies it), written under `dir`.
+struct Ca {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    path: std::path::PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &Path) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "whistle-it province CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let path = dir.join("ca.crt");
+        std::fs::write(&path, cert.pem()).unwrap();
+        Ca { params, key, path }
+    }
+
+    fn issue(&self, dir: &Path, name: &str) -> RouteTls {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let (cert_file, key_file) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        RouteTls {
+            cert_file,
+            key_file,
+            ca_file: self.path.clone(),
+        }
+    }
+}
 
 /// The city's secrets with the hub's leaf password copied in, as an operator copies
 /// `leaf.password` from the hub's secrets directory.
@@ -182,6 +237,7 @@ async fn a_province_sources_every_citys_events_once_and_in_order_across_a_cut_li
     let dir = TempDir::new("province").unwrap();
     let hub_secrets = Secrets::load_or_create(&dir.path().join("hub-secrets")).unwrap();
     let leaf_port = free_port().expect("a free port");
+    let ca = Ca::new(dir.path());
     let mut hub = NatsConfig::new()
         .dir(dir.path().join("hub"))
         .secured_with(&hub_secrets, |config| {
@@ -191,6 +247,7 @@ async fn a_province_sources_every_citys_events_once_and_in_order_across_a_cut_li
                 host: "127.0.0.1".into(),
                 port: leaf_port,
                 password: hub_secrets.leaf_password.clone(),
+                tls: Some(ca.issue(dir.path(), "province-hub")),
             });
         })
         .start()
@@ -212,6 +269,7 @@ async fn a_province_sources_every_citys_events_once_and_in_order_across_a_cut_li
                 config.leaf_remote = Some(LeafRemote {
                     urls: vec![format!("127.0.0.1:{leaf_port}")],
                     password: secrets.leaf_password.clone(),
+                    tls: Some(ca.issue(dir.path(), city.domain)),
                 });
             })
             .start()
@@ -227,8 +285,21 @@ async fn a_province_sources_every_citys_events_once_and_in_order_across_a_cut_li
     }
 
     // `whistle streams --province-sources ordos,hohhot` on the hub, once both leaf links are
-    // up (the hub's JetStream reaches a city's API only through its link).
-    let hub_admin = jetstream::new(hub.connect().await.unwrap());
+    // up: the hub's JetStream reaches a city's API only through its link, and a source set up
+    // before it waits 30 s for its answer before trying again. A city's events stream answers
+    // the questions sourcing asks (its consumers) across the link.
+    let hub_client = hub.connect().await.unwrap();
+    for city in &CITIES {
+        let subject = format!("$JS.{}.API.CONSUMER.NAMES.{EVENTS_STREAM}", city.domain);
+        eventually(
+            &format!("{}'s link to the hub", city.domain),
+            Duration::from_secs(10),
+            || async { !unanswered(&hub_client, &subject).await },
+        )
+        .await
+        .unwrap();
+    }
+    let hub_admin = jetstream::new(hub_client.clone());
     let domains: Vec<String> = CITIES.iter().map(|c| c.domain.to_owned()).collect();
     streams::ensure_province(&hub_admin, &HardenedOptions::small(), &domains)
         .await
@@ -251,7 +322,6 @@ async fn a_province_sources_every_citys_events_once_and_in_order_across_a_cut_li
     // the hub's JetStream, nor through it another city's; the hub's admin cannot manage a
     // city's streams nor read its raw reports; a city's events are not core messages in the hub.
     let ordos_admin = servers[0].0.connect().await.unwrap();
-    let hub_client = hub.connect().await.unwrap();
     for subject in [
         format!("$JS.province.API.STREAM.INFO.{PROVINCE_EVENTS_STREAM}"),
         format!("$JS.hohhot.API.STREAM.INFO.{EVENTS_STREAM}"),

@@ -88,6 +88,17 @@ pub struct NatsConfigArgs {
         requires = "jetstream_domain"
     )]
     pub leafnode_remotes: Vec<String>,
+    /// TLS on the leaf links, each end verifying the other, with --leafnode-port or
+    /// --leafnode-remote: this server's certificate (PEM; a hub's must name the address the
+    /// cities dial, a city's must allow client use)…
+    #[arg(long, requires_all = ["leafnode_tls_key", "leafnode_tls_ca"])]
+    pub leafnode_tls_cert: Option<PathBuf>,
+    /// …its private key (PEM)…
+    #[arg(long, requires = "leafnode_tls_cert")]
+    pub leafnode_tls_key: Option<PathBuf>,
+    /// …and the CA certificate that signed the hub's and every city's.
+    #[arg(long, requires = "leafnode_tls_cert")]
+    pub leafnode_tls_ca: Option<PathBuf>,
     /// Write the configuration to this file (mode 0600: it holds JetStream's key) instead of
     /// printing it.
     #[arg(long)]
@@ -148,11 +159,30 @@ pub fn nats_config(args: &NatsConfigArgs) -> anyhow::Result<String> {
         );
         config.jetstream_domain = Some(domain.clone());
     }
+    let leaf_tls = match (
+        &args.leafnode_tls_cert,
+        &args.leafnode_tls_key,
+        &args.leafnode_tls_ca,
+    ) {
+        (Some(cert), Some(key), Some(ca)) => {
+            anyhow::ensure!(
+                args.leafnode_port.is_some() || !args.leafnode_remotes.is_empty(),
+                "--leafnode-tls-cert needs --leafnode-port (a hub) or --leafnode-remote (a city)"
+            );
+            Some(RouteTls {
+                cert_file: absolute(cert)?,
+                key_file: absolute(key)?,
+                ca_file: absolute(ca)?,
+            })
+        }
+        _ => None,
+    };
     if let Some(port) = args.leafnode_port {
         config.leaf_hub = Some(LeafHub {
             host: args.host.clone(),
             port,
             password: secrets.leaf_password.clone(),
+            tls: leaf_tls.clone(),
         });
     }
     if !args.leafnode_remotes.is_empty() {
@@ -163,6 +193,7 @@ pub fn nats_config(args: &NatsConfigArgs) -> anyhow::Result<String> {
                 .map(|url| leaf_address(url))
                 .collect::<anyhow::Result<Vec<_>>>()?,
             password: secrets.leaf_password.clone(),
+            tls: leaf_tls,
         });
     }
     let text = config.render();
@@ -443,6 +474,9 @@ mod tests {
             jetstream_domain: None,
             leafnode_port: None,
             leafnode_remotes: Vec::new(),
+            leafnode_tls_cert: None,
+            leafnode_tls_key: None,
+            leafnode_tls_ca: None,
             output: None,
         }
     }
@@ -475,6 +509,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\"$JS.ordos.API.STREAM.>\""));
+        city.leafnode_tls_cert = Some("certs/ordos.crt".into());
+        city.leafnode_tls_key = Some("certs/ordos.key".into());
+        city.leafnode_tls_ca = Some("certs/ca.crt".into());
+        let text = nats_config(&city).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert!(text.contains(&format!(
+            "cert_file: \"{}\"",
+            cwd.join("certs/ordos.crt").display()
+        )));
+        city.leafnode_remotes.clear();
+        city.jetstream_domain = Some("ordos".into());
+        let error = nats_config(&city).unwrap_err().to_string();
+        assert!(error.contains("--leafnode-port (a hub)"), "{error}");
+        city.leafnode_remotes = vec!["hub.example:7422".into()];
 
         city.jetstream_domain = Some("ordos.city".into());
         let error = nats_config(&city).unwrap_err().to_string();
