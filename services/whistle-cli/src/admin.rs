@@ -293,6 +293,15 @@ pub struct StreamsArgs {
 
 /// Creates or updates the streams and says what it did.
 pub async fn streams(conn: &Connection, args: &StreamsArgs) -> anyhow::Result<()> {
+    if let Some(bad) = args
+        .province_sources
+        .iter()
+        .find(|d| !streams::valid_domain(d))
+    {
+        anyhow::bail!(
+            "--province-sources: {bad:?} is not a JetStream domain (letters, digits, - and _ only)"
+        );
+    }
     let client = door::nats_admin(conn).await?;
     let js = jetstream::new(client);
     let options = HardenedOptions {
@@ -326,10 +335,11 @@ pub async fn streams(conn: &Connection, args: &StreamsArgs) -> anyhow::Result<()
             copies(&info.config, info.cluster.as_ref())
         );
         // What JetStream still has to copy from the cities (a city whose link is down
-        // shows its events waiting there).
+        // shows its events waiting there; one never heard from is unreachable or not linked yet).
         let behind: u64 = info.sources.iter().map(|s| s.lag).sum();
+        let heard = info.sources.iter().filter(|s| s.active.is_some()).count();
         println!(
-            "  {} sources followed, {behind} events still to copy",
+            "  {} sources ({heard} heard from so far), {behind} events still to copy",
             info.sources.len()
         );
         return Ok(());
