@@ -3,7 +3,9 @@
 //! connection, `SYS`), the services as static nkey users with their permissions, and the
 //! `auth_callout` block through which every other connection is authorized; and, for a node of a
 //! JetStream cluster, its name, tags and the `cluster` block with routes that authenticate (a
-//! shared password from the secrets, TLS with verified certificates when given).
+//! shared password from the secrets, TLS with verified certificates when given); and, for a
+//! province, the JetStream domain and the leaf node links between a provincial hub and its
+//! cities (docs/operations.md, "A province: cities as leaf nodes").
 
 use std::{fmt::Write as _, path::PathBuf};
 
@@ -53,6 +55,34 @@ pub struct Cluster {
     pub tls: Option<RouteTls>,
 }
 
+/// The user a city presents on its leaf connection to the hub (with [`Secrets::leaf_password`]).
+pub const LEAF_USER: &str = "whistle-leaf";
+
+/// A provincial hub accepting its cities' leaf connections, bound to the [`APP_ACCOUNT`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeafHub {
+    /// Where the hub listens for leaf connections (the client host when the CLI renders it).
+    pub host: String,
+    pub port: u16,
+    /// Shared with every city ([`Secrets::leaf_password`], copied into each city's secrets).
+    pub password: String,
+    /// TLS on the links, the hub verifying each city's certificate against the CA.
+    pub tls: Option<RouteTls>,
+}
+
+/// A city's link to its province's hub: the city's [`APP_ACCOUNT`] joins the hub's, except for
+/// the subjects denied in both directions ([`leaf_denials`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeafRemote {
+    /// The hub's leaf addresses, `host:port` (credentials are added when rendered).
+    pub urls: Vec<String>,
+    /// The hub's leaf password.
+    pub password: String,
+    /// TLS on the link: the city's certificate (which the hub verifies) and the CA that signed
+    /// the hub's.
+    pub tls: Option<RouteTls>,
+}
+
 /// Everything the rendered configuration depends on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
@@ -80,6 +110,13 @@ pub struct ServerConfig {
     pub server_tags: Vec<String>,
     /// Set for a node of a cluster (then `server_name` must be too).
     pub cluster: Option<Cluster>,
+    /// The JetStream domain: a city's (or the province's) own, so its API is also reachable as
+    /// `$JS.{domain}.API` across leaf connections. Required with `leaf_remote`.
+    pub jetstream_domain: Option<String>,
+    /// Set on a provincial hub.
+    pub leaf_hub: Option<LeafHub>,
+    /// Set on a city joined to a hub.
+    pub leaf_remote: Option<LeafRemote>,
 }
 
 impl ServerConfig {
@@ -105,6 +142,9 @@ impl ServerConfig {
             server_name: None,
             server_tags: Vec::new(),
             cluster: None,
+            jetstream_domain: None,
+            leaf_hub: None,
+            leaf_remote: None,
         }
     }
 
@@ -143,12 +183,18 @@ impl ServerConfig {
         if let Some(cluster) = &self.cluster {
             render_cluster(&mut out, cluster);
         }
+        if self.leaf_hub.is_some() || self.leaf_remote.is_some() {
+            self.render_leafnodes(&mut out);
+        }
         let _ = writeln!(out, "jetstream {{");
         let _ = writeln!(
             out,
             "  store_dir: {}",
             q(&self.store_dir.display().to_string())
         );
+        if let Some(domain) = &self.jetstream_domain {
+            let _ = writeln!(out, "  domain: {}", q(domain));
+        }
         if let Some(key) = &self.jetstream_key {
             let _ = writeln!(out, "  cipher: chachapoly\n  key: {}", q(key));
         }
@@ -200,6 +246,109 @@ impl ServerConfig {
         );
         out
     }
+
+    /// The `leafnodes` block: a hub listens and binds every city's link to the application
+    /// account; a city dials the hub with the shared leaf password, denying the subjects that
+    /// must not cross ([`leaf_denials`]).
+    fn render_leafnodes(&self, out: &mut String) {
+        let q = quote;
+        let list =
+            |subjects: &[String]| subjects.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(out, "leafnodes {{");
+        if let Some(hub) = &self.leaf_hub {
+            let _ = writeln!(
+                out,
+                "  listen: {}",
+                q(&format!("{}:{}", hub.host, hub.port))
+            );
+            let _ = writeln!(
+                out,
+                "  authorization {{\n    user: {}\n    password: {}\n    account: {APP_ACCOUNT}\n    timeout: 5\n  }}",
+                q(LEAF_USER),
+                q(&hub.password)
+            );
+            if let Some(tls) = &hub.tls {
+                let _ = writeln!(
+                    out,
+                    "  tls {{\n    cert_file: {}\n    key_file: {}\n    ca_file: {}\n    verify: true\n    timeout: 5\n  }}",
+                    q(&tls.cert_file.display().to_string()),
+                    q(&tls.key_file.display().to_string()),
+                    q(&tls.ca_file.display().to_string())
+                );
+            }
+        }
+        if let Some(remote) = &self.leaf_remote {
+            let urls: Vec<String> = remote
+                .urls
+                .iter()
+                .map(|url| format!("nats-leaf://{LEAF_USER}:{}@{url}", remote.password))
+                .collect();
+            let (deny_exports, deny_imports) =
+                leaf_denials(self.jetstream_domain.as_deref(), &self.streams);
+            let tls = remote.tls.as_ref().map_or_else(String::new, |tls| {
+                format!(
+                    "      tls {{\n        cert_file: {}\n        key_file: {}\n        ca_file: {}\n        timeout: 5\n      }}\n",
+                    q(&tls.cert_file.display().to_string()),
+                    q(&tls.key_file.display().to_string()),
+                    q(&tls.ca_file.display().to_string())
+                )
+            });
+            let _ = writeln!(
+                out,
+                "  remotes: [\n    {{\n      urls: [{}]\n      account: {APP_ACCOUNT}\n{tls}      deny_exports: [{}]\n      deny_imports: [{}]\n    }}\n  ]",
+                list(&urls),
+                list(&deny_exports),
+                list(&deny_imports)
+            );
+        }
+        let _ = writeln!(out, "}}");
+    }
+}
+
+/// What a city's leaf link refuses to carry, as (`deny_exports`: never sent to the hub,
+/// `deny_imports`: never taken from it). Only JetStream's sourcing of the city's events by the
+/// hub needs to cross: the hub asks `$JS.{domain}.API.CONSUMER.CREATE.{events}…` and the city
+/// answers and delivers on reply subjects. So, both ways, the application's own subjects stay in
+/// their city (a city's reports, events and commands never reach another city's or the hub's
+/// streams or services), as do object store and key-value traffic. Out, no city identity may call
+/// any JetStream API across the link (the hub's or, through it, another city's). In, nothing from
+/// the province may manage the city's streams, its account or its servers, nor read the streams
+/// other than the events (raw reports carry residents' contacts). nats-server accepts no
+/// permissions on the hub's leaf user, so these lists are the city's own server's to enforce
+/// (docs/security.md). Without a domain the city's JetStream answers only `$JS.API`, denied
+/// whole.
+pub fn leaf_denials(domain: Option<&str>, streams: &StreamNames) -> (Vec<String>, Vec<String>) {
+    let local = ["whistle.>", "$O.>", "$KV.>"];
+    let exports = local
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["$JS.API.>".into(), "$JS.*.API.>".into()])
+        .collect();
+    let mut imports: Vec<String> = local.iter().map(|s| s.to_string()).collect();
+    imports.push("$JS.API.>".into());
+    let Some(domain) = domain else {
+        return (exports, imports);
+    };
+    let api = format!("$JS.{domain}.API");
+    for part in [
+        "STREAM",
+        "ACCOUNT",
+        "META",
+        "SERVER",
+        "DIRECT",
+        "CONSUMER.DURABLE",
+    ] {
+        imports.push(format!("{api}.{part}.>"));
+    }
+    imports.push(format!("{api}.INFO"));
+    for stream in [&streams.reports, &streams.rejected, &streams.photos] {
+        // `CONSUMER.{CREATE|INFO|DELETE|LIST|NAMES}.{stream}[.…]` and
+        // `CONSUMER.MSG.NEXT.{stream}.…`.
+        imports.push(format!("{api}.CONSUMER.*.{stream}"));
+        imports.push(format!("{api}.CONSUMER.*.{stream}.>"));
+        imports.push(format!("{api}.CONSUMER.*.*.{stream}.>"));
+    }
+    (exports, imports)
 }
 
 /// The `cluster` block: routes in and out authenticate with the shared user and password, and
@@ -302,6 +451,9 @@ mod tests {
             server_name: None,
             server_tags: Vec::new(),
             cluster: None,
+            jetstream_domain: None,
+            leaf_hub: None,
+            leaf_remote: None,
         }
     }
 
@@ -356,6 +508,158 @@ mod tests {
         assert!(!text.contains("server_name"));
         assert!(!text.contains("server_tags"));
         assert!(!text.contains("cluster {"));
+        assert!(!text.contains("domain:"));
+        assert!(!text.contains("leafnodes {"));
+    }
+
+    #[test]
+    fn a_hub_listens_for_leaf_nodes_bound_to_the_application_account() {
+        let mut c = config();
+        c.jetstream_domain = Some("province".into());
+        c.leaf_hub = Some(LeafHub {
+            host: "0.0.0.0".into(),
+            port: 7422,
+            password: "l3af-_".into(),
+            tls: None,
+        });
+        let text = c.render();
+        let block = &text[text.find("leafnodes {").unwrap()..text.find("jetstream {").unwrap()];
+        assert_eq!(
+            block,
+            "leafnodes {\n  listen: \"0.0.0.0:7422\"\n  authorization {\n    user: \"whistle-leaf\"\n    \
+             password: \"l3af-_\"\n    account: WHISTLE\n    timeout: 5\n  }\n}\n"
+        );
+        assert!(
+            text.contains(
+                "jetstream {\n  store_dir: \"/var/lib/whistle/js\"\n  domain: \"province\"\n"
+            ),
+            "{text}"
+        );
+        assert!(!block.contains("remotes"));
+    }
+
+    #[test]
+    fn a_city_dials_its_hub_with_the_leaf_password_and_keeps_its_own_subjects() {
+        let mut c = config();
+        c.jetstream_domain = Some("ordos".into());
+        c.leaf_remote = Some(LeafRemote {
+            urls: vec!["hub1.example:7422".into(), "10.1.0.2:7422".into()],
+            password: "pw".into(),
+            tls: None,
+        });
+        let text = c.render();
+        let block = &text[text.find("leafnodes {").unwrap()..text.find("jetstream {").unwrap()];
+        assert!(block.contains(
+            "  remotes: [\n    {\n      urls: [\"nats-leaf://whistle-leaf:pw@hub1.example:7422\", \
+             \"nats-leaf://whistle-leaf:pw@10.1.0.2:7422\"]\n      account: WHISTLE\n"
+        ), "{block}");
+        assert!(!block.contains("listen"), "a city accepts no leaf nodes");
+        assert!(block.contains(
+            "deny_exports: [\"whistle.>\", \"$O.>\", \"$KV.>\", \"$JS.API.>\", \"$JS.*.API.>\"]"
+        ), "{block}");
+        let imports = &block[block.find("deny_imports").unwrap()..];
+        for denied in [
+            "\"whistle.>\"",
+            "\"$JS.ordos.API.STREAM.>\"",
+            "\"$JS.ordos.API.CONSUMER.*.WHISTLE_REPORTS.>\"",
+            "\"$JS.ordos.API.CONSUMER.*.*.OBJ_WHISTLE_PHOTOS.>\"",
+        ] {
+            assert!(imports.contains(denied), "{denied} in {imports}");
+        }
+        assert!(
+            !imports.contains("WHISTLE_EVENTS"),
+            "the hub sources the events: {imports}"
+        );
+        assert!(
+            !block.contains("tls {"),
+            "no TLS unless certificates are given"
+        );
+    }
+
+    #[test]
+    fn leaf_links_with_certificates_verify_each_other() {
+        let tls = |name: &str| RouteTls {
+            cert_file: format!("/etc/whistle/{name}.crt").into(),
+            key_file: format!("/etc/whistle/{name}.key").into(),
+            ca_file: "/etc/whistle/ca.crt".into(),
+        };
+        let mut hub = config();
+        hub.leaf_hub = Some(LeafHub {
+            host: "0.0.0.0".into(),
+            port: 7422,
+            password: "p".into(),
+            tls: Some(tls("hub")),
+        });
+        let text = hub.render();
+        assert!(
+            text.contains(
+                "    timeout: 5\n  }\n  tls {\n    cert_file: \"/etc/whistle/hub.crt\"\n    key_file: \"/etc/whistle/hub.key\"\n    ca_file: \"/etc/whistle/ca.crt\"\n    verify: true\n"
+            ),
+            "{text}"
+        );
+        let mut city = config();
+        city.jetstream_domain = Some("ordos".into());
+        city.leaf_remote = Some(LeafRemote {
+            urls: vec!["hub:7422".into()],
+            password: "p".into(),
+            tls: Some(tls("ordos")),
+        });
+        let text = city.render();
+        assert!(
+            text.contains(
+                "      account: WHISTLE\n      tls {\n        cert_file: \"/etc/whistle/ordos.crt\"\n        key_file: \"/etc/whistle/ordos.key\"\n        ca_file: \"/etc/whistle/ca.crt\"\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_leaf_denials_let_the_events_be_sourced_and_nothing_else() {
+        let (exports, imports) = leaf_denials(Some("ordos"), &StreamNames::default());
+        let (_, without_domain) = leaf_denials(None, &StreamNames::default());
+        assert!(without_domain.contains(&"$JS.API.>".to_owned()));
+        assert!(!without_domain.iter().any(|s| s.contains("..")));
+        // nats-server's own subject matching, spelled out for the subjects that matter.
+        let matches = |pattern: &str, subject: &str| {
+            let (p, s): (Vec<&str>, Vec<&str>) =
+                (pattern.split('.').collect(), subject.split('.').collect());
+            for (i, token) in p.iter().enumerate() {
+                match *token {
+                    ">" => return s.len() > i,
+                    "*" if i < s.len() => {}
+                    t if s.get(i) == Some(&t) => {}
+                    _ => return false,
+                }
+            }
+            p.len() == s.len()
+        };
+        let denied = |list: &[String], subject: &str| list.iter().any(|p| matches(p, subject));
+        for allowed in [
+            "$JS.ordos.API.CONSUMER.CREATE.WHISTLE_EVENTS.abc.whistle.event.>",
+            "$JS.ordos.API.CONSUMER.CREATE.WHISTLE_EVENTS",
+            "$JS.ordos.API.CONSUMER.DELETE.WHISTLE_EVENTS.abc",
+        ] {
+            assert!(!denied(&imports, allowed), "{allowed}");
+        }
+        for refused in [
+            "$JS.ordos.API.STREAM.DELETE.WHISTLE_EVENTS",
+            "$JS.ordos.API.STREAM.PURGE.WHISTLE_EVENTS",
+            "$JS.ordos.API.CONSUMER.CREATE.WHISTLE_REPORTS.x.whistle.report.>",
+            "$JS.ordos.API.CONSUMER.MSG.NEXT.WHISTLE_REPORTS.whistle-dispatch",
+            "$JS.ordos.API.CONSUMER.DURABLE.CREATE.WHISTLE_EVENTS.x",
+            "$JS.ordos.API.INFO",
+            "whistle.report.150602.150602001.150602001001",
+        ] {
+            assert!(denied(&imports, refused), "{refused}");
+        }
+        for refused in [
+            "$JS.province.API.STREAM.DELETE.WHISTLE_PROVINCE_EVENTS",
+            "$JS.hohhot.API.STREAM.PURGE.WHISTLE_EVENTS",
+            "$JS.API.STREAM.LIST",
+            "whistle.event.150602.150602001.created",
+        ] {
+            assert!(denied(&exports, refused), "{refused}");
+        }
     }
 
     #[test]

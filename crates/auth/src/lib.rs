@@ -19,7 +19,9 @@ pub mod secrets;
 pub mod streams;
 
 pub use callout::{Callout, Keys, Options, SharedOrg};
-pub use config::{Cluster, RouteTls, ServerConfig, Tls, ROUTE_USER};
+pub use config::{
+    Cluster, LeafHub, LeafRemote, RouteTls, ServerConfig, Tls, LEAF_USER, ROUTE_USER,
+};
 pub use error::{Error, Result};
 pub use limit::RateLimiter;
 pub use permissions::{inbox_prefix, Identity, Permissions, Service};

@@ -31,6 +31,9 @@ pub struct Secrets {
     /// The password the nodes of a NATS cluster present to each other on their routes (the same
     /// directory is copied to every node).
     pub route_password: String,
+    /// The password a province's cities present on their leaf connections to its hub: made in
+    /// the hub's secrets directory and copied into each city's.
+    pub leaf_password: String,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -45,6 +48,8 @@ impl std::fmt::Debug for Secrets {
 const ISSUER_FILE: &str = "auth-issuer.nk";
 const JETSTREAM_KEY_FILE: &str = "jetstream.key";
 const ROUTE_PASSWORD_FILE: &str = "route.password";
+/// The leaf password's file, to copy from the hub's secrets directory into a city's.
+pub const LEAF_PASSWORD_FILE: &str = "leaf.password";
 
 impl Secrets {
     /// Loads the key material in `dir`, creating what is missing.
@@ -64,6 +69,8 @@ impl Secrets {
             jetstream_key: secret_file(dir, JETSTREAM_KEY_FILE, || random(32))?,
             // URL-safe, as it travels inside the routes' URLs.
             route_password: secret_file(dir, ROUTE_PASSWORD_FILE, || random(24))?,
+            // URL-safe too: it travels inside the leaf remotes' URLs.
+            leaf_password: secret_file(dir, LEAF_PASSWORD_FILE, || random(24))?,
         })
     }
 
@@ -191,6 +198,9 @@ mod tests {
         assert_eq!(first.jetstream_key, again.jetstream_key);
         assert_eq!(first.route_password, again.route_password);
         assert_eq!(first.route_password.len(), 32);
+        assert_eq!(first.leaf_password, again.leaf_password);
+        assert_eq!(first.leaf_password.len(), 32);
+        assert_ne!(first.leaf_password, first.route_password);
         assert!(first
             .route_password
             .bytes()

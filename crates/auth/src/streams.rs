@@ -8,7 +8,10 @@ use std::time::Duration;
 use async_nats::jetstream::{self, context::GetStreamErrorKind, stream, ErrorCode};
 
 use whistle_wire::{
-    names::{EVENTS_STREAM, PHOTOS_BUCKET, PHOTOS_STREAM, REJECTED_STREAM, REPORTS_STREAM},
+    names::{
+        EVENTS_STREAM, PHOTOS_BUCKET, PHOTOS_STREAM, PROVINCE_EVENTS_STREAM, REJECTED_STREAM,
+        REPORTS_STREAM,
+    },
     subject::{ALL_INCIDENT_EVENTS, ALL_REJECTED, ALL_REPORTS, ALL_TASK_EVENTS},
 };
 
@@ -179,63 +182,154 @@ pub fn photos_config(options: &HardenedOptions) -> stream::Config {
     }
 }
 
+/// The province hub's stream: one source per city, each the city's `WHISTLE_EVENTS` reached
+/// through its JetStream domain's API (`$JS.{domain}.API`) over the city's leaf connection.
+/// JetStream keeps each source's position in the stream itself, so a cut link resumes where it
+/// stopped: every city's events once, each city's in its own order. Bounded and kept like a
+/// city's events, scaled by the number of cities.
+pub fn province_config(options: &HardenedOptions, domains: &[String]) -> stream::Config {
+    let cities = i64::try_from(domains.len().max(1)).unwrap_or(i64::MAX);
+    stream::Config {
+        name: PROVINCE_EVENTS_STREAM.into(),
+        description: Some(format!(
+            "every city's events, sourced from {}",
+            domains.join(", ")
+        )),
+        sources: Some(
+            domains
+                .iter()
+                .map(|domain| stream::Source {
+                    name: EVENTS_STREAM.into(),
+                    external: Some(stream::External {
+                        api_prefix: format!("$JS.{domain}.API"),
+                        delivery_prefix: None,
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::New,
+        deny_delete: true,
+        deny_purge: true,
+        max_age: options.event_max_age,
+        max_bytes: options.event_max_bytes.saturating_mul(cities),
+        max_message_size: options.event_max_message_size,
+        num_replicas: options.new_replicas(),
+        placement: options.placement(),
+        ..Default::default()
+    }
+}
+
+/// A city's JetStream domain as nats-server accepts it (it becomes a subject token).
+pub fn valid_domain(domain: &str) -> bool {
+    !domain.is_empty()
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Creates the province's stream on the hub, or brings it to these sources (a city added is
+/// sourced from its first event on; one removed is no longer followed, its events already
+/// copied stay). Needs the admin identity on the hub.
+pub async fn ensure_province(
+    js: &jetstream::Context,
+    options: &HardenedOptions,
+    domains: &[String],
+) -> Result<()> {
+    check_replicas(options)?;
+    if domains.is_empty() {
+        return Err(Error::Nats(
+            "a province needs at least one city's domain".into(),
+        ));
+    }
+    if let Some(bad) = domains.iter().find(|d| !valid_domain(d)) {
+        return Err(Error::Nats(format!(
+            "{bad:?} is not a JetStream domain (letters, digits, - and _ only)"
+        )));
+    }
+    let mut unique = domains.to_vec();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != domains.len() {
+        return Err(Error::Nats(format!(
+            "a city's domain is listed twice in {}",
+            domains.join(",")
+        )));
+    }
+    upsert(js, options, province_config(options, domains)).await
+}
+
+/// Creates or updates one stream, keeping an existing one's replicas and placement unless the
+/// options set them.
+async fn upsert(
+    js: &jetstream::Context,
+    options: &HardenedOptions,
+    mut config: stream::Config,
+) -> Result<()> {
+    let name = config.name.clone();
+    let existing = match js.get_stream(&name).await {
+        Ok(stream) => Some(stream.cached_info().config.clone()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                GetStreamErrorKind::JetStream(ref js_error)
+                    if js_error.error_code() == ErrorCode::STREAM_NOT_FOUND
+            ) =>
+        {
+            None
+        }
+        Err(e) => return Err(Error::Nats(format!("looking up stream {name}: {e}"))),
+    };
+    let result = match existing {
+        Some(current) => {
+            if options.replicas.is_none() {
+                config.num_replicas = current.num_replicas.max(1);
+            }
+            if options.placement_tags.is_empty() {
+                config.placement = current.placement;
+            }
+            let n = config.num_replicas;
+            js.update_stream(config)
+                .await
+                .map(drop)
+                .map_err(|e| ("updating", n, e.to_string()))
+        }
+        None => {
+            let n = config.num_replicas;
+            js.create_stream(config)
+                .await
+                .map(drop)
+                .map_err(|e| ("creating", n, e.to_string()))
+        }
+    };
+    result.map_err(|(doing, n, e)| {
+        Error::Nats(format!(
+            "{doing} stream {name} with {n} replica(s): {e}{}",
+            too_few_servers_hint(&e)
+        ))
+    })
+}
+
 /// Creates the streams, or brings existing ones to these settings (deny-delete and deny-purge
 /// cannot be turned off again once set). A changed replica count or placement is applied by
 /// JetStream to the running stream: it adds copies (catching them up from the leader) or drops
 /// them. Needs the admin identity.
 pub async fn ensure(js: &jetstream::Context, options: &HardenedOptions) -> Result<()> {
-    if let Some(replicas) = options.replicas {
-        if !(1..=MAX_REPLICAS).contains(&replicas) {
-            return Err(Error::Nats(format!(
-                "{replicas} replicas: JetStream keeps 1 to {MAX_REPLICAS} copies of a stream"
-            )));
-        }
-    }
-    for mut config in configs(options).into_iter().chain([photos_config(options)]) {
-        let name = config.name.clone();
-        let existing = match js.get_stream(&name).await {
-            Ok(stream) => Some(stream.cached_info().config.clone()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    GetStreamErrorKind::JetStream(ref js_error)
-                        if js_error.error_code() == ErrorCode::STREAM_NOT_FOUND
-                ) =>
-            {
-                None
-            }
-            Err(e) => return Err(Error::Nats(format!("looking up stream {name}: {e}"))),
-        };
-        let result = match existing {
-            Some(current) => {
-                if options.replicas.is_none() {
-                    config.num_replicas = current.num_replicas.max(1);
-                }
-                if options.placement_tags.is_empty() {
-                    config.placement = current.placement;
-                }
-                let n = config.num_replicas;
-                js.update_stream(config)
-                    .await
-                    .map(drop)
-                    .map_err(|e| ("updating", n, e.to_string()))
-            }
-            None => {
-                let n = config.num_replicas;
-                js.create_stream(config)
-                    .await
-                    .map(drop)
-                    .map_err(|e| ("creating", n, e.to_string()))
-            }
-        };
-        if let Err((doing, n, e)) = result {
-            return Err(Error::Nats(format!(
-                "{doing} stream {name} with {n} replica(s): {e}{}",
-                too_few_servers_hint(&e)
-            )));
-        }
+    check_replicas(options)?;
+    for config in configs(options).into_iter().chain([photos_config(options)]) {
+        upsert(js, options, config).await?;
     }
     Ok(())
+}
+
+fn check_replicas(options: &HardenedOptions) -> Result<()> {
+    match options.replicas {
+        Some(replicas) if !(1..=MAX_REPLICAS).contains(&replicas) => Err(Error::Nats(format!(
+            "{replicas} replicas: JetStream keeps 1 to {MAX_REPLICAS} copies of a stream"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// What JetStream's refusal to place a stream's copies usually means: fewer servers (with the
@@ -302,6 +396,34 @@ mod tests {
         )
         .contains("--event-max-gib"));
         assert_eq!(too_few_servers_hint("stream name already in use"), "");
+    }
+
+    #[test]
+    fn the_province_sources_each_citys_events_through_its_domain_and_is_hardened() {
+        let domains = vec!["ordos".to_owned(), "hohhot".to_owned()];
+        let config = province_config(&HardenedOptions::default(), &domains);
+        assert_eq!(config.name, "WHISTLE_PROVINCE_EVENTS");
+        assert!(config.subjects.is_empty(), "sources only");
+        let sources = config.sources.unwrap();
+        let apis: Vec<_> = sources
+            .iter()
+            .map(|s| {
+                assert_eq!(s.name, "WHISTLE_EVENTS");
+                s.external.as_ref().unwrap().api_prefix.as_str()
+            })
+            .collect();
+        assert_eq!(apis, ["$JS.ordos.API", "$JS.hohhot.API"]);
+        assert!(config.deny_delete && config.deny_purge);
+        assert_eq!(config.discard, stream::DiscardPolicy::New);
+        assert_eq!(
+            config.max_bytes,
+            2 * HardenedOptions::default().event_max_bytes
+        );
+        assert!(config.max_message_size > 0);
+        assert!(valid_domain("ordos") && valid_domain("inner_mongolia-2"));
+        for bad in ["", "a.b", "a b", "a>", "*"] {
+            assert!(!valid_domain(bad), "{bad:?}");
+        }
     }
 
     #[test]

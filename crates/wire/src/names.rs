@@ -4,6 +4,9 @@
 pub const REPORTS_STREAM: &str = "WHISTLE_REPORTS";
 /// Every state change, in commit order (`whistle.event.>` and `whistle.task.>`).
 pub const EVENTS_STREAM: &str = "WHISTLE_EVENTS";
+/// On a province's hub: every city's `WHISTLE_EVENTS`, sourced across the cities' JetStream
+/// domains (it has no subjects of its own).
+pub const PROVINCE_EVENTS_STREAM: &str = "WHISTLE_PROVINCE_EVENTS";
 /// Reports that failed validation or delivery, with reason and original bytes (`whistle.rejected.>`).
 pub const REJECTED_STREAM: &str = "WHISTLE_REJECTED";
 

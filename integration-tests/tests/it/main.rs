@@ -27,6 +27,7 @@ mod photo_retention;
 mod photos;
 mod policy;
 mod privacy;
+mod province;
 mod query;
 mod rejections;
 mod report;

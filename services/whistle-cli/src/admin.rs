@@ -1,7 +1,8 @@
 //! The deployment's NATS administration: `whistle nats-config` renders the nats-server
 //! configuration from the deployment's secrets (created on first use), and `whistle streams`
 //! creates or updates the hardened `WHISTLE_*` streams as the admin identity, at the replica
-//! count and placement a cluster wants.
+//! count and placement a cluster wants — or, on a province's hub, the stream that sources every
+//! city's events (`--province-sources`).
 
 use std::{
     io::Write as _,
@@ -13,7 +14,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, stream::ClusterInfo};
 use whistle_auth::{
     streams::{self, HardenedOptions, MAX_REPLICAS},
-    Cluster, RouteTls, Secrets, ServerConfig, Tls,
+    Cluster, LeafHub, LeafRemote, RouteTls, Secrets, ServerConfig, Tls,
 };
 
 use crate::{door, Connection};
@@ -68,6 +69,36 @@ pub struct NatsConfigArgs {
     /// …and the CA certificate that signed every node's.
     #[arg(long, requires = "cluster_tls_cert")]
     pub cluster_tls_ca: Option<PathBuf>,
+    /// This server's JetStream domain (a province's hub or a city joined to it): its JetStream
+    /// API is then also `$JS.<domain>.API`, which is how the hub sources the city's events.
+    /// Letters, digits, `-` and `_`; the same on every node of a city's cluster.
+    #[arg(long, value_name = "NAME")]
+    pub jetstream_domain: Option<String>,
+    /// On a province's hub: accept the cities' leaf connections on this port (on --host), bound
+    /// to the WHISTLE account and authenticated with the password in the secrets directory
+    /// (leaf.password), which every city must be given.
+    #[arg(long, value_name = "PORT", requires = "jetstream_domain")]
+    pub leafnode_port: Option<u16>,
+    /// On a city: the hub's leaf address, HOST:PORT or nats-leaf://HOST:PORT (repeatable, one per
+    /// hub node). The city presents the hub's leaf.password, copied into its own secrets
+    /// directory.
+    #[arg(
+        long = "leafnode-remote",
+        value_name = "URL",
+        requires = "jetstream_domain"
+    )]
+    pub leafnode_remotes: Vec<String>,
+    /// TLS on the leaf links, each end verifying the other, with --leafnode-port or
+    /// --leafnode-remote: this server's certificate (PEM; a hub's must name the address the
+    /// cities dial, a city's must allow client use)…
+    #[arg(long, requires_all = ["leafnode_tls_key", "leafnode_tls_ca"])]
+    pub leafnode_tls_cert: Option<PathBuf>,
+    /// …its private key (PEM)…
+    #[arg(long, requires = "leafnode_tls_cert")]
+    pub leafnode_tls_key: Option<PathBuf>,
+    /// …and the CA certificate that signed the hub's and every city's.
+    #[arg(long, requires = "leafnode_tls_cert")]
+    pub leafnode_tls_ca: Option<PathBuf>,
     /// Write the configuration to this file (mode 0600: it holds JetStream's key) instead of
     /// printing it.
     #[arg(long)]
@@ -121,6 +152,50 @@ pub fn nats_config(args: &NatsConfigArgs) -> anyhow::Result<String> {
             tls,
         });
     }
+    if let Some(domain) = &args.jetstream_domain {
+        anyhow::ensure!(
+            streams::valid_domain(domain),
+            "--jetstream-domain {domain:?}: letters, digits, - and _ only (it becomes a subject token)"
+        );
+        config.jetstream_domain = Some(domain.clone());
+    }
+    let leaf_tls = match (
+        &args.leafnode_tls_cert,
+        &args.leafnode_tls_key,
+        &args.leafnode_tls_ca,
+    ) {
+        (Some(cert), Some(key), Some(ca)) => {
+            anyhow::ensure!(
+                args.leafnode_port.is_some() || !args.leafnode_remotes.is_empty(),
+                "--leafnode-tls-cert needs --leafnode-port (a hub) or --leafnode-remote (a city)"
+            );
+            Some(RouteTls {
+                cert_file: absolute(cert)?,
+                key_file: absolute(key)?,
+                ca_file: absolute(ca)?,
+            })
+        }
+        _ => None,
+    };
+    if let Some(port) = args.leafnode_port {
+        config.leaf_hub = Some(LeafHub {
+            host: args.host.clone(),
+            port,
+            password: secrets.leaf_password.clone(),
+            tls: leaf_tls.clone(),
+        });
+    }
+    if !args.leafnode_remotes.is_empty() {
+        config.leaf_remote = Some(LeafRemote {
+            urls: args
+                .leafnode_remotes
+                .iter()
+                .map(|url| leaf_address(url))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            password: secrets.leaf_password.clone(),
+            tls: leaf_tls,
+        });
+    }
     let text = config.render();
     let Some(output) = &args.output else {
         return Ok(text);
@@ -144,6 +219,25 @@ fn route_address(route: &str) -> anyhow::Result<String> {
     anyhow::ensure!(
         port.is_some_and(|p| p.parse::<u16>().is_ok_and(|p| p > 0)),
         "--route {route}: expected HOST:PORT, e.g. 10.77.0.12:6222"
+    );
+    Ok(address.to_owned())
+}
+
+/// A hub's leaf address as `host:port`: a `nats-leaf://` prefix is dropped, credentials are
+/// refused (the rendered configuration adds the leaf password from the secrets).
+fn leaf_address(url: &str) -> anyhow::Result<String> {
+    let address = url.strip_prefix("nats-leaf://").unwrap_or(url);
+    anyhow::ensure!(
+        !address.contains('@'),
+        "--leafnode-remote {url}: give HOST:PORT only; the password comes from the secrets \
+         directory (leaf.password, copied from the hub's)"
+    );
+    let port = address
+        .rsplit_once(':')
+        .and_then(|(host, port)| (!host.is_empty()).then_some(port));
+    anyhow::ensure!(
+        port.is_some_and(|p| p.parse::<u16>().is_ok_and(|p| p > 0)),
+        "--leafnode-remote {url}: expected HOST:PORT, e.g. hub.province.example:7422"
     );
     Ok(address.to_owned())
 }
@@ -190,10 +284,24 @@ pub struct StreamsArgs {
     /// repeatable, all required). Without it existing streams keep their placement.
     #[arg(long = "placement-tag", value_name = "TAG")]
     pub placement_tags: Vec<String>,
+    /// On a province's hub: create or update only WHISTLE_PROVINCE_EVENTS, sourcing the
+    /// WHISTLE_EVENTS of each city's JetStream domain (comma-separated, e.g. ordos,hohhot; the
+    /// cities are the hub's leaf nodes). Bounded at --event-max-gib per city.
+    #[arg(long, value_name = "DOMAINS", value_delimiter = ',')]
+    pub province_sources: Vec<String>,
 }
 
 /// Creates or updates the streams and says what it did.
 pub async fn streams(conn: &Connection, args: &StreamsArgs) -> anyhow::Result<()> {
+    if let Some(bad) = args
+        .province_sources
+        .iter()
+        .find(|d| !streams::valid_domain(d))
+    {
+        anyhow::bail!(
+            "--province-sources: {bad:?} is not a JetStream domain (letters, digits, - and _ only)"
+        );
+    }
     let client = door::nats_admin(conn).await?;
     let js = jetstream::new(client);
     let options = HardenedOptions {
@@ -205,6 +313,37 @@ pub async fn streams(conn: &Connection, args: &StreamsArgs) -> anyhow::Result<()
         placement_tags: args.placement_tags.clone(),
         ..HardenedOptions::default()
     };
+    if !args.province_sources.is_empty() {
+        let name = whistle_wire::names::PROVINCE_EVENTS_STREAM;
+        let existed = js.get_stream(name).await.is_ok();
+        streams::ensure_province(&js, &options, &args.province_sources)
+            .await
+            .context(
+                "creating the province's stream (is --nats-nkey-file the hub admin's seed?)",
+            )?;
+        let mut stream = js
+            .get_stream(name)
+            .await
+            .with_context(|| format!("reading stream {name} back"))?;
+        let info = stream
+            .info()
+            .await
+            .with_context(|| format!("reading stream {name} back"))?;
+        println!(
+            "{} · {}",
+            describe(&info.config, existed),
+            copies(&info.config, info.cluster.as_ref())
+        );
+        // What JetStream still has to copy from the cities (a city whose link is down
+        // shows its events waiting there; one never heard from is unreachable or not linked yet).
+        let behind: u64 = info.sources.iter().map(|s| s.lag).sum();
+        let heard = info.sources.iter().filter(|s| s.active.is_some()).count();
+        println!(
+            "  {} sources ({heard} heard from so far), {behind} events still to copy",
+            info.sources.len()
+        );
+        return Ok(());
+    }
     let all: Vec<_> = streams::configs(&options)
         .into_iter()
         .chain([streams::photos_config(&options)])
@@ -283,7 +422,23 @@ fn describe(config: &jetstream::stream::Config, existed: bool) -> String {
         "{} {}: {} · kept {} · at most {} MiB, messages up to {} KiB · {} denied",
         if existed { "updated" } else { "created" },
         config.name,
-        config.subjects.join(" "),
+        if config.subjects.is_empty() {
+            format!(
+                "sourced from {}",
+                config
+                    .sources
+                    .iter()
+                    .flatten()
+                    .map(|s| s
+                        .external
+                        .as_ref()
+                        .map_or(s.name.as_str(), |e| e.api_prefix.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        } else {
+            config.subjects.join(" ")
+        },
         if days > 0.0 {
             format!("{days}d")
         } else {
@@ -326,7 +481,76 @@ mod tests {
             cluster_tls_cert: None,
             cluster_tls_key: None,
             cluster_tls_ca: None,
+            jetstream_domain: None,
+            leafnode_port: None,
+            leafnode_remotes: Vec::new(),
+            leafnode_tls_cert: None,
+            leafnode_tls_key: None,
+            leafnode_tls_ca: None,
             output: None,
+        }
+    }
+
+    #[test]
+    fn a_hub_and_a_city_share_the_hubs_leaf_password() {
+        let dir = temp_dir();
+        let mut hub = args(&dir);
+        hub.jetstream_domain = Some("province".into());
+        hub.leafnode_port = Some(7422);
+        let text = nats_config(&hub).unwrap();
+        let password = Secrets::load_or_create(&dir.join("secrets"))
+            .unwrap()
+            .leaf_password;
+        assert!(text.contains(&format!("password: \"{password}\"\n    account: WHISTLE")));
+        assert!(text.contains("domain: \"province\""));
+
+        // The city's own secrets, with the hub's leaf.password copied in.
+        let city_dir = dir.join("city");
+        let mut city = args(&city_dir);
+        Secrets::load_or_create(&city.secrets).unwrap();
+        std::fs::write(city.secrets.join("leaf.password"), format!("{password}\n")).unwrap();
+        city.jetstream_domain = Some("ordos".into());
+        city.leafnode_remotes = vec!["nats-leaf://hub.example:7422".into()];
+        let text = nats_config(&city).unwrap();
+        assert!(
+            text.contains(&format!(
+                "nats-leaf://whistle-leaf:{password}@hub.example:7422"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("\"$JS.ordos.API.STREAM.>\""));
+        city.leafnode_tls_cert = Some("certs/ordos.crt".into());
+        city.leafnode_tls_key = Some("certs/ordos.key".into());
+        city.leafnode_tls_ca = Some("certs/ca.crt".into());
+        let text = nats_config(&city).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert!(text.contains(&format!(
+            "cert_file: \"{}\"",
+            cwd.join("certs/ordos.crt").display()
+        )));
+        city.leafnode_remotes.clear();
+        city.jetstream_domain = Some("ordos".into());
+        let error = nats_config(&city).unwrap_err().to_string();
+        assert!(error.contains("--leafnode-port (a hub)"), "{error}");
+        city.leafnode_remotes = vec!["hub.example:7422".into()];
+
+        city.jetstream_domain = Some("ordos.city".into());
+        let error = nats_config(&city).unwrap_err().to_string();
+        assert!(error.contains("letters, digits"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_leaf_remote_is_host_and_port_without_credentials() {
+        assert_eq!(leaf_address("10.1.0.2:7422").unwrap(), "10.1.0.2:7422");
+        assert_eq!(
+            leaf_address("nats-leaf://hub.example:7422").unwrap(),
+            "hub.example:7422"
+        );
+        let error = leaf_address("nats-leaf://u:p@hub:7422").unwrap_err();
+        assert!(error.to_string().contains("leaf.password"), "{error}");
+        for bad in ["hub", ":7422", "hub:0", "hub:port"] {
+            assert!(leaf_address(bad).is_err(), "{bad}");
         }
     }
 
