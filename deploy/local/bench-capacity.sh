@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # deploy/local/bench-capacity.sh — the inputs of docs/scale.md's capacity model, measured on the
-# platform as deploy/local/run.sh runs it, and the model checked against a second rate.
+# platform as deploy/local/run.sh runs it, and the model checked at the rates between.
 #
 #   deploy/local/bench-capacity.sh [--rates 'R1 R2 …'] [--duration D] [--find-max]
 #
@@ -10,11 +10,11 @@
 # D = 60s) and prints, per report sent: the CPU each of the stack's own processes added (nats-server,
 # whistle-dispatch, whistle-query, the private PostgreSQL's processes; from /proc, so other work on
 # the machine is not charged; what they spend idle, measured first for 30 s, taken off), the bytes
-# the database and the JetStream store grew by, the events dispatch wrote, and the cores the stack
-# used at that rate (µs a report × outcomes a second). The model — cores = a + b × rate — is fitted
-# through the lowest and highest rates and checked at each rate between them. --find-max then
-# searches the highest sustained rate (`whistle load --find-max`), to set beside the model's
-# (2 − a) / b.
+# the database and the JetStream store grew by, the intake batches and events dispatch made, and
+# the cores the stack used at that rate (µs a report × outcomes a second). The model — µs a report
+# = r + c × batches a report — is fitted through the lowest and highest rates and checked at each
+# rate between them. --find-max then searches the highest sustained rate (`whistle load
+# --find-max`).
 #
 # It uses (and leaves running) the private servers of env.sh (WHISTLE_HOME, WHISTLE_PG_PORT,
 # WHISTLE_NATS_PORT) and the database run.sh uses; stop other users of them first. Nothing here runs
@@ -107,26 +107,30 @@ idle_rate = [idle[i] / idle[7] for i in range(4)]
 print(f'{"idle":>6} {"":>8} {"":>9} ' + " ".join(f"{idle_rate[i] / hz:9.3f}" for i in range(4))
       + f' {"":>10} {"":>10} {"":>10} {sum(idle_rate) / hz:7.3f}  (cores)')
 points = []
+batches_before = 0
 for text, load in zip(sys.argv[3::2], sys.argv[4::2]):
     w, load = window(text), json.loads(load)
     sent, wall = load["sent"], w[7]
     us = [(w[i] - idle_rate[i] * wall) / hz * 1e6 / sent for i in range(4)]
     rate = load["outcome_rate"]
-    cores = sum(us) * rate / 1e6
-    points.append((rate, cores))
+    # Intake batches since dispatch started ($SRV.STATS), so this window's are the difference.
+    batches = sum(b["batches"] for b in load["dispatch_batches"])
+    per_report = (batches - batches_before) / sent
+    batches_before = batches
+    points.append((rate, per_report, sum(us)))
     print(f'{load["offered_rate"]:6.0f} {rate:8.0f} {sum(us):9.1f} ' + " ".join(f"{u:9.1f}" for u in us)
-          + f' {w[4] / sent:10.0f} {w[5] / sent:10.2f} {w[6] / sent:10.0f} {cores:7.3f}'
+          + f' {per_report:8.3f} {w[4] / sent:10.0f} {w[5] / sent:10.2f} {w[6] / sent:10.0f} {sum(us) * rate / 1e6:7.3f}'
           + (f'  ({load["missing"]} without an outcome)' if load["missing"] else ""))
-# The model: cores = a + b × rate (a: what keeping up at all costs, b: a report's own CPU), fitted
-# through the lowest and highest rates and checked at every rate between.
-(r0, c0), (r1, c1) = points[0], points[-1]
-b = (c1 - c0) / (r1 - r0)
-a = c0 - b * r0
-print(f"model: cores = {a:.3f} + rate × {b * 1e6:.1f} µs (through {r0:.0f}/s and {r1:.0f}/s)")
-for rate, cores in points[1:-1]:
-    predicted = a + b * rate
-    print(f"model at {rate:.0f}/s: {predicted:.3f} cores predicted, {cores:.3f} measured ({predicted / cores - 1:+.0%})")
-print(f"model: 2 cores would carry {(2 - a) / b:.0f} reports/s if nothing else grew with the rate")
+# The model: a report costs its own work r plus a share of its batch's fixed work c (a
+# transaction, its round trips, the acks): µs a report = r + c × batches a report. Fitted through
+# the lowest and the highest rate, checked at every rate between.
+(_, x0, y0), (_, x1, y1) = points[0], points[-1]
+c = (y0 - y1) / (x0 - x1)
+r = y0 - c * x0
+print(f"model: µs a report = {r:.1f} + {c:.1f} × batches a report (through the lowest and highest rates)")
+for rate, x, y in points[1:-1]:
+    predicted = r + c * x
+    print(f"model at {rate:.0f}/s ({x:.3f} batches a report): {predicted:.1f} µs predicted, {y:.1f} measured ({predicted / y - 1:+.0%})")
 PY
 hz=$(getconf CLK_TCK)
 log "letting the start settle 30 s, then 30 s without load"
@@ -144,8 +148,8 @@ for rate in "${rates[@]}"; do
     windows+=("$before|$(snapshot)" "$out")
     seed=$((seed + 1))
 done
-printf '%6s %8s %9s %9s %9s %9s %9s %10s %10s %10s %7s\n' rate outcomes/s "µs/report" dispatch query nats postgres \
-    "PG B/rep" "events/rep" "JS B/rep" cores
+printf '%6s %8s %9s %9s %9s %9s %9s %8s %10s %10s %10s %7s\n' rate outcomes/s "µs/report" dispatch query nats \
+    postgres batches/r "PG B/rep" "events/rep" "JS B/rep" cores
 python3 "$figures" "$hz" "$idle" "${windows[@]}"
 if ((find_max)); then
     log "searching the highest sustained rate: whistle load --find-max"
