@@ -268,13 +268,7 @@ impl ServerConfig {
                 q(&hub.password)
             );
             if let Some(tls) = &hub.tls {
-                let _ = writeln!(
-                    out,
-                    "  tls {{\n    cert_file: {}\n    key_file: {}\n    ca_file: {}\n    verify: true\n    timeout: 5\n  }}",
-                    q(&tls.cert_file.display().to_string()),
-                    q(&tls.key_file.display().to_string()),
-                    q(&tls.ca_file.display().to_string())
-                );
+                out.push_str(&mutual_tls(tls, "  ", true));
             }
         }
         if let Some(remote) = &self.leaf_remote {
@@ -285,14 +279,10 @@ impl ServerConfig {
                 .collect();
             let (deny_exports, deny_imports) =
                 leaf_denials(self.jetstream_domain.as_deref(), &self.streams);
-            let tls = remote.tls.as_ref().map_or_else(String::new, |tls| {
-                format!(
-                    "      tls {{\n        cert_file: {}\n        key_file: {}\n        ca_file: {}\n        timeout: 5\n      }}\n",
-                    q(&tls.cert_file.display().to_string()),
-                    q(&tls.key_file.display().to_string()),
-                    q(&tls.ca_file.display().to_string())
-                )
-            });
+            let tls = remote
+                .tls
+                .as_ref()
+                .map_or_else(String::new, |tls| mutual_tls(tls, "      ", false));
             let _ = writeln!(
                 out,
                 "  remotes: [\n    {{\n      urls: [{}]\n      account: {APP_ACCOUNT}\n{tls}      deny_exports: [{}]\n      deny_imports: [{}]\n    }}\n  ]",
@@ -351,6 +341,25 @@ pub fn leaf_denials(domain: Option<&str>, streams: &StreamNames) -> (Vec<String>
     (exports, imports)
 }
 
+/// The `tls` block of a link whose two ends verify each other against one CA (routes, leaf
+/// links), indented by `indent`; `verify` on the listening end asks the dialler for its
+/// certificate (a dialler verifies the listener's anyway).
+fn mutual_tls(tls: &RouteTls, indent: &str, verify: bool) -> String {
+    let q = quote;
+    let inner = format!("{indent}  ");
+    let verify = if verify {
+        format!("{inner}verify: true\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "{indent}tls {{\n{inner}cert_file: {}\n{inner}key_file: {}\n{inner}ca_file: {}\n{verify}{inner}timeout: 5\n{indent}}}\n",
+        q(&tls.cert_file.display().to_string()),
+        q(&tls.key_file.display().to_string()),
+        q(&tls.ca_file.display().to_string())
+    )
+}
+
 /// The `cluster` block: routes in and out authenticate with the shared user and password, and
 /// with TLS each end verifies the other's certificate against the CA.
 fn render_cluster(out: &mut String, cluster: &Cluster) {
@@ -369,13 +378,7 @@ fn render_cluster(out: &mut String, cluster: &Cluster) {
         q(&cluster.password)
     );
     if let Some(tls) = &cluster.tls {
-        let _ = writeln!(
-            out,
-            "  tls {{\n    cert_file: {}\n    key_file: {}\n    ca_file: {}\n    verify: true\n    timeout: 5\n  }}",
-            q(&tls.cert_file.display().to_string()),
-            q(&tls.key_file.display().to_string()),
-            q(&tls.ca_file.display().to_string())
-        );
+        out.push_str(&mutual_tls(tls, "  ", true));
     }
     let routes: Vec<String> = cluster
         .routes
