@@ -323,14 +323,7 @@ log "PostgreSQL: primary $PG1:5432, hot standby $PG2:5432 streaming through slot
 DATABASE_URL=postgres://postgres@$PG1:5432/whistle
 export DATABASE_URL
 roles_out=$("$WHISTLE" db roles --secrets "$SECRETS")
-while read -r kind url passfile; do
-    case $kind in
-        owner) OWNER_URL=$url OWNER_PASSFILE=$passfile ;;
-        dispatch) DISPATCH_URL=$url DISPATCH_PASSFILE=$passfile ;;
-        query) QUERY_URL=$url QUERY_PASSFILE=$passfile ;;
-    esac
-done <<<"$roles_out"
-[[ -n ${OWNER_URL:-} && -n ${DISPATCH_URL:-} && -n ${QUERY_URL:-} ]] || die "whistle db roles printed: $roles_out"
+whistle__roles "$roles_out" || die "whistle db roles printed: $roles_out"
 DATABASE_URL=$OWNER_URL PGPASSFILE=$OWNER_PASSFILE "$WHISTLE" migrate >/dev/null
 DATABASE_URL=$OWNER_URL PGPASSFILE=$OWNER_PASSFILE "$WHISTLE" seed >/dev/null
 CONTACT_KEYS=$SECRETS/contact-keys

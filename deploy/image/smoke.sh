@@ -137,14 +137,7 @@ whistle_cli WHISTLE_NATS_NKEY_FILE="$SECRETS/admin.nk" "$BIN/whistle" streams --
     --event-max-gib 1 --rejected-max-gib 1 --photo-max-gib 1 >/dev/null
 roles_out=$(as_image DATABASE_URL="$ADMIN_URL" PGPASSFILE="$RUN/postgres.pgpass" \
     "$BIN/whistle" db roles --secrets "$SECRETS/db")
-while read -r kind url passfile; do
-    case $kind in
-        owner) OWNER_URL=$url OWNER_PASSFILE=$passfile ;;
-        dispatch) DISPATCH_URL=$url DISPATCH_PASSFILE=$passfile ;;
-        query) QUERY_URL=$url QUERY_PASSFILE=$passfile ;;
-    esac
-done <<<"$roles_out"
-[[ -n ${OWNER_URL:-} && -n ${DISPATCH_URL:-} && -n ${QUERY_URL:-} ]] || die "whistle db roles printed: $roles_out"
+whistle__roles "$roles_out" || die "whistle db roles printed: $roles_out"
 as_image DATABASE_URL="$OWNER_URL" PGPASSFILE="$OWNER_PASSFILE" "$BIN/whistle" migrate >/dev/null
 as_image DATABASE_URL="$OWNER_URL" PGPASSFILE="$OWNER_PASSFILE" "$BIN/whistle" seed >/dev/null
 as_image "$BIN/whistle" contacts keygen smoke-1 >"$RUN/contact-keys"

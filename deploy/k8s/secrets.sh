@@ -59,10 +59,7 @@ if ((placeholders)); then
     done
 else
     if [[ -z $whistle ]]; then
-        for candidate in "$TARGET_DIR/release/whistle" "$TARGET_DIR/debug/whistle"; do
-            [[ -x $candidate ]] && { whistle=$candidate; break; }
-        done
-        [[ -n $whistle ]] || whistle=$(command -v whistle) || die "no whistle binary: build it or give --whistle"
+        whistle=$(whistle__cli_binary) || die "no whistle binary: build it or give --whistle"
     fi
     command -v openssl >/dev/null 2>&1 || die "openssl is needed for the routes' certificates"
     # The whole configuration is rendered (secrets created as needed); only its public part from

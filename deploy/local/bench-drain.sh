@@ -85,14 +85,9 @@ fresh_servers() {
     "$WHISTLE_BIN" streams --photo-max-gib 1 >/dev/null
     psql -q -X -v ON_ERROR_STOP=1 -d "${DATABASE_URL%/*}/postgres" \
         -c 'DROP DATABASE IF EXISTS whistle_drain WITH (FORCE)' -c 'CREATE DATABASE whistle_drain' >/dev/null
-    local roles kind url passfile
+    local roles
     roles=$(DATABASE_URL=$ADMIN_URL PGPASSFILE=$ADMIN_PASSFILE "$WHISTLE_BIN" db roles --secrets "$SECRETS")
-    while read -r kind url passfile; do
-        case $kind in
-            owner) OWNER_URL=$url OWNER_PASSFILE=$passfile ;;
-            dispatch) DISPATCH_URL=$url DISPATCH_PASSFILE=$passfile ;;
-        esac
-    done <<<"$roles"
+    whistle__roles "$roles" || { echo "bench-drain: whistle db roles printed: $roles" >&2; exit 1; }
     DATABASE_URL=$OWNER_URL PGPASSFILE=$OWNER_PASSFILE "$WHISTLE_BIN" migrate >/dev/null
     DATABASE_URL=$OWNER_URL PGPASSFILE=$OWNER_PASSFILE "$WHISTLE_BIN" seed >/dev/null
     if [[ -n $sql ]]; then

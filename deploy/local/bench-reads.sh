@@ -78,12 +78,7 @@ if ((!reuse)); then
         -c 'DROP DATABASE IF EXISTS whistle_reads WITH (FORCE)' -c 'CREATE DATABASE whistle_reads' >/dev/null
 fi
 roles=$(DATABASE_URL=$ADMIN_URL "$WHISTLE_BIN" db roles --secrets "$SECRETS")
-while read -r kind url passfile; do
-    case $kind in
-        owner) OWNER_URL=$url OWNER_PASSFILE=$passfile ;;
-        query) QUERY_URL=$url QUERY_PASSFILE=$passfile ;;
-    esac
-done <<<"$roles"
+whistle__roles "$roles" || { echo "bench-reads: whistle db roles printed: $roles" >&2; exit 1; }
 owner() { DATABASE_URL=$OWNER_URL PGPASSFILE=$OWNER_PASSFILE "$@"; }
 if ((!reuse)); then
     owner "$WHISTLE_BIN" migrate >/dev/null

@@ -176,14 +176,7 @@ ADMIN_DATABASE_URL=$DATABASE_URL
 log "provisioning the database roles as the administrator: whistle db roles --secrets $DB_SECRETS"
 roles_out=$("$WHISTLE_BIN" db roles --secrets "$DB_SECRETS") ||
     die "whistle db roles failed: DATABASE_URL ($(whistle__mask "$DATABASE_URL")) must be a superuser's"
-while read -r kind url passfile; do
-    case $kind in
-        owner) OWNER_URL=$url OWNER_PASSFILE=$passfile ;;
-        dispatch) DISPATCH_URL=$url DISPATCH_PASSFILE=$passfile ;;
-        query) QUERY_URL=$url QUERY_PASSFILE=$passfile ;;
-    esac
-done <<<"$roles_out"
-[[ -n ${OWNER_URL:-} && -n ${DISPATCH_URL:-} && -n ${QUERY_URL:-} ]] ||
+whistle__roles "$roles_out" ||
     die "whistle db roles printed no owner, dispatch and query URLs: $roles_out"
 # From here on the admin commands (migrate, seed, token) run as the owner.
 export DATABASE_URL=$OWNER_URL PGPASSFILE=$OWNER_PASSFILE
