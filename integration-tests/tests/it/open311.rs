@@ -433,7 +433,7 @@ async fn an_open311_client_files_and_follows_requests_in_json_and_xml() {
             .json("requests", &[("service_code", "heating.no_heat")])
             .await
             .1),
-        [first.clone()]
+        [first.as_str()]
     );
     assert_eq!(
         ids(&client.json("requests", &[("status", "open")]).await.1).len(),
@@ -654,7 +654,7 @@ async fn an_open311_client_files_and_follows_requests_in_json_and_xml() {
     );
     assert_eq!(
         ids(&client.json("requests", &[("status", "closed")]).await.1),
-        [first.clone()]
+        [first.as_str()]
     );
     let (status, updates) = client.json("servicerequestupdates", &[]).await;
     assert_eq!(status, StatusCode::OK);
@@ -757,4 +757,67 @@ async fn the_12345_hotline_files_work_orders_once_each_tagged_with_their_channel
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
+}
+
+#[tokio::test]
+async fn a_published_open311_client_reads_the_door_in_json_and_xml() {
+    // PyPI's georeport, installed by deploy/local/test.sh into this directory.
+    let dir = std::env::var("WHISTLE_GEOREPORT_DIR").expect(
+        "WHISTLE_GEOREPORT_DIR is unset: run deploy/local/test.sh, which installs PyPI's georeport",
+    );
+    let stack = Stack::command_center().await;
+    let (district, _, _, _) = places();
+    let key = stack.token_for(Role::Open311, &district).await;
+    let client = Client::new(&stack, &key);
+    let (_, lat, lon) = grid_in(&stack, &district).await;
+    let (lat, lon) = (lat.to_string(), lon.to_string());
+    let id = client
+        .file(&[
+            ("service_code", "heating.no_heat"),
+            ("lat", &lat),
+            ("long", &lon),
+            ("description", "暖气不热"),
+        ])
+        .await;
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/open311_client.py");
+    let (base, asked) = (client.base.clone(), id.clone());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(script)
+            .args([&base, &key, &asked])
+            .env("PYTHONPATH", dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let categories = whistle_wire::policy::load("ordos")
+        .unwrap()
+        .categories()
+        .count();
+    for format in ["json", "xml"] {
+        let seen = &seen[format];
+        assert_eq!(
+            seen["services"].as_array().unwrap().len(),
+            categories,
+            "{format}: {seen}"
+        );
+        assert_eq!(seen["definition"], "heating.no_heat", "{format}");
+        assert_eq!(
+            seen["attributes"],
+            serde_json::json!(["urgency"]),
+            "{format}"
+        );
+        assert_eq!(seen["found"], serde_json::json!([id]), "{format}");
+        assert_eq!(seen["status"], "open", "{format}");
+        assert_eq!(seen["service_code"], "heating.no_heat", "{format}");
+        assert_eq!(seen["missing"], 404, "{format}");
+    }
 }

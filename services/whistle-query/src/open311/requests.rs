@@ -373,6 +373,17 @@ pub(crate) async fn token(door: &Open311, key: &Principal, token: &str) -> Answe
             "service_requests",
         ));
     }
+    // Refusals are not scoped by area (a refused report may name none): a key sees only those
+    // of its own channel's ids.
+    let own = match key.role {
+        whistle_store::tokens::Role::Hotline => super::submit::HOTLINE_PREFIX,
+        _ => super::submit::OPEN311_PREFIX,
+    };
+    if !token.starts_with(own) {
+        return Err(Failure::not_found(format!(
+            "no service request for token {token} in this key's area"
+        )));
+    }
     let refused: Option<(String, String)> = sqlx::query_as(
         "SELECT reason, message FROM rejected_reports WHERE report_id = $1
          ORDER BY received_at DESC LIMIT 1",
