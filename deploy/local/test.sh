@@ -3,7 +3,8 @@
 #
 # Sources env.sh first, so the tests find DATABASE_URL and PGPASSFILE (the PostgreSQL server, as its
 # superuser, in which each test creates its own fresh database with its own roles and passwords) and WHISTLE_NATS_SERVER_BIN (to spawn their own nats-servers), then console.sh,
-# which builds the web console (WHISTLE_CONSOLE_DIR) and installs Chromium (CHROMIUM) for the browser tests. Runs
+# which builds the web console (WHISTLE_CONSOLE_DIR) and installs Chromium (CHROMIUM) for the browser tests,
+# and installs PyPI's georeport (WHISTLE_GEOREPORT_DIR), the Open311 client the Open311 test drives. Runs
 # `cargo test --workspace --locked "$@"` (unit, integration and doc tests); with WHISTLE_USE_NEXTEST=1
 # and cargo-nextest installed, `cargo nextest run` instead, plus the doc tests when no arguments are given.
 # Exits with the tests' status. On CI (CI=true), or with WHISTLE_STOP_AFTER_TESTS=1, the private servers
@@ -21,6 +22,14 @@ source "$HERE/env.sh"
 source "$HERE/console.sh"
 whistle_ensure_chromium
 cd "$REPO"
+
+# PyPI's georeport, a published Open311 client that it::open311 also drives the Open311 door with.
+export WHISTLE_GEOREPORT_DIR=${WHISTLE_GEOREPORT_DIR:-$WHISTLE_HOME/georeport}
+if [[ ! -d $WHISTLE_GEOREPORT_DIR/georeport ]]; then
+    printf 'whistle: pip install --target %s georeport==0.3.1\n' "$WHISTLE_GEOREPORT_DIR" >&2
+    python3 -m pip install --quiet --disable-pip-version-check --target "$WHISTLE_GEOREPORT_DIR" \
+        georeport==0.3.1 >&2 || printf 'whistle: georeport not installed; the Open311 client test will fail\n' >&2
+fi
 
 stop_after=${WHISTLE_STOP_AFTER_TESTS:-}
 if [[ -z $stop_after ]]; then

@@ -88,6 +88,13 @@ impl Identity {
                 area,
                 department,
             },
+            // Open311 keys speak HTTP to the query service's Open311 door and nothing else.
+            Role::Open311 | Role::Hotline => {
+                return Err(unusable(format!(
+                    "an {} key is for the Open311 door only, not NATS",
+                    token.role.as_str()
+                )))
+            }
         })
     }
 
@@ -466,6 +473,17 @@ mod tests {
         assert!(Identity::from_token(&no_person).is_err());
         let bad_area = token(Role::Operator, "15060", None, Some("op-x"));
         assert!(Identity::from_token(&bad_area).is_err());
+    }
+
+    #[test]
+    fn open311_keys_get_no_nats_identity() {
+        for role in [Role::Open311, Role::Hotline] {
+            let key = token(role, "150602", None, None);
+            assert!(Identity::from_token(&key)
+                .unwrap_err()
+                .why
+                .contains("Open311 door only"));
+        }
     }
 
     #[test]

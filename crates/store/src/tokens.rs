@@ -28,6 +28,12 @@ pub enum Role {
     Viewer,
     /// Files reports from its grid and follows them up; reads only its own reports.
     GridWorker,
+    /// An Open311 client's key (a third-party app): files and reads service requests inside its
+    /// area through the Open311 door only, as no person (docs/open311.md).
+    Open311,
+    /// The city's 12345 hotline system's key: as `Open311`, its work orders tagged as the
+    /// hotline's channel.
+    Hotline,
 }
 
 impl Role {
@@ -37,7 +43,14 @@ impl Role {
             Role::Liaison => "liaison",
             Role::Viewer => "viewer",
             Role::GridWorker => "grid_worker",
+            Role::Open311 => "open311",
+            Role::Hotline => "hotline",
         }
+    }
+
+    /// A key of the Open311 door, which no other door accepts.
+    pub fn is_open311_key(self) -> bool {
+        matches!(self, Role::Open311 | Role::Hotline)
     }
 }
 
@@ -50,8 +63,10 @@ impl std::str::FromStr for Role {
             "liaison" => Ok(Role::Liaison),
             "viewer" => Ok(Role::Viewer),
             "grid_worker" => Ok(Role::GridWorker),
+            "open311" => Ok(Role::Open311),
+            "hotline" => Ok(Role::Hotline),
             other => Err(format!(
-                "unknown role {other:?}: expected operator, liaison, viewer or grid_worker"
+                "unknown role {other:?}: expected operator, liaison, viewer, grid_worker, open311 or hotline"
             )),
         }
     }
@@ -127,7 +142,9 @@ pub async fn create(
 ) -> Result<(Token, String), Refused> {
     let invalid = |message: String| Err(Refused::Invalid(message));
     let Some(role) = new.role else {
-        return invalid("a role is required: operator, liaison, viewer or grid_worker".into());
+        return invalid(
+            "a role is required: operator, liaison, viewer, grid_worker, open311 or hotline".into(),
+        );
     };
     if new.expires_at.is_some_and(|at| at <= now) {
         return invalid("the expiry must be in the future".into());
@@ -147,6 +164,12 @@ pub async fn create(
         }
         (None, Some(_)) if role == Role::Operator => {
             return invalid("an operator token is scoped by --area, not --department".into())
+        }
+        (None, Some(_)) if role.is_open311_key() => {
+            return invalid(format!(
+                "an {} key is scoped by --area (where it files and reads), not --department",
+                role.as_str()
+            ))
         }
         (None, Some(_)) if role == Role::GridWorker => {
             return invalid(
@@ -182,6 +205,13 @@ pub async fn create(
                 return invalid("a viewer token does not act, so it takes no person".into())
             }
             Role::Viewer => None,
+            Role::Open311 | Role::Hotline if new.person_id.is_some() => {
+                return invalid(format!(
+                    "an {} key files as no person, so it takes no --person",
+                    role.as_str()
+                ))
+            }
+            Role::Open311 | Role::Hotline => None,
             Role::Operator => Some(
                 new.person_id
                     .clone()
@@ -287,7 +317,7 @@ async fn check_person(
         Role::Operator => person_role == "operator" && person_area.as_deref() == Some(area),
         Role::Liaison => person_role == "liaison" && person_department.as_deref() == department,
         Role::GridWorker => person_role == "grid_worker" && person_area.as_deref() == Some(area),
-        Role::Viewer => false,
+        Role::Viewer | Role::Open311 | Role::Hotline => false,
     };
     if fits {
         Ok(())
@@ -466,6 +496,8 @@ mod tests {
             Role::Liaison,
             Role::Viewer,
             Role::GridWorker,
+            Role::Open311,
+            Role::Hotline,
         ] {
             assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
         }

@@ -19,6 +19,7 @@ mod limits;
 mod lock_order;
 mod metrics;
 mod notifications;
+mod open311;
 mod org_import;
 mod people;
 mod people_rpc;

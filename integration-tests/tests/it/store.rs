@@ -623,6 +623,7 @@ pub(crate) mod batches {
             report_payload: vec![],
             contact: None,
             photo_ids: Vec::new(),
+            channel: "grid_worker",
             stream_sequence: None,
             state: "{}".into(),
             timers: vec![],

@@ -668,6 +668,8 @@ impl ReportFeed {
             }],
             contact_phone: String::new(),
             photo_ids: Vec::new(),
+            channel: v1::Channel::Unspecified as i32,
+            channel_ref: String::new(),
         };
         (format!("{}.{grid}", self.prefix), report)
     }

@@ -16,7 +16,8 @@ pub enum Args {
     /// Create a token and print it once (only its hash is stored).
     Create {
         /// operator (reads and acts in an area), liaison (acts for a department), viewer (reads),
-        /// grid_worker (reports from its grid and follows its reports up).
+        /// grid_worker (reports from its grid and follows its reports up), open311 (a third-party
+        /// app's key to the Open311 door) or hotline (the 12345 hotline system's key to it).
         #[arg(long)]
         role: Role,
         /// The area the token may see (city 150600, a district, street, community or grid).
@@ -76,7 +77,13 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             println!("{secret}");
             if std::io::stderr().is_terminal() || std::env::var_os("WHISTLE_VERBOSE").is_some() {
                 eprintln!("{}", describe(&token));
-                eprintln!("{}", nats_usage(&token));
+                if token.role.is_open311_key() {
+                    eprintln!(
+                        "An Open311 key: send it as api_key to the Open311 door (docs/open311.md); no other door takes it."
+                    );
+                } else {
+                    eprintln!("{}", nats_usage(&token));
+                }
                 eprintln!("Store it now: it cannot be shown again.");
             }
         }

@@ -978,10 +978,21 @@ fn new_incident(
         report_payload: valid.report.encode_to_vec(),
         contact,
         photo_ids: valid.report.photo_ids.clone(),
+        channel: channel_str(valid.report.channel),
         stream_sequence: i64::try_from(stream_sequence).ok(),
         state: serde_json::to_string(&state).expect("incident state serializes"),
         timers,
         event,
+    }
+}
+
+/// A report's channel as `reports.channel` stores it; a value this build does not know is a grid
+/// worker's, as unspecified is.
+pub fn channel_str(channel: i32) -> &'static str {
+    match v1::Channel::try_from(channel) {
+        Ok(v1::Channel::Open311) => "open311",
+        Ok(v1::Channel::Hotline12345) => "hotline_12345",
+        _ => "grid_worker",
     }
 }
 

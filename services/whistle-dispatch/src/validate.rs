@@ -22,6 +22,8 @@ pub const MAX_ATTACHMENTS: usize = 20;
 pub const MAX_URI_CHARS: usize = 2048;
 pub const MAX_CAPTION_CHARS: usize = 200;
 pub const MAX_CONTACT_CHARS: usize = 64;
+/// The other system's id of a report from another channel (a 12345 work order number).
+pub const MAX_CHANNEL_REF_CHARS: usize = 64;
 /// Device clocks run ahead; more than this in the future is refused.
 pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
 /// A phone that was offline may send late, but not later than this.
@@ -213,6 +215,7 @@ fn check_text(report: &v1::Report) -> Result<(), Rejection> {
         ("category", &report.category),
         ("title", &report.title),
         ("contact_phone", &report.contact_phone),
+        ("channel_ref", &report.channel_ref),
     ] {
         check_controls(field, value, &[])?;
     }
@@ -354,6 +357,7 @@ fn check_fields(
     check_len("title", &report.title, MAX_TITLE_CHARS)?;
     check_len("description", &report.description, MAX_DESCRIPTION_CHARS)?;
     check_len("contact_phone", &report.contact_phone, MAX_CONTACT_CHARS)?;
+    check_len("channel_ref", &report.channel_ref, MAX_CHANNEL_REF_CHARS)?;
     if let Some(location) = &report.location {
         check_len("location.address", &location.address, MAX_ADDRESS_CHARS)?;
         let finite = location.lat.is_finite() && location.lon.is_finite();

@@ -108,13 +108,32 @@ impl Auth {
     /// The caller of a request, or UNAUTHENTICATED; every call counts against the token's rate
     /// limit (RESOURCE_EXHAUSTED, `rate_limited`, past it).
     pub async fn principal<T>(&self, request: &Request<T>) -> Result<Arc<Principal>> {
-        let principal = self.identify(request).await?;
+        let principal = self.identify(bearer(request)?).await?;
+        if principal.role.is_open311_key() {
+            return Err(Error::PermissionDenied(format!(
+                "an {} key is for the Open311 door only",
+                principal.role.as_str()
+            )));
+        }
         self.limits.request(principal.token_id)?;
         Ok(principal)
     }
 
-    async fn identify<T>(&self, request: &Request<T>) -> Result<Arc<Principal>> {
-        let secret = bearer(request)?;
+    /// The key of an Open311 call (`api_key`), which must be an `open311` or `hotline` token;
+    /// it counts against the key's rate limit as any call does.
+    pub async fn open311_key(&self, secret: &str) -> Result<Arc<Principal>> {
+        let principal = self.identify(secret).await?;
+        if !principal.role.is_open311_key() {
+            return Err(Error::PermissionDenied(format!(
+                "a {} token is not an Open311 key (make one with `whistle token create --role open311`)",
+                principal.role.as_str()
+            )));
+        }
+        self.limits.request(principal.token_id)?;
+        Ok(principal)
+    }
+
+    async fn identify(&self, secret: &str) -> Result<Arc<Principal>> {
         let key = tokens::digest(secret);
         if let Some(hit) = self.cache.get(&key) {
             if hit.0.elapsed() < CACHE_TTL {

@@ -17,7 +17,8 @@
 //! whistle-dispatch over NATS (dispatch.rs), `whistle.v1.Reporting`, which publishes grid
 //! workers' reports to `WHISTLE_REPORTS` (reports.rs), `WatchEvents` fed by one reader of
 //! `WHISTLE_EVENTS` (watch.rs), Prometheus metrics at `GET /metrics` (metrics.rs), and the web
-//! console's files at `/` when a console directory is configured. Every whistle.v1 call needs a
+//! console's files at `/` when a console directory is configured, and the Open311 GeoReport v2
+//! door under `/open311/v2` for other systems (open311/, docs/open311.md). Every whistle.v1 call needs a
 //! bearer token, is limited to the token's area (auth.rs) and counts against the token's rate
 //! limit (limits.rs); health, reflection, metrics and the console's files are open, the files
 //! with security headers (console.rs). TLS is on when a certificate and key are configured.
@@ -47,6 +48,7 @@ mod limits;
 mod metrics;
 mod monthly;
 mod notifications;
+mod open311;
 mod org;
 mod org_tree;
 mod overdue;
@@ -253,6 +255,7 @@ pub struct Service {
     handlers: CommandCenter,
     dispatch: Dispatch,
     reporting: Reporting,
+    open311: open311::Open311,
     console_dir: Option<PathBuf>,
     metrics: Metrics,
     nats: async_nats::Client,
@@ -362,6 +365,22 @@ impl Options {
         };
         let photos = photos::Photos::new(async_nats::jetstream::new(nats.clone()));
         let boards = boards::Boards::start(self.max_board_reads).map_err(Error::Threads)?;
+        let reporting = Reporting {
+            auth: auth.clone(),
+            pool: pool.clone(),
+            jetstream: async_nats::jetstream::new(nats.clone()),
+            policy: policy.clone(),
+            clock: clock.clone(),
+            photos: photos.clone(),
+        };
+        let open311 = open311::Open311 {
+            auth: auth.clone(),
+            pool: pool.clone(),
+            reporting: reporting.clone(),
+            policy: policy.clone(),
+            clock: clock.clone(),
+            scheme: if tls.is_some() { "https" } else { "http" },
+        };
         Ok(Service {
             incoming,
             local_addr,
@@ -372,14 +391,8 @@ impl Options {
                 photos: photos.clone(),
                 replica: replica.clone(),
             },
-            reporting: Reporting {
-                auth: auth.clone(),
-                pool: pool.clone(),
-                jetstream: async_nats::jetstream::new(nats.clone()),
-                policy: policy.clone(),
-                clock: clock.clone(),
-                photos: photos.clone(),
-            },
+            reporting,
+            open311,
             console_dir: self.console_dir,
             handlers: CommandCenter {
                 pool,
@@ -629,6 +642,7 @@ impl Service {
         let handlers = Arc::new(self.handlers.clone());
         let (workbook, boundaries) = (handlers.clone(), handlers.clone());
         let router = router
+            .merge(open311::router(self.open311))
             .route(
                 monthly::PATH,
                 axum::routing::get(move |headers, query| {

@@ -242,6 +242,11 @@ impl Reporting {
                 principal.area, report.grid_code
             )));
         }
+        if report.channel > v1::Channel::GridWorker as i32 || !report.channel_ref.is_empty() {
+            return Err(Error::PermissionDenied(
+                "a grid worker's report is of the grid worker channel; other channels come in through the Open311 door".into(),
+            ));
+        }
         if report.reported_at.is_none() {
             report.reported_at = Some(convert::timestamp(self.clock.now()));
         }
@@ -253,7 +258,18 @@ impl Reporting {
         self.photos
             .check_stored(&report.photo_ids, principal.actor()?)
             .await?;
-        let grid: &AreaCode = &principal.area;
+        self.publish(&report_id, &principal.area, &report).await
+    }
+
+    /// Publishes a checked report to `WHISTLE_REPORTS` on its grid's subject, with its id as
+    /// `Nats-Msg-Id`, and waits up to [`OUTCOME_WAIT`] for intake's decision (PENDING after).
+    /// The Open311 door files its reports through here too.
+    pub(crate) async fn publish(
+        &self,
+        report_id: &ReportId,
+        grid: &AreaCode,
+        report: &v1::Report,
+    ) -> Result<v1::SubmitReportResponse> {
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, report_id.as_str());
         headers.insert("Content-Type", "application/protobuf");
@@ -289,7 +305,10 @@ impl Reporting {
     }
 
     /// What intake made of a report, if it decided yet.
-    async fn outcome(&self, report_id: &str) -> Result<Option<v1::SubmitReportResponse>> {
+    pub(crate) async fn outcome(
+        &self,
+        report_id: &str,
+    ) -> Result<Option<v1::SubmitReportResponse>> {
         let found = read(
             &self.pool,
             &self.policy.get(),

@@ -121,5 +121,7 @@ fn report(report_id: &str, grid: &str, category: &str) -> v1::Report {
         attachments: vec![],
         contact_phone: String::new(),
         photo_ids: Vec::new(),
+        channel: v1::Channel::Unspecified as i32,
+        channel_ref: String::new(),
     }
 }

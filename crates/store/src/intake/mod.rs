@@ -63,6 +63,8 @@ pub struct NewIncident {
     pub contact: Option<SealedContact>,
     /// The report's photos (`Report.photo_ids`), recorded in `photo_refs` for their retention.
     pub photo_ids: Vec<String>,
+    /// The channel it came in by (`reports.channel`): `grid_worker`, `open311` or `hotline_12345`.
+    pub channel: &'static str,
     pub stream_sequence: Option<i64>,
     /// The engine's state (`whistle_domain::incident::Incident`) as JSON text: written as it is,
     /// without building a JSON tree for every report.
@@ -534,8 +536,8 @@ async fn write(
     static SQL: LazyLock<String> = LazyLock::new(|| {
         format!(
         "WITH new_reports AS (
-             INSERT INTO reports (report_id, incident_id, reporter_id, grid_code, category, payload, stream_sequence, received_at)
-             SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int8[], $8::timestamptz[])),
+             INSERT INTO reports (report_id, incident_id, reporter_id, grid_code, category, payload, stream_sequence, received_at, channel)
+             SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::int8[], $8::timestamptz[], $60::text[])),
          new_incidents AS (
              INSERT INTO incidents (id, status, level, category, urgency, title, description,
                  district_code, street_code, community_code, grid_code, lat, lon, address, reporter_id,
@@ -660,6 +662,7 @@ async fn write(
         .bind(photo_refs.iter().map(|r| r.0).collect::<Vec<_>>())
         .bind(photo_refs.iter().map(|r| r.1).collect::<Vec<_>>())
         .bind(photo_refs.iter().map(|r| r.2).collect::<Vec<_>>())
+        .bind(column(candidates, |i| i.channel))
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -87,5 +87,7 @@ pub fn report(report_id: &str, grid: &str) -> v1::Report {
         }],
         contact_phone: String::new(),
         photo_ids: Vec::new(),
+        channel: v1::Channel::Unspecified as i32,
+        channel_ref: String::new(),
     }
 }
