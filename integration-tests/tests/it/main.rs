@@ -36,5 +36,6 @@ mod scoreboard;
 mod shutdown;
 mod standby;
 mod store;
+mod tracking;
 mod trust;
 mod watch;

@@ -64,7 +64,7 @@ test("an open case counts down live to its deadline, in Chinese, with no persona
   assert.equal(await page.getAttribute("html", "lang"), "zh-CN");
   await page.waitForSelector("#case:not([hidden])");
   assert.equal(await text(page, "status"), "处理中");
-  assert.equal(await text(page, "category"), "供暖不热");
+  assert.equal(await text(page, "category"), "室内温度不达标/停暖");
   assert.match(await text(page, "handlers"), /社区|居委会|网格/);
   const first = await text(page, "countdown");
   assert.match(first, /^距办理期限还有 (\d+ 天 )?\d+ 小时 \d+ 分 \d+ 秒$/);
