@@ -250,13 +250,14 @@ impl Tracking {
         })
     }
 
-    fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Response> {
+    /// The request's JSON, or the answer refusing it.
+    fn parse<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Box<Response>> {
         serde_json::from_slice(body).map_err(|_| {
-            json_error(
+            Box::new(json_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_argument",
                 "请求格式不正确",
-            )
+            ))
         })
     }
 
@@ -278,7 +279,7 @@ impl Tracking {
     async fn case_of(&self, body: &Bytes) -> crate::Result<Response> {
         let request: CaseRequest = match Self::parse(body) {
             Ok(r) => r,
-            Err(response) => return Ok(response),
+            Err(response) => return Ok(*response),
         };
         let Some(found) = self.find(&request.code).await? else {
             return Ok(not_found());
@@ -403,7 +404,7 @@ impl Tracking {
     async fn answer(&self, body: &Bytes) -> crate::Result<Response> {
         let request: AnswerRequest = match Self::parse(body) {
             Ok(r) => r,
-            Err(response) => return Ok(response),
+            Err(response) => return Ok(*response),
         };
         let satisfaction = match (request.resolved, request.satisfaction.as_str()) {
             (false, _) => v1::Satisfaction::Unsatisfied,
