@@ -257,6 +257,9 @@ pub struct Retention {
     pub photos: TimeDelta,
     /// Rejected reports (their contacts masked), from when they were received.
     pub rejected: TimeDelta,
+    /// Residents' tracking codes (查询码) open their report's page until this long after the
+    /// incident closed; then they answer as a code that never existed.
+    pub tracking_codes: TimeDelta,
 }
 
 impl Retention {
@@ -264,6 +267,7 @@ impl Retention {
         contacts: TimeDelta::days(180),
         photos: TimeDelta::days(365),
         rejected: TimeDelta::days(90),
+        tracking_codes: TimeDelta::days(30),
     };
 }
 
@@ -623,6 +627,7 @@ struct RawRetention {
     contacts: String,
     photos: Option<String>,
     rejected: Option<String>,
+    tracking_codes: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -802,6 +807,11 @@ impl RawPolicy {
                         "retention.rejected",
                         &raw.rejected,
                         Retention::DEFAULT.rejected,
+                    )?,
+                    tracking_codes: or_default(
+                        "retention.tracking_codes",
+                        &raw.tracking_codes,
+                        Retention::DEFAULT.tracking_codes,
                     )?,
                 }
             }

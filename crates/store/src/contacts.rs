@@ -36,6 +36,9 @@ const MAX_KEY_ID: usize = 64;
 pub struct Keyring {
     /// Never empty; the first seals.
     keys: Vec<(String, ChaCha20Poly1305)>,
+    /// Per key, in the same order: the HMAC key residents' tracking codes are looked up by
+    /// ([`crate::tracking`]), derived from the key so that no second secret must be kept.
+    macs: Vec<[u8; 32]>,
 }
 
 /// The key material stays out of logs and panics.
@@ -61,6 +64,7 @@ impl Keyring {
     /// Parses a keyring file's text.
     pub fn parse(text: &str) -> Result<Keyring> {
         let mut keys: Vec<(String, ChaCha20Poly1305)> = Vec::new();
+        let mut macs = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -94,11 +98,12 @@ impl Keyring {
             }
             let cipher = ChaCha20Poly1305::new_from_slice(&bytes).map_err(|_| bad("bad key"))?;
             keys.push((id.to_owned(), cipher));
+            macs.push(crate::tracking::derive_mac_key(&bytes));
         }
         if keys.is_empty() {
             return Err(Error::Keyring("the keyring holds no key".into()));
         }
-        Ok(Keyring { keys })
+        Ok(Keyring { keys, macs })
     }
 
     /// Reads and parses a keyring file.
@@ -131,23 +136,58 @@ impl Keyring {
 
     /// Seals `contact` of `report_id` under the first key.
     pub fn seal(&self, report_id: &str, contact: &str) -> SealedContact {
-        let (key_id, cipher) = &self.keys[0];
-        let nonce: [u8; NONCE_BYTES] = rand::random();
-        let ciphertext = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: contact.as_bytes(),
-                    aad: report_id.as_bytes(),
-                },
-            )
-            .expect("sealing a short message cannot fail");
+        let (key_id, nonce, ciphertext) = self.seal_bytes(report_id.as_bytes(), contact.as_bytes());
         SealedContact {
-            key_id: key_id.clone(),
-            nonce: nonce.to_vec(),
+            key_id,
+            nonce,
             ciphertext,
             masked: whistle_domain::contact::mask(contact),
         }
+    }
+
+    /// Seals `msg` under the first key with `aad`: (key id, nonce, ciphertext).
+    pub(crate) fn seal_bytes(&self, aad: &[u8], msg: &[u8]) -> (String, Vec<u8>, Vec<u8>) {
+        let (key_id, cipher) = &self.keys[0];
+        let nonce: [u8; NONCE_BYTES] = rand::random();
+        let ciphertext = cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg, aad })
+            .expect("sealing a short message cannot fail");
+        (key_id.clone(), nonce.to_vec(), ciphertext)
+    }
+
+    /// Opens what [`Keyring::seal_bytes`] sealed, `None` if the key is not held or it does not
+    /// open.
+    pub(crate) fn open_bytes(
+        &self,
+        aad: &[u8],
+        key_id: &str,
+        nonce: &[u8],
+        ciphertext: &[u8],
+    ) -> Option<Vec<u8>> {
+        let (_, cipher) = self.keys.iter().find(|(id, _)| id == key_id)?;
+        if nonce.len() != NONCE_BYTES {
+            return None;
+        }
+        cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .ok()
+    }
+
+    /// The MAC key of the first key, with its id: new tracking codes are stored under it.
+    pub(crate) fn sealing_mac(&self) -> (&str, &[u8; 32]) {
+        (&self.keys[0].0, &self.macs[0])
+    }
+
+    /// Every key's MAC key: a code is looked up under each, so codes made before a new first key
+    /// was added still work.
+    pub(crate) fn macs(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.macs.iter()
     }
 
     /// Opens the contact of `report_id` sealed under `key_id`.

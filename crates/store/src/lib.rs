@@ -23,6 +23,7 @@ pub mod roles;
 pub mod tasks;
 pub mod timeline;
 pub mod tokens;
+pub mod tracking;
 
 use std::time::Duration;
 

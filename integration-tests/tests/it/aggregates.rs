@@ -172,6 +172,7 @@ async fn work(stack: &Stack, round: u64) -> usize {
                 let verify = v1::Verify {
                     satisfaction: satisfaction as i32,
                     note: String::new(),
+                    tracking_code: String::new(),
                 };
                 (format!("gw-{grid}"), Body::Verify(verify))
             }
@@ -514,6 +515,7 @@ fn verify(satisfaction: v1::Satisfaction) -> Body {
     Body::Verify(v1::Verify {
         satisfaction: satisfaction as i32,
         note: String::new(),
+        tracking_code: String::new(),
     })
 }
 

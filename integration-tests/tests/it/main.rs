@@ -37,5 +37,6 @@ mod scoreboard;
 mod shutdown;
 mod standby;
 mod store;
+mod tracking;
 mod trust;
 mod watch;

@@ -80,6 +80,7 @@ fn verify(satisfaction: v1::Satisfaction) -> Body {
     Body::Verify(v1::Verify {
         satisfaction: satisfaction as i32,
         note: String::new(),
+        tracking_code: String::new(),
     })
 }
 

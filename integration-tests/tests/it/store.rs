@@ -622,6 +622,7 @@ pub(crate) mod batches {
             level_due_at: None,
             report_payload: vec![],
             contact: None,
+            tracking: None,
             photo_ids: Vec::new(),
             channel: "grid_worker",
             stream_sequence: None,

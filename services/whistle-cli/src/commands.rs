@@ -509,6 +509,7 @@ impl Field {
                 Body::Verify(v1::Verify {
                     satisfaction: a.verdict()? as i32,
                     note: note(&a.note),
+                    tracking_code: String::new(),
                 }),
             ),
             Field::Supervise(a) => (

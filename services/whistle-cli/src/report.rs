@@ -301,7 +301,7 @@ fn outcome_line(report: &v1::MyReport) -> Option<anyhow::Result<String>> {
     let level = v1::Level::try_from(incident.level)
         .map(|l| l.as_str_name())
         .unwrap_or("?");
-    Some(Ok(if report.attached {
+    let line = if report.attached {
         format!(
             "attached to incident {} ({}) as a duplicate",
             incident.incident_id, incident.category_name
@@ -310,6 +310,15 @@ fn outcome_line(report: &v1::MyReport) -> Option<anyhow::Result<String>> {
         format!(
             "incident {} opened: {} at {level} level",
             incident.incident_id, incident.category_name
+        )
+    };
+    // The code to give the resident (查询码), for the public page /track#CODE.
+    Some(Ok(if report.tracking_code.is_empty() {
+        line
+    } else {
+        format!(
+            "{line}\ntracking code (查询码) for the resident: {}",
+            report.tracking_code
         )
     }))
 }
@@ -406,6 +415,14 @@ mod tests {
         assert_eq!(
             outcome_line(&opened).unwrap().unwrap(),
             "incident i-1 opened: 供暖不热 at LEVEL_COMMUNITY level"
+        );
+        let with_code = v1::MyReport {
+            tracking_code: "7K3M-Q9XD-2HPA".into(),
+            ..opened
+        };
+        assert_eq!(
+            outcome_line(&with_code).unwrap().unwrap(),
+            "incident i-1 opened: 供暖不热 at LEVEL_COMMUNITY level\ntracking code (查询码) for the resident: 7K3M-Q9XD-2HPA"
         );
     }
 }

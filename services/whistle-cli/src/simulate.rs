@@ -895,6 +895,7 @@ impl Sim {
                 body: Body::Verify(v1::Verify {
                     satisfaction: satisfaction as i32,
                     note: note.into(),
+                    tracking_code: String::new(),
                 }),
             },
         );

@@ -22,7 +22,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 use whistle_domain::{
-    incident::{self, Actor, Input, LedgerReason, Rejection, ReturnReason, Satisfaction},
+    incident::{
+        self, Actor, Input, LedgerReason, Rejection, ReturnReason, Satisfaction, RESIDENT_ACTOR,
+    },
     photo::{PhotoId, MAX_PHOTOS},
     DepartmentCode, PersonId, ReportId,
 };
@@ -35,7 +37,7 @@ use whistle_wire::{
     Verb,
 };
 
-use crate::{engine, Catalog, Error, Shared};
+use crate::{contacts::Contacts, engine, Catalog, Error, Shared};
 
 pub(crate) struct Commands {
     pub shared: Arc<Shared>,
@@ -142,20 +144,33 @@ impl Commands {
             warn!(%verb, subject_person = person, actor = %command.actor_id, "forged actor refused");
             return reply;
         }
-        if let Err(limited) = self.limiter.take(&command.actor_id) {
+        let catalog = self.shared.catalog.load();
+        // A resident is known by their report's tracking code, and limited per report.
+        let resident = if person == RESIDENT_ACTOR {
+            match self.resident(verb, &command, &catalog).await {
+                Ok(report) => Some(report),
+                Err(reply) => return reply,
+            }
+        } else {
+            None
+        };
+        let limited_as = match &resident {
+            Some(report) => format!("{RESIDENT_ACTOR}:{report}"),
+            None => command.actor_id.clone(),
+        };
+        if let Err(limited) = self.limiter.take(&limited_as) {
             debug!(%verb, person, "command rate limited");
             return error(
                 CommandErrorCode::RateLimited,
                 format!("{person} sent {limited}"),
             );
         }
-        let catalog = self.shared.catalog.load();
         if verb.is_people() {
             let token_id = headers::token_id(message.headers.as_ref());
             return self.people(verb, &catalog, command, token_id).await;
         }
         let verb = verb.as_str();
-        let parsed = match parse(verb, &command, &catalog) {
+        let parsed = match parse(verb, &command, &catalog, resident) {
             Ok(parsed) => parsed,
             Err(reply) => return reply,
         };
@@ -166,6 +181,53 @@ impl Commands {
                 error(CommandErrorCode::Unavailable, format!("dispatch could not apply the command now ({e}); retry with the same command_id"))
             }
         }
+    }
+
+    /// The report whose tracking code a resident's answer carries, checked: a follow-up
+    /// (`verify`) on that report's incident, with a code that is known and not expired. Any
+    /// other code is `not_found`, whatever the reason, as on the public page.
+    async fn resident(
+        &self,
+        verb: Verb,
+        command: &v1::Command,
+        catalog: &Catalog,
+    ) -> Result<ReportId, v1::CommandReply> {
+        let Some(Body::Verify(verify)) = command.body.as_ref().filter(|_| verb == Verb::Verify)
+        else {
+            return Err(error(
+                CommandErrorCode::Forbidden,
+                "a resident only answers the follow-up (verify)",
+            ));
+        };
+        let not_found = || {
+            error(
+                CommandErrorCode::NotFound,
+                "no such tracking code, or it expired",
+            )
+        };
+        let Contacts::Sealed(keyring) = &self.shared.contacts else {
+            return Err(not_found());
+        };
+        let found = whistle_store::tracking::find(
+            &self.shared.pool,
+            keyring,
+            &verify.tracking_code,
+            catalog.policy.retention().tracking_codes,
+            self.shared.clock.now(),
+        )
+        .await
+        .map_err(|e| {
+            warn!(error = %whistle_wire::chain(&e), "looking up a tracking code failed");
+            error(
+                CommandErrorCode::Unavailable,
+                "dispatch could not check the tracking code now; retry with the same command_id",
+            )
+        })?
+        .ok_or_else(not_found)?;
+        if found.incident_id.to_string() != command.incident_id {
+            return Err(not_found());
+        }
+        found.report_id.parse().map_err(|_| not_found())
     }
 
     async fn execute(
@@ -358,7 +420,7 @@ pub fn decode(
     catalog: &Catalog,
 ) -> Result<(v1::Command, Parsed), v1::CommandReply> {
     let command = decode_bytes(payload, json)?;
-    let parsed = parse(verb, &command, catalog)?;
+    let parsed = parse(verb, &command, catalog, None)?;
     Ok((command, parsed))
 }
 
@@ -377,7 +439,14 @@ fn decode_bytes(payload: &[u8], json: bool) -> Result<v1::Command, v1::CommandRe
     })
 }
 
-fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed, v1::CommandReply> {
+/// `resident`: the report whose checked tracking code the command carries; the actor is then
+/// that report's resident, else the person of `actor_id`.
+fn parse(
+    verb: &str,
+    command: &v1::Command,
+    catalog: &Catalog,
+    resident: Option<ReportId>,
+) -> Result<Parsed, v1::CommandReply> {
     let invalid = |message: String| error(CommandErrorCode::InvalidArgument, message);
     command
         .command_id
@@ -399,17 +468,23 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
             command.incident_id
         ))
     })?;
-    let actor_id: PersonId = command
-        .actor_id
-        .parse()
-        .map_err(|e| invalid(format!("actor_id: {e}")))?;
-    let person = catalog.org.person(&actor_id).ok_or_else(|| {
-        error(
-            CommandErrorCode::Forbidden,
-            format!("{actor_id} is not a known person"),
-        )
-    })?;
-    let actor = Actor::from(person);
+    let actor = match resident {
+        Some(report) => Actor::Resident { report },
+        None => {
+            let actor_id: PersonId = command
+                .actor_id
+                .parse()
+                .map_err(|e| invalid(format!("actor_id: {e}")))?;
+            let person = catalog.org.person(&actor_id).ok_or_else(|| {
+                error(
+                    CommandErrorCode::Forbidden,
+                    format!("{actor_id} is not a known person"),
+                )
+            })?;
+            Actor::from(person)
+        }
+    };
+    let is_resident = matches!(actor, Actor::Resident { .. });
 
     let task_id = |raw: &str| -> Result<u32, v1::CommandReply> {
         raw.parse::<u32>()
@@ -506,6 +581,11 @@ fn parse(verb: &str, command: &v1::Command, catalog: &Catalog) -> Result<Parsed,
                 Ok(v1::Satisfaction::Unsatisfied) => Satisfaction::Unsatisfied,
                 _ => return Err(invalid("a follow-up needs the resident's verdict".into())),
             };
+            if !v.tracking_code.is_empty() && !is_resident {
+                return Err(invalid(
+                    "tracking_code is for a resident's answer, sent as ~resident".into(),
+                ));
+            }
             (
                 incident::Command::Verify {
                     satisfaction,

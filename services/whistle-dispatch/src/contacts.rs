@@ -6,7 +6,10 @@ use prost::Message as _;
 use sha2::{Digest as _, Sha256};
 use whistle_domain::contact;
 use whistle_proto::v1;
-use whistle_store::contacts::{Keyring, SealedContact};
+use whistle_store::{
+    contacts::{Keyring, SealedContact},
+    tracking::{self, SealedCode},
+};
 
 use crate::{validate::Reason, Error, Options};
 
@@ -47,6 +50,17 @@ impl Contacts {
                 Some(keyring.seal(report_id, &contact))
             }
             _ => None,
+        }
+    }
+
+    /// A new tracking code for the resident of `report_id`, sealed (`whistle_store::tracking`);
+    /// none without a keyring, which is also what the public page looks codes up with.
+    pub fn tracking_code(&self, report_id: &str) -> Option<SealedCode> {
+        match self {
+            Contacts::Sealed(keyring) => {
+                Some(tracking::seal(keyring, report_id, &tracking::generate()))
+            }
+            Contacts::Dropped => None,
         }
     }
 }

@@ -949,6 +949,7 @@ fn new_incident(
     let incident_id = Uuid::now_v7();
     // Before the payload and the event are made: neither carries the contact.
     let contact = contacts.take(valid.report_id.as_str(), &mut valid.report);
+    let tracking = contacts.tracking_code(valid.report_id.as_str());
     let event = events::incident_reported(&valid, incident_id, &state, &category.name_zh, now);
     let location = valid.report.location.clone().unwrap_or_default();
     let has_location = valid.report.location.is_some();
@@ -977,6 +978,7 @@ fn new_incident(
         level_due_at: state.level_due,
         report_payload: valid.report.encode_to_vec(),
         contact,
+        tracking,
         photo_ids: valid.report.photo_ids.clone(),
         channel: channel_str(valid.report.channel),
         stream_sequence: i64::try_from(stream_sequence).ok(),

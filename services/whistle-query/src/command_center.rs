@@ -343,11 +343,12 @@ impl command_center_server::CommandCenter for CommandCenter {
     ) -> Result<Response<v1::ListMyReportsResponse>, Status> {
         let principal = self.auth.principal(&request).await?;
         let (policy, now, caller) = (&self.policy.get(), self.clock.now(), &*principal);
+        let keyring = self.keyring.as_deref();
         let page_size = request.get_ref().page_size;
         let reports = self
             .replica
             .read(&principal, |pool| async move {
-                reports::list_mine(&pool, policy, caller, page_size, now).await
+                reports::list_mine(&pool, policy, keyring, caller, page_size, now).await
             })
             .await?;
         Ok(Response::new(reports))

@@ -62,6 +62,7 @@ mod scoreboard;
 mod session;
 mod tasks;
 mod templates;
+pub mod tracking;
 mod trend;
 mod watch;
 
@@ -185,6 +186,13 @@ pub struct Options {
     /// The keyring that opens residents' contacts (dispatch's, `whistle_store::contacts`);
     /// without one every contact is shown masked.
     pub contact_keys: Option<PathBuf>,
+    /// Lookups and answers per second one client may sustain on the resident's page (0 for no
+    /// limit) …
+    pub track_rate: f64,
+    /// … and at once.
+    pub track_burst: u32,
+    /// The load balancers whose `X-Forwarded-For` names the client of the resident's page.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Options {
@@ -214,6 +222,9 @@ impl Default for Options {
             rate_burst: DEFAULT_BURST,
             max_watch_streams: DEFAULT_WATCH_STREAMS,
             contact_keys: None,
+            track_rate: tracking::DEFAULT_RATE,
+            track_burst: tracking::DEFAULT_BURST,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -256,6 +267,7 @@ pub struct Service {
     dispatch: Dispatch,
     reporting: Reporting,
     open311: open311::Open311,
+    tracking: tracking::Tracking,
     console_dir: Option<PathBuf>,
     metrics: Metrics,
     nats: async_nats::Client,
@@ -372,6 +384,7 @@ impl Options {
             policy: policy.clone(),
             clock: clock.clone(),
             photos: photos.clone(),
+            keyring: keyring.clone(),
         };
         let open311 = open311::Open311 {
             auth: auth.clone(),
@@ -393,6 +406,15 @@ impl Options {
             },
             reporting,
             open311,
+            tracking: tracking::Tracking {
+                pool: pool.clone(),
+                keyring: keyring.clone(),
+                policy: policy.clone(),
+                clock: clock.clone(),
+                commands: whistle_wire::CommandClient::new(nats.clone()),
+                limiter: whistle_auth::RateLimiter::new(self.track_rate, self.track_burst),
+                trusted_proxies: Arc::new(self.trusted_proxies.clone()),
+            },
             console_dir: self.console_dir,
             handlers: CommandCenter {
                 pool,
@@ -641,8 +663,34 @@ impl Service {
         };
         let handlers = Arc::new(self.handlers.clone());
         let (workbook, boundaries) = (handlers.clone(), handlers.clone());
+        let track_case = Arc::new(self.tracking);
+        let track_answer = track_case.clone();
         let router = router
             .merge(open311::router(self.open311))
+            .route(
+                tracking::PAGE_PATH,
+                axum::routing::get(|| async { tracking::file(tracking::PAGE_PATH) }),
+            )
+            .route(
+                tracking::SCRIPT_PATH,
+                axum::routing::get(|| async { tracking::file(tracking::SCRIPT_PATH) }),
+            )
+            .route(
+                tracking::STYLE_PATH,
+                axum::routing::get(|| async { tracking::file(tracking::STYLE_PATH) }),
+            )
+            .route(
+                tracking::CASE_PATH,
+                axum::routing::post(move |request: axum::extract::Request| {
+                    track_case.clone().api(request)
+                }),
+            )
+            .route(
+                tracking::ANSWER_PATH,
+                axum::routing::post(move |request: axum::extract::Request| {
+                    track_answer.clone().api(request)
+                }),
+            )
             .route(
                 monthly::PATH,
                 axum::routing::get(move |headers, query| {

@@ -106,6 +106,17 @@ struct Args {
     /// every contact is shown masked.
     #[arg(long, env = "WHISTLE_CONTACT_KEYS")]
     contact_keys: Option<PathBuf>,
+    /// Lookups and answers per second one client may sustain on the resident's page
+    /// (`/track`); above it 429. 0 for no limit.
+    #[arg(long, env = "WHISTLE_TRACK_RATE", default_value_t = whistle_query::tracking::DEFAULT_RATE)]
+    track_rate: f64,
+    /// Lookups and answers one client may make at once above --track-rate.
+    #[arg(long, env = "WHISTLE_TRACK_BURST", default_value_t = whistle_query::tracking::DEFAULT_BURST)]
+    track_burst: u32,
+    /// Addresses of the load balancers in front of this service (comma-separated): a request
+    /// from one of them counts against the client it names last in X-Forwarded-For.
+    #[arg(long, env = "WHISTLE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "WHISTLE_LOG_JSON")]
     log_json: bool,
@@ -142,6 +153,9 @@ async fn main() -> anyhow::Result<()> {
         rate_burst: args.rate_burst,
         max_watch_streams: args.max_watch_streams,
         contact_keys: args.contact_keys,
+        track_rate: args.track_rate,
+        track_burst: args.track_burst,
+        trusted_proxies: args.trusted_proxies,
         ..Options::default()
     };
     let service = match args.bench_clock {

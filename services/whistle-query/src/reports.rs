@@ -15,7 +15,7 @@ use sqlx::{postgres::PgRow, PgPool, Row};
 use tonic::{Request, Response, Status};
 use whistle_domain::{policy::Policy, AreaCode, Level, ReportId};
 use whistle_proto::v1;
-use whistle_store::tokens::Role;
+use whistle_store::{contacts::Keyring, tokens::Role};
 use whistle_wire::{subject, Clock};
 
 use crate::{
@@ -41,8 +41,11 @@ const REPORTS_SQL: &str = "
            EXISTS (SELECT 1 FROM timeline a
                    WHERE a.incident_id = r.incident_id AND a.kind = 'report.attached'
                      AND a.note = $3 || r.report_id) AS attached,
+           c.key_id AS tracking_key_id, c.nonce AS tracking_nonce,
+           c.ciphertext AS tracking_ciphertext,
            {SUMMARY}
     FROM reports r JOIN incidents i ON i.id = r.incident_id
+    LEFT JOIN tracking_codes c ON c.report_id = r.report_id
     WHERE {WHERE}
     ORDER BY r.received_at DESC, r.report_id DESC
     LIMIT $2";
@@ -63,13 +66,14 @@ fn sql(template: &str, condition: &str) -> String {
 pub(crate) async fn list_mine(
     pool: &PgPool,
     policy: &Policy,
+    keyring: Option<&Keyring>,
     principal: &Principal,
     page_size: u32,
     now: DateTime<Utc>,
 ) -> Result<v1::ListMyReportsResponse> {
     let person = grid_worker(principal)?;
     let page_size = page_token::page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?;
-    let mut reports = read(pool, policy, "reporter_id", person, page_size, now).await?;
+    let mut reports = read(pool, policy, keyring, "reporter_id", person, page_size, now).await?;
     reports.truncate(page_size as usize);
     Ok(v1::ListMyReportsResponse {
         reports: reports.into_iter().map(|(_, report)| report).collect(),
@@ -80,6 +84,7 @@ pub(crate) async fn list_mine(
 async fn read(
     pool: &PgPool,
     policy: &Policy,
+    keyring: Option<&Keyring>,
     column: &str,
     value: &str,
     limit: u32,
@@ -104,7 +109,7 @@ async fn read(
 
     let mut reports = recorded
         .iter()
-        .map(|row| recorded_report(row, policy, now))
+        .map(|row| recorded_report(row, policy, keyring, now))
         .chain(rejected.iter().map(|row| rejected_report(row, policy)))
         .collect::<Result<Vec<_>>>()?;
     reports.sort_by_key(|r| std::cmp::Reverse(r.0));
@@ -114,6 +119,7 @@ async fn read(
 fn recorded_report(
     row: &PgRow,
     policy: &Policy,
+    keyring: Option<&Keyring>,
     now: DateTime<Utc>,
 ) -> Result<(DateTime<Utc>, v1::MyReport)> {
     let report_id: String = row.try_get("report_id")?;
@@ -122,9 +128,20 @@ fn recorded_report(
         .map_err(|e| Error::Corrupt(format!("report {report_id:?} payload: {e}")))?;
     let satisfaction = convert::satisfaction_from_db(row.try_get("incident_satisfaction")?)? as i32;
     let received_at = row.try_get("received_at")?;
+    let key_id: Option<String> = row.try_get("tracking_key_id")?;
+    let tracking_code = match (keyring, key_id) {
+        (Some(keyring), Some(key_id)) => {
+            let nonce: Vec<u8> = row.try_get("tracking_nonce")?;
+            let ciphertext: Vec<u8> = row.try_get("tracking_ciphertext")?;
+            whistle_store::tracking::open(keyring, &report_id, &key_id, &nonce, &ciphertext)
+                .unwrap_or_default()
+        }
+        _ => String::new(),
+    };
     Ok((
         received_at,
         v1::MyReport {
+            tracking_code,
             report_id,
             title: report.title,
             category_name: category_name(policy, &report.category),
@@ -193,6 +210,8 @@ pub(crate) struct Reporting {
     pub policy: crate::catalogue::RunningPolicy,
     pub clock: Arc<dyn Clock>,
     pub photos: Photos,
+    /// Opens the tracking codes of the worker's reports.
+    pub keyring: Option<Arc<Keyring>>,
 }
 
 impl Reporting {
@@ -312,6 +331,7 @@ impl Reporting {
         let found = read(
             &self.pool,
             &self.policy.get(),
+            self.keyring.as_deref(),
             "report_id",
             report_id,
             1,
@@ -335,6 +355,7 @@ impl Reporting {
                 rejected_reason: report.rejected_reason,
                 rejected_message: report.rejected_message,
                 stream_sequence: 0,
+                tracking_code: report.tracking_code,
             }
         }))
     }

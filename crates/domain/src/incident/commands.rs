@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::{Incident, LedgerReason, ReturnReason, Satisfaction};
 use crate::{
     calendar::Calendar, policy::Policy, AreaCode, Department, DepartmentCode, DepartmentKind,
-    Level, OrgIndex, Person, PersonId, Role,
+    Level, OrgIndex, Person, PersonId, ReportId, Role,
 };
 
 /// Longest note on a command, in characters (the `command.proto` limit).
@@ -82,7 +82,17 @@ pub enum Actor {
     },
     /// Dispatch itself (automations, admin tools): an operator's authority over every incident.
     System,
+    /// The resident of one report, through that report's tracking code (查询码): only their
+    /// follow-up answer, `Verify`, on the report's incident (dispatch checked the code).
+    Resident {
+        report: ReportId,
+    },
 }
+
+/// The actor of a resident's answer: the person token of its command subject
+/// (`whistle.cmd.verify.~resident`) and the actor on the timeline. Not a valid person id, so no
+/// person's subject permission (`whistle.cmd.*.{person}`) reaches it: only the query service's.
+pub const RESIDENT_ACTOR: &str = "~resident";
 
 impl Actor {
     /// The person id, or `system`.
@@ -93,6 +103,7 @@ impl Actor {
             | Actor::Operator { id, .. }
             | Actor::Handler { id, .. } => id.as_str(),
             Actor::System => "system",
+            Actor::Resident { .. } => RESIDENT_ACTOR,
         }
     }
 }

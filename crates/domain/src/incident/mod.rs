@@ -196,11 +196,12 @@ mod tests;
 mod verbs;
 
 pub use commands::{
-    Actor, Command, Context, Effect, Input, Rejection, Timer, EVENT_KINDS, NOTE_MAX, TEXT_MAX,
+    Actor, Command, Context, Effect, Input, Rejection, Timer, EVENT_KINDS, NOTE_MAX,
+    RESIDENT_ACTOR, TEXT_MAX,
 };
 pub use rules::{apply, open};
 pub use state::{
-    Dispute, ExtensionRequest, Incident, Ledger, LedgerReason, Provisional, Responsible,
-    ReturnReason, Satisfaction, Status, Task, TaskRole, TaskStatus,
+    Dispute, ExtensionRequest, Incident, Ledger, LedgerReason, Provisional, ResidentAnswer,
+    Responsible, ReturnReason, Satisfaction, Status, Task, TaskRole, TaskStatus,
 };
 pub use verbs::TaskVerb;

@@ -6,13 +6,13 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Actor, Command, Context, Dispute, Effect, ExtensionRequest, Incident, Input, Ledger,
-    LedgerReason, Provisional, Rejection, Responsible, ReturnReason, Satisfaction, Status, Task,
-    TaskRole, TaskStatus, TaskVerb, Timer, NOTE_MAX, TEXT_MAX,
+    LedgerReason, Provisional, Rejection, ResidentAnswer, Responsible, ReturnReason, Satisfaction,
+    Status, Task, TaskRole, TaskStatus, TaskVerb, Timer, NOTE_MAX, TEXT_MAX,
 };
 use crate::{
     calendar::{Calendar, Due},
     policy::{Category, Policy, Term},
-    AreaCode, Department, DepartmentCode, DepartmentKind, Level, PersonId,
+    AreaCode, Department, DepartmentCode, DepartmentKind, Level, PersonId, ReportId,
 };
 
 /// A new incident reported from `grid` (a grid code) at `now`: handled at the category's first
@@ -46,6 +46,7 @@ pub fn open(
         extension: None,
         extensions: 0,
         ledger: None,
+        resident_answers: Vec::new(),
         version: 1,
     };
     let effects = timer_effects(&BTreeMap::new(), &incident.timers(), None);
@@ -180,6 +181,7 @@ impl Actor {
             Actor::Operator { area, .. } => area.contains(&incident.area),
             Actor::Handler { unit, .. } => unit.contains(&incident.area),
             Actor::System => true,
+            Actor::Resident { .. } => false,
         }
     }
 }
@@ -423,6 +425,9 @@ impl<'c> Step<'c> {
         satisfaction: Satisfaction,
         note: String,
     ) -> Result<(), Rejection> {
+        if let Actor::Resident { report } = actor {
+            return self.resident_answer(report, satisfaction, note);
+        }
         if !actor.is_reporter(&self.next) {
             return Err(forbidden(actor, "follow up this incident"));
         }
@@ -430,6 +435,61 @@ impl<'c> Step<'c> {
         if self.next.status != Status::Resolved {
             return Err(self.not_now("followed up"));
         }
+        self.follow_up(satisfaction, note)
+    }
+
+    /// A resident's answer through their tracking code, on a resolution: once per report and
+    /// round of handling. While the incident awaits its follow-up it is that follow-up, exactly as
+    /// a grid worker's; once the round was followed up (or closed unverified) it is kept on the
+    /// timeline as a comment and changes nothing else. While the incident is being handled there
+    /// is no result to answer on.
+    fn resident_answer(
+        &mut self,
+        report: &ReportId,
+        satisfaction: Satisfaction,
+        note: String,
+    ) -> Result<(), Rejection> {
+        check_text("note", &note, NOTE_MAX, false)?;
+        if self.next.status.is_open() {
+            return Err(self.not_now("answered by a resident"));
+        }
+        let round = self.next.reopen_count;
+        if self
+            .next
+            .resident_answers
+            .iter()
+            .any(|a| a.report == *report && a.round == round)
+        {
+            return Err(Rejection::InvalidTransition(
+                "this report's resident already answered this round of handling".into(),
+            ));
+        }
+        let counts = self.next.status == Status::Resolved;
+        self.next.resident_answers.push(ResidentAnswer {
+            report: report.clone(),
+            round,
+            satisfaction,
+            counted: counts,
+        });
+        let verdict = satisfaction.label_zh();
+        let said = if note.is_empty() {
+            format!("居民回访：{verdict}")
+        } else {
+            format!("居民回访：{verdict}。{note}")
+        };
+        if counts {
+            return self.follow_up(satisfaction, said);
+        }
+        self.event(
+            "incident.commented",
+            None,
+            format!("{said}（未计入满意度：本轮已回访）"),
+        );
+        Ok(())
+    }
+
+    /// 回访: the verdict closes the incident or, unsatisfied, reopens it.
+    fn follow_up(&mut self, satisfaction: Satisfaction, note: String) -> Result<(), Rejection> {
         self.next.satisfaction = Some(satisfaction);
         self.next.follow_up_due = None;
         self.event("incident.verified", None, note);

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Timer;
-use crate::{AreaCode, CategoryCode, DepartmentCode, Level, PersonId};
+use crate::{AreaCode, CategoryCode, DepartmentCode, Level, PersonId, ReportId};
 
 /// A fieldless enum named as in `common.proto`, with a snake_case name for the database and serde.
 macro_rules! named_enum {
@@ -356,8 +356,33 @@ pub struct Incident {
     /// ledger; only while open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<Ledger>,
+    /// Residents' answers through their tracking codes, one per report and round.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resident_answers: Vec<ResidentAnswer>,
     /// 1 when opened, +1 on every change.
     pub version: u64,
+}
+
+/// A resident's answer on their report's page (查询码).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidentAnswer {
+    pub report: ReportId,
+    /// `Incident::reopen_count` when they answered.
+    pub round: u32,
+    pub satisfaction: Satisfaction,
+    /// Whether it was the round's follow-up (回访), counted in the satisfaction rate.
+    pub counted: bool,
+}
+
+impl Satisfaction {
+    /// As the timeline says it.
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            Satisfaction::Satisfied => "已解决，满意",
+            Satisfaction::BasicallySatisfied => "已解决，基本满意",
+            Satisfaction::Unsatisfied => "未解决，不满意",
+        }
+    }
 }
 
 impl Incident {

@@ -2861,3 +2861,138 @@ const REACHED: [&str; 78] = [
     "incident.ledger_returned from accepted",
     "incident.ledger_withdrawn from handling",
 ];
+
+fn resident(report: &str) -> Actor {
+    Actor::Resident {
+        report: report.parse().unwrap(),
+    }
+}
+
+#[test]
+fn a_residents_answer_is_the_follow_up_while_one_is_due_and_only_kept_on_the_timeline_after() {
+    let (incident, _) = open_at("heating.no_heat", t0());
+    // Before the resolution there is nothing to answer on.
+    assert!(matches!(
+        refused(
+            &incident,
+            resident("r-1"),
+            verify(Satisfaction::Unsatisfied)
+        ),
+        Rejection::InvalidTransition(_)
+    ));
+    let (resolved, _) = act(
+        &incident,
+        handler(Level::Community),
+        resolve(None),
+        hours(2),
+    );
+
+    // The first answer of the round is the follow-up, as a grid worker's would be.
+    let (closed, effects) = act(
+        &resolved,
+        resident("r-1"),
+        verify(Satisfaction::BasicallySatisfied),
+        hours(3),
+    );
+    assert_eq!(kinds(&effects), ["incident.verified", "incident.closed"]);
+    assert_eq!(
+        timer_effects_of(&effects),
+        [cancel(Timer::FollowUpDeadline)]
+    );
+    assert_eq!(
+        (closed.status, closed.satisfaction),
+        (Status::Closed, Some(Satisfaction::BasicallySatisfied))
+    );
+    let Effect::Event { note, .. } = &effects[0] else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(note, "居民回访：已解决，基本满意");
+    assert!(closed.resident_answers.last().unwrap().counted);
+
+    // The same report answers once a round; the grid worker's call comes too late to count.
+    assert!(matches!(
+        refused(&closed, resident("r-1"), verify(Satisfaction::Satisfied)),
+        Rejection::InvalidTransition(_)
+    ));
+    assert!(matches!(
+        refused(&closed, reporter(), verify(Satisfaction::Satisfied)),
+        Rejection::InvalidTransition(_)
+    ));
+    // Another report's resident is kept on the timeline; the verdict stands.
+    let (kept, effects) = act(
+        &closed,
+        resident("r-2"),
+        verify(Satisfaction::Unsatisfied),
+        hours(4),
+    );
+    assert_eq!(kinds(&effects), ["incident.commented"]);
+    assert_eq!(
+        (kept.status, kept.satisfaction),
+        (Status::Closed, Some(Satisfaction::BasicallySatisfied))
+    );
+    assert!(!kept.resident_answers.last().unwrap().counted);
+}
+
+#[test]
+fn a_grid_workers_follow_up_first_leaves_the_residents_answer_on_the_timeline_and_unsatisfied_reopens(
+) {
+    let (incident, _) = open_at("heating.no_heat", t0());
+    let (resolved, _) = act(
+        &incident,
+        handler(Level::Community),
+        resolve(None),
+        hours(1),
+    );
+    let (closed, _) = act(
+        &resolved,
+        reporter(),
+        verify(Satisfaction::Satisfied),
+        hours(2),
+    );
+    let (kept, effects) = act(
+        &closed,
+        resident("r-1"),
+        verify(Satisfaction::Unsatisfied),
+        hours(3),
+    );
+    assert_eq!(kinds(&effects), ["incident.commented"]);
+    assert_eq!(kept.satisfaction, Some(Satisfaction::Satisfied));
+
+    // A resident's 未解决 while the follow-up is due reopens, like a worker's.
+    let (reopened, effects) = act(
+        &resolved,
+        resident("r-1"),
+        verify(Satisfaction::Unsatisfied),
+        hours(2),
+    );
+    assert_eq!(
+        kinds(&effects)[..2],
+        ["incident.verified", "incident.reopened"]
+    );
+    assert_eq!(reopened.reopen_count, 1);
+    // … and may answer again in the new round once it is resolved again.
+    let (again, _) = act(
+        &reopened,
+        handler(Level::Community),
+        resolve(None),
+        hours(5),
+    );
+    let (closed, _) = act(
+        &again,
+        resident("r-1"),
+        verify(Satisfaction::Satisfied),
+        hours(6),
+    );
+    assert_eq!(closed.status, Status::Closed);
+    // A resident commands nothing else.
+    assert!(matches!(
+        refused(
+            &incident,
+            resident("r-1"),
+            Command::Comment {
+                text: "hello".into()
+            }
+        ),
+        Rejection::Forbidden(_)
+    ));
+}

@@ -22,7 +22,9 @@ pub use crate::outbox::OutboxEvent;
 pub use lease::Lease;
 pub use memory::{Memory, Rules};
 
-use crate::{contacts::SealedContact, outbox, timeline::TimelineRows, Error, Result};
+use crate::{
+    contacts::SealedContact, outbox, timeline::TimelineRows, tracking::SealedCode, Error, Result,
+};
 use memory::{Applied, Opened};
 
 /// The timeline note of an attached report is this followed by the report id; the query service
@@ -61,6 +63,8 @@ pub struct NewIncident {
     pub report_payload: Vec<u8>,
     /// The resident's contact, sealed, if the report gave one and dispatch keeps contacts.
     pub contact: Option<SealedContact>,
+    /// The resident's tracking code, sealed, if dispatch keeps a keyring ([`crate::tracking`]).
+    pub tracking: Option<SealedCode>,
     /// The report's photos (`Report.photo_ids`), recorded in `photo_refs` for their retention.
     pub photo_ids: Vec<String>,
     /// The channel it came in by (`reports.channel`): `grid_worker`, `open311` or `hotline_12345`.
@@ -575,7 +579,13 @@ async fn write(
          new_photo_refs AS (
              INSERT INTO photo_refs (photo_id, incident_id, report_id)
              SELECT * FROM UNNEST($57::text[], $58::uuid[], $59::text[])
-             ON CONFLICT DO NOTHING)
+             ON CONFLICT DO NOTHING),
+         new_tracking_codes AS (
+             INSERT INTO tracking_codes (report_id, incident_id, key_id, code_mac, nonce, ciphertext, created_at)
+             SELECT t.report_id, t.incident_id, t.key_id, t.code_mac, t.nonce, t.ciphertext, t.at
+             FROM UNNEST($1::text[], $2::uuid[], $61::text[], $62::bytea[], $63::bytea[], $64::bytea[], $8::timestamptz[])
+                 AS t(report_id, incident_id, key_id, code_mac, nonce, ciphertext, at)
+             WHERE t.key_id IS NOT NULL)
          INSERT INTO timeline {}",
         outbox::select(43),
         TimelineRows::select(46)
@@ -663,6 +673,18 @@ async fn write(
         .bind(photo_refs.iter().map(|r| r.1).collect::<Vec<_>>())
         .bind(photo_refs.iter().map(|r| r.2).collect::<Vec<_>>())
         .bind(column(candidates, |i| i.channel))
+        .bind(column(candidates, |i| {
+            i.tracking.as_ref().map(|t| t.key_id.as_str())
+        }))
+        .bind(column(candidates, |i| {
+            i.tracking.as_ref().map(|t| t.code_mac.as_slice())
+        }))
+        .bind(column(candidates, |i| {
+            i.tracking.as_ref().map(|t| t.nonce.as_slice())
+        }))
+        .bind(column(candidates, |i| {
+            i.tracking.as_ref().map(|t| t.ciphertext.as_slice())
+        }))
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -35,6 +35,7 @@ pub(super) fn verify(satisfaction: v1::Satisfaction) -> Body {
     Body::Verify(v1::Verify {
         satisfaction: satisfaction as i32,
         note: String::new(),
+        tracking_code: String::new(),
     })
 }
 

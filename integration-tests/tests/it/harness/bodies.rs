@@ -29,5 +29,6 @@ pub fn satisfied() -> Body {
     Body::Verify(v1::Verify {
         satisfaction: v1::Satisfaction::Satisfied as i32,
         note: String::new(),
+        tracking_code: String::new(),
     })
 }

@@ -365,6 +365,7 @@ impl Year {
                         let body = Body::Verify(v1::Verify {
                             satisfaction: v1::Satisfaction::Satisfied as i32,
                             note: String::new(),
+                            tracking_code: String::new(),
                         });
                         let actor = format!("gw-{}", event.grid_code);
                         self.send(&event.incident_id, vec![(actor, changed.version, body)]);

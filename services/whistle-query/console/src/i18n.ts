@@ -186,6 +186,8 @@ const D = {
   myReports: ["我的上报", "My reports"],
   followUp: ["回访", "Follow-up"],
   followUpAsk: ["请记录居民回访意见：", "Record the resident's verdict:"],
+  trackingCode: ["群众查询码", "Resident's tracking code"],
+  trackingHint: ["告知居民：凭此码在查询页查看办理进度", "Give it to the resident: it opens the case's progress page"],
   outcome_incident: ["已立案", "Incident opened"],
   outcome_attached: ["已并入已有事件", "Attached to an open incident"],
   outcome_rejected: ["已退回", "Rejected"],

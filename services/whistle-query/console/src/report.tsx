@@ -358,6 +358,18 @@ function Outcome({ r }: { r: SubmitReportResponse }) {
           {rejectedText(r.rejectedReason)}
         </div>
       )}
+      <TrackingCode code={r.trackingCode} />
+    </div>
+  );
+}
+
+/** The resident's tracking code (查询码) of a report, to read out or send, and the page it opens
+ * (`/track#CODE`, served by the query service; the fragment keeps the code out of server logs). */
+function TrackingCode({ code }: { code: string }) {
+  if (!code) return null;
+  return (
+    <div class="small" data-testid="tracking-code" data-code={code} title={t("trackingHint")}>
+      {t("trackingCode")}: <a href={`/track#${code}`} target="_blank" rel="noopener noreferrer"><b>{code}</b></a>
     </div>
   );
 }
@@ -408,6 +420,7 @@ function MyReportItem({ r, onDone }: { r: MyReport; onDone: () => void }) {
           {rejectedText(r.rejectedReason)}
         </div>
       )}
+      <TrackingCode code={r.trackingCode} />
       {canVerify && (
         <div class="verify" data-testid="verify">
           <span class="small">{t("followUpAsk")}</span>
