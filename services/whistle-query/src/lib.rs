@@ -41,6 +41,7 @@ mod convert;
 mod dispatch;
 mod error;
 mod grid_map;
+mod hotspots;
 mod incidents;
 mod ledger;
 mod limits;
