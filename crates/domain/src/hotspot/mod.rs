@@ -825,49 +825,112 @@ fn summary_zh(
     parts.join("；")
 }
 
-/// Reports of one place and group per month before and after a date, for the measure of a
-/// proactive case: the monthly mean of `months` months on each side, `at`'s month left out.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    pub before: f64,
-    pub after: f64,
+/// A place as a candidate's key names it: `{grid}/{group}` (the grid as a whole) or
+/// `{grid}/{group}@{lat},{lon}` (the report anchoring it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlaceKey {
+    pub grid: AreaCode,
+    pub group: String,
+    pub anchor: Option<(f64, f64)>,
 }
 
-/// The change in reports of `group` within `radius_m` of `centre` (or anywhere in `grid` when
-/// none) between the `months` whole months before `at`'s month and the `months` after it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a hotspot key ({{grid}}/{{group}} or {{grid}}/{{group}}@{{lat}},{{lon}})")]
+pub struct InvalidKey(pub String);
+
+impl FromStr for PlaceKey {
+    type Err = InvalidKey;
+    fn from_str(s: &str) -> Result<PlaceKey, InvalidKey> {
+        let bad = || InvalidKey(s.to_owned());
+        let (grid, rest) = s.split_once('/').ok_or_else(bad)?;
+        let grid: AreaCode = grid.parse().map_err(|_| bad())?;
+        if grid.level() != Level::Grid {
+            return Err(bad());
+        }
+        let (group, anchor) = match rest.split_once('@') {
+            None => (rest, None),
+            Some((group, point)) => {
+                let (lat, lon) = point.split_once(',').ok_or_else(bad)?;
+                let lat: f64 = lat.parse().map_err(|_| bad())?;
+                let lon: f64 = lon.parse().map_err(|_| bad())?;
+                if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+                    return Err(bad());
+                }
+                (group, Some((lat, lon)))
+            }
+        };
+        let valid = !group.is_empty()
+            && group
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(bad());
+        }
+        Ok(PlaceKey {
+            grid,
+            group: group.to_owned(),
+            anchor,
+        })
+    }
+}
+
+/// Reports of one place and group in the whole months before and after a date (its own month
+/// left out: the work began in it): the measure of a topic taken on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// The months before, oldest first, and after, each with its reports.
+    pub before: Vec<(Month, u32)>,
+    pub after: Vec<(Month, u32)>,
+}
+
+impl Change {
+    pub fn before_per_month(&self) -> f64 {
+        mean(&self.before)
+    }
+
+    pub fn after_per_month(&self) -> f64 {
+        mean(&self.after)
+    }
+}
+
+fn mean(months: &[(Month, u32)]) -> f64 {
+    let total: u32 = months.iter().map(|m| m.1).sum();
+    f64::from(total) / months.len().max(1) as f64
+}
+
+/// The change in reports at `place` between the `months` whole months before `at`'s month and
+/// the `months` after it. A located place counts the located reports of its grid and group
+/// within `radius_m` of its anchor; the grid as a whole counts the reports without coordinates
+/// (as the analysis made it of them).
 pub fn change(
     records: &[Record],
-    grid: &AreaCode,
-    group: &str,
-    centre: Option<(f64, f64)>,
+    place: &PlaceKey,
     radius_m: f64,
     at: DateTime<Utc>,
     months: u32,
 ) -> Change {
     let month = Month::of(at);
     let months = months.max(1) as i32;
-    let (mut before, mut after) = (0u32, 0u32);
+    let mut before: Vec<(Month, u32)> = (-months..0).map(|i| (month.plus(i), 0)).collect();
+    let mut after: Vec<(Month, u32)> = (1..=months).map(|i| (month.plus(i), 0)).collect();
     for record in records {
-        if &record.grid != grid || record.group() != group {
+        if record.grid != place.grid || record.group() != place.group {
             continue;
         }
-        let near = match (centre, record.point) {
-            (Some(c), Some(p)) => metres(c, p) <= radius_m,
-            // Unlocated reports of the grid count as near, as the analysis counts them.
-            _ => true,
+        let here = match (place.anchor, record.point) {
+            (Some(anchor), Some(point)) => metres(anchor, point) <= radius_m,
+            (None, None) => true,
+            _ => false,
         };
-        if !near {
+        if !here {
             continue;
         }
         let offset = Month::of(record.at).since(month);
         if (-months..0).contains(&offset) {
-            before += 1;
+            before[(offset + months) as usize].1 += 1;
         } else if (1..=months).contains(&offset) {
-            after += 1;
+            after[(offset - 1) as usize].1 += 1;
         }
     }
-    Change {
-        before: f64::from(before) / f64::from(months as u32),
-        after: f64::from(after) / f64::from(months as u32),
-    }
+    Change { before, after }
 }

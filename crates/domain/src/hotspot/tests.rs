@@ -251,26 +251,69 @@ fn the_change_compares_the_months_either_side() {
         .map(|n| record(n, day(2026, 1 + n, 10), "property.service", 2))
         .collect();
     records.push(record(10, day(2026, 9, 3), "property.service", 2));
-    // Another group, and another place, do not count.
+    // Another group, another place and a report without coordinates do not count.
     records.push(record(11, day(2026, 5, 3), "noise.residential", 2));
     let mut far = record(12, day(2026, 5, 4), "property.service", 2);
     far.point = Some((39.90, 109.99));
     records.push(far);
-    let change = change(
-        &records,
-        &grid(),
-        "property",
-        Some((39.81, 109.99)),
-        150.0,
-        day(2026, 7, 15),
-        3,
-    );
-    // April–June: 3 reports; August–October: 1.
+    let mut unlocated = record(13, day(2026, 5, 5), "property.service", 2);
+    unlocated.point = None;
+    records.push(unlocated);
+    let place: PlaceKey = format!("{}/property@39.8100,109.9900", grid())
+        .parse()
+        .unwrap();
+    let change = change(&records, &place, 150.0, day(2026, 7, 15), 3);
+    let counts = |months: &[(Month, u32)]| -> Vec<(String, u32)> {
+        months.iter().map(|(m, n)| (m.to_string(), *n)).collect()
+    };
     assert_eq!(
-        change,
-        Change {
-            before: 1.0,
-            after: 1.0 / 3.0
-        }
+        counts(&change.before),
+        [
+            ("2026-04".into(), 1),
+            ("2026-05".into(), 1),
+            ("2026-06".into(), 1)
+        ]
     );
+    assert_eq!(
+        counts(&change.after),
+        [
+            ("2026-08".into(), 0),
+            ("2026-09".into(), 1),
+            ("2026-10".into(), 0)
+        ]
+    );
+    assert_eq!(change.before_per_month(), 1.0);
+    assert_eq!(change.after_per_month(), 1.0 / 3.0);
+    // The grid as a whole counts its reports without coordinates.
+    let whole: PlaceKey = format!("{}/property", grid()).parse().unwrap();
+    let change = super::change(&records, &whole, 150.0, day(2026, 7, 15), 3);
+    assert_eq!(change.before.iter().map(|m| m.1).sum::<u32>(), 1);
+}
+
+#[test]
+fn a_key_names_its_place_or_is_refused() {
+    let key: PlaceKey = "150602001001001/heating@39.8123,109.9876".parse().unwrap();
+    assert_eq!(key.grid.as_str(), "150602001001001");
+    assert_eq!(key.group, "heating");
+    assert_eq!(key.anchor, Some((39.8123, 109.9876)));
+    let whole: PlaceKey = "150602001001001/heating".parse().unwrap();
+    assert_eq!(whole.anchor, None);
+    for bad in [
+        "",
+        "150602001001001",
+        "150602001/heating",
+        "150602001001001/",
+        "150602001001001/Heating",
+        "150602001001001/heating@39.8",
+        "150602001001001/heating@91,109",
+        "150602001001001/heating@x,y",
+    ] {
+        assert!(bad.parse::<PlaceKey>().is_err(), "{bad}");
+    }
+    // Every candidate's key parses back to its place.
+    let history = sim::history(3, month("2026-10"), 200);
+    for candidate in analyse(&history.records, history.month, &Params::default()).candidates {
+        let key: PlaceKey = candidate.key.parse().unwrap();
+        assert_eq!((key.grid, key.group), (candidate.grid, candidate.group));
+    }
 }
