@@ -491,6 +491,33 @@ impl command_center_server::CommandCenter for CommandCenter {
             .await?;
         Ok(Response::new(hotspots::response(&area, &proposal, &policy)))
     }
+
+    async fn get_hotspot_change(
+        &self,
+        request: Request<v1::GetHotspotChangeRequest>,
+    ) -> Result<Response<v1::HotspotChange>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let request = request.get_ref();
+        let (place, since, months) = hotspots::change_request(request)?;
+        if !principal.may_see(&place.grid) {
+            return Err(principal.outside(&place.grid).into());
+        }
+        let policy = self.policy.get();
+        let change = {
+            let (policy, place) = (&policy, &place);
+            self.replica
+                .read(&principal, |pool| async move {
+                    hotspots::change(&pool, policy, place, since, months).await
+                })
+                .await?
+        };
+        Ok(Response::new(hotspots::change_response(
+            request,
+            &place,
+            &change,
+            self.clock.now(),
+        )))
+    }
 }
 
 /// Waits for a turn of `turns`; the semaphore closes only at shutdown.

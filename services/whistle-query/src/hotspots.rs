@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 use whistle_domain::{
-    hotspot::{self, Candidate, Month, Params, Proposal, Record},
+    hotspot::{self, Candidate, Change, Month, Params, PlaceKey, Proposal, Record},
     policy::Policy,
     AreaCode, Level,
 };
@@ -52,19 +52,25 @@ pub(crate) async fn history(
     let range = GridRange::of(area);
     let from = month.plus(-(params.lookback_months as i32)).start();
     // `reports_grid_received` holds the area's reports in time order.
-    let rows = sqlx::query(
-        "SELECT r.report_id, r.incident_id::text AS incident_id, r.received_at, r.grid_code,
-                r.category, i.lat, i.lon, i.created_at, i.closed_at, i.level
-         FROM reports r JOIN incidents i ON i.id = r.incident_id
-         WHERE r.grid_code ~>=~ $1 AND r.grid_code ~<~ $2
-           AND r.received_at >= $3 AND r.received_at < $4",
-    )
+    let rows = sqlx::query(&format!(
+        "{HISTORY} WHERE r.grid_code ~>=~ $1 AND r.grid_code ~<~ $2
+           AND r.received_at >= $3 AND r.received_at < $4"
+    ))
     .bind(&range.low)
     .bind(&range.high)
     .bind(from)
     .bind(month.start())
     .fetch_all(pool)
     .await?;
+    records(&rows, policy)
+}
+
+/// The reports with what the analysis needs of their incidents; `WHERE` follows.
+const HISTORY: &str = "SELECT r.report_id, r.incident_id::text AS incident_id, r.received_at,
+        r.grid_code, r.category, i.lat, i.lon, i.created_at, i.closed_at, i.level
+    FROM reports r JOIN incidents i ON i.id = r.incident_id";
+
+fn records(rows: &[sqlx::postgres::PgRow], policy: &Policy) -> Result<Vec<Record>> {
     rows.iter()
         .map(|row| {
             let report_id: String = row.try_get("report_id")?;
@@ -95,6 +101,96 @@ pub(crate) async fn history(
             })
         })
         .collect()
+}
+
+/// A `GetHotspotChange` request: its place, since when, and the months on each side.
+pub(crate) fn change_request(
+    request: &v1::GetHotspotChangeRequest,
+) -> Result<(PlaceKey, DateTime<Utc>, u32)> {
+    let place: PlaceKey = request
+        .key
+        .parse()
+        .map_err(|e: hotspot::InvalidKey| Error::invalid(format!("key: {e}")))?;
+    let since = request
+        .since
+        .as_ref()
+        .ok_or_else(|| Error::invalid("since: required"))?;
+    let since = u32::try_from(since.nanos)
+        .ok()
+        .and_then(|nanos| DateTime::from_timestamp(since.seconds, nanos))
+        .ok_or_else(|| Error::invalid("since: not a valid timestamp"))?;
+    let months = match request.months {
+        0 => 3,
+        n @ 1..=12 => n,
+        n => return Err(Error::invalid(format!("months: {n} is not 1–12"))),
+    };
+    Ok((place, since, months))
+}
+
+/// The reports of `place`'s grid and group in the months either side of `since`.
+pub(crate) async fn change(
+    pool: &PgPool,
+    policy: &Policy,
+    place: &PlaceKey,
+    since: DateTime<Utc>,
+    months: u32,
+) -> Result<Change> {
+    let month = Month::of(since);
+    let (from, to) = (
+        month.plus(-(months as i32)).start(),
+        month.plus(months as i32 + 1).start(),
+    );
+    // `reports_grid_received` again: one grid, one span of time.
+    let rows = sqlx::query(&format!(
+        "{HISTORY} WHERE r.grid_code = $1 AND split_part(r.category, '.', 1) = $2
+           AND r.received_at >= $3 AND r.received_at < $4"
+    ))
+    .bind(place.grid.as_str())
+    .bind(&place.group)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    let records = records(&rows, policy)?;
+    Ok(hotspot::change(
+        &records,
+        place,
+        Params::default().radius_m,
+        since,
+        months,
+    ))
+}
+
+pub(crate) fn change_response(
+    request: &v1::GetHotspotChangeRequest,
+    place: &PlaceKey,
+    change: &Change,
+    now: DateTime<Utc>,
+) -> v1::HotspotChange {
+    let counts = |months: &[(Month, u32)]| {
+        months
+            .iter()
+            .map(|(month, count)| v1::Count {
+                key: month.to_string(),
+                count: u64::from(*count),
+            })
+            .collect()
+    };
+    // The after side is whole once its last month ended.
+    let complete = change
+        .after
+        .last()
+        .is_some_and(|(month, _)| month.plus(1).start() <= now);
+    v1::HotspotChange {
+        key: request.key.clone(),
+        grid_code: place.grid.to_string(),
+        group: place.group.clone(),
+        before: counts(&change.before),
+        after: counts(&change.after),
+        before_per_month: change.before_per_month(),
+        after_per_month: change.after_per_month(),
+        complete,
+    }
 }
 
 pub(crate) fn response(

@@ -1,6 +1,7 @@
 //! `ListHotspots` (每月一题, docs/proactive.md): the month's topics from the history that real
 //! reports made through intake, on a manual clock moved month by month; a one-off burst not
-//! proposed; each token kept to its area; bad requests refused.
+//! proposed; `GetHotspotChange`, a topic's before and after; each token kept to its area; bad
+//! requests refused.
 
 use chrono::{FixedOffset, NaiveDate, NaiveTime, TimeDelta};
 use tonic::Code;
@@ -135,6 +136,61 @@ async fn the_months_topics_come_from_the_history_and_stay_in_their_area() {
     assert!((sum - topic.score).abs() < 1e-9);
     assert!(topic.summary.contains("常发"), "{}", topic.summary);
 
+    // The measure of the topic taken on in mid-March: January–February against April–May.
+    let march_15 = NaiveDate::from_ymd_opt(2026, 3, 15)
+        .unwrap()
+        .and_time(NaiveTime::from_hms_opt(9, 0, 0).unwrap())
+        .and_local_timezone(ordos)
+        .unwrap()
+        .to_utc();
+    let since = Some(whistle_proto::timestamp_from_unix_millis(
+        march_15.timestamp_millis(),
+    ));
+    let change = city
+        .get_hotspot_change(v1::GetHotspotChangeRequest {
+            key: topic.key.clone(),
+            since,
+            months: 2,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let side = |counts: &[v1::Count]| -> Vec<(String, u64)> {
+        counts.iter().map(|c| (c.key.clone(), c.count)).collect()
+    };
+    assert_eq!(
+        side(&change.before),
+        [("2026-01".into(), 2), ("2026-02".into(), 2)]
+    );
+    assert_eq!(
+        side(&change.after),
+        [("2026-04".into(), 2), ("2026-05".into(), 2)]
+    );
+    assert_eq!(
+        (change.before_per_month, change.after_per_month),
+        (2.0, 2.0)
+    );
+    assert!(change.complete);
+    assert_eq!(
+        (change.grid_code.as_str(), change.group.as_str()),
+        (steady.as_str(), "property")
+    );
+    // Three months after March reach into June and beyond: still counting.
+    let counting = city
+        .get_hotspot_change(v1::GetHotspotChangeRequest {
+            key: topic.key.clone(),
+            since,
+            months: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        side(&counting.after)[..2],
+        [("2026-04".into(), 2), ("2026-05".into(), 2)]
+    );
+    assert!(!counting.complete);
+
     // Proposed for March, only January and February are read: two months are no topic yet.
     let march = city
         .list_hotspots(v1::ListHotspotsRequest {
@@ -178,6 +234,15 @@ async fn the_months_topics_come_from_the_history_and_stay_in_their_area() {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = other
+        .get_hotspot_change(v1::GetHotspotChangeRequest {
+            key: topic.key.clone(),
+            since,
+            months: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
     let viewer = command_center_on(
         stack.channel(),
         &stack.token_for(Role::Viewer, &steady).await,
@@ -203,6 +268,26 @@ async fn the_months_topics_come_from_the_history_and_stay_in_their_area() {
         },
     ] {
         let status = city.list_hotspots(bad.clone()).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}: {status:?}");
+    }
+    for bad in [
+        v1::GetHotspotChangeRequest {
+            key: format!("{steady}/Property"),
+            since,
+            months: 3,
+        },
+        v1::GetHotspotChangeRequest {
+            key: topic.key.clone(),
+            since: None,
+            months: 3,
+        },
+        v1::GetHotspotChangeRequest {
+            key: topic.key.clone(),
+            since,
+            months: 13,
+        },
+    ] {
+        let status = city.get_hotspot_change(bad.clone()).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}: {status:?}");
     }
     // Without a token, nothing.
