@@ -2,7 +2,7 @@
 //! `whistle_domain::hotspot` (docs/proactive.md). SQL reads the area's reports of the lookback
 //! with their incidents; the analysis runs on the board threads, away from the light reads.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use sqlx::{PgPool, Row};
 use whistle_domain::{
     hotspot::{self, Candidate, Change, Month, Params, PlaceKey, Proposal, Record},
@@ -119,6 +119,12 @@ pub(crate) fn change_request(
         .ok()
         .and_then(|nanos| DateTime::from_timestamp(since.seconds, nanos))
         .ok_or_else(|| Error::invalid("since: not a valid timestamp"))?;
+    // Months either side must be calendar months chrono can name.
+    if !(1970..=9999).contains(&since.year()) {
+        return Err(Error::invalid(format!(
+            "since: {since} is not between 1970 and 9999"
+        )));
+    }
     let months = match request.months {
         0 => 3,
         n @ 1..=12 => n,
@@ -284,5 +290,32 @@ mod tests {
         assert_eq!(params(0).unwrap().proposals, 10);
         assert_eq!(params(100).unwrap().proposals, 100);
         assert!(params(101).is_err());
+    }
+
+    #[test]
+    fn a_change_names_a_key_a_time_and_months() {
+        let request = |key: &str, seconds: i64, months: u32| v1::GetHotspotChangeRequest {
+            key: key.into(),
+            since: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+            months,
+        };
+        let key = "150602001001001/property@39.8100,109.9900";
+        let (place, since, months) = change_request(&request(key, 1_780_000_000, 0)).unwrap();
+        assert_eq!(
+            (place.group.as_str(), since.timestamp(), months),
+            ("property", 1_780_000_000, 3)
+        );
+        for bad in [
+            request("150602/property", 1_780_000_000, 3),
+            request(key, 1_780_000_000, 13),
+            request(key, -1, 3),
+            request(key, 8_000_000_000_000, 3),
+            v1::GetHotspotChangeRequest {
+                since: None,
+                ..request(key, 0, 3)
+            },
+        ] {
+            assert!(change_request(&bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -513,9 +513,11 @@ fn examine(
         active_months >= params.min_active_months && recent_reports >= params.min_reports && spread;
 
     // Growth: the last 3 months against the (up to) 9 before them.
-    let last3: u32 = counts[lookback.saturating_sub(3)..].iter().sum();
-    let before_len = lookback.saturating_sub(3).min(9);
-    let before: u32 = counts[lookback - 3 - before_len..lookback - 3].iter().sum();
+    let last3_start = lookback.saturating_sub(3);
+    let last3: u32 = counts[last3_start..].iter().sum();
+    let before_start = last3_start.saturating_sub(9);
+    let before_len = last3_start - before_start;
+    let before: u32 = counts[before_start..last3_start].iter().sum();
     let growth =
         (f64::from(last3) / 3.0 + 0.25) / (f64::from(before) / before_len.max(1) as f64 + 0.25);
     let last4 = &counts[lookback.saturating_sub(4)..];

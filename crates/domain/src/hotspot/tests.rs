@@ -317,3 +317,17 @@ fn a_key_names_its_place_or_is_refused() {
         assert_eq!((key.grid, key.group), (candidate.grid, candidate.group));
     }
 }
+
+#[test]
+fn short_lookbacks_are_read_without_failing() {
+    let history = sim::history(4, month("2026-08"), 100);
+    for lookback in 1..=4 {
+        let params = Params {
+            lookback_months: lookback,
+            recent_months: lookback,
+            ..Params::default()
+        };
+        let proposal = analyse(&history.records, history.month, &params);
+        assert_eq!(proposal.from, history.month.plus(-(lookback as i32)));
+    }
+}
