@@ -46,7 +46,7 @@ macro_rules! named {
         $(impl Named for v1::$ty { const FULL_NAME: &'static str = concat!("whistle.v1.", stringify!($ty)); })*
     };
 }
-named!(Report, Event, Command, CommandReply);
+named!(Report, Event, Command, CommandReply, ListHotspotsResponse);
 
 /// Parses proto3 JSON (the canonical mapping: lowerCamelCase or original field names, RFC 3339
 /// timestamps, enum names) into a generated message.

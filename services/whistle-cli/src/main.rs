@@ -9,6 +9,7 @@ mod contacts;
 mod db;
 mod door;
 mod generator;
+mod hotspots;
 mod incident;
 mod load;
 mod load_summary;
@@ -121,6 +122,9 @@ enum Command {
     Tasks(tasks::Args),
     /// One incident with its tasks, reports and whole timeline (read-only).
     Incident(incident::Args),
+    /// 每月一题 (未诉先办): the month's candidate topics of an area — places and categories whose
+    /// reports repeat, grow, return or come with a season — with their evidence (read-only).
+    Hotspots(hotspots::Args),
     #[command(flatten)]
     Field(commands::Field),
     /// Benchmarks of the query service: fill, query, watch.
@@ -231,6 +235,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Load(args) => load::run(&cli.conn, args).await?,
         Command::Tasks(args) => tasks::run(&cli.conn, args).await?,
         Command::Incident(args) => incident::run(&cli.conn, args).await?,
+        Command::Hotspots(args) => hotspots::run(&cli.conn, args).await?,
         Command::Field(field) => {
             if let Err(e) = commands::run(&cli.conn, field).await {
                 match e.downcast_ref::<commands::Refused>() {

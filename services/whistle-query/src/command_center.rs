@@ -6,6 +6,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use whistle_domain::hotspot;
 use whistle_proto::v1;
 use whistle_wire::Clock;
 
@@ -15,7 +16,7 @@ use crate::{
     auth::{Auth, Principal},
     catalogue, contacts,
     generated::command_center_server,
-    grid_map,
+    grid_map, hotspots,
     incidents::{self, Filter},
     ledger,
     metrics::Metrics,
@@ -463,6 +464,60 @@ impl command_center_server::CommandCenter for CommandCenter {
             })
             .await?;
         Ok(Response::new(listed))
+    }
+
+    async fn list_hotspots(
+        &self,
+        request: Request<v1::ListHotspotsRequest>,
+    ) -> Result<Response<v1::ListHotspotsResponse>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let request = request.get_ref();
+        let area = principal.read_area("area_code", &request.area_code)?;
+        let month = hotspots::month(&request.month, self.clock.now())?;
+        let params = hotspots::params(request.page_size)?;
+        let policy = self.policy.get();
+        // Two years of an area's reports: one of the heavy reads.
+        let records = {
+            let _turn = turn(&self.heavy_reads).await?;
+            let (policy, area, params) = (&policy, &area, &params);
+            self.replica
+                .read(&principal, |pool| async move {
+                    hotspots::history(&pool, policy, area, month, params).await
+                })
+                .await?
+        };
+        let proposal = self
+            .boards
+            .run(move || hotspot::propose(&records, month, &params))
+            .await?;
+        Ok(Response::new(hotspots::response(&area, &proposal, &policy)))
+    }
+
+    async fn get_hotspot_change(
+        &self,
+        request: Request<v1::GetHotspotChangeRequest>,
+    ) -> Result<Response<v1::HotspotChange>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let request = request.get_ref();
+        let (place, since, months) = hotspots::change_request(request)?;
+        if !principal.may_see(&place.grid) {
+            return Err(principal.outside(&place.grid).into());
+        }
+        let policy = self.policy.get();
+        let change = {
+            let (policy, place) = (&policy, &place);
+            self.replica
+                .read(&principal, |pool| async move {
+                    hotspots::change(&pool, policy, place, since, months).await
+                })
+                .await?
+        };
+        Ok(Response::new(hotspots::change_response(
+            request,
+            &place,
+            &change,
+            self.clock.now(),
+        )))
     }
 }
 

@@ -42,6 +42,7 @@ mod convert;
 mod dispatch;
 mod error;
 mod grid_map;
+mod hotspots;
 mod incidents;
 mod ledger;
 mod limits;

@@ -2,6 +2,7 @@
 //! over a private nats-server, read back through `whistle.v1.CommandCenter` by a tonic client
 //! over the network, plus health, reflection and gRPC-web on the same listener.
 
+mod hotspots;
 mod incidents;
 mod lists;
 mod orders;

@@ -30,7 +30,7 @@ const CALLERS: [&str; 6] = [
 use Code::{Ok as Y, PermissionDenied as No, Unauthenticated as Anon};
 
 /// The CommandCenter and Reporting RPCs with what each caller gets.
-const READS: [(&str, [Code; 6]); 16] = [
+const READS: [(&str, [Code; 6]); 18] = [
     //                  city  district liaison viewer grid  none
     ("GetOverview", [Y, Y, Y, Y, No, Anon]),
     ("ListIncidents", [Y, Y, Y, Y, No, Anon]),
@@ -38,6 +38,9 @@ const READS: [(&str, [Code; 6]); 16] = [
     ("GetScoreboard", [Y, Y, Y, Y, No, Anon]),
     ("ListOverdue", [Y, Y, Y, Y, No, Anon]),
     ("ListLedger", [Y, Y, Y, Y, No, Anon]),
+    ("ListHotspots", [Y, Y, Y, Y, No, Anon]),
+    // A topic in the grid: its worker may measure it too.
+    ("GetHotspotChange", [Y, Y, Y, Y, Y, Anon]),
     // The org tree (names and codes of units) is open to every token.
     ("GetOrgTree", [Y, Y, Y, Y, Y, Anon]),
     // So are the policy's catalogue (the report form) and the departments (改派).
@@ -103,6 +106,23 @@ async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -
                 .list_ledger(v1::ListLedgerRequest {
                     area_code: area(),
                     ..Default::default()
+                })
+                .await,
+        ),
+        "ListHotspots" => code(
+            center
+                .list_hotspots(v1::ListHotspotsRequest {
+                    area_code: area(),
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "GetHotspotChange" => code(
+            center
+                .get_hotspot_change(v1::GetHotspotChangeRequest {
+                    key: format!("{GRID}/municipal"),
+                    since: Some(whistle_proto::timestamp_from_unix_millis(0)),
+                    months: 1,
                 })
                 .await,
         ),
