@@ -11,7 +11,9 @@
 --
 -- Expand only: the old code never makes nor reads tokens of these roles (an old query service
 -- refuses them as an unknown role, "corrupt"), and an old dispatch's reports take the default
--- channel, which is theirs; nothing needs a contract step.
+-- channel, which is theirs. The two CHECKs below are dropped and re-added wider, which the check
+-- counts as contracting:
+-- contract: safe after b7d7008: api_tokens' role and person CHECKs re-added wider (open311 and hotline admitted, as no person); every token an older version writes passes them
 ALTER TABLE api_tokens DROP CONSTRAINT IF EXISTS api_tokens_role_check;
 ALTER TABLE api_tokens ADD CONSTRAINT api_tokens_role_check
     CHECK (role IN ('operator', 'liaison', 'viewer', 'grid_worker', 'open311', 'hotline'));
@@ -36,5 +38,7 @@ ALTER TABLE api_tokens ADD CONSTRAINT api_tokens_person_check
 ALTER TABLE reports ADD COLUMN channel text NOT NULL DEFAULT 'grid_worker'
     CHECK (channel IN ('grid_worker', 'open311', 'hotline_12345'));
 
--- The door reads an area's reports newest first (GET requests); like `incidents_grid_created`.
+-- The door reads an area's reports newest first (GET requests), and the hotspot analysis
+-- (ListHotspots, docs/proactive.md) an area's reports of the last 24 months; like
+-- `incidents_grid_created`. Intake writes one more index entry a report.
 CREATE INDEX reports_grid_received ON reports (grid_code text_pattern_ops, received_at DESC);
