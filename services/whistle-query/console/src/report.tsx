@@ -368,7 +368,7 @@ function Outcome({ r }: { r: SubmitReportResponse }) {
 function TrackingCode({ code }: { code: string }) {
   if (!code) return null;
   return (
-    <div class="small" data-testid="tracking-code" data-code={code} title={t("trackingHint")}>
+    <div class="small tracking" data-testid="tracking-code" data-code={code} title={t("trackingHint")}>
       {t("trackingCode")}: <a href={`/track#${code}`} target="_blank" rel="noopener noreferrer"><b>{code}</b></a>
     </div>
   );
