@@ -1,6 +1,8 @@
 //! Every role × every RPC of the gRPC door, each with its exact answer: reads of the district
 //! 150602 and of an incident in one of its grids, a grid worker's report, and every Dispatch RPC
 //! naming someone else as its actor (the door refuses impersonation before dispatch sees it).
+//! The Open311 door's keys are refused by every RPC. The RPCs are checked against the proto
+//! files' services, so a new RPC without its row fails here.
 
 use tonic::{Code, Request};
 use uuid::Uuid;
@@ -18,43 +20,60 @@ const DISTRICT: &str = "150602";
 const DEPARTMENT: &str = "150602-urban_management";
 
 /// The callers, in the table's column order.
-const CALLERS: [&str; 6] = [
+const CALLERS: [&str; 8] = [
     "city op",
     "district op",
     "liaison",
     "viewer",
     "grid worker",
     "none",
+    "open311 key",
+    "hotline key",
 ];
 
-use Code::{Ok as Y, PermissionDenied as No, Unauthenticated as Anon};
+use Code::{NotFound, Ok as Y, PermissionDenied as No, Unauthenticated as Anon};
 
 /// The CommandCenter and Reporting RPCs with what each caller gets.
-const READS: [(&str, [Code; 6]); 18] = [
-    //                  city  district liaison viewer grid  none
-    ("GetOverview", [Y, Y, Y, Y, No, Anon]),
-    ("ListIncidents", [Y, Y, Y, Y, No, Anon]),
-    ("GetIncident", [Y, Y, Y, Y, Y, Anon]),
-    ("GetScoreboard", [Y, Y, Y, Y, No, Anon]),
-    ("ListOverdue", [Y, Y, Y, Y, No, Anon]),
-    ("ListLedger", [Y, Y, Y, Y, No, Anon]),
-    ("ListHotspots", [Y, Y, Y, Y, No, Anon]),
+const READS: [(&str, [Code; 8]); 25] = [
+    //                  city  district liaison viewer grid  none  open311 hotline
+    ("GetOverview", [Y, Y, Y, Y, No, Anon, No, No]),
+    ("ListIncidents", [Y, Y, Y, Y, No, Anon, No, No]),
+    ("GetIncident", [Y, Y, Y, Y, Y, Anon, No, No]),
+    ("GetScoreboard", [Y, Y, Y, Y, No, Anon, No, No]),
+    ("ListOverdue", [Y, Y, Y, Y, No, Anon, No, No]),
+    ("ListLedger", [Y, Y, Y, Y, No, Anon, No, No]),
+    ("ListHotspots", [Y, Y, Y, Y, No, Anon, No, No]),
     // A topic in the grid: its worker may measure it too.
-    ("GetHotspotChange", [Y, Y, Y, Y, Y, Anon]),
+    ("GetHotspotChange", [Y, Y, Y, Y, Y, Anon, No, No]),
     // The org tree (names and codes of units) is open to every token.
-    ("GetOrgTree", [Y, Y, Y, Y, Y, Anon]),
+    ("GetOrgTree", [Y, Y, Y, Y, Y, Anon, No, No]),
     // So are the policy's catalogue (the report form) and the departments (改派).
-    ("GetCatalogue", [Y, Y, Y, Y, Y, Anon]),
-    ("ListDepartments", [Y, Y, Y, Y, Y, Anon]),
-    ("WatchEvents", [Y, Y, Y, Y, No, Anon]),
-    ("GetSession", [Y, Y, Y, Y, Y, Anon]),
-    ("GetTrend", [Y, Y, Y, Y, No, Anon]),
-    ("GetGridMap", [Y, Y, Y, Y, No, Anon]),
+    ("GetCatalogue", [Y, Y, Y, Y, Y, Anon, No, No]),
+    ("ListDepartments", [Y, Y, Y, Y, Y, Anon, No, No]),
+    ("WatchEvents", [Y, Y, Y, Y, No, Anon, No, No]),
+    ("GetSession", [Y, Y, Y, Y, Y, Anon, No, No]),
+    ("GetTrend", [Y, Y, Y, Y, No, Anon, No, No]),
+    ("GetGridMap", [Y, Y, Y, Y, No, Anon, No, No]),
     // Operators and viewers name the department; a liaison reads its own; grid workers have none.
-    ("ListTasks", [Y, Y, Y, Y, No, Anon]),
+    ("ListTasks", [Y, Y, Y, Y, No, Anon, No, No]),
     // Only grid workers file reports, so only they have reports of their own.
-    ("ListMyReports", [No, No, No, No, Y, Anon]),
-    ("SubmitReport", [No, No, No, No, Y, Anon]),
+    ("ListMyReports", [No, No, No, No, Y, Anon, No, No]),
+    ("SubmitReport", [No, No, No, No, Y, Anon, No, No]),
+    // Photos are taken by whoever acts (a viewer does not); the matrix uploads a small JPEG.
+    ("UploadPhoto", [Y, Y, Y, No, Y, Anon, No, No]),
+    // A photo the incident does not have: not found for whoever may see its photos (operators and
+    // its reporting worker), refused for the others who read the incident.
+    (
+        "GetPhoto",
+        [NotFound, NotFound, No, No, NotFound, Anon, No, No],
+    ),
+    // A person's own notifications: a viewer's token belongs to no person.
+    ("ListNotifications", [Y, Y, Y, No, Y, Anon, No, No]),
+    ("MarkNotificationsRead", [Y, Y, Y, No, Y, Anon, No, No]),
+    // Personal data and administration: operators of the area only.
+    ("ListContactAccess", [Y, Y, No, No, No, Anon, No, No]),
+    ("ListAuditEntries", [Y, Y, No, No, No, Anon, No, No]),
+    ("ListPeople", [Y, Y, No, No, No, Anon, No, No]),
 ];
 
 async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -> Code {
@@ -192,6 +211,58 @@ async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -
                     .await,
             )
         }
+        "UploadPhoto" => {
+            let mut reporting = ReportingClient::with_interceptor(stack.channel(), bearer(token));
+            let mut data = vec![0xFF, 0xD8, 0xFF, 0xE0];
+            data.extend((0..256).map(|i| (i as u8) ^ (n as u8)));
+            code(
+                reporting
+                    .upload_photo(v1::UploadPhotoRequest { data })
+                    .await,
+            )
+        }
+        "GetPhoto" => code(
+            center
+                .get_photo(v1::GetPhotoRequest {
+                    incident_id: incident.to_string(),
+                    photo_id: "0".repeat(64),
+                })
+                .await,
+        ),
+        "ListNotifications" => code(
+            center
+                .list_notifications(v1::ListNotificationsRequest::default())
+                .await,
+        ),
+        "MarkNotificationsRead" => code(
+            center
+                .mark_notifications_read(v1::MarkNotificationsReadRequest::default())
+                .await,
+        ),
+        "ListContactAccess" => code(
+            center
+                .list_contact_access(v1::ListContactAccessRequest {
+                    area_code: area(),
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "ListAuditEntries" => code(
+            center
+                .list_audit_entries(v1::ListAuditEntriesRequest {
+                    area_code: area(),
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "ListPeople" => code(
+            center
+                .list_people(v1::ListPeopleRequest {
+                    area_code: area(),
+                    ..Default::default()
+                })
+                .await,
+        ),
         other => unreachable!("no RPC {other}"),
     }
 }
@@ -322,6 +393,40 @@ fn bearer(token: &str) -> Bearer {
     Bearer::new(token).expect("an ASCII token")
 }
 
+/// The table names every RPC of the gRPC door's services, and no other.
+#[test]
+fn the_table_covers_every_rpc_of_the_proto_files() {
+    let pool = prost_reflect::DescriptorPool::decode(whistle_proto::FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set decodes");
+    let mut served: Vec<String> = ["CommandCenter", "Reporting", "Dispatch"]
+        .iter()
+        .flat_map(|service| {
+            pool.get_service_by_name(&format!("whistle.v1.{service}"))
+                .unwrap_or_else(|| panic!("no service whistle.v1.{service}"))
+                .methods()
+                .map(|m| m.name().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    served.sort();
+    let mut tabled: Vec<String> = READS
+        .iter()
+        .map(|(rpc, _)| (*rpc).to_owned())
+        .chain(Verb::ALL.into_iter().map(dispatch_rpc))
+        .collect();
+    tabled.sort();
+    assert_eq!(tabled, served);
+}
+
+/// The Dispatch RPC carrying `verb`: its subject token in CamelCase (`request_extension` is
+/// `RequestExtension`).
+fn dispatch_rpc(verb: Verb) -> String {
+    verb.as_str()
+        .split('_')
+        .map(|word| word[..1].to_uppercase() + &word[1..])
+        .collect()
+}
+
 #[tokio::test]
 async fn every_role_gets_exactly_its_answer_from_every_rpc() {
     let stack = Stack::command_center().await;
@@ -335,6 +440,8 @@ async fn every_role_gets_exactly_its_answer_from_every_rpc() {
         stack.token_for(Role::Viewer, DISTRICT).await,
         stack.token_for(Role::GridWorker, GRID).await,
         String::new(),
+        stack.token_for(Role::Open311, DISTRICT).await,
+        stack.token_for(Role::Hotline, DISTRICT).await,
     ];
 
     let mut wrong = Vec::new();
