@@ -48,11 +48,7 @@ fn console_dir() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
     let dir = console_dir();
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "no Chromium at {chromium}: run deploy/local/test.sh (installs Debian's chromium) or set CHROMIUM"
-    );
+    let chromium = chromium();
     // The manual clock starts three hours back and is then brought to the real time, so the
     // browser's countdowns and the stack agree and something is late: a collective petition filed
     // then and whistled to the petitions office is past its 2-hour deadline (escalated to the
@@ -137,37 +133,28 @@ async fn the_console_works_in_a_real_browser() {
     .unwrap();
     let viewer = stack.token_for(Role::Viewer, &district).await;
     let screenshots = std::env::var("WHISTLE_SCREENSHOT_DIR").unwrap_or_default();
-    let console = repo().join("services/whistle-query/console");
-    let out = tokio::process::Command::new("npm")
-        .args(["run", "--silent", "e2e"])
-        .current_dir(&console)
-        .env("WHISTLE_CONSOLE_URL", stack.query_url())
-        .env("WHISTLE_OPERATOR_TOKEN", stack.token())
-        .env("WHISTLE_VIEWER_TOKEN", &viewer)
-        .env("WHISTLE_LIAISON_TOKEN", &liaison)
-        .env("WHISTLE_DEPARTMENT_CODE", &department)
-        .env("WHISTLE_TASK_INCIDENT_ID", whistled.to_string())
-        .env("WHISTLE_ASSIST_LIAISON_TOKEN", &assist_liaison)
-        .env("WHISTLE_ASSIST_DEPARTMENT_CODE", &assisting)
-        .env("WHISTLE_DISTRICT_OPERATOR_TOKEN", &district_operator)
-        .env("WHISTLE_GRID_TOKEN", &grid_worker)
-        .env("WHISTLE_GRID_CODE", &g2)
-        .env("WHISTLE_DRILL_DISTRICT", &district)
-        .env("WHISTLE_DRILL_STREET", unit(&g1, Level::Street))
-        .env("WHISTLE_PEOPLE_LEAVER", &leaver)
-        .env("WHISTLE_PEOPLE_SUCCESSOR", &successor)
-        .env("WHISTLE_PEOPLE_DEPARTMENT", &people_department)
-        .env("WHISTLE_PEOPLE_INCIDENT_ID", held.to_string())
-        .env("WHISTLE_SCREENSHOT_DIR", screenshots)
-        .env("CHROMIUM", &chromium)
-        .output()
-        .await
-        .expect("running npm run e2e (is Node.js installed? deploy/local/test.sh installs it)");
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the browser tests failed:\n{report}");
-    println!("{report}");
+    browser_tests(
+        &chromium,
+        &[
+            ("WHISTLE_CONSOLE_URL", &stack.query_url()),
+            ("WHISTLE_OPERATOR_TOKEN", &stack.token()),
+            ("WHISTLE_VIEWER_TOKEN", &viewer),
+            ("WHISTLE_LIAISON_TOKEN", &liaison),
+            ("WHISTLE_DEPARTMENT_CODE", &department),
+            ("WHISTLE_TASK_INCIDENT_ID", &whistled.to_string()),
+            ("WHISTLE_ASSIST_LIAISON_TOKEN", &assist_liaison),
+            ("WHISTLE_ASSIST_DEPARTMENT_CODE", &assisting),
+            ("WHISTLE_DISTRICT_OPERATOR_TOKEN", &district_operator),
+            ("WHISTLE_GRID_TOKEN", &grid_worker),
+            ("WHISTLE_GRID_CODE", &g2),
+            ("WHISTLE_DRILL_DISTRICT", &district),
+            ("WHISTLE_DRILL_STREET", &unit(&g1, Level::Street)),
+            ("WHISTLE_PEOPLE_LEAVER", &leaver),
+            ("WHISTLE_PEOPLE_SUCCESSOR", &successor),
+            ("WHISTLE_PEOPLE_DEPARTMENT", &people_department),
+            ("WHISTLE_PEOPLE_INCIDENT_ID", &held.to_string()),
+            ("WHISTLE_SCREENSHOT_DIR", &screenshots),
+        ],
+    )
+    .await;
 }

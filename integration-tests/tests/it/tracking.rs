@@ -4,11 +4,10 @@
 //! dispatch as the follow-up (回访), on the timeline and in the satisfaction rate, the first one
 //! counting. The browser test of the page is `the_residents_page_works_in_a_real_browser`.
 
-use std::{net::SocketAddr, path::Path};
+use std::net::SocketAddr;
 
 use chrono::{TimeDelta, Utc};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uuid::Uuid;
 use whistle_domain::Level;
 use whistle_proto::v1::{self, command::Body, command_reply::Outcome};
@@ -24,36 +23,17 @@ async fn post(
     body: &Value,
     forwarded_for: Option<&str>,
 ) -> (u16, Value) {
-    let body = body.to_string();
     let forwarded = forwarded_for
         .map(|f| format!("X-Forwarded-For: {f}\r\n"))
         .unwrap_or_default();
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{forwarded}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("the HTTP response")
-        .unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP headers");
-    let headers = String::from_utf8_lossy(&response[..split]).to_string();
+    let (headers, payload) = http_post(
+        addr,
+        path,
+        &format!("Content-Type: application/json\r\n{forwarded}"),
+        body.to_string().as_bytes(),
+    )
+    .await;
     let status: u16 = headers[9..12].parse().unwrap();
-    let mut payload = response[split + 4..].to_vec();
-    if headers
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        payload = dechunk(&payload);
-    }
     let value = serde_json::from_slice(&payload)
         .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {headers}"));
     (status, value)
@@ -542,11 +522,7 @@ async fn only_the_query_service_answers_as_a_resident_and_dispatch_checks_the_co
 /// and a wrong code showing nothing (services/whistle-query/console/e2e/track.test.mjs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_residents_page_works_in_a_real_browser() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).exists(),
-        "no Chromium at {chromium}: run deploy/local/test.sh (installs Debian's chromium) or set CHROMIUM"
-    );
+    let chromium = chromium();
     // Brought to real time after the late case was filed 30 hours back: the browser counts on
     // the server's clock anyway, but the timestamps then read as a person would expect.
     let started = Utc::now();
@@ -596,26 +572,17 @@ async fn the_residents_page_works_in_a_real_browser() {
             .await
     );
 
-    let console = Path::new(env!("CARGO_MANIFEST_DIR")).join("../services/whistle-query/console");
-    let out = tokio::process::Command::new("npm")
-        .args(["run", "--silent", "e2e"])
-        .current_dir(&console)
-        .env("WHISTLE_E2E_FILES", "e2e/track.test.mjs")
-        .env("WHISTLE_CONSOLE_URL", stack.query_url())
-        .env("WHISTLE_TRACK_OPEN", &open.tracking_code)
-        .env("WHISTLE_TRACK_LATE", &late.tracking_code)
-        .env("WHISTLE_TRACK_RESOLVED", &resolved.tracking_code)
-        .env("CHROMIUM", &chromium)
-        .output()
-        .await
-        .expect("running npm run e2e (is Node.js installed? deploy/local/test.sh installs it)");
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the browser tests failed:\n{report}");
-    println!("{report}");
+    browser_tests(
+        &chromium,
+        &[
+            ("WHISTLE_E2E_FILES", &"e2e/track.test.mjs"),
+            ("WHISTLE_CONSOLE_URL", &stack.query_url()),
+            ("WHISTLE_TRACK_OPEN", &open.tracking_code),
+            ("WHISTLE_TRACK_LATE", &late.tracking_code),
+            ("WHISTLE_TRACK_RESOLVED", &resolved.tracking_code),
+        ],
+    )
+    .await;
 
     // The answer given in the browser reached dispatch: the follow-up, counted.
     assert_eq!(stack.state(resolved_incident).await.0, "closed");

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::{Kind, Month, Record};
-use crate::{ordos, AreaCode, Level, OrgDataset};
+use crate::{ordos, ordos::SplitMix64, AreaCode, Level, OrgDataset};
 
 /// A pattern planted in the history: what kind, where, which group.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,7 +61,7 @@ pub fn history(seed: u64, month: Month, background: u32) -> History {
     let dataset = ordos::dataset();
     let grids = grids(&dataset);
     let mut sim = Sim {
-        rng: Rng(seed ^ 0x5851_F42D_4C95_7F2D),
+        rng: SplitMix64(seed ^ 0x5851_F42D_4C95_7F2D),
         records: Vec::new(),
         next_incident: 0,
     };
@@ -218,7 +218,7 @@ fn grids(dataset: &OrgDataset) -> Vec<(AreaCode, (f64, f64))> {
 }
 
 struct Sim {
-    rng: Rng,
+    rng: SplitMix64,
     records: Vec<Record>,
     next_incident: u64,
 }
@@ -303,26 +303,5 @@ impl Sim {
                 level,
             });
         }
-    }
-}
-
-/// splitmix64, as the Ordos dataset uses: tiny and the same everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
