@@ -51,7 +51,7 @@ pub fn generate() -> String {
         .collect()
 }
 
-/// A code as people read it: `XXXX-XXXX-XXXX`.
+/// A code as people read it: three groups of four joined by hyphens, e.g. `8HB3-20JR-6C9A`.
 pub fn display(code: &str) -> String {
     code.as_bytes()
         .chunks(4)
@@ -107,7 +107,7 @@ pub fn seal(keyring: &Keyring, report_id: &str, code: &str) -> SealedCode {
     }
 }
 
-/// The code of `report_id` as its grid worker sees it (`XXXX-XXXX-XXXX`), `None` if the keyring
+/// The code of `report_id` as its grid worker sees it (grouped as [`display`] does), `None` if the keyring
 /// does not open it.
 pub fn open(
     keyring: &Keyring,

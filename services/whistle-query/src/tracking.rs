@@ -73,7 +73,7 @@ pub(crate) struct Tracking {
 /// What the page shows of a case.
 #[derive(Debug, Serialize)]
 pub struct Case {
-    /// The code as it is read out: `XXXX-XXXX-XXXX`.
+    /// The code as it is read out, grouped (`whistle_store::tracking::display`).
     code: String,
     category: String,
     /// `handling`, `whistled`, `accepted`, `resolved`, `closed`, `closed_unverified`, `duplicate`.
