@@ -1,6 +1,7 @@
 // Browser tests of the console against a running stack (see docs/console.md for the environment).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import jsQR from "jsqr";
 import { env, clients, launch, openPage, waitFor, expectKpisMatch, readKpis, kpisOf, cuttableProxy } from "./helpers.mjs";
 import { TaskStatus } from "./gen/whistle/v1/common_pb.js";
 
@@ -97,6 +98,23 @@ test("a report from the grid form appears in the screen's ticker within 2 s of t
   assert.ok(took <= 2000, `ticker after ${took} ms`);
   // The worker's own list shows it.
   await page.waitForSelector(`[data-testid="my-report"]:has-text("${title}")`, { timeout: 10000 });
+  // With its tracking code, whose QR code the resident scans off the phone: it opens the page.
+  const tracking = page.locator(`[data-testid="my-report"]:has-text("${title}") [data-testid="tracking-code"]`);
+  await tracking.waitFor({ timeout: 10000 });
+  const code = await tracking.getAttribute("data-code");
+  await tracking.locator('[data-testid="tracking-qr-toggle"]').click();
+  const pixels = await tracking.locator('[data-testid="tracking-qr"]').evaluate(async (img) => {
+    await img.decode();
+    const canvas = document.createElement("canvas");
+    canvas.width = img.naturalWidth;
+    canvas.height = img.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(img, 0, 0);
+    const { width, height, data } = context.getImageData(0, 0, canvas.width, canvas.height);
+    return { width, height, data: Array.from(data) };
+  });
+  const scanned = jsQR(Uint8ClampedArray.from(pixels.data), pixels.width, pixels.height);
+  assert.equal(scanned?.data, `${new URL(env.page).origin}/track#${code}`);
   noErrors(screen.errors, screen.foreign);
   noErrors(form.errors, form.foreign);
   await screen.context.close();

@@ -14,6 +14,7 @@ import { useOutbox, enqueue, flush, drop, type Queued, type SendResult } from ".
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { NavLinks, type Chrome } from "./main";
 import { PhotoPicker, uploadAll } from "./photos";
+import qrcode from "qrcode-generator";
 
 interface Pos {
   lat: number;
@@ -364,14 +365,34 @@ function Outcome({ r }: { r: SubmitReportResponse }) {
 }
 
 /** The resident's tracking code (查询码) of a report, to read out or send, and the page it opens
- * (`/track#CODE`, served by the query service; the fragment keeps the code out of server logs). */
+ * (`/track#CODE`, served by the query service; the fragment keeps the code out of server logs).
+ * The QR code of that page's address is drawn here on the worker's phone for the resident to
+ * scan: the code never travels to a server to be drawn. */
 function TrackingCode({ code }: { code: string }) {
+  const [showQr, setShowQr] = useState(false);
   if (!code) return null;
+  const page = `${location.origin}/track#${code}`;
   return (
     <div class="small tracking" data-testid="tracking-code" data-code={code} title={t("trackingHint")}>
-      {t("trackingCode")}: <a href={`/track#${code}`} target="_blank" rel="noopener noreferrer"><b>{code}</b></a>
+      {t("trackingCode")}: <a href={`/track#${code}`} target="_blank" rel="noopener noreferrer"><b>{code}</b></a>{" "}
+      <button type="button" class="link" data-testid="tracking-qr-toggle" aria-expanded={showQr} onClick={() => setShowQr(!showQr)}>
+        {t(showQr ? "trackingQrHide" : "trackingQr")}
+      </button>
+      {showQr && (
+        <div class="tracking-qr">
+          <img data-testid="tracking-qr" src={qrDataUrl(page)} alt={`${t("trackingQrAlt")} ${code}`} />
+        </div>
+      )}
     </div>
   );
+}
+
+/** `text` as a QR code (error correction M, the version it needs), a GIF data URL. */
+function qrDataUrl(text: string): string {
+  const qr = qrcode(0, "M");
+  qr.addData(text);
+  qr.make();
+  return qr.createDataURL(5, 4);
 }
 
 function MyReportItem({ r, onDone }: { r: MyReport; onDone: () => void }) {
