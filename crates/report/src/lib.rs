@@ -36,6 +36,8 @@ pub struct Monthly {
     pub generated_at: DateTime<Utc>,
     pub departments: v1::Scoreboard,
     pub streets: v1::Scoreboard,
+    /// The same month by the channel cases came in by (渠道: grid workers, Open311, 12345).
+    pub channels: v1::Scoreboard,
     /// The area's totals month by month, oldest first, the report's month last.
     pub trend: Vec<Totals>,
     /// The category mix (类别构成) of the month: the street board's `categories` with the
@@ -194,11 +196,17 @@ pub async fn gather<S: Source>(
         .scoreboard(board(ScoreboardKind::Departments, &month))
         .await
         .map_err(|s| refused("GetScoreboard (departments)", s))?;
-    if departments.month != month {
-        bail!(
-            "the query service answered month {} for departments and {month} for streets",
-            departments.month
-        );
+    let channels = source
+        .scoreboard(board(ScoreboardKind::Channels, &month))
+        .await
+        .map_err(|s| refused("GetScoreboard (channels)", s))?;
+    for (kind, other) in [("departments", &departments), ("channels", &channels)] {
+        if other.month != month {
+            bail!(
+                "the query service answered month {} for {kind} and {month} for streets",
+                other.month
+            );
+        }
     }
     let mut trend = Vec::new();
     for earlier in months_before(&month, TREND_MONTHS - 1)? {
@@ -247,6 +255,7 @@ pub async fn gather<S: Source>(
         generated_at,
         departments,
         streets,
+        channels,
         trend,
         categories,
     })
@@ -370,6 +379,14 @@ pub(crate) fn sample() -> Monthly {
             .to_utc(),
         departments,
         streets,
+        channels: board(
+            ScoreboardKind::Channels,
+            vec![
+                row(1, "grid_worker", "网格员上报", 36, false, 74.0),
+                row(2, "hotline_12345", "12345 热线", 6, true, 61.5),
+                row(3, "open311", "Open311 第三方应用", 0, false, 0.0),
+            ],
+        ),
         trend,
         categories: [
             ("heating.no_heat", "供暖不热", 18),

@@ -184,6 +184,7 @@ pub fn pdf(report: &Monthly, font: &Font) -> anyhow::Result<Vec<u8>> {
     for (heading, board) in [
         ("部门排名表", &report.departments),
         ("街道排名表", &report.streets),
+        ("渠道统计表", &report.channels),
     ] {
         for (part, rows) in board.rows.chunks(TABLE_ROWS).enumerate() {
             let mut page = new_page(&mut document);
@@ -435,8 +436,8 @@ mod tests {
             std::fs::write(path, &bytes).unwrap();
         }
         let document = lopdf::Document::load_mem(&bytes).unwrap();
-        // Three pages of charts, one table page per board.
-        assert_eq!(document.get_pages().len(), 5);
+        // Three pages of charts, one table page per board (departments, streets, channels).
+        assert_eq!(document.get_pages().len(), 6);
         let fonts = fonts(&bytes);
         assert!(!fonts.is_empty());
         for (name, embedded) in &fonts {

@@ -1,4 +1,4 @@
-//! The workbook: sheets 部门 and 街道 with one row per scoreboard row, in rank order, 类别构成 with
+//! The workbook: sheets 部门, 街道 and 渠道 with one row per scoreboard row, in rank order, 类别构成 with
 //! the month's incidents by category, and 说明 with what the report covers and what the columns
 //! mean. Figures are written as the numbers
 //! `GetScoreboard` answered (rates as fractions shown as percentages), so a spreadsheet sums and
@@ -167,6 +167,11 @@ pub fn xlsx(report: &Monthly) -> anyhow::Result<Vec<u8>> {
         &report.streets,
         &formats,
     )?;
+    board_sheet(
+        workbook.add_worksheet().set_name("渠道")?,
+        &report.channels,
+        &formats,
+    )?;
     mix_sheet(
         workbook.add_worksheet().set_name("类别构成")?,
         report,
@@ -262,6 +267,7 @@ fn notes_sheet(sheet: &mut Worksheet, report: &Monthly, formats: &Formats) -> an
         ("延期率", "部门：当月派单中经批准延期的任务比例；街道：当月上报事项中经批准延期的比例".into()),
         ("挂账数", "部门：当月派单中所在事项列入长期挂账的任务数；街道：当月上报事项中列入挂账的件数".into()),
         ("类别构成", "当月上报事项（不含重复件）按类别的件数与占比".into()),
+        ("渠道", "按事项来源渠道（网格员上报、Open311 第三方应用、12345 热线；以事项首条上报的渠道计）统计，口径同街道".into()),
         ("空分母", "分母为 0 时比率记为 0，件数照列".into()),
     ];
     sheet.set_column_width(0, 14)?;
@@ -294,8 +300,15 @@ mod tests {
         let report = crate::sample();
         let bytes = xlsx(&report).unwrap();
         let mut book: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(bytes)).unwrap();
-        assert_eq!(book.sheet_names(), ["部门", "街道", "类别构成", "说明"]);
-        for (sheet, board) in [("部门", &report.departments), ("街道", &report.streets)] {
+        assert_eq!(
+            book.sheet_names(),
+            ["部门", "街道", "渠道", "类别构成", "说明"]
+        );
+        for (sheet, board) in [
+            ("部门", &report.departments),
+            ("街道", &report.streets),
+            ("渠道", &report.channels),
+        ] {
             let range = book.worksheet_range(sheet).unwrap();
             let headers: Vec<String> = range
                 .rows()

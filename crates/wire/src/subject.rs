@@ -3,6 +3,7 @@
 //! | what | subject |
 //! | --- | --- |
 //! | report | `whistle.report.{district}.{street}.{community}.{grid}` |
+//! | report of another channel | `whistle.report.{district}.{street}.{community}.{grid}.{channel}` |
 //! | incident event | `whistle.event.{district}.{street}.{kind}` |
 //! | task event | `whistle.task.{department}.{kind}` |
 //! | command | `whistle.cmd.{verb}.{person}` (the acting person) |
@@ -44,11 +45,55 @@ pub fn report(grid: &AreaCode) -> String {
     )
 }
 
-/// The grid a report subject names, after checking that each token is the parent of the next.
-/// The message of an [`Error::Subject`] says what is wrong, for the rejection.
-pub fn parse_report(subject: &str) -> Result<AreaCode, Error> {
+/// The subject a report of `grid` that came in through `channel` is published on: a grid
+/// worker's own report on the grid's subject ([`report`]), any other channel's on the grid's
+/// subject plus the channel's token. Only the query service (the Open311 door) may publish below
+/// a grid's subject, so where a report was published proves its channel: a grid worker cannot
+/// pass its report off as a 12345 work order.
+pub fn channel_report(grid: &AreaCode, channel: v1::Channel) -> String {
+    match channel_token(channel) {
+        Some(token) => format!("{}.{token}", report(grid)),
+        None => report(grid),
+    }
+}
+
+/// The last subject token of a report of `channel`; none for a grid worker's own.
+fn channel_token(channel: v1::Channel) -> Option<&'static str> {
+    match channel {
+        v1::Channel::Unspecified | v1::Channel::GridWorker => None,
+        v1::Channel::Open311 => Some("open311"),
+        v1::Channel::Hotline12345 => Some("hotline_12345"),
+    }
+}
+
+/// What a report subject names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportSubject {
+    pub grid: AreaCode,
+    /// [`v1::Channel::GridWorker`] on a grid's own subject.
+    pub channel: v1::Channel,
+}
+
+/// The grid and channel a report subject names, after checking that each token is the parent
+/// of the next. The message of an [`Error::Subject`] says what is wrong, for the rejection.
+pub fn parse_report(subject: &str) -> Result<ReportSubject, Error> {
     let tokens: Vec<&str> = subject.split('.').collect();
-    let [whistle, report, district, street, community, grid] = tokens.as_slice() else {
+    let (place, channel) = match tokens.as_slice() {
+        [place @ .., channel] if place.len() == 6 => {
+            let channel = [v1::Channel::Open311, v1::Channel::Hotline12345]
+                .into_iter()
+                .find(|c| channel_token(*c) == Some(*channel))
+                .ok_or_else(|| {
+                    Error::Subject(format!(
+                        "subject {subject:?} ends in {channel:?}, which is no report channel \
+                         (open311, hotline_12345)"
+                    ))
+                })?;
+            (place, channel)
+        }
+        place => (place, v1::Channel::GridWorker),
+    };
+    let [whistle, report, district, street, community, grid] = place else {
         return Err(Error::Subject(format!(
             "subject {subject:?} must be whistle.report.{{district}}.{{street}}.{{community}}.{{grid}}"
         )));
@@ -79,7 +124,7 @@ pub fn parse_report(subject: &str) -> Result<AreaCode, Error> {
             )));
         }
     }
-    Ok(grid)
+    Ok(ReportSubject { grid, channel })
 }
 
 /// `whistle.event.{district}.{street}.{kind}`; an empty district or street is [`UNKNOWN_AREA`].
@@ -284,8 +329,23 @@ mod tests {
 
     #[test]
     fn report_subjects_round_trip() {
-        let grid = parse_report(SUBJECT).unwrap();
-        assert_eq!(report(&grid), SUBJECT);
+        let parsed = parse_report(SUBJECT).unwrap();
+        assert_eq!(parsed.channel, v1::Channel::GridWorker);
+        assert_eq!(report(&parsed.grid), SUBJECT);
+        for channel in [v1::Channel::Open311, v1::Channel::Hotline12345] {
+            let subject = channel_report(&parsed.grid, channel);
+            assert!(subject.starts_with(&format!("{SUBJECT}.")), "{subject}");
+            let back = parse_report(&subject).unwrap();
+            assert_eq!((back.grid, back.channel), (parsed.grid.clone(), channel));
+        }
+        assert_eq!(
+            channel_report(&parsed.grid, v1::Channel::GridWorker),
+            SUBJECT
+        );
+        assert_eq!(
+            channel_report(&parsed.grid, v1::Channel::Unspecified),
+            SUBJECT
+        );
     }
 
     #[test]
@@ -295,6 +355,9 @@ mod tests {
             "whistle.report.150602.150602002.150602001001.150602001001001",
             "whistle.event.150602.150602001.150602001001.150602001001001",
             "whistle.report.150602.150602001.150602001001.150602001001001.extra",
+            "whistle.report.150602.150602001.150602001001.150602001001001.grid_worker",
+            "whistle.report.150602.150602001.150602001001.150602001001001.open311.more",
+            "whistle.report.150602.150602001.150602001.150602001.open311",
             "whistle.report.150602.150602001.150602001.150602001",
         ] {
             assert!(matches!(parse_report(bad), Err(Error::Subject(_))), "{bad}");

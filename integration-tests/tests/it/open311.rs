@@ -752,11 +752,69 @@ async fn the_12345_hotline_files_work_orders_once_each_tagged_with_their_channel
     let refused = reporting(&stack, &worker)
         .await
         .submit_report(v1::SubmitReportRequest {
-            report: Some(claimed),
+            report: Some(claimed.clone()),
         })
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
+
+    // Nor straight over NATS: on its own grid's subject intake rejects the claim, and the
+    // hotline's subject below it is the query service's alone.
+    let grid: whistle_domain::AreaCode = claimed.grid_code.parse().unwrap();
+    let mut person = stack.connect_as(&worker).await;
+    claimed.report_id = "gw-claims-12345-nats".into();
+    claimed.reporter_id = format!("gw-{grid}");
+    let publish = |subject: String| {
+        let client = person.client.clone();
+        let payload = claimed.encode_to_vec();
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, "gw-claims-12345-nats");
+            client
+                .publish_with_headers(subject, headers, payload.into())
+                .await
+                .unwrap();
+            client.flush().await.unwrap();
+        }
+    };
+    publish(whistle_wire::subject::report(&grid)).await;
+    eventually("the claim rejected", WAIT, || async {
+        stack
+            .count(
+                "SELECT count(*) FROM rejected_reports
+                 WHERE report_id = 'gw-claims-12345-nats' AND reason = 'channel_mismatch'",
+            )
+            .await
+            == 1
+    })
+    .await
+    .unwrap();
+    let hotline_subject = whistle_wire::subject::channel_report(&grid, v1::Channel::Hotline12345);
+    publish(hotline_subject.clone()).await;
+    person.expect_violation(&hotline_subject).await;
+    assert_eq!(stack.count("SELECT count(*) FROM reports").await, 1);
+
+    // The month's statistics by channel: the hotline's one incident on its own row.
+    let board = stack
+        .client()
+        .get_scoreboard(v1::GetScoreboardRequest {
+            area_code: district.clone(),
+            month: String::new(),
+            kind: v1::ScoreboardKind::Channels as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let samples: Vec<(&str, u64)> = board
+        .rows
+        .iter()
+        .map(|r| (r.code.as_str(), r.sample))
+        .collect();
+    assert_eq!(
+        samples,
+        [("hotline_12345", 1), ("grid_worker", 0), ("open311", 0)],
+        "{board:?}"
+    );
 }
 
 #[tokio::test]

@@ -185,6 +185,21 @@ fn invalid_reports() -> Vec<(&'static str, String, HeaderMap, Vec<u8>)> {
             with("mismatch", &|r| r.grid_code = other_grid.clone()),
         ),
         (
+            "channel_mismatch",
+            subject.clone(),
+            none(),
+            with("posing", &|r| {
+                r.channel = v1::Channel::Hotline12345 as i32;
+                r.channel_ref = "WO-1".into();
+            }),
+        ),
+        (
+            "channel_mismatch",
+            whistle_wire::subject::channel_report(&grid.parse().unwrap(), v1::Channel::Open311),
+            none(),
+            with("unclaimed", &|_| {}),
+        ),
+        (
             "unknown_reporter",
             subject.clone(),
             none(),

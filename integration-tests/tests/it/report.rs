@@ -169,10 +169,20 @@ async fn the_monthly_report_of_a_simulated_month_carries_the_scoreboard() {
         .expect("the report's figures");
     let departments = board(&stack, &district, ScoreboardKind::Departments).await;
     let streets = board(&stack, &district, ScoreboardKind::Streets).await;
+    let channels = board(&stack, &district, ScoreboardKind::Channels).await;
     assert_eq!(report.month, MONTH);
     assert!(!report.area_name.is_empty());
     assert_eq!(report.trend.len(), whistle_report::TREND_MONTHS as usize);
     let active = |b: &v1::Scoreboard| b.rows.iter().filter(|r| r.sample > 0).count();
+    // Every incident of the month came from a grid worker's report: the channel board's one
+    // active row holds the street board's totals, by the same definitions.
+    assert_eq!(
+        whistle_report::Totals::of(&channels),
+        whistle_report::Totals::of(&streets)
+    );
+    assert_eq!(active(&channels), 1, "seed {seed}: {channels:?}");
+    assert_eq!(channels.rows[0].code, "grid_worker");
+    assert_eq!(report.channels, channels);
     assert!(
         active(&departments) > 0,
         "seed {seed}: no department had a task in November"
@@ -194,9 +204,13 @@ async fn the_monthly_report_of_a_simulated_month_carries_the_scoreboard() {
     let xlsx = whistle_report::xlsx(&report).expect("the workbook");
     let mut book: Xlsx<_> =
         calamine::open_workbook_from_rs(std::io::Cursor::new(xlsx.clone())).expect("an XLSX");
-    assert_eq!(book.sheet_names(), ["部门", "街道", "类别构成", "说明"]);
+    assert_eq!(
+        book.sheet_names(),
+        ["部门", "街道", "渠道", "类别构成", "说明"]
+    );
     check_sheet(&mut book, "部门", &departments);
     check_sheet(&mut book, "街道", &streets);
+    check_sheet(&mut book, "渠道", &channels);
     // The category mix: the street board's counts, with the catalogue's names, summing to the
     // month's incidents.
     assert!(!streets.categories.is_empty(), "seed {seed}: no category");

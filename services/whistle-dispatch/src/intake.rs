@@ -298,7 +298,16 @@ impl Intake {
         let mut seen = HashSet::with_capacity(batch.len());
         let mut outcomes: Vec<Outcome> = batch
             .iter()
-            .map(|m| classify(m, &catalog, &self.shared.contacts, now, &mut seen))
+            .map(|m| {
+                classify(
+                    m,
+                    &catalog,
+                    &self.shared.contacts,
+                    now,
+                    self.shared.options.legacy_channel_subjects,
+                    &mut seen,
+                )
+            })
             .collect();
         self.keep_earlier_rejections(batch, &mut outcomes, now)
             .await;
@@ -841,6 +850,7 @@ fn classify(
     catalog: &Catalog,
     contacts: &Contacts,
     now: chrono::DateTime<chrono::Utc>,
+    legacy_channels: bool,
     seen: &mut HashSet<String>,
 ) -> Outcome {
     let headers = message.headers.as_ref();
@@ -851,6 +861,7 @@ fn classify(
         payload: &message.payload,
         json,
         msg_id: header(NATS_MESSAGE_ID.as_ref()),
+        legacy_channels,
     };
     let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
     match validate::validate(inbound, &catalog.org, &catalog.policy, now) {

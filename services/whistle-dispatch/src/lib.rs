@@ -120,6 +120,10 @@ pub struct Options {
     pub contact_keys: Option<PathBuf>,
     /// Without a keyring, drop contacts instead of refusing to start.
     pub no_contacts: bool,
+    /// Also take a report of another channel from a grid's own subject, as query replicas from
+    /// before fb30c25's successor published the Open311 door's: only while upgrading across it
+    /// (docs/operations.md, "Upgrades"), since a grid worker could then claim another channel.
+    pub legacy_channel_subjects: bool,
     /// The outbound notification channels (`notify::Config`, TOML); without it people are
     /// notified in the console only.
     pub notify_config: Option<PathBuf>,
@@ -158,6 +162,7 @@ impl Default for Options {
             command_burst: 60,
             contact_keys: None,
             no_contacts: false,
+            legacy_channel_subjects: false,
             notify_config: None,
             http_listen: None,
             metrics_sample_interval: Duration::from_secs(5),

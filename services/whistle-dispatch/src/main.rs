@@ -78,6 +78,10 @@ struct Args {
     /// Without a keyring, drop residents' contacts instead of refusing to start.
     #[arg(long, env = "WHISTLE_NO_CONTACTS", conflicts_with = "contact_keys")]
     no_contacts: bool,
+    /// Take the Open311 door's reports from grid subjects too, as query replicas of an older
+    /// release publish them: only while upgrading across the channel subjects (docs/operations.md).
+    #[arg(long, env = "WHISTLE_LEGACY_CHANNEL_SUBJECTS")]
+    legacy_channel_subjects: bool,
     /// Outbound notification channels (SMS gateway, 企业微信/钉钉 group robots), TOML; see
     /// docs/operations.md. Without it people are notified in the console only.
     #[arg(long, env = "WHISTLE_NOTIFY_CONFIG")]
@@ -117,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         command_burst: args.command_burst,
         contact_keys: args.contact_keys,
         no_contacts: args.no_contacts,
+        legacy_channel_subjects: args.legacy_channel_subjects,
         notify_config: args.notify_config,
         http_listen: args.http_listen,
         ..Options::default()

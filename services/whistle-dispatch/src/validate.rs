@@ -46,6 +46,9 @@ pub enum Reason {
     InvalidUrgency,
     UnknownGrid,
     GridMismatch,
+    /// The report claims another channel than the one its subject proves (a grid worker's own
+    /// subject for its own reports, the grid's subject plus a channel token for the Open311 door's).
+    ChannelMismatch,
     UnknownReporter,
     ReporterNotInGrid,
     UnknownCategory,
@@ -62,7 +65,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::TooLarge,
         Reason::InvalidSubject,
         Reason::DecodeError,
@@ -76,6 +79,7 @@ impl Reason {
         Reason::InvalidUrgency,
         Reason::UnknownGrid,
         Reason::GridMismatch,
+        Reason::ChannelMismatch,
         Reason::UnknownReporter,
         Reason::ReporterNotInGrid,
         Reason::UnknownCategory,
@@ -100,6 +104,7 @@ impl Reason {
             Reason::InvalidUrgency => "invalid_urgency",
             Reason::UnknownGrid => "unknown_grid",
             Reason::GridMismatch => "grid_mismatch",
+            Reason::ChannelMismatch => "channel_mismatch",
             Reason::UnknownReporter => "unknown_reporter",
             Reason::ReporterNotInGrid => "reporter_not_in_grid",
             Reason::UnknownCategory => "unknown_category",
@@ -137,6 +142,8 @@ pub struct Inbound<'a> {
     pub json: bool,
     /// The `Nats-Msg-Id` header, if any.
     pub msg_id: Option<&'a str>,
+    /// Take a grid subject's report of another channel on its word (`legacy_channel_subjects`).
+    pub legacy_channels: bool,
 }
 
 /// A report that passed every check.
@@ -273,7 +280,7 @@ pub fn validate(
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Result<ValidReport, Rejection> {
-    let subject_grid = subject::parse_report(inbound.subject).ok();
+    let subject_grid = subject::parse_report(inbound.subject).ok().map(|s| s.grid);
     let mut outcome = check(inbound, org, policy, now);
     if let Err(rejection) = &mut outcome {
         rejection.subject_grid = subject_grid;
@@ -296,7 +303,7 @@ fn check(
             ),
         ));
     }
-    let subject_grid = subject::parse_report(inbound.subject)
+    let mut subject = subject::parse_report(inbound.subject)
         .map_err(|e| reject(Reason::InvalidSubject, e.to_string()))?;
     let report = if inbound.json {
         whistle_proto::from_json::<v1::Report>(inbound.payload).map_err(|e| {
@@ -320,12 +327,19 @@ fn check(
         r.reporter_id = Some(&report.reporter_id).filter(|id| usable(id)).cloned();
         r
     };
-    check_fields(&report, &subject_grid, inbound.msg_id, org, policy, now).map_err(known)
+    if inbound.legacy_channels && subject.channel == v1::Channel::GridWorker {
+        // An older query replica's door, while upgrading across the channel subjects.
+        subject.channel = match report.channel() {
+            v1::Channel::Unspecified => v1::Channel::GridWorker,
+            claimed => claimed,
+        };
+    }
+    check_fields(&report, &subject, inbound.msg_id, org, policy, now).map_err(known)
 }
 
 fn check_fields(
     report: &v1::Report,
-    subject_grid: &AreaCode,
+    subject: &subject::ReportSubject,
     msg_id: Option<&str>,
     org: &OrgIndex,
     policy: &Policy,
@@ -442,10 +456,35 @@ fn check_fields(
         .grid_code
         .parse()
         .map_err(|e| reject(Reason::UnknownGrid, format!("grid_code: {e}")))?;
-    if &grid != subject_grid {
+    if grid != subject.grid {
         return Err(reject(
             Reason::GridMismatch,
-            format!("grid_code {grid} does not match the subject's grid {subject_grid}"),
+            format!(
+                "grid_code {grid} does not match the subject's grid {}",
+                subject.grid
+            ),
+        ));
+    }
+    let claimed = match v1::Channel::try_from(report.channel) {
+        Ok(v1::Channel::Unspecified) => Ok(v1::Channel::GridWorker),
+        other => other,
+    };
+    if claimed != Ok(subject.channel) {
+        return Err(reject(
+            Reason::ChannelMismatch,
+            format!(
+                "channel {} was published on the subject of channel {}: only the Open311 door \
+                 files reports of other channels, on the grid's subject plus the channel's token",
+                report.channel,
+                subject.channel.as_str_name()
+            ),
+        ));
+    }
+    if subject.channel == v1::Channel::GridWorker && !report.channel_ref.is_empty() {
+        return Err(reject(
+            Reason::ChannelMismatch,
+            "channel_ref names another system's work order; a grid worker's own report has none"
+                .to_owned(),
         ));
     }
     if org.unit(&grid).is_none_or(|u| u.level() != Level::Grid) {
@@ -576,6 +615,7 @@ mod tests {
                 payload: &payload,
                 json: false,
                 msg_id: None,
+                legacy_channels: false,
             },
             &ORG,
             &POLICY,
@@ -612,6 +652,7 @@ mod tests {
                 payload: &payload,
                 json: false,
                 msg_id: None,
+                legacy_channels: false,
             };
             validate(inbound, &ORG, &policy, now())
         };
@@ -699,6 +740,48 @@ mod tests {
             reason_of(|r| r.category = "heating".into()),
             Reason::UnknownCategory
         );
+    }
+
+    #[test]
+    fn a_reports_channel_is_the_one_its_subject_proves() {
+        let door = |channel: v1::Channel| {
+            let mut report = valid();
+            report.channel = channel as i32;
+            report.channel_ref = "WO-1".into();
+            report
+        };
+        let hotline_subject = format!("{SUBJECT}.hotline_12345");
+        assert!(run(&hotline_subject, &door(v1::Channel::Hotline12345)).is_ok());
+        // A grid worker publishing on its own subject cannot pass its report off as the hotline's,
+        // nor name another system's work order.
+        for (subject, report) in [
+            (SUBJECT.to_owned(), door(v1::Channel::Hotline12345)),
+            (SUBJECT.to_owned(), door(v1::Channel::GridWorker)),
+            (hotline_subject.clone(), door(v1::Channel::Open311)),
+            (hotline_subject, valid()),
+        ] {
+            assert_eq!(
+                run(&subject, &report).unwrap_err().reason,
+                Reason::ChannelMismatch,
+                "{subject} {:?}",
+                report.channel
+            );
+        }
+        let mut unspecified = valid();
+        unspecified.channel = v1::Channel::Unspecified as i32;
+        assert!(run(SUBJECT, &unspecified).is_ok());
+
+        // While upgrading across the channel subjects, an older door's report on the grid's own
+        // subject is taken on its word.
+        let payload = door(v1::Channel::Hotline12345).encode_to_vec();
+        let legacy = Inbound {
+            subject: SUBJECT,
+            payload: &payload,
+            json: false,
+            msg_id: None,
+            legacy_channels: true,
+        };
+        assert!(validate(legacy, &ORG, &POLICY, now()).is_ok());
     }
 
     #[test]
@@ -890,13 +973,13 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..2048), json in any::<bool>()) {
-            let _ = validate(Inbound { subject: SUBJECT, payload: &payload, json, msg_id: None }, &ORG, &POLICY, now());
+            let _ = validate(Inbound { subject: SUBJECT, payload: &payload, json, msg_id: None, legacy_channels: false }, &ORG, &POLICY, now());
         }
 
         #[test]
         fn arbitrary_subjects_never_panic(subject in "\\PC{0,80}") {
             let payload = valid().encode_to_vec();
-            let outcome = validate(Inbound { subject: &subject, payload: &payload, json: false, msg_id: None }, &ORG, &POLICY, now());
+            let outcome = validate(Inbound { subject: &subject, payload: &payload, json: false, msg_id: None, legacy_channels: false }, &ORG, &POLICY, now());
             prop_assert!(subject == SUBJECT || outcome.is_err());
         }
 

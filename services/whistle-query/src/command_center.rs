@@ -259,7 +259,8 @@ impl command_center_server::CommandCenter for CommandCenter {
         if let Some(board) = live? {
             return Ok(Response::new(board));
         }
-        // A month older than the live rows kept: by SQL, a heavy read like ListOverdue.
+        // A month older than the live rows kept, or the channel board: by SQL, a heavy read like
+        // ListOverdue.
         let _turn = turn(&self.heavy_reads).await?;
         let (query, scoring) = (&query, &scoring);
         let board = self

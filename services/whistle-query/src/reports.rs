@@ -296,7 +296,7 @@ impl Reporting {
         let ack = self
             .jetstream
             .publish_with_headers(
-                subject::report(grid),
+                subject::channel_report(grid, report.channel()),
                 headers,
                 report.encode_to_vec().into(),
             )

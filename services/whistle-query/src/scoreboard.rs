@@ -146,6 +146,8 @@ fn midnight(day: NaiveDate) -> DateTime<Utc> {
 pub(crate) enum Kind {
     Departments,
     Streets,
+    /// The channels cases came in by (渠道), read by SQL only.
+    Channels,
 }
 
 impl Kind {
@@ -153,9 +155,10 @@ impl Kind {
         match v1::ScoreboardKind::try_from(value).ok() {
             Some(v1::ScoreboardKind::Departments) => Ok(Kind::Departments),
             Some(v1::ScoreboardKind::Streets) => Ok(Kind::Streets),
+            Some(v1::ScoreboardKind::Channels) => Ok(Kind::Channels),
             Some(v1::ScoreboardKind::Unspecified) | None => Err(Error::invalid(format!(
-                "kind: {value} is not a scoreboard kind; use SCOREBOARD_KIND_DEPARTMENTS or \
-                 SCOREBOARD_KIND_STREETS"
+                "kind: {value} is not a scoreboard kind; use SCOREBOARD_KIND_DEPARTMENTS, \
+                 SCOREBOARD_KIND_STREETS or SCOREBOARD_KIND_CHANNELS"
             ))),
         }
     }
@@ -164,9 +167,17 @@ impl Kind {
         match self {
             Kind::Departments => v1::ScoreboardKind::Departments,
             Kind::Streets => v1::ScoreboardKind::Streets,
+            Kind::Channels => v1::ScoreboardKind::Channels,
         }
     }
 }
+
+/// The channels of the channel board (`reports.channel`), with their names.
+pub(crate) const CHANNELS: [(&str, &str); 3] = [
+    ("grid_worker", "网格员上报"),
+    ("open311", "Open311 第三方应用"),
+    ("hotline_12345", "12345 热线"),
+];
 
 /// A checked `GetScoreboardRequest`.
 #[derive(Debug, Clone)]
@@ -194,11 +205,12 @@ impl Query {
 }
 
 /// The department board takes the city or a district, the street board also a street: below
-/// that, no department or street is inside the area.
+/// that, no department or street is inside the area. The channel board takes any area.
 fn check_scope(kind: Kind, area: &AreaCode) -> Result<()> {
     let (lowest, takes) = match kind {
         Kind::Departments => (Level::District, "the city or a district"),
         Kind::Streets => (Level::Street, "the city, a district or a street"),
+        Kind::Channels => return Ok(()),
     };
     if area.level() >= lowest {
         return Ok(());
@@ -208,6 +220,7 @@ fn check_scope(kind: Kind, area: &AreaCode) -> Result<()> {
         match kind {
             Kind::Departments => "department",
             Kind::Streets => "street",
+            Kind::Channels => "channel",
         },
         area.level().as_str()
     )))
@@ -500,38 +513,65 @@ fn departments_sql() -> String {
 
 /// The street board, with the same parameters as [`departments_sql`].
 fn streets_sql() -> String {
+    let street = Level::Street.as_str();
+    incidents_board_sql(
+        &format!(
+            "SELECT code, name FROM org_units
+            WHERE level = '{street}' AND ($1::text IS NULL OR (code ~>=~ $1 AND code ~<~ $2))"
+        ),
+        "i.street_code",
+        "TRUE",
+    )
+}
+
+/// The channel board, with the same parameters as [`departments_sql`]: the street board's
+/// definitions with an incident's channel — its first report's — in place of its street.
+fn channels_sql() -> String {
+    let board = CHANNELS
+        .iter()
+        .map(|(code, name)| format!("('{code}', '{name}')"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    incidents_board_sql(
+        &format!("SELECT * FROM (VALUES {board}) AS c(code, name)"),
+        "(SELECT rc.channel FROM reports rc WHERE rc.incident_id = i.id
+          ORDER BY rc.received_at, rc.report_id LIMIT 1)",
+        "($1::text IS NULL OR (i.grid_code ~>=~ $1 AND i.grid_code ~<~ $2))",
+    )
+}
+
+/// A board whose rows group incidents `i`: `board` lists the rows (code, name), `key` is the
+/// row code of incident `i`, `scope` the condition on `i` of the area.
+fn incidents_board_sql(board: &str, key: &str, scope: &str) -> String {
     let resolved_statuses = convert::resolved_statuses()
         .iter()
         .map(|s| format!("'{s}'"))
         .collect::<Vec<_>>()
         .join(", ");
     let duplicate = Status::Duplicate.as_str();
-    let street = Level::Street.as_str();
     format!(
-        "WITH board AS (
-            SELECT code, name FROM org_units
-            WHERE level = '{street}' AND ($1::text IS NULL OR (code ~>=~ $1 AND code ~<~ $2))
-        ),
+        "WITH board AS ({board}),
         dispatched AS (
-            SELECT i.street_code AS code, {DISPATCHED_COLUMNS}
+            SELECT {key} AS code, {DISPATCHED_COLUMNS}
             FROM tasks t JOIN incidents i ON i.id = t.incident_id
-                 JOIN board b ON b.code = i.street_code
-            WHERE t.dispatched_at >= $3 AND t.dispatched_at < $4
-            GROUP BY i.street_code
+                 JOIN board b ON b.code = {key}
+            WHERE t.dispatched_at >= $3 AND t.dispatched_at < $4 AND {scope}
+            GROUP BY 1
         ),
         {shelved},
         due AS (
-            SELECT i.street_code AS code, count(*) AS due,
+            SELECT {key} AS code, count(*) AS due,
                    count(*) FILTER (WHERE i.status IN ({resolved_statuses})
                                     AND i.resolved_at <= i.due_at) AS resolved_in_time
-            FROM incidents i JOIN board b ON b.code = i.street_code
+            FROM incidents i JOIN board b ON b.code = {key}
             WHERE i.due_at >= $3 AND i.due_at < $4 AND i.due_at <= $5 AND i.status <> '{duplicate}'
+              AND {scope}
               AND NOT EXISTS (SELECT 1 FROM shelved s
                               WHERE s.incident_id = i.id AND s.round = i.reopen_count)
-            GROUP BY i.street_code
+            GROUP BY 1
         ),
         resolved AS (
-            SELECT i.street_code AS code, count(*) AS resolved,
+            SELECT {key} AS code, count(*) AS resolved,
                    count(*) FILTER (WHERE EXISTS (
                        SELECT 1 FROM timeline r WHERE r.incident_id = x.incident_id
                        AND r.kind = '{REOPENED}' AND r.seq > x.seq)) AS reopened
@@ -539,19 +579,21 @@ fn streets_sql() -> String {
                   WHERE kind = '{RESOLVED}' AND at >= $3 AND at < $4
                   GROUP BY incident_id) x
                  JOIN incidents i ON i.id = x.incident_id
-                 JOIN board b ON b.code = i.street_code
-            GROUP BY i.street_code
+                 JOIN board b ON b.code = {key}
+            WHERE {scope}
+            GROUP BY 1
         ),
         {follow_ups},
         satisfaction AS (
-            SELECT i.street_code AS code, count(*) AS followed_up,
+            SELECT {key} AS code, count(*) AS followed_up,
                    count(*) FILTER (WHERE f.satisfied) AS satisfied
             FROM follow_ups f JOIN incidents i ON i.id = f.incident_id
-                 JOIN board b ON b.code = i.street_code
-            GROUP BY i.street_code
+                 JOIN board b ON b.code = {key}
+            WHERE {scope}
+            GROUP BY 1
         ),
         reported AS (
-            SELECT i.street_code AS code, count(*) AS reported,
+            SELECT {key} AS code, count(*) AS reported,
                    count(*) FILTER (WHERE EXISTS (
                        SELECT 1 FROM timeline w WHERE w.incident_id = i.id
                        AND w.kind = '{WHISTLED}')) AS whistled,
@@ -561,9 +603,10 @@ fn streets_sql() -> String {
                    count(*) FILTER (WHERE EXISTS (
                        SELECT 1 FROM timeline e WHERE e.incident_id = i.id
                        AND e.kind = '{LEDGERED}')) AS ledgered
-            FROM incidents i JOIN board b ON b.code = i.street_code
+            FROM incidents i JOIN board b ON b.code = {key}
             WHERE i.created_at >= $3 AND i.created_at < $4 AND i.status <> '{duplicate}'
-            GROUP BY i.street_code
+              AND {scope}
+            GROUP BY 1
         )
         {select}",
         follow_ups = follow_ups(),
@@ -670,6 +713,7 @@ pub(crate) async fn read(
     let sql = match query.kind {
         Kind::Departments => departments_sql(),
         Kind::Streets => streets_sql(),
+        Kind::Channels => channels_sql(),
     };
     let found = sqlx::query(&sql)
         .bind(&low)
@@ -681,7 +725,7 @@ pub(crate) async fn read(
         .fetch_all(&mut *conn)
         .await?;
     let categories = match query.kind {
-        Kind::Departments => Vec::new(),
+        Kind::Departments | Kind::Channels => Vec::new(),
         Kind::Streets => {
             let mix: Vec<(String, i64)> = sqlx::query_as(&format!(
                 "SELECT i.category, count(*) FROM incidents i
@@ -787,7 +831,8 @@ mod tests {
     fn kind_must_be_named_and_the_area_large_enough() {
         assert_eq!(Kind::parse(1).unwrap(), Kind::Departments);
         assert_eq!(Kind::parse(2).unwrap(), Kind::Streets);
-        for bad in [0, 3, -1] {
+        assert_eq!(Kind::parse(3).unwrap(), Kind::Channels);
+        for bad in [0, 4, -1] {
             assert!(matches!(Kind::parse(bad), Err(Error::InvalidArgument(_))));
         }
         let area = |code: &str| code.parse::<AreaCode>().unwrap();
@@ -808,6 +853,9 @@ mod tests {
         );
         assert!(check_scope(Kind::Streets, &area("150602001001")).is_err());
         assert!(check_scope(Kind::Streets, &area("150602001001001")).is_err());
+        for any in ["150600", "150602001001", "150602001001001"] {
+            check_scope(Kind::Channels, &area(any)).unwrap();
+        }
     }
 
     #[test]

@@ -54,9 +54,10 @@ impl Who {
 }
 
 /// The subject families, in the table's column order.
-const FAMILIES: [&str; 15] = [
+const FAMILIES: [&str; 16] = [
     "report own",
     "report other",
+    "report own, another channel",
     "event own",
     "event other",
     "task own",
@@ -78,39 +79,43 @@ const TABLE: [(Who, &str, &str); 8] = [
     //                        publish            subscribe
     (
         Who::GridWorker,
-        /*   */ "YNNNNNYNNNNNNN-",
-        "NNNNNNNNNNNYNNN",
+        /*   */ "YNNNNNNYNNNNNNN-",
+        "NNNNNNNNNNNNYNNN",
     ),
     (
         Who::Liaison,
-        /*      */ "NNNNNNYNNNNNNN-",
-        "NNNNYNNNNNNYNNN",
+        /*      */ "NNNNNNNYNNNNNNN-",
+        "NNNNNYNNNNNNYNNN",
     ),
-    (Who::DistrictOperator, "NNNNNNYNNNNNNN-", "NNYNYNNNNNNYNNN"),
+    (
+        Who::DistrictOperator,
+        "NNNNNNNYNNNNNNN-",
+        "NNNYNYNNNNNNYNNN",
+    ),
     (
         Who::CityOperator,
-        /* */ "NNNNNNYNNNNNNN-",
-        "NNYYYYNNNNNYNNN",
+        /* */ "NNNNNNNYNNNNNNN-",
+        "NNNYYYYNNNNNYNNN",
     ),
     (
         Who::Viewer,
-        /*       */ "NNNNNNNNNNNNNN-",
-        "NNYNNNNNNNNYNNN",
+        /*       */ "NNNNNNNNNNNNNNN-",
+        "NNNYNNNNNNNNYNNN",
     ),
     (
         Who::Dispatch,
-        /*     */ "NNYYYYNNNNNNNN-",
-        "NNNNNNYYNNNYNNN",
+        /*     */ "NNNYYYYNNNNNNNN-",
+        "NNNNNNNYYNNNYNNN",
     ),
     (
         Who::Query,
-        /*        */ "YYNNNNYYNNNNNN-",
-        "NNNNNNNNNNNYNNN",
+        /*        */ "YYYNNNNYYNNNNNN-",
+        "NNNNNNNNNNNNYNNN",
     ),
     (
         Who::Admin,
-        /*        */ "YYYYYYYYYYYYYY-",
-        "YYYYYYYYYYYYYYY",
+        /*        */ "YYYYYYYYYYYYYYY-",
+        "YYYYYYYYYYYYYYYY",
     ),
 ];
 
@@ -151,6 +156,10 @@ fn subjects(who: Who, inbox: &str, other: &Elsewhere) -> Vec<(Option<String>, St
     vec![
         own(subject::report(&GRID.parse().unwrap())),
         own(subject::report(&other.grid.parse().unwrap())),
+        own(subject::channel_report(
+            &GRID.parse().unwrap(),
+            whistle_proto::v1::Channel::Hotline12345,
+        )),
         own(subject::incident_event(
             DISTRICT,
             STREET,

@@ -358,7 +358,7 @@ impl Store {
     }
 
     /// `GetScoreboard` at `now`: every department or street of the area, from the month's rows;
-    /// `None` for a month older than the rows kept.
+    /// `None` for a month older than the rows kept, and for the channel board.
     pub(crate) fn scoreboard(
         &self,
         query: &scoreboard::Query,
@@ -384,6 +384,8 @@ impl Store {
         let members = match query.kind {
             scoreboard::Kind::Departments => &org.departments,
             scoreboard::Kind::Streets => &org.streets,
+            // Incidents carry no channel in the events; the channel board is read by SQL.
+            scoreboard::Kind::Channels => return Ok(None),
         };
         let month = board::month_of(micros(query.month.start));
         if month < self.first_month.load(Ordering::Acquire) {
