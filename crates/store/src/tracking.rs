@@ -14,7 +14,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::{contacts::Keyring, Result};
@@ -118,6 +118,76 @@ pub fn open(
 ) -> Option<String> {
     let plain = keyring.open_bytes(&aad(report_id), key_id, nonce, ciphertext)?;
     String::from_utf8(plain).ok().map(|c| display(&c))
+}
+
+/// Codes not yet sealed under the keyring's first key.
+pub async fn count_to_rekey(pool: &PgPool, keyring: &Keyring) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM tracking_codes WHERE key_id <> $1")
+            .bind(keyring.sealing_key_id())
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Re-seals up to `batch` codes stored under older keys — their MAC and sealed copy — under the
+/// keyring's first key, in one transaction, as `contacts::rekey` does contacts; returns how
+/// many. The codes themselves do not change: residents keep the ones they were given. A code
+/// sealed under a key the keyring lacks fails the whole batch (nothing is changed).
+pub async fn rekey(pool: &PgPool, keyring: &Keyring, batch: u32) -> Result<usize> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(String, String, Vec<u8>, Vec<u8>)> = sqlx::query_as(
+        "SELECT report_id, key_id, nonce, ciphertext FROM tracking_codes
+         WHERE key_id <> $1 ORDER BY report_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(keyring.sealing_key_id())
+    .bind(i64::from(batch))
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut sealed = Vec::with_capacity(rows.len());
+    for (report_id, key_id, nonce, ciphertext) in &rows {
+        let code = keyring
+            .open_bytes(&aad(report_id), key_id, nonce, ciphertext)
+            .and_then(|plain| String::from_utf8(plain).ok())
+            .ok_or_else(|| {
+                crate::Error::Keyring(format!(
+                    "the tracking code of report {report_id} is sealed under key {key_id}, which \
+                     the keyring does not hold or which does not open it"
+                ))
+            })?;
+        sealed.push(seal(keyring, report_id, &code));
+    }
+    sqlx::query(
+        "UPDATE tracking_codes c
+         SET key_id = t.key_id, code_mac = t.code_mac, nonce = t.nonce, ciphertext = t.ciphertext
+         FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[])
+             AS t(report_id, key_id, code_mac, nonce, ciphertext)
+         WHERE c.report_id = t.report_id",
+    )
+    .bind(rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>())
+    .bind(sealed.iter().map(|s| s.key_id.as_str()).collect::<Vec<_>>())
+    .bind(
+        sealed
+            .iter()
+            .map(|s| s.code_mac.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sealed
+            .iter()
+            .map(|s| s.nonce.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sealed
+            .iter()
+            .map(|s| s.ciphertext.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows.len())
 }
 
 /// What a code opens: its report and incident.

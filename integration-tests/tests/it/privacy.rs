@@ -6,7 +6,7 @@
 use tonic::Code;
 use uuid::Uuid;
 use whistle_proto::v1;
-use whistle_store::{contacts::Keyring, tokens::Role};
+use whistle_store::{contacts::Keyring, tokens::Role, tracking};
 
 use crate::harness::*;
 
@@ -348,12 +348,47 @@ async fn a_key_is_rotated_by_rekeying_and_the_old_one_dropped() {
             .unwrap(),
         1
     );
-    // As `whistle contacts rekey` does it: batches until none is left.
+    // The resident's tracking code, sealed under the old key too.
+    let (key_id, nonce, ciphertext): (String, Vec<u8>, Vec<u8>) = sqlx::query_as(
+        "SELECT key_id, nonce, ciphertext FROM tracking_codes WHERE report_id = 'pii-rekey'",
+    )
+    .fetch_one(stack.pool())
+    .await
+    .unwrap();
+    let code = tracking::open(&keyring, "pii-rekey", &key_id, &nonce, &ciphertext)
+        .expect("the old key opens the code");
+    assert_eq!(
+        tracking::count_to_rekey(stack.pool(), &keyring)
+            .await
+            .unwrap(),
+        1
+    );
+    // As `whistle contacts rekey` does it: batches until none is left, contacts then codes.
     while whistle_store::contacts::rekey(stack.pool(), &keyring, 1)
         .await
         .unwrap()
         > 0
     {}
+    while tracking::rekey(stack.pool(), &keyring, 1).await.unwrap() > 0 {}
+    assert_eq!(
+        tracking::count_to_rekey(stack.pool(), &keyring)
+            .await
+            .unwrap(),
+        0
+    );
+    // The resident's code is the same and opens under the new key alone.
+    let new_only = Keyring::parse(&new_line).unwrap();
+    let found = tracking::find(
+        stack.pool(),
+        &new_only,
+        &code,
+        chrono::TimeDelta::days(30),
+        stack.now(),
+    )
+    .await
+    .unwrap()
+    .expect("the code opens its case after the rekey");
+    assert_eq!(found.report_id, "pii-rekey");
     assert_eq!(
         whistle_store::contacts::count_to_rekey(stack.pool(), &keyring)
             .await

@@ -9,6 +9,7 @@ use whistle_store::{
     audit,
     contacts::{self, AccessFilter, Keyring},
     retention::{self, Scope},
+    tracking,
 };
 
 use crate::{connect_db, Connection};
@@ -21,13 +22,13 @@ pub enum Args {
         /// The new key's id, e.g. `2026-12`.
         key_id: String,
     },
-    /// Re-seal every contact under the keyring's first key, in batches, so the older keys can
-    /// be dropped from the file afterwards.
+    /// Re-seal every contact and every tracking code under the keyring's first key, in batches,
+    /// so the older keys can be dropped from the file afterwards.
     Rekey {
         /// The keyring file: the new key first, the old ones after it.
         #[arg(long, env = "WHISTLE_CONTACT_KEYS")]
         contact_keys: PathBuf,
-        /// Contacts re-sealed per transaction.
+        /// Contacts (and then tracking codes) re-sealed per transaction.
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch: u32,
     },
@@ -89,6 +90,25 @@ async fn holding(
     Ok(found)
 }
 
+/// Re-seals `what` batch by batch until none is left, with progress; returns how many.
+async fn reseal<F, Fut>(what: &str, total: i64, mut batch: F) -> anyhow::Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = whistle_store::Result<usize>>,
+{
+    let mut done = 0u64;
+    loop {
+        let n = batch()
+            .await
+            .with_context(|| format!("re-sealing a batch of {what}"))?;
+        if n == 0 {
+            return Ok(done);
+        }
+        done += n as u64;
+        eprintln!("re-sealed {done}/{total} {what}");
+    }
+}
+
 pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     match args {
         Args::Keygen { key_id } => {
@@ -103,34 +123,38 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         } => {
             let keyring = Keyring::load(&contact_keys)?;
             let pool = connect_db(conn).await?;
-            let total = contacts::count_to_rekey(&pool, &keyring).await?;
             let newest = keyring.sealing_key_id();
-            eprintln!("{total} contacts to re-seal under key {newest}");
-            let mut done = 0u64;
-            loop {
-                let n = contacts::rekey(&pool, &keyring, batch)
-                    .await
-                    .context("re-sealing a batch of contacts")?;
-                if n == 0 {
-                    break;
-                }
-                done += n as u64;
-                eprintln!("re-sealed {done}/{total}");
-            }
-            if done > 0 {
+            let total = contacts::count_to_rekey(&pool, &keyring).await?;
+            let codes = tracking::count_to_rekey(&pool, &keyring).await?;
+            eprintln!("{total} contacts and {codes} tracking codes to re-seal under key {newest}");
+            let done = reseal("contacts", total, || {
+                contacts::rekey(&pool, &keyring, batch)
+            })
+            .await?;
+            let codes_done = reseal("tracking codes", codes, || {
+                tracking::rekey(&pool, &keyring, batch)
+            })
+            .await?;
+            if done + codes_done > 0 {
                 let entry = audit::Entry {
                     action: audit::action::CONTACTS_REKEY,
                     target: "report_contacts".to_owned(),
                     area_code: String::new(),
-                    before: Some(serde_json::json!({ "to_reseal": total })),
-                    after: Some(serde_json::json!({ "sealing_key": newest, "resealed": done })),
+                    before: Some(
+                        serde_json::json!({ "to_reseal": total, "tracking_codes_to_reseal": codes }),
+                    ),
+                    after: Some(serde_json::json!({
+                        "sealing_key": newest,
+                        "resealed": done,
+                        "tracking_codes_resealed": codes_done,
+                    })),
                 };
                 let mut db = pool.acquire().await?;
                 audit::record(&mut db, &conn.audit_actor(), Utc::now(), &[entry])
                     .await
                     .context("recording the re-sealing on the audit log")?;
             }
-            println!("all contacts are sealed under key {newest} ({done} re-sealed); the other keys may be dropped from the keyring");
+            println!("all contacts and tracking codes are sealed under key {newest} ({done} contacts and {codes_done} codes re-sealed); the other keys may be dropped from the keyring");
         }
         Args::Find { resident, reason } => {
             anyhow::ensure!(

@@ -19,7 +19,15 @@ pub(crate) fn redact(text: &str) -> String {
 
 /// Words after which, with a colon, a name is written (姓名：王建国).
 const NAME_LABELS: [&str; 9] = [
-    "姓名", "联系人", "报告人", "反映人", "来电人", "户主", "业主", "当事人", "申请人",
+    "姓名",
+    "联系人",
+    "报告人",
+    "反映人",
+    "来电人",
+    "户主",
+    "业主",
+    "当事人",
+    "申请人",
 ];
 /// Who a sentence of a work order is about (居民王建国反映…)…
 const PEOPLE: [&str; 7] = ["居民", "市民", "业主", "住户", "租户", "村民", "群众"];
