@@ -363,6 +363,42 @@ pub(super) fn update_of(store: &Store, event: &v1::Event) -> Result<Option<Updat
         // A comment changes nothing the aggregates count, nor the version, and may come long
         // after the incident was closed and dropped.
         Some(Body::IncidentChanged(_)) if event.kind == "incident.commented" => return Ok(None),
+        // 主动治理: an adopted case opens with its first event, its tasks already dispatched (the
+        // `task.dispatched` events of the same version that follow change nothing more).
+        Some(Body::IncidentChanged(changed)) if event.kind == "incident.adopted" => {
+            let (id, at) = incident_and_time(event)?;
+            Update {
+                id,
+                version: changed.version,
+                at,
+                change: Change::Opened(Facts {
+                    version: changed.version,
+                    grid: Grid::parse(&event.grid_code)
+                        .ok_or_else(|| format!("grid code {:?}", event.grid_code))?,
+                    title: changed.title.as_str().into(),
+                    status: status(changed.status)?,
+                    level: level(changed.level)?,
+                    urgency: Urgency::Normal,
+                    category: store.category(&changed.category),
+                    overdue: false,
+                    ledgered: None,
+                    satisfaction: None,
+                    created: at,
+                    due: changed.due_at.as_ref().map(proto_micros),
+                    resolved: None,
+                    resolved_hours: Box::new([]),
+                    verified: None,
+                    whistles: Box::new([]),
+                    tasks: changed
+                        .tasks
+                        .iter()
+                        .map(|t| task(store, t))
+                        .collect::<Result<_, _>>()?,
+                    reopen_count: 0,
+                    marks: Box::new([]),
+                }),
+            }
+        }
         Some(Body::IncidentChanged(changed)) => {
             let (id, at) = incident_and_time(event)?;
             // Events from before `transition_kinds` existed name only their own kind.
