@@ -200,7 +200,11 @@ async fn an_adopted_topic_lives_on_the_lifecycle_and_is_measured() {
     let status = door.adopt(adopt_command(adopt.clone())).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
     assert_eq!(adopted.status, v1::IncidentStatus::Whistled as i32);
-    assert_eq!(adopted.level, v1::Level::Street as i32);
+    // Supervised where the topic can be solved: its incidents, left open, went up to it.
+    assert_eq!(
+        adopted.level,
+        topic.solvable_at.max(v1::Level::Street as i32)
+    );
     let incident: uuid::Uuid = adopted.incident_id.parse().unwrap();
 
     // The event says it was adopted, by whom, from which topic; the tasks went to the lead
@@ -349,10 +353,17 @@ async fn an_adopted_topic_lives_on_the_lifecycle_and_is_measured() {
             }),
         )
         .await;
-    stack.wait_state(incident, "resolved", "street").await;
+    let level = detail.incident.as_ref().unwrap().level;
+    let level = match v1::Level::try_from(level).unwrap() {
+        v1::Level::Street => "street",
+        v1::Level::District => "district",
+        v1::Level::City => "city",
+        other => panic!("{other:?}"),
+    };
+    stack.wait_state(incident, "resolved", level).await;
     // The grid's worker follows it up at the place: closed.
     stack.ok(&format!("gw-{grid}"), incident, satisfied()).await;
-    stack.wait_state(incident, "closed", "street").await;
+    stack.wait_state(incident, "closed", level).await;
     let kinds = stack.timeline(incident).await;
     for kind in [
         "incident.adopted",
