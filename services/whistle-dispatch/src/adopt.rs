@@ -219,8 +219,10 @@ impl Commands {
             tokio::task::spawn_blocking(move || hotspot::analyse(&records, month, &params))
                 .await
                 .map_err(|e| Error::Hotspots(e.to_string()))?;
-        info!(%month, candidates = proposal.candidates.len(), "hotspot proposal stored");
-        Ok(proactive::store_proposal(&mut conn, &proposal, catalog.policy.version(), now).await?)
+        let stored =
+            proactive::store_proposal(&mut conn, &proposal, catalog.policy.version(), now).await?;
+        info!(%month, candidates = stored.candidates.len(), "hotspot proposal stored");
+        Ok(stored)
     }
 }
 
