@@ -156,6 +156,8 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                 Verb::ReleaseAssist,
                 Verb::DecideLedger,
                 Verb::ReviewLedger,
+                Verb::Adopt,
+                Verb::CompleteMilestone,
             ]
             .into_iter()
             .chain(Verb::PEOPLE)
@@ -163,7 +165,8 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
             .collect(),
         },
         // A liaison disputes its department's task and submits its assisting part; the
-        // dispatching level arbitrates and releases. Only operators manage people.
+        // dispatching level arbitrates and releases. Only operators manage people and adopt
+        // topics as proactive cases; a lead department's liaison marks their milestones done.
         Identity::Liaison { person, department } => Permissions {
             publish: vec![subject::person_commands(person.as_str())],
             subscribe: vec![subject::department_tasks(department.as_str()), inbox],
@@ -173,6 +176,7 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                 Verb::ReleaseAssist,
                 Verb::DecideLedger,
                 Verb::ReviewLedger,
+                Verb::Adopt,
             ]
             .into_iter()
             .chain(Verb::PEOPLE)
@@ -453,6 +457,8 @@ mod tests {
                 "whistle.cmd.release_assist.gw-150602001001001",
                 "whistle.cmd.decide_ledger.gw-150602001001001",
                 "whistle.cmd.review_ledger.gw-150602001001001",
+                "whistle.cmd.adopt.gw-150602001001001",
+                "whistle.cmd.complete_milestone.gw-150602001001001",
                 "whistle.cmd.onboard_person.gw-150602001001001",
                 "whistle.cmd.change_person.gw-150602001001001",
                 "whistle.cmd.offboard_person.gw-150602001001001"
@@ -505,6 +511,7 @@ mod tests {
                 "whistle.cmd.release_assist.li-150602-urban_management",
                 "whistle.cmd.decide_ledger.li-150602-urban_management",
                 "whistle.cmd.review_ledger.li-150602-urban_management",
+                "whistle.cmd.adopt.li-150602-urban_management",
                 "whistle.cmd.onboard_person.li-150602-urban_management",
                 "whistle.cmd.change_person.li-150602-urban_management",
                 "whistle.cmd.offboard_person.li-150602-urban_management"

@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod people;
 pub mod photos;
 pub mod policies;
+pub mod proactive;
 pub mod retention;
 pub mod roles;
 pub mod tasks;

@@ -46,6 +46,10 @@ pub const INCIDENT_LEDGER_REVIEW_DUE: &str = "incident.ledger_review_due";
 pub const INCIDENT_LEDGER_EXTENDED: &str = "incident.ledger_extended";
 /// Reviewed and returned to handling with a fresh deadline.
 pub const INCIDENT_LEDGER_RETURNED: &str = "incident.ledger_returned";
+/// 主动治理: an operator adopted a hotspot topic as a proactive case (an incident with no report).
+pub const INCIDENT_ADOPTED: &str = "incident.adopted";
+/// A proactive case's milestone was marked done.
+pub const INCIDENT_MILESTONE_DONE: &str = "incident.milestone_done";
 pub const TASK_DISPATCHED: &str = "task.dispatched";
 pub const TASK_ACCEPTED: &str = "task.accepted";
 pub const TASK_RETURNED: &str = "task.returned";
@@ -75,7 +79,7 @@ pub const INTAKE: [&str; 4] = [
 ];
 
 /// The kinds the state machine publishes (the domain's `incident::EVENT_KINDS`, checked below).
-pub const ENGINE: [&str; 35] = [
+pub const ENGINE: [&str; 37] = [
     INCIDENT_ESCALATED,
     INCIDENT_WHISTLED,
     INCIDENT_RESOLVED,
@@ -98,6 +102,8 @@ pub const ENGINE: [&str; 35] = [
     INCIDENT_LEDGER_REVIEW_DUE,
     INCIDENT_LEDGER_EXTENDED,
     INCIDENT_LEDGER_RETURNED,
+    INCIDENT_ADOPTED,
+    INCIDENT_MILESTONE_DONE,
     TASK_DISPATCHED,
     TASK_ACCEPTED,
     TASK_RETURNED,

@@ -41,11 +41,15 @@ pub enum Verb {
     ChangePerson,
     /// 离岗: an operator offboards a person, handing what they hold to a successor.
     OffboardPerson,
+    /// 主动治理: an operator adopts a hotspot topic as a proactive case (opens an incident).
+    Adopt,
+    /// A proactive case's milestone done.
+    CompleteMilestone,
 }
 
 impl Verb {
     /// Every verb, in the order dispatch registers its endpoints.
-    pub const ALL: [Verb; 20] = [
+    pub const ALL: [Verb; 22] = [
         Verb::Accept,
         Verb::Return,
         Verb::Resolve,
@@ -66,6 +70,8 @@ impl Verb {
         Verb::OnboardPerson,
         Verb::ChangePerson,
         Verb::OffboardPerson,
+        Verb::Adopt,
+        Verb::CompleteMilestone,
     ];
 
     /// The verbs of people's lifecycle, which act on no incident (operators only).
@@ -101,6 +107,8 @@ impl Verb {
             Verb::OnboardPerson => "onboard_person",
             Verb::ChangePerson => "change_person",
             Verb::OffboardPerson => "offboard_person",
+            Verb::Adopt => "adopt",
+            Verb::CompleteMilestone => "complete_milestone",
         }
     }
 
@@ -127,6 +135,8 @@ impl Verb {
             Body::OnboardPerson(_) => Verb::OnboardPerson,
             Body::ChangePerson(_) => Verb::ChangePerson,
             Body::OffboardPerson(_) => Verb::OffboardPerson,
+            Body::Adopt(_) => Verb::Adopt,
+            Body::CompleteMilestone(_) => Verb::CompleteMilestone,
         }
     }
 }

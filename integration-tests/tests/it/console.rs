@@ -29,7 +29,7 @@ fn repo() -> PathBuf {
 }
 
 /// The built console: WHISTLE_CONSOLE_DIR, or built now by deploy/local/console.sh.
-fn console_dir() -> PathBuf {
+pub(crate) fn console_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("WHISTLE_CONSOLE_DIR") {
         return PathBuf::from(dir);
     }

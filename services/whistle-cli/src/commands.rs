@@ -79,6 +79,77 @@ pub enum Field {
     /// Review a ledger case, as the approving level: keep it to a later review date, or return
     /// it to handling with a fresh deadline.
     ReviewLedger(ReviewLedgerArgs),
+    /// 主动治理: an operator adopts a topic of the month's proposal (`whistle hotspots`) as a
+    /// proactive case, with its lead and assisting departments, milestones and deadline.
+    Adopt(AdoptArgs),
+    /// Mark a proactive case's milestone done, as its lead department's liaison or an operator.
+    CompleteMilestone(CompleteMilestoneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AdoptArgs {
+    /// The topic's key, as `whistle hotspots` lists it.
+    pub topic: String,
+    /// The proposal month it is listed in (YYYY-MM); default the current month.
+    #[arg(long)]
+    pub month: Option<String>,
+    /// 主办: the lead department's code.
+    #[arg(long)]
+    pub lead: String,
+    /// 协办: an assisting department's code (repeat for each).
+    #[arg(long = "assist")]
+    pub assisting: Vec<String>,
+    /// A milestone, `TITLE@WHEN` (WHEN a date YYYY-MM-DD, the end of that day in Ordos, or an
+    /// RFC 3339 time); repeat for each.
+    #[arg(long = "milestone", value_parser = parse_milestone)]
+    pub milestones: Vec<(String, chrono::DateTime<chrono::Utc>)>,
+    /// The case's deadline: a date YYYY-MM-DD (the end of that day in Ordos) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_deadline)]
+    pub deadline: chrono::DateTime<chrono::Utc>,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompleteMilestoneArgs {
+    /// Incident id (UUID) of the proactive case.
+    pub incident: String,
+    /// The milestone's number (1, 2, …, in the order adopted).
+    pub milestone: u32,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// A deadline: an RFC 3339 time, or a date meaning the end of that day in Ordos.
+pub fn parse_deadline(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(at) = parse_instant(s) {
+        return Ok(at);
+    }
+    let date = chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("{s:?} is neither a date YYYY-MM-DD nor an RFC 3339 time"))?;
+    let next = date
+        .succ_opt()
+        .ok_or_else(|| format!("{s:?} is past the last date"))?;
+    let ordos = chrono::FixedOffset::east_opt(8 * 3600).expect("a valid offset");
+    Ok(next
+        .and_time(chrono::NaiveTime::MIN)
+        .and_local_timezone(ordos)
+        .single()
+        .expect("a fixed offset has no gaps")
+        .to_utc()
+        - chrono::TimeDelta::seconds(1))
+}
+
+/// `TITLE@WHEN`, split at the last `@`.
+pub fn parse_milestone(s: &str) -> Result<(String, chrono::DateTime<chrono::Utc>), String> {
+    let (title, when) = s
+        .rsplit_once('@')
+        .ok_or_else(|| format!("{s:?}: a milestone is TITLE@YYYY-MM-DD"))?;
+    Ok((title.trim().to_owned(), parse_deadline(when)?))
 }
 
 #[derive(Debug, clap::Args)]
@@ -613,6 +684,35 @@ impl Field {
                     note: a.note.clone(),
                 }),
             ),
+            // An adoption opens the incident: it names none.
+            Field::Adopt(a) => (
+                "",
+                &a.common,
+                Body::Adopt(v1::Adopt {
+                    topic_key: a.topic.trim().to_owned(),
+                    month: a.month.clone().unwrap_or_default(),
+                    lead_department_code: a.lead.clone(),
+                    assisting_department_codes: a.assisting.clone(),
+                    milestones: a
+                        .milestones
+                        .iter()
+                        .map(|(title, due)| v1::Milestone {
+                            title: title.clone(),
+                            due: Some(whistle_wire::convert::timestamp(*due)),
+                        })
+                        .collect(),
+                    deadline: Some(whistle_wire::convert::timestamp(a.deadline)),
+                    note: note(&a.note),
+                }),
+            ),
+            Field::CompleteMilestone(a) => (
+                &a.incident,
+                &a.common,
+                Body::CompleteMilestone(v1::CompleteMilestone {
+                    milestone: a.milestone,
+                    note: note(&a.note),
+                }),
+            ),
         })
     }
 
@@ -659,11 +759,20 @@ pub fn command(
     expected_version: u64,
     body: Body,
 ) -> Result<v1::Command, String> {
-    let incident_id = incident.trim().parse::<uuid::Uuid>().map_err(|_| {
-        format!(
-            "{incident:?} is not an incident id (a UUID); `whistle incident` finds one by its last digits"
-        )
-    })?;
+    // An adoption opens its incident, so it names none.
+    let incident_id = if matches!(body, Body::Adopt(_)) {
+        String::new()
+    } else {
+        incident
+            .trim()
+            .parse::<uuid::Uuid>()
+            .map_err(|_| {
+                format!(
+                    "{incident:?} is not an incident id (a UUID); `whistle incident` finds one by its last digits"
+                )
+            })?
+            .to_string()
+    };
     actor
         .parse::<PersonId>()
         .map_err(|e| format!("--as {actor:?}: {e}"))?;
@@ -673,7 +782,7 @@ pub fn command(
     Ok(v1::Command {
         command_id,
         actor_id: actor.to_owned(),
-        incident_id: incident_id.to_string(),
+        incident_id,
         expected_version,
         body: Some(body),
     })
@@ -768,6 +877,8 @@ pub fn done_zh(command: &v1::Command, ok: &v1::CommandOk) -> String {
         Some(Body::OnboardPerson(_)) => "已入职".into(),
         Some(Body::ChangePerson(_)) => "已变更".into(),
         Some(Body::OffboardPerson(_)) => "已离岗".into(),
+        Some(Body::Adopt(_)) => "已立项（主动治理）".into(),
+        Some(Body::CompleteMilestone(m)) => format!("里程碑 {} 已完成", m.milestone),
         None => "完成".into(),
     }
 }
@@ -1347,6 +1458,73 @@ mod tests {
             ))
         );
         assert!(build(&["release-assist", INCIDENT, "3", "--as", "hd-150602001"]).is_err());
+    }
+
+    #[test]
+    fn an_adoption_names_its_topic_departments_milestones_and_deadline() {
+        let (verb, command) = build(&[
+            "adopt",
+            "150602001001001/property@39.8100,109.9900",
+            "--lead",
+            "150602-urban_management",
+            "--assist",
+            "150602-housing_construction",
+            "--milestone",
+            "排查@2027-01-15",
+            "--deadline",
+            "2027-02-28",
+            "--as",
+            "op-150602",
+        ])
+        .unwrap();
+        assert_eq!(verb, "adopt");
+        assert!(command.incident_id.is_empty());
+        let Some(Body::Adopt(adopt)) = command.body else {
+            panic!("{command:?}")
+        };
+        assert_eq!(
+            adopt.assisting_department_codes,
+            ["150602-housing_construction"]
+        );
+        assert_eq!(adopt.milestones[0].title, "排查");
+        // The end of 28 February in Ordos.
+        assert_eq!(
+            adopt.deadline.unwrap().seconds,
+            "2027-02-28T15:59:59Z"
+                .parse::<chrono::DateTime<chrono::Utc>>()
+                .unwrap()
+                .timestamp()
+        );
+        assert!(build(&["adopt", "k", "--lead", "x", "--as", "op-150602"]).is_err());
+        assert!(build(&[
+            "adopt",
+            "k",
+            "--lead",
+            "x",
+            "--deadline",
+            "2027-02-28",
+            "--milestone",
+            "no date",
+            "--as",
+            "op-150602"
+        ])
+        .is_err());
+        let (verb, command) = build(&[
+            "complete-milestone",
+            INCIDENT,
+            "2",
+            "--as",
+            "li-150602-urban_management",
+        ])
+        .unwrap();
+        assert_eq!(verb, "complete_milestone");
+        assert!(matches!(
+            command.body,
+            Some(Body::CompleteMilestone(v1::CompleteMilestone {
+                milestone: 2,
+                ..
+            }))
+        ));
     }
 
     #[test]

@@ -85,7 +85,8 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The proposal as an operator reads it: one block a topic, its evidence under it.
+/// The proposal as an operator reads it: one block a topic, its evidence under it, its key (to
+/// adopt it with `whistle adopt KEY …`) and the case adopted from it, if any.
 pub fn render(answer: &v1::ListHotspotsResponse) -> String {
     let mut out = format!(
         "{} 每月一题 · 区域 {} · 依据 {} 至 {} 的 {} 件上报（{} 处地点·类别）\n",
@@ -136,6 +137,16 @@ pub fn render(answer: &v1::ListHotspotsResponse) -> String {
                 String::new()
             }
         ));
+        out.push_str(&format!("   选题: {}\n", h.key));
+        if !h.adopted_incident_id.is_empty() {
+            out.push_str(&format!(
+                "   已立项（主动治理）: {}\n",
+                h.adopted_incident_id
+            ));
+        }
+    }
+    if answer.stored {
+        out.push_str("（本月选题已存档：立项依据的清单不再随历史变化）\n");
     }
     out
 }
@@ -214,12 +225,19 @@ mod tests {
                     count: 2,
                 }],
                 incident_ids: (0..7).map(|i| format!("i{i}")).collect(),
+                adopted_incident_id: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
                 ..Default::default()
             }],
+            stored: true,
         };
         let text = render(&answer);
         assert!(text.contains("2026-06 每月一题 · 区域 150602"), "{text}");
         assert!(text.contains("1. 物业管理 · 网格 150602001001001 (39.81000, 109.99000) · 得分 5.50 · 宜由社区牵头"), "{text}");
         assert!(text.contains("事件: i0 i1 i2 i3 i4 …共7起"), "{text}");
+        assert!(
+            text.contains("已立项（主动治理）: 0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"),
+            "{text}"
+        );
+        assert!(text.contains("已存档"), "{text}");
     }
 }

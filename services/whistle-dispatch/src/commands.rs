@@ -169,6 +169,10 @@ impl Commands {
             let token_id = headers::token_id(message.headers.as_ref());
             return self.people(verb, &catalog, command, token_id).await;
         }
+        // An adoption opens an incident rather than acting on one (adopt.rs).
+        if verb == Verb::Adopt {
+            return self.adopt(&catalog, command).await;
+        }
         let verb = verb.as_str();
         let parsed = match parse(verb, &command, &catalog, resident) {
             Ok(parsed) => parsed,
@@ -362,7 +366,7 @@ pub(crate) fn error(code: CommandErrorCode, message: impl Into<String>) -> v1::C
     }
 }
 
-fn refusal(rejection: &Rejection) -> v1::CommandReply {
+pub(crate) fn refusal(rejection: &Rejection) -> v1::CommandReply {
     let code = match rejection {
         Rejection::Forbidden(_) => CommandErrorCode::Forbidden,
         Rejection::InvalidTransition(_) => CommandErrorCode::InvalidTransition,
@@ -372,7 +376,7 @@ fn refusal(rejection: &Rejection) -> v1::CommandReply {
     error(code, rejection.to_string())
 }
 
-fn ok_reply(
+pub(crate) fn ok_reply(
     incident_id: Uuid,
     state: &incident::Incident,
     task: Option<u32>,
@@ -747,10 +751,18 @@ fn parse(
                 None,
             )
         }
-        // Handled apart (people.rs) before an incident is looked for.
-        Body::OnboardPerson(_) | Body::ChangePerson(_) | Body::OffboardPerson(_) => {
-            return Err(invalid(format!("{body_verb} acts on no incident")))
-        }
+        Body::CompleteMilestone(m) => (
+            incident::Command::CompleteMilestone {
+                milestone: m.milestone,
+                note: m.note.clone(),
+            },
+            None,
+        ),
+        // Handled apart (people.rs, adopt.rs) before an incident is looked for.
+        Body::OnboardPerson(_)
+        | Body::ChangePerson(_)
+        | Body::OffboardPerson(_)
+        | Body::Adopt(_) => return Err(invalid(format!("{body_verb} acts on no incident"))),
     };
     Ok(Parsed {
         incident_id,

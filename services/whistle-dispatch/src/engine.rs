@@ -67,6 +67,28 @@ pub(crate) fn plan(
         let due = locked.state.timers().get(&timer).copied();
         (timer.key(), due)
     });
+    let changes = changes(
+        &origin,
+        &state,
+        effects,
+        fired,
+        fired_with_due.as_ref(),
+        now,
+    );
+    Ok((state, changes))
+}
+
+/// What saving a transition that left the incident in `state` with `effects` must write: its
+/// events, timeline entries and timers. `fired` is the timer that caused it, with its key and
+/// deadline for the timeline.
+pub(crate) fn changes(
+    origin: &events::Origin<'_>,
+    state: &Incident,
+    effects: Vec<Effect>,
+    fired: Option<Timer>,
+    fired_with_due: Option<&(String, Option<DateTime<Utc>>)>,
+    now: DateTime<Utc>,
+) -> Changes {
     let mut changes = Changes {
         fired,
         ..Changes::default()
@@ -83,8 +105,8 @@ pub(crate) fn plan(
         match effect {
             Effect::Event { kind, task, note } => {
                 changes.events.push(events::incident_changed(
-                    &origin,
-                    &state,
+                    origin,
+                    state,
                     kind,
                     &transition,
                     task,
@@ -93,17 +115,17 @@ pub(crate) fn plan(
                 ));
                 changes.timeline.push(TimelineEntry {
                     kind: kind.to_owned(),
-                    actor_id: actor_id.to_owned(),
+                    actor_id: origin.actor_id.to_owned(),
                     at: now,
                     note,
-                    data: timeline_data(task, fired_with_due.as_ref()),
+                    data: timeline_data(task, fired_with_due),
                 });
             }
             Effect::Schedule { timer, at } => changes.schedule.push((timer, at)),
             Effect::Cancel { timer } => changes.cancel.push(timer),
         }
     }
-    Ok((state, changes))
+    changes
 }
 
 /// The `data` of a timeline entry: the task concerned, and for a timer the key and deadline that

@@ -79,6 +79,9 @@ pub enum Error {
     /// The notification configuration (`--notify-config`) is unreadable or wrong.
     #[error("notification configuration: {0}")]
     NotifyConfig(String),
+    /// The hotspot analysis of an adoption's proposal did not finish (it panicked).
+    #[error("hotspot analysis: {0}")]
+    Hotspots(String),
 }
 
 impl From<sqlx::Error> for Error {

@@ -7,6 +7,7 @@
 //!
 //! Shape: [`Options`] → [`Options::build`] → [`Service::run`] with a shutdown token.
 
+mod adopt;
 mod catalog;
 pub mod commands;
 mod contacts;

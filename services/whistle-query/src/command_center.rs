@@ -82,6 +82,89 @@ impl CommandCenter {
         }
         Ok(detail)
     }
+
+    /// A proactive case's measure since adoption (`GetHotspotChange` from its adoption, 3
+    /// months each side) and whether the caller may mark its milestones done: an operator who
+    /// sees it, or a liaison of its live lead department.
+    async fn measure_proactive(
+        &self,
+        principal: &Principal,
+        proactive: &mut v1::ProactiveCase,
+        tasks: &[v1::Task],
+    ) -> Result<(), Error> {
+        use whistle_store::tokens::Role;
+        let lead_live = |department: &str| {
+            tasks.iter().filter_map(|t| t.state.as_ref()).any(|state| {
+                state.department_code == department
+                    && state.role != v1::TaskRole::Assist as i32
+                    && ![
+                        v1::TaskStatus::Returned as i32,
+                        v1::TaskStatus::Cancelled as i32,
+                        v1::TaskStatus::Released as i32,
+                    ]
+                    .contains(&state.status)
+            })
+        };
+        proactive.may_complete_milestones = match principal.role {
+            Role::Operator => true,
+            Role::Liaison => principal.department.as_deref().is_some_and(lead_live),
+            _ => false,
+        };
+        let request = v1::GetHotspotChangeRequest {
+            key: proactive.topic_key.clone(),
+            since: proactive.adopted_at,
+            months: 3,
+        };
+        let (place, since, months) = match hotspots::change_request(&request) {
+            Ok(parsed) => parsed,
+            // A key dispatch stored is one the analysis made; one that no longer parses is
+            // shown without its measure rather than failing the whole incident.
+            Err(_) => return Ok(()),
+        };
+        let policy = self.policy.get();
+        let change = {
+            let (policy, place) = (&policy, &place);
+            self.replica
+                .read(principal, |pool| async move {
+                    hotspots::change(&pool, policy, place, since, months).await
+                })
+                .await?
+        };
+        proactive.change = Some(hotspots::change_response(
+            &request,
+            &place,
+            &change,
+            self.clock.now(),
+        ));
+        Ok(())
+    }
+
+    /// Names on each topic the proactive case adopted from it in the response's month.
+    async fn mark_adopted(
+        &self,
+        principal: &Principal,
+        response: &mut v1::ListHotspotsResponse,
+    ) -> Result<(), Error> {
+        let keys: Vec<String> = response.hotspots.iter().map(|h| h.key.clone()).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let month = response.month.clone();
+        let adopted = {
+            let (keys, month) = (&keys, &month);
+            self.replica
+                .read(principal, |pool| async move {
+                    hotspots::adopted(&pool, keys, month).await
+                })
+                .await?
+        };
+        for hotspot in &mut response.hotspots {
+            if let Some(id) = adopted.get(&hotspot.key) {
+                hotspot.adopted_incident_id = id.to_string();
+            }
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -163,6 +246,10 @@ impl command_center_server::CommandCenter for CommandCenter {
             detail.may_decide_ledger = principal.role == whistle_store::tokens::Role::Operator
                 && whistle_wire::convert::level_from_proto(ledger.approver)
                     .is_some_and(|approver| principal.area.level() >= approver);
+        }
+        if let Some(proactive) = &mut detail.proactive {
+            self.measure_proactive(&principal, proactive, &detail.tasks)
+                .await?;
         }
         let incident_status = detail.incident.as_ref().map_or(0, |i| i.status);
         let ledgered = detail.incident.as_ref().is_some_and(|i| i.ledgered);
@@ -477,6 +564,24 @@ impl command_center_server::CommandCenter for CommandCenter {
         let month = hotspots::month(&request.month, self.clock.now())?;
         let params = hotspots::params(request.page_size)?;
         let policy = self.policy.get();
+        // The month's stored proposal, once its first adoption stored it: the list stays the
+        // one adopted from.
+        let stored = {
+            let principal = &principal;
+            self.replica
+                .read(principal, |pool| async move {
+                    hotspots::stored(&pool, month).await
+                })
+                .await?
+        };
+        if let Some(mut proposal) = stored {
+            proposal.candidates.retain(|c| area.contains(&c.grid));
+            proposal.candidates.truncate(params.proposals);
+            let mut response = hotspots::response(&area, &proposal, &policy);
+            response.stored = true;
+            self.mark_adopted(&principal, &mut response).await?;
+            return Ok(Response::new(response));
+        }
         // Two years of an area's reports: one of the heavy reads.
         let records = {
             let _turn = turn(&self.heavy_reads).await?;
@@ -491,7 +596,9 @@ impl command_center_server::CommandCenter for CommandCenter {
             .boards
             .run(move || hotspot::propose(&records, month, &params))
             .await?;
-        Ok(Response::new(hotspots::response(&area, &proposal, &policy)))
+        let mut response = hotspots::response(&area, &proposal, &policy);
+        self.mark_adopted(&principal, &mut response).await?;
+        Ok(Response::new(response))
     }
 
     async fn get_hotspot_change(

@@ -36,6 +36,12 @@ impl Dispatch {
                 principal.role.as_str()
             )));
         }
+        if rpc_verb == Verb::Adopt && principal.role != whistle_store::tokens::Role::Operator {
+            return Err(Error::PermissionDenied(format!(
+                "only operator tokens adopt topics as proactive cases; this is a {} token",
+                principal.role.as_str()
+            )));
+        }
         let actor = principal.actor()?;
         let mut command = request.into_inner();
         match &command.body {
@@ -141,4 +147,6 @@ forward! {
     onboard_person => Verb::OnboardPerson,
     change_person => Verb::ChangePerson,
     offboard_person => Verb::OffboardPerson,
+    adopt => Verb::Adopt,
+    complete_milestone => Verb::CompleteMilestone,
 }

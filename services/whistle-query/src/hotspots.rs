@@ -2,14 +2,17 @@
 //! `whistle_domain::hotspot` (docs/proactive.md). SQL reads the area's reports of the lookback
 //! with their incidents; the analysis runs on the board threads, away from the light reads.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Datelike, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use whistle_domain::{
     hotspot::{self, Candidate, Change, Month, Params, PlaceKey, Proposal, Record},
     policy::Policy,
-    AreaCode, Level,
+    AreaCode,
 };
 use whistle_proto::v1;
+use whistle_store::proactive::HISTORY;
 
 use crate::{area::GridRange, Error, Result};
 
@@ -65,42 +68,45 @@ pub(crate) async fn history(
     records(&rows, policy)
 }
 
-/// The reports with what the analysis needs of their incidents; `WHERE` follows.
-const HISTORY: &str = "SELECT r.report_id, r.incident_id::text AS incident_id, r.received_at,
-        r.grid_code, r.category, i.lat, i.lon, i.created_at, i.closed_at, i.level
-    FROM reports r JOIN incidents i ON i.id = r.incident_id";
-
+/// The analysis' records of rows read with [`HISTORY`] (the store's, which dispatch's
+/// proposals read too).
 fn records(rows: &[sqlx::postgres::PgRow], policy: &Policy) -> Result<Vec<Record>> {
-    rows.iter()
-        .map(|row| {
-            let report_id: String = row.try_get("report_id")?;
-            let grid: String = row.try_get("grid_code")?;
-            let grid: AreaCode = grid
-                .parse()
-                .map_err(|e| Error::Corrupt(format!("report {report_id} grid: {e}")))?;
-            let category: String = row.try_get("category")?;
-            let level: String = row.try_get("level")?;
-            let level: Level = level
-                .parse()
-                .map_err(|e| Error::Corrupt(format!("report {report_id} incident level: {e}")))?;
-            // A category the running policy no longer has keeps the incident's level as its own.
-            let first_level = policy.category(&category).map_or(level, |c| c.first_level);
-            let lat: Option<f64> = row.try_get("lat")?;
-            let lon: Option<f64> = row.try_get("lon")?;
-            Ok(Record {
-                incident_id: row.try_get("incident_id")?,
-                at: row.try_get("received_at")?,
-                grid,
-                point: lat.zip(lon),
-                opened_at: row.try_get("created_at")?,
-                closed_at: row.try_get("closed_at")?,
-                first_level,
-                level,
-                category,
-                report_id,
-            })
-        })
-        .collect()
+    whistle_store::proactive::records(rows, policy).map_err(from_store)
+}
+
+/// The month's stored proposal (every candidate of the city), if an adoption stored it.
+pub(crate) async fn stored(pool: &PgPool, month: Month) -> Result<Option<Proposal>> {
+    let mut conn = pool.acquire().await?;
+    whistle_store::proactive::proposal(&mut conn, month)
+        .await
+        .map_err(from_store)
+}
+
+fn from_store(e: whistle_store::Error) -> Error {
+    match e {
+        whistle_store::Error::Database(e) => Error::Database(e),
+        other => Error::Corrupt(other.to_string()),
+    }
+}
+
+/// The proactive cases adopted from `keys` in the proposal of `month` (`YYYY-MM`), by key: the
+/// newest case of each.
+pub(crate) async fn adopted(
+    pool: &PgPool,
+    keys: &[String],
+    month: &str,
+) -> Result<HashMap<String, uuid::Uuid>> {
+    let rows: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+        "SELECT DISTINCT ON (topic_key) topic_key, id FROM incidents
+         WHERE origin = 'proactive' AND topic_key = ANY($1)
+           AND state->'proactive'->>'month' = $2
+         ORDER BY topic_key, created_at DESC",
+    )
+    .bind(keys)
+    .bind(month)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// A `GetHotspotChange` request: its place, since when, and the months on each side.
@@ -216,6 +222,8 @@ pub(crate) fn response(
             .iter()
             .map(|c| hotspot_to_proto(c, policy))
             .collect(),
+        // Set by the caller when the proposal was read from the store.
+        stored: false,
     }
 }
 
@@ -272,6 +280,8 @@ fn hotspot_to_proto(candidate: &Candidate, policy: &Policy) -> v1::Hotspot {
             .collect(),
         incident_ids: candidate.incident_ids.clone(),
         summary: candidate.summary_zh.clone(),
+        // Set by the caller from the cases adopted in the month.
+        adopted_incident_id: String::new(),
     }
 }
 

@@ -29,7 +29,7 @@ pub const MAX_TEXT_CHARS: usize = 200;
 /// The columns of an [`v1::IncidentSummary`], read by [`summary`].
 pub(crate) const SUMMARY_COLUMNS: &str = "i.id, i.title, i.category, i.urgency, i.status, i.level, i.district_code, \
      i.street_code, i.community_code, i.grid_code, i.reported_at, i.created_at, i.due_at, i.overdue, \
-     i.report_count, i.version, i.lat, i.lon, i.address, i.ledger_state";
+     i.report_count, i.version, i.lat, i.lon, i.address, i.ledger_state, i.origin, i.topic_key";
 
 /// A checked `ListIncidentsRequest`.
 #[derive(Debug, Clone)]
@@ -40,6 +40,8 @@ pub(crate) struct Filter {
     levels: Vec<&'static str>,
     urgencies: Vec<&'static str>,
     overdue_only: bool,
+    /// `incidents.origin` values (`report`, `proactive`); empty for all.
+    origins: Vec<&'static str>,
     /// An `ILIKE` pattern with the request's text escaped.
     text: Option<String>,
     page_size: u32,
@@ -84,6 +86,11 @@ impl Filter {
                 .map(|&u| convert::urgency_to_db(u))
                 .collect::<Result<_>>()?,
             overdue_only: request.overdue_only,
+            origins: request
+                .origins
+                .iter()
+                .map(|&o| origin_to_db(o))
+                .collect::<Result<_>>()?,
             text: (!text.is_empty()).then(|| format!("%{}%", escape_like(text))),
             page_size,
             after: if request.page_token.is_empty() {
@@ -92,6 +99,17 @@ impl Filter {
                 Some(Cursor::decode(&request.page_token)?)
             },
         })
+    }
+}
+
+/// `incidents.origin` of a requested `Origin`.
+fn origin_to_db(value: i32) -> Result<&'static str> {
+    match v1::Origin::try_from(value) {
+        Ok(v1::Origin::Report) => Ok("report"),
+        Ok(v1::Origin::Proactive) => Ok("proactive"),
+        _ => Err(Error::invalid(format!(
+            "origins: {value} is not ORIGIN_REPORT or ORIGIN_PROACTIVE"
+        ))),
     }
 }
 
@@ -146,6 +164,12 @@ pub(crate) async fn list(
         query
             .push(" AND i.urgency = ANY(")
             .push_bind(filter.urgencies.clone())
+            .push(")");
+    }
+    if !filter.origins.is_empty() {
+        query
+            .push(" AND i.origin = ANY(")
+            .push_bind(filter.origins.clone())
             .push(")");
     }
     if filter.overdue_only {
@@ -248,6 +272,13 @@ pub(crate) fn summary(
             .map_err(|_| Error::Corrupt(format!("incident {id} has a negative version")))?,
         location,
         ledgered,
+        origin: match row.try_get::<&str, _>("origin")? {
+            "proactive" => v1::Origin::Proactive,
+            _ => v1::Origin::Report,
+        } as i32,
+        topic_key: row
+            .try_get::<Option<String>, _>("topic_key")?
+            .unwrap_or_default(),
     })
 }
 
@@ -284,7 +315,7 @@ pub(crate) async fn get(
                 (i.state->'extension'->>'until')::timestamptz AS ext_until,
                 (i.state->'extension'->>'requested_at')::timestamptz AS ext_requested_at,
                 (i.state->'extension'->>'answer_due')::timestamptz AS ext_answer_due,
-                i.state->'ledger' AS ledger
+                i.state->'ledger' AS ledger, i.state->'proactive' AS proactive
          FROM incidents i WHERE i.id = $1"
     ))
     .bind(id)
@@ -420,7 +451,53 @@ pub(crate) async fn get(
             })
             .transpose()?,
         may_decide_ledger: false,
+        proactive: row
+            .try_get::<Option<serde_json::Value>, _>("proactive")?
+            .map(|json| {
+                serde_json::from_value::<whistle_domain::incident::Proactive>(json)
+                    .map_err(|e| Error::Corrupt(format!("incident {id} proactive: {e}")))
+            })
+            .transpose()?
+            .map(|proactive| -> Result<v1::ProactiveCase> {
+                Ok(proactive_case(&proactive, row.try_get("created_at")?, now))
+            })
+            .transpose()?,
     })
+}
+
+/// A proactive case's adoption and milestones (`may_complete_milestones` and `change` are the
+/// caller's, set later).
+pub(crate) fn proactive_case(
+    proactive: &whistle_domain::incident::Proactive,
+    adopted_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> v1::ProactiveCase {
+    v1::ProactiveCase {
+        topic_key: proactive.topic_key.clone(),
+        month: proactive.month.clone(),
+        adopted_by: proactive.adopted_by.to_string(),
+        adopted_at: Some(convert::timestamp(adopted_at)),
+        summary: proactive.summary.clone(),
+        milestones: proactive
+            .milestones
+            .iter()
+            .zip(1..)
+            .map(|(m, number)| v1::MilestoneState {
+                number,
+                title: m.title.clone(),
+                due: Some(convert::timestamp(m.due)),
+                done_at: m.done_at.map(convert::timestamp),
+                done_by: m
+                    .done_by
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                overdue: m.is_overdue(now),
+            })
+            .collect(),
+        may_complete_milestones: false,
+        change: None,
+    }
 }
 
 /// The pending extension request of the engine's state (`may_answer` is the caller's, set later).

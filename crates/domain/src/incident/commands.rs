@@ -14,12 +14,13 @@ pub const NOTE_MAX: usize = 1_000;
 /// Longest resolution note or comment, in characters.
 pub const TEXT_MAX: usize = 2_000;
 
-/// Every event kind [`apply`] emits. Intake's `incident.reported` is not among them: [`open`] emits
-/// only the first timers.
+/// Every event kind [`apply`] and [`adopt`] emit. Intake's `incident.reported` is not among them:
+/// [`open`] emits only the first timers.
 ///
 /// [`apply`]: super::apply
+/// [`adopt`]: super::adopt
 /// [`open`]: super::open
-pub const EVENT_KINDS: [&str; 35] = [
+pub const EVENT_KINDS: [&str; 37] = [
     "incident.escalated",
     "incident.whistled",
     "incident.resolved",
@@ -42,6 +43,8 @@ pub const EVENT_KINDS: [&str; 35] = [
     "incident.ledger_review_due",
     "incident.ledger_extended",
     "incident.ledger_returned",
+    "incident.adopted",
+    "incident.milestone_done",
     "task.dispatched",
     "task.accepted",
     "task.returned",
@@ -238,7 +241,44 @@ pub enum Command {
         extend_to: Option<DateTime<Utc>>,
         note: String,
     },
+    /// A proactive case's milestone (1-based, in the order adopted) is done.
+    CompleteMilestone {
+        milestone: u32,
+        note: String,
+    },
 }
+
+/// What an operator adopts a hotspot topic as a proactive case (主动治理) with, and what dispatch
+/// read of the topic from the month's stored proposal ([`adopt`](super::adopt)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adoption {
+    /// The topic's key and the proposal month it was listed in.
+    pub topic_key: String,
+    pub month: String,
+    /// The topic's place and category (the group's most reported one), as proposed.
+    pub grid: AreaCode,
+    pub category: crate::CategoryCode,
+    /// The topic's `solvable_at`: the case is supervised there, never below the street.
+    pub solvable_at: Level,
+    /// The topic's evidence sentence.
+    pub summary: String,
+    /// 主办.
+    pub lead: DepartmentCode,
+    /// 协办, at most the policy's `assisting.max_per_whistle`.
+    pub assisting: Vec<DepartmentCode>,
+    /// Title and due date of each milestone, each due by the deadline.
+    pub milestones: Vec<(String, DateTime<Utc>)>,
+    /// The case's resolve deadline.
+    pub deadline: DateTime<Utc>,
+    pub note: String,
+}
+
+/// Most milestones a proactive case carries.
+pub const MAX_MILESTONES: usize = 20;
+/// Longest milestone title, in characters.
+pub const MILESTONE_TITLE_MAX: usize = 200;
+/// Longest a proactive case may be planned for, in days.
+pub const MAX_ADOPTION_DAYS: i64 = 366;
 
 /// A durable timer of an incident; at most one of each key is pending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -123,6 +123,15 @@
 //! fresh SLA deadline of the policy's `return_resolve` (never earlier than the old one), the level's
 //! window again and a fresh report-in for a department still to report in.
 //!
+//! **Proactive cases (主动治理).** [`adopt`] opens an incident from a hotspot topic rather than a
+//! report: an operator whose area contains the topic's grid (or `System`) names the lead and
+//! assisting departments, milestones and a deadline; the incident is whistled at once at the
+//! topic's `solvable_at` (the street at least) with the departments' tasks dispatched as a
+//! whistle dispatches them, `resolve_due` is the deadline and **no level window runs** for it
+//! (before or after an escalation). Everything else is the rules above. A milestone is marked
+//! done once ([`Command::CompleteMilestone`]) by a liaison of a live lead department or an
+//! operator in area, while open.
+//!
 //! **Terminal statuses.** `Closed`, `ClosedUnverified` and `Duplicate` refuse every command but
 //! `Comment` and ignore timers. `Duplicate` is set by intake when it attaches an incident to another
 //! (no command leads there); like the other terminal statuses it holds no task in progress and no
@@ -145,6 +154,8 @@
 //! | `ReleaseAssist` | as `Reassign`: the street's handler, an operator in area, `System` |
 //! | `ProposeLedger` | the current level's handler, the street's handler, a liaison of a department whose task of the round reported in |
 //! | `DecideLedger`, `ReviewLedger` | as `DecideExtension`, at the ledger's approving level |
+//! | [`adopt`] | an operator whose area contains the topic's grid, `System` |
+//! | `CompleteMilestone` | a liaison of a department with a live lead task, an operator in area, `System` |
 //! | `Comment` | all of the above, a handler of any unit containing the incident, a liaison of a department that has had a task in it |
 //!
 //! Checks run in a fixed order, so each refusal has one reason: what the command names must exist
@@ -196,12 +207,12 @@ mod tests;
 mod verbs;
 
 pub use commands::{
-    Actor, Command, Context, Effect, Input, Rejection, Timer, EVENT_KINDS, NOTE_MAX,
-    RESIDENT_ACTOR, TEXT_MAX,
+    Actor, Adoption, Command, Context, Effect, Input, Rejection, Timer, EVENT_KINDS,
+    MAX_ADOPTION_DAYS, MAX_MILESTONES, MILESTONE_TITLE_MAX, NOTE_MAX, RESIDENT_ACTOR, TEXT_MAX,
 };
-pub use rules::{apply, open};
+pub use rules::{adopt, apply, open};
 pub use state::{
-    Dispute, ExtensionRequest, Incident, Ledger, LedgerReason, Provisional, ResidentAnswer,
-    Responsible, ReturnReason, Satisfaction, Status, Task, TaskRole, TaskStatus,
+    Dispute, ExtensionRequest, Incident, Ledger, LedgerReason, Milestone, Proactive, Provisional,
+    ResidentAnswer, Responsible, ReturnReason, Satisfaction, Status, Task, TaskRole, TaskStatus,
 };
 pub use verbs::TaskVerb;

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Actor, Command, Context, Dispute, Effect, ExtensionRequest, Incident, Input, Ledger,
-    LedgerReason, Provisional, Rejection, ResidentAnswer, Responsible, ReturnReason, Satisfaction,
-    Status, Task, TaskRole, TaskStatus, TaskVerb, Timer, NOTE_MAX, TEXT_MAX,
+    Actor, Adoption, Command, Context, Dispute, Effect, ExtensionRequest, Incident, Input, Ledger,
+    LedgerReason, Milestone, Proactive, Provisional, Rejection, ResidentAnswer, Responsible,
+    ReturnReason, Satisfaction, Status, Task, TaskRole, TaskStatus, TaskVerb, Timer,
+    MAX_ADOPTION_DAYS, MAX_MILESTONES, MILESTONE_TITLE_MAX, NOTE_MAX, TEXT_MAX,
 };
 use crate::{
     calendar::{Calendar, Due},
@@ -47,10 +48,151 @@ pub fn open(
         extensions: 0,
         ledger: None,
         resident_answers: Vec::new(),
+        proactive: None,
         version: 1,
     };
     let effects = timer_effects(&BTreeMap::new(), &incident.timers(), None);
     (incident, effects)
+}
+
+/// A proactive case (主动治理) that `actor` adopts from a hotspot topic at `now`: an incident with
+/// no report, at the topic's grid and category, supervised at the level that can solve it (the
+/// street at least, where departments are summoned), already whistled to the lead and assisting
+/// departments as a whistle dispatches them, due at the adopted deadline and with no level window.
+/// From then on [`apply`] takes it like any incident.
+///
+/// Checks, in the order of [`apply`]'s: the category and departments exist (`NotFound`), the actor
+/// is an operator whose area contains the topic's grid or `System` (`Forbidden`), then the
+/// arguments (`InvalidArgument`).
+pub fn adopt(
+    adoption: Adoption,
+    actor: &Actor,
+    ctx: &Context<'_>,
+    now: DateTime<Utc>,
+) -> Result<(Incident, Vec<Effect>), Rejection> {
+    let category = ctx
+        .policy
+        .category(adoption.category.as_str())
+        .ok_or_else(|| {
+            Rejection::NotFound(format!(
+                "category {} in policy {}",
+                adoption.category,
+                ctx.policy.version()
+            ))
+        })?;
+    let level = adoption.solvable_at.max(Level::Street);
+    let incident = Incident {
+        status: Status::Whistled,
+        level,
+        area: adoption.grid.clone(),
+        category: category.code.clone(),
+        reported_at: now,
+        resolve_due: adoption.deadline,
+        provisional: None,
+        level_due: None,
+        follow_up_due: None,
+        tasks: Vec::new(),
+        reopen_count: 0,
+        overdue: false,
+        satisfaction: None,
+        extension: None,
+        extensions: 0,
+        ledger: None,
+        resident_answers: Vec::new(),
+        proactive: Some(Proactive {
+            topic_key: adoption.topic_key.clone(),
+            month: adoption.month.clone(),
+            adopted_by: acting_person(actor),
+            summary: adoption.summary.clone(),
+            milestones: adoption
+                .milestones
+                .iter()
+                .map(|(title, due)| Milestone {
+                    title: title.trim().to_owned(),
+                    due: *due,
+                    done_at: None,
+                    done_by: None,
+                })
+                .collect(),
+        }),
+        version: 1,
+    };
+    let mut step = Step {
+        next: incident,
+        events: Vec::new(),
+        ctx: *ctx,
+        now,
+    };
+    let named: Vec<DepartmentCode> = std::iter::once(adoption.lead.clone())
+        .chain(adoption.assisting.iter().cloned())
+        .collect();
+    step.check_departments(&named)?;
+    if !step.commands_area(actor) {
+        return Err(forbidden(
+            actor,
+            &format!("adopt a topic in {}", adoption.grid),
+        ));
+    }
+    check_text("note", &adoption.note, NOTE_MAX, false)?;
+    check_text("topic_key", &adoption.topic_key, NOTE_MAX, true)?;
+    let max = ctx.policy.assisting().max_per_whistle as usize;
+    if adoption.assisting.len() > max {
+        return Err(Rejection::InvalidArgument(format!(
+            "{} assisting departments named; the policy allows at most {max}",
+            adoption.assisting.len()
+        )));
+    }
+    if adoption.deadline <= now {
+        return Err(Rejection::InvalidArgument(format!(
+            "deadline {} is not in the future",
+            local_date(adoption.deadline)
+        )));
+    }
+    if adoption.deadline > now + chrono::Duration::days(MAX_ADOPTION_DAYS) {
+        return Err(Rejection::InvalidArgument(format!(
+            "deadline {} is more than {MAX_ADOPTION_DAYS} days ahead",
+            local_date(adoption.deadline)
+        )));
+    }
+    if adoption.milestones.len() > MAX_MILESTONES {
+        return Err(Rejection::InvalidArgument(format!(
+            "{} milestones; at most {MAX_MILESTONES}",
+            adoption.milestones.len()
+        )));
+    }
+    for (index, (title, due)) in adoption.milestones.iter().enumerate() {
+        let n = index + 1;
+        check_text(
+            &format!("milestone {n} title"),
+            title,
+            MILESTONE_TITLE_MAX,
+            true,
+        )?;
+        if *due <= now || *due > adoption.deadline {
+            return Err(Rejection::InvalidArgument(format!(
+                "milestone {n} is due {}, not between now and the deadline {}",
+                local_date(*due),
+                local_date(adoption.deadline)
+            )));
+        }
+    }
+    let note = with_note(
+        format!(
+            "主动治理：立项自{}月度选题 {}（{}）",
+            adoption.month, adoption.topic_key, adoption.summary
+        ),
+        &adoption.note,
+    );
+    step.event("incident.adopted", None, note);
+    step.dispatch(adoption.lead, TaskRole::Lead);
+    for department in adoption.assisting {
+        step.dispatch(department, TaskRole::Assist);
+    }
+    let Step {
+        next, mut events, ..
+    } = step;
+    events.extend(timer_effects(&BTreeMap::new(), &next.timers(), None));
+    Ok((next, events))
 }
 
 /// Applies a command or a timer to `incident` at `now`.
@@ -194,6 +336,15 @@ struct Step<'c> {
     now: DateTime<Utc>,
 }
 
+/// The actor's person id for the record; `system` for dispatch itself (and for a resident, who
+/// is refused before anything is recorded).
+fn acting_person(actor: &Actor) -> PersonId {
+    actor
+        .id()
+        .parse()
+        .unwrap_or_else(|_| "system".parse().expect("a valid person id"))
+}
+
 fn forbidden(actor: &Actor, what: &str) -> Rejection {
     Rejection::Forbidden(format!("{} may not {what}", actor.id()))
 }
@@ -250,6 +401,9 @@ impl<'c> Step<'c> {
             } => self.propose_ledger(actor, reason, note, &responsible, review_at),
             Command::DecideLedger { approve, note } => self.decide_ledger(actor, approve, note),
             Command::ReviewLedger { extend_to, note } => self.review_ledger(actor, extend_to, note),
+            Command::CompleteMilestone { milestone, note } => {
+                self.complete_milestone(actor, milestone, note)
+            }
             Command::Comment { text } => {
                 if !actor.takes_part(&self.next) {
                     return Err(forbidden(actor, "comment on this incident"));
@@ -259,6 +413,66 @@ impl<'c> Step<'c> {
                 Ok(())
             }
         }
+    }
+
+    /// Whether `actor` commands the incident's area: an operator whose area contains it, or
+    /// dispatch itself.
+    fn commands_area(&self, actor: &Actor) -> bool {
+        actor.commands(&self.next)
+    }
+
+    /// A proactive case's milestone done: by a liaison of the department leading it now, an
+    /// operator in area, or `System`, while the case is open.
+    fn complete_milestone(
+        &mut self,
+        actor: &Actor,
+        number: u32,
+        note: String,
+    ) -> Result<(), Rejection> {
+        let Some(proactive) = &self.next.proactive else {
+            return Err(Rejection::NotFound(format!(
+                "milestone {number}: the incident is not a proactive case"
+            )));
+        };
+        let index = usize::try_from(number)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .filter(|&i| i < proactive.milestones.len())
+            .ok_or_else(|| Rejection::NotFound(format!("milestone {number}")))?;
+        let leads = match actor {
+            Actor::Liaison { department, .. } => self
+                .next
+                .current_tasks()
+                .any(|t| t.department == *department && !t.assists() && t.status.is_live()),
+            _ => actor.commands(&self.next),
+        };
+        if !leads {
+            return Err(forbidden(actor, &format!("complete milestone {number}")));
+        }
+        check_text("note", &note, NOTE_MAX, false)?;
+        self.require_open()?;
+        let now = self.now;
+        let milestone = &mut self
+            .next
+            .proactive
+            .as_mut()
+            .expect("checked above")
+            .milestones[index];
+        if milestone.done_at.is_some() {
+            return Err(Rejection::InvalidTransition(format!(
+                "milestone {number} is already done"
+            )));
+        }
+        milestone.done_at = Some(now);
+        milestone.done_by = Some(acting_person(actor));
+        let late = if milestone.due < now {
+            "（逾期）"
+        } else {
+            ""
+        };
+        let text = format!("里程碑{number}「{}」完成{late}", milestone.title);
+        self.event("incident.milestone_done", None, with_note(text, &note));
+        Ok(())
     }
 
     fn accept(&mut self, actor: &Actor, id: u32, note: String) -> Result<(), Rejection> {
@@ -1489,7 +1703,11 @@ impl<'c> Step<'c> {
         self.event("incident.resolved", None, note);
     }
 
+    /// The level's window from now; none for a proactive case, which works to its adopted deadline.
     fn window(&self, category: &Category, level: Level) -> Option<DateTime<Utc>> {
+        if self.next.proactive.is_some() {
+            return None;
+        }
         self.ctx
             .policy
             .window(category, level)

@@ -359,8 +359,42 @@ pub struct Incident {
     /// Residents' answers through their tracking codes, one per report and round.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resident_answers: Vec<ResidentAnswer>,
+    /// A proactive case (主动治理) adopted from a month's hotspot topic, not opened by a report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proactive: Option<Proactive>,
     /// 1 when opened, +1 on every change.
     pub version: u64,
+}
+
+/// What makes an incident a proactive case (主动治理): the topic it was adopted from, by whom, and
+/// the milestones the adopting operator set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proactive {
+    /// The hotspot topic's key (`{grid}/{group}` or `{grid}/{group}@{lat},{lon}`).
+    pub topic_key: String,
+    /// The proposal month (`YYYY-MM`) the topic was adopted from.
+    pub month: String,
+    pub adopted_by: PersonId,
+    /// The topic's evidence in a sentence, as proposed.
+    pub summary: String,
+    pub milestones: Vec<Milestone>,
+}
+
+/// A step of a proactive case with its own due date; marked done by the lead department or an
+/// operator, overdue while not done after `due`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Milestone {
+    pub title: String,
+    pub due: DateTime<Utc>,
+    pub done_at: Option<DateTime<Utc>>,
+    pub done_by: Option<PersonId>,
+}
+
+impl Milestone {
+    /// Not done, and its due date passed.
+    pub fn is_overdue(&self, now: DateTime<Utc>) -> bool {
+        self.done_at.is_none() && self.due < now
+    }
 }
 
 /// A resident's answer on their report's page (查询码).
@@ -465,7 +499,9 @@ impl Incident {
         }
         let open = self.status.is_open();
         let ledgered = self.is_ledgered();
-        if self.level_due.is_some() != (open && self.level != Level::City && !ledgered) {
+        // A proactive case works to its adopted deadline: no level's self-handling window.
+        let windowed = open && self.level != Level::City && !ledgered && self.proactive.is_none();
+        if self.level_due.is_some() != windowed {
             return fail(format!(
                 "level_due {:?} while {} at {}",
                 self.level_due,
@@ -536,6 +572,15 @@ impl Incident {
             }
             if self.tasks.iter().any(|t| t.dispute.is_some()) {
                 return fail("a dispute pending on a ledger case".into());
+            }
+        }
+        if let Some(proactive) = &self.proactive {
+            if proactive
+                .milestones
+                .iter()
+                .any(|m| m.done_at.is_some() != m.done_by.is_some())
+            {
+                return fail("a milestone's done_at and done_by are set together".into());
             }
         }
         for (index, task) in self.tasks.iter().enumerate() {

@@ -2284,7 +2284,7 @@ impl World {
                     None => operator("150602"),
                 }
             }
-            Command::Supervise { .. } => operator("150602"),
+            Command::Supervise { .. } | Command::CompleteMilestone { .. } => operator("150602"),
             Command::Verify { .. } | Command::Comment { .. } => reporter(),
         }
     }
@@ -2995,4 +2995,248 @@ fn a_grid_workers_follow_up_first_leaves_the_residents_answer_on_the_timeline_an
         ),
         Rejection::Forbidden(_)
     ));
+}
+
+mod proactive {
+    //! 主动治理: adopting a hotspot topic as a proactive case, and its milestones.
+
+    use super::*;
+
+    const LEAD: &str = "150602-urban_management";
+    const ASSIST: &str = "150602-housing_construction";
+
+    fn adoption() -> Adoption {
+        Adoption {
+            topic_key: format!("{}/property@39.8100,109.9900", fixture().grid),
+            month: "2026-12".into(),
+            grid: fixture().grid.clone(),
+            category: code("property.service"),
+            solvable_at: Level::Community,
+            summary: "【常发】近12个月有9个月上报，共23件".into(),
+            lead: code(LEAD),
+            assisting: vec![code(ASSIST)],
+            milestones: vec![
+                ("排查小区物业服务问题".into(), hours(24 * 7)),
+                ("召开居民协商会".into(), hours(24 * 30)),
+            ],
+            deadline: hours(24 * 60),
+            note: "每月一题".into(),
+        }
+    }
+
+    fn adopted() -> Incident {
+        let (incident, _) = adopt(adoption(), &operator("150602"), &ctx(), t0()).unwrap();
+        incident.check_invariants().unwrap();
+        incident
+    }
+
+    #[test]
+    fn an_adopted_topic_is_an_incident_whistled_to_its_lead_and_assistants() {
+        let (incident, effects) = adopt(adoption(), &operator("150602"), &ctx(), t0()).unwrap();
+        incident.check_invariants().unwrap();
+        assert_eq!(
+            kinds(&effects),
+            ["incident.adopted", "task.dispatched", "task.dispatched"]
+        );
+        // Supervised at the street (departments are summoned there), to the adopted deadline,
+        // with no level window: the deadline and the report-ins are its only clocks.
+        assert_eq!(
+            (incident.status, incident.level, incident.level_due),
+            (Status::Whistled, Level::Street, None)
+        );
+        assert_eq!(incident.resolve_due, hours(24 * 60));
+        let timers: Vec<Timer> = incident.timers().into_keys().collect();
+        assert_eq!(
+            timers,
+            [
+                Timer::AcceptDeadline { task: 1 },
+                Timer::ResolveDeadline,
+                Timer::AcceptDeadline { task: 2 },
+            ]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+        );
+        let roles: Vec<(&str, TaskRole)> = incident
+            .tasks
+            .iter()
+            .map(|t| (t.department.as_str(), t.role))
+            .collect();
+        assert_eq!(roles, [(LEAD, TaskRole::Lead), (ASSIST, TaskRole::Assist)]);
+        let proactive = incident.proactive.as_ref().unwrap();
+        assert_eq!(proactive.adopted_by.as_str(), "op-150602");
+        assert_eq!(proactive.milestones.len(), 2);
+        let Effect::Event { note, .. } = &effects[0] else {
+            panic!("{effects:?}")
+        };
+        assert!(
+            note.contains("主动治理") && note.contains("/property@"),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn a_topic_solvable_higher_up_is_supervised_there() {
+        let mut adoption = adoption();
+        adoption.solvable_at = Level::District;
+        let (incident, _) = adopt(adoption, &operator("150602"), &ctx(), t0()).unwrap();
+        incident.check_invariants().unwrap();
+        assert_eq!(incident.level, Level::District);
+    }
+
+    #[test]
+    fn only_operators_of_the_topics_area_adopt_it() {
+        let refuse = |actor: Actor| adopt(adoption(), &actor, &ctx(), t0()).unwrap_err();
+        assert!(matches!(
+            refuse(operator("150603")),
+            Rejection::Forbidden(_)
+        ));
+        assert!(matches!(refuse(liaison(LEAD)), Rejection::Forbidden(_)));
+        assert!(matches!(refuse(reporter()), Rejection::Forbidden(_)));
+        assert!(matches!(
+            refuse(handler(Level::Street)),
+            Rejection::Forbidden(_)
+        ));
+        assert!(adopt(adoption(), &operator("150600"), &ctx(), t0()).is_ok());
+        assert!(adopt(adoption(), &Actor::System, &ctx(), t0()).is_ok());
+    }
+
+    #[test]
+    fn a_bad_adoption_is_refused_with_its_reason() {
+        let refuse = |change: &dyn Fn(&mut Adoption)| {
+            let mut adoption = adoption();
+            change(&mut adoption);
+            adopt(adoption, &operator("150602"), &ctx(), t0()).unwrap_err()
+        };
+        let not_found = |r: Rejection| matches!(r, Rejection::NotFound(_));
+        let invalid = |r: Rejection| matches!(r, Rejection::InvalidArgument(_));
+        assert!(not_found(refuse(&|a| a.lead = code("150602-nothing"))));
+        assert!(not_found(refuse(&|a| a.category = code("no.such"))));
+        // A department of another district does not serve the topic's grid.
+        assert!(invalid(refuse(
+            &|a| a.lead = code("150603-urban_management")
+        )));
+        assert!(invalid(refuse(&|a| a.assisting = vec![code(LEAD)])));
+        assert!(invalid(refuse(&|a| a.deadline = t0())));
+        assert!(invalid(refuse(&|a| a.deadline = hours(24 * 400))));
+        assert!(invalid(refuse(&|a| a.milestones[1].1 = hours(24 * 61))));
+        assert!(invalid(refuse(&|a| a.milestones[0].1 = t0())));
+        assert!(invalid(refuse(&|a| a.milestones[0].0 = "  ".into())));
+        assert!(invalid(refuse(&|a| {
+            a.assisting = ["transport", "justice", "heating", "ecology_environment"]
+                .iter()
+                .map(|k| code(&format!("150602-{k}")))
+                .collect()
+        })));
+    }
+
+    #[test]
+    fn it_lives_on_the_normal_lifecycle_to_its_close() {
+        let incident = adopted();
+        let (incident, _) = act(&incident, liaison(LEAD), accept(1), hours(1));
+        let (incident, _) = act(&incident, liaison(ASSIST), accept(2), hours(1));
+        assert_eq!(incident.status, Status::Accepted);
+        // The lead waits for its assistant's part (主办/协办) as in any incident.
+        let early = apply(
+            &incident,
+            Input::Command(liaison(LEAD), resolve(Some(1))),
+            &ctx(),
+            hours(2),
+        );
+        assert!(early.is_err());
+        let (incident, _) = act(
+            &incident,
+            liaison(ASSIST),
+            Command::SubmitAssist {
+                task: 2,
+                note: "已排查".into(),
+            },
+            hours(3),
+        );
+        let (incident, effects) = act(&incident, liaison(LEAD), resolve(Some(1)), hours(4));
+        assert!(kinds(&effects).contains(&"incident.resolved"));
+        // The grid's worker follows it up at the place, as for a report.
+        let (closed, _) = act(
+            &incident,
+            reporter(),
+            verify(Satisfaction::Satisfied),
+            hours(5),
+        );
+        assert_eq!(closed.status, Status::Closed);
+        assert!(closed.proactive.is_some());
+    }
+
+    #[test]
+    fn a_missed_report_in_is_supervised_and_the_deadline_makes_it_overdue() {
+        let incident = adopted();
+        let due = incident.tasks[0].accept_due;
+        let (incident, effects) = fire(&incident, Timer::AcceptDeadline { task: 1 }, due);
+        assert!(kinds(&effects).contains(&"task.supervised"), "{effects:?}");
+        // Escalated to the district, still without a level window.
+        assert_eq!(
+            (incident.level, incident.level_due),
+            (Level::District, None)
+        );
+        let (late, effects) = fire(&incident, Timer::ResolveDeadline, hours(24 * 60));
+        assert!(late.overdue);
+        assert!(kinds(&effects).contains(&"incident.overdue"));
+    }
+
+    #[test]
+    fn milestones_are_done_by_the_lead_or_an_operator_once() {
+        let incident = adopted();
+        let complete = |number: u32| Command::CompleteMilestone {
+            milestone: number,
+            note: "已完成排查".into(),
+        };
+        let (next, effects) = act(&incident, liaison(LEAD), complete(1), hours(2));
+        assert_eq!(kinds(&effects), ["incident.milestone_done"]);
+        assert_eq!(next.version, incident.version + 1);
+        let first = &next.proactive.as_ref().unwrap().milestones[0];
+        assert_eq!(
+            (first.done_at, first.done_by.as_ref().map(|p| p.as_str())),
+            (Some(hours(2)), Some("li-150602-urban_management"))
+        );
+        assert!(!first.is_overdue(hours(24 * 100)));
+        // Late, and by an operator: the timeline says it was late.
+        let second = &next.proactive.as_ref().unwrap().milestones[1];
+        assert!(second.is_overdue(hours(24 * 31)));
+        let (late, effects) = act(&next, operator("150602"), complete(2), hours(24 * 31));
+        let Effect::Event { note, .. } = &effects[0] else {
+            panic!()
+        };
+        assert!(note.contains("逾期"), "{note}");
+        assert!(!late.proactive.as_ref().unwrap().milestones[1].is_overdue(hours(24 * 31)));
+        // Done once; unknown numbers, assistants, other areas and other incidents are refused.
+        assert!(matches!(
+            refused(&next, liaison(LEAD), complete(1)),
+            Rejection::InvalidTransition(_)
+        ));
+        assert!(matches!(
+            refused(&next, liaison(LEAD), complete(3)),
+            Rejection::NotFound(_)
+        ));
+        assert!(matches!(
+            refused(&next, liaison(LEAD), complete(0)),
+            Rejection::NotFound(_)
+        ));
+        assert!(matches!(
+            refused(&next, liaison(ASSIST), complete(2)),
+            Rejection::Forbidden(_)
+        ));
+        assert!(matches!(
+            refused(&next, operator("150603"), complete(2)),
+            Rejection::Forbidden(_)
+        ));
+        assert!(matches!(
+            refused(&next, reporter(), complete(2)),
+            Rejection::Forbidden(_)
+        ));
+        let (reported, _) = open_at("property.service", t0());
+        assert!(matches!(
+            refused(&reported, operator("150602"), complete(1)),
+            Rejection::NotFound(_)
+        ));
+    }
 }

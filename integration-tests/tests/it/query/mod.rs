@@ -6,4 +6,5 @@ mod hotspots;
 mod incidents;
 mod lists;
 mod orders;
+mod proactive;
 mod service;

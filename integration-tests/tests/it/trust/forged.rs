@@ -96,6 +96,18 @@ fn body(verb: Verb) -> Body {
             person_id: "li-150602-heating".into(),
             successor_id: String::new(),
         }),
+        Verb::Adopt => Body::Adopt(v1::Adopt {
+            topic_key: format!("{GRID}/heating"),
+            lead_department_code: "150602-heating".into(),
+            deadline: Some(whistle_wire::convert::timestamp(
+                chrono::Utc::now() + chrono::TimeDelta::days(30),
+            )),
+            ..Default::default()
+        }),
+        Verb::CompleteMilestone => Body::CompleteMilestone(v1::CompleteMilestone {
+            milestone: 1,
+            note: String::new(),
+        }),
     }
 }
 
@@ -203,12 +215,15 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::OnboardPerson,
                 Verb::ChangePerson,
                 Verb::OffboardPerson,
+                Verb::Adopt,
             ],
             &[
                 Verb::RequestExtension,
                 Verb::Dispute,
                 Verb::SubmitAssist,
                 Verb::ProposeLedger,
+                // Refused by dispatch: the incident is no proactive case.
+                Verb::CompleteMilestone,
             ],
         ),
         (
@@ -226,6 +241,8 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::OnboardPerson,
                 Verb::ChangePerson,
                 Verb::OffboardPerson,
+                Verb::Adopt,
+                Verb::CompleteMilestone,
             ],
             &[Verb::RequestExtension, Verb::ProposeLedger],
         ),
@@ -249,6 +266,10 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::OnboardPerson,
                 Verb::ChangePerson,
                 Verb::OffboardPerson,
+                // Refused by dispatch: an adoption names no incident; the incident is no
+                // proactive case.
+                Verb::Adopt,
+                Verb::CompleteMilestone,
             ],
         ),
     ];

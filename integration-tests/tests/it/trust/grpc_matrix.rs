@@ -351,6 +351,15 @@ fn forged(verb: Verb, incident: Uuid, actor: &str) -> v1::Command {
             person_id: format!("li-{DEPARTMENT}"),
             successor_id: String::new(),
         }),
+        Verb::Adopt => Body::Adopt(v1::Adopt {
+            topic_key: format!("{GRID}/property"),
+            lead_department_code: DEPARTMENT.into(),
+            note,
+            ..Default::default()
+        }),
+        Verb::CompleteMilestone => {
+            Body::CompleteMilestone(v1::CompleteMilestone { milestone: 1, note })
+        }
     };
     v1::Command {
         command_id: Uuid::now_v7().to_string(),
@@ -385,6 +394,8 @@ async fn act(stack: &Stack, verb: Verb, token: &str, command: v1::Command) -> Co
         Verb::OnboardPerson => dispatch.onboard_person(request).await,
         Verb::ChangePerson => dispatch.change_person(request).await,
         Verb::OffboardPerson => dispatch.offboard_person(request).await,
+        Verb::Adopt => dispatch.adopt(request).await,
+        Verb::CompleteMilestone => dispatch.complete_milestone(request).await,
     })
 }
 

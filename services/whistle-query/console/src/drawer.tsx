@@ -2,15 +2,17 @@
 // and reassign (改派) from here, and answer a deadline extension request (延期申请) their level
 // approves, and arbitrate a department's dispatch dispute (派单异议: uphold or reject), release an
 // assisting department (解除协办), and decide or review a long-term ledger case (挂账). Also the
-// list of a grid's open incidents (from the map) and of an area's ledger (from the 挂账 figure).
+// list of a grid's open incidents (from the map) and of an area's ledger (from the 挂账 figure). A
+// proactive case (主动治理) shows its topic, its milestones (marked done here) and its measure.
 import { useEffect, useRef, useState } from "preact/hooks";
-import { cc, dispatch } from "./api";
+import { cc, dispatch, uuid } from "./api";
+import { describe, type Problem } from "./errors";
 import { t, eventKindLabel, incidentStatusLabel, taskStatusLabel, levelLabel, urgencyLabel, returnReasonLabel, ledgerReasonLabel } from "./i18n";
-import { IncidentStatus, TaskRole, TaskStatus } from "./gen/whistle/v1/common_pb.js";
+import { IncidentStatus, Origin, TaskRole, TaskStatus } from "./gen/whistle/v1/common_pb.js";
 import type { Department, IncidentDetail, Session, TimelineEntry } from "./gen/whistle/v1/command_center_pb.js";
 import { useLoad, useNow, tsMs, fmtDateTime, fmtCountdown, categoryName } from "./util";
 import { departments, placeName, deptName, loadOrg, orgName, onOrgNames, withNames } from "./org";
-import { LoadNote } from "./notes";
+import { LoadNote, ProblemNote } from "./notes";
 import { CommandDialog, type Fresh } from "./dialog";
 import { IncidentPhotos } from "./photos";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -80,6 +82,7 @@ function GridIncidents(p: { code: string; name: string; onOpen: (id: string) => 
         {list.data?.incidents.map((i) => (
           <li class="clickable" data-testid="grid-incident" onClick={() => p.onOpen(i.incidentId)}>
             <span class={`status s${i.status}`}>{incidentStatusLabel(i.status)}</span>
+            {i.origin === Origin.PROACTIVE && <span class="tag proactive-tag" data-testid="proactive-tag">{t("proactiveTag")}</span>}
             <span class="inc-title">{i.title}</span>
             <span class="muted">{categoryName(i.category, i.categoryName)}</span>
             {i.overdue && <span class="badge bad">{t("overdueTag")}</span>}
@@ -179,6 +182,66 @@ type Action =
 /** What the approving level does with a ledger case: decide the proposal, or review the entry. */
 type LedgerStep = "ledgerApprove" | "ledgerDeny" | "ledgerKeep" | "ledgerReturn";
 
+/**
+ * 主动治理: the topic a proactive case was adopted from, its milestones — overdue ones marked, each
+ * marked done here by those who may (an operator, the lead department's liaison) — and the
+ * reports at the topic's place before and after the month of adoption.
+ */
+function ProactivePanel(p: { d: IncidentDetail; open: boolean; now: number; onDone: (text: string) => void }) {
+  const c = p.d.proactive!;
+  const [busy, setBusy] = useState(0);
+  const [problem, setProblem] = useState<Problem | null>(null);
+  const complete = async (number: number) => {
+    setBusy(number);
+    setProblem(null);
+    try {
+      await dispatch.completeMilestone({ commandId: uuid(), incidentId: p.d.incident!.incidentId, body: { case: "completeMilestone", value: { milestone: number, note: "" } } });
+      p.onDone(t("milestoneDoneOk", { n: number }));
+    } catch (e) {
+      setProblem(describe(e, "command"));
+    } finally {
+      setBusy(0);
+    }
+  };
+  const change = c.change;
+  return (
+    <div class="proactive" data-testid="proactive">
+      <h3>{t("proactiveTag")}</h3>
+      <div class="muted small" data-testid="proactive-topic">
+        {t("proactiveFrom", { month: c.month, key: c.topicKey, at: fmtDateTime(tsMs(c.adoptedAt)) })}
+      </div>
+      <div data-testid="proactive-summary">{c.summary}</div>
+      <ol class="milestones">
+        {c.milestones.map((m) => (
+          <li data-testid="milestone" data-done={m.doneAt ? "1" : ""} data-overdue={m.overdue ? "1" : ""}>
+            <span>{m.title}</span> <span class="muted small">{t("milestoneDueOn", { date: fmtDateTime(tsMs(m.due)) })}</span>{" "}
+            {m.doneAt ? (
+              <span class="tag">{t("milestoneDone", { date: fmtDateTime(tsMs(m.doneAt)) })}</span>
+            ) : m.overdue ? (
+              <span class="badge bad" data-testid="milestone-overdue">{t("milestoneOverdue")}</span>
+            ) : null}
+            {!m.doneAt && p.open && c.mayCompleteMilestones && (
+              <button class="act" data-testid="milestone-complete" disabled={busy > 0} onClick={() => complete(m.number)}>
+                {busy === m.number ? t("sending") : t("milestoneComplete")}
+              </button>
+            )}
+          </li>
+        ))}
+      </ol>
+      {problem && <ProblemNote p={problem} testid="milestone-error" />}
+      {change && (
+        <div class="small" data-testid="proactive-change">
+          {t("proactiveChange", {
+            before: change.beforePerMonth.toFixed(1),
+            after: change.afterPerMonth.toFixed(1),
+          })}
+          {!change.complete && <span class="muted"> {t("proactiveCounting")}</span>}
+        </div>
+      )}
+    </div>
+  );
+}
+
 /** Who answers for a ledger case: a department or an org unit, by name. */
 const responsibleName = (code: string) => (/^\d{6}-/.test(code) ? withNames(code) : orgName(code) || t("someDepartment"));
 
@@ -255,6 +318,11 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
         <span class={`status s${inc.status}`} data-testid="incident-status">{incidentStatusLabel(inc.status)}</span>
         <span class="tag">{levelLabel(inc.level)}</span>
         <span class={`tag u${inc.urgency}`}>{urgencyLabel(inc.urgency)}</span>
+        {inc.origin === Origin.PROACTIVE && (
+          <span class="tag proactive-tag" data-testid="incident-proactive">
+            {t("proactiveTag")}
+          </span>
+        )}
         {inc.overdue && <span class="badge bad">{t("overdueTag")}</span>}
         {inc.ledgered && (
           <span class="tag ledger-tag" data-testid="incident-ledgered">
@@ -338,6 +406,11 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
         <dt>{t("description")}</dt>
         <dd class="desc">{d.description || "—"}</dd>
       </dl>
+      {d.proactive && <ProactivePanel d={d} open={open} now={now} onDone={(text) => {
+        setMsg(text);
+        detail.reload();
+        p.onChanged();
+      }} />}
       {d.photos.length > 0 && (
         <>
           <h3>{t("photos")}</h3>

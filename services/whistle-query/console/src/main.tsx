@@ -11,8 +11,9 @@ import { Workbench } from "./workbench";
 import { ReportForm } from "./report";
 import { Bell } from "./notifications";
 import { People } from "./people";
+import { Topics } from "./topics";
 
-export type View = "screen" | "workbench" | "report" | "people";
+export type View = "screen" | "workbench" | "report" | "people" | "topics";
 
 // The last GetSession answer for the signed-in token, beside it in sessionStorage: a page reloaded
 // without a network (the report form in the field) still knows whose it is and opens its view.
@@ -37,9 +38,10 @@ function rememberedSession(): Session | null {
 /** The views each role may open, the first one being its home. */
 export function viewsFor(role: string): View[] {
   switch (role) {
-    // 人员管理 is the operators' alone (the RPCs refuse every other token).
+    // 人员管理 and 每月一题 (adopting a topic) are the operators' alone (the RPCs refuse every
+    // other token).
     case "operator":
-      return ["screen", "people"];
+      return ["screen", "topics", "people"];
     case "viewer":
       return ["screen"];
     case "liaison":
@@ -185,6 +187,7 @@ function App() {
   if (view === "screen") return <Screen key={lang} {...chrome} />;
   if (view === "workbench") return <Workbench key={lang} {...chrome} />;
   if (view === "people") return <People key={lang} {...chrome} />;
+  if (view === "topics") return <Topics key={lang} {...chrome} />;
   if (view === "report") {
     installForOffline();
     return <ReportForm key={lang} {...chrome} />;

@@ -363,6 +363,42 @@ pub(super) fn update_of(store: &Store, event: &v1::Event) -> Result<Option<Updat
         // A comment changes nothing the aggregates count, nor the version, and may come long
         // after the incident was closed and dropped.
         Some(Body::IncidentChanged(_)) if event.kind == "incident.commented" => return Ok(None),
+        // 主动治理: an adopted case opens with its first event, its tasks already dispatched (the
+        // `task.dispatched` events of the same version that follow change nothing more).
+        Some(Body::IncidentChanged(changed)) if event.kind == "incident.adopted" => {
+            let (id, at) = incident_and_time(event)?;
+            Update {
+                id,
+                version: changed.version,
+                at,
+                change: Change::Opened(Facts {
+                    version: changed.version,
+                    grid: Grid::parse(&event.grid_code)
+                        .ok_or_else(|| format!("grid code {:?}", event.grid_code))?,
+                    title: changed.title.as_str().into(),
+                    status: status(changed.status)?,
+                    level: level(changed.level)?,
+                    urgency: Urgency::Normal,
+                    category: store.category(&changed.category),
+                    overdue: false,
+                    ledgered: None,
+                    satisfaction: None,
+                    created: at,
+                    due: changed.due_at.as_ref().map(proto_micros),
+                    resolved: None,
+                    resolved_hours: Box::new([]),
+                    verified: None,
+                    whistles: Box::new([]),
+                    tasks: changed
+                        .tasks
+                        .iter()
+                        .map(|t| task(store, t))
+                        .collect::<Result<_, _>>()?,
+                    reopen_count: 0,
+                    marks: Box::new([]),
+                }),
+            }
+        }
         Some(Body::IncidentChanged(changed)) => {
             let (id, at) = incident_and_time(event)?;
             // Events from before `transition_kinds` existed name only their own kind.
@@ -415,4 +451,63 @@ fn incident_and_time(event: &v1::Event) -> Result<(Uuid, Micros), String> {
         .map(proto_micros)
         .ok_or("no occurred_at")?;
     Ok((id, at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A proactive case's first event, as dispatch publishes it: the incident whistled with its
+    /// lead's task, version 1.
+    fn adopted(kind: &str) -> v1::Event {
+        let at = prost_types::Timestamp {
+            seconds: 1_796_000_000,
+            nanos: 0,
+        };
+        v1::Event {
+            event_id: Uuid::now_v7().to_string(),
+            kind: kind.into(),
+            occurred_at: Some(at),
+            incident_id: "0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b".into(),
+            district_code: "150602".into(),
+            street_code: "150602001".into(),
+            community_code: "150602001001".into(),
+            grid_code: "150602001001001".into(),
+            actor_id: "op-150602".into(),
+            body: Some(Body::IncidentChanged(v1::IncidentChanged {
+                status: v1::IncidentStatus::Whistled as i32,
+                level: v1::Level::Street as i32,
+                version: 1,
+                category: "property.service".into(),
+                title: "主动治理：物业管理".into(),
+                tasks: vec![v1::TaskState {
+                    task_id: 1,
+                    department_code: "150602-urban_management".into(),
+                    status: v1::TaskStatus::Dispatched as i32,
+                    dispatched_at: Some(at),
+                    ..Default::default()
+                }],
+                transition_kinds: vec!["incident.adopted".into(), "task.dispatched".into()],
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn an_adopted_case_opens_with_its_first_event_and_its_tasks() {
+        let store = Store::new(0, LedgerRates::Excluded);
+        let update = update_of(&store, &adopted("incident.adopted"))
+            .unwrap()
+            .expect("an update");
+        let Change::Opened(facts) = &update.change else {
+            panic!("{update:?}")
+        };
+        assert_eq!((facts.version, facts.tasks.len()), (1, 1));
+        assert!(store.apply(update, 0).unwrap());
+        // The task's event of the same transition changes nothing more.
+        let dispatched = update_of(&store, &adopted("task.dispatched"))
+            .unwrap()
+            .expect("an update");
+        assert!(!store.apply(dispatched, 0).unwrap());
+    }
 }
