@@ -812,7 +812,12 @@ async fn the_12345_hotline_files_work_orders_once_each_tagged_with_their_channel
         .collect();
     assert_eq!(
         samples,
-        [("hotline_12345", 1), ("grid_worker", 0), ("open311", 0)],
+        [
+            ("hotline_12345", 1),
+            ("grid_worker", 0),
+            ("open311", 0),
+            ("proactive", 0)
+        ],
         "{board:?}"
     );
 }

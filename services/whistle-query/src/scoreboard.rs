@@ -172,11 +172,13 @@ impl Kind {
     }
 }
 
-/// The channels of the channel board (`reports.channel`), with their names.
-pub(crate) const CHANNELS: [(&str, &str); 3] = [
+/// The channels of the channel board (`reports.channel`), with their names, and the proactive
+/// cases (主动治理), which no report opened (`incidents.origin`).
+pub(crate) const CHANNELS: [(&str, &str); 4] = [
     ("grid_worker", "网格员上报"),
     ("open311", "Open311 第三方应用"),
     ("hotline_12345", "12345 热线"),
+    ("proactive", "主动治理"),
 ];
 
 /// A checked `GetScoreboardRequest`.
@@ -525,7 +527,8 @@ fn streets_sql() -> String {
 }
 
 /// The channel board, with the same parameters as [`departments_sql`]: the street board's
-/// definitions with an incident's channel — its first report's — in place of its street.
+/// definitions with an incident's channel — its first report's, or `proactive` for a case
+/// adopted without one — in place of its street.
 fn channels_sql() -> String {
     let board = CHANNELS
         .iter()
@@ -534,8 +537,8 @@ fn channels_sql() -> String {
         .join(", ");
     incidents_board_sql(
         &format!("SELECT * FROM (VALUES {board}) AS c(code, name)"),
-        "(SELECT rc.channel FROM reports rc WHERE rc.incident_id = i.id
-          ORDER BY rc.received_at, rc.report_id LIMIT 1)",
+        "coalesce((SELECT rc.channel FROM reports rc WHERE rc.incident_id = i.id
+                   ORDER BY rc.received_at, rc.report_id LIMIT 1), i.origin)",
         "($1::text IS NULL OR (i.grid_code ~>=~ $1 AND i.grid_code ~<~ $2))",
     )
 }

@@ -273,6 +273,25 @@ async fn an_adopted_topic_lives_on_the_lifecycle_and_is_measured() {
         .await;
     assert_eq!(reports_only.len(), 5);
     assert!(!reports_only.contains(&incident));
+    // The month's statistics by channel count the case apart from the residents' reports.
+    let by_channel = operator
+        .get_scoreboard(v1::GetScoreboardRequest {
+            area_code: String::new(),
+            month: String::new(),
+            kind: v1::ScoreboardKind::Channels as i32,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let proactive_row = by_channel
+        .rows
+        .iter()
+        .find(|r| r.code == "proactive")
+        .expect("a proactive row");
+    assert_eq!(
+        (proactive_row.name.as_str(), proactive_row.sample),
+        ("主动治理", 1)
+    );
     let listed = operator
         .list_hotspots(v1::ListHotspotsRequest::default())
         .await
