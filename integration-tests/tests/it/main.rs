@@ -39,4 +39,5 @@ mod standby;
 mod store;
 mod tracking;
 mod trust;
+mod volunteers;
 mod watch;

@@ -169,6 +169,9 @@ impl Commands {
             let token_id = headers::token_id(message.headers.as_ref());
             return self.people(verb, &catalog, command, token_id).await;
         }
+        if verb.is_volunteer() {
+            return self.volunteer(verb, &catalog, command).await;
+        }
         let verb = verb.as_str();
         let parsed = match parse(verb, &command, &catalog, resident) {
             Ok(parsed) => parsed,
@@ -391,6 +394,7 @@ fn ok_reply(
             }),
             applied_at: Some(whistle_wire::convert::timestamp(now)),
             person: None,
+            offer: None,
         })),
     }
 }
@@ -747,8 +751,17 @@ fn parse(
                 None,
             )
         }
-        // Handled apart (people.rs) before an incident is looked for.
-        Body::OnboardPerson(_) | Body::ChangePerson(_) | Body::OffboardPerson(_) => {
+        // Handled apart (people.rs, volunteers.rs) before an incident is looked for.
+        Body::OnboardPerson(_)
+        | Body::ChangePerson(_)
+        | Body::OffboardPerson(_)
+        | Body::OfferToVolunteers(_)
+        | Body::ClaimOffer(_)
+        | Body::ReleaseOffer(_)
+        | Body::CompleteOffer(_)
+        | Body::ConfirmOffer(_)
+        | Body::RateOffer(_)
+        | Body::WithdrawOffer(_) => {
             return Err(invalid(format!("{body_verb} acts on no incident")))
         }
     };
