@@ -79,12 +79,20 @@ async fn the_registry_seeds_at_the_source_scale_once_and_stays_out_of_the_org_in
         .unwrap()
         .people
         .len();
-    let registry = volunteer::ordos::registry(&whistle_domain::ordos::dataset());
+    let dataset = whistle_domain::ordos::dataset();
+    let started = Instant::now();
+    let registry = volunteer::ordos::registry(&dataset);
+    let generated = started.elapsed();
     let started = Instant::now();
     let counts = volunteers::seed_registry(&db.pool, &registry, &admin(), Utc::now())
         .await
         .unwrap();
-    eprintln!("registry seeded in {:?}", started.elapsed());
+    // The cost docs/party.md reports (printed with --nocapture).
+    eprintln!(
+        "registry of {} units generated in {generated:?}, seeded in {:?}",
+        registry.units.len(),
+        started.elapsed()
+    );
     assert_eq!(counts.members, 21_790);
     assert_eq!(counts.teams, 1_727);
     assert_eq!(counts.units as usize, registry.units.len());
@@ -98,9 +106,11 @@ async fn the_registry_seeds_at_the_source_scale_once_and_stays_out_of_the_org_in
             .await,
         236
     );
+    let started = Instant::now();
     let again = volunteers::seed_registry(&db.pool, &registry, &admin(), Utc::now())
         .await
         .unwrap();
+    eprintln!("registry seeded again in {:?}", started.elapsed());
     assert_eq!(
         again,
         volunteers::RegistryCounts::default(),
