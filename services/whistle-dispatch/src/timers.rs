@@ -91,25 +91,36 @@ impl Timers {
             fired += in_batch;
         }
         // Volunteer offers' claim deadlines (docs/party.md) are timers of their own table,
-        // fired here on the same clock and wakeups; each returns its offer once.
-        let volunteers = catalog_volunteers(&self.shared);
-        let returned =
-            whistle_store::volunteers::fire_due(&self.shared.pool, &volunteers, now, ROUND).await?;
-        if !returned.is_empty() {
-            info!(
-                offers = returned.len(),
-                "volunteer claims past their deadline returned"
-            );
+        // fired here on the same clock and wakeups; each returns its offer once. A plain read
+        // first: the locking transaction runs only when one is due.
+        let mut returned = 0;
+        let due_offer = whistle_store::volunteers::next_deadline(&self.shared.pool).await?;
+        if due_offer.is_some_and(|at| at <= now) {
+            let volunteers = catalog_volunteers(&self.shared);
+            returned =
+                whistle_store::volunteers::fire_due(&self.shared.pool, &volunteers, now, ROUND)
+                    .await?
+                    .len();
+            if returned > 0 {
+                info!(
+                    offers = returned,
+                    "volunteer claims past their deadline returned"
+                );
+            }
         }
         let mut conn = self.shared.pool.acquire().await?;
         let next_incident = incidents::next_timer(&mut conn).await?;
         drop(conn);
-        let next_offer = whistle_store::volunteers::next_deadline(&self.shared.pool).await?;
+        let next_offer = if due_offer.is_some_and(|at| at <= now) {
+            whistle_store::volunteers::next_deadline(&self.shared.pool).await?
+        } else {
+            due_offer
+        };
         let next = match (next_incident, next_offer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        Ok((fired + returned.len(), next))
+        Ok((fired + returned, next))
     }
 
     /// Fires a batch of due timers in one transaction, with one statement per table; returns how
