@@ -516,6 +516,47 @@ async fn hours_and_points_accrue_only_on_confirmed_work_and_feed_boards_and_the_
     assert!(year.service.minutes >= 90);
     let still_done = volunteers::get(&pool, unconfirmed).await.unwrap().unwrap();
     assert_eq!(still_done.offer.status.as_str(), "done");
+
+    // `whistle volunteers evaluate`: the district's workbook and one notice per unit.
+    let work = TempDir::new("evaluation").unwrap();
+    let out = work.path().join("2026");
+    let year = volunteers::ordos_year(Utc::now());
+    let written = whistle_cli::evaluation::write(&pool, &district, year, &out)
+        .await
+        .unwrap();
+    assert_eq!(written.units, years.len());
+    assert!(
+        whistle_cli::evaluation::write(&pool, &district, year, &out)
+            .await
+            .is_err(),
+        "an evaluation never overwrites another"
+    );
+    let notice = std::fs::read_to_string(out.join(format!("{unit}.md"))).unwrap();
+    assert!(
+        notice.contains(&format!("| 报到党员 | {registered} 人 |")),
+        "{notice}"
+    );
+    use calamine::Reader as _;
+    let mut book: calamine::Xlsx<_> = calamine::open_workbook(&written.workbook).unwrap();
+    let sheet = book.worksheet_range("单位考评").unwrap();
+    let row = sheet
+        .rows()
+        .find(|r| r[0].to_string() == *unit)
+        .expect("the unit's row");
+    assert_eq!(row[3].to_string(), registered.to_string());
+    assert_eq!(
+        row[4].to_string(),
+        year_row_served(&years, unit).to_string()
+    );
+}
+
+fn year_row_served(years: &[volunteers::UnitYear], unit: &str) -> u32 {
+    years
+        .iter()
+        .find(|y| y.unit_id == unit)
+        .unwrap()
+        .service
+        .served
 }
 
 #[tokio::test]

@@ -7,7 +7,6 @@ use std::{path::PathBuf, time::Instant};
 use anyhow::{bail, Context as _};
 use chrono::{TimeZone, Utc};
 use whistle_domain::{volunteer, AreaCode, PersonId};
-use whistle_report::evaluation::{evaluation_notice, evaluation_xlsx, UnitEvaluation};
 use whistle_store::volunteers::{self, Board};
 
 use crate::{connect_db, Connection};
@@ -95,7 +94,15 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         Args::Evaluate { area, year, out } => {
             let area: AreaCode = area.parse()?;
             let year = year.unwrap_or_else(|| volunteers::ordos_year(Utc::now()) - 1);
-            evaluate(&pool, &area, year, &out).await
+            let written = whistle_cli::evaluation::write(&pool, &area, year, &out).await?;
+            println!(
+                "{} units of {} evaluated for {year}: {} and one notice each in {}",
+                written.units,
+                written.area_name,
+                written.workbook.display(),
+                out.display()
+            );
+            Ok(())
         }
         Args::Deregister { person } => {
             let person: PersonId = person.parse()?;
@@ -150,57 +157,4 @@ fn year_bounds(year: i32) -> anyhow::Result<(chrono::DateTime<Utc>, chrono::Date
             .with_context(|| format!("no year {y}"))
     };
     Ok((at(year)?, at(year + 1)?))
-}
-
-async fn evaluate(
-    pool: &sqlx::PgPool,
-    area: &AreaCode,
-    year: i32,
-    out: &PathBuf,
-) -> anyhow::Result<()> {
-    let area_name: String = sqlx::query_scalar("SELECT name FROM org_units WHERE code = $1")
-        .bind(area.as_str())
-        .fetch_optional(pool)
-        .await?
-        .with_context(|| format!("no area {area}"))?;
-    let years = volunteers::unit_years(pool, area, year).await?;
-    let units: Vec<UnitEvaluation> = years
-        .into_iter()
-        .map(|u| {
-            let graded = volunteer::evaluate(&u.service);
-            UnitEvaluation {
-                unit_id: u.unit_id,
-                unit_name: u.unit_name,
-                community: u.community_code,
-                registered: u.service.registered,
-                served: u.service.served,
-                confirmed: u.service.confirmed,
-                hours: u.service.minutes as f64 / 60.0,
-                points: u.service.points,
-                participation: graded.as_ref().map_or(0.0, |g| g.participation),
-                hours_per_member: graded.as_ref().map_or(0.0, |g| g.hours_per_member),
-                satisfaction: graded.as_ref().and_then(|g| g.satisfaction),
-                grade: graded
-                    .map(|g| g.grade.name_zh().to_owned())
-                    .unwrap_or_default(),
-            }
-        })
-        .collect();
-    std::fs::create_dir(out)
-        .with_context(|| format!("creating {} (it must not exist)", out.display()))?;
-    let workbook = out.join(format!("双报到考评-{area}-{year}.xlsx"));
-    std::fs::write(&workbook, evaluation_xlsx(year, &area_name, &units)?)?;
-    for unit in &units {
-        std::fs::write(
-            out.join(format!("{}.md", unit.unit_id)),
-            evaluation_notice(year, &area_name, unit),
-        )?;
-    }
-    println!(
-        "{} units of {area_name} evaluated for {year}: {} and one notice each in {}",
-        units.len(),
-        workbook.display(),
-        out.display()
-    );
-    Ok(())
 }
