@@ -29,9 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        // A people's command's result and refusal ride in every `CommandReply`: boxed, so the
-        // incident commands' replies stay small.
+        // A people's or volunteer command's result and refusal ride in every `CommandReply`:
+        // boxed, so the incident commands' replies stay small.
         .boxed(".whistle.v1.CommandOk.person")
+        .boxed(".whistle.v1.CommandOk.offer")
         .boxed(".whistle.v1.CommandError.holdings")
         .compile_fds(descriptors)?;
     Ok(())

@@ -24,6 +24,12 @@ pub enum Identity {
         person: PersonId,
         area: AreaCode,
     },
+    /// A registered Party member (docs/party.md): claims, gives back and completes their
+    /// community's offers as themselves, and nothing else.
+    Member {
+        person: PersonId,
+        community: AreaCode,
+    },
     /// Reads only; scoped by an area, or by one department's tasks.
     Viewer {
         token: uuid::Uuid,
@@ -83,6 +89,13 @@ impl Identity {
                 person: person()?,
                 area,
             },
+            Role::Member if area.level() != Level::Community => {
+                return Err(unusable(format!("{area} is not a community")))
+            }
+            Role::Member => Identity::Member {
+                person: person()?,
+                community: area,
+            },
             Role::Viewer => Identity::Viewer {
                 token: token.id,
                 area,
@@ -103,7 +116,8 @@ impl Identity {
         match self {
             Identity::GridWorker { person, .. }
             | Identity::Liaison { person, .. }
-            | Identity::Operator { person, .. } => person.to_string(),
+            | Identity::Operator { person, .. }
+            | Identity::Member { person, .. } => person.to_string(),
             Identity::Viewer { token, .. } => format!("viewer-{token}"),
         }
     }
@@ -113,7 +127,8 @@ impl Identity {
         match self {
             Identity::GridWorker { person, .. }
             | Identity::Liaison { person, .. }
-            | Identity::Operator { person, .. } => connect::person_inbox_prefix(person.as_str()),
+            | Identity::Operator { person, .. }
+            | Identity::Member { person, .. } => connect::person_inbox_prefix(person.as_str()),
             Identity::Viewer { token, .. } => connect::token_inbox_prefix(&token.to_string()),
         }
     }
@@ -161,6 +176,7 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
             ]
             .into_iter()
             .chain(Verb::PEOPLE)
+            .chain(Verb::VOLUNTEER)
             .map(|verb| subject::command(verb, person.as_str()))
             .collect(),
         },
@@ -180,6 +196,7 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
             ]
             .into_iter()
             .chain(Verb::PEOPLE)
+            .chain(Verb::VOLUNTEER)
             .map(|verb| subject::command(verb, person.as_str()))
             .collect(),
         },
@@ -199,10 +216,24 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                     Verb::SubmitAssist,
                     Verb::ProposeLedger,
                 ]
+                .into_iter()
+                // The community offers and confirms; only members claim and do the work.
+                .chain(Verb::MEMBER)
                 .map(|verb| subject::command(verb, person.as_str()))
-                .to_vec(),
+                .collect(),
             }
         }
+        // A member's phone sends its own claims, give-backs and completions and reads its replies;
+        // offers are read over gRPC, limited to the member's community. No event, task or
+        // report subject, and no other verb.
+        Identity::Member { person, .. } => Permissions {
+            publish: Verb::MEMBER
+                .iter()
+                .map(|verb| subject::command(*verb, person.as_str()))
+                .collect(),
+            subscribe: vec![inbox],
+            deny_publish: Vec::new(),
+        },
         Identity::Viewer {
             department: Some(department),
             ..
@@ -461,7 +492,14 @@ mod tests {
                 "whistle.cmd.complete_milestone.gw-150602001001001",
                 "whistle.cmd.onboard_person.gw-150602001001001",
                 "whistle.cmd.change_person.gw-150602001001001",
-                "whistle.cmd.offboard_person.gw-150602001001001"
+                "whistle.cmd.offboard_person.gw-150602001001001",
+                "whistle.cmd.offer_to_volunteers.gw-150602001001001",
+                "whistle.cmd.claim_offer.gw-150602001001001",
+                "whistle.cmd.release_offer.gw-150602001001001",
+                "whistle.cmd.complete_offer.gw-150602001001001",
+                "whistle.cmd.confirm_offer.gw-150602001001001",
+                "whistle.cmd.rate_offer.gw-150602001001001",
+                "whistle.cmd.withdraw_offer.gw-150602001001001"
             ]
         );
         assert_eq!(id.inbox_prefix(), "_INBOX_gw-150602001001001");
@@ -479,6 +517,34 @@ mod tests {
         assert!(Identity::from_token(&no_person).is_err());
         let bad_area = token(Role::Operator, "15060", None, Some("op-x"));
         assert!(Identity::from_token(&bad_area).is_err());
+    }
+
+    #[test]
+    fn a_member_sends_only_its_own_claims_give_backs_and_completions() {
+        let id = Identity::from_token(&token(
+            Role::Member,
+            "150602001001",
+            None,
+            Some("pm-150602001001-0001"),
+        ))
+        .unwrap();
+        let p = permissions(&id, &org());
+        assert_eq!(
+            p.publish,
+            [
+                "whistle.cmd.claim_offer.pm-150602001001-0001",
+                "whistle.cmd.release_offer.pm-150602001001-0001",
+                "whistle.cmd.complete_offer.pm-150602001001-0001"
+            ]
+        );
+        assert_eq!(p.subscribe, ["_INBOX_pm-150602001001-0001.>"]);
+        assert!(p.deny_publish.is_empty());
+        let not_community = token(Role::Member, "150602001", None, Some("pm-x"));
+        assert!(Identity::from_token(&not_community)
+            .unwrap_err()
+            .why
+            .contains("not a community"));
+        assert!(Identity::from_token(&token(Role::Member, "150602001001", None, None)).is_err());
     }
 
     #[test]
@@ -514,7 +580,14 @@ mod tests {
                 "whistle.cmd.adopt.li-150602-urban_management",
                 "whistle.cmd.onboard_person.li-150602-urban_management",
                 "whistle.cmd.change_person.li-150602-urban_management",
-                "whistle.cmd.offboard_person.li-150602-urban_management"
+                "whistle.cmd.offboard_person.li-150602-urban_management",
+                "whistle.cmd.offer_to_volunteers.li-150602-urban_management",
+                "whistle.cmd.claim_offer.li-150602-urban_management",
+                "whistle.cmd.release_offer.li-150602-urban_management",
+                "whistle.cmd.complete_offer.li-150602-urban_management",
+                "whistle.cmd.confirm_offer.li-150602-urban_management",
+                "whistle.cmd.rate_offer.li-150602-urban_management",
+                "whistle.cmd.withdraw_offer.li-150602-urban_management"
             ]
         );
         assert_eq!(
@@ -541,7 +614,10 @@ mod tests {
                 "whistle.cmd.request_extension.op-150602",
                 "whistle.cmd.dispute.op-150602",
                 "whistle.cmd.submit_assist.op-150602",
-                "whistle.cmd.propose_ledger.op-150602"
+                "whistle.cmd.propose_ledger.op-150602",
+                "whistle.cmd.claim_offer.op-150602",
+                "whistle.cmd.release_offer.op-150602",
+                "whistle.cmd.complete_offer.op-150602"
             ]
         );
         assert_eq!(p.subscribe[0], "whistle.event.150602.>");

@@ -15,6 +15,7 @@ mod org;
 pub mod org_sheets;
 pub mod photo;
 pub mod policy;
+pub mod volunteer;
 
 pub use codes::{AreaCode, CategoryCode, DepartmentCode, InvalidCode, PersonId, ReportId};
 pub use org::{

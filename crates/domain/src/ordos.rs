@@ -731,7 +731,7 @@ const COMPOUND_SUFFIXES: &[&str] = &[
 ];
 
 /// Work units whose staff housing (家属院) is common in the older parts of a town.
-const WORK_UNITS: &[&str] = &[
+pub(crate) const WORK_UNITS: &[&str] = &[
     "电业局",
     "粮食局",
     "煤炭局",
@@ -756,7 +756,7 @@ const WORK_UNITS: &[&str] = &[
 
 const WORK_UNIT_HOUSING: &[&str] = &["家属院", "家属楼", "住宅楼"];
 
-const MINING_UNITS: &[&str] = &[
+pub(crate) const MINING_UNITS: &[&str] = &[
     "煤矿",
     "电厂",
     "选煤厂",
@@ -874,13 +874,13 @@ const MONGOLIAN_NAMES: &[&str] = &[
 const MONGOLIAN_SURNAMES: &[&str] = &["奇", "包", "白", "鲍", "韩"];
 
 /// Mobile prefixes of the three operators.
-const PHONE_PREFIXES: &[&str] = &[
+pub(crate) const PHONE_PREFIXES: &[&str] = &[
     "130", "131", "132", "133", "134", "135", "136", "137", "138", "139", "150", "151", "152",
     "153", "155", "156", "157", "158", "159", "166", "177", "180", "181", "182", "183", "185",
     "186", "187", "188", "189", "199",
 ];
 
-fn person_name(rng: &mut SplitMix64) -> String {
+pub(crate) fn person_name(rng: &mut SplitMix64) -> String {
     if rng.below(100) < 12 {
         let given = rng.pick(MONGOLIAN_NAMES);
         return if rng.below(4) == 0 {
@@ -961,14 +961,14 @@ impl SplitMix64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len() as u64) as usize]
     }
 }
 
 /// An independent stream for one purpose and one unit, so that editing one part of the tree does
 /// not reshuffle the rest.
-fn stream(purpose: &str, key: &(impl std::fmt::Display + ?Sized)) -> SplitMix64 {
+pub(crate) fn stream(purpose: &str, key: &(impl std::fmt::Display + ?Sized)) -> SplitMix64 {
     // FNV-1a over "purpose/key".
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in format!("{purpose}/{key}").bytes() {
@@ -979,7 +979,7 @@ fn stream(purpose: &str, key: &(impl std::fmt::Display + ?Sized)) -> SplitMix64 
     rng
 }
 
-fn shuffled<T>(rng: &mut SplitMix64, items: impl Iterator<Item = T>) -> Vec<T> {
+pub(crate) fn shuffled<T>(rng: &mut SplitMix64, items: impl Iterator<Item = T>) -> Vec<T> {
     let mut items: Vec<T> = items.collect();
     for i in (1..items.len()).rev() {
         let j = rng.below(i as u64 + 1) as usize;

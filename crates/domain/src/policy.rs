@@ -15,7 +15,7 @@
 //! positive, and every category has a window for each level from its first level up to the
 //! district, adding up to no more than its SLA resolve deadline.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -336,6 +336,35 @@ impl LedgerRules {
     }
 }
 
+/// What volunteers may take (群众点单、社区派单、党员接单, docs/party.md): the categories a community
+/// may offer to its registered Party members and volunteer teams — never one a department holds by
+/// law, so no emergency and none first handled above the community —, how long a claim holds,
+/// and what confirmed time earns. A policy without a `[volunteers]` table lets volunteers take no
+/// incident (small wishes only) with [`VolunteerRules::DEFAULT`]'s figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolunteerRules {
+    pub categories: BTreeSet<String>,
+    /// A claim not marked done within this returns the offer to the community.
+    pub claim_window: TimeDelta,
+    pub points_per_hour: u32,
+    /// The most time one piece of work may count, in minutes.
+    pub max_minutes: u32,
+}
+
+impl VolunteerRules {
+    pub const DEFAULT: VolunteerRules = VolunteerRules {
+        categories: BTreeSet::new(),
+        claim_window: TimeDelta::hours(24),
+        points_per_hour: 10,
+        max_minutes: 8 * 60,
+    };
+
+    /// Whether volunteers may take an incident of `category`.
+    pub fn allows(&self, category: &CategoryCode) -> bool {
+        self.categories.contains(category.as_str())
+    }
+}
+
 /// A validated dispatch policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -351,6 +380,7 @@ pub struct Policy {
     retention: Retention,
     assisting: Assisting,
     ledger: Option<LedgerRules>,
+    volunteers: VolunteerRules,
     duplicates: Duplicates,
     clusters: Clusters,
     sla: BTreeMap<SlaClass, Sla>,
@@ -435,6 +465,10 @@ impl Policy {
     }
 
     /// The long-term ledger (挂账) rules; `None` when the policy has no ledger.
+    pub fn volunteers(&self) -> &VolunteerRules {
+        &self.volunteers
+    }
+
     pub fn ledger(&self) -> Option<LedgerRules> {
         self.ledger
     }
@@ -526,6 +560,8 @@ pub enum Error {
     LedgerApprover(String),
     #[error("ledger.rates: {0:?}; expected excluded or unresolved")]
     LedgerRates(String),
+    #[error("volunteers.categories: {category}: {why}")]
+    VolunteerCategory { category: String, why: String },
     #[error(
         "{at}: unknown SLA class {class:?}; expected emergency, utilities, general or complex"
     )]
@@ -591,6 +627,7 @@ struct RawPolicy {
     retention: Option<RawRetention>,
     assisting: Option<RawAssisting>,
     ledger: Option<RawLedger>,
+    volunteers: Option<RawVolunteers>,
     duplicates: Option<RawDuplicates>,
     clusters: Option<RawClusters>,
     sla: Option<BTreeMap<String, RawSla>>,
@@ -644,6 +681,15 @@ struct RawLedger {
     longest_review: String,
     return_resolve: String,
     rates: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVolunteers {
+    categories: Vec<String>,
+    claim_window: String,
+    points_per_hour: u32,
+    max_hours: u32,
 }
 
 #[derive(Deserialize)]
@@ -706,6 +752,7 @@ impl RawPolicy {
             retention: self.retention.or(base.retention),
             assisting: self.assisting.or(base.assisting),
             ledger: self.ledger.or(base.ledger),
+            volunteers: self.volunteers.or(base.volunteers),
             duplicates: self.duplicates.or(base.duplicates),
             clusters: self.clusters.or(base.clusters),
             sla: self.sla.or(base.sla),
@@ -937,6 +984,52 @@ impl RawPolicy {
             categories.push(category);
         }
 
+        let volunteers = match self.volunteers {
+            None => VolunteerRules::DEFAULT,
+            Some(raw) => {
+                let mut allowed = BTreeSet::new();
+                for code in raw.categories {
+                    let refuse = |why: &str| Error::VolunteerCategory {
+                        category: code.clone(),
+                        why: why.to_owned(),
+                    };
+                    let Some(&index) = by_code.get(&code) else {
+                        return Err(refuse("not a category of this policy"));
+                    };
+                    let category = &categories[index];
+                    if category.sla == SlaClass::Emergency {
+                        return Err(refuse("an emergency is the departments' to handle"));
+                    }
+                    if category.first_level > Level::Community {
+                        return Err(refuse(
+                            "first handled above the community, so a department's duty",
+                        ));
+                    }
+                    if !allowed.insert(code.clone()) {
+                        return Err(refuse("listed twice"));
+                    }
+                }
+                if raw.points_per_hour < 1 {
+                    return Err(Error::TooSmall {
+                        at: "volunteers.points_per_hour",
+                        min: 1,
+                    });
+                }
+                if !(1..=24).contains(&raw.max_hours) {
+                    return Err(Error::TooSmall {
+                        at: "volunteers.max_hours (1 to 24)",
+                        min: 1,
+                    });
+                }
+                VolunteerRules {
+                    categories: allowed,
+                    claim_window: duration("volunteers.claim_window", &raw.claim_window)?,
+                    points_per_hour: raw.points_per_hour,
+                    max_minutes: raw.max_hours * 60,
+                }
+            }
+        };
+
         Ok(Policy {
             version: self.version,
             name,
@@ -950,6 +1043,7 @@ impl RawPolicy {
             retention,
             assisting,
             ledger,
+            volunteers,
             duplicates,
             clusters,
             sla,

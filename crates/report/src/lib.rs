@@ -10,6 +10,7 @@
 //! denominator gives 0).
 
 mod charts;
+pub mod evaluation;
 mod font;
 mod pdf;
 mod xlsx;

@@ -121,6 +121,12 @@ pub mod action {
     pub const POLICY_REJECT: &str = "policy.reject";
     /// The first version, stored by dispatch from its `--policy` on an empty table.
     pub const POLICY_BOOTSTRAP: &str = "policy.bootstrap";
+    /// The 双报到 registry seeded (its counts; docs/party.md).
+    pub const VOLUNTEERS_SEED: &str = "volunteers.seed";
+    /// A Party member's registration ended: tokens revoked, offers held given back.
+    pub const VOLUNTEERS_DEREGISTER: &str = "volunteers.deregister";
+    /// A deregistered member's name and phone erased by the retention job.
+    pub const VOLUNTEERS_ANONYMISE: &str = "volunteers.anonymise";
 }
 
 /// Writes `entries` at `at` on `conn`, which should be the transaction making the change.

@@ -25,6 +25,7 @@ pub mod tasks;
 pub mod timeline;
 pub mod tokens;
 pub mod tracking;
+pub mod volunteers;
 
 use std::time::Duration;
 

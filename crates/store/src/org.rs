@@ -181,7 +181,9 @@ async fn upsert(tx: &mut PgConnection, dataset: &OrgDataset) -> Result<(Vec<Entr
 }
 
 /// Reads the whole org dataset, parents before children, with the people who have not left
-/// (those who left act no more: no command, report or notification finds them).
+/// (those who left act no more: no command, report or notification finds them). Registered Party
+/// members are the registry's (`volunteers`), not the org's: tens of thousands of them never
+/// enter dispatch's org index or an org import's comparison.
 pub async fn load(pool: &PgPool) -> Result<OrgDataset> {
     load_from(&mut *pool.acquire().await?).await
 }
@@ -229,7 +231,7 @@ pub async fn load_from(conn: &mut PgConnection) -> Result<OrgDataset> {
     let mut people = Vec::new();
     for row in sqlx::query(
         "SELECT id, name, phone, role, grid_code, department_code, area_code FROM people
-         WHERE left_at IS NULL ORDER BY id",
+         WHERE left_at IS NULL AND role <> 'member' ORDER BY id",
     )
     .fetch_all(&mut *conn)
     .await?

@@ -356,13 +356,14 @@ pub struct Filter {
     pub include_left: bool,
 }
 
-/// People, by id.
+/// The staff, by id. Registered Party members are people too, but the registry's
+/// (`volunteers`), so they are not listed here.
 pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Person>> {
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM people p LEFT JOIN departments d ON d.code = p.department_code
          LEFT JOIN org_units u ON u.code = coalesce(p.grid_code, p.area_code)
          WHERE ($1::text IS NULL OR starts_with(coalesce(p.area_code, p.grid_code, d.area_code), $1))
-           AND ($2 OR p.left_at IS NULL)
+           AND ($2 OR p.left_at IS NULL) AND p.role <> 'member'
          ORDER BY p.id"
     ))
     .bind(filter.area_prefix.as_deref())

@@ -34,6 +34,9 @@ pub enum Role {
     /// The city's 12345 hotline system's key: as `Open311`, its work orders tagged as the
     /// hotline's channel.
     Hotline,
+    /// A registered Party member's phone (docs/party.md): scoped by their community, acting as
+    /// their own person; sees and claims only their community's offers, nothing else.
+    Member,
 }
 
 impl Role {
@@ -45,6 +48,7 @@ impl Role {
             Role::GridWorker => "grid_worker",
             Role::Open311 => "open311",
             Role::Hotline => "hotline",
+            Role::Member => "member",
         }
     }
 
@@ -65,8 +69,9 @@ impl std::str::FromStr for Role {
             "grid_worker" => Ok(Role::GridWorker),
             "open311" => Ok(Role::Open311),
             "hotline" => Ok(Role::Hotline),
+            "member" => Ok(Role::Member),
             other => Err(format!(
-                "unknown role {other:?}: expected operator, liaison, viewer, grid_worker, open311 or hotline"
+                "unknown role {other:?}: expected operator, liaison, viewer, grid_worker, open311, hotline or member"
             )),
         }
     }
@@ -171,6 +176,11 @@ pub async fn create(
                 role.as_str()
             ))
         }
+        (None, Some(_)) if role == Role::Member => {
+            return invalid(
+                "a member token is scoped by --area (their community), not --department".into(),
+            )
+        }
         (None, Some(_)) if role == Role::GridWorker => {
             return invalid(
                 "a grid_worker token is scoped by --area (its grid), not --department".into(),
@@ -225,6 +235,10 @@ pub async fn create(
                     .clone()
                     .unwrap_or_else(|| format!("gw-{area_code}")),
             ),
+            Role::Member => match &new.person_id {
+                Some(person) => Some(person.clone()),
+                None => return invalid("a member token needs --person (the member)".into()),
+            },
         };
     if let Some(person) = &person_id {
         check_person(pool, role, person, &area_code, department_code.as_deref()).await?;
@@ -317,6 +331,17 @@ async fn check_person(
         Role::Operator => person_role == "operator" && person_area.as_deref() == Some(area),
         Role::Liaison => person_role == "liaison" && person_department.as_deref() == department,
         Role::GridWorker => person_role == "grid_worker" && person_area.as_deref() == Some(area),
+        // Registered now, with the community the token names.
+        Role::Member => {
+            person_role == "member"
+                && person_area.as_deref() == Some(area)
+                && sqlx::query_scalar::<_, bool>(
+                    "SELECT EXISTS (SELECT 1 FROM party_members WHERE person_id = $1 AND deregistered_at IS NULL)",
+                )
+                .bind(person)
+                .fetch_one(pool)
+                .await?
+        }
         Role::Viewer | Role::Open311 | Role::Hotline => false,
     };
     if fits {
@@ -498,6 +523,7 @@ mod tests {
             Role::GridWorker,
             Role::Open311,
             Role::Hotline,
+            Role::Member,
         ] {
             assert_eq!(role.as_str().parse::<Role>().unwrap(), role);
         }

@@ -45,11 +45,25 @@ pub enum Verb {
     Adopt,
     /// A proactive case's milestone done.
     CompleteMilestone,
+    /// 社区派单: the community offers an incident or a small wish (微心愿) to its volunteers.
+    OfferToVolunteers,
+    /// 抢单/认领: a Party member claims an offer.
+    ClaimOffer,
+    /// The claimant gives an offer back.
+    ReleaseOffer,
+    /// The claimant marks the work done.
+    CompleteOffer,
+    /// The community confirms the work (hours and points accrue).
+    ConfirmOffer,
+    /// The community records the resident's rating.
+    RateOffer,
+    /// The community takes an offer back.
+    WithdrawOffer,
 }
 
 impl Verb {
     /// Every verb, in the order dispatch registers its endpoints.
-    pub const ALL: [Verb; 22] = [
+    pub const ALL: [Verb; 29] = [
         Verb::Accept,
         Verb::Return,
         Verb::Resolve,
@@ -72,7 +86,40 @@ impl Verb {
         Verb::OffboardPerson,
         Verb::Adopt,
         Verb::CompleteMilestone,
+        Verb::OfferToVolunteers,
+        Verb::ClaimOffer,
+        Verb::ReleaseOffer,
+        Verb::CompleteOffer,
+        Verb::ConfirmOffer,
+        Verb::RateOffer,
+        Verb::WithdrawOffer,
     ];
+
+    /// The volunteer verbs, which act on an offer rather than an incident (docs/party.md).
+    pub const VOLUNTEER: [Verb; 7] = [
+        Verb::OfferToVolunteers,
+        Verb::ClaimOffer,
+        Verb::ReleaseOffer,
+        Verb::CompleteOffer,
+        Verb::ConfirmOffer,
+        Verb::RateOffer,
+        Verb::WithdrawOffer,
+    ];
+
+    /// What a Party member sends, as themselves; the community's staff never does.
+    pub const MEMBER: [Verb; 3] = [Verb::ClaimOffer, Verb::ReleaseOffer, Verb::CompleteOffer];
+
+    /// What the community's staff sends about offers; a member never does.
+    pub const COMMUNITY: [Verb; 4] = [
+        Verb::OfferToVolunteers,
+        Verb::ConfirmOffer,
+        Verb::RateOffer,
+        Verb::WithdrawOffer,
+    ];
+
+    pub fn is_volunteer(self) -> bool {
+        Verb::VOLUNTEER.contains(&self)
+    }
 
     /// The verbs of people's lifecycle, which act on no incident (operators only).
     pub const PEOPLE: [Verb; 3] = [
@@ -109,6 +156,13 @@ impl Verb {
             Verb::OffboardPerson => "offboard_person",
             Verb::Adopt => "adopt",
             Verb::CompleteMilestone => "complete_milestone",
+            Verb::OfferToVolunteers => "offer_to_volunteers",
+            Verb::ClaimOffer => "claim_offer",
+            Verb::ReleaseOffer => "release_offer",
+            Verb::CompleteOffer => "complete_offer",
+            Verb::ConfirmOffer => "confirm_offer",
+            Verb::RateOffer => "rate_offer",
+            Verb::WithdrawOffer => "withdraw_offer",
         }
     }
 
@@ -137,6 +191,13 @@ impl Verb {
             Body::OffboardPerson(_) => Verb::OffboardPerson,
             Body::Adopt(_) => Verb::Adopt,
             Body::CompleteMilestone(_) => Verb::CompleteMilestone,
+            Body::OfferToVolunteers(_) => Verb::OfferToVolunteers,
+            Body::ClaimOffer(_) => Verb::ClaimOffer,
+            Body::ReleaseOffer(_) => Verb::ReleaseOffer,
+            Body::CompleteOffer(_) => Verb::CompleteOffer,
+            Body::ConfirmOffer(_) => Verb::ConfirmOffer,
+            Body::RateOffer(_) => Verb::RateOffer,
+            Body::WithdrawOffer(_) => Verb::WithdrawOffer,
         }
     }
 }

@@ -40,4 +40,5 @@ mod standby;
 mod store;
 mod tracking;
 mod trust;
+mod volunteers;
 mod watch;

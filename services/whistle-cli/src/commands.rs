@@ -879,6 +879,13 @@ pub fn done_zh(command: &v1::Command, ok: &v1::CommandOk) -> String {
         Some(Body::OffboardPerson(_)) => "已离岗".into(),
         Some(Body::Adopt(_)) => "已立项（主动治理）".into(),
         Some(Body::CompleteMilestone(m)) => format!("里程碑 {} 已完成", m.milestone),
+        Some(Body::OfferToVolunteers(_)) => "已派单给志愿者".into(),
+        Some(Body::ClaimOffer(_)) => "已接单".into(),
+        Some(Body::ReleaseOffer(_)) => "已退回".into(),
+        Some(Body::CompleteOffer(_)) => "已完成".into(),
+        Some(Body::ConfirmOffer(_)) => "已确认".into(),
+        Some(Body::RateOffer(_)) => "已评价".into(),
+        Some(Body::WithdrawOffer(_)) => "已撤回".into(),
         None => "完成".into(),
     }
 }
@@ -1594,6 +1601,7 @@ mod tests {
             task_status: v1::TaskStatus::Accepted as i32,
             applied_at: None,
             person: None,
+            offer: None,
         };
         assert_eq!(
             describe_ok(&command, &ok),

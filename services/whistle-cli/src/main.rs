@@ -23,6 +23,7 @@ mod rows;
 mod simulate;
 mod tasks;
 mod token;
+mod volunteers;
 mod watch;
 
 use std::{path::PathBuf, time::Duration};
@@ -108,7 +109,8 @@ enum Command {
     /// roles their rights on the tables, if those roles exist.
     Migrate,
     /// Load the Ordos org tree, departments, people and grid boundaries: the import of
-    /// deploy/ordos/ (compiled in), applied as a version if anything changes (idempotent).
+    /// deploy/ordos/ (compiled in), applied as a version if anything changes (idempotent); then
+    /// the 双报到 registry of Party members and volunteer teams.
     Seed,
     /// File a report as a grid worker; `report monthly`: the monthly assessment report.
     Report(report::Args),
@@ -150,6 +152,10 @@ enum Command {
     /// list, show, status.
     #[command(subcommand)]
     Policy(policy::Args),
+    /// Party members and volunteers (双报到): seed the registry, leaderboards of the service
+    /// ledger, the yearly evaluation of units, deregistration (as the owner).
+    #[command(subcommand)]
+    Volunteers(volunteers::Args),
     /// The audit log of administration: who created or revoked tokens, changed the org tree or
     /// people, migrated, read residents' contacts unmasked (read-only, as the owner).
     Audit(audit::Args),
@@ -224,7 +230,9 @@ async fn main() -> anyhow::Result<()> {
             let pool = connect_db(&cli.conn).await?;
             migrate(&cli.conn, &pool).await?;
             org::seed(&cli.conn).await?;
+            volunteers::seed(&cli.conn, &pool).await?;
         }
+        Command::Volunteers(args) => volunteers::run(&cli.conn, args).await?,
         Command::Org(args) => org::run(&cli.conn, args).await?,
         Command::Report(report::Args {
             monthly: Some(report::Monthly::Monthly(args)),

@@ -173,6 +173,9 @@ impl Commands {
         if verb == Verb::Adopt {
             return self.adopt(&catalog, command).await;
         }
+        if verb.is_volunteer() {
+            return self.volunteer(verb, &catalog, command).await;
+        }
         let verb = verb.as_str();
         let parsed = match parse(verb, &command, &catalog, resident) {
             Ok(parsed) => parsed,
@@ -395,6 +398,7 @@ pub(crate) fn ok_reply(
             }),
             applied_at: Some(whistle_wire::convert::timestamp(now)),
             person: None,
+            offer: None,
         })),
     }
 }
@@ -758,11 +762,20 @@ fn parse(
             },
             None,
         ),
-        // Handled apart (people.rs, adopt.rs) before an incident is looked for.
+        // Handled apart (people.rs, adopt.rs, volunteers.rs) before an incident is looked for.
         Body::OnboardPerson(_)
         | Body::ChangePerson(_)
         | Body::OffboardPerson(_)
-        | Body::Adopt(_) => return Err(invalid(format!("{body_verb} acts on no incident"))),
+        | Body::Adopt(_)
+        | Body::OfferToVolunteers(_)
+        | Body::ClaimOffer(_)
+        | Body::ReleaseOffer(_)
+        | Body::CompleteOffer(_)
+        | Body::ConfirmOffer(_)
+        | Body::RateOffer(_)
+        | Body::WithdrawOffer(_) => {
+            return Err(invalid(format!("{body_verb} acts on no incident")))
+        }
     };
     Ok(Parsed {
         incident_id,

@@ -27,6 +27,7 @@ mod retention;
 pub mod streams;
 mod timers;
 pub mod validate;
+mod volunteers;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 

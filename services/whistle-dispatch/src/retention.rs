@@ -76,6 +76,16 @@ pub(crate) async fn run(shared: Arc<Shared>, mut erasures: Wakeups, shutdown: Ca
                 warn!(error = %e, "removing rejected reports past their retention failed; trying again later")
             }
         }
+        match members(&shared, &actor, &shutdown).await {
+            Ok(0) => {}
+            Ok(members) => info!(
+                members,
+                "deregistered Party members' names and phones erased"
+            ),
+            Err(e) => {
+                warn!(error = %e, "erasing deregistered Party members' data failed; trying again later")
+            }
+        }
         let next_pass = tokio::time::Instant::now() + shared.options.retention_interval;
         loop {
             tokio::select! {
@@ -93,6 +103,30 @@ pub(crate) async fn run(shared: Arc<Shared>, mut erasures: Wakeups, shutdown: Ca
             }
         }
     }
+}
+
+/// Party members' names and phones, kept only while they are registered (docs/party.md): every
+/// deregistered member anonymised, a batch at a time.
+async fn members(
+    shared: &Shared,
+    actor: &Actor,
+    shutdown: &CancellationToken,
+) -> whistle_store::Result<u64> {
+    let mut total = 0;
+    while !shutdown.is_cancelled() {
+        let erased = whistle_store::volunteers::anonymise_deregistered(
+            &shared.pool,
+            shared.clock.now(),
+            actor,
+            i64::from(BATCH),
+        )
+        .await?;
+        total += erased;
+        if erased < u64::from(BATCH) {
+            break;
+        }
+    }
+    Ok(total)
 }
 
 /// Residents' contacts: every incident due, a batch at a time. Returns (incidents, contacts)

@@ -33,6 +33,11 @@ pub(crate) struct Timers {
     pub relay_wakeup: Arc<Notify>,
 }
 
+/// The running policy's volunteer rules.
+fn catalog_volunteers(shared: &Shared) -> whistle_domain::policy::VolunteerRules {
+    shared.catalog.load().policy.volunteers().clone()
+}
+
 impl Timers {
     pub async fn run(self, shutdown: CancellationToken) {
         let poll = self.shared.options.timer_poll_interval;
@@ -85,8 +90,37 @@ impl Timers {
             }
             fired += in_batch;
         }
+        // Volunteer offers' claim deadlines (docs/party.md) are timers of their own table,
+        // fired here on the same clock and wakeups; each returns its offer once. A plain read
+        // first: the locking transaction runs only when one is due.
+        let mut returned = 0;
+        let due_offer = whistle_store::volunteers::next_deadline(&self.shared.pool).await?;
+        if due_offer.is_some_and(|at| at <= now) {
+            let volunteers = catalog_volunteers(&self.shared);
+            returned =
+                whistle_store::volunteers::fire_due(&self.shared.pool, &volunteers, now, ROUND)
+                    .await?
+                    .len();
+            if returned > 0 {
+                info!(
+                    offers = returned,
+                    "volunteer claims past their deadline returned"
+                );
+            }
+        }
         let mut conn = self.shared.pool.acquire().await?;
-        Ok((fired, incidents::next_timer(&mut conn).await?))
+        let next_incident = incidents::next_timer(&mut conn).await?;
+        drop(conn);
+        let next_offer = if due_offer.is_some_and(|at| at <= now) {
+            whistle_store::volunteers::next_deadline(&self.shared.pool).await?
+        } else {
+            due_offer
+        };
+        let next = match (next_incident, next_offer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok((fired + returned, next))
     }
 
     /// Fires a batch of due timers in one transaction, with one statement per table; returns how

@@ -69,7 +69,9 @@ impl Principal {
     /// each person may do (a grid worker, for one, only follows up its own grid's incidents).
     pub fn actor(&self) -> Result<&str> {
         match (&self.person, self.role) {
-            (Some(person), Role::Operator | Role::Liaison | Role::GridWorker) => Ok(person),
+            (Some(person), Role::Operator | Role::Liaison | Role::GridWorker | Role::Member) => {
+                Ok(person)
+            }
             _ => Err(Error::PermissionDenied(format!(
                 "a {} token cannot send commands",
                 self.role.as_str()
@@ -108,6 +110,19 @@ impl Auth {
     /// The caller of a request, or UNAUTHENTICATED; every call counts against the token's rate
     /// limit (RESOURCE_EXHAUSTED, `rate_limited`, past it).
     pub async fn principal<T>(&self, request: &Request<T>) -> Result<Arc<Principal>> {
+        let principal = self.volunteer_principal(request).await?;
+        // Least privilege: a member's phone reaches the volunteers' RPCs and nothing else.
+        if principal.role == Role::Member {
+            return Err(Error::PermissionDenied(
+                "a member token is for the volunteers' offers only".into(),
+            ));
+        }
+        Ok(principal)
+    }
+
+    /// [`Auth::principal`] for the volunteers' RPCs (docs/party.md), which member tokens may
+    /// call too.
+    pub async fn volunteer_principal<T>(&self, request: &Request<T>) -> Result<Arc<Principal>> {
         let principal = self.identify(bearer(request)?).await?;
         if principal.role.is_open311_key() {
             return Err(Error::PermissionDenied(format!(

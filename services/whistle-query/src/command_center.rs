@@ -539,6 +539,32 @@ impl command_center_server::CommandCenter for CommandCenter {
         Ok(Response::new(page))
     }
 
+    async fn list_offers(
+        &self,
+        request: Request<v1::ListOffersRequest>,
+    ) -> Result<Response<v1::ListOffersResponse>, Status> {
+        let principal = self.auth.volunteer_principal(&request).await?;
+        let (caller, request) = (&*principal, request.get_ref());
+        // A member reads the primary: their own claim must show at once.
+        let listed = crate::volunteers::list_offers(&self.pool, caller, request).await?;
+        Ok(Response::new(listed))
+    }
+
+    async fn get_service_board(
+        &self,
+        request: Request<v1::GetServiceBoardRequest>,
+    ) -> Result<Response<v1::ServiceBoard>, Status> {
+        let principal = self.auth.volunteer_principal(&request).await?;
+        let (caller, request, now) = (&*principal, request.get_ref(), self.clock.now());
+        let board = self
+            .replica
+            .read(&principal, |pool| async move {
+                crate::volunteers::service_board(&pool, caller, request, now).await
+            })
+            .await?;
+        Ok(Response::new(board))
+    }
+
     async fn list_people(
         &self,
         request: Request<v1::ListPeopleRequest>,

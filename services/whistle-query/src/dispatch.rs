@@ -27,18 +27,36 @@ impl Dispatch {
         rpc_verb: Verb,
         request: Request<v1::Command>,
     ) -> Result<v1::CommandOk> {
-        let principal = self.auth.principal(&request).await?;
+        use whistle_store::tokens::Role;
+        // Member tokens reach the volunteers' verbs only (docs/party.md).
+        let principal = if rpc_verb.is_volunteer() {
+            self.auth.volunteer_principal(&request).await?
+        } else {
+            self.auth.principal(&request).await?
+        };
         // Dispatch checks the actor's role against the org tree too; this says it in the
         // token's terms before a request is sent.
-        if rpc_verb.is_people() && principal.role != whistle_store::tokens::Role::Operator {
+        if rpc_verb.is_people() && principal.role != Role::Operator {
             return Err(Error::PermissionDenied(format!(
                 "only operator tokens manage people; this is a {} token",
                 principal.role.as_str()
             )));
         }
-        if rpc_verb == Verb::Adopt && principal.role != whistle_store::tokens::Role::Operator {
+        if rpc_verb == Verb::Adopt && principal.role != Role::Operator {
             return Err(Error::PermissionDenied(format!(
                 "only operator tokens adopt topics as proactive cases; this is a {} token",
+                principal.role.as_str()
+            )));
+        }
+        if Verb::MEMBER.contains(&rpc_verb) && principal.role != Role::Member {
+            return Err(Error::PermissionDenied(format!(
+                "only a Party member's token claims, gives back and completes offers; this is a {} token",
+                principal.role.as_str()
+            )));
+        }
+        if Verb::COMMUNITY.contains(&rpc_verb) && principal.role != Role::Operator {
+            return Err(Error::PermissionDenied(format!(
+                "only operator tokens offer, confirm, rate and withdraw; this is a {} token",
                 principal.role.as_str()
             )));
         }
@@ -67,6 +85,9 @@ impl Dispatch {
         command.actor_id = actor.to_owned();
         if let Some(v1::command::Body::Resolve(resolve)) = &command.body {
             self.photos.check_stored(&resolve.photo_ids, actor).await?;
+        }
+        if let Some(v1::command::Body::CompleteOffer(done)) = &command.body {
+            self.photos.check_stored(&done.photo_ids, actor).await?;
         }
 
         // The token goes with the command for the audit log of the people's commands.
@@ -149,4 +170,11 @@ forward! {
     offboard_person => Verb::OffboardPerson,
     adopt => Verb::Adopt,
     complete_milestone => Verb::CompleteMilestone,
+    offer_to_volunteers => Verb::OfferToVolunteers,
+    claim_offer => Verb::ClaimOffer,
+    release_offer => Verb::ReleaseOffer,
+    complete_offer => Verb::CompleteOffer,
+    confirm_offer => Verb::ConfirmOffer,
+    rate_offer => Verb::RateOffer,
+    withdraw_offer => Verb::WithdrawOffer,
 }

@@ -215,12 +215,13 @@ pub(crate) struct Reporting {
 }
 
 impl Reporting {
-    /// Grid workers photograph problems, liaisons and operators their work; viewers do neither.
+    /// Grid workers photograph problems, liaisons, operators and Party members their work;
+    /// viewers do neither.
     async fn upload(
         &self,
         request: Request<v1::UploadPhotoRequest>,
     ) -> Result<v1::UploadPhotoResponse> {
-        let principal = self.auth.principal(&request).await?;
+        let principal = self.auth.volunteer_principal(&request).await?;
         let uploader = principal.actor()?;
         self.photos.upload(&request.get_ref().data, uploader).await
     }

@@ -587,6 +587,49 @@ impl Stack {
             .unwrap_or_else(|e| panic!("creating a {role:?} token for {scope}: {e}"))
             .1
     }
+
+    /// Registers Party member `person` with `community` (with a unit of their own, as the
+    /// registry's seed would) and returns a member token for them (docs/party.md).
+    pub async fn member_token(&self, person: &str, community: &str) -> String {
+        use whistle_store::tokens::NewToken;
+        let unit = format!("pu-{person}");
+        sqlx::query(
+            "INSERT INTO party_units (id, name, community_code, registered_at) VALUES ($1, '测试单位党支部', $2, now())",
+        )
+        .bind(&unit)
+        .bind(community)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO people (id, name, phone, role, area_code) VALUES ($1, '党员测试', '13900009999', 'member', $2)",
+        )
+        .bind(person)
+        .bind(community)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO party_members (person_id, unit_id, skills, availability, registered_at)
+             VALUES ($1, $2, '{patrol}', 'weekends', now())",
+        )
+        .bind(person)
+        .bind(&unit)
+        .execute(&self.db.pool)
+        .await
+        .unwrap();
+        let new = NewToken {
+            role: Some(Role::Member),
+            area_code: Some(community.to_owned()),
+            person_id: Some(person.to_owned()),
+            label: format!("{person}'s phone"),
+            ..Default::default()
+        };
+        whistle_store::tokens::create(&self.db.pool, &new, Utc::now(), &super::admin())
+            .await
+            .unwrap_or_else(|e| panic!("creating a member token for {person}: {e}"))
+            .1
+    }
 }
 
 impl Stack {

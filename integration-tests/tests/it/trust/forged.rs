@@ -108,6 +108,38 @@ fn body(verb: Verb) -> Body {
             milestone: 1,
             note: String::new(),
         }),
+        Verb::OfferToVolunteers => Body::OfferToVolunteers(v1::OfferToVolunteers {
+            community_code: "150602001001".into(),
+            title: "forged".into(),
+            ..Default::default()
+        }),
+        Verb::ClaimOffer => Body::ClaimOffer(v1::ClaimOffer {
+            offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
+        }),
+        Verb::ReleaseOffer => Body::ReleaseOffer(v1::ReleaseOffer {
+            offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
+            note: "forged".into(),
+        }),
+        Verb::CompleteOffer => Body::CompleteOffer(v1::CompleteOffer {
+            offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
+            note: "forged".into(),
+            photo_ids: Vec::new(),
+            minutes: 30,
+        }),
+        Verb::ConfirmOffer => Body::ConfirmOffer(v1::ConfirmOffer {
+            offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
+            note: "forged".into(),
+            ..Default::default()
+        }),
+        Verb::RateOffer => Body::RateOffer(v1::RateOffer {
+            offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
+            rating: v1::Satisfaction::Satisfied as i32,
+            note: "forged".into(),
+        }),
+        Verb::WithdrawOffer => Body::WithdrawOffer(v1::WithdrawOffer {
+            offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
+            reason: "forged".into(),
+        }),
     }
 }
 
@@ -148,10 +180,17 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
         };
         if matches!(
             verb,
-            Verb::RequestExtension | Verb::Dispute | Verb::SubmitAssist | Verb::ProposeLedger
+            Verb::RequestExtension
+                | Verb::Dispute
+                | Verb::SubmitAssist
+                | Verb::ProposeLedger
+                | Verb::ClaimOffer
+                | Verb::ReleaseOffer
+                | Verb::CompleteOffer
         ) {
-            // An operator never asks for more time, disputes a task, submits an assisting part nor
-            // proposes a case for the ledger: the server refuses even its own subject.
+            // An operator never asks for more time, disputes a task, submits an assisting part,
+            // proposes a case for the ledger nor claims, gives back or completes a volunteers'
+            // offer: the server refuses even its own subject.
             let own = v1::Command {
                 actor_id: ME.into(),
                 ..command.clone()

@@ -34,7 +34,7 @@ const CALLERS: [&str; 8] = [
 use Code::{NotFound, Ok as Y, PermissionDenied as No, Unauthenticated as Anon};
 
 /// The CommandCenter and Reporting RPCs with what each caller gets.
-const READS: [(&str, [Code; 8]); 25] = [
+const READS: [(&str, [Code; 8]); 27] = [
     //                  city  district liaison viewer grid  none  open311 hotline
     ("GetOverview", [Y, Y, Y, Y, No, Anon, No, No]),
     ("ListIncidents", [Y, Y, Y, Y, No, Anon, No, No]),
@@ -74,6 +74,10 @@ const READS: [(&str, [Code; 8]); 25] = [
     ("ListContactAccess", [Y, Y, No, No, No, Anon, No, No]),
     ("ListAuditEntries", [Y, Y, No, No, No, Anon, No, No]),
     ("ListPeople", [Y, Y, No, No, No, Anon, No, No]),
+    // The volunteers' offers and service boards: the area's for operators and viewers; liaisons
+    // and grid workers have no part in them (member tokens: it::volunteers).
+    ("ListOffers", [Y, Y, No, Y, No, Anon, No, No]),
+    ("GetServiceBoard", [Y, Y, No, Y, No, Anon, No, No]),
 ];
 
 async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -> Code {
@@ -263,6 +267,23 @@ async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -
                 })
                 .await,
         ),
+        "ListOffers" => code(
+            center
+                .list_offers(v1::ListOffersRequest {
+                    area_code: area(),
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "GetServiceBoard" => code(
+            center
+                .get_service_board(v1::GetServiceBoardRequest {
+                    area_code: area(),
+                    kind: v1::ServiceBoardKind::Units as i32,
+                    ..Default::default()
+                })
+                .await,
+        ),
         other => unreachable!("no RPC {other}"),
     }
 }
@@ -360,6 +381,38 @@ fn forged(verb: Verb, incident: Uuid, actor: &str) -> v1::Command {
         Verb::CompleteMilestone => {
             Body::CompleteMilestone(v1::CompleteMilestone { milestone: 1, note })
         }
+        Verb::OfferToVolunteers => Body::OfferToVolunteers(v1::OfferToVolunteers {
+            community_code: "150602001001".into(),
+            title: note.clone(),
+            ..Default::default()
+        }),
+        Verb::ClaimOffer => Body::ClaimOffer(v1::ClaimOffer {
+            offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
+        }),
+        Verb::ReleaseOffer => Body::ReleaseOffer(v1::ReleaseOffer {
+            offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
+            note: note.clone(),
+        }),
+        Verb::CompleteOffer => Body::CompleteOffer(v1::CompleteOffer {
+            offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
+            note: note.clone(),
+            photo_ids: Vec::new(),
+            minutes: 30,
+        }),
+        Verb::ConfirmOffer => Body::ConfirmOffer(v1::ConfirmOffer {
+            offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
+            note: note.clone(),
+            ..Default::default()
+        }),
+        Verb::RateOffer => Body::RateOffer(v1::RateOffer {
+            offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
+            rating: v1::Satisfaction::Satisfied as i32,
+            note: note.clone(),
+        }),
+        Verb::WithdrawOffer => Body::WithdrawOffer(v1::WithdrawOffer {
+            offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
+            reason: note.clone(),
+        }),
     };
     v1::Command {
         command_id: Uuid::now_v7().to_string(),
@@ -396,6 +449,13 @@ async fn act(stack: &Stack, verb: Verb, token: &str, command: v1::Command) -> Co
         Verb::OffboardPerson => dispatch.offboard_person(request).await,
         Verb::Adopt => dispatch.adopt(request).await,
         Verb::CompleteMilestone => dispatch.complete_milestone(request).await,
+        Verb::OfferToVolunteers => dispatch.offer_to_volunteers(request).await,
+        Verb::ClaimOffer => dispatch.claim_offer(request).await,
+        Verb::ReleaseOffer => dispatch.release_offer(request).await,
+        Verb::CompleteOffer => dispatch.complete_offer(request).await,
+        Verb::ConfirmOffer => dispatch.confirm_offer(request).await,
+        Verb::RateOffer => dispatch.rate_offer(request).await,
+        Verb::WithdrawOffer => dispatch.withdraw_offer(request).await,
     })
 }
 

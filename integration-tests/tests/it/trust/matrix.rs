@@ -25,18 +25,21 @@ enum Who {
     DistrictOperator,
     CityOperator,
     Viewer,
+    /// A Party member of a community of the district (docs/party.md).
+    Member,
     Dispatch,
     Query,
     Admin,
 }
 
 impl Who {
-    const ALL: [Who; 8] = [
+    const ALL: [Who; 9] = [
         Who::GridWorker,
         Who::Liaison,
         Who::DistrictOperator,
         Who::CityOperator,
         Who::Viewer,
+        Who::Member,
         Who::Dispatch,
         Who::Query,
         Who::Admin,
@@ -48,6 +51,7 @@ impl Who {
             Who::GridWorker => "gw-150602001001001",
             Who::Liaison => "li-150602-urban_management",
             Who::CityOperator => "op-150600",
+            Who::Member => "pm-150602001001-9001",
             _ => "op-150602",
         }
     }
@@ -75,7 +79,7 @@ const FAMILIES: [&str; 16] = [
 
 /// Publish and subscribe per family: `Y` allowed, `N` denied, `-` not applicable (one cannot
 /// publish on a wildcard).
-const TABLE: [(Who, &str, &str); 8] = [
+const TABLE: [(Who, &str, &str); 9] = [
     //                        publish            subscribe
     (
         Who::GridWorker,
@@ -101,6 +105,13 @@ const TABLE: [(Who, &str, &str); 8] = [
         Who::Viewer,
         /*       */ "NNNNNNNNNNNNNNN-",
         "NNNYNNNNNNNNYNNN",
+    ),
+    // A member sends only claims, give-backs and completions (not the family's comment) and
+    // reads only its inbox.
+    (
+        Who::Member,
+        /*       */ "NNNNNNNNNNNNNN-",
+        "NNNNNNNNNNNYNNN",
     ),
     (
         Who::Dispatch,
@@ -219,6 +230,12 @@ async fn connect(stack: &Stack, who: Who) -> Person {
                 .await
         }
         Who::Viewer => stack.connect_as(&token(Role::Viewer, DISTRICT).await).await,
+        Who::Member => {
+            let token = stack
+                .member_token(Who::Member.person(), "150602001001")
+                .await;
+            stack.connect_as(&token).await
+        }
         Who::Dispatch => stack.connect_service(Service::Dispatch).await,
         Who::Query => stack.connect_service(Service::Query).await,
         Who::Admin => stack.connect_service(Service::Admin).await,
@@ -252,6 +269,7 @@ async fn every_role_may_do_exactly_what_its_work_needs_on_every_subject_family()
         Role::Liaison,
         Role::Operator,
         Role::Viewer,
+        Role::Member,
     ];
     for role in roles {
         let row = |who: Who| TABLE.iter().any(|(w, _, _)| *w == who);
@@ -260,6 +278,7 @@ async fn every_role_may_do_exactly_what_its_work_needs_on_every_subject_family()
             Role::Liaison => row(Who::Liaison),
             Role::Operator => row(Who::DistrictOperator) && row(Who::CityOperator),
             Role::Viewer => row(Who::Viewer),
+            Role::Member => row(Who::Member),
             // Keys of the Open311 door get no NATS identity at all (it::open311 checks).
             Role::Open311 | Role::Hotline => true,
         });

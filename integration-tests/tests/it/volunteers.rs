@@ -1,0 +1,976 @@
+//! The Party-building layer's volunteers on real PostgreSQL (and dispatch, for the claim
+//! deadline's timer): the 双报到 registry at the source's scale, offers claimed by exactly one of
+//! several members at once, claims returned at their deadline once, the service ledger fed only
+//! by confirmed work, its leaderboards and the units' evaluation, the policy's reserved
+//! categories, and members' deregistration and anonymisation (docs/party.md).
+
+use std::time::Instant;
+
+use chrono::{TimeDelta, Utc};
+use uuid::Uuid;
+use whistle_domain::{
+    incident::Satisfaction,
+    policy::{builtin, VolunteerRules},
+    volunteer::{self, NewOffer, OfferKind, OfferStatus, Refusal},
+    AreaCode, PersonId,
+};
+use whistle_store::volunteers::{self, Act, Board, Refused, Stored};
+
+use crate::harness::*;
+
+const COMMUNITY: &str = "150602001001";
+
+fn rules() -> VolunteerRules {
+    builtin("ordos").unwrap().volunteers().clone()
+}
+
+fn person(id: &str) -> PersonId {
+    id.parse().unwrap()
+}
+
+fn handler() -> PersonId {
+    person(&format!("hd-{COMMUNITY}"))
+}
+
+/// Seeds the Ordos registry into the stack's database; returns the registry.
+async fn seed(pool: &sqlx::PgPool) -> volunteer::Registry {
+    let registry = volunteer::ordos::registry(&whistle_domain::ordos::dataset());
+    volunteers::seed_registry(pool, &registry, &admin(), Utc::now())
+        .await
+        .unwrap();
+    registry
+}
+
+/// The registered members of `community`, in id order.
+fn members_of(registry: &volunteer::Registry, community: &str) -> Vec<PersonId> {
+    registry
+        .members
+        .iter()
+        .filter(|m| m.community.as_str() == community)
+        .map(|m| m.id.clone())
+        .collect()
+}
+
+async fn wish(pool: &sqlx::PgPool, team: Option<&str>) -> Stored {
+    volunteers::offer(
+        pool,
+        NewOffer {
+            community: COMMUNITY.parse().unwrap(),
+            kind: OfferKind::Wish,
+            title: "帮独居老人买药".into(),
+            detail: "王奶奶腿脚不便，需要每周代购降压药".into(),
+            team: team.map(str::to_owned),
+            offered_by: handler(),
+        },
+        &rules(),
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .expect("the community's handler offers a wish")
+}
+
+#[tokio::test]
+async fn the_registry_seeds_at_the_source_scale_once_and_stays_out_of_the_org_index() {
+    let stack = Stack::builder().database_only().start().await;
+    let db = stack.db();
+    let staff = whistle_store::org::load(&db.pool)
+        .await
+        .unwrap()
+        .people
+        .len();
+    let dataset = whistle_domain::ordos::dataset();
+    let started = Instant::now();
+    let registry = volunteer::ordos::registry(&dataset);
+    let generated = started.elapsed();
+    let started = Instant::now();
+    let counts = volunteers::seed_registry(&db.pool, &registry, &admin(), Utc::now())
+        .await
+        .unwrap();
+    // The cost docs/party.md reports (printed with --nocapture).
+    eprintln!(
+        "registry of {} units generated in {generated:?}, seeded in {:?}",
+        registry.units.len(),
+        started.elapsed()
+    );
+    assert_eq!(counts.members, 21_790);
+    assert_eq!(counts.teams, 1_727);
+    assert_eq!(counts.units as usize, registry.units.len());
+    assert_eq!(
+        db.count("SELECT count(*) FROM people WHERE role = 'member'")
+            .await,
+        21_790
+    );
+    assert_eq!(
+        db.count("SELECT count(DISTINCT community_code) FROM volunteer_teams")
+            .await,
+        236
+    );
+    let started = Instant::now();
+    let again = volunteers::seed_registry(&db.pool, &registry, &admin(), Utc::now())
+        .await
+        .unwrap();
+    eprintln!("registry seeded again in {:?}", started.elapsed());
+    assert_eq!(
+        again,
+        volunteers::RegistryCounts::default(),
+        "seeding again adds nothing"
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM audit_log WHERE action = 'volunteers.seed'")
+            .await,
+        1,
+        "one audit entry for the seed that changed something, none for the no-op"
+    );
+    // Dispatch's org index and the staff lists hold no member.
+    let loaded = whistle_store::org::load(&db.pool).await.unwrap();
+    assert_eq!(loaded.people.len(), staff);
+    let listed = whistle_store::people::list(&db.pool, &Default::default())
+        .await
+        .unwrap();
+    assert!(listed.iter().all(|p| !p.id.starts_with("pm-")));
+}
+
+#[tokio::test]
+async fn of_members_claiming_one_offer_at_once_exactly_one_wins() {
+    let stack = Stack::builder().database_only().start().await;
+    let pool = stack.pool().clone();
+    let registry = seed(&pool).await;
+    let members = members_of(&registry, COMMUNITY);
+    assert!(members.len() >= 8);
+    for round in 0..5 {
+        let offer = wish(&pool, None).await;
+        let claims = members.iter().take(8).map(|member| {
+            let (pool, member) = (pool.clone(), member.clone());
+            tokio::spawn(async move {
+                let outcome = volunteers::act(
+                    &pool,
+                    offer.id,
+                    Act::Claim {
+                        member: member.clone(),
+                    },
+                    &rules(),
+                    Utc::now(),
+                )
+                .await
+                .unwrap();
+                (member, outcome)
+            })
+        });
+        let outcomes = futures::future::join_all(claims).await;
+        let mut winners = Vec::new();
+        for joined in outcomes {
+            let (member, outcome) = joined.unwrap();
+            match outcome {
+                Ok(_) => winners.push(member),
+                Err(Refused::Rule(Refusal::AlreadyClaimed)) => {}
+                Err(other) => panic!("round {round}: {member} refused with {other}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one claim wins");
+        let stored = volunteers::get(&pool, offer.id).await.unwrap().unwrap();
+        assert_eq!(stored.offer.status.member(), Some(&winners[0]));
+        let claimed_by: String =
+            sqlx::query_scalar("SELECT claimed_by FROM volunteer_offers WHERE id = $1")
+                .bind(offer.id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(claimed_by, winners[0].as_str());
+        let steps = volunteers::timeline(&pool, offer.id).await.unwrap();
+        assert_eq!(
+            steps.iter().filter(|s| s.1 == "offer.claimed").count(),
+            1,
+            "one claim on the timeline"
+        );
+    }
+}
+
+#[tokio::test]
+async fn claimants_must_be_registered_with_the_community_and_its_team() {
+    let stack = Stack::builder().database_only().start().await;
+    let pool = stack.pool().clone();
+    let registry = seed(&pool).await;
+    let elsewhere = members_of(&registry, "150602001002")[0].clone();
+    let offer = wish(&pool, None).await;
+    let refused = volunteers::act(
+        &pool,
+        offer.id,
+        Act::Claim { member: elsewhere },
+        &rules(),
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(refused.code(), "forbidden", "{refused}");
+    // A grid worker is no member.
+    let refused = volunteers::act(
+        &pool,
+        offer.id,
+        Act::Claim {
+            member: person("gw-150602001001001"),
+        },
+        &rules(),
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(
+        matches!(refused, Refused::Rule(Refusal::NotRegistered(_))),
+        "{refused}"
+    );
+
+    // Offered to one team: only its members.
+    let team = registry
+        .teams
+        .iter()
+        .find(|t| t.community.as_str() == COMMUNITY)
+        .unwrap();
+    let outsider = members_of(&registry, COMMUNITY)
+        .into_iter()
+        .find(|m| !team.members.contains(m))
+        .unwrap();
+    let offer = wish(&pool, Some(&team.id)).await;
+    let refused = volunteers::act(
+        &pool,
+        offer.id,
+        Act::Claim {
+            member: outsider.clone(),
+        },
+        &rules(),
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(
+        matches!(refused, Refused::Rule(Refusal::NotInTeam(_))),
+        "{refused}"
+    );
+    let listed = volunteers::offers_for_member(&pool, &outsider, 50)
+        .await
+        .unwrap();
+    assert!(
+        listed.iter().all(|o| o.id != offer.id),
+        "a team's offer is not on an outsider's list"
+    );
+    let insider = team.members[0].clone();
+    let listed = volunteers::offers_for_member(&pool, &insider, 50)
+        .await
+        .unwrap();
+    assert!(listed.iter().any(|o| o.id == offer.id));
+    volunteers::act(
+        &pool,
+        offer.id,
+        Act::Claim { member: insider },
+        &rules(),
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .expect("a team member claims");
+
+    // Members never act for the community.
+    let refused = volunteers::act(
+        &pool,
+        offer.id,
+        Act::Withdraw {
+            by: outsider,
+            reason: "不要了".into(),
+        },
+        &rules(),
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(refused.code(), "forbidden");
+}
+
+#[tokio::test]
+async fn a_claim_not_done_returns_the_offer_at_its_deadline_once() {
+    let stack = Stack::builder().database_only().start().await;
+    let pool = stack.pool().clone();
+    let registry = seed(&pool).await;
+    let members = members_of(&registry, COMMUNITY);
+    let offer = wish(&pool, None).await;
+    let claimed_at = Utc::now();
+    let claimed = volunteers::act(
+        &pool,
+        offer.id,
+        Act::Claim {
+            member: members[0].clone(),
+        },
+        &rules(),
+        claimed_at,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let deadline = claimed.offer.status.deadline().unwrap();
+    assert_eq!(deadline, claimed_at + rules().claim_window);
+    assert_eq!(
+        volunteers::next_deadline(&pool)
+            .await
+            .unwrap()
+            .map(|d| d.timestamp_micros()),
+        Some(deadline.timestamp_micros())
+    );
+    let before = volunteers::fire_due(&pool, &rules(), deadline - TimeDelta::seconds(1), 100)
+        .await
+        .unwrap();
+    assert!(before.is_empty(), "nothing returns before the deadline");
+    // Two replicas' timer loops at once: the offer returns once.
+    let both = rules();
+    let (a, b) = tokio::join!(
+        volunteers::fire_due(&pool, &both, deadline, 100),
+        volunteers::fire_due(&pool, &both, deadline, 100)
+    );
+    assert_eq!(a.unwrap().len() + b.unwrap().len(), 1);
+    assert!(
+        volunteers::fire_due(&pool, &rules(), deadline + TimeDelta::days(1), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stored = volunteers::get(&pool, offer.id).await.unwrap().unwrap();
+    assert_eq!(stored.offer.status, OfferStatus::Open);
+    assert_eq!(stored.offer.returns, 1);
+    let steps = volunteers::timeline(&pool, offer.id).await.unwrap();
+    assert_eq!(
+        steps.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
+        ["offer.created", "offer.claimed", "offer.returned"]
+    );
+    // Back on the list, another member takes it.
+    volunteers::act(
+        &pool,
+        offer.id,
+        Act::Claim {
+            member: members[1].clone(),
+        },
+        &rules(),
+        deadline,
+    )
+    .await
+    .unwrap()
+    .expect("a returned offer is claimed again");
+}
+
+#[tokio::test]
+async fn dispatch_returns_a_lapsed_claim_on_its_clock() {
+    let stack = Stack::builder().at(Utc::now()).start().await;
+    let pool = stack.pool().clone();
+    let registry = seed(&pool).await;
+    let member = members_of(&registry, COMMUNITY)[0].clone();
+    let offer = wish(&pool, None).await;
+    volunteers::act(
+        &pool,
+        offer.id,
+        Act::Claim { member },
+        &rules(),
+        stack.now(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    stack.advance(rules().claim_window + TimeDelta::seconds(1));
+    eventually("dispatch to return the lapsed claim", WAIT, || async {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM volunteer_offers WHERE id = $1")
+                .bind(offer.id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        status == "open"
+    })
+    .await
+    .unwrap();
+}
+
+/// Claims, completes and confirms a wish by `member`; returns the offer id.
+async fn serve(pool: &sqlx::PgPool, member: &PersonId, minutes: u32, confirm: bool) -> Uuid {
+    let offer = wish(pool, None).await;
+    let now = Utc::now();
+    volunteers::act(
+        pool,
+        offer.id,
+        Act::Claim {
+            member: member.clone(),
+        },
+        &rules(),
+        now,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    volunteers::act(
+        pool,
+        offer.id,
+        Act::Complete {
+            member: member.clone(),
+            note: "药已送到".into(),
+            photos: vec!["b".repeat(64)],
+            minutes,
+        },
+        &rules(),
+        now,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    if confirm {
+        volunteers::act(
+            pool,
+            offer.id,
+            Act::Confirm {
+                by: handler(),
+                minutes: None,
+                rating: Some(Satisfaction::Satisfied),
+                note: String::new(),
+            },
+            &rules(),
+            now,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    offer.id
+}
+
+#[tokio::test]
+async fn hours_and_points_accrue_only_on_confirmed_work_and_feed_boards_and_the_evaluation() {
+    let stack = Stack::builder().database_only().start().await;
+    let pool = stack.pool().clone();
+    let registry = seed(&pool).await;
+    let members = members_of(&registry, COMMUNITY);
+    let (first, second) = (&members[0], &members[1]);
+    let unconfirmed = serve(&pool, first, 240, false).await;
+    assert_eq!(
+        stack
+            .db()
+            .count("SELECT count(*) FROM service_ledger")
+            .await,
+        0,
+        "done is not confirmed"
+    );
+    serve(&pool, first, 90, true).await;
+    serve(&pool, second, 60, true).await;
+    serve(&pool, second, 60, true).await;
+    assert_eq!(
+        stack
+            .db()
+            .count("SELECT count(*) FROM service_ledger")
+            .await,
+        3
+    );
+
+    let area: AreaCode = "150602".parse().unwrap();
+    let (from, to) = (
+        Utc::now() - TimeDelta::days(1),
+        Utc::now() + TimeDelta::days(1),
+    );
+    let board = volunteers::leaderboard(&pool, Board::Members, &area, from, to, 10)
+        .await
+        .unwrap();
+    assert_eq!(board.len(), 2);
+    assert_eq!(
+        (board[0].key.as_str(), board[0].points, board[0].minutes),
+        (second.as_str(), 20, 120)
+    );
+    assert_eq!(
+        (board[1].key.as_str(), board[1].points, board[1].minutes),
+        (first.as_str(), 15, 90)
+    );
+    let units = volunteers::leaderboard(&pool, Board::Units, &area, from, to, 10)
+        .await
+        .unwrap();
+    assert_eq!(units.iter().map(|u| u.points).sum::<i64>(), 35);
+    assert!(units.iter().all(|u| u.name.ends_with("党支部")));
+    // Another district's board holds none of it.
+    let other: AreaCode = "150603".parse().unwrap();
+    assert!(
+        volunteers::leaderboard(&pool, Board::Members, &other, from, to, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The unit of the first member: its year counts the confirmed work only.
+    let unit = &registry
+        .members
+        .iter()
+        .find(|m| m.id == *first)
+        .unwrap()
+        .unit;
+    let district: AreaCode = "150602".parse().unwrap();
+    let years = volunteers::unit_years(&pool, &district, volunteers::ordos_year(Utc::now()))
+        .await
+        .unwrap();
+    let year = years.iter().find(|y| y.unit_id == *unit).unwrap();
+    let registered = registry.members.iter().filter(|m| m.unit == *unit).count() as u32;
+    assert_eq!(year.service.registered, registered);
+    assert!(year.service.served >= 1);
+    assert!(year.service.minutes >= 90);
+    let still_done = volunteers::get(&pool, unconfirmed).await.unwrap().unwrap();
+    assert_eq!(still_done.offer.status.as_str(), "done");
+
+    // `whistle volunteers evaluate`: the district's workbook and one notice per unit.
+    let work = TempDir::new("evaluation").unwrap();
+    let out = work.path().join("2026");
+    let year = volunteers::ordos_year(Utc::now());
+    let written = whistle_cli::evaluation::write(&pool, &district, year, &out)
+        .await
+        .unwrap();
+    assert_eq!(written.units, years.len());
+    assert!(
+        whistle_cli::evaluation::write(&pool, &district, year, &out)
+            .await
+            .is_err(),
+        "an evaluation never overwrites another"
+    );
+    let notice = std::fs::read_to_string(out.join(format!("{unit}.md"))).unwrap();
+    assert!(
+        notice.contains(&format!("| 报到党员 | {registered} 人 |")),
+        "{notice}"
+    );
+    use calamine::Reader as _;
+    let mut book: calamine::Xlsx<_> = calamine::open_workbook(&written.workbook).unwrap();
+    let sheet = book.worksheet_range("单位考评").unwrap();
+    let row = sheet
+        .rows()
+        .find(|r| r[0].to_string() == *unit)
+        .expect("the unit's row");
+    assert_eq!(row[3].to_string(), registered.to_string());
+    assert_eq!(
+        row[4].to_string(),
+        year_row_served(&years, unit).to_string()
+    );
+}
+
+fn year_row_served(years: &[volunteers::UnitYear], unit: &str) -> u32 {
+    years
+        .iter()
+        .find(|y| y.unit_id == unit)
+        .unwrap()
+        .service
+        .served
+}
+
+#[tokio::test]
+async fn volunteers_are_offered_only_the_categories_the_policy_lets_them_take() {
+    let stack = Stack::builder().database_only().start().await;
+    let pool = stack.pool().clone();
+    seed(&pool).await;
+    let incident = |category: &'static str, level: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO incidents (id, status, level, category, urgency, title, description, district_code, street_code,
+                     community_code, grid_code, reporter_id, policy_version, reported_at, created_at, updated_at)
+                 VALUES ($1, 'handling', $3, $2, 'normal', 't', '', '150602', '150602001',
+                     '150602001001', '150602001001001', 'gw-150602001001001', 'test', now(), now(), now())",
+            )
+            .bind(id)
+            .bind(category)
+            .bind(level)
+            .execute(&pool)
+            .await
+            .unwrap();
+            id
+        }
+    };
+    let policy_rules = rules();
+    let offer_incident = |id: Uuid| {
+        volunteers::offer(
+            &pool,
+            NewOffer {
+                community: COMMUNITY.parse().unwrap(),
+                kind: OfferKind::Incident {
+                    incident_id: id.to_string(),
+                    // The incident's own category counts, whatever the caller says.
+                    category: "sanitation.garbage".parse().unwrap(),
+                },
+                title: "志愿者协助".into(),
+                detail: String::new(),
+                team: None,
+                offered_by: handler(),
+            },
+            &policy_rules,
+            Utc::now(),
+        )
+    };
+    let gas = incident("gas.leak", "community").await;
+    let refused = offer_incident(gas).await.unwrap().unwrap_err();
+    assert!(
+        matches!(&refused, Refused::Rule(Refusal::Reserved(c)) if c.as_str() == "gas.leak"),
+        "{refused}"
+    );
+    let heating = incident("heating.no_heat", "community").await;
+    assert!(matches!(
+        offer_incident(heating).await.unwrap(),
+        Err(Refused::Rule(Refusal::Reserved(_)))
+    ));
+    let at_street = incident("sanitation.garbage", "street").await;
+    assert_eq!(
+        offer_incident(at_street).await.unwrap().unwrap_err().code(),
+        "invalid_argument"
+    );
+    let garbage = incident("sanitation.garbage", "community").await;
+    let offered = offer_incident(garbage)
+        .await
+        .unwrap()
+        .expect("garbage is volunteers' work");
+    assert!(
+        matches!(&offered.offer.kind, OfferKind::Incident { category, .. } if category.as_str() == "sanitation.garbage")
+    );
+    assert!(
+        offer_incident(garbage).await.unwrap().is_err(),
+        "an incident is on offer once at a time"
+    );
+    assert_eq!(
+        stack
+            .db()
+            .count("SELECT count(*) FROM volunteer_offers WHERE kind = 'incident'")
+            .await,
+        1,
+        "refusals wrote nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_deregistered_member_gives_back_what_they_hold_and_is_anonymised_by_retention() {
+    let stack = Stack::builder().database_only().start().await;
+    let pool = stack.pool().clone();
+    let registry = seed(&pool).await;
+    let member = members_of(&registry, COMMUNITY)[0].clone();
+    serve(&pool, &member, 120, true).await;
+    let held = wish(&pool, None).await;
+    volunteers::act(
+        &pool,
+        held.id,
+        Act::Claim {
+            member: member.clone(),
+        },
+        &rules(),
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+
+    assert!(
+        volunteers::deregister(&pool, &member, &rules(), Utc::now(), &admin())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !volunteers::deregister(&pool, &member, &rules(), Utc::now(), &admin())
+            .await
+            .unwrap(),
+        "once"
+    );
+    let returned = volunteers::get(&pool, held.id).await.unwrap().unwrap();
+    assert_eq!(
+        returned.offer.status,
+        OfferStatus::Open,
+        "what they held goes back"
+    );
+    let refused = volunteers::act(
+        &pool,
+        held.id,
+        Act::Claim {
+            member: member.clone(),
+        },
+        &rules(),
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(matches!(refused, Refused::Rule(Refusal::NotRegistered(_))));
+
+    let erased = volunteers::anonymise_deregistered(&pool, Utc::now(), &admin(), 100)
+        .await
+        .unwrap();
+    assert_eq!(erased, 1);
+    let (name, phone): (String, String) =
+        sqlx::query_as("SELECT name, phone FROM people WHERE id = $1")
+            .bind(member.as_str())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (name.as_str(), phone.as_str()),
+        (volunteers::ANONYMISED_NAME, "")
+    );
+    assert_eq!(
+        volunteers::anonymise_deregistered(&pool, Utc::now(), &admin(), 100)
+            .await
+            .unwrap(),
+        0
+    );
+    // The service stays on the ledger under the pseudonymous id.
+    let area: AreaCode = COMMUNITY.parse().unwrap();
+    let board = volunteers::leaderboard(
+        &pool,
+        Board::Members,
+        &area,
+        Utc::now() - TimeDelta::days(1),
+        Utc::now() + TimeDelta::days(1),
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(board[0].key, member.as_str());
+    assert_eq!(board[0].name, volunteers::ANONYMISED_NAME);
+    let entries = stack
+        .db()
+        .count("SELECT count(*) FROM audit_log WHERE action IN ('volunteers.deregister', 'volunteers.anonymise')")
+        .await;
+    assert_eq!(entries, 2);
+}
+
+/// A volunteer command for the `Dispatch` door or NATS: a fresh id, no incident.
+fn volunteer_command(
+    actor: &str,
+    body: whistle_proto::v1::command::Body,
+) -> whistle_proto::v1::Command {
+    whistle_proto::v1::Command {
+        command_id: Uuid::now_v7().to_string(),
+        actor_id: actor.into(),
+        incident_id: String::new(),
+        expected_version: 0,
+        body: Some(body),
+    }
+}
+
+fn claim(actor: &str, offer: &str) -> whistle_proto::v1::Command {
+    volunteer_command(
+        actor,
+        whistle_proto::v1::command::Body::ClaimOffer(whistle_proto::v1::ClaimOffer {
+            offer_id: offer.into(),
+        }),
+    )
+}
+
+#[tokio::test]
+async fn members_claim_over_nats_as_themselves_only_and_read_only_their_community() {
+    use tonic::Code;
+    use whistle_proto::v1::{self, command::Body, command_reply::Outcome, CommandErrorCode};
+    use whistle_store::tokens::Role;
+    use whistle_wire::{subject, CommandClient, Verb};
+
+    let stack = Stack::command_center().await;
+    let (me, rival, far) = (
+        "pm-150602001001-9001",
+        "pm-150602001001-9002",
+        "pm-150602001002-9003",
+    );
+    let me_token = stack.member_token(me, COMMUNITY).await;
+    let rival_token = stack.member_token(rival, COMMUNITY).await;
+    let far_token = stack.member_token(far, "150602001002").await;
+    let operator = stack.token_for(Role::Operator, "150602").await;
+
+    // The community offers a small wish through the gRPC door, as the district's operator.
+    let offered = dispatch(&stack, &operator)
+        .await
+        .offer_to_volunteers(volunteer_command(
+            "",
+            Body::OfferToVolunteers(v1::OfferToVolunteers {
+                community_code: COMMUNITY.into(),
+                title: "帮独居老人扫雪".into(),
+                ..Default::default()
+            }),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .offer
+        .unwrap();
+    assert_eq!(offered.status, "open");
+    let offer_id = offered.offer_id.clone();
+
+    // Both members claim at once over NATS: exactly one wins.
+    let mut mine = stack.connect_as(&me_token).await;
+    let mut theirs = stack.connect_as(&rival_token).await;
+    let (mine_client, their_client) = (
+        CommandClient::new(mine.client.clone()),
+        CommandClient::new(theirs.client.clone()),
+    );
+    let (my_claim, their_claim) = (claim(me, &offer_id), claim(rival, &offer_id));
+    let (a, b) = tokio::join!(mine_client.send(&my_claim), their_client.send(&their_claim));
+    let outcomes = [(me, a.unwrap()), (rival, b.unwrap())];
+    let winners: Vec<&str> = outcomes
+        .iter()
+        .filter(|(_, reply)| matches!(reply.outcome, Some(Outcome::Ok(_))))
+        .map(|(who, _)| *who)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let winner = winners[0];
+    for (who, reply) in &outcomes {
+        if *who != winner {
+            assert!(
+                matches!(&reply.outcome, Some(Outcome::Error(e)) if e.code == CommandErrorCode::InvalidTransition as i32),
+                "{reply:?}"
+            );
+        }
+    }
+    let (winner_person, loser) = if winner == me {
+        (&mut mine, &mut theirs)
+    } else {
+        (&mut theirs, &mut mine)
+    };
+    let loser_id = if winner == me { rival } else { me };
+
+    // The loser, with its own token, cannot act as the winner, nor confirm anything.
+    let forged_complete = volunteer_command(
+        winner,
+        Body::CompleteOffer(v1::CompleteOffer {
+            offer_id: offer_id.clone(),
+            note: "不是我做的".into(),
+            photo_ids: Vec::new(),
+            minutes: 60,
+        }),
+    );
+    let sent = CommandClient::new(loser.client.clone())
+        .with_timeout(std::time::Duration::from_millis(500))
+        .send(&forged_complete)
+        .await;
+    assert!(sent.is_err());
+    loser
+        .expect_violation(&subject::command(Verb::CompleteOffer, winner))
+        .await;
+    let confirm = volunteer_command(
+        loser_id,
+        Body::ConfirmOffer(v1::ConfirmOffer {
+            offer_id: offer_id.clone(),
+            ..Default::default()
+        }),
+    );
+    assert!(CommandClient::new(loser.client.clone())
+        .with_timeout(std::time::Duration::from_millis(500))
+        .send(&confirm)
+        .await
+        .is_err());
+    loser
+        .expect_violation(&subject::command(Verb::ConfirmOffer, loser_id))
+        .await;
+    // On its own subject naming the winner as actor: dispatch refuses the forged actor.
+    let request =
+        async_nats::Request::new().payload(prost::Message::encode_to_vec(&forged_complete).into());
+    let reply = loser
+        .client
+        .send_request(subject::command(Verb::CompleteOffer, loser_id), request)
+        .await
+        .unwrap();
+    let reply: v1::CommandReply = prost::Message::decode(reply.payload).unwrap();
+    assert!(
+        matches!(&reply.outcome, Some(Outcome::Error(e)) if e.code == CommandErrorCode::Forbidden as i32),
+        "{reply:?}"
+    );
+
+    // The winner completes over NATS; the community confirms through the door.
+    let done = CommandClient::new(winner_person.client.clone())
+        .send(&volunteer_command(
+            winner,
+            Body::CompleteOffer(v1::CompleteOffer {
+                offer_id: offer_id.clone(),
+                note: "门前雪已扫净".into(),
+                photo_ids: Vec::new(),
+                minutes: 90,
+            }),
+        ))
+        .await
+        .unwrap();
+    assert!(matches!(done.outcome, Some(Outcome::Ok(_))), "{done:?}");
+    winner_person.expect_no_violation().await;
+    let confirmed = dispatch(&stack, &operator)
+        .await
+        .confirm_offer(volunteer_command(
+            "",
+            Body::ConfirmOffer(v1::ConfirmOffer {
+                offer_id: offer_id.clone(),
+                rating: v1::Satisfaction::Satisfied as i32,
+                ..Default::default()
+            }),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .offer
+        .unwrap();
+    assert_eq!(
+        (
+            confirmed.status.as_str(),
+            confirmed.minutes,
+            confirmed.points
+        ),
+        ("confirmed", 90, 15)
+    );
+
+    // A member reads its own community's offers and board, never another's, and nothing else.
+    let mut far_reads = command_center(&stack.query_url(), &far_token).await;
+    let listed = far_reads
+        .list_offers(v1::ListOffersRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed
+        .offers
+        .iter()
+        .all(|o| o.community_code == "150602001002"));
+    assert!(listed.offers.is_empty());
+    let other_community = far_reads
+        .list_offers(v1::ListOffersRequest {
+            area_code: COMMUNITY.into(),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code(other_community), Code::PermissionDenied);
+    let other_board = far_reads
+        .get_service_board(v1::GetServiceBoardRequest {
+            area_code: COMMUNITY.into(),
+            kind: v1::ServiceBoardKind::Members as i32,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code(other_board), Code::PermissionDenied);
+    let incidents = far_reads
+        .list_incidents(v1::ListIncidentsRequest::default())
+        .await;
+    assert_eq!(
+        code(incidents),
+        Code::PermissionDenied,
+        "a member token reads no incidents"
+    );
+    let mut my_reads = command_center(&stack.query_url(), &me_token).await;
+    let board = my_reads
+        .get_service_board(v1::GetServiceBoardRequest {
+            kind: v1::ServiceBoardKind::Members as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(board.rows.len(), 1);
+    assert_eq!(board.rows[0].key, winner);
+    assert_eq!(board.rows[0].name, "党***", "a member's name is masked");
+    assert_eq!(board.rows[0].points, 15);
+
+    // A member's token never sends the community's verbs through the door either.
+    let refused = dispatch(&stack, &me_token)
+        .await
+        .withdraw_offer(volunteer_command(
+            "",
+            Body::WithdrawOffer(v1::WithdrawOffer {
+                offer_id: offer_id.clone(),
+                reason: "x".into(),
+            }),
+        ))
+        .await;
+    assert_eq!(code(refused), Code::PermissionDenied);
+}
