@@ -24,6 +24,12 @@ pub enum Identity {
         person: PersonId,
         area: AreaCode,
     },
+    /// 结对领导: endorses a 督办 (and comments) on incidents of its paired areas, which dispatch
+    /// checks; reads through the query service, not NATS.
+    Leader {
+        person: PersonId,
+        area: AreaCode,
+    },
     /// Reads only; scoped by an area, or by one department's tasks.
     Viewer {
         token: uuid::Uuid,
@@ -88,6 +94,10 @@ impl Identity {
                 area,
                 department,
             },
+            Role::Leader => Identity::Leader {
+                person: person()?,
+                area,
+            },
             // Open311 keys speak HTTP to the query service's Open311 door and nothing else.
             Role::Open311 | Role::Hotline => {
                 return Err(unusable(format!(
@@ -103,7 +113,8 @@ impl Identity {
         match self {
             Identity::GridWorker { person, .. }
             | Identity::Liaison { person, .. }
-            | Identity::Operator { person, .. } => person.to_string(),
+            | Identity::Operator { person, .. }
+            | Identity::Leader { person, .. } => person.to_string(),
             Identity::Viewer { token, .. } => format!("viewer-{token}"),
         }
     }
@@ -113,7 +124,8 @@ impl Identity {
         match self {
             Identity::GridWorker { person, .. }
             | Identity::Liaison { person, .. }
-            | Identity::Operator { person, .. } => connect::person_inbox_prefix(person.as_str()),
+            | Identity::Operator { person, .. }
+            | Identity::Leader { person, .. } => connect::person_inbox_prefix(person.as_str()),
             Identity::Viewer { token, .. } => connect::token_inbox_prefix(&token.to_string()),
         }
     }
@@ -156,6 +168,7 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                 Verb::ReleaseAssist,
                 Verb::DecideLedger,
                 Verb::ReviewLedger,
+                Verb::Endorse,
             ]
             .into_iter()
             .chain(Verb::PEOPLE)
@@ -173,6 +186,7 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                 Verb::ReleaseAssist,
                 Verb::DecideLedger,
                 Verb::ReviewLedger,
+                Verb::Endorse,
             ]
             .into_iter()
             .chain(Verb::PEOPLE)
@@ -194,11 +208,21 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                     Verb::Dispute,
                     Verb::SubmitAssist,
                     Verb::ProposeLedger,
+                    Verb::Endorse,
                 ]
                 .map(|verb| subject::command(verb, person.as_str()))
                 .to_vec(),
             }
         }
+        // A leader publishes its own 领导督办 and comments, nothing else, and subscribes to its
+        // inbox only: what happens in its areas reaches it as notifications.
+        Identity::Leader { person, .. } => Permissions {
+            publish: [Verb::Endorse, Verb::Comment]
+                .map(|verb| subject::command(verb, person.as_str()))
+                .to_vec(),
+            subscribe: vec![inbox],
+            deny_publish: Vec::new(),
+        },
         Identity::Viewer {
             department: Some(department),
             ..
@@ -453,6 +477,7 @@ mod tests {
                 "whistle.cmd.release_assist.gw-150602001001001",
                 "whistle.cmd.decide_ledger.gw-150602001001001",
                 "whistle.cmd.review_ledger.gw-150602001001001",
+                "whistle.cmd.endorse.gw-150602001001001",
                 "whistle.cmd.onboard_person.gw-150602001001001",
                 "whistle.cmd.change_person.gw-150602001001001",
                 "whistle.cmd.offboard_person.gw-150602001001001"
@@ -473,6 +498,24 @@ mod tests {
         assert!(Identity::from_token(&no_person).is_err());
         let bad_area = token(Role::Operator, "15060", None, Some("op-x"));
         assert!(Identity::from_token(&bad_area).is_err());
+    }
+
+    #[test]
+    fn a_leader_publishes_its_endorsements_and_comments_only() {
+        let id = Identity::from_token(&token(Role::Leader, "150602", None, Some("ld-150602-01")))
+            .unwrap();
+        let p = permissions(&id, &org());
+        assert_eq!(
+            p.publish,
+            [
+                "whistle.cmd.endorse.ld-150602-01",
+                "whistle.cmd.comment.ld-150602-01"
+            ]
+        );
+        assert_eq!(p.subscribe, ["_INBOX_ld-150602-01.>"]);
+        assert!(p.deny_publish.is_empty());
+        let nobody = token(Role::Leader, "150602", None, None);
+        assert!(Identity::from_token(&nobody).is_err());
     }
 
     #[test]
@@ -505,6 +548,7 @@ mod tests {
                 "whistle.cmd.release_assist.li-150602-urban_management",
                 "whistle.cmd.decide_ledger.li-150602-urban_management",
                 "whistle.cmd.review_ledger.li-150602-urban_management",
+                "whistle.cmd.endorse.li-150602-urban_management",
                 "whistle.cmd.onboard_person.li-150602-urban_management",
                 "whistle.cmd.change_person.li-150602-urban_management",
                 "whistle.cmd.offboard_person.li-150602-urban_management"
@@ -534,7 +578,8 @@ mod tests {
                 "whistle.cmd.request_extension.op-150602",
                 "whistle.cmd.dispute.op-150602",
                 "whistle.cmd.submit_assist.op-150602",
-                "whistle.cmd.propose_ledger.op-150602"
+                "whistle.cmd.propose_ledger.op-150602",
+                "whistle.cmd.endorse.op-150602"
             ]
         );
         assert_eq!(p.subscribe[0], "whistle.event.150602.>");

@@ -10,6 +10,7 @@ mod codes;
 pub mod contact;
 pub mod hotspot;
 pub mod incident;
+pub mod leaders;
 pub mod ordos;
 mod org;
 pub mod org_sheets;

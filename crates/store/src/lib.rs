@@ -10,6 +10,7 @@ pub mod contacts;
 pub mod expand;
 pub mod incidents;
 pub mod intake;
+pub mod leaders;
 pub mod listen;
 pub mod maintenance;
 pub mod notifications;

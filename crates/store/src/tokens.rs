@@ -34,6 +34,9 @@ pub enum Role {
     /// The city's 12345 hotline system's key: as `Open311`, its work orders tagged as the
     /// hotline's channel.
     Hotline,
+    /// 结对领导: a leader's token, its area the leader's post (the city or a district); reads and
+    /// endorses only in the streets and communities paired with the leader (docs/leaders.md).
+    Leader,
 }
 
 impl Role {
@@ -45,6 +48,7 @@ impl Role {
             Role::GridWorker => "grid_worker",
             Role::Open311 => "open311",
             Role::Hotline => "hotline",
+            Role::Leader => "leader",
         }
     }
 
@@ -65,8 +69,9 @@ impl std::str::FromStr for Role {
             "grid_worker" => Ok(Role::GridWorker),
             "open311" => Ok(Role::Open311),
             "hotline" => Ok(Role::Hotline),
+            "leader" => Ok(Role::Leader),
             other => Err(format!(
-                "unknown role {other:?}: expected operator, liaison, viewer, grid_worker, open311 or hotline"
+                "unknown role {other:?}: expected operator, liaison, viewer, grid_worker, open311, hotline or leader"
             )),
         }
     }
@@ -143,7 +148,8 @@ pub async fn create(
     let invalid = |message: String| Err(Refused::Invalid(message));
     let Some(role) = new.role else {
         return invalid(
-            "a role is required: operator, liaison, viewer, grid_worker, open311 or hotline".into(),
+            "a role is required: operator, liaison, viewer, grid_worker, open311, hotline or leader"
+                .into(),
         );
     };
     if new.expires_at.is_some_and(|at| at <= now) {
@@ -170,6 +176,11 @@ pub async fn create(
                 "an {} key is scoped by --area (where it files and reads), not --department",
                 role.as_str()
             ))
+        }
+        (None, Some(_)) if role == Role::Leader => {
+            return invalid(
+                "a leader token is scoped by --area (the leader's post), not --department".into(),
+            )
         }
         (None, Some(_)) if role == Role::GridWorker => {
             return invalid(
@@ -225,6 +236,11 @@ pub async fn create(
                     .clone()
                     .unwrap_or_else(|| format!("gw-{area_code}")),
             ),
+            // An area has several leaders: the token names which one.
+            Role::Leader => match &new.person_id {
+                Some(person) => Some(person.clone()),
+                None => return invalid("a leader token needs --person (the leader)".into()),
+            },
         };
     if let Some(person) = &person_id {
         check_person(pool, role, person, &area_code, department_code.as_deref()).await?;
@@ -317,6 +333,7 @@ async fn check_person(
         Role::Operator => person_role == "operator" && person_area.as_deref() == Some(area),
         Role::Liaison => person_role == "liaison" && person_department.as_deref() == department,
         Role::GridWorker => person_role == "grid_worker" && person_area.as_deref() == Some(area),
+        Role::Leader => person_role == "leader" && person_area.as_deref() == Some(area),
         Role::Viewer | Role::Open311 | Role::Hotline => false,
     };
     if fits {

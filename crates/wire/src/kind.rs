@@ -46,6 +46,8 @@ pub const INCIDENT_LEDGER_REVIEW_DUE: &str = "incident.ledger_review_due";
 pub const INCIDENT_LEDGER_EXTENDED: &str = "incident.ledger_extended";
 /// Reviewed and returned to handling with a fresh deadline.
 pub const INCIDENT_LEDGER_RETURNED: &str = "incident.ledger_returned";
+/// 领导督办: a leader paired with the incident's street or community endorsed its supervision.
+pub const INCIDENT_ENDORSED: &str = "incident.endorsed";
 pub const TASK_DISPATCHED: &str = "task.dispatched";
 pub const TASK_ACCEPTED: &str = "task.accepted";
 pub const TASK_RETURNED: &str = "task.returned";
@@ -75,7 +77,7 @@ pub const INTAKE: [&str; 4] = [
 ];
 
 /// The kinds the state machine publishes (the domain's `incident::EVENT_KINDS`, checked below).
-pub const ENGINE: [&str; 35] = [
+pub const ENGINE: [&str; 36] = [
     INCIDENT_ESCALATED,
     INCIDENT_WHISTLED,
     INCIDENT_RESOLVED,
@@ -98,6 +100,7 @@ pub const ENGINE: [&str; 35] = [
     INCIDENT_LEDGER_REVIEW_DUE,
     INCIDENT_LEDGER_EXTENDED,
     INCIDENT_LEDGER_RETURNED,
+    INCIDENT_ENDORSED,
     TASK_DISPATCHED,
     TASK_ACCEPTED,
     TASK_RETURNED,

@@ -41,11 +41,13 @@ pub enum Verb {
     ChangePerson,
     /// 离岗: an operator offboards a person, handing what they hold to a successor.
     OffboardPerson,
+    /// 领导督办: a paired leader endorses the supervision of an incident of their areas.
+    Endorse,
 }
 
 impl Verb {
     /// Every verb, in the order dispatch registers its endpoints.
-    pub const ALL: [Verb; 20] = [
+    pub const ALL: [Verb; 21] = [
         Verb::Accept,
         Verb::Return,
         Verb::Resolve,
@@ -66,6 +68,7 @@ impl Verb {
         Verb::OnboardPerson,
         Verb::ChangePerson,
         Verb::OffboardPerson,
+        Verb::Endorse,
     ];
 
     /// The verbs of people's lifecycle, which act on no incident (operators only).
@@ -101,6 +104,7 @@ impl Verb {
             Verb::OnboardPerson => "onboard_person",
             Verb::ChangePerson => "change_person",
             Verb::OffboardPerson => "offboard_person",
+            Verb::Endorse => "endorse",
         }
     }
 
@@ -127,6 +131,7 @@ impl Verb {
             Body::OnboardPerson(_) => Verb::OnboardPerson,
             Body::ChangePerson(_) => Verb::ChangePerson,
             Body::OffboardPerson(_) => Verb::OffboardPerson,
+            Body::Endorse(_) => Verb::Endorse,
         }
     }
 }

@@ -15,6 +15,7 @@ mod escalation;
 mod fill;
 mod harness;
 mod intake;
+mod leaders;
 mod limits;
 mod lock_order;
 mod metrics;

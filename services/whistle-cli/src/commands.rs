@@ -79,6 +79,20 @@ pub enum Field {
     /// Review a ledger case, as the approving level: keep it to a later review date, or return
     /// it to handling with a fresh deadline.
     ReviewLedger(ReviewLedgerArgs),
+    /// 领导督办: a leader paired with the incident's street or community endorses its
+    /// supervision, with an instruction (批示).
+    Endorse(EndorseArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EndorseArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// The leader's instruction (批示), required.
+    #[arg(long)]
+    pub note: String,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, clap::Args)]
@@ -613,6 +627,13 @@ impl Field {
                     note: a.note.clone(),
                 }),
             ),
+            Field::Endorse(a) => (
+                &a.incident,
+                &a.common,
+                Body::Endorse(v1::Endorse {
+                    note: a.note.clone(),
+                }),
+            ),
         })
     }
 
@@ -768,6 +789,7 @@ pub fn done_zh(command: &v1::Command, ok: &v1::CommandOk) -> String {
         Some(Body::OnboardPerson(_)) => "已入职".into(),
         Some(Body::ChangePerson(_)) => "已变更".into(),
         Some(Body::OffboardPerson(_)) => "已离岗".into(),
+        Some(Body::Endorse(_)) => "已领导督办".into(),
         None => "完成".into(),
     }
 }

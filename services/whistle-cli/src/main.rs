@@ -11,6 +11,7 @@ mod door;
 mod generator;
 mod hotspots;
 mod incident;
+mod leaders;
 mod load;
 mod load_summary;
 mod monthly;
@@ -108,7 +109,8 @@ enum Command {
     /// roles their rights on the tables, if those roles exist.
     Migrate,
     /// Load the Ordos org tree, departments, people and grid boundaries: the import of
-    /// deploy/ordos/ (compiled in), applied as a version if anything changes (idempotent).
+    /// deploy/ordos/ (compiled in), applied as a version if anything changes (idempotent); then
+    /// the paired leaders (领导结对联系) and their pairings.
     Seed,
     /// File a report as a grid worker; `report monthly`: the monthly assessment report.
     Report(report::Args),
@@ -146,6 +148,9 @@ enum Command {
     /// People: onboard (add), change or transfer, offboard, list; notification preferences.
     #[command(subcommand)]
     People(people::Args),
+    /// 领导结对联系: pair leaders with streets and communities, unpair, list.
+    #[command(subcommand)]
+    Leaders(leaders::Args),
     /// The dispatch policy as versions: propose, diff, approve (by a second operator), reject,
     /// list, show, status.
     #[command(subcommand)]
@@ -224,6 +229,7 @@ async fn main() -> anyhow::Result<()> {
             let pool = connect_db(&cli.conn).await?;
             migrate(&cli.conn, &pool).await?;
             org::seed(&cli.conn).await?;
+            leaders::seed(&cli.conn).await?;
         }
         Command::Org(args) => org::run(&cli.conn, args).await?,
         Command::Report(report::Args {
@@ -251,6 +257,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(args) => token::run(&cli.conn, args).await?,
         Command::Db(args) => db::run(&cli.conn, args).await?,
         Command::People(args) => people::run(&cli.conn, args).await?,
+        Command::Leaders(args) => leaders::run(&cli.conn, args).await?,
         Command::Audit(args) => audit::run(&cli.conn, args).await?,
         Command::Policy(args) => policy::run(&cli.conn, args).await?,
         Command::Contacts(args) => contacts::run(&cli.conn, args).await?,

@@ -27,7 +27,12 @@ impl Dispatch {
         rpc_verb: Verb,
         request: Request<v1::Command>,
     ) -> Result<v1::CommandOk> {
-        let principal = self.auth.principal(&request).await?;
+        // A leader sends 领导督办 and comments only, on its paired areas (dispatch checks those).
+        let principal = if matches!(rpc_verb, Verb::Endorse | Verb::Comment) {
+            self.auth.principal_or_leader(&request).await?
+        } else {
+            self.auth.principal(&request).await?
+        };
         // Dispatch checks the actor's role against the org tree too; this says it in the
         // token's terms before a request is sent.
         if rpc_verb.is_people() && principal.role != whistle_store::tokens::Role::Operator {
@@ -138,6 +143,7 @@ forward! {
     propose_ledger => Verb::ProposeLedger,
     decide_ledger => Verb::DecideLedger,
     review_ledger => Verb::ReviewLedger,
+    endorse => Verb::Endorse,
     onboard_person => Verb::OnboardPerson,
     change_person => Verb::ChangePerson,
     offboard_person => Verb::OffboardPerson,

@@ -200,9 +200,12 @@ pub(crate) fn verbs(
     let department_verbs = match principal.role {
         Role::Liaison if principal.department.as_deref() == Some(&task.department_code) => true,
         Role::Operator => false,
-        Role::Liaison | Role::Viewer | Role::GridWorker | Role::Open311 | Role::Hotline => {
-            return Ok(Vec::new())
-        }
+        Role::Liaison
+        | Role::Viewer
+        | Role::GridWorker
+        | Role::Open311
+        | Role::Hotline
+        | Role::Leader => return Ok(Vec::new()),
     };
     let status: TaskStatus = convert::task_status_to_db(task.status)?
         .parse()
@@ -246,6 +249,7 @@ mod tests {
             area: "150602".parse().unwrap(),
             department: department.map(str::to_owned),
             person: Some("p".into()),
+            paired: Vec::new(),
         }
     }
 

@@ -96,6 +96,9 @@ fn body(verb: Verb) -> Body {
             person_id: "li-150602-heating".into(),
             successor_id: String::new(),
         }),
+        Verb::Endorse => Body::Endorse(v1::Endorse {
+            note: "forged".into(),
+        }),
     }
 }
 
@@ -136,10 +139,15 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
         };
         if matches!(
             verb,
-            Verb::RequestExtension | Verb::Dispute | Verb::SubmitAssist | Verb::ProposeLedger
+            Verb::RequestExtension
+                | Verb::Dispute
+                | Verb::SubmitAssist
+                | Verb::ProposeLedger
+                | Verb::Endorse
         ) {
-            // An operator never asks for more time, disputes a task, submits an assisting part nor
-            // proposes a case for the ledger: the server refuses even its own subject.
+            // An operator never asks for more time, disputes a task, submits an assisting part,
+            // proposes a case for the ledger nor endorses as a leader: the server refuses even its
+            // own subject.
             let own = v1::Command {
                 actor_id: ME.into(),
                 ..command.clone()
@@ -203,6 +211,7 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::OnboardPerson,
                 Verb::ChangePerson,
                 Verb::OffboardPerson,
+                Verb::Endorse,
             ],
             &[
                 Verb::RequestExtension,
@@ -226,6 +235,7 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::OnboardPerson,
                 Verb::ChangePerson,
                 Verb::OffboardPerson,
+                Verb::Endorse,
             ],
             &[Verb::RequestExtension, Verb::ProposeLedger],
         ),
@@ -238,6 +248,7 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::Dispute,
                 Verb::SubmitAssist,
                 Verb::ProposeLedger,
+                Verb::Endorse,
             ],
             &[
                 Verb::DecideExtension,

@@ -25,18 +25,20 @@ enum Who {
     DistrictOperator,
     CityOperator,
     Viewer,
+    Leader,
     Dispatch,
     Query,
     Admin,
 }
 
 impl Who {
-    const ALL: [Who; 8] = [
+    const ALL: [Who; 9] = [
         Who::GridWorker,
         Who::Liaison,
         Who::DistrictOperator,
         Who::CityOperator,
         Who::Viewer,
+        Who::Leader,
         Who::Dispatch,
         Who::Query,
         Who::Admin,
@@ -48,6 +50,7 @@ impl Who {
             Who::GridWorker => "gw-150602001001001",
             Who::Liaison => "li-150602-urban_management",
             Who::CityOperator => "op-150600",
+            Who::Leader => "ld-150602-01",
             _ => "op-150602",
         }
     }
@@ -74,7 +77,7 @@ const FAMILIES: [&str; 15] = [
 
 /// Publish and subscribe per family: `Y` allowed, `N` denied, `-` not applicable (one cannot
 /// publish on a wildcard).
-const TABLE: [(Who, &str, &str); 8] = [
+const TABLE: [(Who, &str, &str); 9] = [
     //                        publish            subscribe
     (
         Who::GridWorker,
@@ -96,6 +99,12 @@ const TABLE: [(Who, &str, &str); 8] = [
         Who::Viewer,
         /*       */ "NNNNNNNNNNNNNN-",
         "NNYNNNNNNNNYNNN",
+    ),
+    // A leader publishes only its own 领导督办 and comments (the `cmd own` probe is a comment).
+    (
+        Who::Leader,
+        /*       */ "NNNNNNYNNNNNNN-",
+        "NNNNNNNNNNNYNNN",
     ),
     (
         Who::Dispatch,
@@ -210,6 +219,11 @@ async fn connect(stack: &Stack, who: Who) -> Person {
                 .await
         }
         Who::Viewer => stack.connect_as(&token(Role::Viewer, DISTRICT).await).await,
+        Who::Leader => {
+            stack
+                .connect_as(&leader_token(stack.pool(), who.person(), DISTRICT).await)
+                .await
+        }
         Who::Dispatch => stack.connect_service(Service::Dispatch).await,
         Who::Query => stack.connect_service(Service::Query).await,
         Who::Admin => stack.connect_service(Service::Admin).await,
@@ -234,6 +248,7 @@ async fn verdict(person: &mut Person, subject: &str) -> bool {
 #[tokio::test]
 async fn every_role_may_do_exactly_what_its_work_needs_on_every_subject_family() {
     let stack = Stack::builder().without_dispatch().start().await;
+    seed_leaders(stack.pool()).await;
     let admin = stack.admin();
     let other = elsewhere();
     let mut wrong = Vec::new();
@@ -243,6 +258,7 @@ async fn every_role_may_do_exactly_what_its_work_needs_on_every_subject_family()
         Role::Liaison,
         Role::Operator,
         Role::Viewer,
+        Role::Leader,
     ];
     for role in roles {
         let row = |who: Who| TABLE.iter().any(|(w, _, _)| *w == who);
@@ -251,6 +267,7 @@ async fn every_role_may_do_exactly_what_its_work_needs_on_every_subject_family()
             Role::Liaison => row(Who::Liaison),
             Role::Operator => row(Who::DistrictOperator) && row(Who::CityOperator),
             Role::Viewer => row(Who::Viewer),
+            Role::Leader => row(Who::Leader),
             // Keys of the Open311 door get no NATS identity at all (it::open311 checks).
             Role::Open311 | Role::Hotline => true,
         });
