@@ -8,6 +8,7 @@
 pub mod calendar;
 mod codes;
 pub mod contact;
+pub mod devices;
 pub mod hotspot;
 pub mod incident;
 pub mod leaders;
