@@ -30,6 +30,12 @@ pub enum Identity {
         person: PersonId,
         area: AreaCode,
     },
+    /// A device's credential: files its grid's reports, as no person (docs/devices.md).
+    Device {
+        token: uuid::Uuid,
+        device: String,
+        grid: AreaCode,
+    },
     /// Reads only; scoped by an area, or by one department's tasks.
     Viewer {
         token: uuid::Uuid,
@@ -98,6 +104,17 @@ impl Identity {
                 person: person()?,
                 area,
             },
+            Role::Device if area.level() != Level::Grid => {
+                return Err(unusable(format!("{area} is not a grid")))
+            }
+            Role::Device => Identity::Device {
+                token: token.id,
+                device: token
+                    .device_id
+                    .clone()
+                    .ok_or_else(|| unusable("a device token needs its device".into()))?,
+                grid: area,
+            },
             // Open311 keys speak HTTP to the query service's Open311 door and nothing else.
             Role::Open311 | Role::Hotline => {
                 return Err(unusable(format!(
@@ -116,6 +133,7 @@ impl Identity {
             | Identity::Operator { person, .. }
             | Identity::Leader { person, .. } => person.to_string(),
             Identity::Viewer { token, .. } => format!("viewer-{token}"),
+            Identity::Device { device, .. } => format!("device-{device}"),
         }
     }
 
@@ -126,7 +144,9 @@ impl Identity {
             | Identity::Liaison { person, .. }
             | Identity::Operator { person, .. }
             | Identity::Leader { person, .. } => connect::person_inbox_prefix(person.as_str()),
-            Identity::Viewer { token, .. } => connect::token_inbox_prefix(&token.to_string()),
+            Identity::Viewer { token, .. } | Identity::Device { token, .. } => {
+                connect::token_inbox_prefix(&token.to_string())
+            }
         }
     }
 }
@@ -220,6 +240,12 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
             publish: [Verb::Endorse, Verb::Comment]
                 .map(|verb| subject::command(verb, person.as_str()))
                 .to_vec(),
+            subscribe: vec![inbox],
+            deny_publish: Vec::new(),
+        },
+        // A device files its grid's reports and nothing else: no command, no event, no task.
+        Identity::Device { grid, .. } => Permissions {
+            publish: vec![subject::grid_reports(grid)],
             subscribe: vec![inbox],
             deny_publish: Vec::new(),
         },
@@ -440,6 +466,7 @@ mod tests {
             area_code: area.into(),
             department_code: department.map(Into::into),
             person_id: person.map(Into::into),
+            device_id: None,
             label: "t".into(),
             created_at: Utc::now(),
             expires_at: None,
@@ -516,6 +543,25 @@ mod tests {
         assert!(p.deny_publish.is_empty());
         let nobody = token(Role::Leader, "150602", None, None);
         assert!(Identity::from_token(&nobody).is_err());
+    }
+
+    #[test]
+    fn a_device_publishes_its_grids_reports_only() {
+        let mut device = token(Role::Device, GRID, None, None);
+        device.device_id = Some("wl-0001".into());
+        let id = Identity::from_token(&device).unwrap();
+        let p = permissions(&id, &org());
+        assert_eq!(
+            p.publish,
+            ["whistle.report.150602.150602001.150602001001.150602001001001"]
+        );
+        assert_eq!(p.subscribe, [format!("{}.>", id.inbox_prefix())]);
+        assert_eq!(id.name(), "device-wl-0001");
+        let mut not_grid = device.clone();
+        not_grid.area_code = "150602001".into();
+        assert!(Identity::from_token(&not_grid).is_err());
+        device.device_id = None;
+        assert!(Identity::from_token(&device).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod contacts;
+pub mod devices;
 pub mod expand;
 pub mod incidents;
 pub mod intake;

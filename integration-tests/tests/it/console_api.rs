@@ -453,7 +453,7 @@ async fn get_session_tells_each_role_what_it_is() {
             Role::Liaison => format!("li-{petitions}"),
             Role::GridWorker => format!("gw-{grid}"),
             Role::Operator => person.to_owned(),
-            Role::Open311 | Role::Hotline | Role::Leader => {
+            Role::Open311 | Role::Hotline | Role::Leader | Role::Device => {
                 unreachable!("keys of the Open311 door and leaders' tokens have no session")
             }
         };

@@ -11,6 +11,7 @@ mod console_api;
 mod console_map;
 mod console_words;
 mod crash;
+mod devices;
 mod escalation;
 mod fill;
 mod harness;

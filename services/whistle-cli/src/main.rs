@@ -7,6 +7,7 @@ mod chaos;
 mod commands;
 mod contacts;
 mod db;
+mod devices;
 mod door;
 mod generator;
 mod hotspots;
@@ -151,6 +152,9 @@ enum Command {
     /// 领导结对联系: pair leaders with streets and communities, unpair, list.
     #[command(subcommand)]
     Leaders(leaders::Args),
+    /// The device registry: register sensors and video-analytics systems per grid, list them.
+    #[command(subcommand)]
+    Devices(devices::Args),
     /// The dispatch policy as versions: propose, diff, approve (by a second operator), reject,
     /// list, show, status.
     #[command(subcommand)]
@@ -258,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Db(args) => db::run(&cli.conn, args).await?,
         Command::People(args) => people::run(&cli.conn, args).await?,
         Command::Leaders(args) => leaders::run(&cli.conn, args).await?,
+        Command::Devices(args) => devices::run(&cli.conn, args).await?,
         Command::Audit(args) => audit::run(&cli.conn, args).await?,
         Command::Policy(args) => policy::run(&cli.conn, args).await?,
         Command::Contacts(args) => contacts::run(&cli.conn, args).await?,

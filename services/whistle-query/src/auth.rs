@@ -149,6 +149,11 @@ impl Auth {
                 principal.role.as_str()
             )));
         }
+        if principal.role == Role::Device {
+            return Err(Error::PermissionDenied(
+                "a device token files its grid's reports over NATS only".into(),
+            ));
+        }
         self.limits.request(principal.token_id)?;
         Ok(principal)
     }

@@ -43,7 +43,7 @@ fn may_unmask(principal: &Principal, detail: &v1::IncidentDetail, report: &v1::R
                 .filter_map(|t| t.state.as_ref())
                 .any(|task| task.department_code == own && in_progress(task.status))
         }),
-        Role::Viewer | Role::Open311 | Role::Hotline | Role::Leader => false,
+        Role::Viewer | Role::Open311 | Role::Hotline | Role::Leader | Role::Device => false,
     }
 }
 

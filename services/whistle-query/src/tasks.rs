@@ -205,7 +205,8 @@ pub(crate) fn verbs(
         | Role::GridWorker
         | Role::Open311
         | Role::Hotline
-        | Role::Leader => return Ok(Vec::new()),
+        | Role::Leader
+        | Role::Device => return Ok(Vec::new()),
     };
     let status: TaskStatus = convert::task_status_to_db(task.status)?
         .parse()
