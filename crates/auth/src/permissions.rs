@@ -30,6 +30,18 @@ pub enum Identity {
         person: PersonId,
         community: AreaCode,
     },
+    /// 结对领导: endorses a 督办 (and comments) on incidents of its paired areas, which dispatch
+    /// checks; reads through the query service, not NATS.
+    Leader {
+        person: PersonId,
+        area: AreaCode,
+    },
+    /// A device's credential: files its grid's reports, as no person (docs/devices.md).
+    Device {
+        token: uuid::Uuid,
+        device: String,
+        grid: AreaCode,
+    },
     /// Reads only; scoped by an area, or by one department's tasks.
     Viewer {
         token: uuid::Uuid,
@@ -101,6 +113,21 @@ impl Identity {
                 area,
                 department,
             },
+            Role::Leader => Identity::Leader {
+                person: person()?,
+                area,
+            },
+            Role::Device if area.level() != Level::Grid => {
+                return Err(unusable(format!("{area} is not a grid")))
+            }
+            Role::Device => Identity::Device {
+                token: token.id,
+                device: token
+                    .device_id
+                    .clone()
+                    .ok_or_else(|| unusable("a device token needs its device".into()))?,
+                grid: area,
+            },
             // Open311 keys speak HTTP to the query service's Open311 door and nothing else.
             Role::Open311 | Role::Hotline => {
                 return Err(unusable(format!(
@@ -117,8 +144,10 @@ impl Identity {
             Identity::GridWorker { person, .. }
             | Identity::Liaison { person, .. }
             | Identity::Operator { person, .. }
-            | Identity::Member { person, .. } => person.to_string(),
+            | Identity::Member { person, .. }
+            | Identity::Leader { person, .. } => person.to_string(),
             Identity::Viewer { token, .. } => format!("viewer-{token}"),
+            Identity::Device { device, .. } => format!("device-{device}"),
         }
     }
 
@@ -128,8 +157,11 @@ impl Identity {
             Identity::GridWorker { person, .. }
             | Identity::Liaison { person, .. }
             | Identity::Operator { person, .. }
-            | Identity::Member { person, .. } => connect::person_inbox_prefix(person.as_str()),
-            Identity::Viewer { token, .. } => connect::token_inbox_prefix(&token.to_string()),
+            | Identity::Member { person, .. }
+            | Identity::Leader { person, .. } => connect::person_inbox_prefix(person.as_str()),
+            Identity::Viewer { token, .. } | Identity::Device { token, .. } => {
+                connect::token_inbox_prefix(&token.to_string())
+            }
         }
     }
 }
@@ -173,6 +205,7 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                 Verb::ReviewLedger,
                 Verb::Adopt,
                 Verb::CompleteMilestone,
+                Verb::Endorse,
             ]
             .into_iter()
             .chain(Verb::PEOPLE)
@@ -193,6 +226,7 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                 Verb::DecideLedger,
                 Verb::ReviewLedger,
                 Verb::Adopt,
+                Verb::Endorse,
             ]
             .into_iter()
             .chain(Verb::PEOPLE)
@@ -215,6 +249,7 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                     Verb::Dispute,
                     Verb::SubmitAssist,
                     Verb::ProposeLedger,
+                    Verb::Endorse,
                 ]
                 .into_iter()
                 // The community offers and confirms; only members claim and do the work.
@@ -231,6 +266,21 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
                 .iter()
                 .map(|verb| subject::command(*verb, person.as_str()))
                 .collect(),
+            subscribe: vec![inbox],
+            deny_publish: Vec::new(),
+        },
+        // A leader publishes its own 领导督办 and comments, nothing else, and subscribes to its
+        // inbox only: what happens in its areas reaches it as notifications.
+        Identity::Leader { person, .. } => Permissions {
+            publish: [Verb::Endorse, Verb::Comment]
+                .map(|verb| subject::command(verb, person.as_str()))
+                .to_vec(),
+            subscribe: vec![inbox],
+            deny_publish: Vec::new(),
+        },
+        // A device files its grid's reports and nothing else: no command, no event, no task.
+        Identity::Device { grid, .. } => Permissions {
+            publish: vec![subject::grid_reports(grid)],
             subscribe: vec![inbox],
             deny_publish: Vec::new(),
         },
@@ -451,6 +501,7 @@ mod tests {
             area_code: area.into(),
             department_code: department.map(Into::into),
             person_id: person.map(Into::into),
+            device_id: None,
             label: "t".into(),
             created_at: Utc::now(),
             expires_at: None,
@@ -490,6 +541,7 @@ mod tests {
                 "whistle.cmd.review_ledger.gw-150602001001001",
                 "whistle.cmd.adopt.gw-150602001001001",
                 "whistle.cmd.complete_milestone.gw-150602001001001",
+                "whistle.cmd.endorse.gw-150602001001001",
                 "whistle.cmd.onboard_person.gw-150602001001001",
                 "whistle.cmd.change_person.gw-150602001001001",
                 "whistle.cmd.offboard_person.gw-150602001001001",
@@ -548,6 +600,43 @@ mod tests {
     }
 
     #[test]
+    fn a_leader_publishes_its_endorsements_and_comments_only() {
+        let id = Identity::from_token(&token(Role::Leader, "150602", None, Some("ld-150602-01")))
+            .unwrap();
+        let p = permissions(&id, &org());
+        assert_eq!(
+            p.publish,
+            [
+                "whistle.cmd.endorse.ld-150602-01",
+                "whistle.cmd.comment.ld-150602-01"
+            ]
+        );
+        assert_eq!(p.subscribe, ["_INBOX_ld-150602-01.>"]);
+        assert!(p.deny_publish.is_empty());
+        let nobody = token(Role::Leader, "150602", None, None);
+        assert!(Identity::from_token(&nobody).is_err());
+    }
+
+    #[test]
+    fn a_device_publishes_its_grids_reports_only() {
+        let mut device = token(Role::Device, GRID, None, None);
+        device.device_id = Some("wl-0001".into());
+        let id = Identity::from_token(&device).unwrap();
+        let p = permissions(&id, &org());
+        assert_eq!(
+            p.publish,
+            ["whistle.report.150602.150602001.150602001001.150602001001001"]
+        );
+        assert_eq!(p.subscribe, [format!("{}.>", id.inbox_prefix())]);
+        assert_eq!(id.name(), "device-wl-0001");
+        let mut not_grid = device.clone();
+        not_grid.area_code = "150602001".into();
+        assert!(Identity::from_token(&not_grid).is_err());
+        device.device_id = None;
+        assert!(Identity::from_token(&device).is_err());
+    }
+
+    #[test]
     fn open311_keys_get_no_nats_identity() {
         for role in [Role::Open311, Role::Hotline] {
             let key = token(role, "150602", None, None);
@@ -578,6 +667,7 @@ mod tests {
                 "whistle.cmd.decide_ledger.li-150602-urban_management",
                 "whistle.cmd.review_ledger.li-150602-urban_management",
                 "whistle.cmd.adopt.li-150602-urban_management",
+                "whistle.cmd.endorse.li-150602-urban_management",
                 "whistle.cmd.onboard_person.li-150602-urban_management",
                 "whistle.cmd.change_person.li-150602-urban_management",
                 "whistle.cmd.offboard_person.li-150602-urban_management",
@@ -615,6 +705,7 @@ mod tests {
                 "whistle.cmd.dispute.op-150602",
                 "whistle.cmd.submit_assist.op-150602",
                 "whistle.cmd.propose_ledger.op-150602",
+                "whistle.cmd.endorse.op-150602",
                 "whistle.cmd.claim_offer.op-150602",
                 "whistle.cmd.release_offer.op-150602",
                 "whistle.cmd.complete_offer.op-150602"

@@ -8,8 +8,10 @@
 pub mod calendar;
 mod codes;
 pub mod contact;
+pub mod devices;
 pub mod hotspot;
 pub mod incident;
+pub mod leaders;
 pub mod ordos;
 mod org;
 pub mod org_sheets;

@@ -18,8 +18,8 @@
 use std::collections::BTreeSet;
 
 use crate::{
-    AreaCode, Department, DepartmentCode, DepartmentKind, OrgDataset, OrgUnit, Person, PersonId,
-    Role,
+    leaders::Pairing, AreaCode, Department, DepartmentCode, DepartmentKind, Level, OrgDataset,
+    OrgUnit, Person, PersonId, Role,
 };
 
 /// The city code of Ordos.
@@ -161,6 +161,84 @@ pub fn dataset() -> OrgDataset {
         departments,
         people: people.people,
     }
+}
+
+/// The paired leaders (结对领导) of a dataset and their pairings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leaders {
+    pub people: Vec<Person>,
+    pub pairings: Vec<Pairing>,
+}
+
+/// City leaders, each paired with two or three of the 59 streets.
+const CITY_LEADERS: usize = 24;
+/// Communities a banner/district leader follows at most.
+const COMMUNITIES_PER_LEADER: usize = 4;
+
+/// The paired leaders of `dataset` (领导结对联系), deterministic like the rest: the city's
+/// leaders (`ld-150600-NN`) take the streets in code order in turn; each banner/district has a
+/// leader (`ld-{district}-NN`) for every four of its communities, who take its communities in
+/// code order in turn. Names and phones come from the same generator as the dataset's people,
+/// phones unique across both.
+pub fn leaders(dataset: &OrgDataset) -> Leaders {
+    let mut factory = PeopleFactory {
+        people: Vec::new(),
+        phones: dataset.people.iter().map(|p| p.phone.clone()).collect(),
+    };
+    let mut pairings = Vec::new();
+    let at = |level: Level| -> Vec<&AreaCode> {
+        let mut codes: Vec<&AreaCode> = dataset
+            .units
+            .iter()
+            .filter(|u| u.level() == level)
+            .map(|u| &u.code)
+            .collect();
+        codes.sort();
+        codes
+    };
+    let leader_id = |post: &AreaCode, n: usize| format!("ld-{post}-{:02}", n + 1);
+    let city = area(CITY_CODE);
+    for n in 0..CITY_LEADERS {
+        factory.add(leader_id(&city, n), Role::Leader { area: city.clone() });
+    }
+    for (i, street) in at(Level::Street).into_iter().enumerate() {
+        pairings.push(Pairing {
+            leader: person_id(leader_id(&city, i % CITY_LEADERS)),
+            area: street.clone(),
+        });
+    }
+    let communities = at(Level::Community);
+    for district in at(Level::District) {
+        let mine: Vec<&&AreaCode> = communities
+            .iter()
+            .filter(|c| district.contains(c))
+            .collect();
+        let count = mine.len().div_ceil(COMMUNITIES_PER_LEADER).max(1);
+        for n in 0..count {
+            factory.add(
+                leader_id(district, n),
+                Role::Leader {
+                    area: district.clone(),
+                },
+            );
+        }
+        for (i, community) in mine.into_iter().enumerate() {
+            pairings.push(Pairing {
+                leader: person_id(leader_id(district, i % count)),
+                area: (*community).clone(),
+            });
+        }
+    }
+    pairings.sort();
+    Leaders {
+        people: factory.people,
+        pairings,
+    }
+}
+
+fn person_id(id: String) -> PersonId {
+    id.parse()
+        .expect("generated person ids use only code characters")
 }
 
 const CITY_NAME: &str = "鄂尔多斯市";
@@ -1314,6 +1392,7 @@ mod tests {
                     assert_eq!(person.id.as_str(), format!("hd-{unit}"));
                     handlers += 1;
                 }
+                Role::Leader { .. } => panic!("leaders come with `leaders`, not the dataset"),
             }
         }
         assert_eq!(workers.len(), 1_564);

@@ -219,6 +219,10 @@ pub enum Role {
     /// Staff of a community or street office (社区工作者 / 街道干部): handles incidents at that
     /// unit's level, and at the street blows the whistle.
     Handler { unit: AreaCode },
+    /// 结对领导: a city or banner/district leader, posted at `area` (the city or a district), who
+    /// follows the streets and communities paired with them (`leader_pairings`) and may endorse a
+    /// 督办 there.
+    Leader { area: AreaCode },
 }
 
 impl Role {
@@ -228,6 +232,7 @@ impl Role {
             Role::Liaison { .. } => "liaison",
             Role::Operator { .. } => "operator",
             Role::Handler { .. } => "handler",
+            Role::Leader { .. } => "leader",
         }
     }
 }
@@ -323,12 +328,18 @@ impl OrgIndex {
                     .units
                     .get(unit)
                     .is_some_and(|u| matches!(u.level(), Level::Community | Level::Street)),
+                Role::Leader { area } => index
+                    .units
+                    .get(area)
+                    .is_some_and(|u| u.level() >= Level::District),
             };
             if !target_ok {
                 let target = match &person.role {
                     Role::GridWorker { grid } => grid.to_string(),
                     Role::Liaison { department } => department.to_string(),
-                    Role::Operator { area } | Role::Handler { unit: area } => area.to_string(),
+                    Role::Operator { area }
+                    | Role::Handler { unit: area }
+                    | Role::Leader { area } => area.to_string(),
                 };
                 return Err(OrgError::DanglingPerson(person.id, target));
             }

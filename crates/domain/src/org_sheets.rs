@@ -51,11 +51,12 @@ pub fn role_zh(kind: &str) -> &'static str {
         "grid_worker" => "网格员",
         "liaison" => "部门报到人",
         "operator" => "指挥中心",
+        "leader" => "结对领导",
         _ => "街道社区干部",
     }
 }
 
-const ROLE_KINDS: [&str; 4] = ["grid_worker", "liaison", "operator", "handler"];
+const ROLE_KINDS: [&str; 5] = ["grid_worker", "liaison", "operator", "handler", "leader"];
 
 fn parse_role(value: &str) -> Option<&'static str> {
     ROLE_KINDS
@@ -76,7 +77,9 @@ pub fn post(role: &Role) -> String {
     match role {
         Role::GridWorker { grid } => grid.to_string(),
         Role::Liaison { department } => department.to_string(),
-        Role::Operator { area } | Role::Handler { unit: area } => area.to_string(),
+        Role::Operator { area } | Role::Handler { unit: area } | Role::Leader { area } => {
+            area.to_string()
+        }
     }
 }
 
@@ -661,7 +664,7 @@ fn read_people(
         });
         let kind = match r.required(row, "角色") {
             Some(value) => parse_role(&value).or_else(|| {
-                r.problem(row, "角色", "应为 网格员/部门报到人/指挥中心/街道社区干部 或 grid_worker/liaison/operator/handler");
+                r.problem(row, "角色", "应为 网格员/部门报到人/指挥中心/街道社区干部/结对领导 或 grid_worker/liaison/operator/handler/leader");
                 None
             }),
             None => None,
@@ -671,7 +674,7 @@ fn read_people(
             let what = match kind {
                 "grid_worker" => "网格编码",
                 "liaison" => "部门编码",
-                "operator" => "旗区或城市编码",
+                "operator" | "leader" => "旗区或城市编码",
                 _ => "街道或社区编码",
             };
             if post.is_empty() {
@@ -709,7 +712,7 @@ fn read_people(
                     let level = area.level();
                     let fits = match kind {
                         "grid_worker" => level == Level::Grid,
-                        "operator" => level >= Level::District,
+                        "operator" | "leader" => level >= Level::District,
                         _ => matches!(level, Level::Street | Level::Community),
                     };
                     if !fits {
@@ -723,6 +726,7 @@ fn read_people(
                     match kind {
                         "grid_worker" => Role::GridWorker { grid: area },
                         "operator" => Role::Operator { area },
+                        "leader" => Role::Leader { area },
                         _ => Role::Handler { unit: area },
                     }
                 }
@@ -867,6 +871,7 @@ pub fn plan(input: &OrgInput, current: &OrgState) -> Result<Plan, Vec<Problem>> 
             Role::GridWorker { grid: area }
             | Role::Operator { area }
             | Role::Handler { unit: area }
+            | Role::Leader { area }
                 if removed_units.contains(area) =>
             {
                 refuse(&mut problems, UNITS, post, reason)

@@ -7,9 +7,11 @@
 
 pub mod audit;
 pub mod contacts;
+pub mod devices;
 pub mod expand;
 pub mod incidents;
 pub mod intake;
+pub mod leaders;
 pub mod listen;
 pub mod maintenance;
 pub mod notifications;

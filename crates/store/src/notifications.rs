@@ -106,6 +106,21 @@ pub async fn unit_staff(pool: &PgPool, unit: &str) -> Result<Vec<Recipient>> {
     Ok(rows.into_iter().map(recipient).collect())
 }
 
+/// The leaders paired with any of `areas` (an incident's street and community) who have not
+/// left, each once, in id order.
+pub async fn paired_leaders(pool: &PgPool, areas: &[String]) -> Result<Vec<Recipient>> {
+    let rows: Vec<RecipientRow> = sqlx::query_as(&format!(
+        "SELECT {RECIPIENT_COLUMNS} FROM people
+         WHERE role = 'leader' AND left_at IS NULL
+           AND id IN (SELECT leader_id FROM leader_pairings WHERE area_code = ANY($1))
+         ORDER BY id"
+    ))
+    .bind(areas)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(recipient).collect())
+}
+
 /// A person who has not left (a deputy, a recipient).
 pub async fn person(pool: &PgPool, id: &str) -> Result<Option<Recipient>> {
     let row: Option<RecipientRow> = sqlx::query_as(&format!(

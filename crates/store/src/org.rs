@@ -128,9 +128,10 @@ async fn upsert(tx: &mut PgConnection, dataset: &OrgDataset) -> Result<(Vec<Entr
         match (&p.role, want) {
             (Role::GridWorker { grid }, "grid") => Some(grid.to_string()),
             (Role::Liaison { department }, "department") => Some(department.to_string()),
-            (Role::Operator { area } | Role::Handler { unit: area }, "area") => {
-                Some(area.to_string())
-            }
+            (
+                Role::Operator { area } | Role::Handler { unit: area } | Role::Leader { area },
+                "area",
+            ) => Some(area.to_string()),
             _ => None,
         }
     };
@@ -265,6 +266,9 @@ pub async fn load_from(conn: &mut PgConnection) -> Result<OrgDataset> {
             },
             "handler" => Role::Handler {
                 unit: target(&row, &id, "area_code")?,
+            },
+            "leader" => Role::Leader {
+                area: target(&row, &id, "area_code")?,
             },
             other => return Err(corrupt("people.role", &other)),
         };

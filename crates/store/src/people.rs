@@ -82,7 +82,9 @@ pub fn post(role: &Role) -> String {
     match role {
         Role::GridWorker { grid } => grid.to_string(),
         Role::Liaison { department } => department.to_string(),
-        Role::Operator { area } | Role::Handler { unit: area } => area.to_string(),
+        Role::Operator { area } | Role::Handler { unit: area } | Role::Leader { area } => {
+            area.to_string()
+        }
     }
 }
 
@@ -91,14 +93,15 @@ fn columns(role: &Role) -> (Option<String>, Option<String>, Option<String>) {
     match role {
         Role::GridWorker { grid } => (Some(grid.to_string()), None, None),
         Role::Liaison { department } => (None, Some(department.to_string()), None),
-        Role::Operator { area } | Role::Handler { unit: area } => {
+        Role::Operator { area } | Role::Handler { unit: area } | Role::Leader { area } => {
             (None, None, Some(area.to_string()))
         }
     }
 }
 
 /// Parses a role and its post as the CLI and the console give them: `grid_worker` and a grid,
-/// `liaison` and a department, `operator` or `handler` and an area.
+/// `liaison` and a department, `operator` or `handler` and an area, `leader` and the city or a
+/// district.
 pub fn parse_role(role: &str, post: &str) -> Result<Role> {
     let invalid = |message: String| Error::Invalid(message);
     let area = || {
@@ -130,8 +133,17 @@ pub fn parse_role(role: &str, post: &str) -> Result<Role> {
             }
             Ok(Role::Handler { unit })
         }
+        "leader" => {
+            let area = area()?;
+            if area.level() < Level::District {
+                return Err(invalid(format!(
+                    "a leader's post is the city or a district, not {post}"
+                )));
+            }
+            Ok(Role::Leader { area })
+        }
         other => Err(invalid(format!(
-            "unknown role {other:?}: expected grid_worker, liaison, operator or handler"
+            "unknown role {other:?}: expected grid_worker, liaison, operator, handler or leader"
         ))),
     }
 }
@@ -414,7 +426,8 @@ async fn check_post(conn: &mut PgConnection, role: &Role) -> Result<String, Refu
         }
         Role::GridWorker { grid: area }
         | Role::Operator { area }
-        | Role::Handler { unit: area } => {
+        | Role::Handler { unit: area }
+        | Role::Leader { area } => {
             let found: Option<String> =
                 sqlx::query_scalar("SELECT code FROM org_units WHERE code = $1")
                     .bind(area.to_string())
@@ -1043,7 +1056,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("street or a community"));
-        assert!(parse_role("leader", "150602")
+        assert!(matches!(
+            parse_role("leader", "150602"),
+            Ok(Role::Leader { .. })
+        ));
+        assert!(parse_role("leader", "150602001")
+            .unwrap_err()
+            .to_string()
+            .contains("the city or a district"));
+        assert!(parse_role("member", "150602001001")
             .unwrap_err()
             .to_string()
             .contains("unknown role"));

@@ -37,6 +37,13 @@ pub enum Role {
     /// A registered Party member's phone (docs/party.md): scoped by their community, acting as
     /// their own person; sees and claims only their community's offers, nothing else.
     Member,
+    /// A device's own credential (a sensor, a video-analytics system): acts as no person, its
+    /// area the device's grid, its device named (`device_id`); publishes that grid's reports over
+    /// NATS and nothing else (docs/devices.md).
+    Device,
+    /// 结对领导: a leader's token, its area the leader's post (the city or a district); reads and
+    /// endorses only in the streets and communities paired with the leader (docs/leaders.md).
+    Leader,
 }
 
 impl Role {
@@ -49,6 +56,8 @@ impl Role {
             Role::Open311 => "open311",
             Role::Hotline => "hotline",
             Role::Member => "member",
+            Role::Leader => "leader",
+            Role::Device => "device",
         }
     }
 
@@ -70,8 +79,10 @@ impl std::str::FromStr for Role {
             "open311" => Ok(Role::Open311),
             "hotline" => Ok(Role::Hotline),
             "member" => Ok(Role::Member),
+            "leader" => Ok(Role::Leader),
+            "device" => Ok(Role::Device),
             other => Err(format!(
-                "unknown role {other:?}: expected operator, liaison, viewer, grid_worker, open311, hotline or member"
+                "unknown role {other:?}: expected operator, liaison, viewer, grid_worker, open311, hotline, member, leader or device"
             )),
         }
     }
@@ -87,6 +98,8 @@ pub struct Token {
     pub department_code: Option<String>,
     /// Who acts when the token sends a command; `None` for viewers.
     pub person_id: Option<String>,
+    /// The device a `device` token is the credential of; `None` for every other role.
+    pub device_id: Option<String>,
     pub label: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -104,6 +117,8 @@ pub struct NewToken {
     /// Defaults to the area's operator (`op-{area}`), the grid's worker (`gw-{grid}`) or the
     /// department's liaison (`li-{dept}`).
     pub person_id: Option<String>,
+    /// The registered device a `device` token is for (its scope is then the device's grid).
+    pub device_id: Option<String>,
     pub label: String,
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -148,13 +163,48 @@ pub async fn create(
     let invalid = |message: String| Err(Refused::Invalid(message));
     let Some(role) = new.role else {
         return invalid(
-            "a role is required: operator, liaison, viewer, grid_worker, open311 or hotline".into(),
+            "a role is required: operator, liaison, viewer, grid_worker, open311, hotline, leader or device"
+                .into(),
         );
     };
     if new.expires_at.is_some_and(|at| at <= now) {
         return invalid("the expiry must be in the future".into());
     }
-    let (area_code, department_code) = match (&new.area_code, &new.department_code) {
+    if (role == Role::Device) != new.device_id.is_some() {
+        return invalid(if role == Role::Device {
+            "a device token needs --device (a registered device)".into()
+        } else {
+            format!("a {} token names no device", role.as_str())
+        });
+    }
+    // A device's scope is its grid, read from the registry.
+    let device_grid = match &new.device_id {
+        Some(device) => {
+            if new.department_code.is_some() || new.person_id.is_some() {
+                return invalid(
+                    "a device token acts as no person and belongs to no department".into(),
+                );
+            }
+            let grid: Option<String> = sqlx::query_scalar(
+                "SELECT grid_code FROM devices WHERE id = $1 AND status <> 'retired'",
+            )
+            .bind(device)
+            .fetch_optional(pool)
+            .await?;
+            let Some(grid) = grid else {
+                return invalid(format!("no registered device {device} (or it is retired)"));
+            };
+            if new.area_code.as_ref().is_some_and(|a| *a != grid) {
+                return invalid(format!("device {device} reports from grid {grid}"));
+            }
+            Some(grid)
+        }
+        None => None,
+    };
+    let (area_code, department_code) = match (
+        &device_grid.or_else(|| new.area_code.clone()),
+        &new.department_code,
+    ) {
         (Some(_), Some(_)) => {
             return invalid("give either an area or a department as the scope, not both".into())
         }
@@ -179,6 +229,11 @@ pub async fn create(
         (None, Some(_)) if role == Role::Member => {
             return invalid(
                 "a member token is scoped by --area (their community), not --department".into(),
+            )
+        }
+        (None, Some(_)) if role == Role::Leader => {
+            return invalid(
+                "a leader token is scoped by --area (the leader's post), not --department".into(),
             )
         }
         (None, Some(_)) if role == Role::GridWorker => {
@@ -221,7 +276,7 @@ pub async fn create(
                     role.as_str()
                 ))
             }
-            Role::Open311 | Role::Hotline => None,
+            Role::Open311 | Role::Hotline | Role::Device => None,
             Role::Operator => Some(
                 new.person_id
                     .clone()
@@ -239,6 +294,11 @@ pub async fn create(
                 Some(person) => Some(person.clone()),
                 None => return invalid("a member token needs --person (the member)".into()),
             },
+            // An area has several leaders: the token names which one.
+            Role::Leader => match &new.person_id {
+                Some(person) => Some(person.clone()),
+                None => return invalid("a leader token needs --person (the leader)".into()),
+            },
         };
     if let Some(person) = &person_id {
         check_person(pool, role, person, &area_code, department_code.as_deref()).await?;
@@ -251,6 +311,7 @@ pub async fn create(
         area_code,
         department_code,
         person_id,
+        device_id: new.device_id.clone(),
         label: new.label.clone(),
         created_at: now,
         expires_at: new.expires_at,
@@ -259,8 +320,8 @@ pub async fn create(
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO api_tokens (id, token_sha256, role, area_code, department_code, person_id,
-                                 label, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                                 label, created_at, expires_at, device_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(token.id)
     .bind(&digest(&secret)[..])
@@ -271,6 +332,7 @@ pub async fn create(
     .bind(&token.label)
     .bind(now)
     .bind(token.expires_at)
+    .bind(&token.device_id)
     .execute(&mut *tx)
     .await?;
     let entry = Entry {
@@ -293,6 +355,7 @@ impl Token {
             "area_code": self.area_code,
             "department_code": self.department_code,
             "person_id": self.person_id,
+            "device_id": self.device_id,
             "label": self.label,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
@@ -342,7 +405,8 @@ async fn check_person(
                 .fetch_one(pool)
                 .await?
         }
-        Role::Viewer | Role::Open311 | Role::Hotline => false,
+        Role::Leader => person_role == "leader" && person_area.as_deref() == Some(area),
+        Role::Viewer | Role::Open311 | Role::Hotline | Role::Device => false,
     };
     if fits {
         Ok(())
@@ -362,6 +426,7 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Token> {
         area_code: row.try_get("area_code")?,
         department_code: row.try_get("department_code")?,
         person_id: row.try_get("person_id")?,
+        device_id: row.try_get("device_id")?,
         label: row.try_get("label")?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
@@ -369,8 +434,8 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<Token> {
     })
 }
 
-const COLUMNS: &str =
-    "id, role, area_code, department_code, person_id, label, created_at, expires_at, revoked_at";
+const COLUMNS: &str = "id, role, area_code, department_code, person_id, device_id, label, \
+     created_at, expires_at, revoked_at";
 
 /// The token with this secret if it is neither revoked nor expired at `now`.
 pub async fn authenticate(
@@ -382,7 +447,9 @@ pub async fn authenticate(
         "SELECT {COLUMNS} FROM api_tokens
          WHERE token_sha256 = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)
            AND NOT EXISTS (SELECT 1 FROM people p
-                           WHERE p.id = api_tokens.person_id AND p.left_at IS NOT NULL)"
+                           WHERE p.id = api_tokens.person_id AND p.left_at IS NOT NULL)
+           AND NOT EXISTS (SELECT 1 FROM devices d
+                           WHERE d.id = api_tokens.device_id AND d.status = 'retired')"
     ))
     .bind(&digest(secret)[..])
     .bind(now)

@@ -50,6 +50,8 @@ pub const INCIDENT_LEDGER_RETURNED: &str = "incident.ledger_returned";
 pub const INCIDENT_ADOPTED: &str = "incident.adopted";
 /// A proactive case's milestone was marked done.
 pub const INCIDENT_MILESTONE_DONE: &str = "incident.milestone_done";
+/// 领导督办: a leader paired with the incident's street or community endorsed its supervision.
+pub const INCIDENT_ENDORSED: &str = "incident.endorsed";
 pub const TASK_DISPATCHED: &str = "task.dispatched";
 pub const TASK_ACCEPTED: &str = "task.accepted";
 pub const TASK_RETURNED: &str = "task.returned";
@@ -79,7 +81,7 @@ pub const INTAKE: [&str; 4] = [
 ];
 
 /// The kinds the state machine publishes (the domain's `incident::EVENT_KINDS`, checked below).
-pub const ENGINE: [&str; 37] = [
+pub const ENGINE: [&str; 38] = [
     INCIDENT_ESCALATED,
     INCIDENT_WHISTLED,
     INCIDENT_RESOLVED,
@@ -104,6 +106,7 @@ pub const ENGINE: [&str; 37] = [
     INCIDENT_LEDGER_RETURNED,
     INCIDENT_ADOPTED,
     INCIDENT_MILESTONE_DONE,
+    INCIDENT_ENDORSED,
     TASK_DISPATCHED,
     TASK_ACCEPTED,
     TASK_RETURNED,

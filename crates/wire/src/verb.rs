@@ -59,11 +59,13 @@ pub enum Verb {
     RateOffer,
     /// The community takes an offer back.
     WithdrawOffer,
+    /// 领导督办: a paired leader endorses the supervision of an incident of their areas.
+    Endorse,
 }
 
 impl Verb {
     /// Every verb, in the order dispatch registers its endpoints.
-    pub const ALL: [Verb; 29] = [
+    pub const ALL: [Verb; 30] = [
         Verb::Accept,
         Verb::Return,
         Verb::Resolve,
@@ -93,6 +95,7 @@ impl Verb {
         Verb::ConfirmOffer,
         Verb::RateOffer,
         Verb::WithdrawOffer,
+        Verb::Endorse,
     ];
 
     /// The volunteer verbs, which act on an offer rather than an incident (docs/party.md).
@@ -163,6 +166,7 @@ impl Verb {
             Verb::ConfirmOffer => "confirm_offer",
             Verb::RateOffer => "rate_offer",
             Verb::WithdrawOffer => "withdraw_offer",
+            Verb::Endorse => "endorse",
         }
     }
 
@@ -198,6 +202,7 @@ impl Verb {
             Body::ConfirmOffer(_) => Verb::ConfirmOffer,
             Body::RateOffer(_) => Verb::RateOffer,
             Body::WithdrawOffer(_) => Verb::WithdrawOffer,
+            Body::Endorse(_) => Verb::Endorse,
         }
     }
 }

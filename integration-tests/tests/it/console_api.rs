@@ -453,8 +453,8 @@ async fn get_session_tells_each_role_what_it_is() {
             Role::Liaison => format!("li-{petitions}"),
             Role::GridWorker => format!("gw-{grid}"),
             Role::Operator => person.to_owned(),
-            Role::Open311 | Role::Hotline => {
-                unreachable!("keys of the Open311 door have no session")
+            Role::Open311 | Role::Hotline | Role::Leader | Role::Device => {
+                unreachable!("keys of the Open311 door and leaders' tokens have no session")
             }
             Role::Member => unreachable!("a member's token reaches the volunteers' RPCs only"),
         };

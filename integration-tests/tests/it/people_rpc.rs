@@ -330,9 +330,15 @@ async fn others_are_refused_and_bad_input_changes_nothing() {
             "is a grid",
         ),
         (
-            onboard("gw-new", "新人", "leader", &grid),
+            onboard("gw-new", "新人", "captain", &grid),
             Code::InvalidArgument,
             "unknown role",
+        ),
+        // A leader (结对领导) is posted at the city or a district, not a grid.
+        (
+            onboard("ld-new", "新人", "leader", &grid),
+            Code::InvalidArgument,
+            "the city or a district",
         ),
         (
             onboard("has space", "新人", "grid_worker", &grid),

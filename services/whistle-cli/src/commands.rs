@@ -84,6 +84,20 @@ pub enum Field {
     Adopt(AdoptArgs),
     /// Mark a proactive case's milestone done, as its lead department's liaison or an operator.
     CompleteMilestone(CompleteMilestoneArgs),
+    /// 领导督办: a leader paired with the incident's street or community endorses its
+    /// supervision, with an instruction (批示).
+    Endorse(EndorseArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EndorseArgs {
+    /// Incident id (UUID).
+    pub incident: String,
+    /// The leader's instruction (批示), required.
+    #[arg(long)]
+    pub note: String,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, clap::Args)]
@@ -713,6 +727,13 @@ impl Field {
                     note: note(&a.note),
                 }),
             ),
+            Field::Endorse(a) => (
+                &a.incident,
+                &a.common,
+                Body::Endorse(v1::Endorse {
+                    note: a.note.clone(),
+                }),
+            ),
         })
     }
 
@@ -886,6 +907,7 @@ pub fn done_zh(command: &v1::Command, ok: &v1::CommandOk) -> String {
         Some(Body::ConfirmOffer(_)) => "已确认".into(),
         Some(Body::RateOffer(_)) => "已评价".into(),
         Some(Body::WithdrawOffer(_)) => "已撤回".into(),
+        Some(Body::Endorse(_)) => "已领导督办".into(),
         None => "完成".into(),
     }
 }

@@ -7,10 +7,12 @@ mod chaos;
 mod commands;
 mod contacts;
 mod db;
+mod devices;
 mod door;
 mod generator;
 mod hotspots;
 mod incident;
+mod leaders;
 mod load;
 mod load_summary;
 mod monthly;
@@ -110,7 +112,8 @@ enum Command {
     Migrate,
     /// Load the Ordos org tree, departments, people and grid boundaries: the import of
     /// deploy/ordos/ (compiled in), applied as a version if anything changes (idempotent); then
-    /// the 双报到 registry of Party members and volunteer teams.
+    /// the 双报到 registry of Party members and volunteer teams, and the paired leaders
+    /// (领导结对联系) and their pairings.
     Seed,
     /// File a report as a grid worker; `report monthly`: the monthly assessment report.
     Report(report::Args),
@@ -148,6 +151,12 @@ enum Command {
     /// People: onboard (add), change or transfer, offboard, list; notification preferences.
     #[command(subcommand)]
     People(people::Args),
+    /// 领导结对联系: pair leaders with streets and communities, unpair, list.
+    #[command(subcommand)]
+    Leaders(leaders::Args),
+    /// The device registry: register sensors and video-analytics systems per grid, list them.
+    #[command(subcommand)]
+    Devices(devices::Args),
     /// The dispatch policy as versions: propose, diff, approve (by a second operator), reject,
     /// list, show, status.
     #[command(subcommand)]
@@ -231,6 +240,7 @@ async fn main() -> anyhow::Result<()> {
             migrate(&cli.conn, &pool).await?;
             org::seed(&cli.conn).await?;
             volunteers::seed(&cli.conn, &pool).await?;
+            leaders::seed(&cli.conn).await?;
         }
         Command::Volunteers(args) => volunteers::run(&cli.conn, args).await?,
         Command::Org(args) => org::run(&cli.conn, args).await?,
@@ -259,6 +269,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Token(args) => token::run(&cli.conn, args).await?,
         Command::Db(args) => db::run(&cli.conn, args).await?,
         Command::People(args) => people::run(&cli.conn, args).await?,
+        Command::Leaders(args) => leaders::run(&cli.conn, args).await?,
+        Command::Devices(args) => devices::run(&cli.conn, args).await?,
         Command::Audit(args) => audit::run(&cli.conn, args).await?,
         Command::Policy(args) => policy::run(&cli.conn, args).await?,
         Command::Contacts(args) => contacts::run(&cli.conn, args).await?,

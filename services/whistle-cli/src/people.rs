@@ -9,7 +9,7 @@ use whistle_store::people::{self, NewPerson, PersonChange, Refused};
 use crate::{connect_db, Connection};
 
 /// The roles a person may hold (the `people_role_check` of the schema).
-const ROLES: [&str; 4] = ["grid_worker", "liaison", "operator", "handler"];
+const ROLES: [&str; 5] = ["grid_worker", "liaison", "operator", "handler", "leader"];
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Args {
@@ -26,7 +26,8 @@ pub enum Args {
         phone: String,
         #[arg(long, value_parser = ROLES)]
         role: String,
-        /// The grid (grid_worker), department (liaison) or area (operator, handler).
+        /// The grid (grid_worker), department (liaison) or area (operator, handler; the city or a
+        /// district for a leader).
         #[arg(long)]
         post: String,
     },
@@ -348,13 +349,13 @@ mod tests {
             "--phone",
             "13800008000",
             "--role",
-            "leader",
+            "captain",
             "--post",
             "150602",
         ])
         .unwrap_err()
         .to_string();
-        assert!(bad_role.contains("leader"), "{bad_role}");
+        assert!(bad_role.contains("captain"), "{bad_role}");
         assert!(parse(&["add", "--id", "x", "--name", "n", "--phone", "13800008000"]).is_err());
     }
 

@@ -29,6 +29,10 @@ pub enum Args {
         /// Who acts; default the area's operator, the grid's worker or the department's liaison.
         #[arg(long)]
         person: Option<String>,
+        /// The registered device of a `device` token (`whistle devices register`); its scope is
+        /// the device's grid.
+        #[arg(long)]
+        device: Option<String>,
         /// A note on what the token is for, shown by `list`.
         #[arg(long, default_value = "")]
         label: String,
@@ -52,6 +56,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             area,
             department,
             person,
+            device,
             label,
             expires_in,
         } => {
@@ -64,6 +69,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                 area_code: area,
                 department_code: department,
                 person_id: person,
+                device_id: device,
                 label,
                 expires_at,
             };
@@ -155,6 +161,7 @@ mod tests {
             area_code: "150602001001001".into(),
             department_code: None,
             person_id: person.map(Into::into),
+            device_id: None,
             label: String::new(),
             created_at: Utc::now(),
             expires_at: None,

@@ -245,6 +245,13 @@ impl Commands {
         parsed: Parsed,
     ) -> Result<v1::CommandReply, Error> {
         let now = self.shared.clock.now();
+        let mut parsed = parsed;
+        // A leader acts on the areas paired with them, read before the incident's transaction
+        // (no lock taken, so the command's lock order is unchanged).
+        if let Actor::Leader { id, paired } = &mut parsed.actor {
+            let mut conn = self.shared.pool.acquire().await?;
+            *paired = whistle_store::leaders::areas_of(&mut conn, id.as_str()).await?;
+        }
         let mut tx = self.shared.pool.begin().await?;
         if let Some(applied) = incidents::command_reply(&mut tx, &command.command_id).await? {
             return Ok(replayed(&applied, verb, &command));
@@ -759,6 +766,12 @@ fn parse(
             incident::Command::CompleteMilestone {
                 milestone: m.milestone,
                 note: m.note.clone(),
+            },
+            None,
+        ),
+        Body::Endorse(e) => (
+            incident::Command::Endorse {
+                note: e.note.clone(),
             },
             None,
         ),

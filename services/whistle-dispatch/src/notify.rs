@@ -49,6 +49,9 @@ pub fn filter_subjects() -> Vec<String> {
         kind::INCIDENT_SUPERVISED,
         kind::INCIDENT_EXTENSION_APPROVED,
         kind::INCIDENT_EXTENSION_DENIED,
+        kind::INCIDENT_ESCALATED,
+        kind::INCIDENT_OVERDUE,
+        kind::INCIDENT_ENDORSED,
     ]
     .iter()
     .map(|k| whistle_wire::subject::incident_event("*", "*", k));
@@ -253,6 +256,8 @@ pub enum Audience {
     Liaisons(String),
     /// The staff of the unit handling the incident (or the grid's workers).
     Unit(String),
+    /// The leaders paired with these areas (the incident's street and community).
+    PairedLeaders(Vec<String>),
 }
 
 fn local(at: &Option<prost_types::Timestamp>) -> String {
@@ -390,6 +395,14 @@ pub fn plan(event: &v1::Event, department_name: impl Fn(&str) -> String) -> Opti
                 department: Some(task.department_code.clone()),
             })
         }
+        // 领导督办 goes to the unit handling the incident, as an operator's 督办 does.
+        kind::INCIDENT_ENDORSED => Some(Plan {
+            audience: Audience::Unit(handling_unit(event, changed)?),
+            title: format!("领导督办｜{title}"),
+            body: format!("结对领导督办：{}", changed.note),
+            task_id: None,
+            department: None,
+        }),
         kind::INCIDENT_SUPERVISED => Some(Plan {
             audience: Audience::Unit(handling_unit(event, changed)?),
             title: format!("督办｜{title}"),
@@ -404,6 +417,58 @@ pub fn plan(event: &v1::Event, department_name: impl Fn(&str) -> String) -> Opti
             department: None,
         }),
         _ => None,
+    }
+}
+
+/// What the leaders paired with the incident's street and community are told (领导结对联系): an
+/// escalation to the district or above, an overdue incident, a supervision. `None` for any other
+/// event, and for an incident outside any street.
+pub fn leader_plan(event: &v1::Event) -> Option<Plan> {
+    let Some(v1::event::Body::IncidentChanged(changed)) = &event.body else {
+        return None;
+    };
+    let level = v1::Level::try_from(changed.level).ok()?;
+    let (tag, what) = match event.kind.as_str() {
+        kind::INCIDENT_ESCALATED if matches!(level, v1::Level::District | v1::Level::City) => {
+            ("升级", format!("已升级至{}层级处置", level_zh(level)))
+        }
+        kind::INCIDENT_OVERDUE => ("超期", format!("已超过{}层级办理时限", level_zh(level))),
+        kind::INCIDENT_SUPERVISED => ("督办", "已被指挥中心督办".to_owned()),
+        _ => return None,
+    };
+    let grid = event.grid_code.parse::<AreaCode>().ok()?;
+    let areas: Vec<String> = [Level::Street, Level::Community]
+        .into_iter()
+        .filter_map(|level| grid.at_level(level))
+        .map(|a| a.to_string())
+        .collect();
+    if areas.is_empty() {
+        return None;
+    }
+    let title = &changed.title;
+    Some(Plan {
+        audience: Audience::PairedLeaders(areas),
+        title: format!("结对联系·{tag}｜{title}"),
+        body: format!(
+            "您结对联系的区域有事件{what}，办结时限 {}。可在领导视图中查看并领导督办。{}",
+            local(&changed.due_at),
+            changed.note
+        )
+        .trim_end()
+        .to_owned(),
+        task_id: None,
+        department: None,
+    })
+}
+
+fn level_zh(level: v1::Level) -> &'static str {
+    match level {
+        v1::Level::Grid => "网格",
+        v1::Level::Community => "社区",
+        v1::Level::Street => "街道",
+        v1::Level::District => "旗区",
+        v1::Level::City => "市级",
+        v1::Level::Unspecified => "—",
     }
 }
 
@@ -512,9 +577,14 @@ impl Notifier {
                 .and_then(|code| catalog.org.department(&code))
                 .map_or_else(|| code.to_owned(), |d| d.name.clone())
         };
-        let Some(plan) = plan(&event, department_name) else {
+        // The people the event concerns, and the leaders paired with its area (领导结对联系).
+        let plans: Vec<Plan> = plan(&event, department_name)
+            .into_iter()
+            .chain(leader_plan(&event))
+            .collect();
+        if plans.is_empty() {
             return Ok(0);
-        };
+        }
         let (Ok(event_id), incident_id) = (
             event.event_id.parse::<Uuid>(),
             event.incident_id.parse::<Uuid>().ok(),
@@ -523,54 +593,57 @@ impl Notifier {
             return Ok(0);
         };
         let pool = &self.shared.pool;
-        let people = match &plan.audience {
-            Audience::Liaisons(department) => store::liaisons(pool, department).await?,
-            Audience::Unit(unit) => store::unit_staff(pool, unit).await?,
-        };
         let now = self.shared.clock.now();
-        let base = |recipient: String, channel, person_id: Option<String>| NewNotification {
-            id: Uuid::now_v7(),
-            event_id,
-            recipient,
-            channel,
-            person_id,
-            kind: event.kind.clone(),
-            incident_id,
-            task_id: plan.task_id,
-            department_code: plan.department.clone(),
-            title: plan.title.clone(),
-            body: plan.body.clone(),
-            created_at: now,
-            send_at: None,
-            deputy_of: None,
-        };
         let mut rows = Vec::new();
         let mut held_back = Vec::new();
-        for person in &people {
-            rows.push(base(
-                person.person_id.clone(),
-                Channel::Console,
-                Some(person.person_id.clone()),
-            ));
-            if self.config.sms.is_some() && !person.phone.is_empty() {
-                let until = person.quiet.and_then(|q| quiet_until(now, q));
-                let mut sms = base(
+        for plan in &plans {
+            let people = match &plan.audience {
+                Audience::Liaisons(department) => store::liaisons(pool, department).await?,
+                Audience::Unit(unit) => store::unit_staff(pool, unit).await?,
+                Audience::PairedLeaders(areas) => store::paired_leaders(pool, areas).await?,
+            };
+            let base = |recipient: String, channel, person_id: Option<String>| NewNotification {
+                id: Uuid::now_v7(),
+                event_id,
+                recipient,
+                channel,
+                person_id,
+                kind: event.kind.clone(),
+                incident_id,
+                task_id: plan.task_id,
+                department_code: plan.department.clone(),
+                title: plan.title.clone(),
+                body: plan.body.clone(),
+                created_at: now,
+                send_at: None,
+                deputy_of: None,
+            };
+            for person in &people {
+                rows.push(base(
                     person.person_id.clone(),
-                    Channel::Sms,
+                    Channel::Console,
                     Some(person.person_id.clone()),
-                );
-                sms.send_at = Some(until.unwrap_or(now));
-                if until.is_some_and(|u| u - now > self.deputy_after()) {
-                    held_back.push((sms.id, person.clone()));
+                ));
+                if self.config.sms.is_some() && !person.phone.is_empty() {
+                    let until = person.quiet.and_then(|q| quiet_until(now, q));
+                    let mut sms = base(
+                        person.person_id.clone(),
+                        Channel::Sms,
+                        Some(person.person_id.clone()),
+                    );
+                    sms.send_at = Some(until.unwrap_or(now));
+                    if until.is_some_and(|u| u - now > self.deputy_after()) {
+                        held_back.push((sms.id, person.clone()));
+                    }
+                    rows.push(sms);
                 }
-                rows.push(sms);
             }
-        }
-        if let Some(department) = &plan.department {
-            if self.config.webhook(department).is_some() && !people.is_empty() {
-                let mut hook = base(department.clone(), Channel::Webhook, None);
-                hook.send_at = Some(now);
-                rows.push(hook);
+            if let Some(department) = &plan.department {
+                if self.config.webhook(department).is_some() && !people.is_empty() {
+                    let mut hook = base(department.clone(), Channel::Webhook, None);
+                    hook.send_at = Some(now);
+                    rows.push(hook);
+                }
             }
         }
         let mut tx = pool.begin().await?;

@@ -37,6 +37,9 @@ pub(crate) struct Principal {
     pub department: Option<String>,
     /// Who acts on commands; `None` for viewers.
     pub person: Option<String>,
+    /// A leader's paired streets and communities (empty for every other role), read with the
+    /// token: a leader reads inside these, not its whole post.
+    pub paired: Vec<AreaCode>,
 }
 
 impl Principal {
@@ -44,6 +47,11 @@ impl Principal {
     /// area; one outside it is PERMISSION_DENIED.
     pub fn read_area(&self, field: &str, requested: &str) -> Result<AreaCode> {
         let Some(requested) = area::parse_optional(field, requested)? else {
+            if self.role == Role::Leader {
+                return Err(Error::PermissionDenied(format!(
+                    "a leader token names one of its paired areas in {field}"
+                )));
+            }
             return Ok(self.area.clone());
         };
         if self.may_see(&requested) {
@@ -54,10 +62,18 @@ impl Principal {
     }
 
     pub fn may_see(&self, code: &AreaCode) -> bool {
+        if self.role == Role::Leader {
+            return self.paired.iter().any(|area| area.contains(code));
+        }
         self.area.contains(code)
     }
 
     pub fn outside(&self, code: &AreaCode) -> Error {
+        if self.role == Role::Leader {
+            return Error::PermissionDenied(format!(
+                "this leader token reads only the areas paired with its leader; {code} is not one"
+            ));
+        }
         Error::PermissionDenied(format!(
             "this {} token is limited to area {}; {code} is outside it",
             self.role.as_str(),
@@ -69,7 +85,10 @@ impl Principal {
     /// each person may do (a grid worker, for one, only follows up its own grid's incidents).
     pub fn actor(&self) -> Result<&str> {
         match (&self.person, self.role) {
-            (Some(person), Role::Operator | Role::Liaison | Role::GridWorker | Role::Member) => {
+            (
+                Some(person),
+                Role::Operator | Role::Liaison | Role::GridWorker | Role::Member | Role::Leader,
+            ) => {
                 Ok(person)
             }
             _ => Err(Error::PermissionDenied(format!(
@@ -78,6 +97,28 @@ impl Principal {
             ))),
         }
     }
+}
+
+/// Least privilege: a member's phone reaches the volunteers' RPCs and nothing else.
+fn refuse_member(principal: &Principal) -> Result<()> {
+    if principal.role == Role::Member {
+        return Err(Error::PermissionDenied(
+            "a member token is for the volunteers' offers only".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A leader reads its paired areas and endorses there, nothing else.
+fn refuse_leader(principal: &Principal) -> Result<()> {
+    if principal.role == Role::Leader {
+        return Err(Error::PermissionDenied(
+            "a leader token reads its paired areas through ListPairedIncidents, GetIncident \
+             and its notifications, and acts with Endorse and Comment; not this RPC"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Valid tokens by the SHA-256 of their secret, with when they were checked.
@@ -108,27 +149,47 @@ impl Auth {
     }
 
     /// The caller of a request, or UNAUTHENTICATED; every call counts against the token's rate
-    /// limit (RESOURCE_EXHAUSTED, `rate_limited`, past it).
+    /// limit (RESOURCE_EXHAUSTED, `rate_limited`, past it). A member's and a leader's tokens are
+    /// refused here: the RPCs they may call ask [`Auth::volunteer_principal`] and
+    /// [`Auth::principal_or_leader`].
     pub async fn principal<T>(&self, request: &Request<T>) -> Result<Arc<Principal>> {
-        let principal = self.volunteer_principal(request).await?;
-        // Least privilege: a member's phone reaches the volunteers' RPCs and nothing else.
-        if principal.role == Role::Member {
-            return Err(Error::PermissionDenied(
-                "a member token is for the volunteers' offers only".into(),
-            ));
-        }
+        let principal = self.checked(request).await?;
+        refuse_member(&principal)?;
+        refuse_leader(&principal)?;
         Ok(principal)
     }
 
     /// [`Auth::principal`] for the volunteers' RPCs (docs/party.md), which member tokens may
     /// call too.
     pub async fn volunteer_principal<T>(&self, request: &Request<T>) -> Result<Arc<Principal>> {
+        let principal = self.checked(request).await?;
+        refuse_leader(&principal)?;
+        Ok(principal)
+    }
+
+    /// As [`Auth::principal`], a leader's token accepted too (scoped to its paired areas by
+    /// [`Principal::may_see`]): for the leader's view, `GetIncident`, the notifications and the
+    /// commands a leader sends.
+    pub async fn principal_or_leader<T>(&self, request: &Request<T>) -> Result<Arc<Principal>> {
+        let principal = self.checked(request).await?;
+        refuse_member(&principal)?;
+        Ok(principal)
+    }
+
+    /// The caller of a request of any role but the keys of other doors (Open311 keys,
+    /// devices), counted against its rate limit.
+    async fn checked<T>(&self, request: &Request<T>) -> Result<Arc<Principal>> {
         let principal = self.identify(bearer(request)?).await?;
         if principal.role.is_open311_key() {
             return Err(Error::PermissionDenied(format!(
                 "an {} key is for the Open311 door only",
                 principal.role.as_str()
             )));
+        }
+        if principal.role == Role::Device {
+            return Err(Error::PermissionDenied(
+                "a device token files its grid's reports over NATS only".into(),
+            ));
         }
         self.limits.request(principal.token_id)?;
         Ok(principal)
@@ -164,7 +225,20 @@ impl Auth {
             .ok_or_else(|| {
                 Error::Unauthenticated("the token is unknown, revoked or expired".into())
             })?;
+        let paired = match (token.role, &token.person_id) {
+            (Role::Leader, Some(person)) => {
+                let mut conn = self.pool.acquire().await?;
+                whistle_store::leaders::areas_of(&mut conn, person)
+                    .await
+                    .map_err(|e| match e {
+                        whistle_store::Error::Database(e) => Error::Database(e),
+                        other => Error::Corrupt(other.to_string()),
+                    })?
+            }
+            _ => Vec::new(),
+        };
         let principal = Arc::new(Principal {
+            paired,
             token_id: token.id,
             role: token.role,
             area: token
@@ -242,7 +316,22 @@ mod tests {
             area: area.parse().unwrap(),
             department: None,
             person: person.map(str::to_owned),
+            paired: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_leader_reads_only_its_paired_areas_not_its_post() {
+        let mut leader = principal(Role::Leader, "150602", Some("ld-150602-01"));
+        leader.paired = vec!["150602001001".parse().unwrap()];
+        assert!(leader.may_see(&"150602001001003".parse().unwrap()));
+        assert!(!leader.may_see(&"150602001002003".parse().unwrap()));
+        assert!(!leader.may_see(&"150602".parse().unwrap()));
+        assert!(matches!(
+            leader.read_area("area_code", ""),
+            Err(Error::PermissionDenied(_))
+        ));
+        assert_eq!(leader.actor().unwrap(), "ld-150602-01");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::{
     incidents::{self, Filter},
     ledger,
     metrics::Metrics,
-    notifications, org_tree, overdue, overview, people, photos,
+    notifications, org_tree, overdue, overview, paired, people, photos,
     replica::Replica,
     reports, scoreboard, session, tasks, trend, watch, Error,
 };
@@ -232,7 +232,7 @@ impl command_center_server::CommandCenter for CommandCenter {
         &self,
         request: Request<v1::GetIncidentRequest>,
     ) -> Result<Response<v1::IncidentDetail>, Status> {
-        let principal = self.auth.principal(&request).await?;
+        let principal = self.auth.principal_or_leader(&request).await?;
         let mut detail = self
             .incident(&principal, &request.get_ref().incident_id, true)
             .await?;
@@ -504,7 +504,7 @@ impl command_center_server::CommandCenter for CommandCenter {
         &self,
         request: Request<v1::ListNotificationsRequest>,
     ) -> Result<Response<v1::ListNotificationsResponse>, Status> {
-        let principal = self.auth.principal(&request).await?;
+        let principal = self.auth.principal_or_leader(&request).await?;
         let (caller, request) = (&*principal, request.get_ref());
         let listed = self
             .replica
@@ -519,7 +519,7 @@ impl command_center_server::CommandCenter for CommandCenter {
         &self,
         request: Request<v1::MarkNotificationsReadRequest>,
     ) -> Result<Response<v1::MarkNotificationsReadResponse>, Status> {
-        let principal = self.auth.principal(&request).await?;
+        let principal = self.auth.principal_or_leader(&request).await?;
         let marked =
             notifications::mark_read(&self.pool, &principal, request.get_ref(), self.clock.now())
                 .await?;
@@ -627,6 +627,13 @@ impl command_center_server::CommandCenter for CommandCenter {
         Ok(Response::new(response))
     }
 
+    async fn list_paired_incidents(
+        &self,
+        request: Request<v1::ListPairedIncidentsRequest>,
+    ) -> Result<Response<v1::ListPairedIncidentsResponse>, Status> {
+        self.paired_incidents(request).await
+    }
+
     async fn get_hotspot_change(
         &self,
         request: Request<v1::GetHotspotChangeRequest>,
@@ -652,6 +659,26 @@ impl command_center_server::CommandCenter for CommandCenter {
             &change,
             self.clock.now(),
         )))
+    }
+}
+
+impl CommandCenter {
+    /// The leader's view, from the primary: a leader opening it after a notification expects
+    /// the incident that caused it.
+    pub(crate) async fn paired_incidents(
+        &self,
+        request: Request<v1::ListPairedIncidentsRequest>,
+    ) -> Result<Response<v1::ListPairedIncidentsResponse>, Status> {
+        let principal = self.auth.principal_or_leader(&request).await?;
+        let listed = paired::list(
+            &self.pool,
+            &self.policy.get(),
+            &principal,
+            request.get_ref(),
+            self.clock.now(),
+        )
+        .await?;
+        Ok(Response::new(listed))
     }
 }
 

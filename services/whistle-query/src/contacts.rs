@@ -43,7 +43,12 @@ fn may_unmask(principal: &Principal, detail: &v1::IncidentDetail, report: &v1::R
                 .filter_map(|t| t.state.as_ref())
                 .any(|task| task.department_code == own && in_progress(task.status))
         }),
-        Role::Viewer | Role::Open311 | Role::Hotline | Role::Member => false,
+        Role::Viewer
+        | Role::Open311
+        | Role::Hotline
+        | Role::Member
+        | Role::Leader
+        | Role::Device => false,
     }
 }
 
@@ -208,6 +213,7 @@ mod tests {
             area: "150602".parse().unwrap(),
             department: department.map(str::to_owned),
             person: person.map(str::to_owned),
+            paired: Vec::new(),
         }
     }
 

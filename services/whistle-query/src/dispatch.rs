@@ -28,9 +28,12 @@ impl Dispatch {
         request: Request<v1::Command>,
     ) -> Result<v1::CommandOk> {
         use whistle_store::tokens::Role;
-        // Member tokens reach the volunteers' verbs only (docs/party.md).
+        // Member tokens reach the volunteers' verbs only (docs/party.md); a leader sends 领导督办
+        // and comments only, on its paired areas (dispatch checks those).
         let principal = if rpc_verb.is_volunteer() {
             self.auth.volunteer_principal(&request).await?
+        } else if matches!(rpc_verb, Verb::Endorse | Verb::Comment) {
+            self.auth.principal_or_leader(&request).await?
         } else {
             self.auth.principal(&request).await?
         };
@@ -165,6 +168,7 @@ forward! {
     propose_ledger => Verb::ProposeLedger,
     decide_ledger => Verb::DecideLedger,
     review_ledger => Verb::ReviewLedger,
+    endorse => Verb::Endorse,
     onboard_person => Verb::OnboardPerson,
     change_person => Verb::ChangePerson,
     offboard_person => Verb::OffboardPerson,

@@ -55,6 +55,7 @@ mod org_tree;
 mod overdue;
 mod overview;
 mod page_token;
+mod paired;
 mod people;
 mod photos;
 mod replica;

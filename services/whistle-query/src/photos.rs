@@ -320,7 +320,12 @@ pub(crate) fn may_see(principal: &Principal, detail: &v1::IncidentDetail) -> boo
             .person
             .as_deref()
             .is_some_and(|person| detail.reports.iter().any(|r| r.reporter_id == person)),
-        Role::Viewer | Role::Open311 | Role::Hotline | Role::Member => false,
+        Role::Viewer
+        | Role::Open311
+        | Role::Hotline
+        | Role::Member
+        | Role::Leader
+        | Role::Device => false,
     }
 }
 

@@ -468,6 +468,7 @@ mod tests {
             area: "150600".parse().unwrap(),
             department: None,
             person: id.map(str::to_owned),
+            paired: Vec::new(),
         }
     }
 

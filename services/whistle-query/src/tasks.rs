@@ -205,7 +205,9 @@ pub(crate) fn verbs(
         | Role::GridWorker
         | Role::Open311
         | Role::Hotline
-        | Role::Member => return Ok(Vec::new()),
+        | Role::Member
+        | Role::Leader
+        | Role::Device => return Ok(Vec::new()),
     };
     let status: TaskStatus = convert::task_status_to_db(task.status)?
         .parse()
@@ -249,6 +251,7 @@ mod tests {
             area: "150602".parse().unwrap(),
             department: department.map(str::to_owned),
             person: Some("p".into()),
+            paired: Vec::new(),
         }
     }
 

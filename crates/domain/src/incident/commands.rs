@@ -20,7 +20,7 @@ pub const TEXT_MAX: usize = 2_000;
 /// [`apply`]: super::apply
 /// [`adopt`]: super::adopt
 /// [`open`]: super::open
-pub const EVENT_KINDS: [&str; 37] = [
+pub const EVENT_KINDS: [&str; 38] = [
     "incident.escalated",
     "incident.whistled",
     "incident.resolved",
@@ -45,6 +45,7 @@ pub const EVENT_KINDS: [&str; 37] = [
     "incident.ledger_returned",
     "incident.adopted",
     "incident.milestone_done",
+    "incident.endorsed",
     "task.dispatched",
     "task.accepted",
     "task.returned",
@@ -83,6 +84,12 @@ pub enum Actor {
         id: PersonId,
         unit: AreaCode,
     },
+    /// 结对领导: a leader acting on the areas paired with them (streets, communities), which
+    /// dispatch reads from `leader_pairings` when the leader acts; `paired` empty means none.
+    Leader {
+        id: PersonId,
+        paired: Vec<AreaCode>,
+    },
     /// Dispatch itself (automations, admin tools): an operator's authority over every incident.
     System,
     /// The resident of one report, through that report's tracking code (查询码): only their
@@ -104,7 +111,8 @@ impl Actor {
             Actor::GridWorker { id, .. }
             | Actor::Liaison { id, .. }
             | Actor::Operator { id, .. }
-            | Actor::Handler { id, .. } => id.as_str(),
+            | Actor::Handler { id, .. }
+            | Actor::Leader { id, .. } => id.as_str(),
             Actor::System => "system",
             Actor::Resident { .. } => RESIDENT_ACTOR,
         }
@@ -130,6 +138,11 @@ impl From<&Person> for Actor {
             Role::Handler { unit } => Actor::Handler {
                 id,
                 unit: unit.clone(),
+            },
+            // The pairings are not part of the person: dispatch adds them (`Actor::Leader`).
+            Role::Leader { .. } => Actor::Leader {
+                id,
+                paired: Vec::new(),
             },
         }
     }
@@ -172,6 +185,11 @@ pub enum Command {
     /// 督办 of a task, or of the incident when `task` is `None`.
     Supervise {
         task: Option<u32>,
+        note: String,
+    },
+    /// 领导督办: a paired leader endorses the supervision of an open incident of their areas;
+    /// the note (the leader's instruction, 批示) is required.
+    Endorse {
         note: String,
     },
     /// 改派.

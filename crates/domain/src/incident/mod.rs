@@ -64,7 +64,9 @@
 //!
 //! **Supervision (督办) and comments.** An operator supervises a task in progress or the whole
 //! incident while it is being handled; anyone who may act on the incident comments, even after it
-//! closed. Neither changes the incident.
+//! closed. A leader paired with the incident's street or community (领导结对联系) endorses a 督办
+//! of an open incident with an instruction ([`Command::Endorse`], `incident.endorsed`). None of
+//! them changes the incident's deadlines, level or tasks.
 //!
 //! **Deadline extension (延期申请).** Before `resolve_due`, the level handling the incident on its
 //! own ([`Status::Handling`]) or a department whose task has reported in asks for a later deadline
@@ -156,6 +158,7 @@
 //! | `DecideLedger`, `ReviewLedger` | as `DecideExtension`, at the ledger's approving level |
 //! | [`adopt`] | an operator whose area contains the topic's grid, `System` |
 //! | `CompleteMilestone` | a liaison of a department with a live lead task, an operator in area, `System` |
+//! | `Endorse` (领导督办) | a [`Actor::Leader`] paired with a street or community containing the incident |
 //! | `Comment` | all of the above, a handler of any unit containing the incident, a liaison of a department that has had a task in it |
 //!
 //! Checks run in a fixed order, so each refusal has one reason: what the command names must exist

@@ -309,6 +309,11 @@ impl Actor {
         }
     }
 
+    /// A leader paired with a street or community that contains the incident.
+    fn is_paired_leader(&self, incident: &Incident) -> bool {
+        matches!(self, Actor::Leader { paired, .. } if paired.iter().any(|area| area.contains(&incident.area)))
+    }
+
     fn is_reporter(&self, incident: &Incident) -> bool {
         matches!(self, Actor::GridWorker { grid, .. } if *grid == incident.area)
     }
@@ -322,6 +327,7 @@ impl Actor {
             }
             Actor::Operator { area, .. } => area.contains(&incident.area),
             Actor::Handler { unit, .. } => unit.contains(&incident.area),
+            Actor::Leader { .. } => self.is_paired_leader(incident),
             Actor::System => true,
             Actor::Resident { .. } => false,
         }
@@ -378,6 +384,7 @@ impl<'c> Step<'c> {
             } => self.escalate_by(actor, note, departments, assisting),
             Command::Verify { satisfaction, note } => self.verify(actor, satisfaction, note),
             Command::Supervise { task, note } => self.supervise(actor, task, note),
+            Command::Endorse { note } => self.endorse(actor, note),
             Command::Reassign { task, to, note } => self.reassign(actor, task, to, note),
             Command::RequestExtension {
                 task,
@@ -775,6 +782,19 @@ impl<'c> Step<'c> {
         }
         self.next.tasks[task_index(task.id)].supervised = true;
         self.event("task.supervised", Some(task.id), note);
+        Ok(())
+    }
+
+    /// 领导督办: recorded as its own event, so the timeline, the screen and the handling unit see
+    /// the leader's instruction as such. It changes no deadline and no task: the operators'
+    /// 督办 and the timers keep their rules.
+    fn endorse(&mut self, actor: &Actor, note: String) -> Result<(), Rejection> {
+        if !actor.is_paired_leader(&self.next) {
+            return Err(forbidden(actor, "endorse a supervision of this incident"));
+        }
+        check_text("note", &note, NOTE_MAX, true)?;
+        self.require_open()?;
+        self.event("incident.endorsed", None, note);
         Ok(())
     }
 

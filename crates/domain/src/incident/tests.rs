@@ -91,6 +91,14 @@ fn operator(area: &str) -> Actor {
     }
 }
 
+/// A leader paired with `areas` (dispatch reads them from `leader_pairings`).
+fn leader(areas: &[AreaCode]) -> Actor {
+    Actor::Leader {
+        id: code("ld-150602-01"),
+        paired: areas.to_vec(),
+    }
+}
+
 fn handler_of(unit: AreaCode) -> Actor {
     Actor::Handler {
         id: code(&format!("staff-{unit}")),
@@ -2285,6 +2293,7 @@ impl World {
                 }
             }
             Command::Supervise { .. } | Command::CompleteMilestone { .. } => operator("150602"),
+            Command::Endorse { .. } => leader(&[fixture().grid.at_level(Level::Street).unwrap()]),
             Command::Verify { .. } | Command::Comment { .. } => reporter(),
         }
     }
@@ -3239,4 +3248,76 @@ mod proactive {
             Rejection::NotFound(_)
         ));
     }
+}
+
+#[test]
+fn a_leader_endorses_a_supervision_only_of_an_open_incident_in_its_paired_areas() {
+    let f = fixture();
+    let (incident, _) = open_at("municipal.street_light", t0());
+    let community = f.grid.at_level(Level::Community).unwrap();
+    let street = f.grid.at_level(Level::Street).unwrap();
+    for paired in [vec![community.clone()], vec![street.clone()]] {
+        let (next, effects) = act(
+            &incident,
+            leader(&paired),
+            Command::Endorse {
+                note: "请本周内解决".into(),
+            },
+            mins(5),
+        );
+        assert_eq!(kinds(&effects), ["incident.endorsed"]);
+        // It records the instruction and changes nothing else: no deadline, level or status.
+        assert_eq!(timer_effects_of(&effects), []);
+        assert_eq!(
+            (next.status, next.level, next.resolve_due, next.level_due),
+            (
+                incident.status,
+                incident.level,
+                incident.resolve_due,
+                incident.level_due
+            )
+        );
+    }
+    let endorse = |note: &str| Command::Endorse { note: note.into() };
+    // Its post (the district) is no pairing; another community is not this one.
+    let elsewhere = f.other_grid.at_level(Level::Community).unwrap();
+    for actor in [
+        leader(&[]),
+        leader(&[elsewhere]),
+        operator("150602"),
+        Actor::System,
+    ] {
+        assert!(
+            matches!(
+                refused(&incident, actor.clone(), endorse("x")),
+                Rejection::Forbidden(_)
+            ),
+            "{actor:?}"
+        );
+    }
+    assert!(matches!(
+        refused(
+            &incident,
+            leader(std::slice::from_ref(&community)),
+            endorse("  ")
+        ),
+        Rejection::InvalidArgument(_)
+    ));
+    // A paired leader may comment on the timeline too, as anyone with a part in it.
+    let (_, effects) = act(
+        &incident,
+        leader(std::slice::from_ref(&community)),
+        Command::Comment {
+            text: "已了解".into(),
+        },
+        mins(6),
+    );
+    assert_eq!(kinds(&effects), ["incident.commented"]);
+    // A closed incident is endorsed no more.
+    let mut closed = incident.clone();
+    closed.status = Status::Closed;
+    assert!(matches!(
+        refused(&closed, leader(&[community]), endorse("x")),
+        Rejection::InvalidTransition(_)
+    ));
 }

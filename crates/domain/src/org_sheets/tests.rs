@@ -259,7 +259,7 @@ fn a_malformed_template_is_answered_with_every_bad_cell() {
             "人员 第3行 电话 \"call me\": 不是电话号码（5–20位数字，可含 + - 空格）",
             "人员 第3行 岗位 \"150602\": 网格员的岗位应为网格编码，不是旗区",
             "人员 第4行 岗位 \"150602-heating\": 部门不存在（不在部门中）",
-            "人员 第5行 角色 \"队长\": 应为 网格员/部门报到人/指挥中心/街道社区干部 或 grid_worker/liaison/operator/handler",
+            "人员 第5行 角色 \"队长\": 应为 网格员/部门报到人/指挥中心/街道社区干部/结对领导 或 grid_worker/liaison/operator/handler/leader",
             "边界.geojson 第1个要素 properties.code \"150602\": 边界只用于网格，这是旗区",
             "边界.geojson 第2个要素 properties.code \"150602001001009\": 网格不存在（不在单位中）",
             "边界.geojson 第2个要素 geometry \"\": 第1个环未闭合：首末点不同",

@@ -140,6 +140,9 @@ fn body(verb: Verb) -> Body {
             offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
             reason: "forged".into(),
         }),
+        Verb::Endorse => Body::Endorse(v1::Endorse {
+            note: "forged".into(),
+        }),
     }
 }
 
@@ -187,10 +190,11 @@ async fn a_forged_actor_is_refused_for_every_verb_and_writes_nothing() {
                 | Verb::ClaimOffer
                 | Verb::ReleaseOffer
                 | Verb::CompleteOffer
+                | Verb::Endorse
         ) {
             // An operator never asks for more time, disputes a task, submits an assisting part,
-            // proposes a case for the ledger nor claims, gives back or completes a volunteers'
-            // offer: the server refuses even its own subject.
+            // proposes a case for the ledger, claims, gives back or completes a volunteers' offer
+            // nor endorses as a leader: the server refuses even its own subject.
             let own = v1::Command {
                 actor_id: ME.into(),
                 ..command.clone()
@@ -255,6 +259,7 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::ChangePerson,
                 Verb::OffboardPerson,
                 Verb::Adopt,
+                Verb::Endorse,
             ],
             &[
                 Verb::RequestExtension,
@@ -282,6 +287,7 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::OffboardPerson,
                 Verb::Adopt,
                 Verb::CompleteMilestone,
+                Verb::Endorse,
             ],
             &[Verb::RequestExtension, Verb::ProposeLedger],
         ),
@@ -294,6 +300,7 @@ async fn each_role_is_denied_the_verbs_it_never_sends() {
                 Verb::Dispute,
                 Verb::SubmitAssist,
                 Verb::ProposeLedger,
+                Verb::Endorse,
             ],
             &[
                 Verb::DecideExtension,

@@ -1,7 +1,8 @@
 //! Every role × every RPC of the gRPC door, each with its exact answer: reads of the district
 //! 150602 and of an incident in one of its grids, a grid worker's report, and every Dispatch RPC
 //! naming someone else as its actor (the door refuses impersonation before dispatch sees it).
-//! The Open311 door's keys are refused by every RPC. The RPCs are checked against the proto
+//! The Open311 door's keys and devices' credentials are refused by every RPC; a leader reads its
+//! paired areas only. The RPCs are checked against the proto
 //! files' services, so a new RPC without its row fails here.
 
 use tonic::{Code, Request};
@@ -20,7 +21,7 @@ const DISTRICT: &str = "150602";
 const DEPARTMENT: &str = "150602-urban_management";
 
 /// The callers, in the table's column order.
-const CALLERS: [&str; 8] = [
+const CALLERS: [&str; 10] = [
     "city op",
     "district op",
     "liaison",
@@ -29,55 +30,71 @@ const CALLERS: [&str; 8] = [
     "none",
     "open311 key",
     "hotline key",
+    "leader",
+    "device",
 ];
+
+/// The leader of the matrix: the district's leader paired with GRID's community.
+const LEADER: &str = "ld-150602-01";
 
 use Code::{NotFound, Ok as Y, PermissionDenied as No, Unauthenticated as Anon};
 
 /// The CommandCenter and Reporting RPCs with what each caller gets.
-const READS: [(&str, [Code; 8]); 27] = [
-    //                  city  district liaison viewer grid  none  open311 hotline
-    ("GetOverview", [Y, Y, Y, Y, No, Anon, No, No]),
-    ("ListIncidents", [Y, Y, Y, Y, No, Anon, No, No]),
-    ("GetIncident", [Y, Y, Y, Y, Y, Anon, No, No]),
-    ("GetScoreboard", [Y, Y, Y, Y, No, Anon, No, No]),
-    ("ListOverdue", [Y, Y, Y, Y, No, Anon, No, No]),
-    ("ListLedger", [Y, Y, Y, Y, No, Anon, No, No]),
-    ("ListHotspots", [Y, Y, Y, Y, No, Anon, No, No]),
+const READS: [(&str, [Code; 10]); 28] = [
+    //                  city  district liaison viewer grid  none  open311 hotline leader device
+    ("GetOverview", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
+    ("ListIncidents", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
+    ("GetIncident", [Y, Y, Y, Y, Y, Anon, No, No, Y, No]),
+    ("GetScoreboard", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
+    ("ListOverdue", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
+    ("ListLedger", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
+    ("ListHotspots", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
     // A topic in the grid: its worker may measure it too.
-    ("GetHotspotChange", [Y, Y, Y, Y, Y, Anon, No, No]),
+    ("GetHotspotChange", [Y, Y, Y, Y, Y, Anon, No, No, No, No]),
     // The org tree (names and codes of units) is open to every token.
-    ("GetOrgTree", [Y, Y, Y, Y, Y, Anon, No, No]),
+    ("GetOrgTree", [Y, Y, Y, Y, Y, Anon, No, No, No, No]),
     // So are the policy's catalogue (the report form) and the departments (改派).
-    ("GetCatalogue", [Y, Y, Y, Y, Y, Anon, No, No]),
-    ("ListDepartments", [Y, Y, Y, Y, Y, Anon, No, No]),
-    ("WatchEvents", [Y, Y, Y, Y, No, Anon, No, No]),
-    ("GetSession", [Y, Y, Y, Y, Y, Anon, No, No]),
-    ("GetTrend", [Y, Y, Y, Y, No, Anon, No, No]),
-    ("GetGridMap", [Y, Y, Y, Y, No, Anon, No, No]),
+    ("GetCatalogue", [Y, Y, Y, Y, Y, Anon, No, No, No, No]),
+    ("ListDepartments", [Y, Y, Y, Y, Y, Anon, No, No, No, No]),
+    ("WatchEvents", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
+    ("GetSession", [Y, Y, Y, Y, Y, Anon, No, No, No, No]),
+    ("GetTrend", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
+    ("GetGridMap", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
     // Operators and viewers name the department; a liaison reads its own; grid workers have none.
-    ("ListTasks", [Y, Y, Y, Y, No, Anon, No, No]),
+    ("ListTasks", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
     // Only grid workers file reports, so only they have reports of their own.
-    ("ListMyReports", [No, No, No, No, Y, Anon, No, No]),
-    ("SubmitReport", [No, No, No, No, Y, Anon, No, No]),
+    ("ListMyReports", [No, No, No, No, Y, Anon, No, No, No, No]),
+    ("SubmitReport", [No, No, No, No, Y, Anon, No, No, No, No]),
     // Photos are taken by whoever acts (a viewer does not); the matrix uploads a small JPEG.
-    ("UploadPhoto", [Y, Y, Y, No, Y, Anon, No, No]),
+    ("UploadPhoto", [Y, Y, Y, No, Y, Anon, No, No, No, No]),
     // A photo the incident does not have: not found for whoever may see its photos (operators and
     // its reporting worker), refused for the others who read the incident.
     (
         "GetPhoto",
-        [NotFound, NotFound, No, No, NotFound, Anon, No, No],
+        [NotFound, NotFound, No, No, NotFound, Anon, No, No, No, No],
     ),
     // A person's own notifications: a viewer's token belongs to no person.
-    ("ListNotifications", [Y, Y, Y, No, Y, Anon, No, No]),
-    ("MarkNotificationsRead", [Y, Y, Y, No, Y, Anon, No, No]),
+    ("ListNotifications", [Y, Y, Y, No, Y, Anon, No, No, Y, No]),
+    (
+        "MarkNotificationsRead",
+        [Y, Y, Y, No, Y, Anon, No, No, Y, No],
+    ),
     // Personal data and administration: operators of the area only.
-    ("ListContactAccess", [Y, Y, No, No, No, Anon, No, No]),
-    ("ListAuditEntries", [Y, Y, No, No, No, Anon, No, No]),
-    ("ListPeople", [Y, Y, No, No, No, Anon, No, No]),
-    // The volunteers' offers and service boards: the area's for operators and viewers; liaisons
-    // and grid workers have no part in them (member tokens: it::volunteers).
-    ("ListOffers", [Y, Y, No, Y, No, Anon, No, No]),
-    ("GetServiceBoard", [Y, Y, No, Y, No, Anon, No, No]),
+    (
+        "ListContactAccess",
+        [Y, Y, No, No, No, Anon, No, No, No, No],
+    ),
+    ("ListAuditEntries", [Y, Y, No, No, No, Anon, No, No, No, No]),
+    ("ListPeople", [Y, Y, No, No, No, Anon, No, No, No, No]),
+    // A leader's view of its paired areas: leaders only.
+    (
+        "ListPairedIncidents",
+        [No, No, No, No, No, Anon, No, No, Y, No],
+    ),
+    // The volunteers' offers and service boards: the area's for operators and viewers; liaisons,
+    // grid workers, leaders and devices have no part in them (member tokens: it::volunteers).
+    ("ListOffers", [Y, Y, No, Y, No, Anon, No, No, No, No]),
+    ("GetServiceBoard", [Y, Y, No, Y, No, Anon, No, No, No, No]),
 ];
 
 async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -> Code {
@@ -284,6 +301,11 @@ async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -
                 })
                 .await,
         ),
+        "ListPairedIncidents" => code(
+            center
+                .list_paired_incidents(v1::ListPairedIncidentsRequest::default())
+                .await,
+        ),
         other => unreachable!("no RPC {other}"),
     }
 }
@@ -413,6 +435,7 @@ fn forged(verb: Verb, incident: Uuid, actor: &str) -> v1::Command {
             offer_id: "01900000-0000-7000-8000-0000000000aa".into(),
             reason: note.clone(),
         }),
+        Verb::Endorse => Body::Endorse(v1::Endorse { note }),
     };
     v1::Command {
         command_id: Uuid::now_v7().to_string(),
@@ -456,7 +479,32 @@ async fn act(stack: &Stack, verb: Verb, token: &str, command: v1::Command) -> Co
         Verb::ConfirmOffer => dispatch.confirm_offer(request).await,
         Verb::RateOffer => dispatch.rate_offer(request).await,
         Verb::WithdrawOffer => dispatch.withdraw_offer(request).await,
+        Verb::Endorse => dispatch.endorse(request).await,
     })
+}
+
+/// A water-level sensor of GRID's credential: it reports over NATS, and every RPC refuses it.
+async fn device_token(stack: &Stack) -> String {
+    whistle_store::devices::register(
+        stack.pool(),
+        "wl-matrix",
+        whistle_domain::devices::DeviceKind::WaterLevel,
+        &GRID.parse().unwrap(),
+        "",
+        chrono::Utc::now(),
+        &admin(),
+    )
+    .await
+    .unwrap();
+    let new = whistle_store::tokens::NewToken {
+        role: Some(Role::Device),
+        device_id: Some("wl-matrix".into()),
+        ..Default::default()
+    };
+    whistle_store::tokens::create(stack.pool(), &new, chrono::Utc::now(), &admin())
+        .await
+        .unwrap()
+        .1
 }
 
 /// `Bearer ` with nothing after it for the caller without a token.
@@ -501,6 +549,7 @@ fn dispatch_rpc(verb: Verb) -> String {
 #[tokio::test]
 async fn every_role_gets_exactly_its_answer_from_every_rpc() {
     let stack = Stack::command_center().await;
+    seed_leaders(stack.pool()).await;
     let incident = stack
         .report("matrix-incident", GRID, "municipal.street_light")
         .await;
@@ -513,6 +562,8 @@ async fn every_role_gets_exactly_its_answer_from_every_rpc() {
         String::new(),
         stack.token_for(Role::Open311, DISTRICT).await,
         stack.token_for(Role::Hotline, DISTRICT).await,
+        leader_token(stack.pool(), LEADER, DISTRICT).await,
+        device_token(&stack).await,
     ];
 
     let mut wrong = Vec::new();

@@ -27,19 +27,21 @@ enum Who {
     Viewer,
     /// A Party member of a community of the district (docs/party.md).
     Member,
+    Leader,
     Dispatch,
     Query,
     Admin,
 }
 
 impl Who {
-    const ALL: [Who; 9] = [
+    const ALL: [Who; 10] = [
         Who::GridWorker,
         Who::Liaison,
         Who::DistrictOperator,
         Who::CityOperator,
         Who::Viewer,
         Who::Member,
+        Who::Leader,
         Who::Dispatch,
         Who::Query,
         Who::Admin,
@@ -52,6 +54,7 @@ impl Who {
             Who::Liaison => "li-150602-urban_management",
             Who::CityOperator => "op-150600",
             Who::Member => "pm-150602001001-9001",
+            Who::Leader => "ld-150602-01",
             _ => "op-150602",
         }
     }
@@ -79,7 +82,7 @@ const FAMILIES: [&str; 16] = [
 
 /// Publish and subscribe per family: `Y` allowed, `N` denied, `-` not applicable (one cannot
 /// publish on a wildcard).
-const TABLE: [(Who, &str, &str); 9] = [
+const TABLE: [(Who, &str, &str); 10] = [
     //                        publish            subscribe
     (
         Who::GridWorker,
@@ -110,8 +113,14 @@ const TABLE: [(Who, &str, &str); 9] = [
     // reads only its inbox.
     (
         Who::Member,
-        /*       */ "NNNNNNNNNNNNNN-",
-        "NNNNNNNNNNNYNNN",
+        /*       */ "NNNNNNNNNNNNNNN-",
+        "NNNNNNNNNNNNYNNN",
+    ),
+    // A leader publishes only its own 领导督办 and comments (the `cmd own` probe is a comment).
+    (
+        Who::Leader,
+        /*       */ "NNNNNNNYNNNNNNN-",
+        "NNNNNNNNNNNNYNNN",
     ),
     (
         Who::Dispatch,
@@ -236,6 +245,11 @@ async fn connect(stack: &Stack, who: Who) -> Person {
                 .await;
             stack.connect_as(&token).await
         }
+        Who::Leader => {
+            stack
+                .connect_as(&leader_token(stack.pool(), who.person(), DISTRICT).await)
+                .await
+        }
         Who::Dispatch => stack.connect_service(Service::Dispatch).await,
         Who::Query => stack.connect_service(Service::Query).await,
         Who::Admin => stack.connect_service(Service::Admin).await,
@@ -260,6 +274,7 @@ async fn verdict(person: &mut Person, subject: &str) -> bool {
 #[tokio::test]
 async fn every_role_may_do_exactly_what_its_work_needs_on_every_subject_family() {
     let stack = Stack::builder().without_dispatch().start().await;
+    seed_leaders(stack.pool()).await;
     let admin = stack.admin();
     let other = elsewhere();
     let mut wrong = Vec::new();
@@ -270,6 +285,7 @@ async fn every_role_may_do_exactly_what_its_work_needs_on_every_subject_family()
         Role::Operator,
         Role::Viewer,
         Role::Member,
+        Role::Leader,
     ];
     for role in roles {
         let row = |who: Who| TABLE.iter().any(|(w, _, _)| *w == who);
@@ -279,8 +295,10 @@ async fn every_role_may_do_exactly_what_its_work_needs_on_every_subject_family()
             Role::Operator => row(Who::DistrictOperator) && row(Who::CityOperator),
             Role::Viewer => row(Who::Viewer),
             Role::Member => row(Who::Member),
-            // Keys of the Open311 door get no NATS identity at all (it::open311 checks).
-            Role::Open311 | Role::Hotline => true,
+            Role::Leader => row(Who::Leader),
+            // Keys of the Open311 door get no NATS identity at all (it::open311 checks); a
+            // device's identity is checked by it::devices.
+            Role::Open311 | Role::Hotline | Role::Device => true,
         });
     }
     for service in Service::ALL {

@@ -324,6 +324,11 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
           </span>
         )}
         {inc.overdue && <span class="badge bad">{t("overdueTag")}</span>}
+        {d.timeline.some((e) => e.kind === "incident.endorsed") && (
+          <span class="badge bad" data-testid="incident-endorsed" title={eventKindLabel("incident.endorsed")}>
+            {t("endorsedTag")}
+          </span>
+        )}
         {inc.ledgered && (
           <span class="tag ledger-tag" data-testid="incident-ledgered">
             {t("ledgeredTag")}

@@ -102,6 +102,7 @@ const D = {
   role_liaison: ["部门报到人", "Department liaison"],
   role_grid_worker: ["网格员", "Grid worker"],
   role_handler: ["街道/社区干部", "Street or community staff"],
+  role_leader: ["结对领导", "Paired leader"],
   // KPIs
   kpiReported: ["今日上报", "Reported today"],
   kpiOpen: ["处置中", "In progress"],
@@ -176,6 +177,7 @@ const D = {
   version: ["版本", "Version"],
   gridIncidents: ["网格在办事件", "Open incidents in the grid"],
   supervised: ["已督办", "supervised"],
+  endorsedTag: ["领导督办", "Leader-endorsed"],
   // Workbench
   myTasks: ["本部门任务", "Our department's tasks"],
   deptRates: ["本部门本月三率", "Our three rates this month"],
@@ -531,6 +533,7 @@ const EVENT_KIND: Record<string, Pair> = {
   "incident.closed_unverified": ["未回访结案", "Closed unverified"],
   "incident.overdue": ["超期", "Overdue"],
   "incident.supervised": ["事件督办", "Incident supervised"],
+  "incident.endorsed": ["领导督办", "Leader-endorsed supervision"],
   "incident.commented": ["备注", "Comment"],
   "incident.rescheduled": ["时限重算", "Deadline recounted"],
   "incident.extension_requested": ["延期申请", "Extension requested"],
