@@ -191,3 +191,65 @@ async fn without_http_listen_dispatch_opens_no_listener() {
     // stops would hold up the database's drop until PostgreSQL's authentication_timeout.
     stack.stop_dispatch().await;
 }
+
+#[tokio::test]
+async fn dispatch_is_alive_but_not_ready_while_postgres_is_down_and_loses_no_report() {
+    let bindir = whistle_testkit::find_pg_bindir()
+        .expect("PostgreSQL's initdb and pg_ctl in /usr/lib/postgresql");
+    let work = TempDir::new("readyz-pg").unwrap();
+    let mut primary = whistle_testkit::PgCluster::start(&bindir, &work.path().join("primary"))
+        .await
+        .unwrap();
+    let stack = Stack::builder()
+        .on_database_server(primary.url("postgres"))
+        .at(Utc::now())
+        .with_dispatch_options(|options| {
+            options.http_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        })
+        .start()
+        .await;
+    let addr = stack.dispatch().http_addr.expect("dispatch serves HTTP");
+    assert_eq!(get(addr, "/readyz").await, (200, "ready\n".to_owned()));
+
+    // PostgreSQL gone (killed, as by a power cut): alive, not ready, and saying why.
+    primary.stop_immediate().unwrap();
+    eventually("/readyz answers 503 without PostgreSQL", WAIT, || async {
+        get(addr, "/readyz").await.0 == 503
+    })
+    .await
+    .unwrap();
+    let (_, reason) = get(addr, "/readyz").await;
+    assert!(reason.contains("PostgreSQL"), "{reason}");
+    assert_eq!(get(addr, "/livez").await.0, 200);
+    // A report sent meanwhile waits in its stream: intake acks nothing it has not recorded.
+    let grids = grids();
+    stack.publish(&report("pg-down-1", &grids[7])).await;
+
+    // Back after crash recovery: ready again, and the report recorded once.
+    primary.start_again().await.unwrap();
+    eventually(
+        "/readyz answers 200 with PostgreSQL back",
+        WAIT * 3,
+        || async { get(addr, "/readyz").await.0 == 200 },
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the report sent during the outage recorded",
+        WAIT * 3,
+        || async {
+            stack
+                .count("SELECT count(*) FROM reports WHERE report_id = 'pg-down-1'")
+                .await
+                == 1
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        stack
+            .count("SELECT count(*) FROM rejected_reports WHERE report_id = 'pg-down-1'")
+            .await,
+        0
+    );
+}
