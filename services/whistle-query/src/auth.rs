@@ -88,9 +88,7 @@ impl Principal {
             (
                 Some(person),
                 Role::Operator | Role::Liaison | Role::GridWorker | Role::Member | Role::Leader,
-            ) => {
-                Ok(person)
-            }
+            ) => Ok(person),
             _ => Err(Error::PermissionDenied(format!(
                 "a {} token cannot send commands",
                 self.role.as_str()
