@@ -16,7 +16,7 @@ use uuid::Uuid;
 use whistle_domain::{
     hotspot::{self, Candidate, Month, Params},
     incident::{self, Actor, Adoption, Context},
-    CategoryCode, DepartmentCode, PersonId, ReportId,
+    CategoryCode, DepartmentCode,
 };
 use whistle_proto::v1::{self, command::Body, CommandErrorCode};
 use whistle_store::{
@@ -263,22 +263,11 @@ fn parse(
     now: DateTime<Utc>,
 ) -> Result<Request, v1::CommandReply> {
     let invalid = |message: String| error(CommandErrorCode::InvalidArgument, message);
-    command
-        .command_id
-        .parse::<ReportId>()
-        .map_err(|e| invalid(format!("command_id: {e}")))?;
-    let Some(Body::Adopt(body)) = &command.body else {
+    let (Body::Adopt(body), actor_id) =
+        crate::commands::incidentless(Verb::Adopt, command, "opens an incident")?
+    else {
         return Err(invalid("an adopt command needs an Adopt body".into()));
     };
-    if !command.incident_id.is_empty() {
-        return Err(invalid(
-            "an adoption opens an incident: leave incident_id empty".into(),
-        ));
-    }
-    let actor_id: PersonId = command
-        .actor_id
-        .parse()
-        .map_err(|e| invalid(format!("actor_id: {e}")))?;
     let person = catalog.org.person(&actor_id).ok_or_else(|| {
         error(
             CommandErrorCode::Forbidden,

@@ -366,6 +366,41 @@ pub(crate) fn replayed(applied: &Applied, verb: &str, command: &v1::Command) -> 
         .unwrap_or_else(|_| error(CommandErrorCode::Unavailable, "stored reply unreadable"))
 }
 
+/// The envelope of a command that names no incident (the people's, the volunteers', an
+/// adoption): a valid command id, its verb's body, no incident nor expected version, and the
+/// actor's id, which the caller checks. `instead` says what the verb does instead, for the error.
+pub(crate) fn incidentless<'c>(
+    verb: Verb,
+    command: &'c v1::Command,
+    instead: &str,
+) -> Result<(&'c Body, PersonId), v1::CommandReply> {
+    let invalid = |message: String| error(CommandErrorCode::InvalidArgument, message);
+    command
+        .command_id
+        .parse::<ReportId>()
+        .map_err(|e| invalid(format!("command_id: {e}")))?;
+    let body = command
+        .body
+        .as_ref()
+        .ok_or_else(|| invalid("the command has no body".into()))?;
+    if Verb::of(body) != verb {
+        return Err(invalid(format!(
+            "a {} command was sent to whistle.cmd.{verb}.*",
+            Verb::of(body)
+        )));
+    }
+    if !command.incident_id.is_empty() || command.expected_version != 0 {
+        return Err(invalid(format!(
+            "{verb} {instead}: leave incident_id empty and expected_version 0"
+        )));
+    }
+    let actor = command
+        .actor_id
+        .parse()
+        .map_err(|e| invalid(format!("actor_id: {e}")))?;
+    Ok((body, actor))
+}
+
 pub(crate) fn error(code: CommandErrorCode, message: impl Into<String>) -> v1::CommandReply {
     v1::CommandReply {
         outcome: Some(Outcome::Error(v1::CommandError {

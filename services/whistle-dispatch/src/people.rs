@@ -10,7 +10,7 @@
 //! caller) only if that token is the operator's: a sender cannot put another's token on them.
 
 use prost::Message as _;
-use whistle_domain::{PersonId, ReportId, Role};
+use whistle_domain::Role;
 use whistle_proto::v1::{self, command::Body, command_reply::Outcome, CommandErrorCode};
 use whistle_store::{
     audit,
@@ -232,30 +232,7 @@ fn check(
     catalog: &Catalog,
     command: &v1::Command,
 ) -> Result<whistle_domain::AreaCode, v1::CommandReply> {
-    let invalid = |message: String| error(CommandErrorCode::InvalidArgument, message);
-    command
-        .command_id
-        .parse::<ReportId>()
-        .map_err(|e| invalid(format!("command_id: {e}")))?;
-    let body = command
-        .body
-        .as_ref()
-        .ok_or_else(|| invalid("the command has no body".into()))?;
-    if Verb::of(body) != verb {
-        return Err(invalid(format!(
-            "a {} command was sent to whistle.cmd.{verb}.*",
-            Verb::of(body)
-        )));
-    }
-    if !command.incident_id.is_empty() || command.expected_version != 0 {
-        return Err(invalid(format!(
-            "{verb} acts on no incident: leave incident_id empty and expected_version 0"
-        )));
-    }
-    let actor_id: PersonId = command
-        .actor_id
-        .parse()
-        .map_err(|e| invalid(format!("actor_id: {e}")))?;
+    let (_, actor_id) = crate::commands::incidentless(verb, command, "acts on no incident")?;
     let forbidden = |message: String| error(CommandErrorCode::Forbidden, message);
     match catalog.org.person(&actor_id) {
         Some(person) => match &person.role {

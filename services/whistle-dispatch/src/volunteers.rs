@@ -12,7 +12,6 @@ use uuid::Uuid;
 use whistle_domain::{
     incident::Satisfaction,
     volunteer::{NewOffer, OfferKind, OfferStatus},
-    PersonId, ReportId,
 };
 use whistle_proto::v1::{self, command::Body, command_reply::Outcome, CommandErrorCode};
 use whistle_store::{
@@ -99,29 +98,8 @@ enum What {
 
 fn parse(verb: Verb, command: &v1::Command) -> Result<What, v1::CommandReply> {
     let invalid = |message: String| error(CommandErrorCode::InvalidArgument, message);
-    command
-        .command_id
-        .parse::<ReportId>()
-        .map_err(|e| invalid(format!("command_id: {e}")))?;
-    let body = command
-        .body
-        .as_ref()
-        .ok_or_else(|| invalid("the command has no body".into()))?;
-    if Verb::of(body) != verb {
-        return Err(invalid(format!(
-            "a {} command was sent to whistle.cmd.{verb}.*",
-            Verb::of(body)
-        )));
-    }
-    if !command.incident_id.is_empty() || command.expected_version != 0 {
-        return Err(invalid(format!(
-            "{verb} acts on an offer, not an incident: leave incident_id empty and expected_version 0"
-        )));
-    }
-    let actor: PersonId = command
-        .actor_id
-        .parse()
-        .map_err(|e| invalid(format!("actor_id: {e}")))?;
+    let (body, actor) =
+        crate::commands::incidentless(verb, command, "acts on an offer, not an incident")?;
     let offer_id = |id: &str| -> Result<Uuid, v1::CommandReply> {
         id.parse()
             .map_err(|_| invalid(format!("offer_id {id:?} is not a UUID")))
