@@ -5,6 +5,9 @@
 //! No I/O and no clock: callers pass `now` in. Everything here is deterministic and unit-tested;
 //! the store, dispatch and CLI crates build on it.
 
+#[macro_use]
+mod named;
+
 pub mod calendar;
 mod codes;
 pub mod contact;

@@ -1,59 +1,10 @@
 //! The 双报到 registry: who registered with which community, from which unit, able to do what.
 
-use std::{fmt, str::FromStr};
-
 use serde::{Deserialize, Serialize};
 
 use crate::{AreaCode, PersonId};
 
-macro_rules! named {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal / $zh:literal,)+ }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        pub enum $name {
-            $($(#[$vdoc])* #[serde(rename = $text)] $variant,)+
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text,)+
-                }
-            }
-
-            pub fn name_zh(self) -> &'static str {
-                match self {
-                    $($name::$variant => $zh,)+
-                }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                $name::ALL
-                    .iter()
-                    .copied()
-                    .find(|v| v.as_str() == s)
-                    .ok_or_else(|| {
-                        let known: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
-                        format!(concat!("unknown ", stringify!($name), " {:?}: expected one of {}"), s, known.join(", "))
-                    })
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-named!(
+named_enum!(
     /// What a volunteer team does, and a member's skills (the `volunteer_teams.specialty` CHECK).
     Specialty {
         /// 治安巡逻.
@@ -75,7 +26,7 @@ named!(
     }
 );
 
-named!(
+named_enum!(
     /// When a member can serve (`party_members.availability`).
     Availability {
         WeekdayEvenings = "weekday_evenings" / "工作日晚间",
