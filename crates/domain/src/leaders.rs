@@ -42,18 +42,13 @@ pub fn check(org: &OrgIndex, pairing: &Pairing) -> Result<(), PairingError> {
     if org.unit(&pairing.area).is_none() {
         return Err(PairingError::UnknownArea(pairing.area.clone()));
     }
-    let level = pairing.area.level();
-    let (fits, name, allowed) = match posted.level() {
-        Level::City => (level == Level::Street, "city", "streets"),
-        _ => (
-            matches!(level, Level::Street | Level::Community),
-            "district",
-            "the streets and communities of their district",
-        ),
-    };
-    if fits && posted.contains(&pairing.area) {
+    if fits(posted, &pairing.area) {
         Ok(())
     } else {
+        let (name, allowed) = match posted.level() {
+            Level::City => ("city", "streets"),
+            _ => ("district", "the streets and communities of their district"),
+        };
         Err(PairingError::Misfit {
             leader: pairing.leader.clone(),
             posted: posted.clone(),
@@ -62,6 +57,17 @@ pub fn check(org: &OrgIndex, pairing: &Pairing) -> Result<(), PairingError> {
             area: pairing.area.clone(),
         })
     }
+}
+
+/// Whether a leader posted at `posted` may be paired with `area` (known to the org): a city
+/// leader with any street, a district leader with a street or community of their district.
+pub fn fits(posted: &AreaCode, area: &AreaCode) -> bool {
+    let level = area.level();
+    let fits_level = match posted.level() {
+        Level::City => level == Level::Street,
+        _ => matches!(level, Level::Street | Level::Community),
+    };
+    fits_level && posted.contains(area)
 }
 
 /// The areas `leader` is paired with, in `pairings`.

@@ -208,6 +208,8 @@ pub struct Holdings {
     pub department: Option<String>,
     /// The people whose deputy they are.
     pub deputy_for: Vec<String>,
+    /// The streets and communities a leader is paired with (领导结对联系).
+    pub paired_areas: Vec<String>,
 }
 
 impl Holdings {
@@ -216,6 +218,7 @@ impl Holdings {
             && self.grid.is_none()
             && self.department.is_none()
             && self.deputy_for.is_empty()
+            && self.paired_areas.is_empty()
     }
 
     /// The list as JSON, for the audit log and the gRPC refusal.
@@ -229,6 +232,7 @@ impl Holdings {
             "grid": self.grid,
             "department": self.department,
             "deputy_for": self.deputy_for,
+            "paired_areas": self.paired_areas,
         })
     }
 }
@@ -262,6 +266,9 @@ impl fmt::Display for Holdings {
         if !self.deputy_for.is_empty() {
             parts.push(format!("deputy of {}", self.deputy_for.join(", ")));
         }
+        if !self.paired_areas.is_empty() {
+            parts.push(format!("paired with {}", self.paired_areas.join(", ")));
+        }
         f.write_str(&parts.join("; "))
     }
 }
@@ -291,7 +298,11 @@ pub enum Refused {
     OutOfScope(String),
     /// The person still holds work and no successor was named.
     #[error("{person} still holds {holdings}: name a successor")]
-    Holds { person: String, holdings: Holdings },
+    Holds {
+        person: String,
+        /// Boxed: the list is large beside the other refusals.
+        holdings: Box<Holdings>,
+    },
     #[error(transparent)]
     Store(#[from] Error),
 }
@@ -616,6 +627,12 @@ pub async fn change_in(
                 holdings.department = None;
             }
         }
+        // A leader's new post keeps the pairings it may still hold.
+        if let Role::Leader { area } = role {
+            holdings
+                .paired_areas
+                .retain(|paired| !fits_pairing(area, paired));
+        }
     } else if successor.is_some() {
         return invalid("a successor is named only with a new role or post".into());
     }
@@ -769,7 +786,7 @@ async fn settle(
     match successor {
         None if !holdings.is_empty() => Err(Refused::Holds {
             person: person.id.clone(),
-            holdings: holdings.clone(),
+            holdings: Box::new(holdings.clone()),
         }),
         None => Ok(()),
         Some(successor) => {
@@ -852,7 +869,33 @@ fn check_successor(
             )));
         }
     }
+    if !holdings.paired_areas.is_empty() {
+        let fits = match &successor.role {
+            Role::Leader { area } => holdings
+                .paired_areas
+                .iter()
+                .all(|paired| fits_pairing(area, paired)),
+            _ => false,
+        };
+        if !fits {
+            return Err(Refused::Unfit(format!(
+                "{} cannot take over {}'s pairings with {}: the successor must be a leader who may \
+                 be paired with each (a city leader with streets, a district leader with its \
+                 district's streets and communities)",
+                successor.id,
+                leaver.id,
+                holdings.paired_areas.join(", ")
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Whether a leader posted at `posted` may be paired with the area coded `paired`.
+fn fits_pairing(posted: &AreaCode, paired: &str) -> bool {
+    paired
+        .parse::<AreaCode>()
+        .is_ok_and(|paired| whistle_domain::leaders::fits(posted, &paired))
 }
 
 /// What the person holds: open tasks they reported in for, the grid they alone work (besides the
@@ -918,11 +961,22 @@ async fn held(
     .bind(&person.id)
     .fetch_all(&mut *conn)
     .await?;
+    let paired_areas = if matches!(person.role, Role::Leader { .. }) {
+        sqlx::query_scalar(
+            "SELECT area_code FROM leader_pairings WHERE leader_id = $1 ORDER BY area_code",
+        )
+        .bind(&person.id)
+        .fetch_all(&mut *conn)
+        .await?
+    } else {
+        Vec::new()
+    };
     Ok(Holdings {
         tasks,
         grid,
         department,
         deputy_for,
+        paired_areas,
     })
 }
 
@@ -1014,6 +1068,25 @@ async fn hand_over(
         .execute(&mut *conn)
         .await?;
     }
+    if !holdings.paired_areas.is_empty() {
+        // An area the successor is paired with already keeps that one pairing.
+        sqlx::query(
+            "INSERT INTO leader_pairings (leader_id, area_code)
+             SELECT $2, area_code FROM leader_pairings
+             WHERE leader_id = $1 AND area_code = ANY($3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&leaver.id)
+        .bind(&successor.id)
+        .bind(&holdings.paired_areas)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("DELETE FROM leader_pairings WHERE leader_id = $1 AND area_code = ANY($2)")
+            .bind(&leaver.id)
+            .bind(&holdings.paired_areas)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 
@@ -1082,6 +1155,7 @@ mod tests {
             grid: Some("150602001001001".into()),
             department: None,
             deputy_for: vec!["li-x".into()],
+            paired_areas: vec!["150602001".into()],
         };
         let text = holdings.to_string();
         assert!(

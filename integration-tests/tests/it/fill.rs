@@ -16,9 +16,28 @@ async fn synthetic_incidents_have_the_timeline_their_status_implies() {
     let policy = whistle_wire::policy::load("ordos").unwrap();
     let departments =
         fill::summoned_departments(&policy, &whistle_domain::ordos::dataset()).unwrap();
-    fill::insert(&db.pool, &grids(), &categories, &departments, 2_000, 30)
-        .await
-        .unwrap();
+    fill::insert(
+        &db.pool,
+        &grids(),
+        &categories,
+        &departments,
+        2_000,
+        30,
+        true,
+    )
+    .await
+    .unwrap();
+    // Each incident has the report that opened it, received when it was created, in its grid.
+    assert_eq!(
+        stack
+            .count(
+                "SELECT count(*) FROM incidents i JOIN reports r ON r.incident_id = i.id
+                 WHERE r.received_at = i.created_at AND r.grid_code = i.grid_code
+                   AND r.category = i.category"
+            )
+            .await,
+        2_000
+    );
     // Who was whistled for: open at the street, or resolved there.
     let with_task: HashMap<Uuid, String> = sqlx::query_as(
         "SELECT i.id, t.status FROM incidents i JOIN tasks t ON t.incident_id = i.id",

@@ -455,3 +455,69 @@ async fn a_leaders_nats_connection_sends_its_endorsements_and_nothing_else() {
         ))
         .await;
 }
+
+/// The areas `leader` is paired with, in code order.
+async fn pairings_of(stack: &Stack, leader: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT area_code FROM leader_pairings WHERE leader_id = $1 ORDER BY area_code",
+    )
+    .bind(leader)
+    .fetch_all(stack.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_leaving_leaders_pairings_go_to_a_successor_who_may_hold_them() {
+    use whistle_store::people::{self, Refused};
+    let stack = Stack::builder().database_only().start().await;
+    seed_leaders(stack.pool()).await;
+    let held = pairings_of(&stack, LEADER).await;
+    assert!(
+        held.iter().any(|a| a.len() == 12),
+        "a district leader follows communities: {held:?}"
+    );
+    let successor = "ld-150602-02";
+    let theirs = pairings_of(&stack, successor).await;
+
+    // No successor: refused, listing the pairings, and nothing changes.
+    let refused = people::offboard(stack.pool(), LEADER, None, Utc::now(), &admin())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Refused::Holds { holdings, .. } if holdings.paired_areas == held),
+        "{refused:?}"
+    );
+    // A city leader may follow streets only, not this leader's communities; nor may a grid worker.
+    for unfit in ["ld-150600-01", "gw-150602001001001"] {
+        let wrong = people::offboard(stack.pool(), LEADER, Some(unfit), Utc::now(), &admin())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&wrong, Refused::Unfit(m) if m.contains("must be a leader")),
+            "{unfit}: {wrong:?}"
+        );
+    }
+    assert_eq!(pairings_of(&stack, LEADER).await, held);
+
+    // Another leader of the district takes them all, with what they already had.
+    let done = people::offboard(stack.pool(), LEADER, Some(successor), Utc::now(), &admin())
+        .await
+        .unwrap();
+    assert_eq!(done.handed_over.paired_areas, held);
+    assert!(pairings_of(&stack, LEADER).await.is_empty());
+    let mut want: Vec<String> = held.iter().chain(&theirs).cloned().collect();
+    want.sort();
+    want.dedup();
+    assert_eq!(pairings_of(&stack, successor).await, want);
+    assert_eq!(
+        stack
+            .count(&format!(
+                "SELECT count(*) FROM audit_log WHERE action = 'people.offboard' AND target = '{LEADER}'
+                   AND after->'handed_over'->'paired_areas' = '{}'::jsonb",
+                serde_json::to_string(&held).unwrap()
+            ))
+            .await,
+        1
+    );
+}

@@ -1,5 +1,5 @@
 //! `whistle bench fill`: synthetic incidents for the query benchmarks, written by PostgreSQL
-//! itself (a million in about three minutes on two cores).
+//! itself (a million in about three minutes on two cores), with their reports if asked.
 
 use sqlx::PgPool;
 use whistle_domain::{policy::Policy, Level, OrgDataset, OrgIndex};
@@ -44,6 +44,9 @@ pub fn summoned_departments(
 /// task: `departments` names, for each `district/category`, the department a whistle summons
 /// (`tasks` are waiting, accepted or resolved as the incident's status says), so workbenches,
 /// the overdue list and the department scoreboard have real work to read.
+///
+/// With `reports`, each incident also gets the report that opened it (received at its creation,
+/// an empty payload), so the hotspot analysis (每月一题), which reads reports, has a history.
 pub async fn insert(
     pool: &PgPool,
     grids: &[String],
@@ -51,6 +54,7 @@ pub async fn insert(
     departments: &[(String, String)],
     n: u64,
     days: u32,
+    reports: bool,
 ) -> anyhow::Result<()> {
     let (keys, codes): (Vec<&str>, Vec<&str>) = departments
         .iter()
@@ -117,6 +121,12 @@ pub async fn insert(
                    grid_code, coalesce(resolved_at, whistled_at)
             FROM whistled
             RETURNING incident_id
+         ), reports AS (
+            INSERT INTO reports (report_id, incident_id, reporter_id, grid_code, category, payload,
+                received_at)
+            SELECT 'bench-' || id, id, 'gw-' || grid_code, grid_code, category, '', created_at
+            FROM incidents WHERE $7
+            RETURNING report_id
          )
          INSERT INTO timeline (incident_id, seq, kind, actor_id, at, note)
          SELECT id, row_number() OVER (PARTITION BY id ORDER BY step), kind, 'system', at,
@@ -142,6 +152,7 @@ pub async fn insert(
     .bind(i32::try_from(days)?)
     .bind(keys)
     .bind(codes)
+    .bind(reports)
     .execute(pool)
     .await?;
     Ok(())

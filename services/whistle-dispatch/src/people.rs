@@ -291,6 +291,7 @@ fn holdings_proto(holdings: &Holdings) -> v1::PersonHoldings {
         grid_code: holdings.grid.clone().unwrap_or_default(),
         department_code: holdings.department.clone().unwrap_or_default(),
         deputy_for: holdings.deputy_for.clone(),
+        paired_areas: holdings.paired_areas.clone(),
     }
 }
 
@@ -373,7 +374,7 @@ mod tests {
         };
         let reply = refusal(Refused::Holds {
             person: "gw-x".into(),
-            holdings,
+            holdings: Box::new(holdings),
         });
         let Some(Outcome::Error(e)) = reply.outcome else {
             panic!("{reply:?}");

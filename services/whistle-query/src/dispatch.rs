@@ -124,7 +124,7 @@ impl Dispatch {
                 message,
                 holdings: Some(holdings),
                 ..
-            })) => Err(Error::SuccessorNeeded(message, *holdings)),
+            })) => Err(Error::SuccessorNeeded(message, holdings)),
             Some(Outcome::Error(error)) => Err(Error::Refused(
                 CommandErrorCode::try_from(error.code).unwrap_or(CommandErrorCode::Unspecified),
                 error.message,

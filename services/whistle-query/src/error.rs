@@ -26,7 +26,7 @@ pub enum Error {
     /// Dispatch refused a people's command because the person holds what must be handed over
     /// (`FAILED_PRECONDITION`, reason `successor_needed`, the holdings in the status details).
     #[error("{0}")]
-    SuccessorNeeded(String, whistle_proto::v1::PersonHoldings),
+    SuccessorNeeded(String, Box<whistle_proto::v1::PersonHoldings>),
     /// The token is over its rate limit or holds its most `WatchEvents` streams
     /// (`RESOURCE_EXHAUSTED`, reason `rate_limited`).
     #[error("{0}")]
@@ -337,7 +337,10 @@ mod tests {
             deputy_for: vec!["li-x".into()],
             ..Default::default()
         };
-        let status = Status::from(Error::SuccessorNeeded("holds".into(), held.clone()));
+        let status = Status::from(Error::SuccessorNeeded(
+            "holds".into(),
+            Box::new(held.clone()),
+        ));
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert_eq!(reason(&status), Some(SUCCESSOR_NEEDED));
         assert_eq!(holdings(&status), Some(held));

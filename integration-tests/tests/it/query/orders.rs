@@ -21,9 +21,17 @@ async fn filled_city() -> Stack {
     let categories: Vec<String> = policy.categories().map(|c| c.code.to_string()).collect();
     let departments =
         fill::summoned_departments(&policy, &whistle_domain::ordos::dataset()).unwrap();
-    fill::insert(stack.pool(), &grids(), &categories, &departments, 6_000, 5)
-        .await
-        .unwrap();
+    fill::insert(
+        stack.pool(),
+        &grids(),
+        &categories,
+        &departments,
+        6_000,
+        5,
+        false,
+    )
+    .await
+    .unwrap();
     sqlx::query("ANALYZE").execute(stack.pool()).await.unwrap();
     // The fill writes PostgreSQL behind the stream's back, as `whistle bench fill` does: the
     // query service reads it at start.

@@ -435,6 +435,7 @@ const D = {
   heldGrid: ["网格：{grid}（该网格仅此一名在岗网格员，须交给该网格的网格员）", "Grid {grid} (its only grid worker on duty: it goes to a grid worker of that grid)"],
   heldDepartment: ["部门：{dept}（该部门仅此一名在岗联络员，须交给该部门的联络员）", "Department {dept} (its only liaison on duty: it goes to a liaison of that department)"],
   heldDeputy: ["代理人：是 {who} 的消息代理人", "Deputy: the notification deputy of {who}"],
+  heldPairings: ["结对联系：{areas}", "Paired with: {areas}"],
   idHint: ["编号须为 1–64 位字母、数字或 . _ : -，且从未使用过（如 li-150602-urban_management-2）。", "An id is 1–64 letters, digits or . _ : -, never used before (e.g. li-150602-urban_management-2)."],
   nameHint: ["请填写姓名（最多 64 字）。", "Enter a name (at most 64 characters)."],
   phoneHint: ["请填写 11 位手机号（13–19 开头）或带区号的固定电话（如 0477-8581234）。", "Enter an 11-digit mobile (13… to 19…) or a landline with its area code (0477-8581234)."],

@@ -72,15 +72,21 @@ function HoldingsList({ h, names }: { h: PersonHoldings; names: Map<string, stri
       {h.gridCode && <li data-testid="held-grid">{t("heldGrid", { grid: names.get(h.gridCode) ?? h.gridCode })}</li>}
       {h.departmentCode && <li data-testid="held-department">{t("heldDepartment", { dept: names.get(h.departmentCode) ?? h.departmentCode })}</li>}
       {h.deputyFor.length > 0 && <li data-testid="held-deputy">{t("heldDeputy", { who: h.deputyFor.map(name).join("、") })}</li>}
+      {h.pairedAreas.length > 0 && (
+        <li data-testid="held-pairings">{t("heldPairings", { areas: h.pairedAreas.map((a) => names.get(a) ?? a).join("、") })}</li>
+      )}
     </ul>
   );
 }
 
 /** Who may succeed `leaver`: live people of the same role and post first (they can hold tasks, a
- * grid or a department); for an operator or handler, who holds no tasks, anyone live. */
+ * grid or a department), leaders for a leader; for an operator or handler, who holds no tasks,
+ * anyone live. */
 export function successorsFor(leaver: PersonEntry, people: PersonEntry[]): PersonEntry[] {
   const live = people.filter((p) => !p.leftAt && p.personId !== leaver.personId);
   if (leaver.role === "grid_worker" || leaver.role === "liaison") return live.filter((p) => p.role === leaver.role && p.post === leaver.post);
+  // A leader's pairings go to another leader (dispatch checks each fits the successor's post).
+  if (leaver.role === "leader") return live.filter((p) => p.role === "leader");
   return live;
 }
 
