@@ -8,7 +8,8 @@
 //! compound, a stretch of road). Reports without coordinates count with the grid's place that
 //! holds most of its located reports of the group, or are the grid as a whole.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
@@ -362,13 +363,17 @@ pub fn analyse(records: &[Record], month: Month, params: &Params) -> Proposal {
     // In time order, so that ties in clustering go the same way for the same history.
     in_window.sort_by(|a, b| (a.at, &a.report_id).cmp(&(b.at, &b.report_id)));
 
-    let mut by_series: BTreeMap<(&AreaCode, &str), Vec<&Record>> = BTreeMap::new();
+    // Hashed, then the series in key order: a city's million reports compared once each, not
+    // once per level of a tree of strings.
+    let mut by_series: HashMap<(&AreaCode, &str), Vec<&Record>> = HashMap::new();
     for record in &in_window {
         by_series
             .entry((&record.grid, record.group()))
             .or_default()
             .push(record);
     }
+    let mut by_series: Vec<_> = by_series.into_iter().collect();
+    by_series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut places = 0;
     let mut candidates = Vec::new();
     for ((grid, group), series) in by_series {
@@ -407,26 +412,23 @@ fn clusters<'a>(series: &[&'a Record], radius_m: f64, unlocated_share: f64) -> V
         .iter()
         .filter_map(|r| r.point.map(|p| (*r, p)))
         .collect();
-    let neighbours: Vec<Vec<usize>> = located
-        .iter()
-        .map(|(_, a)| {
-            located
-                .iter()
-                .enumerate()
-                .filter(|(_, (_, b))| metres(*a, *b) <= radius_m)
-                .map(|(j, _)| j)
-                .collect()
-        })
-        .collect();
+    let points: Vec<(f64, f64)> = located.iter().map(|(_, p)| *p).collect();
+    let neighbours = neighbours(&points, radius_m);
     // Neighbours not yet taken, each report counting itself.
     let mut density: Vec<usize> = neighbours.iter().map(Vec::len).collect();
     let mut taken = vec![false; located.len()];
+    // The densest report not taken, ties to the earlier: a heap of (density, earlier first) with
+    // an entry pushed on each change, the outdated ones skipped when they come up.
+    let mut heap: BinaryHeap<(usize, Reverse<usize>)> = density
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| (d, Reverse(i)))
+        .collect();
     let mut clusters = Vec::new();
-    loop {
-        let anchor = (0..located.len())
-            .filter(|&i| !taken[i])
-            .max_by(|&a, &b| density[a].cmp(&density[b]).then(b.cmp(&a)));
-        let Some(anchor) = anchor else { break };
+    while let Some((d, Reverse(anchor))) = heap.pop() {
+        if taken[anchor] || d != density[anchor] {
+            continue;
+        }
         let mut records = Vec::new();
         for &j in &neighbours[anchor] {
             if taken[j] {
@@ -436,6 +438,9 @@ fn clusters<'a>(series: &[&'a Record], radius_m: f64, unlocated_share: f64) -> V
             records.push(j);
             for &k in &neighbours[j] {
                 density[k] -= 1;
+                if !taken[k] {
+                    heap.push((density[k], Reverse(k)));
+                }
             }
         }
         records.sort_unstable();
@@ -474,6 +479,35 @@ fn clusters<'a>(series: &[&'a Record], radius_m: f64, unlocated_share: f64) -> V
         }),
     }
     clusters
+}
+
+/// For each point, the points within `radius_m` of it (itself included), in index order. Only
+/// points within the radius in latitude alone are measured: sorted by latitude, each point looks
+/// at a band, not at the whole grid.
+fn neighbours(points: &[(f64, f64)], radius_m: f64) -> Vec<Vec<usize>> {
+    let mut by_lat: Vec<usize> = (0..points.len()).collect();
+    by_lat.sort_unstable_by(|&a, &b| points[a].0.total_cmp(&points[b].0).then(a.cmp(&b)));
+    // `metres` is never less than the latitude's part of it; a margin keeps rounding out of it.
+    let band = radius_m / 110_574.0 * (1.0 + 1e-9) + 1e-12;
+    let mut neighbours = vec![Vec::new(); points.len()];
+    for (at, &i) in by_lat.iter().enumerate() {
+        let lat = points[i].0;
+        for &j in by_lat[at..].iter() {
+            if points[j].0 - lat > band {
+                break;
+            }
+            if metres(points[i], points[j]) <= radius_m {
+                neighbours[i].push(j);
+                if j != i {
+                    neighbours[j].push(i);
+                }
+            }
+        }
+    }
+    for list in &mut neighbours {
+        list.sort_unstable();
+    }
+    neighbours
 }
 
 /// Equirectangular distance: exact enough within a grid.

@@ -331,3 +331,27 @@ fn short_lookbacks_are_read_without_failing() {
         assert_eq!(proposal.from, history.month.plus(-(lookback as i32)));
     }
 }
+
+proptest::proptest! {
+    /// The banded neighbour search finds exactly the pairs that measuring every pair finds, on
+    /// points packed tightly enough that many pairs lie near the radius.
+    #[test]
+    fn neighbours_by_band_are_every_pair_within_the_radius(
+        points in proptest::collection::vec((0u32..4_000, 0u32..4_000), 0..120),
+        radius_m in 10.0f64..400.0,
+    ) {
+        let points: Vec<(f64, f64)> = points
+            .into_iter()
+            .map(|(y, x)| (39.8 + f64::from(y) * 1e-6, 109.9 + f64::from(x) * 1e-6))
+            .collect();
+        let every_pair: Vec<Vec<usize>> = points
+            .iter()
+            .map(|a| {
+                (0..points.len())
+                    .filter(|&j| metres(*a, points[j]) <= radius_m)
+                    .collect()
+            })
+            .collect();
+        proptest::prop_assert_eq!(neighbours(&points, radius_m), every_pair);
+    }
+}
