@@ -132,7 +132,14 @@ test("党员接单: one member wins the claim, the other is told, the work is do
   await waitFor(async () => (await dialog.locator('[data-testid="photo-thumb"]').count()) === 1, { message: "the photo's thumbnail" });
   await fitsTheWidth(first.page, 360);
   await dialog.locator('[data-testid="complete-submit"]').click();
-  await dialog.waitFor({ state: "detached", timeout: 20000 });
+  await waitFor(
+    async () => {
+      const refused = dialog.locator('[data-testid="complete-error"]');
+      if (await refused.count()) throw new Error(`completing was refused: ${await refused.innerText()} (${await refused.getAttribute("title")})`);
+      return (await dialog.count()) === 0;
+    },
+    { timeout: 20000, message: "the complete dialog closed" },
+  ).catch(async (e) => assert.fail(`${e.message}; the dialog: ${await dialog.innerText().catch(() => "")}; disabled: ${await dialog.locator('[data-testid="complete-submit"]').isDisabled().catch(() => "")}; errors: ${first.errors.join(" | ")}`));
   await waitFor(async () => (await mine.getAttribute("data-status")) === "done", { message: "the claim marked done" });
   assert.match(await mine.locator('[data-testid="my-claim-status"]').innerText(), /待社区确认/);
 

@@ -357,7 +357,7 @@ function CompleteDialog(p: { offer: VolunteerOffer; onClose: () => void; onDone:
       </label>
       <label>
         {t("completeHours")}
-        <input type="number" inputMode="decimal" min="0.1" max={String(MAX_MINUTES / 60)} step="0.5" value={hours} data-testid="complete-hours" onInput={(e) => setHours((e.target as HTMLInputElement).value)} />
+        <input type="number" inputMode="decimal" min="0.1" max={String(MAX_MINUTES / 60)} step="any" value={hours} data-testid="complete-hours" onInput={(e) => setHours((e.target as HTMLInputElement).value)} />
       </label>
       {badTime && <div class="field-hint" data-testid="complete-hours-hint">{t("completeHoursHint")}</div>}
       <PhotoPicker photos={photos} onChange={setPhotos} label={t("photos")} testid="complete-photos" />
