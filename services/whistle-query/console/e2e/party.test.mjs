@@ -11,7 +11,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { env, clients, launch, waitFor, pngOf } from "./helpers.mjs";
+import { env, clients, launch, waitFor, pngOf, cuttableProxy } from "./helpers.mjs";
 import { ServiceBoardKind } from "./gen/whistle/v1/command_center_pb.js";
 
 const party = {
@@ -40,14 +40,14 @@ after(async () => {
 
 /** A page signed in with `token` at `view`, collecting console errors; axe may run in it (the
  * console's CSP allows no inline script: security.test.mjs checks the page's own policy). */
-async function open(token, view, { width, height, lang = "zh", mobile = false }) {
+async function open(token, view, { width, height, lang = "zh", mobile = false, base = env.page }) {
   const context = await browser.newContext({ viewport: { width, height }, deviceScaleFactor: 1, isMobile: mobile, hasTouch: mobile, locale: "zh-CN", bypassCSP: true });
   const page = await context.newPage();
   const errors = [];
   page.on("console", (m) => m.type() === "error" && errors.push(`console: ${m.text()}`));
   page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
   await page.addInitScript((l) => localStorage.setItem("whistle.lang", l), lang);
-  await page.goto(`${env.page}/#/${view}?token=${encodeURIComponent(token)}`);
+  await page.goto(`${base}/#/${view}?token=${encodeURIComponent(token)}`);
   return { context, page, errors };
 }
 
@@ -168,6 +168,53 @@ test("党员接单: one member wins the claim, the other is told, the work is do
   assert.deepEqual(second.errors, []);
   await first.context.close();
   await second.context.close();
+});
+
+test("党员接单: a claim sent with the network down says so, goes through once on retry, and is given back", { skip }, async () => {
+  const op = clients(env.operator);
+  const title = `帮忙换灯泡 ${Date.now()}`;
+  const offered = await op.dispatch.offerToVolunteers({
+    commandId: crypto.randomUUID(),
+    body: { case: "offerToVolunteers", value: { communityCode: party.community, title, detail: "", teamId: "", offerIncidentId: "" } },
+  });
+  const offerId = offered.offer.offerId;
+  const proxy = await cuttableProxy(env.api);
+  const { context, page, errors } = await open(party.member, "offers", { width: 360, height: 640, mobile: true, base: proxy.url });
+  const claims = [];
+  page.on("requestfinished", (r) => r.url().endsWith("/whistle.v1.Dispatch/ClaimOffer") && claims.push(r.url()));
+  const row = page.locator(`[data-testid="open-offer"][data-offer="${offerId}"]`);
+  await row.waitFor({ timeout: 20000 });
+
+  proxy.cut();
+  await row.locator('[data-testid="offer-claim"]').click();
+  const problem = row.locator('[data-testid="claim-error"]');
+  await problem.waitFor({ timeout: 15000 });
+  assert.equal(await problem.getAttribute("data-kind"), "network");
+  assert.match(await problem.innerText(), /网络/);
+  assert.equal(await row.locator('[data-testid="offer-claim"]').innerText(), "重试");
+
+  proxy.restore();
+  await row.locator('[data-testid="offer-claim"]').click();
+  const mine = page.locator(`[data-testid="my-claim"][data-offer="${offerId}"]`);
+  await mine.waitFor({ timeout: 15000 });
+  assert.equal(await mine.getAttribute("data-status"), "claimed");
+  assert.equal(claims.length, 1, "one claim reached the server");
+
+  // 放弃: given back with a reason, the offer is open to the community again.
+  await mine.locator('[data-testid="offer-release"]').click();
+  const dialog = page.locator('[data-testid="release-dialog"]');
+  await dialog.waitFor();
+  await dialog.locator('[data-testid="release-note"]').fill("临时有事，无法前往");
+  await dialog.locator('[data-testid="release-submit"]').click();
+  await dialog.waitFor({ state: "detached", timeout: 15000 });
+  await row.waitFor({ timeout: 15000 });
+  assert.equal(await page.locator(`[data-testid="my-claim"][data-offer="${offerId}"]`).count(), 0);
+  const listed = await clients(party.member).cc.listOffers({});
+  assert.equal(listed.offers.find((o) => o.offerId === offerId)?.status, "open");
+  // The only errors are the browser's own lines for the requests the cut connection failed.
+  assert.deepEqual(errors.filter((e) => !/Failed to load resource|net::ERR_/.test(e)), []);
+  await context.close();
+  proxy.close();
 });
 
 test("结对联系: the leader reads overdue incidents first and endorses one", { skip }, async () => {
