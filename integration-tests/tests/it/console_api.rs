@@ -453,13 +453,58 @@ async fn get_session_tells_each_role_what_it_is() {
             Role::Liaison => format!("li-{petitions}"),
             Role::GridWorker => format!("gw-{grid}"),
             Role::Operator => person.to_owned(),
-            Role::Open311 | Role::Hotline | Role::Leader | Role::Device => {
-                unreachable!("keys of the Open311 door and leaders' tokens have no session")
+            Role::Open311 | Role::Hotline | Role::Device => {
+                unreachable!("keys of the Open311 door and devices have no session")
             }
-            Role::Member => unreachable!("a member's token reaches the volunteers' RPCs only"),
+            Role::Leader | Role::Member => unreachable!("asked below"),
         };
         assert_eq!(session.person_id, expected_person);
         assert_eq!(session.person_name.is_empty(), expected_person.is_empty());
+    }
+    // A Party member's and a paired leader's tokens learn whose they are too, so the console opens
+    // their pages (#/offers, #/paired); a member's name is masked there as everywhere. Both read
+    // the city's public catalogue and org tree, which those pages name things with.
+    let community = unit(&grid, Level::Community);
+    let member = stack.member_token("pm-session", &community).await;
+    seed_leaders(stack.pool()).await;
+    let leader = leader_token(stack.pool(), "ld-150602-01", "150602").await;
+    for (token, role, area, person, name) in [
+        (&member, "member", community.as_str(), "pm-session", "党***"),
+        (&leader, "leader", "150602", "ld-150602-01", ""),
+    ] {
+        let mut center = command_center(&stack.query_url(), token).await;
+        let session = center
+            .get_session(v1::GetSessionRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (session.role.as_str(), session.area_code.as_str()),
+            (role, area)
+        );
+        assert!(!session.area_name.is_empty());
+        assert_eq!(session.person_id, person);
+        if name.is_empty() {
+            assert!(!session.person_name.is_empty() && !session.person_name.contains('*'));
+        } else {
+            assert_eq!(session.person_name, name);
+        }
+        center
+            .get_catalogue(v1::GetCatalogueRequest {})
+            .await
+            .unwrap();
+        center
+            .get_org_tree(v1::GetOrgTreeRequest {
+                root_code: community.clone(),
+                depth: 1,
+            })
+            .await
+            .unwrap();
+        // Still nothing else of the command centre.
+        assert_eq!(
+            code(center.get_overview(v1::GetOverviewRequest::default()).await),
+            Code::PermissionDenied
+        );
     }
     let anonymous = command_center(&stack.query_url(), "wst_nope")
         .await

@@ -960,6 +960,38 @@ async fn members_claim_over_nats_as_themselves_only_and_read_only_their_communit
     assert_eq!(board.rows[0].key, winner);
     assert_eq!(board.rows[0].name, "党***", "a member's name is masked");
     assert_eq!(board.rows[0].points, 15);
+    // One month of the year (the member's page shows this month's): the confirmation's month
+    // holds it, the next one nothing; a month past December is refused.
+    let confirmed_at: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT confirmed_at FROM service_ledger WHERE offer_id = $1::uuid")
+            .bind(&offer_id)
+            .fetch_one(stack.pool())
+            .await
+            .unwrap();
+    let ordos = confirmed_at.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap());
+    let month_board = |month: u32| v1::GetServiceBoardRequest {
+        kind: v1::ServiceBoardKind::Members as i32,
+        year: chrono::Datelike::year(&ordos),
+        month,
+        ..Default::default()
+    };
+    let this_month = chrono::Datelike::month(&ordos);
+    let month = my_reads
+        .get_service_board(month_board(this_month))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(month.rows, board.rows);
+    let next = my_reads
+        .get_service_board(month_board(this_month % 12 + 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(next.rows.is_empty() || this_month == 12, "{next:?}");
+    assert_eq!(
+        code(my_reads.get_service_board(month_board(13)).await),
+        Code::InvalidArgument
+    );
 
     // A member's token never sends the community's verbs through the door either.
     let refused = dispatch(&stack, &me_token)

@@ -363,8 +363,9 @@ impl command_center_server::CommandCenter for CommandCenter {
         &self,
         request: Request<v1::GetOrgTreeRequest>,
     ) -> Result<Response<v1::OrgNode>, Status> {
-        // The org tree is the city's public structure: any valid token may read all of it.
-        let principal = self.auth.principal(&request).await?;
+        // The org tree is the city's public structure: any valid token may read all of it
+        // (a leader's incident drawer names places from it).
+        let principal = self.auth.session_principal(&request).await?;
         let request = &request.into_inner();
         let tree = self
             .replica
@@ -379,7 +380,7 @@ impl command_center_server::CommandCenter for CommandCenter {
         &self,
         request: Request<v1::GetSessionRequest>,
     ) -> Result<Response<v1::Session>, Status> {
-        let principal = self.auth.principal(&request).await?;
+        let principal = self.auth.session_principal(&request).await?;
         Ok(Response::new(session::read(&self.pool, &principal).await?))
     }
 
@@ -456,8 +457,9 @@ impl command_center_server::CommandCenter for CommandCenter {
         &self,
         request: Request<v1::GetCatalogueRequest>,
     ) -> Result<Response<v1::Catalogue>, Status> {
-        // The catalogue is the policy every report is filed under: any valid token may read it.
-        self.auth.principal(&request).await?;
+        // The catalogue is the policy every report is filed under: any valid token may read it
+        // (a member's page and a leader's view name categories from it too).
+        self.auth.session_principal(&request).await?;
         Ok(Response::new(catalogue::catalogue(&self.policy.get())))
     }
 

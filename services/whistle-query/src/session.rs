@@ -1,8 +1,11 @@
 //! `GetSession`: who a token belongs to, with display names, so a console can route its user to
-//! the views their role may see.
+//! the views their role may see. Every role the console serves may ask, members and leaders
+//! included (their pages are `#/offers` and `#/paired`).
 
 use sqlx::{PgPool, Row};
+use whistle_domain::volunteer;
 use whistle_proto::v1;
+use whistle_store::tokens::Role;
 
 use crate::{auth::Principal, convert, Error, Result};
 
@@ -27,7 +30,12 @@ pub(crate) async fn read(pool: &PgPool, principal: &Principal) -> Result<v1::Ses
         department_code: principal.department.clone().unwrap_or_default(),
         department_name: row.try_get("department_name")?,
         person_id: principal.person.clone().unwrap_or_default(),
-        person_name: row.try_get("person_name")?,
+        person_name: match principal.role {
+            // A member's name is masked wherever it is shown (docs/party.md, item 7), their own
+            // phone page too: the page may be open on a shared phone.
+            Role::Member => volunteer::mask_name(&row.try_get::<String, _>("person_name")?),
+            _ => row.try_get("person_name")?,
+        },
         expires_at: row
             .try_get::<Option<chrono::DateTime<chrono::Utc>>, _>("expires_at")?
             .map(convert::timestamp),

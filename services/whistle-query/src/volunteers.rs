@@ -157,9 +157,9 @@ pub(crate) async fn service_board(
         request.year
     };
     let ordos = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
-    let start = |y: i32| {
+    let start = |y: i32, m: u32| {
         ordos
-            .with_ymd_and_hms(y, 1, 1, 0, 0, 0)
+            .with_ymd_and_hms(y, m, 1, 0, 0, 0)
             .single()
             .map(|t| t.with_timezone(&Utc))
             .ok_or_else(|| Error::invalid(format!("year {y} is out of range")))
@@ -167,7 +167,18 @@ pub(crate) async fn service_board(
     if !(2000..=9998).contains(&year) {
         return Err(Error::invalid(format!("year {year}: 2000 to 9998")));
     }
-    let lines = volunteers::leaderboard(pool, board, &area, start(year)?, start(year + 1)?, limit)
+    // A month of the year (a member's page shows this month beside the year), or the year.
+    let (from, until) = match request.month {
+        0 => (start(year, 1)?, start(year + 1, 1)?),
+        12 => (start(year, 12)?, start(year + 1, 1)?),
+        m @ 1..=11 => (start(year, m)?, start(year, m + 1)?),
+        m => {
+            return Err(Error::invalid(format!(
+                "month {m}: 1 to 12, or 0 for the year"
+            )))
+        }
+    };
+    let lines = volunteers::leaderboard(pool, board, &area, from, until, limit)
         .await
         .map_err(store)?;
     Ok(v1::ServiceBoard {

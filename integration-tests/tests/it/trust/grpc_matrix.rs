@@ -51,13 +51,13 @@ const READS: [(&str, [Code; 10]); 28] = [
     ("ListHotspots", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
     // A topic in the grid: its worker may measure it too.
     ("GetHotspotChange", [Y, Y, Y, Y, Y, Anon, No, No, No, No]),
-    // The org tree (names and codes of units) is open to every token.
-    ("GetOrgTree", [Y, Y, Y, Y, Y, Anon, No, No, No, No]),
+    // The org tree (names and codes of units) is open to every token, leaders' included.
+    ("GetOrgTree", [Y, Y, Y, Y, Y, Anon, No, No, Y, No]),
     // So are the policy's catalogue (the report form) and the departments (改派).
-    ("GetCatalogue", [Y, Y, Y, Y, Y, Anon, No, No, No, No]),
+    ("GetCatalogue", [Y, Y, Y, Y, Y, Anon, No, No, Y, No]),
     ("ListDepartments", [Y, Y, Y, Y, Y, Anon, No, No, No, No]),
     ("WatchEvents", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
-    ("GetSession", [Y, Y, Y, Y, Y, Anon, No, No, No, No]),
+    ("GetSession", [Y, Y, Y, Y, Y, Anon, No, No, Y, No]),
     ("GetTrend", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
     ("GetGridMap", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
     // Operators and viewers name the department; a liaison reads its own; grid workers have none.

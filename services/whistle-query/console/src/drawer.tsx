@@ -30,7 +30,8 @@ export function assistParts(d: IncidentDetail): { total: number; owed: string[] 
 
 export type DrawerTarget = { kind: "incident"; id: string } | { kind: "grid"; code: string; name: string } | { kind: "ledger"; area: string; name: string };
 
-export function Drawer(p: { target: DrawerTarget; session: Session; onClose: () => void; onOpen: (id: string) => void; onChanged: () => void }) {
+/** `onEndorse`: a paired leader's view offers 领导督办 on an open incident (paired.tsx). */
+export function Drawer(p: { target: DrawerTarget; session: Session; onClose: () => void; onOpen: (id: string) => void; onChanged: () => void; onEndorse?: (id: string) => void }) {
   const box = useRef<HTMLElement>(null);
   useEffect(() => {
     // Esc closes the drawer unless a dialog inside it is open (the dialog takes Esc first).
@@ -50,7 +51,7 @@ export function Drawer(p: { target: DrawerTarget; session: Session; onClose: () 
           ×
         </button>
         {p.target.kind === "incident" ? (
-          <IncidentView id={p.target.id} session={p.session} onChanged={p.onChanged} />
+          <IncidentView id={p.target.id} session={p.session} onChanged={p.onChanged} onEndorse={p.onEndorse} />
         ) : p.target.kind === "ledger" ? (
           <LedgerList area={p.target.area} name={p.target.name} onOpen={p.onOpen} />
         ) : (
@@ -245,7 +246,7 @@ function ProactivePanel(p: { d: IncidentDetail; open: boolean; now: number; onDo
 /** Who answers for a ledger case: a department or an org unit, by name. */
 const responsibleName = (code: string) => (/^\d{6}-/.test(code) ? withNames(code) : orgName(code) || t("someDepartment"));
 
-function IncidentView(p: { id: string; session: Session; onChanged: () => void }) {
+function IncidentView(p: { id: string; session: Session; onChanged: () => void; onEndorse?: (id: string) => void }) {
   const detail = useLoad((signal) => cc.getIncident({ incidentId: p.id }, { signal }), p.id, 8000);
   const now = useNow(1000);
   const [msg, setMsg] = useState("");
@@ -333,6 +334,11 @@ function IncidentView(p: { id: string; session: Session; onChanged: () => void }
           <span class="tag ledger-tag" data-testid="incident-ledgered">
             {t("ledgeredTag")}
           </span>
+        )}
+        {p.onEndorse && open && (
+          <button class="act" data-testid="endorse-open" onClick={() => p.onEndorse!(inc.incidentId)}>
+            {t("endorse")}
+          </button>
         )}
         {canAct && open && !inc.ledgered && (
           <button

@@ -12,8 +12,10 @@ import { ReportForm } from "./report";
 import { Bell } from "./notifications";
 import { People } from "./people";
 import { Topics } from "./topics";
+import { Offers } from "./offers";
+import { Paired } from "./paired";
 
-export type View = "screen" | "workbench" | "report" | "people" | "topics";
+export type View = "screen" | "workbench" | "report" | "people" | "topics" | "offers" | "paired";
 
 // The last GetSession answer for the signed-in token, beside it in sessionStorage: a page reloaded
 // without a network (the report form in the field) still knows whose it is and opens its view.
@@ -48,6 +50,12 @@ export function viewsFor(role: string): View[] {
       return ["workbench"];
     case "grid_worker":
       return ["report"];
+    // A Party member's phone page (党员接单) and a paired leader's view (领导结对联系): their
+    // tokens reach these pages' RPCs and nothing else.
+    case "member":
+      return ["offers"];
+    case "leader":
+      return ["paired"];
     default:
       return [];
   }
@@ -188,6 +196,8 @@ function App() {
   if (view === "workbench") return <Workbench key={lang} {...chrome} />;
   if (view === "people") return <People key={lang} {...chrome} />;
   if (view === "topics") return <Topics key={lang} {...chrome} />;
+  if (view === "offers") return <Offers key={lang} {...chrome} />;
+  if (view === "paired") return <Paired key={lang} {...chrome} />;
   if (view === "report") {
     installForOffline();
     return <ReportForm key={lang} {...chrome} />;
@@ -223,7 +233,8 @@ export function NavLinks(p: Chrome) {
             {t(v)}
           </a>
         ))}
-      {p.session.personId && <Bell />}
+      {/* A member's token has no notifications to read (ListNotifications refuses it). */}
+      {p.session.personId && p.session.role !== "member" && <Bell />}
       <span class="who" data-testid="who" data-role={p.session.role}>
         {roleLabel(p.session.role)} · {p.session.personName || p.session.departmentName || p.session.areaName}
       </span>

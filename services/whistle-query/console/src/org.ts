@@ -3,6 +3,7 @@
 import { cc } from "./api";
 import type { OrgNode } from "./gen/whistle/v1/command_center_pb.js";
 import { t } from "./i18n";
+import { describe } from "./errors";
 
 export interface OrgInfo {
   code: string;
@@ -102,7 +103,9 @@ export function loadDepartments(area: string) {
       for (const d of r.departments) departments.set(d.code, d.name);
       nameListeners.forEach((l) => l());
     },
-    () => deptAreas.delete(code),
+    // Asked again after a lost connection; a refusal (a leader's token, which reads no
+    // departments) stands, or every render would ask again.
+    (e) => describe(e).kind === "network" && deptAreas.delete(code),
   );
 }
 

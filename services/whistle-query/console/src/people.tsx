@@ -11,7 +11,8 @@ import { describe, type Problem } from "./errors";
 import { type PersonEntry } from "./gen/whistle/v1/command_center_pb.js";
 import { PersonHoldingsSchema, type PersonHoldings } from "./gen/whistle/v1/people_pb.js";
 import { useLoad, tsMs, fmtDateTime } from "./util";
-import { NavLinks, type Chrome } from "./main";
+import { type Chrome } from "./main";
+import { PageFrame } from "./frame";
 import { LoadNote, ProblemNote } from "./notes";
 import { Modal } from "./dialog";
 
@@ -133,22 +134,24 @@ export function People(p: Chrome) {
   };
 
   return (
-    <div class="page people" data-testid="people">
-      <header class="topbar">
-        <div class="brand">
-          <span class="emblem sm">哨</span>
-          <span>
-            {t("people")} · <b>{s.areaName}</b>
-          </span>
-        </div>
-        <NavLinks {...p} />
-      </header>
-      <main>
-        {msg && (
-          <div class="ok-msg toast" data-testid="people-ok" role="status">
-            {msg}
-          </div>
-        )}
+    <PageFrame
+      chrome={p}
+      cls="people"
+      testid="people"
+      title={
+        <>
+          {t("people")} · <b>{s.areaName}</b>
+        </>
+      }
+      toast={msg ? { text: msg, testid: "people-ok" } : null}
+      overlays={
+        <>
+      {dialog?.kind === "onboard" && <OnboardDialog areaCode={s.areaCode} onClose={() => setDialog(null)} onDone={(name) => done(t("onboardedOk", { name }))} />}
+      {dialog?.kind === "change" && <ChangeDialog person={dialog.person} people={all} names={names} onClose={() => setDialog(null)} onDone={() => done(t("changedOk", { name: dialog.person.name }))} />}
+      {dialog?.kind === "offboard" && <OffboardDialog person={dialog.person} people={all} names={names} onClose={() => setDialog(null)} onDone={() => done(t("offboardedOk", { name: dialog.person.name }))} />}
+        </>
+      }
+    >
         <section class="panel people-list">
           <div class="panel-head">
             <h2 class="panel-title">
@@ -246,11 +249,7 @@ export function People(p: Chrome) {
             )}
           </div>
         </section>
-      </main>
-      {dialog?.kind === "onboard" && <OnboardDialog areaCode={s.areaCode} onClose={() => setDialog(null)} onDone={(name) => done(t("onboardedOk", { name }))} />}
-      {dialog?.kind === "change" && <ChangeDialog person={dialog.person} people={all} names={names} onClose={() => setDialog(null)} onDone={() => done(t("changedOk", { name: dialog.person.name }))} />}
-      {dialog?.kind === "offboard" && <OffboardDialog person={dialog.person} people={all} names={names} onClose={() => setDialog(null)} onDone={() => done(t("offboardedOk", { name: dialog.person.name }))} />}
-    </div>
+    </PageFrame>
   );
 }
 

@@ -9,7 +9,8 @@ import { t, levelLabel } from "./i18n";
 import { describe, type Problem } from "./errors";
 import { type Hotspot } from "./gen/whistle/v1/command_center_pb.js";
 import { useLoad } from "./util";
-import { NavLinks, type Chrome } from "./main";
+import { type Chrome } from "./main";
+import { PageFrame } from "./frame";
 import { LoadNote, ProblemNote } from "./notes";
 import { Modal } from "./dialog";
 import { Drawer, type DrawerTarget } from "./drawer";
@@ -41,22 +42,35 @@ export function Topics(p: Chrome) {
   const list = topics.data?.hotspots ?? [];
 
   return (
-    <div class="page topics" data-testid="topics">
-      <header class="topbar">
-        <div class="brand">
-          <span class="emblem sm">哨</span>
-          <span>
-            {t("topics")} · <b>{s.areaName}</b>
-          </span>
-        </div>
-        <NavLinks {...p} />
-      </header>
-      <main>
-        {msg && (
-          <div class="ok-msg toast" data-testid="topics-ok" role="status">
-            {msg}
-          </div>
-        )}
+    <PageFrame
+      chrome={p}
+      cls="topics"
+      testid="topics"
+      title={
+        <>
+          {t("topics")} · <b>{s.areaName}</b>
+        </>
+      }
+      toast={msg ? { text: msg, testid: "topics-ok" } : null}
+      overlays={
+        <>
+      {adopting && (
+        <AdoptDialog
+          topic={adopting}
+          month={topics.data?.month ?? ""}
+          onClose={() => setAdopting(null)}
+          onDone={(incidentId) => {
+            setAdopting(null);
+            setMsg(t("adoptedOk"));
+            topics.reload();
+            setDrawer({ kind: "incident", id: incidentId });
+          }}
+        />
+      )}
+      {drawer && <Drawer target={drawer} session={s} onClose={() => setDrawer(null)} onOpen={(id) => setDrawer({ kind: "incident", id })} onChanged={() => topics.reload()} />}
+        </>
+      }
+    >
         <section class="panel">
           <div class="panel-head">
             <h2 class="panel-title">
@@ -112,22 +126,7 @@ export function Topics(p: Chrome) {
             </ol>
           </div>
         </section>
-      </main>
-      {adopting && (
-        <AdoptDialog
-          topic={adopting}
-          month={topics.data?.month ?? ""}
-          onClose={() => setAdopting(null)}
-          onDone={(incidentId) => {
-            setAdopting(null);
-            setMsg(t("adoptedOk"));
-            topics.reload();
-            setDrawer({ kind: "incident", id: incidentId });
-          }}
-        />
-      )}
-      {drawer && <Drawer target={drawer} session={s} onClose={() => setDrawer(null)} onOpen={(id) => setDrawer({ kind: "incident", id })} onChanged={() => topics.reload()} />}
-    </div>
+    </PageFrame>
   );
 }
 
