@@ -38,7 +38,9 @@ export function Topics(p: Chrome) {
   const [adopting, setAdopting] = useState<Hotspot | null>(null);
   const [msg, setMsg] = useState("");
   const [drawer, setDrawer] = useState<DrawerTarget | null>(null);
-  const topics = useLoad((signal) => cc.listHotspots({ areaCode: "", month: "", pageSize: 0 }, { signal }), "", 60000);
+  // The proposal reads the complete months before this one, so it hardly moves within a month; a
+  // city's costs seconds (docs/benchmarks.md). Read again every ten minutes and after each act.
+  const topics = useLoad((signal) => cc.listHotspots({ areaCode: "", month: "", pageSize: 0 }, { signal }), "", 600000);
   const list = topics.data?.hotspots ?? [];
 
   return (
