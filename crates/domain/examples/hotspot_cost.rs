@@ -31,7 +31,10 @@ fn main() {
         let started = Instant::now();
         let proposal = hotspot::propose(&history.records, month, &params);
         times.push(started.elapsed().as_secs_f64());
-        assert!(!proposal.candidates.is_empty(), "the planted patterns are found");
+        assert!(
+            !proposal.candidates.is_empty(),
+            "the planted patterns are found"
+        );
         if times.len() == 1 {
             println!(
                 "proposal: {} reports read, {} places examined, {} topics proposed",

@@ -349,6 +349,52 @@ pub struct VolunteerRules {
     pub points_per_hour: u32,
     /// The most time one piece of work may count, in minutes.
     pub max_minutes: u32,
+    /// The yearly evaluation of units (双报到 考评).
+    pub evaluation: EvaluationRules,
+}
+
+/// What a unit's year must reach for each grade of the yearly evaluation: the first grade whose
+/// bar it clears, from excellent down; poor is what is left. Whole percents and hours, so that a
+/// grade never hangs on a rounding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvaluationRules {
+    pub excellent: GradeBar,
+    pub good: GradeBar,
+    pub fair: GradeBar,
+}
+
+/// One grade's bar: every figure must be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GradeBar {
+    /// Members who served, per hundred registered.
+    pub participation_pct: u32,
+    /// Confirmed hours per registered member.
+    pub hours_per_member: u32,
+    /// Ratings satisfied or basically satisfied, per hundred rated; `None` asks nothing, and a
+    /// unit with nothing rated meets any bar.
+    pub satisfaction_pct: Option<u32>,
+}
+
+impl EvaluationRules {
+    /// Excellent: four in five members served, 12 hours a member and nine in ten ratings
+    /// satisfied; good: half served and 4 hours a member; fair: one in five served.
+    pub const DEFAULT: EvaluationRules = EvaluationRules {
+        excellent: GradeBar {
+            participation_pct: 80,
+            hours_per_member: 12,
+            satisfaction_pct: Some(90),
+        },
+        good: GradeBar {
+            participation_pct: 50,
+            hours_per_member: 4,
+            satisfaction_pct: None,
+        },
+        fair: GradeBar {
+            participation_pct: 20,
+            hours_per_member: 0,
+            satisfaction_pct: None,
+        },
+    };
 }
 
 impl VolunteerRules {
@@ -357,6 +403,7 @@ impl VolunteerRules {
         claim_window: TimeDelta::hours(24),
         points_per_hour: 10,
         max_minutes: 8 * 60,
+        evaluation: EvaluationRules::DEFAULT,
     };
 
     /// Whether volunteers may take an incident of `category`.
@@ -560,6 +607,8 @@ pub enum Error {
     LedgerApprover(String),
     #[error("ledger.rates: {0:?}; expected excluded or unresolved")]
     LedgerRates(String),
+    #[error("volunteers.evaluation: {0}")]
+    Evaluation(String),
     #[error("volunteers.categories: {category}: {why}")]
     VolunteerCategory { category: String, why: String },
     #[error(
@@ -690,6 +739,72 @@ struct RawVolunteers {
     claim_window: String,
     points_per_hour: u32,
     max_hours: u32,
+    evaluation: Option<RawEvaluation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvaluation {
+    excellent: RawGradeBar,
+    good: RawGradeBar,
+    fair: RawGradeBar,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGradeBar {
+    participation: u32,
+    #[serde(default)]
+    hours_per_member: u32,
+    satisfaction: Option<u32>,
+}
+
+impl RawEvaluation {
+    /// Percents at most 100, and each grade asking at least what the one below it asks.
+    fn check(self) -> Result<EvaluationRules, Error> {
+        let bar = |name: &str, raw: RawGradeBar| {
+            for (what, pct) in [
+                ("participation", Some(raw.participation)),
+                ("satisfaction", raw.satisfaction),
+            ] {
+                if let Some(pct) = pct.filter(|&p| p > 100) {
+                    return Err(Error::Evaluation(format!(
+                        "{name}.{what} {pct}: a percent, at most 100"
+                    )));
+                }
+            }
+            if raw.hours_per_member > 8_760 {
+                return Err(Error::Evaluation(format!(
+                    "{name}.hours_per_member {}: more than a year has",
+                    raw.hours_per_member
+                )));
+            }
+            Ok(GradeBar {
+                participation_pct: raw.participation,
+                hours_per_member: raw.hours_per_member,
+                satisfaction_pct: raw.satisfaction,
+            })
+        };
+        let rules = EvaluationRules {
+            excellent: bar("excellent", self.excellent)?,
+            good: bar("good", self.good)?,
+            fair: bar("fair", self.fair)?,
+        };
+        for (higher, lower, names) in [
+            (&rules.excellent, &rules.good, "excellent than good"),
+            (&rules.good, &rules.fair, "good than fair"),
+        ] {
+            let asks_less = higher.participation_pct < lower.participation_pct
+                || higher.hours_per_member < lower.hours_per_member
+                || higher.satisfaction_pct.unwrap_or(0) < lower.satisfaction_pct.unwrap_or(0);
+            if asks_less {
+                return Err(Error::Evaluation(format!(
+                    "{names}: a higher grade must ask at least as much as a lower one of each figure"
+                )));
+            }
+        }
+        Ok(rules)
+    }
 }
 
 #[derive(Deserialize)]
@@ -1026,6 +1141,10 @@ impl RawPolicy {
                     claim_window: duration("volunteers.claim_window", &raw.claim_window)?,
                     points_per_hour: raw.points_per_hour,
                     max_minutes: raw.max_hours * 60,
+                    evaluation: match raw.evaluation {
+                        None => EvaluationRules::DEFAULT,
+                        Some(raw) => raw.check()?,
+                    },
                 }
             }
         };

@@ -10,7 +10,7 @@ use chrono::{TimeDelta, Utc};
 use uuid::Uuid;
 use whistle_domain::{
     incident::Satisfaction,
-    policy::{builtin, VolunteerRules},
+    policy::{builtin, EvaluationRules, VolunteerRules},
     volunteer::{self, NewOffer, OfferKind, OfferStatus, Refusal},
     AreaCode, PersonId,
 };
@@ -521,12 +521,13 @@ async fn hours_and_points_accrue_only_on_confirmed_work_and_feed_boards_and_the_
     let work = TempDir::new("evaluation").unwrap();
     let out = work.path().join("2026");
     let year = volunteers::ordos_year(Utc::now());
-    let written = whistle_cli::evaluation::write(&pool, &district, year, &out)
-        .await
-        .unwrap();
+    let written =
+        whistle_cli::evaluation::write(&pool, &district, year, &EvaluationRules::DEFAULT, &out)
+            .await
+            .unwrap();
     assert_eq!(written.units, years.len());
     assert!(
-        whistle_cli::evaluation::write(&pool, &district, year, &out)
+        whistle_cli::evaluation::write(&pool, &district, year, &EvaluationRules::DEFAULT, &out)
             .await
             .is_err(),
         "an evaluation never overwrites another"

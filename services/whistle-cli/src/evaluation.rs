@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use whistle_domain::{volunteer, AreaCode};
+use whistle_domain::{policy::EvaluationRules, volunteer, AreaCode};
 use whistle_report::evaluation::{evaluation_notice, evaluation_xlsx, UnitEvaluation};
 use whistle_store::volunteers;
 
@@ -19,11 +19,12 @@ pub struct Written {
 
 /// Evaluates the units registered inside `area` for the Ordos calendar year `year` and writes
 /// `双报到考评-{area}-{year}.xlsx` and `{unit}.md` for each into `out`, a directory it creates
-/// (it must not exist, so no earlier evaluation is overwritten).
+/// (it must not exist, so no earlier evaluation is overwritten), graded by `rules` (the policy's).
 pub async fn write(
     pool: &sqlx::PgPool,
     area: &AreaCode,
     year: i32,
+    rules: &EvaluationRules,
     out: &Path,
 ) -> anyhow::Result<Written> {
     let area_name: String = sqlx::query_scalar("SELECT name FROM org_units WHERE code = $1")
@@ -35,7 +36,7 @@ pub async fn write(
     let units: Vec<UnitEvaluation> = years
         .into_iter()
         .map(|u| {
-            let graded = volunteer::evaluate(&u.service);
+            let graded = volunteer::evaluate(&u.service, rules);
             UnitEvaluation {
                 unit_id: u.unit_id,
                 unit_name: u.unit_name,

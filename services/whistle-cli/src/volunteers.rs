@@ -94,7 +94,9 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         Args::Evaluate { area, year, out } => {
             let area: AreaCode = area.parse()?;
             let year = year.unwrap_or_else(|| volunteers::ordos_year(Utc::now()) - 1);
-            let written = whistle_cli::evaluation::write(&pool, &area, year, &out).await?;
+            let policy = whistle_wire::policy::load(&conn.policy)?;
+            let rules = &policy.volunteers().evaluation;
+            let written = whistle_cli::evaluation::write(&pool, &area, year, rules, &out).await?;
             println!(
                 "{} units of {} evaluated for {year}: {} and one notice each in {}",
                 written.units,

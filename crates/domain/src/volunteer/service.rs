@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::VolunteerRules;
+use crate::policy::{EvaluationRules, GradeBar, VolunteerRules};
 
 /// Points for `minutes` of confirmed work: the policy's points per hour, pro rata, rounded down.
 pub fn points_for(minutes: u32, rules: &VolunteerRules) -> u32 {
@@ -62,27 +62,34 @@ pub struct Evaluation {
     pub grade: Grade,
 }
 
-/// Grades a unit's year. Excellent: four in five members served, 12 hours a member and nine in
-/// ten ratings satisfied; good: half served and 4 hours a member; fair: one in five served;
-/// otherwise poor. A unit with no member registered that year is not graded.
-pub fn evaluate(service: &UnitService) -> Option<Evaluation> {
+/// Grades a unit's year against the policy's bars (`[volunteers.evaluation]`,
+/// [`EvaluationRules::DEFAULT`] without it): the first grade whose every figure it reaches, from
+/// excellent down, counted in whole numbers. A unit with no member registered that year is not
+/// graded.
+pub fn evaluate(service: &UnitService, rules: &EvaluationRules) -> Option<Evaluation> {
     if service.registered == 0 {
         return None;
     }
     let registered = f64::from(service.registered);
-    let participation = f64::from(service.served.min(service.registered)) / registered;
+    let served = service.served.min(service.registered);
+    let participation = f64::from(served) / registered;
     let hours_per_member = service.minutes as f64 / 60.0 / registered;
     let rated = service.satisfied + service.basically_satisfied + service.unsatisfied;
-    let satisfaction = (rated > 0)
-        .then(|| f64::from(service.satisfied + service.basically_satisfied) / f64::from(rated));
-    let grade = if participation >= 0.8
-        && hours_per_member >= 12.0
-        && satisfaction.is_none_or(|s| s >= 0.9)
-    {
+    let content = service.satisfied + service.basically_satisfied;
+    let satisfaction = (rated > 0).then(|| f64::from(content) / f64::from(rated));
+    let reaches = |bar: &GradeBar| {
+        u64::from(served) * 100 >= u64::from(service.registered) * u64::from(bar.participation_pct)
+            && service.minutes
+                >= u64::from(service.registered) * u64::from(bar.hours_per_member) * 60
+            && bar.satisfaction_pct.is_none_or(|pct| {
+                rated == 0 || u64::from(content) * 100 >= u64::from(rated) * u64::from(pct)
+            })
+    };
+    let grade = if reaches(&rules.excellent) {
         Grade::Excellent
-    } else if participation >= 0.5 && hours_per_member >= 4.0 {
+    } else if reaches(&rules.good) {
         Grade::Good
-    } else if participation >= 0.2 {
+    } else if reaches(&rules.fair) {
         Grade::Fair
     } else {
         Grade::Poor

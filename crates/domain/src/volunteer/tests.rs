@@ -221,6 +221,83 @@ fn the_policy_refuses_volunteers_an_emergency_or_a_departments_category() {
     }
 }
 
+#[test]
+fn a_unit_gets_the_first_grade_whose_every_bar_it_reaches() {
+    let rules = crate::policy::EvaluationRules::DEFAULT;
+    let year = |served, minutes, satisfied, unsatisfied| UnitService {
+        registered: 10,
+        served,
+        minutes,
+        satisfied,
+        unsatisfied,
+        ..UnitService::default()
+    };
+    let grade = |s: &UnitService| evaluate(s, &rules).unwrap().grade;
+    // Exactly at the bar counts: 8 of 10 served, 12 hours each, 9 of 10 satisfied.
+    assert_eq!(grade(&year(8, 10 * 12 * 60, 9, 1)), Grade::Excellent);
+    // One rating short of nine in ten, or a minute short of the hours: good, not excellent.
+    assert_eq!(grade(&year(8, 10 * 12 * 60, 8, 2)), Grade::Good);
+    assert_eq!(grade(&year(8, 10 * 12 * 60 - 1, 9, 1)), Grade::Good);
+    // Nothing rated meets a satisfaction bar.
+    assert_eq!(grade(&year(8, 10 * 12 * 60, 0, 0)), Grade::Excellent);
+    assert_eq!(grade(&year(5, 10 * 4 * 60, 0, 0)), Grade::Good);
+    assert_eq!(grade(&year(5, 10 * 4 * 60 - 1, 0, 0)), Grade::Fair);
+    assert_eq!(grade(&year(2, 0, 0, 0)), Grade::Fair);
+    assert_eq!(grade(&year(1, 600, 0, 0)), Grade::Poor);
+    assert!(evaluate(&UnitService::default(), &rules).is_none());
+}
+
+#[test]
+fn the_evaluations_bars_are_the_policys_and_checked() {
+    let text = include_str!("../../../../policy/ordos.toml");
+    let with = |table: &str| text.replacen("[volunteers]\n", &format!("[volunteers]\n{table}"), 1);
+    let bars = "evaluation = { excellent = { participation = 60, hours_per_member = 6, satisfaction = 80 }, \
+                good = { participation = 30, hours_per_member = 2 }, fair = { participation = 10 } }\n";
+    let policy = Policy::parse(&with(bars), |_| None).unwrap();
+    let rules = &policy.volunteers().evaluation;
+    assert_eq!(rules.excellent.participation_pct, 60);
+    assert_eq!(rules.good.hours_per_member, 2);
+    assert_eq!(rules.fair.satisfaction_pct, None);
+    // A year good by the default bars is excellent by these.
+    let year = UnitService {
+        registered: 10,
+        served: 6,
+        minutes: 10 * 6 * 60,
+        ..UnitService::default()
+    };
+    assert_eq!(evaluate(&year, rules).unwrap().grade, Grade::Excellent);
+    assert_eq!(
+        ordos().volunteers().evaluation,
+        crate::policy::EvaluationRules::DEFAULT
+    );
+    for (bad, why) in [
+        (
+            bars.replace("participation = 60", "participation = 160"),
+            "at most 100",
+        ),
+        (
+            bars.replace("participation = 60", "participation = 20"),
+            "excellent than good",
+        ),
+        (
+            bars.replace("hours_per_member = 2", "hours_per_member = 9"),
+            "excellent than good",
+        ),
+        (
+            bars.replace("participation = 10", "participation = 40"),
+            "good than fair",
+        ),
+    ] {
+        let error = Policy::parse(&with(&bad), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("volunteers.evaluation") && error.contains(why),
+            "{error}"
+        );
+    }
+}
+
 fn any_input(members: usize) -> impl Strategy<Value = Input> {
     let person = (0..members).prop_map(|n| member(n).member);
     prop_oneof![
