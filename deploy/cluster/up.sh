@@ -53,6 +53,8 @@ WHISTLE_ENV_NO_START=1
 source "$REPO/deploy/local/env.sh"
 # shellcheck source=SCRIPTDIR/topology.sh
 source "$HERE/topology.sh"
+# shellcheck source=SCRIPTDIR/services.sh
+source "$HERE/services.sh"
 
 log() { printf 'cluster: %s\n' "$*" >&2; }
 trap 'printf "cluster: up.sh failed (line %s); deploy/cluster/down.sh removes what it started\n" "$LINENO" >&2' ERR
@@ -121,41 +123,6 @@ for entry in "${WHISTLE_CLUSTER_NODES[@]}"; do
     ip -n "$ns" link set eth0 up
 done
 log "network: bridge $WHISTLE_CLUSTER_BRIDGE $WHISTLE_CLUSTER_HOST_IP/24, namespaces wh-{nats1,nats2,nats3,pg1,pg2,dispatch1,dispatch2,query1,query2,lb}"
-
-# in_ns NODE CMD…: run CMD in node's namespace.
-in_ns() { local node=$1; shift; ip netns exec "$(whistle_cluster_ns "$node")" "$@"; }
-
-# daemon NODE NAME CMD…: start CMD in node's namespace in a session of its own, output to
-# logs/NAME.log, pid in run/NAME.pid (down.sh stops it by that pid).
-daemon() {
-    local node=$1 name=$2
-    shift 2
-    printf '\n=== %s: %s\n' "$(date -Is)" "$*" >>"$C/logs/$name.log"
-    # shellcheck disable=SC2016  # $$ and $1 are the inner bash's
-    ip netns exec "$(whistle_cluster_ns "$node")" setsid -f bash -c 'echo "$$" >"$1"; shift; exec "$@"' \
-        "whistle-$name" "$C/run/$name.pid" "$@" </dev/null >>"$C/logs/$name.log" 2>&1
-    local i
-    for ((i = 0; i < 50; i++)); do [[ -s $C/run/$name.pid ]] && break; sleep 0.1; done
-}
-
-# wait_tcp HOST PORT WHAT [SECONDS]
-wait_tcp() {
-    local deadline=$(($(date +%s) + ${4:-30}))
-    until whistle__tcp_open "$1" "$2"; do
-        (($(date +%s) < deadline)) || die "$3 did not listen on $1:$2 (logs in $C/logs)"
-        sleep 0.3
-    done
-}
-
-# alive NAME: the process of run/NAME.pid runs, or die with its log.
-alive() {
-    local pid
-    pid=$(cat "$C/run/$1.pid" 2>/dev/null) || pid=""
-    if [[ -z $pid ]] || ! kill -0 "$pid" 2>/dev/null; then
-        whistle__tail "$C/logs/$1.log"
-        die "$1 is not running"
-    fi
-}
 
 # ---------------------------------------------------------------------------------------------
 # NATS: three nodes, routes authenticated (and with TLS), JetStream at R3
@@ -334,11 +301,6 @@ log "database whistle migrated and seeded (roles' passwords in $SECRETS/<role>.p
 # dispatch and query replicas
 
 export WHISTLE_POLICY=${WHISTLE_POLICY:-ordos}
-for n in 1 2; do
-    daemon "dispatch$n" "dispatch$n" env DATABASE_URL="$DISPATCH_URL" PGPASSFILE="$DISPATCH_PASSFILE" \
-        WHISTLE_NATS_URL="$NATS_URLS" "$BIN/whistle-dispatch" --nats-nkey-file "$SECRETS/dispatch.nk" \
-        --contact-keys "$CONTACT_KEYS"
-done
 if ((console)); then
     # shellcheck source=SCRIPTDIR/../local/console.sh
     source "$REPO/deploy/local/console.sh"
@@ -351,19 +313,9 @@ else
 fi
 # The query replicas read what tolerates staleness from the standby (same role, same password
 # file), within --max-replica-lag-ms, and the rest from the primary (docs/query.md).
-QUERY_STANDBY_URL=${QUERY_URL/@$PG1:/@$PG2:}
-[[ $QUERY_STANDBY_URL != "$QUERY_URL" ]] || die "cannot point $QUERY_URL at the standby $PG2"
-for n in 1 2; do
-    addr=$(whistle_cluster_ip "query$n")
-    daemon "query$n" "query$n" env DATABASE_URL="$QUERY_URL" PGPASSFILE="$QUERY_PASSFILE" \
-        WHISTLE_QUERY_REPLICA_DATABASE_URL="$QUERY_STANDBY_URL" \
-        WHISTLE_NATS_URL="$NATS_URLS" "$BIN/whistle-query" --listen "$addr:50051" \
-        --nats-nkey-file "$SECRETS/query.nk" --callout-nkey-file "$SECRETS/auth-callout.nk" \
-        --callout-issuer-file "$SECRETS/auth-issuer.nk" --callout-revoker-file "$SECRETS/auth-revoker.nk" \
-        --contact-keys "$CONTACT_KEYS" --console-dir "$CONSOLE_DIR"
-done
-for n in 1 2; do wait_tcp "$(whistle_cluster_ip "query$n")" 50051 "query$n" 60; done
-for name in dispatch1 dispatch2 query1 query2; do alive "$name"; done
+start_services "$PG2"
+# What failover.sh needs to start the services again as here.
+printf 'BIN=%q\nPGBIN=%q\nPGUSER_OS=%q\nCONSOLE_DIR=%q\n' "$BIN" "$PGBIN" "$PGUSER_OS" "$CONSOLE_DIR" >"$C/run/up.env"
 log "dispatch replicas in wh-dispatch1, wh-dispatch2; query replicas on $(whistle_cluster_ip query1):50051, $(whistle_cluster_ip query2):50051"
 
 # ---------------------------------------------------------------------------------------------

@@ -157,6 +157,10 @@ struct Counters {
     rejected: AtomicU64,
     watch_gaps: AtomicU64,
     watch_duplicates: AtomicU64,
+    /// Times the `WatchEvents` stream failed and was opened again after the last sequence seen
+    /// (a stream that opens and fails at once, as through a balancer without a replica, counts
+    /// each time).
+    watch_resumes: AtomicU64,
 }
 
 impl Counters {
@@ -296,7 +300,9 @@ async fn read_outcomes(
 }
 
 /// Opens a `WatchEvents` stream of the outcome kinds and matches its events to reports of this
-/// run. Returns once the stream is open, so no report is sent before it listens.
+/// run. Returns once the stream is open, so no report is sent before it listens. A stream that
+/// fails (its query replica stopped, the balancer switched) is opened again after the last
+/// sequence seen, as a screen does, so what a failover misses or repeats is counted, not hidden.
 async fn watch_outcomes(
     query_url: &str,
     token: &str,
@@ -304,32 +310,42 @@ async fn watch_outcomes(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let channel = tonic::transport::Channel::from_shared(query_url.to_owned())
         .context("--query-url")?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {query_url}"))?;
+        .connect_lazy();
     let bearer = whistle_proto::Bearer::new(token).context("the token is not ASCII")?;
     let mut client = CommandCenterClient::with_interceptor(channel, bearer);
+    let open = |since_sequence| v1::WatchEventsRequest {
+        area_code: String::new(),
+        kinds: OUTCOME_KINDS.iter().map(|k| (*k).to_owned()).collect(),
+        since_sequence,
+    };
     let mut stream = client
-        .watch_events(v1::WatchEventsRequest {
-            area_code: String::new(),
-            kinds: OUTCOME_KINDS.iter().map(|k| (*k).to_owned()).collect(),
-            since_sequence: 0,
-        })
+        .watch_events(open(0))
         .await
-        .context("opening WatchEvents")?
+        .with_context(|| format!("opening WatchEvents at {query_url}"))?
         .into_inner();
     Ok(tokio::spawn(async move {
+        let mut last_sequence = 0;
         loop {
             let response = match stream.message().await {
                 Ok(Some(response)) => response,
                 Ok(None) => break,
                 Err(status) => {
-                    tracing::warn!(%status, "the WatchEvents stream failed");
-                    break;
+                    tracing::warn!(%status, last_sequence, "the WatchEvents stream failed; resuming");
+                    probe.counters.watch_resumes.fetch_add(1, Ordering::Relaxed);
+                    // A balancer with no replica up answers at once (503): wait between tries.
+                    stream = loop {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        match client.watch_events(open(last_sequence)).await {
+                            Ok(resumed) => break resumed.into_inner(),
+                            Err(status) => tracing::debug!(%status, "WatchEvents not open yet"),
+                        }
+                    };
+                    continue;
                 }
             };
             match response.item {
                 Some(v1::watch_events_response::Item::Event(sequenced)) => {
+                    last_sequence = last_sequence.max(sequenced.sequence);
                     let Some((report_id, _)) = sequenced.event.as_ref().and_then(outcome) else {
                         continue;
                     };
@@ -349,7 +365,8 @@ async fn watch_outcomes(
                             .fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Some(v1::watch_events_response::Item::Gap(_)) => {
+                Some(v1::watch_events_response::Item::Gap(gap)) => {
+                    last_sequence = last_sequence.max(gap.next_sequence.saturating_sub(1));
                     probe.counters.watch_gaps.fetch_add(1, Ordering::Relaxed);
                 }
                 None => {}
@@ -687,6 +704,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         summary.watch_missing = Some(watch_owed(&probe) as u64);
         summary.watch_gaps = Some(c.watch_gaps.load(Ordering::Relaxed));
         summary.watch_duplicates = Some(c.watch_duplicates.load(Ordering::Relaxed));
+        summary.watch_resumes = Some(c.watch_resumes.load(Ordering::Relaxed));
     }
     summary.consumer_pending = pending;
     summary.consumer_ack_pending = ack_pending;

@@ -32,6 +32,7 @@ pub(crate) struct Summary {
     pub(crate) watch_gaps: Option<u64>,
     /// Reports whose outcome the `WatchEvents` stream delivered more than once.
     pub(crate) watch_duplicates: Option<u64>,
+    pub(crate) watch_resumes: Option<u64>,
     pub(crate) backlog_at_end_of_send: Option<u64>,
     /// Highest backlog sampled while sending (and at its end).
     pub(crate) backlog_max: Option<u64>,
@@ -152,10 +153,12 @@ pub(crate) fn print_summary(s: &Summary) {
     }
     if let Some(l) = &s.watch_latency_ms {
         println!(
-            "report → WatchEvents delivery: {l}; not delivered {}, delivered twice {}, gaps {}",
+            "report → WatchEvents delivery: {l}; not delivered {}, delivered twice {}, gaps {}, \
+             stream resumed {} times",
             s.watch_missing.unwrap_or(0),
             s.watch_duplicates.unwrap_or(0),
-            s.watch_gaps.unwrap_or(0)
+            s.watch_gaps.unwrap_or(0),
+            s.watch_resumes.unwrap_or(0)
         );
     }
     if s.find_max.is_none() {
