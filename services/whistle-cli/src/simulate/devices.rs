@@ -7,6 +7,9 @@
 //!   later reading folded into it);
 //! - a flapping manhole-cover sensor: detection and clearing alternating every twenty seconds
 //!   (flagged for maintenance at the fifth change, then kept and sent to no department).
+//!
+//! Their incidents are left to the escalation timers (their report ids do not carry the run's
+//! prefix), so the storm's incident stays open and every later reading of it is folded in.
 
 use std::time::Duration;
 
@@ -135,7 +138,9 @@ async fn run(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(delay)) => {}
         }
-        let report_id = format!("{prefix}{}-{n}", device.id);
+        // Not the run's prefix: the simulated staff leave the devices' incidents to the timers,
+        // so the storm's one incident stays open and gathers every fold.
+        let report_id = format!("dev-{prefix}{}-{n}", device.id);
         let now = Utc::now();
         let report = v1::Report {
             report_id: report_id.clone(),
