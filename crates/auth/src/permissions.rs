@@ -278,9 +278,10 @@ pub fn permissions(identity: &Identity, org: &OrgIndex) -> Permissions {
             subscribe: vec![inbox],
             deny_publish: Vec::new(),
         },
-        // A device files its grid's reports and nothing else: no command, no event, no task.
+        // A device files its grid's reports on the device channel's subject and nothing else: not
+        // the grid's own subject (a person's), no command, no event, no task.
         Identity::Device { grid, .. } => Permissions {
-            publish: vec![subject::grid_reports(grid)],
+            publish: vec![subject::device_reports(grid)],
             subscribe: vec![inbox],
             deny_publish: Vec::new(),
         },
@@ -625,7 +626,7 @@ mod tests {
         let p = permissions(&id, &org());
         assert_eq!(
             p.publish,
-            ["whistle.report.150602.150602001.150602001001.150602001001001"]
+            ["whistle.report.150602.150602001.150602001001.150602001001001.device"]
         );
         assert_eq!(p.subscribe, [format!("{}.>", id.inbox_prefix())]);
         assert_eq!(id.name(), "device-wl-0001");

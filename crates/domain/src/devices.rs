@@ -1,5 +1,6 @@
 //! Sensors and analytics systems as reporters (issue 21, item 5): the pure rules dispatch's intake
-//! is to apply per device, with time passed in. Not wired into intake yet (docs/devices.md).
+//! applies per device (its intake lease holder keeps a track per device), with time passed in
+//! (docs/devices.md).
 //!
 //! - **Rate** (a policy figure): at most `burst` readings at once and `per_minute` a minute
 //!   sustained (a token bucket); a reading past it is refused, never queued.
@@ -132,6 +133,13 @@ pub struct DeviceTrack {
 impl DeviceTrack {
     pub fn is_flagged(&self) -> bool {
         self.flagged
+    }
+
+    /// The device is under maintenance by the registry's word (flagged before this track's
+    /// memory begins, or set so by an operator): its readings are suppressed until the flag is
+    /// cleared.
+    pub fn mark_flagged(&mut self) {
+        self.flagged = true;
     }
 
     /// An operator cleared the maintenance flag (the device was fixed): its history starts over.

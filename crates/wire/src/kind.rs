@@ -72,12 +72,16 @@ pub const TASK_ASSIST_SUBMITTED: &str = "task.assist_submitted";
 /// 免于协办: the dispatching level released an assisting department.
 pub const TASK_ASSIST_RELEASED: &str = "task.assist_released";
 
+/// A device flapped and was flagged for maintenance (docs/devices.md).
+pub const DEVICE_FLAGGED: &str = "device.flagged";
+
 /// The kinds intake publishes.
-pub const INTAKE: [&str; 4] = [
+pub const INTAKE: [&str; 5] = [
     INCIDENT_REPORTED,
     REPORT_REJECTED,
     REPORT_ATTACHED,
     CLUSTER_ALERT,
+    DEVICE_FLAGGED,
 ];
 
 /// The kinds the state machine publishes (the domain's `incident::EVENT_KINDS`, checked below).

@@ -47,9 +47,10 @@ pub fn report(grid: &AreaCode) -> String {
 
 /// The subject a report of `grid` that came in through `channel` is published on: a grid
 /// worker's own report on the grid's subject ([`report`]), any other channel's on the grid's
-/// subject plus the channel's token. Only the query service (the Open311 door) may publish below
-/// a grid's subject, so where a report was published proves its channel: a grid worker cannot
-/// pass its report off as a 12345 work order.
+/// subject plus the channel's token. Only the query service (the Open311 door) and the grid's
+/// devices (`.device`, docs/devices.md) may publish below a grid's subject, so where a report was
+/// published proves its channel: a grid worker cannot pass its report off as a 12345 work order
+/// or a sensor's, nor a device its reading off as a person's.
 pub fn channel_report(grid: &AreaCode, channel: v1::Channel) -> String {
     match channel_token(channel) {
         Some(token) => format!("{}.{token}", report(grid)),
@@ -63,6 +64,7 @@ fn channel_token(channel: v1::Channel) -> Option<&'static str> {
         v1::Channel::Unspecified | v1::Channel::GridWorker => None,
         v1::Channel::Open311 => Some("open311"),
         v1::Channel::Hotline12345 => Some("hotline_12345"),
+        v1::Channel::Device => Some("device"),
     }
 }
 
@@ -80,15 +82,19 @@ pub fn parse_report(subject: &str) -> Result<ReportSubject, Error> {
     let tokens: Vec<&str> = subject.split('.').collect();
     let (place, channel) = match tokens.as_slice() {
         [place @ .., channel] if place.len() == 6 => {
-            let channel = [v1::Channel::Open311, v1::Channel::Hotline12345]
-                .into_iter()
-                .find(|c| channel_token(*c) == Some(*channel))
-                .ok_or_else(|| {
-                    Error::Subject(format!(
-                        "subject {subject:?} ends in {channel:?}, which is no report channel \
-                         (open311, hotline_12345)"
-                    ))
-                })?;
+            let channel = [
+                v1::Channel::Open311,
+                v1::Channel::Hotline12345,
+                v1::Channel::Device,
+            ]
+            .into_iter()
+            .find(|c| channel_token(*c) == Some(*channel))
+            .ok_or_else(|| {
+                Error::Subject(format!(
+                    "subject {subject:?} ends in {channel:?}, which is no report channel \
+                         (open311, hotline_12345, device)"
+                ))
+            })?;
             (place, channel)
         }
         place => (place, v1::Channel::GridWorker),
@@ -244,6 +250,11 @@ pub fn grid_reports(grid: &AreaCode) -> String {
     report(grid)
 }
 
+/// The subject a device of `grid` publishes its reports on: the grid's plus `.device`.
+pub fn device_reports(grid: &AreaCode) -> String {
+    channel_report(grid, v1::Channel::Device)
+}
+
 /// Every event of `area` as a subscription filter. Incident events carry district and street,
 /// so an area below a street reads its whole street's events: the finest grain subjects carry.
 pub fn area_events(area: &AreaCode) -> String {
@@ -332,7 +343,11 @@ mod tests {
         let parsed = parse_report(SUBJECT).unwrap();
         assert_eq!(parsed.channel, v1::Channel::GridWorker);
         assert_eq!(report(&parsed.grid), SUBJECT);
-        for channel in [v1::Channel::Open311, v1::Channel::Hotline12345] {
+        for channel in [
+            v1::Channel::Open311,
+            v1::Channel::Hotline12345,
+            v1::Channel::Device,
+        ] {
             let subject = channel_report(&parsed.grid, channel);
             assert!(subject.starts_with(&format!("{SUBJECT}.")), "{subject}");
             let back = parse_report(&subject).unwrap();

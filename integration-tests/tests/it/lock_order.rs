@@ -81,6 +81,48 @@ async fn every_transaction_of_dispatch_locks_in_a_recorded_order() {
             }),
         )
         .await;
+    // A device's detection opens an incident, and its repeat is folded into it (docs/devices.md):
+    // intake keeps their readings in the same transaction.
+    whistle_store::devices::register(
+        stack.pool(),
+        "lock-order-sensor",
+        whistle_domain::devices::DeviceKind::Smoke,
+        &grid.parse().unwrap(),
+        "",
+        chrono::Utc::now(),
+        &admin(),
+    )
+    .await
+    .unwrap();
+    // Dispatch follows the registry on its notification (at once; the wait is a margin).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    for n in 0..2 {
+        let mut reading = stack.filed(
+            &format!("lock-order-device-{n}"),
+            grid,
+            "fire.ebike_charging",
+            v1::Urgency::Normal,
+        );
+        reading.reporter_id = "lock-order-sensor".into();
+        reading.channel = v1::Channel::Device as i32;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            reading.report_id.as_str(),
+        );
+        stack
+            .js()
+            .publish_with_headers(
+                whistle_wire::subject::device_reports(&grid.parse().unwrap()),
+                headers,
+                prost::Message::encode_to_vec(&reading).into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        stack.incident_of(&reading.report_id).await;
+    }
     // The other departments' report-in deadlines pass: supervision (督办) fires.
     stack.advance(TimeDelta::minutes(31));
     stack.settle().await;

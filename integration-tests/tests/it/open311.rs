@@ -814,6 +814,7 @@ async fn the_12345_hotline_files_work_orders_once_each_tagged_with_their_channel
         samples,
         [
             ("hotline_12345", 1),
+            ("device", 0),
             ("grid_worker", 0),
             ("open311", 0),
             ("proactive", 0)

@@ -670,6 +670,7 @@ impl ReportFeed {
             photo_ids: Vec::new(),
             channel: v1::Channel::Unspecified as i32,
             channel_ref: String::new(),
+            cleared: false,
         };
         (format!("{}.{grid}", self.prefix), report)
     }

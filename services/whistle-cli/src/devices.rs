@@ -24,8 +24,17 @@ pub enum Args {
         #[arg(long, default_value = "")]
         label: String,
     },
-    /// The devices of an area (all by default).
+    /// The devices of an area (all by default), those flagged for maintenance first.
     List {
+        #[arg(long)]
+        area: Option<AreaCode>,
+    },
+    /// Clear a device's maintenance flag once it is fixed: active again, its history starts over.
+    ClearFlag {
+        /// The device's id.
+        #[arg(long)]
+        id: String,
+        /// Refuse unless the device's grid lies in this area (an operator's scope).
         #[arg(long)]
         area: Option<AreaCode>,
     },
@@ -67,8 +76,16 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         }
         Args::List { area } => {
             for d in whistle_store::devices::list(&pool, area.as_ref()).await? {
+                let flag = match (&d.flagged_at, &d.flag_reason) {
+                    (Some(at), reason) => format!(
+                        "\tflagged {} ({})",
+                        at.to_rfc3339(),
+                        reason.as_deref().unwrap_or_default()
+                    ),
+                    (None, _) => String::new(),
+                };
                 println!(
-                    "{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}{flag}",
                     d.id,
                     d.kind.slug(),
                     d.grid,
@@ -76,6 +93,23 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
                     d.label
                 );
             }
+        }
+        Args::ClearFlag { id, area } => {
+            let device = whistle_store::devices::clear_flag(
+                &pool,
+                &id,
+                area.as_ref(),
+                Utc::now(),
+                &conn.audit_actor(),
+            )
+            .await
+            .context("clearing the device's flag")?;
+            println!(
+                "{} ({}) in grid {} is active again; its readings start over from now",
+                device.id,
+                device.kind.name_zh(),
+                device.grid
+            );
         }
     }
     Ok(())

@@ -380,6 +380,7 @@ impl Feed {
             photo_ids: Vec::new(),
             channel: v1::Channel::Unspecified as i32,
             channel_ref: String::new(),
+            cleared: false,
         };
         let mut subject = whistle_wire::subject::report(&grid.code);
         let invalid = self.rng.random_bool(invalid_share.clamp(0.0, 1.0));

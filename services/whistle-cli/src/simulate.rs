@@ -15,6 +15,7 @@
 //! `--drain`.
 
 mod board;
+mod devices;
 pub(crate) mod plan;
 
 use std::{
@@ -71,6 +72,10 @@ pub struct Args {
     /// How often to print the counts of incidents by status.
     #[arg(long, value_parser = crate::parse_duration, default_value = "30s")]
     summary_every: Duration,
+    /// Play no devices (by default a steady sensor, one in a storm and a flapping one report
+    /// from the org's first grid, registered there if they are not: docs/devices.md).
+    #[arg(long)]
+    no_devices: bool,
 }
 
 /// One command a simulated person sends, with what to print about it.
@@ -1162,6 +1167,26 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         .spawn(sim.clone().follow(task_events, ALL_TASK_EVENTS));
     sim.tracker
         .spawn(sim.clone().report(feed, args.rate, args.duration));
+    if !args.no_devices {
+        let devices_stop = sim.stop.child_token();
+        if let Some(duration) = args.duration {
+            // The devices stop filing with the grid workers.
+            let stop = devices_stop.clone();
+            sim.tracker.spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(duration) => stop.cancel(),
+                }
+            });
+        }
+        sim.tracker.spawn(devices::play(
+            conn.database_url.clone(),
+            conn.audit_actor(),
+            sim.client.clone(),
+            sim.prefix.clone(),
+            devices_stop,
+        ));
+    }
     {
         let sim = sim.clone();
         let every = args.summary_every.max(Duration::from_secs(1));

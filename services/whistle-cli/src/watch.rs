@@ -214,6 +214,12 @@ impl Names {
                     body.category_name, body.reports
                 )
             }
+            Some(v1::event::Body::DeviceFlagged(body)) => {
+                format!(
+                    "⚠ 设备待检修 {} [{}] {}",
+                    body.device_id, body.category, body.reason
+                )
+            }
             None => event.kind.clone(),
         };
         format!("{at} #{sequence:<8} {place:<24} {detail}")

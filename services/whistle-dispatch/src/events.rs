@@ -244,3 +244,33 @@ pub fn cluster_alert(alert: &ClusterAlert, category_name: &str, at: DateTime<Utc
     let (district, street) = (event.district_code.clone(), event.street_code.clone());
     finish(event, &district, &street)
 }
+
+/// `device.flagged`: `device` of `grid` flapped on `category` and is now under maintenance.
+pub fn device_flagged(
+    device: &str,
+    kind: whistle_domain::devices::DeviceKind,
+    grid: &AreaCode,
+    category: &str,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> OutboxEvent {
+    let event = v1::Event {
+        event_id: Uuid::now_v7().to_string(),
+        kind: kind::DEVICE_FLAGGED.to_owned(),
+        occurred_at: Some(timestamp(at)),
+        incident_id: String::new(),
+        district_code: area(Some(grid), Level::District),
+        street_code: area(Some(grid), Level::Street),
+        community_code: area(Some(grid), Level::Community),
+        grid_code: grid.to_string(),
+        actor_id: device.to_owned(),
+        body: Some(v1::event::Body::DeviceFlagged(v1::DeviceFlagged {
+            device_id: device.to_owned(),
+            device_kind: kind.slug().to_owned(),
+            category: category.to_owned(),
+            reason: reason.to_owned(),
+        })),
+    };
+    let (district, street) = (event.district_code.clone(), event.street_code.clone());
+    finish(event, &district, &street)
+}

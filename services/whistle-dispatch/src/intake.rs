@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
+use whistle_domain::devices::{DevicePolicy, Reading, Verdict};
 use whistle_domain::{
     incident::{self, Effect},
     Level,
@@ -32,7 +33,7 @@ use whistle_domain::{
 use whistle_proto::v1;
 use whistle_store::intake::{
     lease, Attachment, ClusterAlert, ClusterRule, DuplicateRule, IntakeEvents, Lease, Memory,
-    NewIncident, NewRejection, OutboxEvent, Owner, Recorded, Rules,
+    NewIncident, NewReading, NewRejection, OutboxEvent, Owner, Recorded, Rules,
 };
 
 use whistle_wire::{
@@ -45,6 +46,7 @@ use whistle_wire::{
 
 use crate::{
     contacts::{self, Contacts, KEPT_OF_TOO_LARGE},
+    devices::{self, Registry, Tracks},
     events,
     validate::{self, Inbound, Reason, Rejection, ValidReport},
     Catalog, Shared,
@@ -57,6 +59,8 @@ pub(crate) struct Intake {
     pub holder: String,
     /// The memory must be read again before the next batch (a commit with an unknown outcome).
     pub stale: bool,
+    /// The devices' rules' memory (docs/devices.md), while this replica holds the lease.
+    pub devices: Tracks,
     pub consumer: PullConsumer,
     /// One connection per lane (see [`Options::intake_lanes`](crate::Options)); never empty.
     pub lanes: Vec<whistle_store::Dedicated>,
@@ -89,6 +93,10 @@ impl IntakeEvents for EventBuilder<'_> {
 /// One message's fate within a batch.
 enum Outcome {
     Valid(Box<NewIncident>),
+    /// A device's report: its reading is kept whatever its verdict; it opens or folds into an
+    /// incident (`open`, `fold`) or only is kept (`cleared`, `flagged`, `suppressed`: no incident).
+    /// Before the rules judge it, the incident is there and the verdict empty.
+    Device(Option<Box<NewIncident>>, Box<NewReading>),
     Rejected(Box<NewRejection>, Rejection),
     /// The same report id appeared earlier in this batch.
     Repeat,
@@ -158,6 +166,8 @@ impl Intake {
                             self.shared
                                 .metrics
                                 .intake_taken(lease.epoch, self.lanes.len());
+                            // Rebuilt from what the last holder committed, before judging.
+                            self.devices.stale = true;
                             return Some(owner);
                         }
                         // The lease runs out unrenewed and is taken again, by this replica or another.
@@ -296,12 +306,14 @@ impl Intake {
             }
         }
         let mut seen = HashSet::with_capacity(batch.len());
+        let (registry, generation) = self.shared.devices.load();
         let mut outcomes: Vec<Outcome> = batch
             .iter()
             .map(|m| {
                 classify(
                     m,
                     &catalog,
+                    &registry,
                     &self.shared.contacts,
                     now,
                     self.shared.options.legacy_channel_subjects,
@@ -311,6 +323,17 @@ impl Intake {
             .collect();
         self.keep_earlier_rejections(batch, &mut outcomes, now)
             .await;
+        let judged = match self
+            .judge_devices(batch, &mut outcomes, &registry, generation, now)
+            .await
+        {
+            Ok(judged) => judged,
+            Err(e) => {
+                warn!(error = %e, "reading the devices' readings failed; the batch will be redelivered");
+                nak_all(batch, self.shared.options.retry_delay).await;
+                return;
+            }
+        };
 
         // The lanes record their shares at once, each in its own transactions.
         let shares = shares(&outcomes, self.lanes.len());
@@ -368,6 +391,16 @@ impl Intake {
                     warn!(error = %e, "recording a processing_failed rejection failed; it will be redelivered");
                     unavailable.push(i);
                 }
+            }
+        }
+
+        // The devices' memory took in every judged reading: it stays only if all of them
+        // committed; otherwise it is rebuilt from what did before the next judgement.
+        if !judged.is_empty() {
+            let done: HashSet<usize> = committed.iter().copied().collect();
+            let failed = |i: usize| matches!(&outcomes[i], Outcome::Rejected(_, r) if r.reason == Reason::ProcessingFailed);
+            if judged.iter().all(|&i| done.contains(&i) && !failed(i)) {
+                self.devices.stale = false;
             }
         }
 
@@ -452,6 +485,153 @@ impl Intake {
             rejections = totals.rejections,
             "batch committed"
         );
+    }
+
+    /// Applies the per-device rules (docs/devices.md) to the batch's device reports, in batch
+    /// order, and returns their indices: `Open` stays an incident; `Fold` too, trying the
+    /// device's incident of that detection first (unless the detection opened in this batch,
+    /// where the duplicate rule joins them); `RateLimited` becomes a rejection; `Cleared`,
+    /// `Flagged` and `Suppressed` are kept only, a flag with its event. A reading already taken by
+    /// an earlier delivery is not judged again: kept, it is a repeat; refused, refused again.
+    async fn judge_devices(
+        &mut self,
+        batch: &[jetstream::Message],
+        outcomes: &mut [Outcome],
+        registry: &Registry,
+        generation: u64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> whistle_store::Result<Vec<usize>> {
+        let judged: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| matches!(outcomes[i], Outcome::Device(..)))
+            .collect();
+        if judged.is_empty() {
+            return Ok(judged);
+        }
+        let policy = DevicePolicy::default();
+        let pool = &self.shared.pool;
+        if self.devices.needs_rebuild(generation) {
+            self.devices
+                .rebuild(pool, registry, generation, &policy, now)
+                .await?;
+        }
+        let report_ids: Vec<String> = judged
+            .iter()
+            .filter_map(|&i| match &outcomes[i] {
+                Outcome::Device(_, reading) => Some(reading.report_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let (kept, refused) = whistle_store::devices::already_taken(
+            pool,
+            &report_ids,
+            Reason::DeviceRateLimited.as_str(),
+        )
+        .await?;
+        // From here the memory takes in readings not yet committed.
+        self.devices.stale = true;
+        let mut opened_here: HashSet<(String, String)> = HashSet::new();
+        let mut folds = Vec::new();
+        for &i in &judged {
+            let Outcome::Device(incident, reading) = &mut outcomes[i] else {
+                continue;
+            };
+            if kept.contains(&reading.report_id) {
+                outcomes[i] = Outcome::Repeat;
+                continue;
+            }
+            let device = registry.get(&reading.device_id);
+            let track = self.devices.track(&reading.device_id);
+            if device.is_some_and(|d| d.status == devices::Status::Maintenance) {
+                track.mark_flagged();
+            }
+            let verdict = if refused.contains(&reading.report_id) {
+                Verdict::RateLimited
+            } else {
+                let category = reading
+                    .category
+                    .parse()
+                    .expect("validation checked the category");
+                let observed = if reading.alarm {
+                    Reading::Alarm(category)
+                } else {
+                    Reading::Clear(category)
+                };
+                track.observe(&policy, &observed, now)
+            };
+            let key = (reading.device_id.clone(), reading.category.clone());
+            reading.verdict = match verdict {
+                Verdict::Open => {
+                    opened_here.insert(key);
+                    "open"
+                }
+                Verdict::Fold => {
+                    if !opened_here.contains(&key) {
+                        folds.push(i);
+                    }
+                    "fold"
+                }
+                Verdict::Cleared => "cleared",
+                Verdict::Suppressed => "suppressed",
+                Verdict::Flagged => {
+                    let reason = devices::flag_reason(&policy);
+                    let grid = incident
+                        .as_ref()
+                        .and_then(|i| i.grid_code.parse().ok())
+                        .or_else(|| device.map(|d| d.grid.clone()));
+                    if let (Some(grid), Some(device)) = (grid, device) {
+                        let event = events::device_flagged(
+                            &reading.device_id,
+                            device.kind,
+                            &grid,
+                            &reading.category,
+                            &reason,
+                            now,
+                        );
+                        reading.flag = Some((reason, event));
+                    }
+                    "flagged"
+                }
+                Verdict::RateLimited => {
+                    let rejection = Rejection {
+                        reason: Reason::DeviceRateLimited,
+                        message: format!(
+                            "device {} sent more than {} readings at once or {} a minute; \
+                             refused, not queued",
+                            reading.device_id, policy.burst, policy.per_minute
+                        ),
+                        report_id: Some(reading.report_id.clone()),
+                        reporter_id: Some(reading.device_id.clone()),
+                        subject_grid: subject::parse_report(batch[i].subject.as_str())
+                            .ok()
+                            .map(|s| s.grid),
+                    };
+                    outcomes[i] =
+                        Outcome::Rejected(rejection_row(&batch[i], &rejection, now), rejection);
+                    continue;
+                }
+            };
+            if !matches!(verdict, Verdict::Open | Verdict::Fold) {
+                *incident = None;
+            }
+        }
+        if !folds.is_empty() {
+            let devices: Vec<String> = folds
+                .iter()
+                .filter_map(|&i| match &outcomes[i] {
+                    Outcome::Device(_, reading) => Some(reading.device_id.clone()),
+                    _ => None,
+                })
+                .collect();
+            let targets = whistle_store::devices::detection_incidents(pool, &devices).await?;
+            for &i in &folds {
+                if let Outcome::Device(_, reading) = &mut outcomes[i] {
+                    reading.attach_to = targets
+                        .get(&(reading.device_id.clone(), reading.category.clone()))
+                        .copied();
+                }
+            }
+        }
+        Ok(judged)
     }
 
     /// A report delivered past its last allowed delivery may have been rejected as
@@ -671,19 +851,31 @@ async fn record<'a>(
 ) -> whistle_store::Result<Recorded> {
     let mut incidents = Vec::new();
     let mut rejections = Vec::new();
+    let mut readings = Vec::new();
     for outcome in outcomes {
         match outcome {
             Outcome::Valid(incident) => incidents.push(&**incident),
+            Outcome::Device(incident, reading) => {
+                incidents.extend(incident.as_deref());
+                readings.push(&**reading);
+            }
             Outcome::Rejected(rejection, _) => rejections.push(&**rejection),
             Outcome::Repeat => {}
         }
     }
     let conn = db.get().await?;
     let builder = EventBuilder { catalog, now };
-    let result =
-        whistle_store::intake::record(conn, &incidents, &rejections, &builder, owner).await;
+    let result = whistle_store::intake::record_with_readings(
+        conn,
+        &incidents,
+        &rejections,
+        &readings,
+        &builder,
+        owner,
+    )
+    .await;
     if result.is_ok() {
-        db.wrote((incidents.len() + rejections.len()) as u64);
+        db.wrote((incidents.len() + rejections.len() + readings.len()) as u64);
     }
     db.check(result)
 }
@@ -694,8 +886,10 @@ async fn record<'a>(
 fn shares(outcomes: &[Outcome], lanes: usize) -> Vec<Vec<usize>> {
     divide(
         outcomes.iter().map(|outcome| match outcome {
-            Outcome::Valid(incident) => Some(incident.category.as_str()),
-            Outcome::Rejected(..) | Outcome::Repeat => None,
+            Outcome::Valid(incident) | Outcome::Device(Some(incident), _) => {
+                Some(incident.category.as_str())
+            }
+            Outcome::Device(None, _) | Outcome::Rejected(..) | Outcome::Repeat => None,
         }),
         lanes,
     )
@@ -823,10 +1017,17 @@ fn processing_failed(
     now: chrono::DateTime<chrono::Utc>,
 ) -> (Box<NewRejection>, Rejection) {
     let (report_id, reporter_id, subject_grid) = match outcome {
-        Outcome::Valid(incident) => (
+        Outcome::Valid(incident) | Outcome::Device(Some(incident), _) => (
             Some(incident.report_id.clone()),
             Some(incident.reporter_id.clone()),
             incident.grid_code.parse().ok(),
+        ),
+        Outcome::Device(None, reading) => (
+            Some(reading.report_id.clone()),
+            Some(reading.device_id.clone()),
+            subject::parse_report(message.subject.as_str())
+                .ok()
+                .map(|s| s.grid),
         ),
         Outcome::Rejected(_, earlier) => (
             earlier.report_id.clone(),
@@ -848,6 +1049,7 @@ fn processing_failed(
 fn classify(
     message: &jetstream::Message,
     catalog: &Catalog,
+    devices: &Registry,
     contacts: &Contacts,
     now: chrono::DateTime<chrono::Utc>,
     legacy_channels: bool,
@@ -864,18 +1066,27 @@ fn classify(
         legacy_channels,
     };
     let stream_sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-    match validate::validate(inbound, &catalog.org, &catalog.policy, now) {
+    match validate::validate_with(inbound, &catalog.org, devices, &catalog.policy, now) {
         Ok(valid) => {
             if !seen.insert(valid.report_id.to_string()) {
                 return Outcome::Repeat;
             }
-            Outcome::Valid(Box::new(new_incident(
-                valid,
-                catalog,
-                contacts,
-                stream_sequence,
-                now,
-            )))
+            let reading = valid.device.as_ref().map(|device| NewReading {
+                report_id: valid.report_id.to_string(),
+                device_id: valid.reporter_id.to_string(),
+                category: valid.category.to_string(),
+                alarm: !device.cleared,
+                verdict: "",
+                received_at: now,
+                stream_sequence: i64::try_from(stream_sequence).ok(),
+                attach_to: None,
+                flag: None,
+            });
+            let incident = Box::new(new_incident(valid, catalog, contacts, stream_sequence, now));
+            match reading {
+                Some(reading) => Outcome::Device(Some(incident), Box::new(reading)),
+                None => Outcome::Valid(incident),
+            }
         }
         Err(rejection) => Outcome::Rejected(rejection_row(message, &rejection, now), rejection),
     }
@@ -1005,6 +1216,7 @@ pub fn channel_str(channel: i32) -> &'static str {
     match v1::Channel::try_from(channel) {
         Ok(v1::Channel::Open311) => "open311",
         Ok(v1::Channel::Hotline12345) => "hotline_12345",
+        Ok(v1::Channel::Device) => "device",
         _ => "grid_worker",
     }
 }

@@ -11,6 +11,7 @@ mod adopt;
 mod catalog;
 pub mod commands;
 mod contacts;
+mod devices;
 mod engine;
 mod error;
 mod events;
@@ -198,6 +199,8 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub contacts: contacts::Contacts,
+    /// The device registry (docs/devices.md), followed like the org.
+    pub devices: devices::RegistryCell,
 }
 
 /// A built service, connected and ready to run.
@@ -287,6 +290,7 @@ impl Options {
         // The version first: an import landing before the org is read is then loaded again.
         let org_version = whistle_store::org::current_version(&pool).await?;
         let org = OrgIndex::build(whistle_store::org::load(&pool).await?)?;
+        let device_registry = devices::Registry::load(&pool).await?;
         if org.units().next().is_none() {
             tracing::warn!(
                 "the org tree is empty: every report will be rejected until `whistle seed` runs"
@@ -349,6 +353,7 @@ impl Options {
             clock,
             metrics: Arc::new(Metrics::default()),
             contacts,
+            devices: devices::RegistryCell::new(device_registry),
         });
         Ok(Service {
             shared,
@@ -404,6 +409,7 @@ impl Service {
             shared: self.shared.clone(),
             holder: holder.clone(),
             stale: false,
+            devices: devices::Tracks::default(),
             consumer: self.consumer,
             lanes: (0..self.shared.options.intake_lanes.max(1))
                 .map(|_| whistle_store::Dedicated::new(database_url))
@@ -437,6 +443,7 @@ impl Service {
         let policy_wakeups = hub.subscribe(&[whistle_store::policies::CHANNEL]);
         let org_wakeups =
             hub.subscribe(&[whistle_store::org::CHANNEL, whistle_store::people::CHANNEL]);
+        let device_wakeups = hub.subscribe(&[whistle_store::devices::CHANNEL]);
         let retention = (!self.shared.options.retention_interval.is_zero())
             .then(|| hub.subscribe(&[whistle_store::photos::ERASED_CHANNEL]));
         let hub_task = tokio::spawn(hub.run(
@@ -454,6 +461,11 @@ impl Service {
             self.shared.clone(),
             self.org_version,
             org_wakeups,
+            shutdown.clone(),
+        ));
+        let devices_task = tokio::spawn(devices::follow(
+            self.shared.clone(),
+            device_wakeups,
             shutdown.clone(),
         ));
         let (notify_config, notify_consumer) = self.notify;
@@ -495,6 +507,7 @@ impl Service {
             notify_task,
             policy_task,
             org_task,
+            devices_task,
             hub_task
         );
         relay_stop.cancel();

@@ -6,12 +6,16 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use prost::Message as _;
 use whistle_domain::{
+    devices::DeviceKind,
     photo::{PhotoId, MAX_PHOTOS},
     policy::Policy,
     AreaCode, CategoryCode, Level, OrgIndex, PersonId, ReportId, Role,
 };
 use whistle_proto::v1;
 use whistle_wire::subject;
+
+pub use crate::devices::Registry;
+use crate::devices::Status;
 
 /// Reports larger than this are refused before decoding.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -62,10 +66,13 @@ pub enum Reason {
     /// Recording the report kept failing on its own, delivery after delivery (not a validation
     /// outcome: the report was valid, the database refused it).
     ProcessingFailed,
+    /// A device sent past its rate (the policy's burst at once, so many a minute): refused,
+    /// never queued (not a validation outcome: intake's per-device rules, docs/devices.md).
+    DeviceRateLimited,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::TooLarge,
         Reason::InvalidSubject,
         Reason::DecodeError,
@@ -87,6 +94,7 @@ impl Reason {
         Reason::PhotoRequired,
         Reason::ControlCharacter,
         Reason::ProcessingFailed,
+        Reason::DeviceRateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +120,7 @@ impl Reason {
             Reason::PhotoRequired => "photo_required",
             Reason::ControlCharacter => "control_character",
             Reason::ProcessingFailed => "processing_failed",
+            Reason::DeviceRateLimited => "device_rate_limited",
         }
     }
 }
@@ -157,6 +166,16 @@ pub struct ValidReport {
     pub urgency: v1::Urgency,
     pub occurred_at: Option<DateTime<Utc>>,
     pub reported_at: DateTime<Utc>,
+    /// A registered device's report (channel `device`); `reporter_id` is the device's id.
+    pub device: Option<DeviceReport>,
+}
+
+/// What a device's report says, for intake's per-device rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceReport {
+    pub kind: DeviceKind,
+    /// Its detection of the category ended (`Report.cleared`).
+    pub cleared: bool,
 }
 
 impl ValidReport {
@@ -273,15 +292,27 @@ fn check_time(
     Ok(())
 }
 
-/// Decides whether an inbound message is a valid report.
+/// Decides whether an inbound message is a valid report, knowing no device (a device's report is
+/// refused `unknown_reporter`).
 pub fn validate(
     inbound: Inbound<'_>,
     org: &OrgIndex,
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Result<ValidReport, Rejection> {
+    validate_with(inbound, org, &Registry::default(), policy, now)
+}
+
+/// Decides whether an inbound message is a valid report, a device's checked against `devices`.
+pub fn validate_with(
+    inbound: Inbound<'_>,
+    org: &OrgIndex,
+    devices: &Registry,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Result<ValidReport, Rejection> {
     let subject_grid = subject::parse_report(inbound.subject).ok().map(|s| s.grid);
-    let mut outcome = check(inbound, org, policy, now);
+    let mut outcome = check(inbound, org, devices, policy, now);
     if let Err(rejection) = &mut outcome {
         rejection.subject_grid = subject_grid;
     }
@@ -291,6 +322,7 @@ pub fn validate(
 fn check(
     inbound: Inbound<'_>,
     org: &OrgIndex,
+    devices: &Registry,
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Result<ValidReport, Rejection> {
@@ -334,7 +366,7 @@ fn check(
             claimed => claimed,
         };
     }
-    check_fields(&report, &subject, inbound.msg_id, org, policy, now).map_err(known)
+    check_fields(&report, &subject, inbound.msg_id, org, devices, policy, now).map_err(known)
 }
 
 fn check_fields(
@@ -342,6 +374,7 @@ fn check_fields(
     subject: &subject::ReportSubject,
     msg_id: Option<&str>,
     org: &OrgIndex,
+    devices: &Registry,
     policy: &Policy,
     now: DateTime<Utc>,
 ) -> Result<ValidReport, Rejection> {
@@ -474,7 +507,8 @@ fn check_fields(
             Reason::ChannelMismatch,
             format!(
                 "channel {} was published on the subject of channel {}: only the Open311 door \
-                 files reports of other channels, on the grid's subject plus the channel's token",
+                 and the grid's devices file reports of other channels, on the grid's subject \
+                 plus the channel's token",
                 report.channel,
                 subject.channel.as_str_name()
             ),
@@ -484,6 +518,13 @@ fn check_fields(
         return Err(reject(
             Reason::ChannelMismatch,
             "channel_ref names another system's work order; a grid worker's own report has none"
+                .to_owned(),
+        ));
+    }
+    if report.cleared && subject.channel != v1::Channel::Device {
+        return Err(reject(
+            Reason::ChannelMismatch,
+            "cleared ends a device's detection; only a device's report (channel device) has it"
                 .to_owned(),
         ));
     }
@@ -497,30 +538,87 @@ fn check_fields(
         .reporter_id
         .parse()
         .map_err(|e| reject(Reason::UnknownReporter, format!("reporter_id: {e}")))?;
-    let reporter = org.person(&reporter_id).ok_or_else(|| {
+    let device = if subject.channel == v1::Channel::Device {
+        Some(check_device(&reporter_id, &grid, report.cleared, devices)?)
+    } else {
+        check_person(&reporter_id, &grid, org)?;
+        None
+    };
+    let category = check_category(report, policy)?;
+    Ok(ValidReport {
+        report: report.clone(),
+        report_id,
+        reporter_id,
+        grid,
+        category,
+        urgency,
+        occurred_at,
+        reported_at,
+        device,
+    })
+}
+
+/// A device's report names a registered device of the subject's grid that is not retired (one
+/// under maintenance is taken: intake keeps its reports and sends them to no department).
+fn check_device(
+    id: &PersonId,
+    grid: &AreaCode,
+    cleared: bool,
+    devices: &Registry,
+) -> Result<DeviceReport, Rejection> {
+    let device = devices.get(id.as_str()).ok_or_else(|| {
+        reject(
+            Reason::UnknownReporter,
+            format!("device {id} is not registered (whistle devices register)"),
+        )
+    })?;
+    if device.status == Status::Retired {
+        return Err(reject(
+            Reason::UnknownReporter,
+            format!("device {id} is retired; its reports are refused"),
+        ));
+    }
+    if &device.grid != grid {
+        return Err(reject(
+            Reason::ReporterNotInGrid,
+            format!(
+                "device {id} is registered in grid {}, not {grid}",
+                device.grid
+            ),
+        ));
+    }
+    Ok(DeviceReport {
+        kind: device.kind,
+        cleared,
+    })
+}
+
+/// A person's report names the grid's own grid worker.
+fn check_person(reporter_id: &PersonId, grid: &AreaCode, org: &OrgIndex) -> Result<(), Rejection> {
+    let reporter = org.person(reporter_id).ok_or_else(|| {
         reject(
             Reason::UnknownReporter,
             format!("reporter {reporter_id} is not a known person"),
         )
     })?;
     match &reporter.role {
-        Role::GridWorker { grid: own } if own == &grid => {}
-        Role::GridWorker { grid: own } => {
-            return Err(reject(
-                Reason::ReporterNotInGrid,
-                format!("reporter {reporter_id} is the grid worker of {own}, not of {grid}"),
-            ))
-        }
-        other => {
-            return Err(reject(
-                Reason::ReporterNotInGrid,
-                format!(
-                    "reporter {reporter_id} is a {}, not a grid worker",
-                    other.kind()
-                ),
-            ))
-        }
+        Role::GridWorker { grid: own } if own == grid => Ok(()),
+        Role::GridWorker { grid: own } => Err(reject(
+            Reason::ReporterNotInGrid,
+            format!("reporter {reporter_id} is the grid worker of {own}, not of {grid}"),
+        )),
+        other => Err(reject(
+            Reason::ReporterNotInGrid,
+            format!(
+                "reporter {reporter_id} is a {}, not a grid worker",
+                other.kind()
+            ),
+        )),
     }
+}
+
+/// The category is the catalogue's, and the photos are what it asks.
+fn check_category(report: &v1::Report, policy: &Policy) -> Result<CategoryCode, Rejection> {
     let category = policy.category(&report.category).ok_or_else(|| {
         reject(
             Reason::UnknownCategory,
@@ -555,17 +653,7 @@ fn check_fields(
             ),
         ));
     }
-
-    Ok(ValidReport {
-        report: report.clone(),
-        report_id,
-        reporter_id,
-        grid,
-        category: category.code.clone(),
-        urgency,
-        occurred_at,
-        reported_at,
-    })
+    Ok(category.code.clone())
 }
 
 #[cfg(test)]
@@ -627,6 +715,91 @@ mod tests {
         let mut report = valid();
         change(&mut report);
         run(SUBJECT, &report).unwrap_err().reason
+    }
+
+    #[test]
+    fn a_devices_report_names_a_registered_device_of_its_grid_on_the_device_subject() {
+        use crate::devices::{Registered, Status};
+        let registered = |status| Registered {
+            kind: DeviceKind::Smoke,
+            grid: GRID.parse().unwrap(),
+            status,
+            history_from: None,
+        };
+        let devices = Registry::new([
+            ("sm-1".to_owned(), registered(Status::Active)),
+            ("sm-fixing".to_owned(), registered(Status::Maintenance)),
+            ("sm-old".to_owned(), registered(Status::Retired)),
+        ]);
+        let device_subject = format!("{SUBJECT}.device");
+        let reading = |device: &str, cleared: bool| v1::Report {
+            reporter_id: device.to_owned(),
+            channel: v1::Channel::Device as i32,
+            cleared,
+            ..valid()
+        };
+        let run_with = |subject: &str, report: &v1::Report| {
+            let payload = report.encode_to_vec();
+            let inbound = Inbound {
+                subject,
+                payload: &payload,
+                json: false,
+                msg_id: None,
+                legacy_channels: false,
+            };
+            validate_with(inbound, &ORG, &devices, &POLICY, now())
+        };
+        let ok = run_with(&device_subject, &reading("sm-1", true)).unwrap();
+        assert_eq!(
+            ok.device,
+            Some(DeviceReport {
+                kind: DeviceKind::Smoke,
+                cleared: true
+            })
+        );
+        assert_eq!(ok.reporter_id.as_str(), "sm-1");
+        // Under maintenance it is taken (intake suppresses it).
+        assert!(run_with(&device_subject, &reading("sm-fixing", false)).is_ok());
+        let reason =
+            |subject: &str, report: &v1::Report| run_with(subject, report).unwrap_err().reason;
+        assert_eq!(
+            reason(&device_subject, &reading("sm-old", false)),
+            Reason::UnknownReporter
+        );
+        assert_eq!(
+            reason(&device_subject, &reading("sm-nobody", false)),
+            Reason::UnknownReporter
+        );
+        // The grid's own subject, or a grid worker's report on the device subject.
+        assert_eq!(
+            reason(SUBJECT, &reading("sm-1", false)),
+            Reason::ChannelMismatch
+        );
+        assert_eq!(reason(&device_subject, &valid()), Reason::ChannelMismatch);
+        // Only a device clears a detection.
+        let mut clearing = valid();
+        clearing.cleared = true;
+        assert_eq!(reason(SUBJECT, &clearing), Reason::ChannelMismatch);
+        // Another grid's device subject: the device is not of that grid.
+        let other = "150602001001002";
+        let elsewhere = v1::Report {
+            grid_code: other.into(),
+            ..reading("sm-1", false)
+        };
+        assert_eq!(
+            reason(
+                &format!("whistle.report.150602.150602001.150602001001.{other}.device"),
+                &elsewhere
+            ),
+            Reason::ReporterNotInGrid
+        );
+        // Without the registry (plain `validate`) no device is known.
+        assert_eq!(
+            run(&device_subject, &reading("sm-1", false))
+                .unwrap_err()
+                .reason,
+            Reason::UnknownReporter
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::{
     aggregates::Aggregates,
     audit,
     auth::{Auth, Principal},
-    catalogue, contacts,
+    catalogue, contacts, devices,
     generated::command_center_server,
     grid_map, hotspots,
     incidents::{self, Filter},
@@ -577,6 +577,21 @@ impl command_center_server::CommandCenter for CommandCenter {
             .replica
             .read(&principal, |pool| async move {
                 people::list(&pool, caller, request).await
+            })
+            .await?;
+        Ok(Response::new(listed))
+    }
+
+    async fn list_devices(
+        &self,
+        request: Request<v1::ListDevicesRequest>,
+    ) -> Result<Response<v1::ListDevicesResponse>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        let (caller, request) = (&*principal, request.get_ref());
+        let listed = self
+            .replica
+            .read(&principal, |pool| async move {
+                devices::list(&pool, caller, request).await
             })
             .await?;
         Ok(Response::new(listed))

@@ -39,6 +39,7 @@ mod command_center;
 mod console;
 mod contacts;
 mod convert;
+mod devices;
 mod dispatch;
 mod error;
 mod grid_map;

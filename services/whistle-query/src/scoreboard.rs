@@ -174,10 +174,11 @@ impl Kind {
 
 /// The channels of the channel board (`reports.channel`), with their names, and the proactive
 /// cases (主动治理), which no report opened (`incidents.origin`).
-pub(crate) const CHANNELS: [(&str, &str); 4] = [
+pub(crate) const CHANNELS: [(&str, &str); 5] = [
     ("grid_worker", "网格员上报"),
     ("open311", "Open311 第三方应用"),
     ("hotline_12345", "12345 热线"),
+    ("device", "感知设备"),
     ("proactive", "主动治理"),
 ];
 

@@ -123,5 +123,6 @@ fn report(report_id: &str, grid: &str, category: &str) -> v1::Report {
         photo_ids: Vec::new(),
         channel: v1::Channel::Unspecified as i32,
         channel_ref: String::new(),
+        cleared: false,
     }
 }

@@ -67,7 +67,7 @@ pub struct NewIncident {
     pub tracking: Option<SealedCode>,
     /// The report's photos (`Report.photo_ids`), recorded in `photo_refs` for their retention.
     pub photo_ids: Vec<String>,
-    /// The channel it came in by (`reports.channel`): `grid_worker`, `open311` or `hotline_12345`.
+    /// The channel it came in by (`reports.channel`): `grid_worker`, `open311`, `hotline_12345` or `device`.
     pub channel: &'static str,
     pub stream_sequence: Option<i64>,
     /// The engine's state (`whistle_domain::incident::Incident`) as JSON text: written as it is,
@@ -167,6 +167,28 @@ impl Owner {
     }
 }
 
+/// A device's report as intake's per-device rules judged it (docs/devices.md): every one intake
+/// takes is kept in `device_readings`, whatever its verdict, so the rules' memory is rebuilt from
+/// them; the rate-limited ones are rejections instead.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReading {
+    pub report_id: String,
+    pub device_id: String,
+    pub category: String,
+    /// A detection, or its clearing.
+    pub alarm: bool,
+    /// `open`, `fold`, `cleared`, `flagged` or `suppressed`.
+    pub verdict: &'static str,
+    pub received_at: DateTime<Utc>,
+    pub stream_sequence: Option<i64>,
+    /// For `open` and `fold`: the report is also a [`NewIncident`] of the batch. For `fold`, the
+    /// device's incident of this detection, tried before the duplicate rule's candidates (the
+    /// report joins it however long the detection lasts, while it is open).
+    pub attach_to: Option<Uuid>,
+    /// For `flagged`: why, and `device.flagged`, published if the reading is new.
+    pub flag: Option<(String, OutboxEvent)>,
+}
+
 /// Records a batch atomically. Idempotent: a report id or rejection already stored is skipped,
 /// together with its event, so redelivering a batch never duplicates an incident or an event.
 ///
@@ -188,6 +210,20 @@ pub async fn record(
     events: &impl IntakeEvents,
     owner: &Owner,
 ) -> Result<Recorded> {
+    record_with_readings(conn, incidents, rejections, &[], events, owner).await
+}
+
+/// [`record`], with devices' readings: those not recorded yet are kept, a `flagged` one puts its
+/// device under maintenance and publishes `device.flagged`; a `fold` tries its device's incident
+/// first. One more statement when there are readings, fenced like the rest.
+pub async fn record_with_readings(
+    conn: &mut PgConnection,
+    incidents: &[&NewIncident],
+    rejections: &[&NewRejection],
+    readings: &[&NewReading],
+    events: &impl IntakeEvents,
+    owner: &Owner,
+) -> Result<Recorded> {
     let mut tx = conn.begin().await?;
     let mut recorded = Recorded::default();
     let mut applied = None;
@@ -195,8 +231,21 @@ pub async fn record(
     if !incidents.is_empty() {
         let (rules, candidates) = {
             let memory = owner.memory();
-            let candidates: Vec<Vec<Uuid>> =
-                incidents.iter().map(|r| memory.candidates(r)).collect();
+            let folds: HashMap<&str, Uuid> = readings
+                .iter()
+                .filter_map(|r| Some((r.report_id.as_str(), r.attach_to?)))
+                .collect();
+            let candidates: Vec<Vec<Uuid>> = incidents
+                .iter()
+                .map(|r| {
+                    let mut candidates = memory.candidates(r);
+                    if let Some(&target) = folds.get(r.report_id.as_str()) {
+                        candidates.retain(|&c| c != target);
+                        candidates.insert(0, target);
+                    }
+                    candidates
+                })
+                .collect();
             (memory.rules(), candidates)
         };
         let found = find_open(&mut tx, owner.lease.epoch, incidents, &candidates).await?;
@@ -219,6 +268,10 @@ pub async fn record(
         .await?;
         recorded = done;
         applied = Some(added);
+    }
+
+    if !readings.is_empty() {
+        keep_readings(&mut tx, owner.lease.epoch, readings).await?;
     }
 
     if !rejections.is_empty() {
@@ -687,6 +740,71 @@ async fn write(
         }))
         .execute(&mut *conn)
         .await?;
+    Ok(())
+}
+
+/// Keeps the readings not kept yet (a redelivery's are skipped, with their events); a new
+/// `flagged` one sets its device's status to `maintenance` (a retired device stays retired) and
+/// queues its `device.flagged`. Fenced by the owner's epoch: a replica that lost the lease keeps
+/// nothing.
+async fn keep_readings(
+    conn: &mut PgConnection,
+    epoch: i64,
+    readings: &[&NewReading],
+) -> Result<()> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH fence AS MATERIALIZED ({}),
+                  input AS (
+                      SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::bool[], $6::text[],
+                                           $7::timestamptz[], $8::int8[], $9::text[])
+                          AS t(report_id, device_id, category, alarm, verdict, received_at, seq, reason)),
+                  new_rows AS (
+                      INSERT INTO device_readings (report_id, device_id, category, alarm, verdict, received_at, stream_sequence)
+                      SELECT DISTINCT ON (report_id) report_id, device_id, category, alarm, verdict, received_at, seq
+                      FROM input WHERE EXISTS (SELECT FROM fence)
+                      ORDER BY report_id
+                      ON CONFLICT (report_id) DO NOTHING
+                      RETURNING report_id, device_id, verdict, received_at),
+                  flagged AS (
+                      UPDATE devices d
+                      SET status = 'maintenance', flagged_at = n.received_at, flag_reason = i.reason
+                      FROM new_rows n JOIN input i USING (report_id)
+                      WHERE n.verdict = 'flagged' AND d.id = n.device_id AND d.status <> 'retired'),
+                  new_events AS (
+                      INSERT INTO outbox (event_id, subject, payload)
+                      SELECT DISTINCT ON (e.report_id) e.event_id, e.subject, e.payload
+                      FROM UNNEST($10::text[], $11::uuid[], $12::text[], $13::bytea[])
+                          AS e(report_id, event_id, subject, payload)
+                      WHERE e.report_id IN (SELECT report_id FROM new_rows WHERE verdict = 'flagged')
+                      ORDER BY e.report_id)
+             SELECT EXISTS (SELECT FROM fence)",
+            lease::fence_sql(1)
+        )
+    });
+    let flags: Vec<(&str, &OutboxEvent)> = readings
+        .iter()
+        .filter_map(|r| Some((r.report_id.as_str(), &r.flag.as_ref()?.1)))
+        .collect();
+    let fenced: bool = sqlx::query_scalar(SQL.as_str())
+        .bind(epoch)
+        .bind(column(readings, |r| r.report_id.as_str()))
+        .bind(column(readings, |r| r.device_id.as_str()))
+        .bind(column(readings, |r| r.category.as_str()))
+        .bind(column(readings, |r| r.alarm))
+        .bind(column(readings, |r| r.verdict))
+        .bind(column(readings, |r| r.received_at))
+        .bind(column(readings, |r| r.stream_sequence))
+        .bind(column(readings, |r| r.flag.as_ref().map(|f| f.0.as_str())))
+        .bind(column(&flags, |f| f.0))
+        .bind(column(&flags, |f| f.1.event_id))
+        .bind(column(&flags, |f| f.1.subject.as_str()))
+        .bind(column(&flags, |f| f.1.payload.as_slice()))
+        .fetch_one(&mut *conn)
+        .await?;
+    if !fenced {
+        return Err(Error::LeaseLost);
+    }
     Ok(())
 }
 

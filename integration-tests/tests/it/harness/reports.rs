@@ -89,5 +89,6 @@ pub fn report(report_id: &str, grid: &str) -> v1::Report {
         photo_ids: Vec::new(),
         channel: v1::Channel::Unspecified as i32,
         channel_ref: String::new(),
+        cleared: false,
     }
 }

@@ -568,6 +568,7 @@ const EVENT_KIND: Record<string, Pair> = {
   "report.attached": ["重复上报并入", "Duplicate attached"],
   "report.rejected": ["上报被退回", "Report rejected"],
   "cluster.alert": ["群体性事件预警", "Cluster alert"],
+  "device.flagged": ["感知设备待检修", "Device flagged for maintenance"],
   "incident.escalated": ["上报上级", "Escalated"],
   "incident.whistled": ["街道吹哨", "Whistle blown"],
   "task.dispatched": ["派单", "Task dispatched"],

@@ -549,7 +549,7 @@ function eventTitle(e: SequencedEvent): string {
 
 function kindClass(kind: string): string {
   if (kind === "incident.reported") return "k-new";
-  if (kind.includes("whistled") || kind === "cluster.alert" || kind.includes("overdue") || kind.includes("supervised") || kind === "incident.endorsed" || kind === "report.rejected") return "k-alert";
+  if (kind.includes("whistled") || kind === "cluster.alert" || kind === "device.flagged" || kind.includes("overdue") || kind.includes("supervised") || kind === "incident.endorsed" || kind === "report.rejected") return "k-alert";
   if (kind.includes("resolved") || kind.includes("closed") || kind.includes("verified") || kind === "task.accepted") return "k-good";
   return "k-info";
 }

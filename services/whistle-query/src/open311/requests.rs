@@ -287,7 +287,7 @@ pub(crate) async fn list(door: &Open311, key: &Principal, params: &Params) -> An
                 .push_bind(codes)
                 .push(")");
         }
-        // An extension: the channels (`grid_worker`, `open311`, `hotline_12345`) to list.
+        // An extension: the channels (`grid_worker`, `open311`, `hotline_12345`, `device`) to list.
         let channels = list_of(params, "channel");
         if !channels.is_empty() {
             query
