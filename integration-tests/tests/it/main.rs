@@ -9,6 +9,7 @@ mod cluster;
 mod console;
 mod console_api;
 mod console_map;
+mod console_party;
 mod console_topics;
 mod console_words;
 mod crash;

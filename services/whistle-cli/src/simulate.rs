@@ -6,7 +6,9 @@
 //! late so they are supervised), return some tasks, which the street reassigns within the
 //! district, and resolve, some after asking the district for more time (延期申请), which the
 //! district operator approves, denies or leaves to its timer; grid workers follow up resolved
-//! incidents. Delays are shares of the
+//! incidents; communities offer small wishes (微心愿) and some incidents to their Party members,
+//! who claim them (sometimes two at once), do them, and the community confirms and rates the work
+//! (`party`). Delays are shares of the
 //! deadlines each person faces (read from the events and the policy), so the same mix runs on the
 //! real policy in hours and on `ordos-demo` in minutes. Only incidents this run filed are played.
 //!
@@ -15,6 +17,7 @@
 //! `--drain`.
 
 mod board;
+mod party;
 pub(crate) mod plan;
 
 use std::{
@@ -101,6 +104,8 @@ struct Sim {
     /// The task whose department proposed each incident for the ledger (挂账): it resolves once
     /// the proposal is denied or the case is returned to handling.
     ledger_tasks: Mutex<std::collections::HashMap<String, v1::TaskState>>,
+    /// The Ordos registry's members and teams, who claim the communities' offers.
+    volunteers: party::Volunteers,
 }
 
 /// Prints one line: time, verb, actor, what.
@@ -276,6 +281,13 @@ impl Sim {
         } else {
             None
         };
+        // 社区派单: a community offers some of what it handles to its Party members.
+        let offered = level == Level::Community
+            && self.policy.volunteers().categories.contains(category)
+            && self.rng(|rng| rng.random_bool(party::INCIDENT_OFFER_SHARE));
+        if offered {
+            self.offer_incident(event, title);
+        }
         let category = self.names.category(category).to_owned();
         let (verb, body) = match choice {
             LevelMove::Wait => {
@@ -1152,6 +1164,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed)),
         board: Mutex::default(),
         ledger_tasks: Mutex::default(),
+        volunteers: party::Volunteers::ordos(),
         stop: CancellationToken::new(),
         tracker: TaskTracker::new(),
         prefix,
@@ -1162,6 +1175,11 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         .spawn(sim.clone().follow(task_events, ALL_TASK_EVENTS));
     sim.tracker
         .spawn(sim.clone().report(feed, args.rate, args.duration));
+    // One small wish for about every twenty reports.
+    sim.tracker.spawn(
+        sim.clone()
+            .wishes(Duration::from_secs_f64(20.0 / args.rate), args.duration),
+    );
     {
         let sim = sim.clone();
         let every = args.summary_every.max(Duration::from_secs(1));

@@ -40,7 +40,7 @@ const LEADER: &str = "ld-150602-01";
 use Code::{NotFound, Ok as Y, PermissionDenied as No, Unauthenticated as Anon};
 
 /// The CommandCenter and Reporting RPCs with what each caller gets.
-const READS: [(&str, [Code; 10]); 28] = [
+const READS: [(&str, [Code; 10]); 29] = [
     //                  city  district liaison viewer grid  none  open311 hotline leader device
     ("GetOverview", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
     ("ListIncidents", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
@@ -95,6 +95,8 @@ const READS: [(&str, [Code; 10]); 28] = [
     // grid workers, leaders and devices have no part in them (member tokens: it::volunteers).
     ("ListOffers", [Y, Y, No, Y, No, Anon, No, No, No, No]),
     ("GetServiceBoard", [Y, Y, No, Y, No, Anon, No, No, No, No]),
+    // The screen's 党建引领 panel: the command centre's operators and viewers, within their area.
+    ("GetPartyPanel", [Y, Y, No, Y, No, Anon, No, No, No, No]),
 ];
 
 async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -> Code {
@@ -299,6 +301,11 @@ async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -
                     kind: v1::ServiceBoardKind::Units as i32,
                     ..Default::default()
                 })
+                .await,
+        ),
+        "GetPartyPanel" => code(
+            center
+                .get_party_panel(v1::GetPartyPanelRequest { area_code: area() })
                 .await,
         ),
         "ListPairedIncidents" => code(
