@@ -127,7 +127,7 @@ const D = {
   partyMembers: ["报到党员", "Members"],
   partyTeams: ["志愿服务队", "Teams"],
   partyClaimsToday: ["今日接单", "Claims today"],
-  partyHoursMonth: ["本月服务时长", "Hours this month"],
+  partyHoursMonth: ["本月服务时长", "Hours (month)"],
   partyHoursTitle: ["本月已确认服务 {n} 次", "{n} confirmed works this month"],
   partyOpenWishes: ["待办微心愿", "Open wishes"],
   partyWish: ["微心愿", "Wish"],
