@@ -1214,9 +1214,7 @@ async fn the_screens_party_panel_counts_the_registry_the_days_claims_and_the_end
         )
         .await;
     // Another category: a second street light here would be the same incident (a duplicate).
-    let proactive = stack
-        .report("party-2", grid, "sanitation.garbage")
-        .await;
+    let proactive = stack.report("party-2", grid, "sanitation.garbage").await;
     // 主动治理's adoption path is it::proactive's; here only the origin the panel reads.
     sqlx::query("UPDATE incidents SET origin = 'proactive' WHERE id = $1")
         .bind(proactive)
