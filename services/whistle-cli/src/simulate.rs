@@ -1138,11 +1138,18 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         seed & 0xff_ffff,
         Utc::now().timestamp_millis()
     );
+    // The fast categories, and now and then one the policy lets volunteers take, so that
+    // communities have incidents to offer their Party members (社区派单).
+    let volunteer_categories = policy.volunteers().categories.clone();
     let feed = Feed::weighted(
         &policy,
         seed,
         prefix.trim_end_matches('-').to_owned(),
-        plan::category_weight,
+        |category| {
+            plan::category_weight(category).max(u32::from(
+                volunteer_categories.contains(category.code.as_str()),
+            ))
+        },
     );
     let names = Names::new(&policy);
     eprintln!(

@@ -308,7 +308,7 @@ impl Sim {
                 note: note.into(),
             });
             if self
-                .offer_command("退单", &member, &offer.title, body)
+                .offer_command("志愿退单", &member, &offer.title, body)
                 .await
                 .is_none()
             {
