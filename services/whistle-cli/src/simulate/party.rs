@@ -92,7 +92,8 @@ impl Volunteers {
 struct Offered {
     id: String,
     community: String,
-    title: String,
+    /// 「title」, with the incident's short id for an incident.
+    label: String,
     claimants: Vec<String>,
 }
 
@@ -105,12 +106,13 @@ fn satisfaction(rng: &mut impl Rng) -> v1::Satisfaction {
 }
 
 impl Sim {
-    /// Sends a volunteer command as `actor` and prints the outcome; the offer after it, if applied.
+    /// Sends a volunteer command as `actor` and prints the outcome after `label` (the offer as
+    /// printed); the offer after it, if applied.
     async fn offer_command(
         &self,
         verb: &'static str,
         actor: &str,
-        title: &str,
+        label: &str,
         body: Body,
     ) -> Option<v1::OfferChanged> {
         let command = v1::Command {
@@ -132,21 +134,17 @@ impl Sim {
                 });
                 let offer = ok.offer.map(|o| *o);
                 let status = offer.as_ref().map(|o| o.status.as_str()).unwrap_or("");
-                say(verb, actor, &format!("「{title}」 → {status}"));
+                say(verb, actor, &format!("{label} → {status}"));
                 offer
             }
             Ok(Err(refused)) => {
                 self.board(|b| *b.refused.entry(refused.code.clone()).or_default() += 1);
-                say(
-                    &format!("✗{verb}"),
-                    actor,
-                    &format!("「{title}」 — {refused}"),
-                );
+                say(&format!("✗{verb}"), actor, &format!("{label} — {refused}"));
                 None
             }
             Err(e) => {
                 self.board(|b| b.unanswered += 1);
-                say(&format!("✗{verb}"), actor, &format!("「{title}」 — {e}"));
+                say(&format!("✗{verb}"), actor, &format!("{label} — {e}"));
                 None
             }
         }
@@ -235,20 +233,20 @@ impl Sim {
         } else {
             "派单志愿者"
         };
-        let shown = if incident.is_empty() {
-            title.clone()
+        let label = if incident.is_empty() {
+            format!("「{title}」")
         } else {
-            format!("{title}」 #{}「", short(incident))
+            format!("「{title}」 #{}", short(incident))
         };
         self.tracker.spawn(async move {
             let actor = format!("hd-{community}");
-            let Some(offer) = sim.offer_command(verb, &actor, &shown, body).await else {
+            let Some(offer) = sim.offer_command(verb, &actor, &label, body).await else {
                 return;
             };
             sim.play(Offered {
                 id: offer.offer_id,
                 community,
-                title,
+                label,
                 claimants,
             })
             .await;
@@ -271,12 +269,12 @@ impl Sim {
             if claimants.is_empty() || !self.sleep(delay).await {
                 return;
             }
-            let (id, title) = (&offer.id, &offer.title);
+            let (id, label) = (&offer.id, &offer.label);
             let claim = |member: String| {
                 let body = Body::ClaimOffer(v1::ClaimOffer {
                     offer_id: id.clone(),
                 });
-                async move { self.offer_command("抢单", &member, title, body).await }
+                async move { self.offer_command("抢单", &member, label, body).await }
             };
             // Two members at once: dispatch lets exactly one win; the other is told it is taken.
             let won = match claimants.as_slice() {
@@ -308,7 +306,7 @@ impl Sim {
                 note: note.into(),
             });
             if self
-                .offer_command("志愿退单", &member, &offer.title, body)
+                .offer_command("志愿退单", &member, &offer.label, body)
                 .await
                 .is_none()
             {
@@ -334,7 +332,7 @@ impl Sim {
             minutes,
         });
         if self
-            .offer_command("志愿完成", &member, &offer.title, body)
+            .offer_command("志愿完成", &member, &offer.label, body)
             .await
             .is_none()
         {
@@ -357,7 +355,7 @@ impl Sim {
             note: String::new(),
         });
         if self
-            .offer_command("社区确认", &handler, &offer.title, body)
+            .offer_command("社区确认", &handler, &offer.label, body)
             .await
             .is_none()
             || at_once
@@ -372,7 +370,7 @@ impl Sim {
             rating: rating as i32,
             note: commands::satisfaction_zh(rating).into(),
         });
-        self.offer_command("群众评价", &handler, &offer.title, body)
+        self.offer_command("群众评价", &handler, &offer.label, body)
             .await;
     }
 }
