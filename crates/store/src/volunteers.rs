@@ -4,6 +4,11 @@
 //! database serialises wins), the claims' deadlines fired once, the service ledger written by a
 //! confirmation, its leaderboards and the yearly evaluation per unit, and members' deregistration
 //! and anonymisation.
+//!
+//! **Invariant:** every transition writes its timeline entry and its `offer.*` event (to the
+//! outbox) in one place, [`append_step`], inside the transition's transaction: whatever path
+//! changes an offer (a command, the claim deadline, a deregistration), its event is published
+//! once the transaction commits, and never without it.
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use sqlx::{PgConnection, PgPool, Row};
@@ -19,6 +24,7 @@ use whistle_domain::{
 
 use crate::{
     audit::{self, Actor, Entry},
+    outbox::{self, OutboxEvent},
     tokens, Error, Result,
 };
 
@@ -356,7 +362,7 @@ pub async fn offer_in(
         )
         .into()));
     }
-    append_step(&mut *tx, id, &step, now, &offer).await?;
+    append_step(&mut *tx, id, 1, &step, now, &offer).await?;
     Ok(Ok(Stored {
         id,
         version: 1,
@@ -666,7 +672,7 @@ async fn save(
             before.id
         )));
     }
-    append_step(conn, before.id, step, now, &offer).await?;
+    append_step(conn, before.id, before.version + 1, step, now, &offer).await?;
     if let Some(accrual) = accrual {
         sqlx::query(
             "INSERT INTO service_ledger (offer_id, person_id, unit_id, team_id, community_code,
@@ -705,13 +711,18 @@ async fn save(
     })
 }
 
+/// The timeline entry of a step and its event, in the caller's transaction; `version` is the
+/// offer's after the step.
 async fn append_step(
     conn: &mut PgConnection,
     id: Uuid,
+    version: i64,
     step: &Step,
     now: DateTime<Utc>,
     offer: &Offer,
 ) -> Result<()> {
+    let event = offer_event(id, version, step, now, offer);
+    outbox::insert(&mut *conn, std::iter::once(&event)).await?;
     // The data a screen shows beside the note: the holder, the deadline, the work's photos and time.
     let data = match &offer.status {
         volunteer::OfferStatus::Claimed {
@@ -748,6 +759,80 @@ async fn append_step(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The `offer.*` event of a step, on `whistle.event.{district}.{street}.{kind}` of the offer's
+/// community. Members are named by id only, as in the offers' reads (docs/party.md, personal data).
+pub fn offer_event(
+    id: Uuid,
+    version: i64,
+    step: &Step,
+    now: DateTime<Utc>,
+    offer: &Offer,
+) -> OutboxEvent {
+    use whistle_domain::Level;
+    use whistle_proto::v1;
+    use whistle_wire::convert::{satisfaction_to_proto, timestamp};
+    let at = |level| {
+        offer
+            .community
+            .at_level(level)
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+    };
+    let (minutes, points, rating) = match &offer.status {
+        volunteer::OfferStatus::Confirmed {
+            minutes,
+            points,
+            rating,
+            ..
+        } => (*minutes, *points, *rating),
+        volunteer::OfferStatus::Done { minutes, .. } => (*minutes, 0, None),
+        _ => (0, 0, None),
+    };
+    let incident_id = match &offer.kind {
+        OfferKind::Incident { incident_id, .. } => incident_id.clone(),
+        OfferKind::Wish => String::new(),
+    };
+    let event_id = Uuid::now_v7();
+    let event = v1::Event {
+        event_id: event_id.to_string(),
+        kind: step.kind.to_owned(),
+        occurred_at: Some(timestamp(now)),
+        incident_id,
+        district_code: at(Level::District),
+        street_code: at(Level::Street),
+        community_code: offer.community.to_string(),
+        grid_code: String::new(),
+        actor_id: step.actor.clone(),
+        body: Some(v1::event::Body::OfferChanged(v1::OfferChanged {
+            offer_id: id.to_string(),
+            version: version.max(0) as u64,
+            status: offer.status.as_str().to_owned(),
+            member_id: offer
+                .status
+                .member()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+            claim_deadline: offer.status.deadline().map(timestamp),
+            minutes,
+            points,
+            offer_kind: offer.kind.as_str().to_owned(),
+            title: offer.title.clone(),
+            team_id: offer.team.clone().unwrap_or_default(),
+            note: step.note.clone(),
+            rating: rating.map_or(0, |r| satisfaction_to_proto(r) as i32),
+        })),
+    };
+    OutboxEvent {
+        event_id,
+        subject: whistle_wire::subject::incident_event(
+            &event.district_code,
+            &event.street_code,
+            step.kind,
+        ),
+        payload: prost::Message::encode_to_vec(&event),
+    }
 }
 
 /// One line of a leaderboard.

@@ -71,6 +71,22 @@ pub const TASK_DISPUTE_WITHDRAWN: &str = "task.dispute_withdrawn";
 pub const TASK_ASSIST_SUBMITTED: &str = "task.assist_submitted";
 /// 免于协办: the dispatching level released an assisting department.
 pub const TASK_ASSIST_RELEASED: &str = "task.assist_released";
+/// 社区派单: a community offered an incident or a small wish to its volunteers.
+pub const OFFER_CREATED: &str = "offer.created";
+/// 抢单: a member claimed an offer.
+pub const OFFER_CLAIMED: &str = "offer.claimed";
+/// The claimant gave the offer back.
+pub const OFFER_RELEASED: &str = "offer.released";
+/// The claim's deadline passed: the offer is the community's again.
+pub const OFFER_RETURNED: &str = "offer.returned";
+/// The claimant marked the work done.
+pub const OFFER_DONE: &str = "offer.done";
+/// The community confirmed the work: the service ledger gained its hours and points.
+pub const OFFER_CONFIRMED: &str = "offer.confirmed";
+/// The resident's rating, recorded by the community.
+pub const OFFER_RATED: &str = "offer.rated";
+/// The community took the offer back.
+pub const OFFER_WITHDRAWN: &str = "offer.withdrawn";
 
 /// A device flapped and was flagged for maintenance (docs/devices.md).
 pub const DEVICE_FLAGGED: &str = "device.flagged";
@@ -126,9 +142,22 @@ pub const ENGINE: [&str; 38] = [
     TASK_ASSIST_RELEASED,
 ];
 
+/// The kinds of the volunteers' offers (the domain's `volunteer::EVENT_KINDS`, checked below),
+/// published on `whistle.event.{district}.{street}.{kind}` of the offer's community.
+pub const OFFER: [&str; 8] = [
+    OFFER_CREATED,
+    OFFER_CLAIMED,
+    OFFER_RELEASED,
+    OFFER_RETURNED,
+    OFFER_DONE,
+    OFFER_CONFIRMED,
+    OFFER_RATED,
+    OFFER_WITHDRAWN,
+];
+
 /// Every kind on `WHISTLE_EVENTS`.
 pub fn all() -> impl Iterator<Item = &'static str> {
-    INTAKE.into_iter().chain(ENGINE)
+    INTAKE.into_iter().chain(ENGINE).chain(OFFER)
 }
 
 /// Whether events of `kind` go on `whistle.task.{department}.{kind}`.
@@ -146,6 +175,13 @@ mod tests {
     fn the_engine_kinds_are_the_domains() {
         let ours: BTreeSet<_> = ENGINE.into_iter().collect();
         let domain: BTreeSet<_> = whistle_domain::incident::EVENT_KINDS.into_iter().collect();
+        assert_eq!(ours, domain);
+    }
+
+    #[test]
+    fn the_offer_kinds_are_the_domains() {
+        let ours: BTreeSet<_> = OFFER.into_iter().collect();
+        let domain: BTreeSet<_> = whistle_domain::volunteer::EVENT_KINDS.into_iter().collect();
         assert_eq!(ours, domain);
     }
 

@@ -10,6 +10,7 @@ mod console;
 mod console_api;
 mod console_map;
 mod console_party;
+mod console_party_panel;
 mod console_topics;
 mod console_words;
 mod crash;

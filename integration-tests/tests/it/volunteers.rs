@@ -1007,3 +1007,347 @@ async fn members_claim_over_nats_as_themselves_only_and_read_only_their_communit
         .await;
     assert_eq!(code(refused), Code::PermissionDenied);
 }
+
+/// Applies `act` to `offer` at `at`; panics on a refusal.
+async fn act_ok(pool: &sqlx::PgPool, offer: Uuid, act: Act, at: chrono::DateTime<Utc>) -> Stored {
+    volunteers::act(pool, offer, act, &rules(), at)
+        .await
+        .unwrap()
+        .unwrap_or_else(|refused| panic!("{refused}"))
+}
+
+#[tokio::test]
+async fn every_step_of_an_offer_is_published_once_on_its_communitys_event_subject() {
+    use whistle_proto::v1;
+
+    let stack = Stack::builder().at(Utc::now()).start().await;
+    let pool = stack.pool().clone();
+    let (a, b) = ("pm-150602001001-9101", "pm-150602001001-9102");
+    stack.member_token(a, COMMUNITY).await;
+    stack.member_token(b, COMMUNITY).await;
+    let (a, b) = (person(a), person(b));
+    let now = stack.now();
+
+    // A wish through its whole life: claimed, given back, claimed and lapsed, claimed, done,
+    // confirmed and rated; a second claim while held is refused and publishes nothing.
+    let served = wish(&pool, None).await;
+    act_ok(&pool, served.id, Act::Claim { member: a.clone() }, now).await;
+    let refused = volunteers::act(
+        &pool,
+        served.id,
+        Act::Claim { member: b.clone() },
+        &rules(),
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(refused.is_err(), "a held offer is not claimed twice");
+    let release = Act::Release {
+        member: a.clone(),
+        note: "临时出差".into(),
+    };
+    act_ok(&pool, served.id, release, now).await;
+    let held = act_ok(&pool, served.id, Act::Claim { member: b.clone() }, now).await;
+    let deadline = held.offer.status.deadline().unwrap();
+    assert_eq!(
+        volunteers::fire_due(&pool, &rules(), deadline, 100)
+            .await
+            .unwrap(),
+        [served.id]
+    );
+    act_ok(&pool, served.id, Act::Claim { member: a.clone() }, deadline).await;
+    let complete = Act::Complete {
+        member: a.clone(),
+        note: "药已送到".into(),
+        photos: Vec::new(),
+        minutes: 90,
+    };
+    act_ok(&pool, served.id, complete, deadline).await;
+    let confirm = Act::Confirm {
+        by: handler(),
+        minutes: None,
+        rating: None,
+        note: String::new(),
+    };
+    act_ok(&pool, served.id, confirm, deadline).await;
+    let rate = Act::Rate {
+        by: handler(),
+        rating: Satisfaction::Satisfied,
+        note: "王奶奶很满意".into(),
+    };
+    act_ok(&pool, served.id, rate, deadline).await;
+    // A second wish the community takes back.
+    let withdrawn = wish(&pool, None).await;
+    let withdraw = Act::Withdraw {
+        by: handler(),
+        reason: "家属已解决".into(),
+    };
+    act_ok(&pool, withdrawn.id, withdraw, deadline).await;
+
+    stack.relayed().await;
+    let stored = read_stream(stack.js(), "WHISTLE_EVENTS").await;
+    let of = |offer: Uuid| -> Vec<(Stored2, v1::OfferChanged)> {
+        stored
+            .iter()
+            .filter_map(|m| {
+                let event = <v1::Event as prost::Message>::decode(m.payload.clone()).unwrap();
+                match &event.body {
+                    Some(v1::event::Body::OfferChanged(o)) if o.offer_id == offer.to_string() => {
+                        let o = o.clone();
+                        Some(((m.subject.clone(), m.header("Nats-Msg-Id"), event), o))
+                    }
+                    _ => None,
+                }
+            })
+            .collect()
+    };
+    type Stored2 = (String, String, v1::Event);
+
+    for (offer, want) in [
+        (
+            served.id,
+            vec![
+                "offer.created",
+                "offer.claimed",
+                "offer.released",
+                "offer.claimed",
+                "offer.returned",
+                "offer.claimed",
+                "offer.done",
+                "offer.confirmed",
+                "offer.rated",
+            ],
+        ),
+        (withdrawn.id, vec!["offer.created", "offer.withdrawn"]),
+    ] {
+        let events = of(offer);
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|((_, _, e), _)| e.kind.as_str())
+            .collect();
+        assert_eq!(kinds, want, "the offer's events, once each, in order");
+        // Exactly its timeline: nothing lost, nothing twice.
+        let timeline: Vec<String> = volunteers::timeline(&pool, offer)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.1)
+            .collect();
+        assert_eq!(kinds, timeline);
+        for (n, ((subject, msg_id, event), body)) in events.iter().enumerate() {
+            assert_eq!(
+                subject,
+                &format!("whistle.event.150602.150602001.{}", event.kind)
+            );
+            assert_eq!(msg_id, &event.event_id, "deduplicated by its event id");
+            assert_eq!(body.version, n as u64 + 1, "{}", event.kind);
+            assert_eq!(
+                (
+                    event.community_code.as_str(),
+                    event.grid_code.as_str(),
+                    event.incident_id.as_str()
+                ),
+                (COMMUNITY, "", ""),
+                "a wish belongs to its community and names no incident"
+            );
+            assert_eq!(body.offer_kind, "wish");
+            assert_eq!(body.title, "帮独居老人买药");
+        }
+        let ids: std::collections::BTreeSet<&str> = events
+            .iter()
+            .map(|((_, _, e), _)| e.event_id.as_str())
+            .collect();
+        assert_eq!(ids.len(), events.len());
+    }
+    let events = of(served.id);
+    let by_kind = |kind: &str| {
+        events
+            .iter()
+            .filter(|((_, _, e), _)| e.kind == kind)
+            .collect::<Vec<_>>()
+    };
+    let claims = by_kind("offer.claimed");
+    let claimants: Vec<&str> = claims
+        .iter()
+        .map(|((_, _, e), o)| {
+            assert_eq!(e.actor_id, o.member_id, "the claimant is the actor");
+            assert!(o.claim_deadline.is_some());
+            o.member_id.as_str()
+        })
+        .collect();
+    assert_eq!(claimants, [a.as_str(), b.as_str(), a.as_str()]);
+    let ((_, _, returned), body) = by_kind("offer.returned")[0];
+    assert_eq!(
+        (returned.actor_id.as_str(), body.status.as_str()),
+        ("system", "open")
+    );
+    let ((_, _, released), body) = by_kind("offer.released")[0];
+    assert_eq!(
+        (released.actor_id.as_str(), body.note.as_str()),
+        (a.as_str(), "临时出差")
+    );
+    let (_, confirmed) = by_kind("offer.confirmed")[0];
+    assert_eq!(
+        (
+            confirmed.status.as_str(),
+            confirmed.minutes,
+            confirmed.member_id.as_str()
+        ),
+        ("confirmed", 90, a.as_str())
+    );
+    assert!(confirmed.points > 0);
+    let (_, rated) = by_kind("offer.rated")[0];
+    assert_eq!(rated.rating, v1::Satisfaction::Satisfied as i32);
+}
+
+#[tokio::test]
+async fn the_screens_party_panel_counts_the_registry_the_days_claims_and_the_endorsed() {
+    use tonic::Code;
+    use whistle_proto::v1::{self, command::Body};
+    use whistle_store::tokens::Role;
+
+    let mut stack = Stack::builder()
+        .at(Utc::now())
+        .without_dispatch()
+        .with_query()
+        .start()
+        .await;
+    seed_leaders(stack.pool()).await;
+    let pool = stack.pool().clone();
+    let registry = seed(&pool).await;
+    stack.start_dispatch().await;
+    let members = members_of(&registry, COMMUNITY);
+    let now = Utc::now();
+
+    // Two wishes open, one claimed today, one more served and confirmed for 90 minutes.
+    let first = wish(&pool, None).await;
+    wish(&pool, None).await;
+    act_ok(
+        &pool,
+        first.id,
+        Act::Claim {
+            member: members[0].clone(),
+        },
+        now,
+    )
+    .await;
+    serve(&pool, &members[1], 90, true).await;
+    // An incident of the community endorsed by its paired leader, another adopted proactively.
+    let grid = "150602001001001";
+    let endorsed = stack
+        .report("party-1", grid, "municipal.street_light")
+        .await;
+    stack
+        .ok(
+            "ld-150602-01",
+            endorsed,
+            Body::Endorse(v1::Endorse {
+                note: "请社区组织党员志愿者协助".into(),
+            }),
+        )
+        .await;
+    // Another category: a second street light here would be the same incident (a duplicate).
+    let proactive = stack.report("party-2", grid, "sanitation.garbage").await;
+    // 主动治理's adoption path is it::proactive's; here only the origin the panel reads.
+    sqlx::query("UPDATE incidents SET origin = 'proactive' WHERE id = $1")
+        .bind(proactive)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let operator = stack.token_for(Role::Operator, "150602").await;
+    let panel = command_center_on(stack.channel(), &operator)
+        .get_party_panel(v1::GetPartyPanelRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(panel.area_code, "150602");
+    let in_area = |code: &str| {
+        registry
+            .members
+            .iter()
+            .filter(|m| m.community.as_str().starts_with(code))
+            .count() as u32
+    };
+    let teams_in = |code: &str| {
+        registry
+            .teams
+            .iter()
+            .filter(|t| t.community.as_str().starts_with(code))
+            .count() as u32
+    };
+    let total = panel.total.clone().unwrap();
+    assert_eq!(
+        (total.members, total.teams),
+        (in_area("150602"), teams_in("150602"))
+    );
+    assert!(total.members > 0);
+    assert!(!panel.children.is_empty(), "the district's streets");
+    for child in &panel.children {
+        assert_eq!(child.area_code.len(), 9, "{child:?}");
+        assert_eq!(
+            (child.members, child.teams),
+            (in_area(&child.area_code), teams_in(&child.area_code)),
+            "{}",
+            child.name
+        );
+    }
+    assert_eq!(
+        panel.children.iter().map(|c| c.members).sum::<u32>(),
+        total.members
+    );
+    assert_eq!(
+        panel.claims_today, 2,
+        "the open wish's claim and the served one's"
+    );
+    assert_eq!(
+        (panel.service_minutes_month, panel.confirmed_month),
+        (90, 1)
+    );
+    assert_eq!(panel.open_wishes, 2, "the claimed wish and the open one");
+    assert_eq!(panel.newest_wishes.len(), 2);
+    assert_eq!(panel.newest_wishes[0].title, "帮独居老人买药");
+    assert_eq!((panel.endorsed_open, panel.proactive_open), (1, 1));
+    let marked: Vec<(String, bool, bool)> = panel
+        .marked
+        .iter()
+        .map(|m| (m.incident_id.clone(), m.endorsed, m.proactive))
+        .collect();
+    assert_eq!(
+        marked,
+        [
+            (endorsed.to_string(), true, false),
+            (proactive.to_string(), false, true)
+        ],
+        "endorsed first"
+    );
+    assert_eq!(panel.marked[0].grid_code, grid);
+
+    // A community's own panel; the city operator reads the district's too.
+    let community = command_center_on(stack.channel(), &operator)
+        .get_party_panel(v1::GetPartyPanelRequest {
+            area_code: COMMUNITY.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(community.total.unwrap().members, members.len() as u32);
+    assert!(community.children.is_empty());
+    assert_eq!(community.claims_today, 2);
+
+    // Outside the token's area, or a liaison's or a member's token: refused.
+    let elsewhere = stack.token_for(Role::Operator, "150603").await;
+    let denied = command_center_on(stack.channel(), &elsewhere)
+        .get_party_panel(v1::GetPartyPanelRequest {
+            area_code: "150602".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let member = stack.member_token("pm-150602001001-9201", COMMUNITY).await;
+    let denied = command_center_on(stack.channel(), &member)
+        .get_party_panel(v1::GetPartyPanelRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+}

@@ -6,7 +6,9 @@
 //! late so they are supervised), return some tasks, which the street reassigns within the
 //! district, and resolve, some after asking the district for more time (延期申请), which the
 //! district operator approves, denies or leaves to its timer; grid workers follow up resolved
-//! incidents. Delays are shares of the
+//! incidents; communities offer small wishes (微心愿) and some incidents to their Party members,
+//! who claim them (sometimes two at once), do them, and the community confirms and rates the work
+//! (`party`). Delays are shares of the
 //! deadlines each person faces (read from the events and the policy), so the same mix runs on the
 //! real policy in hours and on `ordos-demo` in minutes. Only incidents this run filed are played.
 //!
@@ -16,6 +18,7 @@
 
 mod board;
 mod devices;
+mod party;
 pub(crate) mod plan;
 
 use std::{
@@ -106,6 +109,8 @@ struct Sim {
     /// The task whose department proposed each incident for the ledger (挂账): it resolves once
     /// the proposal is denied or the case is returned to handling.
     ledger_tasks: Mutex<std::collections::HashMap<String, v1::TaskState>>,
+    /// The Ordos registry's members and teams, who claim the communities' offers.
+    volunteers: party::Volunteers,
 }
 
 /// Prints one line: time, verb, actor, what.
@@ -281,6 +286,13 @@ impl Sim {
         } else {
             None
         };
+        // 社区派单: a community offers some of what it handles to its Party members.
+        let offered = level == Level::Community
+            && self.policy.volunteers().categories.contains(category)
+            && self.rng(|rng| rng.random_bool(party::INCIDENT_OFFER_SHARE));
+        if offered {
+            self.offer_incident(event, title);
+        }
         let category = self.names.category(category).to_owned();
         let (verb, body) = match choice {
             LevelMove::Wait => {
@@ -1131,11 +1143,18 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         seed & 0xff_ffff,
         Utc::now().timestamp_millis()
     );
+    // The fast categories, and now and then one the policy lets volunteers take, so that
+    // communities have incidents to offer their Party members (社区派单).
+    let volunteer_categories = policy.volunteers().categories.clone();
     let feed = Feed::weighted(
         &policy,
         seed,
         prefix.trim_end_matches('-').to_owned(),
-        plan::category_weight,
+        |category| {
+            plan::category_weight(category).max(u32::from(
+                volunteer_categories.contains(category.code.as_str()),
+            ))
+        },
     );
     let names = Names::new(&policy);
     eprintln!(
@@ -1157,6 +1176,7 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
         rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed)),
         board: Mutex::default(),
         ledger_tasks: Mutex::default(),
+        volunteers: party::Volunteers::ordos(),
         stop: CancellationToken::new(),
         tracker: TaskTracker::new(),
         prefix,
@@ -1187,6 +1207,11 @@ pub async fn run(conn: &Connection, args: Args) -> anyhow::Result<()> {
             devices_stop,
         ));
     }
+    // One small wish for about every twenty reports.
+    sim.tracker.spawn(
+        sim.clone()
+            .wishes(Duration::from_secs_f64(20.0 / args.rate), args.duration),
+    );
     {
         let sim = sim.clone();
         let every = args.summary_every.max(Duration::from_secs(1));

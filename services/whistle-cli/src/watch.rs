@@ -220,6 +220,29 @@ impl Names {
                     body.device_id, body.category, body.reason
                 )
             }
+            Some(v1::event::Body::OfferChanged(body)) => {
+                let what = if body.offer_kind == "wish" {
+                    "微心愿"
+                } else {
+                    "事件"
+                };
+                let who = if body.member_id.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", body.member_id)
+                };
+                let note = if body.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", body.note)
+                };
+                format!(
+                    "{}{who} {what}「{}」{note}  志愿单 {}",
+                    kind_zh(&event.kind),
+                    body.title,
+                    short(&body.offer_id)
+                )
+            }
             None => event.kind.clone(),
         };
         format!("{at} #{sequence:<8} {place:<24} {detail}")
@@ -277,6 +300,14 @@ pub(crate) fn kind_zh(kind: &str) -> &str {
         "incident.ledger_review_due" => "挂账到期复核",
         "incident.ledger_extended" => "继续挂账",
         "incident.ledger_returned" => "出账恢复办理",
+        "offer.created" => "社区派单",
+        "offer.claimed" => "党员接单",
+        "offer.released" => "党员退单",
+        "offer.returned" => "接单超时退回",
+        "offer.done" => "志愿服务完成",
+        "offer.confirmed" => "社区确认",
+        "offer.rated" => "群众评价",
+        "offer.withdrawn" => "社区撤回",
         other => other,
     }
 }

@@ -209,6 +209,11 @@ fn ok_reply(stored: &Stored, now: chrono::DateTime<chrono::Utc>) -> v1::CommandR
                 claim_deadline: status.deadline().map(timestamp),
                 minutes,
                 points,
+                offer_kind: stored.offer.kind.as_str().to_owned(),
+                title: stored.offer.title.clone(),
+                team_id: stored.offer.team.clone().unwrap_or_default(),
+                // The step's note and the rating are the event's (`Event.offer_changed`).
+                ..Default::default()
             })),
             ..Default::default()
         })),

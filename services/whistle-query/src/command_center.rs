@@ -651,6 +651,18 @@ impl command_center_server::CommandCenter for CommandCenter {
         self.paired_incidents(request).await
     }
 
+    async fn get_party_panel(
+        &self,
+        request: Request<v1::GetPartyPanelRequest>,
+    ) -> Result<Response<v1::PartyPanel>, Status> {
+        let principal = self.auth.principal(&request).await?;
+        // From the primary: the panel refreshes on an offer's event and must show its change.
+        let panel =
+            crate::party::panel(&self.pool, &principal, request.get_ref(), self.clock.now())
+                .await?;
+        Ok(Response::new(panel))
+    }
+
     async fn get_hotspot_change(
         &self,
         request: Request<v1::GetHotspotChangeRequest>,

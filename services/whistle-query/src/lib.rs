@@ -57,6 +57,7 @@ mod overdue;
 mod overview;
 mod page_token;
 mod paired;
+mod party;
 mod people;
 mod photos;
 mod replica;

@@ -13,7 +13,7 @@ mod tests;
 
 pub use offer::{
     apply, Accrual, Claimant, Input, NewOffer, Offer, OfferKind, OfferStatus, Refusal, Step,
-    NOTE_MAX, TITLE_MAX,
+    EVENT_KINDS, NOTE_MAX, TITLE_MAX,
 };
 pub use registry::{mask_name, Availability, Member, PartyUnit, Registry, Specialty, Team};
 pub use service::{evaluate, points_for, Evaluation, Grade, UnitService};

@@ -180,6 +180,18 @@ pub enum Input {
     ClaimDeadline,
 }
 
+/// Every kind a [`Step`] has: the offer's timeline entries and its events on `WHISTLE_EVENTS`.
+pub const EVENT_KINDS: [&str; 8] = [
+    "offer.created",
+    "offer.claimed",
+    "offer.released",
+    "offer.returned",
+    "offer.done",
+    "offer.confirmed",
+    "offer.rated",
+    "offer.withdrawn",
+];
+
 /// The timeline entry of a transition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {

@@ -398,7 +398,9 @@ proptest! {
         for (input, after) in inputs {
             now += TimeDelta::seconds(after);
             let confirming = matches!(input, Input::Confirm { .. });
-            if let Ok((next, _, accrual)) = apply(&offer, input, &rules, now) {
+            if let Ok((next, step, accrual)) = apply(&offer, input, &rules, now) {
+                // Each step is published as an event of its kind: the kinds are a closed list.
+                prop_assert!(EVENT_KINDS.contains(&step.kind), "{}", step.kind);
                 prop_assert_eq!(accrual.is_some(), confirming);
                 accrued.extend(accrual);
                 offer = next;

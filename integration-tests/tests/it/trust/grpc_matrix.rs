@@ -97,6 +97,8 @@ const READS: [(&str, [Code; 10]); 29] = [
     ("GetServiceBoard", [Y, Y, No, Y, No, Anon, No, No, No, No]),
     // The devices' maintenance list: operators of the area only.
     ("ListDevices", [Y, Y, No, No, No, Anon, No, No, No, No]),
+    // The screen's 党建引领 panel: the command centre's operators and viewers, within their area.
+    ("GetPartyPanel", [Y, Y, No, Y, No, Anon, No, No, No, No]),
 ];
 
 async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -> Code {
@@ -301,6 +303,11 @@ async fn read(stack: &Stack, rpc: &str, token: &str, incident: Uuid, n: usize) -
                     kind: v1::ServiceBoardKind::Units as i32,
                     ..Default::default()
                 })
+                .await,
+        ),
+        "GetPartyPanel" => code(
+            center
+                .get_party_panel(v1::GetPartyPanelRequest { area_code: area() })
                 .await,
         ),
         "ListPairedIncidents" => code(

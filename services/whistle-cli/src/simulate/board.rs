@@ -18,6 +18,8 @@ pub(super) struct Board {
     pub(super) done: u64,
     pub(super) refused: BTreeMap<String, u64>,
     pub(super) unanswered: u64,
+    /// The volunteer commands applied, by what the simulation printed (派微心愿, 抢单, …).
+    pub(super) offers: BTreeMap<&'static str, u64>,
 }
 
 impl Board {
@@ -55,9 +57,17 @@ impl Board {
                     .join(", ")
             )
         };
+        let offer = |k: &str| self.offers.get(k).copied().unwrap_or(0);
+        let party = format!(
+            " | 党员志愿 派单 {} 抢单 {} 完成 {} 确认 {}",
+            offer("派微心愿") + offer("派单志愿者"),
+            offer("抢单"),
+            offer("志愿完成"),
+            offer("社区确认")
+        );
         format!(
             "上报 {} 件, 事件 {} 件: 处理中 {} · 已吹哨 {} · 已报到 {} · 已办结 {} · 已结案 {} · 未回访结案 {} | \
-             吹哨 {} 督办 {} 退单 {} 改派 {} 重办 {} 超期 {} 并入 {} | 动作 成功 {} 拒绝 {}{refused_detail} 无应答 {}",
+             吹哨 {} 督办 {} 退单 {} 改派 {} 重办 {} 超期 {} 并入 {} | 动作 成功 {} 拒绝 {}{refused_detail} 无应答 {}{party}",
             self.reports,
             self.incidents.len(),
             status("handling"),
@@ -108,6 +118,9 @@ mod tests {
         board.events.insert("task.returned".into(), 4);
         board.refused.insert("stale".into(), 2);
         board.reports = 3;
+        board.offers.insert("派微心愿", 2);
+        board.offers.insert("派单志愿者", 1);
+        board.offers.insert("抢单", 5);
         let line = board.summary();
         assert!(
             line.starts_with("上报 3 件, 事件 3 件: 处理中 1 ·"),
@@ -116,5 +129,6 @@ mod tests {
         assert!(line.contains("已结案 2"), "{line}");
         assert!(line.contains("退单 4"), "{line}");
         assert!(line.contains("拒绝 2 (stale 2)"), "{line}");
+        assert!(line.contains("党员志愿 派单 3 抢单 5 完成 0"), "{line}");
     }
 }

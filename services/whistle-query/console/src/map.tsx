@@ -7,7 +7,7 @@
 import { useContext, useEffect, useLayoutEffect, useMemo, useRef, useState } from "preact/hooks";
 import { cc } from "./api";
 import { t, incidentStatusLabel } from "./i18n";
-import type { Overview } from "./gen/whistle/v1/command_center_pb.js";
+import type { Overview, PartyMarkedIncident } from "./gen/whistle/v1/command_center_pb.js";
 import { IncidentStatus } from "./gen/whistle/v1/common_pb.js";
 import { useLoad, num, type Loaded } from "./util";
 import { Chart, echarts } from "./chart";
@@ -20,6 +20,8 @@ const RAMP = ["#123a66", "#1d5fa3", "#2f8cff", "#ffd166", "#ff5d6c"];
 const GRID_OPEN = "#39c5ff";
 const GRID_OVERDUE = "#ff5d6c";
 const GRID_QUIET = "rgba(127,166,201,0.35)";
+const PIN_ENDORSED = "#ffd166";
+const PIN_PROACTIVE = "#3ee6a5";
 
 interface Shape {
   code: string;
@@ -107,9 +109,12 @@ export function MapPanel(p: {
   area: string;
   bump: number;
   overview: Loaded<Overview>;
+  /** Open incidents marked 领导督办 or 主动治理 (GetPartyPanel), pinned on their grids. */
+  marked: PartyMarkedIncident[];
   orgVersion: number;
   onDrill: (c: string) => void;
   onGrid: (code: string, name: string) => void;
+  onOpen: (incidentId: string) => void;
 }) {
   const map = useLoad((signal) => cc.getGridMap({ areaCode: p.area }, { signal }), p.area, 15000);
   const { px } = useContext(ScaleContext);
@@ -150,6 +155,9 @@ export function MapPanel(p: {
   const maxSum = Math.max(1, ...sums.map((x) => x.open));
   const maxGrid = Math.max(1, ...withPos.map((c) => num(c.openIncidents)));
   const bubble = (open: number) => (polygons ? 0 : (24 + 64 * Math.sqrt(open / maxSum)) * px);
+  // A pin per marked incident whose grid has a position: gold for 领导督办, green for 主动治理.
+  const cellAt = new Map(withPos.map((c) => [c.gridCode, c]));
+  const pins = p.marked.filter((m) => cellAt.has(m.gridCode));
 
   const option = useMemo(() => {
     const mapName = base && shapeCodes.length ? register(base, shapeCodes) : "";
@@ -230,9 +238,30 @@ export function MapPanel(p: {
           emphasis: { scale: 1.05, itemStyle: { borderColor: "#ffd166" } },
           z: 3,
         },
+        {
+          type: "scatter",
+          name: t("mapMarked"),
+          coordinateSystem: mapName ? "geo" : "cartesian2d",
+          symbol: "pin",
+          data: pins.map((m) => {
+            const c = cellAt.get(m.gridCode)!;
+            const label = [m.endorsed ? t("endorsedTag") : "", m.proactive ? t("proactiveTag") : ""].filter(Boolean).join("·");
+            return {
+              name: m.incidentId,
+              title: `${label}｜${m.title}`,
+              value: [c.lon, c.lat],
+              incident: m.incidentId,
+              open: num(c.openIncidents),
+              overdue: num(c.overdue),
+              symbolSize: 30 * px,
+              itemStyle: { color: m.endorsed ? PIN_ENDORSED : PIN_PROACTIVE, borderColor: "#02101f", borderWidth: px },
+            };
+          }),
+          z: 5,
+        },
       ],
     };
-  }, [map.data, p.orgVersion, px, base, shapeCodes]);
+  }, [map.data, p.orgVersion, px, base, shapeCodes, p.marked]);
 
   // Anchors of the labels in the chart's pixels, read once the chart has drawn.
   const [anchors, setAnchors] = useState<Anchor[]>([]);
@@ -260,6 +289,7 @@ export function MapPanel(p: {
         "data-cells": map.data ? cells.length : "",
         "data-regions": shapeCodes.join(" "),
         "data-map-version": base?.version ?? "",
+        "data-marked": pins.map((m) => `${m.gridCode}:${m.endorsed ? "e" : ""}${m.proactive ? "p" : ""}`).join(" "),
       }}
       load={map}
       class="h-map"
@@ -282,11 +312,12 @@ export function MapPanel(p: {
           onFinished={onFinished}
           onClick={(x) => {
             if (x.seriesIndex === 1) p.onGrid(x.data.code, x.data.title);
+            else if (x.seriesIndex === 3) p.onOpen(x.data.incident);
             else if (x.data?.code) p.onDrill(x.data.code);
           }}
         />
         <MapLabels anchors={anchors} onDrill={p.onDrill} />
-        <Legend polygons={polygons} max={maxSum} bubbles={!polygons && sums.length > 0} />
+        <Legend polygons={polygons} max={maxSum} bubbles={!polygons && sums.length > 0} endorsed={pins.some((m) => m.endorsed)} proactive={pins.some((m) => m.proactive)} />
       </div>
     </Panel>
   );
@@ -369,7 +400,7 @@ function MapLabels({ anchors, onDrill }: { anchors: Anchor[]; onDrill: (c: strin
 }
 
 /** What the colours and marks mean, with the scale's end figures. */
-function Legend({ polygons, max, bubbles }: { polygons: boolean; max: number; bubbles: boolean }) {
+function Legend({ polygons, max, bubbles, endorsed, proactive }: { polygons: boolean; max: number; bubbles: boolean; endorsed: boolean; proactive: boolean }) {
   return (
     <div class="map-legend" data-testid="map-legend">
       {polygons && (
@@ -391,6 +422,16 @@ function Legend({ polygons, max, bubbles }: { polygons: boolean; max: number; bu
       {bubbles && (
         <div class="legend-row">
           <i class="dot dot-area" /> {t("mapLegendArea")}
+        </div>
+      )}
+      {endorsed && (
+        <div class="legend-row" data-testid="map-legend-endorsed">
+          <i class="dot dot-endorsed" /> {t("endorsedTag")}
+        </div>
+      )}
+      {proactive && (
+        <div class="legend-row" data-testid="map-legend-proactive">
+          <i class="dot dot-proactive" /> {t("proactiveTag")}
         </div>
       )}
     </div>

@@ -17,6 +17,8 @@ import { NavLinks, type Chrome } from "./main";
 import { ScaleContext, useScale } from "./scale";
 import { useCatalogue } from "./catalogue";
 import { MonthlyReport } from "./monthly";
+import { PartyPanel, MarkTags, marksOf, movesParty } from "./party";
+import type { PartyMarkedIncident } from "./gen/whistle/v1/command_center_pb.js";
 
 const C = {
   cyan: "#39c5ff",
@@ -29,6 +31,8 @@ const C = {
   line: "rgba(57,197,255,0.15)",
 };
 
+const NO_MARKS: PartyMarkedIncident[] = [];
+
 export function Screen(p: Chrome) {
   const root = p.session.areaCode || "150600";
   const [area, setArea] = useState(root);
@@ -38,6 +42,7 @@ export function Screen(p: Chrome) {
   const [events, setEvents] = useState<SequencedEvent[]>([]);
   const [feedStatus, setFeedStatus] = useState<FeedStatus>("connecting");
   const [feedArea, setFeedArea] = useState("");
+  const [partyBump, setPartyBump] = useState(0);
 
   // Names: the tree two levels below the token's area, then the children of each area visited.
   useEffect(() => {
@@ -56,10 +61,13 @@ export function Screen(p: Chrome) {
   useEffect(() => {
     setEvents([]);
     const refresh = throttle(() => setBump((b) => b + 1), 800);
+    // The Party panel moves on offers and endorsements only; trailing, so the last one counts.
+    const refreshParty = throttle(() => setPartyBump((b) => b + 1), 800);
     const feed = new EventFeed(area, {
       onEvent: (e) => {
         setEvents((list) => [e, ...list].slice(0, 60));
         refresh();
+        if (movesParty(e.event?.kind ?? "")) refreshParty();
       },
       onGap: () => setBump((b) => b + 1),
       onStatus: (s) => setFeedStatus(s),
@@ -72,6 +80,13 @@ export function Screen(p: Chrome) {
   useEffect(() => {
     if (bump) overview.reload();
   }, [bump]);
+  const party = useLoad((signal) => cc.getPartyPanel({ areaCode: area }, { signal }), area, 15000);
+  useEffect(() => {
+    if (partyBump) party.reload();
+  }, [partyBump]);
+  // Only the selected area's answer marks anything (a reload for the previous area may land late).
+  const partyHere = party.data && party.data.areaCode === area ? party.data : undefined;
+  const marks = useMemo(() => marksOf(partyHere), [partyHere]);
 
   const drill = (code: string) => {
     if (!code || code.length > 12) return;
@@ -103,20 +118,23 @@ export function Screen(p: Chrome) {
         <section class="col">
           <CategoryPanel overview={overview} area={area} />
           <TrendPanel area={area} bump={bump} />
-          <OverduePanel area={area} bump={bump} overdue={overview.data?.overdue} onOpen={(id) => setDrawer({ kind: "incident", id })} />
+          <OverduePanel area={area} bump={bump} overdue={overview.data?.overdue} marks={marks} onOpen={(id) => setDrawer({ kind: "incident", id })} />
         </section>
         <section class="col col-mid">
           <MapPanel
             area={area}
             bump={bump}
             overview={overview}
+            marked={partyHere?.marked ?? NO_MARKS}
             orgVersion={orgVersion}
             onDrill={drill}
             onGrid={(code, name) => setDrawer({ kind: "grid", code, name })}
+            onOpen={(id) => setDrawer({ kind: "incident", id })}
           />
           <Ticker events={events} status={feedStatus} area={feedArea} onOpen={(id) => setDrawer({ kind: "incident", id })} />
         </section>
         <section class="col">
+          <PartyPanel party={party} area={area} />
           <RankingPanel kind="streets" area={area} bump={bump} onDrill={drill} />
           <RankingPanel kind="departments" area={area} bump={bump} onDrill={drill} />
         </section>
@@ -357,7 +375,7 @@ const OVERDUE_PAGE = 500;
  * once; a department late to report in or to resolve is named under its incident, and incidents
  * whose only lateness is a department's are listed after them under 部门超时, with their own count.
  */
-function OverduePanel({ area, bump, overdue, onOpen }: { area: string; bump: number; overdue?: bigint; onOpen: (id: string) => void }) {
+function OverduePanel({ area, bump, overdue, marks, onOpen }: { area: string; bump: number; overdue?: bigint; marks: Map<string, PartyMarkedIncident>; onOpen: (id: string) => void }) {
   const list = useLoad((signal) => cc.listOverdue({ areaCode: area, pageSize: OVERDUE_PAGE }, { signal }), area, 10000);
   const last = useRef(0);
   useEffect(() => {
@@ -383,10 +401,22 @@ function OverduePanel({ area, bump, overdue, onOpen }: { area: string; bump: num
     const due = tsMs(g.sla?.dueAt ?? g.tasks[0]?.dueAt);
     const cd = fmtCountdown(due, now);
     const depts = g.tasks.map((x) => x.departmentName || deptName(x.departmentCode) || t("someDepartment"));
+    const mark = marks.get(g.id);
     return (
-      <li data-testid="overdue-item" data-kind={kind} data-incident={g.id} data-street={g.street} onClick={() => onOpen(g.id)}>
+      <li
+        data-testid="overdue-item"
+        data-kind={kind}
+        data-incident={g.id}
+        data-street={g.street}
+        data-endorsed={mark?.endorsed ? "1" : "0"}
+        data-proactive={mark?.proactive ? "1" : "0"}
+        onClick={() => onOpen(g.id)}
+      >
         <div class="ov-main">
-          <span class="ov-title">{g.title}</span>
+          <span class="ov-title">
+            <MarkTags mark={mark} />
+            {g.title}
+          </span>
           <span class="ov-meta">
             {orgName(g.street)}
             {g.sla ? ` · ${levelLabel(g.sla.level)}` : ""}
@@ -542,6 +572,10 @@ function eventTitle(e: SequencedEvent): string {
     }
     case "reportRejected":
       return rejectedText(ev.body.value.reason);
+    case "offerChanged": {
+      const o = ev.body.value;
+      return `${o.offerKind === "wish" ? t("partyWish") : ""}「${o.title}」${orgName(ev.communityCode)}${o.note ? ` — ${o.note}` : ""}`;
+    }
     default:
       return "";
   }
@@ -550,7 +584,7 @@ function eventTitle(e: SequencedEvent): string {
 function kindClass(kind: string): string {
   if (kind === "incident.reported") return "k-new";
   if (kind.includes("whistled") || kind === "cluster.alert" || kind === "device.flagged" || kind.includes("overdue") || kind.includes("supervised") || kind === "incident.endorsed" || kind === "report.rejected") return "k-alert";
-  if (kind.includes("resolved") || kind.includes("closed") || kind.includes("verified") || kind === "task.accepted") return "k-good";
+  if (kind.includes("resolved") || kind.includes("closed") || kind.includes("verified") || kind === "task.accepted" || kind === "offer.confirmed") return "k-good";
   return "k-info";
 }
 
