@@ -237,8 +237,20 @@ DEMO_DEPARTMENT=150602-urban_management
 DEMO_GRID=150602001001001
 LIAISON_TOKEN=$("$WHISTLE_BIN" token create --role liaison --department "$DEMO_DEPARTMENT" --label "deploy/local/run.sh")
 GRID_TOKEN=$("$WHISTLE_BIN" token create --role grid_worker --area "$DEMO_GRID" --label "deploy/local/run.sh")
-# Kept beside the operator's for tools that act as them (deploy/local/screenshots.sh).
-(umask 077 && printf '%s\n' "$LIAISON_TOKEN" >"$WHISTLE_HOME/liaison.token" && printf '%s\n' "$GRID_TOKEN" >"$WHISTLE_HOME/grid.token")
+# The demo grid's community: its first registered Party member (the seeded registry's
+# pm-{community}-0001) and the district leader paired with it (docs/leaders.md: ld-150602-01 takes
+# the district's first community).
+DEMO_COMMUNITY=${DEMO_GRID:0:12}
+DEMO_MEMBER=pm-$DEMO_COMMUNITY-0001
+DEMO_LEADER=ld-${DEMO_GRID:0:6}-01
+MEMBER_TOKEN=$("$WHISTLE_BIN" token create --role member --area "$DEMO_COMMUNITY" --person "$DEMO_MEMBER" --label "deploy/local/run.sh")
+LEADER_TOKEN=$("$WHISTLE_BIN" token create --role leader --area "${DEMO_GRID:0:6}" --person "$DEMO_LEADER" --label "deploy/local/run.sh")
+# Kept beside the operator's for tools that act as them (deploy/local/screenshots.sh, which waits
+# for grid.token: written last).
+(umask 077 && printf '%s\n' "$LIAISON_TOKEN" >"$WHISTLE_HOME/liaison.token" &&
+    printf '%s\n' "$MEMBER_TOKEN" >"$WHISTLE_HOME/member.token" &&
+    printf '%s\n' "$LEADER_TOKEN" >"$WHISTLE_HOME/leader.token" &&
+    printf '%s\n' "$GRID_TOKEN" >"$WHISTLE_HOME/grid.token")
 CONSOLE_URL=http://$WHISTLE_QUERY_LISTEN
 # What a raw NATS client needs to act as the demo grid worker: the token, and the private inbox of its
 # person (gw-{grid}, the default person of a grid worker token).
@@ -273,6 +285,8 @@ watch_cmd=$(printf '%q ' "${watch_env[@]}" "$WHISTLE_BIN" watch)
     printf '    指挥大屏    %s/#/screen?token=%s  (city operator)\n' "$CONSOLE_URL" "$(cat -- "$TOKEN_FILE")"
     printf '    部门工作台  %s/#/workbench?token=%s  (liaison of %s)\n' "$CONSOLE_URL" "$LIAISON_TOKEN" "$DEMO_DEPARTMENT"
     printf '    网格上报    %s/#/report?token=%s  (grid worker of %s)\n' "$CONSOLE_URL" "$GRID_TOKEN" "$DEMO_GRID"
+    printf '    党员接单    %s/#/offers?token=%s  (Party member %s of %s)\n' "$CONSOLE_URL" "$MEMBER_TOKEN" "$DEMO_MEMBER" "$DEMO_COMMUNITY"
+    printf '    领导结对    %s/#/paired?token=%s  (leader %s)\n' "$CONSOLE_URL" "$LEADER_TOKEN" "$DEMO_LEADER"
     printf '  token         city operator, in %s: %s\n' "$TOKEN_FILE" "$(cat -- "$TOKEN_FILE")"
     # shellcheck disable=SC2016  # $(cat …) is for the shell the example is pasted into
     printf '  try           grpcurl -plaintext -H "authorization: Bearer $(cat %s)" %s whistle.v1.CommandCenter/GetOverview\n' \

@@ -75,6 +75,8 @@ log "taking the screenshots into $OUT"
         WHISTLE_OPERATOR_TOKEN=$(cat -- "$WHISTLE_HOME/operator.token") \
         WHISTLE_LIAISON_TOKEN=$(cat -- "$WHISTLE_HOME/liaison.token") \
         WHISTLE_GRID_TOKEN=$(cat -- "$WHISTLE_HOME/grid.token") \
+        WHISTLE_MEMBER_TOKEN=$(cat -- "$WHISTLE_HOME/member.token") \
+        WHISTLE_LEADER_TOKEN=$(cat -- "$WHISTLE_HOME/leader.token") \
         WHISTLE_DRILL_DISTRICT=150602 \
         WHISTLE_SCREENSHOT_DIR=$OUT \
         npm run --silent screenshots

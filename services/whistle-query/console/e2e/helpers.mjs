@@ -32,6 +32,9 @@ export const env = {
   peopleSuccessor: process.env.WHISTLE_PEOPLE_SUCCESSOR,
   peopleDepartment: process.env.WHISTLE_PEOPLE_DEPARTMENT,
   peopleIncident: process.env.WHISTLE_PEOPLE_INCIDENT_ID,
+  /** npm run screenshots: a Party member of the demo grid's community and a leader paired with it. */
+  member: process.env.WHISTLE_MEMBER_TOKEN,
+  leader: process.env.WHISTLE_LEADER_TOKEN,
   screenshots: process.env.WHISTLE_SCREENSHOT_DIR,
   chromium: process.env.CHROMIUM || "/usr/bin/chromium",
 };

@@ -2,7 +2,8 @@
 // the command screen at 1920×1080 (Chinese and English, a district drilled into, the incident drawer),
 // at 3840×2160 and as the laptop layout at 1366×768 (the whole scrolling page); the workbench at
 // 1920×1080; 人员管理 as the city operator sees it on a laptop at 1366×768; the report form at 390×844 (Chinese and English, the whole form, and offline with two
-// reports waiting as 待发送).
+// reports waiting as 待发送); 党员接单 (a member's phone page) at 390×844 and 领导结对联系 (a paired
+// leader's view) at 1366×768.
 import { mkdirSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -102,6 +103,28 @@ if (env.grid) {
     await context.close();
   }
 }
+if (env.member) {
+  // 党员接单: the member's phone page (their community's open offers, what they hold, their hours).
+  const { context, page, errors } = await openPage(browser, env.member, "offers", { width: 390, height: 844, mobile: true });
+  await page.waitForSelector('[data-testid="open-offers"]', { timeout: 20000 });
+  await page.waitForSelector('[data-testid="my-service-month"][data-hours]:not([data-hours=""])', { timeout: 20000 }).catch(() => {});
+  await sleep(500);
+  await shot(page, "offers-390x844.png");
+  problems.push(...errors);
+  await context.close();
+}
+
+if (env.leader) {
+  // 领导结对联系: the leader's paired areas and their open incidents, at a laptop's size.
+  const { context, page, errors } = await openPage(browser, env.leader, "paired", { width: 1366, height: 768 });
+  await page.waitForSelector('[data-testid="paired-area"]', { timeout: 20000 });
+  await waitFor(() => page.locator('[data-testid="paired-incident"]').count(), { timeout: 10000, message: "paired incidents" }).catch(() => {});
+  await sleep(500);
+  await shot(page, "paired-1366x768.png");
+  problems.push(...errors);
+  await context.close();
+}
+
 await browser.close();
 if (problems.length) {
   console.error("console errors:\n" + problems.join("\n"));
