@@ -40,7 +40,7 @@ const LEADER: &str = "ld-150602-01";
 use Code::{NotFound, Ok as Y, PermissionDenied as No, Unauthenticated as Anon};
 
 /// The CommandCenter and Reporting RPCs with what each caller gets.
-const READS: [(&str, [Code; 10]); 29] = [
+const READS: [(&str, [Code; 10]); 30] = [
     //                  city  district liaison viewer grid  none  open311 hotline leader device
     ("GetOverview", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
     ("ListIncidents", [Y, Y, Y, Y, No, Anon, No, No, No, No]),
