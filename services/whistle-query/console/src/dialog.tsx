@@ -96,6 +96,35 @@ export interface Fresh {
   state: string;
 }
 
+/**
+ * A command sent from a dialog: its id kept across a network failure (a retry is the same command,
+ * never applied twice) and renewed after any other answer; `busy` while it is out, so nothing is
+ * sent twice; `problem` the last failure, in words. `send` resolves to the call's answer, or
+ * undefined after a failure.
+ */
+export function useDialogCommand() {
+  const [commandId, setCommandId] = useState(uuid());
+  const [busy, setBusy] = useState(false);
+  const [problem, setProblem] = useState<Problem | null>(null);
+  async function send<T>(call: (commandId: string) => Promise<T>): Promise<T | undefined> {
+    setBusy(true);
+    setProblem(null);
+    try {
+      const answer = await call(commandId);
+      setCommandId(uuid());
+      return answer;
+    } catch (e) {
+      const pr = describe(e, "command");
+      setProblem(pr);
+      if (pr.kind !== "network") setCommandId(uuid());
+      return undefined;
+    } finally {
+      setBusy(false);
+    }
+  }
+  return { busy, problem, send };
+}
+
 export function CommandDialog(p: {
   title: string;
   submitLabel: string;

@@ -17,7 +17,7 @@ import { useCatalogue, categoryName } from "./catalogue";
 import { type Chrome } from "./main";
 import { PageFrame, type Toast } from "./frame";
 import { LoadNote, ProblemNote } from "./notes";
-import { Modal } from "./dialog";
+import { Modal, useDialogCommand } from "./dialog";
 import { PhotoPicker, uploadAll } from "./photos";
 
 const POLL_MS = 15_000;
@@ -325,28 +325,18 @@ function CompleteDialog(p: { offer: VolunteerOffer; onClose: () => void; onDone:
   const [note, setNote] = useState("");
   const [hours, setHours] = useState("1");
   const [photos, setPhotos] = useState<Blob[]>([]);
-  const [problem, setProblem] = useState<Problem | null>(null);
-  const [busy, setBusy] = useState(false);
-  const [commandId, setCommandId] = useState(uuid());
+  const { busy, problem, send } = useDialogCommand();
   const minutes = Math.round(Number(hours) * 60);
   const badTime = !Number.isFinite(minutes) || minutes < 1 || minutes > MAX_MINUTES;
   const invalid = !note.trim() || badTime;
   async function submit() {
     if (busy || invalid) return;
-    setBusy(true);
-    setProblem(null);
-    try {
+    const done = await send(async (commandId) => {
       // Uploaded again on a retry: a photo's id is its hash, so nothing is stored twice.
       const photoIds = await uploadAll(photos);
-      await dispatch.completeOffer({ commandId, body: { case: "completeOffer", value: { offerId: p.offer.offerId, note: note.trim(), minutes, photoIds } } });
-      p.onDone();
-    } catch (e) {
-      const pr = describe(e, "command");
-      setProblem(pr);
-      if (pr.kind !== "network") setCommandId(uuid());
-    } finally {
-      setBusy(false);
-    }
+      return dispatch.completeOffer({ commandId, body: { case: "completeOffer", value: { offerId: p.offer.offerId, note: note.trim(), minutes, photoIds } } });
+    });
+    if (done) p.onDone();
   }
   return (
     <Modal title={t("completeTitle")} testid="complete-dialog" onClose={p.onClose} onSubmit={submit}>
@@ -377,23 +367,13 @@ function CompleteDialog(p: { offer: VolunteerOffer; onClose: () => void; onDone:
 /** 放弃: gives the offer back to the community, with an optional reason. */
 function ReleaseDialog(p: { offer: VolunteerOffer; onClose: () => void; onDone: () => void }) {
   const [note, setNote] = useState("");
-  const [problem, setProblem] = useState<Problem | null>(null);
-  const [busy, setBusy] = useState(false);
-  const [commandId, setCommandId] = useState(uuid());
+  const { busy, problem, send } = useDialogCommand();
   async function submit() {
     if (busy) return;
-    setBusy(true);
-    setProblem(null);
-    try {
-      await dispatch.releaseOffer({ commandId, body: { case: "releaseOffer", value: { offerId: p.offer.offerId, note: note.trim() } } });
-      p.onDone();
-    } catch (e) {
-      const pr = describe(e, "command");
-      setProblem(pr);
-      if (pr.kind !== "network") setCommandId(uuid());
-    } finally {
-      setBusy(false);
-    }
+    const done = await send((commandId) =>
+      dispatch.releaseOffer({ commandId, body: { case: "releaseOffer", value: { offerId: p.offer.offerId, note: note.trim() } } }),
+    );
+    if (done) p.onDone();
   }
   return (
     <Modal title={t("releaseTitle")} testid="release-dialog" onClose={p.onClose} onSubmit={submit}>

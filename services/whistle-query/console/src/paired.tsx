@@ -5,16 +5,15 @@
 // instruction (Dispatch.Endorse) that the timeline shows as such. The bell (NavLinks) lists what
 // the leader was told: escalations to the district, overdue incidents and supervisions.
 import { useEffect, useState } from "preact/hooks";
-import { cc, dispatch, uuid } from "./api";
+import { cc, dispatch } from "./api";
 import { t, levelLabel, incidentStatusLabel } from "./i18n";
-import { describe, type Problem } from "./errors";
 import { type IncidentSummary } from "./gen/whistle/v1/command_center_pb.js";
 import { useLoad, useNow, tsMs, fmtCountdown } from "./util";
 import { useCatalogue, categoryName } from "./catalogue";
 import { type Chrome } from "./main";
 import { PageFrame, type Toast } from "./frame";
 import { LoadNote, ProblemNote } from "./notes";
-import { Modal } from "./dialog";
+import { Modal, useDialogCommand } from "./dialog";
 import { Drawer, type DrawerTarget } from "./drawer";
 
 const POLL_MS = 15_000;
@@ -156,30 +155,19 @@ function PairedRow({ i, now, onOpen }: { i: IncidentSummary; now: number; onOpen
 /** 领导督办: the leader's instruction (批示), required, at most 1,000 characters. */
 function EndorseDialog(p: { incidentId: string; onClose: () => void; onDone: () => void }) {
   const [note, setNote] = useState("");
-  const [problem, setProblem] = useState<Problem | null>(null);
-  const [busy, setBusy] = useState(false);
-  const [commandId, setCommandId] = useState(uuid());
+  const { busy, problem, send } = useDialogCommand();
   async function submit() {
     if (busy || !note.trim()) return;
-    setBusy(true);
-    setProblem(null);
-    try {
+    const done = await send(async (commandId) => {
       const detail = await cc.getIncident({ incidentId: p.incidentId });
-      await dispatch.endorse({
+      return dispatch.endorse({
         commandId,
         incidentId: p.incidentId,
         expectedVersion: detail.incident?.version ?? 0n,
         body: { case: "endorse", value: { note: note.trim() } },
       });
-      p.onDone();
-    } catch (e) {
-      const pr = describe(e, "command");
-      setProblem(pr);
-      // The same command id after a network failure: a retry is never applied twice.
-      if (pr.kind !== "network") setCommandId(uuid());
-    } finally {
-      setBusy(false);
-    }
+    });
+    if (done) p.onDone();
   }
   return (
     <Modal title={t("endorseTitle")} testid="endorse-dialog" onClose={p.onClose} onSubmit={submit}>

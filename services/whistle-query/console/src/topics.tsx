@@ -4,15 +4,14 @@
 // topic already adopted names its case; the case opens in the incident drawer like any incident.
 import { useMemo, useState } from "preact/hooks";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { cc, dispatch, uuid } from "./api";
+import { cc, dispatch } from "./api";
 import { t, levelLabel } from "./i18n";
-import { describe, type Problem } from "./errors";
 import { type Hotspot } from "./gen/whistle/v1/command_center_pb.js";
 import { useLoad } from "./util";
 import { type Chrome } from "./main";
 import { PageFrame } from "./frame";
 import { LoadNote, ProblemNote } from "./notes";
-import { Modal } from "./dialog";
+import { Modal, useDialogCommand } from "./dialog";
 import { Drawer, type DrawerTarget } from "./drawer";
 
 /** The Chinese name of a topic kind (steady 常发, growing 增长, returning 复发, seasonal 季节性). */
@@ -145,9 +144,7 @@ function AdoptDialog(p: { topic: Hotspot; month: string; onClose: () => void; on
   const [milestones, setMilestones] = useState<MilestoneRow[]>([{ title: "", due: dayFromNow(14) }]);
   const [deadline, setDeadline] = useState(dayFromNow(60));
   const [note, setNote] = useState("");
-  const [commandId, setCommandId] = useState(uuid());
-  const [busy, setBusy] = useState(false);
-  const [problem, setProblem] = useState<Problem | null>(null);
+  const { busy, problem, send } = useDialogCommand();
 
   const deadlineMs = endOfDay(deadline);
   const bad = useMemo(() => {
@@ -164,10 +161,8 @@ function AdoptDialog(p: { topic: Hotspot; month: string; onClose: () => void; on
   const setMilestone = (i: number, patch: Partial<MilestoneRow>) => setMilestones((old) => old.map((m, j) => (j === i ? { ...m, ...patch } : m)));
   const submit = async () => {
     if (busy || invalid) return;
-    setBusy(true);
-    setProblem(null);
-    try {
-      const ok = await dispatch.adopt({
+    const ok = await send((commandId) =>
+      dispatch.adopt({
         commandId,
         body: {
           case: "adopt",
@@ -181,16 +176,9 @@ function AdoptDialog(p: { topic: Hotspot; month: string; onClose: () => void; on
             note: note.trim(),
           },
         },
-      });
-      p.onDone(ok.incidentId);
-    } catch (e) {
-      const pr = describe(e, "command");
-      setProblem(pr);
-      // The same command id after a network failure: a retry is never applied twice.
-      if (pr.kind !== "network") setCommandId(uuid());
-    } finally {
-      setBusy(false);
-    }
+      }),
+    );
+    if (ok) p.onDone(ok.incidentId);
   };
 
   return (
