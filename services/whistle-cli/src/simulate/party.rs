@@ -20,6 +20,8 @@ pub(super) const INCIDENT_OFFER_SHARE: f64 = 0.35;
 const RIVAL_SHARE: f64 = 0.3;
 /// The share of claims given back before the work.
 const RELEASE_SHARE: f64 = 0.1;
+/// The share of small wishes offered in the org's first community (see `wishes`).
+const FIRST_COMMUNITY_SHARE: f64 = 0.25;
 /// The share of offers made to one team rather than the whole community.
 const TEAM_SHARE: f64 = 0.3;
 /// The share of confirmations that record the rating at once; the others rate afterwards.
@@ -160,12 +162,16 @@ impl Sim {
                 return;
             }
             let (community, (title, detail), team) = self.rng(|rng| {
-                let community = self
-                    .volunteers
-                    .communities
-                    .choose(rng)
-                    .cloned()
-                    .unwrap_or_default();
+                // A quarter to the org's first community (code order), whose member and paired
+                // leader deploy/local/run.sh makes tokens for: their pages have offers to show.
+                let communities = &self.volunteers.communities;
+                let community = if rng.random_bool(FIRST_COMMUNITY_SHARE) {
+                    communities.first()
+                } else {
+                    communities.choose(rng)
+                }
+                .cloned()
+                .unwrap_or_default();
                 let wish = *WISHES.choose(rng).expect("wishes");
                 let team = rng
                     .random_bool(TEAM_SHARE)
