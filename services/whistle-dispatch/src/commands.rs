@@ -375,20 +375,7 @@ pub(crate) fn incidentless<'c>(
     instead: &str,
 ) -> Result<(&'c Body, PersonId), v1::CommandReply> {
     let invalid = |message: String| error(CommandErrorCode::InvalidArgument, message);
-    command
-        .command_id
-        .parse::<ReportId>()
-        .map_err(|e| invalid(format!("command_id: {e}")))?;
-    let body = command
-        .body
-        .as_ref()
-        .ok_or_else(|| invalid("the command has no body".into()))?;
-    if Verb::of(body) != verb {
-        return Err(invalid(format!(
-            "a {} command was sent to whistle.cmd.{verb}.*",
-            Verb::of(body)
-        )));
-    }
+    let body = envelope(verb.as_str(), command)?;
     if !command.incident_id.is_empty() || command.expected_version != 0 {
         return Err(invalid(format!(
             "{verb} {instead}: leave incident_id empty and expected_version 0"
@@ -489,14 +476,9 @@ fn decode_bytes(payload: &[u8], json: bool) -> Result<v1::Command, v1::CommandRe
     })
 }
 
-/// `resident`: the report whose checked tracking code the command carries; the actor is then
-/// that report's resident, else the person of `actor_id`.
-fn parse(
-    verb: &str,
-    command: &v1::Command,
-    catalog: &Catalog,
-    resident: Option<ReportId>,
-) -> Result<Parsed, v1::CommandReply> {
+/// What every command must carry, whatever it acts on: a valid command id and a body of the verb
+/// of its subject (`verb`).
+fn envelope<'c>(verb: &str, command: &'c v1::Command) -> Result<&'c Body, v1::CommandReply> {
     let invalid = |message: String| error(CommandErrorCode::InvalidArgument, message);
     command
         .command_id
@@ -512,6 +494,19 @@ fn parse(
             "a {body_verb} command was sent to whistle.cmd.{verb}.*"
         )));
     }
+    Ok(body)
+}
+
+/// `resident`: the report whose checked tracking code the command carries; the actor is then
+/// that report's resident, else the person of `actor_id`.
+fn parse(
+    verb: &str,
+    command: &v1::Command,
+    catalog: &Catalog,
+    resident: Option<ReportId>,
+) -> Result<Parsed, v1::CommandReply> {
+    let invalid = |message: String| error(CommandErrorCode::InvalidArgument, message);
+    let body = envelope(verb, command)?;
     let incident_id: Uuid = command.incident_id.parse().map_err(|_| {
         invalid(format!(
             "incident_id {:?} is not a UUID",
