@@ -816,9 +816,7 @@ fn parse(
         | Body::CompleteOffer(_)
         | Body::ConfirmOffer(_)
         | Body::RateOffer(_)
-        | Body::WithdrawOffer(_) => {
-            return Err(invalid(format!("{body_verb} acts on no incident")))
-        }
+        | Body::WithdrawOffer(_) => return Err(invalid(format!("{verb} acts on no incident"))),
     };
     Ok(Parsed {
         incident_id,
